@@ -1,10 +1,164 @@
 //! Project automation: `cargo xtask <task>`.
-fn main() -> anyhow::Result<()> {
-    let task = std::env::args().nth(1);
-    match task.as_deref() {
+//!
+//! - `test`: everything CI checks, in order: formatting, clippy, unit and
+//!   integration tests, the release binary, the end-to-end suite with real
+//!   Kafka clients (installing them first), and a bounded fuzz run.
+//! - `e2e [PYTEST ARGS]`: only the end-to-end suite.
+//! - `fuzz [SECONDS]`: run every fuzz target for SECONDS each (default 30).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = repo_root();
+    std::env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("test") => test(&root),
+        Some("e2e") => e2e(&root, &args[1..]),
+        Some("fuzz") => {
+            let secs = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(30);
+            fuzz(&root, secs)
+        }
         _ => {
-            eprintln!("tasks: (none yet)");
-            Ok(())
+            eprintln!("usage: cargo xtask <test | e2e [pytest args] | fuzz [seconds]>");
+            bail!("unknown task")
         }
     }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn run(step: &str, cmd: &mut Command) -> Result<()> {
+    let started = Instant::now();
+    eprintln!("==> {step}: {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("{step}: cannot start {cmd:?}"))?;
+    eprintln!(
+        "<== {step}: {status} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    if !status.success() {
+        bail!("{step} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn test(root: &Path) -> Result<()> {
+    run("format", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    run(
+        "unit and integration tests",
+        cargo().args(["test", "--workspace", "--locked"]),
+    )?;
+    e2e(root, &[])?;
+    fuzz(root, 20)
+}
+
+fn e2e(root: &Path, pytest_args: &[String]) -> Result<()> {
+    run(
+        "release build",
+        cargo().args(["build", "--release", "--locked", "-p", "fjord"]),
+    )?;
+    run(
+        "install e2e clients",
+        Command::new("bash").arg(root.join("tests/e2e/setup.sh")),
+    )?;
+    let python = e2e_python()?;
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "pytest", "tests/e2e", "-q", "-rs"])
+        .args(pytest_args)
+        .env("FJORD_BIN", root.join("target/release/fjord"));
+    run("end-to-end tests with real clients", &mut cmd)
+}
+
+/// The virtualenv python that tests/e2e/setup.sh prepares.
+fn e2e_python() -> Result<PathBuf> {
+    let home = std::env::var("HOME").context("HOME is not set")?;
+    let p = PathBuf::from(home).join(".cache/fjord-e2e/venv/bin/python");
+    if !p.exists() {
+        bail!(
+            "{} missing: tests/e2e/setup.sh did not prepare it",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+fn fuzz(root: &Path, seconds: u64) -> Result<()> {
+    let fuzz_dir = root.join("fuzz");
+    if !fuzz_dir.join("Cargo.toml").exists() {
+        bail!("fuzz/Cargo.toml missing");
+    }
+    let have_cargo_fuzz = cargo()
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !have_cargo_fuzz {
+        run(
+            "install cargo-fuzz",
+            cargo().args(["install", "cargo-fuzz", "--locked"]),
+        )?;
+    }
+    let list = cargo()
+        .current_dir(&fuzz_dir)
+        .args(["+nightly", "fuzz", "list"])
+        .output()
+        .context("cargo fuzz list")?;
+    if !list.status.success() {
+        bail!(
+            "cargo fuzz list failed: {}",
+            String::from_utf8_lossy(&list.stderr)
+        );
+    }
+    let targets: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if targets.is_empty() {
+        bail!("no fuzz targets found");
+    }
+    for t in targets {
+        run(
+            &format!("fuzz {t} for {seconds}s"),
+            cargo().current_dir(&fuzz_dir).args([
+                "+nightly",
+                "fuzz",
+                "run",
+                &t,
+                "--",
+                &format!("-max_total_time={seconds}"),
+                "-rss_limit_mb=2048",
+                "-malloc_limit_mb=512",
+            ]),
+        )?;
+    }
+    Ok(())
 }

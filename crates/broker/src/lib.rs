@@ -1,1 +1,15 @@
-//! placeholder
+//! Fjord's single-node Kafka-compatible broker.
+//!
+//! Bytes arrive on a socket ([`server`]), a frame is decoded into a request by
+//! `fjord_protocol`'s bounds-checked decoders, a handler ([`handlers`]) turns
+//! it into calls on partition logs held by [`state::Broker`], and the response
+//! is encoded and written in request order.
+
+pub mod config;
+pub mod errors;
+pub mod handlers;
+pub mod server;
+pub mod state;
+
+pub use config::BrokerConfig;
+pub use state::Broker;

@@ -1,1 +1,159 @@
-fn main() {}
+//! `fjord`: the broker and its tools in one binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use fjord_broker::{Broker, BrokerConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "fjord",
+    version,
+    about = "Fjord: a Kafka-compatible event-streaming broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker (zero-config: 127.0.0.1:9092, data in ./fjord-data).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Address announced to clients (defaults to the listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+    /// Directory holding all data.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML file of settings, by Kafka broker config name.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A setting by Kafka broker config name (repeatable), e.g. num.partitions=3.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fjord: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
+    let mut config = BrokerConfig::default();
+    if let Some(path) = &args.config {
+        config.load_toml(path)?;
+    }
+    for kv in &args.set {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--set expects NAME=VALUE, got '{kv}'"))?;
+        config.set(k.trim(), v)?;
+    }
+    if let Some(l) = &args.listen {
+        config.set("listeners", l)?;
+    }
+    if let Some(a) = &args.advertised_listener {
+        config.set("advertised.listeners", a)?;
+    }
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    let advertised_given = args.advertised_listener.is_some()
+        || args
+            .set
+            .iter()
+            .any(|s| s.starts_with("advertised.listeners"));
+    config.finish(advertised_given)?;
+    Ok(config)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = build_config(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fjord")
+        .build()?;
+    runtime.block_on(async move {
+        let listen = config.listen;
+        let data_dir = config.data_dir.clone();
+        let retention_every = std::time::Duration::from_millis(config.retention_check_interval_ms);
+        let started = std::time::Instant::now();
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        tracing::info!(
+            %listen,
+            data_dir = %data_dir.display(),
+            topics = broker.topics().len(),
+            startup_ms = started.elapsed().as_millis() as u64,
+            "fjord is serving"
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let retention_broker = broker.clone();
+        let mut retention_stop = stop_rx.clone();
+        let retention = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(retention_every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let b = retention_broker.clone();
+                        let _ = tokio::task::spawn_blocking(move || b.apply_retention()).await;
+                    }
+                    _ = retention_stop.changed() => break,
+                }
+            }
+        });
+        let server = tokio::spawn(fjord_broker::server::serve(
+            broker.clone(),
+            listener,
+            stop_rx,
+        ));
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        let _ = retention.await;
+        tokio::task::spawn_blocking(move || broker.close()).await?;
+        tracing::info!("stopped cleanly");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -35,3 +35,45 @@ pub const INDEX_BYTES_MAX_DEFAULT: u32 = 10 * 1024 * 1024;
 
 const _: () = assert!(MESSAGE_BYTES_MAX_DEFAULT <= MESSAGE_BYTES_MAX_CEILING);
 const _: () = assert!(MESSAGE_BYTES_MAX_CEILING <= FRAME_BYTES_MAX);
+
+// ---- storage (fjord-storage) ----
+/// Default `log.retention.ms` (7 days).
+pub const RETENTION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Largest `segment.bytes` accepted: index positions are 32-bit (Kafka: Int.MaxValue).
+pub const SEGMENT_BYTES_CEILING: u64 = i32::MAX as u64;
+/// Threads shared by all partition logs that run fdatasync for group commit.
+pub const STORAGE_FLUSH_THREADS: usize = 4;
+/// Bytes read at once when scanning batch headers in a segment file.
+pub const SEGMENT_SCAN_CHUNK_BYTES: usize = 64 * 1024;
+/// Most entries accepted in a `leader-epoch-checkpoint` file.
+pub const LEADER_EPOCH_ENTRIES_MAX: usize = 100_000;
+const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_CEILING);
+const _: () = assert!((MESSAGE_BYTES_MAX_CEILING as u64) <= SEGMENT_BYTES_CEILING);
+
+// ---- consumer groups (fjord-group) ----
+/// Default `group.initial.rebalance.delay.ms`.
+pub const GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT: i64 = 3_000;
+/// Default `group.min.session.timeout.ms`.
+pub const GROUP_SESSION_TIMEOUT_MS_MIN_DEFAULT: i32 = 6_000;
+/// Default `group.max.session.timeout.ms`.
+pub const GROUP_SESSION_TIMEOUT_MS_MAX_DEFAULT: i32 = 1_800_000;
+/// How long a member that joined during a rebalance may take to rejoin before it is dropped (Kafka: 5 min).
+pub const GROUP_NEW_MEMBER_JOIN_TIMEOUT_MS: i64 = 300_000;
+/// Most members (joined plus pending) in one group; also bounds the member count read back from disk.
+pub const GROUP_MEMBERS_MAX: usize = 100_000;
+/// Default `offsets.retention.minutes` (7 days), in ms.
+pub const OFFSETS_RETENTION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Default `offsets.retention.check.interval.ms`.
+pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT: i64 = 600_000;
+/// Default `offset.metadata.max.bytes`.
+pub const OFFSET_METADATA_BYTES_MAX_DEFAULT: usize = 4096;
+/// Default `offsets.topic.num.partitions`.
+pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: i32 = 50;
+
+// ---- request decoding (fjord-protocol) ----
+/// Most heap memory the decoded form of one request may take: its arrays of
+/// structs and its unknown tagged fields (byte and string fields are
+/// zero-copy slices of the frame). Bounds how much a large hostile frame of
+/// tiny elements can be amplified into (a 2-byte Metadata topic decodes to an
+/// ~80-byte struct).
+pub const REQUEST_DECODED_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -1,0 +1,48 @@
+//! DeleteRecords: versions 0..=2. Offset -1 means the high watermark.
+
+use std::ops::RangeInclusive;
+
+use bytes::BytesMut;
+use fjord_model::{ErrorCode, Offset};
+use fjord_protocol::kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use fjord_protocol::kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+
+use super::Ctx;
+use crate::errors;
+
+pub const VERSIONS: RangeInclusive<i16> = 0..=2;
+
+pub fn handle(ctx: &Ctx, req: DeleteRecordsRequest) -> Option<BytesMut> {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let topic = ctx.broker.topic(&t.name.0);
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let base = DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index)
+                .with_low_watermark(-1);
+            let Some(part) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
+                partitions.push(base.with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0));
+                continue;
+            };
+            let hw = part.log.log_end_offset().0;
+            let target = if p.offset == -1 { hw } else { p.offset };
+            if target < 0 || target > hw {
+                partitions.push(base.with_error_code(ErrorCode::OFFSET_OUT_OF_RANGE.0));
+                continue;
+            }
+            partitions.push(match part.log.delete_records_before(Offset(target)) {
+                Ok(low) => base.with_low_watermark(low.0),
+                Err(e) => base.with_error_code(errors::storage_error(&e).0 .0),
+            });
+        }
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    ctx.respond(&DeleteRecordsResponse::default().with_topics(topics))
+}

@@ -1,0 +1,35 @@
+//! DescribeCluster: versions 0..=1 (v1 endpoint type 1, brokers, only).
+
+use std::ops::RangeInclusive;
+
+use bytes::BytesMut;
+use fjord_model::ErrorCode;
+use fjord_protocol::kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use fjord_protocol::kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse,
+};
+
+use super::{str_bytes, Ctx};
+
+pub const VERSIONS: RangeInclusive<i16> = 0..=1;
+const ENDPOINT_TYPE_BROKERS: i8 = 1;
+
+pub fn handle(ctx: &Ctx, req: DescribeClusterRequest) -> Option<BytesMut> {
+    let cfg = &ctx.broker.config;
+    let mut resp = DescribeClusterResponse::default()
+        .with_cluster_id(str_bytes(ctx.broker.cluster_id.clone()))
+        .with_controller_id(BrokerId(cfg.node_id.0))
+        .with_endpoint_type(ENDPOINT_TYPE_BROKERS)
+        .with_cluster_authorized_operations(i32::MIN);
+    if ctx.api_version >= 1 && req.endpoint_type != ENDPOINT_TYPE_BROKERS {
+        resp = resp
+            .with_error_code(ErrorCode::UNSUPPORTED_ENDPOINT_TYPE.0)
+            .with_error_message(Some(str_bytes("only the brokers endpoint type is served")));
+        return ctx.respond(&resp);
+    }
+    resp = resp.with_brokers(vec![DescribeClusterBroker::default()
+        .with_broker_id(BrokerId(cfg.node_id.0))
+        .with_host(str_bytes(cfg.advertised_host.clone()))
+        .with_port(cfg.advertised_port as i32)]);
+    ctx.respond(&resp)
+}

@@ -1,0 +1,113 @@
+//! Metadata: versions 0..=12. Topics are auto-created when the broker allows
+//! it and the request does (v4+ `allow_auto_topic_creation`).
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use fjord_model::ErrorCode;
+use fjord_protocol::kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use fjord_protocol::kafka_protocol::messages::{
+    BrokerId, MetadataRequest, MetadataResponse, TopicName,
+};
+
+use super::{str_bytes, Ctx};
+use crate::errors;
+use crate::state::{Broker, Topic};
+
+pub const VERSIONS: RangeInclusive<i16> = 0..=12;
+
+pub fn handle(ctx: &Ctx, req: MetadataRequest) -> Option<BytesMut> {
+    let broker = &ctx.broker;
+    let node = BrokerId(broker.config.node_id.0);
+    let auto_create =
+        broker.config.auto_create_topics && (ctx.api_version < 4 || req.allow_auto_topic_creation);
+    // v0: an empty list means all topics; v1+: null means all, empty means none.
+    let all = match &req.topics {
+        None => true,
+        Some(t) => t.is_empty() && ctx.api_version == 0,
+    };
+    let mut topics = Vec::new();
+    if all {
+        for t in broker.topics() {
+            topics.push(describe(broker, &t));
+        }
+    } else {
+        for rt in req.topics.unwrap_or_default() {
+            let name = match &rt.name {
+                Some(n) => n.0.to_string(),
+                None => match broker.topic_by_id(rt.topic_id) {
+                    Some(t) => t.name.clone(),
+                    None => {
+                        topics.push(
+                            MetadataResponseTopic::default()
+                                .with_error_code(ErrorCode::UNKNOWN_TOPIC_ID.0)
+                                .with_topic_id(rt.topic_id),
+                        );
+                        continue;
+                    }
+                },
+            };
+            topics.push(lookup_or_create(broker, &name, auto_create));
+        }
+    }
+    let resp = MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(node)
+            .with_host(str_bytes(broker.config.advertised_host.clone()))
+            .with_port(broker.config.advertised_port as i32)])
+        .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
+        .with_controller_id(node)
+        .with_topics(topics);
+    ctx.respond(&resp)
+}
+
+fn lookup_or_create(broker: &Arc<Broker>, name: &str, auto_create: bool) -> MetadataResponseTopic {
+    let unknown = |code: ErrorCode| {
+        MetadataResponseTopic::default()
+            .with_name(Some(TopicName(str_bytes(name))))
+            .with_error_code(code.0)
+    };
+    if let Some(t) = broker.topic(name) {
+        return describe(broker, &t);
+    }
+    if !fjord_model::is_valid_topic_name(name) {
+        return unknown(ErrorCode::INVALID_TOPIC_EXCEPTION);
+    }
+    if !auto_create {
+        return unknown(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    match broker.create_topic(name, broker.config.num_partitions, BTreeMap::new(), false) {
+        Ok(t) => describe(broker, &t),
+        // Another request created it first.
+        Err(_) if broker.topic(name).is_some() => broker
+            .topic(name)
+            .map(|t| describe(broker, &t))
+            .unwrap_or_else(|| unknown(ErrorCode::LEADER_NOT_AVAILABLE)),
+        Err(e) => {
+            tracing::warn!(topic = name, "auto-create failed: {e}");
+            unknown(errors::state_error(&e).0)
+        }
+    }
+}
+
+pub fn describe(broker: &Broker, t: &Topic) -> MetadataResponseTopic {
+    let node = BrokerId(broker.config.node_id.0);
+    let partitions = (0..t.partition_count())
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(node)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(t.name.clone()))))
+        .with_topic_id(t.id)
+        .with_partitions(partitions)
+}

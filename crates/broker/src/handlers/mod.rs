@@ -1,0 +1,185 @@
+//! Request dispatch: one module per API, each stating the versions it serves
+//! in `VERSIONS`. ApiVersions advertises exactly those ranges.
+
+use std::future::Future;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use fjord_protocol::kafka_protocol::protocol::{Encodable, StrBytes};
+use fjord_protocol::RequestHeader;
+use fjord_protocol::{decode_request, encode_response, response_header_version, Reader, Request};
+use tokio::task::JoinHandle;
+
+use crate::state::Broker;
+
+pub mod alter_configs;
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod fetch;
+pub mod incremental_alter_configs;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+/// Everything a handler knows about the request besides its body.
+pub struct Ctx {
+    pub broker: Arc<Broker>,
+    pub api_key: i16,
+    pub api_version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+}
+
+impl Ctx {
+    /// Encode `body` as the response to this request.
+    pub fn respond<R: Encodable>(&self, body: &R) -> Option<BytesMut> {
+        let mut out = BytesMut::new();
+        let header_version = response_header_version(self.api_key, self.api_version);
+        match encode_response(
+            self.correlation_id,
+            header_version,
+            body,
+            self.api_version,
+            &mut out,
+        ) {
+            Ok(()) => Some(out),
+            Err(e) => {
+                // A bug in a handler, never the client's doing: make it loud.
+                tracing::error!(
+                    api_key = self.api_key,
+                    api_version = self.api_version,
+                    "failed to encode response: {e}"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A response being produced. `Ready(None)`: nothing is sent (acks=0).
+pub enum Pending {
+    Ready(Option<BytesMut>),
+    Task(JoinHandle<Option<BytesMut>>),
+}
+
+impl Pending {
+    pub fn later<F>(f: F) -> Pending
+    where
+        F: Future<Output = Option<BytesMut>> + Send + 'static,
+    {
+        Pending::Task(tokio::spawn(f))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Pending::Ready(_) => true,
+            Pending::Task(t) => t.is_finished(),
+        }
+    }
+
+    /// The response bytes; `Err` if the handler task died (the connection is closed).
+    pub async fn resolve(self) -> Result<Option<BytesMut>, ()> {
+        match self {
+            Pending::Ready(r) => Ok(r),
+            Pending::Task(t) => t.await.map_err(|_| ()),
+        }
+    }
+}
+
+/// The APIs we serve and the versions advertised for each.
+pub fn supported() -> Vec<(i16, RangeInclusive<i16>)> {
+    use fjord_protocol::kafka_protocol::messages::ApiKey;
+    vec![
+        (ApiKey::Produce as i16, produce::ADVERTISED),
+        (ApiKey::Fetch as i16, fetch::VERSIONS),
+        (ApiKey::ListOffsets as i16, list_offsets::VERSIONS),
+        (ApiKey::Metadata as i16, metadata::VERSIONS),
+        (ApiKey::ApiVersions as i16, api_versions::VERSIONS),
+        (ApiKey::CreateTopics as i16, create_topics::VERSIONS),
+        (ApiKey::DeleteTopics as i16, delete_topics::VERSIONS),
+        (ApiKey::DeleteRecords as i16, delete_records::VERSIONS),
+        (ApiKey::InitProducerId as i16, init_producer_id::VERSIONS),
+        (ApiKey::DescribeConfigs as i16, describe_configs::VERSIONS),
+        (ApiKey::AlterConfigs as i16, alter_configs::VERSIONS),
+        (ApiKey::CreatePartitions as i16, create_partitions::VERSIONS),
+        (
+            ApiKey::IncrementalAlterConfigs as i16,
+            incremental_alter_configs::VERSIONS,
+        ),
+        (ApiKey::DescribeCluster as i16, describe_cluster::VERSIONS),
+    ]
+}
+
+/// Decode the body of a request and hand it to its handler. `None` closes the
+/// connection (a request we cannot parse has no response we could send).
+pub fn dispatch(broker: &Arc<Broker>, header: RequestHeader, mut body: Reader) -> Option<Pending> {
+    let ctx = Ctx {
+        broker: broker.clone(),
+        api_key: header.api_key,
+        api_version: header.api_version,
+        correlation_id: header.correlation_id,
+        client_id: header.client_id,
+    };
+    let Some((_, versions)) = supported().into_iter().find(|(k, _)| *k == ctx.api_key) else {
+        tracing::debug!(
+            api_key = ctx.api_key,
+            "unsupported api key, closing connection"
+        );
+        return None;
+    };
+    if !versions.contains(&ctx.api_version) {
+        if ctx.api_key == api_versions::API_KEY {
+            return Some(Pending::Ready(api_versions::unsupported_version(&ctx)));
+        }
+        tracing::debug!(
+            api_key = ctx.api_key,
+            api_version = ctx.api_version,
+            "unsupported version, closing connection"
+        );
+        return None;
+    }
+    let request = match decode_request(ctx.api_key, ctx.api_version, &mut body) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(
+                api_key = ctx.api_key,
+                api_version = ctx.api_version,
+                "undecodable request, closing connection: {e}"
+            );
+            return None;
+        }
+    };
+    Some(match request {
+        Request::ApiVersions(r) => Pending::Ready(api_versions::handle(&ctx, r)),
+        Request::Metadata(r) => Pending::Ready(metadata::handle(&ctx, r)),
+        Request::Produce(r) => produce::handle(ctx, r),
+        Request::Fetch(r) => fetch::handle(ctx, r),
+        Request::ListOffsets(r) => Pending::Ready(list_offsets::handle(&ctx, r)),
+        Request::CreateTopics(r) => Pending::Ready(create_topics::handle(&ctx, r)),
+        Request::DeleteTopics(r) => Pending::Ready(delete_topics::handle(&ctx, r)),
+        Request::CreatePartitions(r) => Pending::Ready(create_partitions::handle(&ctx, r)),
+        Request::DeleteRecords(r) => Pending::Ready(delete_records::handle(&ctx, r)),
+        Request::DescribeCluster(r) => Pending::Ready(describe_cluster::handle(&ctx, r)),
+        Request::DescribeConfigs(r) => Pending::Ready(describe_configs::handle(&ctx, r)),
+        Request::AlterConfigs(r) => Pending::Ready(alter_configs::handle(&ctx, r)),
+        Request::IncrementalAlterConfigs(r) => {
+            Pending::Ready(incremental_alter_configs::handle(&ctx, r))
+        }
+        Request::InitProducerId(r) => Pending::Ready(init_producer_id::handle(&ctx, r)),
+        other => {
+            tracing::debug!(api_key = other.api_key(), "no handler, closing connection");
+            return None;
+        }
+    })
+}
+
+pub fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}

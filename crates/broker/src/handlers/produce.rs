@@ -1,0 +1,126 @@
+//! Produce: versions 3..=11 served; 0..=2 are advertised too (librdkafka
+//! decides compression support from the advertised minimum, which is why Kafka
+//! 4.0 lists them again) but, carrying the old message formats, they fail to
+//! decode and the connection is closed, as Kafka 4 does.
+//!
+//! Appends run in request order on the connection's reader; with acks=all the
+//! response waits for group commit (`Log::sync_to`). acks=0 gets no response.
+
+use std::ops::RangeInclusive;
+
+use bytes::BytesMut;
+use fjord_model::{ErrorCode, Offset};
+use fjord_protocol::kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, TopicProduceResponse,
+};
+use fjord_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use super::{str_bytes, Ctx, Pending};
+use crate::errors;
+use crate::state::now_ms;
+
+/// Versions we decode and answer.
+pub const VERSIONS: RangeInclusive<i16> = 3..=11;
+/// Versions listed in ApiVersions.
+pub const ADVERTISED: RangeInclusive<i16> = 0..=11;
+
+fn partition_error(
+    index: i32,
+    code: ErrorCode,
+    message: Option<String>,
+) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code.0)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(message.map(str_bytes))
+}
+
+pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
+    let acks = req.acks;
+    let valid_acks = matches!(acks, -1..=1);
+    let now = now_ms();
+    let mut topics = Vec::with_capacity(req.topic_data.len());
+    // (topic index, partition index in response, log, last offset) to sync for acks=all.
+    let mut to_sync = Vec::new();
+    let transactional = req.transactional_id.is_some();
+    for td in req.topic_data {
+        let name = td.name.0.to_string();
+        let topic = ctx.broker.topic(&name);
+        let mut partitions = Vec::with_capacity(td.partition_data.len());
+        for pd in td.partition_data {
+            let result = if !valid_acks {
+                partition_error(pd.index, ErrorCode::INVALID_REQUIRED_ACKS, None)
+            } else if transactional {
+                partition_error(
+                    pd.index,
+                    ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    Some("transactions are not supported yet".into()),
+                )
+            } else {
+                match topic.as_ref().and_then(|t| t.partition(pd.index)) {
+                    None => partition_error(pd.index, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None),
+                    Some(p) => {
+                        let records = pd.records.unwrap_or_default();
+                        let mut buf = BytesMut::from(&records[..]);
+                        match p.log.append(&mut buf, now) {
+                            Ok(r) => {
+                                p.wake_waiters();
+                                if acks == -1 {
+                                    to_sync.push((
+                                        topics.len(),
+                                        partitions.len(),
+                                        p.log.clone(),
+                                        r.last_offset,
+                                    ));
+                                }
+                                PartitionProduceResponse::default()
+                                    .with_index(pd.index)
+                                    .with_base_offset(r.base_offset.0)
+                                    .with_log_append_time_ms(r.log_append_time_ms)
+                                    .with_log_start_offset(r.log_start_offset.0)
+                            }
+                            Err(e) => {
+                                let (code, msg) = errors::storage_error(&e);
+                                tracing::debug!(topic = %name, partition = pd.index, "produce rejected: {msg}");
+                                partition_error(pd.index, code, Some(msg))
+                            }
+                        }
+                    }
+                }
+            };
+            partitions.push(result);
+        }
+        topics.push(
+            TopicProduceResponse::default()
+                .with_name(td.name)
+                .with_topic_id(td.topic_id)
+                .with_partition_responses(partitions),
+        );
+    }
+    if acks == 0 {
+        return Pending::Ready(None);
+    }
+    let mut resp = ProduceResponse::default().with_responses(topics);
+    if to_sync.is_empty() {
+        return Pending::Ready(ctx.respond(&resp));
+    }
+    Pending::later(async move {
+        // One waiter per partition; group commit shares the fdatasync among them.
+        let waiters: Vec<_> = to_sync
+            .into_iter()
+            .map(|(t, p, log, last)| (t, p, log.sync_to(Offset(last.0))))
+            .collect();
+        for (t, p, waiter) in waiters {
+            if let Err(e) = waiter.await {
+                let (code, msg) = errors::storage_error(&e);
+                tracing::error!("durable append failed: {msg}");
+                let pr = &mut resp.responses[t].partition_responses[p];
+                *pr = partition_error(pr.index, code, Some(msg));
+            }
+        }
+        ctx.respond(&resp)
+    })
+}

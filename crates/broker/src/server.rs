@@ -1,0 +1,188 @@
+//! The network layer: accept connections, read size-prefixed frames, decode
+//! them with the bounds-checked decoders, dispatch to handlers, and write
+//! responses in request order.
+//!
+//! Per connection, a reader task decodes requests one by one and calls the
+//! handler's synchronous part in arrival order (so pipelined Produce requests
+//! append in order); what a handler waits for (fsync, long-poll) runs as its
+//! own task, and a writer task sends the responses in request order.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use fjord_model::limits;
+use fjord_protocol::{decode_request_header, frame_len, Reader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::handlers::{self, Pending};
+use crate::state::Broker;
+
+/// Accept connections until `shutdown` turns true; then wait (bounded) for
+/// open connections to finish answering what they have read.
+pub async fn serve(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                if open.load(Ordering::Relaxed) >= broker.config.connections_max {
+                    tracing::warn!(%peer, "connection limit reached, closing");
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                open.fetch_add(1, Ordering::Relaxed);
+                let broker = broker.clone();
+                let open = open.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = connection(broker, stream, shutdown).await {
+                        tracing::debug!(%peer, "connection closed: {e}");
+                    }
+                    open.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            _ = shutdown.changed() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    // Let connections answer the requests they already read.
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        tasks.abort_all();
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad frame: {0}")]
+    Frame(#[from] fjord_protocol::FrameError),
+    #[error("bad request header: {0}")]
+    Header(#[from] fjord_protocol::DecodeError),
+    #[error("idle timeout")]
+    Idle,
+}
+
+async fn connection(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnError> {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Pending>(limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX);
+    let writer = tokio::spawn(async move {
+        let mut out = BytesMut::new();
+        while let Some(pending) = rx.recv().await {
+            let Ok(resp) = pending.resolve().await else {
+                break;
+            };
+            if let Some(buf) = resp {
+                out.extend_from_slice(&buf);
+            }
+            // Coalesce responses that are already done into one write; keep order.
+            while let Ok(next) = rx.try_recv() {
+                if !next.is_ready() && !out.is_empty() {
+                    wr.write_all(&out).await?;
+                    out.clear();
+                }
+                match next.resolve().await {
+                    Ok(Some(buf)) => out.extend_from_slice(&buf),
+                    Ok(None) => {}
+                    Err(()) => return Ok::<(), std::io::Error>(()),
+                }
+            }
+            if !out.is_empty() {
+                wr.write_all(&out).await?;
+                out.clear();
+            }
+        }
+        wr.shutdown().await
+    });
+
+    let idle = Duration::from_millis(broker.config.connection_idle_ms);
+    let result = loop {
+        let mut prefix = [0u8; 4];
+        let read = tokio::select! {
+            r = tokio::time::timeout(idle, rd.read_exact(&mut prefix)) => r,
+            _ = shutdown.changed() => break Ok(()),
+        };
+        match read {
+            Err(_) => break Err(ConnError::Idle),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
+            Ok(Err(e)) => break Err(e.into()),
+            Ok(Ok(_)) => {}
+        }
+        let len = match frame_len(prefix, broker.config.request_bytes_max) {
+            Ok(len) => len,
+            Err(e) => break Err(e.into()),
+        };
+        let frame = match read_frame(&mut rd, len, idle).await {
+            Ok(f) => f,
+            Err(e) => break Err(e),
+        };
+        let mut reader = Reader::new(frame);
+        let header = match decode_request_header(&mut reader) {
+            Ok(h) => h,
+            Err(e) => break Err(e.into()),
+        };
+        let pending = match handlers::dispatch(&broker, header, reader) {
+            Some(p) => p,
+            // The request could not be understood and has no error response: close.
+            None => break Ok(()),
+        };
+        if tx.send(pending).await.is_err() {
+            break Ok(());
+        }
+    };
+    drop(tx);
+    // Answer what was read before closing (a clean close after the last response).
+    let _ = writer.await;
+    result
+}
+
+/// Read a frame body of `len` bytes. The buffer grows with the bytes that
+/// actually arrive, so a large size prefix alone allocates little.
+async fn read_frame(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    len: usize,
+    idle: Duration,
+) -> Result<Bytes, ConnError> {
+    const CHUNK: usize = 256 * 1024;
+    let mut buf = BytesMut::with_capacity(len.min(CHUNK));
+    while buf.len() < len {
+        let want = (len - buf.len()).min(CHUNK);
+        buf.reserve(want);
+        let n = match tokio::time::timeout(idle, rd.read_buf(&mut (&mut buf).limit(want))).await {
+            Err(_) => return Err(ConnError::Idle),
+            Ok(r) => r?,
+        };
+        if n == 0 {
+            return Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+    Ok(buf.freeze())
+}
+
+use bytes::BufMut as _;

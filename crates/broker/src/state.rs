@@ -1,0 +1,494 @@
+//! The broker's state: topics, their partitions (each an `Arc<Log>`), and the
+//! metadata file that remembers topic ids, partition counts and config
+//! overrides across restarts.
+//!
+//! Invariant: a topic in `topics` has every partition's log open; the metadata
+//! file is rewritten (atomically: write, fsync, rename, fsync dir) before a
+//! create/delete/alter is acknowledged.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use fjord_model::{ErrorCode, PartitionIndex, ProducerId};
+use fjord_storage::Log;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::config::{BrokerConfig, TopicSettings};
+
+/// One partition of a topic on this node (the leader: a single node leads all).
+pub struct Partition {
+    pub index: PartitionIndex,
+    pub log: Arc<Log>,
+    /// Fetches waiting for data register here; an append wakes them all.
+    waiters: Mutex<Vec<Arc<Notify>>>,
+}
+
+impl Partition {
+    pub fn new(index: PartitionIndex, log: Arc<Log>) -> Partition {
+        Partition {
+            index,
+            log,
+            waiters: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Register `n` to be woken by the next append.
+    pub fn register_waiter(&self, n: &Arc<Notify>) {
+        let mut waiters = self.waiters.lock();
+        // Drop fetches that gave up waiting (only this list still holds them)
+        // and duplicates of `n`, so an idle partition's list stays small.
+        waiters.retain(|w| Arc::strong_count(w) > 1 && !Arc::ptr_eq(w, n));
+        waiters.push(n.clone());
+    }
+
+    /// Wake every registered fetch (called after an append).
+    pub fn wake_waiters(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.lock());
+        for w in waiters {
+            w.notify_one();
+        }
+    }
+}
+
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    /// Explicit per-topic overrides, by Kafka topic config name.
+    pub overrides: RwLock<BTreeMap<String, String>>,
+    /// Effective settings: broker defaults plus overrides.
+    pub settings: RwLock<TopicSettings>,
+    pub partitions: RwLock<Vec<Arc<Partition>>>,
+}
+
+impl Topic {
+    pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.read().get(i).cloned())
+    }
+    pub fn partition_count(&self) -> i32 {
+        self.partitions.read().len() as i32
+    }
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct MetadataFile {
+    cluster_id: String,
+    producer_id_next: i64,
+    topics: Vec<TopicRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TopicRecord {
+    name: String,
+    id: Uuid,
+    partitions: i32,
+    overrides: BTreeMap<String, String>,
+}
+
+const METADATA_FILE: &str = "fjord-metadata.json";
+/// Producer ids are handed out in blocks; the end of the block is persisted first.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub cluster_id: String,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serialises topic creation/deletion/alteration and metadata writes.
+    admin: Mutex<()>,
+    producer_id_next: AtomicI64,
+    producer_id_block_end: AtomicI64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{0}")]
+    Storage(#[from] fjord_storage::StorageError),
+    #[error("metadata file {path}: {reason}")]
+    Metadata { path: String, reason: String },
+    #[error("{code:?}: {message}")]
+    Kafka { code: ErrorCode, message: String },
+}
+
+impl StateError {
+    pub fn kafka(code: ErrorCode, message: impl Into<String>) -> StateError {
+        StateError::Kafka {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Broker {
+    /// Open the data directory: read the metadata file and open every partition log.
+    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, StateError> {
+        let dir = config.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| meta_err(&dir, e))?;
+        let path = dir.join(METADATA_FILE);
+        let file: MetadataFile = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Metadata {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetadataFile {
+                cluster_id: config
+                    .cluster_id
+                    .clone()
+                    .unwrap_or_else(|| short_id(Uuid::new_v4())),
+                producer_id_next: 1000,
+                topics: Vec::new(),
+            },
+            Err(e) => return Err(meta_err(&path, e)),
+        };
+        let broker = Arc::new(Broker {
+            cluster_id: file.cluster_id.clone(),
+            topics: RwLock::new(BTreeMap::new()),
+            admin: Mutex::new(()),
+            producer_id_next: AtomicI64::new(file.producer_id_next),
+            producer_id_block_end: AtomicI64::new(file.producer_id_next),
+            config,
+        });
+        let now = now_ms();
+        for t in file.topics {
+            let mut settings = broker.config.topic_defaults.clone();
+            for (k, v) in &t.overrides {
+                // Values were validated when stored; a bad one now means a hand edit.
+                if let Err(e) = settings.set(k, v) {
+                    tracing::warn!(topic = %t.name, "ignoring stored config: {e}");
+                }
+            }
+            let mut parts = Vec::new();
+            for p in 0..t.partitions {
+                let (log, report) = Log::open(
+                    &partition_dir(&broker.config.data_dir, &t.name, p),
+                    settings.log_config(),
+                    now,
+                )?;
+                if !report.clean {
+                    tracing::info!(topic = %t.name, partition = p, ?report, "recovered partition");
+                }
+                parts.push(Arc::new(Partition::new(PartitionIndex(p), log)));
+            }
+            let topic = Topic {
+                name: t.name.clone(),
+                id: t.id,
+                overrides: RwLock::new(t.overrides),
+                settings: RwLock::new(settings),
+                partitions: RwLock::new(parts),
+            };
+            broker.topics.write().insert(t.name, Arc::new(topic));
+        }
+        broker.persist()?;
+        Ok(broker)
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.topics.read().values().find(|t| t.id == id).cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().values().cloned().collect()
+    }
+
+    /// Create a topic. `overrides` are topic config names; validated first.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, StateError> {
+        use fjord_model::limits::PARTITIONS_PER_TOPIC_MAX;
+        if !fjord_model::is_valid_topic_name(name) {
+            return Err(StateError::kafka(
+                ErrorCode::INVALID_TOPIC_EXCEPTION,
+                format!("invalid topic name '{name}'"),
+            ));
+        }
+        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+            return Err(StateError::kafka(
+                ErrorCode::INVALID_PARTITIONS,
+                format!("partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}"),
+            ));
+        }
+        let mut settings = self.config.topic_defaults.clone();
+        for (k, v) in &overrides {
+            match settings.set(k, v) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(StateError::kafka(
+                        ErrorCode::INVALID_CONFIG,
+                        format!("unknown topic config '{k}'"),
+                    ))
+                }
+                Err(e) => return Err(StateError::kafka(ErrorCode::INVALID_CONFIG, e.to_string())),
+            }
+        }
+        let _admin = self.admin.lock();
+        if self.topics.read().contains_key(name) {
+            return Err(StateError::kafka(
+                ErrorCode::TOPIC_ALREADY_EXISTS,
+                format!("topic '{name}' already exists"),
+            ));
+        }
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            overrides: RwLock::new(overrides),
+            settings: RwLock::new(settings.clone()),
+            partitions: RwLock::new(Vec::new()),
+        });
+        if validate_only {
+            return Ok(topic);
+        }
+        let now = now_ms();
+        let mut parts = Vec::new();
+        for p in 0..partitions {
+            let dir = partition_dir(&self.config.data_dir, name, p);
+            // A directory left by a deleted topic of the same name must not leak old data.
+            if dir.exists() {
+                fjord_storage::delete_log_dir(&dir)?;
+            }
+            let (log, _) = Log::open(&dir, settings.log_config(), now)?;
+            parts.push(Arc::new(Partition::new(PartitionIndex(p), log)));
+        }
+        *topic.partitions.write() = parts;
+        self.topics.write().insert(name.to_string(), topic.clone());
+        self.persist_locked()?;
+        Ok(topic)
+    }
+
+    pub fn delete_topic(&self, name: &str) -> Result<Uuid, StateError> {
+        let _admin = self.admin.lock();
+        let topic = self.topics.write().remove(name).ok_or_else(|| {
+            StateError::kafka(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("topic '{name}' does not exist"),
+            )
+        })?;
+        self.persist_locked()?;
+        for p in topic.partitions.read().iter() {
+            p.wake_waiters();
+            let _ = p.log.close();
+            fjord_storage::delete_log_dir(&partition_dir(&self.config.data_dir, name, p.index.0))?;
+        }
+        Ok(topic.id)
+    }
+
+    /// Grow a topic to `count` partitions.
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), StateError> {
+        let _admin = self.admin.lock();
+        let topic = self.topic(name).ok_or_else(|| {
+            StateError::kafka(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("topic '{name}' does not exist"),
+            )
+        })?;
+        let current = topic.partition_count();
+        if count <= current {
+            return Err(StateError::kafka(
+                ErrorCode::INVALID_PARTITIONS,
+                format!(
+                    "topic currently has {current} partitions, {count} would not be an increase"
+                ),
+            ));
+        }
+        if count > fjord_model::limits::PARTITIONS_PER_TOPIC_MAX {
+            return Err(StateError::kafka(
+                ErrorCode::INVALID_PARTITIONS,
+                "too many partitions",
+            ));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let settings = topic.settings.read().clone();
+        let now = now_ms();
+        for p in current..count {
+            let dir = partition_dir(&self.config.data_dir, name, p);
+            if dir.exists() {
+                fjord_storage::delete_log_dir(&dir)?;
+            }
+            let (log, _) = Log::open(&dir, settings.log_config(), now)?;
+            topic
+                .partitions
+                .write()
+                .push(Arc::new(Partition::new(PartitionIndex(p), log)));
+        }
+        self.persist_locked()
+    }
+
+    /// Replace (`incremental == false`) or patch a topic's config overrides.
+    /// `changes`: name → Some(value) to set, None to delete (revert to default).
+    pub fn alter_topic_config(
+        &self,
+        name: &str,
+        changes: &[(String, Option<String>)],
+        incremental: bool,
+        validate_only: bool,
+    ) -> Result<(), StateError> {
+        let _admin = self.admin.lock();
+        let topic = self.topic(name).ok_or_else(|| {
+            StateError::kafka(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("topic '{name}' does not exist"),
+            )
+        })?;
+        let mut overrides = if incremental {
+            topic.overrides.read().clone()
+        } else {
+            BTreeMap::new()
+        };
+        for (k, v) in changes {
+            match v {
+                Some(v) => {
+                    overrides.insert(k.clone(), v.clone());
+                }
+                None => {
+                    overrides.remove(k);
+                }
+            }
+        }
+        let mut settings = self.config.topic_defaults.clone();
+        for (k, v) in &overrides {
+            match settings.set(k, v) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(StateError::kafka(
+                        ErrorCode::INVALID_CONFIG,
+                        format!("unknown topic config '{k}'"),
+                    ))
+                }
+                Err(e) => return Err(StateError::kafka(ErrorCode::INVALID_CONFIG, e.to_string())),
+            }
+        }
+        if validate_only {
+            return Ok(());
+        }
+        *topic.overrides.write() = overrides;
+        *topic.settings.write() = settings.clone();
+        for p in topic.partitions.read().iter() {
+            p.log.set_config(settings.log_config());
+        }
+        self.persist_locked()
+    }
+
+    /// Hand out a new producer id (persisting block ends so ids never repeat across restarts).
+    pub fn next_producer_id(&self) -> Result<ProducerId, StateError> {
+        let _admin = self.admin.lock();
+        let id = self.producer_id_next.fetch_add(1, Ordering::SeqCst);
+        if id >= self.producer_id_block_end.load(Ordering::SeqCst) {
+            self.producer_id_block_end
+                .store(id + PRODUCER_ID_BLOCK, Ordering::SeqCst);
+            self.persist_locked()?;
+        }
+        Ok(ProducerId(id))
+    }
+
+    /// Apply retention to every partition (called from a timer).
+    pub fn apply_retention(&self) {
+        let now = now_ms();
+        for t in self.topics() {
+            for p in t.partitions.read().iter() {
+                if let Err(e) = p.log.apply_retention(now) {
+                    tracing::warn!(topic = %t.name, partition = p.index.0, "retention failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Flush everything and write clean-shutdown markers.
+    pub fn close(&self) {
+        for t in self.topics() {
+            for p in t.partitions.read().iter() {
+                if let Err(e) = p.log.close() {
+                    tracing::error!(topic = %t.name, partition = p.index.0, "close failed: {e}");
+                }
+            }
+        }
+    }
+
+    fn persist(&self) -> Result<(), StateError> {
+        let _admin = self.admin.lock();
+        self.persist_locked()
+    }
+
+    fn persist_locked(&self) -> Result<(), StateError> {
+        let topics = self
+            .topics
+            .read()
+            .values()
+            .map(|t| TopicRecord {
+                name: t.name.clone(),
+                id: t.id,
+                partitions: t.partition_count(),
+                overrides: t.overrides.read().clone(),
+            })
+            .collect();
+        let file = MetadataFile {
+            cluster_id: self.cluster_id.clone(),
+            producer_id_next: self.producer_id_block_end.load(Ordering::SeqCst),
+            topics,
+        };
+        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| StateError::Metadata {
+            path: METADATA_FILE.to_string(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&self.config.data_dir, METADATA_FILE, &bytes)
+    }
+}
+
+fn meta_err(path: &Path, e: std::io::Error) -> StateError {
+    StateError::Metadata {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Write `dir/name` so that a crash leaves either the old or the new file whole.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let dst = dir.join(name);
+    let mut f = std::fs::File::create(&tmp).map_err(|e| meta_err(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| meta_err(&tmp, e))?;
+    f.sync_all().map_err(|e| meta_err(&tmp, e))?;
+    std::fs::rename(&tmp, &dst).map_err(|e| meta_err(&dst, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| meta_err(dir, e))
+}
+
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+/// Kafka cluster ids are 22-character base64 UUIDs; ours are the same shape.
+fn short_id(u: Uuid) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let v = u.as_u128();
+    (0..22)
+        .map(|i| ALPHABET[((v >> (i * 6)) & 63) as usize] as char)
+        .collect()
+}

@@ -1,0 +1,224 @@
+//! Non-trivial sample requests for every supported API, valid at `version`
+//! (fields a version lacks are left at their defaults).
+
+use bytes::Bytes;
+use fjord_protocol::kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
+use fjord_protocol::kafka_protocol::messages::fetch_request::{
+    FetchPartition, FetchRequest, FetchTopic, ForgottenTopic, ReplicaState,
+};
+use fjord_protocol::kafka_protocol::messages::list_offsets_request::{
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+};
+use fjord_protocol::kafka_protocol::messages::metadata_request::{
+    MetadataRequest, MetadataRequestTopic,
+};
+use fjord_protocol::kafka_protocol::messages::produce_request::{
+    PartitionProduceData, ProduceRequest, TopicProduceData,
+};
+use fjord_protocol::kafka_protocol::messages::{ApiKey, BrokerId, TopicName, TransactionalId};
+use fjord_protocol::Request;
+use uuid::Uuid;
+
+use super::{extra_tags, s};
+
+mod admin;
+mod group;
+
+pub fn uuid(n: u8) -> Uuid {
+    Uuid::from_bytes([n, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, n])
+}
+
+pub fn api_versions(v: i16) -> ApiVersionsRequest {
+    let f = v >= 3;
+    let mut m = ApiVersionsRequest::default().with_unknown_tagged_fields(extra_tags(f, 9));
+    if v >= 3 {
+        m = m
+            .with_client_software_name(s("librdkafka"))
+            .with_client_software_version(s("2.12.1"));
+    }
+    m
+}
+
+pub fn metadata(v: i16) -> MetadataRequest {
+    let f = v >= 9;
+    let topic = |name: &str, n: u8| {
+        let mut t = MetadataRequestTopic::default()
+            .with_name(Some(TopicName(s(name))))
+            .with_unknown_tagged_fields(extra_tags(f, 3));
+        if v >= 10 {
+            t = t.with_topic_id(uuid(n));
+        }
+        t
+    };
+    let mut m = MetadataRequest::default()
+        .with_topics(Some(vec![topic("orders", 1), topic("payments-é", 2)]))
+        .with_unknown_tagged_fields(extra_tags(f, 4));
+    if v >= 4 {
+        m = m.with_allow_auto_topic_creation(false);
+    }
+    if (8..=10).contains(&v) {
+        m = m.with_include_cluster_authorized_operations(true);
+    }
+    if v >= 8 {
+        m = m.with_include_topic_authorized_operations(true);
+    }
+    m
+}
+
+pub fn produce(v: i16) -> ProduceRequest {
+    let f = v >= 9;
+    let part = |i: i32, rec: Option<&'static [u8]>| {
+        PartitionProduceData::default()
+            .with_index(i)
+            .with_records(rec.map(Bytes::from_static))
+            .with_unknown_tagged_fields(extra_tags(f, 5))
+    };
+    let mut t = TopicProduceData::default()
+        .with_partition_data(vec![part(0, Some(b"\x00\x01records")), part(7, None)])
+        .with_unknown_tagged_fields(extra_tags(f, 6));
+    if v <= 12 {
+        t = t.with_name(TopicName(s("orders")));
+    } else {
+        t = t.with_topic_id(uuid(3));
+    }
+    ProduceRequest::default()
+        .with_transactional_id(Some(TransactionalId(s("tx-1"))))
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![
+            t,
+            TopicProduceData::default().with_topic_id(if v >= 13 { uuid(4) } else { Uuid::nil() }),
+        ])
+        .with_unknown_tagged_fields(extra_tags(f, 7))
+}
+
+pub fn fetch(v: i16) -> FetchRequest {
+    let f = v >= 12;
+    let mut p = FetchPartition::default()
+        .with_partition(3)
+        .with_fetch_offset(1234)
+        .with_partition_max_bytes(1 << 20)
+        .with_unknown_tagged_fields(extra_tags(f, 8));
+    if v >= 9 {
+        p = p.with_current_leader_epoch(5);
+    }
+    if v >= 12 {
+        p = p.with_last_fetched_epoch(4);
+    }
+    if v >= 5 {
+        p = p.with_log_start_offset(10);
+    }
+    if v >= 17 {
+        p = p.with_replica_directory_id(uuid(9));
+    }
+    if v >= 18 {
+        p = p.with_high_watermark(99);
+    }
+    let mut t = FetchTopic::default()
+        .with_partitions(vec![p.clone(), FetchPartition::default()])
+        .with_unknown_tagged_fields(extra_tags(f, 9));
+    if v <= 12 {
+        t = t.with_topic(TopicName(s("orders")));
+    } else {
+        t = t.with_topic_id(uuid(5));
+    }
+    let mut m = FetchRequest::default()
+        .with_max_wait_ms(500)
+        .with_min_bytes(1)
+        .with_max_bytes(50 << 20)
+        .with_isolation_level(1)
+        .with_topics(vec![t])
+        .with_unknown_tagged_fields(extra_tags(f, 10));
+    if v <= 14 {
+        m = m.with_replica_id(BrokerId(-1));
+    }
+    if v >= 7 {
+        let mut ft = ForgottenTopic::default()
+            .with_partitions(vec![1, 2, 3])
+            .with_unknown_tagged_fields(extra_tags(f, 11));
+        if v <= 12 {
+            ft = ft.with_topic(TopicName(s("old")));
+        } else {
+            ft = ft.with_topic_id(uuid(6));
+        }
+        m = m
+            .with_session_id(77)
+            .with_session_epoch(2)
+            .with_forgotten_topics_data(vec![ft]);
+    }
+    if v >= 11 {
+        m = m.with_rack_id(s("rack-a"));
+    }
+    if f {
+        m = m.with_cluster_id(Some(s("cluster-x")));
+    }
+    if v >= 15 {
+        m = m.with_replica_state(
+            ReplicaState::default()
+                .with_replica_id(BrokerId(2))
+                .with_replica_epoch(8)
+                .with_unknown_tagged_fields(extra_tags(f, 12)),
+        );
+    }
+    m
+}
+
+pub fn list_offsets(v: i16) -> ListOffsetsRequest {
+    let f = v >= 6;
+    let mut p = ListOffsetsPartition::default()
+        .with_partition_index(2)
+        .with_timestamp(-2)
+        .with_unknown_tagged_fields(extra_tags(f, 13));
+    if v >= 4 {
+        p = p.with_current_leader_epoch(3);
+    }
+    let mut m = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(s("orders")))
+            .with_partitions(vec![p, ListOffsetsPartition::default()])
+            .with_unknown_tagged_fields(extra_tags(f, 14))])
+        .with_unknown_tagged_fields(extra_tags(f, 15));
+    if v >= 2 {
+        m = m.with_isolation_level(1);
+    }
+    if v >= 10 {
+        m = m.with_timeout_ms(1500);
+    }
+    m
+}
+
+/// A sample of `api_key` at `version`, or `None` if we have no sample for it.
+pub fn sample(api_key: i16, v: i16) -> Option<Request> {
+    let key = ApiKey::try_from(api_key).ok()?;
+    Some(match key {
+        ApiKey::ApiVersions => Request::ApiVersions(api_versions(v)),
+        ApiKey::Metadata => Request::Metadata(metadata(v)),
+        ApiKey::Produce => Request::Produce(produce(v)),
+        ApiKey::Fetch => Request::Fetch(fetch(v)),
+        ApiKey::ListOffsets => Request::ListOffsets(list_offsets(v)),
+        ApiKey::CreateTopics => Request::CreateTopics(admin::create_topics(v)),
+        ApiKey::DeleteTopics => Request::DeleteTopics(admin::delete_topics(v)),
+        ApiKey::CreatePartitions => Request::CreatePartitions(admin::create_partitions(v)),
+        ApiKey::DeleteRecords => Request::DeleteRecords(admin::delete_records(v)),
+        ApiKey::DescribeCluster => Request::DescribeCluster(admin::describe_cluster(v)),
+        ApiKey::DescribeConfigs => Request::DescribeConfigs(admin::describe_configs(v)),
+        ApiKey::AlterConfigs => Request::AlterConfigs(admin::alter_configs(v)),
+        ApiKey::IncrementalAlterConfigs => {
+            Request::IncrementalAlterConfigs(admin::incremental_alter_configs(v))
+        }
+        ApiKey::InitProducerId => Request::InitProducerId(group::init_producer_id(v)),
+        ApiKey::FindCoordinator => Request::FindCoordinator(group::find_coordinator(v)),
+        ApiKey::JoinGroup => Request::JoinGroup(group::join_group(v)),
+        ApiKey::SyncGroup => Request::SyncGroup(group::sync_group(v)),
+        ApiKey::Heartbeat => Request::Heartbeat(group::heartbeat(v)),
+        ApiKey::LeaveGroup => Request::LeaveGroup(group::leave_group(v)),
+        ApiKey::OffsetCommit => Request::OffsetCommit(group::offset_commit(v)),
+        ApiKey::OffsetFetch => Request::OffsetFetch(group::offset_fetch(v)),
+        ApiKey::ListGroups => Request::ListGroups(group::list_groups(v)),
+        ApiKey::DescribeGroups => Request::DescribeGroups(group::describe_groups(v)),
+        ApiKey::DeleteGroups => Request::DeleteGroups(group::delete_groups(v)),
+        ApiKey::OffsetDelete => Request::OffsetDelete(group::offset_delete(v)),
+        _ => return None,
+    })
+}

@@ -1,0 +1,1236 @@
+//! `Log`: one partition's segmented log (see the crate docs for layout and concurrency).
+
+use std::fs;
+use std::future::Future;
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use fjord_model::{LeaderEpoch, Offset, TimestampType};
+use fjord_records::{
+    batches, set_base_offset, set_log_append_time, set_partition_leader_epoch, validate_batch,
+    BatchHeader,
+};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
+
+use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE};
+use crate::error::StorageError;
+use crate::segment::{
+    self, ScanError, Scanner, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+};
+use crate::{flusher, AppendResult, FileSlice, LogConfig, ReadResult, RecoveryReport};
+
+const OPEN: u8 = 0;
+const OFFLINE: u8 = 1;
+const CLOSED: u8 = 2;
+
+/// Segment list and log start offset, replaced as a whole (copy on write).
+#[derive(Clone, Debug)]
+struct View {
+    segments: Vec<Arc<Segment>>,
+    log_start: i64,
+}
+
+impl View {
+    /// Index of the segment that holds `offset`: the last with base <= offset.
+    fn segment_for(&self, offset: i64) -> usize {
+        self.segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1)
+    }
+    fn active(&self) -> &Arc<Segment> {
+        let last = self.segments.len() - 1;
+        &self.segments[last]
+    }
+}
+
+#[derive(Debug)]
+struct AppendState {
+    active: Arc<Segment>,
+    /// When the active segment was created (for `segment_ms`).
+    roll_base_ms: i64,
+    messages_since_flush: u64,
+    last_flush_ms: i64,
+}
+
+type SyncSender = oneshot::Sender<Result<(), StorageError>>;
+
+#[derive(Debug)]
+struct SyncState {
+    /// Every offset below this is on stable storage.
+    durable_end: i64,
+    waiters: Vec<(i64, SyncSender)>,
+    /// The log sits in the flusher's queue (or is being flushed).
+    queued: bool,
+}
+
+/// One partition's log. See the crate documentation.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    me: Weak<Log>,
+    append: Mutex<AppendState>,
+    view: RwLock<Arc<View>>,
+    log_end: AtomicI64,
+    sync: Mutex<SyncState>,
+    /// Serialises operations that remove segments or write checkpoints.
+    admin: Mutex<()>,
+    /// Serialises checkpoint writes; holds the last recovery point written.
+    recovery_point: Mutex<i64>,
+    status: AtomicU8,
+    failure: Mutex<Option<String>>,
+    dir_dirty: AtomicBool,
+    config: RwLock<LogConfig>,
+    epochs: Mutex<Vec<(i32, i64)>>,
+}
+
+/// Resolves once `Log::sync_to`'s offset is on stable storage.
+#[derive(Debug)]
+pub struct SyncWaiter(WaiterState);
+
+#[derive(Debug)]
+enum WaiterState {
+    Ready(Option<Result<(), StorageError>>),
+    Waiting {
+        rx: oneshot::Receiver<Result<(), StorageError>>,
+        dir: String,
+    },
+}
+
+impl SyncWaiter {
+    fn ready(r: Result<(), StorageError>) -> SyncWaiter {
+        SyncWaiter(WaiterState::Ready(Some(r)))
+    }
+
+    /// Blocks the current thread until resolved (not for use inside an async runtime).
+    pub fn wait_blocking(self) -> Result<(), StorageError> {
+        match self.0 {
+            WaiterState::Ready(r) => r.unwrap_or(Ok(())),
+            WaiterState::Waiting { rx, dir } => rx
+                .blocking_recv()
+                .unwrap_or(Err(StorageError::Closed { dir })),
+        }
+    }
+}
+
+impl Future for SyncWaiter {
+    type Output = Result<(), StorageError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            WaiterState::Ready(r) => Poll::Ready(r.take().unwrap_or(Ok(()))),
+            WaiterState::Waiting { rx, dir } => match Pin::new(rx).poll(cx) {
+                Poll::Ready(Ok(r)) => Poll::Ready(r),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(StorageError::Closed { dir: dir.clone() })),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+fn warn_problem(report: &mut RecoveryReport, dir: &Path, problem: String) {
+    tracing::warn!(dir = %dir.display(), "log recovery: {problem}");
+    report.problems.push(problem);
+}
+
+impl Log {
+    /// Opens (creating if missing) the partition log in `dir`, recovering after a crash.
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<(Arc<Log>, RecoveryReport), StorageError> {
+        let started = Instant::now();
+        let config = config.normalized();
+        let mut report = RecoveryReport::default();
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(|e| StorageError::io_path("create", dir, e))?;
+            if let Some(parent) = dir.parent() {
+                checkpoint::sync_dir(parent)
+                    .map_err(|e| StorageError::io_path("fsync", parent, e))?;
+            }
+        }
+
+        // Inventory; remove leftovers of interrupted operations.
+        let mut bases = Vec::new();
+        let mut index_files = Vec::new();
+        let listing = fs::read_dir(dir).map_err(|e| StorageError::io_path("list", dir, e))?;
+        for entry in listing {
+            let entry = entry.map_err(|e| StorageError::io_path("list", dir, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if name.ends_with(".tmp") || name.ends_with(".deleted") {
+                let _ = fs::remove_file(entry.path());
+                continue;
+            }
+            match segment::parse_file_name(&name) {
+                Some((base, LOG_SUFFIX)) => bases.push(base),
+                Some((base, INDEX_SUFFIX | TIME_INDEX_SUFFIX)) => {
+                    index_files.push((base, entry.path()))
+                }
+                _ => {}
+            }
+        }
+        bases.sort_unstable();
+        for (base, path) in index_files {
+            if bases.binary_search(&base).is_err() {
+                warn_problem(
+                    &mut report,
+                    dir,
+                    format!("removing orphan index {}", path.display()),
+                );
+                let _ = fs::remove_file(path);
+            }
+        }
+
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        report.clean = marker.exists();
+        let recovery_point = match checkpoint::read_offset(dir, RECOVERY_POINT_FILE) {
+            Ok(rp) => rp,
+            Err(e) => {
+                warn_problem(
+                    &mut report,
+                    dir,
+                    format!("recovery point checkpoint unreadable: {e}"),
+                );
+                None
+            }
+        };
+        report.recovery_point = recovery_point.map(Offset);
+        let start_checkpoint = match checkpoint::read_offset(dir, LOG_START_FILE) {
+            Ok(ls) => ls,
+            Err(e) => {
+                warn_problem(
+                    &mut report,
+                    dir,
+                    format!("log start checkpoint unreadable: {e}"),
+                );
+                None
+            }
+        };
+        let mut epochs = match checkpoint::read_epochs(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                warn_problem(
+                    &mut report,
+                    dir,
+                    format!("leader epoch checkpoint unreadable: {e}"),
+                );
+                Vec::new()
+            }
+        };
+
+        // Segments before `scan_from` are trusted; the others are validated batch by batch.
+        let scan_from = if report.clean {
+            bases.len()
+        } else {
+            let rp = recovery_point.unwrap_or(i64::MIN);
+            bases.partition_point(|&b| b <= rp).saturating_sub(1)
+        };
+        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
+        let mut scanned = vec![false; bases.len()];
+        let mut tail_next: Option<Option<i64>> = None;
+        let mut i = 0;
+        while i < bases.len() {
+            let base = bases[i];
+            let (seg, index_problem) = Segment::open(dir, base)?;
+            report.segments_loaded += 1;
+            let mut outcome = None;
+            if i >= scan_from {
+                let trusted_below = if i == scan_from {
+                    recovery_point.unwrap_or(i64::MIN)
+                } else {
+                    i64::MIN
+                };
+                outcome = Some(seg.recover(
+                    config.index_bytes_max,
+                    config.index_interval_bytes,
+                    trusted_below,
+                )?);
+                report.segments_scanned += 1;
+                report.indexes_rebuilt += 1;
+            } else if let Some(p) = index_problem {
+                warn_problem(&mut report, dir, format!("rebuilding index: {p}"));
+                outcome = Some(seg.recover(
+                    config.index_bytes_max,
+                    config.index_interval_bytes,
+                    i64::MIN,
+                )?);
+                report.segments_scanned += 1;
+                report.indexes_rebuilt += 1;
+            }
+            let mut stop = false;
+            if let Some(o) = &outcome {
+                scanned[i] = true;
+                if i + 1 == bases.len() {
+                    tail_next = Some(o.next_offset);
+                }
+                if let Some(p) = &o.problem {
+                    report.bytes_truncated += o.bytes_truncated;
+                    warn_problem(
+                        &mut report,
+                        dir,
+                        format!(
+                            "{}: {p}; truncated {} bytes",
+                            seg.display(),
+                            o.bytes_truncated
+                        ),
+                    );
+                    if i + 1 < bases.len() {
+                        stop = true;
+                        tail_next = Some(o.next_offset);
+                    }
+                }
+            }
+            segments.push(Arc::new(seg));
+            if stop {
+                // Everything after a corrupt batch is unreachable: drop the later segments.
+                for &later in &bases[i + 1..] {
+                    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                        let p = dir.join(segment::file_name(later, suffix));
+                        if let Err(e) = fs::remove_file(&p) {
+                            if e.kind() != io::ErrorKind::NotFound {
+                                return Err(StorageError::io_path("remove", &p, e));
+                            }
+                        }
+                    }
+                    report.segments_deleted += 1;
+                }
+                warn_problem(
+                    &mut report,
+                    dir,
+                    format!(
+                        "deleted {} segments after the corruption",
+                        bases.len() - i - 1
+                    ),
+                );
+                break;
+            }
+            i += 1;
+        }
+        scanned.truncate(segments.len());
+
+        if segments.is_empty() {
+            let base = start_checkpoint.unwrap_or(0).max(0);
+            segments.push(Arc::new(Segment::create(
+                dir,
+                base,
+                config.index_bytes_max,
+            )?));
+            scanned.push(false);
+        }
+        let last = segments.len() - 1;
+        // Sealed segments that were rebuilt get their exact index size.
+        for (seg, _) in segments
+            .iter()
+            .zip(&scanned)
+            .take(last)
+            .filter(|(_, s)| **s)
+        {
+            seg.indexes
+                .lock()
+                .seal()
+                .map_err(|e| StorageError::io(format!("seal index of {}", seg.display()), e))?;
+            seg.index_dirty.store(true, Ordering::Release);
+        }
+        // The active segment: find its end.
+        let active = Arc::clone(&segments[last]);
+        let next = match tail_next {
+            Some(n) => n,
+            None => match active.scan_tail(config.index_interval_bytes) {
+                Ok(n) => n,
+                Err(p) => {
+                    warn_problem(
+                        &mut report,
+                        dir,
+                        format!("{}: {p}; scanning it fully", active.display()),
+                    );
+                    let o = active.recover(
+                        config.index_bytes_max,
+                        config.index_interval_bytes,
+                        i64::MIN,
+                    )?;
+                    report.segments_scanned += 1;
+                    report.indexes_rebuilt += 1;
+                    report.bytes_truncated += o.bytes_truncated;
+                    scanned[last] = true;
+                    o.next_offset
+                }
+            },
+        };
+        let log_end = next.unwrap_or(active.base_offset).max(active.base_offset);
+        {
+            let mut idx = active.indexes.lock();
+            let grow =
+                |e: io::Error| StorageError::io(format!("resize index of {}", active.display()), e);
+            idx.offset.resize(config.index_bytes_max).map_err(grow)?;
+            idx.time.resize(config.index_bytes_max).map_err(grow)?;
+        }
+
+        let first_base = segments[0].base_offset;
+        let log_start = start_checkpoint
+            .unwrap_or(first_base)
+            .max(first_base)
+            .min(log_end);
+        epochs.retain(|&(_, start)| start <= log_end);
+        truncate_epochs_from_start(&mut epochs, log_start);
+
+        // Make what recovery produced durable, then record it.
+        // (After a crash the scanned data may still be only in the page cache.)
+        if scanned.iter().any(|s| *s) || !report.clean {
+            for (seg, _) in segments.iter().zip(&scanned).filter(|(_, s)| **s) {
+                seg.file
+                    .sync_data()
+                    .map_err(|e| StorageError::io(format!("fsync {}", seg.display()), e))?;
+                seg.index_dirty.store(true, Ordering::Release);
+                seg.sync_indexes_if_dirty().map_err(|e| {
+                    StorageError::io(format!("fsync index of {}", seg.display()), e)
+                })?;
+            }
+            checkpoint::sync_dir(dir).map_err(|e| StorageError::io_path("fsync", dir, e))?;
+        }
+        let recovery_point_now = if report.clean {
+            recovery_point.unwrap_or(log_end)
+        } else {
+            log_end
+        };
+        if !report.clean || recovery_point != Some(recovery_point_now) {
+            checkpoint::write_offset(dir, RECOVERY_POINT_FILE, recovery_point_now)
+                .map_err(|e| StorageError::io_path("write checkpoint in", dir, e))?;
+        }
+        if report.clean {
+            fs::remove_file(&marker).map_err(|e| StorageError::io_path("remove", &marker, e))?;
+            checkpoint::sync_dir(dir).map_err(|e| StorageError::io_path("fsync", dir, e))?;
+        }
+
+        report.log_start_offset = Offset(log_start);
+        report.log_end_offset = Offset(log_end);
+        report.duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if !report.problems.is_empty() {
+            tracing::warn!(
+                dir = %dir.display(),
+                truncated = report.bytes_truncated,
+                rebuilt = report.indexes_rebuilt,
+                "log recovered with problems"
+            );
+        }
+        let log = Arc::new_cyclic(|me| Log {
+            dir: dir.to_path_buf(),
+            me: me.clone(),
+            append: Mutex::new(AppendState {
+                active: Arc::clone(&active),
+                roll_base_ms: now_ms,
+                messages_since_flush: 0,
+                last_flush_ms: now_ms,
+            }),
+            view: RwLock::new(Arc::new(View {
+                segments,
+                log_start,
+            })),
+            log_end: AtomicI64::new(log_end),
+            sync: Mutex::new(SyncState {
+                durable_end: log_end,
+                waiters: Vec::new(),
+                queued: false,
+            }),
+            admin: Mutex::new(()),
+            recovery_point: Mutex::new(recovery_point_now),
+            status: AtomicU8::new(OPEN),
+            failure: Mutex::new(None),
+            dir_dirty: AtomicBool::new(false),
+            config: RwLock::new(config),
+            epochs: Mutex::new(epochs),
+        });
+        Ok((log, report))
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.config.read().clone()
+    }
+
+    /// True after an I/O error took the log offline.
+    pub fn is_offline(&self) -> bool {
+        self.status.load(Ordering::Acquire) == OFFLINE
+    }
+
+    fn check_writable(&self) -> Result<(), StorageError> {
+        match self.status.load(Ordering::Acquire) {
+            OPEN => Ok(()),
+            CLOSED => Err(StorageError::Closed {
+                dir: self.dir.display().to_string(),
+            }),
+            _ => Err(StorageError::Offline {
+                dir: self.dir.display().to_string(),
+                reason: self.failure.lock().clone().unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// Takes the log offline after an I/O error and fails every waiter.
+    fn fail(&self, err: &StorageError) {
+        let reason = err.to_string();
+        if self
+            .status
+            .compare_exchange(OPEN, OFFLINE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            tracing::error!(dir = %self.dir.display(), "log goes offline: {reason}");
+            *self.failure.lock() = Some(reason.clone());
+        }
+        let waiters = std::mem::take(&mut self.sync.lock().waiters);
+        for (_, tx) in waiters {
+            let _ = tx.send(Err(StorageError::Offline {
+                dir: self.dir.display().to_string(),
+                reason: reason.clone(),
+            }));
+        }
+    }
+
+    /// Validates, assigns offsets to and writes one Produce request's batches. No fsync.
+    pub fn append(&self, records: &mut [u8], now_ms: i64) -> Result<AppendResult, StorageError> {
+        self.check_writable()?;
+        let cfg = self.config.read().clone();
+        if records.len() as u64 > cfg.segment_bytes_max {
+            return Err(StorageError::RecordListTooLarge {
+                size: records.len(),
+                max: cfg.segment_bytes_max,
+            });
+        }
+        // Validation (CRC) happens before the append lock is taken.
+        let mut found: Vec<(BatchHeader, Range<usize>)> = Vec::new();
+        for item in batches(records) {
+            let (h, range) = item.map_err(StorageError::InvalidRecord)?;
+            if range.len() > cfg.message_bytes_max {
+                return Err(StorageError::MessageTooLarge {
+                    size: range.len(),
+                    max: cfg.message_bytes_max,
+                });
+            }
+            validate_batch(&records[range.clone()]).map_err(StorageError::InvalidRecord)?;
+            found.push((h, range));
+        }
+        let log_append_time_ms = match cfg.timestamp_type {
+            TimestampType::LogAppendTime => {
+                for (h, r) in &mut found {
+                    set_log_append_time(&mut records[r.clone()], now_ms);
+                    h.max_timestamp = now_ms;
+                    h.attributes |= fjord_records::attributes::TIMESTAMP_TYPE;
+                }
+                now_ms
+            }
+            TimestampType::CreateTime => -1,
+        };
+        if let Some(&(epoch, _)) = self.epochs.lock().last() {
+            for (h, r) in &mut found {
+                set_partition_leader_epoch(&mut records[r.clone()], epoch);
+                h.partition_leader_epoch = epoch;
+            }
+        }
+        let records_count: u64 = found
+            .iter()
+            .map(|(h, _)| h.records_count.max(0) as u64)
+            .sum();
+        let span: i64 = found
+            .iter()
+            .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
+            .sum();
+
+        let mut st = self.append.lock();
+        self.check_writable()?;
+        let leo = self.log_end.load(Ordering::Acquire);
+        if found.is_empty() {
+            return Ok(AppendResult {
+                base_offset: Offset(leo),
+                last_offset: Offset(leo - 1),
+                log_append_time_ms,
+                log_start_offset: Offset(self.view.read().log_start),
+                records_count: 0,
+            });
+        }
+        let mut rolled = false;
+        if self.should_roll(&st, &cfg, records.len(), span, found.len(), now_ms) {
+            if let Err(e) = self.roll(&mut st, leo, &cfg, now_ms) {
+                self.fail(&e);
+                return Err(e);
+            }
+            rolled = true;
+        }
+        let seg = Arc::clone(&st.active);
+        let pos = seg.size();
+        let mut next = leo;
+        for (h, r) in &mut found {
+            set_base_offset(&mut records[r.clone()], next);
+            h.base_offset = next;
+            next = h.next_offset();
+        }
+        if let Err(e) = seg.file.write_all_at(records, pos) {
+            // Best effort: cut off a partial write. The log is offline either way.
+            let _ = seg.file.set_len(pos);
+            let err = StorageError::io(format!("write {}", seg.display()), e);
+            self.fail(&err);
+            return Err(err);
+        }
+        {
+            let mut idx = seg.indexes.lock();
+            for (h, r) in &found {
+                idx.on_batch(h, pos + r.start as u64, cfg.index_interval_bytes);
+            }
+        }
+        seg.size
+            .store(pos + records.len() as u64, Ordering::Release);
+        self.log_end.store(next, Ordering::Release);
+
+        st.messages_since_flush += records_count;
+        let flush_due = cfg
+            .flush_interval_messages
+            .is_some_and(|n| st.messages_since_flush >= n)
+            || cfg
+                .flush_interval_ms
+                .is_some_and(|ms| now_ms - st.last_flush_ms >= ms);
+        if flush_due {
+            st.messages_since_flush = 0;
+            st.last_flush_ms = now_ms;
+        }
+        drop(st);
+        if flush_due || rolled {
+            self.request_flush();
+        }
+        Ok(AppendResult {
+            base_offset: Offset(leo),
+            last_offset: Offset(next - 1),
+            log_append_time_ms,
+            log_start_offset: Offset(self.view.read().log_start),
+            records_count,
+        })
+    }
+
+    fn should_roll(
+        &self,
+        st: &AppendState,
+        cfg: &LogConfig,
+        bytes: usize,
+        span: i64,
+        batch_count: usize,
+        now_ms: i64,
+    ) -> bool {
+        let seg = &st.active;
+        let size = seg.size();
+        if size == 0 {
+            return false;
+        }
+        let leo = self.log_end.load(Ordering::Acquire);
+        let idx = seg.indexes.lock();
+        size + bytes as u64 > cfg.segment_bytes_max
+            || cfg
+                .segment_ms
+                .is_some_and(|ms| now_ms - st.roll_base_ms > ms)
+            || idx.offset.is_full_after(batch_count)
+            || idx.time.is_full_after(batch_count + 1)
+            || leo + span - 1 - seg.base_offset > i64::from(i32::MAX)
+    }
+
+    /// Seals the active segment and starts a new one at `base`. Under the append lock.
+    fn roll(
+        &self,
+        st: &mut AppendState,
+        base: i64,
+        cfg: &LogConfig,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let old = Arc::clone(&st.active);
+        old.indexes
+            .lock()
+            .seal()
+            .map_err(|e| StorageError::io(format!("seal index of {}", old.display()), e))?;
+        old.index_dirty.store(true, Ordering::Release);
+        let seg = Arc::new(Segment::create(&self.dir, base, cfg.index_bytes_max)?);
+        self.dir_dirty.store(true, Ordering::Release);
+        {
+            let mut v = self.view.write();
+            let mut nv = View::clone(&v);
+            nv.segments.push(Arc::clone(&seg));
+            *v = Arc::new(nv);
+        }
+        tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
+        st.active = seg;
+        st.roll_base_ms = now_ms;
+        Ok(())
+    }
+
+    /// Resolves when every offset up to and including `offset` is on stable storage.
+    /// Offsets at or past the log end wait for the current log end.
+    pub fn sync_to(&self, offset: Offset) -> SyncWaiter {
+        let mut s = self.sync.lock();
+        if let Err(e) = self.check_writable() {
+            if !matches!(e, StorageError::Closed { .. }) {
+                return SyncWaiter::ready(Err(e));
+            }
+        }
+        let leo = self.log_end.load(Ordering::Acquire);
+        let offset = offset.0.min(leo - 1);
+        if offset < s.durable_end {
+            return SyncWaiter::ready(Ok(()));
+        }
+        let (tx, rx) = oneshot::channel();
+        s.waiters.push((offset, tx));
+        let enqueue = !s.queued;
+        s.queued = true;
+        drop(s);
+        if enqueue {
+            flusher::enqueue(self.me.clone());
+        }
+        SyncWaiter(WaiterState::Waiting {
+            rx,
+            dir: self.dir.display().to_string(),
+        })
+    }
+
+    /// Every offset below the returned one is on stable storage.
+    pub fn durable_offset(&self) -> Offset {
+        Offset(self.sync.lock().durable_end)
+    }
+
+    /// Queues a background flush round (no waiter).
+    fn request_flush(&self) {
+        let mut s = self.sync.lock();
+        if !s.queued {
+            s.queued = true;
+            drop(s);
+            flusher::enqueue(self.me.clone());
+        }
+    }
+
+    /// fdatasyncs every segment with unsynced data (newest first, stopping at the first
+    /// sealed clean one) and the index files of freshly sealed segments.
+    fn sync_segments(&self, view: &View) -> Result<(), StorageError> {
+        if self.dir_dirty.swap(false, Ordering::AcqRel) {
+            if let Err(e) = checkpoint::sync_dir(&self.dir) {
+                self.dir_dirty.store(true, Ordering::Release);
+                return Err(StorageError::io_path("fsync", &self.dir, e));
+            }
+        }
+        let last = view.segments.len() - 1;
+        for (i, seg) in view.segments.iter().enumerate().rev() {
+            let clean = seg.flushed_size.load(Ordering::Acquire) >= seg.size()
+                && !seg.index_dirty.load(Ordering::Acquire);
+            if clean && i != last {
+                break;
+            }
+            seg.sync_data()
+                .map_err(|e| StorageError::io(format!("fsync {}", seg.display()), e))?;
+            seg.sync_indexes_if_dirty()
+                .map_err(|e| StorageError::io(format!("fsync index of {}", seg.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Highest recovery point that `durable_end` allows: it may not pass a sealed segment
+    /// whose data or index files are not yet synced.
+    fn recovery_point_candidate(view: &View, durable_end: i64) -> i64 {
+        let last = view.segments.len() - 1;
+        for seg in &view.segments[..last] {
+            if seg.flushed_size.load(Ordering::Acquire) < seg.size()
+                || seg.index_dirty.load(Ordering::Acquire)
+            {
+                return durable_end.min(seg.base_offset);
+            }
+        }
+        durable_end
+    }
+
+    /// Writes the recovery point checkpoint if `candidate` is past the last one written.
+    fn advance_recovery_point(&self, candidate: i64) -> Result<(), StorageError> {
+        let mut rp = self.recovery_point.lock();
+        if candidate > *rp {
+            checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, candidate)
+                .map_err(|e| StorageError::io_path("write recovery point in", &self.dir, e))?;
+            *rp = candidate;
+        }
+        Ok(())
+    }
+
+    /// One group-commit round (runs on a flusher thread).
+    pub(crate) fn flush_round(&self) {
+        let target = self.log_end.load(Ordering::Acquire);
+        let view = Arc::clone(&self.view.read());
+        if let Err(e) = self.sync_segments(&view) {
+            self.fail(&e);
+            self.sync.lock().queued = false;
+            return;
+        }
+        // A segment was sealed since the last checkpoint: move the recovery point past it.
+        let rolled = { *self.recovery_point.lock() < view.active().base_offset };
+        if rolled {
+            let candidate = Self::recovery_point_candidate(&view, target);
+            if let Err(e) = self.advance_recovery_point(candidate) {
+                tracing::warn!(dir = %self.dir.display(), "cannot write recovery point: {e}");
+            }
+        }
+        let mut s = self.sync.lock();
+        s.durable_end = s.durable_end.max(target);
+        let durable = s.durable_end;
+        let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.waiters)
+            .into_iter()
+            .partition(|(o, _)| *o < durable);
+        s.waiters = keep;
+        let again = !s.waiters.is_empty();
+        if !again {
+            s.queued = false;
+        }
+        drop(s);
+        for (_, tx) in done {
+            let _ = tx.send(Ok(()));
+        }
+        if again {
+            flusher::enqueue(self.me.clone());
+        }
+    }
+
+    /// Reads whole batches from the one holding `start`, stopping before the first batch that
+    /// reaches `upper` (exclusive), with at most `max_bytes` (KIP-74: the first batch whole
+    /// if `min_one_batch`).
+    pub fn read(
+        &self,
+        start: Offset,
+        max_bytes: usize,
+        upper: Offset,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, StorageError> {
+        let leo = self.log_end.load(Ordering::Acquire);
+        let view = Arc::clone(&self.view.read());
+        let start = start.0;
+        if start < view.log_start || start > leo {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: start,
+                log_start: view.log_start,
+                log_end: leo,
+            });
+        }
+        let upper = upper.0.min(leo);
+        let mut out = ReadResult::default();
+        if start >= upper {
+            return Ok(out);
+        }
+        let first = view.segment_for(start);
+        for (n, seg) in view.segments[first..].iter().enumerate() {
+            let size = seg.size();
+            let from = if n == 0 { seg.lookup(start) } else { 0 };
+            let mut scanner = Scanner::new(&seg.file, from, size);
+            let mut slice: Option<(u64, usize)> = None;
+            let mut done = false;
+            loop {
+                let (h, pos) = match scanner.next_header() {
+                    Ok(Some(x)) => x,
+                    Ok(None) => break,
+                    Err(ScanError::Io(e)) => {
+                        return Err(StorageError::io(format!("read {}", seg.display()), e))
+                    }
+                    Err(ScanError::Bad(detail)) => {
+                        return Err(StorageError::Corrupt {
+                            path: seg.display(),
+                            position: scanner_pos(&slice, from),
+                            detail,
+                        })
+                    }
+                };
+                if h.last_offset() < start {
+                    continue;
+                }
+                if h.last_offset() >= upper {
+                    done = true;
+                    break;
+                }
+                let len = h.total_bytes();
+                if out.bytes + len > max_bytes && !(out.bytes == 0 && min_one_batch) {
+                    done = true;
+                    break;
+                }
+                out.bytes += len;
+                slice = Some(match slice {
+                    Some((p, l)) => (p, l + len),
+                    None => (pos, len),
+                });
+                if out.bytes >= max_bytes {
+                    done = true;
+                    break;
+                }
+            }
+            if let Some((position, len)) = slice {
+                out.slices.push(FileSlice {
+                    file: Arc::clone(&seg.file),
+                    position,
+                    len,
+                });
+            }
+            if done {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first batch whose max timestamp is `>= timestamp_ms`: (its base offset, or the
+    /// log start if later; its timestamp: the first record's if that qualifies, else the
+    /// batch's max).
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(Offset, i64)>, StorageError> {
+        let leo = self.log_end.load(Ordering::Acquire);
+        let view = Arc::clone(&self.view.read());
+        for seg in &view.segments {
+            if seg.max_timestamp().0 < timestamp_ms {
+                continue;
+            }
+            let from = seg.time_lookup(timestamp_ms);
+            let mut scanner = Scanner::new(&seg.file, from, seg.size());
+            loop {
+                let h = match scanner.next_header() {
+                    Ok(Some((h, _))) => h,
+                    Ok(None) => break,
+                    Err(ScanError::Io(e)) => {
+                        return Err(StorageError::io(format!("read {}", seg.display()), e))
+                    }
+                    Err(ScanError::Bad(detail)) => {
+                        return Err(StorageError::Corrupt {
+                            path: seg.display(),
+                            position: from,
+                            detail,
+                        })
+                    }
+                };
+                if h.base_offset >= leo {
+                    return Ok(None);
+                }
+                if h.last_offset() < view.log_start || h.max_timestamp < timestamp_ms {
+                    continue;
+                }
+                let ts = if h.timestamp_type() == TimestampType::CreateTime
+                    && h.base_timestamp >= timestamp_ms
+                {
+                    h.base_timestamp
+                } else {
+                    h.max_timestamp
+                };
+                return Ok(Some((Offset(h.base_offset.max(view.log_start)), ts)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The largest timestamp in the log and the offset of (the batch holding) it.
+    pub fn max_timestamp(&self) -> Option<(i64, Offset)> {
+        let view = Arc::clone(&self.view.read());
+        let mut best: Option<(i64, i64)> = None;
+        for seg in &view.segments {
+            let (ts, off) = seg.max_timestamp();
+            if ts >= 0 && best.is_none_or(|(b, _)| ts > b) {
+                best = Some((ts, off));
+            }
+        }
+        best.map(|(ts, off)| (ts, Offset(off.max(view.log_start))))
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        Offset(self.view.read().log_start)
+    }
+
+    pub fn log_end_offset(&self) -> Offset {
+        Offset(self.log_end.load(Ordering::Acquire))
+    }
+
+    /// Bytes in all segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.view.read().segments.iter().map(|s| s.size()).sum()
+    }
+
+    /// Number of segments (diagnostics and tests).
+    pub fn segment_count(&self) -> usize {
+        self.view.read().segments.len()
+    }
+
+    /// DeleteRecords: raises the log start offset to `offset` (durably) and deletes the
+    /// segments wholly below it. Returns the new log start offset.
+    pub fn delete_records_before(&self, offset: Offset) -> Result<Offset, StorageError> {
+        let _admin = self.admin.lock();
+        self.check_writable()?;
+        let leo = self.log_end.load(Ordering::Acquire);
+        let current = self.view.read().log_start;
+        if offset.0 > leo || offset.0 < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset.0,
+                log_start: current,
+                log_end: leo,
+            });
+        }
+        if offset.0 <= current {
+            return Ok(Offset(current));
+        }
+        checkpoint::write_offset(&self.dir, LOG_START_FILE, offset.0)
+            .map_err(|e| StorageError::io_path("write log start checkpoint in", &self.dir, e))?;
+        let removed = self.remove_prefix(
+            |view| {
+                view.segments
+                    .windows(2)
+                    .take_while(|w| w[1].base_offset <= offset.0)
+                    .count()
+            },
+            offset.0,
+        );
+        self.delete_segment_files(&removed);
+        Ok(Offset(offset.0))
+    }
+
+    /// Removes the first `count(view)` segments (never the last) and raises the log start
+    /// to at least `min_start`; returns the removed segments.
+    fn remove_prefix(
+        &self,
+        count: impl FnOnce(&View) -> usize,
+        min_start: i64,
+    ) -> Vec<Arc<Segment>> {
+        let mut v = self.view.write();
+        let n = count(&v).min(v.segments.len() - 1);
+        let mut nv = View::clone(&v);
+        let removed: Vec<Arc<Segment>> = nv.segments.drain(..n).collect();
+        for seg in &removed {
+            seg.deleted.store(true, Ordering::Release);
+        }
+        nv.log_start = nv.log_start.max(min_start).max(nv.segments[0].base_offset);
+        let new_start = nv.log_start;
+        *v = Arc::new(nv);
+        drop(v);
+        truncate_epochs_from_start(&mut self.epochs.lock(), new_start);
+        removed
+    }
+
+    fn delete_segment_files(&self, removed: &[Arc<Segment>]) {
+        for seg in removed {
+            if let Err(e) = seg.delete_files() {
+                tracing::warn!(dir = %self.dir.display(), "cannot delete segment {}: {e}", seg.display());
+            }
+        }
+    }
+
+    /// Deletes whole segments past `retention.ms` (by their largest timestamp) or beyond
+    /// `retention.bytes`, and segments below the log start; never the active segment.
+    /// Also runs time-based flushing and checkpoints the recovery point. Call from a timer.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let _admin = self.admin.lock();
+        let cfg = self.config.read().clone();
+        if let Some(ms) = cfg.flush_interval_ms {
+            let due = {
+                let mut st = self.append.lock();
+                let due = now_ms - st.last_flush_ms >= ms;
+                if due {
+                    st.last_flush_ms = now_ms;
+                }
+                due
+            };
+            if due && self.durable_offset().0 < self.log_end.load(Ordering::Acquire) {
+                self.request_flush();
+            }
+        }
+        if self.status.load(Ordering::Acquire) == OPEN {
+            let view = Arc::clone(&self.view.read());
+            let candidate = Self::recovery_point_candidate(&view, self.durable_offset().0);
+            self.advance_recovery_point(candidate)?;
+        }
+
+        let view = Arc::clone(&self.view.read());
+        let segs = &view.segments;
+        let mut total: u64 = segs.iter().map(|s| s.size()).sum();
+        let mut count = 0;
+        for (i, seg) in segs.iter().enumerate().take(segs.len() - 1) {
+            let below_start = segs[i + 1].base_offset <= view.log_start;
+            let newest_ms = match seg.max_timestamp().0 {
+                ts if ts >= 0 => Some(ts),
+                _ => seg.modified_ms(),
+            };
+            let expired = match (cfg.retention_ms, newest_ms) {
+                (Some(r), Some(ts)) if r >= 0 => now_ms - ts > r,
+                _ => false,
+            };
+            let too_big = cfg
+                .retention_bytes
+                .is_some_and(|r| r >= 0 && total - seg.size() >= r as u64);
+            if !(below_start || expired || too_big) {
+                break;
+            }
+            total -= seg.size();
+            count = i + 1;
+        }
+        if count == 0 {
+            return Ok(0);
+        }
+        let expected: Vec<*const Segment> = segs[..count].iter().map(Arc::as_ptr).collect();
+        let removed = self.remove_prefix(
+            |v| {
+                v.segments
+                    .iter()
+                    .zip(&expected)
+                    .take_while(|(s, e)| Arc::as_ptr(s) == **e)
+                    .count()
+            },
+            i64::MIN,
+        );
+        let n = removed.len();
+        if n > 0 {
+            tracing::info!(dir = %self.dir.display(), segments = n, "retention deleted segments");
+        }
+        self.delete_segment_files(&removed);
+        Ok(n)
+    }
+
+    /// Changes the settings; size/roll settings apply to the next append, index sizes to
+    /// the next segment.
+    pub fn set_config(&self, config: LogConfig) {
+        *self.config.write() = config.normalized();
+    }
+
+    /// Synchronously fsyncs everything written so far and checkpoints the recovery point.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        let target = self.log_end.load(Ordering::Acquire);
+        let view = Arc::clone(&self.view.read());
+        if let Err(e) = self.sync_segments(&view) {
+            self.fail(&e);
+            return Err(e);
+        }
+        self.advance_recovery_point(Self::recovery_point_candidate(&view, target))?;
+        let done = {
+            let mut s = self.sync.lock();
+            s.durable_end = s.durable_end.max(target);
+            let durable = s.durable_end;
+            let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.waiters)
+                .into_iter()
+                .partition(|(o, _)| *o < durable);
+            s.waiters = keep;
+            done
+        };
+        for (_, tx) in done {
+            let _ = tx.send(Ok(()));
+        }
+        Ok(())
+    }
+
+    /// Flushes everything, trims the active segment's indexes, writes the checkpoints and
+    /// the clean-shutdown marker. Afterwards appends fail; reads keep working.
+    pub fn close(&self) -> Result<(), StorageError> {
+        let _admin = self.admin.lock();
+        let st = self.append.lock();
+        if self.status.load(Ordering::Acquire) == CLOSED {
+            return Ok(());
+        }
+        self.check_writable()?;
+        let result = (|| {
+            {
+                let mut idx = st.active.indexes.lock();
+                idx.seal().map_err(|e| {
+                    StorageError::io(format!("seal index of {}", st.active.display()), e)
+                })?;
+            }
+            st.active.index_dirty.store(true, Ordering::Release);
+            self.flush()?;
+            let log_start = self.view.read().log_start;
+            checkpoint::write_offset(&self.dir, LOG_START_FILE, log_start).map_err(|e| {
+                StorageError::io_path("write log start checkpoint in", &self.dir, e)
+            })?;
+            let epochs = self.epochs.lock().clone();
+            checkpoint::write_epochs(&self.dir, &epochs)
+                .map_err(|e| StorageError::io_path("write leader epochs in", &self.dir, e))?;
+            self.advance_recovery_point(self.log_end.load(Ordering::Acquire))?;
+            checkpoint::write_atomic(&self.dir, CLEAN_SHUTDOWN_FILE, b"")
+                .map_err(|e| StorageError::io_path("write clean shutdown marker in", &self.dir, e))
+        })();
+        match result {
+            Ok(()) => {
+                self.status.store(CLOSED, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                self.fail(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Records that `epoch` starts at `start_offset` (persisted in `leader-epoch-checkpoint`).
+    /// Entries for later or equal start offsets/epochs are replaced.
+    pub fn record_leader_epoch(
+        &self,
+        epoch: LeaderEpoch,
+        start_offset: Offset,
+    ) -> Result<(), StorageError> {
+        let _admin = self.admin.lock();
+        let mut epochs = self.epochs.lock();
+        if let Some(&(last, last_start)) = epochs.last() {
+            if epoch.0 < last {
+                return Err(StorageError::InvalidArgument(format!(
+                    "leader epoch {} is below {last}",
+                    epoch.0
+                )));
+            }
+            if epoch.0 == last && start_offset.0 >= last_start {
+                return Ok(());
+            }
+        }
+        let mut next = epochs.clone();
+        next.retain(|&(e, s)| e < epoch.0 && s < start_offset.0);
+        next.push((epoch.0, start_offset.0));
+        checkpoint::write_epochs(&self.dir, &next)
+            .map_err(|e| StorageError::io_path("write leader epochs in", &self.dir, e))?;
+        *epochs = next;
+        Ok(())
+    }
+
+    /// The leader epoch history: (epoch, start offset), oldest first.
+    pub fn leader_epochs(&self) -> Vec<(LeaderEpoch, Offset)> {
+        self.epochs
+            .lock()
+            .iter()
+            .map(|&(e, o)| (LeaderEpoch(e), Offset(o)))
+            .collect()
+    }
+
+    /// OffsetForLeaderEpoch: the largest known epoch `<= epoch` and the offset where it ends
+    /// (the next epoch's start, or the log end).
+    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        let epochs = self.epochs.lock();
+        let i = epochs
+            .partition_point(|&(e, _)| e <= epoch.0)
+            .checked_sub(1)?;
+        let end = epochs
+            .get(i + 1)
+            .map_or_else(|| self.log_end.load(Ordering::Acquire), |&(_, s)| s);
+        Some((LeaderEpoch(epochs[i].0), Offset(end)))
+    }
+}
+
+fn scanner_pos(slice: &Option<(u64, usize)>, from: u64) -> u64 {
+    slice.map_or(from, |(p, l)| p + l as u64)
+}
+
+/// Drops epochs that end at or before `log_start`; the first remaining one starts there.
+fn truncate_epochs_from_start(epochs: &mut Vec<(i32, i64)>, log_start: i64) {
+    let keep_from = epochs
+        .partition_point(|&(_, s)| s <= log_start)
+        .saturating_sub(1);
+    epochs.drain(..keep_from);
+    if let Some(first) = epochs.first_mut() {
+        if first.1 < log_start {
+            first.1 = log_start;
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Helpers shared by the storage integration tests.
+#![allow(dead_code)]
+
+use fjord_records::{BatchBuilder, Compression};
+use fjord_storage::{Log, LogConfig};
+use std::path::Path;
+use std::sync::Arc;
+
+/// A batch of `records` records with values derived from `seed`, timestamps from `ts`.
+pub fn batch(records: usize, value_bytes: usize, ts: i64, seed: u64) -> Vec<u8> {
+    let mut b = BatchBuilder::new(Compression::None);
+    for i in 0..records {
+        let key = format!("k{seed}-{i}");
+        let value: Vec<u8> = (0..value_bytes)
+            .map(|j| (seed as usize * 31 + i * 7 + j) as u8)
+            .collect();
+        b.push(ts + i as i64, Some(key.as_bytes()), Some(&value), &[]);
+    }
+    b.build(0)
+}
+
+/// Small segments so that tests roll often.
+pub fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes_max: 4096,
+        segment_ms: None,
+        index_interval_bytes: 256,
+        index_bytes_max: 4096,
+        retention_ms: None,
+        retention_bytes: None,
+        ..LogConfig::default()
+    }
+}
+
+pub fn open(dir: &Path, cfg: LogConfig) -> Arc<Log> {
+    Log::open(dir, cfg, 1_000).expect("open").0
+}
+
+/// Every batch in the log from its start: (base offset, bytes).
+pub fn all_batches(log: &Log) -> Vec<(i64, Vec<u8>)> {
+    let start = log.log_start_offset();
+    let end = log.log_end_offset();
+    let r = log.read(start, usize::MAX, end, true).expect("read");
+    let bytes = r.to_vec().expect("bytes");
+    split(&bytes)
+}
+
+/// Splits concatenated batches, checking each one's CRC and framing.
+pub fn split(bytes: &[u8]) -> Vec<(i64, Vec<u8>)> {
+    fjord_records::batches(bytes)
+        .map(|b| {
+            let (h, r) = b.expect("framing");
+            fjord_records::validate_batch(&bytes[r.clone()]).expect("valid batch");
+            (h.base_offset, bytes[r].to_vec())
+        })
+        .collect()
+}

@@ -1,0 +1,284 @@
+// A small command-line driver around the Apache Kafka Java client, used by the e2e tests.
+// Input and output are JSON lines (Jackson ships with the Kafka jars).
+//
+//   produce BOOTSTRAP TOPIC [--gen N [--rate-per-s R]] [k=v ...]
+//       Records come from stdin, one JSON object per line:
+//         {"key": str|null, "value": str|null, "partition": int?, "timestamp": long?,
+//          "headers": [[name, value], ...]?, "value_size": int?}
+//       (value_size: a value of that many 'x' bytes). With --gen N the program makes N records itself
+//       (key "k<i>", value "v<i>", partition from the key's hash) at up to R records/s.
+//       Prints one line per acknowledged record:
+//         {"type":"ack","i":n,"key":...,"partition":p,"offset":o,"timestamp":t}
+//       or {"type":"error","i":n,"key":...,"error":"ExceptionClass","message":...}, then
+//       {"type":"done","acked":a,"failed":f}.
+//
+//   consume BOOTSTRAP TOPICS FROM COUNT [k=v ...]
+//       TOPICS is comma-separated; all partitions of each are assigned. FROM is earliest, latest,
+//       offset:N or ts:MILLIS (offsetsForTimes; a partition with no such record starts at its end).
+//       Prints {"type":"start","positions":{"topic:p":offset}}, then one line per record:
+//         {"type":"record","topic","partition","offset","timestamp","timestamp_type","key","value",
+//          "headers":[[n,v]...],"value_size"}
+//       and stops after COUNT records in total (or when poll.total.ms, default 20000, runs out),
+//       then prints {"type":"done","count":n,"end_offsets":{...},"beginning_offsets":{...}}.
+//
+// Values are UTF-8 strings; keys and values may be null.
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Properties;
+import java.util.concurrent.atomic.AtomicLong;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.PartitionInfo;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
+
+public class E2EClient {
+    static final ObjectMapper JSON = new ObjectMapper();
+    static final PrintStream OUT = new PrintStream(System.out, true, StandardCharsets.UTF_8);
+
+    static synchronized void emit(ObjectNode n) {
+        OUT.println(n.toString());
+    }
+
+    static byte[] bytes(String s) {
+        return s == null ? null : s.getBytes(StandardCharsets.UTF_8);
+    }
+
+    static String str(byte[] b) {
+        return b == null ? null : new String(b, StandardCharsets.UTF_8);
+    }
+
+    static Properties props(String bootstrap, List<String> kvs) {
+        Properties p = new Properties();
+        p.put("bootstrap.servers", bootstrap);
+        for (String kv : kvs) {
+            int eq = kv.indexOf('=');
+            if (eq <= 0) throw new IllegalArgumentException("bad setting " + kv);
+            p.put(kv.substring(0, eq), kv.substring(eq + 1));
+        }
+        return p;
+    }
+
+    public static void main(String[] args) throws Exception {
+        if (args.length < 1) {
+            System.err.println("usage: E2EClient produce|consume ...");
+            System.exit(2);
+        }
+        switch (args[0]) {
+            case "produce":
+                produce(args);
+                break;
+            case "consume":
+                consume(args);
+                break;
+            default:
+                System.err.println("unknown command " + args[0]);
+                System.exit(2);
+        }
+    }
+
+    static void produce(String[] args) throws Exception {
+        String bootstrap = args[1];
+        String topic = args[2];
+        long gen = -1;
+        double rate = 0;
+        List<String> kvs = new ArrayList<>();
+        for (int i = 3; i < args.length; i++) {
+            if (args[i].equals("--gen")) gen = Long.parseLong(args[++i]);
+            else if (args[i].equals("--rate-per-s")) rate = Double.parseDouble(args[++i]);
+            else kvs.add(args[i]);
+        }
+        Properties p = props(bootstrap, kvs);
+        p.putIfAbsent("linger.ms", "5");
+        AtomicLong acked = new AtomicLong();
+        AtomicLong failed = new AtomicLong();
+        try (KafkaProducer<byte[], byte[]> producer =
+                new KafkaProducer<>(p, new ByteArraySerializer(), new ByteArraySerializer())) {
+            long started = System.nanoTime();
+            if (gen >= 0) {
+                for (long i = 0; i < gen; i++) {
+                    if (rate > 0) {
+                        long due = started + (long) (i * 1e9 / rate);
+                        long wait = due - System.nanoTime();
+                        if (wait > 0) Thread.sleep(wait / 1_000_000, (int) (wait % 1_000_000));
+                    }
+                    String key = "k" + i;
+                    send(producer, new ProducerRecord<>(topic, null, null, bytes(key), bytes("v" + i)), i, key,
+                            acked, failed);
+                }
+            } else {
+                BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+                String line;
+                long i = 0;
+                while ((line = in.readLine()) != null) {
+                    if (line.isBlank()) continue;
+                    JsonNode r = JSON.readTree(line);
+                    String key = r.hasNonNull("key") ? r.get("key").asText() : null;
+                    byte[] value;
+                    if (r.hasNonNull("value_size")) {
+                        value = new byte[r.get("value_size").asInt()];
+                        java.util.Arrays.fill(value, (byte) 'x');
+                    } else {
+                        value = r.hasNonNull("value") ? bytes(r.get("value").asText()) : null;
+                    }
+                    Integer partition = r.hasNonNull("partition") ? r.get("partition").asInt() : null;
+                    Long ts = r.hasNonNull("timestamp") ? r.get("timestamp").asLong() : null;
+                    ProducerRecord<byte[], byte[]> rec = new ProducerRecord<>(topic, partition, ts, bytes(key), value);
+                    if (r.has("headers")) {
+                        for (JsonNode h : r.get("headers")) {
+                            rec.headers().add(h.get(0).asText(), h.get(1).isNull() ? null : bytes(h.get(1).asText()));
+                        }
+                    }
+                    send(producer, rec, i++, key, acked, failed);
+                }
+            }
+            producer.flush();
+        }
+        ObjectNode done = JSON.createObjectNode();
+        done.put("type", "done");
+        done.put("acked", acked.get());
+        done.put("failed", failed.get());
+        emit(done);
+    }
+
+    static void send(KafkaProducer<byte[], byte[]> producer, ProducerRecord<byte[], byte[]> rec, long i, String key,
+            AtomicLong acked, AtomicLong failed) {
+        try {
+            producer.send(rec, (md, e) -> {
+                ObjectNode n = JSON.createObjectNode();
+                n.put("i", i);
+                n.put("key", key);
+                if (e == null) {
+                    acked.incrementAndGet();
+                    n.put("type", "ack");
+                    n.put("partition", md.partition());
+                    n.put("offset", md.offset());
+                    n.put("timestamp", md.timestamp());
+                } else {
+                    failed.incrementAndGet();
+                    n.put("type", "error");
+                    n.put("error", e.getClass().getSimpleName());
+                    n.put("message", String.valueOf(e.getMessage()));
+                }
+                emit(n);
+            });
+        } catch (RuntimeException e) {
+            // send() itself throws for some errors (e.g. a record larger than max.request.size)
+            failed.incrementAndGet();
+            ObjectNode n = JSON.createObjectNode();
+            n.put("type", "error");
+            n.put("i", i);
+            n.put("key", key);
+            n.put("error", e.getClass().getSimpleName());
+            n.put("message", String.valueOf(e.getMessage()));
+            emit(n);
+        }
+    }
+
+    static void consume(String[] args) throws Exception {
+        String bootstrap = args[1];
+        String[] topics = args[2].split(",");
+        String from = args[3];
+        long count = Long.parseLong(args[4]);
+        List<String> kvs = new ArrayList<>();
+        for (int i = 5; i < args.length; i++) kvs.add(args[i]);
+        Properties p = props(bootstrap, kvs);
+        long totalMs = Long.parseLong((String) p.getOrDefault("poll.total.ms", "20000"));
+        p.remove("poll.total.ms");
+        p.putIfAbsent("enable.auto.commit", "false");
+        p.putIfAbsent("auto.offset.reset", "earliest");
+        try (KafkaConsumer<byte[], byte[]> consumer =
+                new KafkaConsumer<>(p, new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
+            List<TopicPartition> tps = new ArrayList<>();
+            long deadline = System.currentTimeMillis() + totalMs;
+            for (String t : topics) {
+                List<PartitionInfo> infos = null;
+                while (infos == null || infos.isEmpty()) {
+                    infos = consumer.partitionsFor(t, Duration.ofSeconds(10));
+                    if ((infos == null || infos.isEmpty()) && System.currentTimeMillis() > deadline) {
+                        throw new IllegalStateException("no partitions for " + t);
+                    }
+                }
+                for (PartitionInfo pi : infos) tps.add(new TopicPartition(t, pi.partition()));
+            }
+            consumer.assign(tps);
+            if (from.equals("earliest")) {
+                consumer.seekToBeginning(tps);
+            } else if (from.equals("latest")) {
+                consumer.seekToEnd(tps);
+            } else if (from.startsWith("offset:")) {
+                long off = Long.parseLong(from.substring(7));
+                for (TopicPartition tp : tps) consumer.seek(tp, off);
+            } else if (from.startsWith("ts:")) {
+                long ts = Long.parseLong(from.substring(3));
+                Map<TopicPartition, Long> q = new HashMap<>();
+                for (TopicPartition tp : tps) q.put(tp, ts);
+                Map<TopicPartition, OffsetAndTimestamp> found = consumer.offsetsForTimes(q, Duration.ofSeconds(15));
+                Map<TopicPartition, Long> ends = consumer.endOffsets(tps, Duration.ofSeconds(15));
+                for (TopicPartition tp : tps) {
+                    OffsetAndTimestamp o = found.get(tp);
+                    consumer.seek(tp, o == null ? ends.get(tp) : o.offset());
+                }
+            } else {
+                throw new IllegalArgumentException("bad FROM " + from);
+            }
+            ObjectNode start = JSON.createObjectNode();
+            start.put("type", "start");
+            ObjectNode pos = start.putObject("positions");
+            for (TopicPartition tp : tps) pos.put(tp.topic() + ":" + tp.partition(), consumer.position(tp, Duration.ofSeconds(15)));
+            emit(start);
+            long n = 0;
+            while (n < count && System.currentTimeMillis() < deadline) {
+                for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(200))) {
+                    ObjectNode o = JSON.createObjectNode();
+                    o.put("type", "record");
+                    o.put("topic", r.topic());
+                    o.put("partition", r.partition());
+                    o.put("offset", r.offset());
+                    o.put("timestamp", r.timestamp());
+                    o.put("timestamp_type", r.timestampType().name);
+                    o.put("key", str(r.key()));
+                    byte[] v = r.value();
+                    o.put("value_size", v == null ? -1 : v.length);
+                    o.put("value", v == null || v.length > 4096 ? null : str(v));
+                    ArrayNode hs = o.putArray("headers");
+                    for (Header h : r.headers()) {
+                        ArrayNode pair = hs.addArray();
+                        pair.add(h.key());
+                        pair.add(str(h.value()));
+                    }
+                    emit(o);
+                    n++;
+                }
+            }
+            ObjectNode done = JSON.createObjectNode();
+            done.put("type", "done");
+            done.put("count", n);
+            ObjectNode ends = done.putObject("end_offsets");
+            for (Map.Entry<TopicPartition, Long> e : consumer.endOffsets(tps, Duration.ofSeconds(15)).entrySet()) {
+                ends.put(e.getKey().topic() + ":" + e.getKey().partition(), e.getValue());
+            }
+            ObjectNode begins = done.putObject("beginning_offsets");
+            for (Map.Entry<TopicPartition, Long> e : consumer.beginningOffsets(tps, Duration.ofSeconds(15)).entrySet()) {
+                begins.put(e.getKey().topic() + ":" + e.getKey().partition(), e.getValue());
+            }
+            emit(done);
+        }
+    }
+}
