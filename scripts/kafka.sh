@@ -138,6 +138,8 @@ logger.cfg.name = kafka.server.KafkaConfig
 logger.cfg.level = WARN
 logger.logcfg.name = org.apache.kafka.storage.internals.log.LogConfig
 logger.logcfg.level = WARN
+logger.abscfg.name = org.apache.kafka.common.config.AbstractConfig
+logger.abscfg.level = WARN
 L4J
 }
 
@@ -184,6 +186,9 @@ cmd_start() {
     echo "share.coordinator.state.topic.replication.factor=1"
     echo "share.coordinator.state.topic.min.isr=1"
     echo "group.initial.rebalance.delay.ms=0"
+    # after a kill -9 the restarted broker cannot register until its old session expires (default 9 s)
+    echo "broker.heartbeat.interval.ms=500"
+    echo "broker.session.timeout.ms=2000"
     echo "# extra settings"
     local kv
     while [ $# -gt 0 ]; do

@@ -66,8 +66,10 @@ macro_rules! apis {
         ];
 
         /// Decodes the body of a request (everything after the request
-        /// header). The whole of `body` must be consumed: trailing bytes are an
-        /// error.
+        /// header). Bytes left after the body are ignored, as Apache Kafka
+        /// ignores them: librdkafka 2.16's admin client sends Metadata v12
+        /// requests with three extra bytes. They stay in `body` for the caller
+        /// to inspect (`Reader::remaining`).
         pub fn decode_request(
             api_key: i16,
             api_version: i16,
@@ -86,7 +88,6 @@ macro_rules! apis {
                     }
                     let v = Version { v: api_version, flexible: api_version >= $flex };
                     let decoded = $decode(body, v)?;
-                    body.finish(concat!(stringify!($variant), " request body"))?;
                     return Ok(Request::$variant(decoded));
                 }
             )*

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::varint::Cursor;
+use crate::varint::{invalid, Cursor};
 use crate::RecordsError;
 
 /// Smallest encoded record: length, attributes, timestamp delta, offset delta,
@@ -75,10 +75,11 @@ impl<'a> Iterator for HeaderIter<'a> {
     }
 }
 
+#[inline]
 fn read_header<'a>(cur: &mut Cursor<'a>) -> Result<(&'a [u8], Option<&'a [u8]>), RecordsError> {
     let key_len = cur.read_varint("header key length")?;
     let Ok(key_len) = usize::try_from(key_len) else {
-        return Err(RecordsError::InvalidRecord(format!(
+        return Err(invalid(format_args!(
             "negative header key length {key_len}"
         )));
     };
@@ -87,6 +88,7 @@ fn read_header<'a>(cur: &mut Cursor<'a>) -> Result<(&'a [u8], Option<&'a [u8]>),
     Ok((key, value))
 }
 
+#[inline]
 fn read_nullable_bytes<'a>(
     cur: &mut Cursor<'a>,
     what: &'static str,
@@ -94,7 +96,7 @@ fn read_nullable_bytes<'a>(
     let len = cur.read_varint(what)?;
     match len {
         -1 => Ok(None),
-        n if n < -1 => Err(RecordsError::InvalidRecord(format!("{what}: length {n}"))),
+        n if n < -1 => Err(invalid(format_args!("{what}: length {n}"))),
         n => Ok(Some(cur.take(n as usize, what)?)),
     }
 }
@@ -129,7 +131,7 @@ pub(crate) fn walk_records<'a>(
     let mut prev_delta: i64 = -1;
     while !cur.is_empty() {
         if count == declared {
-            return Err(RecordsError::InvalidRecord(format!(
+            return Err(invalid(format_args!(
                 "{} bytes left after the {declared} declared records",
                 cur.remaining()
             )));
@@ -139,14 +141,14 @@ pub(crate) fn walk_records<'a>(
         let body = match usize::try_from(len) {
             Ok(n) => cur.take(n, "record")?,
             Err(_) => {
-                return Err(RecordsError::InvalidRecord(format!(
+                return Err(invalid(format_args!(
                     "record {count} at byte {start}: negative length {len}"
                 )))
             }
         };
         let view = parse_record(body, &ctx, prev_delta).map_err(|e| match e {
             RecordsError::InvalidRecord(m) => {
-                RecordsError::InvalidRecord(format!("record {count} at byte {start}: {m}"))
+                invalid(format_args!("record {count} at byte {start}: {m}"))
             }
             other => other,
         })?;
@@ -155,13 +157,14 @@ pub(crate) fn walk_records<'a>(
         count += 1;
     }
     if count != declared {
-        return Err(RecordsError::InvalidRecord(format!(
+        return Err(invalid(format_args!(
             "records count is {declared} but the batch holds {count} records"
         )));
     }
     Ok(count)
 }
 
+#[inline]
 fn parse_record<'a>(
     body: &'a [u8],
     ctx: &WalkContext,
@@ -172,7 +175,7 @@ fn parse_record<'a>(
     let timestamp_delta = cur.read_varlong("timestamp delta")?;
     let offset_delta = cur.read_varint("offset delta")?;
     if i64::from(offset_delta) <= prev_delta || offset_delta > ctx.last_offset_delta {
-        return Err(RecordsError::InvalidRecord(format!(
+        return Err(invalid(format_args!(
             "offset delta {offset_delta} after {prev_delta} (last offset delta {})",
             ctx.last_offset_delta
         )));
@@ -184,7 +187,7 @@ fn parse_record<'a>(
         .ok()
         .filter(|&n| n <= cur.remaining() / HEADER_BYTES_MIN)
         .ok_or_else(|| {
-            RecordsError::InvalidRecord(format!(
+            invalid(format_args!(
                 "header count {header_count} with {} bytes left",
                 cur.remaining()
             ))
@@ -194,7 +197,7 @@ fn parse_record<'a>(
         read_header(&mut cur)?;
     }
     if !cur.is_empty() {
-        return Err(RecordsError::InvalidRecord(format!(
+        return Err(invalid(format_args!(
             "length covers {} bytes more than the fields",
             cur.remaining()
         )));

@@ -32,23 +32,22 @@ impl<'a> Cursor<'a> {
         self.pos == self.buf.len()
     }
 
+    #[inline]
     pub(crate) fn read_i8(&mut self, what: &'static str) -> Result<i8, RecordsError> {
         match self.buf.get(self.pos) {
             Some(&b) => {
                 self.pos += 1;
                 Ok(b as i8)
             }
-            None => Err(RecordsError::InvalidRecord(format!(
-                "{what}: no bytes left at byte {}",
-                self.pos
-            ))),
+            None => Err(invalid(format_args!("{what}: no bytes left at byte {}", self.pos))),
         }
     }
 
     /// Takes `n` bytes.
+    #[inline]
     pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], RecordsError> {
         if n > self.remaining() {
-            return Err(RecordsError::InvalidRecord(format!(
+            return Err(invalid(format_args!(
                 "{what}: {n} bytes claimed at byte {}, {} remain",
                 self.pos,
                 self.remaining()
@@ -59,21 +58,26 @@ impl<'a> Cursor<'a> {
         Ok(s)
     }
 
-    /// Reads an unsigned LEB128 value of at most `max_bytes` bytes. Bits
-    /// beyond 64 in the last byte are dropped (as Kafka's reader does).
-    #[inline]
+    /// Reads an unsigned LEB128 value of at most `max_bytes` bytes; one-byte
+    /// values (the common case) stay inline.
+    #[inline(always)]
     fn read_unsigned(&mut self, max_bytes: usize, what: &'static str) -> Result<u64, RecordsError> {
-        // Fast path: one byte.
         if let Some(&b) = self.buf.get(self.pos) {
             if b & 0x80 == 0 {
                 self.pos += 1;
                 return Ok(u64::from(b));
             }
         }
+        self.read_unsigned_multi(max_bytes, what)
+    }
+
+    /// Bits beyond 64 in the last byte are dropped (as Kafka's reader does).
+    #[inline(never)]
+    fn read_unsigned_multi(&mut self, max_bytes: usize, what: &'static str) -> Result<u64, RecordsError> {
         let mut value: u64 = 0;
         for i in 0..max_bytes {
             let Some(&b) = self.buf.get(self.pos + i) else {
-                return Err(RecordsError::InvalidRecord(format!(
+                return Err(invalid(format_args!(
                     "{what}: varint runs past the end at byte {}",
                     self.pos
                 )));
@@ -84,25 +88,32 @@ impl<'a> Cursor<'a> {
                 return Ok(value);
             }
         }
-        Err(RecordsError::InvalidRecord(format!(
+        Err(invalid(format_args!(
             "{what}: varint longer than {max_bytes} bytes at byte {}",
             self.pos
         )))
     }
 
     /// A zig-zag encoded 32-bit varint.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn read_varint(&mut self, what: &'static str) -> Result<i32, RecordsError> {
         let raw = self.read_unsigned(VARINT_BYTES_MAX, what)? as u32;
         Ok(((raw >> 1) as i32) ^ -((raw & 1) as i32))
     }
 
     /// A zig-zag encoded 64-bit varlong.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn read_varlong(&mut self, what: &'static str) -> Result<i64, RecordsError> {
         let raw = self.read_unsigned(VARLONG_BYTES_MAX, what)?;
         Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
     }
+}
+
+/// Builds an `InvalidRecord` error off the hot path.
+#[cold]
+#[inline(never)]
+pub(crate) fn invalid(args: std::fmt::Arguments<'_>) -> RecordsError {
+    RecordsError::InvalidRecord(args.to_string())
 }
 
 /// Appends a zig-zag 32-bit varint.

@@ -145,12 +145,14 @@ pub fn dispatch(broker: &Arc<Broker>, header: RequestHeader, mut body: Reader) -
         );
         return None;
     }
+    let raw = body.peek().to_vec();
     let request = match decode_request(ctx.api_key, ctx.api_version, &mut body) {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(
                 api_key = ctx.api_key,
                 api_version = ctx.api_version,
+                body = ?&raw[..raw.len().min(256)],
                 "undecodable request, closing connection: {e}"
             );
             return None;

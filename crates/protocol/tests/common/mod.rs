@@ -82,13 +82,15 @@ pub fn roundtrip(req: &Request, version: i16) {
             body.len()
         );
     }
+    // Trailing bytes are ignored (as Kafka does), and left in the reader.
     let mut longer = BytesMut::from(&body[..]);
-    longer.extend_from_slice(&[0]);
+    longer.extend_from_slice(&[1, 0, 0]);
     let mut r = Reader::new(longer.freeze());
     assert!(
-        decode_request(key, version, &mut r).is_err(),
-        "trailing byte accepted for api {key} v{version}"
+        decode_request(key, version, &mut r).is_ok(),
+        "trailing bytes rejected for api {key} v{version}"
     );
+    assert_eq!(r.remaining(), 3, "api {key} v{version} consumed trailing bytes");
 }
 
 /// The versions fjord-protocol decodes for `api_key`.
