@@ -16,6 +16,7 @@
 # Files under DIR: server.properties, data/ (log.dirs), kafka.log (stdout+stderr), kafka.pid,
 # cluster.id and controller.port (kept across restarts).
 # Env: KAFKA_LIBS (default ~/.cache/fjord-e2e/kafka-4.3.1/libs), KAFKA_HEAP_OPTS (default -Xmx1g -Xms1g),
+#      KAFKA_JVM_OPTS (extra JVM flags, e.g. -XX:TieredStopAtLevel=1 for faster start-up in tests),
 #      CONTROLLER_PORT (default: a free port picked on first start).
 set -euo pipefail
 
@@ -146,7 +147,9 @@ L4J
 java_opts() {
   # shellcheck disable=SC2206
   local heap=(${KAFKA_HEAP_OPTS:--Xmx1g -Xms1g})
-  printf '%s\n' "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+  # shellcheck disable=SC2206
+  local extra=(${KAFKA_JVM_OPTS:-})
+  printf '%s\n' "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true "${extra[@]}"
 }
 
 # ------------------------------------------------------------------ start/stop

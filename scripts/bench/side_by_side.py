@@ -802,6 +802,14 @@ def render_section(meta, limits, results, cfg, svg_rel, invocation):
              f"data dirs on `{meta['fs'][0]}` ({meta['fs'][1]}, mounted at `{meta['fs'][2]}`).")
     L.append(f"- Load average (1/5/15 min): {meta['load_before']} before the run, {meta['load_after']} after. "
              "The machine is shared: other work on these cores disturbs the numbers, so compare ratios from the same run.")
+    if meta.get("fjord_bin"):
+        fb = meta["fjord_bin"]
+        L.append(f"- Fjord: `{fb['path']}` built {fb['mtime']} (`cargo build --release -p fjord`), default settings"
+                 + (f" plus `--set {' '.join(cfg['fjord_set'])}`" if cfg.get("fjord_set") else "") + ".")
+    if "Kafka" in results:
+        L.append("- Apache Kafka 4.3.1 from the Maven Central jars, KRaft combined broker+controller, started by "
+                 "`scripts/kafka.sh` (heap `-Xmx1g -Xms1g`, G1), default settings otherwise"
+                 + (f" plus `{' '.join(cfg['kafka_set'])}`" if cfg.get("kafka_set") else "") + ".")
     L.append(f"- Broker pinned to CPU {BROKER_CPU} (`taskset -c {BROKER_CPU}`), load generator pinned to CPU {CLIENT_CPU}; "
              "one broker at a time; a warm-up produce run before measuring each broker.")
     L.append(f"- Load generator: librdkafka {meta.get('librdkafka', '?')} `rdkafka_performance` (its defaults: linger.ms=1000, "
@@ -1006,6 +1014,8 @@ def main():
         "min_msgs": 200_000 if quick else 500_000,
         "max_msgs": 3_000_000 if quick else 12_000_000,
         "max_consume_runs": 2 if quick else 4,
+        "fjord_set": args.fjord_set,
+        "kafka_set": args.kafka_set,
         "scenarios": scenario_list([int(p) for p in args.partitions.split(",") if p.strip()]),
     }
     invocation = "python3 scripts/bench/side_by_side.py" + "".join(
@@ -1058,11 +1068,20 @@ def main():
         else:
             log(f"  loopback TCP skipped: {limits['loopback']['skipped']}")
 
+        fjord_bin = args.fjord_bin
+        if "fjord" in want:
+            # a private copy: a rebuild of target/release/fjord during the run must not change what is measured
+            fjord_bin = os.path.join(root, "fjord-bin")
+            shutil.copy2(args.fjord_bin, fjord_bin)
+            st = os.stat(args.fjord_bin)
+            meta["fjord_bin"] = {"path": os.path.relpath(args.fjord_bin, REPO),
+                                 "mtime": datetime.datetime.fromtimestamp(st.st_mtime).astimezone().strftime(
+                                     "%Y-%m-%d %H:%M %Z"), "bytes": st.st_size}
         for name in want:
             if name == "kafka":
                 broker = KafkaBroker(root, args.kafka_set)
             else:
-                broker = FjordBroker(root, args.fjord_bin, args.fjord_set)
+                broker = FjordBroker(root, fjord_bin, args.fjord_set)
             log(f"=== {broker.name} ===")
             try:
                 results[broker.name] = run_broker(broker, tools, cfg, root)

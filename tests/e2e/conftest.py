@@ -100,6 +100,7 @@ class Broker:
             cmd += [f"{k}={v}" for k, v in self.settings.items()]
             env = dict(os.environ)
             env.setdefault("CONTROLLER_PORT", str(free_port()))
+            env.setdefault("KAFKA_JVM_OPTS", "-XX:TieredStopAtLevel=1")  # faster start-up; tests are not benchmarks
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=max(timeout_s, 150), env=env)
             if res.returncode != 0:
                 raise RuntimeError(f"kafka.sh start failed: {res.stderr}\n{self.log_tail()}")

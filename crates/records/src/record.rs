@@ -88,7 +88,7 @@ fn read_header<'a>(cur: &mut Cursor<'a>) -> Result<(&'a [u8], Option<&'a [u8]>),
     Ok((key, value))
 }
 
-#[inline]
+#[inline(always)]
 fn read_nullable_bytes<'a>(
     cur: &mut Cursor<'a>,
     what: &'static str,

@@ -39,7 +39,10 @@ impl<'a> Cursor<'a> {
                 self.pos += 1;
                 Ok(b as i8)
             }
-            None => Err(invalid(format_args!("{what}: no bytes left at byte {}", self.pos))),
+            None => Err(invalid(format_args!(
+                "{what}: no bytes left at byte {}",
+                self.pos
+            ))),
         }
     }
 
@@ -58,14 +61,20 @@ impl<'a> Cursor<'a> {
         Ok(s)
     }
 
-    /// Reads an unsigned LEB128 value of at most `max_bytes` bytes; one-byte
-    /// values (the common case) stay inline.
+    /// Reads an unsigned LEB128 value of at most `max_bytes` (>= 2) bytes;
+    /// one- and two-byte values (the common cases) stay inline.
     #[inline(always)]
     fn read_unsigned(&mut self, max_bytes: usize, what: &'static str) -> Result<u64, RecordsError> {
-        if let Some(&b) = self.buf.get(self.pos) {
-            if b & 0x80 == 0 {
+        if let Some(&b0) = self.buf.get(self.pos) {
+            if b0 & 0x80 == 0 {
                 self.pos += 1;
-                return Ok(u64::from(b));
+                return Ok(u64::from(b0));
+            }
+            if let Some(&b1) = self.buf.get(self.pos + 1) {
+                if b1 & 0x80 == 0 {
+                    self.pos += 2;
+                    return Ok(u64::from(b0 & 0x7f) | (u64::from(b1) << 7));
+                }
             }
         }
         self.read_unsigned_multi(max_bytes, what)
@@ -73,7 +82,11 @@ impl<'a> Cursor<'a> {
 
     /// Bits beyond 64 in the last byte are dropped (as Kafka's reader does).
     #[inline(never)]
-    fn read_unsigned_multi(&mut self, max_bytes: usize, what: &'static str) -> Result<u64, RecordsError> {
+    fn read_unsigned_multi(
+        &mut self,
+        max_bytes: usize,
+        what: &'static str,
+    ) -> Result<u64, RecordsError> {
         let mut value: u64 = 0;
         for i in 0..max_bytes {
             let Some(&b) = self.buf.get(self.pos + i) else {

@@ -50,11 +50,13 @@ fn broker_synonym(topic_config: &str) -> Option<&'static str> {
     })
 }
 
+/// Null or empty `configuration_keys` ask for every config, as in Kafka.
 fn wanted(
     keys: &Option<Vec<fjord_protocol::kafka_protocol::protocol::StrBytes>>,
     name: &str,
 ) -> bool {
-    keys.as_ref().is_none_or(|k| k.iter().any(|k| &**k == name))
+    keys.as_ref()
+        .is_none_or(|k| k.is_empty() || k.iter().any(|k| &**k == name))
 }
 
 pub fn handle(ctx: &Ctx, req: DescribeConfigsRequest) -> Option<BytesMut> {

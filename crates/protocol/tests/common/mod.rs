@@ -90,7 +90,11 @@ pub fn roundtrip(req: &Request, version: i16) {
         decode_request(key, version, &mut r).is_ok(),
         "trailing bytes rejected for api {key} v{version}"
     );
-    assert_eq!(r.remaining(), 3, "api {key} v{version} consumed trailing bytes");
+    assert_eq!(
+        r.remaining(),
+        3,
+        "api {key} v{version} consumed trailing bytes"
+    );
 }
 
 /// The versions fjord-protocol decodes for `api_key`.

@@ -1,0 +1,375 @@
+//! Every API at every advertised version: a request goes through
+//! `handlers::dispatch` against a real broker in a temporary directory, and
+//! the response must come back, parse with kafka-protocol's decoders at that
+//! version, and say what the request asked for.
+
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use fjord_broker::handlers::{dispatch, supported};
+use fjord_broker::{Broker, BrokerConfig};
+use fjord_protocol::kafka_protocol::messages::*;
+use fjord_protocol::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use fjord_protocol::{Reader, RequestHeader};
+use fjord_records::{BatchBuilder, Compression};
+
+fn broker(dir: &std::path::Path) -> Arc<Broker> {
+    let mut config = BrokerConfig::default();
+    config.data_dir = dir.to_path_buf();
+    config.num_partitions = 2;
+    Broker::open(config).unwrap()
+}
+
+/// Send `body` as (api_key, version) and return the response body bytes (after the header).
+async fn call<R: Encodable>(
+    broker: &Arc<Broker>,
+    api_key: i16,
+    version: i16,
+    body: &R,
+) -> Option<Bytes> {
+    let mut buf = BytesMut::new();
+    body.encode(&mut buf, version).unwrap();
+    let header = RequestHeader {
+        api_key,
+        api_version: version,
+        correlation_id: 42,
+        client_id: Some("test".into()),
+    };
+    let pending = dispatch(broker, header, Reader::new(buf.freeze())).expect("request refused");
+    let resp = pending.resolve().await.expect("handler died")?;
+    let mut resp = resp.freeze();
+    let size = resp.get_i32() as usize;
+    assert_eq!(size, resp.len(), "size prefix");
+    assert_eq!(resp.get_i32(), 42, "correlation id");
+    let header_version = fjord_protocol::response_header_version(api_key, version);
+    if header_version >= 1 {
+        assert_eq!(resp.get_u8(), 0, "no response header tags");
+    }
+    Some(resp)
+}
+
+fn decode<T: Decodable>(mut b: Bytes, version: i16) -> T {
+    let v = T::decode(&mut b, version).unwrap();
+    assert_eq!(b.remaining(), 0, "response has trailing bytes");
+    v
+}
+
+fn versions(api_key: ApiKey) -> std::ops::RangeInclusive<i16> {
+    supported()
+        .into_iter()
+        .find(|(k, _)| *k == api_key as i16)
+        .map(|(_, v)| v)
+        .unwrap()
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+#[tokio::test]
+async fn every_api_at_every_advertised_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+
+    for v in versions(ApiKey::ApiVersions) {
+        let r: ApiVersionsResponse = decode(
+            call(&b, 18, v, &ApiVersionsRequest::default())
+                .await
+                .unwrap(),
+            v,
+        );
+        assert_eq!(r.error_code, 0);
+        assert!(r
+            .api_keys
+            .iter()
+            .any(|k| k.api_key == 0 && k.min_version == 0));
+    }
+
+    for v in versions(ApiKey::CreateTopics) {
+        let topic = format!("created-v{v}");
+        let req = CreateTopicsRequest::default().with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(name(&topic))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1),
+        ]);
+        let r: CreateTopicsResponse = decode(call(&b, 19, v, &req).await.unwrap(), v);
+        assert_eq!(
+            r.topics[0].error_code, 0,
+            "v{v}: {:?}",
+            r.topics[0].error_message
+        );
+        assert_eq!(b.topic(&topic).unwrap().partition_count(), 2);
+    }
+
+    for v in versions(ApiKey::Metadata) {
+        let topics = if v == 0 {
+            Some(vec![
+                metadata_request::MetadataRequestTopic::default().with_name(Some(name("auto")))
+            ])
+        } else {
+            Some(vec![
+                metadata_request::MetadataRequestTopic::default().with_name(Some(name("auto")))
+            ])
+        };
+        let req = MetadataRequest::default()
+            .with_topics(topics)
+            .with_allow_auto_topic_creation(true);
+        let r: MetadataResponse = decode(call(&b, 3, v, &req).await.unwrap(), v);
+        assert_eq!(r.brokers.len(), 1);
+        assert_eq!(r.topics[0].error_code, 0, "v{v}");
+        assert_eq!(r.topics[0].partitions.len(), 2);
+    }
+
+    let batch = BatchBuilder::new(Compression::None)
+        .push(1_700_000_000_000, Some(b"k"), Some(b"v"), &[])
+        .build(0);
+    for v in versions(ApiKey::Produce).filter(|v| *v >= 3) {
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(1000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(name("auto"))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(Bytes::from(batch.clone()))),
+                ])]);
+        let r: ProduceResponse = decode(call(&b, 0, v, &req).await.unwrap(), v);
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0, "v{v}: {:?}", p.error_message);
+        assert_eq!(p.base_offset, (v - 3) as i64, "offsets assigned in order");
+    }
+    let produced = versions(ApiKey::Produce).filter(|v| *v >= 3).count() as i64;
+
+    for v in versions(ApiKey::Fetch) {
+        let req = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(name("auto"))
+                .with_partitions(vec![fetch_request::FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(1)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let r: FetchResponse = decode(call(&b, 1, v, &req).await.unwrap(), v);
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0, "v{v}");
+        assert_eq!(p.high_watermark, produced);
+        let records = p.records.clone().unwrap();
+        let batches: Vec<_> = fjord_records::batches(&records)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            batches.len() as i64,
+            produced - 1,
+            "v{v}: batches from offset 1"
+        );
+        assert_eq!(batches[0].0.base_offset, 1);
+    }
+
+    for v in versions(ApiKey::ListOffsets) {
+        let req = ListOffsetsRequest::default().with_topics(vec![
+            list_offsets_request::ListOffsetsTopic::default()
+                .with_name(name("auto"))
+                .with_partitions(vec![
+                    list_offsets_request::ListOffsetsPartition::default().with_timestamp(-1),
+                    list_offsets_request::ListOffsetsPartition::default().with_timestamp(-2),
+                    list_offsets_request::ListOffsetsPartition::default()
+                        .with_timestamp(1_600_000_000_000),
+                ]),
+        ]);
+        let r: ListOffsetsResponse = decode(call(&b, 2, v, &req).await.unwrap(), v);
+        let p = &r.topics[0].partitions;
+        assert_eq!((p[0].error_code, p[0].offset), (0, produced), "v{v} latest");
+        assert_eq!((p[1].error_code, p[1].offset), (0, 0), "v{v} earliest");
+        assert_eq!((p[2].error_code, p[2].offset), (0, 0), "v{v} by timestamp");
+    }
+
+    for v in versions(ApiKey::DescribeConfigs) {
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("auto")),
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str("1")),
+        ]);
+        let r: DescribeConfigsResponse = decode(call(&b, 32, v, &req).await.unwrap(), v);
+        assert!(
+            r.results[0]
+                .configs
+                .iter()
+                .any(|c| &*c.name == "retention.ms"),
+            "v{v}: {:?}",
+            r.results[0]
+        );
+        assert!(r.results[1]
+            .configs
+            .iter()
+            .any(|c| &*c.name == "num.partitions"));
+    }
+
+    for v in versions(ApiKey::IncrementalAlterConfigs) {
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("auto"))
+                .with_configs(vec![
+                    incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("retention.ms"))
+                        .with_value(Some(StrBytes::from_string(format!("{}", 1000 + v)))),
+                ]),
+        ]);
+        let r: IncrementalAlterConfigsResponse = decode(call(&b, 44, v, &req).await.unwrap(), v);
+        assert_eq!(r.responses[0].error_code, 0);
+        assert_eq!(
+            b.topic("auto").unwrap().settings.read().retention_ms,
+            Some(1000 + v as i64)
+        );
+    }
+
+    for v in versions(ApiKey::AlterConfigs) {
+        let req = AlterConfigsRequest::default().with_resources(vec![
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("auto"))
+                .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("segment.bytes"))
+                    .with_value(Some(StrBytes::from_static_str("1048576")))]),
+        ]);
+        let r: AlterConfigsResponse = decode(call(&b, 33, v, &req).await.unwrap(), v);
+        assert_eq!(r.responses[0].error_code, 0);
+        let t = b.topic("auto").unwrap();
+        assert_eq!(t.settings.read().segment_bytes, 1_048_576);
+        assert_eq!(
+            t.settings.read().retention_ms,
+            Some(7 * 24 * 3600 * 1000),
+            "AlterConfigs replaces"
+        );
+    }
+
+    for v in versions(ApiKey::CreatePartitions) {
+        let want = 3 + v as i32;
+        let req = CreatePartitionsRequest::default().with_topics(vec![
+            create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(name("auto"))
+                .with_count(want),
+        ]);
+        let r: CreatePartitionsResponse = decode(call(&b, 37, v, &req).await.unwrap(), v);
+        assert_eq!(r.results[0].error_code, 0);
+        assert_eq!(b.topic("auto").unwrap().partition_count(), want);
+    }
+
+    for v in versions(ApiKey::DeleteRecords) {
+        let req = DeleteRecordsRequest::default().with_topics(vec![
+            delete_records_request::DeleteRecordsTopic::default()
+                .with_name(name("auto"))
+                .with_partitions(vec![
+                    delete_records_request::DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(1 + v as i64),
+                ]),
+        ]);
+        let r: DeleteRecordsResponse = decode(call(&b, 21, v, &req).await.unwrap(), v);
+        let p = &r.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.low_watermark), (0, 1 + v as i64));
+    }
+
+    for v in versions(ApiKey::DescribeCluster) {
+        let r: DescribeClusterResponse = decode(
+            call(
+                &b,
+                60,
+                v,
+                &DescribeClusterRequest::default().with_endpoint_type(1),
+            )
+            .await
+            .unwrap(),
+            v,
+        );
+        assert_eq!((r.error_code, r.brokers.len()), (0, 1));
+    }
+
+    let mut ids = std::collections::HashSet::new();
+    for v in versions(ApiKey::InitProducerId) {
+        let r: InitProducerIdResponse = decode(
+            call(
+                &b,
+                22,
+                v,
+                &InitProducerIdRequest::default()
+                    .with_transactional_id(None)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+            )
+            .await
+            .unwrap(),
+            v,
+        );
+        assert_eq!(r.error_code, 0);
+        assert!(ids.insert(r.producer_id.0), "producer ids are unique");
+    }
+
+    for v in versions(ApiKey::DeleteTopics) {
+        let topic = format!("created-v{}", 2 + (v % 6));
+        let req = if v >= 6 {
+            DeleteTopicsRequest::default()
+                .with_topics(vec![delete_topics_request::DeleteTopicState::default()
+                    .with_name(Some(name(&topic)))])
+        } else {
+            DeleteTopicsRequest::default().with_topic_names(vec![name(&topic)])
+        };
+        let r: DeleteTopicsResponse = decode(call(&b, 20, v, &req).await.unwrap(), v);
+        assert_eq!(r.responses[0].error_code, 0, "v{v} {topic}");
+        assert!(b.topic(&topic).is_none());
+    }
+}
+
+#[tokio::test]
+async fn unknown_api_versions_version_gets_v0_answer_with_error_35() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    let header = RequestHeader {
+        api_key: 18,
+        api_version: 99,
+        correlation_id: 7,
+        client_id: None,
+    };
+    let resp = dispatch(&b, header, Reader::new(Bytes::from_static(&[1, 2, 3])))
+        .unwrap()
+        .resolve()
+        .await
+        .unwrap()
+        .unwrap();
+    let mut resp = resp.freeze();
+    resp.advance(8);
+    let r: ApiVersionsResponse = decode(resp, 0);
+    assert_eq!(r.error_code, 35);
+    assert!(r
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == 18 && k.max_version == 4));
+}
+
+#[tokio::test]
+async fn topic_metadata_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let b = broker(dir.path());
+        let t = b
+            .create_topic(
+                "keep",
+                3,
+                [("retention.ms".to_string(), "5000".to_string())].into(),
+                false,
+            )
+            .unwrap();
+        b.close();
+        t.id
+    };
+    let b = broker(dir.path());
+    let t = b.topic("keep").unwrap();
+    assert_eq!((t.id, t.partition_count()), (id, 3));
+    assert_eq!(t.settings.read().retention_ms, Some(5000));
+}
