@@ -8,6 +8,8 @@
 #                                             start/stop/start is a restart). NAME=VALUE (or --set NAME=VALUE)
 #                                             become server.properties lines. Prints the pid, then waits until
 #                                             the broker serves (KAFKA_START_TIMEOUT_S, default 120).
+#   scripts/kafka.sh run PORT DIR [NAME=VALUE ...]
+#                                             the same in the foreground (exec java; logs to stdout)
 #   scripts/kafka.sh stop DIR                 SIGTERM, wait for exit (KAFKA_STOP_TIMEOUT_S, default 60), then SIGKILL
 #   scripts/kafka.sh kill DIR                 SIGKILL
 #   scripts/kafka.sh pid DIR                  print the pid if running
@@ -153,13 +155,15 @@ java_opts() {
 }
 
 # ------------------------------------------------------------------ start/stop
-cmd_start() {
-  [ $# -ge 2 ] || die "usage: $0 start PORT DIR [NAME=VALUE ...]"
+# prepare PORT DIR [NAME=VALUE ...]: write DIR/server.properties, format DIR/data on first use.
+prepare() {
+  [ $# -ge 2 ] || die "usage: $0 start|run PORT DIR [NAME=VALUE ...]"
   local port="$1" dir="$2"; shift 2
   need_libs
   command -v java >/dev/null || die "java not found"
   mkdir -p "$dir/data"
   dir="$(cd "$dir" && pwd)"
+  local pid
   if pid="$(running_pid "$dir")"; then die "already running in $dir (pid $pid)"; fi
   if port_open "$port"; then die "port $port is already in use"; fi
 
@@ -202,12 +206,17 @@ cmd_start() {
   } > "$dir/server.properties"
   write_log4j "$dir/log4j2.properties"
 
-  local opts; mapfile -t opts < <(java_opts)
   if [ ! -f "$dir/data/meta.properties" ]; then
     java -Xmx256m -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$KAFKA_LIBS/*" \
       kafka.tools.StorageTool format -t "$cid" -c "$dir/server.properties" --standalone \
       >> "$dir/kafka.log" 2>&1 || { tail -20 "$dir/kafka.log" >&2; die "storage format failed"; }
   fi
+}
+
+cmd_start() {
+  prepare "$@"
+  local port="$1" dir; dir="$(cd "$2" && pwd)"
+  local opts; mapfile -t opts < <(java_opts)
   echo "=== start $(date -Is) port=$port" >> "$dir/kafka.log"
   local mark; mark=$(wc -l < "$dir/kafka.log")
   setsid java "${opts[@]}" -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$KAFKA_LIBS/*" \
@@ -223,6 +232,15 @@ cmd_start() {
     sleep 0.2
   done
   log "kafka $KAFKA_VERSION serving on 127.0.0.1:$port (pid $pid, dir $dir)"
+}
+
+# run: like start, but in the foreground (logs to stdout/stderr; the JVM replaces this shell)
+cmd_run() {
+  prepare "$@"
+  local dir; dir="$(cd "$2" && pwd)"
+  local opts; mapfile -t opts < <(java_opts)
+  exec java "${opts[@]}" -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$KAFKA_LIBS/*" \
+    kafka.Kafka "$dir/server.properties"
 }
 
 cmd_stop() {
@@ -255,9 +273,10 @@ cmd_java() {
 case "${1:-}" in
   fetch) shift; cmd_fetch "$@" ;;
   start) shift; cmd_start "$@" ;;
+  run) shift; cmd_run "$@" ;;
   stop) shift; cmd_stop "$@" ;;
   kill) shift; cmd_kill "$@" ;;
   pid) shift; running_pid "$1" ;;
   java) shift; cmd_java "$@" ;;
-  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+  *) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2 ;;
 esac

@@ -154,6 +154,28 @@ def proc_mem_kib(pid):
     return out.get("VmRSS", 0), out.get("VmHWM", 0)
 
 
+def cpu_times():
+    """{cpu index: (busy jiffies, total jiffies)} from /proc/stat; busy excludes idle and iowait."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            m = re.match(r"cpu(\d+)\s+(.*)", line)
+            if m:
+                v = [int(x) for x in m.group(2).split()]
+                total = sum(v[:8])
+                out[m.group(1)] = (total - v[3] - v[4], total)
+    return out
+
+
+def core_busy(t0, t1):
+    out = {}
+    for cpu in (BROKER_CPU, CLIENT_CPU):
+        if cpu in t0 and cpu in t1:
+            d_total = t1[cpu][1] - t0[cpu][1]
+            out[cpu] = (t1[cpu][0] - t0[cpu][0]) / d_total if d_total > 0 else 0.0
+    return out
+
+
 def machine_info():
     model = "?"
     try:
@@ -412,7 +434,7 @@ class FjordBroker(Broker):
         t0 = time.monotonic()
         # taskset execs the broker, so the child pid is the broker's pid
         self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, env=dict(os.environ, NO_COLOR="1"))
         logf.close()
         self.pid = self.proc.pid
         deadline = t0 + 60
@@ -532,7 +554,9 @@ def produce(tools, broker, topic, count, acks, label, timeout_s, measure=True):
             "-a", acks, "-X", "compression.codec=none"]
     cpu0 = proc_cpu_seconds(broker.pid)
     ccpu0 = children_cpu()
+    ct0 = cpu_times()
     out, err, rc, wall = run_client(argv, timeout=timeout_s, label=label)
+    ct1 = cpu_times()
     cpu1 = proc_cpu_seconds(broker.pid) if broker.alive() else cpu0
     ccpu1 = children_cpu()
     m = None
@@ -544,7 +568,7 @@ def produce(tools, broker, topic, count, acks, label, timeout_s, measure=True):
     res = {
         "msgs": delivered, "bytes": delivered * RECORD_BYTES, "seconds": ms / 1000.0, "wall_seconds": wall,
         "failed": failed, "attempted": msgs,
-        "broker_cpu_s": cpu1 - cpu0, "client_cpu_s": ccpu1 - ccpu0,
+        "broker_cpu_s": cpu1 - cpu0, "client_cpu_s": ccpu1 - ccpu0, "core_busy": core_busy(ct0, ct1),
     }
     if failed or delivered != msgs:
         problem(f"{broker.name} {label}: {failed} of {msgs} messages failed, {delivered} delivered "
@@ -561,7 +585,9 @@ def consume(tools, broker, topic, partitions, count, label, timeout_s):
         argv += ["-p", str(p)]
     cpu0 = proc_cpu_seconds(broker.pid)
     ccpu0 = children_cpu()
+    ct0 = cpu_times()
     out, err, rc, wall = run_client(argv, timeout=timeout_s, label=label)
+    ct1 = cpu_times()
     cpu1 = proc_cpu_seconds(broker.pid) if broker.alive() else cpu0
     ccpu1 = children_cpu()
     m = None
@@ -576,7 +602,7 @@ def consume(tools, broker, topic, partitions, count, label, timeout_s):
     if msgs != count:
         problem(f"{broker.name} {label}: consumed {msgs} of {count} messages (stderr: {err.strip()[-300:]})")
     res = {"msgs": msgs, "bytes": nbytes, "seconds": ms / 1000.0, "wall_seconds": wall,
-           "broker_cpu_s": cpu1 - cpu0, "client_cpu_s": ccpu1 - ccpu0}
+           "broker_cpu_s": cpu1 - cpu0, "client_cpu_s": ccpu1 - ccpu0, "core_busy": core_busy(ct0, ct1)}
     return finish(res, broker)
 
 
@@ -610,6 +636,9 @@ def merge_runs(runs):
     out["broker_busy"] = out["broker_cpu_s"] / max(out["wall_seconds"], 1e-3)
     out["client_busy"] = out["client_cpu_s"] / max(out["wall_seconds"], 1e-3)
     out["rss_kib"] = runs[-1]["rss_kib"]
+    walls = [r["wall_seconds"] for r in runs]
+    out["core_busy"] = {c: sum(r["core_busy"].get(c, 0) * w for r, w in zip(runs, walls)) / sum(walls)
+                        for c in (BROKER_CPU, CLIENT_CPU)}
     out["hwm_kib"] = max(r["hwm_kib"] for r in runs)
     return out
 
@@ -638,7 +667,7 @@ def disk_free(path):
 
 def run_broker(broker, tools, cfg, root):
     """Starts one broker, runs every scenario against it, stops it. Returns {scenario id: result}."""
-    results = {}
+    results = {"_load_at_start": loadavg()}
     broker.start()
     try:
         results["_start_seconds"] = broker.start_seconds
@@ -697,7 +726,9 @@ def run_broker(broker, tools, cfg, root):
                     delete_topic(tools, broker, topic)
                 log(f"{broker.name} {sid}: {res['msgs_s']:,.0f} msgs/s, {res['mb_s']:.0f} MB/s, "
                     f"{res['seconds']:.1f} s, broker {res['cpu_s_per_gb']:.2f} CPU-s/GB, "
-                    f"RSS {res['rss_kib'] / 1024:.0f} MiB")
+                    f"RSS {res['rss_kib'] / 1024:.0f} MiB; broker {res['broker_busy'] * 100:.0f}% / client "
+                    f"{res['client_busy'] * 100:.0f}% of a core; CPU{BROKER_CPU} {res['core_busy'].get(BROKER_CPU, 0) * 100:.0f}% "
+                    f"CPU{CLIENT_CPU} {res['core_busy'].get(CLIENT_CPU, 0) * 100:.0f}% busy")
                 res["durability"] = broker.durability(sc["acks"])
                 results[sid] = res
             except RuntimeError as e:
@@ -779,11 +810,14 @@ def svg_chart(data, path):
 
 
 def bottleneck(r):
+    cb = r.get("core_busy", {})
     if r["client_busy"] >= 0.9:
         return "client (load generator)"
     if r["broker_busy"] >= 0.9:
         return "broker"
-    return "neither (waiting: round trips, disk or other load)"
+    if cb.get(BROKER_CPU, 0) - r["broker_busy"] > 0.2 or cb.get(CLIENT_CPU, 0) - r["client_busy"] > 0.2:
+        return "other processes share the cores: numbers disturbed"
+    return "neither (waiting on round trips or the disk)"
 
 
 def short_label(sc):
@@ -840,6 +874,9 @@ def render_section(meta, limits, results, cfg, svg_rel, invocation):
     else:
         L.append(f"| loopback TCP | not measured | {lb.get('skipped', '?')} |")
     L.append("")
+    L.append("The loopback figure is one stream of write(2) calls copying from user space; a broker that sends "
+             "from the page cache with sendfile(2) avoids one copy and can go past it.")
+    L.append("")
     L.append("### Summary")
     L.append("")
     if "Fjord" in brokers and "Kafka" in brokers:
@@ -887,8 +924,11 @@ def render_section(meta, limits, results, cfg, svg_rel, invocation):
         row("records measured", lambda r: r["msgs"], with_ratio=False)
         row("seconds measured", lambda r: r["seconds"], 1, with_ratio=False)
         row("broker CPU-s per GB", lambda r: r["cpu_s_per_gb"], 2)
-        row("broker core busy", lambda r: f"{r['broker_busy'] * 100:.0f}%", with_ratio=False)
-        row("client core busy", lambda r: f"{r['client_busy'] * 100:.0f}%", with_ratio=False)
+        row("broker process CPU (share of one core)", lambda r: f"{r['broker_busy'] * 100:.0f}%", with_ratio=False)
+        row("client process CPU (share of one core)", lambda r: f"{r['client_busy'] * 100:.0f}%", with_ratio=False)
+        row(f"CPU {BROKER_CPU} / CPU {CLIENT_CPU} busy, all processes",
+            lambda r: f"{r['core_busy'].get(BROKER_CPU, 0) * 100:.0f}% / {r['core_busy'].get(CLIENT_CPU, 0) * 100:.0f}%",
+            with_ratio=False)
         row("saturated core", bottleneck, with_ratio=False)
         row("broker RSS after / peak (MiB)", lambda r: f"{r['rss_kib'] / 1024:.0f} / {r['hwm_kib'] / 1024:.0f}",
             with_ratio=False)
@@ -904,6 +944,7 @@ def render_section(meta, limits, results, cfg, svg_rel, invocation):
     L.append("|---|" + "---:|" * len(brokers))
     L.append("| start to serving (s) | " + " | ".join(
         f"{results[b].get('_start_seconds', 0):.2f}" for b in brokers) + " |")
+    L.append("| load average when it started | " + " | ".join(results[b].get("_load_at_start", "?") for b in brokers) + " |")
     L.append("| idle RSS after start (MiB) | " + " | ".join(
         f"{(results[b].get('_idle_rss_kib') or 0) / 1024:.0f}" for b in brokers) + " |")
     L.append("| peak RSS over the run, VmHWM (MiB) | " + " | ".join(
@@ -999,6 +1040,8 @@ def main():
     ap.add_argument("--fjord-set", action="append", default=[], metavar="NAME=VALUE", help="extra fjord --set")
     ap.add_argument("--kafka-set", action="append", default=[], metavar="NAME=VALUE", help="extra Kafka setting")
     ap.add_argument("--keep", action="store_true", help="keep the temporary dirs (broker logs) for inspection")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                    help="first wait up to SECONDS for the 1-minute load average to drop below 0.7")
     ap.add_argument("--no-report", action="store_true", help="print results only; do not touch --out")
     args = ap.parse_args()
 
@@ -1037,6 +1080,11 @@ def main():
             log("Kafka jars missing: running scripts/kafka.sh fetch")
             subprocess.run(["bash", KAFKA_SH, "fetch"], check=True)
 
+    if args.wait_quiet > 0:
+        deadline = time.monotonic() + args.wait_quiet
+        while float(loadavg().split()[0]) >= 0.7 and time.monotonic() < deadline:
+            log(f"waiting for a quiet machine (load {loadavg()})")
+            time.sleep(15)
     meta = machine_info()
     meta["date"] = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     meta["load_before"] = loadavg()

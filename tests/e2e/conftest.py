@@ -141,7 +141,11 @@ class Broker:
         if not self.running():
             return
         assert self.pid is not None
-        os.kill(self.pid, signal.SIGKILL)
+        if self._proc is not None:
+            # fjord runs in its own session (start_new_session): kill its whole process group
+            os.killpg(self.pid, signal.SIGKILL)
+        else:
+            os.kill(self.pid, signal.SIGKILL)
         if self._proc is not None:
             self.last_exit_code = self._proc.wait(timeout=30)
             self._proc = None
@@ -163,6 +167,27 @@ class Broker:
         except OSError:
             return "(no broker log)"
         return "\n".join(data[-lines:])
+
+
+def pytest_sessionstart(session):
+    if session.config.option.collectonly:
+        return
+    if BROKER_KIND == "fjord" and not FJORD_BIN.exists():
+        pytest.exit(
+            f"fjord binary not found at {FJORD_BIN}: build it (cargo build --release) or set FJORD_BIN, "
+            "or run against Apache Kafka with E2E_BROKER=kafka",
+            returncode=2,
+        )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `groups` need the consumer-group APIs (FindCoordinator, JoinGroup, ...), which issue 4
+    does not cover: skipped against fjord unless E2E_ALL=1."""
+    if BROKER_KIND == "fjord" and os.environ.get("E2E_ALL") != "1":
+        skip = pytest.mark.skip(reason="needs consumer groups (not in issue 4); E2E_ALL=1 runs it")
+        for item in items:
+            if "groups" in item.keywords:
+                item.add_marker(skip)
 
 
 def _register(request, broker: Broker) -> None:

@@ -85,6 +85,7 @@ def test_consume_with_java(broker, produced, java):
     assert all(v == N for v in done["end_offsets"].values()), done
 
 
+@pytest.mark.groups
 def test_consumer_group_subscribe(broker):
     """A subscribing consumer (group coordination) reads a multi-partition topic; both clients."""
     t = c.create_topic(broker.bootstrap, unique("rt-group"), partitions=3)

@@ -77,3 +77,13 @@ pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: i32 = 50;
 /// tiny elements can be amplified into (a 2-byte Metadata topic decodes to an
 /// ~80-byte struct).
 pub const REQUEST_DECODED_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+// ---- storage handles and checkpoints (fjord-storage) ----
+/// Sealed segment `.log` files kept open at once across all partition logs (closed least
+/// recently used first; the active segment of each log is always open).
+pub const OPEN_SEGMENT_FILES_MAX: usize = 4096;
+/// Sealed segment index files kept memory-mapped at once across all partition logs (each
+/// mapping is one entry of `vm.max_map_count`; active segments' indexes live in memory).
+pub const MAPPED_INDEX_FILES_MAX: usize = 8192;
+/// Least interval between two background writes of one log's recovery-point checkpoint.
+pub const RECOVERY_POINT_CHECKPOINT_INTERVAL_MS: u64 = 1_000;

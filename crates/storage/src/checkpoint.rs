@@ -27,6 +27,17 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Writes `contents` to `dir/name` atomically and durably.
 pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
+    write_atomic_synced(dir, name, contents, true)
+}
+
+/// Writes `contents` to `dir/name` atomically; `sync_directory`: also make the rename
+/// durable (otherwise a crash may leave the previous version, complete).
+pub(crate) fn write_atomic_synced(
+    dir: &Path,
+    name: &str,
+    contents: &[u8],
+    sync_directory: bool,
+) -> io::Result<()> {
     static UNIQUE: AtomicU64 = AtomicU64::new(0);
     let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!("{name}.{}-{n}.tmp", std::process::id()));
@@ -40,7 +51,10 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Resul
         f.sync_all()?;
     }
     fs::rename(&tmp, dir.join(name))?;
-    sync_dir(dir)
+    if sync_directory {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 fn encode(lines: &[String]) -> Vec<u8> {
@@ -82,6 +96,15 @@ fn decode(path: &Path, max_entries: usize) -> Result<Option<Vec<String>>, String
 
 pub(crate) fn write_offset(dir: &Path, name: &str, offset: i64) -> io::Result<()> {
     write_atomic(dir, name, &encode(&[offset.to_string()]))
+}
+
+pub(crate) fn write_offset_synced(
+    dir: &Path,
+    name: &str,
+    offset: i64,
+    sync_directory: bool,
+) -> io::Result<()> {
+    write_atomic_synced(dir, name, &encode(&[offset.to_string()]), sync_directory)
 }
 
 /// `Ok(None)` if absent; `Err` (with a description) if unreadable or malformed.

@@ -1,30 +1,49 @@
-//! Sparse, memory-mapped segment indexes (Kafka's layout, big-endian):
+//! Sparse segment indexes (Kafka's layout, big-endian):
 //! - `.index`: entries of (offset relative to the segment base: u32, file position: u32);
 //!   the offset is the *last* offset of the batch that starts at the position.
 //! - `.timeindex`: entries of (timestamp: i64, relative offset: u32); the timestamp is the
 //!   largest seen in the segment so far and the offset is the last offset of the batch that
 //!   carried it. Entries are only added when the timestamp grows.
 //!
-//! The active segment's index files are preallocated to `index_bytes_max` and trimmed to
-//! their entries when the segment is rolled or the log is closed. Callers serialise access
-//! (the segment keeps both indexes behind one mutex).
+//! Where the entries live:
+//! - the active segment keeps them in memory (a `Vec`, no mapping, no preallocated file);
+//!   they are written to the file incrementally (`persist_below`, at recovery-point
+//!   checkpoints) and completely when the segment is sealed (`write_exact`);
+//! - a sealed segment's files are exact and immutable; they are memory-mapped read-only on
+//!   first use and unmapped again when the handle cache (`handles.rs`) evicts them.
+//!
+//! Callers serialise access (the segment keeps both indexes behind one mutex).
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use memmap2::MmapMut;
+use memmap2::Mmap;
 
 pub(crate) const OFFSET_ENTRY_BYTES: usize = 8;
 pub(crate) const TIME_ENTRY_BYTES: usize = 12;
 
-/// A file of fixed-size entries, memory mapped.
 #[derive(Debug)]
-struct MappedEntries<const N: usize> {
+enum Store {
+    /// Entries in memory (active segment, or a sealed one rebuilt after a bad file).
+    Memory(Vec<u8>),
+    /// A sealed segment's file, mapped read-only.
+    Mapped(Mmap),
+    /// A sealed segment's file, not mapped right now (`entries` is still known).
+    Unloaded,
+}
+
+/// A file of fixed-size entries.
+#[derive(Debug)]
+struct Entries<const N: usize> {
     path: PathBuf,
-    mmap: Option<MmapMut>,
+    store: Store,
     entries: usize,
+    /// Most entries while in memory (`segment.index.bytes / N`): the segment rolls when full.
     capacity: usize,
+    /// Entries `[0, persisted)` are written to the file.
+    persisted: usize,
 }
 
 fn open_rw(path: &Path, create: bool) -> io::Result<File> {
@@ -36,123 +55,187 @@ fn open_rw(path: &Path, create: bool) -> io::Result<File> {
         .open(path)
 }
 
-fn map(file: &File, len: usize) -> io::Result<Option<MmapMut>> {
-    if len == 0 {
-        return Ok(None);
-    }
-    // SAFETY: the file belongs to this log directory, which one `Log` owns; it is only
-    // resized by this module after the mapping has been dropped.
-    let mmap = unsafe { memmap2::MmapOptions::new().len(len).map_mut(file)? };
-    Ok(Some(mmap))
-}
-
-impl<const N: usize> MappedEntries<N> {
-    /// Creates (or empties) the file and preallocates `max_bytes`.
+impl<const N: usize> Entries<N> {
+    /// An empty in-memory index whose file is created (or emptied) now.
     fn create(path: &Path, max_bytes: u32) -> io::Result<Self> {
         let file = open_rw(path, true)?;
-        let capacity = max_bytes as usize / N;
         file.set_len(0)?;
-        file.set_len((capacity * N) as u64)?;
-        let mmap = map(&file, capacity * N)?;
-        Ok(MappedEntries {
-            path: path.to_path_buf(),
-            mmap,
-            entries: 0,
-            capacity,
-        })
+        Ok(Self::memory(path, Vec::new(), max_bytes, 0))
     }
 
-    /// Opens an existing file; every whole entry in it counts.
-    fn load(path: &Path) -> io::Result<Self> {
-        let file = open_rw(path, false)?;
-        let len = file.metadata()?.len();
-        if len % N as u64 != 0 {
+    fn memory(path: &Path, bytes: Vec<u8>, max_bytes: u32, persisted: usize) -> Self {
+        let entries = bytes.len() / N;
+        Entries {
+            path: path.to_path_buf(),
+            store: Store::Memory(bytes),
+            entries,
+            capacity: (max_bytes as usize / N).max(entries),
+            persisted,
+        }
+    }
+
+    /// A sealed, exact index file of `len` bytes, not mapped yet.
+    fn sealed(path: &Path, len: u64) -> io::Result<Self> {
+        if !len.is_multiple_of(N as u64) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("size {len} is not a multiple of {N}"),
             ));
         }
-        let len = usize::try_from(len).map_err(|_| io::Error::other("index too large"))?;
-        let mmap = map(&file, len)?;
-        Ok(MappedEntries {
+        let entries = usize::try_from(len / N as u64)
+            .map_err(|_| io::Error::other("index file too large"))?;
+        Ok(Entries {
             path: path.to_path_buf(),
-            mmap,
-            entries: len / N,
-            capacity: len / N,
+            store: Store::Unloaded,
+            entries,
+            capacity: entries,
+            persisted: entries,
         })
     }
 
-    /// Changes the file (and mapping) size to `max(entries, max_bytes / N)` entries.
-    fn resize(&mut self, max_bytes: u32) -> io::Result<()> {
-        let capacity = (max_bytes as usize / N).max(self.entries);
-        self.remap(capacity)
-    }
-
-    /// Shrinks the file to exactly its entries.
-    fn trim(&mut self) -> io::Result<()> {
-        if self.capacity == self.entries {
-            return Ok(());
+    fn bytes(&self) -> Option<&[u8]> {
+        match &self.store {
+            Store::Memory(v) => Some(v),
+            Store::Mapped(m) => Some(&m[..self.entries * N]),
+            Store::Unloaded => None,
         }
-        self.remap(self.entries)
     }
 
-    fn remap(&mut self, capacity: usize) -> io::Result<()> {
-        if let Some(m) = self.mmap.take() {
-            m.flush()?;
+    fn is_loaded(&self) -> bool {
+        !matches!(self.store, Store::Unloaded)
+    }
+
+    /// Maps an unloaded file; returns whether a new mapping was made.
+    fn ensure_loaded(&mut self) -> io::Result<bool> {
+        if self.is_loaded() {
+            return Ok(false);
         }
-        let file = open_rw(&self.path, true)?;
-        file.set_len((capacity * N) as u64)?;
-        self.mmap = map(&file, capacity * N)?;
-        self.capacity = capacity;
-        Ok(())
-    }
-
-    /// msync + fsync of the file (its size may have changed).
-    fn sync(&self) -> io::Result<()> {
-        if let Some(m) = &self.mmap {
-            m.flush()?;
+        if self.entries == 0 {
+            self.store = Store::Memory(Vec::new());
+            return Ok(false);
         }
-        open_rw(&self.path, false)?.sync_all()
+        let file = File::open(&self.path)?;
+        let len = file.metadata()?.len();
+        if len < (self.entries * N) as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("shrank to {len} bytes"),
+            ));
+        }
+        // SAFETY: sealed index files are never written again (only deleted, which keeps
+        // the mapping valid); the mapping covers no more than the file's length.
+        let mmap = unsafe {
+            memmap2::MmapOptions::new()
+                .len(self.entries * N)
+                .map(&file)?
+        };
+        self.store = Store::Mapped(mmap);
+        Ok(true)
     }
 
-    fn entry(&self, i: usize) -> [u8; N] {
-        assert!(i < self.entries);
+    /// Drops a mapping (the handle cache evicted it). In-memory entries stay.
+    fn unmap(&mut self) -> bool {
+        if matches!(self.store, Store::Mapped(_)) {
+            self.store = Store::Unloaded;
+            return true;
+        }
+        false
+    }
+
+    fn entry(&self, i: usize) -> Option<[u8; N]> {
+        let b = self.bytes()?.get(i * N..(i + 1) * N)?;
         let mut out = [0u8; N];
-        if let Some(m) = &self.mmap {
-            out.copy_from_slice(&m[i * N..(i + 1) * N]);
-        }
-        out
+        out.copy_from_slice(b);
+        Some(out)
     }
 
     fn push(&mut self, bytes: [u8; N]) -> bool {
         if self.entries >= self.capacity {
             return false;
         }
-        let i = self.entries;
-        match &mut self.mmap {
-            Some(m) => m[i * N..(i + 1) * N].copy_from_slice(&bytes),
-            None => return false,
+        match &mut self.store {
+            Store::Memory(v) => v.extend_from_slice(&bytes),
+            _ => return false,
         }
         self.entries += 1;
         true
     }
 
     fn clear(&mut self) {
+        self.store = Store::Memory(Vec::new());
         self.entries = 0;
+        self.persisted = 0;
+    }
+
+    /// Writes in-memory entries `[persisted, upto)` to the file; returns the file to
+    /// fdatasync if anything was written.
+    fn persist(&mut self, upto: usize) -> io::Result<Option<File>> {
+        let upto = upto.min(self.entries);
+        if upto <= self.persisted {
+            return Ok(None);
+        }
+        let Store::Memory(v) = &self.store else {
+            return Ok(None);
+        };
+        let file = open_rw(&self.path, true)?;
+        file.write_all_at(
+            &v[self.persisted * N..upto * N],
+            (self.persisted * N) as u64,
+        )?;
+        self.persisted = upto;
+        Ok(Some(file))
+    }
+
+    /// Makes the file hold exactly the entries (no fsync).
+    fn write_exact(&mut self) -> io::Result<()> {
+        if let Store::Memory(_) = self.store {
+            self.persist(self.entries)?;
+            open_rw(&self.path, true)?.set_len((self.entries * N) as u64)?;
+        }
+        Ok(())
+    }
+
+    /// Sealed: drop the in-memory copy (the exact file is mapped on next use).
+    fn make_sealed(&mut self) {
+        if matches!(self.store, Store::Memory(_)) && self.persisted == self.entries {
+            self.store = Store::Unloaded;
+            self.capacity = self.entries;
+        }
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        open_rw(&self.path, false)?.sync_all()
     }
 
     /// Largest `i` with `key(entry(i)) <= target`, by binary search over a sorted index.
-    fn floor_by<K: Ord>(&self, target: K, key: impl Fn(&[u8; N]) -> K) -> Option<usize> {
+    fn floor_by<K: Ord>(&self, target: K, key: impl Fn(&[u8]) -> K) -> Option<usize> {
+        let b = self.bytes()?;
         let (mut lo, mut hi) = (0usize, self.entries);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if key(&self.entry(mid)) <= target {
+            if key(&b[mid * N..(mid + 1) * N]) <= target {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
         lo.checked_sub(1)
+    }
+}
+
+/// Reads entries `i` of a file without mapping it.
+fn read_entry<const N: usize>(file: &File, i: u64) -> io::Result<[u8; N]> {
+    let mut out = [0u8; N];
+    file.read_exact_at(&mut out, i * N as u64)?;
+    Ok(out)
+}
+
+/// The whole file if present (missing: empty).
+fn read_all(path: &Path) -> io::Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
     }
 }
 
@@ -172,22 +255,77 @@ fn be_i64(b: &[u8]) -> i64 {
 #[derive(Debug)]
 pub(crate) struct OffsetIndex {
     base_offset: i64,
-    inner: MappedEntries<OFFSET_ENTRY_BYTES>,
+    inner: Entries<OFFSET_ENTRY_BYTES>,
 }
 
 impl OffsetIndex {
+    /// A new, empty index (in memory; the file is created empty).
     pub(crate) fn create(path: &Path, base_offset: i64, max_bytes: u32) -> io::Result<Self> {
         Ok(OffsetIndex {
             base_offset,
-            inner: MappedEntries::create(path, max_bytes)?,
+            inner: Entries::create(path, max_bytes)?,
         })
     }
 
-    pub(crate) fn load(path: &Path, base_offset: i64) -> io::Result<Self> {
-        Ok(OffsetIndex {
+    /// A sealed segment's index: checks size and first/last entries against the log size
+    /// without mapping the file.
+    pub(crate) fn open_sealed(path: &Path, base_offset: i64, log_size: u64) -> io::Result<Self> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let idx = OffsetIndex {
             base_offset,
-            inner: MappedEntries::load(path)?,
-        })
+            inner: Entries::sealed(path, len)?,
+        };
+        let n = idx.inner.entries as u64;
+        if n > 0 {
+            let first = idx.decode(&read_entry::<OFFSET_ENTRY_BYTES>(&file, 0)?);
+            let last = idx.decode(&read_entry::<OFFSET_ENTRY_BYTES>(&file, n - 1)?);
+            check_offset_entries(first, last, n, log_size)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
+        Ok(idx)
+    }
+
+    /// Loads the longest valid prefix of the file's entries whose offsets are below
+    /// `below` and positions below `log_size` (strictly increasing), into memory. Returns
+    /// the index and whether every entry of the file was kept.
+    pub(crate) fn load_prefix(
+        path: &Path,
+        base_offset: i64,
+        max_bytes: u32,
+        below: i64,
+        log_size: u64,
+    ) -> io::Result<(Self, bool)> {
+        let bytes = read_all(path)?;
+        let whole = bytes.len() / OFFSET_ENTRY_BYTES;
+        let mut kept = 0;
+        let mut prev: Option<(i64, u32)> = None;
+        for e in bytes.chunks_exact(OFFSET_ENTRY_BYTES) {
+            let (off, pos) = (base_offset + i64::from(be_u32(&e[0..4])), be_u32(&e[4..8]));
+            let grows = prev.is_none_or(|(po, pp)| off > po && pos > pp);
+            if !grows || off >= below || u64::from(pos) >= log_size {
+                break;
+            }
+            prev = Some((off, pos));
+            kept += 1;
+        }
+        let all = kept == whole && bytes.len().is_multiple_of(OFFSET_ENTRY_BYTES);
+        let mut v = bytes;
+        v.truncate(kept * OFFSET_ENTRY_BYTES);
+        Ok((
+            OffsetIndex {
+                base_offset,
+                inner: Entries::memory(path, v, max_bytes, kept),
+            },
+            all,
+        ))
+    }
+
+    fn decode(&self, e: &[u8]) -> (i64, u32) {
+        (
+            self.base_offset + i64::from(be_u32(&e[0..4])),
+            be_u32(&e[4..8]),
+        )
     }
 
     #[cfg(test)]
@@ -199,17 +337,29 @@ impl OffsetIndex {
         self.inner.entries + more > self.inner.capacity
     }
 
-    /// (absolute offset, position) of entry `i`.
-    pub(crate) fn entry(&self, i: usize) -> (i64, u32) {
-        let e = self.inner.entry(i);
-        (
-            self.base_offset + i64::from(be_u32(&e[0..4])),
-            be_u32(&e[4..8]),
-        )
+    #[cfg(test)]
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.inner.is_loaded()
+    }
+
+    pub(crate) fn ensure_loaded(&mut self) -> io::Result<bool> {
+        self.inner.ensure_loaded()
+    }
+
+    pub(crate) fn unmap(&mut self) -> bool {
+        self.inner.unmap()
+    }
+
+    /// (absolute offset, position) of entry `i` (None if unloaded or out of range).
+    pub(crate) fn entry(&self, i: usize) -> Option<(i64, u32)> {
+        self.inner.entry(i).map(|e| self.decode(&e))
     }
 
     pub(crate) fn last_entry(&self) -> Option<(i64, u32)> {
-        self.inner.entries.checked_sub(1).map(|i| self.entry(i))
+        self.inner
+            .entries
+            .checked_sub(1)
+            .and_then(|i| self.entry(i))
     }
 
     /// Adds an entry if it is past the last one and fits; returns whether it was added.
@@ -230,72 +380,145 @@ impl OffsetIndex {
     }
 
     /// Position of a batch at or before the batch holding `target`: the entry with the
-    /// largest offset `<= target` (position 0 if none).
+    /// largest offset `<= target` (position 0 if none or not loaded).
     pub(crate) fn lookup(&self, target: i64) -> u32 {
         let Ok(rel) = u32::try_from(target - self.base_offset) else {
             return 0;
         };
         match self.inner.floor_by(rel, |e| be_u32(&e[0..4])) {
-            Some(i) => self.entry(i).1,
+            Some(i) => self.entry(i).map_or(0, |e| e.1),
             None => 0,
         }
     }
 
-    /// Checks the invariants that a torn or stale index would break.
-    pub(crate) fn sanity_check(&self, log_size: u64) -> Result<(), String> {
-        let n = self.inner.entries;
-        if n == 0 {
-            return Ok(());
-        }
-        let (first_off, first_pos) = self.entry(0);
-        let (last_off, last_pos) = self.entry(n - 1);
-        if n > 1 && (last_off <= first_off || last_pos <= first_pos) {
-            return Err(format!(
-                "last entry ({last_off}, {last_pos}) is not past the first"
-            ));
-        }
-        if u64::from(last_pos) >= log_size.max(1) {
-            return Err(format!(
-                "entry position {last_pos} is past the log size {log_size}"
-            ));
-        }
-        Ok(())
+    /// Writes the in-memory entries with offsets below `below` to the file; returns the
+    /// file to fdatasync if anything was written.
+    pub(crate) fn persist_below(&mut self, below: i64) -> io::Result<Option<File>> {
+        let n = match u32::try_from(below - 1 - self.base_offset) {
+            Ok(rel) => self
+                .inner
+                .floor_by(rel, |e| be_u32(&e[0..4]))
+                .map_or(0, |i| i + 1),
+            Err(_) if below > self.base_offset => self.inner.entries,
+            Err(_) => 0,
+        };
+        self.inner.persist(n)
     }
 
     pub(crate) fn clear(&mut self) {
         self.inner.clear();
     }
-    pub(crate) fn resize(&mut self, max_bytes: u32) -> io::Result<()> {
-        self.inner.resize(max_bytes)
+    pub(crate) fn write_exact(&mut self) -> io::Result<()> {
+        self.inner.write_exact()
     }
-    pub(crate) fn trim(&mut self) -> io::Result<()> {
-        self.inner.trim()
+    pub(crate) fn make_sealed(&mut self) {
+        self.inner.make_sealed()
     }
     pub(crate) fn sync(&self) -> io::Result<()> {
         self.inner.sync()
     }
 }
 
+fn check_offset_entries(
+    (first_off, first_pos): (i64, u32),
+    (last_off, last_pos): (i64, u32),
+    n: u64,
+    log_size: u64,
+) -> Result<(), String> {
+    if n > 1 && (last_off <= first_off || last_pos <= first_pos) {
+        return Err(format!(
+            "last entry ({last_off}, {last_pos}) is not past the first"
+        ));
+    }
+    if u64::from(last_pos) >= log_size.max(1) {
+        return Err(format!(
+            "entry position {last_pos} is past the log size {log_size}"
+        ));
+    }
+    Ok(())
+}
+
 /// Time index of one segment.
 #[derive(Debug)]
 pub(crate) struct TimeIndex {
     base_offset: i64,
-    inner: MappedEntries<TIME_ENTRY_BYTES>,
+    inner: Entries<TIME_ENTRY_BYTES>,
 }
 
 impl TimeIndex {
     pub(crate) fn create(path: &Path, base_offset: i64, max_bytes: u32) -> io::Result<Self> {
         Ok(TimeIndex {
             base_offset,
-            inner: MappedEntries::create(path, max_bytes)?,
+            inner: Entries::create(path, max_bytes)?,
         })
     }
 
-    pub(crate) fn load(path: &Path, base_offset: i64) -> io::Result<Self> {
-        Ok(TimeIndex {
+    /// A sealed segment's time index: checks size and first/last entries; returns the
+    /// last entry too (the segment's largest timestamp and its offset).
+    pub(crate) fn open_sealed(
+        path: &Path,
+        base_offset: i64,
+    ) -> io::Result<(Self, Option<(i64, i64)>)> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let idx = TimeIndex {
             base_offset,
-            inner: MappedEntries::load(path)?,
-        })
+            inner: Entries::sealed(path, len)?,
+        };
+        let n = idx.inner.entries as u64;
+        let mut last = None;
+        if n > 0 {
+            let (first_ts, first_off) = idx.decode(&read_entry::<TIME_ENTRY_BYTES>(&file, 0)?);
+            let (last_ts, last_off) = idx.decode(&read_entry::<TIME_ENTRY_BYTES>(&file, n - 1)?);
+            if n > 1 && (last_ts <= first_ts || last_off < first_off) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("last entry ({last_ts}, {last_off}) is not past the first"),
+                ));
+            }
+            last = Some((last_ts, last_off));
+        }
+        Ok((idx, last))
+    }
+
+    /// Loads the longest prefix of increasing entries with offsets `<= max_offset` into
+    /// memory; returns it and whether every entry of the file was kept.
+    pub(crate) fn load_prefix(
+        path: &Path,
+        base_offset: i64,
+        max_bytes: u32,
+        max_offset: i64,
+    ) -> io::Result<(Self, bool)> {
+        let bytes = read_all(path)?;
+        let whole = bytes.len() / TIME_ENTRY_BYTES;
+        let mut kept = 0;
+        let mut prev: Option<(i64, i64)> = None;
+        for e in bytes.chunks_exact(TIME_ENTRY_BYTES) {
+            let (ts, off) = (be_i64(&e[0..8]), base_offset + i64::from(be_u32(&e[8..12])));
+            let grows = prev.is_none_or(|(pt, po)| ts > pt && off >= po);
+            if !grows || off > max_offset || ts < 0 {
+                break;
+            }
+            prev = Some((ts, off));
+            kept += 1;
+        }
+        let all = kept == whole && bytes.len().is_multiple_of(TIME_ENTRY_BYTES);
+        let mut v = bytes;
+        v.truncate(kept * TIME_ENTRY_BYTES);
+        Ok((
+            TimeIndex {
+                base_offset,
+                inner: Entries::memory(path, v, max_bytes, kept),
+            },
+            all,
+        ))
+    }
+
+    fn decode(&self, e: &[u8]) -> (i64, i64) {
+        (
+            be_i64(&e[0..8]),
+            self.base_offset + i64::from(be_u32(&e[8..12])),
+        )
     }
 
     #[cfg(test)]
@@ -307,17 +530,24 @@ impl TimeIndex {
         self.inner.entries + more > self.inner.capacity
     }
 
+    pub(crate) fn ensure_loaded(&mut self) -> io::Result<bool> {
+        self.inner.ensure_loaded()
+    }
+
+    pub(crate) fn unmap(&mut self) -> bool {
+        self.inner.unmap()
+    }
+
     /// (timestamp, absolute offset) of entry `i`.
-    pub(crate) fn entry(&self, i: usize) -> (i64, i64) {
-        let e = self.inner.entry(i);
-        (
-            be_i64(&e[0..8]),
-            self.base_offset + i64::from(be_u32(&e[8..12])),
-        )
+    pub(crate) fn entry(&self, i: usize) -> Option<(i64, i64)> {
+        self.inner.entry(i).map(|e| self.decode(&e))
     }
 
     pub(crate) fn last_entry(&self) -> Option<(i64, i64)> {
-        self.inner.entries.checked_sub(1).map(|i| self.entry(i))
+        self.inner
+            .entries
+            .checked_sub(1)
+            .and_then(|i| self.entry(i))
     }
 
     /// Adds (timestamp, offset) if the timestamp is larger than the last entry's.
@@ -344,33 +574,28 @@ impl TimeIndex {
             .inner
             .floor_by(target.saturating_sub(1), |e| be_i64(&e[0..8]))
         {
-            Some(i) => self.entry(i).1,
+            Some(i) => self.entry(i).map_or(self.base_offset, |e| e.1),
             None => self.base_offset,
         }
     }
 
-    pub(crate) fn sanity_check(&self) -> Result<(), String> {
-        let n = self.inner.entries;
-        if n > 1 {
-            let (first_ts, first_off) = self.entry(0);
-            let (last_ts, last_off) = self.entry(n - 1);
-            if last_ts <= first_ts || last_off < first_off {
-                return Err(format!(
-                    "last entry ({last_ts}, {last_off}) is not past the first"
-                ));
-            }
+    /// Writes the in-memory entries with offsets below `below` to the file.
+    pub(crate) fn persist_below(&mut self, below: i64) -> io::Result<Option<File>> {
+        let mut n = 0;
+        while n < self.inner.entries && self.entry(n).is_some_and(|(_, off)| off < below) {
+            n += 1;
         }
-        Ok(())
+        self.inner.persist(n)
     }
 
     pub(crate) fn clear(&mut self) {
         self.inner.clear();
     }
-    pub(crate) fn resize(&mut self, max_bytes: u32) -> io::Result<()> {
-        self.inner.resize(max_bytes)
+    pub(crate) fn write_exact(&mut self) -> io::Result<()> {
+        self.inner.write_exact()
     }
-    pub(crate) fn trim(&mut self) -> io::Result<()> {
-        self.inner.trim()
+    pub(crate) fn make_sealed(&mut self) {
+        self.inner.make_sealed()
     }
     pub(crate) fn sync(&self) -> io::Result<()> {
         self.inner.sync()
@@ -399,27 +624,43 @@ mod tests {
         assert_eq!(idx.lookup(5), 0);
         assert!(idx.is_full_after(8));
         assert!(!idx.is_full_after(7));
-        idx.trim().unwrap();
+        // Incremental persistence writes only entries below the bound.
+        assert!(idx.persist_below(121).unwrap().is_some());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 16);
+        assert!(idx.persist_below(121).unwrap().is_none());
+        idx.write_exact().unwrap();
+        idx.make_sealed();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 24);
+        assert!(!idx.is_loaded());
+        assert_eq!(idx.lookup(125), 0, "unloaded: safe fallback");
+        assert!(idx.ensure_loaded().unwrap());
+        assert_eq!(idx.lookup(125), 2000);
         drop(idx);
-        let idx = OffsetIndex::load(&path, 100).unwrap();
+        let idx = OffsetIndex::open_sealed(&path, 100, 4000).unwrap();
         assert_eq!(idx.entries(), 3);
-        assert_eq!(idx.last_entry(), Some((130, 3000)));
-        idx.sanity_check(4000).unwrap();
-        assert!(idx.sanity_check(3000).is_err());
+        assert!(OffsetIndex::open_sealed(&path, 100, 3000).is_err());
+        let (mut idx, all) = OffsetIndex::load_prefix(&path, 100, 80, 125, 4000).unwrap();
+        assert!(!all);
+        assert_eq!(idx.last_entry(), Some((120, 2000)));
+        assert!(idx.append(140, 5000));
     }
 
     #[test]
-    fn untrimmed_index_fails_sanity_check() {
+    fn garbage_after_valid_entries_is_dropped_on_load() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.index");
         let mut idx = OffsetIndex::create(&path, 0, 800).unwrap();
         assert!(idx.append(10, 100));
         assert!(idx.append(20, 200));
+        idx.write_exact().unwrap();
         drop(idx);
-        let idx = OffsetIndex::load(&path, 0).unwrap();
-        assert_eq!(idx.entries(), 100);
-        assert!(idx.sanity_check(1000).is_err());
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[0u8; 13]);
+        std::fs::write(&path, bytes).unwrap();
+        let (idx, all) = OffsetIndex::load_prefix(&path, 0, 800, i64::MAX, 1000).unwrap();
+        assert!(!all);
+        assert_eq!(idx.entries(), 2);
+        assert!(OffsetIndex::open_sealed(&path, 0, 1000).is_err());
     }
 
     #[test]
@@ -437,11 +678,15 @@ mod tests {
         assert_eq!(idx.lookup(2000), 60);
         assert_eq!(idx.lookup(5000), 80);
         assert_eq!(idx.last_entry(), Some((2000, 80)));
-        idx.sanity_check().unwrap();
         assert_eq!(idx.entries(), 2);
-        idx.trim().unwrap();
+        idx.write_exact().unwrap();
         idx.sync().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 24);
+        let (_, last) = TimeIndex::open_sealed(&path, 50).unwrap();
+        assert_eq!(last, Some((2000, 80)));
+        let (idx, all) = TimeIndex::load_prefix(&path, 50, 1200, 70).unwrap();
+        assert!(!all);
+        assert_eq!(idx.last_entry(), Some((1000, 60)));
     }
 
     #[test]
@@ -449,7 +694,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.index");
         std::fs::write(&path, [0u8; 7]).unwrap();
-        assert!(OffsetIndex::load(&path, 0).is_err());
-        assert!(OffsetIndex::load(&dir.path().join("missing.index"), 0).is_err());
+        assert!(OffsetIndex::open_sealed(&path, 0, 100).is_err());
+        assert!(OffsetIndex::open_sealed(&dir.path().join("missing.index"), 0, 100).is_err());
     }
 }

@@ -32,6 +32,7 @@
 mod checkpoint;
 mod error;
 mod flusher;
+mod handles;
 mod index;
 mod log;
 mod segment;
@@ -50,6 +51,7 @@ use fjord_model::limits::{
 use fjord_model::{Offset, TimestampType};
 
 pub use error::StorageError;
+pub use handles::{handle_counts, set_handle_limits};
 pub use log::{Log, SyncWaiter};
 
 /// Per-partition settings (Kafka's topic configs, typed).
@@ -166,6 +168,8 @@ pub struct RecoveryReport {
     pub segments_loaded: usize,
     /// Segments whose every batch was read (and, past the recovery point, CRC-checked).
     pub segments_scanned: usize,
+    /// Bytes read from segment files while scanning them.
+    pub bytes_scanned: u64,
     pub bytes_truncated: u64,
     pub indexes_rebuilt: usize,
     /// Segments removed because they came after a corrupt one.

@@ -4,7 +4,6 @@ use std::fs;
 use std::future::Future;
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
@@ -12,6 +11,7 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use fjord_model::limits::RECOVERY_POINT_CHECKPOINT_INTERVAL_MS;
 use fjord_model::{LeaderEpoch, Offset, TimestampType};
 use fjord_records::{
     batches, set_base_offset, set_log_append_time, set_partition_leader_epoch, validate_batch,
@@ -60,6 +60,12 @@ struct AppendState {
     last_flush_ms: i64,
 }
 
+#[derive(Debug)]
+struct CheckpointState {
+    written: i64,
+    at: Instant,
+}
+
 type SyncSender = oneshot::Sender<Result<(), StorageError>>;
 
 #[derive(Debug)]
@@ -82,8 +88,13 @@ pub struct Log {
     sync: Mutex<SyncState>,
     /// Serialises operations that remove segments or write checkpoints.
     admin: Mutex<()>,
-    /// Serialises checkpoint writes; holds the last recovery point written.
-    recovery_point: Mutex<i64>,
+    /// Serialises recovery-point checkpoint writes; the last one written and when.
+    checkpoint_state: Mutex<CheckpointState>,
+    /// The recovery point in memory: everything below is durable (moves after each
+    /// group-commit fdatasync; persisted by `checkpoint` and the flusher).
+    recovery_point: AtomicI64,
+    /// The clean-shutdown marker was removed but the removal is not yet durable.
+    marker_unsynced: AtomicBool,
     status: AtomicU8,
     failure: Mutex<Option<String>>,
     dir_dirty: AtomicBool,
@@ -229,49 +240,79 @@ impl Log {
         };
 
         // Segments before `scan_from` are trusted; the others are validated batch by batch.
+        // After a crash, the segment holding the recovery point is scanned only from its
+        // last index entry below the recovery point on.
+        let rp_trusted = if report.clean {
+            i64::MAX
+        } else {
+            recovery_point.unwrap_or(i64::MIN)
+        };
         let scan_from = if report.clean {
             bases.len()
         } else {
-            let rp = recovery_point.unwrap_or(i64::MIN);
-            bases.partition_point(|&b| b <= rp).saturating_sub(1)
+            bases
+                .partition_point(|&b| b <= rp_trusted)
+                .saturating_sub(1)
         };
+        let last_i = bases.len().saturating_sub(1);
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
-        let mut scanned = vec![false; bases.len()];
-        let mut tail_next: Option<Option<i64>> = None;
-        let mut i = 0;
-        while i < bases.len() {
-            let base = bases[i];
-            let (seg, index_problem) = Segment::open(dir, base)?;
+        let mut scanned: Vec<bool> = Vec::with_capacity(bases.len());
+        let mut active_next: Option<Option<i64>> = None;
+        let interval = config.index_interval_bytes;
+        let index_max = config.index_bytes_max;
+        for (i, &base) in bases.iter().enumerate() {
+            let is_last = i == last_i;
             report.segments_loaded += 1;
             let mut outcome = None;
-            if i >= scan_from {
-                let trusted_below = if i == scan_from {
-                    recovery_point.unwrap_or(i64::MIN)
+            let seg = if i < scan_from && !is_last {
+                match Segment::open_sealed(dir, base)? {
+                    (Some(seg), _) => seg,
+                    (None, problem) => {
+                        let problem = problem.unwrap_or_default();
+                        warn_problem(&mut report, dir, format!("rebuilding index: {problem}"));
+                        let (seg, _) = Segment::open_rw(dir, base, index_max, i64::MIN)?;
+                        outcome = Some(seg.recover(interval, i64::MIN)?);
+                        report.indexes_rebuilt += 1;
+                        seg
+                    }
+                }
+            } else if report.clean {
+                // The active segment after a clean shutdown: find its end from the index.
+                let (seg, all) = Segment::open_rw(dir, base, index_max, i64::MAX)?;
+                let tail = if all {
+                    seg.scan_tail(interval)
                 } else {
-                    i64::MIN
+                    Err("index files do not match the segment".to_string())
                 };
-                outcome = Some(seg.recover(
-                    config.index_bytes_max,
-                    config.index_interval_bytes,
-                    trusted_below,
-                )?);
-                report.segments_scanned += 1;
+                match tail {
+                    Ok(next) => active_next = Some(next),
+                    Err(p) => {
+                        warn_problem(
+                            &mut report,
+                            dir,
+                            format!("{}: {p}; rebuilding its index", seg.display()),
+                        );
+                        outcome = Some(seg.recover(interval, i64::MIN)?);
+                        report.indexes_rebuilt += 1;
+                    }
+                }
+                seg
+            } else if i == scan_from {
+                let (seg, _) = Segment::open_rw(dir, base, index_max, rp_trusted)?;
+                outcome = Some(seg.recover_from_index(interval, rp_trusted)?);
+                seg
+            } else {
+                let (seg, _) = Segment::open_rw(dir, base, index_max, i64::MIN)?;
+                outcome = Some(seg.recover(interval, i64::MIN)?);
                 report.indexes_rebuilt += 1;
-            } else if let Some(p) = index_problem {
-                warn_problem(&mut report, dir, format!("rebuilding index: {p}"));
-                outcome = Some(seg.recover(
-                    config.index_bytes_max,
-                    config.index_interval_bytes,
-                    i64::MIN,
-                )?);
-                report.segments_scanned += 1;
-                report.indexes_rebuilt += 1;
-            }
+                seg
+            };
             let mut stop = false;
             if let Some(o) = &outcome {
-                scanned[i] = true;
-                if i + 1 == bases.len() {
-                    tail_next = Some(o.next_offset);
+                report.segments_scanned += 1;
+                report.bytes_scanned += o.bytes_scanned;
+                if is_last {
+                    active_next = Some(o.next_offset);
                 }
                 if let Some(p) = &o.problem {
                     report.bytes_truncated += o.bytes_truncated;
@@ -284,12 +325,13 @@ impl Log {
                             o.bytes_truncated
                         ),
                     );
-                    if i + 1 < bases.len() {
+                    if !is_last {
                         stop = true;
-                        tail_next = Some(o.next_offset);
+                        active_next = Some(o.next_offset);
                     }
                 }
             }
+            scanned.push(outcome.is_some());
             segments.push(Arc::new(seg));
             if stop {
                 // Everything after a corrupt batch is unreachable: drop the later segments.
@@ -314,65 +356,23 @@ impl Log {
                 );
                 break;
             }
-            i += 1;
         }
-        scanned.truncate(segments.len());
 
         if segments.is_empty() {
             let base = start_checkpoint.unwrap_or(0).max(0);
-            segments.push(Arc::new(Segment::create(
-                dir,
-                base,
-                config.index_bytes_max,
-            )?));
+            segments.push(Arc::new(Segment::create(dir, base, index_max)?));
             scanned.push(false);
+            active_next = Some(None);
         }
         let last = segments.len() - 1;
-        // Sealed segments that were rebuilt get their exact index size.
-        for (seg, _) in segments
-            .iter()
-            .zip(&scanned)
-            .take(last)
-            .filter(|(_, s)| **s)
-        {
-            seg.indexes
-                .lock()
-                .seal()
-                .map_err(|e| StorageError::io(format!("seal index of {}", seg.display()), e))?;
-            seg.index_dirty.store(true, Ordering::Release);
-        }
-        // The active segment: find its end.
         let active = Arc::clone(&segments[last]);
-        let next = match tail_next {
-            Some(n) => n,
-            None => match active.scan_tail(config.index_interval_bytes) {
-                Ok(n) => n,
-                Err(p) => {
-                    warn_problem(
-                        &mut report,
-                        dir,
-                        format!("{}: {p}; scanning it fully", active.display()),
-                    );
-                    let o = active.recover(
-                        config.index_bytes_max,
-                        config.index_interval_bytes,
-                        i64::MIN,
-                    )?;
-                    report.segments_scanned += 1;
-                    report.indexes_rebuilt += 1;
-                    report.bytes_truncated += o.bytes_truncated;
-                    scanned[last] = true;
-                    o.next_offset
-                }
-            },
-        };
+        let next = active_next.unwrap_or(None);
         let log_end = next.unwrap_or(active.base_offset).max(active.base_offset);
-        {
-            let mut idx = active.indexes.lock();
-            let grow =
-                |e: io::Error| StorageError::io(format!("resize index of {}", active.display()), e);
-            idx.offset.resize(config.index_bytes_max).map_err(grow)?;
-            idx.time.resize(config.index_bytes_max).map_err(grow)?;
+
+        // Scanned segments get exact index files; sealed ones drop their in-memory copies.
+        for (i, seg) in segments.iter().enumerate().filter(|(i, _)| scanned[*i]) {
+            seg.finish_recovery(i != last)
+                .map_err(|e| StorageError::io(format!("write index of {}", seg.display()), e))?;
         }
 
         let first_base = segments[0].base_offset;
@@ -387,18 +387,18 @@ impl Log {
         // (After a crash the scanned data may still be only in the page cache.)
         if scanned.iter().any(|s| *s) || !report.clean {
             for (seg, _) in segments.iter().zip(&scanned).filter(|(_, s)| **s) {
-                seg.file
-                    .sync_data()
+                seg.sync_data_now()
                     .map_err(|e| StorageError::io(format!("fsync {}", seg.display()), e))?;
                 seg.index_dirty.store(true, Ordering::Release);
                 seg.sync_indexes_if_dirty().map_err(|e| {
                     StorageError::io(format!("fsync index of {}", seg.display()), e)
                 })?;
+                seg.track_file();
             }
             checkpoint::sync_dir(dir).map_err(|e| StorageError::io_path("fsync", dir, e))?;
         }
         let recovery_point_now = if report.clean {
-            recovery_point.unwrap_or(log_end)
+            recovery_point.unwrap_or(log_end).min(log_end)
         } else {
             log_end
         };
@@ -406,9 +406,11 @@ impl Log {
             checkpoint::write_offset(dir, RECOVERY_POINT_FILE, recovery_point_now)
                 .map_err(|e| StorageError::io_path("write checkpoint in", dir, e))?;
         }
+        // The marker's removal is made durable before the first write (see `append`):
+        // until then the files are exactly what the marker vouches for.
+        let marker_unsynced = report.clean;
         if report.clean {
             fs::remove_file(&marker).map_err(|e| StorageError::io_path("remove", &marker, e))?;
-            checkpoint::sync_dir(dir).map_err(|e| StorageError::io_path("fsync", dir, e))?;
         }
 
         report.log_start_offset = Offset(log_start);
@@ -442,7 +444,12 @@ impl Log {
                 queued: false,
             }),
             admin: Mutex::new(()),
-            recovery_point: Mutex::new(recovery_point_now),
+            checkpoint_state: Mutex::new(CheckpointState {
+                written: recovery_point_now,
+                at: Instant::now(),
+            }),
+            recovery_point: AtomicI64::new(recovery_point_now),
+            marker_unsynced: AtomicBool::new(marker_unsynced),
             status: AtomicU8::new(OPEN),
             failure: Mutex::new(None),
             dir_dirty: AtomicBool::new(false),
@@ -576,9 +583,16 @@ impl Log {
             h.base_offset = next;
             next = h.next_offset();
         }
-        if let Err(e) = seg.file.write_all_at(records, pos) {
-            // Best effort: cut off a partial write. The log is offline either way.
-            let _ = seg.file.set_len(pos);
+        if self.marker_unsynced.load(Ordering::Acquire) {
+            // The clean-shutdown marker's removal must be durable before new data is.
+            if let Err(e) = checkpoint::sync_dir(&self.dir) {
+                let err = StorageError::io_path("fsync", &self.dir, e);
+                self.fail(&err);
+                return Err(err);
+            }
+            self.marker_unsynced.store(false, Ordering::Release);
+        }
+        if let Err(e) = seg.write_at(records, pos) {
             let err = StorageError::io(format!("write {}", seg.display()), e);
             self.fail(&err);
             return Err(err);
@@ -651,11 +665,8 @@ impl Log {
         now_ms: i64,
     ) -> Result<(), StorageError> {
         let old = Arc::clone(&st.active);
-        old.indexes
-            .lock()
-            .seal()
+        old.seal()
             .map_err(|e| StorageError::io(format!("seal index of {}", old.display()), e))?;
-        old.index_dirty.store(true, Ordering::Release);
         let seg = Arc::new(Segment::create(&self.dir, base, cfg.index_bytes_max)?);
         self.dir_dirty.store(true, Ordering::Release);
         {
@@ -698,6 +709,12 @@ impl Log {
         })
     }
 
+    /// True when no background flush round is queued or running for this log (tests use
+    /// it to simulate a crash by dropping the last reference at a quiet moment).
+    pub fn is_background_idle(&self) -> bool {
+        !self.sync.lock().queued
+    }
+
     /// Every offset below the returned one is on stable storage.
     pub fn durable_offset(&self) -> Offset {
         Offset(self.sync.lock().durable_end)
@@ -733,6 +750,9 @@ impl Log {
                 .map_err(|e| StorageError::io(format!("fsync {}", seg.display()), e))?;
             seg.sync_indexes_if_dirty()
                 .map_err(|e| StorageError::io(format!("fsync index of {}", seg.display()), e))?;
+            if i != last {
+                seg.track_file();
+            }
         }
         Ok(())
     }
@@ -751,15 +771,44 @@ impl Log {
         durable_end
     }
 
-    /// Writes the recovery point checkpoint if `candidate` is past the last one written.
-    fn advance_recovery_point(&self, candidate: i64) -> Result<(), StorageError> {
-        let mut rp = self.recovery_point.lock();
-        if candidate > *rp {
-            checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, candidate)
-                .map_err(|e| StorageError::io_path("write recovery point in", &self.dir, e))?;
-            *rp = candidate;
+    /// Writes the recovery-point checkpoint if `candidate` is past the last one written:
+    /// first the active segment's index entries below it (fdatasync, so that recovery can
+    /// start scanning at the last of them), then the checkpoint file. `durable`: also
+    /// fsync the directory (an older checkpoint surviving a crash is safe, only slower).
+    fn advance_recovery_point(&self, candidate: i64, durable: bool) -> Result<(), StorageError> {
+        let mut st = self.checkpoint_state.lock();
+        self.recovery_point.fetch_max(candidate, Ordering::AcqRel);
+        if candidate <= st.written {
+            return Ok(());
         }
+        let view = Arc::clone(&self.view.read());
+        let seg = &view.segments[view.segment_for(candidate)];
+        seg.persist_indexes_below(candidate)
+            .map_err(|e| StorageError::io(format!("write index of {}", seg.display()), e))?;
+        checkpoint::write_offset_synced(&self.dir, RECOVERY_POINT_FILE, candidate, durable)
+            .map_err(|e| StorageError::io_path("write recovery point in", &self.dir, e))?;
+        st.written = candidate;
+        st.at = Instant::now();
         Ok(())
+    }
+
+    /// Persists the recovery point (everything durable so far) if it moved since the last
+    /// checkpoint. The flusher already does this at most once per
+    /// `RECOVERY_POINT_CHECKPOINT_INTERVAL_MS` after group commits; call it from a timer to
+    /// also cover the last interval before appends stop.
+    pub fn checkpoint(&self) -> Result<(), StorageError> {
+        if self.status.load(Ordering::Acquire) != OPEN {
+            return Ok(());
+        }
+        let view = Arc::clone(&self.view.read());
+        let candidate = Self::recovery_point_candidate(&view, self.durable_offset().0);
+        self.advance_recovery_point(candidate, false)
+    }
+
+    /// The recovery point in memory: every offset below it is on stable storage, and after
+    /// a crash recovery scans only past the last checkpointed one.
+    pub fn recovery_point(&self) -> Offset {
+        Offset(self.recovery_point.load(Ordering::Acquire))
     }
 
     /// One group-commit round (runs on a flusher thread).
@@ -771,14 +820,8 @@ impl Log {
             self.sync.lock().queued = false;
             return;
         }
-        // A segment was sealed since the last checkpoint: move the recovery point past it.
-        let rolled = { *self.recovery_point.lock() < view.active().base_offset };
-        if rolled {
-            let candidate = Self::recovery_point_candidate(&view, target);
-            if let Err(e) = self.advance_recovery_point(candidate) {
-                tracing::warn!(dir = %self.dir.display(), "cannot write recovery point: {e}");
-            }
-        }
+        let candidate = Self::recovery_point_candidate(&view, target);
+        self.recovery_point.fetch_max(candidate, Ordering::AcqRel);
         let mut s = self.sync.lock();
         s.durable_end = s.durable_end.max(target);
         let durable = s.durable_end;
@@ -793,6 +836,20 @@ impl Log {
         drop(s);
         for (_, tx) in done {
             let _ = tx.send(Ok(()));
+        }
+        // Checkpoint after the waiters are released: when a segment was sealed since the
+        // last one, or at most once per interval.
+        let due = {
+            let st = self.checkpoint_state.lock();
+            candidate > st.written
+                && (st.written < view.active().base_offset
+                    || st.at.elapsed().as_millis()
+                        >= u128::from(RECOVERY_POINT_CHECKPOINT_INTERVAL_MS))
+        };
+        if due && self.status.load(Ordering::Acquire) == OPEN {
+            if let Err(e) = self.advance_recovery_point(candidate, false) {
+                tracing::warn!(dir = %self.dir.display(), "cannot write recovery point: {e}");
+            }
         }
         if again {
             flusher::enqueue(self.me.clone());
@@ -828,7 +885,8 @@ impl Log {
         for (n, seg) in view.segments[first..].iter().enumerate() {
             let size = seg.size();
             let from = if n == 0 { seg.lookup(start) } else { 0 };
-            let mut scanner = Scanner::new(&seg.file, from, size);
+            let file = self.segment_file(seg, start, leo)?;
+            let mut scanner = Scanner::new(&file, from, size);
             let mut slice: Option<(u64, usize)> = None;
             let mut done = false;
             loop {
@@ -870,7 +928,7 @@ impl Log {
             }
             if let Some((position, len)) = slice {
                 out.slices.push(FileSlice {
-                    file: Arc::clone(&seg.file),
+                    file: Arc::clone(&file),
                     position,
                     len,
                 });
@@ -880,6 +938,27 @@ impl Log {
             }
         }
         Ok(out)
+    }
+
+    /// A segment's open file for reading; a segment deleted meanwhile (retention) reads as
+    /// out of range.
+    fn segment_file(
+        &self,
+        seg: &Arc<Segment>,
+        requested: i64,
+        leo: i64,
+    ) -> Result<Arc<std::fs::File>, StorageError> {
+        seg.file().map_err(|e| {
+            if seg.deleted.load(Ordering::Acquire) {
+                StorageError::OffsetOutOfRange {
+                    requested,
+                    log_start: self.view.read().log_start,
+                    log_end: leo,
+                }
+            } else {
+                StorageError::io(format!("open {}", seg.display()), e)
+            }
+        })
     }
 
     /// The first batch whose max timestamp is `>= timestamp_ms`: (its base offset, or the
@@ -896,7 +975,8 @@ impl Log {
                 continue;
             }
             let from = seg.time_lookup(timestamp_ms);
-            let mut scanner = Scanner::new(&seg.file, from, seg.size());
+            let file = self.segment_file(seg, view.log_start, leo)?;
+            let mut scanner = Scanner::new(&file, from, seg.size());
             loop {
                 let h = match scanner.next_header() {
                     Ok(Some((h, _))) => h,
@@ -1046,7 +1126,7 @@ impl Log {
         if self.status.load(Ordering::Acquire) == OPEN {
             let view = Arc::clone(&self.view.read());
             let candidate = Self::recovery_point_candidate(&view, self.durable_offset().0);
-            self.advance_recovery_point(candidate)?;
+            self.advance_recovery_point(candidate, false)?;
         }
 
         let view = Arc::clone(&self.view.read());
@@ -1108,7 +1188,7 @@ impl Log {
             self.fail(&e);
             return Err(e);
         }
-        self.advance_recovery_point(Self::recovery_point_candidate(&view, target))?;
+        self.advance_recovery_point(Self::recovery_point_candidate(&view, target), true)?;
         let done = {
             let mut s = self.sync.lock();
             s.durable_end = s.durable_end.max(target);
@@ -1135,12 +1215,9 @@ impl Log {
         }
         self.check_writable()?;
         let result = (|| {
-            {
-                let mut idx = st.active.indexes.lock();
-                idx.seal().map_err(|e| {
-                    StorageError::io(format!("seal index of {}", st.active.display()), e)
-                })?;
-            }
+            st.active.indexes.lock().write_exact().map_err(|e| {
+                StorageError::io(format!("write index of {}", st.active.display()), e)
+            })?;
             st.active.index_dirty.store(true, Ordering::Release);
             self.flush()?;
             let log_start = self.view.read().log_start;
@@ -1150,7 +1227,7 @@ impl Log {
             let epochs = self.epochs.lock().clone();
             checkpoint::write_epochs(&self.dir, &epochs)
                 .map_err(|e| StorageError::io_path("write leader epochs in", &self.dir, e))?;
-            self.advance_recovery_point(self.log_end.load(Ordering::Acquire))?;
+            self.advance_recovery_point(self.log_end.load(Ordering::Acquire), true)?;
             checkpoint::write_atomic(&self.dir, CLEAN_SHUTDOWN_FILE, b"")
                 .map_err(|e| StorageError::io_path("write clean shutdown marker in", &self.dir, e))
         })();

@@ -4,6 +4,10 @@
 //! publish the new size with `size.store(Release)`; readers only read below a size they
 //! loaded with `Acquire`, so they never see a partial batch and never take the append lock.
 //! The indexes sit behind their own short mutex.
+//!
+//! The active segment keeps its `.log` file open and its indexes in memory. A sealed
+//! segment opens its file and maps its index files on first use and lets the process-wide
+//! handle cache (`handles.rs`) close them when they have not been used for a while.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -18,6 +22,7 @@ use fjord_records::{validate_batch, BatchHeader, BATCH_HEADER_BYTES};
 use parking_lot::Mutex;
 
 use crate::error::StorageError;
+use crate::handles::{self, Kind};
 use crate::index::{OffsetIndex, TimeIndex};
 
 pub(crate) const LOG_SUFFIX: &str = "log";
@@ -58,6 +63,17 @@ pub(crate) struct Indexes {
 }
 
 impl Indexes {
+    fn new(offset: OffsetIndex, time: TimeIndex) -> Indexes {
+        let (max_timestamp, offset_of_max_timestamp) = time.last_entry().unwrap_or((-1, -1));
+        Indexes {
+            offset,
+            time,
+            max_timestamp,
+            offset_of_max_timestamp,
+            bytes_since_entry: 0,
+        }
+    }
+
     /// Accounts for a batch written at `position`; adds index entries every `interval` bytes.
     pub(crate) fn on_batch(&mut self, h: &BatchHeader, position: u64, interval: u32) {
         if h.max_timestamp > self.max_timestamp {
@@ -77,14 +93,14 @@ impl Indexes {
         self.bytes_since_entry += h.total_bytes() as u64;
     }
 
-    /// Index files get their final time-index entry and their exact size.
-    pub(crate) fn seal(&mut self) -> io::Result<()> {
+    /// Writes the index files exactly (with a final time-index entry), no fsync.
+    pub(crate) fn write_exact(&mut self) -> io::Result<()> {
         if self.max_timestamp >= 0 {
             self.time
                 .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
         }
-        self.offset.trim()?;
-        self.time.trim()
+        self.offset.write_exact()?;
+        self.time.write_exact()
     }
 
     fn reset_stats(&mut self) {
@@ -98,9 +114,14 @@ impl Indexes {
 
 #[derive(Debug)]
 pub(crate) struct Segment {
+    /// Process-unique id (handle cache key).
+    pub(crate) id: u64,
     pub(crate) base_offset: i64,
     pub(crate) dir: PathBuf,
-    pub(crate) file: Arc<File>,
+    /// The open `.log` file; always open while active, opened on demand once sealed.
+    file: Mutex<Option<Arc<File>>>,
+    /// No longer the active segment: its files are immutable and its handles cached.
+    sealed: AtomicBool,
     /// Bytes of whole batches in the file (published by the writer).
     pub(crate) size: AtomicU64,
     /// Bytes known to be on stable storage.
@@ -112,16 +133,58 @@ pub(crate) struct Segment {
     pub(crate) indexes: Mutex<Indexes>,
 }
 
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.sealed.load(Ordering::Acquire) {
+            handles::forget(self.id);
+        }
+    }
+}
+
 /// What scanning a segment found.
 #[derive(Debug, Default)]
 pub(crate) struct ScanOutcome {
     /// Offset after the last valid batch (None if the segment has none).
     pub(crate) next_offset: Option<i64>,
     pub(crate) bytes_truncated: u64,
+    /// Bytes read by the scan.
+    pub(crate) bytes_scanned: u64,
     pub(crate) problem: Option<String>,
 }
 
+fn open_log_rw(path: &Path, create: bool) -> Result<File, StorageError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(create)
+        .open(path)
+        .map_err(|e| StorageError::io_path("open segment", path, e))
+}
+
 impl Segment {
+    fn new(
+        dir: &Path,
+        base_offset: i64,
+        file: Option<File>,
+        size: u64,
+        sealed: bool,
+        indexes: Indexes,
+    ) -> Segment {
+        Segment {
+            id: handles::next_segment_id(),
+            base_offset,
+            dir: dir.to_path_buf(),
+            file: Mutex::new(file.map(Arc::new)),
+            sealed: AtomicBool::new(sealed),
+            size: AtomicU64::new(size),
+            flushed_size: AtomicU64::new(size),
+            index_dirty: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
+            indexes: Mutex::new(indexes),
+        }
+    }
+
     pub(crate) fn path(&self, suffix: &str) -> PathBuf {
         self.dir.join(file_name(self.base_offset, suffix))
     }
@@ -134,146 +197,304 @@ impl Segment {
         self.path(LOG_SUFFIX).display().to_string()
     }
 
-    /// Creates a new, empty segment with preallocated indexes.
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    /// Creates a new, empty active segment (indexes in memory, empty index files).
     pub(crate) fn create(
         dir: &Path,
         base_offset: i64,
         index_bytes_max: u32,
     ) -> Result<Segment, StorageError> {
         let log_path = dir.join(file_name(base_offset, LOG_SUFFIX));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&log_path)
-            .map_err(|e| StorageError::io_path("create segment", &log_path, e))?;
+        let file = open_log_rw(&log_path, true)?;
         let idx_path = dir.join(file_name(base_offset, INDEX_SUFFIX));
         let offset = OffsetIndex::create(&idx_path, base_offset, index_bytes_max)
             .map_err(|e| StorageError::io_path("create index", &idx_path, e))?;
         let tidx_path = dir.join(file_name(base_offset, TIME_INDEX_SUFFIX));
         let time = TimeIndex::create(&tidx_path, base_offset, index_bytes_max)
             .map_err(|e| StorageError::io_path("create time index", &tidx_path, e))?;
-        Ok(Segment {
+        Ok(Segment::new(
+            dir,
             base_offset,
-            dir: dir.to_path_buf(),
-            file: Arc::new(file),
-            size: AtomicU64::new(0),
-            flushed_size: AtomicU64::new(0),
-            index_dirty: AtomicBool::new(false),
-            deleted: AtomicBool::new(false),
-            indexes: Mutex::new(Indexes {
-                offset,
-                time,
-                max_timestamp: -1,
-                offset_of_max_timestamp: -1,
-                bytes_since_entry: 0,
-            }),
-        })
+            Some(file),
+            0,
+            false,
+            Indexes::new(offset, time),
+        ))
     }
 
-    /// Opens an existing `.log` file and tries to load its index files as they are.
-    /// Returns the segment and, if the index files are missing or fail their sanity
-    /// check, why (the caller then rebuilds them with `recover`).
-    pub(crate) fn open(
+    /// A trusted sealed segment: stats its `.log` file and sanity-checks its index files
+    /// without opening or mapping anything for good. Returns the segment and, if the index
+    /// files are missing or fail their check, why (the caller then reopens it with
+    /// `open_rw` and rebuilds them with `recover`).
+    pub(crate) fn open_sealed(
         dir: &Path,
         base_offset: i64,
-    ) -> Result<(Segment, Option<String>), StorageError> {
+    ) -> Result<(Option<Segment>, Option<String>), StorageError> {
         let log_path = dir.join(file_name(base_offset, LOG_SUFFIX));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&log_path)
-            .map_err(|e| StorageError::io_path("open segment", &log_path, e))?;
+        let size = fs::metadata(&log_path)
+            .map_err(|e| StorageError::io_path("stat segment", &log_path, e))?
+            .len();
+        let idx_path = dir.join(file_name(base_offset, INDEX_SUFFIX));
+        let tidx_path = dir.join(file_name(base_offset, TIME_INDEX_SUFFIX));
+        let offset = match OffsetIndex::open_sealed(&idx_path, base_offset, size) {
+            Ok(o) => o,
+            Err(e) => return Ok((None, Some(format!("{}: {e}", idx_path.display())))),
+        };
+        let (time, last) = match TimeIndex::open_sealed(&tidx_path, base_offset) {
+            Ok(x) => x,
+            Err(e) => return Ok((None, Some(format!("{}: {e}", tidx_path.display())))),
+        };
+        let mut indexes = Indexes::new(offset, time);
+        if let Some((ts, off)) = last {
+            indexes.max_timestamp = ts;
+            indexes.offset_of_max_timestamp = off;
+        }
+        Ok((
+            Some(Segment::new(dir, base_offset, None, size, true, indexes)),
+            None,
+        ))
+    }
+
+    /// Opens a segment's `.log` file for writing (recovery or the active segment) and
+    /// loads into memory the valid prefix of its index entries with offsets below
+    /// `keep_below` (time entries: only those covered by the kept offset entries, or all
+    /// when `keep_below` is `i64::MAX`). Returns it and whether every entry was kept.
+    pub(crate) fn open_rw(
+        dir: &Path,
+        base_offset: i64,
+        index_bytes_max: u32,
+        keep_below: i64,
+    ) -> Result<(Segment, bool), StorageError> {
+        let log_path = dir.join(file_name(base_offset, LOG_SUFFIX));
+        let file = open_log_rw(&log_path, false)?;
         let size = file
             .metadata()
             .map_err(|e| StorageError::io_path("stat segment", &log_path, e))?
             .len();
         let idx_path = dir.join(file_name(base_offset, INDEX_SUFFIX));
         let tidx_path = dir.join(file_name(base_offset, TIME_INDEX_SUFFIX));
-        let loaded = OffsetIndex::load(&idx_path, base_offset)
-            .map_err(|e| format!("{}: {e}", idx_path.display()))
-            .and_then(|o| {
-                o.sanity_check(size)
-                    .map_err(|e| format!("{}: {e}", idx_path.display()))?;
-                Ok(o)
-            })
-            .and_then(|o| {
-                let t = TimeIndex::load(&tidx_path, base_offset)
-                    .map_err(|e| format!("{}: {e}", tidx_path.display()))?;
-                t.sanity_check()
-                    .map_err(|e| format!("{}: {e}", tidx_path.display()))?;
-                Ok((o, t))
-            });
-        let (indexes, problem) = match loaded {
-            Ok((offset, time)) => {
-                let (max_timestamp, offset_of_max_timestamp) =
-                    time.last_entry().unwrap_or((-1, -1));
-                (
-                    Indexes {
-                        offset,
-                        time,
-                        max_timestamp,
-                        offset_of_max_timestamp,
-                        bytes_since_entry: 0,
-                    },
-                    None,
-                )
-            }
-            Err(problem) => {
-                // Placeholders: empty in-memory indexes until `recover` rebuilds the files.
-                let offset = OffsetIndex::create(&idx_path, base_offset, 0)
-                    .map_err(|e| StorageError::io_path("create index", &idx_path, e))?;
-                let time = TimeIndex::create(&tidx_path, base_offset, 0)
-                    .map_err(|e| StorageError::io_path("create time index", &tidx_path, e))?;
-                let idx = Indexes {
-                    offset,
-                    time,
-                    max_timestamp: -1,
-                    offset_of_max_timestamp: -1,
-                    bytes_since_entry: 0,
-                };
-                (idx, Some(problem))
+        let (offset, offset_all) =
+            OffsetIndex::load_prefix(&idx_path, base_offset, index_bytes_max, keep_below, size)
+                .map_err(|e| StorageError::io_path("read index", &idx_path, e))?;
+        let time_max = if keep_below == i64::MAX {
+            i64::MAX
+        } else {
+            offset.last_entry().map_or(i64::MIN, |(o, _)| o)
+        };
+        let (time, time_all) =
+            TimeIndex::load_prefix(&tidx_path, base_offset, index_bytes_max, time_max)
+                .map_err(|e| StorageError::io_path("read time index", &tidx_path, e))?;
+        Ok((
+            Segment::new(
+                dir,
+                base_offset,
+                Some(file),
+                size,
+                false,
+                Indexes::new(offset, time),
+            ),
+            offset_all && time_all,
+        ))
+    }
+
+    /// The open `.log` file, opening it if the handle cache closed it.
+    pub(crate) fn file(self: &Arc<Self>) -> io::Result<Arc<File>> {
+        let sealed = self.is_sealed();
+        let existing = self.file.lock().clone();
+        let file = match existing {
+            Some(f) => f,
+            None => {
+                let f = Arc::new(File::open(self.path(LOG_SUFFIX))?);
+                let mut slot = self.file.lock();
+                match &*slot {
+                    Some(other) => Arc::clone(other),
+                    None => {
+                        *slot = Some(Arc::clone(&f));
+                        f
+                    }
+                }
             }
         };
-        Ok((
-            Segment {
-                base_offset,
-                dir: dir.to_path_buf(),
-                file: Arc::new(file),
-                size: AtomicU64::new(size),
-                flushed_size: AtomicU64::new(size),
-                index_dirty: AtomicBool::new(false),
-                deleted: AtomicBool::new(false),
-                indexes: Mutex::new(indexes),
-            },
-            problem,
-        ))
+        if sealed && self.flushed_size.load(Ordering::Acquire) >= self.size() {
+            handles::touch(self, Kind::File);
+        }
+        Ok(file)
+    }
+
+    /// The file while it is held open (active segment, recovery).
+    fn open_file(&self) -> io::Result<Arc<File>> {
+        self.file
+            .lock()
+            .clone()
+            .ok_or_else(|| io::Error::other("segment file is not open"))
+    }
+
+    /// Writes `bytes` at `pos` of the active segment.
+    pub(crate) fn write_at(&self, bytes: &[u8], pos: u64) -> io::Result<()> {
+        let file = self.open_file()?;
+        if let Err(e) = file.write_all_at(bytes, pos) {
+            // Best effort: cut off a partial write. The log goes offline either way.
+            let _ = file.set_len(pos);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Called by the handle cache: close the file or unmap an index. An unsynced file
+    /// stays open (its fsync must see any write-back error).
+    pub(crate) fn release(&self, kind: Kind) {
+        if !self.is_sealed() {
+            return;
+        }
+        match kind {
+            Kind::File => {
+                if self.flushed_size.load(Ordering::Acquire) >= self.size() {
+                    self.file.lock().take();
+                }
+            }
+            Kind::OffsetIndex => {
+                self.indexes.lock().offset.unmap();
+            }
+            Kind::TimeIndex => {
+                self.indexes.lock().time.unmap();
+            }
+        }
+    }
+
+    /// Registers a sealed segment's open file with the handle cache (after its fsync).
+    pub(crate) fn track_file(self: &Arc<Self>) {
+        if self.is_sealed()
+            && self.file.lock().is_some()
+            && self.flushed_size.load(Ordering::Acquire) >= self.size()
+        {
+            handles::touch(self, Kind::File);
+        }
+    }
+
+    /// Seals the (formerly active) segment: exact index files, in-memory copies dropped.
+    pub(crate) fn seal(&self) -> io::Result<()> {
+        let mut idx = self.indexes.lock();
+        idx.write_exact()?;
+        idx.offset.make_sealed();
+        idx.time.make_sealed();
+        self.sealed.store(true, Ordering::Release);
+        self.index_dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes the active segment's index entries for offsets below `below` to the files and
+    /// fdatasyncs them (recovery-point checkpoints).
+    pub(crate) fn persist_indexes_below(&self, below: i64) -> io::Result<()> {
+        let files = {
+            let mut idx = self.indexes.lock();
+            if self.is_sealed() {
+                return Ok(());
+            }
+            let a = idx.offset.persist_below(below)?;
+            let b = idx.time.persist_below(below)?;
+            [a, b]
+        };
+        for f in files.into_iter().flatten() {
+            f.sync_data()?;
+        }
+        Ok(())
     }
 
     /// Scans the whole file, validating every batch (CRC and framing; the CRC is skipped
     /// for batches ending below `trusted_below`, which are known to be on stable storage) and
-    /// its offsets, rebuilds both indexes from scratch (capacity `index_bytes_max`), and
-    /// truncates the file at the first invalid batch. Only called before the log is shared.
+    /// its offsets, rebuilds both indexes from scratch (in memory), and truncates the file
+    /// at the first invalid batch. Only called before the log is shared.
     pub(crate) fn recover(
         &self,
-        index_bytes_max: u32,
         index_interval_bytes: u32,
         trusted_below: i64,
     ) -> Result<ScanOutcome, StorageError> {
+        self.indexes.lock().reset_stats();
+        self.scan_and_truncate(0, None, index_interval_bytes, trusted_below)
+    }
+
+    /// Like `recover`, but keeps the index entries loaded by `open_rw` and scans only from
+    /// the last one on (framing, and CRCs from `trusted_below` on). Falls back to `recover`
+    /// if the region that should be trusted does not check out.
+    pub(crate) fn recover_from_index(
+        &self,
+        index_interval_bytes: u32,
+        trusted_below: i64,
+    ) -> Result<ScanOutcome, StorageError> {
+        let last = self.indexes.lock().offset.last_entry();
+        let Some((last_offset, pos)) = last else {
+            return self.recover(index_interval_bytes, trusted_below);
+        };
+        let out = self.scan_and_truncate_checked(
+            u64::from(pos),
+            Some(last_offset),
+            index_interval_bytes,
+            trusted_below,
+        )?;
+        match out {
+            Some(o) => Ok(o),
+            None => self.recover(index_interval_bytes, i64::MIN),
+        }
+    }
+
+    fn scan_and_truncate(
+        &self,
+        start: u64,
+        first_last_offset: Option<i64>,
+        index_interval_bytes: u32,
+        trusted_below: i64,
+    ) -> Result<ScanOutcome, StorageError> {
+        let out = self.scan_and_truncate_inner(
+            start,
+            first_last_offset,
+            index_interval_bytes,
+            trusted_below,
+            false,
+        )?;
+        Ok(out.unwrap_or_default())
+    }
+
+    /// `Ok(None)`: a problem below `trusted_below` (nothing was truncated).
+    fn scan_and_truncate_checked(
+        &self,
+        start: u64,
+        first_last_offset: Option<i64>,
+        index_interval_bytes: u32,
+        trusted_below: i64,
+    ) -> Result<Option<ScanOutcome>, StorageError> {
+        self.scan_and_truncate_inner(
+            start,
+            first_last_offset,
+            index_interval_bytes,
+            trusted_below,
+            true,
+        )
+    }
+
+    fn scan_and_truncate_inner(
+        &self,
+        start: u64,
+        first_last_offset: Option<i64>,
+        index_interval_bytes: u32,
+        trusted_below: i64,
+        strict: bool,
+    ) -> Result<Option<ScanOutcome>, StorageError> {
+        let file = self
+            .open_file()
+            .map_err(|e| StorageError::io(format!("read {}", self.display()), e))?;
         let mut idx = self.indexes.lock();
-        let idx_path = self.path(INDEX_SUFFIX);
-        let tidx_path = self.path(TIME_INDEX_SUFFIX);
-        idx.offset = OffsetIndex::create(&idx_path, self.base_offset, index_bytes_max)
-            .map_err(|e| StorageError::io_path("create index", &idx_path, e))?;
-        idx.time = TimeIndex::create(&tidx_path, self.base_offset, index_bytes_max)
-            .map_err(|e| StorageError::io_path("create time index", &tidx_path, e))?;
-        idx.reset_stats();
         let size = self.size();
-        let mut scanner = Scanner::new(&self.file, 0, size);
+        let mut scanner = Scanner::new(&file, start, size);
         let mut out = ScanOutcome::default();
-        let mut expected = self.base_offset;
-        let mut valid_end = 0u64;
+        let mut expected = if first_last_offset.is_some() {
+            None
+        } else {
+            Some(self.base_offset)
+        };
+        let mut valid_end = start;
         loop {
             let (h, pos) = match scanner.next_header() {
                 Ok(Some(x)) => x,
@@ -296,22 +517,32 @@ impl Segment {
                     break;
                 }
             }
-            if h.base_offset < expected || h.last_offset() < h.base_offset {
+            // Offsets in a segment are contiguous from its base (the base offset is not
+            // covered by the CRC, so this is what catches a damaged one).
+            let contiguous = match expected {
+                Some(e) => h.base_offset == e,
+                None => Some(h.last_offset()) == first_last_offset,
+            };
+            if !contiguous || h.last_offset() < h.base_offset {
                 out.problem = Some(format!(
-                    "batch at position {pos} has offsets {}..={}, expected from {expected}",
+                    "batch at position {pos} has offsets {}..={}, expected {}",
                     h.base_offset,
-                    h.last_offset()
+                    h.last_offset(),
+                    expected.map_or_else(|| "an indexed batch".to_string(), |e| e.to_string())
                 ));
                 break;
             }
             idx.on_batch(&h, pos, index_interval_bytes);
-            expected = h.next_offset();
-            out.next_offset = Some(expected);
+            expected = Some(h.next_offset());
+            out.next_offset = expected;
             valid_end = pos + h.total_bytes() as u64;
         }
+        out.bytes_scanned = scanner.bytes_read;
+        if strict && out.problem.is_some() && out.next_offset.is_none_or(|n| n < trusted_below) {
+            return Ok(None);
+        }
         if valid_end < size {
-            self.file
-                .set_len(valid_end)
+            file.set_len(valid_end)
                 .map_err(|e| StorageError::io(format!("truncate {}", self.display()), e))?;
             out.bytes_truncated = size - valid_end;
             if out.problem.is_none() {
@@ -320,21 +551,28 @@ impl Segment {
             self.size.store(valid_end, Ordering::Release);
             self.flushed_size.store(valid_end, Ordering::Release);
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Finds the end of a trusted segment by reading batch headers from its last index
     /// entry on (framing only). `Err` describes a problem (the caller then runs `recover`).
     pub(crate) fn scan_tail(&self, index_interval_bytes: u32) -> Result<Option<i64>, String> {
+        let file = self.open_file().map_err(|e| e.to_string())?;
         let mut idx = self.indexes.lock();
-        let start = idx.offset.last_entry().map_or(0, |(_, p)| u64::from(p));
-        let mut scanner = Scanner::new(&self.file, start, self.size());
-        let mut next = None;
+        let entry = idx.offset.last_entry();
+        let start = entry.map_or(0, |(_, p)| u64::from(p));
+        let mut scanner = Scanner::new(&file, start, self.size());
+        let mut next: Option<i64> = None;
         loop {
             match scanner.next_header() {
                 Ok(Some((h, pos))) => {
-                    if h.last_offset() < h.base_offset || h.base_offset < self.base_offset {
-                        return Err(format!("batch at {pos} has bad offsets"));
+                    let contiguous = match (next, entry) {
+                        (Some(n), _) => h.base_offset == n,
+                        (None, Some((last, _))) => h.last_offset() == last,
+                        (None, None) => h.base_offset == self.base_offset,
+                    };
+                    if !contiguous || h.last_offset() < h.base_offset {
+                        return Err(format!("batch at {pos} has unexpected offsets"));
                     }
                     // No entry is added for the first batch (bytes_since_entry starts at 0).
                     idx.on_batch(&h, pos, index_interval_bytes);
@@ -347,9 +585,46 @@ impl Segment {
         }
     }
 
+    /// Writes the index files exactly after recovery; a sealed segment drops its
+    /// in-memory copy. The caller fsyncs (`index_dirty`).
+    pub(crate) fn finish_recovery(&self, sealed: bool) -> io::Result<()> {
+        if sealed {
+            self.seal()
+        } else {
+            self.indexes.lock().write_exact()
+        }
+    }
+
     /// File position to start scanning for `offset`.
-    pub(crate) fn lookup(&self, offset: i64) -> u64 {
-        u64::from(self.indexes.lock().offset.lookup(offset))
+    pub(crate) fn lookup(self: &Arc<Self>, offset: i64) -> u64 {
+        let (pos, mapped) = {
+            let mut idx = self.indexes.lock();
+            let mapped = self.load(&mut idx, Kind::OffsetIndex);
+            (u64::from(idx.offset.lookup(offset)), mapped)
+        };
+        if mapped {
+            handles::touch(self, Kind::OffsetIndex);
+        }
+        pos
+    }
+
+    /// Maps a sealed index on demand; true if it is a cached mapping (touch it).
+    fn load(&self, idx: &mut Indexes, kind: Kind) -> bool {
+        if !self.is_sealed() {
+            return false;
+        }
+        let res = match kind {
+            Kind::OffsetIndex => idx.offset.ensure_loaded(),
+            Kind::TimeIndex => idx.time.ensure_loaded(),
+            Kind::File => return false,
+        };
+        if let Err(e) = res {
+            if !self.deleted.load(Ordering::Acquire) {
+                tracing::warn!("cannot map {kind:?} of {}: {e}", self.display());
+            }
+            return false;
+        }
+        true
     }
 
     /// (max timestamp, its offset), -1s if none.
@@ -358,28 +633,46 @@ impl Segment {
         (idx.max_timestamp, idx.offset_of_max_timestamp)
     }
 
-    /// Position and offset to scan from for the first batch with max timestamp >= target.
-    pub(crate) fn time_lookup(&self, target: i64) -> u64 {
-        let idx = self.indexes.lock();
-        let off = idx.time.lookup(target);
-        u64::from(idx.offset.lookup(off))
+    /// Position to scan from for the first batch with max timestamp >= target.
+    pub(crate) fn time_lookup(self: &Arc<Self>, target: i64) -> u64 {
+        let (pos, mapped) = {
+            let mut idx = self.indexes.lock();
+            let a = self.load(&mut idx, Kind::TimeIndex);
+            let b = self.load(&mut idx, Kind::OffsetIndex);
+            let off = idx.time.lookup(target);
+            (u64::from(idx.offset.lookup(off)), a && b)
+        };
+        if mapped {
+            handles::touch(self, Kind::TimeIndex);
+            handles::touch(self, Kind::OffsetIndex);
+        }
+        pos
     }
 
     /// fsyncs the data written so far; returns the size now durable.
     pub(crate) fn sync_data(&self) -> io::Result<u64> {
         let size = self.size();
         if self.flushed_size.load(Ordering::Acquire) < size {
-            self.file.sync_data()?;
+            // Unsynced data: the file was never released (see `release`).
+            self.open_file()?.sync_data()?;
             self.flushed_size.fetch_max(size, Ordering::AcqRel);
         }
         Ok(size)
     }
 
+    /// fdatasyncs the file unconditionally (after recovery: the page cache may hold data
+    /// that never reached the disk before the crash).
+    pub(crate) fn sync_data_now(&self) -> io::Result<()> {
+        self.open_file()?.sync_data()
+    }
+
     /// fsyncs a sealed segment's index files if they changed.
     pub(crate) fn sync_indexes_if_dirty(&self) -> io::Result<()> {
         if self.index_dirty.load(Ordering::Acquire) && !self.deleted.load(Ordering::Acquire) {
-            let idx = self.indexes.lock();
-            let res = idx.offset.sync().and_then(|()| idx.time.sync());
+            let res = {
+                let idx = self.indexes.lock();
+                idx.offset.sync().and_then(|()| idx.time.sync())
+            };
             match res {
                 Ok(()) => {}
                 // Deleted concurrently: nothing left to make durable.
@@ -393,7 +686,7 @@ impl Segment {
         Ok(())
     }
 
-    /// Removes the segment's files (the open descriptor keeps working for readers).
+    /// Removes the segment's files (an open descriptor keeps working for readers).
     pub(crate) fn delete_files(&self) -> io::Result<()> {
         self.deleted.store(true, Ordering::Release);
         for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
@@ -408,7 +701,7 @@ impl Segment {
 
     /// Modification time of the `.log` file in ms since the epoch (retention fallback).
     pub(crate) fn modified_ms(&self) -> Option<i64> {
-        let m = self.file.metadata().ok()?.modified().ok()?;
+        let m = fs::metadata(self.path(LOG_SUFFIX)).ok()?.modified().ok()?;
         let d = m.duration_since(std::time::UNIX_EPOCH).ok()?;
         i64::try_from(d.as_millis()).ok()
     }
@@ -429,6 +722,8 @@ pub(crate) struct Scanner<'a> {
     end: u64,
     buf: Vec<u8>,
     buf_start: u64,
+    /// Bytes read from the file so far.
+    pub(crate) bytes_read: u64,
 }
 
 impl<'a> Scanner<'a> {
@@ -439,6 +734,7 @@ impl<'a> Scanner<'a> {
             end,
             buf: Vec::new(),
             buf_start: 0,
+            bytes_read: 0,
         }
     }
 
@@ -457,6 +753,7 @@ impl<'a> Scanner<'a> {
             self.buf.clear();
             self.buf.resize(want, 0);
             self.file.read_exact_at(&mut self.buf, pos)?;
+            self.bytes_read += want as u64;
             self.buf_start = pos;
         }
         let at = usize::try_from(pos - self.buf_start).unwrap_or(0);

@@ -99,6 +99,7 @@ fn verify(dir: &Path, acked: &[(u64, i64)]) -> usize {
         by_offset.insert(*base, bytes);
     }
     assert_eq!(next, log.log_end_offset().0);
+    common::crash(log);
     for &(s, base) in acked {
         let got = by_offset
             .get(&base)

@@ -165,7 +165,7 @@ fn clean_close_and_crash_reopen_keep_everything() {
     let mut b = batch(1, 5, 1_000, 99);
     assert_eq!(log.append(&mut b, 0).unwrap().base_offset, Offset(60));
     expected.push((60, b));
-    drop(log);
+    common::crash(log);
     let (log, report) = Log::open(dir.path(), small_config(), 0).unwrap();
     assert!(!report.clean);
     assert!(report.segments_scanned >= 1);
@@ -173,7 +173,7 @@ fn clean_close_and_crash_reopen_keep_everything() {
     assert_eq!(report.log_end_offset, Offset(61));
     assert_eq!(all_batches(&log), expected);
     // The recovery point was written: the next crash scans only the tail.
-    drop(log);
+    common::crash(log);
     let (_log, report) = Log::open(dir.path(), small_config(), 0).unwrap();
     assert_eq!(report.segments_scanned, 1, "{report:?}");
 }
@@ -304,7 +304,7 @@ fn delete_records_and_retention() {
     );
     assert!(log.delete_records_before(Offset(101)).is_err());
     // Survives a reopen (checkpoint).
-    drop(log);
+    common::crash(log);
     let log = open(dir.path(), small_config());
     assert_eq!(log.log_start_offset(), Offset(31));
 
@@ -380,7 +380,7 @@ fn leader_epochs_are_checkpointed() {
     assert_eq!(log.end_offset_for_epoch(LeaderEpoch(0)), None);
     let text = std::fs::read_to_string(dir.path().join("leader-epoch-checkpoint")).unwrap();
     assert_eq!(text, "0\n2\n1 0\n3 5\n");
-    drop(log);
+    common::crash(log);
     let log = open(dir.path(), LogConfig::default());
     assert_eq!(
         log.leader_epochs(),
@@ -443,7 +443,7 @@ fn delete_log_dir_removes_everything() {
     let log = open(&dir, LogConfig::default());
     log.append(&mut batch(1, 1, 0, 0), 0).unwrap();
     log.close().unwrap();
-    drop(log);
+    common::crash(log);
     fjord_storage::delete_log_dir(&dir).unwrap();
     assert!(!dir.exists());
     assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0);
@@ -482,4 +482,78 @@ fn concurrent_reads_during_appends_see_a_prefix() {
         reads += 1;
     }
     writer.join().unwrap();
+}
+
+#[test]
+fn crash_recovery_scans_only_past_the_recovery_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes_max: 64 << 20,
+        segment_ms: None,
+        retention_ms: None,
+        ..LogConfig::default()
+    };
+    let log = open(dir.path(), cfg.clone());
+    // 8 MiB in one segment, made durable in groups.
+    let template = batch(16, 1000, 1_000, 7);
+    let mut expected = 0u64;
+    for i in 0..512 {
+        let r = log.append(&mut template.clone(), 0).unwrap();
+        expected += 1;
+        if i % 64 == 63 {
+            log.sync_to(r.last_offset).wait_blocking().unwrap();
+            // The in-memory recovery point follows every group commit.
+            assert_eq!(log.recovery_point(), log.log_end_offset());
+        }
+    }
+    assert!(log.size_bytes() > 8_000_000);
+    // The flusher persists the recovery point at most once per interval: wait it out,
+    // then one more durable append carries the checkpoint.
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    let r = log.append(&mut template.clone(), 0).unwrap();
+    expected += 1;
+    log.sync_to(r.last_offset).wait_blocking().unwrap();
+    let checkpointed = log.log_end_offset().0;
+    let read_rp = || {
+        let text =
+            std::fs::read_to_string(dir.path().join("recovery-point-offset-checkpoint")).unwrap();
+        text.lines().nth(2).unwrap().parse::<i64>().unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while read_rp() < checkpointed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checkpoint not written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // An unflushed tail, then a crash.
+    for _ in 0..3 {
+        log.append(&mut template.clone(), 0).unwrap();
+        expected += 1;
+    }
+    let size = log.size_bytes();
+    common::crash(log);
+    let (log, report) = Log::open(dir.path(), cfg.clone(), 0).unwrap();
+    assert!(!report.clean);
+    assert_eq!(report.recovery_point, Some(Offset(checkpointed)));
+    assert_eq!(report.segments_scanned, 1, "{report:?}");
+    // The tail (3 batches of ~16 KiB) plus at most an index interval and a batch.
+    assert!(
+        report.bytes_scanned < 256 * 1024,
+        "scanned {} of {size} bytes: {report:?}",
+        report.bytes_scanned
+    );
+    assert_eq!(report.bytes_truncated, 0);
+    let got = all_batches(&log);
+    assert_eq!(got.len() as u64, expected);
+    assert!(got.iter().all(|(_, b)| b[61..] == template[61..]));
+    // `checkpoint()` (for a timer) persists what is durable; the next crash scans nothing
+    // before it.
+    log.sync_to(log.log_end_offset()).wait_blocking().unwrap();
+    log.checkpoint().unwrap();
+    assert_eq!(read_rp(), log.log_end_offset().0);
+    common::crash(log);
+    let (_log, report) = Log::open(dir.path(), cfg, 0).unwrap();
+    assert!(report.bytes_scanned < 64 * 1024, "{report:?}");
 }

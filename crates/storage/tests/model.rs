@@ -203,14 +203,14 @@ fn run(dir: &Path, ops: Vec<Op>) {
             }
             Op::CloseReopen => {
                 log.close().unwrap();
-                drop(log);
+                common::crash(log);
                 let (l, report) = Log::open(dir, config(), 0).unwrap();
                 assert!(report.clean);
                 assert_eq!(report.bytes_truncated, 0);
                 log = l;
             }
             Op::CrashReopen => {
-                drop(log);
+                common::crash(log);
                 let (l, report) = Log::open(dir, config(), 0).unwrap();
                 assert!(!report.clean);
                 assert_eq!(report.bytes_truncated, 0, "{report:?}");
@@ -227,7 +227,7 @@ fn run(dir: &Path, ops: Vec<Op>) {
         assert_eq!(log.log_start_offset().0, m.log_start);
     }
     check_all(&log, &m);
-    drop(log);
+    common::crash(log);
     let (log, _) = Log::open(dir, config(), 0).unwrap();
     check_all(&log, &m);
 }

@@ -7,7 +7,7 @@
 use std::ops::RangeInclusive;
 
 use bytes::BytesMut;
-use fjord_model::ErrorCode;
+use fjord_model::{limits, ErrorCode, Offset};
 use fjord_protocol::kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -21,6 +21,42 @@ pub const VERSIONS: RangeInclusive<i16> = 1..=7;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+
+/// The storage engine answers timestamp queries per batch; Kafka answers per
+/// record. Find the first record (at or above the log start) of the batch
+/// holding `offset` whose timestamp satisfies `pick`, decompressing the batch
+/// if it must.
+fn in_batch(
+    log: &fjord_storage::Log,
+    offset: Offset,
+    pick: impl Fn(i64) -> bool,
+) -> Result<Option<(i64, i64)>, fjord_storage::StorageError> {
+    let read = log.read(offset, 1, log.log_end_offset(), true)?;
+    let mut bytes = Vec::with_capacity(read.bytes);
+    for s in &read.slices {
+        s.read_into(&mut bytes)
+            .map_err(|e| fjord_storage::StorageError::Io {
+                context: "reading a batch for a timestamp lookup".into(),
+                source: e,
+            })?;
+    }
+    let Some(Ok((_, range))) = fjord_records::batches(&bytes).next() else {
+        return Ok(None);
+    };
+    let log_start = log.log_start_offset().0;
+    let mut found = None;
+    // A batch that cannot be decoded keeps the batch-level answer.
+    let _ = fjord_records::visit_records_bounded(
+        &bytes[range],
+        limits::DECOMPRESSED_BATCH_BYTES_MAX,
+        |r| {
+            if found.is_none() && r.offset >= log_start && pick(r.timestamp) {
+                found = Some((r.offset, r.timestamp));
+            }
+        },
+    );
+    Ok(found)
+}
 
 pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Option<BytesMut> {
     let mut topics = Vec::with_capacity(req.topics.len());
@@ -42,18 +78,25 @@ pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Option<BytesMut> {
                 continue;
             }
             let log = &part.log;
-            let found = match p.timestamp {
-                LATEST => Ok(Some((log.log_end_offset().0, -1))),
-                EARLIEST => Ok(Some((log.log_start_offset().0, -1))),
-                MAX_TIMESTAMP => Ok(log.max_timestamp().map(|(ts, off)| (off.0, ts))),
-                ts if ts >= 0 => log
-                    .offset_for_timestamp(ts)
-                    .map(|r| r.map(|(off, ts)| (off.0, ts))),
-                _ => {
-                    partitions.push(base.with_error_code(ErrorCode::INVALID_REQUEST.0));
-                    continue;
-                }
-            };
+            let found =
+                match p.timestamp {
+                    LATEST => Ok(Some((log.log_end_offset().0, -1))),
+                    EARLIEST => Ok(Some((log.log_start_offset().0, -1))),
+                    MAX_TIMESTAMP => match log.max_timestamp() {
+                        None => Ok(None),
+                        Some((max_ts, off)) => in_batch(log, off, |ts| ts == max_ts)
+                            .map(|r| r.or(Some((off.0, max_ts)))),
+                    },
+                    target if target >= 0 => match log.offset_for_timestamp(target) {
+                        Ok(Some((off, batch_ts))) => in_batch(log, off, |ts| ts >= target)
+                            .map(|r| r.or(Some((off.0, batch_ts)))),
+                        other => other.map(|r| r.map(|(off, ts)| (off.0, ts))),
+                    },
+                    _ => {
+                        partitions.push(base.with_error_code(ErrorCode::INVALID_REQUEST.0));
+                        continue;
+                    }
+                };
             partitions.push(match found {
                 Ok(Some((offset, ts))) => {
                     let found = base.with_offset(offset).with_timestamp(ts);

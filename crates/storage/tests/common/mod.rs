@@ -55,3 +55,17 @@ pub fn split(bytes: &[u8]) -> Vec<(i64, Vec<u8>)> {
         })
         .collect()
 }
+
+/// Drops the log without closing it (a crash as far as the files are concerned), after
+/// waiting until no background flush still holds a reference to it.
+pub fn crash(log: Arc<Log>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !(log.is_background_idle() && Arc::strong_count(&log) == 1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background flush never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    drop(log);
+}

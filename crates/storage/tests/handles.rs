@@ -1,0 +1,97 @@
+//! Bounded file handles and mappings: many partitions with sealed segments, read from all
+//! of them; the process's open descriptors and memory mappings stay under the caps of the
+//! handle cache (plus one open file per active segment). Own test binary: it changes the
+//! process-wide caps. `FJORD_SLOW_TESTS=1` uses 3,000 partitions (default 600).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::batch;
+use fjord_model::Offset;
+use fjord_storage::{handle_counts, set_handle_limits, Log, LogConfig};
+
+fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn map_count() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count()
+}
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes_max: 2048,
+        segment_ms: None,
+        index_interval_bytes: 128,
+        retention_ms: None,
+        ..LogConfig::default()
+    }
+}
+
+#[test]
+fn sealed_segments_share_a_bounded_handle_cache() {
+    let partitions: usize = if std::env::var_os("FJORD_SLOW_TESTS").is_some() {
+        3_000
+    } else {
+        600
+    };
+    const FILES_MAX: usize = 100;
+    const MAPS_MAX: usize = 150;
+    set_handle_limits(FILES_MAX, MAPS_MAX);
+    let data = tempfile::tempdir().unwrap();
+    let fds_before = fd_count();
+    let maps_before = map_count();
+
+    // Each partition: 3 sealed segments and an active one, closed cleanly.
+    for p in 0..partitions {
+        let (log, _) = Log::open(&data.path().join(format!("t-{p}")), config(), 0).unwrap();
+        for i in 0..14u64 {
+            log.append(&mut batch(1, 500, i as i64, i), 0).unwrap();
+        }
+        assert!(log.segment_count() >= 4, "{}", log.segment_count());
+        log.close().unwrap();
+        common::crash(log);
+    }
+    assert!(fd_count() <= fds_before + FILES_MAX + 8, "{}", fd_count());
+
+    // Reopen all and read everything (every sealed file and offset index), plus a
+    // timestamp lookup (time indexes).
+    let mut logs: Vec<Arc<Log>> = Vec::with_capacity(partitions);
+    for p in 0..partitions {
+        let (log, report) = Log::open(&data.path().join(format!("t-{p}")), config(), 0).unwrap();
+        assert!(report.clean && report.segments_scanned == 0, "{report:?}");
+        logs.push(log);
+    }
+    for log in &logs {
+        let got = common::all_batches(log);
+        assert_eq!(got.len(), 14);
+        let r = log.read(Offset(3), 1, log.log_end_offset(), true).unwrap();
+        assert_eq!(common::split(&r.to_vec().unwrap())[0].0, 3);
+        assert_eq!(
+            log.offset_for_timestamp(5).unwrap().map(|x| x.0),
+            Some(Offset(5))
+        );
+    }
+    let (files, maps) = handle_counts();
+    assert!(files <= FILES_MAX && maps <= MAPS_MAX, "{files} {maps}");
+    let fds = fd_count();
+    let maps_now = map_count();
+    // One descriptor per active segment, the cached sealed ones, some slack for threads.
+    assert!(
+        fds <= fds_before + partitions + FILES_MAX + 16,
+        "{fds} open descriptors for {partitions} partitions (before: {fds_before})"
+    );
+    assert!(
+        maps_now <= maps_before + MAPS_MAX + 64,
+        "{maps_now} mappings (before: {maps_before})"
+    );
+    // Without the cache it would have been 4 descriptors and 6 mappings per partition.
+    assert!(fds < fds_before + 2 * partitions);
+    drop(logs);
+    let (files, maps) = handle_counts();
+    assert_eq!((files, maps), (0, 0), "dropped segments leave the cache");
+}
