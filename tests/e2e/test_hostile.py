@@ -3,6 +3,7 @@ a crash or an allocation sized by the attacker), and the broker must keep servin
 
 from __future__ import annotations
 
+import errno
 import random
 import socket
 import struct
@@ -34,6 +35,11 @@ def _send(bootstrap: str, data: bytes, half_close: bool = False) -> tuple[str, b
                 s.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             return ("closed", None)
+        except OSError as e:
+            # ENOTCONN from shutdown(): the broker already closed the connection.
+            if e.errno == errno.ENOTCONN:
+                return ("closed", None)
+            raise
         return _outcome(s)
 
 

@@ -7,7 +7,9 @@
 
 pub mod config;
 pub mod errors;
+pub mod groups;
 pub mod handlers;
+pub mod response;
 pub mod server;
 pub mod state;
 

@@ -14,11 +14,12 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use fjord_model::limits;
 use fjord_protocol::{decode_request_header, frame_len, Reader};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::handlers::{self, Pending};
+use crate::response::Writer;
 use crate::state::Broker;
 
 /// Accept connections until `shutdown` turns true; then wait (bounded) for
@@ -90,35 +91,31 @@ async fn connection(
     stream: TcpStream,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Pending>(limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX);
     let writer = tokio::spawn(async move {
-        let mut out = BytesMut::new();
+        let mut out = Writer::new(wr);
         while let Some(pending) = rx.recv().await {
             let Ok(resp) = pending.resolve().await else {
                 break;
             };
-            if let Some(buf) = resp {
-                out.extend_from_slice(&buf);
+            if let Some(resp) = resp {
+                out.push(resp).await?;
             }
-            // Coalesce responses that are already done into one write; keep order.
+            // Responses already done share a write; keep order.
             while let Ok(next) = rx.try_recv() {
-                if !next.is_ready() && !out.is_empty() {
-                    wr.write_all(&out).await?;
-                    out.clear();
+                if !next.is_ready() {
+                    out.flush().await?;
                 }
                 match next.resolve().await {
-                    Ok(Some(buf)) => out.extend_from_slice(&buf),
+                    Ok(Some(resp)) => out.push(resp).await?,
                     Ok(None) => {}
-                    Err(()) => return Ok::<(), std::io::Error>(()),
+                    Err(()) => return out.shutdown().await,
                 }
             }
-            if !out.is_empty() {
-                wr.write_all(&out).await?;
-                out.clear();
-            }
+            out.flush().await?;
         }
-        wr.shutdown().await
+        out.shutdown().await
     });
 
     let idle = Duration::from_millis(broker.config.connection_idle_ms);

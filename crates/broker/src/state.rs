@@ -103,6 +103,8 @@ pub struct Broker {
     admin: Mutex<()>,
     producer_id_next: AtomicI64,
     producer_id_block_end: AtomicI64,
+    /// Consumer groups (set at the end of `open`).
+    pub groups: std::sync::OnceLock<Arc<crate::groups::Groups>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +160,7 @@ impl Broker {
             admin: Mutex::new(()),
             producer_id_next: AtomicI64::new(file.producer_id_next),
             producer_id_block_end: AtomicI64::new(file.producer_id_next),
+            groups: std::sync::OnceLock::new(),
             config,
         });
         let now = now_ms();
@@ -191,6 +194,8 @@ impl Broker {
             broker.topics.write().insert(t.name, Arc::new(topic));
         }
         broker.persist()?;
+        let groups = crate::groups::Groups::open(&broker)?;
+        let _ = broker.groups.set(groups);
         Ok(broker)
     }
 
@@ -275,6 +280,12 @@ impl Broker {
     }
 
     pub fn delete_topic(&self, name: &str) -> Result<Uuid, StateError> {
+        if is_internal_topic(name) {
+            return Err(StateError::kafka(
+                ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                format!("'{name}' is an internal topic and cannot be deleted"),
+            ));
+        }
         let _admin = self.admin.lock();
         let topic = self.topics.write().remove(name).ok_or_else(|| {
             StateError::kafka(
@@ -478,6 +489,11 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> 
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| meta_err(dir, e))
+}
+
+/// Topics the broker keeps for itself (clients see `is_internal`, and may not delete them).
+pub fn is_internal_topic(name: &str) -> bool {
+    name == crate::groups::OFFSETS_TOPIC
 }
 
 pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {

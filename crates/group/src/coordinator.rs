@@ -469,8 +469,9 @@ impl GroupCoordinator {
                 if g.new_member_added && t.remaining_ms > 0 {
                     g.new_member_added = false;
                     let delay = self.config.initial_rebalance_delay_ms.min(t.remaining_ms);
+                    // Timers fire at their time even if the tick comes late.
                     g.join_timer = Some(JoinTimer {
-                        deadline_ms: now_ms + delay,
+                        deadline_ms: t.deadline_ms + delay,
                         initial: true,
                         remaining_ms: t.remaining_ms - delay,
                     });

@@ -18,6 +18,18 @@
 //!   [`GroupCoordinator::replay`], then call [`GroupCoordinator::finish_replay`].
 //! - Every held request (a `RequestToken` passed to `join` or `sync`) gets
 //!   exactly one response, possibly much later.
+//!
+//! # KIP-848 (next)
+//! The consumer protocol (ConsumerGroupHeartbeat, server-side assignment) fits
+//! beside the classic one without a rewrite: committed offsets, persistence
+//! ([`records`]: Kafka's ConsumerGroupMetadata/TargetAssignment/CurrentAssignment
+//! records are further key versions 3..=13 of the same topic), replay, expiry
+//! and the sans-IO contract stay as they are. A group gets a kind (classic or
+//! consumer); the consumer kind keeps per-member epochs and target
+//! assignments instead of generations, and its heartbeat is one more method
+//! that returns a response directly (no held requests). An assignor runs
+//! inside the coordinator as a pure function of subscriptions and topic
+//! metadata, which the shell passes in.
 
 mod coordinator;
 mod group;

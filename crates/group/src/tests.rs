@@ -553,7 +553,17 @@ fn static_member_restart_keeps_generation_and_assignment() {
     assert_eq!(h.take_join(t).unwrap().error, ErrorCode::FENCED_INSTANCE_ID);
 
     // Restart with a different protocol choice: rebalance.
-    let r = h.req("", Some("inst-1"), protocols(&["roundrobin"], &["t"]));
+    let r = h.req("", Some("inst-1"), protocols(&["sticky"], &["t"]));
+    let t = h.join_req(r);
+    assert_eq!(
+        h.take_join(t).unwrap().error,
+        ErrorCode::INCONSISTENT_GROUP_PROTOCOL
+    );
+    let r = h.req(
+        "",
+        Some("inst-1"),
+        protocols(&["roundrobin", "range"], &["t"]),
+    );
     let t = h.join_req(r);
     let third = h.take_join(t).unwrap();
     assert_eq!(third.generation_id, 2);
@@ -952,7 +962,8 @@ fn offsets_of_empty_groups_expire_after_retention() {
     let (a, b) = h.stable_pair();
     assert_eq!(h.commit(&a, 2, "t", 0, 9), ErrorCode::NONE);
     let mut t = h.now;
-    while t < h.now + 2 * retention {
+    let until = h.now + 2 * retention;
+    while t < until {
         t += 5_000;
         h.tick_to(t);
         assert_eq!(h.heartbeat(&a, 2), ErrorCode::NONE);

@@ -5,6 +5,7 @@
 //! ```text
 //! 00000000000000000000.log         record batches, exactly as produced (base offsets rewritten)
 //! 00000000000000000000.index       sparse offset index: (relative offset u32, position u32)
+//!                                  (exact size: never preallocated)
 //! 00000000000000000000.timeindex   sparse time index: (timestamp i64, relative offset u32)
 //! 00000000000000004711.log ...     next segment, named by its base offset
 //! recovery-point-offset-checkpoint data below this offset is on stable storage
@@ -21,11 +22,25 @@
 //!   short index locks and `pread`; they never wait for an append's write.
 //! - `sync_to` (acks=all) queues a waiter; a thread pool shared by all logs fdatasyncs once
 //!   for every waiter queued meanwhile (group commit), without holding the append lock.
+//!   After each round the in-memory recovery point is the durable offset; the same thread
+//!   persists it (the active segment's new index entries, then the checkpoint file) at most
+//!   once per `RECOVERY_POINT_CHECKPOINT_INTERVAL_MS` (and at every roll); `Log::checkpoint`
+//!   does it on demand, e.g. from a timer.
+//!
+//! # Handles (100,000 partitions per node)
+//! - The active segment keeps its `.log` file open and its indexes in memory (no mapping);
+//!   the index files are written at checkpoints, rolls and close.
+//! - Sealed segments open their `.log` file and map their index files on first use, through
+//!   a process-wide LRU cache (`OPEN_SEGMENT_FILES_MAX`, `MAPPED_INDEX_FILES_MAX`, changed
+//!   with `set_handle_limits`). So a node needs one descriptor per partition plus the caps,
+//!   and at most the map cap of `vm.max_map_count`.
 //!
 //! # Invariants
 //! - Offsets only grow; every segment holds whole, CRC-valid batches with increasing offsets.
 //! - Everything below the recovery point is on stable storage together with the indexes of
-//!   every segment before the one holding it; recovery scans from that segment only.
+//!   every segment before the one holding it; recovery scans from that segment only, and
+//!   in it from its last durable index entry below the recovery point (framing only up to
+//!   the recovery point, CRCs after it).
 //! - After an I/O error while writing, the log is offline: appends fail with
 //!   KAFKA_STORAGE_ERROR until it is reopened.
 

@@ -172,6 +172,7 @@ impl Log {
         // Inventory; remove leftovers of interrupted operations.
         let mut bases = Vec::new();
         let mut index_files = Vec::new();
+        let mut marker_seen = false;
         let listing = fs::read_dir(dir).map_err(|e| StorageError::io_path("list", dir, e))?;
         for entry in listing {
             let entry = entry.map_err(|e| StorageError::io_path("list", dir, e))?;
@@ -180,6 +181,10 @@ impl Log {
             };
             if name.ends_with(".tmp") || name.ends_with(".deleted") {
                 let _ = fs::remove_file(entry.path());
+                continue;
+            }
+            if name == CLEAN_SHUTDOWN_FILE {
+                marker_seen = true;
                 continue;
             }
             match segment::parse_file_name(&name) {
@@ -203,7 +208,7 @@ impl Log {
         }
 
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
-        report.clean = marker.exists();
+        report.clean = marker_seen;
         let recovery_point = match checkpoint::read_offset(dir, RECOVERY_POINT_FILE) {
             Ok(rp) => rp,
             Err(e) => {
@@ -369,11 +374,14 @@ impl Log {
         let next = active_next.unwrap_or(None);
         let log_end = next.unwrap_or(active.base_offset).max(active.base_offset);
 
-        // Scanned segments get exact index files; sealed ones drop their in-memory copies.
-        for (i, seg) in segments.iter().enumerate().filter(|(i, _)| scanned[*i]) {
-            seg.finish_recovery(i != last)
-                .map_err(|e| StorageError::io(format!("write index of {}", seg.display()), e))?;
-        }
+        // A crash with nothing to repair (no truncation, only the active segment scanned):
+        // fdatasync what was scanned (it may have been only in the page cache) and leave
+        // the index files and the checkpoint to the next background checkpoint; another
+        // crash before it just scans the same tail again. One fsync per partition.
+        let light = !report.clean
+            && report.bytes_truncated == 0
+            && report.segments_deleted == 0
+            && scanned.iter().enumerate().all(|(i, s)| !*s || i == last);
 
         let first_base = segments[0].base_offset;
         let log_start = start_checkpoint
@@ -383,29 +391,44 @@ impl Log {
         epochs.retain(|&(_, start)| start <= log_end);
         truncate_epochs_from_start(&mut epochs, log_start);
 
-        // Make what recovery produced durable, then record it.
-        // (After a crash the scanned data may still be only in the page cache.)
-        if scanned.iter().any(|s| *s) || !report.clean {
-            for (seg, _) in segments.iter().zip(&scanned).filter(|(_, s)| **s) {
-                seg.sync_data_now()
-                    .map_err(|e| StorageError::io(format!("fsync {}", seg.display()), e))?;
-                seg.index_dirty.store(true, Ordering::Release);
-                seg.sync_indexes_if_dirty().map_err(|e| {
-                    StorageError::io(format!("fsync index of {}", seg.display()), e)
-                })?;
-                seg.track_file();
+        let (recovery_point_now, checkpoint_written) = if light {
+            if scanned[last] {
+                active
+                    .sync_data_now()
+                    .map_err(|e| StorageError::io(format!("fsync {}", active.display()), e))?;
             }
-            checkpoint::sync_dir(dir).map_err(|e| StorageError::io_path("fsync", dir, e))?;
-        }
-        let recovery_point_now = if report.clean {
-            recovery_point.unwrap_or(log_end).min(log_end)
+            (log_end, recovery_point.unwrap_or(i64::MIN))
         } else {
-            log_end
+            // Scanned segments get exact index files; sealed ones drop their in-memory
+            // copies. Then make what recovery produced durable and record it.
+            for (i, seg) in segments.iter().enumerate().filter(|(i, _)| scanned[*i]) {
+                seg.finish_recovery(i != last).map_err(|e| {
+                    StorageError::io(format!("write index of {}", seg.display()), e)
+                })?;
+            }
+            if scanned.iter().any(|s| *s) || !report.clean {
+                for (seg, _) in segments.iter().zip(&scanned).filter(|(_, s)| **s) {
+                    seg.sync_data_now()
+                        .map_err(|e| StorageError::io(format!("fsync {}", seg.display()), e))?;
+                    seg.index_dirty.store(true, Ordering::Release);
+                    seg.sync_indexes_if_dirty().map_err(|e| {
+                        StorageError::io(format!("fsync index of {}", seg.display()), e)
+                    })?;
+                    seg.track_file();
+                }
+                checkpoint::sync_dir(dir).map_err(|e| StorageError::io_path("fsync", dir, e))?;
+            }
+            let rp_now = if report.clean {
+                recovery_point.unwrap_or(log_end).min(log_end)
+            } else {
+                log_end
+            };
+            if !report.clean || recovery_point != Some(rp_now) {
+                checkpoint::write_offset(dir, RECOVERY_POINT_FILE, rp_now)
+                    .map_err(|e| StorageError::io_path("write checkpoint in", dir, e))?;
+            }
+            (rp_now, rp_now)
         };
-        if !report.clean || recovery_point != Some(recovery_point_now) {
-            checkpoint::write_offset(dir, RECOVERY_POINT_FILE, recovery_point_now)
-                .map_err(|e| StorageError::io_path("write checkpoint in", dir, e))?;
-        }
         // The marker's removal is made durable before the first write (see `append`):
         // until then the files are exactly what the marker vouches for.
         let marker_unsynced = report.clean;
@@ -445,7 +468,7 @@ impl Log {
             }),
             admin: Mutex::new(()),
             checkpoint_state: Mutex::new(CheckpointState {
-                written: recovery_point_now,
+                written: checkpoint_written,
                 at: Instant::now(),
             }),
             recovery_point: AtomicI64::new(recovery_point_now),

@@ -2,24 +2,32 @@
 //! are available or `max_wait_ms` passes, woken by appends. Fetch sessions
 //! (v7+, KIP-227) are declined the way the KIP allows: every response carries
 //! session id 0 and is a full response, so clients send full requests.
+//!
+//! The response is encoded here rather than by kafka-protocol so that record
+//! data stays in the page cache: each partition's records are file ranges
+//! sent with sendfile(2) (see `response.rs`). A test checks the encoding
+//! against kafka-protocol's for every version.
 
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, BytesMut};
 use fjord_model::{limits, ErrorCode, Offset};
-use fjord_protocol::kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, PartitionData,
-};
-use fjord_protocol::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use fjord_protocol::kafka_protocol::messages::FetchRequest;
+use fjord_protocol::response_header_version;
+use fjord_storage::FileSlice;
 use tokio::sync::Notify;
 
 use super::{Ctx, Pending};
 use crate::errors;
+use crate::response::{Chunk, Response};
 use crate::state::Partition;
 
 pub const VERSIONS: RangeInclusive<i16> = 4..=12;
+const API_KEY: i16 = 1;
+const FIRST_FLEXIBLE_VERSION: i16 = 12;
+const READ_COMMITTED: i8 = 1;
 
 /// One partition the request asks for, resolved once.
 struct Want {
@@ -32,23 +40,46 @@ struct Want {
     max_bytes: usize,
 }
 
+/// What the response says about one partition.
+pub struct PartitionOut {
+    pub partition: i32,
+    pub error: ErrorCode,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    pub records: Vec<FileSlice>,
+    pub records_bytes: usize,
+}
+
+pub struct TopicOut {
+    pub name: String,
+    pub partitions: Vec<PartitionOut>,
+}
+
 pub fn handle(ctx: Ctx, req: FetchRequest) -> Pending {
     if req.session_id != 0 {
         // We never hand out session ids, so an incremental request names one we do not know.
-        let resp = FetchResponse::default()
-            .with_error_code(ErrorCode::FETCH_SESSION_ID_NOT_FOUND.0)
-            .with_session_id(0);
-        return Pending::Ready(ctx.respond(&resp));
+        let body = encode(
+            ctx.api_version,
+            ctx.correlation_id,
+            ErrorCode::FETCH_SESSION_ID_NOT_FOUND,
+            false,
+            Vec::new(),
+        );
+        return Pending::Stream(tokio::spawn(async move { Some(body) }));
     }
-    Pending::later(async move { fetch(ctx, req).await })
+    Pending::Stream(tokio::spawn(async move { fetch(ctx, req).await }))
 }
 
-async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<bytes::BytesMut> {
+async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
     let mut wants = Vec::new();
-    let mut topic_names = Vec::new();
+    let mut topics = Vec::new();
     for (ti, ft) in req.topics.iter().enumerate() {
         let topic = ctx.broker.topic(&ft.topic.0);
-        topic_names.push((ft.topic.clone(), ft.topic_id));
+        topics.push(TopicOut {
+            name: ft.topic.0.to_string(),
+            partitions: Vec::with_capacity(ft.partitions.len()),
+        });
         for fp in &ft.partitions {
             let target = topic.as_ref().and_then(|t| t.partition(fp.partition));
             let error = if target.is_none() {
@@ -93,22 +124,16 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<bytes::BytesMut> {
             break read_all(&wants, response_max).0;
         }
     };
-    let mut topics: Vec<FetchableTopicResponse> = topic_names
-        .into_iter()
-        .map(|(name, id)| {
-            FetchableTopicResponse::default()
-                .with_topic(name)
-                .with_topic_id(id)
-        })
-        .collect();
-    for (w, pd) in wants.iter().zip(parts) {
-        topics[w.topic_idx].partitions.push(pd);
+    for (w, p) in wants.iter().zip(parts) {
+        topics[w.topic_idx].partitions.push(p);
     }
-    let resp = FetchResponse::default()
-        .with_error_code(0)
-        .with_session_id(0)
-        .with_responses(topics);
-    ctx.respond(&resp)
+    Some(encode(
+        ctx.api_version,
+        ctx.correlation_id,
+        ErrorCode::NONE,
+        req.isolation_level == READ_COMMITTED,
+        topics,
+    ))
 }
 
 /// Single node: the leader epoch is 0 and never changes.
@@ -120,77 +145,298 @@ fn epoch_check(current_leader_epoch: i32) -> ErrorCode {
     }
 }
 
-/// Read every wanted partition once. Returns the partition data, the bytes
-/// read, and whether some partition has an error (which answers at once).
-fn read_all(wants: &[Want], response_max: usize) -> (Vec<PartitionData>, usize, bool) {
+/// Read every wanted partition once. Returns the partitions, the bytes found,
+/// and whether some partition has an error (which answers at once).
+fn read_all(wants: &[Want], response_max: usize) -> (Vec<PartitionOut>, usize, bool) {
     let mut out = Vec::with_capacity(wants.len());
     let mut total = 0usize;
     let mut any_error = false;
     for w in wants {
-        let mut pd = PartitionData::default()
-            .with_partition_index(w.partition)
-            .with_high_watermark(-1)
-            .with_last_stable_offset(-1)
-            .with_log_start_offset(-1)
-            .with_preferred_read_replica(BrokerId(-1))
-            .with_records(Some(Bytes::new()));
-        let Some(p) = &w.target else {
+        let mut p = PartitionOut {
+            partition: w.partition,
+            error: w.error,
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            records: Vec::new(),
+            records_bytes: 0,
+        };
+        let Some(part) = &w.target else {
             any_error = true;
-            out.push(pd.with_error_code(w.error.0));
+            out.push(p);
             continue;
         };
-        let hw = p.log.log_end_offset().0;
-        let start = p.log.log_start_offset().0;
-        pd = pd
-            .with_high_watermark(hw)
-            .with_last_stable_offset(hw)
-            .with_log_start_offset(start);
+        let hw = part.log.log_end_offset().0;
+        let start = part.log.log_start_offset().0;
+        p.high_watermark = hw;
+        p.last_stable_offset = hw;
+        p.log_start_offset = start;
         if !w.error.is_none() {
             any_error = true;
-            out.push(pd.with_error_code(w.error.0));
-            continue;
-        }
-        if w.fetch_offset < start || w.fetch_offset > hw {
+        } else if w.fetch_offset < start || w.fetch_offset > hw {
             any_error = true;
-            out.push(pd.with_error_code(ErrorCode::OFFSET_OUT_OF_RANGE.0));
-            continue;
+            p.error = ErrorCode::OFFSET_OUT_OF_RANGE;
+        } else if w.fetch_offset < hw {
+            // KIP-74: the first batch of the response comes whole even if larger than the limits.
+            let room = response_max.saturating_sub(total).min(w.max_bytes);
+            match part
+                .log
+                .read(Offset(w.fetch_offset), room, Offset(hw), total == 0)
+            {
+                Ok(r) => {
+                    total += r.bytes;
+                    p.records_bytes = r.bytes;
+                    p.records = r.slices;
+                }
+                Err(e) => {
+                    let (code, msg) = errors::storage_error(&e);
+                    tracing::debug!(partition = w.partition, "fetch failed: {msg}");
+                    any_error = true;
+                    p.error = code;
+                }
+            }
         }
-        if w.fetch_offset == hw {
-            out.push(pd);
-            continue;
+        out.push(p);
+    }
+    (out, total, any_error)
+}
+
+/// Writes Kafka's primitives in the classic or flexible (compact) form.
+struct Enc {
+    buf: BytesMut,
+    chunks: Vec<Chunk>,
+    flexible: bool,
+}
+
+impl Enc {
+    fn len_prefix(&mut self, len: usize) {
+        if self.flexible {
+            put_uvarint(&mut self.buf, len as u64 + 1);
+        } else {
+            self.buf.put_i32(len as i32);
         }
-        // KIP-74: the first batch of the response comes whole even if larger than the limits.
-        let room = response_max.saturating_sub(total).min(w.max_bytes);
-        let min_one = total == 0;
-        match p
-            .log
-            .read(Offset(w.fetch_offset), room, Offset(hw), min_one)
-        {
-            Ok(r) => {
-                let mut buf = Vec::with_capacity(r.bytes);
-                let mut failed = None;
-                for s in &r.slices {
-                    if let Err(e) = s.read_into(&mut buf) {
-                        failed = Some(e);
-                        break;
+    }
+    fn string(&mut self, s: &str) {
+        if self.flexible {
+            put_uvarint(&mut self.buf, s.len() as u64 + 1);
+        } else {
+            self.buf.put_i16(s.len() as i16);
+        }
+        self.buf.put_slice(s.as_bytes());
+    }
+    fn null_array(&mut self) {
+        if self.flexible {
+            put_uvarint(&mut self.buf, 0);
+        } else {
+            self.buf.put_i32(-1);
+        }
+    }
+    fn no_tags(&mut self) {
+        if self.flexible {
+            self.buf.put_u8(0);
+        }
+    }
+    /// Cut the bytes so far into a chunk, then the file ranges.
+    fn files(&mut self, slices: Vec<FileSlice>) {
+        if !self.buf.is_empty() {
+            self.chunks.push(Chunk::Bytes(self.buf.split().freeze()));
+        }
+        self.chunks
+            .extend(slices.into_iter().filter(|s| s.len > 0).map(Chunk::File));
+    }
+}
+
+fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+/// Encode a whole Fetch response frame: size, header, body.
+pub fn encode(
+    version: i16,
+    correlation_id: i32,
+    error: ErrorCode,
+    read_committed: bool,
+    topics: Vec<TopicOut>,
+) -> Response {
+    assert!(
+        VERSIONS.contains(&version),
+        "fetch v{version} is not served"
+    );
+    let mut e = Enc {
+        buf: BytesMut::with_capacity(256),
+        chunks: Vec::new(),
+        flexible: version >= FIRST_FLEXIBLE_VERSION,
+    };
+    e.buf.put_i32(0); // size, patched below
+    e.buf.put_i32(correlation_id);
+    if response_header_version(API_KEY, version) >= 1 {
+        e.buf.put_u8(0);
+    }
+    e.buf.put_i32(0); // throttle_time_ms
+    if version >= 7 {
+        e.buf.put_i16(error.0);
+        e.buf.put_i32(0); // session_id: sessions are declined
+    }
+    e.len_prefix(topics.len());
+    for t in topics {
+        e.string(&t.name);
+        e.len_prefix(t.partitions.len());
+        for p in t.partitions {
+            e.buf.put_i32(p.partition);
+            e.buf.put_i16(p.error.0);
+            e.buf.put_i64(p.high_watermark);
+            e.buf.put_i64(p.last_stable_offset);
+            if version >= 5 {
+                e.buf.put_i64(p.log_start_offset);
+            }
+            // Aborted transactions: only for read_committed (there are none yet).
+            if read_committed {
+                e.len_prefix(0);
+            } else {
+                e.null_array();
+            }
+            if version >= 11 {
+                e.buf.put_i32(-1); // preferred_read_replica
+            }
+            // Records are never null, even on errors: an empty array then.
+            e.len_prefix(p.records_bytes);
+            e.files(p.records);
+            e.no_tags();
+        }
+        e.no_tags();
+    }
+    e.no_tags();
+    if !e.buf.is_empty() {
+        let rest = e.buf.split().freeze();
+        e.chunks.push(Chunk::Bytes(rest));
+    }
+    let total: usize = e.chunks.iter().map(Chunk::len).sum();
+    let size = (total - 4) as i32;
+    if let Some(Chunk::Bytes(first)) = e.chunks.first_mut() {
+        let mut head = BytesMut::from(&first[..]);
+        head[..4].copy_from_slice(&size.to_be_bytes());
+        *first = head.freeze();
+    }
+    Response { chunks: e.chunks }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use fjord_protocol::kafka_protocol::messages::fetch_response::{
+        AbortedTransaction, FetchableTopicResponse, PartitionData,
+    };
+    use fjord_protocol::kafka_protocol::messages::{BrokerId, FetchResponse, TopicName};
+    use fjord_protocol::kafka_protocol::protocol::StrBytes;
+    use std::io::Write;
+
+    /// Our encoding equals kafka-protocol's for the same response, every version.
+    #[test]
+    fn encoding_matches_kafka_protocol() {
+        let mut file = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8).collect();
+        file.write_all(&data).unwrap();
+        let file = Arc::new(file);
+        for version in VERSIONS {
+            for read_committed in [false, true] {
+                let slices = vec![
+                    FileSlice {
+                        file: file.clone(),
+                        position: 10,
+                        len: 100,
+                    },
+                    FileSlice {
+                        file: file.clone(),
+                        position: 200,
+                        len: 50,
+                    },
+                ];
+                let ours = encode(
+                    version,
+                    77,
+                    ErrorCode::NONE,
+                    read_committed,
+                    vec![
+                        TopicOut {
+                            name: "orders".into(),
+                            partitions: vec![
+                                PartitionOut {
+                                    partition: 0,
+                                    error: ErrorCode::NONE,
+                                    high_watermark: 10,
+                                    last_stable_offset: 10,
+                                    log_start_offset: 2,
+                                    records: slices,
+                                    records_bytes: 150,
+                                },
+                                PartitionOut {
+                                    partition: 1,
+                                    error: ErrorCode::OFFSET_OUT_OF_RANGE,
+                                    high_watermark: 5,
+                                    last_stable_offset: 5,
+                                    log_start_offset: 0,
+                                    records: Vec::new(),
+                                    records_bytes: 0,
+                                },
+                            ],
+                        },
+                        TopicOut {
+                            name: "empty".into(),
+                            partitions: Vec::new(),
+                        },
+                    ],
+                );
+                let mut got = Vec::new();
+                for c in &ours.chunks {
+                    match c {
+                        Chunk::Bytes(b) => got.extend_from_slice(b),
+                        Chunk::File(f) => f.read_into(&mut got).unwrap(),
                     }
                 }
-                if let Some(e) = failed {
-                    tracing::error!(partition = w.partition, "fetch read failed: {e}");
-                    any_error = true;
-                    out.push(pd.with_error_code(ErrorCode::KAFKA_STORAGE_ERROR.0));
-                    continue;
-                }
-                total += buf.len();
-                out.push(pd.with_records(Some(Bytes::from(buf))));
-            }
-            Err(e) => {
-                let (code, msg) = errors::storage_error(&e);
-                tracing::debug!(partition = w.partition, "fetch failed: {msg}");
-                any_error = true;
-                out.push(pd.with_error_code(code.0));
+                let mut records = data[10..110].to_vec();
+                records.extend_from_slice(&data[200..250]);
+                let aborted = read_committed.then(Vec::<AbortedTransaction>::new);
+                let part = |i: i32, code: i16, hw: i64, start: i64, recs: Vec<u8>| {
+                    PartitionData::default()
+                        .with_partition_index(i)
+                        .with_error_code(code)
+                        .with_high_watermark(hw)
+                        .with_last_stable_offset(hw)
+                        .with_log_start_offset(if version >= 5 { start } else { -1 })
+                        .with_aborted_transactions(aborted.clone())
+                        .with_preferred_read_replica(BrokerId(-1))
+                        .with_records(Some(Bytes::from(recs)))
+                };
+                let expected = FetchResponse::default().with_responses(vec![
+                    FetchableTopicResponse::default()
+                        .with_topic(TopicName(StrBytes::from_static_str("orders")))
+                        .with_partitions(vec![
+                            part(0, 0, 10, 2, records),
+                            part(1, ErrorCode::OFFSET_OUT_OF_RANGE.0, 5, 0, Vec::new()),
+                        ]),
+                    FetchableTopicResponse::default()
+                        .with_topic(TopicName(StrBytes::from_static_str("empty"))),
+                ]);
+                let mut want = BytesMut::new();
+                fjord_protocol::encode_response(
+                    77,
+                    response_header_version(API_KEY, version),
+                    &expected,
+                    version,
+                    &mut want,
+                )
+                .unwrap();
+                assert_eq!(
+                    got,
+                    want.to_vec(),
+                    "fetch v{version} read_committed={read_committed}"
+                );
             }
         }
     }
-    (out, total, any_error)
 }

@@ -109,5 +109,6 @@ pub fn describe(broker: &Broker, t: &Topic) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(t.name.clone()))))
         .with_topic_id(t.id)
+        .with_is_internal(crate::state::is_internal_topic(&t.name))
         .with_partitions(partitions)
 }

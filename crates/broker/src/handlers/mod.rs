@@ -11,22 +11,34 @@ use fjord_protocol::RequestHeader;
 use fjord_protocol::{decode_request, encode_response, response_header_version, Reader, Request};
 use tokio::task::JoinHandle;
 
+use crate::response::Response;
 use crate::state::Broker;
 
 pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 /// Everything a handler knows about the request besides its body.
 pub struct Ctx {
@@ -67,6 +79,8 @@ impl Ctx {
 pub enum Pending {
     Ready(Option<BytesMut>),
     Task(JoinHandle<Option<BytesMut>>),
+    /// A response that may carry file ranges (Fetch).
+    Stream(JoinHandle<Option<Response>>),
 }
 
 impl Pending {
@@ -81,14 +95,16 @@ impl Pending {
         match self {
             Pending::Ready(_) => true,
             Pending::Task(t) => t.is_finished(),
+            Pending::Stream(t) => t.is_finished(),
         }
     }
 
-    /// The response bytes; `Err` if the handler task died (the connection is closed).
-    pub async fn resolve(self) -> Result<Option<BytesMut>, ()> {
+    /// The response; `Err` if the handler task died (the connection is closed).
+    pub async fn resolve(self) -> Result<Option<Response>, ()> {
         match self {
-            Pending::Ready(r) => Ok(r),
-            Pending::Task(t) => t.await.map_err(|_| ()),
+            Pending::Ready(r) => Ok(r.map(Response::from)),
+            Pending::Task(t) => t.await.map(|r| r.map(Response::from)).map_err(|_| ()),
+            Pending::Stream(t) => t.await.map_err(|_| ()),
         }
     }
 }
@@ -114,6 +130,17 @@ pub fn supported() -> Vec<(i16, RangeInclusive<i16>)> {
             incremental_alter_configs::VERSIONS,
         ),
         (ApiKey::DescribeCluster as i16, describe_cluster::VERSIONS),
+        (ApiKey::FindCoordinator as i16, find_coordinator::VERSIONS),
+        (ApiKey::JoinGroup as i16, join_group::VERSIONS),
+        (ApiKey::SyncGroup as i16, sync_group::VERSIONS),
+        (ApiKey::Heartbeat as i16, heartbeat::VERSIONS),
+        (ApiKey::LeaveGroup as i16, leave_group::VERSIONS),
+        (ApiKey::OffsetCommit as i16, offset_commit::VERSIONS),
+        (ApiKey::OffsetFetch as i16, offset_fetch::VERSIONS),
+        (ApiKey::ListGroups as i16, list_groups::VERSIONS),
+        (ApiKey::DescribeGroups as i16, describe_groups::VERSIONS),
+        (ApiKey::DeleteGroups as i16, delete_groups::VERSIONS),
+        (ApiKey::OffsetDelete as i16, offset_delete::VERSIONS),
     ]
 }
 
@@ -175,6 +202,19 @@ pub fn dispatch(broker: &Arc<Broker>, header: RequestHeader, mut body: Reader) -
             Pending::Ready(incremental_alter_configs::handle(&ctx, r))
         }
         Request::InitProducerId(r) => Pending::Ready(init_producer_id::handle(&ctx, r)),
+        Request::FindCoordinator(r) => Pending::Ready(find_coordinator::handle(&ctx, r)),
+        Request::JoinGroup(r) => join_group::handle(ctx, r),
+        Request::SyncGroup(r) => sync_group::handle(ctx, r),
+        Request::Heartbeat(r) => heartbeat::handle(ctx, r),
+        Request::LeaveGroup(r) => leave_group::handle(ctx, r),
+        Request::OffsetCommit(r) => offset_commit::handle(ctx, r),
+        Request::OffsetFetch(r) => Pending::Ready(offset_fetch::handle(&ctx, r)),
+        Request::ListGroups(r) => Pending::Ready(list_groups::handle(&ctx, r)),
+        Request::DescribeGroups(r) => Pending::Ready(describe_groups::handle(&ctx, r)),
+        Request::DeleteGroups(r) => delete_groups::handle(ctx, r),
+        Request::OffsetDelete(r) => offset_delete::handle(ctx, r),
+        // Every request type has a handler now; kept for types added later.
+        #[allow(unreachable_patterns)]
         other => {
             tracing::debug!(api_key = other.api_key(), "no handler, closing connection");
             return None;

@@ -1,0 +1,290 @@
+//! The shell around `fjord_group::GroupCoordinator`: the coordinator sits
+//! behind a mutex; held JoinGroup/SyncGroup requests wait on oneshot
+//! channels; `Persist` outputs are appended to `__consumer_offsets` (in the
+//! order the coordinator decided them, under its lock) and made durable
+//! before any response of the same call is sent; a tokio task calls `tick`
+//! at `next_deadline_ms`. At start the topic is replayed into the coordinator.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use fjord_group::{
+    GroupConfig, GroupCoordinator, JoinResponse, Output, RequestToken, SyncResponse,
+};
+use fjord_model::limits::{DECOMPRESSED_BATCH_BYTES_MAX, OFFSETS_TOPIC_PARTITIONS_DEFAULT};
+use fjord_model::{ErrorCode, Offset};
+use fjord_records::{BatchBuilder, Compression};
+use fjord_storage::{Log, SyncWaiter};
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, Notify};
+
+use crate::state::{now_ms, Broker, StateError};
+
+/// Kafka's internal topic for committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Bytes read at once while replaying `__consumer_offsets`.
+const REPLAY_READ_BYTES: usize = 1024 * 1024;
+
+enum Reply {
+    Join(JoinResponse),
+    Sync(SyncResponse),
+}
+
+pub struct Groups {
+    core: Mutex<GroupCoordinator>,
+    waiters: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    next_token: AtomicU64,
+    logs: Vec<Arc<Log>>,
+    timer: Notify,
+    timer_started: AtomicBool,
+}
+
+impl Groups {
+    /// Create `__consumer_offsets` if needed and replay it.
+    pub fn open(broker: &Broker) -> Result<Arc<Groups>, StateError> {
+        let topic = match broker.topic(OFFSETS_TOPIC) {
+            Some(t) => t,
+            None => {
+                let overrides = BTreeMap::from([
+                    ("cleanup.policy".to_string(), "compact".to_string()),
+                    ("retention.ms".to_string(), "-1".to_string()),
+                ]);
+                broker.create_topic(
+                    OFFSETS_TOPIC,
+                    OFFSETS_TOPIC_PARTITIONS_DEFAULT,
+                    overrides,
+                    false,
+                )?
+            }
+        };
+        let logs: Vec<Arc<Log>> = topic
+            .partitions
+            .read()
+            .iter()
+            .map(|p| p.log.clone())
+            .collect();
+        let now = now_ms();
+        let mut core = GroupCoordinator::new(GroupConfig {
+            member_id_seed: now as u64 ^ u64::from(std::process::id()).rotate_left(32),
+            ..GroupConfig::default()
+        });
+        let mut records = 0u64;
+        for (p, log) in logs.iter().enumerate() {
+            records += replay_log(&mut core, log, p);
+        }
+        core.finish_replay(now);
+        tracing::info!(
+            records,
+            groups = core.group_count(),
+            "replayed {OFFSETS_TOPIC}"
+        );
+        Ok(Arc::new(Groups {
+            core: Mutex::new(core),
+            waiters: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            logs,
+            timer: Notify::new(),
+            timer_started: AtomicBool::new(false),
+        }))
+    }
+
+    /// Run `f` on the coordinator, persist its outputs, deliver held responses.
+    /// Returns `f`'s result once the records it wrote are durable.
+    pub async fn call<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut GroupCoordinator, i64, &mut Vec<Output>) -> R,
+    ) -> R {
+        self.ensure_timer();
+        let mut out = Vec::new();
+        let (r, syncs) = {
+            let mut core = self.core.lock();
+            let r = f(&mut core, now_ms(), &mut out);
+            let syncs = self.append(&mut out);
+            (r, syncs)
+        };
+        for s in syncs {
+            if let Err(e) = s.await {
+                tracing::error!("{OFFSETS_TOPIC}: sync failed: {e}");
+            }
+        }
+        self.deliver(out);
+        self.timer.notify_one();
+        r
+    }
+
+    /// JoinGroup: waits until the coordinator answers (possibly after a rebalance).
+    pub async fn join(self: &Arc<Self>, req: fjord_group::JoinRequest) -> JoinResponse {
+        let member_id = req.member_id.clone();
+        let (token, rx) = self.register();
+        self.call(|c, now, out| c.join(token, req, now, out)).await;
+        match rx.await {
+            Ok(Reply::Join(r)) => r,
+            _ => JoinResponse {
+                error: ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                generation_id: -1,
+                protocol_type: None,
+                protocol_name: None,
+                leader: String::new(),
+                skip_assignment: false,
+                member_id,
+                members: Vec::new(),
+            },
+        }
+    }
+
+    /// SyncGroup: followers wait for the leader's assignment.
+    pub async fn sync(self: &Arc<Self>, req: fjord_group::SyncRequest) -> SyncResponse {
+        let (token, rx) = self.register();
+        self.call(|c, now, out| c.sync(token, req, now, out)).await;
+        match rx.await {
+            Ok(Reply::Sync(r)) => r,
+            _ => SyncResponse {
+                error: ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                protocol_type: None,
+                protocol_name: None,
+                assignment: bytes::Bytes::new(),
+            },
+        }
+    }
+
+    /// Read-only access (OffsetFetch, ListGroups, DescribeGroups, lag).
+    pub fn read<R>(&self, f: impl FnOnce(&GroupCoordinator) -> R) -> R {
+        f(&self.core.lock())
+    }
+
+    fn register(&self) -> (RequestToken, oneshot::Receiver<Reply>) {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().insert(token, tx);
+        (RequestToken(token), rx)
+    }
+
+    /// Append the Persist outputs (called under the coordinator lock, so the
+    /// log order is the decision order); returns what to wait on.
+    fn append(&self, out: &mut Vec<Output>) -> Vec<SyncWaiter> {
+        let mut by_partition: BTreeMap<usize, BatchBuilder> = BTreeMap::new();
+        let now = now_ms();
+        let n = self.logs.len().max(1) as i32;
+        for o in out.iter() {
+            if let Output::Persist {
+                group_id,
+                key,
+                value,
+            } = o
+            {
+                let p = fjord_group::offsets_partition_for(group_id, n) as usize;
+                by_partition
+                    .entry(p)
+                    .or_insert_with(|| BatchBuilder::new(Compression::None))
+                    .push(now, Some(key), value.as_deref(), &[]);
+            }
+        }
+        out.retain(|o| !matches!(o, Output::Persist { .. }));
+        let mut syncs = Vec::new();
+        for (p, builder) in by_partition {
+            let Some(log) = self.logs.get(p) else {
+                continue;
+            };
+            let mut batch = BytesMut::from(&builder.build(0)[..]);
+            match log.append(&mut batch, now) {
+                Ok(r) => syncs.push(log.sync_to(Offset(r.last_offset.0))),
+                Err(e) => tracing::error!("{OFFSETS_TOPIC}-{p}: append failed: {e}"),
+            }
+        }
+        syncs
+    }
+
+    fn deliver(&self, out: Vec<Output>) {
+        let mut waiters = self.waiters.lock();
+        for o in out {
+            let (token, reply) = match o {
+                Output::Join(t, r) => (t, Reply::Join(r)),
+                Output::Sync(t, r) => (t, Reply::Sync(r)),
+                Output::Persist { .. } => continue,
+            };
+            if let Some(tx) = waiters.remove(&token.0) {
+                // The client may be gone; nothing to do then.
+                let _ = tx.send(reply);
+            }
+        }
+    }
+
+    /// Start the timer task on first use (we are inside the runtime then).
+    fn ensure_timer(self: &Arc<Self>) {
+        if self.timer_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(groups) = weak.upgrade() else {
+                    return;
+                };
+                let deadline = groups.core.lock().next_deadline_ms();
+                let wait_ms = deadline.map_or(60_000, |d| (d - now_ms()).clamp(0, 60_000));
+                let notified = groups.timer.notified();
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(wait_ms as u64)) => {
+                        groups.call(|c, now, out| c.tick(now, out)).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Feed one partition of `__consumer_offsets` to the coordinator; returns the records read.
+fn replay_log(core: &mut GroupCoordinator, log: &Log, partition: usize) -> u64 {
+    let mut next = log.log_start_offset();
+    let end = log.log_end_offset();
+    let mut count = 0u64;
+    while next < end {
+        let read = match log.read(next, REPLAY_READ_BYTES, end, true) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("{OFFSETS_TOPIC}-{partition}: replay read failed: {e}");
+                return count;
+            }
+        };
+        let bytes = match read.to_vec() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("{OFFSETS_TOPIC}-{partition}: replay read failed: {e}");
+                return count;
+            }
+        };
+        let before = next;
+        for item in fjord_records::batches(&bytes) {
+            let Ok((header, range)) = item else {
+                tracing::error!("{OFFSETS_TOPIC}-{partition}: corrupt batch at {}", next.0);
+                return count;
+            };
+            next = Offset(header.next_offset());
+            let Some(batch) = bytes.get(range) else {
+                return count;
+            };
+            match fjord_records::decode_records_bounded(batch, DECOMPRESSED_BATCH_BYTES_MAX) {
+                Ok(records) => {
+                    for r in records {
+                        let Some(key) = r.key else { continue };
+                        if let Err(e) = core.replay(&key, r.value.as_deref()) {
+                            tracing::warn!(
+                                "{OFFSETS_TOPIC}-{partition} offset {}: skipped: {e}",
+                                r.offset
+                            );
+                        }
+                        count += 1;
+                    }
+                }
+                Err(e) => tracing::warn!("{OFFSETS_TOPIC}-{partition}: skipped batch: {e}"),
+            }
+        }
+        if next <= before {
+            break;
+        }
+    }
+    count
+}

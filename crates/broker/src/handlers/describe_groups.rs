@@ -1,0 +1,56 @@
+//! DescribeGroups: versions 0..=5. An unknown group is described as Dead with
+//! no error, as Kafka does before v6.
+
+use std::ops::RangeInclusive;
+
+use bytes::BytesMut;
+use fjord_model::ErrorCode;
+use fjord_protocol::kafka_protocol::messages::describe_groups_response::{
+    DescribedGroup, DescribedGroupMember,
+};
+use fjord_protocol::kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
+
+use super::{str_bytes, Ctx};
+
+pub const VERSIONS: RangeInclusive<i16> = 0..=5;
+
+/// Kafka's "operations not requested" value for authorized_operations.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub fn handle(ctx: &Ctx, req: DescribeGroupsRequest) -> Option<BytesMut> {
+    let ids: Vec<String> = req.groups.iter().map(|g| g.0.to_string()).collect();
+    let described = match ctx.broker.groups.get() {
+        Some(g) => g.read(|c| c.describe(&ids)),
+        None => Vec::new(),
+    };
+    let mut out = Vec::with_capacity(req.groups.len());
+    for (i, id) in req.groups.into_iter().enumerate() {
+        let group = match described.get(i) {
+            None => DescribedGroup::default()
+                .with_group_id(id)
+                .with_error_code(ErrorCode::COORDINATOR_NOT_AVAILABLE.0),
+            Some(d) => DescribedGroup::default()
+                .with_group_id(id)
+                .with_error_code(d.error.0)
+                .with_group_state(str_bytes(d.state.as_str()))
+                .with_protocol_type(str_bytes(d.protocol_type.clone()))
+                .with_protocol_data(str_bytes(d.protocol.clone()))
+                .with_members(
+                    d.members
+                        .iter()
+                        .map(|m| {
+                            DescribedGroupMember::default()
+                                .with_member_id(str_bytes(m.member_id.clone()))
+                                .with_group_instance_id(m.group_instance_id.clone().map(str_bytes))
+                                .with_client_id(str_bytes(m.client_id.clone()))
+                                .with_client_host(str_bytes(m.client_host.clone()))
+                                .with_member_metadata(m.metadata.clone())
+                                .with_member_assignment(m.assignment.clone())
+                        })
+                        .collect(),
+                ),
+        };
+        out.push(group.with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED));
+    }
+    ctx.respond(&DescribeGroupsResponse::default().with_groups(out))
+}

@@ -1,0 +1,30 @@
+//! Heartbeat: versions 0..=4.
+
+use std::ops::RangeInclusive;
+
+use fjord_model::ErrorCode;
+use fjord_protocol::kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
+
+use super::{Ctx, Pending};
+
+pub const VERSIONS: RangeInclusive<i16> = 0..=4;
+
+pub fn handle(ctx: Ctx, req: HeartbeatRequest) -> Pending {
+    let Some(groups) = ctx.broker.groups.get().cloned() else {
+        let resp =
+            HeartbeatResponse::default().with_error_code(ErrorCode::COORDINATOR_NOT_AVAILABLE.0);
+        return Pending::Ready(ctx.respond(&resp));
+    };
+    let request = fjord_group::HeartbeatRequest {
+        group_id: req.group_id.0.to_string(),
+        generation_id: req.generation_id,
+        member_id: req.member_id.to_string(),
+        group_instance_id: req.group_instance_id.map(|s| s.to_string()),
+    };
+    Pending::later(async move {
+        let e = groups
+            .call(|c, now, out| c.heartbeat(request, now, out))
+            .await;
+        ctx.respond(&HeartbeatResponse::default().with_error_code(e.0))
+    })
+}

@@ -1,0 +1,45 @@
+//! ListGroups: versions 0..=4 (v4 filters by state).
+
+use std::ops::RangeInclusive;
+
+use bytes::BytesMut;
+use fjord_model::ErrorCode;
+use fjord_protocol::kafka_protocol::messages::list_groups_response::ListedGroup;
+use fjord_protocol::kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
+
+use super::{str_bytes, Ctx};
+
+pub const VERSIONS: RangeInclusive<i16> = 0..=4;
+
+pub fn handle(ctx: &Ctx, req: ListGroupsRequest) -> Option<BytesMut> {
+    let Some(groups) = ctx.broker.groups.get() else {
+        return ctx.respond(
+            &ListGroupsResponse::default().with_error_code(ErrorCode::COORDINATOR_NOT_AVAILABLE.0),
+        );
+    };
+    // A state name we do not know matches no group (Kafka does the same).
+    let states: Vec<Option<fjord_group::GroupState>> = req
+        .states_filter
+        .iter()
+        .map(|s| fjord_group::GroupState::parse(s.as_str()))
+        .collect();
+    let known: Vec<fjord_group::GroupState> = states.iter().flatten().copied().collect();
+    let listed = if !states.is_empty() && known.is_empty() {
+        Vec::new()
+    } else {
+        groups.read(|c| c.list(&known, &[]))
+    };
+    let resp = ListGroupsResponse::default().with_groups(
+        listed
+            .into_iter()
+            .map(|g| {
+                ListedGroup::default()
+                    .with_group_id(GroupId(str_bytes(g.group_id)))
+                    .with_protocol_type(str_bytes(g.protocol_type))
+                    .with_group_state(str_bytes(g.state.as_str()))
+                    .with_group_type(str_bytes("classic"))
+            })
+            .collect(),
+    );
+    ctx.respond(&resp)
+}
