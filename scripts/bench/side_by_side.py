@@ -296,6 +296,37 @@ def measure_seq_write(dirpath, total_bytes):
     return {"bytes": written, "seconds": dt, "mb_s": written / dt / 1e6}
 
 
+def measure_direct_write(dirpath, total_bytes):
+    """Sequential O_DIRECT write in 4 MiB blocks: the device's rate without the page cache (None if refused)."""
+    import mmap
+    path = os.path.join(dirpath, "directwrite.bin")
+    block = mmap.mmap(-1, 4 << 20)  # page-aligned, as O_DIRECT needs
+    block.write(os.urandom(4 << 20))
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+    except (OSError, AttributeError):
+        return None
+    try:
+        t0 = time.monotonic()
+        written = 0
+        while written < total_bytes:
+            written += os.write(fd, block)
+        os.fdatasync(fd)
+        dt = time.monotonic() - t0
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return {"bytes": written, "seconds": dt, "mb_s": written / dt / 1e6}
+
+
+def disk_rate(limits):
+    """The disk's sequential write rate used as the reference: the better of the two measurements."""
+    rates = [x["mb_s"] for x in (limits.get("seq_write"), limits.get("direct_write")) if x]
+    return max(rates) if rates else None
+
+
 def measure_fdatasync(dirpath, seconds):
     path = os.path.join(dirpath, "fsync.bin")
     block = os.urandom(4096)
@@ -721,7 +752,8 @@ def run_broker(broker, tools, cfg, root):
                     probe_n = max(cfg["min_msgs"] // 2, int(warm["msgs_s"] * cfg["probe_seconds"]))
                     probe = produce(tools, broker, topic, probe_n, sc["acks"], f"{broker.name} {sid}: probe run (sizes the measured run)",
                                     timeout_s=60 + probe_n / 5000, measure=False)
-                    n = int(probe["msgs_s"] * cfg["target_seconds"])
+                    # the probe tends to underestimate (a cold topic, a short run): aim 30% past the target
+                    n = int(probe["msgs_s"] * cfg["target_seconds"] * 1.3)
                     n = max(cfg["min_msgs"], min(cfg["max_msgs"], n))
                     free = disk_free(root)
                     if n * RECORD_BYTES * 1.3 > free - (4 << 30):
@@ -732,6 +764,8 @@ def run_broker(broker, tools, cfg, root):
                     os.sync()
                     res = produce(tools, broker, topic, n, sc["acks"], f"{broker.name}: measured {sc['title']}",
                                   timeout_s=60 + 5 * n / probe["msgs_s"])
+                    if res["seconds"] < cfg["target_seconds"] * 0.75:
+                        log(f"{broker.name} {sid}: only {res['seconds']:.1f} s measured (target {cfg['target_seconds']} s)")
                     res["probe_msgs_s"] = probe["msgs_s"]
                     topic_msgs[sid] = (topic, probe_n + n)
                     if sc["acks"] == "-1":
@@ -899,6 +933,12 @@ def render_section(meta, limits, results, cfg, svg_rel, invocation):
     sw = limits.get("seq_write")
     if sw:
         L.append(f"| sequential write | {sw['mb_s']:,.0f} MB/s | {sw['bytes'] / 2**30:.1f} GiB in 4 MiB writes, one fdatasync at the end |")
+    dw = limits.get("direct_write")
+    if dw:
+        L.append(f"| sequential write, O_DIRECT | {dw['mb_s']:,.0f} MB/s | {dw['bytes'] / 2**30:.1f} GiB in 4 MiB O_DIRECT writes (no page cache) |")
+    if disk_rate(limits):
+        L.append(f"| **disk reference** | {disk_rate(limits):,.0f} MB/s | the better of the two lines above; "
+                 "\"% of disk\" figures use it |")
     fs = limits.get("fdatasync")
     if fs:
         L.append(f"| 4 KiB append + fdatasync | {fs['syncs_s']:,.0f} syncs/s (median {fs['median_us']:.0f} µs, p99 {fs['p99_us']:.0f} µs) | {fs['count']:,} appends, one file |")
@@ -937,6 +977,10 @@ def render_section(meta, limits, results, cfg, svg_rel, invocation):
             r = f or k
             L.append(f"| {sc['title']} | {fmt_num(r and r['msgs_s'])} | {fmt_num(r and r['mb_s'])} | "
                      f"{fmt_num(r and r['cpu_s_per_gb'], 2)} | {fmt_num(r and r['rss_kib'] / 1024)} |")
+    L.append("")
+    L.append("acks=1 produce lands in the page cache, so it can run past the disk's rate for as long as memory "
+             "absorbs it; for Fjord's acks=all (fdatasync before the acknowledgement) the disk is the real limit "
+             "(issue 7's target: at least 70% of it).")
     L.append("")
     L.append(f"![throughput per scenario]({svg_rel})")
     L.append("")
@@ -1023,14 +1067,14 @@ def limit_fraction(sc, f, limits, long=False):
     if not f:
         return "—"
     if sc["kind"] == "produce":
-        sw = limits.get("seq_write")
-        if not sw:
+        disk = disk_rate(limits)
+        if not disk:
             return "—"
-        frac = f["mb_s"] / sw["mb_s"]
-        s = f"{frac * 100:.0f}% of disk seq. write"
+        frac = f["mb_s"] / disk
+        s = f"{frac * 100:.0f}% of disk" + (" (page cache)" if sc["acks"] == "1" else " (fdatasync)")
         if long:
             s = (f"{f['mb_s']:,.0f} MB/s is {frac * 100:.0f}% of the disk's sequential write rate "
-                 f"({sw['mb_s']:,.0f} MB/s)")
+                 f"({disk:,.0f} MB/s)")
             lb = limits.get("loopback", {})
             if "mb_s" in lb:
                 s += f" and {f['mb_s'] / lb['mb_s'] * 100:.0f}% of the loopback TCP rate ({lb['mb_s']:,.0f} MB/s)"
@@ -1185,6 +1229,9 @@ def main():
         log("measuring the machine: sequential write ...")
         limits["seq_write"] = measure_seq_write(root, (512 << 20) if quick else (2 << 30))
         log(f"  sequential write {limits['seq_write']['mb_s']:,.0f} MB/s")
+        limits["direct_write"] = measure_direct_write(root, (512 << 20) if quick else (2 << 30))
+        if limits["direct_write"]:
+            log(f"  sequential O_DIRECT write {limits['direct_write']['mb_s']:,.0f} MB/s")
         limits["fdatasync"] = measure_fdatasync(root, 1.0 if quick else 3.0)
         log(f"  4 KiB append+fdatasync {limits['fdatasync']['syncs_s']:,.0f}/s "
             f"(median {limits['fdatasync']['median_us']:.0f} µs)")
@@ -1270,4 +1317,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        run_cleanups()
+        sys.exit(130)

@@ -180,16 +180,6 @@ def pytest_sessionstart(session):
         )
 
 
-def pytest_collection_modifyitems(config, items):
-    """Tests marked `groups` need the consumer-group APIs (FindCoordinator, JoinGroup, ...), which issue 4
-    does not cover: skipped against fjord unless E2E_ALL=1."""
-    if BROKER_KIND == "fjord" and os.environ.get("E2E_ALL") != "1":
-        skip = pytest.mark.skip(reason="needs consumer groups (not in issue 4); E2E_ALL=1 runs it")
-        for item in items:
-            if "groups" in item.keywords:
-                item.add_marker(skip)
-
-
 def _register(request, broker: Broker) -> None:
     brokers = getattr(request.node, "_e2e_brokers", [])
     brokers.append(broker)

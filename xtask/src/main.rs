@@ -5,6 +5,9 @@
 //!   Kafka clients (installing them first), and a bounded fuzz run.
 //! - `e2e [PYTEST ARGS]`: only the end-to-end suite.
 //! - `fuzz [SECONDS]`: run every fuzz target for SECONDS each (default 30).
+//! - `compat [SUITE ...] [--quick] [--broker fjord|kafka|both] [--out FILE]`:
+//!   third-party client test suites against Fjord and Apache Kafka
+//!   (`python3 compat/run.py`, see COMPATIBILITY.md).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,12 +22,15 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&root),
         Some("e2e") => e2e(&root, &args[1..]),
+        Some("compat") => compat(&root, &args[1..]),
         Some("fuzz") => {
             let secs = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(30);
             fuzz(&root, secs)
         }
         _ => {
-            eprintln!("usage: cargo xtask <test | e2e [pytest args] | fuzz [seconds]>");
+            eprintln!(
+                "usage: cargo xtask <test | e2e [pytest args] | fuzz [seconds] | compat [suite ...] [--quick]>"
+            );
             bail!("unknown task")
         }
     }
@@ -96,6 +102,24 @@ fn e2e(root: &Path, pytest_args: &[String]) -> Result<()> {
     run("end-to-end tests with real clients", &mut cmd)
 }
 
+/// Third-party client test suites against Fjord and Kafka (compat/run.py); builds the
+/// release binary first, and fetches the Kafka jars through the e2e setup.
+fn compat(root: &Path, args: &[String]) -> Result<()> {
+    run(
+        "release build",
+        cargo().args(["build", "--release", "--locked", "-p", "fjord"]),
+    )?;
+    run(
+        "install e2e clients and Kafka jars",
+        Command::new("bash").arg(root.join("tests/e2e/setup.sh")),
+    )?;
+    let mut cmd = Command::new("python3");
+    cmd.arg(root.join("compat/run.py"))
+        .args(args)
+        .env("FJORD_BIN", root.join("target/release/fjord"));
+    run("compatibility suites", &mut cmd)
+}
+
 /// The virtualenv python that tests/e2e/setup.sh prepares.
 fn e2e_python() -> Result<PathBuf> {
     let home = std::env::var("HOME").context("HOME is not set")?;
@@ -125,11 +149,25 @@ fn fuzz(root: &Path, seconds: u64) -> Result<()> {
             cargo().args(["install", "cargo-fuzz", "--locked"]),
         )?;
     }
-    let list = cargo()
-        .current_dir(&fuzz_dir)
-        .args(["+nightly", "fuzz", "list"])
+    // Through rustup, so a toolchain can be named. Nightly gives AddressSanitizer;
+    // without it, stable builds the same targets with coverage only.
+    let nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
         .output()
-        .context("cargo fuzz list")?;
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    let fuzz_cmd = || {
+        let mut c = Command::new("rustup");
+        if nightly {
+            c.args(["run", "nightly", "cargo", "fuzz"]);
+        } else {
+            c.args(["run", "stable", "cargo", "fuzz"])
+                .env("RUSTC_BOOTSTRAP", "1");
+        }
+        c.current_dir(&fuzz_dir);
+        c
+    };
+    let list = fuzz_cmd().arg("list").output().context("cargo fuzz list")?;
     if !list.status.success() {
         bail!(
             "cargo fuzz list failed: {}",
@@ -145,19 +183,17 @@ fn fuzz(root: &Path, seconds: u64) -> Result<()> {
     if targets.is_empty() {
         bail!("no fuzz targets found");
     }
+    let sanitizer = if nightly { "address" } else { "none" };
     for t in targets {
+        let mut cmd = fuzz_cmd();
+        cmd.args(["run", "--sanitizer", sanitizer, &t, "--"]).args([
+            format!("-max_total_time={seconds}"),
+            "-rss_limit_mb=2048".to_string(),
+            "-malloc_limit_mb=512".to_string(),
+        ]);
         run(
-            &format!("fuzz {t} for {seconds}s"),
-            cargo().current_dir(&fuzz_dir).args([
-                "+nightly",
-                "fuzz",
-                "run",
-                &t,
-                "--",
-                &format!("-max_total_time={seconds}"),
-                "-rss_limit_mb=2048",
-                "-malloc_limit_mb=512",
-            ]),
+            &format!("fuzz {t} for {seconds}s ({sanitizer} sanitizer)"),
+            &mut cmd,
         )?;
     }
     Ok(())

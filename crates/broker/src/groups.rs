@@ -6,12 +6,13 @@
 //! at `next_deadline_ms`. At start the topic is replayed into the coordinator.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use fjord_group::{
-    GroupConfig, GroupCoordinator, JoinResponse, Output, RequestToken, SyncResponse,
+    CommitRequest, GroupConfig, GroupCoordinator, JoinResponse, Output, RequestToken, SyncResponse,
+    TopicResult,
 };
 use fjord_model::limits::{DECOMPRESSED_BATCH_BYTES_MAX, OFFSETS_TOPIC_PARTITIONS_DEFAULT};
 use fjord_model::{ErrorCode, Offset};
@@ -24,6 +25,8 @@ use crate::state::{now_ms, Broker, StateError};
 
 /// Kafka's internal topic for committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// The longest the timer task sleeps without a deadline.
+const TIMER_IDLE_MS: i64 = 60_000;
 /// Bytes read at once while replaying `__consumer_offsets`.
 const REPLAY_READ_BYTES: usize = 1024 * 1024;
 
@@ -39,6 +42,9 @@ pub struct Groups {
     logs: Vec<Arc<Log>>,
     timer: Notify,
     timer_started: AtomicBool,
+    /// When the timer task wakes up next (ms; written under the coordinator
+    /// lock): a call only wakes it earlier if the next deadline moved before that.
+    timer_armed_ms: AtomicI64,
 }
 
 impl Groups {
@@ -87,6 +93,7 @@ impl Groups {
             logs,
             timer: Notify::new(),
             timer_started: AtomicBool::new(false),
+            timer_armed_ms: AtomicI64::new(i64::MIN),
         }))
     }
 
@@ -96,22 +103,65 @@ impl Groups {
         self: &Arc<Self>,
         f: impl FnOnce(&mut GroupCoordinator, i64, &mut Vec<Output>) -> R,
     ) -> R {
+        self.run(|c, now, out| (f(c, now, out), ()), |_, ()| {})
+            .await
+            .0
+    }
+
+    /// OffsetCommit. If the records cannot be appended the commit is undone
+    /// (nobody sees it) and every partition gets NOT_COORDINATOR (Kafka's
+    /// answer to a storage error), as it does when they cannot be made durable.
+    pub async fn commit(self: &Arc<Self>, req: CommitRequest) -> Vec<TopicResult> {
+        let (mut results, persisted) = self
+            .run(
+                |c, now, out| c.commit_offsets_undoable(req, now, out),
+                |c, undo| c.undo_commit(undo),
+            )
+            .await;
+        if !persisted {
+            for (_, e) in results.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                if e.is_none() {
+                    *e = ErrorCode::NOT_COORDINATOR;
+                }
+            }
+        }
+        results
+    }
+
+    /// The core of every call: `f` under the lock, then its records appended
+    /// (still under the lock, so the log order is the decision order; if an
+    /// append fails, `undo` runs before the lock is released), then synced,
+    /// then held responses delivered. Returns whether everything `f` wrote is durable.
+    async fn run<R, U>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut GroupCoordinator, i64, &mut Vec<Output>) -> (R, U),
+        undo: impl FnOnce(&mut GroupCoordinator, U),
+    ) -> (R, bool) {
         self.ensure_timer();
         let mut out = Vec::new();
-        let (r, syncs) = {
+        let (r, syncs, mut persisted, wake) = {
             let mut core = self.core.lock();
-            let r = f(&mut core, now_ms(), &mut out);
-            let syncs = self.append(&mut out);
-            (r, syncs)
+            let (r, u) = f(&mut core, now_ms(), &mut out);
+            let (syncs, appended) = self.append(&mut out);
+            if !appended {
+                undo(&mut core, u);
+            }
+            let wake = core
+                .next_deadline_ms()
+                .is_some_and(|d| d < self.timer_armed_ms.load(Ordering::Relaxed));
+            (r, syncs, appended, wake)
         };
         for s in syncs {
             if let Err(e) = s.await {
                 tracing::error!("{OFFSETS_TOPIC}: sync failed: {e}");
+                persisted = false;
             }
         }
         self.deliver(out);
-        self.timer.notify_one();
-        r
+        if wake {
+            self.timer.notify_one();
+        }
+        (r, persisted)
     }
 
     /// JoinGroup: waits until the coordinator answers (possibly after a rebalance).
@@ -162,8 +212,9 @@ impl Groups {
     }
 
     /// Append the Persist outputs (called under the coordinator lock, so the
-    /// log order is the decision order); returns what to wait on.
-    fn append(&self, out: &mut Vec<Output>) -> Vec<SyncWaiter> {
+    /// log order is the decision order); returns what to wait on, and whether
+    /// every append succeeded.
+    fn append(&self, out: &mut Vec<Output>) -> (Vec<SyncWaiter>, bool) {
         let mut by_partition: BTreeMap<usize, BatchBuilder> = BTreeMap::new();
         let now = now_ms();
         let n = self.logs.len().max(1) as i32;
@@ -183,17 +234,22 @@ impl Groups {
         }
         out.retain(|o| !matches!(o, Output::Persist { .. }));
         let mut syncs = Vec::new();
+        let mut appended = true;
         for (p, builder) in by_partition {
             let Some(log) = self.logs.get(p) else {
+                appended = false;
                 continue;
             };
             let mut batch = BytesMut::from(&builder.build(0)[..]);
             match log.append(&mut batch, now) {
                 Ok(r) => syncs.push(log.sync_to(Offset(r.last_offset.0))),
-                Err(e) => tracing::error!("{OFFSETS_TOPIC}-{p}: append failed: {e}"),
+                Err(e) => {
+                    tracing::error!("{OFFSETS_TOPIC}-{p}: append failed: {e}");
+                    appended = false;
+                }
             }
         }
-        syncs
+        (syncs, appended)
     }
 
     fn deliver(&self, out: Vec<Output>) {
@@ -213,7 +269,9 @@ impl Groups {
 
     /// Start the timer task on first use (we are inside the runtime then).
     fn ensure_timer(self: &Arc<Self>) {
-        if self.timer_started.swap(true, Ordering::AcqRel) {
+        if self.timer_started.load(Ordering::Acquire)
+            || self.timer_started.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         let weak = Arc::downgrade(self);
@@ -222,8 +280,17 @@ impl Groups {
                 let Some(groups) = weak.upgrade() else {
                     return;
                 };
-                let deadline = groups.core.lock().next_deadline_ms();
-                let wait_ms = deadline.map_or(60_000, |d| (d - now_ms()).clamp(0, 60_000));
+                let wait_ms = {
+                    let core = groups.core.lock();
+                    let now = now_ms();
+                    let wait_ms = core
+                        .next_deadline_ms()
+                        .map_or(TIMER_IDLE_MS, |d| (d - now).clamp(0, TIMER_IDLE_MS));
+                    groups
+                        .timer_armed_ms
+                        .store(now + wait_ms, Ordering::Relaxed);
+                    wait_ms
+                };
                 let notified = groups.timer.notified();
                 tokio::select! {
                     _ = notified => {}

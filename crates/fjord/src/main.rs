@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use fjord::bench::BenchCommand;
 use fjord_broker::{Broker, BrokerConfig};
 
 #[derive(Parser)]
@@ -21,6 +24,9 @@ struct Cli {
 enum Command {
     /// Run a broker (zero-config: 127.0.0.1:9092, data in ./fjord-data).
     Serve(ServeArgs),
+    /// Load generator for any Kafka-compatible broker: produce, consume, e2e.
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 #[derive(clap::Args)]
@@ -53,6 +59,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Bench(cmd) => bench(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,6 +97,24 @@ fn build_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
             .any(|s| s.starts_with("advertised.listeners"));
     config.finish(advertised_given)?;
     Ok(config)
+}
+
+fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fjord-bench")
+        .build()?;
+    runtime.block_on(async move {
+        let stop = Arc::new(AtomicBool::new(false));
+        let on_signal = stop.clone();
+        // Ctrl-C ends the run early; the summary covers what was done.
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            on_signal.store(true, Ordering::Relaxed);
+        });
+        let summary = cmd.run(stop).await?;
+        cmd.print(&summary)
+    })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -2,12 +2,20 @@
 //! (states Empty → PreparingRebalance → CompletingRebalance → Stable, and
 //! Dead for deleted groups), driven by requests and by `now_ms`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 use fjord_model::{ErrorCode, LeaderEpoch, Offset, PartitionIndex};
 
 use crate::group::{Committed, Group, JoinTimer, Member};
+
+/// What an OffsetCommit changed (see [`GroupCoordinator::commit_offsets_undoable`]).
+#[derive(Debug)]
+pub struct CommitUndo {
+    group_id: String,
+    /// In commit order: each key with the value it replaced.
+    previous: Vec<((String, i32), Option<Committed>)>,
+}
 use crate::records::{self, OffsetValue, RecordKey};
 use crate::{
     CommitRequest, DeleteOffsetsResponse, DescribedGroup, DescribedMember, FetchOffsetsResponse,
@@ -23,6 +31,12 @@ pub struct GroupCoordinator {
     groups: BTreeMap<String, Group>,
     member_id_counter: u64,
     next_retention_check_ms: Option<i64>,
+    /// Every group's earliest timer ([`Group::next_deadline_ms`]), ordered by
+    /// time, so that `next_deadline_ms` and `tick` look only at groups that
+    /// have something due. Kept current by [`GroupCoordinator::reindex`]
+    /// whenever a group is put back after a change.
+    deadlines: BTreeSet<(i64, String)>,
+    deadline_of: HashMap<String, i64>,
 }
 
 fn splitmix64(mut x: u64) -> u64 {
@@ -55,6 +69,26 @@ impl GroupCoordinator {
             groups: BTreeMap::new(),
             member_id_counter: 0,
             next_retention_check_ms: None,
+            deadlines: BTreeSet::new(),
+            deadline_of: HashMap::new(),
+        }
+    }
+
+    /// Bring the deadline index up to date for one group (after any change to it,
+    /// including its removal).
+    fn reindex(&mut self, group_id: &str) {
+        let new = self.groups.get(group_id).and_then(|g| g.next_deadline_ms());
+        let old = self.deadline_of.get(group_id).copied();
+        if old == new {
+            return;
+        }
+        if let Some(o) = old {
+            self.deadlines.remove(&(o, group_id.to_owned()));
+            self.deadline_of.remove(group_id);
+        }
+        if let Some(n) = new {
+            self.deadlines.insert((n, group_id.to_owned()));
+            self.deadline_of.insert(group_id.to_owned(), n);
         }
     }
 
@@ -96,6 +130,7 @@ impl GroupCoordinator {
     }
 
     fn put_back(&mut self, g: Group) {
+        let id = g.id.clone();
         let unused = g.state == GroupState::Empty
             && g.generation == 0
             && g.members.is_empty()
@@ -105,6 +140,7 @@ impl GroupCoordinator {
         if !unused {
             self.groups.insert(g.id.clone(), g);
         }
+        self.reindex(&id);
     }
 
     // ------------------------------------------------------------ JoinGroup
@@ -424,6 +460,10 @@ impl GroupCoordinator {
             for m in &mut g.members {
                 m.assignment = Bytes::new();
                 if let Some(t) = m.awaiting_sync.take() {
+                    // Kept alive while its SyncGroup was held, perhaps for longer
+                    // than its session: it gets a full session to rejoin (Kafka
+                    // keeps it until the rebalance times out).
+                    m.session_deadline_ms = now_ms + m.session_timeout_ms as i64;
                     out.push(Output::Sync(
                         t,
                         SyncResponse::error(ErrorCode::REBALANCE_IN_PROGRESS),
@@ -838,6 +878,52 @@ impl GroupCoordinator {
         now_ms: i64,
         out: &mut Vec<Output>,
     ) -> Vec<TopicResult> {
+        self.commit_offsets_undoable(req, now_ms, out).0
+    }
+
+    /// OffsetCommit, plus what it changed: if its records cannot be written,
+    /// the shell passes that to [`GroupCoordinator::undo_commit`] (before
+    /// anything else runs) and answers with an error.
+    pub fn commit_offsets_undoable(
+        &mut self,
+        req: CommitRequest,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> (Vec<TopicResult>, CommitUndo) {
+        let mut undo = CommitUndo {
+            group_id: req.group_id.clone(),
+            previous: Vec::new(),
+        };
+        let results = self.commit_in(req, now_ms, out, &mut undo);
+        (results, undo)
+    }
+
+    /// Put back the offsets a commit replaced (its records were not written).
+    /// Touches nothing else, and outputs nothing.
+    pub fn undo_commit(&mut self, undo: CommitUndo) {
+        if undo.previous.is_empty() {
+            return;
+        }
+        let Some(mut g) = self.groups.remove(&undo.group_id) else {
+            return;
+        };
+        for (key, previous) in undo.previous.into_iter().rev() {
+            match previous {
+                Some(c) => g.offsets.insert(key, c),
+                None => g.offsets.remove(&key),
+            };
+        }
+        // A group this commit created goes away again.
+        self.put_back(g);
+    }
+
+    fn commit_in(
+        &mut self,
+        req: CommitRequest,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+        undo: &mut CommitUndo,
+    ) -> Vec<TopicResult> {
         let all = |req: &CommitRequest, code: ErrorCode| -> Vec<TopicResult> {
             req.topics
                 .iter()
@@ -907,7 +993,9 @@ impl GroupCoordinator {
                             commit_timestamp_ms: c.commit_timestamp_ms,
                         })),
                     });
-                    g.offsets.insert((t.name.clone(), p.partition.0), c);
+                    let previous = g.offsets.insert((t.name.clone(), p.partition.0), c);
+                    undo.previous
+                        .push(((t.name.clone(), p.partition.0), previous));
                     parts.push((p.partition, ErrorCode::NONE));
                 }
                 results.push(TopicResult {
@@ -1150,6 +1238,7 @@ impl GroupCoordinator {
                     self.groups.insert(g.id.clone(), g);
                 }
             }
+            self.reindex(id);
         }
         results
     }
@@ -1174,7 +1263,12 @@ impl GroupCoordinator {
     /// SyncGroup, and (every `offsets_retention_check_interval_ms`) offsets
     /// past retention.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
-        let ids: Vec<String> = self.groups.keys().cloned().collect();
+        let ids: Vec<String> = self
+            .deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .map(|(_, id)| id.clone())
+            .collect();
         for id in ids {
             self.with_group(&id, now_ms, out, |_, _, _| ());
         }
@@ -1273,32 +1367,20 @@ impl GroupCoordinator {
             {
                 Self::bury(&mut g, now_ms, out);
             } else {
-                self.groups.insert(id, g);
+                self.groups.insert(id.clone(), g);
             }
+            self.reindex(&id);
         }
     }
 
-    /// The earliest time at which [`GroupCoordinator::tick`] has something to do.
+    /// The earliest time at which [`GroupCoordinator::tick`] has something to
+    /// do. Cheap (an index lookup): the shell calls it after every call.
     pub fn next_deadline_ms(&self) -> Option<i64> {
-        let mut next = self.next_retention_check_ms;
-        let mut consider = |t: i64| next = Some(next.map_or(t, |n: i64| n.min(t)));
-        for g in self.groups.values() {
-            for d in g.pending_members.values() {
-                consider(*d);
-            }
-            for m in &g.members {
-                if !m.kept_alive() {
-                    consider(m.session_deadline_ms);
-                }
-            }
-            if let Some(t) = g.join_timer {
-                consider(t.deadline_ms);
-            }
-            if let Some(d) = g.pending_sync_deadline_ms {
-                consider(d);
-            }
+        let groups = self.deadlines.first().map(|(at, _)| *at);
+        match (groups, self.next_retention_check_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        next
     }
 
     // ------------------------------------------------------------ replay
@@ -1415,6 +1497,10 @@ impl GroupCoordinator {
                 m.session_deadline_ms = now_ms + m.session_timeout_ms as i64;
             }
         }
+        let ids: Vec<String> = self.groups.keys().cloned().collect();
+        for id in ids {
+            self.reindex(&id);
+        }
         self.next_retention_check_ms =
             Some(now_ms + self.config.offsets_retention_check_interval_ms);
     }
@@ -1437,6 +1523,35 @@ impl GroupCoordinator {
         self.groups.get(group_id).and_then(|g| g.leader.clone())
     }
 
+    #[cfg(test)]
+    pub(crate) fn debug_deadlines(&self) -> String {
+        format!(
+            "{:?} {:?}",
+            self.deadlines,
+            self.groups
+                .values()
+                .map(|g| format!(
+                    "{:?} pending={:?} members={:?} jt={:?} ps={:?}",
+                    g.state,
+                    g.pending_members,
+                    g.members
+                        .iter()
+                        .map(|m| (
+                            m.id.clone(),
+                            m.session_deadline_ms,
+                            m.kept_alive(),
+                            m.is_new,
+                            m.awaiting_join,
+                            m.awaiting_sync
+                        ))
+                        .collect::<Vec<_>>(),
+                    g.join_timer,
+                    g.pending_sync_deadline_ms
+                ))
+                .collect::<Vec<_>>()
+        )
+    }
+
     /// Number of groups held (including empty ones with offsets).
     pub fn group_count(&self) -> usize {
         self.groups.len()
@@ -1444,6 +1559,24 @@ impl GroupCoordinator {
 
     /// Assert the bookkeeping invariants of every group (tests and simulation).
     pub fn check_invariants(&self) {
+        assert_eq!(
+            self.deadlines.len(),
+            self.deadline_of.len(),
+            "deadline index"
+        );
+        for (at, id) in &self.deadlines {
+            assert_eq!(self.deadline_of.get(id), Some(at), "deadline index of {id}");
+        }
+        for (id, g) in &self.groups {
+            assert_eq!(
+                self.deadline_of.get(id).copied(),
+                g.next_deadline_ms(),
+                "{id}: stale deadline index"
+            );
+        }
+        for id in self.deadline_of.keys() {
+            assert!(self.groups.contains_key(id), "{id}: indexed but gone");
+        }
         for g in self.groups.values() {
             let ids: BTreeSet<&str> = g.members.iter().map(|m| m.id.as_str()).collect();
             assert_eq!(ids.len(), g.members.len(), "{}: duplicate member ids", g.id);

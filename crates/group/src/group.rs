@@ -141,6 +141,26 @@ impl Group {
         }
     }
 
+    /// The earliest of this group's timers: pending member ids, sessions of
+    /// members not kept alive, the rebalance in progress, members that have
+    /// not sent SyncGroup. Exactly what `advance` and `maybe_complete_join` act on.
+    pub fn next_deadline_ms(&self) -> Option<i64> {
+        let pending = self.pending_members.values().copied();
+        let sessions = self
+            .members
+            .iter()
+            .filter(|m| !m.kept_alive())
+            .map(|m| m.session_deadline_ms);
+        let join = self.join_timer.map(|t| t.deadline_ms);
+        let sync = self.pending_sync_deadline_ms.filter(|_| {
+            matches!(
+                self.state,
+                GroupState::CompletingRebalance | GroupState::Stable
+            )
+        });
+        pending.chain(sessions).chain(join).chain(sync).min()
+    }
+
     /// Largest rebalance timeout of the members (how long a rebalance may take).
     pub fn rebalance_timeout_ms(&self) -> i64 {
         self.members

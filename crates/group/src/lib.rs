@@ -44,7 +44,7 @@ use bytes::Bytes;
 use fjord_model::limits;
 use fjord_model::{ErrorCode, LeaderEpoch, Offset, PartitionIndex};
 
-pub use coordinator::GroupCoordinator;
+pub use coordinator::{CommitUndo, GroupCoordinator};
 
 /// Kafka's GROUP_SUBSCRIBED_TO_TOPIC (86), answered by OffsetDelete.
 pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode = ErrorCode(86);

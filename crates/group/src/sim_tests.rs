@@ -277,6 +277,12 @@ impl Sim {
         self.now += self.rng.below(2_500) as i64;
         let mut out = Vec::new();
         self.c.tick(self.now, &mut out);
+        assert!(
+            self.c.next_deadline_ms().is_none_or(|d| d > self.now),
+            "tick left something due at {}: {:?}",
+            self.now,
+            self.c.debug_deadlines()
+        );
         self.apply(out);
         let i = self.rng.below(self.clients.len() as u64) as usize;
         let action = self.rng.below(100);

@@ -491,6 +491,33 @@ fn leader_that_never_syncs_is_removed_after_rebalance_timeout() {
 }
 
 #[test]
+fn follower_held_in_sync_longer_than_its_session_may_still_rejoin() {
+    let mut h = H::new(cfg_no_delay());
+    let (a, b) = h.stable_pair();
+    // B rejoins -> rebalance; both rejoin, B syncs and waits; the leader A never syncs.
+    let rb = h.req(&b, None, protocols(&["range"], &["t", "u"]));
+    let tb = h.join_req(rb);
+    let ta = h.join(&a);
+    assert_eq!(h.take_join(ta).unwrap().generation_id, 3);
+    assert_eq!(h.take_join(tb).unwrap().generation_id, 3);
+    let start = h.now;
+    let ts = h.sync(&b, 3, vec![]);
+    assert!(REBALANCE_MS > SESSION_MS, "B waits longer than its session");
+    h.tick_to(start + REBALANCE_MS as i64);
+    assert_eq!(
+        h.take_sync(ts).unwrap().error,
+        ErrorCode::REBALANCE_IN_PROGRESS
+    );
+    // B was kept alive while it waited: it now has a full session to rejoin, not zero.
+    assert!(h.c.next_deadline_ms().is_some_and(|d| d > h.now));
+    h.tick_to(h.now + 1);
+    assert_eq!(h.state().2, vec![b.clone()]);
+    let tb = h.join(&b);
+    let r = h.take_join(tb).unwrap();
+    assert_eq!((r.error, r.generation_id), (ErrorCode::NONE, 4));
+}
+
+#[test]
 fn static_member_restart_keeps_generation_and_assignment() {
     let mut h = H::new(cfg_no_delay());
     let r = h.req("", Some("inst-1"), protocols(&["range"], &["t"]));
@@ -716,6 +743,47 @@ fn commit_checks_generation_member_and_rebalance() {
         &mut h.out,
     );
     assert!(r.is_empty());
+}
+
+#[test]
+fn a_commit_whose_records_were_not_written_is_undone() {
+    let mut h = H::new(cfg_no_delay());
+    let commit = |h: &mut H, partition: i32, offset: i64| {
+        let req = CommitRequest {
+            group_id: "g".into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            topics: vec![CommitTopic {
+                name: "t".into(),
+                partitions: vec![CommitPartition {
+                    partition: PartitionIndex(partition),
+                    offset: Offset(offset),
+                    leader_epoch: LeaderEpoch(1),
+                    metadata: None,
+                }],
+            }],
+        };
+        let now = h.now;
+        let (r, undo) = h.c.commit_offsets_undoable(req, now, &mut h.out);
+        assert_eq!(r[0].partitions[0].1, ErrorCode::NONE);
+        undo
+    };
+    // The first commit creates the group; undoing it removes the group again.
+    let undo = commit(&mut h, 0, 5);
+    h.c.undo_commit(undo);
+    h.c.check_invariants();
+    assert_eq!(h.c.group_count(), 0);
+    assert_eq!(h.fetch("t", 0).offset, Offset(-1));
+    // Later commits: the previous offset comes back, other partitions keep theirs.
+    let _kept = commit(&mut h, 0, 5);
+    let _kept = commit(&mut h, 1, 6);
+    let undo = commit(&mut h, 0, 9);
+    assert_eq!(h.fetch("t", 0).offset, Offset(9));
+    h.c.undo_commit(undo);
+    h.c.check_invariants();
+    assert_eq!(h.fetch("t", 0).offset, Offset(5));
+    assert_eq!(h.fetch("t", 1).offset, Offset(6));
 }
 
 #[test]

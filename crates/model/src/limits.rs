@@ -87,3 +87,13 @@ pub const OPEN_SEGMENT_FILES_MAX: usize = 4096;
 pub const MAPPED_INDEX_FILES_MAX: usize = 8192;
 /// Least interval between two background writes of one log's recovery-point checkpoint.
 pub const RECOVERY_POINT_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+
+// ---- client (fjord-client) ----
+/// Largest response frame the client accepts before allocating for it.
+pub const CLIENT_RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Requests a client connection keeps in flight by default before `send` waits.
+pub const CLIENT_IN_FLIGHT_REQUESTS_DEFAULT: usize = 32;
+/// Default time the client waits for a response before giving up on a request.
+pub const CLIENT_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Default time the client waits for a TCP connection to be established.
+pub const CLIENT_CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;

@@ -198,6 +198,20 @@ fn settle() {
     unsafe { libc::sync() };
 }
 
+/// Drops the partitions' (clean) pages from the page cache.
+fn evict(root: &Path, partitions: usize) {
+    use std::os::fd::AsRawFd;
+    for p in 0..partitions {
+        for e in std::fs::read_dir(root.join(format!("t-{p}"))).expect("list") {
+            let Ok(f) = std::fs::File::open(e.expect("entry").path()) else {
+                continue;
+            };
+            // SAFETY: a valid descriptor; advice only.
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        }
+    }
+}
+
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -263,36 +277,42 @@ fn open(partitions: usize, kib_each: u64) {
 
     // Write the copies back first, so that the measurements below do not compete with it.
     settle();
-    // Clean opens, three times: between them the logs are dropped unchanged and the
-    // clean-shutdown markers put back (a clean open without writes changes nothing else).
-    for _ in 0..2 {
+    // Clean opens: between them the logs are dropped unchanged and the clean-shutdown
+    // markers put back (a clean open without writes changes nothing else). The first one
+    // measures memory; the last one runs with the partitions' files evicted from the page
+    // cache (posix_fadvise DONTNEED on each file: cold, as after a reboot).
+    for round in 0..3 {
+        if round == 2 {
+            evict(root, partitions);
+        }
+        let rss_before = rss_kib();
         let (logs, t, _, unclean) = open_all(root, partitions);
+        let rss_after = rss_kib();
         println!(
-            "clean open of {partitions} partitions: {:.3} s ({:.1} us each), {unclean} unclean",
+            "clean open of {partitions} partitions{}: {:.3} s ({:.1} us each), {unclean} unclean",
+            if round == 2 { " (cold page cache)" } else { "" },
             t.as_secs_f64(),
             t.as_secs_f64() * 1e6 / partitions as f64
         );
-        crash(logs);
-        for p in 0..partitions {
-            std::fs::write(root.join(format!("t-{p}")).join(".clean_shutdown"), b"")
-                .expect("marker");
+        if round == 0 {
+            println!(
+                "memory: RSS {} KiB -> {} KiB: {:.2} KiB per idle open partition",
+                rss_before,
+                rss_after,
+                (rss_after.saturating_sub(rss_before)) as f64 / partitions as f64
+            );
+        }
+        if round < 2 {
+            crash(logs);
+            for p in 0..partitions {
+                std::fs::write(root.join(format!("t-{p}")).join(".clean_shutdown"), b"")
+                    .expect("marker");
+            }
+        } else {
+            crash(logs);
         }
     }
-    let rss_before = rss_kib();
-    let (logs, t, scanned, unclean) = open_all(root, partitions);
-    let rss_after = rss_kib();
-    println!(
-        "clean open of {partitions} partitions: {:.3} s ({:.1} us each), {unclean} unclean, \
-         {scanned} bytes scanned",
-        t.as_secs_f64(),
-        t.as_secs_f64() * 1e6 / partitions as f64
-    );
-    println!(
-        "memory: RSS {} KiB -> {} KiB: {:.1} KiB per idle open partition",
-        rss_before,
-        rss_after,
-        (rss_after.saturating_sub(rss_before)) as f64 / partitions as f64
-    );
+    let (logs, _, _, _) = open_all(root, partitions);
     let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
     let maps = std::fs::read_to_string("/proc/self/maps").map_or(0, |s| s.lines().count());
     println!("open descriptors {fds}, mappings {maps}");
@@ -363,6 +383,20 @@ fn open(partitions: usize, kib_each: u64) {
         "open after a crash with 8 threads: {:.3} s",
         start.elapsed().as_secs_f64()
     );
+    // After a machine crash the page cache is gone: the same, cold.
+    settle();
+    for log in &logs {
+        log.append(&mut tail.clone(), 0).expect("append");
+    }
+    crash(logs);
+    settle();
+    evict(root, partitions);
+    let (logs, t, scanned, _) = open_all(root, partitions);
+    println!(
+        "open after a crash, cold page cache: {:.3} s, {:.1} MiB scanned",
+        t.as_secs_f64(),
+        scanned as f64 / MIB as f64
+    );
     // The same crash without recovery points: every segment is scanned in full.
     settle();
     for log in &logs {
@@ -378,6 +412,24 @@ fn open(partitions: usize, kib_each: u64) {
     let (logs, t, scanned, unclean) = open_all(root, partitions);
     println!(
         "open after a crash without recovery points: {:.3} s, {unclean} unclean, {:.1} MiB scanned",
+        t.as_secs_f64(),
+        scanned as f64 / MIB as f64
+    );
+    for log in &logs {
+        log.append(&mut tail.clone(), 0).expect("append");
+    }
+    crash(logs);
+    for p in 0..partitions {
+        let _ = std::fs::remove_file(
+            root.join(format!("t-{p}"))
+                .join("recovery-point-offset-checkpoint"),
+        );
+    }
+    settle();
+    evict(root, partitions);
+    let (logs, t, scanned, _) = open_all(root, partitions);
+    println!(
+        "open after a crash without recovery points, cold page cache: {:.3} s, {:.1} MiB scanned",
         t.as_secs_f64(),
         scanned as f64 / MIB as f64
     );

@@ -375,10 +375,12 @@ impl Log {
         let log_end = next.unwrap_or(active.base_offset).max(active.base_offset);
 
         // A crash with nothing to repair (no truncation, only the active segment scanned):
-        // fdatasync what was scanned (it may have been only in the page cache) and leave
-        // the index files and the checkpoint to the next background checkpoint; another
-        // crash before it just scans the same tail again. One fsync per partition.
+        // no fsync here. The scanned tail may still be only in the page cache (the process
+        // died, not the machine), so it counts as not yet durable, exactly as before the
+        // crash: the background flush queued below syncs it, and the next checkpoint
+        // records it; another crash before that just scans the same tail again.
         let light = !report.clean
+            && scanned[last]
             && report.bytes_truncated == 0
             && report.segments_deleted == 0
             && scanned.iter().enumerate().all(|(i, s)| !*s || i == last);
@@ -392,12 +394,9 @@ impl Log {
         truncate_epochs_from_start(&mut epochs, log_start);
 
         let (recovery_point_now, checkpoint_written) = if light {
-            if scanned[last] {
-                active
-                    .sync_data_now()
-                    .map_err(|e| StorageError::io(format!("fsync {}", active.display()), e))?;
-            }
-            (log_end, recovery_point.unwrap_or(i64::MIN))
+            active.flushed_size.store(0, Ordering::Release);
+            let durable = recovery_point.unwrap_or(0).clamp(0, log_end);
+            (durable, recovery_point.unwrap_or(i64::MIN))
         } else {
             // Scanned segments get exact index files; sealed ones drop their in-memory
             // copies. Then make what recovery produced durable and record it.
@@ -462,7 +461,7 @@ impl Log {
             })),
             log_end: AtomicI64::new(log_end),
             sync: Mutex::new(SyncState {
-                durable_end: log_end,
+                durable_end: recovery_point_now,
                 waiters: Vec::new(),
                 queued: false,
             }),
@@ -479,6 +478,9 @@ impl Log {
             config: RwLock::new(config),
             epochs: Mutex::new(epochs),
         });
+        if light {
+            log.request_flush();
+        }
         Ok((log, report))
     }
 

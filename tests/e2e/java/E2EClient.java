@@ -21,6 +21,17 @@
 //       and stops after COUNT records in total (or when poll.total.ms, default 20000, runs out),
 //       then prints {"type":"done","count":n,"end_offsets":{...},"beginning_offsets":{...}}.
 //
+//   group BOOTSTRAP TOPIC GROUP [k=v ...]
+//       A consumer-group member: subscribes to TOPIC, commits each batch's offsets right after
+//       processing it (commitSync), and prints JSON lines, each with "t" (wall-clock seconds):
+//         {"type":"assigned"|"revoked"|"lost","partitions":[p...],"generation":g}
+//         {"type":"records","recs":[[partition,offset,value]...]}
+//         {"type":"commit","offsets":{"p":next}} or {"type":"commit_failed","error":...}
+//         {"type":"closed"}
+//       Offsets whose commit failed are committed again with the next batch or on revocation.
+//       A line "close" on stdin (or EOF) closes the consumer cleanly. The Python twin is
+//       tools/group_member.py.
+//
 // Values are UTF-8 strings; keys and values may be null.
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -31,14 +42,19 @@ import java.io.InputStreamReader;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
+import java.time.Instant;
 import java.util.ArrayList;
+import java.util.Collection;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
+import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
@@ -86,6 +102,9 @@ public class E2EClient {
                 break;
             case "consume":
                 consume(args);
+                break;
+            case "group":
+                group(args);
                 break;
             default:
                 System.err.println("unknown command " + args[0]);
@@ -279,6 +298,116 @@ public class E2EClient {
                 begins.put(e.getKey().topic() + ":" + e.getKey().partition(), e.getValue());
             }
             emit(done);
+        }
+    }
+
+    static double nowSeconds() {
+        Instant now = Instant.now();
+        return now.getEpochSecond() + now.getNano() / 1e9;
+    }
+
+    static ObjectNode line(String type) {
+        ObjectNode n = JSON.createObjectNode();
+        n.put("type", type);
+        n.put("t", nowSeconds());
+        return n;
+    }
+
+    static void group(String[] args) throws Exception {
+        String bootstrap = args[1];
+        String topic = args[2];
+        String groupId = args[3];
+        List<String> kvs = new ArrayList<>();
+        for (int i = 4; i < args.length; i++) kvs.add(args[i]);
+        Properties p = props(bootstrap, kvs);
+        p.put("group.id", groupId);
+        p.putIfAbsent("enable.auto.commit", "false");
+        p.putIfAbsent("auto.offset.reset", "earliest");
+        AtomicBoolean stop = new AtomicBoolean(false);
+        Thread watcher = new Thread(() -> {
+            try {
+                BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+                String l;
+                while ((l = in.readLine()) != null) {
+                    if (l.trim().equals("close")) break;
+                }
+            } catch (Exception e) {
+                // EOF or a closed stdin: stop as well
+            }
+            stop.set(true);
+        });
+        watcher.setDaemon(true);
+        watcher.start();
+        KafkaConsumer<byte[], byte[]> consumer =
+                new KafkaConsumer<>(p, new ByteArrayDeserializer(), new ByteArrayDeserializer());
+        // offsets processed but not committed (a commit failed): committed on revocation
+        Map<TopicPartition, OffsetAndMetadata> pending = new HashMap<>();
+        consumer.subscribe(List.of(topic), new ConsumerRebalanceListener() {
+            void report(String type, Collection<TopicPartition> parts) {
+                ObjectNode n = line(type);
+                ArrayNode ps = n.putArray("partitions");
+                parts.stream().map(TopicPartition::partition).sorted().forEach(ps::add);
+                n.put("generation", consumer.groupMetadata().generationId());
+                emit(n);
+            }
+
+            public void onPartitionsRevoked(Collection<TopicPartition> parts) {
+                Map<TopicPartition, OffsetAndMetadata> mine = new HashMap<>();
+                for (TopicPartition tp : parts) {
+                    OffsetAndMetadata o = pending.remove(tp);
+                    if (o != null) mine.put(tp, o);
+                }
+                if (!mine.isEmpty()) commit(consumer, mine, null);
+                report("revoked", parts);
+            }
+
+            public void onPartitionsAssigned(Collection<TopicPartition> parts) {
+                report("assigned", parts);
+            }
+
+            public void onPartitionsLost(Collection<TopicPartition> parts) {
+                for (TopicPartition tp : parts) pending.remove(tp);
+                report("lost", parts);
+            }
+        });
+        while (!stop.get()) {
+            Map<TopicPartition, OffsetAndMetadata> next = new HashMap<>();
+            var polled = consumer.poll(Duration.ofMillis(100));
+            ObjectNode recs = line("records");
+            ArrayNode rs = recs.putArray("recs");
+            for (ConsumerRecord<byte[], byte[]> r : polled) {
+                ArrayNode one = rs.addArray();
+                one.add(r.partition());
+                one.add(r.offset());
+                one.add(str(r.value()));
+                next.put(new TopicPartition(r.topic(), r.partition()), new OffsetAndMetadata(r.offset() + 1));
+            }
+            if (next.isEmpty()) continue;
+            emit(recs);
+            pending.putAll(next);
+            commit(consumer, new HashMap<>(pending), pending);
+        }
+        consumer.close();
+        emit(line("closed"));
+    }
+
+    /** commitSync(offsets); on success they leave `pending`, on failure they stay there (if not null). */
+    static void commit(KafkaConsumer<byte[], byte[]> consumer, Map<TopicPartition, OffsetAndMetadata> offsets,
+            Map<TopicPartition, OffsetAndMetadata> pending) {
+        try {
+            consumer.commitSync(offsets);
+            ObjectNode c = line("commit");
+            ObjectNode offs = c.putObject("offsets");
+            for (Map.Entry<TopicPartition, OffsetAndMetadata> e : offsets.entrySet()) {
+                offs.put(String.valueOf(e.getKey().partition()), e.getValue().offset());
+                if (pending != null && e.getValue().equals(pending.get(e.getKey()))) pending.remove(e.getKey());
+            }
+            emit(c);
+        } catch (Exception e) {
+            if (pending != null) pending.putAll(offsets);
+            ObjectNode c = line("commit_failed");
+            c.put("error", e.getClass().getSimpleName() + ": " + e.getMessage());
+            emit(c);
         }
     }
 }

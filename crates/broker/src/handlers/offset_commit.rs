@@ -69,9 +69,7 @@ pub fn handle(ctx: Ctx, req: OffsetCommitRequest) -> Pending {
         let mut results: Vec<(String, i32, ErrorCode)> = rejected;
         if let Some(groups) = groups {
             if !request.topics.is_empty() {
-                let r = groups
-                    .call(|c, now, out| c.commit_offsets(request, now, out))
-                    .await;
+                let r = groups.commit(request).await;
                 for t in r {
                     for (p, e) in t.partitions {
                         results.push((t.name.clone(), p.0, e));

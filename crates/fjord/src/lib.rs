@@ -1,0 +1,4 @@
+//! The library half of the `fjord` command: tools that the binary runs and
+//! tests drive directly.
+
+pub mod bench;
