@@ -232,19 +232,7 @@ impl Broker {
                 format!("partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}"),
             ));
         }
-        let mut settings = self.config.topic_defaults.clone();
-        for (k, v) in &overrides {
-            match settings.set(k, v) {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Err(StateError::kafka(
-                        ErrorCode::INVALID_CONFIG,
-                        format!("unknown topic config '{k}'"),
-                    ))
-                }
-                Err(e) => return Err(StateError::kafka(ErrorCode::INVALID_CONFIG, e.to_string())),
-            }
-        }
+        let settings = self.settings_with(&overrides)?;
         let _admin = self.admin.lock();
         if self.topics.read().contains_key(name) {
             return Err(StateError::kafka(
@@ -262,17 +250,9 @@ impl Broker {
         if validate_only {
             return Ok(topic);
         }
-        let now = now_ms();
-        let mut parts = Vec::new();
-        for p in 0..partitions {
-            let dir = partition_dir(&self.config.data_dir, name, p);
-            // A directory left by a deleted topic of the same name must not leak old data.
-            if dir.exists() {
-                fjord_storage::delete_log_dir(&dir)?;
-            }
-            let (log, _) = Log::open(&dir, settings.log_config(), now)?;
-            parts.push(Arc::new(Partition::new(PartitionIndex(p), log)));
-        }
+        let parts = (0..partitions)
+            .map(|p| self.new_partition(name, p, &settings))
+            .collect::<Result<Vec<_>, _>>()?;
         *topic.partitions.write() = parts;
         self.topics.write().insert(name.to_string(), topic.clone());
         self.persist_locked()?;
@@ -335,17 +315,9 @@ impl Broker {
             return Ok(());
         }
         let settings = topic.settings.read().clone();
-        let now = now_ms();
         for p in current..count {
-            let dir = partition_dir(&self.config.data_dir, name, p);
-            if dir.exists() {
-                fjord_storage::delete_log_dir(&dir)?;
-            }
-            let (log, _) = Log::open(&dir, settings.log_config(), now)?;
-            topic
-                .partitions
-                .write()
-                .push(Arc::new(Partition::new(PartitionIndex(p), log)));
+            let partition = self.new_partition(name, p, &settings)?;
+            topic.partitions.write().push(partition);
         }
         self.persist_locked()
     }
@@ -381,8 +353,42 @@ impl Broker {
                 }
             }
         }
+        let settings = self.settings_with(&overrides)?;
+        if validate_only {
+            return Ok(());
+        }
+        *topic.overrides.write() = overrides;
+        *topic.settings.write() = settings.clone();
+        for p in topic.partitions.read().iter() {
+            p.log.set_config(settings.log_config());
+        }
+        self.persist_locked()
+    }
+
+    /// Open an empty log for a new partition. A directory left by a deleted
+    /// topic of the same name is removed first, so old data never leaks in.
+    fn new_partition(
+        &self,
+        topic: &str,
+        p: i32,
+        settings: &TopicSettings,
+    ) -> Result<Arc<Partition>, StateError> {
+        let dir = partition_dir(&self.config.data_dir, topic, p);
+        if dir.exists() {
+            fjord_storage::delete_log_dir(&dir)?;
+        }
+        let (log, _) = Log::open(&dir, settings.log_config(), now_ms())?;
+        Ok(Arc::new(Partition::new(PartitionIndex(p), log)))
+    }
+
+    /// Broker defaults with `overrides` (topic config names) applied; unknown
+    /// names and invalid values are INVALID_CONFIG.
+    fn settings_with(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<TopicSettings, StateError> {
         let mut settings = self.config.topic_defaults.clone();
-        for (k, v) in &overrides {
+        for (k, v) in overrides {
             match settings.set(k, v) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -394,15 +400,7 @@ impl Broker {
                 Err(e) => return Err(StateError::kafka(ErrorCode::INVALID_CONFIG, e.to_string())),
             }
         }
-        if validate_only {
-            return Ok(());
-        }
-        *topic.overrides.write() = overrides;
-        *topic.settings.write() = settings.clone();
-        for p in topic.partitions.read().iter() {
-            p.log.set_config(settings.log_config());
-        }
-        self.persist_locked()
+        Ok(settings)
     }
 
     /// Hand out a new producer id (persisting block ends so ids never repeat across restarts).
