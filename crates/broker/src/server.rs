@@ -159,18 +159,23 @@ async fn connection(
     result
 }
 
-/// Read a frame body of `len` bytes. The buffer grows with the bytes that
-/// actually arrive, so a large size prefix alone allocates little.
+/// Read a frame body of `len` bytes (already checked against the frame
+/// limit). The first read goes into a small buffer; only once the client has
+/// actually sent that much is the rest of the frame reserved, in one step, so
+/// a size prefix alone allocates little and a large frame is copied at most
+/// once while it grows.
 async fn read_frame(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     len: usize,
     idle: Duration,
 ) -> Result<Bytes, ConnError> {
-    const CHUNK: usize = 256 * 1024;
-    let mut buf = BytesMut::with_capacity(len.min(CHUNK));
+    const FIRST_READ_BYTES: usize = 64 * 1024;
+    let mut buf = BytesMut::with_capacity(len.min(FIRST_READ_BYTES));
     while buf.len() < len {
-        let want = (len - buf.len()).min(CHUNK);
-        buf.reserve(want);
+        if buf.len() == buf.capacity() {
+            buf.reserve(len - buf.len());
+        }
+        let want = len - buf.len();
         let n = match tokio::time::timeout(idle, rd.read_buf(&mut (&mut buf).limit(want))).await {
             Err(_) => return Err(ConnError::Idle),
             Ok(r) => r?,
