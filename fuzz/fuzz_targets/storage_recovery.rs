@@ -31,7 +31,12 @@ fn valid_batch(base: i64, records: usize, seed: u8) -> Vec<u8> {
     let mut b = BatchBuilder::new(Compression::None);
     for i in 0..records {
         let value = vec![seed.wrapping_add(i as u8); 20 + usize::from(seed % 50)];
-        b.push(1_000 + i64::from(seed) * 10 + i as i64, Some(b"k"), Some(&value), &[]);
+        b.push(
+            1_000 + i64::from(seed) * 10 + i as i64,
+            Some(b"k"),
+            Some(&value),
+            &[],
+        );
     }
     b.build(base)
 }
@@ -68,7 +73,10 @@ fn read_all(log: &Log, strict: bool) -> Option<Vec<Vec<u8>>> {
         out.push(bytes[range].to_vec());
     }
     if start < end && next != Some(end.0) {
-        assert!(!strict, "the log ends after its last batch: {next:?} vs {end:?}");
+        assert!(
+            !strict,
+            "the log ends after its last batch: {next:?} vs {end:?}"
+        );
         return None;
     }
     Some(out)
@@ -129,7 +137,11 @@ fuzz_target!(|data: &[u8]| {
         write(&dir, "00000000000000000000.timeindex", &tidx);
     }
     if flags & 0x08 != 0 {
-        write(&dir, "recovery-point-offset-checkpoint", format!("0\n1\n{rp}\n").as_bytes());
+        write(
+            &dir,
+            "recovery-point-offset-checkpoint",
+            format!("0\n1\n{rp}\n").as_bytes(),
+        );
     }
     if flags & 0x10 != 0 {
         write(&dir, ".clean_shutdown", b"");
@@ -139,7 +151,11 @@ fuzz_target!(|data: &[u8]| {
         write(&dir, &format!("{next:020}.log"), &idx);
     }
     if flags & 0x40 != 0 {
-        write(&dir, "log-start-offset-checkpoint", format!("0\n1\n{}\n", rp % 16).as_bytes());
+        write(
+            &dir,
+            "log-start-offset-checkpoint",
+            format!("0\n1\n{}\n", rp % 16).as_bytes(),
+        );
     }
 
     let Ok((log, _report)) = Log::open(&dir, config(), 0) else {

