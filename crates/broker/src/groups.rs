@@ -6,6 +6,7 @@
 //! at `next_deadline_ms`. At start the topic is replayed into the coordinator.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -99,7 +100,7 @@ impl Groups {
 
     /// Run `f` on the coordinator, persist its outputs, deliver held responses.
     /// Returns `f`'s result once the records it wrote are durable.
-    pub async fn call<R>(
+    pub async fn call<R: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut GroupCoordinator, i64, &mut Vec<Output>) -> R,
     ) -> R {
@@ -111,35 +112,53 @@ impl Groups {
     /// OffsetCommit. If the records cannot be appended the commit is undone
     /// (nobody sees it) and every partition gets NOT_COORDINATOR (Kafka's
     /// answer to a storage error), as it does when they cannot be made durable.
-    pub async fn commit(self: &Arc<Self>, req: CommitRequest) -> Vec<TopicResult> {
-        let (mut results, persisted) = self
-            .run(
-                |c, now, out| c.commit_offsets_undoable(req, now, out),
-                |c, undo| c.undo_commit(undo),
-            )
-            .await;
-        if !persisted {
-            for (_, e) in results.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
-                if e.is_none() {
-                    *e = ErrorCode::NOT_COORDINATOR;
+    ///
+    /// The commit is decided and appended when this is called, not when the
+    /// future is first polled: the connection's reader calls it in request
+    /// order, so pipelined commits from one client apply in the order sent.
+    pub fn commit(
+        self: &Arc<Self>,
+        req: CommitRequest,
+    ) -> impl Future<Output = Vec<TopicResult>> + Send + 'static {
+        let decided = self.start(
+            |c, now, out| c.commit_offsets_undoable(req, now, out),
+            |c, undo| c.undo_commit(undo),
+        );
+        async move {
+            let (mut results, persisted) = decided.await;
+            if !persisted {
+                for (_, e) in results.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                    if e.is_none() {
+                        *e = ErrorCode::NOT_COORDINATOR;
+                    }
                 }
             }
+            results
         }
-        results
     }
 
     /// The core of every call: `f` under the lock, then its records appended
     /// (still under the lock, so the log order is the decision order; if an
     /// append fails, `undo` runs before the lock is released), then synced,
     /// then held responses delivered. Returns whether everything `f` wrote is durable.
-    async fn run<R, U>(
+    async fn run<R: Send + 'static, U>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut GroupCoordinator, i64, &mut Vec<Output>) -> (R, U),
         undo: impl FnOnce(&mut GroupCoordinator, U),
     ) -> (R, bool) {
+        self.start(f, undo).await
+    }
+
+    /// `run`, with the decision and the append made now; the returned future
+    /// waits for durability and delivers held responses.
+    fn start<R: Send + 'static, U>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut GroupCoordinator, i64, &mut Vec<Output>) -> (R, U),
+        undo: impl FnOnce(&mut GroupCoordinator, U),
+    ) -> impl Future<Output = (R, bool)> + Send + 'static {
         self.ensure_timer();
         let mut out = Vec::new();
-        let (r, syncs, mut persisted, wake) = {
+        let (r, syncs, appended, wake) = {
             let mut core = self.core.lock();
             let (r, u) = f(&mut core, now_ms(), &mut out);
             let (syncs, appended) = self.append(&mut out);
@@ -151,17 +170,21 @@ impl Groups {
                 .is_some_and(|d| d < self.timer_armed_ms.load(Ordering::Relaxed));
             (r, syncs, appended, wake)
         };
-        for s in syncs {
-            if let Err(e) = s.await {
-                tracing::error!("{OFFSETS_TOPIC}: sync failed: {e}");
-                persisted = false;
+        let this = self.clone();
+        async move {
+            let mut persisted = appended;
+            for s in syncs {
+                if let Err(e) = s.await {
+                    tracing::error!("{OFFSETS_TOPIC}: sync failed: {e}");
+                    persisted = false;
+                }
             }
+            this.deliver(out);
+            if wake {
+                this.timer.notify_one();
+            }
+            (r, persisted)
         }
-        self.deliver(out);
-        if wake {
-            self.timer.notify_one();
-        }
-        (r, persisted)
     }
 
     /// JoinGroup: waits until the coordinator answers (possibly after a rebalance).

@@ -369,3 +369,50 @@ async fn topic_metadata_survives_reopen() {
     assert_eq!((t.id, t.partition_count()), (id, 3));
     assert_eq!(t.settings.read().retention_ms, Some(5000));
 }
+
+/// Pipelined OffsetCommits from one connection apply in the order sent: the
+/// last one wins (librdkafka and rust-rdkafka send many async commits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_offset_commits_apply_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    b.create_topic("c", 1, Default::default(), false).unwrap();
+    let version = 8;
+    let mut pending = Vec::new();
+    for offset in 1..=50i64 {
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(name("c"))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(offset),
+                    ]),
+            ]);
+        let mut buf = BytesMut::new();
+        req.encode(&mut buf, version).unwrap();
+        let header = RequestHeader {
+            api_key: 8,
+            api_version: version,
+            correlation_id: offset as i32,
+            client_id: None,
+        };
+        // Dispatched back to back, as the connection's reader does; awaited later.
+        pending.push(dispatch(&b, header, Reader::new(buf.freeze())).unwrap());
+    }
+    for p in pending {
+        p.resolve().await.unwrap().unwrap();
+    }
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_topics(Some(vec![
+            offset_fetch_request::OffsetFetchRequestTopic::default()
+                .with_name(name("c"))
+                .with_partition_indexes(vec![0]),
+        ]));
+    let r: OffsetFetchResponse = decode(call(&b, 9, 7, &req).await.unwrap(), 7);
+    assert_eq!(r.topics[0].partitions[0].committed_offset, 50);
+}

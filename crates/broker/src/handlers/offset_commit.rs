@@ -65,11 +65,15 @@ pub fn handle(ctx: Ctx, req: OffsetCommitRequest) -> Pending {
         group_instance_id: req.group_instance_id.map(|s| s.to_string()),
         topics,
     };
+    // Decided now, in request order; only the wait for durability is deferred.
+    let commit = groups
+        .filter(|_| !request.topics.is_empty())
+        .map(|g| g.commit(request));
     Pending::later(async move {
         let mut results: Vec<(String, i32, ErrorCode)> = rejected;
-        if let Some(groups) = groups {
-            if !request.topics.is_empty() {
-                let r = groups.commit(request).await;
+        if let Some(commit) = commit {
+            {
+                let r = commit.await;
                 for t in r {
                     for (p, e) in t.partitions {
                         results.push((t.name.clone(), p.0, e));
