@@ -416,3 +416,43 @@ async fn pipelined_offset_commits_apply_in_order() {
     let r: OffsetFetchResponse = decode(call(&b, 9, 7, &req).await.unwrap(), 7);
     assert_eq!(r.topics[0].partitions[0].committed_offset, 50);
 }
+
+/// CreatePartitions checks explicit assignments like Kafka: one per new
+/// partition, naming brokers that exist.
+#[tokio::test]
+async fn create_partitions_checks_assignments() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    b.create_topic("a", 1, Default::default(), false).unwrap();
+    let with = |count: i32, brokers: Vec<Vec<i32>>| {
+        CreatePartitionsRequest::default().with_topics(vec![
+            create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(name("a"))
+                .with_count(count)
+                .with_assignments(Some(
+                    brokers
+                        .into_iter()
+                        .map(|ids| {
+                            create_partitions_request::CreatePartitionsAssignment::default()
+                                .with_broker_ids(ids.into_iter().map(BrokerId).collect())
+                        })
+                        .collect(),
+                )),
+        ])
+    };
+    let r: CreatePartitionsResponse =
+        decode(call(&b, 37, 3, &with(3, vec![vec![1]])).await.unwrap(), 3);
+    assert_eq!(r.results[0].error_code, 39, "too few assignments");
+    let r: CreatePartitionsResponse =
+        decode(call(&b, 37, 3, &with(2, vec![vec![7]])).await.unwrap(), 3);
+    assert_eq!(r.results[0].error_code, 39, "unknown broker");
+    assert_eq!(b.topic("a").unwrap().partition_count(), 1);
+    let r: CreatePartitionsResponse = decode(
+        call(&b, 37, 3, &with(3, vec![vec![1], vec![1]]))
+            .await
+            .unwrap(),
+        3,
+    );
+    assert_eq!(r.results[0].error_code, 0);
+    assert_eq!(b.topic("a").unwrap().partition_count(), 3);
+}

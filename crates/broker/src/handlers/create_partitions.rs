@@ -3,6 +3,7 @@
 use std::ops::RangeInclusive;
 
 use bytes::BytesMut;
+use fjord_model::ErrorCode;
 use fjord_protocol::kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use fjord_protocol::kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
@@ -13,8 +14,36 @@ pub const VERSIONS: RangeInclusive<i16> = 0..=3;
 
 pub fn handle(ctx: &Ctx, req: CreatePartitionsRequest) -> Option<BytesMut> {
     let mut results = Vec::with_capacity(req.topics.len());
+    let node = ctx.broker.config.node_id.0;
     for t in req.topics {
         let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        // Assignments, when given, name the replicas of each new partition:
+        // one per new partition, each on this node only.
+        if let Some(assignments) = &t.assignments {
+            let current = ctx.broker.topic(&t.name.0).map(|t| t.partition_count());
+            let new = current.map(|c| t.count - c);
+            let bad = if new != Some(assignments.len() as i32) {
+                Some(format!(
+                    "{} assignments given for {} new partitions",
+                    assignments.len(),
+                    new.map_or("?".to_string(), |n| n.to_string())
+                ))
+            } else if assignments
+                .iter()
+                .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node)
+            {
+                Some(format!("this single-node cluster only has broker {node}"))
+            } else {
+                None
+            };
+            if let (Some(msg), Some(_)) = (bad, current) {
+                results.push(
+                    base.with_error_code(ErrorCode::INVALID_REPLICA_ASSIGNMENT.0)
+                        .with_error_message(Some(str_bytes(msg))),
+                );
+                continue;
+            }
+        }
         results.push(
             match ctx
                 .broker
