@@ -19,7 +19,8 @@ pub fn handle(ctx: &Ctx, req: CreatePartitionsRequest) -> Option<BytesMut> {
         let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         // Assignments, when given, name the replicas of each new partition:
         // one per new partition, each on this node only.
-        if let Some(assignments) = &t.assignments {
+        // An empty list is taken as "not given", like null.
+        if let Some(assignments) = t.assignments.as_ref().filter(|a| !a.is_empty()) {
             let current = ctx.broker.topic(&t.name.0).map(|t| t.partition_count());
             let new = current.map(|c| t.count - c);
             let bad = if new != Some(assignments.len() as i32) {
