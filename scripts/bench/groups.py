@@ -440,7 +440,8 @@ async def bench_rebalance(port, members_n, partitions, trials, heartbeat_ms, war
         gen = await wait_stable(ms, gen)
         leaves.append(max(m.synced_at[gen] for m in ms) - t0)
         leave_broker.append(broker_part(ms, gen))
-        log(f"  {'warm-up' if k < warmup else 'trial'} {k + 1}: join -> stable {joins[-1] * 1000:.0f} ms (broker part {join_broker[-1] * 1000:.0f}),"
+        log(f"  {'warm-up' if k < warmup else 'trial'} {k + 1}: join -> stable {joins[-1] * 1000:.0f} ms"
+            f" (broker part {join_broker[-1] * 1000:.0f}),"
             f" leave -> stable {leaves[-1] * 1000:.0f} ms (broker part {leave_broker[-1] * 1000:.0f})")
         if k < warmup:
             joins.pop(), join_broker.pop(), leaves.pop(), leave_broker.pop()
@@ -622,7 +623,6 @@ def report(results, args, load_before, load_after, when):
             verdict.append(f"on {'tmpfs' if suffix else 'disk'}: " + ", ".join(parts))
         L.append("")
         L.append("Fjord at least as good as Kafka (the issue's target)? " + "; ".join(verdict) + ".")
-        L.append("")
     errs = {n: sum(c["errors"] for c in results[n]["commits"] + results[n].get("tmpfs", {}).get("commits", []))
             for n in names}
     L.append("")

@@ -78,7 +78,9 @@ class Broker:
             if not FJORD_BIN.exists():
                 raise RuntimeError(f"fjord binary not found at {FJORD_BIN} (build it or set FJORD_BIN)")
             cmd = [str(FJORD_BIN), "serve", "--listen", self.bootstrap, "--data-dir", str(self.data_dir)]
-            for k, v in self.settings.items():
+            # The same test-friendly group setting scripts/kafka.sh gives Kafka.
+            settings = {"group.initial.rebalance.delay.ms": "0", **self.settings}
+            for k, v in settings.items():
                 cmd += ["--set", f"{k}={v}"]
             with open(self.log_path, "ab") as log:
                 log.write(f"=== {time.strftime('%H:%M:%S')} start: {' '.join(cmd)}\n".encode())

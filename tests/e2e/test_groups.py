@@ -1,6 +1,7 @@
 """Consumer groups with real clients: a mixed group of confluent-kafka, Java and kafka-python members that join,
-leave and are killed (exclusive ownership, every record consumed, resume at the last commit); committed offsets
-across broker restarts; kcat -G; the kafka-consumer-groups tool; two groups on one topic."""
+leave and are killed (exclusive ownership, every record consumed, resume at the last commit); a static member's
+restart; committed offsets across broker restarts; kcat -G; the kafka-consumer-groups tool; two groups on one
+topic."""
 
 from __future__ import annotations
 
@@ -364,6 +365,39 @@ def test_group_members_join_leave_and_die(broker, java, strategy):
     assert gens == sorted(gens) and gens[0] >= 1, gens
 
 
+def test_static_member_restarts_without_rebalance(broker, java):
+    """A Java member with group.instance.id is killed and restarted within its session timeout: it gets its
+    partitions back and the other member (confluent-kafka) sees no rebalance."""
+    P = 4
+    b = broker.bootstrap
+    t = c.create_topic(b, unique("grp-static"), partitions=P)
+    g = unique("g-static")
+    static = {**member_conf("java", "range"), "group.instance.id": "static-1", "session.timeout.ms": "15000"}
+    members = []
+    try:
+        a = spawn("java", java, b, t, g, "A-static", static)
+        members.append(a)
+        other = spawn("cf", java, b, t, g, "B-cf", member_conf("cf", "range"))
+        members.append(other)
+        wait_until(lambda: balanced([a, other], P), 45, "A and B to share the partitions\n" + a.diag() + other.diag())
+        mine = a.owned()
+        b_events = len(other.snapshot())
+        a.kill()
+        a2 = spawn("java", java, b, t, g, "A-static-again", static)
+        members.append(a2)
+        wait_until(lambda: a2.owned() == mine, 30, "the restarted static member to get its partitions\n" + a2.diag())
+        time.sleep(1.5)  # B would have noticed a rebalance by now (heartbeat every 0.5 s)
+        later = [ev for ev in other.snapshot()[b_events:] if ev["type"] in ("assigned", "revoked", "lost")]
+        assert not later, f"B saw a rebalance: {later}"
+        assert balanced([a2, other], P)
+        d = _describe(b, g)
+        assert sorted(m.group_instance_id or "" for m in d.members) == ["", "static-1"], d.members
+    finally:
+        for m in members:
+            m.close()
+            m.kill()
+
+
 def _group_read(cons: Consumer, count: int, timeout_s: float = 40.0) -> list[dict]:
     """Read `count` records with a subscribed consumer, then commit what was read (synchronously)."""
     got = c.cf_poll(cons, count, timeout_s)
@@ -527,6 +561,7 @@ def test_kcat_balanced_consumers(broker):
 
 
 def _cg(java, *args: str, check: bool = True) -> str:
+    """Runs kafka-consumer-groups (ConsumerGroupCommand) and returns its stdout and stderr."""
     res = java.run(
         "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand", *args, timeout=60, check=check
     )
@@ -551,8 +586,13 @@ def test_kafka_consumer_groups_tool(broker, java):
     recs = []
     for p in range(P):
         for i in range(30):
-            recs.append({"key": f"k{i}", "value": f"p{p}-{i}", "headers": [], "timestamp": ts0 + i * 1000, "partition": p})
+            recs.append(
+                {"key": f"k{i}", "value": f"p{p}-{i}", "headers": [], "timestamp": ts0 + i * 1000, "partition": p}
+            )
     assert all(d.err is None for d in c.cf_produce(b, t, recs))
+    def cg(*args: str, check: bool = True) -> str:
+        return _cg(java, "--bootstrap-server", b, *args, check=check)
+
     # a live group with one member (joins while the rest is set up)
     m = spawn("cf", java, b, t, live, "live", member_conf("cf", "range"))
     try:
@@ -561,10 +601,10 @@ def test_kafka_consumer_groups_tool(broker, java):
         cons.close()
         wait_until(lambda: m.consumed() >= 90, 45, "the live member to read the topic\n" + m.diag())
 
-        out = _cg(java, "--bootstrap-server", b, "--list")
+        out = cg("--list")
         assert g in out.split() and live in out.split(), out
 
-        out = _cg(java, "--bootstrap-server", b, "--describe", "--group", g)
+        out = cg("--describe", "--group", g)
         rows = {int(r["PARTITION"]): r for r in _table(out, t)}
         assert sorted(rows) == [0, 1, 2], out
         for p in range(P):
@@ -574,31 +614,31 @@ def test_kafka_consumer_groups_tool(broker, java):
             assert rows[p]["CONSUMER-ID"] == "-", out
         assert f"Consumer group '{g}' has no active members." in out
 
-        out = _cg(java, "--bootstrap-server", b, "--describe", "--group", live, "--members")
+        out = cg("--describe", "--group", live, "--members")
         member_rows = [line.split() for line in out.splitlines() if line.startswith(live)]
         assert len(member_rows) == 1, out
         assert member_rows[0][-1] == "3", out  # #PARTITIONS
-        out = _cg(java, "--bootstrap-server", b, "--describe", "--group", live, "--state")
+        out = cg("--describe", "--group", live, "--state")
         assert "Stable" in out and "range" in out, out
-        out = _cg(java, "--bootstrap-server", b, "--describe", "--group", live)
+        out = cg("--describe", "--group", live)
         rows = _table(out, t)
         assert len(rows) == 3 and all(r["LAG"] == "0" and r["CONSUMER-ID"] != "-" for r in rows), out
 
-        out = _cg(java, "--bootstrap-server", b, "--reset-offsets", "--group", g, "--topic", t, "--to-earliest", "--execute")
+        out = cg("--reset-offsets", "--group", g, "--topic", t, "--to-earliest", "--execute")
         assert committed(b, g, t, P) == {0: 0, 1: 0, 2: 0}, out
         at = datetime.fromtimestamp((ts0 + 15_000) / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        out = _cg(java, "--bootstrap-server", b, "--reset-offsets", "--group", g, "--all-topics", "--to-datetime", at, "--execute")
+        out = cg("--reset-offsets", "--group", g, "--all-topics", "--to-datetime", at, "--execute")
         assert committed(b, g, t, P) == {0: 15, 1: 15, 2: 15}, out
-        out = _cg(java, "--bootstrap-server", b, "--reset-offsets", "--group", g, "--topic", f"{t}:0,2", "--shift-by", "-5", "--execute")
+        out = cg("--reset-offsets", "--group", g, "--topic", f"{t}:0,2", "--shift-by", "-5", "--execute")
         assert committed(b, g, t, P) == {0: 10, 1: 15, 2: 10}, out
         # a reset of a group with active members is refused
-        out = _cg(java, "--bootstrap-server", b, "--reset-offsets", "--group", live, "--topic", t, "--to-earliest", "--execute", check=False)
+        out = cg("--reset-offsets", "--group", live, "--topic", t, "--to-earliest", "--execute", check=False)
         assert committed(b, live, t, P) == {0: 30, 1: 30, 2: 30}, out
 
-        out = _cg(java, "--bootstrap-server", b, "--delete-offsets", "--group", g, "--topic", f"{t}:1")
+        out = cg("--delete-offsets", "--group", g, "--topic", f"{t}:1")
         assert committed(b, g, t, P) == {0: 10, 1: -1001, 2: 10}, out
 
-        out = _cg(java, "--bootstrap-server", b, "--delete", "--group", g, "--group", live, check=False)
+        out = cg("--delete", "--group", g, "--group", live, check=False)
         assert f"These consumer groups were deleted successfully: '{g}'" in out, out
         assert re.search(rf"'{live}' could not be deleted due to: \S*GroupNotEmptyException", out), out
         admin = c.cf_admin(b)

@@ -29,6 +29,29 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicSettings,
     /// How often retention runs (`log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
+    /// Consumer-group settings (`group.*`, `offsets.retention.minutes`).
+    pub groups: GroupSettings,
+}
+
+/// Settings of the group coordinator, with Kafka's defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupSettings {
+    pub initial_rebalance_delay_ms: i64,
+    pub session_timeout_ms_min: i32,
+    pub session_timeout_ms_max: i32,
+    pub offsets_retention_ms: i64,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        let d = fjord_group::GroupConfig::default();
+        GroupSettings {
+            initial_rebalance_delay_ms: d.initial_rebalance_delay_ms,
+            session_timeout_ms_min: d.session_timeout_ms_min,
+            session_timeout_ms_max: d.session_timeout_ms_max,
+            offsets_retention_ms: d.offsets_retention_ms,
+        }
+    }
 }
 
 /// Topic-level settings, each with Kafka's topic config name.
@@ -256,6 +279,7 @@ impl Default for BrokerConfig {
             connections_max: limits::CONNECTIONS_MAX_DEFAULT,
             topic_defaults: TopicSettings::default(),
             retention_check_interval_ms: 300_000,
+            groups: GroupSettings::default(),
         }
     }
 }
@@ -306,6 +330,22 @@ impl BrokerConfig {
             "log.retention.check.interval.ms" => {
                 self.retention_check_interval_ms = parse_bounded(name, value, 1, i64::MAX)? as u64
             }
+            "group.initial.rebalance.delay.ms" => {
+                self.groups.initial_rebalance_delay_ms =
+                    parse_bounded(name, value, 0, i32::MAX as i64)?
+            }
+            "group.min.session.timeout.ms" => {
+                self.groups.session_timeout_ms_min =
+                    parse_bounded(name, value, 1, i32::MAX as i64)? as i32
+            }
+            "group.max.session.timeout.ms" => {
+                self.groups.session_timeout_ms_max =
+                    parse_bounded(name, value, 1, i32::MAX as i64)? as i32
+            }
+            "offsets.retention.minutes" => {
+                self.groups.offsets_retention_ms =
+                    parse_bounded(name, value, 1, i64::MAX / 60_000)? * 60_000
+            }
             "log.dirs" | "log.dir" => self.data_dir = PathBuf::from(value.trim()),
             "listeners" | "listen" => {
                 self.listen = parse_listener(name, value)?;
@@ -353,6 +393,22 @@ impl BrokerConfig {
             self.retention_check_interval_ms.to_string(),
         );
         out.insert("log.dirs".into(), self.data_dir.display().to_string());
+        out.insert(
+            "group.initial.rebalance.delay.ms".into(),
+            self.groups.initial_rebalance_delay_ms.to_string(),
+        );
+        out.insert(
+            "group.min.session.timeout.ms".into(),
+            self.groups.session_timeout_ms_min.to_string(),
+        );
+        out.insert(
+            "group.max.session.timeout.ms".into(),
+            self.groups.session_timeout_ms_max.to_string(),
+        );
+        out.insert(
+            "offsets.retention.minutes".into(),
+            (self.groups.offsets_retention_ms / 60_000).to_string(),
+        );
         out.insert("listeners".into(), format!("PLAINTEXT://{}", self.listen));
         out.insert(
             "advertised.listeners".into(),
@@ -387,6 +443,13 @@ impl BrokerConfig {
 
     /// Settings that only make sense together, checked once after all sources are applied.
     pub fn finish(&mut self, advertised_given: bool) -> Result<(), ConfigError> {
+        if self.groups.session_timeout_ms_min > self.groups.session_timeout_ms_max {
+            return Err(invalid(
+                "group.min.session.timeout.ms",
+                &self.groups.session_timeout_ms_min.to_string(),
+                "must not exceed group.max.session.timeout.ms",
+            ));
+        }
         if !advertised_given {
             let ip = self.listen.ip();
             self.advertised_host = if ip.is_unspecified() {
@@ -465,6 +528,10 @@ mod tests {
             TimestampType::LogAppendTime
         );
         assert_eq!(c.describe()["num.partitions"], "3");
+        c.set("group.initial.rebalance.delay.ms", "0").unwrap();
+        c.set("offsets.retention.minutes", "2").unwrap();
+        assert_eq!(c.groups.initial_rebalance_delay_ms, 0);
+        assert_eq!(c.groups.offsets_retention_ms, 120_000);
     }
 
     #[test]

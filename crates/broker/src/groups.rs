@@ -73,8 +73,13 @@ impl Groups {
             .map(|p| p.log.clone())
             .collect();
         let now = now_ms();
+        let g = &broker.config.groups;
         let mut core = GroupCoordinator::new(GroupConfig {
             member_id_seed: now as u64 ^ u64::from(std::process::id()).rotate_left(32),
+            initial_rebalance_delay_ms: g.initial_rebalance_delay_ms,
+            session_timeout_ms_min: g.session_timeout_ms_min,
+            session_timeout_ms_max: g.session_timeout_ms_max,
+            offsets_retention_ms: g.offsets_retention_ms,
             ..GroupConfig::default()
         });
         let mut records = 0u64;

@@ -12,8 +12,15 @@
 //! - Carry out the outputs of one call in order: append every
 //!   [`Output::Persist`] durably before sending any response that follows it
 //!   in the same batch, and before sending the response a method returns.
-//! - After every call, re-read [`GroupCoordinator::next_deadline_ms`] and call
-//!   [`GroupCoordinator::tick`] when that time has come.
+//! - After every call, re-read [`GroupCoordinator::next_deadline_ms`] (an index
+//!   lookup: groups' timers are kept in a deadline-ordered set) and call
+//!   [`GroupCoordinator::tick`] when that time has come; `tick` visits only the
+//!   groups that have something due.
+//! - OffsetCommit goes through [`GroupCoordinator::commit_offsets_undoable`]:
+//!   if its records cannot be appended, pass the returned [`CommitUndo`] to
+//!   [`GroupCoordinator::undo_commit`] before the next call, and answer with an
+//!   error. Other records are not undone: the in-memory state goes on, and a
+//!   restart brings back the last state that was written.
 //! - At start-up, feed every record of `__consumer_offsets` in log order to
 //!   [`GroupCoordinator::replay`], then call [`GroupCoordinator::finish_replay`].
 //! - Every held request (a `RequestToken` passed to `join` or `sync`) gets

@@ -6,7 +6,8 @@ CLIENT is `cf` (confluent-kafka, librdkafka) or `kp` (kafka-python). Settings ar
 (librdkafka names for cf; KafkaConsumer keyword names for kp, values parsed as int when they look like one).
 
 The member subscribes to TOPIC, commits the offsets of every batch right after processing it
-(synchronously; offsets whose commit failed go with the next commit or are committed on revocation), and prints JSON lines on stdout, each with "t" (wall-clock seconds, float):
+(synchronously; offsets whose commit failed go with the next commit or are committed on revocation), and
+prints JSON lines on stdout, each with "t" (wall-clock seconds, float):
     {"type":"assigned"|"revoked"|"lost","partitions":[p,...]}  from the rebalance callbacks
     {"type":"records","recs":[[partition, offset, value], ...]}
     {"type":"commit","offsets":{"p": next_offset}} or {"type":"commit_failed","error":...}
