@@ -2,3 +2,4 @@
 //! tests drive directly.
 
 pub mod bench;
+pub mod groups;

@@ -27,6 +27,9 @@ enum Command {
     /// Load generator for any Kafka-compatible broker: produce, consume, e2e.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Consumer groups: list them, or describe one with its lag per partition.
+    #[command(subcommand)]
+    Groups(fjord::groups::GroupsCommand),
 }
 
 #[derive(clap::Args)]
@@ -60,6 +63,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Bench(cmd) => bench(cmd),
+        Command::Groups(cmd) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(fjord::groups::run(cmd))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
