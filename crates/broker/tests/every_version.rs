@@ -456,3 +456,71 @@ async fn create_partitions_checks_assignments() {
     assert_eq!(r.results[0].error_code, 0);
     assert_eq!(b.topic("a").unwrap().partition_count(), 3);
 }
+
+/// A compacted topic refuses records without a key (INVALID_RECORD), as Kafka
+/// does, and stores nothing of that batch; keyed records are accepted.
+#[tokio::test]
+async fn compacted_topic_refuses_keyless_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    b.create_topic(
+        "table",
+        1,
+        [("cleanup.policy".to_string(), "compact".to_string())].into(),
+        false,
+    )
+    .unwrap();
+    let produce = |key: Option<&[u8]>, compression: Compression| {
+        let batch = BatchBuilder::new(compression)
+            .push(1_700_000_000_000, Some(b"k0"), Some(b"v"), &[])
+            .push(1_700_000_000_000, key, Some(b"v"), &[])
+            .build(0);
+        ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(1000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(name("table"))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(Bytes::from(batch))),
+                ])])
+    };
+    for compression in [Compression::None, Compression::Zstd] {
+        let r: ProduceResponse = decode(
+            call(&b, 0, 9, &produce(None, compression)).await.unwrap(),
+            9,
+        );
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code, 87,
+            "{compression:?}"
+        );
+    }
+    assert_eq!(
+        b.topic("table")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .log
+            .log_end_offset()
+            .0,
+        0
+    );
+    let r: ProduceResponse = decode(
+        call(&b, 0, 9, &produce(Some(b"k1"), Compression::Zstd))
+            .await
+            .unwrap(),
+        9,
+    );
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    assert_eq!(
+        b.topic("table")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .log
+            .log_end_offset()
+            .0,
+        2
+    );
+}

@@ -9,7 +9,7 @@
 use std::ops::RangeInclusive;
 
 use bytes::BytesMut;
-use fjord_model::{ErrorCode, Offset};
+use fjord_model::{limits, ErrorCode, Offset};
 use fjord_protocol::kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, TopicProduceResponse,
 };
@@ -38,6 +38,23 @@ fn partition_error(
         .with_error_message(message.map(str_bytes))
 }
 
+/// Kafka refuses records without a key on compacted topics (INVALID_RECORD).
+/// Batches that do not parse are left to the storage engine's validation.
+fn has_keyless_record(records: Option<&[u8]>) -> bool {
+    let Some(records) = records else {
+        return false;
+    };
+    let mut keyless = false;
+    for (_, range) in fjord_records::batches(records).map_while(Result::ok) {
+        let _ = fjord_records::visit_records_bounded(
+            &records[range],
+            limits::DECOMPRESSED_BATCH_BYTES_MAX,
+            |r| keyless |= r.key.is_none(),
+        );
+    }
+    keyless
+}
+
 pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
@@ -49,6 +66,13 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
     for td in req.topic_data {
         let name = td.name.0.to_string();
         let topic = ctx.broker.topic(&name);
+        let compacted = topic.as_ref().is_some_and(|t| {
+            t.settings
+                .read()
+                .cleanup_policy
+                .split(',')
+                .any(|p| p.trim() == "compact")
+        });
         let mut partitions = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
             let result = if !valid_acks {
@@ -62,6 +86,13 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
             } else {
                 match topic.as_ref().and_then(|t| t.partition(pd.index)) {
                     None => partition_error(pd.index, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None),
+                    Some(_) if compacted && has_keyless_record(pd.records.as_deref()) => {
+                        partition_error(
+                            pd.index,
+                            ErrorCode::INVALID_RECORD,
+                            Some("compacted topic cannot accept a record without a key".into()),
+                        )
+                    }
                     Some(p) => {
                         let records = pd.records.unwrap_or_default();
                         let mut buf = BytesMut::from(&records[..]);
