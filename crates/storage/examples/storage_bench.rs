@@ -15,39 +15,19 @@
 //!
 //! Set `FJORD_BENCH_DIR` to choose the disk (default: the system temp dir).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fjord_model::Offset;
-use fjord_records::{BatchBuilder, Compression};
 use fjord_storage::{Log, LogConfig};
 use rand::{Rng, SeedableRng};
 
-const RECORD_BYTES: usize = 1024;
+#[path = "../benches/common/mod.rs"]
+mod common;
+use common::{batch_of, bench_dir, RECORD_BYTES};
+
 const MIB: u64 = 1024 * 1024;
-
-fn bench_dir() -> tempfile::TempDir {
-    match std::env::var_os("FJORD_BENCH_DIR") {
-        Some(d) => tempfile::tempdir_in(PathBuf::from(d)).expect("tempdir"),
-        None => tempfile::tempdir().expect("tempdir"),
-    }
-}
-
-/// A batch of 1 KiB records totalling about `bytes`.
-fn batch_of(bytes: usize) -> Vec<u8> {
-    let mut b = BatchBuilder::new(Compression::None);
-    let value = vec![0x5au8; RECORD_BYTES - 30];
-    for i in 0..(bytes / RECORD_BYTES).max(1) {
-        b.push(
-            1_700_000_000_000 + i as i64,
-            Some(b"key-0000"),
-            Some(&value),
-            &[],
-        );
-    }
-    b.build(0)
-}
 
 fn config() -> LogConfig {
     LogConfig {
