@@ -8,6 +8,11 @@
 //! - `compat [SUITE ...] [--quick] [--broker fjord|kafka|both] [--out FILE]`:
 //!   third-party client test suites against Fjord and Apache Kafka
 //!   (`python3 compat/run.py`, see COMPATIBILITY.md).
+//! - `bench [--quick|--smoke] [--broker fjord|kafka|both] [...]`: Fjord vs
+//!   Apache Kafka side by side (`scripts/bench/side_by_side.py`, writes
+//!   BENCHMARKS.md; `--smoke` is the CI check).
+
+mod bench;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,13 +28,14 @@ fn main() -> Result<()> {
         Some("test") => test(&root),
         Some("e2e") => e2e(&root, &args[1..]),
         Some("compat") => compat(&root, &args[1..]),
+        Some("bench") => bench::bench(&root, &args[1..]),
         Some("fuzz") => {
             let secs = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(30);
             fuzz(&root, secs)
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | e2e [pytest args] | fuzz [seconds] | compat [suite ...] [--quick]>"
+                "usage: cargo xtask <test | e2e [pytest args] | fuzz [seconds] | compat [suite ...] [--quick] | bench [--quick|--smoke]>"
             );
             bail!("unknown task")
         }

@@ -3,7 +3,7 @@
 //! (`--config`), `--set NAME=VALUE` flags. Unknown names and invalid values
 //! are errors at start-up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -31,6 +31,9 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// Consumer-group settings (`group.*`, `offsets.retention.minutes`).
     pub groups: GroupSettings,
+    /// Broker config names given explicitly (file or flags), reported as
+    /// STATIC_BROKER_CONFIG; the others are Kafka's defaults.
+    pub explicit: BTreeSet<String>,
 }
 
 /// Settings of the group coordinator, with Kafka's defaults.
@@ -54,7 +57,448 @@ impl Default for GroupSettings {
     }
 }
 
-/// Topic-level settings, each with Kafka's topic config name.
+/// Kafka's ConfigType, as DescribeConfigs (v3+) reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+/// How a config value is checked before it is accepted.
+#[derive(Clone, Copy, Debug)]
+enum Check {
+    /// An integer in `min..=max`.
+    Range(i64, i64),
+    /// An integer in `min..=max`, or the special value.
+    RangeOr(i64, i64, i64),
+    /// A decimal number in `min..=max`.
+    Ratio(f64, f64),
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+    /// A non-empty comma-separated list of these words.
+    ListOf(&'static [&'static str]),
+    /// `true` or `false`.
+    Bool,
+    /// Kafka's throttled-replica list: empty, `*`, or `partition:broker` pairs.
+    ReplicaList,
+}
+
+/// One Kafka 4.3 topic config: its name, the broker config that sets its
+/// default, type, Kafka's default, and whether Fjord acts on it.
+#[derive(Debug)]
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    pub broker_name: Option<&'static str>,
+    pub kind: ConfigType,
+    pub default: &'static str,
+    check: Check,
+    /// false: accepted, validated, stored and described, but Fjord's
+    /// behaviour does not depend on it (see the broker's COMPATIBILITY notes).
+    pub enforced: bool,
+}
+
+const I64_MAX: i64 = i64::MAX;
+const I32_MAX: i64 = i32::MAX as i64;
+const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
+
+const fn def(
+    name: &'static str,
+    broker_name: Option<&'static str>,
+    kind: ConfigType,
+    default: &'static str,
+    check: Check,
+    enforced: bool,
+) -> TopicConfigDef {
+    TopicConfigDef {
+        name,
+        broker_name,
+        kind,
+        default,
+        check,
+        enforced,
+    }
+}
+
+/// Every topic config of Kafka 4.3 (its TopicConfig / LogConfig), in name order.
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = {
+    use Check::*;
+    use ConfigType::*;
+    &[
+        def(
+            "cleanup.policy",
+            Some("log.cleanup.policy"),
+            List,
+            "delete",
+            ListOf(&["delete", "compact"]),
+            true,
+        ),
+        def(
+            "compression.gzip.level",
+            Some("compression.gzip.level"),
+            Int,
+            "-1",
+            RangeOr(1, 9, -1),
+            false,
+        ),
+        def(
+            "compression.lz4.level",
+            Some("compression.lz4.level"),
+            Int,
+            "9",
+            Range(1, 17),
+            false,
+        ),
+        def(
+            "compression.type",
+            Some("compression.type"),
+            String,
+            "producer",
+            OneOf(COMPRESSION_TYPES),
+            false,
+        ),
+        def(
+            "compression.zstd.level",
+            Some("compression.zstd.level"),
+            Int,
+            "3",
+            Range(-131_072, 22),
+            false,
+        ),
+        def(
+            "delete.retention.ms",
+            Some("log.cleaner.delete.retention.ms"),
+            Long,
+            "86400000",
+            Range(0, I64_MAX),
+            false,
+        ),
+        def(
+            "file.delete.delay.ms",
+            Some("log.segment.delete.delay.ms"),
+            Long,
+            "60000",
+            Range(0, I64_MAX),
+            false,
+        ),
+        def(
+            "flush.messages",
+            Some("log.flush.interval.messages"),
+            Long,
+            "9223372036854775807",
+            Range(1, I64_MAX),
+            true,
+        ),
+        def(
+            "flush.ms",
+            Some("log.flush.interval.ms"),
+            Long,
+            "9223372036854775807",
+            Range(0, I64_MAX),
+            true,
+        ),
+        def(
+            "follower.replication.throttled.replicas",
+            None,
+            List,
+            "",
+            ReplicaList,
+            false,
+        ),
+        def(
+            "index.interval.bytes",
+            Some("log.index.interval.bytes"),
+            Int,
+            "4096",
+            Range(0, I32_MAX),
+            true,
+        ),
+        def(
+            "leader.replication.throttled.replicas",
+            None,
+            List,
+            "",
+            ReplicaList,
+            false,
+        ),
+        def(
+            "local.retention.bytes",
+            Some("log.local.retention.bytes"),
+            Long,
+            "-2",
+            Range(-2, I64_MAX),
+            false,
+        ),
+        def(
+            "local.retention.ms",
+            Some("log.local.retention.ms"),
+            Long,
+            "-2",
+            Range(-2, I64_MAX),
+            false,
+        ),
+        def(
+            "max.compaction.lag.ms",
+            Some("log.cleaner.max.compaction.lag.ms"),
+            Long,
+            "9223372036854775807",
+            Range(1, I64_MAX),
+            false,
+        ),
+        def(
+            "max.message.bytes",
+            Some("message.max.bytes"),
+            Int,
+            "1048588",
+            Range(0, limits::MESSAGE_BYTES_MAX_CEILING as i64),
+            true,
+        ),
+        def(
+            "message.timestamp.after.max.ms",
+            Some("log.message.timestamp.after.max.ms"),
+            Long,
+            "3600000",
+            Range(0, I64_MAX),
+            false,
+        ),
+        def(
+            "message.timestamp.before.max.ms",
+            Some("log.message.timestamp.before.max.ms"),
+            Long,
+            "9223372036854775807",
+            Range(0, I64_MAX),
+            false,
+        ),
+        def(
+            "message.timestamp.type",
+            Some("log.message.timestamp.type"),
+            String,
+            "CreateTime",
+            OneOf(&["CreateTime", "LogAppendTime"]),
+            true,
+        ),
+        def(
+            "min.cleanable.dirty.ratio",
+            Some("log.cleaner.min.cleanable.ratio"),
+            Double,
+            "0.5",
+            Ratio(0.0, 1.0),
+            false,
+        ),
+        def(
+            "min.compaction.lag.ms",
+            Some("log.cleaner.min.compaction.lag.ms"),
+            Long,
+            "0",
+            Range(0, I64_MAX),
+            false,
+        ),
+        def(
+            "min.insync.replicas",
+            Some("min.insync.replicas"),
+            Int,
+            "1",
+            Range(1, I32_MAX),
+            false,
+        ),
+        def(
+            "preallocate",
+            Some("log.preallocate"),
+            Boolean,
+            "false",
+            Bool,
+            false,
+        ),
+        def(
+            "remote.log.copy.disable",
+            None,
+            Boolean,
+            "false",
+            Bool,
+            false,
+        ),
+        def(
+            "remote.log.delete.on.disable",
+            None,
+            Boolean,
+            "false",
+            Bool,
+            false,
+        ),
+        def("remote.storage.enable", None, Boolean, "false", Bool, false),
+        def(
+            "retention.bytes",
+            Some("log.retention.bytes"),
+            Long,
+            "-1",
+            Range(-1, I64_MAX),
+            true,
+        ),
+        def(
+            "retention.ms",
+            Some("log.retention.ms"),
+            Long,
+            "604800000",
+            Range(-1, I64_MAX),
+            true,
+        ),
+        def(
+            "segment.bytes",
+            Some("log.segment.bytes"),
+            Int,
+            "1073741824",
+            Range(limits::SEGMENT_BYTES_MIN as i64, I32_MAX),
+            true,
+        ),
+        def(
+            "segment.index.bytes",
+            Some("log.index.size.max.bytes"),
+            Int,
+            "10485760",
+            Range(4, I32_MAX),
+            true,
+        ),
+        def(
+            "segment.jitter.ms",
+            Some("log.roll.jitter.ms"),
+            Long,
+            "0",
+            Range(0, I64_MAX),
+            false,
+        ),
+        def(
+            "segment.ms",
+            Some("log.roll.ms"),
+            Long,
+            "604800000",
+            Range(1, I64_MAX),
+            true,
+        ),
+        def(
+            "unclean.leader.election.enable",
+            Some("unclean.leader.election.enable"),
+            Boolean,
+            "false",
+            Bool,
+            false,
+        ),
+    ]
+};
+
+/// The topic config names Fjord understands, in the order DescribeConfigs lists them.
+pub const TOPIC_CONFIG_NAMES: &[&str] = &{
+    let mut names = [""; TOPIC_CONFIGS.len()];
+    let mut i = 0;
+    while i < TOPIC_CONFIGS.len() {
+        names[i] = TOPIC_CONFIGS[i].name;
+        i += 1;
+    }
+    names
+};
+
+/// The definition of a topic config.
+pub fn topic_config(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// The topic config whose default a broker config sets.
+pub fn topic_config_for_broker(broker_name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS
+        .iter()
+        .find(|d| d.broker_name == Some(broker_name))
+}
+
+impl TopicConfigDef {
+    /// Checks `value` as Kafka does; returns it trimmed.
+    pub fn validate(&self, value: &str) -> Result<String, ConfigError> {
+        let v = value.trim();
+        let bad = |reason: String| invalid(self.name, value, reason);
+        let int = |v: &str| {
+            v.parse::<i64>().map_err(|_| {
+                bad(format!(
+                    "Not a number of type {}",
+                    if self.kind == ConfigType::Int {
+                        "INT"
+                    } else {
+                        "LONG"
+                    }
+                ))
+            })
+        };
+        match self.check {
+            Check::Range(min, max) => {
+                let n = int(v)?;
+                if n < min {
+                    return Err(bad(format!("Value must be at least {min}")));
+                }
+                if n > max {
+                    return Err(bad(format!("Value must be no more than {max}")));
+                }
+            }
+            Check::RangeOr(min, max, special) => {
+                let n = int(v)?;
+                if n != special && !(min..=max).contains(&n) {
+                    return Err(bad(format!(
+                        "Value must be between {min} and {max} or equal to {special}"
+                    )));
+                }
+            }
+            Check::Ratio(min, max) => {
+                let x = v
+                    .parse::<f64>()
+                    .map_err(|_| bad("Not a number of type DOUBLE".into()))?;
+                if !x.is_finite() || x < min || x > max {
+                    return Err(bad(format!("Value must be between {min} and {max}")));
+                }
+            }
+            Check::OneOf(words) => {
+                if !words.contains(&v) {
+                    return Err(bad(format!("String must be one of: {}", words.join(", "))));
+                }
+            }
+            Check::ListOf(words) => {
+                let ok = !v.is_empty() && v.split(',').all(|p| words.contains(&p.trim()));
+                if !ok {
+                    return Err(bad(format!(
+                        "Value must be a non-empty list of: {}",
+                        words.join(", ")
+                    )));
+                }
+            }
+            Check::Bool => {
+                if !matches!(v, "true" | "false") {
+                    return Err(bad("Expected value to be either true or false".into()));
+                }
+            }
+            Check::ReplicaList => {
+                let pair_ok = |p: &str| {
+                    p.split_once(':').is_some_and(|(a, b)| {
+                        a.trim().parse::<u32>().is_ok() && b.trim().parse::<u32>().is_ok()
+                    })
+                };
+                if !(v.is_empty() || v == "*" || v.split(',').all(pair_ok)) {
+                    return Err(bad(
+                        "must be the literal '*' or a list of replicas in the following format: [partitionId]:[brokerId],[partitionId]:[brokerId],..."
+                            .into(),
+                    ));
+                }
+            }
+        }
+        if self.name == "remote.storage.enable" && v == "true" {
+            return Err(bad(
+                "Tiered Storage functionality is disabled in the broker (Fjord has no remote storage)"
+                    .into(),
+            ));
+        }
+        Ok(v.to_string())
+    }
+}
+
+/// Topic-level settings, each with Kafka's topic config name. Configs Fjord
+/// acts on are typed fields; the others are kept as validated text.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TopicSettings {
     pub retention_ms: Option<i64>,
@@ -65,8 +509,12 @@ pub struct TopicSettings {
     pub max_message_bytes: usize,
     pub timestamp_type: TimestampType,
     pub index_interval_bytes: u32,
+    pub index_bytes_max: u32,
     pub flush_messages: Option<u64>,
     pub flush_ms: Option<i64>,
+    /// Values of the configs Fjord stores without acting on them, where
+    /// they differ from Kafka's default.
+    pub stored: BTreeMap<&'static str, String>,
 }
 
 impl Default for TopicSettings {
@@ -80,31 +528,19 @@ impl Default for TopicSettings {
             max_message_bytes: limits::MESSAGE_BYTES_MAX_DEFAULT,
             timestamp_type: TimestampType::CreateTime,
             index_interval_bytes: limits::INDEX_INTERVAL_BYTES_DEFAULT,
+            index_bytes_max: limits::INDEX_BYTES_MAX_DEFAULT,
             flush_messages: None,
             flush_ms: None,
+            stored: BTreeMap::new(),
         }
     }
 }
-
-/// The topic config names Fjord understands, in the order DescribeConfigs lists them.
-pub const TOPIC_CONFIG_NAMES: &[&str] = &[
-    "cleanup.policy",
-    "retention.ms",
-    "retention.bytes",
-    "segment.bytes",
-    "segment.ms",
-    "max.message.bytes",
-    "message.timestamp.type",
-    "index.interval.bytes",
-    "flush.messages",
-    "flush.ms",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("unknown config '{0}'")]
     Unknown(String),
-    #[error("invalid value '{value}' for '{name}': {reason}")]
+    #[error("Invalid value {value} for configuration {name}: {reason}")]
     Invalid {
         name: String,
         value: String,
@@ -112,6 +548,21 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {reason}")]
     File { path: String, reason: String },
+}
+
+impl ConfigError {
+    /// The same error about broker config `name` (the topic config it sets
+    /// was checked).
+    fn renamed(self, name: &str) -> ConfigError {
+        match self {
+            ConfigError::Invalid { value, reason, .. } => ConfigError::Invalid {
+                name: name.to_string(),
+                value,
+                reason,
+            },
+            other => other,
+        }
+    }
 }
 
 fn invalid(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -141,16 +592,6 @@ fn parse_bounded(name: &str, value: &str, min: i64, max: i64) -> Result<i64, Con
     Ok(v)
 }
 
-/// -1 means "unlimited" for Kafka's retention settings.
-fn parse_optional_limit(name: &str, value: &str) -> Result<Option<i64>, ConfigError> {
-    let v = parse_i64(name, value)?;
-    match v {
-        -1 => Ok(None),
-        v if v >= 0 => Ok(Some(v)),
-        _ => Err(invalid(name, value, "must be -1 or non-negative")),
-    }
-}
-
 fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
     match value.trim() {
         "true" => Ok(true),
@@ -163,49 +604,38 @@ impl TopicSettings {
     /// Apply one topic-level setting by its Kafka topic config name.
     /// Returns `Ok(false)` when the name is not a topic config.
     pub fn set(&mut self, name: &str, value: &str) -> Result<bool, ConfigError> {
+        let Some(d) = topic_config(name) else {
+            return Ok(false);
+        };
+        let v = d.validate(value)?;
+        let num = || v.parse::<i64>().unwrap_or_default();
         match name {
             "cleanup.policy" => {
-                let v = value.trim();
-                let ok = v
-                    .split(',')
-                    .all(|p| matches!(p.trim(), "delete" | "compact"));
-                if !ok || v.is_empty() {
-                    return Err(invalid(name, value, "must be delete, compact or both"));
-                }
-                self.cleanup_policy = v.to_string();
+                self.cleanup_policy = v.split(',').map(str::trim).collect::<Vec<_>>().join(",")
             }
-            "retention.ms" => self.retention_ms = parse_optional_limit(name, value)?,
-            "retention.bytes" => self.retention_bytes = parse_optional_limit(name, value)?,
-            "segment.bytes" => {
-                self.segment_bytes = parse_bounded(
-                    name,
-                    value,
-                    limits::SEGMENT_BYTES_MIN as i64,
-                    i32::MAX as i64,
-                )? as u64
-            }
-            "segment.ms" => self.segment_ms = Some(parse_bounded(name, value, 1, i64::MAX)?),
-            "max.message.bytes" => {
-                self.max_message_bytes =
-                    parse_bounded(name, value, 0, limits::MESSAGE_BYTES_MAX_CEILING as i64)?
-                        as usize
-            }
+            "retention.ms" => self.retention_ms = (num() >= 0).then(num),
+            "retention.bytes" => self.retention_bytes = (num() >= 0).then(num),
+            "segment.bytes" => self.segment_bytes = num() as u64,
+            "segment.ms" => self.segment_ms = Some(num()),
+            "max.message.bytes" => self.max_message_bytes = num() as usize,
             "message.timestamp.type" => {
-                self.timestamp_type = TimestampType::parse(value.trim())
+                self.timestamp_type = TimestampType::parse(&v)
                     .ok_or_else(|| invalid(name, value, "must be CreateTime or LogAppendTime"))?
             }
-            "index.interval.bytes" => {
-                self.index_interval_bytes = parse_bounded(name, value, 0, i32::MAX as i64)? as u32
-            }
+            "index.interval.bytes" => self.index_interval_bytes = num() as u32,
+            "segment.index.bytes" => self.index_bytes_max = num() as u32,
             "flush.messages" => {
-                let v = parse_bounded(name, value, 1, i64::MAX)?;
-                self.flush_messages = if v == i64::MAX { None } else { Some(v as u64) };
+                self.flush_messages = (num() != i64::MAX).then(|| num() as u64);
             }
-            "flush.ms" => {
-                let v = parse_bounded(name, value, 0, i64::MAX)?;
-                self.flush_ms = if v == i64::MAX { None } else { Some(v) };
+            "flush.ms" => self.flush_ms = (num() != i64::MAX).then(num),
+            _ => {
+                assert!(!d.enforced, "enforced topic config {name} has no field");
+                if v == d.default {
+                    self.stored.remove(d.name);
+                } else {
+                    self.stored.insert(d.name, v);
+                }
             }
-            _ => return Ok(false),
         }
         Ok(true)
     }
@@ -222,45 +652,41 @@ impl TopicSettings {
             "max.message.bytes" => self.max_message_bytes.to_string(),
             "message.timestamp.type" => self.timestamp_type.as_str().to_string(),
             "index.interval.bytes" => self.index_interval_bytes.to_string(),
+            "segment.index.bytes" => self.index_bytes_max.to_string(),
             "flush.messages" => self
                 .flush_messages
                 .map_or(i64::MAX, |v| v as i64)
                 .to_string(),
             "flush.ms" => self.flush_ms.unwrap_or(i64::MAX).to_string(),
-            _ => return None,
+            _ => {
+                let d = topic_config(name)?;
+                self.stored
+                    .get(d.name)
+                    .cloned()
+                    .unwrap_or_else(|| d.default.to_string())
+            }
         })
     }
 
     /// Settings for the storage engine.
+    #[allow(clippy::needless_update)]
     pub fn log_config(&self) -> fjord_storage::LogConfig {
         fjord_storage::LogConfig {
             segment_bytes_max: self.segment_bytes,
             segment_ms: self.segment_ms,
             index_interval_bytes: self.index_interval_bytes,
+            index_bytes_max: self.index_bytes_max,
             retention_ms: self.retention_ms,
             retention_bytes: self.retention_bytes,
             flush_interval_messages: self.flush_messages,
             flush_interval_ms: self.flush_ms,
             timestamp_type: self.timestamp_type,
             message_bytes_max: self.max_message_bytes,
+            // Fields the storage engine adds later keep their defaults.
             ..fjord_storage::LogConfig::default()
         }
     }
 }
-
-/// Broker config names that set a topic default, and the topic config each maps to.
-const BROKER_TO_TOPIC: &[(&str, &str)] = &[
-    ("log.cleanup.policy", "cleanup.policy"),
-    ("log.retention.ms", "retention.ms"),
-    ("log.retention.bytes", "retention.bytes"),
-    ("log.segment.bytes", "segment.bytes"),
-    ("log.roll.ms", "segment.ms"),
-    ("message.max.bytes", "max.message.bytes"),
-    ("log.message.timestamp.type", "message.timestamp.type"),
-    ("log.index.interval.bytes", "index.interval.bytes"),
-    ("log.flush.interval.messages", "flush.messages"),
-    ("log.flush.interval.ms", "flush.ms"),
-];
 
 impl Default for BrokerConfig {
     fn default() -> Self {
@@ -280,6 +706,7 @@ impl Default for BrokerConfig {
             topic_defaults: TopicSettings::default(),
             retention_check_interval_ms: 300_000,
             groups: GroupSettings::default(),
+            explicit: BTreeSet::new(),
         }
     }
 }
@@ -287,10 +714,14 @@ impl Default for BrokerConfig {
 impl BrokerConfig {
     /// Apply one broker setting by its Kafka name.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
-        if let Some((_, topic_name)) = BROKER_TO_TOPIC.iter().find(|(b, _)| *b == name) {
-            self.topic_defaults.set(topic_name, value)?;
+        if let Some(d) = topic_config_for_broker(name) {
+            self.topic_defaults
+                .set(d.name, value)
+                .map_err(|e| e.renamed(name))?;
+            self.explicit.insert(name.to_string());
             return Ok(());
         }
+        self.explicit.insert(name.to_string());
         match name {
             // Kafka's hour/minute variants of retention.
             "log.retention.hours" => {
@@ -363,8 +794,8 @@ impl BrokerConfig {
     /// Every broker setting with its current value, for DescribeConfigs.
     pub fn describe(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
-        for (broker_name, topic_name) in BROKER_TO_TOPIC {
-            if let Some(v) = self.topic_defaults.get(topic_name) {
+        for d in TOPIC_CONFIGS {
+            if let (Some(broker_name), Some(v)) = (d.broker_name, self.topic_defaults.get(d.name)) {
                 out.insert(broker_name.to_string(), v);
             }
         }
@@ -460,6 +891,113 @@ impl BrokerConfig {
             self.advertised_port = self.listen.port();
         }
         Ok(())
+    }
+}
+
+/// Dynamic broker configs (AlterConfigs / IncrementalAlterConfigs on a
+/// BROKER resource), kept in the data directory as Kafka keeps them in its
+/// metadata log. Only the `log.*`-style defaults of topic configs are
+/// dynamic in Fjord; they apply at once to every topic without an override.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DynamicBrokerConfigs {
+    /// Values for this broker (resource name = node id), by broker config name.
+    #[serde(default)]
+    pub broker: BTreeMap<String, String>,
+    /// Cluster-wide defaults (resource name ""), by broker config name.
+    #[serde(default)]
+    pub cluster_default: BTreeMap<String, String>,
+}
+
+/// File in the data directory holding [`DynamicBrokerConfigs`].
+pub const DYNAMIC_CONFIG_FILE: &str = "fjord-broker-configs.json";
+
+/// Where a broker config's value comes from (Kafka's ConfigSource).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    DynamicTopic = 1,
+    DynamicBroker = 2,
+    DynamicDefaultBroker = 3,
+    StaticBroker = 4,
+    Default = 5,
+}
+
+/// Whether Fjord lets `name` be changed on a running broker.
+pub fn is_dynamic_broker_config(name: &str) -> bool {
+    topic_config_for_broker(name).is_some()
+}
+
+impl DynamicBrokerConfigs {
+    /// Reads the file in `dir`; none yet means no dynamic configs.
+    pub fn load(dir: &std::path::Path) -> Result<DynamicBrokerConfigs, ConfigError> {
+        let path = dir.join(DYNAMIC_CONFIG_FILE);
+        let file_err = |reason: String| ConfigError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| file_err(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(file_err(e.to_string())),
+        }
+    }
+
+    /// Writes the file in `dir` so that a crash leaves the old or the new one whole.
+    pub fn save(&self, dir: &std::path::Path) -> Result<(), ConfigError> {
+        use std::io::Write;
+        let path = dir.join(DYNAMIC_CONFIG_FILE);
+        let tmp = dir.join(format!("{DYNAMIC_CONFIG_FILE}.tmp"));
+        let file_err = |e: std::io::Error| ConfigError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut f = std::fs::File::create(&tmp).map_err(file_err)?;
+        f.write_all(&bytes).map_err(file_err)?;
+        f.sync_all().map_err(file_err)?;
+        std::fs::rename(&tmp, &path).map_err(file_err)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(file_err)
+    }
+
+    /// Topic defaults: the static configuration, then the cluster-wide
+    /// dynamic defaults, then this broker's dynamic values.
+    pub fn topic_defaults(&self, config: &BrokerConfig) -> Result<TopicSettings, ConfigError> {
+        let mut t = config.topic_defaults.clone();
+        for (k, v) in self.cluster_default.iter().chain(&self.broker) {
+            let d = topic_config_for_broker(k).ok_or_else(|| ConfigError::Unknown(k.clone()))?;
+            t.set(d.name, v).map_err(|e| e.renamed(k))?;
+        }
+        Ok(t)
+    }
+
+    /// The effective value of broker config `name` and where it comes from,
+    /// followed by the lower-priority values it hides (Kafka's synonyms,
+    /// strongest first).
+    pub fn lookup(&self, config: &BrokerConfig, name: &str) -> Vec<(ConfigSource, String)> {
+        let mut out = Vec::new();
+        if let Some(v) = self.broker.get(name) {
+            out.push((ConfigSource::DynamicBroker, v.clone()));
+        }
+        if let Some(v) = self.cluster_default.get(name) {
+            out.push((ConfigSource::DynamicDefaultBroker, v.clone()));
+        }
+        let default = match topic_config_for_broker(name) {
+            Some(d) => Some(d.default.to_string()),
+            None => BrokerConfig::default().describe().get(name).cloned(),
+        };
+        if let Some(v) = config.describe().get(name) {
+            if config.explicit.contains(name) || default.as_ref() != Some(v) {
+                out.push((ConfigSource::StaticBroker, v.clone()));
+            }
+        }
+        if let Some(v) = default {
+            out.push((ConfigSource::Default, v));
+        }
+        out
     }
 }
 
@@ -565,5 +1103,133 @@ mod tests {
             (c.advertised_host.as_str(), c.advertised_port),
             ("broker.example", 9093)
         );
+    }
+}
+
+#[cfg(test)]
+mod topic_config_tests {
+    use super::*;
+
+    #[test]
+    fn every_kafka_topic_config_has_a_valid_default() {
+        assert_eq!(TOPIC_CONFIGS.len(), 33);
+        assert_eq!(TOPIC_CONFIG_NAMES.len(), TOPIC_CONFIGS.len());
+        let mut names: Vec<_> = TOPIC_CONFIG_NAMES.to_vec();
+        names.sort();
+        assert_eq!(names, TOPIC_CONFIG_NAMES, "kept in name order");
+        let defaults = TopicSettings::default();
+        for d in TOPIC_CONFIGS {
+            d.validate(d.default)
+                .unwrap_or_else(|e| panic!("default of {}: {e}", d.name));
+            assert_eq!(
+                defaults.get(d.name).as_deref(),
+                Some(d.default),
+                "{}",
+                d.name
+            );
+            if let Some(b) = d.broker_name {
+                assert_eq!(topic_config_for_broker(b).map(|x| x.name), Some(d.name));
+            }
+        }
+    }
+
+    #[test]
+    fn compression_type_and_stored_configs_round_trip() {
+        let mut t = TopicSettings::default();
+        for v in ["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"] {
+            assert!(t.set("compression.type", v).unwrap());
+            assert_eq!(t.get("compression.type").as_deref(), Some(v));
+        }
+        let err = t.set("compression.type", "brotli").unwrap_err().to_string();
+        assert!(err.contains("String must be one of"), "{err}");
+        t.set("min.cleanable.dirty.ratio", "0.25").unwrap();
+        assert!(t.set("min.cleanable.dirty.ratio", "2").is_err());
+        t.set("preallocate", "true").unwrap();
+        assert!(t.set("preallocate", "maybe").is_err());
+        t.set("compression.gzip.level", "-1").unwrap();
+        assert!(t.set("compression.gzip.level", "12").is_err());
+        t.set("leader.replication.throttled.replicas", "0:1,1:1")
+            .unwrap();
+        t.set("follower.replication.throttled.replicas", "*")
+            .unwrap();
+        assert!(t.set("leader.replication.throttled.replicas", "x").is_err());
+        assert!(t.set("remote.storage.enable", "true").is_err());
+        t.set("segment.index.bytes", "4096").unwrap();
+        assert_eq!(t.log_config().index_bytes_max, 4096);
+        assert_eq!(t.get("preallocate").as_deref(), Some("true"));
+        assert_eq!(t.get("min.cleanable.dirty.ratio").as_deref(), Some("0.25"));
+        // Setting a default value back forgets it.
+        t.set("preallocate", "false").unwrap();
+        assert!(!t.stored.contains_key("preallocate"));
+        assert!(!t.set("no.such.config", "1").unwrap());
+        let err = t.set("flush.messages", "abc").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "Invalid value abc for configuration flush.messages: Not a number of type LONG"
+        );
+    }
+
+    #[test]
+    fn broker_synonyms_set_topic_defaults_and_count_as_explicit() {
+        let mut c = BrokerConfig::default();
+        c.set("compression.type", "zstd").unwrap();
+        c.set("log.cleaner.min.cleanable.ratio", "0.1").unwrap();
+        assert_eq!(
+            c.topic_defaults.get("compression.type").as_deref(),
+            Some("zstd")
+        );
+        assert_eq!(
+            c.topic_defaults.get("min.cleanable.dirty.ratio").as_deref(),
+            Some("0.1")
+        );
+        let err = c
+            .set("log.flush.interval.messages", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.flush.interval.messages"), "{err}");
+        let dynamic = DynamicBrokerConfigs::default();
+        assert_eq!(
+            dynamic.lookup(&c, "compression.type")[0],
+            (ConfigSource::StaticBroker, "zstd".to_string())
+        );
+        assert_eq!(
+            dynamic.lookup(&c, "log.flush.interval.messages"),
+            vec![(ConfigSource::Default, i64::MAX.to_string())]
+        );
+    }
+
+    #[test]
+    fn dynamic_configs_layer_over_static_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = BrokerConfig::default();
+        c.set("log.retention.ms", "1000").unwrap();
+        let mut d = DynamicBrokerConfigs::default();
+        d.cluster_default
+            .insert("log.retention.ms".into(), "2000".into());
+        assert_eq!(d.topic_defaults(&c).unwrap().retention_ms, Some(2000));
+        d.broker.insert("log.retention.ms".into(), "3000".into());
+        d.broker
+            .insert("log.flush.interval.messages".into(), "1234".into());
+        let t = d.topic_defaults(&c).unwrap();
+        assert_eq!(t.retention_ms, Some(3000));
+        assert_eq!(t.flush_messages, Some(1234));
+        let chain = d.lookup(&c, "log.retention.ms");
+        let sources: Vec<_> = chain.iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            sources,
+            vec![
+                ConfigSource::DynamicBroker,
+                ConfigSource::DynamicDefaultBroker,
+                ConfigSource::StaticBroker,
+                ConfigSource::Default
+            ]
+        );
+        d.save(dir.path()).unwrap();
+        assert_eq!(DynamicBrokerConfigs::load(dir.path()).unwrap(), d);
+        d.broker
+            .insert("log.flush.interval.messages".into(), "x".into());
+        assert!(d.topic_defaults(&c).is_err());
+        assert!(is_dynamic_broker_config("log.segment.bytes"));
+        assert!(!is_dynamic_broker_config("num.partitions"));
     }
 }

@@ -4,11 +4,16 @@
 //! order the coordinator decided them, under its lock) and made durable
 //! before any response of the same call is sent; a tokio task calls `tick`
 //! at `next_deadline_ms`. At start the topic is replayed into the coordinator.
+//!
+//! The broker holds the coordinator in a [`GroupsSlot`], which is empty until
+//! `__consumer_offsets` has been created (lazily, on the first group request
+//! of a new node) or replayed (in the background, right after start). Group
+//! handlers answer COORDINATOR_NOT_AVAILABLE meanwhile; clients retry.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::BytesMut;
 use fjord_group::{
@@ -30,6 +35,121 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 const TIMER_IDLE_MS: i64 = 60_000;
 /// Bytes read at once while replaying `__consumer_offsets`.
 const REPLAY_READ_BYTES: usize = 1024 * 1024;
+/// After a failed load, group requests start the next attempt no sooner than this.
+const LOAD_RETRY_MS: i64 = 1_000;
+
+/// The broker's group coordinator, once loaded.
+///
+/// `get` returns it, or `None` while `__consumer_offsets` is being created
+/// or replayed: callers then answer COORDINATOR_NOT_AVAILABLE, and the call
+/// starts the load if none is running (on a background thread, so neither
+/// the runtime nor other topics' requests wait for it).
+pub struct GroupsSlot {
+    loaded: OnceLock<Arc<Groups>>,
+    broker: Weak<Broker>,
+    /// A load thread is running (or about to).
+    loading: AtomicBool,
+    /// When the last failed load ended (ms since the epoch; `i64::MIN`: none).
+    failed_at_ms: AtomicI64,
+    /// Held for the whole of a load; `true` once the broker is closing.
+    load_lock: Mutex<bool>,
+}
+
+impl GroupsSlot {
+    pub(crate) fn new(broker: Weak<Broker>) -> GroupsSlot {
+        GroupsSlot {
+            loaded: OnceLock::new(),
+            broker,
+            loading: AtomicBool::new(false),
+            failed_at_ms: AtomicI64::new(i64::MIN),
+            load_lock: Mutex::new(false),
+        }
+    }
+
+    /// The coordinator if it is loaded; otherwise starts loading it and
+    /// returns `None` (answer COORDINATOR_NOT_AVAILABLE).
+    pub fn get(&self) -> Option<&Arc<Groups>> {
+        let loaded = self.loaded.get();
+        if loaded.is_none() {
+            self.start_loading();
+        }
+        loaded
+    }
+
+    /// The coordinator if it is loaded (starts nothing).
+    pub fn loaded(&self) -> Option<&Arc<Groups>> {
+        self.loaded.get()
+    }
+
+    /// Start creating or replaying `__consumer_offsets` on a background
+    /// thread, unless that is done, running, or failed less than
+    /// `LOAD_RETRY_MS` ago.
+    pub fn start_loading(&self) {
+        if self.loaded.get().is_some() {
+            return;
+        }
+        let failed_at_ms = self.failed_at_ms.load(Ordering::Acquire);
+        if failed_at_ms != i64::MIN && now_ms().saturating_sub(failed_at_ms) < LOAD_RETRY_MS {
+            return;
+        }
+        if self.loading.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(broker) = self.broker.upgrade() else {
+            self.loading.store(false, Ordering::Release);
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("fjord-groups-load".to_string())
+            .spawn(move || {
+                let slot = &broker.groups;
+                if let Err(e) = slot.load_blocking() {
+                    tracing::error!("cannot load the group coordinator: {e}");
+                    slot.failed_at_ms.store(now_ms(), Ordering::Release);
+                }
+                slot.loading.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start loading the group coordinator: {e}");
+            self.failed_at_ms.store(now_ms(), Ordering::Release);
+            self.loading.store(false, Ordering::Release);
+        }
+    }
+
+    /// Create or replay `__consumer_offsets` on this thread (a no-op once
+    /// loaded; waits for a load already running).
+    pub(crate) fn load_blocking(&self) -> Result<(), StateError> {
+        let closed = self.load_lock.lock();
+        if self.loaded.get().is_some() {
+            return Ok(());
+        }
+        if *closed {
+            return Err(StateError::kafka(
+                ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                "the broker is shutting down",
+            ));
+        }
+        let Some(broker) = self.broker.upgrade() else {
+            return Err(StateError::kafka(
+                ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                "the broker is gone",
+            ));
+        };
+        let started = std::time::Instant::now();
+        let groups = Groups::open(&broker)?;
+        let _ = self.loaded.set(groups);
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "group coordinator ready"
+        );
+        Ok(())
+    }
+
+    /// Wait for a load in progress and refuse new ones (the broker is closing).
+    pub(crate) fn close(&self) {
+        *self.load_lock.lock() = true;
+    }
+}
 
 enum Reply {
     Join(JoinResponse),
@@ -58,7 +178,7 @@ impl Groups {
                     ("cleanup.policy".to_string(), "compact".to_string()),
                     ("retention.ms".to_string(), "-1".to_string()),
                 ]);
-                broker.create_topic(
+                broker.create_topic_unchecked(
                     OFFSETS_TOPIC,
                     OFFSETS_TOPIC_PARTITIONS_DEFAULT,
                     overrides,

@@ -6,6 +6,11 @@
 //! handler's synchronous part in arrival order (so pipelined Produce requests
 //! append in order); what a handler waits for (fsync, long-poll) runs as its
 //! own task, and a writer task sends the responses in request order.
+//!
+//! Memory per connection is bounded: at most
+//! `IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX` requests and
+//! `IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX` bytes of request frames are
+//! read and not yet answered; past either the reader waits for the writer.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,11 +21,15 @@ use fjord_model::limits;
 use fjord_protocol::{decode_request_header, frame_len, Reader};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::handlers::{self, Pending};
 use crate::response::Writer;
 use crate::state::Broker;
+
+// A frame's share of the budget is a u32 (what `acquire_many` takes), and
+// never more than the whole budget, so the reader cannot wait forever.
+const _: () = assert!(limits::IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX <= u32::MAX as usize);
 
 /// Accept connections until `shutdown` turns true; then wait (bounded) for
 /// open connections to finish answering what they have read.
@@ -92,18 +101,26 @@ async fn connection(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
     let (mut rd, wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Pending>(limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX);
+    // Each request travels with its share of the byte budget, given back once
+    // its response is handed to the writer.
+    let (tx, mut rx) = mpsc::channel::<(Pending, OwnedSemaphorePermit)>(
+        limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX,
+    );
+    let budget = Arc::new(Semaphore::new(
+        limits::IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX,
+    ));
     let writer = tokio::spawn(async move {
         let mut out = Writer::new(wr);
-        while let Some(pending) = rx.recv().await {
+        while let Some((pending, permit)) = rx.recv().await {
             let Ok(resp) = pending.resolve().await else {
                 break;
             };
             if let Some(resp) = resp {
                 out.push(resp).await?;
             }
+            drop(permit);
             // Responses already done share a write; keep order.
-            while let Ok(next) = rx.try_recv() {
+            while let Ok((next, permit)) = rx.try_recv() {
                 if !next.is_ready() {
                     out.flush().await?;
                 }
@@ -112,6 +129,7 @@ async fn connection(
                     Ok(None) => {}
                     Err(()) => return out.shutdown().await,
                 }
+                drop(permit);
             }
             out.flush().await?;
         }
@@ -135,6 +153,15 @@ async fn connection(
             Ok(len) => len,
             Err(e) => break Err(e.into()),
         };
+        // Wait (without reading the body) until answers free enough of the budget.
+        let share = len.clamp(1, limits::IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX) as u32;
+        let permit = tokio::select! {
+            p = budget.clone().acquire_many_owned(share) => match p {
+                Ok(p) => p,
+                Err(_) => break Ok(()),
+            },
+            _ = shutdown.changed() => break Ok(()),
+        };
         let frame = match read_frame(&mut rd, len, idle).await {
             Ok(f) => f,
             Err(e) => break Err(e),
@@ -149,7 +176,7 @@ async fn connection(
             // The request could not be understood and has no error response: close.
             None => break Ok(()),
         };
-        if tx.send(pending).await.is_err() {
+        if tx.send((pending, permit)).await.is_err() {
             break Ok(());
         }
     };

@@ -5,6 +5,11 @@
 //! Invariant: a topic in `topics` has every partition's log open; the metadata
 //! file is rewritten (atomically: write, fsync, rename, fsync dir) before a
 //! create/delete/alter is acknowledged.
+//!
+//! Start-up: [`Broker::open_deferred`] (what `fjord serve` uses) opens the
+//! topics and returns; the group coordinator comes up in the background (see
+//! [`crate::groups::GroupsSlot`]), so a node serves Produce, Fetch and
+//! Metadata while `__consumer_offsets` is created or replayed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::config::{BrokerConfig, TopicSettings};
+use crate::config::{BrokerConfig, DynamicBrokerConfigs, TopicSettings};
 
 /// One partition of a topic on this node (the leader: a single node leads all).
 pub struct Partition {
@@ -103,8 +108,12 @@ pub struct Broker {
     admin: Mutex<()>,
     producer_id_next: AtomicI64,
     producer_id_block_end: AtomicI64,
-    /// Consumer groups (set at the end of `open`).
-    pub groups: std::sync::OnceLock<Arc<crate::groups::Groups>>,
+    /// Consumer groups: loaded at the end of `open`, or in the background
+    /// after `open_deferred` (empty until then).
+    pub groups: crate::groups::GroupsSlot,
+    /// Dynamic broker configs and the topic defaults they give (changed
+    /// only under `admin`).
+    dynamic: RwLock<(DynamicBrokerConfigs, TopicSettings)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,38 +143,74 @@ pub fn now_ms() -> i64 {
 }
 
 impl Broker {
-    /// Open the data directory: read the metadata file and open every partition log.
+    /// Open the data directory: read the metadata file, open every partition
+    /// log, and load the group coordinator (creating `__consumer_offsets` if
+    /// needed) before returning.
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, StateError> {
+        let broker = Broker::open_topics(config)?;
+        broker.groups.load_blocking()?;
+        Ok(broker)
+    }
+
+    /// Like [`Broker::open`], but returns once the topics are open: replay of
+    /// an existing `__consumer_offsets` starts in the background now, and a
+    /// missing one is created on the first group request (as Kafka does on the
+    /// first FindCoordinator). Until the coordinator is loaded, group requests
+    /// are answered COORDINATOR_NOT_AVAILABLE, which clients retry.
+    pub fn open_deferred(config: BrokerConfig) -> Result<Arc<Broker>, StateError> {
+        let broker = Broker::open_topics(config)?;
+        if broker.topic(crate::groups::OFFSETS_TOPIC).is_some() {
+            broker.groups.start_loading();
+        }
+        Ok(broker)
+    }
+
+    fn open_topics(config: BrokerConfig) -> Result<Arc<Broker>, StateError> {
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| meta_err(&dir, e))?;
         let path = dir.join(METADATA_FILE);
+        let mut new_node = false;
         let file: MetadataFile = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Metadata {
                 path: path.display().to_string(),
                 reason: e.to_string(),
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetadataFile {
-                cluster_id: config
-                    .cluster_id
-                    .clone()
-                    .unwrap_or_else(|| short_id(Uuid::new_v4())),
-                producer_id_next: 1000,
-                topics: Vec::new(),
-            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                new_node = true;
+                MetadataFile {
+                    cluster_id: config
+                        .cluster_id
+                        .clone()
+                        .unwrap_or_else(|| short_id(Uuid::new_v4())),
+                    producer_id_next: 1000,
+                    topics: Vec::new(),
+                }
+            }
             Err(e) => return Err(meta_err(&path, e)),
         };
-        let broker = Arc::new(Broker {
+        let dynamic = DynamicBrokerConfigs::load(&dir).map_err(|e| StateError::Metadata {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let topic_defaults = dynamic
+            .topic_defaults(&config)
+            .map_err(|e| StateError::Metadata {
+                path: dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        let broker = Arc::new_cyclic(|me| Broker {
+            dynamic: RwLock::new((dynamic, topic_defaults)),
             cluster_id: file.cluster_id.clone(),
             topics: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
             producer_id_next: AtomicI64::new(file.producer_id_next),
             producer_id_block_end: AtomicI64::new(file.producer_id_next),
-            groups: std::sync::OnceLock::new(),
+            groups: crate::groups::GroupsSlot::new(me.clone()),
             config,
         });
         let now = now_ms();
         for t in file.topics {
-            let mut settings = broker.config.topic_defaults.clone();
+            let mut settings = broker.topic_defaults();
             for (k, v) in &t.overrides {
                 // Values were validated when stored; a bad one now means a hand edit.
                 if let Err(e) = settings.set(k, v) {
@@ -193,9 +238,12 @@ impl Broker {
             };
             broker.topics.write().insert(t.name, Arc::new(topic));
         }
-        broker.persist()?;
-        let groups = crate::groups::Groups::open(&broker)?;
-        let _ = broker.groups.set(groups);
+        // An existing file already says all of this (the producer id block
+        // is persisted when the first id is handed out); a new node writes it
+        // now, so that its cluster id is fixed.
+        if new_node {
+            broker.persist()?;
+        }
         Ok(broker)
     }
 
@@ -212,7 +260,33 @@ impl Broker {
     }
 
     /// Create a topic. `overrides` are topic config names; validated first.
+    /// Internal topics are created by the broker only: asking for a missing
+    /// one starts its creation and answers LEADER_NOT_AVAILABLE (retriable).
     pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, StateError> {
+        if is_internal_topic(name) {
+            if self.topic(name).is_some() {
+                return Err(StateError::kafka(
+                    ErrorCode::TOPIC_ALREADY_EXISTS,
+                    format!("topic '{name}' already exists"),
+                ));
+            }
+            self.groups.start_loading();
+            return Err(StateError::kafka(
+                ErrorCode::LEADER_NOT_AVAILABLE,
+                format!("internal topic '{name}' is being created by the broker"),
+            ));
+        }
+        self.create_topic_unchecked(name, partitions, overrides, validate_only)
+    }
+
+    /// `create_topic` without the internal-topic check (for the broker's own topics).
+    pub(crate) fn create_topic_unchecked(
         &self,
         name: &str,
         partitions: i32,
@@ -387,20 +461,69 @@ impl Broker {
         &self,
         overrides: &BTreeMap<String, String>,
     ) -> Result<TopicSettings, StateError> {
-        let mut settings = self.config.topic_defaults.clone();
+        let mut settings = self.topic_defaults();
         for (k, v) in overrides {
             match settings.set(k, v) {
                 Ok(true) => {}
                 Ok(false) => {
                     return Err(StateError::kafka(
                         ErrorCode::INVALID_CONFIG,
-                        format!("unknown topic config '{k}'"),
+                        format!("Unknown topic config name: {k}"),
                     ))
                 }
                 Err(e) => return Err(StateError::kafka(ErrorCode::INVALID_CONFIG, e.to_string())),
             }
         }
         Ok(settings)
+    }
+
+    /// Defaults for topic settings: static config plus dynamic broker configs.
+    pub fn topic_defaults(&self) -> TopicSettings {
+        self.dynamic.read().1.clone()
+    }
+
+    /// The dynamic broker configs in force.
+    pub fn dynamic_configs(&self) -> DynamicBrokerConfigs {
+        self.dynamic.read().0.clone()
+    }
+
+    /// Change the dynamic broker configs: `change` maps the current ones to
+    /// the new ones (under the admin lock, so concurrent changes do not
+    /// lose each other). The result is validated, persisted, and applied to
+    /// every topic as its new defaults (its own overrides still win).
+    pub fn alter_dynamic_configs(
+        &self,
+        change: impl FnOnce(&DynamicBrokerConfigs) -> Result<DynamicBrokerConfigs, StateError>,
+        validate_only: bool,
+    ) -> Result<(), StateError> {
+        let _admin = self.admin.lock();
+        let new = change(&self.dynamic.read().0)?;
+        let defaults = new
+            .topic_defaults(&self.config)
+            .map_err(|e| StateError::kafka(ErrorCode::INVALID_REQUEST, e.to_string()))?;
+        if validate_only {
+            return Ok(());
+        }
+        new.save(&self.config.data_dir)
+            .map_err(|e| StateError::Metadata {
+                path: self.config.data_dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        *self.dynamic.write() = (new, defaults);
+        for topic in self.topics() {
+            let overrides = topic.overrides.read().clone();
+            match self.settings_with(&overrides) {
+                Ok(settings) => {
+                    for p in topic.partitions.read().iter() {
+                        p.log.set_config(settings.log_config());
+                    }
+                    *topic.settings.write() = settings;
+                }
+                // Overrides were valid on their own; nothing relates two configs.
+                Err(e) => tracing::warn!(topic = %topic.name, "keeping settings: {e}"),
+            }
+        }
+        Ok(())
     }
 
     /// Hand out a new producer id (persisting block ends so ids never repeat across restarts).
@@ -439,8 +562,10 @@ impl Broker {
         }
     }
 
-    /// Flush everything and write clean-shutdown markers.
+    /// Flush everything and write clean-shutdown markers. A group coordinator
+    /// load in progress finishes first; none starts afterwards.
     pub fn close(&self) {
+        self.groups.close();
         for t in self.topics() {
             for p in t.partitions.read().iter() {
                 if let Err(e) = p.log.close() {

@@ -29,8 +29,20 @@ async fn call<R: Encodable>(
     version: i16,
     body: &R,
 ) -> Option<Bytes> {
+    call_as(broker, api_key, version, version, body).await
+}
+
+/// `call`, with the body encoded by kafka-protocol at `layout_version`: a
+/// version it does not know whose layout equals one it knows.
+async fn call_as<R: Encodable>(
+    broker: &Arc<Broker>,
+    api_key: i16,
+    version: i16,
+    layout_version: i16,
+    body: &R,
+) -> Option<Bytes> {
     let mut buf = BytesMut::new();
-    body.encode(&mut buf, version).unwrap();
+    body.encode(&mut buf, layout_version).unwrap();
     let header = RequestHeader {
         api_key,
         api_version: version,
@@ -113,6 +125,13 @@ async fn every_api_at_every_advertised_version() {
             .with_allow_auto_topic_creation(true);
         let r: MetadataResponse = decode(call(&b, 3, v, &req).await.unwrap(), v);
         assert_eq!(r.brokers.len(), 1);
+        if v == 0 {
+            // The request that auto-creates the topic hears LEADER_NOT_AVAILABLE
+            // (as from Kafka); the next one sees the topic whole.
+            assert_eq!(r.topics[0].error_code, 5, "v{v}");
+            assert!(r.topics[0].partitions.is_empty());
+            continue;
+        }
         assert_eq!(r.topics[0].error_code, 0, "v{v}");
         assert_eq!(r.topics[0].partitions.len(), 2);
     }
@@ -120,35 +139,51 @@ async fn every_api_at_every_advertised_version() {
     let batch = BatchBuilder::new(Compression::None)
         .push(1_700_000_000_000, Some(b"k"), Some(b"v"), &[])
         .build(0);
+    let auto_topic_id = b.topic("auto").unwrap().id;
     for v in versions(ApiKey::Produce).filter(|v| *v >= 3) {
+        // Named by id from v13 on (the name is not on the wire then).
+        let topic = if v >= 13 {
+            produce_request::TopicProduceData::default().with_topic_id(auto_topic_id)
+        } else {
+            produce_request::TopicProduceData::default().with_name(name("auto"))
+        };
         let req = ProduceRequest::default()
             .with_acks(-1)
             .with_timeout_ms(1000)
-            .with_topic_data(vec![produce_request::TopicProduceData::default()
-                .with_name(name("auto"))
-                .with_partition_data(vec![
-                    produce_request::PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(Bytes::from(batch.clone()))),
-                ])]);
+            .with_topic_data(vec![topic.with_partition_data(vec![
+                produce_request::PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(Bytes::from(batch.clone()))),
+            ])]);
         let r: ProduceResponse = decode(call(&b, 0, v, &req).await.unwrap(), v);
         let p = &r.responses[0].partition_responses[0];
         assert_eq!(p.error_code, 0, "v{v}: {:?}", p.error_message);
         assert_eq!(p.base_offset, (v - 3) as i64, "offsets assigned in order");
+        if v >= 13 {
+            assert_eq!(r.responses[0].topic_id, auto_topic_id, "v{v} echoes the id");
+        }
     }
     let produced = versions(ApiKey::Produce).filter(|v| *v >= 3).count() as i64;
 
+    let auto_id = b.topic("auto").unwrap().id;
     for v in versions(ApiKey::Fetch) {
+        // Named by id from v13 on (the name is not on the wire then).
         let req = FetchRequest::default()
             .with_max_wait_ms(0)
             .with_max_bytes(1 << 20)
             .with_topics(vec![fetch_request::FetchTopic::default()
                 .with_topic(name("auto"))
+                .with_topic_id(auto_id)
                 .with_partitions(vec![fetch_request::FetchPartition::default()
                     .with_partition(0)
                     .with_fetch_offset(1)
                     .with_partition_max_bytes(1 << 20)])]);
         let r: FetchResponse = decode(call(&b, 1, v, &req).await.unwrap(), v);
+        if v >= 13 {
+            assert_eq!(r.responses[0].topic_id, auto_id, "v{v}");
+        } else {
+            assert_eq!(&*r.responses[0].topic.0, "auto", "v{v}");
+        }
         let p = &r.responses[0].partitions[0];
         assert_eq!(p.error_code, 0, "v{v}");
         assert_eq!(p.high_watermark, produced);
@@ -175,7 +210,9 @@ async fn every_api_at_every_advertised_version() {
                         .with_timestamp(1_600_000_000_000),
                 ]),
         ]);
-        let r: ListOffsetsResponse = decode(call(&b, 2, v, &req).await.unwrap(), v);
+        // v11 has v10's layout; kafka-protocol 0.18 knows v10 only.
+        let layout = v.min(10);
+        let r: ListOffsetsResponse = decode(call_as(&b, 2, v, layout, &req).await.unwrap(), layout);
         let p = &r.topics[0].partitions;
         assert_eq!((p[0].error_code, p[0].offset), (0, produced), "v{v} latest");
         assert_eq!((p[1].error_code, p[1].offset), (0, 0), "v{v} earliest");

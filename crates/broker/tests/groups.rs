@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use fjord_broker::groups::OFFSETS_TOPIC;
 use fjord_broker::handlers::{dispatch, supported};
 use fjord_broker::{Broker, BrokerConfig};
 use fjord_protocol::kafka_protocol::messages::*;
@@ -367,4 +368,100 @@ async fn check_fetch(b: &Arc<Broker>, offset: i64) {
             assert_eq!(epoch, -1, "unknown epoch is -1");
         }
     }
+}
+
+fn open_deferred(dir: &std::path::Path) -> Arc<Broker> {
+    let config = BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        num_partitions: 2,
+        ..BrokerConfig::default()
+    };
+    Broker::open_deferred(config).unwrap()
+}
+
+/// Asks FindCoordinator until it names this node; returns how many answers
+/// were COORDINATOR_NOT_AVAILABLE (the only other answer allowed) first.
+async fn until_coordinator(b: &Arc<Broker>) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut not_available = 0;
+    loop {
+        let req = FindCoordinatorRequest::default().with_key(s("g"));
+        let r: FindCoordinatorResponse = call(b, ApiKey::FindCoordinator, 3, &req).await;
+        match r.error_code {
+            0 => return not_available,
+            15 => not_available += 1,
+            other => panic!("FindCoordinator answered {other}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "coordinator not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn deferred_start_creates_offsets_topic_on_first_group_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_deferred(dir.path());
+    create_topic(&b).await;
+    assert!(
+        b.topic(OFFSETS_TOPIC).is_none(),
+        "nothing created before a group request"
+    );
+    // A commit before the coordinator exists is refused with a retriable error...
+    let r: OffsetCommitResponse = call(&b, ApiKey::OffsetCommit, 2, &commit_req(-1, "", 7)).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 15);
+    // ...and started the creation; FindCoordinator answers once it is done.
+    until_coordinator(&b).await;
+    let topic = b.topic(OFFSETS_TOPIC).expect("created");
+    assert_eq!(topic.partition_count(), 50);
+    let r: OffsetCommitResponse = call(&b, ApiKey::OffsetCommit, 2, &commit_req(-1, "", 7)).await;
+    let codes: Vec<i16> = r.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes, vec![0, 3]);
+    check_fetch(&b, 7).await;
+}
+
+#[tokio::test]
+async fn deferred_start_replays_committed_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    create_topic(&b).await;
+    let r: OffsetCommitResponse = call(&b, ApiKey::OffsetCommit, 2, &commit_req(-1, "", 42)).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    b.close();
+    drop(b);
+
+    let b = open_deferred(dir.path());
+    // The topic is open at once (Produce/Fetch need not wait for the replay).
+    assert!(b.topic("t").is_some());
+    until_coordinator(&b).await;
+    check_fetch(&b, 42).await;
+}
+
+#[tokio::test]
+async fn clients_cannot_create_the_offsets_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_deferred(dir.path());
+    // Metadata's auto-create and CreateTopics both end here.
+    let e = b
+        .create_topic(OFFSETS_TOPIC, 1, Default::default(), false)
+        .err()
+        .expect("refused");
+    let (code, _) = fjord_broker::errors::state_error(&e);
+    assert_eq!(code.0, 5, "LEADER_NOT_AVAILABLE");
+    // The broker creates it with its own settings instead.
+    until_coordinator(&b).await;
+    let topic = b.topic(OFFSETS_TOPIC).expect("created");
+    assert_eq!(topic.partition_count(), 50);
+    assert_eq!(topic.settings.read().cleanup_policy, "compact");
+    let e = b
+        .create_topic(OFFSETS_TOPIC, 1, Default::default(), false)
+        .err()
+        .expect("refused");
+    assert_eq!(fjord_broker::errors::state_error(&e).0 .0, 36);
 }

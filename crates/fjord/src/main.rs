@@ -158,7 +158,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let data_dir = config.data_dir.clone();
         let retention_every = std::time::Duration::from_millis(config.retention_check_interval_ms);
         let started = std::time::Instant::now();
-        let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
+        let broker = tokio::task::spawn_blocking(move || Broker::open_deferred(config)).await??;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
@@ -169,6 +169,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             startup_ms = started.elapsed().as_millis() as u64,
             "fjord is serving"
         );
+        // The group coordinator comes up in the background (a new node creates
+        // `__consumer_offsets` now rather than on the first group request, so
+        // that ListGroups right after start finds it ready); group requests
+        // answer COORDINATOR_NOT_AVAILABLE until then.
+        broker.groups.start_loading();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let retention_broker = broker.clone();
         let mut retention_stop = stop_rx.clone();

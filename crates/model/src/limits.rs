@@ -97,3 +97,37 @@ pub const CLIENT_IN_FLIGHT_REQUESTS_DEFAULT: usize = 32;
 pub const CLIENT_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Default time the client waits for a TCP connection to be established.
 pub const CLIENT_CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+// ---- idempotent producers (fjord-storage) ----
+/// Batches remembered per producer id for duplicate detection (Kafka: 5, which is also
+/// the most in-flight requests an idempotent client may have).
+pub const PRODUCER_BATCHES_RETAINED: usize = 5;
+/// Default `producer.id.expiration.ms` (1 day): a producer id whose newest batch is this
+/// old is forgotten.
+pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: i64 = 24 * 60 * 60 * 1000;
+/// Default `producer.id.expiration.check.interval.ms`: least interval between two
+/// expiration sweeps of one partition's producer state.
+pub const PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS: i64 = 600_000;
+/// Most producer ids tracked per partition; past it the least recently active one is
+/// forgotten (it then counts as unknown, as after expiration).
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+/// Producer-state snapshot files (`<offset>.snapshot`) kept per partition (the newest;
+/// an older one is the fallback when the newest is damaged).
+pub const PRODUCER_SNAPSHOTS_KEPT: usize = 2;
+/// Most partitions one DescribeTopicPartitions response describes (Kafka's
+/// `max.request.partition.size.limit` default); the client's
+/// `response_partition_limit` can only lower it.
+pub const DESCRIBE_TOPIC_PARTITIONS_MAX: i32 = 2000;
+// ---- fetch path (fjord-storage reads) ----
+/// A header scan for the fetch path reads the next batch header alone (instead of a
+/// `SEGMENT_SCAN_CHUNK_BYTES` chunk) after a batch at least this large: a chunk would
+/// then hold at most a few headers, and copying the record data around them costs more
+/// than the extra small reads.
+pub const SEGMENT_SCAN_HEADER_ONLY_AFTER_BYTES: usize = 8 * 1024;
+// ---- connections (fjord-broker server) ----
+/// Bytes of requests one connection may have read but not yet answered (Kafka's
+/// `queued.max.request.bytes`, per connection): the reader waits for answers before
+/// reading more, which bounds what a pipelining client can make the broker hold
+/// (an acks=all Produce waits for fdatasync with its frame possibly still alive).
+/// A larger single frame (up to the request size limit) is read alone.
+pub const IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX: usize = 16 * 1024 * 1024;

@@ -348,7 +348,11 @@ impl Reader {
 
     fn utf8(&mut self, field: &'static str, len: usize) -> Result<StrBytes, DecodeError> {
         let raw = self.raw(field, len)?;
-        StrBytes::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8 { field })
+        // Strings are copied out of the frame: a slice would keep the whole request
+        // buffer (a Produce frame can be a megabyte) alive for as long as a name lives,
+        // e.g. in an acks=all answer waiting for fdatasync.
+        StrBytes::from_utf8(Bytes::copy_from_slice(&raw))
+            .map_err(|_| DecodeError::InvalidUtf8 { field })
     }
 
     /// Classic nullable string (i16 length, -1 = null).

@@ -48,19 +48,23 @@ macro_rules! apis {
             /// tests and tools; the broker never needs it).
             pub fn encode(&self, version: i16, out: &mut BytesMut) -> Result<(), EncodeError> {
                 let result = match self {
-                    $( Request::$variant(m) => m.encode(out, version), )*
+                    $( Request::$variant(m) => m.encode(
+                        out,
+                        same_layout_version(ApiKey::$key, <$ty as Message>::VERSIONS.max, version),
+                    ), )*
                 };
                 result.map_err(|e| EncodeError::Body { version, message: e.to_string() })
             }
         }
 
         /// Every API [`decode_request`] understands, with its version range
-        /// (exactly kafka-protocol 0.18's range for the message).
+        /// (kafka-protocol 0.18's range for the message, extended by
+        /// [`LAYOUT_ALIASES`]).
         pub const SUPPORTED_APIS: &[ApiSupport] = &[
             $( ApiSupport {
                 api_key: ApiKey::$key as i16,
                 min_version: <$ty as Message>::VERSIONS.min,
-                max_version: <$ty as Message>::VERSIONS.max,
+                max_version: max_version(ApiKey::$key, <$ty as Message>::VERSIONS.max),
                 first_flexible_version: $flex,
             }, )*
         ];
@@ -78,12 +82,13 @@ macro_rules! apis {
             $(
                 if api_key == ApiKey::$key as i16 {
                     let range = <$ty as Message>::VERSIONS;
-                    if api_version < range.min || api_version > range.max {
+                    let max = max_version(ApiKey::$key, range.max);
+                    if api_version < range.min || api_version > max {
                         return Err(DecodeError::UnsupportedVersion {
                             api_key,
                             api_version,
                             min: range.min,
-                            max: range.max,
+                            max,
                         });
                     }
                     let v = Version { v: api_version, flexible: api_version >= $flex };
@@ -94,6 +99,38 @@ macro_rules! apis {
             Err(DecodeError::UnsupportedApi { api_key })
         }
     };
+}
+
+/// Versions newer than kafka-protocol 0.18 knows whose request and response
+/// layouts equal the newest version it knows (only the meaning of values
+/// changed): `(api, newest version we decode)`. ListOffsets v11 only allows
+/// a new timestamp value (-6, earliest pending upload).
+/// DescribeLogDirs v5's request equals v4 (its response adds `is_cordoned`;
+/// the broker's handler encodes that one itself).
+pub(crate) const LAYOUT_ALIASES: &[(ApiKey, i16)] =
+    &[(ApiKey::ListOffsets, 11), (ApiKey::DescribeLogDirs, 5)];
+
+/// The newest version we decode of `key`, given kafka-protocol's newest.
+const fn max_version(key: ApiKey, known_max: i16) -> i16 {
+    let mut i = 0;
+    while i < LAYOUT_ALIASES.len() {
+        if LAYOUT_ALIASES[i].0 as i16 == key as i16 && LAYOUT_ALIASES[i].1 > known_max {
+            return LAYOUT_ALIASES[i].1;
+        }
+        i += 1;
+    }
+    known_max
+}
+
+/// The version kafka-protocol should encode or decode for `version` of
+/// `key`: an alias of [`LAYOUT_ALIASES`] maps to the newest version it knows
+/// (same bytes); every other version is itself.
+pub(crate) fn same_layout_version(key: ApiKey, known_max: i16, version: i16) -> i16 {
+    if version > known_max && version <= max_version(key, known_max) {
+        known_max
+    } else {
+        version
+    }
 }
 
 /// The version being decoded and whether it is flexible.
@@ -117,6 +154,14 @@ apis! {
     DescribeConfigs(DescribeConfigsRequest) = DescribeConfigs, flexible >= 4, admin::describe_configs;
     AlterConfigs(AlterConfigsRequest) = AlterConfigs, flexible >= 2, admin::alter_configs;
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest) = IncrementalAlterConfigs, flexible >= 1, admin::incremental_alter_configs;
+    DescribeLogDirs(DescribeLogDirsRequest) = DescribeLogDirs, flexible >= 2, admin::describe_log_dirs;
+    AlterReplicaLogDirs(AlterReplicaLogDirsRequest) = AlterReplicaLogDirs, flexible >= 2, admin::alter_replica_log_dirs;
+    ElectLeaders(ElectLeadersRequest) = ElectLeaders, flexible >= 2, admin::elect_leaders;
+    DescribeQuorum(DescribeQuorumRequest) = DescribeQuorum, flexible >= 0, admin::describe_quorum;
+    AlterPartitionReassignments(AlterPartitionReassignmentsRequest) = AlterPartitionReassignments, flexible >= 0, admin::alter_partition_reassignments;
+    ListPartitionReassignments(ListPartitionReassignmentsRequest) = ListPartitionReassignments, flexible >= 0, admin::list_partition_reassignments;
+    DescribeTopicPartitions(DescribeTopicPartitionsRequest) = DescribeTopicPartitions, flexible >= 0, admin::describe_topic_partitions;
+    ListConfigResources(ListConfigResourcesRequest) = ListConfigResources, flexible >= 0, admin::list_config_resources;
     InitProducerId(InitProducerIdRequest) = InitProducerId, flexible >= 2, group::init_producer_id;
     FindCoordinator(FindCoordinatorRequest) = FindCoordinator, flexible >= 3, group::find_coordinator;
     JoinGroup(JoinGroupRequest) = JoinGroup, flexible >= 6, group::join_group;

@@ -45,6 +45,9 @@ pub enum StorageError {
     /// The log was closed.
     #[error("log {dir} is closed")]
     Closed { dir: String },
+    /// Idempotent-producer checks refused the batches (sequence, epoch).
+    #[error("{0}")]
+    Producer(#[from] crate::producer_state::ProducerError),
     /// A caller broke an API precondition (e.g. a leader epoch going backwards).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -63,6 +66,7 @@ impl StorageError {
             StorageError::Io { .. }
             | StorageError::Offline { .. }
             | StorageError::Closed { .. } => ErrorCode::KAFKA_STORAGE_ERROR,
+            StorageError::Producer(e) => e.kafka_code(),
             StorageError::InvalidArgument(_) => ErrorCode::INVALID_REQUEST,
         }
     }

@@ -11,6 +11,8 @@
 //! recovery-point-offset-checkpoint data below this offset is on stable storage
 //! log-start-offset-checkpoint      first visible offset (DeleteRecords, retention)
 //! leader-epoch-checkpoint          (epoch, start offset) history
+//! 00000000000000004711.snapshot    idempotent-producer state below that offset (written
+//!                                  at roll and close; see `producer_state`)
 //! .clean_shutdown                  present only between `Log::close` and the next `Log::open`
 //! ```
 //!
@@ -41,6 +43,11 @@
 //!   every segment before the one holding it; recovery scans from that segment only, and
 //!   in it from its last durable index entry below the recovery point (framing only up to
 //!   the recovery point, CRCs after it).
+//! - A batch of an idempotent producer (producer id, epoch, sequence) is appended at most
+//!   once while it is among that producer's last 5 in the partition: `Log::append` checks
+//!   sequences and epochs under the append lock and answers a retry with the original
+//!   offsets (`AppendResult::duplicate`). The producer state survives close and crash
+//!   (snapshot at roll and close, batch headers replayed after it on open).
 //! - After an I/O error while writing, the log is offline: appends fail with
 //!   KAFKA_STORAGE_ERROR until it is reopened.
 
@@ -50,6 +57,7 @@ mod flusher;
 mod handles;
 mod index;
 mod log;
+pub mod producer_state;
 mod segment;
 
 use std::fs::File;
@@ -134,6 +142,9 @@ pub struct AppendResult {
     pub log_append_time_ms: i64,
     pub log_start_offset: Offset,
     pub records_count: u64,
+    /// Every batch was a retry of batches already in the log (idempotent producer):
+    /// nothing was written and the offsets are those of the first append.
+    pub duplicate: bool,
 }
 
 /// A byte range of a segment's `.log` file, holding whole batches.
@@ -190,6 +201,10 @@ pub struct RecoveryReport {
     /// Segments removed because they came after a corrupt one.
     pub segments_deleted: usize,
     pub recovery_point: Option<Offset>,
+    /// The producer-state snapshot loaded (its offset), if any.
+    pub producer_snapshot: Option<Offset>,
+    /// Batch headers read to rebuild the producer state after the snapshot.
+    pub producer_batches_replayed: u64,
     pub log_start_offset: Offset,
     pub log_end_offset: Offset,
     /// Human-readable descriptions of every problem found.

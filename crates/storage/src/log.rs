@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use fjord_model::limits::RECOVERY_POINT_CHECKPOINT_INTERVAL_MS;
-use fjord_model::{LeaderEpoch, Offset, TimestampType};
+use fjord_model::{LeaderEpoch, Offset, ProducerId, TimestampType};
 use fjord_records::{
     batches, set_base_offset, set_log_append_time, set_partition_leader_epoch, validate_batch,
     BatchHeader,
@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE};
 use crate::error::StorageError;
+use crate::producer_state::{self, IncomingBatch, ProducerEntry, ProducerStateMap, Verdict};
 use crate::segment::{
     self, ScanError, Scanner, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
@@ -58,6 +59,8 @@ struct AppendState {
     roll_base_ms: i64,
     messages_since_flush: u64,
     last_flush_ms: i64,
+    /// Idempotent producers: checked and updated under the append lock.
+    producers: ProducerStateMap,
 }
 
 #[derive(Debug)]
@@ -395,6 +398,7 @@ impl Log {
             .min(log_end);
         epochs.retain(|&(_, start)| start <= log_end);
         truncate_epochs_from_start(&mut epochs, log_start);
+        let producers = rebuild_producer_state(dir, &segments, log_end, now_ms, &mut report)?;
 
         let (recovery_point_now, checkpoint_written) = if light {
             active.flushed_size.store(0, Ordering::Release);
@@ -457,6 +461,7 @@ impl Log {
                 roll_base_ms: now_ms,
                 messages_since_flush: 0,
                 last_flush_ms: now_ms,
+                producers,
             }),
             view: RwLock::new(Arc::new(View {
                 segments,
@@ -486,6 +491,16 @@ impl Log {
             log.request_flush();
         }
         Ok((log, report))
+    }
+
+    /// The state of one idempotent producer in this partition (tests, diagnostics).
+    pub fn producer_state(&self, producer_id: ProducerId) -> Option<ProducerEntry> {
+        self.append.lock().producers.get(producer_id).cloned()
+    }
+
+    /// Number of producer ids tracked in this partition.
+    pub fn producer_count(&self) -> usize {
+        self.append.lock().producers.len()
     }
 
     /// The partition directory.
@@ -594,7 +609,36 @@ impl Log {
                 log_append_time_ms,
                 log_start_offset: Offset(self.view.read().log_start),
                 records_count: 0,
+                duplicate: false,
             });
+        }
+        // Idempotent producers: decide with the offsets the batches would get.
+        let mut producer_update = None;
+        if found.iter().any(|(h, _)| h.producer_id >= 0) {
+            let mut next = leo;
+            let mut incoming = Vec::with_capacity(found.len());
+            for (h, _) in &found {
+                let mut at = *h;
+                at.base_offset = next;
+                next = at.next_offset();
+                incoming.extend(IncomingBatch::from_header(&at));
+            }
+            match st.producers.check(&incoming, found.len())? {
+                Verdict::Append(update) => producer_update = Some(update),
+                Verdict::Duplicate { first, last } => {
+                    return Ok(AppendResult {
+                        base_offset: first.base_offset,
+                        last_offset: last.last_offset,
+                        log_append_time_ms: match cfg.timestamp_type {
+                            TimestampType::LogAppendTime => last.timestamp_ms,
+                            TimestampType::CreateTime => -1,
+                        },
+                        log_start_offset: Offset(self.view.read().log_start),
+                        records_count: 0,
+                        duplicate: true,
+                    });
+                }
+            }
         }
         let mut rolled = false;
         if self.should_roll(&st, &cfg, records.len(), span, found.len(), now_ms) {
@@ -635,6 +679,9 @@ impl Log {
         seg.size
             .store(pos + records.len() as u64, Ordering::Release);
         self.log_end.store(next, Ordering::Release);
+        if let Some(update) = producer_update {
+            st.producers.commit(update, now_ms);
+        }
 
         st.messages_since_flush += records_count;
         let flush_due = cfg
@@ -657,6 +704,7 @@ impl Log {
             log_append_time_ms,
             log_start_offset: Offset(self.view.read().log_start),
             records_count,
+            duplicate: false,
         })
     }
 
@@ -705,6 +753,11 @@ impl Log {
             *v = Arc::new(nv);
         }
         tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
+        // Best effort, not synced: without it, recovery replays more batch headers.
+        let snapshot = st.producers.encode_snapshot();
+        if let Err(e) = producer_state::write_snapshot(&self.dir, base, &snapshot, false) {
+            tracing::warn!(dir = %self.dir.display(), base, "cannot write producer snapshot: {e}");
+        }
         st.active = seg;
         st.roll_base_ms = now_ms;
         Ok(())
@@ -917,7 +970,7 @@ impl Log {
             let size = seg.size();
             let from = if n == 0 { seg.lookup(start) } else { 0 };
             let file = self.segment_file(seg, start, leo)?;
-            let mut scanner = Scanner::new(&file, from, size);
+            let mut scanner = Scanner::for_headers(&file, from, size);
             let mut slice: Option<(u64, usize)> = None;
             let mut done = false;
             loop {
@@ -1007,7 +1060,7 @@ impl Log {
             }
             let from = seg.time_lookup(timestamp_ms);
             let file = self.segment_file(seg, view.log_start, leo)?;
-            let mut scanner = Scanner::new(&file, from, seg.size());
+            let mut scanner = Scanner::for_headers(&file, from, seg.size());
             loop {
                 let h = match scanner.next_header() {
                     Ok(Some((h, _))) => h,
@@ -1141,6 +1194,7 @@ impl Log {
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
         let _admin = self.admin.lock();
         let cfg = self.config.read().clone();
+        self.append.lock().producers.maybe_expire(now_ms);
         if let Some(ms) = cfg.flush_interval_ms {
             let due = {
                 let mut st = self.append.lock();
@@ -1251,6 +1305,9 @@ impl Log {
             })?;
             st.active.index_dirty.store(true, Ordering::Release);
             self.flush()?;
+            let leo = self.log_end.load(Ordering::Acquire);
+            producer_state::write_snapshot(&self.dir, leo, &st.producers.encode_snapshot(), true)
+                .map_err(|e| StorageError::io_path("write producer snapshot in", &self.dir, e))?;
             let log_start = self.view.read().log_start;
             checkpoint::write_offset(&self.dir, LOG_START_FILE, log_start).map_err(|e| {
                 StorageError::io_path("write log start checkpoint in", &self.dir, e)
@@ -1341,4 +1398,85 @@ fn truncate_epochs_from_start(epochs: &mut Vec<(i32, i64)>, log_start: i64) {
             first.1 = log_start;
         }
     }
+}
+
+/// Loads the newest usable producer snapshot at or below `log_end` (deleting later and
+/// damaged ones) and replays the batch headers after it.
+fn rebuild_producer_state(
+    dir: &Path,
+    segments: &[Arc<Segment>],
+    log_end: i64,
+    now_ms: i64,
+    report: &mut RecoveryReport,
+) -> Result<ProducerStateMap, StorageError> {
+    let mut state = ProducerStateMap::default();
+    let mut from = segments.first().map_or(log_end, |s| s.base_offset);
+    let snapshots =
+        producer_state::list_snapshots(dir).map_err(|e| StorageError::io_path("list", dir, e))?;
+    for (offset, path) in snapshots.into_iter().rev() {
+        let loaded = if offset > log_end {
+            Err(format!("it is past the log end {log_end}"))
+        } else {
+            fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| state.load_snapshot(&bytes))
+        };
+        match loaded {
+            Ok(()) => {
+                report.producer_snapshot = Some(Offset(offset));
+                from = from.max(offset);
+                break;
+            }
+            Err(e) => {
+                warn_problem(
+                    report,
+                    dir,
+                    format!("removing producer snapshot {}: {e}", path.display()),
+                );
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+    if from < log_end {
+        let first = segments
+            .partition_point(|s| s.base_offset <= from)
+            .saturating_sub(1);
+        for seg in &segments[first..] {
+            let file = seg
+                .file()
+                .map_err(|e| StorageError::io(format!("open {}", seg.display()), e))?;
+            let start = if seg.base_offset <= from {
+                seg.lookup(from)
+            } else {
+                0
+            };
+            let mut scanner = Scanner::new(&file, start, seg.size());
+            loop {
+                let h = match scanner.next_header() {
+                    Ok(Some((h, _))) => h,
+                    Ok(None) => break,
+                    Err(ScanError::Io(e)) => {
+                        return Err(StorageError::io(format!("read {}", seg.display()), e))
+                    }
+                    Err(ScanError::Bad(detail)) => {
+                        return Err(StorageError::Corrupt {
+                            path: seg.display(),
+                            position: start,
+                            detail,
+                        })
+                    }
+                };
+                if h.base_offset >= log_end {
+                    break;
+                }
+                if h.last_offset() < from {
+                    continue;
+                }
+                report.producer_batches_replayed += 1;
+                state.replay(&h);
+            }
+        }
+    }
+    state.remove_expired(now_ms);
+    Ok(state)
 }

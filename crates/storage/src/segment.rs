@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fjord_model::limits::{MESSAGE_BYTES_MAX_CEILING, SEGMENT_SCAN_CHUNK_BYTES};
+use fjord_model::limits::{
+    MESSAGE_BYTES_MAX_CEILING, SEGMENT_SCAN_CHUNK_BYTES, SEGMENT_SCAN_HEADER_ONLY_AFTER_BYTES,
+};
 use fjord_model::TimestampType;
 use fjord_records::{validate_batch, BatchHeader, BATCH_HEADER_BYTES};
 use parking_lot::Mutex;
@@ -722,6 +724,11 @@ pub(crate) struct Scanner<'a> {
     buf_start: u64,
     /// Bytes read from the file so far.
     pub(crate) bytes_read: u64,
+    /// Headers only (`for_headers`): after a batch of at least
+    /// `SEGMENT_SCAN_HEADER_ONLY_AFTER_BYTES`, read just the next header.
+    headers_only: bool,
+    /// Size of the batch whose header was read last.
+    last_batch_bytes: usize,
 }
 
 impl<'a> Scanner<'a> {
@@ -733,6 +740,21 @@ impl<'a> Scanner<'a> {
             buf: Vec::new(),
             buf_start: 0,
             bytes_read: 0,
+            headers_only: false,
+            last_batch_bytes: 0,
+        }
+    }
+
+    /// A scanner for callers that read only headers (`next_header`), such as
+    /// the fetch path: where batches are large a chunk would hold at most one
+    /// header, so it reads that header alone instead of copying a chunk of
+    /// record data it does not need. The first read (usually at an index
+    /// entry, so at a batch) is a header alone too.
+    pub(crate) fn for_headers(file: &'a File, start: u64, end: u64) -> Scanner<'a> {
+        Scanner {
+            headers_only: true,
+            last_batch_bytes: SEGMENT_SCAN_HEADER_ONLY_AFTER_BYTES,
+            ..Scanner::new(file, start, end)
         }
     }
 
@@ -741,7 +763,14 @@ impl<'a> Scanner<'a> {
         let have_end = self.buf_start + self.buf.len() as u64;
         if pos < self.buf_start || pos + len as u64 > have_end {
             let avail = usize::try_from(self.end.saturating_sub(pos)).unwrap_or(usize::MAX);
-            let want = len.max(SEGMENT_SCAN_CHUNK_BYTES).min(avail);
+            let chunk = if self.headers_only
+                && self.last_batch_bytes >= SEGMENT_SCAN_HEADER_ONLY_AFTER_BYTES
+            {
+                len
+            } else {
+                SEGMENT_SCAN_CHUNK_BYTES
+            };
+            let want = len.max(chunk).min(avail);
             if want < len {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -783,6 +812,7 @@ impl<'a> Scanner<'a> {
             )));
         }
         self.pos = pos + total as u64;
+        self.last_batch_bytes = total;
         Ok(Some((h, pos)))
     }
 }

@@ -1,5 +1,5 @@
-//! AlterConfigs: versions 0..=2. Replaces a topic's overrides. Broker configs
-//! are static (set at start-up) and cannot be altered here.
+//! AlterConfigs: versions 0..=2. Replaces a topic's overrides, or a broker
+//! resource's dynamic configs (see `incremental_alter_configs::apply`).
 
 use std::ops::RangeInclusive;
 

@@ -1,5 +1,8 @@
-//! DescribeConfigs: versions 1..=4, for topics (every topic config Fjord
-//! knows, overrides marked DYNAMIC_TOPIC_CONFIG) and the broker (read-only).
+//! DescribeConfigs: versions 1..=4, for topics (every Kafka 4.3 topic
+//! config, with the source of its value: a topic override, a dynamic or
+//! static broker config, or Kafka's default) and the broker (resource name =
+//! node id: every broker config, the dynamic ones writable; resource name
+//! "": the cluster-wide dynamic defaults that are set).
 
 use std::ops::RangeInclusive;
 
@@ -9,54 +12,151 @@ use fjord_protocol::kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use fjord_protocol::kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+use fjord_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::{str_bytes, Ctx};
-use crate::config::TOPIC_CONFIG_NAMES;
+use crate::config::{
+    is_dynamic_broker_config, topic_config_for_broker, ConfigSource, ConfigType, TOPIC_CONFIGS,
+};
+use crate::state::Broker;
 
 pub const VERSIONS: RangeInclusive<i16> = 1..=4;
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 
-/// Kafka's ConfigSource values.
-const SOURCE_DYNAMIC_TOPIC: i8 = 1;
-const SOURCE_STATIC_BROKER: i8 = 4;
-const SOURCE_DEFAULT: i8 = 5;
-
-/// Kafka's ConfigType of a topic config (v3+).
-fn config_type(name: &str) -> i8 {
-    match name {
-        "cleanup.policy" => 7,                                               // LIST
-        "message.timestamp.type" => 2,                                       // STRING
-        "segment.bytes" | "max.message.bytes" | "index.interval.bytes" => 3, // INT
-        _ => 5,                                                              // LONG
-    }
-}
-
-/// The broker config that sets the default of a topic config.
-fn broker_synonym(topic_config: &str) -> Option<&'static str> {
-    Some(match topic_config {
-        "cleanup.policy" => "log.cleanup.policy",
-        "retention.ms" => "log.retention.ms",
-        "retention.bytes" => "log.retention.bytes",
-        "segment.bytes" => "log.segment.bytes",
-        "segment.ms" => "log.roll.ms",
-        "max.message.bytes" => "message.max.bytes",
-        "message.timestamp.type" => "log.message.timestamp.type",
-        "index.interval.bytes" => "log.index.interval.bytes",
-        "flush.messages" => "log.flush.interval.messages",
-        "flush.ms" => "log.flush.interval.ms",
-        _ => return None,
-    })
-}
-
 /// Null or empty `configuration_keys` ask for every config, as in Kafka.
-fn wanted(
-    keys: &Option<Vec<fjord_protocol::kafka_protocol::protocol::StrBytes>>,
-    name: &str,
-) -> bool {
+fn wanted(keys: &Option<Vec<StrBytes>>, name: &str) -> bool {
     keys.as_ref()
         .is_none_or(|k| k.is_empty() || k.iter().any(|k| &**k == name))
+}
+
+fn synonym(name: &str, source: ConfigSource, value: &str) -> DescribeConfigsSynonym {
+    DescribeConfigsSynonym::default()
+        .with_name(str_bytes(name))
+        .with_value(Some(str_bytes(value)))
+        .with_source(source as i8)
+}
+
+fn topic_result(
+    broker: &Broker,
+    name: &str,
+    keys: &Option<Vec<StrBytes>>,
+    include_synonyms: bool,
+) -> Option<Vec<DescribeConfigsResourceResult>> {
+    let topic = broker.topic(name)?;
+    let settings = topic.settings.read().clone();
+    let overrides = topic.overrides.read().clone();
+    let dynamic = broker.dynamic_configs();
+    let mut configs = Vec::new();
+    for d in TOPIC_CONFIGS.iter().filter(|d| wanted(keys, d.name)) {
+        let value = settings.get(d.name).unwrap_or_default();
+        // Strongest first: the topic override, then the broker config chain.
+        let mut chain: Vec<(String, ConfigSource, String)> = Vec::new();
+        if overrides.contains_key(d.name) {
+            chain.push((
+                d.name.to_string(),
+                ConfigSource::DynamicTopic,
+                value.clone(),
+            ));
+        }
+        // A config no broker config sets has no synonym for its default.
+        if let Some(b) = d.broker_name {
+            chain.extend(
+                dynamic
+                    .lookup(&broker.config, b)
+                    .into_iter()
+                    .map(|(src, v)| (b.to_string(), src, v)),
+            );
+        }
+        let source = chain.first().map_or(ConfigSource::Default, |c| c.1);
+        let synonyms = if include_synonyms {
+            chain
+                .iter()
+                .map(|(n, src, v)| synonym(n, *src, v))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        configs.push(
+            DescribeConfigsResourceResult::default()
+                .with_name(str_bytes(d.name))
+                .with_value(Some(str_bytes(value)))
+                .with_read_only(false)
+                .with_config_source(source as i8)
+                .with_is_sensitive(false)
+                .with_synonyms(synonyms)
+                .with_config_type(d.kind as i8),
+        );
+    }
+    Some(configs)
+}
+
+fn broker_result(
+    broker: &Broker,
+    keys: &Option<Vec<StrBytes>>,
+    include_synonyms: bool,
+) -> Vec<DescribeConfigsResourceResult> {
+    let dynamic = broker.dynamic_configs();
+    broker
+        .config
+        .describe()
+        .into_keys()
+        .filter(|k| wanted(keys, k))
+        .filter_map(|name| {
+            let chain = dynamic.lookup(&broker.config, &name);
+            let (source, value) = chain.first().cloned()?;
+            let kind = topic_config_for_broker(&name).map_or(ConfigType::String, |d| d.kind);
+            let synonyms = if include_synonyms {
+                chain
+                    .iter()
+                    .map(|(src, v)| synonym(&name, *src, v))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Some(
+                DescribeConfigsResourceResult::default()
+                    .with_read_only(!is_dynamic_broker_config(&name))
+                    .with_name(str_bytes(name))
+                    .with_value(Some(str_bytes(value)))
+                    .with_config_source(source as i8)
+                    .with_is_sensitive(false)
+                    .with_synonyms(synonyms)
+                    .with_config_type(kind as i8),
+            )
+        })
+        .collect()
+}
+
+/// The cluster-wide dynamic defaults (resource name "").
+fn default_broker_result(
+    broker: &Broker,
+    keys: &Option<Vec<StrBytes>>,
+    include_synonyms: bool,
+) -> Vec<DescribeConfigsResourceResult> {
+    let dynamic = broker.dynamic_configs();
+    dynamic
+        .cluster_default
+        .iter()
+        .filter(|(k, _)| wanted(keys, k))
+        .map(|(name, value)| {
+            let kind = topic_config_for_broker(name).map_or(ConfigType::String, |d| d.kind);
+            let source = ConfigSource::DynamicDefaultBroker;
+            let synonyms = if include_synonyms {
+                vec![synonym(name, source, value)]
+            } else {
+                Vec::new()
+            };
+            DescribeConfigsResourceResult::default()
+                .with_name(str_bytes(name.clone()))
+                .with_value(Some(str_bytes(value.clone())))
+                .with_read_only(false)
+                .with_config_source(source as i8)
+                .with_synonyms(synonyms)
+                .with_config_type(kind as i8)
+        })
+        .collect()
 }
 
 pub fn handle(ctx: &Ctx, req: DescribeConfigsRequest) -> Option<BytesMut> {
@@ -66,94 +166,44 @@ pub fn handle(ctx: &Ctx, req: DescribeConfigsRequest) -> Option<BytesMut> {
         let base = DescribeConfigsResult::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
-        match r.resource_type {
+        let fail = |code: ErrorCode, msg: String| {
+            base.clone()
+                .with_error_code(code.0)
+                .with_error_message(Some(str_bytes(msg)))
+        };
+        let keys = &r.configuration_keys;
+        let result = match r.resource_type {
             RESOURCE_TOPIC => {
-                let Some(topic) = broker.topic(&r.resource_name) else {
-                    results.push(
-                        base.with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0)
-                            .with_error_message(Some(str_bytes(format!(
-                                "topic '{}' does not exist",
-                                &*r.resource_name
-                            )))),
-                    );
-                    continue;
-                };
-                let settings = topic.settings.read().clone();
-                let overrides = topic.overrides.read().clone();
-                let defaults = &broker.config.topic_defaults;
-                let mut configs = Vec::new();
-                for name in TOPIC_CONFIG_NAMES
-                    .iter()
-                    .copied()
-                    .filter(|n| wanted(&r.configuration_keys, n))
-                {
-                    let dynamic = overrides.contains_key(name);
-                    let mut synonyms = Vec::new();
-                    if req.include_synonyms {
-                        if dynamic {
-                            synonyms.push(
-                                DescribeConfigsSynonym::default()
-                                    .with_name(str_bytes(name))
-                                    .with_value(settings.get(name).map(str_bytes))
-                                    .with_source(SOURCE_DYNAMIC_TOPIC),
-                            );
-                        }
-                        if let Some(b) = broker_synonym(name) {
-                            synonyms.push(
-                                DescribeConfigsSynonym::default()
-                                    .with_name(str_bytes(b))
-                                    .with_value(defaults.get(name).map(str_bytes))
-                                    .with_source(SOURCE_DEFAULT),
-                            );
-                        }
-                    }
-                    configs.push(
-                        DescribeConfigsResourceResult::default()
-                            .with_name(str_bytes(name))
-                            .with_value(settings.get(name).map(str_bytes))
-                            .with_config_source(if dynamic {
-                                SOURCE_DYNAMIC_TOPIC
-                            } else {
-                                SOURCE_DEFAULT
-                            })
-                            .with_synonyms(synonyms)
-                            .with_config_type(config_type(name)),
-                    );
+                match topic_result(broker, &r.resource_name, keys, req.include_synonyms) {
+                    Some(configs) => base.with_configs(configs),
+                    None => fail(
+                        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("topic '{}' does not exist", &*r.resource_name),
+                    ),
                 }
-                results.push(base.with_configs(configs));
             }
             RESOURCE_BROKER => {
                 let own = broker.config.node_id.0.to_string();
-                if !r.resource_name.is_empty() && *r.resource_name != *own {
-                    results.push(
-                        base.with_error_code(ErrorCode::INVALID_REQUEST.0)
-                            .with_error_message(Some(str_bytes(format!(
-                                "this node is broker {own}"
-                            )))),
-                    );
-                    continue;
+                if r.resource_name.is_empty() {
+                    base.with_configs(default_broker_result(broker, keys, req.include_synonyms))
+                } else if *r.resource_name == *own {
+                    base.with_configs(broker_result(broker, keys, req.include_synonyms))
+                } else {
+                    fail(
+                        ErrorCode::INVALID_REQUEST,
+                        format!(
+                            "Unexpected broker id, expected {own}, but received {}",
+                            &*r.resource_name
+                        ),
+                    )
                 }
-                let configs = broker
-                    .config
-                    .describe()
-                    .into_iter()
-                    .filter(|(k, _)| wanted(&r.configuration_keys, k))
-                    .map(|(k, v)| {
-                        DescribeConfigsResourceResult::default()
-                            .with_name(str_bytes(k))
-                            .with_value(Some(str_bytes(v)))
-                            .with_read_only(true)
-                            .with_config_source(SOURCE_STATIC_BROKER)
-                            .with_config_type(2)
-                    })
-                    .collect();
-                results.push(base.with_configs(configs));
             }
-            _ => results.push(
-                base.with_error_code(ErrorCode::INVALID_REQUEST.0)
-                    .with_error_message(Some(str_bytes("unsupported resource type"))),
+            _ => fail(
+                ErrorCode::INVALID_REQUEST,
+                "unsupported resource type".to_string(),
             ),
-        }
+        };
+        results.push(result);
     }
     ctx.respond(&DescribeConfigsResponse::default().with_results(results))
 }

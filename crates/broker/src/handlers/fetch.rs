@@ -1,7 +1,17 @@
-//! Fetch: versions 4..=12. Long poll: the response waits until `min_bytes`
+//! Fetch: versions 4..=18. Long poll: the response waits until `min_bytes`
 //! are available or `max_wait_ms` passes, woken by appends. Fetch sessions
 //! (v7+, KIP-227) are declined the way the KIP allows: every response carries
 //! session id 0 and is a full response, so clients send full requests.
+//!
+//! From v13 on topics are named by id, in requests and responses; an id we
+//! do not know is UNKNOWN_TOPIC_ID for each of its partitions. v14–v18 add
+//! nothing a single-node broker must act on: v15 carries the replica's state
+//! in a tagged field, v17 and v18 add replica-only tagged fields (directory
+//! id, high watermark) that consumers never send, and v16's leader hints
+//! (`current_leader`, `node_endpoints`) are tagged fields Kafka only fills for
+//! NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH: as the only replica and
+//! with leader epoch 0 we never answer the first and the second only to
+//! epochs no client holds, so they are always omitted.
 //!
 //! The response is encoded here rather than by kafka-protocol so that record
 //! data stays in the page cache: each partition's records are file ranges
@@ -18,15 +28,18 @@ use fjord_protocol::kafka_protocol::messages::FetchRequest;
 use fjord_protocol::response_header_version;
 use fjord_storage::FileSlice;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use super::{Ctx, Pending};
 use crate::errors;
 use crate::response::{Chunk, Response};
 use crate::state::Partition;
 
-pub const VERSIONS: RangeInclusive<i16> = 4..=12;
+pub const VERSIONS: RangeInclusive<i16> = 4..=18;
 const API_KEY: i16 = 1;
 const FIRST_FLEXIBLE_VERSION: i16 = 12;
+/// The first version naming topics by id instead of by name.
+const FIRST_TOPIC_ID_VERSION: i16 = 13;
 const READ_COMMITTED: i8 = 1;
 
 /// One partition the request asks for, resolved once.
@@ -52,7 +65,10 @@ pub struct PartitionOut {
 }
 
 pub struct TopicOut {
+    /// Written up to v12.
     pub name: String,
+    /// Written from v13 on.
+    pub id: Uuid,
     pub partitions: Vec<PartitionOut>,
 }
 
@@ -74,15 +90,23 @@ pub fn handle(ctx: Ctx, req: FetchRequest) -> Pending {
 async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
     let mut wants = Vec::new();
     let mut topics = Vec::new();
+    let by_id = ctx.api_version >= FIRST_TOPIC_ID_VERSION;
     for (ti, ft) in req.topics.iter().enumerate() {
-        let topic = ctx.broker.topic(&ft.topic.0);
+        let topic = if by_id {
+            ctx.broker.topic_by_id(ft.topic_id)
+        } else {
+            ctx.broker.topic(&ft.topic.0)
+        };
         topics.push(TopicOut {
             name: ft.topic.0.to_string(),
+            id: ft.topic_id,
             partitions: Vec::with_capacity(ft.partitions.len()),
         });
         for fp in &ft.partitions {
             let target = topic.as_ref().and_then(|t| t.partition(fp.partition));
-            let error = if target.is_none() {
+            let error = if topic.is_none() && by_id {
+                ErrorCode::UNKNOWN_TOPIC_ID
+            } else if target.is_none() {
                 ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
             } else {
                 epoch_check(fp.current_leader_epoch)
@@ -106,16 +130,24 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
     let wait_ms = i64::from(req.max_wait_ms).clamp(0, limits::FETCH_WAIT_MS_MAX) as u64;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let notify = Arc::new(Notify::new());
+    // Registered with every wanted partition since the last wake-up (an append
+    // takes the registrations it wakes).
+    let mut registered = false;
     let parts = loop {
-        // Register before reading so an append between the read and the wait still wakes us.
-        for w in &wants {
-            if let Some(p) = &w.target {
-                p.register_waiter(&notify);
-            }
-        }
         let (parts, total, any_error) = read_all(&wants, response_max);
         if total >= min_bytes || any_error || tokio::time::Instant::now() >= deadline {
             break parts;
+        }
+        if !registered {
+            // Only now that we will wait; then read again, so that an append
+            // between the read above and the registration still counts.
+            for w in &wants {
+                if let Some(p) = &w.target {
+                    p.register_waiter(&notify);
+                }
+            }
+            registered = true;
+            continue;
         }
         if tokio::time::timeout_at(deadline, notify.notified())
             .await
@@ -123,6 +155,7 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
         {
             break read_all(&wants, response_max).0;
         }
+        registered = false;
     };
     for (w, p) in wants.iter().zip(parts) {
         topics[w.topic_idx].partitions.push(p);
@@ -283,7 +316,11 @@ pub fn encode(
     }
     e.len_prefix(topics.len());
     for t in topics {
-        e.string(&t.name);
+        if version >= FIRST_TOPIC_ID_VERSION {
+            e.buf.put_slice(t.id.as_bytes());
+        } else {
+            e.string(&t.name);
+        }
         e.len_prefix(t.partitions.len());
         for p in t.partitions {
             e.buf.put_i32(p.partition);
@@ -342,6 +379,7 @@ mod tests {
         let data: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8).collect();
         file.write_all(&data).unwrap();
         let file = Arc::new(file);
+        let orders_id = Uuid::from_u128(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210);
         for version in VERSIONS {
             for read_committed in [false, true] {
                 let slices = vec![
@@ -364,6 +402,7 @@ mod tests {
                     vec![
                         TopicOut {
                             name: "orders".into(),
+                            id: orders_id,
                             partitions: vec![
                                 PartitionOut {
                                     partition: 0,
@@ -387,6 +426,7 @@ mod tests {
                         },
                         TopicOut {
                             name: "empty".into(),
+                            id: Uuid::nil(),
                             partitions: Vec::new(),
                         },
                     ],
@@ -415,6 +455,7 @@ mod tests {
                 let expected = FetchResponse::default().with_responses(vec![
                     FetchableTopicResponse::default()
                         .with_topic(TopicName(StrBytes::from_static_str("orders")))
+                        .with_topic_id(orders_id)
                         .with_partitions(vec![
                             part(0, 0, 10, 2, records),
                             part(1, ErrorCode::OFFSET_OUT_OF_RANGE.0, 5, 0, Vec::new()),

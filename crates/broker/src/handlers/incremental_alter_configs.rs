@@ -1,5 +1,7 @@
 //! IncrementalAlterConfigs: versions 0..=1. SET and DELETE on any topic
-//! config; APPEND and SUBTRACT on the list-valued `cleanup.policy`.
+//! config and on the dynamic broker configs; APPEND and SUBTRACT on
+//! list-valued ones (`cleanup.policy`, the throttled-replica lists,
+//! `log.cleanup.policy`).
 
 use std::ops::RangeInclusive;
 
@@ -12,7 +14,9 @@ use fjord_protocol::kafka_protocol::messages::{
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{str_bytes, Ctx};
+use crate::config::{is_dynamic_broker_config, topic_config, topic_config_for_broker, ConfigType};
 use crate::errors;
+use crate::state::StateError;
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=1;
 
@@ -43,18 +47,76 @@ pub fn apply(
                 }
             }
         }
-        RESOURCE_BROKER => (
-            ErrorCode::INVALID_REQUEST,
-            Some(
-                "broker configs are static in Fjord: set them at start-up with --set or --config"
-                    .into(),
-            ),
-        ),
+        RESOURCE_BROKER => {
+            match alter_broker(ctx, resource_name, changes, incremental, validate_only) {
+                Ok(()) => (ErrorCode::NONE, None),
+                Err(e) => {
+                    let (code, msg) = errors::state_error(&e);
+                    (code, Some(msg))
+                }
+            }
+        }
         _ => (
             ErrorCode::INVALID_REQUEST,
             Some("unsupported resource type".into()),
         ),
     }
+}
+
+/// Dynamic broker configs: resource name = this node's id (its own values)
+/// or "" (cluster-wide defaults). Only configs Fjord can change at run time
+/// are accepted; a plain AlterConfigs replaces all of the resource's dynamic
+/// values, as in Kafka.
+fn alter_broker(
+    ctx: &Ctx,
+    resource_name: &str,
+    changes: &[(String, Option<String>)],
+    incremental: bool,
+    validate_only: bool,
+) -> Result<(), StateError> {
+    let own = ctx.broker.config.node_id.0.to_string();
+    let cluster_default = resource_name.is_empty();
+    if !cluster_default && resource_name != own {
+        return Err(StateError::kafka(
+            ErrorCode::INVALID_REQUEST,
+            format!("Unexpected broker id, expected {own}, but received {resource_name}"),
+        ));
+    }
+    let fixed: Vec<&str> = changes
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !is_dynamic_broker_config(k))
+        .collect();
+    if !fixed.is_empty() {
+        return Err(StateError::kafka(
+            ErrorCode::INVALID_REQUEST,
+            format!(
+                "Cannot update these configs dynamically: [{}]",
+                fixed.join(", ")
+            ),
+        ));
+    }
+    ctx.broker.alter_dynamic_configs(
+        |current| {
+            let mut new = current.clone();
+            let map = if cluster_default {
+                &mut new.cluster_default
+            } else {
+                &mut new.broker
+            };
+            if !incremental {
+                map.clear();
+            }
+            for (k, v) in changes {
+                match v {
+                    Some(v) => map.insert(k.clone(), v.trim().to_string()),
+                    None => map.remove(k),
+                };
+            }
+            Ok(new)
+        },
+        validate_only,
+    )
 }
 
 pub fn handle(ctx: &Ctx, req: IncrementalAlterConfigsRequest) -> Option<BytesMut> {
@@ -92,6 +154,42 @@ pub fn handle(ctx: &Ctx, req: IncrementalAlterConfigsRequest) -> Option<BytesMut
 
 type Changes = Vec<(String, Option<String>)>;
 
+/// Whether `name` is list-valued for this resource type (APPEND/SUBTRACT apply).
+fn is_list_config(resource_type: i8, name: &str) -> bool {
+    let def = match resource_type {
+        RESOURCE_TOPIC => topic_config(name),
+        RESOURCE_BROKER => topic_config_for_broker(name),
+        _ => None,
+    };
+    def.is_some_and(|d| d.kind == ConfigType::List)
+}
+
+/// The value a list config has now, for APPEND and SUBTRACT.
+fn current_value(ctx: &Ctx, resource_type: i8, resource_name: &str, name: &str) -> String {
+    let broker = &ctx.broker;
+    if resource_type == RESOURCE_TOPIC {
+        return broker
+            .topic(resource_name)
+            .and_then(|t| t.settings.read().get(name))
+            .unwrap_or_default();
+    }
+    let dynamic = broker.dynamic_configs();
+    let own = if resource_name.is_empty() {
+        dynamic.cluster_default.get(name)
+    } else {
+        dynamic.broker.get(name)
+    };
+    match own {
+        Some(v) => v.clone(),
+        None => dynamic
+            .lookup(&broker.config, name)
+            .into_iter()
+            .next()
+            .map(|(_, v)| v)
+            .unwrap_or_default(),
+    }
+}
+
 /// Turn the operations into plain set/delete changes.
 fn changes(
     ctx: &Ctx,
@@ -104,14 +202,8 @@ fn changes(
         match c.config_operation {
             OP_SET => out.push((name, Some(value.unwrap_or_default()))),
             OP_DELETE => out.push((name, None)),
-            OP_APPEND | OP_SUBTRACT
-                if name == "cleanup.policy" && r.resource_type == RESOURCE_TOPIC =>
-            {
-                let current = ctx
-                    .broker
-                    .topic(&r.resource_name)
-                    .map(|t| t.settings.read().cleanup_policy.clone())
-                    .unwrap_or_default();
+            OP_APPEND | OP_SUBTRACT if is_list_config(r.resource_type, &name) => {
+                let current = current_value(ctx, r.resource_type, &r.resource_name, &name);
                 let mut items: Vec<String> = current
                     .split(',')
                     .map(|s| s.trim().to_string())

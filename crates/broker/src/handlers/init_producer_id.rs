@@ -1,5 +1,6 @@
 //! InitProducerId: versions 0..=4, for idempotent producers (null
-//! transactional id). Transactions have their own issue; a transactional id
+//! transactional id); the partition logs check their sequences
+//! (`fjord_storage::producer_state`). Transactions have their own issue; a transactional id
 //! is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, a non-retriable code
 //! that tells the client plainly that it cannot proceed.
 
@@ -26,14 +27,11 @@ pub fn handle(ctx: &Ctx, req: InitProducerIdRequest) -> Option<BytesMut> {
     if req.transactional_id.is_some() {
         return ctx.respond(&fail(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED));
     }
-    // An idempotent producer that asks to bump its epoch (KIP-360) keeps its id.
-    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
-        return ctx.respond(
-            &InitProducerIdResponse::default()
-                .with_producer_id(req.producer_id)
-                .with_producer_epoch(req.producer_epoch + 1),
-        );
-    }
+    // Without a transactional id Kafka always hands out a fresh id with epoch 0,
+    // also to a producer that names its current id and epoch to have its epoch
+    // bumped (KIP-360): the partitions then see a new producer, which may start
+    // at any sequence. Bumping the named id instead would let any client fence
+    // another client's producer by naming its id.
     match ctx.broker.next_producer_id() {
         Ok(id) => ctx.respond(
             &InitProducerIdResponse::default()

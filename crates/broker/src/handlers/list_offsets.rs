@@ -1,8 +1,16 @@
-//! ListOffsets: versions 1..=7. EARLIEST (-2) is the log start offset,
+//! ListOffsets: versions 1..=11. EARLIEST (-2) is the log start offset,
 //! LATEST (-1) the high watermark (also for read_committed: there are no
 //! transactions yet, so the last stable offset equals it), MAX_TIMESTAMP (-3,
-//! v7) the batch holding the largest timestamp, and a timestamp the first
-//! offset whose timestamp is at least it (-1 when none).
+//! v7) the batch holding the largest timestamp, EARLIEST_LOCAL (-4, v8) the
+//! log start offset too (all of a Fjord log is local), and a timestamp the
+//! first offset whose timestamp is at least it (-1 when none). Without tiered
+//! storage LATEST_TIERED (-5, v9) and EARLIEST_PENDING_UPLOAD (-6, v11) find
+//! nothing: offset -1, leader epoch -1, no error, as Apache Kafka answers
+//! them. A special timestamp the request's version does not know, or any
+//! other negative one, is UNSUPPORTED_VERSION, again as Kafka answers.
+//!
+//! v11 has the same layout as v10 (kafka-protocol 0.18 knows v10 only), so
+//! its response is encoded as v10.
 
 use std::ops::RangeInclusive;
 
@@ -12,15 +20,33 @@ use fjord_protocol::kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use fjord_protocol::kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use fjord_protocol::kafka_protocol::protocol::Message;
 
 use super::Ctx;
 use crate::errors;
 
-pub const VERSIONS: RangeInclusive<i16> = 1..=7;
+pub const VERSIONS: RangeInclusive<i16> = 1..=11;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+const EARLIEST_PENDING_UPLOAD: i64 = -6;
+
+/// The first version that knows the special timestamp `ts` (`None`: no
+/// version knows it).
+fn first_version_of(ts: i64) -> Option<i16> {
+    match ts {
+        LATEST | EARLIEST => Some(0),
+        MAX_TIMESTAMP => Some(7),
+        EARLIEST_LOCAL => Some(8),
+        LATEST_TIERED => Some(9),
+        EARLIEST_PENDING_UPLOAD => Some(11),
+        t if t >= 0 => Some(0),
+        _ => None,
+    }
+}
 
 /// The storage engine answers timestamp queries per batch; Kafka answers per
 /// record. Find the first record (at or above the log start) of the batch
@@ -77,11 +103,17 @@ pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Option<BytesMut> {
                 partitions.push(base.with_error_code(ErrorCode::UNKNOWN_LEADER_EPOCH.0));
                 continue;
             }
+            if first_version_of(p.timestamp).is_none_or(|first| ctx.api_version < first) {
+                partitions.push(base.with_error_code(ErrorCode::UNSUPPORTED_VERSION.0));
+                continue;
+            }
             let log = &part.log;
             let found =
                 match p.timestamp {
                     LATEST => Ok(Some((log.log_end_offset().0, -1))),
-                    EARLIEST => Ok(Some((log.log_start_offset().0, -1))),
+                    EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset().0, -1))),
+                    // Nothing is tiered: no offset, no epoch.
+                    LATEST_TIERED | EARLIEST_PENDING_UPLOAD => Ok(None),
                     MAX_TIMESTAMP => match log.max_timestamp() {
                         None => Ok(None),
                         Some((max_ts, off)) => in_batch(log, off, |ts| ts == max_ts)
@@ -92,10 +124,7 @@ pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Option<BytesMut> {
                             .map(|r| r.or(Some((off.0, batch_ts)))),
                         other => other.map(|r| r.map(|(off, ts)| (off.0, ts))),
                     },
-                    _ => {
-                        partitions.push(base.with_error_code(ErrorCode::INVALID_REQUEST.0));
-                        continue;
-                    }
+                    _ => Ok(None),
                 };
             partitions.push(match found {
                 Ok(Some((offset, ts))) => {
@@ -117,5 +146,18 @@ pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Option<BytesMut> {
                 .with_partitions(partitions),
         );
     }
-    ctx.respond(&ListOffsetsResponse::default().with_topics(topics))
+    let resp = ListOffsetsResponse::default().with_topics(topics);
+    let known_max = <ListOffsetsResponse as Message>::VERSIONS.max;
+    if ctx.api_version <= known_max {
+        return ctx.respond(&resp);
+    }
+    // A newer version with the same layout (see the module comment).
+    let same_layout = Ctx {
+        broker: ctx.broker.clone(),
+        api_key: ctx.api_key,
+        api_version: known_max,
+        correlation_id: ctx.correlation_id,
+        client_id: None,
+    };
+    same_layout.respond(&resp)
 }

@@ -1,5 +1,8 @@
-//! Metadata: versions 0..=12. Topics are auto-created when the broker allows
-//! it and the request does (v4+ `allow_auto_topic_creation`).
+//! Metadata: versions 0..=13. Topics are auto-created when the broker allows
+//! it and the request does (v4+ `allow_auto_topic_creation`); the answer that
+//! creates one says LEADER_NOT_AVAILABLE for it, as Kafka's does. v13 adds a
+//! top-level error code (KIP-1102), always 0 here: Kafka sets it only to ask
+//! a client to rebootstrap.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -18,7 +21,7 @@ use super::{str_bytes, Ctx};
 use crate::errors;
 use crate::state::{Broker, Topic};
 
-pub const VERSIONS: RangeInclusive<i16> = 0..=12;
+pub const VERSIONS: RangeInclusive<i16> = 0..=13;
 
 pub fn handle(ctx: &Ctx, req: MetadataRequest) -> Option<BytesMut> {
     let broker = &ctx.broker;
@@ -81,7 +84,11 @@ fn lookup_or_create(broker: &Arc<Broker>, name: &str, auto_create: bool) -> Meta
         return unknown(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
     }
     match broker.create_topic(name, broker.config.num_partitions, BTreeMap::new(), false) {
-        Ok(t) => describe(broker, &t),
+        // As Kafka: the request that auto-creates a topic gets LEADER_NOT_AVAILABLE
+        // for it (no partitions yet); clients retry Metadata and then see it whole.
+        // Clients with short delivery timeouts rely on that first answer.
+        Ok(t) => unknown(ErrorCode::LEADER_NOT_AVAILABLE)
+            .with_is_internal(crate::state::is_internal_topic(&t.name)),
         // Another request created it first.
         Err(_) if broker.topic(name).is_some() => broker
             .topic(name)

@@ -15,6 +15,8 @@ use crate::response::Response;
 use crate::state::Broker;
 
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
+pub mod alter_replica_log_dirs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -24,6 +26,10 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
+pub mod describe_quorum;
+pub mod describe_topic_partitions;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -31,8 +37,10 @@ pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
+pub mod list_config_resources;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -141,6 +149,29 @@ pub fn supported() -> Vec<(i16, RangeInclusive<i16>)> {
         (ApiKey::DescribeGroups as i16, describe_groups::VERSIONS),
         (ApiKey::DeleteGroups as i16, delete_groups::VERSIONS),
         (ApiKey::OffsetDelete as i16, offset_delete::VERSIONS),
+        (ApiKey::DescribeLogDirs as i16, describe_log_dirs::VERSIONS),
+        (
+            ApiKey::AlterReplicaLogDirs as i16,
+            alter_replica_log_dirs::VERSIONS,
+        ),
+        (ApiKey::ElectLeaders as i16, elect_leaders::VERSIONS),
+        (ApiKey::DescribeQuorum as i16, describe_quorum::VERSIONS),
+        (
+            ApiKey::AlterPartitionReassignments as i16,
+            alter_partition_reassignments::VERSIONS,
+        ),
+        (
+            ApiKey::ListPartitionReassignments as i16,
+            list_partition_reassignments::VERSIONS,
+        ),
+        (
+            ApiKey::DescribeTopicPartitions as i16,
+            describe_topic_partitions::VERSIONS,
+        ),
+        (
+            ApiKey::ListConfigResources as i16,
+            list_config_resources::VERSIONS,
+        ),
     ]
 }
 
@@ -172,14 +203,15 @@ pub fn dispatch(broker: &Arc<Broker>, header: RequestHeader, mut body: Reader) -
         );
         return None;
     }
-    let raw = body.peek().to_vec();
+    // Kept only to log the start of an undecodable body (a cheap clone, not a copy).
+    let raw = body.clone();
     let request = match decode_request(ctx.api_key, ctx.api_version, &mut body) {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(
                 api_key = ctx.api_key,
                 api_version = ctx.api_version,
-                body = ?&raw[..raw.len().min(256)],
+                body = ?&raw.peek()[..raw.peek().len().min(256)],
                 "undecodable request, closing connection: {e}"
             );
             return None;
@@ -201,6 +233,20 @@ pub fn dispatch(broker: &Arc<Broker>, header: RequestHeader, mut body: Reader) -
         Request::IncrementalAlterConfigs(r) => {
             Pending::Ready(incremental_alter_configs::handle(&ctx, r))
         }
+        Request::DescribeLogDirs(r) => Pending::Ready(describe_log_dirs::handle(&ctx, r)),
+        Request::AlterReplicaLogDirs(r) => Pending::Ready(alter_replica_log_dirs::handle(&ctx, r)),
+        Request::ElectLeaders(r) => Pending::Ready(elect_leaders::handle(&ctx, r)),
+        Request::DescribeQuorum(r) => Pending::Ready(describe_quorum::handle(&ctx, r)),
+        Request::AlterPartitionReassignments(r) => {
+            Pending::Ready(alter_partition_reassignments::handle(&ctx, r))
+        }
+        Request::ListPartitionReassignments(r) => {
+            Pending::Ready(list_partition_reassignments::handle(&ctx, r))
+        }
+        Request::DescribeTopicPartitions(r) => {
+            Pending::Ready(describe_topic_partitions::handle(&ctx, r))
+        }
+        Request::ListConfigResources(r) => Pending::Ready(list_config_resources::handle(&ctx, r)),
         Request::InitProducerId(r) => Pending::Ready(init_producer_id::handle(&ctx, r)),
         Request::FindCoordinator(r) => Pending::Ready(find_coordinator::handle(&ctx, r)),
         Request::JoinGroup(r) => join_group::handle(ctx, r),

@@ -1,17 +1,27 @@
-//! Produce: versions 3..=11 served; 0..=2 are advertised too (librdkafka
+//! Produce: versions 3..=13 served; 0..=2 are advertised too (librdkafka
 //! decides compression support from the advertised minimum, which is why Kafka
 //! 4.0 lists them again) but, carrying the old message formats, they fail to
 //! decode and the connection is closed, as Kafka 4 does.
+//! - v12 is v11 on the wire (Kafka 4 uses it to signal KIP-890 support).
+//! - v13 names topics by id (KIP-516): the response echoes the id; an unknown
+//!   id is UNKNOWN_TOPIC_ID, an unknown partition of a known topic
+//!   UNKNOWN_TOPIC_OR_PARTITION.
 //!
 //! Appends run in request order on the connection's reader; with acks=all the
 //! response waits for group commit (`Log::sync_to`). acks=0 gets no response.
+//!
+//! Idempotent producers (producer id and sequence in the batch) are checked by
+//! the partition log (`fjord_storage::producer_state`): a retried batch is
+//! answered with its original offsets and NONE, a sequence gap with
+//! OUT_OF_ORDER_SEQUENCE_NUMBER, an old epoch with INVALID_PRODUCER_EPOCH, all
+//! through `errors::storage_error`.
 
 use std::ops::RangeInclusive;
 
 use bytes::BytesMut;
 use fjord_model::{limits, ErrorCode, Offset};
 use fjord_protocol::kafka_protocol::messages::produce_response::{
-    PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use fjord_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
@@ -20,9 +30,13 @@ use crate::errors;
 use crate::state::now_ms;
 
 /// Versions we decode and answer.
-pub const VERSIONS: RangeInclusive<i16> = 3..=11;
+pub const VERSIONS: RangeInclusive<i16> = 3..=13;
 /// Versions listed in ApiVersions.
-pub const ADVERTISED: RangeInclusive<i16> = 0..=11;
+pub const ADVERTISED: RangeInclusive<i16> = 0..=13;
+/// First version that names topics by id.
+const TOPIC_IDS_FROM: i16 = 13;
+/// First version with per-record errors (`record_errors`).
+const RECORD_ERRORS_FROM: i16 = 8;
 
 fn partition_error(
     index: i32,
@@ -38,21 +52,35 @@ fn partition_error(
         .with_error_message(message.map(str_bytes))
 }
 
-/// Kafka refuses records without a key on compacted topics (INVALID_RECORD).
-/// Batches that do not parse are left to the storage engine's validation.
-fn has_keyless_record(records: Option<&[u8]>) -> bool {
+/// Kafka refuses records without a key on compacted topics (INVALID_RECORD),
+/// naming each of them in `record_errors` (its index in the batch; clients fail
+/// those records with INVALID_RECORD and the rest of the batch with another
+/// error). Batches that do not parse are left to the storage engine's validation.
+fn keyless_records(records: Option<&[u8]>) -> Vec<BatchIndexAndErrorMessage> {
+    let mut out = Vec::new();
     let Some(records) = records else {
-        return false;
+        return out;
     };
-    let mut keyless = false;
     for (_, range) in fjord_records::batches(records).map_while(Result::ok) {
+        let mut index = 0i32;
         let _ = fjord_records::visit_records_bounded(
             &records[range],
             limits::DECOMPRESSED_BATCH_BYTES_MAX,
-            |r| keyless |= r.key.is_none(),
+            |r| {
+                if r.key.is_none() {
+                    out.push(
+                        BatchIndexAndErrorMessage::default()
+                            .with_batch_index(index)
+                            .with_batch_index_error_message(Some(str_bytes(
+                                "Compacted topic cannot accept message without key.",
+                            ))),
+                    );
+                }
+                index = index.saturating_add(1);
+            },
         );
     }
-    keyless
+    out
 }
 
 pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
@@ -63,9 +91,21 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
     // (topic index, partition index in response, log, last offset) to sync for acks=all.
     let mut to_sync = Vec::new();
     let transactional = req.transactional_id.is_some();
+    let by_id = ctx.api_version >= TOPIC_IDS_FROM;
     for td in req.topic_data {
-        let name = td.name.0.to_string();
-        let topic = ctx.broker.topic(&name);
+        let topic = if by_id {
+            ctx.broker.topic_by_id(td.topic_id)
+        } else {
+            ctx.broker.topic(&td.name)
+        };
+        let unknown_topic = if by_id && topic.is_none() {
+            ErrorCode::UNKNOWN_TOPIC_ID
+        } else {
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+        };
+        let name = topic
+            .as_ref()
+            .map_or_else(|| td.name.0.to_string(), |t| t.name.clone());
         let compacted = topic.as_ref().is_some_and(|t| {
             t.settings
                 .read()
@@ -84,21 +124,33 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
                     Some("transactions are not supported yet".into()),
                 )
             } else {
+                let keyless = if compacted {
+                    keyless_records(pd.records.as_deref())
+                } else {
+                    Vec::new()
+                };
                 match topic.as_ref().and_then(|t| t.partition(pd.index)) {
-                    None => partition_error(pd.index, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None),
-                    Some(_) if compacted && has_keyless_record(pd.records.as_deref()) => {
-                        partition_error(
+                    None => partition_error(pd.index, unknown_topic, None),
+                    Some(_) if !keyless.is_empty() => {
+                        let e = partition_error(
                             pd.index,
                             ErrorCode::INVALID_RECORD,
                             Some("compacted topic cannot accept a record without a key".into()),
-                        )
+                        );
+                        if ctx.api_version >= RECORD_ERRORS_FROM {
+                            e.with_record_errors(keyless)
+                        } else {
+                            e
+                        }
                     }
                     Some(p) => {
                         let records = pd.records.unwrap_or_default();
                         let mut buf = BytesMut::from(&records[..]);
                         match p.log.append(&mut buf, now) {
                             Ok(r) => {
-                                p.wake_waiters();
+                                if !r.duplicate {
+                                    p.wake_waiters();
+                                }
                                 if acks == -1 {
                                     to_sync.push((
                                         topics.len(),

@@ -1,8 +1,17 @@
 //! Admin APIs: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords,
-//! DescribeCluster, DescribeConfigs, AlterConfigs, IncrementalAlterConfigs.
+//! DescribeCluster, DescribeConfigs, AlterConfigs, IncrementalAlterConfigs,
+//! DescribeLogDirs, AlterReplicaLogDirs, ElectLeaders, DescribeQuorum,
+//! AlterPartitionReassignments, ListPartitionReassignments,
+//! DescribeTopicPartitions, ListConfigResources.
 
 use kafka_protocol::messages::alter_configs_request::{
     AlterConfigsRequest, AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    AlterPartitionReassignmentsRequest, ReassignablePartition, ReassignableTopic,
+};
+use kafka_protocol::messages::alter_replica_log_dirs_request::{
+    AlterReplicaLogDir, AlterReplicaLogDirTopic, AlterReplicaLogDirsRequest,
 };
 use kafka_protocol::messages::create_partitions_request::{
     CreatePartitionsAssignment, CreatePartitionsRequest, CreatePartitionsTopic,
@@ -18,8 +27,24 @@ use kafka_protocol::messages::describe_cluster_request::DescribeClusterRequest;
 use kafka_protocol::messages::describe_configs_request::{
     DescribeConfigsRequest, DescribeConfigsResource,
 };
+use kafka_protocol::messages::describe_log_dirs_request::{
+    DescribableLogDirTopic, DescribeLogDirsRequest,
+};
+use kafka_protocol::messages::describe_quorum_request::{
+    DescribeQuorumRequest, PartitionData as QuorumPartitionData, TopicData as QuorumTopicData,
+};
+use kafka_protocol::messages::describe_topic_partitions_request::{
+    Cursor, DescribeTopicPartitionsRequest, TopicRequest,
+};
+use kafka_protocol::messages::elect_leaders_request::{
+    ElectLeadersRequest, TopicPartitions as ElectTopicPartitions,
+};
 use kafka_protocol::messages::incremental_alter_configs_request as incremental;
 use kafka_protocol::messages::incremental_alter_configs_request::IncrementalAlterConfigsRequest;
+use kafka_protocol::messages::list_config_resources_request::ListConfigResourcesRequest;
+use kafka_protocol::messages::list_partition_reassignments_request::{
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsTopics,
+};
 use kafka_protocol::messages::{BrokerId, TopicName};
 
 use super::core::{min_bytes, tags};
@@ -394,6 +419,307 @@ pub(crate) fn incremental_alter_configs(
         r,
         v,
         "IncrementalAlterConfigs.tagged_fields",
+        &mut m.unknown_tagged_fields,
+    )?;
+    Ok(m)
+}
+
+/// A flexible struct's trailing tagged fields (every struct of the
+/// always-flexible APIs below ends with one).
+fn ftags(
+    r: &mut Reader,
+    field: &'static str,
+    out: &mut std::collections::BTreeMap<i32, bytes::Bytes>,
+) -> Result<(), DecodeError> {
+    *out = r.unknown_tagged_fields(field)?;
+    Ok(())
+}
+
+fn i32s(r: &mut Reader, v: Version, field: &'static str) -> Result<Vec<i32>, DecodeError> {
+    r.array_v(field, v.flexible, 4, |r| r.i32(field))
+}
+
+pub(crate) fn describe_log_dirs(
+    r: &mut Reader,
+    v: Version,
+) -> Result<DescribeLogDirsRequest, DecodeError> {
+    let mut m = DescribeLogDirsRequest::default();
+    m.topics = r.nullable_array_v(
+        "DescribeLogDirs.topics",
+        v.flexible,
+        min_bytes(v, 6, 3),
+        |r| {
+            let mut t = DescribableLogDirTopic::default();
+            t.topic = TopicName(r.str_v("DescribeLogDirs.topics.topic", v.flexible)?);
+            t.partitions = i32s(r, v, "DescribeLogDirs.topics.partitions")?;
+            tags(
+                r,
+                v,
+                "DescribeLogDirs.topics.tagged_fields",
+                &mut t.unknown_tagged_fields,
+            )?;
+            Ok(t)
+        },
+    )?;
+    tags(
+        r,
+        v,
+        "DescribeLogDirs.tagged_fields",
+        &mut m.unknown_tagged_fields,
+    )?;
+    Ok(m)
+}
+
+pub(crate) fn alter_replica_log_dirs(
+    r: &mut Reader,
+    v: Version,
+) -> Result<AlterReplicaLogDirsRequest, DecodeError> {
+    let mut m = AlterReplicaLogDirsRequest::default();
+    m.dirs = r.array_v(
+        "AlterReplicaLogDirs.dirs",
+        v.flexible,
+        min_bytes(v, 6, 3),
+        |r| {
+            let mut d = AlterReplicaLogDir::default();
+            d.path = r.str_v("AlterReplicaLogDirs.dirs.path", v.flexible)?;
+            d.topics = r.array_v(
+                "AlterReplicaLogDirs.dirs.topics",
+                v.flexible,
+                min_bytes(v, 6, 3),
+                |r| {
+                    let mut t = AlterReplicaLogDirTopic::default();
+                    t.name = TopicName(r.str_v("AlterReplicaLogDirs.topics.name", v.flexible)?);
+                    t.partitions = i32s(r, v, "AlterReplicaLogDirs.topics.partitions")?;
+                    tags(
+                        r,
+                        v,
+                        "AlterReplicaLogDirs.topics.tagged_fields",
+                        &mut t.unknown_tagged_fields,
+                    )?;
+                    Ok(t)
+                },
+            )?;
+            tags(
+                r,
+                v,
+                "AlterReplicaLogDirs.dirs.tagged_fields",
+                &mut d.unknown_tagged_fields,
+            )?;
+            Ok(d)
+        },
+    )?;
+    tags(
+        r,
+        v,
+        "AlterReplicaLogDirs.tagged_fields",
+        &mut m.unknown_tagged_fields,
+    )?;
+    Ok(m)
+}
+
+pub(crate) fn elect_leaders(
+    r: &mut Reader,
+    v: Version,
+) -> Result<ElectLeadersRequest, DecodeError> {
+    let mut m = ElectLeadersRequest::default();
+    if v.v >= 1 {
+        m.election_type = r.i8("ElectLeaders.election_type")?;
+    }
+    m.topic_partitions = r.nullable_array_v(
+        "ElectLeaders.topic_partitions",
+        v.flexible,
+        min_bytes(v, 6, 3),
+        |r| {
+            let mut t = ElectTopicPartitions::default();
+            t.topic = TopicName(r.str_v("ElectLeaders.topic_partitions.topic", v.flexible)?);
+            t.partitions = i32s(r, v, "ElectLeaders.topic_partitions.partitions")?;
+            tags(
+                r,
+                v,
+                "ElectLeaders.topic_partitions.tagged_fields",
+                &mut t.unknown_tagged_fields,
+            )?;
+            Ok(t)
+        },
+    )?;
+    m.timeout_ms = r.i32("ElectLeaders.timeout_ms")?;
+    tags(
+        r,
+        v,
+        "ElectLeaders.tagged_fields",
+        &mut m.unknown_tagged_fields,
+    )?;
+    Ok(m)
+}
+
+pub(crate) fn describe_quorum(
+    r: &mut Reader,
+    _v: Version,
+) -> Result<DescribeQuorumRequest, DecodeError> {
+    let mut m = DescribeQuorumRequest::default();
+    m.topics = r.array_v("DescribeQuorum.topics", true, 3, |r| {
+        let mut t = QuorumTopicData::default();
+        t.topic_name = TopicName(r.compact_string("DescribeQuorum.topics.topic_name")?);
+        t.partitions = r.array_v("DescribeQuorum.topics.partitions", true, 5, |r| {
+            let mut p = QuorumPartitionData::default();
+            p.partition_index = r.i32("DescribeQuorum.partitions.partition_index")?;
+            ftags(
+                r,
+                "DescribeQuorum.partitions.tagged_fields",
+                &mut p.unknown_tagged_fields,
+            )?;
+            Ok(p)
+        })?;
+        ftags(
+            r,
+            "DescribeQuorum.topics.tagged_fields",
+            &mut t.unknown_tagged_fields,
+        )?;
+        Ok(t)
+    })?;
+    ftags(
+        r,
+        "DescribeQuorum.tagged_fields",
+        &mut m.unknown_tagged_fields,
+    )?;
+    Ok(m)
+}
+
+pub(crate) fn alter_partition_reassignments(
+    r: &mut Reader,
+    v: Version,
+) -> Result<AlterPartitionReassignmentsRequest, DecodeError> {
+    let mut m = AlterPartitionReassignmentsRequest::default();
+    m.timeout_ms = r.i32("AlterPartitionReassignments.timeout_ms")?;
+    if v.v >= 1 {
+        m.allow_replication_factor_change =
+            r.bool("AlterPartitionReassignments.allow_replication_factor_change")?;
+    }
+    m.topics = r.array_v("AlterPartitionReassignments.topics", true, 3, |r| {
+        let mut t = ReassignableTopic::default();
+        t.name = TopicName(r.compact_string("AlterPartitionReassignments.topics.name")?);
+        t.partitions = r.array_v(
+            "AlterPartitionReassignments.topics.partitions",
+            true,
+            6,
+            |r| {
+                let mut p = ReassignablePartition::default();
+                p.partition_index =
+                    r.i32("AlterPartitionReassignments.partitions.partition_index")?;
+                p.replicas = r.nullable_array_v(
+                    "AlterPartitionReassignments.partitions.replicas",
+                    true,
+                    4,
+                    |r| {
+                        r.i32("AlterPartitionReassignments.partitions.replicas")
+                            .map(BrokerId)
+                    },
+                )?;
+                ftags(
+                    r,
+                    "AlterPartitionReassignments.partitions.tagged_fields",
+                    &mut p.unknown_tagged_fields,
+                )?;
+                Ok(p)
+            },
+        )?;
+        ftags(
+            r,
+            "AlterPartitionReassignments.topics.tagged_fields",
+            &mut t.unknown_tagged_fields,
+        )?;
+        Ok(t)
+    })?;
+    ftags(
+        r,
+        "AlterPartitionReassignments.tagged_fields",
+        &mut m.unknown_tagged_fields,
+    )?;
+    Ok(m)
+}
+
+pub(crate) fn list_partition_reassignments(
+    r: &mut Reader,
+    _v: Version,
+) -> Result<ListPartitionReassignmentsRequest, DecodeError> {
+    let mut m = ListPartitionReassignmentsRequest::default();
+    m.timeout_ms = r.i32("ListPartitionReassignments.timeout_ms")?;
+    m.topics = r.nullable_array_v("ListPartitionReassignments.topics", true, 3, |r| {
+        let mut t = ListPartitionReassignmentsTopics::default();
+        t.name = TopicName(r.compact_string("ListPartitionReassignments.topics.name")?);
+        t.partition_indexes = r.array_v(
+            "ListPartitionReassignments.topics.partition_indexes",
+            true,
+            4,
+            |r| r.i32("ListPartitionReassignments.topics.partition_indexes"),
+        )?;
+        ftags(
+            r,
+            "ListPartitionReassignments.topics.tagged_fields",
+            &mut t.unknown_tagged_fields,
+        )?;
+        Ok(t)
+    })?;
+    ftags(
+        r,
+        "ListPartitionReassignments.tagged_fields",
+        &mut m.unknown_tagged_fields,
+    )?;
+    Ok(m)
+}
+
+pub(crate) fn describe_topic_partitions(
+    r: &mut Reader,
+    _v: Version,
+) -> Result<DescribeTopicPartitionsRequest, DecodeError> {
+    let mut m = DescribeTopicPartitionsRequest::default();
+    m.topics = r.array_v("DescribeTopicPartitions.topics", true, 2, |r| {
+        let mut t = TopicRequest::default();
+        t.name = TopicName(r.compact_string("DescribeTopicPartitions.topics.name")?);
+        ftags(
+            r,
+            "DescribeTopicPartitions.topics.tagged_fields",
+            &mut t.unknown_tagged_fields,
+        )?;
+        Ok(t)
+    })?;
+    m.response_partition_limit = r.i32("DescribeTopicPartitions.response_partition_limit")?;
+    // A nullable struct: a negative marker byte for null, else the struct
+    // follows (Kafka writes -1 and 1, and reads any non-negative as present).
+    m.cursor = if r.i8("DescribeTopicPartitions.cursor")? < 0 {
+        None
+    } else {
+        let mut c = Cursor::default();
+        c.topic_name = TopicName(r.compact_string("DescribeTopicPartitions.cursor.topic_name")?);
+        c.partition_index = r.i32("DescribeTopicPartitions.cursor.partition_index")?;
+        ftags(
+            r,
+            "DescribeTopicPartitions.cursor.tagged_fields",
+            &mut c.unknown_tagged_fields,
+        )?;
+        Some(c)
+    };
+    ftags(
+        r,
+        "DescribeTopicPartitions.tagged_fields",
+        &mut m.unknown_tagged_fields,
+    )?;
+    Ok(m)
+}
+
+pub(crate) fn list_config_resources(
+    r: &mut Reader,
+    v: Version,
+) -> Result<ListConfigResourcesRequest, DecodeError> {
+    let mut m = ListConfigResourcesRequest::default();
+    if v.v >= 1 {
+        m.resource_types = r.array_v("ListConfigResources.resource_types", true, 1, |r| {
+            r.i8("ListConfigResources.resource_types")
+        })?;
+    }
+    ftags(
+        r,
+        "ListConfigResources.tagged_fields",
         &mut m.unknown_tagged_fields,
     )?;
     Ok(m)

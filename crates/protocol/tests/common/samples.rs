@@ -207,6 +207,24 @@ pub fn sample(api_key: i16, v: i16) -> Option<Request> {
         ApiKey::IncrementalAlterConfigs => {
             Request::IncrementalAlterConfigs(admin::incremental_alter_configs(v))
         }
+        ApiKey::DescribeLogDirs => Request::DescribeLogDirs(admin::describe_log_dirs(v)),
+        ApiKey::AlterReplicaLogDirs => {
+            Request::AlterReplicaLogDirs(admin::alter_replica_log_dirs(v))
+        }
+        ApiKey::ElectLeaders => Request::ElectLeaders(admin::elect_leaders(v)),
+        ApiKey::DescribeQuorum => Request::DescribeQuorum(admin::describe_quorum(v)),
+        ApiKey::AlterPartitionReassignments => {
+            Request::AlterPartitionReassignments(admin::alter_partition_reassignments(v))
+        }
+        ApiKey::ListPartitionReassignments => {
+            Request::ListPartitionReassignments(admin::list_partition_reassignments(v))
+        }
+        ApiKey::DescribeTopicPartitions => {
+            Request::DescribeTopicPartitions(admin::describe_topic_partitions(v))
+        }
+        ApiKey::ListConfigResources => {
+            Request::ListConfigResources(admin::list_config_resources(v))
+        }
         ApiKey::InitProducerId => Request::InitProducerId(group::init_producer_id(v)),
         ApiKey::FindCoordinator => Request::FindCoordinator(group::find_coordinator(v)),
         ApiKey::JoinGroup => Request::JoinGroup(group::join_group(v)),

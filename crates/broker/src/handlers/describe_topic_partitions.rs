@@ -1,0 +1,132 @@
+//! DescribeTopicPartitions (KIP-966): version 0. Like Metadata for topics,
+//! paginated: topics in name order (all topics when the list is empty),
+//! starting at the request's cursor, at most `response_partition_limit`
+//! partitions (capped at Kafka's default 2000); when partitions are left, the
+//! response carries the cursor to continue from.
+
+use std::ops::RangeInclusive;
+
+use bytes::BytesMut;
+use fjord_model::{limits, ErrorCode};
+use fjord_protocol::kafka_protocol::messages::describe_topic_partitions_response::{
+    Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+};
+use fjord_protocol::kafka_protocol::messages::{
+    BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, TopicName,
+};
+use uuid::Uuid;
+
+use super::{str_bytes, Ctx};
+use crate::state::is_internal_topic;
+
+pub const VERSIONS: RangeInclusive<i16> = 0..=0;
+
+pub fn handle(ctx: &Ctx, req: DescribeTopicPartitionsRequest) -> Option<BytesMut> {
+    let broker = &ctx.broker;
+    let node = BrokerId(broker.config.node_id.0);
+    let all = req.topics.is_empty();
+    let invalid = |msg: &str| {
+        tracing::debug!("DescribeTopicPartitions: {msg}");
+        let topics = req
+            .topics
+            .iter()
+            .map(|t| {
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(t.name.clone()))
+                    .with_error_code(ErrorCode::INVALID_REQUEST.0)
+            })
+            .collect();
+        ctx.respond(&DescribeTopicPartitionsResponse::default().with_topics(topics))
+    };
+    if let Some(c) = &req.cursor {
+        if c.partition_index < 0 {
+            return invalid("cursor partition index is negative");
+        }
+        if !all && !req.topics.iter().any(|t| t.name == c.topic_name) {
+            return invalid("the cursor topic is not in the topic list");
+        }
+    }
+    let mut names: Vec<String> = if all {
+        broker.topics().iter().map(|t| t.name.clone()).collect()
+    } else {
+        req.topics.iter().map(|t| t.name.0.to_string()).collect()
+    };
+    names.sort();
+    names.dedup();
+    if let Some(c) = &req.cursor {
+        names.retain(|n| n.as_str() >= c.topic_name.as_str());
+    }
+
+    let mut remaining = i64::from(
+        req.response_partition_limit
+            .min(limits::DESCRIBE_TOPIC_PARTITIONS_MAX),
+    );
+    let mut topics = Vec::new();
+    let mut next_cursor = None;
+    for name in names {
+        if remaining <= 0 {
+            // Everything before this topic fitted: continue at its start.
+            next_cursor = Some(
+                Cursor::default()
+                    .with_topic_name(TopicName(str_bytes(name)))
+                    .with_partition_index(0),
+            );
+            break;
+        }
+        let Some(topic) = broker.topic(&name) else {
+            if !all {
+                topics.push(
+                    DescribeTopicPartitionsResponseTopic::default()
+                        .with_name(Some(TopicName(str_bytes(name))))
+                        .with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0)
+                        .with_topic_id(Uuid::nil()),
+                );
+            }
+            continue;
+        };
+        let start = match &req.cursor {
+            Some(c) if *c.topic_name == *name => c.partition_index,
+            _ => 0,
+        };
+        let count = topic.partition_count();
+        let end = i64::from(count).min(i64::from(start) + remaining) as i32;
+        let partitions: Vec<_> = (start..end)
+            .map(|p| {
+                DescribeTopicPartitionsResponsePartition::default()
+                    .with_error_code(ErrorCode::NONE.0)
+                    .with_partition_index(p)
+                    .with_leader_id(node)
+                    .with_leader_epoch(0)
+                    .with_replica_nodes(vec![node])
+                    .with_isr_nodes(vec![node])
+                    .with_eligible_leader_replicas(Some(vec![]))
+                    .with_last_known_elr(Some(vec![]))
+                    .with_offline_replicas(vec![])
+            })
+            .collect();
+        remaining -= partitions.len() as i64;
+        if end < count {
+            next_cursor = Some(
+                Cursor::default()
+                    .with_topic_name(TopicName(str_bytes(name.clone())))
+                    .with_partition_index(end),
+            );
+        }
+        topics.push(
+            DescribeTopicPartitionsResponseTopic::default()
+                .with_error_code(ErrorCode::NONE.0)
+                .with_name(Some(TopicName(str_bytes(name.clone()))))
+                .with_topic_id(topic.id)
+                .with_is_internal(is_internal_topic(&name))
+                .with_partitions(partitions),
+        );
+        if next_cursor.is_some() {
+            break;
+        }
+    }
+    ctx.respond(
+        &DescribeTopicPartitionsResponse::default()
+            .with_topics(topics)
+            .with_next_cursor(next_cursor),
+    )
+}

@@ -1,0 +1,357 @@
+//! Topic configs (every Kafka 4.3 name) and dynamic broker configs through
+//! CreateTopics / AlterConfigs / IncrementalAlterConfigs / DescribeConfigs,
+//! including persistence of dynamic broker configs across a restart.
+
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use fjord_broker::handlers::dispatch;
+use fjord_broker::{Broker, BrokerConfig};
+use fjord_protocol::kafka_protocol::messages::*;
+use fjord_protocol::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use fjord_protocol::{Reader, RequestHeader};
+
+const TOPIC: i8 = 2;
+const BROKER: i8 = 4;
+
+fn broker(dir: &std::path::Path) -> Arc<Broker> {
+    Broker::open(BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        ..BrokerConfig::default()
+    })
+    .unwrap()
+}
+
+async fn call<Req: Encodable, Resp: Decodable>(
+    broker: &Arc<Broker>,
+    api_key: ApiKey,
+    version: i16,
+    body: &Req,
+) -> Resp {
+    let api_key = api_key as i16;
+    let mut buf = BytesMut::new();
+    body.encode(&mut buf, version).unwrap();
+    let header = RequestHeader {
+        api_key,
+        api_version: version,
+        correlation_id: 3,
+        client_id: None,
+    };
+    let pending = dispatch(broker, header, Reader::new(buf.freeze())).expect("request refused");
+    let resp = pending.resolve().await.expect("handler died").unwrap();
+    let mut resp: Bytes = resp.to_bytes().unwrap();
+    resp.get_i32();
+    assert_eq!(resp.get_i32(), 3);
+    if fjord_protocol::response_header_version(api_key, version) >= 1 {
+        resp.get_u8();
+    }
+    Resp::decode(&mut resp, version).unwrap()
+}
+
+fn s(text: &str) -> StrBytes {
+    StrBytes::from_string(text.to_string())
+}
+
+/// Legacy AlterConfigs of one resource; returns (error code, message).
+async fn alter(
+    b: &Arc<Broker>,
+    rtype: i8,
+    name: &str,
+    configs: &[(&str, &str)],
+) -> (i16, Option<String>) {
+    let req = AlterConfigsRequest::default().with_resources(vec![
+        alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(rtype)
+            .with_resource_name(s(name))
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        alter_configs_request::AlterableConfig::default()
+                            .with_name(s(k))
+                            .with_value(Some(s(v)))
+                    })
+                    .collect(),
+            ),
+    ]);
+    let r: AlterConfigsResponse = call(b, ApiKey::AlterConfigs, 2, &req).await;
+    let x = &r.responses[0];
+    (
+        x.error_code,
+        x.error_message.as_ref().map(|m| m.to_string()),
+    )
+}
+
+async fn incremental(
+    b: &Arc<Broker>,
+    rtype: i8,
+    name: &str,
+    key: &str,
+    op: i8,
+    value: Option<&str>,
+) -> i16 {
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(rtype)
+            .with_resource_name(s(name))
+            .with_configs(vec![
+                incremental_alter_configs_request::AlterableConfig::default()
+                    .with_name(s(key))
+                    .with_config_operation(op)
+                    .with_value(value.map(s)),
+            ]),
+    ]);
+    let r: IncrementalAlterConfigsResponse =
+        call(b, ApiKey::IncrementalAlterConfigs, 1, &req).await;
+    r.responses[0].error_code
+}
+
+/// DescribeConfigs (v4, with synonyms) of one key: (value, source, read_only, type, synonym sources).
+async fn describe(
+    b: &Arc<Broker>,
+    rtype: i8,
+    name: &str,
+    key: &str,
+) -> Option<(Option<String>, i8, bool, i8, Vec<i8>)> {
+    let req = DescribeConfigsRequest::default()
+        .with_resources(vec![
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(rtype)
+                .with_resource_name(s(name))
+                .with_configuration_keys(Some(vec![s(key)])),
+        ])
+        .with_include_synonyms(true);
+    let r: DescribeConfigsResponse = call(b, ApiKey::DescribeConfigs, 4, &req).await;
+    assert_eq!(
+        r.results[0].error_code, 0,
+        "{:?}",
+        r.results[0].error_message
+    );
+    let c = r.results[0].configs.first()?;
+    Some((
+        c.value.as_ref().map(|v| v.to_string()),
+        c.config_source,
+        c.read_only,
+        c.config_type,
+        c.synonyms.iter().map(|x| x.source).collect(),
+    ))
+}
+
+#[tokio::test]
+async fn every_kafka_topic_config_is_accepted_and_described() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    let req = CreateTopicsRequest::default().with_topics(vec![
+        create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(s("zipped")))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![
+                create_topics_request::CreatableTopicConfig::default()
+                    .with_name(s("compression.type"))
+                    .with_value(Some(s("zstd"))),
+                create_topics_request::CreatableTopicConfig::default()
+                    .with_name(s("min.insync.replicas"))
+                    .with_value(Some(s("1"))),
+            ]),
+    ]);
+    let r: CreateTopicsResponse = call(&b, ApiKey::CreateTopics, 7, &req).await;
+    assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+    assert_eq!(
+        describe(&b, TOPIC, "zipped", "compression.type").await,
+        Some((Some("zstd".into()), 1, false, 2, vec![1, 5]))
+    );
+    assert_eq!(
+        describe(&b, TOPIC, "zipped", "min.cleanable.dirty.ratio").await,
+        Some((Some("0.5".into()), 5, false, 6, vec![5]))
+    );
+    // Every Kafka topic config is listed when no keys are given.
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(TOPIC)
+            .with_resource_name(s("zipped"))
+            .with_configuration_keys(None),
+    ]);
+    let r: DescribeConfigsResponse = call(&b, ApiKey::DescribeConfigs, 4, &req).await;
+    assert_eq!(r.results[0].configs.len(), 33);
+
+    assert_eq!(
+        alter(
+            &b,
+            TOPIC,
+            "zipped",
+            &[("compression.type", "lz4"), ("preallocate", "true")]
+        )
+        .await,
+        (0, None)
+    );
+    assert_eq!(
+        describe(&b, TOPIC, "zipped", "preallocate")
+            .await
+            .unwrap()
+            .0
+            .as_deref(),
+        Some("true")
+    );
+    let (code, msg) = alter(&b, TOPIC, "zipped", &[("compression.type", "brotli")]).await;
+    assert_eq!(code, 40);
+    assert!(msg.unwrap().contains("String must be one of"));
+    let (code, msg) = alter(&b, TOPIC, "zipped", &[("no.such", "1")]).await;
+    assert_eq!(
+        (code, msg.as_deref()),
+        (40, Some("Unknown topic config name: no.such"))
+    );
+    // Overrides survive a restart.
+    b.close();
+    drop(b);
+    let b = broker(dir.path());
+    assert_eq!(
+        describe(&b, TOPIC, "zipped", "compression.type")
+            .await
+            .unwrap()
+            .0
+            .as_deref(),
+        Some("lz4")
+    );
+}
+
+#[tokio::test]
+async fn dynamic_broker_configs_apply_to_topics_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    b.create_topic("plain", 1, Default::default(), false)
+        .unwrap();
+    let mut own = std::collections::BTreeMap::new();
+    own.insert("flush.messages".to_string(), "7".to_string());
+    b.create_topic("own", 1, own, false).unwrap();
+
+    let before = describe(&b, BROKER, "1", "log.flush.interval.messages")
+        .await
+        .unwrap();
+    assert_eq!(before.0, Some(i64::MAX.to_string()));
+    assert_eq!((before.1, before.2), (5, false));
+
+    assert_eq!(
+        alter(&b, BROKER, "1", &[("log.flush.interval.messages", "1234")]).await,
+        (0, None)
+    );
+    assert_eq!(
+        describe(&b, BROKER, "1", "log.flush.interval.messages").await,
+        Some((Some("1234".into()), 2, false, 5, vec![2, 5]))
+    );
+    // Topics without an override follow; the override still wins.
+    let plain = b.topic("plain").unwrap();
+    assert_eq!(plain.settings.read().flush_messages, Some(1234));
+    assert_eq!(
+        plain
+            .partition(0)
+            .unwrap()
+            .log
+            .config()
+            .flush_interval_messages,
+        Some(1234)
+    );
+    assert_eq!(
+        b.topic("own").unwrap().settings.read().flush_messages,
+        Some(7)
+    );
+    let t = describe(&b, TOPIC, "plain", "flush.messages")
+        .await
+        .unwrap();
+    assert_eq!((t.0.as_deref(), t.1), (Some("1234"), 2));
+
+    // Cluster-wide default: weaker than the per-broker value.
+    assert_eq!(
+        alter(&b, BROKER, "", &[("log.retention.ms", "5000")]).await,
+        (0, None)
+    );
+    assert_eq!(plain.settings.read().retention_ms, Some(5000));
+    assert_eq!(
+        describe(&b, BROKER, "", "log.retention.ms").await,
+        Some((Some("5000".into()), 3, false, 5, vec![3]))
+    );
+
+    // Errors as Kafka gives them.
+    let (code, msg) = alter(&b, BROKER, "1", &[("num.partitions", "3")]).await;
+    assert_eq!(
+        (code, msg.as_deref()),
+        (
+            42,
+            Some("Cannot update these configs dynamically: [num.partitions]")
+        )
+    );
+    let (code, msg) = alter(&b, BROKER, "2", &[("log.retention.ms", "1")]).await;
+    assert_eq!(
+        (code, msg.as_deref()),
+        (42, Some("Unexpected broker id, expected 1, but received 2"))
+    );
+    let (code, msg) = alter(&b, BROKER, "1", &[("log.flush.interval.messages", "abc")]).await;
+    assert_eq!(code, 42);
+    assert_eq!(
+        msg.as_deref(),
+        Some("Invalid value abc for configuration log.flush.interval.messages: Not a number of type LONG")
+    );
+    // A failed change changes nothing.
+    assert_eq!(plain.settings.read().flush_messages, Some(1234));
+    let ro = describe(&b, BROKER, "1", "num.partitions").await.unwrap();
+    assert!(ro.2, "read-only");
+
+    // Incremental: APPEND to the list-valued log.cleanup.policy, then DELETE.
+    assert_eq!(
+        incremental(&b, BROKER, "1", "log.cleanup.policy", 2, Some("compact")).await,
+        0
+    );
+    assert_eq!(plain.settings.read().cleanup_policy, "delete,compact");
+    assert_eq!(
+        incremental(&b, BROKER, "1", "log.cleanup.policy", 1, None).await,
+        0
+    );
+    assert_eq!(plain.settings.read().cleanup_policy, "delete");
+
+    // Restart: the dynamic values are still there.
+    b.close();
+    drop((b, plain));
+    let b = broker(dir.path());
+    assert_eq!(
+        describe(&b, BROKER, "1", "log.flush.interval.messages")
+            .await
+            .unwrap()
+            .0
+            .as_deref(),
+        Some("1234")
+    );
+    assert_eq!(
+        b.topic("plain").unwrap().settings.read().flush_messages,
+        Some(1234)
+    );
+    assert_eq!(
+        b.topic("plain").unwrap().settings.read().retention_ms,
+        Some(5000)
+    );
+
+    // A plain AlterConfigs replaces every dynamic value of the resource.
+    assert_eq!(
+        alter(&b, BROKER, "1", &[("compression.type", "gzip")]).await,
+        (0, None)
+    );
+    assert_eq!(
+        describe(&b, BROKER, "1", "log.flush.interval.messages")
+            .await
+            .unwrap()
+            .1,
+        5
+    );
+    assert_eq!(
+        b.topic("plain").unwrap().settings.read().flush_messages,
+        None
+    );
+    assert_eq!(
+        b.topic("plain")
+            .unwrap()
+            .settings
+            .read()
+            .get("compression.type")
+            .as_deref(),
+        Some("gzip")
+    );
+}

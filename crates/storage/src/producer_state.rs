@@ -1,0 +1,785 @@
+//! Idempotent-producer state of one partition: for each producer id, its epoch and its
+//! last `PRODUCER_BATCHES_RETAINED` batches, so that a retried batch is recognised and
+//! answered with the offsets it got the first time instead of being appended again.
+//!
+//! The core (`ProducerStateMap`) is deterministic and does no I/O: `check` decides about
+//! the batches of one append, `commit` applies the decision after the write, `replay`
+//! rebuilds the state from batch headers during recovery, and time is always passed in.
+//! The snapshot codec is pure too; only the small file helpers at the bottom touch disk.
+//!
+//! # Rules (those of Kafka's broker for non-transactional idempotent batches)
+//! - A batch whose epoch and sequence range equal one of the producer's retained batches
+//!   is a duplicate: nothing is appended and the original offsets are answered (error
+//!   NONE).
+//! - An epoch older than the producer's current one: INVALID_PRODUCER_EPOCH.
+//! - A newer epoch must start at sequence 0; within an epoch a batch must start right
+//!   after the previous one (wrapping from `i32::MAX` to 0): else
+//!   OUT_OF_ORDER_SEQUENCE_NUMBER. An older sequence that is no longer retained is out of
+//!   order too (current Kafka brokers never answer DUPLICATE_SEQUENCE_NUMBER).
+//! - An unknown producer id (new, expired or evicted) may start at any sequence.
+//! - A producer id idle for `producer.id.expiration.ms` (judged by its newest batch's
+//!   max timestamp, as Kafka does) is forgotten; at most `PRODUCERS_PER_PARTITION_MAX`
+//!   ids are kept, the least recently active one is forgotten first.
+//!
+//! # Snapshots (`<offset>.snapshot`, offset zero-padded to 20 digits)
+//! The state after every batch below `<offset>`. Written at segment roll (not synced: a
+//! torn one fails its CRC and the previous one is used) and at clean close (synced). On
+//! open the newest valid snapshot at or below the log end is loaded and the headers of
+//! the batches after it are replayed, so a crash costs a replay of at most the active
+//! segment's headers (the roll wrote a snapshot at its base).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fjord_model::limits::{
+    PRODUCERS_PER_PARTITION_MAX, PRODUCER_BATCHES_RETAINED,
+    PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS, PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+    PRODUCER_SNAPSHOTS_KEPT,
+};
+use fjord_model::{ErrorCode, Offset, ProducerEpoch, ProducerId};
+use fjord_records::BatchHeader;
+
+/// Suffix of producer-state snapshot files.
+pub(crate) const SNAPSHOT_SUFFIX: &str = "snapshot";
+const SNAPSHOT_MAGIC: &[u8; 4] = b"FJPS";
+const SNAPSHOT_VERSION: u8 = 1;
+/// magic, version, crc, producer count.
+const SNAPSHOT_HEADER_BYTES: usize = 4 + 1 + 4 + 4;
+/// producer id, epoch, last timestamp, batch count.
+const ENTRY_HEADER_BYTES: usize = 8 + 2 + 8 + 1;
+/// first and last sequence, base and last offset, timestamp.
+const BATCH_BYTES: usize = 4 + 4 + 8 + 8 + 8;
+
+/// What is remembered of one appended batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    /// The batch's max timestamp (the append time for LogAppendTime topics).
+    pub timestamp_ms: i64,
+}
+
+/// One producer id's state in a partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducerEntry {
+    pub epoch: ProducerEpoch,
+    /// Timestamp of the newest batch (expiration is judged by it).
+    pub last_timestamp_ms: i64,
+    /// The newest batches of `epoch`, oldest first, at most `PRODUCER_BATCHES_RETAINED`.
+    pub batches: VecDeque<ProducerBatch>,
+}
+
+impl ProducerEntry {
+    fn new(epoch: ProducerEpoch) -> ProducerEntry {
+        ProducerEntry {
+            epoch,
+            last_timestamp_ms: -1,
+            batches: VecDeque::with_capacity(PRODUCER_BATCHES_RETAINED),
+        }
+    }
+
+    /// Last sequence appended in the current epoch, if any batch is retained.
+    pub fn last_sequence(&self) -> Option<i32> {
+        self.batches.back().map(|b| b.last_sequence)
+    }
+
+    fn find_duplicate(&self, b: &IncomingBatch) -> Option<ProducerBatch> {
+        if b.epoch != self.epoch {
+            return None;
+        }
+        self.batches
+            .iter()
+            .find(|m| m.first_sequence == b.first_sequence && m.last_sequence == b.last_sequence)
+            .copied()
+    }
+
+    fn add(&mut self, epoch: ProducerEpoch, batch: ProducerBatch) {
+        if epoch != self.epoch {
+            self.batches.clear();
+            self.epoch = epoch;
+        }
+        if self.batches.len() >= PRODUCER_BATCHES_RETAINED {
+            self.batches.pop_front();
+        }
+        self.batches.push_back(batch);
+        self.last_timestamp_ms = batch.timestamp_ms;
+    }
+}
+
+/// An idempotent batch as `check` sees it: header fields and the offsets it would get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IncomingBatch {
+    pub producer_id: ProducerId,
+    pub epoch: ProducerEpoch,
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    pub timestamp_ms: i64,
+}
+
+impl IncomingBatch {
+    /// The batch's producer fields, if it is an idempotent data batch (producer id set,
+    /// not a control batch); `h.base_offset` must be the offset it will be appended at.
+    pub fn from_header(h: &BatchHeader) -> Option<IncomingBatch> {
+        if h.producer_id < 0 || h.is_control() {
+            return None;
+        }
+        Some(IncomingBatch {
+            producer_id: ProducerId(h.producer_id),
+            epoch: ProducerEpoch(h.producer_epoch),
+            first_sequence: h.base_sequence,
+            last_sequence: h.last_sequence(),
+            base_offset: Offset(h.base_offset),
+            last_offset: Offset(h.last_offset()),
+            timestamp_ms: h.max_timestamp,
+        })
+    }
+
+    fn metadata(&self) -> ProducerBatch {
+        ProducerBatch {
+            first_sequence: self.first_sequence,
+            last_sequence: self.last_sequence,
+            base_offset: self.base_offset,
+            last_offset: self.last_offset,
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
+}
+
+/// Why the batches of an append were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProducerError {
+    #[error("out of order sequence number for producer {producer_id} with epoch {epoch}: got {sequence}, expected {expected}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        epoch: i16,
+        sequence: i32,
+        expected: i32,
+    },
+    #[error("epoch {epoch} of producer {producer_id} is older than its current epoch {current}")]
+    InvalidEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+    #[error("batch of producer {producer_id} has no valid sequence number ({sequence})")]
+    MissingSequence { producer_id: i64, sequence: i32 },
+    #[error("{duplicates} of the {batches} batches were already appended: a request must repeat all or none")]
+    PartialDuplicate { duplicates: usize, batches: usize },
+}
+
+impl ProducerError {
+    pub fn kafka_code(&self) -> ErrorCode {
+        match self {
+            ProducerError::OutOfOrderSequence { .. } => ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
+            ProducerError::InvalidEpoch { .. } => ErrorCode::INVALID_PRODUCER_EPOCH,
+            ProducerError::MissingSequence { .. } | ProducerError::PartialDuplicate { .. } => {
+                ErrorCode::INVALID_RECORD
+            }
+        }
+    }
+}
+
+/// The entries to store once an append's write succeeded (from `check`).
+#[derive(Debug, Default)]
+pub struct ProducerUpdate {
+    entries: Vec<(ProducerId, ProducerEntry)>,
+}
+
+/// `check`'s decision.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Append every batch, then `commit` the update.
+    Append(ProducerUpdate),
+    /// Every batch was appended before: answer with these (first and last of them).
+    Duplicate {
+        first: ProducerBatch,
+        last: ProducerBatch,
+    },
+}
+
+/// True when `next` is the sequence right after `last` (wrapping at `i32::MAX`).
+pub fn in_sequence(last: i32, next: i32) -> bool {
+    i64::from(next) == i64::from(last) + 1 || (next == 0 && last == i32::MAX)
+}
+
+fn next_sequence(last: i32) -> i32 {
+    if last == i32::MAX {
+        0
+    } else {
+        last + 1
+    }
+}
+
+/// The producer state of one partition. See the module documentation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducerStateMap {
+    producers: BTreeMap<ProducerId, ProducerEntry>,
+    expiration_ms: i64,
+    producers_max: usize,
+    next_expiration_check_ms: Option<i64>,
+}
+
+impl Default for ProducerStateMap {
+    fn default() -> Self {
+        ProducerStateMap::new(
+            PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+            PRODUCERS_PER_PARTITION_MAX,
+        )
+    }
+}
+
+impl ProducerStateMap {
+    pub fn new(expiration_ms: i64, producers_max: usize) -> ProducerStateMap {
+        ProducerStateMap {
+            producers: BTreeMap::new(),
+            expiration_ms,
+            producers_max: producers_max.max(1),
+            next_expiration_check_ms: None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    pub fn get(&self, producer_id: ProducerId) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
+    }
+
+    /// Decides about the idempotent batches of one append, in order (`batches_total`
+    /// counts all batches of the append, idempotent or not). Changes nothing.
+    pub fn check(
+        &self,
+        batches: &[IncomingBatch],
+        batches_total: usize,
+    ) -> Result<Verdict, ProducerError> {
+        // Entries as they will be after the batches checked so far (few: usually one).
+        let mut updated: Vec<(ProducerId, ProducerEntry)> = Vec::new();
+        let mut duplicates: Vec<ProducerBatch> = Vec::new();
+        for b in batches {
+            if b.first_sequence < 0 {
+                return Err(ProducerError::MissingSequence {
+                    producer_id: b.producer_id.0,
+                    sequence: b.first_sequence,
+                });
+            }
+            let slot = updated.iter().position(|(p, _)| *p == b.producer_id);
+            let current = match slot {
+                Some(i) => Some(&updated[i].1),
+                None => self.producers.get(&b.producer_id),
+            };
+            if let Some(d) = current.and_then(|e| e.find_duplicate(b)) {
+                duplicates.push(d);
+                continue;
+            }
+            if let Some(e) = current {
+                Self::validate(e, b)?;
+            }
+            let mut entry = current
+                .cloned()
+                .unwrap_or_else(|| ProducerEntry::new(b.epoch));
+            entry.add(b.epoch, b.metadata());
+            match slot {
+                Some(i) => updated[i].1 = entry,
+                None => updated.push((b.producer_id, entry)),
+            }
+        }
+        match (duplicates.first(), duplicates.last()) {
+            (Some(&first), Some(&last)) => {
+                if duplicates.len() == batches_total {
+                    Ok(Verdict::Duplicate { first, last })
+                } else {
+                    Err(ProducerError::PartialDuplicate {
+                        duplicates: duplicates.len(),
+                        batches: batches_total,
+                    })
+                }
+            }
+            _ => Ok(Verdict::Append(ProducerUpdate { entries: updated })),
+        }
+    }
+
+    fn validate(e: &ProducerEntry, b: &IncomingBatch) -> Result<(), ProducerError> {
+        if b.epoch < e.epoch {
+            return Err(ProducerError::InvalidEpoch {
+                producer_id: b.producer_id.0,
+                epoch: b.epoch.0,
+                current: e.epoch.0,
+            });
+        }
+        let expected = if b.epoch != e.epoch {
+            0
+        } else {
+            match e.last_sequence() {
+                Some(last) if !in_sequence(last, b.first_sequence) => next_sequence(last),
+                _ => return Ok(()),
+            }
+        };
+        if b.first_sequence == expected {
+            return Ok(());
+        }
+        Err(ProducerError::OutOfOrderSequence {
+            producer_id: b.producer_id.0,
+            epoch: b.epoch.0,
+            sequence: b.first_sequence,
+            expected,
+        })
+    }
+
+    /// Stores what `check` decided, after the batches were written.
+    pub fn commit(&mut self, update: ProducerUpdate, now_ms: i64) {
+        self.maybe_expire(now_ms);
+        for (id, entry) in update.entries {
+            self.insert(id, entry);
+        }
+    }
+
+    /// Applies one batch read back from the log (recovery): no validation, as Kafka does
+    /// for batches that are already in the log.
+    pub fn replay(&mut self, h: &BatchHeader) {
+        let Some(b) = IncomingBatch::from_header(h) else {
+            return;
+        };
+        if b.first_sequence < 0 {
+            return;
+        }
+        let mut entry = self
+            .producers
+            .remove(&b.producer_id)
+            .unwrap_or_else(|| ProducerEntry::new(b.epoch));
+        entry.add(b.epoch, b.metadata());
+        self.insert(b.producer_id, entry);
+    }
+
+    fn insert(&mut self, id: ProducerId, entry: ProducerEntry) {
+        if !self.producers.contains_key(&id) && self.producers.len() >= self.producers_max {
+            // Forget the least recently active producer (ties: the smallest id).
+            let oldest = self
+                .producers
+                .iter()
+                .min_by_key(|(pid, e)| (e.last_timestamp_ms, **pid))
+                .map(|(pid, _)| *pid);
+            if let Some(pid) = oldest {
+                self.producers.remove(&pid);
+            }
+        }
+        self.producers.insert(id, entry);
+    }
+
+    /// Forgets every producer whose newest batch is `producer.id.expiration.ms` old.
+    pub fn remove_expired(&mut self, now_ms: i64) -> usize {
+        let before = self.producers.len();
+        let ttl = self.expiration_ms;
+        self.producers
+            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp_ms) < ttl);
+        self.next_expiration_check_ms =
+            Some(now_ms.saturating_add(PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS));
+        before - self.producers.len()
+    }
+
+    /// `remove_expired` at most once per check interval.
+    pub fn maybe_expire(&mut self, now_ms: i64) {
+        if self.next_expiration_check_ms.is_none_or(|at| now_ms >= at) {
+            self.remove_expired(now_ms);
+        }
+    }
+
+    /// The snapshot encoding of the state (deterministic: producers in id order).
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            SNAPSHOT_HEADER_BYTES + self.producers.len() * (ENTRY_HEADER_BYTES + BATCH_BYTES),
+        );
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.push(SNAPSHOT_VERSION);
+        out.extend_from_slice(&[0; 4]);
+        let count = u32::try_from(self.producers.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&count.to_be_bytes());
+        for (id, e) in self.producers.iter().take(count as usize) {
+            out.extend_from_slice(&id.0.to_be_bytes());
+            out.extend_from_slice(&e.epoch.0.to_be_bytes());
+            out.extend_from_slice(&e.last_timestamp_ms.to_be_bytes());
+            let n = e.batches.len().min(PRODUCER_BATCHES_RETAINED);
+            out.push(n as u8);
+            for b in e.batches.iter().take(n) {
+                out.extend_from_slice(&b.first_sequence.to_be_bytes());
+                out.extend_from_slice(&b.last_sequence.to_be_bytes());
+                out.extend_from_slice(&b.base_offset.0.to_be_bytes());
+                out.extend_from_slice(&b.last_offset.0.to_be_bytes());
+                out.extend_from_slice(&b.timestamp_ms.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&out[9..]);
+        out[5..9].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// Replaces the producers with those of a snapshot; every count is checked against
+    /// the bytes present and the limits before anything is allocated for it.
+    pub fn load_snapshot(&mut self, bytes: &[u8]) -> Result<(), String> {
+        if bytes.len() < SNAPSHOT_HEADER_BYTES || &bytes[..4] != SNAPSHOT_MAGIC {
+            return Err("not a producer-state snapshot".into());
+        }
+        if bytes[4] != SNAPSHOT_VERSION {
+            return Err(format!("unknown snapshot version {}", bytes[4]));
+        }
+        let stored = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]);
+        let actual = crc32c::crc32c(&bytes[9..]);
+        if stored != actual {
+            return Err(format!(
+                "CRC mismatch: stored {stored:#010x}, computed {actual:#010x}"
+            ));
+        }
+        let mut r = Reader {
+            buf: bytes,
+            at: SNAPSHOT_HEADER_BYTES - 4,
+        };
+        let count = r.u32()? as usize;
+        if count > self.producers_max || count > r.remaining() / ENTRY_HEADER_BYTES {
+            return Err(format!("{count} producers announced, too many"));
+        }
+        let mut producers = BTreeMap::new();
+        for _ in 0..count {
+            let id = ProducerId(r.i64()?);
+            let mut e = ProducerEntry::new(ProducerEpoch(r.i16()?));
+            e.last_timestamp_ms = r.i64()?;
+            let n = usize::from(r.u8()?);
+            if n > PRODUCER_BATCHES_RETAINED || id.0 < 0 {
+                return Err(format!("bad entry for producer {}", id.0));
+            }
+            for _ in 0..n {
+                e.batches.push_back(ProducerBatch {
+                    first_sequence: r.i32()?,
+                    last_sequence: r.i32()?,
+                    base_offset: Offset(r.i64()?),
+                    last_offset: Offset(r.i64()?),
+                    timestamp_ms: r.i64()?,
+                });
+            }
+            producers.insert(id, e);
+        }
+        if r.remaining() != 0 {
+            return Err(format!("{} trailing bytes", r.remaining()));
+        }
+        self.producers = producers;
+        Ok(())
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.at
+    }
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let end = self.at + N;
+        let bytes = self
+            .buf
+            .get(self.at..end)
+            .ok_or_else(|| "snapshot ends early".to_string())?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(bytes);
+        self.at = end;
+        Ok(out)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take::<1>()?[0])
+    }
+    fn i16(&mut self) -> Result<i16, String> {
+        Ok(i16::from_be_bytes(self.take()?))
+    }
+    fn i32(&mut self) -> Result<i32, String> {
+        Ok(i32::from_be_bytes(self.take()?))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_be_bytes(self.take()?))
+    }
+    fn i64(&mut self) -> Result<i64, String> {
+        Ok(i64::from_be_bytes(self.take()?))
+    }
+}
+
+// ---- snapshot files (the only I/O of this module) ----
+
+pub(crate) fn snapshot_file_name(offset: i64) -> String {
+    format!("{offset:020}.{SNAPSHOT_SUFFIX}")
+}
+
+/// The snapshot files in `dir`, oldest first.
+pub(crate) fn list_snapshots(dir: &Path) -> io::Result<Vec<(i64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(".snapshot") else {
+            continue;
+        };
+        if stem.len() == 20 && stem.bytes().all(|c| c.is_ascii_digit()) {
+            if let Ok(offset) = stem.parse::<i64>() {
+                out.push((offset, entry.path()));
+            }
+        }
+    }
+    out.sort_unstable_by_key(|(o, _)| *o);
+    Ok(out)
+}
+
+/// Writes `<offset>.snapshot` through a temporary file and a rename; `durable`: fsync the
+/// file first (the caller syncs the directory). Then keeps only the newest
+/// `PRODUCER_SNAPSHOTS_KEPT` snapshots.
+pub(crate) fn write_snapshot(
+    dir: &Path,
+    offset: i64,
+    bytes: &[u8],
+    durable: bool,
+) -> io::Result<()> {
+    static UNIQUE: AtomicU64 = AtomicU64::new(0);
+    let name = snapshot_file_name(offset);
+    let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("{name}.{}-{n}.tmp", std::process::id()));
+    {
+        let mut f: File = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        if durable {
+            f.sync_data()?;
+        }
+    }
+    fs::rename(&tmp, dir.join(&name))?;
+    let all = list_snapshots(dir)?;
+    let excess = all.len().saturating_sub(PRODUCER_SNAPSHOTS_KEPT);
+    for (o, path) in &all[..excess] {
+        if *o != offset {
+            let _ = fs::remove_file(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(pid: i64, epoch: i16, first: i32, count: i32, base: i64) -> IncomingBatch {
+        let last = if i64::from(first) + i64::from(count) - 1 > i64::from(i32::MAX) {
+            (i64::from(first) + i64::from(count) - 1 - i64::from(i32::MAX) - 1) as i32
+        } else {
+            first + (count - 1)
+        };
+        IncomingBatch {
+            producer_id: ProducerId(pid),
+            epoch: ProducerEpoch(epoch),
+            first_sequence: first,
+            last_sequence: last,
+            base_offset: Offset(base),
+            last_offset: Offset(base + i64::from(count) - 1),
+            timestamp_ms: 1_000 + base,
+        }
+    }
+
+    fn apply(
+        m: &mut ProducerStateMap,
+        batches: &[IncomingBatch],
+    ) -> Result<Verdict, ProducerError> {
+        let v = m.check(batches, batches.len())?;
+        if let Verdict::Append(u) = v {
+            m.commit(u, 2_000);
+            return Ok(Verdict::Append(ProducerUpdate::default()));
+        }
+        Ok(v)
+    }
+
+    fn is_dup(v: &Verdict, base: i64) -> bool {
+        matches!(v, Verdict::Duplicate { first, .. } if first.base_offset == Offset(base))
+    }
+
+    #[test]
+    fn sequences_duplicates_and_epochs() {
+        let mut m = ProducerStateMap::default();
+        // Unknown producer: any first sequence is accepted.
+        assert!(matches!(
+            apply(&mut m, &[b(1, 0, 7, 3, 0)]),
+            Ok(Verdict::Append(_))
+        ));
+        assert!(matches!(
+            apply(&mut m, &[b(1, 0, 10, 2, 3)]),
+            Ok(Verdict::Append(_))
+        ));
+        // Retry of either retained batch: the original offsets, whatever offset it would get now.
+        assert!(is_dup(&apply(&mut m, &[b(1, 0, 7, 3, 99)]).unwrap(), 0));
+        assert!(is_dup(&apply(&mut m, &[b(1, 0, 10, 2, 99)]).unwrap(), 3));
+        // Gap and overlap.
+        let gap = apply(&mut m, &[b(1, 0, 13, 1, 5)]).unwrap_err();
+        assert_eq!(gap.kafka_code(), ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER);
+        assert!(matches!(
+            gap,
+            ProducerError::OutOfOrderSequence { expected: 12, .. }
+        ));
+        assert!(apply(&mut m, &[b(1, 0, 8, 3, 5)]).is_err());
+        // New epoch must start at 0.
+        let e = apply(&mut m, &[b(1, 1, 12, 1, 5)]).unwrap_err();
+        assert!(matches!(
+            e,
+            ProducerError::OutOfOrderSequence { expected: 0, .. }
+        ));
+        assert!(matches!(
+            apply(&mut m, &[b(1, 1, 0, 1, 5)]),
+            Ok(Verdict::Append(_))
+        ));
+        // Old epoch is fenced, even for what was a duplicate.
+        let e = apply(&mut m, &[b(1, 0, 10, 2, 6)]).unwrap_err();
+        assert_eq!(e.kafka_code(), ErrorCode::INVALID_PRODUCER_EPOCH);
+        assert_eq!(m.get(ProducerId(1)).map(|e| e.batches.len()), Some(1));
+        // No sequence on an idempotent batch.
+        let e = apply(&mut m, &[b(2, 0, -1, 1, 6)]).unwrap_err();
+        assert_eq!(e.kafka_code(), ErrorCode::INVALID_RECORD);
+    }
+
+    #[test]
+    fn only_five_batches_are_retained_and_older_ones_are_out_of_order() {
+        let mut m = ProducerStateMap::default();
+        for i in 0..7 {
+            apply(&mut m, &[b(5, 0, i, 1, i64::from(i))]).unwrap();
+        }
+        assert_eq!(m.get(ProducerId(5)).map(|e| e.batches.len()), Some(5));
+        assert!(is_dup(&apply(&mut m, &[b(5, 0, 2, 1, 50)]).unwrap(), 2));
+        let e = apply(&mut m, &[b(5, 0, 1, 1, 50)]).unwrap_err();
+        assert_eq!(e.kafka_code(), ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER);
+    }
+
+    #[test]
+    fn several_batches_in_one_append_are_checked_in_order() {
+        let mut m = ProducerStateMap::default();
+        let two = [b(1, 0, 0, 2, 0), b(1, 0, 2, 3, 2)];
+        assert!(matches!(apply(&mut m, &two), Ok(Verdict::Append(_))));
+        match apply(&mut m, &two).unwrap() {
+            Verdict::Duplicate { first, last } => {
+                assert_eq!(
+                    (first.base_offset, last.last_offset),
+                    (Offset(0), Offset(4))
+                )
+            }
+            v => panic!("expected a duplicate, got {v:?}"),
+        }
+        // Out of order inside one append.
+        assert!(apply(&mut m, &[b(1, 0, 5, 1, 5), b(1, 0, 7, 1, 6)]).is_err());
+        assert_eq!(
+            m.get(ProducerId(1)).and_then(|e| e.last_sequence()),
+            Some(4)
+        );
+        // A retried batch together with a new one.
+        let e = apply(&mut m, &[b(1, 0, 2, 3, 5), b(1, 0, 5, 1, 8)]).unwrap_err();
+        assert!(matches!(
+            e,
+            ProducerError::PartialDuplicate {
+                duplicates: 1,
+                batches: 2
+            }
+        ));
+        // The same batch twice in one append: the second is a duplicate of the first.
+        assert!(apply(&mut m, &[b(1, 0, 5, 1, 5), b(1, 0, 5, 1, 6)]).is_err());
+        // Non-idempotent batches count for "all or none".
+        let v = m.check(&[b(1, 0, 0, 2, 9)], 2);
+        assert!(matches!(v, Err(ProducerError::PartialDuplicate { .. })));
+    }
+
+    #[test]
+    fn sequence_wraps_at_i32_max() {
+        let mut m = ProducerStateMap::default();
+        apply(&mut m, &[b(9, 3, i32::MAX - 1, 2, 0)]).unwrap();
+        assert_eq!(
+            m.get(ProducerId(9)).and_then(|e| e.last_sequence()),
+            Some(i32::MAX)
+        );
+        assert!(matches!(
+            apply(&mut m, &[b(9, 3, 0, 2, 2)]),
+            Ok(Verdict::Append(_))
+        ));
+        // A batch spanning the wrap.
+        let mut m = ProducerStateMap::default();
+        apply(&mut m, &[b(9, 3, i32::MAX - 1, 4, 0)]).unwrap();
+        assert_eq!(
+            m.get(ProducerId(9)).and_then(|e| e.last_sequence()),
+            Some(1)
+        );
+        assert!(is_dup(
+            &apply(&mut m, &[b(9, 3, i32::MAX - 1, 4, 7)]).unwrap(),
+            0
+        ));
+        assert!(matches!(
+            apply(&mut m, &[b(9, 3, 2, 1, 4)]),
+            Ok(Verdict::Append(_))
+        ));
+    }
+
+    #[test]
+    fn expiration_and_the_producer_cap() {
+        let mut m = ProducerStateMap::new(1_000, 3);
+        for pid in 0..3 {
+            let mut x = b(pid, 0, 0, 1, pid);
+            x.timestamp_ms = 100 * pid;
+            let Verdict::Append(u) = m.check(&[x], 1).unwrap() else {
+                panic!("fresh producer is not a duplicate");
+            };
+            m.commit(u, 0);
+        }
+        // A fourth producer evicts the least recently active one (pid 0).
+        apply(&mut m, &[b(3, 0, 0, 1, 3)]).unwrap();
+        assert_eq!(m.len(), 3);
+        assert!(m.get(ProducerId(0)).is_none());
+        // pid 1 (ts 100) and 2 (ts 200) expire at 1_150; 3 (ts 1_003) stays.
+        assert_eq!(m.remove_expired(1_150), 1);
+        assert_eq!(m.remove_expired(1_250), 1);
+        assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_rejects_damage() {
+        let mut m = ProducerStateMap::default();
+        for pid in [3, 1, 2] {
+            for i in 0..7 {
+                apply(&mut m, &[b(pid, 2, i * 2, 2, pid * 100 + i64::from(i) * 2)]).unwrap();
+            }
+        }
+        let bytes = m.encode_snapshot();
+        let mut back = ProducerStateMap::default();
+        back.load_snapshot(&bytes).unwrap();
+        assert_eq!(back.producers, m.producers);
+        assert_eq!(back.encode_snapshot(), bytes);
+        for cut in 0..bytes.len() {
+            assert!(
+                back.clone().load_snapshot(&bytes[..cut]).is_err(),
+                "cut {cut}"
+            );
+        }
+        for at in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x40;
+            assert!(back.clone().load_snapshot(&bad).is_err(), "flip {at}");
+        }
+        // An empty state is a valid snapshot.
+        let empty = ProducerStateMap::default().encode_snapshot();
+        back.load_snapshot(&empty).unwrap();
+        assert!(back.is_empty());
+    }
+}

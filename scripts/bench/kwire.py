@@ -1,0 +1,164 @@
+"""kwire.py - the few Kafka requests the benchmark harness sends itself (Python standard library only).
+
+    metadata(addr, topics)            Metadata v4: {topic: [leader id per partition, -1 when none]} plus errors
+    ready(addr, topics, partitions)   True once every partition of every topic has a leader and no error
+    create_topics(addr, {name: parts}, timeout_ms)
+                                      CreateTopics v2 with replication factor 1; {name: (error code, message)}
+
+Used where the harness must not depend on a client library's own timeouts: creating 1,000-partition
+topics (librdkafka's helper gives up after 30 s) and polling a restarting broker until it serves.
+Versions: Metadata v4 and CreateTopics v2 are non-flexible and supported by Apache Kafka 4.x and Fjord.
+"""
+
+import socket
+import struct
+
+METADATA = 3
+CREATE_TOPICS = 19
+
+
+class WireError(Exception):
+    pass
+
+
+class Reader:
+    def __init__(self, data):
+        self.data = data
+        self.pos = 0
+
+    def take(self, n):
+        if self.pos + n > len(self.data):
+            raise WireError("response too short")
+        b = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return b
+
+    def i8(self):
+        return struct.unpack(">b", self.take(1))[0]
+
+    def i16(self):
+        return struct.unpack(">h", self.take(2))[0]
+
+    def i32(self):
+        return struct.unpack(">i", self.take(4))[0]
+
+    def string(self):
+        n = self.i16()
+        if n < 0:
+            return None
+        return self.take(n).decode("utf-8", "replace")
+
+    def array(self, fn):
+        n = self.i32()
+        if n < 0:
+            return None
+        return [fn() for _ in range(n)]
+
+
+def _str(s):
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def _request(addr, api_key, version, body, timeout_s):
+    host, port = addr.rsplit(":", 1)
+    header = struct.pack(">hhi", api_key, version, 1) + _str("fjord-bench-harness")
+    msg = header + body
+    with socket.create_connection((host, int(port)), timeout=timeout_s) as s:
+        s.settimeout(timeout_s)
+        s.sendall(struct.pack(">i", len(msg)) + msg)
+        size = struct.unpack(">i", _recv_exact(s, 4))[0]
+        data = _recv_exact(s, size)
+    r = Reader(data)
+    if r.i32() != 1:
+        raise WireError("correlation id mismatch")
+    return r
+
+
+def _recv_exact(s, n):
+    out = bytearray()
+    while len(out) < n:
+        chunk = s.recv(n - len(out))
+        if not chunk:
+            raise WireError("connection closed")
+        out += chunk
+    return bytes(out)
+
+
+def metadata(addr, topics, timeout_s=5.0):
+    """{topic: {"error": code, "leaders": [leader per partition index]}} for the named topics."""
+    body = struct.pack(">i", len(topics)) + b"".join(_str(t) for t in topics) + struct.pack(">b", 0)
+    r = _request(addr, METADATA, 4, body, timeout_s)
+    r.i32()  # throttle_time_ms
+
+    def broker():
+        r.i32()
+        r.string()
+        r.i32()
+        r.string()
+
+    r.array(broker)
+    r.string()  # cluster id
+    r.i32()  # controller id
+    out = {}
+
+    def topic():
+        err = r.i16()
+        name = r.string()
+        r.i8()  # is_internal
+
+        def part():
+            perr = r.i16()
+            idx = r.i32()
+            leader = r.i32()
+            r.array(r.i32)
+            r.array(r.i32)
+            return idx, leader, perr
+
+        parts = r.array(part) or []
+        leaders = [-1] * len(parts)
+        bad = 0
+        for idx, leader, perr in parts:
+            if 0 <= idx < len(leaders):
+                leaders[idx] = leader if perr == 0 else -1
+            if perr != 0:
+                bad += 1
+        out[name] = {"error": err, "leaders": leaders, "partition_errors": bad}
+
+    r.array(topic)
+    return out
+
+
+def ready(addr, topics, partitions, timeout_s=5.0):
+    """True when the broker answers Metadata with every partition of every topic led and error-free."""
+    try:
+        md = metadata(addr, topics, timeout_s)
+    except (OSError, WireError, struct.error):
+        return False
+    for t in topics:
+        m = md.get(t)
+        if not m or m["error"] != 0 or len(m["leaders"]) != partitions:
+            return False
+        if any(leader < 0 for leader in m["leaders"]):
+            return False
+    return True
+
+
+def create_topics(addr, topics, timeout_ms=600_000):
+    """CreateTopics v2, replication factor 1: {name: (error code, message or None)}."""
+    body = struct.pack(">i", len(topics))
+    for name, parts in topics.items():
+        body += _str(name) + struct.pack(">ih", parts, 1) + struct.pack(">i", 0) + struct.pack(">i", 0)
+    body += struct.pack(">ib", timeout_ms, 0)
+    r = _request(addr, CREATE_TOPICS, 2, body, timeout_ms / 1000 + 30)
+    r.i32()  # throttle_time_ms
+    out = {}
+
+    def topic():
+        name = r.string()
+        err = r.i16()
+        msg = r.string()
+        out[name] = (err, msg)
+
+    r.array(topic)
+    return out

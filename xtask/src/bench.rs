@@ -1,0 +1,55 @@
+//! `cargo xtask bench [--quick | --smoke] [--broker fjord|kafka|both] [...]`:
+//! Fjord vs Apache Kafka 4.3.1 side by side (scripts/bench/side_by_side.py).
+//!
+//! Builds the release binary (the broker under test and the `fjord bench`
+//! load generator), installs the Kafka jars, a JDK and the other e2e
+//! prerequisites (tests/e2e/setup.sh), builds librdkafka's
+//! `rdkafka_performance` from the crates.io crate rdkafka-sys
+//! (../shared/tools/kafka-tools.sh), then runs the harness with the given
+//! arguments. Without `--quick`/`--smoke` it rewrites BENCHMARKS.md (about
+//! 40 minutes on a 2-core machine); `--smoke` is the CI check (Fjord only,
+//! a second or two of load per generator and scenario, non-zero exit on any
+//! failure).
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use crate::{cargo, run};
+
+pub fn bench(root: &Path, args: &[String]) -> Result<()> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        return run(
+            "benchmark harness help",
+            Command::new("python3")
+                .arg(root.join("scripts/bench/side_by_side.py"))
+                .arg("--help"),
+        );
+    }
+    run(
+        "release build",
+        cargo().args(["build", "--release", "--locked", "-p", "fjord"]),
+    )?;
+    run(
+        "install e2e prerequisites and Kafka jars",
+        Command::new("bash").arg(root.join("tests/e2e/setup.sh")),
+    )?;
+    let tools = root.join("../shared/tools/kafka-tools.sh");
+    if !tools.exists() {
+        bail!(
+            "{} missing: the shared tools folder must sit beside the repository",
+            tools.display()
+        );
+    }
+    run(
+        "build rdkafka_performance from the crates.io crate rdkafka-sys",
+        Command::new("bash").arg(&tools).arg("build"),
+    )?;
+    let mut cmd = Command::new("python3");
+    cmd.arg(root.join("scripts/bench/side_by_side.py"))
+        .args(args)
+        .arg("--fjord-bin")
+        .arg(root.join("target/release/fjord"));
+    run("side-by-side benchmark", &mut cmd)
+}
