@@ -94,9 +94,12 @@ fn test(root: &Path) -> Result<()> {
         root,
         &["--quick", "--broker", "fjord", "--strict"].map(String::from),
     )?;
+    // Benchmarks are not timed tests: this only checks that the harness and
+    // `fjord bench` run end to end (Fjord only, a second or two of load each).
+    bench::bench(root, &["--smoke".to_string()])?;
     fuzz(root, 20)?;
     // Every step above stops the run on failure; reaching here means all passed.
-    println!("steps: 6 passed, 0 failed");
+    println!("steps: 7 passed, 0 failed");
     Ok(())
 }
 
