@@ -6,6 +6,8 @@
 //! partition. The bootstrap broker is asked, which on a single node is the
 //! coordinator of every group.
 
+use std::time::{Duration, Instant};
+
 use anyhow::{bail, Context, Result};
 use fjord_client::{Client, ClientOptions, OffsetSpec};
 use fjord_protocol::kafka_protocol::messages::{
@@ -41,12 +43,29 @@ async fn connect(bootstrap: &str) -> Result<Client> {
         .with_context(|| format!("cannot reach {bootstrap}"))
 }
 
+/// COORDINATOR_LOAD_IN_PROGRESS (14) and COORDINATOR_NOT_AVAILABLE (15): a
+/// broker that has just started is still loading its groups; ask again.
+fn coordinator_loading(code: i16) -> bool {
+    matches!(code, 14 | 15)
+}
+
+/// How long the CLI keeps asking a broker whose group coordinator is loading.
+const COORDINATOR_WAIT: Duration = Duration::from_secs(10);
+const COORDINATOR_RETRY: Duration = Duration::from_millis(100);
+
 async fn list(bootstrap: &str) -> Result<()> {
     let client = connect(bootstrap).await?;
-    let r = client
-        .bootstrap_connection()
-        .call(&ListGroupsRequest::default())
-        .await?;
+    let deadline = Instant::now() + COORDINATOR_WAIT;
+    let r = loop {
+        let r = client
+            .bootstrap_connection()
+            .call(&ListGroupsRequest::default())
+            .await?;
+        if !coordinator_loading(r.error_code) || Instant::now() >= deadline {
+            break r;
+        }
+        tokio::time::sleep(COORDINATOR_RETRY).await;
+    };
     if r.error_code != 0 {
         bail!(
             "ListGroups: {}",
@@ -90,11 +109,18 @@ pub async fn group_lag(bootstrap: &str, group: &str) -> Result<GroupLag> {
     let client = connect(bootstrap).await?;
     let conn = client.bootstrap_connection();
     let gid = GroupId(StrBytes::from_string(group.to_string()));
-    let d = conn
-        .call(&DescribeGroupsRequest::default().with_groups(vec![gid.clone()]))
-        .await?;
-    let Some(g) = d.groups.into_iter().next() else {
-        bail!("DescribeGroups returned no group");
+    let deadline = Instant::now() + COORDINATOR_WAIT;
+    let g = loop {
+        let d = conn
+            .call(&DescribeGroupsRequest::default().with_groups(vec![gid.clone()]))
+            .await?;
+        let Some(g) = d.groups.into_iter().next() else {
+            bail!("DescribeGroups returned no group");
+        };
+        if !coordinator_loading(g.error_code) || Instant::now() >= deadline {
+            break g;
+        }
+        tokio::time::sleep(COORDINATOR_RETRY).await;
     };
     if g.error_code != 0 {
         bail!(
