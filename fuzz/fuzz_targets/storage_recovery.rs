@@ -1,7 +1,7 @@
 //! Recovery of arbitrary partition directories: a `.log` segment made of some valid batches
 //! followed by arbitrary bytes (optionally with one byte flipped), plus arbitrary `.index`,
-//! `.timeindex`, recovery-point checkpoint and clean-shutdown files, all derived from the
-//! input. `Log::open` may refuse, but nothing may panic; once open, the log must read back
+//! `.timeindex`, recovery-point checkpoint, clean-shutdown and producer-state snapshot
+//! files, all derived from the input. `Log::open` may refuse, but nothing may panic; once open, the log must read back
 //! as a valid prefix (contiguous offsets, every batch's CRC checks), accept an append at
 //! its end, close, and reopen cleanly with the same contents. (With a clean-shutdown marker
 //! or a recovery point in the input, data below them is trusted by design and not
@@ -156,6 +156,15 @@ fuzz_target!(|data: &[u8]| {
             "log-start-offset-checkpoint",
             format!("0\n1\n{}\n", rp % 16).as_bytes(),
         );
+    }
+
+    if data[6] & 1 != 0 {
+        // A producer-state snapshot whose CRC is right but whose body is arbitrary
+        // (the time-index bytes), at an offset inside or past the log.
+        let mut snap = b"FJPS\x01".to_vec();
+        snap.extend_from_slice(&crc32c::crc32c(&tidx).to_be_bytes());
+        snap.extend_from_slice(&tidx);
+        write(&dir, &format!("{:020}.snapshot", rp_bytes[1] % 64), &snap);
     }
 
     let Ok((log, _report)) = Log::open(&dir, config(), 0) else {
