@@ -1,6 +1,6 @@
 //! Metadata: versions 0..=13. Topics are auto-created when the broker allows
 //! it and the request does (v4+ `allow_auto_topic_creation`); the answer that
-//! creates one says LEADER_NOT_AVAILABLE for it, as Kafka's does. v13 adds a
+//! creates one says UNKNOWN_TOPIC_OR_PARTITION for it, as Kafka 4's does. v13 adds a
 //! top-level error code (KIP-1102), always 0 here: Kafka sets it only to ask
 //! a client to rebootstrap.
 
@@ -84,10 +84,12 @@ fn lookup_or_create(broker: &Arc<Broker>, name: &str, auto_create: bool) -> Meta
         return unknown(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
     }
     match broker.create_topic(name, broker.config.num_partitions, BTreeMap::new(), false) {
-        // As Kafka: the request that auto-creates a topic gets LEADER_NOT_AVAILABLE
-        // for it (no partitions yet); clients retry Metadata and then see it whole.
-        // Clients with short delivery timeouts rely on that first answer.
-        Ok(t) => unknown(ErrorCode::LEADER_NOT_AVAILABLE)
+        // As Kafka 4 (KRaft): the request that auto-creates a topic gets
+        // UNKNOWN_TOPIC_OR_PARTITION for it (creation goes to the controller
+        // asynchronously there); clients retry Metadata and then see it whole.
+        // Clients' delivery timeouts and unknown-partition errors depend on that
+        // first answer (rust-rdkafka's producer tests check both).
+        Ok(t) => unknown(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)
             .with_is_internal(crate::state::is_internal_topic(&t.name)),
         // Another request created it first.
         Err(_) if broker.topic(name).is_some() => broker
