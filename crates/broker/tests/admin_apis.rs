@@ -2,81 +2,14 @@
 //! quorum, reassignments, paginated topic description, config resources),
 //! at every advertised version, through `handlers::dispatch`.
 
+mod common;
+use common::*;
+
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
-use fjord_broker::handlers::{dispatch, supported};
-use fjord_broker::{Broker, BrokerConfig};
+use fjord_broker::Broker;
 use fjord_protocol::kafka_protocol::messages::*;
-use fjord_protocol::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use fjord_protocol::{Reader, RequestHeader};
 use fjord_records::{BatchBuilder, Compression};
-
-fn broker(dir: &std::path::Path) -> Arc<Broker> {
-    Broker::open(BrokerConfig {
-        data_dir: dir.to_path_buf(),
-        num_partitions: 3,
-        ..BrokerConfig::default()
-    })
-    .unwrap()
-}
-
-/// The response body (after the header) to `body` sent as `api_key` v`version`.
-async fn call_raw<Req: Encodable>(
-    broker: &Arc<Broker>,
-    api_key: ApiKey,
-    version: i16,
-    wire_version: i16,
-    body: &Req,
-) -> Bytes {
-    let api_key = api_key as i16;
-    let mut buf = BytesMut::new();
-    body.encode(&mut buf, wire_version).unwrap();
-    let header = RequestHeader {
-        api_key,
-        api_version: version,
-        correlation_id: 7,
-        client_id: Some("test".into()),
-    };
-    let pending = dispatch(broker, header, Reader::new(buf.freeze())).expect("request refused");
-    let resp = pending.resolve().await.expect("handler died").unwrap();
-    let mut resp: Bytes = resp.to_bytes().unwrap();
-    let size = resp.get_i32() as usize;
-    assert_eq!(size, resp.len());
-    assert_eq!(resp.get_i32(), 7);
-    if fjord_protocol::response_header_version(api_key, version) >= 1 {
-        assert_eq!(resp.get_u8(), 0);
-    }
-    resp
-}
-
-async fn call<Req: Encodable, Resp: Decodable>(
-    broker: &Arc<Broker>,
-    api_key: ApiKey,
-    version: i16,
-    body: &Req,
-) -> Resp {
-    let mut resp = call_raw(broker, api_key, version, version, body).await;
-    let v = Resp::decode(&mut resp, version).unwrap();
-    assert_eq!(resp.remaining(), 0, "trailing bytes in response");
-    v
-}
-
-fn versions(api_key: ApiKey) -> std::ops::RangeInclusive<i16> {
-    supported()
-        .into_iter()
-        .find(|(k, _)| *k == api_key as i16)
-        .map(|(_, v)| v)
-        .unwrap_or_else(|| panic!("{api_key:?} not advertised"))
-}
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn s(text: &str) -> StrBytes {
-    StrBytes::from_string(text.to_string())
-}
 
 fn make_topic(b: &Arc<Broker>, topic: &str, partitions: i32) {
     b.create_topic(topic, partitions, Default::default(), false)
@@ -103,7 +36,7 @@ fn advertised_ranges_match_kafka_4_3_where_served() {
 #[tokio::test]
 async fn describe_log_dirs_reports_one_dir_with_sizes() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = open_broker(dir.path(), 3);
     make_topic(&b, "sized", 2);
     let batch = BatchBuilder::new(Compression::None)
         .push(1_700_000_000_000, Some(b"k"), Some(b"value"), &[])
@@ -178,7 +111,7 @@ async fn describe_log_dirs_reports_one_dir_with_sizes() {
 #[tokio::test]
 async fn alter_replica_log_dirs_only_knows_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = open_broker(dir.path(), 3);
     make_topic(&b, "moved", 1);
     let ours = std::fs::canonicalize(dir.path())
         .unwrap()
@@ -217,7 +150,7 @@ async fn alter_replica_log_dirs_only_knows_the_data_dir() {
 #[tokio::test]
 async fn elect_leaders_is_never_needed() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = open_broker(dir.path(), 3);
     make_topic(&b, "elect", 2);
     for v in versions(ApiKey::ElectLeaders) {
         let req = ElectLeadersRequest::default()
@@ -245,7 +178,7 @@ async fn elect_leaders_is_never_needed() {
 #[tokio::test]
 async fn describe_quorum_is_a_single_voter() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = open_broker(dir.path(), 3);
     let req = DescribeQuorumRequest::default().with_topics(vec![
         describe_quorum_request::TopicData::default()
             .with_topic_name(name("__cluster_metadata"))
@@ -281,7 +214,7 @@ async fn describe_quorum_is_a_single_voter() {
 #[tokio::test]
 async fn reassignments_on_a_single_node() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = open_broker(dir.path(), 3);
     make_topic(&b, "re", 1);
     for v in versions(ApiKey::AlterPartitionReassignments) {
         let part = |i: i32, r: Option<Vec<i32>>| {
@@ -375,7 +308,7 @@ async fn page_all(b: &Arc<Broker>, topics: &[&str], limit: i32) -> (Vec<(String,
 #[tokio::test]
 async fn describe_topic_partitions_paginates_with_a_cursor() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = open_broker(dir.path(), 3);
     make_topic(&b, "b-topic", 3);
     make_topic(&b, "a-topic", 2);
     let want = vec![
@@ -417,7 +350,7 @@ async fn describe_topic_partitions_paginates_with_a_cursor() {
 #[tokio::test]
 async fn list_config_resources_lists_topics_and_the_broker() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = open_broker(dir.path(), 3);
     make_topic(&b, "cfg", 1);
     let r: ListConfigResourcesResponse = call(
         &b,

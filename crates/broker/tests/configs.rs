@@ -2,55 +2,16 @@
 //! CreateTopics / AlterConfigs / IncrementalAlterConfigs / DescribeConfigs,
 //! including persistence of dynamic broker configs across a restart.
 
+mod common;
+use common::*;
+
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
-use fjord_broker::handlers::dispatch;
-use fjord_broker::{Broker, BrokerConfig};
+use fjord_broker::Broker;
 use fjord_protocol::kafka_protocol::messages::*;
-use fjord_protocol::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use fjord_protocol::{Reader, RequestHeader};
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
-
-fn broker(dir: &std::path::Path) -> Arc<Broker> {
-    Broker::open(BrokerConfig {
-        data_dir: dir.to_path_buf(),
-        ..BrokerConfig::default()
-    })
-    .unwrap()
-}
-
-async fn call<Req: Encodable, Resp: Decodable>(
-    broker: &Arc<Broker>,
-    api_key: ApiKey,
-    version: i16,
-    body: &Req,
-) -> Resp {
-    let api_key = api_key as i16;
-    let mut buf = BytesMut::new();
-    body.encode(&mut buf, version).unwrap();
-    let header = RequestHeader {
-        api_key,
-        api_version: version,
-        correlation_id: 3,
-        client_id: None,
-    };
-    let pending = dispatch(broker, header, Reader::new(buf.freeze())).expect("request refused");
-    let resp = pending.resolve().await.expect("handler died").unwrap();
-    let mut resp: Bytes = resp.to_bytes().unwrap();
-    resp.get_i32();
-    assert_eq!(resp.get_i32(), 3);
-    if fjord_protocol::response_header_version(api_key, version) >= 1 {
-        resp.get_u8();
-    }
-    Resp::decode(&mut resp, version).unwrap()
-}
-
-fn s(text: &str) -> StrBytes {
-    StrBytes::from_string(text.to_string())
-}
 
 /// Legacy AlterConfigs of one resource; returns (error code, message).
 async fn alter(
@@ -140,7 +101,7 @@ async fn describe(
 #[tokio::test]
 async fn every_kafka_topic_config_is_accepted_and_described() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = open_broker(dir.path(), 1);
     let req = CreateTopicsRequest::default().with_topics(vec![
         create_topics_request::CreatableTopic::default()
             .with_name(TopicName(s("zipped")))
@@ -204,7 +165,7 @@ async fn every_kafka_topic_config_is_accepted_and_described() {
     // Overrides survive a restart.
     b.close();
     drop(b);
-    let b = broker(dir.path());
+    let b = open_broker(dir.path(), 1);
     assert_eq!(
         describe(&b, TOPIC, "zipped", "compression.type")
             .await
@@ -218,7 +179,7 @@ async fn every_kafka_topic_config_is_accepted_and_described() {
 #[tokio::test]
 async fn dynamic_broker_configs_apply_to_topics_and_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = open_broker(dir.path(), 1);
     b.create_topic("plain", 1, Default::default(), false)
         .unwrap();
     let mut own = std::collections::BTreeMap::new();
@@ -311,7 +272,7 @@ async fn dynamic_broker_configs_apply_to_topics_and_survive_restart() {
     // Restart: the dynamic values are still there.
     b.close();
     drop((b, plain));
-    let b = broker(dir.path());
+    let b = open_broker(dir.path(), 1);
     assert_eq!(
         describe(&b, BROKER, "1", "log.flush.interval.messages")
             .await

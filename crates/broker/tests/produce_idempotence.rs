@@ -1,54 +1,17 @@
 //! Produce through `handlers::dispatch`: idempotent retries answered with the original
 //! offsets, sequence and epoch errors as Kafka codes, and Produce v13 topic ids.
 
+mod common;
+use common::*;
+
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
-use fjord_broker::handlers::dispatch;
-use fjord_broker::{Broker, BrokerConfig};
+use bytes::Bytes;
+use fjord_broker::Broker;
 use fjord_model::ErrorCode;
 use fjord_protocol::kafka_protocol::messages::*;
-use fjord_protocol::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use fjord_protocol::{Reader, RequestHeader};
+use fjord_protocol::kafka_protocol::protocol::StrBytes;
 use fjord_records::{BatchBuilder, Compression};
-
-fn broker(dir: &std::path::Path) -> Arc<Broker> {
-    Broker::open(BrokerConfig {
-        data_dir: dir.to_path_buf(),
-        num_partitions: 1,
-        ..BrokerConfig::default()
-    })
-    .unwrap()
-}
-
-async fn call<R: Encodable, T: Decodable>(
-    broker: &Arc<Broker>,
-    api_key: i16,
-    version: i16,
-    body: &R,
-) -> T {
-    let mut buf = BytesMut::new();
-    body.encode(&mut buf, version).unwrap();
-    let header = RequestHeader {
-        api_key,
-        api_version: version,
-        correlation_id: 7,
-        client_id: Some("test".into()),
-    };
-    let pending = dispatch(broker, header, Reader::new(buf.freeze())).expect("request refused");
-    let resp = pending
-        .resolve()
-        .await
-        .expect("handler died")
-        .expect("a response");
-    let mut resp: Bytes = resp.to_bytes().unwrap();
-    let _size = resp.get_i32();
-    assert_eq!(resp.get_i32(), 7);
-    if fjord_protocol::response_header_version(api_key, version) >= 1 {
-        assert_eq!(resp.get_u8(), 0);
-    }
-    T::decode(&mut resp, version).unwrap()
-}
 
 fn batch(pid: i64, epoch: i16, seq: i32, records: usize) -> Bytes {
     let mut b = BatchBuilder::new(Compression::None).producer(pid, epoch, seq);
@@ -84,7 +47,7 @@ async fn send(b: &Arc<Broker>, v: i16, req: &ProduceRequest) -> (i16, i64) {
 #[tokio::test]
 async fn idempotent_retries_sequences_and_epochs() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = open_broker(dir.path(), 1);
     b.create_topic("idem", 1, Default::default(), false)
         .unwrap();
     let init: InitProducerIdResponse = call(
@@ -130,7 +93,7 @@ async fn idempotent_retries_sequences_and_epochs() {
 #[tokio::test]
 async fn produce_v13_names_topics_by_id() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = open_broker(dir.path(), 1);
     b.create_topic("ids", 1, Default::default(), false).unwrap();
     let id = b.topic("ids").unwrap().id;
     let plain = Bytes::from(
@@ -184,7 +147,7 @@ async fn produce_v13_names_topics_by_id() {
 #[tokio::test]
 async fn keyless_records_on_compacted_topics_are_named_in_record_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = open_broker(dir.path(), 1);
     let overrides = [("cleanup.policy".to_string(), "compact".to_string())]
         .into_iter()
         .collect();

@@ -3,59 +3,16 @@
 //! Expected answers are the ones a Kafka 4.3.1 broker without tiered storage
 //! gives to the same requests.
 
+mod common;
+use common::*;
+
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
-use fjord_broker::handlers::dispatch;
-use fjord_broker::{Broker, BrokerConfig};
+use bytes::Bytes;
+use fjord_broker::Broker;
 use fjord_protocol::kafka_protocol::messages::*;
-use fjord_protocol::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use fjord_protocol::{Reader, RequestHeader};
 use fjord_records::{BatchBuilder, Compression};
 use uuid::Uuid;
-
-fn broker(dir: &std::path::Path) -> Arc<Broker> {
-    Broker::open(BrokerConfig {
-        data_dir: dir.to_path_buf(),
-        num_partitions: 1,
-        ..BrokerConfig::default()
-    })
-    .unwrap()
-}
-
-/// Send `body` encoded at `layout` as (api_key, version); the response body
-/// decoded at `layout`.
-async fn call<Q: Encodable, A: Decodable>(
-    b: &Arc<Broker>,
-    api_key: i16,
-    version: i16,
-    layout: i16,
-    body: &Q,
-) -> A {
-    let mut buf = BytesMut::new();
-    body.encode(&mut buf, layout).unwrap();
-    let header = RequestHeader {
-        api_key,
-        api_version: version,
-        correlation_id: 9,
-        client_id: Some("test".into()),
-    };
-    let pending = dispatch(b, header, Reader::new(buf.freeze())).expect("request refused");
-    let resp = pending.resolve().await.unwrap().unwrap();
-    let mut resp: Bytes = resp.to_bytes().unwrap();
-    assert_eq!(resp.get_i32() as usize, resp.len());
-    assert_eq!(resp.get_i32(), 9);
-    if fjord_protocol::response_header_version(api_key, version) >= 1 {
-        assert_eq!(resp.get_u8(), 0);
-    }
-    let out = A::decode(&mut resp, layout).unwrap();
-    assert_eq!(resp.remaining(), 0, "trailing bytes");
-    out
-}
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
 
 async fn produce(b: &Arc<Broker>, topic: &str, records: usize) {
     let mut builder = BatchBuilder::new(Compression::None);
@@ -72,7 +29,7 @@ async fn produce(b: &Arc<Broker>, topic: &str, records: usize) {
                     .with_index(0)
                     .with_records(Some(Bytes::from(builder.build(0)))),
             ])]);
-    let r: ProduceResponse = call(b, 0, 9, 9, &req).await;
+    let r: ProduceResponse = call_at(b, 0, 9, 9, &req).await;
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
 }
 
@@ -88,7 +45,7 @@ async fn list_offset(b: &Arc<Broker>, version: i16, timestamp: i64) -> (i16, i64
                     .with_timestamp(timestamp),
             ])]);
     let layout = version.min(10);
-    let r: ListOffsetsResponse = call(b, 2, version, layout, &req).await;
+    let r: ListOffsetsResponse = call_at(b, 2, version, layout, &req).await;
     let p = &r.topics[0].partitions[0];
     (p.error_code, p.timestamp, p.offset, p.leader_epoch)
 }
@@ -96,7 +53,7 @@ async fn list_offset(b: &Arc<Broker>, version: i16, timestamp: i64) -> (i16, i64
 #[tokio::test]
 async fn list_offsets_special_timestamps_per_version() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = open_broker(dir.path(), 1);
     b.create_topic("t", 1, Default::default(), false).unwrap();
     produce(&b, "t", 5).await;
     let unsupported = (35, -1, -1, -1);
@@ -171,7 +128,7 @@ async fn fetch(
                     })
                     .collect(),
             )]);
-    let r: FetchResponse = call(b, 1, version, version, &req).await;
+    let r: FetchResponse = call_at(b, 1, version, version, &req).await;
     assert_eq!((r.error_code, r.session_id), (0, 0));
     let mut out = Vec::new();
     for t in &r.responses {
@@ -191,7 +148,7 @@ async fn fetch(
 #[tokio::test]
 async fn fetch_by_topic_id_from_v13() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = open_broker(dir.path(), 1);
     let t = b.create_topic("t", 2, Default::default(), false).unwrap();
     produce(&b, "t", 3).await;
     let unknown = Uuid::from_u128(0x1111_2222_3333_4444_5555_6666_7777_8888);
@@ -232,7 +189,7 @@ async fn fetch_by_topic_id_from_v13() {
 #[tokio::test]
 async fn metadata_v13_has_top_level_error_code_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = open_broker(dir.path(), 1);
     let t = b.create_topic("t", 1, Default::default(), false).unwrap();
     let req = MetadataRequest::default().with_topics(Some(vec![
         metadata_request::MetadataRequestTopic::default().with_name(Some(name("t"))),
@@ -240,7 +197,7 @@ async fn metadata_v13_has_top_level_error_code_zero() {
             .with_name(None)
             .with_topic_id(Uuid::from_u128(5)),
     ]));
-    let r: MetadataResponse = call(&b, 3, 13, 13, &req).await;
+    let r: MetadataResponse = call_at(&b, 3, 13, 13, &req).await;
     assert_eq!(r.error_code, 0);
     assert_eq!((r.topics[0].error_code, r.topics[0].topic_id), (0, t.id));
     assert_eq!(r.topics[1].error_code, 100);
