@@ -977,16 +977,7 @@ impl Log {
                 let (h, pos) = match scanner.next_header() {
                     Ok(Some(x)) => x,
                     Ok(None) => break,
-                    Err(ScanError::Io(e)) => {
-                        return Err(StorageError::io(format!("read {}", seg.display()), e))
-                    }
-                    Err(ScanError::Bad(detail)) => {
-                        return Err(StorageError::Corrupt {
-                            path: seg.display(),
-                            position: scanner_pos(&slice, from),
-                            detail,
-                        })
-                    }
+                    Err(e) => return Err(scan_error(seg, scanner_pos(&slice, from), e)),
                 };
                 if h.last_offset() < start {
                     continue;
@@ -1065,16 +1056,7 @@ impl Log {
                 let h = match scanner.next_header() {
                     Ok(Some((h, _))) => h,
                     Ok(None) => break,
-                    Err(ScanError::Io(e)) => {
-                        return Err(StorageError::io(format!("read {}", seg.display()), e))
-                    }
-                    Err(ScanError::Bad(detail)) => {
-                        return Err(StorageError::Corrupt {
-                            path: seg.display(),
-                            position: from,
-                            detail,
-                        })
-                    }
+                    Err(e) => return Err(scan_error(seg, from, e)),
                 };
                 if h.base_offset >= leo {
                     return Ok(None);
@@ -1455,16 +1437,7 @@ fn rebuild_producer_state(
                 let h = match scanner.next_header() {
                     Ok(Some((h, _))) => h,
                     Ok(None) => break,
-                    Err(ScanError::Io(e)) => {
-                        return Err(StorageError::io(format!("read {}", seg.display()), e))
-                    }
-                    Err(ScanError::Bad(detail)) => {
-                        return Err(StorageError::Corrupt {
-                            path: seg.display(),
-                            position: start,
-                            detail,
-                        })
-                    }
+                    Err(e) => return Err(scan_error(seg, start, e)),
                 };
                 if h.base_offset >= log_end {
                     break;
@@ -1479,4 +1452,16 @@ fn rebuild_producer_state(
     }
     state.remove_expired(now_ms);
     Ok(state)
+}
+
+/// A failed header scan of `seg` as a storage error: I/O, or corrupt framing at `position`.
+fn scan_error(seg: &Segment, position: u64, e: ScanError) -> StorageError {
+    match e {
+        ScanError::Io(e) => StorageError::io(format!("read {}", seg.display()), e),
+        ScanError::Bad(detail) => StorageError::Corrupt {
+            path: seg.display(),
+            position,
+            detail,
+        },
+    }
 }
