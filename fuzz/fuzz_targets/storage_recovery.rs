@@ -13,8 +13,14 @@ use std::path::Path;
 
 use fjord_model::Offset;
 use fjord_records::{batches, validate_batch, BatchBuilder, Compression};
-use fjord_storage::{Log, LogConfig};
+use fjord_storage::{Log, LogConfig, Storage};
 use libfuzzer_sys::fuzz_target;
+
+/// The fuzzing process's one storage engine (flush threads, handle cache).
+fn storage() -> &'static Storage {
+    static STORAGE: std::sync::OnceLock<Storage> = std::sync::OnceLock::new();
+    STORAGE.get_or_init(Storage::default)
+}
 
 fn config() -> LogConfig {
     LogConfig {
@@ -167,7 +173,7 @@ fuzz_target!(|data: &[u8]| {
         write(&dir, &format!("{:020}.snapshot", rp_bytes[1] % 64), &snap);
     }
 
-    let Ok((log, _report)) = Log::open(&dir, config(), 0) else {
+    let Ok((log, _report)) = Log::open(storage(), &dir, config(), 0) else {
         return;
     };
     // Without a marker or a recovery point nothing is trusted: the result must be valid.
@@ -187,7 +193,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     drop(log);
-    let (log, report) = Log::open(&dir, config(), 0).expect("reopen after close");
+    let (log, report) = Log::open(storage(), &dir, config(), 0).expect("reopen after close");
     assert!(report.clean, "{report:?}");
     assert_eq!(log.log_end_offset(), Offset(end.0 + 2));
     let after = read_all(&log, true).expect("strict read");

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use fjord_model::{ErrorCode, PartitionIndex, ProducerId};
-use fjord_storage::Log;
+use fjord_storage::{Log, Storage};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -103,6 +103,9 @@ const PRODUCER_ID_BLOCK: i64 = 1000;
 pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
+    /// This node's storage engine (flush threads, file-handle cache): every
+    /// partition log is opened through it; stops with the last reference.
+    pub storage: Storage,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises topic creation/deletion/alteration and metadata writes.
     admin: Mutex<()>,
@@ -201,6 +204,7 @@ impl Broker {
         let broker = Arc::new_cyclic(|me| Broker {
             dynamic: RwLock::new((dynamic, topic_defaults)),
             cluster_id: file.cluster_id.clone(),
+            storage: Storage::default(),
             topics: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
             producer_id_next: AtomicI64::new(file.producer_id_next),
@@ -220,6 +224,7 @@ impl Broker {
             let mut parts = Vec::new();
             for p in 0..t.partitions {
                 let (log, report) = Log::open(
+                    &broker.storage,
                     &partition_dir(&broker.config.data_dir, &t.name, p),
                     settings.log_config(),
                     now,
@@ -451,7 +456,7 @@ impl Broker {
         if dir.exists() {
             fjord_storage::delete_log_dir(&dir)?;
         }
-        let (log, _) = Log::open(&dir, settings.log_config(), now_ms())?;
+        let (log, _) = Log::open(&self.storage, &dir, settings.log_config(), now_ms())?;
         Ok(Arc::new(Partition::new(PartitionIndex(p), log)))
     }
 

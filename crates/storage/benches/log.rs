@@ -15,12 +15,18 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fjord_model::Offset;
-use fjord_storage::{Log, LogConfig};
+use fjord_storage::{Log, LogConfig, Storage};
 use rand::{Rng, SeedableRng};
 
 #[path = "common/mod.rs"]
 mod common;
 use common::{batch_of, bench_dir, RECORD_BYTES};
+
+/// The one storage engine of this benchmark process (one node).
+fn storage() -> &'static Storage {
+    static STORAGE: std::sync::OnceLock<Storage> = std::sync::OnceLock::new();
+    STORAGE.get_or_init(Storage::default)
+}
 
 fn config() -> LogConfig {
     LogConfig {
@@ -42,7 +48,7 @@ fn append_throughput(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("log", size), &template, |b, template| {
             b.iter_custom(|iters| {
                 let dir = bench_dir();
-                let (log, _) = Log::open(dir.path(), config(), 0).expect("open");
+                let (log, _) = Log::open(storage(), dir.path(), config(), 0).expect("open");
                 let mut buf = template.clone();
                 let start = Instant::now();
                 for _ in 0..iters {
@@ -89,7 +95,7 @@ fn durable_appends(c: &mut Criterion) {
             &appenders,
             |b, &appenders| {
                 let dir = bench_dir();
-                let (log, _) = Log::open(dir.path(), config(), 0).expect("open");
+                let (log, _) = Log::open(storage(), dir.path(), config(), 0).expect("open");
                 b.iter_custom(|iters| {
                     let per = (iters as usize).div_ceil(appenders);
                     let start = Instant::now();
@@ -134,7 +140,7 @@ fn durable_appends(c: &mut Criterion) {
 
 fn reads(c: &mut Criterion) {
     let dir = bench_dir();
-    let (log, _) = Log::open(dir.path(), config(), 0).expect("open");
+    let (log, _) = Log::open(storage(), dir.path(), config(), 0).expect("open");
     let batch = batch_of(16 * 1024);
     for _ in 0..(64 * 1024 * 1024 / batch.len()) {
         log.append(&mut batch.clone(), 0).expect("append");

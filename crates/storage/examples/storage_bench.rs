@@ -20,12 +20,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fjord_model::Offset;
-use fjord_storage::{Log, LogConfig};
+use fjord_storage::{Log, LogConfig, Storage};
 use rand::{Rng, SeedableRng};
 
 #[path = "../benches/common/mod.rs"]
 mod common;
 use common::{batch_of, bench_dir, RECORD_BYTES};
+
+/// The one storage engine of this benchmark process (one node).
+fn storage() -> &'static Storage {
+    static STORAGE: std::sync::OnceLock<Storage> = std::sync::OnceLock::new();
+    STORAGE.get_or_init(Storage::default)
+}
 
 const MIB: u64 = 1024 * 1024;
 
@@ -101,8 +107,8 @@ fn load_average() -> String {
 fn large(stored_gib: u64, rounds: usize) {
     let dir = bench_dir();
     let template = batch_of(256 * 1024);
-    let (large, _) = Log::open(&dir.path().join("large-0"), config(), 0).expect("open");
-    let (empty, _) = Log::open(&dir.path().join("empty-0"), config(), 0).expect("open");
+    let (large, _) = Log::open(storage(), &dir.path().join("large-0"), config(), 0).expect("open");
+    let (empty, _) = Log::open(storage(), &dir.path().join("empty-0"), config(), 0).expect("open");
     println!("load average before: {}", load_average());
     let t = append_bytes(&large, &template, stored_gib << 30);
     println!(
@@ -229,7 +235,8 @@ fn open_all(root: &Path, n: usize) -> (Vec<Arc<Log>>, Duration, u64, usize) {
     let mut scanned = 0;
     let mut unclean = 0;
     for p in 0..n {
-        let (log, report) = Log::open(&root.join(format!("t-{p}")), config(), 0).expect("open");
+        let (log, report) =
+            Log::open(storage(), &root.join(format!("t-{p}")), config(), 0).expect("open");
         scanned += report.bytes_scanned;
         unclean += usize::from(!report.clean);
         logs.push(log);
@@ -253,7 +260,7 @@ fn open(partitions: usize, kib_each: u64) {
     // One partition written through the log, closed, then copied.
     let template_dir = root.join("template");
     {
-        let (log, _) = Log::open(&template_dir, config(), 0).expect("open");
+        let (log, _) = Log::open(storage(), &template_dir, config(), 0).expect("open");
         let batch = batch_of(16 * 1024);
         append_bytes(&log, &batch, kib_each * 1024);
         log.close().expect("close");
@@ -360,8 +367,8 @@ fn open(partitions: usize, kib_each: u64) {
             std::thread::spawn(move || {
                 let mut logs = Vec::new();
                 for p in (t..partitions).step_by(8) {
-                    let (log, _) =
-                        Log::open(&root.join(format!("t-{p}")), config(), 0).expect("open");
+                    let (log, _) = Log::open(storage(), &root.join(format!("t-{p}")), config(), 0)
+                        .expect("open");
                     logs.push(log);
                 }
                 logs

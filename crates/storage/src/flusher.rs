@@ -1,75 +1,114 @@
-//! Group commit: a small pool of threads shared by every `Log` in the process runs the
-//! fdatasync calls. A log with waiting `sync_to` callers is queued once; a thread takes it,
-//! syncs everything written so far (without holding the append lock) and completes all
-//! waiters covered, so many concurrent appenders share one fdatasync.
+//! Group commit: a small pool of threads, owned by one `Storage` value and shared by every
+//! `Log` it opened, runs the fdatasync calls. A log with waiting `sync_to` callers is queued
+//! once; a thread takes it, syncs everything written so far (without holding the append
+//! lock) and completes all waiters covered, so many concurrent appenders share one
+//! fdatasync. The threads stop when the pool is dropped (with the last `Storage` clone and
+//! the last `Log` opened through it).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
 
-use fjord_model::limits::STORAGE_FLUSH_THREADS;
 use parking_lot::{Condvar, Mutex};
 
 use crate::log::Log;
 
-struct Flusher {
-    queue: Mutex<VecDeque<Weak<Log>>>,
-    ready: Condvar,
-    threads: AtomicUsize,
+#[derive(Default)]
+struct QueueState {
+    logs: VecDeque<Weak<Log>>,
+    stop: bool,
 }
 
-static FLUSHER: OnceLock<Arc<Flusher>> = OnceLock::new();
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
 
-fn flusher() -> &'static Arc<Flusher> {
-    FLUSHER.get_or_init(|| {
-        let f = Arc::new(Flusher {
-            queue: Mutex::new(VecDeque::new()),
-            ready: Condvar::new(),
-            threads: AtomicUsize::new(0),
-        });
-        for i in 0..STORAGE_FLUSH_THREADS {
-            let shared = Arc::clone(&f);
+pub(crate) struct Flusher {
+    queue: Arc<Queue>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Flusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flusher")
+            .field("threads", &self.threads.len())
+            .finish()
+    }
+}
+
+impl Flusher {
+    /// Starts `threads` flush threads (0: every flush runs inline, on the caller's thread).
+    pub(crate) fn start(threads: usize) -> Flusher {
+        let queue = Arc::new(Queue::default());
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let shared = Arc::clone(&queue);
             let spawned = std::thread::Builder::new()
                 .name(format!("fjord-flush-{i}"))
                 .spawn(move || run(&shared));
             match spawned {
-                Ok(_) => {
-                    f.threads.fetch_add(1, Ordering::Relaxed);
-                }
+                Ok(h) => handles.push(h),
                 Err(e) => tracing::error!("cannot start storage flush thread: {e}"),
             }
         }
-        f
-    })
+        Flusher {
+            queue,
+            threads: handles,
+        }
+    }
+
+    /// Number of running flush threads.
+    pub(crate) fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Queues a log for a flush round. The caller makes sure a log is queued at most once.
+    pub(crate) fn enqueue(&self, log: Weak<Log>) {
+        if self.threads.is_empty() {
+            // No background threads: flush inline (slow but correct).
+            if let Some(log) = log.upgrade() {
+                log.flush_round();
+            }
+            return;
+        }
+        self.queue.state.lock().logs.push_back(log);
+        self.queue.ready.notify_one();
+    }
 }
 
-fn run(f: &Flusher) {
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.queue.state.lock().stop = true;
+        self.queue.ready.notify_all();
+        let me = std::thread::current().id();
+        for h in self.threads.drain(..) {
+            // The last `Log` may be dropped by a flush thread itself (it held the last
+            // reference for a round): that thread sees `stop` when it returns to the queue.
+            if h.thread().id() != me {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn run(q: &Queue) {
     loop {
         let next = {
-            let mut q = f.queue.lock();
+            let mut st = q.state.lock();
             loop {
-                if let Some(w) = q.pop_front() {
+                if st.stop {
+                    return;
+                }
+                if let Some(w) = st.logs.pop_front() {
                     break w;
                 }
-                f.ready.wait(&mut q);
+                q.ready.wait(&mut st);
             }
         };
         if let Some(log) = next.upgrade() {
             log.flush_round();
         }
     }
-}
-
-/// Queues a log for a flush round. The caller makes sure a log is queued at most once.
-pub(crate) fn enqueue(log: Weak<Log>) {
-    let f = flusher();
-    if f.threads.load(Ordering::Relaxed) == 0 {
-        // No background threads: flush inline (slow but correct).
-        if let Some(log) = log.upgrade() {
-            log.flush_round();
-        }
-        return;
-    }
-    f.queue.lock().push_back(log);
-    f.ready.notify_one();
 }

@@ -1,5 +1,5 @@
-//! A process-wide cache of sealed segments' open `.log` files and index mappings, so
-//! that 100,000 partitions fit on one node: at most `files_max` sealed `.log` files are
+//! A cache of sealed segments' open `.log` files and index mappings (one per `Storage`
+//! value, shared by the logs it opened), so that 100,000 partitions fit on one node: at most `files_max` sealed `.log` files are
 //! open and at most `maps_max` index files mapped at once; the least recently used are
 //! closed first and reopened on the next read.
 //!
@@ -8,9 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 
-use fjord_model::limits::{MAPPED_INDEX_FILES_MAX, OPEN_SEGMENT_FILES_MAX};
 use parking_lot::Mutex;
 
 use crate::segment::Segment;
@@ -23,7 +22,7 @@ pub(crate) enum Kind {
     TimeIndex,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Tier {
     clock: u64,
     by_key: HashMap<(u64, Kind), (u64, Weak<Segment>)>,
@@ -63,71 +62,72 @@ impl Tier {
     }
 }
 
-struct Cache {
+/// The cache of one `Storage` value (shared by every log it opened).
+#[derive(Debug)]
+pub(crate) struct HandleCache {
     files: Mutex<Tier>,
     maps: Mutex<Tier>,
     files_max: AtomicUsize,
     maps_max: AtomicUsize,
+    next_id: AtomicU64,
 }
 
-fn cache() -> &'static Cache {
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    CACHE.get_or_init(|| Cache {
-        files: Mutex::new(Tier::default()),
-        maps: Mutex::new(Tier::default()),
-        files_max: AtomicUsize::new(OPEN_SEGMENT_FILES_MAX),
-        maps_max: AtomicUsize::new(MAPPED_INDEX_FILES_MAX),
-    })
-}
-
-/// A process-unique id for a segment (cache key).
-pub(crate) fn next_segment_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// Changes the caps (at least 1 each); applies from the next use of the cache.
-pub fn set_handle_limits(open_files_max: usize, mapped_indexes_max: usize) {
-    let c = cache();
-    c.files_max.store(open_files_max.max(1), Ordering::Relaxed);
-    c.maps_max
-        .store(mapped_indexes_max.max(1), Ordering::Relaxed);
-}
-
-/// Number of sealed segment files open and index files mapped through the cache.
-pub fn handle_counts() -> (usize, usize) {
-    let c = cache();
-    let files = c.files.lock().by_key.len();
-    let maps = c.maps.lock().by_key.len();
-    (files, maps)
-}
-
-/// Records a use of a sealed segment's resource; closes what falls out of the cache.
-pub(crate) fn touch(seg: &Arc<Segment>, kind: Kind) {
-    let c = cache();
-    let weak = Arc::downgrade(seg);
-    let victims = match kind {
-        Kind::File => {
-            let cap = c.files_max.load(Ordering::Relaxed);
-            c.files.lock().touch((seg.id, kind), &weak, cap)
-        }
-        Kind::OffsetIndex | Kind::TimeIndex => {
-            let cap = c.maps_max.load(Ordering::Relaxed);
-            c.maps.lock().touch((seg.id, kind), &weak, cap)
-        }
-    };
-    for (kind, w) in victims {
-        if let Some(s) = w.upgrade() {
-            s.release(kind);
+impl HandleCache {
+    pub(crate) fn new(open_files_max: usize, mapped_indexes_max: usize) -> HandleCache {
+        HandleCache {
+            files: Mutex::new(Tier::default()),
+            maps: Mutex::new(Tier::default()),
+            files_max: AtomicUsize::new(open_files_max.max(1)),
+            maps_max: AtomicUsize::new(mapped_indexes_max.max(1)),
+            next_id: AtomicU64::new(1),
         }
     }
-}
 
-/// Removes a segment's entries (it is being dropped).
-pub(crate) fn forget(id: u64) {
-    let c = cache();
-    c.files.lock().forget((id, Kind::File));
-    let mut maps = c.maps.lock();
-    maps.forget((id, Kind::OffsetIndex));
-    maps.forget((id, Kind::TimeIndex));
+    /// A unique id (within this cache) for a segment: its cache key.
+    pub(crate) fn next_segment_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Changes the caps (at least 1 each); applies from the next use of the cache.
+    pub(crate) fn set_limits(&self, open_files_max: usize, mapped_indexes_max: usize) {
+        self.files_max
+            .store(open_files_max.max(1), Ordering::Relaxed);
+        self.maps_max
+            .store(mapped_indexes_max.max(1), Ordering::Relaxed);
+    }
+
+    /// Number of sealed segment files open and index files mapped through the cache.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let files = self.files.lock().by_key.len();
+        let maps = self.maps.lock().by_key.len();
+        (files, maps)
+    }
+
+    /// Records a use of a sealed segment's resource; closes what falls out of the cache.
+    pub(crate) fn touch(&self, seg: &Arc<Segment>, kind: Kind) {
+        let weak = Arc::downgrade(seg);
+        let victims = match kind {
+            Kind::File => {
+                let cap = self.files_max.load(Ordering::Relaxed);
+                self.files.lock().touch((seg.id, kind), &weak, cap)
+            }
+            Kind::OffsetIndex | Kind::TimeIndex => {
+                let cap = self.maps_max.load(Ordering::Relaxed);
+                self.maps.lock().touch((seg.id, kind), &weak, cap)
+            }
+        };
+        for (kind, w) in victims {
+            if let Some(s) = w.upgrade() {
+                s.release(kind);
+            }
+        }
+    }
+
+    /// Removes a segment's entries (it is being dropped).
+    pub(crate) fn forget(&self, id: u64) {
+        self.files.lock().forget((id, Kind::File));
+        let mut maps = self.maps.lock();
+        maps.forget((id, Kind::OffsetIndex));
+        maps.forget((id, Kind::TimeIndex));
+    }
 }

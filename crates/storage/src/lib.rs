@@ -16,13 +16,22 @@
 //! .clean_shutdown                  present only between `Log::close` and the next `Log::open`
 //! ```
 //!
+//! # One `Storage` per node
+//! Nothing in the crate is process-wide: a node creates one [`Storage`] (`Storage::new(limits)`)
+//! and opens every partition log with it (`Log::open(&storage, dir, config, now_ms)`). It owns
+//! what the logs share: the group-commit flush threads and the cache of sealed segments'
+//! open files and mappings (`set_handle_limits`, `handle_counts` are its methods). Several
+//! `Storage` values can live in one process (a cluster simulation runs several nodes) and
+//! share nothing; the threads stop when the last clone and the last log opened through it
+//! are dropped.
+//!
 //! # Concurrency
 //! A `Log` is shared (`Arc<Log>`) between tasks; all methods take `&self`.
 //! - Appends serialise on one mutex, validate batches (CRC) *before* taking it, and only
 //!   pwrite + update indexes under it. They never fsync.
 //! - Reads take a read lock for a moment to snapshot the segment list, then work on atomics,
 //!   short index locks and `pread`; they never wait for an append's write.
-//! - `sync_to` (acks=all) queues a waiter; a thread pool shared by all logs fdatasyncs once
+//! - `sync_to` (acks=all) queues a waiter; the `Storage`'s thread pool fdatasyncs once
 //!   for every waiter queued meanwhile (group commit), without holding the append lock.
 //!   After each round the in-memory recovery point is the durable offset; the same thread
 //!   persists it (the active segment's new index entries, then the checkpoint file) at most
@@ -33,8 +42,8 @@
 //! - The active segment keeps its `.log` file open and its indexes in memory (no mapping);
 //!   the index files are written at checkpoints, rolls and close.
 //! - Sealed segments open their `.log` file and map their index files on first use, through
-//!   a process-wide LRU cache (`OPEN_SEGMENT_FILES_MAX`, `MAPPED_INDEX_FILES_MAX`, changed
-//!   with `set_handle_limits`). So a node needs one descriptor per partition plus the caps,
+//!   their `Storage`'s LRU cache (`OPEN_SEGMENT_FILES_MAX`, `MAPPED_INDEX_FILES_MAX` by
+//!   default, changed with `Storage::set_handle_limits`). So a node needs one descriptor per partition plus the caps,
 //!   and at most the map cap of `vm.max_map_count`.
 //!
 //! # Invariants
@@ -59,6 +68,7 @@ mod index;
 mod log;
 pub mod producer_state;
 mod segment;
+mod storage;
 
 use std::fs::File;
 use std::io;
@@ -74,8 +84,8 @@ use fjord_model::limits::{
 use fjord_model::{Offset, TimestampType};
 
 pub use error::StorageError;
-pub use handles::{handle_counts, set_handle_limits};
 pub use log::{Log, SyncWaiter};
+pub use storage::{Storage, StorageLimits};
 
 /// Per-partition settings (Kafka's topic configs, typed).
 #[derive(Clone, Debug, PartialEq, Eq)]

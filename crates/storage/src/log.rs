@@ -26,7 +26,8 @@ use crate::producer_state::{self, IncomingBatch, ProducerEntry, ProducerStateMap
 use crate::segment::{
     self, ScanError, Scanner, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
-use crate::{flusher, AppendResult, FileSlice, LogConfig, ReadResult, RecoveryReport};
+use crate::storage::{Shared, Storage};
+use crate::{AppendResult, FileSlice, LogConfig, ReadResult, RecoveryReport};
 
 const OPEN: u8 = 0;
 const OFFLINE: u8 = 1;
@@ -88,6 +89,8 @@ struct SyncState {
 pub struct Log {
     dir: PathBuf,
     me: Weak<Log>,
+    /// The `Storage` it was opened with (flush threads, handle cache).
+    ctx: Arc<Shared>,
     append: Mutex<AppendState>,
     view: RwLock<Arc<View>>,
     log_end: AtomicI64,
@@ -159,11 +162,15 @@ fn warn_problem(report: &mut RecoveryReport, dir: &Path, problem: String) {
 
 impl Log {
     /// Opens (creating if missing) the partition log in `dir`, recovering after a crash.
+    /// Its background flushes run on `storage`'s threads and its sealed segments' handles
+    /// count against `storage`'s cache.
     pub fn open(
+        storage: &Storage,
         dir: &Path,
         config: LogConfig,
         now_ms: i64,
     ) -> Result<(Arc<Log>, RecoveryReport), StorageError> {
+        let ctx = Arc::clone(storage.context());
         let started = Instant::now();
         let config = config.normalized();
         let mut report = RecoveryReport::default();
@@ -276,12 +283,12 @@ impl Log {
             report.segments_loaded += 1;
             let mut outcome = None;
             let seg = if i < scan_from && !is_last {
-                match Segment::open_sealed(dir, base)? {
+                match Segment::open_sealed(&ctx, dir, base)? {
                     (Some(seg), _) => seg,
                     (None, problem) => {
                         let problem = problem.unwrap_or_default();
                         warn_problem(&mut report, dir, format!("rebuilding index: {problem}"));
-                        let (seg, _) = Segment::open_rw(dir, base, index_max, i64::MIN)?;
+                        let (seg, _) = Segment::open_rw(&ctx, dir, base, index_max, i64::MIN)?;
                         outcome = Some(seg.recover(interval, i64::MIN)?);
                         report.indexes_rebuilt += 1;
                         seg
@@ -289,7 +296,7 @@ impl Log {
                 }
             } else if report.clean {
                 // The active segment after a clean shutdown: find its end from the index.
-                let (seg, all) = Segment::open_rw(dir, base, index_max, i64::MAX)?;
+                let (seg, all) = Segment::open_rw(&ctx, dir, base, index_max, i64::MAX)?;
                 let tail = if all {
                     seg.scan_tail(interval)
                 } else {
@@ -309,11 +316,11 @@ impl Log {
                 }
                 seg
             } else if i == scan_from {
-                let (seg, _) = Segment::open_rw(dir, base, index_max, rp_trusted)?;
+                let (seg, _) = Segment::open_rw(&ctx, dir, base, index_max, rp_trusted)?;
                 outcome = Some(seg.recover_from_index(interval, rp_trusted)?);
                 seg
             } else {
-                let (seg, _) = Segment::open_rw(dir, base, index_max, i64::MIN)?;
+                let (seg, _) = Segment::open_rw(&ctx, dir, base, index_max, i64::MIN)?;
                 outcome = Some(seg.recover(interval, i64::MIN)?);
                 report.indexes_rebuilt += 1;
                 seg
@@ -371,7 +378,7 @@ impl Log {
 
         if segments.is_empty() {
             let base = start_checkpoint.unwrap_or(0).max(0);
-            segments.push(Arc::new(Segment::create(dir, base, index_max)?));
+            segments.push(Arc::new(Segment::create(&ctx, dir, base, index_max)?));
             scanned.push(false);
             active_next = Some(None);
         }
@@ -456,6 +463,7 @@ impl Log {
         let log = Arc::new_cyclic(|me| Log {
             dir: dir.to_path_buf(),
             me: me.clone(),
+            ctx,
             append: Mutex::new(AppendState {
                 active: Arc::clone(&active),
                 roll_base_ms: now_ms,
@@ -744,7 +752,12 @@ impl Log {
         let old = Arc::clone(&st.active);
         old.seal()
             .map_err(|e| StorageError::io(format!("seal index of {}", old.display()), e))?;
-        let seg = Arc::new(Segment::create(&self.dir, base, cfg.index_bytes_max)?);
+        let seg = Arc::new(Segment::create(
+            &self.ctx,
+            &self.dir,
+            base,
+            cfg.index_bytes_max,
+        )?);
         self.dir_dirty.store(true, Ordering::Release);
         {
             let mut v = self.view.write();
@@ -783,7 +796,7 @@ impl Log {
         s.queued = true;
         drop(s);
         if enqueue {
-            flusher::enqueue(self.me.clone());
+            self.ctx.flusher.enqueue(self.me.clone());
         }
         SyncWaiter(WaiterState::Waiting {
             rx,
@@ -808,7 +821,7 @@ impl Log {
         if !s.queued {
             s.queued = true;
             drop(s);
-            flusher::enqueue(self.me.clone());
+            self.ctx.flusher.enqueue(self.me.clone());
         }
     }
 
@@ -936,7 +949,7 @@ impl Log {
             }
         }
         if again {
-            flusher::enqueue(self.me.clone());
+            self.ctx.flusher.enqueue(self.me.clone());
         }
     }
 

@@ -6,7 +6,7 @@
 //! The indexes sit behind their own short mutex.
 //!
 //! The active segment keeps its `.log` file open and its indexes in memory. A sealed
-//! segment opens its file and maps its index files on first use and lets the process-wide
+//! segment opens its file and maps its index files on first use and lets its `Storage`'s
 //! handle cache (`handles.rs`) close them when they have not been used for a while.
 
 use std::fs::{self, File, OpenOptions};
@@ -24,8 +24,9 @@ use fjord_records::{validate_batch, BatchHeader, BATCH_HEADER_BYTES};
 use parking_lot::Mutex;
 
 use crate::error::StorageError;
-use crate::handles::{self, Kind};
+use crate::handles::Kind;
 use crate::index::{OffsetIndex, TimeIndex};
+use crate::storage::Shared;
 
 pub(crate) const LOG_SUFFIX: &str = "log";
 pub(crate) const INDEX_SUFFIX: &str = "index";
@@ -116,8 +117,10 @@ impl Indexes {
 
 #[derive(Debug)]
 pub(crate) struct Segment {
-    /// Process-unique id (handle cache key).
+    /// Unique id within its `Storage` (handle cache key).
     pub(crate) id: u64,
+    /// The storage it belongs to (handle cache).
+    ctx: Arc<Shared>,
     pub(crate) base_offset: i64,
     pub(crate) dir: PathBuf,
     /// The open `.log` file; always open while active, opened on demand once sealed.
@@ -138,7 +141,7 @@ pub(crate) struct Segment {
 impl Drop for Segment {
     fn drop(&mut self) {
         if self.sealed.load(Ordering::Acquire) {
-            handles::forget(self.id);
+            self.ctx.handles.forget(self.id);
         }
     }
 }
@@ -166,6 +169,7 @@ fn open_log_rw(path: &Path, create: bool) -> Result<File, StorageError> {
 
 impl Segment {
     fn new(
+        ctx: &Arc<Shared>,
         dir: &Path,
         base_offset: i64,
         file: Option<File>,
@@ -174,7 +178,8 @@ impl Segment {
         indexes: Indexes,
     ) -> Segment {
         Segment {
-            id: handles::next_segment_id(),
+            id: ctx.handles.next_segment_id(),
+            ctx: Arc::clone(ctx),
             base_offset,
             dir: dir.to_path_buf(),
             file: Mutex::new(file.map(Arc::new)),
@@ -205,6 +210,7 @@ impl Segment {
 
     /// Creates a new, empty active segment (indexes in memory, empty index files).
     pub(crate) fn create(
+        ctx: &Arc<Shared>,
         dir: &Path,
         base_offset: i64,
         index_bytes_max: u32,
@@ -218,6 +224,7 @@ impl Segment {
         let time = TimeIndex::create(&tidx_path, base_offset, index_bytes_max)
             .map_err(|e| StorageError::io_path("create time index", &tidx_path, e))?;
         Ok(Segment::new(
+            ctx,
             dir,
             base_offset,
             Some(file),
@@ -232,6 +239,7 @@ impl Segment {
     /// files are missing or fail their check, why (the caller then reopens it with
     /// `open_rw` and rebuilds them with `recover`).
     pub(crate) fn open_sealed(
+        ctx: &Arc<Shared>,
         dir: &Path,
         base_offset: i64,
     ) -> Result<(Option<Segment>, Option<String>), StorageError> {
@@ -255,7 +263,15 @@ impl Segment {
             indexes.offset_of_max_timestamp = off;
         }
         Ok((
-            Some(Segment::new(dir, base_offset, None, size, true, indexes)),
+            Some(Segment::new(
+                ctx,
+                dir,
+                base_offset,
+                None,
+                size,
+                true,
+                indexes,
+            )),
             None,
         ))
     }
@@ -265,6 +281,7 @@ impl Segment {
     /// `keep_below` (time entries: only those covered by the kept offset entries, or all
     /// when `keep_below` is `i64::MAX`). Returns it and whether every entry was kept.
     pub(crate) fn open_rw(
+        ctx: &Arc<Shared>,
         dir: &Path,
         base_offset: i64,
         index_bytes_max: u32,
@@ -291,6 +308,7 @@ impl Segment {
                 .map_err(|e| StorageError::io_path("read time index", &tidx_path, e))?;
         Ok((
             Segment::new(
+                ctx,
                 dir,
                 base_offset,
                 Some(file),
@@ -321,7 +339,7 @@ impl Segment {
             }
         };
         if sealed && self.flushed_size.load(Ordering::Acquire) >= self.size() {
-            handles::touch(self, Kind::File);
+            self.ctx.handles.touch(self, Kind::File);
         }
         Ok(file)
     }
@@ -370,7 +388,7 @@ impl Segment {
     pub(crate) fn track_file(self: &Arc<Self>) {
         let open = self.file.lock().is_some();
         if open && self.is_sealed() && self.flushed_size.load(Ordering::Acquire) >= self.size() {
-            handles::touch(self, Kind::File);
+            self.ctx.handles.touch(self, Kind::File);
         }
     }
 
@@ -603,7 +621,7 @@ impl Segment {
             (u64::from(idx.offset.lookup(offset)), mapped)
         };
         if mapped {
-            handles::touch(self, Kind::OffsetIndex);
+            self.ctx.handles.touch(self, Kind::OffsetIndex);
         }
         pos
     }
@@ -643,8 +661,8 @@ impl Segment {
             (u64::from(idx.offset.lookup(off)), a && b)
         };
         if mapped {
-            handles::touch(self, Kind::TimeIndex);
-            handles::touch(self, Kind::OffsetIndex);
+            self.ctx.handles.touch(self, Kind::TimeIndex);
+            self.ctx.handles.touch(self, Kind::OffsetIndex);
         }
         pos
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use common::{all_batches, batch, small_config};
 use fjord_model::Offset;
-use fjord_storage::{Log, LogConfig};
+use fjord_storage::{Log, LogConfig, Storage};
 use rand::{Rng, SeedableRng};
 
 /// Writes `n` batches (crash: no close) and returns them as (base offset, bytes).
@@ -17,7 +17,7 @@ fn fill(dir: &Path, n: u64, close: bool) -> Vec<(i64, Vec<u8>)> {
 }
 
 fn fill_with(dir: &Path, n: u64, close: bool, cfg: LogConfig) -> Vec<(i64, Vec<u8>)> {
-    let (log, _) = Log::open(dir, cfg, 0).unwrap();
+    let (log, _) = Log::open(&Storage::default(), dir, cfg, 0).unwrap();
     let mut out = vec![];
     for i in 0..n {
         let mut b = batch(1 + (i % 3) as usize, 100, 1_000 * i as i64, i);
@@ -42,7 +42,7 @@ fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
 }
 
 fn reopen(dir: &Path) -> (std::sync::Arc<Log>, fjord_storage::RecoveryReport) {
-    Log::open(dir, small_config(), 0).unwrap()
+    Log::open(&Storage::default(), dir, small_config(), 0).unwrap()
 }
 
 /// The log holds exactly a prefix of `expected`, of at least `min` batches.
@@ -77,7 +77,7 @@ fn flipped_byte_in_tail_is_truncated() {
     let mut bytes = fs::read(&last_log).unwrap();
     bytes[len as usize - 5] ^= 0x5a;
     fs::write(&last_log, &bytes).unwrap();
-    let (log, report) = Log::open(dir.path(), cfg, 0).unwrap();
+    let (log, report) = Log::open(&Storage::default(), dir.path(), cfg, 0).unwrap();
     assert!(!report.clean);
     assert!(report.bytes_truncated > 0, "{report:?}");
     assert!(!report.problems.is_empty());
@@ -231,7 +231,7 @@ fn random_damage_never_panics() {
             }
             fs::write(victim, &bytes).unwrap();
         }
-        match Log::open(dir.path(), small_config(), 0) {
+        match Log::open(&Storage::default(), dir.path(), small_config(), 0) {
             Ok((log, _report)) => {
                 // What is readable must be valid batches equal to what was written.
                 let start = log.log_start_offset();

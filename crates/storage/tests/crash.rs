@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fjord_storage::{Log, LogConfig};
+use fjord_storage::{Log, LogConfig, Storage};
 use rand::Rng;
 
 const CHILD_DIR_ENV: &str = "FJORD_CRASH_CHILD_DIR";
@@ -48,7 +48,7 @@ fn payload(seed: u64) -> Vec<u8> {
 }
 
 fn child(dir: &Path, generation: u64) {
-    let (log, _) = Log::open(dir, config(), 0).expect("child: open");
+    let (log, _) = Log::open(&Storage::default(), dir, config(), 0).expect("child: open");
     let out = Arc::new(parking_lot::Mutex::new(std::io::stdout()));
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -75,7 +75,7 @@ fn child(dir: &Path, generation: u64) {
 }
 
 fn verify(dir: &Path, acked: &[(u64, i64)]) -> usize {
-    let (log, report) = Log::open(dir, config(), 0).expect("reopen");
+    let (log, report) = Log::open(&Storage::default(), dir, config(), 0).expect("reopen");
     let batches = common::all_batches(&log); // checks framing and CRC of every batch
     let mut by_offset = HashMap::new();
     let mut next = log.log_start_offset().0;

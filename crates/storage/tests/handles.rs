@@ -1,7 +1,7 @@
 //! Bounded file handles and mappings: many partitions with sealed segments, read from all
 //! of them; the process's open descriptors and memory mappings stay under the caps of the
-//! handle cache (plus one open file per active segment). Own test binary: it changes the
-//! process-wide caps. `FJORD_SLOW_TESTS=1` uses 3,000 partitions (default 100, with smaller caps).
+//! handle cache (plus one open file per active segment). Own test binary: it counts the
+//! process's descriptors and mappings. `FJORD_SLOW_TESTS=1` uses 3,000 partitions (default 100, with smaller caps).
 
 mod common;
 
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::batch;
 use fjord_model::limits::{MAPPED_INDEX_FILES_MAX, OPEN_SEGMENT_FILES_MAX};
 use fjord_model::Offset;
-use fjord_storage::{handle_counts, set_handle_limits, Log, LogConfig};
+use fjord_storage::{Log, LogConfig, Storage, StorageLimits};
 
 fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -43,7 +43,11 @@ fn sealed_segments_share_a_bounded_handle_cache() {
         } else {
             (100, 20, 30)
         };
-    set_handle_limits(files_max, maps_max);
+    let storage = Storage::new(StorageLimits {
+        open_files_max: files_max,
+        mapped_indexes_max: maps_max,
+        ..StorageLimits::default()
+    });
     let data = tempfile::tempdir().unwrap();
     let fds_before = fd_count();
     let maps_before = map_count();
@@ -52,7 +56,7 @@ fn sealed_segments_share_a_bounded_handle_cache() {
     // through the log, the others are copies of it (no fsyncs: keeps the test fast).
     let template = data.path().join("template");
     {
-        let (log, _) = Log::open(&template, config(), 0).unwrap();
+        let (log, _) = Log::open(&storage, &template, config(), 0).unwrap();
         for i in 0..14u64 {
             log.append(&mut batch(1, 500, i as i64, i), 0).unwrap();
         }
@@ -74,7 +78,8 @@ fn sealed_segments_share_a_bounded_handle_cache() {
     // timestamp lookup (time indexes).
     let mut logs: Vec<Arc<Log>> = Vec::with_capacity(partitions);
     for p in 0..partitions {
-        let (log, report) = Log::open(&data.path().join(format!("t-{p}")), config(), 0).unwrap();
+        let (log, report) =
+            Log::open(&storage, &data.path().join(format!("t-{p}")), config(), 0).unwrap();
         assert!(report.clean && report.segments_scanned == 0, "{report:?}");
         logs.push(log);
     }
@@ -88,7 +93,7 @@ fn sealed_segments_share_a_bounded_handle_cache() {
             Some(Offset(5))
         );
     }
-    let (files, maps) = handle_counts();
+    let (files, maps) = storage.handle_counts();
     assert!(files <= files_max && maps <= maps_max, "{files} {maps}");
     let fds = fd_count();
     let maps_now = map_count();
@@ -104,6 +109,6 @@ fn sealed_segments_share_a_bounded_handle_cache() {
     // Without the cache it would have been 4 descriptors per partition.
     assert!(fds < fds_before + 4 * partitions);
     drop(logs);
-    let (files, maps) = handle_counts();
+    let (files, maps) = storage.handle_counts();
     assert_eq!((files, maps), (0, 0), "dropped segments leave the cache");
 }

@@ -5,7 +5,7 @@ mod common;
 use common::{all_batches, batch, open, small_config, split};
 use fjord_model::{ErrorCode, LeaderEpoch, Offset, TimestampType};
 use fjord_records::BatchHeader;
-use fjord_storage::{Log, LogConfig, StorageError};
+use fjord_storage::{Log, LogConfig, Storage, StorageError};
 
 #[test]
 fn append_assigns_offsets_and_reads_back_bytes() {
@@ -117,7 +117,7 @@ fn roll_by_time_and_by_full_index() {
         segment_ms: Some(1_000),
         ..LogConfig::default()
     };
-    let (log, _) = Log::open(dir.path(), cfg, 0).unwrap();
+    let (log, _) = Log::open(&Storage::default(), dir.path(), cfg, 0).unwrap();
     log.append(&mut batch(1, 1, 0, 0), 10).unwrap();
     log.append(&mut batch(1, 1, 0, 0), 900).unwrap();
     assert_eq!(log.segment_count(), 1);
@@ -154,7 +154,7 @@ fn clean_close_and_crash_reopen_keep_everything() {
         assert_eq!(e.kafka_code(), ErrorCode::KAFKA_STORAGE_ERROR);
         assert!(dir.path().join(".clean_shutdown").exists());
     }
-    let (log, report) = Log::open(dir.path(), small_config(), 0).unwrap();
+    let (log, report) = Log::open(&Storage::default(), dir.path(), small_config(), 0).unwrap();
     assert!(report.clean, "{report:?}");
     assert_eq!(report.segments_scanned, 0);
     assert_eq!(report.bytes_truncated, 0);
@@ -166,7 +166,7 @@ fn clean_close_and_crash_reopen_keep_everything() {
     assert_eq!(log.append(&mut b, 0).unwrap().base_offset, Offset(60));
     expected.push((60, b));
     common::crash(log);
-    let (log, report) = Log::open(dir.path(), small_config(), 0).unwrap();
+    let (log, report) = Log::open(&Storage::default(), dir.path(), small_config(), 0).unwrap();
     assert!(!report.clean);
     assert!(report.segments_scanned >= 1);
     assert_eq!(report.bytes_truncated, 0);
@@ -174,7 +174,7 @@ fn clean_close_and_crash_reopen_keep_everything() {
     assert_eq!(all_batches(&log), expected);
     // The recovery point was written: the next crash scans only the tail.
     common::crash(log);
-    let (_log, report) = Log::open(dir.path(), small_config(), 0).unwrap();
+    let (_log, report) = Log::open(&Storage::default(), dir.path(), small_config(), 0).unwrap();
     assert_eq!(report.segments_scanned, 1, "{report:?}");
 }
 
@@ -534,7 +534,7 @@ fn crash_recovery_scans_only_past_the_recovery_point() {
     }
     let size = log.size_bytes();
     common::crash(log);
-    let (log, report) = Log::open(dir.path(), cfg.clone(), 0).unwrap();
+    let (log, report) = Log::open(&Storage::default(), dir.path(), cfg.clone(), 0).unwrap();
     assert!(!report.clean);
     assert_eq!(report.recovery_point, Some(Offset(checkpointed)));
     assert!(log.durable_offset() >= Offset(checkpointed));
@@ -567,6 +567,6 @@ fn crash_recovery_scans_only_past_the_recovery_point() {
     log.checkpoint().unwrap();
     assert_eq!(read_rp(), log.log_end_offset().0);
     common::crash(log);
-    let (_log, report) = Log::open(dir.path(), cfg, 0).unwrap();
+    let (_log, report) = Log::open(&Storage::default(), dir.path(), cfg, 0).unwrap();
     assert!(report.bytes_scanned < 64 * 1024, "{report:?}");
 }

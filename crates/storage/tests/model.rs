@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::{all_batches, batch, split};
 use fjord_model::Offset;
 use fjord_records::BatchHeader;
-use fjord_storage::{Log, LogConfig};
+use fjord_storage::{Log, LogConfig, Storage};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -99,7 +99,7 @@ fn check_all(log: &Log, m: &Model) {
 }
 
 fn run(dir: &Path, ops: Vec<Op>) {
-    let mut log: Arc<Log> = Log::open(dir, config(), 0).unwrap().0;
+    let mut log: Arc<Log> = Log::open(&Storage::default(), dir, config(), 0).unwrap().0;
     let mut m = Model::default();
     let mut seed = 0u64;
     for op in ops {
@@ -204,14 +204,14 @@ fn run(dir: &Path, ops: Vec<Op>) {
             Op::CloseReopen => {
                 log.close().unwrap();
                 common::crash(log);
-                let (l, report) = Log::open(dir, config(), 0).unwrap();
+                let (l, report) = Log::open(&Storage::default(), dir, config(), 0).unwrap();
                 assert!(report.clean);
                 assert_eq!(report.bytes_truncated, 0);
                 log = l;
             }
             Op::CrashReopen => {
                 common::crash(log);
-                let (l, report) = Log::open(dir, config(), 0).unwrap();
+                let (l, report) = Log::open(&Storage::default(), dir, config(), 0).unwrap();
                 assert!(!report.clean);
                 assert_eq!(report.bytes_truncated, 0, "{report:?}");
                 log = l;
@@ -228,7 +228,7 @@ fn run(dir: &Path, ops: Vec<Op>) {
     }
     check_all(&log, &m);
     common::crash(log);
-    let (log, _) = Log::open(dir, config(), 0).unwrap();
+    let (log, _) = Log::open(&Storage::default(), dir, config(), 0).unwrap();
     check_all(&log, &m);
 }
 

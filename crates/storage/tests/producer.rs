@@ -6,7 +6,7 @@ mod common;
 use common::{all_batches, open, small_config};
 use fjord_model::{ErrorCode, Offset, ProducerEpoch, ProducerId, TimestampType};
 use fjord_records::{BatchBuilder, Compression};
-use fjord_storage::{Log, LogConfig};
+use fjord_storage::{Log, LogConfig, Storage};
 
 /// An idempotent batch of `records` records with 100-byte values.
 fn idem(pid: i64, epoch: i16, seq: i32, records: usize, ts: i64) -> Vec<u8> {
@@ -170,7 +170,7 @@ fn state_survives_clean_close_without_replay() {
         log.close().unwrap();
         a
     };
-    let (log, report) = Log::open(dir.path(), small_config(), 1_000).unwrap();
+    let (log, report) = Log::open(&Storage::default(), dir.path(), small_config(), 1_000).unwrap();
     assert!(report.clean);
     assert_eq!(report.producer_snapshot, Some(log.log_end_offset()));
     assert_eq!(report.producer_batches_replayed, 0);
@@ -192,7 +192,7 @@ fn state_survives_a_crash_replaying_only_the_active_segment() {
         log.segment_count()
     };
     common::crash(log);
-    let (log, report) = Log::open(dir.path(), small_config(), 1_000).unwrap();
+    let (log, report) = Log::open(&Storage::default(), dir.path(), small_config(), 1_000).unwrap();
     assert!(!report.clean);
     let snap = report
         .producer_snapshot
@@ -208,7 +208,7 @@ fn state_survives_a_crash_replaying_only_the_active_segment() {
     assert_state(&log, &appended);
     // A crash right after a crash reopen: the same again.
     common::crash(log);
-    let (log, _) = Log::open(dir.path(), small_config(), 1_000).unwrap();
+    let (log, _) = Log::open(&Storage::default(), dir.path(), small_config(), 1_000).unwrap();
     assert_state(&log, &appended);
 }
 
@@ -232,7 +232,7 @@ fn damaged_or_missing_snapshots_fall_back_to_replay() {
     assert_eq!(snaps.len(), 2, "{snaps:?}");
     // Garble the newest: the older one is used and the rest replayed.
     std::fs::write(&snaps[1], b"FJPS garbage").unwrap();
-    let (log, report) = Log::open(dir.path(), small_config(), 1_000).unwrap();
+    let (log, report) = Log::open(&Storage::default(), dir.path(), small_config(), 1_000).unwrap();
     assert!(report
         .problems
         .iter()
@@ -246,7 +246,7 @@ fn damaged_or_missing_snapshots_fall_back_to_replay() {
     for s in snapshots(dir.path()) {
         std::fs::remove_file(s).unwrap();
     }
-    let (log, report) = Log::open(dir.path(), small_config(), 1_000).unwrap();
+    let (log, report) = Log::open(&Storage::default(), dir.path(), small_config(), 1_000).unwrap();
     assert_eq!(report.producer_snapshot, None);
     assert_eq!(report.producer_batches_replayed, 40);
     assert_state(&log, &appended);
@@ -264,6 +264,12 @@ fn producers_expire_after_a_day_of_inactivity() {
     append(&log, idem(1, 0, 17, 1, 1_000)).unwrap();
     // Expired producers are not loaded back after a restart either.
     log.close().unwrap();
-    let (log, _) = Log::open(dir.path(), LogConfig::default(), 2_000 + 24 * 3600 * 1000).unwrap();
+    let (log, _) = Log::open(
+        &Storage::default(),
+        dir.path(),
+        LogConfig::default(),
+        2_000 + 24 * 3600 * 1000,
+    )
+    .unwrap();
     assert_eq!(log.producer_count(), 0);
 }

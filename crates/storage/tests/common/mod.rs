@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use fjord_records::{BatchBuilder, Compression};
-use fjord_storage::{Log, LogConfig};
+use fjord_storage::{Log, LogConfig, Storage};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -33,7 +33,9 @@ pub fn small_config() -> LogConfig {
 }
 
 pub fn open(dir: &Path, cfg: LogConfig) -> Arc<Log> {
-    Log::open(dir, cfg, 1_000).expect("open").0
+    Log::open(&Storage::default(), dir, cfg, 1_000)
+        .expect("open")
+        .0
 }
 
 /// Every batch in the log from its start: (base offset, bytes).

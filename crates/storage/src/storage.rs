@@ -1,0 +1,105 @@
+//! `Storage`: what the logs of one node share (the group-commit thread pool and the cache
+//! of sealed segments' open files and mappings). The owner creates one per node and passes
+//! it to `Log::open`; nothing in the crate is process-wide, so several nodes can run in
+//! one process (cluster simulations, tests).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use fjord_model::limits::{MAPPED_INDEX_FILES_MAX, OPEN_SEGMENT_FILES_MAX, STORAGE_FLUSH_THREADS};
+
+use crate::error::StorageError;
+use crate::flusher::Flusher;
+use crate::handles::HandleCache;
+use crate::log::Log;
+use crate::{LogConfig, RecoveryReport};
+
+/// Sizes of what a `Storage` value shares between its logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageLimits {
+    /// Sealed segments' `.log` files open at once (least recently used closed first).
+    pub open_files_max: usize,
+    /// Sealed segments' index files mapped at once.
+    pub mapped_indexes_max: usize,
+    /// Group-commit threads (0: every flush runs on the caller's thread).
+    pub flush_threads: usize,
+}
+
+impl Default for StorageLimits {
+    fn default() -> Self {
+        StorageLimits {
+            open_files_max: OPEN_SEGMENT_FILES_MAX,
+            mapped_indexes_max: MAPPED_INDEX_FILES_MAX,
+            flush_threads: STORAGE_FLUSH_THREADS,
+        }
+    }
+}
+
+/// What a `Storage` value's clones, its logs and their segments share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) handles: HandleCache,
+    pub(crate) flusher: Flusher,
+}
+
+/// The storage engine of one node: create one, open logs with it. Cloning is cheap (the
+/// clones share everything). The flush threads stop when the last clone and the last log
+/// opened through it are dropped.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    ctx: Arc<Shared>,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage::new(StorageLimits::default())
+    }
+}
+
+impl Storage {
+    /// Starts the flush threads and sets up an empty handle cache.
+    pub fn new(limits: StorageLimits) -> Storage {
+        Storage {
+            ctx: Arc::new(Shared {
+                handles: HandleCache::new(limits.open_files_max, limits.mapped_indexes_max),
+                flusher: Flusher::start(limits.flush_threads),
+            }),
+        }
+    }
+
+    /// Opens (creating if missing) the partition log in `dir`; same as `Log::open`.
+    pub fn open_log(
+        &self,
+        dir: &Path,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<(Arc<Log>, RecoveryReport), StorageError> {
+        Log::open(self, dir, config, now_ms)
+    }
+
+    /// Changes the handle cache's caps (at least 1 each); applies from its next use.
+    pub fn set_handle_limits(&self, open_files_max: usize, mapped_indexes_max: usize) {
+        self.ctx
+            .handles
+            .set_limits(open_files_max, mapped_indexes_max);
+    }
+
+    /// Sealed segment files open and index files mapped through this value's cache.
+    pub fn handle_counts(&self) -> (usize, usize) {
+        self.ctx.handles.counts()
+    }
+
+    /// Number of flush threads running.
+    pub fn flush_threads(&self) -> usize {
+        self.ctx.flusher.threads()
+    }
+
+    /// True if both values are clones of one another (share threads and caches).
+    pub fn same_as(&self, other: &Storage) -> bool {
+        Arc::ptr_eq(&self.ctx, &other.ctx)
+    }
+
+    pub(crate) fn context(&self) -> &Arc<Shared> {
+        &self.ctx
+    }
+}
