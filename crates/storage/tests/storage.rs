@@ -21,6 +21,20 @@ fn flush_threads_running() -> usize {
         .count()
 }
 
+/// Waits until `n` flush threads run (a new thread names itself once it starts; a
+/// stopped one is gone once joined, but give the kernel a moment either way).
+fn expect_flush_threads(n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while flush_threads_running() != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} flush threads running, expected {n}",
+            flush_threads_running()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 fn config() -> LogConfig {
     LogConfig {
         segment_bytes_max: 2048,
@@ -50,7 +64,7 @@ fn log_with_sealed_segments(storage: &Storage, dir: &std::path::Path) -> Arc<Log
 
 #[test]
 fn two_storage_values_share_no_threads_and_no_handle_cache() {
-    assert_eq!(flush_threads_running(), 0);
+    expect_flush_threads(0);
     let a = Storage::new(StorageLimits {
         open_files_max: 100,
         mapped_indexes_max: 100,
@@ -63,7 +77,7 @@ fn two_storage_values_share_no_threads_and_no_handle_cache() {
     });
     assert!(!a.same_as(&b) && a.same_as(&a.clone()));
     assert_eq!((a.flush_threads(), b.flush_threads()), (2, 3));
-    assert_eq!(flush_threads_running(), 5);
+    expect_flush_threads(5);
 
     let dir = tempfile::tempdir().unwrap();
     let log_a = log_with_sealed_segments(&a, &dir.path().join("a-0"));
@@ -98,7 +112,7 @@ fn two_storage_values_share_no_threads_and_no_handle_cache() {
         "A's log still holds A's threads"
     );
     common::crash(log_a);
-    assert_eq!(flush_threads_running(), 3);
+    expect_flush_threads(3);
     let r = log_b.append(&mut batch(1, 10, 100, 98), 0).unwrap();
     log_b.sync_to(r.last_offset).wait_blocking().unwrap();
     assert_eq!(
@@ -111,5 +125,5 @@ fn two_storage_values_share_no_threads_and_no_handle_cache() {
     );
     drop(b);
     common::crash(log_b);
-    assert_eq!(flush_threads_running(), 0);
+    expect_flush_threads(0);
 }
