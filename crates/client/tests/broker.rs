@@ -11,6 +11,18 @@ use fjord_model::{Offset, PartitionIndex};
 use fjord_records::{BatchBuilder, Compression};
 
 async fn start_broker(dir: &std::path::Path) -> (String, tokio::sync::watch::Sender<bool>) {
+    let (addr, stop, _) = start_broker_handle(dir).await;
+    (addr, stop)
+}
+
+/// `start_broker`, also returning the broker (to close it).
+async fn start_broker_handle(
+    dir: &std::path::Path,
+) -> (
+    String,
+    tokio::sync::watch::Sender<bool>,
+    std::sync::Arc<Broker>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let config = BrokerConfig {
@@ -24,8 +36,12 @@ async fn start_broker(dir: &std::path::Path) -> (String, tokio::sync::watch::Sen
         .unwrap()
         .unwrap();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(fjord_broker::server::serve(broker, listener, stop_rx));
-    (format!("127.0.0.1:{port}"), stop)
+    tokio::spawn(fjord_broker::server::serve(
+        broker.clone(),
+        listener,
+        stop_rx,
+    ));
+    (format!("127.0.0.1:{port}"), stop, broker)
 }
 
 fn batch(compression: Compression, first: u32, n: u32) -> Bytes {
@@ -151,4 +167,122 @@ async fn produce_fetch_and_list_offsets_round_trip() {
         "{err}"
     );
     let _ = stop.send(true);
+}
+
+/// The values of every record in partition 0 of `topic`, read from offset 0
+/// to the high watermark.
+async fn read_all(client: &Client, topic: &str) -> Vec<String> {
+    let topic = client.wait_for_leaders(topic, 5_000).await.unwrap();
+    let conn = client.connection(topic.partitions[0].leader).await.unwrap();
+    let tref = topic.topic_ref();
+    let mut next = 0i64;
+    let mut values = Vec::new();
+    loop {
+        let parts = conn
+            .fetch(
+                &tref,
+                &[(PartitionIndex(0), Offset(next))],
+                &FetchOptions::default(),
+            )
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert_eq!(parts[0].error_code, 0);
+        for b in fjord_records::batches(&parts[0].records) {
+            let Ok((h, range)) = b else { break };
+            for r in fjord_records::decode_records(&parts[0].records[range]).unwrap() {
+                values.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+            }
+            next = h.next_offset();
+        }
+        if next >= parts[0].high_watermark.0 {
+            return values;
+        }
+    }
+}
+
+/// Produces `values` to partition 0 of `topic` with acks=all, one batch.
+async fn produce_all(client: &Client, topic: &str, values: &[String]) -> i64 {
+    let topic = client.wait_for_leaders(topic, 5_000).await.unwrap();
+    let conn = client.connection(topic.partitions[0].leader).await.unwrap();
+    let mut b = BatchBuilder::new(Compression::None);
+    for v in values {
+        b.push(1_700_000_000_000, None, Some(v.as_bytes()), &[]);
+    }
+    let produced = conn
+        .produce(
+            &topic.topic_ref(),
+            Acks::All,
+            5_000,
+            vec![(PartitionIndex(0), Bytes::from(b.build(0)))],
+        )
+        .await
+        .unwrap()
+        .wait_ok(1)
+        .await
+        .unwrap();
+    produced[0].base_offset.0
+}
+
+/// Several brokers run in one process (what a cluster simulation needs):
+/// nothing in storage or the broker is process-wide, so each keeps its own
+/// topics, offsets, data and flush threads, and one stopping leaves the
+/// others serving durable (acks=all) produces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_in_one_process_keep_their_own_state() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for d in &dirs {
+        let (addr, stop, broker) = start_broker_handle(d.path()).await;
+        let client = Client::connect(ClientOptions::new(addr)).await.unwrap();
+        nodes.push((client, (stop, broker)));
+    }
+    // The same topic name on every node, each with its own records.
+    let new = NewTopic {
+        name: "shared".into(),
+        partitions: 1,
+        replication_factor: -1,
+        configs: vec![],
+    };
+    let expected: Vec<Vec<String>> = (0..3)
+        .map(|n| (0..(n + 1) * 10).map(|k| format!("node{n}-v{k}")).collect())
+        .collect();
+    for (n, (client, _)) in nodes.iter().enumerate() {
+        assert!(client.create_topic(&new).await.unwrap());
+        assert_eq!(produce_all(client, "shared", &expected[n]).await, 0);
+    }
+    // A topic created on one node only exists there.
+    assert!(nodes[1]
+        .0
+        .create_topic(&NewTopic {
+            name: "only-on-1".into(),
+            ..new.clone()
+        })
+        .await
+        .unwrap());
+    for (n, (client, _)) in nodes.iter().enumerate() {
+        assert_eq!(read_all(client, "shared").await, expected[n]);
+        let only = client.topic("only-on-1").await;
+        assert_eq!(only.is_ok(), n == 1, "node {n}: {only:?}");
+    }
+    // Stop and close node 0 (its storage flushes and lets its threads go);
+    // the others keep acknowledging durable writes.
+    let (_, (stop0, broker0)) = nodes.remove(0);
+    let _ = stop0.send(true);
+    tokio::task::spawn_blocking(move || broker0.close())
+        .await
+        .unwrap();
+    for (i, (client, _)) in nodes.iter().enumerate() {
+        let more = vec![format!("after-stop-{i}")];
+        let base = produce_all(client, "shared", &more).await;
+        assert_eq!(base, expected[i + 1].len() as i64);
+        let mut want = expected[i + 1].clone();
+        want.extend(more);
+        assert_eq!(read_all(client, "shared").await, want);
+    }
+    for (_, (stop, _)) in nodes {
+        let _ = stop.send(true);
+    }
 }
