@@ -131,3 +131,18 @@ pub const SEGMENT_SCAN_HEADER_ONLY_AFTER_BYTES: usize = 8 * 1024;
 /// (an acks=all Produce waits for fdatasync with its frame possibly still alive).
 /// A larger single frame (up to the request size limit) is read alone.
 pub const IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX: usize = 16 * 1024 * 1024;
+
+// ---- Cluster metadata (`__cluster_metadata`) ----
+/// Records of committed metadata appended since the last snapshot before a new
+/// snapshot is written (Kafka bounds it in bytes,
+/// `metadata.log.max.record.bytes.between.snapshots`, 20 MiB by default).
+pub const METADATA_SNAPSHOT_BYTES_INTERVAL_DEFAULT: u64 = 20 * 1024 * 1024;
+/// Records in one proposal (Kafka's controller: `MAX_RECORDS_PER_USER_OP`).
+pub const METADATA_RECORDS_PER_PROPOSAL_MAX: usize = 10_000;
+/// Bytes of one metadata batch as written to the log (Kafka: `KafkaRaftClient.MAX_BATCH_SIZE_BYTES`).
+pub const METADATA_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Largest snapshot file loaded at start (it is read whole).
+pub const METADATA_SNAPSHOT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+/// Proposals waiting for the metadata thread (back-pressure for admin requests).
+pub const METADATA_PROPOSALS_QUEUED_MAX: usize = 1024;
+const _: () = assert!(METADATA_BATCH_BYTES_MAX <= MESSAGE_BYTES_MAX_CEILING);
