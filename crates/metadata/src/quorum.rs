@@ -153,12 +153,13 @@ impl LocalQuorum {
     /// epoch (1 on a new node: a LeaderChange control batch, durable before
     /// anything else), then starts the quorum thread.
     pub fn open(
+        storage: &fjord_storage::Storage,
         data_dir: &Path,
         config: LocalQuorumConfig,
         mut listener: Box<dyn MetadataListener>,
         now_ms: i64,
     ) -> Result<(LocalQuorum, LoadReport), MetadataError> {
-        let (log, recovery) = MetadataLog::open(data_dir, now_ms)?;
+        let (log, recovery) = MetadataLog::open(storage, data_dir, now_ms)?;
         if !recovery.clean && recovery.log_end_offset.0 > 0 {
             tracing::info!(?recovery, "recovered the metadata log");
         }
@@ -455,8 +456,14 @@ mod tests {
         let mut config = LocalQuorumConfig::new(NodeId(1));
         config.snapshot_bytes_interval = 40; // ten 4-byte records
         let seen = Recorder::default();
-        let (q, report) =
-            LocalQuorum::open(data.path(), config.clone(), Box::new(seen.clone()), 1).unwrap();
+        let (q, report) = LocalQuorum::open(
+            &fjord_storage::Storage::default(),
+            data.path(),
+            config.clone(),
+            Box::new(seen.clone()),
+            1,
+        )
+        .unwrap();
         assert!(report.new_log);
         assert_eq!(report.epoch, LeaderEpoch(1));
         assert_eq!(q.leader_and_epoch(), (Some(NodeId(1)), LeaderEpoch(1)));
@@ -479,7 +486,8 @@ mod tests {
             Err(MetadataError::Closed)
         ));
         drop(q);
-        let (log, _) = MetadataLog::open(data.path(), 2).unwrap();
+        let (log, _) =
+            MetadataLog::open(&fjord_storage::Storage::default(), data.path(), 2).unwrap();
         assert!(!log.snapshot_ids().unwrap().is_empty());
         assert!(
             log.start_offset() > Offset(0),
@@ -492,8 +500,14 @@ mod tests {
         drop(log);
         // Reopen: snapshot + log tail give the same state; the epoch moves on.
         let again = Recorder::default();
-        let (q, report) =
-            LocalQuorum::open(data.path(), config, Box::new(again.clone()), 3).unwrap();
+        let (q, report) = LocalQuorum::open(
+            &fjord_storage::Storage::default(),
+            data.path(),
+            config,
+            Box::new(again.clone()),
+            3,
+        )
+        .unwrap();
         assert!(report.snapshot.is_some());
         assert!(!report.new_log);
         assert_eq!(report.epoch, LeaderEpoch(2));
@@ -508,6 +522,7 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let seen = Recorder::default();
         let (q, _) = LocalQuorum::open(
+            &fjord_storage::Storage::default(),
             data.path(),
             LocalQuorumConfig::new(NodeId(3)),
             Box::new(seen.clone()),

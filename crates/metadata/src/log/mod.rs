@@ -22,7 +22,7 @@ use fjord_model::limits::{
 };
 use fjord_model::{LeaderEpoch, Offset};
 use fjord_records::{batches, validate_batch, visit_records_bounded, BatchBuilder, Compression};
-use fjord_storage::{Log, LogConfig, RecoveryReport};
+use fjord_storage::{Log, LogConfig, RecoveryReport, Storage};
 
 use crate::control::ControlRecord;
 use crate::fsutil::{sync_dir, write_atomic_part};
@@ -123,11 +123,12 @@ impl MetadataLog {
     /// after a crash (a torn tail is cut at the last whole batch) and removing
     /// snapshot files that were being written.
     pub fn open(
+        storage: &Storage,
         data_dir: &Path,
         now_ms: i64,
     ) -> Result<(MetadataLog, RecoveryReport), MetadataError> {
         let dir = metadata_log_dir(data_dir);
-        let (log, report) = Log::open(&dir, log_config(), now_ms)?;
+        let (log, report) = Log::open(storage, &dir, log_config(), now_ms)?;
         let listing = std::fs::read_dir(&dir).map_err(|e| MetadataError::io("list", &dir, e))?;
         for entry in listing {
             let entry = entry.map_err(|e| MetadataError::io("list", &dir, e))?;

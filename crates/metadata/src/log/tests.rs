@@ -26,7 +26,7 @@ fn snapshot_file_names_are_kafkas() {
 #[test]
 fn append_read_back_and_reopen() {
     let data = tempfile::tempdir().unwrap();
-    let (log, _) = MetadataLog::open(data.path(), 1).unwrap();
+    let (log, _) = MetadataLog::open(&Storage::default(), data.path(), 1).unwrap();
     assert!(log.dir().ends_with("__cluster_metadata-0"));
     log.start_epoch(LeaderEpoch(1)).unwrap();
     let lc = ControlRecord::LeaderChange {
@@ -53,7 +53,7 @@ fn append_read_back_and_reopen() {
     assert_eq!(log.read_from(Offset(4)).unwrap().len(), 1);
     log.close().unwrap();
     drop(log);
-    let (log, report) = MetadataLog::open(data.path(), 8).unwrap();
+    let (log, report) = MetadataLog::open(&Storage::default(), data.path(), 8).unwrap();
     assert!(report.clean);
     assert_eq!(log.end_offset(), Offset(5));
     assert_eq!(log.read_from(Offset(0)).unwrap(), read);
@@ -66,7 +66,7 @@ fn append_read_back_and_reopen() {
 fn torn_tail_is_cut_at_the_last_whole_batch() {
     let data = tempfile::tempdir().unwrap();
     let committed = {
-        let (log, _) = MetadataLog::open(data.path(), 1).unwrap();
+        let (log, _) = MetadataLog::open(&Storage::default(), data.path(), 1).unwrap();
         log.start_epoch(LeaderEpoch(1)).unwrap();
         for i in 0..5 {
             log.append_data(&vals(2, i), 2).unwrap();
@@ -86,7 +86,7 @@ fn torn_tail_is_cut_at_the_last_whole_batch() {
     let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
     f.write_all(&whole[..whole.len() - 5]).unwrap();
     drop(f);
-    let (log, report) = MetadataLog::open(data.path(), 4).unwrap();
+    let (log, report) = MetadataLog::open(&Storage::default(), data.path(), 4).unwrap();
     assert!(!report.clean);
     assert!(report.bytes_truncated > 0, "{report:?}");
     assert_eq!(log.end_offset(), Offset(10));
@@ -99,7 +99,7 @@ fn torn_tail_is_cut_at_the_last_whole_batch() {
 fn corrupt_byte_in_the_tail_is_cut() {
     let data = tempfile::tempdir().unwrap();
     {
-        let (log, _) = MetadataLog::open(data.path(), 1).unwrap();
+        let (log, _) = MetadataLog::open(&Storage::default(), data.path(), 1).unwrap();
         log.start_epoch(LeaderEpoch(1)).unwrap();
         log.append_data(&vals(2, 1), 2).unwrap();
         log.append_data(&vals(2, 2), 2).unwrap();
@@ -110,7 +110,7 @@ fn corrupt_byte_in_the_tail_is_cut() {
     let last = bytes.len() - 2;
     bytes[last] ^= 0xff;
     std::fs::write(&seg, &bytes).unwrap();
-    let (log, _) = MetadataLog::open(data.path(), 4).unwrap();
+    let (log, _) = MetadataLog::open(&Storage::default(), data.path(), 4).unwrap();
     assert_eq!(log.end_offset(), Offset(2));
     let read = log.read_from(Offset(0)).unwrap();
     assert_eq!(read.len(), 1);
@@ -120,7 +120,7 @@ fn corrupt_byte_in_the_tail_is_cut() {
 #[test]
 fn snapshots_write_load_and_cut_the_log() {
     let data = tempfile::tempdir().unwrap();
-    let (log, _) = MetadataLog::open(data.path(), 1).unwrap();
+    let (log, _) = MetadataLog::open(&Storage::default(), data.path(), 1).unwrap();
     log.start_epoch(LeaderEpoch(2)).unwrap();
     for i in 0..4 {
         log.append_data(&vals(3, i), 2).unwrap();
@@ -159,7 +159,7 @@ fn snapshots_write_load_and_cut_the_log() {
     )
     .unwrap();
     drop(log);
-    let (log, _) = MetadataLog::open(data.path(), 4).unwrap();
+    let (log, _) = MetadataLog::open(&Storage::default(), data.path(), 4).unwrap();
     assert!(!log
         .dir()
         .join("00000000000000000012-0000000002.checkpoint.part")
