@@ -1,8 +1,12 @@
 //! Project automation: `cargo xtask <task>`.
 //!
-//! - `test`: everything CI checks, in order: formatting, clippy, unit and
-//!   integration tests, the release binary, the end-to-end suite with real
-//!   Kafka clients (installing them first), and a bounded fuzz run.
+//! - `test`: everything CI checks, in order: formatting, clippy, freshness
+//!   of the generated code (`codegen --check`), unit and integration tests
+//!   (with Kafka's jars, so Kafka's own record bytes are checked), the
+//!   release binary, the end-to-end suite with real Kafka clients
+//!   (installing them first), and a bounded fuzz run.
+//! - `codegen [--check]`: regenerate the protocol code from Kafka's message
+//!   schemas (`--check`: fail if the committed output is stale).
 //! - `e2e [PYTEST ARGS]`: only the end-to-end suite.
 //! - `fuzz [SECONDS]`: run every fuzz target for SECONDS each (default 30).
 //! - `compat [SUITE ...] [--quick] [--broker fjord|kafka|both] [--out FILE]`:
@@ -13,6 +17,7 @@
 //!   BENCHMARKS.md; `--smoke` is the CI check).
 
 mod bench;
+mod codegen;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,13 +34,14 @@ fn main() -> Result<()> {
         Some("e2e") => e2e(&root, &args[1..]),
         Some("compat") => compat(&root, &args[1..]),
         Some("bench") => bench::bench(&root, &args[1..]),
+        Some("codegen") => codegen::codegen(&root, &args[1..]),
         Some("fuzz") => {
             let secs = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(30);
             fuzz(&root, secs)
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | e2e [pytest args] | fuzz [seconds] | compat [suite ...] [--quick] | bench [--quick|--smoke]>"
+                "usage: cargo xtask <test | codegen [--check] | e2e [pytest args] | fuzz [seconds] | compat [suite ...] [--quick] | bench [--quick|--smoke]>"
             );
             bail!("unknown task")
         }
@@ -83,9 +89,16 @@ fn test(root: &Path) -> Result<()> {
             "warnings",
         ]),
     )?;
+    eprintln!("==> generated code is fresh: cargo xtask codegen --check");
+    codegen::codegen(root, &["--check".to_string()])?;
+    // The metadata record test also compiles a small Java program against
+    // these jars and checks Kafka's own bytes against the committed ones.
+    let kafka_libs = codegen::jar::fetch_all()?;
     run(
         "unit and integration tests",
-        cargo().args(["test", "--workspace", "--locked"]),
+        cargo()
+            .args(["test", "--workspace", "--locked"])
+            .env("FJORD_KAFKA_LIBS", &kafka_libs),
     )?;
     e2e(root, &[])?;
     // The quick subset of the third-party suites, Fjord only: a failure that passes on Kafka
@@ -99,7 +112,7 @@ fn test(root: &Path) -> Result<()> {
     bench::bench(root, &["--smoke".to_string()])?;
     fuzz(root, 20)?;
     // Every step above stops the run on failure; reaching here means all passed.
-    println!("steps: 7 passed, 0 failed");
+    println!("steps: 8 passed, 0 failed");
     Ok(())
 }
 

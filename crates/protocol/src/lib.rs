@@ -23,8 +23,10 @@
 
 pub mod frame;
 pub mod header;
+pub mod metadata_records;
 pub mod reader;
 pub mod requests;
+pub mod writer;
 
 pub use frame::{encode_response, frame_len, EncodeError, FrameError};
 pub use header::{

@@ -78,6 +78,8 @@ pub enum DecodeError {
         min: i16,
         max: i16,
     },
+    #[error("{field}: unsupported frame version {version}")]
+    UnsupportedFrameVersion { field: &'static str, version: u32 },
     #[error("{trailing} bytes left over after the {what}")]
     TrailingBytes { what: &'static str, trailing: usize },
 }
@@ -444,6 +446,30 @@ impl Reader {
         } else {
             self.nullable_string(field)
         }
+    }
+
+    /// Non-nullable string as an owned `String`, compact when `flexible`.
+    pub fn string_v(&mut self, field: &'static str, flexible: bool) -> Result<String, DecodeError> {
+        self.nullable_string_v(field, flexible)?
+            .ok_or(DecodeError::UnexpectedNull { field })
+    }
+
+    /// Nullable string as an owned `String`, compact when `flexible`.
+    pub fn nullable_string_v(
+        &mut self,
+        field: &'static str,
+        flexible: bool,
+    ) -> Result<Option<String>, DecodeError> {
+        let len = if flexible {
+            self.compact_len(field)?
+        } else {
+            self.classic_str_len(field)?
+        };
+        let Some(len) = len else { return Ok(None) };
+        let raw = self.raw(field, len)?;
+        String::from_utf8(raw.to_vec())
+            .map(Some)
+            .map_err(|_| DecodeError::InvalidUtf8 { field })
     }
 
     /// Non-nullable bytes, compact when `flexible`.

@@ -1,0 +1,188 @@
+//! Apache Kafka's message schemas, read from the pinned jars on Maven Central.
+//!
+//! A jar is downloaded once (curl) into `~/.cache/fjord-codegen/`, its
+//! SHA-256 checked against the pin below (`sha256sum`), and its
+//! `common/message/*.json` or `common/metadata/*.json` entries are read
+//! straight from the zip file: no Kafka file is ever copied into the tree.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, ensure, Context, Result};
+
+/// The Kafka release whose schemas the generated code follows.
+pub const KAFKA_VERSION: &str = "4.3.1";
+
+/// A pinned artifact: Maven Central coordinates and the SHA-256 of the jar
+/// (the `.sha256` Maven Central publishes beside it).
+pub struct Jar {
+    pub artifact: &'static str,
+    pub sha256: &'static str,
+}
+
+pub const CLIENTS: Jar = Jar {
+    artifact: "kafka-clients",
+    sha256: "52501b7b47510c66f898871adaf6d2968ab7246561d44ced43643a8a587f0b36",
+};
+
+pub const METADATA: Jar = Jar {
+    artifact: "kafka-metadata",
+    sha256: "4d73a96c6474a4ebdd67a1cee14da1a94cfd6bb9e6e252685ba5667d8ab7f898",
+};
+
+/// `MetadataRecordSerde`'s base class, for the byte-comparison test only.
+pub const SERVER_COMMON: Jar = Jar {
+    artifact: "kafka-server-common",
+    sha256: "d7c719f749579a399011f0df7414de8a78f10f074a6122caa550fdb141351575",
+};
+
+impl Jar {
+    fn file_name(&self) -> String {
+        format!("{}-{KAFKA_VERSION}.jar", self.artifact)
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "https://repo1.maven.org/maven2/org/apache/kafka/{a}/{KAFKA_VERSION}/{f}",
+            a = self.artifact,
+            f = self.file_name()
+        )
+    }
+
+    /// The jar in [`cache_dir`], put there first if no copy with the pinned
+    /// hash is there: copied from the e2e setup's Kafka distribution when
+    /// that has it (same artifact, same hash), otherwise downloaded.
+    pub fn path(&self) -> Result<PathBuf> {
+        let dir = cache_dir()?;
+        let path = dir.join(self.file_name());
+        if path.exists() && sha256(&path)? == self.sha256 {
+            return Ok(path);
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let partial = dir.join(format!("{}.part", self.file_name()));
+        let e2e = home()?
+            .join(format!(".cache/fjord-e2e/kafka-{KAFKA_VERSION}/libs"))
+            .join(self.file_name());
+        if e2e.exists() {
+            std::fs::copy(&e2e, &partial)?;
+        } else {
+            eprintln!("codegen: downloading {}", self.url());
+            let status = Command::new("curl")
+                .args(["-fsSL", "--retry", "3", "-o"])
+                .arg(&partial)
+                .arg(self.url())
+                .status()
+                .context("cannot run curl")?;
+            ensure!(
+                status.success(),
+                "downloading {} failed ({status})",
+                self.url()
+            );
+        }
+        let got = sha256(&partial)?;
+        if got != self.sha256 {
+            bail!(
+                "{} has SHA-256 {got}, expected the pinned {} ({})",
+                partial.display(),
+                self.sha256,
+                self.url()
+            );
+        }
+        std::fs::rename(&partial, &path)?;
+        Ok(path)
+    }
+}
+
+fn home() -> Result<PathBuf> {
+    Ok(PathBuf::from(
+        std::env::var("HOME").context("HOME is not set")?,
+    ))
+}
+
+/// `~/.cache/fjord-codegen/kafka-<version>`: the pinned jars.
+pub fn cache_dir() -> Result<PathBuf> {
+    Ok(home()?.join(format!(".cache/fjord-codegen/kafka-{KAFKA_VERSION}")))
+}
+
+/// Fetches every pinned jar (the schemas' jars and kafka-server-common,
+/// which the Kafka byte-comparison test needs) and returns their directory.
+pub fn fetch_all() -> Result<PathBuf> {
+    for jar in [&CLIENTS, &METADATA, &SERVER_COMMON] {
+        jar.path()?;
+    }
+    cache_dir()
+}
+
+fn sha256(path: &Path) -> Result<String> {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .context("cannot run sha256sum")?;
+    ensure!(out.status.success(), "sha256sum {} failed", path.display());
+    let text = String::from_utf8(out.stdout)?;
+    Ok(text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+fn u16_at(b: &[u8], at: usize) -> Result<usize> {
+    let s = b.get(at..at + 2).context("zip: truncated")?;
+    Ok(usize::from(u16::from_le_bytes([s[0], s[1]])))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Result<usize> {
+    let s = b.get(at..at + 4).context("zip: truncated")?;
+    Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
+}
+
+/// The entries of the zip file at `path` whose names start with `prefix` and
+/// end with `.json`, by name (stored or deflated entries; a jar has no
+/// others).
+pub fn json_entries(path: &Path, prefix: &str) -> Result<BTreeMap<String, String>> {
+    let zip = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    // End of central directory: signature 0x06054b50, within the last 64 KiB + 22 bytes.
+    let eocd = (0..zip.len().saturating_sub(21))
+        .rev()
+        .take(65_557)
+        .find(|&i| zip[i..].starts_with(&[0x50, 0x4b, 0x05, 0x06]))
+        .context("zip: no end of central directory")?;
+    let entries = u16_at(&zip, eocd + 10)?;
+    let mut at = u32_at(&zip, eocd + 16)?;
+    let mut out = BTreeMap::new();
+    for _ in 0..entries {
+        ensure!(
+            u32_at(&zip, at)? == 0x0201_4b50,
+            "zip: bad central directory entry"
+        );
+        let method = u16_at(&zip, at + 10)?;
+        let compressed = u32_at(&zip, at + 20)?;
+        let name_len = u16_at(&zip, at + 28)?;
+        let extra_len = u16_at(&zip, at + 30)?;
+        let comment_len = u16_at(&zip, at + 32)?;
+        let local = u32_at(&zip, at + 42)?;
+        let name = std::str::from_utf8(zip.get(at + 46..at + 46 + name_len).context("zip")?)?;
+        at += 46 + name_len + extra_len + comment_len;
+        if !(name.starts_with(prefix) && name.ends_with(".json")) {
+            continue;
+        }
+        ensure!(u32_at(&zip, local)? == 0x0403_4b50, "zip: bad local header");
+        let data_at = local + 30 + u16_at(&zip, local + 26)? + u16_at(&zip, local + 28)?;
+        let data = zip
+            .get(data_at..data_at + compressed)
+            .context("zip: truncated entry")?;
+        let mut text = String::new();
+        match method {
+            0 => text.push_str(std::str::from_utf8(data)?),
+            8 => {
+                flate2::read::DeflateDecoder::new(data).read_to_string(&mut text)?;
+            }
+            m => bail!("zip: {name} uses compression method {m}"),
+        }
+        out.insert(name.to_owned(), text);
+    }
+    Ok(out)
+}
