@@ -1,57 +1,66 @@
-//! The shell around `fjord_group::GroupCoordinator`: the coordinator sits
-//! behind a mutex; held JoinGroup/SyncGroup requests wait on oneshot
-//! channels; `Persist` outputs are appended to `__consumer_offsets` (in the
-//! order the coordinator decided them, under its lock) and made durable
-//! before any response of the same call is sent; a tokio task calls `tick`
-//! at `next_deadline_ms`. At start the topic is replayed into the coordinator.
+//! The shell around `fjord_group::GroupCoordinator`, on the coordinator
+//! runtime (`fjord_coordinator`): one shard per `__consumer_offsets`
+//! partition, each with its own `GroupCoordinator` and lock, holding the
+//! groups whose id hashes to that partition (`fjord_group::offsets_partition_for`,
+//! as Kafka), so a call for one group never waits for a group of another
+//! shard. The runtime appends a call's `Persist` outputs to the shard's
+//! partition in decision order, and answers (held JoinGroup/SyncGroup
+//! responses on oneshot channels, the call's own result) only once they are
+//! durable; one timer task ticks shards by deadline.
 //!
-//! The broker holds the coordinator in a [`GroupsSlot`], which is empty until
-//! `__consumer_offsets` has been created (lazily, on the first group request
-//! of a new node) or replayed (in the background, right after start). Group
-//! handlers answer COORDINATOR_NOT_AVAILABLE meanwhile; clients retry.
+//! Shards load (replay their partition) in parallel in the background. A
+//! group whose shard is loading gets COORDINATOR_LOAD_IN_PROGRESS; one whose
+//! shard failed to load (a read error or a damaged batch) gets
+//! NOT_COORDINATOR, as from Kafka, while the load is retried with a backoff:
+//! a shard never serves part of its partition, so a consumer never reads
+//! "no committed offset" for a group whose commits are on disk.
+//!
+//! The broker holds the runtime in a [`GroupsSlot`], which is empty until
+//! `__consumer_offsets` exists (created lazily, on the first group request of
+//! a new node, or at start by `fjord serve`): group requests answer
+//! COORDINATOR_NOT_AVAILABLE meanwhile; clients retry.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
-use bytes::BytesMut;
-use fjord_group::{
-    CommitRequest, GroupConfig, GroupCoordinator, JoinResponse, Output, RequestToken, SyncResponse,
-    TopicResult,
+use fjord_coordinator::{
+    Coordinator, LogPartitions, ReplayError, Runtime, RuntimeConfig, ShardError, ShardStatus,
 };
-use fjord_model::limits::{DECOMPRESSED_BATCH_BYTES_MAX, OFFSETS_TOPIC_PARTITIONS_DEFAULT};
+use fjord_group::{
+    CommitRequest, GroupConfig, GroupCoordinator, JoinResponse, Output, RecordError, RequestToken,
+    SyncResponse, TopicResult,
+};
+use fjord_model::limits::OFFSETS_TOPIC_PARTITIONS_DEFAULT;
 use fjord_model::{ErrorCode, Offset};
-use fjord_records::{BatchBuilder, Compression};
-use fjord_storage::{Log, SyncWaiter};
+use fjord_storage::Log;
 use parking_lot::Mutex;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
 use crate::state::{now_ms, Broker, StateError};
 
 /// Kafka's internal topic for committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// The longest the timer task sleeps without a deadline.
-const TIMER_IDLE_MS: i64 = 60_000;
-/// Bytes read at once while replaying `__consumer_offsets`.
-const REPLAY_READ_BYTES: usize = 1024 * 1024;
-/// After a failed load, group requests start the next attempt no sooner than this.
-const LOAD_RETRY_MS: i64 = 1_000;
+/// After a failed creation of `__consumer_offsets`, group requests start the
+/// next attempt no sooner than this.
+const CREATE_RETRY_MS: i64 = 1_000;
 
-/// The broker's group coordinator, once loaded.
+/// The broker's group coordinator, once `__consumer_offsets` exists.
 ///
-/// `get` returns it, or `None` while `__consumer_offsets` is being created
-/// or replayed: callers then answer COORDINATOR_NOT_AVAILABLE, and the call
-/// starts the load if none is running (on a background thread, so neither
-/// the runtime nor other topics' requests wait for it).
+/// `get` returns it, or `None` while the topic is being created: callers
+/// then answer COORDINATOR_NOT_AVAILABLE, and the call starts the creation
+/// if none is running (on a background thread, so neither the async runtime
+/// nor other topics' requests wait for it).
 pub struct GroupsSlot {
     loaded: OnceLock<Arc<Groups>>,
     broker: Weak<Broker>,
-    /// A load thread is running (or about to).
+    /// A creation thread is running (or about to).
     loading: AtomicBool,
-    /// When the last failed load ended (ms since the epoch; `i64::MIN`: none).
+    /// When the last failed creation ended (ms since the epoch; `i64::MIN`: none).
     failed_at_ms: AtomicI64,
-    /// Held for the whole of a load; `true` once the broker is closing.
+    /// Held for the whole of a creation; `true` once the broker is closing.
     load_lock: Mutex<bool>,
 }
 
@@ -66,8 +75,9 @@ impl GroupsSlot {
         }
     }
 
-    /// The coordinator if it is loaded; otherwise starts loading it and
-    /// returns `None` (answer COORDINATOR_NOT_AVAILABLE).
+    /// The coordinator if `__consumer_offsets` exists (its shards may still
+    /// be loading); otherwise starts creating it and returns `None` (answer
+    /// COORDINATOR_NOT_AVAILABLE).
     pub fn get(&self) -> Option<&Arc<Groups>> {
         let loaded = self.loaded.get();
         if loaded.is_none() {
@@ -76,20 +86,20 @@ impl GroupsSlot {
         loaded
     }
 
-    /// The coordinator if it is loaded (starts nothing).
+    /// The coordinator if it exists (starts nothing).
     pub fn loaded(&self) -> Option<&Arc<Groups>> {
         self.loaded.get()
     }
 
-    /// Start creating or replaying `__consumer_offsets` on a background
-    /// thread, unless that is done, running, or failed less than
-    /// `LOAD_RETRY_MS` ago.
+    /// Start creating `__consumer_offsets` (if needed) and loading its
+    /// shards on a background thread, unless that is done, running, or
+    /// failed less than `CREATE_RETRY_MS` ago.
     pub fn start_loading(&self) {
         if self.loaded.get().is_some() {
             return;
         }
         let failed_at_ms = self.failed_at_ms.load(Ordering::Acquire);
-        if failed_at_ms != i64::MIN && now_ms().saturating_sub(failed_at_ms) < LOAD_RETRY_MS {
+        if failed_at_ms != i64::MIN && now_ms().saturating_sub(failed_at_ms) < CREATE_RETRY_MS {
             return;
         }
         if self.loading.swap(true, Ordering::AcqRel) {
@@ -103,51 +113,59 @@ impl GroupsSlot {
             .name("fjord-groups-load".to_string())
             .spawn(move || {
                 let slot = &broker.groups;
-                if let Err(e) = slot.load_blocking() {
-                    tracing::error!("cannot load the group coordinator: {e}");
+                if let Err(e) = slot.load_blocking(false) {
+                    tracing::error!("cannot start the group coordinator: {e}");
                     slot.failed_at_ms.store(now_ms(), Ordering::Release);
                 }
                 slot.loading.store(false, Ordering::Release);
             });
         if let Err(e) = spawned {
-            tracing::error!("cannot start loading the group coordinator: {e}");
+            tracing::error!("cannot start the group coordinator: {e}");
             self.failed_at_ms.store(now_ms(), Ordering::Release);
             self.loading.store(false, Ordering::Release);
         }
     }
 
-    /// Create or replay `__consumer_offsets` on this thread (a no-op once
-    /// loaded; waits for a load already running).
-    pub(crate) fn load_blocking(&self) -> Result<(), StateError> {
-        let closed = self.load_lock.lock();
-        if self.loaded.get().is_some() {
-            return Ok(());
-        }
-        if *closed {
-            return Err(StateError::kafka(
-                ErrorCode::COORDINATOR_NOT_AVAILABLE,
-                "the broker is shutting down",
-            ));
-        }
-        let Some(broker) = self.broker.upgrade() else {
-            return Err(StateError::kafka(
-                ErrorCode::COORDINATOR_NOT_AVAILABLE,
-                "the broker is gone",
-            ));
+    /// Create `__consumer_offsets` if needed and start loading its shards on
+    /// loader threads; with `wait`, return once every shard has loaded or
+    /// failed (a no-op once created, apart from the wait).
+    pub(crate) fn load_blocking(&self, wait: bool) -> Result<(), StateError> {
+        let groups = {
+            let closed = self.load_lock.lock();
+            match self.loaded.get() {
+                Some(g) => g.clone(),
+                None => {
+                    if *closed {
+                        return Err(StateError::kafka(
+                            ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                            "the broker is shutting down",
+                        ));
+                    }
+                    let Some(broker) = self.broker.upgrade() else {
+                        return Err(StateError::kafka(
+                            ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                            "the broker is gone",
+                        ));
+                    };
+                    let groups = Groups::open(&broker)?;
+                    let _ = self.loaded.set(groups.clone());
+                    groups
+                }
+            }
         };
-        let started = std::time::Instant::now();
-        let groups = Groups::open(&broker)?;
-        let _ = self.loaded.set(groups);
-        tracing::info!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "group coordinator ready"
-        );
+        if wait {
+            groups.runtime.wait_for_loads();
+        }
         Ok(())
     }
 
-    /// Wait for a load in progress and refuse new ones (the broker is closing).
+    /// Unload every shard (loads in progress finish first) and refuse new ones:
+    /// the broker is closing.
     pub(crate) fn close(&self) {
         *self.load_lock.lock() = true;
+        if let Some(g) = self.loaded.get() {
+            g.close();
+        }
     }
 }
 
@@ -156,20 +174,96 @@ enum Reply {
     Sync(SyncResponse),
 }
 
+/// One shard's state machine: the groups of one `__consumer_offsets` partition.
+pub struct GroupShard {
+    core: GroupCoordinator,
+    partition: u32,
+    partitions: i32,
+}
+
+impl Deref for GroupShard {
+    type Target = GroupCoordinator;
+    fn deref(&self) -> &GroupCoordinator {
+        &self.core
+    }
+}
+
+impl DerefMut for GroupShard {
+    fn deref_mut(&mut self) -> &mut GroupCoordinator {
+        &mut self.core
+    }
+}
+
+impl Coordinator for GroupShard {
+    type Output = Output;
+
+    fn replay(
+        &mut self,
+        _offset: Offset,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), ReplayError> {
+        match self.core.replay(key, value) {
+            Ok(()) => Ok(()),
+            // Record types of later versions are ignored, as Kafka does.
+            Err(
+                e @ (RecordError::UnknownKeyVersion(_) | RecordError::UnknownValueVersion { .. }),
+            ) => Err(ReplayError::Skip(e.to_string())),
+            // A record in a batch whose CRC holds but that cannot be read:
+            // the partition cannot be trusted.
+            Err(e) => Err(ReplayError::Fatal(e.to_string())),
+        }
+    }
+
+    fn loaded(&mut self, now_ms: i64) {
+        self.core.finish_replay(now_ms);
+    }
+
+    fn next_deadline_ms(&self) -> Option<i64> {
+        self.core.next_deadline_ms()
+    }
+
+    fn tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
+        self.core.tick(now_ms, out);
+        self.check_outputs(out);
+    }
+
+    fn as_record(output: &Output) -> Option<(&[u8], Option<&[u8]>)> {
+        match output {
+            Output::Persist { key, value, .. } => Some((key, value.as_deref())),
+            Output::Join(..) | Output::Sync(..) => None,
+        }
+    }
+}
+
+impl GroupShard {
+    /// Every record a shard writes belongs to a group of its own partition
+    /// (what makes its partition, replayed alone, hold all of its groups).
+    fn check_outputs(&self, out: &[Output]) {
+        for o in out {
+            if let Output::Persist { group_id, .. } = o {
+                assert_eq!(
+                    fjord_group::offsets_partition_for(group_id, self.partitions) as u32,
+                    self.partition,
+                    "group {group_id} written by the shard of another partition"
+                );
+            }
+        }
+    }
+}
+
+/// Held JoinGroup/SyncGroup responses, per shard.
+type Waiters = Vec<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
+
 pub struct Groups {
-    core: Mutex<GroupCoordinator>,
-    waiters: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    runtime: Arc<Runtime<GroupShard>>,
+    waiters: Arc<Waiters>,
     next_token: AtomicU64,
-    logs: Vec<Arc<Log>>,
-    timer: Notify,
-    timer_started: AtomicBool,
-    /// When the timer task wakes up next (ms; written under the coordinator
-    /// lock): a call only wakes it earlier if the next deadline moved before that.
-    timer_armed_ms: AtomicI64,
+    partitions: i32,
 }
 
 impl Groups {
-    /// Create `__consumer_offsets` if needed and replay it.
+    /// Create `__consumer_offsets` if needed and start loading its shards.
     pub fn open(broker: &Broker) -> Result<Arc<Groups>, StateError> {
         let topic = match broker.topic(OFFSETS_TOPIC) {
             Some(t) => t,
@@ -192,51 +286,84 @@ impl Groups {
             .iter()
             .map(|p| p.log.clone())
             .collect();
-        let now = now_ms();
+        let partitions = logs.len() as i32;
+        assert!(partitions > 0, "{OFFSETS_TOPIC} has no partitions");
         let g = &broker.config.groups;
-        let mut core = GroupCoordinator::new(GroupConfig {
-            member_id_seed: now as u64 ^ u64::from(std::process::id()).rotate_left(32),
+        let seed = now_ms() as u64 ^ u64::from(std::process::id()).rotate_left(32);
+        let config = GroupConfig {
+            member_id_seed: seed,
             initial_rebalance_delay_ms: g.initial_rebalance_delay_ms,
             session_timeout_ms_min: g.session_timeout_ms_min,
             session_timeout_ms_max: g.session_timeout_ms_max,
             offsets_retention_ms: g.offsets_retention_ms,
             ..GroupConfig::default()
-        });
-        let mut records = 0u64;
-        for (p, log) in logs.iter().enumerate() {
-            records += replay_log(&mut core, log, p);
-        }
-        core.finish_replay(now);
-        tracing::info!(
-            records,
-            groups = core.group_count(),
-            "replayed {OFFSETS_TOPIC}"
+        };
+        let waiters: Arc<Waiters> = Arc::new(
+            (0..partitions)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
         );
+        let deliver_to = waiters.clone();
+        let runtime = Runtime::new(
+            RuntimeConfig::new(OFFSETS_TOPIC),
+            Arc::new(LogPartitions::new(logs)),
+            move |partition| GroupShard {
+                core: GroupCoordinator::new(GroupConfig {
+                    // Distinct member ids across shards and load attempts.
+                    member_id_seed: config.member_id_seed
+                        ^ u64::from(partition).rotate_left(48)
+                        ^ (now_ms() as u64).rotate_left(16),
+                    ..config.clone()
+                }),
+                partition,
+                partitions,
+            },
+            move |partition, outputs| deliver(&deliver_to, partition, outputs),
+            now_ms,
+        );
+        runtime.start();
         Ok(Arc::new(Groups {
-            core: Mutex::new(core),
-            waiters: Mutex::new(HashMap::new()),
+            runtime,
+            waiters,
             next_token: AtomicU64::new(1),
-            logs,
-            timer: Notify::new(),
-            timer_started: AtomicBool::new(false),
-            timer_armed_ms: AtomicI64::new(i64::MIN),
+            partitions,
         }))
     }
 
-    /// Run `f` on the coordinator, persist its outputs, deliver held responses.
-    /// Returns `f`'s result once the records it wrote are durable.
-    pub async fn call<R: Send + 'static>(
+    /// The shard (= `__consumer_offsets` partition) of a group.
+    pub fn partition_for(&self, group_id: &str) -> u32 {
+        fjord_group::offsets_partition_for(group_id, self.partitions) as u32
+    }
+
+    /// Whether FindCoordinator should name this node for `group_id`: not
+    /// while its shard is loading (COORDINATOR_NOT_AVAILABLE, retried by
+    /// clients). A shard that failed to load is named, and answers
+    /// NOT_COORDINATOR itself, as Kafka does.
+    pub fn coordinator_error(&self, group_id: &str) -> ErrorCode {
+        match self.runtime.status(self.partition_for(group_id)) {
+            ShardStatus::Loading => ErrorCode::COORDINATOR_NOT_AVAILABLE,
+            ShardStatus::Closed => ErrorCode::NOT_COORDINATOR,
+            ShardStatus::Active | ShardStatus::Failed { .. } => ErrorCode::NONE,
+        }
+    }
+
+    /// Run `f` on the group's shard; the returned future resolves once the
+    /// records it wrote are durable and held responses are delivered. `f`
+    /// runs now (so calls made in request order apply in that order); the
+    /// error is the shard's refusal (COORDINATOR_LOAD_IN_PROGRESS or NOT_COORDINATOR).
+    pub fn call<R: Send + 'static>(
         self: &Arc<Self>,
+        group_id: &str,
         f: impl FnOnce(&mut GroupCoordinator, i64, &mut Vec<Output>) -> R,
-    ) -> R {
-        self.run(|c, now, out| (f(c, now, out), ()), |_, ()| {})
-            .await
-            .0
+    ) -> impl Future<Output = Result<R, ErrorCode>> + Send + 'static {
+        let started = self.start(group_id, |c, now, out| (f(c, now, out), ()), |_, ()| {});
+        async move { Ok(started?.await.0) }
     }
 
     /// OffsetCommit. If the records cannot be appended the commit is undone
     /// (nobody sees it) and every partition gets NOT_COORDINATOR (Kafka's
-    /// answer to a storage error), as it does when they cannot be made durable.
+    /// answer to a storage error), as it does when they cannot be made
+    /// durable; a shard that refuses gives its error to every partition.
     ///
     /// The commit is decided and appended when this is called, not when the
     /// future is first polled: the connection's reader calls it in request
@@ -245,12 +372,35 @@ impl Groups {
         self: &Arc<Self>,
         req: CommitRequest,
     ) -> impl Future<Output = Vec<TopicResult>> + Send + 'static {
+        let refused: Vec<TopicResult> = req
+            .topics
+            .iter()
+            .map(|t| TopicResult {
+                name: t.name.clone(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| (p.partition, ErrorCode::NONE))
+                    .collect(),
+            })
+            .collect();
+        let group_id = req.group_id.clone();
         let decided = self.start(
+            &group_id,
             |c, now, out| c.commit_offsets_undoable(req, now, out),
             |c, undo| c.undo_commit(undo),
         );
         async move {
-            let (mut results, persisted) = decided.await;
+            let (mut results, persisted) = match decided {
+                Ok(d) => d.await,
+                Err(code) => {
+                    let mut results = refused;
+                    for (_, e) in results.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                        *e = code;
+                    }
+                    return results;
+                }
+            };
             if !persisted {
                 for (_, e) in results.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
                     if e.is_none() {
@@ -262,244 +412,142 @@ impl Groups {
         }
     }
 
-    /// The core of every call: `f` under the lock, then its records appended
-    /// (still under the lock, so the log order is the decision order; if an
-    /// append fails, `undo` runs before the lock is released), then synced,
-    /// then held responses delivered. Returns whether everything `f` wrote is durable.
-    async fn run<R: Send + 'static, U>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&mut GroupCoordinator, i64, &mut Vec<Output>) -> (R, U),
-        undo: impl FnOnce(&mut GroupCoordinator, U),
-    ) -> (R, bool) {
-        self.start(f, undo).await
-    }
-
-    /// `run`, with the decision and the append made now; the returned future
-    /// waits for durability and delivers held responses.
+    /// The core of every call: `f` and the append of its records now, on the
+    /// group's shard (see `Runtime::write`).
+    #[allow(clippy::type_complexity)]
     fn start<R: Send + 'static, U>(
         self: &Arc<Self>,
+        group_id: &str,
         f: impl FnOnce(&mut GroupCoordinator, i64, &mut Vec<Output>) -> (R, U),
         undo: impl FnOnce(&mut GroupCoordinator, U),
-    ) -> impl Future<Output = (R, bool)> + Send + 'static {
-        self.ensure_timer();
-        let mut out = Vec::new();
-        let (r, syncs, appended, wake) = {
-            let mut core = self.core.lock();
-            let (r, u) = f(&mut core, now_ms(), &mut out);
-            let (syncs, appended) = self.append(&mut out);
-            if !appended {
-                undo(&mut core, u);
-            }
-            let wake = core
-                .next_deadline_ms()
-                .is_some_and(|d| d < self.timer_armed_ms.load(Ordering::Relaxed));
-            (r, syncs, appended, wake)
-        };
-        let this = self.clone();
-        async move {
-            let mut persisted = appended;
-            for s in syncs {
-                if let Err(e) = s.await {
-                    tracing::error!("{OFFSETS_TOPIC}: sync failed: {e}");
-                    persisted = false;
-                }
-            }
-            this.deliver(out);
-            if wake {
-                this.timer.notify_one();
-            }
-            (r, persisted)
-        }
+    ) -> Result<impl Future<Output = (R, bool)> + Send + 'static, ErrorCode> {
+        let p = self.partition_for(group_id);
+        self.runtime
+            .write(
+                p,
+                |shard: &mut GroupShard, now, out| {
+                    let r = f(&mut shard.core, now, out);
+                    shard.check_outputs(out);
+                    r
+                },
+                |shard: &mut GroupShard, u| undo(&mut shard.core, u),
+            )
+            .map_err(ShardError::code)
     }
 
     /// JoinGroup: waits until the coordinator answers (possibly after a rebalance).
     pub async fn join(self: &Arc<Self>, req: fjord_group::JoinRequest) -> JoinResponse {
         let member_id = req.member_id.clone();
-        let (token, rx) = self.register();
-        self.call(|c, now, out| c.join(token, req, now, out)).await;
+        let group_id = req.group_id.clone();
+        let (token, rx) = self.register(&group_id);
+        let error = |error| JoinResponse {
+            error,
+            generation_id: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader: String::new(),
+            skip_assignment: false,
+            member_id: member_id.clone(),
+            members: Vec::new(),
+        };
+        if let Err(code) = self
+            .call(&group_id, |c, now, out| c.join(token, req, now, out))
+            .await
+        {
+            self.unregister(&group_id, token);
+            return error(code);
+        }
         match rx.await {
             Ok(Reply::Join(r)) => r,
-            _ => JoinResponse {
-                error: ErrorCode::COORDINATOR_NOT_AVAILABLE,
-                generation_id: -1,
-                protocol_type: None,
-                protocol_name: None,
-                leader: String::new(),
-                skip_assignment: false,
-                member_id,
-                members: Vec::new(),
-            },
+            _ => error(ErrorCode::NOT_COORDINATOR),
         }
     }
 
     /// SyncGroup: followers wait for the leader's assignment.
     pub async fn sync(self: &Arc<Self>, req: fjord_group::SyncRequest) -> SyncResponse {
-        let (token, rx) = self.register();
-        self.call(|c, now, out| c.sync(token, req, now, out)).await;
+        let group_id = req.group_id.clone();
+        let (token, rx) = self.register(&group_id);
+        let error = |error| SyncResponse {
+            error,
+            protocol_type: None,
+            protocol_name: None,
+            assignment: bytes::Bytes::new(),
+        };
+        if let Err(code) = self
+            .call(&group_id, |c, now, out| c.sync(token, req, now, out))
+            .await
+        {
+            self.unregister(&group_id, token);
+            return error(code);
+        }
         match rx.await {
             Ok(Reply::Sync(r)) => r,
-            _ => SyncResponse {
-                error: ErrorCode::COORDINATOR_NOT_AVAILABLE,
-                protocol_type: None,
-                protocol_name: None,
-                assignment: bytes::Bytes::new(),
-            },
+            _ => error(ErrorCode::NOT_COORDINATOR),
         }
     }
 
-    /// Read-only access (OffsetFetch, ListGroups, DescribeGroups, lag).
-    pub fn read<R>(&self, f: impl FnOnce(&GroupCoordinator) -> R) -> R {
-        f(&self.core.lock())
+    /// Read-only access to a group's shard (OffsetFetch, DescribeGroups).
+    pub fn read<R>(
+        self: &Arc<Self>,
+        group_id: &str,
+        f: impl FnOnce(&GroupCoordinator) -> R,
+    ) -> Result<R, ErrorCode> {
+        self.runtime
+            .read(self.partition_for(group_id), |shard| f(&shard.core))
+            .map_err(ShardError::code)
     }
 
-    fn register(&self) -> (RequestToken, oneshot::Receiver<Reply>) {
+    /// `read` on every shard (ListGroups, lag): each shard's result or refusal.
+    pub fn read_all<R>(
+        self: &Arc<Self>,
+        mut f: impl FnMut(&GroupCoordinator) -> R,
+    ) -> Vec<Result<R, ErrorCode>> {
+        self.runtime
+            .read_all(|_, shard| f(&shard.core))
+            .into_iter()
+            .map(|r| r.map_err(ShardError::code))
+            .collect()
+    }
+
+    /// Unload every shard; held requests get NOT_COORDINATOR.
+    pub fn close(&self) {
+        self.runtime.close();
+        for w in self.waiters.iter() {
+            w.lock().clear();
+        }
+    }
+
+    fn register(&self, group_id: &str) -> (RequestToken, oneshot::Receiver<Reply>) {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().insert(token, tx);
+        if let Some(w) = self.waiters.get(self.partition_for(group_id) as usize) {
+            w.lock().insert(token, tx);
+        }
         (RequestToken(token), rx)
     }
 
-    /// Append the Persist outputs (called under the coordinator lock, so the
-    /// log order is the decision order); returns what to wait on, and whether
-    /// every append succeeded.
-    fn append(&self, out: &mut Vec<Output>) -> (Vec<SyncWaiter>, bool) {
-        let mut by_partition: BTreeMap<usize, BatchBuilder> = BTreeMap::new();
-        let now = now_ms();
-        let n = self.logs.len().max(1) as i32;
-        for o in out.iter() {
-            if let Output::Persist {
-                group_id,
-                key,
-                value,
-            } = o
-            {
-                let p = fjord_group::offsets_partition_for(group_id, n) as usize;
-                by_partition
-                    .entry(p)
-                    .or_insert_with(|| BatchBuilder::new(Compression::None))
-                    .push(now, Some(key), value.as_deref(), &[]);
-            }
+    fn unregister(&self, group_id: &str, token: RequestToken) {
+        if let Some(w) = self.waiters.get(self.partition_for(group_id) as usize) {
+            w.lock().remove(&token.0);
         }
-        out.retain(|o| !matches!(o, Output::Persist { .. }));
-        let mut syncs = Vec::new();
-        let mut appended = true;
-        for (p, builder) in by_partition {
-            let Some(log) = self.logs.get(p) else {
-                appended = false;
-                continue;
-            };
-            let mut batch = BytesMut::from(&builder.build(0)[..]);
-            match log.append(&mut batch, now) {
-                Ok(r) => syncs.push(log.sync_to(Offset(r.last_offset.0))),
-                Err(e) => {
-                    tracing::error!("{OFFSETS_TOPIC}-{p}: append failed: {e}");
-                    appended = false;
-                }
-            }
-        }
-        (syncs, appended)
-    }
-
-    fn deliver(&self, out: Vec<Output>) {
-        let mut waiters = self.waiters.lock();
-        for o in out {
-            let (token, reply) = match o {
-                Output::Join(t, r) => (t, Reply::Join(r)),
-                Output::Sync(t, r) => (t, Reply::Sync(r)),
-                Output::Persist { .. } => continue,
-            };
-            if let Some(tx) = waiters.remove(&token.0) {
-                // The client may be gone; nothing to do then.
-                let _ = tx.send(reply);
-            }
-        }
-    }
-
-    /// Start the timer task on first use (we are inside the runtime then).
-    fn ensure_timer(self: &Arc<Self>) {
-        if self.timer_started.load(Ordering::Acquire)
-            || self.timer_started.swap(true, Ordering::AcqRel)
-        {
-            return;
-        }
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                let Some(groups) = weak.upgrade() else {
-                    return;
-                };
-                let wait_ms = {
-                    let core = groups.core.lock();
-                    let now = now_ms();
-                    let wait_ms = core
-                        .next_deadline_ms()
-                        .map_or(TIMER_IDLE_MS, |d| (d - now).clamp(0, TIMER_IDLE_MS));
-                    groups
-                        .timer_armed_ms
-                        .store(now + wait_ms, Ordering::Relaxed);
-                    wait_ms
-                };
-                let notified = groups.timer.notified();
-                tokio::select! {
-                    _ = notified => {}
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(wait_ms as u64)) => {
-                        groups.call(|c, now, out| c.tick(now, out)).await;
-                    }
-                }
-            }
-        });
     }
 }
 
-/// Feed one partition of `__consumer_offsets` to the coordinator; returns the records read.
-fn replay_log(core: &mut GroupCoordinator, log: &Log, partition: usize) -> u64 {
-    let mut next = log.log_start_offset();
-    let end = log.log_end_offset();
-    let mut count = 0u64;
-    while next < end {
-        let read = match log.read(next, REPLAY_READ_BYTES, end, true) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!("{OFFSETS_TOPIC}-{partition}: replay read failed: {e}");
-                return count;
-            }
+/// Route a shard's held responses to the requests waiting for them.
+fn deliver(waiters: &Waiters, partition: u32, outputs: Vec<Output>) {
+    let Some(waiters) = waiters.get(partition as usize) else {
+        return;
+    };
+    let mut waiters = waiters.lock();
+    for o in outputs {
+        let (token, reply) = match o {
+            Output::Join(t, r) => (t, Reply::Join(r)),
+            Output::Sync(t, r) => (t, Reply::Sync(r)),
+            Output::Persist { .. } => continue,
         };
-        let bytes = match read.to_vec() {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!("{OFFSETS_TOPIC}-{partition}: replay read failed: {e}");
-                return count;
-            }
-        };
-        let before = next;
-        for item in fjord_records::batches(&bytes) {
-            let Ok((header, range)) = item else {
-                tracing::error!("{OFFSETS_TOPIC}-{partition}: corrupt batch at {}", next.0);
-                return count;
-            };
-            next = Offset(header.next_offset());
-            let Some(batch) = bytes.get(range) else {
-                return count;
-            };
-            match fjord_records::decode_records_bounded(batch, DECOMPRESSED_BATCH_BYTES_MAX) {
-                Ok(records) => {
-                    for r in records {
-                        let Some(key) = r.key else { continue };
-                        if let Err(e) = core.replay(&key, r.value.as_deref()) {
-                            tracing::warn!(
-                                "{OFFSETS_TOPIC}-{partition} offset {}: skipped: {e}",
-                                r.offset
-                            );
-                        }
-                        count += 1;
-                    }
-                }
-                Err(e) => tracing::warn!("{OFFSETS_TOPIC}-{partition}: skipped batch: {e}"),
-            }
-        }
-        if next <= before {
-            break;
+        if let Some(tx) = waiters.remove(&token.0) {
+            // The client may be gone; nothing to do then.
+            let _ = tx.send(reply);
         }
     }
-    count
 }

@@ -151,15 +151,16 @@ impl Broker {
     /// needed) before returning.
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, StateError> {
         let broker = Broker::open_topics(config)?;
-        broker.groups.load_blocking()?;
+        broker.groups.load_blocking(true)?;
         Ok(broker)
     }
 
     /// Like [`Broker::open`], but returns once the topics are open: replay of
     /// an existing `__consumer_offsets` starts in the background now, and a
     /// missing one is created on the first group request (as Kafka does on the
-    /// first FindCoordinator). Until the coordinator is loaded, group requests
-    /// are answered COORDINATOR_NOT_AVAILABLE, which clients retry.
+    /// first FindCoordinator). Until a group's shard is loaded, its requests
+    /// are answered COORDINATOR_NOT_AVAILABLE or COORDINATOR_LOAD_IN_PROGRESS,
+    /// which clients retry.
     pub fn open_deferred(config: BrokerConfig) -> Result<Arc<Broker>, StateError> {
         let broker = Broker::open_topics(config)?;
         if broker.topic(crate::groups::OFFSETS_TOPIC).is_some() {

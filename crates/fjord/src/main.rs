@@ -172,7 +172,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // The group coordinator comes up in the background (a new node creates
         // `__consumer_offsets` now rather than on the first group request, so
         // that ListGroups right after start finds it ready); group requests
-        // answer COORDINATOR_NOT_AVAILABLE until then.
+        // answer COORDINATOR_NOT_AVAILABLE or COORDINATOR_LOAD_IN_PROGRESS
+        // until their shard is loaded.
         broker.groups.start_loading();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let retention_broker = broker.clone();

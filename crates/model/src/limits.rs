@@ -70,6 +70,18 @@ pub const OFFSET_METADATA_BYTES_MAX_DEFAULT: usize = 4096;
 /// Default `offsets.topic.num.partitions`.
 pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: i32 = 50;
 
+// ---- coordinator runtime (fjord-coordinator) ----
+/// Threads that replay an internal topic's partitions at start (shards load in parallel).
+pub const COORDINATOR_LOAD_THREADS_MAX: usize = 4;
+/// Bytes read at once while a shard replays its partition.
+pub const COORDINATOR_LOAD_READ_BYTES: usize = 1024 * 1024;
+/// Wait before a shard whose load failed is loaded again; doubles per failure up to the max.
+pub const COORDINATOR_LOAD_RETRY_BACKOFF_MS_MIN: i64 = 1_000;
+/// Longest wait between two load attempts of a failed shard.
+pub const COORDINATOR_LOAD_RETRY_BACKOFF_MS_MAX: i64 = 60_000;
+const _: () =
+    assert!(COORDINATOR_LOAD_RETRY_BACKOFF_MS_MIN <= COORDINATOR_LOAD_RETRY_BACKOFF_MS_MAX);
+
 // ---- request decoding (fjord-protocol) ----
 /// Most heap memory the decoded form of one request may take: its arrays of
 /// structs and its unknown tagged fields (byte and string fields are

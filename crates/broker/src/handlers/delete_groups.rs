@@ -1,5 +1,6 @@
 //! DeleteGroups: versions 0..=2. Only empty groups are deleted (else NON_EMPTY_GROUP).
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::RangeInclusive;
 
 use fjord_model::ErrorCode;
@@ -25,13 +26,49 @@ pub fn handle(ctx: Ctx, req: DeleteGroupsRequest) -> Pending {
             .collect();
         return Pending::Ready(ctx.respond(&DeleteGroupsResponse::default().with_results(results)));
     };
+    // Each shard deletes its own groups; the answer keeps the request's order.
+    let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for id in &ids {
+        by_shard
+            .entry(groups.partition_for(id))
+            .or_default()
+            .push(id.clone());
+    }
+    let calls: Vec<_> = by_shard
+        .into_values()
+        .map(|shard_ids| {
+            let key = shard_ids.first().cloned().unwrap_or_default();
+            let call = groups.call(&key, move |c, now, out| c.delete(&shard_ids, now, out));
+            (key, call)
+        })
+        .collect();
     Pending::later(async move {
-        let r = groups.call(|c, now, out| c.delete(&ids, now, out)).await;
-        let results = r
-            .into_iter()
-            .map(|(id, e)| {
+        // Per group id, its answers in request order (an id may repeat).
+        let mut decided: HashMap<String, VecDeque<ErrorCode>> = HashMap::new();
+        for (key, call) in calls {
+            let answers: Vec<(String, ErrorCode)> = match call.await {
+                Ok(r) => r,
+                Err(e) => {
+                    let shard = groups.partition_for(&key);
+                    ids.iter()
+                        .filter(|id| groups.partition_for(id) == shard)
+                        .map(|id| (id.clone(), e))
+                        .collect()
+                }
+            };
+            for (id, e) in answers {
+                decided.entry(id).or_default().push_back(e);
+            }
+        }
+        let results = ids
+            .iter()
+            .map(|id| {
+                let e = decided
+                    .get_mut(id)
+                    .and_then(|q| q.pop_front())
+                    .unwrap_or(ErrorCode::UNKNOWN_SERVER_ERROR);
                 DeletableGroupResult::default()
-                    .with_group_id(GroupId(str_bytes(id)))
+                    .with_group_id(GroupId(str_bytes(id.clone())))
                     .with_error_code(e.0)
             })
             .collect();

@@ -19,17 +19,20 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub fn handle(ctx: &Ctx, req: DescribeGroupsRequest) -> Option<BytesMut> {
     let ids: Vec<String> = req.groups.iter().map(|g| g.0.to_string()).collect();
-    let described = match ctx.broker.groups.get() {
-        Some(g) => g.read(|c| c.describe(&ids)),
-        None => Vec::new(),
-    };
+    let groups = ctx.broker.groups.get();
     let mut out = Vec::with_capacity(req.groups.len());
-    for (i, id) in req.groups.into_iter().enumerate() {
-        let group = match described.get(i) {
-            None => DescribedGroup::default()
+    for (gid, id) in ids.iter().zip(req.groups) {
+        let described = match groups {
+            None => Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+            Some(g) => g
+                .read(gid, |c| c.describe(std::slice::from_ref(gid)))
+                .and_then(|d| d.into_iter().next().ok_or(ErrorCode::UNKNOWN_SERVER_ERROR)),
+        };
+        let group = match &described {
+            Err(e) => DescribedGroup::default()
                 .with_group_id(id)
-                .with_error_code(ErrorCode::COORDINATOR_NOT_AVAILABLE.0),
-            Some(d) => DescribedGroup::default()
+                .with_error_code(e.0),
+            Ok(d) => DescribedGroup::default()
                 .with_group_id(id)
                 .with_error_code(d.error.0)
                 .with_group_state(str_bytes(d.state.as_str()))

@@ -1,4 +1,5 @@
-//! Heartbeat: versions 0..=4.
+//! Heartbeat: versions 0..=4. While the group's shard is loading the answer
+//! is NONE, as from Kafka (the member keeps its place; it rejoins if needed).
 
 use std::ops::RangeInclusive;
 
@@ -21,10 +22,15 @@ pub fn handle(ctx: Ctx, req: HeartbeatRequest) -> Pending {
         member_id: req.member_id.to_string(),
         group_instance_id: req.group_instance_id.map(|s| s.to_string()),
     };
+    let group_id = request.group_id.clone();
+    let call = groups.call(&group_id, |c, now, out| c.heartbeat(request, now, out));
     Pending::later(async move {
-        let e = groups
-            .call(|c, now, out| c.heartbeat(request, now, out))
-            .await;
+        let e = match call.await {
+            Ok(e) => e,
+            // The group is still loading: Kafka answers as if the heartbeat was fine.
+            Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS) => ErrorCode::NONE,
+            Err(e) => e,
+        };
         ctx.respond(&HeartbeatResponse::default().with_error_code(e.0))
     })
 }

@@ -33,10 +33,17 @@ pub fn handle(ctx: Ctx, req: LeaveGroupRequest) -> Pending {
             .collect()
     };
     let group_id = req.group_id.0.to_string();
+    let key = group_id.clone();
+    let call = groups.call(&key, move |c, now, out| {
+        c.leave(&group_id, members, now, out)
+    });
     Pending::later(async move {
-        let r = groups
-            .call(|c, now, out| c.leave(&group_id, members, now, out))
-            .await;
+        let r = match call.await {
+            Ok(r) => r,
+            Err(e) => {
+                return ctx.respond(&LeaveGroupResponse::default().with_error_code(e.0));
+            }
+        };
         let resp = if v < 3 {
             let error = if r.error.is_none() {
                 r.members.first().map_or(ErrorCode::NONE, |m| m.error)

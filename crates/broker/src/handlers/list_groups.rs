@@ -1,4 +1,4 @@
-//! ListGroups: versions 0..=4 (v4 filters by state).
+//! ListGroups: versions 0..=4 (v4 filters by state). Lists every shard's groups.
 
 use std::ops::RangeInclusive;
 
@@ -24,11 +24,22 @@ pub fn handle(ctx: &Ctx, req: ListGroupsRequest) -> Option<BytesMut> {
         .map(|s| fjord_group::GroupState::parse(s.as_str()))
         .collect();
     let known: Vec<fjord_group::GroupState> = states.iter().flatten().copied().collect();
-    let listed = if !states.is_empty() && known.is_empty() {
-        Vec::new()
-    } else {
-        groups.read(|c| c.list(&known, &[]))
-    };
+    let mut listed = Vec::new();
+    if states.is_empty() || !known.is_empty() {
+        for shard in groups.read_all(|c| c.list(&known, &[])) {
+            match shard {
+                Ok(l) => listed.extend(l),
+                // As Kafka: a shard this node does not coordinate (here: one
+                // that failed to load) lists nothing; one still loading
+                // makes the whole answer COORDINATOR_LOAD_IN_PROGRESS.
+                Err(ErrorCode::NOT_COORDINATOR) => {}
+                Err(e) => {
+                    return ctx.respond(&ListGroupsResponse::default().with_error_code(e.0));
+                }
+            }
+        }
+        listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    }
     let resp = ListGroupsResponse::default().with_groups(
         listed
             .into_iter()

@@ -1,7 +1,9 @@
 //! OffsetCommit: versions 2..=8 (v0-v1 were removed in Kafka 4.0, KIP-896,
 //! and neither our decoder nor kafka-protocol's encoder has them). Partitions of unknown topics get
 //! UNKNOWN_TOPIC_OR_PARTITION; the rest go to the group coordinator, and the
-//! response waits until the commits are durable in `__consumer_offsets`.
+//! response waits until the commits are durable in `__consumer_offsets`. A
+//! group whose shard is loading or failed to load gets
+//! COORDINATOR_LOAD_IN_PROGRESS or NOT_COORDINATOR on every partition.
 
 use std::ops::RangeInclusive;
 
@@ -19,6 +21,12 @@ pub const VERSIONS: RangeInclusive<i16> = 2..=8;
 
 pub fn handle(ctx: Ctx, req: OffsetCommitRequest) -> Pending {
     let groups = ctx.broker.groups.get().cloned();
+    let group_id = req.group_id.0.to_string();
+    // A coordinator that cannot take the commit refuses it whole.
+    let refused = match &groups {
+        None => Some(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+        Some(g) => g.read(&group_id, |_| ()).err(),
+    };
     // (topic, partition, error) decided here; the rest is committed.
     let mut rejected: Vec<(String, i32, ErrorCode)> = Vec::new();
     // Request order, kept for the response.
@@ -33,12 +41,8 @@ pub fn handle(ctx: Ctx, req: OffsetCommitRequest) -> Pending {
             let known = topic
                 .as_ref()
                 .is_some_and(|tp| tp.partition(p.partition_index).is_some());
-            if groups.is_none() {
-                rejected.push((
-                    name.clone(),
-                    p.partition_index,
-                    ErrorCode::COORDINATOR_NOT_AVAILABLE,
-                ));
+            if let Some(e) = refused {
+                rejected.push((name.clone(), p.partition_index, e));
             } else if !known {
                 rejected.push((
                     name.clone(),
@@ -59,7 +63,7 @@ pub fn handle(ctx: Ctx, req: OffsetCommitRequest) -> Pending {
         }
     }
     let request = fjord_group::CommitRequest {
-        group_id: req.group_id.0.to_string(),
+        group_id,
         generation_id: req.generation_id_or_member_epoch,
         member_id: req.member_id.to_string(),
         group_instance_id: req.group_instance_id.map(|s| s.to_string()),

@@ -34,10 +34,17 @@ pub fn handle(ctx: Ctx, req: OffsetDeleteRequest) -> Pending {
                 .collect(),
         })
         .collect();
+    let key = group_id.clone();
+    let call = groups.call(&key, move |c, now, out| {
+        c.delete_offsets(&group_id, &topics, now, out)
+    });
     Pending::later(async move {
-        let r = groups
-            .call(|c, now, out| c.delete_offsets(&group_id, &topics, now, out))
-            .await;
+        let r = match call.await {
+            Ok(r) => r,
+            Err(e) => {
+                return ctx.respond(&OffsetDeleteResponse::default().with_error_code(e.0));
+            }
+        };
         let resp = OffsetDeleteResponse::default()
             .with_error_code(r.error.0)
             .with_topics(

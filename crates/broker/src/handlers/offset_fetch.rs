@@ -1,11 +1,13 @@
 //! OffsetFetch: versions 1..=8 (v8 carries several groups; v0, removed in
 //! Kafka 4.0, read ZooKeeper). An unknown group
-//! or partition gets offset -1 and leader epoch -1 with no error.
+//! or partition gets offset -1 and leader epoch -1 with no error. A group
+//! whose shard is loading gets COORDINATOR_LOAD_IN_PROGRESS, one whose shard
+//! failed to load NOT_COORDINATOR (on the group and on each partition).
 
 use std::ops::RangeInclusive;
 
 use bytes::BytesMut;
-use fjord_model::{ErrorCode, PartitionIndex};
+use fjord_model::{ErrorCode, LeaderEpoch, Offset, PartitionIndex};
 use fjord_protocol::kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -23,12 +25,36 @@ fn fetch(
     group_id: &str,
     topics: Option<Vec<fjord_group::TopicPartitions>>,
 ) -> (ErrorCode, Vec<fjord_group::FetchedTopic>) {
-    match ctx.broker.groups.get() {
-        None => (ErrorCode::COORDINATOR_NOT_AVAILABLE, Vec::new()),
-        Some(g) => {
-            let r = g.read(|c| c.fetch_offsets(group_id, topics.as_deref()));
-            (r.error, r.topics)
-        }
+    let read = match ctx.broker.groups.get() {
+        None => Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+        Some(g) => g.read(group_id, |c| c.fetch_offsets(group_id, topics.as_deref())),
+    };
+    match read {
+        Ok(r) => (r.error, r.topics),
+        // The group's shard is not serving: the error, also on every
+        // partition asked for (v1 has no group-level error), never "no
+        // committed offset" without one.
+        Err(error) => (
+            error,
+            topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| fjord_group::FetchedTopic {
+                    name: t.name,
+                    partitions: t
+                        .partitions
+                        .into_iter()
+                        .map(|partition| fjord_group::FetchedOffset {
+                            partition,
+                            offset: Offset(-1),
+                            leader_epoch: LeaderEpoch(-1),
+                            metadata: String::new(),
+                            error,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        ),
     }
 }
 

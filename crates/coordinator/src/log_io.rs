@@ -1,0 +1,131 @@
+//! [`PartitionIo`] over storage logs: a load reads the partition's batches
+//! from the log start to the log end and checks each one as a broker checks a
+//! produced batch (framing, magic, CRC32C, record framing) before replaying
+//! it; an append writes one uncompressed batch and waits for `Log::sync_to`.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use fjord_model::limits::{COORDINATOR_LOAD_READ_BYTES, DECOMPRESSED_BATCH_BYTES_MAX};
+use fjord_model::Offset;
+use fjord_records::{BatchBuilder, Compression};
+use fjord_storage::Log;
+
+use crate::{Durable, LoadError, LoadSummary, PartitionIo, Visitor, WriteError};
+
+/// The partitions of an internal topic, by index.
+pub struct LogPartitions {
+    logs: Vec<Arc<Log>>,
+}
+
+impl LogPartitions {
+    pub fn new(logs: Vec<Arc<Log>>) -> LogPartitions {
+        LogPartitions { logs }
+    }
+}
+
+impl PartitionIo for LogPartitions {
+    fn partitions(&self) -> u32 {
+        self.logs.len() as u32
+    }
+
+    fn load(
+        &self,
+        partition: u32,
+        closing: &dyn Fn() -> bool,
+        visit: &mut Visitor<'_>,
+    ) -> Result<LoadSummary, LoadError> {
+        let log = self
+            .logs
+            .get(partition as usize)
+            .ok_or(LoadError::NoPartition)?;
+        let mut next = log.log_start_offset();
+        // Records appended after this point are the shard's own (it is not
+        // active before the load ends, so there are none).
+        let end = log.log_end_offset();
+        let mut summary = LoadSummary::default();
+        while next < end {
+            if closing() {
+                return Err(LoadError::Closed);
+            }
+            let read_err = |e: &dyn std::fmt::Display| LoadError::Read {
+                offset: next.0,
+                detail: e.to_string(),
+            };
+            let read = log
+                .read(next, COORDINATOR_LOAD_READ_BYTES, end, true)
+                .map_err(|e| read_err(&e))?;
+            let bytes = read.to_vec().map_err(|e| read_err(&e))?;
+            if bytes.is_empty() {
+                return Err(LoadError::Corrupt {
+                    offset: next.0,
+                    detail: format!("nothing readable before the log end {}", end.0),
+                });
+            }
+            summary.bytes += bytes.len() as u64;
+            let mut iter = fjord_records::batches(&bytes);
+            for item in iter.by_ref() {
+                let (header, range) = item.map_err(|e| LoadError::Corrupt {
+                    offset: next.0,
+                    detail: e.to_string(),
+                })?;
+                let batch = bytes.get(range).ok_or_else(|| LoadError::Corrupt {
+                    offset: header.base_offset,
+                    detail: "batch runs past the bytes read".to_string(),
+                })?;
+                let corrupt = |e: fjord_records::RecordsError| LoadError::Corrupt {
+                    offset: header.base_offset,
+                    detail: e.to_string(),
+                };
+                fjord_records::validate_batch(batch).map_err(corrupt)?;
+                if header.next_offset() <= next.0 {
+                    return Err(LoadError::Corrupt {
+                        offset: header.base_offset,
+                        detail: format!(
+                            "batch ends at {} before offset {}",
+                            header.next_offset(),
+                            next.0
+                        ),
+                    });
+                }
+                next = Offset(header.next_offset());
+                if header.is_control() {
+                    continue;
+                }
+                let records =
+                    fjord_records::decode_records_bounded(batch, DECOMPRESSED_BATCH_BYTES_MAX)
+                        .map_err(corrupt)?;
+                for r in records {
+                    let Some(key) = r.key else { continue };
+                    visit(Offset(r.offset), &key, r.value.as_deref())?;
+                    summary.records += 1;
+                }
+            }
+        }
+        Ok(summary)
+    }
+
+    fn append(
+        &self,
+        partition: u32,
+        records: &[(&[u8], Option<&[u8]>)],
+        now_ms: i64,
+    ) -> Result<Durable, WriteError> {
+        let log = self
+            .logs
+            .get(partition as usize)
+            .ok_or_else(|| WriteError(format!("no partition {partition}")))?;
+        let mut builder = BatchBuilder::new(Compression::None);
+        for (key, value) in records {
+            builder.push(now_ms, Some(*key), *value, &[]);
+        }
+        let mut batch = BytesMut::from(&builder.build(0)[..]);
+        let appended = log
+            .append(&mut batch, now_ms)
+            .map_err(|e| WriteError(e.to_string()))?;
+        let waiter = log.sync_to(Offset(appended.last_offset.0));
+        Ok(Box::pin(async move {
+            waiter.await.map_err(|e| WriteError(e.to_string()))
+        }))
+    }
+}
