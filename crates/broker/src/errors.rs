@@ -1,12 +1,18 @@
 //! The one place where Fjord's errors become Kafka error codes.
 
 use fjord_model::ErrorCode;
+use fjord_partition::PartitionError;
 use fjord_storage::StorageError;
 
 use crate::state::StateError;
 
 /// Kafka code and message for a storage error.
 pub fn storage_error(e: &StorageError) -> (ErrorCode, String) {
+    (e.kafka_code(), e.to_string())
+}
+
+/// Kafka code and message for a partition's refusal.
+pub fn partition_error(e: &PartitionError) -> (ErrorCode, String) {
     (e.kafka_code(), e.to_string())
 }
 

@@ -1,4 +1,5 @@
-//! The broker's state: topics, their partitions (each an `Arc<Log>`), and the
+//! The broker's state: topics, their partitions (each a
+//! [`fjord_partition::Partition`] over its log), and the
 //! metadata file that remembers topic ids, partition counts and config
 //! overrides across restarts.
 //!
@@ -16,49 +17,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use fjord_model::{ErrorCode, PartitionIndex, ProducerId};
+use fjord_model::{ErrorCode, NodeId, PartitionIndex, ProducerId};
+use fjord_partition::ReplicaState;
 use fjord_storage::{Log, Storage};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::config::{BrokerConfig, DynamicBrokerConfigs, TopicSettings};
 
-/// One partition of a topic on this node (the leader: a single node leads all).
-pub struct Partition {
-    pub index: PartitionIndex,
-    pub log: Arc<Log>,
-    /// Fetches waiting for data register here; an append wakes them all.
-    waiters: Mutex<Vec<Arc<Notify>>>,
-}
-
-impl Partition {
-    pub fn new(index: PartitionIndex, log: Arc<Log>) -> Partition {
-        Partition {
-            index,
-            log,
-            waiters: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Register `n` to be woken by the next append.
-    pub fn register_waiter(&self, n: &Arc<Notify>) {
-        let mut waiters = self.waiters.lock();
-        // Drop fetches that gave up waiting (only this list still holds them)
-        // and duplicates of `n`, so an idle partition's list stays small.
-        waiters.retain(|w| Arc::strong_count(w) > 1 && !Arc::ptr_eq(w, n));
-        waiters.push(n.clone());
-    }
-
-    /// Wake every registered fetch (called after an append).
-    pub fn wake_waiters(&self) {
-        let waiters = std::mem::take(&mut *self.waiters.lock());
-        for w in waiters {
-            w.notify_one();
-        }
-    }
-}
+pub use fjord_partition::Partition;
 
 pub struct Topic {
     pub name: String,
@@ -136,6 +104,16 @@ impl StateError {
             message: message.into(),
         }
     }
+}
+
+/// A partition of this node, which (single node) leads it and is its only replica.
+fn single_node_partition(node: NodeId, index: PartitionIndex, log: Arc<Log>) -> Arc<Partition> {
+    Arc::new(Partition::new(
+        index,
+        log,
+        node,
+        ReplicaState::single_node(node),
+    ))
 }
 
 pub fn now_ms() -> i64 {
@@ -233,7 +211,11 @@ impl Broker {
                 if !report.clean {
                     tracing::info!(topic = %t.name, partition = p, ?report, "recovered partition");
                 }
-                parts.push(Arc::new(Partition::new(PartitionIndex(p), log)));
+                parts.push(single_node_partition(
+                    broker.config.node_id,
+                    PartitionIndex(p),
+                    log,
+                ));
             }
             let topic = Topic {
                 name: t.name.clone(),
@@ -458,7 +440,11 @@ impl Broker {
             fjord_storage::delete_log_dir(&dir)?;
         }
         let (log, _) = Log::open(&self.storage, &dir, settings.log_config(), now_ms())?;
-        Ok(Arc::new(Partition::new(PartitionIndex(p), log)))
+        Ok(single_node_partition(
+            self.config.node_id,
+            PartitionIndex(p),
+            log,
+        ))
     }
 
     /// Broker defaults with `overrides` (topic config names) applied; unknown

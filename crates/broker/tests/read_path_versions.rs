@@ -217,3 +217,50 @@ fn advertised_maxima_match_kafka_4_3() {
     assert_eq!(max(ApiKey::ListOffsets), Some(11));
     assert_eq!(max(ApiKey::Metadata), Some(13));
 }
+
+/// The partition decides the leader epoch checks of Fetch and ListOffsets:
+/// on one node the epoch is 0; -1 (unknown) and 0 are served, a newer epoch
+/// is UNKNOWN_LEADER_EPOCH (75), an older one FENCED_LEADER_EPOCH (74), and
+/// the high watermark is stated with either error.
+#[tokio::test]
+async fn leader_epoch_checks_are_the_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_broker(dir.path(), 1);
+    b.create_topic("t", 1, Default::default(), false).unwrap();
+    produce(&b, "t", 4).await;
+    for (epoch, want) in [(-1, 0), (0, 0), (1, 75), (7, 75), (-2, 74)] {
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(name("t"))
+                .with_partitions(vec![fetch_request::FetchPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(epoch)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let r: FetchResponse = call_at(&b, 1, 12, 12, &req).await;
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(p.error_code, want, "fetch with epoch {epoch}");
+        assert_eq!(p.high_watermark, 4, "fetch with epoch {epoch}");
+        let has_records = p.records.as_ref().is_some_and(|r| !r.is_empty());
+        assert_eq!(has_records, want == 0, "fetch with epoch {epoch}");
+
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                .with_name(name("t"))
+                .with_partitions(vec![
+                    list_offsets_request::ListOffsetsPartition::default()
+                        .with_current_leader_epoch(epoch)
+                        .with_timestamp(-1),
+                ])]);
+        let r: ListOffsetsResponse = call_at(&b, 2, 9, 9, &req).await;
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(p.error_code, want, "list offsets with epoch {epoch}");
+        let offset = if want == 0 { 4 } else { -1 };
+        assert_eq!(p.offset, offset, "list offsets with epoch {epoch}");
+    }
+}

@@ -1,4 +1,6 @@
-//! DeleteRecords: versions 0..=2. Offset -1 means the high watermark.
+//! DeleteRecords: versions 0..=2. Offset -1 means the high watermark; the
+//! partition (`fjord_partition::Partition::delete_records_before`) refuses
+//! an offset past it with OFFSET_OUT_OF_RANGE.
 
 use std::ops::RangeInclusive;
 
@@ -27,15 +29,10 @@ pub fn handle(ctx: &Ctx, req: DeleteRecordsRequest) -> Option<BytesMut> {
                 partitions.push(base.with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0));
                 continue;
             };
-            let hw = part.log.log_end_offset().0;
-            let target = if p.offset == -1 { hw } else { p.offset };
-            if target < 0 || target > hw {
-                partitions.push(base.with_error_code(ErrorCode::OFFSET_OUT_OF_RANGE.0));
-                continue;
-            }
-            partitions.push(match part.log.delete_records_before(Offset(target)) {
+            let target = (p.offset != -1).then_some(Offset(p.offset));
+            partitions.push(match part.delete_records_before(target) {
                 Ok(low) => base.with_low_watermark(low.0),
-                Err(e) => base.with_error_code(errors::storage_error(&e).0 .0),
+                Err(e) => base.with_error_code(errors::partition_error(&e).0 .0),
             });
         }
         topics.push(

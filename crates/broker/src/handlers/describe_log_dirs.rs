@@ -1,6 +1,7 @@
 //! DescribeLogDirs: versions 1..=5. Fjord has one log directory, the data
-//! directory; every partition lives there, with its size in bytes and an
-//! offset lag of 0 (there is never a "future" replica being moved). The
+//! directory; every partition lives there, with its size in bytes and its
+//! offset lag as the partition states it (0 on the leader; there is never a
+//! "future" replica being moved). The
 //! directory is never cordoned. kafka-protocol 0.18 stops at v4, so the v5
 //! response (v4 plus `is_cordoned` per directory) is encoded here.
 
@@ -71,8 +72,8 @@ pub fn handle(ctx: &Ctx, req: DescribeLogDirsRequest) -> Option<BytesMut> {
             .map(|p| {
                 DescribeLogDirsPartition::default()
                     .with_partition_index(p.index.0)
-                    .with_partition_size(i64::try_from(p.log.size_bytes()).unwrap_or(i64::MAX))
-                    .with_offset_lag(0)
+                    .with_partition_size(i64::try_from(p.size_bytes()).unwrap_or(i64::MAX))
+                    .with_offset_lag(p.log_end_offset_lag())
                     .with_is_future_key(false)
             })
             .collect();

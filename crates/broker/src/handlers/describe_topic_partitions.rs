@@ -16,6 +16,7 @@ use fjord_protocol::kafka_protocol::messages::{
 };
 use uuid::Uuid;
 
+use super::metadata::broker_ids;
 use super::{str_bytes, Ctx};
 use crate::state::is_internal_topic;
 
@@ -23,7 +24,6 @@ pub const VERSIONS: RangeInclusive<i16> = 0..=0;
 
 pub fn handle(ctx: &Ctx, req: DescribeTopicPartitionsRequest) -> Option<BytesMut> {
     let broker = &ctx.broker;
-    let node = BrokerId(broker.config.node_id.0);
     let all = req.topics.is_empty();
     let invalid = |msg: &str| {
         tracing::debug!("DescribeTopicPartitions: {msg}");
@@ -91,14 +91,16 @@ pub fn handle(ctx: &Ctx, req: DescribeTopicPartitionsRequest) -> Option<BytesMut
         let count = topic.partition_count();
         let end = i64::from(count).min(i64::from(start) + remaining) as i32;
         let partitions: Vec<_> = (start..end)
+            .filter_map(|p| topic.partition(p))
             .map(|p| {
+                let r = p.replica_state();
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_error_code(ErrorCode::NONE.0)
-                    .with_partition_index(p)
-                    .with_leader_id(node)
-                    .with_leader_epoch(0)
-                    .with_replica_nodes(vec![node])
-                    .with_isr_nodes(vec![node])
+                    .with_partition_index(p.index.0)
+                    .with_leader_id(BrokerId(r.leader.0))
+                    .with_leader_epoch(r.leader_epoch.0)
+                    .with_replica_nodes(broker_ids(&r.replicas))
+                    .with_isr_nodes(broker_ids(&r.isr))
                     .with_eligible_leader_replicas(Some(vec![]))
                     .with_last_known_elr(Some(vec![]))
                     .with_offline_replicas(vec![])

@@ -1,9 +1,12 @@
-//! ElectLeaders: versions 0..=2. This node leads every partition and is its
-//! only (preferred) replica, so an election is never needed: each named
+//! ElectLeaders: versions 0..=2. The partition says whether its leader is
+//! its preferred replica; if so an election is not needed and a named
 //! partition answers ELECTION_NOT_NEEDED (unknown ones
-//! UNKNOWN_TOPIC_OR_PARTITION). A null partition list asks for all
-//! partitions; as in Kafka, those that need no election are left out, so the
-//! answer is empty.
+//! UNKNOWN_TOPIC_OR_PARTITION). A partition that would need one answers
+//! PREFERRED_LEADER_NOT_AVAILABLE: Fjord does not run elections yet (on a
+//! single node, which leads every partition and is its only replica, none is
+//! ever needed). A null partition list asks for all partitions; as in Kafka,
+//! those that need no election are left out, so on one node the answer is
+//! empty.
 
 use std::ops::RangeInclusive;
 
@@ -12,7 +15,9 @@ use fjord_model::ErrorCode;
 use fjord_protocol::kafka_protocol::messages::elect_leaders_response::{
     PartitionResult, ReplicaElectionResult,
 };
-use fjord_protocol::kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse};
+use fjord_protocol::kafka_protocol::messages::{
+    ElectLeadersRequest, ElectLeadersResponse, TopicName,
+};
 
 use super::{str_bytes, Ctx};
 
@@ -33,37 +38,64 @@ pub fn handle(ctx: &Ctx, req: ElectLeadersRequest) -> Option<BytesMut> {
     }
     let broker = &ctx.broker;
     let mut results = Vec::new();
-    for tp in req.topic_partitions.unwrap_or_default() {
-        let topic = broker.topic(&tp.topic);
-        let partition_result = tp
-            .partitions
+    let named = match req.topic_partitions {
+        Some(named) => named
+            .into_iter()
+            .map(|tp| (tp.topic.to_string(), tp.partitions, true))
+            .collect(),
+        // All partitions; those needing no election are left out below.
+        None => broker
+            .topics()
             .iter()
-            .map(|&p| {
-                let (code, msg) = match &topic {
+            .map(|t| {
+                let parts = t.partitions.read().iter().map(|p| p.index.0).collect();
+                (t.name.clone(), parts, false)
+            })
+            .collect::<Vec<(String, Vec<i32>, bool)>>(),
+    };
+    for (name, partitions, explicit) in named {
+        let topic = broker.topic(&name);
+        let partition_result: Vec<_> = partitions
+            .iter()
+            .filter_map(|&p| {
+                let (code, msg) = match topic.as_ref().map(|t| t.partition(p)) {
                     None => (
                         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                        format!("No such topic as {}", &*tp.topic),
+                        format!("No such topic as {name}"),
                     ),
-                    Some(t) if t.partition(p).is_none() => (
+                    Some(None) => (
                         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                        format!("No such partition as {}-{p}", &*tp.topic),
+                        format!("No such partition as {name}-{p}"),
                     ),
-                    Some(_) => (
-                        ELECTION_NOT_NEEDED,
-                        "Leader election not needed for topic partition.".to_string(),
+                    Some(Some(part)) if part.leader_is_preferred() => {
+                        if !explicit {
+                            return None;
+                        }
+                        (
+                            ELECTION_NOT_NEEDED,
+                            "Leader election not needed for topic partition.".to_string(),
+                        )
+                    }
+                    Some(Some(_)) => (
+                        ErrorCode::PREFERRED_LEADER_NOT_AVAILABLE,
+                        "Leader elections are not supported yet.".to_string(),
                     ),
                 };
-                PartitionResult::default()
-                    .with_partition_id(p)
-                    .with_error_code(code.0)
-                    .with_error_message(Some(str_bytes(msg)))
+                Some(
+                    PartitionResult::default()
+                        .with_partition_id(p)
+                        .with_error_code(code.0)
+                        .with_error_message(Some(str_bytes(msg))),
+                )
             })
             .collect();
-        results.push(
-            ReplicaElectionResult::default()
-                .with_topic(tp.topic)
-                .with_partition_result(partition_result),
-        );
+        if explicit || !partition_result.is_empty() {
+            results.push(
+                ReplicaElectionResult::default()
+                    .with_topic(TopicName(str_bytes(name)))
+                    .with_partition_result(partition_result),
+            );
+        }
     }
     ctx.respond(
         &ElectLeadersResponse::default()

@@ -13,6 +13,11 @@
 //! with leader epoch 0 we never answer the first and the second only to
 //! epochs no client holds, so they are always omitted.
 //!
+//! Each partition is read through `fjord_partition::Partition::read`, which
+//! decides the high watermark, the last stable offset, the leader epoch
+//! check (`current_leader_epoch`) and the range; a waiting fetch registers
+//! with the partitions and is woken by any append through them.
+//!
 //! The response is encoded here rather than by kafka-protocol so that record
 //! data stays in the page cache: each partition's records are file ranges
 //! sent with sendfile(2) (see `response.rs`). A test checks the encoding
@@ -23,7 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use fjord_model::{limits, ErrorCode, Offset};
+use fjord_model::{limits, ErrorCode, LeaderEpoch, Offset};
+use fjord_partition::{Isolation, Partition};
 use fjord_protocol::kafka_protocol::messages::FetchRequest;
 use fjord_protocol::response_header_version;
 use fjord_storage::FileSlice;
@@ -33,23 +39,22 @@ use uuid::Uuid;
 use super::{Ctx, Pending};
 use crate::errors;
 use crate::response::{Chunk, Response};
-use crate::state::Partition;
 
 pub const VERSIONS: RangeInclusive<i16> = 4..=18;
 const API_KEY: i16 = 1;
 const FIRST_FLEXIBLE_VERSION: i16 = 12;
 /// The first version naming topics by id instead of by name.
 const FIRST_TOPIC_ID_VERSION: i16 = 13;
-const READ_COMMITTED: i8 = 1;
 
 /// One partition the request asks for, resolved once.
 struct Want {
     topic_idx: usize,
     partition: i32,
     target: Option<Arc<Partition>>,
-    /// An error that no amount of waiting changes (unknown partition, bad epoch).
+    /// An error that no amount of waiting changes (unknown topic or partition).
     error: ErrorCode,
     fetch_offset: i64,
+    current_leader_epoch: i32,
     max_bytes: usize,
 }
 
@@ -109,7 +114,7 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
             } else if target.is_none() {
                 ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
             } else {
-                epoch_check(fp.current_leader_epoch)
+                ErrorCode::NONE
             };
             wants.push(Want {
                 topic_idx: ti,
@@ -117,6 +122,7 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
                 target,
                 error,
                 fetch_offset: fp.fetch_offset,
+                current_leader_epoch: fp.current_leader_epoch,
                 max_bytes: fp.partition_max_bytes.max(0) as usize,
             });
         }
@@ -126,6 +132,7 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
     } else {
         req.max_bytes as usize
     };
+    let isolation = Isolation::from_wire(req.isolation_level);
     let min_bytes = req.min_bytes.max(0) as usize;
     let wait_ms = i64::from(req.max_wait_ms).clamp(0, limits::FETCH_WAIT_MS_MAX) as u64;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
@@ -134,7 +141,7 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
     // takes the registrations it wakes).
     let mut registered = false;
     let parts = loop {
-        let (parts, total, any_error) = read_all(&wants, response_max);
+        let (parts, total, any_error) = read_all(&wants, response_max, isolation);
         if total >= min_bytes || any_error || tokio::time::Instant::now() >= deadline {
             break parts;
         }
@@ -153,7 +160,7 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
             .await
             .is_err()
         {
-            break read_all(&wants, response_max).0;
+            break read_all(&wants, response_max, isolation).0;
         }
         registered = false;
     };
@@ -164,23 +171,18 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
         ctx.api_version,
         ctx.correlation_id,
         ErrorCode::NONE,
-        req.isolation_level == READ_COMMITTED,
+        isolation == Isolation::ReadCommitted,
         topics,
     ))
 }
 
-/// Single node: the leader epoch is 0 and never changes.
-fn epoch_check(current_leader_epoch: i32) -> ErrorCode {
-    match current_leader_epoch {
-        -1 | 0 => ErrorCode::NONE,
-        e if e > 0 => ErrorCode::UNKNOWN_LEADER_EPOCH,
-        _ => ErrorCode::FENCED_LEADER_EPOCH,
-    }
-}
-
 /// Read every wanted partition once. Returns the partitions, the bytes found,
 /// and whether some partition has an error (which answers at once).
-fn read_all(wants: &[Want], response_max: usize) -> (Vec<PartitionOut>, usize, bool) {
+fn read_all(
+    wants: &[Want],
+    response_max: usize,
+    isolation: Isolation,
+) -> (Vec<PartitionOut>, usize, bool) {
     let mut out = Vec::with_capacity(wants.len());
     let mut total = 0usize;
     let mut any_error = false;
@@ -194,39 +196,34 @@ fn read_all(wants: &[Want], response_max: usize) -> (Vec<PartitionOut>, usize, b
             records: Vec::new(),
             records_bytes: 0,
         };
-        let Some(part) = &w.target else {
+        let Some(part) = w.target.as_ref().filter(|_| w.error.is_none()) else {
             any_error = true;
             out.push(p);
             continue;
         };
-        let hw = part.log.log_end_offset().0;
-        let start = part.log.log_start_offset().0;
-        p.high_watermark = hw;
-        p.last_stable_offset = hw;
-        p.log_start_offset = start;
-        if !w.error.is_none() {
-            any_error = true;
-        } else if w.fetch_offset < start || w.fetch_offset > hw {
-            any_error = true;
-            p.error = ErrorCode::OFFSET_OUT_OF_RANGE;
-        } else if w.fetch_offset < hw {
-            // KIP-74: the first batch of the response comes whole even if larger than the limits.
-            let room = response_max.saturating_sub(total).min(w.max_bytes);
-            match part
-                .log
-                .read(Offset(w.fetch_offset), room, Offset(hw), total == 0)
-            {
-                Ok(r) => {
-                    total += r.bytes;
-                    p.records_bytes = r.bytes;
-                    p.records = r.slices;
-                }
-                Err(e) => {
-                    let (code, msg) = errors::storage_error(&e);
-                    tracing::debug!(partition = w.partition, "fetch failed: {msg}");
-                    any_error = true;
-                    p.error = code;
-                }
+        // KIP-74: the first batch of the response comes whole even if larger than the limits.
+        let room = response_max.saturating_sub(total).min(w.max_bytes);
+        let fetched = part.read(
+            Offset(w.fetch_offset),
+            room,
+            isolation,
+            LeaderEpoch(w.current_leader_epoch),
+            total == 0,
+        );
+        p.high_watermark = fetched.high_watermark.0;
+        p.last_stable_offset = fetched.last_stable_offset.0;
+        p.log_start_offset = fetched.log_start_offset.0;
+        match fetched.records {
+            Ok(r) => {
+                total += r.bytes;
+                p.records_bytes = r.bytes;
+                p.records = r.slices;
+            }
+            Err(e) => {
+                let (code, msg) = errors::partition_error(&e);
+                tracing::debug!(partition = w.partition, "fetch failed: {msg}");
+                any_error = true;
+                p.error = code;
             }
         }
         out.push(p);

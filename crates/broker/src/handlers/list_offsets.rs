@@ -1,6 +1,8 @@
-//! ListOffsets: versions 1..=11. EARLIEST (-2) is the log start offset,
-//! LATEST (-1) the high watermark (also for read_committed: there are no
-//! transactions yet, so the last stable offset equals it), MAX_TIMESTAMP (-3,
+//! ListOffsets: versions 1..=11, answered by the partition
+//! (`fjord_partition::Partition::list_offset`, which also checks
+//! `current_leader_epoch`). EARLIEST (-2) is the log start offset,
+//! LATEST (-1) the high watermark (the last stable offset for read_committed;
+//! with no transactions yet it equals the high watermark), MAX_TIMESTAMP (-3,
 //! v7) the batch holding the largest timestamp, EARLIEST_LOCAL (-4, v8) the
 //! log start offset too (all of a Fjord log is local), and a timestamp the
 //! first offset whose timestamp is at least it (-1 when none). Without tiered
@@ -15,7 +17,8 @@
 use std::ops::RangeInclusive;
 
 use bytes::BytesMut;
-use fjord_model::{limits, ErrorCode, Offset};
+use fjord_model::{ErrorCode, LeaderEpoch};
+use fjord_partition::{Isolation, OffsetQuery};
 use fjord_protocol::kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -48,43 +51,22 @@ fn first_version_of(ts: i64) -> Option<i16> {
     }
 }
 
-/// The storage engine answers timestamp queries per batch; Kafka answers per
-/// record. Find the first record (at or above the log start) of the batch
-/// holding `offset` whose timestamp satisfies `pick`, decompressing the batch
-/// if it must.
-fn in_batch(
-    log: &fjord_storage::Log,
-    offset: Offset,
-    pick: impl Fn(i64) -> bool,
-) -> Result<Option<(i64, i64)>, fjord_storage::StorageError> {
-    let read = log.read(offset, 1, log.log_end_offset(), true)?;
-    let mut bytes = Vec::with_capacity(read.bytes);
-    for s in &read.slices {
-        s.read_into(&mut bytes)
-            .map_err(|e| fjord_storage::StorageError::Io {
-                context: "reading a batch for a timestamp lookup".into(),
-                source: e,
-            })?;
-    }
-    let Some(Ok((_, range))) = fjord_records::batches(&bytes).next() else {
-        return Ok(None);
-    };
-    let log_start = log.log_start_offset().0;
-    let mut found = None;
-    // A batch that cannot be decoded keeps the batch-level answer.
-    let _ = fjord_records::visit_records_bounded(
-        &bytes[range],
-        limits::DECOMPRESSED_BATCH_BYTES_MAX,
-        |r| {
-            if found.is_none() && r.offset >= log_start && pick(r.timestamp) {
-                found = Some((r.offset, r.timestamp));
-            }
-        },
-    );
-    Ok(found)
+/// What a ListOffsets timestamp asks the partition (`None`: no version knows it).
+fn query_of(ts: i64) -> Option<OffsetQuery> {
+    Some(match ts {
+        LATEST => OffsetQuery::Latest,
+        EARLIEST => OffsetQuery::Earliest,
+        MAX_TIMESTAMP => OffsetQuery::MaxTimestamp,
+        EARLIEST_LOCAL => OffsetQuery::EarliestLocal,
+        LATEST_TIERED => OffsetQuery::LatestTiered,
+        EARLIEST_PENDING_UPLOAD => OffsetQuery::EarliestPendingUpload,
+        t if t >= 0 => OffsetQuery::Timestamp(t),
+        _ => return None,
+    })
 }
 
 pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Option<BytesMut> {
+    let isolation = Isolation::from_wire(req.isolation_level);
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let topic = ctx.broker.topic(&t.name.0);
@@ -99,45 +81,28 @@ pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Option<BytesMut> {
                 partitions.push(base.with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0));
                 continue;
             };
-            if p.current_leader_epoch > 0 {
-                partitions.push(base.with_error_code(ErrorCode::UNKNOWN_LEADER_EPOCH.0));
-                continue;
-            }
-            if first_version_of(p.timestamp).is_none_or(|first| ctx.api_version < first) {
-                partitions.push(base.with_error_code(ErrorCode::UNSUPPORTED_VERSION.0));
-                continue;
-            }
-            let log = &part.log;
-            let found =
-                match p.timestamp {
-                    LATEST => Ok(Some((log.log_end_offset().0, -1))),
-                    EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset().0, -1))),
-                    // Nothing is tiered: no offset, no epoch.
-                    LATEST_TIERED | EARLIEST_PENDING_UPLOAD => Ok(None),
-                    MAX_TIMESTAMP => match log.max_timestamp() {
-                        None => Ok(None),
-                        Some((max_ts, off)) => in_batch(log, off, |ts| ts == max_ts)
-                            .map(|r| r.or(Some((off.0, max_ts)))),
-                    },
-                    target if target >= 0 => match log.offset_for_timestamp(target) {
-                        Ok(Some((off, batch_ts))) => in_batch(log, off, |ts| ts >= target)
-                            .map(|r| r.or(Some((off.0, batch_ts)))),
-                        other => other.map(|r| r.map(|(off, ts)| (off.0, ts))),
-                    },
-                    _ => Ok(None),
-                };
+            let query = match query_of(p.timestamp) {
+                Some(q) if first_version_of(p.timestamp).is_some_and(|f| ctx.api_version >= f) => q,
+                _ => {
+                    partitions.push(base.with_error_code(ErrorCode::UNSUPPORTED_VERSION.0));
+                    continue;
+                }
+            };
+            let found = part.list_offset(query, isolation, LeaderEpoch(p.current_leader_epoch));
             partitions.push(match found {
-                Ok(Some((offset, ts))) => {
-                    let found = base.with_offset(offset).with_timestamp(ts);
+                Ok(Some(f)) => {
+                    let found = base
+                        .with_offset(f.offset.0)
+                        .with_timestamp(f.timestamp_ms);
                     // The leader epoch field exists from v4 on.
                     if ctx.api_version >= 4 {
-                        found.with_leader_epoch(0)
+                        found.with_leader_epoch(f.leader_epoch.0)
                     } else {
                         found
                     }
                 }
                 Ok(None) => base,
-                Err(e) => base.with_error_code(errors::storage_error(&e).0 .0),
+                Err(e) => base.with_error_code(errors::partition_error(&e).0 .0),
             });
         }
         topics.push(

@@ -9,7 +9,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use fjord_model::ErrorCode;
+use fjord_model::{ErrorCode, NodeId};
 use fjord_protocol::kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -36,7 +36,7 @@ pub fn handle(ctx: &Ctx, req: MetadataRequest) -> Option<BytesMut> {
     let mut topics = Vec::new();
     if all {
         for t in broker.topics() {
-            topics.push(describe(broker, &t));
+            topics.push(describe(&t));
         }
     } else {
         for rt in req.topics.unwrap_or_default() {
@@ -75,7 +75,7 @@ fn lookup_or_create(broker: &Arc<Broker>, name: &str, auto_create: bool) -> Meta
             .with_error_code(code.0)
     };
     if let Some(t) = broker.topic(name) {
-        return describe(broker, &t);
+        return describe(&t);
     }
     if !fjord_model::is_valid_topic_name(name) {
         return unknown(ErrorCode::INVALID_TOPIC_EXCEPTION);
@@ -94,7 +94,7 @@ fn lookup_or_create(broker: &Arc<Broker>, name: &str, auto_create: bool) -> Meta
         // Another request created it first.
         Err(_) if broker.topic(name).is_some() => broker
             .topic(name)
-            .map(|t| describe(broker, &t))
+            .map(|t| describe(&t))
             .unwrap_or_else(|| unknown(ErrorCode::LEADER_NOT_AVAILABLE)),
         Err(e) => {
             tracing::warn!(topic = name, "auto-create failed: {e}");
@@ -103,16 +103,24 @@ fn lookup_or_create(broker: &Arc<Broker>, name: &str, auto_create: bool) -> Meta
     }
 }
 
-pub fn describe(broker: &Broker, t: &Topic) -> MetadataResponseTopic {
-    let node = BrokerId(broker.config.node_id.0);
-    let partitions = (0..t.partition_count())
+/// Node ids as the wire's broker ids.
+pub fn broker_ids(nodes: &[NodeId]) -> Vec<BrokerId> {
+    nodes.iter().map(|n| BrokerId(n.0)).collect()
+}
+
+pub fn describe(t: &Topic) -> MetadataResponseTopic {
+    let partitions = t
+        .partitions
+        .read()
+        .iter()
         .map(|p| {
+            let r = p.replica_state();
             MetadataResponsePartition::default()
-                .with_partition_index(p)
-                .with_leader_id(node)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_partition_index(p.index.0)
+                .with_leader_id(BrokerId(r.leader.0))
+                .with_leader_epoch(r.leader_epoch.0)
+                .with_replica_nodes(broker_ids(&r.replicas))
+                .with_isr_nodes(broker_ids(&r.isr))
         })
         .collect();
     MetadataResponseTopic::default()

@@ -7,8 +7,10 @@
 //!   id is UNKNOWN_TOPIC_ID, an unknown partition of a known topic
 //!   UNKNOWN_TOPIC_OR_PARTITION.
 //!
-//! Appends run in request order on the connection's reader; with acks=all the
-//! response waits for group commit (`Log::sync_to`). acks=0 gets no response.
+//! Appends go through the partition (`fjord_partition::Partition::append`)
+//! and run in request order on the connection's reader; with acks=all the
+//! response waits for the partition's commit (on one node: durable, by group
+//! commit). acks=0 gets no response.
 //!
 //! Idempotent producers (producer id and sequence in the batch) are checked by
 //! the partition log (`fjord_storage::producer_state`): a retried batch is
@@ -19,7 +21,8 @@
 use std::ops::RangeInclusive;
 
 use bytes::BytesMut;
-use fjord_model::{limits, ErrorCode, Offset};
+use fjord_model::{limits, ErrorCode};
+use fjord_partition::Acks;
 use fjord_protocol::kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
@@ -84,12 +87,11 @@ fn keyless_records(records: Option<&[u8]>) -> Vec<BatchIndexAndErrorMessage> {
 }
 
 pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
-    let acks = req.acks;
-    let valid_acks = matches!(acks, -1..=1);
+    let acks = Acks::from_wire(req.acks);
     let now = now_ms();
     let mut topics = Vec::with_capacity(req.topic_data.len());
-    // (topic index, partition index in response, log, last offset) to sync for acks=all.
-    let mut to_sync = Vec::new();
+    // (topic index, partition index in response, commit waiter) for acks=all.
+    let mut to_commit = Vec::new();
     let transactional = req.transactional_id.is_some();
     let by_id = ctx.api_version >= TOPIC_IDS_FROM;
     for td in req.topic_data {
@@ -115,23 +117,22 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
         });
         let mut partitions = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
-            let result = if !valid_acks {
-                partition_error(pd.index, ErrorCode::INVALID_REQUIRED_ACKS, None)
-            } else if transactional {
-                partition_error(
+            let target = topic.as_ref().and_then(|t| t.partition(pd.index));
+            let result = match (acks, target) {
+                (None, _) => partition_error(pd.index, ErrorCode::INVALID_REQUIRED_ACKS, None),
+                (Some(_), _) if transactional => partition_error(
                     pd.index,
                     ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
                     Some("transactions are not supported yet".into()),
-                )
-            } else {
-                let keyless = if compacted {
-                    keyless_records(pd.records.as_deref())
-                } else {
-                    Vec::new()
-                };
-                match topic.as_ref().and_then(|t| t.partition(pd.index)) {
-                    None => partition_error(pd.index, unknown_topic, None),
-                    Some(_) if !keyless.is_empty() => {
+                ),
+                (Some(_), None) => partition_error(pd.index, unknown_topic, None),
+                (Some(acks), Some(p)) => {
+                    let keyless = if compacted {
+                        keyless_records(pd.records.as_deref())
+                    } else {
+                        Vec::new()
+                    };
+                    if !keyless.is_empty() {
                         let e = partition_error(
                             pd.index,
                             ErrorCode::INVALID_RECORD,
@@ -142,21 +143,17 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
                         } else {
                             e
                         }
-                    }
-                    Some(p) => {
+                    } else {
                         let records = pd.records.unwrap_or_default();
                         let mut buf = BytesMut::from(&records[..]);
-                        match p.log.append(&mut buf, now) {
-                            Ok(r) => {
-                                if !r.duplicate {
-                                    p.wake_waiters();
-                                }
-                                if acks == -1 {
-                                    to_sync.push((
+                        match p.append(&mut buf, acks, now) {
+                            Ok(appended) => {
+                                let r = appended.result;
+                                if acks == Acks::All {
+                                    to_commit.push((
                                         topics.len(),
                                         partitions.len(),
-                                        p.log.clone(),
-                                        r.last_offset,
+                                        appended.committed,
                                     ));
                                 }
                                 PartitionProduceResponse::default()
@@ -166,7 +163,7 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
                                     .with_log_start_offset(r.log_start_offset.0)
                             }
                             Err(e) => {
-                                let (code, msg) = errors::storage_error(&e);
+                                let (code, msg) = errors::partition_error(&e);
                                 tracing::debug!(topic = %name, partition = pd.index, "produce rejected: {msg}");
                                 partition_error(pd.index, code, Some(msg))
                             }
@@ -183,22 +180,18 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
                 .with_partition_responses(partitions),
         );
     }
-    if acks == 0 {
+    if acks == Some(Acks::None) {
         return Pending::Ready(None);
     }
     let mut resp = ProduceResponse::default().with_responses(topics);
-    if to_sync.is_empty() {
+    if to_commit.is_empty() {
         return Pending::Ready(ctx.respond(&resp));
     }
     Pending::later(async move {
         // One waiter per partition; group commit shares the fdatasync among them.
-        let waiters: Vec<_> = to_sync
-            .into_iter()
-            .map(|(t, p, log, last)| (t, p, log.sync_to(Offset(last.0))))
-            .collect();
-        for (t, p, waiter) in waiters {
+        for (t, p, waiter) in to_commit {
             if let Err(e) = waiter.await {
-                let (code, msg) = errors::storage_error(&e);
+                let (code, msg) = errors::partition_error(&e);
                 tracing::error!("durable append failed: {msg}");
                 let pr = &mut resp.responses[t].partition_responses[p];
                 *pr = partition_error(pr.index, code, Some(msg));

@@ -1,0 +1,613 @@
+//! The partition layer: one [`Partition`] owns a partition's log, its replica
+//! facts (leader, leader epoch, replicas, in-sync replicas), its high
+//! watermark and last stable offset, and the fetches waiting for its data.
+//!
+//! Request handlers say what they want — [`Partition::append`] with an
+//! [`Acks`] level, [`Partition::read`] with an [`Isolation`] level,
+//! [`Partition::list_offset`], [`Partition::delete_records_before`] — and the
+//! partition decides how. No handler computes a high watermark, a leader or
+//! a leader epoch itself.
+//!
+//! On one node (the only shape today) the partition is its own leader, its
+//! replicas and ISR are `[this node]`, its leader epoch is 0, and so:
+//! - the high watermark is the log end offset: what is appended is readable,
+//!   as before this layer existed;
+//! - an `acks=all` append is committed when it is on stable storage (the
+//!   log's group commit, [`fjord_storage::Log::sync_to`]); `acks=1` at once;
+//! - the last stable offset equals the high watermark (no transactions yet).
+//!
+//! A cluster layer changes the replica facts through one method,
+//! [`Partition::set_replica_state`]; the high watermark then follows the ISR
+//! instead of the local log end.
+//!
+//! Invariants, asserted in release builds too, each where the state changes
+//! and where it is relied on:
+//! - the high watermark never moves back, and never passes the log end;
+//! - a read never serves data at or past the high watermark (the last stable
+//!   offset for read_committed);
+//! - the leader epoch never moves back.
+//!
+//! Appends run synchronously in the caller's order (the connection's reader
+//! calls [`Partition::append`] in request order, so pipelined produces keep
+//! their order); only the wait for the commit is asynchronous
+//! ([`CommitWaiter`]), so appends can be made from outside a request too
+//! (the group coordinator).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use fjord_model::{limits, ErrorCode, LeaderEpoch, NodeId, Offset, PartitionIndex};
+use fjord_storage::{AppendResult, Log, ReadResult, StorageError, SyncWaiter};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+
+/// How much of the commit a producer waits for (Produce's `acks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acks {
+    /// `acks=0`: no response at all.
+    None,
+    /// `acks=1`: answered once the leader appended.
+    Leader,
+    /// `acks=-1` (`all`): answered once the high watermark covers the batch
+    /// and (on one node) the batch is durable.
+    All,
+}
+
+impl Acks {
+    /// Produce's `acks` field; `None` for a value Kafka refuses
+    /// (INVALID_REQUIRED_ACKS).
+    pub fn from_wire(acks: i16) -> Option<Acks> {
+        match acks {
+            0 => Some(Acks::None),
+            1 => Some(Acks::Leader),
+            -1 => Some(Acks::All),
+            _ => None,
+        }
+    }
+}
+
+/// Fetch's and ListOffsets' `isolation_level`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// Up to the high watermark.
+    ReadUncommitted,
+    /// Up to the last stable offset.
+    ReadCommitted,
+}
+
+impl Isolation {
+    /// 1 is read_committed; anything else reads uncommitted, as Fjord always did.
+    pub fn from_wire(level: i8) -> Isolation {
+        if level == 1 {
+            Isolation::ReadCommitted
+        } else {
+            Isolation::ReadUncommitted
+        }
+    }
+}
+
+/// Who holds a partition: set when the partition is created, changed by the
+/// cluster/metadata layer through [`Partition::set_replica_state`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaState {
+    pub leader: NodeId,
+    pub leader_epoch: LeaderEpoch,
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+}
+
+impl ReplicaState {
+    /// A single node: it leads, at epoch 0, and is the only replica and ISR member.
+    pub fn single_node(node: NodeId) -> ReplicaState {
+        ReplicaState {
+            leader: node,
+            leader_epoch: LeaderEpoch(0),
+            replicas: vec![node],
+            isr: vec![node],
+        }
+    }
+
+    /// The first replica is the preferred leader.
+    pub fn preferred_leader(&self) -> Option<NodeId> {
+        self.replicas.first().copied()
+    }
+}
+
+/// What ListOffsets asks for (its special timestamps, or a timestamp).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetQuery {
+    /// -2: the log start offset.
+    Earliest,
+    /// -4: the first offset held locally (all of a Fjord log is local).
+    EarliestLocal,
+    /// -1: the high watermark (read_uncommitted) or last stable offset.
+    Latest,
+    /// -3: the record with the largest timestamp.
+    MaxTimestamp,
+    /// -5: nothing is tiered, so nothing.
+    LatestTiered,
+    /// -6: nothing is tiered, so nothing.
+    EarliestPendingUpload,
+    /// The first record whose timestamp is at least this.
+    Timestamp(i64),
+}
+
+/// ListOffsets' answer for one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListedOffset {
+    pub offset: Offset,
+    /// -1 when the query is not about a record's timestamp.
+    pub timestamp_ms: i64,
+    pub leader_epoch: LeaderEpoch,
+}
+
+/// Why a partition refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error("leader epoch {requested} is older than the current leader epoch {current}")]
+    FencedLeaderEpoch {
+        requested: LeaderEpoch,
+        current: LeaderEpoch,
+    },
+    #[error("leader epoch {requested} is newer than the current leader epoch {current}")]
+    UnknownLeaderEpoch {
+        requested: LeaderEpoch,
+        current: LeaderEpoch,
+    },
+    #[error("node {node} is not the leader of this partition (the leader is {leader})")]
+    NotLeader { node: NodeId, leader: NodeId },
+    #[error("offset {requested} is out of range [{log_start}, {end}]")]
+    OffsetOutOfRange {
+        requested: i64,
+        log_start: i64,
+        end: i64,
+    },
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+}
+
+impl PartitionError {
+    /// The Kafka error code the broker answers with.
+    pub fn kafka_code(&self) -> ErrorCode {
+        match self {
+            PartitionError::FencedLeaderEpoch { .. } => ErrorCode::FENCED_LEADER_EPOCH,
+            PartitionError::UnknownLeaderEpoch { .. } => ErrorCode::UNKNOWN_LEADER_EPOCH,
+            PartitionError::NotLeader { .. } => ErrorCode::NOT_LEADER_OR_FOLLOWER,
+            PartitionError::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
+            PartitionError::Storage(e) => e.kafka_code(),
+        }
+    }
+}
+
+/// The outcome of [`Partition::append`]: offsets at once, the commit later.
+#[derive(Debug)]
+pub struct Appended {
+    pub result: AppendResult,
+    /// Resolves when the batches are committed for the requested [`Acks`].
+    pub committed: CommitWaiter,
+}
+
+/// Resolves when an append is committed for its [`Acks`] level.
+#[derive(Debug)]
+pub struct CommitWaiter(Option<SyncWaiter>);
+
+impl CommitWaiter {
+    /// Already committed.
+    fn ready() -> CommitWaiter {
+        CommitWaiter(None)
+    }
+
+    /// Blocks the current thread until committed (not inside an async runtime).
+    pub fn wait_blocking(self) -> Result<(), PartitionError> {
+        match self.0 {
+            None => Ok(()),
+            Some(w) => Ok(w.wait_blocking()?),
+        }
+    }
+}
+
+impl Future for CommitWaiter {
+    type Output = Result<(), PartitionError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            None => Poll::Ready(Ok(())),
+            Some(w) => Pin::new(w).poll(cx).map_err(PartitionError::from),
+        }
+    }
+}
+
+/// What a fetch of one partition gets: the offsets the response states, and
+/// the records (file ranges for sendfile) or why there are none.
+#[derive(Debug)]
+pub struct Fetched {
+    pub high_watermark: Offset,
+    pub last_stable_offset: Offset,
+    pub log_start_offset: Offset,
+    pub records: Result<ReadResult, PartitionError>,
+}
+
+/// One partition on this node. See the module docs.
+pub struct Partition {
+    pub index: PartitionIndex,
+    /// The log. Client data is appended and read only through the methods
+    /// below; the broker uses the log directly for its lifecycle (close,
+    /// config, retention, checkpoints) and the group coordinator for replay.
+    pub log: Arc<Log>,
+    /// This node.
+    local: NodeId,
+    replica: RwLock<ReplicaState>,
+    /// The ISR is this node alone, which leads: committed = appended.
+    sole_replica: AtomicBool,
+    /// Offsets below it are committed. Never moves back.
+    high_watermark: AtomicI64,
+    /// Fetches waiting for data register here; an append wakes them all.
+    waiters: Mutex<Vec<Arc<Notify>>>,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("index", &self.index)
+            .field("dir", &self.log.dir())
+            .field("replica", &*self.replica.read())
+            .field("high_watermark", &self.high_watermark.load(Ordering::Acquire))
+            .finish()
+    }
+}
+
+impl Partition {
+    /// A partition of this node (`local`) over an open log, with its replica
+    /// facts (on one node, [`ReplicaState::single_node`]).
+    pub fn new(
+        index: PartitionIndex,
+        log: Arc<Log>,
+        local: NodeId,
+        replica: ReplicaState,
+    ) -> Partition {
+        let sole = is_sole_replica(local, &replica);
+        // A single replica committed everything it holds; otherwise nothing
+        // is known to be committed until the replicas report (cluster layer).
+        let hw = if sole {
+            log.log_end_offset().0
+        } else {
+            log.log_start_offset().0
+        };
+        Partition {
+            index,
+            log,
+            local,
+            replica: RwLock::new(replica),
+            sole_replica: AtomicBool::new(sole),
+            high_watermark: AtomicI64::new(hw),
+            waiters: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Leader, epoch, replicas and ISR as they are now.
+    pub fn replica_state(&self) -> ReplicaState {
+        self.replica.read().clone()
+    }
+
+    /// The leader is the preferred replica (the first): no election is needed.
+    pub fn leader_is_preferred(&self) -> bool {
+        let r = self.replica.read();
+        r.preferred_leader() == Some(r.leader)
+    }
+
+    /// The current leader epoch.
+    pub fn leader_epoch(&self) -> LeaderEpoch {
+        self.replica.read().leader_epoch
+    }
+
+    /// Replace the replica facts (the one door for a cluster/metadata layer).
+    /// The leader epoch never moves back.
+    pub fn set_replica_state(&self, new: ReplicaState) {
+        let mut cur = self.replica.write();
+        assert!(
+            new.leader_epoch >= cur.leader_epoch,
+            "leader epoch of partition {} moves back from {} to {}",
+            self.index,
+            cur.leader_epoch,
+            new.leader_epoch
+        );
+        self.sole_replica
+            .store(is_sole_replica(self.local, &new), Ordering::Release);
+        *cur = new;
+        drop(cur);
+        self.refresh_high_watermark();
+        self.wake_waiters();
+    }
+
+    /// Checks a request's `current_leader_epoch` (-1: the client does not
+    /// know it, accepted): older is FENCED_LEADER_EPOCH, newer
+    /// UNKNOWN_LEADER_EPOCH.
+    pub fn check_leader_epoch(&self, requested: LeaderEpoch) -> Result<(), PartitionError> {
+        let current = self.leader_epoch();
+        if requested == LeaderEpoch::UNKNOWN || requested == current {
+            Ok(())
+        } else if requested > current {
+            Err(PartitionError::UnknownLeaderEpoch { requested, current })
+        } else {
+            Err(PartitionError::FencedLeaderEpoch { requested, current })
+        }
+    }
+
+    fn check_leader(&self) -> Result<LeaderEpoch, PartitionError> {
+        let r = self.replica.read();
+        if r.leader != self.local {
+            return Err(PartitionError::NotLeader {
+                node: self.local,
+                leader: r.leader,
+            });
+        }
+        Ok(r.leader_epoch)
+    }
+
+    /// Offsets below it are committed (readable by read_uncommitted consumers).
+    pub fn high_watermark(&self) -> Offset {
+        self.refresh_high_watermark()
+    }
+
+    /// Offsets below it are readable by read_committed consumers: the high
+    /// watermark until transactions exist.
+    pub fn last_stable_offset(&self) -> Offset {
+        self.high_watermark()
+    }
+
+    /// The first offset held.
+    pub fn log_start_offset(&self) -> Offset {
+        self.log.log_start_offset()
+    }
+
+    /// The offset the next append gets.
+    pub fn log_end_offset(&self) -> Offset {
+        self.log.log_end_offset()
+    }
+
+    /// How far this replica's log end is behind the high watermark (Kafka's
+    /// DescribeLogDirs `offset_lag`): 0 on the leader.
+    pub fn log_end_offset_lag(&self) -> i64 {
+        (self.high_watermark().0 - self.log.log_end_offset().0).max(0)
+    }
+
+    /// Bytes held on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.size_bytes()
+    }
+
+    /// Moves the high watermark to what is committed now and returns it. With
+    /// this node as the only replica that is the log end; it is taken on every
+    /// query, so appends that do not go through the partition yet (the group
+    /// coordinator's) are covered too.
+    fn refresh_high_watermark(&self) -> Offset {
+        let prev = self.high_watermark.load(Ordering::Acquire);
+        let log_end = self.log.log_end_offset().0;
+        // Relied on: what was committed is still in the log.
+        assert!(
+            log_end >= prev,
+            "partition {}: log end {log_end} is below the high watermark {prev}",
+            self.index
+        );
+        if !self.sole_replica.load(Ordering::Acquire) {
+            return Offset(prev);
+        }
+        if log_end == prev {
+            return Offset(prev);
+        }
+        // Moves: never back (fetch_max), never past the log end (just checked).
+        let before = self.high_watermark.fetch_max(log_end, Ordering::AcqRel);
+        Offset(before.max(log_end))
+    }
+
+    /// Appends one request's batches (validated, offsets assigned, written;
+    /// no fsync) and wakes the fetches waiting on this partition. The append
+    /// itself happens now, in the caller's order; the returned waiter resolves
+    /// when it is committed for `acks`: at once for `acks=0/1`, once durable
+    /// for `acks=all` (group commit shared with every other waiter).
+    pub fn append(
+        &self,
+        records: &mut [u8],
+        acks: Acks,
+        now_ms: i64,
+    ) -> Result<Appended, PartitionError> {
+        let _leader_epoch = self.check_leader()?;
+        let result = self.log.append(records, now_ms)?;
+        if !result.duplicate {
+            self.refresh_high_watermark();
+            self.wake_waiters();
+        }
+        let committed = match acks {
+            Acks::None | Acks::Leader => CommitWaiter::ready(),
+            Acks::All => CommitWaiter(Some(self.log.sync_to(result.last_offset))),
+        };
+        Ok(Appended { result, committed })
+    }
+
+    /// Reads whole batches from `offset`, at most `max_bytes` (the first batch
+    /// whole if `min_one_batch`, KIP-74), never at or past the high watermark
+    /// (the last stable offset for read_committed). `current_leader_epoch` is
+    /// the request's (-1: unknown). The offsets of the answer are filled in
+    /// even when the read fails, as the Fetch response states them.
+    pub fn read(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        isolation: Isolation,
+        current_leader_epoch: LeaderEpoch,
+        min_one_batch: bool,
+    ) -> Fetched {
+        let high_watermark = self.high_watermark();
+        let last_stable_offset = self.last_stable_offset().min(high_watermark);
+        let log_start_offset = self.log.log_start_offset();
+        let records = self
+            .check_leader_epoch(current_leader_epoch)
+            .and_then(|()| self.check_leader().map(drop))
+            .and_then(|()| {
+                let upper = match isolation {
+                    Isolation::ReadUncommitted => high_watermark,
+                    Isolation::ReadCommitted => last_stable_offset,
+                };
+                // Kafka: past the log end is out of range; between the
+                // readable end and the log end is an empty answer.
+                let log_end = self.log.log_end_offset().max(high_watermark);
+                if offset < log_start_offset || offset > log_end {
+                    return Err(PartitionError::OffsetOutOfRange {
+                        requested: offset.0,
+                        log_start: log_start_offset.0,
+                        end: log_end.0,
+                    });
+                }
+                if offset >= upper {
+                    return Ok(ReadResult::default());
+                }
+                // Relied on: only committed data is served.
+                assert!(
+                    offset < upper && upper <= high_watermark,
+                    "partition {}: read at {} would pass the high watermark {}",
+                    self.index,
+                    offset,
+                    high_watermark
+                );
+                Ok(self.log.read(offset, max_bytes, upper, min_one_batch)?)
+            });
+        Fetched {
+            high_watermark,
+            last_stable_offset,
+            log_start_offset,
+            records,
+        }
+    }
+
+    /// ListOffsets for one partition: `None` when nothing matches.
+    pub fn list_offset(
+        &self,
+        query: OffsetQuery,
+        isolation: Isolation,
+        current_leader_epoch: LeaderEpoch,
+    ) -> Result<Option<ListedOffset>, PartitionError> {
+        self.check_leader_epoch(current_leader_epoch)?;
+        let leader_epoch = self.check_leader()?;
+        let upper = match isolation {
+            Isolation::ReadUncommitted => self.high_watermark(),
+            Isolation::ReadCommitted => self.last_stable_offset(),
+        };
+        let at = |offset: i64, timestamp_ms: i64| ListedOffset {
+            offset: Offset(offset),
+            timestamp_ms,
+            leader_epoch,
+        };
+        let found = match query {
+            OffsetQuery::Latest => Some(at(upper.0, -1)),
+            OffsetQuery::Earliest | OffsetQuery::EarliestLocal => {
+                Some(at(self.log.log_start_offset().0, -1))
+            }
+            OffsetQuery::LatestTiered | OffsetQuery::EarliestPendingUpload => None,
+            OffsetQuery::MaxTimestamp => match self.log.max_timestamp() {
+                None => None,
+                // Only what a consumer of this isolation level may read is found.
+                Some((_, off)) if off >= upper => None,
+                Some((max_ts, off)) => {
+                    let (o, ts) = self
+                        .in_batch(off, upper, |ts| ts == max_ts)?
+                        .unwrap_or((off.0, max_ts));
+                    Some(at(o, ts))
+                }
+            },
+            OffsetQuery::Timestamp(target) => match self.log.offset_for_timestamp(target)? {
+                None => None,
+                Some((off, _)) if off >= upper => None,
+                Some((off, batch_ts)) => {
+                    let (o, ts) = self
+                        .in_batch(off, upper, |ts| ts >= target)?
+                        .unwrap_or((off.0, batch_ts));
+                    Some(at(o, ts))
+                }
+            },
+        };
+        Ok(found)
+    }
+
+    /// The storage engine answers timestamp queries per batch; Kafka answers
+    /// per record. Finds the first record (at or above the log start) of the
+    /// batch holding `offset` whose timestamp satisfies `pick`, decompressing
+    /// the batch if it must.
+    fn in_batch(
+        &self,
+        offset: Offset,
+        upper: Offset,
+        pick: impl Fn(i64) -> bool,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
+        let read = self.log.read(offset, 1, upper, true)?;
+        let mut bytes = Vec::with_capacity(read.bytes);
+        for s in &read.slices {
+            s.read_into(&mut bytes).map_err(|e| StorageError::Io {
+                context: "reading a batch for a timestamp lookup".into(),
+                source: e,
+            })?;
+        }
+        let Some(Ok((_, range))) = fjord_records::batches(&bytes).next() else {
+            return Ok(None);
+        };
+        let log_start = self.log.log_start_offset().0;
+        let mut found = None;
+        // A batch that cannot be decoded keeps the batch-level answer.
+        let _ = fjord_records::visit_records_bounded(
+            &bytes[range],
+            limits::DECOMPRESSED_BATCH_BYTES_MAX,
+            |r| {
+                if found.is_none() && r.offset >= log_start && pick(r.timestamp) {
+                    found = Some((r.offset, r.timestamp));
+                }
+            },
+        );
+        Ok(found)
+    }
+
+    /// DeleteRecords: moves the log start to `offset` (`None`: the high
+    /// watermark), which may not pass the high watermark. Returns the new
+    /// log start (low watermark).
+    pub fn delete_records_before(&self, offset: Option<Offset>) -> Result<Offset, PartitionError> {
+        self.check_leader()?;
+        let hw = self.high_watermark();
+        let target = offset.unwrap_or(hw);
+        if target.0 < 0 || target > hw {
+            return Err(PartitionError::OffsetOutOfRange {
+                requested: target.0,
+                log_start: self.log.log_start_offset().0,
+                end: hw.0,
+            });
+        }
+        Ok(self.log.delete_records_before(target)?)
+    }
+
+    /// Registers `n` to be woken by the next append (a long-polling fetch).
+    /// A fetch that gave up waiting drops its `Arc` and is forgotten at the
+    /// next registration.
+    pub fn register_waiter(&self, n: &Arc<Notify>) {
+        let mut waiters = self.waiters.lock();
+        // Drop fetches that gave up waiting (only this list still holds them)
+        // and duplicates of `n`, so an idle partition's list stays small.
+        waiters.retain(|w| Arc::strong_count(w) > 1 && !Arc::ptr_eq(w, n));
+        waiters.push(n.clone());
+    }
+
+    /// Wakes every registered fetch (after an append; when the partition
+    /// goes away).
+    pub fn wake_waiters(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.lock());
+        for w in waiters {
+            w.notify_one();
+        }
+    }
+}
+
+fn is_sole_replica(local: NodeId, r: &ReplicaState) -> bool {
+    r.leader == local && r.isr == [local]
+}
+
+#[cfg(test)]
+mod tests;
