@@ -254,7 +254,10 @@ impl std::fmt::Debug for Partition {
             .field("index", &self.index)
             .field("dir", &self.log.dir())
             .field("replica", &*self.replica.read())
-            .field("high_watermark", &self.high_watermark.load(Ordering::Acquire))
+            .field(
+                "high_watermark",
+                &self.high_watermark.load(Ordering::Acquire),
+            )
             .finish()
     }
 }

@@ -12,14 +12,24 @@ const NODE: NodeId = NodeId(1);
 
 fn open(dir: &std::path::Path) -> Partition {
     let (log, _) = Log::open(&Storage::default(), dir, LogConfig::default(), 0).unwrap();
-    Partition::new(PartitionIndex(0), log, NODE, ReplicaState::single_node(NODE))
+    Partition::new(
+        PartitionIndex(0),
+        log,
+        NODE,
+        ReplicaState::single_node(NODE),
+    )
 }
 
 /// One batch of `n` records with timestamps `ts, ts+1, ...`.
 fn batch(n: usize, ts: i64) -> Vec<u8> {
     let mut b = BatchBuilder::new(Compression::None);
     for i in 0..n {
-        b.push(ts + i as i64, Some(b"k".as_slice()), Some(b"v".as_slice()), &[]);
+        b.push(
+            ts + i as i64,
+            Some(b"k".as_slice()),
+            Some(b"v".as_slice()),
+            &[],
+        );
     }
     b.build(0)
 }
@@ -43,16 +53,34 @@ fn append_moves_the_high_watermark_and_reads_stop_there() {
     assert_eq!(a.result.last_offset, Offset(2));
     assert_eq!(p.high_watermark(), Offset(3));
     assert_eq!(p.last_stable_offset(), Offset(3));
-    let f = p.read(Offset(0), 1 << 20, Isolation::ReadUncommitted, LeaderEpoch::UNKNOWN, true);
+    let f = p.read(
+        Offset(0),
+        1 << 20,
+        Isolation::ReadUncommitted,
+        LeaderEpoch::UNKNOWN,
+        true,
+    );
     assert_eq!(f.high_watermark, Offset(3));
     assert_eq!(f.last_stable_offset, Offset(3));
     assert_eq!(f.log_start_offset, Offset(0));
     assert_eq!(read_bytes(&f), batch(3, 10).len());
     // At the high watermark: nothing yet, no error.
-    let f = p.read(Offset(3), 1 << 20, Isolation::ReadCommitted, LeaderEpoch(0), true);
+    let f = p.read(
+        Offset(3),
+        1 << 20,
+        Isolation::ReadCommitted,
+        LeaderEpoch(0),
+        true,
+    );
     assert_eq!(read_bytes(&f), 0);
     // Past the log end: out of range.
-    let f = p.read(Offset(4), 1 << 20, Isolation::ReadUncommitted, LeaderEpoch(0), true);
+    let f = p.read(
+        Offset(4),
+        1 << 20,
+        Isolation::ReadUncommitted,
+        LeaderEpoch(0),
+        true,
+    );
     assert!(matches!(
         f.records,
         Err(PartitionError::OffsetOutOfRange { requested: 4, .. })
@@ -96,15 +124,29 @@ fn leader_epoch_checks() {
     assert_eq!(code(6), Some(ErrorCode::UNKNOWN_LEADER_EPOCH));
     assert_eq!(code(5), None);
     // Fetch and ListOffsets decide with the same check.
-    let f = p.read(Offset(0), 100, Isolation::ReadUncommitted, LeaderEpoch(4), true);
+    let f = p.read(
+        Offset(0),
+        100,
+        Isolation::ReadUncommitted,
+        LeaderEpoch(4),
+        true,
+    );
     assert_eq!(
         f.records.unwrap_err().kafka_code(),
         ErrorCode::FENCED_LEADER_EPOCH
     );
-    let l = p.list_offset(OffsetQuery::Latest, Isolation::ReadUncommitted, LeaderEpoch(6));
+    let l = p.list_offset(
+        OffsetQuery::Latest,
+        Isolation::ReadUncommitted,
+        LeaderEpoch(6),
+    );
     assert_eq!(l.unwrap_err().kafka_code(), ErrorCode::UNKNOWN_LEADER_EPOCH);
     let l = p
-        .list_offset(OffsetQuery::Latest, Isolation::ReadUncommitted, LeaderEpoch(5))
+        .list_offset(
+            OffsetQuery::Latest,
+            Isolation::ReadUncommitted,
+            LeaderEpoch(5),
+        )
         .unwrap()
         .unwrap();
     assert_eq!(l.leader_epoch, LeaderEpoch(5));
@@ -151,21 +193,45 @@ fn with_other_isr_members_the_high_watermark_waits_and_reads_stop_below_it() {
     });
     append(&p, 3, 20, Acks::Leader);
     assert_eq!(p.log_end_offset(), Offset(5));
-    assert_eq!(p.high_watermark(), Offset(2), "no follower has the new batch");
+    assert_eq!(
+        p.high_watermark(),
+        Offset(2),
+        "no follower has the new batch"
+    );
     // Everything below the high watermark, nothing of the uncommitted batch.
-    let f = p.read(Offset(0), 1 << 20, Isolation::ReadUncommitted, LeaderEpoch(1), true);
+    let f = p.read(
+        Offset(0),
+        1 << 20,
+        Isolation::ReadUncommitted,
+        LeaderEpoch(1),
+        true,
+    );
     assert_eq!(read_bytes(&f), batch(2, 10).len());
     // Between the high watermark and the log end: empty, not out of range.
-    let f = p.read(Offset(3), 1 << 20, Isolation::ReadUncommitted, LeaderEpoch(1), true);
+    let f = p.read(
+        Offset(3),
+        1 << 20,
+        Isolation::ReadUncommitted,
+        LeaderEpoch(1),
+        true,
+    );
     assert_eq!(read_bytes(&f), 0);
     let latest = p
-        .list_offset(OffsetQuery::Latest, Isolation::ReadUncommitted, LeaderEpoch::UNKNOWN)
+        .list_offset(
+            OffsetQuery::Latest,
+            Isolation::ReadUncommitted,
+            LeaderEpoch::UNKNOWN,
+        )
         .unwrap()
         .unwrap();
     assert_eq!(latest.offset, Offset(2));
     // A timestamp only in the uncommitted batch finds nothing.
     let ts = p
-        .list_offset(OffsetQuery::Timestamp(20), Isolation::ReadUncommitted, LeaderEpoch::UNKNOWN)
+        .list_offset(
+            OffsetQuery::Timestamp(20),
+            Isolation::ReadUncommitted,
+            LeaderEpoch::UNKNOWN,
+        )
         .unwrap();
     assert_eq!(ts, None);
     // DeleteRecords may not pass the high watermark.
@@ -210,7 +276,13 @@ fn list_offsets() {
     let e = p.delete_records_before(Some(Offset(-2))).unwrap_err();
     assert_eq!(e.kafka_code(), ErrorCode::OFFSET_OUT_OF_RANGE);
     // Below the log start is out of range for a fetch.
-    let f = p.read(Offset(3), 100, Isolation::ReadUncommitted, LeaderEpoch::UNKNOWN, true);
+    let f = p.read(
+        Offset(3),
+        100,
+        Isolation::ReadUncommitted,
+        LeaderEpoch::UNKNOWN,
+        true,
+    );
     assert_eq!(
         f.records.unwrap_err().kafka_code(),
         ErrorCode::OFFSET_OUT_OF_RANGE
@@ -270,7 +342,10 @@ fn the_high_watermark_is_the_log_end_at_open_and_covers_appends_made_around_the_
     let dir = tempfile::tempdir().unwrap();
     {
         let p = open(dir.path());
-        append(&p, 4, 0, Acks::All).committed.wait_blocking().unwrap();
+        append(&p, 4, 0, Acks::All)
+            .committed
+            .wait_blocking()
+            .unwrap();
         p.log.close().unwrap();
     }
     let p = open(dir.path());

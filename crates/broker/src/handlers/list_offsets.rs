@@ -91,9 +91,7 @@ pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Option<BytesMut> {
             let found = part.list_offset(query, isolation, LeaderEpoch(p.current_leader_epoch));
             partitions.push(match found {
                 Ok(Some(f)) => {
-                    let found = base
-                        .with_offset(f.offset.0)
-                        .with_timestamp(f.timestamp_ms);
+                    let found = base.with_offset(f.offset.0).with_timestamp(f.timestamp_ms);
                     // The leader epoch field exists from v4 on.
                     if ctx.api_version >= 4 {
                         found.with_leader_epoch(f.leader_epoch.0)
