@@ -530,6 +530,21 @@ impl Reader {
             .ok_or(DecodeError::UnexpectedNull { field })
     }
 
+    /// A nullable struct: a marker byte, negative for null (Kafka writes -1
+    /// and 1 and reads any non-negative marker as present), then the struct
+    /// read by `read`.
+    pub fn nullable_struct<T>(
+        &mut self,
+        field: &'static str,
+        read: impl FnOnce(&mut Reader) -> Result<T, DecodeError>,
+    ) -> Result<Option<T>, DecodeError> {
+        if self.i8(field)? < 0 {
+            Ok(None)
+        } else {
+            read(self).map(Some)
+        }
+    }
+
     // ---- tagged fields ----
 
     /// Reads a tagged-field section. `known(tag, value_reader)` is offered

@@ -1,11 +1,24 @@
 //! Bounds-checked decoders for the request bodies we serve, producing the
 //! `kafka_protocol::messages` request structs.
 //!
-//! Each decoder mirrors the field layout of the message schema for every
-//! version kafka-protocol 0.18 knows (`<T as Message>::VERSIONS`), reading
-//! with [`Reader`]'s checked primitives. Fields absent from a version keep the
-//! struct's `Default` value. `flexible` versions use compact strings, arrays
-//! and bytes, and end every struct with a tagged-field section.
+//! The decoders are generated (`requests/generated.rs`, by `cargo xtask
+//! codegen` from Apache Kafka 4.3.1's request schemas) for every version
+//! kafka-protocol 0.18 knows (`<T as Message>::VERSIONS`, extended by
+//! [`LAYOUT_ALIASES`]), reading with [`Reader`]'s checked primitives: every
+//! array count is checked against the bytes left times the element's
+//! minimum encoded size for the version before anything is allocated, and
+//! charged to the decoded-size budget. Fields absent from a version keep the
+//! struct's `Default` value. Flexible versions use compact strings, arrays
+//! and bytes, and end every struct with a tagged-field section whose known
+//! tags are decoded into their fields and unknown ones kept. A null is
+//! accepted wherever kafka-protocol's struct has an `Option`, as
+//! kafka-protocol itself reads it.
+//!
+//! This file holds what is not generated: the [`CheckedDecode`] trait the
+//! decoders implement and the `apis!` macro that the generated file invokes
+//! with one line per request to build [`Request`], [`SUPPORTED_APIS`] and
+//! [`decode_request`]. To decode one more request, add it to `REQUESTS` in
+//! `xtask/src/codegen/requests.rs` and run `cargo xtask codegen`.
 
 use bytes::BytesMut;
 use kafka_protocol::messages::*;
@@ -14,9 +27,11 @@ use kafka_protocol::protocol::{Encodable, Message};
 use crate::frame::EncodeError;
 use crate::reader::{DecodeError, Reader};
 
-mod admin;
-mod core;
-mod group;
+/// A request struct (or one of its nested structs) decoded through the
+/// checked [`Reader`]; implemented by the generated decoders.
+pub(crate) trait CheckedDecode: Sized {
+    fn read(r: &mut Reader, version: i16) -> Result<Self, DecodeError>;
+}
 
 /// Versions of one API that [`decode_request`] accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +44,7 @@ pub struct ApiSupport {
 }
 
 macro_rules! apis {
-    ($( $variant:ident($ty:ident) = $key:ident, flexible >= $flex:literal, $decode:path; )*) => {
+    ($( $variant:ident($ty:ident) = $key:ident, flexible >= $flex:literal; )*) => {
         /// A decoded request body.
         #[derive(Debug, Clone, PartialEq)]
         pub enum Request {
@@ -91,8 +106,7 @@ macro_rules! apis {
                             max,
                         });
                     }
-                    let v = Version { v: api_version, flexible: api_version >= $flex };
-                    let decoded = $decode(body, v)?;
+                    let decoded = <$ty as CheckedDecode>::read(body, api_version)?;
                     return Ok(Request::$variant(decoded));
                 }
             )*
@@ -101,17 +115,14 @@ macro_rules! apis {
     };
 }
 
-/// Versions newer than kafka-protocol 0.18 knows whose request and response
-/// layouts equal the newest version it knows (only the meaning of values
-/// changed): `(api, newest version we decode)`. ListOffsets v11 only allows
-/// a new timestamp value (-6, earliest pending upload).
-/// DescribeLogDirs v5's request equals v4 (its response adds `is_cordoned`;
-/// the broker's handler encodes that one itself).
-pub(crate) const LAYOUT_ALIASES: &[(ApiKey, i16)] =
-    &[(ApiKey::ListOffsets, 11), (ApiKey::DescribeLogDirs, 5)];
+// The generated decoders invoke `apis!`, so they follow its definition.
+mod generated;
+
+pub(crate) use generated::LAYOUT_ALIASES;
+pub use generated::{decode_request, Request, SUPPORTED_APIS};
 
 /// The newest version we decode of `key`, given kafka-protocol's newest.
-const fn max_version(key: ApiKey, known_max: i16) -> i16 {
+pub(crate) const fn max_version(key: ApiKey, known_max: i16) -> i16 {
     let mut i = 0;
     while i < LAYOUT_ALIASES.len() {
         if LAYOUT_ALIASES[i].0 as i16 == key as i16 && LAYOUT_ALIASES[i].1 > known_max {
@@ -131,47 +142,4 @@ pub(crate) fn same_layout_version(key: ApiKey, known_max: i16, version: i16) -> 
     } else {
         version
     }
-}
-
-/// The version being decoded and whether it is flexible.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Version {
-    pub v: i16,
-    pub flexible: bool,
-}
-
-apis! {
-    ApiVersions(ApiVersionsRequest) = ApiVersions, flexible >= 3, core::api_versions;
-    Metadata(MetadataRequest) = Metadata, flexible >= 9, core::metadata;
-    Produce(ProduceRequest) = Produce, flexible >= 9, core::produce;
-    Fetch(FetchRequest) = Fetch, flexible >= 12, core::fetch;
-    ListOffsets(ListOffsetsRequest) = ListOffsets, flexible >= 6, core::list_offsets;
-    CreateTopics(CreateTopicsRequest) = CreateTopics, flexible >= 5, admin::create_topics;
-    DeleteTopics(DeleteTopicsRequest) = DeleteTopics, flexible >= 4, admin::delete_topics;
-    CreatePartitions(CreatePartitionsRequest) = CreatePartitions, flexible >= 2, admin::create_partitions;
-    DeleteRecords(DeleteRecordsRequest) = DeleteRecords, flexible >= 2, admin::delete_records;
-    DescribeCluster(DescribeClusterRequest) = DescribeCluster, flexible >= 0, admin::describe_cluster;
-    DescribeConfigs(DescribeConfigsRequest) = DescribeConfigs, flexible >= 4, admin::describe_configs;
-    AlterConfigs(AlterConfigsRequest) = AlterConfigs, flexible >= 2, admin::alter_configs;
-    IncrementalAlterConfigs(IncrementalAlterConfigsRequest) = IncrementalAlterConfigs, flexible >= 1, admin::incremental_alter_configs;
-    DescribeLogDirs(DescribeLogDirsRequest) = DescribeLogDirs, flexible >= 2, admin::describe_log_dirs;
-    AlterReplicaLogDirs(AlterReplicaLogDirsRequest) = AlterReplicaLogDirs, flexible >= 2, admin::alter_replica_log_dirs;
-    ElectLeaders(ElectLeadersRequest) = ElectLeaders, flexible >= 2, admin::elect_leaders;
-    DescribeQuorum(DescribeQuorumRequest) = DescribeQuorum, flexible >= 0, admin::describe_quorum;
-    AlterPartitionReassignments(AlterPartitionReassignmentsRequest) = AlterPartitionReassignments, flexible >= 0, admin::alter_partition_reassignments;
-    ListPartitionReassignments(ListPartitionReassignmentsRequest) = ListPartitionReassignments, flexible >= 0, admin::list_partition_reassignments;
-    DescribeTopicPartitions(DescribeTopicPartitionsRequest) = DescribeTopicPartitions, flexible >= 0, admin::describe_topic_partitions;
-    ListConfigResources(ListConfigResourcesRequest) = ListConfigResources, flexible >= 0, admin::list_config_resources;
-    InitProducerId(InitProducerIdRequest) = InitProducerId, flexible >= 2, group::init_producer_id;
-    FindCoordinator(FindCoordinatorRequest) = FindCoordinator, flexible >= 3, group::find_coordinator;
-    JoinGroup(JoinGroupRequest) = JoinGroup, flexible >= 6, group::join_group;
-    SyncGroup(SyncGroupRequest) = SyncGroup, flexible >= 4, group::sync_group;
-    Heartbeat(HeartbeatRequest) = Heartbeat, flexible >= 4, group::heartbeat;
-    LeaveGroup(LeaveGroupRequest) = LeaveGroup, flexible >= 4, group::leave_group;
-    OffsetCommit(OffsetCommitRequest) = OffsetCommit, flexible >= 8, group::offset_commit;
-    OffsetFetch(OffsetFetchRequest) = OffsetFetch, flexible >= 6, group::offset_fetch;
-    ListGroups(ListGroupsRequest) = ListGroups, flexible >= 3, group::list_groups;
-    DescribeGroups(DescribeGroupsRequest) = DescribeGroups, flexible >= 5, group::describe_groups;
-    DeleteGroups(DeleteGroupsRequest) = DeleteGroups, flexible >= 2, group::delete_groups;
-    OffsetDelete(OffsetDeleteRequest) = OffsetDelete, flexible >= 32767, group::offset_delete;
 }

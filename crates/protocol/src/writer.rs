@@ -90,6 +90,21 @@ pub fn put_nullable_array<T>(
     }
 }
 
+/// A nullable struct: -1 for null, else 1 and the struct written by `write`.
+pub fn put_nullable_struct<T>(
+    out: &mut BytesMut,
+    value: Option<&T>,
+    write: impl FnOnce(&mut BytesMut, &T),
+) {
+    match value {
+        None => out.put_i8(-1),
+        Some(v) => {
+            out.put_i8(1);
+            write(out, v)
+        }
+    }
+}
+
 /// The known tagged fields of one struct being encoded, each value encoded
 /// into its own buffer so that its size can precede it.
 #[derive(Debug, Default)]

@@ -18,7 +18,6 @@ use super::schema::{snake, Field, Prim, Schema, StructDef, Ty, Versions};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Own,
-    #[allow(dead_code)] // the request decoders' target, not generated yet
     KafkaProtocol,
 }
 
@@ -58,7 +57,7 @@ fn prim_width(p: &Prim) -> Option<usize> {
 }
 
 /// The `kafka_protocol` newtype for an `entityType`, if that crate has one.
-fn entity_newtype(entity: Option<&str>) -> Option<&'static str> {
+pub fn entity_newtype(entity: Option<&str>) -> Option<&'static str> {
     Some(match entity? {
         "brokerId" => "BrokerId",
         "groupId" => "GroupId",
@@ -70,6 +69,16 @@ fn entity_newtype(entity: Option<&str>) -> Option<&'static str> {
 }
 
 impl Emit<'_> {
+    /// The associated function that decodes a struct: our own structs'
+    /// `decode`, or the `CheckedDecode::read` we implement for
+    /// kafka-protocol's.
+    fn decode_fn(&self) -> &'static str {
+        match self.mode {
+            Mode::Own => "decode",
+            Mode::KafkaProtocol => "read",
+        }
+    }
+
     fn flexible_in(&self, v: i16) -> bool {
         self.schema.flexible.contains(v)
     }
@@ -81,8 +90,13 @@ impl Emit<'_> {
         }
     }
 
+    /// Whether the field's Rust type is an `Option`: nullable in some
+    /// version (kafka-protocol: as its struct declares it).
     fn nullable_somewhere(&self, f: &Field) -> bool {
-        !f.nullable.intersect(f.versions).is_empty()
+        match (&self.mode, &f.kp_type) {
+            (Mode::KafkaProtocol, Some(t)) => t.starts_with("Option<"),
+            _ => !f.nullable.intersect(f.versions).is_empty(),
+        }
     }
 
     /// The Rust type of an element (no nullability).
@@ -174,7 +188,11 @@ impl Emit<'_> {
             .fields
             .iter()
             .filter(|f| f.versions.contains(v) && !is_tagged_at(f, v))
-            .map(|f| self.min_size(&f.ty, v))
+            .map(|f| match &f.ty {
+                // A nullable struct may be just its marker byte.
+                Ty::Struct(_) if f.nullable.contains(v) => 1,
+                ty => self.min_size(ty, v),
+            })
             .sum();
         fields + usize::from(self.flexible_in(v))
     }
@@ -231,7 +249,11 @@ impl Emit<'_> {
                 };
                 format!("r.{func}({name:?}, flex, {min}, |r| {body})?")
             }
-            Ty::Struct(n) => format!("{n}::decode(r, version)?"),
+            Ty::Struct(n) if nullable => format!(
+                "r.nullable_struct({name:?}, |r| {n}::{}(r, version))?",
+                self.decode_fn()
+            ),
+            Ty::Struct(n) => format!("{n}::{}(r, version)?", self.decode_fn()),
             Ty::Prim(p) => {
                 let read = match p {
                     Prim::Bool => "r.bool(F)?",
@@ -276,7 +298,10 @@ impl Emit<'_> {
                 self.decode_value(&f.ty, f, &name, within, optional)
             );
         }
-        if null_when.covers(within) && !null_when.is_empty() {
+        // kafka-protocol (whose decoding ours must equal) reads a null in
+        // every version of a field its struct declares as an `Option`.
+        let lenient = self.mode == Mode::KafkaProtocol;
+        if lenient || (null_when.covers(within) && !null_when.is_empty()) {
             return format!(
                 "{target} = {};",
                 self.decode_value(&f.ty, f, &name, within, true)
@@ -375,6 +400,9 @@ impl Emit<'_> {
                 };
                 format!("w::{func}(out, {arg}, flex, |out, e| {{ {inner} }});")
             }
+            Ty::Struct(_) if nullable => format!(
+                "w::put_nullable_struct(out, {value}.as_ref(), |out, e| e.encode(version, out));"
+            ),
             Ty::Struct(_) => format!("{value}.encode(version, out);"),
             Ty::Prim(p) => {
                 let deref = if value == "e" {

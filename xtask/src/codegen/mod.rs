@@ -5,6 +5,9 @@
 //! Outputs (committed, formatted with rustfmt):
 //! - `crates/protocol/src/metadata_records/generated.rs`: KRaft metadata and
 //!   control record structs with encoders and checked decoders.
+//! - `crates/protocol/src/requests/generated.rs`: checked decoders into
+//!   kafka-protocol's request structs, and the `Request` enum,
+//!   `SUPPORTED_APIS` and `decode_request` over them ([`requests::REQUESTS`]).
 //!
 //! `--check` regenerates in memory and fails, naming the file, when the
 //! committed output differs (CI runs it in `cargo xtask test`).
@@ -12,6 +15,7 @@
 mod emit;
 pub mod jar;
 mod records;
+mod requests;
 mod schema;
 
 use std::io::Write as _;
@@ -60,7 +64,7 @@ fn rustfmt(code: &str) -> Result<String> {
 }
 
 /// Every generated file: path relative to the repository root, contents.
-fn generate() -> Result<Vec<(PathBuf, String)>> {
+fn generate(root: &Path) -> Result<Vec<(PathBuf, String)>> {
     let metadata: Vec<Schema> = load(&jar::METADATA, "common/metadata/")?
         .into_iter()
         .filter(|s| s.kind == "metadata")
@@ -76,10 +80,16 @@ fn generate() -> Result<Vec<(PathBuf, String)>> {
             .with_context(|| format!("control record {name} not in kafka-clients"))?;
         control.push(s.clone());
     }
-    Ok(vec![(
-        PathBuf::from("crates/protocol/src/metadata_records/generated.rs"),
-        rustfmt(&records::generate(&metadata, &control))?,
-    )])
+    Ok(vec![
+        (
+            PathBuf::from("crates/protocol/src/metadata_records/generated.rs"),
+            rustfmt(&records::generate(&metadata, &control))?,
+        ),
+        (
+            PathBuf::from("crates/protocol/src/requests/generated.rs"),
+            rustfmt(&requests::generate(root, &messages)?)?,
+        ),
+    ])
 }
 
 pub fn codegen(root: &Path, args: &[String]) -> Result<()> {
@@ -89,7 +99,7 @@ pub fn codegen(root: &Path, args: &[String]) -> Result<()> {
         _ => bail!("usage: cargo xtask codegen [--check]"),
     };
     let mut stale = Vec::new();
-    for (rel, text) in generate()? {
+    for (rel, text) in generate(root)? {
         let path = root.join(&rel);
         let current = std::fs::read_to_string(&path).unwrap_or_default();
         if current == text {

@@ -151,6 +151,9 @@ pub struct Field {
     pub entity: Option<String>,
     /// Fields of the struct type when this field defines it inline.
     pub fields: Vec<Field>,
+    /// The Rust type kafka-protocol declares for this field (request
+    /// decoders only): decides `Option` and entity newtypes.
+    pub kp_type: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -264,6 +267,7 @@ fn parse_fields(
             default,
             entity: str_of(f, "entityType"),
             fields,
+            kp_type: None,
         });
     }
     Ok(out)

@@ -1,0 +1,298 @@
+//! `crates/protocol/src/requests/generated.rs`: checked decoders for the
+//! request bodies the broker serves, producing the `kafka_protocol` crate's
+//! request structs, for every version that crate knows.
+//!
+//! To decode one more request, add its name to [`REQUESTS`] and run
+//! `cargo xtask codegen`: the generated file then also lists it in the
+//! `Request` enum, `SUPPORTED_APIS` and `decode_request`.
+//!
+//! The field layout comes from Kafka 4.3.1's schema; which versions exist,
+//! which fields are `Option`s and which are entity newtypes (`TopicName`,
+//! `BrokerId`, ...) is read from kafka-protocol's own source (located with
+//! `cargo metadata`), and every field the schema has in those versions must
+//! exist in kafka-protocol's struct, or generation fails naming it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, ensure, Context, Result};
+
+use super::emit::{Emit, Mode};
+use super::schema::{snake, Field, Schema, Ty, Versions};
+
+/// The requests we decode: `(API name, newest version)`. The newest version
+/// is kafka-protocol's (`None`) unless a newer one has the same request and
+/// response layout as kafka-protocol's newest (only the meaning of values
+/// changed), in which case we decode it too and kafka-protocol encodes it as
+/// its newest: ListOffsets v11 only allows a new timestamp value (-6,
+/// earliest pending upload); DescribeLogDirs v5's request equals v4 (its
+/// response adds `is_cordoned`, which the broker's handler encodes itself).
+pub const REQUESTS: &[(&str, Option<i16>)] = &[
+    ("ApiVersions", None),
+    ("Metadata", None),
+    ("Produce", None),
+    ("Fetch", None),
+    ("ListOffsets", Some(11)),
+    ("CreateTopics", None),
+    ("DeleteTopics", None),
+    ("CreatePartitions", None),
+    ("DeleteRecords", None),
+    ("DescribeCluster", None),
+    ("DescribeConfigs", None),
+    ("AlterConfigs", None),
+    ("IncrementalAlterConfigs", None),
+    ("DescribeLogDirs", Some(5)),
+    ("AlterReplicaLogDirs", None),
+    ("ElectLeaders", None),
+    ("DescribeQuorum", None),
+    ("AlterPartitionReassignments", None),
+    ("ListPartitionReassignments", None),
+    ("DescribeTopicPartitions", None),
+    ("ListConfigResources", None),
+    ("InitProducerId", None),
+    ("FindCoordinator", None),
+    ("JoinGroup", None),
+    ("SyncGroup", None),
+    ("Heartbeat", None),
+    ("LeaveGroup", None),
+    ("OffsetCommit", None),
+    ("OffsetFetch", None),
+    ("ListGroups", None),
+    ("DescribeGroups", None),
+    ("DeleteGroups", None),
+    ("OffsetDelete", None),
+];
+
+/// The `src/messages` directory of the kafka-protocol the workspace uses.
+fn kafka_protocol_messages(root: &Path) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .current_dir(root)
+        .output()
+        .context("cargo metadata")?;
+    ensure!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let pkg = v["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "kafka-protocol")
+        .context("kafka-protocol is not a dependency")?;
+    let manifest = PathBuf::from(pkg["manifest_path"].as_str().context("manifest_path")?);
+    let dir = manifest
+        .parent()
+        .context("manifest dir")?
+        .join("src/messages");
+    Ok(dir)
+}
+
+/// What kafka-protocol's generated module for one message declares.
+struct KpModule {
+    min: i16,
+    max: i16,
+    /// struct name -> field name -> Rust type.
+    structs: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+fn parse_kp_module(text: &str) -> Result<KpModule> {
+    let at = text
+        .find("VersionRange { min: ")
+        .context("no VersionRange")?;
+    let rest = &text[at + "VersionRange { min: ".len()..];
+    let (min, rest) = rest.split_once(", max: ").context("VersionRange")?;
+    let (max, _) = rest.split_once(' ').context("VersionRange")?;
+    let mut structs = BTreeMap::new();
+    let mut current: Option<(String, BTreeMap<String, String>)> = None;
+    for line in text.lines() {
+        if let Some(name) = line
+            .strip_prefix("pub struct ")
+            .and_then(|l| l.strip_suffix(" {"))
+        {
+            current = Some((name.to_owned(), BTreeMap::new()));
+        } else if line == "}" {
+            if let Some((name, fields)) = current.take() {
+                structs.insert(name, fields);
+            }
+        } else if let Some((_, fields)) = current.as_mut() {
+            if let Some((field, ty)) = line
+                .trim()
+                .strip_prefix("pub ")
+                .and_then(|l| l.strip_suffix(','))
+                .and_then(|l| l.split_once(": "))
+            {
+                fields.insert(field.to_owned(), ty.to_owned());
+            }
+        }
+    }
+    Ok(KpModule {
+        min: min.trim().parse()?,
+        max: max.trim().parse()?,
+        structs,
+    })
+}
+
+/// Sets `kp_type` on every field present in `within`, checking that
+/// kafka-protocol's struct has it with a matching entity newtype.
+fn annotate(
+    schema: &str,
+    struct_name: &str,
+    fields: &mut [Field],
+    within: Versions,
+    kp: &KpModule,
+) -> Result<()> {
+    let kp_fields = kp
+        .structs
+        .get(struct_name)
+        .with_context(|| format!("{schema}: kafka-protocol has no struct {struct_name}"))?;
+    for f in fields.iter_mut() {
+        if f.versions.intersect(within).is_empty() {
+            continue;
+        }
+        let name = snake(&f.name);
+        let ty = kp_fields.get(&name).with_context(|| {
+            format!(
+                "{schema}: kafka-protocol's {struct_name} has no field {name} (versions {})",
+                f.versions
+            )
+        })?;
+        let entity = super::emit::entity_newtype(f.entity.as_deref());
+        let mut elem = &f.ty;
+        while let Ty::Array(inner) = elem {
+            elem = inner;
+        }
+        if matches!(elem, Ty::Prim(_)) && entity.is_some() != ty.contains("super::") {
+            bail!("{schema}: {struct_name}.{name} is {ty} in kafka-protocol but entity {:?} in the schema", f.entity);
+        }
+        f.kp_type = Some(ty.clone());
+    }
+    Ok(())
+}
+
+struct Api {
+    name: &'static str,
+    schema: Schema,
+    within: Versions,
+    kp_max: i16,
+}
+
+fn emit_api(out: &mut String, api: &Api) {
+    let e = Emit {
+        schema: &api.schema,
+        mode: Mode::KafkaProtocol,
+    };
+    let top = format!("{}Request", api.name);
+    let mut bodies = vec![(top.clone(), api.schema.fields.clone(), api.within)];
+    for s in api.schema.structs.values() {
+        let within = s.versions.intersect(api.within);
+        if !within.is_empty() {
+            bodies.push((s.name.clone(), s.fields.clone(), within));
+        }
+    }
+    // The request struct itself is in `kafka_protocol::messages`; nested
+    // structs only in the message's module.
+    let nested = if bodies.len() > 1 {
+        format!("use kafka_protocol::messages::{}::*;\n", snake(&top))
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "/// `{top}`, versions {}.\nmod {} {{\nuse super::*;\n{nested}",
+        api.within,
+        snake(api.name),
+    );
+    for (name, fields, within) in bodies {
+        let path = if name == top {
+            api.name.to_owned()
+        } else {
+            format!("{}.{name}", api.name)
+        };
+        let _ = writeln!(
+            out,
+            "impl CheckedDecode for {name} {{\nfn read(r: &mut Reader, version: i16) -> Result<Self, DecodeError> {{\nlet mut m = Self::default();\n{}Ok(m)\n}}\n}}\n",
+            e.decode_body(&fields, &path, within)
+        );
+    }
+    let _ = writeln!(out, "}}\n");
+}
+
+pub fn generate(root: &Path, messages: &[Schema]) -> Result<String> {
+    let kp_dir = kafka_protocol_messages(root)?;
+    let mut apis = Vec::new();
+    for (name, newest) in REQUESTS {
+        let schema_name = format!("{name}Request");
+        let mut schema = messages
+            .iter()
+            .find(|s| s.name == schema_name)
+            .with_context(|| format!("no schema {schema_name}"))?
+            .clone();
+        let file = kp_dir.join(format!("{}.rs", snake(&schema_name)));
+        let kp = parse_kp_module(
+            &std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?,
+        )
+        .with_context(|| file.display().to_string())?;
+        let within = Versions {
+            lo: kp.min,
+            hi: newest.unwrap_or(kp.max).max(kp.max),
+        };
+        ensure!(
+            schema.valid.covers(within),
+            "{schema_name}: versions {within} are not all in Kafka's {}",
+            schema.valid
+        );
+        annotate(&schema_name, &schema_name, &mut schema.fields, within, &kp)?;
+        let names: Vec<String> = schema.structs.keys().cloned().collect();
+        for n in names {
+            let s = schema.structs.get_mut(&n).context("struct")?;
+            let sw = s.versions.intersect(within);
+            if !sw.is_empty() {
+                annotate(&schema_name, &n, &mut s.fields, sw, &kp)?;
+            }
+        }
+        // Inline struct fields of the top level were copied into
+        // `structs`; the copies there are what the decoders use.
+        apis.push(Api {
+            name,
+            schema,
+            within,
+            kp_max: kp.max,
+        });
+    }
+
+    let mut out = String::new();
+    out.push_str(super::HEADER);
+    out.push_str("#![allow(unused_variables)]\n\nuse super::*;\n\n");
+    out.push_str("apis! {\n");
+    for api in &apis {
+        let flex = if api.schema.flexible.is_empty() {
+            i16::MAX
+        } else {
+            api.schema.flexible.lo
+        };
+        let _ = writeln!(
+            out,
+            "{n}({n}Request) = {n}, flexible >= {flex};",
+            n = api.name
+        );
+    }
+    out.push_str("}\n\n");
+    out.push_str("/// Versions newer than kafka-protocol knows whose request and response\n/// layouts equal the newest version it knows: `(api, newest version we decode)`\n/// (see `REQUESTS` in xtask/src/codegen/requests.rs for why each is listed).\npub(crate) const LAYOUT_ALIASES: &[(ApiKey, i16)] = &[");
+    for api in &apis {
+        if api.within.hi > api.kp_max {
+            let _ = write!(out, "(ApiKey::{}, {}),", api.name, api.within.hi);
+        }
+    }
+    out.push_str("];\n\n");
+    for api in &apis {
+        emit_api(&mut out, api);
+    }
+    Ok(out)
+}
