@@ -5,6 +5,7 @@
 //! it into calls on partition logs held by [`state::Broker`], and the response
 //! is encoded and written in request order.
 
+pub mod cluster_metadata;
 pub mod config;
 pub mod errors;
 pub mod groups;

@@ -1,29 +1,42 @@
-//! The broker's state: topics, their partitions (each a
-//! [`fjord_partition::Partition`] over its log), and the
-//! metadata file that remembers topic ids, partition counts and config
-//! overrides across restarts.
+//! The broker's state: topics and their partitions (each a
+//! [`fjord_partition::Partition`] over its log), following the metadata image.
 //!
-//! Invariant: a topic in `topics` has every partition's log open; the metadata
-//! file is rewritten (atomically: write, fsync, rename, fsync dir) before a
-//! create/delete/alter is acknowledged.
+//! Topic ids, partition counts, config overrides, dynamic broker configs and
+//! the producer-id block live as KRaft records in the local
+//! `__cluster_metadata` log (crate `fjord-metadata`, a one-voter quorum).
+//! An admin operation validates against the registry, proposes records,
+//! and answers only after they are committed (durable) and applied: the
+//! quorum's thread hands each new image to [`Broker::apply_delta`] (through
+//! [`crate::cluster_metadata::BrokerPublisher`]), which opens the logs of
+//! new partitions and closes and deletes those of removed topics.
 //!
-//! Start-up: [`Broker::open_deferred`] (what `fjord serve` uses) opens the
-//! topics and returns; the group coordinator comes up in the background (see
+//! Invariant: a topic in `topics` has every partition's log open and is in
+//! the latest image; records are durable before any answer depends on them.
+//!
+//! Start-up: [`Broker::open_deferred`] (what `fjord serve` uses) loads the
+//! metadata (snapshot + log; on a new data dir, bootstrap records, or the
+//! migrated content of an old `fjord-metadata.json`) and returns; the group
+//! coordinator comes up in the background (see
 //! [`crate::groups::GroupsSlot`]), so a node serves Produce, Fetch and
 //! Metadata while `__consumer_offsets` is created or replayed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 
+use fjord_metadata::{
+    frame_records, ConfigResource, ImageHandle, LocalQuorum, LocalQuorumConfig, MetadataDelta,
+    MetadataImage, MetadataLoader, MetadataQuorum,
+};
 use fjord_model::{ErrorCode, NodeId, PartitionIndex, ProducerId};
 use fjord_partition::ReplicaState;
+use fjord_protocol::metadata_records::{MetadataRecord, ProducerIdsRecord, RemoveTopicRecord};
 use fjord_storage::{Log, Storage};
 use parking_lot::{Mutex, RwLock};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::cluster_metadata as cm;
 use crate::config::{BrokerConfig, DynamicBrokerConfigs, TopicSettings};
 
 pub use fjord_partition::Partition;
@@ -49,24 +62,10 @@ impl Topic {
     }
 }
 
-#[derive(Serialize, Deserialize, Default)]
-struct MetadataFile {
-    cluster_id: String,
-    producer_id_next: i64,
-    topics: Vec<TopicRecord>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct TopicRecord {
-    name: String,
-    id: Uuid,
-    partitions: i32,
-    overrides: BTreeMap<String, String>,
-}
-
-const METADATA_FILE: &str = "fjord-metadata.json";
 /// Producer ids are handed out in blocks; the end of the block is persisted first.
 const PRODUCER_ID_BLOCK: i64 = 1000;
+/// The first producer id of a new cluster.
+const PRODUCER_ID_FIRST: i64 = 1000;
 
 pub struct Broker {
     pub config: BrokerConfig,
@@ -75,15 +74,22 @@ pub struct Broker {
     /// partition log is opened through it; stops with the last reference.
     pub storage: Storage,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// Serialises topic creation/deletion/alteration and metadata writes.
+    /// Serialises admin operations: validate, propose, wait for the commit.
+    /// Never taken by the metadata thread (which applies what they propose).
     admin: Mutex<()>,
+    /// The metadata quorum (set once at open) and the latest image.
+    quorum: OnceLock<LocalQuorum>,
+    image: OnceLock<ImageHandle>,
+    /// Metadata is loaded: a topic created from now on starts with empty
+    /// logs (a leftover directory of the same name is removed first).
+    loaded: AtomicBool,
     producer_id_next: AtomicI64,
     producer_id_block_end: AtomicI64,
     /// Consumer groups: loaded at the end of `open`, or in the background
     /// after `open_deferred` (empty until then).
     pub groups: crate::groups::GroupsSlot,
     /// Dynamic broker configs and the topic defaults they give (changed
-    /// only under `admin`).
+    /// only by `apply_delta`).
     dynamic: RwLock<(DynamicBrokerConfigs, TopicSettings)>,
 }
 
@@ -150,89 +156,221 @@ impl Broker {
     fn open_topics(config: BrokerConfig) -> Result<Arc<Broker>, StateError> {
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| meta_err(&dir, e))?;
-        let path = dir.join(METADATA_FILE);
-        let mut new_node = false;
-        let file: MetadataFile = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Metadata {
-                path: path.display().to_string(),
+        let legacy = cm::read_legacy(&dir)?;
+        let legacy_dynamic =
+            DynamicBrokerConfigs::load(&dir).map_err(|e| StateError::Metadata {
+                path: dir.display().to_string(),
                 reason: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                new_node = true;
-                MetadataFile {
-                    cluster_id: config
-                        .cluster_id
-                        .clone()
-                        .unwrap_or_else(|| short_id(Uuid::new_v4())),
-                    producer_id_next: 1000,
-                    topics: Vec::new(),
-                }
+            })?;
+        let cluster_id = match cm::read_meta_properties(&dir)? {
+            Some(id) => id,
+            None => {
+                let id = legacy
+                    .as_ref()
+                    .map(|l| l.cluster_id.clone())
+                    .or_else(|| config.cluster_id.clone())
+                    .unwrap_or_else(|| short_id(Uuid::new_v4()));
+                cm::write_meta_properties(&dir, &id, config.node_id)?;
+                id
             }
-            Err(e) => return Err(meta_err(&path, e)),
         };
-        let dynamic = DynamicBrokerConfigs::load(&dir).map_err(|e| StateError::Metadata {
-            path: dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let topic_defaults = dynamic
+        let topic_defaults = DynamicBrokerConfigs::default()
             .topic_defaults(&config)
             .map_err(|e| StateError::Metadata {
                 path: dir.display().to_string(),
                 reason: e.to_string(),
             })?;
         let broker = Arc::new_cyclic(|me| Broker {
-            dynamic: RwLock::new((dynamic, topic_defaults)),
-            cluster_id: file.cluster_id.clone(),
+            dynamic: RwLock::new((DynamicBrokerConfigs::default(), topic_defaults)),
+            cluster_id: cluster_id.clone(),
             storage: Storage::default(),
             topics: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
-            producer_id_next: AtomicI64::new(file.producer_id_next),
-            producer_id_block_end: AtomicI64::new(file.producer_id_next),
+            quorum: OnceLock::new(),
+            image: OnceLock::new(),
+            loaded: AtomicBool::new(false),
+            producer_id_next: AtomicI64::new(0),
+            producer_id_block_end: AtomicI64::new(0),
             groups: crate::groups::GroupsSlot::new(me.clone()),
             config,
         });
-        let now = now_ms();
-        for t in file.topics {
-            let mut settings = broker.topic_defaults();
-            for (k, v) in &t.overrides {
-                // Values were validated when stored; a bad one now means a hand edit.
-                if let Err(e) = settings.set(k, v) {
-                    tracing::warn!(topic = %t.name, "ignoring stored config: {e}");
+        let (loader, image) = MetadataLoader::new(
+            &cluster_id,
+            Box::new(cm::BrokerPublisher {
+                broker: Arc::downgrade(&broker),
+            }),
+        );
+        let _ = broker.image.set(image);
+        let (quorum, report) = LocalQuorum::open(
+            &broker.storage,
+            &dir,
+            LocalQuorumConfig::new(broker.config.node_id),
+            Box::new(loader),
+            now_ms(),
+        )
+        .map_err(|e| meta_err_str(&dir, e))?;
+        tracing::info!(?report, "metadata loaded");
+        let _ = broker.quorum.set(quorum);
+        if report.new_log {
+            // One proposal, so a crash leaves either nothing or all of it:
+            // the bootstrap records and, for an old data directory, its
+            // whole content (same topic ids, counts, overrides, configs,
+            // producer-id block end).
+            let mut records = cm::bootstrap_records(&broker.config);
+            records.extend(cm::migration_records(
+                broker.config.node_id,
+                legacy.as_ref(),
+                &legacy_dynamic,
+            ));
+            broker.propose(records)?;
+            if legacy.is_some() {
+                tracing::info!(
+                    "migrated {} into the metadata log",
+                    cm::LEGACY_METADATA_FILE
+                );
+            }
+        }
+        // The records are durable: the old files are not needed any more
+        // (also after a crash between the commit and this rename).
+        cm::retire_legacy_files(&dir)?;
+        let next = match broker.image().next_producer_id() {
+            n if n >= 0 => n,
+            _ => PRODUCER_ID_FIRST,
+        };
+        broker.producer_id_next.store(next, Ordering::SeqCst);
+        broker.producer_id_block_end.store(next, Ordering::SeqCst);
+        broker.loaded.store(true, Ordering::SeqCst);
+        Ok(broker)
+    }
+
+    /// The latest metadata image.
+    pub fn image(&self) -> MetadataImage {
+        match self.image.get() {
+            Some(h) => h.current(),
+            None => MetadataImage::empty(&self.cluster_id),
+        }
+    }
+
+    /// Proposes `records` and waits until they are committed and applied.
+    fn propose(&self, records: Vec<MetadataRecord>) -> Result<(), StateError> {
+        let Some(q) = self.quorum.get() else {
+            return Err(StateError::kafka(
+                ErrorCode::NOT_CONTROLLER,
+                "metadata is not loaded",
+            ));
+        };
+        q.propose(frame_records(&records))
+            .wait_blocking()
+            .map(|_| ())
+            .map_err(|e| meta_err_str(&self.config.data_dir, e))
+    }
+
+    /// Makes the registry follow a new image (called on the metadata
+    /// thread, in log order, for every committed batch).
+    pub(crate) fn apply_delta(
+        &self,
+        delta: &MetadataDelta,
+        image: &MetadataImage,
+    ) -> Result<(), StateError> {
+        let node = self.config.node_id;
+        let broker_configs_changed = delta.changed_configs().any(|r| {
+            matches!(r, ConfigResource::Broker(None)) || *r == ConfigResource::Broker(Some(node))
+        });
+        if broker_configs_changed {
+            let dynamic = cm::dynamic_configs(image, node);
+            match dynamic.topic_defaults(&self.config) {
+                Ok(defaults) => *self.dynamic.write() = (dynamic, defaults),
+                // Values were validated before they were proposed.
+                Err(e) => tracing::warn!("ignoring dynamic broker configs: {e}"),
+            }
+        }
+        for old in delta.deleted_topics() {
+            let removed = {
+                let mut topics = self.topics.write();
+                match topics.get(&old.name) {
+                    Some(t) if t.id == old.id => topics.remove(&old.name),
+                    _ => None,
+                }
+            };
+            if let Some(topic) = removed {
+                for p in topic.partitions.read().iter() {
+                    p.wake_waiters();
+                    let _ = p.log.close();
+                    fjord_storage::delete_log_dir(&partition_dir(
+                        &self.config.data_dir,
+                        &topic.name,
+                        p.index.0,
+                    ))?;
                 }
             }
-            let mut parts = Vec::new();
-            for p in 0..t.partitions {
-                let (log, report) = Log::open(
-                    &broker.storage,
-                    &partition_dir(&broker.config.data_dir, &t.name, p),
-                    settings.log_config(),
-                    now,
-                )?;
-                if !report.clean {
-                    tracing::info!(topic = %t.name, partition = p, ?report, "recovered partition");
-                }
-                parts.push(single_node_partition(
-                    broker.config.node_id,
-                    PartitionIndex(p),
-                    log,
-                ));
-            }
+        }
+        let fresh = self.loaded.load(Ordering::SeqCst);
+        for t in delta.created_topics() {
+            let overrides = image.configs(&ConfigResource::Topic(t.name.clone()));
+            let settings = self.settings_lenient(&t.name, &overrides);
+            let parts = t
+                .partitions
+                .keys()
+                .map(|&p| self.open_partition(&t.name, p, &settings, fresh))
+                .collect::<Result<Vec<_>, _>>()?;
             let topic = Topic {
                 name: t.name.clone(),
                 id: t.id,
-                overrides: RwLock::new(t.overrides),
+                overrides: RwLock::new(overrides),
                 settings: RwLock::new(settings),
                 partitions: RwLock::new(parts),
             };
-            broker.topics.write().insert(t.name, Arc::new(topic));
+            self.topics.write().insert(t.name.clone(), Arc::new(topic));
         }
-        // An existing file already says all of this (the producer id block
-        // is persisted when the first id is handed out); a new node writes it
-        // now, so that its cluster id is fixed.
-        if new_node {
-            broker.persist()?;
+        for (_, new) in delta.changed_topics() {
+            let Some(topic) = self.topic(&new.name) else {
+                continue;
+            };
+            let settings = topic.settings.read().clone();
+            let current = topic.partition_count();
+            for &p in new.partitions.keys().filter(|&&p| p >= current) {
+                assert_eq!(p, topic.partition_count(), "partitions are added in order");
+                let part = self.open_partition(&new.name, p, &settings, fresh)?;
+                topic.partitions.write().push(part);
+            }
         }
-        Ok(broker)
+        for resource in delta.changed_configs() {
+            let ConfigResource::Topic(name) = resource else {
+                continue;
+            };
+            if let Some(topic) = self.topic(name) {
+                let overrides = image.configs(resource);
+                let settings = self.settings_lenient(name, &overrides);
+                for p in topic.partitions.read().iter() {
+                    p.log.set_config(settings.log_config());
+                }
+                *topic.overrides.write() = overrides;
+                *topic.settings.write() = settings;
+            }
+        }
+        if broker_configs_changed {
+            for topic in self.topics() {
+                let overrides = topic.overrides.read().clone();
+                let settings = self.settings_lenient(&topic.name, &overrides);
+                for p in topic.partitions.read().iter() {
+                    p.log.set_config(settings.log_config());
+                }
+                *topic.settings.write() = settings;
+            }
+        }
+        Ok(())
+    }
+
+    /// Defaults with `overrides` applied, skipping (with a warning) any that
+    /// no longer validate (they were checked when proposed).
+    fn settings_lenient(&self, topic: &str, overrides: &BTreeMap<String, String>) -> TopicSettings {
+        let mut settings = self.topic_defaults();
+        for (k, v) in overrides {
+            if let Err(e) = settings.set(k, v) {
+                tracing::warn!(%topic, "ignoring stored config: {e}");
+            }
+        }
+        settings
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -302,22 +440,28 @@ impl Broker {
                 format!("topic '{name}' already exists"),
             ));
         }
-        let topic = Arc::new(Topic {
-            name: name.to_string(),
-            id: Uuid::new_v4(),
-            overrides: RwLock::new(overrides),
-            settings: RwLock::new(settings.clone()),
-            partitions: RwLock::new(Vec::new()),
-        });
+        let id = Uuid::new_v4();
         if validate_only {
-            return Ok(topic);
+            return Ok(Arc::new(Topic {
+                name: name.to_string(),
+                id,
+                overrides: RwLock::new(overrides),
+                settings: RwLock::new(settings),
+                partitions: RwLock::new(Vec::new()),
+            }));
         }
-        let parts = (0..partitions)
-            .map(|p| self.new_partition(name, p, &settings))
-            .collect::<Result<Vec<_>, _>>()?;
-        *topic.partitions.write() = parts;
-        self.topics.write().insert(name.to_string(), topic.clone());
-        self.persist_locked()?;
+        self.propose(cm::topic_records(
+            self.config.node_id,
+            name,
+            id,
+            0..partitions,
+            &overrides,
+            true,
+        ))?;
+        let topic = self.topic(name).ok_or_else(|| {
+            StateError::kafka(ErrorCode::UNKNOWN_SERVER_ERROR, "created topic not applied")
+        })?;
+        assert_eq!(topic.id, id, "the applied topic is the one proposed");
         Ok(topic)
     }
 
@@ -329,18 +473,21 @@ impl Broker {
             ));
         }
         let _admin = self.admin.lock();
-        let topic = self.topics.write().remove(name).ok_or_else(|| {
+        let topic = self.topic(name).ok_or_else(|| {
             StateError::kafka(
                 ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                 format!("topic '{name}' does not exist"),
             )
         })?;
-        self.persist_locked()?;
-        for p in topic.partitions.read().iter() {
-            p.wake_waiters();
-            let _ = p.log.close();
-            fjord_storage::delete_log_dir(&partition_dir(&self.config.data_dir, name, p.index.0))?;
-        }
+        // Applying the removal closes and deletes the partition logs.
+        self.propose(vec![MetadataRecord::RemoveTopic(RemoveTopicRecord {
+            topic_id: topic.id,
+            ..Default::default()
+        })])?;
+        assert!(
+            self.topic(name).is_none_or(|t| t.id != topic.id),
+            "a removed topic is gone from the registry"
+        );
         Ok(topic.id)
     }
 
@@ -376,12 +523,16 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        let settings = topic.settings.read().clone();
-        for p in current..count {
-            let partition = self.new_partition(name, p, &settings)?;
-            topic.partitions.write().push(partition);
-        }
-        self.persist_locked()
+        self.propose(cm::topic_records(
+            self.config.node_id,
+            name,
+            topic.id,
+            current..count,
+            &BTreeMap::new(),
+            false,
+        ))?;
+        assert_eq!(topic.partition_count(), count, "new partitions are applied");
+        Ok(())
     }
 
     /// Replace (`incremental == false`) or patch a topic's config overrides.
@@ -415,31 +566,37 @@ impl Broker {
                 }
             }
         }
-        let settings = self.settings_with(&overrides)?;
+        self.settings_with(&overrides)?;
         if validate_only {
             return Ok(());
         }
-        *topic.overrides.write() = overrides;
-        *topic.settings.write() = settings.clone();
-        for p in topic.partitions.read().iter() {
-            p.log.set_config(settings.log_config());
+        let old = topic.overrides.read().clone();
+        let records = cm::config_diff(&ConfigResource::Topic(name.to_string()), &old, &overrides);
+        if records.is_empty() {
+            return Ok(());
         }
-        self.persist_locked()
+        self.propose(records)
     }
 
-    /// Open an empty log for a new partition. A directory left by a deleted
-    /// topic of the same name is removed first, so old data never leaks in.
-    fn new_partition(
+    /// Open a partition's log. With `fresh` (a topic created while the
+    /// broker runs) a directory left by a deleted topic of the same name is
+    /// removed first, so old data never leaks in; while loading, the
+    /// existing directory is the partition's data.
+    fn open_partition(
         &self,
         topic: &str,
         p: i32,
         settings: &TopicSettings,
+        fresh: bool,
     ) -> Result<Arc<Partition>, StateError> {
         let dir = partition_dir(&self.config.data_dir, topic, p);
-        if dir.exists() {
+        if fresh && dir.exists() {
             fjord_storage::delete_log_dir(&dir)?;
         }
-        let (log, _) = Log::open(&self.storage, &dir, settings.log_config(), now_ms())?;
+        let (log, report) = Log::open(&self.storage, &dir, settings.log_config(), now_ms())?;
+        if !report.clean && report.log_end_offset.0 > 0 {
+            tracing::info!(%topic, partition = p, ?report, "recovered partition");
+        }
         Ok(single_node_partition(
             self.config.node_id,
             PartitionIndex(p),
@@ -489,44 +646,51 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), StateError> {
         let _admin = self.admin.lock();
-        let new = change(&self.dynamic.read().0)?;
-        let defaults = new
-            .topic_defaults(&self.config)
+        let old = self.dynamic.read().0.clone();
+        let new = change(&old)?;
+        new.topic_defaults(&self.config)
             .map_err(|e| StateError::kafka(ErrorCode::INVALID_REQUEST, e.to_string()))?;
         if validate_only {
             return Ok(());
         }
-        new.save(&self.config.data_dir)
-            .map_err(|e| StateError::Metadata {
-                path: self.config.data_dir.display().to_string(),
-                reason: e.to_string(),
-            })?;
-        *self.dynamic.write() = (new, defaults);
-        for topic in self.topics() {
-            let overrides = topic.overrides.read().clone();
-            match self.settings_with(&overrides) {
-                Ok(settings) => {
-                    for p in topic.partitions.read().iter() {
-                        p.log.set_config(settings.log_config());
-                    }
-                    *topic.settings.write() = settings;
-                }
-                // Overrides were valid on their own; nothing relates two configs.
-                Err(e) => tracing::warn!(topic = %topic.name, "keeping settings: {e}"),
-            }
+        let node = self.config.node_id;
+        let mut records = cm::config_diff(
+            &ConfigResource::Broker(Some(node)),
+            &old.broker,
+            &new.broker,
+        );
+        records.extend(cm::config_diff(
+            &ConfigResource::Broker(None),
+            &old.cluster_default,
+            &new.cluster_default,
+        ));
+        if records.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.propose(records)
     }
 
-    /// Hand out a new producer id (persisting block ends so ids never repeat across restarts).
+    /// Hand out a new producer id. Ids come in blocks; a new block's end is
+    /// committed to the metadata log (a ProducerIdsRecord) before any id of
+    /// it is handed out, so ids never repeat across restarts.
     pub fn next_producer_id(&self) -> Result<ProducerId, StateError> {
         let _admin = self.admin.lock();
-        let id = self.producer_id_next.fetch_add(1, Ordering::SeqCst);
+        let id = self.producer_id_next.load(Ordering::SeqCst);
         if id >= self.producer_id_block_end.load(Ordering::SeqCst) {
-            self.producer_id_block_end
-                .store(id + PRODUCER_ID_BLOCK, Ordering::SeqCst);
-            self.persist_locked()?;
+            let end = id + PRODUCER_ID_BLOCK;
+            self.propose(vec![MetadataRecord::ProducerIds(ProducerIdsRecord {
+                broker_id: self.config.node_id.0,
+                broker_epoch: 0,
+                next_producer_id: end,
+                ..Default::default()
+            })])?;
+            self.producer_id_block_end.store(end, Ordering::SeqCst);
         }
+        assert!(
+            id < self.producer_id_block_end.load(Ordering::SeqCst),
+            "an id outside the committed block"
+        );
+        self.producer_id_next.store(id + 1, Ordering::SeqCst);
         Ok(ProducerId(id))
     }
 
@@ -558,6 +722,9 @@ impl Broker {
     /// load in progress finishes first; none starts afterwards.
     pub fn close(&self) {
         self.groups.close();
+        if let Some(q) = self.quorum.get() {
+            q.close();
+        }
         for t in self.topics() {
             for p in t.partitions.read().iter() {
                 if let Err(e) = p.log.close() {
@@ -565,35 +732,6 @@ impl Broker {
                 }
             }
         }
-    }
-
-    fn persist(&self) -> Result<(), StateError> {
-        let _admin = self.admin.lock();
-        self.persist_locked()
-    }
-
-    fn persist_locked(&self) -> Result<(), StateError> {
-        let topics = self
-            .topics
-            .read()
-            .values()
-            .map(|t| TopicRecord {
-                name: t.name.clone(),
-                id: t.id,
-                partitions: t.partition_count(),
-                overrides: t.overrides.read().clone(),
-            })
-            .collect();
-        let file = MetadataFile {
-            cluster_id: self.cluster_id.clone(),
-            producer_id_next: self.producer_id_block_end.load(Ordering::SeqCst),
-            topics,
-        };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| StateError::Metadata {
-            path: METADATA_FILE.to_string(),
-            reason: e.to_string(),
-        })?;
-        write_atomic(&self.config.data_dir, METADATA_FILE, &bytes)
     }
 }
 
@@ -604,18 +742,11 @@ fn meta_err(path: &Path, e: std::io::Error) -> StateError {
     }
 }
 
-/// Write `dir/name` so that a crash leaves either the old or the new file whole.
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> {
-    use std::io::Write;
-    let tmp = dir.join(format!("{name}.tmp"));
-    let dst = dir.join(name);
-    let mut f = std::fs::File::create(&tmp).map_err(|e| meta_err(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| meta_err(&tmp, e))?;
-    f.sync_all().map_err(|e| meta_err(&tmp, e))?;
-    std::fs::rename(&tmp, &dst).map_err(|e| meta_err(&dst, e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| meta_err(dir, e))
+fn meta_err_str(path: &Path, e: fjord_metadata::MetadataError) -> StateError {
+    StateError::Metadata {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
 }
 
 /// Topics the broker keeps for itself (clients see `is_internal`, and may not delete them).

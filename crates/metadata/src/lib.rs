@@ -18,11 +18,17 @@
 
 pub mod commit;
 pub mod control;
+pub mod delta;
 mod fsutil;
+pub mod image;
+pub mod loader;
 pub mod log;
 pub mod quorum;
 pub mod quorum_state;
 
+pub use delta::MetadataDelta;
+pub use image::{ConfigResource, MetadataImage, PartitionRegistration, TopicImage};
+pub use loader::{frame_records, ImageHandle, MetadataLoader, MetadataPublisher};
 pub use log::{metadata_log_dir, MetadataLog, Snapshot, SnapshotId, METADATA_LOG_DIR};
 pub use quorum::{
     CommittedBatch, LocalQuorum, LocalQuorumConfig, MetadataListener, MetadataQuorum, Proposal,

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -23,8 +23,7 @@ use fjord_model::limits::{
     METADATA_SNAPSHOT_BYTES_INTERVAL_DEFAULT,
 };
 use fjord_model::{LeaderEpoch, NodeId, Offset};
-use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use parking_lot::{Condvar, Mutex};
 
 use crate::commit::CommitTracker;
 use crate::control::ControlRecord;
@@ -57,37 +56,86 @@ pub trait MetadataListener: Send {
 }
 
 /// Resolves to the offset of a proposal's last record once it is committed
-/// and every listener has handled it.
-pub struct Proposal(ProposalState);
+/// and every listener has handled it. Can be awaited, or waited for from a
+/// plain thread ([`Proposal::wait_blocking`]).
+pub struct Proposal(Arc<Completion>);
 
-enum ProposalState {
-    Ready(Option<Result<Offset, MetadataError>>),
-    Waiting(oneshot::Receiver<Result<Offset, MetadataError>>),
+/// The result once known, and the task to wake for it.
+type CompletionState = (Option<Result<Offset, MetadataError>>, Option<Waker>);
+
+#[derive(Default)]
+struct Completion {
+    state: Mutex<CompletionState>,
+    done: Condvar,
+}
+
+/// The quorum's end of a [`Proposal`]: resolving it wakes the waiter.
+pub struct Reply(Arc<Completion>);
+
+impl Reply {
+    pub fn send(self, result: Result<Offset, MetadataError>) {
+        let waker = {
+            let mut st = self.0.state.lock();
+            st.0 = Some(result);
+            st.1.take()
+        };
+        self.0.done.notify_all();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock();
+        if st.0.is_none() {
+            st.0 = Some(Err(MetadataError::Closed));
+            let waker = st.1.take();
+            drop(st);
+            self.0.done.notify_all();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
 }
 
 impl Proposal {
-    pub fn failed(e: MetadataError) -> Proposal {
-        Proposal(ProposalState::Ready(Some(Err(e))))
+    /// A proposal and the reply that resolves it.
+    pub fn pair() -> (Proposal, Reply) {
+        let c = Arc::new(Completion::default());
+        (Proposal(c.clone()), Reply(c))
     }
 
-    /// Blocks until resolved (not for use on an async runtime's threads).
+    pub fn failed(e: MetadataError) -> Proposal {
+        let (p, r) = Proposal::pair();
+        r.send(Err(e));
+        p
+    }
+
+    /// Blocks the calling thread until resolved.
     pub fn wait_blocking(self) -> Result<Offset, MetadataError> {
-        match self.0 {
-            ProposalState::Ready(r) => r.unwrap_or(Err(MetadataError::Closed)),
-            ProposalState::Waiting(rx) => rx.blocking_recv().unwrap_or(Err(MetadataError::Closed)),
+        let mut st = self.0.state.lock();
+        loop {
+            if let Some(r) = st.0.take() {
+                return r;
+            }
+            self.0.done.wait(&mut st);
         }
     }
 }
 
 impl Future for Proposal {
     type Output = Result<Offset, MetadataError>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.0 {
-            ProposalState::Ready(r) => Poll::Ready(r.take().unwrap_or(Err(MetadataError::Closed))),
-            ProposalState::Waiting(rx) => match Pin::new(rx).poll(cx) {
-                Poll::Ready(r) => Poll::Ready(r.unwrap_or(Err(MetadataError::Closed))),
-                Poll::Pending => Poll::Pending,
-            },
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut st = self.0.state.lock();
+        match st.0.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                st.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
         }
     }
 }
@@ -120,7 +168,6 @@ impl LocalQuorumConfig {
     }
 }
 
-type Reply = oneshot::Sender<Result<Offset, MetadataError>>;
 type Queued = (Vec<Bytes>, Reply);
 
 struct Shared {
@@ -285,13 +332,13 @@ impl MetadataQuorum for LocalQuorum {
                 records.len()
             )));
         }
-        let (reply, rx) = oneshot::channel();
+        let (proposal, reply) = Proposal::pair();
         let guard = self.tx.lock();
         let Some(tx) = guard.as_ref() else {
             return Proposal::failed(MetadataError::Closed);
         };
         match tx.try_send((records, reply)) {
-            Ok(()) => Proposal(ProposalState::Waiting(rx)),
+            Ok(()) => proposal,
             Err(mpsc::TrySendError::Full(_)) => Proposal::failed(MetadataError::Busy),
             Err(mpsc::TrySendError::Disconnected(_)) => Proposal::failed(MetadataError::Closed),
         }
@@ -341,7 +388,7 @@ impl Worker {
         let now = now_ms();
         for (records, reply) in proposals {
             if let Some(f) = &self.failed {
-                let _ = reply.send(Err(MetadataError::Failed(f.clone())));
+                reply.send(Err(MetadataError::Failed(f.clone())));
                 continue;
             }
             match self.log.append_data(&records, now) {
@@ -356,11 +403,11 @@ impl Worker {
                     self.tracker.appended(first, last, (batch, reply));
                 }
                 Err(e @ MetadataError::BatchTooLarge { .. }) => {
-                    let _ = reply.send(Err(e));
+                    reply.send(Err(e));
                 }
                 Err(e) => {
                     self.failed = Some(e.to_string());
-                    let _ = reply.send(Err(e));
+                    reply.send(Err(e));
                 }
             }
         }
@@ -372,7 +419,7 @@ impl Worker {
             tracing::error!("metadata log fsync failed: {e}");
             self.failed = Some(e.to_string());
             for (_, reply) in self.tracker.abandon() {
-                let _ = reply.send(Err(MetadataError::Failed(e.to_string())));
+                reply.send(Err(MetadataError::Failed(e.to_string())));
             }
             return;
         }
@@ -391,7 +438,7 @@ impl Worker {
                 .map(|()| batch.last_offset);
             self.bytes_since_snapshot += batch.records.iter().map(|r| r.len() as u64).sum::<u64>();
             *self.shared.high_watermark.lock() = batch.last_offset.next();
-            let _ = reply.send(result);
+            reply.send(result);
         }
         *self.shared.high_watermark.lock() = hw;
         if self.bytes_since_snapshot >= self.config.snapshot_bytes_interval {

@@ -223,15 +223,17 @@ pub fn dispatch(broker: &Arc<Broker>, header: RequestHeader, mut body: Reader) -
         Request::Produce(r) => produce::handle(ctx, r),
         Request::Fetch(r) => fetch::handle(ctx, r),
         Request::ListOffsets(r) => Pending::Ready(list_offsets::handle(&ctx, r)),
-        Request::CreateTopics(r) => Pending::Ready(create_topics::handle(&ctx, r)),
-        Request::DeleteTopics(r) => Pending::Ready(delete_topics::handle(&ctx, r)),
-        Request::CreatePartitions(r) => Pending::Ready(create_partitions::handle(&ctx, r)),
+        Request::CreateTopics(r) => blocking(ctx, move |ctx| create_topics::handle(&ctx, r)),
+        Request::DeleteTopics(r) => blocking(ctx, move |ctx| delete_topics::handle(&ctx, r)),
+        Request::CreatePartitions(r) => {
+            blocking(ctx, move |ctx| create_partitions::handle(&ctx, r))
+        }
         Request::DeleteRecords(r) => Pending::Ready(delete_records::handle(&ctx, r)),
         Request::DescribeCluster(r) => Pending::Ready(describe_cluster::handle(&ctx, r)),
         Request::DescribeConfigs(r) => Pending::Ready(describe_configs::handle(&ctx, r)),
-        Request::AlterConfigs(r) => Pending::Ready(alter_configs::handle(&ctx, r)),
+        Request::AlterConfigs(r) => blocking(ctx, move |ctx| alter_configs::handle(&ctx, r)),
         Request::IncrementalAlterConfigs(r) => {
-            Pending::Ready(incremental_alter_configs::handle(&ctx, r))
+            blocking(ctx, move |ctx| incremental_alter_configs::handle(&ctx, r))
         }
         Request::DescribeLogDirs(r) => Pending::Ready(describe_log_dirs::handle(&ctx, r)),
         Request::AlterReplicaLogDirs(r) => Pending::Ready(alter_replica_log_dirs::handle(&ctx, r)),
@@ -247,7 +249,7 @@ pub fn dispatch(broker: &Arc<Broker>, header: RequestHeader, mut body: Reader) -
             Pending::Ready(describe_topic_partitions::handle(&ctx, r))
         }
         Request::ListConfigResources(r) => Pending::Ready(list_config_resources::handle(&ctx, r)),
-        Request::InitProducerId(r) => Pending::Ready(init_producer_id::handle(&ctx, r)),
+        Request::InitProducerId(r) => blocking(ctx, move |ctx| init_producer_id::handle(&ctx, r)),
         Request::FindCoordinator(r) => Pending::Ready(find_coordinator::handle(&ctx, r)),
         Request::JoinGroup(r) => join_group::handle(ctx, r),
         Request::SyncGroup(r) => sync_group::handle(ctx, r),
@@ -265,6 +267,20 @@ pub fn dispatch(broker: &Arc<Broker>, header: RequestHeader, mut body: Reader) -
             tracing::debug!(api_key = other.api_key(), "no handler, closing connection");
             return None;
         }
+    })
+}
+
+/// Runs a handler that waits for the metadata quorum (records committed
+/// and applied: fsync, opening logs) on tokio's blocking pool, off the
+/// runtime's worker threads.
+fn blocking<F>(ctx: Ctx, f: F) -> Pending
+where
+    F: FnOnce(Ctx) -> Option<BytesMut> + Send + 'static,
+{
+    Pending::later(async move {
+        tokio::task::spawn_blocking(move || f(ctx))
+            .await
+            .unwrap_or(None)
     })
 }
 

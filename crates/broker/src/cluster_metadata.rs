@@ -1,0 +1,331 @@
+//! The broker's side of the metadata log: what a new node bootstraps with,
+//! how an old data directory (`fjord-metadata.json`,
+//! `fjord-broker-configs.json`) becomes records once, `meta.properties`,
+//! and the publisher that makes the topic registry follow each new image
+//! (Kafka's `ReplicaManager.applyDelta`: open the logs of new partitions,
+//! close and delete those of removed topics, apply config changes).
+//!
+//! The publisher runs on the metadata quorum's thread, so opening logs and
+//! fsync never run on the async runtime's worker threads.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Weak;
+
+use fjord_metadata::{
+    ConfigResource, MetadataDelta, MetadataError, MetadataImage, MetadataPublisher,
+};
+use fjord_model::NodeId;
+use fjord_protocol::metadata_records::register_broker_record::{BrokerEndpoint, BrokerFeature};
+use fjord_protocol::metadata_records::{
+    ConfigRecord, FeatureLevelRecord, MetadataRecord, PartitionRecord, ProducerIdsRecord,
+    RegisterBrokerRecord, TopicRecord,
+};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::config::{BrokerConfig, DynamicBrokerConfigs};
+use crate::state::{Broker, StateError};
+
+/// The pre-metadata-log files (read once, for migration).
+pub const LEGACY_METADATA_FILE: &str = "fjord-metadata.json";
+pub const LEGACY_BROKER_CONFIGS_FILE: &str = crate::config::DYNAMIC_CONFIG_FILE;
+/// Suffix given to a legacy file once its content is durable in the log.
+pub const MIGRATED_SUFFIX: &str = ".migrated";
+/// Kafka's per-log-directory identity file.
+pub const META_PROPERTIES_FILE: &str = "meta.properties";
+/// The `metadata.version` feature level a new node bootstraps with
+/// (Kafka's 3.9-IV0): the record versions Fjord writes exist at it.
+pub const BOOTSTRAP_METADATA_VERSION: i16 = 21;
+/// Lowest `metadata.version` this broker supports (Kafka's 3.3-IV3: KRaft-only records).
+pub const METADATA_VERSION_MIN: i16 = 7;
+
+/// `fjord-metadata.json` as the broker wrote it before the metadata log.
+#[derive(Deserialize)]
+pub struct LegacyMetadata {
+    pub cluster_id: String,
+    pub producer_id_next: i64,
+    pub topics: Vec<LegacyTopic>,
+}
+
+#[derive(Deserialize)]
+pub struct LegacyTopic {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    pub overrides: BTreeMap<String, String>,
+}
+
+fn file_err(path: &Path, reason: impl ToString) -> StateError {
+    StateError::Metadata {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Reads `fjord-metadata.json` if present.
+pub fn read_legacy(dir: &Path) -> Result<Option<LegacyMetadata>, StateError> {
+    let path = dir.join(LEGACY_METADATA_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| file_err(&path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(file_err(&path, e)),
+    }
+}
+
+/// Renames the legacy files to `*.migrated` (after their records are durable).
+pub fn retire_legacy_files(dir: &Path) -> Result<(), StateError> {
+    let mut renamed = false;
+    for name in [LEGACY_METADATA_FILE, LEGACY_BROKER_CONFIGS_FILE] {
+        let from = dir.join(name);
+        if from.exists() {
+            let to = dir.join(format!("{name}{MIGRATED_SUFFIX}"));
+            std::fs::rename(&from, &to).map_err(|e| file_err(&from, e))?;
+            renamed = true;
+        }
+    }
+    if renamed {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| file_err(dir, e))?;
+    }
+    Ok(())
+}
+
+/// The cluster id in `meta.properties`, if the file exists.
+pub fn read_meta_properties(dir: &Path) -> Result<Option<String>, StateError> {
+    let path = dir.join(META_PROPERTIES_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(file_err(&path, e)),
+    };
+    for line in text.lines() {
+        if let Some(v) = line.trim().strip_prefix("cluster.id=") {
+            return Ok(Some(v.trim().to_string()));
+        }
+    }
+    Err(file_err(&path, "no cluster.id"))
+}
+
+/// Writes `meta.properties` (Kafka's v1 format) durably.
+pub fn write_meta_properties(
+    dir: &Path,
+    cluster_id: &str,
+    node_id: NodeId,
+) -> Result<(), StateError> {
+    use std::io::Write;
+    let text = format!(
+        "#\n#Written by Fjord\ncluster.id={cluster_id}\ndirectory.id={}\nnode.id={}\nversion=1\n",
+        kafka_uuid_string(Uuid::new_v4()),
+        node_id.0
+    );
+    let tmp = dir.join(format!("{META_PROPERTIES_FILE}.tmp"));
+    let dst = dir.join(META_PROPERTIES_FILE);
+    let mut f = std::fs::File::create(&tmp).map_err(|e| file_err(&tmp, e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| file_err(&tmp, e))?;
+    f.sync_all().map_err(|e| file_err(&tmp, e))?;
+    std::fs::rename(&tmp, &dst).map_err(|e| file_err(&dst, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| file_err(dir, e))
+}
+
+/// Kafka's string form of a Uuid: URL-safe base64 without padding.
+fn kafka_uuid_string(u: Uuid) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = u.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// The records a new node's metadata log starts with: the metadata version
+/// and this broker's registration.
+pub fn bootstrap_records(config: &BrokerConfig) -> Vec<MetadataRecord> {
+    vec![
+        MetadataRecord::FeatureLevel(FeatureLevelRecord {
+            name: fjord_metadata::image::METADATA_VERSION_FEATURE.to_string(),
+            feature_level: BOOTSTRAP_METADATA_VERSION,
+            ..Default::default()
+        }),
+        MetadataRecord::RegisterBroker(RegisterBrokerRecord {
+            broker_id: config.node_id.0,
+            incarnation_id: Uuid::new_v4(),
+            broker_epoch: 0,
+            end_points: vec![BrokerEndpoint {
+                name: "PLAINTEXT".into(),
+                host: config.advertised_host.clone(),
+                port: config.advertised_port,
+                security_protocol: 0,
+                ..Default::default()
+            }],
+            features: vec![BrokerFeature {
+                name: fjord_metadata::image::METADATA_VERSION_FEATURE.to_string(),
+                min_supported_version: METADATA_VERSION_MIN,
+                max_supported_version: BOOTSTRAP_METADATA_VERSION,
+                ..Default::default()
+            }],
+            fenced: false,
+            ..Default::default()
+        }),
+    ]
+}
+
+/// The records of a topic created with `partitions` partitions on this node.
+pub fn topic_records(
+    node: NodeId,
+    name: &str,
+    id: Uuid,
+    partitions: std::ops::Range<i32>,
+    overrides: &BTreeMap<String, String>,
+    with_topic: bool,
+) -> Vec<MetadataRecord> {
+    let mut out = Vec::new();
+    if with_topic {
+        out.push(MetadataRecord::Topic(TopicRecord {
+            name: name.to_string(),
+            topic_id: id,
+            ..Default::default()
+        }));
+    }
+    for p in partitions {
+        out.push(MetadataRecord::Partition(PartitionRecord {
+            partition_id: p,
+            topic_id: id,
+            replicas: vec![node.0],
+            isr: vec![node.0],
+            leader: node.0,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            ..Default::default()
+        }));
+    }
+    for (k, v) in overrides {
+        out.push(config_record(
+            &ConfigResource::Topic(name.to_string()),
+            k,
+            Some(v),
+        ));
+    }
+    out
+}
+
+pub fn config_record(
+    resource: &ConfigResource,
+    name: &str,
+    value: Option<&String>,
+) -> MetadataRecord {
+    let (resource_type, resource_name) = resource.record_type_and_name();
+    MetadataRecord::Config(ConfigRecord {
+        resource_type,
+        resource_name,
+        name: name.to_string(),
+        value: value.cloned(),
+        ..Default::default()
+    })
+}
+
+/// Records turning `old` into `new` for one config resource.
+pub fn config_diff(
+    resource: &ConfigResource,
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> Vec<MetadataRecord> {
+    let mut out = Vec::new();
+    for (k, v) in new {
+        if old.get(k) != Some(v) {
+            out.push(config_record(resource, k, Some(v)));
+        }
+    }
+    for k in old.keys() {
+        if !new.contains_key(k) {
+            out.push(config_record(resource, k, None));
+        }
+    }
+    out
+}
+
+/// The content of the legacy files as records (same topic ids, partition
+/// counts, overrides, dynamic broker configs, producer-id block end).
+pub fn migration_records(
+    node: NodeId,
+    legacy: Option<&LegacyMetadata>,
+    legacy_dynamic: &DynamicBrokerConfigs,
+) -> Vec<MetadataRecord> {
+    let mut out = Vec::new();
+    if let Some(l) = legacy {
+        for t in &l.topics {
+            out.extend(topic_records(
+                node,
+                &t.name,
+                t.id,
+                0..t.partitions,
+                &t.overrides,
+                true,
+            ));
+        }
+        if l.producer_id_next >= 0 {
+            out.push(MetadataRecord::ProducerIds(ProducerIdsRecord {
+                broker_id: node.0,
+                broker_epoch: 0,
+                next_producer_id: l.producer_id_next,
+                ..Default::default()
+            }));
+        }
+    }
+    let empty = BTreeMap::new();
+    out.extend(config_diff(
+        &ConfigResource::Broker(Some(node)),
+        &empty,
+        &legacy_dynamic.broker,
+    ));
+    out.extend(config_diff(
+        &ConfigResource::Broker(None),
+        &empty,
+        &legacy_dynamic.cluster_default,
+    ));
+    out
+}
+
+/// This node's dynamic broker configs as the image says.
+pub fn dynamic_configs(image: &MetadataImage, node: NodeId) -> DynamicBrokerConfigs {
+    DynamicBrokerConfigs {
+        broker: image.configs(&ConfigResource::Broker(Some(node))),
+        cluster_default: image.configs(&ConfigResource::Broker(None)),
+    }
+}
+
+/// Makes the broker's topic registry follow the image.
+pub struct BrokerPublisher {
+    pub broker: Weak<Broker>,
+}
+
+impl MetadataPublisher for BrokerPublisher {
+    fn publish(
+        &mut self,
+        delta: &MetadataDelta,
+        image: &MetadataImage,
+    ) -> Result<(), MetadataError> {
+        let Some(broker) = self.broker.upgrade() else {
+            return Err(MetadataError::Apply("the broker is gone".into()));
+        };
+        broker
+            .apply_delta(delta, image)
+            .map_err(|e| MetadataError::Apply(e.to_string()))
+    }
+}

@@ -1,0 +1,360 @@
+//! A metadata delta: records replayed on top of an image, then applied to
+//! make the next image (Kafka's `MetadataDelta`). Deterministic, no I/O.
+//!
+//! A delta also says what changed (topics created, deleted, partitions
+//! added, configs touched), which is what a broker needs to act on its
+//! local logs (Kafka's `ReplicaManager.applyDelta`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use fjord_model::{NodeId, Offset};
+use fjord_protocol::metadata_records::MetadataRecord;
+use fjord_protocol::Reader;
+use uuid::Uuid;
+
+use crate::image::{ConfigResource, ImageParts, MetadataImage, PartitionRegistration, TopicImage};
+use crate::MetadataError;
+
+/// Changes since `base`, not yet an image.
+#[derive(Clone, Debug)]
+pub struct MetadataDelta {
+    base: MetadataImage,
+    end_offset: Offset,
+    features: BTreeMap<String, Option<i16>>,
+    brokers: BTreeMap<NodeId, Option<Arc<fjord_protocol::metadata_records::RegisterBrokerRecord>>>,
+    /// Topics created or changed in this delta, in their new state.
+    changed_topics: BTreeMap<Uuid, TopicImage>,
+    /// Topics created in this delta (ids).
+    created_topics: BTreeSet<Uuid>,
+    /// Topics of the base image removed in this delta.
+    deleted_topics: BTreeMap<Uuid, Arc<TopicImage>>,
+    configs: BTreeMap<ConfigResource, BTreeMap<String, Option<String>>>,
+    next_producer_id: Option<i64>,
+}
+
+impl MetadataDelta {
+    pub fn new(base: &MetadataImage) -> MetadataDelta {
+        MetadataDelta {
+            base: base.clone(),
+            end_offset: base.end_offset(),
+            features: BTreeMap::new(),
+            brokers: BTreeMap::new(),
+            changed_topics: BTreeMap::new(),
+            created_topics: BTreeSet::new(),
+            deleted_topics: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            next_producer_id: None,
+        }
+    }
+
+    pub fn base(&self) -> &MetadataImage {
+        &self.base
+    }
+
+    /// Records up to `end_offset` (exclusive) are in this delta.
+    pub fn set_end_offset(&mut self, end_offset: Offset) {
+        assert!(
+            end_offset >= self.end_offset,
+            "a delta's end offset only grows"
+        );
+        self.end_offset = end_offset;
+    }
+
+    /// The topic as this delta sees it (changed here, or in the base, unless deleted).
+    pub fn topic(&self, id: Uuid) -> Option<TopicImage> {
+        if let Some(t) = self.changed_topics.get(&id) {
+            return Some(t.clone());
+        }
+        if self.deleted_topics.contains_key(&id) {
+            return None;
+        }
+        self.base.topics().get_by_id(id).map(|t| (**t).clone())
+    }
+
+    /// The id of the topic called `name` as this delta sees it.
+    pub fn topic_id(&self, name: &str) -> Option<Uuid> {
+        if let Some(t) = self.changed_topics.values().find(|t| t.name == name) {
+            return Some(t.id);
+        }
+        self.base
+            .topics()
+            .get(name)
+            .map(|t| t.id)
+            .filter(|id| !self.deleted_topics.contains_key(id))
+    }
+
+    /// Decodes and replays one framed record value.
+    pub fn replay_framed(&mut self, value: &[u8]) -> Result<(), MetadataError> {
+        let mut r = Reader::new(bytes::Bytes::copy_from_slice(value));
+        let (record, _version) = MetadataRecord::decode_framed(&mut r)
+            .map_err(|e| MetadataError::InvalidRecord(e.to_string()))?;
+        self.replay(&record)
+    }
+
+    /// Replays one record. A record that contradicts the state (a partition
+    /// of an unknown topic, a second topic with the same name) is an error
+    /// and changes nothing.
+    pub fn replay(&mut self, record: &MetadataRecord) -> Result<(), MetadataError> {
+        let bad = |s: String| Err(MetadataError::InvalidRecord(s));
+        match record {
+            MetadataRecord::FeatureLevel(r) => {
+                // Level 0 removes a feature (Kafka's FeaturesDelta).
+                let level = (r.feature_level != 0).then_some(r.feature_level);
+                self.features.insert(r.name.clone(), level);
+            }
+            MetadataRecord::RegisterBroker(r) => {
+                self.brokers
+                    .insert(NodeId(r.broker_id), Some(Arc::new(r.clone())));
+            }
+            MetadataRecord::UnregisterBroker(r) => {
+                self.brokers.insert(NodeId(r.broker_id), None);
+            }
+            MetadataRecord::Topic(r) => {
+                if let Some(id) = self.topic_id(&r.name) {
+                    return bad(format!("topic {} already exists with id {id}", r.name));
+                }
+                if self.topic(r.topic_id).is_some() {
+                    return bad(format!("topic id {} already in use", r.topic_id));
+                }
+                self.changed_topics.insert(
+                    r.topic_id,
+                    TopicImage {
+                        name: r.name.clone(),
+                        id: r.topic_id,
+                        partitions: BTreeMap::new(),
+                    },
+                );
+                self.created_topics.insert(r.topic_id);
+            }
+            MetadataRecord::Partition(r) => {
+                let Some(mut t) = self.topic(r.topic_id) else {
+                    return bad(format!(
+                        "partition {} of unknown topic id {}",
+                        r.partition_id, r.topic_id
+                    ));
+                };
+                if r.partition_id < 0 {
+                    return bad(format!("partition id {}", r.partition_id));
+                }
+                t.partitions
+                    .insert(r.partition_id, PartitionRegistration::from_record(r));
+                self.changed_topics.insert(r.topic_id, t);
+            }
+            MetadataRecord::PartitionChange(r) => {
+                let Some(mut t) = self.topic(r.topic_id) else {
+                    return bad(format!(
+                        "change of partition {} of unknown topic id {}",
+                        r.partition_id, r.topic_id
+                    ));
+                };
+                let Some(p) = t.partitions.get_mut(&r.partition_id) else {
+                    return bad(format!(
+                        "change of unknown partition {} of topic {}",
+                        r.partition_id, t.name
+                    ));
+                };
+                // Kafka's PartitionRegistration.merge: a new leader bumps the
+                // leader epoch; every change bumps the partition epoch.
+                // Leader -2 means "no change".
+                if let Some(isr) = &r.isr {
+                    p.isr = isr.clone();
+                }
+                if let Some(replicas) = &r.replicas {
+                    p.replicas = replicas.clone();
+                }
+                if let Some(v) = &r.removing_replicas {
+                    p.removing_replicas = v.clone();
+                }
+                if let Some(v) = &r.adding_replicas {
+                    p.adding_replicas = v.clone();
+                }
+                if r.leader != -2 {
+                    p.leader = r.leader;
+                    p.leader_epoch += 1;
+                }
+                if r.leader_recovery_state != -1 {
+                    p.leader_recovery_state = r.leader_recovery_state;
+                }
+                p.partition_epoch += 1;
+                self.changed_topics.insert(r.topic_id, t);
+            }
+            MetadataRecord::RemoveTopic(r) => {
+                let Some(t) = self.topic(r.topic_id) else {
+                    return bad(format!("removal of unknown topic id {}", r.topic_id));
+                };
+                self.changed_topics.remove(&r.topic_id);
+                if !self.created_topics.remove(&r.topic_id) {
+                    if let Some(base) = self.base.topics().get_by_id(r.topic_id) {
+                        self.deleted_topics.insert(r.topic_id, base.clone());
+                    }
+                }
+                // The topic's configs go with it.
+                let resource = ConfigResource::Topic(t.name.clone());
+                let names: BTreeSet<String> = self
+                    .base
+                    .configs(&resource)
+                    .into_keys()
+                    .chain(
+                        self.configs
+                            .get(&resource)
+                            .into_iter()
+                            .flat_map(|c| c.keys().cloned()),
+                    )
+                    .collect();
+                let entry = self.configs.entry(resource).or_default();
+                for n in names {
+                    entry.insert(n, None);
+                }
+            }
+            MetadataRecord::Config(r) => {
+                if let Some(resource) =
+                    ConfigResource::from_record(r.resource_type, &r.resource_name)
+                {
+                    self.configs
+                        .entry(resource)
+                        .or_default()
+                        .insert(r.name.clone(), r.value.clone());
+                }
+            }
+            MetadataRecord::ProducerIds(r) => {
+                let current = self
+                    .next_producer_id
+                    .unwrap_or(self.base.next_producer_id());
+                if r.next_producer_id <= current {
+                    return bad(format!(
+                        "producer id block end {} does not move past {current}",
+                        r.next_producer_id
+                    ));
+                }
+                self.next_producer_id = Some(r.next_producer_id);
+            }
+            // Fencing, ACLs, quotas, SCRAM, delegation tokens, transactions
+            // and controller registrations: not kept by this image yet.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Topics created in this delta, in their final state.
+    pub fn created_topics(&self) -> impl Iterator<Item = &TopicImage> {
+        self.created_topics
+            .iter()
+            .filter_map(|id| self.changed_topics.get(id))
+    }
+
+    /// Topics of the base image that this delta removed.
+    pub fn deleted_topics(&self) -> impl Iterator<Item = &Arc<TopicImage>> {
+        self.deleted_topics.values()
+    }
+
+    /// Topics of the base image changed (not created) in this delta: (old, new).
+    pub fn changed_topics(&self) -> impl Iterator<Item = (&Arc<TopicImage>, &TopicImage)> {
+        self.changed_topics.iter().filter_map(|(id, t)| {
+            if self.created_topics.contains(id) {
+                return None;
+            }
+            self.base.topics().get_by_id(*id).map(|old| (old, t))
+        })
+    }
+
+    /// Config resources touched by this delta.
+    pub fn changed_configs(&self) -> impl Iterator<Item = &ConfigResource> {
+        self.configs.keys()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.features.is_empty()
+            && self.brokers.is_empty()
+            && self.changed_topics.is_empty()
+            && self.deleted_topics.is_empty()
+            && self.configs.is_empty()
+            && self.next_producer_id.is_none()
+    }
+
+    /// The next image: the base with every change of this delta.
+    pub fn apply(&self) -> MetadataImage {
+        let base = &self.base.0;
+        let features = if self.features.is_empty() {
+            base.features.clone()
+        } else {
+            let mut f = (*base.features).clone();
+            for (k, v) in &self.features {
+                match v {
+                    Some(level) => f.insert(k.clone(), *level),
+                    None => f.remove(k),
+                };
+            }
+            Arc::new(f)
+        };
+        let brokers = if self.brokers.is_empty() {
+            base.brokers.clone()
+        } else {
+            let mut b = (*base.brokers).clone();
+            for (k, v) in &self.brokers {
+                match v {
+                    Some(r) => b.insert(*k, r.clone()),
+                    None => b.remove(k),
+                };
+            }
+            Arc::new(b)
+        };
+        let topics = if self.changed_topics.is_empty() && self.deleted_topics.is_empty() {
+            base.topics.clone()
+        } else {
+            let mut t = (*base.topics).clone();
+            for (id, old) in &self.deleted_topics {
+                t.by_id.remove(id);
+                t.by_name.remove(&old.name);
+            }
+            for (id, new) in &self.changed_topics {
+                let new = Arc::new(new.clone());
+                t.by_id.insert(*id, new.clone());
+                t.by_name.insert(new.name.clone(), new);
+            }
+            assert_eq!(
+                t.by_id.len(),
+                t.by_name.len(),
+                "topics by id and by name disagree"
+            );
+            Arc::new(t)
+        };
+        let configs = if self.configs.is_empty() {
+            base.configs.clone()
+        } else {
+            let mut c = (*base.configs).clone();
+            for (resource, changes) in &self.configs {
+                let mut entries = c.get(resource).map(|e| (**e).clone()).unwrap_or_default();
+                for (k, v) in changes {
+                    match v {
+                        Some(v) => entries.insert(k.clone(), v.clone()),
+                        None => entries.remove(k),
+                    };
+                }
+                if entries.is_empty() {
+                    c.remove(resource);
+                } else {
+                    c.insert(resource.clone(), Arc::new(entries));
+                }
+            }
+            Arc::new(c)
+        };
+        let next_producer_id = self.next_producer_id.unwrap_or(base.next_producer_id);
+        assert!(
+            next_producer_id >= base.next_producer_id,
+            "producer ids went back"
+        );
+        MetadataImage(Arc::new(ImageParts {
+            end_offset: self.end_offset,
+            cluster_id: base.cluster_id.clone(),
+            features,
+            brokers,
+            topics,
+            configs,
+            next_producer_id,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;
