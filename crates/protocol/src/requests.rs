@@ -116,6 +116,7 @@ macro_rules! apis {
 }
 
 // The generated decoders invoke `apis!`, so they follow its definition.
+#[rustfmt::skip]
 mod generated;
 
 pub(crate) use generated::LAYOUT_ALIASES;

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{encode_body, encode_frame, samples, versions};
-use fjord_protocol::{decode_request, decode_request_header, DecodeError, Reader, SUPPORTED_APIS};
+use fjord_protocol::{
+    decode_request, decode_request_header, metadata_records, DecodeError, Reader, SUPPORTED_APIS,
+};
 use proptest::prelude::*;
 
 struct MaxAllocation;
@@ -305,6 +307,55 @@ fn hostile_lengths_at_every_position_never_panic() {
     assert_no_large_allocation();
 }
 
+#[test]
+fn metadata_record_counts_fail_before_allocating() {
+    // PartitionRecord v0: partition id, topic id, then a replicas count of
+    // u32::MAX - 1 elements in a compact array.
+    let mut body = vec![0, 0, 0, 1];
+    body.extend_from_slice(&[0; 16]);
+    body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    let got = metadata_records::PartitionRecord::decode(&mut Reader::new(Bytes::from(body)), 0);
+    assert!(
+        matches!(
+            got,
+            Err(DecodeError::ArrayTooLong {
+                field: "PartitionRecord.replicas",
+                ..
+            })
+        ),
+        "{got:?}"
+    );
+    // A string longer than the bytes left.
+    let got = metadata_records::TopicRecord::decode(
+        &mut Reader::new(Bytes::from_static(&[0x7f, b'a'])),
+        0,
+    );
+    assert!(
+        matches!(
+            got,
+            Err(DecodeError::Truncated {
+                field: "TopicRecord.name",
+                ..
+            })
+        ),
+        "{got:?}"
+    );
+    // The decoded-size budget: 1,000 replicas need 4,000 bytes of heap.
+    let record = metadata_records::PartitionRecord {
+        replicas: (0..1000).collect(),
+        ..Default::default()
+    };
+    let mut out = BytesMut::new();
+    record.encode(0, &mut out);
+    let got =
+        metadata_records::PartitionRecord::decode(&mut Reader::with_budget(out.freeze(), 1000), 0);
+    assert!(
+        matches!(got, Err(DecodeError::DecodedTooLarge { .. })),
+        "{got:?}"
+    );
+    assert_no_large_allocation();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
@@ -350,6 +401,20 @@ proptest! {
             }
         }
         let _ = decode(api.api_key, v, &body);
+        assert_no_large_allocation();
+    }
+
+    /// Arbitrary KRaft metadata record values: an error or a record, never
+    /// a panic or a large allocation.
+    #[test]
+    fn random_metadata_records_never_panic(
+        api_key in 0u8..32,
+        version in 0u8..6,
+        body in proptest::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let mut framed = vec![1, api_key, version];
+        framed.extend_from_slice(&body);
+        let _ = metadata_records::MetadataRecord::decode_framed(&mut Reader::new(Bytes::from(framed)));
         assert_no_large_allocation();
     }
 }

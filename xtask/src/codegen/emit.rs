@@ -317,20 +317,16 @@ impl Emit<'_> {
         }
     }
 
+    /// `let flex = ...;`: whether the runtime `version` is flexible.
+    fn flex_stmt(&self, within: Versions) -> String {
+        let cond = self.schema.flexible.cond("version", within);
+        format!("let flex = {};\n", cond.as_deref().unwrap_or("true"))
+    }
+
     /// The body of a decode function for a struct with `fields`, valid in
     /// `within`; `m` starts as the default value.
     pub fn decode_body(&self, fields: &[Field], path: &str, within: Versions) -> String {
-        let mut s = String::new();
-        if self.schema.flexible.covers(within) && !within.is_empty() {
-            s.push_str("let flex = true;\n");
-        } else {
-            match self.schema.flexible.cond("version", within) {
-                None => s.push_str("let flex = true;\n"),
-                Some(c) => {
-                    let _ = writeln!(s, "let flex = {c};");
-                }
-            }
-        }
+        let mut s = self.flex_stmt(within);
         for f in fields {
             let present = f.versions.intersect(within);
             if present.is_empty() {
@@ -499,13 +495,7 @@ impl Emit<'_> {
     }
 
     pub fn encode_body(&self, fields: &[Field], within: Versions) -> String {
-        let mut s = String::new();
-        match self.schema.flexible.cond("version", within) {
-            None => s.push_str("let flex = true;\n"),
-            Some(c) => {
-                let _ = writeln!(s, "let flex = {c};");
-            }
-        }
+        let mut s = self.flex_stmt(within);
         for f in fields {
             let present = f.versions.intersect(within);
             let regular = untagged_range(f, present);

@@ -2,7 +2,8 @@
 //! message schemas (the JSON files inside the pinned kafka-clients and
 //! kafka-metadata jars, see [`jar`]).
 //!
-//! Outputs (committed, formatted with rustfmt):
+//! Outputs (committed; formatted by rustfmt, then packed one item per line,
+//! see [`pack`]):
 //! - `crates/protocol/src/metadata_records/generated.rs`: KRaft metadata and
 //!   control record structs with encoders and checked decoders.
 //! - `crates/protocol/src/requests/generated.rs`: checked decoders into
@@ -63,6 +64,86 @@ fn rustfmt(code: &str) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
+/// Writes each item (struct, enum, impl, fn, macro call) of rustfmt's
+/// output on one line, its doc comments as `#[doc]` attributes, so that a
+/// generated file is one line per item rather than thousands of lines of
+/// the same few shapes. Module lines, `use` lines and comments between
+/// items stay as they are. The parent module declares the file
+/// `#[rustfmt::skip]`.
+fn pack(formatted: &str) -> String {
+    let mut out = String::new();
+    let mut item = String::new();
+    let mut depth: i32 = 0;
+    let mut item_depth: i32 = 0;
+    let mut in_item = false;
+    let mut pending: Vec<&str> = Vec::new();
+    for line in formatted.lines() {
+        let trimmed = line.trim();
+        let opens = trimmed.matches('{').count() as i32;
+        let closes = trimmed.matches('}').count() as i32;
+        if !in_item && trimmed.starts_with("///") {
+            // Docs wait for their item: a module keeps them as comments.
+            pending.push(line);
+            continue;
+        }
+        if !in_item {
+            let module = trimmed.starts_with("pub mod ") || trimmed.starts_with("mod ");
+            if module {
+                for doc in pending.drain(..) {
+                    out.push_str(doc);
+                    out.push('\n');
+                }
+            }
+            let plain = trimmed.is_empty()
+                || trimmed.starts_with("//")
+                || trimmed.starts_with("#!")
+                || trimmed.starts_with("use ")
+                || trimmed.starts_with("pub use ")
+                || trimmed.starts_with("pub(crate) use ")
+                || trimmed == "}";
+            if (module && trimmed.ends_with('{')) || (plain && !trimmed.starts_with("///")) {
+                out.push_str(line);
+                out.push('\n');
+                depth += opens - closes;
+                continue;
+            }
+            in_item = true;
+            item_depth = depth;
+            item.clear();
+            item.push_str(&line[..line.len() - line.trim_start().len()]);
+            for doc in pending.drain(..) {
+                let doc = doc.trim().trim_start_matches("///");
+                let doc = doc.strip_prefix(' ').unwrap_or(doc);
+                item.push_str(&format!("#[doc = {doc:?}] "));
+            }
+        } else {
+            item.push(' ');
+        }
+        match trimmed.strip_prefix("///") {
+            Some(doc) => {
+                let doc = doc.strip_prefix(' ').unwrap_or(doc);
+                item.push_str(&format!("#[doc = {doc:?}]"));
+            }
+            None => item.push_str(trimmed),
+        }
+        depth += opens - closes;
+        let ends = depth == item_depth
+            && !trimmed.starts_with("///")
+            && !trimmed.starts_with("#[")
+            && (trimmed.ends_with('}') || trimmed.ends_with(';') || trimmed.ends_with(','));
+        if ends {
+            out.push_str(&item);
+            out.push('\n');
+            in_item = false;
+        }
+    }
+    if in_item {
+        out.push_str(&item);
+        out.push('\n');
+    }
+    out
+}
+
 /// Every generated file: path relative to the repository root, contents.
 fn generate(root: &Path) -> Result<Vec<(PathBuf, String)>> {
     let metadata: Vec<Schema> = load(&jar::METADATA, "common/metadata/")?
@@ -83,11 +164,11 @@ fn generate(root: &Path) -> Result<Vec<(PathBuf, String)>> {
     Ok(vec![
         (
             PathBuf::from("crates/protocol/src/metadata_records/generated.rs"),
-            rustfmt(&records::generate(&metadata, &control))?,
+            pack(&rustfmt(&records::generate(&metadata, &control))?),
         ),
         (
             PathBuf::from("crates/protocol/src/requests/generated.rs"),
-            rustfmt(&requests::generate(root, &messages)?)?,
+            pack(&rustfmt(&requests::generate(root, &messages)?)?),
         ),
     ])
 }

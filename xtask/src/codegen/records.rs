@@ -136,60 +136,46 @@ pub fn generate(metadata: &[Schema], control: &[Schema]) -> String {
     let mut out = String::new();
     out.push_str(super::HEADER);
     out.push_str(
-        "#![allow(unused_variables, clippy::derivable_impls)]\n\nuse std::collections::BTreeMap;\n\nuse bytes::{BufMut, Bytes, BytesMut};\nuse uuid::Uuid;\n\nuse crate::reader::{DecodeError, Reader};\nuse crate::writer as w;\n\n",
+        "#![allow(unused_variables, clippy::derivable_impls, clippy::possible_missing_else)]\n\nuse std::collections::BTreeMap;\n\nuse bytes::{BufMut, Bytes, BytesMut};\nuse uuid::Uuid;\n\nuse crate::reader::{DecodeError, Reader};\nuse crate::writer as w;\n\n",
     );
     for s in metadata.iter().chain(control) {
         emit_schema(&mut out, s);
     }
     let variant = |s: &Schema| s.name.trim_end_matches("Record").to_owned();
-    out.push_str("/// Every KRaft metadata record type, by api key.\n#[derive(Debug, Clone, PartialEq)]\npub enum MetadataRecord {\n");
-    for s in metadata {
-        let _ = writeln!(out, "{}({}),", variant(s), s.name);
-    }
-    out.push_str("}\n\nimpl MetadataRecord {\n/// The api key that identifies the record type in `__cluster_metadata`.\npub fn api_key(&self) -> i16 { match self {\n");
-    for s in metadata {
-        let _ = writeln!(
-            out,
-            "MetadataRecord::{}(_) => {}::API_KEY,",
-            variant(s),
-            s.name
-        );
-    }
-    out.push_str("} }\n\n/// The newest version of the record type's schema: the version [`MetadataRecord::encode_framed`] writes.\npub fn version(&self) -> i16 { match self {\n");
-    for s in metadata {
-        let _ = writeln!(
-            out,
-            "MetadataRecord::{}(_) => {}::VERSIONS.1,",
-            variant(s),
-            s.name
-        );
-    }
-    out.push_str("} }\n\n/// Writes the record body (no frame) in the encoding of `version`.\npub fn encode(&self, version: i16, out: &mut BytesMut) { match self {\n");
-    for s in metadata {
-        let _ = writeln!(
-            out,
-            "MetadataRecord::{}(m) => m.encode(version, out),",
-            variant(s)
-        );
-    }
-    out.push_str("} }\n\n/// Reads the body of a record of type `api_key` and `version`.\npub fn decode(api_key: i16, version: i16, r: &mut Reader) -> Result<Self, DecodeError> { match api_key {\n");
-    for s in metadata {
-        let _ = writeln!(
-            out,
-            "{}::API_KEY => {}::decode(r, version).map(MetadataRecord::{}),",
-            s.name,
-            s.name,
-            variant(s)
-        );
-    }
-    out.push_str("_ => Err(DecodeError::UnsupportedApi { api_key }), } }\n}\n\n");
-    for s in metadata {
-        let _ = writeln!(
-            out,
-            "impl From<{n}> for MetadataRecord {{ fn from(m: {n}) -> Self {{ MetadataRecord::{v}(m) }} }}",
-            n = s.name,
-            v = variant(s)
-        );
-    }
+    // One line per record type, from `line(variant, struct name)`.
+    let each = |line: &dyn Fn(&str, &str) -> String| -> String {
+        metadata
+            .iter()
+            .map(|s| line(&variant(s), &s.name) + "\n")
+            .collect()
+    };
+    let _ = write!(
+        out,
+        "/// Every KRaft metadata record type, by api key.\n#[derive(Debug, Clone, PartialEq)]\npub enum MetadataRecord {{\n{}}}\n\n",
+        each(&|v, n| format!("{v}({n}),"))
+    );
+    let _ = write!(
+        out,
+        "impl MetadataRecord {{\n/// The api key that identifies the record type in `__cluster_metadata`.\npub fn api_key(&self) -> i16 {{ match self {{\n{}}} }}\n\n",
+        each(&|v, n| format!("MetadataRecord::{v}(_) => {n}::API_KEY,"))
+    );
+    let _ = write!(
+        out,
+        "/// The newest version of the record type's schema: the version [`MetadataRecord::encode_framed`] writes.\npub fn version(&self) -> i16 {{ match self {{\n{}}} }}\n\n",
+        each(&|v, n| format!("MetadataRecord::{v}(_) => {n}::VERSIONS.1,"))
+    );
+    let _ = write!(
+        out,
+        "/// Writes the record body (no frame) in the encoding of `version`.\npub fn encode(&self, version: i16, out: &mut BytesMut) {{ match self {{\n{}}} }}\n\n",
+        each(&|v, _| format!("MetadataRecord::{v}(m) => m.encode(version, out),"))
+    );
+    let _ = write!(
+        out,
+        "/// Reads the body of a record of type `api_key` and `version`.\npub fn decode(api_key: i16, version: i16, r: &mut Reader) -> Result<Self, DecodeError> {{ match api_key {{\n{}_ => Err(DecodeError::UnsupportedApi {{ api_key }}), }} }}\n}}\n\n",
+        each(&|v, n| format!("{n}::API_KEY => {n}::decode(r, version).map(MetadataRecord::{v}),"))
+    );
+    out.push_str(&each(&|v, n| {
+        format!("impl From<{n}> for MetadataRecord {{ fn from(m: {n}) -> Self {{ MetadataRecord::{v}(m) }} }}")
+    }));
     out
 }

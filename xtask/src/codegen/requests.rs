@@ -269,7 +269,7 @@ pub fn generate(root: &Path, messages: &[Schema]) -> Result<String> {
 
     let mut out = String::new();
     out.push_str(super::HEADER);
-    out.push_str("#![allow(unused_variables)]\n\nuse super::*;\n\n");
+    out.push_str("#![allow(unused_variables, clippy::possible_missing_else)]\n\nuse super::*;\n\n");
     out.push_str("apis! {\n");
     for api in &apis {
         let flex = if api.schema.flexible.is_empty() {

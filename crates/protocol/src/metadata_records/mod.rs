@@ -30,6 +30,7 @@
 //! assert_eq!((decoded, version), (record, 0));
 //! ```
 
+#[rustfmt::skip]
 mod generated;
 
 use bytes::BytesMut;
