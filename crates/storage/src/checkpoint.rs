@@ -6,6 +6,9 @@
 //!   is on stable storage with its indexes (recovery scans from the segment holding it).
 //! - `log-start-offset-checkpoint`: one entry, the log start offset.
 //! - `leader-epoch-checkpoint`: entries `<epoch> <start offset>`.
+//! - `truncation-intent` (Fjord's own, present only while `Log::truncate_to` runs or after
+//!   a crash in it): one entry `<segment base> <position> <new log end>`; `Log::open`
+//!   completes the truncation it describes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -17,6 +20,7 @@ use fjord_model::limits::LEADER_EPOCH_ENTRIES_MAX;
 pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 pub(crate) const LOG_START_FILE: &str = "log-start-offset-checkpoint";
 pub(crate) const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
+pub(crate) const TRUNCATION_FILE: &str = "truncation-intent";
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
 const VERSION: &str = "0";
 
@@ -119,6 +123,44 @@ pub(crate) fn read_offset(dir: &Path, name: &str) -> Result<Option<i64>, String>
                 .map_err(|_| format!("bad offset {l:?}")),
             None => Ok(None),
         },
+    }
+}
+
+/// A truncation in progress: cut the segment at `base` to `position` bytes (removing every
+/// later segment); the log then ends at `log_end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Truncation {
+    pub(crate) base: i64,
+    pub(crate) position: u64,
+    pub(crate) log_end: i64,
+}
+
+pub(crate) fn write_truncation(dir: &Path, t: Truncation) -> io::Result<()> {
+    let line = format!("{} {} {}", t.base, t.position, t.log_end);
+    write_atomic(dir, TRUNCATION_FILE, &encode(&[line]))
+}
+
+/// `Ok(None)` if absent; `Err` (with a description) if unreadable or malformed.
+pub(crate) fn read_truncation(dir: &Path) -> Result<Option<Truncation>, String> {
+    let Some(lines) = decode(&dir.join(TRUNCATION_FILE), 1)? else {
+        return Ok(None);
+    };
+    let Some(line) = lines.first() else {
+        return Ok(None);
+    };
+    let mut parts = line.split_whitespace();
+    let base = parts.next().and_then(|p| p.parse::<i64>().ok());
+    let position = parts.next().and_then(|p| p.parse::<u64>().ok());
+    let log_end = parts.next().and_then(|p| p.parse::<i64>().ok());
+    match (base, position, log_end) {
+        (Some(base), Some(position), Some(log_end)) if base >= 0 && log_end >= base => {
+            Ok(Some(Truncation {
+                base,
+                position,
+                log_end,
+            }))
+        }
+        _ => Err(format!("bad entry {line:?}")),
     }
 }
 

@@ -48,6 +48,17 @@ pub enum StorageError {
     /// Idempotent-producer checks refused the batches (sequence, epoch).
     #[error("{0}")]
     Producer(#[from] crate::producer_state::ProducerError),
+    /// `append_as_leader` with an epoch below the latest one recorded in the log.
+    #[error("leader epoch {epoch} is below the latest epoch {latest} of the log")]
+    FencedLeaderEpoch { epoch: i32, latest: i32 },
+    /// `append_as_follower` with batches that do not continue the log (Kafka's
+    /// `OffsetsOutOfOrderException` / `UnexpectedAppendOffsetException`).
+    #[error("follower append expected offset {expected}, found {found}: {detail}")]
+    OffsetsOutOfOrder {
+        expected: i64,
+        found: i64,
+        detail: String,
+    },
     /// A caller broke an API precondition (e.g. a leader epoch going backwards).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -68,6 +79,9 @@ impl StorageError {
             | StorageError::Closed { .. } => ErrorCode::KAFKA_STORAGE_ERROR,
             StorageError::Producer(e) => e.kafka_code(),
             StorageError::InvalidArgument(_) => ErrorCode::INVALID_REQUEST,
+            StorageError::FencedLeaderEpoch { .. } => ErrorCode::FENCED_LEADER_EPOCH,
+            // Kafka has no wire code for these (an internal exception of the fetcher).
+            StorageError::OffsetsOutOfOrder { .. } => ErrorCode::UNKNOWN_SERVER_ERROR,
         }
     }
 

@@ -11,6 +11,7 @@
 //! recovery-point-offset-checkpoint data below this offset is on stable storage
 //! log-start-offset-checkpoint      first visible offset (DeleteRecords, retention)
 //! leader-epoch-checkpoint          (epoch, start offset) history
+//! truncation-intent                only while `Log::truncate_to` runs (or after a crash in it)
 //! 00000000000000004711.snapshot    idempotent-producer state below that offset (written
 //!                                  at roll and close; see `producer_state`)
 //! .clean_shutdown                  present only between `Log::close` and the next `Log::open`
@@ -24,6 +25,20 @@
 //! `Storage` values can live in one process (a cluster simulation runs several nodes) and
 //! share nothing; the threads stop when the last clone and the last log opened through it
 //! are dropped.
+//!
+//! # Replication (Kafka's `ReplicatedLog` shape)
+//! - `Log::append_as_leader(records, leader_epoch, now_ms)`: assigns offsets and stamps the
+//!   epoch the leader passes in (never read from the data) into every batch; the first
+//!   append of a new epoch records `(epoch, log end)` in `leader-epoch-checkpoint`. An
+//!   epoch below the latest recorded is FENCED_LEADER_EPOCH.
+//! - `Log::append_as_follower(records, now_ms)`: the leader's batches as they are; the
+//!   first must start at the log end and each next one where the previous ends; epochs
+//!   are learnt from the batches; the producer state is updated as replay does.
+//! - `Log::truncate_to(offset)`: removes everything at and above `offset` (whole batches),
+//!   crash-safe through a `truncation-intent` file that `Log::open` completes.
+//! - `Log::end_offset_for_epoch(epoch)`: OffsetForLeaderEpoch as Kafka answers it.
+//! - `Log::append(records, now_ms)` (stamps the latest recorded epoch) stays until every
+//!   caller states its epoch.
 //!
 //! # Concurrency
 //! A `Log` is shared (`Arc<Log>`) between tasks; all methods take `&self`.
@@ -217,6 +232,9 @@ pub struct RecoveryReport {
     pub producer_batches_replayed: u64,
     pub log_start_offset: Offset,
     pub log_end_offset: Offset,
+    /// A truncation (`Log::truncate_to`) interrupted by a crash was completed: the log end
+    /// it set.
+    pub truncation_completed: Option<Offset>,
     /// Human-readable descriptions of every problem found.
     pub problems: Vec<String>,
     pub duration_us: u64,

@@ -20,7 +20,9 @@ use fjord_records::{
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
-use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE};
+use crate::checkpoint::{
+    self, Truncation, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE, TRUNCATION_FILE,
+};
 use crate::error::StorageError;
 use crate::producer_state::{self, IncomingBatch, ProducerEntry, ProducerStateMap, Verdict};
 use crate::segment::{
@@ -82,6 +84,9 @@ struct SyncState {
     waiters: Vec<(i64, SyncSender)>,
     /// The log sits in the flusher's queue (or is being flushed).
     queued: bool,
+    /// Bumped by every truncation (with the log end lowered under this lock): a flush
+    /// that started before one does not count as having synced the new data.
+    generation: u64,
 }
 
 /// One partition's log. See the crate documentation.
@@ -256,6 +261,49 @@ impl Log {
                 Vec::new()
             }
         };
+
+        // A truncation interrupted by a crash: complete it before anything is read.
+        let mut recovery_point = recovery_point;
+        match checkpoint::read_truncation(dir) {
+            Ok(None) => {}
+            Ok(Some(t)) => {
+                complete_truncation(dir, t, &mut bases, &mut report)?;
+                if marker_seen {
+                    fs::remove_file(&marker)
+                        .map_err(|e| StorageError::io_path("remove", &marker, e))?;
+                    report.clean = false;
+                }
+                if recovery_point.is_none_or(|rp| rp > t.log_end) {
+                    checkpoint::write_offset(dir, RECOVERY_POINT_FILE, t.log_end)
+                        .map_err(|e| StorageError::io_path("write checkpoint in", dir, e))?;
+                    recovery_point = Some(t.log_end);
+                }
+                let keep = epochs.partition_point(|&(_, s)| s < t.log_end);
+                if keep < epochs.len() {
+                    epochs.truncate(keep);
+                    checkpoint::write_epochs(dir, &epochs)
+                        .map_err(|e| StorageError::io_path("write leader epochs in", dir, e))?;
+                }
+                checkpoint::sync_dir(dir).map_err(|e| StorageError::io_path("fsync", dir, e))?;
+                let intent = dir.join(TRUNCATION_FILE);
+                fs::remove_file(&intent)
+                    .map_err(|e| StorageError::io_path("remove", &intent, e))?;
+                checkpoint::sync_dir(dir).map_err(|e| StorageError::io_path("fsync", dir, e))?;
+                report.truncation_completed = Some(Offset(t.log_end));
+            }
+            Err(e) => {
+                // Not written by us (the file is replaced atomically). Whatever the interrupted
+                // truncation left is a prefix of the log, which recovery handles.
+                warn_problem(
+                    &mut report,
+                    dir,
+                    format!("removing unreadable truncation intent: {e}"),
+                );
+                let intent = dir.join(TRUNCATION_FILE);
+                fs::remove_file(&intent)
+                    .map_err(|e| StorageError::io_path("remove", &intent, e))?;
+            }
+        }
 
         // Segments before `scan_from` are trusted; the others are validated batch by batch.
         // After a crash, the segment holding the recovery point is scanned only from its
@@ -480,6 +528,7 @@ impl Log {
                 durable_end: recovery_point_now,
                 waiters: Vec::new(),
                 queued: false,
+                generation: 0,
             }),
             admin: Mutex::new(()),
             checkpoint_state: Mutex::new(CheckpointState {
@@ -559,20 +608,49 @@ impl Log {
     }
 
     /// Validates, assigns offsets to and writes one Produce request's batches. No fsync.
+    /// Stamps the latest recorded leader epoch (if any) into the batches. Kept for callers
+    /// that do not know their epoch yet; `append_as_leader` states it.
     pub fn append(&self, records: &mut [u8], now_ms: i64) -> Result<AppendResult, StorageError> {
-        self.check_writable()?;
-        let cfg = self.config.read().clone();
+        self.append_assigning(records, None, now_ms)
+    }
+
+    /// The leader's append (Kafka's `appendAsLeader`): validates the batches, assigns their
+    /// offsets, stamps `leader_epoch` into every batch header (`partitionLeaderEpoch` lies
+    /// before the CRC'd part, so the CRC stays valid) and writes them. The first append of a
+    /// new epoch records `(leader_epoch, log end)` in the leader epoch cache and its
+    /// checkpoint. An epoch below the latest recorded one is refused
+    /// (FENCED_LEADER_EPOCH): the epoch comes from the caller, never from the data.
+    pub fn append_as_leader(
+        &self,
+        records: &mut [u8],
+        leader_epoch: LeaderEpoch,
+        now_ms: i64,
+    ) -> Result<AppendResult, StorageError> {
+        if leader_epoch.0 < 0 {
+            return Err(StorageError::InvalidArgument(format!(
+                "leader epoch {} is negative",
+                leader_epoch.0
+            )));
+        }
+        self.append_assigning(records, Some(leader_epoch.0), now_ms)
+    }
+
+    /// Checks framing, CRC and (for client data) sizes of every batch, before any lock.
+    fn validate_batches(
+        records: &[u8],
+        cfg: &LogConfig,
+        check_message_size: bool,
+    ) -> Result<Vec<(BatchHeader, Range<usize>)>, StorageError> {
         if records.len() as u64 > cfg.segment_bytes_max {
             return Err(StorageError::RecordListTooLarge {
                 size: records.len(),
                 max: cfg.segment_bytes_max,
             });
         }
-        // Validation (CRC) happens before the append lock is taken.
         let mut found: Vec<(BatchHeader, Range<usize>)> = Vec::new();
         for item in batches(records) {
             let (h, range) = item.map_err(StorageError::InvalidRecord)?;
-            if range.len() > cfg.message_bytes_max {
+            if check_message_size && range.len() > cfg.message_bytes_max {
                 return Err(StorageError::MessageTooLarge {
                     size: range.len(),
                     max: cfg.message_bytes_max,
@@ -581,6 +659,20 @@ impl Log {
             validate_batch(&records[range.clone()]).map_err(StorageError::InvalidRecord)?;
             found.push((h, range));
         }
+        Ok(found)
+    }
+
+    /// `append` and `append_as_leader`: `leader_epoch` None stamps the latest recorded one.
+    fn append_assigning(
+        &self,
+        records: &mut [u8],
+        leader_epoch: Option<i32>,
+        now_ms: i64,
+    ) -> Result<AppendResult, StorageError> {
+        self.check_writable()?;
+        let cfg = self.config.read().clone();
+        // Validation (CRC) happens before the append lock is taken.
+        let mut found = Self::validate_batches(records, &cfg, true)?;
         let log_append_time_ms = match cfg.timestamp_type {
             TimestampType::LogAppendTime => {
                 for (h, r) in &mut found {
@@ -592,7 +684,11 @@ impl Log {
             }
             TimestampType::CreateTime => -1,
         };
-        if let Some(&(epoch, _)) = self.epochs.lock().last() {
+        let stamp = match leader_epoch {
+            Some(e) => Some(e),
+            None => self.epochs.lock().last().map(|&(e, _)| e),
+        };
+        if let Some(epoch) = stamp {
             for (h, r) in &mut found {
                 set_partition_leader_epoch(&mut records[r.clone()], epoch);
                 h.partition_leader_epoch = epoch;
@@ -610,6 +706,13 @@ impl Log {
         let mut st = self.append.lock();
         self.check_writable()?;
         let leo = self.log_end.load(Ordering::Acquire);
+        if let Some(epoch) = leader_epoch {
+            if let Some(&(latest, _)) = self.epochs.lock().last() {
+                if epoch < latest {
+                    return Err(StorageError::FencedLeaderEpoch { epoch, latest });
+                }
+            }
+        }
         if found.is_empty() {
             return Ok(AppendResult {
                 base_offset: Offset(leo),
@@ -648,9 +751,348 @@ impl Log {
                 }
             }
         }
+        if let Some(epoch) = leader_epoch {
+            // The first append of a new epoch: the epoch starts at the log end.
+            self.assign_epochs(&[(epoch, leo)])?;
+        }
+        let mut next = leo;
+        for (h, r) in &mut found {
+            set_base_offset(&mut records[r.clone()], next);
+            h.base_offset = next;
+            next = h.next_offset();
+        }
+        let rolled = self.write_locked(&mut st, &cfg, records, &found, span, now_ms)?;
+        if let Some(update) = producer_update {
+            st.producers.commit(update, now_ms);
+        }
+        self.after_write(st, &cfg, records_count, rolled, now_ms);
+        Ok(AppendResult {
+            base_offset: Offset(leo),
+            last_offset: Offset(next - 1),
+            log_append_time_ms,
+            log_start_offset: Offset(self.view.read().log_start),
+            records_count,
+            duplicate: false,
+        })
+    }
+
+    /// A follower's append (Kafka's `appendAsFollower`): batches whose offsets and leader
+    /// epochs the leader assigned, written as they are. The first batch must start at the
+    /// log end and each next one where the previous ends (OFFSETS_OUT_OF_ORDER otherwise,
+    /// nothing written); CRCs are checked, `max.message.bytes` is not (the leader
+    /// accepted them). Epochs are learnt from the batches (a batch with an epoch above the
+    /// latest recorded one starts that epoch; one below it is refused), and the producer
+    /// state is updated as recovery's replay does, without sequence checks.
+    pub fn append_as_follower(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendResult, StorageError> {
+        self.check_writable()?;
+        let cfg = self.config.read().clone();
+        let found = Self::validate_batches(records, &cfg, false)?;
+        let records_count: u64 = found
+            .iter()
+            .map(|(h, _)| h.records_count.max(0) as u64)
+            .sum();
+        let span: i64 = found
+            .iter()
+            .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
+            .sum();
+
+        let mut st = self.append.lock();
+        self.check_writable()?;
+        let leo = self.log_end.load(Ordering::Acquire);
+        let log_start_offset = Offset(self.view.read().log_start);
+        let Some((first, _)) = found.first() else {
+            return Ok(AppendResult {
+                base_offset: Offset(leo),
+                last_offset: Offset(leo - 1),
+                log_append_time_ms: -1,
+                log_start_offset,
+                records_count: 0,
+                duplicate: false,
+            });
+        };
+        let base = first.base_offset;
+        // Offsets continue the log without a gap; epochs never go back.
+        let mut latest = self.epochs.lock().last().map(|&(e, _)| e);
+        let mut new_epochs: Vec<(i32, i64)> = Vec::new();
+        let mut next = leo;
+        for (h, _) in &found {
+            if h.base_offset != next || h.last_offset_delta < 0 {
+                return Err(StorageError::OffsetsOutOfOrder {
+                    expected: next,
+                    found: h.base_offset,
+                    detail: format!(
+                        "batch {}..={} does not follow offset {}",
+                        h.base_offset,
+                        h.last_offset(),
+                        next - 1
+                    ),
+                });
+            }
+            let epoch = h.partition_leader_epoch;
+            if epoch >= 0 {
+                if latest.is_some_and(|l| epoch < l) {
+                    return Err(StorageError::OffsetsOutOfOrder {
+                        expected: next,
+                        found: h.base_offset,
+                        detail: format!(
+                            "batch at {} has leader epoch {epoch}, below {}",
+                            h.base_offset,
+                            latest.unwrap_or(-1)
+                        ),
+                    });
+                }
+                if latest.is_none_or(|l| epoch > l) {
+                    new_epochs.push((epoch, h.base_offset));
+                    latest = Some(epoch);
+                }
+            }
+            next = h.next_offset();
+        }
+        self.assign_epochs(&new_epochs)?;
+        let rolled = self.write_locked(&mut st, &cfg, records, &found, span, now_ms)?;
+        for (h, _) in &found {
+            st.producers.replay(h);
+        }
+        self.after_write(st, &cfg, records_count, rolled, now_ms);
+        Ok(AppendResult {
+            base_offset: Offset(base),
+            last_offset: Offset(next - 1),
+            log_append_time_ms: -1,
+            log_start_offset,
+            records_count,
+            duplicate: false,
+        })
+    }
+
+    /// Removes every batch at and above `offset` (a follower settling a divergence, Kafka's
+    /// `truncateTo`): later segments, the tail of the segment holding `offset` cut at a
+    /// batch boundary (a batch that holds `offset` goes whole), its indexes, the leader
+    /// epochs starting at or after the new end; the recovery point and durable offset are
+    /// lowered to it and the producer state rebuilt (snapshot + replay). Returns the new log
+    /// end (`offset`, or the base of the batch holding it); at or past the log end it
+    /// changes nothing. Below the log start it is OFFSET_OUT_OF_RANGE.
+    ///
+    /// Crash-safe: a `truncation-intent` file is written (durably) before anything changes
+    /// and removed once all is durable; `Log::open` completes a truncation it finds, so a
+    /// crash reopens to the log before or after the truncation, never in between. Sync
+    /// waiters for offsets at or past the new end fail with OFFSET_OUT_OF_RANGE.
+    pub fn truncate_to(&self, offset: Offset) -> Result<Offset, StorageError> {
+        let _admin = self.admin.lock();
+        let mut st = self.append.lock();
+        self.check_writable()?;
+        let leo = self.log_end.load(Ordering::Acquire);
+        if offset.0 >= leo {
+            return Ok(Offset(leo));
+        }
+        let view = Arc::clone(&self.view.read());
+        let out_of_range = StorageError::OffsetOutOfRange {
+            requested: offset.0,
+            log_start: view.log_start,
+            log_end: leo,
+        };
+        if offset.0 < view.log_start {
+            return Err(out_of_range);
+        }
+        let i = view.segment_for(offset.0);
+        let seg = &view.segments[i];
+        let file = self.segment_file(seg, offset.0, leo)?;
+        let (position, new_leo) = seg.find_cut(&file, offset.0)?;
+        drop(file);
+        if new_leo < view.log_start {
+            return Err(out_of_range);
+        }
+        assert!(
+            seg.base_offset <= new_leo && new_leo <= offset.0 && new_leo < leo,
+            "truncation to {} of [{}, {leo}) cuts at {new_leo} in segment {}",
+            offset.0,
+            view.log_start,
+            seg.base_offset
+        );
+        let cut = Truncation {
+            base: seg.base_offset,
+            position,
+            log_end: new_leo,
+        };
+        let result = self.truncate_locked(&mut st, &view, i, cut);
+        if let Err(e) = &result {
+            self.fail(e);
+        }
+        result.map(|()| Offset(new_leo))
+    }
+
+    /// The steps of `truncate_to`, under the admin and append locks.
+    fn truncate_locked(
+        &self,
+        st: &mut AppendState,
+        view: &View,
+        i: usize,
+        cut: Truncation,
+    ) -> Result<(), StorageError> {
+        let dir = &self.dir;
+        let new_leo = cut.log_end;
+        checkpoint::write_truncation(dir, cut)
+            .map_err(|e| StorageError::io_path("write truncation intent in", dir, e))?;
+        // From here a crash completes the truncation at the next open. Lower the recovery
+        // point first, so that recovery never trusts data written after the truncation.
+        let failed_waiters = {
+            let mut cs = self.checkpoint_state.lock();
+            if cs.written > new_leo {
+                checkpoint::write_offset(dir, RECOVERY_POINT_FILE, new_leo)
+                    .map_err(|e| StorageError::io_path("write recovery point in", dir, e))?;
+                cs.written = new_leo;
+            }
+            self.recovery_point.fetch_min(new_leo, Ordering::AcqRel);
+            let mut s = self.sync.lock();
+            s.generation += 1;
+            s.durable_end = s.durable_end.min(new_leo);
+            let leo = self.log_end.load(Ordering::Acquire);
+            assert!(
+                new_leo < leo,
+                "truncation to {new_leo} must lower the log end {leo}"
+            );
+            self.log_end.store(new_leo, Ordering::Release);
+            let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.waiters)
+                .into_iter()
+                .partition(|(o, _)| *o >= new_leo);
+            s.waiters = keep;
+            gone
+        };
+        for (o, tx) in failed_waiters {
+            let _ = tx.send(Err(StorageError::OffsetOutOfRange {
+                requested: o,
+                log_start: view.log_start,
+                log_end: new_leo,
+            }));
+        }
+
+        // Later segments go first, newest first: whatever a crash leaves is a prefix of the
+        // log (and the intent finishes the job at the next open).
+        for seg in view.segments[i + 1..].iter().rev() {
+            seg.retire();
+            seg.delete_files()
+                .map_err(|e| StorageError::io(format!("delete {}", seg.display()), e))?;
+        }
+        // The tail segment: a new object over the shortened file, as the active segment.
+        let old_tail = &view.segments[i];
+        old_tail.retire();
+        segment::truncate_log_file(dir, cut.base, cut.position)
+            .map_err(|e| StorageError::io(format!("truncate {}", old_tail.display()), e))?;
+        let cfg = self.config.read().clone();
+        let (tail, _) = Segment::open_rw(&self.ctx, dir, cut.base, cfg.index_bytes_max, new_leo)?;
+        let end =
+            tail.scan_tail(cfg.index_interval_bytes)
+                .map_err(|detail| StorageError::Corrupt {
+                    path: tail.display(),
+                    position: 0,
+                    detail,
+                })?;
+        assert_eq!(
+            end.unwrap_or(cut.base),
+            new_leo,
+            "the cut segment {} ends at the new log end",
+            tail.display()
+        );
+        tail.indexes
+            .lock()
+            .write_exact()
+            .map_err(|e| StorageError::io(format!("write index of {}", tail.display()), e))?;
+        tail.index_dirty.store(true, Ordering::Release);
+        tail.sync_indexes_if_dirty()
+            .map_err(|e| StorageError::io(format!("fsync index of {}", tail.display()), e))?;
+        let tail = Arc::new(tail);
+        {
+            let mut v = self.view.write();
+            let mut segments: Vec<Arc<Segment>> = v.segments[..i].to_vec();
+            segments.push(Arc::clone(&tail));
+            *v = Arc::new(View {
+                segments,
+                log_start: v.log_start,
+            });
+        }
+        st.active = tail;
+
+        // Leader epochs that start at or after the new end (Kafka's truncateFromEnd).
+        {
+            let mut epochs = self.epochs.lock();
+            let keep = epochs.partition_point(|&(_, s)| s < new_leo);
+            if keep < epochs.len() {
+                let next = epochs[..keep].to_vec();
+                checkpoint::write_epochs(dir, &next)
+                    .map_err(|e| StorageError::io_path("write leader epochs in", dir, e))?;
+                *epochs = next;
+            }
+        }
+        // Producer state: snapshots past the new end go, then snapshot + replay.
+        let snapshots = producer_state::list_snapshots(dir)
+            .map_err(|e| StorageError::io_path("list", dir, e))?;
+        for (at, path) in snapshots {
+            if at > new_leo {
+                fs::remove_file(&path).map_err(|e| StorageError::io_path("remove", &path, e))?;
+            }
+        }
+        let segments = Arc::clone(&self.view.read()).segments.clone();
+        let mut report = RecoveryReport::default();
+        // No expiry here (`i64::MIN`): the next append's or retention's `now` does it.
+        st.producers = rebuild_producer_state(dir, &segments, new_leo, i64::MIN, &mut report)?;
+
+        checkpoint::sync_dir(dir).map_err(|e| StorageError::io_path("fsync", dir, e))?;
+        let intent = dir.join(TRUNCATION_FILE);
+        fs::remove_file(&intent).map_err(|e| StorageError::io_path("remove", &intent, e))?;
+        checkpoint::sync_dir(dir).map_err(|e| StorageError::io_path("fsync", dir, e))?;
+        tracing::info!(dir = %dir.display(), log_end = new_leo, "truncated log");
+        Ok(())
+    }
+
+    /// Records epochs starting at the given offsets (each above the latest recorded one)
+    /// and persists the cache. Under the append lock.
+    fn assign_epochs(&self, new: &[(i32, i64)]) -> Result<(), StorageError> {
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut epochs = self.epochs.lock();
+        let mut next = epochs.clone();
+        for &(epoch, start) in new {
+            match next.last() {
+                Some(&(e, _)) if epoch == e => continue,
+                Some(&(e, s)) => assert!(
+                    epoch > e && start >= s,
+                    "epoch {epoch}@{start} after {e}@{s}"
+                ),
+                None => {}
+            }
+            next.push((epoch, start));
+        }
+        if next.len() == epochs.len() {
+            return Ok(());
+        }
+        if let Err(e) = checkpoint::write_epochs(&self.dir, &next) {
+            let err = StorageError::io_path("write leader epochs in", &self.dir, e);
+            self.fail(&err);
+            return Err(err);
+        }
+        *epochs = next;
+        Ok(())
+    }
+
+    /// Writes batches (offsets already final) at the end of the log, rolling first if
+    /// needed; publishes the new log end. Under the append lock. Returns whether it rolled.
+    fn write_locked(
+        &self,
+        st: &mut AppendState,
+        cfg: &LogConfig,
+        records: &[u8],
+        found: &[(BatchHeader, Range<usize>)],
+        span: i64,
+        now_ms: i64,
+    ) -> Result<bool, StorageError> {
+        let leo = self.log_end.load(Ordering::Acquire);
         let mut rolled = false;
-        if self.should_roll(&st, &cfg, records.len(), span, found.len(), now_ms) {
-            if let Err(e) = self.roll(&mut st, leo, &cfg, now_ms) {
+        if self.should_roll(st, cfg, records.len(), span, found.len(), now_ms) {
+            if let Err(e) = self.roll(st, leo, cfg, now_ms) {
                 self.fail(&e);
                 return Err(e);
             }
@@ -658,12 +1100,6 @@ impl Log {
         }
         let seg = Arc::clone(&st.active);
         let pos = seg.size();
-        let mut next = leo;
-        for (h, r) in &mut found {
-            set_base_offset(&mut records[r.clone()], next);
-            h.base_offset = next;
-            next = h.next_offset();
-        }
         if self.marker_unsynced.load(Ordering::Acquire) {
             // The clean-shutdown marker's removal must be durable before new data is.
             if let Err(e) = checkpoint::sync_dir(&self.dir) {
@@ -680,17 +1116,27 @@ impl Log {
         }
         {
             let mut idx = seg.indexes.lock();
-            for (h, r) in &found {
+            for (h, r) in found {
                 idx.on_batch(h, pos + r.start as u64, cfg.index_interval_bytes);
             }
         }
         seg.size
             .store(pos + records.len() as u64, Ordering::Release);
+        let next = found.last().map_or(leo, |(h, _)| h.next_offset());
         self.log_end.store(next, Ordering::Release);
-        if let Some(update) = producer_update {
-            st.producers.commit(update, now_ms);
-        }
+        Ok(rolled)
+    }
 
+    /// Flush accounting after a write (`flush.messages`, `flush.ms`, rolls); releases the
+    /// append lock before queueing a flush.
+    fn after_write(
+        &self,
+        mut st: parking_lot::MutexGuard<'_, AppendState>,
+        cfg: &LogConfig,
+        records_count: u64,
+        rolled: bool,
+        now_ms: i64,
+    ) {
         st.messages_since_flush += records_count;
         let flush_due = cfg
             .flush_interval_messages
@@ -706,14 +1152,6 @@ impl Log {
         if flush_due || rolled {
             self.request_flush();
         }
-        Ok(AppendResult {
-            base_offset: Offset(leo),
-            last_offset: Offset(next - 1),
-            log_append_time_ms,
-            log_start_offset: Offset(self.view.read().log_start),
-            records_count,
-            duplicate: false,
-        })
     }
 
     fn should_roll(
@@ -872,6 +1310,8 @@ impl Log {
     /// fsync the directory (an older checkpoint surviving a crash is safe, only slower).
     fn advance_recovery_point(&self, candidate: i64, durable: bool) -> Result<(), StorageError> {
         let mut st = self.checkpoint_state.lock();
+        // Never past what is durable now (a truncation may have lowered it meanwhile).
+        let candidate = candidate.min(self.sync.lock().durable_end);
         self.recovery_point.fetch_max(candidate, Ordering::AcqRel);
         if candidate <= st.written {
             return Ok(());
@@ -907,9 +1347,15 @@ impl Log {
         Offset(self.recovery_point.load(Ordering::Acquire))
     }
 
+    /// The truncation generation and the log end, read together (a flush syncs up to it).
+    fn sync_target(&self) -> (u64, i64) {
+        let s = self.sync.lock();
+        (s.generation, self.log_end.load(Ordering::Acquire))
+    }
+
     /// One group-commit round (runs on a flusher thread).
     pub(crate) fn flush_round(&self) {
-        let target = self.log_end.load(Ordering::Acquire);
+        let (generation, target) = self.sync_target();
         let view = Arc::clone(&self.view.read());
         if let Err(e) = self.sync_segments(&view) {
             self.fail(&e);
@@ -917,8 +1363,21 @@ impl Log {
             return;
         }
         let candidate = Self::recovery_point_candidate(&view, target);
-        self.recovery_point.fetch_max(candidate, Ordering::AcqRel);
         let mut s = self.sync.lock();
+        if s.generation != generation {
+            // A truncation came between: this round synced files that changed since. Run
+            // another round for the waiters.
+            let again = !s.waiters.is_empty();
+            if !again {
+                s.queued = false;
+            }
+            drop(s);
+            if again {
+                self.ctx.flusher.enqueue(self.me.clone());
+            }
+            return;
+        }
+        self.recovery_point.fetch_max(candidate, Ordering::AcqRel);
         s.durable_end = s.durable_end.max(target);
         let durable = s.durable_end;
         let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.waiters)
@@ -1262,15 +1721,18 @@ impl Log {
 
     /// Synchronously fsyncs everything written so far and checkpoints the recovery point.
     pub fn flush(&self) -> Result<(), StorageError> {
-        let target = self.log_end.load(Ordering::Acquire);
+        let (generation, target) = self.sync_target();
         let view = Arc::clone(&self.view.read());
         if let Err(e) = self.sync_segments(&view) {
             self.fail(&e);
             return Err(e);
         }
-        self.advance_recovery_point(Self::recovery_point_candidate(&view, target), true)?;
         let done = {
             let mut s = self.sync.lock();
+            if s.generation != generation {
+                // Truncated meanwhile (never under `close`, which holds the admin lock).
+                return Ok(());
+            }
             s.durable_end = s.durable_end.max(target);
             let durable = s.durable_end;
             let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.waiters)
@@ -1282,7 +1744,7 @@ impl Log {
         for (_, tx) in done {
             let _ = tx.send(Ok(()));
         }
-        Ok(())
+        self.advance_recovery_point(Self::recovery_point_candidate(&view, target), true)
     }
 
     /// Flushes everything, trims the active segment's indexes, writes the checkpoints and
@@ -1364,17 +1826,28 @@ impl Log {
             .collect()
     }
 
-    /// OffsetForLeaderEpoch: the largest known epoch `<= epoch` and the offset where it ends
-    /// (the next epoch's start, or the log end).
+    /// OffsetForLeaderEpoch (KIP-101, KIP-279; Kafka's `LeaderEpochFileCache.endOffsetFor`):
+    /// - the latest epoch: (it, the log end);
+    /// - an epoch below the latest: (the largest known epoch `<=` it, the start offset of
+    ///   the first epoch above it);
+    /// - an epoch below every known one: (the requested epoch, the start offset of the
+    ///   first known epoch) — the data of any epoch in between is gone, and the follower
+    ///   truncates to where the leader's known history starts;
+    /// - UNDEFINED (`None`, (-1, -1) on the wire): an undefined (negative) epoch, an epoch
+    ///   above the latest, or no epoch recorded at all.
     pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        if epoch.0 < 0 {
+            return None;
+        }
         let epochs = self.epochs.lock();
-        let i = epochs
-            .partition_point(|&(e, _)| e <= epoch.0)
-            .checked_sub(1)?;
-        let end = epochs
-            .get(i + 1)
-            .map_or_else(|| self.log_end.load(Ordering::Acquire), |&(_, s)| s);
-        Some((LeaderEpoch(epochs[i].0), Offset(end)))
+        let &(latest, _) = epochs.last()?;
+        if latest == epoch.0 {
+            return Some((epoch, Offset(self.log_end.load(Ordering::Acquire))));
+        }
+        let above = epochs.partition_point(|&(e, _)| e <= epoch.0);
+        let &(_, end) = epochs.get(above)?;
+        let found = above.checked_sub(1).map_or(epoch.0, |i| epochs[i].0);
+        Some((LeaderEpoch(found), Offset(end)))
     }
 }
 
@@ -1393,6 +1866,49 @@ fn truncate_epochs_from_start(epochs: &mut Vec<(i32, i64)>, log_start: i64) {
             first.1 = log_start;
         }
     }
+}
+
+/// Completes an interrupted `truncate_to` at open: removes the segments after the cut one
+/// (newest first) and cuts its file.
+fn complete_truncation(
+    dir: &Path,
+    t: Truncation,
+    bases: &mut Vec<i64>,
+    report: &mut RecoveryReport,
+) -> Result<(), StorageError> {
+    warn_problem(
+        report,
+        dir,
+        format!(
+            "completing an interrupted truncation to offset {} (segment {} cut at {})",
+            t.log_end, t.base, t.position
+        ),
+    );
+    while let Some(&last) = bases.last() {
+        if last <= t.base {
+            break;
+        }
+        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            let p = dir.join(segment::file_name(last, suffix));
+            if let Err(e) = fs::remove_file(&p) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Err(StorageError::io_path("remove", &p, e));
+                }
+            }
+        }
+        report.segments_deleted += 1;
+        bases.pop();
+    }
+    if bases.last() == Some(&t.base) {
+        segment::truncate_log_file(dir, t.base, t.position).map_err(|e| {
+            StorageError::io_path(
+                "truncate",
+                &dir.join(segment::file_name(t.base, LOG_SUFFIX)),
+                e,
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Loads the newest usable producer snapshot at or below `log_end` (deleting later and

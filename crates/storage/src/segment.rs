@@ -32,6 +32,18 @@ pub(crate) const LOG_SUFFIX: &str = "log";
 pub(crate) const INDEX_SUFFIX: &str = "index";
 pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
 
+/// Cuts the `.log` file of the segment at `base` to `position` bytes (if longer) and
+/// fdatasyncs it (all of it: what stays may not have been synced yet).
+pub(crate) fn truncate_log_file(dir: &Path, base: i64, position: u64) -> io::Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(dir.join(file_name(base, LOG_SUFFIX)))?;
+    if f.metadata()?.len() > position {
+        f.set_len(position)?;
+    }
+    f.sync_data()
+}
+
 /// `00000000000000000123.log` etc.
 pub(crate) fn file_name(base_offset: i64, suffix: &str) -> String {
     format!("{base_offset:020}.{suffix}")
@@ -702,6 +714,50 @@ impl Segment {
             self.index_dirty.store(false, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// Takes the segment out of service without deleting its files (a truncation replaces
+    /// it with a new object for the shortened file): later reads of it fail as out of
+    /// range, and its index mappings are dropped now, before the files shrink.
+    pub(crate) fn retire(&self) {
+        self.deleted.store(true, Ordering::Release);
+        let mut idx = self.indexes.lock();
+        idx.offset.unmap();
+        idx.time.unmap();
+    }
+
+    /// Where a truncation to `offset` cuts this segment: (position, offset) of the first
+    /// batch whose last offset is `>= offset` (the whole batch goes), or the end.
+    pub(crate) fn find_cut(
+        self: &Arc<Self>,
+        file: &File,
+        offset: i64,
+    ) -> Result<(u64, i64), StorageError> {
+        let from = self.lookup(offset);
+        let size = self.size();
+        let mut scanner = Scanner::for_headers(file, from, size);
+        let mut end = (size, self.base_offset);
+        loop {
+            match scanner.next_header() {
+                Ok(Some((h, pos))) => {
+                    if h.last_offset() >= offset {
+                        return Ok((pos, h.base_offset));
+                    }
+                    end = (pos + h.total_bytes() as u64, h.next_offset());
+                }
+                Ok(None) => return Ok(end),
+                Err(ScanError::Io(e)) => {
+                    return Err(StorageError::io(format!("read {}", self.display()), e))
+                }
+                Err(ScanError::Bad(detail)) => {
+                    return Err(StorageError::Corrupt {
+                        path: self.display(),
+                        position: from,
+                        detail,
+                    })
+                }
+            }
+        }
     }
 
     /// Removes the segment's files (an open descriptor keeps working for readers).

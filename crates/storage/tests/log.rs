@@ -374,10 +374,15 @@ fn leader_epochs_are_checkpointed() {
         Some((LeaderEpoch(1), Offset(5)))
     );
     assert_eq!(
-        log.end_offset_for_epoch(LeaderEpoch(7)),
+        log.end_offset_for_epoch(LeaderEpoch(3)),
         Some((LeaderEpoch(3), Offset(10)))
     );
-    assert_eq!(log.end_offset_for_epoch(LeaderEpoch(0)), None);
+    // Kafka: above the latest epoch is undefined; below the first, the first's start.
+    assert_eq!(log.end_offset_for_epoch(LeaderEpoch(7)), None);
+    assert_eq!(
+        log.end_offset_for_epoch(LeaderEpoch(0)),
+        Some((LeaderEpoch(0), Offset(0)))
+    );
     let text = std::fs::read_to_string(dir.path().join("leader-epoch-checkpoint")).unwrap();
     assert_eq!(text, "0\n2\n1 0\n3 5\n");
     common::crash(log);
