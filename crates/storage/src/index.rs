@@ -369,9 +369,12 @@ impl OffsetIndex {
             return false;
         };
         if let Some((last, last_pos)) = self.last_entry() {
-            if offset <= last || position <= last_pos {
-                return false;
-            }
+            // Entries come from batches in log order (`lookup`'s binary search relies on it).
+            assert!(
+                offset > last && position > last_pos,
+                "{}: index entry ({offset}, {position}) after ({last}, {last_pos})",
+                self.inner.path.display()
+            );
         }
         let mut e = [0u8; OFFSET_ENTRY_BYTES];
         e[0..4].copy_from_slice(&rel.to_be_bytes());
@@ -607,6 +610,16 @@ mod tests {
     use super::*;
 
     #[test]
+    #[should_panic(expected = "index entry (120, 3000) after (120, 2000)")]
+    fn offset_index_entries_only_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000100.index");
+        let mut idx = OffsetIndex::create(&path, 100, 80).unwrap();
+        assert!(idx.append(120, 2000));
+        idx.append(120, 3000);
+    }
+
+    #[test]
     fn offset_index_lookup_and_reload() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("00000000000000000100.index");
@@ -614,7 +627,7 @@ mod tests {
         assert_eq!(idx.lookup(150), 0);
         assert!(idx.append(110, 1000));
         assert!(idx.append(120, 2000));
-        assert!(!idx.append(120, 3000), "offsets must grow");
+        // Offsets and positions must grow: anything else is a bug (asserted, see below).
         assert!(idx.append(130, 3000));
         assert_eq!(idx.lookup(105), 0);
         assert_eq!(idx.lookup(110), 1000);

@@ -1,0 +1,419 @@
+//! The write path: `append` (client data), `append_as_leader` (the epoch passed in) and
+//! `append_as_follower` (the leader's offsets), segment rolls.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl Log {
+    /// Validates, assigns offsets to and writes one Produce request's batches. No fsync.
+    /// Stamps the latest recorded leader epoch (if any) into the batches. Kept for callers
+    /// that do not know their epoch yet; `append_as_leader` states it.
+    pub fn append(&self, records: &mut [u8], now_ms: i64) -> Result<AppendResult, StorageError> {
+        self.append_assigning(records, None, now_ms)
+    }
+
+    /// The leader's append (Kafka's `appendAsLeader`): validates the batches, assigns their
+    /// offsets, stamps `leader_epoch` into every batch header (`partitionLeaderEpoch` lies
+    /// before the CRC'd part, so the CRC stays valid) and writes them. The first append of a
+    /// new epoch records `(leader_epoch, log end)` in the leader epoch cache and its
+    /// checkpoint. An epoch below the latest recorded one is refused
+    /// (FENCED_LEADER_EPOCH): the epoch comes from the caller, never from the data.
+    pub fn append_as_leader(
+        &self,
+        records: &mut [u8],
+        leader_epoch: LeaderEpoch,
+        now_ms: i64,
+    ) -> Result<AppendResult, StorageError> {
+        if leader_epoch.0 < 0 {
+            return Err(StorageError::InvalidArgument(format!(
+                "leader epoch {} is negative",
+                leader_epoch.0
+            )));
+        }
+        self.append_assigning(records, Some(leader_epoch.0), now_ms)
+    }
+
+    /// Checks framing, CRC and (for client data) sizes of every batch, before any lock.
+    pub(super) fn validate_batches(
+        records: &[u8],
+        cfg: &LogConfig,
+        check_message_size: bool,
+    ) -> Result<Vec<(BatchHeader, Range<usize>)>, StorageError> {
+        if records.len() as u64 > cfg.segment_bytes_max {
+            return Err(StorageError::RecordListTooLarge {
+                size: records.len(),
+                max: cfg.segment_bytes_max,
+            });
+        }
+        let mut found: Vec<(BatchHeader, Range<usize>)> = Vec::new();
+        for item in batches(records) {
+            let (h, range) = item.map_err(StorageError::InvalidRecord)?;
+            if check_message_size && range.len() > cfg.message_bytes_max {
+                return Err(StorageError::MessageTooLarge {
+                    size: range.len(),
+                    max: cfg.message_bytes_max,
+                });
+            }
+            validate_batch(&records[range.clone()]).map_err(StorageError::InvalidRecord)?;
+            found.push((h, range));
+        }
+        Ok(found)
+    }
+
+    /// `append` and `append_as_leader`: `leader_epoch` None stamps the latest recorded one.
+    pub(super) fn append_assigning(
+        &self,
+        records: &mut [u8],
+        leader_epoch: Option<i32>,
+        now_ms: i64,
+    ) -> Result<AppendResult, StorageError> {
+        self.check_writable()?;
+        let cfg = self.config.read().clone();
+        // Validation (CRC) happens before the append lock is taken.
+        let mut found = Self::validate_batches(records, &cfg, true)?;
+        let log_append_time_ms = match cfg.timestamp_type {
+            TimestampType::LogAppendTime => {
+                for (h, r) in &mut found {
+                    set_log_append_time(&mut records[r.clone()], now_ms);
+                    h.max_timestamp = now_ms;
+                    h.attributes |= fjord_records::attributes::TIMESTAMP_TYPE;
+                }
+                now_ms
+            }
+            TimestampType::CreateTime => -1,
+        };
+        let stamp = match leader_epoch {
+            Some(e) => Some(e),
+            None => self.epochs.lock().last().map(|&(e, _)| e),
+        };
+        if let Some(epoch) = stamp {
+            for (h, r) in &mut found {
+                set_partition_leader_epoch(&mut records[r.clone()], epoch);
+                h.partition_leader_epoch = epoch;
+            }
+        }
+        let records_count: u64 = found
+            .iter()
+            .map(|(h, _)| h.records_count.max(0) as u64)
+            .sum();
+        let span: i64 = found
+            .iter()
+            .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
+            .sum();
+
+        let mut st = self.append.lock();
+        self.check_writable()?;
+        let leo = self.log_end.load(Ordering::Acquire);
+        if let Some(epoch) = leader_epoch {
+            if let Some(&(latest, _)) = self.epochs.lock().last() {
+                if epoch < latest {
+                    return Err(StorageError::FencedLeaderEpoch { epoch, latest });
+                }
+            }
+        }
+        if found.is_empty() {
+            return Ok(AppendResult {
+                base_offset: Offset(leo),
+                last_offset: Offset(leo - 1),
+                log_append_time_ms,
+                log_start_offset: Offset(self.view.read().log_start),
+                records_count: 0,
+                duplicate: false,
+            });
+        }
+        // Idempotent producers: decide with the offsets the batches would get.
+        let mut producer_update = None;
+        if found.iter().any(|(h, _)| h.producer_id >= 0) {
+            let mut next = leo;
+            let mut incoming = Vec::with_capacity(found.len());
+            for (h, _) in &found {
+                let mut at = *h;
+                at.base_offset = next;
+                next = at.next_offset();
+                incoming.extend(IncomingBatch::from_header(&at));
+            }
+            match st.producers.check(&incoming, found.len())? {
+                Verdict::Append(update) => producer_update = Some(update),
+                Verdict::Duplicate { first, last } => {
+                    return Ok(AppendResult {
+                        base_offset: first.base_offset,
+                        last_offset: last.last_offset,
+                        log_append_time_ms: match cfg.timestamp_type {
+                            TimestampType::LogAppendTime => last.timestamp_ms,
+                            TimestampType::CreateTime => -1,
+                        },
+                        log_start_offset: Offset(self.view.read().log_start),
+                        records_count: 0,
+                        duplicate: true,
+                    });
+                }
+            }
+        }
+        if let Some(epoch) = leader_epoch {
+            // The first append of a new epoch: the epoch starts at the log end.
+            self.assign_epochs(&[(epoch, leo)])?;
+        }
+        let mut next = leo;
+        for (h, r) in &mut found {
+            set_base_offset(&mut records[r.clone()], next);
+            h.base_offset = next;
+            next = h.next_offset();
+        }
+        let rolled = self.write_locked(&mut st, &cfg, records, &found, span, now_ms)?;
+        if let Some(update) = producer_update {
+            st.producers.commit(update, now_ms);
+        }
+        self.after_write(st, &cfg, records_count, rolled, now_ms);
+        Ok(AppendResult {
+            base_offset: Offset(leo),
+            last_offset: Offset(next - 1),
+            log_append_time_ms,
+            log_start_offset: Offset(self.view.read().log_start),
+            records_count,
+            duplicate: false,
+        })
+    }
+
+    /// A follower's append (Kafka's `appendAsFollower`): batches whose offsets and leader
+    /// epochs the leader assigned, written as they are. The first batch must start at the
+    /// log end and each next one where the previous ends (OFFSETS_OUT_OF_ORDER otherwise,
+    /// nothing written); CRCs are checked, `max.message.bytes` is not (the leader
+    /// accepted them). Epochs are learnt from the batches (a batch with an epoch above the
+    /// latest recorded one starts that epoch; one below it is refused), and the producer
+    /// state is updated as recovery's replay does, without sequence checks.
+    pub fn append_as_follower(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendResult, StorageError> {
+        self.check_writable()?;
+        let cfg = self.config.read().clone();
+        let found = Self::validate_batches(records, &cfg, false)?;
+        let records_count: u64 = found
+            .iter()
+            .map(|(h, _)| h.records_count.max(0) as u64)
+            .sum();
+        let span: i64 = found
+            .iter()
+            .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
+            .sum();
+
+        let mut st = self.append.lock();
+        self.check_writable()?;
+        let leo = self.log_end.load(Ordering::Acquire);
+        let log_start_offset = Offset(self.view.read().log_start);
+        let Some((first, _)) = found.first() else {
+            return Ok(AppendResult {
+                base_offset: Offset(leo),
+                last_offset: Offset(leo - 1),
+                log_append_time_ms: -1,
+                log_start_offset,
+                records_count: 0,
+                duplicate: false,
+            });
+        };
+        let base = first.base_offset;
+        // Offsets continue the log without a gap; epochs never go back.
+        let mut latest = self.epochs.lock().last().map(|&(e, _)| e);
+        let mut new_epochs: Vec<(i32, i64)> = Vec::new();
+        let mut next = leo;
+        for (h, _) in &found {
+            if h.base_offset != next || h.last_offset_delta < 0 {
+                return Err(StorageError::OffsetsOutOfOrder {
+                    expected: next,
+                    found: h.base_offset,
+                    detail: format!(
+                        "batch {}..={} does not follow offset {}",
+                        h.base_offset,
+                        h.last_offset(),
+                        next - 1
+                    ),
+                });
+            }
+            let epoch = h.partition_leader_epoch;
+            if epoch >= 0 {
+                if latest.is_some_and(|l| epoch < l) {
+                    return Err(StorageError::OffsetsOutOfOrder {
+                        expected: next,
+                        found: h.base_offset,
+                        detail: format!(
+                            "batch at {} has leader epoch {epoch}, below {}",
+                            h.base_offset,
+                            latest.unwrap_or(-1)
+                        ),
+                    });
+                }
+                if latest.is_none_or(|l| epoch > l) {
+                    new_epochs.push((epoch, h.base_offset));
+                    latest = Some(epoch);
+                }
+            }
+            next = h.next_offset();
+        }
+        self.assign_epochs(&new_epochs)?;
+        let rolled = self.write_locked(&mut st, &cfg, records, &found, span, now_ms)?;
+        for (h, _) in &found {
+            st.producers.replay(h);
+        }
+        self.after_write(st, &cfg, records_count, rolled, now_ms);
+        Ok(AppendResult {
+            base_offset: Offset(base),
+            last_offset: Offset(next - 1),
+            log_append_time_ms: -1,
+            log_start_offset,
+            records_count,
+            duplicate: false,
+        })
+    }
+
+    /// Writes batches (offsets already final) at the end of the log, rolling first if
+    /// needed; publishes the new log end. Under the append lock. Returns whether it rolled.
+    pub(super) fn write_locked(
+        &self,
+        st: &mut AppendState,
+        cfg: &LogConfig,
+        records: &[u8],
+        found: &[(BatchHeader, Range<usize>)],
+        span: i64,
+        now_ms: i64,
+    ) -> Result<bool, StorageError> {
+        let leo = self.log_end.load(Ordering::Acquire);
+        let mut rolled = false;
+        if self.should_roll(st, cfg, records.len(), span, found.len(), now_ms) {
+            if let Err(e) = self.roll(st, leo, cfg, now_ms) {
+                self.fail(&e);
+                return Err(e);
+            }
+            rolled = true;
+        }
+        let seg = Arc::clone(&st.active);
+        let pos = seg.size();
+        if self.marker_unsynced.load(Ordering::Acquire) {
+            // The clean-shutdown marker's removal must be durable before new data is.
+            if let Err(e) = checkpoint::sync_dir(&self.dir) {
+                let err = StorageError::io_path("fsync", &self.dir, e);
+                self.fail(&err);
+                return Err(err);
+            }
+            self.marker_unsynced.store(false, Ordering::Release);
+        }
+        if let Err(e) = seg.write_at(records, pos) {
+            let err = StorageError::io(format!("write {}", seg.display()), e);
+            self.fail(&err);
+            return Err(err);
+        }
+        // Offsets only grow: the batches continue the log without a gap (before the write
+        // is published; `read` relies on it).
+        let mut next = leo;
+        {
+            let mut idx = seg.indexes.lock();
+            for (h, r) in found {
+                assert!(
+                    h.base_offset == next && h.last_offset() >= h.base_offset,
+                    "batch {}..={} written at log end {next}",
+                    h.base_offset,
+                    h.last_offset()
+                );
+                next = h.next_offset();
+                idx.on_batch(h, pos + r.start as u64, cfg.index_interval_bytes);
+            }
+        }
+        seg.size
+            .store(pos + records.len() as u64, Ordering::Release);
+        assert!(
+            next > leo,
+            "an append of {} batches moves the log end",
+            found.len()
+        );
+        let before = self.log_end.swap(next, Ordering::AcqRel);
+        assert_eq!(before, leo, "the log end moved during an append");
+        Ok(rolled)
+    }
+
+    /// Flush accounting after a write (`flush.messages`, `flush.ms`, rolls); releases the
+    /// append lock before queueing a flush.
+    pub(super) fn after_write(
+        &self,
+        mut st: parking_lot::MutexGuard<'_, AppendState>,
+        cfg: &LogConfig,
+        records_count: u64,
+        rolled: bool,
+        now_ms: i64,
+    ) {
+        st.messages_since_flush += records_count;
+        let flush_due = cfg
+            .flush_interval_messages
+            .is_some_and(|n| st.messages_since_flush >= n)
+            || cfg
+                .flush_interval_ms
+                .is_some_and(|ms| now_ms - st.last_flush_ms >= ms);
+        if flush_due {
+            st.messages_since_flush = 0;
+            st.last_flush_ms = now_ms;
+        }
+        drop(st);
+        if flush_due || rolled {
+            self.request_flush();
+        }
+    }
+
+    pub(super) fn should_roll(
+        &self,
+        st: &AppendState,
+        cfg: &LogConfig,
+        bytes: usize,
+        span: i64,
+        batch_count: usize,
+        now_ms: i64,
+    ) -> bool {
+        let seg = &st.active;
+        let size = seg.size();
+        if size == 0 {
+            return false;
+        }
+        let leo = self.log_end.load(Ordering::Acquire);
+        let idx = seg.indexes.lock();
+        size + bytes as u64 > cfg.segment_bytes_max
+            || cfg
+                .segment_ms
+                .is_some_and(|ms| now_ms - st.roll_base_ms > ms)
+            || idx.offset.is_full_after(batch_count)
+            || idx.time.is_full_after(batch_count + 1)
+            || leo + span - 1 - seg.base_offset > i64::from(i32::MAX)
+    }
+
+    /// Seals the active segment and starts a new one at `base`. Under the append lock.
+    pub(super) fn roll(
+        &self,
+        st: &mut AppendState,
+        base: i64,
+        cfg: &LogConfig,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let old = Arc::clone(&st.active);
+        old.seal()
+            .map_err(|e| StorageError::io(format!("seal index of {}", old.display()), e))?;
+        let seg = Arc::new(Segment::create(
+            &self.ctx,
+            &self.dir,
+            base,
+            cfg.index_bytes_max,
+        )?);
+        self.dir_dirty.store(true, Ordering::Release);
+        {
+            let mut v = self.view.write();
+            let mut nv = View::clone(&v);
+            nv.segments.push(Arc::clone(&seg));
+            *v = Arc::new(nv);
+        }
+        tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
+        // Best effort, not synced: without it, recovery replays more batch headers.
+        let snapshot = st.producers.encode_snapshot();
+        if let Err(e) = producer_state::write_snapshot(&self.dir, base, &snapshot, false) {
+            tracing::warn!(dir = %self.dir.display(), base, "cannot write producer snapshot: {e}");
+        }
+        st.active = seg;
+        st.roll_base_ms = now_ms;
+        Ok(())
+    }
+}

@@ -1,0 +1,300 @@
+//! `Log`: one partition's segmented log (see the crate docs for layout and concurrency).
+//! The state and its locks are here; each concern is in its own file: `recovery` (open),
+//! `append`, `truncate`, `epochs`, `sync` (group commit, recovery point), `read`,
+//! `retention`.
+
+mod append;
+mod epochs;
+mod read;
+mod recovery;
+mod retention;
+mod sync;
+mod truncate;
+
+use epochs::{assert_epochs_ordered, truncate_epochs_from_start};
+use read::scan_error;
+use recovery::rebuild_producer_state;
+
+use std::fs;
+use std::future::Future;
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use fjord_model::limits::RECOVERY_POINT_CHECKPOINT_INTERVAL_MS;
+use fjord_model::{LeaderEpoch, Offset, ProducerId, TimestampType};
+use fjord_records::{
+    batches, set_base_offset, set_log_append_time, set_partition_leader_epoch, validate_batch,
+    BatchHeader,
+};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
+
+use crate::checkpoint::{
+    self, Truncation, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE, TRUNCATION_FILE,
+};
+use crate::error::StorageError;
+use crate::producer_state::{self, IncomingBatch, ProducerEntry, ProducerStateMap, Verdict};
+use crate::segment::{
+    self, ScanError, Scanner, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+};
+use crate::storage::{Shared, Storage};
+use crate::{AppendResult, FileSlice, LogConfig, ReadResult, RecoveryReport};
+
+const OPEN: u8 = 0;
+const OFFLINE: u8 = 1;
+const CLOSED: u8 = 2;
+
+/// Segment list and log start offset, replaced as a whole (copy on write).
+#[derive(Clone, Debug)]
+struct View {
+    segments: Vec<Arc<Segment>>,
+    log_start: i64,
+}
+
+impl View {
+    /// Index of the segment that holds `offset`: the last with base <= offset.
+    fn segment_for(&self, offset: i64) -> usize {
+        self.segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1)
+    }
+    fn active(&self) -> &Arc<Segment> {
+        let last = self.segments.len() - 1;
+        &self.segments[last]
+    }
+}
+
+#[derive(Debug)]
+struct AppendState {
+    active: Arc<Segment>,
+    /// When the active segment was created (for `segment_ms`).
+    roll_base_ms: i64,
+    messages_since_flush: u64,
+    last_flush_ms: i64,
+    /// Idempotent producers: checked and updated under the append lock.
+    producers: ProducerStateMap,
+}
+
+#[derive(Debug)]
+struct CheckpointState {
+    written: i64,
+    at: Instant,
+    /// Checkpoint after the next flush round regardless of the interval (set after a
+    /// recovery that left the checkpoint behind).
+    force: bool,
+}
+
+type SyncSender = oneshot::Sender<Result<(), StorageError>>;
+
+#[derive(Debug)]
+struct SyncState {
+    /// Every offset below this is on stable storage.
+    durable_end: i64,
+    waiters: Vec<(i64, SyncSender)>,
+    /// The log sits in the flusher's queue (or is being flushed).
+    queued: bool,
+    /// Bumped by every truncation (with the log end lowered under this lock): a flush
+    /// that started before one does not count as having synced the new data.
+    generation: u64,
+}
+
+/// One partition's log. See the crate documentation.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    me: Weak<Log>,
+    /// The `Storage` it was opened with (flush threads, handle cache).
+    ctx: Arc<Shared>,
+    append: Mutex<AppendState>,
+    view: RwLock<Arc<View>>,
+    log_end: AtomicI64,
+    sync: Mutex<SyncState>,
+    /// Serialises operations that remove segments or write checkpoints.
+    admin: Mutex<()>,
+    /// Serialises recovery-point checkpoint writes; the last one written and when.
+    checkpoint_state: Mutex<CheckpointState>,
+    /// The recovery point in memory: everything below is durable (moves after each
+    /// group-commit fdatasync; persisted by `checkpoint` and the flusher).
+    recovery_point: AtomicI64,
+    /// The clean-shutdown marker was removed but the removal is not yet durable.
+    marker_unsynced: AtomicBool,
+    status: AtomicU8,
+    failure: Mutex<Option<String>>,
+    dir_dirty: AtomicBool,
+    config: RwLock<LogConfig>,
+    epochs: Mutex<Vec<(i32, i64)>>,
+}
+
+/// Resolves once `Log::sync_to`'s offset is on stable storage.
+#[derive(Debug)]
+pub struct SyncWaiter(WaiterState);
+
+#[derive(Debug)]
+enum WaiterState {
+    Ready(Option<Result<(), StorageError>>),
+    Waiting {
+        rx: oneshot::Receiver<Result<(), StorageError>>,
+        dir: String,
+    },
+}
+
+impl SyncWaiter {
+    fn ready(r: Result<(), StorageError>) -> SyncWaiter {
+        SyncWaiter(WaiterState::Ready(Some(r)))
+    }
+
+    /// Blocks the current thread until resolved (not for use inside an async runtime).
+    pub fn wait_blocking(self) -> Result<(), StorageError> {
+        match self.0 {
+            WaiterState::Ready(r) => r.unwrap_or(Ok(())),
+            WaiterState::Waiting { rx, dir } => rx
+                .blocking_recv()
+                .unwrap_or(Err(StorageError::Closed { dir })),
+        }
+    }
+}
+
+impl Future for SyncWaiter {
+    type Output = Result<(), StorageError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            WaiterState::Ready(r) => Poll::Ready(r.take().unwrap_or(Ok(()))),
+            WaiterState::Waiting { rx, dir } => match Pin::new(rx).poll(cx) {
+                Poll::Ready(Ok(r)) => Poll::Ready(r),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(StorageError::Closed { dir: dir.clone() })),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl Log {
+    /// The state of one idempotent producer in this partition (tests, diagnostics).
+    pub fn producer_state(&self, producer_id: ProducerId) -> Option<ProducerEntry> {
+        self.append.lock().producers.get(producer_id).cloned()
+    }
+
+    /// Number of producer ids tracked in this partition.
+    pub fn producer_count(&self) -> usize {
+        self.append.lock().producers.len()
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.config.read().clone()
+    }
+
+    /// True after an I/O error took the log offline.
+    pub fn is_offline(&self) -> bool {
+        self.status.load(Ordering::Acquire) == OFFLINE
+    }
+
+    fn check_writable(&self) -> Result<(), StorageError> {
+        match self.status.load(Ordering::Acquire) {
+            OPEN => Ok(()),
+            CLOSED => Err(StorageError::Closed {
+                dir: self.dir.display().to_string(),
+            }),
+            _ => Err(StorageError::Offline {
+                dir: self.dir.display().to_string(),
+                reason: self.failure.lock().clone().unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// Takes the log offline after an I/O error and fails every waiter.
+    fn fail(&self, err: &StorageError) {
+        let reason = err.to_string();
+        if self
+            .status
+            .compare_exchange(OPEN, OFFLINE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            tracing::error!(dir = %self.dir.display(), "log goes offline: {reason}");
+            *self.failure.lock() = Some(reason.clone());
+        }
+        let waiters = std::mem::take(&mut self.sync.lock().waiters);
+        for (_, tx) in waiters {
+            let _ = tx.send(Err(StorageError::Offline {
+                dir: self.dir.display().to_string(),
+                reason: reason.clone(),
+            }));
+        }
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        Offset(self.view.read().log_start)
+    }
+
+    pub fn log_end_offset(&self) -> Offset {
+        Offset(self.log_end.load(Ordering::Acquire))
+    }
+
+    /// Bytes in all segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.view.read().segments.iter().map(|s| s.size()).sum()
+    }
+
+    /// Number of segments (diagnostics and tests).
+    pub fn segment_count(&self) -> usize {
+        self.view.read().segments.len()
+    }
+
+    /// Changes the settings; size/roll settings apply to the next append, index sizes to
+    /// the next segment.
+    pub fn set_config(&self, config: LogConfig) {
+        *self.config.write() = config.normalized();
+    }
+
+    /// Flushes everything, trims the active segment's indexes, writes the checkpoints and
+    /// the clean-shutdown marker. Afterwards appends fail; reads keep working.
+    pub fn close(&self) -> Result<(), StorageError> {
+        let _admin = self.admin.lock();
+        let st = self.append.lock();
+        if self.status.load(Ordering::Acquire) == CLOSED {
+            return Ok(());
+        }
+        self.check_writable()?;
+        let result = (|| {
+            st.active.indexes.lock().write_exact().map_err(|e| {
+                StorageError::io(format!("write index of {}", st.active.display()), e)
+            })?;
+            st.active.index_dirty.store(true, Ordering::Release);
+            self.flush()?;
+            let leo = self.log_end.load(Ordering::Acquire);
+            producer_state::write_snapshot(&self.dir, leo, &st.producers.encode_snapshot(), true)
+                .map_err(|e| StorageError::io_path("write producer snapshot in", &self.dir, e))?;
+            let log_start = self.view.read().log_start;
+            checkpoint::write_offset(&self.dir, LOG_START_FILE, log_start).map_err(|e| {
+                StorageError::io_path("write log start checkpoint in", &self.dir, e)
+            })?;
+            let epochs = self.epochs.lock().clone();
+            checkpoint::write_epochs(&self.dir, &epochs)
+                .map_err(|e| StorageError::io_path("write leader epochs in", &self.dir, e))?;
+            self.advance_recovery_point(self.log_end.load(Ordering::Acquire), true)?;
+            checkpoint::write_atomic(&self.dir, CLEAN_SHUTDOWN_FILE, b"")
+                .map_err(|e| StorageError::io_path("write clean shutdown marker in", &self.dir, e))
+        })();
+        match result {
+            Ok(()) => {
+                self.status.store(CLOSED, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                self.fail(&e);
+                Err(e)
+            }
+        }
+    }
+}
