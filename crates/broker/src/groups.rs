@@ -35,11 +35,10 @@ use fjord_group::{
 };
 use fjord_model::limits::OFFSETS_TOPIC_PARTITIONS_DEFAULT;
 use fjord_model::{ErrorCode, Offset};
-use fjord_storage::Log;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::state::{now_ms, Broker, StateError};
+use crate::state::{now_ms, Broker, Partition, StateError};
 
 /// Kafka's internal topic for committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -280,13 +279,8 @@ impl Groups {
                 )?
             }
         };
-        let logs: Vec<Arc<Log>> = topic
-            .partitions
-            .read()
-            .iter()
-            .map(|p| p.log.clone())
-            .collect();
-        let partitions = logs.len() as i32;
+        let offsets_partitions: Vec<Arc<Partition>> = topic.partitions.read().clone();
+        let partitions = offsets_partitions.len() as i32;
         assert!(partitions > 0, "{OFFSETS_TOPIC} has no partitions");
         let g = &broker.config.groups;
         let seed = now_ms() as u64 ^ u64::from(std::process::id()).rotate_left(32);
@@ -306,7 +300,7 @@ impl Groups {
         let deliver_to = waiters.clone();
         let runtime = Runtime::new(
             RuntimeConfig::new(OFFSETS_TOPIC),
-            Arc::new(LogPartitions::new(logs)),
+            Arc::new(LogPartitions::new(offsets_partitions)),
             move |partition| GroupShard {
                 core: GroupCoordinator::new(GroupConfig {
                     // Distinct member ids across shards and load attempts.

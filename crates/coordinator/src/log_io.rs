@@ -1,32 +1,33 @@
-//! [`PartitionIo`] over storage logs: a load reads the partition's batches
-//! from the log start to the log end and checks each one as a broker checks a
+//! [`PartitionIo`] over the partition layer: a load reads the partition's
+//! log from its start to its end and checks each batch as a broker checks a
 //! produced batch (framing, magic, CRC32C, record framing) before replaying
-//! it; an append writes one uncompressed batch and waits for `Log::sync_to`.
+//! it; an append goes through [`Partition::append`] with `acks=all` (so it
+//! wakes waiting fetches, and later replicates) and resolves when committed.
 
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use fjord_model::limits::{COORDINATOR_LOAD_READ_BYTES, DECOMPRESSED_BATCH_BYTES_MAX};
 use fjord_model::Offset;
+use fjord_partition::{Acks, Partition};
 use fjord_records::{BatchBuilder, Compression};
-use fjord_storage::Log;
 
 use crate::{Durable, LoadError, LoadSummary, PartitionIo, Visitor, WriteError};
 
 /// The partitions of an internal topic, by index.
 pub struct LogPartitions {
-    logs: Vec<Arc<Log>>,
+    partitions: Vec<Arc<Partition>>,
 }
 
 impl LogPartitions {
-    pub fn new(logs: Vec<Arc<Log>>) -> LogPartitions {
-        LogPartitions { logs }
+    pub fn new(partitions: Vec<Arc<Partition>>) -> LogPartitions {
+        LogPartitions { partitions }
     }
 }
 
 impl PartitionIo for LogPartitions {
     fn partitions(&self) -> u32 {
-        self.logs.len() as u32
+        self.partitions.len() as u32
     }
 
     fn load(
@@ -35,10 +36,11 @@ impl PartitionIo for LogPartitions {
         closing: &dyn Fn() -> bool,
         visit: &mut Visitor<'_>,
     ) -> Result<LoadSummary, LoadError> {
-        let log = self
-            .logs
+        let log = &self
+            .partitions
             .get(partition as usize)
-            .ok_or(LoadError::NoPartition)?;
+            .ok_or(LoadError::NoPartition)?
+            .log;
         let mut next = log.log_start_offset();
         // Records appended after this point are the shard's own (it is not
         // active before the load ends, so there are none).
@@ -111,8 +113,8 @@ impl PartitionIo for LogPartitions {
         records: &[(&[u8], Option<&[u8]>)],
         now_ms: i64,
     ) -> Result<Durable, WriteError> {
-        let log = self
-            .logs
+        let target = self
+            .partitions
             .get(partition as usize)
             .ok_or_else(|| WriteError(format!("no partition {partition}")))?;
         let mut builder = BatchBuilder::new(Compression::None);
@@ -120,12 +122,12 @@ impl PartitionIo for LogPartitions {
             builder.push(now_ms, Some(*key), *value, &[]);
         }
         let mut batch = BytesMut::from(&builder.build(0)[..]);
-        let appended = log
-            .append(&mut batch, now_ms)
+        let appended = target
+            .append(&mut batch, Acks::All, now_ms)
             .map_err(|e| WriteError(e.to_string()))?;
-        let waiter = log.sync_to(Offset(appended.last_offset.0));
+        let committed = appended.committed;
         Ok(Box::pin(async move {
-            waiter.await.map_err(|e| WriteError(e.to_string()))
+            committed.await.map_err(|e| WriteError(e.to_string()))
         }))
     }
 }
