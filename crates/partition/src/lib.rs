@@ -406,8 +406,9 @@ impl Partition {
         Offset(before.max(log_end))
     }
 
-    /// Appends one request's batches (validated, offsets assigned, written;
-    /// no fsync) and wakes the fetches waiting on this partition. The append
+    /// Appends one request's batches as the leader (validated, offsets
+    /// assigned, this partition's leader epoch stamped into every batch,
+    /// written; no fsync: `Log::append_as_leader`) and wakes the fetches waiting on this partition. The append
     /// itself happens now, in the caller's order; the returned waiter resolves
     /// when it is committed for `acks`: at once for `acks=0/1`, once durable
     /// for `acks=all` (group commit shared with every other waiter).
@@ -417,8 +418,8 @@ impl Partition {
         acks: Acks,
         now_ms: i64,
     ) -> Result<Appended, PartitionError> {
-        let _leader_epoch = self.check_leader()?;
-        let result = self.log.append(records, now_ms)?;
+        let leader_epoch = self.check_leader()?;
+        let result = self.log.append_as_leader(records, leader_epoch, now_ms)?;
         if !result.duplicate {
             self.refresh_high_watermark();
             self.wake_waiters();

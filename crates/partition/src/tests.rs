@@ -366,3 +366,33 @@ fn acks_and_isolation_from_the_wire() {
     assert_eq!(Isolation::from_wire(1), Isolation::ReadCommitted);
     assert_eq!(Isolation::from_wire(0), Isolation::ReadUncommitted);
 }
+
+/// The leader's epoch, not the client's, is stamped into every appended batch.
+#[test]
+fn appends_carry_the_leader_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path());
+    let epochs = |p: &Partition| -> Vec<i32> {
+        let f = p.read(
+            Offset(0),
+            1 << 20,
+            Isolation::ReadUncommitted,
+            LeaderEpoch::UNKNOWN,
+            true,
+        );
+        let bytes = f.records.unwrap().to_vec().unwrap();
+        fjord_records::batches(&bytes)
+            .map(|b| b.unwrap().0.partition_leader_epoch)
+            .collect()
+    };
+    append(&p, 1, 0, Acks::Leader);
+    let mut r = p.replica_state();
+    r.leader_epoch = LeaderEpoch(3);
+    p.set_replica_state(r);
+    append(&p, 1, 0, Acks::Leader);
+    assert_eq!(epochs(&p), vec![0, 3]);
+    assert_eq!(
+        p.log.leader_epochs(),
+        vec![(LeaderEpoch(0), Offset(0)), (LeaderEpoch(3), Offset(1))]
+    );
+}
