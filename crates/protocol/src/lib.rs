@@ -8,6 +8,14 @@
 //! handlers use the familiar types and responses are encoded with its
 //! `Encodable` ([`encode_response`]).
 //!
+//! The request decoders ([`requests`]) and the KRaft record codecs
+//! ([`metadata_records`]) are generated from Apache Kafka 4.3.1's message
+//! schemas by `cargo xtask codegen` (files named `generated.rs`, never
+//! edited by hand; CI fails when they differ from what the generator
+//! writes). They read through [`Reader`], so every count is checked against
+//! the bytes left before allocating and the decoded-size budget holds;
+//! record encoders write through [`writer`].
+//!
 //! Typical use on one frame (after [`frame_len`] accepted its size prefix):
 //!
 //! ```

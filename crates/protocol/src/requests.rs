@@ -4,7 +4,7 @@
 //! The decoders are generated (`requests/generated.rs`, by `cargo xtask
 //! codegen` from Apache Kafka 4.3.1's request schemas) for every version
 //! kafka-protocol 0.18 knows (`<T as Message>::VERSIONS`, extended by
-//! [`LAYOUT_ALIASES`]), reading with [`Reader`]'s checked primitives: every
+//! `LAYOUT_ALIASES`), reading with [`Reader`]'s checked primitives: every
 //! array count is checked against the bytes left times the element's
 //! minimum encoded size for the version before anything is allocated, and
 //! charged to the decoded-size budget. Fields absent from a version keep the
@@ -14,7 +14,7 @@
 //! accepted wherever kafka-protocol's struct has an `Option`, as
 //! kafka-protocol itself reads it.
 //!
-//! This file holds what is not generated: the [`CheckedDecode`] trait the
+//! This file holds what is not generated: the `CheckedDecode` trait the
 //! decoders implement and the `apis!` macro that the generated file invokes
 //! with one line per request to build [`Request`], [`SUPPORTED_APIS`] and
 //! [`decode_request`]. To decode one more request, add it to `REQUESTS` in
@@ -74,7 +74,7 @@ macro_rules! apis {
 
         /// Every API [`decode_request`] understands, with its version range
         /// (kafka-protocol 0.18's range for the message, extended by
-        /// [`LAYOUT_ALIASES`]).
+        /// `LAYOUT_ALIASES`).
         pub const SUPPORTED_APIS: &[ApiSupport] = &[
             $( ApiSupport {
                 api_key: ApiKey::$key as i16,
@@ -135,7 +135,7 @@ pub(crate) const fn max_version(key: ApiKey, known_max: i16) -> i16 {
 }
 
 /// The version kafka-protocol should encode or decode for `version` of
-/// `key`: an alias of [`LAYOUT_ALIASES`] maps to the newest version it knows
+/// `key`: an alias of `LAYOUT_ALIASES` maps to the newest version it knows
 /// (same bytes); every other version is itself.
 pub(crate) fn same_layout_version(key: ApiKey, known_max: i16, version: i16) -> i16 {
     if version > known_max && version <= max_version(key, known_max) {
