@@ -89,11 +89,17 @@ fn test(root: &Path) -> Result<()> {
             "warnings",
         ]),
     )?;
+    // Two tests run Apache Kafka's own code against Fjord's bytes (its
+    // metadata record serializer, and kafka-dump-log on Fjord's
+    // __cluster_metadata log): they need the Kafka 4.3.1 distribution's jars,
+    // which the e2e setup fetches from Maven Central.
+    run(
+        "install e2e clients and Kafka jars",
+        Command::new("bash").arg(root.join("tests/e2e/setup.sh")),
+    )?;
+    let kafka_libs = kafka_libs_dir()?;
     eprintln!("==> generated code is fresh: cargo xtask codegen --check");
     codegen::codegen(root, &["--check".to_string()])?;
-    // The metadata record test also compiles a small Java program against
-    // these jars and checks Kafka's own bytes against the committed ones.
-    let kafka_libs = codegen::jar::fetch_all()?;
     run(
         "unit and integration tests",
         cargo()
@@ -149,6 +155,23 @@ fn compat(root: &Path, args: &[String]) -> Result<()> {
         .args(args)
         .env("FJORD_BIN", root.join("target/release/fjord"));
     run("compatibility suites", &mut cmd)
+}
+
+/// The Apache Kafka 4.3.1 jars that tests/e2e/setup.sh fetches.
+fn kafka_libs_dir() -> Result<PathBuf> {
+    let cache = match std::env::var("FJORD_E2E_CACHE") {
+        Ok(c) => PathBuf::from(c),
+        Err(_) => PathBuf::from(std::env::var("HOME").context("HOME is not set")?)
+            .join(".cache/fjord-e2e"),
+    };
+    let libs = cache.join("kafka-4.3.1/libs");
+    if !libs.join("kafka-clients-4.3.1.jar").exists() {
+        bail!(
+            "{} has no Kafka jars: tests/e2e/setup.sh did not fetch them",
+            libs.display()
+        );
+    }
+    Ok(libs)
 }
 
 /// The virtualenv python that tests/e2e/setup.sh prepares.

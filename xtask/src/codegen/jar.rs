@@ -1,6 +1,8 @@
 //! Apache Kafka's message schemas, read from the pinned jars on Maven Central.
 //!
-//! A jar is downloaded once (curl) into `~/.cache/fjord-codegen/`, its
+//! A jar is taken from the Kafka distribution that `scripts/kafka.sh fetch`
+//! gets from Maven Central with Maven (the e2e setup's), copied once into
+//! `~/.cache/fjord-codegen/`, its
 //! SHA-256 checked against the pin below (`sha256sum`), and its
 //! `common/message/*.json` or `common/metadata/*.json` entries are read
 //! straight from the zip file: no Kafka file is ever copied into the tree.
@@ -15,8 +17,8 @@ use anyhow::{bail, ensure, Context, Result};
 /// The Kafka release whose schemas the generated code follows.
 pub const KAFKA_VERSION: &str = "4.3.1";
 
-/// A pinned artifact: Maven Central coordinates and the SHA-256 of the jar
-/// (the `.sha256` Maven Central publishes beside it).
+/// A pinned artifact (org.apache.kafka:<artifact>:KAFKA_VERSION) and the
+/// SHA-256 of the jar (the one Maven Central publishes beside it).
 pub struct Jar {
     pub artifact: &'static str,
     pub sha256: &'static str,
@@ -32,28 +34,14 @@ pub const METADATA: Jar = Jar {
     sha256: "4d73a96c6474a4ebdd67a1cee14da1a94cfd6bb9e6e252685ba5667d8ab7f898",
 };
 
-/// `MetadataRecordSerde`'s base class, for the byte-comparison test only.
-pub const SERVER_COMMON: Jar = Jar {
-    artifact: "kafka-server-common",
-    sha256: "d7c719f749579a399011f0df7414de8a78f10f074a6122caa550fdb141351575",
-};
-
 impl Jar {
     fn file_name(&self) -> String {
         format!("{}-{KAFKA_VERSION}.jar", self.artifact)
     }
 
-    fn url(&self) -> String {
-        format!(
-            "https://repo1.maven.org/maven2/org/apache/kafka/{a}/{KAFKA_VERSION}/{f}",
-            a = self.artifact,
-            f = self.file_name()
-        )
-    }
-
     /// The jar in [`cache_dir`], put there first if no copy with the pinned
-    /// hash is there: copied from the e2e setup's Kafka distribution when
-    /// that has it (same artifact, same hash), otherwise downloaded.
+    /// hash is there: copied from the e2e setup's Kafka distribution
+    /// (fetched first if missing).
     pub fn path(&self) -> Result<PathBuf> {
         let dir = cache_dir()?;
         let path = dir.join(self.file_name());
@@ -65,29 +53,26 @@ impl Jar {
         let e2e = home()?
             .join(format!(".cache/fjord-e2e/kafka-{KAFKA_VERSION}/libs"))
             .join(self.file_name());
-        if e2e.exists() {
-            std::fs::copy(&e2e, &partial)?;
-        } else {
-            eprintln!("codegen: downloading {}", self.url());
-            let status = Command::new("curl")
-                .args(["-fsSL", "--retry", "3", "-o"])
-                .arg(&partial)
-                .arg(self.url())
+        if !e2e.exists() {
+            // The Kafka distribution's jars come from Maven Central through
+            // Maven itself (scripts/kafka.sh, as the e2e setup does).
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh");
+            eprintln!("codegen: fetching the Kafka {KAFKA_VERSION} jars (scripts/kafka.sh fetch)");
+            let status = Command::new("bash")
+                .arg(&script)
+                .arg("fetch")
                 .status()
-                .context("cannot run curl")?;
-            ensure!(
-                status.success(),
-                "downloading {} failed ({status})",
-                self.url()
-            );
+                .context("cannot run scripts/kafka.sh")?;
+            ensure!(status.success(), "scripts/kafka.sh fetch failed ({status})");
+            ensure!(e2e.exists(), "{} missing after the fetch", e2e.display());
         }
+        std::fs::copy(&e2e, &partial)?;
         let got = sha256(&partial)?;
         if got != self.sha256 {
             bail!(
-                "{} has SHA-256 {got}, expected the pinned {} ({})",
+                "{} has SHA-256 {got}, expected the pinned {}",
                 partial.display(),
                 self.sha256,
-                self.url()
             );
         }
         std::fs::rename(&partial, &path)?;
@@ -104,15 +89,6 @@ fn home() -> Result<PathBuf> {
 /// `~/.cache/fjord-codegen/kafka-<version>`: the pinned jars.
 pub fn cache_dir() -> Result<PathBuf> {
     Ok(home()?.join(format!(".cache/fjord-codegen/kafka-{KAFKA_VERSION}")))
-}
-
-/// Fetches every pinned jar (the schemas' jars and kafka-server-common,
-/// which the Kafka byte-comparison test needs) and returns their directory.
-pub fn fetch_all() -> Result<PathBuf> {
-    for jar in [&CLIENTS, &METADATA, &SERVER_COMMON] {
-        jar.path()?;
-    }
-    cache_dir()
 }
 
 fn sha256(path: &Path) -> Result<String> {
