@@ -158,3 +158,17 @@ pub const METADATA_SNAPSHOT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 /// Proposals waiting for the metadata thread (back-pressure for admin requests).
 pub const METADATA_PROPOSALS_QUEUED_MAX: usize = 1024;
 const _: () = assert!(METADATA_BATCH_BYTES_MAX <= MESSAGE_BYTES_MAX_CEILING);
+
+// ---- KRaft quorum (`fjord-raft`), Kafka's `controller.quorum.*` defaults ----
+/// `controller.quorum.election.timeout.ms`.
+pub const RAFT_ELECTION_TIMEOUT_MS_DEFAULT: i64 = 1_000;
+/// `controller.quorum.election.backoff.max.ms`.
+pub const RAFT_ELECTION_BACKOFF_MAX_MS_DEFAULT: i64 = 1_000;
+/// `controller.quorum.fetch.timeout.ms`.
+pub const RAFT_FETCH_TIMEOUT_MS_DEFAULT: i64 = 2_000;
+/// `controller.quorum.request.timeout.ms`.
+pub const RAFT_REQUEST_TIMEOUT_MS_DEFAULT: i64 = 2_000;
+/// Pause before a follower fetches again after an empty Fetch response.
+pub const RAFT_FETCH_IDLE_MS_DEFAULT: i64 = 50;
+/// Most log entries in one Fetch response of the quorum.
+pub const RAFT_FETCH_ENTRIES_MAX: usize = 1_024;

@@ -1,0 +1,120 @@
+//! The KRaft RPCs as the core sees them: Fjord-side structs with the fields
+//! and error codes of Kafka's `Vote`, `BeginQuorumEpoch`, `EndQuorumEpoch`
+//! and `Fetch` (on `__cluster_metadata`). A missing leader is `None` here
+//! where Kafka's wire says `-1`. Mapping these to `kafka-protocol`'s messages
+//! is the network layer's job (a later slice of issue 12).
+
+use fjord_model::{ErrorCode, LeaderEpoch, NodeId, Offset};
+
+use crate::log::Entry;
+
+/// A message between two voters. `correlation_id` is the request header's
+/// correlation id: a response echoes its request's, which is how a node
+/// tells an answer to its current request from a late or duplicated one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub correlation_id: u64,
+    pub message: Message,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    VoteRequest(VoteRequest),
+    VoteResponse(VoteResponse),
+    BeginQuorumEpochRequest(BeginQuorumEpochRequest),
+    BeginQuorumEpochResponse(BeginQuorumEpochResponse),
+    EndQuorumEpochRequest(EndQuorumEpochRequest),
+    EndQuorumEpochResponse(EndQuorumEpochResponse),
+    FetchRequest(FetchRequest),
+    FetchResponse(FetchResponse),
+}
+
+/// Vote (also the pre-vote of KIP-996 when `pre_vote`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoteRequest {
+    pub cluster_id: String,
+    pub candidate_id: NodeId,
+    /// The epoch the candidate asks votes for (for a pre-vote: the epoch it
+    /// would stand in, one above its current epoch).
+    pub candidate_epoch: LeaderEpoch,
+    /// Whom the request is for (KIP-853's voter key, without directory id).
+    pub voter_id: NodeId,
+    /// Epoch of the candidate's last log entry.
+    pub last_offset_epoch: LeaderEpoch,
+    /// The candidate's log end offset.
+    pub last_offset: Offset,
+    pub pre_vote: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoteResponse {
+    pub error_code: ErrorCode,
+    /// The voter's current epoch and the leader it knows in it.
+    pub leader_epoch: LeaderEpoch,
+    pub leader_id: Option<NodeId>,
+    pub vote_granted: bool,
+}
+
+/// A new leader tells a voter about its epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BeginQuorumEpochRequest {
+    pub cluster_id: String,
+    pub leader_id: NodeId,
+    pub leader_epoch: LeaderEpoch,
+    pub voter_id: NodeId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BeginQuorumEpochResponse {
+    pub error_code: ErrorCode,
+    pub leader_epoch: LeaderEpoch,
+    pub leader_id: Option<NodeId>,
+}
+
+/// A leader gives its epoch up (check-quorum resignation or shutdown).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndQuorumEpochRequest {
+    pub cluster_id: String,
+    pub leader_id: NodeId,
+    pub leader_epoch: LeaderEpoch,
+    pub preferred_successors: Vec<NodeId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndQuorumEpochResponse {
+    pub error_code: ErrorCode,
+    pub leader_epoch: LeaderEpoch,
+    pub leader_id: Option<NodeId>,
+}
+
+/// A follower's Fetch of the metadata log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchRequest {
+    pub cluster_id: String,
+    pub replica_id: NodeId,
+    pub current_leader_epoch: LeaderEpoch,
+    /// The follower's log end offset, all of it durable on the follower.
+    pub fetch_offset: Offset,
+    /// Epoch of the follower's entry just below `fetch_offset`.
+    pub last_fetched_epoch: LeaderEpoch,
+}
+
+/// KIP-595: where the follower's log stops matching the leader's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DivergingEpoch {
+    pub epoch: LeaderEpoch,
+    pub end_offset: Offset,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchResponse {
+    pub error_code: ErrorCode,
+    pub leader_epoch: LeaderEpoch,
+    pub leader_id: Option<NodeId>,
+    pub high_watermark: Offset,
+    pub diverging_epoch: Option<DivergingEpoch>,
+    /// Entries from `fetch_offset` on (empty with a diverging epoch).
+    pub records: Vec<Entry>,
+}

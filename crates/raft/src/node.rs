@@ -1,0 +1,1579 @@
+//! One voter of a KRaft quorum as a deterministic state machine.
+//!
+//! [`Node::step`] takes the time and one [`Input`] and pushes [`Output`]s;
+//! the caller performs them **in order**: a [`Output::PersistState`] must be
+//! durable before any later output (a vote or an epoch change goes to disk
+//! before the messages that depend on it), appends and truncations change
+//! the log before the next step, and a [`Output::Flush`] is answered later
+//! by [`Input::Flushed`]. No clock, RNG or I/O lives in here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fjord_model::{ErrorCode, LeaderEpoch, NodeId, Offset};
+
+use crate::log::{Entry, EntryData, LogMeta, LogReader};
+use crate::messages::*;
+use crate::rng::Rng;
+
+/// Bugs that can be switched on to show that the simulator finds them.
+/// Never set outside tests.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PlantedBug {
+    #[default]
+    None,
+    /// A follower fetches (and so reports its fetch offset) before its
+    /// appended entries are durable.
+    FetchBeforeDurable,
+    /// A vote is granted without checking that the candidate's log is at
+    /// least as up to date as the voter's.
+    VoteWithoutLogCheck,
+}
+
+/// Settings of one voter (Kafka's `controller.quorum.*`).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_id: NodeId,
+    /// `controller.quorum.voters`: the static voter set, this node included.
+    pub voters: Vec<NodeId>,
+    pub cluster_id: String,
+    /// `controller.quorum.election.timeout.ms`: the base; each timeout is
+    /// drawn from `[base, 2 * base]`.
+    pub election_timeout_ms: i64,
+    /// `controller.quorum.election.backoff.max.ms`.
+    pub election_backoff_max_ms: i64,
+    /// `controller.quorum.fetch.timeout.ms`: a follower that hears nothing
+    /// from its leader this long starts an election; a leader that is not
+    /// fetched from by a majority for 1.5 times this resigns.
+    pub fetch_timeout_ms: i64,
+    /// `controller.quorum.request.timeout.ms`: an unanswered request is resent.
+    pub request_timeout_ms: i64,
+    /// Pause before fetching again after an empty Fetch response (Kafka's
+    /// leader holds the Fetch instead: long polling).
+    pub fetch_idle_ms: i64,
+    /// Most entries in one Fetch response.
+    pub fetch_entries_max: usize,
+    /// Seed of this node's randomized timeouts.
+    pub seed: u64,
+    #[doc(hidden)]
+    pub planted_bug: PlantedBug,
+}
+
+impl Config {
+    /// Kafka's default timeouts.
+    pub fn new(node_id: NodeId, voters: Vec<NodeId>, cluster_id: String, seed: u64) -> Config {
+        use fjord_model::limits::*;
+        Config {
+            node_id,
+            voters,
+            cluster_id,
+            election_timeout_ms: RAFT_ELECTION_TIMEOUT_MS_DEFAULT,
+            election_backoff_max_ms: RAFT_ELECTION_BACKOFF_MAX_MS_DEFAULT,
+            fetch_timeout_ms: RAFT_FETCH_TIMEOUT_MS_DEFAULT,
+            request_timeout_ms: RAFT_REQUEST_TIMEOUT_MS_DEFAULT,
+            fetch_idle_ms: RAFT_FETCH_IDLE_MS_DEFAULT,
+            fetch_entries_max: RAFT_FETCH_ENTRIES_MAX,
+            seed,
+            planted_bug: PlantedBug::None,
+        }
+    }
+}
+
+/// What a voter keeps on disk (Kafka's `quorum-state` file).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PersistedState {
+    pub epoch: LeaderEpoch,
+    pub leader_id: Option<NodeId>,
+    pub voted_id: Option<NodeId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Time passed; timers are checked.
+    Tick,
+    Receive(Envelope),
+    /// A client proposal (leader only).
+    Propose(Vec<u8>),
+    /// A flush completed: the log is durable below `end_offset`.
+    Flushed {
+        end_offset: Offset,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Make this durable before performing any later output.
+    PersistState(PersistedState),
+    Send(Envelope),
+    AppendAsLeader(Entry),
+    AppendAsFollower(Vec<Entry>),
+    TruncateTo(Offset),
+    /// Start a flush of everything appended so far; answer with `Flushed`.
+    Flush,
+    /// The high watermark advanced: entries below it are committed.
+    Committed {
+        high_watermark: Offset,
+    },
+    Proposed {
+        offset: Offset,
+        epoch: LeaderEpoch,
+    },
+    ProposalRejected {
+        leader_id: Option<NodeId>,
+        epoch: LeaderEpoch,
+    },
+}
+
+/// The role of a node, without its details.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleKind {
+    Unattached,
+    Prospective,
+    Candidate,
+    Leader,
+    Follower,
+    Resigned,
+}
+
+#[derive(Clone, Debug)]
+struct Replica {
+    /// Durable end offset the voter reported in its last valid Fetch.
+    end: Offset,
+    last_fetch_ms: i64,
+    fetched_in_epoch: bool,
+    begin_resend_at_ms: i64,
+}
+
+#[derive(Clone, Debug)]
+struct LeaderState {
+    epoch_start: Offset,
+    replicas: BTreeMap<NodeId, Replica>,
+}
+
+#[derive(Clone, Debug)]
+struct Election {
+    deadline_ms: i64,
+    round: u64,
+    granted: BTreeSet<NodeId>,
+    rejected: BTreeSet<NodeId>,
+}
+
+#[derive(Clone, Debug)]
+enum Role {
+    Unattached {
+        deadline_ms: i64,
+    },
+    Prospective(Election),
+    Candidate(Election),
+    Leader(LeaderState),
+    Follower {
+        fetch_deadline_ms: i64,
+        in_flight: Option<(u64, i64)>,
+        next_fetch_ms: i64,
+        leader_resigned: bool,
+    },
+    Resigned {
+        deadline_ms: i64,
+    },
+}
+
+/// One voter.
+pub struct Node {
+    cfg: Config,
+    rng: Rng,
+    now_ms: i64,
+    epoch: LeaderEpoch,
+    leader_id: Option<NodeId>,
+    voted_id: Option<NodeId>,
+    role: Role,
+    log: LogMeta,
+    high_watermark: Offset,
+    next_correlation_id: u64,
+    /// Last time the leader of this epoch was heard from (a Fetch answered,
+    /// BeginQuorumEpoch); none after a restart or an epoch change.
+    leader_contact_ms: Option<i64>,
+    refused_truncations: u64,
+}
+
+impl Node {
+    /// A voter starting (or restarting) from its durable quorum state and
+    /// log. The high watermark starts at 0 and is learned again.
+    pub fn new(cfg: Config, state: PersistedState, log: LogMeta, now_ms: i64) -> Node {
+        assert!(
+            cfg.voters.contains(&cfg.node_id),
+            "a node of the quorum is one of its voters"
+        );
+        let mut node = Node {
+            rng: Rng::new(cfg.seed),
+            cfg,
+            now_ms,
+            epoch: state.epoch,
+            leader_id: state.leader_id,
+            voted_id: state.voted_id,
+            role: Role::Unattached {
+                deadline_ms: now_ms,
+            },
+            log,
+            high_watermark: Offset(0),
+            next_correlation_id: 1,
+            leader_contact_ms: None,
+            refused_truncations: 0,
+        };
+        let deadline_ms = now_ms + node.election_timeout();
+        node.role = match state.leader_id {
+            // We led this epoch but lost the leader's in-memory state.
+            Some(l) if l == node.cfg.node_id => Role::Resigned { deadline_ms },
+            Some(_) => node.follower_role(),
+            None => Role::Unattached { deadline_ms },
+        };
+        node
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.cfg.node_id
+    }
+    pub fn epoch(&self) -> LeaderEpoch {
+        self.epoch
+    }
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.leader_id
+    }
+    pub fn voted_id(&self) -> Option<NodeId> {
+        self.voted_id
+    }
+    pub fn high_watermark(&self) -> Offset {
+        self.high_watermark
+    }
+    /// Diverging-epoch answers refused because they would truncate below
+    /// the high watermark or to a negative offset (0 in a correct quorum).
+    pub fn refused_truncations(&self) -> u64 {
+        self.refused_truncations
+    }
+    pub fn log(&self) -> &LogMeta {
+        &self.log
+    }
+    pub fn role(&self) -> RoleKind {
+        match self.role {
+            Role::Unattached { .. } => RoleKind::Unattached,
+            Role::Prospective(_) => RoleKind::Prospective,
+            Role::Candidate(_) => RoleKind::Candidate,
+            Role::Leader(_) => RoleKind::Leader,
+            Role::Follower { .. } => RoleKind::Follower,
+            Role::Resigned { .. } => RoleKind::Resigned,
+        }
+    }
+
+    /// Handles one input at local time `now_ms` (never decreasing).
+    pub fn step(&mut self, now_ms: i64, input: Input, log: &dyn LogReader, out: &mut Vec<Output>) {
+        assert!(now_ms >= self.now_ms, "time never goes back");
+        self.now_ms = now_ms;
+        match input {
+            Input::Tick => self.tick(out),
+            Input::Receive(env) => {
+                if env.to == self.cfg.node_id {
+                    self.receive(env, log, out)
+                }
+            }
+            Input::Propose(payload) => self.propose(payload, out),
+            Input::Flushed { end_offset } => {
+                self.log.flushed(end_offset);
+                if let Role::Leader(_) = self.role {
+                    self.leader_update_high_watermark(out);
+                }
+                self.maybe_fetch(out);
+            }
+        }
+    }
+
+    // ---- helpers ----
+
+    fn majority(&self) -> usize {
+        self.cfg.voters.len() / 2 + 1
+    }
+
+    fn election_timeout(&mut self) -> i64 {
+        let base = self.cfg.election_timeout_ms;
+        self.rng.range_i64(base, 2 * base)
+    }
+
+    fn backoff(&mut self) -> i64 {
+        let max = self.cfg.election_backoff_max_ms;
+        self.rng.range_i64(0, max)
+    }
+
+    fn follower_role(&self) -> Role {
+        Role::Follower {
+            fetch_deadline_ms: self.now_ms + self.cfg.fetch_timeout_ms,
+            in_flight: None,
+            next_fetch_ms: self.now_ms,
+            leader_resigned: false,
+        }
+    }
+
+    fn persist(&self, out: &mut Vec<Output>) {
+        out.push(Output::PersistState(PersistedState {
+            epoch: self.epoch,
+            leader_id: self.leader_id,
+            voted_id: self.voted_id,
+        }));
+    }
+
+    fn send(&mut self, to: NodeId, message: Message, out: &mut Vec<Output>) -> u64 {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        out.push(Output::Send(Envelope {
+            from: self.cfg.node_id,
+            to,
+            correlation_id,
+            message,
+        }));
+        correlation_id
+    }
+
+    fn reply(&self, req: &Envelope, message: Message, out: &mut Vec<Output>) {
+        out.push(Output::Send(Envelope {
+            from: self.cfg.node_id,
+            to: req.from,
+            correlation_id: req.correlation_id,
+            message,
+        }));
+    }
+
+    fn others(&self) -> Vec<NodeId> {
+        let me = self.cfg.node_id;
+        self.cfg
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| *v != me)
+            .collect()
+    }
+
+    // ---- transitions ----
+
+    fn set_epoch(
+        &mut self,
+        epoch: LeaderEpoch,
+        leader_id: Option<NodeId>,
+        voted_id: Option<NodeId>,
+    ) {
+        assert!(epoch >= self.epoch, "the epoch never goes back");
+        if epoch == self.epoch {
+            // Election safety, where it is relied on: one leader per epoch.
+            assert!(
+                self.leader_id.is_none() || self.leader_id == leader_id,
+                "a second leader for epoch {epoch}"
+            );
+        }
+        if epoch != self.epoch || leader_id != self.leader_id {
+            self.leader_contact_ms = None;
+        }
+        self.epoch = epoch;
+        self.leader_id = leader_id;
+        self.voted_id = voted_id;
+    }
+
+    fn become_unattached(&mut self, epoch: LeaderEpoch, out: &mut Vec<Output>) {
+        assert!(epoch > self.epoch);
+        self.set_epoch(epoch, None, None);
+        self.persist(out);
+        let deadline_ms = self.now_ms + self.election_timeout();
+        self.role = Role::Unattached { deadline_ms };
+    }
+
+    fn become_follower(&mut self, epoch: LeaderEpoch, leader: NodeId, out: &mut Vec<Output>) {
+        assert!(leader != self.cfg.node_id);
+        let voted = if epoch == self.epoch {
+            self.voted_id
+        } else {
+            None
+        };
+        self.set_epoch(epoch, Some(leader), voted);
+        self.persist(out);
+        self.role = self.follower_role();
+        self.maybe_fetch(out);
+    }
+
+    fn become_prospective(&mut self, out: &mut Vec<Output>) {
+        let deadline_ms = self.now_ms + self.election_timeout();
+        let round = self.next_correlation_id;
+        let mut granted = BTreeSet::new();
+        granted.insert(self.cfg.node_id);
+        self.role = Role::Prospective(Election {
+            deadline_ms,
+            round,
+            granted,
+            rejected: BTreeSet::new(),
+        });
+        self.request_votes(true, out);
+        self.count_votes(out);
+    }
+
+    fn become_candidate(&mut self, out: &mut Vec<Output>) {
+        let me = self.cfg.node_id;
+        self.set_epoch(LeaderEpoch(self.epoch.0 + 1), None, Some(me));
+        self.persist(out);
+        let deadline_ms = self.now_ms + self.election_timeout();
+        let mut granted = BTreeSet::new();
+        granted.insert(me);
+        self.role = Role::Candidate(Election {
+            deadline_ms,
+            round: self.next_correlation_id,
+            granted,
+            rejected: BTreeSet::new(),
+        });
+        self.request_votes(false, out);
+        self.count_votes(out);
+    }
+
+    fn become_leader(&mut self, out: &mut Vec<Output>) {
+        let me = self.cfg.node_id;
+        assert_eq!(self.voted_id, Some(me), "a leader voted for itself");
+        self.set_epoch(self.epoch, Some(me), Some(me));
+        self.persist(out);
+        let epoch_start = self.log.end();
+        let now = self.now_ms;
+        let replicas = self
+            .others()
+            .into_iter()
+            .map(|v| {
+                let r = Replica {
+                    end: Offset(0),
+                    last_fetch_ms: now,
+                    fetched_in_epoch: false,
+                    begin_resend_at_ms: now + self.cfg.request_timeout_ms,
+                };
+                (v, r)
+            })
+            .collect();
+        self.role = Role::Leader(LeaderState {
+            epoch_start,
+            replicas,
+        });
+        // The epoch starts with a control entry; nothing from older epochs is
+        // committed before it is.
+        let entry = Entry {
+            offset: epoch_start,
+            epoch: self.epoch,
+            data: EntryData::LeaderChange {
+                leader_id: me,
+                voters: self.cfg.voters.clone(),
+            },
+        };
+        self.log.append(entry.offset, entry.epoch);
+        out.push(Output::AppendAsLeader(entry));
+        out.push(Output::Flush);
+        for v in self.others() {
+            let msg = Message::BeginQuorumEpochRequest(BeginQuorumEpochRequest {
+                cluster_id: self.cfg.cluster_id.clone(),
+                leader_id: me,
+                leader_epoch: self.epoch,
+                voter_id: v,
+            });
+            self.send(v, msg, out);
+        }
+        self.leader_update_high_watermark(out);
+    }
+
+    fn resign(&mut self, out: &mut Vec<Output>) {
+        let deadline_ms = self.now_ms + self.election_timeout();
+        self.role = Role::Resigned { deadline_ms };
+        let others = self.others();
+        for v in others.iter().copied() {
+            let msg = Message::EndQuorumEpochRequest(EndQuorumEpochRequest {
+                cluster_id: self.cfg.cluster_id.clone(),
+                leader_id: self.cfg.node_id,
+                leader_epoch: self.epoch,
+                preferred_successors: others.clone(),
+            });
+            self.send(v, msg, out);
+        }
+    }
+
+    /// After a failed pre-vote: back to following the known leader, or wait.
+    fn fall_back(&mut self) {
+        self.role = match self.leader_id {
+            Some(l) if l != self.cfg.node_id => self.follower_role(),
+            _ => {
+                let deadline_ms = self.now_ms + self.election_timeout() + self.backoff();
+                Role::Unattached { deadline_ms }
+            }
+        };
+    }
+
+    /// A message carried `epoch` and maybe its leader: move to it if newer,
+    /// or learn the leader of our epoch. True if the role changed.
+    fn observe(
+        &mut self,
+        epoch: LeaderEpoch,
+        leader: Option<NodeId>,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let me = self.cfg.node_id;
+        if epoch > self.epoch {
+            match leader {
+                Some(l) if l != me => self.become_follower(epoch, l, out),
+                _ => self.become_unattached(epoch, out),
+            }
+            return true;
+        }
+        if epoch == self.epoch && self.leader_id.is_none() {
+            if let Some(l) = leader {
+                if l != me {
+                    self.become_follower(epoch, l, out);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    // ---- timers ----
+
+    fn tick(&mut self, out: &mut Vec<Output>) {
+        let now = self.now_ms;
+        let request_timeout_ms = self.cfg.request_timeout_ms;
+        let start_election = match &mut self.role {
+            Role::Unattached { deadline_ms } | Role::Resigned { deadline_ms } => {
+                now >= *deadline_ms
+            }
+            Role::Prospective(e) | Role::Candidate(e) => now >= e.deadline_ms,
+            Role::Follower {
+                fetch_deadline_ms,
+                in_flight,
+                ..
+            } => {
+                if in_flight.is_some_and(|(_, sent)| now - sent >= request_timeout_ms) {
+                    *in_flight = None;
+                }
+                now >= *fetch_deadline_ms
+            }
+            Role::Leader(_) => {
+                self.leader_tick(out);
+                return;
+            }
+        };
+        if start_election {
+            self.become_prospective(out);
+        } else {
+            self.maybe_fetch(out);
+        }
+    }
+
+    fn leader_tick(&mut self, out: &mut Vec<Output>) {
+        let now = self.now_ms;
+        let check_quorum_ms = self.cfg.fetch_timeout_ms * 3 / 2;
+        let majority = self.majority();
+        let Role::Leader(state) = &mut self.role else {
+            return;
+        };
+        let recent = 1 + state
+            .replicas
+            .values()
+            .filter(|r| now - r.last_fetch_ms < check_quorum_ms)
+            .count();
+        if recent < majority {
+            self.resign(out);
+            return;
+        }
+        let mut resend = Vec::new();
+        for (id, r) in state.replicas.iter_mut() {
+            if !r.fetched_in_epoch && now >= r.begin_resend_at_ms {
+                r.begin_resend_at_ms = now + self.cfg.request_timeout_ms;
+                resend.push(*id);
+            }
+        }
+        for v in resend {
+            let msg = Message::BeginQuorumEpochRequest(BeginQuorumEpochRequest {
+                cluster_id: self.cfg.cluster_id.clone(),
+                leader_id: self.cfg.node_id,
+                leader_epoch: self.epoch,
+                voter_id: v,
+            });
+            self.send(v, msg, out);
+        }
+    }
+
+    // ---- elections ----
+
+    fn request_votes(&mut self, pre_vote: bool, out: &mut Vec<Output>) {
+        let candidate_epoch = if pre_vote {
+            LeaderEpoch(self.epoch.0 + 1)
+        } else {
+            self.epoch
+        };
+        for v in self.others() {
+            let msg = Message::VoteRequest(VoteRequest {
+                cluster_id: self.cfg.cluster_id.clone(),
+                candidate_id: self.cfg.node_id,
+                candidate_epoch,
+                voter_id: v,
+                last_offset_epoch: self.log.last_epoch(),
+                last_offset: self.log.end(),
+                pre_vote,
+            });
+            self.send(v, msg, out);
+        }
+    }
+
+    fn count_votes(&mut self, out: &mut Vec<Output>) {
+        let majority = self.majority();
+        let n = self.cfg.voters.len();
+        match &self.role {
+            Role::Prospective(e) => {
+                if e.granted.len() >= majority {
+                    self.become_candidate(out);
+                } else if e.rejected.len() > n - majority {
+                    self.fall_back();
+                }
+            }
+            Role::Candidate(e) if e.granted.len() >= majority => self.become_leader(out),
+            _ => {}
+        }
+    }
+
+    fn handle_vote_request(&mut self, env: &Envelope, req: &VoteRequest, out: &mut Vec<Output>) {
+        let deny = |node: &Node, code: ErrorCode| {
+            Message::VoteResponse(VoteResponse {
+                error_code: code,
+                leader_epoch: node.epoch,
+                leader_id: node.leader_id,
+                vote_granted: false,
+            })
+        };
+        if req.cluster_id != self.cfg.cluster_id {
+            return self.reply(env, deny(self, ErrorCode::INCONSISTENT_CLUSTER_ID), out);
+        }
+        if !self.cfg.voters.contains(&req.candidate_id)
+            || req.candidate_id != env.from
+            || req.voter_id != self.cfg.node_id
+        {
+            return self.reply(env, deny(self, ErrorCode::INCONSISTENT_VOTER_SET), out);
+        }
+        if req.candidate_epoch < self.epoch {
+            return self.reply(env, deny(self, ErrorCode::FENCED_LEADER_EPOCH), out);
+        }
+        if !req.pre_vote && req.candidate_epoch > self.epoch {
+            self.become_unattached(req.candidate_epoch, out);
+        }
+        let log_ok = self.cfg.planted_bug == PlantedBug::VoteWithoutLogCheck
+            || (req.last_offset_epoch, req.last_offset) >= (self.log.last_epoch(), self.log.end());
+        let now = self.now_ms;
+        let granted = if req.pre_vote {
+            // KIP-996: no state change; refuse while a leader is heard from.
+            let heard = self
+                .leader_contact_ms
+                .is_some_and(|t| now - t < self.cfg.fetch_timeout_ms);
+            let leader_alive = match &self.role {
+                Role::Leader(_) => true,
+                Role::Follower {
+                    leader_resigned, ..
+                } => !*leader_resigned && heard,
+                _ => false,
+            };
+            let epoch_ok = req.candidate_epoch > self.epoch
+                || (self.leader_id.is_none()
+                    && (self.voted_id.is_none() || self.voted_id == Some(req.candidate_id)));
+            log_ok && !leader_alive && epoch_ok
+        } else {
+            assert_eq!(req.candidate_epoch, self.epoch);
+            log_ok
+                && self.leader_id.is_none()
+                && (self.voted_id.is_none() || self.voted_id == Some(req.candidate_id))
+        };
+        if granted && !req.pre_vote && self.voted_id.is_none() {
+            self.voted_id = Some(req.candidate_id);
+            self.persist(out);
+            let deadline_ms = self.now_ms + self.election_timeout();
+            self.role = Role::Unattached { deadline_ms };
+        }
+        let msg = Message::VoteResponse(VoteResponse {
+            error_code: ErrorCode::NONE,
+            leader_epoch: self.epoch,
+            leader_id: self.leader_id,
+            vote_granted: granted,
+        });
+        self.reply(env, msg, out);
+    }
+
+    fn handle_vote_response(&mut self, env: &Envelope, resp: &VoteResponse, out: &mut Vec<Output>) {
+        if self.observe(resp.leader_epoch, resp.leader_id, out)
+            || resp.error_code != ErrorCode::NONE
+        {
+            return;
+        }
+        let epoch = self.epoch;
+        let (e, needs_epoch) = match &mut self.role {
+            Role::Prospective(e) => (e, resp.leader_epoch <= epoch),
+            Role::Candidate(e) => (e, resp.leader_epoch == epoch),
+            _ => return,
+        };
+        if !needs_epoch || env.correlation_id < e.round || !self.cfg.voters.contains(&env.from) {
+            return;
+        }
+        if resp.vote_granted {
+            e.granted.insert(env.from);
+        } else {
+            e.rejected.insert(env.from);
+        }
+        self.count_votes(out);
+    }
+
+    // ---- begin / end quorum epoch ----
+
+    fn handle_begin_epoch(
+        &mut self,
+        env: &Envelope,
+        req: &BeginQuorumEpochRequest,
+        out: &mut Vec<Output>,
+    ) {
+        let code = if req.cluster_id != self.cfg.cluster_id {
+            ErrorCode::INCONSISTENT_CLUSTER_ID
+        } else if !self.cfg.voters.contains(&req.leader_id) || req.leader_id != env.from {
+            ErrorCode::INCONSISTENT_VOTER_SET
+        } else if req.leader_epoch < self.epoch {
+            ErrorCode::FENCED_LEADER_EPOCH
+        } else if req.leader_epoch == self.epoch
+            && self.leader_id.is_some_and(|l| l != req.leader_id)
+        {
+            // Cannot happen with one leader per epoch; refuse, change nothing.
+            ErrorCode::INCONSISTENT_VOTER_SET
+        } else {
+            if self.leader_id != Some(req.leader_id) || req.leader_epoch > self.epoch {
+                self.become_follower(req.leader_epoch, req.leader_id, out);
+            }
+            self.leader_contact_ms = Some(self.now_ms);
+            ErrorCode::NONE
+        };
+        let msg = Message::BeginQuorumEpochResponse(BeginQuorumEpochResponse {
+            error_code: code,
+            leader_epoch: self.epoch,
+            leader_id: self.leader_id,
+        });
+        self.reply(env, msg, out);
+    }
+
+    fn handle_end_epoch(
+        &mut self,
+        env: &Envelope,
+        req: &EndQuorumEpochRequest,
+        out: &mut Vec<Output>,
+    ) {
+        let code = if req.cluster_id != self.cfg.cluster_id {
+            ErrorCode::INCONSISTENT_CLUSTER_ID
+        } else if !self.cfg.voters.contains(&req.leader_id) || req.leader_id != env.from {
+            ErrorCode::INCONSISTENT_VOTER_SET
+        } else if req.leader_epoch < self.epoch {
+            ErrorCode::FENCED_LEADER_EPOCH
+        } else {
+            if req.leader_epoch > self.epoch {
+                self.become_unattached(req.leader_epoch, out);
+            } else if self.leader_id == Some(req.leader_id) {
+                let soon = self.now_ms + self.backoff();
+                if let Role::Follower {
+                    fetch_deadline_ms,
+                    leader_resigned,
+                    ..
+                } = &mut self.role
+                {
+                    *leader_resigned = true;
+                    *fetch_deadline_ms = soon.min(*fetch_deadline_ms);
+                }
+            }
+            ErrorCode::NONE
+        };
+        let msg = Message::EndQuorumEpochResponse(EndQuorumEpochResponse {
+            error_code: code,
+            leader_epoch: self.epoch,
+            leader_id: self.leader_id,
+        });
+        self.reply(env, msg, out);
+    }
+
+    // ---- fetch ----
+
+    fn maybe_fetch(&mut self, out: &mut Vec<Output>) {
+        let now = self.now_ms;
+        let durable = self.log.durable_end() == self.log.end()
+            || self.cfg.planted_bug == PlantedBug::FetchBeforeDurable;
+        let Some(leader) = self.leader_id else {
+            return;
+        };
+        match &self.role {
+            Role::Follower {
+                in_flight: None,
+                next_fetch_ms,
+                ..
+            } if *next_fetch_ms <= now && durable => {}
+            _ => return,
+        }
+        // Only durable data is reported: fetch_offset is the durable end.
+        let msg = Message::FetchRequest(FetchRequest {
+            cluster_id: self.cfg.cluster_id.clone(),
+            replica_id: self.cfg.node_id,
+            current_leader_epoch: self.epoch,
+            fetch_offset: self.log.end(),
+            last_fetched_epoch: self.log.last_epoch(),
+        });
+        let id = self.send(leader, msg, out);
+        if let Role::Follower { in_flight, .. } = &mut self.role {
+            *in_flight = Some((id, now));
+        }
+    }
+
+    fn handle_fetch_request(
+        &mut self,
+        env: &Envelope,
+        req: &FetchRequest,
+        log: &dyn LogReader,
+        out: &mut Vec<Output>,
+    ) {
+        let mut resp = FetchResponse {
+            error_code: ErrorCode::NONE,
+            leader_epoch: self.epoch,
+            leader_id: self.leader_id,
+            high_watermark: self.high_watermark,
+            diverging_epoch: None,
+            records: Vec::new(),
+        };
+        let is_leader = matches!(self.role, Role::Leader(_));
+        resp.error_code = if req.cluster_id != self.cfg.cluster_id {
+            ErrorCode::INCONSISTENT_CLUSTER_ID
+        } else if req.replica_id != env.from || req.fetch_offset.0 < 0 {
+            ErrorCode::INVALID_REQUEST
+        } else if req.current_leader_epoch < self.epoch {
+            ErrorCode::FENCED_LEADER_EPOCH
+        } else if req.current_leader_epoch > self.epoch {
+            ErrorCode::UNKNOWN_LEADER_EPOCH
+        } else if !is_leader {
+            ErrorCode::NOT_LEADER_OR_FOLLOWER
+        } else {
+            ErrorCode::NONE
+        };
+        if resp.error_code != ErrorCode::NONE {
+            return self.reply(env, Message::FetchResponse(resp), out);
+        }
+        // KIP-595: does the follower's log match ours up to fetch_offset?
+        if req.fetch_offset.0 > 0 {
+            let (epoch, end) = self.log.end_offset_for_epoch(req.last_fetched_epoch);
+            if epoch != req.last_fetched_epoch || end < req.fetch_offset {
+                resp.diverging_epoch = Some(DivergingEpoch {
+                    epoch,
+                    end_offset: end,
+                });
+                return self.reply(env, Message::FetchResponse(resp), out);
+            }
+        }
+        let now = self.now_ms;
+        if let Role::Leader(state) = &mut self.role {
+            if let Some(r) = state.replicas.get_mut(&req.replica_id) {
+                r.end = r.end.max(req.fetch_offset);
+                r.last_fetch_ms = now;
+                r.fetched_in_epoch = true;
+            }
+        }
+        self.leader_update_high_watermark(out);
+        assert!(
+            self.high_watermark <= self.log.end(),
+            "the high watermark is within the log"
+        );
+        resp.high_watermark = self.high_watermark;
+        resp.records = log.read(req.fetch_offset, self.cfg.fetch_entries_max);
+        self.reply(env, Message::FetchResponse(resp), out);
+    }
+
+    fn handle_fetch_response(
+        &mut self,
+        env: &Envelope,
+        resp: &FetchResponse,
+        out: &mut Vec<Output>,
+    ) {
+        let current = matches!(self.role, Role::Follower { in_flight: Some((id, _)), .. }
+            if id == env.correlation_id);
+        if !current {
+            self.observe(resp.leader_epoch, resp.leader_id, out);
+            return;
+        }
+        let now = self.now_ms;
+        if let Role::Follower { in_flight, .. } = &mut self.role {
+            *in_flight = None;
+        }
+        if resp.error_code != ErrorCode::NONE
+            || resp.leader_epoch != self.epoch
+            || self.leader_id != Some(env.from)
+        {
+            if !self.observe(resp.leader_epoch, resp.leader_id, out) {
+                if let Role::Follower {
+                    next_fetch_ms,
+                    leader_resigned,
+                    ..
+                } = &mut self.role
+                {
+                    *next_fetch_ms = now + self.cfg.fetch_idle_ms;
+                    // Our leader says it does not lead (it resigned or restarted).
+                    if resp.error_code == ErrorCode::NOT_LEADER_OR_FOLLOWER
+                        && resp.leader_epoch == self.epoch
+                    {
+                        *leader_resigned = true;
+                    }
+                }
+            }
+            return;
+        }
+        self.leader_contact_ms = Some(now);
+        let fetch_timeout = self.cfg.fetch_timeout_ms;
+        let idle = self.cfg.fetch_idle_ms;
+        let mut got_entries = false;
+        if let Some(div) = resp.diverging_epoch {
+            let (_, local_end) = self.log.end_offset_for_epoch(div.epoch);
+            let to = local_end.min(div.end_offset).min(self.log.end());
+            // Committed entries are never truncated: a leader asking for it
+            // is refused (and counted; the simulator checks the count is 0).
+            if to < self.high_watermark || to.0 < 0 {
+                self.refused_truncations += 1;
+                return;
+            }
+            if to < self.log.end() {
+                self.log.truncate_to(to);
+                out.push(Output::TruncateTo(to));
+                if self.log.durable_end() < self.log.end() {
+                    out.push(Output::Flush);
+                }
+            }
+            got_entries = true;
+        } else if !resp.records.is_empty() {
+            // Entries must continue our log, in order, within the leader's epoch.
+            let mut expect = self.log.end();
+            let mut last_epoch = self.log.last_epoch();
+            let valid = resp.records.iter().all(|e| {
+                let ok =
+                    e.offset == expect && e.epoch >= last_epoch && e.epoch <= resp.leader_epoch;
+                expect = expect.next();
+                last_epoch = e.epoch;
+                ok
+            });
+            if valid {
+                for e in &resp.records {
+                    self.log.append(e.offset, e.epoch);
+                }
+                out.push(Output::AppendAsFollower(resp.records.clone()));
+                out.push(Output::Flush);
+                got_entries = true;
+            }
+        }
+        if resp.diverging_epoch.is_none() {
+            let hw = resp.high_watermark.min(self.log.end());
+            if hw > self.high_watermark {
+                self.high_watermark = hw;
+                out.push(Output::Committed { high_watermark: hw });
+            }
+        }
+        if let Role::Follower {
+            fetch_deadline_ms,
+            next_fetch_ms,
+            leader_resigned,
+            ..
+        } = &mut self.role
+        {
+            *fetch_deadline_ms = now + fetch_timeout;
+            *leader_resigned = false;
+            *next_fetch_ms = if got_entries { now } else { now + idle };
+        }
+        self.maybe_fetch(out);
+    }
+
+    fn leader_update_high_watermark(&mut self, out: &mut Vec<Output>) {
+        let me = self.cfg.node_id;
+        let majority = self.majority();
+        let Role::Leader(state) = &self.role else {
+            return;
+        };
+        let mut ends: Vec<Offset> = self
+            .cfg
+            .voters
+            .iter()
+            .map(|v| {
+                if *v == me {
+                    self.log.durable_end()
+                } else {
+                    state.replicas.get(v).map_or(Offset(0), |r| r.end)
+                }
+            })
+            .collect();
+        ends.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = ends[majority - 1];
+        // Nothing is committed until the entry starting our epoch is.
+        if candidate > state.epoch_start && candidate > self.high_watermark {
+            assert!(candidate <= self.log.end());
+            self.high_watermark = candidate;
+            out.push(Output::Committed {
+                high_watermark: candidate,
+            });
+        }
+    }
+
+    // ---- proposals and dispatch ----
+
+    fn propose(&mut self, payload: Vec<u8>, out: &mut Vec<Output>) {
+        if !matches!(self.role, Role::Leader(_)) {
+            out.push(Output::ProposalRejected {
+                leader_id: self.leader_id,
+                epoch: self.epoch,
+            });
+            return;
+        }
+        let entry = Entry {
+            offset: self.log.end(),
+            epoch: self.epoch,
+            data: EntryData::Data(payload),
+        };
+        self.log.append(entry.offset, entry.epoch);
+        out.push(Output::Proposed {
+            offset: entry.offset,
+            epoch: entry.epoch,
+        });
+        out.push(Output::AppendAsLeader(entry));
+        out.push(Output::Flush);
+    }
+
+    fn receive(&mut self, env: Envelope, log: &dyn LogReader, out: &mut Vec<Output>) {
+        if !self.cfg.voters.contains(&env.from) && !matches!(env.message, Message::FetchRequest(_))
+        {
+            // Only Fetch is served to non-voters (observers); anything else
+            // from an unknown node changes nothing.
+            if let Message::VoteRequest(_) = env.message {
+                let msg = Message::VoteResponse(VoteResponse {
+                    error_code: ErrorCode::INCONSISTENT_VOTER_SET,
+                    leader_epoch: self.epoch,
+                    leader_id: self.leader_id,
+                    vote_granted: false,
+                });
+                self.reply(&env, msg, out);
+            }
+            return;
+        }
+        match &env.message {
+            Message::VoteRequest(r) => self.handle_vote_request(&env, r, out),
+            Message::VoteResponse(r) => self.handle_vote_response(&env, r, out),
+            Message::BeginQuorumEpochRequest(r) => self.handle_begin_epoch(&env, r, out),
+            Message::BeginQuorumEpochResponse(r) => {
+                if r.error_code == ErrorCode::FENCED_LEADER_EPOCH {
+                    self.observe(r.leader_epoch, r.leader_id, out);
+                }
+            }
+            Message::EndQuorumEpochRequest(r) => self.handle_end_epoch(&env, r, out),
+            Message::EndQuorumEpochResponse(r) => {
+                self.observe(r.leader_epoch, r.leader_id, out);
+            }
+            Message::FetchRequest(r) => self.handle_fetch_request(&env, r, log, out),
+            Message::FetchResponse(r) => self.handle_fetch_response(&env, r, out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct VecLog(Vec<Entry>);
+    impl LogReader for VecLog {
+        fn read(&self, from: Offset, max_entries: usize) -> Vec<Entry> {
+            self.0
+                .iter()
+                .skip(from.0 as usize)
+                .take(max_entries)
+                .cloned()
+                .collect()
+        }
+    }
+
+    fn cfg(id: i32, voters: &[i32]) -> Config {
+        Config::new(
+            NodeId(id),
+            voters.iter().map(|v| NodeId(*v)).collect(),
+            "c1".into(),
+            42,
+        )
+    }
+
+    fn entries(epochs: &[i32]) -> Vec<Entry> {
+        epochs
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Entry {
+                offset: Offset(i as i64),
+                epoch: LeaderEpoch(*e),
+                data: EntryData::Data(vec![i as u8]),
+            })
+            .collect()
+    }
+
+    fn node_with_log(
+        id: i32,
+        voters: &[i32],
+        state: PersistedState,
+        epochs: &[i32],
+    ) -> (Node, VecLog) {
+        let log = entries(epochs);
+        let meta = LogMeta::from_epochs(log.iter().map(|e| e.epoch));
+        (Node::new(cfg(id, voters), state, meta, 0), VecLog(log))
+    }
+
+    fn vote(from: i32, to: i32, epoch: i32, last_epoch: i32, last_offset: i64) -> Envelope {
+        Envelope {
+            from: NodeId(from),
+            to: NodeId(to),
+            correlation_id: 9,
+            message: Message::VoteRequest(VoteRequest {
+                cluster_id: "c1".into(),
+                candidate_id: NodeId(from),
+                candidate_epoch: LeaderEpoch(epoch),
+                voter_id: NodeId(to),
+                last_offset_epoch: LeaderEpoch(last_epoch),
+                last_offset: Offset(last_offset),
+                pre_vote: false,
+            }),
+        }
+    }
+
+    fn vote_response(out: &[Output]) -> VoteResponse {
+        out.iter()
+            .find_map(|o| match o {
+                Output::Send(Envelope {
+                    message: Message::VoteResponse(r),
+                    ..
+                }) => Some(r.clone()),
+                _ => None,
+            })
+            .expect("a vote response")
+    }
+
+    fn fetch_response(out: &[Output]) -> FetchResponse {
+        out.iter()
+            .find_map(|o| match o {
+                Output::Send(Envelope {
+                    message: Message::FetchResponse(r),
+                    ..
+                }) => Some(r.clone()),
+                _ => None,
+            })
+            .expect("a fetch response")
+    }
+
+    fn state(epoch: i32, leader: Option<i32>, voted: Option<i32>) -> PersistedState {
+        PersistedState {
+            epoch: LeaderEpoch(epoch),
+            leader_id: leader.map(NodeId),
+            voted_id: voted.map(NodeId),
+        }
+    }
+
+    #[test]
+    fn vote_is_persisted_before_it_is_sent_and_granted_once_per_epoch() {
+        let (mut n, log) = node_with_log(1, &[1, 2, 3], state(3, None, None), &[1, 2, 3]);
+        let mut out = Vec::new();
+        n.step(10, Input::Receive(vote(2, 1, 4, 3, 3)), &log, &mut out);
+        let persist = out
+            .iter()
+            .position(|o| matches!(o, Output::PersistState(s) if s.voted_id == Some(NodeId(2))));
+        let send = out.iter().position(|o| matches!(o, Output::Send(_)));
+        assert!(persist.is_some() && persist < send, "{out:?}");
+        assert!(vote_response(&out).vote_granted);
+        assert_eq!(n.epoch(), LeaderEpoch(4));
+        // Another candidate in the same epoch is refused; the first again is granted.
+        out.clear();
+        n.step(11, Input::Receive(vote(3, 1, 4, 3, 9)), &log, &mut out);
+        assert!(!vote_response(&out).vote_granted);
+        out.clear();
+        n.step(12, Input::Receive(vote(2, 1, 4, 3, 3)), &log, &mut out);
+        assert!(vote_response(&out).vote_granted);
+        // After a restart from the persisted state the vote still holds.
+        let (mut again, log) = node_with_log(1, &[1, 2, 3], state(4, None, Some(2)), &[1, 2, 3]);
+        out.clear();
+        again.step(0, Input::Receive(vote(3, 1, 4, 3, 9)), &log, &mut out);
+        assert!(!vote_response(&out).vote_granted);
+    }
+
+    #[test]
+    fn vote_refused_to_a_candidate_with_an_older_log() {
+        let (mut n, log) = node_with_log(1, &[1, 2, 3], state(3, None, None), &[1, 2, 3]);
+        let mut out = Vec::new();
+        // Same last epoch, shorter log.
+        n.step(0, Input::Receive(vote(2, 1, 4, 3, 2)), &log, &mut out);
+        assert!(!vote_response(&out).vote_granted);
+        // Older last epoch, longer log.
+        out.clear();
+        n.step(0, Input::Receive(vote(3, 1, 4, 2, 10)), &log, &mut out);
+        assert!(!vote_response(&out).vote_granted);
+        assert_eq!(n.voted_id(), None);
+    }
+
+    #[test]
+    fn bad_votes_get_kafka_error_codes_and_change_nothing() {
+        let (mut n, log) = node_with_log(1, &[1, 2, 3], state(5, Some(2), None), &[1, 2, 5]);
+        let cases = [
+            (
+                {
+                    let mut v = vote(3, 1, 6, 5, 3);
+                    if let Message::VoteRequest(r) = &mut v.message {
+                        r.cluster_id = "other".into();
+                    }
+                    v
+                },
+                ErrorCode::INCONSISTENT_CLUSTER_ID,
+            ),
+            (vote(7, 1, 6, 5, 3), ErrorCode::INCONSISTENT_VOTER_SET),
+            (vote(3, 2, 6, 5, 3), ErrorCode::NONE), // addressed to another node: ignored
+            (vote(3, 1, 4, 5, 3), ErrorCode::FENCED_LEADER_EPOCH),
+        ];
+        for (req, code) in cases {
+            let mut out = Vec::new();
+            n.step(0, Input::Receive(req), &log, &mut out);
+            assert!(
+                !out.iter().any(|o| matches!(o, Output::PersistState(_))),
+                "{out:?}"
+            );
+            if code == ErrorCode::NONE {
+                assert!(out.is_empty());
+            } else {
+                let r = vote_response(&out);
+                assert_eq!(r.error_code, code);
+                assert!(!r.vote_granted);
+                assert_eq!(r.leader_epoch, LeaderEpoch(5));
+            }
+            assert_eq!(
+                (n.epoch(), n.leader_id(), n.voted_id()),
+                (LeaderEpoch(5), Some(NodeId(2)), None)
+            );
+        }
+    }
+
+    fn elect_single(id: i32) -> (Node, Vec<Entry>, Vec<Output>) {
+        let mut n = Node::new(
+            cfg(id, &[id]),
+            PersistedState::default(),
+            LogMeta::default(),
+            0,
+        );
+        let mut out = Vec::new();
+        n.step(5_000, Input::Tick, &VecLog(Vec::new()), &mut out);
+        assert_eq!(n.role(), RoleKind::Leader);
+        let log: Vec<Entry> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::AppendAsLeader(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        (n, log, out)
+    }
+
+    #[test]
+    fn single_voter_commits_only_what_is_durable() {
+        let (mut n, mut log, out) = elect_single(1);
+        assert!(matches!(
+            &log[..],
+            [Entry {
+                epoch: LeaderEpoch(1),
+                data: EntryData::LeaderChange { .. },
+                ..
+            }]
+        ));
+        assert!(!out.iter().any(|o| matches!(o, Output::Committed { .. })));
+        let mut out = Vec::new();
+        n.step(
+            5_001,
+            Input::Propose(b"x".to_vec()),
+            &VecLog(log.clone()),
+            &mut out,
+        );
+        assert!(out.contains(&Output::Proposed {
+            offset: Offset(1),
+            epoch: LeaderEpoch(1)
+        }));
+        log.extend(out.iter().filter_map(|o| match o {
+            Output::AppendAsLeader(e) => Some(e.clone()),
+            _ => None,
+        }));
+        assert_eq!(n.high_watermark(), Offset(0));
+        out.clear();
+        n.step(
+            5_002,
+            Input::Flushed {
+                end_offset: Offset(1),
+            },
+            &VecLog(log.clone()),
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            vec![Output::Committed {
+                high_watermark: Offset(1)
+            }]
+        );
+        out.clear();
+        n.step(
+            5_003,
+            Input::Flushed {
+                end_offset: Offset(2),
+            },
+            &VecLog(log),
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            vec![Output::Committed {
+                high_watermark: Offset(2)
+            }]
+        );
+    }
+
+    fn fetch(from: i32, epoch: i32, offset: i64, last_epoch: i32) -> Envelope {
+        Envelope {
+            from: NodeId(from),
+            to: NodeId(1),
+            correlation_id: 3,
+            message: Message::FetchRequest(FetchRequest {
+                cluster_id: "c1".into(),
+                replica_id: NodeId(from),
+                current_leader_epoch: LeaderEpoch(epoch),
+                fetch_offset: Offset(offset),
+                last_fetched_epoch: LeaderEpoch(last_epoch),
+            }),
+        }
+    }
+
+    #[test]
+    fn leader_answers_fetch_with_diverging_epoch_errors_and_entries() {
+        // A leader of epoch 6 whose log is [1,1,3,3,6].
+        let (mut n, _) = node_with_log(1, &[1, 2, 3], state(5, None, None), &[1, 1, 3, 3]);
+        let log = VecLog(entries(&[1, 1, 3, 3]));
+        let mut out = Vec::new();
+        n.step(5_000, Input::Tick, &log, &mut out); // prospective
+        for v in [2, 3] {
+            let env = Envelope {
+                from: NodeId(v),
+                to: NodeId(1),
+                correlation_id: u64::MAX,
+                message: Message::VoteResponse(VoteResponse {
+                    error_code: ErrorCode::NONE,
+                    leader_epoch: n.epoch(),
+                    leader_id: None,
+                    vote_granted: true,
+                }),
+            };
+            n.step(5_001, Input::Receive(env), &log, &mut out);
+        }
+        assert_eq!((n.role(), n.epoch()), (RoleKind::Leader, LeaderEpoch(6)));
+        let mut full = entries(&[1, 1, 3, 3]);
+        full.extend(out.iter().filter_map(|o| match o {
+            Output::AppendAsLeader(e) => Some(e.clone()),
+            _ => None,
+        }));
+        let log = VecLog(full);
+        let ask = |n: &mut Node, env: Envelope| {
+            let mut out = Vec::new();
+            n.step(5_002, Input::Receive(env), &log, &mut out);
+            fetch_response(&out)
+        };
+        // Follower has [1,1,2,2,2]: epoch 2 is not in our log; ours ends epoch 1 at 2.
+        let r = ask(&mut n, fetch(2, 6, 5, 2));
+        assert_eq!(
+            r.diverging_epoch,
+            Some(DivergingEpoch {
+                epoch: LeaderEpoch(1),
+                end_offset: Offset(2)
+            })
+        );
+        assert!(r.records.is_empty());
+        // Follower has [1,1,3,3,3]: epoch 3 ends at 4 here.
+        let r = ask(&mut n, fetch(2, 6, 5, 3));
+        assert_eq!(
+            r.diverging_epoch,
+            Some(DivergingEpoch {
+                epoch: LeaderEpoch(3),
+                end_offset: Offset(4)
+            })
+        );
+        // Follower has [1,1,3]: matches; gets the rest.
+        let r = ask(&mut n, fetch(2, 6, 3, 3));
+        assert_eq!(r.diverging_epoch, None);
+        assert_eq!(
+            r.records.iter().map(|e| e.offset.0).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        assert_eq!(
+            r.high_watermark,
+            Offset(0),
+            "nothing committed before the epoch's first entry is"
+        );
+        // Stale and future epochs, wrong cluster.
+        assert_eq!(
+            ask(&mut n, fetch(2, 5, 3, 3)).error_code,
+            ErrorCode::FENCED_LEADER_EPOCH
+        );
+        assert_eq!(
+            ask(&mut n, fetch(2, 7, 3, 3)).error_code,
+            ErrorCode::UNKNOWN_LEADER_EPOCH
+        );
+        let mut bad = fetch(2, 6, 3, 3);
+        if let Message::FetchRequest(f) = &mut bad.message {
+            f.cluster_id = "x".into();
+        }
+        assert_eq!(
+            ask(&mut n, bad).error_code,
+            ErrorCode::INCONSISTENT_CLUSTER_ID
+        );
+        // Durable on the leader and on voter 3: the high watermark covers the new epoch.
+        let mut out = Vec::new();
+        n.step(
+            5_002,
+            Input::Flushed {
+                end_offset: Offset(5),
+            },
+            &log,
+            &mut out,
+        );
+        let r = ask(&mut n, fetch(3, 6, 5, 6));
+        assert_eq!(r.high_watermark, Offset(5));
+        assert_eq!(n.high_watermark(), Offset(5));
+    }
+
+    #[test]
+    fn follower_truncates_on_diverging_epoch_and_fetches_only_durable_data() {
+        let (mut n, log) = node_with_log(2, &[1, 2, 3], state(6, Some(1), None), &[1, 1, 2, 2, 2]);
+        let mut out = Vec::new();
+        n.step(0, Input::Tick, &log, &mut out);
+        let id = match &out[..] {
+            [Output::Send(Envelope {
+                correlation_id,
+                message: Message::FetchRequest(f),
+                ..
+            })] => {
+                assert_eq!(
+                    (f.fetch_offset, f.last_fetched_epoch),
+                    (Offset(5), LeaderEpoch(2))
+                );
+                *correlation_id
+            }
+            other => panic!("{other:?}"),
+        };
+        let reply = |id: u64, resp: FetchResponse| Envelope {
+            from: NodeId(1),
+            to: NodeId(2),
+            correlation_id: id,
+            message: Message::FetchResponse(resp),
+        };
+        let base = FetchResponse {
+            error_code: ErrorCode::NONE,
+            leader_epoch: LeaderEpoch(6),
+            leader_id: Some(NodeId(1)),
+            high_watermark: Offset(0),
+            diverging_epoch: Some(DivergingEpoch {
+                epoch: LeaderEpoch(1),
+                end_offset: Offset(2),
+            }),
+            records: Vec::new(),
+        };
+        out.clear();
+        n.step(1, Input::Receive(reply(id, base.clone())), &log, &mut out);
+        assert_eq!(out[0], Output::TruncateTo(Offset(2)));
+        let id = match out.last() {
+            Some(Output::Send(Envelope {
+                correlation_id,
+                message: Message::FetchRequest(f),
+                ..
+            })) => {
+                assert_eq!(
+                    (f.fetch_offset, f.last_fetched_epoch),
+                    (Offset(2), LeaderEpoch(1))
+                );
+                *correlation_id
+            }
+            other => panic!("{other:?}"),
+        };
+        // A late duplicate of the first answer changes nothing.
+        out.clear();
+        n.step(2, Input::Receive(reply(1, base.clone())), &log, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        // Entries arrive: appended, and no new Fetch until they are durable.
+        let new = vec![
+            Entry {
+                offset: Offset(2),
+                epoch: LeaderEpoch(3),
+                data: EntryData::Data(vec![7]),
+            },
+            Entry {
+                offset: Offset(3),
+                epoch: LeaderEpoch(6),
+                data: EntryData::Data(vec![8]),
+            },
+        ];
+        let resp = FetchResponse {
+            diverging_epoch: None,
+            records: new.clone(),
+            high_watermark: Offset(3),
+            ..base
+        };
+        out.clear();
+        n.step(3, Input::Receive(reply(id, resp)), &log, &mut out);
+        assert_eq!(out[0], Output::AppendAsFollower(new));
+        assert!(out.contains(&Output::Committed {
+            high_watermark: Offset(3)
+        }));
+        assert!(!out.iter().any(|o| matches!(o, Output::Send(_))), "{out:?}");
+        out.clear();
+        n.step(
+            4,
+            Input::Flushed {
+                end_offset: Offset(4),
+            },
+            &log,
+            &mut out,
+        );
+        assert!(
+            matches!(&out[..], [Output::Send(Envelope { message: Message::FetchRequest(f), .. })]
+            if f.fetch_offset == Offset(4) && f.last_fetched_epoch == LeaderEpoch(6))
+        );
+    }
+
+    #[test]
+    fn leader_resigns_when_a_majority_stops_fetching() {
+        let (mut n, _) = node_with_log(1, &[1, 2, 3], state(0, None, None), &[]);
+        let log = VecLog(Vec::new());
+        let mut out = Vec::new();
+        n.step(5_000, Input::Tick, &log, &mut out);
+        for v in [2, 3] {
+            for pre in [true, false] {
+                let env = Envelope {
+                    from: NodeId(v),
+                    to: NodeId(1),
+                    correlation_id: u64::MAX,
+                    message: Message::VoteResponse(VoteResponse {
+                        error_code: ErrorCode::NONE,
+                        leader_epoch: if pre { LeaderEpoch(0) } else { LeaderEpoch(1) },
+                        leader_id: None,
+                        vote_granted: true,
+                    }),
+                };
+                n.step(5_000, Input::Receive(env), &log, &mut out);
+            }
+        }
+        assert_eq!(n.role(), RoleKind::Leader);
+        out.clear();
+        n.step(5_000 + 2_000, Input::Tick, &log, &mut out);
+        assert_eq!(n.role(), RoleKind::Leader, "within 1.5 fetch timeouts");
+        n.step(5_000 + 3_000, Input::Tick, &log, &mut out);
+        assert_eq!(n.role(), RoleKind::Resigned);
+        assert!(out.iter().any(|o| matches!(
+            o,
+            Output::Send(Envelope {
+                message: Message::EndQuorumEpochRequest(_),
+                ..
+            })
+        )));
+        out.clear();
+        n.step(5_000 + 3_001, Input::Propose(vec![1]), &log, &mut out);
+        assert!(matches!(out[..], [Output::ProposalRejected { .. }]));
+    }
+}

@@ -1,0 +1,692 @@
+//! A seeded simulator for the quorum core.
+//!
+//! N voters ([`Node`]) run over a simulated network and simulated disks,
+//! all driven by one [`Rng`] seeded from the run's seed, so a run replays
+//! exactly. Faults while `faults` are on: messages lost, duplicated, delayed
+//! (and so reordered); network partitions into two sides; crashes that drop
+//! a random part of each disk's unsynced suffix (the quorum state is written
+//! synchronously, as Kafka's `quorum-state` file is) and restarts from what
+//! survived; every node's clock runs at its own rate (±2 %) from its own
+//! offset. A random workload proposes entries. After the fault phase the
+//! network heals, crashed nodes restart, and the run continues for a
+//! bounded simulated time in which a proposal must commit (liveness).
+//!
+//! Checked after every step (a failure returns [`SimFailure`]):
+//! - **election safety**: at most one node is ever leader of an epoch;
+//! - **leader completeness**: a node that becomes leader of epoch E holds
+//!   every entry committed in an epoch below E;
+//! - **state machine safety**: a global history of committed entries (offset,
+//!   epoch, payload) is kept; each live node's log below its high watermark
+//!   equals that history (a node's high watermark may pass the history's
+//!   end: the history then grows from that node's log);
+//! - **durability**: the last committed entry (and so, by log matching, all
+//!   of the history) is on a majority of disks, crashed ones included;
+//! - **high watermark monotonic**: within one incarnation of a node its high
+//!   watermark never goes back. A restarted node starts at 0 and learns it
+//!   again (the high watermark is not persisted, as in Kafka);
+//! - **log matching**: two disks holding an entry with the same offset and
+//!   epoch hold the same entries up to it (compared by chained hashes);
+//! - no node was asked to truncate below its high watermark;
+//! - the core's view of its log (end offset) equals the disk's.
+
+use std::collections::BTreeMap;
+
+use fjord_model::{LeaderEpoch, NodeId, Offset};
+
+use crate::log::{Entry, EntryData, LogMeta, LogReader};
+use crate::messages::Envelope;
+use crate::node::{Config, Input, Node, Output, PersistedState, PlantedBug, RoleKind};
+use crate::rng::{mix, Rng};
+
+/// Settings of one simulated run.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub voters: usize,
+    /// Steps with faults on; each step advances time by 1..=8 ms.
+    pub fault_steps: usize,
+    /// Simulated time after healing within which a new proposal must commit.
+    pub liveness_ms: i64,
+    /// Per million, per message.
+    pub loss_ppm: u32,
+    pub duplicate_ppm: u32,
+    pub delay_max_ms: i64,
+    /// Per million, per step: one node crashes.
+    pub crash_ppm: u32,
+    /// Per million, per step: the network splits anew / heals.
+    pub partition_ppm: u32,
+    pub heal_ppm: u32,
+    pub flush_delay_max_ms: i64,
+    pub planted_bug: PlantedBug,
+    /// Print each step's events to stderr (for replaying one seed).
+    pub trace: bool,
+}
+
+impl SimConfig {
+    pub fn new(voters: usize) -> SimConfig {
+        SimConfig {
+            voters,
+            fault_steps: 500,
+            liveness_ms: 3_000,
+            loss_ppm: 50_000,
+            duplicate_ppm: 30_000,
+            delay_max_ms: 15,
+            crash_ppm: 12_000,
+            partition_ppm: 8_000,
+            heal_ppm: 20_000,
+            flush_delay_max_ms: 25,
+            planted_bug: PlantedBug::None,
+            trace: false,
+        }
+    }
+}
+
+/// A broken invariant, with what replays it.
+#[derive(Clone, Debug)]
+pub struct SimFailure {
+    pub seed: u64,
+    pub step: usize,
+    pub time_ms: i64,
+    pub message: String,
+}
+
+impl std::fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {} failed at step {} (t={} ms): {} — replay with FJORD_SIM_SEED={} cargo test -p fjord-raft",
+            self.seed, self.step, self.time_ms, self.message, self.seed
+        )
+    }
+}
+
+/// What a successful run saw.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    pub steps: usize,
+    pub committed: usize,
+    pub epochs_with_leader: usize,
+    pub crashes: usize,
+    pub messages_sent: usize,
+    /// Simulated time from healing to the first commit of a proposal made after it.
+    pub heal_to_commit_ms: i64,
+}
+
+#[derive(Clone, Debug)]
+struct DiskEntry {
+    entry: Entry,
+    /// Hash of this entry and all before it.
+    chain: u64,
+}
+
+#[derive(Default)]
+struct Disk {
+    entries: Vec<DiskEntry>,
+    synced: usize,
+    /// (completes at, synced length it will reach)
+    flushes: Vec<(i64, usize)>,
+    state: PersistedState,
+}
+
+impl LogReader for Disk {
+    fn read(&self, from: Offset, max_entries: usize) -> Vec<Entry> {
+        let from = usize::try_from(from.0).unwrap_or(usize::MAX);
+        self.entries
+            .iter()
+            .skip(from)
+            .take(max_entries)
+            .map(|d| d.entry.clone())
+            .collect()
+    }
+}
+
+impl Disk {
+    fn push(&mut self, entry: Entry) -> Result<(), String> {
+        if entry.offset.0 != self.entries.len() as i64 {
+            return Err(format!(
+                "append at {} but disk ends at {}",
+                entry.offset,
+                self.entries.len()
+            ));
+        }
+        let prev = self.entries.last().map_or(0, |d| d.chain);
+        let chain = chain_hash(prev, &entry);
+        self.entries.push(DiskEntry { entry, chain });
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.entries.truncate(len);
+        self.synced = self.synced.min(len);
+        for f in &mut self.flushes {
+            f.1 = f.1.min(len);
+        }
+    }
+
+    fn chain_at(&self, i: usize) -> Option<u64> {
+        self.entries.get(i).map(|d| d.chain)
+    }
+}
+
+fn chain_hash(prev: u64, e: &Entry) -> u64 {
+    let mut h = mix(prev ^ 0x5151) ^ mix(e.offset.0 as u64) ^ mix((e.epoch.0 as u64) << 1);
+    match &e.data {
+        EntryData::LeaderChange { leader_id, voters } => {
+            h = mix(h ^ 0xC0 ^ leader_id.0 as u64);
+            for v in voters {
+                h = mix(h ^ v.0 as u64);
+            }
+        }
+        EntryData::Data(bytes) => {
+            h = mix(h ^ 0xDA);
+            for b in bytes {
+                h = mix(h ^ u64::from(*b));
+            }
+        }
+    }
+    h
+}
+
+struct SimNode {
+    node: Option<Node>,
+    disk: Disk,
+    clock_offset_ms: i64,
+    clock_rate_ppm: i64,
+    restart_at_ms: i64,
+    incarnation: u64,
+    hw_seen: Offset,
+    last_role: Option<(RoleKind, LeaderEpoch, Option<NodeId>)>,
+}
+
+struct InFlight {
+    deliver_at_ms: i64,
+    env: Envelope,
+}
+
+struct Committed {
+    chain: u64,
+    /// Epoch of the node whose high watermark first covered the entry.
+    epoch: LeaderEpoch,
+}
+
+struct Sim<'a> {
+    cfg: &'a SimConfig,
+    seed: u64,
+    rng: Rng,
+    time_ms: i64,
+    step: usize,
+    nodes: Vec<SimNode>,
+    ids: Vec<NodeId>,
+    net: Vec<InFlight>,
+    side: Vec<u8>,
+    faults: bool,
+    history: Vec<Committed>,
+    leaders: BTreeMap<LeaderEpoch, NodeId>,
+    next_payload: u64,
+    /// Proposals accepted after healing: (offset, payload id).
+    proposed_after_heal: Vec<(Offset, u64)>,
+    report: SimReport,
+}
+
+/// Runs one seed; `Err` names the broken invariant.
+pub fn run(seed: u64, cfg: &SimConfig) -> Result<SimReport, SimFailure> {
+    let mut sim = Sim::new(seed, cfg);
+    sim.run().map_err(|message| SimFailure {
+        seed,
+        step: sim.step,
+        time_ms: sim.time_ms,
+        message,
+    })?;
+    Ok(sim.report)
+}
+
+impl<'a> Sim<'a> {
+    fn new(seed: u64, cfg: &'a SimConfig) -> Sim<'a> {
+        let mut rng = Rng::new(mix(seed));
+        let ids: Vec<NodeId> = (1..=cfg.voters as i32).map(NodeId).collect();
+        let mut sim = Sim {
+            cfg,
+            seed,
+            time_ms: 0,
+            step: 0,
+            nodes: Vec::new(),
+            ids: ids.clone(),
+            net: Vec::new(),
+            side: vec![0; cfg.voters],
+            faults: true,
+            history: Vec::new(),
+            leaders: BTreeMap::new(),
+            next_payload: 1,
+            proposed_after_heal: Vec::new(),
+            report: SimReport::default(),
+            rng: Rng::new(0),
+        };
+        for _ in &ids {
+            let clock_offset_ms = rng.range_i64(0, 10_000);
+            let clock_rate_ppm = rng.range_i64(-20_000, 20_000);
+            sim.nodes.push(SimNode {
+                node: None,
+                disk: Disk::default(),
+                clock_offset_ms,
+                clock_rate_ppm,
+                restart_at_ms: 0,
+                incarnation: 0,
+                hw_seen: Offset(0),
+                last_role: None,
+            });
+        }
+        sim.rng = rng;
+        for i in 0..sim.nodes.len() {
+            sim.start_node(i);
+        }
+        sim
+    }
+
+    fn local_now(&self, i: usize) -> i64 {
+        let n = &self.nodes[i];
+        n.clock_offset_ms + self.time_ms * (1_000_000 + n.clock_rate_ppm) / 1_000_000
+    }
+
+    fn node_config(&self, i: usize) -> Config {
+        let inc = self.nodes[i].incarnation;
+        let mut c = Config::new(
+            self.ids[i],
+            self.ids.clone(),
+            "sim-cluster".to_string(),
+            mix(self.seed ^ mix(i as u64 + 1) ^ mix(inc << 20)),
+        );
+        c.election_timeout_ms = 100;
+        c.election_backoff_max_ms = 50;
+        c.fetch_timeout_ms = 200;
+        c.request_timeout_ms = 60;
+        c.fetch_idle_ms = 10;
+        c.fetch_entries_max = 16;
+        c.planted_bug = self.cfg.planted_bug;
+        c
+    }
+
+    fn start_node(&mut self, i: usize) {
+        self.nodes[i].incarnation += 1;
+        let cfg = self.node_config(i);
+        let now = self.local_now(i);
+        let n = &mut self.nodes[i];
+        let meta = LogMeta::from_epochs(n.disk.entries.iter().map(|d| d.entry.epoch));
+        n.disk.synced = n.disk.entries.len();
+        n.node = Some(Node::new(cfg, n.disk.state.clone(), meta, now));
+        n.hw_seen = Offset(0);
+    }
+
+    fn crash(&mut self, i: usize) {
+        let down_ms = self.rng.range_i64(20, 400);
+        let n = &mut self.nodes[i];
+        let unsynced = n.disk.entries.len() - n.disk.synced;
+        let keep = n.disk.synced + self.rng.below(unsynced + 1);
+        n.disk.truncate(keep);
+        n.disk.flushes.clear();
+        n.node = None;
+        n.restart_at_ms = self.time_ms + down_ms;
+        self.report.crashes += 1;
+        self.trace(format!("crash node {} keeping {keep} entries", self.ids[i]));
+    }
+
+    fn trace(&self, s: String) {
+        if self.cfg.trace {
+            eprintln!("[t={} step={}] {s}", self.time_ms, self.step);
+        }
+    }
+
+    fn feed(&mut self, i: usize, input: Input) -> Result<(), String> {
+        let now = self.local_now(i);
+        let mut out = Vec::new();
+        {
+            let n = &mut self.nodes[i];
+            let Some(node) = n.node.as_mut() else {
+                return Ok(());
+            };
+            node.step(now, input, &n.disk, &mut out);
+        }
+        for o in out {
+            self.apply(i, o)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, i: usize, o: Output) -> Result<(), String> {
+        match o {
+            Output::PersistState(s) => self.nodes[i].disk.state = s,
+            Output::Send(env) => self.send(env),
+            Output::AppendAsLeader(e) => self.nodes[i].disk.push(e)?,
+            Output::AppendAsFollower(es) => {
+                for e in es {
+                    self.nodes[i].disk.push(e)?;
+                }
+            }
+            Output::TruncateTo(off) => {
+                let len = usize::try_from(off.0).map_err(|_| "negative truncation")?;
+                self.trace(format!("node {} truncates to {len}", self.ids[i]));
+                self.nodes[i].disk.truncate(len);
+            }
+            Output::Flush => {
+                let at = self.time_ms + self.rng.range_i64(0, self.cfg.flush_delay_max_ms);
+                let len = self.nodes[i].disk.entries.len();
+                self.nodes[i].disk.flushes.push((at, len));
+            }
+            Output::Committed { high_watermark } => {
+                self.trace(format!("node {} hw {high_watermark}", self.ids[i]));
+            }
+            Output::Proposed { offset, .. } => {
+                if !self.faults {
+                    self.proposed_after_heal
+                        .push((offset, self.next_payload - 1));
+                }
+            }
+            Output::ProposalRejected { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, env: Envelope) {
+        self.report.messages_sent += 1;
+        let copies = if self.faults && self.rng.chance(self.cfg.duplicate_ppm) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            if self.faults && self.rng.chance(self.cfg.loss_ppm) {
+                continue;
+            }
+            let deliver_at_ms = self.time_ms + self.rng.range_i64(1, self.cfg.delay_max_ms);
+            self.net.push(InFlight {
+                deliver_at_ms,
+                env: env.clone(),
+            });
+        }
+    }
+
+    fn index_of(&self, id: NodeId) -> Option<usize> {
+        self.ids.iter().position(|x| *x == id)
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        let mut heal_ms = None;
+        loop {
+            self.step += 1;
+            if self.faults && self.step > self.cfg.fault_steps {
+                self.heal();
+                heal_ms = Some(self.time_ms);
+            }
+            if let Some(h) = heal_ms {
+                if self.time_ms > h + self.cfg.liveness_ms {
+                    return Err(format!(
+                        "liveness: no proposal made after healing committed within {} ms",
+                        self.cfg.liveness_ms
+                    ));
+                }
+            }
+            self.time_ms += self.rng.range_i64(1, 8);
+            self.deliver()?;
+            self.complete_flushes()?;
+            for i in 0..self.nodes.len() {
+                self.feed(i, Input::Tick)?;
+            }
+            self.workload()?;
+            if self.faults {
+                self.inject_faults();
+            }
+            self.restart_due();
+            self.check()?;
+            if let Some(h) = heal_ms {
+                if self.committed_after_heal() {
+                    self.report.heal_to_commit_ms = self.time_ms - h;
+                    self.report.steps = self.step;
+                    self.report.committed = self.history.len();
+                    self.report.epochs_with_leader = self.leaders.len();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        self.faults = false;
+        self.side.iter_mut().for_each(|s| *s = 0);
+        for n in &mut self.nodes {
+            n.restart_at_ms = self.time_ms;
+        }
+        self.trace("heal".to_string());
+    }
+
+    fn committed_after_heal(&self) -> bool {
+        self.proposed_after_heal.iter().any(|(offset, id)| {
+            let i = offset.0 as usize;
+            i < self.history.len()
+                && self.nodes.iter().any(|n| {
+                    n.disk.entries.get(i).is_some_and(|d| {
+                        d.chain == self.history[i].chain
+                            && d.entry.data == EntryData::Data(id.to_le_bytes().to_vec())
+                    })
+                })
+        })
+    }
+
+    fn deliver(&mut self) -> Result<(), String> {
+        let now = self.time_ms;
+        let mut due = Vec::new();
+        let mut i = 0;
+        while i < self.net.len() {
+            if self.net[i].deliver_at_ms <= now {
+                due.push(self.net.swap_remove(i).env);
+            } else {
+                i += 1;
+            }
+        }
+        // Shuffle what is due: delivery order is not send order.
+        for k in (1..due.len()).rev() {
+            let j = self.rng.below(k + 1);
+            due.swap(k, j);
+        }
+        for env in due {
+            let (Some(from), Some(to)) = (self.index_of(env.from), self.index_of(env.to)) else {
+                continue;
+            };
+            if self.side[from] != self.side[to] {
+                continue;
+            }
+            self.feed(to, Input::Receive(env))?;
+        }
+        Ok(())
+    }
+
+    fn complete_flushes(&mut self) -> Result<(), String> {
+        let now = self.time_ms;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].node.is_none() {
+                continue;
+            }
+            let disk = &mut self.nodes[i].disk;
+            let done: Vec<usize> = disk
+                .flushes
+                .iter()
+                .filter(|f| f.0 <= now)
+                .map(|f| f.1)
+                .collect();
+            if done.is_empty() {
+                continue;
+            }
+            disk.flushes.retain(|f| f.0 > now);
+            let reach = done.into_iter().max().unwrap_or(0);
+            disk.synced = disk.synced.max(reach);
+            let end_offset = Offset(disk.synced as i64);
+            self.feed(i, Input::Flushed { end_offset })?;
+        }
+        Ok(())
+    }
+
+    fn workload(&mut self) -> Result<(), String> {
+        if !self.rng.chance(if self.faults { 300_000 } else { 500_000 }) {
+            return Ok(());
+        }
+        // Mostly to a live leader (the newest), sometimes to anyone.
+        let leader = (0..self.nodes.len())
+            .filter_map(|i| {
+                let n = self.nodes[i].node.as_ref()?;
+                (n.role() == RoleKind::Leader).then_some((n.epoch(), i))
+            })
+            .max();
+        let target = match leader {
+            Some((_, i)) if !self.rng.chance(100_000) => i,
+            _ => self.rng.below(self.nodes.len()),
+        };
+        let id = self.next_payload;
+        self.next_payload += 1;
+        self.feed(target, Input::Propose(id.to_le_bytes().to_vec()))
+    }
+
+    fn inject_faults(&mut self) {
+        if self.rng.chance(self.cfg.crash_ppm) {
+            let i = self.rng.below(self.nodes.len());
+            if self.nodes[i].node.is_some() {
+                self.crash(i);
+            }
+        }
+        if self.rng.chance(self.cfg.partition_ppm) {
+            for s in self.side.iter_mut() {
+                *s = u8::from(self.rng.chance(500_000));
+            }
+            self.trace(format!("partition {:?}", self.side));
+        } else if self.rng.chance(self.cfg.heal_ppm) {
+            self.side.iter_mut().for_each(|s| *s = 0);
+        }
+    }
+
+    fn restart_due(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].node.is_none() && self.nodes[i].restart_at_ms <= self.time_ms {
+                self.trace(format!("restart node {}", self.ids[i]));
+                self.start_node(i);
+            }
+        }
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        let majority = self.nodes.len() / 2 + 1;
+        for i in 0..self.nodes.len() {
+            let Some(node) = self.nodes[i].node.as_ref() else {
+                continue;
+            };
+            let id = self.ids[i];
+            let disk = &self.nodes[i].disk;
+            if node.log().end().0 != disk.entries.len() as i64 {
+                return Err(format!(
+                    "node {id}: core log end {} != disk {}",
+                    node.log().end(),
+                    disk.entries.len()
+                ));
+            }
+            if node.refused_truncations() > 0 {
+                return Err(format!(
+                    "node {id}: was asked to truncate below its high watermark"
+                ));
+            }
+            // Election safety and leader completeness.
+            if node.role() == RoleKind::Leader {
+                let epoch = node.epoch();
+                match self.leaders.get(&epoch) {
+                    Some(other) if *other != id => {
+                        return Err(format!("two leaders in epoch {epoch}: {other} and {id}"));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.trace(format!("node {id} leads epoch {epoch}"));
+                        if let Some(k) = self.history.iter().rposition(|c| c.epoch < epoch) {
+                            if disk.chain_at(k) != Some(self.history[k].chain) {
+                                return Err(format!(
+                                    "leader {id} of epoch {epoch} lacks committed entry {k}"
+                                ));
+                            }
+                        }
+                        self.leaders.insert(epoch, id);
+                    }
+                }
+            }
+            // High watermark: monotonic per incarnation, within the log.
+            let role = Some((node.role(), node.epoch(), node.voted_id()));
+            if self.cfg.trace && role != self.nodes[i].last_role {
+                self.trace(format!("node {id}: {role:?} log end {}", node.log().end()));
+            }
+            let hw = node.high_watermark();
+            if hw < self.nodes[i].hw_seen {
+                return Err(format!(
+                    "node {id}: high watermark went back {} -> {hw}",
+                    self.nodes[i].hw_seen
+                ));
+            }
+            let hw_len = hw.0 as usize;
+            if hw_len > disk.entries.len() {
+                return Err(format!(
+                    "node {id}: high watermark {hw} beyond its log {}",
+                    disk.entries.len()
+                ));
+            }
+            // State machine safety.
+            if hw_len > 0 {
+                let k = hw_len - 1;
+                if k < self.history.len() {
+                    if disk.chain_at(k) != Some(self.history[k].chain) {
+                        return Err(format!(
+                            "node {id}: committed entry {k} differs from the committed history"
+                        ));
+                    }
+                } else {
+                    let start = self.history.len();
+                    if start > 0 && disk.chain_at(start - 1) != Some(self.history[start - 1].chain)
+                    {
+                        return Err(format!(
+                            "node {id}: log below its high watermark differs from history"
+                        ));
+                    }
+                    let epoch = node.epoch();
+                    for d in &disk.entries[start..hw_len] {
+                        self.history.push(Committed {
+                            chain: d.chain,
+                            epoch,
+                        });
+                    }
+                }
+            }
+            self.nodes[i].hw_seen = hw;
+            self.nodes[i].last_role = role;
+        }
+        // Durability: the committed history is on a majority of disks.
+        if let Some(last) = self.history.last() {
+            let k = self.history.len() - 1;
+            let holders = self
+                .nodes
+                .iter()
+                .filter(|n| n.disk.chain_at(k) == Some(last.chain))
+                .count();
+            if holders < majority {
+                return Err(format!("committed entry {k} is on only {holders} disks"));
+            }
+        }
+        // Log matching.
+        for a in 0..self.nodes.len() {
+            for b in a + 1..self.nodes.len() {
+                let (da, db) = (&self.nodes[a].disk.entries, &self.nodes[b].disk.entries);
+                let common = da.len().min(db.len());
+                if let Some(k) = (0..common)
+                    .rev()
+                    .find(|&k| da[k].entry.epoch == db[k].entry.epoch)
+                {
+                    if da[k].chain != db[k].chain {
+                        return Err(format!(
+                            "log matching: nodes {} and {} agree on epoch at offset {k} but not on the prefix",
+                            self.ids[a], self.ids[b]
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,149 @@
+//! Runs the quorum core under the seeded simulator (see `fjord_raft::sim`).
+//!
+//! - `cargo test -p fjord-raft`: `FJORD_SIM_SEEDS` seeds (default 2,000),
+//!   alternating 3 and 5 voters.
+//! - `FJORD_SIM_SEEDS=100000 cargo test -p fjord-raft --release -- sim_seeds`:
+//!   the long run.
+//! - `FJORD_SIM_SEED=1234 cargo test -p fjord-raft -- sim_seeds --nocapture`:
+//!   replays one seed exactly, with a trace of its events.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use fjord_raft::node::PlantedBug;
+use fjord_raft::sim::{run, SimConfig};
+
+const DEFAULT_SEEDS: u64 = 2_000;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+fn config_for(seed: u64) -> SimConfig {
+    SimConfig::new(if seed & 1 == 0 { 3 } else { 5 })
+}
+
+/// Runs one seed; `Err` carries the message (an invariant or a core panic).
+fn run_seed(seed: u64, cfg: &SimConfig) -> Result<fjord_raft::sim::SimReport, String> {
+    match catch_unwind(AssertUnwindSafe(|| run(seed, cfg))) {
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(failure)) => Err(failure.to_string()),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(format!(
+                "seed {seed}: the core panicked: {what} — replay with FJORD_SIM_SEED={seed} cargo test -p fjord-raft"
+            ))
+        }
+    }
+}
+
+#[test]
+fn sim_seeds() {
+    if let Some(seed) = env_u64("FJORD_SIM_SEED") {
+        let mut cfg = config_for(seed);
+        cfg.trace = true;
+        let report = run_seed(seed, &cfg).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("seed {seed}: {report:?}");
+        return;
+    }
+    let seeds = env_u64("FJORD_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let start = std::time::Instant::now();
+    let (mut steps, mut committed, mut crashes, mut leaders, mut worst_heal) = (0, 0, 0, 0, 0);
+    for seed in 0..seeds {
+        let report = run_seed(seed, &config_for(seed)).unwrap_or_else(|e| panic!("{e}"));
+        steps += report.steps;
+        committed += report.committed;
+        crashes += report.crashes;
+        leaders += report.epochs_with_leader;
+        worst_heal = worst_heal.max(report.heal_to_commit_ms);
+    }
+    // The runs must have exercised something.
+    assert!(
+        committed as u64 > seeds,
+        "few entries committed: {committed}"
+    );
+    assert!(crashes as u64 > seeds / 2, "few crashes: {crashes}");
+    assert!(leaders as u64 > seeds, "few elections: {leaders}");
+    eprintln!(
+        "{seeds} seeds, {steps} steps, {committed} committed entries, {crashes} crashes, \
+         {leaders} leader epochs, worst heal-to-commit {worst_heal} ms, in {:?}",
+        start.elapsed()
+    );
+}
+
+/// Seeds until the simulator reports a failure with `bug` planted.
+fn seeds_to_catch(bug: PlantedBug, max_seeds: u64) -> Option<(u64, String)> {
+    (0..max_seeds).find_map(|seed| {
+        let mut cfg = config_for(seed);
+        cfg.planted_bug = bug;
+        run_seed(seed, &cfg).err().map(|e| (seed, e))
+    })
+}
+
+/// How many of the first `n` seeds fail with `bug` planted, by a safety check.
+fn safety_failures(bug: PlantedBug, n: u64) -> usize {
+    (0..n)
+        .filter(|&seed| {
+            let mut cfg = config_for(seed);
+            cfg.planted_bug = bug;
+            run_seed(seed, &cfg).is_err_and(|e| !e.contains("liveness"))
+        })
+        .count()
+}
+
+#[test]
+fn sim_catches_fetch_before_durable() {
+    let found = seeds_to_catch(PlantedBug::FetchBeforeDurable, 500);
+    let (seed, err) =
+        found.expect("a follower reporting non-durable data went unnoticed in 500 seeds");
+    assert!(
+        !err.contains("liveness"),
+        "caught, but not by a safety check: {err}"
+    );
+    let rate = safety_failures(PlantedBug::FetchBeforeDurable, 100);
+    eprintln!(
+        "FetchBeforeDurable caught at seed {seed} ({rate} of the first 100 seeds fail): {err}"
+    );
+}
+
+#[test]
+fn sim_catches_vote_without_log_check() {
+    let found = seeds_to_catch(PlantedBug::VoteWithoutLogCheck, 500);
+    let (seed, err) =
+        found.expect("votes granted without the log check went unnoticed in 500 seeds");
+    assert!(
+        !err.contains("liveness"),
+        "caught, but not by a safety check: {err}"
+    );
+    let rate = safety_failures(PlantedBug::VoteWithoutLogCheck, 100);
+    eprintln!(
+        "VoteWithoutLogCheck caught at seed {seed} ({rate} of the first 100 seeds fail): {err}"
+    );
+}
+
+#[test]
+fn a_failing_seed_replays_exactly() {
+    let mut cfg = config_for(7);
+    cfg.planted_bug = PlantedBug::VoteWithoutLogCheck;
+    let first = (0..200).find_map(|s| {
+        run_seed(s, &{
+            let mut c = config_for(s);
+            c.planted_bug = cfg.planted_bug;
+            c
+        })
+        .err()
+        .map(|e| (s, e))
+    });
+    let (seed, err) = first.expect("planted bug found");
+    cfg = config_for(seed);
+    cfg.planted_bug = PlantedBug::VoteWithoutLogCheck;
+    assert_eq!(run_seed(seed, &cfg).err(), Some(err));
+    let ok = run_seed(seed + 1_000_000, &config_for(seed + 1_000_000)).map(|r| r.steps);
+    assert_eq!(
+        ok,
+        run_seed(seed + 1_000_000, &config_for(seed + 1_000_000)).map(|r| r.steps)
+    );
+}
