@@ -10,12 +10,14 @@
 //!   a crash in it): one entry `<segment base> <position> <new log end>`; `Log::open`
 //!   completes the truncation it describes.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, OpenOptions};
+use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use fjord_model::limits::LEADER_EPOCH_ENTRIES_MAX;
+
+use crate::fs::FileSystem;
 
 pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 pub(crate) const LOG_START_FILE: &str = "log-start-offset-checkpoint";
@@ -25,18 +27,24 @@ pub(crate) const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
 const VERSION: &str = "0";
 
 /// fsync a directory so that creations, renames and deletions in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+pub(crate) fn sync_dir(fs: &dyn FileSystem, dir: &Path) -> io::Result<()> {
+    fs.sync_dir(dir)
 }
 
 /// Writes `contents` to `dir/name` atomically and durably.
-pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
-    write_atomic_synced(dir, name, contents, true)
+pub(crate) fn write_atomic(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    name: &str,
+    contents: &[u8],
+) -> io::Result<()> {
+    write_atomic_synced(fs, dir, name, contents, true)
 }
 
 /// Writes `contents` to `dir/name` atomically; `sync_directory`: also make the rename
 /// durable (otherwise a crash may leave the previous version, complete).
 pub(crate) fn write_atomic_synced(
+    fs: &dyn FileSystem,
     dir: &Path,
     name: &str,
     contents: &[u8],
@@ -46,17 +54,16 @@ pub(crate) fn write_atomic_synced(
     let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!("{name}.{}-{n}.tmp", std::process::id()));
     {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
+        let mut f = fs.open(
+            &tmp,
+            OpenOptions::new().write(true).create(true).truncate(true),
+        )?;
+        fs.write_all(&tmp, &mut f, contents)?;
+        fs.sync_all(&tmp, &f)?;
     }
-    fs::rename(&tmp, dir.join(name))?;
+    fs.rename(&tmp, &dir.join(name))?;
     if sync_directory {
-        sync_dir(dir)?;
+        sync_dir(fs, dir)?;
     }
     Ok(())
 }
@@ -98,17 +105,29 @@ fn decode(path: &Path, max_entries: usize) -> Result<Option<Vec<String>>, String
     Ok(Some(entries))
 }
 
-pub(crate) fn write_offset(dir: &Path, name: &str, offset: i64) -> io::Result<()> {
-    write_atomic(dir, name, &encode(&[offset.to_string()]))
+pub(crate) fn write_offset(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    name: &str,
+    offset: i64,
+) -> io::Result<()> {
+    write_atomic(fs, dir, name, &encode(&[offset.to_string()]))
 }
 
 pub(crate) fn write_offset_synced(
+    fs: &dyn FileSystem,
     dir: &Path,
     name: &str,
     offset: i64,
     sync_directory: bool,
 ) -> io::Result<()> {
-    write_atomic_synced(dir, name, &encode(&[offset.to_string()]), sync_directory)
+    write_atomic_synced(
+        fs,
+        dir,
+        name,
+        &encode(&[offset.to_string()]),
+        sync_directory,
+    )
 }
 
 /// `Ok(None)` if absent; `Err` (with a description) if unreadable or malformed.
@@ -135,9 +154,9 @@ pub(crate) struct Truncation {
     pub(crate) log_end: i64,
 }
 
-pub(crate) fn write_truncation(dir: &Path, t: Truncation) -> io::Result<()> {
+pub(crate) fn write_truncation(fs: &dyn FileSystem, dir: &Path, t: Truncation) -> io::Result<()> {
     let line = format!("{} {} {}", t.base, t.position, t.log_end);
-    write_atomic(dir, TRUNCATION_FILE, &encode(&[line]))
+    write_atomic(fs, dir, TRUNCATION_FILE, &encode(&[line]))
 }
 
 /// `Ok(None)` if absent; `Err` (with a description) if unreadable or malformed.
@@ -164,9 +183,13 @@ pub(crate) fn read_truncation(dir: &Path) -> Result<Option<Truncation>, String> 
     }
 }
 
-pub(crate) fn write_epochs(dir: &Path, entries: &[(i32, i64)]) -> io::Result<()> {
+pub(crate) fn write_epochs(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    entries: &[(i32, i64)],
+) -> io::Result<()> {
     let lines: Vec<String> = entries.iter().map(|(e, o)| format!("{e} {o}")).collect();
-    write_atomic(dir, LEADER_EPOCH_FILE, &encode(&lines))
+    write_atomic(fs, dir, LEADER_EPOCH_FILE, &encode(&lines))
 }
 
 pub(crate) fn read_epochs(dir: &Path) -> Result<Vec<(i32, i64)>, String> {
@@ -196,12 +219,13 @@ pub(crate) fn read_epochs(dir: &Path) -> Result<Vec<(i32, i64)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::OsFileSystem;
 
     #[test]
     fn offset_roundtrip_and_errors() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read_offset(dir.path(), RECOVERY_POINT_FILE), Ok(None));
-        write_offset(dir.path(), RECOVERY_POINT_FILE, 42).unwrap();
+        write_offset(&OsFileSystem, dir.path(), RECOVERY_POINT_FILE, 42).unwrap();
         assert_eq!(read_offset(dir.path(), RECOVERY_POINT_FILE), Ok(Some(42)));
         assert_eq!(
             fs::read_to_string(dir.path().join(RECOVERY_POINT_FILE)).unwrap(),
@@ -217,7 +241,7 @@ mod tests {
     fn epochs_roundtrip_and_order() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read_epochs(dir.path()), Ok(vec![]));
-        write_epochs(dir.path(), &[(1, 0), (3, 100)]).unwrap();
+        write_epochs(&OsFileSystem, dir.path(), &[(1, 0), (3, 100)]).unwrap();
         assert_eq!(read_epochs(dir.path()), Ok(vec![(1, 0), (3, 100)]));
         fs::write(dir.path().join(LEADER_EPOCH_FILE), "0\n2\n3 100\n1 0\n").unwrap();
         assert!(read_epochs(dir.path()).is_err());

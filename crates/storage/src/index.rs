@@ -19,6 +19,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::fs::FileSystem;
+
 use memmap2::Mmap;
 
 pub(crate) const OFFSET_ENTRY_BYTES: usize = 8;
@@ -46,20 +48,22 @@ struct Entries<const N: usize> {
     persisted: usize,
 }
 
-fn open_rw(path: &Path, create: bool) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(false)
-        .open(path)
+fn open_rw(fs: &dyn FileSystem, path: &Path, create: bool) -> io::Result<File> {
+    fs.open(
+        path,
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false),
+    )
 }
 
 impl<const N: usize> Entries<N> {
     /// An empty in-memory index whose file is created (or emptied) now.
-    fn create(path: &Path, max_bytes: u32) -> io::Result<Self> {
-        let file = open_rw(path, true)?;
-        file.set_len(0)?;
+    fn create(fs: &dyn FileSystem, path: &Path, max_bytes: u32) -> io::Result<Self> {
+        let file = open_rw(fs, path, true)?;
+        fs.set_len(path, &file, 0)?;
         Ok(Self::memory(path, Vec::new(), max_bytes, 0))
     }
 
@@ -169,7 +173,7 @@ impl<const N: usize> Entries<N> {
 
     /// Writes in-memory entries `[persisted, upto)` to the file; returns the file to
     /// fdatasync if anything was written.
-    fn persist(&mut self, upto: usize) -> io::Result<Option<File>> {
+    fn persist(&mut self, fs: &dyn FileSystem, upto: usize) -> io::Result<Option<File>> {
         let upto = upto.min(self.entries);
         if upto <= self.persisted {
             return Ok(None);
@@ -177,8 +181,10 @@ impl<const N: usize> Entries<N> {
         let Store::Memory(v) = &self.store else {
             return Ok(None);
         };
-        let file = open_rw(&self.path, true)?;
-        file.write_all_at(
+        let file = open_rw(fs, &self.path, true)?;
+        fs.write_at(
+            &self.path,
+            &file,
             &v[self.persisted * N..upto * N],
             (self.persisted * N) as u64,
         )?;
@@ -187,10 +193,11 @@ impl<const N: usize> Entries<N> {
     }
 
     /// Makes the file hold exactly the entries (no fsync).
-    fn write_exact(&mut self) -> io::Result<()> {
+    fn write_exact(&mut self, fs: &dyn FileSystem) -> io::Result<()> {
         if let Store::Memory(_) = self.store {
-            self.persist(self.entries)?;
-            open_rw(&self.path, true)?.set_len((self.entries * N) as u64)?;
+            self.persist(fs, self.entries)?;
+            let file = open_rw(fs, &self.path, true)?;
+            fs.set_len(&self.path, &file, (self.entries * N) as u64)?;
         }
         Ok(())
     }
@@ -203,8 +210,9 @@ impl<const N: usize> Entries<N> {
         }
     }
 
-    fn sync(&self) -> io::Result<()> {
-        open_rw(&self.path, false)?.sync_all()
+    fn sync(&self, fs: &dyn FileSystem) -> io::Result<()> {
+        let file = open_rw(fs, &self.path, false)?;
+        fs.sync_all(&self.path, &file)
     }
 
     /// Largest `i` with `key(entry(i)) <= target`, by binary search over a sorted index.
@@ -260,10 +268,15 @@ pub(crate) struct OffsetIndex {
 
 impl OffsetIndex {
     /// A new, empty index (in memory; the file is created empty).
-    pub(crate) fn create(path: &Path, base_offset: i64, max_bytes: u32) -> io::Result<Self> {
+    pub(crate) fn create(
+        fs: &dyn FileSystem,
+        path: &Path,
+        base_offset: i64,
+        max_bytes: u32,
+    ) -> io::Result<Self> {
         Ok(OffsetIndex {
             base_offset,
-            inner: Entries::create(path, max_bytes)?,
+            inner: Entries::create(fs, path, max_bytes)?,
         })
     }
 
@@ -396,7 +409,11 @@ impl OffsetIndex {
 
     /// Writes the in-memory entries with offsets below `below` to the file; returns the
     /// file to fdatasync if anything was written.
-    pub(crate) fn persist_below(&mut self, below: i64) -> io::Result<Option<File>> {
+    pub(crate) fn persist_below(
+        &mut self,
+        fs: &dyn FileSystem,
+        below: i64,
+    ) -> io::Result<Option<File>> {
         let n = match u32::try_from(below - 1 - self.base_offset) {
             Ok(rel) => self
                 .inner
@@ -405,20 +422,23 @@ impl OffsetIndex {
             Err(_) if below > self.base_offset => self.inner.entries,
             Err(_) => 0,
         };
-        self.inner.persist(n)
+        self.inner.persist(fs, n)
     }
 
     pub(crate) fn clear(&mut self) {
         self.inner.clear();
     }
-    pub(crate) fn write_exact(&mut self) -> io::Result<()> {
-        self.inner.write_exact()
+    pub(crate) fn write_exact(&mut self, fs: &dyn FileSystem) -> io::Result<()> {
+        self.inner.write_exact(fs)
     }
     pub(crate) fn make_sealed(&mut self) {
         self.inner.make_sealed()
     }
-    pub(crate) fn sync(&self) -> io::Result<()> {
-        self.inner.sync()
+    pub(crate) fn path(&self) -> &Path {
+        &self.inner.path
+    }
+    pub(crate) fn sync(&self, fs: &dyn FileSystem) -> io::Result<()> {
+        self.inner.sync(fs)
     }
 }
 
@@ -449,10 +469,15 @@ pub(crate) struct TimeIndex {
 }
 
 impl TimeIndex {
-    pub(crate) fn create(path: &Path, base_offset: i64, max_bytes: u32) -> io::Result<Self> {
+    pub(crate) fn create(
+        fs: &dyn FileSystem,
+        path: &Path,
+        base_offset: i64,
+        max_bytes: u32,
+    ) -> io::Result<Self> {
         Ok(TimeIndex {
             base_offset,
-            inner: Entries::create(path, max_bytes)?,
+            inner: Entries::create(fs, path, max_bytes)?,
         })
     }
 
@@ -583,38 +608,46 @@ impl TimeIndex {
     }
 
     /// Writes the in-memory entries with offsets below `below` to the file.
-    pub(crate) fn persist_below(&mut self, below: i64) -> io::Result<Option<File>> {
+    pub(crate) fn persist_below(
+        &mut self,
+        fs: &dyn FileSystem,
+        below: i64,
+    ) -> io::Result<Option<File>> {
         let mut n = 0;
         while n < self.inner.entries && self.entry(n).is_some_and(|(_, off)| off < below) {
             n += 1;
         }
-        self.inner.persist(n)
+        self.inner.persist(fs, n)
     }
 
     pub(crate) fn clear(&mut self) {
         self.inner.clear();
     }
-    pub(crate) fn write_exact(&mut self) -> io::Result<()> {
-        self.inner.write_exact()
+    pub(crate) fn write_exact(&mut self, fs: &dyn FileSystem) -> io::Result<()> {
+        self.inner.write_exact(fs)
     }
     pub(crate) fn make_sealed(&mut self) {
         self.inner.make_sealed()
     }
-    pub(crate) fn sync(&self) -> io::Result<()> {
-        self.inner.sync()
+    pub(crate) fn path(&self) -> &Path {
+        &self.inner.path
+    }
+    pub(crate) fn sync(&self, fs: &dyn FileSystem) -> io::Result<()> {
+        self.inner.sync(fs)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::OsFileSystem;
 
     #[test]
     #[should_panic(expected = "index entry (120, 3000) after (120, 2000)")]
     fn offset_index_entries_only_grow() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("00000000000000000100.index");
-        let mut idx = OffsetIndex::create(&path, 100, 80).unwrap();
+        let mut idx = OffsetIndex::create(&OsFileSystem, &path, 100, 80).unwrap();
         assert!(idx.append(120, 2000));
         idx.append(120, 3000);
     }
@@ -623,7 +656,7 @@ mod tests {
     fn offset_index_lookup_and_reload() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("00000000000000000100.index");
-        let mut idx = OffsetIndex::create(&path, 100, 80).unwrap();
+        let mut idx = OffsetIndex::create(&OsFileSystem, &path, 100, 80).unwrap();
         assert_eq!(idx.lookup(150), 0);
         assert!(idx.append(110, 1000));
         assert!(idx.append(120, 2000));
@@ -638,10 +671,10 @@ mod tests {
         assert!(idx.is_full_after(8));
         assert!(!idx.is_full_after(7));
         // Incremental persistence writes only entries below the bound.
-        assert!(idx.persist_below(121).unwrap().is_some());
+        assert!(idx.persist_below(&OsFileSystem, 121).unwrap().is_some());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 16);
-        assert!(idx.persist_below(121).unwrap().is_none());
-        idx.write_exact().unwrap();
+        assert!(idx.persist_below(&OsFileSystem, 121).unwrap().is_none());
+        idx.write_exact(&OsFileSystem).unwrap();
         idx.make_sealed();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 24);
         assert!(!idx.is_loaded());
@@ -662,10 +695,10 @@ mod tests {
     fn garbage_after_valid_entries_is_dropped_on_load() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.index");
-        let mut idx = OffsetIndex::create(&path, 0, 800).unwrap();
+        let mut idx = OffsetIndex::create(&OsFileSystem, &path, 0, 800).unwrap();
         assert!(idx.append(10, 100));
         assert!(idx.append(20, 200));
-        idx.write_exact().unwrap();
+        idx.write_exact(&OsFileSystem).unwrap();
         drop(idx);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.extend_from_slice(&[0u8; 13]);
@@ -680,7 +713,7 @@ mod tests {
     fn time_index_lookup() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.timeindex");
-        let mut idx = TimeIndex::create(&path, 50, 1200).unwrap();
+        let mut idx = TimeIndex::create(&OsFileSystem, &path, 50, 1200).unwrap();
         assert_eq!(idx.lookup(1), 50);
         assert!(idx.maybe_append(1000, 60));
         assert!(!idx.maybe_append(1000, 70), "timestamp must grow");
@@ -692,8 +725,8 @@ mod tests {
         assert_eq!(idx.lookup(5000), 80);
         assert_eq!(idx.last_entry(), Some((2000, 80)));
         assert_eq!(idx.entries(), 2);
-        idx.write_exact().unwrap();
-        idx.sync().unwrap();
+        idx.write_exact(&OsFileSystem).unwrap();
+        idx.sync(&OsFileSystem).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 24);
         let (_, last) = TimeIndex::open_sealed(&path, 50).unwrap();
         assert_eq!(last, Some((2000, 80)));

@@ -26,6 +26,24 @@
 //! share nothing; the threads stop when the last clone and the last log opened through it
 //! are dropped.
 //!
+//! # Filesystem seam
+//! Every change to a file (open/create, pwrite, truncate, fdatasync/fsync, rename, remove,
+//! directory fsync) goes through the [`FileSystem`] of the log's `Storage` (module `fs`):
+//! `Storage::with_file_system(limits, fs)` injects one, `Storage::new` uses
+//! [`OsFileSystem`]. Reads (pread, mapped sealed indexes, sendfile) use the files directly.
+//! The tests' `FaultFs` fails fsyncs (the log goes offline: appends and sync waiters get
+//! KAFKA_STORAGE_ERROR), tears writes, and simulates a crash that drops every write not
+//! yet synced, per file. `delete_log_dir`/`remove_deleted_dirs` (whole directories) still
+//! call the OS.
+//!
+//! Invariant: durable state is a prefix of the log. Flush rounds fdatasync segments
+//! oldest first, so a crash mid-round never leaves a newer segment durable past an older
+//! one's lost tail. Write-back outside our fsyncs can still reach the disk in any order,
+//! so recovery also refuses a hole: without compaction no gap is legitimate, and a
+//! segment that does not start where the previous one's last batch ends ends the log at
+//! the hole (later segments removed, reported in [`RecoveryReport::hole_at`] and its
+//! problems, logged).
+//!
 //! # Replication (Kafka's `ReplicatedLog` shape)
 //! - `Log::append_as_leader(records, leader_epoch, now_ms)`: assigns offsets and stamps the
 //!   epoch the leader passes in (never read from the data) into every batch; the first
@@ -78,6 +96,7 @@
 mod checkpoint;
 mod error;
 mod flusher;
+pub mod fs;
 mod handles;
 mod index;
 mod log;
@@ -99,6 +118,7 @@ use fjord_model::limits::{
 use fjord_model::{Offset, TimestampType};
 
 pub use error::StorageError;
+pub use fs::{FileSystem, OsFileSystem};
 pub use log::{Log, SyncWaiter};
 pub use storage::{Storage, StorageLimits};
 
@@ -223,8 +243,11 @@ pub struct RecoveryReport {
     pub bytes_scanned: u64,
     pub bytes_truncated: u64,
     pub indexes_rebuilt: usize,
-    /// Segments removed because they came after a corrupt one.
+    /// Segments removed because they came after a corrupt one or a hole.
     pub segments_deleted: usize,
+    /// A hole found after a crash (a segment did not start where the previous one ended):
+    /// the offset where the log now ends. The segments after it were removed.
+    pub hole_at: Option<Offset>,
     pub recovery_point: Option<Offset>,
     /// The producer-state snapshot loaded (its offset), if any.
     pub producer_snapshot: Option<Offset>,
@@ -254,7 +277,7 @@ pub fn delete_log_dir(dir: &Path) -> Result<(), StorageError> {
     let target = dir.with_file_name(format!("{name}.{nanos}.deleted"));
     std::fs::rename(dir, &target).map_err(|e| StorageError::io_path("rename", dir, e))?;
     if let Some(parent) = target.parent() {
-        let _ = checkpoint::sync_dir(parent);
+        let _ = fs::OsFileSystem.sync_dir(parent);
     }
     std::fs::remove_dir_all(&target).map_err(|e| StorageError::io_path("remove", &target, e))
 }

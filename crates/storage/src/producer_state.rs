@@ -30,7 +30,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -545,6 +545,7 @@ pub(crate) fn list_snapshots(dir: &Path) -> io::Result<Vec<(i64, PathBuf)>> {
 /// file first (the caller syncs the directory). Then keeps only the newest
 /// `PRODUCER_SNAPSHOTS_KEPT` snapshots.
 pub(crate) fn write_snapshot(
+    fs: &dyn crate::fs::FileSystem,
     dir: &Path,
     offset: i64,
     bytes: &[u8],
@@ -555,22 +556,21 @@ pub(crate) fn write_snapshot(
     let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!("{name}.{}-{n}.tmp", std::process::id()));
     {
-        let mut f: File = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
+        let mut f: File = fs.open(
+            &tmp,
+            OpenOptions::new().write(true).create(true).truncate(true),
+        )?;
+        fs.write_all(&tmp, &mut f, bytes)?;
         if durable {
-            f.sync_data()?;
+            fs.sync_data(&tmp, &f)?;
         }
     }
-    fs::rename(&tmp, dir.join(&name))?;
+    fs.rename(&tmp, &dir.join(&name))?;
     let all = list_snapshots(dir)?;
     let excess = all.len().saturating_sub(PRODUCER_SNAPSHOTS_KEPT);
     for (o, path) in &all[..excess] {
         if *o != offset {
-            let _ = fs::remove_file(path);
+            let _ = fs.remove_file(path);
         }
     }
     Ok(())

@@ -24,6 +24,7 @@ use fjord_records::{validate_batch, BatchHeader, BATCH_HEADER_BYTES};
 use parking_lot::Mutex;
 
 use crate::error::StorageError;
+use crate::fs::FileSystem;
 use crate::handles::Kind;
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::storage::Shared;
@@ -34,14 +35,18 @@ pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
 
 /// Cuts the `.log` file of the segment at `base` to `position` bytes (if longer) and
 /// fdatasyncs it (all of it: what stays may not have been synced yet).
-pub(crate) fn truncate_log_file(dir: &Path, base: i64, position: u64) -> io::Result<()> {
-    let f = OpenOptions::new()
-        .write(true)
-        .open(dir.join(file_name(base, LOG_SUFFIX)))?;
+pub(crate) fn truncate_log_file(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    base: i64,
+    position: u64,
+) -> io::Result<()> {
+    let path = dir.join(file_name(base, LOG_SUFFIX));
+    let f = fs.open(&path, OpenOptions::new().write(true))?;
     if f.metadata()?.len() > position {
-        f.set_len(position)?;
+        fs.set_len(&path, &f, position)?;
     }
-    f.sync_data()
+    fs.sync_data(&path, &f)
 }
 
 /// `00000000000000000123.log` etc.
@@ -109,13 +114,13 @@ impl Indexes {
     }
 
     /// Writes the index files exactly (with a final time-index entry), no fsync.
-    pub(crate) fn write_exact(&mut self) -> io::Result<()> {
+    pub(crate) fn write_exact(&mut self, fs: &dyn FileSystem) -> io::Result<()> {
         if self.max_timestamp >= 0 {
             self.time
                 .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
         }
-        self.offset.write_exact()?;
-        self.time.write_exact()
+        self.offset.write_exact(fs)?;
+        self.time.write_exact(fs)
     }
 
     fn reset_stats(&mut self) {
@@ -135,6 +140,8 @@ pub(crate) struct Segment {
     ctx: Arc<Shared>,
     pub(crate) base_offset: i64,
     pub(crate) dir: PathBuf,
+    /// `dir` joined with the `.log` file's name (the write path uses it with the seam).
+    log_path: PathBuf,
     /// The open `.log` file; always open while active, opened on demand once sealed.
     file: Mutex<Option<Arc<File>>>,
     /// No longer the active segment: its files are immutable and its handles cached.
@@ -169,14 +176,16 @@ pub(crate) struct ScanOutcome {
     pub(crate) problem: Option<String>,
 }
 
-fn open_log_rw(path: &Path, create: bool) -> Result<File, StorageError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(create)
-        .open(path)
-        .map_err(|e| StorageError::io_path("open segment", path, e))
+fn open_log_rw(fs: &dyn FileSystem, path: &Path, create: bool) -> Result<File, StorageError> {
+    fs.open(
+        path,
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(create),
+    )
+    .map_err(|e| StorageError::io_path("open segment", path, e))
 }
 
 impl Segment {
@@ -194,6 +203,7 @@ impl Segment {
             ctx: Arc::clone(ctx),
             base_offset,
             dir: dir.to_path_buf(),
+            log_path: dir.join(file_name(base_offset, LOG_SUFFIX)),
             file: Mutex::new(file.map(Arc::new)),
             sealed: AtomicBool::new(sealed),
             size: AtomicU64::new(size),
@@ -228,12 +238,12 @@ impl Segment {
         index_bytes_max: u32,
     ) -> Result<Segment, StorageError> {
         let log_path = dir.join(file_name(base_offset, LOG_SUFFIX));
-        let file = open_log_rw(&log_path, true)?;
+        let file = open_log_rw(&*ctx.fs, &log_path, true)?;
         let idx_path = dir.join(file_name(base_offset, INDEX_SUFFIX));
-        let offset = OffsetIndex::create(&idx_path, base_offset, index_bytes_max)
+        let offset = OffsetIndex::create(&*ctx.fs, &idx_path, base_offset, index_bytes_max)
             .map_err(|e| StorageError::io_path("create index", &idx_path, e))?;
         let tidx_path = dir.join(file_name(base_offset, TIME_INDEX_SUFFIX));
-        let time = TimeIndex::create(&tidx_path, base_offset, index_bytes_max)
+        let time = TimeIndex::create(&*ctx.fs, &tidx_path, base_offset, index_bytes_max)
             .map_err(|e| StorageError::io_path("create time index", &tidx_path, e))?;
         Ok(Segment::new(
             ctx,
@@ -300,7 +310,7 @@ impl Segment {
         keep_below: i64,
     ) -> Result<(Segment, bool), StorageError> {
         let log_path = dir.join(file_name(base_offset, LOG_SUFFIX));
-        let file = open_log_rw(&log_path, false)?;
+        let file = open_log_rw(&*ctx.fs, &log_path, false)?;
         let size = file
             .metadata()
             .map_err(|e| StorageError::io_path("stat segment", &log_path, e))?
@@ -367,9 +377,9 @@ impl Segment {
     /// Writes `bytes` at `pos` of the active segment.
     pub(crate) fn write_at(&self, bytes: &[u8], pos: u64) -> io::Result<()> {
         let file = self.open_file()?;
-        if let Err(e) = file.write_all_at(bytes, pos) {
+        if let Err(e) = self.ctx.fs.write_at(&self.log_path, &file, bytes, pos) {
             // Best effort: cut off a partial write. The log goes offline either way.
-            let _ = file.set_len(pos);
+            let _ = self.ctx.fs.set_len(&self.log_path, &file, pos);
             return Err(e);
         }
         Ok(())
@@ -407,7 +417,7 @@ impl Segment {
     /// Seals the (formerly active) segment: exact index files, in-memory copies dropped.
     pub(crate) fn seal(&self) -> io::Result<()> {
         let mut idx = self.indexes.lock();
-        idx.write_exact()?;
+        idx.write_exact(&*self.ctx.fs)?;
         idx.offset.make_sealed();
         idx.time.make_sealed();
         self.sealed.store(true, Ordering::Release);
@@ -423,12 +433,16 @@ impl Segment {
             if self.is_sealed() {
                 return Ok(());
             }
-            let a = idx.offset.persist_below(below)?;
-            let b = idx.time.persist_below(below)?;
-            [a, b]
+            let fs = &*self.ctx.fs;
+            let a = idx.offset.persist_below(fs, below)?;
+            let b = idx.time.persist_below(fs, below)?;
+            [
+                a.map(|f| (f, idx.offset.path().to_path_buf())),
+                b.map(|f| (f, idx.time.path().to_path_buf())),
+            ]
         };
-        for f in files.into_iter().flatten() {
-            f.sync_data()?;
+        for (f, path) in files.into_iter().flatten() {
+            self.ctx.fs.sync_data(&path, &f)?;
         }
         Ok(())
     }
@@ -572,7 +586,9 @@ impl Segment {
             return Ok(None);
         }
         if valid_end < size {
-            file.set_len(valid_end)
+            self.ctx
+                .fs
+                .set_len(&self.log_path, &file, valid_end)
                 .map_err(|e| StorageError::io(format!("truncate {}", self.display()), e))?;
             out.bytes_truncated = size - valid_end;
             if out.problem.is_none() {
@@ -621,7 +637,7 @@ impl Segment {
         if sealed {
             self.seal()
         } else {
-            self.indexes.lock().write_exact()
+            self.indexes.lock().write_exact(&*self.ctx.fs)
         }
     }
 
@@ -684,7 +700,8 @@ impl Segment {
         let size = self.size();
         if self.flushed_size.load(Ordering::Acquire) < size {
             // Unsynced data: the file was never released (see `release`).
-            self.open_file()?.sync_data()?;
+            let file = self.open_file()?;
+            self.ctx.fs.sync_data(&self.log_path, &file)?;
             self.flushed_size.fetch_max(size, Ordering::AcqRel);
         }
         Ok(size)
@@ -693,7 +710,8 @@ impl Segment {
     /// fdatasyncs the file unconditionally (after recovery: the page cache may hold data
     /// that never reached the disk before the crash).
     pub(crate) fn sync_data_now(&self) -> io::Result<()> {
-        self.open_file()?.sync_data()
+        let file = self.open_file()?;
+        self.ctx.fs.sync_data(&self.log_path, &file)
     }
 
     /// fsyncs a sealed segment's index files if they changed.
@@ -701,7 +719,8 @@ impl Segment {
         if self.index_dirty.load(Ordering::Acquire) && !self.deleted.load(Ordering::Acquire) {
             let res = {
                 let idx = self.indexes.lock();
-                idx.offset.sync().and_then(|()| idx.time.sync())
+                let fs = &*self.ctx.fs;
+                idx.offset.sync(fs).and_then(|()| idx.time.sync(fs))
             };
             match res {
                 Ok(()) => {}
@@ -764,7 +783,7 @@ impl Segment {
     pub(crate) fn delete_files(&self) -> io::Result<()> {
         self.deleted.store(true, Ordering::Release);
         for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-            match fs::remove_file(self.path(suffix)) {
+            match self.ctx.fs.remove_file(&self.path(suffix)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),

@@ -10,6 +10,7 @@ use fjord_model::limits::{MAPPED_INDEX_FILES_MAX, OPEN_SEGMENT_FILES_MAX, STORAG
 
 use crate::error::StorageError;
 use crate::flusher::Flusher;
+use crate::fs::{FileSystem, OsFileSystem};
 use crate::handles::HandleCache;
 use crate::log::Log;
 use crate::{LogConfig, RecoveryReport};
@@ -40,6 +41,8 @@ impl Default for StorageLimits {
 pub(crate) struct Shared {
     pub(crate) handles: HandleCache,
     pub(crate) flusher: Flusher,
+    /// Every change to a file goes through it (`fs.rs`).
+    pub(crate) fs: Arc<dyn FileSystem>,
 }
 
 /// The storage engine of one node: create one, open logs with it. Cloning is cheap (the
@@ -57,12 +60,19 @@ impl Default for Storage {
 }
 
 impl Storage {
-    /// Starts the flush threads and sets up an empty handle cache.
+    /// Starts the flush threads and sets up an empty handle cache; files are the
+    /// operating system's.
     pub fn new(limits: StorageLimits) -> Storage {
+        Storage::with_file_system(limits, Arc::new(OsFileSystem))
+    }
+
+    /// Like `new`, with every file change going through `fs` (fault injection in tests).
+    pub fn with_file_system(limits: StorageLimits, fs: Arc<dyn FileSystem>) -> Storage {
         Storage {
             ctx: Arc::new(Shared {
                 handles: HandleCache::new(limits.open_files_max, limits.mapped_indexes_max),
                 flusher: Flusher::start(limits.flush_threads),
+                fs,
             }),
         }
     }

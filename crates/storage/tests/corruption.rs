@@ -260,3 +260,78 @@ fn random_damage_never_panics() {
         }
     }
 }
+
+/// Byte position of the last batch in a segment file (walks the framing: base offset,
+/// length).
+fn last_batch_position(bytes: &[u8]) -> usize {
+    let mut pos = 0;
+    let mut last = 0;
+    while pos + 12 <= bytes.len() {
+        last = pos;
+        let len = u32::from_be_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        pos += 12 + len;
+    }
+    last
+}
+
+/// A crash lost the last batch of segment `victim` (cut at a batch boundary, so nothing
+/// looks corrupt) while the later segments kept theirs (or, `empty_newest`, the newest one
+/// lost everything): recovery finds the hole, ends the log there and removes what follows;
+/// the next append continues at the hole.
+fn hole_after_segment(victim_from_end: usize, empty_newest: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = fill(dir.path(), 60, false);
+    fs::remove_file(dir.path().join("recovery-point-offset-checkpoint")).unwrap();
+    let logs = files(dir.path(), "log");
+    assert!(logs.len() >= 3, "{logs:?}");
+    let victim = logs.len() - victim_from_end;
+    let bytes = fs::read(&logs[victim]).unwrap();
+    let cut = last_batch_position(&bytes);
+    let lost = i64::from_be_bytes(bytes[cut..cut + 8].try_into().unwrap());
+    OpenOptions::new()
+        .write(true)
+        .open(&logs[victim])
+        .unwrap()
+        .set_len(cut as u64)
+        .unwrap();
+    if empty_newest {
+        OpenOptions::new()
+            .write(true)
+            .open(logs.last().unwrap())
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+    }
+    let (log, report) = reopen(dir.path());
+    assert_eq!(report.hole_at, Some(Offset(lost)), "{report:?}");
+    assert_eq!(
+        report.segments_deleted,
+        logs.len() - victim - 1,
+        "{report:?}"
+    );
+    assert!(
+        report.problems.iter().any(|p| p.contains("hole")),
+        "{report:?}"
+    );
+    assert_eq!(log.log_end_offset(), Offset(lost));
+    let kept = assert_prefix(&log, &expected, 1);
+    assert_eq!(expected[kept].0, lost);
+    assert_eq!(files(dir.path(), "log").len(), victim + 1);
+    let mut b = batch(2, 100, 0, 999);
+    assert_eq!(log.append(&mut b, 0).unwrap().base_offset, Offset(lost));
+    log.close().unwrap();
+    drop(log);
+    let (log, report) = reopen(dir.path());
+    assert_eq!(report.hole_at, None, "{report:?}");
+    assert_eq!(log.log_end_offset().0, lost + 2);
+}
+
+#[test]
+fn a_hole_between_segments_ends_the_log_there() {
+    hole_after_segment(3, false);
+}
+
+#[test]
+fn a_lost_tail_before_an_empty_newest_segment_is_a_hole() {
+    hole_after_segment(2, true);
+}

@@ -290,7 +290,7 @@ impl Log {
         let pos = seg.size();
         if self.marker_unsynced.load(Ordering::Acquire) {
             // The clean-shutdown marker's removal must be durable before new data is.
-            if let Err(e) = checkpoint::sync_dir(&self.dir) {
+            if let Err(e) = checkpoint::sync_dir(&*self.ctx.fs, &self.dir) {
                 let err = StorageError::io_path("fsync", &self.dir, e);
                 self.fail(&err);
                 return Err(err);
@@ -409,7 +409,9 @@ impl Log {
         tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
         // Best effort, not synced: without it, recovery replays more batch headers.
         let snapshot = st.producers.encode_snapshot();
-        if let Err(e) = producer_state::write_snapshot(&self.dir, base, &snapshot, false) {
+        if let Err(e) =
+            producer_state::write_snapshot(&*self.ctx.fs, &self.dir, base, &snapshot, false)
+        {
             tracing::warn!(dir = %self.dir.display(), base, "cannot write producer snapshot: {e}");
         }
         st.active = seg;

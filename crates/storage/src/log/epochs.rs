@@ -13,20 +13,28 @@ impl Log {
         let mut epochs = self.epochs.lock();
         let mut next = epochs.clone();
         for &(epoch, start) in new {
-            match next.last() {
-                Some(&(e, _)) if epoch == e => continue,
-                Some(&(e, s)) => assert!(
+            if let Some(&(e, s)) = next.last() {
+                if epoch == e {
+                    continue;
+                }
+                // The callers refuse older epochs; the log end never goes below a start
+                // that is still recorded.
+                assert!(
                     epoch > e && start >= s,
                     "epoch {epoch}@{start} after {e}@{s}"
-                ),
-                None => {}
+                );
+            }
+            // An epoch recorded at the same start offset holds no data (its data was lost
+            // in a crash): the new one replaces it, as in Kafka's cache.
+            while next.last().is_some_and(|&(_, s)| s >= start) {
+                next.pop();
             }
             next.push((epoch, start));
         }
-        if next.len() == epochs.len() {
+        if next == *epochs {
             return Ok(());
         }
-        if let Err(e) = checkpoint::write_epochs(&self.dir, &next) {
+        if let Err(e) = checkpoint::write_epochs(&*self.ctx.fs, &self.dir, &next) {
             let err = StorageError::io_path("write leader epochs in", &self.dir, e);
             self.fail(&err);
             return Err(err);
@@ -59,7 +67,7 @@ impl Log {
         let mut next = epochs.clone();
         next.retain(|&(e, s)| e < epoch.0 && s < start_offset.0);
         next.push((epoch.0, start_offset.0));
-        checkpoint::write_epochs(&self.dir, &next)
+        checkpoint::write_epochs(&*self.ctx.fs, &self.dir, &next)
             .map_err(|e| StorageError::io_path("write leader epochs in", &self.dir, e))?;
         assert_epochs_ordered(&next);
         *epochs = next;

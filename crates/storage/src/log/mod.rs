@@ -39,6 +39,7 @@ use crate::checkpoint::{
     self, Truncation, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE, TRUNCATION_FILE,
 };
 use crate::error::StorageError;
+use crate::fs::FileSystem;
 use crate::producer_state::{self, IncomingBatch, ProducerEntry, ProducerStateMap, Verdict};
 use crate::segment::{
     self, ScanError, Scanner, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
@@ -267,23 +268,33 @@ impl Log {
         }
         self.check_writable()?;
         let result = (|| {
-            st.active.indexes.lock().write_exact().map_err(|e| {
-                StorageError::io(format!("write index of {}", st.active.display()), e)
-            })?;
+            st.active
+                .indexes
+                .lock()
+                .write_exact(&*self.ctx.fs)
+                .map_err(|e| {
+                    StorageError::io(format!("write index of {}", st.active.display()), e)
+                })?;
             st.active.index_dirty.store(true, Ordering::Release);
             self.flush()?;
             let leo = self.log_end.load(Ordering::Acquire);
-            producer_state::write_snapshot(&self.dir, leo, &st.producers.encode_snapshot(), true)
-                .map_err(|e| StorageError::io_path("write producer snapshot in", &self.dir, e))?;
+            producer_state::write_snapshot(
+                &*self.ctx.fs,
+                &self.dir,
+                leo,
+                &st.producers.encode_snapshot(),
+                true,
+            )
+            .map_err(|e| StorageError::io_path("write producer snapshot in", &self.dir, e))?;
             let log_start = self.view.read().log_start;
-            checkpoint::write_offset(&self.dir, LOG_START_FILE, log_start).map_err(|e| {
-                StorageError::io_path("write log start checkpoint in", &self.dir, e)
-            })?;
+            checkpoint::write_offset(&*self.ctx.fs, &self.dir, LOG_START_FILE, log_start).map_err(
+                |e| StorageError::io_path("write log start checkpoint in", &self.dir, e),
+            )?;
             let epochs = self.epochs.lock().clone();
-            checkpoint::write_epochs(&self.dir, &epochs)
+            checkpoint::write_epochs(&*self.ctx.fs, &self.dir, &epochs)
                 .map_err(|e| StorageError::io_path("write leader epochs in", &self.dir, e))?;
             self.advance_recovery_point(self.log_end.load(Ordering::Acquire), true)?;
-            checkpoint::write_atomic(&self.dir, CLEAN_SHUTDOWN_FILE, b"")
+            checkpoint::write_atomic(&*self.ctx.fs, &self.dir, CLEAN_SHUTDOWN_FILE, b"")
                 .map_err(|e| StorageError::io_path("write clean shutdown marker in", &self.dir, e))
         })();
         match result {

@@ -19,9 +19,11 @@ impl Log {
         let config = config.normalized();
         let mut report = RecoveryReport::default();
         if !dir.exists() {
-            fs::create_dir_all(dir).map_err(|e| StorageError::io_path("create", dir, e))?;
+            ctx.fs
+                .create_dir_all(dir)
+                .map_err(|e| StorageError::io_path("create", dir, e))?;
             if let Some(parent) = dir.parent() {
-                checkpoint::sync_dir(parent)
+                checkpoint::sync_dir(&*ctx.fs, parent)
                     .map_err(|e| StorageError::io_path("fsync", parent, e))?;
             }
         }
@@ -37,7 +39,7 @@ impl Log {
                 continue;
             };
             if name.ends_with(".tmp") || name.ends_with(".deleted") {
-                let _ = fs::remove_file(entry.path());
+                let _ = ctx.fs.remove_file(&entry.path());
                 continue;
             }
             if name == CLEAN_SHUTDOWN_FILE {
@@ -60,7 +62,7 @@ impl Log {
                     dir,
                     format!("removing orphan index {}", path.display()),
                 );
-                let _ = fs::remove_file(path);
+                let _ = ctx.fs.remove_file(&path);
             }
         }
 
@@ -106,28 +108,32 @@ impl Log {
         match checkpoint::read_truncation(dir) {
             Ok(None) => {}
             Ok(Some(t)) => {
-                complete_truncation(dir, t, &mut bases, &mut report)?;
+                complete_truncation(&*ctx.fs, dir, t, &mut bases, &mut report)?;
                 if marker_seen {
-                    fs::remove_file(&marker)
+                    ctx.fs
+                        .remove_file(&marker)
                         .map_err(|e| StorageError::io_path("remove", &marker, e))?;
                     report.clean = false;
                 }
                 if recovery_point.is_none_or(|rp| rp > t.log_end) {
-                    checkpoint::write_offset(dir, RECOVERY_POINT_FILE, t.log_end)
+                    checkpoint::write_offset(&*ctx.fs, dir, RECOVERY_POINT_FILE, t.log_end)
                         .map_err(|e| StorageError::io_path("write checkpoint in", dir, e))?;
                     recovery_point = Some(t.log_end);
                 }
                 let keep = epochs.partition_point(|&(_, s)| s < t.log_end);
                 if keep < epochs.len() {
                     epochs.truncate(keep);
-                    checkpoint::write_epochs(dir, &epochs)
+                    checkpoint::write_epochs(&*ctx.fs, dir, &epochs)
                         .map_err(|e| StorageError::io_path("write leader epochs in", dir, e))?;
                 }
-                checkpoint::sync_dir(dir).map_err(|e| StorageError::io_path("fsync", dir, e))?;
+                checkpoint::sync_dir(&*ctx.fs, dir)
+                    .map_err(|e| StorageError::io_path("fsync", dir, e))?;
                 let intent = dir.join(TRUNCATION_FILE);
-                fs::remove_file(&intent)
+                ctx.fs
+                    .remove_file(&intent)
                     .map_err(|e| StorageError::io_path("remove", &intent, e))?;
-                checkpoint::sync_dir(dir).map_err(|e| StorageError::io_path("fsync", dir, e))?;
+                checkpoint::sync_dir(&*ctx.fs, dir)
+                    .map_err(|e| StorageError::io_path("fsync", dir, e))?;
                 report.truncation_completed = Some(Offset(t.log_end));
             }
             Err(e) => {
@@ -139,7 +145,8 @@ impl Log {
                     format!("removing unreadable truncation intent: {e}"),
                 );
                 let intent = dir.join(TRUNCATION_FILE);
-                fs::remove_file(&intent)
+                ctx.fs
+                    .remove_file(&intent)
                     .map_err(|e| StorageError::io_path("remove", &intent, e))?;
             }
         }
@@ -236,14 +243,39 @@ impl Log {
                     }
                 }
             }
+            // A hole: the next segment does not start where this one's last batch ends. A
+            // log without compaction has no legitimate gaps, so the crash lost the end of
+            // this segment while a later one kept data (write-back order is not the log's
+            // order). The log ends at the hole, as it would at a corrupt batch.
+            let mut hole = None;
+            if let (Some(o), false, false) = (&outcome, stop, is_last) {
+                let end = o.next_offset.unwrap_or(base);
+                let next_base = bases[i + 1];
+                if end != next_base {
+                    hole = Some(end);
+                    report.hole_at = Some(Offset(end));
+                    warn_problem(
+                        &mut report,
+                        dir,
+                        format!(
+                            "{} ends at offset {end} but the next segment starts at \
+                             {next_base}; the log ends at the hole",
+                            seg.display()
+                        ),
+                    );
+                    stop = true;
+                    active_next = Some(o.next_offset);
+                }
+            }
             scanned.push(outcome.is_some());
             segments.push(Arc::new(seg));
             if stop {
-                // Everything after a corrupt batch is unreachable: drop the later segments.
+                // Everything after a corrupt batch or a hole is unreachable: drop the later
+                // segments.
                 for &later in &bases[i + 1..] {
                     for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
                         let p = dir.join(segment::file_name(later, suffix));
-                        if let Err(e) = fs::remove_file(&p) {
+                        if let Err(e) = ctx.fs.remove_file(&p) {
                             if e.kind() != io::ErrorKind::NotFound {
                                 return Err(StorageError::io_path("remove", &p, e));
                             }
@@ -255,8 +287,9 @@ impl Log {
                     &mut report,
                     dir,
                     format!(
-                        "deleted {} segments after the corruption",
-                        bases.len() - i - 1
+                        "deleted {} segments after the {}",
+                        bases.len() - i - 1,
+                        if hole.is_some() { "hole" } else { "corruption" }
                     ),
                 );
                 break;
@@ -292,7 +325,8 @@ impl Log {
             .min(log_end);
         epochs.retain(|&(_, start)| start <= log_end);
         truncate_epochs_from_start(&mut epochs, log_start);
-        let producers = rebuild_producer_state(dir, &segments, log_end, now_ms, &mut report)?;
+        let producers =
+            rebuild_producer_state(&*ctx.fs, dir, &segments, log_end, now_ms, &mut report)?;
 
         let (recovery_point_now, checkpoint_written) = if light {
             active.flushed_size.store(0, Ordering::Release);
@@ -316,7 +350,8 @@ impl Log {
                     })?;
                     seg.track_file();
                 }
-                checkpoint::sync_dir(dir).map_err(|e| StorageError::io_path("fsync", dir, e))?;
+                checkpoint::sync_dir(&*ctx.fs, dir)
+                    .map_err(|e| StorageError::io_path("fsync", dir, e))?;
             }
             let rp_now = if report.clean {
                 recovery_point.unwrap_or(log_end).min(log_end)
@@ -324,7 +359,7 @@ impl Log {
                 log_end
             };
             if !report.clean || recovery_point != Some(rp_now) {
-                checkpoint::write_offset(dir, RECOVERY_POINT_FILE, rp_now)
+                checkpoint::write_offset(&*ctx.fs, dir, RECOVERY_POINT_FILE, rp_now)
                     .map_err(|e| StorageError::io_path("write checkpoint in", dir, e))?;
             }
             (rp_now, rp_now)
@@ -333,7 +368,9 @@ impl Log {
         // until then the files are exactly what the marker vouches for.
         let marker_unsynced = report.clean;
         if report.clean {
-            fs::remove_file(&marker).map_err(|e| StorageError::io_path("remove", &marker, e))?;
+            ctx.fs
+                .remove_file(&marker)
+                .map_err(|e| StorageError::io_path("remove", &marker, e))?;
         }
 
         // The log's invariants as recovery leaves them (each call that changes them later
@@ -400,6 +437,7 @@ impl Log {
 /// Completes an interrupted `truncate_to` at open: removes the segments after the cut one
 /// (newest first) and cuts its file.
 pub(super) fn complete_truncation(
+    fs: &dyn FileSystem,
     dir: &Path,
     t: Truncation,
     bases: &mut Vec<i64>,
@@ -419,7 +457,7 @@ pub(super) fn complete_truncation(
         }
         for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
             let p = dir.join(segment::file_name(last, suffix));
-            if let Err(e) = fs::remove_file(&p) {
+            if let Err(e) = fs.remove_file(&p) {
                 if e.kind() != io::ErrorKind::NotFound {
                     return Err(StorageError::io_path("remove", &p, e));
                 }
@@ -429,7 +467,7 @@ pub(super) fn complete_truncation(
         bases.pop();
     }
     if bases.last() == Some(&t.base) {
-        segment::truncate_log_file(dir, t.base, t.position).map_err(|e| {
+        segment::truncate_log_file(fs, dir, t.base, t.position).map_err(|e| {
             StorageError::io_path(
                 "truncate",
                 &dir.join(segment::file_name(t.base, LOG_SUFFIX)),
@@ -443,6 +481,7 @@ pub(super) fn complete_truncation(
 /// Loads the newest usable producer snapshot at or below `log_end` (deleting later and
 /// damaged ones) and replays the batch headers after it.
 pub(super) fn rebuild_producer_state(
+    fs: &dyn FileSystem,
     dir: &Path,
     segments: &[Arc<Segment>],
     log_end: i64,
@@ -457,7 +496,7 @@ pub(super) fn rebuild_producer_state(
         let loaded = if offset > log_end {
             Err(format!("it is past the log end {log_end}"))
         } else {
-            fs::read(&path)
+            std::fs::read(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| state.load_snapshot(&bytes))
         };
@@ -473,7 +512,7 @@ pub(super) fn rebuild_producer_state(
                     dir,
                     format!("removing producer snapshot {}: {e}", path.display()),
                 );
-                let _ = fs::remove_file(&path);
+                let _ = fs.remove_file(&path);
             }
         }
     }

@@ -21,7 +21,7 @@ impl Log {
         if offset.0 <= current {
             return Ok(Offset(current));
         }
-        checkpoint::write_offset(&self.dir, LOG_START_FILE, offset.0)
+        checkpoint::write_offset(&*self.ctx.fs, &self.dir, LOG_START_FILE, offset.0)
             .map_err(|e| StorageError::io_path("write log start checkpoint in", &self.dir, e))?;
         let removed = self.remove_prefix(
             |view| {

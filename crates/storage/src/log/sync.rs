@@ -54,22 +54,26 @@ impl Log {
         }
     }
 
-    /// fdatasyncs every segment with unsynced data (newest first, stopping at the first
-    /// sealed clean one) and the index files of freshly sealed segments.
+    /// fdatasyncs every segment with unsynced data and the index files of freshly sealed
+    /// segments, OLDEST first (from the one after the newest sealed clean segment): a
+    /// crash in the middle of a round then leaves a durable prefix of the log, never a
+    /// newer segment durable past an older one's lost tail.
     pub(super) fn sync_segments(&self, view: &View) -> Result<(), StorageError> {
         if self.dir_dirty.swap(false, Ordering::AcqRel) {
-            if let Err(e) = checkpoint::sync_dir(&self.dir) {
+            if let Err(e) = checkpoint::sync_dir(&*self.ctx.fs, &self.dir) {
                 self.dir_dirty.store(true, Ordering::Release);
                 return Err(StorageError::io_path("fsync", &self.dir, e));
             }
         }
         let last = view.segments.len() - 1;
-        for (i, seg) in view.segments.iter().enumerate().rev() {
-            let clean = seg.flushed_size.load(Ordering::Acquire) >= seg.size()
-                && !seg.index_dirty.load(Ordering::Acquire);
-            if clean && i != last {
-                break;
-            }
+        let first = view.segments[..last]
+            .iter()
+            .rposition(|seg| {
+                seg.flushed_size.load(Ordering::Acquire) >= seg.size()
+                    && !seg.index_dirty.load(Ordering::Acquire)
+            })
+            .map_or(0, |clean| clean + 1);
+        for (i, seg) in view.segments.iter().enumerate().skip(first) {
             seg.sync_data()
                 .map_err(|e| StorageError::io(format!("fsync {}", seg.display()), e))?;
             seg.sync_indexes_if_dirty()
@@ -120,8 +124,14 @@ impl Log {
         let seg = &view.segments[view.segment_for(candidate)];
         seg.persist_indexes_below(candidate)
             .map_err(|e| StorageError::io(format!("write index of {}", seg.display()), e))?;
-        checkpoint::write_offset_synced(&self.dir, RECOVERY_POINT_FILE, candidate, durable)
-            .map_err(|e| StorageError::io_path("write recovery point in", &self.dir, e))?;
+        checkpoint::write_offset_synced(
+            &*self.ctx.fs,
+            &self.dir,
+            RECOVERY_POINT_FILE,
+            candidate,
+            durable,
+        )
+        .map_err(|e| StorageError::io_path("write recovery point in", &self.dir, e))?;
         st.written = candidate;
         st.at = Instant::now();
         st.force = false;
@@ -166,15 +176,10 @@ impl Log {
         let mut s = self.sync.lock();
         if s.generation != generation {
             // A truncation came between: this round synced files that changed since. Run
-            // another round for the waiters.
-            let again = !s.waiters.is_empty();
-            if !again {
-                s.queued = false;
-            }
+            // another round (it stays queued: a roll meanwhile may have asked for one and
+            // found it queued).
             drop(s);
-            if again {
-                self.ctx.flusher.enqueue(self.me.clone());
-            }
+            self.ctx.flusher.enqueue(self.me.clone());
             return;
         }
         self.recovery_point.fetch_max(candidate, Ordering::AcqRel);

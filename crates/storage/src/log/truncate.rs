@@ -77,21 +77,24 @@ impl Log {
             "truncation to {new_leo} outside [{}, log end)",
             view.log_start
         );
-        checkpoint::write_truncation(dir, cut)
+        checkpoint::write_truncation(&*self.ctx.fs, dir, cut)
             .map_err(|e| StorageError::io_path("write truncation intent in", dir, e))?;
         // From here a crash completes the truncation at the next open. Lower the recovery
         // point first, so that recovery never trusts data written after the truncation.
         let failed_waiters = {
             let mut cs = self.checkpoint_state.lock();
             if cs.written > new_leo {
-                checkpoint::write_offset(dir, RECOVERY_POINT_FILE, new_leo)
+                checkpoint::write_offset(&*self.ctx.fs, dir, RECOVERY_POINT_FILE, new_leo)
                     .map_err(|e| StorageError::io_path("write recovery point in", dir, e))?;
                 cs.written = new_leo;
             }
-            self.recovery_point.fetch_min(new_leo, Ordering::AcqRel);
             let mut s = self.sync.lock();
             s.generation += 1;
             s.durable_end = s.durable_end.min(new_leo);
+            // Under the sync lock, with the generation bump: a flush round raises the
+            // recovery point under this lock only if no truncation came since it started,
+            // so it cannot raise it again past the new end after this.
+            self.recovery_point.fetch_min(new_leo, Ordering::AcqRel);
             let leo = self.log_end.load(Ordering::Acquire);
             assert!(
                 new_leo < leo,
@@ -122,7 +125,7 @@ impl Log {
         // The tail segment: a new object over the shortened file, as the active segment.
         let old_tail = &view.segments[i];
         old_tail.retire();
-        segment::truncate_log_file(dir, cut.base, cut.position)
+        segment::truncate_log_file(&*self.ctx.fs, dir, cut.base, cut.position)
             .map_err(|e| StorageError::io(format!("truncate {}", old_tail.display()), e))?;
         let cfg = self.config.read().clone();
         let (tail, _) = Segment::open_rw(&self.ctx, dir, cut.base, cfg.index_bytes_max, new_leo)?;
@@ -141,7 +144,7 @@ impl Log {
         );
         tail.indexes
             .lock()
-            .write_exact()
+            .write_exact(&*self.ctx.fs)
             .map_err(|e| StorageError::io(format!("write index of {}", tail.display()), e))?;
         tail.index_dirty.store(true, Ordering::Release);
         tail.sync_indexes_if_dirty()
@@ -165,7 +168,7 @@ impl Log {
             if keep < epochs.len() {
                 let next = epochs[..keep].to_vec();
                 assert_epochs_ordered(&next);
-                checkpoint::write_epochs(dir, &next)
+                checkpoint::write_epochs(&*self.ctx.fs, dir, &next)
                     .map_err(|e| StorageError::io_path("write leader epochs in", dir, e))?;
                 *epochs = next;
             }
@@ -175,18 +178,33 @@ impl Log {
             .map_err(|e| StorageError::io_path("list", dir, e))?;
         for (at, path) in snapshots {
             if at > new_leo {
-                fs::remove_file(&path).map_err(|e| StorageError::io_path("remove", &path, e))?;
+                self.ctx
+                    .fs
+                    .remove_file(&path)
+                    .map_err(|e| StorageError::io_path("remove", &path, e))?;
             }
         }
         let segments = Arc::clone(&self.view.read()).segments.clone();
         let mut report = RecoveryReport::default();
         // No expiry here (`i64::MIN`): the next append's or retention's `now` does it.
-        st.producers = rebuild_producer_state(dir, &segments, new_leo, i64::MIN, &mut report)?;
+        st.producers = rebuild_producer_state(
+            &*self.ctx.fs,
+            dir,
+            &segments,
+            new_leo,
+            i64::MIN,
+            &mut report,
+        )?;
 
-        checkpoint::sync_dir(dir).map_err(|e| StorageError::io_path("fsync", dir, e))?;
+        checkpoint::sync_dir(&*self.ctx.fs, dir)
+            .map_err(|e| StorageError::io_path("fsync", dir, e))?;
         let intent = dir.join(TRUNCATION_FILE);
-        fs::remove_file(&intent).map_err(|e| StorageError::io_path("remove", &intent, e))?;
-        checkpoint::sync_dir(dir).map_err(|e| StorageError::io_path("fsync", dir, e))?;
+        self.ctx
+            .fs
+            .remove_file(&intent)
+            .map_err(|e| StorageError::io_path("remove", &intent, e))?;
+        checkpoint::sync_dir(&*self.ctx.fs, dir)
+            .map_err(|e| StorageError::io_path("fsync", dir, e))?;
         assert_eq!(self.log_end.load(Ordering::Acquire), new_leo);
         assert!(self.durable_offset().0 <= new_leo && self.recovery_point().0 <= new_leo);
         tracing::info!(dir = %dir.display(), log_end = new_leo, "truncated log");

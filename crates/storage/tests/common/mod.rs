@@ -1,6 +1,8 @@
 //! Helpers shared by the storage integration tests.
 #![allow(dead_code)]
 
+pub mod fault;
+
 use fjord_records::{BatchBuilder, Compression};
 use fjord_storage::{Log, LogConfig, Storage};
 use std::path::Path;
