@@ -74,7 +74,12 @@ impl FaultFs {
             // at that path: the sync does not make the new one durable.
             return Ok(());
         }
-        let now = std::fs::read(path)?;
+        let now = match std::fs::read(path) {
+            Ok(now) => now,
+            // Removed since (a removal does not wait for this lock): nothing to remember.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
         images.insert(path.to_path_buf(), Some(now));
         drop(images);
         self.syncs.fetch_add(1, Ordering::SeqCst);
