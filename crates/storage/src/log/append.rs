@@ -92,14 +92,7 @@ impl Log {
                 h.partition_leader_epoch = epoch;
             }
         }
-        let records_count: u64 = found
-            .iter()
-            .map(|(h, _)| h.records_count.max(0) as u64)
-            .sum();
-        let span: i64 = found
-            .iter()
-            .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
-            .sum();
+        let (records_count, span) = batch_totals(&found);
 
         let mut st = self.append.lock();
         self.check_writable()?;
@@ -189,14 +182,7 @@ impl Log {
         self.check_writable()?;
         let cfg = self.config.read().clone();
         let found = Self::validate_batches(records, &cfg, false)?;
-        let records_count: u64 = found
-            .iter()
-            .map(|(h, _)| h.records_count.max(0) as u64)
-            .sum();
-        let span: i64 = found
-            .iter()
-            .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
-            .sum();
+        let (records_count, span) = batch_totals(&found);
 
         let mut st = self.append.lock();
         self.check_writable()?;
@@ -418,4 +404,18 @@ impl Log {
         st.roll_base_ms = now_ms;
         Ok(())
     }
+}
+
+/// The records in `found` and the offsets they span (each batch covers
+/// `last_offset_delta + 1` offsets).
+fn batch_totals(found: &[(BatchHeader, Range<usize>)]) -> (u64, i64) {
+    let records_count = found
+        .iter()
+        .map(|(h, _)| h.records_count.max(0) as u64)
+        .sum();
+    let span = found
+        .iter()
+        .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
+        .sum();
+    (records_count, span)
 }
