@@ -239,7 +239,12 @@ class Broker:
         f = self.dir / ("fjord.log" if self.kind == "fjord" else "kafka.log")
         if not f.exists():
             return ""
-        return "\n".join(f.read_text(errors="replace").splitlines()[-n:])
+        lines = f.read_text(errors="replace").splitlines()
+        panics = [i for i, ln in enumerate(lines) if "panicked at" in ln]
+        if panics and panics[-1] < len(lines) - n:
+            # the panic's message and location first: a backtrace's last frames say nothing
+            return "\n".join(lines[panics[-1]:panics[-1] + 3] + ["..."] + lines[-n:])
+        return "\n".join(lines[-n:])
 
     def stop(self) -> None:
         if self.kind == "fjord":
@@ -1158,6 +1163,7 @@ def main() -> int:
     if a.prepare or (a.only and not a.merge):
         return 0
     regressions = 0
+    new_failures = []
     expected = json.loads(EXPECTED_FILE.read_text()) if EXPECTED_FILE.exists() else {}
     for n in names:
         fj, kf = load(n, "fjord", a.quick), load(n, "kafka", a.quick)
@@ -1172,6 +1178,7 @@ def main() -> int:
                         log(f"known Fjord-only failure {key}: {expected[key]}")
                     else:
                         log(f"NEW Fjord-only failure {key}: {r['detail'][:300]}")
+                        new_failures.append(key)
                         regressions += 1
                 elif r["status"] == PASS and key in expected:
                     log(f"{key} passes now: remove it from {EXPECTED_FILE.name}")
@@ -1180,7 +1187,8 @@ def main() -> int:
         write_md(Path(out), a.quick)
     if _SNAPSHOT is not None:
         _SNAPSHOT.unlink(missing_ok=True)
-    log(f"done in {time.monotonic() - t0:.0f}s; {regressions} new Fjord-only failure(s)")
+    log(f"done in {time.monotonic() - t0:.0f}s; {regressions} new Fjord-only failure(s)"
+        + (f": {', '.join(new_failures)} (logs under {RUNS})" if new_failures else ""))
     return 1 if (a.strict and regressions) else 0
 
 

@@ -88,6 +88,16 @@ def log(msg):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def excerpt(text, limit=1500):
+    """The end of a tool's output, but from a Rust panic's message when there is one: a backtrace's
+    last frames alone do not say what failed."""
+    i = text.rfind("panicked at")
+    if i >= 0:
+        start = text.rfind("\n", 0, i) + 1
+        return text[start:start + limit]
+    return text[-limit:]
+
+
 def problem(msg, fatal=True):
     """Records a problem for the report; a fatal one (failed deliveries, a failed scenario) also fails --smoke."""
     log("PROBLEM: " + msg)
@@ -411,9 +421,14 @@ class Broker:
     def log_tail(self, n=30):
         try:
             with open(self.log_path, errors="replace") as f:
-                return "".join(f.readlines()[-n:])
+                lines = f.readlines()
         except OSError:
             return ""
+        panics = [i for i, ln in enumerate(lines) if "panicked at" in ln]
+        if panics and panics[-1] < len(lines) - n:
+            # the panic's message and location, then the tail (a backtrace's end says nothing)
+            return "".join(lines[panics[-1]:panics[-1] + 3]) + "...\n" + "".join(lines[-n:])
+        return "".join(lines[-n:])
 
     def partition_dirs(self, topics):
         """How many topic-partition directories of these topics exist in the data dir."""
@@ -863,7 +878,7 @@ def produce_rdkafka(tools, broker, topic, size, acks, count, producers, label, t
         for mt in PRODUCE_RE.finditer(out):
             pass
         if rc != 0 or mt is None:
-            raise RuntimeError(f"{broker.name} {label}: rdkafka_performance failed (rc {rc}):\n{out[-1500:]}\n{err[-1500:]}")
+            raise RuntimeError(f"{broker.name} {label}: rdkafka_performance failed (rc {rc}):\n{excerpt(out)}\n{excerpt(err)}")
         msgs += int(mt.group(1))
         delivered += int(mt.group(3))
         failed += int(mt.group(5))
@@ -887,7 +902,7 @@ def consume_rdkafka(tools, broker, topic, partitions, count, label, timeout_s):
     for mt in CONSUME_RE.finditer(out):
         pass
     if rc != 0 or mt is None:
-        raise RuntimeError(f"{broker.name} {label}: rdkafka_performance failed (rc {rc}):\n{out[-1500:]}\n{err[-1500:]}")
+        raise RuntimeError(f"{broker.name} {label}: rdkafka_performance failed (rc {rc}):\n{excerpt(out)}\n{excerpt(err)}")
     cerrs = [ln for ln in out.splitlines() if ln.startswith("% Consume error")]
     if cerrs:
         problem(f"{broker.name} {label}: {len(cerrs)} consume errors, e.g. {cerrs[0][:300]}")
@@ -906,7 +921,7 @@ def fjord_bench_json(broker, label, out, err, rc):
         if ln.startswith("{"):
             line = ln
     if rc != 0 or line is None:
-        raise RuntimeError(f"{label}: fjord bench failed (rc {rc}):\n{out[-1500:]}\n{err[-1500:]}")
+        raise RuntimeError(f"{label}: fjord bench failed (rc {rc}):\n{excerpt(out)}\n{excerpt(err)}")
     return json.loads(line)
 
 
@@ -980,7 +995,7 @@ def produce_java(tools, broker, topic, size, acks, count, label, timeout_s):
     for mt in JAVA_PRODUCE_RE.finditer(out):
         pass
     if rc != 0 or mt is None:
-        raise RuntimeError(f"{broker.name} {label}: kafka-producer-perf-test failed (rc {rc}):\n{out[-1500:]}\n{err[-1500:]}")
+        raise RuntimeError(f"{broker.name} {label}: kafka-producer-perf-test failed (rc {rc}):\n{excerpt(out)}\n{excerpt(err)}")
     n, rate = int(mt.group(1)), float(mt.group(2))
     if n != count:
         problem(f"{broker.name} {label}: {n} of {count} records sent")
@@ -1002,7 +1017,7 @@ def consume_java(tools, broker, topic, size, count, label, timeout_s, group):
         if len(parts) >= 10 and re.match(r"^\d+$", parts[4] or ""):
             row = parts
     if rc != 0 or row is None:
-        raise RuntimeError(f"{broker.name} {label}: kafka-consumer-perf-test failed (rc {rc}):\n{out[-1500:]}\n{err[-1500:]}")
+        raise RuntimeError(f"{broker.name} {label}: kafka-consumer-perf-test failed (rc {rc}):\n{excerpt(out)}\n{excerpt(err)}")
     n, fetch_ms = int(row[4]), float(row[7])
     if n < count:
         problem(f"{broker.name} {label}: consumed {n} of {count} records")

@@ -25,7 +25,19 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    // One plain line on failure: the Debug form of an error carries a backtrace when
+    // RUST_BACKTRACE is set, and its last frames would be all a log excerpt shows.
+    match dispatch() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask failed: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = repo_root();
     std::env::set_current_dir(&root)?;
@@ -76,49 +88,94 @@ fn cargo() -> Command {
 }
 
 fn test(root: &Path) -> Result<()> {
-    run("format", cargo().args(["fmt", "--all", "--", "--check"]))?;
-    run(
-        "clippy",
-        cargo().args([
+    // Each step stops the run on failure; the last line says which one failed.
+    type Step<'a> = (&'static str, Box<dyn Fn() -> Result<()> + 'a>);
+    let steps: Vec<Step> = vec![
+        (
+            "format",
+            Box::new(|| run("format", cargo().args(["fmt", "--all", "--", "--check"]))),
+        ),
+        (
             "clippy",
-            "--workspace",
-            "--all-targets",
-            "--locked",
-            "--",
-            "-D",
-            "warnings",
-        ]),
-    )?;
-    // Two tests run Apache Kafka's own code against Fjord's bytes (its
-    // metadata record serializer, and kafka-dump-log on Fjord's
-    // __cluster_metadata log): they need the Kafka 4.3.1 distribution's jars,
-    // which the e2e setup fetches from Maven Central.
-    run(
-        "install e2e clients and Kafka jars",
-        Command::new("bash").arg(root.join("tests/e2e/setup.sh")),
-    )?;
-    let kafka_libs = kafka_libs_dir()?;
-    eprintln!("==> generated code is fresh: cargo xtask codegen --check");
-    codegen::codegen(root, &["--check".to_string()])?;
-    run(
-        "unit and integration tests",
-        cargo()
-            .args(["test", "--workspace", "--locked"])
-            .env("FJORD_KAFKA_LIBS", &kafka_libs),
-    )?;
-    e2e(root, &[])?;
-    // The quick subset of the third-party suites, Fjord only: a failure that passes on Kafka
-    // (compat/baseline.json) and is not listed in compat/expected_failures.json fails the run.
-    compat(
-        root,
-        &["--quick", "--broker", "fjord", "--strict"].map(String::from),
-    )?;
-    // Benchmarks are not timed tests: this only checks that the harness and
-    // `fjord bench` run end to end (Fjord only, a second or two of load each).
-    bench::bench(root, &["--smoke".to_string()])?;
-    fuzz(root, 20)?;
-    // Every step above stops the run on failure; reaching here means all passed.
-    println!("steps: 8 passed, 0 failed");
+            Box::new(|| {
+                run(
+                    "clippy",
+                    cargo().args([
+                        "clippy",
+                        "--workspace",
+                        "--all-targets",
+                        "--locked",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ]),
+                )
+            }),
+        ),
+        // Two tests run Apache Kafka's own code against Fjord's bytes (its
+        // metadata record serializer, and kafka-dump-log on Fjord's
+        // __cluster_metadata log): they need the Kafka 4.3.1 distribution's jars,
+        // which the e2e setup fetches from Maven Central.
+        (
+            "e2e setup and Kafka jars",
+            Box::new(|| {
+                run(
+                    "install e2e clients and Kafka jars",
+                    Command::new("bash").arg(root.join("tests/e2e/setup.sh")),
+                )
+            }),
+        ),
+        (
+            "generated code is fresh",
+            Box::new(|| {
+                eprintln!("==> generated code is fresh: cargo xtask codegen --check");
+                codegen::codegen(root, &["--check".to_string()])
+            }),
+        ),
+        (
+            "unit and integration tests",
+            Box::new(|| {
+                let kafka_libs = kafka_libs_dir()?;
+                run(
+                    "unit and integration tests",
+                    cargo()
+                        .args(["test", "--workspace", "--locked"])
+                        .env("FJORD_KAFKA_LIBS", &kafka_libs),
+                )
+            }),
+        ),
+        ("end-to-end tests", Box::new(|| e2e(root, &[]))),
+        // The quick subset of the third-party suites, Fjord only: a failure that passes on
+        // Kafka (compat/baseline.json) and is not listed in compat/expected_failures.json
+        // fails the run.
+        (
+            "third-party suites (quick)",
+            Box::new(|| {
+                compat(
+                    root,
+                    &["--quick", "--broker", "fjord", "--strict"].map(String::from),
+                )
+            }),
+        ),
+        // Benchmarks are not timed tests: this only checks that the harness and
+        // `fjord bench` run end to end (Fjord only, a second or two of load each).
+        (
+            "benchmark smoke",
+            Box::new(|| bench::bench(root, &["--smoke".to_string()])),
+        ),
+        ("fuzz", Box::new(|| fuzz(root, 20))),
+    ];
+    let total = steps.len();
+    for (i, (name, step)) in steps.iter().enumerate() {
+        if let Err(e) = step() {
+            println!(
+                "steps: {i} passed, 1 failed ({name}), {} not run",
+                total - i - 1
+            );
+            return Err(e.context(format!("step '{name}' failed")));
+        }
+    }
+    println!("steps: {total} passed, 0 failed");
     Ok(())
 }
 
