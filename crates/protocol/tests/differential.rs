@@ -62,6 +62,9 @@ fn kafka_protocol_decode(like: &Request, version: i16, body: &Bytes) -> Request 
         DescribeGroups,
         DeleteGroups,
         OffsetDelete,
+        Vote,
+        BeginQuorumEpoch,
+        EndQuorumEpoch,
     );
     assert!(buf.is_empty(), "kafka-protocol left bytes of {like:?}");
     decoded

@@ -63,6 +63,9 @@ pub const REQUESTS: &[(&str, Option<i16>)] = &[
     ("DescribeGroups", None),
     ("DeleteGroups", None),
     ("OffsetDelete", None),
+    ("Vote", None),
+    ("BeginQuorumEpoch", None),
+    ("EndQuorumEpoch", None),
 ];
 
 /// The `src/messages` directory of the kafka-protocol the workspace uses.

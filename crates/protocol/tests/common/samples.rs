@@ -23,6 +23,7 @@ use super::{extra_tags, s};
 
 mod admin;
 mod group;
+mod quorum;
 
 pub fn uuid(n: u8) -> Uuid {
     Uuid::from_bytes([n, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, n])
@@ -237,6 +238,9 @@ pub fn sample(api_key: i16, v: i16) -> Option<Request> {
         ApiKey::DescribeGroups => Request::DescribeGroups(group::describe_groups(v)),
         ApiKey::DeleteGroups => Request::DeleteGroups(group::delete_groups(v)),
         ApiKey::OffsetDelete => Request::OffsetDelete(group::offset_delete(v)),
+        ApiKey::Vote => Request::Vote(quorum::vote(v)),
+        ApiKey::BeginQuorumEpoch => Request::BeginQuorumEpoch(quorum::begin_quorum_epoch(v)),
+        ApiKey::EndQuorumEpoch => Request::EndQuorumEpoch(quorum::end_quorum_epoch(v)),
         _ => return None,
     })
 }
