@@ -67,7 +67,7 @@ pub enum MetadataError {
 }
 
 impl MetadataError {
-    pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> MetadataError {
+    pub fn io(op: &'static str, path: &Path, source: std::io::Error) -> MetadataError {
         MetadataError::Io {
             op,
             path: path.display().to_string(),

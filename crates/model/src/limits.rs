@@ -172,3 +172,7 @@ pub const RAFT_REQUEST_TIMEOUT_MS_DEFAULT: i64 = 2_000;
 pub const RAFT_FETCH_IDLE_MS_DEFAULT: i64 = 50;
 /// Most log entries in one Fetch response of the quorum.
 pub const RAFT_FETCH_ENTRIES_MAX: usize = 1_024;
+/// Quorum requests queued for one peer connection (more are dropped; the core resends).
+pub const RAFT_PEER_QUEUE_MAX: usize = 64;
+/// Longest pause between attempts to connect to a voter.
+pub const RAFT_CONNECT_BACKOFF_MAX_MS: u64 = 1_000;

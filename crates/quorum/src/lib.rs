@@ -18,4 +18,8 @@
 //!   other voter (connect with backoff, bounded queue, one request in
 //!   flight).
 
+pub mod driver;
+pub mod net;
 pub mod wire;
+
+pub use driver::{QuorumStatus, RaftQuorum, RaftQuorumConfig, Voter};

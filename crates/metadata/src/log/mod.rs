@@ -221,6 +221,37 @@ impl MetadataLog {
         Ok((r.base_offset, r.last_offset))
     }
 
+    /// The epoch history: (epoch, its first offset), oldest first.
+    pub fn epochs(&self) -> Vec<(LeaderEpoch, Offset)> {
+        self.log.leader_epochs()
+    }
+
+    /// Whole batches from the one holding `from` on, as stored (at least
+    /// one batch if any, then up to `max_bytes`): what a KRaft leader sends
+    /// in a Fetch response.
+    pub fn read_raw(&self, from: Offset, max_bytes: usize) -> Result<Vec<u8>, MetadataError> {
+        let end = self.end_offset();
+        if from >= end {
+            return Ok(Vec::new());
+        }
+        let read = self.log.read(from, max_bytes, end, true)?;
+        read.to_vec()
+            .map_err(|e| MetadataError::io("read", &self.dir, e))
+    }
+
+    /// A follower's append: the leader's batches, offsets and epochs as
+    /// they are (they must continue this log). No fsync.
+    pub fn append_as_follower(&self, batches: &[u8], now_ms: i64) -> Result<(), MetadataError> {
+        self.log.append_as_follower(batches, now_ms)?;
+        Ok(())
+    }
+
+    /// Removes every batch at `offset` and above (crash-safe).
+    pub fn truncate_to(&self, offset: Offset) -> Result<(), MetadataError> {
+        self.log.truncate_to(offset)?;
+        Ok(())
+    }
+
     /// Makes everything below `end` durable (an fsync on the calling thread).
     pub fn sync_to(&self, end: Offset) -> Result<(), MetadataError> {
         if self.durable_end() >= end {

@@ -1,0 +1,795 @@
+//! [`RaftQuorum`]: the KRaft core behind [`MetadataQuorum`].
+//!
+//! One thread (`fjord-raft`) owns the [`Node`], the `__cluster_metadata-0`
+//! log and the listener. It takes events from one bounded queue (received
+//! requests with their reply channel, responses from peers, proposals,
+//! DescribeQuorum), steps the core with the time (a monotonic clock, ticks
+//! every [`TICK_MS`]) and carries its outputs out **in order**:
+//!
+//! - `PersistState`: the `quorum-state` file, durably, before anything later;
+//! - `AppendAsLeader`: consecutive entries become one batch (a LeaderChange
+//!   control batch opens an epoch; a proposal's records are one data batch,
+//!   so it commits and reaches listeners whole);
+//! - `AppendAsFollower`: the leader's batches exactly as received (the
+//!   Fetch response's bytes, checked to hold exactly the core's entries);
+//! - `TruncateTo`, then `Flush`: done at the end of the round (one fsync),
+//!   and answered at once with `Flushed`;
+//! - `Send`: requests go to the peer's connection queue, responses to the
+//!   waiting inbound connection (a Fetch response carries the log's bytes);
+//! - `Committed`: batches below the high watermark go to the listener in
+//!   offset order, then the proposals they end are resolved.
+//!
+//! A proposal on a node that is not the leader fails at once with the
+//! leader's id in the error (`MetadataError::Failed`); forwarding is left
+//! to the admin layer, as Kafka brokers forward admin requests to the
+//! active controller rather than proposing themselves.
+//!
+//! Unlike `LocalQuorum`, nothing in the log is handed to the listener at
+//! open: what is not known committed may still be truncated, so listeners
+//! see batches only once this node has learned the high watermark.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fjord_metadata::control::ControlRecord;
+use fjord_metadata::log::BatchContent;
+use fjord_metadata::quorum::Reply;
+use fjord_metadata::quorum_state::{QuorumState, QUORUM_STATE_DATA_VERSION};
+use fjord_metadata::{
+    CommittedBatch, MetadataError, MetadataListener, MetadataLog, MetadataQuorum, Proposal,
+};
+use fjord_model::limits::{
+    METADATA_BATCH_BYTES_MAX, METADATA_PROPOSALS_QUEUED_MAX, METADATA_RECORDS_PER_PROPOSAL_MAX,
+    RAFT_FETCH_ENTRIES_MAX,
+};
+use fjord_model::{ErrorCode, LeaderEpoch, NodeId, Offset};
+use fjord_raft::messages::{Envelope, Message};
+use fjord_raft::{Config, Entry, EntryData, Input, LogMeta, LogReader, Node, Output, RoleKind};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::net;
+use crate::wire;
+
+/// How often the core is ticked when nothing arrives.
+pub const TICK_MS: u64 = 10;
+
+/// A voter of `controller.quorum.voters`: id and CONTROLLER listener address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Voter {
+    pub id: NodeId,
+    pub addr: SocketAddr,
+}
+
+/// Settings of a [`RaftQuorum`].
+#[derive(Clone, Debug)]
+pub struct RaftQuorumConfig {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    /// The static voter set, this node included.
+    pub voters: Vec<Voter>,
+    /// Where this node's CONTROLLER listener binds.
+    pub listen: SocketAddr,
+    /// Seed of the core's randomized timeouts.
+    pub seed: u64,
+    /// Kafka's `controller.quorum.election.timeout.ms` (others: defaults).
+    pub election_timeout_ms: i64,
+    pub fetch_timeout_ms: i64,
+}
+
+impl RaftQuorumConfig {
+    pub fn new(
+        node_id: NodeId,
+        cluster_id: String,
+        voters: Vec<Voter>,
+        listen: SocketAddr,
+    ) -> RaftQuorumConfig {
+        RaftQuorumConfig {
+            node_id,
+            cluster_id,
+            voters,
+            listen,
+            seed: u64::from(node_id.0.unsigned_abs()) ^ 0x9e37_79b9_7f4a_7c15,
+            election_timeout_ms: fjord_model::limits::RAFT_ELECTION_TIMEOUT_MS_DEFAULT,
+            fetch_timeout_ms: fjord_model::limits::RAFT_FETCH_TIMEOUT_MS_DEFAULT,
+        }
+    }
+}
+
+/// What DescribeQuorum reports.
+#[derive(Clone, Debug, Default)]
+pub struct QuorumStatus {
+    pub leader_id: Option<NodeId>,
+    pub epoch: LeaderEpoch,
+    pub high_watermark: Offset,
+    /// (voter, log end offset, last fetch time in ms since the epoch; -1 unknown).
+    pub voters: Vec<(NodeId, Offset, i64)>,
+    /// Each voter's CONTROLLER endpoint.
+    pub endpoints: Vec<(NodeId, SocketAddr)>,
+}
+
+pub(crate) type InboundReply = oneshot::Sender<(Message, Option<Bytes>)>;
+
+pub(crate) enum Event {
+    Inbound {
+        from: NodeId,
+        message: Message,
+        reply: InboundReply,
+    },
+    Response {
+        from: NodeId,
+        correlation_id: u64,
+        message: Message,
+        raw: Bytes,
+    },
+    Propose(Vec<Bytes>, Reply),
+    Describe(oneshot::Sender<QuorumStatus>),
+    Stop,
+}
+
+struct Shared {
+    state: Mutex<(Option<NodeId>, LeaderEpoch, Offset)>,
+}
+
+/// A metadata quorum of several voters over TCP (Kafka's KRaft).
+pub struct RaftQuorum {
+    shared: Arc<Shared>,
+    tx: SyncSender<Event>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    local_addr: SocketAddr,
+}
+
+impl RaftQuorum {
+    /// Opens `<data_dir>/__cluster_metadata-0` and `quorum-state`, binds the
+    /// CONTROLLER listener, starts the connections to the other voters and
+    /// the driver thread.
+    pub fn open(
+        storage: &fjord_storage::Storage,
+        data_dir: &Path,
+        config: RaftQuorumConfig,
+        listener: Box<dyn MetadataListener>,
+    ) -> Result<RaftQuorum, MetadataError> {
+        let ids: Vec<NodeId> = config.voters.iter().map(|v| v.id).collect();
+        if !ids.contains(&config.node_id) {
+            return Err(MetadataError::Failed(format!(
+                "node {} is not one of the voters {ids:?}",
+                config.node_id.0
+            )));
+        }
+        let (log, _) = MetadataLog::open(storage, data_dir, wall_ms())?;
+        if log.start_offset() > Offset(0) {
+            return Err(MetadataError::corrupt(
+                log.dir(),
+                "a metadata log cut below a snapshot (not supported by the voter quorum yet)",
+            ));
+        }
+        let meta = log_meta(&log);
+        let persisted = match QuorumState::read(log.dir())? {
+            Some(s) => fjord_raft::PersistedState {
+                epoch: LeaderEpoch(s.leader_epoch.max(0)),
+                leader_id: (s.leader_id >= 0).then_some(NodeId(s.leader_id)),
+                voted_id: (s.voted_id >= 0).then_some(NodeId(s.voted_id)),
+            },
+            None => fjord_raft::PersistedState::default(),
+        };
+        let mut core_cfg = Config::new(config.node_id, ids, config.cluster_id.clone(), config.seed);
+        core_cfg.election_timeout_ms = config.election_timeout_ms;
+        core_cfg.fetch_timeout_ms = config.fetch_timeout_ms;
+        let clock = Instant::now();
+        let node = Node::new(core_cfg, persisted, meta, 0);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("fjord-raft-net")
+            .enable_all()
+            .build()
+            .map_err(|e| MetadataError::io("start the quorum network for", data_dir, e))?;
+        let (tx, rx) = mpsc::sync_channel(METADATA_PROPOSALS_QUEUED_MAX);
+        let std_listener = std::net::TcpListener::bind(config.listen)
+            .map_err(|e| MetadataError::io("bind the controller listener for", data_dir, e))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| MetadataError::io("bind the controller listener for", data_dir, e))?;
+        let local_addr = std_listener
+            .local_addr()
+            .map_err(|e| MetadataError::io("bind the controller listener for", data_dir, e))?;
+        let mut peers = HashMap::new();
+        {
+            let _guard = runtime.enter();
+            let tcp = tokio::net::TcpListener::from_std(std_listener)
+                .map_err(|e| MetadataError::io("bind the controller listener for", data_dir, e))?;
+            runtime.spawn(net::serve(
+                tcp,
+                tx.clone(),
+                config.node_id,
+                config.cluster_id.clone(),
+            ));
+            for v in config.voters.iter().filter(|v| v.id != config.node_id) {
+                peers.insert(v.id, net::spawn_peer(&runtime, v.clone(), tx.clone()));
+            }
+        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new((None, LeaderEpoch(0), Offset(0))),
+        });
+        let mut driver = Driver {
+            node,
+            log,
+            listener,
+            shared: shared.clone(),
+            peers,
+            clock,
+            dir: metadata_dir(data_dir),
+            inbound: HashMap::new(),
+            next_token: 1 << 62,
+            stash: None,
+            delivered: Offset(0),
+            proposals: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            failed: None,
+            endpoints: config.voters.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("fjord-raft".into())
+            .spawn(move || driver.run(rx))
+            .map_err(|e| MetadataError::io("spawn the quorum thread for", data_dir, e))?;
+        Ok(RaftQuorum {
+            shared,
+            tx,
+            thread: Mutex::new(Some(thread)),
+            runtime: Mutex::new(Some(runtime)),
+            local_addr,
+        })
+    }
+
+    /// The CONTROLLER listener's bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops the driver and the network; the log is closed.
+    pub fn close(&self) {
+        let _ = self.tx.try_send(Event::Stop);
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+        if let Some(rt) = self.runtime.lock().take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// The quorum as DescribeQuorum reports it (waits for the driver).
+    pub fn status(&self) -> Option<QuorumStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.try_send(Event::Describe(tx)).ok()?;
+        rx.blocking_recv().ok()
+    }
+}
+
+impl Drop for RaftQuorum {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl MetadataQuorum for RaftQuorum {
+    fn propose(&self, records: Vec<Bytes>) -> Proposal {
+        if records.is_empty() || records.len() > METADATA_RECORDS_PER_PROPOSAL_MAX {
+            return Proposal::failed(MetadataError::InvalidProposal(format!(
+                "{} records (1..={METADATA_RECORDS_PER_PROPOSAL_MAX})",
+                records.len()
+            )));
+        }
+        let (p, reply) = Proposal::pair();
+        match self.tx.try_send(Event::Propose(records, reply)) {
+            Ok(()) => p,
+            Err(mpsc::TrySendError::Full(_)) => Proposal::failed(MetadataError::Busy),
+            Err(mpsc::TrySendError::Disconnected(_)) => Proposal::failed(MetadataError::Closed),
+        }
+    }
+
+    fn leader_and_epoch(&self) -> (Option<NodeId>, LeaderEpoch) {
+        let s = self.shared.state.lock();
+        (s.0, s.1)
+    }
+
+    fn high_watermark(&self) -> Offset {
+        self.shared.state.lock().2
+    }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn metadata_dir(data_dir: &Path) -> PathBuf {
+    fjord_metadata::metadata_log_dir(data_dir)
+}
+
+/// The core's view of the log found at open: one epoch per offset.
+fn log_meta(log: &MetadataLog) -> LogMeta {
+    let end = log.end_offset();
+    let epochs = log.epochs();
+    let mut per_offset = Vec::new();
+    let mut offset = Offset(0);
+    for (i, (epoch, start)) in epochs.iter().enumerate() {
+        let next = epochs.get(i + 1).map_or(end, |(_, s)| *s).min(end);
+        // Offsets before the first recorded epoch (none in our logs) count as epoch 0.
+        while offset < *start && offset < end {
+            per_offset.push(LeaderEpoch(0));
+            offset = offset.next();
+        }
+        while offset < next {
+            per_offset.push(*epoch);
+            offset = offset.next();
+        }
+    }
+    while offset < end {
+        per_offset.push(LeaderEpoch(0));
+        offset = offset.next();
+    }
+    LogMeta::from_epochs(per_offset)
+}
+
+/// Reads the log for a Fetch response and remembers the bytes it read, so
+/// the response carries exactly those batches.
+struct Reader<'a> {
+    log: &'a MetadataLog,
+    last: RefCell<Option<(Offset, Offset, Bytes)>>,
+}
+
+impl LogReader for Reader<'_> {
+    fn read(&self, from: Offset, max_entries: usize) -> Vec<Entry> {
+        let raw = match self.log.read_raw(from, METADATA_BATCH_BYTES_MAX) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("reading the metadata log for a fetch: {e}");
+                return Vec::new();
+            }
+        };
+        // Whole batches only, up to about `max_entries` entries.
+        let mut cut = 0;
+        let mut count = 0;
+        for item in fjord_records::batches(&raw) {
+            let Ok((h, range)) = item else { break };
+            if count > 0 && count + h.records_count.max(0) as usize > max_entries {
+                break;
+            }
+            count += h.records_count.max(0) as usize;
+            cut = range.end;
+        }
+        let raw = Bytes::from(raw).slice(..cut);
+        match wire::decode_entries(&raw) {
+            Ok(entries) if entries.first().is_some_and(|e| e.offset == from) => {
+                let last = entries.last().map_or(from, |e| e.offset);
+                *self.last.borrow_mut() = Some((from, last, raw));
+                entries
+            }
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                tracing::error!("metadata log batch unreadable at {}: {e}", from.0);
+                Vec::new()
+            }
+        }
+    }
+}
+
+struct Driver {
+    node: Node,
+    log: MetadataLog,
+    listener: Box<dyn MetadataListener>,
+    shared: Arc<Shared>,
+    peers: HashMap<NodeId, tokio::sync::mpsc::Sender<(u64, Message)>>,
+    clock: Instant,
+    dir: PathBuf,
+    /// Inbound requests waiting for the core's answer, by token.
+    inbound: HashMap<u64, InboundReply>,
+    next_token: u64,
+    /// The batches of the last Fetch response: (first offset, last offset, bytes).
+    stash: Option<(Offset, Offset, Bytes)>,
+    /// Batches below this went to the listener.
+    delivered: Offset,
+    /// Waiting proposals by their last offset: (epoch, reply).
+    proposals: BTreeMap<Offset, (LeaderEpoch, Reply)>,
+    /// Followers' last fetch (offset, wall time) as the leader saw it.
+    progress: BTreeMap<NodeId, (Offset, i64)>,
+    failed: Option<String>,
+    endpoints: Vec<Voter>,
+}
+
+impl Driver {
+    fn now(&self) -> i64 {
+        self.clock.elapsed().as_millis() as i64
+    }
+
+    fn run(&mut self, rx: mpsc::Receiver<Event>) {
+        loop {
+            match rx.recv_timeout(Duration::from_millis(TICK_MS)) {
+                Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(ev) => self.handle(ev),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            self.step(Input::Tick);
+            if let Some(reason) = &self.failed {
+                tracing::error!("metadata quorum stopped: {reason}");
+                break;
+            }
+        }
+        for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
+            reply.send(Err(MetadataError::Closed));
+        }
+        if let Err(e) = self.log.close() {
+            tracing::warn!("closing the metadata log: {e}");
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Inbound {
+                from,
+                message,
+                reply,
+            } => {
+                let token = self.next_token;
+                self.next_token += 1;
+                if let Message::FetchRequest(f) = &message {
+                    if self.node.role() == RoleKind::Leader {
+                        self.progress.insert(from, (f.fetch_offset, wall_ms()));
+                    }
+                }
+                let stand_in = message.clone();
+                self.inbound.insert(token, reply);
+                self.step(Input::Receive(Envelope {
+                    from,
+                    to: self.node.node_id(),
+                    correlation_id: token,
+                    message,
+                }));
+                // The core did not answer (a request from outside the voter
+                // set): Kafka's error, nothing changed.
+                if let Some(reply) = self.inbound.remove(&token) {
+                    let msg = wire::error_response(
+                        &stand_in,
+                        ErrorCode::INCONSISTENT_VOTER_SET,
+                        self.node.epoch(),
+                        self.node.leader_id(),
+                    );
+                    let _ = reply.send((msg, None));
+                }
+            }
+            Event::Response {
+                from,
+                correlation_id,
+                message,
+                raw,
+            } => {
+                if let Message::FetchResponse(r) = &message {
+                    if let (Some(first), Some(last)) = (r.records.first(), r.records.last()) {
+                        self.stash = Some((first.offset, last.offset, raw));
+                    }
+                }
+                self.step(Input::Receive(Envelope {
+                    from,
+                    to: self.node.node_id(),
+                    correlation_id,
+                    message,
+                }));
+            }
+            Event::Propose(records, reply) => {
+                if self.node.role() != RoleKind::Leader {
+                    reply.send(Err(MetadataError::Failed(format!(
+                        "not the quorum leader (leader: {:?}, epoch {})",
+                        self.node.leader_id().map(|n| n.0),
+                        self.node.epoch().0
+                    ))));
+                    return;
+                }
+                let mut out = Vec::new();
+                let now = self.now();
+                let mut last = None;
+                for r in records {
+                    let reader = Reader {
+                        log: &self.log,
+                        last: RefCell::new(None),
+                    };
+                    self.node
+                        .step(now, Input::Propose(r.to_vec()), &reader, &mut out);
+                    if let Some(Output::Proposed { offset, epoch }) = out
+                        .iter()
+                        .rev()
+                        .find(|o| matches!(o, Output::Proposed { .. }))
+                    {
+                        last = Some((*offset, *epoch));
+                    }
+                }
+                match last {
+                    Some((offset, epoch)) => {
+                        self.proposals.insert(offset, (epoch, reply));
+                    }
+                    None => reply.send(Err(MetadataError::Failed("proposal rejected".into()))),
+                }
+                self.execute(out, None);
+            }
+            Event::Describe(tx) => {
+                let leader = self.node.role() == RoleKind::Leader;
+                let me = self.node.node_id();
+                let voters = self
+                    .voter_ids()
+                    .into_iter()
+                    .map(|v| {
+                        if v == me {
+                            (v, self.log.end_offset(), wall_ms())
+                        } else if leader {
+                            let (o, t) = self.progress.get(&v).copied().unwrap_or((Offset(-1), -1));
+                            (v, o, t)
+                        } else {
+                            (v, Offset(-1), -1)
+                        }
+                    })
+                    .collect();
+                let _ = tx.send(QuorumStatus {
+                    leader_id: self.node.leader_id(),
+                    epoch: self.node.epoch(),
+                    high_watermark: self.node.high_watermark(),
+                    voters,
+                    endpoints: self.endpoints.iter().map(|v| (v.id, v.addr)).collect(),
+                });
+            }
+            Event::Stop => {}
+        }
+    }
+
+    fn voter_ids(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self.peers.keys().copied().collect();
+        v.push(self.node.node_id());
+        v.sort_unstable();
+        v
+    }
+
+    fn step(&mut self, input: Input) {
+        if self.failed.is_some() {
+            return;
+        }
+        let mut out = Vec::new();
+        let reader = Reader {
+            log: &self.log,
+            last: RefCell::new(None),
+        };
+        let now = self.now();
+        self.node.step(now, input, &reader, &mut out);
+        let read = reader.last.into_inner();
+        self.execute(out, read);
+    }
+
+    fn fail(&mut self, what: &str, e: MetadataError) {
+        if self.failed.is_none() {
+            self.failed = Some(format!("{what}: {e}"));
+        }
+    }
+
+    /// Carries out the core's outputs in order (see the module docs).
+    fn execute(&mut self, outputs: Vec<Output>, read: Option<(Offset, Offset, Bytes)>) {
+        let mut leader_entries: Vec<Entry> = Vec::new();
+        let mut flush = false;
+        for o in outputs {
+            match o {
+                Output::AppendAsLeader(e) => {
+                    leader_entries.push(e);
+                    continue;
+                }
+                Output::Flush => {
+                    flush = true;
+                    continue;
+                }
+                Output::Proposed { .. } | Output::ProposalRejected { .. } => continue,
+                _ => {}
+            }
+            self.append_as_leader(std::mem::take(&mut leader_entries));
+            match o {
+                Output::PersistState(s) => {
+                    let q = QuorumState {
+                        leader_id: s.leader_id.map_or(-1, |n| n.0),
+                        leader_epoch: s.epoch.0,
+                        voted_id: s.voted_id.map_or(-1, |n| n.0),
+                        voted_directory_id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+                        data_version: QUORUM_STATE_DATA_VERSION,
+                    };
+                    if let Err(e) = q.write(&self.dir) {
+                        self.fail("write quorum-state", e);
+                    }
+                    let mut st = self.shared.state.lock();
+                    st.0 = s.leader_id;
+                    st.1 = s.epoch;
+                }
+                Output::AppendAsFollower(entries) => {
+                    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+                        continue;
+                    };
+                    let stash = self.stash.take();
+                    match stash {
+                        Some((f, l, raw)) if f == first.offset && l == last.offset => {
+                            if let Err(e) = self.log.append_as_follower(&raw, wall_ms()) {
+                                self.fail("append as follower", e);
+                            }
+                        }
+                        _ => self.fail(
+                            "append as follower",
+                            MetadataError::Failed("entries without their batches".into()),
+                        ),
+                    }
+                    assert_eq!(
+                        self.log.end_offset(),
+                        last.offset.next(),
+                        "the follower's log ends where the core's does"
+                    );
+                }
+                Output::TruncateTo(offset) => {
+                    assert!(
+                        offset >= self.delivered,
+                        "committed batches handed to the listener are never truncated"
+                    );
+                    if let Err(e) = self.log.truncate_to(offset) {
+                        self.fail("truncate", e);
+                    }
+                    let dropped: Vec<Offset> =
+                        self.proposals.range(offset..).map(|(o, _)| *o).collect();
+                    for o in dropped {
+                        if let Some((_, reply)) = self.proposals.remove(&o) {
+                            reply.send(Err(MetadataError::Failed(
+                                "the proposal was truncated by a new leader".into(),
+                            )));
+                        }
+                    }
+                }
+                Output::Send(env) => self.send(env, &read),
+                Output::Committed { high_watermark } => self.deliver(high_watermark),
+                _ => {}
+            }
+        }
+        self.append_as_leader(leader_entries);
+        if flush && self.failed.is_none() {
+            if let Err(e) = self.log.sync_to(self.log.end_offset()) {
+                return self.fail("fsync", e);
+            }
+            let end_offset = self.log.durable_end();
+            let mut out = Vec::new();
+            let reader = Reader {
+                log: &self.log,
+                last: RefCell::new(None),
+            };
+            let now = self.now();
+            self.node
+                .step(now, Input::Flushed { end_offset }, &reader, &mut out);
+            let read = reader.last.into_inner();
+            self.execute(out, read);
+        }
+    }
+
+    fn append_as_leader(&mut self, entries: Vec<Entry>) {
+        let now = wall_ms();
+        let mut i = 0;
+        while i < entries.len() && self.failed.is_none() {
+            let e = &entries[i];
+            let result = match &e.data {
+                EntryData::LeaderChange { leader_id, voters } => {
+                    i += 1;
+                    let ids: Vec<i32> = voters.iter().map(|v| v.0).collect();
+                    self.log.start_epoch(e.epoch).and_then(|()| {
+                        self.log.append_control(
+                            &ControlRecord::LeaderChange {
+                                leader_id: leader_id.0,
+                                voters: ids,
+                                granting_voters: vec![leader_id.0],
+                            },
+                            now,
+                        )
+                    })
+                }
+                EntryData::Data(_) => {
+                    let mut values = Vec::new();
+                    while let Some(Entry {
+                        data: EntryData::Data(v),
+                        ..
+                    }) = entries.get(i)
+                    {
+                        values.push(Bytes::copy_from_slice(v));
+                        i += 1;
+                    }
+                    self.log.append_data(&values, now)
+                }
+            };
+            match result {
+                Ok((first, _)) => assert_eq!(first, e.offset, "the log and the core agree"),
+                Err(err) => self.fail("append as leader", err),
+            }
+        }
+        if let Some(last) = entries.last() {
+            if self.failed.is_none() {
+                assert_eq!(self.log.end_offset(), last.offset.next());
+                assert_eq!(self.log.last_epoch().map(|(e, _)| e), Some(last.epoch));
+            }
+        }
+    }
+
+    fn send(&mut self, env: Envelope, read: &Option<(Offset, Offset, Bytes)>) {
+        if wire::is_request(&env.message) {
+            if let Some(q) = self.peers.get(&env.to) {
+                // Full or closed: dropped; the core resends on its timers.
+                let _ = q.try_send((env.correlation_id, env.message));
+            }
+            return;
+        }
+        let Some(reply) = self.inbound.remove(&env.correlation_id) else {
+            return;
+        };
+        let raw = match &env.message {
+            Message::FetchResponse(r) => match (r.records.first(), r.records.last(), read) {
+                (Some(f), Some(l), Some((rf, rl, raw))) if f.offset == *rf && l.offset == *rl => {
+                    Some(raw.clone())
+                }
+                (None, _, _) => None,
+                _ => {
+                    tracing::error!("fetch response entries without their batches");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let _ = reply.send((env.message, raw));
+    }
+
+    /// Hands committed batches to the listener, then resolves proposals.
+    fn deliver(&mut self, high_watermark: Offset) {
+        if self.delivered >= high_watermark {
+            return;
+        }
+        let batches = match self.log.read_from(self.delivered) {
+            Ok(b) => b,
+            Err(e) => return self.fail("read committed batches", e),
+        };
+        for b in batches {
+            if b.last_offset >= high_watermark {
+                break;
+            }
+            assert!(
+                b.base_offset >= self.delivered,
+                "each batch is delivered once"
+            );
+            if let BatchContent::Data(records) = b.content {
+                let batch = CommittedBatch {
+                    base_offset: b.base_offset,
+                    last_offset: b.last_offset,
+                    epoch: b.epoch,
+                    append_time_ms: b.append_time_ms,
+                    records,
+                };
+                if let Err(e) = self.listener.handle_commit(&batch) {
+                    return self.fail("apply committed metadata", e);
+                }
+            }
+            self.delivered = b.last_offset.next();
+        }
+        self.shared.state.lock().2 = self.delivered;
+        let done: Vec<Offset> = self
+            .proposals
+            .range(..self.delivered)
+            .map(|(o, _)| *o)
+            .collect();
+        for o in done {
+            if let Some((_, reply)) = self.proposals.remove(&o) {
+                reply.send(Ok(o));
+            }
+        }
+    }
+}
+
+// Kafka's limit of entries per Fetch response as the core asks for them.
+const _: () = assert!(RAFT_FETCH_ENTRIES_MAX > 0);

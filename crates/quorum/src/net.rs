@@ -1,0 +1,290 @@
+//! The quorum's TCP side: the CONTROLLER listener and one outbound
+//! connection per other voter.
+//!
+//! Inbound, each connection is served in order, one request at a time:
+//! frames are size-checked before allocation (`FRAME_BYTES_MAX`), decoded
+//! by `fjord-protocol`'s checked decoders, and Vote, BeginQuorumEpoch,
+//! EndQuorumEpoch and Fetch go to the driver, which answers through a
+//! oneshot channel. ApiVersions and DescribeQuorum (what Kafka's
+//! `kafka-metadata-quorum --bootstrap-controller` sends) are answered too.
+//! Anything else closes the connection. A full driver queue closes it too
+//! (the peer retries).
+//!
+//! Outbound, a task per voter holds a bounded queue
+//! ([`RAFT_PEER_QUEUE_MAX`]); it connects with backoff
+//! ([`RAFT_CONNECT_BACKOFF_MAX_MS`]), sends one request, waits for its
+//! response up to the request timeout, and hands it to the driver. A
+//! request that cannot be sent is dropped: the core resends on its timers.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use fjord_model::limits::{
+    FRAME_BYTES_MAX, RAFT_CONNECT_BACKOFF_MAX_MS, RAFT_PEER_QUEUE_MAX,
+    RAFT_REQUEST_TIMEOUT_MS_DEFAULT,
+};
+use fjord_model::{ErrorCode, NodeId};
+use fjord_protocol::kafka_protocol::messages::describe_quorum_response as dq;
+use fjord_protocol::kafka_protocol::messages::{
+    api_versions_response, ApiKey, ApiVersionsResponse, BrokerId, DescribeQuorumResponse, TopicName,
+};
+use fjord_protocol::kafka_protocol::protocol::StrBytes;
+use fjord_protocol::{decode_request, decode_request_header, Reader, Request, SUPPORTED_APIS};
+use fjord_raft::messages::Message;
+use std::sync::mpsc::SyncSender;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::driver::{Event, QuorumStatus, Voter};
+use crate::wire;
+
+/// The APIs the CONTROLLER listener serves.
+const SERVED: &[ApiKey] = &[
+    ApiKey::ApiVersions,
+    ApiKey::Vote,
+    ApiKey::BeginQuorumEpoch,
+    ApiKey::EndQuorumEpoch,
+    ApiKey::Fetch,
+    ApiKey::DescribeQuorum,
+];
+
+async fn read_frame(s: &mut TcpStream) -> std::io::Result<Option<Bytes>> {
+    let mut prefix = [0u8; 4];
+    match s.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = fjord_protocol::frame_len(prefix, FRAME_BYTES_MAX)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let mut buf = vec![0u8; len];
+    s.read_exact(&mut buf).await?;
+    Ok(Some(Bytes::from(buf)))
+}
+
+/// Accepts connections on the CONTROLLER listener until the runtime stops.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    events: SyncSender<Event>,
+    node_id: NodeId,
+    cluster_id: String,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let events = events.clone();
+        let cluster_id = cluster_id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, events, node_id, &cluster_id).await {
+                tracing::debug!("controller connection closed: {e}");
+            }
+        });
+    }
+}
+
+fn sb(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+async fn connection(
+    mut s: TcpStream,
+    events: SyncSender<Event>,
+    node_id: NodeId,
+    cluster_id: &str,
+) -> Result<(), String> {
+    while let Some(frame) = read_frame(&mut s).await.map_err(|e| e.to_string())? {
+        let mut r = Reader::new(frame);
+        let h = decode_request_header(&mut r).map_err(|e| e.to_string())?;
+        let (key, version, cid) = (h.api_key, h.api_version, h.correlation_id);
+        let out = match decode_request(key, version, &mut r) {
+            Ok(Request::ApiVersions(_)) => api_versions(cid, version)?,
+            Ok(Request::DescribeQuorum(req)) => {
+                let (tx, rx) = oneshot::channel();
+                events
+                    .try_send(Event::Describe(tx))
+                    .map_err(|_| "quorum busy".to_string())?;
+                let status = rx.await.map_err(|_| "quorum closed".to_string())?;
+                describe_quorum(cid, version, &req, &status)?
+            }
+            Ok(req) => match wire::request_to_message(req, version, node_id, cluster_id) {
+                Ok((from, message)) => {
+                    let (tx, rx) = oneshot::channel();
+                    events
+                        .try_send(Event::Inbound {
+                            from,
+                            message,
+                            reply: tx,
+                        })
+                        .map_err(|_| "quorum busy".to_string())?;
+                    let (msg, raw) = rx.await.map_err(|_| "quorum closed".to_string())?;
+                    wire::response_frame(cid, version, &msg, raw, false)?
+                }
+                Err(wire::Refused(code)) => wire::refusal_frame(key, version, cid, code)?,
+            },
+            Err(e) => return Err(e.to_string()),
+        };
+        s.write_all(&out).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn api_versions(cid: i32, version: i16) -> Result<BytesMut, String> {
+    let keys = SUPPORTED_APIS
+        .iter()
+        .filter(|a| SERVED.iter().any(|k| *k as i16 == a.api_key))
+        .map(|a| {
+            let max = if a.api_key == ApiKey::Fetch as i16 {
+                a.max_version.min(wire::FETCH_VERSION)
+            } else {
+                a.max_version
+            };
+            api_versions_response::ApiVersion::default()
+                .with_api_key(a.api_key)
+                .with_min_version(a.min_version)
+                .with_max_version(max)
+        })
+        .collect();
+    let (body_version, code) = if (0..=3).contains(&version) {
+        (version, ErrorCode::NONE)
+    } else {
+        (0, ErrorCode::UNSUPPORTED_VERSION)
+    };
+    let body = ApiVersionsResponse::default()
+        .with_error_code(code.0)
+        .with_api_keys(keys);
+    let mut out = BytesMut::new();
+    fjord_protocol::encode_response(cid, 0, &body, body_version, &mut out)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn describe_quorum(
+    cid: i32,
+    version: i16,
+    req: &fjord_protocol::kafka_protocol::messages::DescribeQuorumRequest,
+    st: &QuorumStatus,
+) -> Result<BytesMut, String> {
+    let valid = req.topics.len() == 1
+        && &*req.topics[0].topic_name == wire::METADATA_TOPIC
+        && req.topics[0].partitions.len() == 1
+        && req.topics[0].partitions[0].partition_index == 0;
+    let body = if !valid {
+        DescribeQuorumResponse::default().with_error_code(ErrorCode::INVALID_REQUEST.0)
+    } else {
+        let leader = st.leader_id.map_or(-1, |n| n.0);
+        let voters = st
+            .voters
+            .iter()
+            .map(|(id, end, at)| {
+                dq::ReplicaState::default()
+                    .with_replica_id(BrokerId(id.0))
+                    .with_log_end_offset(end.0)
+                    .with_last_fetch_timestamp(*at)
+                    .with_last_caught_up_timestamp(*at)
+            })
+            .collect();
+        let p = dq::PartitionData::default()
+            .with_partition_index(0)
+            .with_leader_id(BrokerId(leader))
+            .with_leader_epoch(st.epoch.0)
+            .with_high_watermark(st.high_watermark.0)
+            .with_current_voters(voters);
+        let mut resp = DescribeQuorumResponse::default()
+            .with_topics(vec![dq::TopicData::default()
+                .with_topic_name(TopicName(sb(wire::METADATA_TOPIC)))
+                .with_partitions(vec![p])]);
+        if version >= 2 {
+            let nodes = st
+                .endpoints
+                .iter()
+                .map(|(id, addr)| {
+                    dq::Node::default()
+                        .with_node_id(BrokerId(id.0))
+                        .with_listeners(vec![dq::Listener::default()
+                            .with_name(sb("CONTROLLER"))
+                            .with_host(sb(&addr.ip().to_string()))
+                            .with_port(addr.port())])
+                })
+                .collect();
+            resp = resp.with_nodes(nodes);
+        }
+        resp
+    };
+    let hv = fjord_protocol::response_header_version(ApiKey::DescribeQuorum as i16, version);
+    let mut out = BytesMut::new();
+    fjord_protocol::encode_response(cid, hv, &body, version, &mut out)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Starts the outbound connection to `voter`; returns its queue.
+pub(crate) fn spawn_peer(
+    rt: &tokio::runtime::Runtime,
+    voter: Voter,
+    events: SyncSender<Event>,
+) -> mpsc::Sender<(u64, Message)> {
+    let (tx, rx) = mpsc::channel(RAFT_PEER_QUEUE_MAX);
+    rt.spawn(peer(voter, rx, events));
+    tx
+}
+
+async fn peer(voter: Voter, mut rx: mpsc::Receiver<(u64, Message)>, events: SyncSender<Event>) {
+    let mut backoff_ms = 10u64;
+    let timeout = Duration::from_millis(RAFT_REQUEST_TIMEOUT_MS_DEFAULT as u64);
+    loop {
+        let mut s = match TcpStream::connect(voter.addr).await {
+            Ok(s) => {
+                backoff_ms = 10;
+                let _ = s.set_nodelay(true);
+                s
+            }
+            Err(_) => {
+                // Requests queued meanwhile are stale: the core resends.
+                while rx.try_recv().is_ok() {}
+                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).min(RAFT_CONNECT_BACKOFF_MAX_MS);
+                continue;
+            }
+        };
+        loop {
+            let Some((id, msg)) = rx.recv().await else {
+                return;
+            };
+            let (api, version) = wire::api_of(&msg);
+            let cid = (id & 0x7fff_ffff) as i32;
+            let frame = match wire::request_frame(&msg, cid) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!("encoding a quorum request: {e}");
+                    continue;
+                }
+            };
+            if s.write_all(&frame).await.is_err() {
+                break;
+            }
+            let resp = match tokio::time::timeout(timeout, read_frame(&mut s)).await {
+                Ok(Ok(Some(f))) => f,
+                _ => break,
+            };
+            match wire::decode_response(api, version, resp) {
+                Ok(d) if d.correlation_id == cid => {
+                    let _ = events.try_send(Event::Response {
+                        from: voter.id,
+                        correlation_id: id,
+                        message: d.message,
+                        raw: d.raw_records,
+                    });
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(voter = voter.id.0, "bad quorum response: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}

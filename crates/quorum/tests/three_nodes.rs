@@ -1,0 +1,190 @@
+//! Three RaftQuorum nodes over real loopback TCP: elect, propose, stop the
+//! leader, re-elect, commit, restart, catch up; every node's listener sees
+//! the same committed batches in the same order.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fjord_metadata::{CommittedBatch, MetadataError, MetadataListener, MetadataQuorum, Snapshot};
+use fjord_model::{NodeId, Offset};
+use fjord_quorum::{RaftQuorum, RaftQuorumConfig, Voter};
+use parking_lot::Mutex;
+
+type Seen = Arc<Mutex<Vec<(Offset, Vec<Bytes>)>>>;
+
+struct Recorder(Seen);
+
+impl MetadataListener for Recorder {
+    fn handle_snapshot(&mut self, _: &Snapshot) -> Result<(), MetadataError> {
+        panic!("no snapshots in this test")
+    }
+    fn handle_commit(&mut self, batch: &CommittedBatch) -> Result<(), MetadataError> {
+        let mut seen = self.0.lock();
+        if let Some((last, _)) = seen.last() {
+            assert!(
+                batch.base_offset > *last,
+                "batches arrive in offset order, once"
+            );
+        }
+        seen.push((batch.base_offset, batch.records.clone()));
+        Ok(())
+    }
+    fn snapshot_records(&self) -> Vec<Bytes> {
+        Vec::new()
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn open(dir: &Path, id: i32, voters: &[Voter], seen: Seen) -> RaftQuorum {
+    let me = voters.iter().find(|v| v.id.0 == id).unwrap();
+    let mut cfg =
+        RaftQuorumConfig::new(NodeId(id), "kraftnet-test".into(), voters.to_vec(), me.addr);
+    cfg.election_timeout_ms = 150;
+    cfg.fetch_timeout_ms = 300;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match RaftQuorum::open(
+            &fjord_storage::Storage::default(),
+            dir,
+            cfg.clone(),
+            Box::new(Recorder(seen.clone())),
+        ) {
+            Ok(q) => return q,
+            // The previous incarnation's listener may linger a moment.
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("retrying open of node {id}: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("open node {id}: {e}"),
+        }
+    }
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The index of the node that leads, once every running node agrees.
+fn leader(nodes: &[Option<RaftQuorum>]) -> Option<usize> {
+    let mut agreed = None;
+    for (i, n) in nodes.iter().enumerate() {
+        let Some(n) = n else { continue };
+        let (l, e) = n.leader_and_epoch();
+        let l = l?;
+        match agreed {
+            None => agreed = Some((l, e)),
+            Some(a) if a == (l, e) => {}
+            Some(_) => return None,
+        }
+        let _ = i;
+    }
+    let (l, _) = agreed?;
+    let idx = (l.0 - 1) as usize;
+    nodes[idx].as_ref().map(|_| idx)
+}
+
+fn rec(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+#[test]
+fn three_nodes_elect_replicate_fail_over_and_catch_up() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let voters: Vec<Voter> = (1..=3)
+        .map(|id| Voter {
+            id: NodeId(id),
+            addr: free_addr(),
+        })
+        .collect();
+    let seen: Vec<Seen> = (0..3).map(|_| Seen::default()).collect();
+    let mut nodes: Vec<Option<RaftQuorum>> = (0..3)
+        .map(|i| Some(open(dirs[i].path(), i as i32 + 1, &voters, seen[i].clone())))
+        .collect();
+
+    let first = wait_for("a first leader", || leader(&nodes));
+    let (_, epoch1) = nodes[first].as_ref().unwrap().leader_and_epoch();
+    let q = nodes[first].as_ref().unwrap();
+    let off_a = q
+        .propose(vec![rec("a1"), rec("a2"), rec("a3")])
+        .wait_blocking()
+        .unwrap();
+    // A proposal on a follower fails at once instead of hanging.
+    let follower = (first + 1) % 3;
+    assert!(nodes[follower]
+        .as_ref()
+        .unwrap()
+        .propose(vec![rec("x")])
+        .wait_blocking()
+        .is_err());
+    wait_for("the first batch everywhere", || {
+        seen.iter().all(|s| s.lock().len() == 1).then_some(())
+    });
+
+    // Stop the leader: the other two elect a new one in a later epoch.
+    nodes[first].take().unwrap().close();
+    let second = wait_for("a second leader", || leader(&nodes));
+    assert_ne!(second, first);
+    let (_, epoch2) = nodes[second].as_ref().unwrap().leader_and_epoch();
+    assert!(epoch2 > epoch1, "{epoch2:?} > {epoch1:?}");
+    let off_b = nodes[second]
+        .as_ref()
+        .unwrap()
+        .propose(vec![rec("b1")])
+        .wait_blocking()
+        .unwrap();
+    assert!(off_b > off_a);
+
+    // Restart the old leader from its directory: it follows and catches up.
+    seen[first].lock().clear();
+    nodes[first] = Some(open(
+        dirs[first].path(),
+        first as i32 + 1,
+        &voters,
+        seen[first].clone(),
+    ));
+    let off_c = nodes[second]
+        .as_ref()
+        .unwrap()
+        .propose(vec![rec("c1"), rec("c2")])
+        .wait_blocking()
+        .unwrap();
+    assert!(off_c > off_b);
+    wait_for("every node to have all three batches", || {
+        seen.iter().all(|s| s.lock().len() == 3).then_some(())
+    });
+    let logs: Vec<_> = seen.iter().map(|s| s.lock().clone()).collect();
+    assert_eq!(logs[0], logs[1]);
+    assert_eq!(logs[1], logs[2]);
+    let values: Vec<Vec<Bytes>> = logs[0].iter().map(|(_, r)| r.clone()).collect();
+    assert_eq!(
+        values,
+        vec![
+            vec![rec("a1"), rec("a2"), rec("a3")],
+            vec![rec("b1")],
+            vec![rec("c1"), rec("c2")],
+        ]
+    );
+    // DescribeQuorum's view on the leader: all three voters, the real epoch.
+    let st = nodes[second].as_ref().unwrap().status().unwrap();
+    assert_eq!(st.leader_id, Some(NodeId(second as i32 + 1)));
+    assert_eq!(st.epoch, epoch2.max(st.epoch));
+    assert_eq!(st.voters.len(), 3);
+    assert!(st.high_watermark > off_c);
+    for n in nodes.into_iter().flatten() {
+        n.close();
+    }
+}
