@@ -1,7 +1,15 @@
 //! Broker configuration: Kafka's broker config names at the edge, typed
-//! settings inside. Sources, later ones winning: defaults, a TOML file
-//! (`--config`), `--set NAME=VALUE` flags. Unknown names and invalid values
-//! are errors at start-up.
+//! settings inside. Sources, later ones winning: defaults, a config file
+//! (`--config`: a Kafka `server.properties` file, or TOML), `--set NAME=VALUE`
+//! flags.
+//!
+//! Every name Kafka 4.3.1 defines ([`crate::kafka_configs`], generated from
+//! Kafka's ConfigDefs) is accepted and validated with Kafka's rules; the ones
+//! Fjord acts on ([`FJORD_BROKER_CONFIGS`] and the enforced topic defaults)
+//! become typed settings, the others are kept, described, and reported once
+//! at start as having no effect ([`BrokerConfig::start_report`]). A name
+//! Kafka does not define is accepted and ignored, as Kafka does, and named
+//! in a warning at start. An invalid value is an error at start-up.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -34,6 +42,46 @@ pub struct BrokerConfig {
     /// Broker config names given explicitly (file or flags), reported as
     /// STATIC_BROKER_CONFIG; the others are Kafka's defaults.
     pub explicit: BTreeSet<String>,
+    /// Kafka broker configs given that Fjord does not act on: the value,
+    /// validated with Kafka's rules and printed as Kafka prints it.
+    pub no_effect: BTreeMap<String, String>,
+    /// Names given that Kafka does not define either (Kafka ignores them).
+    pub not_kafka: BTreeSet<String>,
+}
+
+/// The broker configs (other than the `log.*`-style topic defaults, see
+/// [`TopicConfigDef::enforced`]) whose value changes what Fjord does, in
+/// name order. Every other Kafka broker config is accepted without effect.
+pub const FJORD_BROKER_CONFIGS: &[&str] = &[
+    "advertised.listeners",
+    "auto.create.topics.enable",
+    "broker.id",
+    "cluster.id",
+    "connections.max.idle.ms",
+    "default.replication.factor",
+    "group.initial.rebalance.delay.ms",
+    "group.max.session.timeout.ms",
+    "group.min.session.timeout.ms",
+    "listeners",
+    "log.dir",
+    "log.dirs",
+    "log.retention.check.interval.ms",
+    "log.retention.hours",
+    "log.retention.minutes",
+    "log.roll.hours",
+    "max.connections",
+    "node.id",
+    "num.partitions",
+    "offsets.retention.minutes",
+    "socket.request.max.bytes",
+];
+
+/// Whether broker config `name` changes what Fjord does.
+pub fn acts_on(name: &str) -> bool {
+    match topic_config_for_broker(name) {
+        Some(d) => d.enforced,
+        None => FJORD_BROKER_CONFIGS.contains(&name),
+    }
 }
 
 /// Settings of the group coordinator, with Kafka's defaults.
@@ -63,9 +111,12 @@ pub enum ConfigType {
     Boolean = 1,
     String = 2,
     Int = 3,
+    Short = 4,
     Long = 5,
     Double = 6,
     List = 7,
+    Class = 8,
+    Password = 9,
 }
 
 /// How a config value is checked before it is accepted.
@@ -707,6 +758,8 @@ impl Default for BrokerConfig {
             retention_check_interval_ms: 300_000,
             groups: GroupSettings::default(),
             explicit: BTreeSet::new(),
+            no_effect: BTreeMap::new(),
+            not_kafka: BTreeSet::new(),
         }
     }
 }
@@ -714,6 +767,9 @@ impl Default for BrokerConfig {
 impl BrokerConfig {
     /// Apply one broker setting by its Kafka name.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
+        // Kafka's rules first, so that what Kafka refuses Fjord refuses too.
+        let kafka = crate::kafka_configs::broker(name);
+        let printed = kafka.map(|k| k.validate(value)).transpose()?;
         if let Some(d) = topic_config_for_broker(name) {
             self.topic_defaults
                 .set(d.name, value)
@@ -786,9 +842,34 @@ impl BrokerConfig {
                 self.advertised_host = host;
                 self.advertised_port = port;
             }
-            _ => return Err(ConfigError::Unknown(name.to_string())),
+            _ => match printed {
+                Some(v) => {
+                    self.no_effect.insert(name.to_string(), v);
+                }
+                None => {
+                    self.explicit.remove(name);
+                    self.not_kafka.insert(name.to_string());
+                }
+            },
         }
         Ok(())
+    }
+
+    /// What to tell the user once at start: the Kafka configs given that
+    /// Fjord accepts without acting on them, and the names Kafka does not
+    /// define (ignored, as Kafka ignores them). `None` when there are none.
+    pub fn start_report(&self) -> (Option<String>, Option<String>) {
+        let no_effect: Vec<&str> = self
+            .explicit
+            .iter()
+            .map(String::as_str)
+            .filter(|n| crate::kafka_configs::broker(n).is_some() && !acts_on(n))
+            .collect();
+        let not_kafka: Vec<&str> = self.not_kafka.iter().map(String::as_str).collect();
+        (
+            (!no_effect.is_empty()).then(|| no_effect.join(", ")),
+            (!not_kafka.is_empty()).then(|| not_kafka.join(", ")),
+        )
     }
 
     /// Every broker setting with its current value, for DescribeConfigs.
@@ -849,6 +930,26 @@ impl BrokerConfig {
             ),
         );
         out
+    }
+
+    /// Load a config file: Java properties (Kafka's `server.properties`), or
+    /// TOML when the file name ends in `.toml` or the text parses as TOML and
+    /// the name does not end in `.properties`.
+    pub fn load_file(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
+        let ext = path.extension().and_then(|e| e.to_str());
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let toml = ext == Some("toml")
+            || (ext != Some("properties") && text.parse::<toml::Table>().is_ok());
+        if toml {
+            return self.load_toml(path);
+        }
+        for (k, v) in parse_properties(&text) {
+            self.set(&k, &v)?;
+        }
+        Ok(())
     }
 
     /// Load `KEY = VALUE` pairs from a TOML file: flat keys using Kafka names
@@ -985,13 +1086,26 @@ impl DynamicBrokerConfigs {
         if let Some(v) = self.cluster_default.get(name) {
             out.push((ConfigSource::DynamicDefaultBroker, v.clone()));
         }
+        // Fjord's own default where it acts on the config, else Kafka's.
         let default = match topic_config_for_broker(name) {
             Some(d) => Some(d.default.to_string()),
-            None => BrokerConfig::default().describe().get(name).cloned(),
+            None => BrokerConfig::default()
+                .describe()
+                .get(name)
+                .cloned()
+                .or_else(|| {
+                    crate::kafka_configs::broker(name)
+                        .and_then(|k| k.default)
+                        .map(str::to_string)
+                }),
         };
-        if let Some(v) = config.describe().get(name) {
-            if config.explicit.contains(name) || default.as_ref() != Some(v) {
-                out.push((ConfigSource::StaticBroker, v.clone()));
+        let current = match config.describe().get(name) {
+            Some(v) => Some(v.clone()),
+            None => config.no_effect.get(name).cloned(),
+        };
+        if let Some(v) = current {
+            if config.explicit.contains(name) || default.as_ref() != Some(&v) {
+                out.push((ConfigSource::StaticBroker, v));
             }
         }
         if let Some(v) = default {
@@ -999,6 +1113,110 @@ impl DynamicBrokerConfigs {
         }
         out
     }
+}
+
+/// The key/value pairs of a Java properties file, as
+/// `java.util.Properties.load` reads them: `#` and `!` comments, `=`, `:` or
+/// white space between key and value, a trailing backslash continuing the
+/// line, and `\t \n \r \f \uXXXX` escapes.
+pub fn parse_properties(text: &str) -> Vec<(String, String)> {
+    // Logical lines: a line ending in an odd number of backslashes goes on.
+    let mut logical: Vec<String> = Vec::new();
+    let mut pending: Option<String> = None;
+    for raw in text.lines() {
+        let trimmed = raw.trim_start_matches([' ', '\t', '\u{c}']);
+        let line = match pending.take() {
+            Some(mut acc) => {
+                acc.push_str(trimmed);
+                acc
+            }
+            None => {
+                if trimmed.is_empty() || trimmed.starts_with(['#', '!']) {
+                    continue;
+                }
+                trimmed.to_string()
+            }
+        };
+        let backslashes = line.chars().rev().take_while(|c| *c == '\\').count();
+        if backslashes % 2 == 1 {
+            let mut l = line;
+            l.pop();
+            pending = Some(l);
+        } else {
+            logical.push(line);
+        }
+    }
+    logical.extend(pending);
+    let mut out = Vec::new();
+    for line in logical {
+        let chars: Vec<char> = line.chars().collect();
+        let mut i = 0;
+        let mut key_end = chars.len();
+        let mut value_start = chars.len();
+        while i < chars.len() {
+            match chars[i] {
+                '\\' => i += 2,
+                '=' | ':' => {
+                    key_end = i;
+                    value_start = i + 1;
+                    break;
+                }
+                ' ' | '\t' | '\u{c}' => {
+                    key_end = i;
+                    let mut j = i;
+                    while j < chars.len() && matches!(chars[j], ' ' | '\t' | '\u{c}') {
+                        j += 1;
+                    }
+                    if j < chars.len() && matches!(chars[j], '=' | ':') {
+                        j += 1;
+                    }
+                    value_start = j;
+                    break;
+                }
+                _ => i += 1,
+            }
+        }
+        let key_end = key_end.min(chars.len());
+        let mut v = value_start.min(chars.len());
+        while v < chars.len() && matches!(chars[v], ' ' | '\t' | '\u{c}') {
+            v += 1;
+        }
+        out.push((unescape(&chars[..key_end]), unescape(&chars[v..])));
+    }
+    out
+}
+
+fn unescape(chars: &[char]) -> String {
+    let mut out = String::with_capacity(chars.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        i += 1;
+        if c != '\\' || i >= chars.len() {
+            out.push(c);
+            continue;
+        }
+        let e = chars[i];
+        i += 1;
+        match e {
+            't' => out.push('\t'),
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            'f' => out.push('\u{c}'),
+            'u' => {
+                let hex: String = chars[i..chars.len().min(i + 4)].iter().collect();
+                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    Some(ch) if hex.len() == 4 => {
+                        out.push(ch);
+                        i += 4;
+                    }
+                    _ => out.push('u'),
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
@@ -1073,12 +1291,13 @@ mod tests {
     }
 
     #[test]
-    fn unknown_and_invalid_settings_fail() {
+    fn unknown_names_are_ignored_and_invalid_settings_fail() {
         let mut c = BrokerConfig::default();
-        assert!(matches!(
-            c.set("no.such.thing", "1"),
-            Err(ConfigError::Unknown(_))
-        ));
+        // Kafka ignores names it does not define; Fjord too, and says so.
+        c.set("no.such.thing", "1").unwrap();
+        assert!(c.not_kafka.contains("no.such.thing"));
+        assert!(!c.explicit.contains("no.such.thing"));
+        assert_eq!(c.start_report(), (None, Some("no.such.thing".to_string())));
         assert!(matches!(
             c.set("num.partitions", "x"),
             Err(ConfigError::Invalid { .. })
@@ -1103,6 +1322,151 @@ mod tests {
             (c.advertised_host.as_str(), c.advertised_port),
             ("broker.example", 9093)
         );
+    }
+}
+
+#[cfg(test)]
+mod kafka_name_tests {
+    use super::*;
+    use crate::kafka_configs;
+
+    /// A value Kafka accepts for `k` that Fjord accepts too.
+    fn valid_value(k: &kafka_configs::KafkaConfig) -> String {
+        match k.name {
+            "node.id" | "broker.id" => return "1".into(),
+            "listeners" | "advertised.listeners" => return "PLAINTEXT://127.0.0.1:9092".into(),
+            "log.dirs" | "log.dir" => return "/tmp/fjord-test".into(),
+            "cluster.id" => return "MkU3OEVBNTcwNTJENDM2Qg".into(),
+            _ => {}
+        }
+        match (k.default, k.kind) {
+            (Some(d), _) => d.to_string(),
+            (None, kafka_configs::KafkaType::List | kafka_configs::KafkaType::String) => {
+                match k.validator {
+                    kafka_configs::Validator::ListOf { values, .. } if !values.is_empty() => {
+                        values[0].to_string()
+                    }
+                    _ => "x".into(),
+                }
+            }
+            (None, kafka_configs::KafkaType::Password) => "secret".into(),
+            (None, kafka_configs::KafkaType::Class) => "org.example.Plugin".into(),
+            (None, _) => "1".into(),
+        }
+    }
+
+    #[test]
+    fn every_kafka_broker_config_is_accepted_and_classified() {
+        let mut acted = 0;
+        for k in kafka_configs::BROKER {
+            let mut c = BrokerConfig::default();
+            let v = valid_value(k);
+            c.set(k.name, &v)
+                .unwrap_or_else(|e| panic!("{} = {v:?} refused: {e}", k.name));
+            assert!(c.not_kafka.is_empty(), "{}", k.name);
+            assert!(c.explicit.contains(k.name), "{}", k.name);
+            let (no_effect, _) = c.start_report();
+            if acts_on(k.name) {
+                acted += 1;
+                assert!(!c.no_effect.contains_key(k.name), "{} is acted on", k.name);
+                assert_eq!(no_effect, None, "{}", k.name);
+            } else {
+                assert_eq!(no_effect.as_deref(), Some(k.name));
+            }
+        }
+        // Every name Fjord acts on is a Kafka name, but for Fjord's own
+        // `cluster.id` (Kafka keeps it in meta.properties).
+        for n in FJORD_BROKER_CONFIGS.iter().filter(|n| **n != "cluster.id") {
+            assert!(kafka_configs::broker(n).is_some(), "{n}");
+        }
+        assert!(acted >= FJORD_BROKER_CONFIGS.len());
+    }
+
+    #[test]
+    fn kafka_rules_apply_to_configs_without_effect() {
+        let mut c = BrokerConfig::default();
+        c.set("log.cleaner.backoff.ms", "20000").unwrap();
+        c.set("delete.topic.enable", "false").unwrap();
+        assert_eq!(c.no_effect["log.cleaner.backoff.ms"], "20000");
+        let err = c
+            .set("log.cleaner.backoff.ms", "-1")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "Invalid value -1 for configuration log.cleaner.backoff.ms: Value must be at least 0"
+        );
+        assert!(c.set("delete.topic.enable", "perhaps").is_err());
+        // Kafka's rules also apply to configs Fjord acts on.
+        assert!(c.set("num.partitions", "many").is_err());
+        let report = c.start_report().0.unwrap();
+        assert_eq!(report, "delete.topic.enable, log.cleaner.backoff.ms");
+        let dynamic = DynamicBrokerConfigs::default();
+        assert_eq!(
+            dynamic.lookup(&c, "log.cleaner.backoff.ms"),
+            vec![
+                (ConfigSource::StaticBroker, "20000".to_string()),
+                (ConfigSource::Default, "15000".to_string())
+            ]
+        );
+        assert_eq!(
+            dynamic.lookup(&c, "log.cleaner.threads"),
+            vec![(ConfigSource::Default, "1".to_string())]
+        );
+    }
+
+    #[test]
+    fn every_topic_config_matches_kafka() {
+        let kafka: Vec<_> = kafka_configs::TOPIC
+            .iter()
+            .filter(|k| !k.internal)
+            .collect();
+        assert_eq!(kafka.len(), TOPIC_CONFIGS.len());
+        for (k, d) in kafka.iter().zip(TOPIC_CONFIGS) {
+            assert_eq!(k.name, d.name);
+            assert_eq!(k.config_type(), d.kind, "{}", d.name);
+            assert_eq!(k.default, Some(d.default), "{}", d.name);
+            assert_eq!(k.broker_name, d.broker_name, "{}", d.name);
+            k.validate(d.default).unwrap();
+        }
+    }
+
+    #[test]
+    fn readme_lists_the_configs_fjord_acts_on() {
+        let readme = include_str!("../../../README.md");
+        let start = "<!-- acted-on-configs:start -->";
+        let end = "<!-- acted-on-configs:end -->";
+        let section = readme
+            .split_once(start)
+            .and_then(|(_, rest)| rest.split_once(end))
+            .map(|(s, _)| s)
+            .expect("README has the acted-on configs section");
+        let listed: Vec<&str> = section.split('`').skip(1).step_by(2).collect();
+        let mut expected: Vec<&str> = kafka_configs::BROKER
+            .iter()
+            .map(|k| k.name)
+            .filter(|n| acts_on(n))
+            .collect();
+        expected.sort();
+        assert_eq!(listed, expected, "README's list of acted-on broker configs");
+    }
+
+    #[test]
+    fn java_properties_files() {
+        let text = "# comment\n! also\n  delete.topic.enable = true\nbroker.rack:r1\n\
+            log.dirs /tmp/a,\\\n   /tmp/b\nkey\\ with\\=odd=v\\u0041\nempty=\n\n";
+        let got = parse_properties(text);
+        let want: Vec<(String, String)> = [
+            ("delete.topic.enable", "true"),
+            ("broker.rack", "r1"),
+            ("log.dirs", "/tmp/a,/tmp/b"),
+            ("key with=odd", "vA"),
+            ("empty", ""),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(got, want);
     }
 }
 

@@ -10,6 +10,7 @@ pub mod config;
 pub mod errors;
 pub mod groups;
 pub mod handlers;
+pub mod kafka_configs;
 pub mod response;
 pub mod server;
 pub mod state;

@@ -316,3 +316,94 @@ async fn dynamic_broker_configs_apply_to_topics_and_survive_restart() {
         Some("gzip")
     );
 }
+
+/// Every broker config Kafka 4.3.1 defines is described, with Kafka's
+/// documentation when asked for, its type and the source of its value; a
+/// config Fjord accepts without acting on it reports the value given.
+#[tokio::test]
+async fn every_kafka_broker_config_is_described_with_documentation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = fjord_broker::BrokerConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..fjord_broker::BrokerConfig::default()
+    };
+    config.set("log.cleaner.backoff.ms", "20000").unwrap();
+    config.set("ssl.key.password", "hidden").unwrap();
+    let b = Broker::open(config).unwrap();
+    let ask = |documentation: bool| {
+        DescribeConfigsRequest::default()
+            .with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(BROKER)
+                    .with_resource_name(s("1"))
+                    .with_configuration_keys(None),
+            ])
+            .with_include_documentation(documentation)
+    };
+    let r: DescribeConfigsResponse = call(&b, ApiKey::DescribeConfigs, 4, &ask(true)).await;
+    let configs = &r.results[0].configs;
+    assert!(configs.len() > 300, "{} configs", configs.len());
+    let find = |name: &str| {
+        configs
+            .iter()
+            .find(|c| &*c.name == name)
+            .unwrap_or_else(|| panic!("{name} not described"))
+    };
+    for c in configs {
+        let kafka = fjord_broker::kafka_configs::broker(&c.name).expect("a Kafka config");
+        assert_eq!(c.documentation.as_deref(), Some(kafka.documentation));
+        assert_eq!(c.config_type, kafka.config_type() as i8, "{}", &*c.name);
+    }
+    let backoff = find("log.cleaner.backoff.ms");
+    assert_eq!(
+        (
+            backoff.value.as_deref(),
+            backoff.config_source,
+            backoff.config_type
+        ),
+        (Some("20000"), 4, 5)
+    );
+    assert!(!find("num.partitions")
+        .documentation
+        .as_deref()
+        .unwrap()
+        .is_empty());
+    let rack = find("broker.rack");
+    assert_eq!((rack.value.as_deref(), rack.config_source), (None, 5));
+    let threads = find("log.cleaner.threads");
+    assert_eq!(
+        (threads.value.as_deref(), threads.config_source),
+        (Some("1"), 5)
+    );
+    let password = find("ssl.key.password");
+    assert!(password.is_sensitive);
+    assert_eq!(
+        (password.value.as_deref(), password.config_source),
+        (None, 4)
+    );
+    // Without the flag, no documentation.
+    let r: DescribeConfigsResponse = call(&b, ApiKey::DescribeConfigs, 4, &ask(false)).await;
+    assert!(r.results[0]
+        .configs
+        .iter()
+        .all(|c| c.documentation.is_none()));
+    // Topic configs carry Kafka's documentation too.
+    let req = CreateTopicsRequest::default().with_topics(vec![
+        create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(s("documented")))
+            .with_num_partitions(1)
+            .with_replication_factor(1),
+    ]);
+    let _: CreateTopicsResponse = call(&b, ApiKey::CreateTopics, 7, &req).await;
+    let req = DescribeConfigsRequest::default()
+        .with_resources(vec![
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(TOPIC)
+                .with_resource_name(s("documented"))
+                .with_configuration_keys(Some(vec![s("retention.ms")])),
+        ])
+        .with_include_documentation(true);
+    let r: DescribeConfigsResponse = call(&b, ApiKey::DescribeConfigs, 4, &req).await;
+    let doc = r.results[0].configs[0].documentation.as_deref().unwrap();
+    assert!(doc.contains("retention"), "{doc}");
+}

@@ -43,7 +43,8 @@ struct ServeArgs {
     /// Directory holding all data.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// TOML file of settings, by Kafka broker config name.
+    /// File of settings by Kafka broker config name: a Kafka
+    /// `server.properties` (Java properties) or TOML (`.toml`).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// A setting by Kafka broker config name (repeatable), e.g. num.partitions=3.
@@ -81,7 +82,7 @@ fn main() -> ExitCode {
 fn build_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     let mut config = BrokerConfig::default();
     if let Some(path) = &args.config {
-        config.load_toml(path)?;
+        config.load_file(path)?;
     }
     for kv in &args.set {
         let (k, v) = kv
@@ -148,6 +149,13 @@ fn raise_open_files_limit() {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = build_config(&args)?;
+    let (no_effect, not_kafka) = config.start_report();
+    if let Some(names) = no_effect {
+        tracing::info!("Kafka configs accepted, no effect in Fjord: {names}");
+    }
+    if let Some(names) = not_kafka {
+        tracing::warn!("not Kafka 4.3.1 broker configs, ignored (as Kafka ignores them): {names}");
+    }
     raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

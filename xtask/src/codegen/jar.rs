@@ -34,6 +34,56 @@ pub const METADATA: Jar = Jar {
     sha256: "4d73a96c6474a4ebdd67a1cee14da1a94cfd6bb9e6e252685ba5667d8ab7f898",
 };
 
+/// The jars whose classes define Kafka's broker and topic configs
+/// (`AbstractKafkaConfig.CONFIG_DEF` gathers definitions from each of these
+/// modules; `LogConfig` is in kafka-storage), read by `codegen`'s
+/// `KafkaConfigs` program (see `configs`).
+pub const CONFIG_JARS: &[Jar] = &[
+    CLIENTS,
+    Jar {
+        artifact: "kafka-server",
+        sha256: "01d736599ec3b0cdbb0480c15219170b28cdae189785e7f0c6f1f26e528eaebc",
+    },
+    Jar {
+        artifact: "kafka-server-common",
+        sha256: "d7c719f749579a399011f0df7414de8a78f10f074a6122caa550fdb141351575",
+    },
+    Jar {
+        artifact: "kafka-storage",
+        sha256: "97e3facddd2914a58f28ec91ef35f8da69963eab3651196e97f487924f6dac98",
+    },
+    Jar {
+        artifact: "kafka-raft",
+        sha256: "46abbf89806dd22d848e997cdfb1431524cab4ec88e38a7d2806e20b24a70609",
+    },
+    Jar {
+        artifact: "kafka-group-coordinator",
+        sha256: "4ab56d002e1624185c874199e9e0ffb243dbeb9f68b4d0cadf48ce2f617a1126",
+    },
+    Jar {
+        artifact: "kafka-group-coordinator-api",
+        sha256: "d81bc1a3739ff6c9b21815baae00022306342a16d3d94e6a2621201b9980a30d",
+    },
+    Jar {
+        artifact: "kafka-coordinator-common",
+        sha256: "66a86b8c89718216ffa72fe4e44b9d1bdf3472e4cb9200c36a0742a25febbdba",
+    },
+    Jar {
+        artifact: "kafka-transaction-coordinator",
+        sha256: "c64aaa2a88d8fd382c4800204872917686e542043c7916c9e8797d939d8eb313",
+    },
+    Jar {
+        artifact: "kafka-share-coordinator",
+        sha256: "8ceeed7346127e652ea5c650b217890aaff14919f967d27fadce420745bd3066",
+    },
+];
+
+/// The e2e setup's Kafka distribution: the third-party jars the Kafka
+/// classes need at run time (logging, Jackson) are taken from there.
+pub fn e2e_libs() -> Result<PathBuf> {
+    Ok(home()?.join(format!(".cache/fjord-e2e/kafka-{KAFKA_VERSION}/libs")))
+}
+
 impl Jar {
     fn file_name(&self) -> String {
         format!("{}-{KAFKA_VERSION}.jar", self.artifact)
@@ -50,9 +100,7 @@ impl Jar {
         }
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let partial = dir.join(format!("{}.part", self.file_name()));
-        let e2e = home()?
-            .join(format!(".cache/fjord-e2e/kafka-{KAFKA_VERSION}/libs"))
-            .join(self.file_name());
+        let e2e = e2e_libs()?.join(self.file_name());
         if !e2e.exists() {
             // The Kafka distribution's jars come from Maven Central through
             // Maven itself (scripts/kafka.sh, as the e2e setup does).

@@ -9,10 +9,14 @@
 //! - `crates/protocol/src/requests/generated.rs`: checked decoders into
 //!   kafka-protocol's request structs, and the `Request` enum,
 //!   `SUPPORTED_APIS` and `decode_request` over them ([`requests::REQUESTS`]).
+//! - `crates/broker/src/kafka_configs/generated.rs`: every broker and topic
+//!   config Kafka defines, from its ConfigDefs (a small Java program run on
+//!   the pinned jars, see [`configs`]; one entry per line, not rustfmt'd).
 //!
 //! `--check` regenerates in memory and fails, naming the file, when the
 //! committed output differs (CI runs it in `cargo xtask test`).
 
+mod configs;
 mod emit;
 pub mod jar;
 mod records;
@@ -170,6 +174,7 @@ fn generate(root: &Path) -> Result<Vec<(PathBuf, String)>> {
             PathBuf::from("crates/protocol/src/requests/generated.rs"),
             pack(&rustfmt(&requests::generate(root, &messages)?)?),
         ),
+        (PathBuf::from(configs::OUTPUT), configs::generate(root)?),
     ])
 }
 

@@ -1,8 +1,11 @@
 //! DescribeConfigs: versions 1..=4, for topics (every Kafka 4.3 topic
 //! config, with the source of its value: a topic override, a dynamic or
 //! static broker config, or Kafka's default) and the broker (resource name =
-//! node id: every broker config, the dynamic ones writable; resource name
-//! "": the cluster-wide dynamic defaults that are set).
+//! node id: every non-internal broker config Kafka 4.3.1 defines, the
+//! dynamic ones writable; resource name "": the cluster-wide dynamic
+//! defaults that are set). Type and, when asked for (v3+), Kafka's
+//! documentation come from [`crate::kafka_configs`]; PASSWORD configs are
+//! sensitive and their value is null, as in Kafka.
 
 use std::ops::RangeInclusive;
 
@@ -18,6 +21,7 @@ use super::{str_bytes, Ctx};
 use crate::config::{
     is_dynamic_broker_config, topic_config_for_broker, ConfigSource, ConfigType, TOPIC_CONFIGS,
 };
+use crate::kafka_configs;
 use crate::state::Broker;
 
 pub const VERSIONS: RangeInclusive<i16> = 1..=4;
@@ -38,11 +42,17 @@ fn synonym(name: &str, source: ConfigSource, value: &str) -> DescribeConfigsSyno
         .with_source(source as i8)
 }
 
+/// Kafka's documentation of a config, when the request asks for it.
+fn doc(config: Option<&kafka_configs::KafkaConfig>, include: bool) -> Option<StrBytes> {
+    include.then(|| StrBytes::from_static_str(config.map_or("", |c| c.documentation)))
+}
+
 fn topic_result(
     broker: &Broker,
     name: &str,
     keys: &Option<Vec<StrBytes>>,
     include_synonyms: bool,
+    include_documentation: bool,
 ) -> Option<Vec<DescribeConfigsResourceResult>> {
     let topic = broker.topic(name)?;
     let settings = topic.settings.read().clone();
@@ -86,7 +96,8 @@ fn topic_result(
                 .with_config_source(source as i8)
                 .with_is_sensitive(false)
                 .with_synonyms(synonyms)
-                .with_config_type(d.kind as i8),
+                .with_config_type(d.kind as i8)
+                .with_documentation(doc(kafka_configs::topic(d.name), include_documentation)),
         );
     }
     Some(configs)
@@ -96,35 +107,39 @@ fn broker_result(
     broker: &Broker,
     keys: &Option<Vec<StrBytes>>,
     include_synonyms: bool,
+    include_documentation: bool,
 ) -> Vec<DescribeConfigsResourceResult> {
     let dynamic = broker.dynamic_configs();
-    broker
-        .config
-        .describe()
-        .into_keys()
-        .filter(|k| wanted(keys, k))
-        .filter_map(|name| {
-            let chain = dynamic.lookup(&broker.config, &name);
-            let (source, value) = chain.first().cloned()?;
-            let kind = topic_config_for_broker(&name).map_or(ConfigType::String, |d| d.kind);
+    kafka_configs::BROKER
+        .iter()
+        .filter(|k| !k.internal && wanted(keys, k.name))
+        .map(|k| {
+            let name = k.name;
+            let chain = dynamic.lookup(&broker.config, name);
+            // A config with a null default and no value: null, DEFAULT_CONFIG.
+            let (source, value) = match chain.first() {
+                Some((source, value)) => (*source, Some(value.as_str())),
+                None => (ConfigSource::Default, None),
+            };
+            let sensitive = k.is_sensitive();
+            let shown = |v: &str| (!sensitive).then(|| str_bytes(v));
             let synonyms = if include_synonyms {
                 chain
                     .iter()
-                    .map(|(src, v)| synonym(&name, *src, v))
+                    .map(|(src, v)| synonym(name, *src, v).with_value(shown(v)))
                     .collect()
             } else {
                 Vec::new()
             };
-            Some(
-                DescribeConfigsResourceResult::default()
-                    .with_read_only(!is_dynamic_broker_config(&name))
-                    .with_name(str_bytes(name))
-                    .with_value(Some(str_bytes(value)))
-                    .with_config_source(source as i8)
-                    .with_is_sensitive(false)
-                    .with_synonyms(synonyms)
-                    .with_config_type(kind as i8),
-            )
+            DescribeConfigsResourceResult::default()
+                .with_read_only(!is_dynamic_broker_config(name))
+                .with_name(StrBytes::from_static_str(name))
+                .with_value(value.and_then(shown))
+                .with_config_source(source as i8)
+                .with_is_sensitive(sensitive)
+                .with_synonyms(synonyms)
+                .with_config_type(k.config_type() as i8)
+                .with_documentation(doc(Some(k), include_documentation))
         })
         .collect()
 }
@@ -134,6 +149,7 @@ fn default_broker_result(
     broker: &Broker,
     keys: &Option<Vec<StrBytes>>,
     include_synonyms: bool,
+    include_documentation: bool,
 ) -> Vec<DescribeConfigsResourceResult> {
     let dynamic = broker.dynamic_configs();
     dynamic
@@ -141,7 +157,11 @@ fn default_broker_result(
         .iter()
         .filter(|(k, _)| wanted(keys, k))
         .map(|(name, value)| {
-            let kind = topic_config_for_broker(name).map_or(ConfigType::String, |d| d.kind);
+            let kafka = kafka_configs::broker(name);
+            let kind = topic_config_for_broker(name).map_or_else(
+                || kafka.map_or(ConfigType::String, |k| k.config_type()),
+                |d| d.kind,
+            );
             let source = ConfigSource::DynamicDefaultBroker;
             let synonyms = if include_synonyms {
                 vec![synonym(name, source, value)]
@@ -155,6 +175,7 @@ fn default_broker_result(
                 .with_config_source(source as i8)
                 .with_synonyms(synonyms)
                 .with_config_type(kind as i8)
+                .with_documentation(doc(kafka, include_documentation))
         })
         .collect()
 }
@@ -174,7 +195,13 @@ pub fn handle(ctx: &Ctx, req: DescribeConfigsRequest) -> Option<BytesMut> {
         let keys = &r.configuration_keys;
         let result = match r.resource_type {
             RESOURCE_TOPIC => {
-                match topic_result(broker, &r.resource_name, keys, req.include_synonyms) {
+                match topic_result(
+                    broker,
+                    &r.resource_name,
+                    keys,
+                    req.include_synonyms,
+                    req.include_documentation,
+                ) {
                     Some(configs) => base.with_configs(configs),
                     None => fail(
                         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
@@ -185,9 +212,19 @@ pub fn handle(ctx: &Ctx, req: DescribeConfigsRequest) -> Option<BytesMut> {
             RESOURCE_BROKER => {
                 let own = broker.config.node_id.0.to_string();
                 if r.resource_name.is_empty() {
-                    base.with_configs(default_broker_result(broker, keys, req.include_synonyms))
+                    base.with_configs(default_broker_result(
+                        broker,
+                        keys,
+                        req.include_synonyms,
+                        req.include_documentation,
+                    ))
                 } else if *r.resource_name == *own {
-                    base.with_configs(broker_result(broker, keys, req.include_synonyms))
+                    base.with_configs(broker_result(
+                        broker,
+                        keys,
+                        req.include_synonyms,
+                        req.include_documentation,
+                    ))
                 } else {
                     fail(
                         ErrorCode::INVALID_REQUEST,
