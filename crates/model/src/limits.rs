@@ -176,3 +176,11 @@ pub const RAFT_FETCH_ENTRIES_MAX: usize = 1_024;
 pub const RAFT_PEER_QUEUE_MAX: usize = 64;
 /// Longest pause between attempts to connect to a voter.
 pub const RAFT_CONNECT_BACKOFF_MAX_MS: u64 = 1_000;
+/// How long the quorum leader may hold a Fetch that has nothing new to send
+/// (Kafka's KRaft `FetchRequest.MaxWaitMs`, 500 ms).
+pub const RAFT_FETCH_MAX_WAIT_MS_DEFAULT: i64 = 500;
+/// Most snapshot bytes in one FetchSnapshot response (Kafka's 8 MiB).
+pub const RAFT_FETCH_SNAPSHOT_BYTES_MAX: u32 = 8 * 1024 * 1024;
+/// Most Fetch requests the quorum leader holds at once (long polling); more
+/// are answered at once.
+pub const RAFT_HELD_FETCHES_MAX: usize = 4_096;

@@ -183,6 +183,9 @@ impl RaftQuorum {
         let mut core_cfg = Config::new(config.node_id, ids, config.cluster_id.clone(), config.seed);
         core_cfg.election_timeout_ms = config.election_timeout_ms;
         core_cfg.fetch_timeout_ms = config.fetch_timeout_ms;
+        // No long polling yet: a connection carries one request at a time,
+        // and a held Fetch would delay a Vote behind it.
+        core_cfg.fetch_max_wait_ms = 0;
         let clock = Instant::now();
         let node = Node::new(core_cfg, persisted, meta, 0);
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -379,6 +382,17 @@ impl LogReader for Reader<'_> {
                 Vec::new()
             }
         }
+    }
+
+    /// No snapshots are served yet (the core is never told of one, so its
+    /// log starts at 0 and it never names one in a Fetch response).
+    fn read_snapshot(
+        &self,
+        _id: fjord_raft::SnapshotId,
+        _position: u64,
+        _max_bytes: usize,
+    ) -> Option<fjord_raft::SnapshotChunk> {
+        None
     }
 }
 

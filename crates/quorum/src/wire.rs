@@ -65,6 +65,10 @@ pub fn api_of(msg: &Message) -> (ApiKey, i16) {
             (ApiKey::EndQuorumEpoch, END_QUORUM_EPOCH_VERSION)
         }
         Message::FetchRequest(_) | Message::FetchResponse(_) => (ApiKey::Fetch, FETCH_VERSION),
+        // Not mapped on the wire yet: request_frame / response_frame refuse it.
+        Message::FetchSnapshotRequest(_) | Message::FetchSnapshotResponse(_) => {
+            (ApiKey::FetchSnapshot, 0)
+        }
     }
 }
 
@@ -75,6 +79,7 @@ pub fn is_request(msg: &Message) -> bool {
             | Message::BeginQuorumEpochRequest(_)
             | Message::EndQuorumEpochRequest(_)
             | Message::FetchRequest(_)
+            | Message::FetchSnapshotRequest(_)
     )
 }
 
@@ -246,6 +251,7 @@ pub fn request_to_message(
                     current_leader_epoch: LeaderEpoch(p.current_leader_epoch),
                     fetch_offset: Offset(p.fetch_offset),
                     last_fetched_epoch: LeaderEpoch(p.last_fetched_epoch),
+                    max_wait_ms: i64::from(r.max_wait_ms.max(0)),
                 }),
             ))
         }
@@ -289,7 +295,26 @@ pub fn error_response(
                 leader_id,
                 high_watermark: Offset(-1),
                 diverging_epoch: None,
+                snapshot_id: None,
                 records: Vec::new(),
+            })
+        }
+        Message::FetchSnapshotRequest(r) => Message::FetchSnapshotResponse(FetchSnapshotResponse {
+            error_code: code,
+            leader_epoch: epoch,
+            leader_id,
+            snapshot_id: r.snapshot_id,
+            size: 0,
+            position: r.position,
+            bytes: Vec::new(),
+        }),
+        Message::FetchSnapshotResponse(r) => {
+            Message::FetchSnapshotResponse(FetchSnapshotResponse {
+                error_code: code,
+                leader_epoch: epoch,
+                leader_id,
+                bytes: Vec::new(),
+                ..r.clone()
             })
         }
     }
@@ -328,6 +353,7 @@ pub fn refusal_frame(
             leader_id: None,
             high_watermark: Offset(-1),
             diverging_epoch: None,
+            snapshot_id: None,
             records: Vec::new(),
         }),
         _ => return Err(format!("no quorum API {api_key}")),
@@ -433,6 +459,13 @@ pub fn response_frame(
                         .with_end_offset(d.end_offset.0),
                 );
             }
+            if let Some(s) = r.snapshot_id {
+                p = p.with_snapshot_id(
+                    km::fetch_response::SnapshotId::default()
+                        .with_end_offset(s.end_offset.0)
+                        .with_epoch(s.epoch.0),
+                );
+            }
             let t = km::fetch_response::FetchableTopicResponse::default()
                 .with_topic(TopicName(sb(METADATA_TOPIC)))
                 .with_topic_id(METADATA_TOPIC_ID)
@@ -529,7 +562,7 @@ pub fn request_frame(msg: &Message, correlation_id: i32) -> Result<BytesMut, Str
                         .with_replica_id(BrokerId(r.replica_id.0))
                         .with_replica_epoch(-1),
                 )
-                .with_max_wait_ms(0)
+                .with_max_wait_ms(i32::try_from(r.max_wait_ms.max(0)).unwrap_or(i32::MAX))
                 .with_min_bytes(0)
                 .with_max_bytes(FETCH_PARTITION_BYTES_MAX)
                 .with_topics(vec![t]);
@@ -645,6 +678,7 @@ pub fn decode_response(api: ApiKey, version: i16, frame: Bytes) -> Result<Decode
                             current_leader_epoch: LeaderEpoch(-1),
                             fetch_offset: Offset(0),
                             last_fetched_epoch: LeaderEpoch(0),
+                            max_wait_ms: 0,
                         }),
                         if r.error_code != 0 {
                             ErrorCode(r.error_code)
@@ -662,8 +696,13 @@ pub fn decode_response(api: ApiKey, version: i16, frame: Bytes) -> Result<Decode
                     epoch: LeaderEpoch(p.diverging_epoch.epoch),
                     end_offset: Offset(p.diverging_epoch.end_offset),
                 });
+            let snapshot_id = (p.snapshot_id.end_offset >= 0 && p.snapshot_id.epoch >= 0)
+                .then_some(fjord_raft::SnapshotId {
+                    end_offset: Offset(p.snapshot_id.end_offset),
+                    epoch: LeaderEpoch(p.snapshot_id.epoch),
+                });
             let raw = p.records.unwrap_or_default();
-            let records = if p.error_code == 0 && diverging.is_none() {
+            let records = if p.error_code == 0 && diverging.is_none() && snapshot_id.is_none() {
                 decode_entries(&raw)?
             } else {
                 Vec::new()
@@ -676,6 +715,7 @@ pub fn decode_response(api: ApiKey, version: i16, frame: Bytes) -> Result<Decode
                     leader_id: leader_core(p.current_leader.leader_id),
                     high_watermark: Offset(p.high_watermark),
                     diverging_epoch: diverging,
+                    snapshot_id,
                     records,
                 }),
                 raw_records: raw,

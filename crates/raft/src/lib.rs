@@ -1,12 +1,17 @@
-//! The KRaft quorum core (issue 12, first slice): Apache Kafka's quorum
-//! protocol (KIP-595, with KIP-996 pre-vote) as a deterministic, sans-IO
-//! state machine, and a seeded simulator that checks it.
+//! The KRaft quorum core (issue 12): Apache Kafka's quorum protocol
+//! (KIP-595, with KIP-996 pre-vote and KIP-630 snapshots) as a
+//! deterministic, sans-IO state machine, and a seeded simulator that checks
+//! it.
 //!
-//! - [`node::Node`] is one voter. Time, received messages, client
-//!   proposals and flush completions go in ([`node::Input`]); messages,
-//!   log operations (append as leader, append as follower, truncate,
-//!   flush), durable quorum-state writes and high-watermark advances come
-//!   out ([`node::Output`]). Roles: unattached, prospective (pre-vote),
+//! - [`node::Node`] is one voter, or an observer (a node not in the voter
+//!   set: it follows the leader by Fetch, finds it by asking the voters,
+//!   never votes or stands, and does not count toward the high watermark).
+//!   Time, received messages, client proposals, flush completions and the
+//!   state machine's snapshots go in ([`node::Input`]); messages, log
+//!   operations (append as leader, append as follower, truncate, flush,
+//!   delete below the log start, snapshot chunks and install), durable
+//!   quorum-state writes and high-watermark advances come out
+//!   ([`node::Output`]). Roles: unattached, prospective (pre-vote),
 //!   candidate, leader, follower, resigned. Static voters
 //!   (`controller.quorum.voters`). Randomized timeouts come from a seed the
 //!   caller passes ([`rng::Rng`]); there is no global state.
@@ -20,17 +25,22 @@
 //!   `LeaderChange` entry that opens its epoch is covered; it never moves
 //!   back. Followers learn it from Fetch responses. A leader that is not
 //!   fetched from by a majority within 1.5 fetch timeouts resigns
-//!   (check-quorum) and sends EndQuorumEpoch.
+//!   (check-quorum) and sends EndQuorumEpoch. A leader holds a Fetch it has
+//!   nothing for up to its `max_wait_ms` (long polling).
+//! - Snapshots (KIP-630): the log starts at the latest snapshot the state
+//!   machine took; a follower whose fetch offset is below the leader's log
+//!   start gets the snapshot's id, fetches it with FetchSnapshot in chunks,
+//!   installs it in place of its log and fetches on from its end.
 //! - [`messages`] holds the RPCs with Kafka's fields and error codes; their
 //!   wire mapping to `kafka-protocol` comes with the network slice.
-//! - [`sim`] runs N voters over a faulty network (loss, delay, duplication,
-//!   reordering, partitions), with crashes that lose unsynced log suffixes,
-//!   clock drift and a random workload, and checks the safety invariants
-//!   after every step (see its docs). `tests/sim.rs` runs thousands of seeds.
+//! - [`sim`] runs N voters and M observers over a faulty network (loss,
+//!   delay, duplication, reordering, partitions), with crashes that lose
+//!   unsynced log suffixes, clock drift, random snapshots and a random
+//!   workload, and checks the safety invariants after every step (see its
+//!   docs). `tests/sim.rs` runs thousands of seeds.
 //!
-//! Not yet here (later slices): snapshots and FetchSnapshot (KIP-630),
-//! observers, dynamic voters, long-polling Fetch, the wire mapping, and
-//! the `MetadataQuorum` adapter that puts this core behind
+//! Not yet here (later slices): dynamic voters (KIP-853), the wire mapping,
+//! and the `MetadataQuorum` adapter that puts this core behind
 //! `fjord_metadata::quorum`.
 
 pub mod log;
@@ -39,5 +49,5 @@ pub mod node;
 pub mod rng;
 pub mod sim;
 
-pub use log::{Entry, EntryData, LogMeta, LogReader};
+pub use log::{Entry, EntryData, LogMeta, LogReader, SnapshotChunk, SnapshotId};
 pub use node::{Config, Input, Node, Output, PersistedState, RoleKind};

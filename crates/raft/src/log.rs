@@ -1,9 +1,10 @@
 //! The log as the core sees it: entries with an offset and an epoch, and
-//! [`LogMeta`], the core's own account of the log's shape (end offset,
-//! durable end offset, the first offset of each epoch — Kafka's leader-epoch
-//! cache). The core never writes the log: it emits append and truncate
-//! operations, and reads entries through [`LogReader`] only to answer a
-//! Fetch.
+//! [`LogMeta`], the core's own account of the log's shape (log start and
+//! the snapshot it starts from, end offset, durable end offset, the first
+//! offset of each epoch — Kafka's leader-epoch cache). The core never writes
+//! the log: it emits append, truncate and snapshot operations, and reads
+//! entries and snapshot bytes through [`LogReader`] only to answer a Fetch
+//! or a FetchSnapshot.
 
 use fjord_model::{LeaderEpoch, NodeId, Offset};
 
@@ -27,19 +28,54 @@ pub struct Entry {
     pub data: EntryData,
 }
 
-/// Reads entries for a Fetch response; implemented by whatever holds the
-/// log (the simulator's memory log; later the `__cluster_metadata` segments).
-pub trait LogReader {
-    /// Up to `max_entries` entries from `from` on (fewer at the log end).
-    fn read(&self, from: Offset, max_entries: usize) -> Vec<Entry>;
+/// A snapshot's id (Kafka's `OffsetAndEpoch` of KIP-630): it holds the
+/// state of every entry below `end_offset`, and `epoch` is the epoch of the
+/// entry just below `end_offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SnapshotId {
+    pub end_offset: Offset,
+    pub epoch: LeaderEpoch,
 }
 
-/// The shape of the log: end offset, durable end offset, epoch start offsets.
+/// Bytes of a snapshot read for a FetchSnapshot response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// The whole snapshot's size.
+    pub size_bytes: u64,
+    /// At most the asked number of bytes from the asked position.
+    pub bytes: Vec<u8>,
+}
+
+/// Reads entries for a Fetch response and snapshot bytes for a
+/// FetchSnapshot response; implemented by whatever holds the log (the
+/// simulator's memory log; later the `__cluster_metadata` segments and
+/// `.checkpoint` files).
+pub trait LogReader {
+    /// Up to `max_entries` entries from `from` on (fewer at the log end);
+    /// `from` is at or above the log start.
+    fn read(&self, from: Offset, max_entries: usize) -> Vec<Entry>;
+    /// Up to `max_bytes` bytes of snapshot `id` from byte `position`; `None`
+    /// when there is no such (complete) snapshot.
+    fn read_snapshot(
+        &self,
+        id: SnapshotId,
+        position: u64,
+        max_bytes: usize,
+    ) -> Option<SnapshotChunk>;
+}
+
+/// The shape of the log: log start (the latest snapshot's end offset, or 0),
+/// end offset, durable end offset, epoch start offsets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LogMeta {
+    /// The log holds entries from here; everything below is in the snapshot
+    /// `(start, start_epoch)` (none when `start` is 0).
+    start: Offset,
+    start_epoch: LeaderEpoch,
     end: Offset,
     durable_end: Offset,
-    /// (epoch, first offset of that epoch), both strictly increasing.
+    /// (epoch, first offset of that epoch at or above `start`), both
+    /// strictly increasing.
     epochs: Vec<(LeaderEpoch, Offset)>,
 }
 
@@ -55,24 +91,70 @@ impl LogMeta {
         meta
     }
 
+    /// The log as found at start: the latest snapshot, then `epochs` of the
+    /// entries from the snapshot's end offset on; all of it is durable.
+    pub fn from_snapshot(
+        snapshot: SnapshotId,
+        epochs: impl IntoIterator<Item = LeaderEpoch>,
+    ) -> LogMeta {
+        let mut meta = LogMeta::default();
+        meta.reset_to_snapshot(snapshot);
+        for epoch in epochs {
+            meta.append(meta.end, epoch);
+        }
+        meta.durable_end = meta.end;
+        meta
+    }
+
     pub fn end(&self) -> Offset {
         self.end
+    }
+
+    /// The first offset the log holds (the latest snapshot's end offset).
+    pub fn start(&self) -> Offset {
+        self.start
+    }
+
+    /// The snapshot the log starts from (none while the log starts at 0).
+    pub fn snapshot_id(&self) -> Option<SnapshotId> {
+        (self.start.0 > 0).then_some(SnapshotId {
+            end_offset: self.start,
+            epoch: self.start_epoch,
+        })
+    }
+
+    /// Epoch of the entry at `offset`: from the log, or the snapshot's
+    /// epoch for the entry just below the log start; `None` otherwise.
+    pub fn epoch_at(&self, offset: Offset) -> Option<LeaderEpoch> {
+        if offset >= self.end || offset.0 < 0 {
+            return None;
+        }
+        if offset < self.start {
+            return (offset.0 == self.start.0 - 1).then_some(self.start_epoch);
+        }
+        let i = self.epochs.partition_point(|(_, s)| *s <= offset);
+        (i > 0).then(|| self.epochs[i - 1].0)
     }
 
     pub fn durable_end(&self) -> Offset {
         self.durable_end
     }
 
-    /// Epoch of the last entry (0 for an empty log).
+    /// Epoch of the last entry (the snapshot's for a log empty above its
+    /// snapshot; 0 for an empty log).
     pub fn last_epoch(&self) -> LeaderEpoch {
-        self.epochs.last().map_or(LeaderEpoch(0), |e| e.0)
+        self.epochs.last().map_or(self.start_epoch, |e| e.0)
     }
 
     /// Kafka's `endOffsetForEpoch`: the largest epoch `<= epoch` present and
-    /// the offset where it ends; `(0, 0)` when no such epoch is present.
+    /// the offset where it ends; `(0, 0)` when no such epoch is present. The
+    /// snapshot counts as its epoch ending at the log start.
     pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> (LeaderEpoch, Offset) {
         let i = self.epochs.partition_point(|(e, _)| *e <= epoch);
         if i == 0 {
+            if self.start.0 > 0 && epoch >= self.start_epoch {
+                return (self.start_epoch, self.start);
+            }
             return (LeaderEpoch(0), Offset(0));
         }
         let end = self.epochs.get(i).map_or(self.end, |(_, start)| *start);
@@ -82,6 +164,10 @@ impl LogMeta {
     /// One entry appended at the end.
     pub fn append(&mut self, offset: Offset, epoch: LeaderEpoch) {
         assert_eq!(offset, self.end, "append must be at the log end");
+        assert!(
+            epoch >= self.start_epoch,
+            "epochs in a log never decrease (past the snapshot)"
+        );
         match self.epochs.last() {
             Some((last, _)) if *last == epoch => {}
             Some((last, _)) => {
@@ -93,9 +179,48 @@ impl LogMeta {
         self.end = offset.next();
     }
 
-    /// Entries at `offset` and above removed.
+    /// A snapshot of the entries below `id.end_offset` (which the log holds)
+    /// was taken: the log now starts there; entries below may be deleted.
+    pub fn advance_start(&mut self, id: SnapshotId) {
+        assert!(
+            id.end_offset > self.start && id.end_offset <= self.end,
+            "a new snapshot ends within the log, above its start"
+        );
+        assert_eq!(
+            self.epoch_at(Offset(id.end_offset.0 - 1)),
+            Some(id.epoch),
+            "a snapshot's epoch is its last entry's"
+        );
+        let first_kept = self.epochs.partition_point(|(_, s)| *s <= id.end_offset);
+        // The epoch running at the new start (if entries remain in it).
+        let running = first_kept
+            .checked_sub(1)
+            .map(|i| self.epochs[i].0)
+            .filter(|_| id.end_offset < self.end);
+        self.epochs.drain(..first_kept);
+        if let Some(e) = running {
+            self.epochs.insert(0, (e, id.end_offset));
+        }
+        self.start = id.end_offset;
+        self.start_epoch = id.epoch;
+        self.durable_end = self.durable_end.max(self.start);
+    }
+
+    /// A snapshot fetched from the leader replaced the whole log: it is
+    /// empty and starts at the snapshot's end offset, all of it durable.
+    pub fn reset_to_snapshot(&mut self, id: SnapshotId) {
+        assert!(id.end_offset.0 > 0 && id.epoch.0 >= 0);
+        self.start = id.end_offset;
+        self.start_epoch = id.epoch;
+        self.end = id.end_offset;
+        self.durable_end = id.end_offset;
+        self.epochs.clear();
+    }
+
+    /// Entries at `offset` and above removed (never below the log start:
+    /// the snapshot holds committed entries only).
     pub fn truncate_to(&mut self, offset: Offset) {
-        assert!(offset <= self.end && offset.0 >= 0);
+        assert!(offset <= self.end && offset >= self.start);
         self.end = offset;
         self.durable_end = self.durable_end.min(offset);
         while self
@@ -147,5 +272,51 @@ mod tests {
         assert_eq!(m.durable_end(), Offset(4));
         m.truncate_to(Offset(2));
         assert_eq!(m.last_epoch(), e(1));
+    }
+
+    #[test]
+    fn snapshots_move_the_log_start_and_answer_for_older_epochs() {
+        // offsets 0,1 in epoch 1; 2..=4 in epoch 3; 5 in epoch 4
+        let mut m = LogMeta::from_epochs([1, 1, 3, 3, 3, 4].map(e));
+        assert_eq!(m.snapshot_id(), None);
+        assert_eq!(m.epoch_at(Offset(3)), Some(e(3)));
+        let id = SnapshotId {
+            end_offset: Offset(3),
+            epoch: e(3),
+        };
+        m.advance_start(id);
+        assert_eq!(
+            (m.start(), m.end(), m.snapshot_id()),
+            (Offset(3), Offset(6), Some(id))
+        );
+        assert_eq!(m.epoch_at(Offset(2)), Some(e(3)));
+        assert_eq!(m.epoch_at(Offset(1)), None);
+        assert_eq!(m.epoch_at(Offset(3)), Some(e(3)));
+        assert_eq!(m.end_offset_for_epoch(e(3)), (e(3), Offset(5)));
+        assert_eq!(m.end_offset_for_epoch(e(1)), (e(0), Offset(0)));
+        m.truncate_to(Offset(3));
+        assert_eq!(m.last_epoch(), e(3));
+        assert_eq!(m.end_offset_for_epoch(e(7)), (e(3), Offset(3)));
+        m.append(Offset(3), e(5));
+        assert_eq!(m.end_offset_for_epoch(e(4)), (e(3), Offset(3)));
+        // A restart finds the same shape.
+        let again = LogMeta::from_snapshot(id, [e(5)]);
+        assert_eq!(
+            again.end_offset_for_epoch(e(4)),
+            m.end_offset_for_epoch(e(4))
+        );
+        assert_eq!(
+            (again.start(), again.end(), again.last_epoch()),
+            (Offset(3), Offset(4), e(5))
+        );
+        // A fetched snapshot replaces everything.
+        m.reset_to_snapshot(SnapshotId {
+            end_offset: Offset(9),
+            epoch: e(6),
+        });
+        assert_eq!(
+            (m.start(), m.end(), m.durable_end(), m.last_epoch()),
+            (Offset(9), Offset(9), Offset(9), e(6))
+        );
     }
 }

@@ -1,14 +1,20 @@
 //! The KRaft RPCs as the core sees them: Fjord-side structs with the fields
-//! and error codes of Kafka's `Vote`, `BeginQuorumEpoch`, `EndQuorumEpoch`
-//! and `Fetch` (on `__cluster_metadata`). A missing leader is `None` here
+//! and error codes of Kafka's `Vote`, `BeginQuorumEpoch`, `EndQuorumEpoch`,
+//! `Fetch` and `FetchSnapshot` (on `__cluster_metadata`). A missing leader is `None` here
 //! where Kafka's wire says `-1`. Mapping these to `kafka-protocol`'s messages
 //! is the network layer's job (a later slice of issue 12).
 
 use fjord_model::{ErrorCode, LeaderEpoch, NodeId, Offset};
 
-use crate::log::Entry;
+use crate::log::{Entry, SnapshotId};
 
-/// A message between two voters. `correlation_id` is the request header's
+/// Kafka's `SNAPSHOT_NOT_FOUND` (98): the asked snapshot is not there.
+pub const SNAPSHOT_NOT_FOUND: ErrorCode = ErrorCode(98);
+/// Kafka's `POSITION_OUT_OF_RANGE` (99): the asked snapshot position is at or
+/// past its end.
+pub const POSITION_OUT_OF_RANGE: ErrorCode = ErrorCode(99);
+
+/// A message between two members of the quorum. `correlation_id` is the request header's
 /// correlation id: a response echoes its request's, which is how a node
 /// tells an answer to its current request from a late or duplicated one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +35,8 @@ pub enum Message {
     EndQuorumEpochResponse(EndQuorumEpochResponse),
     FetchRequest(FetchRequest),
     FetchResponse(FetchResponse),
+    FetchSnapshotRequest(FetchSnapshotRequest),
+    FetchSnapshotResponse(FetchSnapshotResponse),
 }
 
 /// Vote (also the pre-vote of KIP-996 when `pre_vote`).
@@ -89,16 +97,20 @@ pub struct EndQuorumEpochResponse {
     pub leader_id: Option<NodeId>,
 }
 
-/// A follower's Fetch of the metadata log.
+/// A follower's (or an observer's) Fetch of the metadata log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FetchRequest {
     pub cluster_id: String,
+    /// The fetching node's id, voter or observer (Kafka's `ReplicaId`).
     pub replica_id: NodeId,
     pub current_leader_epoch: LeaderEpoch,
     /// The follower's log end offset, all of it durable on the follower.
     pub fetch_offset: Offset,
     /// Epoch of the follower's entry just below `fetch_offset`.
     pub last_fetched_epoch: LeaderEpoch,
+    /// Kafka's `MaxWaitMs`: how long the leader may hold the request while
+    /// it has nothing new to send (long polling); 0 answers at once.
+    pub max_wait_ms: i64,
 }
 
 /// KIP-595: where the follower's log stops matching the leader's.
@@ -115,6 +127,42 @@ pub struct FetchResponse {
     pub leader_id: Option<NodeId>,
     pub high_watermark: Offset,
     pub diverging_epoch: Option<DivergingEpoch>,
-    /// Entries from `fetch_offset` on (empty with a diverging epoch).
+    /// KIP-630's `SnapshotId`: the fetch offset is below the leader's log
+    /// start (or its epoch is older than the snapshot's): fetch this
+    /// snapshot with FetchSnapshot, then Fetch from its end. `None` is
+    /// Kafka's `(-1, -1)`.
+    pub snapshot_id: Option<SnapshotId>,
+    /// Entries from `fetch_offset` on (empty with a diverging epoch or a
+    /// snapshot id).
     pub records: Vec<Entry>,
+}
+
+/// KIP-630: a follower fetches a part of the leader's snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchSnapshotRequest {
+    pub cluster_id: String,
+    pub replica_id: NodeId,
+    /// Most bytes in the response (Kafka's `MaxBytes`).
+    pub max_bytes: u32,
+    pub current_leader_epoch: LeaderEpoch,
+    pub snapshot_id: SnapshotId,
+    /// Byte position in the snapshot to read from.
+    pub position: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchSnapshotResponse {
+    /// `SNAPSHOT_NOT_FOUND`, `POSITION_OUT_OF_RANGE`, or the leader-only
+    /// request errors of Fetch.
+    pub error_code: ErrorCode,
+    /// Kafka's `CurrentLeader`.
+    pub leader_epoch: LeaderEpoch,
+    pub leader_id: Option<NodeId>,
+    pub snapshot_id: SnapshotId,
+    /// The whole snapshot's size in bytes.
+    pub size: u64,
+    /// Where `bytes` start in the snapshot.
+    pub position: u64,
+    /// Kafka's `UnalignedRecords`: raw snapshot bytes.
+    pub bytes: Vec<u8>,
 }

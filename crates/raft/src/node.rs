@@ -1,17 +1,35 @@
-//! One voter of a KRaft quorum as a deterministic state machine.
+//! One member of a KRaft quorum — a voter, or an observer (a broker-only
+//! node that follows the log and never votes) — as a deterministic state
+//! machine.
 //!
 //! [`Node::step`] takes the time and one [`Input`] and pushes [`Output`]s;
-//! the caller performs them **in order**: a [`Output::PersistState`] must be
-//! durable before any later output (a vote or an epoch change goes to disk
-//! before the messages that depend on it), appends and truncations change
-//! the log before the next step, and a [`Output::Flush`] is answered later
-//! by [`Input::Flushed`]. No clock, RNG or I/O lives in here.
+//! the caller performs them **in order**: a [`Output::PersistState`] or an
+//! [`Output::InstallSnapshot`] must be durable before any later output (a
+//! vote or an epoch change goes to disk before the messages that depend on
+//! it), appends, truncations and deletions change the log before the next
+//! step, and a [`Output::Flush`] is answered later by [`Input::Flushed`].
+//! No clock, RNG or I/O lives in here.
+//!
+//! Snapshots (KIP-630): the state machine tells the node of a snapshot it
+//! took of committed entries ([`Input::SnapshotTaken`]); the log then starts
+//! at its end offset ([`Output::DeleteBefore`]). A leader answers a Fetch
+//! below its log start (or with an epoch older than its snapshot's) with the
+//! snapshot's id; the follower fetches it in chunks with FetchSnapshot
+//! ([`Output::SnapshotChunk`]), installs it ([`Output::InstallSnapshot`]:
+//! the log is replaced, it starts at the snapshot's end) and fetches on.
+//!
+//! Long polling: a leader with nothing new for a Fetch holds it up to the
+//! request's `max_wait_ms` (capped by [`Config::fetch_max_wait_ms`]) and
+//! answers when entries are appended, the high watermark moves, it stops
+//! leading, or the wait is over (checked on [`Input::Tick`];
+//! [`Node::held_fetch_deadline_ms`] says when the next tick is due).
+//! Followers still detect a dead leader by the fetch timeout.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use fjord_model::{ErrorCode, LeaderEpoch, NodeId, Offset};
 
-use crate::log::{Entry, EntryData, LogMeta, LogReader};
+use crate::log::{Entry, EntryData, LogMeta, LogReader, SnapshotId};
 use crate::messages::*;
 use crate::rng::Rng;
 
@@ -30,11 +48,14 @@ pub enum PlantedBug {
     VoteWithoutLogCheck,
 }
 
-/// Settings of one voter (Kafka's `controller.quorum.*`).
+/// Settings of one node (Kafka's `controller.quorum.*`).
 #[derive(Clone, Debug)]
 pub struct Config {
     pub node_id: NodeId,
-    /// `controller.quorum.voters`: the static voter set, this node included.
+    /// `controller.quorum.voters`: the static voter set. A node not in it
+    /// is an observer: it fetches from the leader (found by asking the
+    /// voters, Kafka's `controller.quorum.bootstrap.servers`) and never
+    /// votes or stands.
     pub voters: Vec<NodeId>,
     pub cluster_id: String,
     /// `controller.quorum.election.timeout.ms`: the base; each timeout is
@@ -53,6 +74,12 @@ pub struct Config {
     pub fetch_idle_ms: i64,
     /// Most entries in one Fetch response.
     pub fetch_entries_max: usize,
+    /// Longest a leader holds a Fetch with nothing to send, and the
+    /// `max_wait_ms` this node's Fetch requests carry (0: no long polling),
+    /// at most a quarter of the fetch timeout and half the request timeout.
+    pub fetch_max_wait_ms: i64,
+    /// Most snapshot bytes asked for / sent in one FetchSnapshot.
+    pub snapshot_chunk_bytes_max: u32,
     /// Seed of this node's randomized timeouts.
     pub seed: u64,
     #[doc(hidden)]
@@ -73,6 +100,8 @@ impl Config {
             request_timeout_ms: RAFT_REQUEST_TIMEOUT_MS_DEFAULT,
             fetch_idle_ms: RAFT_FETCH_IDLE_MS_DEFAULT,
             fetch_entries_max: RAFT_FETCH_ENTRIES_MAX,
+            fetch_max_wait_ms: RAFT_FETCH_MAX_WAIT_MS_DEFAULT,
+            snapshot_chunk_bytes_max: RAFT_FETCH_SNAPSHOT_BYTES_MAX,
             seed,
             planted_bug: PlantedBug::None,
         }
@@ -98,6 +127,9 @@ pub enum Input {
     Flushed {
         end_offset: Offset,
     },
+    /// The state machine took (and made durable) a snapshot of the committed
+    /// entries below `end_offset` (at or below the high watermark).
+    SnapshotTaken(SnapshotId),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +140,21 @@ pub enum Output {
     AppendAsLeader(Entry),
     AppendAsFollower(Vec<Entry>),
     TruncateTo(Offset),
+    /// The log now starts at this offset (the latest snapshot's end):
+    /// entries below it may be deleted.
+    DeleteBefore(Offset),
+    /// Bytes of a snapshot being fetched, to write at `position` of the
+    /// partial snapshot `snapshot_id` (position 0 starts it anew, dropping
+    /// any other partial snapshot).
+    SnapshotChunk {
+        snapshot_id: SnapshotId,
+        position: u64,
+        bytes: Vec<u8>,
+    },
+    /// The partial snapshot is complete: make it durable as the latest
+    /// snapshot and replace the whole log with it (the log is empty and
+    /// starts at `end_offset`), before any later output.
+    InstallSnapshot(SnapshotId),
     /// Start a flush of everything appended so far; answer with `Flushed`.
     Flush,
     /// The high watermark advanced: entries below it are committed.
@@ -171,13 +218,26 @@ enum Role {
         in_flight: Option<(u64, i64)>,
         next_fetch_ms: i64,
         leader_resigned: bool,
+        /// The leader's snapshot being fetched and the next byte position.
+        snapshot: Option<(SnapshotId, u64)>,
     },
     Resigned {
         deadline_ms: i64,
     },
 }
 
-/// One voter.
+/// A Fetch the leader holds (long polling).
+#[derive(Clone, Debug)]
+struct HeldFetch {
+    env: Envelope,
+    request: FetchRequest,
+    deadline_ms: i64,
+    /// The leader's epoch and high watermark when it was held.
+    epoch: LeaderEpoch,
+    high_watermark: Offset,
+}
+
+/// One voter or observer.
 pub struct Node {
     cfg: Config,
     rng: Rng,
@@ -193,16 +253,16 @@ pub struct Node {
     /// BeginQuorumEpoch); none after a restart or an epoch change.
     leader_contact_ms: Option<i64>,
     refused_truncations: u64,
+    /// Fetches held by this leader (answered when not leading any more).
+    held: Vec<HeldFetch>,
 }
 
 impl Node {
-    /// A voter starting (or restarting) from its durable quorum state and
-    /// log. The high watermark starts at 0 and is learned again.
+    /// A node starting (or restarting) from its durable quorum state and
+    /// log. The high watermark starts at the log start (the snapshot holds
+    /// committed entries only) and is learned again.
     pub fn new(cfg: Config, state: PersistedState, log: LogMeta, now_ms: i64) -> Node {
-        assert!(
-            cfg.voters.contains(&cfg.node_id),
-            "a node of the quorum is one of its voters"
-        );
+        let high_watermark = log.start();
         let mut node = Node {
             rng: Rng::new(cfg.seed),
             cfg,
@@ -214,15 +274,20 @@ impl Node {
                 deadline_ms: now_ms,
             },
             log,
-            high_watermark: Offset(0),
+            high_watermark,
             next_correlation_id: 1,
             leader_contact_ms: None,
             refused_truncations: 0,
+            held: Vec::new(),
         };
         let deadline_ms = now_ms + node.election_timeout();
+        let voter = node.is_voter();
+        // An observer without a leader asks the voters at once.
+        let deadline_ms = if voter { deadline_ms } else { now_ms };
         node.role = match state.leader_id {
             // We led this epoch but lost the leader's in-memory state.
-            Some(l) if l == node.cfg.node_id => Role::Resigned { deadline_ms },
+            Some(l) if l == node.cfg.node_id && voter => Role::Resigned { deadline_ms },
+            Some(l) if l == node.cfg.node_id => Role::Unattached { deadline_ms },
             Some(_) => node.follower_role(),
             None => Role::Unattached { deadline_ms },
         };
@@ -231,6 +296,15 @@ impl Node {
 
     pub fn node_id(&self) -> NodeId {
         self.cfg.node_id
+    }
+    /// False for an observer.
+    pub fn is_voter(&self) -> bool {
+        self.cfg.voters.contains(&self.cfg.node_id)
+    }
+    /// When the earliest Fetch this leader holds must be answered: the
+    /// driver ticks by then.
+    pub fn held_fetch_deadline_ms(&self) -> Option<i64> {
+        self.held.iter().map(|h| h.deadline_ms).min()
     }
     pub fn epoch(&self) -> LeaderEpoch {
         self.epoch
@@ -282,6 +356,10 @@ impl Node {
                 }
                 self.maybe_fetch(out);
             }
+            Input::SnapshotTaken(id) => self.snapshot_taken(id, out),
+        }
+        if !self.held.is_empty() {
+            self.answer_held_fetches(log, out);
         }
     }
 
@@ -307,7 +385,19 @@ impl Node {
             in_flight: None,
             next_fetch_ms: self.now_ms,
             leader_resigned: false,
+            snapshot: None,
         }
+    }
+
+    /// The `max_wait_ms` our Fetches ask for: the configured wait, kept
+    /// well inside the fetch timeout (a held Fetch must not look like a dead
+    /// leader; Kafka: 500 ms against 2 s) and the request timeout.
+    fn fetch_wait_ms(&self) -> i64 {
+        self.cfg
+            .fetch_max_wait_ms
+            .min(self.cfg.fetch_timeout_ms / 4)
+            .min(self.cfg.request_timeout_ms / 2)
+            .max(0)
     }
 
     fn persist(&self, out: &mut Vec<Output>) {
@@ -377,8 +467,34 @@ impl Node {
         assert!(epoch > self.epoch);
         self.set_epoch(epoch, None, None);
         self.persist(out);
-        let deadline_ms = self.now_ms + self.election_timeout();
+        let deadline_ms = if self.is_voter() {
+            self.now_ms + self.election_timeout()
+        } else {
+            self.now_ms
+        };
         self.role = Role::Unattached { deadline_ms };
+    }
+
+    /// An observer that lost its leader (or never had one) asks a voter,
+    /// chosen at random, who leads: any Fetch response names the leader.
+    /// Another voter is asked every request timeout until one answers.
+    fn observer_search(&mut self, out: &mut Vec<Output>) {
+        assert!(!self.is_voter(), "only observers search for the leader");
+        let deadline_ms = self.now_ms + self.cfg.request_timeout_ms;
+        self.role = Role::Unattached { deadline_ms };
+        let n = self.cfg.voters.len();
+        let Some(&to) = self.cfg.voters.get(self.rng.below(n)) else {
+            return;
+        };
+        let msg = Message::FetchRequest(FetchRequest {
+            cluster_id: self.cfg.cluster_id.clone(),
+            replica_id: self.cfg.node_id,
+            current_leader_epoch: self.epoch,
+            fetch_offset: self.log.end(),
+            last_fetched_epoch: self.log.last_epoch(),
+            max_wait_ms: 0,
+        });
+        self.send(to, msg, out);
     }
 
     fn become_follower(&mut self, epoch: LeaderEpoch, leader: NodeId, out: &mut Vec<Output>) {
@@ -553,7 +669,9 @@ impl Node {
                 return;
             }
         };
-        if start_election {
+        if start_election && !self.is_voter() {
+            self.observer_search(out);
+        } else if start_election {
             self.become_prospective(out);
         } else {
             self.maybe_fetch(out);
@@ -647,6 +765,7 @@ impl Node {
         if !self.cfg.voters.contains(&req.candidate_id)
             || req.candidate_id != env.from
             || req.voter_id != self.cfg.node_id
+            || !self.is_voter()
         {
             return self.reply(env, deny(self, ErrorCode::INCONSISTENT_VOTER_SET), out);
         }
@@ -721,18 +840,37 @@ impl Node {
 
     // ---- begin / end quorum epoch ----
 
+    /// The checks BeginQuorumEpoch and EndQuorumEpoch share: the cluster,
+    /// a sender that is the voter it names as leader, an epoch not older
+    /// than ours.
+    fn check_leader_message(
+        &self,
+        env: &Envelope,
+        cluster_id: &str,
+        leader_id: NodeId,
+        leader_epoch: LeaderEpoch,
+    ) -> ErrorCode {
+        if cluster_id != self.cfg.cluster_id {
+            ErrorCode::INCONSISTENT_CLUSTER_ID
+        } else if !self.cfg.voters.contains(&leader_id) || leader_id != env.from {
+            ErrorCode::INCONSISTENT_VOTER_SET
+        } else if leader_epoch < self.epoch {
+            ErrorCode::FENCED_LEADER_EPOCH
+        } else {
+            ErrorCode::NONE
+        }
+    }
+
     fn handle_begin_epoch(
         &mut self,
         env: &Envelope,
         req: &BeginQuorumEpochRequest,
         out: &mut Vec<Output>,
     ) {
-        let code = if req.cluster_id != self.cfg.cluster_id {
-            ErrorCode::INCONSISTENT_CLUSTER_ID
-        } else if !self.cfg.voters.contains(&req.leader_id) || req.leader_id != env.from {
-            ErrorCode::INCONSISTENT_VOTER_SET
-        } else if req.leader_epoch < self.epoch {
-            ErrorCode::FENCED_LEADER_EPOCH
+        let checked =
+            self.check_leader_message(env, &req.cluster_id, req.leader_id, req.leader_epoch);
+        let code = if checked != ErrorCode::NONE {
+            checked
         } else if req.leader_epoch == self.epoch
             && self.leader_id.is_some_and(|l| l != req.leader_id)
         {
@@ -759,12 +897,10 @@ impl Node {
         req: &EndQuorumEpochRequest,
         out: &mut Vec<Output>,
     ) {
-        let code = if req.cluster_id != self.cfg.cluster_id {
-            ErrorCode::INCONSISTENT_CLUSTER_ID
-        } else if !self.cfg.voters.contains(&req.leader_id) || req.leader_id != env.from {
-            ErrorCode::INCONSISTENT_VOTER_SET
-        } else if req.leader_epoch < self.epoch {
-            ErrorCode::FENCED_LEADER_EPOCH
+        let checked =
+            self.check_leader_message(env, &req.cluster_id, req.leader_id, req.leader_epoch);
+        let code = if checked != ErrorCode::NONE {
+            checked
         } else {
             if req.leader_epoch > self.epoch {
                 self.become_unattached(req.leader_epoch, out);
@@ -799,26 +935,92 @@ impl Node {
         let Some(leader) = self.leader_id else {
             return;
         };
-        match &self.role {
+        let snapshot = match &self.role {
             Role::Follower {
                 in_flight: None,
                 next_fetch_ms,
+                snapshot,
                 ..
-            } if *next_fetch_ms <= now && durable => {}
+            } if *next_fetch_ms <= now && durable => *snapshot,
             _ => return,
-        }
-        // Only durable data is reported: fetch_offset is the durable end.
-        let msg = Message::FetchRequest(FetchRequest {
-            cluster_id: self.cfg.cluster_id.clone(),
-            replica_id: self.cfg.node_id,
-            current_leader_epoch: self.epoch,
-            fetch_offset: self.log.end(),
-            last_fetched_epoch: self.log.last_epoch(),
-        });
+        };
+        let msg = match snapshot {
+            Some((snapshot_id, position)) => Message::FetchSnapshotRequest(FetchSnapshotRequest {
+                cluster_id: self.cfg.cluster_id.clone(),
+                replica_id: self.cfg.node_id,
+                max_bytes: self.cfg.snapshot_chunk_bytes_max,
+                current_leader_epoch: self.epoch,
+                snapshot_id,
+                position,
+            }),
+            // Only durable data is reported: fetch_offset is the durable end.
+            None => Message::FetchRequest(FetchRequest {
+                cluster_id: self.cfg.cluster_id.clone(),
+                replica_id: self.cfg.node_id,
+                current_leader_epoch: self.epoch,
+                fetch_offset: self.log.end(),
+                last_fetched_epoch: self.log.last_epoch(),
+                max_wait_ms: self.fetch_wait_ms(),
+            }),
+        };
         let id = self.send(leader, msg, out);
         if let Role::Follower { in_flight, .. } = &mut self.role {
             *in_flight = Some((id, now));
         }
+    }
+
+    /// The errors of a request only the leader of `epoch` answers (Kafka's
+    /// `validateLeaderOnlyRequest`, plus the cluster and replica checks).
+    fn check_leader_request(
+        &self,
+        env: &Envelope,
+        cluster_id: &str,
+        replica_id: NodeId,
+        epoch: LeaderEpoch,
+    ) -> ErrorCode {
+        if cluster_id != self.cfg.cluster_id {
+            ErrorCode::INCONSISTENT_CLUSTER_ID
+        } else if replica_id != env.from {
+            ErrorCode::INVALID_REQUEST
+        } else if epoch < self.epoch {
+            ErrorCode::FENCED_LEADER_EPOCH
+        } else if epoch > self.epoch {
+            ErrorCode::UNKNOWN_LEADER_EPOCH
+        } else if !matches!(self.role, Role::Leader(_)) {
+            ErrorCode::NOT_LEADER_OR_FOLLOWER
+        } else {
+            ErrorCode::NONE
+        }
+    }
+
+    /// Kafka's `validateOffsetAndEpoch`: does the follower's log match ours
+    /// up to `fetch_offset`? If not, where it diverges, or the snapshot to
+    /// fetch when the answer lies below our log start.
+    fn validate_fetch(
+        &self,
+        fetch_offset: Offset,
+        last_fetched_epoch: LeaderEpoch,
+    ) -> Result<(), (Option<DivergingEpoch>, Option<SnapshotId>)> {
+        if fetch_offset.0 == 0 && self.log.start().0 == 0 {
+            return Ok(());
+        }
+        if let Some(snap) = self.log.snapshot_id() {
+            if fetch_offset < snap.end_offset
+                || (fetch_offset == snap.end_offset && last_fetched_epoch != snap.epoch)
+                || last_fetched_epoch < snap.epoch
+            {
+                return Err((None, Some(snap)));
+            }
+        }
+        let (epoch, end) = self.log.end_offset_for_epoch(last_fetched_epoch);
+        if epoch != last_fetched_epoch || end < fetch_offset {
+            let div = DivergingEpoch {
+                epoch,
+                end_offset: end,
+            };
+            return Err((Some(div), None));
+        }
+        Ok(())
     }
 
     fn handle_fetch_request(
@@ -826,6 +1028,7 @@ impl Node {
         env: &Envelope,
         req: &FetchRequest,
         log: &dyn LogReader,
+        may_hold: bool,
         out: &mut Vec<Output>,
     ) {
         let mut resp = FetchResponse {
@@ -834,38 +1037,32 @@ impl Node {
             leader_id: self.leader_id,
             high_watermark: self.high_watermark,
             diverging_epoch: None,
+            snapshot_id: None,
             records: Vec::new(),
         };
-        let is_leader = matches!(self.role, Role::Leader(_));
-        resp.error_code = if req.cluster_id != self.cfg.cluster_id {
-            ErrorCode::INCONSISTENT_CLUSTER_ID
-        } else if req.replica_id != env.from || req.fetch_offset.0 < 0 {
+        resp.error_code = if req.fetch_offset.0 < 0 {
             ErrorCode::INVALID_REQUEST
-        } else if req.current_leader_epoch < self.epoch {
-            ErrorCode::FENCED_LEADER_EPOCH
-        } else if req.current_leader_epoch > self.epoch {
-            ErrorCode::UNKNOWN_LEADER_EPOCH
-        } else if !is_leader {
-            ErrorCode::NOT_LEADER_OR_FOLLOWER
         } else {
-            ErrorCode::NONE
+            self.check_leader_request(
+                env,
+                &req.cluster_id,
+                req.replica_id,
+                req.current_leader_epoch,
+            )
         };
         if resp.error_code != ErrorCode::NONE {
             return self.reply(env, Message::FetchResponse(resp), out);
         }
-        // KIP-595: does the follower's log match ours up to fetch_offset?
-        if req.fetch_offset.0 > 0 {
-            let (epoch, end) = self.log.end_offset_for_epoch(req.last_fetched_epoch);
-            if epoch != req.last_fetched_epoch || end < req.fetch_offset {
-                resp.diverging_epoch = Some(DivergingEpoch {
-                    epoch,
-                    end_offset: end,
-                });
-                return self.reply(env, Message::FetchResponse(resp), out);
-            }
+        if let Err((diverging_epoch, snapshot_id)) =
+            self.validate_fetch(req.fetch_offset, req.last_fetched_epoch)
+        {
+            resp.diverging_epoch = diverging_epoch;
+            resp.snapshot_id = snapshot_id;
+            return self.reply(env, Message::FetchResponse(resp), out);
         }
         let now = self.now_ms;
         if let Role::Leader(state) = &mut self.role {
+            // Observers are not tracked: they count for nothing.
             if let Some(r) = state.replicas.get_mut(&req.replica_id) {
                 r.end = r.end.max(req.fetch_offset);
                 r.last_fetch_ms = now;
@@ -877,9 +1074,127 @@ impl Node {
             self.high_watermark <= self.log.end(),
             "the high watermark is within the log"
         );
+        // Long polling: nothing to send yet, hold the request.
+        let wait_ms = req.max_wait_ms.min(self.cfg.fetch_max_wait_ms);
+        if may_hold
+            && wait_ms > 0
+            && req.fetch_offset >= self.log.end()
+            && self.held.len() < fjord_model::limits::RAFT_HELD_FETCHES_MAX
+        {
+            self.held.push(HeldFetch {
+                env: env.clone(),
+                request: req.clone(),
+                deadline_ms: now + wait_ms,
+                epoch: self.epoch,
+                high_watermark: self.high_watermark,
+            });
+            return;
+        }
         resp.high_watermark = self.high_watermark;
         resp.records = log.read(req.fetch_offset, self.cfg.fetch_entries_max);
         self.reply(env, Message::FetchResponse(resp), out);
+    }
+
+    /// Answers the held Fetches that have something to say: entries were
+    /// appended, the high watermark moved, the epoch or role changed, or
+    /// their wait is over.
+    fn answer_held_fetches(&mut self, log: &dyn LogReader, out: &mut Vec<Output>) {
+        let now = self.now_ms;
+        let leading = matches!(self.role, Role::Leader(_));
+        let (due, kept): (Vec<HeldFetch>, Vec<HeldFetch>) =
+            std::mem::take(&mut self.held).into_iter().partition(|h| {
+                !leading
+                    || h.epoch != self.epoch
+                    || h.high_watermark != self.high_watermark
+                    || self.log.end() > h.request.fetch_offset
+                    || now >= h.deadline_ms
+            });
+        self.held = kept;
+        for h in due {
+            self.handle_fetch_request(&h.env, &h.request, log, false, out);
+        }
+        assert!(
+            self.held.iter().all(|h| h.epoch == self.epoch && leading),
+            "only a leader holds fetches, of its own epoch"
+        );
+    }
+
+    /// Our current Fetch or FetchSnapshot was answered with an error (or by
+    /// someone other than our leader): learn a newer epoch or leader, else
+    /// retry after a pause.
+    fn fetch_failed(
+        &mut self,
+        error_code: ErrorCode,
+        epoch: LeaderEpoch,
+        leader: Option<NodeId>,
+        out: &mut Vec<Output>,
+    ) {
+        if self.observe(epoch, leader, out) {
+            return;
+        }
+        let now = self.now_ms;
+        let my_epoch = self.epoch;
+        if let Role::Follower {
+            next_fetch_ms,
+            leader_resigned,
+            ..
+        } = &mut self.role
+        {
+            *next_fetch_ms = now + self.cfg.fetch_idle_ms;
+            // Our leader says it does not lead (it resigned or restarted).
+            if error_code == ErrorCode::NOT_LEADER_OR_FOLLOWER && epoch == my_epoch {
+                *leader_resigned = true;
+            }
+        }
+    }
+
+    /// A response not to our current fetch: learn what it says of the
+    /// epoch and leader. An observer searching for the leader also goes
+    /// back to the leader it knew when that one answers.
+    fn stray_fetch_response(
+        &mut self,
+        epoch: LeaderEpoch,
+        leader: Option<NodeId>,
+        out: &mut Vec<Output>,
+    ) {
+        if self.observe(epoch, leader, out) || self.is_voter() {
+            return;
+        }
+        if let (Role::Unattached { .. }, Some(l)) = (&self.role, leader) {
+            if epoch == self.epoch && self.leader_id == Some(l) {
+                self.become_follower(epoch, l, out);
+            }
+        }
+    }
+
+    /// The leader of our epoch answered our current request: it is alive.
+    fn leader_answered(&mut self, got_data: bool, out: &mut Vec<Output>) {
+        let now = self.now_ms;
+        self.leader_contact_ms = Some(now);
+        let fetch_timeout = self.cfg.fetch_timeout_ms;
+        // With long polling an empty answer came after the wait already.
+        let idle = if self.fetch_wait_ms() > 0 {
+            0
+        } else {
+            self.cfg.fetch_idle_ms
+        };
+        if let Role::Follower {
+            fetch_deadline_ms,
+            next_fetch_ms,
+            leader_resigned,
+            ..
+        } = &mut self.role
+        {
+            *fetch_deadline_ms = now + fetch_timeout;
+            *leader_resigned = false;
+            *next_fetch_ms = if got_data { now } else { now + idle };
+        }
+        self.maybe_fetch(out);
+    }
+
+    fn is_current_request(&self, env: &Envelope) -> bool {
+        matches!(self.role, Role::Follower { in_flight: Some((id, _)), .. }
+            if id == env.correlation_id)
     }
 
     fn handle_fetch_response(
@@ -888,13 +1203,16 @@ impl Node {
         resp: &FetchResponse,
         out: &mut Vec<Output>,
     ) {
-        let current = matches!(self.role, Role::Follower { in_flight: Some((id, _)), .. }
-            if id == env.correlation_id);
-        if !current {
-            self.observe(resp.leader_epoch, resp.leader_id, out);
-            return;
+        let snapshotting = matches!(
+            self.role,
+            Role::Follower {
+                snapshot: Some(_),
+                ..
+            }
+        );
+        if !self.is_current_request(env) || snapshotting {
+            return self.stray_fetch_response(resp.leader_epoch, resp.leader_id, out);
         }
-        let now = self.now_ms;
         if let Role::Follower { in_flight, .. } = &mut self.role {
             *in_flight = None;
         }
@@ -902,29 +1220,18 @@ impl Node {
             || resp.leader_epoch != self.epoch
             || self.leader_id != Some(env.from)
         {
-            if !self.observe(resp.leader_epoch, resp.leader_id, out) {
-                if let Role::Follower {
-                    next_fetch_ms,
-                    leader_resigned,
-                    ..
-                } = &mut self.role
-                {
-                    *next_fetch_ms = now + self.cfg.fetch_idle_ms;
-                    // Our leader says it does not lead (it resigned or restarted).
-                    if resp.error_code == ErrorCode::NOT_LEADER_OR_FOLLOWER
-                        && resp.leader_epoch == self.epoch
-                    {
-                        *leader_resigned = true;
-                    }
-                }
-            }
-            return;
+            return self.fetch_failed(resp.error_code, resp.leader_epoch, resp.leader_id, out);
         }
-        self.leader_contact_ms = Some(now);
-        let fetch_timeout = self.cfg.fetch_timeout_ms;
-        let idle = self.cfg.fetch_idle_ms;
         let mut got_entries = false;
-        if let Some(div) = resp.diverging_epoch {
+        if let Some(snap) = resp.snapshot_id {
+            // KIP-630: what we miss is only in the leader's snapshot.
+            if snap.end_offset.0 > 0 && snap.epoch.0 >= 0 && snap.epoch <= resp.leader_epoch {
+                if let Role::Follower { snapshot, .. } = &mut self.role {
+                    *snapshot = Some((snap, 0));
+                }
+                got_entries = true;
+            }
+        } else if let Some(div) = resp.diverging_epoch {
             let (_, local_end) = self.log.end_offset_for_epoch(div.epoch);
             let to = local_end.min(div.end_offset).min(self.log.end());
             // Committed entries are never truncated: a leader asking for it
@@ -961,25 +1268,147 @@ impl Node {
                 got_entries = true;
             }
         }
-        if resp.diverging_epoch.is_none() {
-            let hw = resp.high_watermark.min(self.log.end());
-            if hw > self.high_watermark {
-                self.high_watermark = hw;
-                out.push(Output::Committed { high_watermark: hw });
+        if resp.diverging_epoch.is_none() && resp.snapshot_id.is_none() {
+            self.follower_high_watermark(resp.high_watermark, out);
+        }
+        self.leader_answered(got_entries, out);
+    }
+
+    fn follower_high_watermark(&mut self, leader_hw: Offset, out: &mut Vec<Output>) {
+        let hw = leader_hw.min(self.log.end());
+        if hw > self.high_watermark {
+            self.high_watermark = hw;
+            out.push(Output::Committed { high_watermark: hw });
+        }
+    }
+
+    fn handle_fetch_snapshot_request(
+        &mut self,
+        env: &Envelope,
+        req: &FetchSnapshotRequest,
+        log: &dyn LogReader,
+        out: &mut Vec<Output>,
+    ) {
+        let mut resp = FetchSnapshotResponse {
+            error_code: ErrorCode::NONE,
+            leader_epoch: self.epoch,
+            leader_id: self.leader_id,
+            snapshot_id: req.snapshot_id,
+            size: 0,
+            position: req.position,
+            bytes: Vec::new(),
+        };
+        resp.error_code = self.check_leader_request(
+            env,
+            &req.cluster_id,
+            req.replica_id,
+            req.current_leader_epoch,
+        );
+        if resp.error_code == ErrorCode::NONE {
+            let max_bytes = req.max_bytes.min(self.cfg.snapshot_chunk_bytes_max) as usize;
+            match log.read_snapshot(req.snapshot_id, req.position, max_bytes) {
+                None => resp.error_code = SNAPSHOT_NOT_FOUND,
+                Some(chunk) if req.position >= chunk.size_bytes => {
+                    resp.error_code = POSITION_OUT_OF_RANGE;
+                }
+                Some(chunk) => {
+                    assert!(
+                        chunk.bytes.len() <= max_bytes,
+                        "a snapshot read returns at most the bytes asked for"
+                    );
+                    resp.size = chunk.size_bytes;
+                    resp.bytes = chunk.bytes;
+                    let now = self.now_ms;
+                    if let Role::Leader(state) = &mut self.role {
+                        if let Some(r) = state.replicas.get_mut(&req.replica_id) {
+                            r.last_fetch_ms = now;
+                            r.fetched_in_epoch = true;
+                        }
+                    }
+                }
             }
         }
-        if let Role::Follower {
-            fetch_deadline_ms,
-            next_fetch_ms,
-            leader_resigned,
-            ..
-        } = &mut self.role
-        {
-            *fetch_deadline_ms = now + fetch_timeout;
-            *leader_resigned = false;
-            *next_fetch_ms = if got_entries { now } else { now + idle };
+        self.reply(env, Message::FetchSnapshotResponse(resp), out);
+    }
+
+    fn handle_fetch_snapshot_response(
+        &mut self,
+        env: &Envelope,
+        resp: &FetchSnapshotResponse,
+        out: &mut Vec<Output>,
+    ) {
+        let fetching = match &self.role {
+            Role::Follower { snapshot, .. } if self.is_current_request(env) => *snapshot,
+            _ => None,
+        };
+        let Some((id, position)) = fetching else {
+            return self.stray_fetch_response(resp.leader_epoch, resp.leader_id, out);
+        };
+        if let Role::Follower { in_flight, .. } = &mut self.role {
+            *in_flight = None;
         }
-        self.maybe_fetch(out);
+        let gone =
+            resp.error_code == SNAPSHOT_NOT_FOUND || resp.error_code == POSITION_OUT_OF_RANGE;
+        if (resp.error_code != ErrorCode::NONE && !gone)
+            || resp.leader_epoch != self.epoch
+            || self.leader_id != Some(env.from)
+        {
+            return self.fetch_failed(resp.error_code, resp.leader_epoch, resp.leader_id, out);
+        }
+        let end = resp.position.checked_add(resp.bytes.len() as u64);
+        let valid = !gone
+            && resp.snapshot_id == id
+            && resp.position == position
+            && end.is_some_and(|e| e <= resp.size)
+            && (!resp.bytes.is_empty() || end == Some(resp.size));
+        if !valid {
+            // The leader deleted it (or answered nonsense): start over with
+            // a Fetch, which names its latest snapshot.
+            if let Role::Follower { snapshot, .. } = &mut self.role {
+                *snapshot = None;
+            }
+            return self.leader_answered(false, out);
+        }
+        let end = end.unwrap_or(resp.size);
+        if !resp.bytes.is_empty() {
+            out.push(Output::SnapshotChunk {
+                snapshot_id: id,
+                position,
+                bytes: resp.bytes.clone(),
+            });
+        }
+        let done = end == resp.size;
+        if let Role::Follower { snapshot, .. } = &mut self.role {
+            *snapshot = (!done).then_some((id, end));
+        }
+        if done {
+            // Everything in a snapshot is committed; our own committed
+            // entries cannot be above it (the leader sent it because our log
+            // does not reach or match its end).
+            if self.high_watermark > id.end_offset {
+                self.refused_truncations += 1;
+                return;
+            }
+            self.log.reset_to_snapshot(id);
+            out.push(Output::InstallSnapshot(id));
+            self.follower_high_watermark(id.end_offset, out);
+        }
+        self.leader_answered(true, out);
+    }
+
+    /// The state machine took a snapshot: the log starts at its end.
+    fn snapshot_taken(&mut self, id: SnapshotId, out: &mut Vec<Output>) {
+        if id.end_offset <= self.log.start() {
+            return; // not newer than the one the log starts from
+        }
+        // Where it is relied on: a snapshot holds committed entries only.
+        assert!(
+            id.end_offset <= self.high_watermark,
+            "snapshot {id:?} ends above the high watermark {}",
+            self.high_watermark
+        );
+        self.log.advance_start(id);
+        out.push(Output::DeleteBefore(id.end_offset));
     }
 
     fn leader_update_high_watermark(&mut self, out: &mut Vec<Output>) {
@@ -1037,9 +1466,14 @@ impl Node {
     }
 
     fn receive(&mut self, env: Envelope, log: &dyn LogReader, out: &mut Vec<Output>) {
-        if !self.cfg.voters.contains(&env.from) && !matches!(env.message, Message::FetchRequest(_))
+        if !self.cfg.voters.contains(&env.from)
+            && !matches!(
+                env.message,
+                Message::FetchRequest(_) | Message::FetchSnapshotRequest(_)
+            )
         {
-            // Only Fetch is served to non-voters (observers); anything else
+            // Only Fetch and FetchSnapshot are served to non-voters
+            // (observers); anything else
             // from an unknown node changes nothing.
             if let Message::VoteRequest(_) = env.message {
                 let msg = Message::VoteResponse(VoteResponse {
@@ -1065,8 +1499,12 @@ impl Node {
             Message::EndQuorumEpochResponse(r) => {
                 self.observe(r.leader_epoch, r.leader_id, out);
             }
-            Message::FetchRequest(r) => self.handle_fetch_request(&env, r, log, out),
+            Message::FetchRequest(r) => self.handle_fetch_request(&env, r, log, true, out),
             Message::FetchResponse(r) => self.handle_fetch_response(&env, r, out),
+            Message::FetchSnapshotRequest(r) => {
+                self.handle_fetch_snapshot_request(&env, r, log, out)
+            }
+            Message::FetchSnapshotResponse(r) => self.handle_fetch_snapshot_response(&env, r, out),
         }
     }
 }
@@ -1074,6 +1512,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::SnapshotChunk;
 
     struct VecLog(Vec<Entry>);
     impl LogReader for VecLog {
@@ -1084,6 +1523,9 @@ mod tests {
                 .take(max_entries)
                 .cloned()
                 .collect()
+        }
+        fn read_snapshot(&self, _: SnapshotId, _: u64, _: usize) -> Option<SnapshotChunk> {
+            None
         }
     }
 
@@ -1339,6 +1781,7 @@ mod tests {
                 current_leader_epoch: LeaderEpoch(epoch),
                 fetch_offset: Offset(offset),
                 last_fetched_epoch: LeaderEpoch(last_epoch),
+                max_wait_ms: 0,
             }),
         }
     }
@@ -1473,6 +1916,7 @@ mod tests {
                 epoch: LeaderEpoch(1),
                 end_offset: Offset(2),
             }),
+            snapshot_id: None,
             records: Vec::new(),
         };
         out.clear();

@@ -1,15 +1,22 @@
 //! A seeded simulator for the quorum core.
 //!
-//! N voters ([`Node`]) run over a simulated network and simulated disks,
+//! N voters and M observers ([`Node`]) run over a simulated network and
+//! simulated disks,
 //! all driven by one [`Rng`] seeded from the run's seed, so a run replays
 //! exactly. Faults while `faults` are on: messages lost, duplicated, delayed
 //! (and so reordered); network partitions into two sides; crashes that drop
 //! a random part of each disk's unsynced suffix (the quorum state is written
 //! synchronously, as Kafka's `quorum-state` file is) and restarts from what
 //! survived; every node's clock runs at its own rate (±2 %) from its own
-//! offset. A random workload proposes entries. After the fault phase the
-//! network heals, crashed nodes restart, and the run continues for a
-//! bounded simulated time in which a proposal must commit (liveness).
+//! offset. A random workload proposes entries. Nodes' state machines take
+//! snapshots at random committed offsets (KIP-630): the log start moves up
+//! and entries below it are deleted, so lagging or restarted followers must
+//! fetch the leader's snapshot in chunks (FetchSnapshot) and install it.
+//! Leaders hold empty Fetches (long polling) in the runs that enable it.
+//! After the fault phase the network heals, crashed nodes restart, and the
+//! run continues for a bounded simulated time in which a proposal must
+//! commit and every node, observers included, must learn that it did
+//! (liveness and convergence).
 //!
 //! Checked after every step (a failure returns [`SimFailure`]):
 //! - **election safety**: at most one node is ever leader of an epoch;
@@ -18,22 +25,28 @@
 //! - **state machine safety**: a global history of committed entries (offset,
 //!   epoch, payload) is kept; each live node's log below its high watermark
 //!   equals that history (a node's high watermark may pass the history's
-//!   end: the history then grows from that node's log);
+//!   end: the history then grows from that node's log). Entries are compared
+//!   by chained hashes, so a snapshot (which carries the chain hash of its
+//!   last entry in its bytes) is compared with the history too: a node whose
+//!   log starts at a snapshot holds the history's prefix below it;
 //! - **durability**: the last committed entry (and so, by log matching, all
-//!   of the history) is on a majority of disks, crashed ones included;
+//!   of the history) is on a majority of the voters' disks, crashed ones
+//!   included, in their logs or their snapshots;
+//! - an installed snapshot's bytes are exactly the leader's snapshot;
+//! - observers never stand for election or lead;
 //! - **high watermark monotonic**: within one incarnation of a node its high
 //!   watermark never goes back. A restarted node starts at 0 and learns it
 //!   again (the high watermark is not persisted, as in Kafka);
 //! - **log matching**: two disks holding an entry with the same offset and
 //!   epoch hold the same entries up to it (compared by chained hashes);
 //! - no node was asked to truncate below its high watermark;
-//! - the core's view of its log (end offset) equals the disk's.
+//! - the core's view of its log (start and end offsets) equals the disk's.
 
 use std::collections::BTreeMap;
 
 use fjord_model::{LeaderEpoch, NodeId, Offset};
 
-use crate::log::{Entry, EntryData, LogMeta, LogReader};
+use crate::log::{Entry, EntryData, LogMeta, LogReader, SnapshotChunk, SnapshotId};
 use crate::messages::Envelope;
 use crate::node::{Config, Input, Node, Output, PersistedState, PlantedBug, RoleKind};
 use crate::rng::{mix, Rng};
@@ -42,6 +55,8 @@ use crate::rng::{mix, Rng};
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     pub voters: usize,
+    /// Broker-only nodes that follow the log (ids from 101).
+    pub observers: usize,
     /// Steps with faults on; each step advances time by 1..=8 ms.
     pub fault_steps: usize,
     /// Simulated time after healing within which a new proposal must commit.
@@ -56,6 +71,10 @@ pub struct SimConfig {
     pub partition_ppm: u32,
     pub heal_ppm: u32,
     pub flush_delay_max_ms: i64,
+    /// Per million, per step: a node's state machine takes a snapshot.
+    pub snapshot_ppm: u32,
+    /// The nodes' `fetch_max_wait_ms` (0: no long polling).
+    pub fetch_max_wait_ms: i64,
     pub planted_bug: PlantedBug,
     /// Print each step's events to stderr (for replaying one seed).
     pub trace: bool,
@@ -65,6 +84,7 @@ impl SimConfig {
     pub fn new(voters: usize) -> SimConfig {
         SimConfig {
             voters,
+            observers: 0,
             fault_steps: 500,
             liveness_ms: 3_000,
             loss_ppm: 50_000,
@@ -74,6 +94,8 @@ impl SimConfig {
             partition_ppm: 8_000,
             heal_ppm: 20_000,
             flush_delay_max_ms: 25,
+            snapshot_ppm: 20_000,
+            fetch_max_wait_ms: 0,
             planted_bug: PlantedBug::None,
             trace: false,
         }
@@ -109,6 +131,10 @@ pub struct SimReport {
     pub messages_sent: usize,
     /// Simulated time from healing to the first commit of a proposal made after it.
     pub heal_to_commit_ms: i64,
+    /// Simulated time from healing until every node knows that commit.
+    pub heal_to_converge_ms: i64,
+    pub snapshots_taken: usize,
+    pub snapshots_installed: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -118,11 +144,41 @@ struct DiskEntry {
     chain: u64,
 }
 
+/// A snapshot on a simulated disk; its bytes carry its id and the chain
+/// hash of its last entry, padded to a length that varies (several chunks).
+struct SimSnapshot {
+    id: SnapshotId,
+    chain: u64,
+    bytes: Vec<u8>,
+}
+
+fn snapshot_bytes(id: SnapshotId, chain: u64) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&id.end_offset.0.to_le_bytes());
+    b.extend_from_slice(&id.epoch.0.to_le_bytes());
+    b.extend_from_slice(&chain.to_le_bytes());
+    let pad = (mix(chain) % 48) as usize;
+    b.extend((0..pad).map(|i| mix(chain ^ i as u64) as u8));
+    b
+}
+
+/// The chain hash a snapshot's bytes carry, if they are well formed for `id`.
+fn snapshot_chain(id: SnapshotId, bytes: &[u8]) -> Option<u64> {
+    let chain = u64::from_le_bytes(bytes.get(12..20)?.try_into().ok()?);
+    (snapshot_bytes(id, chain) == bytes).then_some(chain)
+}
+
 #[derive(Default)]
 struct Disk {
+    /// Offset of `entries[0]`: the snapshot's end offset, or 0.
+    start: usize,
+    snapshot: Option<SimSnapshot>,
+    /// A snapshot being fetched (lost in a crash).
+    partial: Option<(SnapshotId, Vec<u8>)>,
     entries: Vec<DiskEntry>,
+    /// Entries below this offset are synced.
     synced: usize,
-    /// (completes at, synced length it will reach)
+    /// (completes at, synced end offset it will reach)
     flushes: Vec<(i64, usize)>,
     state: PersistedState,
 }
@@ -132,38 +188,142 @@ impl LogReader for Disk {
         let from = usize::try_from(from.0).unwrap_or(usize::MAX);
         self.entries
             .iter()
-            .skip(from)
-            .take(max_entries)
+            .skip(from.saturating_sub(self.start))
+            .take(if from < self.start { 0 } else { max_entries })
             .map(|d| d.entry.clone())
             .collect()
+    }
+
+    fn read_snapshot(
+        &self,
+        id: SnapshotId,
+        position: u64,
+        max_bytes: usize,
+    ) -> Option<SnapshotChunk> {
+        let snap = self.snapshot.as_ref().filter(|s| s.id == id)?;
+        let from = usize::try_from(position)
+            .unwrap_or(usize::MAX)
+            .min(snap.bytes.len());
+        let to = from.saturating_add(max_bytes).min(snap.bytes.len());
+        Some(SnapshotChunk {
+            size_bytes: snap.bytes.len() as u64,
+            bytes: snap.bytes[from..to].to_vec(),
+        })
     }
 }
 
 impl Disk {
+    fn end(&self) -> usize {
+        self.start + self.entries.len()
+    }
+
     fn push(&mut self, entry: Entry) -> Result<(), String> {
-        if entry.offset.0 != self.entries.len() as i64 {
+        if entry.offset.0 != self.end() as i64 {
             return Err(format!(
                 "append at {} but disk ends at {}",
                 entry.offset,
-                self.entries.len()
+                self.end()
             ));
         }
-        let prev = self.entries.last().map_or(0, |d| d.chain);
+        let prev = self.chain_at(self.end().wrapping_sub(1)).unwrap_or(0);
         let chain = chain_hash(prev, &entry);
         self.entries.push(DiskEntry { entry, chain });
         Ok(())
     }
 
-    fn truncate(&mut self, len: usize) {
-        self.entries.truncate(len);
+    /// Entries at `len` and above removed.
+    fn truncate(&mut self, len: usize) -> Result<(), String> {
+        if len < self.start {
+            return Err(format!(
+                "truncation to {len} below the log start {}",
+                self.start
+            ));
+        }
+        self.entries.truncate(len - self.start);
         self.synced = self.synced.min(len);
         for f in &mut self.flushes {
             f.1 = f.1.min(len);
         }
+        Ok(())
     }
 
-    fn chain_at(&self, i: usize) -> Option<u64> {
-        self.entries.get(i).map(|d| d.chain)
+    fn delete_before(&mut self, start: usize) -> Result<(), String> {
+        if self.snapshot.as_ref().map(|s| s.id.end_offset.0) != Some(start as i64)
+            || start < self.start
+            || start > self.end()
+        {
+            return Err(format!(
+                "log start moved to {start} without a snapshot there"
+            ));
+        }
+        self.entries.drain(..start - self.start);
+        self.start = start;
+        self.synced = self.synced.max(start);
+        Ok(())
+    }
+
+    fn snapshot_chunk(
+        &mut self,
+        id: SnapshotId,
+        position: u64,
+        bytes: Vec<u8>,
+    ) -> Result<(), String> {
+        if position == 0 {
+            self.partial = Some((id, Vec::new()));
+        }
+        match &mut self.partial {
+            Some((pid, buf)) if *pid == id && buf.len() as u64 == position => {
+                buf.extend_from_slice(&bytes);
+                Ok(())
+            }
+            _ => Err(format!("snapshot chunk {id:?} at {position} out of order")),
+        }
+    }
+
+    fn install(&mut self, id: SnapshotId) -> Result<(), String> {
+        let Some((pid, bytes)) = self.partial.take() else {
+            return Err("install of a snapshot never fetched".to_string());
+        };
+        let chain = snapshot_chain(id, &bytes)
+            .filter(|_| pid == id)
+            .ok_or_else(|| format!("installed snapshot {id:?} differs from the leader's"))?;
+        let start = usize::try_from(id.end_offset.0).map_err(|_| "negative snapshot")?;
+        self.snapshot = Some(SimSnapshot { id, chain, bytes });
+        self.entries.clear();
+        self.start = start;
+        self.synced = start;
+        self.flushes.clear();
+        Ok(())
+    }
+
+    /// Chain hash of the entry at `k`: from the log, or from the snapshot
+    /// for the entry just below the log start.
+    fn chain_at(&self, k: usize) -> Option<u64> {
+        if k.checked_add(1) == Some(self.start) {
+            return self.snapshot.as_ref().map(|s| s.chain);
+        }
+        self.entries
+            .get(k.checked_sub(self.start)?)
+            .map(|d| d.chain)
+    }
+
+    fn entry_at(&self, k: usize) -> Option<&Entry> {
+        self.entries
+            .get(k.checked_sub(self.start)?)
+            .map(|d| &d.entry)
+    }
+
+    /// Whether this disk holds the committed history up to entry `k`, in its
+    /// log or in its snapshot.
+    fn holds(&self, k: usize, history: &[Committed]) -> bool {
+        let k = if k + 1 < self.start {
+            self.start - 1
+        } else {
+            k
+        };
+        history
+            .get(k)
+            .is_some_and(|c| self.chain_at(k) == Some(c.chain))
     }
 }
 
@@ -206,6 +366,8 @@ struct Committed {
     chain: u64,
     /// Epoch of the node whose high watermark first covered the entry.
     epoch: LeaderEpoch,
+    /// The workload's payload id, for a data entry.
+    payload: Option<u64>,
 }
 
 struct Sim<'a> {
@@ -215,6 +377,7 @@ struct Sim<'a> {
     time_ms: i64,
     step: usize,
     nodes: Vec<SimNode>,
+    /// Voters first, then observers.
     ids: Vec<NodeId>,
     net: Vec<InFlight>,
     side: Vec<u8>,
@@ -242,7 +405,10 @@ pub fn run(seed: u64, cfg: &SimConfig) -> Result<SimReport, SimFailure> {
 impl<'a> Sim<'a> {
     fn new(seed: u64, cfg: &'a SimConfig) -> Sim<'a> {
         let mut rng = Rng::new(mix(seed));
-        let ids: Vec<NodeId> = (1..=cfg.voters as i32).map(NodeId).collect();
+        let ids: Vec<NodeId> = (1..=cfg.voters as i32)
+            .chain((101..).take(cfg.observers))
+            .map(NodeId)
+            .collect();
         let mut sim = Sim {
             cfg,
             seed,
@@ -251,7 +417,7 @@ impl<'a> Sim<'a> {
             nodes: Vec::new(),
             ids: ids.clone(),
             net: Vec::new(),
-            side: vec![0; cfg.voters],
+            side: vec![0; ids.len()],
             faults: true,
             history: Vec::new(),
             leaders: BTreeMap::new(),
@@ -290,7 +456,7 @@ impl<'a> Sim<'a> {
         let inc = self.nodes[i].incarnation;
         let mut c = Config::new(
             self.ids[i],
-            self.ids.clone(),
+            self.ids[..self.cfg.voters].to_vec(),
             "sim-cluster".to_string(),
             mix(self.seed ^ mix(i as u64 + 1) ^ mix(inc << 20)),
         );
@@ -300,6 +466,8 @@ impl<'a> Sim<'a> {
         c.request_timeout_ms = 60;
         c.fetch_idle_ms = 10;
         c.fetch_entries_max = 16;
+        c.fetch_max_wait_ms = self.cfg.fetch_max_wait_ms;
+        c.snapshot_chunk_bytes_max = 16;
         c.planted_bug = self.cfg.planted_bug;
         c
     }
@@ -309,23 +477,30 @@ impl<'a> Sim<'a> {
         let cfg = self.node_config(i);
         let now = self.local_now(i);
         let n = &mut self.nodes[i];
-        let meta = LogMeta::from_epochs(n.disk.entries.iter().map(|d| d.entry.epoch));
-        n.disk.synced = n.disk.entries.len();
+        let epochs = n.disk.entries.iter().map(|d| d.entry.epoch);
+        let meta = match &n.disk.snapshot {
+            Some(s) => LogMeta::from_snapshot(s.id, epochs),
+            None => LogMeta::from_epochs(epochs),
+        };
+        n.disk.synced = n.disk.end();
+        n.disk.partial = None;
         n.node = Some(Node::new(cfg, n.disk.state.clone(), meta, now));
         n.hw_seen = Offset(0);
     }
 
-    fn crash(&mut self, i: usize) {
+    fn crash(&mut self, i: usize) -> Result<(), String> {
         let down_ms = self.rng.range_i64(20, 400);
         let n = &mut self.nodes[i];
-        let unsynced = n.disk.entries.len() - n.disk.synced;
+        let unsynced = n.disk.end() - n.disk.synced;
         let keep = n.disk.synced + self.rng.below(unsynced + 1);
-        n.disk.truncate(keep);
+        n.disk.truncate(keep)?;
         n.disk.flushes.clear();
+        n.disk.partial = None;
         n.node = None;
         n.restart_at_ms = self.time_ms + down_ms;
         self.report.crashes += 1;
         self.trace(format!("crash node {} keeping {keep} entries", self.ids[i]));
+        Ok(())
     }
 
     fn trace(&self, s: String) {
@@ -363,11 +538,27 @@ impl<'a> Sim<'a> {
             Output::TruncateTo(off) => {
                 let len = usize::try_from(off.0).map_err(|_| "negative truncation")?;
                 self.trace(format!("node {} truncates to {len}", self.ids[i]));
-                self.nodes[i].disk.truncate(len);
+                self.nodes[i].disk.truncate(len)?;
+            }
+            Output::DeleteBefore(off) => {
+                let start = usize::try_from(off.0).map_err(|_| "negative log start")?;
+                self.nodes[i].disk.delete_before(start)?;
+            }
+            Output::SnapshotChunk {
+                snapshot_id,
+                position,
+                bytes,
+            } => self.nodes[i]
+                .disk
+                .snapshot_chunk(snapshot_id, position, bytes)?,
+            Output::InstallSnapshot(id) => {
+                self.trace(format!("node {} installs snapshot {id:?}", self.ids[i]));
+                self.nodes[i].disk.install(id)?;
+                self.report.snapshots_installed += 1;
             }
             Output::Flush => {
                 let at = self.time_ms + self.rng.range_i64(0, self.cfg.flush_delay_max_ms);
-                let len = self.nodes[i].disk.entries.len();
+                let len = self.nodes[i].disk.end();
                 self.nodes[i].disk.flushes.push((at, len));
             }
             Output::Committed { high_watermark } => {
@@ -418,7 +609,8 @@ impl<'a> Sim<'a> {
             if let Some(h) = heal_ms {
                 if self.time_ms > h + self.cfg.liveness_ms {
                     return Err(format!(
-                        "liveness: no proposal made after healing committed within {} ms",
+                        "liveness: no proposal made after healing committed and reached \
+                         every node within {} ms",
                         self.cfg.liveness_ms
                     ));
                 }
@@ -430,18 +622,30 @@ impl<'a> Sim<'a> {
                 self.feed(i, Input::Tick)?;
             }
             self.workload()?;
+            self.take_snapshot()?;
             if self.faults {
-                self.inject_faults();
+                self.inject_faults()?;
             }
             self.restart_due();
             self.check()?;
             if let Some(h) = heal_ms {
-                if self.committed_after_heal() {
-                    self.report.heal_to_commit_ms = self.time_ms - h;
-                    self.report.steps = self.step;
-                    self.report.committed = self.history.len();
-                    self.report.epochs_with_leader = self.leaders.len();
-                    return Ok(());
+                if let Some(offset) = self.committed_after_heal() {
+                    if self.report.heal_to_commit_ms == 0 {
+                        self.report.heal_to_commit_ms = self.time_ms - h;
+                    }
+                    // Convergence: every node, observers included, knows it.
+                    let all_know = self.nodes.iter().all(|n| {
+                        n.node
+                            .as_ref()
+                            .is_some_and(|node| node.high_watermark() > offset)
+                    });
+                    if all_know {
+                        self.report.heal_to_converge_ms = self.time_ms - h;
+                        self.report.steps = self.step;
+                        self.report.committed = self.history.len();
+                        self.report.epochs_with_leader = self.leaders.len();
+                        return Ok(());
+                    }
                 }
             }
         }
@@ -456,17 +660,55 @@ impl<'a> Sim<'a> {
         self.trace("heal".to_string());
     }
 
-    fn committed_after_heal(&self) -> bool {
-        self.proposed_after_heal.iter().any(|(offset, id)| {
-            let i = offset.0 as usize;
-            i < self.history.len()
-                && self.nodes.iter().any(|n| {
-                    n.disk.entries.get(i).is_some_and(|d| {
-                        d.chain == self.history[i].chain
-                            && d.entry.data == EntryData::Data(id.to_le_bytes().to_vec())
-                    })
-                })
-        })
+    /// The first committed proposal made after healing.
+    fn committed_after_heal(&self) -> Option<Offset> {
+        self.proposed_after_heal
+            .iter()
+            .filter(|(offset, id)| {
+                usize::try_from(offset.0)
+                    .ok()
+                    .and_then(|i| self.history.get(i))
+                    .is_some_and(|c| c.payload == Some(*id))
+            })
+            .map(|(offset, _)| *offset)
+            .min()
+    }
+
+    /// Now and then a node's state machine snapshots a committed prefix it
+    /// holds (within the history the checker has seen) and tells the node.
+    fn take_snapshot(&mut self) -> Result<(), String> {
+        if !self.rng.chance(self.cfg.snapshot_ppm) {
+            return Ok(());
+        }
+        let i = self.rng.below(self.nodes.len());
+        let Some(node) = self.nodes[i].node.as_ref() else {
+            return Ok(());
+        };
+        let disk = &self.nodes[i].disk;
+        let hw = usize::try_from(node.high_watermark().0).unwrap_or(0);
+        let top = hw.min(self.history.len());
+        if top <= disk.start {
+            return Ok(());
+        }
+        let end = disk.start + 1 + self.rng.below(top - disk.start);
+        let (Some(entry), Some(chain)) = (disk.entry_at(end - 1), disk.chain_at(end - 1)) else {
+            return Err(format!(
+                "node {}: no entry below its snapshot end {end}",
+                self.ids[i]
+            ));
+        };
+        let id = SnapshotId {
+            end_offset: Offset(end as i64),
+            epoch: entry.epoch,
+        };
+        self.trace(format!("node {} takes snapshot {id:?}", self.ids[i]));
+        self.nodes[i].disk.snapshot = Some(SimSnapshot {
+            id,
+            chain,
+            bytes: snapshot_bytes(id, chain),
+        });
+        self.report.snapshots_taken += 1;
+        self.feed(i, Input::SnapshotTaken(id))
     }
 
     fn deliver(&mut self) -> Result<(), String> {
@@ -515,7 +757,7 @@ impl<'a> Sim<'a> {
             }
             disk.flushes.retain(|f| f.0 > now);
             let reach = done.into_iter().max().unwrap_or(0);
-            disk.synced = disk.synced.max(reach);
+            disk.synced = disk.synced.max(reach).min(disk.end());
             let end_offset = Offset(disk.synced as i64);
             self.feed(i, Input::Flushed { end_offset })?;
         }
@@ -542,11 +784,11 @@ impl<'a> Sim<'a> {
         self.feed(target, Input::Propose(id.to_le_bytes().to_vec()))
     }
 
-    fn inject_faults(&mut self) {
+    fn inject_faults(&mut self) -> Result<(), String> {
         if self.rng.chance(self.cfg.crash_ppm) {
             let i = self.rng.below(self.nodes.len());
             if self.nodes[i].node.is_some() {
-                self.crash(i);
+                self.crash(i)?;
             }
         }
         if self.rng.chance(self.cfg.partition_ppm) {
@@ -557,6 +799,7 @@ impl<'a> Sim<'a> {
         } else if self.rng.chance(self.cfg.heal_ppm) {
             self.side.iter_mut().for_each(|s| *s = 0);
         }
+        Ok(())
     }
 
     fn restart_due(&mut self) {
@@ -569,23 +812,41 @@ impl<'a> Sim<'a> {
     }
 
     fn check(&mut self) -> Result<(), String> {
-        let majority = self.nodes.len() / 2 + 1;
+        let voters = self.cfg.voters;
+        let majority = voters / 2 + 1;
         for i in 0..self.nodes.len() {
             let Some(node) = self.nodes[i].node.as_ref() else {
                 continue;
             };
             let id = self.ids[i];
             let disk = &self.nodes[i].disk;
-            if node.log().end().0 != disk.entries.len() as i64 {
+            if node.log().end().0 != disk.end() as i64 || node.log().start().0 != disk.start as i64
+            {
                 return Err(format!(
-                    "node {id}: core log end {} != disk {}",
+                    "node {id}: core log [{}, {}) != disk [{}, {})",
+                    node.log().start(),
                     node.log().end(),
-                    disk.entries.len()
+                    disk.start,
+                    disk.end()
                 ));
             }
             if node.refused_truncations() > 0 {
                 return Err(format!(
                     "node {id}: was asked to truncate below its high watermark"
+                ));
+            }
+            if node.is_voter() != (i < voters) {
+                return Err(format!("node {id}: wrong voter status"));
+            }
+            if i >= voters
+                && matches!(
+                    node.role(),
+                    RoleKind::Leader | RoleKind::Candidate | RoleKind::Prospective
+                )
+            {
+                return Err(format!(
+                    "observer {id} stands for election: {:?}",
+                    node.role()
                 ));
             }
             // Election safety and leader completeness.
@@ -599,7 +860,7 @@ impl<'a> Sim<'a> {
                     None => {
                         self.trace(format!("node {id} leads epoch {epoch}"));
                         if let Some(k) = self.history.iter().rposition(|c| c.epoch < epoch) {
-                            if disk.chain_at(k) != Some(self.history[k].chain) {
+                            if !disk.holds(k, &self.history) {
                                 return Err(format!(
                                     "leader {id} of epoch {epoch} lacks committed entry {k}"
                                 ));
@@ -612,7 +873,11 @@ impl<'a> Sim<'a> {
             // High watermark: monotonic per incarnation, within the log.
             let role = Some((node.role(), node.epoch(), node.voted_id()));
             if self.cfg.trace && role != self.nodes[i].last_role {
-                self.trace(format!("node {id}: {role:?} log end {}", node.log().end()));
+                self.trace(format!(
+                    "node {id}: {role:?} log [{}, {})",
+                    node.log().start(),
+                    node.log().end()
+                ));
             }
             let hw = node.high_watermark();
             if hw < self.nodes[i].hw_seen {
@@ -621,35 +886,53 @@ impl<'a> Sim<'a> {
                     self.nodes[i].hw_seen
                 ));
             }
-            let hw_len = hw.0 as usize;
-            if hw_len > disk.entries.len() {
+            let hw_len = usize::try_from(hw.0).map_err(|_| format!("node {id}: negative hw"))?;
+            if hw_len > disk.end() || hw_len < disk.start {
                 return Err(format!(
-                    "node {id}: high watermark {hw} beyond its log {}",
-                    disk.entries.len()
+                    "node {id}: high watermark {hw} outside its log [{}, {})",
+                    disk.start,
+                    disk.end()
                 ));
             }
-            // State machine safety.
+            // State machine safety (through snapshots: a snapshot carries
+            // the chain hash of the prefix it replaces).
             if hw_len > 0 {
                 let k = hw_len - 1;
                 if k < self.history.len() {
-                    if disk.chain_at(k) != Some(self.history[k].chain) {
+                    if !disk.holds(k, &self.history) {
                         return Err(format!(
                             "node {id}: committed entry {k} differs from the committed history"
                         ));
                     }
                 } else {
                     let start = self.history.len();
-                    if start > 0 && disk.chain_at(start - 1) != Some(self.history[start - 1].chain)
-                    {
+                    if start < disk.start {
+                        return Err(format!(
+                            "node {id}: snapshot at {} beyond the committed history {start}",
+                            disk.start
+                        ));
+                    }
+                    if start > 0 && !disk.holds(start - 1, &self.history) {
                         return Err(format!(
                             "node {id}: log below its high watermark differs from history"
                         ));
                     }
                     let epoch = node.epoch();
-                    for d in &disk.entries[start..hw_len] {
+                    for k in start..hw_len {
+                        let (Some(chain), Some(entry)) = (disk.chain_at(k), disk.entry_at(k))
+                        else {
+                            return Err(format!("node {id}: no entry {k} below its hw"));
+                        };
+                        let payload = match &entry.data {
+                            EntryData::Data(b) => {
+                                b.as_slice().try_into().ok().map(u64::from_le_bytes)
+                            }
+                            EntryData::LeaderChange { .. } => None,
+                        };
                         self.history.push(Committed {
-                            chain: d.chain,
+                            chain,
                             epoch,
+                            payload,
                         });
                     }
                 }
@@ -657,28 +940,31 @@ impl<'a> Sim<'a> {
             self.nodes[i].hw_seen = hw;
             self.nodes[i].last_role = role;
         }
-        // Durability: the committed history is on a majority of disks.
-        if let Some(last) = self.history.last() {
+        // Durability: the committed history is on a majority of the voters'
+        // disks (in their logs or snapshots).
+        if !self.history.is_empty() {
             let k = self.history.len() - 1;
-            let holders = self
-                .nodes
+            let holders = self.nodes[..voters]
                 .iter()
-                .filter(|n| n.disk.chain_at(k) == Some(last.chain))
+                .filter(|n| n.disk.holds(k, &self.history))
                 .count();
             if holders < majority {
-                return Err(format!("committed entry {k} is on only {holders} disks"));
+                return Err(format!(
+                    "committed entry {k} is on only {holders} voters' disks"
+                ));
             }
         }
-        // Log matching.
+        // Log matching (over the offsets both logs hold).
         for a in 0..self.nodes.len() {
             for b in a + 1..self.nodes.len() {
-                let (da, db) = (&self.nodes[a].disk.entries, &self.nodes[b].disk.entries);
-                let common = da.len().min(db.len());
-                if let Some(k) = (0..common)
+                let (da, db) = (&self.nodes[a].disk, &self.nodes[b].disk);
+                let lo = da.start.max(db.start);
+                let hi = da.end().min(db.end());
+                if let Some(k) = (lo..hi)
                     .rev()
-                    .find(|&k| da[k].entry.epoch == db[k].entry.epoch)
+                    .find(|&k| da.entry_at(k).map(|e| e.epoch) == db.entry_at(k).map(|e| e.epoch))
                 {
-                    if da[k].chain != db[k].chain {
+                    if da.chain_at(k) != db.chain_at(k) {
                         return Err(format!(
                             "log matching: nodes {} and {} agree on epoch at offset {k} but not on the prefix",
                             self.ids[a], self.ids[b]

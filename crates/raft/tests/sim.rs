@@ -1,7 +1,8 @@
 //! Runs the quorum core under the seeded simulator (see `fjord_raft::sim`).
 //!
 //! - `cargo test -p fjord-raft`: `FJORD_SIM_SEEDS` seeds (default 2,000),
-//!   alternating 3 and 5 voters.
+//!   alternating 3 and 5 voters, with 0, 1 or 2 observers, with and without
+//!   long-polling Fetch; snapshots are taken in every run.
 //! - `FJORD_SIM_SEEDS=100000 cargo test -p fjord-raft --release -- sim_seeds`:
 //!   the long run.
 //! - `FJORD_SIM_SEED=1234 cargo test -p fjord-raft -- sim_seeds --nocapture`:
@@ -10,7 +11,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use fjord_raft::node::PlantedBug;
-use fjord_raft::sim::{run, SimConfig};
+use fjord_raft::sim::{run, SimConfig, SimReport};
 
 const DEFAULT_SEEDS: u64 = 2_000;
 
@@ -19,11 +20,14 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn config_for(seed: u64) -> SimConfig {
-    SimConfig::new(if seed & 1 == 0 { 3 } else { 5 })
+    let mut cfg = SimConfig::new(if seed & 1 == 0 { 3 } else { 5 });
+    cfg.observers = ((seed >> 1) % 3) as usize;
+    cfg.fetch_max_wait_ms = if (seed / 6) & 1 == 1 { 25 } else { 0 };
+    cfg
 }
 
 /// Runs one seed; `Err` carries the message (an invariant or a core panic).
-fn run_seed(seed: u64, cfg: &SimConfig) -> Result<fjord_raft::sim::SimReport, String> {
+fn run_seed(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
     match catch_unwind(AssertUnwindSafe(|| run(seed, cfg))) {
         Ok(Ok(report)) => Ok(report),
         Ok(Err(failure)) => Err(failure.to_string()),
@@ -51,14 +55,39 @@ fn sim_seeds() {
     }
     let seeds = env_u64("FJORD_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let start = std::time::Instant::now();
+    // Seeds are independent: run them on a few threads, report in seed order.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as u64;
+    let reports: Vec<Result<SimReport, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t..seeds)
+                        .step_by(threads as usize)
+                        .map(|seed| (seed, run_seed(seed, &config_for(seed))))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<(u64, Result<SimReport, String>)> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect();
+        all.sort_by_key(|(seed, _)| *seed);
+        assert_eq!(all.len() as u64, seeds, "every seed ran");
+        all.into_iter().map(|(_, r)| r).collect()
+    });
     let (mut steps, mut committed, mut crashes, mut leaders, mut worst_heal) = (0, 0, 0, 0, 0);
-    for seed in 0..seeds {
-        let report = run_seed(seed, &config_for(seed)).unwrap_or_else(|e| panic!("{e}"));
+    let (mut taken, mut installed, mut worst_converge) = (0, 0, 0);
+    for report in reports {
+        let report = report.unwrap_or_else(|e| panic!("{e}"));
         steps += report.steps;
         committed += report.committed;
         crashes += report.crashes;
         leaders += report.epochs_with_leader;
         worst_heal = worst_heal.max(report.heal_to_commit_ms);
+        worst_converge = worst_converge.max(report.heal_to_converge_ms);
+        taken += report.snapshots_taken;
+        installed += report.snapshots_installed;
     }
     // The runs must have exercised something.
     assert!(
@@ -67,9 +96,15 @@ fn sim_seeds() {
     );
     assert!(crashes as u64 > seeds / 2, "few crashes: {crashes}");
     assert!(leaders as u64 > seeds, "few elections: {leaders}");
+    assert!(taken as u64 > seeds, "few snapshots taken: {taken}");
+    assert!(
+        installed as u64 > seeds / 10,
+        "few snapshots fetched and installed: {installed}"
+    );
     eprintln!(
         "{seeds} seeds, {steps} steps, {committed} committed entries, {crashes} crashes, \
-         {leaders} leader epochs, worst heal-to-commit {worst_heal} ms, in {:?}",
+         {leaders} leader epochs, {taken} snapshots taken, {installed} installed, \
+         worst heal-to-commit {worst_heal} ms, worst heal-to-converge {worst_converge} ms, in {:?}",
         start.elapsed()
     );
 }

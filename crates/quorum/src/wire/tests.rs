@@ -56,6 +56,7 @@ fn requests_round_trip_through_kafkas_shapes() {
             current_leader_epoch: LeaderEpoch(7),
             fetch_offset: Offset(100),
             last_fetched_epoch: LeaderEpoch(5),
+            max_wait_ms: 500,
         }),
     ];
     for m in msgs {
@@ -73,6 +74,7 @@ fn fetch_names_the_metadata_topic_by_id_and_replica_state() {
         current_leader_epoch: LeaderEpoch(1),
         fetch_offset: Offset(0),
         last_fetched_epoch: LeaderEpoch(0),
+        max_wait_ms: 0,
     });
     let frame = request_frame(&m, 1).unwrap();
     let mut r = Reader::new(Bytes::copy_from_slice(&frame[4..]));
@@ -142,6 +144,19 @@ fn responses_round_trip_and_errors_land_where_kafka_puts_them() {
             diverging_epoch: Some(DivergingEpoch {
                 epoch: LeaderEpoch(4),
                 end_offset: Offset(8),
+            }),
+            snapshot_id: None,
+            records: vec![],
+        }),
+        Message::FetchResponse(FetchResponse {
+            error_code: ErrorCode::NONE,
+            leader_epoch: LeaderEpoch(7),
+            leader_id: Some(NodeId(3)),
+            high_watermark: Offset(10),
+            diverging_epoch: None,
+            snapshot_id: Some(fjord_raft::SnapshotId {
+                end_offset: Offset(9),
+                epoch: LeaderEpoch(6),
             }),
             records: vec![],
         }),
@@ -221,6 +236,7 @@ fn fetch_response_carries_the_logs_batches() {
         leader_id: Some(NodeId(3)),
         high_watermark: Offset(11),
         diverging_epoch: None,
+        snapshot_id: None,
         records: want.clone(),
     });
     let d = response_through_wire(&m, Some(Bytes::from(raw.clone())));
