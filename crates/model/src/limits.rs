@@ -184,3 +184,5 @@ pub const RAFT_FETCH_SNAPSHOT_BYTES_MAX: u32 = 8 * 1024 * 1024;
 /// Most Fetch requests the quorum leader holds at once (long polling); more
 /// are answered at once.
 pub const RAFT_HELD_FETCHES_MAX: usize = 4_096;
+/// How long a proposal forwarded to the quorum leader may take to commit.
+pub const METADATA_FORWARD_TIMEOUT_MS: u64 = 30_000;

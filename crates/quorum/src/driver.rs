@@ -19,10 +19,16 @@
 //! - `Committed`: batches below the high watermark go to the listener in
 //!   offset order, then the proposals they end are resolved.
 //!
-//! A proposal on a node that is not the leader fails at once with the
-//! leader's id in the error (`MetadataError::Failed`); forwarding is left
-//! to the admin layer, as Kafka brokers forward admin requests to the
-//! active controller rather than proposing themselves.
+//! A proposal on a node that is not the leader is forwarded to the leader
+//! (over its CONTROLLER listener, [`crate::net::FORWARD_PROPOSAL_API_KEY`])
+//! and resolves once the leader committed it **and this node's listener
+//! handled it**, so the caller then reads its own image as after a local
+//! proposal. Forwarding the proposal rather than the admin request (Kafka
+//! brokers forward admin requests to the active controller in an Envelope)
+//! keeps the admin handlers as they are: they validate against this node's
+//! image and propose, whichever node leads. The cost: two nodes that
+//! validate conflicting requests at the same moment can both propose (the
+//! controller slice of issue 12 moves validation to the active controller).
 //!
 //! Unlike `LocalQuorum`, nothing in the log is handed to the listener at
 //! open: what is not known committed may still be truncated, so listeners
@@ -130,6 +136,9 @@ pub(crate) enum Event {
         raw: Bytes,
     },
     Propose(Vec<Bytes>, Reply),
+    /// A forwarded proposal committed at `Offset` on the leader: resolve
+    /// once this node's listener handled it.
+    AwaitLocal(Offset, Reply),
     Describe(oneshot::Sender<QuorumStatus>),
     Stop,
 }
@@ -237,6 +246,9 @@ impl RaftQuorum {
             progress: BTreeMap::new(),
             failed: None,
             endpoints: config.voters.clone(),
+            local_waits: BTreeMap::new(),
+            net: runtime.handle().clone(),
+            events: tx.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("fjord-raft".into())
@@ -258,7 +270,7 @@ impl RaftQuorum {
 
     /// Stops the driver and the network; the log is closed.
     pub fn close(&self) {
-        let _ = self.tx.try_send(Event::Stop);
+        let _ = self.tx.send(Event::Stop);
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
@@ -417,6 +429,10 @@ struct Driver {
     progress: BTreeMap<NodeId, (Offset, i64)>,
     failed: Option<String>,
     endpoints: Vec<Voter>,
+    /// Forwarded proposals waiting for this node's listener, by offset.
+    local_waits: BTreeMap<Offset, Vec<Reply>>,
+    net: tokio::runtime::Handle,
+    events: SyncSender<Event>,
 }
 
 impl Driver {
@@ -497,13 +513,34 @@ impl Driver {
                     message,
                 }));
             }
+            Event::AwaitLocal(offset, reply) => {
+                if offset < self.delivered {
+                    reply.send(Ok(offset));
+                } else {
+                    self.local_waits.entry(offset).or_default().push(reply);
+                }
+            }
             Event::Propose(records, reply) => {
                 if self.node.role() != RoleKind::Leader {
-                    reply.send(Err(MetadataError::Failed(format!(
-                        "not the quorum leader (leader: {:?}, epoch {})",
-                        self.node.leader_id().map(|n| n.0),
-                        self.node.epoch().0
-                    ))));
+                    let leader = self
+                        .node
+                        .leader_id()
+                        .and_then(|l| self.endpoints.iter().find(|v| v.id == l));
+                    match leader {
+                        Some(v) => {
+                            let addr = v.addr;
+                            self.net.spawn(net::forward_proposal(
+                                addr,
+                                records,
+                                reply,
+                                self.events.clone(),
+                            ));
+                        }
+                        None => reply.send(Err(MetadataError::Failed(format!(
+                            "no quorum leader known in epoch {}",
+                            self.node.epoch().0
+                        )))),
+                    }
                     return;
                 }
                 let mut out = Vec::new();
@@ -799,6 +836,16 @@ impl Driver {
             .collect();
         for o in done {
             if let Some((_, reply)) = self.proposals.remove(&o) {
+                reply.send(Ok(o));
+            }
+        }
+        let done: Vec<Offset> = self
+            .local_waits
+            .range(..self.delivered)
+            .map(|(o, _)| *o)
+            .collect();
+        for o in done {
+            for reply in self.local_waits.remove(&o).unwrap_or_default() {
                 reply.send(Ok(o));
             }
         }

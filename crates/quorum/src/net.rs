@@ -36,6 +36,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
+use fjord_metadata::quorum::Reply;
+use fjord_metadata::{MetadataError, Proposal};
+use fjord_model::limits::{METADATA_FORWARD_TIMEOUT_MS, METADATA_RECORDS_PER_PROPOSAL_MAX};
+use fjord_model::Offset;
+
 use crate::driver::{Event, QuorumStatus, Voter};
 use crate::wire;
 
@@ -100,6 +105,20 @@ async fn connection(
         let mut r = Reader::new(frame);
         let h = decode_request_header(&mut r).map_err(|e| e.to_string())?;
         let (key, version, cid) = (h.api_key, h.api_version, h.correlation_id);
+        if key == FORWARD_PROPOSAL_API_KEY {
+            let out = match decode_forwarded(&mut r) {
+                Ok(records) => {
+                    let (p, reply) = Proposal::pair();
+                    events
+                        .try_send(Event::Propose(records, reply))
+                        .map_err(|_| "quorum busy".to_string())?;
+                    forwarded_response(cid, p.await)
+                }
+                Err(e) => forwarded_response(cid, Err(MetadataError::InvalidProposal(e))),
+            };
+            s.write_all(&out).await.map_err(|e| e.to_string())?;
+            continue;
+        }
         let out = match decode_request(key, version, &mut r) {
             Ok(Request::ApiVersions(_)) => api_versions(cid, version)?,
             Ok(Request::DescribeQuorum(req)) => {
@@ -287,4 +306,115 @@ async fn peer(voter: Voter, mut rx: mpsc::Receiver<(u64, Message)>, events: Sync
             }
         }
     }
+}
+
+/// Fjord's one API of its own on the CONTROLLER listener: a proposal
+/// forwarded by a voter that does not lead (Kafka has no such RPC; its
+/// brokers forward whole admin requests to the active controller). Far
+/// outside Kafka's api keys; never advertised in ApiVersions.
+///
+/// Request: header v1 (api key, version 0, correlation id, client id),
+/// then int32 record count and, per record, int32 length and bytes.
+/// Response: header v0, int16 error code (0 or NOT_CONTROLLER), int64
+/// offset of the proposal's last record, int16 length and a UTF-8 message.
+pub const FORWARD_PROPOSAL_API_KEY: i16 = 10_001;
+
+fn decode_forwarded(r: &mut Reader) -> Result<Vec<Bytes>, String> {
+    let count = r.i32("ForwardProposal.count").map_err(|e| e.to_string())?;
+    let count = usize::try_from(count).map_err(|_| "negative record count".to_string())?;
+    if count == 0 || count > METADATA_RECORDS_PER_PROPOSAL_MAX || count * 4 > r.remaining() {
+        return Err(format!("{count} records"));
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = r.i32("ForwardProposal.len").map_err(|e| e.to_string())?;
+        let len = usize::try_from(len).map_err(|_| "negative record length".to_string())?;
+        if len > r.remaining() {
+            return Err("record longer than the frame".into());
+        }
+        out.push(
+            r.raw("ForwardProposal.record", len)
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    Ok(out)
+}
+
+fn forwarded_response(cid: i32, result: Result<Offset, MetadataError>) -> BytesMut {
+    let (code, offset, message) = match result {
+        Ok(o) => (ErrorCode::NONE, o.0, String::new()),
+        Err(e) => (ErrorCode::NOT_CONTROLLER, -1, e.to_string()),
+    };
+    let message: String = message.chars().take(1000).collect();
+    let mut out = BytesMut::new();
+    let body_len = 4 + 2 + 8 + 2 + message.len();
+    out.extend_from_slice(&(body_len as i32).to_be_bytes());
+    out.extend_from_slice(&cid.to_be_bytes());
+    out.extend_from_slice(&code.0.to_be_bytes());
+    out.extend_from_slice(&offset.to_be_bytes());
+    out.extend_from_slice(&(message.len() as i16).to_be_bytes());
+    out.extend_from_slice(message.as_bytes());
+    out
+}
+
+/// Sends `records` to the leader at `addr`; on its commit, asks the driver
+/// to resolve `reply` once this node's listener handled that offset.
+pub(crate) async fn forward_proposal(
+    addr: std::net::SocketAddr,
+    records: Vec<Bytes>,
+    reply: Reply,
+    events: SyncSender<Event>,
+) {
+    let timeout = Duration::from_millis(METADATA_FORWARD_TIMEOUT_MS);
+    let result = tokio::time::timeout(timeout, forward_once(addr, &records)).await;
+    match result {
+        Ok(Ok(offset)) => {
+            if let Err(std::sync::mpsc::TrySendError::Full(Event::AwaitLocal(_, reply))) =
+                events.try_send(Event::AwaitLocal(offset, reply))
+            {
+                reply.send(Err(MetadataError::Busy));
+            }
+        }
+        Ok(Err(e)) => reply.send(Err(MetadataError::Failed(format!(
+            "forwarding to the quorum leader at {addr}: {e}"
+        )))),
+        Err(_) => reply.send(Err(MetadataError::Failed(format!(
+            "forwarding to the quorum leader at {addr}: timed out"
+        )))),
+    }
+}
+
+async fn forward_once(addr: std::net::SocketAddr, records: &[Bytes]) -> Result<Offset, String> {
+    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut body = BytesMut::new();
+    body.extend_from_slice(&FORWARD_PROPOSAL_API_KEY.to_be_bytes());
+    body.extend_from_slice(&0i16.to_be_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&(wire::CLIENT_ID.len() as i16).to_be_bytes());
+    body.extend_from_slice(wire::CLIENT_ID.as_bytes());
+    body.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    for r in records {
+        body.extend_from_slice(&(r.len() as i32).to_be_bytes());
+        body.extend_from_slice(r);
+    }
+    let mut frame = BytesMut::with_capacity(body.len() + 4);
+    frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    s.write_all(&frame).await.map_err(|e| e.to_string())?;
+    let resp = read_frame(&mut s)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("connection closed")?;
+    let mut r = Reader::new(resp);
+    let e = |e: fjord_protocol::DecodeError| e.to_string();
+    let _cid = r.i32("ForwardProposal.correlation_id").map_err(e)?;
+    let code = ErrorCode(r.i16("ForwardProposal.error_code").map_err(e)?);
+    let offset = r.i64("ForwardProposal.offset").map_err(e)?;
+    let len = r.i16("ForwardProposal.message_len").map_err(e)?;
+    let len = usize::try_from(len).unwrap_or(0).min(r.remaining());
+    let message = r.raw("ForwardProposal.message", len).map_err(e)?;
+    if code != ErrorCode::NONE {
+        return Err(String::from_utf8_lossy(&message).into_owned());
+    }
+    Ok(Offset(offset))
 }

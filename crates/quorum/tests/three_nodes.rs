@@ -9,9 +9,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fjord_metadata::{CommittedBatch, MetadataError, MetadataListener, MetadataQuorum, Snapshot};
+use fjord_model::{ErrorCode, LeaderEpoch};
 use fjord_model::{NodeId, Offset};
+use fjord_quorum::wire;
 use fjord_quorum::{RaftQuorum, RaftQuorumConfig, Voter};
+use fjord_raft::messages::*;
 use parking_lot::Mutex;
+use std::io::{Read, Write};
 
 type Seen = Arc<Mutex<Vec<(Offset, Vec<Bytes>)>>>;
 
@@ -97,6 +101,20 @@ fn leader(nodes: &[Option<RaftQuorum>]) -> Option<usize> {
     nodes[idx].as_ref().map(|_| idx)
 }
 
+/// Sends one quorum request to `addr` as a peer would and returns the answer.
+fn call(addr: SocketAddr, msg: &Message) -> Message {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(&wire::request_frame(msg, 1).unwrap()).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut frame = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut frame).unwrap();
+    let (api, version) = wire::api_of(msg);
+    wire::decode_response(api, version, Bytes::from(frame))
+        .unwrap()
+        .message
+}
+
 fn rec(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
@@ -118,20 +136,69 @@ fn three_nodes_elect_replicate_fail_over_and_catch_up() {
     let first = wait_for("a first leader", || leader(&nodes));
     let (_, epoch1) = nodes[first].as_ref().unwrap().leader_and_epoch();
     let q = nodes[first].as_ref().unwrap();
+
+    // Bad input changes nothing and gets Kafka's error codes.
+    let vote = |cluster: &str, candidate: i32| {
+        Message::VoteRequest(VoteRequest {
+            cluster_id: cluster.into(),
+            candidate_id: NodeId(candidate),
+            candidate_epoch: LeaderEpoch(epoch1.0 + 5),
+            voter_id: NodeId(first as i32 + 1),
+            last_offset_epoch: LeaderEpoch(epoch1.0 + 5),
+            last_offset: Offset(1_000),
+            pre_vote: false,
+        })
+    };
+    let code = |m: Message| match m {
+        Message::VoteResponse(r) => (r.error_code, r.vote_granted),
+        Message::FetchResponse(r) => (r.error_code, false),
+        other => panic!("unexpected {other:?}"),
+    };
+    let addr = voters[first].addr;
+    assert_eq!(
+        code(call(addr, &vote("another-cluster", 2))),
+        (ErrorCode::INCONSISTENT_CLUSTER_ID, false)
+    );
+    assert_eq!(
+        code(call(addr, &vote("kraftnet-test", 9))),
+        (ErrorCode::INCONSISTENT_VOTER_SET, false)
+    );
+    let stale_fetch = Message::FetchRequest(FetchRequest {
+        cluster_id: "kraftnet-test".into(),
+        replica_id: NodeId((first as i32 + 1) % 3 + 1),
+        current_leader_epoch: LeaderEpoch(epoch1.0 - 1),
+        fetch_offset: Offset(0),
+        last_fetched_epoch: LeaderEpoch(0),
+    });
+    assert_eq!(
+        code(call(addr, &stale_fetch)),
+        (ErrorCode::FENCED_LEADER_EPOCH, false)
+    );
+    assert_eq!(
+        q.leader_and_epoch(),
+        (Some(NodeId(first as i32 + 1)), epoch1)
+    );
+
     let off_a = q
         .propose(vec![rec("a1"), rec("a2"), rec("a3")])
         .wait_blocking()
         .unwrap();
-    // A proposal on a follower fails at once instead of hanging.
+    // A proposal on a follower is forwarded to the leader and resolves once
+    // the follower's own listener handled it.
     let follower = (first + 1) % 3;
-    assert!(nodes[follower]
+    let off_f = nodes[follower]
         .as_ref()
         .unwrap()
-        .propose(vec![rec("x")])
+        .propose(vec![rec("f1")])
         .wait_blocking()
-        .is_err());
-    wait_for("the first batch everywhere", || {
-        seen.iter().all(|s| s.lock().len() == 1).then_some(())
+        .unwrap();
+    assert!(off_f > off_a);
+    assert_eq!(
+        seen[follower].lock().last().map(|(_, r)| r.clone()),
+        Some(vec![rec("f1")])
+    );
+    wait_for("the first batches everywhere", || {
+        seen.iter().all(|s| s.lock().len() == 2).then_some(())
     });
 
     // Stop the leader: the other two elect a new one in a later epoch.
@@ -163,8 +230,8 @@ fn three_nodes_elect_replicate_fail_over_and_catch_up() {
         .wait_blocking()
         .unwrap();
     assert!(off_c > off_b);
-    wait_for("every node to have all three batches", || {
-        seen.iter().all(|s| s.lock().len() == 3).then_some(())
+    wait_for("every node to have all four batches", || {
+        seen.iter().all(|s| s.lock().len() == 4).then_some(())
     });
     let logs: Vec<_> = seen.iter().map(|s| s.lock().clone()).collect();
     assert_eq!(logs[0], logs[1]);
@@ -174,6 +241,7 @@ fn three_nodes_elect_replicate_fail_over_and_catch_up() {
         values,
         vec![
             vec![rec("a1"), rec("a2"), rec("a3")],
+            vec![rec("f1")],
             vec![rec("b1")],
             vec![rec("c1"), rec("c2")],
         ]
