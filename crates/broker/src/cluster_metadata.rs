@@ -110,6 +110,26 @@ pub fn read_meta_properties(dir: &Path) -> Result<Option<String>, StateError> {
     Err(file_err(&path, "no cluster.id"))
 }
 
+/// The node id in `meta.properties`, if the file exists and has one.
+pub fn read_meta_node_id(dir: &Path) -> Result<Option<NodeId>, StateError> {
+    let path = dir.join(META_PROPERTIES_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(file_err(&path, e)),
+    };
+    for line in text.lines() {
+        if let Some(v) = line.trim().strip_prefix("node.id=") {
+            let id = v
+                .trim()
+                .parse()
+                .map_err(|_| file_err(&path, "bad node.id"))?;
+            return Ok(Some(NodeId(id)));
+        }
+    }
+    Ok(None)
+}
+
 /// Writes `meta.properties` (Kafka's v1 format) durably.
 pub fn write_meta_properties(
     dir: &Path,

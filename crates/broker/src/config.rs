@@ -47,6 +47,8 @@ pub struct BrokerConfig {
     pub no_effect: BTreeMap<String, String>,
     /// Names given that Kafka does not define either (Kafka ignores them).
     pub not_kafka: BTreeSet<String>,
+    /// KRaft settings (`process.roles`, `controller.quorum.voters`, ...).
+    pub kraft: crate::kraft::KraftConfig,
 }
 
 /// The broker configs (other than the `log.*`-style topic defaults, see
@@ -58,10 +60,16 @@ pub const FJORD_BROKER_CONFIGS: &[&str] = &[
     "broker.id",
     "cluster.id",
     "connections.max.idle.ms",
+    "controller.listener.names",
+    "controller.quorum.bootstrap.servers",
+    "controller.quorum.election.timeout.ms",
+    "controller.quorum.fetch.timeout.ms",
+    "controller.quorum.voters",
     "default.replication.factor",
     "group.initial.rebalance.delay.ms",
     "group.max.session.timeout.ms",
     "group.min.session.timeout.ms",
+    "listener.security.protocol.map",
     "listeners",
     "log.dir",
     "log.dirs",
@@ -73,6 +81,7 @@ pub const FJORD_BROKER_CONFIGS: &[&str] = &[
     "node.id",
     "num.partitions",
     "offsets.retention.minutes",
+    "process.roles",
     "socket.request.max.bytes",
 ];
 
@@ -760,6 +769,7 @@ impl Default for BrokerConfig {
             explicit: BTreeSet::new(),
             no_effect: BTreeMap::new(),
             not_kafka: BTreeSet::new(),
+            kraft: Default::default(),
         }
     }
 }
@@ -778,6 +788,9 @@ impl BrokerConfig {
             return Ok(());
         }
         self.explicit.insert(name.to_string());
+        if crate::kraft::KraftConfig::handles(name) {
+            return self.kraft.set(name, value);
+        }
         match name {
             // Kafka's hour/minute variants of retention.
             "log.retention.hours" => {
@@ -835,9 +848,25 @@ impl BrokerConfig {
             }
             "log.dirs" | "log.dir" => self.data_dir = PathBuf::from(value.trim()),
             "listeners" | "listen" => {
-                self.listen = parse_listener(name, value)?;
+                let named = crate::kraft::parse_listeners(name, value)?;
+                if named.len() > 1 || self.kraft.listeners.len() > 1 {
+                    // Named listeners (CONTROLLER beside the client one); a
+                    // later single PLAINTEXT shorthand must agree with them.
+                    if named.len() == 1 && self.kraft.listeners.contains(&named[0]) {
+                        return Ok(());
+                    }
+                    if named.len() == 1 {
+                        return Err(invalid(name, value, "disagrees with listeners"));
+                    }
+                    self.kraft.listeners = named.clone();
+                }
+                let client = self.kraft.broker_listener(&named).unwrap_or(&named[0]);
+                self.listen = parse_listener(name, &format!("{}:{}", client.host, client.port))?;
             }
             "advertised.listeners" | "advertised.listener" => {
+                let named = crate::kraft::parse_listeners(name, value)?;
+                let client = self.kraft.broker_listener(&named).unwrap_or(&named[0]);
+                let value = &format!("{}:{}", client.host, client.port);
                 let (host, port) = split_host_port(name, value)?;
                 self.advertised_host = host;
                 self.advertised_port = port;

@@ -11,6 +11,7 @@ pub mod errors;
 pub mod groups;
 pub mod handlers;
 pub mod kafka_configs;
+pub mod kraft;
 pub mod response;
 pub mod server;
 pub mod state;

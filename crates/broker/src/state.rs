@@ -78,7 +78,7 @@ pub struct Broker {
     /// Never taken by the metadata thread (which applies what they propose).
     admin: Mutex<()>,
     /// The metadata quorum (set once at open) and the latest image.
-    quorum: OnceLock<LocalQuorum>,
+    quorum: OnceLock<Quorum>,
     image: OnceLock<ImageHandle>,
     /// Metadata is loaded: a topic created from now on starts with empty
     /// logs (a leftover directory of the same name is removed first).
@@ -91,6 +91,29 @@ pub struct Broker {
     /// Dynamic broker configs and the topic defaults they give (changed
     /// only by `apply_delta`).
     dynamic: RwLock<(DynamicBrokerConfigs, TopicSettings)>,
+}
+
+/// The one-voter quorum of a single node, or the KRaft quorum of a cluster
+/// (`controller.quorum.voters` set).
+pub enum Quorum {
+    Local(LocalQuorum),
+    Raft(fjord_quorum::RaftQuorum),
+}
+
+impl Quorum {
+    pub fn get(&self) -> &dyn MetadataQuorum {
+        match self {
+            Quorum::Local(q) => q,
+            Quorum::Raft(q) => q,
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            Quorum::Local(q) => q.close(),
+            Quorum::Raft(q) => q.close(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +186,41 @@ impl Broker {
                 reason: e.to_string(),
             })?;
         let cluster_id = match cm::read_meta_properties(&dir)? {
-            Some(id) => id,
+            Some(id) => {
+                if config.kraft.is_cluster() {
+                    if let Some(want) = config.cluster_id.as_ref().filter(|w| **w != id) {
+                        return Err(StateError::kafka(
+                            ErrorCode::INCONSISTENT_CLUSTER_ID,
+                            format!(
+                                "{} was formatted for cluster {id}, not {want}",
+                                dir.display()
+                            ),
+                        ));
+                    }
+                    if let Some(n) = cm::read_meta_node_id(&dir)?.filter(|n| *n != config.node_id) {
+                        return Err(StateError::kafka(
+                            ErrorCode::INVALID_CONFIG,
+                            format!(
+                                "{} was formatted for node.id {}, not {}",
+                                dir.display(),
+                                n.0,
+                                config.node_id.0
+                            ),
+                        ));
+                    }
+                }
+                id
+            }
+            None if config.kraft.is_cluster() => {
+                return Err(StateError::kafka(
+                    ErrorCode::INVALID_CONFIG,
+                    format!(
+                        "{} is not formatted: run `fjord format --data-dir {} --cluster-id ID` with the same settings first",
+                        dir.display(),
+                        dir.display()
+                    ),
+                ));
+            }
             None => {
                 let id = legacy
                     .as_ref()
@@ -201,6 +258,11 @@ impl Broker {
             }),
         );
         let _ = broker.image.set(image);
+        if broker.config.kraft.is_cluster() {
+            Broker::open_raft_quorum(&broker, Box::new(loader))?;
+            broker.loaded.store(true, Ordering::SeqCst);
+            return Ok(broker);
+        }
         let (quorum, report) = LocalQuorum::open(
             &broker.storage,
             &dir,
@@ -210,7 +272,7 @@ impl Broker {
         )
         .map_err(|e| meta_err_str(&dir, e))?;
         tracing::info!(?report, "metadata loaded");
-        let _ = broker.quorum.set(quorum);
+        let _ = broker.quorum.set(Quorum::Local(quorum));
         if report.new_log {
             // One proposal, so a crash leaves either nothing or all of it:
             // the bootstrap records and, for an old data directory, its
@@ -243,6 +305,69 @@ impl Broker {
         Ok(broker)
     }
 
+    /// Starts the KRaft quorum of a cluster node. Nothing is replayed at
+    /// open (only what is known committed reaches the image); the node that
+    /// becomes the active leader of a new cluster proposes the bootstrap
+    /// records once (a background thread waits for that).
+    fn open_raft_quorum(
+        broker: &Arc<Broker>,
+        loader: Box<dyn fjord_metadata::MetadataListener>,
+    ) -> Result<(), StateError> {
+        let cfg = &broker.config;
+        let dir = cfg.data_dir.clone();
+        let bad = |e: crate::config::ConfigError| {
+            StateError::kafka(ErrorCode::INVALID_CONFIG, e.to_string())
+        };
+        let (voters, listen) = cfg.kraft.quorum(cfg.node_id).map_err(bad)?;
+        let voters = voters
+            .into_iter()
+            .map(|(id, addr)| fjord_quorum::Voter { id, addr })
+            .collect();
+        let mut qc = fjord_quorum::RaftQuorumConfig::new(
+            cfg.node_id,
+            broker.cluster_id.clone(),
+            voters,
+            listen,
+        );
+        qc.seed ^= now_ms() as u64;
+        if let Some(t) = cfg.kraft.election_timeout_ms {
+            qc.election_timeout_ms = t;
+        }
+        if let Some(t) = cfg.kraft.fetch_timeout_ms {
+            qc.fetch_timeout_ms = t;
+        }
+        let quorum = fjord_quorum::RaftQuorum::open(&broker.storage, &dir, qc, loader)
+            .map_err(|e| meta_err_str(&dir, e))?;
+        tracing::info!(controller_listener = %quorum.local_addr(), "metadata quorum started");
+        let _ = broker.quorum.set(Quorum::Raft(quorum));
+        let weak = Arc::downgrade(broker);
+        std::thread::Builder::new()
+            .name("fjord-bootstrap".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let Some(b) = weak.upgrade() else { return };
+                let Some(Quorum::Raft(q)) = b.quorum.get() else {
+                    return;
+                };
+                if b.image().metadata_version().is_some() {
+                    return;
+                }
+                if q.is_active_leader() {
+                    match b.propose(cm::bootstrap_records(&b.config)) {
+                        Ok(()) => tracing::info!("bootstrapped the cluster metadata"),
+                        Err(e) => tracing::warn!("bootstrap proposal: {e}"),
+                    }
+                }
+            })
+            .map_err(|e| meta_err(&dir, e))?;
+        Ok(())
+    }
+
+    /// The metadata quorum, once open.
+    pub fn quorum(&self) -> Option<&Quorum> {
+        self.quorum.get()
+    }
+
     /// The latest metadata image.
     pub fn image(&self) -> MetadataImage {
         match self.image.get() {
@@ -259,7 +384,8 @@ impl Broker {
                 "metadata is not loaded",
             ));
         };
-        q.propose(frame_records(&records))
+        q.get()
+            .propose(frame_records(&records))
             .wait_blocking()
             .map(|_| ())
             .map_err(|e| meta_err_str(&self.config.data_dir, e))

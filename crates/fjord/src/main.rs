@@ -24,6 +24,9 @@ struct Cli {
 enum Command {
     /// Run a broker (zero-config: 127.0.0.1:9092, data in ./fjord-data).
     Serve(ServeArgs),
+    /// Prepare a data directory for a cluster node (like kafka-storage
+    /// format): writes meta.properties with the cluster id and node id.
+    Format(FormatArgs),
     /// Load generator for any Kafka-compatible broker: produce, consume, e2e.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -52,6 +55,46 @@ struct ServeArgs {
     set: Vec<String>,
 }
 
+#[derive(clap::Args)]
+struct FormatArgs {
+    /// The cluster id every node of the cluster is formatted with.
+    #[arg(long, value_name = "ID")]
+    cluster_id: String,
+    /// The settings the node will be served with (data dir, node.id, ...).
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// `fjord format`: refuses a directory already formatted (as
+/// kafka-storage format does without --ignore-formatted).
+fn format(args: FormatArgs) -> anyhow::Result<()> {
+    let config = build_config(&args.serve)?;
+    let id = args.cluster_id.trim();
+    anyhow::ensure!(
+        !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "--cluster-id must be 1 to 64 letters, digits, '-' or '_'"
+    );
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir)?;
+    if let Some(existing) = fjord_broker::cluster_metadata::read_meta_properties(dir)? {
+        anyhow::bail!(
+            "{} is already formatted (cluster {existing})",
+            dir.display()
+        );
+    }
+    fjord_broker::cluster_metadata::write_meta_properties(dir, id, config.node_id)?;
+    println!(
+        "Formatted {} for cluster {id}, node {}",
+        dir.display(),
+        config.node_id.0
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -63,6 +106,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Format(args) => format(args),
         Command::Bench(cmd) => bench(cmd),
         Command::Groups(cmd) => tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -145,6 +145,10 @@ pub(crate) enum Event {
 
 struct Shared {
     state: Mutex<(Option<NodeId>, LeaderEpoch, Offset)>,
+    /// The epoch in which this node leads and has handed every batch before
+    /// its epoch's first entry to the listener (its image is complete).
+    active_epoch: Mutex<Option<LeaderEpoch>>,
+    node_id: NodeId,
 }
 
 /// A metadata quorum of several voters over TCP (Kafka's KRaft).
@@ -229,6 +233,8 @@ impl RaftQuorum {
         }
         let shared = Arc::new(Shared {
             state: Mutex::new((None, LeaderEpoch(0), Offset(0))),
+            active_epoch: Mutex::new(None),
+            node_id: config.node_id,
         });
         let mut driver = Driver {
             node,
@@ -249,6 +255,7 @@ impl RaftQuorum {
             local_waits: BTreeMap::new(),
             net: runtime.handle().clone(),
             events: tx.clone(),
+            epoch_start: None,
         };
         let thread = std::thread::Builder::new()
             .name("fjord-raft".into())
@@ -276,6 +283,16 @@ impl RaftQuorum {
         }
         if let Some(rt) = self.runtime.lock().take() {
             rt.shutdown_background();
+        }
+    }
+
+    /// This node leads and its listener has seen everything committed
+    /// before its epoch (Kafka's "active controller").
+    pub fn is_active_leader(&self) -> bool {
+        let (leader, epoch, _) = *self.shared.state.lock();
+        leader.is_some() && *self.shared.active_epoch.lock() == Some(epoch) && {
+            let me = self.shared.node_id;
+            leader == Some(me)
         }
     }
 
@@ -433,6 +450,8 @@ struct Driver {
     local_waits: BTreeMap<Offset, Vec<Reply>>,
     net: tokio::runtime::Handle,
     events: SyncSender<Event>,
+    /// This node's current leader epoch and the offset of its LeaderChange.
+    epoch_start: Option<(LeaderEpoch, Offset)>,
 }
 
 impl Driver {
@@ -732,6 +751,7 @@ impl Driver {
             let result = match &e.data {
                 EntryData::LeaderChange { leader_id, voters } => {
                     i += 1;
+                    self.epoch_start = Some((e.epoch, e.offset));
                     let ids: Vec<i32> = voters.iter().map(|v| v.0).collect();
                     self.log.start_epoch(e.epoch).and_then(|()| {
                         self.log.append_control(
@@ -802,6 +822,7 @@ impl Driver {
         if self.delivered >= high_watermark {
             return;
         }
+        let mut refused: HashMap<Offset, String> = HashMap::new();
         let batches = match self.log.read_from(self.delivered) {
             Ok(b) => b,
             Err(e) => return self.fail("read committed batches", e),
@@ -822,13 +843,25 @@ impl Driver {
                     append_time_ms: b.append_time_ms,
                     records,
                 };
+                // As in LocalQuorum: a batch the listener refuses (say a
+                // topic two nodes created at once) is refused on every node
+                // alike; its proposal gets the error and the quorum goes on.
                 if let Err(e) = self.listener.handle_commit(&batch) {
-                    return self.fail("apply committed metadata", e);
+                    tracing::warn!(
+                        offset = batch.base_offset.0,
+                        "committed metadata batch not applied: {e}"
+                    );
+                    refused.insert(batch.last_offset, e.to_string());
                 }
             }
             self.delivered = b.last_offset.next();
         }
         self.shared.state.lock().2 = self.delivered;
+        if let Some((epoch, start)) = self.epoch_start {
+            if self.delivered > start && self.node.epoch() == epoch {
+                *self.shared.active_epoch.lock() = Some(epoch);
+            }
+        }
         let done: Vec<Offset> = self
             .proposals
             .range(..self.delivered)
@@ -836,7 +869,10 @@ impl Driver {
             .collect();
         for o in done {
             if let Some((_, reply)) = self.proposals.remove(&o) {
-                reply.send(Ok(o));
+                reply.send(match refused.get(&o) {
+                    Some(e) => Err(MetadataError::Apply(e.clone())),
+                    None => Ok(o),
+                });
             }
         }
         let done: Vec<Offset> = self
@@ -846,7 +882,10 @@ impl Driver {
             .collect();
         for o in done {
             for reply in self.local_waits.remove(&o).unwrap_or_default() {
-                reply.send(Ok(o));
+                reply.send(match refused.get(&o) {
+                    Some(e) => Err(MetadataError::Apply(e.clone())),
+                    None => Ok(o),
+                });
             }
         }
     }

@@ -52,6 +52,7 @@ const SERVED: &[ApiKey] = &[
     ApiKey::EndQuorumEpoch,
     ApiKey::Fetch,
     ApiKey::DescribeQuorum,
+    ApiKey::DescribeCluster,
 ];
 
 async fn read_frame(s: &mut TcpStream) -> std::io::Result<Option<Bytes>> {
@@ -121,6 +122,14 @@ async fn connection(
         }
         let out = match decode_request(key, version, &mut r) {
             Ok(Request::ApiVersions(_)) => api_versions(cid, version)?,
+            Ok(Request::DescribeCluster(req)) => {
+                let (tx, rx) = oneshot::channel();
+                events
+                    .try_send(Event::Describe(tx))
+                    .map_err(|_| "quorum busy".to_string())?;
+                let status = rx.await.map_err(|_| "quorum closed".to_string())?;
+                describe_cluster(cid, version, &req, &status, cluster_id)?
+            }
             Ok(Request::DescribeQuorum(req)) => {
                 let (tx, rx) = oneshot::channel();
                 events
@@ -234,6 +243,54 @@ fn describe_quorum(
         resp
     };
     let hv = fjord_protocol::response_header_version(ApiKey::DescribeQuorum as i16, version);
+    let mut out = BytesMut::new();
+    fjord_protocol::encode_response(cid, hv, &body, version, &mut out)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// DescribeCluster on the CONTROLLER listener (KIP-919: what Kafka's admin
+/// client sends with `bootstrap.controllers`): the voters' CONTROLLER
+/// endpoints and the leader as controller.
+fn describe_cluster(
+    cid: i32,
+    version: i16,
+    req: &fjord_protocol::kafka_protocol::messages::DescribeClusterRequest,
+    st: &QuorumStatus,
+    cluster_id: &str,
+) -> Result<BytesMut, String> {
+    use fjord_protocol::kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+    use fjord_protocol::kafka_protocol::messages::DescribeClusterResponse;
+    // Kafka's EndpointType: 1 broker, 2 controller.
+    let mut body = DescribeClusterResponse::default()
+        .with_cluster_id(sb(cluster_id))
+        .with_endpoint_type(req.endpoint_type)
+        .with_cluster_authorized_operations(i32::MIN);
+    if version >= 1 && req.endpoint_type != 2 {
+        body = body
+            .with_error_code(ErrorCode::MISMATCHED_ENDPOINT_TYPE.0)
+            .with_error_message(Some(sb("The request was sent to a controller endpoint")));
+    } else {
+        let brokers = st
+            .endpoints
+            .iter()
+            .map(|(id, addr)| {
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(id.0))
+                    .with_host(sb(&addr.ip().to_string()))
+                    .with_port(i32::from(addr.port()))
+            })
+            .collect();
+        // No leader known: any voter, as Kafka answers with a random controller.
+        let controller = st
+            .leader_id
+            .or_else(|| st.endpoints.first().map(|e| e.0))
+            .map_or(-1, |n| n.0);
+        body = body
+            .with_controller_id(BrokerId(controller))
+            .with_brokers(brokers);
+    }
+    let hv = fjord_protocol::response_header_version(ApiKey::DescribeCluster as i16, version);
     let mut out = BytesMut::new();
     fjord_protocol::encode_response(cid, hv, &body, version, &mut out)
         .map_err(|e| e.to_string())?;
