@@ -3,7 +3,8 @@
 //!
 //! Topic ids, partition counts, config overrides, dynamic broker configs and
 //! the producer-id block live as KRaft records in the local
-//! `__cluster_metadata` log (crate `fjord-metadata`, a one-voter quorum).
+//! `__cluster_metadata` log (crate `fjord-metadata`, a one-voter quorum;
+//! with `controller.quorum.voters` set, a `fjord_quorum::RaftQuorum`).
 //! An admin operation validates against the registry, proposes records,
 //! and answers only after they are committed (durable) and applied: the
 //! quorum's thread hands each new image to [`Broker::apply_delta`] (through
