@@ -105,7 +105,7 @@ impl KraftConfig {
         match name {
             "process.roles" => {
                 let roles = list(value);
-                if roles.is_empty() || roles.iter().any(|r| r != "broker" && r != "controller") {
+                if roles.iter().any(|r| r != "broker" && r != "controller") {
                     return Err(invalid(name, value, "expected broker, controller or both"));
                 }
                 self.process_roles = roles;
@@ -120,9 +120,6 @@ impl KraftConfig {
                     let (n, p) = item
                         .split_once(':')
                         .ok_or_else(|| invalid(name, value, "expected NAME:PROTOCOL,..."))?;
-                    if p.trim() != "PLAINTEXT" {
-                        return Err(invalid(name, value, "only PLAINTEXT is supported"));
-                    }
                     map.push((n.trim().to_uppercase(), p.trim().to_string()));
                 }
                 self.security_protocol_map = map;
@@ -234,6 +231,22 @@ impl KraftConfig {
                     "no listener named in controller.listener.names",
                 )
             })?;
+        for l in [Some(controller), self.broker_listener(&self.listeners)]
+            .into_iter()
+            .flatten()
+        {
+            let protocol = self
+                .security_protocol_map
+                .iter()
+                .find(|(n, _)| *n == l.name)
+                .map_or("PLAINTEXT", |(_, p)| p.as_str());
+            if protocol != "PLAINTEXT" {
+                return Err(err(
+                    "listener.security.protocol.map",
+                    "only PLAINTEXT listeners are supported",
+                ));
+            }
+        }
         let resolve = |host: &str, port: u16, name: &str| -> Result<SocketAddr, ConfigError> {
             (host, port)
                 .to_socket_addrs()
@@ -284,7 +297,12 @@ mod tests {
         assert!(k.set("process.roles", "observer").is_err());
         assert!(k.set("controller.quorum.voters", "1@a:1,1@b:2").is_err());
         assert!(k.set("controller.quorum.voters", "x@a:1").is_err());
-        assert!(k.set("listener.security.protocol.map", "A:SSL").is_err());
+        k.set(
+            "listener.security.protocol.map",
+            "CONTROLLER:SSL,PLAINTEXT:PLAINTEXT",
+        )
+        .unwrap();
+        assert!(k.quorum(NodeId(1)).is_err(), "an SSL controller listener");
         assert!(parse_listeners("listeners", "A://h:1,A://h:2").is_err());
         let mut only_bootstrap = KraftConfig::default();
         only_bootstrap

@@ -61,8 +61,8 @@ fn args(n: &Node, voters: &str) -> Vec<String> {
         "controller.listener.names=CONTROLLER".into(),
         "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into(),
         format!("controller.quorum.voters={voters}"),
-        "controller.quorum.election.timeout.ms=300".into(),
-        "controller.quorum.fetch.timeout.ms=600".into(),
+        "controller.quorum.election.timeout.ms=500".into(),
+        "controller.quorum.fetch.timeout.ms=1000".into(),
     ] {
         a.push("--set".into());
         a.push(kv);
@@ -207,6 +207,7 @@ fn three_processes_one_quorum() {
     let (leader, epoch, _) = wait_for("a quorum leader", &logs, || {
         describe_quorum(nodes[0].controller_port)
     });
+    eprintln!("first leader {leader} in epoch {epoch}");
     // Create through a node that is not the leader: forwarded, then known everywhere.
     let via = nodes.iter().find(|n| n.id != leader).unwrap().client_port;
     wait_for("orders to be created", &logs, || {
@@ -229,6 +230,7 @@ fn three_processes_one_quorum() {
     let (leader2, epoch2, _) = wait_for("a new leader", &logs, || {
         describe_quorum(survivor.controller_port).filter(|(l, e, _)| *l != leader && *e > epoch)
     });
+    eprintln!("second leader {leader2} in epoch {epoch2}");
     assert_ne!(leader2, leader);
     assert!(epoch2 > epoch);
     let other = nodes
@@ -250,16 +252,17 @@ fn three_processes_one_quorum() {
                 .map(|_| ())
         });
     }
-    // Every node reports the same leader, epoch and high watermark.
-    let views: Vec<_> = nodes
-        .iter()
-        .map(|n| {
-            wait_for("the same quorum view", &logs, || {
-                describe_quorum(n.controller_port).filter(|(l, _, _)| *l == leader2)
-            })
-        })
-        .collect();
-    assert!(views.iter().all(|v| v.1 == views[0].1), "{views:?}");
+    // Every node reports the same leader and epoch (leadership may have
+    // moved again meanwhile: that is allowed, disagreeing is not).
+    let view = wait_for("one quorum view on every node", &logs, || {
+        let views: Vec<_> = nodes
+            .iter()
+            .map(|n| describe_quorum(n.controller_port).map(|(l, e, _)| (l, e)))
+            .collect();
+        let first = views[0]?;
+        views.iter().all(|v| *v == Some(first)).then_some(first)
+    });
+    assert!(view.1 >= epoch2, "{view:?}");
     for n in nodes.iter_mut() {
         if let Some(mut c) = n.child.take() {
             let _ = c.kill();
