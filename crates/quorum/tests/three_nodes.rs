@@ -169,6 +169,7 @@ fn three_nodes_elect_replicate_fail_over_and_catch_up() {
         current_leader_epoch: LeaderEpoch(epoch1.0 - 1),
         fetch_offset: Offset(0),
         last_fetched_epoch: LeaderEpoch(0),
+        max_wait_ms: 0,
     });
     assert_eq!(
         code(call(addr, &stale_fetch)),
