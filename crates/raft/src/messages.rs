@@ -44,8 +44,9 @@ pub enum Message {
 pub struct VoteRequest {
     pub cluster_id: String,
     pub candidate_id: NodeId,
-    /// The epoch the candidate asks votes for (for a pre-vote: the epoch it
-    /// would stand in, one above its current epoch).
+    /// Kafka's `ReplicaEpoch`: the sender's current epoch — for a vote the
+    /// epoch it stands in, for a pre-vote the epoch it would leave (it would
+    /// stand in the next one). A voter in an older epoch moves to it.
     pub candidate_epoch: LeaderEpoch,
     /// Whom the request is for (KIP-853's voter key, without directory id).
     pub voter_id: NodeId,

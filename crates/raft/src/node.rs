@@ -46,6 +46,10 @@ pub enum PlantedBug {
     /// A vote is granted without checking that the candidate's log is at
     /// least as up to date as the voter's.
     VoteWithoutLogCheck,
+    /// The leader names its snapshot only for a fetch offset below its log
+    /// start, not for one at it with another epoch or with an epoch older
+    /// than the snapshot's (Kafka's validateOffsetAndEpoch checks all three).
+    SnapshotOffsetOnly,
 }
 
 /// Settings of one node (Kafka's `controller.quorum.*`).
@@ -341,6 +345,9 @@ impl Node {
     pub fn step(&mut self, now_ms: i64, input: Input, log: &dyn LogReader, out: &mut Vec<Output>) {
         assert!(now_ms >= self.now_ms, "time never goes back");
         self.now_ms = now_ms;
+        // What `log` holds: entries appended during this step reach it only
+        // after the caller performed the outputs.
+        let readable_end = self.log.end();
         match input {
             Input::Tick => self.tick(out),
             Input::Receive(env) => {
@@ -359,7 +366,7 @@ impl Node {
             Input::SnapshotTaken(id) => self.snapshot_taken(id, out),
         }
         if !self.held.is_empty() {
-            self.answer_held_fetches(log, out);
+            self.answer_held_fetches(readable_end, log, out);
         }
     }
 
@@ -715,11 +722,9 @@ impl Node {
     // ---- elections ----
 
     fn request_votes(&mut self, pre_vote: bool, out: &mut Vec<Output>) {
-        let candidate_epoch = if pre_vote {
-            LeaderEpoch(self.epoch.0 + 1)
-        } else {
-            self.epoch
-        };
+        // Kafka's ReplicaEpoch: our current epoch, also in a pre-vote (a
+        // candidate has already moved to the epoch it stands in).
+        let candidate_epoch = self.epoch;
         for v in self.others() {
             let msg = Message::VoteRequest(VoteRequest {
                 cluster_id: self.cfg.cluster_id.clone(),
@@ -772,7 +777,9 @@ impl Node {
         if req.candidate_epoch < self.epoch {
             return self.reply(env, deny(self, ErrorCode::FENCED_LEADER_EPOCH), out);
         }
-        if !req.pre_vote && req.candidate_epoch > self.epoch {
+        // As in Kafka, a pre-vote too moves us to a newer epoch: a voter left
+        // alone in a higher epoch (after a lost election) is heard again.
+        if req.candidate_epoch > self.epoch {
             self.become_unattached(req.candidate_epoch, out);
         }
         let log_ok = self.cfg.planted_bug == PlantedBug::VoteWithoutLogCheck
@@ -790,10 +797,8 @@ impl Node {
                 } => !*leader_resigned && heard,
                 _ => false,
             };
-            let epoch_ok = req.candidate_epoch > self.epoch
-                || (self.leader_id.is_none()
-                    && (self.voted_id.is_none() || self.voted_id == Some(req.candidate_id)));
-            log_ok && !leader_alive && epoch_ok
+            // A pre-vote is for the next epoch: this epoch's vote does not matter.
+            log_ok && !leader_alive
         } else {
             assert_eq!(req.candidate_epoch, self.epoch);
             log_ok
@@ -1005,9 +1010,11 @@ impl Node {
             return Ok(());
         }
         if let Some(snap) = self.log.snapshot_id() {
+            let epoch_checks = self.cfg.planted_bug != PlantedBug::SnapshotOffsetOnly;
             if fetch_offset < snap.end_offset
-                || (fetch_offset == snap.end_offset && last_fetched_epoch != snap.epoch)
-                || last_fetched_epoch < snap.epoch
+                || (epoch_checks
+                    && ((fetch_offset == snap.end_offset && last_fetched_epoch != snap.epoch)
+                        || last_fetched_epoch < snap.epoch))
             {
                 return Err((None, Some(snap)));
             }
@@ -1061,6 +1068,7 @@ impl Node {
             return self.reply(env, Message::FetchResponse(resp), out);
         }
         let now = self.now_ms;
+        let hw_before = self.high_watermark;
         if let Role::Leader(state) = &mut self.role {
             // Observers are not tracked: they count for nothing.
             if let Some(r) = state.replicas.get_mut(&req.replica_id) {
@@ -1074,11 +1082,13 @@ impl Node {
             self.high_watermark <= self.log.end(),
             "the high watermark is within the log"
         );
-        // Long polling: nothing to send yet, hold the request.
+        // Long polling: nothing to send yet (no entries, the high watermark
+        // did not move), hold the request.
         let wait_ms = req.max_wait_ms.min(self.cfg.fetch_max_wait_ms);
         if may_hold
             && wait_ms > 0
             && req.fetch_offset >= self.log.end()
+            && self.high_watermark == hw_before
             && self.held.len() < fjord_model::limits::RAFT_HELD_FETCHES_MAX
         {
             self.held.push(HeldFetch {
@@ -1096,9 +1106,15 @@ impl Node {
     }
 
     /// Answers the held Fetches that have something to say: entries were
-    /// appended, the high watermark moved, the epoch or role changed, or
-    /// their wait is over.
-    fn answer_held_fetches(&mut self, log: &dyn LogReader, out: &mut Vec<Output>) {
+    /// appended (before this step: `readable_end` is where `log` ends), the
+    /// high watermark moved, the epoch or role changed, or their wait is
+    /// over.
+    fn answer_held_fetches(
+        &mut self,
+        readable_end: Offset,
+        log: &dyn LogReader,
+        out: &mut Vec<Output>,
+    ) {
         let now = self.now_ms;
         let leading = matches!(self.role, Role::Leader(_));
         let (due, kept): (Vec<HeldFetch>, Vec<HeldFetch>) =
@@ -1106,7 +1122,7 @@ impl Node {
                 !leading
                     || h.epoch != self.epoch
                     || h.high_watermark != self.high_watermark
-                    || self.log.end() > h.request.fetch_offset
+                    || readable_end.min(self.log.end()) > h.request.fetch_offset
                     || now >= h.deadline_ms
             });
         self.held = kept;
@@ -2019,5 +2035,581 @@ mod tests {
         out.clear();
         n.step(5_000 + 3_001, Input::Propose(vec![1]), &log, &mut out);
         assert!(matches!(out[..], [Output::ProposalRejected { .. }]));
+    }
+
+    /// A log with entries from any offset and maybe one snapshot.
+    struct SnapLog {
+        entries: Vec<Entry>,
+        snapshot: Option<(SnapshotId, Vec<u8>)>,
+    }
+    impl LogReader for SnapLog {
+        fn read(&self, from: Offset, max_entries: usize) -> Vec<Entry> {
+            self.entries
+                .iter()
+                .filter(|e| e.offset >= from)
+                .take(max_entries)
+                .cloned()
+                .collect()
+        }
+        fn read_snapshot(
+            &self,
+            id: SnapshotId,
+            position: u64,
+            max: usize,
+        ) -> Option<SnapshotChunk> {
+            let (sid, bytes) = self.snapshot.as_ref().filter(|(sid, _)| *sid == id)?;
+            assert_eq!(*sid, id);
+            let from = (position as usize).min(bytes.len());
+            let to = (from + max).min(bytes.len());
+            Some(SnapshotChunk {
+                size_bytes: bytes.len() as u64,
+                bytes: bytes[from..to].to_vec(),
+            })
+        }
+    }
+
+    /// Node 1 of [1, 2, 3] elected in epoch 6 over a log of `epochs`; the
+    /// log with its LeaderChange entry.
+    fn lead_three(epochs: &[i32]) -> (Node, Vec<Entry>) {
+        let (mut n, _) = node_with_log(1, &[1, 2, 3], state(5, None, None), epochs);
+        let log = VecLog(entries(epochs));
+        let mut out = Vec::new();
+        n.step(5_000, Input::Tick, &log, &mut out);
+        for v in [2, 3] {
+            let env = Envelope {
+                from: NodeId(v),
+                to: NodeId(1),
+                correlation_id: u64::MAX,
+                message: Message::VoteResponse(VoteResponse {
+                    error_code: ErrorCode::NONE,
+                    leader_epoch: n.epoch(),
+                    leader_id: None,
+                    vote_granted: true,
+                }),
+            };
+            n.step(5_001, Input::Receive(env), &log, &mut out);
+        }
+        assert_eq!((n.role(), n.epoch()), (RoleKind::Leader, LeaderEpoch(6)));
+        let mut full = entries(epochs);
+        full.extend(out.iter().filter_map(|o| match o {
+            Output::AppendAsLeader(e) => Some(e.clone()),
+            _ => None,
+        }));
+        (n, full)
+    }
+
+    fn sent(out: &[Output]) -> Vec<Envelope> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn fetch_snapshot(from: i32, epoch: i32, id: SnapshotId, position: u64) -> Envelope {
+        Envelope {
+            from: NodeId(from),
+            to: NodeId(1),
+            correlation_id: 4,
+            message: Message::FetchSnapshotRequest(FetchSnapshotRequest {
+                cluster_id: "c1".into(),
+                replica_id: NodeId(from),
+                max_bytes: 4,
+                current_leader_epoch: LeaderEpoch(epoch),
+                snapshot_id: id,
+                position,
+            }),
+        }
+    }
+
+    #[test]
+    fn leader_names_its_snapshot_below_its_log_start_and_serves_it_in_chunks() {
+        // Log [1,1,3,3,6]; committed through voter 3; snapshot of [0, 4).
+        let (mut n, full) = lead_three(&[1, 1, 3, 3]);
+        let mut out = Vec::new();
+        let log = VecLog(full.clone());
+        n.step(
+            5_002,
+            Input::Flushed {
+                end_offset: Offset(5),
+            },
+            &log,
+            &mut out,
+        );
+        n.step(5_002, Input::Receive(fetch(3, 6, 5, 6)), &log, &mut out);
+        assert_eq!(n.high_watermark(), Offset(5));
+        let id = SnapshotId {
+            end_offset: Offset(4),
+            epoch: LeaderEpoch(3),
+        };
+        out.clear();
+        n.step(5_003, Input::SnapshotTaken(id), &log, &mut out);
+        assert_eq!(out, vec![Output::DeleteBefore(Offset(4))]);
+        assert_eq!(
+            (n.log().start(), n.log().snapshot_id()),
+            (Offset(4), Some(id))
+        );
+        // An older snapshot changes nothing.
+        out.clear();
+        let old = SnapshotId {
+            end_offset: Offset(2),
+            epoch: LeaderEpoch(1),
+        };
+        n.step(5_003, Input::SnapshotTaken(old), &log, &mut out);
+        assert!(out.is_empty());
+        let log = SnapLog {
+            entries: full[4..].to_vec(),
+            snapshot: Some((id, b"0123456789".to_vec())),
+        };
+        let ask = |n: &mut Node, env: Envelope| {
+            let mut out = Vec::new();
+            n.step(5_004, Input::Receive(env), &log, &mut out);
+            match sent(&out).pop().map(|e| e.message) {
+                Some(m) => m,
+                None => panic!("no answer: {out:?}"),
+            }
+        };
+        let snapshot_of = |m: Message| match m {
+            Message::FetchResponse(r) => (r.snapshot_id, r.diverging_epoch, r.records.len()),
+            other => panic!("{other:?}"),
+        };
+        // Below the log start; at it with another epoch; an epoch older than the snapshot's.
+        assert_eq!(
+            snapshot_of(ask(&mut n, fetch(2, 6, 2, 1))),
+            (Some(id), None, 0)
+        );
+        assert_eq!(
+            snapshot_of(ask(&mut n, fetch(2, 6, 4, 2))),
+            (Some(id), None, 0)
+        );
+        assert_eq!(
+            snapshot_of(ask(&mut n, fetch(2, 6, 5, 2))),
+            (Some(id), None, 0)
+        );
+        assert_eq!(
+            snapshot_of(ask(&mut n, fetch(2, 6, 0, 0))),
+            (Some(id), None, 0)
+        );
+        // At the log start with the snapshot's epoch: entries from there.
+        assert_eq!(snapshot_of(ask(&mut n, fetch(2, 6, 4, 3))), (None, None, 1));
+        // Epoch 3 ended at 4 here: a follower with more of epoch 3 diverges there.
+        let div = DivergingEpoch {
+            epoch: LeaderEpoch(3),
+            end_offset: Offset(4),
+        };
+        assert_eq!(
+            snapshot_of(ask(&mut n, fetch(2, 6, 5, 3))),
+            (None, Some(div), 0)
+        );
+        // FetchSnapshot: chunks of at most max_bytes, by position.
+        let chunk = |m: Message| match m {
+            Message::FetchSnapshotResponse(r) => (r.error_code, r.size, r.position, r.bytes),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            chunk(ask(&mut n, fetch_snapshot(2, 6, id, 0))),
+            (ErrorCode::NONE, 10, 0, b"0123".to_vec())
+        );
+        assert_eq!(
+            chunk(ask(&mut n, fetch_snapshot(2, 6, id, 8))),
+            (ErrorCode::NONE, 10, 8, b"89".to_vec())
+        );
+        assert_eq!(
+            chunk(ask(&mut n, fetch_snapshot(2, 6, id, 10))).0,
+            POSITION_OUT_OF_RANGE
+        );
+        assert_eq!(
+            chunk(ask(&mut n, fetch_snapshot(2, 6, old, 0))).0,
+            SNAPSHOT_NOT_FOUND
+        );
+        assert_eq!(
+            chunk(ask(&mut n, fetch_snapshot(2, 5, id, 0))).0,
+            ErrorCode::FENCED_LEADER_EPOCH
+        );
+        assert_eq!(
+            chunk(ask(&mut n, fetch_snapshot(2, 7, id, 0))).0,
+            ErrorCode::UNKNOWN_LEADER_EPOCH
+        );
+        // Observers may fetch snapshots too.
+        assert_eq!(
+            chunk(ask(&mut n, fetch_snapshot(9, 6, id, 4))).3,
+            b"4567".to_vec()
+        );
+    }
+
+    #[test]
+    fn follower_fetches_a_snapshot_in_chunks_installs_it_and_fetches_on() {
+        let (mut n, log) = node_with_log(2, &[1, 2, 3], state(6, Some(1), None), &[1, 1]);
+        let mut out = Vec::new();
+        n.step(0, Input::Tick, &log, &mut out);
+        let id = SnapshotId {
+            end_offset: Offset(9),
+            epoch: LeaderEpoch(5),
+        };
+        let reply = |req: &Envelope, message: Message| Envelope {
+            from: NodeId(1),
+            to: NodeId(2),
+            correlation_id: req.correlation_id,
+            message,
+        };
+        let fetch_resp = FetchResponse {
+            error_code: ErrorCode::NONE,
+            leader_epoch: LeaderEpoch(6),
+            leader_id: Some(NodeId(1)),
+            high_watermark: Offset(12),
+            diverging_epoch: None,
+            snapshot_id: Some(id),
+            records: Vec::new(),
+        };
+        let chunk_resp = |position: u64, bytes: &[u8]| {
+            Message::FetchSnapshotResponse(FetchSnapshotResponse {
+                error_code: ErrorCode::NONE,
+                leader_epoch: LeaderEpoch(6),
+                leader_id: Some(NodeId(1)),
+                snapshot_id: id,
+                size: 5,
+                position,
+                bytes: bytes.to_vec(),
+            })
+        };
+        let req = sent(&out).pop().unwrap();
+        out.clear();
+        n.step(
+            1,
+            Input::Receive(reply(&req, Message::FetchResponse(fetch_resp.clone()))),
+            &log,
+            &mut out,
+        );
+        let req = sent(&out).pop().unwrap();
+        assert!(
+            matches!(&req.message, Message::FetchSnapshotRequest(r) if r.snapshot_id == id && r.position == 0),
+            "{req:?}"
+        );
+        out.clear();
+        n.step(
+            2,
+            Input::Receive(reply(&req, chunk_resp(0, b"abc"))),
+            &log,
+            &mut out,
+        );
+        assert_eq!(
+            out[0],
+            Output::SnapshotChunk {
+                snapshot_id: id,
+                position: 0,
+                bytes: b"abc".to_vec()
+            }
+        );
+        let req = sent(&out).pop().unwrap();
+        assert!(matches!(&req.message, Message::FetchSnapshotRequest(r) if r.position == 3));
+        // A chunk for another position (a late duplicate) is not taken.
+        out.clear();
+        n.step(
+            3,
+            Input::Receive(reply(&req, chunk_resp(0, b"abc"))),
+            &log,
+            &mut out,
+        );
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::SnapshotChunk { .. })),
+            "{out:?}"
+        );
+        // Start over with a Fetch after it (the leader names its snapshot again).
+        let req = sent(&out).pop().unwrap();
+        assert!(matches!(&req.message, Message::FetchRequest(_)), "{req:?}");
+        out.clear();
+        n.step(
+            4,
+            Input::Receive(reply(&req, Message::FetchResponse(fetch_resp))),
+            &log,
+            &mut out,
+        );
+        let req = sent(&out).pop().unwrap();
+        out.clear();
+        n.step(
+            5,
+            Input::Receive(reply(&req, chunk_resp(0, b"abc"))),
+            &log,
+            &mut out,
+        );
+        let req = sent(&out).pop().unwrap();
+        out.clear();
+        n.step(
+            6,
+            Input::Receive(reply(&req, chunk_resp(3, b"de"))),
+            &log,
+            &mut out,
+        );
+        let installed = out.iter().position(|o| *o == Output::InstallSnapshot(id));
+        let chunk = out
+            .iter()
+            .position(|o| matches!(o, Output::SnapshotChunk { position: 3, .. }));
+        assert!(chunk.is_some() && chunk < installed, "{out:?}");
+        assert!(out.contains(&Output::Committed {
+            high_watermark: Offset(9)
+        }));
+        assert_eq!(
+            (n.log().start(), n.log().end(), n.high_watermark()),
+            (Offset(9), Offset(9), Offset(9))
+        );
+        let req = sent(&out).pop().unwrap();
+        assert!(
+            matches!(&req.message, Message::FetchRequest(f) if f.fetch_offset == Offset(9) && f.last_fetched_epoch == LeaderEpoch(5)),
+            "{req:?}"
+        );
+        // SNAPSHOT_NOT_FOUND (the leader deleted it) goes back to Fetch.
+        let (mut m, log) = node_with_log(2, &[1, 2, 3], state(6, Some(1), None), &[]);
+        out.clear();
+        m.step(0, Input::Tick, &log, &mut out);
+        let req = sent(&out).pop().unwrap();
+        let resp = FetchResponse {
+            error_code: ErrorCode::NONE,
+            leader_epoch: LeaderEpoch(6),
+            leader_id: Some(NodeId(1)),
+            high_watermark: Offset(12),
+            diverging_epoch: None,
+            snapshot_id: Some(id),
+            records: Vec::new(),
+        };
+        out.clear();
+        m.step(
+            1,
+            Input::Receive(reply(&req, Message::FetchResponse(resp))),
+            &log,
+            &mut out,
+        );
+        let req = sent(&out).pop().unwrap();
+        let gone = Message::FetchSnapshotResponse(FetchSnapshotResponse {
+            error_code: SNAPSHOT_NOT_FOUND,
+            leader_epoch: LeaderEpoch(6),
+            leader_id: Some(NodeId(1)),
+            snapshot_id: id,
+            size: 0,
+            position: 0,
+            bytes: Vec::new(),
+        });
+        out.clear();
+        m.step(200, Input::Receive(reply(&req, gone)), &log, &mut out);
+        m.step(300, Input::Tick, &log, &mut out);
+        assert!(
+            sent(&out)
+                .iter()
+                .any(|e| matches!(e.message, Message::FetchRequest(_))),
+            "{out:?}"
+        );
+        assert_eq!(m.role(), RoleKind::Follower);
+    }
+
+    #[test]
+    fn observer_finds_the_leader_follows_it_and_never_votes() {
+        let (mut n, log) = node_with_log(9, &[1, 2, 3], state(0, None, None), &[]);
+        assert!(!n.is_voter());
+        let mut out = Vec::new();
+        n.step(0, Input::Tick, &log, &mut out);
+        let probe = sent(&out).pop().expect("asks a voter");
+        assert!(
+            matches!(&probe.message, Message::FetchRequest(f) if f.replica_id == NodeId(9)),
+            "{probe:?}"
+        );
+        assert!([1, 2, 3].contains(&probe.to.0));
+        // The voter does not lead but knows who does.
+        let answer = Envelope {
+            from: probe.to,
+            to: NodeId(9),
+            correlation_id: probe.correlation_id,
+            message: Message::FetchResponse(FetchResponse {
+                error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                leader_epoch: LeaderEpoch(4),
+                leader_id: Some(NodeId(2)),
+                high_watermark: Offset(-1),
+                diverging_epoch: None,
+                snapshot_id: None,
+                records: Vec::new(),
+            }),
+        };
+        out.clear();
+        n.step(1, Input::Receive(answer), &log, &mut out);
+        assert_eq!(
+            (n.role(), n.leader_id(), n.epoch()),
+            (RoleKind::Follower, Some(NodeId(2)), LeaderEpoch(4))
+        );
+        assert!(sent(&out)
+            .iter()
+            .any(|e| e.to == NodeId(2) && matches!(e.message, Message::FetchRequest(_))));
+        // A vote request is refused and changes nothing.
+        out.clear();
+        let mut v = vote(1, 9, 5, 4, 10);
+        if let Message::VoteRequest(r) = &mut v.message {
+            r.voter_id = NodeId(9);
+        }
+        n.step(2, Input::Receive(v), &log, &mut out);
+        let r = vote_response(&out);
+        assert!(!r.vote_granted);
+        assert_eq!(r.error_code, ErrorCode::INCONSISTENT_VOTER_SET);
+        assert_eq!(n.voted_id(), None);
+        // The leader falls silent: no election, the observer asks the voters again.
+        out.clear();
+        for t in (100..10_000).step_by(100) {
+            n.step(t, Input::Tick, &log, &mut out);
+            assert!(
+                matches!(n.role(), RoleKind::Follower | RoleKind::Unattached),
+                "{:?}",
+                n.role()
+            );
+        }
+        assert!(!sent(&out)
+            .iter()
+            .any(|e| matches!(e.message, Message::VoteRequest(_))));
+        assert!(
+            sent(&out).iter().any(|e| e.to != NodeId(2)),
+            "asks other voters too"
+        );
+        assert_eq!(n.role(), RoleKind::Unattached);
+        // A new leader answers: followed.
+        let probe = sent(&out).pop().unwrap();
+        let answer = Envelope {
+            from: probe.to,
+            to: NodeId(9),
+            correlation_id: probe.correlation_id,
+            message: Message::FetchResponse(FetchResponse {
+                error_code: ErrorCode::FENCED_LEADER_EPOCH,
+                leader_epoch: LeaderEpoch(5),
+                leader_id: Some(NodeId(3)),
+                high_watermark: Offset(-1),
+                diverging_epoch: None,
+                snapshot_id: None,
+                records: Vec::new(),
+            }),
+        };
+        out.clear();
+        n.step(10_000, Input::Receive(answer), &log, &mut out);
+        assert_eq!(
+            (n.role(), n.leader_id()),
+            (RoleKind::Follower, Some(NodeId(3)))
+        );
+    }
+
+    #[test]
+    fn observer_fetches_do_not_count_toward_the_high_watermark() {
+        let (mut n, full) = lead_three(&[1, 1]);
+        let log = VecLog(full);
+        let mut out = Vec::new();
+        n.step(
+            5_002,
+            Input::Flushed {
+                end_offset: Offset(3),
+            },
+            &log,
+            &mut out,
+        );
+        // Observers 8 and 9 hold everything; the voters nothing yet.
+        for o in [8, 9] {
+            let r = {
+                out.clear();
+                n.step(5_003, Input::Receive(fetch(o, 6, 3, 6)), &log, &mut out);
+                fetch_response(&out)
+            };
+            assert_eq!(r.error_code, ErrorCode::NONE);
+        }
+        assert_eq!(n.high_watermark(), Offset(0));
+        out.clear();
+        n.step(5_004, Input::Receive(fetch(2, 6, 3, 6)), &log, &mut out);
+        assert_eq!(n.high_watermark(), Offset(3));
+        // And they do not keep the leader in office.
+        n.step(
+            5_004 + 2_999,
+            Input::Receive(fetch(8, 6, 3, 6)),
+            &log,
+            &mut out,
+        );
+        n.step(5_004 + 3_000, Input::Tick, &log, &mut out);
+        assert_eq!(n.role(), RoleKind::Resigned);
+    }
+
+    #[test]
+    fn leader_holds_an_empty_fetch_until_data_arrives_or_the_wait_ends() {
+        let (mut n, full) = lead_three(&[1, 1]);
+        let mut log = VecLog(full);
+        let mut out = Vec::new();
+        n.step(
+            5_002,
+            Input::Flushed {
+                end_offset: Offset(3),
+            },
+            &log,
+            &mut out,
+        );
+        let mut waiting = fetch(2, 6, 3, 6);
+        if let Message::FetchRequest(f) = &mut waiting.message {
+            f.max_wait_ms = 300;
+        }
+        // The fetch moves the high watermark: answered at once.
+        out.clear();
+        n.step(5_003, Input::Receive(waiting.clone()), &log, &mut out);
+        assert_eq!(fetch_response(&out).high_watermark, Offset(3));
+        // Nothing new now: held, then answered when a proposal is appended.
+        out.clear();
+        n.step(5_004, Input::Receive(waiting.clone()), &log, &mut out);
+        assert!(sent(&out).is_empty(), "{out:?}");
+        assert_eq!(n.held_fetch_deadline_ms(), Some(5_004 + 300));
+        n.step(5_010, Input::Tick, &log, &mut out);
+        assert!(sent(&out).is_empty(), "{out:?}");
+        n.step(5_011, Input::Propose(b"p".to_vec()), &log, &mut out);
+        log.0.extend(out.iter().filter_map(|o| match o {
+            Output::AppendAsLeader(e) => Some(e.clone()),
+            _ => None,
+        }));
+        // Answered at the next step, when the log holds the new entry.
+        assert!(sent(&out).is_empty(), "{out:?}");
+        out.clear();
+        n.step(5_012, Input::Tick, &log, &mut out);
+        let r = fetch_response(&out);
+        assert_eq!(
+            r.records.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            vec![Offset(3)]
+        );
+        assert_eq!(n.held_fetch_deadline_ms(), None);
+        // Held again; nothing happens; answered empty when the wait is over.
+        let mut again = fetch(2, 6, 4, 6);
+        if let Message::FetchRequest(f) = &mut again.message {
+            f.max_wait_ms = 300;
+        }
+        out.clear();
+        n.step(
+            5_012,
+            Input::Flushed {
+                end_offset: Offset(4),
+            },
+            &log,
+            &mut out,
+        );
+        n.step(5_013, Input::Receive(fetch(3, 6, 4, 6)), &log, &mut out);
+        assert_eq!(n.high_watermark(), Offset(4));
+        out.clear();
+        n.step(5_013, Input::Receive(again), &log, &mut out);
+        assert!(sent(&out).is_empty(), "{out:?}");
+        n.step(5_013 + 299, Input::Tick, &log, &mut out);
+        assert!(sent(&out).is_empty(), "{out:?}");
+        n.step(5_013 + 300, Input::Tick, &log, &mut out);
+        let r = fetch_response(&out);
+        assert!(r.records.is_empty());
+        assert_eq!(r.high_watermark, n.high_watermark());
+        // A leader that resigns answers what it holds.
+        let mut held = fetch(3, 6, 4, 6);
+        if let Message::FetchRequest(f) = &mut held.message {
+            f.max_wait_ms = 300;
+        }
+        out.clear();
+        n.step(5_400, Input::Receive(held), &log, &mut out);
+        assert!(n.held_fetch_deadline_ms().is_some());
+        n.step(5_400 + 3_000, Input::Tick, &log, &mut out);
+        assert_eq!(n.role(), RoleKind::Resigned);
+        assert_eq!(
+            fetch_response(&out).error_code,
+            ErrorCode::NOT_LEADER_OR_FOLLOWER
+        );
+        assert_eq!(n.held_fetch_deadline_ms(), None);
     }
 }

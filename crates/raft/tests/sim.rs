@@ -160,6 +160,18 @@ fn sim_catches_vote_without_log_check() {
 }
 
 #[test]
+fn sim_catches_snapshot_offered_by_offset_only() {
+    let found = seeds_to_catch(PlantedBug::SnapshotOffsetOnly, 2_000);
+    let (seed, err) =
+        found.expect("a leader skipping the snapshot epoch checks went unnoticed in 2,000 seeds");
+    assert!(
+        !err.contains("liveness"),
+        "caught, but not by a safety check: {err}"
+    );
+    eprintln!("SnapshotOffsetOnly caught at seed {seed}: {err}");
+}
+
+#[test]
 fn a_failing_seed_replays_exactly() {
     let mut cfg = config_for(7);
     cfg.planted_bug = PlantedBug::VoteWithoutLogCheck;
