@@ -47,6 +47,20 @@ pub const STORAGE_FLUSH_THREADS: usize = 4;
 pub const SEGMENT_SCAN_CHUNK_BYTES: usize = 64 * 1024;
 /// Most entries accepted in a `leader-epoch-checkpoint` file.
 pub const LEADER_EPOCH_ENTRIES_MAX: usize = 100_000;
+/// Default `min.cleanable.dirty.ratio` (0.5), in parts per million.
+pub const MIN_CLEANABLE_DIRTY_RATIO_PPM_DEFAULT: u32 = 500_000;
+/// Default `delete.retention.ms` (1 day): how long a tombstone outlives its first cleaning.
+pub const DELETE_RETENTION_MS_DEFAULT: i64 = 24 * 60 * 60 * 1000;
+/// Default `log.cleaner.dedupe.buffer.size` (Kafka: 128 MiB for all cleaner threads).
+pub const CLEANER_DEDUPE_BUFFER_BYTES_DEFAULT: usize = 128 * 1024 * 1024;
+/// Bytes the cleaner's key -> offset map counts per entry (Kafka's SkimpyOffsetMap: a
+/// 16-byte key hash and an 8-byte offset); the map holds at most
+/// `dedupe buffer / CLEANER_MAP_ENTRY_BYTES * 0.9` keys (Kafka's load factor).
+pub const CLEANER_MAP_ENTRY_BYTES: usize = 24;
+/// Default `log.cleaner.threads`.
+pub const CLEANER_THREADS_DEFAULT: usize = 1;
+/// Default `log.cleaner.backoff.ms`: how long an idle cleaner thread sleeps.
+pub const CLEANER_BACKOFF_MS_DEFAULT: u64 = 15_000;
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_CEILING);
 const _: () = assert!((MESSAGE_BYTES_MAX_CEILING as u64) <= SEGMENT_BYTES_CEILING);
 

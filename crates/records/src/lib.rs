@@ -22,6 +22,7 @@
 
 mod builder;
 pub mod compression;
+mod filter;
 mod record;
 mod varint;
 
@@ -31,6 +32,7 @@ use fjord_model::limits::DECOMPRESSED_BATCH_BYTES_MAX;
 use fjord_model::TimestampType;
 
 pub use builder::BatchBuilder;
+pub use filter::{filter_batch, Filtered};
 pub use record::{HeaderIter, Record, RecordView, RECORD_BYTES_MIN};
 
 /// base_offset i64 + batch_length i32.
@@ -347,6 +349,17 @@ fn walk_context(h: &BatchHeader) -> record::WalkContext {
 ///
 /// Compressed batches are not opened; use `validate_batch_deep` for that.
 pub fn validate_batch(buf: &[u8]) -> Result<BatchHeader, RecordsError> {
+    validate(buf, false)
+}
+
+/// `validate_batch` for a batch as a compacted log stores it (Kafka's cleaner output):
+/// records may be missing (`records_count <= last_offset_delta + 1`, offset deltas with
+/// gaps) and a batch may hold no records at all (kept for its producer's sequence).
+pub fn validate_stored_batch(buf: &[u8]) -> Result<BatchHeader, RecordsError> {
+    validate(buf, true)
+}
+
+fn validate(buf: &[u8], compacted: bool) -> Result<BatchHeader, RecordsError> {
     let h = frame(buf)?;
     if buf.len() != h.total_bytes() {
         return Err(RecordsError::BadBatchLength {
@@ -362,13 +375,22 @@ pub fn validate_batch(buf: &[u8]) -> Result<BatchHeader, RecordsError> {
         });
     }
     let compression = h.compression()?;
-    if h.records_count < 1 {
+    if compacted {
+        if h.records_count < 0
+            || h.last_offset_delta < 0
+            || i64::from(h.records_count) > i64::from(h.last_offset_delta) + 1
+        {
+            return Err(RecordsError::InvalidBatch(format!(
+                "records count {} with last offset delta {}",
+                h.records_count, h.last_offset_delta
+            )));
+        }
+    } else if h.records_count < 1 {
         return Err(RecordsError::InvalidBatch(format!(
             "records count {} (a produced batch holds at least one record)",
             h.records_count
         )));
-    }
-    if i64::from(h.last_offset_delta) != i64::from(h.records_count) - 1 {
+    } else if i64::from(h.last_offset_delta) != i64::from(h.records_count) - 1 {
         return Err(RecordsError::InvalidBatch(format!(
             "last offset delta {} but records count {}",
             h.last_offset_delta, h.records_count

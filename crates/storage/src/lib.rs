@@ -15,7 +15,19 @@
 //! 00000000000000004711.snapshot    idempotent-producer state below that offset (written
 //!                                  at roll and close; see `producer_state`)
 //! .clean_shutdown                  present only between `Log::close` and the next `Log::open`
+//! cleaner-offset-checkpoint        compacted logs: the first offset not yet cleaned
+//! 00000000000000000000.log.cleaned a compaction's new segment before its commit point
+//! 00000000000000000000.log.swap    ... after it (`Log::open` completes the swap)
 //! ```
+//!
+//! # Compaction (`cleanup.policy=compact`, module `log::clean`)
+//! `Log::cleanability` measures the dirty ratio; `Log::clean` runs one round: a bounded
+//! key -> latest offset map over the dirty section, then sealed segments wholly below the
+//! persisted recovery point rewritten in groups keeping the latest record per key (offsets,
+//! batch base and last offsets, producer fields kept; tombstones removed after
+//! `delete.retention.ms`), swapped in through `.cleaned` -> `.swap` -> rename with fsyncs.
+//! Readers of a replaced segment keep its open file. Below the recovery point, recovery
+//! accepts offset gaps and batches with fewer records than offsets (compaction's output).
 //!
 //! # One `Storage` per node
 //! Nothing in the crate is process-wide: a node creates one [`Storage`] (`Storage::new(limits)`)
@@ -39,7 +51,8 @@
 //! Invariant: durable state is a prefix of the log. Flush rounds fdatasync segments
 //! oldest first, so a crash mid-round never leaves a newer segment durable past an older
 //! one's lost tail. Write-back outside our fsyncs can still reach the disk in any order,
-//! so recovery also refuses a hole: without compaction no gap is legitimate, and a
+//! so recovery also refuses a hole above the recovery point (below it, gaps are
+//! compaction's; above it no gap is legitimate), and a
 //! segment that does not start where the previous one's last batch ends ends the log at
 //! the hole (later segments removed, reported in [`RecoveryReport::hole_at`] and its
 //! problems, logged).
@@ -111,15 +124,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use fjord_model::limits::{
-    INDEX_BYTES_MAX_DEFAULT, INDEX_INTERVAL_BYTES_DEFAULT, MESSAGE_BYTES_MAX_CEILING,
-    MESSAGE_BYTES_MAX_DEFAULT, RETENTION_MS_DEFAULT, SEGMENT_BYTES_CEILING, SEGMENT_BYTES_DEFAULT,
-    SEGMENT_BYTES_MIN,
+    DELETE_RETENTION_MS_DEFAULT, INDEX_BYTES_MAX_DEFAULT, INDEX_INTERVAL_BYTES_DEFAULT,
+    MESSAGE_BYTES_MAX_CEILING, MESSAGE_BYTES_MAX_DEFAULT, MIN_CLEANABLE_DIRTY_RATIO_PPM_DEFAULT,
+    RETENTION_MS_DEFAULT, SEGMENT_BYTES_CEILING, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN,
 };
 use fjord_model::{Offset, TimestampType};
 
 pub use error::StorageError;
 pub use fs::{FileSystem, OsFileSystem};
-pub use log::{Log, SyncWaiter};
+pub use log::{CleanOptions, CleanStats, Cleanability, Log, SyncWaiter};
 pub use storage::{Storage, StorageLimits};
 
 /// Per-partition settings (Kafka's topic configs, typed).
@@ -146,6 +159,19 @@ pub struct LogConfig {
     pub timestamp_type: TimestampType,
     /// `max.message.bytes`: largest batch accepted.
     pub message_bytes_max: usize,
+    /// `cleanup.policy` holds `compact`: the cleaner keeps the latest record per key.
+    pub compact: bool,
+    /// `cleanup.policy` holds `delete`: retention by time and size applies.
+    pub delete: bool,
+    /// `min.cleanable.dirty.ratio`, in parts per million.
+    pub min_cleanable_dirty_ratio_ppm: u32,
+    /// `min.compaction.lag.ms`: a record stays uncompacted at least this long.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a dirty segment older than this is cleaned whatever
+    /// the dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: how long tombstones stay after their first cleaning.
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -161,6 +187,12 @@ impl Default for LogConfig {
             flush_interval_ms: None,
             timestamp_type: TimestampType::CreateTime,
             message_bytes_max: MESSAGE_BYTES_MAX_DEFAULT,
+            compact: false,
+            delete: true,
+            min_cleanable_dirty_ratio_ppm: MIN_CLEANABLE_DIRTY_RATIO_PPM_DEFAULT,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: DELETE_RETENTION_MS_DEFAULT,
         }
     }
 }

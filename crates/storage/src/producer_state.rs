@@ -253,6 +253,14 @@ impl ProducerStateMap {
         self.producers.is_empty()
     }
 
+    /// The last offset of every producer's newest batch (compaction keeps those batches).
+    pub fn newest_batch_offsets(&self) -> std::collections::HashSet<i64> {
+        self.producers
+            .values()
+            .filter_map(|e| e.batches.back().map(|b| b.last_offset.0))
+            .collect()
+    }
+
     pub fn get(&self, producer_id: ProducerId) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)
     }

@@ -20,7 +20,7 @@ use fjord_model::limits::{
     MESSAGE_BYTES_MAX_CEILING, SEGMENT_SCAN_CHUNK_BYTES, SEGMENT_SCAN_HEADER_ONLY_AFTER_BYTES,
 };
 use fjord_model::TimestampType;
-use fjord_records::{validate_batch, BatchHeader, BATCH_HEADER_BYTES};
+use fjord_records::{validate_batch, validate_stored_batch, BatchHeader, BATCH_HEADER_BYTES};
 use parking_lot::Mutex;
 
 use crate::error::StorageError;
@@ -83,7 +83,7 @@ pub(crate) struct Indexes {
 }
 
 impl Indexes {
-    fn new(offset: OffsetIndex, time: TimeIndex) -> Indexes {
+    pub(crate) fn new(offset: OffsetIndex, time: TimeIndex) -> Indexes {
         let (max_timestamp, offset_of_max_timestamp) = time.last_entry().unwrap_or((-1, -1));
         Indexes {
             offset,
@@ -154,6 +154,14 @@ pub(crate) struct Segment {
     pub(crate) index_dirty: AtomicBool,
     /// Removed from the log (retention, DeleteRecords); its files are gone or going.
     pub(crate) deleted: AtomicBool,
+    /// Being replaced by a cleaned segment (compaction): its open file is kept (readers of
+    /// an older view keep reading the old data) and nothing is opened or mapped by path
+    /// any more (the paths may name the new segment's files).
+    frozen: AtomicBool,
+    /// Batches below this offset may leave offset gaps and hold fewer records than their
+    /// offset range (a compacted log's, below the recovery point): recovery scans accept
+    /// them. `i64::MIN` while unset.
+    pub(crate) gaps_below: std::sync::atomic::AtomicI64,
     pub(crate) indexes: Mutex<Indexes>,
 }
 
@@ -210,6 +218,8 @@ impl Segment {
             flushed_size: AtomicU64::new(size),
             index_dirty: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
+            frozen: AtomicBool::new(false),
+            gaps_below: std::sync::atomic::AtomicI64::new(i64::MIN),
             indexes: Mutex::new(indexes),
         }
     }
@@ -349,6 +359,12 @@ impl Segment {
         let file = match existing {
             Some(f) => f,
             None => {
+                if self.frozen.load(Ordering::Acquire) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "segment replaced by compaction",
+                    ));
+                }
                 let f = Arc::new(File::open(self.path(LOG_SUFFIX))?);
                 let mut slot = self.file.lock();
                 match &*slot {
@@ -388,7 +404,7 @@ impl Segment {
     /// Called by the handle cache: close the file or unmap an index. An unsynced file
     /// stays open (its fsync must see any write-back error).
     pub(crate) fn release(&self, kind: Kind) {
-        if !self.is_sealed() {
+        if !self.is_sealed() || (kind == Kind::File && self.frozen.load(Ordering::Acquire)) {
             return;
         }
         match kind {
@@ -539,6 +555,7 @@ impl Segment {
             Some(self.base_offset)
         };
         let mut valid_end = start;
+        let gaps_below = self.gaps_below.load(Ordering::Acquire);
         loop {
             let (h, pos) = match scanner.next_header() {
                 Ok(Some(x)) => x,
@@ -551,19 +568,27 @@ impl Segment {
                     break;
                 }
             };
+            let compacted = h.last_offset() < gaps_below;
             if h.last_offset() >= trusted_below {
                 let bytes = match scanner.window(pos, h.total_bytes()) {
                     Ok(b) => b,
                     Err(e) => return Err(StorageError::io(format!("read {}", self.display()), e)),
                 };
-                if let Err(e) = validate_batch(bytes) {
+                let valid = if compacted {
+                    validate_stored_batch(bytes)
+                } else {
+                    validate_batch(bytes)
+                };
+                if let Err(e) = valid {
                     out.problem = Some(format!("batch at position {pos}: {e}"));
                     break;
                 }
             }
             // Offsets in a segment are contiguous from its base (the base offset is not
             // covered by the CRC, so this is what catches a damaged one).
+            // Compaction leaves gaps (whole batches removed) below `gaps_below`.
             let contiguous = match expected {
+                Some(e) if compacted => h.base_offset >= e,
                 Some(e) => h.base_offset == e,
                 None => Some(h.last_offset()) == first_last_offset,
             };
@@ -656,7 +681,9 @@ impl Segment {
 
     /// Maps a sealed index on demand; true if it is a cached mapping (touch it).
     fn load(&self, idx: &mut Indexes, kind: Kind) -> bool {
-        if !self.is_sealed() {
+        if !self.is_sealed() || self.frozen.load(Ordering::Acquire) {
+            // A frozen segment's index paths may name its replacement's files: an index
+            // not mapped yet is not loaded (lookups then scan from the file's start).
             return false;
         }
         let res = match kind {
@@ -732,6 +759,23 @@ impl Segment {
             }
             self.index_dirty.store(false, Ordering::Release);
         }
+        Ok(())
+    }
+
+    /// Pins the open `.log` file and stops opening or mapping anything by path (see
+    /// `frozen`): called before compaction renames a replacement over this segment's files.
+    pub(crate) fn freeze(self: &Arc<Self>) -> io::Result<()> {
+        let file = self.file()?;
+        let mut slot = self.file.lock();
+        if slot.is_none() {
+            *slot = Some(file);
+        }
+        self.frozen.store(true, Ordering::Release);
+        assert!(
+            slot.is_some(),
+            "{}: frozen without its file",
+            self.display()
+        );
         Ok(())
     }
 

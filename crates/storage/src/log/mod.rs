@@ -1,9 +1,10 @@
 //! `Log`: one partition's segmented log (see the crate docs for layout and concurrency).
 //! The state and its locks are here; each concern is in its own file: `recovery` (open),
 //! `append`, `truncate`, `epochs`, `sync` (group commit, recovery point), `read`,
-//! `retention`.
+//! `retention`, `clean` (compaction).
 
 mod append;
+mod clean;
 mod epochs;
 mod read;
 mod recovery;
@@ -11,6 +12,7 @@ mod retention;
 mod sync;
 mod truncate;
 
+pub use clean::{CleanOptions, CleanStats, Cleanability};
 use epochs::{assert_epochs_ordered, truncate_epochs_from_start};
 use read::scan_error;
 use recovery::rebuild_producer_state;
@@ -130,6 +132,10 @@ pub struct Log {
     dir_dirty: AtomicBool,
     config: RwLock<LogConfig>,
     epochs: Mutex<Vec<(i32, i64)>>,
+    /// The cleaner checkpoint: the first offset not yet cleaned (compacted logs).
+    cleaned_to: AtomicI64,
+    /// One cleaning round at a time.
+    cleaning: Mutex<()>,
 }
 
 /// Resolves once `Log::sync_to`'s offset is on stable storage.

@@ -32,14 +32,29 @@ impl Log {
         let mut bases = Vec::new();
         let mut index_files = Vec::new();
         let mut marker_seen = false;
+        let mut swaps = Vec::new();
+        let mut swap_indexes = Vec::new();
         let listing = fs::read_dir(dir).map_err(|e| StorageError::io_path("list", dir, e))?;
         for entry in listing {
             let entry = entry.map_err(|e| StorageError::io_path("list", dir, e))?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if name.ends_with(".tmp") || name.ends_with(".deleted") {
+            if name.ends_with(".tmp")
+                || name.ends_with(".deleted")
+                || name.ends_with(clean::CLEANED_SUFFIX)
+            {
+                // `.cleaned`: a compaction that had not reached its swap; the old segments
+                // are intact.
                 let _ = ctx.fs.remove_file(&entry.path());
+                continue;
+            }
+            if let Some(stem) = name.strip_suffix(clean::SWAP_SUFFIX) {
+                if let Some((base, LOG_SUFFIX)) = segment::parse_file_name(stem) {
+                    swaps.push(base);
+                } else {
+                    swap_indexes.push(entry.path());
+                }
                 continue;
             }
             if name == CLEAN_SHUTDOWN_FILE {
@@ -55,6 +70,34 @@ impl Log {
             }
         }
         bases.sort_unstable();
+        // A compaction interrupted after its commit point (`.log.swap` written): finish it.
+        // Index `.swap` files without their `.log.swap` belong to one that had not reached
+        // it: the old segment is intact.
+        swaps.sort_unstable();
+        for &base in &swaps {
+            let replaced = clean::complete_swap(&*ctx.fs, dir, base, &bases)?;
+            warn_problem(
+                &mut report,
+                dir,
+                format!(
+                    "completed an interrupted compaction: segment {base} replaces {replaced:?}"
+                ),
+            );
+            bases.retain(|b| !replaced.contains(b));
+            if let Err(at) = bases.binary_search(&base) {
+                bases.insert(at, base);
+            }
+        }
+        for path in swap_indexes {
+            if path.exists() {
+                let _ = ctx.fs.remove_file(&path);
+            }
+        }
+        if !swaps.is_empty() {
+            checkpoint::sync_dir(&*ctx.fs, dir)
+                .map_err(|e| StorageError::io_path("fsync", dir, e))?;
+        }
+        index_files.retain(|(_, p)| p.exists());
         for (base, path) in index_files {
             if bases.binary_search(&base).is_err() {
                 warn_problem(
@@ -80,6 +123,9 @@ impl Log {
             }
         };
         report.recovery_point = recovery_point.map(Offset);
+        // Everything below the recovery point was on stable storage before the crash:
+        // offset gaps there are compaction's, not a lost write (see `Segment::gaps_below`).
+        let gaps_below = recovery_point.unwrap_or(i64::MIN);
         let start_checkpoint = match checkpoint::read_offset(dir, LOG_START_FILE) {
             Ok(ls) => ls,
             Err(e) => {
@@ -183,6 +229,7 @@ impl Log {
                         let problem = problem.unwrap_or_default();
                         warn_problem(&mut report, dir, format!("rebuilding index: {problem}"));
                         let (seg, _) = Segment::open_rw(&ctx, dir, base, index_max, i64::MIN)?;
+                        seg.gaps_below.store(gaps_below, Ordering::Release);
                         outcome = Some(seg.recover(interval, i64::MIN)?);
                         report.indexes_rebuilt += 1;
                         seg
@@ -191,6 +238,7 @@ impl Log {
             } else if report.clean {
                 // The active segment after a clean shutdown: find its end from the index.
                 let (seg, all) = Segment::open_rw(&ctx, dir, base, index_max, i64::MAX)?;
+                seg.gaps_below.store(gaps_below, Ordering::Release);
                 let tail = if all {
                     seg.scan_tail(interval)
                 } else {
@@ -211,10 +259,12 @@ impl Log {
                 seg
             } else if i == scan_from {
                 let (seg, _) = Segment::open_rw(&ctx, dir, base, index_max, rp_trusted)?;
+                seg.gaps_below.store(gaps_below, Ordering::Release);
                 outcome = Some(seg.recover_from_index(interval, rp_trusted)?);
                 seg
             } else {
                 let (seg, _) = Segment::open_rw(&ctx, dir, base, index_max, i64::MIN)?;
+                seg.gaps_below.store(gaps_below, Ordering::Release);
                 outcome = Some(seg.recover(interval, i64::MIN)?);
                 report.indexes_rebuilt += 1;
                 seg
@@ -251,7 +301,8 @@ impl Log {
             if let (Some(o), false, false) = (&outcome, stop, is_last) {
                 let end = o.next_offset.unwrap_or(base);
                 let next_base = bases[i + 1];
-                if end != next_base {
+                let compacted_gap = end < next_base && next_base <= gaps_below;
+                if end != next_base && !compacted_gap {
                     hole = Some(end);
                     report.hole_at = Some(Offset(end));
                     warn_problem(
@@ -325,6 +376,17 @@ impl Log {
             .min(log_end);
         epochs.retain(|&(_, start)| start <= log_end);
         truncate_epochs_from_start(&mut epochs, log_start);
+        let cleaned_to = match checkpoint::read_offset(dir, clean::CLEANER_CHECKPOINT_FILE) {
+            Ok(c) => c.unwrap_or(log_start).clamp(log_start, log_end),
+            Err(e) => {
+                warn_problem(
+                    &mut report,
+                    dir,
+                    format!("cleaner checkpoint unreadable (the log is cleaned again): {e}"),
+                );
+                log_start
+            }
+        };
         let producers =
             rebuild_producer_state(&*ctx.fs, dir, &segments, log_end, now_ms, &mut report)?;
 
@@ -426,6 +488,8 @@ impl Log {
             dir_dirty: AtomicBool::new(false),
             config: RwLock::new(config),
             epochs: Mutex::new(epochs),
+            cleaned_to: AtomicI64::new(cleaned_to),
+            cleaning: Mutex::new(()),
         });
         if light {
             log.request_flush();

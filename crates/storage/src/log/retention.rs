@@ -72,7 +72,8 @@ impl Log {
     }
 
     /// Deletes whole segments past `retention.ms` (by their largest timestamp) or beyond
-    /// `retention.bytes`, and segments below the log start; never the active segment.
+    /// `retention.bytes` (when `cleanup.policy` holds `delete`), and segments below the
+    /// log start; never the active segment.
     /// Also runs time-based flushing and checkpoints the recovery point. Call from a timer.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
         let _admin = self.admin.lock();
@@ -107,13 +108,16 @@ impl Log {
                 ts if ts >= 0 => Some(ts),
                 _ => seg.modified_ms(),
             };
-            let expired = match (cfg.retention_ms, newest_ms) {
-                (Some(r), Some(ts)) if r >= 0 => now_ms - ts > r,
-                _ => false,
-            };
-            let too_big = cfg
-                .retention_bytes
-                .is_some_and(|r| r >= 0 && total - seg.size() >= r as u64);
+            // `cleanup.policy=compact` alone: only the cleaner removes data.
+            let expired = cfg.delete
+                && match (cfg.retention_ms, newest_ms) {
+                    (Some(r), Some(ts)) if r >= 0 => now_ms - ts > r,
+                    _ => false,
+                };
+            let too_big = cfg.delete
+                && cfg
+                    .retention_bytes
+                    .is_some_and(|r| r >= 0 && total - seg.size() >= r as u64);
             if !(below_start || expired || too_big) {
                 break;
             }
