@@ -158,6 +158,52 @@ fn create_topic(rt: &tokio::runtime::Runtime, port: u16, name: &str) -> bool {
     })
 }
 
+/// With `FJORD_KAFKA_LIBS` (Kafka 4.3.1's jars; CI sets it), Kafka's own
+/// `kafka-metadata-quorum --bootstrap-controller ... describe --status`
+/// reports the leader and epoch every node agreed on, and the three voters.
+fn kafka_metadata_quorum_agrees(nodes: &[Node], (leader, epoch): (i32, i32)) {
+    let Ok(libs) = std::env::var("FJORD_KAFKA_LIBS") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "FJORD_KAFKA_LIBS must name the Kafka 4.3.1 jars in CI"
+        );
+        eprintln!("FJORD_KAFKA_LIBS not set: kafka-metadata-quorum not run");
+        return;
+    };
+    let follower = nodes.iter().find(|n| n.id != leader).unwrap();
+    let out = Command::new("java")
+        .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp"])
+        .arg(format!("{libs}/*"))
+        .arg("org.apache.kafka.tools.MetadataQuorumCommand")
+        .arg("--bootstrap-controller")
+        .arg(format!("127.0.0.1:{}", follower.controller_port))
+        .args(["describe", "--status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim_start_matches(':').trim().to_string())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    assert_eq!(field("ClusterId"), CLUSTER);
+    assert_eq!(field("LeaderId"), leader.to_string());
+    assert_eq!(field("LeaderEpoch"), epoch.to_string());
+    let voters = field("CurrentVoters");
+    for n in nodes {
+        assert!(
+            voters.contains(&format!("CONTROLLER://127.0.0.1:{}", n.controller_port)),
+            "{voters}"
+        );
+    }
+}
+
 #[test]
 fn three_processes_one_quorum() {
     let tmp = tempfile::tempdir().unwrap();
@@ -263,6 +309,7 @@ fn three_processes_one_quorum() {
         views.iter().all(|v| *v == Some(first)).then_some(first)
     });
     assert!(view.1 >= epoch2, "{view:?}");
+    kafka_metadata_quorum_agrees(&nodes, view);
     for n in nodes.iter_mut() {
         if let Some(mut c) = n.child.take() {
             let _ = c.kill();

@@ -176,7 +176,7 @@ fn api_versions(cid: i32, version: i16) -> Result<BytesMut, String> {
                 .with_max_version(max)
         })
         .collect();
-    let (body_version, code) = if (0..=3).contains(&version) {
+    let (body_version, code) = if (0..=4).contains(&version) {
         (version, ErrorCode::NONE)
     } else {
         (0, ErrorCode::UNSUPPORTED_VERSION)

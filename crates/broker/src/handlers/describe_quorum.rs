@@ -1,8 +1,10 @@
-//! DescribeQuorum: versions 0..=2. Fjord has no Raft quorum; it answers as a
-//! single-node KRaft cluster would: `__cluster_metadata` partition 0 with
-//! this node as leader and only voter and no observers. Fjord keeps its
-//! metadata in a file, not a replicated log, so the log end offset and high
-//! watermark are reported as 0 (the voter is trivially caught up).
+//! DescribeQuorum: versions 0..=2. A single node answers as a one-voter
+//! KRaft cluster would: `__cluster_metadata` partition 0 with this node as
+//! leader and only voter and no observers (log end offset and high
+//! watermark reported as 0). A cluster node (`controller.quorum.voters`)
+//! reports its quorum's leader, epoch and high watermark and the configured
+//! voters; the voters' offsets are known on the CONTROLLER listener (what
+//! `kafka-metadata-quorum --bootstrap-controller` asks), -1 here.
 
 use std::ops::RangeInclusive;
 
@@ -56,6 +58,9 @@ pub fn handle(ctx: &Ctx, req: DescribeQuorumRequest) -> Option<BytesMut> {
             .collect();
         return ctx.respond(&DescribeQuorumResponse::default().with_topics(topics));
     }
+    if let Some(crate::state::Quorum::Raft(q)) = broker.quorum() {
+        return ctx.respond(&cluster_response(ctx, q));
+    }
     let now = now_ms();
     let voter = ReplicaState::default()
         .with_replica_id(node)
@@ -85,4 +90,56 @@ pub fn handle(ctx: &Ctx, req: DescribeQuorumRequest) -> Option<BytesMut> {
         )]);
     }
     ctx.respond(&resp)
+}
+
+fn cluster_response(ctx: &Ctx, q: &fjord_quorum::RaftQuorum) -> DescribeQuorumResponse {
+    use fjord_metadata::MetadataQuorum;
+    let (leader, epoch) = q.leader_and_epoch();
+    let voters = ctx
+        .broker
+        .config
+        .kraft
+        .voters
+        .iter()
+        .map(|(id, _, _)| {
+            ReplicaState::default()
+                .with_replica_id(BrokerId(id.0))
+                .with_log_end_offset(-1)
+                .with_last_fetch_timestamp(-1)
+                .with_last_caught_up_timestamp(-1)
+        })
+        .collect();
+    let partition = PartitionData::default()
+        .with_partition_index(0)
+        .with_error_code(ErrorCode::NONE.0)
+        .with_leader_id(BrokerId(leader.map_or(-1, |l| l.0)))
+        .with_leader_epoch(epoch.0)
+        .with_high_watermark(q.high_watermark().0)
+        .with_current_voters(voters)
+        .with_observers(vec![]);
+    let topic = TopicData::default()
+        .with_topic_name(TopicName(str_bytes(METADATA_TOPIC)))
+        .with_partitions(vec![partition]);
+    let mut resp = DescribeQuorumResponse::default()
+        .with_error_code(ErrorCode::NONE.0)
+        .with_topics(vec![topic]);
+    if ctx.api_version >= 2 {
+        let nodes = ctx
+            .broker
+            .config
+            .kraft
+            .voters
+            .iter()
+            .map(|(id, host, port)| {
+                Node::default()
+                    .with_node_id(BrokerId(id.0))
+                    .with_listeners(vec![Listener::default()
+                        .with_name(str_bytes("CONTROLLER"))
+                        .with_host(str_bytes(host.clone()))
+                        .with_port(*port)])
+            })
+            .collect();
+        resp = resp.with_nodes(nodes);
+    }
+    resp
 }
