@@ -160,7 +160,8 @@ fn create_topic(rt: &tokio::runtime::Runtime, port: u16, name: &str) -> bool {
 
 /// With `FJORD_KAFKA_LIBS` (Kafka 4.3.1's jars; CI sets it), Kafka's own
 /// `kafka-metadata-quorum --bootstrap-controller ... describe --status`
-/// reports the leader and epoch every node agreed on, and the three voters.
+/// reports the leader and epoch every node agreed on, and the three voters
+/// (and the test then creates one more topic with Kafka's `kafka-topics`).
 fn kafka_metadata_quorum_agrees(nodes: &[Node], (leader, epoch): (i32, i32)) {
     let Ok(libs) = std::env::var("FJORD_KAFKA_LIBS") else {
         assert!(
@@ -310,6 +311,33 @@ fn three_processes_one_quorum() {
     });
     assert!(view.1 >= epoch2, "{view:?}");
     kafka_metadata_quorum_agrees(&nodes, view);
+    if let Ok(libs) = std::env::var("FJORD_KAFKA_LIBS") {
+        // Kafka's own admin client (kafka-topics) through a follower.
+        let follower = nodes.iter().find(|n| n.id != view.0).unwrap();
+        let out = Command::new("java")
+            .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp"])
+            .arg(format!("{libs}/*"))
+            .arg("org.apache.kafka.tools.TopicCommand")
+            .arg("--bootstrap-server")
+            .arg(format!("127.0.0.1:{}", follower.client_port))
+            .args(["--create", "--topic", "audit", "--partitions", "3"])
+            .args(["--replication-factor", "1"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for n in &nodes {
+            wait_for("audit on every node", &logs, || {
+                topics_on(&rt, n.client_port)
+                    .filter(|t| t.contains(&"audit".to_string()))
+                    .map(|_| ())
+            });
+        }
+    }
     for n in nodes.iter_mut() {
         if let Some(mut c) = n.child.take() {
             let _ = c.kill();
