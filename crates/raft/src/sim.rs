@@ -135,6 +135,8 @@ pub struct SimReport {
     pub heal_to_converge_ms: i64,
     pub snapshots_taken: usize,
     pub snapshots_installed: usize,
+    /// Steps after which some leader held a Fetch (long polling).
+    pub steps_with_held_fetch: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -939,6 +941,13 @@ impl<'a> Sim<'a> {
             }
             self.nodes[i].hw_seen = hw;
             self.nodes[i].last_role = role;
+        }
+        if self.nodes.iter().any(|n| {
+            n.node
+                .as_ref()
+                .is_some_and(|x| x.held_fetch_deadline_ms().is_some())
+        }) {
+            self.report.steps_with_held_fetch += 1;
         }
         // Durability: the committed history is on a majority of the voters'
         // disks (in their logs or snapshots).

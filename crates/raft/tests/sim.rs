@@ -77,7 +77,7 @@ fn sim_seeds() {
         all.into_iter().map(|(_, r)| r).collect()
     });
     let (mut steps, mut committed, mut crashes, mut leaders, mut worst_heal) = (0, 0, 0, 0, 0);
-    let (mut taken, mut installed, mut worst_converge) = (0, 0, 0);
+    let (mut taken, mut installed, mut worst_converge, mut held) = (0, 0, 0, 0);
     for report in reports {
         let report = report.unwrap_or_else(|e| panic!("{e}"));
         steps += report.steps;
@@ -88,6 +88,7 @@ fn sim_seeds() {
         worst_converge = worst_converge.max(report.heal_to_converge_ms);
         taken += report.snapshots_taken;
         installed += report.snapshots_installed;
+        held += report.steps_with_held_fetch;
     }
     // The runs must have exercised something.
     assert!(
@@ -98,12 +99,17 @@ fn sim_seeds() {
     assert!(leaders as u64 > seeds, "few elections: {leaders}");
     assert!(taken as u64 > seeds, "few snapshots taken: {taken}");
     assert!(
+        seeds < 12 || held as u64 > seeds,
+        "long polling never held a fetch: {held} steps"
+    );
+    assert!(
         installed as u64 > seeds / 10,
         "few snapshots fetched and installed: {installed}"
     );
     eprintln!(
         "{seeds} seeds, {steps} steps, {committed} committed entries, {crashes} crashes, \
          {leaders} leader epochs, {taken} snapshots taken, {installed} installed, \
+         {held} steps with a held fetch, \
          worst heal-to-commit {worst_heal} ms, worst heal-to-converge {worst_converge} ms, in {:?}",
         start.elapsed()
     );
