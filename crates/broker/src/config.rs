@@ -37,6 +37,12 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicSettings,
     /// How often retention runs (`log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
+    /// The log cleaner (`log.cleaner.threads`, `log.cleaner.dedupe.buffer.size`,
+    /// `log.cleaner.io.max.bytes.per.second`, `log.cleaner.backoff.ms`;
+    /// `log.cleaner.enable=false` runs no threads).
+    pub cleaner: fjord_storage::CleanerConfig,
+    /// `log.cleaner.io.max.bytes.per.second` as Kafka prints it, when given.
+    pub cleaner_io_max_printed: Option<String>,
     /// Consumer-group settings (`group.*`, `offsets.retention.minutes`).
     pub groups: GroupSettings,
     /// Broker config names given explicitly (file or flags), reported as
@@ -71,6 +77,11 @@ pub const FJORD_BROKER_CONFIGS: &[&str] = &[
     "group.min.session.timeout.ms",
     "listener.security.protocol.map",
     "listeners",
+    "log.cleaner.backoff.ms",
+    "log.cleaner.dedupe.buffer.size",
+    "log.cleaner.enable",
+    "log.cleaner.io.max.bytes.per.second",
+    "log.cleaner.threads",
     "log.dir",
     "log.dirs",
     "log.retention.check.interval.ms",
@@ -234,7 +245,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = {
             Long,
             "86400000",
             Range(0, I64_MAX),
-            false,
+            true,
         ),
         def(
             "file.delete.delay.ms",
@@ -306,7 +317,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = {
             Long,
             "9223372036854775807",
             Range(1, I64_MAX),
-            false,
+            true,
         ),
         def(
             "max.message.bytes",
@@ -346,7 +357,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = {
             Double,
             "0.5",
             Ratio(0.0, 1.0),
-            false,
+            true,
         ),
         def(
             "min.compaction.lag.ms",
@@ -354,7 +365,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = {
             Long,
             "0",
             Range(0, I64_MAX),
-            false,
+            true,
         ),
         def(
             "min.insync.replicas",
@@ -572,6 +583,14 @@ pub struct TopicSettings {
     pub index_bytes_max: u32,
     pub flush_messages: Option<u64>,
     pub flush_ms: Option<i64>,
+    /// `delete.retention.ms`: how long a tombstone stays after its first cleaning.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`.
+    pub max_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`, as Kafka prints it (a double in 0..=1).
+    pub min_cleanable_dirty_ratio: String,
     /// Values of the configs Fjord stores without acting on them, where
     /// they differ from Kafka's default.
     pub stored: BTreeMap<&'static str, String>,
@@ -591,6 +610,10 @@ impl Default for TopicSettings {
             index_bytes_max: limits::INDEX_BYTES_MAX_DEFAULT,
             flush_messages: None,
             flush_ms: None,
+            delete_retention_ms: limits::DELETE_RETENTION_MS_DEFAULT,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: "0.5".to_string(),
             stored: BTreeMap::new(),
         }
     }
@@ -688,6 +711,10 @@ impl TopicSettings {
                 self.flush_messages = (num() != i64::MAX).then(|| num() as u64);
             }
             "flush.ms" => self.flush_ms = (num() != i64::MAX).then(num),
+            "delete.retention.ms" => self.delete_retention_ms = num(),
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms = num(),
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms = num(),
+            "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio = v,
             _ => {
                 assert!(!d.enforced, "enforced topic config {name} has no field");
                 if v == d.default {
@@ -718,6 +745,10 @@ impl TopicSettings {
                 .map_or(i64::MAX, |v| v as i64)
                 .to_string(),
             "flush.ms" => self.flush_ms.unwrap_or(i64::MAX).to_string(),
+            "delete.retention.ms" => self.delete_retention_ms.to_string(),
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
+            "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio.clone(),
             _ => {
                 let d = topic_config(name)?;
                 self.stored
@@ -742,6 +773,17 @@ impl TopicSettings {
             flush_interval_ms: self.flush_ms,
             timestamp_type: self.timestamp_type,
             message_bytes_max: self.max_message_bytes,
+            compact: self.cleanup_policy.split(',').any(|p| p == "compact"),
+            delete: self.cleanup_policy.split(',').any(|p| p == "delete"),
+            min_cleanable_dirty_ratio_ppm: self
+                .min_cleanable_dirty_ratio
+                .parse::<f64>()
+                .map_or(limits::MIN_CLEANABLE_DIRTY_RATIO_PPM_DEFAULT, |r| {
+                    (r.clamp(0.0, 1.0) * 1e6).round() as u32
+                }),
+            min_compaction_lag_ms: self.min_compaction_lag_ms,
+            max_compaction_lag_ms: self.max_compaction_lag_ms,
+            delete_retention_ms: self.delete_retention_ms,
             // Fields the storage engine adds later keep their defaults.
             ..fjord_storage::LogConfig::default()
         }
@@ -765,6 +807,8 @@ impl Default for BrokerConfig {
             connections_max: limits::CONNECTIONS_MAX_DEFAULT,
             topic_defaults: TopicSettings::default(),
             retention_check_interval_ms: 300_000,
+            cleaner: fjord_storage::CleanerConfig::default(),
+            cleaner_io_max_printed: None,
             groups: GroupSettings::default(),
             explicit: BTreeSet::new(),
             no_effect: BTreeMap::new(),
@@ -829,6 +873,38 @@ impl BrokerConfig {
             }
             "log.retention.check.interval.ms" => {
                 self.retention_check_interval_ms = parse_bounded(name, value, 1, i64::MAX)? as u64
+            }
+            "log.cleaner.enable" => {
+                let enable = parse_bool(name, value)?;
+                self.cleaner.threads = match (enable, self.cleaner.threads) {
+                    (false, _) => 0,
+                    (true, 0) => limits::CLEANER_THREADS_DEFAULT,
+                    (true, n) => n,
+                };
+            }
+            "log.cleaner.threads" => {
+                self.cleaner.threads =
+                    parse_bounded(name, value, 0, limits::CLEANER_THREADS_MAX as i64)? as usize
+            }
+            "log.cleaner.dedupe.buffer.size" => {
+                self.cleaner.dedupe_buffer_bytes = parse_bounded(name, value, 0, i64::MAX)? as usize
+            }
+            "log.cleaner.io.max.bytes.per.second" => {
+                let v: f64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(name, value, "not a number"))?;
+                self.cleaner.io_bytes_per_second_max =
+                    (v.is_finite() && v < u64::MAX as f64).then_some(v.max(1.0) as u64);
+                self.cleaner_io_max_printed = printed.clone();
+            }
+            "log.cleaner.backoff.ms" => {
+                self.cleaner.backoff = std::time::Duration::from_millis(parse_bounded(
+                    name,
+                    value,
+                    0,
+                    i64::MAX,
+                )? as u64)
             }
             "group.initial.rebalance.delay.ms" => {
                 self.groups.initial_rebalance_delay_ms =
@@ -932,6 +1008,25 @@ impl BrokerConfig {
         out.insert(
             "log.retention.check.interval.ms".into(),
             self.retention_check_interval_ms.to_string(),
+        );
+        out.insert(
+            "log.cleaner.enable".into(),
+            (self.cleaner.threads > 0).to_string(),
+        );
+        out.insert(
+            "log.cleaner.threads".into(),
+            self.cleaner.threads.to_string(),
+        );
+        out.insert(
+            "log.cleaner.dedupe.buffer.size".into(),
+            self.cleaner.dedupe_buffer_bytes.to_string(),
+        );
+        if let Some(v) = &self.cleaner_io_max_printed {
+            out.insert("log.cleaner.io.max.bytes.per.second".into(), v.clone());
+        }
+        out.insert(
+            "log.cleaner.backoff.ms".into(),
+            self.cleaner.backoff.as_millis().to_string(),
         );
         out.insert("log.dirs".into(), self.data_dir.display().to_string());
         out.insert(
@@ -1414,28 +1509,28 @@ mod kafka_name_tests {
     #[test]
     fn kafka_rules_apply_to_configs_without_effect() {
         let mut c = BrokerConfig::default();
-        c.set("log.cleaner.backoff.ms", "20000").unwrap();
+        c.set("log.cleaner.io.buffer.size", "20000").unwrap();
         c.set("delete.topic.enable", "false").unwrap();
-        assert_eq!(c.no_effect["log.cleaner.backoff.ms"], "20000");
+        assert_eq!(c.no_effect["log.cleaner.io.buffer.size"], "20000");
         let err = c
-            .set("log.cleaner.backoff.ms", "-1")
+            .set("log.cleaner.io.buffer.size", "-1")
             .unwrap_err()
             .to_string();
         assert_eq!(
             err,
-            "Invalid value -1 for configuration log.cleaner.backoff.ms: Value must be at least 0"
+            "Invalid value -1 for configuration log.cleaner.io.buffer.size: Value must be at least 0"
         );
         assert!(c.set("delete.topic.enable", "perhaps").is_err());
         // Kafka's rules also apply to configs Fjord acts on.
         assert!(c.set("num.partitions", "many").is_err());
         let report = c.start_report().0.unwrap();
-        assert_eq!(report, "delete.topic.enable, log.cleaner.backoff.ms");
+        assert_eq!(report, "delete.topic.enable, log.cleaner.io.buffer.size");
         let dynamic = DynamicBrokerConfigs::default();
         assert_eq!(
-            dynamic.lookup(&c, "log.cleaner.backoff.ms"),
+            dynamic.lookup(&c, "log.cleaner.io.buffer.size"),
             vec![
                 (ConfigSource::StaticBroker, "20000".to_string()),
-                (ConfigSource::Default, "15000".to_string())
+                (ConfigSource::Default, "524288".to_string())
             ]
         );
         assert_eq!(

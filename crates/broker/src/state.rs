@@ -89,6 +89,9 @@ pub struct Broker {
     /// Consumer groups: loaded at the end of `open`, or in the background
     /// after `open_deferred` (empty until then).
     pub groups: crate::groups::GroupsSlot,
+    /// The log cleaner's threads (compacted topics); stopped by `close`
+    /// and when the broker is dropped.
+    cleaner: parking_lot::Mutex<Option<fjord_storage::LogCleaner>>,
     /// Dynamic broker configs and the topic defaults they give (changed
     /// only by `apply_delta`).
     dynamic: RwLock<(DynamicBrokerConfigs, TopicSettings)>,
@@ -250,6 +253,7 @@ impl Broker {
             producer_id_next: AtomicI64::new(0),
             producer_id_block_end: AtomicI64::new(0),
             groups: crate::groups::GroupsSlot::new(me.clone()),
+            cleaner: parking_lot::Mutex::new(None),
             config,
         });
         let (loader, image) = MetadataLoader::new(
@@ -303,6 +307,7 @@ impl Broker {
         broker.producer_id_next.store(next, Ordering::SeqCst);
         broker.producer_id_block_end.store(next, Ordering::SeqCst);
         broker.loaded.store(true, Ordering::SeqCst);
+        broker.start_cleaner();
         Ok(broker)
     }
 
@@ -821,6 +826,41 @@ impl Broker {
         Ok(ProducerId(id))
     }
 
+    /// Starts the log cleaner's threads (`log.cleaner.*`) over every
+    /// partition log of this broker.
+    fn start_cleaner(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let source: fjord_storage::LogSource = Box::new(move || {
+            let Some(b) = me.upgrade() else {
+                return Vec::new();
+            };
+            b.topics()
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .read()
+                        .iter()
+                        .map(|p| Arc::clone(&p.log))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        });
+        let cleaner = fjord_storage::LogCleaner::start(self.config.cleaner.clone(), source);
+        *self.cleaner.lock() = Some(cleaner);
+    }
+
+    /// The log cleaner's totals (rounds, bytes before and after), if it runs.
+    pub fn cleaner_totals(&self) -> Option<fjord_storage::CleanerTotals> {
+        self.cleaner.lock().as_ref().map(|c| c.totals())
+    }
+
+    /// Runs a cleaner pass now (tests; a config change).
+    pub fn wake_cleaner(&self) {
+        if let Some(c) = self.cleaner.lock().as_ref() {
+            c.wake();
+        }
+    }
+
     /// Apply retention to every partition (called from a timer).
     pub fn apply_retention(&self) {
         let now = now_ms();
@@ -848,6 +888,8 @@ impl Broker {
     /// Flush everything and write clean-shutdown markers. A group coordinator
     /// load in progress finishes first; none starts afterwards.
     pub fn close(&self) {
+        // A cleaning round in progress finishes first.
+        drop(self.cleaner.lock().take());
         self.groups.close();
         if let Some(q) = self.quorum.get() {
             q.close();

@@ -1,7 +1,7 @@
 //! [`PartitionIo`] over the partition layer: a load reads the partition's
 //! log from its start to its end and checks each batch as a broker checks a
-//! produced batch (framing, magic, CRC32C, record framing) before replaying
-//! it; an append goes through [`Partition::append`] with `acks=all` (so it
+//! produced batch (framing, magic, CRC32C, record framing; compaction's gaps
+//! and empty batches allowed) before replaying it; an append goes through [`Partition::append`] with `acks=all` (so it
 //! wakes waiting fetches, and later replicates) and resolves when committed.
 
 use std::sync::Arc;
@@ -79,7 +79,9 @@ impl PartitionIo for LogPartitions {
                     offset: header.base_offset,
                     detail: e.to_string(),
                 };
-                fjord_records::validate_batch(batch).map_err(corrupt)?;
+                // A compacted partition's batches may have fewer records than
+                // offsets, or none (kept for a producer's sequence).
+                fjord_records::validate_stored_batch(batch).map_err(corrupt)?;
                 if header.next_offset() <= next.0 {
                     return Err(LoadError::Corrupt {
                         offset: header.base_offset,

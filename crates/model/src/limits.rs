@@ -59,6 +59,8 @@ pub const CLEANER_DEDUPE_BUFFER_BYTES_DEFAULT: usize = 128 * 1024 * 1024;
 pub const CLEANER_MAP_ENTRY_BYTES: usize = 24;
 /// Default `log.cleaner.threads`.
 pub const CLEANER_THREADS_DEFAULT: usize = 1;
+/// Most `log.cleaner.threads` accepted.
+pub const CLEANER_THREADS_MAX: usize = 64;
 /// Default `log.cleaner.backoff.ms`: how long an idle cleaner thread sleeps.
 pub const CLEANER_BACKOFF_MS_DEFAULT: u64 = 15_000;
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_CEILING);

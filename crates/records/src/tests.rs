@@ -445,3 +445,103 @@ fn batches_iterates_concatenations_and_stops_at_damage() {
         }))
     ));
 }
+
+// ---- filter_batch (compaction) ----
+
+fn four_records(compression: Compression) -> Vec<u8> {
+    let mut b = BatchBuilder::new(compression)
+        .producer(77, 3, 40)
+        .partition_leader_epoch(9);
+    for (i, value) in [Some(&b"a"[..]), Some(b"b"), None, Some(b"d")]
+        .iter()
+        .enumerate()
+    {
+        let key = format!("k{i}");
+        b.push(
+            1_000 + i as i64 * 10,
+            Some(key.as_bytes()),
+            *value,
+            &[("h", Some(b"x"))],
+        );
+    }
+    b.build(500)
+}
+
+#[test]
+fn filter_batch_keeps_offsets_producer_fields_and_codec() {
+    for compression in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let batch = four_records(compression);
+        let original = validate_batch(&batch).unwrap();
+        let f = filter_batch(&batch, 1 << 20, None, |r| {
+            r.offset == 501 || r.offset == 503
+        })
+        .unwrap();
+        assert_eq!((f.records_read, f.records_retained), (4, 2));
+        let h = validate_stored_batch(&f.batch).unwrap();
+        assert!(
+            validate_batch(&f.batch).is_err(),
+            "records count no longer matches the offsets"
+        );
+        assert_eq!(h.base_offset, 500);
+        assert_eq!(h.last_offset_delta, original.last_offset_delta);
+        assert_eq!(h.records_count, 2);
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (77, 3, 40)
+        );
+        assert_eq!(h.partition_leader_epoch, 9);
+        assert_eq!(h.compression().unwrap(), compression);
+        assert_eq!(h.base_timestamp, 1_010, "the first kept record's timestamp");
+        assert_eq!(h.max_timestamp, 1_030);
+        let kept = decode_records(&f.batch).unwrap();
+        let all = decode_records(&batch).unwrap();
+        assert_eq!(kept, vec![all[1].clone(), all[3].clone()]);
+    }
+}
+
+#[test]
+fn filter_batch_stamps_a_delete_horizon_on_a_kept_tombstone() {
+    let batch = four_records(Compression::Snappy);
+    let f = filter_batch(&batch, 1 << 20, Some(99_000), |r| r.offset >= 502).unwrap();
+    assert!(f.retains_tombstone);
+    let h = validate_stored_batch(&f.batch).unwrap();
+    assert!(h.has_delete_horizon());
+    assert_eq!(h.base_timestamp, 99_000);
+    let all = decode_records(&batch).unwrap();
+    assert_eq!(
+        decode_records(&f.batch).unwrap(),
+        all[2..].to_vec(),
+        "timestamps kept"
+    );
+    // A batch that already has a horizon keeps it.
+    let again = filter_batch(&f.batch, 1 << 20, Some(5), |r| r.offset == 502).unwrap();
+    assert_eq!(
+        BatchHeader::parse(&again.batch).unwrap().base_timestamp,
+        99_000
+    );
+}
+
+#[test]
+fn filter_batch_that_keeps_nothing_leaves_an_empty_batch() {
+    let batch = four_records(Compression::Lz4);
+    let f = filter_batch(&batch, 1 << 20, None, |_| false).unwrap();
+    assert_eq!(f.records_retained, 0);
+    let h = validate_stored_batch(&f.batch).unwrap();
+    assert_eq!(
+        (h.records_count, h.base_offset, h.last_offset()),
+        (0, 500, 503)
+    );
+    assert_eq!(h.compression().unwrap(), Compression::None);
+    assert_eq!(
+        h.last_sequence(),
+        43,
+        "the producer's last sequence survives"
+    );
+    assert!(decode_records(&f.batch).unwrap().is_empty());
+    assert_eq!(f.batch.len(), BATCH_HEADER_BYTES);
+}

@@ -28,6 +28,8 @@
 //! `delete.retention.ms`), swapped in through `.cleaned` -> `.swap` -> rename with fsyncs.
 //! Readers of a replaced segment keep its open file. Below the recovery point, recovery
 //! accepts offset gaps and batches with fewer records than offsets (compaction's output).
+//! A [`LogCleaner`] (owned by the node, like the `Storage`) runs rounds on background
+//! threads for the dirtiest logs.
 //!
 //! # One `Storage` per node
 //! Nothing in the crate is process-wide: a node creates one [`Storage`] (`Storage::new(limits)`)
@@ -107,6 +109,7 @@
 //!   KAFKA_STORAGE_ERROR until it is reopened.
 
 mod checkpoint;
+mod cleaner;
 mod error;
 mod flusher;
 pub mod fs;
@@ -130,6 +133,7 @@ use fjord_model::limits::{
 };
 use fjord_model::{Offset, TimestampType};
 
+pub use cleaner::{CleanerConfig, CleanerTotals, LogCleaner, LogSource};
 pub use error::StorageError;
 pub use fs::{FileSystem, OsFileSystem};
 pub use log::{CleanOptions, CleanStats, Cleanability, Log, SyncWaiter};

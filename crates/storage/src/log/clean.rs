@@ -431,7 +431,13 @@ impl Log {
             };
             stats.records_read += cleaned.records_read;
             stats.records_retained += cleaned.records_retained;
-            if !self.swap_in(group, &cleaned)? {
+            let swapped = self.swap_in(group, &cleaned);
+            if swapped.is_err() {
+                // Before the commit point the `.cleaned` files go; after it they were
+                // renamed (nothing to remove) and reopening completes the swap.
+                self.remove_cleaned(group[0].base_offset);
+            }
+            if !swapped? {
                 // The log changed under the round (retention, truncation): stop here.
                 self.remove_cleaned(group[0].base_offset);
                 stats.cleaned_to = Offset(first_dirty);
