@@ -108,6 +108,17 @@ impl GroupsSlot {
             self.loading.store(false, Ordering::Release);
             return;
         };
+        // A cluster node starts before its metadata quorum has elected a leader: creating
+        // `__consumer_offsets` cannot succeed yet, and is not an error. The next request
+        // that needs a coordinator tries again.
+        let no_leader = broker
+            .quorum()
+            .is_some_and(|q| q.get().leader_and_epoch().0.is_none());
+        if no_leader {
+            self.loading.store(false, Ordering::Release);
+            tracing::debug!("group coordinator waits for the metadata quorum to elect a leader");
+            return;
+        }
         let spawned = std::thread::Builder::new()
             .name("fjord-groups-load".to_string())
             .spawn(move || {
