@@ -65,6 +65,8 @@ class Broker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.pid: int | None = None
         self._proc: subprocess.Popen | None = None  # fjord only (kafka is detached by kafka.sh)
+        # fjord only: start with `serve --config FILE` alone (the file names the listener and data dir)
+        self.config_file: Path | None = None
         self.last_exit_code: int | None = None
         if kind == "fjord":
             self.log_path = root / "fjord.log"
@@ -77,11 +79,14 @@ class Broker:
         if self.kind == "fjord":
             if not FJORD_BIN.exists():
                 raise RuntimeError(f"fjord binary not found at {FJORD_BIN} (build it or set FJORD_BIN)")
-            cmd = [str(FJORD_BIN), "serve", "--listen", self.bootstrap, "--data-dir", str(self.data_dir)]
-            # The same test-friendly group setting scripts/kafka.sh gives Kafka.
-            settings = {"group.initial.rebalance.delay.ms": "0", **self.settings}
-            for k, v in settings.items():
-                cmd += ["--set", f"{k}={v}"]
+            if self.config_file is not None:
+                cmd = [str(FJORD_BIN), "serve", "--config", str(self.config_file)]
+            else:
+                cmd = [str(FJORD_BIN), "serve", "--listen", self.bootstrap, "--data-dir", str(self.data_dir)]
+                # The same test-friendly group setting scripts/kafka.sh gives Kafka.
+                settings = {"group.initial.rebalance.delay.ms": "0", **self.settings}
+                for k, v in settings.items():
+                    cmd += ["--set", f"{k}={v}"]
             with open(self.log_path, "ab") as log:
                 log.write(f"=== {time.strftime('%H:%M:%S')} start: {' '.join(cmd)}\n".encode())
                 log.flush()

@@ -1376,6 +1376,13 @@ fn split_host_port(name: &str, value: &str) -> Result<(String, u16), ConfigError
 }
 
 pub fn parse_listener(name: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    // Kafka binds all interfaces for an empty host (`PLAINTEXT://:9092`).
+    let v = value.trim();
+    let rest = v.split_once("://").map_or(v, |(_, rest)| rest);
+    if let Some(port) = rest.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| invalid(name, value, "bad port"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
     let (host, port) = split_host_port(name, value)?;
     let host = if host == "localhost" {
         "127.0.0.1".to_string()
@@ -1573,6 +1580,52 @@ mod kafka_name_tests {
             .collect();
         expected.sort();
         assert_eq!(listed, expected, "README's list of acted-on broker configs");
+    }
+
+    /// A complete Kafka server.properties for one KRaft node starts Fjord:
+    /// every line accepted, the ones Fjord acts on applied, the others
+    /// reported once as having no effect.
+    #[test]
+    fn a_kafka_server_properties_file_loads() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/kafka-server.properties"
+        );
+        let mut c = BrokerConfig::default();
+        c.load_file(std::path::Path::new(path)).unwrap();
+        c.finish(true).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9092".parse().unwrap());
+        assert_eq!(
+            (c.advertised_host.as_str(), c.advertised_port),
+            ("localhost", 9092)
+        );
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/kraft-combined-logs"));
+        assert_eq!(c.topic_defaults.retention_ms, Some(168 * 3_600_000));
+        assert_eq!(c.groups.initial_rebalance_delay_ms, 0);
+        assert!(c.not_kafka.is_empty(), "{:?}", c.not_kafka);
+        let (no_effect, not_kafka) = c.start_report();
+        assert_eq!(not_kafka, None);
+        let no_effect = no_effect.unwrap();
+        for name in [
+            "delete.topic.enable",
+            "broker.rack",
+            "log.cleaner.backoff.ms",
+            "replica.selector.class",
+            "group.coordinator.rebalance.protocols",
+            "share.coordinator.state.topic.replication.factor",
+            "num.io.threads",
+        ] {
+            assert!(
+                no_effect.split(", ").any(|n| n == name),
+                "{name}: {no_effect}"
+            );
+        }
+        assert!(
+            !no_effect.split(", ").any(|n| n == "num.partitions"),
+            "{no_effect}"
+        );
+        // Commented-out lines are not settings.
+        assert!(!c.explicit.contains("log.flush.interval.messages"));
     }
 
     #[test]

@@ -68,6 +68,13 @@ pub fn parse_listeners(name: &str, value: &str) -> Result<Vec<NamedListener>, Co
             .ok_or_else(|| invalid(name, value, "expected NAME://HOST:PORT"))?;
         let port: u16 = port.parse().map_err(|_| invalid(name, value, "bad port"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
+        // Kafka binds every interface for an empty host (its shipped
+        // server.properties says `PLAINTEXT://:9092,CONTROLLER://:9093`).
+        let host = if host.is_empty() && name == "listeners" {
+            "0.0.0.0"
+        } else {
+            host
+        };
         if host.is_empty() || lname.is_empty() {
             return Err(invalid(name, value, "empty host or listener name"));
         }
