@@ -100,6 +100,7 @@ async fn connection(
     stream: TcpStream,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
+    let peer = stream.peer_addr().ok();
     let (mut rd, wr) = stream.into_split();
     // Each request travels with its share of the byte budget, given back once
     // its response is handed to the writer.
@@ -171,7 +172,7 @@ async fn connection(
             Ok(h) => h,
             Err(e) => break Err(e.into()),
         };
-        let pending = match handlers::dispatch(&broker, header, reader) {
+        let pending = match handlers::dispatch_from(&broker, peer, header, reader) {
             Some(p) => p,
             // The request could not be understood and has no error response: close.
             None => break Ok(()),

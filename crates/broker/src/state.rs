@@ -594,6 +594,7 @@ impl Broker {
             StateError::kafka(ErrorCode::UNKNOWN_SERVER_ERROR, "created topic not applied")
         })?;
         assert_eq!(topic.id, id, "the applied topic is the one proposed");
+        tracing::info!(topic = name, %id, partitions, "topic created");
         Ok(topic)
     }
 
@@ -620,6 +621,7 @@ impl Broker {
             self.topic(name).is_none_or(|t| t.id != topic.id),
             "a removed topic is gone from the registry"
         );
+        tracing::info!(topic = name, id = %topic.id, "topic deleted");
         Ok(topic.id)
     }
 

@@ -541,6 +541,7 @@ impl GroupCoordinator {
         if g.members.is_empty() {
             g.protocol_name = None;
             g.leader = None;
+            tracing::info!(group = %g.id, generation = g.generation, "group rebalanced: no members left");
             g.transition(GroupState::Empty, now_ms);
             push_persist_group(g, out);
             return;
@@ -554,6 +555,14 @@ impl GroupCoordinator {
         if g.leader.as_deref().is_none_or(|l| !g.has(l)) {
             g.leader = g.members.first().map(|m| m.id.clone());
         }
+        tracing::info!(
+            group = %g.id,
+            generation = g.generation,
+            members = g.members.len(),
+            protocol = g.protocol_name.as_deref().unwrap_or(""),
+            leader = g.leader.as_deref().unwrap_or(""),
+            "group rebalanced"
+        );
         g.transition(GroupState::CompletingRebalance, now_ms);
         let leader_members = g.join_members();
         let mut responses = Vec::with_capacity(g.members.len());

@@ -44,6 +44,7 @@ pub fn unsupported_version(ctx: &Ctx) -> Option<BytesMut> {
         api_version: 0,
         correlation_id: ctx.correlation_id,
         client_id: None,
+        peer: ctx.peer,
     };
     v0.respond(&resp)
 }

@@ -117,6 +117,7 @@ pub fn handle(ctx: &Ctx, req: DescribeLogDirsRequest) -> Option<BytesMut> {
 /// A DescribeLogDirs response in the v5 layout: v4's fields, then
 /// `is_cordoned` (false) after `usable_bytes` in each directory. Tagged
 /// fields are written empty (Fjord sets none).
+#[derive(Debug)]
 pub struct V5Response(pub DescribeLogDirsResponse);
 
 fn put_uvarint(out: &mut BytesMut, mut v: u64) {

@@ -87,6 +87,7 @@ pub fn handle(ctx: Ctx, req: FetchRequest) -> Pending {
             false,
             Vec::new(),
         );
+        ctx.log_answered(|| vec![ErrorCode::FETCH_SESSION_ID_NOT_FOUND.0]);
         return Pending::Stream(tokio::spawn(async move { Some(body) }));
     }
     Pending::Stream(tokio::spawn(async move { fetch(ctx, req).await }))
@@ -167,6 +168,16 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
     for (w, p) in wants.iter().zip(parts) {
         topics[w.topic_idx].partitions.push(p);
     }
+    ctx.log_answered(|| {
+        let mut codes: Vec<i16> = topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error.0))
+            .filter(|c| *c != 0)
+            .collect();
+        codes.sort_unstable();
+        codes.dedup();
+        codes
+    });
     Some(encode(
         ctx.api_version,
         ctx.correlation_id,

@@ -121,6 +121,7 @@ pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Option<BytesMut> {
         api_version: known_max,
         correlation_id: ctx.correlation_id,
         client_id: None,
+        peer: ctx.peer,
     };
     same_layout.respond(&resp)
 }

@@ -1,7 +1,9 @@
 //! Request dispatch: one module per API, each stating the versions it serves
 //! in `VERSIONS`. ApiVersions advertises exactly those ranges.
 
+use std::fmt::Debug;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
@@ -55,11 +57,57 @@ pub struct Ctx {
     pub api_version: i16,
     pub correlation_id: i32,
     pub client_id: Option<String>,
+    /// The client's address (None for requests not from a socket, in tests).
+    pub peer: Option<SocketAddr>,
+}
+
+/// The non-zero `error_code` values in a response's `Debug` text (only
+/// computed when the debug log is on).
+fn error_codes_in(debug: &str) -> Vec<i16> {
+    let mut codes: Vec<i16> = debug
+        .match_indices("error_code: ")
+        .filter_map(|(at, key)| {
+            let rest = &debug[at + key.len()..];
+            let end = rest
+                .find(|c: char| c != '-' && !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            rest[..end].parse::<i16>().ok()
+        })
+        .filter(|c| *c != 0)
+        .collect();
+    codes.sort_unstable();
+    codes.dedup();
+    codes
 }
 
 impl Ctx {
+    /// The debug log's line for this request: API, version, client id,
+    /// connection and the error codes answered. `errors` runs only when the
+    /// debug level is on, so a request pays nothing for logging otherwise.
+    pub fn log_answered(&self, errors: impl FnOnce() -> Vec<i16>) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let api = fjord_protocol::kafka_protocol::messages::ApiKey::try_from(self.api_key)
+            .map_or_else(|_| self.api_key.to_string(), |k| format!("{k:?}"));
+        let errors: Vec<&str> = errors()
+            .into_iter()
+            .map(|c| fjord_model::ErrorCode(c).name())
+            .collect();
+        tracing::debug!(
+            api = %api,
+            version = self.api_version,
+            client_id = self.client_id.as_deref().unwrap_or(""),
+            peer = %self.peer.map_or_else(|| "-".to_string(), |p| p.to_string()),
+            correlation_id = self.correlation_id,
+            errors = %if errors.is_empty() { "none".to_string() } else { errors.join(",") },
+            "request"
+        );
+    }
+
     /// Encode `body` as the response to this request.
-    pub fn respond<R: Encodable>(&self, body: &R) -> Option<BytesMut> {
+    pub fn respond<R: Encodable + Debug>(&self, body: &R) -> Option<BytesMut> {
+        self.log_answered(|| error_codes_in(&format!("{body:?}")));
         let mut out = BytesMut::new();
         let header_version = response_header_version(self.api_key, self.api_version);
         match encode_response(
@@ -177,13 +225,24 @@ pub fn supported() -> Vec<(i16, RangeInclusive<i16>)> {
 
 /// Decode the body of a request and hand it to its handler. `None` closes the
 /// connection (a request we cannot parse has no response we could send).
-pub fn dispatch(broker: &Arc<Broker>, header: RequestHeader, mut body: Reader) -> Option<Pending> {
+pub fn dispatch(broker: &Arc<Broker>, header: RequestHeader, body: Reader) -> Option<Pending> {
+    dispatch_from(broker, None, header, body)
+}
+
+/// [`dispatch`] for a request read from the connection with `peer`.
+pub fn dispatch_from(
+    broker: &Arc<Broker>,
+    peer: Option<SocketAddr>,
+    header: RequestHeader,
+    mut body: Reader,
+) -> Option<Pending> {
     let ctx = Ctx {
         broker: broker.clone(),
         api_key: header.api_key,
         api_version: header.api_version,
         correlation_id: header.correlation_id,
         client_id: header.client_id,
+        peer,
     };
     let Some((_, versions)) = supported().into_iter().find(|(k, _)| *k == ctx.api_key) else {
         tracing::debug!(
@@ -286,4 +345,94 @@ where
 
 pub fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use fjord_protocol::kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+    use fjord_protocol::kafka_protocol::messages::MetadataResponse;
+
+    use super::*;
+    use crate::BrokerConfig;
+
+    /// Collects what the fmt subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn subscriber(level: tracing::Level, out: &Captured) -> impl tracing::Subscriber {
+        let out = out.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(move || out.clone())
+            .finish()
+    }
+
+    #[test]
+    fn one_debug_line_per_request_with_the_errors_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        })
+        .unwrap();
+        let ctx = Ctx {
+            broker: broker.clone(),
+            api_key: 3,
+            api_version: 12,
+            correlation_id: 7,
+            client_id: Some("app-1".into()),
+            peer: Some("127.0.0.1:5555".parse().unwrap()),
+        };
+        let resp = MetadataResponse::default().with_topics(vec![
+            MetadataResponseTopic::default().with_error_code(3),
+            MetadataResponseTopic::default().with_error_code(0),
+            MetadataResponseTopic::default().with_error_code(3),
+        ]);
+        let out = Captured::default();
+        tracing::subscriber::with_default(subscriber(tracing::Level::DEBUG, &out), || {
+            assert!(ctx.respond(&resp).is_some());
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(" request ")).collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        for want in [
+            "api=Metadata",
+            "version=12",
+            "client_id=\"app-1\"",
+            "peer=127.0.0.1:5555",
+            "errors=UNKNOWN_TOPIC_OR_PARTITION",
+        ] {
+            assert!(lines[0].contains(want), "{want} in {}", lines[0]);
+        }
+        // Below debug the errors are not even looked for.
+        let quiet = Captured::default();
+        tracing::subscriber::with_default(subscriber(tracing::Level::INFO, &quiet), || {
+            ctx.log_answered(|| panic!("error codes computed with debug off"));
+            assert!(ctx.respond(&MetadataResponse::default()).is_some());
+        });
+        assert!(quiet.0.lock().unwrap().is_empty());
+        broker.close();
+    }
+
+    #[test]
+    fn error_codes_are_read_from_the_debug_text() {
+        assert_eq!(
+            error_codes_in("A { error_code: 0, x: [B { error_code: -1 }, B { error_code: 36 }, B { error_code: 36 }] }"),
+            vec![-1, 36]
+        );
+        assert!(error_codes_in("A { throttle_time_ms: 0 }").is_empty());
+    }
 }
