@@ -6,7 +6,9 @@
 //!   release binary, the end-to-end suite with real Kafka clients
 //!   (installing them first), and a bounded fuzz run.
 //! - `codegen [--check]`: regenerate the protocol code from Kafka's message
-//!   schemas (`--check`: fail if the committed output is stale).
+//!   schemas and the broker/topic config table from Kafka's ConfigDefs (a
+//!   Java program, so a JDK is needed) (`--check`: fail if the committed
+//!   output is stale).
 //! - `e2e [PYTEST ARGS]`: only the end-to-end suite.
 //! - `fuzz [SECONDS]`: run every fuzz target for SECONDS each (default 30).
 //! - `compat [SUITE ...] [--quick] [--broker fjord|kafka|both] [--out FILE]`:
