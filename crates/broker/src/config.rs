@@ -1502,6 +1502,12 @@ mod kafka_name_tests {
                 assert!(!c.no_effect.contains_key(k.name), "{} is acted on", k.name);
                 assert_eq!(no_effect, None, "{}", k.name);
             } else {
+                // A config `set` acts on must be listed in FJORD_BROKER_CONFIGS.
+                assert!(
+                    c.no_effect.contains_key(k.name) || topic_config_for_broker(k.name).is_some(),
+                    "{} is handled by BrokerConfig::set but not listed in FJORD_BROKER_CONFIGS",
+                    k.name
+                );
                 assert_eq!(no_effect.as_deref(), Some(k.name));
             }
         }
