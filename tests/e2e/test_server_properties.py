@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import time
 
 import pytest
 
 import clients as c
-from conftest import BROKER_KIND, REPO, free_port, unique
+from conftest import BROKER_KIND, FJORD_BIN, REPO, free_port, unique
 
 FIXTURE = REPO / "tests" / "fixtures" / "kafka-server.properties"
 
@@ -27,6 +29,10 @@ def test_kafka_server_properties_starts_fjord(broker_factory):
     config = br.root / "server.properties"
     config.write_text(text)
     br.config_file = config
+    # As with Kafka (`kafka-storage format -t ID -c server.properties`), a KRaft node's data dir is formatted first.
+    fmt = subprocess.run([str(FJORD_BIN), "format", "--config", str(config), "--cluster-id", "MkU3OEVBNTcwNTJENDM2Qg"],
+                         capture_output=True, text=True, timeout=60)
+    assert fmt.returncode == 0, fmt.stderr
     br.start()
 
     log = br.log_path.read_text()
@@ -39,7 +45,17 @@ def test_kafka_server_properties_starts_fjord(broker_factory):
 
     b = br.bootstrap
     t = unique("serverprops")
-    c.create_topic(b, t, partitions=1)
+    # The single voter elects itself right after start; until then the quorum has no leader.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            c.create_topic(b, t, partitions=1)
+            break
+        except Exception as e:  # noqa: BLE001 - retried until the deadline, then raised
+            if time.monotonic() > deadline:
+                raise
+            print("create_topic retried:", e)
+            time.sleep(0.5)
     recs = c.records(20, prefix="sp")
     dels = c.cf_produce(b, t, recs, {"acks": "all"})
     assert all(d.err is None for d in dels), [d.err for d in dels if d.err]
