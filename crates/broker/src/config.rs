@@ -1615,7 +1615,7 @@ mod kafka_name_tests {
         for name in [
             "delete.topic.enable",
             "broker.rack",
-            "log.cleaner.backoff.ms",
+            "replica.lag.time.max.ms",
             "replica.selector.class",
             "group.coordinator.rebalance.protocols",
             "share.coordinator.state.topic.replication.factor",
