@@ -202,3 +202,18 @@ pub const RAFT_FETCH_SNAPSHOT_BYTES_MAX: u32 = 8 * 1024 * 1024;
 pub const RAFT_HELD_FETCHES_MAX: usize = 4_096;
 /// How long a proposal forwarded to the quorum leader may take to commit.
 pub const METADATA_FORWARD_TIMEOUT_MS: u64 = 30_000;
+
+// ---- the KRaft controller (fjord-controller) ----
+/// `broker.session.timeout.ms`: a broker that has not heartbeaten for this long is fenced.
+pub const BROKER_SESSION_TIMEOUT_MS_DEFAULT: i64 = 9_000;
+/// `broker.heartbeat.interval.ms`: how often a broker heartbeats to the controller.
+pub const BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT: i64 = 2_000;
+/// `leader.imbalance.check.interval.seconds` (in ms): how often the controller
+/// moves leadership back to preferred replicas when `auto.leader.rebalance.enable`.
+pub const LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT: i64 = 300_000;
+/// Producer ids handed to a broker per AllocateProducerIds (Kafka's `ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1_000;
+/// Listeners and supported features one BrokerRegistration may carry.
+pub const BROKER_REGISTRATION_LISTENERS_MAX: usize = 64;
+pub const BROKER_REGISTRATION_FEATURES_MAX: usize = 64;
+const _: () = assert!(BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT < BROKER_SESSION_TIMEOUT_MS_DEFAULT);

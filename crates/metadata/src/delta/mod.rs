@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use fjord_model::{NodeId, Offset};
-use fjord_protocol::metadata_records::MetadataRecord;
+use fjord_protocol::metadata_records::{MetadataRecord, RegisterBrokerRecord};
 use fjord_protocol::Reader;
 use uuid::Uuid;
 
@@ -22,7 +22,7 @@ pub struct MetadataDelta {
     base: MetadataImage,
     end_offset: Offset,
     features: BTreeMap<String, Option<i16>>,
-    brokers: BTreeMap<NodeId, Option<Arc<fjord_protocol::metadata_records::RegisterBrokerRecord>>>,
+    brokers: BTreeMap<NodeId, Option<Arc<RegisterBrokerRecord>>>,
     /// Topics created or changed in this delta, in their new state.
     changed_topics: BTreeMap<Uuid, TopicImage>,
     /// Topics created in this delta (ids).
@@ -84,6 +84,43 @@ impl MetadataDelta {
             .filter(|id| !self.deleted_topics.contains_key(id))
     }
 
+    /// The registration of broker `id` as this delta sees it.
+    pub fn broker(&self, id: NodeId) -> Option<Arc<RegisterBrokerRecord>> {
+        match self.brokers.get(&id) {
+            Some(b) => b.clone(),
+            None => self.base.broker(id).cloned(),
+        }
+    }
+
+    fn change_broker(
+        &mut self,
+        id: i32,
+        epoch: i64,
+        fenced: Option<bool>,
+        in_controlled_shutdown: Option<bool>,
+    ) -> Result<(), MetadataError> {
+        let Some(current) = self.broker(NodeId(id)) else {
+            return Err(MetadataError::InvalidRecord(format!(
+                "registration change of unknown broker {id}"
+            )));
+        };
+        if current.broker_epoch != epoch {
+            return Err(MetadataError::InvalidRecord(format!(
+                "registration change of broker {id} for epoch {epoch}, registered with epoch {}",
+                current.broker_epoch
+            )));
+        }
+        let mut next = (*current).clone();
+        if let Some(f) = fenced {
+            next.fenced = f;
+        }
+        if let Some(s) = in_controlled_shutdown {
+            next.in_controlled_shutdown = s;
+        }
+        self.brokers.insert(NodeId(id), Some(Arc::new(next)));
+        Ok(())
+    }
+
     /// Decodes and replays one framed record value.
     pub fn replay_framed(&mut self, value: &[u8]) -> Result<(), MetadataError> {
         let mut r = Reader::new(bytes::Bytes::copy_from_slice(value));
@@ -109,6 +146,36 @@ impl MetadataDelta {
             }
             MetadataRecord::UnregisterBroker(r) => {
                 self.brokers.insert(NodeId(r.broker_id), None);
+            }
+            // Fencing changes name the registration they apply to by its
+            // epoch (Kafka's ClusterControlManager.replay refuses a change
+            // to another registration of the same id).
+            MetadataRecord::FenceBroker(r) => {
+                self.change_broker(r.id, r.epoch, Some(true), None)?;
+            }
+            MetadataRecord::UnfenceBroker(r) => {
+                self.change_broker(r.id, r.epoch, Some(false), None)?;
+            }
+            MetadataRecord::BrokerRegistrationChange(r) => {
+                // Kafka's BrokerRegistrationFencingChange: 1 fence, -1
+                // unfence, 0 none; InControlledShutdownChange: 1 enter, 0 none.
+                let fenced = match r.fenced {
+                    0 => None,
+                    1 => Some(true),
+                    -1 => Some(false),
+                    v => return bad(format!("broker {} fencing change {v}", r.broker_id)),
+                };
+                let shutdown = match r.in_controlled_shutdown {
+                    0 => None,
+                    1 => Some(true),
+                    v => {
+                        return bad(format!(
+                            "broker {} controlled shutdown change {v}",
+                            r.broker_id
+                        ))
+                    }
+                };
+                self.change_broker(r.broker_id, r.broker_epoch, fenced, shutdown)?;
             }
             MetadataRecord::Topic(r) => {
                 if let Some(id) = self.topic_id(&r.name) {
@@ -229,8 +296,8 @@ impl MetadataDelta {
                 }
                 self.next_producer_id = Some(r.next_producer_id);
             }
-            // Fencing, ACLs, quotas, SCRAM, delegation tokens, transactions
-            // and controller registrations: not kept by this image yet.
+            // ACLs, quotas, SCRAM, delegation tokens, transactions and
+            // controller registrations: not kept by this image yet.
             _ => {}
         }
         Ok(())

@@ -264,3 +264,73 @@ proptest! {
         prop_assert_eq!(&d.apply(), &image);
     }
 }
+
+#[test]
+fn fencing_changes_apply_to_the_registration_they_name() {
+    use fjord_protocol::metadata_records::{
+        BrokerRegistrationChangeRecord, FenceBrokerRecord, UnfenceBrokerRecord,
+    };
+    let register = |epoch: i64| {
+        MetadataRecord::RegisterBroker(RegisterBrokerRecord {
+            broker_id: 3,
+            broker_epoch: epoch,
+            fenced: true,
+            ..Default::default()
+        })
+    };
+    let change = |epoch: i64, fenced: i8, shutdown: i8| {
+        MetadataRecord::BrokerRegistrationChange(BrokerRegistrationChangeRecord {
+            broker_id: 3,
+            broker_epoch: epoch,
+            fenced,
+            in_controlled_shutdown: shutdown,
+            ..Default::default()
+        })
+    };
+    let img = apply(
+        &MetadataImage::empty("c"),
+        &[register(10), change(10, -1, 0)],
+    );
+    let b = img.broker(NodeId(3)).unwrap();
+    assert!(!b.fenced && !b.in_controlled_shutdown);
+    let img2 = apply(&img, &[change(10, 0, 1)]);
+    assert!(img2.broker(NodeId(3)).unwrap().in_controlled_shutdown);
+    assert!(!img2.broker(NodeId(3)).unwrap().fenced);
+    let img3 = apply(&img2, &[change(10, 1, 0)]);
+    assert!(img3.broker(NodeId(3)).unwrap().fenced);
+    // The old record types do the same.
+    let img4 = apply(
+        &img3,
+        &[MetadataRecord::UnfenceBroker(UnfenceBrokerRecord {
+            id: 3,
+            epoch: 10,
+            ..Default::default()
+        })],
+    );
+    assert!(!img4.broker(NodeId(3)).unwrap().fenced);
+    let img5 = apply(
+        &img4,
+        &[MetadataRecord::FenceBroker(FenceBrokerRecord {
+            id: 3,
+            epoch: 10,
+            ..Default::default()
+        })],
+    );
+    assert!(img5.broker(NodeId(3)).unwrap().fenced);
+    // A change naming another epoch, an unknown broker or a bad value is refused.
+    for bad in [change(9, -1, 0), change(10, 2, 0), change(10, 0, -1)] {
+        let mut d = MetadataDelta::new(&img5);
+        assert!(d.replay(&bad).is_err(), "{bad:?}");
+        assert!(
+            d.apply().broker(NodeId(3)).unwrap().fenced,
+            "nothing changed"
+        );
+    }
+    let mut d = MetadataDelta::new(&MetadataImage::empty("c"));
+    assert!(d.replay(&change(10, -1, 0)).is_err());
+    // A new registration replaces the old one (fenced, new epoch).
+    let img6 = apply(&img4, &[register(20)]);
+    let b = img6.broker(NodeId(3)).unwrap();
+    assert!(b.fenced);
+    assert_eq!(b.broker_epoch, 20);
+}

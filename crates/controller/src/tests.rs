@@ -1,0 +1,560 @@
+use super::*;
+use fjord_protocol::metadata_records::FeatureLevelRecord;
+
+const MV: i16 = 27;
+
+fn base_image() -> MetadataImage {
+    let mut d = MetadataDelta::new(&MetadataImage::empty("c1"));
+    d.replay(&MetadataRecord::FeatureLevel(FeatureLevelRecord {
+        name: fjord_metadata::image::METADATA_VERSION_FEATURE.into(),
+        feature_level: MV,
+        ..Default::default()
+    }))
+    .unwrap();
+    d.set_end_offset(Offset(1));
+    d.apply()
+}
+
+fn registration(id: i32, incarnation: u128, rack: Option<&str>) -> BrokerRegistration {
+    BrokerRegistration {
+        broker_id: NodeId(id),
+        cluster_id: "c1".into(),
+        incarnation_id: Uuid::from_u128(incarnation),
+        listeners: vec![Listener {
+            name: "PLAINTEXT".into(),
+            host: "localhost".into(),
+            port: 9092,
+            security_protocol: 0,
+        }],
+        rack: rack.map(str::to_string),
+        features: vec![FeatureRange {
+            name: fjord_metadata::image::METADATA_VERSION_FEATURE.into(),
+            min: 1,
+            max: MV,
+        }],
+    }
+}
+
+fn heartbeat(id: i32, epoch: i64, offset: i64) -> BrokerHeartbeat {
+    BrokerHeartbeat {
+        broker_id: NodeId(id),
+        broker_epoch: epoch,
+        current_metadata_offset: offset,
+        want_fence: false,
+        want_shut_down: false,
+    }
+}
+
+fn controller() -> Controller {
+    Controller::activate(
+        ControllerConfig {
+            leader_imbalance_check_interval_ms: 1_000,
+            ..Default::default()
+        },
+        base_image(),
+        0,
+    )
+}
+
+/// Registers and unfences brokers `1..=n`; returns their epochs.
+fn cluster(c: &mut Controller, n: i32, racks: bool) -> Vec<i64> {
+    let mut epochs = Vec::new();
+    for id in 1..=n {
+        let rack = racks.then(|| ["a", "b", "c"][(id as usize - 1) % 3]);
+        let r = c
+            .register_broker(0, &registration(id, id as u128, rack))
+            .unwrap();
+        epochs.push(r.response);
+    }
+    let end = c.image().end_offset().0;
+    for (i, e) in epochs.iter().enumerate() {
+        let r = c.heartbeat(0, &heartbeat(i as i32 + 1, *e, end)).unwrap();
+        assert!(!r.response.is_fenced);
+    }
+    epochs
+}
+
+#[test]
+fn registration_epoch_is_the_record_offset_and_starts_fenced() {
+    let mut c = controller();
+    let r = c
+        .register_broker(5, &registration(1, 1, Some("r1")))
+        .unwrap();
+    assert_eq!(
+        r.response, 1,
+        "the record lands at offset 1 (after the feature level)"
+    );
+    assert_eq!(r.records.len(), 1);
+    let MetadataRecord::RegisterBroker(rec) = &r.records[0] else {
+        panic!("{:?}", r.records)
+    };
+    assert!(rec.fenced && !rec.in_controlled_shutdown);
+    assert_eq!(rec.rack.as_deref(), Some("r1"));
+    assert_eq!(rec.incarnation_id, Uuid::from_u128(1));
+    assert_eq!(rec.end_points[0].port, 9092);
+    assert_eq!(rec.broker_epoch, 1);
+    let r2 = c.register_broker(5, &registration(2, 2, None)).unwrap();
+    assert_eq!(r2.response, 2);
+    // The same incarnation again (a retry) gets a new epoch.
+    let r3 = c.register_broker(6, &registration(1, 1, None)).unwrap();
+    assert_eq!(r3.response, 3);
+}
+
+#[test]
+fn registration_errors_as_kafka() {
+    let mut c = controller();
+    let mut wrong = registration(1, 1, None);
+    wrong.cluster_id = "other".into();
+    assert_eq!(
+        c.register_broker(0, &wrong).unwrap_err().code,
+        ErrorCode::INCONSISTENT_CLUSTER_ID
+    );
+    let mut old = registration(1, 1, None);
+    old.features[0].max = MV - 1;
+    assert_eq!(
+        c.register_broker(0, &old).unwrap_err().code,
+        ErrorCode::UNSUPPORTED_VERSION
+    );
+    let mut none = registration(1, 1, None);
+    none.features.clear();
+    assert_eq!(
+        c.register_broker(0, &none).unwrap_err().code,
+        ErrorCode::UNSUPPORTED_VERSION
+    );
+    assert_eq!(c.image().brokers().len(), 0, "refusals change nothing");
+
+    let epochs = cluster(&mut c, 1, false);
+    // A second process with the same id while the first one's session lives.
+    let dup = c
+        .register_broker(1_000, &registration(1, 99, None))
+        .unwrap_err();
+    assert_eq!(dup.code, ErrorCode::DUPLICATE_BROKER_REGISTRATION);
+    // Once the session is over (fenced by the timeout), it may.
+    let t = c.tick(20_000);
+    assert!(!t.records.is_empty());
+    let r = c
+        .register_broker(20_001, &registration(1, 99, None))
+        .unwrap();
+    assert!(r.response > epochs[0]);
+    // The old epoch is stale now.
+    assert_eq!(
+        c.heartbeat(20_002, &heartbeat(1, epochs[0], 100))
+            .unwrap_err()
+            .code,
+        ErrorCode::STALE_BROKER_EPOCH
+    );
+    assert_eq!(
+        c.heartbeat(20_002, &heartbeat(7, 1, 100)).unwrap_err().code,
+        ErrorCode::BROKER_ID_NOT_REGISTERED
+    );
+}
+
+#[test]
+fn unfenced_once_caught_up_with_its_registration() {
+    let mut c = controller();
+    let epoch = c
+        .register_broker(0, &registration(1, 1, None))
+        .unwrap()
+        .response;
+    let r = c.heartbeat(10, &heartbeat(1, epoch, epoch - 1)).unwrap();
+    assert!(r.records.is_empty());
+    assert!(r.response.is_fenced && !r.response.is_caught_up);
+    let r = c.heartbeat(20, &heartbeat(1, epoch, epoch)).unwrap();
+    assert!(!r.response.is_fenced && r.response.is_caught_up);
+    assert_eq!(
+        r.records,
+        vec![MetadataRecord::BrokerRegistrationChange(
+            BrokerRegistrationChangeRecord {
+                broker_id: 1,
+                broker_epoch: epoch,
+                fenced: -1,
+                in_controlled_shutdown: 0,
+                ..Default::default()
+            }
+        )]
+    );
+    assert!(!c.image().broker(NodeId(1)).unwrap().fenced);
+}
+
+fn topic(name: &str, partitions: i32, rf: i16) -> NewTopic {
+    NewTopic {
+        name: name.into(),
+        num_partitions: partitions,
+        replication_factor: rf,
+        ..Default::default()
+    }
+}
+
+fn partitions(c: &Controller, name: &str) -> Vec<PartitionRegistration> {
+    c.image()
+        .topics()
+        .get(name)
+        .unwrap()
+        .partitions
+        .values()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn create_topics_places_replicas_and_answers_kafka_errors() {
+    let mut c = controller();
+    cluster(&mut c, 3, true);
+    let r = c.create_topics(
+        &[
+            topic("a", 6, 3),
+            topic("b", 1, 4),
+            topic("a", 1, 1),
+            topic("bad name!", 1, 1),
+            topic("c", 0, 1),
+            topic("d", -1, -1),
+        ],
+        2,
+        1,
+        false,
+    );
+    let codes: Vec<ErrorCode> = r
+        .response
+        .iter()
+        .map(|x| x.as_ref().map_or_else(|e| e.code, |_| ErrorCode::NONE))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ErrorCode::NONE,
+            ErrorCode::INVALID_REPLICATION_FACTOR,
+            ErrorCode::TOPIC_ALREADY_EXISTS,
+            ErrorCode::INVALID_TOPIC_EXCEPTION,
+            ErrorCode::INVALID_PARTITIONS,
+            ErrorCode::NONE,
+        ]
+    );
+    let a = partitions(&c, "a");
+    let mut leaders = BTreeMap::new();
+    for p in &a {
+        assert_eq!(p.replicas.len(), 3);
+        assert_eq!(p.isr, p.replicas);
+        assert_eq!(p.leader, p.replicas[0]);
+        assert_eq!((p.leader_epoch, p.partition_epoch), (0, 0));
+        *leaders.entry(p.leader).or_insert(0) += 1;
+    }
+    assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+    assert_eq!(partitions(&c, "d").len(), 2, "the defaults");
+    assert_eq!(partitions(&c, "d")[0].replicas.len(), 1);
+    check_image(c.image()).unwrap();
+    // validate_only: answers, no records.
+    let v = c.create_topics(&[topic("e", 1, 1)], 1, 1, true);
+    assert!(v.records.is_empty() && v.response[0].is_ok());
+    assert!(c.image().topics().get("e").is_none());
+}
+
+#[test]
+fn manual_assignments_are_checked() {
+    let mut c = controller();
+    cluster(&mut c, 2, false);
+    let manual = |a: Vec<Vec<i32>>| NewTopic {
+        name: "m".into(),
+        num_partitions: -1,
+        replication_factor: -1,
+        assignments: a,
+        ..Default::default()
+    };
+    for bad in [
+        vec![vec![1, 1]],
+        vec![vec![3]],
+        vec![vec![1, 2], vec![1]],
+        vec![vec![]],
+    ] {
+        let r = c.create_topics(&[manual(bad.clone())], 1, 1, false);
+        assert_eq!(
+            r.response[0].as_ref().unwrap_err().code,
+            ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+            "{bad:?}"
+        );
+    }
+    let r = c.create_topics(&[manual(vec![vec![2, 1], vec![1, 2]])], 1, 1, false);
+    assert!(r.response[0].is_ok());
+    let p = partitions(&c, "m");
+    assert_eq!((p[0].leader, p[1].leader), (2, 1));
+}
+
+#[test]
+fn fencing_moves_leadership_within_the_isr() {
+    let mut c = controller();
+    let epochs = cluster(&mut c, 3, false);
+    c.create_topics(&[topic("a", 3, 2), topic("solo", 1, 1)], 1, 1, false);
+    let solo_leader = partitions(&c, "solo")[0].leader;
+    let before = partitions(&c, "a");
+    // Brokers other than 1 keep heartbeating; broker 1 goes silent.
+    for id in 2..=3 {
+        c.heartbeat(8_000, &heartbeat(id, epochs[id as usize - 1], 100))
+            .unwrap();
+    }
+    let r = c.tick(9_500);
+    assert!(matches!(
+        r.records.last(),
+        Some(MetadataRecord::BrokerRegistrationChange(
+            BrokerRegistrationChangeRecord {
+                broker_id: 1,
+                fenced: 1,
+                ..
+            }
+        ))
+    ));
+    let after = partitions(&c, "a");
+    for (b, a) in before.iter().zip(&after) {
+        assert!(!a.isr.contains(&1) || a.isr == vec![1], "{a:?}");
+        assert_ne!(a.leader, 1);
+        if b.leader == 1 {
+            assert_eq!(
+                a.leader_epoch,
+                b.leader_epoch + 1,
+                "a new leader bumps the epoch"
+            );
+            assert!(a.isr.contains(&a.leader));
+        } else {
+            assert_eq!(a.leader_epoch, b.leader_epoch, "only the ISR shrank");
+        }
+        if b.isr.contains(&1) {
+            assert_eq!(a.partition_epoch, b.partition_epoch + 1);
+        }
+    }
+    // A partition whose only replica is fenced has no leader; its ISR stays.
+    if solo_leader == 1 {
+        let s = &partitions(&c, "solo")[0];
+        assert_eq!((s.leader, s.isr.clone()), (NO_LEADER, vec![1]));
+    }
+    check_image(c.image()).unwrap();
+    // Broker 1 comes back: new incarnation, fenced until caught up, then
+    // it leads the leaderless partitions whose ISR holds it.
+    let e = c
+        .register_broker(10_000, &registration(1, 50, None))
+        .unwrap()
+        .response;
+    let end = c.image().end_offset().0;
+    c.heartbeat(10_001, &heartbeat(1, e, end)).unwrap();
+    if solo_leader == 1 {
+        assert_eq!(partitions(&c, "solo")[0].leader, 1);
+    }
+    check_image(c.image()).unwrap();
+}
+
+#[test]
+fn controlled_shutdown_moves_leadership_first() {
+    let mut c = controller();
+    let epochs = cluster(&mut c, 3, false);
+    c.create_topics(&[topic("a", 3, 3)], 1, 1, false);
+    let mut hb = heartbeat(1, epochs[0], c.image().end_offset().0);
+    hb.want_shut_down = true;
+    let r = c.heartbeat(100, &hb).unwrap();
+    assert!(r.response.in_controlled_shutdown && !r.response.should_shut_down);
+    assert!(partitions(&c, "a")
+        .iter()
+        .all(|p| p.leader != 1 && !p.isr.contains(&1)));
+    // Granted once every active broker has seen the changes.
+    let end = c.image().end_offset().0;
+    for id in 2..=3 {
+        c.heartbeat(200, &heartbeat(id, epochs[id as usize - 1], end))
+            .unwrap();
+    }
+    hb.current_metadata_offset = end;
+    let r = c.heartbeat(300, &hb).unwrap();
+    assert!(r.response.should_shut_down && r.response.is_fenced);
+    assert!(c.image().broker(NodeId(1)).unwrap().fenced);
+    check_image(c.image()).unwrap();
+}
+
+#[test]
+fn preferred_election_and_auto_rebalance() {
+    let mut c = controller();
+    let epochs = cluster(&mut c, 2, false);
+    c.create_topics(&[topic("a", 2, 2)], 1, 1, false);
+    let preferred: Vec<i32> = partitions(&c, "a").iter().map(|p| p.replicas[0]).collect();
+    assert_eq!(
+        c.elect_preferred_leaders(&[("a".into(), 0), ("x".into(), 0)])
+            .response
+            .iter()
+            .map(|r| r.as_ref().unwrap_err().code)
+            .collect::<Vec<_>>(),
+        vec![
+            ErrorCode::ELECTION_NOT_NEEDED,
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+        ]
+    );
+    // Broker 1 shuts down and comes back: its leaderships went to 2.
+    let mut hb = heartbeat(1, epochs[0], 1_000);
+    hb.want_fence = true;
+    c.heartbeat(10, &hb).unwrap();
+    assert!(partitions(&c, "a").iter().all(|p| p.leader == 2));
+    hb.want_fence = false;
+    c.heartbeat(20, &hb).unwrap();
+    assert!(!c.image().broker(NodeId(1)).unwrap().fenced);
+    // Broker 1 is not in the ISRs any more (ISR growth is replication's
+    // job): it cannot be elected.
+    let r = c.elect_preferred_leaders(&[(
+        "a".into(),
+        preferred.iter().position(|&p| p == 1).unwrap() as i32,
+    )]);
+    assert_eq!(
+        r.response[0].as_ref().unwrap_err().code,
+        ErrorCode::PREFERRED_LEADER_NOT_AVAILABLE
+    );
+    // Put it back in the ISR (as an AlterPartition would), then the
+    // rebalance elects it.
+    let t = c.image().topics().get("a").unwrap().clone();
+    let grow: Vec<MetadataRecord> = t
+        .partitions
+        .keys()
+        .map(|i| {
+            MetadataRecord::PartitionChange(PartitionChangeRecord {
+                partition_id: *i,
+                topic_id: t.id,
+                isr: Some(vec![1, 2]),
+                leader: NO_LEADER_CHANGE,
+                leader_recovery_state: -1,
+                ..Default::default()
+            })
+        })
+        .collect();
+    c.replay(&grow);
+    for id in 1..=2 {
+        c.heartbeat(500, &heartbeat(id, epochs[id as usize - 1], 1_000))
+            .unwrap();
+    }
+    let r = c.tick(1_500);
+    assert!(!r.records.is_empty());
+    let now: Vec<i32> = partitions(&c, "a").iter().map(|p| p.leader).collect();
+    assert_eq!(now, preferred);
+    assert!(c.tick(1_600).records.is_empty(), "nothing left to move");
+}
+
+#[test]
+fn producer_id_blocks_follow_each_other() {
+    let mut c = controller();
+    let epochs = cluster(&mut c, 2, false);
+    let a = c.allocate_producer_ids(NodeId(1), epochs[0]).unwrap();
+    let b = c.allocate_producer_ids(NodeId(2), epochs[1]).unwrap();
+    assert_eq!(
+        a.response,
+        ProducerIdBlock {
+            first: 0,
+            size: 1000
+        }
+    );
+    assert_eq!(
+        b.response,
+        ProducerIdBlock {
+            first: 1000,
+            size: 1000
+        }
+    );
+    assert_eq!(
+        b.records,
+        vec![MetadataRecord::ProducerIds(ProducerIdsRecord {
+            broker_id: 2,
+            broker_epoch: epochs[1],
+            next_producer_id: 2000,
+            ..Default::default()
+        })]
+    );
+    assert_eq!(
+        c.allocate_producer_ids(NodeId(1), epochs[0] + 1)
+            .unwrap_err()
+            .code,
+        ErrorCode::STALE_BROKER_EPOCH
+    );
+    // A failed proposal is forgotten: the next block starts where the committed one ends.
+    let committed = c.image().clone();
+    c.allocate_producer_ids(NodeId(1), epochs[0]).unwrap();
+    c.reset(committed);
+    assert_eq!(
+        c.allocate_producer_ids(NodeId(1), epochs[0])
+            .unwrap()
+            .response
+            .first,
+        2000
+    );
+}
+
+#[test]
+fn create_partitions_as_kafka() {
+    let mut c = controller();
+    cluster(&mut c, 3, false);
+    c.create_topics(&[topic("a", 2, 2)], 1, 1, false);
+    assert_eq!(
+        c.create_partitions("a", 2, &[], false).unwrap_err().code,
+        ErrorCode::INVALID_PARTITIONS
+    );
+    assert_eq!(
+        c.create_partitions("a", 1, &[], false).unwrap_err().code,
+        ErrorCode::INVALID_PARTITIONS
+    );
+    assert_eq!(
+        c.create_partitions("x", 3, &[], false).unwrap_err().code,
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(
+        c.create_partitions("a", 3, &[vec![1]], false)
+            .unwrap_err()
+            .code,
+        ErrorCode::INVALID_REPLICA_ASSIGNMENT
+    );
+    assert!(c
+        .create_partitions("a", 4, &[], true)
+        .unwrap()
+        .records
+        .is_empty());
+    let r = c.create_partitions("a", 4, &[], false).unwrap();
+    assert_eq!(r.records.len(), 2);
+    let p = partitions(&c, "a");
+    assert_eq!(p.len(), 4);
+    assert!(p.iter().all(|x| x.replicas.len() == 2));
+    check_image(c.image()).unwrap();
+}
+
+#[test]
+fn check_image_finds_violations() {
+    let mut c = controller();
+    cluster(&mut c, 2, false);
+    c.create_topics(&[topic("a", 1, 2)], 1, 1, false);
+    let t = c.image().topics().get("a").unwrap().clone();
+    let leader = t.partitions[&0].leader;
+    let epoch = c.image().broker(NodeId(leader)).unwrap().broker_epoch;
+    // Fence the leader behind the controller's back.
+    let mut bad = c.clone();
+    bad.replay(&[MetadataRecord::BrokerRegistrationChange(
+        BrokerRegistrationChangeRecord {
+            broker_id: leader,
+            broker_epoch: epoch,
+            fenced: 1,
+            ..Default::default()
+        },
+    )]);
+    assert!(check_image(bad.image())
+        .unwrap_err()
+        .contains("fenced broker"));
+    // A leader outside the ISR.
+    let mut bad = c.clone();
+    bad.replay(&[MetadataRecord::PartitionChange(PartitionChangeRecord {
+        partition_id: 0,
+        topic_id: t.id,
+        isr: Some(vec![3 - leader]),
+        leader: NO_LEADER_CHANGE,
+        leader_recovery_state: -1,
+        ..Default::default()
+    })]);
+    assert!(check_image(bad.image())
+        .unwrap_err()
+        .contains("not in the ISR"));
+    // No leader although an active ISR member exists.
+    let mut bad = c.clone();
+    bad.replay(&[MetadataRecord::PartitionChange(PartitionChangeRecord {
+        partition_id: 0,
+        topic_id: t.id,
+        leader: NO_LEADER,
+        leader_recovery_state: -1,
+        ..Default::default()
+    })]);
+    assert!(check_image(bad.image()).unwrap_err().contains("no leader"));
+    check_image(c.image()).unwrap();
+}
