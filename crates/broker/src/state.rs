@@ -26,6 +26,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use fjord_controller::{
+    BrokerHeartbeat, BrokerRegistration, Controller, ControllerConfig, ControllerError,
+    FeatureRange, Listener, NewTopic,
+};
 use fjord_metadata::{
     frame_records, ConfigResource, ImageHandle, LocalQuorum, LocalQuorumConfig, MetadataDelta,
     MetadataImage, MetadataLoader, MetadataQuorum,
@@ -86,6 +90,11 @@ pub struct Broker {
     loaded: AtomicBool,
     producer_id_next: AtomicI64,
     producer_id_block_end: AtomicI64,
+    /// The controller's logic (`fjord_controller`): admin requests become
+    /// records through it, under `admin`. Set at the end of loading.
+    controller: Mutex<Option<Controller>>,
+    /// This node's broker epoch (its registration's), -1 until registered.
+    broker_epoch: AtomicI64,
     /// Consumer groups: loaded at the end of `open`, or in the background
     /// after `open_deferred` (empty until then).
     pub groups: crate::groups::GroupsSlot,
@@ -118,6 +127,15 @@ impl Quorum {
             Quorum::Raft(q) => q.close(),
         }
     }
+}
+
+/// A registered, unfenced broker as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveBroker {
+    pub id: NodeId,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +270,8 @@ impl Broker {
             loaded: AtomicBool::new(false),
             producer_id_next: AtomicI64::new(0),
             producer_id_block_end: AtomicI64::new(0),
+            controller: Mutex::new(None),
+            broker_epoch: AtomicI64::new(-1),
             groups: crate::groups::GroupsSlot::new(me.clone()),
             cleaner: parking_lot::Mutex::new(None),
             config,
@@ -300,6 +320,7 @@ impl Broker {
         // The records are durable: the old files are not needed any more
         // (also after a crash between the commit and this rename).
         cm::retire_legacy_files(&dir)?;
+        broker.start_controller()?;
         let next = match broker.image().next_producer_id() {
             n if n >= 0 => n,
             _ => PRODUCER_ID_FIRST,
@@ -372,6 +393,126 @@ impl Broker {
     /// The metadata quorum, once open.
     pub fn quorum(&self) -> Option<&Quorum> {
         self.quorum.get()
+    }
+
+    /// Starts the controller's logic on the loaded image and registers this
+    /// node through it (RegisterBrokerRecord, then unfenced: it is caught
+    /// up) unless the image already holds an unfenced registration of it
+    /// with this node's advertised listener.
+    fn start_controller(&self) -> Result<(), StateError> {
+        let _admin = self.admin.lock();
+        let image = self.image();
+        let config = ControllerConfig {
+            first_producer_id: PRODUCER_ID_FIRST,
+            // Topic ids must differ across restarts: a fresh seed each start.
+            seed: Uuid::new_v4().as_u128() as u64,
+            // Nothing to rebalance on one node (and nothing drives `tick`).
+            auto_leader_rebalance: false,
+            ..ControllerConfig::default()
+        };
+        let mut c = Controller::activate(config, image.clone(), now_ms());
+        let node = self.config.node_id;
+        let (host, port) = (&self.config.advertised_host, self.config.advertised_port);
+        let epoch = match image.broker(node) {
+            Some(b)
+                if !b.fenced
+                    && b.end_points.len() == 1
+                    && b.end_points[0].name == "PLAINTEXT"
+                    && b.end_points[0].host == *host
+                    && b.end_points[0].port == port =>
+            {
+                b.broker_epoch
+            }
+            _ => {
+                // A single node is its only broker: no earlier incarnation of
+                // it can still be alive.
+                c.forget_session(node);
+                let registration = BrokerRegistration {
+                    broker_id: node,
+                    cluster_id: self.cluster_id.clone(),
+                    incarnation_id: Uuid::new_v4(),
+                    listeners: vec![Listener {
+                        name: "PLAINTEXT".into(),
+                        host: self.config.advertised_host.clone(),
+                        port: self.config.advertised_port,
+                        security_protocol: 0,
+                    }],
+                    rack: None,
+                    features: vec![FeatureRange {
+                        name: fjord_metadata::image::METADATA_VERSION_FEATURE.to_string(),
+                        min: cm::METADATA_VERSION_MIN,
+                        max: cm::BOOTSTRAP_METADATA_VERSION,
+                    }],
+                };
+                let r = c
+                    .register_broker(now_ms(), &registration)
+                    .map_err(controller_error)?;
+                self.propose(r.records)?;
+                c.reset(self.image());
+                let heartbeat = BrokerHeartbeat {
+                    broker_id: node,
+                    broker_epoch: r.response,
+                    current_metadata_offset: self.image().end_offset().0,
+                    want_fence: false,
+                    want_shut_down: false,
+                };
+                let h = c
+                    .heartbeat(now_ms(), &heartbeat)
+                    .map_err(controller_error)?;
+                assert!(!h.response.is_fenced, "a single node is caught up at once");
+                self.propose(h.records)?;
+                c.reset(self.image());
+                r.response
+            }
+        };
+        self.broker_epoch.store(epoch, Ordering::SeqCst);
+        *self.controller.lock() = Some(c);
+        Ok(())
+    }
+
+    /// Runs `f` on the controller, reset to the committed image first;
+    /// `None` on a node of a KRaft cluster, where brokers do not register
+    /// with the controller yet (the callers then write the records of a
+    /// node that is its topics' only replica, as before). Callers hold
+    /// `admin`, so nothing is proposed in between.
+    fn with_controller<T>(&self, f: impl FnOnce(&mut Controller) -> T) -> Option<T> {
+        let mut guard = self.controller.lock();
+        let c = guard.as_mut()?;
+        c.reset(self.image());
+        Some(f(c))
+    }
+
+    /// The unfenced brokers of the image with their PLAINTEXT endpoint
+    /// (or first one) and rack, by id: what Metadata and DescribeCluster list.
+    /// On a node of a KRaft cluster (brokers do not register there yet) it
+    /// is this node, as before.
+    pub fn live_brokers(&self) -> Vec<LiveBroker> {
+        if self.config.kraft.is_cluster() {
+            return vec![LiveBroker {
+                id: self.config.node_id,
+                host: self.config.advertised_host.clone(),
+                port: self.config.advertised_port,
+                rack: None,
+            }];
+        }
+        self.image()
+            .brokers()
+            .values()
+            .filter(|b| !b.fenced)
+            .filter_map(|b| {
+                let e = b
+                    .end_points
+                    .iter()
+                    .find(|e| e.name == "PLAINTEXT")
+                    .or_else(|| b.end_points.first())?;
+                Some(LiveBroker {
+                    id: NodeId(b.broker_id),
+                    host: e.host.clone(),
+                    port: e.port,
+                    rack: b.rack.clone(),
+                })
+            })
+            .collect()
     }
 
     /// The latest metadata image.
@@ -572,7 +713,39 @@ impl Broker {
                 format!("topic '{name}' already exists"),
             ));
         }
-        let id = Uuid::new_v4();
+        let new = NewTopic {
+            name: name.to_string(),
+            num_partitions: partitions,
+            replication_factor: 1,
+            assignments: Vec::new(),
+            configs: overrides.clone(),
+        };
+        let (id, records) = match self.with_controller(|c| {
+            c.create_topics(std::slice::from_ref(&new), partitions, 1, validate_only)
+        }) {
+            Some(result) => match result.response.into_iter().next() {
+                Some(Ok(created)) => (created.topic_id, result.records),
+                Some(Err(e)) => return Err(controller_error(e)),
+                None => {
+                    return Err(StateError::kafka(
+                        ErrorCode::UNKNOWN_SERVER_ERROR,
+                        "no answer for the topic",
+                    ))
+                }
+            },
+            None => {
+                let id = Uuid::new_v4();
+                let records = cm::topic_records(
+                    self.config.node_id,
+                    name,
+                    id,
+                    0..partitions,
+                    &overrides,
+                    true,
+                );
+                (id, records)
+            }
+        };
         if validate_only {
             return Ok(Arc::new(Topic {
                 name: name.to_string(),
@@ -582,14 +755,7 @@ impl Broker {
                 partitions: RwLock::new(Vec::new()),
             }));
         }
-        self.propose(cm::topic_records(
-            self.config.node_id,
-            name,
-            id,
-            0..partitions,
-            &overrides,
-            true,
-        ))?;
+        self.propose(records)?;
         let topic = self.topic(name).ok_or_else(|| {
             StateError::kafka(ErrorCode::UNKNOWN_SERVER_ERROR, "created topic not applied")
         })?;
@@ -654,17 +820,22 @@ impl Broker {
                 "too many partitions",
             ));
         }
+        let records =
+            match self.with_controller(|c| c.create_partitions(name, count, &[], validate_only)) {
+                Some(result) => result.map_err(controller_error)?.records,
+                None => cm::topic_records(
+                    self.config.node_id,
+                    name,
+                    topic.id,
+                    current..count,
+                    &BTreeMap::new(),
+                    false,
+                ),
+            };
         if validate_only {
             return Ok(());
         }
-        self.propose(cm::topic_records(
-            self.config.node_id,
-            name,
-            topic.id,
-            current..count,
-            &BTreeMap::new(),
-            false,
-        ))?;
+        self.propose(records)?;
         assert_eq!(topic.partition_count(), count, "new partitions are applied");
         Ok(())
     }
@@ -810,14 +981,33 @@ impl Broker {
     pub fn next_producer_id(&self) -> Result<ProducerId, StateError> {
         let _admin = self.admin.lock();
         let id = self.producer_id_next.load(Ordering::SeqCst);
+        let mut id = id;
         if id >= self.producer_id_block_end.load(Ordering::SeqCst) {
-            let end = id + PRODUCER_ID_BLOCK;
-            self.propose(vec![MetadataRecord::ProducerIds(ProducerIdsRecord {
-                broker_id: self.config.node_id.0,
-                broker_epoch: 0,
-                next_producer_id: end,
-                ..Default::default()
-            })])?;
+            // AllocateProducerIds through the controller's logic: the block
+            // starts where the committed ones end.
+            let node = self.config.node_id;
+            let epoch = self.broker_epoch.load(Ordering::SeqCst);
+            let (first, end, records) =
+                match self.with_controller(|c| c.allocate_producer_ids(node, epoch)) {
+                    Some(result) => {
+                        let result = result.map_err(controller_error)?;
+                        let b = result.response;
+                        (b.first, b.first + b.size, result.records)
+                    }
+                    None => (
+                        id,
+                        id + PRODUCER_ID_BLOCK,
+                        vec![MetadataRecord::ProducerIds(ProducerIdsRecord {
+                            broker_id: node.0,
+                            broker_epoch: 0,
+                            next_producer_id: id + PRODUCER_ID_BLOCK,
+                            ..Default::default()
+                        })],
+                    ),
+                };
+            assert!(first >= id, "a new block never hands out an old id");
+            self.propose(records)?;
+            id = first;
             self.producer_id_block_end.store(end, Ordering::SeqCst);
         }
         assert!(
@@ -904,6 +1094,10 @@ impl Broker {
             }
         }
     }
+}
+
+fn controller_error(e: ControllerError) -> StateError {
+    StateError::kafka(e.code, e.message)
 }
 
 fn meta_err(path: &Path, e: std::io::Error) -> StateError {

@@ -217,3 +217,61 @@ fn new_node_bootstraps_and_keeps_topics_across_restarts() {
     assert!(b.topic("gone").is_none());
     b.close();
 }
+
+#[test]
+fn the_node_registers_itself_and_admin_records_come_from_the_controller() {
+    use fjord_model::NodeId;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = |port: u16| BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        advertised_port: port,
+        ..BrokerConfig::default()
+    };
+    let b = Broker::open(config(19092)).unwrap();
+    let node = b.config.node_id;
+    let reg = b.image().broker(node).cloned().unwrap();
+    assert!(!reg.fenced);
+    assert_eq!(reg.end_points[0].port, 19092);
+    let live = b.live_brokers();
+    assert_eq!(live.len(), 1);
+    assert_eq!((live[0].id, live[0].port), (node, 19092));
+    // A topic's records come from the controller's placement: this node
+    // is the only replica, the ISR and the leader.
+    b.create_topic("t", 2, BTreeMap::new(), false).unwrap();
+    b.create_partitions("t", 3, false).unwrap();
+    let image = b.image();
+    let t = image.topics().get("t").unwrap();
+    assert_eq!(t.partition_count(), 3);
+    for p in t.partitions.values() {
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone()),
+            (vec![node.0], vec![node.0])
+        );
+        assert_eq!(p.leader, node.0);
+    }
+    fjord_controller::check_image(&image).unwrap();
+    // Producer-id blocks are allocated at this node's broker epoch.
+    let first = b.next_producer_id().unwrap();
+    assert_eq!(b.image().next_producer_id(), first.0 + 1000);
+    b.close();
+    drop(b);
+
+    // Restarted with another advertised port: registered again (a new,
+    // higher epoch, the new endpoint), unfenced, still leading its partitions.
+    let b = Broker::open(config(19093)).unwrap();
+    let again = b.image().broker(node).cloned().unwrap();
+    assert!(again.broker_epoch > reg.broker_epoch);
+    assert!(!again.fenced);
+    assert_eq!(again.end_points[0].port, 19093);
+    assert_eq!(b.live_brokers()[0].port, 19093);
+    let image = b.image();
+    for p in image.topics().get("t").unwrap().partitions.values() {
+        assert_eq!(p.leader, node.0);
+    }
+    fjord_controller::check_image(&image).unwrap();
+    // The next block starts after the first one.
+    assert_eq!(b.next_producer_id().unwrap().0, first.0 + 1000);
+    assert_eq!(b.image().broker(NodeId(node.0 + 1)), None);
+    b.close();
+}

@@ -27,9 +27,18 @@ pub fn handle(ctx: &Ctx, req: DescribeClusterRequest) -> Option<BytesMut> {
             .with_error_message(Some(str_bytes("only the brokers endpoint type is served")));
         return ctx.respond(&resp);
     }
-    resp = resp.with_brokers(vec![DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(cfg.node_id.0))
-        .with_host(str_bytes(cfg.advertised_host.clone()))
-        .with_port(cfg.advertised_port as i32)]);
+    resp = resp.with_brokers(
+        ctx.broker
+            .live_brokers()
+            .into_iter()
+            .map(|b| {
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.id.0))
+                    .with_host(str_bytes(b.host))
+                    .with_port(i32::from(b.port))
+                    .with_rack(b.rack.map(str_bytes))
+            })
+            .collect(),
+    );
     ctx.respond(&resp)
 }

@@ -58,10 +58,19 @@ pub fn handle(ctx: &Ctx, req: MetadataRequest) -> Option<BytesMut> {
         }
     }
     let resp = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(node)
-            .with_host(str_bytes(broker.config.advertised_host.clone()))
-            .with_port(broker.config.advertised_port as i32)])
+        .with_brokers(
+            broker
+                .live_brokers()
+                .into_iter()
+                .map(|b| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(b.id.0))
+                        .with_host(str_bytes(b.host))
+                        .with_port(i32::from(b.port))
+                        .with_rack(b.rack.map(str_bytes))
+                })
+                .collect(),
+        )
         .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
         .with_controller_id(node)
         .with_topics(topics);
