@@ -264,3 +264,61 @@ async fn leader_epoch_checks_are_the_partitions() {
         assert_eq!(p.offset, offset, "list offsets with epoch {epoch}");
     }
 }
+
+/// A full fetch is one with session epoch 0 or -1, whatever session id it
+/// names (Kafka's `FetchMetadata::isFull`): served with records and session
+/// id 0 on every version we advertise. Any other epoch is an incremental
+/// fetch in a session we never created: FETCH_SESSION_ID_NOT_FOUND (70).
+#[tokio::test]
+async fn sessionless_fetch_is_a_full_fetch_on_every_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_broker(dir.path(), 1);
+    let t = b.create_topic("t", 1, Default::default(), false).unwrap();
+    produce(&b, "t", 3).await;
+    let fetch_with = |session_id: i32, session_epoch: i32| {
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_session_id(session_id)
+            .with_session_epoch(session_epoch)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(name("t"))
+                .with_topic_id(t.id)
+                .with_partitions(vec![fetch_request::FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)])])
+    };
+    let served = versions(ApiKey::Fetch);
+    assert_eq!(*served.start(), 4);
+    for v in served {
+        // Before v7 the session fields are not on the wire (they decode as 0 and -1).
+        let sessions: &[(i32, i32)] = if v >= 7 {
+            &[(-1, -1), (0, -1), (0, 0), (42, 0), (42, -1)]
+        } else {
+            &[(0, -1)]
+        };
+        for &(id, epoch) in sessions {
+            let r: FetchResponse = call_at(&b, 1, v, v, &fetch_with(id, epoch)).await;
+            assert_eq!((r.error_code, r.session_id), (0, 0), "v{v} ({id}, {epoch})");
+            let p = &r.responses[0].partitions[0];
+            assert_eq!(
+                (p.error_code, p.high_watermark),
+                (0, 3),
+                "v{v} ({id}, {epoch})"
+            );
+            assert!(
+                p.records.as_ref().is_some_and(|r| !r.is_empty()),
+                "v{v} ({id}, {epoch}) has records"
+            );
+        }
+        if v >= 7 {
+            for (id, epoch) in [(42, 1), (0, 1), (-1, 5), (42, -2)] {
+                let r: FetchResponse = call_at(&b, 1, v, v, &fetch_with(id, epoch)).await;
+                assert_eq!(r.error_code, 70, "v{v} incremental ({id}, {epoch})");
+                assert!(r.responses.is_empty(), "v{v} incremental ({id}, {epoch})");
+            }
+        }
+    }
+}

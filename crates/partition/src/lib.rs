@@ -39,7 +39,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use fjord_model::{limits, ErrorCode, LeaderEpoch, NodeId, Offset, PartitionIndex};
+use fjord_model::{limits, ErrorCode, LeaderEpoch, NodeId, Offset, PartitionIndex, ProducerId};
+use fjord_storage::producer_state::ProducerEntry;
 use fjord_storage::{AppendResult, Log, ReadResult, StorageError, SyncWaiter};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
@@ -484,6 +485,36 @@ impl Partition {
             log_start_offset,
             records,
         }
+    }
+
+    /// OffsetForLeaderEpoch for one partition (a consumer validating its
+    /// position, KIP-320): the largest epoch at most `epoch` and the offset
+    /// where it ends, or `None` (-1, -1 on the wire) for an epoch the log
+    /// cannot place. The leader's own epoch ends at the log end even before
+    /// anything was appended in it (Kafka's leader records its epoch's start
+    /// offset when it takes over, so an empty partition answers (epoch, 0)).
+    /// Checks `current_leader_epoch` and leadership as a read does.
+    pub fn end_offset_for_epoch(
+        &self,
+        epoch: LeaderEpoch,
+        current_leader_epoch: LeaderEpoch,
+    ) -> Result<Option<(LeaderEpoch, Offset)>, PartitionError> {
+        self.check_leader_epoch(current_leader_epoch)?;
+        let leader_epoch = self.check_leader()?;
+        if epoch == leader_epoch {
+            return Ok(Some((leader_epoch, self.log.log_end_offset())));
+        }
+        if epoch > leader_epoch {
+            return Ok(None);
+        }
+        Ok(self.log.end_offset_for_epoch(epoch))
+    }
+
+    /// The idempotent producers this partition tracks (DescribeProducers),
+    /// by producer id. Only the leader answers, as in Kafka.
+    pub fn active_producers(&self) -> Result<Vec<(ProducerId, ProducerEntry)>, PartitionError> {
+        self.check_leader()?;
+        Ok(self.log.producers())
     }
 
     /// ListOffsets for one partition: `None` when nothing matches.

@@ -65,6 +65,13 @@ fn kafka_protocol_decode(like: &Request, version: i16, body: &Bytes) -> Request 
         Vote,
         BeginQuorumEpoch,
         EndQuorumEpoch,
+        OffsetForLeaderEpoch,
+        DescribeProducers,
+        DescribeAcls,
+        CreateAcls,
+        DeleteAcls,
+        ListTransactions,
+        DescribeTransactions,
     );
     assert!(buf.is_empty(), "kafka-protocol left bytes of {like:?}");
     decoded

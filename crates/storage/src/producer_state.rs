@@ -265,6 +265,11 @@ impl ProducerStateMap {
         self.producers.get(&producer_id)
     }
 
+    /// Every producer tracked, by producer id.
+    pub fn iter(&self) -> impl Iterator<Item = (ProducerId, &ProducerEntry)> {
+        self.producers.iter().map(|(id, e)| (*id, e))
+    }
+
     /// Decides about the idempotent batches of one append, in order (`batches_total`
     /// counts all batches of the append, idempotent or not). Changes nothing.
     pub fn check(

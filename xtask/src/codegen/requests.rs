@@ -66,6 +66,13 @@ pub const REQUESTS: &[(&str, Option<i16>)] = &[
     ("Vote", None),
     ("BeginQuorumEpoch", None),
     ("EndQuorumEpoch", None),
+    ("OffsetForLeaderEpoch", None),
+    ("DescribeProducers", None),
+    ("DescribeAcls", None),
+    ("CreateAcls", None),
+    ("DeleteAcls", None),
+    ("ListTransactions", None),
+    ("DescribeTransactions", None),
 ];
 
 /// The `src/messages` directory of the kafka-protocol the workspace uses.

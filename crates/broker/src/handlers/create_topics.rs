@@ -1,7 +1,11 @@
 //! CreateTopics: versions 2..=7. -1 partitions or replication factor means the
 //! broker default; a single node only offers replication factor 1.
+//!
+//! A name given more than once is not created at all: as Kafka's controller
+//! does, its entries are left out and one INVALID_REQUEST result per such
+//! name ("Duplicate topic name.") follows the other results.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
 
 use bytes::BytesMut;
@@ -9,7 +13,9 @@ use fjord_model::ErrorCode;
 use fjord_protocol::kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
-use fjord_protocol::kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use fjord_protocol::kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, TopicName,
+};
 
 use super::{str_bytes, Ctx};
 use crate::config::TOPIC_CONFIG_NAMES;
@@ -20,16 +26,30 @@ pub const VERSIONS: RangeInclusive<i16> = 2..=7;
 pub fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> Option<BytesMut> {
     let broker = &ctx.broker;
     let mut results = Vec::with_capacity(req.topics.len());
-    for t in req.topics {
+    let mut seen: HashMap<&str, bool> = HashMap::with_capacity(req.topics.len());
+    // Names given more than once, in the order of their first entry.
+    let mut duplicates = Vec::new();
+    for t in &req.topics {
+        match seen.get_mut(&*t.name.0) {
+            None => {
+                seen.insert(&t.name.0, false);
+            }
+            Some(again @ false) => {
+                *again = true;
+                duplicates.push(t.name.clone());
+            }
+            Some(true) => {}
+        }
+    }
+    let duplicated = |name: &str| seen.get(name).copied().unwrap_or(false);
+    for t in req
+        .topics
+        .iter()
+        .filter(|t| !duplicated(&t.name.0))
+        .cloned()
+    {
         let name = t.name.0.to_string();
-        let fail = |code: ErrorCode, msg: String| {
-            CreatableTopicResult::default()
-                .with_name(t.name.clone())
-                .with_error_code(code.0)
-                .with_error_message(Some(str_bytes(msg)))
-                .with_num_partitions(-1)
-                .with_replication_factor(-1)
-        };
+        let fail = |code: ErrorCode, msg: String| failed(t.name.clone(), code, msg);
         let rf = if t.replication_factor == -1 {
             broker.config.default_replication_factor
         } else {
@@ -98,6 +118,7 @@ pub fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> Option<BytesMut> {
                     .collect();
                 let mut result = CreatableTopicResult::default()
                     .with_name(t.name)
+                    .with_error_message(None)
                     .with_topic_id(if req.validate_only {
                         Default::default()
                     } else {
@@ -118,5 +139,24 @@ pub fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> Option<BytesMut> {
             }
         }
     }
+    for name in duplicates {
+        results.push(failed(
+            name,
+            ErrorCode::INVALID_REQUEST,
+            "Duplicate topic name.".into(),
+        ));
+    }
     ctx.respond(&CreateTopicsResponse::default().with_topics(results))
+}
+
+/// A topic that is not created: no id, partitions or replication factor
+/// (-1) and no configs (an empty list), as Kafka's result defaults.
+fn failed(name: TopicName, code: ErrorCode, msg: String) -> CreatableTopicResult {
+    CreatableTopicResult::default()
+        .with_name(name)
+        .with_error_code(code.0)
+        .with_error_message(Some(str_bytes(msg)))
+        .with_num_partitions(-1)
+        .with_replication_factor(-1)
+        .with_configs(Some(Vec::new()))
 }

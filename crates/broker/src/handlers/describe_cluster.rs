@@ -1,4 +1,6 @@
-//! DescribeCluster: versions 0..=1 (v1 endpoint type 1, brokers, only).
+//! DescribeCluster: versions 0..=2 (v1 endpoint type 1, brokers, only; v2
+//! asks for fenced brokers too and marks each broker `is_fenced`: this node
+//! is never fenced).
 
 use std::ops::RangeInclusive;
 
@@ -11,7 +13,7 @@ use fjord_protocol::kafka_protocol::messages::{
 
 use super::{str_bytes, Ctx};
 
-pub const VERSIONS: RangeInclusive<i16> = 0..=1;
+pub const VERSIONS: RangeInclusive<i16> = 0..=2;
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
 pub fn handle(ctx: &Ctx, req: DescribeClusterRequest) -> Option<BytesMut> {

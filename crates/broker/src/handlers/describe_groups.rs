@@ -1,5 +1,6 @@
-//! DescribeGroups: versions 0..=5. An unknown group is described as Dead with
-//! no error, as Kafka does before v6.
+//! DescribeGroups: versions 0..=6. An unknown group (the empty id included)
+//! is described as Dead with no error before v6 and with GROUP_ID_NOT_FOUND
+//! ("Group <id> not found.") from v6 on (KIP-1043), as Kafka does.
 
 use std::ops::RangeInclusive;
 
@@ -12,7 +13,7 @@ use fjord_protocol::kafka_protocol::messages::{DescribeGroupsRequest, DescribeGr
 
 use super::{str_bytes, Ctx};
 
-pub const VERSIONS: RangeInclusive<i16> = 0..=5;
+pub const VERSIONS: RangeInclusive<i16> = 0..=6;
 
 /// Kafka's "operations not requested" value for authorized_operations.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
@@ -32,6 +33,19 @@ pub fn handle(ctx: &Ctx, req: DescribeGroupsRequest) -> Option<BytesMut> {
             Err(e) => DescribedGroup::default()
                 .with_group_id(id)
                 .with_error_code(e.0),
+            // A group that does not exist: the coordinator keeps no Dead groups.
+            Ok(d) if d.state == fjord_group::GroupState::Dead => {
+                let unknown = DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_group_state(str_bytes(d.state.as_str()));
+                if ctx.api_version >= 6 {
+                    unknown
+                        .with_error_code(ErrorCode::GROUP_ID_NOT_FOUND.0)
+                        .with_error_message(Some(str_bytes(format!("Group {gid} not found."))))
+                } else {
+                    unknown
+                }
+            }
             Ok(d) => DescribedGroup::default()
                 .with_group_id(id)
                 .with_error_code(d.error.0)

@@ -1,7 +1,10 @@
 //! Fetch: versions 4..=18. Long poll: the response waits until `min_bytes`
 //! are available or `max_wait_ms` passes, woken by appends. Fetch sessions
 //! (v7+, KIP-227) are declined the way the KIP allows: every response carries
-//! session id 0 and is a full response, so clients send full requests.
+//! session id 0 and is a full response, so clients send full requests. A
+//! full request (session epoch 0 or -1, whatever session id it names) is
+//! served; an incremental one (any other epoch) gets
+//! FETCH_SESSION_ID_NOT_FOUND, as from Kafka for a session it does not know.
 //!
 //! From v13 on topics are named by id, in requests and responses; an id we
 //! do not know is UNKNOWN_TOPIC_ID for each of its partitions. v14–v18 add
@@ -77,8 +80,16 @@ pub struct TopicOut {
     pub partitions: Vec<PartitionOut>,
 }
 
+/// Whether a request is a full fetch: session epoch 0 (open a session,
+/// which we decline) or -1 (no session, KIP-227's FINAL_EPOCH), whatever
+/// session id it names, as Kafka's `FetchMetadata::isFull`. Anything else
+/// is an incremental fetch in a session.
+fn is_full_fetch(session_epoch: i32) -> bool {
+    session_epoch == 0 || session_epoch == -1
+}
+
 pub fn handle(ctx: Ctx, req: FetchRequest) -> Pending {
-    if req.session_id != 0 {
+    if !is_full_fetch(req.session_epoch) {
         // We never hand out session ids, so an incremental request names one we do not know.
         let body = encode(
             ctx.api_version,
@@ -128,11 +139,8 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
             });
         }
     }
-    let response_max = if req.max_bytes <= 0 {
-        usize::MAX
-    } else {
-        req.max_bytes as usize
-    };
+    // 0 (or less) allows only the first batch (KIP-74), as in Kafka.
+    let response_max = req.max_bytes.max(0) as usize;
     let isolation = Isolation::from_wire(req.isolation_level);
     let min_bytes = req.min_bytes.max(0) as usize;
     let wait_ms = i64::from(req.max_wait_ms).clamp(0, limits::FETCH_WAIT_MS_MAX) as u64;
@@ -338,8 +346,12 @@ pub fn encode(
             if version >= 5 {
                 e.buf.put_i64(p.log_start_offset);
             }
-            // Aborted transactions: only for read_committed (there are none yet).
-            if read_committed {
+            // Aborted transactions: only for read_committed (there are none
+            // yet). A partition the broker does not know gets an empty list
+            // rather than null whatever the isolation, as from Kafka.
+            let unknown = p.error == ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+                || p.error == ErrorCode::UNKNOWN_TOPIC_ID;
+            if read_committed || unknown {
                 e.len_prefix(0);
             } else {
                 e.null_array();

@@ -1,9 +1,18 @@
-//! FindCoordinator: versions 0..=4. This node coordinates every group; v4+
+//! FindCoordinator: versions 0..=6. This node coordinates every group; v4+
 //! answers per key in `coordinators`. A group whose `__consumer_offsets`
 //! shard is still loading (or whose topic is being created) gets
 //! COORDINATOR_NOT_AVAILABLE, which clients retry; one whose shard failed to
 //! load is named, and its requests answer NOT_COORDINATOR (as from Kafka).
-//! Transaction coordinators do not exist yet: key type 1 gets COORDINATOR_NOT_AVAILABLE.
+//!
+//! Transaction coordinators do not exist yet. Key type 1 gets
+//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED, Kafka's answer when a client may
+//! not use transactional ids (the feature is off for it): the Java client
+//! and librdkafka both treat it as fatal, so a transactional producer or a
+//! Kafka Streams exactly-once application fails at once with that error
+//! instead of retrying a retriable COORDINATOR_NOT_AVAILABLE forever. v5
+//! (TRANSACTION_ABORTABLE) changes nothing for groups; v6 adds key type 2,
+//! share groups, which Fjord does not have: INVALID_REQUEST, as Kafka
+//! answers while share groups are off. Any other key type is INVALID_REQUEST.
 
 use std::ops::RangeInclusive;
 
@@ -17,18 +26,54 @@ use fjord_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::{str_bytes, Ctx};
 
-pub const VERSIONS: RangeInclusive<i16> = 0..=4;
+pub const VERSIONS: RangeInclusive<i16> = 0..=6;
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+const KEY_TYPE_SHARE: i8 = 2;
 
-/// The answer for one key: NONE (this node) or why not.
-fn error_for(ctx: &Ctx, key_type: i8, key: &str) -> ErrorCode {
-    if key_type != KEY_TYPE_GROUP {
-        return ErrorCode::COORDINATOR_NOT_AVAILABLE;
+/// The message sent with the transaction coordinator's refusal.
+const NO_TRANSACTIONS: &str =
+    "Fjord does not support transactions yet: transactional producers cannot be used";
+/// Kafka's default message for INVALID_REQUEST.
+const INVALID_REQUEST_MESSAGE: &str = "This most likely occurs because of a request being malformed by the client library or the message was sent to an incompatible broker. See the broker logs for more details.";
+
+/// The answer for one key: NONE (this node) or why not, with a message of
+/// our own where Kafka's would mislead.
+fn error_for(ctx: &Ctx, key_type: i8, key: &str) -> (ErrorCode, Option<&'static str>) {
+    match key_type {
+        KEY_TYPE_GROUP => match ctx.broker.groups.get() {
+            None => (ErrorCode::COORDINATOR_NOT_AVAILABLE, None),
+            Some(g) => (g.coordinator_error(key), None),
+        },
+        KEY_TYPE_TRANSACTION => (
+            ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            Some(NO_TRANSACTIONS),
+        ),
+        KEY_TYPE_SHARE => (ErrorCode::INVALID_REQUEST, None),
+        _ => (ErrorCode::INVALID_REQUEST, None),
     }
-    match ctx.broker.groups.get() {
-        None => ErrorCode::COORDINATOR_NOT_AVAILABLE,
-        Some(g) => g.coordinator_error(key),
+}
+
+/// The error message Kafka sends: in v1–v3 the code's standard message
+/// ("NONE" for no error), in v4+ an empty string, each unless we have a
+/// message of our own.
+fn message(version: i16, error: ErrorCode, ours: Option<&'static str>) -> &'static str {
+    if let Some(m) = ours {
+        return m;
+    }
+    if version >= 4 {
+        return "";
+    }
+    match error {
+        ErrorCode::NONE => "NONE",
+        ErrorCode::COORDINATOR_NOT_AVAILABLE => "The coordinator is not available.",
+        ErrorCode::COORDINATOR_LOAD_IN_PROGRESS => {
+            "The coordinator is loading and hence can't process requests."
+        }
+        ErrorCode::NOT_COORDINATOR => "This is not the correct coordinator.",
+        ErrorCode::INVALID_REQUEST => INVALID_REQUEST_MESSAGE,
+        other => other.name(),
     }
 }
 
@@ -51,7 +96,7 @@ pub fn handle(ctx: &Ctx, req: FindCoordinatorRequest) -> Option<BytesMut> {
         resp = resp.with_coordinators(
             keys.into_iter()
                 .map(|k| {
-                    let error = error_for(ctx, req.key_type, k.as_str());
+                    let (error, ours) = error_for(ctx, req.key_type, k.as_str());
                     let (node, host, port) = answer(error);
                     Coordinator::default()
                         .with_key(k)
@@ -59,14 +104,16 @@ pub fn handle(ctx: &Ctx, req: FindCoordinatorRequest) -> Option<BytesMut> {
                         .with_host(str_bytes(host))
                         .with_port(port)
                         .with_error_code(error.0)
+                        .with_error_message(Some(str_bytes(message(ctx.api_version, error, ours))))
                 })
                 .collect(),
         );
     } else {
-        let error = error_for(ctx, req.key_type, req.key.as_str());
+        let (error, ours) = error_for(ctx, req.key_type, req.key.as_str());
         let (node, host, port) = answer(error);
         resp = resp
             .with_error_code(error.0)
+            .with_error_message(Some(str_bytes(message(ctx.api_version, error, ours))))
             .with_node_id(BrokerId(node))
             .with_host(str_bytes(host))
             .with_port(port);

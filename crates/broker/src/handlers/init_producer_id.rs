@@ -1,4 +1,5 @@
-//! InitProducerId: versions 0..=4, for idempotent producers (null
+//! InitProducerId: versions 0..=5 (v5 only adds TRANSACTION_ABORTABLE, a
+//! transactions error), for idempotent producers (null
 //! transactional id); the partition logs check their sequences
 //! (`fjord_storage::producer_state`). Transactions have their own issue; a transactional id
 //! is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, a non-retriable code
@@ -15,7 +16,7 @@ use fjord_protocol::kafka_protocol::messages::{
 use super::Ctx;
 use crate::errors;
 
-pub const VERSIONS: RangeInclusive<i16> = 0..=4;
+pub const VERSIONS: RangeInclusive<i16> = 0..=5;
 
 pub fn handle(ctx: &Ctx, req: InitProducerIdRequest) -> Option<BytesMut> {
     let fail = |code: ErrorCode| {

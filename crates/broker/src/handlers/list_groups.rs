@@ -1,4 +1,6 @@
-//! ListGroups: versions 0..=4 (v4 filters by state). Lists every shard's groups.
+//! ListGroups: versions 0..=5 (v4 filters by state, v5 by type). Lists every
+//! shard's groups; they are all classic groups, so a type filter that does
+//! not name "classic" lists none.
 
 use std::ops::RangeInclusive;
 
@@ -9,7 +11,7 @@ use fjord_protocol::kafka_protocol::messages::{GroupId, ListGroupsRequest, ListG
 
 use super::{str_bytes, Ctx};
 
-pub const VERSIONS: RangeInclusive<i16> = 0..=4;
+pub const VERSIONS: RangeInclusive<i16> = 0..=5;
 
 pub fn handle(ctx: &Ctx, req: ListGroupsRequest) -> Option<BytesMut> {
     let Some(groups) = ctx.broker.groups.get() else {
@@ -24,8 +26,13 @@ pub fn handle(ctx: &Ctx, req: ListGroupsRequest) -> Option<BytesMut> {
         .map(|s| fjord_group::GroupState::parse(s.as_str()))
         .collect();
     let known: Vec<fjord_group::GroupState> = states.iter().flatten().copied().collect();
+    let classic_wanted = req.types_filter.is_empty()
+        || req
+            .types_filter
+            .iter()
+            .any(|t| t.as_str().eq_ignore_ascii_case("classic"));
     let mut listed = Vec::new();
-    if states.is_empty() || !known.is_empty() {
+    if classic_wanted && (states.is_empty() || !known.is_empty()) {
         for shard in groups.read_all(|c| c.list(&known, &[])) {
             match shard {
                 Ok(l) => listed.extend(l),

@@ -11,9 +11,13 @@
 //! them. A special timestamp the request's version does not know, or any
 //! other negative one, is UNSUPPORTED_VERSION, again as Kafka answers.
 //!
+//! A partition named more than once in a request is answered once, with
+//! INVALID_REQUEST, as Kafka answers duplicate partitions.
+//!
 //! v11 has the same layout as v10 (kafka-protocol 0.18 knows v10 only), so
 //! its response is encoded as v10.
 
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
 
 use bytes::BytesMut;
@@ -67,6 +71,16 @@ fn query_of(ts: i64) -> Option<OffsetQuery> {
 
 pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Option<BytesMut> {
     let isolation = Isolation::from_wire(req.isolation_level);
+    // How often each topic-partition is named; true once answered.
+    let mut named: HashMap<(String, i32), (usize, bool)> = HashMap::new();
+    for t in &req.topics {
+        for p in &t.partitions {
+            named
+                .entry((t.name.0.to_string(), p.partition_index))
+                .or_insert((0, false))
+                .0 += 1;
+        }
+    }
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let topic = ctx.broker.topic(&t.name.0);
@@ -77,6 +91,17 @@ pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Option<BytesMut> {
                 .with_timestamp(-1)
                 .with_offset(-1)
                 .with_leader_epoch(-1);
+            if let Some((count, answered)) =
+                named.get_mut(&(t.name.0.to_string(), p.partition_index))
+            {
+                if *count > 1 {
+                    if !*answered {
+                        *answered = true;
+                        partitions.push(base.with_error_code(ErrorCode::INVALID_REQUEST.0));
+                    }
+                    continue;
+                }
+            }
             let Some(part) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
                 partitions.push(base.with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0));
                 continue;

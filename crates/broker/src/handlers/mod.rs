@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::response::Response;
 use crate::state::Broker;
 
+pub mod acls;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
 pub mod alter_replica_log_dirs;
@@ -29,6 +30,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
 pub mod elect_leaders;
@@ -47,8 +49,10 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod transactions;
 
 /// Everything a handler knows about the request besides its body.
 pub struct Ctx {
@@ -220,6 +224,22 @@ pub fn supported() -> Vec<(i16, RangeInclusive<i16>)> {
             ApiKey::ListConfigResources as i16,
             list_config_resources::VERSIONS,
         ),
+        (
+            ApiKey::OffsetForLeaderEpoch as i16,
+            offset_for_leader_epoch::VERSIONS,
+        ),
+        (
+            ApiKey::DescribeProducers as i16,
+            describe_producers::VERSIONS,
+        ),
+        (ApiKey::DescribeAcls as i16, acls::VERSIONS),
+        (ApiKey::CreateAcls as i16, acls::VERSIONS),
+        (ApiKey::DeleteAcls as i16, acls::VERSIONS),
+        (ApiKey::ListTransactions as i16, transactions::LIST_VERSIONS),
+        (
+            ApiKey::DescribeTransactions as i16,
+            transactions::DESCRIBE_VERSIONS,
+        ),
     ]
 }
 
@@ -320,6 +340,15 @@ pub fn dispatch_from(
         Request::DescribeGroups(r) => Pending::Ready(describe_groups::handle(&ctx, r)),
         Request::DeleteGroups(r) => delete_groups::handle(ctx, r),
         Request::OffsetDelete(r) => offset_delete::handle(ctx, r),
+        Request::OffsetForLeaderEpoch(r) => {
+            Pending::Ready(offset_for_leader_epoch::handle(&ctx, r))
+        }
+        Request::DescribeProducers(r) => Pending::Ready(describe_producers::handle(&ctx, r)),
+        Request::DescribeAcls(r) => Pending::Ready(acls::describe(&ctx, r)),
+        Request::CreateAcls(r) => Pending::Ready(acls::create(&ctx, r)),
+        Request::DeleteAcls(r) => Pending::Ready(acls::delete(&ctx, r)),
+        Request::ListTransactions(r) => Pending::Ready(transactions::list(&ctx, r)),
+        Request::DescribeTransactions(r) => Pending::Ready(transactions::describe(&ctx, r)),
         // Every request type has a handler now; kept for types added later.
         #[allow(unreachable_patterns)]
         other => {

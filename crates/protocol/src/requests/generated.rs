@@ -5,7 +5,7 @@
 
 use super::*;
 
-apis! { ApiVersions(ApiVersionsRequest) = ApiVersions, flexible >= 3; Metadata(MetadataRequest) = Metadata, flexible >= 9; Produce(ProduceRequest) = Produce, flexible >= 9; Fetch(FetchRequest) = Fetch, flexible >= 12; ListOffsets(ListOffsetsRequest) = ListOffsets, flexible >= 6; CreateTopics(CreateTopicsRequest) = CreateTopics, flexible >= 5; DeleteTopics(DeleteTopicsRequest) = DeleteTopics, flexible >= 4; CreatePartitions(CreatePartitionsRequest) = CreatePartitions, flexible >= 2; DeleteRecords(DeleteRecordsRequest) = DeleteRecords, flexible >= 2; DescribeCluster(DescribeClusterRequest) = DescribeCluster, flexible >= 0; DescribeConfigs(DescribeConfigsRequest) = DescribeConfigs, flexible >= 4; AlterConfigs(AlterConfigsRequest) = AlterConfigs, flexible >= 2; IncrementalAlterConfigs(IncrementalAlterConfigsRequest) = IncrementalAlterConfigs, flexible >= 1; DescribeLogDirs(DescribeLogDirsRequest) = DescribeLogDirs, flexible >= 2; AlterReplicaLogDirs(AlterReplicaLogDirsRequest) = AlterReplicaLogDirs, flexible >= 2; ElectLeaders(ElectLeadersRequest) = ElectLeaders, flexible >= 2; DescribeQuorum(DescribeQuorumRequest) = DescribeQuorum, flexible >= 0; AlterPartitionReassignments(AlterPartitionReassignmentsRequest) = AlterPartitionReassignments, flexible >= 0; ListPartitionReassignments(ListPartitionReassignmentsRequest) = ListPartitionReassignments, flexible >= 0; DescribeTopicPartitions(DescribeTopicPartitionsRequest) = DescribeTopicPartitions, flexible >= 0; ListConfigResources(ListConfigResourcesRequest) = ListConfigResources, flexible >= 0; InitProducerId(InitProducerIdRequest) = InitProducerId, flexible >= 2; FindCoordinator(FindCoordinatorRequest) = FindCoordinator, flexible >= 3; JoinGroup(JoinGroupRequest) = JoinGroup, flexible >= 6; SyncGroup(SyncGroupRequest) = SyncGroup, flexible >= 4; Heartbeat(HeartbeatRequest) = Heartbeat, flexible >= 4; LeaveGroup(LeaveGroupRequest) = LeaveGroup, flexible >= 4; OffsetCommit(OffsetCommitRequest) = OffsetCommit, flexible >= 8; OffsetFetch(OffsetFetchRequest) = OffsetFetch, flexible >= 6; ListGroups(ListGroupsRequest) = ListGroups, flexible >= 3; DescribeGroups(DescribeGroupsRequest) = DescribeGroups, flexible >= 5; DeleteGroups(DeleteGroupsRequest) = DeleteGroups, flexible >= 2; OffsetDelete(OffsetDeleteRequest) = OffsetDelete, flexible >= 32767; Vote(VoteRequest) = Vote, flexible >= 0; BeginQuorumEpoch(BeginQuorumEpochRequest) = BeginQuorumEpoch, flexible >= 1; EndQuorumEpoch(EndQuorumEpochRequest) = EndQuorumEpoch, flexible >= 1; }
+apis! { ApiVersions(ApiVersionsRequest) = ApiVersions, flexible >= 3; Metadata(MetadataRequest) = Metadata, flexible >= 9; Produce(ProduceRequest) = Produce, flexible >= 9; Fetch(FetchRequest) = Fetch, flexible >= 12; ListOffsets(ListOffsetsRequest) = ListOffsets, flexible >= 6; CreateTopics(CreateTopicsRequest) = CreateTopics, flexible >= 5; DeleteTopics(DeleteTopicsRequest) = DeleteTopics, flexible >= 4; CreatePartitions(CreatePartitionsRequest) = CreatePartitions, flexible >= 2; DeleteRecords(DeleteRecordsRequest) = DeleteRecords, flexible >= 2; DescribeCluster(DescribeClusterRequest) = DescribeCluster, flexible >= 0; DescribeConfigs(DescribeConfigsRequest) = DescribeConfigs, flexible >= 4; AlterConfigs(AlterConfigsRequest) = AlterConfigs, flexible >= 2; IncrementalAlterConfigs(IncrementalAlterConfigsRequest) = IncrementalAlterConfigs, flexible >= 1; DescribeLogDirs(DescribeLogDirsRequest) = DescribeLogDirs, flexible >= 2; AlterReplicaLogDirs(AlterReplicaLogDirsRequest) = AlterReplicaLogDirs, flexible >= 2; ElectLeaders(ElectLeadersRequest) = ElectLeaders, flexible >= 2; DescribeQuorum(DescribeQuorumRequest) = DescribeQuorum, flexible >= 0; AlterPartitionReassignments(AlterPartitionReassignmentsRequest) = AlterPartitionReassignments, flexible >= 0; ListPartitionReassignments(ListPartitionReassignmentsRequest) = ListPartitionReassignments, flexible >= 0; DescribeTopicPartitions(DescribeTopicPartitionsRequest) = DescribeTopicPartitions, flexible >= 0; ListConfigResources(ListConfigResourcesRequest) = ListConfigResources, flexible >= 0; InitProducerId(InitProducerIdRequest) = InitProducerId, flexible >= 2; FindCoordinator(FindCoordinatorRequest) = FindCoordinator, flexible >= 3; JoinGroup(JoinGroupRequest) = JoinGroup, flexible >= 6; SyncGroup(SyncGroupRequest) = SyncGroup, flexible >= 4; Heartbeat(HeartbeatRequest) = Heartbeat, flexible >= 4; LeaveGroup(LeaveGroupRequest) = LeaveGroup, flexible >= 4; OffsetCommit(OffsetCommitRequest) = OffsetCommit, flexible >= 8; OffsetFetch(OffsetFetchRequest) = OffsetFetch, flexible >= 6; ListGroups(ListGroupsRequest) = ListGroups, flexible >= 3; DescribeGroups(DescribeGroupsRequest) = DescribeGroups, flexible >= 5; DeleteGroups(DeleteGroupsRequest) = DeleteGroups, flexible >= 2; OffsetDelete(OffsetDeleteRequest) = OffsetDelete, flexible >= 32767; Vote(VoteRequest) = Vote, flexible >= 0; BeginQuorumEpoch(BeginQuorumEpochRequest) = BeginQuorumEpoch, flexible >= 1; EndQuorumEpoch(EndQuorumEpochRequest) = EndQuorumEpoch, flexible >= 1; OffsetForLeaderEpoch(OffsetForLeaderEpochRequest) = OffsetForLeaderEpoch, flexible >= 4; DescribeProducers(DescribeProducersRequest) = DescribeProducers, flexible >= 0; DescribeAcls(DescribeAclsRequest) = DescribeAcls, flexible >= 2; CreateAcls(CreateAclsRequest) = CreateAcls, flexible >= 2; DeleteAcls(DeleteAclsRequest) = DeleteAcls, flexible >= 2; ListTransactions(ListTransactionsRequest) = ListTransactions, flexible >= 0; DescribeTransactions(DescribeTransactionsRequest) = DescribeTransactions, flexible >= 0; }
 
 #[doc = "Versions newer than kafka-protocol knows whose request and response"] #[doc = "layouts equal the newest version it knows: `(api, newest version we decode)`"] #[doc = "(see `REQUESTS` in xtask/src/codegen/requests.rs for why each is listed)."] pub(crate) const LAYOUT_ALIASES: &[(ApiKey, i16)] = &[(ApiKey::ListOffsets, 11), (ApiKey::DescribeLogDirs, 5)];
 
@@ -390,4 +390,67 @@ mod end_quorum_epoch {
     impl CheckedDecode for ReplicaInfo { fn read(r: &mut Reader, version: i16) -> Result<Self, DecodeError> { let mut m = Self::default(); let flex = true; m.candidate_id = BrokerId(r.i32("EndQuorumEpoch.ReplicaInfo.candidate_id")?); m.candidate_directory_id = r.uuid("EndQuorumEpoch.ReplicaInfo.candidate_directory_id")?; if flex { m.unknown_tagged_fields = r.unknown_tagged_fields("EndQuorumEpoch.ReplicaInfo.tagged_fields")?; } Ok(m) } }
 
     impl CheckedDecode for TopicData { fn read(r: &mut Reader, version: i16) -> Result<Self, DecodeError> { let mut m = Self::default(); let flex = version >= 1; m.topic_name = TopicName(r.str_v("EndQuorumEpoch.TopicData.topic_name", flex)?); m.partitions = r.array_v( "EndQuorumEpoch.TopicData.partitions", flex, match version { 0 => 16, _ => 14, }, |r| PartitionData::read(r, version), )?; if flex { m.unknown_tagged_fields = r.unknown_tagged_fields("EndQuorumEpoch.TopicData.tagged_fields")?; } Ok(m) } }
+}
+
+/// `OffsetForLeaderEpochRequest`, versions 2-4.
+mod offset_for_leader_epoch {
+    use super::*;
+    use kafka_protocol::messages::offset_for_leader_epoch_request::*;
+
+    impl CheckedDecode for OffsetForLeaderEpochRequest { fn read(r: &mut Reader, version: i16) -> Result<Self, DecodeError> { let mut m = Self::default(); let flex = version >= 4; if version >= 3 { m.replica_id = BrokerId(r.i32("OffsetForLeaderEpoch.replica_id")?); } m.topics = r.array_v( "OffsetForLeaderEpoch.topics", flex, match version { 2..=3 => 6, _ => 3, }, |r| OffsetForLeaderTopic::read(r, version), )?; if flex { m.unknown_tagged_fields = r.unknown_tagged_fields("OffsetForLeaderEpoch.tagged_fields")?; } Ok(m) } }
+
+    impl CheckedDecode for OffsetForLeaderPartition { fn read(r: &mut Reader, version: i16) -> Result<Self, DecodeError> { let mut m = Self::default(); let flex = version >= 4; m.partition = r.i32("OffsetForLeaderEpoch.OffsetForLeaderPartition.partition")?; m.current_leader_epoch = r.i32("OffsetForLeaderEpoch.OffsetForLeaderPartition.current_leader_epoch")?; m.leader_epoch = r.i32("OffsetForLeaderEpoch.OffsetForLeaderPartition.leader_epoch")?; if flex { m.unknown_tagged_fields = r.unknown_tagged_fields( "OffsetForLeaderEpoch.OffsetForLeaderPartition.tagged_fields", )?; } Ok(m) } }
+
+    impl CheckedDecode for OffsetForLeaderTopic { fn read(r: &mut Reader, version: i16) -> Result<Self, DecodeError> { let mut m = Self::default(); let flex = version >= 4; m.topic = TopicName(r.str_v("OffsetForLeaderEpoch.OffsetForLeaderTopic.topic", flex)?); m.partitions = r.array_v( "OffsetForLeaderEpoch.OffsetForLeaderTopic.partitions", flex, match version { 2..=3 => 12, _ => 13, }, |r| OffsetForLeaderPartition::read(r, version), )?; if flex { m.unknown_tagged_fields = r.unknown_tagged_fields( "OffsetForLeaderEpoch.OffsetForLeaderTopic.tagged_fields", )?; } Ok(m) } }
+}
+
+/// `DescribeProducersRequest`, versions 0.
+mod describe_producers {
+    use super::*;
+    use kafka_protocol::messages::describe_producers_request::*;
+
+    impl CheckedDecode for DescribeProducersRequest { fn read(r: &mut Reader, version: i16) -> Result<Self, DecodeError> { let mut m = Self::default(); let flex = true; m.topics = r.array_v("DescribeProducers.topics", flex, 3, |r| { TopicRequest::read(r, version) })?; if flex { m.unknown_tagged_fields = r.unknown_tagged_fields("DescribeProducers.tagged_fields")?; } Ok(m) } }
+
+    impl CheckedDecode for TopicRequest { fn read(r: &mut Reader, version: i16) -> Result<Self, DecodeError> { let mut m = Self::default(); let flex = true; m.name = TopicName(r.str_v("DescribeProducers.TopicRequest.name", flex)?); m.partition_indexes = r.array_v( "DescribeProducers.TopicRequest.partition_indexes", flex, 4, |r| r.i32("DescribeProducers.TopicRequest.partition_indexes"), )?; if flex { m.unknown_tagged_fields = r.unknown_tagged_fields("DescribeProducers.TopicRequest.tagged_fields")?; } Ok(m) } }
+}
+
+/// `DescribeAclsRequest`, versions 1-3.
+mod describe_acls {
+    use super::*;
+
+    impl CheckedDecode for DescribeAclsRequest { fn read(r: &mut Reader, version: i16) -> Result<Self, DecodeError> { let mut m = Self::default(); let flex = version >= 2; m.resource_type_filter = r.i8("DescribeAcls.resource_type_filter")?; m.resource_name_filter = r.nullable_str_v("DescribeAcls.resource_name_filter", flex)?; m.pattern_type_filter = r.i8("DescribeAcls.pattern_type_filter")?; m.principal_filter = r.nullable_str_v("DescribeAcls.principal_filter", flex)?; m.host_filter = r.nullable_str_v("DescribeAcls.host_filter", flex)?; m.operation = r.i8("DescribeAcls.operation")?; m.permission_type = r.i8("DescribeAcls.permission_type")?; if flex { m.unknown_tagged_fields = r.unknown_tagged_fields("DescribeAcls.tagged_fields")?; } Ok(m) } }
+}
+
+/// `CreateAclsRequest`, versions 1-3.
+mod create_acls {
+    use super::*;
+    use kafka_protocol::messages::create_acls_request::*;
+
+    impl CheckedDecode for CreateAclsRequest { fn read(r: &mut Reader, version: i16) -> Result<Self, DecodeError> { let mut m = Self::default(); let flex = version >= 2; m.creations = r.array_v( "CreateAcls.creations", flex, match version { 1 => 10, _ => 8, }, |r| AclCreation::read(r, version), )?; if flex { m.unknown_tagged_fields = r.unknown_tagged_fields("CreateAcls.tagged_fields")?; } Ok(m) } }
+
+    impl CheckedDecode for AclCreation { fn read(r: &mut Reader, version: i16) -> Result<Self, DecodeError> { let mut m = Self::default(); let flex = version >= 2; m.resource_type = r.i8("CreateAcls.AclCreation.resource_type")?; m.resource_name = r.str_v("CreateAcls.AclCreation.resource_name", flex)?; m.resource_pattern_type = r.i8("CreateAcls.AclCreation.resource_pattern_type")?; m.principal = r.str_v("CreateAcls.AclCreation.principal", flex)?; m.host = r.str_v("CreateAcls.AclCreation.host", flex)?; m.operation = r.i8("CreateAcls.AclCreation.operation")?; m.permission_type = r.i8("CreateAcls.AclCreation.permission_type")?; if flex { m.unknown_tagged_fields = r.unknown_tagged_fields("CreateAcls.AclCreation.tagged_fields")?; } Ok(m) } }
+}
+
+/// `DeleteAclsRequest`, versions 1-3.
+mod delete_acls {
+    use super::*;
+    use kafka_protocol::messages::delete_acls_request::*;
+
+    impl CheckedDecode for DeleteAclsRequest { fn read(r: &mut Reader, version: i16) -> Result<Self, DecodeError> { let mut m = Self::default(); let flex = version >= 2; m.filters = r.array_v( "DeleteAcls.filters", flex, match version { 1 => 10, _ => 8, }, |r| DeleteAclsFilter::read(r, version), )?; if flex { m.unknown_tagged_fields = r.unknown_tagged_fields("DeleteAcls.tagged_fields")?; } Ok(m) } }
+
+    impl CheckedDecode for DeleteAclsFilter { fn read(r: &mut Reader, version: i16) -> Result<Self, DecodeError> { let mut m = Self::default(); let flex = version >= 2; m.resource_type_filter = r.i8("DeleteAcls.DeleteAclsFilter.resource_type_filter")?; m.resource_name_filter = r.nullable_str_v("DeleteAcls.DeleteAclsFilter.resource_name_filter", flex)?; m.pattern_type_filter = r.i8("DeleteAcls.DeleteAclsFilter.pattern_type_filter")?; m.principal_filter = r.nullable_str_v("DeleteAcls.DeleteAclsFilter.principal_filter", flex)?; m.host_filter = r.nullable_str_v("DeleteAcls.DeleteAclsFilter.host_filter", flex)?; m.operation = r.i8("DeleteAcls.DeleteAclsFilter.operation")?; m.permission_type = r.i8("DeleteAcls.DeleteAclsFilter.permission_type")?; if flex { m.unknown_tagged_fields = r.unknown_tagged_fields("DeleteAcls.DeleteAclsFilter.tagged_fields")?; } Ok(m) } }
+}
+
+/// `ListTransactionsRequest`, versions 0-2.
+mod list_transactions {
+    use super::*;
+
+    impl CheckedDecode for ListTransactionsRequest { fn read(r: &mut Reader, version: i16) -> Result<Self, DecodeError> { let mut m = Self::default(); let flex = true; m.state_filters = r.array_v("ListTransactions.state_filters", flex, 1, |r| { r.str_v("ListTransactions.state_filters", flex) })?; m.producer_id_filters = r.array_v("ListTransactions.producer_id_filters", flex, 8, |r| { Ok(ProducerId(r.i64("ListTransactions.producer_id_filters")?)) })?; if version >= 1 { m.duration_filter = r.i64("ListTransactions.duration_filter")?; } if version >= 2 { m.transactional_id_pattern = r.nullable_str_v("ListTransactions.transactional_id_pattern", flex)?; } if flex { m.unknown_tagged_fields = r.unknown_tagged_fields("ListTransactions.tagged_fields")?; } Ok(m) } }
+}
+
+/// `DescribeTransactionsRequest`, versions 0.
+mod describe_transactions {
+    use super::*;
+
+    impl CheckedDecode for DescribeTransactionsRequest { fn read(r: &mut Reader, version: i16) -> Result<Self, DecodeError> { let mut m = Self::default(); let flex = true; m.transactional_ids = r.array_v("DescribeTransactions.transactional_ids", flex, 1, |r| { Ok(TransactionalId( r.str_v("DescribeTransactions.transactional_ids", flex)?, )) })?; if flex { m.unknown_tagged_fields = r.unknown_tagged_fields("DescribeTransactions.tagged_fields")?; } Ok(m) } }
 }

@@ -23,6 +23,7 @@ use super::{extra_tags, s};
 
 mod admin;
 mod group;
+mod parity;
 mod quorum;
 
 pub fn uuid(n: u8) -> Uuid {
@@ -241,6 +242,17 @@ pub fn sample(api_key: i16, v: i16) -> Option<Request> {
         ApiKey::Vote => Request::Vote(quorum::vote(v)),
         ApiKey::BeginQuorumEpoch => Request::BeginQuorumEpoch(quorum::begin_quorum_epoch(v)),
         ApiKey::EndQuorumEpoch => Request::EndQuorumEpoch(quorum::end_quorum_epoch(v)),
+        ApiKey::OffsetForLeaderEpoch => {
+            Request::OffsetForLeaderEpoch(parity::offset_for_leader_epoch(v))
+        }
+        ApiKey::DescribeProducers => Request::DescribeProducers(parity::describe_producers(v)),
+        ApiKey::DescribeAcls => Request::DescribeAcls(parity::describe_acls(v)),
+        ApiKey::CreateAcls => Request::CreateAcls(parity::create_acls(v)),
+        ApiKey::DeleteAcls => Request::DeleteAcls(parity::delete_acls(v)),
+        ApiKey::ListTransactions => Request::ListTransactions(parity::list_transactions(v)),
+        ApiKey::DescribeTransactions => {
+            Request::DescribeTransactions(parity::describe_transactions(v))
+        }
         _ => return None,
     })
 }

@@ -188,6 +188,17 @@ impl Log {
         self.append.lock().producers.get(producer_id).cloned()
     }
 
+    /// Every producer id tracked in this partition with its state
+    /// (DescribeProducers), by producer id.
+    pub fn producers(&self) -> Vec<(ProducerId, ProducerEntry)> {
+        let append = self.append.lock();
+        append
+            .producers
+            .iter()
+            .map(|(id, e)| (id, e.clone()))
+            .collect()
+    }
+
     /// Number of producer ids tracked in this partition.
     pub fn producer_count(&self) -> usize {
         self.append.lock().producers.len()

@@ -1,0 +1,76 @@
+//! DescribeProducers: version 0 (`kafka-transactions describe-producers`).
+//! Each partition's idempotent producers from its producer state
+//! (`Partition::active_producers`): id, epoch, last sequence and the
+//! timestamp of its newest batch; no transactions exist yet, so the
+//! coordinator epoch and the current transaction's start offset are -1. An
+//! unknown topic or partition is UNKNOWN_TOPIC_OR_PARTITION (with Kafka's
+//! message for an unknown topic, none for an unknown partition, as Kafka).
+
+use std::ops::RangeInclusive;
+
+use bytes::BytesMut;
+use fjord_model::ErrorCode;
+use fjord_protocol::kafka_protocol::messages::describe_producers_response::{
+    PartitionResponse, ProducerState, TopicResponse,
+};
+use fjord_protocol::kafka_protocol::messages::{
+    DescribeProducersRequest, DescribeProducersResponse, ProducerId,
+};
+
+use super::{str_bytes, Ctx};
+use crate::errors;
+
+pub const VERSIONS: RangeInclusive<i16> = 0..=0;
+
+/// Kafka's message for UNKNOWN_TOPIC_OR_PARTITION.
+const UNKNOWN_TOPIC_MESSAGE: &str = "This server does not host this topic-partition.";
+
+pub fn handle(ctx: &Ctx, req: DescribeProducersRequest) -> Option<BytesMut> {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = ctx.broker.topic(&t.name.0);
+            let partitions = t
+                .partition_indexes
+                .iter()
+                .map(|&index| {
+                    let out = PartitionResponse::default().with_partition_index(index);
+                    let Some(topic) = &topic else {
+                        return out
+                            .with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0)
+                            .with_error_message(Some(str_bytes(UNKNOWN_TOPIC_MESSAGE)));
+                    };
+                    let Some(part) = topic.partition(index) else {
+                        return out.with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0);
+                    };
+                    match part.active_producers() {
+                        Ok(producers) => out.with_active_producers(
+                            producers
+                                .into_iter()
+                                .map(|(id, e)| {
+                                    ProducerState::default()
+                                        .with_producer_id(ProducerId(id.0))
+                                        .with_producer_epoch(i32::from(e.epoch.0))
+                                        .with_last_sequence(e.last_sequence().unwrap_or(-1))
+                                        .with_last_timestamp(e.last_timestamp_ms)
+                                        .with_coordinator_epoch(-1)
+                                        .with_current_txn_start_offset(-1)
+                                })
+                                .collect(),
+                        ),
+                        Err(e) => {
+                            let (code, msg) = errors::partition_error(&e);
+                            out.with_error_code(code.0)
+                                .with_error_message(Some(str_bytes(msg)))
+                        }
+                    }
+                })
+                .collect();
+            TopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ctx.respond(&DescribeProducersResponse::default().with_topics(topics))
+}

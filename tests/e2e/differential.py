@@ -1,0 +1,318 @@
+#!/usr/bin/env python3
+"""Differential protocol test: the same scripted raw requests to Fjord and to Apache Kafka 4.3.1, started side
+by side, and their responses compared field by field (issue 19).
+
+    tests/e2e/differential.py              # start both brokers, run every case, report
+    tests/e2e/differential.py -k fetch     # only cases whose id contains "fetch"
+    tests/e2e/differential.py --fjord HOST:PORT --kafka HOST:PORT   # brokers already running
+
+Requests and responses are encoded and decoded from Kafka's own schemas (kschema.py). Before comparing, what
+legitimately differs is normalised: throttle times, cluster ids, topic ids (non-zero ids become "<id>"), node
+ids, hosts and ports, record batches (compared as their base offsets and record counts), timestamps the
+broker assigns. A difference fails the run unless `parity-known-differences.txt` lists it with a reason:
+that file is meant to shrink. Exit status: 0 when every difference is known, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import kschema  # noqa: E402
+import wire  # noqa: E402
+
+KNOWN = HERE / "parity-known-differences.txt"
+NIL = uuid.UUID(int=0)
+
+# Field names whose values legitimately differ between two brokers.
+VOLATILE = {"ThrottleTimeMs": 0, "ClusterId": "<cluster>", "Host": "<host>", "Port": "<port>"}
+NODE_FIELDS = {"NodeId", "BrokerId", "ControllerId", "LeaderId", "ReplicaNodes", "IsrNodes", "OfflineReplicas"}
+TIME_FIELDS = {"LogAppendTimeMs", "TransactionStartTimeMs", "LastTimestamp"}
+
+
+def normalise(value, key: str = ""):
+    if isinstance(value, dict):
+        return {k: normalise(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalise(v, key) for v in value]
+    if key == "ErrorMessage" and value:
+        return "<message>"  # human text: only null, empty and present are compared
+    if key in VOLATILE and value is not None:
+        return VOLATILE[key]
+    if isinstance(value, uuid.UUID):
+        return "<nil-id>" if value == NIL else "<id>"
+    if key in NODE_FIELDS and isinstance(value, int) and value >= 0:
+        return "<node>"
+    if key in TIME_FIELDS and isinstance(value, int) and value > 0:
+        return "<time>"
+    if key == "Records" and isinstance(value, (bytes, bytearray)):
+        return [(b["base_offset"], b["record_count"]) for b in wire.batches(bytes(value))]
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def diff(a, b, path: str = "") -> list[tuple[str, object, object]]:
+    """(path, fjord, kafka) for every leaf that differs."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in list(a) + [k for k in b if k not in a]:
+            out += diff(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{path}.{k}" if path else k)
+        return out
+    if isinstance(a, list) and isinstance(b, list):
+        out = [] if len(a) == len(b) else [(f"{path}.length", len(a), len(b))]
+        for i, (x, y) in enumerate(zip(a, b)):
+            out += diff(x, y, f"{path}[{i}]")
+        return out
+    return [] if a == b else [(path, a, b)]
+
+
+def load_known() -> list[tuple[str, str, str]]:
+    """(case glob, path glob, reason) from the known-differences file."""
+    out = []
+    for n, line in enumerate(KNOWN.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        head, sep, reason = line.partition("|")
+        parts = head.split()
+        if not sep or len(parts) != 2 or not reason.strip():
+            raise SystemExit(f"{KNOWN}:{n}: want '<case glob> <field path glob> | <reason>'")
+        out.append((parts[0], parts[1], reason.strip()))
+    return out
+
+
+# ------------------------------------------------------------------ the cases
+TOPIC = "diff-t"
+
+
+def cases(fjord_apis: dict[int, tuple[int, int]]):
+    """(case id, API name, version, body); the setup cases come first and both brokers must accept them."""
+    def every(api: str, key: int):
+        lo, hi = fjord_apis.get(key, (0, -1))
+        return range(lo, hi + 1)
+
+    yield "setup-create", "CreateTopics", 7, {
+        "Topics": [{"Name": TOPIC, "NumPartitions": 2, "ReplicationFactor": 1}], "TimeoutMs": 30_000}
+    batch = wire.record_batch([(None, b"a"), (b"k", b"b"), (None, None)], 1_700_000_000_000)
+    yield "setup-produce", "Produce", 9, {
+        "Acks": -1, "TimeoutMs": 10_000,
+        "TopicData": [{"Name": TOPIC, "PartitionData": [{"Index": 0, "Records": batch}]}]}
+
+    # CreateTopics edge cases, at every version Fjord advertises.
+    for v in every("CreateTopics", 19):
+        t = lambda name, p=1, rf=1: {"Name": name, "NumPartitions": p, "ReplicationFactor": rf}  # noqa: E731
+        edge = {
+            "duplicate": [t(f"dup{v}"), t(f"ok{v}"), t(f"dup{v}")],
+            "exists": [t(TOPIC)],
+            "bad-name": [t("bad/name")],
+            "dot-name": [t(".")],
+            "long-name": [t("x" * 250)],
+            "zero-partitions": [t(f"zp{v}", 0)],
+            "rf-too-big": [t(f"rf{v}", 1, 3)],
+            "empty": [],
+        }
+        for name, topics in edge.items():
+            yield f"create-topics-{name}-v{v}", "CreateTopics", v, {"Topics": topics, "TimeoutMs": 30_000}
+        yield f"create-topics-validate-only-v{v}", "CreateTopics", v, {
+            "Topics": [t(f"vo{v}")], "TimeoutMs": 30_000, "ValidateOnly": True}
+
+    # Metadata of unknown topics (no auto-creation).
+    for v in every("Metadata", 3):
+        if v < 4:
+            continue
+        yield f"metadata-unknown-v{v}", "Metadata", v, {
+            "Topics": [{"Name": "no-such-topic"}], "AllowAutoTopicCreation": False}
+
+    # ListOffsets edge cases: one partition query per request (Kafka keys a request's partitions by
+    # topic-partition, so repeated partitions are a case of their own).
+    for v in every("ListOffsets", 2):
+        queries = {"latest": (0, -1), "earliest": (0, -2), "future": (0, 1 << 60), "by-time": (0, 1_699_999_999_999),
+                   "empty-partition": (1, -1), "unknown-partition": (9, -1), "negative-partition": (-1, -1)}
+        if v >= 7:
+            queries["max-timestamp"] = (0, -3)
+        if v >= 8:
+            queries["earliest-local"] = (0, -4)
+        if v >= 9:
+            queries["latest-tiered"] = (0, -5)
+        for name, (part, ts) in queries.items():
+            yield f"list-offsets-{name}-v{v}", "ListOffsets", v, {
+                "ReplicaId": -1, "IsolationLevel": 0,
+                "Topics": [{"Name": TOPIC, "Partitions": [
+                    {"PartitionIndex": part, "CurrentLeaderEpoch": -1, "Timestamp": ts}]}]}
+        yield f"list-offsets-unknown-topic-v{v}", "ListOffsets", v, {
+            "ReplicaId": -1, "Topics": [{"Name": "no-such-topic", "Partitions": [{"PartitionIndex": 0, "Timestamp": -1}]}]}
+        yield f"list-offsets-repeated-partition-v{v}", "ListOffsets", v, {
+            "ReplicaId": -1, "Topics": [{"Name": TOPIC, "Partitions": [
+                {"PartitionIndex": 0, "Timestamp": -1}, {"PartitionIndex": 0, "Timestamp": -2}]}]}
+
+    # Fetch: sessionless and session fetches, offsets in and out of range, unknown partitions.
+    def fetch(v, sid, epoch, parts, **extra):
+        return {"ReplicaId": -1, "MaxWaitMs": 0, "MinBytes": 0, "MaxBytes": 1 << 20, "SessionId": sid,
+                "SessionEpoch": epoch, **extra,
+                "Topics": [{"Topic": TOPIC, "TopicId": "<topic-id>", "Partitions": [
+                    {"Partition": i, "FetchOffset": off, "PartitionMaxBytes": 1 << 20, "CurrentLeaderEpoch": -1,
+                     "LogStartOffset": -1} for i, off in parts]}]}
+
+    for v in every("Fetch", 1):
+        for sid, epoch in ((-1, -1), (0, -1), (0, 0), (123, 1), (0, 1), (123, -1)):
+            if v < 7 and (sid, epoch) != (0, -1):
+                continue
+            yield f"fetch-session({sid},{epoch})-v{v}", "Fetch", v, fetch(v, sid, epoch, [(0, 0), (1, 0), (7, 0)])
+        for name, off in (("middle", 1), ("end", 3), ("past-end", 4), ("far", 100), ("negative", -5)):
+            yield f"fetch-offset-{name}-v{v}", "Fetch", v, fetch(v, 0, -1, [(0, off)])
+        yield f"fetch-repeated-partition-v{v}", "Fetch", v, fetch(v, 0, -1, [(0, 0), (0, 1)])
+        yield f"fetch-max-bytes-zero-v{v}", "Fetch", v, {**fetch(v, 0, -1, [(0, 0)]), "MaxBytes": 0}
+
+    # Features that are off: ACLs, transactions; coordinators.
+    for v in every("DescribeAcls", 29):
+        yield f"describe-acls-v{v}", "DescribeAcls", v, {
+            "ResourceTypeFilter": 1, "ResourceNameFilter": None, "PatternTypeFilter": 1, "PrincipalFilter": None,
+            "HostFilter": None, "Operation": 1, "PermissionType": 1}
+    for v in every("ListTransactions", 66):
+        yield f"list-transactions-v{v}", "ListTransactions", v, {"StateFilters": ["Ongoing", "Bogus"],
+                                                                 "DurationFilter": -1}
+    for v in every("FindCoordinator", 10):
+        if v == 0:
+            yield f"find-coordinator-group-v{v}", "FindCoordinator", v, {"Key": "diff-g"}
+            continue
+        for kt in (0, 1, 2, 9):
+            body = {"KeyType": kt}
+            body.update({"CoordinatorKeys": ["diff-k"]} if v >= 4 else {"Key": "diff-k"})
+            yield f"find-coordinator-type{kt}-v{v}", "FindCoordinator", v, body
+    for v in every("DescribeGroups", 15):
+        yield f"describe-groups-unknown-v{v}", "DescribeGroups", v, {"Groups": ["no-such-group", ""]}
+    for v in every("ListGroups", 16):
+        yield f"list-groups-v{v}", "ListGroups", v, {}
+    for v in every("DescribeCluster", 60):
+        yield f"describe-cluster-v{v}", "DescribeCluster", v, {"EndpointType": 1}
+    for v in every("OffsetForLeaderEpoch", 23):
+        yield f"offset-for-leader-epoch-v{v}", "OffsetForLeaderEpoch", v, {
+            "ReplicaId": -1,
+            "Topics": [{"Topic": TOPIC, "Partitions": [
+                {"Partition": 0, "CurrentLeaderEpoch": -1, "LeaderEpoch": 0},
+                {"Partition": 0, "CurrentLeaderEpoch": -1, "LeaderEpoch": 5},
+                {"Partition": 1, "CurrentLeaderEpoch": -1, "LeaderEpoch": 0},
+                {"Partition": 0, "CurrentLeaderEpoch": 3, "LeaderEpoch": 0},
+                {"Partition": 9, "CurrentLeaderEpoch": -1, "LeaderEpoch": 0}]},
+                {"Topic": "no-such-topic", "Partitions": [{"Partition": 0, "LeaderEpoch": 0}]}]}
+    for v in every("DescribeProducers", 61):
+        yield f"describe-producers-v{v}", "DescribeProducers", v, {
+            "Topics": [{"Name": TOPIC, "PartitionIndexes": [0, 9]},
+                       {"Name": "no-such-topic", "PartitionIndexes": [0]}]}
+
+
+def send(bootstrap: str, api: str, version: int, body: dict):
+    try:
+        with kschema.Conn(bootstrap) as c:
+            r = c.call(api, version, body)
+        return r if r is not None else "<connection closed>"
+    except (OSError, ValueError) as e:
+        return f"<error: {e}>"
+
+
+def topic_id(bootstrap: str) -> uuid.UUID:
+    r = send(bootstrap, "Metadata", 12, {"Topics": [{"Name": TOPIC}], "AllowAutoTopicCreation": False})
+    return r["Topics"][0]["TopicId"]
+
+
+def compare_api_versions(fjord: dict, kafka: dict):
+    """(case, path, fjord, kafka) for every API Fjord advertises whose range is not Kafka's."""
+    for key, (lo, hi) in sorted(fjord.items()):
+        k = kafka.get(key)
+        if k != (lo, hi):
+            yield ("api-versions", f"ApiKeys[{key}]", f"{lo}-{hi}", f"{k[0]}-{k[1]}" if k else "<absent>")
+
+
+def advertised(bootstrap: str) -> dict[int, tuple[int, int]]:
+    r = send(bootstrap, "ApiVersions", 3, {"ClientSoftwareName": "diff", "ClientSoftwareVersion": "1"})
+    return {k["ApiKey"]: (k["MinVersion"], k["MaxVersion"]) for k in r["ApiKeys"]}
+
+
+def run(fjord: str, kafka: str, select: str | None) -> int:
+    known = load_known()
+    used: set[int] = set()
+    fjord_apis, kafka_apis = advertised(fjord), advertised(kafka)
+    found = list(compare_api_versions(fjord_apis, kafka_apis))
+    ids: dict[str, uuid.UUID] = {}
+    n_cases = 0
+    for case, api, version, body in cases(fjord_apis):
+        if select and select not in case and not case.startswith("setup"):
+            continue
+        n_cases += 1
+        answers = []
+        for name, b in (("fjord", fjord), ("kafka", kafka)):
+            bb = body
+            if api == "Fetch":
+                if name not in ids:
+                    ids[name] = topic_id(b)
+                bb = {**body, "Topics": [{**t, "TopicId": ids[name]} for t in body["Topics"]]}
+            answers.append(normalise(send(b, api, version, bb)))
+        if case.startswith("setup"):
+            time.sleep(0.5)  # let Kafka settle the new partitions
+        for path, f, k in diff(*answers):
+            found.append((case, path, f, k))
+    unexpected = []
+    for case, path, f, k in found:
+        hit = next((i for i, (cg, pg, _) in enumerate(known) if fnmatch.fnmatchcase(case, cg)
+                    and fnmatch.fnmatchcase(path, pg)), None)
+        if hit is None:
+            unexpected.append((case, path, f, k))
+        else:
+            used.add(hit)
+    print(f"differential: {n_cases} cases, {len(found)} differing fields, {len(found) - len(unexpected)} known, "
+          f"{len(unexpected)} unexpected")
+    for case, path, f, k in unexpected:
+        print(f"  UNEXPECTED {case} {path}: fjord={f!r} kafka={k!r}")
+    if not select:
+        for i, (cg, pg, reason) in enumerate(known):
+            if i not in used:
+                print(f"  unused known difference (remove it?): {cg} {pg} | {reason}")
+    return 1 if unexpected else 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fjord", help="a running Fjord (host:port); default: start target/release/fjord")
+    ap.add_argument("--kafka", help="a running Kafka 4.3.1 (host:port); default: start one with scripts/kafka.sh")
+    ap.add_argument("-k", dest="select", help="only cases whose id contains this")
+    args = ap.parse_args()
+    from conftest import Broker  # the e2e suite's broker runner
+
+    started = []
+    roots = []
+    try:
+        addrs = {}
+        for kind in ("fjord", "kafka"):
+            given = getattr(args, kind)
+            if given:
+                addrs[kind] = given
+                continue
+            root = Path(tempfile.mkdtemp(prefix=f"fjord-diff-{kind}-"))
+            roots.append(root)
+            b = Broker(kind, root)
+            b.start()
+            started.append(b)
+            addrs[kind] = b.bootstrap
+        return run(addrs["fjord"], addrs["kafka"], args.select)
+    finally:
+        for b in started:
+            try:
+                b.stop()
+            except Exception as e:  # noqa: BLE001 - report and go on cleaning up
+                print(f"stopping {b.kind}: {e}", file=sys.stderr)
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
