@@ -189,3 +189,21 @@ def test_transactional_producer_gets_an_answer_promptly(broker):
     else:
         assert outcome[0] == "fatal" and outcome[1] == TRANSACTIONAL_ID_AUTHORIZATION_FAILED, outcome
     assert elapsed_s < 15, f"init_transactions took {elapsed_s:.1f} s ({outcome})"
+
+
+def test_java_transactional_producer_gets_an_answer_promptly(broker, java):
+    """The Java client's transactional producer (max.block.ms 60 s): Kafka commits; Fjord, which has no
+    transaction coordinator yet, makes initTransactions fail at once with a fatal error instead of the
+    client retrying FindCoordinator until max.block.ms."""
+    import json
+
+    topic = unique("txn")
+    create_topic(broker.bootstrap, topic)
+    res = java.run("E2EClient", "txn", broker.bootstrap, topic, unique("tx"), "max.block.ms=60000", timeout=120)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    print(f"java transactional producer: {out}")
+    if broker.kind == "kafka":
+        assert out["type"] == "committed", out
+    else:
+        assert out["type"] == "error" and out["error"] == "TransactionalIdAuthorizationException", out
+    assert out["elapsed_ms"] < 15_000, out

@@ -4,7 +4,9 @@
 //!   of the generated code (`codegen --check`), unit and integration tests
 //!   (with Kafka's jars, so Kafka's own record bytes are checked), the
 //!   release binary, the end-to-end suite with real Kafka clients
-//!   (installing them first), and a bounded fuzz run.
+//!   (installing them first), the differential protocol test against
+//!   Apache Kafka 4.3.1 (`tests/e2e/differential.py`), the quick
+//!   third-party suites, the benchmark smoke run, and a bounded fuzz run.
 //! - `codegen [--check]`: regenerate the protocol code from Kafka's message
 //!   schemas and the broker/topic config table from Kafka's ConfigDefs (a
 //!   Java program, so a JDK is needed) (`--check`: fail if the committed
@@ -147,6 +149,21 @@ fn test(root: &Path) -> Result<()> {
             }),
         ),
         ("end-to-end tests", Box::new(|| e2e(root, &[]))),
+        // Fjord and Apache Kafka 4.3.1 side by side, the same raw requests to both,
+        // answers compared field by field (about 25 s, most of it Kafka's start-up);
+        // a difference not in tests/e2e/parity-known-differences.txt fails the run.
+        (
+            "differential test against Kafka",
+            Box::new(|| {
+                let mut cmd = Command::new(e2e_python()?);
+                cmd.arg(root.join("tests/e2e/differential.py"))
+                    .env("FJORD_BIN", root.join("target/release/fjord"));
+                run(
+                    "differential protocol test (Fjord vs Kafka 4.3.1)",
+                    &mut cmd,
+                )
+            }),
+        ),
         // The quick subset of the third-party suites, Fjord only: a failure that passes on
         // Kafka (compat/baseline.json) and is not listed in compat/expected_failures.json
         // fails the run.

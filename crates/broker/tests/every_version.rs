@@ -200,23 +200,26 @@ async fn every_api_at_every_advertised_version() {
     }
 
     for v in versions(ApiKey::ListOffsets) {
-        let req = ListOffsetsRequest::default().with_topics(vec![
-            list_offsets_request::ListOffsetsTopic::default()
-                .with_name(name("auto"))
-                .with_partitions(vec![
-                    list_offsets_request::ListOffsetsPartition::default().with_timestamp(-1),
-                    list_offsets_request::ListOffsetsPartition::default().with_timestamp(-2),
-                    list_offsets_request::ListOffsetsPartition::default()
-                        .with_timestamp(1_600_000_000_000),
-                ]),
-        ]);
-        // v11 has v10's layout; kafka-protocol 0.18 knows v10 only.
-        let layout = v.min(10);
-        let r: ListOffsetsResponse = decode(call_as(&b, 2, v, layout, &req).await.unwrap(), layout);
-        let p = &r.topics[0].partitions;
-        assert_eq!((p[0].error_code, p[0].offset), (0, produced), "v{v} latest");
-        assert_eq!((p[1].error_code, p[1].offset), (0, 0), "v{v} earliest");
-        assert_eq!((p[2].error_code, p[2].offset), (0, 0), "v{v} by timestamp");
+        // One query per request: a partition named twice is INVALID_REQUEST, as in Kafka.
+        let expected = [
+            (-1, produced, "latest"),
+            (-2, 0, "earliest"),
+            (1_600_000_000_000, 0, "by timestamp"),
+        ];
+        for (timestamp, offset, what) in expected {
+            let req = ListOffsetsRequest::default().with_topics(vec![
+                list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(name("auto"))
+                    .with_partitions(vec![list_offsets_request::ListOffsetsPartition::default()
+                        .with_timestamp(timestamp)]),
+            ]);
+            // v11 has v10's layout; kafka-protocol 0.18 knows v10 only.
+            let layout = v.min(10);
+            let r: ListOffsetsResponse =
+                decode(call_as(&b, 2, v, layout, &req).await.unwrap(), layout);
+            let p = &r.topics[0].partitions;
+            assert_eq!((p[0].error_code, p[0].offset), (0, offset), "v{v} {what}");
+        }
     }
 
     for v in versions(ApiKey::DescribeConfigs) {

@@ -106,6 +106,9 @@ public class E2EClient {
             case "group":
                 group(args);
                 break;
+            case "txn":
+                txn(args);
+                break;
             default:
                 System.err.println("unknown command " + args[0]);
                 System.exit(2);
@@ -174,6 +177,32 @@ public class E2EClient {
         done.put("acked", acked.get());
         done.put("failed", failed.get());
         emit(done);
+    }
+
+    /** txn BOOTSTRAP TOPIC TRANSACTIONAL_ID [k=v ...]: one transaction of one record, or the error that ended it. */
+    static void txn(String[] args) throws Exception {
+        String bootstrap = args[1];
+        String topic = args[2];
+        List<String> kvs = new ArrayList<>();
+        for (int i = 4; i < args.length; i++) kvs.add(args[i]);
+        Properties p = props(bootstrap, kvs);
+        p.put("transactional.id", args[3]);
+        ObjectNode n = JSON.createObjectNode();
+        long started = System.nanoTime();
+        try (KafkaProducer<byte[], byte[]> producer =
+                new KafkaProducer<>(p, new ByteArraySerializer(), new ByteArraySerializer())) {
+            producer.initTransactions();
+            producer.beginTransaction();
+            producer.send(new ProducerRecord<>(topic, bytes("k"), bytes("v"))).get();
+            producer.commitTransaction();
+            n.put("type", "committed");
+        } catch (Exception e) {
+            n.put("type", "error");
+            n.put("error", e.getClass().getSimpleName());
+            n.put("message", String.valueOf(e.getMessage()));
+        }
+        n.put("elapsed_ms", (System.nanoTime() - started) / 1_000_000);
+        emit(n);
     }
 
     static void send(KafkaProducer<byte[], byte[]> producer, ProducerRecord<byte[], byte[]> rec, long i, String key,

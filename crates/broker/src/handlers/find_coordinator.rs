@@ -38,8 +38,9 @@ const NO_TRANSACTIONS: &str =
 /// Kafka's default message for INVALID_REQUEST.
 const INVALID_REQUEST_MESSAGE: &str = "This most likely occurs because of a request being malformed by the client library or the message was sent to an incompatible broker. See the broker logs for more details.";
 
-/// The answer for one key: NONE (this node) or why not, with a message of
-/// our own where Kafka's would mislead.
+/// The answer for one key: NONE (this node) or why not, with the message
+/// Kafka sends in every version (an unknown key type) or ours where Kafka's
+/// would mislead (transactions).
 fn error_for(ctx: &Ctx, key_type: i8, key: &str) -> (ErrorCode, Option<&'static str>) {
     match key_type {
         KEY_TYPE_GROUP => match ctx.broker.groups.get() {
@@ -51,7 +52,7 @@ fn error_for(ctx: &Ctx, key_type: i8, key: &str) -> (ErrorCode, Option<&'static 
             Some(NO_TRANSACTIONS),
         ),
         KEY_TYPE_SHARE => (ErrorCode::INVALID_REQUEST, None),
-        _ => (ErrorCode::INVALID_REQUEST, None),
+        _ => (ErrorCode::INVALID_REQUEST, Some(INVALID_REQUEST_MESSAGE)),
     }
 }
 
