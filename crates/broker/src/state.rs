@@ -1108,6 +1108,11 @@ fn meta_err(path: &Path, e: std::io::Error) -> StateError {
 }
 
 fn meta_err_str(path: &Path, e: fjord_metadata::MetadataError) -> StateError {
+    if let fjord_metadata::MetadataError::NoLeader(_) = e {
+        // Retriable for clients (the admin client refreshes and tries again), as Kafka
+        // answers while its controller is unknown or moving.
+        return StateError::kafka(ErrorCode::NOT_CONTROLLER, e.to_string());
+    }
     StateError::Metadata {
         path: path.display().to_string(),
         reason: e.to_string(),

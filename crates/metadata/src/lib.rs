@@ -61,6 +61,10 @@ pub enum MetadataError {
     Closed,
     #[error("the metadata log failed: {0}")]
     Failed(String),
+    /// No quorum leader could take the proposal (none elected yet, unreachable, or
+    /// leadership moved before it committed): nothing was written; retrying may succeed.
+    #[error("no metadata quorum leader: {0}")]
+    NoLeader(String),
     /// Applying committed records to local state failed (e.g. opening a partition log).
     #[error("applying metadata: {0}")]
     Apply(String),

@@ -555,8 +555,8 @@ impl Driver {
                                 self.events.clone(),
                             ));
                         }
-                        None => reply.send(Err(MetadataError::Failed(format!(
-                            "no quorum leader known in epoch {}",
+                        None => reply.send(Err(MetadataError::NoLeader(format!(
+                            "none known in epoch {}",
                             self.node.epoch().0
                         )))),
                     }
@@ -584,7 +584,10 @@ impl Driver {
                     Some((offset, epoch)) => {
                         self.proposals.insert(offset, (epoch, reply));
                     }
-                    None => reply.send(Err(MetadataError::Failed("proposal rejected".into()))),
+                    // The core refuses proposals only when this node no longer leads.
+                    None => reply.send(Err(MetadataError::NoLeader(
+                        "this node stopped leading before the proposal was appended".into(),
+                    ))),
                 }
                 self.execute(out, None);
             }
@@ -713,7 +716,7 @@ impl Driver {
                         self.proposals.range(offset..).map(|(o, _)| *o).collect();
                     for o in dropped {
                         if let Some((_, reply)) = self.proposals.remove(&o) {
-                            reply.send(Err(MetadataError::Failed(
+                            reply.send(Err(MetadataError::NoLeader(
                                 "the proposal was truncated by a new leader".into(),
                             )));
                         }

@@ -400,7 +400,11 @@ fn decode_forwarded(r: &mut Reader) -> Result<Vec<Bytes>, String> {
 fn forwarded_response(cid: i32, result: Result<Offset, MetadataError>) -> BytesMut {
     let (code, offset, message) = match result {
         Ok(o) => (ErrorCode::NONE, o.0, String::new()),
-        Err(e) => (ErrorCode::NOT_CONTROLLER, -1, e.to_string()),
+        // NOT_CONTROLLER tells the forwarding node that trying again may succeed.
+        Err(e @ (MetadataError::NoLeader(_) | MetadataError::Busy | MetadataError::Closed)) => {
+            (ErrorCode::NOT_CONTROLLER, -1, e.to_string())
+        }
+        Err(e) => (ErrorCode::UNKNOWN_SERVER_ERROR, -1, e.to_string()),
     };
     let message: String = message.chars().take(1000).collect();
     let mut out = BytesMut::new();
@@ -432,17 +436,48 @@ pub(crate) async fn forward_proposal(
                 reply.send(Err(MetadataError::Busy));
             }
         }
-        Ok(Err(e)) => reply.send(Err(MetadataError::Failed(format!(
-            "forwarding to the quorum leader at {addr}: {e}"
-        )))),
-        Err(_) => reply.send(Err(MetadataError::Failed(format!(
+        Ok(Err(e)) => reply.send(Err(e.into_error(addr))),
+        Err(_) => reply.send(Err(MetadataError::NoLeader(format!(
             "forwarding to the quorum leader at {addr}: timed out"
         )))),
     }
 }
 
-async fn forward_once(addr: std::net::SocketAddr, records: &[Bytes]) -> Result<Offset, String> {
-    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+/// Why a forwarded proposal failed.
+enum ForwardError {
+    /// The leader could not be reached or answered nothing: nothing is known to be written.
+    Unreachable(String),
+    /// The leader answered with an error.
+    Refused(ErrorCode, String),
+}
+
+impl ForwardError {
+    fn into_error(self, addr: std::net::SocketAddr) -> MetadataError {
+        match self {
+            ForwardError::Unreachable(e) => {
+                MetadataError::NoLeader(format!("forwarding to the quorum leader at {addr}: {e}"))
+            }
+            ForwardError::Refused(code, e)
+                if code == ErrorCode::NOT_CONTROLLER
+                    || code == ErrorCode::NOT_LEADER_OR_FOLLOWER =>
+            {
+                MetadataError::NoLeader(format!("{addr} no longer leads the quorum: {e}"))
+            }
+            ForwardError::Refused(_, e) => {
+                MetadataError::Failed(format!("the quorum leader at {addr} refused: {e}"))
+            }
+        }
+    }
+}
+
+async fn forward_once(
+    addr: std::net::SocketAddr,
+    records: &[Bytes],
+) -> Result<Offset, ForwardError> {
+    let unreachable = |e: String| ForwardError::Unreachable(e);
+    let mut s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
     let mut body = BytesMut::new();
     body.extend_from_slice(&FORWARD_PROPOSAL_API_KEY.to_be_bytes());
     body.extend_from_slice(&0i16.to_be_bytes());
@@ -457,13 +492,15 @@ async fn forward_once(addr: std::net::SocketAddr, records: &[Bytes]) -> Result<O
     let mut frame = BytesMut::with_capacity(body.len() + 4);
     frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
     frame.extend_from_slice(&body);
-    s.write_all(&frame).await.map_err(|e| e.to_string())?;
+    s.write_all(&frame)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
     let resp = read_frame(&mut s)
         .await
-        .map_err(|e| e.to_string())?
-        .ok_or("connection closed")?;
+        .map_err(|e| unreachable(e.to_string()))?
+        .ok_or_else(|| unreachable("connection closed".into()))?;
     let mut r = Reader::new(resp);
-    let e = |e: fjord_protocol::DecodeError| e.to_string();
+    let e = |e: fjord_protocol::DecodeError| unreachable(e.to_string());
     let _cid = r.i32("ForwardProposal.correlation_id").map_err(e)?;
     let code = ErrorCode(r.i16("ForwardProposal.error_code").map_err(e)?);
     let offset = r.i64("ForwardProposal.offset").map_err(e)?;
@@ -471,7 +508,10 @@ async fn forward_once(addr: std::net::SocketAddr, records: &[Bytes]) -> Result<O
     let len = usize::try_from(len).unwrap_or(0).min(r.remaining());
     let message = r.raw("ForwardProposal.message", len).map_err(e)?;
     if code != ErrorCode::NONE {
-        return Err(String::from_utf8_lossy(&message).into_owned());
+        return Err(ForwardError::Refused(
+            code,
+            String::from_utf8_lossy(&message).into_owned(),
+        ));
     }
     Ok(Offset(offset))
 }
