@@ -23,9 +23,21 @@ use std::io::{Read, Write};
 const WAIT: Duration = Duration::from_secs(20);
 const CLUSTER: &str = "fjord-cluster-test";
 
+/// A port that is free now, below Linux's ephemeral range (32768-60999): a node
+/// killed and restarted must get its port back, and a port the kernel hands out
+/// as the source port of some outgoing connection meanwhile would be taken.
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let spread = std::process::id().wrapping_mul(7919);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (spread.wrapping_add(n.wrapping_mul(104_729)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+        assert!(n < 10_000, "no free port between 20000 and 32000");
+    }
 }
 
 struct Node {
