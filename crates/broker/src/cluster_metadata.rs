@@ -200,6 +200,8 @@ pub fn bootstrap_records(config: &BrokerConfig) -> Vec<MetadataRecord> {
                 max_supported_version: BOOTSTRAP_METADATA_VERSION,
                 ..Default::default()
             }],
+            // No `broker.rack`: null, as Kafka writes it (the schema's default is "").
+            rack: None,
             fenced: false,
             ..Default::default()
         }),

@@ -509,7 +509,9 @@ impl Broker {
                     id: NodeId(b.broker_id),
                     host: e.host.clone(),
                     port: e.port,
-                    rack: b.rack.clone(),
+                    // Data directories bootstrapped before a02684f hold "" for "no rack";
+                    // clients are told null, as Kafka does for a broker without a rack.
+                    rack: b.rack.clone().filter(|r| !r.is_empty()),
                 })
             })
             .collect()
