@@ -9,7 +9,7 @@
 //! fsync never run on the async runtime's worker threads.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Weak;
 
 use fjord_metadata::{
@@ -96,38 +96,38 @@ pub fn retire_legacy_files(dir: &Path) -> Result<(), StateError> {
 
 /// The cluster id in `meta.properties`, if the file exists.
 pub fn read_meta_properties(dir: &Path) -> Result<Option<String>, StateError> {
-    let path = dir.join(META_PROPERTIES_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(file_err(&path, e)),
-    };
-    for line in text.lines() {
-        if let Some(v) = line.trim().strip_prefix("cluster.id=") {
-            return Ok(Some(v.trim().to_string()));
-        }
+    match meta_property(dir, "cluster.id")? {
+        None => Ok(None),
+        Some((_, Some(id))) => Ok(Some(id)),
+        Some((path, None)) => Err(file_err(&path, "no cluster.id")),
     }
-    Err(file_err(&path, "no cluster.id"))
 }
 
 /// The node id in `meta.properties`, if the file exists and has one.
 pub fn read_meta_node_id(dir: &Path) -> Result<Option<NodeId>, StateError> {
+    match meta_property(dir, "node.id")? {
+        Some((path, Some(v))) => v
+            .parse()
+            .map(|id| Some(NodeId(id)))
+            .map_err(|_| file_err(&path, "bad node.id")),
+        _ => Ok(None),
+    }
+}
+
+/// `None` when `meta.properties` does not exist; otherwise its path and the
+/// trimmed value of `key` (`None` when the file has no such line).
+fn meta_property(dir: &Path, key: &str) -> Result<Option<(PathBuf, Option<String>)>, StateError> {
     let path = dir.join(META_PROPERTIES_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(file_err(&path, e)),
     };
-    for line in text.lines() {
-        if let Some(v) = line.trim().strip_prefix("node.id=") {
-            let id = v
-                .trim()
-                .parse()
-                .map_err(|_| file_err(&path, "bad node.id"))?;
-            return Ok(Some(NodeId(id)));
-        }
-    }
-    Ok(None)
+    let value = text.lines().find_map(|line| {
+        let v = line.trim().strip_prefix(key)?.strip_prefix('=')?;
+        Some(v.trim().to_string())
+    });
+    Ok(Some((path, value)))
 }
 
 /// Writes `meta.properties` (Kafka's v1 format) durably.
