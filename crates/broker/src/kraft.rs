@@ -48,6 +48,16 @@ fn invalid(name: &str, value: &str, why: &str) -> ConfigError {
     }
 }
 
+/// A quorum timeout setting (`controller.quorum.*.timeout.ms`), in 10..=3600000 ms.
+fn quorum_timeout_ms(name: &str, value: &str) -> Result<i64, ConfigError> {
+    value
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|v| (10..=3_600_000).contains(v))
+        .ok_or_else(|| invalid(name, value, "10..=3600000"))
+}
+
 fn list(value: &str) -> Vec<String> {
     value
         .split(',')
@@ -155,24 +165,10 @@ impl KraftConfig {
             }
             "controller.quorum.bootstrap.servers" => self.bootstrap_servers = list(value),
             "controller.quorum.election.timeout.ms" => {
-                self.election_timeout_ms = Some(
-                    value
-                        .trim()
-                        .parse::<i64>()
-                        .ok()
-                        .filter(|v| (10..=3_600_000).contains(v))
-                        .ok_or_else(|| invalid(name, value, "10..=3600000"))?,
-                )
+                self.election_timeout_ms = Some(quorum_timeout_ms(name, value)?)
             }
             "controller.quorum.fetch.timeout.ms" => {
-                self.fetch_timeout_ms = Some(
-                    value
-                        .trim()
-                        .parse::<i64>()
-                        .ok()
-                        .filter(|v| (10..=3_600_000).contains(v))
-                        .ok_or_else(|| invalid(name, value, "10..=3600000"))?,
-                )
+                self.fetch_timeout_ms = Some(quorum_timeout_ms(name, value)?)
             }
             _ => return Err(ConfigError::Unknown(name.to_string())),
         }
