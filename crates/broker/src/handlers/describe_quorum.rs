@@ -75,21 +75,32 @@ pub fn handle(ctx: &Ctx, req: DescribeQuorumRequest) -> Option<BytesMut> {
         .with_high_watermark(METADATA_LOG_END_OFFSET)
         .with_current_voters(vec![voter])
         .with_observers(vec![]);
+    let nodes = vec![Node::default()
+        .with_node_id(node)
+        .with_listeners(vec![Listener::default()
+            .with_name(str_bytes("PLAINTEXT"))
+            .with_host(str_bytes(broker.config.advertised_host.clone()))
+            .with_port(broker.config.advertised_port)])];
+    ctx.respond(&quorum_response(ctx.api_version, partition, nodes))
+}
+
+/// The answer for `__cluster_metadata-0`; `nodes` (the voters' endpoints) only from v2.
+fn quorum_response(
+    api_version: i16,
+    partition: PartitionData,
+    nodes: Vec<Node>,
+) -> DescribeQuorumResponse {
     let topic = TopicData::default()
         .with_topic_name(TopicName(str_bytes(METADATA_TOPIC)))
         .with_partitions(vec![partition]);
-    let mut resp = DescribeQuorumResponse::default()
+    let resp = DescribeQuorumResponse::default()
         .with_error_code(ErrorCode::NONE.0)
         .with_topics(vec![topic]);
-    if ctx.api_version >= 2 {
-        resp = resp.with_nodes(vec![Node::default().with_node_id(node).with_listeners(
-            vec![Listener::default()
-                .with_name(str_bytes("PLAINTEXT"))
-                .with_host(str_bytes(broker.config.advertised_host.clone()))
-                .with_port(broker.config.advertised_port)],
-        )]);
+    if api_version >= 2 {
+        resp.with_nodes(nodes)
+    } else {
+        resp
     }
-    ctx.respond(&resp)
 }
 
 fn cluster_response(ctx: &Ctx, q: &fjord_quorum::RaftQuorum) -> DescribeQuorumResponse {
@@ -117,29 +128,20 @@ fn cluster_response(ctx: &Ctx, q: &fjord_quorum::RaftQuorum) -> DescribeQuorumRe
         .with_high_watermark(q.high_watermark().0)
         .with_current_voters(voters)
         .with_observers(vec![]);
-    let topic = TopicData::default()
-        .with_topic_name(TopicName(str_bytes(METADATA_TOPIC)))
-        .with_partitions(vec![partition]);
-    let mut resp = DescribeQuorumResponse::default()
-        .with_error_code(ErrorCode::NONE.0)
-        .with_topics(vec![topic]);
-    if ctx.api_version >= 2 {
-        let nodes = ctx
-            .broker
-            .config
-            .kraft
-            .voters
-            .iter()
-            .map(|(id, host, port)| {
-                Node::default()
-                    .with_node_id(BrokerId(id.0))
-                    .with_listeners(vec![Listener::default()
-                        .with_name(str_bytes("CONTROLLER"))
-                        .with_host(str_bytes(host.clone()))
-                        .with_port(*port)])
-            })
-            .collect();
-        resp = resp.with_nodes(nodes);
-    }
-    resp
+    let nodes = ctx
+        .broker
+        .config
+        .kraft
+        .voters
+        .iter()
+        .map(|(id, host, port)| {
+            Node::default()
+                .with_node_id(BrokerId(id.0))
+                .with_listeners(vec![Listener::default()
+                    .with_name(str_bytes("CONTROLLER"))
+                    .with_host(str_bytes(host.clone()))
+                    .with_port(*port)])
+        })
+        .collect();
+    quorum_response(ctx.api_version, partition, nodes)
 }
