@@ -30,11 +30,12 @@ use fjord_controller::{
     BrokerHeartbeat, BrokerRegistration, Controller, ControllerConfig, ControllerError,
     FeatureRange, Listener, NewTopic,
 };
+use fjord_metadata::image::PartitionRegistration;
 use fjord_metadata::{
     frame_records, ConfigResource, ImageHandle, LocalQuorum, LocalQuorumConfig, MetadataDelta,
     MetadataImage, MetadataLoader, MetadataQuorum,
 };
-use fjord_model::{ErrorCode, NodeId, PartitionIndex, ProducerId};
+use fjord_model::{ErrorCode, LeaderEpoch, NodeId, PartitionIndex, ProducerId};
 use fjord_partition::ReplicaState;
 use fjord_protocol::metadata_records::{MetadataRecord, ProducerIdsRecord, RemoveTopicRecord};
 use fjord_storage::{Log, Storage};
@@ -157,14 +158,19 @@ impl StateError {
     }
 }
 
-/// A partition of this node, which (single node) leads it and is its only replica.
-fn single_node_partition(node: NodeId, index: PartitionIndex, log: Arc<Log>) -> Arc<Partition> {
-    Arc::new(Partition::new(
-        index,
-        log,
-        node,
-        ReplicaState::single_node(node),
-    ))
+/// A partition's replica facts (leader, leader epoch, replicas, ISR) as the
+/// metadata image holds them: the one source of them on every node (on a
+/// single node the image says this node leads at epoch 0 and is the only
+/// replica). A leader of -1 (none) leads nowhere: every request for the
+/// partition gets NOT_LEADER_OR_FOLLOWER.
+pub fn replica_state_of(reg: &PartitionRegistration) -> ReplicaState {
+    let ids = |v: &[i32]| v.iter().map(|&n| NodeId(n)).collect::<Vec<_>>();
+    ReplicaState {
+        leader: NodeId(reg.leader),
+        leader_epoch: LeaderEpoch(reg.leader_epoch),
+        replicas: ids(&reg.replicas),
+        isr: ids(&reg.isr),
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -585,8 +591,8 @@ impl Broker {
             let settings = self.settings_lenient(&t.name, &overrides);
             let parts = t
                 .partitions
-                .keys()
-                .map(|&p| self.open_partition(&t.name, p, &settings, fresh))
+                .iter()
+                .map(|(&p, reg)| self.open_partition(&t.name, p, reg, &settings, fresh))
                 .collect::<Result<Vec<_>, _>>()?;
             let topic = Topic {
                 name: t.name.clone(),
@@ -603,10 +609,21 @@ impl Broker {
             };
             let settings = topic.settings.read().clone();
             let current = topic.partition_count();
-            for &p in new.partitions.keys().filter(|&&p| p >= current) {
+            for (&p, reg) in new.partitions.iter().filter(|(&p, _)| p >= current) {
                 assert_eq!(p, topic.partition_count(), "partitions are added in order");
-                let part = self.open_partition(&new.name, p, &settings, fresh)?;
+                let part = self.open_partition(&new.name, p, reg, &settings, fresh)?;
                 topic.partitions.write().push(part);
+            }
+            // Leader, epoch, replicas and ISR follow the image (a
+            // PartitionChangeRecord: a new leader, a shrunk or grown ISR).
+            for (&p, reg) in new.partitions.iter().filter(|(&p, _)| p < current) {
+                let Some(part) = topic.partition(p) else {
+                    continue;
+                };
+                let facts = replica_state_of(reg);
+                if part.replica_state() != facts {
+                    part.set_replica_state(facts);
+                }
             }
         }
         for resource in delta.changed_configs() {
@@ -893,6 +910,7 @@ impl Broker {
         &self,
         topic: &str,
         p: i32,
+        reg: &PartitionRegistration,
         settings: &TopicSettings,
         fresh: bool,
     ) -> Result<Arc<Partition>, StateError> {
@@ -904,11 +922,12 @@ impl Broker {
         if !report.clean && report.log_end_offset.0 > 0 {
             tracing::info!(%topic, partition = p, ?report, "recovered partition");
         }
-        Ok(single_node_partition(
-            self.config.node_id,
+        Ok(Arc::new(Partition::new(
             PartitionIndex(p),
             log,
-        ))
+            self.config.node_id,
+            replica_state_of(reg),
+        )))
     }
 
     /// Broker defaults with `overrides` (topic config names) applied; unknown
@@ -1137,4 +1156,59 @@ fn short_id(u: Uuid) -> String {
     (0..22)
         .map(|i| ALPHABET[((v >> (i * 6)) & 63) as usize] as char)
         .collect()
+}
+
+#[cfg(test)]
+mod replica_facts_tests {
+    use super::*;
+    use fjord_partition::{Acks, PartitionError};
+    use fjord_protocol::metadata_records::PartitionChangeRecord;
+
+    /// A PartitionChangeRecord moves the partition's leader, epoch, replicas
+    /// and ISR; a node that no longer leads refuses appends (NOT_LEADER).
+    #[test]
+    fn replica_facts_follow_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        })
+        .unwrap();
+        let me = broker.config.node_id;
+        let topic = broker.create_topic("t", 2, BTreeMap::new(), false).unwrap();
+        let p0 = topic.partition(0).unwrap();
+        assert_eq!(p0.replica_state(), ReplicaState::single_node(me));
+        broker
+            .propose(vec![MetadataRecord::PartitionChange(
+                PartitionChangeRecord {
+                    topic_id: topic.id,
+                    partition_id: 0,
+                    leader: me.0 + 1,
+                    replicas: Some(vec![me.0 + 1, me.0]),
+                    isr: Some(vec![me.0 + 1, me.0]),
+                    ..Default::default()
+                },
+            )])
+            .unwrap();
+        let now = p0.replica_state();
+        assert_eq!(now.leader, NodeId(me.0 + 1));
+        assert_eq!(now.leader_epoch, LeaderEpoch(1));
+        assert_eq!(now.replicas, vec![NodeId(me.0 + 1), me]);
+        assert_eq!(now.isr, vec![NodeId(me.0 + 1), me]);
+        let image_reg = broker.image().topics().get("t").unwrap().partitions[&0].clone();
+        assert_eq!(replica_state_of(&image_reg), now);
+        let mut builder = fjord_records::BatchBuilder::new(fjord_records::Compression::None);
+        builder.push(now_ms(), None, Some(b"v".as_slice()), &[]);
+        let mut batch = builder.build(0);
+        assert!(matches!(
+            p0.append(&mut batch, Acks::Leader, now_ms()),
+            Err(PartitionError::NotLeader { .. })
+        ));
+        // The other partition is untouched.
+        assert_eq!(
+            topic.partition(1).unwrap().replica_state(),
+            ReplicaState::single_node(me)
+        );
+        broker.close();
+    }
 }
