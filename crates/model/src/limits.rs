@@ -86,6 +86,21 @@ pub const OFFSET_METADATA_BYTES_MAX_DEFAULT: usize = 4096;
 /// Default `offsets.topic.num.partitions`.
 pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: i32 = 50;
 
+// ---- transactions (fjord-txn) ----
+/// Default `transaction.state.log.num.partitions`.
+pub const TRANSACTION_STATE_PARTITIONS_DEFAULT: i32 = 50;
+/// Default `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask for.
+pub const TRANSACTION_TIMEOUT_MS_MAX_DEFAULT: i32 = 900_000;
+/// Default `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+pub const TRANSACTION_ABORT_CHECK_INTERVAL_MS_DEFAULT: i64 = 10_000;
+/// Default `transactional.id.expiration.ms` (7 days).
+pub const TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Most partitions one transaction may touch; also bounds the partition count
+/// read back from a `__transaction_state` value.
+pub const TRANSACTION_PARTITIONS_MAX: usize = 100_000;
+/// Longest transactional id accepted (it is an int16-length string on disk).
+pub const TRANSACTIONAL_ID_BYTES_MAX: usize = i16::MAX as usize;
+
 // ---- coordinator runtime (fjord-coordinator) ----
 /// Threads that replay an internal topic's partitions at start (shards load in parallel).
 pub const COORDINATOR_LOAD_THREADS_MAX: usize = 4;
