@@ -22,6 +22,7 @@
 
 mod builder;
 pub mod compression;
+pub mod control;
 mod filter;
 mod record;
 mod varint;
@@ -32,6 +33,7 @@ use fjord_model::limits::DECOMPRESSED_BATCH_BYTES_MAX;
 use fjord_model::TimestampType;
 
 pub use builder::BatchBuilder;
+pub use control::{end_txn_marker_batch, parse_end_txn_marker, EndTxnMarker, MarkerType};
 pub use filter::{filter_batch, Filtered};
 pub use record::{HeaderIter, Record, RecordView, RECORD_BYTES_MIN};
 

@@ -19,7 +19,21 @@
 //! - An unknown producer id (new, expired or evicted) may start at any sequence.
 //! - A producer id idle for `producer.id.expiration.ms` (judged by its newest batch's
 //!   max timestamp, as Kafka does) is forgotten; at most `PRODUCERS_PER_PARTITION_MAX`
-//!   ids are kept, the least recently active one is forgotten first.
+//!   ids are kept, the least recently active one is forgotten first (producers with an
+//!   open transaction are kept, even beyond that cap).
+//!
+//! # Transactions (KIP-98; Kafka's `ProducerAppendInfo`)
+//! - A transactional batch of a producer with no open transaction opens one at its base
+//!   offset (`ProducerEntry::current_txn_first_offset`); a non-transactional batch while
+//!   one is open is INVALID_TXN_STATE.
+//! - A marker (`check_marker`: a COMMIT or ABORT control batch written by the transaction
+//!   coordinator) closes it and yields a [`CompletedTxn`] (first offset: the open
+//!   transaction's, or the marker's own when none was open); a marker with an older
+//!   producer epoch is INVALID_PRODUCER_EPOCH, with an older coordinator epoch
+//!   TRANSACTION_COORDINATOR_FENCED. A newer epoch (a fence) resets the sequences.
+//! - `first_unstable_offset` is the smallest open transaction's first offset: the last
+//!   stable offset of the partition is the minimum of it and the high watermark.
+//! - A producer with an open transaction is neither expired nor evicted.
 //!
 //! # Snapshots (`<offset>.snapshot`, offset zero-padded to 20 digits)
 //! The state after every batch below `<offset>`. Written at segment roll (not synced: a
@@ -45,11 +59,16 @@ use fjord_records::BatchHeader;
 /// Suffix of producer-state snapshot files.
 pub(crate) const SNAPSHOT_SUFFIX: &str = "snapshot";
 const SNAPSHOT_MAGIC: &[u8; 4] = b"FJPS";
-const SNAPSHOT_VERSION: u8 = 1;
+/// Version 2 adds each producer's coordinator epoch and open transaction; version 1
+/// (without them) is still read.
+const SNAPSHOT_VERSION: u8 = 2;
+const SNAPSHOT_VERSION_V1: u8 = 1;
 /// magic, version, crc, producer count.
 const SNAPSHOT_HEADER_BYTES: usize = 4 + 1 + 4 + 4;
-/// producer id, epoch, last timestamp, batch count.
-const ENTRY_HEADER_BYTES: usize = 8 + 2 + 8 + 1;
+/// producer id, epoch, last timestamp, batch count (version 1).
+const ENTRY_HEADER_BYTES_V1: usize = 8 + 2 + 8 + 1;
+/// Version 2: plus coordinator epoch and open transaction's first offset (-1: none).
+const ENTRY_HEADER_BYTES: usize = ENTRY_HEADER_BYTES_V1 + 4 + 8;
 /// first and last sequence, base and last offset, timestamp.
 const BATCH_BYTES: usize = 4 + 4 + 8 + 8 + 8;
 
@@ -72,6 +91,10 @@ pub struct ProducerEntry {
     pub last_timestamp_ms: i64,
     /// The newest batches of `epoch`, oldest first, at most `PRODUCER_BATCHES_RETAINED`.
     pub batches: VecDeque<ProducerBatch>,
+    /// Epoch of the transaction coordinator that wrote this producer's last marker (-1: none).
+    pub coordinator_epoch: i32,
+    /// First offset of the producer's open transaction in this partition.
+    pub current_txn_first_offset: Option<Offset>,
 }
 
 impl ProducerEntry {
@@ -80,6 +103,8 @@ impl ProducerEntry {
             epoch,
             last_timestamp_ms: -1,
             batches: VecDeque::with_capacity(PRODUCER_BATCHES_RETAINED),
+            coordinator_epoch: -1,
+            current_txn_first_offset: None,
         }
     }
 
@@ -121,6 +146,8 @@ pub struct IncomingBatch {
     pub base_offset: Offset,
     pub last_offset: Offset,
     pub timestamp_ms: i64,
+    /// The batch belongs to a transaction (attribute bit 4).
+    pub transactional: bool,
 }
 
 impl IncomingBatch {
@@ -138,6 +165,7 @@ impl IncomingBatch {
             base_offset: Offset(h.base_offset),
             last_offset: Offset(h.last_offset()),
             timestamp_ms: h.max_timestamp,
+            transactional: h.is_transactional(),
         })
     }
 
@@ -172,6 +200,18 @@ pub enum ProducerError {
     MissingSequence { producer_id: i64, sequence: i32 },
     #[error("{duplicates} of the {batches} batches were already appended: a request must repeat all or none")]
     PartialDuplicate { duplicates: usize, batches: usize },
+    #[error(
+        "producer {producer_id} wrote a non-transactional batch while its transaction is open"
+    )]
+    NotTransactional { producer_id: i64 },
+    #[error(
+        "marker of coordinator epoch {epoch} for producer {producer_id} is older than {current}"
+    )]
+    CoordinatorFenced {
+        producer_id: i64,
+        epoch: i32,
+        current: i32,
+    },
 }
 
 impl ProducerError {
@@ -182,6 +222,8 @@ impl ProducerError {
             ProducerError::MissingSequence { .. } | ProducerError::PartialDuplicate { .. } => {
                 ErrorCode::INVALID_RECORD
             }
+            ProducerError::NotTransactional { .. } => ErrorCode::INVALID_TXN_STATE,
+            ProducerError::CoordinatorFenced { .. } => ErrorCode::TRANSACTION_COORDINATOR_FENCED,
         }
     }
 }
@@ -202,6 +244,29 @@ pub enum Verdict {
         first: ProducerBatch,
         last: ProducerBatch,
     },
+}
+
+/// A transaction closed by a marker in this partition (what the aborted-transaction
+/// index and the last stable offset need).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: ProducerId,
+    pub first_offset: Offset,
+    /// The marker's offset.
+    pub last_offset: Offset,
+    pub aborted: bool,
+}
+
+/// A marker as `check_marker` sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IncomingMarker {
+    pub producer_id: ProducerId,
+    pub epoch: ProducerEpoch,
+    pub coordinator_epoch: i32,
+    /// The offset the marker will be appended at.
+    pub offset: Offset,
+    pub timestamp_ms: i64,
+    pub aborted: bool,
 }
 
 /// True when `next` is the sequence right after `last` (wrapping at `i32::MAX`).
@@ -298,11 +363,19 @@ impl ProducerStateMap {
             }
             if let Some(e) = current {
                 Self::validate(e, b)?;
+                if !b.transactional && e.current_txn_first_offset.is_some() {
+                    return Err(ProducerError::NotTransactional {
+                        producer_id: b.producer_id.0,
+                    });
+                }
             }
             let mut entry = current
                 .cloned()
                 .unwrap_or_else(|| ProducerEntry::new(b.epoch));
             entry.add(b.epoch, b.metadata());
+            if b.transactional && entry.current_txn_first_offset.is_none() {
+                entry.current_txn_first_offset = Some(b.base_offset);
+            }
             match slot {
                 Some(i) => updated[i].1 = entry,
                 None => updated.push((b.producer_id, entry)),
@@ -350,6 +423,89 @@ impl ProducerStateMap {
         })
     }
 
+    /// Decides about a transaction marker (changes nothing): the update to `commit` once
+    /// the marker is written, and the transaction it closes.
+    pub fn check_marker(
+        &self,
+        m: &IncomingMarker,
+    ) -> Result<(ProducerUpdate, CompletedTxn), ProducerError> {
+        let current = self.producers.get(&m.producer_id);
+        if let Some(e) = current {
+            if m.epoch < e.epoch {
+                return Err(ProducerError::InvalidEpoch {
+                    producer_id: m.producer_id.0,
+                    epoch: m.epoch.0,
+                    current: e.epoch.0,
+                });
+            }
+            if m.coordinator_epoch < e.coordinator_epoch {
+                return Err(ProducerError::CoordinatorFenced {
+                    producer_id: m.producer_id.0,
+                    epoch: m.coordinator_epoch,
+                    current: e.coordinator_epoch,
+                });
+            }
+        }
+        let mut entry = current
+            .cloned()
+            .unwrap_or_else(|| ProducerEntry::new(m.epoch));
+        let completed = Self::close_txn(&mut entry, m);
+        Ok((
+            ProducerUpdate {
+                entries: vec![(m.producer_id, entry)],
+            },
+            completed,
+        ))
+    }
+
+    fn close_txn(entry: &mut ProducerEntry, m: &IncomingMarker) -> CompletedTxn {
+        if m.epoch != entry.epoch {
+            // A fence (the coordinator bumped the epoch): sequences start again.
+            entry.batches.clear();
+            entry.epoch = m.epoch;
+        }
+        entry.coordinator_epoch = m.coordinator_epoch;
+        entry.last_timestamp_ms = m.timestamp_ms;
+        let first_offset = entry.current_txn_first_offset.take().unwrap_or(m.offset);
+        assert!(
+            first_offset <= m.offset,
+            "a transaction ends after it starts"
+        );
+        CompletedTxn {
+            producer_id: m.producer_id,
+            first_offset,
+            last_offset: m.offset,
+            aborted: m.aborted,
+        }
+    }
+
+    /// Applies a marker read back from the log (recovery), without validation.
+    pub fn replay_marker(&mut self, m: &IncomingMarker) -> CompletedTxn {
+        let mut entry = self
+            .producers
+            .remove(&m.producer_id)
+            .unwrap_or_else(|| ProducerEntry::new(m.epoch));
+        let completed = Self::close_txn(&mut entry, m);
+        self.insert(m.producer_id, entry);
+        completed
+    }
+
+    /// The first offset of the oldest open transaction (`None`: none is open). The last
+    /// stable offset is the minimum of this and the high watermark.
+    pub fn first_unstable_offset(&self) -> Option<Offset> {
+        self.producers
+            .values()
+            .filter_map(|e| e.current_txn_first_offset)
+            .min()
+    }
+
+    /// Open transactions, as (producer id, first offset).
+    pub fn open_transactions(&self) -> impl Iterator<Item = (ProducerId, Offset)> + '_ {
+        self.producers
+            .iter()
+            .filter_map(|(id, e)| e.current_txn_first_offset.map(|o| (*id, o)))
+    }
+
     /// Stores what `check` decided, after the batches were written.
     pub fn commit(&mut self, update: ProducerUpdate, now_ms: i64) {
         self.maybe_expire(now_ms);
@@ -372,15 +528,20 @@ impl ProducerStateMap {
             .remove(&b.producer_id)
             .unwrap_or_else(|| ProducerEntry::new(b.epoch));
         entry.add(b.epoch, b.metadata());
+        if b.transactional && entry.current_txn_first_offset.is_none() {
+            entry.current_txn_first_offset = Some(b.base_offset);
+        }
         self.insert(b.producer_id, entry);
     }
 
     fn insert(&mut self, id: ProducerId, entry: ProducerEntry) {
         if !self.producers.contains_key(&id) && self.producers.len() >= self.producers_max {
             // Forget the least recently active producer (ties: the smallest id).
+            // Producers with an open transaction are kept: their marker must find them.
             let oldest = self
                 .producers
                 .iter()
+                .filter(|(_, e)| e.current_txn_first_offset.is_none())
                 .min_by_key(|(pid, e)| (e.last_timestamp_ms, **pid))
                 .map(|(pid, _)| *pid);
             if let Some(pid) = oldest {
@@ -394,8 +555,9 @@ impl ProducerStateMap {
     pub fn remove_expired(&mut self, now_ms: i64) -> usize {
         let before = self.producers.len();
         let ttl = self.expiration_ms;
-        self.producers
-            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp_ms) < ttl);
+        self.producers.retain(|_, e| {
+            e.current_txn_first_offset.is_some() || now_ms.saturating_sub(e.last_timestamp_ms) < ttl
+        });
         self.next_expiration_check_ms =
             Some(now_ms.saturating_add(PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS));
         before - self.producers.len()
@@ -422,6 +584,9 @@ impl ProducerStateMap {
             out.extend_from_slice(&id.0.to_be_bytes());
             out.extend_from_slice(&e.epoch.0.to_be_bytes());
             out.extend_from_slice(&e.last_timestamp_ms.to_be_bytes());
+            out.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
+            let txn_first = e.current_txn_first_offset.map_or(-1, |o| o.0);
+            out.extend_from_slice(&txn_first.to_be_bytes());
             let n = e.batches.len().min(PRODUCER_BATCHES_RETAINED);
             out.push(n as u8);
             for b in e.batches.iter().take(n) {
@@ -443,9 +608,15 @@ impl ProducerStateMap {
         if bytes.len() < SNAPSHOT_HEADER_BYTES || &bytes[..4] != SNAPSHOT_MAGIC {
             return Err("not a producer-state snapshot".into());
         }
-        if bytes[4] != SNAPSHOT_VERSION {
-            return Err(format!("unknown snapshot version {}", bytes[4]));
+        let version = bytes[4];
+        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_V1 {
+            return Err(format!("unknown snapshot version {version}"));
         }
+        let entry_header_bytes = if version == SNAPSHOT_VERSION {
+            ENTRY_HEADER_BYTES
+        } else {
+            ENTRY_HEADER_BYTES_V1
+        };
         let stored = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]);
         let actual = crc32c::crc32c(&bytes[9..]);
         if stored != actual {
@@ -458,7 +629,7 @@ impl ProducerStateMap {
             at: SNAPSHOT_HEADER_BYTES - 4,
         };
         let count = r.u32()? as usize;
-        if count > self.producers_max || count > r.remaining() / ENTRY_HEADER_BYTES {
+        if count > self.producers_max || count > r.remaining() / entry_header_bytes {
             return Err(format!("{count} producers announced, too many"));
         }
         let mut producers = BTreeMap::new();
@@ -466,6 +637,14 @@ impl ProducerStateMap {
             let id = ProducerId(r.i64()?);
             let mut e = ProducerEntry::new(ProducerEpoch(r.i16()?));
             e.last_timestamp_ms = r.i64()?;
+            if version == SNAPSHOT_VERSION {
+                e.coordinator_epoch = r.i32()?;
+                let first = r.i64()?;
+                if first < -1 {
+                    return Err(format!("bad transaction offset for producer {}", id.0));
+                }
+                e.current_txn_first_offset = (first >= 0).then_some(Offset(first));
+            }
             let n = usize::from(r.u8()?);
             if n > PRODUCER_BATCHES_RETAINED || id.0 < 0 {
                 return Err(format!("bad entry for producer {}", id.0));
@@ -607,7 +786,169 @@ mod tests {
             base_offset: Offset(base),
             last_offset: Offset(base + i64::from(count) - 1),
             timestamp_ms: 1_000 + base,
+            transactional: false,
         }
+    }
+
+    fn txn(pid: i64, epoch: i16, first: i32, count: i32, base: i64) -> IncomingBatch {
+        IncomingBatch {
+            transactional: true,
+            ..b(pid, epoch, first, count, base)
+        }
+    }
+
+    fn marker(
+        pid: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+        offset: i64,
+        aborted: bool,
+    ) -> IncomingMarker {
+        IncomingMarker {
+            producer_id: ProducerId(pid),
+            epoch: ProducerEpoch(epoch),
+            coordinator_epoch,
+            offset: Offset(offset),
+            timestamp_ms: 5_000,
+            aborted,
+        }
+    }
+
+    fn apply_marker(
+        m: &mut ProducerStateMap,
+        mk: &IncomingMarker,
+    ) -> Result<CompletedTxn, ProducerError> {
+        let (u, done) = m.check_marker(mk)?;
+        m.commit(u, 2_000);
+        Ok(done)
+    }
+
+    #[test]
+    fn transactions_open_at_their_first_batch_and_close_at_a_marker() {
+        let mut m = ProducerStateMap::default();
+        assert_eq!(m.first_unstable_offset(), None);
+        apply(&mut m, &[txn(1, 0, 0, 2, 10)]).unwrap();
+        apply(&mut m, &[txn(2, 0, 0, 1, 12)]).unwrap();
+        apply(&mut m, &[txn(1, 0, 2, 1, 13)]).unwrap();
+        assert_eq!(m.first_unstable_offset(), Some(Offset(10)));
+        assert_eq!(m.open_transactions().count(), 2);
+        // A plain batch from a producer inside a transaction: INVALID_TXN_STATE.
+        let e = apply(&mut m, &[b(1, 0, 3, 1, 14)]).unwrap_err();
+        assert_eq!(e.kafka_code(), ErrorCode::INVALID_TXN_STATE);
+        let done = apply_marker(&mut m, &marker(1, 0, 0, 14, false)).unwrap();
+        assert_eq!(
+            done,
+            CompletedTxn {
+                producer_id: ProducerId(1),
+                first_offset: Offset(10),
+                last_offset: Offset(14),
+                aborted: false
+            }
+        );
+        assert_eq!(
+            m.first_unstable_offset(),
+            Some(Offset(12)),
+            "producer 2 still open"
+        );
+        let done = apply_marker(&mut m, &marker(2, 0, 0, 15, true)).unwrap();
+        assert_eq!((done.first_offset, done.aborted), (Offset(12), true));
+        assert_eq!(m.first_unstable_offset(), None);
+        // The next transaction of producer 1 continues its sequences.
+        apply(&mut m, &[txn(1, 0, 3, 1, 16)]).unwrap();
+        assert_eq!(m.first_unstable_offset(), Some(Offset(16)));
+    }
+
+    #[test]
+    fn markers_check_producer_and_coordinator_epochs() {
+        let mut m = ProducerStateMap::default();
+        apply(&mut m, &[txn(1, 3, 0, 1, 0)]).unwrap();
+        let e = apply_marker(&mut m, &marker(1, 2, 0, 1, true)).unwrap_err();
+        assert_eq!(e.kafka_code(), ErrorCode::INVALID_PRODUCER_EPOCH);
+        apply_marker(&mut m, &marker(1, 3, 5, 1, true)).unwrap();
+        apply(&mut m, &[txn(1, 3, 1, 1, 2)]).unwrap();
+        let e = apply_marker(&mut m, &marker(1, 3, 4, 3, true)).unwrap_err();
+        assert_eq!(e.kafka_code(), ErrorCode::TRANSACTION_COORDINATOR_FENCED);
+        // A fencing marker (epoch bumped) closes the transaction and resets sequences.
+        let done = apply_marker(&mut m, &marker(1, 4, 5, 3, true)).unwrap();
+        assert_eq!(done.first_offset, Offset(2));
+        assert_eq!(m.get(ProducerId(1)).unwrap().epoch, ProducerEpoch(4));
+        let e = apply(&mut m, &[txn(1, 3, 2, 1, 4)]).unwrap_err();
+        assert_eq!(
+            e.kafka_code(),
+            ErrorCode::INVALID_PRODUCER_EPOCH,
+            "the fenced producer"
+        );
+        apply(&mut m, &[txn(1, 4, 0, 1, 4)]).unwrap();
+        // A marker for a producer with nothing open covers only itself.
+        let done = apply_marker(&mut m, &marker(9, 0, 5, 8, false)).unwrap();
+        assert_eq!(
+            (done.first_offset, done.last_offset),
+            (Offset(8), Offset(8))
+        );
+    }
+
+    #[test]
+    fn replay_tracks_transactions_like_appends() {
+        let mut live = ProducerStateMap::default();
+        let mut replayed = ProducerStateMap::default();
+        apply(&mut live, &[txn(1, 0, 0, 2, 0)]).unwrap();
+        apply(&mut live, &[txn(2, 0, 0, 1, 2)]).unwrap();
+        let done = apply_marker(&mut live, &marker(1, 0, 1, 3, true)).unwrap();
+        for (pid, first, count, base) in [(1, 0, 2, 0), (2, 0, 1, 2)] {
+            let mut h = fjord_records::BatchHeader::parse(
+                &fjord_records::BatchBuilder::new(fjord_records::Compression::None)
+                    .producer(pid, 0, first)
+                    .transactional(true)
+                    .push(0, None, Some(b"v".as_slice()), &[])
+                    .build(base),
+            )
+            .unwrap();
+            h.last_offset_delta = count - 1;
+            h.records_count = count;
+            replayed.replay(&h);
+        }
+        assert_eq!(replayed.replay_marker(&marker(1, 0, 1, 3, true)), done);
+        assert_eq!(
+            replayed.first_unstable_offset(),
+            live.first_unstable_offset()
+        );
+        assert_eq!(replayed.first_unstable_offset(), Some(Offset(2)));
+    }
+
+    #[test]
+    fn open_transactions_are_not_expired_or_evicted() {
+        let mut m = ProducerStateMap::new(100, 2);
+        apply(&mut m, &[txn(1, 0, 0, 1, 0)]).unwrap();
+        apply(&mut m, &[b(2, 0, 0, 1, 1)]).unwrap();
+        apply(&mut m, &[b(3, 0, 0, 1, 2)]).unwrap();
+        assert!(
+            m.get(ProducerId(1)).is_some(),
+            "the open transaction's producer stays"
+        );
+        assert!(m.get(ProducerId(2)).is_none());
+        assert_eq!(m.remove_expired(1_000_000), 1);
+        assert!(m.get(ProducerId(1)).is_some());
+    }
+
+    #[test]
+    fn version_1_snapshots_still_load() {
+        let mut m = ProducerStateMap::default();
+        apply(&mut m, &[b(7, 1, 0, 2, 40)]).unwrap();
+        let v2 = m.encode_snapshot();
+        // Rebuild the same state as version 1: no coordinator epoch, no open transaction.
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(SNAPSHOT_MAGIC);
+        v1.push(SNAPSHOT_VERSION_V1);
+        v1.extend_from_slice(&[0; 4]);
+        v1.extend_from_slice(&v2[9..13]);
+        let entry = &v2[13..];
+        v1.extend_from_slice(&entry[..18]);
+        v1.extend_from_slice(&entry[18 + 12..]);
+        let crc = crc32c::crc32c(&v1[9..]);
+        v1[5..9].copy_from_slice(&crc.to_be_bytes());
+        let mut back = ProducerStateMap::default();
+        back.load_snapshot(&v1).unwrap();
+        assert_eq!(back.producers, m.producers);
     }
 
     fn apply(
@@ -774,6 +1115,13 @@ mod tests {
                 apply(&mut m, &[b(pid, 2, i * 2, 2, pid * 100 + i64::from(i) * 2)]).unwrap();
             }
         }
+        apply(&mut m, &[txn(4, 0, 0, 1, 900)]).unwrap();
+        apply_marker(&mut m, &marker(5, 0, 3, 901, true)).unwrap();
+        assert!(m
+            .get(ProducerId(4))
+            .unwrap()
+            .current_txn_first_offset
+            .is_some());
         let bytes = m.encode_snapshot();
         let mut back = ProducerStateMap::default();
         back.load_snapshot(&bytes).unwrap();
