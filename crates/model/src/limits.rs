@@ -232,3 +232,18 @@ pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1_000;
 pub const BROKER_REGISTRATION_LISTENERS_MAX: usize = 64;
 pub const BROKER_REGISTRATION_FEATURES_MAX: usize = 64;
 const _: () = assert!(BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT < BROKER_SESSION_TIMEOUT_MS_DEFAULT);
+
+// ---- replication (fjord-replication) ----
+/// `replica.lag.time.max.ms`: a follower that has not caught up with the
+/// leader's log end for this long leaves the ISR.
+pub const REPLICA_LAG_TIME_MAX_MS_DEFAULT: i64 = 30_000;
+/// `min.insync.replicas` default.
+pub const MIN_INSYNC_REPLICAS_DEFAULT: usize = 1;
+/// `replica.fetch.backoff.ms`: how long a follower waits after a failed fetch.
+pub const REPLICA_FETCH_BACKOFF_MS_DEFAULT: i64 = 1_000;
+/// `replica.socket.timeout.ms`: how long a follower waits for a fetch answer
+/// before it sends the fetch again.
+pub const REPLICA_FETCH_RESPONSE_TIMEOUT_MS_DEFAULT: i64 = 30_000;
+/// Most replicas a partition may have (bounds ISR lists built from requests).
+pub const REPLICAS_PER_PARTITION_MAX: usize = 64;
+const _: () = assert!(REPLICA_FETCH_BACKOFF_MS_DEFAULT < REPLICA_LAG_TIME_MAX_MS_DEFAULT);
