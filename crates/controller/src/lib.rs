@@ -35,6 +35,8 @@
 //! - Topics: [`Controller::create_topics`] (placement by [`placement`],
 //!   Kafka's errors), [`Controller::create_partitions`],
 //!   [`Controller::elect_preferred_leaders`].
+//! - ISR changes: [`Controller::alter_partition`] (AlterPartition from a
+//!   partition's leader, Kafka's checks and error codes; `alter_partition`).
 //! - Producer ids: [`Controller::allocate_producer_ids`], blocks of
 //!   `limits::PRODUCER_ID_BLOCK_SIZE` ids in ProducerIdsRecords.
 //!
@@ -47,6 +49,7 @@
 //! [`sim`] drives a controller and simulated brokers from a seed and checks
 //! the invariants ([`check_image`]) after every step.
 
+pub mod alter_partition;
 pub mod placement;
 pub mod rng;
 pub mod sim;

@@ -9,7 +9,9 @@
 //! and sometimes a second process tries to register with a live broker's
 //! id. A workload creates topics (replication factor 1 to 3, racks on in
 //! half the runs), adds partitions, asks for preferred elections and
-//! producer-id blocks (sometimes with a stale broker epoch). A proposal may
+//! producer-id blocks (sometimes with a stale broker epoch); partition
+//! leaders send AlterPartition with random ISRs (sometimes with a stale
+//! partition epoch, sometimes naming fenced brokers). A proposal may
 //! fail (its records are dropped and the controller reset to the committed
 //! image, its answer never sent), and the active controller may fail over
 //! (a new controller is activated on the committed image). After the fault
@@ -26,6 +28,9 @@
 //! - producer-id blocks never overlap;
 //! - answers are what Kafka answers: INVALID_REPLICATION_FACTOR exactly when
 //!   the factor exceeds the usable brokers; a stale epoch is refused;
+//!   AlterPartition gets INVALID_UPDATE_VERSION for a stale partition epoch,
+//!   INELIGIBLE_REPLICA when it names a fenced or shutting-down broker, and
+//!   otherwise the ISR it asked for;
 //! - at the end (all brokers back for a while) every broker is registered
 //!   and unfenced and every partition has a leader.
 
@@ -35,6 +40,7 @@ use fjord_metadata::MetadataImage;
 use fjord_model::{ErrorCode, NodeId};
 use uuid::Uuid;
 
+use crate::alter_partition::{AlterPartitionData, AlterPartitionRequest};
 use crate::rng::Rng;
 use crate::{
     check_image, BrokerHeartbeat, BrokerRegistration, Controller, ControllerConfig,
@@ -60,6 +66,8 @@ pub struct SimConfig {
     pub create_partitions_ppm: u32,
     pub elect_ppm: u32,
     pub producer_ids_ppm: u32,
+    /// Per million, per step: a partition's leader sends an AlterPartition.
+    pub alter_partition_ppm: u32,
     pub failover_ppm: u32,
     /// Per million, per proposal: it fails.
     pub abort_ppm: u32,
@@ -84,6 +92,7 @@ impl SimConfig {
             create_partitions_ppm: 20_000,
             elect_ppm: 40_000,
             producer_ids_ppm: 40_000,
+            alter_partition_ppm: 150_000,
             failover_ppm: 5_000,
             abort_ppm: 30_000,
             planted_bug: PlantedBug::None,
@@ -106,6 +115,8 @@ pub struct SimReport {
     pub controlled_shutdowns: usize,
     pub failovers: usize,
     pub aborted: usize,
+    /// ISR changes made by AlterPartition.
+    pub isr_changes: usize,
 }
 
 /// A violated invariant: the seed and step replay it.
@@ -624,12 +635,94 @@ impl Sim {
                 }
             }
         }
+        if self.rng.chance(self.cfg.alter_partition_ppm) {
+            self.alter_partition()?;
+        }
         if self.rng.chance(self.cfg.failover_ppm) {
             self.trace(|| "the controller fails over".into());
             self.report.failovers += 1;
             let mut cfg = self.ctl_cfg.clone();
             cfg.seed = self.rng.next_u64();
             self.controller = Controller::activate(cfg, self.committed.clone(), self.now);
+        }
+        Ok(())
+    }
+
+    /// A partition's leader asks for a random ISR holding itself,
+    /// sometimes with a stale partition epoch; the answer must be Kafka's.
+    fn alter_partition(&mut self) -> Result<(), SimFailure> {
+        let parts: Vec<(Uuid, i32, fjord_metadata::PartitionRegistration)> = self
+            .controller
+            .image()
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(move |(i, p)| (t.id, *i, p.clone())))
+            .filter(|(_, _, p)| p.leader >= 0)
+            .collect();
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let (topic_id, index, p) = parts[self.rng.below(parts.len())].clone();
+        let Some(leader) = self
+            .procs
+            .iter()
+            .find(|q| q.id.0 == p.leader && q.alive)
+            .and_then(|q| q.epoch)
+        else {
+            return Ok(());
+        };
+        let image = self.controller.image().clone();
+        let member_epoch = |r: i32| image.broker(NodeId(r)).map_or(-1, |b| b.broker_epoch);
+        let new_isr: Vec<(i32, i64)> = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| *r == p.leader || self.rng.chance(600_000))
+            .map(|r| (r, member_epoch(r)))
+            .collect();
+        let stale = self.rng.chance(150_000);
+        let req = AlterPartitionRequest {
+            broker_id: NodeId(p.leader),
+            broker_epoch: leader,
+            partitions: vec![AlterPartitionData {
+                topic_id,
+                partition_index: index,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch - i32::from(stale),
+                new_isr: new_isr.clone(),
+            }],
+        };
+        let ineligible = new_isr.iter().any(|(r, _)| {
+            image
+                .broker(NodeId(*r))
+                .is_none_or(|b| b.fenced || b.in_controlled_shutdown)
+        });
+        let current_leader_epoch = image.broker(NodeId(p.leader)).map(|b| b.broker_epoch);
+        let before = self.committed.clone();
+        match self.controller.alter_partition(&req) {
+            Err(e)
+                if e.code == ErrorCode::STALE_BROKER_EPOCH
+                    && current_leader_epoch != Some(leader) => {}
+            Err(e) => return self.fail(format!("AlterPartition {req:?}: {e}")),
+            Ok(r) => {
+                let expected = if stale {
+                    Err(ErrorCode::INVALID_UPDATE_VERSION)
+                } else if ineligible {
+                    Err(ErrorCode::INELIGIBLE_REPLICA)
+                } else {
+                    Ok(new_isr.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+                };
+                let got = r.response[0].2.clone().map(|a| a.isr);
+                if got != expected {
+                    return self.fail(format!(
+                        "AlterPartition {req:?} on {p:?}: answered {got:?}, Kafka answers {expected:?}"
+                    ));
+                }
+                if self.settle(&r) && !r.records.is_empty() {
+                    self.report.isr_changes += 1;
+                    self.count_changes(&before);
+                }
+            }
         }
         Ok(())
     }

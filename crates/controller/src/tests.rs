@@ -558,3 +558,146 @@ fn check_image_finds_violations() {
     assert!(check_image(bad.image()).unwrap_err().contains("no leader"));
     check_image(c.image()).unwrap();
 }
+
+mod alter_partition {
+    use super::*;
+    use crate::alter_partition::{AlterPartitionData, AlterPartitionRequest};
+
+    /// Three brokers, topic "r" with one partition on all three.
+    fn setup() -> (Controller, Vec<i64>, Uuid, PartitionRegistration) {
+        let mut c = controller();
+        let epochs = cluster(&mut c, 3, false);
+        c.create_topics(&[topic("r", 1, 3)], 1, 1, false);
+        let t = c.image().topics().get("r").unwrap().clone();
+        let p = t.partitions[&0].clone();
+        assert_eq!(p.isr.len(), 3);
+        (c, epochs, t.id, p)
+    }
+
+    fn request(
+        epochs: &[i64],
+        topic_id: Uuid,
+        p: &PartitionRegistration,
+        isr: &[i32],
+    ) -> AlterPartitionRequest {
+        AlterPartitionRequest {
+            broker_id: NodeId(p.leader),
+            broker_epoch: epochs[p.leader as usize - 1],
+            partitions: vec![AlterPartitionData {
+                topic_id,
+                partition_index: 0,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                new_isr: isr.iter().map(|r| (*r, epochs[*r as usize - 1])).collect(),
+            }],
+        }
+    }
+
+    fn code(c: &mut Controller, req: &AlterPartitionRequest) -> ErrorCode {
+        let r = c.alter_partition(req).unwrap();
+        assert!(r.records.is_empty(), "a refused change makes no record");
+        r.response[0].2.clone().unwrap_err()
+    }
+
+    #[test]
+    fn the_leader_shrinks_and_expands_its_isr() {
+        let (mut c, epochs, id, p) = setup();
+        let follower = *p.isr.iter().find(|r| **r != p.leader).unwrap();
+        let smaller: Vec<i32> = p.isr.iter().copied().filter(|r| *r != follower).collect();
+        let r = c
+            .alter_partition(&request(&epochs, id, &p, &smaller))
+            .unwrap();
+        assert_eq!(r.records.len(), 1);
+        let got = r.response[0].2.clone().unwrap();
+        assert_eq!(got.isr, smaller);
+        assert_eq!(got.leader_id, p.leader);
+        assert_eq!(
+            got.leader_epoch, p.leader_epoch,
+            "an ISR change keeps the leader epoch"
+        );
+        assert_eq!(got.partition_epoch, p.partition_epoch + 1);
+        let now = partitions(&c, "r")[0].clone();
+        assert_eq!(
+            (now.isr.clone(), now.partition_epoch),
+            (smaller, p.partition_epoch + 1)
+        );
+        // Back to three, with the new partition epoch.
+        let r = c
+            .alter_partition(&request(&epochs, id, &now, &p.isr))
+            .unwrap();
+        assert_eq!(r.response[0].2.clone().unwrap().isr, p.isr);
+        assert!(check_image(c.image()).is_ok());
+        // A request that changes nothing gets the current state, no record.
+        let now = partitions(&c, "r")[0].clone();
+        let r = c
+            .alter_partition(&request(&epochs, id, &now, &p.isr))
+            .unwrap();
+        assert!(r.records.is_empty());
+        assert_eq!(
+            r.response[0].2.clone().unwrap().partition_epoch,
+            now.partition_epoch
+        );
+    }
+
+    #[test]
+    fn stale_and_invalid_requests_get_kafkas_errors() {
+        let (mut c, epochs, id, p) = setup();
+        let follower = *p.isr.iter().find(|r| **r != p.leader).unwrap();
+        let two: Vec<i32> = p.isr.iter().copied().filter(|r| *r != follower).collect();
+        let mut stale = request(&epochs, id, &p, &two);
+        stale.partitions[0].partition_epoch -= 1;
+        assert_eq!(code(&mut c, &stale), ErrorCode::INVALID_UPDATE_VERSION);
+        let mut old_leader = request(&epochs, id, &p, &two);
+        old_leader.partitions[0].leader_epoch -= 1;
+        assert_eq!(code(&mut c, &old_leader), ErrorCode::FENCED_LEADER_EPOCH);
+        let mut ahead = request(&epochs, id, &p, &two);
+        ahead.partitions[0].leader_epoch += 1;
+        assert_eq!(code(&mut c, &ahead), ErrorCode::NOT_CONTROLLER);
+        let mut not_leader = request(&epochs, id, &p, &two);
+        not_leader.broker_id = NodeId(follower);
+        not_leader.broker_epoch = epochs[follower as usize - 1];
+        assert_eq!(code(&mut c, &not_leader), ErrorCode::INVALID_REQUEST);
+        let without_leader = request(&epochs, id, &p, &[follower]);
+        assert_eq!(code(&mut c, &without_leader), ErrorCode::INVALID_REQUEST);
+        let mut outsider = request(&epochs, id, &p, &two);
+        outsider.partitions[0].new_isr.push((7, -1));
+        assert!(matches!(
+            c.alter_partition(&outsider),
+            Ok(ref r) if r.response[0].2 == Err(ErrorCode::INVALID_REQUEST)
+        ));
+        let mut other_epoch = request(&epochs, id, &p, &p.isr);
+        other_epoch.partitions[0].new_isr[1].1 += 100;
+        assert_eq!(code(&mut c, &other_epoch), ErrorCode::INELIGIBLE_REPLICA);
+        let mut unknown = request(&epochs, id, &p, &two);
+        unknown.partitions[0].topic_id = Uuid::from_u128(99);
+        assert_eq!(code(&mut c, &unknown), ErrorCode::UNKNOWN_TOPIC_ID);
+        let mut stale_broker = request(&epochs, id, &p, &two);
+        stale_broker.broker_epoch -= 1;
+        assert_eq!(
+            c.alter_partition(&stale_broker).unwrap_err().code,
+            ErrorCode::STALE_BROKER_EPOCH
+        );
+        assert_eq!(partitions(&c, "r")[0], p, "nothing changed");
+    }
+
+    #[test]
+    fn a_fenced_broker_cannot_rejoin_the_isr() {
+        let (mut c, epochs, id, p) = setup();
+        let follower = *p.isr.iter().find(|r| **r != p.leader).unwrap();
+        let mut hb = heartbeat(follower, epochs[follower as usize - 1], 1_000);
+        hb.want_fence = true;
+        c.heartbeat(10, &hb).unwrap();
+        let now = partitions(&c, "r")[0].clone();
+        assert!(!now.isr.contains(&follower), "fencing removed it");
+        assert_eq!(
+            code(&mut c, &request(&epochs, id, &now, &p.isr)),
+            ErrorCode::INELIGIBLE_REPLICA
+        );
+        hb.want_fence = false;
+        c.heartbeat(20, &hb).unwrap();
+        let r = c
+            .alter_partition(&request(&epochs, id, &now, &p.isr))
+            .unwrap();
+        assert_eq!(r.response[0].2.clone().unwrap().isr, p.isr);
+    }
+}

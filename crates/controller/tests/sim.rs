@@ -64,6 +64,7 @@ fn sim_seeds() {
         total.controlled_shutdowns += r.controlled_shutdowns;
         total.failovers += r.failovers;
         total.aborted += r.aborted;
+        total.isr_changes += r.isr_changes;
     }
     // The runs must have exercised every path.
     let n = seeds as usize;
@@ -85,6 +86,10 @@ fn sim_seeds() {
     );
     assert!(total.failovers > n / 4, "few failovers: {total:?}");
     assert!(total.aborted > n, "few failed proposals: {total:?}");
+    assert!(
+        total.isr_changes > n,
+        "few AlterPartition ISR changes: {total:?}"
+    );
     eprintln!("{seeds} seeds in {:?}: {total:?}", start.elapsed());
 }
 

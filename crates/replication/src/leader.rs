@@ -398,24 +398,33 @@ impl Leader {
         })
     }
 
-    /// The controller refused the request in flight. INELIGIBLE_REPLICA and
-    /// STALE_BROKER_EPOCH changed nothing: the committed ISR is in use
-    /// again. Any other refusal (INVALID_UPDATE_VERSION, FENCED_LEADER_EPOCH)
-    /// means the controller's state moved on in a way this leader does not
-    /// know yet: the maximal ISR stays in use until the metadata brings the
-    /// newer state (as Kafka's `handleAlterPartitionError`), so the high
-    /// watermark never counts on a smaller set than the controller's ISR.
+    /// The controller refused the request in flight. INELIGIBLE_REPLICA
+    /// changed nothing: the committed ISR is in use again. NOT_CONTROLLER
+    /// and REQUEST_TIMED_OUT: the request is sent again
+    /// ([`Leader::pending_request`]). Any other refusal
+    /// (INVALID_UPDATE_VERSION, FENCED_LEADER_EPOCH, ...) means the
+    /// controller's state moved on in a way this leader does not know yet:
+    /// the maximal ISR stays in use until the metadata brings the newer
+    /// state (as Kafka's `handleAlterPartitionError`), so the high watermark
+    /// never counts on a smaller set than the controller's ISR.
     pub fn on_alter_partition_error(
         &mut self,
         code: ErrorCode,
         log: &impl LogView,
         out: &mut Vec<LeaderOutput>,
     ) {
-        if code == ErrorCode::INELIGIBLE_REPLICA || code == ErrorCode::STALE_BROKER_EPOCH {
-            self.pending = None;
-            self.maybe_advance(log, out);
-        } else if let Some(p) = &mut self.pending {
-            p.refused = true;
+        match code {
+            ErrorCode::INELIGIBLE_REPLICA => {
+                self.pending = None;
+                self.maybe_advance(log, out);
+            }
+            // Sent again by the caller.
+            ErrorCode::NOT_CONTROLLER | ErrorCode::REQUEST_TIMED_OUT => {}
+            _ => {
+                if let Some(p) = &mut self.pending {
+                    p.refused = true;
+                }
+            }
         }
     }
 

@@ -745,31 +745,36 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Kafka's checks of an AlterPartition, for one partition.
+    /// Kafka's checks of an AlterPartition, for one partition (as
+    /// `fjord_controller::Controller::alter_partition` makes them).
     fn alter_partition(&mut self, req: &AlterPartition) -> Result<PartitionState, ErrorCode> {
         let s = &self.ctl.state;
-        if req.leader != s.leader || req.leader_epoch != s.leader_epoch {
+        if req.leader_epoch > s.leader_epoch || req.partition_epoch > s.partition_epoch {
+            return Err(ErrorCode::NOT_CONTROLLER);
+        }
+        if req.leader_epoch < s.leader_epoch {
             return Err(ErrorCode::FENCED_LEADER_EPOCH);
         }
-        let new_isr: Vec<NodeId> = req.new_isr.iter().map(|m| m.broker_id).collect();
-        if req.partition_epoch != s.partition_epoch {
-            // A retry of a request already applied gets the current state.
-            if new_isr == s.isr {
-                return Ok(s.clone());
-            }
+        if req.leader != s.leader {
+            return Err(ErrorCode::INVALID_REQUEST);
+        }
+        if req.partition_epoch < s.partition_epoch {
             return Err(ErrorCode::INVALID_UPDATE_VERSION);
         }
-        if !new_isr.contains(&s.leader) {
+        let new_isr: Vec<NodeId> = req.new_isr.iter().map(|m| m.broker_id).collect();
+        if !new_isr.contains(&s.leader) || !new_isr.iter().all(|r| s.replicas.contains(r)) {
             return Err(ErrorCode::INVALID_REQUEST);
         }
         for m in &req.new_isr {
             let i = index(m.broker_id);
-            if !s.replicas.contains(&m.broker_id) || self.ctl.fenced[i] {
+            if self.ctl.fenced[i]
+                || (m.broker_epoch >= 0 && m.broker_epoch != self.ctl.broker_epoch[i])
+            {
                 return Err(ErrorCode::INELIGIBLE_REPLICA);
             }
-            if m.broker_epoch >= 0 && m.broker_epoch != self.ctl.broker_epoch[i] {
-                return Err(ErrorCode::STALE_BROKER_EPOCH);
-            }
+        }
+        if new_isr == s.isr {
+            return Ok(s.clone());
         }
         let mut next = s.clone();
         if new_isr.len() < next.isr.len() {
