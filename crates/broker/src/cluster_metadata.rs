@@ -208,6 +208,17 @@ pub fn bootstrap_records(config: &BrokerConfig) -> Vec<MetadataRecord> {
     ]
 }
 
+/// The bootstrap records of a new cluster (Kafka's bootstrap metadata):
+/// the `metadata.version` feature level only. Brokers then register with
+/// the active controller themselves.
+pub fn cluster_bootstrap_records() -> Vec<MetadataRecord> {
+    vec![MetadataRecord::FeatureLevel(FeatureLevelRecord {
+        name: fjord_metadata::image::METADATA_VERSION_FEATURE.to_string(),
+        feature_level: BOOTSTRAP_METADATA_VERSION,
+        ..Default::default()
+    })]
+}
+
 /// The records of a topic created with `partitions` partitions on this node.
 pub fn topic_records(
     node: NodeId,

@@ -55,6 +55,12 @@ pub struct BrokerConfig {
     pub not_kafka: BTreeSet<String>,
     /// KRaft settings (`process.roles`, `controller.quorum.voters`, ...).
     pub kraft: crate::kraft::KraftConfig,
+    /// `broker.session.timeout.ms`: the active controller fences a broker
+    /// that has not heartbeaten for this long (cluster mode).
+    pub broker_session_timeout_ms: i64,
+    /// `broker.heartbeat.interval.ms`: how often a registered broker
+    /// heartbeats to the active controller (cluster mode).
+    pub broker_heartbeat_interval_ms: i64,
 }
 
 /// The broker configs (other than the `log.*`-style topic defaults, see
@@ -63,7 +69,9 @@ pub struct BrokerConfig {
 pub const FJORD_BROKER_CONFIGS: &[&str] = &[
     "advertised.listeners",
     "auto.create.topics.enable",
+    "broker.heartbeat.interval.ms",
     "broker.id",
+    "broker.session.timeout.ms",
     "cluster.id",
     "connections.max.idle.ms",
     "controller.listener.names",
@@ -802,6 +810,8 @@ impl Default for BrokerConfig {
             num_partitions: 1,
             auto_create_topics: true,
             default_replication_factor: 1,
+            broker_session_timeout_ms: limits::BROKER_SESSION_TIMEOUT_MS_DEFAULT,
+            broker_heartbeat_interval_ms: limits::BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT,
             request_bytes_max: limits::FRAME_BYTES_MAX,
             connection_idle_ms: limits::CONNECTION_IDLE_MS_DEFAULT,
             connections_max: limits::CONNECTIONS_MAX_DEFAULT,
@@ -864,6 +874,12 @@ impl BrokerConfig {
             "socket.request.max.bytes" => {
                 self.request_bytes_max =
                     parse_bounded(name, value, 1024, limits::FRAME_BYTES_MAX as i64)? as usize
+            }
+            "broker.session.timeout.ms" => {
+                self.broker_session_timeout_ms = parse_bounded(name, value, 1, i32::MAX as i64)?
+            }
+            "broker.heartbeat.interval.ms" => {
+                self.broker_heartbeat_interval_ms = parse_bounded(name, value, 1, i32::MAX as i64)?
             }
             "connections.max.idle.ms" => {
                 self.connection_idle_ms = parse_bounded(name, value, 1, i64::MAX)? as u64
@@ -1005,6 +1021,14 @@ impl BrokerConfig {
             self.connection_idle_ms.to_string(),
         );
         out.insert("max.connections".into(), self.connections_max.to_string());
+        out.insert(
+            "broker.session.timeout.ms".into(),
+            self.broker_session_timeout_ms.to_string(),
+        );
+        out.insert(
+            "broker.heartbeat.interval.ms".into(),
+            self.broker_heartbeat_interval_ms.to_string(),
+        );
         out.insert(
             "log.retention.check.interval.ms".into(),
             self.retention_check_interval_ms.to_string(),

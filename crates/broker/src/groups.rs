@@ -285,6 +285,7 @@ impl Groups {
                 broker.create_topic_unchecked(
                     OFFSETS_TOPIC,
                     OFFSETS_TOPIC_PARTITIONS_DEFAULT,
+                    -1,
                     overrides,
                     false,
                 )?

@@ -180,6 +180,12 @@ impl KraftConfig {
         !self.voters.is_empty() || !self.process_roles.is_empty()
     }
 
+    /// `process.roles` names `role` ("broker" or "controller"); a node with
+    /// no roles given is both.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.process_roles.is_empty() || self.process_roles.iter().any(|r| r == role)
+    }
+
     fn is_controller_name(&self, name: &str) -> bool {
         if self.controller_listener_names.is_empty() {
             name == "CONTROLLER"

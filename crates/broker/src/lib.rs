@@ -5,8 +5,10 @@
 //! it into calls on partition logs held by [`state::Broker`], and the response
 //! is encoded and written in request order.
 
+mod active_controller;
 pub mod cluster_metadata;
 pub mod config;
+pub mod controller_link;
 pub mod errors;
 pub mod groups;
 pub mod handlers;

@@ -4,7 +4,11 @@
 //! Topic ids, partition counts, config overrides, dynamic broker configs and
 //! the producer-id block live as KRaft records in the local
 //! `__cluster_metadata` log (crate `fjord-metadata`, a one-voter quorum;
-//! with `controller.quorum.voters` set, a `fjord_quorum::RaftQuorum`).
+//! with `controller.quorum.voters` set, a `fjord_quorum::RaftQuorum`, where
+//! the quorum leader runs the controller (`crate::active_controller`) and
+//! the other nodes forward admin operations to it
+//! (`crate::controller_link`)). Every partition's leader, epoch, replicas
+//! and ISR come from the image ([`replica_state_of`]).
 //! An admin operation validates against the registry, proposes records,
 //! and answers only after they are committed (durable) and applied: the
 //! quorum's thread hands each new image to [`Broker::apply_delta`] (through
@@ -95,7 +99,12 @@ pub struct Broker {
     /// records through it, under `admin`. Set at the end of loading.
     controller: Mutex<Option<Controller>>,
     /// This node's broker epoch (its registration's), -1 until registered.
-    broker_epoch: AtomicI64,
+    pub(crate) broker_epoch: AtomicI64,
+    /// `close` started: the heartbeat thread does the controlled shutdown
+    /// and stops, the controller thread stops.
+    pub(crate) stopping: AtomicBool,
+    /// The registration/heartbeat thread of a cluster broker.
+    heartbeat: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Consumer groups: loaded at the end of `open`, or in the background
     /// after `open_deferred` (empty until then).
     pub groups: crate::groups::GroupsSlot,
@@ -278,6 +287,8 @@ impl Broker {
             producer_id_block_end: AtomicI64::new(0),
             controller: Mutex::new(None),
             broker_epoch: AtomicI64::new(-1),
+            stopping: AtomicBool::new(false),
+            heartbeat: Mutex::new(None),
             groups: crate::groups::GroupsSlot::new(me.clone()),
             cleaner: parking_lot::Mutex::new(None),
             config,
@@ -373,26 +384,18 @@ impl Broker {
             .map_err(|e| meta_err_str(&dir, e))?;
         tracing::info!(controller_listener = %quorum.local_addr(), "metadata quorum started");
         let _ = broker.quorum.set(Quorum::Raft(quorum));
-        let weak = Arc::downgrade(broker);
-        std::thread::Builder::new()
-            .name("fjord-bootstrap".into())
-            .spawn(move || loop {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-                let Some(b) = weak.upgrade() else { return };
-                let Some(Quorum::Raft(q)) = b.quorum.get() else {
-                    return;
-                };
-                if b.image().metadata_version().is_some() {
-                    return;
-                }
-                if q.is_active_leader() {
-                    match b.propose(cm::bootstrap_records(&b.config)) {
-                        Ok(()) => tracing::info!("bootstrapped the cluster metadata"),
-                        Err(e) => tracing::warn!("bootstrap proposal: {e}"),
-                    }
-                }
-            })
-            .map_err(|e| meta_err(&dir, e))?;
+        if let Some(Quorum::Raft(q)) = broker.quorum.get() {
+            if cfg.kraft.has_role("controller") {
+                q.set_controller_apis(Arc::new(crate::active_controller::Apis {
+                    broker: Arc::downgrade(broker),
+                }));
+                crate::active_controller::start(broker).map_err(|e| meta_err(&dir, e))?;
+            }
+        }
+        if cfg.kraft.has_role("broker") {
+            let handle = crate::controller_link::start(broker).map_err(|e| meta_err(&dir, e))?;
+            *broker.heartbeat.lock() = Some(handle);
+        }
         Ok(())
     }
 
@@ -477,30 +480,144 @@ impl Broker {
     }
 
     /// Runs `f` on the controller, reset to the committed image first;
-    /// `None` on a node of a KRaft cluster, where brokers do not register
-    /// with the controller yet (the callers then write the records of a
-    /// node that is its topics' only replica, as before). Callers hold
+    /// `None` where there is no active controller: a node of a KRaft
+    /// cluster that is not the active quorum leader (its callers forward
+    /// to the controller instead, see `forwards_admin`). Callers hold
     /// `admin`, so nothing is proposed in between.
     fn with_controller<T>(&self, f: impl FnOnce(&mut Controller) -> T) -> Option<T> {
+        if !self.is_active_controller() {
+            return None;
+        }
         let mut guard = self.controller.lock();
         let c = guard.as_mut()?;
         c.reset(self.image());
         Some(f(c))
     }
 
-    /// The unfenced brokers of the image with their PLAINTEXT endpoint
-    /// (or first one) and rack, by id: what Metadata and DescribeCluster list.
-    /// On a node of a KRaft cluster (brokers do not register there yet) it
-    /// is this node, as before.
-    pub fn live_brokers(&self) -> Vec<LiveBroker> {
-        if self.config.kraft.is_cluster() {
-            return vec![LiveBroker {
-                id: self.config.node_id,
-                host: self.config.advertised_host.clone(),
-                port: self.config.advertised_port,
-                rack: None,
-            }];
+    /// Admin operations go to the active controller (a cluster node that is
+    /// not it): see [`crate::controller_link`].
+    fn forwards_admin(&self) -> bool {
+        self.config.kraft.is_cluster() && !self.is_active_controller()
+    }
+
+    /// Waits until `f` sees what a forwarded admin operation committed
+    /// applied here too (this node follows the metadata log behind the
+    /// controller), at most `METADATA_FORWARD_TIMEOUT_MS`.
+    fn wait_applied<T>(&self, f: impl Fn(&Broker) -> Option<T>) -> Result<T, StateError> {
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_millis(fjord_model::limits::METADATA_FORWARD_TIMEOUT_MS);
+        loop {
+            if let Some(v) = f(self) {
+                return Ok(v);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(StateError::kafka(
+                    ErrorCode::REQUEST_TIMED_OUT,
+                    "the controller committed the change; this broker has not applied it yet",
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+
+    /// This node runs the controller: a single node always, a cluster node
+    /// while it is the active KRaft leader.
+    pub(crate) fn is_active_controller(&self) -> bool {
+        match self.quorum.get() {
+            Some(Quorum::Raft(q)) => q.is_active_leader(),
+            Some(Quorum::Local(_)) => true,
+            None => false,
+        }
+    }
+
+    /// The active controller's id, as Metadata and DescribeCluster report
+    /// it: this node on a single node, the quorum leader in a cluster (-1
+    /// while none is known).
+    pub fn controller_id(&self) -> i32 {
+        match self.quorum.get() {
+            Some(Quorum::Raft(q)) => q.leader_endpoint().map_or(-1, |(id, _)| id.0),
+            _ => self.config.node_id.0,
+        }
+    }
+
+    /// The controller settings of a cluster node (Kafka's names in
+    /// `ControllerConfig`'s docs).
+    fn cluster_controller_config(&self) -> ControllerConfig {
+        ControllerConfig {
+            session_timeout_ms: self.config.broker_session_timeout_ms,
+            auto_leader_rebalance: true,
+            first_producer_id: PRODUCER_ID_FIRST,
+            // Topic ids must differ across activations: a fresh seed each.
+            seed: Uuid::new_v4().as_u128() as u64,
+            ..ControllerConfig::default()
+        }
+    }
+
+    /// Activates the controller on the committed image, unless it is active.
+    pub(crate) fn activate_controller(&self) {
+        let _admin = self.admin.lock();
+        let mut guard = self.controller.lock();
+        if guard.is_none() {
+            let image = self.image();
+            tracing::info!(
+                offset = image.end_offset().0,
+                brokers = image.brokers().len(),
+                "this node is the active controller"
+            );
+            *guard = Some(Controller::activate(
+                self.cluster_controller_config(),
+                image,
+                now_ms(),
+            ));
+        }
+    }
+
+    /// Drops the controller (this node no longer leads the quorum).
+    pub(crate) fn deactivate_controller(&self) {
+        if self.controller.lock().take().is_some() {
+            tracing::info!("this node is no longer the active controller");
+        }
+    }
+
+    /// Runs one controller operation as the active controller: under the
+    /// admin lock, on the controller reset to the committed image, its
+    /// records proposed and committed before the answer is returned.
+    /// NOT_CONTROLLER where this node is not the active controller.
+    pub(crate) fn as_active_controller<T>(
+        &self,
+        f: impl FnOnce(
+            &mut Controller,
+            i64,
+        ) -> Result<fjord_controller::ControllerResult<T>, ControllerError>,
+    ) -> Result<T, (ErrorCode, String)> {
+        let not_controller = || {
+            (
+                ErrorCode::NOT_CONTROLLER,
+                "this node is not the active controller".to_string(),
+            )
+        };
+        if !self.is_active_controller() {
+            return Err(not_controller());
+        }
+        let _admin = self.admin.lock();
+        let result = self
+            .with_controller(|c| f(c, now_ms()))
+            .ok_or_else(not_controller)?
+            .map_err(|e| (e.code, e.message))?;
+        if !result.records.is_empty() {
+            self.propose(result.records).map_err(|e| match e {
+                StateError::Kafka { code, message } => (code, message),
+                other => (ErrorCode::NOT_CONTROLLER, other.to_string()),
+            })?;
+        }
+        Ok(result.response)
+    }
+
+    /// The unfenced brokers of the image with their PLAINTEXT endpoint
+    /// (or first one) and rack, by id: what Metadata and DescribeCluster
+    /// list. In a cluster these are the brokers registered with the
+    /// controller and unfenced by it (none until the first registers).
+    pub fn live_brokers(&self) -> Vec<LiveBroker> {
         self.image()
             .brokers()
             .values()
@@ -532,7 +649,7 @@ impl Broker {
     }
 
     /// Proposes `records` and waits until they are committed and applied.
-    fn propose(&self, records: Vec<MetadataRecord>) -> Result<(), StateError> {
+    pub(crate) fn propose(&self, records: Vec<MetadataRecord>) -> Result<(), StateError> {
         let Some(q) = self.quorum.get() else {
             return Err(StateError::kafka(
                 ErrorCode::NOT_CONTROLLER,
@@ -687,6 +804,20 @@ impl Broker {
         overrides: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, StateError> {
+        self.create_replicated_topic(name, partitions, -1, overrides, validate_only)
+    }
+
+    /// [`Broker::create_topic`] with a replication factor (-1: the broker's
+    /// `default.replication.factor`). Placement over the registered
+    /// brokers is the active controller's.
+    pub fn create_replicated_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, StateError> {
         if is_internal_topic(name) {
             if self.topic(name).is_some() {
                 return Err(StateError::kafka(
@@ -700,7 +831,13 @@ impl Broker {
                 format!("internal topic '{name}' is being created by the broker"),
             ));
         }
-        self.create_topic_unchecked(name, partitions, overrides, validate_only)
+        self.create_topic_unchecked(
+            name,
+            partitions,
+            replication_factor,
+            overrides,
+            validate_only,
+        )
     }
 
     /// `create_topic` without the internal-topic check (for the broker's own topics).
@@ -708,6 +845,7 @@ impl Broker {
         &self,
         name: &str,
         partitions: i32,
+        replication_factor: i16,
         overrides: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, StateError> {
@@ -725,6 +863,26 @@ impl Broker {
             ));
         }
         let settings = self.settings_with(&overrides)?;
+        if self.forwards_admin() {
+            let id = crate::controller_link::forward_create_topic(
+                self,
+                name,
+                partitions,
+                replication_factor,
+                &overrides,
+                validate_only,
+            )?;
+            if validate_only {
+                return Ok(Arc::new(Topic {
+                    name: name.to_string(),
+                    id,
+                    overrides: RwLock::new(overrides),
+                    settings: RwLock::new(settings),
+                    partitions: RwLock::new(Vec::new()),
+                }));
+            }
+            return self.wait_applied(|b| b.topic(name).filter(|t| t.id == id));
+        }
         let _admin = self.admin.lock();
         if self.topics.read().contains_key(name) {
             return Err(StateError::kafka(
@@ -732,15 +890,25 @@ impl Broker {
                 format!("topic '{name}' already exists"),
             ));
         }
+        let default_rf = self.config.default_replication_factor;
         let new = NewTopic {
             name: name.to_string(),
             num_partitions: partitions,
-            replication_factor: 1,
+            replication_factor: if replication_factor == -1 {
+                default_rf
+            } else {
+                replication_factor
+            },
             assignments: Vec::new(),
             configs: overrides.clone(),
         };
         let (id, records) = match self.with_controller(|c| {
-            c.create_topics(std::slice::from_ref(&new), partitions, 1, validate_only)
+            c.create_topics(
+                std::slice::from_ref(&new),
+                partitions,
+                default_rf,
+                validate_only,
+            )
         }) {
             Some(result) => match result.response.into_iter().next() {
                 Some(Ok(created)) => (created.topic_id, result.records),
@@ -752,6 +920,13 @@ impl Broker {
                     ))
                 }
             },
+            // Leadership moved since `forwards_admin`: the client retries.
+            None if self.config.kraft.is_cluster() => {
+                return Err(StateError::kafka(
+                    ErrorCode::NOT_CONTROLLER,
+                    "this node is no longer the active controller",
+                ))
+            }
             None => {
                 let id = Uuid::new_v4();
                 let records = cm::topic_records(
@@ -790,6 +965,11 @@ impl Broker {
                 format!("'{name}' is an internal topic and cannot be deleted"),
             ));
         }
+        if self.forwards_admin() {
+            let id = crate::controller_link::forward_delete_topic(self, name)?;
+            self.wait_applied(|b| b.topic(name).is_none_or(|t| t.id != id).then_some(()))?;
+            return Ok(id);
+        }
         let _admin = self.admin.lock();
         let topic = self.topic(name).ok_or_else(|| {
             StateError::kafka(
@@ -817,6 +997,17 @@ impl Broker {
         count: i32,
         validate_only: bool,
     ) -> Result<(), StateError> {
+        if self.forwards_admin() {
+            crate::controller_link::forward_create_partitions(self, name, count, validate_only)?;
+            if validate_only {
+                return Ok(());
+            }
+            return self.wait_applied(|b| {
+                b.topic(name)
+                    .filter(|t| t.partition_count() >= count)
+                    .map(|_| ())
+            });
+        }
         let _admin = self.admin.lock();
         let topic = self.topic(name).ok_or_else(|| {
             StateError::kafka(
@@ -842,6 +1033,12 @@ impl Broker {
         let records =
             match self.with_controller(|c| c.create_partitions(name, count, &[], validate_only)) {
                 Some(result) => result.map_err(controller_error)?.records,
+                None if self.config.kraft.is_cluster() => {
+                    return Err(StateError::kafka(
+                        ErrorCode::NOT_CONTROLLER,
+                        "this node is no longer the active controller",
+                    ))
+                }
                 None => cm::topic_records(
                     self.config.node_id,
                     name,
@@ -868,6 +1065,15 @@ impl Broker {
         incremental: bool,
         validate_only: bool,
     ) -> Result<(), StateError> {
+        if self.forwards_admin() {
+            return crate::controller_link::forward_alter_topic_config(
+                self,
+                name,
+                changes,
+                incremental,
+                validate_only,
+            );
+        }
         let _admin = self.admin.lock();
         let topic = self.topic(name).ok_or_else(|| {
             StateError::kafka(
@@ -1015,6 +1221,13 @@ impl Broker {
                         let b = result.response;
                         (b.first, b.first + b.size, result.records)
                     }
+                    // AllocateProducerIds to the active controller, which
+                    // commits the block before it answers.
+                    None if self.config.kraft.is_cluster() => {
+                        let (first, size) = crate::controller_link::allocate_producer_ids(self)
+                            .map_err(|(code, message)| StateError::kafka(code, message))?;
+                        (first, first + size, Vec::new())
+                    }
                     None => (
                         id,
                         id + PRODUCER_ID_BLOCK,
@@ -1026,8 +1239,13 @@ impl Broker {
                         })],
                     ),
                 };
-            assert!(first >= id, "a new block never hands out an old id");
-            self.propose(records)?;
+            assert!(
+                first >= id || self.config.kraft.is_cluster(),
+                "a new block never hands out an old id"
+            );
+            if !records.is_empty() {
+                self.propose(records)?;
+            }
             id = first;
             self.producer_id_block_end.store(end, Ordering::SeqCst);
         }
@@ -1101,6 +1319,13 @@ impl Broker {
     /// Flush everything and write clean-shutdown markers. A group coordinator
     /// load in progress finishes first; none starts afterwards.
     pub fn close(&self) {
+        // A cluster broker asks the controller to move its leaderships
+        // away first (controlled shutdown), while the quorum still runs.
+        self.stopping.store(true, Ordering::SeqCst);
+        let heartbeat = self.heartbeat.lock().take();
+        if let Some(h) = heartbeat {
+            let _ = h.join();
+        }
         // A cleaning round in progress finishes first.
         drop(self.cleaner.lock().take());
         self.groups.close();

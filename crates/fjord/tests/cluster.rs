@@ -3,6 +3,13 @@
 //! every node; kill -9 of the quorum leader elects another and a second
 //! topic can be created; the killed node restarts and catches up.
 //!
+//! A second test runs three brokers in one cluster: they register with the
+//! active controller, a topic with replication factor 3 created through a
+//! broker that is not the controller is placed over all three, every node
+//! reports the same leaders, produce works through each leader (and is
+//! refused elsewhere), and kill -9 of a broker moves its leaderships to the
+//! others once its session times out.
+//!
 //! Uses the debug binary Cargo built for this package and Fjord's own
 //! client. Bounded: every wait gives up after `WAIT`.
 
@@ -22,6 +29,8 @@ use std::io::{Read, Write};
 
 const WAIT: Duration = Duration::from_secs(20);
 const CLUSTER: &str = "fjord-cluster-test";
+/// `broker.session.timeout.ms` of the test nodes (Kafka's default is 9000).
+const SESSION_TIMEOUT_MS: u64 = 2_000;
 
 /// A port that is free now, below Linux's ephemeral range (32768-60999): a node
 /// killed and restarted must get its port back, and a port the kernel hands out
@@ -75,6 +84,8 @@ fn args(n: &Node, voters: &str) -> Vec<String> {
         format!("controller.quorum.voters={voters}"),
         "controller.quorum.election.timeout.ms=500".into(),
         "controller.quorum.fetch.timeout.ms=1000".into(),
+        format!("broker.session.timeout.ms={SESSION_TIMEOUT_MS}"),
+        "broker.heartbeat.interval.ms=500".into(),
     ] {
         a.push("--set".into());
         a.push(kv);
@@ -150,14 +161,24 @@ fn topics_on(rt: &tokio::runtime::Runtime, port: u16) -> Option<Vec<String>> {
 }
 
 fn create_topic(rt: &tokio::runtime::Runtime, port: u16, name: &str) -> bool {
+    create_topic_with(rt, port, name, 2, 1)
+}
+
+fn create_topic_with(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+) -> bool {
     rt.block_on(async {
         let Ok(c) = Client::connect(ClientOptions::new(format!("127.0.0.1:{port}"))).await else {
             return false;
         };
         let t = NewTopic {
             name: name.into(),
-            partitions: 2,
-            replication_factor: 1,
+            partitions,
+            replication_factor,
             configs: vec![],
         };
         match c.create_topic(&t).await {
@@ -354,6 +375,216 @@ fn three_processes_one_quorum() {
         if let Some(mut c) = n.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+}
+
+/// What Metadata on `port` says: the broker ids, and (partition, leader,
+/// leader epoch) of every partition of `topic` (empty if it is unknown).
+type View = (Vec<i32>, Vec<(i32, i32, i32)>);
+
+fn view_on(rt: &tokio::runtime::Runtime, port: u16, topic: &str) -> Option<View> {
+    rt.block_on(async {
+        let c = Client::connect(ClientOptions::new(format!("127.0.0.1:{port}")))
+            .await
+            .ok()?;
+        let md = c.metadata(Some(&[topic])).await.ok()?;
+        let mut brokers: Vec<i32> = md.brokers.iter().map(|b| b.node_id.0).collect();
+        brokers.sort_unstable();
+        let mut parts: Vec<(i32, i32, i32)> = md
+            .topic(topic)
+            .filter(|t| t.error_code == 0)
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (p.partition.0, p.leader.0, p.leader_epoch.0))
+                    .collect()
+            })
+            .unwrap_or_default();
+        parts.sort_unstable();
+        Some((brokers, parts))
+    })
+}
+
+/// Produces one record (acks=1) to `topic`/`partition` through the broker
+/// on `port`: the partition's error code.
+fn produce_via(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    topic: &str,
+    partition: i32,
+) -> Option<i16> {
+    use fjord_records::{BatchBuilder, Compression};
+    rt.block_on(async {
+        let c = Client::connect(ClientOptions::new(format!("127.0.0.1:{port}")))
+            .await
+            .ok()?;
+        let t = c.topic(topic).await.ok()?;
+        let mut b = BatchBuilder::new(Compression::None);
+        b.push(1_700_000_000_000, None, Some(b"v".as_slice()), &[]);
+        let batch = Bytes::from(b.build(0));
+        let ack = c
+            .bootstrap_connection()
+            .produce(
+                &t.topic_ref(),
+                fjord_client::Acks::Leader,
+                5_000,
+                vec![(fjord_model::PartitionIndex(partition), batch)],
+            )
+            .await
+            .ok()?;
+        ack.wait().await.ok()?.first().map(|p| p.error_code)
+    })
+}
+
+#[test]
+fn three_brokers_replicated_topic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|id| Node {
+            id,
+            client_port: free_port(),
+            controller_port: free_port(),
+            dir: tmp.path().join(format!("n{id}")),
+            child: None,
+        })
+        .collect();
+    let voters = nodes
+        .iter()
+        .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+        .collect::<Vec<_>>()
+        .join(",");
+    for n in nodes.iter_mut() {
+        let out = Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args(["format", "--cluster-id", CLUSTER])
+            .args(args(n, &voters))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        start(n, &voters, &logs);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (leader, _, _) = wait_for("a quorum leader", &logs, || {
+        describe_quorum(nodes[0].controller_port)
+    });
+    // Every broker registers and is unfenced: every node lists all three.
+    for n in &nodes {
+        wait_for("three registered brokers", &logs, || {
+            view_on(&rt, n.client_port, "none")
+                .filter(|(b, _)| b == &[1, 2, 3])
+                .map(|_| ())
+        });
+    }
+    // Created through a broker that is not the controller: forwarded.
+    let via = nodes.iter().find(|n| n.id != leader).unwrap();
+    wait_for("the replicated topic to be created", &logs, || {
+        create_topic_with(&rt, via.client_port, "replicated", 6, 3).then_some(())
+    });
+    let led = |v: &View| v.1.len() == 6 && v.1.iter().all(|p| p.1 >= 0);
+    let first = wait_for("the topic's leaders on the first node", &logs, || {
+        view_on(&rt, nodes[0].client_port, "replicated").filter(led)
+    });
+    for n in &nodes[1..] {
+        wait_for("the same leaders on every node", &logs, || {
+            view_on(&rt, n.client_port, "replicated").filter(|v| v.1 == first.1)
+        });
+    }
+    let mut leaders: Vec<i32> = first.1.iter().map(|p| p.1).collect();
+    leaders.sort_unstable();
+    leaders.dedup();
+    assert_eq!(
+        leaders,
+        vec![1, 2, 3],
+        "leaders spread over the brokers: {first:?}"
+    );
+    let ports: Vec<(i32, u16)> = nodes.iter().map(|n| (n.id, n.client_port)).collect();
+    let port_of = |id: i32| ports.iter().find(|n| n.0 == id).unwrap().1;
+    for &(p, l, _) in &first.1 {
+        assert_eq!(produce_via(&rt, port_of(l), "replicated", p), Some(0));
+        let other = nodes.iter().find(|n| n.id != l).unwrap();
+        // NOT_LEADER_OR_FOLLOWER from a broker that is only a follower.
+        assert_eq!(
+            produce_via(&rt, other.client_port, "replicated", p),
+            Some(6)
+        );
+    }
+
+    // kill -9 a broker that is not the controller: once its session
+    // timed out, its partitions get leaders among the other two.
+    let victim = nodes.iter().position(|n| n.id != leader).unwrap();
+    let victim_id = nodes[victim].id;
+    let mut child = nodes[victim].child.take().unwrap();
+    let killed = Instant::now();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let survivors: Vec<u16> = nodes
+        .iter()
+        .filter(|n| n.id != victim_id)
+        .map(|n| n.client_port)
+        .collect();
+    let moved =
+        |v: &View| led(v) && v.1.iter().all(|p| p.1 != victim_id) && !v.0.contains(&victim_id);
+    let after = wait_for("new leaders on a survivor", &logs, || {
+        view_on(&rt, survivors[0], "replicated").filter(moved)
+    });
+    let elapsed = killed.elapsed();
+    wait_for("the same new leaders on the other survivor", &logs, || {
+        view_on(&rt, survivors[1], "replicated").filter(|v| v.1 == after.1)
+    });
+    eprintln!(
+        "kill -9 of broker {victim_id} to new leaders: {} ms (broker.session.timeout.ms={SESSION_TIMEOUT_MS})",
+        elapsed.as_millis()
+    );
+    assert!(
+        elapsed < Duration::from_millis(SESSION_TIMEOUT_MS + 5_000),
+        "{elapsed:?}"
+    );
+    for (&(p, l, epoch), &(_, _, before)) in after.1.iter().zip(first.1.iter()) {
+        assert!(epoch >= before, "leader epochs never go back");
+        if first.1[p as usize].1 == victim_id {
+            assert!(epoch > before, "a moved leadership bumps the epoch");
+        }
+        assert_eq!(produce_via(&rt, port_of(l), "replicated", p), Some(0));
+    }
+    if let Ok(libs) = std::env::var("FJORD_KAFKA_LIBS") {
+        let out = Command::new("java")
+            .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp"])
+            .arg(format!("{libs}/*"))
+            .arg("org.apache.kafka.tools.TopicCommand")
+            .arg("--bootstrap-server")
+            .arg(format!("127.0.0.1:{}", survivors[0]))
+            .args(["--describe", "--topic", "replicated"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{text}");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<&str> = text.lines().filter(|l| l.contains("Partition: ")).collect();
+        assert_eq!(rows.len(), 6, "{text}");
+        for row in rows {
+            let field = |name: &str| {
+                row.split('\t')
+                    .find_map(|f| f.trim().strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_default()
+            };
+            let leader: i32 = field("Leader:").parse().unwrap();
+            assert_ne!(leader, victim_id, "{row}");
+            assert_eq!(field("Replicas:").split(',').count(), 3, "{row}");
+            assert!(!field("Isr:").is_empty(), "{row}");
         }
     }
 }

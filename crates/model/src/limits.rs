@@ -232,6 +232,21 @@ pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1_000;
 pub const BROKER_REGISTRATION_LISTENERS_MAX: usize = 64;
 pub const BROKER_REGISTRATION_FEATURES_MAX: usize = 64;
 const _: () = assert!(BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT < BROKER_SESSION_TIMEOUT_MS_DEFAULT);
+/// How often the active controller's shell ticks it (fencing of brokers
+/// whose session expired, leader rebalance) and checks it still leads.
+pub const CONTROLLER_TICK_MS: u64 = 100;
+/// How often an unregistered or fenced broker retries its registration or
+/// heartbeat (so that it is unfenced soon after it caught up).
+pub const BROKER_FENCED_HEARTBEAT_MS: u64 = 100;
+/// How long a broker waits for the active controller's answer to one
+/// request (registration, heartbeat, producer-id block) before it drops
+/// the connection and looks for the controller again.
+pub const CONTROLLER_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Largest response frame a broker accepts from the controller.
+pub const CONTROLLER_RESPONSE_BYTES_MAX: usize = 1 << 20;
+/// How long a broker's clean shutdown waits for the controller to move its
+/// leaderships away (controlled shutdown) before it stops anyway.
+pub const CONTROLLED_SHUTDOWN_TIMEOUT_MS: u64 = 5_000;
 
 // ---- replication (fjord-replication) ----
 /// `replica.lag.time.max.ms`: a follower that has not caught up with the

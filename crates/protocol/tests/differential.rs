@@ -72,6 +72,9 @@ fn kafka_protocol_decode(like: &Request, version: i16, body: &Bytes) -> Request 
         DeleteAcls,
         ListTransactions,
         DescribeTransactions,
+        BrokerRegistration,
+        BrokerHeartbeat,
+        AllocateProducerIds,
     );
     assert!(buf.is_empty(), "kafka-protocol left bytes of {like:?}");
     decoded

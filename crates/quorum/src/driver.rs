@@ -158,6 +158,8 @@ pub struct RaftQuorum {
     thread: Mutex<Option<JoinHandle<()>>>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     local_addr: SocketAddr,
+    voters: Vec<Voter>,
+    apis: net::ApisSlot,
 }
 
 impl RaftQuorum {
@@ -217,6 +219,7 @@ impl RaftQuorum {
             .local_addr()
             .map_err(|e| MetadataError::io("bind the controller listener for", data_dir, e))?;
         let mut peers = HashMap::new();
+        let apis: net::ApisSlot = Arc::default();
         {
             let _guard = runtime.enter();
             let tcp = tokio::net::TcpListener::from_std(std_listener)
@@ -226,6 +229,7 @@ impl RaftQuorum {
                 tx.clone(),
                 config.node_id,
                 config.cluster_id.clone(),
+                apis.clone(),
             ));
             for v in config.voters.iter().filter(|v| v.id != config.node_id) {
                 peers.insert(v.id, net::spawn_peer(&runtime, v.clone(), tx.clone()));
@@ -267,6 +271,8 @@ impl RaftQuorum {
             thread: Mutex::new(Some(thread)),
             runtime: Mutex::new(Some(runtime)),
             local_addr,
+            voters: config.voters,
+            apis,
         })
     }
 
@@ -294,6 +300,25 @@ impl RaftQuorum {
             let me = self.shared.node_id;
             leader == Some(me)
         }
+    }
+
+    /// The voter this node last knew as leader and its CONTROLLER
+    /// address: where brokers send BrokerRegistration and BrokerHeartbeat
+    /// (Kafka's brokers find the active controller the same way, from the
+    /// quorum's leader).
+    pub fn leader_endpoint(&self) -> Option<(NodeId, SocketAddr)> {
+        let leader = self.shared.state.lock().0?;
+        self.voters
+            .iter()
+            .find(|v| v.id == leader)
+            .map(|v| (v.id, v.addr))
+    }
+
+    /// Installs the active controller's APIs (BrokerRegistration,
+    /// BrokerHeartbeat, AllocateProducerIds) on the CONTROLLER listener;
+    /// before, and on a second call, those requests close the connection.
+    pub fn set_controller_apis(&self, apis: Arc<dyn net::ControllerApis>) -> bool {
+        self.apis.set(apis).is_ok()
     }
 
     /// The quorum as DescribeQuorum reports it (waits for the driver).

@@ -14,7 +14,9 @@
 //!   `quorum-state` file, messages); committed batches go to the listener
 //!   in order on every node.
 //! - [`net`]: the CONTROLLER listener (inbound RPCs, plus ApiVersions and
-//!   DescribeQuorum for Kafka's tools) and one outbound connection per
+//!   DescribeQuorum for Kafka's tools; the active controller's APIs,
+//!   BrokerRegistration, BrokerHeartbeat and AllocateProducerIds, through
+//!   the [`ControllerApis`] the broker installs) and one outbound connection per
 //!   other voter (connect with backoff, bounded queue, one request in
 //!   flight).
 
@@ -23,3 +25,4 @@ pub mod net;
 pub mod wire;
 
 pub use driver::{QuorumStatus, RaftQuorum, RaftQuorumConfig, Voter};
+pub use net::{ControllerApis, CONTROLLER_APIS};

@@ -29,9 +29,12 @@ use fjord_protocol::kafka_protocol::messages::{
     api_versions_response, ApiKey, ApiVersionsResponse, BrokerId, DescribeQuorumResponse, TopicName,
 };
 use fjord_protocol::kafka_protocol::protocol::StrBytes;
-use fjord_protocol::{decode_request, decode_request_header, Reader, Request, SUPPORTED_APIS};
+use fjord_protocol::{
+    decode_request, decode_request_header, Reader, Request, RequestHeader, SUPPORTED_APIS,
+};
 use fjord_raft::messages::Message;
 use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, OnceLock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -44,7 +47,38 @@ use fjord_model::Offset;
 use crate::driver::{Event, QuorumStatus, Voter};
 use crate::wire;
 
-/// The APIs the CONTROLLER listener serves.
+/// The active controller's APIs on the CONTROLLER listener, which the
+/// quorum does not answer itself: brokers' BrokerRegistration (62),
+/// BrokerHeartbeat (63) and AllocateProducerIds (67), and the admin
+/// requests brokers forward (CreateTopics, DeleteTopics, CreatePartitions,
+/// AlterConfigs, IncrementalAlterConfigs), as Kafka's `ControllerApis`
+/// serves them. The node that runs the controller's
+/// logic (the broker crate, which owns the image and the
+/// `fjord_controller::Controller`) installs them with
+/// [`crate::RaftQuorum::set_controller_apis`].
+pub trait ControllerApis: Send + Sync {
+    /// Answers one request (its header and undecoded body): a whole
+    /// response frame, or `None` to close the connection. Runs on a
+    /// blocking thread: it may wait for its records to commit.
+    fn handle(&self, header: RequestHeader, body: Reader) -> Option<BytesMut>;
+}
+
+/// Where the controller APIs are installed once the broker is built.
+pub(crate) type ApisSlot = Arc<OnceLock<Arc<dyn ControllerApis>>>;
+
+/// The API keys handed to [`ControllerApis`].
+pub const CONTROLLER_APIS: &[ApiKey] = &[
+    ApiKey::BrokerRegistration,
+    ApiKey::BrokerHeartbeat,
+    ApiKey::AllocateProducerIds,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::CreatePartitions,
+    ApiKey::AlterConfigs,
+    ApiKey::IncrementalAlterConfigs,
+];
+
+/// The APIs the CONTROLLER listener serves itself.
 const SERVED: &[ApiKey] = &[
     ApiKey::ApiVersions,
     ApiKey::Vote,
@@ -75,6 +109,7 @@ pub(crate) async fn serve(
     events: SyncSender<Event>,
     node_id: NodeId,
     cluster_id: String,
+    apis: ApisSlot,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -84,8 +119,9 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let events = events.clone();
         let cluster_id = cluster_id.clone();
+        let apis = apis.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, events, node_id, &cluster_id).await {
+            if let Err(e) = connection(stream, events, node_id, &cluster_id, &apis).await {
                 tracing::debug!("controller connection closed: {e}");
             }
         });
@@ -101,11 +137,23 @@ async fn connection(
     events: SyncSender<Event>,
     node_id: NodeId,
     cluster_id: &str,
+    apis: &ApisSlot,
 ) -> Result<(), String> {
     while let Some(frame) = read_frame(&mut s).await.map_err(|e| e.to_string())? {
         let mut r = Reader::new(frame);
         let h = decode_request_header(&mut r).map_err(|e| e.to_string())?;
         let (key, version, cid) = (h.api_key, h.api_version, h.correlation_id);
+        if CONTROLLER_APIS.iter().any(|k| *k as i16 == key) {
+            let Some(apis) = apis.get().cloned() else {
+                return Err(format!("api {key}: no controller on this node"));
+            };
+            let out = tokio::task::spawn_blocking(move || apis.handle(h, r))
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("api {key}: closed by the controller"))?;
+            s.write_all(&out).await.map_err(|e| e.to_string())?;
+            continue;
+        }
         if key == FORWARD_PROPOSAL_API_KEY {
             let out = match decode_forwarded(&mut r) {
                 Ok(records) => {
@@ -163,7 +211,12 @@ async fn connection(
 fn api_versions(cid: i32, version: i16) -> Result<BytesMut, String> {
     let keys = SUPPORTED_APIS
         .iter()
-        .filter(|a| SERVED.iter().any(|k| *k as i16 == a.api_key))
+        .filter(|a| {
+            SERVED
+                .iter()
+                .chain(CONTROLLER_APIS)
+                .any(|k| *k as i16 == a.api_key)
+        })
         .map(|a| {
             let max = if a.api_key == ApiKey::Fetch as i16 {
                 a.max_version.min(wire::FETCH_VERSION)

@@ -73,6 +73,9 @@ pub const REQUESTS: &[(&str, Option<i16>)] = &[
     ("DeleteAcls", None),
     ("ListTransactions", None),
     ("DescribeTransactions", None),
+    ("BrokerRegistration", None),
+    ("BrokerHeartbeat", None),
+    ("AllocateProducerIds", None),
 ];
 
 /// The `src/messages` directory of the kafka-protocol the workspace uses.

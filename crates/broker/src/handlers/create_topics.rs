@@ -1,5 +1,7 @@
 //! CreateTopics: versions 2..=7. -1 partitions or replication factor means the
-//! broker default; a single node only offers replication factor 1.
+//! broker default; a single node only offers replication factor 1, in a
+//! cluster the active controller places the replicas over the registered
+//! brokers (a broker that is not the controller forwards the topic to it).
 //!
 //! A name given more than once is not created at all: as Kafka's controller
 //! does, its entries are left out and one INVALID_REQUEST result per such
@@ -82,7 +84,9 @@ pub fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> Option<BytesMut> {
         } else {
             t.num_partitions
         };
-        if t.assignments.is_empty() && rf != 1 {
+        // In a cluster the controller checks the factor against the
+        // registered brokers (INVALID_REPLICATION_FACTOR).
+        if t.assignments.is_empty() && rf != 1 && !broker.config.kraft.is_cluster() {
             results.push(fail(
                 ErrorCode::INVALID_REPLICATION_FACTOR,
                 format!("replication factor {rf} is larger than the 1 available broker"),
@@ -103,7 +107,7 @@ pub fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> Option<BytesMut> {
             results.push(fail(ErrorCode::INVALID_CONFIG, msg));
             continue;
         }
-        match broker.create_topic(&name, partitions, overrides, req.validate_only) {
+        match broker.create_replicated_topic(&name, partitions, rf, overrides, req.validate_only) {
             Ok(topic) => {
                 let settings = topic.settings.read().clone();
                 let explicit = topic.overrides.read().clone();
@@ -128,7 +132,11 @@ pub fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> Option<BytesMut> {
                 if ctx.api_version >= 5 {
                     result = result
                         .with_num_partitions(partitions)
-                        .with_replication_factor(1)
+                        .with_replication_factor(if broker.config.kraft.is_cluster() {
+                            rf
+                        } else {
+                            1
+                        })
                         .with_configs(Some(configs));
                 }
                 results.push(result);

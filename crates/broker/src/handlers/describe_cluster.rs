@@ -17,10 +17,9 @@ pub const VERSIONS: RangeInclusive<i16> = 0..=2;
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
 pub fn handle(ctx: &Ctx, req: DescribeClusterRequest) -> Option<BytesMut> {
-    let cfg = &ctx.broker.config;
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(ctx.broker.cluster_id.clone()))
-        .with_controller_id(BrokerId(cfg.node_id.0))
+        .with_controller_id(BrokerId(ctx.broker.controller_id()))
         .with_endpoint_type(ENDPOINT_TYPE_BROKERS)
         .with_cluster_authorized_operations(i32::MIN);
     if ctx.api_version >= 1 && req.endpoint_type != ENDPOINT_TYPE_BROKERS {

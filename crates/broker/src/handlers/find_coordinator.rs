@@ -1,4 +1,6 @@
-//! FindCoordinator: versions 0..=6. This node coordinates every group; v4+
+//! FindCoordinator: versions 0..=6. On a single node this node coordinates
+//! every group; in a cluster the leader of the group's `__consumer_offsets`
+//! partition does (another live broker is named as it is); v4+
 //! answers per key in `coordinators`. A group whose `__consumer_offsets`
 //! shard is still loading (or whose topic is being created) gets
 //! COORDINATOR_NOT_AVAILABLE, which clients retry; one whose shard failed to
@@ -78,6 +80,24 @@ fn message(version: i16, error: ErrorCode, ours: Option<&'static str>) -> &'stat
     }
 }
 
+/// In a cluster, the live broker that leads the group's
+/// `__consumer_offsets` partition when that is another broker (the group
+/// coordinator lives with the partition's leader).
+fn other_coordinator(ctx: &Ctx, key_type: i8, key: &str) -> Option<(i32, String, i32)> {
+    let broker = &ctx.broker;
+    if key_type != KEY_TYPE_GROUP || !broker.config.kraft.is_cluster() {
+        return None;
+    }
+    let topic = broker.topic(crate::groups::OFFSETS_TOPIC)?;
+    let index = fjord_group::offsets_partition_for(key, topic.partition_count());
+    let leader = topic.partition(index)?.replica_state().leader;
+    if leader == broker.config.node_id {
+        return None;
+    }
+    let live = broker.live_brokers().into_iter().find(|b| b.id == leader)?;
+    Some((live.id.0, live.host, i32::from(live.port)))
+}
+
 pub fn handle(ctx: &Ctx, req: FindCoordinatorRequest) -> Option<BytesMut> {
     let broker = &ctx.broker;
     let answer = |error: ErrorCode| {
@@ -97,8 +117,14 @@ pub fn handle(ctx: &Ctx, req: FindCoordinatorRequest) -> Option<BytesMut> {
         resp = resp.with_coordinators(
             keys.into_iter()
                 .map(|k| {
-                    let (error, ours) = error_for(ctx, req.key_type, k.as_str());
-                    let (node, host, port) = answer(error);
+                    let (error, ours, (node, host, port)) =
+                        match other_coordinator(ctx, req.key_type, k.as_str()) {
+                            Some(other) => (ErrorCode::NONE, None, other),
+                            None => {
+                                let (error, ours) = error_for(ctx, req.key_type, k.as_str());
+                                (error, ours, answer(error))
+                            }
+                        };
                     Coordinator::default()
                         .with_key(k)
                         .with_node_id(BrokerId(node))
@@ -110,8 +136,14 @@ pub fn handle(ctx: &Ctx, req: FindCoordinatorRequest) -> Option<BytesMut> {
                 .collect(),
         );
     } else {
-        let (error, ours) = error_for(ctx, req.key_type, req.key.as_str());
-        let (node, host, port) = answer(error);
+        let (error, ours, (node, host, port)) =
+            match other_coordinator(ctx, req.key_type, req.key.as_str()) {
+                Some(other) => (ErrorCode::NONE, None, other),
+                None => {
+                    let (error, ours) = error_for(ctx, req.key_type, req.key.as_str());
+                    (error, ours, answer(error))
+                }
+            };
         resp = resp
             .with_error_code(error.0)
             .with_error_message(Some(str_bytes(message(ctx.api_version, error, ours))))

@@ -25,7 +25,7 @@ pub const VERSIONS: RangeInclusive<i16> = 0..=13;
 
 pub fn handle(ctx: &Ctx, req: MetadataRequest) -> Option<BytesMut> {
     let broker = &ctx.broker;
-    let node = BrokerId(broker.config.node_id.0);
+    let controller = BrokerId(broker.controller_id());
     let auto_create =
         broker.config.auto_create_topics && (ctx.api_version < 4 || req.allow_auto_topic_creation);
     // v0: an empty list means all topics; v1+: null means all, empty means none.
@@ -72,7 +72,7 @@ pub fn handle(ctx: &Ctx, req: MetadataRequest) -> Option<BytesMut> {
                 .collect(),
         )
         .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
-        .with_controller_id(node)
+        .with_controller_id(controller)
         .with_topics(topics);
     ctx.respond(&resp)
 }

@@ -253,6 +253,11 @@ pub fn sample(api_key: i16, v: i16) -> Option<Request> {
         ApiKey::DescribeTransactions => {
             Request::DescribeTransactions(parity::describe_transactions(v))
         }
+        ApiKey::BrokerRegistration => Request::BrokerRegistration(quorum::broker_registration(v)),
+        ApiKey::BrokerHeartbeat => Request::BrokerHeartbeat(quorum::broker_heartbeat(v)),
+        ApiKey::AllocateProducerIds => {
+            Request::AllocateProducerIds(quorum::allocate_producer_ids(v))
+        }
         _ => return None,
     })
 }

@@ -1,4 +1,5 @@
-//! KRaft quorum requests (Vote, BeginQuorumEpoch, EndQuorumEpoch).
+//! KRaft quorum and controller requests (Vote, BeginQuorumEpoch, EndQuorumEpoch,
+//! BrokerRegistration, BrokerHeartbeat, AllocateProducerIds).
 
 use fjord_protocol::kafka_protocol::messages::{
     begin_quorum_epoch_request as bqe, end_quorum_epoch_request as eqe, vote_request as vote,
@@ -94,4 +95,67 @@ pub fn end_quorum_epoch(v: i16) -> eqe::EndQuorumEpochRequest {
             .with_port(9093)]);
     }
     m
+}
+
+/// BrokerRegistration (62), versions 0-4.
+pub fn broker_registration(
+    v: i16,
+) -> fjord_protocol::kafka_protocol::messages::BrokerRegistrationRequest {
+    use fjord_protocol::kafka_protocol::messages::broker_registration_request as br;
+    let f = true;
+    let mut m = br::BrokerRegistrationRequest::default()
+        .with_broker_id(BrokerId(3))
+        .with_cluster_id(s("cluster-é"))
+        .with_incarnation_id(uuid(5))
+        .with_listeners(vec![br::Listener::default()
+            .with_name(s("PLAINTEXT"))
+            .with_host(s("127.0.0.1"))
+            .with_port(9092)
+            .with_security_protocol(0)
+            .with_unknown_tagged_fields(extra_tags(f, 2))])
+        .with_features(vec![br::Feature::default()
+            .with_name(s("metadata.version"))
+            .with_min_supported_version(7)
+            .with_max_supported_version(27)
+            .with_unknown_tagged_fields(extra_tags(f, 3))])
+        .with_rack(Some(s("rack-a")))
+        .with_unknown_tagged_fields(extra_tags(f, 4));
+    if v >= 1 {
+        m = m.with_is_migrating_zk_broker(true);
+    }
+    if v >= 2 {
+        m = m.with_log_dirs(vec![uuid(6), uuid(7)]);
+    }
+    if v >= 3 {
+        m = m.with_previous_broker_epoch(41);
+    }
+    m
+}
+
+/// BrokerHeartbeat (63), versions 0-1.
+pub fn broker_heartbeat(
+    v: i16,
+) -> fjord_protocol::kafka_protocol::messages::BrokerHeartbeatRequest {
+    use fjord_protocol::kafka_protocol::messages::BrokerHeartbeatRequest;
+    let mut m = BrokerHeartbeatRequest::default()
+        .with_broker_id(BrokerId(3))
+        .with_broker_epoch(42)
+        .with_current_metadata_offset(420)
+        .with_want_fence(false)
+        .with_want_shut_down(true)
+        .with_unknown_tagged_fields(extra_tags(true, 5));
+    if v >= 1 {
+        m = m.with_offline_log_dirs(vec![uuid(8)]);
+    }
+    m
+}
+
+/// AllocateProducerIds (67), version 0.
+pub fn allocate_producer_ids(
+    _v: i16,
+) -> fjord_protocol::kafka_protocol::messages::AllocateProducerIdsRequest {
+    fjord_protocol::kafka_protocol::messages::AllocateProducerIdsRequest::default()
+        .with_broker_id(BrokerId(3))
+        .with_broker_epoch(42)
+        .with_unknown_tagged_fields(extra_tags(true, 1))
 }

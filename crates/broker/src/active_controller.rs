@@ -1,0 +1,201 @@
+//! The active controller's shell on a cluster node (issue 12): the logic is
+//! `fjord_controller::Controller` (sans-IO); this module gives it time,
+//! requests and a way to propose.
+//!
+//! - A thread (`fjord-controller`) checks every `CONTROLLER_TICK_MS`
+//!   whether this node is the active KRaft leader. On becoming it, the
+//!   controller is activated on the committed image (every registered
+//!   broker gets a fresh session from now, as in Kafka); on losing it, the
+//!   controller is dropped. While active it calls `Controller::tick`
+//!   (fencing brokers whose `broker.session.timeout.ms` passed, which moves
+//!   their leaderships to other ISR members; preferred-leader rebalance)
+//!   and proposes the records. A new cluster's first leader proposes the
+//!   bootstrap records (the `metadata.version` feature level) first.
+//! - [`Apis`] serves BrokerRegistration, BrokerHeartbeat and
+//!   AllocateProducerIds on the CONTROLLER listener
+//!   (`fjord_quorum::ControllerApis`): each runs on the controller under
+//!   the broker's admin lock, its records are proposed through the quorum,
+//!   and the answer is sent once they are committed. A node that is not
+//!   the active controller answers NOT_CONTROLLER, and the broker looks
+//!   for the leader again. Admin requests other brokers forward
+//!   (CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs,
+//!   IncrementalAlterConfigs; see `controller_link`) go through this
+//!   node's own handlers, which run them on the controller.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fjord_controller::{BrokerHeartbeat, BrokerRegistration, FeatureRange, Listener};
+use fjord_model::limits::CONTROLLER_TICK_MS;
+use fjord_model::{ErrorCode, NodeId};
+use fjord_protocol::kafka_protocol::messages::{
+    AllocateProducerIdsResponse, BrokerHeartbeatResponse, BrokerRegistrationResponse, ProducerId,
+};
+use fjord_protocol::{decode_request, encode_response, response_header_version, Reader};
+use fjord_protocol::{Request, RequestHeader};
+use std::sync::atomic::Ordering;
+
+use crate::cluster_metadata as cm;
+use crate::state::{Broker, Quorum};
+
+/// The controller APIs of this node's CONTROLLER listener.
+pub(crate) struct Apis {
+    pub(crate) broker: Weak<Broker>,
+}
+
+impl fjord_quorum::ControllerApis for Apis {
+    fn handle(&self, header: RequestHeader, mut body: Reader) -> Option<BytesMut> {
+        let b = self.broker.upgrade()?;
+        let (key, version, cid) = (header.api_key, header.api_version, header.correlation_id);
+        let forwarded_body = body.clone();
+        let request = match decode_request(key, version, &mut body) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(api_key = key, "undecodable controller request: {e}");
+                return None;
+            }
+        };
+        let hv = response_header_version(key, version);
+        let mut out = BytesMut::new();
+        let encoded = match request {
+            // An admin request a broker forwarded: the broker's own handler
+            // decides it here, where the controller runs. Not active (any
+            // more): the connection closes and the broker finds the leader.
+            Request::CreateTopics(_)
+            | Request::DeleteTopics(_)
+            | Request::CreatePartitions(_)
+            | Request::AlterConfigs(_)
+            | Request::IncrementalAlterConfigs(_) => {
+                if !b.is_active_controller() {
+                    return None;
+                }
+                let pending = crate::handlers::dispatch(&b, header, forwarded_body)?;
+                let response = tokio::runtime::Handle::try_current()
+                    .ok()?
+                    .block_on(pending.resolve())
+                    .ok()??;
+                return response.to_bytes().ok().map(|b| BytesMut::from(&b[..]));
+            }
+            Request::BrokerRegistration(r) => {
+                let registration = BrokerRegistration {
+                    broker_id: NodeId(r.broker_id.0),
+                    cluster_id: r.cluster_id.to_string(),
+                    incarnation_id: r.incarnation_id,
+                    listeners: r
+                        .listeners
+                        .iter()
+                        .map(|l| Listener {
+                            name: l.name.to_string(),
+                            host: l.host.to_string(),
+                            port: l.port,
+                            security_protocol: l.security_protocol,
+                        })
+                        .collect(),
+                    rack: r.rack.as_ref().map(|s| s.to_string()),
+                    features: r
+                        .features
+                        .iter()
+                        .map(|f| FeatureRange {
+                            name: f.name.to_string(),
+                            min: f.min_supported_version,
+                            max: f.max_supported_version,
+                        })
+                        .collect(),
+                };
+                let resp = match b
+                    .as_active_controller(|c, now| c.register_broker(now, &registration))
+                {
+                    Ok(epoch) => BrokerRegistrationResponse::default().with_broker_epoch(epoch),
+                    Err((code, message)) => {
+                        tracing::debug!(broker = r.broker_id.0, "registration refused: {message}");
+                        BrokerRegistrationResponse::default()
+                            .with_error_code(code.0)
+                            .with_broker_epoch(-1)
+                    }
+                };
+                encode_response(cid, hv, &resp, version, &mut out)
+            }
+            Request::BrokerHeartbeat(r) => {
+                let heartbeat = BrokerHeartbeat {
+                    broker_id: NodeId(r.broker_id.0),
+                    broker_epoch: r.broker_epoch,
+                    current_metadata_offset: r.current_metadata_offset,
+                    want_fence: r.want_fence,
+                    want_shut_down: r.want_shut_down,
+                };
+                let resp = match b.as_active_controller(|c, now| c.heartbeat(now, &heartbeat)) {
+                    Ok(h) => BrokerHeartbeatResponse::default()
+                        .with_is_caught_up(h.is_caught_up)
+                        .with_is_fenced(h.is_fenced)
+                        .with_should_shut_down(h.should_shut_down),
+                    Err((code, _)) => BrokerHeartbeatResponse::default()
+                        .with_error_code(code.0)
+                        .with_is_fenced(true),
+                };
+                encode_response(cid, hv, &resp, version, &mut out)
+            }
+            Request::AllocateProducerIds(r) => {
+                let resp = match b.as_active_controller(|c, _| {
+                    c.allocate_producer_ids(NodeId(r.broker_id.0), r.broker_epoch)
+                }) {
+                    Ok(block) => AllocateProducerIdsResponse::default()
+                        .with_producer_id_start(ProducerId(block.first))
+                        .with_producer_id_len(i32::try_from(block.size).unwrap_or(i32::MAX)),
+                    Err((code, _)) => AllocateProducerIdsResponse::default()
+                        .with_error_code(code.0)
+                        .with_producer_id_start(ProducerId(-1)),
+                };
+                encode_response(cid, hv, &resp, version, &mut out)
+            }
+            _ => return None,
+        };
+        match encoded {
+            Ok(()) => Some(out),
+            Err(e) => {
+                tracing::error!(api_key = key, "failed to encode a controller response: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// Starts the thread that keeps the controller active on this node while
+/// it leads the quorum (see the module docs).
+pub(crate) fn start(broker: &Arc<Broker>) -> std::io::Result<()> {
+    let weak = Arc::downgrade(broker);
+    std::thread::Builder::new()
+        .name("fjord-controller".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(CONTROLLER_TICK_MS));
+            let Some(b) = weak.upgrade() else { return };
+            if b.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            step(&b);
+        })
+        .map(|_| ())
+}
+
+fn step(b: &Broker) {
+    let Some(Quorum::Raft(q)) = b.quorum() else {
+        return;
+    };
+    if !q.is_active_leader() {
+        b.deactivate_controller();
+        return;
+    }
+    if b.image().metadata_version().is_none() {
+        match b.propose(cm::cluster_bootstrap_records()) {
+            Ok(()) => tracing::info!("bootstrapped the cluster metadata"),
+            Err(e) => tracing::warn!("bootstrap proposal: {e}"),
+        }
+        return;
+    }
+    b.activate_controller();
+    if let Err((code, message)) = b.as_active_controller(|c, now| Ok(c.tick(now))) {
+        if code != ErrorCode::NOT_CONTROLLER {
+            tracing::warn!("controller tick: {message}");
+        }
+    }
+}

@@ -1,0 +1,558 @@
+//! A cluster broker's side of the controller protocol (issue 12): the
+//! channel to the active controller and the registration/heartbeat loop,
+//! after Kafka's `NodeToControllerChannelManager` and
+//! `BrokerLifecycleManager`.
+//!
+//! The active controller is the quorum leader (`RaftQuorum::leader_endpoint`);
+//! requests go to its CONTROLLER listener, one at a time on one blocking
+//! connection, which is dropped (and the controller looked up again) on any
+//! I/O error, timeout or NOT_CONTROLLER answer. Requests are encoded and the
+//! controller's responses decoded with kafka-protocol (the controller is a
+//! configured voter; frames are bounded by `CONTROLLER_RESPONSE_BYTES_MAX`).
+//!
+//! The loop registers the broker (BrokerRegistration: cluster id, a fresh
+//! incarnation id per process, the PLAINTEXT listener it advertises, its
+//! `metadata.version` range), keeps the broker epoch the controller
+//! answers, and heartbeats every `broker.heartbeat.interval.ms` with the
+//! offset of the metadata it has applied; while fenced it heartbeats every
+//! `BROKER_FENCED_HEARTBEAT_MS`, so it is unfenced as soon as it caught up.
+//! STALE_BROKER_EPOCH or BROKER_ID_NOT_REGISTERED make it register again.
+//! On a clean shutdown it asks for a controlled shutdown (`wantShutDown`)
+//! until the controller answers `shouldShutDown` (its leaderships moved
+//! away) or `CONTROLLED_SHUTDOWN_TIMEOUT_MS` passed.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use fjord_model::limits::{
+    BROKER_FENCED_HEARTBEAT_MS, CONTROLLED_SHUTDOWN_TIMEOUT_MS, CONTROLLER_REQUEST_TIMEOUT_MS,
+    CONTROLLER_RESPONSE_BYTES_MAX,
+};
+use fjord_model::ErrorCode;
+use fjord_protocol::kafka_protocol::messages::broker_registration_request::{
+    Feature, Listener as RegListener,
+};
+use fjord_protocol::kafka_protocol::messages::{
+    AllocateProducerIdsRequest, AlterConfigsRequest, BrokerHeartbeatRequest, BrokerId,
+    BrokerRegistrationRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    IncrementalAlterConfigsRequest, TopicName,
+};
+use fjord_protocol::kafka_protocol::protocol::{Decodable, HeaderVersion, Request, StrBytes};
+use uuid::Uuid;
+
+use crate::cluster_metadata as cm;
+use crate::state::{Broker, Quorum, StateError};
+
+/// The `timeout_ms` of a forwarded admin request.
+const FORWARD_TIMEOUT_MS: i32 = fjord_model::limits::METADATA_FORWARD_TIMEOUT_MS as i32;
+
+/// BrokerRegistration v3 (previous broker epoch), BrokerHeartbeat v1,
+/// AllocateProducerIds v0: what the controller side decodes.
+const REGISTRATION_VERSION: i16 = 3;
+const HEARTBEAT_VERSION: i16 = 1;
+const ALLOCATE_VERSION: i16 = 0;
+
+/// One blocking connection to the active controller.
+#[derive(Default)]
+pub struct ControllerChannel {
+    conn: Option<(SocketAddr, TcpStream)>,
+    next_correlation_id: i32,
+}
+
+impl ControllerChannel {
+    /// Sends `request` to the current quorum leader's CONTROLLER listener
+    /// and waits for its response.
+    pub fn call<R>(
+        &mut self,
+        broker: &Broker,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, String>
+    where
+        R: Request,
+        R::Response: Decodable + HeaderVersion,
+    {
+        let Some(Quorum::Raft(q)) = broker.quorum() else {
+            return Err("not a cluster node".into());
+        };
+        let Some((_, addr)) = q.leader_endpoint() else {
+            self.conn = None;
+            return Err("no quorum leader known".into());
+        };
+        let result = self.call_at(addr, &broker.config.node_id.0.to_string(), request, version);
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    fn call_at<R>(
+        &mut self,
+        addr: SocketAddr,
+        client: &str,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, String>
+    where
+        R: Request,
+        R::Response: Decodable + HeaderVersion,
+    {
+        if self.conn.as_ref().is_none_or(|(a, _)| *a != addr) {
+            let timeout = Duration::from_millis(CONTROLLER_REQUEST_TIMEOUT_MS);
+            let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+            let _ = s.set_nodelay(true);
+            s.set_read_timeout(Some(timeout))
+                .and_then(|_| s.set_write_timeout(Some(timeout)))
+                .map_err(|e| e.to_string())?;
+            self.conn = Some((addr, s));
+        }
+        let Some((_, s)) = self.conn.as_mut() else {
+            return Err("not connected".into());
+        };
+        let cid = self.next_correlation_id;
+        self.next_correlation_id = cid.wrapping_add(1).max(0);
+        let client_id = format!("fjord-broker-{client}");
+        let frame = fjord_client::encode_request(request, version, cid, &client_id)
+            .map_err(|e| e.to_string())?;
+        s.write_all(&frame).map_err(|e| e.to_string())?;
+        let mut prefix = [0u8; 4];
+        s.read_exact(&mut prefix).map_err(|e| e.to_string())?;
+        let len = fjord_protocol::frame_len(prefix, CONTROLLER_RESPONSE_BYTES_MAX)
+            .map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; len];
+        s.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        let (got, response) =
+            fjord_client::decode_response::<R::Response>(bytes::Bytes::from(buf), version)?;
+        if got != cid {
+            return Err(format!("correlation id {got}, expected {cid}"));
+        }
+        Ok(response)
+    }
+}
+
+fn sb(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// What the loop knows of its registration.
+struct Registration {
+    incarnation: Uuid,
+    epoch: Option<i64>,
+    fenced: bool,
+    previous_epoch: i64,
+}
+
+/// Starts the broker's registration and heartbeat thread (cluster mode).
+/// It runs until the broker is dropped or `Broker::close` asks it to stop
+/// (then it does the controlled shutdown first).
+pub(crate) fn start(broker: &Arc<Broker>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let weak = Arc::downgrade(broker);
+    std::thread::Builder::new()
+        .name("fjord-heartbeat".into())
+        .spawn(move || run(weak))
+}
+
+fn run(weak: Weak<Broker>) {
+    let mut channel = ControllerChannel::default();
+    let mut reg = Registration {
+        incarnation: Uuid::new_v4(),
+        epoch: None,
+        fenced: true,
+        previous_epoch: -1,
+    };
+    loop {
+        let Some(b) = weak.upgrade() else { return };
+        if b.stopping.load(Ordering::SeqCst) {
+            controlled_shutdown(&b, &mut channel, &reg);
+            return;
+        }
+        // Nothing to register against before the cluster is bootstrapped.
+        let wait_ms = if b.image().metadata_version().is_none() {
+            BROKER_FENCED_HEARTBEAT_MS
+        } else {
+            match reg.epoch {
+                None => register(&b, &mut channel, &mut reg),
+                Some(epoch) => heartbeat(&b, &mut channel, &mut reg, epoch),
+            }
+        };
+        let interval = b.config.broker_heartbeat_interval_ms;
+        drop(b);
+        sleep_unless_stopping(&weak, wait_ms.min(interval.max(1) as u64));
+    }
+}
+
+/// Sleeps `ms`, waking early when the broker is stopping or dropped.
+fn sleep_unless_stopping(weak: &Weak<Broker>, ms: u64) {
+    let until = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < until {
+        match weak.upgrade() {
+            Some(b) if !b.stopping.load(Ordering::SeqCst) => {}
+            _ => return,
+        }
+        std::thread::sleep(Duration::from_millis(20).min(until - Instant::now()));
+    }
+}
+
+/// One BrokerRegistration; returns how long to wait before the next step.
+fn register(b: &Broker, channel: &mut ControllerChannel, reg: &mut Registration) -> u64 {
+    let cfg = &b.config;
+    let request = BrokerRegistrationRequest::default()
+        .with_broker_id(BrokerId(cfg.node_id.0))
+        .with_cluster_id(sb(&b.cluster_id))
+        .with_incarnation_id(reg.incarnation)
+        .with_listeners(vec![RegListener::default()
+            .with_name(sb("PLAINTEXT"))
+            .with_host(sb(&cfg.advertised_host))
+            .with_port(cfg.advertised_port)
+            .with_security_protocol(0)])
+        .with_features(vec![Feature::default()
+            .with_name(sb(fjord_metadata::image::METADATA_VERSION_FEATURE))
+            .with_min_supported_version(cm::METADATA_VERSION_MIN)
+            .with_max_supported_version(cm::BOOTSTRAP_METADATA_VERSION)])
+        .with_rack(None)
+        .with_previous_broker_epoch(reg.previous_epoch);
+    match channel.call(b, &request, REGISTRATION_VERSION) {
+        Ok(r) if r.error_code == 0 => {
+            tracing::info!(
+                broker_epoch = r.broker_epoch,
+                "registered with the controller"
+            );
+            reg.epoch = Some(r.broker_epoch);
+            reg.previous_epoch = r.broker_epoch;
+            reg.fenced = true;
+            b.broker_epoch.store(r.broker_epoch, Ordering::SeqCst);
+            0
+        }
+        Ok(r) => {
+            tracing::debug!(
+                error = ErrorCode(r.error_code).name(),
+                "broker registration refused"
+            );
+            BROKER_FENCED_HEARTBEAT_MS * 5
+        }
+        Err(e) => {
+            tracing::debug!("broker registration: {e}");
+            BROKER_FENCED_HEARTBEAT_MS
+        }
+    }
+}
+
+/// One BrokerHeartbeat; returns how long to wait before the next one.
+fn heartbeat(
+    b: &Broker,
+    channel: &mut ControllerChannel,
+    reg: &mut Registration,
+    epoch: i64,
+) -> u64 {
+    let request = BrokerHeartbeatRequest::default()
+        .with_broker_id(BrokerId(b.config.node_id.0))
+        .with_broker_epoch(epoch)
+        .with_current_metadata_offset(b.image().end_offset().0)
+        .with_want_fence(false)
+        .with_want_shut_down(false);
+    let interval = b.config.broker_heartbeat_interval_ms.max(1) as u64;
+    match channel.call(b, &request, HEARTBEAT_VERSION) {
+        Ok(r) if r.error_code == 0 => {
+            if reg.fenced != r.is_fenced {
+                tracing::info!(fenced = r.is_fenced, "broker state from the controller");
+            }
+            reg.fenced = r.is_fenced;
+            if r.is_fenced {
+                BROKER_FENCED_HEARTBEAT_MS
+            } else {
+                interval
+            }
+        }
+        Ok(r)
+            if r.error_code == ErrorCode::STALE_BROKER_EPOCH.0
+                || r.error_code == ErrorCode::BROKER_ID_NOT_REGISTERED.0 =>
+        {
+            tracing::info!(
+                error = ErrorCode(r.error_code).name(),
+                "registering with the controller again"
+            );
+            reg.epoch = None;
+            0
+        }
+        Ok(r) => {
+            tracing::debug!(error = ErrorCode(r.error_code).name(), "heartbeat refused");
+            BROKER_FENCED_HEARTBEAT_MS
+        }
+        Err(e) => {
+            tracing::debug!("heartbeat: {e}");
+            BROKER_FENCED_HEARTBEAT_MS
+        }
+    }
+}
+
+/// Heartbeats with `wantShutDown` until the controller says the broker may
+/// stop (its leaderships moved to other replicas) or the time is up.
+fn controlled_shutdown(b: &Broker, channel: &mut ControllerChannel, reg: &Registration) {
+    let Some(epoch) = reg.epoch else { return };
+    if reg.fenced {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_millis(CONTROLLED_SHUTDOWN_TIMEOUT_MS);
+    while Instant::now() < deadline {
+        let request = BrokerHeartbeatRequest::default()
+            .with_broker_id(BrokerId(b.config.node_id.0))
+            .with_broker_epoch(epoch)
+            .with_current_metadata_offset(b.image().end_offset().0)
+            .with_want_shut_down(true);
+        match channel.call(b, &request, HEARTBEAT_VERSION) {
+            Ok(r) if r.error_code == 0 && r.should_shut_down => {
+                tracing::info!("controlled shutdown granted");
+                return;
+            }
+            Ok(r) if r.error_code != 0 => {
+                tracing::info!(
+                    error = ErrorCode(r.error_code).name(),
+                    "controlled shutdown refused"
+                );
+                return;
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(BROKER_FENCED_HEARTBEAT_MS));
+    }
+    tracing::warn!("controlled shutdown timed out");
+}
+
+/// Asks the active controller for a block of producer ids
+/// (AllocateProducerIds): `(first, size)`.
+pub(crate) fn allocate_producer_ids(b: &Broker) -> Result<(i64, i64), (ErrorCode, String)> {
+    let request = AllocateProducerIdsRequest::default()
+        .with_broker_id(BrokerId(b.config.node_id.0))
+        .with_broker_epoch(b.broker_epoch.load(Ordering::SeqCst));
+    let mut channel = ControllerChannel::default();
+    match channel.call(b, &request, ALLOCATE_VERSION) {
+        Ok(r) if r.error_code == 0 => Ok((r.producer_id_start.0, i64::from(r.producer_id_len))),
+        Ok(r) => Err((
+            ErrorCode(r.error_code),
+            "AllocateProducerIds refused".into(),
+        )),
+        Err(e) => Err((ErrorCode::NOT_CONTROLLER, e)),
+    }
+}
+
+// ---- admin requests forwarded to the active controller ----
+//
+// A broker that is not the active controller sends an admin operation to
+// the controller as the Kafka request that asks for it (CreateTopics,
+// DeleteTopics, CreatePartitions, IncrementalAlterConfigs, AlterConfigs)
+// on its CONTROLLER listener, where Kafka's controllers serve the same
+// requests (`ControllerApis`); the controller runs the broker's own handler
+// for it, so it validates and places once, against its image, and answers
+// after the records are committed. Why requests and not records: a broker
+// proposing records itself decided with its own, possibly stale, view (a
+// TopicRecord was once committed twice and refused on every node), and
+// placement needs the controller's view of registered brokers. Kafka's
+// brokers wrap the client's request in an Envelope (58) for the principal;
+// Fjord has no principals yet, so the request goes as it is. The caller
+// then waits until its own image has the change, so the client's next
+// request to this broker sees it.
+
+/// Sends `request` to the active controller, looking for it again (up to
+/// `METADATA_FORWARD_TIMEOUT_MS`) while none answers.
+fn forward<R>(b: &Broker, request: &R, version: i16) -> Result<R::Response, StateError>
+where
+    R: Request,
+    R::Response: Decodable + HeaderVersion,
+{
+    let deadline =
+        Instant::now() + Duration::from_millis(fjord_model::limits::METADATA_FORWARD_TIMEOUT_MS);
+    let mut channel = ControllerChannel::default();
+    loop {
+        match channel.call(b, request, version) {
+            Ok(r) => return Ok(r),
+            Err(e) if Instant::now() > deadline => {
+                return Err(StateError::kafka(
+                    ErrorCode::NOT_CONTROLLER,
+                    format!("forwarding to the active controller: {e}"),
+                ))
+            }
+            Err(e) => {
+                tracing::debug!("forwarding to the active controller: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(BROKER_FENCED_HEARTBEAT_MS));
+            }
+        }
+    }
+}
+
+fn refused(code: i16, message: Option<&StrBytes>, what: &str) -> StateError {
+    StateError::kafka(
+        ErrorCode(code),
+        message.map_or_else(
+            || format!("{what} refused by the controller"),
+            |m| m.to_string(),
+        ),
+    )
+}
+
+/// CreateTopics (v7: the answer carries the topic id) for one topic.
+pub(crate) fn forward_create_topic(
+    b: &Broker,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    overrides: &BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<Uuid, StateError> {
+    use fjord_protocol::kafka_protocol::messages::create_topics_request::{
+        CreatableTopic, CreatableTopicConfig,
+    };
+    let topic = CreatableTopic::default()
+        .with_name(TopicName(sb(name)))
+        .with_num_partitions(partitions)
+        .with_replication_factor(replication_factor)
+        .with_configs(
+            overrides
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(sb(k))
+                        .with_value(Some(sb(v)))
+                })
+                .collect(),
+        );
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![topic])
+        .with_timeout_ms(FORWARD_TIMEOUT_MS)
+        .with_validate_only(validate_only);
+    let response = forward(b, &request, 7)?;
+    let t = response
+        .topics
+        .into_iter()
+        .find(|t| t.name.0.as_str() == name)
+        .ok_or_else(|| {
+            StateError::kafka(ErrorCode::UNKNOWN_SERVER_ERROR, "no answer for the topic")
+        })?;
+    if t.error_code != 0 {
+        return Err(refused(
+            t.error_code,
+            t.error_message.as_ref(),
+            "CreateTopics",
+        ));
+    }
+    Ok(t.topic_id)
+}
+
+/// DeleteTopics (v6, by name) for one topic; its id.
+pub(crate) fn forward_delete_topic(b: &Broker, name: &str) -> Result<Uuid, StateError> {
+    use fjord_protocol::kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    let request = DeleteTopicsRequest::default()
+        .with_topics(vec![
+            DeleteTopicState::default().with_name(Some(TopicName(sb(name))))
+        ])
+        .with_timeout_ms(FORWARD_TIMEOUT_MS);
+    let response = forward(b, &request, 6)?;
+    let r = response.responses.into_iter().next().ok_or_else(|| {
+        StateError::kafka(ErrorCode::UNKNOWN_SERVER_ERROR, "no answer for the topic")
+    })?;
+    if r.error_code != 0 {
+        return Err(refused(
+            r.error_code,
+            r.error_message.as_ref(),
+            "DeleteTopics",
+        ));
+    }
+    Ok(r.topic_id)
+}
+
+/// CreatePartitions (v3) for one topic.
+pub(crate) fn forward_create_partitions(
+    b: &Broker,
+    name: &str,
+    count: i32,
+    validate_only: bool,
+) -> Result<(), StateError> {
+    use fjord_protocol::kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    let request = CreatePartitionsRequest::default()
+        .with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(TopicName(sb(name)))
+            .with_count(count)
+            .with_assignments(None)])
+        .with_timeout_ms(FORWARD_TIMEOUT_MS)
+        .with_validate_only(validate_only);
+    let response = forward(b, &request, 3)?;
+    match response.results.into_iter().next() {
+        Some(r) if r.error_code != 0 => Err(refused(
+            r.error_code,
+            r.error_message.as_ref(),
+            "CreatePartitions",
+        )),
+        Some(_) => Ok(()),
+        None => Err(StateError::kafka(
+            ErrorCode::UNKNOWN_SERVER_ERROR,
+            "no answer for the topic",
+        )),
+    }
+}
+
+/// A topic's config change: IncrementalAlterConfigs (v1) when
+/// `incremental`, else AlterConfigs (v2, the whole set).
+pub(crate) fn forward_alter_topic_config(
+    b: &Broker,
+    name: &str,
+    changes: &[(String, Option<String>)],
+    incremental: bool,
+    validate_only: bool,
+) -> Result<(), StateError> {
+    const TOPIC: i8 = 2;
+    let (code, message) = if incremental {
+        use fjord_protocol::kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        let request = IncrementalAlterConfigsRequest::default()
+            .with_resources(vec![AlterConfigsResource::default()
+                .with_resource_type(TOPIC)
+                .with_resource_name(sb(name))
+                .with_configs(
+                    changes
+                        .iter()
+                        .map(|(k, v)| {
+                            AlterableConfig::default()
+                                .with_name(sb(k))
+                                // 0 SET, 1 DELETE.
+                                .with_config_operation(if v.is_some() { 0 } else { 1 })
+                                .with_value(v.as_deref().map(sb))
+                        })
+                        .collect(),
+                )])
+            .with_validate_only(validate_only);
+        let r = forward(b, &request, 1)?.responses.into_iter().next();
+        r.map(|r| (r.error_code, r.error_message))
+    } else {
+        use fjord_protocol::kafka_protocol::messages::alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        let request = AlterConfigsRequest::default()
+            .with_resources(vec![AlterConfigsResource::default()
+                .with_resource_type(TOPIC)
+                .with_resource_name(sb(name))
+                .with_configs(
+                    changes
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            v.as_deref().map(|v| {
+                                AlterableConfig::default()
+                                    .with_name(sb(k))
+                                    .with_value(Some(sb(v)))
+                            })
+                        })
+                        .collect(),
+                )])
+            .with_validate_only(validate_only);
+        let r = forward(b, &request, 2)?.responses.into_iter().next();
+        r.map(|r| (r.error_code, r.error_message))
+    }
+    .ok_or_else(|| StateError::kafka(ErrorCode::UNKNOWN_SERVER_ERROR, "no answer for the topic"))?;
+    if code != 0 {
+        return Err(refused(code, message.as_ref(), "the config change"));
+    }
+    Ok(())
+}
