@@ -1436,4 +1436,111 @@ mod replica_facts_tests {
         );
         broker.close();
     }
+
+    /// A Produce to a partition this node does not lead is answered
+    /// NOT_LEADER_OR_FOLLOWER with the leader and its endpoint from v10
+    /// (KIP-951), without them before.
+    #[test]
+    fn produce_names_the_current_leader() {
+        use bytes::{Buf, BytesMut};
+        use fjord_protocol::kafka_protocol::messages::produce_request::{
+            PartitionProduceData, TopicProduceData,
+        };
+        use fjord_protocol::kafka_protocol::messages::{
+            ProduceRequest, ProduceResponse, TopicName,
+        };
+        use fjord_protocol::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+        use fjord_protocol::metadata_records::register_broker_record::BrokerEndpoint;
+        use fjord_protocol::metadata_records::RegisterBrokerRecord;
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        })
+        .unwrap();
+        let me = broker.config.node_id;
+        let other = me.0 + 1;
+        let topic = broker.create_topic("t", 1, BTreeMap::new(), false).unwrap();
+        broker
+            .propose(vec![
+                MetadataRecord::RegisterBroker(RegisterBrokerRecord {
+                    broker_id: other,
+                    incarnation_id: Uuid::new_v4(),
+                    broker_epoch: 100,
+                    end_points: vec![BrokerEndpoint {
+                        name: "PLAINTEXT".into(),
+                        host: "other-host".into(),
+                        port: 9999,
+                        ..Default::default()
+                    }],
+                    fenced: false,
+                    ..Default::default()
+                }),
+                MetadataRecord::PartitionChange(PartitionChangeRecord {
+                    topic_id: topic.id,
+                    partition_id: 0,
+                    leader: other,
+                    replicas: Some(vec![other, me.0]),
+                    isr: Some(vec![other, me.0]),
+                    ..Default::default()
+                }),
+            ])
+            .unwrap();
+        let mut builder = fjord_records::BatchBuilder::new(fjord_records::Compression::None);
+        builder.push(now_ms(), None, Some(b"v".as_slice()), &[]);
+        let batch = bytes::Bytes::from(builder.build(0));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for version in [9i16, 10] {
+            let req = ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(1000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("t")))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch.clone()))])]);
+            let mut body = BytesMut::new();
+            req.encode(&mut body, version).unwrap();
+            let header = fjord_protocol::RequestHeader {
+                api_key: 0,
+                api_version: version,
+                correlation_id: 1,
+                client_id: None,
+            };
+            let pending = crate::handlers::dispatch(
+                &broker,
+                header,
+                fjord_protocol::Reader::new(body.freeze()),
+            )
+            .unwrap();
+            let mut frame = rt
+                .block_on(pending.resolve())
+                .unwrap()
+                .unwrap()
+                .to_bytes()
+                .unwrap();
+            frame.advance(8);
+            if version >= 9 {
+                frame.advance(1); // the flexible header's tagged fields
+            }
+            let resp = ProduceResponse::decode(&mut frame, version).unwrap();
+            let p = &resp.responses[0].partition_responses[0];
+            assert_eq!(p.error_code, ErrorCode::NOT_LEADER_OR_FOLLOWER.0);
+            if version >= 10 {
+                assert_eq!(p.current_leader.leader_id.0, other);
+                assert_eq!(p.current_leader.leader_epoch, 1);
+                assert_eq!(resp.node_endpoints.len(), 1);
+                assert_eq!(resp.node_endpoints[0].node_id.0, other);
+                assert_eq!(resp.node_endpoints[0].host.as_str(), "other-host");
+                assert_eq!(resp.node_endpoints[0].port, 9999);
+            } else {
+                assert_eq!(p.current_leader.leader_id.0, -1);
+                assert!(resp.node_endpoints.is_empty());
+            }
+        }
+        broker.close();
+    }
 }

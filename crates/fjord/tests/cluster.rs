@@ -484,11 +484,31 @@ fn three_brokers_replicated_topic() {
                 .map(|_| ())
         });
     }
-    // Created through a broker that is not the controller: forwarded.
+    // Created through a broker that is not the controller: forwarded. With
+    // Kafka's tools at hand, by Kafka's own admin client (kafka-topics).
     let via = nodes.iter().find(|n| n.id != leader).unwrap();
-    wait_for("the replicated topic to be created", &logs, || {
-        create_topic_with(&rt, via.client_port, "replicated", 6, 3).then_some(())
-    });
+    if let Ok(libs) = std::env::var("FJORD_KAFKA_LIBS") {
+        let out = Command::new("java")
+            .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp"])
+            .arg(format!("{libs}/*"))
+            .arg("org.apache.kafka.tools.TopicCommand")
+            .arg("--bootstrap-server")
+            .arg(format!("127.0.0.1:{}", via.client_port))
+            .args(["--create", "--topic", "replicated", "--partitions", "6"])
+            .args(["--replication-factor", "3"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        wait_for("the replicated topic to be created", &logs, || {
+            create_topic_with(&rt, via.client_port, "replicated", 6, 3).then_some(())
+        });
+    }
     let led = |v: &View| v.1.len() == 6 && v.1.iter().all(|p| p.1 >= 0);
     let first = wait_for("the topic's leaders on the first node", &logs, || {
         view_on(&rt, nodes[0].client_port, "replicated").filter(led)
@@ -587,4 +607,42 @@ fn three_brokers_replicated_topic() {
             assert!(!field("Isr:").is_empty(), "{row}");
         }
     }
+
+    // A clean stop (SIGTERM) of the other broker that is not the
+    // controller: controlled shutdown moves its leaderships to the
+    // controller before it stops, without waiting for a session timeout.
+    let controller = describe_quorum(port_of_controller(&nodes, leader)).map(|v| v.0);
+    if controller == Some(leader) {
+        let stop = nodes
+            .iter()
+            .position(|n| n.id != leader && n.id != victim_id)
+            .unwrap();
+        let stop_id = nodes[stop].id;
+        let mut child = nodes[stop].child.take().unwrap();
+        let asked = Instant::now();
+        let term = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        child.wait().unwrap();
+        let stopped = asked.elapsed();
+        let view = view_on(&rt, port_of(leader), "replicated").unwrap();
+        eprintln!(
+            "controlled shutdown of broker {stop_id}: {} ms; {view:?}",
+            stopped.as_millis()
+        );
+        assert!(
+            view.1.iter().all(|p| p.1 == leader),
+            "the controller leads every partition after the others stopped: {view:?}"
+        );
+    }
+}
+
+fn port_of_controller(nodes: &[Node], leader: i32) -> u16 {
+    nodes
+        .iter()
+        .find(|n| n.id == leader)
+        .unwrap()
+        .controller_port
 }

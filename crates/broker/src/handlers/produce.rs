@@ -10,7 +10,10 @@
 //! Appends go through the partition (`fjord_partition::Partition::append`)
 //! and run in request order on the connection's reader; with acks=all the
 //! response waits for the partition's commit (on one node: durable, by group
-//! commit). acks=0 gets no response.
+//! commit). acks=0 gets no response. A broker that is not the partition's
+//! leader answers NOT_LEADER_OR_FOLLOWER, from v10 with the leader it knows
+//! (`current_leader`) and that leader's endpoint (`node_endpoints`, KIP-951),
+//! so that clients go there without a Metadata round trip.
 //!
 //! Idempotent producers (producer id and sequence in the batch) are checked by
 //! the partition log (`fjord_storage::producer_state`): a retried batch is
@@ -24,9 +27,10 @@ use bytes::BytesMut;
 use fjord_model::{limits, ErrorCode};
 use fjord_partition::Acks;
 use fjord_protocol::kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
-use fjord_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use fjord_protocol::kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 
 use super::{str_bytes, Ctx, Pending};
 use crate::errors;
@@ -38,6 +42,8 @@ pub const VERSIONS: RangeInclusive<i16> = 3..=13;
 pub const ADVERTISED: RangeInclusive<i16> = 0..=13;
 /// First version that names topics by id.
 const TOPIC_IDS_FROM: i16 = 13;
+/// First version with `current_leader` and `node_endpoints` (KIP-951).
+const CURRENT_LEADER_FROM: i16 = 10;
 /// First version with per-record errors (`record_errors`).
 const RECORD_ERRORS_FROM: i16 = 8;
 
@@ -94,6 +100,8 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
     let mut to_commit = Vec::new();
     let transactional = req.transactional_id.is_some();
     let by_id = ctx.api_version >= TOPIC_IDS_FROM;
+    // Leaders named in `current_leader` answers (KIP-951).
+    let mut named_leaders = std::collections::BTreeSet::new();
     for td in req.topic_data {
         let topic = if by_id {
             ctx.broker.topic_by_id(td.topic_id)
@@ -165,7 +173,21 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
                             Err(e) => {
                                 let (code, msg) = errors::partition_error(&e);
                                 tracing::debug!(topic = %name, partition = pd.index, "produce rejected: {msg}");
-                                partition_error(pd.index, code, Some(msg))
+                                let r = partition_error(pd.index, code, Some(msg));
+                                let facts = p.replica_state();
+                                if code == ErrorCode::NOT_LEADER_OR_FOLLOWER
+                                    && ctx.api_version >= CURRENT_LEADER_FROM
+                                    && facts.leader.0 >= 0
+                                {
+                                    named_leaders.insert(facts.leader);
+                                    r.with_current_leader(
+                                        LeaderIdAndEpoch::default()
+                                            .with_leader_id(BrokerId(facts.leader.0))
+                                            .with_leader_epoch(facts.leader_epoch.0),
+                                    )
+                                } else {
+                                    r
+                                }
                             }
                         }
                     }
@@ -183,7 +205,25 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
     if acks == Some(Acks::None) {
         return Pending::Ready(None);
     }
-    let mut resp = ProduceResponse::default().with_responses(topics);
+    let endpoints = if named_leaders.is_empty() {
+        Vec::new()
+    } else {
+        ctx.broker
+            .live_brokers()
+            .into_iter()
+            .filter(|b| named_leaders.contains(&b.id))
+            .map(|b| {
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(b.id.0))
+                    .with_host(str_bytes(b.host))
+                    .with_port(i32::from(b.port))
+                    .with_rack(b.rack.map(str_bytes))
+            })
+            .collect()
+    };
+    let mut resp = ProduceResponse::default()
+        .with_responses(topics)
+        .with_node_endpoints(endpoints);
     if to_commit.is_empty() {
         return Pending::Ready(ctx.respond(&resp));
     }
