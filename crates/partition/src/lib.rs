@@ -20,6 +20,18 @@
 //! [`Partition::set_replica_state`]; the high watermark then follows the ISR
 //! instead of the local log end.
 //!
+//! With more than one replica (`replica`, the shell around
+//! `fjord-replication`'s core): [`Partition::become_leader`] makes the
+//! high watermark the minimum durable end over the ISR in use (followers'
+//! fetches, [`Partition::follower_fetch`], state theirs), refuses acks=all
+//! appends while the ISR is below `min.insync.replicas`
+//! (NOT_ENOUGH_REPLICAS) and resolves their [`CommitWaiter`] when the high
+//! watermark passes them (NOT_ENOUGH_REPLICAS_AFTER_APPEND, or
+//! NOT_LEADER_OR_FOLLOWER when the leadership ends first);
+//! [`Partition::become_follower`] fetches through
+//! [`Partition::poll_replica_fetch`] and [`Partition::on_replica_fetch_answer`]
+//! (append as follower, truncate on a diverging epoch).
+//!
 //! Invariants, asserted in release builds too, each where the state changes
 //! and where it is relied on:
 //! - the high watermark never moves back, and never passes the log end;
@@ -43,7 +55,11 @@ use fjord_model::{limits, ErrorCode, LeaderEpoch, NodeId, Offset, PartitionIndex
 use fjord_storage::producer_state::ProducerEntry;
 use fjord_storage::{AppendResult, Log, ReadResult, StorageError, SyncWaiter};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
+
+mod replica;
+pub use replica::ReplicaFetched;
+use replica::{CommitState, Role};
 
 /// How much of the commit a producer waits for (Produce's `acks`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +176,12 @@ pub enum PartitionError {
     },
     #[error("node {node} is not the leader of this partition (the leader is {leader})")]
     NotLeader { node: NodeId, leader: NodeId },
+    #[error("the in-sync replicas are fewer than min.insync.replicas")]
+    NotEnoughReplicas,
+    #[error(
+        "appended, but the in-sync replicas fell below min.insync.replicas before it was committed"
+    )]
+    NotEnoughReplicasAfterAppend,
     #[error("offset {requested} is out of range [{log_start}, {end}]")]
     OffsetOutOfRange {
         requested: i64,
@@ -177,6 +199,10 @@ impl PartitionError {
             PartitionError::FencedLeaderEpoch { .. } => ErrorCode::FENCED_LEADER_EPOCH,
             PartitionError::UnknownLeaderEpoch { .. } => ErrorCode::UNKNOWN_LEADER_EPOCH,
             PartitionError::NotLeader { .. } => ErrorCode::NOT_LEADER_OR_FOLLOWER,
+            PartitionError::NotEnoughReplicas => ErrorCode::NOT_ENOUGH_REPLICAS,
+            PartitionError::NotEnoughReplicasAfterAppend => {
+                ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+            }
             PartitionError::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
             PartitionError::Storage(e) => e.kafka_code(),
         }
@@ -192,21 +218,95 @@ pub struct Appended {
 }
 
 /// Resolves when an append is committed for its [`Acks`] level.
-#[derive(Debug)]
-pub struct CommitWaiter(Option<SyncWaiter>);
+pub struct CommitWaiter(Waiting);
+
+type ReplicatedWait = Pin<Box<dyn Future<Output = Result<(), PartitionError>> + Send>>;
+
+enum Waiting {
+    Ready,
+    /// One node: the log's group commit.
+    Sync(SyncWaiter),
+    /// A replicated leader: the high watermark passing the batch.
+    Replicated(ReplicatedWait),
+}
+
+impl std::fmt::Debug for CommitWaiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match &self.0 {
+            Waiting::Ready => "ready",
+            Waiting::Sync(_) => "group commit",
+            Waiting::Replicated(_) => "high watermark",
+        };
+        f.debug_tuple("CommitWaiter").field(&what).finish()
+    }
+}
 
 impl CommitWaiter {
     /// Already committed.
     fn ready() -> CommitWaiter {
-        CommitWaiter(None)
+        CommitWaiter(Waiting::Ready)
+    }
+
+    /// Resolves when the replicated leadership of `epoch` has a high
+    /// watermark at or past `required_end`: Ok, or
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR in use is then below
+    /// `min.insync.replicas` (Kafka's `checkEnoughReplicasReachOffset`);
+    /// NOT_LEADER_OR_FOLLOWER once this node stops leading that epoch.
+    fn replicated(
+        mut rx: watch::Receiver<CommitState>,
+        required_end: Offset,
+        epoch: LeaderEpoch,
+        local: NodeId,
+    ) -> CommitWaiter {
+        let lost = move || PartitionError::NotLeader {
+            node: local,
+            leader: NodeId(-1),
+        };
+        CommitWaiter(Waiting::Replicated(Box::pin(async move {
+            loop {
+                let s = *rx.borrow_and_update();
+                if s.leader_epoch != Some(epoch) {
+                    return Err(lost());
+                }
+                if s.high_watermark >= required_end {
+                    return if s.enough_isr {
+                        Ok(())
+                    } else {
+                        Err(PartitionError::NotEnoughReplicasAfterAppend)
+                    };
+                }
+                if rx.changed().await.is_err() {
+                    return Err(lost());
+                }
+            }
+        })))
     }
 
     /// Blocks the current thread until committed (not inside an async runtime).
     pub fn wait_blocking(self) -> Result<(), PartitionError> {
         match self.0 {
-            None => Ok(()),
-            Some(w) => Ok(w.wait_blocking()?),
+            Waiting::Ready => Ok(()),
+            Waiting::Sync(w) => Ok(w.wait_blocking()?),
+            Waiting::Replicated(f) => block_on(f),
         }
+    }
+}
+
+/// Polls `f` on this thread, parking it between wake-ups.
+fn block_on(mut f: ReplicatedWait) -> Result<(), PartitionError> {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
     }
 }
 
@@ -215,8 +315,9 @@ impl Future for CommitWaiter {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.0 {
-            None => Poll::Ready(Ok(())),
-            Some(w) => Pin::new(w).poll(cx).map_err(PartitionError::from),
+            Waiting::Ready => Poll::Ready(Ok(())),
+            Waiting::Sync(w) => Pin::new(w).poll(cx).map_err(PartitionError::from),
+            Waiting::Replicated(f) => f.as_mut().poll(cx),
         }
     }
 }
@@ -247,6 +348,11 @@ pub struct Partition {
     high_watermark: AtomicI64,
     /// Fetches waiting for data register here; an append wakes them all.
     waiters: Mutex<Vec<Arc<Notify>>>,
+    /// With more than one replica: this node's part (leader or follower)
+    /// in replicating it (`replica`); `None` on a single replica.
+    role: Mutex<Option<Role>>,
+    /// What acks=all waiters of a replicated leadership watch.
+    commit_tx: watch::Sender<CommitState>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -288,6 +394,13 @@ impl Partition {
             sole_replica: AtomicBool::new(sole),
             high_watermark: AtomicI64::new(hw),
             waiters: Mutex::new(Vec::new()),
+            role: Mutex::new(None),
+            commit_tx: watch::channel(CommitState {
+                leader_epoch: None,
+                high_watermark: Offset(hw),
+                enough_isr: false,
+            })
+            .0,
         }
     }
 
@@ -420,14 +533,30 @@ impl Partition {
         now_ms: i64,
     ) -> Result<Appended, PartitionError> {
         let leader_epoch = self.check_leader()?;
+        let replicated = self.replicated_leader_check();
+        if acks == Acks::All {
+            if let Some(Err(e)) = replicated {
+                return Err(e);
+            }
+        }
         let result = self.log.append_as_leader(records, leader_epoch, now_ms)?;
         if !result.duplicate {
             self.refresh_high_watermark();
             self.wake_waiters();
         }
-        let committed = match acks {
-            Acks::None | Acks::Leader => CommitWaiter::ready(),
-            Acks::All => CommitWaiter(Some(self.log.sync_to(result.last_offset))),
+        let committed = match (acks, replicated) {
+            (Acks::None | Acks::Leader, _) => CommitWaiter::ready(),
+            (Acks::All, Some(_)) => {
+                // The leader's own copy counts once durable: ask for it now.
+                drop(self.log.sync_to(result.last_offset));
+                CommitWaiter::replicated(
+                    self.commit_tx.subscribe(),
+                    result.last_offset.next(),
+                    leader_epoch,
+                    self.local,
+                )
+            }
+            (Acks::All, None) => CommitWaiter(Waiting::Sync(self.log.sync_to(result.last_offset))),
         };
         Ok(Appended { result, committed })
     }

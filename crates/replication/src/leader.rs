@@ -184,6 +184,12 @@ impl Leader {
             .max(1)
     }
 
+    /// Whether the ISR in use (the maximal ISR) holds at least
+    /// `min.insync.replicas` members.
+    pub fn isr_meets_min(&self) -> bool {
+        self.maximal_isr().len() >= self.min_isr()
+    }
+
     /// Before an acks=all append: NOT_ENOUGH_REPLICAS when the committed
     /// ISR is smaller than `min.insync.replicas` (nothing is appended).
     pub fn check_acks_all_append(&self) -> Result<(), ErrorCode> {
@@ -202,7 +208,7 @@ impl Leader {
         if self.high_watermark < required_end {
             return None;
         }
-        if self.maximal_isr().len() >= self.min_isr() {
+        if self.isr_meets_min() {
             Some(ErrorCode::NONE)
         } else {
             Some(ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND)
