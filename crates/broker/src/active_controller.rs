@@ -19,7 +19,7 @@
 //!   the active controller answers NOT_CONTROLLER, and the broker looks
 //!   for the leader again. Admin requests other brokers forward
 //!   (CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs,
-//!   IncrementalAlterConfigs; see `controller_link`) go through this
+//!   IncrementalAlterConfigs, ElectLeaders; see `controller_link`) go through this
 //!   node's own handlers, which run them on the controller.
 
 use std::sync::{Arc, Weak};
@@ -66,7 +66,8 @@ impl fjord_quorum::ControllerApis for Apis {
             | Request::DeleteTopics(_)
             | Request::CreatePartitions(_)
             | Request::AlterConfigs(_)
-            | Request::IncrementalAlterConfigs(_) => {
+            | Request::IncrementalAlterConfigs(_)
+            | Request::ElectLeaders(_) => {
                 if !b.is_active_controller() {
                     return None;
                 }

@@ -343,7 +343,8 @@ pub(crate) fn allocate_producer_ids(b: &Broker) -> Result<(i64, i64), (ErrorCode
 //
 // A broker that is not the active controller sends an admin operation to
 // the controller as the Kafka request that asks for it (CreateTopics,
-// DeleteTopics, CreatePartitions, IncrementalAlterConfigs, AlterConfigs)
+// DeleteTopics, CreatePartitions, IncrementalAlterConfigs, AlterConfigs,
+// ElectLeaders)
 // on its CONTROLLER listener, where Kafka's controllers serve the same
 // requests (`ControllerApis`); the controller runs the broker's own handler
 // for it, so it validates and places once, against its image, and answers
@@ -358,7 +359,7 @@ pub(crate) fn allocate_producer_ids(b: &Broker) -> Result<(i64, i64), (ErrorCode
 
 /// Sends `request` to the active controller, looking for it again (up to
 /// `METADATA_FORWARD_TIMEOUT_MS`) while none answers.
-fn forward<R>(b: &Broker, request: &R, version: i16) -> Result<R::Response, StateError>
+pub(crate) fn forward<R>(b: &Broker, request: &R, version: i16) -> Result<R::Response, StateError>
 where
     R: Request,
     R::Response: Decodable + HeaderVersion,

@@ -1108,6 +1108,26 @@ impl Broker {
         self.propose(records)
     }
 
+    /// A preferred-leader election for one partition (ElectLeaders), run
+    /// by the active controller: Ok once the new leader is committed;
+    /// ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE or
+    /// NOT_CONTROLLER otherwise.
+    pub fn elect_preferred_leader(&self, topic: &str, partition: i32) -> Result<(), StateError> {
+        let results = self
+            .as_active_controller(|c, _| {
+                Ok(c.elect_preferred_leaders(&[(topic.to_string(), partition)]))
+            })
+            .map_err(|(code, message)| StateError::kafka(code, message))?;
+        match results.into_iter().next() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(controller_error(e)),
+            None => Err(StateError::kafka(
+                ErrorCode::UNKNOWN_SERVER_ERROR,
+                "no answer for the partition",
+            )),
+        }
+    }
+
     /// Open a partition's log. With `fresh` (a topic created while the
     /// broker runs) a directory left by a deleted topic of the same name is
     /// removed first, so old data never leaks in; while loading, the

@@ -51,7 +51,7 @@ use crate::wire;
 /// quorum does not answer itself: brokers' BrokerRegistration (62),
 /// BrokerHeartbeat (63) and AllocateProducerIds (67), and the admin
 /// requests brokers forward (CreateTopics, DeleteTopics, CreatePartitions,
-/// AlterConfigs, IncrementalAlterConfigs), as Kafka's `ControllerApis`
+/// AlterConfigs, IncrementalAlterConfigs, ElectLeaders), as Kafka's `ControllerApis`
 /// serves them. The node that runs the controller's
 /// logic (the broker crate, which owns the image and the
 /// `fjord_controller::Controller`) installs them with
@@ -76,6 +76,7 @@ pub const CONTROLLER_APIS: &[ApiKey] = &[
     ApiKey::CreatePartitions,
     ApiKey::AlterConfigs,
     ApiKey::IncrementalAlterConfigs,
+    ApiKey::ElectLeaders,
 ];
 
 /// The APIs the CONTROLLER listener serves itself.

@@ -1,10 +1,11 @@
 //! ElectLeaders: versions 0..=2. The partition says whether its leader is
 //! its preferred replica; if so an election is not needed and a named
 //! partition answers ELECTION_NOT_NEEDED (unknown ones
-//! UNKNOWN_TOPIC_OR_PARTITION). A partition that would need one answers
-//! PREFERRED_LEADER_NOT_AVAILABLE: Fjord does not run elections yet (on a
-//! single node, which leads every partition and is its only replica, none is
-//! ever needed). A null partition list asks for all partitions; as in Kafka,
+//! UNKNOWN_TOPIC_OR_PARTITION). In a cluster a partition that needs one
+//! gets a preferred-leader election by the active controller (a broker that
+//! is not the controller forwards the whole request to it); on a single
+//! node, which leads every partition and is its only replica, none is ever
+//! needed (PREFERRED_LEADER_NOT_AVAILABLE otherwise). A null partition list asks for all partitions; as in Kafka,
 //! those that need no election are left out, so on one node the answer is
 //! empty.
 
@@ -37,6 +38,15 @@ pub fn handle(ctx: &Ctx, req: ElectLeadersRequest) -> Option<BytesMut> {
         );
     }
     let broker = &ctx.broker;
+    if broker.config.kraft.is_cluster() && !broker.is_active_controller() {
+        return match crate::controller_link::forward(broker, &req, ctx.api_version) {
+            Ok(resp) => ctx.respond(&resp),
+            Err(e) => {
+                let (code, _) = crate::errors::state_error(&e);
+                ctx.respond(&ElectLeadersResponse::default().with_error_code(code.0))
+            }
+        };
+    }
     let mut results = Vec::new();
     let named = match req.topic_partitions {
         Some(named) => named
@@ -75,6 +85,12 @@ pub fn handle(ctx: &Ctx, req: ElectLeadersRequest) -> Option<BytesMut> {
                             ELECTION_NOT_NEEDED,
                             "Leader election not needed for topic partition.".to_string(),
                         )
+                    }
+                    Some(Some(_)) if broker.config.kraft.is_cluster() => {
+                        match broker.elect_preferred_leader(&name, p) {
+                            Ok(()) => (ErrorCode::NONE, String::new()),
+                            Err(e) => crate::errors::state_error(&e),
+                        }
                     }
                     Some(Some(_)) => (
                         ErrorCode::PREFERRED_LEADER_NOT_AVAILABLE,
