@@ -119,6 +119,7 @@ mod log;
 pub mod producer_state;
 mod segment;
 mod storage;
+pub mod txn_index;
 
 use std::fs::File;
 use std::io;
