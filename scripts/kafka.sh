@@ -2,6 +2,8 @@
 # kafka.sh — run a single-node KRaft Apache Kafka 4.3.1 from the Maven Central jars.
 #
 #   scripts/kafka.sh fetch                    download kafka 4.3.1 + runtime deps into $KAFKA_LIBS (idempotent)
+#   scripts/kafka.sh fetch-streams            download kafka-streams 4.3.1 + runtime deps into $STREAMS_LIBS
+#                                             (idempotent; a folder of its own so $KAFKA_LIBS stays as it is)
 #   scripts/kafka.sh start PORT DIR [NAME=VALUE ...]
 #                                             start a broker+controller listening on 127.0.0.1:PORT with its
 #                                             state under DIR (formatted on first use, reused afterwards, so
@@ -26,6 +28,7 @@ KAFKA_VERSION=4.3.1
 CACHE="${FJORD_E2E_CACHE:-$HOME/.cache/fjord-e2e}"
 KAFKA_HOME="$CACHE/kafka-$KAFKA_VERSION"
 KAFKA_LIBS="${KAFKA_LIBS:-$KAFKA_HOME/libs}"
+STREAMS_LIBS="${STREAMS_LIBS:-$KAFKA_HOME/streams-libs}"
 
 log() { echo "[kafka.sh] $*" >&2; }
 die() { echo "[kafka.sh] ERROR: $*" >&2; exit 1; }
@@ -81,6 +84,41 @@ cmd_fetch() {
   done
   rm -rf "$KAFKA_LIBS"
   mv "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
+  echo "$want" > "$stamp"
+}
+
+streams_pom() {
+  cat <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>fjord.e2e</groupId>
+  <artifactId>kafka-streams-libs</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-streams</artifactId><version>$KAFKA_VERSION</version></dependency>
+  </dependencies>
+</project>
+POM
+}
+
+cmd_fetch_streams() {
+  local stamp="$STREAMS_LIBS/.complete" want dir="$KAFKA_HOME/streams-pom"
+  want="$(streams_pom | sha256sum | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+  command -v mvn >/dev/null || die "mvn not found (apt-get install maven)"
+  mkdir -p "$dir"
+  streams_pom > "$dir/pom.xml"
+  log "fetching Kafka Streams $KAFKA_VERSION jars from Maven Central into $STREAMS_LIBS"
+  rm -rf "$STREAMS_LIBS.tmp"
+  if ! mvn -q -B -f "$dir/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
+        -DoutputDirectory="$STREAMS_LIBS.tmp" > "$dir/mvn.log" 2>&1; then
+    cat "$dir/mvn.log" >&2
+    die "maven failed"
+  fi
+  [ -f "$STREAMS_LIBS.tmp/kafka-streams-$KAFKA_VERSION.jar" ] || die "kafka-streams jar not among the fetched jars"
+  rm -rf "$STREAMS_LIBS"
+  mv "$STREAMS_LIBS.tmp" "$STREAMS_LIBS"
   echo "$want" > "$stamp"
 }
 
@@ -272,6 +310,7 @@ cmd_java() {
 
 case "${1:-}" in
   fetch) shift; cmd_fetch "$@" ;;
+  fetch-streams) shift; cmd_fetch_streams "$@" ;;
   start) shift; cmd_start "$@" ;;
   run) shift; cmd_run "$@" ;;
   stop) shift; cmd_stop "$@" ;;

@@ -25,6 +25,7 @@ E2E_DIR = Path(__file__).resolve().parent
 REPO = E2E_DIR.parent.parent
 CACHE = Path(os.environ.get("FJORD_E2E_CACHE", Path.home() / ".cache" / "fjord-e2e"))
 KAFKA_LIBS = Path(os.environ.get("KAFKA_LIBS", CACHE / "kafka-4.3.1" / "libs"))
+STREAMS_LIBS = Path(os.environ.get("STREAMS_LIBS", CACHE / "kafka-4.3.1" / "streams-libs"))
 BROKER_KIND = os.environ.get("E2E_BROKER", "fjord")
 FJORD_BIN = Path(os.environ.get("FJORD_BIN", REPO / "target" / "release" / "fjord"))
 KAFKA_SH = REPO / "scripts" / "kafka.sh"
@@ -254,8 +255,9 @@ def broker_factory(request):
 class Java:
     """Runs Kafka's Java tools and the compiled tests/e2e/java programs."""
 
-    def __init__(self, classes: Path):
+    def __init__(self, classes: Path, classpath: str | None = None):
         self.classes = classes
+        self.classpath = classpath or f"{classes}:{KAFKA_LIBS}/*"
         self.log4j = E2E_DIR / "log4j2-tools.properties"
 
     def cmd(self, cls: str, *args: str) -> list[str]:
@@ -267,7 +269,7 @@ class Java:
             "-Xshare:auto",
             f"-Dlog4j2.configurationFile={self.log4j}",
             "-cp",
-            f"{self.classes}:{KAFKA_LIBS}/*",
+            self.classpath,
             cls,
             *args,
         ]
@@ -291,7 +293,25 @@ def java() -> Java:
         pytest.fail("java/javac not found: run tests/e2e/setup.sh")
     if not (KAFKA_LIBS / "kafka-clients-4.3.1.jar").exists():
         pytest.fail(f"Kafka jars not found in {KAFKA_LIBS}: run tests/e2e/setup.sh")
-    sources = sorted((E2E_DIR / "java").glob("*.java"))
+    return Java(_compile_java(E2E_DIR / "java", f"{KAFKA_LIBS}/*"))
+
+
+@pytest.fixture(scope="session")
+def java_streams() -> Java:
+    """Runs the tests/e2e/java-streams programs, built against Kafka Streams 4.3.1 (scripts/kafka.sh
+    fetch-streams); Kafka's jars come after the Streams ones, for the log4j binding."""
+    if shutil.which("java") is None or shutil.which("javac") is None:
+        pytest.fail("java/javac not found: run tests/e2e/setup.sh")
+    if not (STREAMS_LIBS / "kafka-streams-4.3.1.jar").exists():
+        pytest.fail(f"Kafka Streams jars not found in {STREAMS_LIBS}: run tests/e2e/setup.sh")
+    cp = f"{STREAMS_LIBS}/*:{KAFKA_LIBS}/*"
+    classes = _compile_java(E2E_DIR / "java-streams", cp)
+    return Java(classes, f"{classes}:{cp}")
+
+
+def _compile_java(src_dir: Path, classpath: str) -> Path:
+    """Compiles src_dir/*.java once per content into the cache; returns the classes directory."""
+    sources = sorted(src_dir.glob("*.java"))
     h = hashlib.sha256()
     for s in sources:
         h.update(s.name.encode())
@@ -302,7 +322,7 @@ def java() -> Java:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         res = subprocess.run(
-            ["javac", "-nowarn", "-d", str(tmp), "-cp", f"{KAFKA_LIBS}/*", *map(str, sources)],
+            ["javac", "-nowarn", "-d", str(tmp), "-cp", classpath, *map(str, sources)],
             capture_output=True,
             text=True,
             timeout=180,
@@ -312,4 +332,4 @@ def java() -> Java:
         (tmp / ".ok").write_text("ok")
         shutil.rmtree(classes, ignore_errors=True)
         tmp.rename(classes)
-    return Java(classes)
+    return classes

@@ -5,7 +5,8 @@
 #   * a Python venv (default ~/.cache/fjord-e2e/venv) with pinned confluent-kafka, kafka-python, pytest,
 #     pytest-timeout and kafka-python's codec modules
 #   * Apache Kafka 4.3.1 jars and their runtime dependencies from Maven Central into
-#     ~/.cache/fjord-e2e/kafka-4.3.1/libs (via scripts/kafka.sh fetch)
+#     ~/.cache/fjord-e2e/kafka-4.3.1/libs (via scripts/kafka.sh fetch), and Kafka Streams 4.3.1 with its
+#     dependencies into ~/.cache/fjord-e2e/kafka-4.3.1/streams-libs (scripts/kafka.sh fetch-streams)
 #
 # Env: FJORD_E2E_CACHE (default ~/.cache/fjord-e2e), E2E_VENV (default $FJORD_E2E_CACHE/venv).
 # Prints the venv's python path on the last line of stdout.
@@ -63,6 +64,7 @@ fi
 
 # ---------------------------------------------------------------- Kafka jars
 bash "$REPO/scripts/kafka.sh" fetch
+bash "$REPO/scripts/kafka.sh" fetch-streams
 
 log "ready: kcat $(kcat -V 2>&1 | sed -n 's/.*librdkafka \([0-9.]*\).*/librdkafka \1/p' | head -1), $(java -version 2>&1 | head -1)"
 echo "$VENV/bin/python"

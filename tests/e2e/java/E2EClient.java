@@ -18,7 +18,8 @@
 //       Prints {"type":"start","positions":{"topic:p":offset}}, then one line per record:
 //         {"type":"record","topic","partition","offset","timestamp","timestamp_type","key","value",
 //          "headers":[[n,v]...],"value_size"}
-//       and stops after COUNT records in total (or when poll.total.ms, default 20000, runs out),
+//       and stops after COUNT records in total (or when poll.total.ms, default 20000, runs out); COUNT
+//       "end" stops instead once every partition's position reaches its end offset as of the start,
 //       then prints {"type":"done","count":n,"end_offsets":{...},"beginning_offsets":{...}}.
 //
 //   group BOOTSTRAP TOPIC GROUP [k=v ...]
@@ -243,7 +244,8 @@ public class E2EClient {
         String bootstrap = args[1];
         String[] topics = args[2].split(",");
         String from = args[3];
-        long count = Long.parseLong(args[4]);
+        boolean toEnd = args[4].equals("end");
+        long count = toEnd ? Long.MAX_VALUE : Long.parseLong(args[4]);
         List<String> kvs = new ArrayList<>();
         for (int i = 5; i < args.length; i++) kvs.add(args[i]);
         Properties p = props(bootstrap, kvs);
@@ -291,8 +293,16 @@ public class E2EClient {
             ObjectNode pos = start.putObject("positions");
             for (TopicPartition tp : tps) pos.put(tp.topic() + ":" + tp.partition(), consumer.position(tp, Duration.ofSeconds(15)));
             emit(start);
+            Map<TopicPartition, Long> stopAt = toEnd ? consumer.endOffsets(tps, Duration.ofSeconds(15)) : Map.of();
             long n = 0;
             while (n < count && System.currentTimeMillis() < deadline) {
+                if (toEnd) {
+                    boolean atEnd = true;
+                    for (TopicPartition tp : tps) {
+                        if (consumer.position(tp, Duration.ofSeconds(15)) < stopAt.get(tp)) atEnd = false;
+                    }
+                    if (atEnd) break;
+                }
                 for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(200))) {
                     ObjectNode o = JSON.createObjectNode();
                     o.put("type", "record");
