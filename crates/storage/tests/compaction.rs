@@ -2,7 +2,8 @@
 //! older ones and keyless ones go, tombstones go after `delete.retention.ms`, the cleaned
 //! log reopens as it was (recovery accepts compaction's offset gaps), and a crash at any
 //! fsync, rename or removal of a cleaning round leaves a log that reopens valid with every
-//! latest value (`FJORD_FAULT_SEEDS=n` runs more seeds of the crash test).
+//! latest value (`FJORD_FAULT_SEEDS=n` runs more seeds of the crash test). A corrupt
+//! segment met by the `LogCleaner` stops only that partition's cleaning, with the reason.
 
 mod common;
 
@@ -14,7 +15,10 @@ use std::sync::Arc;
 use common::fault::FaultFs;
 use fjord_model::Offset;
 use fjord_records::{BatchBuilder, Compression};
-use fjord_storage::{CleanOptions, FileSystem, Log, LogConfig, Storage, StorageLimits};
+use fjord_storage::{
+    CleanOptions, CleanerConfig, CleanerTotals, FileSystem, Log, LogCleaner, LogConfig, Storage,
+    StorageLimits,
+};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 
@@ -558,4 +562,116 @@ proptest! {
         log.clean(later + RETENTION_MS + 10, &CleanOptions::default()).unwrap();
         check(&log, &model_of(&writes), true);
     }
+}
+
+/// Writes 60 batches of 5 keys over many small segments and flushes (so the sealed
+/// segments are below the persisted recovery point and cleanable).
+fn fill(log: &Log, first_round: u16, model: &mut Vec<(i64, Write)>) {
+    for round in first_round..first_round + 60 {
+        let batch: Vec<Write> = (0..5u8)
+            .map(|k| (k, Some(round * 5 + u16::from(k))))
+            .collect();
+        write(log, &batch, 10 + i64::from(round), Compression::None, model);
+    }
+    log.flush().unwrap();
+}
+
+/// Waits (10 s at most) until `done` holds for the cleaner's totals.
+fn wait_totals(cleaner: &LogCleaner, what: &str, done: impl Fn(CleanerTotals) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done(cleaner.totals()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {:?}",
+            cleaner.totals()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_corrupt_segment_stops_only_its_partitions_cleaning() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::default();
+    let (bad, _) = Log::open(&storage, &dir.path().join("t-0"), config(), 0).unwrap();
+    let (good, _) = Log::open(&storage, &dir.path().join("t-1"), config(), 0).unwrap();
+    let (mut bad_writes, mut good_writes) = (Vec::new(), Vec::new());
+    fill(&bad, 0, &mut bad_writes);
+    fill(&good, 0, &mut good_writes);
+    assert!(bad.segment_count() > 5, "{} segments", bad.segment_count());
+    // The first batch of the first (sealed) segment claims 2 GiB: the cleaner's scan of it
+    // fails. Reads of later segments and appends do not touch it.
+    let first = dir.path().join("t-0").join("00000000000000000000.log");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .unwrap();
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(8)).unwrap();
+    std::io::Write::write_all(&mut file, &i32::MAX.to_be_bytes()).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+
+    let logs = vec![Arc::clone(&bad), Arc::clone(&good)];
+    let cleaner = LogCleaner::start(
+        CleanerConfig {
+            threads: 1,
+            backoff: std::time::Duration::from_millis(10),
+            ..CleanerConfig::default()
+        },
+        Box::new(move || logs.clone()),
+    );
+    wait_totals(&cleaner, "one failure and one round", |t| {
+        t.failures >= 1 && t.rounds >= 1
+    });
+    let why = cleaner
+        .failure(&bad)
+        .expect("the bad log's cleaning stopped");
+    assert!(
+        why.contains("00000000000000000000.log") && why.contains("claims"),
+        "the reason names the segment and the damage: {why}"
+    );
+    assert_eq!(cleaner.failure(&good), None);
+    assert_eq!(
+        bad.first_dirty_offset(),
+        Offset(0),
+        "nothing of it was cleaned"
+    );
+    assert!(good.first_dirty_offset() > Offset(0));
+    check(&good, &model_of(&good_writes), false);
+
+    // The damaged partition still takes appends and serves reads past the damage.
+    assert!(!bad.is_offline());
+    let end_before = bad.log_end_offset();
+    fill(&bad, 60, &mut bad_writes);
+    assert!(bad.log_end_offset() > end_before);
+    let r = bad
+        .read(end_before, usize::MAX, bad.log_end_offset(), true)
+        .unwrap();
+    let bytes = r.to_vec().unwrap();
+    let model = model_of(&bad_writes);
+    let mut read = 0;
+    for b in fjord_records::batches(&bytes) {
+        let (_, range) = b.unwrap();
+        for rec in fjord_records::decode_records(&bytes[range]).unwrap() {
+            let (key, value) = &model[&rec.offset];
+            assert_eq!(rec.key.as_deref(), Some(key.as_slice()));
+            assert_eq!(rec.value.as_deref(), value.as_deref());
+            read += 1;
+        }
+    }
+    assert_eq!(
+        read, 300,
+        "every record appended after the damage reads back"
+    );
+
+    // The other partition keeps being cleaned; the damaged one is not tried again.
+    let rounds = cleaner.totals().rounds;
+    fill(&good, 60, &mut good_writes);
+    cleaner.wake();
+    wait_totals(&cleaner, "another round of the good log", |t| {
+        t.rounds > rounds
+    });
+    assert_eq!(cleaner.totals().failures, 1);
+    assert_eq!(bad.first_dirty_offset(), Offset(0));
+    check(&good, &model_of(&good_writes), false);
 }
