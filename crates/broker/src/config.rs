@@ -100,6 +100,7 @@ pub const FJORD_BROKER_CONFIGS: &[&str] = &[
     "node.id",
     "num.partitions",
     "offsets.retention.minutes",
+    "offsets.topic.segment.bytes",
     "process.roles",
     "socket.request.max.bytes",
 ];
@@ -119,6 +120,9 @@ pub struct GroupSettings {
     pub session_timeout_ms_min: i32,
     pub session_timeout_ms_max: i32,
     pub offsets_retention_ms: i64,
+    /// `offsets.topic.segment.bytes`: `__consumer_offsets`'s `segment.bytes` when it
+    /// is created (Kafka's 100 MiB), so its segments roll and the cleaner compacts them.
+    pub offsets_segment_bytes: u64,
 }
 
 impl Default for GroupSettings {
@@ -129,6 +133,7 @@ impl Default for GroupSettings {
             session_timeout_ms_min: d.session_timeout_ms_min,
             session_timeout_ms_max: d.session_timeout_ms_max,
             offsets_retention_ms: d.offsets_retention_ms,
+            offsets_segment_bytes: limits::OFFSETS_TOPIC_SEGMENT_BYTES_DEFAULT,
         }
     }
 }
@@ -938,6 +943,10 @@ impl BrokerConfig {
                 self.groups.offsets_retention_ms =
                     parse_bounded(name, value, 1, i64::MAX / 60_000)? * 60_000
             }
+            "offsets.topic.segment.bytes" => {
+                self.groups.offsets_segment_bytes =
+                    parse_bounded(name, value, limits::SEGMENT_BYTES_MIN as i64, I32_MAX)? as u64
+            }
             "log.dirs" | "log.dir" => self.data_dir = PathBuf::from(value.trim()),
             "listeners" | "listen" => {
                 let named = crate::kraft::parse_listeners(name, value)?;
@@ -1068,6 +1077,10 @@ impl BrokerConfig {
         out.insert(
             "offsets.retention.minutes".into(),
             (self.groups.offsets_retention_ms / 60_000).to_string(),
+        );
+        out.insert(
+            "offsets.topic.segment.bytes".into(),
+            self.groups.offsets_segment_bytes.to_string(),
         );
         out.insert("listeners".into(), format!("PLAINTEXT://{}", self.listen));
         out.insert(
@@ -1443,6 +1456,11 @@ mod tests {
         c.set("offsets.retention.minutes", "2").unwrap();
         assert_eq!(c.groups.initial_rebalance_delay_ms, 0);
         assert_eq!(c.groups.offsets_retention_ms, 120_000);
+        assert_eq!(c.groups.offsets_segment_bytes, 104_857_600);
+        c.set("offsets.topic.segment.bytes", "1048576").unwrap();
+        assert_eq!(c.groups.offsets_segment_bytes, 1_048_576);
+        assert_eq!(c.describe()["offsets.topic.segment.bytes"], "1048576");
+        assert!(c.set("offsets.topic.segment.bytes", "0").is_err());
     }
 
     #[test]

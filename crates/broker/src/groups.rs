@@ -278,9 +278,14 @@ impl Groups {
         let topic = match broker.topic(OFFSETS_TOPIC) {
             Some(t) => t,
             None => {
+                // Kafka's: compacted, no time retention, offsets.topic.segment.bytes.
                 let overrides = BTreeMap::from([
                     ("cleanup.policy".to_string(), "compact".to_string()),
                     ("retention.ms".to_string(), "-1".to_string()),
+                    (
+                        "segment.bytes".to_string(),
+                        broker.config.groups.offsets_segment_bytes.to_string(),
+                    ),
                 ]);
                 broker.create_topic_unchecked(
                     OFFSETS_TOPIC,

@@ -27,6 +27,7 @@ fn config(dir: &std::path::Path, cleaner_threads: usize) -> BrokerConfig {
     };
     // Small segments, so that many of them are sealed and cleanable.
     c.topic_defaults.segment_bytes = 1024;
+    c.groups.offsets_segment_bytes = 1024;
     c.cleaner.threads = cleaner_threads;
     c.cleaner.backoff = Duration::from_millis(20);
     c
@@ -82,6 +83,23 @@ async fn state(b: &Arc<Broker>) -> BTreeMap<(String, i32), (i64, Option<String>)
         }
     }
     out
+}
+
+#[test]
+fn offsets_topic_is_created_with_offsets_topic_segment_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), 0);
+    c.topic_defaults.segment_bytes = 1 << 30;
+    c.groups.offsets_segment_bytes = 4096;
+    let b = Broker::open(c).unwrap();
+    let t = b.topic(OFFSETS_TOPIC).expect("offsets topic");
+    let parts = t.partitions.read().clone();
+    for p in parts {
+        let cfg = p.log.config();
+        assert_eq!(cfg.segment_bytes_max, 4096);
+        assert!(cfg.compact && !cfg.delete);
+    }
+    b.close();
 }
 
 fn offsets_topic_bytes(b: &Arc<Broker>) -> u64 {

@@ -28,6 +28,8 @@ pub const FETCH_WAIT_MS_MAX: i64 = 30_000;
 pub const SEGMENT_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
 /// Smallest `segment.bytes` accepted (Kafka: 14 bytes; we want room for a batch).
 pub const SEGMENT_BYTES_MIN: u64 = 1024;
+/// `offsets.topic.segment.bytes` default (Kafka's): `__consumer_offsets`'s segment size.
+pub const OFFSETS_TOPIC_SEGMENT_BYTES_DEFAULT: u64 = 100 * 1024 * 1024;
 /// Default `index.interval.bytes`.
 pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;
 /// Default `segment.index.bytes` (offset and time index preallocation).

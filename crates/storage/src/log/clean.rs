@@ -459,6 +459,8 @@ impl Log {
         stats.duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         tracing::info!(
             dir = %self.dir.display(),
+            dirty_ratio = format!("{:.3}", c.dirty_ratio),
+            dirty_bytes = c.dirty_bytes,
             first_dirty,
             cleaned_to = end,
             bytes_before = stats.bytes_before,
