@@ -9,7 +9,10 @@
 //! arguments. Without `--quick`/`--smoke` it rewrites BENCHMARKS.md (about
 //! 40 minutes on a 2-core machine); `--smoke` is the CI check (Fjord only,
 //! a second or two of load per generator and scenario, non-zero exit on any
-//! failure).
+//! failure). Then the log compaction benchmark (scripts/bench/compaction.py,
+//! run by the e2e venv's Python: it drives the brokers with confluent-kafka)
+//! with `--smoke` or `--broker` as given; without `--smoke` it rewrites its
+//! section of BENCHMARKS.md (a few minutes).
 
 use std::path::Path;
 use std::process::Command;
@@ -31,10 +34,20 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         "release build",
         cargo().args(["build", "--release", "--locked", "-p", "fjord"]),
     )?;
-    run(
-        "install e2e prerequisites and Kafka jars",
-        Command::new("bash").arg(root.join("tests/e2e/setup.sh")),
-    )?;
+    let setup = Command::new("bash")
+        .arg(root.join("tests/e2e/setup.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !setup.status.success() {
+        bail!("install e2e prerequisites and Kafka jars: {}", setup.status);
+    }
+    // setup.sh prints the venv's python on its last line.
+    let venv_python = String::from_utf8_lossy(&setup.stdout)
+        .lines()
+        .last()
+        .unwrap_or("python3")
+        .trim()
+        .to_string();
     let tools = root.join("../shared/tools/kafka-tools.sh");
     if !tools.exists() {
         bail!(
@@ -51,5 +64,20 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         .args(args)
         .arg("--fjord-bin")
         .arg(root.join("target/release/fjord"));
-    run("side-by-side benchmark", &mut cmd)
+    run("side-by-side benchmark", &mut cmd)?;
+    let mut cmd = Command::new(&venv_python);
+    cmd.arg(root.join("scripts/bench/compaction.py"))
+        .arg("--fjord-bin")
+        .arg(root.join("target/release/fjord"));
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--smoke" {
+            cmd.arg("--smoke");
+        } else if a == "--broker" {
+            if let Some(v) = it.next() {
+                cmd.arg("--broker").arg(v);
+            }
+        }
+    }
+    run("log compaction benchmark", &mut cmd)
 }
