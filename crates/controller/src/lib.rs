@@ -51,7 +51,7 @@
 
 pub mod alter_partition;
 pub mod placement;
-pub mod rng;
+
 pub mod sim;
 
 #[cfg(test)]
@@ -75,7 +75,7 @@ use fjord_protocol::metadata_records::{
 use uuid::Uuid;
 
 use crate::placement::{place, UsableBroker};
-use crate::rng::Rng;
+use fjord_sim::Rng;
 
 /// Kafka's "no leader" and "leader unchanged" values.
 pub const NO_LEADER: i32 = -1;

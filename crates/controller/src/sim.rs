@@ -41,11 +41,11 @@ use fjord_model::{ErrorCode, NodeId};
 use uuid::Uuid;
 
 use crate::alter_partition::{AlterPartitionData, AlterPartitionRequest};
-use crate::rng::Rng;
 use crate::{
     check_image, BrokerHeartbeat, BrokerRegistration, Controller, ControllerConfig,
     ControllerResult, FeatureRange, Listener, NewTopic, PlantedBug,
 };
+use fjord_sim::Rng;
 
 /// Settings of one simulated run.
 #[derive(Clone, Debug)]
@@ -119,24 +119,7 @@ pub struct SimReport {
     pub isr_changes: usize,
 }
 
-/// A violated invariant: the seed and step replay it.
-#[derive(Clone, Debug)]
-pub struct SimFailure {
-    pub seed: u64,
-    pub step: usize,
-    pub now_ms: i64,
-    pub message: String,
-}
-
-impl std::fmt::Display for SimFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "seed {} failed at step {} (t={} ms): {} — replay with FJORD_SIM_SEED={} cargo test -p fjord-controller",
-            self.seed, self.step, self.now_ms, self.message, self.seed
-        )
-    }
-}
+pub use fjord_sim::SimFailure;
 
 const HEARTBEAT_INTERVAL_MS: i64 = fjord_model::limits::BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT;
 const METADATA_VERSION: i16 = 27;
@@ -204,9 +187,10 @@ pub fn run(seed: u64, cfg: &SimConfig) -> Result<SimReport, SimFailure> {
             ),
         )
         .map_err(|e| SimFailure {
+            package: "fjord-controller",
             seed,
             step: 0,
-            now_ms: 0,
+            time_ms: 0,
             message: e.to_string(),
         })?;
     delta.set_end_offset(fjord_model::Offset(1));
@@ -274,9 +258,10 @@ pub fn run(seed: u64, cfg: &SimConfig) -> Result<SimReport, SimFailure> {
 impl Sim {
     fn fail<T>(&self, message: String) -> Result<T, SimFailure> {
         Err(SimFailure {
+            package: "fjord-controller",
             seed: self.seed,
             step: self.step,
-            now_ms: self.now,
+            time_ms: self.now,
             message,
         })
     }

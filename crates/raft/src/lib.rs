@@ -14,7 +14,7 @@
 //!   ([`node::Output`]). Roles: unattached, prospective (pre-vote),
 //!   candidate, leader, follower, resigned. Static voters
 //!   (`controller.quorum.voters`). Randomized timeouts come from a seed the
-//!   caller passes ([`rng::Rng`]); there is no global state.
+//!   caller passes ([`fjord_sim::Rng`]); there is no global state.
 //! - Replication is pull-based as in Kafka: a follower fetches with its log
 //!   end offset and the epoch of its last entry, only once everything it
 //!   appended is durable (so the offset it reports is durable); the leader
@@ -46,7 +46,7 @@
 pub mod log;
 pub mod messages;
 pub mod node;
-pub mod rng;
+
 pub mod sim;
 
 pub use log::{Entry, EntryData, LogMeta, LogReader, SnapshotChunk, SnapshotId};

@@ -31,7 +31,7 @@ use fjord_model::{ErrorCode, LeaderEpoch, NodeId, Offset};
 
 use crate::log::{Entry, EntryData, LogMeta, LogReader, SnapshotId};
 use crate::messages::*;
-use crate::rng::Rng;
+use fjord_sim::Rng;
 
 /// Bugs that can be switched on to show that the simulator finds them.
 /// Never set outside tests.

@@ -49,7 +49,7 @@ use fjord_model::{LeaderEpoch, NodeId, Offset};
 use crate::log::{Entry, EntryData, LogMeta, LogReader, SnapshotChunk, SnapshotId};
 use crate::messages::Envelope;
 use crate::node::{Config, Input, Node, Output, PersistedState, PlantedBug, RoleKind};
-use crate::rng::{mix, Rng};
+use fjord_sim::{mix, Rng};
 
 /// Settings of one simulated run.
 #[derive(Clone, Debug)]
@@ -102,24 +102,7 @@ impl SimConfig {
     }
 }
 
-/// A broken invariant, with what replays it.
-#[derive(Clone, Debug)]
-pub struct SimFailure {
-    pub seed: u64,
-    pub step: usize,
-    pub time_ms: i64,
-    pub message: String,
-}
-
-impl std::fmt::Display for SimFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "seed {} failed at step {} (t={} ms): {} — replay with FJORD_SIM_SEED={} cargo test -p fjord-raft",
-            self.seed, self.step, self.time_ms, self.message, self.seed
-        )
-    }
-}
+pub use fjord_sim::SimFailure;
 
 /// What a successful run saw.
 #[derive(Clone, Debug, Default)]
@@ -396,6 +379,7 @@ struct Sim<'a> {
 pub fn run(seed: u64, cfg: &SimConfig) -> Result<SimReport, SimFailure> {
     let mut sim = Sim::new(seed, cfg);
     sim.run().map_err(|message| SimFailure {
+        package: "fjord-raft",
         seed,
         step: sim.step,
         time_ms: sim.time_ms,

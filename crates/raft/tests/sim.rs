@@ -8,16 +8,10 @@
 //! - `FJORD_SIM_SEED=1234 cargo test -p fjord-raft -- sim_seeds --nocapture`:
 //!   replays one seed exactly, with a trace of its events.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use fjord_raft::node::PlantedBug;
 use fjord_raft::sim::{run, SimConfig, SimReport};
 
 const DEFAULT_SEEDS: u64 = 2_000;
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
-}
 
 fn config_for(seed: u64) -> SimConfig {
     let mut cfg = SimConfig::new(if seed & 1 == 0 { 3 } else { 5 });
@@ -28,32 +22,19 @@ fn config_for(seed: u64) -> SimConfig {
 
 /// Runs one seed; `Err` carries the message (an invariant or a core panic).
 fn run_seed(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
-    match catch_unwind(AssertUnwindSafe(|| run(seed, cfg))) {
-        Ok(Ok(report)) => Ok(report),
-        Ok(Err(failure)) => Err(failure.to_string()),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(format!(
-                "seed {seed}: the core panicked: {what} — replay with FJORD_SIM_SEED={seed} cargo test -p fjord-raft"
-            ))
-        }
-    }
+    fjord_sim::run_caught("fjord-raft", seed, || run(seed, cfg))
 }
 
 #[test]
 fn sim_seeds() {
-    if let Some(seed) = env_u64("FJORD_SIM_SEED") {
+    if let Some(seed) = fjord_sim::env_u64("FJORD_SIM_SEED") {
         let mut cfg = config_for(seed);
         cfg.trace = true;
         let report = run_seed(seed, &cfg).unwrap_or_else(|e| panic!("{e}"));
         eprintln!("seed {seed}: {report:?}");
         return;
     }
-    let seeds = env_u64("FJORD_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let seeds = fjord_sim::env_u64("FJORD_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let start = std::time::Instant::now();
     // Seeds are independent: run them on a few threads, report in seed order.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as u64;
@@ -117,10 +98,10 @@ fn sim_seeds() {
 
 /// Seeds until the simulator reports a failure with `bug` planted.
 fn seeds_to_catch(bug: PlantedBug, max_seeds: u64) -> Option<(u64, String)> {
-    (0..max_seeds).find_map(|seed| {
+    fjord_sim::first_failing_seed(max_seeds, |seed| {
         let mut cfg = config_for(seed);
         cfg.planted_bug = bug;
-        run_seed(seed, &cfg).err().map(|e| (seed, e))
+        run_seed(seed, &cfg).map(|_| ())
     })
 }
 

@@ -59,7 +59,7 @@
 use std::collections::BTreeMap;
 
 use fjord_model::{ErrorCode, LeaderEpoch, NodeId, Offset};
-use fjord_raft::rng::{mix, Rng};
+use fjord_sim::{mix, Rng};
 
 use crate::{
     AlterPartition, FetchAnswer, FetchOutcome, Follower, FollowerAction, FollowerFetch,
@@ -139,24 +139,7 @@ impl Default for SimConfig {
     }
 }
 
-/// A broken invariant, with what replays it.
-#[derive(Clone, Debug)]
-pub struct SimFailure {
-    pub seed: u64,
-    pub step: usize,
-    pub time_ms: i64,
-    pub message: String,
-}
-
-impl std::fmt::Display for SimFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "seed {} failed at step {} (t={} ms): {} — replay with FJORD_SIM_SEED={} cargo test -p fjord-replication",
-            self.seed, self.step, self.time_ms, self.message, self.seed
-        )
-    }
-}
+pub use fjord_sim::SimFailure;
 
 /// What a successful run saw.
 #[derive(Clone, Debug, Default)]
@@ -354,6 +337,7 @@ fn index(n: NodeId) -> usize {
 pub fn run(seed: u64, cfg: &SimConfig) -> Result<SimReport, SimFailure> {
     let mut sim = Sim::new(seed, cfg);
     sim.run().map_err(|message| SimFailure {
+        package: "fjord-replication",
         seed,
         step: sim.step,
         time_ms: sim.time_ms,

@@ -8,15 +8,9 @@
 //! - `FJORD_SIM_SEED=1234 cargo test -p fjord-replication -- sim_seeds --nocapture`:
 //!   replays one seed exactly, with a trace of its events.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use fjord_replication::sim::{run, PlantedBug, SimConfig, SimReport};
 
 const DEFAULT_SEEDS: u64 = 64;
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
-}
 
 /// `min.insync.replicas` 2 in half of the runs, 1 and 3 in a quarter each.
 fn config_for(seed: u64) -> SimConfig {
@@ -26,32 +20,19 @@ fn config_for(seed: u64) -> SimConfig {
 }
 
 fn run_seed(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
-    match catch_unwind(AssertUnwindSafe(|| run(seed, cfg))) {
-        Ok(Ok(report)) => Ok(report),
-        Ok(Err(failure)) => Err(failure.to_string()),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(format!(
-                "seed {seed}: the core panicked: {what} — replay with FJORD_SIM_SEED={seed} cargo test -p fjord-replication"
-            ))
-        }
-    }
+    fjord_sim::run_caught("fjord-replication", seed, || run(seed, cfg))
 }
 
 #[test]
 fn sim_seeds() {
-    if let Some(seed) = env_u64("FJORD_SIM_SEED") {
+    if let Some(seed) = fjord_sim::env_u64("FJORD_SIM_SEED") {
         let mut cfg = config_for(seed);
         cfg.trace = true;
         let report = run_seed(seed, &cfg).unwrap_or_else(|e| panic!("{e}"));
         eprintln!("seed {seed}: {report:?}");
         return;
     }
-    let seeds = env_u64("FJORD_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let seeds = fjord_sim::env_u64("FJORD_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let start = std::time::Instant::now();
     let mut total = SimReport::default();
     for seed in 0..seeds {
@@ -86,10 +67,10 @@ fn sim_seeds() {
 
 /// The first seed (of `max`) whose run fails with `bug` planted.
 fn seeds_to_catch(bug: PlantedBug, max: u64) -> Option<(u64, String)> {
-    (0..max).find_map(|seed| {
+    fjord_sim::first_failing_seed(max, |seed| {
         let mut cfg = config_for(seed);
         cfg.planted_bug = bug;
-        run_seed(seed, &cfg).err().map(|e| (seed, e))
+        run_seed(seed, &cfg).map(|_| ())
     })
 }
 

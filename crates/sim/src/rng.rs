@@ -1,5 +1,5 @@
-//! A small seeded pseudo-random generator (SplitMix64). The core and the
-//! simulator take their randomness from one of these, seeded by the caller:
+//! A small seeded pseudo-random generator (SplitMix64). The state machines and
+//! simulators take their randomness from one of these, seeded by the caller:
 //! there is no global RNG, so a run replays exactly from its seed.
 
 /// SplitMix64: fast, good enough for timeouts and fault injection.
