@@ -210,10 +210,79 @@ def cases(fjord_apis: dict[int, tuple[int, int]]):
                 {"Partition": 0, "CurrentLeaderEpoch": 3, "LeaderEpoch": 0},
                 {"Partition": 9, "CurrentLeaderEpoch": -1, "LeaderEpoch": 0}]},
                 {"Topic": "no-such-topic", "Partitions": [{"Partition": 0, "LeaderEpoch": 0}]}]}
+    # OffsetCommit / OffsetFetch with a classic (or no) group: simple commits, generations for groups that do
+    # not exist, bad group ids, metadata too large, unknown topics and partitions; v10 names topics by id.
+    def commit_topics(v, parts, metadata="m", topic=TOPIC):
+        key = {"TopicId": "<topic-id>"} if v >= 10 else {"Name": topic}
+        return [{**key, "Partitions": [{"PartitionIndex": p, "CommittedOffset": off, "CommittedLeaderEpoch": -1,
+                                        "CommittedMetadata": metadata} for p, off in parts]}]
+
+    for v in every("OffsetCommit", 8):
+        def commit(group, generation, topics, member="", instance=None):
+            return {"GroupId": group, "GenerationIdOrMemberEpoch": generation, "MemberId": member,
+                    "GroupInstanceId": instance, "RetentionTimeMs": -1, "Topics": topics}
+        g = f"diff-commit-v{v}"
+        yield f"offset-commit-simple-v{v}", "OffsetCommit", v, commit(g, -1, commit_topics(v, [(0, 2), (1, 0), (9, 1)]))
+        yield f"offset-commit-again-v{v}", "OffsetCommit", v, commit(g, -1, commit_topics(v, [(0, 3)], None))
+        yield f"offset-commit-generation-unknown-group-v{v}", "OffsetCommit", v, commit(
+            f"diff-nogroup-v{v}", 5, commit_topics(v, [(0, 1)]), member="m-1")
+        yield f"offset-commit-generation-simple-group-v{v}", "OffsetCommit", v, commit(
+            g, 5, commit_topics(v, [(0, 1)]), member="m-1")
+        yield f"offset-commit-member-no-generation-v{v}", "OffsetCommit", v, commit(
+            g, -1, commit_topics(v, [(0, 1)]), member="m-1")
+        yield f"offset-commit-empty-group-id-v{v}", "OffsetCommit", v, commit("", -1, commit_topics(v, [(0, 1)]))
+        yield f"offset-commit-metadata-too-large-v{v}", "OffsetCommit", v, commit(
+            g, -1, commit_topics(v, [(0, 4)], "x" * 4097))
+        yield f"offset-commit-no-topics-v{v}", "OffsetCommit", v, commit(g, -1, [])
+        if v < 10:
+            yield f"offset-commit-unknown-topic-v{v}", "OffsetCommit", v, commit(
+                g, -1, commit_topics(v, [(0, 1)], topic="no-such-topic"))
+        else:
+            yield f"offset-commit-unknown-topic-id-v{v}", "OffsetCommit", v, commit(
+                g, -1, [{"TopicId": uuid.UUID(int=7), "Partitions": [{"PartitionIndex": 0, "CommittedOffset": 1}]}])
+
+    COMMITTED_GROUP = "diff-commit-v8"  # the offset-commit cases of v8 committed for it
+    for v in every("OffsetFetch", 9):
+        def fetch_offsets(group, topics, member=None, epoch=-1):
+            if v < 8:
+                return {"GroupId": group, "Topics": None if topics is None else [
+                    {"Name": t, "PartitionIndexes": ps} for t, ps in topics], "RequireStable": False}
+            key = (lambda t: {"TopicId": "<topic-id>" if t == TOPIC else uuid.UUID(int=7)}) if v >= 10 else (
+                lambda t: {"Name": t})
+            return {"Groups": [{"GroupId": group, "MemberId": member, "MemberEpoch": epoch, "Topics": None if topics
+                                is None else [{**key(t), "PartitionIndexes": ps} for t, ps in topics]}],
+                    "RequireStable": False}
+
+        yield f"offset-fetch-committed-v{v}", "OffsetFetch", v, fetch_offsets(
+            COMMITTED_GROUP, [(TOPIC, [0, 1, 9]), ("no-such-topic", [0])])
+        if v >= 2:
+            yield f"offset-fetch-all-v{v}", "OffsetFetch", v, fetch_offsets(COMMITTED_GROUP, None)
+            yield f"offset-fetch-all-unknown-group-v{v}", "OffsetFetch", v, fetch_offsets("no-such-group", None)
+        yield f"offset-fetch-unknown-group-v{v}", "OffsetFetch", v, fetch_offsets("no-such-group", [(TOPIC, [0])])
+        yield f"offset-fetch-empty-group-id-v{v}", "OffsetFetch", v, fetch_offsets("", [(TOPIC, [0])])
+        if v >= 9:
+            yield f"offset-fetch-member-epoch-v{v}", "OffsetFetch", v, fetch_offsets(
+                COMMITTED_GROUP, [(TOPIC, [0])], member="m-1", epoch=3)
+            yield f"offset-fetch-member-epoch-unknown-group-v{v}", "OffsetFetch", v, fetch_offsets(
+                "no-such-group", [(TOPIC, [0])], member="m-1", epoch=3)
+        if v >= 8:
+            yield f"offset-fetch-two-groups-v{v}", "OffsetFetch", v, {"Groups": [
+                fetch_offsets(COMMITTED_GROUP, [(TOPIC, [0])])["Groups"][0],
+                fetch_offsets("no-such-group", None)["Groups"][0]], "RequireStable": True}
+
     for v in every("DescribeProducers", 61):
         yield f"describe-producers-v{v}", "DescribeProducers", v, {
             "Topics": [{"Name": TOPIC, "PartitionIndexes": [0, 9]},
                        {"Name": "no-such-topic", "PartitionIndexes": [0]}]}
+
+
+def bind_topic_id(body, topic_id: uuid.UUID):
+    """`body` with every "<topic-id>" replaced by this broker's id of the harness topic."""
+    if isinstance(body, dict):
+        return {k: bind_topic_id(v, topic_id) for k, v in body.items()}
+    if isinstance(body, list):
+        return [bind_topic_id(v, topic_id) for v in body]
+    return topic_id if body == "<topic-id>" else body
 
 
 def send(bootstrap: str, api: str, version: int, body: dict):
@@ -286,11 +355,9 @@ def run(fjord: str, kafka: str, select: str | None) -> int:
         n_cases += 1
         answers = []
         for name, b in (("fjord", fjord), ("kafka", kafka)):
-            bb = body
-            if api == "Fetch":
-                if name not in ids:
-                    ids[name] = topic_id(b)
-                bb = {**body, "Topics": [{**t, "TopicId": ids[name]} for t in body["Topics"]]}
+            if name not in ids and "'<topic-id>'" in repr(body):
+                ids[name] = topic_id(b)
+            bb = bind_topic_id(body, ids.get(name, NIL))
             answer = send(b, api, version, bb)
             if case == "setup-produce":
                 # Kafka's partitions may not be served yet right after CreateTopics: retry what is retriable.

@@ -564,3 +564,64 @@ async fn compacted_topic_refuses_keyless_records() {
         2
     );
 }
+
+/// OffsetCommit at every advertised version answers as Kafka 4.3.1 does:
+/// unknown partitions first (whatever the group's coordinator says), then
+/// the coordinator's answers; a generation for a group that does not exist
+/// is ILLEGAL_GENERATION before v9 and GROUP_ID_NOT_FOUND from v9 (KIP-848);
+/// an empty group id takes simple commits, which OffsetFetch then serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_commit_errors_and_order_by_version() {
+    use offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    b.create_topic("oc", 1, Default::default(), false).unwrap();
+    let commit = |group: &str, generation: i32, parts: &[i32]| {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+            .with_generation_id_or_member_epoch(generation)
+            .with_member_id(StrBytes::from_static_str("m-1"))
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(name("oc"))
+                .with_partitions(
+                    parts
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitRequestPartition::default()
+                                .with_partition_index(*p)
+                                .with_committed_offset(7)
+                        })
+                        .collect(),
+                )])
+    };
+    let answers = |r: OffsetCommitResponse| -> Vec<(i32, i16)> {
+        r.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.error_code))
+            .collect()
+    };
+    let vs = versions(ApiKey::OffsetCommit);
+    assert!(*vs.end() >= 9, "{vs:?}");
+    for v in vs {
+        let r = decode(
+            call(&b, 8, v, &commit("no-such-group", 5, &[0, 3]))
+                .await
+                .unwrap(),
+            v,
+        );
+        let group_error = if v >= 9 { 69 } else { 22 };
+        assert_eq!(answers(r), vec![(3, 3), (0, group_error)], "v{v}");
+        let r = decode(call(&b, 8, v, &commit("", -1, &[0])).await.unwrap(), v);
+        assert_eq!(answers(r), vec![(0, 0)], "v{v}");
+    }
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("")))
+        .with_topics(Some(vec![
+            offset_fetch_request::OffsetFetchRequestTopic::default()
+                .with_name(name("oc"))
+                .with_partition_indexes(vec![0]),
+        ]));
+    let r: OffsetFetchResponse = decode(call(&b, 9, 7, &req).await.unwrap(), 7);
+    assert_eq!(r.topics[0].partitions[0].committed_offset, 7);
+}

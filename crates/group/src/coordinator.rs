@@ -942,9 +942,9 @@ impl GroupCoordinator {
                 })
                 .collect()
         };
-        if req.group_id.is_empty() {
-            return all(&req, ErrorCode::INVALID_GROUP_ID);
-        }
+        // An empty group id is a group like any other here: Kafka refuses it
+        // for membership (JoinGroup) but still takes and serves offsets for
+        // it, as consumers without a group id once committed to "".
         if !self.groups.contains_key(&req.group_id) {
             if req.generation_id >= 0 {
                 return all(&req, ErrorCode::ILLEGAL_GENERATION);

@@ -1,5 +1,8 @@
-//! OffsetFetch: versions 1..=8 (v8 carries several groups; v0, removed in
-//! Kafka 4.0, read ZooKeeper). An unknown group
+//! OffsetFetch: versions 1..=9 (v8 carries several groups; v0, removed in
+//! Kafka 4.0, read ZooKeeper; v9 adds each group's member id and epoch,
+//! which Kafka checks only for consumer-protocol groups (KIP-848): Fjord's
+//! groups are all classic, so they are ignored, as Kafka ignores them for a
+//! classic group). An unknown group
 //! or partition gets offset -1 and leader epoch -1 with no error. A group
 //! whose shard is loading gets COORDINATOR_LOAD_IN_PROGRESS, one whose shard
 //! failed to load NOT_COORDINATOR (on the group and on each partition).
@@ -18,7 +21,7 @@ use fjord_protocol::kafka_protocol::messages::{
 
 use super::{str_bytes, Ctx};
 
-pub const VERSIONS: RangeInclusive<i16> = 1..=8;
+pub const VERSIONS: RangeInclusive<i16> = 1..=9;
 
 fn fetch(
     ctx: &Ctx,
