@@ -10,7 +10,7 @@ use fjord_broker::handlers::{dispatch, supported};
 use fjord_broker::{Broker, BrokerConfig};
 use fjord_protocol::kafka_protocol::messages::*;
 use fjord_protocol::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use fjord_protocol::{Reader, RequestHeader};
+use fjord_protocol::{Reader, Request, RequestHeader};
 use fjord_records::{BatchBuilder, Compression};
 
 fn broker(dir: &std::path::Path) -> Arc<Broker> {
@@ -575,15 +575,22 @@ async fn offset_commit_errors_and_order_by_version() {
     use offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path());
-    b.create_topic("oc", 1, Default::default(), false).unwrap();
-    let commit = |group: &str, generation: i32, parts: &[i32]| {
-        OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
-            .with_generation_id_or_member_epoch(generation)
-            .with_member_id(StrBytes::from_static_str("m-1"))
-            .with_topics(vec![OffsetCommitRequestTopic::default()
-                .with_name(name("oc"))
-                .with_partitions(
+    let id = b
+        .create_topic("oc", 1, Default::default(), false)
+        .unwrap()
+        .id;
+    let commit = |v: i16, group: &str, generation: i32, parts: &[i32]| {
+        let topic = if v >= 10 {
+            OffsetCommitRequestTopic::default().with_topic_id(id)
+        } else {
+            OffsetCommitRequestTopic::default().with_name(name("oc"))
+        };
+        Request::OffsetCommit(
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+                .with_generation_id_or_member_epoch(generation)
+                .with_member_id(StrBytes::from_static_str("m-1"))
+                .with_topics(vec![topic.with_partitions(
                     parts
                         .iter()
                         .map(|p| {
@@ -592,7 +599,8 @@ async fn offset_commit_errors_and_order_by_version() {
                                 .with_committed_offset(7)
                         })
                         .collect(),
-                )])
+                )]),
+        )
     };
     let answers = |r: OffsetCommitResponse| -> Vec<(i32, i16)> {
         r.topics[0]
@@ -605,14 +613,12 @@ async fn offset_commit_errors_and_order_by_version() {
     assert!(*vs.end() >= 9, "{vs:?}");
     for v in vs {
         let r = decode(
-            call(&b, 8, v, &commit("no-such-group", 5, &[0, 3]))
-                .await
-                .unwrap(),
+            call_request(&b, &commit(v, "no-such-group", 5, &[0, 3]), v).await,
             v,
         );
         let group_error = if v >= 9 { 69 } else { 22 };
         assert_eq!(answers(r), vec![(3, 3), (0, group_error)], "v{v}");
-        let r = decode(call(&b, 8, v, &commit("", -1, &[0])).await.unwrap(), v);
+        let r = decode(call_request(&b, &commit(v, "", -1, &[0]), v).await, v);
         assert_eq!(answers(r), vec![(0, 0)], "v{v}");
     }
     let req = OffsetFetchRequest::default()
@@ -624,4 +630,96 @@ async fn offset_commit_errors_and_order_by_version() {
         ]));
     let r: OffsetFetchResponse = decode(call(&b, 9, 7, &req).await.unwrap(), 7);
     assert_eq!(r.topics[0].partitions[0].committed_offset, 7);
+}
+
+/// OffsetCommit and OffsetFetch v10 name topics by id: a commit by id is
+/// fetched back by id (and by name at v9); an unknown id is UNKNOWN_TOPIC_ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_commit_and_fetch_by_topic_id() {
+    use offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    let id = b
+        .create_topic("byid", 1, Default::default(), false)
+        .unwrap()
+        .id;
+    let unknown = uuid::Uuid::from_u128(7);
+    let mut req = Request::OffsetCommit(
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g10")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(
+                [(unknown, 0), (id, 0)]
+                    .into_iter()
+                    .map(|(topic_id, p)| {
+                        OffsetCommitRequestTopic::default()
+                            .with_topic_id(topic_id)
+                            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(11)])
+                    })
+                    .collect(),
+            ),
+    );
+    let r: OffsetCommitResponse = decode(call_request(&b, &req, 10).await, 10);
+    let got: Vec<_> = r
+        .topics
+        .iter()
+        .map(|t| (t.topic_id, t.partitions[0].error_code))
+        .collect();
+    assert_eq!(got, vec![(unknown, 100), (id, 0)]);
+
+    req = Request::OffsetFetch(OffsetFetchRequest::default().with_groups(
+        vec![OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g10")))
+            .with_topics(Some(
+                [unknown, id]
+                    .into_iter()
+                    .map(|topic_id| {
+                        OffsetFetchRequestTopics::default()
+                            .with_topic_id(topic_id)
+                            .with_partition_indexes(vec![0])
+                    })
+                    .collect(),
+            ))],
+    ));
+    let r: OffsetFetchResponse = decode(call_request(&b, &req, 10).await, 10);
+    let got: Vec<_> = r.groups[0]
+        .topics
+        .iter()
+        .map(|t| {
+            let p = &t.partitions[0];
+            (t.topic_id, p.error_code, p.committed_offset)
+        })
+        .collect();
+    assert_eq!(got, vec![(unknown, 100, -1), (id, 0, 11)]);
+}
+
+/// Sends `req` (encoded by fjord-protocol, which writes the versions
+/// kafka-protocol cannot) at `version`; the response body.
+async fn call_request(broker: &Arc<Broker>, req: &Request, version: i16) -> Bytes {
+    let mut buf = BytesMut::new();
+    req.encode(version, &mut buf).unwrap();
+    let header = RequestHeader {
+        api_key: req.api_key(),
+        api_version: version,
+        correlation_id: 42,
+        client_id: Some("test".into()),
+    };
+    let pending = dispatch(broker, header, Reader::new(buf.freeze())).expect("request refused");
+    let mut resp = pending
+        .resolve()
+        .await
+        .expect("handler died")
+        .expect("an answer")
+        .to_bytes()
+        .unwrap();
+    let size = resp.get_i32() as usize;
+    assert_eq!(size, resp.len(), "size prefix");
+    assert_eq!(resp.get_i32(), 42, "correlation id");
+    if fjord_protocol::response_header_version(req.api_key(), version) >= 1 {
+        assert_eq!(resp.get_u8(), 0, "no response header tags");
+    }
+    resp
 }

@@ -41,7 +41,7 @@ pub use header::{
     decode_request_header, request_header_version, response_header_version, RequestHeader,
 };
 pub use reader::{DecodeError, Reader};
-pub use requests::{decode_request, ApiSupport, Request, SUPPORTED_APIS};
+pub use requests::{decode_request, is_newer_layout, ApiSupport, Request, SUPPORTED_APIS};
 
 /// Re-export so users name exactly the kafka-protocol version we decode into.
 pub use kafka_protocol;

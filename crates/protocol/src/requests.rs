@@ -62,6 +62,9 @@ macro_rules! apis {
             /// Encodes the body with kafka-protocol's encoder (for clients,
             /// tests and tools; the broker never needs it).
             pub fn encode(&self, version: i16, out: &mut BytesMut) -> Result<(), EncodeError> {
+                if newer::encode(self, version, out).is_some() {
+                    return Ok(());
+                }
                 let result = match self {
                     $( Request::$variant(m) => m.encode(
                         out,
@@ -119,20 +122,32 @@ macro_rules! apis {
 #[rustfmt::skip]
 mod generated;
 
-pub(crate) use generated::LAYOUT_ALIASES;
+mod newer;
+
 pub use generated::{decode_request, Request, SUPPORTED_APIS};
+pub(crate) use generated::{LAYOUT_ALIASES, NEWER_LAYOUTS};
 
 /// The newest version we decode of `key`, given kafka-protocol's newest.
 pub(crate) const fn max_version(key: ApiKey, known_max: i16) -> i16 {
+    let mut max = known_max;
     let mut i = 0;
     while i < LAYOUT_ALIASES.len() {
-        if LAYOUT_ALIASES[i].0 as i16 == key as i16 && LAYOUT_ALIASES[i].1 > known_max {
-            return LAYOUT_ALIASES[i].1;
+        if LAYOUT_ALIASES[i].0 as i16 == key as i16 && LAYOUT_ALIASES[i].1 > max {
+            max = LAYOUT_ALIASES[i].1;
         }
         i += 1;
     }
-    known_max
+    let mut i = 0;
+    while i < NEWER_LAYOUTS.len() {
+        if NEWER_LAYOUTS[i].0 as i16 == key as i16 && NEWER_LAYOUTS[i].1 > max {
+            max = NEWER_LAYOUTS[i].1;
+        }
+        i += 1;
+    }
+    max
 }
+
+pub use newer::is_newer_layout;
 
 /// The version kafka-protocol should encode or decode for `version` of
 /// `key`: an alias of `LAYOUT_ALIASES` maps to the newest version it knows

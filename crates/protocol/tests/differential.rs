@@ -10,7 +10,7 @@ mod common;
 use bytes::{Bytes, BytesMut};
 use common::{encode_body, samples, versions};
 use fjord_protocol::kafka_protocol::protocol::{Decodable, Message};
-use fjord_protocol::{decode_request, Reader, Request, SUPPORTED_APIS};
+use fjord_protocol::{decode_request, is_newer_layout, Reader, Request, SUPPORTED_APIS};
 use proptest::prelude::*;
 
 /// kafka-protocol's decoding of `body` as the same API as `like`.
@@ -86,10 +86,17 @@ fn message_max<M: Message>(_: &M) -> i16 {
 
 /// Ours and kafka-protocol's decoding of kafka-protocol's encoding of `req`
 /// agree with each other and with `req`.
+/// Versions with a layout kafka-protocol does not know (OffsetCommit and
+/// OffsetFetch v10) are checked against `req` only: roundtrip.rs re-encodes
+/// them with fjord-protocol's own encoders.
 fn agree(req: &Request, version: i16) {
     let body = encode_body(req, version);
     let ours = decode_request(req.api_key(), version, &mut Reader::new(body.clone()))
         .unwrap_or_else(|e| panic!("api {} v{version}: {e}", req.api_key()));
+    if is_newer_layout(req.api_key(), version) {
+        assert_eq!(&ours, req, "api {} v{version}", req.api_key());
+        return;
+    }
     let theirs = kafka_protocol_decode(req, version, &body);
     assert_eq!(ours, theirs, "api {} v{version}", req.api_key());
     assert_eq!(&ours, req, "api {} v{version}", req.api_key());

@@ -24,6 +24,7 @@ use fjord_protocol::kafka_protocol::messages::sync_group_request::{
     SyncGroupRequest, SyncGroupRequestAssignment,
 };
 use fjord_protocol::kafka_protocol::messages::{GroupId, ProducerId, TopicName, TransactionalId};
+use uuid::Uuid;
 
 use super::super::{extra_tags, s};
 
@@ -141,6 +142,15 @@ pub fn leave_group(v: i16) -> LeaveGroupRequest {
     ])
 }
 
+/// v10 names a topic by id (the name stays empty), older versions by name.
+fn topic_name_or_id(t: OffsetCommitRequestTopic, by_id: bool) -> OffsetCommitRequestTopic {
+    if by_id {
+        t.with_topic_id(Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef))
+    } else {
+        t.with_name(TopicName(s("orders")))
+    }
+}
+
 pub fn offset_commit(v: i16) -> OffsetCommitRequest {
     let f = v >= 8;
     let mut p = OffsetCommitRequestPartition::default()
@@ -155,13 +165,15 @@ pub fn offset_commit(v: i16) -> OffsetCommitRequest {
         .with_group_id(GroupId(s("group-a")))
         .with_generation_id_or_member_epoch(5)
         .with_member_id(s("member-1"))
-        .with_topics(vec![OffsetCommitRequestTopic::default()
-            .with_name(TopicName(s("orders")))
-            .with_partitions(vec![
-                p,
-                OffsetCommitRequestPartition::default().with_committed_metadata(None),
-            ])
-            .with_unknown_tagged_fields(extra_tags(f, 2))])
+        .with_topics(vec![topic_name_or_id(
+            OffsetCommitRequestTopic::default(),
+            v >= 10,
+        )
+        .with_partitions(vec![
+            p,
+            OffsetCommitRequestPartition::default().with_committed_metadata(None),
+        ])
+        .with_unknown_tagged_fields(extra_tags(f, 2))])
         .with_unknown_tagged_fields(extra_tags(f, 3));
     if v >= 7 {
         m = m.with_group_instance_id(Some(s("instance-1")));
@@ -186,7 +198,16 @@ pub fn offset_fetch(v: i16) -> OffsetFetchRequest {
         let mut g = OffsetFetchRequestGroup::default()
             .with_group_id(GroupId(s("group-a")))
             .with_topics(Some(vec![OffsetFetchRequestTopics::default()
-                .with_name(TopicName(s("orders")))
+                .with_name(if v >= 10 {
+                    TopicName::default()
+                } else {
+                    TopicName(s("orders"))
+                })
+                .with_topic_id(if v >= 10 {
+                    Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef)
+                } else {
+                    Uuid::nil()
+                })
                 .with_partition_indexes(vec![3])
                 .with_unknown_tagged_fields(extra_tags(f, 3))]))
             .with_unknown_tagged_fields(extra_tags(f, 4));
