@@ -34,7 +34,10 @@ KNOWN = HERE / "parity-known-differences.txt"
 NIL = uuid.UUID(int=0)
 
 # Field names whose values legitimately differ between two brokers.
-VOLATILE = {"ThrottleTimeMs": 0, "ClusterId": "<cluster>", "Host": "<host>", "Port": "<port>"}
+VOLATILE = {"ThrottleTimeMs": 0, "ClusterId": "<cluster>", "Host": "<host>", "Port": "<port>",
+            "FinalizedFeaturesEpoch": "<metadata offset>"}
+# Lists that are maps in Kafka (their order is a hash map's): compared sorted by this key.
+UNORDERED = {"SupportedFeatures": "Name", "FinalizedFeatures": "Name"}
 NODE_FIELDS = {"NodeId", "BrokerId", "ControllerId", "LeaderId", "ReplicaNodes", "IsrNodes", "OfflineReplicas"}
 TIME_FIELDS = {"LogAppendTimeMs", "TransactionStartTimeMs", "LastTimestamp"}
 
@@ -43,6 +46,8 @@ def normalise(value, key: str = ""):
     if isinstance(value, dict):
         return {k: normalise(v, k) for k, v in value.items()}
     if isinstance(value, list):
+        if key in UNORDERED:
+            value = sorted(value, key=lambda e: e[UNORDERED[key]])
         return [normalise(v, key) for v in value]
     if key == "ErrorMessage" and value:
         return "<message>"  # human text: only null, empty and present are compared
@@ -130,6 +135,12 @@ def cases(fjord_apis: dict[int, tuple[int, int]]):
             yield f"create-topics-{name}-v{v}", "CreateTopics", v, {"Topics": topics, "TimeoutMs": 30_000}
         yield f"create-topics-validate-only-v{v}", "CreateTopics", v, {
             "Topics": [t(f"vo{v}")], "TimeoutMs": 30_000, "ValidateOnly": True}
+        # max.message.bytes: Kafka takes any value up to 2^31-1 (Fjord applies at most a request frame).
+        for name, value in (("large", "200000000"), ("int-max", "2147483647"), ("negative", "-1"),
+                            ("too-big", "2147483648")):
+            yield f"create-topics-max-message-bytes-{name}-v{v}", "CreateTopics", v, {
+                "Topics": [{**t(f"mmb-{name}{v}"), "Configs": [{"Name": "max.message.bytes", "Value": value}]}],
+                "TimeoutMs": 30_000, "ValidateOnly": True}
 
     # Metadata of unknown topics (no auto-creation).
     for v in every("Metadata", 3):
@@ -270,6 +281,36 @@ def cases(fjord_apis: dict[int, tuple[int, int]]):
                 fetch_offsets(COMMITTED_GROUP, [(TOPIC, [0])])["Groups"][0],
                 fetch_offsets("no-such-group", None)["Groups"][0]], "RequireStable": True}
 
+    # ApiVersions: the supported and finalized features (v3+; the API ranges are compared on their own).
+    for v in every("ApiVersions", 18):
+        if v >= 3:
+            yield f"api-versions-features-v{v}", "ApiVersions", v, {"ClientSoftwareName": "diff",
+                                                                    "ClientSoftwareVersion": "1"}
+    # UpdateFeatures: "<mv>" is the broker's finalized metadata.version (Fjord's and Kafka's differ).
+    for v in every("UpdateFeatures", 57):
+        def update(*updates, validate_only=False):
+            return {"timeoutMs": 30_000, "ValidateOnly": validate_only, "FeatureUpdates": [
+                {"Feature": f, "MaxVersionLevel": level, "AllowDowngrade": kind in (2, 3), "UpgradeType": kind}
+                for f, level, kind in updates]}
+        edge = {
+            "noop": [("metadata.version", "<mv>", 1)],
+            "unknown-feature": [("no.such.feature", 1, 1)],
+            "unknown-feature-level-0": [("no.such.feature", 0, 1)],
+            "too-high": [("metadata.version", 999, 1)],
+            "negative": [("metadata.version", -1, 1)],
+            "downgrade-as-upgrade": [("metadata.version", "<mv-1>", 1)],
+            "one-bad-of-two": [("metadata.version", "<mv>", 1), ("no.such.feature", 1, 1)],
+            "empty": [],
+        }
+        if v >= 1:
+            edge["unknown-upgrade-type"] = [("metadata.version", "<mv>", 9)]
+            edge["upgrade-as-downgrade"] = [("metadata.version", 999, 2)]
+        for name, updates in edge.items():
+            yield f"update-features-{name}-v{v}", "UpdateFeatures", v, update(*updates)
+        if v >= 1:
+            yield f"update-features-validate-only-v{v}", "UpdateFeatures", v, update(
+                ("metadata.version", "<mv>", 1), validate_only=True)
+
     for v in every("DescribeProducers", 61):
         yield f"describe-producers-v{v}", "DescribeProducers", v, {
             "Topics": [{"Name": TOPIC, "PartitionIndexes": [0, 9]},
@@ -283,6 +324,20 @@ def bind_topic_id(body, topic_id: uuid.UUID):
     if isinstance(body, list):
         return [bind_topic_id(v, topic_id) for v in body]
     return topic_id if body == "<topic-id>" else body
+
+
+def bind(body, values: dict):
+    """`body` with every placeholder string that is a key of `values` replaced by its value."""
+    if isinstance(body, dict):
+        return {k: bind(v, values) for k, v in body.items()}
+    if isinstance(body, list):
+        return [bind(v, values) for v in body]
+    return values.get(body, body) if isinstance(body, str) else body
+
+
+def metadata_version(bootstrap: str) -> int:
+    r = send(bootstrap, "ApiVersions", 3, {"ClientSoftwareName": "diff", "ClientSoftwareVersion": "1"})
+    return next(f["MaxVersionLevel"] for f in r["FinalizedFeatures"] if f["Name"] == "metadata.version")
 
 
 def send(bootstrap: str, api: str, version: int, body: dict):
@@ -340,7 +395,32 @@ def advertised(bootstrap: str) -> dict[int, tuple[int, int]]:
     return {k["ApiKey"]: (k["MinVersion"], k["MaxVersion"]) for k in r["ApiKeys"]}
 
 
-def run(fjord: str, kafka: str, select: str | None) -> int:
+def coverage(fjord_apis: dict[int, tuple[int, int]], covered: set[tuple[str, int]]) -> list[tuple[str, int, str, str]]:
+    """(API, key, versions covered, versions advertised but not covered) for every API Fjord advertises."""
+    names = {key: api.name for key, api in kschema.Schemas.load().apis().items()}
+    rows = []
+    for key, (lo, hi) in sorted(fjord_apis.items()):
+        name = names.get(key, f"api{key}")
+        have = [v for v in range(lo, hi + 1) if (name, v) in covered]
+        missing = [v for v in range(lo, hi + 1) if (name, v) not in covered]
+        rows.append((name, key, ranges(have), ranges(missing)))
+    return rows
+
+
+def ranges(versions: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2,5"; [] -> "-"."""
+    out: list[str] = []
+    for v in versions:
+        if out and "-" in out[-1] and int(out[-1].split("-")[1]) == v - 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{v}"
+        elif out and "-" not in out[-1] and int(out[-1]) == v - 1:
+            out[-1] = f"{out[-1]}-{v}"
+        else:
+            out.append(str(v))
+    return ",".join(out) or "-"
+
+
+def run(fjord: str, kafka: str, select: str | None, require_coverage: bool = False) -> int:
     known = load_known()
     used: set[int] = set()
     for b in (fjord, kafka):
@@ -349,15 +429,21 @@ def run(fjord: str, kafka: str, select: str | None) -> int:
     found = list(compare_api_versions(fjord_apis, kafka_apis))
     ids: dict[str, uuid.UUID] = {}
     n_cases = 0
+    # ApiVersions itself is covered by advertised() and compare_api_versions at v3.
+    covered: set[tuple[str, int]] = {("ApiVersions", 3)}
     for case, api, version, body in cases(fjord_apis):
         if select and select not in case and not case.startswith("setup"):
             continue
         n_cases += 1
+        covered.add((api, version))
         answers = []
         for name, b in (("fjord", fjord), ("kafka", kafka)):
             if name not in ids and "'<topic-id>'" in repr(body):
                 ids[name] = topic_id(b)
             bb = bind_topic_id(body, ids.get(name, NIL))
+            if "'<mv" in repr(bb):
+                mv = metadata_version(b)
+                bb = bind(bb, {"<mv>": mv, "<mv-1>": mv - 1})
             answer = send(b, api, version, bb)
             if case == "setup-produce":
                 # Kafka's partitions may not be served yet right after CreateTopics: retry what is retriable.
@@ -365,6 +451,8 @@ def run(fjord: str, kafka: str, select: str | None) -> int:
                 while produce_error(answer) in (3, 5, 6) and time.monotonic() < deadline:
                     time.sleep(0.3)
                     answer = send(b, api, version, bb)
+            if api == "ApiVersions" and isinstance(answer, dict):
+                answer.pop("ApiKeys", None)  # compared on their own (compare_api_versions)
             answers.append(normalise(answer))
         for path, f, k in diff(*answers):
             found.append((case, path, f, k))
@@ -380,11 +468,20 @@ def run(fjord: str, kafka: str, select: str | None) -> int:
           f"{len(unexpected)} unexpected")
     for case, path, f, k in unexpected:
         print(f"  UNEXPECTED {case} {path}: fjord={f!r} kafka={k!r}")
+    uncovered = 0
     if not select:
         for i, (cg, pg, reason) in enumerate(known):
             if i not in used:
                 print(f"  unused known difference (remove it?): {cg} {pg} | {reason}")
-    return 1 if unexpected else 0
+        rows = coverage(fjord_apis, covered)
+        uncovered = sum(1 for r in rows if r[3] != "-")
+        print(f"coverage: {len(rows)} advertised APIs, {len(rows) - uncovered} with a case at every version")
+        print(f"  {'API':<30} {'key':>4}  {'versions covered':<18} not covered")
+        for name, key, have, missing in rows:
+            print(f"  {name:<30} {key:>4}  {have:<18} {missing}")
+    if uncovered and require_coverage:
+        print(f"differential: {uncovered} advertised APIs have versions without a case")
+    return 1 if unexpected or (uncovered and require_coverage) else 0
 
 
 def main() -> int:
@@ -392,6 +489,8 @@ def main() -> int:
     ap.add_argument("--fjord", help="a running Fjord (host:port); default: start target/release/fjord")
     ap.add_argument("--kafka", help="a running Kafka 4.3.1 (host:port); default: start one with scripts/kafka.sh")
     ap.add_argument("-k", dest="select", help="only cases whose id contains this")
+    ap.add_argument("--require-coverage", action="store_true",
+                    help="fail when an advertised API version has no case (full runs only)")
     args = ap.parse_args()
     from conftest import Broker  # the e2e suite's broker runner
 
@@ -410,7 +509,7 @@ def main() -> int:
             b.start()
             started.append(b)
             addrs[kind] = b.bootstrap
-        return run(addrs["fjord"], addrs["kafka"], args.select)
+        return run(addrs["fjord"], addrs["kafka"], args.select, args.require_coverage)
     finally:
         for b in started:
             try:

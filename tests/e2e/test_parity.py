@@ -3,6 +3,7 @@ encoded from Kafka's own schemas (kschema.py) and with real clients. Every test 
 
 from __future__ import annotations
 
+import re
 import time
 
 import kschema
@@ -114,6 +115,7 @@ def test_create_topics_with_a_duplicate_name_creates_nothing_for_it(broker):
 SECURITY_DISABLED = 54
 TRANSACTIONAL_ID_NOT_FOUND = 105
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
+INVALID_UPDATE_VERSION = 95
 
 
 def test_acl_apis_answer_security_disabled(broker, java):
@@ -207,3 +209,33 @@ def test_java_transactional_producer_gets_an_answer_promptly(broker, java):
     else:
         assert out["type"] == "error" and out["error"] == "TransactionalIdAuthorizationException", out
     assert out["elapsed_ms"] < 15_000, out
+
+
+def test_kafka_features_describe_shows_supported_and_finalized_levels(broker, java):
+    """ApiVersions carries the supported and finalized features (v3+), so `kafka-features describe` lists
+    metadata.version with the broker's supported range and its finalized level; an UpdateFeatures that
+    keeps the finalized level (a dry-run upgrade to it) succeeds, one to an unsupported level fails."""
+    b = broker.bootstrap
+    res = java.run("org.apache.kafka.tools.FeatureCommand", "--bootstrap-server", b, "describe", timeout=90)
+    print(res.stdout)
+    rows = {}
+    for line in res.stdout.splitlines():
+        fields = dict(re.findall(r"(\w+): (\S+)", line))
+        if "Feature" in fields:
+            rows[fields["Feature"]] = fields
+    mv = rows.get("metadata.version")
+    assert mv is not None, res.stdout + res.stderr
+    assert mv["SupportedMinVersion"] == "3.3-IV3", mv
+    assert mv["FinalizedVersionLevel"] not in ("", "-", "0"), mv
+    assert int(mv["Epoch"]) >= 0, mv
+    r = kschema.call(b, "ApiVersions", 3, {"ClientSoftwareName": "parity", "ClientSoftwareVersion": "1"})
+    level = next(f["MaxVersionLevel"] for f in r["FinalizedFeatures"] if f["Name"] == "metadata.version")
+    with kschema.Conn(b) as conn:
+        for v in (0, 1, 2):
+            same = {"timeoutMs": 30_000, "ValidateOnly": v >= 1, "FeatureUpdates": [
+                {"Feature": "metadata.version", "MaxVersionLevel": level, "AllowDowngrade": False, "UpgradeType": 1}]}
+            r = conn.call("UpdateFeatures", v, same)
+            assert (r["ErrorCode"], r["ErrorMessage"]) == (0, None), f"v{v}: {r}"
+            bad = {**same, "FeatureUpdates": [{**same["FeatureUpdates"][0], "MaxVersionLevel": 999}]}
+            r = conn.call("UpdateFeatures", v, bad)
+            assert r["ErrorCode"] == INVALID_UPDATE_VERSION and r["ErrorMessage"], f"v{v}: {r}"

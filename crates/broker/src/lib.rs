@@ -10,6 +10,7 @@ pub mod cluster_metadata;
 pub mod config;
 pub mod controller_link;
 pub mod errors;
+pub mod features;
 pub mod groups;
 pub mod handlers;
 pub mod kafka_configs;

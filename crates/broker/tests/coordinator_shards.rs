@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{call, name, open_broker, s, versions};
+use common::{call, name, named_versions, open_broker, s};
 use fjord_broker::groups::OFFSETS_TOPIC;
 use fjord_broker::Broker;
 use fjord_protocol::kafka_protocol::messages::*;
@@ -133,7 +133,7 @@ async fn a_damaged_offsets_partition_never_reads_as_no_commit() {
 
     // Broker::open waits for every shard to load or fail.
     let b = open_broker(dir.path(), 1);
-    for v in versions(ApiKey::OffsetFetch) {
+    for v in named_versions(ApiKey::OffsetFetch) {
         let (group_error, partition_error, offset) = fetch(&b, VICTIM, v).await;
         assert_ne!(
             (group_error, partition_error),

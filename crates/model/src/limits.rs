@@ -6,8 +6,12 @@
 pub const FRAME_BYTES_MAX: usize = 100 * 1024 * 1024;
 /// Default `message.max.bytes`: largest record batch accepted by Produce.
 pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 1024 * 1024 + 12;
-/// Upper bound any `message.max.bytes` setting may take.
-pub const MESSAGE_BYTES_MAX_CEILING: usize = 64 * 1024 * 1024;
+/// Largest record batch Fjord stores, whatever `message.max.bytes` says
+/// (Kafka accepts any setting up to 2^31-1, and so does Fjord's config): a
+/// batch arrives whole in one request frame, so none can be larger than
+/// [`FRAME_BYTES_MAX`], and the recovery scan takes a larger size in a batch
+/// header for damage. A setting above this is accepted and acts as this.
+pub const MESSAGE_BYTES_MAX_CEILING: usize = FRAME_BYTES_MAX;
 /// Longest topic name (Kafka's rule).
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// Most partitions a topic may have.

@@ -76,6 +76,7 @@ pub const REQUESTS: &[(&str, Option<i16>)] = &[
     ("BrokerRegistration", None),
     ("BrokerHeartbeat", None),
     ("AllocateProducerIds", None),
+    ("UpdateFeatures", None),
 ];
 
 /// Requests decoded past kafka-protocol's newest version where the layout

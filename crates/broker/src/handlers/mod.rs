@@ -53,6 +53,7 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 pub mod transactions;
+pub mod update_features;
 
 /// Everything a handler knows about the request besides its body.
 pub struct Ctx {
@@ -240,6 +241,7 @@ pub fn supported() -> Vec<(i16, RangeInclusive<i16>)> {
             ApiKey::DescribeTransactions as i16,
             transactions::DESCRIBE_VERSIONS,
         ),
+        (ApiKey::UpdateFeatures as i16, update_features::VERSIONS),
     ]
 }
 
@@ -349,6 +351,7 @@ pub fn dispatch_from(
         Request::DeleteAcls(r) => Pending::Ready(acls::delete(&ctx, r)),
         Request::ListTransactions(r) => Pending::Ready(transactions::list(&ctx, r)),
         Request::DescribeTransactions(r) => Pending::Ready(transactions::describe(&ctx, r)),
+        Request::UpdateFeatures(r) => Pending::Ready(update_features::handle(&ctx, r)),
         // Every request type has a handler now; kept for types added later.
         #[allow(unreachable_patterns)]
         other => {

@@ -107,6 +107,19 @@ pub fn versions(api_key: ApiKey) -> std::ops::RangeInclusive<i16> {
         .unwrap_or_else(|| panic!("{api_key:?} not advertised"))
 }
 
+/// The versions of `api_key` kafka-protocol can encode: OffsetCommit and
+/// OffsetFetch v10 name topics by id, a layout it cannot write (those are
+/// covered by every_version.rs's `offset_commit_and_fetch_by_topic_id`).
+pub fn named_versions(api_key: ApiKey) -> std::ops::RangeInclusive<i16> {
+    let all = versions(api_key);
+    let last = all
+        .clone()
+        .rev()
+        .find(|v| !fjord_protocol::is_newer_layout(api_key as i16, *v))
+        .unwrap_or_else(|| panic!("{api_key:?}: no version kafka-protocol encodes"));
+    *all.start()..=last
+}
+
 pub fn name(text: &str) -> TopicName {
     TopicName(s(text))
 }

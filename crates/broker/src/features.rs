@@ -1,0 +1,51 @@
+//! The feature versions Fjord supports (KIP-584), as ApiVersions reports
+//! them and UpdateFeatures checks them. Only what Fjord implements: its
+//! metadata log is written at `metadata.version`
+//! [`BOOTSTRAP_METADATA_VERSION`] and read from
+//! [`METADATA_VERSION_MIN`]; every other feature Kafka 4.3.1 knows is
+//! supported at level 0 only (the feature off), because what its higher
+//! levels switch on is not built: dynamic KRaft voters (`kraft.version` 1,
+//! KIP-853), the consumer group protocol (`group.version` 1, KIP-848),
+//! transactions v2 (`transaction.version`), eligible leader replicas, share
+//! groups and streams groups. Raise a maximum here in the commit that builds
+//! what its level means.
+//!
+//! The finalized levels are the metadata image's FeatureLevelRecords.
+
+use crate::cluster_metadata::{BOOTSTRAP_METADATA_VERSION, METADATA_VERSION_MIN};
+
+/// A feature Fjord knows and the levels it supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupportedFeature {
+    pub name: &'static str,
+    pub min_level: i16,
+    pub max_level: i16,
+}
+
+const fn off(name: &'static str) -> SupportedFeature {
+    SupportedFeature {
+        name,
+        min_level: 0,
+        max_level: 0,
+    }
+}
+
+/// Every feature Fjord reports in ApiVersions, in Kafka's name order.
+pub const SUPPORTED_FEATURES: &[SupportedFeature] = &[
+    off("eligible.leader.replicas.version"),
+    off("group.version"),
+    off("kraft.version"),
+    SupportedFeature {
+        name: fjord_metadata::image::METADATA_VERSION_FEATURE,
+        min_level: METADATA_VERSION_MIN,
+        max_level: BOOTSTRAP_METADATA_VERSION,
+    },
+    off("share.version"),
+    off("streams.version"),
+    off("transaction.version"),
+];
+
+/// The levels Fjord supports of `name`, if it knows the feature.
+pub fn supported(name: &str) -> Option<SupportedFeature> {
+    SUPPORTED_FEATURES.iter().copied().find(|f| f.name == name)
+}

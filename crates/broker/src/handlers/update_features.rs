@@ -1,0 +1,114 @@
+//! UpdateFeatures: versions 0..=2 (`kafka-features upgrade` / `downgrade`).
+//! Fjord runs every feature at one level (see [`crate::features`]), so an
+//! update is checked as Kafka's controller checks it (a level not below 0,
+//! within the supported range of a feature it knows, a downgrade only with
+//! a downgrade type, an upgrade only with the upgrade
+//! type) and then succeeds only when it asks for the level already
+//! finalized: nothing to do. Any other level is refused with
+//! INVALID_UPDATE_VERSION, as no level change is built. Validate-only
+//! requests (v1+) answer the same. As in Kafka, one refused update fails
+//! the whole request: the top-level error carries its message and no
+//! result is listed; otherwise v0-v1 list one result per update, in request
+//! order, and v2 lists none.
+
+use std::ops::RangeInclusive;
+
+use bytes::BytesMut;
+use fjord_metadata::MetadataImage;
+use fjord_model::ErrorCode;
+use fjord_protocol::kafka_protocol::messages::update_features_response::UpdatableFeatureResult;
+use fjord_protocol::kafka_protocol::messages::{UpdateFeaturesRequest, UpdateFeaturesResponse};
+
+use super::{str_bytes, Ctx};
+use crate::features;
+
+pub const VERSIONS: RangeInclusive<i16> = 0..=2;
+
+/// `UpgradeType` values (v1+; v0's `AllowDowngrade` maps to the first two).
+const UPGRADE: i8 = 1;
+const SAFE_DOWNGRADE: i8 = 2;
+const UNSAFE_DOWNGRADE: i8 = 3;
+
+pub fn handle(ctx: &Ctx, req: UpdateFeaturesRequest) -> Option<BytesMut> {
+    let image = ctx.broker.image();
+    // One answer per update, in request order (a repeated name too, as Kafka).
+    let mut checked: Vec<(String, Result<(), String>)> = Vec::new();
+    for u in &req.feature_updates {
+        let upgrade_type = if ctx.api_version == 0 {
+            if u.allow_downgrade {
+                SAFE_DOWNGRADE
+            } else {
+                UPGRADE
+            }
+        } else {
+            u.upgrade_type
+        };
+        let name = u.feature.to_string();
+        let answer = check(&image, &name, u.max_version_level, upgrade_type);
+        checked.push((name, answer));
+    }
+    let refused = checked.iter().find_map(|(_, r)| r.as_ref().err());
+    let resp = match refused {
+        Some(message) => UpdateFeaturesResponse::default()
+            .with_error_code(ErrorCode::INVALID_UPDATE_VERSION.0)
+            .with_error_message(Some(str_bytes(format!(
+                "The update failed for all features since the following feature had an error: {message}"
+            )))),
+        None => UpdateFeaturesResponse::default()
+            .with_error_message(None)
+            .with_results(
+                checked
+                    .into_iter()
+                    .map(|(name, _)| {
+                        UpdatableFeatureResult::default()
+                            .with_feature(str_bytes(name))
+                            .with_error_code(ErrorCode::NONE.0)
+                            // Kafka's message for a success is the error's name.
+                            .with_error_message(Some(str_bytes(ErrorCode::NONE.name())))
+                    })
+                    .collect(),
+            ),
+    };
+    ctx.respond(&resp)
+}
+
+/// Whether `name` may be set to `level`: `Err` with the reason if not.
+fn check(image: &MetadataImage, name: &str, level: i16, upgrade_type: i8) -> Result<(), String> {
+    let refuse = |why: String| {
+        Err(format!(
+            "Invalid update version {level} for feature {name}. {why}"
+        ))
+    };
+    if ![UPGRADE, SAFE_DOWNGRADE, UNSAFE_DOWNGRADE].contains(&upgrade_type) {
+        return refuse("The controller does not support the given upgrade type.".into());
+    }
+    if level < 0 {
+        return refuse("A feature version cannot be less than 0.".into());
+    }
+    let Some(f) = features::supported(name) else {
+        return refuse(format!("Feature {name} not found."));
+    };
+    if !(f.min_level..=f.max_level).contains(&level) {
+        return refuse(format!(
+            "Fjord supports versions {}-{}.",
+            f.min_level, f.max_level
+        ));
+    }
+    let current = image.feature_level(name).unwrap_or(0);
+    if level < current && upgrade_type == UPGRADE {
+        return refuse(
+            "Can't downgrade the version of this feature without setting the upgrade type to \
+             either safe or unsafe downgrade."
+                .into(),
+        );
+    }
+    if level > current && upgrade_type != UPGRADE {
+        return refuse("Can't downgrade to a newer version.".into());
+    }
+    if level != current {
+        return refuse(format!(
+            "Fjord runs this feature at level {current} only: changing it is not supported."
+        ));
+    }
+    Ok(())
+}
