@@ -16,6 +16,9 @@ use fjord_protocol::kafka_protocol::messages::list_transactions_request::ListTra
 use fjord_protocol::kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderEpochRequest, OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
+use fjord_protocol::kafka_protocol::messages::update_features_request::{
+    FeatureUpdateKey, UpdateFeaturesRequest,
+};
 use fjord_protocol::kafka_protocol::messages::{BrokerId, ProducerId, TopicName, TransactionalId};
 
 use super::super::{extra_tags, s};
@@ -111,4 +114,27 @@ pub fn describe_transactions(_v: i16) -> DescribeTransactionsRequest {
     DescribeTransactionsRequest::default()
         .with_transactional_ids(vec![TransactionalId(s("tx-1")), TransactionalId(s(""))])
         .with_unknown_tagged_fields(extra_tags(true, 1))
+}
+
+pub fn update_features(v: i16) -> UpdateFeaturesRequest {
+    let mut up = FeatureUpdateKey::default()
+        .with_feature(s("metadata.version"))
+        .with_max_version_level(21)
+        .with_unknown_tagged_fields(extra_tags(true, 2));
+    if v == 0 {
+        up = up.with_allow_downgrade(true);
+    } else {
+        up = up.with_upgrade_type(2);
+    }
+    let mut m = UpdateFeaturesRequest::default()
+        .with_timeout_ms(30_000)
+        .with_feature_updates(vec![
+            up,
+            FeatureUpdateKey::default().with_feature(s("group.version")),
+        ])
+        .with_unknown_tagged_fields(extra_tags(true, 1));
+    if v >= 1 {
+        m = m.with_validate_only(true);
+    }
+    m
 }
