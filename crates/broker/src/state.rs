@@ -1053,6 +1053,7 @@ impl Broker {
         }
         self.propose(records)?;
         assert_eq!(topic.partition_count(), count, "new partitions are applied");
+        tracing::info!(topic = name, from = current, to = count, "partitions added");
         Ok(())
     }
 

@@ -1226,10 +1226,8 @@ impl GroupCoordinator {
     ) -> Vec<(String, ErrorCode)> {
         let mut results = Vec::with_capacity(group_ids.len());
         for id in group_ids {
-            if id.is_empty() {
-                results.push((id.clone(), ErrorCode::INVALID_GROUP_ID));
-                continue;
-            }
+            // An empty group id names a group like any other (it may hold
+            // offsets, see `commit_offsets`), as Kafka deletes it.
             let Some(mut g) = self.groups.remove(id) else {
                 results.push((id.clone(), ErrorCode::GROUP_ID_NOT_FOUND));
                 continue;

@@ -92,6 +92,7 @@ pub fn handle(ctx: &Ctx, req: AlterPartitionReassignmentsRequest) -> Option<Byte
         .collect();
     let mut resp = AlterPartitionReassignmentsResponse::default()
         .with_error_code(ErrorCode::NONE.0)
+        .with_error_message(None)
         .with_responses(responses);
     if ctx.api_version >= 1 {
         resp = resp.with_allow_replication_factor_change(req.allow_replication_factor_change);

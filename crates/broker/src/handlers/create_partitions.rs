@@ -53,8 +53,10 @@ pub fn handle(ctx: &Ctx, req: CreatePartitionsRequest) -> Option<BytesMut> {
                 Ok(()) => base,
                 Err(e) => {
                     let (code, msg) = errors::state_error(&e);
-                    base.with_error_code(code.0)
-                        .with_error_message(Some(str_bytes(msg)))
+                    // Kafka answers an unknown topic without a message.
+                    let msg =
+                        (code != ErrorCode::UNKNOWN_TOPIC_OR_PARTITION).then(|| str_bytes(msg));
+                    base.with_error_code(code.0).with_error_message(msg)
                 }
             },
         );

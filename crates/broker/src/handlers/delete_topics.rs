@@ -42,8 +42,12 @@ pub fn handle(ctx: &Ctx, req: DeleteTopicsRequest) -> Option<BytesMut> {
                     .map(|n| TopicName(str_bytes(n))),
             )
             .with_topic_id(id);
+        // Kafka explains an unknown id too.
         let Some(n) = resolved else {
-            responses.push(base.with_error_code(ErrorCode::UNKNOWN_TOPIC_ID.0));
+            responses.push(
+                base.with_error_code(ErrorCode::UNKNOWN_TOPIC_ID.0)
+                    .with_error_message(Some(str_bytes(format!("Topic id {id} not found.")))),
+            );
             continue;
         };
         responses.push(match broker.delete_topic(&n) {

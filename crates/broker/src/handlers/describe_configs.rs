@@ -203,10 +203,8 @@ pub fn handle(ctx: &Ctx, req: DescribeConfigsRequest) -> Option<BytesMut> {
                     req.include_documentation,
                 ) {
                     Some(configs) => base.with_configs(configs),
-                    None => fail(
-                        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                        format!("topic '{}' does not exist", &*r.resource_name),
-                    ),
+                    // Kafka answers an unknown topic with an empty message.
+                    None => fail(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, String::new()),
                 }
             }
             RESOURCE_BROKER => {

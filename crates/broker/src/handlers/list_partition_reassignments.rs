@@ -18,6 +18,7 @@ pub fn handle(ctx: &Ctx, _req: ListPartitionReassignmentsRequest) -> Option<Byte
     ctx.respond(
         &ListPartitionReassignmentsResponse::default()
             .with_error_code(ErrorCode::NONE.0)
+            .with_error_message(None)
             .with_topics(vec![]),
     )
 }
