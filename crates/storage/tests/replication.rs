@@ -420,3 +420,42 @@ fn end_offset_for_epoch_answers_as_kafka() {
     assert_eq!(q(1), Some((1, 6)));
     assert_eq!(q(4), Some((4, 12)));
 }
+
+/// A leader serves compacted batches (records missing, offsets with gaps
+/// inside a batch) as its cleaner left them; a follower stores them as they
+/// are, with the log end after the batch's last offset.
+#[test]
+fn a_follower_stores_a_compacted_batch_as_the_leader_holds_it() {
+    let mut b = BatchBuilder::new(Compression::None).partition_leader_epoch(3);
+    for i in 0..4 {
+        let key = format!("k{i}");
+        b.push(1_000 + i, Some(key.as_bytes()), Some(b"v".as_slice()), &[]);
+    }
+    let whole = b.build(0);
+    let compacted = fjord_records::filter_batch(&whole, 1 << 20, None, |r| r.offset % 2 == 1)
+        .unwrap()
+        .batch;
+    assert!(
+        fjord_records::validate_batch(&compacted).is_err(),
+        "a producer could not send it"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    let r = log.append_as_follower(&compacted, 1_000).unwrap();
+    assert_eq!((r.base_offset, r.last_offset), (Offset(0), Offset(3)));
+    assert_eq!(log.log_end_offset(), Offset(4));
+    let stored = log
+        .read(Offset(0), 1 << 20, Offset(4), true)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    assert_eq!(stored, compacted, "stored byte for byte");
+    // A damaged one is still refused.
+    let mut bad = compacted.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xFF;
+    let fresh = tempfile::tempdir().unwrap();
+    let log = open(fresh.path(), small_config());
+    assert!(log.append_as_follower(&bad, 1_000).is_err());
+    assert_eq!(log.log_end_offset(), Offset(0));
+}

@@ -34,11 +34,14 @@ impl Log {
     }
 
     /// Checks framing, CRC and (for client data) sizes of every batch, before any lock.
+    /// A leader's batches are checked as stored (`validate_stored_batch`): a compacted
+    /// batch, with records missing, is what a leader serves from its cleaned segments.
     pub(super) fn validate_batches(
         records: &[u8],
         cfg: &LogConfig,
-        check_message_size: bool,
+        source: BatchSource,
     ) -> Result<Vec<(BatchHeader, Range<usize>)>, StorageError> {
+        let check_message_size = source == BatchSource::Client;
         if records.len() as u64 > cfg.segment_bytes_max {
             return Err(StorageError::RecordListTooLarge {
                 size: records.len(),
@@ -54,7 +57,12 @@ impl Log {
                     max: cfg.message_bytes_max,
                 });
             }
-            validate_batch(&records[range.clone()]).map_err(StorageError::InvalidRecord)?;
+            let bytes = &records[range.clone()];
+            match source {
+                BatchSource::Client => validate_batch(bytes),
+                BatchSource::Leader => validate_stored_batch(bytes),
+            }
+            .map_err(StorageError::InvalidRecord)?;
             found.push((h, range));
         }
         Ok(found)
@@ -70,7 +78,7 @@ impl Log {
         self.check_writable()?;
         let cfg = self.config.read().clone();
         // Validation (CRC) happens before the append lock is taken.
-        let mut found = Self::validate_batches(records, &cfg, true)?;
+        let mut found = Self::validate_batches(records, &cfg, BatchSource::Client)?;
         let log_append_time_ms = match cfg.timestamp_type {
             TimestampType::LogAppendTime => {
                 for (h, r) in &mut found {
@@ -181,7 +189,7 @@ impl Log {
     ) -> Result<AppendResult, StorageError> {
         self.check_writable()?;
         let cfg = self.config.read().clone();
-        let found = Self::validate_batches(records, &cfg, false)?;
+        let found = Self::validate_batches(records, &cfg, BatchSource::Leader)?;
         let (records_count, span) = batch_totals(&found);
 
         let mut st = self.append.lock();
@@ -418,4 +426,13 @@ fn batch_totals(found: &[(BatchHeader, Range<usize>)]) -> (u64, i64) {
         .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
         .sum();
     (records_count, span)
+}
+
+/// Where appended batches come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum BatchSource {
+    /// A producer: whole batches, `message.max.bytes` checked.
+    Client,
+    /// The partition's leader: batches as it stores them (possibly compacted).
+    Leader,
 }

@@ -32,7 +32,7 @@ use fjord_model::limits::RECOVERY_POINT_CHECKPOINT_INTERVAL_MS;
 use fjord_model::{LeaderEpoch, Offset, ProducerId, TimestampType};
 use fjord_records::{
     batches, set_base_offset, set_log_append_time, set_partition_leader_epoch, validate_batch,
-    BatchHeader,
+    validate_stored_batch, BatchHeader,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
