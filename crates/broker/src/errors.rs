@@ -6,6 +6,11 @@ use fjord_storage::StorageError;
 
 use crate::state::StateError;
 
+/// Kafka's default message for UNKNOWN_TOPIC_OR_PARTITION (`Errors.message`),
+/// which it sends where an answer carries the error's message.
+pub const UNKNOWN_TOPIC_OR_PARTITION_MESSAGE: &str =
+    "This server does not host this topic-partition.";
+
 /// Kafka code and message for a storage error.
 pub fn storage_error(e: &StorageError) -> (ErrorCode, String) {
     (e.kafka_code(), e.to_string())

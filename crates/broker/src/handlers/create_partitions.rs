@@ -1,11 +1,15 @@
-//! CreatePartitions: versions 0..=3, with validate_only.
+//! CreatePartitions: versions 0..=3, with validate_only. A topic named
+//! twice is answered once with INVALID_REQUEST, first, and not grown.
 
+use std::collections::HashSet;
 use std::ops::RangeInclusive;
 
 use bytes::BytesMut;
 use fjord_model::ErrorCode;
 use fjord_protocol::kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use fjord_protocol::kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+use fjord_protocol::kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, TopicName,
+};
 
 use super::{str_bytes, Ctx};
 use crate::errors;
@@ -15,7 +19,28 @@ pub const VERSIONS: RangeInclusive<i16> = 0..=3;
 pub fn handle(ctx: &Ctx, req: CreatePartitionsRequest) -> Option<BytesMut> {
     let mut results = Vec::with_capacity(req.topics.len());
     let node = ctx.broker.config.node_id.0;
+    // As Kafka's controller: a name given more than once grows nothing and
+    // is answered once, INVALID_REQUEST "Duplicate topic name.", before the
+    // other results.
+    let mut seen = HashSet::with_capacity(req.topics.len());
+    let mut duplicates: Vec<TopicName> = Vec::new();
+    for t in &req.topics {
+        if !seen.insert(&t.name.0) && !duplicates.contains(&t.name) {
+            duplicates.push(t.name.clone());
+        }
+    }
+    for name in &duplicates {
+        results.push(
+            CreatePartitionsTopicResult::default()
+                .with_name(name.clone())
+                .with_error_code(ErrorCode::INVALID_REQUEST.0)
+                .with_error_message(Some(str_bytes("Duplicate topic name.".to_string()))),
+        );
+    }
     for t in req.topics {
+        if duplicates.contains(&t.name) {
+            continue;
+        }
         let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         // Assignments, when given, name the replicas of each new partition:
         // one per new partition, each on this node only.

@@ -22,9 +22,6 @@ use crate::errors;
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=0;
 
-/// Kafka's message for UNKNOWN_TOPIC_OR_PARTITION.
-const UNKNOWN_TOPIC_MESSAGE: &str = "This server does not host this topic-partition.";
-
 pub fn handle(ctx: &Ctx, req: DescribeProducersRequest) -> Option<BytesMut> {
     let topics = req
         .topics
@@ -39,7 +36,9 @@ pub fn handle(ctx: &Ctx, req: DescribeProducersRequest) -> Option<BytesMut> {
                     let Some(topic) = &topic else {
                         return out
                             .with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0)
-                            .with_error_message(Some(str_bytes(UNKNOWN_TOPIC_MESSAGE)));
+                            .with_error_message(Some(str_bytes(
+                                errors::UNKNOWN_TOPIC_OR_PARTITION_MESSAGE,
+                            )));
                     };
                     let Some(part) = topic.partition(index) else {
                         return out.with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0);

@@ -37,7 +37,8 @@ pub fn handle(ctx: &Ctx, req: DescribeQuorumRequest) -> Option<BytesMut> {
         && req.topics[0].partitions.len() == 1
         && req.topics[0].partitions[0].partition_index == 0;
     if !valid {
-        // Kafka answers every requested partition with UNKNOWN_TOPIC_OR_PARTITION.
+        // Kafka answers every requested partition with UNKNOWN_TOPIC_OR_PARTITION
+        // and its message.
         let topics = req
             .topics
             .into_iter()
@@ -49,6 +50,9 @@ pub fn handle(ctx: &Ctx, req: DescribeQuorumRequest) -> Option<BytesMut> {
                         PartitionData::default()
                             .with_partition_index(p.partition_index)
                             .with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0)
+                            .with_error_message(Some(str_bytes(
+                                crate::errors::UNKNOWN_TOPIC_OR_PARTITION_MESSAGE,
+                            )))
                     })
                     .collect();
                 TopicData::default()
