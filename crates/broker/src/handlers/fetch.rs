@@ -25,7 +25,12 @@
 //! data stays in the page cache: each partition's records are file ranges
 //! sent with sendfile(2) (see `response.rs`). A test checks the encoding
 //! against kafka-protocol's for every version.
+//!
+//! A partition named twice in one request is answered once, at its first
+//! place, from the position of its last entry, as Kafka's map of wanted
+//! partitions does.
 
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,9 +110,15 @@ pub fn handle(ctx: Ctx, req: FetchRequest) -> Pending {
 }
 
 async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
-    let mut wants = Vec::new();
+    let mut wants: Vec<Want> = Vec::new();
     let mut topics = Vec::new();
     let by_id = ctx.api_version >= FIRST_TOPIC_ID_VERSION;
+    // Kafka keys a fetch's partitions by topic-partition (the ordered map of
+    // `FetchRequest.fetchData`): a partition named twice is answered once, at
+    // its first place, for the position of its last entry. The index is kept
+    // only when the request names more than one partition.
+    let many = req.topics.iter().map(|t| t.partitions.len()).sum::<usize>() > 1;
+    let mut first_want: HashMap<(Uuid, &str, i32), usize> = HashMap::new();
     for (ti, ft) in req.topics.iter().enumerate() {
         let topic = if by_id {
             ctx.broker.topic_by_id(ft.topic_id)
@@ -120,6 +131,21 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
             partitions: Vec::with_capacity(ft.partitions.len()),
         });
         for fp in &ft.partitions {
+            if many {
+                let key = if by_id {
+                    (ft.topic_id, "", fp.partition)
+                } else {
+                    (Uuid::nil(), &*ft.topic.0, fp.partition)
+                };
+                if let Some(&i) = first_want.get(&key) {
+                    let w = &mut wants[i];
+                    w.fetch_offset = fp.fetch_offset;
+                    w.current_leader_epoch = fp.current_leader_epoch;
+                    w.max_bytes = fp.partition_max_bytes.max(0) as usize;
+                    continue;
+                }
+                first_want.insert(key, wants.len());
+            }
             let target = topic.as_ref().and_then(|t| t.partition(fp.partition));
             let error = if topic.is_none() && by_id {
                 ErrorCode::UNKNOWN_TOPIC_ID
