@@ -182,6 +182,44 @@ pub fn replica_state_of(reg: &PartitionRegistration) -> ReplicaState {
     }
 }
 
+/// One line per leadership change a user cares about: a partition left
+/// without a leader (offline, a warning), back online, or moved to another
+/// leader. ISR-only changes are not logged here.
+fn log_leadership_change(topic: &str, partition: i32, before: &ReplicaState, after: &ReplicaState) {
+    if before.leader == after.leader {
+        return;
+    }
+    let isr: Vec<i32> = after.isr.iter().map(|n| n.0).collect();
+    if after.leader.0 < 0 {
+        tracing::warn!(
+            topic,
+            partition,
+            epoch = after.leader_epoch.0,
+            ?isr,
+            "partition offline: no leader"
+        );
+    } else if before.leader.0 < 0 {
+        tracing::info!(
+            topic,
+            partition,
+            leader = after.leader.0,
+            epoch = after.leader_epoch.0,
+            ?isr,
+            "partition online"
+        );
+    } else {
+        tracing::info!(
+            topic,
+            partition,
+            from = before.leader.0,
+            to = after.leader.0,
+            epoch = after.leader_epoch.0,
+            ?isr,
+            "partition leader changed"
+        );
+    }
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -738,7 +776,9 @@ impl Broker {
                     continue;
                 };
                 let facts = replica_state_of(reg);
-                if part.replica_state() != facts {
+                let before = part.replica_state();
+                if before != facts {
+                    log_leadership_change(&new.name, p, &before, &facts);
                     part.set_replica_state(facts);
                 }
             }

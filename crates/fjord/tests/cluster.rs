@@ -596,6 +596,26 @@ fn three_brokers_replicated_topic() {
     wait_for("the same new leaders on the other survivor", &logs, || {
         view_on(&rt, survivors[1], "replicated").filter(|v| v.1 == after.1)
     });
+    // Each survivor says so in its log, once per moved partition.
+    for n in nodes.iter().filter(|n| n.id != victim_id) {
+        let text = std::fs::read_to_string(logs.join(format!("node{}.log", n.id))).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.contains("partition leader changed") && l.contains("topic=\"replicated\"")
+            })
+            .collect();
+        let moved_here = first.1.iter().filter(|p| p.1 == victim_id).count();
+        assert!(
+            lines
+                .iter()
+                .filter(|l| l.contains(&format!("from={victim_id}")))
+                .count()
+                >= moved_here,
+            "node {}: {moved_here} partitions moved off broker {victim_id}, log lines: {lines:#?}",
+            n.id
+        );
+    }
     eprintln!(
         "kill -9 of broker {victim_id} to new leaders: {} ms (broker.session.timeout.ms={})",
         elapsed.as_millis(),
