@@ -146,7 +146,27 @@ proptest! {
             body[i] = *byte;
         }
         if let Ok(decoded) = decode_request(key, v, &mut Reader::new(body.freeze())) {
+            // kafka-protocol 0.18 mis-encodes an unknown tagged field whose
+            // tag a newer version of the message gives a known field (seen:
+            // Fetch v12, FetchPartition tag 0, replica_directory_id from
+            // v17): neither decoder, kafka-protocol's included, reads that
+            // encoding back, so it is no reference for such a request.
+            let reencoded = encode_body(&decoded, v);
+            if decode_request(key, v, &mut Reader::new(reencoded)).is_err()
+                && has_unknown_tagged_fields(&decoded)
+            {
+                return Ok(());
+            }
             agree(&decoded, v);
         }
     }
+}
+
+/// Whether a decoded request keeps any unknown tagged field, at any depth
+/// (kafka-protocol's structs print them as `unknown_tagged_fields: {..}`).
+fn has_unknown_tagged_fields(req: &Request) -> bool {
+    format!("{req:?}")
+        .split("unknown_tagged_fields: {")
+        .skip(1)
+        .any(|rest| !rest.starts_with('}'))
 }
