@@ -215,6 +215,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let retention_every = std::time::Duration::from_millis(config.retention_check_interval_ms);
         let started = std::time::Instant::now();
         let broker = tokio::task::spawn_blocking(move || Broker::open_deferred(config)).await??;
+        if broker.config.kraft.is_cluster() {
+            // As a Kafka broker: clients are let in once the active
+            // controller has registered and unfenced this broker, so the
+            // first Metadata they get lists it. Open before, its Metadata
+            // would name no broker and no controller, and a client (an
+            // admin client waiting for the controller) could wait for good.
+            tokio::select! {
+                _ = wait_unfenced(&broker) => {}
+                _ = shutdown_signal() => {
+                    tracing::info!("shutting down before this broker was unfenced");
+                    tokio::task::spawn_blocking(move || broker.close()).await?;
+                    return Ok(());
+                }
+            }
+        }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
@@ -265,6 +280,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("stopped cleanly");
         Ok(())
     })
+}
+
+/// Until the metadata image holds this broker registered and unfenced.
+async fn wait_unfenced(broker: &Broker) {
+    let node = broker.config.node_id;
+    let since = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        if broker.image().broker(node).is_some_and(|r| !r.fenced) {
+            return;
+        }
+        if !said && since.elapsed() >= std::time::Duration::from_secs(5) {
+            tracing::info!("waiting for the active controller to register and unfence this broker");
+            said = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 async fn shutdown_signal() {
