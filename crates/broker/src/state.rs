@@ -114,6 +114,9 @@ pub struct Broker {
     /// Dynamic broker configs and the topic defaults they give (changed
     /// only by `apply_delta`).
     dynamic: RwLock<(DynamicBrokerConfigs, TopicSettings)>,
+    /// The replica fetchers (which partitions this node follows, on which
+    /// leader), following the image.
+    pub(crate) replication: crate::replica_fetcher::Replication,
 }
 
 /// The one-voter quorum of a single node, or the KRaft quorum of a cluster
@@ -329,6 +332,7 @@ impl Broker {
             heartbeat: Mutex::new(None),
             groups: crate::groups::GroupsSlot::new(me.clone()),
             cleaner: parking_lot::Mutex::new(None),
+            replication: crate::replica_fetcher::Replication::new(me.clone()),
             config,
         });
         let (loader, image) = MetadataLoader::new(
@@ -431,6 +435,7 @@ impl Broker {
             }
         }
         if cfg.kraft.has_role("broker") {
+            crate::replica_fetcher::start_leader_tick(broker).map_err(|e| meta_err(&dir, e))?;
             let handle = crate::controller_link::start(broker).map_err(|e| meta_err(&dir, e))?;
             *broker.heartbeat.lock() = Some(handle);
         }
@@ -730,6 +735,8 @@ impl Broker {
             };
             if let Some(topic) = removed {
                 for p in topic.partitions.read().iter() {
+                    self.replication.unfollow(topic.id, p.index.0);
+                    p.stop_replicating();
                     p.wake_waiters();
                     let _ = p.log.close();
                     fjord_storage::delete_log_dir(&partition_dir(
@@ -749,6 +756,9 @@ impl Broker {
                 .iter()
                 .map(|(&p, reg)| self.open_partition(&t.name, p, reg, &settings, fresh))
                 .collect::<Result<Vec<_>, _>>()?;
+            for (part, reg) in parts.iter().zip(t.partitions.values()) {
+                self.follow_image(t.id, part, reg, &settings);
+            }
             let topic = Topic {
                 name: t.name.clone(),
                 id: t.id,
@@ -767,6 +777,7 @@ impl Broker {
             for (&p, reg) in new.partitions.iter().filter(|(&p, _)| p >= current) {
                 assert_eq!(p, topic.partition_count(), "partitions are added in order");
                 let part = self.open_partition(&new.name, p, reg, &settings, fresh)?;
+                self.follow_image(topic.id, &part, reg, &settings);
                 topic.partitions.write().push(part);
             }
             // Leader, epoch, replicas and ISR follow the image (a
@@ -779,7 +790,7 @@ impl Broker {
                 let before = part.replica_state();
                 if before != facts {
                     log_leadership_change(&new.name, p, &before, &facts);
-                    part.set_replica_state(facts);
+                    self.follow_image(topic.id, &part, reg, &settings);
                 }
             }
         }
@@ -808,6 +819,60 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    /// This node's part in replicating a partition, from its registration
+    /// in the image: the leader (`Partition::become_leader`, with the
+    /// topic's `min.insync.replicas`), a follower fetching from the leader
+    /// (`Partition::become_follower`, and a replica fetcher on the
+    /// leader), or no replica at all (nothing to fetch; every request gets
+    /// NOT_LEADER_OR_FOLLOWER). A single-replica partition keeps the
+    /// single-node rules.
+    fn follow_image(
+        &self,
+        topic_id: Uuid,
+        part: &Arc<Partition>,
+        reg: &PartitionRegistration,
+        settings: &TopicSettings,
+    ) {
+        let me = self.config.node_id;
+        let ids = |v: &[i32]| v.iter().map(|&n| NodeId(n)).collect::<Vec<_>>();
+        let state = fjord_replication::PartitionState {
+            leader: NodeId(reg.leader),
+            leader_epoch: LeaderEpoch(reg.leader_epoch),
+            partition_epoch: reg.partition_epoch,
+            replicas: ids(&reg.replicas),
+            isr: ids(&reg.isr),
+        };
+        if !reg.replicas.contains(&me.0) {
+            self.replication.unfollow(topic_id, part.index.0);
+            part.stop_replicating();
+            part.set_replica_state(replica_state_of(reg));
+        } else if reg.leader == me.0 {
+            self.replication.unfollow(topic_id, part.index.0);
+            let min_insync_replicas = settings
+                .get("min.insync.replicas")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(fjord_model::limits::MIN_INSYNC_REPLICAS_DEFAULT);
+            let replication = fjord_replication::Settings {
+                replica_lag_time_max_ms: fjord_model::limits::REPLICA_LAG_TIME_MAX_MS_DEFAULT,
+                min_insync_replicas,
+            };
+            // An AlterPartition it asks for is sent by the leader tick.
+            let _ = part.become_leader(state, replication, now_ms());
+        } else {
+            let epoch = self.broker_epoch.load(Ordering::SeqCst);
+            part.become_follower(state, epoch, fjord_replication::FollowerSettings::default());
+            if reg.leader >= 0 {
+                let target = crate::replica_fetcher::FetchTarget {
+                    topic_id,
+                    partition: part.clone(),
+                };
+                self.replication.follow(NodeId(reg.leader), target);
+            } else {
+                self.replication.unfollow(topic_id, part.index.0);
+            }
+        }
     }
 
     /// Defaults with `overrides` applied, skipping (with a warning) any that

@@ -420,6 +420,18 @@ fn produce_via(
     topic: &str,
     partition: i32,
 ) -> Option<i16> {
+    produce_acks_via(rt, port, topic, partition, fjord_client::Acks::Leader).map(|r| r.0)
+}
+
+/// Produces one record with `acks` to `topic`/`partition` through the
+/// broker on `port`: the partition's error code and base offset.
+fn produce_acks_via(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    topic: &str,
+    partition: i32,
+    acks: fjord_client::Acks,
+) -> Option<(i16, i64)> {
     use fjord_records::{BatchBuilder, Compression};
     rt.block_on(async {
         let c = Client::connect(ClientOptions::new(format!("127.0.0.1:{port}")))
@@ -433,13 +445,17 @@ fn produce_via(
             .bootstrap_connection()
             .produce(
                 &t.topic_ref(),
-                fjord_client::Acks::Leader,
+                acks,
                 5_000,
                 vec![(fjord_model::PartitionIndex(partition), batch)],
             )
             .await
             .ok()?;
-        ack.wait().await.ok()?.first().map(|p| p.error_code)
+        ack.wait()
+            .await
+            .ok()?
+            .first()
+            .map(|p| (p.error_code, p.base_offset.0))
     })
 }
 
@@ -568,6 +584,13 @@ fn three_brokers_replicated_topic() {
             produce_via(&rt, other.client_port, "replicated", p),
             Some(6)
         );
+        // acks=all is answered once both followers hold both records
+        // durably (they fetch from the leader).
+        let all = fjord_client::Acks::All;
+        assert_eq!(
+            produce_acks_via(&rt, port_of(l), "replicated", p, all),
+            Some((0, 1))
+        );
     }
 
     // Preferred-leader election through a broker that is not the
@@ -630,7 +653,13 @@ fn three_brokers_replicated_topic() {
         if first.1[p as usize].1 == victim_id {
             assert!(epoch > before, "a moved leadership bumps the epoch");
         }
-        assert_eq!(produce_via(&rt, port_of(l), "replicated", p), Some(0));
+        // The new leader held both acknowledged records: the log goes on
+        // after them.
+        assert_eq!(
+            produce_acks_via(&rt, port_of(l), "replicated", p, fjord_client::Acks::All),
+            Some((0, 2)),
+            "partition {p} led by {l} after the kill"
+        );
     }
     if let Ok(libs) = std::env::var("FJORD_KAFKA_LIBS") {
         let out = Command::new("java")

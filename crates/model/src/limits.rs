@@ -268,3 +268,20 @@ pub const REPLICA_FETCH_RESPONSE_TIMEOUT_MS_DEFAULT: i64 = 30_000;
 /// Most replicas a partition may have (bounds ISR lists built from requests).
 pub const REPLICAS_PER_PARTITION_MAX: usize = 64;
 const _: () = assert!(REPLICA_FETCH_BACKOFF_MS_DEFAULT < REPLICA_LAG_TIME_MAX_MS_DEFAULT);
+/// `replica.fetch.wait.max.ms`: how long a leader holds a follower's fetch
+/// that found nothing new.
+pub const REPLICA_FETCH_WAIT_MAX_MS_DEFAULT: u64 = 500;
+/// `replica.fetch.max.bytes`: what a follower asks for per partition.
+pub const REPLICA_FETCH_MAX_BYTES_DEFAULT: usize = 1024 * 1024;
+/// `replica.fetch.response.max.bytes`: what a follower asks for per fetch.
+pub const REPLICA_FETCH_RESPONSE_MAX_BYTES_DEFAULT: usize = 10 * 1024 * 1024;
+/// How long a replica fetcher with nothing to send (no partition, or every
+/// one waiting for its flush or backing off) sleeps before it looks again.
+pub const REPLICA_FETCHER_IDLE_MS: u64 = 2;
+/// How often a leader's replication state is given the time and its own
+/// durable log end (ISR shrink, high watermark after the leader's flush).
+pub const REPLICA_TICK_MS: u64 = 5;
+const _: () = assert!(REPLICA_FETCH_RESPONSE_MAX_BYTES_DEFAULT <= FRAME_BYTES_MAX);
+const _: () = assert!(REPLICA_FETCH_MAX_BYTES_DEFAULT <= REPLICA_FETCH_RESPONSE_MAX_BYTES_DEFAULT);
+const _: () =
+    assert!((REPLICA_FETCH_WAIT_MAX_MS_DEFAULT as i64) < REPLICA_FETCH_RESPONSE_TIMEOUT_MS_DEFAULT);

@@ -404,6 +404,11 @@ impl Partition {
         }
     }
 
+    /// This node.
+    pub fn local(&self) -> NodeId {
+        self.local
+    }
+
     /// Leader, epoch, replicas and ISR as they are now.
     pub fn replica_state(&self) -> ReplicaState {
         self.replica.read().clone()
@@ -769,8 +774,12 @@ impl Partition {
     }
 }
 
+/// This node is the partition's only replica and leads it: what it
+/// appends is committed. A replicated partition whose ISR shrank to the
+/// leader alone is not: its high watermark stays the replication core's
+/// (gated by `min.insync.replicas`).
 fn is_sole_replica(local: NodeId, r: &ReplicaState) -> bool {
-    r.leader == local && r.isr == [local]
+    r.leader == local && r.isr == [local] && r.replicas == [local]
 }
 
 #[cfg(test)]

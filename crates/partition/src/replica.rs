@@ -180,6 +180,32 @@ impl Partition {
         self.publish_commit_state();
     }
 
+    /// The leader this node fetches from, while it is a follower that
+    /// knows one.
+    pub fn following(&self) -> Option<NodeId> {
+        match &*self.role.lock() {
+            Some(Role::Follower(f)) => f.leader(),
+            _ => None,
+        }
+    }
+
+    /// This node leads the partition with other replicas (its high
+    /// watermark is the replication core's).
+    pub fn is_replicated_leader(&self) -> bool {
+        matches!(&*self.role.lock(), Some(Role::Leader(_)))
+    }
+
+    /// This node stops replicating the partition (it is no longer one of
+    /// its replicas, or the partition is going away): a leadership's acks=all
+    /// waiters fail, a follower stops fetching.
+    pub fn stop_replicating(&self) {
+        let had = self.role.lock().take().is_some();
+        if had {
+            self.publish_commit_state();
+            self.wake_waiters();
+        }
+    }
+
     /// A follower's fetch of this partition (the Fetch handler, for a
     /// request with a replica id).
     pub fn follower_fetch(

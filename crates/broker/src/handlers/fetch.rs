@@ -36,10 +36,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use fjord_model::{limits, ErrorCode, LeaderEpoch, Offset};
+use fjord_model::{limits, ErrorCode, LeaderEpoch, NodeId, Offset};
 use fjord_partition::{Isolation, Partition};
 use fjord_protocol::kafka_protocol::messages::FetchRequest;
 use fjord_protocol::response_header_version;
+use fjord_replication::{FetchOutcome, FollowerFetch};
 use fjord_storage::FileSlice;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -63,7 +64,17 @@ struct Want {
     error: ErrorCode,
     fetch_offset: i64,
     current_leader_epoch: i32,
+    /// A follower's (v12+): the epoch of its last batch.
+    last_fetched_epoch: i32,
     max_bytes: usize,
+}
+
+/// A follower's fetch (Fetch's `replica_id` up to v14, `ReplicaState`
+/// from v15): its id and broker epoch (-1 before v15).
+#[derive(Clone, Copy)]
+struct FromReplica {
+    id: NodeId,
+    broker_epoch: i64,
 }
 
 /// What the response says about one partition.
@@ -75,6 +86,21 @@ pub struct PartitionOut {
     pub log_start_offset: i64,
     pub records: Vec<FileSlice>,
     pub records_bytes: usize,
+    /// v12+ tagged field 0: a follower's log diverges (KIP-320): the
+    /// leader's (epoch, end offset).
+    pub diverging_epoch: Option<(i32, i64)>,
+    /// v12+ tagged field 1 (filled from v16, KIP-951): the leader and
+    /// epoch this node knows, with NOT_LEADER_OR_FOLLOWER or
+    /// FENCED_LEADER_EPOCH.
+    pub current_leader: Option<(i32, i32)>,
+}
+
+/// A broker a `current_leader` hint names (v16+ `node_endpoints`).
+pub struct NodeEndpointOut {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
 }
 
 pub struct TopicOut {
@@ -141,6 +167,7 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
                     let w = &mut wants[i];
                     w.fetch_offset = fp.fetch_offset;
                     w.current_leader_epoch = fp.current_leader_epoch;
+                    w.last_fetched_epoch = fp.last_fetched_epoch;
                     w.max_bytes = fp.partition_max_bytes.max(0) as usize;
                     continue;
                 }
@@ -161,6 +188,7 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
                 error,
                 fetch_offset: fp.fetch_offset,
                 current_leader_epoch: fp.current_leader_epoch,
+                last_fetched_epoch: fp.last_fetched_epoch,
                 max_bytes: fp.partition_max_bytes.max(0) as usize,
             });
         }
@@ -168,6 +196,17 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
     // 0 (or less) allows only the first batch (KIP-74), as in Kafka.
     let response_max = req.max_bytes.max(0) as usize;
     let isolation = Isolation::from_wire(req.isolation_level);
+    let replica = if ctx.api_version >= 15 {
+        (req.replica_state.replica_id.0 >= 0).then_some(FromReplica {
+            id: NodeId(req.replica_state.replica_id.0),
+            broker_epoch: req.replica_state.replica_epoch,
+        })
+    } else {
+        (req.replica_id.0 >= 0).then_some(FromReplica {
+            id: NodeId(req.replica_id.0),
+            broker_epoch: -1,
+        })
+    };
     let min_bytes = req.min_bytes.max(0) as usize;
     let wait_ms = i64::from(req.max_wait_ms).clamp(0, limits::FETCH_WAIT_MS_MAX) as u64;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
@@ -176,7 +215,7 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
     // takes the registrations it wakes).
     let mut registered = false;
     let parts = loop {
-        let (parts, total, any_error) = read_all(&wants, response_max, isolation);
+        let (parts, total, any_error) = read_all(&wants, response_max, isolation, replica);
         if total >= min_bytes || any_error || tokio::time::Instant::now() >= deadline {
             break parts;
         }
@@ -195,11 +234,37 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
             .await
             .is_err()
         {
-            break read_all(&wants, response_max, isolation).0;
+            break read_all(&wants, response_max, isolation, replica).0;
         }
         registered = false;
     };
-    for (w, p) in wants.iter().zip(parts) {
+    let mut endpoints: Vec<NodeEndpointOut> = Vec::new();
+    for (w, mut p) in wants.iter().zip(parts) {
+        // KIP-951: where the leader is now, for a client to go there at once.
+        if ctx.api_version >= 16
+            && (p.error == ErrorCode::NOT_LEADER_OR_FOLLOWER
+                || p.error == ErrorCode::FENCED_LEADER_EPOCH)
+        {
+            if let Some(part) = &w.target {
+                let r = part.replica_state();
+                p.current_leader = Some((r.leader.0, r.leader_epoch.0));
+                if r.leader.0 >= 0 && !endpoints.iter().any(|e| e.node_id == r.leader.0) {
+                    if let Some(b) = ctx
+                        .broker
+                        .live_brokers()
+                        .into_iter()
+                        .find(|b| b.id == r.leader)
+                    {
+                        endpoints.push(NodeEndpointOut {
+                            node_id: b.id.0,
+                            host: b.host,
+                            port: i32::from(b.port),
+                            rack: b.rack,
+                        });
+                    }
+                }
+            }
+        }
         topics[w.topic_idx].partitions.push(p);
     }
     ctx.log_answered(|| {
@@ -212,12 +277,13 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
         codes.dedup();
         codes
     });
-    Some(encode(
+    Some(encode_with_endpoints(
         ctx.api_version,
         ctx.correlation_id,
         ErrorCode::NONE,
         isolation == Isolation::ReadCommitted,
         topics,
+        endpoints,
     ))
 }
 
@@ -227,6 +293,7 @@ fn read_all(
     wants: &[Want],
     response_max: usize,
     isolation: Isolation,
+    replica: Option<FromReplica>,
 ) -> (Vec<PartitionOut>, usize, bool) {
     let mut out = Vec::with_capacity(wants.len());
     let mut total = 0usize;
@@ -240,6 +307,8 @@ fn read_all(
             log_start_offset: -1,
             records: Vec::new(),
             records_bytes: 0,
+            diverging_epoch: None,
+            current_leader: None,
         };
         let Some(part) = w.target.as_ref().filter(|_| w.error.is_none()) else {
             any_error = true;
@@ -248,6 +317,14 @@ fn read_all(
         };
         // KIP-74: the first batch of the response comes whole even if larger than the limits.
         let room = response_max.saturating_sub(total).min(w.max_bytes);
+        if let Some(r) = replica {
+            if follower_read(part, w, r, room, &mut p) {
+                any_error = true;
+            }
+            total += p.records_bytes;
+            out.push(p);
+            continue;
+        }
         let fetched = part.read(
             Offset(w.fetch_offset),
             room,
@@ -274,6 +351,60 @@ fn read_all(
         out.push(p);
     }
     (out, total, any_error)
+}
+
+/// A follower's fetch of one partition, through the partition layer
+/// (`Partition::follower_fetch`: the follower's progress, the ISR and the
+/// high watermark move; records up to the log end). Returns true when the
+/// answer must go at once (an error, a diverging epoch).
+fn follower_read(
+    part: &Partition,
+    w: &Want,
+    r: FromReplica,
+    room: usize,
+    p: &mut PartitionOut,
+) -> bool {
+    let fetch = FollowerFetch {
+        replica: r.id,
+        broker_epoch: r.broker_epoch,
+        fetch_offset: Offset(w.fetch_offset),
+        last_fetched_epoch: LeaderEpoch(w.last_fetched_epoch),
+        current_leader_epoch: LeaderEpoch(w.current_leader_epoch),
+    };
+    let fetched = match part.follower_fetch(fetch, room, crate::state::now_ms()) {
+        Ok(f) => f,
+        Err(e) => {
+            let (code, msg) = errors::partition_error(&e);
+            tracing::debug!(partition = w.partition, "replica fetch refused: {msg}");
+            p.error = code;
+            p.high_watermark = part.high_watermark().0;
+            p.last_stable_offset = p.high_watermark;
+            p.log_start_offset = part.log_start_offset().0;
+            return true;
+        }
+    };
+    // The AlterPartition it may ask for is sent by the leader tick.
+    let a = fetched.answer;
+    p.high_watermark = a.high_watermark.0;
+    p.last_stable_offset = a.high_watermark.0;
+    p.log_start_offset = a.log_start.0;
+    match a.outcome {
+        FetchOutcome::Records => {
+            if let Some(read) = fetched.records {
+                p.records_bytes = read.bytes;
+                p.records = read.slices;
+            }
+            false
+        }
+        FetchOutcome::Diverging { epoch, end_offset } => {
+            p.diverging_epoch = Some((epoch.0, end_offset.0));
+            true
+        }
+        FetchOutcome::Error(code) => {
+            p.error = code;
+            true
+        }
+    }
 }
 
 /// Writes Kafka's primitives in the classic or flexible (compact) form.
@@ -337,6 +468,26 @@ pub fn encode(
     read_committed: bool,
     topics: Vec<TopicOut>,
 ) -> Response {
+    encode_with_endpoints(
+        version,
+        correlation_id,
+        error,
+        read_committed,
+        topics,
+        Vec::new(),
+    )
+}
+
+/// [`encode`] with v16+ `node_endpoints` (the leaders `current_leader`
+/// hints name).
+pub fn encode_with_endpoints(
+    version: i16,
+    correlation_id: i32,
+    error: ErrorCode,
+    read_committed: bool,
+    topics: Vec<TopicOut>,
+    endpoints: Vec<NodeEndpointOut>,
+) -> Response {
     assert!(
         VERSIONS.contains(&version),
         "fetch v{version} is not served"
@@ -388,11 +539,53 @@ pub fn encode(
             // Records are never null, even on errors: an empty array then.
             e.len_prefix(p.records_bytes);
             e.files(p.records);
-            e.no_tags();
+            if e.flexible {
+                let tags = usize::from(p.diverging_epoch.is_some())
+                    + usize::from(p.current_leader.is_some());
+                put_uvarint(&mut e.buf, tags as u64);
+                if let Some((epoch, end_offset)) = p.diverging_epoch {
+                    put_uvarint(&mut e.buf, 0);
+                    put_uvarint(&mut e.buf, 4 + 8 + 1);
+                    e.buf.put_i32(epoch);
+                    e.buf.put_i64(end_offset);
+                    e.buf.put_u8(0);
+                }
+                if let Some((leader, epoch)) = p.current_leader {
+                    put_uvarint(&mut e.buf, 1);
+                    put_uvarint(&mut e.buf, 4 + 4 + 1);
+                    e.buf.put_i32(leader);
+                    e.buf.put_i32(epoch);
+                    e.buf.put_u8(0);
+                }
+            }
         }
         e.no_tags();
     }
-    e.no_tags();
+    if version >= 16 && !endpoints.is_empty() {
+        // Tagged field 0: NodeEndpoints, encoded aside for its size.
+        let mut inner = Enc {
+            buf: BytesMut::new(),
+            chunks: Vec::new(),
+            flexible: true,
+        };
+        inner.len_prefix(endpoints.len());
+        for n in &endpoints {
+            inner.buf.put_i32(n.node_id);
+            inner.string(&n.host);
+            inner.buf.put_i32(n.port);
+            match &n.rack {
+                Some(r) => inner.string(r),
+                None => put_uvarint(&mut inner.buf, 0),
+            }
+            inner.no_tags();
+        }
+        put_uvarint(&mut e.buf, 1);
+        put_uvarint(&mut e.buf, 0);
+        put_uvarint(&mut e.buf, inner.buf.len() as u64);
+        e.buf.put_slice(&inner.buf);
+    } else {
+        e.no_tags();
+    }
     if !e.buf.is_empty() {
         let rest = e.buf.split().freeze();
         e.chunks.push(Chunk::Bytes(rest));
@@ -458,6 +651,8 @@ mod tests {
                                     log_start_offset: 2,
                                     records: slices,
                                     records_bytes: 150,
+                                    diverging_epoch: None,
+                                    current_leader: None,
                                 },
                                 PartitionOut {
                                     partition: 1,
@@ -467,6 +662,8 @@ mod tests {
                                     log_start_offset: 0,
                                     records: Vec::new(),
                                     records_bytes: 0,
+                                    diverging_epoch: None,
+                                    current_leader: None,
                                 },
                             ],
                         },
@@ -524,6 +721,112 @@ mod tests {
                     "fetch v{version} read_committed={read_committed}"
                 );
             }
+        }
+    }
+
+    /// The replication fields (v12+ tagged: a diverging epoch, a current
+    /// leader; v16+ node endpoints) equal kafka-protocol's encoding.
+    #[test]
+    fn replication_fields_match_kafka_protocol() {
+        use fjord_protocol::kafka_protocol::messages::fetch_response::{
+            EpochEndOffset, LeaderIdAndEpoch, NodeEndpoint,
+        };
+        let topic_id = Uuid::from_u128(7);
+        for version in FIRST_FLEXIBLE_VERSION..=*VERSIONS.end() {
+            let endpoints = version >= 16;
+            let ours = encode_with_endpoints(
+                version,
+                9,
+                ErrorCode::NONE,
+                false,
+                vec![TopicOut {
+                    name: "t".into(),
+                    id: topic_id,
+                    partitions: vec![
+                        PartitionOut {
+                            partition: 0,
+                            error: ErrorCode::NONE,
+                            high_watermark: 4,
+                            last_stable_offset: 4,
+                            log_start_offset: 0,
+                            records: Vec::new(),
+                            records_bytes: 0,
+                            diverging_epoch: Some((3, 17)),
+                            current_leader: None,
+                        },
+                        PartitionOut {
+                            partition: 1,
+                            error: ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                            high_watermark: -1,
+                            last_stable_offset: -1,
+                            log_start_offset: -1,
+                            records: Vec::new(),
+                            records_bytes: 0,
+                            diverging_epoch: None,
+                            current_leader: Some((2, 5)),
+                        },
+                    ],
+                }],
+                if endpoints {
+                    vec![NodeEndpointOut {
+                        node_id: 2,
+                        host: "127.0.0.1".into(),
+                        port: 9093,
+                        rack: Some("r1".into()),
+                    }]
+                } else {
+                    Vec::new()
+                },
+            );
+            let mut got = Vec::new();
+            for c in &ours.chunks {
+                match c {
+                    Chunk::Bytes(b) => got.extend_from_slice(b),
+                    Chunk::File(f) => f.read_into(&mut got).unwrap(),
+                }
+            }
+            let base = |i: i32, code: i16, hw: i64, start: i64| {
+                PartitionData::default()
+                    .with_partition_index(i)
+                    .with_error_code(code)
+                    .with_high_watermark(hw)
+                    .with_last_stable_offset(hw)
+                    .with_log_start_offset(start)
+                    .with_aborted_transactions(None)
+                    .with_preferred_read_replica(BrokerId(-1))
+                    .with_records(Some(Bytes::new()))
+            };
+            let mut expected =
+                FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("t")))
+                    .with_topic_id(topic_id)
+                    .with_partitions(vec![
+                        base(0, 0, 4, 0).with_diverging_epoch(
+                            EpochEndOffset::default().with_epoch(3).with_end_offset(17),
+                        ),
+                        base(1, ErrorCode::NOT_LEADER_OR_FOLLOWER.0, -1, -1).with_current_leader(
+                            LeaderIdAndEpoch::default()
+                                .with_leader_id(BrokerId(2))
+                                .with_leader_epoch(5),
+                        ),
+                    ])]);
+            if endpoints {
+                expected = expected.with_node_endpoints(vec![NodeEndpoint::default()
+                    .with_node_id(BrokerId(2))
+                    .with_host(StrBytes::from_static_str("127.0.0.1"))
+                    .with_port(9093)
+                    .with_rack(Some(StrBytes::from_static_str("r1")))]);
+            }
+            let mut want = BytesMut::new();
+            fjord_protocol::encode_response(
+                9,
+                response_header_version(API_KEY, version),
+                &expected,
+                version,
+                &mut want,
+            )
+            .unwrap();
+            assert_eq!(got, want.to_vec(), "fetch v{version}");
         }
     }
 }
