@@ -11,10 +11,15 @@
 //! nothing a single-node broker must act on: v15 carries the replica's state
 //! in a tagged field, v17 and v18 add replica-only tagged fields (directory
 //! id, high watermark) that consumers never send, and v16's leader hints
-//! (`current_leader`, `node_endpoints`) are tagged fields Kafka only fills for
-//! NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH: as the only replica and
-//! with leader epoch 0 we never answer the first and the second only to
-//! epochs no client holds, so they are always omitted.
+//! (`current_leader`, `node_endpoints`) are filled, as Kafka does, for
+//! NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH (KIP-951).
+//!
+//! A fetch with a replica id (`replica_id` up to v14, `ReplicaState` with
+//! the broker epoch from v15) is a follower's: each partition goes through
+//! `Partition::follower_fetch` (the follower's progress, the ISR and the
+//! high watermark; records up to the log end, whatever the isolation), and
+//! a diverging log gets the leader's epoch and end offset in the
+//! `diverging_epoch` tagged field (KIP-320), at once.
 //!
 //! Each partition is read through `fjord_partition::Partition::read`, which
 //! decides the high watermark, the last stable offset, the leader epoch
