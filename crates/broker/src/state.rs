@@ -442,6 +442,20 @@ impl Broker {
         Ok(())
     }
 
+    /// True once the active controller has registered this process (this
+    /// incarnation, not one before a restart) and the metadata image shows
+    /// that registration unfenced. A restarted node's replayed image still
+    /// holds its previous registration, often unfenced: that one does not
+    /// count.
+    pub fn is_registered_unfenced(&self) -> bool {
+        let epoch = self.broker_epoch.load(Ordering::SeqCst);
+        epoch >= 0
+            && self
+                .image()
+                .broker(self.config.node_id)
+                .is_some_and(|r| r.broker_epoch == epoch && !r.fenced)
+    }
+
     /// The metadata quorum, once open.
     pub fn quorum(&self) -> Option<&Quorum> {
         self.quorum.get()

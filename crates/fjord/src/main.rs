@@ -282,13 +282,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Until the metadata image holds this broker registered and unfenced.
+/// Until the metadata image holds this broker's registration (this
+/// process's, not the one before a restart) unfenced.
 async fn wait_unfenced(broker: &Broker) {
-    let node = broker.config.node_id;
     let since = std::time::Instant::now();
     let mut said = false;
     loop {
-        if broker.image().broker(node).is_some_and(|r| !r.fenced) {
+        if broker.is_registered_unfenced() {
             return;
         }
         if !said && since.elapsed() >= std::time::Duration::from_secs(5) {

@@ -235,8 +235,12 @@ impl RaftQuorum {
                 peers.insert(v.id, net::spawn_peer(&runtime, v.clone(), tx.clone()));
             }
         }
+        // A node restarting as the follower of the leader its quorum-state
+        // names says so from the start (no state change will tell: it just
+        // fetches); a leader it was itself is not one any more (Resigned).
+        let known_leader = node.leader_id().filter(|l| *l != config.node_id);
         let shared = Arc::new(Shared {
-            state: Mutex::new((None, LeaderEpoch(0), Offset(0))),
+            state: Mutex::new((known_leader, node.epoch(), Offset(0))),
             active_epoch: Mutex::new(None),
             node_id: config.node_id,
         });

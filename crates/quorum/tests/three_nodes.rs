@@ -247,6 +247,22 @@ fn three_nodes_elect_replicate_fail_over_and_catch_up() {
             vec![rec("c1"), rec("c2")],
         ]
     );
+    // Restart a follower: it follows the leader its quorum-state names and
+    // says so at once (the broker side finds the active controller through
+    // it), with no election.
+    let other = (0..3).find(|i| *i != second && *i != first).unwrap();
+    nodes[other].take().unwrap().close();
+    nodes[other] = Some(open(
+        dirs[other].path(),
+        other as i32 + 1,
+        &voters,
+        seen[other].clone(),
+    ));
+    let restarted = nodes[other].as_ref().unwrap();
+    let named = restarted.leader_endpoint().map(|(id, _)| id);
+    assert_eq!(named, Some(NodeId(second as i32 + 1)));
+    assert_eq!(restarted.leader_and_epoch().1, epoch2);
+
     // DescribeQuorum's view on the leader: all three voters, the real epoch.
     let st = nodes[second].as_ref().unwrap().status().unwrap();
     assert_eq!(st.leader_id, Some(NodeId(second as i32 + 1)));
