@@ -20,7 +20,8 @@ CPU 1), on a fresh data dir, with log.cleaner.backoff.ms=100 on both (Kafka's de
      the client reports, Message.latency()).
 The machine is shared (other work runs on it), so compare the ratios within one run, not absolute figures.
 Writes the section between <!-- compaction:begin --> and <!-- compaction:end --> of --out (others kept)
-and scripts/bench/results/compaction.json. --smoke: Fjord only, seconds-long, exits non-zero on failure.
+and scripts/bench/results/compaction.json. --smoke: Fjord only, seconds-long, exits non-zero on failure. --quick: both brokers at small scale (32 MiB, 3 s),
+BENCHMARKS.md untouched (scripts/bench/results/compaction-quick.json).
 """
 
 from __future__ import annotations
@@ -29,10 +30,6 @@ import argparse
 import datetime
 import json
 import os
-import signal
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,97 +44,20 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from brokers import Fjord, Kafka, logger, pin_client  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
-KAFKA_SH = os.path.join(REPO, "scripts", "kafka.sh")
 RESULTS_DIR = os.path.join(HERE, "results")
 MARK_BEGIN = "<!-- compaction:begin -->"
 MARK_END = "<!-- compaction:end -->"
-BROKER_CPU = "0"
-CLIENT_CPU = 1
 SETTINGS = {"log.cleaner.backoff.ms": "100"}
 VALUE_BYTES = 1000
 MIB = 1 << 20
 
 
-def log(msg):
-    print(f"[compaction {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-class Kafka:
-    name = "Kafka"
-
-    def __init__(self, root):
-        self.dir = os.path.join(root, "kafka")
-        self.data = os.path.join(self.dir, "data")
-        self.pid = None
-
-    def start(self):
-        self.port = free_port()
-        argv = ["taskset", "-c", BROKER_CPU, "bash", KAFKA_SH, "start", str(self.port), self.dir]
-        argv += [f"{k}={v}" for k, v in SETTINGS.items()]
-        self.command = " ".join(["scripts/kafka.sh"] + argv[5:])
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-        if p.returncode != 0:
-            raise RuntimeError(f"kafka did not start:\n{p.stderr[-3000:]}")
-        self.pid = int([x for x in p.stdout.split() if x.isdigit()][-1])
-
-    def stop(self):
-        if self.pid is not None:
-            subprocess.run(["bash", KAFKA_SH, "stop", self.dir], capture_output=True, timeout=120)
-            self.pid = None
-
-
-class Fjord:
-    name = "Fjord"
-
-    def __init__(self, root, binary):
-        self.dir = os.path.join(root, "fjord")
-        self.data = os.path.join(self.dir, "data")
-        self.binary = binary
-        self.proc = None
-
-    def start(self):
-        os.makedirs(self.dir, exist_ok=True)
-        self.port = free_port()
-        argv = ["taskset", "-c", BROKER_CPU, self.binary, "serve", "--listen", f"127.0.0.1:{self.port}",
-                "--data-dir", self.data]
-        for k, v in SETTINGS.items():
-            argv += ["--set", f"{k}={v}"]
-        self.command = "target/release/fjord " + " ".join(argv[4:])
-        self.logf = os.path.join(self.dir, "fjord.log")
-        with open(self.logf, "ab") as logf:
-            self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True, env=dict(os.environ, NO_COLOR="1"))
-        deadline = time.monotonic() + 60
-        while not port_open(self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("fjord did not start")
-            time.sleep(0.01)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+log = logger("compaction")
 
 
 def bootstrap(broker):
@@ -370,6 +290,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--broker", choices=["fjord", "kafka", "both"], default="both")
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="both brokers at small scale; BENCHMARKS.md untouched")
     ap.add_argument("--fill-mb", type=int, default=200)
     ap.add_argument("--keys", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -383,10 +304,9 @@ def main():
     if args.smoke:
         cfg.update(fill_mb=8, keys=1000, seconds=1.0, rate=2000, clean_timeout_s=60)
         want = ["fjord"]
-    try:
-        os.sched_setaffinity(0, {CLIENT_CPU})
-    except (AttributeError, OSError):
-        pass
+    elif args.quick:
+        cfg.update(fill_mb=32, seconds=3.0, rate=5000, clean_timeout_s=120)
+    pin_client()
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": "python3 scripts/bench/compaction.py " + " ".join(sys.argv[1:]),
             "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
@@ -394,7 +314,7 @@ def main():
     failed = []
     with tempfile.TemporaryDirectory(prefix="fjord-bench-compaction-") as root:
         for w in want:
-            broker = Fjord(root, args.fjord_bin) if w == "fjord" else Kafka(root)
+            broker = Fjord(root, args.fjord_bin, SETTINGS) if w == "fjord" else Kafka(root, SETTINGS)
             log(f"{broker.name}: starting")
             try:
                 results[broker.name] = run_broker(broker, cfg)
@@ -411,11 +331,11 @@ def main():
                 if p[k]["errors"]:
                     failed.append(f"{b}: {p[k]['errors']} delivery errors")
     os.makedirs(RESULTS_DIR, exist_ok=True)
-    name = "compaction-smoke.json" if args.smoke else "compaction.json"
+    name = "compaction-smoke.json" if args.smoke else "compaction-quick.json" if args.quick else "compaction.json"
     with open(os.path.join(RESULTS_DIR, name), "w") as f:
         json.dump({"meta": meta, "config": cfg, "results": results, "failed": failed}, f, indent=1)
     section = render(results, cfg, meta)
-    if not args.smoke:
+    if not (args.smoke or args.quick):
         write_section(args.out, section)
     print(section)
     if failed:

@@ -35,7 +35,6 @@ import datetime
 import json
 import os
 import random
-import signal
 import socket
 import statistics
 import struct
@@ -44,14 +43,14 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from brokers import Fjord, Kafka, logger, pin_client  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
-KAFKA_SH = os.path.join(REPO, "scripts", "kafka.sh")
 RESULTS_DIR = os.path.join(HERE, "results")
 MARK_BEGIN = "<!-- groups:begin -->"
 MARK_END = "<!-- groups:end -->"
-BROKER_CPU = "0"
-CLIENT_CPU = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 ERR_NONE = 0
@@ -63,27 +62,12 @@ ERR_TOPIC_ALREADY_EXISTS = 36
 ERR_MEMBER_ID_REQUIRED = 79
 
 
-def log(msg):
-    print(f"[groups-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("groups-bench")
 
 
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def proc_cpu_seconds(pid):
@@ -94,66 +78,6 @@ def proc_cpu_seconds(pid):
 
 
 # ------------------------------------------------------------------------------------------ brokers
-
-
-class Kafka:
-    name = "Kafka"
-
-    def __init__(self, root):
-        self.dir = os.path.join(root, "kafka")
-        self.pid = None
-
-    def start(self):
-        self.port = free_port()
-        argv = ["taskset", "-c", BROKER_CPU, "bash", KAFKA_SH, "start", str(self.port), self.dir]
-        self.command = " ".join(argv[3:])
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-        if p.returncode != 0:
-            raise RuntimeError(f"kafka did not start:\n{p.stderr[-3000:]}")
-        self.pid = int([x for x in p.stdout.split() if x.isdigit()][-1])
-
-    def stop(self):
-        if self.pid is not None:
-            subprocess.run(["bash", KAFKA_SH, "stop", self.dir], capture_output=True, timeout=120)
-            self.pid = None
-
-
-class Fjord:
-    name = "Fjord"
-
-    def __init__(self, root, binary):
-        self.dir = os.path.join(root, "fjord")
-        self.binary = binary
-        self.proc = None
-        self.pid = None
-
-    def start(self):
-        os.makedirs(self.dir, exist_ok=True)
-        self.port = free_port()
-        argv = ["taskset", "-c", BROKER_CPU, self.binary, "serve", "--listen", f"127.0.0.1:{self.port}",
-                "--data-dir", os.path.join(self.dir, "data")]
-        self.command = "target/release/fjord " + " ".join(argv[4:])
-        logf = open(os.path.join(self.dir, "fjord.log"), "ab")
-        self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, env=dict(os.environ, NO_COLOR="1"))
-        logf.close()
-        self.pid = self.proc.pid
-        deadline = time.monotonic() + 60
-        while not port_open(self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("fjord did not start")
-            time.sleep(0.01)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        self.pid = None
 
 
 # ------------------------------------------------------------------------------------------ wire
@@ -666,7 +590,7 @@ def main():
     if args.quick:
         args.trials, args.seconds, args.warmup = 2, 3.0, 1
     out = args.out or (None if args.quick else os.path.join(REPO, "BENCHMARKS.md"))
-    os.sched_setaffinity(0, {CLIENT_CPU})
+    pin_client()
     root = tempfile.mkdtemp(prefix="fjord-bench-groups-")
     load_before = loadavg()
     when = datetime.date.today().isoformat()

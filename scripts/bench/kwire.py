@@ -1,9 +1,10 @@
 """kwire.py - the few Kafka requests the benchmark harness sends itself (Python standard library only).
 
     metadata(addr, topics)            Metadata v4: {topic: [leader id per partition, -1 when none]} plus errors
+    metadata_brokers(addr, topics)    the same with the controller id and the set of broker ids
     ready(addr, topics, partitions)   True once every partition of every topic has a leader and no error
-    create_topics(addr, {name: parts}, timeout_ms)
-                                      CreateTopics v2 with replication factor 1; {name: (error code, message)}
+    create_topics(addr, {name: parts}, timeout_ms, replication_factor=1)
+                                      CreateTopics v2; {name: (error code, message)}
 
 Used where the harness must not depend on a client library's own timeouts: creating 1,000-partition
 topics (librdkafka's helper gives up after 30 s) and polling a restarting broker until it serves.
@@ -85,21 +86,22 @@ def _recv_exact(s, n):
     return bytes(out)
 
 
-def metadata(addr, topics, timeout_s=5.0):
-    """{topic: {"error": code, "leaders": [leader per partition index]}} for the named topics."""
+def metadata_brokers(addr, topics, timeout_s=5.0):
+    """(controller id, {broker ids}, {topic: {"error", "leaders", "partition_errors"}}) for the named topics."""
     body = struct.pack(">i", len(topics)) + b"".join(_str(t) for t in topics) + struct.pack(">b", 0)
     r = _request(addr, METADATA, 4, body, timeout_s)
     r.i32()  # throttle_time_ms
 
     def broker():
-        r.i32()
+        node = r.i32()
         r.string()
         r.i32()
         r.string()
+        return node
 
-    r.array(broker)
+    brokers = set(r.array(broker) or [])
     r.string()  # cluster id
-    r.i32()  # controller id
+    controller = r.i32()
     out = {}
 
     def topic():
@@ -126,7 +128,12 @@ def metadata(addr, topics, timeout_s=5.0):
         out[name] = {"error": err, "leaders": leaders, "partition_errors": bad}
 
     r.array(topic)
-    return out
+    return controller, brokers, out
+
+
+def metadata(addr, topics, timeout_s=5.0):
+    """{topic: {"error": code, "leaders": [leader per partition index]}} for the named topics."""
+    return metadata_brokers(addr, topics, timeout_s)[2]
 
 
 def ready(addr, topics, partitions, timeout_s=5.0):
@@ -144,11 +151,11 @@ def ready(addr, topics, partitions, timeout_s=5.0):
     return True
 
 
-def create_topics(addr, topics, timeout_ms=600_000):
-    """CreateTopics v2, replication factor 1: {name: (error code, message or None)}."""
+def create_topics(addr, topics, timeout_ms=600_000, replication_factor=1):
+    """CreateTopics v2: {name: (error code, message or None)}."""
     body = struct.pack(">i", len(topics))
     for name, parts in topics.items():
-        body += _str(name) + struct.pack(">ih", parts, 1) + struct.pack(">i", 0) + struct.pack(">i", 0)
+        body += _str(name) + struct.pack(">ih", parts, replication_factor) + struct.pack(">i", 0) + struct.pack(">i", 0)
     body += struct.pack(">ib", timeout_ms, 0)
     r = _request(addr, CREATE_TOPICS, 2, body, timeout_ms / 1000 + 30)
     r.i32()  # throttle_time_ms

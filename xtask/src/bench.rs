@@ -10,9 +10,12 @@
 //! 40 minutes on a 2-core machine); `--smoke` is the CI check (Fjord only,
 //! a second or two of load per generator and scenario, non-zero exit on any
 //! failure). Then the log compaction benchmark (scripts/bench/compaction.py,
-//! run by the e2e venv's Python: it drives the brokers with confluent-kafka)
-//! with `--smoke` or `--broker` as given; without `--smoke` it rewrites its
-//! section of BENCHMARKS.md (a few minutes).
+//! run by the e2e venv's Python: it drives the brokers with confluent-kafka),
+//! the `__consumer_offsets` size benchmark (scripts/bench/offsets_log.py)
+//! and the three-node failover benchmark (scripts/bench/failover.py), each
+//! with `--smoke`, `--quick` or `--broker` as given; without `--smoke`
+//! and `--quick` each rewrites its section of BENCHMARKS.md (a few minutes
+//! each).
 
 use std::path::Path;
 use std::process::Command;
@@ -65,19 +68,29 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         .arg("--fjord-bin")
         .arg(root.join("target/release/fjord"));
     run("side-by-side benchmark", &mut cmd)?;
-    let mut cmd = Command::new(&venv_python);
-    cmd.arg(root.join("scripts/bench/compaction.py"))
-        .arg("--fjord-bin")
-        .arg(root.join("target/release/fjord"));
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--smoke" {
-            cmd.arg("--smoke");
-        } else if a == "--broker" {
-            if let Some(v) = it.next() {
-                cmd.arg("--broker").arg(v);
+    for (script, what) in [
+        ("scripts/bench/compaction.py", "log compaction benchmark"),
+        (
+            "scripts/bench/offsets_log.py",
+            "__consumer_offsets size benchmark",
+        ),
+        ("scripts/bench/failover.py", "three-node failover benchmark"),
+    ] {
+        let mut cmd = Command::new(&venv_python);
+        cmd.arg(root.join(script))
+            .arg("--fjord-bin")
+            .arg(root.join("target/release/fjord"));
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if a == "--smoke" || a == "--quick" {
+                cmd.arg(a);
+            } else if a == "--broker" {
+                if let Some(v) = it.next() {
+                    cmd.arg("--broker").arg(v);
+                }
             }
         }
+        run(what, &mut cmd)?;
     }
-    run("log compaction benchmark", &mut cmd)
+    Ok(())
 }

@@ -1,0 +1,393 @@
+#!/usr/bin/env python3
+"""failover.py - leader failover in a three-node cluster, Fjord vs Apache Kafka 4.3.1 on the same machine.
+
+    python3 scripts/bench/failover.py [--broker fjord|kafka|both] [--partitions 1000,10000]
+                                      [--session-ms MS] [--heartbeat-ms MS] [--smoke|--quick]
+                                      [--out BENCHMARKS.md]
+
+Issue 12, Performance. For each broker kind in turn (never both at once) and each partition count N:
+  1. Three combined broker+controller nodes on loopback (a static KRaft quorum, Kafka's config names:
+     process.roles, controller.quorum.voters, ...), each formatted and started as the README says;
+     broker.session.timeout.ms and broker.heartbeat.interval.ms as given (default: Kafka's, 9000 and
+     2000), the same on both kinds.
+  2. Create a topic of N partitions with replication factor 3 (CreateTopics v2 sent to one node).
+     Metadata propagation: from the CreateTopics answer until every node's Metadata shows every
+     partition with a leader.
+  3. Broker failover: kill -9 a node that is not the active controller. Measured: from the kill until a
+     surviving node's Metadata names no partition led by the killed node (polled every 50 ms). The killed
+     node is then restarted and waited for (registered again).
+  4. Controller failover: kill -9 the active controller (also a broker). Measured: until a surviving
+     node's Metadata names a live controller, and until it names no partition led by the killed node.
+  RSS of every node after step 2 (from /proc) is reported too.
+The machine has 2 cores shared by the three nodes and this script, and other work may run on it: compare
+the two kinds within one run. Writes the section between <!-- failover:begin --> and <!-- failover:end -->
+of --out and scripts/bench/results/failover.json. --smoke: Fjord only, 100 partitions, session 2000 ms, heartbeat 500 ms,
+exits non-zero on a failure. Python 3 standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kwire  # noqa: E402
+from brokers import free_port, logger, port_open  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+RESULTS_DIR = os.path.join(HERE, "results")
+KAFKA_LIBS = os.environ.get("KAFKA_LIBS", os.path.expanduser("~/.cache/fjord-e2e/kafka-4.3.1/libs"))
+MARK_BEGIN = "<!-- failover:begin -->"
+MARK_END = "<!-- failover:end -->"
+TOPIC = "failover"
+POLL_S = 0.05
+WAIT_S = 60
+HEARTBEAT_MS = 2000  # Kafka's default broker.heartbeat.interval.ms
+SMOKE_HEARTBEAT_MS = 500
+
+log = logger("failover")
+
+
+class Node:
+    def __init__(self, kind, root, node_id):
+        self.kind, self.id = kind, node_id
+        self.dir = os.path.join(root, f"{kind}-n{node_id}")
+        self.data = os.path.join(self.dir, "data")
+        self.port, self.cport = free_port(), free_port()
+        self.proc = None
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    def settings(self, voters, session_ms, heartbeat_ms):
+        return {
+            "node.id": str(self.id),
+            "process.roles": "broker,controller",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.cport}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.quorum.voters": voters,
+            "broker.session.timeout.ms": str(session_ms),
+            "broker.heartbeat.interval.ms": str(heartbeat_ms),
+        }
+
+    def rss_mib(self):
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except (OSError, AttributeError):
+            pass
+        return float("nan")
+
+    def kill9(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+class FjordCluster:
+    name = "Fjord"
+
+    def __init__(self, root, binary, session_ms, heartbeat_ms):
+        self.binary, self.session_ms, self.heartbeat_ms = binary, session_ms, heartbeat_ms
+        self.nodes = [Node("fjord", root, i) for i in (1, 2, 3)]
+        self.voters = ",".join(f"{n.id}@127.0.0.1:{n.cport}" for n in self.nodes)
+        self.cluster_id = "fjord-failover-bench"
+
+    def args(self, n):
+        out = ["--data-dir", n.data]
+        for k, v in n.settings(self.voters, self.session_ms, self.heartbeat_ms).items():
+            out += ["--set", f"{k}={v}"]
+        return out
+
+    def start_node(self, n):
+        os.makedirs(n.dir, exist_ok=True)
+        if not os.path.isdir(n.data):
+            subprocess.run([self.binary, "format", "--cluster-id", self.cluster_id] + self.args(n),
+                           check=True, capture_output=True, timeout=60)
+        with open(os.path.join(n.dir, "fjord.log"), "ab") as logf:
+            n.proc = subprocess.Popen([self.binary, "serve"] + self.args(n), stdout=logf, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True,
+                                      env=dict(os.environ, NO_COLOR="1"))
+
+    def command(self):
+        return f"target/release/fjord serve {' '.join(self.args(self.nodes[0]))} (and nodes 2, 3 alike)"
+
+
+class KafkaCluster:
+    name = "Kafka"
+
+    def __init__(self, root, session_ms, heartbeat_ms):
+        self.session_ms, self.heartbeat_ms = session_ms, heartbeat_ms
+        self.nodes = [Node("kafka", root, i) for i in (1, 2, 3)]
+        self.voters = ",".join(f"{n.id}@127.0.0.1:{n.cport}" for n in self.nodes)
+        while True:  # a Kafka Uuid in base64url; one starting with '-' would read as an option
+            self.cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+            if not self.cluster_id.startswith("-"):
+                break
+
+    def props(self, n):
+        s = n.settings(self.voters, self.session_ms, self.heartbeat_ms)
+        s.update({"log.dirs": n.data, "num.partitions": "1", "offsets.topic.replication.factor": "3",
+                  "transaction.state.log.replication.factor": "3", "group.initial.rebalance.delay.ms": "0"})
+        path = os.path.join(n.dir, "server.properties")
+        with open(path, "w") as f:
+            f.write("".join(f"{k}={v}\n" for k, v in s.items()))
+        return path
+
+    def java(self, cls, *args):
+        log4j = os.path.join(REPO, "tests", "e2e", "log4j2-tools.properties")
+        return ["java", "-Xmx1g", "-Xms1g", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{KAFKA_LIBS}/*", cls, *args]
+
+    def start_node(self, n):
+        os.makedirs(n.dir, exist_ok=True)
+        props = self.props(n)
+        if not os.path.isdir(n.data):
+            p = subprocess.run(self.java("kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", props), capture_output=True, text=True, timeout=120)
+            if p.returncode != 0:
+                raise RuntimeError(f"kafka-storage format failed: {p.stdout[-1500:]} {p.stderr[-1500:]}")
+        with open(os.path.join(n.dir, "kafka.log"), "ab") as logf:
+            n.proc = subprocess.Popen(self.java("kafka.Kafka", props), stdout=logf,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def command(self):
+        return (f"java -Xmx1g kafka.Kafka server.properties (x3; {self.props(self.nodes[0])} for node 1: "
+                f"combined roles, static voters, session {self.session_ms} ms)")
+
+
+def metadata_full(node, topics):
+    """(controller id, {broker ids}, {topic: leaders}) from one node, or None when it does not answer."""
+    try:
+        md = kwire.metadata_brokers(node.addr, topics, timeout_s=10.0)
+    except (OSError, kwire.WireError, ValueError):
+        return None
+    return md
+
+
+def wait_for(what, pred, timeout_s=WAIT_S):
+    t0 = time.monotonic()
+    while True:
+        v = pred()
+        if v:
+            return time.monotonic() - t0, v
+        if time.monotonic() - t0 > timeout_s:
+            raise RuntimeError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(POLL_S)
+
+
+def all_led(node, n, exclude=None):
+    md = metadata_full(node, [TOPIC])
+    if md is None:
+        return None
+    controller, brokers, topics = md
+    t = topics.get(TOPIC)
+    if not t or t["error"] != 0 or len(t["leaders"]) != n:
+        return None
+    if any(leader < 0 or leader == exclude for leader in t["leaders"]):
+        return None
+    return md
+
+
+def registered(node, ids):
+    md = metadata_full(node, [])
+    return md is not None and set(ids) <= md[1]
+
+
+def run_cluster(cluster, n_parts):
+    res = {"partitions": n_parts}
+    for n in cluster.nodes:
+        cluster.start_node(n)
+    try:
+        ids = [n.id for n in cluster.nodes]
+        wait_for("the cluster to start", lambda: all(port_open(n.port) for n in cluster.nodes))
+        secs, _ = wait_for("all brokers registered", lambda: registered(cluster.nodes[0], ids))
+        log(f"{cluster.name}: three nodes up")
+        t0 = time.monotonic()
+        errs = kwire.create_topics(cluster.nodes[0].addr, {TOPIC: n_parts}, replication_factor=3)
+        if errs.get(TOPIC, (0,))[0] != 0:
+            raise RuntimeError(f"CreateTopics: {errs}")
+        res["create_s"] = time.monotonic() - t0
+        secs, _ = wait_for("every node to see every partition led",
+                           lambda: all(all_led(n, n_parts) for n in cluster.nodes))
+        res["propagation_s"] = secs
+        log(f"{cluster.name}: {n_parts} partitions created in {res['create_s']:.2f} s, on every node "
+            f"{secs:.2f} s later")
+        time.sleep(2.0)
+        res["rss_mib"] = [round(n.rss_mib(), 1) for n in cluster.nodes]
+
+        # Broker failover: the node that leads the most partitions among those that are not the active controller.
+        controller, _, topics = metadata_full(cluster.nodes[0], [TOPIC])
+        leaders = topics[TOPIC]["leaders"]
+        res["leaders_per_node"] = {n.id: leaders.count(n.id) for n in cluster.nodes}
+        log(f"{cluster.name}: active controller {controller}, partitions led per node {res['leaders_per_node']}")
+        victim = max((n for n in cluster.nodes if n.id != controller), key=lambda n: leaders.count(n.id))
+        witness = next(n for n in cluster.nodes if n is not victim)
+        led_by_victim = leaders.count(victim.id)
+        if led_by_victim == 0:
+            raise RuntimeError(f"no partition is led by a node other than the controller: {res['leaders_per_node']}")
+        victim.kill9()
+        t0 = time.monotonic()
+        wait_for("new leaders after the broker kill", lambda: all_led(witness, n_parts, exclude=victim.id))
+        res["broker_failover_s"] = time.monotonic() - t0
+        res["broker_led"] = led_by_victim
+        log(f"{cluster.name}: kill -9 of broker {victim.id} (leader of {led_by_victim}): all partitions on new "
+            f"leaders after {res['broker_failover_s']:.2f} s")
+        cluster.start_node(victim)
+        wait_for("the killed broker back", lambda: registered(witness, ids))
+        time.sleep(1.0)
+
+        # Controller failover: the active controller (also a broker).
+        controller = metadata_full(witness, [])[0]
+        victim = next(n for n in cluster.nodes if n.id == controller)
+        witness = next(n for n in cluster.nodes if n is not victim)
+        victim.kill9()
+        t0 = time.monotonic()
+
+        def new_controller():
+            md = metadata_full(witness, [])
+            return md is not None and md[0] not in (-1, victim.id)
+
+        wait_for("a new active controller", new_controller)
+        res["controller_failover_s"] = time.monotonic() - t0
+        wait_for("new leaders after the controller kill", lambda: all_led(witness, n_parts, exclude=victim.id))
+        res["controller_kill_leaders_s"] = time.monotonic() - t0
+        log(f"{cluster.name}: kill -9 of the active controller {victim.id}: a new controller after "
+            f"{res['controller_failover_s']:.2f} s, all partitions led after {res['controller_kill_leaders_s']:.2f} s")
+        res["command"] = cluster.command()
+        return res
+    except Exception:
+        for n in cluster.nodes:
+            for name in ("fjord.log", "kafka.log"):
+                path = os.path.join(n.dir, name)
+                if os.path.exists(path):
+                    with open(path, errors="replace") as f:
+                        tail = f.readlines()[-15:]
+                    log(f"{cluster.name} node {n.id}: last lines of {path}:\n" + "".join(tail))
+        raise
+    finally:
+        for n in cluster.nodes:
+            n.stop()
+
+
+def fmt(v, d=2):
+    return "-" if v is None or v != v else f"{v:,.{d}f}"
+
+
+def render(results, args, meta):
+    lines = [MARK_BEGIN, "## Leader failover in a three-node cluster (issue 12)", ""]
+    lines.append(f"Run on {meta['date']} with `{meta['command']}` on this shared 2-core machine (load average "
+                 f"before {meta['load_before']}, after {meta['load_after']}); the three nodes of a kind and the "
+                 "script share the two cores. Method: `scripts/bench/failover.py` (its docstring has the "
+                 f"details). Both kinds: three combined broker+controller nodes, broker.session.timeout.ms "
+                 f"{args.session_ms}, broker.heartbeat.interval.ms {args.heartbeat_ms}, a topic with replication "
+                 "factor 3; times are seconds from `kill -9` until a surviving node's Metadata shows the change.")
+    lines.append("")
+    lines.append("| partitions | broker | create (s) | on every node (s) | broker kill → new leaders (s) | "
+                 "controller kill → new controller (s) | → new leaders (s) | RSS per node (MiB) |")
+    lines.append("|---:|---|---:|---:|---:|---:|---:|---|")
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['partitions']:,} | {r['broker']} | failed: {r['error']} | | | | | |")
+            continue
+        lines.append(f"| {r['partitions']:,} | {r['broker']} | {fmt(r['create_s'])} | {fmt(r['propagation_s'])} | "
+                     f"{fmt(r['broker_failover_s'])} | {fmt(r['controller_failover_s'])} | "
+                     f"{fmt(r['controller_kill_leaders_s'])} | {', '.join(fmt(x, 0) for x in r['rss_mib'])} |")
+    lines.append("")
+    lines.append("Commands: " + "; ".join(f"{r['broker']}: `{r['command']}`" for r in results if "command" in r)
+                 + ".")
+    lines.append(MARK_END)
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path, section):
+    text = open(path).read() if os.path.exists(path) else ""
+    if MARK_BEGIN in text and MARK_END in text:
+        a = text.index(MARK_BEGIN)
+        z = text.index(MARK_END) + len(MARK_END)
+        text = text[:a] + section.rstrip("\n") + text[z:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--broker", choices=["fjord", "kafka", "both"], default="both")
+    ap.add_argument("--partitions", default="1000,10000")
+    ap.add_argument("--session-ms", type=int, default=9000)
+    ap.add_argument("--heartbeat-ms", type=int, default=HEARTBEAT_MS)
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the nodes' data dirs and logs (path printed)")
+    ap.add_argument("--quick", action="store_true", help="1,000 partitions only; BENCHMARKS.md untouched")
+    ap.add_argument("--fjord-bin", default=os.path.join(REPO, "target", "release", "fjord"))
+    ap.add_argument("--out", default=os.path.join(REPO, "BENCHMARKS.md"))
+    args = ap.parse_args()
+    counts = [int(x) for x in args.partitions.split(",")]
+    kinds = ["fjord", "kafka"] if args.broker == "both" else [args.broker]
+    if args.smoke:
+        counts, kinds, args.session_ms, args.heartbeat_ms = [100], ["fjord"], 2000, SMOKE_HEARTBEAT_MS
+    elif args.quick:
+        counts = [1000]
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": "python3 scripts/bench/failover.py " + " ".join(sys.argv[1:]),
+            "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    results, failed = [], []
+    keep = tempfile.mkdtemp(prefix="fjord-bench-failover-keep-") if args.keep else None
+    with tempfile.TemporaryDirectory(prefix="fjord-bench-failover-") as tmp:
+        root = keep or tmp
+        for n_parts in counts:
+            for kind in kinds:
+                sub = os.path.join(root, f"{kind}-{n_parts}")
+                os.makedirs(sub)
+                try:
+                    cluster = (FjordCluster(sub, args.fjord_bin, args.session_ms, args.heartbeat_ms) if kind == "fjord"
+                               else KafkaCluster(sub, args.session_ms, args.heartbeat_ms))
+                    log(f"{cluster.name}: {n_parts} partitions")
+                    r = run_cluster(cluster, n_parts)
+                    r["broker"] = cluster.name
+                except Exception as e:  # noqa: BLE001 - reported, and fails --smoke
+                    r = {"partitions": n_parts, "broker": kind, "error": str(e)[:300]}
+                    failed.append(f"{kind} {n_parts}: {e}")
+                    log(f"{kind} {n_parts} failed: {e}")
+                results.append(r)
+    if keep:
+        log(f"data dirs and logs kept in {keep}")
+    meta["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    name = "failover-smoke.json" if args.smoke else "failover-quick.json" if args.quick else "failover.json"
+    with open(os.path.join(RESULTS_DIR, name), "w") as f:
+        json.dump({"meta": meta, "session_ms": args.session_ms, "results": results, "failed": failed}, f, indent=1)
+    section = render(results, args, meta)
+    if not (args.smoke or args.quick):
+        write_section(args.out, section)
+    print(section)
+    if failed:
+        log("FAILED: " + "; ".join(failed))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
