@@ -12,7 +12,8 @@
 //!   and proposes the records. A new cluster's first leader proposes the
 //!   bootstrap records (the `metadata.version` feature level) first.
 //! - [`Apis`] serves BrokerRegistration, BrokerHeartbeat and
-//!   AllocateProducerIds on the CONTROLLER listener
+//!   AllocateProducerIds, and partition leaders' AlterPartition (ISR
+//!   changes, `Controller::alter_partition`) on the CONTROLLER listener
 //!   (`fjord_quorum::ControllerApis`): each runs on the controller under
 //!   the broker's admin lock, its records are proposed through the quorum,
 //!   and the answer is sent once they are committed. A node that is not
@@ -30,7 +31,8 @@ use fjord_controller::{BrokerHeartbeat, BrokerRegistration, FeatureRange, Listen
 use fjord_model::limits::CONTROLLER_TICK_MS;
 use fjord_model::{ErrorCode, NodeId};
 use fjord_protocol::kafka_protocol::messages::{
-    AllocateProducerIdsResponse, BrokerHeartbeatResponse, BrokerRegistrationResponse, ProducerId,
+    AllocateProducerIdsResponse, AlterPartitionRequest, AlterPartitionResponse,
+    BrokerHeartbeatResponse, BrokerId, BrokerRegistrationResponse, ProducerId,
 };
 use fjord_protocol::{decode_request, encode_response, response_header_version, Reader};
 use fjord_protocol::{Request, RequestHeader};
@@ -136,6 +138,10 @@ impl fjord_quorum::ControllerApis for Apis {
                 };
                 encode_response(cid, hv, &resp, version, &mut out)
             }
+            Request::AlterPartition(r) => {
+                let resp = alter_partition(&b, &r);
+                encode_response(cid, hv, &resp, version, &mut out)
+            }
             Request::AllocateProducerIds(r) => {
                 let resp = match b.as_active_controller(|c, _| {
                     c.allocate_producer_ids(NodeId(r.broker_id.0), r.broker_epoch)
@@ -157,6 +163,75 @@ impl fjord_quorum::ControllerApis for Apis {
                 tracing::error!(api_key = key, "failed to encode a controller response: {e}");
                 None
             }
+        }
+    }
+}
+
+/// AlterPartition (v2+: topics by id) from a partition leader, decided by
+/// `Controller::alter_partition` (Kafka's errors: STALE_BROKER_EPOCH at the
+/// top, then per partition FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION,
+/// INELIGIBLE_REPLICA, ...) and answered once its records are committed.
+/// v2 names the new ISR without broker epochs (-1: not checked).
+fn alter_partition(b: &Broker, r: &AlterPartitionRequest) -> AlterPartitionResponse {
+    use fjord_controller::alter_partition::{AlterPartitionData, AlterPartitionRequest as Req};
+    use fjord_protocol::kafka_protocol::messages::alter_partition_response::{
+        PartitionData, TopicData,
+    };
+    let mut partitions = Vec::new();
+    for t in &r.topics {
+        for p in &t.partitions {
+            let new_isr = if p.new_isr_with_epochs.is_empty() {
+                p.new_isr.iter().map(|id| (id.0, -1)).collect()
+            } else {
+                p.new_isr_with_epochs
+                    .iter()
+                    .map(|s| (s.broker_id.0, s.broker_epoch))
+                    .collect()
+            };
+            partitions.push(AlterPartitionData {
+                topic_id: t.topic_id,
+                partition_index: p.partition_index,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                new_isr,
+            });
+        }
+    }
+    let req = Req {
+        broker_id: NodeId(r.broker_id.0),
+        broker_epoch: r.broker_epoch,
+        partitions,
+    };
+    match b.as_active_controller(|c, _| c.alter_partition(&req)) {
+        Ok(answers) => {
+            let mut topics: Vec<TopicData> = Vec::new();
+            for (topic_id, partition, result) in answers {
+                let data = match result {
+                    Ok(a) => PartitionData::default()
+                        .with_partition_index(partition)
+                        .with_leader_id(BrokerId(a.leader_id))
+                        .with_leader_epoch(a.leader_epoch)
+                        .with_isr(a.isr.into_iter().map(BrokerId).collect())
+                        .with_leader_recovery_state(a.leader_recovery_state)
+                        .with_partition_epoch(a.partition_epoch),
+                    Err(code) => PartitionData::default()
+                        .with_partition_index(partition)
+                        .with_error_code(code.0),
+                };
+                match topics.iter_mut().find(|t| t.topic_id == topic_id) {
+                    Some(t) => t.partitions.push(data),
+                    None => topics.push(
+                        TopicData::default()
+                            .with_topic_id(topic_id)
+                            .with_partitions(vec![data]),
+                    ),
+                }
+            }
+            AlterPartitionResponse::default().with_topics(topics)
+        }
+        Err((code, message)) => {
+            tracing::debug!(broker = r.broker_id.0, "AlterPartition refused: {message}");
+            AlterPartitionResponse::default().with_error_code(code.0)
         }
     }
 }

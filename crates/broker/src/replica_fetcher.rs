@@ -25,7 +25,14 @@
 //!   every partition this node leads with other replicas the time and its
 //!   own durable end ([`Partition::replication_tick`]): the ISR shrinks
 //!   after `replica.lag.time.max.ms`, the high watermark follows the
-//!   leader's group commit.
+//!   leader's group commit. The AlterPartition requests the core asks for
+//!   (ISR shrink and expansion, one in flight per partition) go to a
+//!   sender thread that sends them to the active controller over the
+//!   controller link (v3, the ISR with broker epochs) and hands each
+//!   partition its answer ([`Partition::on_alter_partition_answer`]); a
+//!   request without an answer is sent again after
+//!   `ALTER_PARTITION_BACKOFF_MS` (after `ALTER_PARTITION_TIMEOUT_MS` while
+//!   one is in flight).
 //!
 //! Responses are decoded with kafka-protocol's decoder: the peer is a
 //! broker registered in this cluster's metadata, and the frame is bounded
@@ -39,16 +46,21 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use fjord_model::limits::{
-    FRAME_BYTES_MAX, REPLICA_FETCHER_IDLE_MS, REPLICA_FETCH_MAX_BYTES_DEFAULT,
+    ALTER_PARTITION_BACKOFF_MS, ALTER_PARTITION_TIMEOUT_MS, FRAME_BYTES_MAX,
+    REPLICA_FETCHER_IDLE_MS, REPLICA_FETCH_MAX_BYTES_DEFAULT,
     REPLICA_FETCH_RESPONSE_MAX_BYTES_DEFAULT, REPLICA_FETCH_WAIT_MAX_MS_DEFAULT, REPLICA_TICK_MS,
 };
 use fjord_model::{ErrorCode, LeaderEpoch, NodeId, Offset};
 use fjord_partition::Partition;
+use fjord_protocol::kafka_protocol::messages::alter_partition_request as alter_request;
 use fjord_protocol::kafka_protocol::messages::fetch_request::{
     FetchPartition, FetchTopic, ReplicaState,
 };
+use fjord_protocol::kafka_protocol::messages::AlterPartitionRequest;
 use fjord_protocol::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
-use fjord_replication::{FetchAnswer, FetchOutcome, FollowerFetch};
+use fjord_replication::{
+    AlterPartition, FetchAnswer, FetchOutcome, FollowerFetch, LeaderOutput, PartitionState,
+};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
@@ -57,6 +69,8 @@ use crate::state::{now_ms, Broker};
 /// The Fetch version a follower sends: the first with `ReplicaState`
 /// (KIP-903's broker epoch) and topic ids.
 const REPLICA_FETCH_VERSION: i16 = 15;
+/// AlterPartition v3: the new ISR with broker epochs (KIP-903).
+const ALTER_PARTITION_VERSION: i16 = 3;
 
 /// A partition this node follows, as a fetcher serves it.
 #[derive(Clone)]
@@ -119,10 +133,31 @@ impl Replication {
     }
 }
 
-/// Starts the leader tick thread (see the module docs); it stops when the
-/// broker stops or is dropped.
+/// An AlterPartition to send, with the partition that asked.
+type AlterBatch = Vec<(Uuid, Arc<Partition>, AlterPartition)>;
+
+/// When each partition may send its AlterPartition (again): absent, at
+/// once; the send time plus `ALTER_PARTITION_TIMEOUT_MS` while one is in
+/// flight; plus `ALTER_PARTITION_BACKOFF_MS` after a failed one.
+type AlterSchedule = Arc<Mutex<BTreeMap<Key, i64>>>;
+
+/// A partition's state as the controller's AlterPartition answer states it
+/// (leader, leader epoch, partition epoch, ISR).
+type Altered = (NodeId, LeaderEpoch, i32, Vec<NodeId>);
+
+/// Starts the leader tick thread and the AlterPartition sender (see the
+/// module docs); they stop when the broker stops or is dropped.
 pub(crate) fn start_leader_tick(broker: &Arc<Broker>) -> std::io::Result<()> {
     let weak = Arc::downgrade(broker);
+    let schedule: AlterSchedule = Arc::new(Mutex::new(BTreeMap::new()));
+    let (tx, rx) = std::sync::mpsc::channel::<AlterBatch>();
+    {
+        let weak = weak.clone();
+        let schedule = schedule.clone();
+        std::thread::Builder::new()
+            .name("fjord-alter-partition".into())
+            .spawn(move || run_alter_sender(weak, rx, schedule))?;
+    }
     std::thread::Builder::new()
         .name("fjord-replication".into())
         .spawn(move || loop {
@@ -132,16 +167,134 @@ pub(crate) fn start_leader_tick(broker: &Arc<Broker>) -> std::io::Result<()> {
                 return;
             }
             let now = now_ms();
+            let mut batch: AlterBatch = Vec::new();
             for topic in b.topics() {
                 let partitions = topic.partitions.read().clone();
                 for p in partitions {
-                    if p.is_replicated_leader() {
-                        let _ = p.replication_tick(now, false);
+                    if !p.is_replicated_leader() {
+                        continue;
+                    }
+                    let key = (topic.id, p.index.0);
+                    let due = schedule.lock().get(&key).is_none_or(|at| now >= *at);
+                    for o in p.replication_tick(now, due) {
+                        if let LeaderOutput::AlterPartition(req) = o {
+                            schedule
+                                .lock()
+                                .insert(key, now + ALTER_PARTITION_TIMEOUT_MS);
+                            batch.push((topic.id, p.clone(), req));
+                        }
                     }
                 }
             }
+            if !batch.is_empty() && tx.send(batch).is_err() {
+                return;
+            }
         })
         .map(|_| ())
+}
+
+/// Sends each batch of AlterPartition requests to the active controller
+/// (v3: the ISR with broker epochs) and hands every partition its answer.
+fn run_alter_sender(
+    weak: Weak<Broker>,
+    rx: std::sync::mpsc::Receiver<AlterBatch>,
+    schedule: AlterSchedule,
+) {
+    let mut channel = crate::controller_link::ControllerChannel::default();
+    while let Ok(batch) = rx.recv() {
+        let Some(b) = weak.upgrade() else { return };
+        let mut topics: Vec<alter_request::TopicData> = Vec::new();
+        for (topic_id, p, req) in &batch {
+            let data = alter_request::PartitionData::default()
+                .with_partition_index(p.index.0)
+                .with_leader_epoch(req.leader_epoch.0)
+                .with_partition_epoch(req.partition_epoch)
+                .with_leader_recovery_state(0)
+                .with_new_isr_with_epochs(
+                    req.new_isr
+                        .iter()
+                        .map(|m| {
+                            alter_request::BrokerState::default()
+                                .with_broker_id(BrokerId(m.broker_id.0))
+                                .with_broker_epoch(m.broker_epoch)
+                        })
+                        .collect(),
+                );
+            match topics.iter_mut().find(|t| t.topic_id == *topic_id) {
+                Some(t) => t.partitions.push(data),
+                None => topics.push(
+                    alter_request::TopicData::default()
+                        .with_topic_id(*topic_id)
+                        .with_partitions(vec![data]),
+                ),
+            }
+        }
+        let request = AlterPartitionRequest::default()
+            .with_broker_id(BrokerId(b.config.node_id.0))
+            .with_broker_epoch(b.broker_epoch.load(Ordering::SeqCst))
+            .with_topics(topics);
+        let result = channel.call(&b, &request, ALTER_PARTITION_VERSION);
+        drop(b);
+        let now = now_ms();
+        let mut answered: BTreeMap<Key, Result<Altered, ErrorCode>> = BTreeMap::new();
+        match result {
+            Ok(r) if r.error_code == 0 => {
+                for t in r.topics {
+                    for p in t.partitions {
+                        let a = if p.error_code != 0 {
+                            Err(ErrorCode(p.error_code))
+                        } else {
+                            Ok((
+                                NodeId(p.leader_id.0),
+                                LeaderEpoch(p.leader_epoch),
+                                p.partition_epoch,
+                                p.isr.iter().map(|id| NodeId(id.0)).collect(),
+                            ))
+                        };
+                        answered.insert((t.topic_id, p.partition_index), a);
+                    }
+                }
+            }
+            Ok(r) => tracing::debug!(
+                error = ErrorCode(r.error_code).name(),
+                "AlterPartition refused"
+            ),
+            Err(e) => tracing::debug!("AlterPartition: {e}"),
+        }
+        for (topic_id, p, _) in &batch {
+            let key = (*topic_id, p.index.0);
+            match answered.remove(&key) {
+                Some(Ok((leader, leader_epoch, partition_epoch, isr))) => {
+                    schedule.lock().remove(&key);
+                    let replicas = p.replica_state().replicas;
+                    p.on_alter_partition_answer(Ok(PartitionState {
+                        leader,
+                        leader_epoch,
+                        partition_epoch,
+                        replicas,
+                        isr,
+                    }));
+                }
+                Some(Err(code)) => {
+                    tracing::debug!(
+                        partition = p.index.0,
+                        error = code.name(),
+                        "AlterPartition answered with an error"
+                    );
+                    schedule
+                        .lock()
+                        .insert(key, now + ALTER_PARTITION_BACKOFF_MS);
+                    p.on_alter_partition_answer(Err(code));
+                }
+                // No answer (the controller moved, a timeout): again soon.
+                None => {
+                    schedule
+                        .lock()
+                        .insert(key, now + ALTER_PARTITION_BACKOFF_MS);
+                }
+            }
+        }
+    }
 }
 
 /// The PLAINTEXT listener of `node` in the current image.

@@ -7,8 +7,12 @@
 //! active controller, a topic with replication factor 3 created through a
 //! broker that is not the controller is placed over all three, every node
 //! reports the same leaders, produce works through each leader (and is
-//! refused elsewhere), and kill -9 of a broker moves its leaderships to the
-//! others once its session times out.
+//! refused elsewhere), acks=all is answered once the followers fetched the
+//! records, and kill -9 of a broker moves its leaderships to the others
+//! once its session times out, with every acknowledged record there (the
+//! new leaders' logs go on after them). A broker paused (SIGSTOP) past its
+//! session leaves every ISR; resumed, it catches up and the leaders add it
+//! back (AlterPartition).
 //!
 //! Uses the debug binary Cargo built for this package and Fjord's own
 //! client. Bounded: every wait gives up after `WAIT`.
@@ -108,7 +112,10 @@ fn start(n: &mut Node, voters: &str, logs: &Path) {
     let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
         .arg("serve")
         .args(args(n, voters))
-        .env("FJORD_LOG", "info")
+        .env(
+            "FJORD_LOG",
+            std::env::var("FJORD_CLUSTER_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -125,7 +132,12 @@ fn wait_for<T>(what: &str, logs: &Path, mut f: impl FnMut() -> Option<T>) -> T {
         if Instant::now() > deadline {
             for e in std::fs::read_dir(logs).unwrap().flatten() {
                 let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                let tail: Vec<&str> = text
+                    .lines()
+                    .rev()
+                    .filter(|l| !l.contains("__consumer_offsets"))
+                    .take(60)
+                    .collect();
                 eprintln!("--- {}:\n{}", e.path().display(), tail.join("\n"));
             }
             panic!("timed out waiting for {what}");
@@ -459,6 +471,37 @@ fn produce_acks_via(
     })
 }
 
+/// The ISR of every partition of `topic` as Metadata (v12) on `port` says.
+fn isr_on(port: u16, topic: &str) -> Option<Vec<(i32, Vec<i32>)>> {
+    use fjord_protocol::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use fjord_protocol::kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let req = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))))]));
+    let frame = fjord_client::encode_request(&req, 12, 1, "cluster-test").ok()?;
+    s.write_all(&frame).ok()?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    let (_, resp) =
+        fjord_client::decode_response::<MetadataResponse>(Bytes::from(body), 12).ok()?;
+    let t = resp.topics.first().filter(|t| t.error_code == 0)?;
+    let mut out: Vec<(i32, Vec<i32>)> = t
+        .partitions
+        .iter()
+        .map(|p| {
+            let mut isr: Vec<i32> = p.isr_nodes.iter().map(|n| n.0).collect();
+            isr.sort_unstable();
+            (p.partition_index, isr)
+        })
+        .collect();
+    out.sort_unstable();
+    Some(out)
+}
+
 /// ElectLeaders (v2, preferred) for `topic`/`partition` through the broker
 /// on `port`: the partition's error code.
 fn elect_via(port: u16, topic: &str, partition: i32) -> Option<i16> {
@@ -597,6 +640,49 @@ fn three_brokers_replicated_topic() {
     // controller (forwarded): every leader is its preferred replica.
     assert_eq!(elect_via(via.client_port, "replicated", 0), Some(84)); // ELECTION_NOT_NEEDED
 
+    // SIGSTOP of a broker that is not the controller, past its session: it
+    // is fenced and leaves every ISR (its leaderships move), acks=all goes
+    // on with the other two; SIGCONT: it catches up from the leaders, which
+    // add it back to their ISR (AlterPartition to the controller).
+    let paused = nodes.iter().find(|n| n.id != leader).unwrap();
+    let (paused_id, paused_pid) = (paused.id, paused.child.as_ref().unwrap().id());
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &paused_pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    signal("-STOP");
+    let without = wait_for("the paused broker out of every ISR", &logs, || {
+        isr_on(port_of(leader), "replicated")
+            .filter(|v| v.len() == 6 && v.iter().all(|(_, isr)| !isr.contains(&paused_id)))
+    });
+    let during = wait_for("leaders off the paused broker", &logs, || {
+        view_on(&rt, port_of(leader), "replicated")
+            .filter(|v| led(v) && v.1.iter().all(|p| p.1 != paused_id))
+    });
+    for &(p, l, _) in &during.1 {
+        assert_eq!(
+            produce_acks_via(&rt, port_of(l), "replicated", p, fjord_client::Acks::All),
+            Some((0, 2)),
+            "partition {p} led by {l} while broker {paused_id} is paused: {without:?}"
+        );
+    }
+    signal("-CONT");
+    let resumed = Instant::now();
+    let back = wait_for("the resumed broker back in every ISR", &logs, || {
+        isr_on(port_of(leader), "replicated")
+            .filter(|v| v.len() == 6 && v.iter().all(|(_, isr)| isr.len() == 3))
+    });
+    eprintln!(
+        "SIGCONT of broker {paused_id} to every ISR: {} ms; {back:?}",
+        resumed.elapsed().as_millis()
+    );
+    let first = wait_for("every partition led", &logs, || {
+        view_on(&rt, nodes[0].client_port, "replicated").filter(led)
+    });
+
     // kill -9 a broker that is not the controller: once its session
     // timed out, its partitions get leaders among the other two.
     let victim = nodes.iter().position(|n| n.id != leader).unwrap();
@@ -657,7 +743,7 @@ fn three_brokers_replicated_topic() {
         // after them.
         assert_eq!(
             produce_acks_via(&rt, port_of(l), "replicated", p, fjord_client::Acks::All),
-            Some((0, 2)),
+            Some((0, 3)),
             "partition {p} led by {l} after the kill"
         );
     }

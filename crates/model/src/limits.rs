@@ -281,6 +281,12 @@ pub const REPLICA_FETCHER_IDLE_MS: u64 = 2;
 /// How often a leader's replication state is given the time and its own
 /// durable log end (ISR shrink, high watermark after the leader's flush).
 pub const REPLICA_TICK_MS: u64 = 5;
+/// How long a leader waits for the controller's answer to an AlterPartition
+/// before it sends the request again.
+pub const ALTER_PARTITION_TIMEOUT_MS: i64 = 5_000;
+/// How long a leader waits after an AlterPartition that failed (no
+/// controller, an error answer) before it sends it again.
+pub const ALTER_PARTITION_BACKOFF_MS: i64 = 200;
 const _: () = assert!(REPLICA_FETCH_RESPONSE_MAX_BYTES_DEFAULT <= FRAME_BYTES_MAX);
 const _: () = assert!(REPLICA_FETCH_MAX_BYTES_DEFAULT <= REPLICA_FETCH_RESPONSE_MAX_BYTES_DEFAULT);
 const _: () =

@@ -75,6 +75,7 @@ fn kafka_protocol_decode(like: &Request, version: i16, body: &Bytes) -> Request 
         BrokerRegistration,
         BrokerHeartbeat,
         AllocateProducerIds,
+        AlterPartition,
         UpdateFeatures,
     );
     assert!(buf.is_empty(), "kafka-protocol left bytes of {like:?}");

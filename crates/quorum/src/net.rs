@@ -49,7 +49,8 @@ use crate::wire;
 
 /// The active controller's APIs on the CONTROLLER listener, which the
 /// quorum does not answer itself: brokers' BrokerRegistration (62),
-/// BrokerHeartbeat (63) and AllocateProducerIds (67), and the admin
+/// BrokerHeartbeat (63), AllocateProducerIds (67) and partition leaders'
+/// AlterPartition (56), and the admin
 /// requests brokers forward (CreateTopics, DeleteTopics, CreatePartitions,
 /// AlterConfigs, IncrementalAlterConfigs, ElectLeaders), as Kafka's `ControllerApis`
 /// serves them. The node that runs the controller's
@@ -71,6 +72,7 @@ pub const CONTROLLER_APIS: &[ApiKey] = &[
     ApiKey::BrokerRegistration,
     ApiKey::BrokerHeartbeat,
     ApiKey::AllocateProducerIds,
+    ApiKey::AlterPartition,
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
     ApiKey::CreatePartitions,

@@ -76,6 +76,7 @@ pub const REQUESTS: &[(&str, Option<i16>)] = &[
     ("BrokerRegistration", None),
     ("BrokerHeartbeat", None),
     ("AllocateProducerIds", None),
+    ("AlterPartition", None),
     ("UpdateFeatures", None),
 ];
 

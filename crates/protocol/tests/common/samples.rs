@@ -258,6 +258,7 @@ pub fn sample(api_key: i16, v: i16) -> Option<Request> {
         ApiKey::AllocateProducerIds => {
             Request::AllocateProducerIds(quorum::allocate_producer_ids(v))
         }
+        ApiKey::AlterPartition => Request::AlterPartition(quorum::alter_partition(v)),
         ApiKey::UpdateFeatures => Request::UpdateFeatures(parity::update_features(v)),
         _ => return None,
     })

@@ -159,3 +159,36 @@ pub fn allocate_producer_ids(
         .with_broker_epoch(42)
         .with_unknown_tagged_fields(extra_tags(true, 1))
 }
+
+/// AlterPartition (56), versions 2-3: the new ISR without broker epochs
+/// (v2) or with them (v3).
+pub fn alter_partition(v: i16) -> fjord_protocol::kafka_protocol::messages::AlterPartitionRequest {
+    use fjord_protocol::kafka_protocol::messages::alter_partition_request::{
+        BrokerState, PartitionData, TopicData,
+    };
+    let mut p = PartitionData::default()
+        .with_partition_index(4)
+        .with_leader_epoch(7)
+        .with_leader_recovery_state(1)
+        .with_partition_epoch(12)
+        .with_unknown_tagged_fields(extra_tags(true, 2));
+    if v >= 3 {
+        p = p.with_new_isr_with_epochs(vec![
+            BrokerState::default()
+                .with_broker_id(BrokerId(1))
+                .with_broker_epoch(40),
+            BrokerState::default()
+                .with_broker_id(BrokerId(3))
+                .with_broker_epoch(42),
+        ]);
+    } else {
+        p = p.with_new_isr(vec![BrokerId(1), BrokerId(3)]);
+    }
+    fjord_protocol::kafka_protocol::messages::AlterPartitionRequest::default()
+        .with_broker_id(BrokerId(1))
+        .with_broker_epoch(40)
+        .with_topics(vec![TopicData::default()
+            .with_topic_id(uuid(9))
+            .with_partitions(vec![p])])
+        .with_unknown_tagged_fields(extra_tags(true, 3))
+}
