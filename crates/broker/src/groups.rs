@@ -90,6 +90,19 @@ impl GroupsSlot {
         self.loaded.get()
     }
 
+    /// Readiness: `__consumer_offsets` exists and no shard of it is still
+    /// loading or failed to load (shards led by other nodes are closed here).
+    pub fn all_loaded(&self) -> bool {
+        self.loaded.get().is_some_and(|g| {
+            (0..g.runtime.shard_count()).all(|p| {
+                !matches!(
+                    g.runtime.status(p),
+                    ShardStatus::Loading | ShardStatus::Failed { .. }
+                )
+            })
+        })
+    }
+
     /// Start creating `__consumer_offsets` (if needed) and loading its
     /// shards on a background thread, unless that is done, running, or
     /// failed less than `CREATE_RETRY_MS` ago.

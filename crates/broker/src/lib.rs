@@ -15,6 +15,7 @@ pub mod groups;
 pub mod handlers;
 pub mod kafka_configs;
 pub mod kraft;
+pub mod metrics;
 mod replica_fetcher;
 pub mod response;
 pub mod server;

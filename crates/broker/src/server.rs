@@ -14,7 +14,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use fjord_model::limits;
@@ -53,6 +53,7 @@ pub async fn serve(
                 };
                 if open.load(Ordering::Relaxed) >= broker.config.connections_max {
                     tracing::warn!(%peer, "connection limit reached, closing");
+                    broker.metrics.connection_rejected();
                     drop(stream);
                     continue;
                 }
@@ -83,6 +84,9 @@ pub async fn serve(
     Ok(())
 }
 
+/// A request's API key and when its frame was read (for its latency).
+type Arrival = (i16, Instant);
+
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
     #[error("io: {0}")]
@@ -102,9 +106,12 @@ async fn connection(
 ) -> Result<(), ConnError> {
     let peer = stream.peer_addr().ok();
     let (mut rd, wr) = stream.into_split();
+    // Requests and latency per API, counted by the writer (`crate::metrics`).
+    let metered = broker.metrics.connection_opened();
+    let metering = broker.metrics.enabled();
     // Each request travels with its share of the byte budget, given back once
-    // its response is handed to the writer.
-    let (tx, mut rx) = mpsc::channel::<(Pending, OwnedSemaphorePermit)>(
+    // its response is handed to the writer, and its API key and arrival time.
+    let (tx, mut rx) = mpsc::channel::<(Pending, OwnedSemaphorePermit, Arrival)>(
         limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX,
     );
     let budget = Arc::new(Semaphore::new(
@@ -112,20 +119,28 @@ async fn connection(
     ));
     let writer = tokio::spawn(async move {
         let mut out = Writer::new(wr);
-        while let Some((pending, permit)) = rx.recv().await {
+        let stats = &metered.stats;
+        while let Some((pending, permit, (api_key, at))) = rx.recv().await {
             let Ok(resp) = pending.resolve().await else {
                 break;
             };
+            if metering {
+                stats.answered(api_key, at.elapsed());
+            }
             if let Some(resp) = resp {
                 out.push(resp).await?;
             }
             drop(permit);
             // Responses already done share a write; keep order.
-            while let Ok((next, permit)) = rx.try_recv() {
+            while let Ok((next, permit, (api_key, at))) = rx.try_recv() {
                 if !next.is_ready() {
                     out.flush().await?;
                 }
-                match next.resolve().await {
+                let resolved = next.resolve().await;
+                if metering {
+                    stats.answered(api_key, at.elapsed());
+                }
+                match resolved {
                     Ok(Some(resp)) => out.push(resp).await?,
                     Ok(None) => {}
                     Err(()) => return out.shutdown().await,
@@ -172,12 +187,13 @@ async fn connection(
             Ok(h) => h,
             Err(e) => break Err(e.into()),
         };
+        let arrival = (header.api_key, Instant::now());
         let pending = match handlers::dispatch_from(&broker, peer, header, reader) {
             Some(p) => p,
             // The request could not be understood and has no error response: close.
             None => break Ok(()),
         };
-        if tx.send((pending, permit)).await.is_err() {
+        if tx.send((pending, permit, arrival)).await.is_err() {
             break Ok(());
         }
     };

@@ -59,6 +59,8 @@ pub struct Topic {
     /// Effective settings: broker defaults plus overrides.
     pub settings: RwLock<TopicSettings>,
     pub partitions: RwLock<Vec<Arc<Partition>>>,
+    /// Bytes and records in and out, for metrics.
+    pub stats: crate::metrics::TopicStats,
 }
 
 impl Topic {
@@ -117,6 +119,8 @@ pub struct Broker {
     /// The replica fetchers (which partitions this node follows, on which
     /// leader), following the image.
     pub(crate) replication: crate::replica_fetcher::Replication,
+    /// Request, connection and error counters (`crate::metrics`).
+    pub metrics: Arc<crate::metrics::BrokerMetrics>,
 }
 
 /// The one-voter quorum of a single node, or the KRaft quorum of a cluster
@@ -333,6 +337,7 @@ impl Broker {
             groups: crate::groups::GroupsSlot::new(me.clone()),
             cleaner: parking_lot::Mutex::new(None),
             replication: crate::replica_fetcher::Replication::new(me.clone()),
+            metrics: Default::default(),
             config,
         });
         let (loader, image) = MetadataLoader::new(
@@ -779,6 +784,7 @@ impl Broker {
                 overrides: RwLock::new(overrides),
                 settings: RwLock::new(settings),
                 partitions: RwLock::new(parts),
+                stats: Default::default(),
             };
             self.topics.write().insert(t.name.clone(), Arc::new(topic));
         }
@@ -998,6 +1004,7 @@ impl Broker {
                     overrides: RwLock::new(overrides),
                     settings: RwLock::new(settings),
                     partitions: RwLock::new(Vec::new()),
+                    stats: Default::default(),
                 }));
             }
             return self.wait_applied(|b| b.topic(name).filter(|t| t.id == id));
@@ -1066,6 +1073,7 @@ impl Broker {
                 overrides: RwLock::new(overrides),
                 settings: RwLock::new(settings),
                 partitions: RwLock::new(Vec::new()),
+                stats: Default::default(),
             }));
         }
         self.propose(records)?;

@@ -1,6 +1,5 @@
 //! `fjord`: the broker and its tools in one binary.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,6 +7,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use fjord::bench::BenchCommand;
+use fjord::observe::LogFormat;
 use fjord_broker::{Broker, BrokerConfig};
 
 #[derive(Parser)]
@@ -19,6 +19,9 @@ use fjord_broker::{Broker, BrokerConfig};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log output on stderr: human text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FJORD_LOG_FORMAT")]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -54,6 +57,9 @@ struct ServeArgs {
     /// A setting by Kafka broker config name (repeatable), e.g. num.partitions=3.
     #[arg(long = "set", value_name = "NAME=VALUE")]
     set: Vec<String>,
+    /// Serve Prometheus metrics, /health and /ready over HTTP here (off by default).
+    #[arg(long, value_name = "HOST:PORT", env = "FJORD_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -98,16 +104,7 @@ fn format(args: FormatArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: a log redirected to a file or a pipe
-        // stays plain text that grep and log shippers can read.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    fjord::observe::init_logging(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Format(args) => format(args),
@@ -214,7 +211,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let data_dir = config.data_dir.clone();
         let retention_every = std::time::Duration::from_millis(config.retention_check_interval_ms);
         let started = std::time::Instant::now();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Up before the broker opens, so /health answers during recovery.
+        let health = fjord_broker::metrics::Health::new();
+        let metrics = match args.metrics_listen {
+            Some(at) => {
+                Some(fjord::observe::start_metrics(at, health.clone(), stop_rx.clone()).await?)
+            }
+            None => None,
+        };
         let broker = tokio::task::spawn_blocking(move || Broker::open_deferred(config)).await??;
+        // Without a listener nobody can read the per-request counters: skip them.
+        broker.metrics.set_enabled(metrics.is_some());
+        health.set_broker(broker.clone());
         if broker.config.kraft.is_cluster() {
             // As a Kafka broker: clients are let in once the active
             // controller has registered and unfenced this broker, so the
@@ -246,7 +255,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // answer COORDINATOR_NOT_AVAILABLE or COORDINATOR_LOAD_IN_PROGRESS
         // until their shard is loaded.
         broker.groups.start_loading();
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        health.set_serving(true);
         let retention_broker = broker.clone();
         let mut retention_stop = stop_rx.clone();
         let retention = tokio::spawn(async move {
@@ -273,8 +282,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ));
         shutdown_signal().await;
         tracing::info!("shutting down");
+        health.set_serving(false);
         let _ = stop_tx.send(true);
         let _ = server.await;
+        if let Some(m) = metrics {
+            let _ = m.await;
+        }
         let _ = retention.await;
         tokio::task::spawn_blocking(move || broker.close()).await?;
         tracing::info!("stopped cleanly");

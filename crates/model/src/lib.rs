@@ -4,6 +4,7 @@
 //! This crate has no dependencies and does no I/O.
 
 pub mod error_code;
+pub mod histogram;
 pub mod limits;
 
 pub use error_code::ErrorCode;

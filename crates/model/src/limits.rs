@@ -291,3 +291,21 @@ const _: () = assert!(REPLICA_FETCH_RESPONSE_MAX_BYTES_DEFAULT <= FRAME_BYTES_MA
 const _: () = assert!(REPLICA_FETCH_MAX_BYTES_DEFAULT <= REPLICA_FETCH_RESPONSE_MAX_BYTES_DEFAULT);
 const _: () =
     assert!((REPLICA_FETCH_WAIT_MAX_MS_DEFAULT as i64) < REPLICA_FETCH_RESPONSE_TIMEOUT_MS_DEFAULT);
+
+// ---- metrics (fjord-broker `metrics`) ----
+/// Partitions with their own series on `/metrics` (log end offset, size,
+/// segments, ISR): the first ones by topic name and index; the others are
+/// counted in the broker-wide totals and in `fjord_metrics_series_omitted`.
+/// Keeps a scrape bounded (a few hundred kB) with 10,000 partitions.
+pub const METRICS_PARTITION_SERIES_MAX: usize = 1_000;
+/// Topics with their own series (bytes and records in/out), as above.
+pub const METRICS_TOPIC_SERIES_MAX: usize = 1_000;
+/// Consumer-group partitions with their own lag series, as above.
+pub const METRICS_GROUP_LAG_SERIES_MAX: usize = 1_000;
+/// Largest HTTP request head the metrics listener reads; a larger one gets
+/// 431 and the connection is closed.
+pub const METRICS_HTTP_REQUEST_BYTES_MAX: usize = 8 * 1024;
+/// How long the metrics listener waits for a request head.
+pub const METRICS_HTTP_READ_TIMEOUT_MS: u64 = 5_000;
+/// Metrics connections served at once; more are closed at accept.
+pub const METRICS_HTTP_CONNECTIONS_MAX: usize = 64;

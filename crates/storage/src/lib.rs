@@ -118,6 +118,7 @@ mod index;
 mod log;
 pub mod producer_state;
 mod segment;
+pub mod stats;
 mod storage;
 pub mod txn_index;
 

@@ -13,6 +13,7 @@ use crate::flusher::Flusher;
 use crate::fs::{FileSystem, OsFileSystem};
 use crate::handles::HandleCache;
 use crate::log::Log;
+use crate::stats::{StorageStats, StorageStatsSnapshot};
 use crate::{LogConfig, RecoveryReport};
 
 /// Sizes of what a `Storage` value shares between its logs.
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) flusher: Flusher,
     /// Every change to a file goes through it (`fs.rs`).
     pub(crate) fs: Arc<dyn FileSystem>,
+    /// fsync latency, group-commit sizes, I/O errors (for metrics).
+    pub(crate) stats: StorageStats,
 }
 
 /// The storage engine of one node: create one, open logs with it. Cloning is cheap (the
@@ -73,6 +76,7 @@ impl Storage {
                 handles: HandleCache::new(limits.open_files_max, limits.mapped_indexes_max),
                 flusher: Flusher::start(limits.flush_threads),
                 fs,
+                stats: StorageStats::default(),
             }),
         }
     }
@@ -102,6 +106,12 @@ impl Storage {
     /// Number of flush threads running.
     pub fn flush_threads(&self) -> usize {
         self.ctx.flusher.threads()
+    }
+
+    /// fsync latency, group-commit batch sizes and I/O errors of every log
+    /// opened through this value, so far.
+    pub fn stats(&self) -> StorageStatsSnapshot {
+        self.ctx.stats.snapshot()
     }
 
     /// True if both values are clones of one another (share threads and caches).

@@ -134,6 +134,11 @@ pub fn handle(ctx: Ctx, req: FetchRequest) -> Pending {
             false,
             Vec::new(),
         );
+        if ctx.broker.metrics.enabled() {
+            ctx.broker
+                .metrics
+                .errors_answered(ctx.api_key, [ErrorCode::FETCH_SESSION_ID_NOT_FOUND.0]);
+        }
         ctx.log_answered(|| vec![ErrorCode::FETCH_SESSION_ID_NOT_FOUND.0]);
         return Pending::Stream(tokio::spawn(async move { Some(body) }));
     }
@@ -143,6 +148,8 @@ pub fn handle(ctx: Ctx, req: FetchRequest) -> Pending {
 async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
     let mut wants: Vec<Want> = Vec::new();
     let mut topics = Vec::new();
+    // The topics found, by topic index (bytes out are counted on them).
+    let mut topic_refs = Vec::with_capacity(req.topics.len());
     let by_id = ctx.api_version >= FIRST_TOPIC_ID_VERSION;
     // Kafka keys a fetch's partitions by topic-partition (the ordered map of
     // `FetchRequest.fetchData`): a partition named twice is answered once, at
@@ -156,6 +163,7 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
         } else {
             ctx.broker.topic(&ft.topic.0)
         };
+        topic_refs.push(topic.clone());
         topics.push(TopicOut {
             name: ft.topic.0.to_string(),
             id: ft.topic_id,
@@ -244,7 +252,14 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
         registered = false;
     };
     let mut endpoints: Vec<NodeEndpointOut> = Vec::new();
+    // Kafka counts a follower's fetches apart (ReplicationBytesOutPerSec).
+    let metering = ctx.broker.metrics.enabled() && replica.is_none();
     for (w, mut p) in wants.iter().zip(parts) {
+        if let Some(t) = topic_refs.get(w.topic_idx).and_then(Option::as_ref) {
+            if metering && p.records_bytes > 0 {
+                t.stats.fetched(p.records_bytes);
+            }
+        }
         // KIP-951: where the leader is now, for a client to go there at once.
         if ctx.api_version >= 16
             && (p.error == ErrorCode::NOT_LEADER_OR_FOLLOWER
@@ -271,6 +286,14 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
             }
         }
         topics[w.topic_idx].partitions.push(p);
+    }
+    if ctx.broker.metrics.enabled() {
+        ctx.broker.metrics.errors_answered(
+            ctx.api_key,
+            topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error.0)),
+        );
     }
     ctx.log_answered(|| {
         let mut codes: Vec<i16> = topics

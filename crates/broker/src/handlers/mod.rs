@@ -66,10 +66,54 @@ pub struct Ctx {
     pub peer: Option<SocketAddr>,
 }
 
-/// The non-zero `error_code` values in a response's `Debug` text (only
-/// computed when the debug log is on).
-fn error_codes_in(debug: &str) -> Vec<i16> {
-    let mut codes: Vec<i16> = debug
+/// Every error code a response carries, once per place (Kafka's
+/// `errorCounts`), for the error metrics. The responses a client sends in
+/// steady state (Produce, Metadata, ListOffsets, the group protocol) are
+/// walked field by field; the rare ones (admin) are read from their `Debug`
+/// text. Fetch counts its own (`fetch.rs`).
+fn response_error_codes<R: Debug + 'static>(body: &R) -> Vec<i16> {
+    use fjord_protocol::kafka_protocol::messages::{
+        HeartbeatResponse, JoinGroupResponse, ListOffsetsResponse, MetadataResponse,
+        OffsetCommitResponse, ProduceResponse, SyncGroupResponse,
+    };
+    let any = body as &dyn std::any::Any;
+    let codes: Vec<i16> = if let Some(r) = any.downcast_ref::<ProduceResponse>() {
+        r.responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code))
+            .collect()
+    } else if let Some(r) = any.downcast_ref::<MetadataResponse>() {
+        r.topics
+            .iter()
+            .flat_map(|t| {
+                std::iter::once(t.error_code).chain(t.partitions.iter().map(|p| p.error_code))
+            })
+            .collect()
+    } else if let Some(r) = any.downcast_ref::<ListOffsetsResponse>() {
+        r.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()
+    } else if let Some(r) = any.downcast_ref::<OffsetCommitResponse>() {
+        r.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()
+    } else if let Some(r) = any.downcast_ref::<HeartbeatResponse>() {
+        vec![r.error_code]
+    } else if let Some(r) = any.downcast_ref::<JoinGroupResponse>() {
+        vec![r.error_code]
+    } else if let Some(r) = any.downcast_ref::<SyncGroupResponse>() {
+        vec![r.error_code]
+    } else {
+        return error_codes_in_all(&format!("{body:?}"));
+    };
+    codes.into_iter().filter(|c| *c != 0).collect()
+}
+
+/// Every non-zero `error_code` value in a `Debug` text, repeats kept.
+fn error_codes_in_all(debug: &str) -> Vec<i16> {
+    debug
         .match_indices("error_code: ")
         .filter_map(|(at, key)| {
             let rest = &debug[at + key.len()..];
@@ -79,7 +123,13 @@ fn error_codes_in(debug: &str) -> Vec<i16> {
             rest[..end].parse::<i16>().ok()
         })
         .filter(|c| *c != 0)
-        .collect();
+        .collect()
+}
+
+/// The non-zero `error_code` values in a response's `Debug` text (only
+/// computed when the debug log is on).
+fn error_codes_in(debug: &str) -> Vec<i16> {
+    let mut codes = error_codes_in_all(debug);
     codes.sort_unstable();
     codes.dedup();
     codes
@@ -110,8 +160,14 @@ impl Ctx {
         );
     }
 
-    /// Encode `body` as the response to this request.
-    pub fn respond<R: Encodable + Debug>(&self, body: &R) -> Option<BytesMut> {
+    /// Encode `body` as the response to this request (and count its error
+    /// codes for metrics).
+    pub fn respond<R: Encodable + Debug + 'static>(&self, body: &R) -> Option<BytesMut> {
+        if self.broker.metrics.enabled() {
+            self.broker
+                .metrics
+                .errors_answered(self.api_key, response_error_codes(body));
+        }
         self.log_answered(|| error_codes_in(&format!("{body:?}")));
         let mut out = BytesMut::new();
         let header_version = response_header_version(self.api_key, self.api_version);
@@ -457,6 +513,34 @@ mod tests {
         });
         assert!(quiet.0.lock().unwrap().is_empty());
         broker.close();
+    }
+
+    #[test]
+    fn error_metrics_count_every_place_an_error_code_is_answered() {
+        use fjord_protocol::kafka_protocol::messages::produce_response::{
+            PartitionProduceResponse, TopicProduceResponse,
+        };
+        use fjord_protocol::kafka_protocol::messages::{DeleteGroupsResponse, ProduceResponse};
+        let produce =
+            ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
+                .with_partition_responses(vec![
+                    PartitionProduceResponse::default().with_error_code(3),
+                    PartitionProduceResponse::default(),
+                    PartitionProduceResponse::default().with_error_code(3),
+                ])]);
+        assert_eq!(response_error_codes(&produce), vec![3, 3]);
+        let metadata = MetadataResponse::default().with_topics(vec![
+            MetadataResponseTopic::default().with_error_code(3),
+            MetadataResponseTopic::default(),
+        ]);
+        assert_eq!(response_error_codes(&metadata), vec![3]);
+        // An API without a walker: read from the Debug text.
+        let groups = DeleteGroupsResponse::default().with_results(vec![
+            Default::default(),
+            fjord_protocol::kafka_protocol::messages::delete_groups_response::DeletableGroupResult::default()
+                .with_error_code(69),
+        ]);
+        assert_eq!(response_error_codes(&groups), vec![69]);
     }
 
     #[test]

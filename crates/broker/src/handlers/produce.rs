@@ -157,6 +157,11 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
                         match p.append(&mut buf, acks, now) {
                             Ok(appended) => {
                                 let r = appended.result;
+                                if let (Some(t), false) = (&topic, r.duplicate) {
+                                    if ctx.broker.metrics.enabled() {
+                                        t.stats.produced(records.len(), r.records_count);
+                                    }
+                                }
                                 if acks == Acks::All {
                                     to_commit.push((
                                         topics.len(),

@@ -234,6 +234,7 @@ impl Log {
     /// Takes the log offline after an I/O error and fails every waiter.
     fn fail(&self, err: &StorageError) {
         let reason = err.to_string();
+        self.ctx.stats.error();
         if self
             .status
             .compare_exchange(OPEN, OFFLINE, Ordering::AcqRel, Ordering::Acquire)

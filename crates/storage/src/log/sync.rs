@@ -167,11 +167,15 @@ impl Log {
     pub(crate) fn flush_round(&self) {
         let (generation, target) = self.sync_target();
         let view = Arc::clone(&self.view.read());
+        let started = Instant::now();
         if let Err(e) = self.sync_segments(&view) {
             self.fail(&e);
             self.sync.lock().queued = false;
             return;
         }
+        self.ctx
+            .stats
+            .fsync_done(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
         let candidate = Self::recovery_point_candidate(&view, target);
         let mut s = self.sync.lock();
         if s.generation != generation {
@@ -201,6 +205,9 @@ impl Log {
             s.queued = false;
         }
         drop(s);
+        if !done.is_empty() {
+            self.ctx.stats.group_commit(done.len());
+        }
         for (_, tx) in done {
             let _ = tx.send(Ok(()));
         }

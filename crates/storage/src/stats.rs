@@ -1,0 +1,57 @@
+//! What a `Storage` value's logs report for metrics: fsync latency and
+//! group-commit batch sizes (recorded by the flush rounds), and I/O errors
+//! that took a log offline. Lock-free atomics; read with [`StorageStats::snapshot`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fjord_model::histogram::{AtomicHistogram, Snapshot, COUNT_BOUNDS, LATENCY_BOUNDS_US};
+
+#[derive(Debug)]
+pub struct StorageStats {
+    /// One group-commit round's fsyncs of a log (all its dirty segments), in µs.
+    fsync_us: AtomicHistogram,
+    /// Durability waiters released by one group-commit round.
+    group_commit_waiters: AtomicHistogram,
+    /// I/O errors that took a log offline.
+    errors: AtomicU64,
+}
+
+/// [`StorageStats`] as read at one moment.
+#[derive(Clone, Debug)]
+pub struct StorageStatsSnapshot {
+    pub fsync_us: Snapshot,
+    pub group_commit_waiters: Snapshot,
+    pub errors: u64,
+}
+
+impl Default for StorageStats {
+    fn default() -> Self {
+        StorageStats {
+            fsync_us: AtomicHistogram::new(LATENCY_BOUNDS_US),
+            group_commit_waiters: AtomicHistogram::new(COUNT_BOUNDS),
+            errors: AtomicU64::new(0),
+        }
+    }
+}
+
+impl StorageStats {
+    pub(crate) fn fsync_done(&self, micros: u64) {
+        self.fsync_us.record(micros);
+    }
+
+    pub(crate) fn group_commit(&self, waiters: usize) {
+        self.group_commit_waiters.record(waiters as u64);
+    }
+
+    pub(crate) fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StorageStatsSnapshot {
+        StorageStatsSnapshot {
+            fsync_us: self.fsync_us.snapshot(),
+            group_commit_waiters: self.group_commit_waiters.snapshot(),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
