@@ -336,6 +336,14 @@ def cases(fjord_apis: dict[int, tuple[int, int]]):
             "Topics": [{"Name": TOPIC, "PartitionIndexes": [0, 9]},
                        {"Name": "no-such-topic", "PartitionIndexes": [0]}]}
 
+    # SASL requests on a PLAINTEXT listener: both brokers answer ILLEGAL_SASL_STATE. The harness's brokers have
+    # no SASL listener, so authentication itself is not compared here: tests/e2e/test_security.py drives it
+    # with real clients against both brokers.
+    for v in every("SaslHandshake", 17):
+        yield f"sasl-handshake-plaintext-v{v}", "SaslHandshake", v, {"Mechanism": "PLAIN"}
+    for v in every("SaslAuthenticate", 36):
+        yield f"sasl-authenticate-plaintext-v{v}", "SaslAuthenticate", v, {"AuthBytes": b"\0alice\0secret"}
+
     yield from more_cases(every)
 
 

@@ -187,13 +187,17 @@ pub fn bootstrap_records(config: &BrokerConfig) -> Vec<MetadataRecord> {
             broker_id: config.node_id.0,
             incarnation_id: Uuid::new_v4(),
             broker_epoch: 0,
-            end_points: vec![BrokerEndpoint {
-                name: "PLAINTEXT".into(),
-                host: config.advertised_host.clone(),
-                port: config.advertised_port,
-                security_protocol: 0,
-                ..Default::default()
-            }],
+            end_points: config
+                .endpoints()
+                .into_iter()
+                .map(|l| BrokerEndpoint {
+                    name: l.name,
+                    host: l.host,
+                    port: l.port,
+                    security_protocol: l.security_protocol,
+                    ..Default::default()
+                })
+                .collect(),
             features: vec![BrokerFeature {
                 name: fjord_metadata::image::METADATA_VERSION_FEATURE.to_string(),
                 min_supported_version: METADATA_VERSION_MIN,

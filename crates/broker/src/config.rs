@@ -61,6 +61,14 @@ pub struct BrokerConfig {
     /// `broker.heartbeat.interval.ms`: how often a registered broker
     /// heartbeats to the active controller (cluster mode).
     pub broker_heartbeat_interval_ms: i64,
+    /// `listeners` as given (named), controller listeners included; empty
+    /// when only the default PLAINTEXT listener on `listen` is used.
+    pub named_listeners: Vec<crate::kraft::NamedListener>,
+    /// `advertised.listeners` as given (named).
+    pub named_advertised: Vec<crate::kraft::NamedListener>,
+    /// TLS and SASL settings (`ssl.*`, `sasl.enabled.mechanisms`,
+    /// `listener.name.<l>.*`), see [`crate::security`].
+    pub security: crate::security::SecuritySettings,
 }
 
 /// The broker configs (other than the `log.*`-style topic defaults, see
@@ -109,7 +117,10 @@ pub const FJORD_BROKER_CONFIGS: &[&str] = &[
 pub fn acts_on(name: &str) -> bool {
     match topic_config_for_broker(name) {
         Some(d) => d.enforced,
-        None => FJORD_BROKER_CONFIGS.contains(&name),
+        None => {
+            FJORD_BROKER_CONFIGS.contains(&name)
+                || crate::security::SECURITY_BROKER_CONFIGS.contains(&name)
+        }
     }
 }
 
@@ -831,6 +842,9 @@ impl Default for BrokerConfig {
             no_effect: BTreeMap::new(),
             not_kafka: BTreeSet::new(),
             kraft: Default::default(),
+            named_listeners: Vec::new(),
+            named_advertised: Vec::new(),
+            security: Default::default(),
         }
     }
 }
@@ -851,6 +865,14 @@ impl BrokerConfig {
         self.explicit.insert(name.to_string());
         if crate::kraft::KraftConfig::handles(name) {
             return self.kraft.set(name, value);
+        }
+        if crate::security::SecuritySettings::handles(name) {
+            // Per-listener names are not broker configs DescribeConfigs lists.
+            if name.starts_with("listener.name.") {
+                self.explicit.remove(name);
+            }
+            self.security.set(name, value);
+            return Ok(());
         }
         match name {
             // Kafka's hour/minute variants of retention.
@@ -963,11 +985,13 @@ impl BrokerConfig {
                     }
                     self.kraft.listeners = named.clone();
                 }
+                self.named_listeners = named.clone();
                 let client = self.kraft.broker_listener(&named).unwrap_or(&named[0]);
                 self.listen = parse_listener(name, &format!("{}:{}", client.host, client.port))?;
             }
             "advertised.listeners" | "advertised.listener" => {
                 let named = crate::kraft::parse_listeners(name, value)?;
+                self.named_advertised = named.clone();
                 let client = self.kraft.broker_listener(&named).unwrap_or(&named[0]);
                 let value = &format!("{}:{}", client.host, client.port);
                 let (host, port) = split_host_port(name, value)?;
@@ -1084,14 +1108,39 @@ impl BrokerConfig {
             "offsets.topic.segment.bytes".into(),
             self.groups.offsets_segment_bytes.to_string(),
         );
-        out.insert("listeners".into(), format!("PLAINTEXT://{}", self.listen));
-        out.insert(
-            "advertised.listeners".into(),
-            format!(
-                "PLAINTEXT://{}:{}",
-                self.advertised_host, self.advertised_port
-            ),
-        );
+        match self.client_listeners() {
+            Ok(ls) if !self.named_listeners.is_empty() => {
+                let show = |it: &mut dyn Iterator<Item = String>| it.collect::<Vec<_>>().join(",");
+                out.insert(
+                    "listeners".into(),
+                    show(
+                        &mut self
+                            .named_listeners
+                            .iter()
+                            .map(|l| format!("{}://{}:{}", l.name, l.host, l.port)),
+                    ),
+                );
+                out.insert(
+                    "advertised.listeners".into(),
+                    show(&mut ls.iter().map(|l| {
+                        format!("{}://{}:{}", l.name, l.advertised_host, l.advertised_port)
+                    })),
+                );
+            }
+            _ => {
+                out.insert("listeners".into(), format!("PLAINTEXT://{}", self.listen));
+                out.insert(
+                    "advertised.listeners".into(),
+                    format!(
+                        "PLAINTEXT://{}:{}",
+                        self.advertised_host, self.advertised_port
+                    ),
+                );
+            }
+        }
+        for (name, value) in self.security.unprefixed() {
+            out.insert(name.to_string(), value.to_string());
+        }
         out
     }
 
@@ -1154,7 +1203,112 @@ impl BrokerConfig {
             };
             self.advertised_port = self.listen.port();
         }
+        self.client_listeners()?;
         Ok(())
+    }
+
+    /// The endpoints this broker registers: one per client listener, with
+    /// its advertised address and protocol id (PLAINTEXT when the
+    /// listeners cannot be worked out, which `finish` refuses at start).
+    pub fn endpoints(&self) -> Vec<fjord_controller::Listener> {
+        let listeners = self.client_listeners().unwrap_or_else(|_| {
+            vec![crate::security::ClientListener {
+                name: "PLAINTEXT".to_string(),
+                bind_host: self.listen.ip().to_string(),
+                bind_port: self.listen.port(),
+                advertised_host: self.advertised_host.clone(),
+                advertised_port: self.advertised_port,
+                protocol: crate::security::SecurityProtocol::Plaintext,
+            }]
+        });
+        listeners
+            .into_iter()
+            .map(|l| fjord_controller::Listener {
+                name: l.name,
+                host: l.advertised_host,
+                port: l.advertised_port,
+                security_protocol: l.protocol.id(),
+            })
+            .collect()
+    }
+
+    /// The client listeners (every listener but the controller's), each
+    /// with its protocol and advertised address; the first is the one
+    /// `listen` and `advertised_host`/`advertised_port` describe. Without
+    /// named listeners: one PLAINTEXT listener on `listen`.
+    pub fn client_listeners(&self) -> Result<Vec<crate::security::ClientListener>, ConfigError> {
+        use crate::security::{ClientListener, SecurityProtocol};
+        let primary = || ClientListener {
+            name: "PLAINTEXT".to_string(),
+            bind_host: self.listen.ip().to_string(),
+            bind_port: self.listen.port(),
+            advertised_host: self.advertised_host.clone(),
+            advertised_port: self.advertised_port,
+            protocol: SecurityProtocol::Plaintext,
+        };
+        if self.named_listeners.is_empty() {
+            return Ok(vec![primary()]);
+        }
+        let map = &self.kraft.security_protocol_map;
+        let mut out = Vec::new();
+        for l in self
+            .named_listeners
+            .iter()
+            .filter(|l| !self.kraft.is_controller_name(&l.name))
+        {
+            let protocol = if map.is_empty() {
+                SecurityProtocol::parse(&l.name).ok_or_else(|| {
+                    invalid(
+                        "listener.security.protocol.map",
+                        "",
+                        format!(
+                            "listener {} is not a protocol name and has no entry",
+                            l.name
+                        ),
+                    )
+                })?
+            } else {
+                let p = map.iter().find(|(n, _)| *n == l.name).ok_or_else(|| {
+                    invalid(
+                        "listener.security.protocol.map",
+                        "",
+                        format!("no entry for listener {}", l.name),
+                    )
+                })?;
+                SecurityProtocol::parse(&p.1).ok_or_else(|| {
+                    invalid(
+                        "listener.security.protocol.map",
+                        &p.1,
+                        "expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+                    )
+                })?
+            };
+            let (advertised_host, advertised_port) =
+                match self.named_advertised.iter().find(|a| a.name == l.name) {
+                    Some(a) => (a.host.clone(), a.port),
+                    None if out.is_empty() => (self.advertised_host.clone(), self.advertised_port),
+                    None => {
+                        let unspecified = l
+                            .host
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_unspecified());
+                        let host = if unspecified { "127.0.0.1" } else { &l.host };
+                        (host.to_string(), l.port)
+                    }
+                };
+            out.push(ClientListener {
+                name: l.name.clone(),
+                bind_host: l.host.clone(),
+                bind_port: l.port,
+                advertised_host,
+                advertised_port,
+                protocol,
+            });
+        }
+        if out.is_empty() {
+            return Ok(vec![primary()]);
+        }
+        Ok(out)
     }
 }
 

@@ -186,7 +186,7 @@ impl KraftConfig {
         self.process_roles.is_empty() || self.process_roles.iter().any(|r| r == role)
     }
 
-    fn is_controller_name(&self, name: &str) -> bool {
+    pub(crate) fn is_controller_name(&self, name: &str) -> bool {
         if self.controller_listener_names.is_empty() {
             name == "CONTROLLER"
         } else {

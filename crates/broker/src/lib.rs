@@ -18,6 +18,7 @@ pub mod kraft;
 pub mod metrics;
 mod replica_fetcher;
 pub mod response;
+pub mod security;
 pub mod server;
 pub mod state;
 

@@ -1,14 +1,18 @@
 //! A response on its way to the socket: encoded bytes, and for Fetch, ranges
 //! of segment files that are sent with sendfile(2) straight from the page
-//! cache instead of being copied through user space.
+//! cache instead of being copied through user space. Over TLS the bytes
+//! must be encrypted in user space, so file ranges are read into a buffer
+//! and written through the TLS stream instead.
 
 use std::io;
 use std::os::fd::AsRawFd;
 
 use bytes::{Bytes, BytesMut};
 use fjord_storage::FileSlice;
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::{AsyncWriteExt, Interest, WriteHalf};
 use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 /// One piece of a response frame.
 pub enum Chunk {
@@ -60,8 +64,23 @@ impl From<BytesMut> for Response {
 /// Buffers small pieces and writes them in as few syscalls as it can; file
 /// ranges go out with sendfile after what was buffered before them.
 pub struct Writer {
-    wr: OwnedWriteHalf,
+    wr: Sink,
     buf: BytesMut,
+}
+
+/// Where the bytes go: the socket itself, or a TLS stream over it.
+enum Sink {
+    Tcp(OwnedWriteHalf),
+    Tls(Box<WriteHalf<TlsStream<TcpStream>>>),
+}
+
+impl Sink {
+    async fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Tcp(w) => w.write_all(b).await,
+            Sink::Tls(w) => w.write_all(b).await,
+        }
+    }
 }
 
 /// Below this, a bytes chunk is copied into the buffer to share a write.
@@ -70,7 +89,15 @@ const COALESCE_BYTES_MAX: usize = 64 * 1024;
 impl Writer {
     pub fn new(wr: OwnedWriteHalf) -> Writer {
         Writer {
-            wr,
+            wr: Sink::Tcp(wr),
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// A writer to a TLS stream (file ranges are read, not sent with sendfile).
+    pub fn tls(wr: WriteHalf<TlsStream<TcpStream>>) -> Writer {
+        Writer {
+            wr: Sink::Tls(Box::new(wr)),
             buf: BytesMut::new(),
         }
     }
@@ -104,11 +131,26 @@ impl Writer {
 
     pub async fn shutdown(mut self) -> io::Result<()> {
         self.flush().await?;
-        self.wr.shutdown().await
+        match &mut self.wr {
+            Sink::Tcp(w) => w.shutdown().await,
+            // Sends TLS close_notify, then closes the socket's write side.
+            Sink::Tls(w) => w.shutdown().await,
+        }
     }
 
     async fn send_file(&mut self, f: &FileSlice) -> io::Result<()> {
-        let stream = self.wr.as_ref();
+        let stream = match &mut self.wr {
+            Sink::Tcp(w) => {
+                let w: &OwnedWriteHalf = w;
+                w.as_ref()
+            }
+            Sink::Tls(w) => {
+                // Bounded by the fetch's size limits, like the frame it is part of.
+                let mut bytes = Vec::with_capacity(f.len);
+                f.read_into(&mut bytes)?;
+                return w.write_all(&bytes).await;
+            }
+        };
         let sock = stream.as_raw_fd();
         let file = f.file.as_raw_fd();
         let mut offset = i64::try_from(f.position)

@@ -11,6 +11,14 @@
 //! `IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX` requests and
 //! `IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX` bytes of request frames are
 //! read and not yet answered; past either the reader waits for the writer.
+//!
+//! Each listener is served by [`serve_listener`] with its
+//! [`ListenerSecurity`]: on SSL and SASL_SSL listeners the TLS handshake
+//! comes first (a client that is not speaking TLS is closed), and on
+//! SASL listeners a connection gets nothing but ApiVersions and the SASL
+//! handshake until it authenticated ([`SaslSession`]). A connection that
+//! has not finished its TLS handshake and authentication within
+//! `AUTHENTICATION_TIMEOUT_MS` is closed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,13 +26,17 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use fjord_model::limits;
+use fjord_model::ErrorCode;
+use fjord_protocol::{decode_request, Request};
 use fjord_protocol::{decode_request_header, frame_len, Reader};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::handlers::{self, Pending};
 use crate::response::Writer;
+use crate::security::sasl::{SaslSession, SaslState};
+use crate::security::ListenerSecurity;
 use crate::state::Broker;
 
 // A frame's share of the budget is a u32 (what `acquire_many` takes), and
@@ -32,10 +44,28 @@ use crate::state::Broker;
 const _: () = assert!(limits::IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX <= u32::MAX as usize);
 
 /// Accept connections until `shutdown` turns true; then wait (bounded) for
-/// open connections to finish answering what they have read.
+/// open connections to finish answering what they have read. A PLAINTEXT
+/// listener named as the broker's first client listener.
 pub async fn serve(
     broker: Arc<Broker>,
     listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let name = broker
+        .config
+        .client_listeners()
+        .ok()
+        .and_then(|ls| ls.into_iter().next())
+        .map_or_else(|| "PLAINTEXT".to_string(), |l| l.name);
+    let security = Arc::new(ListenerSecurity::plaintext(&name));
+    serve_listener(broker, listener, security, shutdown).await
+}
+
+/// [`serve`] for one listener secured as `security` says.
+pub async fn serve_listener(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    security: Arc<ListenerSecurity>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let open = Arc::new(AtomicUsize::new(0));
@@ -62,8 +92,9 @@ pub async fn serve(
                 let broker = broker.clone();
                 let open = open.clone();
                 let shutdown = shutdown.clone();
+                let security = security.clone();
                 tasks.spawn(async move {
-                    if let Err(e) = connection(broker, stream, shutdown).await {
+                    if let Err(e) = accept(broker, stream, security, shutdown).await {
                         tracing::debug!(%peer, "connection closed: {e}");
                     }
                     open.fetch_sub(1, Ordering::Relaxed);
@@ -97,15 +128,165 @@ enum ConnError {
     Header(#[from] fjord_protocol::DecodeError),
     #[error("idle timeout")]
     Idle,
+    #[error("TLS handshake and authentication not done in time")]
+    AuthTimeout,
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    #[error("authentication: {0}")]
+    Auth(String),
 }
 
-async fn connection(
+/// The TLS handshake (on SSL and SASL_SSL listeners), then the connection.
+async fn accept(
     broker: Arc<Broker>,
     stream: TcpStream,
-    mut shutdown: watch::Receiver<bool>,
+    security: Arc<ListenerSecurity>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
     let peer = stream.peer_addr().ok();
-    let (mut rd, wr) = stream.into_split();
+    let Some(tls) = &security.tls else {
+        let (rd, wr) = stream.into_split();
+        return connection(broker, rd, Writer::new(wr), peer, security, shutdown).await;
+    };
+    let within = Duration::from_millis(limits::AUTHENTICATION_TIMEOUT_MS);
+    // A client that does not speak TLS fails here and is closed.
+    let stream = match tokio::time::timeout(within, tls.acceptor.accept(stream)).await {
+        Err(_) => return Err(ConnError::AuthTimeout),
+        Ok(Err(e)) => return Err(ConnError::Tls(e)),
+        Ok(Ok(s)) => s,
+    };
+    let principal = tls.principal(stream.get_ref().1.peer_certificates());
+    let Some(principal) = principal else {
+        return Err(ConnError::Auth(
+            "no ssl.principal.mapping.rules rule applies to the client certificate".into(),
+        ));
+    };
+    tracing::debug!(?peer, %principal, listener = %security.name, "TLS connection");
+    let (rd, wr) = tokio::io::split(stream);
+    connection(broker, rd, Writer::tls(wr), peer, security, shutdown).await
+}
+
+/// What the connection does with one frame on a SASL listener before the
+/// client authenticated.
+enum Gate {
+    /// Not a SASL listener, or authenticated: dispatch as usual.
+    Dispatch(Reader, fjord_protocol::RequestHeader),
+    /// Answer this (a request of this API key) and go on.
+    Answer(i16, Option<BytesMut>),
+    /// Answer this (a request of this API key) and close.
+    AnswerAndClose(i16, Option<BytesMut>),
+    /// Close without an answer.
+    Close(&'static str),
+}
+
+/// A size-prefixed raw frame (a SASL token after SaslHandshake v0).
+fn raw_frame(token: &[u8]) -> Option<BytesMut> {
+    let len = u32::try_from(token.len()).ok()?;
+    let mut out = BytesMut::with_capacity(4 + token.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(token);
+    Some(out)
+}
+
+/// The SASL gate for one frame (`sasl` is the connection's session, `None`
+/// on a listener without SASL).
+fn sasl_gate(
+    broker: &Arc<Broker>,
+    peer: Option<std::net::SocketAddr>,
+    security: &ListenerSecurity,
+    sasl: Option<&mut SaslSession>,
+    frame: Bytes,
+) -> Result<Gate, ConnError> {
+    let Some(session) = sasl.filter(|s| s.principal().is_none()) else {
+        let mut reader = Reader::new(frame);
+        let header = decode_request_header(&mut reader)?;
+        return Ok(Gate::Dispatch(reader, header));
+    };
+    if let SaslState::Authenticate { raw: true, .. } = session.state() {
+        // After SaslHandshake v0 the token comes without a request header;
+        // a failure closes without an answer, as in Kafka.
+        let out = session.authenticate(&frame);
+        if out.close {
+            return Ok(Gate::Close("SASL authentication failed"));
+        }
+        let key = fjord_protocol::kafka_protocol::messages::ApiKey::SaslAuthenticate as i16;
+        return Ok(Gate::Answer(key, raw_frame(&out.token)));
+    }
+    let mut reader = Reader::new(frame);
+    let header = decode_request_header(&mut reader)?;
+    let ctx = handlers::Ctx {
+        broker: broker.clone(),
+        api_key: header.api_key,
+        api_version: header.api_version,
+        correlation_id: header.correlation_id,
+        client_id: header.client_id.clone(),
+        peer,
+        listener: Some(security.name.clone()),
+    };
+    let expecting_handshake = *session.state() == SaslState::Handshake;
+    let key = header.api_key;
+    if key == handlers::api_versions::API_KEY && expecting_handshake {
+        return Ok(Gate::Dispatch(reader, header));
+    }
+    let versions = if expecting_handshake {
+        handlers::sasl::HANDSHAKE_VERSIONS
+    } else {
+        handlers::sasl::AUTHENTICATE_VERSIONS
+    };
+    let wanted = if expecting_handshake {
+        fjord_protocol::kafka_protocol::messages::ApiKey::SaslHandshake as i16
+    } else {
+        fjord_protocol::kafka_protocol::messages::ApiKey::SaslAuthenticate as i16
+    };
+    if key != wanted || !versions.contains(&header.api_version) {
+        return Ok(Gate::Close("unexpected request during SASL authentication"));
+    }
+    let Ok(request) = decode_request(key, header.api_version, &mut reader) else {
+        return Ok(Gate::Close("undecodable SASL request"));
+    };
+    Ok(match request {
+        Request::SaslHandshake(r) => {
+            let out = session.handshake(r.mechanism.as_str(), header.api_version);
+            let mechanisms = session.config().mechanism_names();
+            let resp = handlers::sasl::handshake_response(&ctx, out.error, mechanisms);
+            if out.close {
+                Gate::AnswerAndClose(key, resp)
+            } else {
+                Gate::Answer(key, resp)
+            }
+        }
+        Request::SaslAuthenticate(r) => {
+            let out = session.authenticate(&r.auth_bytes);
+            if out.error == ErrorCode::NONE {
+                if let Some(p) = session.principal() {
+                    tracing::debug!(?peer, principal = %p, listener = %security.name, "SASL authenticated");
+                }
+            } else {
+                tracing::info!(?peer, listener = %security.name, "SASL authentication failed");
+            }
+            let resp = handlers::sasl::authenticate_response(&ctx, &out);
+            if out.close {
+                Gate::AnswerAndClose(key, resp)
+            } else {
+                Gate::Answer(key, resp)
+            }
+        }
+        _ => Gate::Close("unexpected request during SASL authentication"),
+    })
+}
+
+async fn connection<R: AsyncRead + Unpin>(
+    broker: Arc<Broker>,
+    mut rd: R,
+    out: Writer,
+    peer: Option<std::net::SocketAddr>,
+    security: Arc<ListenerSecurity>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnError> {
+    let mut sasl = security.sasl.clone().map(SaslSession::new);
+    // TLS and SASL together must be done by then.
+    let auth_deadline =
+        tokio::time::Instant::now() + Duration::from_millis(limits::AUTHENTICATION_TIMEOUT_MS);
     // Requests and latency per API, counted by the writer (`crate::metrics`).
     let metered = broker.metrics.connection_opened();
     let metering = broker.metrics.enabled();
@@ -118,7 +299,7 @@ async fn connection(
         limits::IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX,
     ));
     let writer = tokio::spawn(async move {
-        let mut out = Writer::new(wr);
+        let mut out = out;
         let stats = &metered.stats;
         while let Some((pending, permit, (api_key, at))) = rx.recv().await {
             let Ok(resp) = pending.resolve().await else {
@@ -154,12 +335,19 @@ async fn connection(
 
     let idle = Duration::from_millis(broker.config.connection_idle_ms);
     let result = loop {
+        let authenticating = sasl.as_ref().is_some_and(|s| s.principal().is_none());
+        let wait = if authenticating {
+            auth_deadline.saturating_duration_since(tokio::time::Instant::now())
+        } else {
+            idle
+        };
         let mut prefix = [0u8; 4];
         let read = tokio::select! {
-            r = tokio::time::timeout(idle, rd.read_exact(&mut prefix)) => r,
+            r = tokio::time::timeout(wait, rd.read_exact(&mut prefix)) => r,
             _ = shutdown.changed() => break Ok(()),
         };
         match read {
+            Err(_) if authenticating => break Err(ConnError::AuthTimeout),
             Err(_) => break Err(ConnError::Idle),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
             Ok(Err(e)) => break Err(e.into()),
@@ -178,21 +366,49 @@ async fn connection(
             },
             _ = shutdown.changed() => break Ok(()),
         };
-        let frame = match read_frame(&mut rd, len, idle).await {
+        if authenticating && len > limits::SASL_TOKEN_BYTES_MAX {
+            break Err(ConnError::Auth(
+                "frame larger than a SASL token may be".into(),
+            ));
+        }
+        let frame = match read_frame(&mut rd, len, if authenticating { wait } else { idle }).await {
             Ok(f) => f,
+            Err(ConnError::Idle) if authenticating => break Err(ConnError::AuthTimeout),
             Err(e) => break Err(e),
         };
-        let mut reader = Reader::new(frame);
-        let header = match decode_request_header(&mut reader) {
-            Ok(h) => h,
-            Err(e) => break Err(e.into()),
+        let read_at = Instant::now();
+        let (reader, header) = match sasl_gate(&broker, peer, &security, sasl.as_mut(), frame) {
+            Ok(Gate::Dispatch(reader, header)) => (reader, header),
+            Ok(Gate::Answer(api_key, resp)) => {
+                let sent = tx.send((Pending::Ready(resp), permit, (api_key, read_at)));
+                if sent.await.is_err() {
+                    break Ok(());
+                }
+                continue;
+            }
+            Ok(Gate::AnswerAndClose(api_key, resp)) => {
+                let _ = tx
+                    .send((Pending::Ready(resp), permit, (api_key, read_at)))
+                    .await;
+                break Err(ConnError::Auth("authentication failed".into()));
+            }
+            Ok(Gate::Close(why)) => break Err(ConnError::Auth(why.into())),
+            Err(e) => break Err(e),
         };
-        let arrival = (header.api_key, Instant::now());
-        let pending = match handlers::dispatch_from(&broker, peer, header, reader) {
-            Some(p) => p,
-            // The request could not be understood and has no error response: close.
-            None => break Ok(()),
-        };
+        // The gate let through only what an unauthenticated client may send.
+        assert!(
+            sasl.as_ref().is_none_or(|s| s.principal().is_some())
+                || header.api_key == handlers::api_versions::API_KEY,
+            "a request dispatched before SASL authentication"
+        );
+        let arrival = (header.api_key, read_at);
+        let pending =
+            match handlers::dispatch_on(&broker, peer, Some(security.name.clone()), header, reader)
+            {
+                Some(p) => p,
+                // The request could not be understood and has no error response: close.
+                None => break Ok(()),
+            };
         if tx.send((pending, permit, arrival)).await.is_err() {
             break Ok(());
         }
@@ -208,8 +424,8 @@ async fn connection(
 /// actually sent that much is the rest of the frame reserved, in one step, so
 /// a size prefix alone allocates little and a large frame is copied at most
 /// once while it grows.
-async fn read_frame(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
     len: usize,
     idle: Duration,
 ) -> Result<Bytes, ConnError> {

@@ -32,7 +32,7 @@ use std::sync::{Arc, OnceLock};
 
 use fjord_controller::{
     BrokerHeartbeat, BrokerRegistration, Controller, ControllerConfig, ControllerError,
-    FeatureRange, Listener, NewTopic,
+    FeatureRange, NewTopic,
 };
 use fjord_metadata::image::PartitionRegistration;
 use fjord_metadata::{
@@ -483,14 +483,17 @@ impl Broker {
         };
         let mut c = Controller::activate(config, image.clone(), now_ms());
         let node = self.config.node_id;
-        let (host, port) = (&self.config.advertised_host, self.config.advertised_port);
+        let endpoints = self.config.endpoints();
         let epoch = match image.broker(node) {
             Some(b)
                 if !b.fenced
-                    && b.end_points.len() == 1
-                    && b.end_points[0].name == "PLAINTEXT"
-                    && b.end_points[0].host == *host
-                    && b.end_points[0].port == port =>
+                    && b.end_points.len() == endpoints.len()
+                    && b.end_points.iter().zip(&endpoints).all(|(have, want)| {
+                        have.name == want.name
+                            && have.host == want.host
+                            && have.port == want.port
+                            && have.security_protocol == want.security_protocol
+                    }) =>
             {
                 b.broker_epoch
             }
@@ -502,12 +505,7 @@ impl Broker {
                     broker_id: node,
                     cluster_id: self.cluster_id.clone(),
                     incarnation_id: Uuid::new_v4(),
-                    listeners: vec![Listener {
-                        name: "PLAINTEXT".into(),
-                        host: self.config.advertised_host.clone(),
-                        port: self.config.advertised_port,
-                        security_protocol: 0,
-                    }],
+                    listeners: endpoints,
                     rack: None,
                     features: vec![FeatureRange {
                         name: fjord_metadata::image::METADATA_VERSION_FEATURE.to_string(),
@@ -680,16 +678,26 @@ impl Broker {
     /// list. In a cluster these are the brokers registered with the
     /// controller and unfenced by it (none until the first registers).
     pub fn live_brokers(&self) -> Vec<LiveBroker> {
+        self.live_brokers_on(None)
+    }
+
+    /// [`Broker::live_brokers`] with the endpoints of `listener`, the one a
+    /// client connected on: a broker without that listener is not listed,
+    /// as in Kafka. `None`: the PLAINTEXT endpoint (or first one).
+    pub fn live_brokers_on(&self, listener: Option<&str>) -> Vec<LiveBroker> {
         self.image()
             .brokers()
             .values()
             .filter(|b| !b.fenced)
             .filter_map(|b| {
-                let e = b
-                    .end_points
-                    .iter()
-                    .find(|e| e.name == "PLAINTEXT")
-                    .or_else(|| b.end_points.first())?;
+                let e = match listener {
+                    Some(name) => b.end_points.iter().find(|e| e.name == name)?,
+                    None => b
+                        .end_points
+                        .iter()
+                        .find(|e| e.name == "PLAINTEXT")
+                        .or_else(|| b.end_points.first())?,
+                };
                 Some(LiveBroker {
                     id: NodeId(b.broker_id),
                     host: e.host.clone(),

@@ -201,6 +201,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(names) = not_kafka {
         tracing::warn!("not Kafka 4.3.1 broker configs, ignored (as Kafka ignores them): {names}");
     }
+    // Key stores, trust stores and JAAS lines are read and checked now,
+    // so that a mistake stops the start with the setting's name.
+    let mut listeners = Vec::new();
+    for l in config.client_listeners()? {
+        let security = fjord_broker::security::ListenerSecurity::build(&config.security, &l)?;
+        listeners.push((l, Arc::new(security)));
+    }
     raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -239,9 +246,31 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let mut bound = Vec::new();
+        for (i, (l, security)) in listeners.into_iter().enumerate() {
+            // The first client listener is the one `listen` names.
+            let socket = if i == 0 {
+                tokio::net::TcpListener::bind(listen).await
+            } else {
+                tokio::net::TcpListener::bind((l.bind_host.as_str(), l.bind_port)).await
+            };
+            let socket = socket.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {}:{} ({}): {e}",
+                    l.bind_host,
+                    l.bind_port,
+                    l.name
+                )
+            })?;
+            tracing::info!(
+                listener = %l.name,
+                protocol = l.protocol.name(),
+                addr = %socket.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string()),
+                advertised = %format!("{}:{}", l.advertised_host, l.advertised_port),
+                "listening"
+            );
+            bound.push((socket, security));
+        }
         tracing::info!(
             %listen,
             data_dir = %data_dir.display(),
@@ -275,16 +304,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }
             }
         });
-        let server = tokio::spawn(fjord_broker::server::serve(
-            broker.clone(),
-            listener,
-            stop_rx,
-        ));
+        let servers: Vec<_> = bound
+            .into_iter()
+            .map(|(socket, security)| {
+                tokio::spawn(fjord_broker::server::serve_listener(
+                    broker.clone(),
+                    socket,
+                    security,
+                    stop_rx.clone(),
+                ))
+            })
+            .collect();
         shutdown_signal().await;
         tracing::info!("shutting down");
         health.set_serving(false);
         let _ = stop_tx.send(true);
-        let _ = server.await;
+        for server in servers {
+            let _ = server.await;
+        }
         if let Some(m) = metrics {
             let _ = m.await;
         }

@@ -181,6 +181,21 @@ pub const SEGMENT_SCAN_HEADER_ONLY_AFTER_BYTES: usize = 8 * 1024;
 /// A larger single frame (up to the request size limit) is read alone.
 pub const IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX: usize = 16 * 1024 * 1024;
 
+// ---- security: TLS and SASL (fjord-broker security) ----
+/// Largest SASL token a client may send (Kafka's `sasl.server.max.receive.size`
+/// default): a PLAIN message or a SCRAM message is far smaller.
+pub const SASL_TOKEN_BYTES_MAX: usize = 512 * 1024;
+/// How long a connection on a TLS or SASL listener may take to finish its
+/// TLS handshake and its SASL authentication; past it, it is closed.
+pub const AUTHENTICATION_TIMEOUT_MS: u64 = 10_000;
+/// Largest PEM file (key store, trust store) the broker reads.
+pub const PEM_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// Most rules in `ssl.principal.mapping.rules`.
+pub const PRINCIPAL_MAPPING_RULES_MAX: usize = 64;
+/// Most users one JAAS line may define (`user_NAME="..."` options).
+pub const SASL_PLAIN_USERS_MAX: usize = 10_000;
+const _: () = assert!(SASL_TOKEN_BYTES_MAX <= FRAME_BYTES_MAX);
+
 // ---- Cluster metadata (`__cluster_metadata`) ----
 /// Records of committed metadata appended since the last snapshot before a new
 /// snapshot is written (Kafka bounds it in bytes,

@@ -34,6 +34,7 @@ pub mod header;
 pub mod metadata_records;
 pub mod reader;
 pub mod requests;
+pub mod sasl;
 pub mod writer;
 
 pub use frame::{encode_response, frame_len, EncodeError, FrameError};

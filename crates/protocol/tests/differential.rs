@@ -77,6 +77,8 @@ fn kafka_protocol_decode(like: &Request, version: i16, body: &Bytes) -> Request 
         AllocateProducerIds,
         AlterPartition,
         UpdateFeatures,
+        SaslHandshake,
+        SaslAuthenticate,
     );
     assert!(buf.is_empty(), "kafka-protocol left bytes of {like:?}");
     decoded

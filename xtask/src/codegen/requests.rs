@@ -78,6 +78,8 @@ pub const REQUESTS: &[(&str, Option<i16>)] = &[
     ("AllocateProducerIds", None),
     ("AlterPartition", None),
     ("UpdateFeatures", None),
+    ("SaslHandshake", None),
+    ("SaslAuthenticate", None),
 ];
 
 /// Requests decoded past kafka-protocol's newest version where the layout

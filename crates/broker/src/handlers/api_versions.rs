@@ -84,6 +84,7 @@ pub fn unsupported_version(ctx: &Ctx) -> Option<BytesMut> {
         correlation_id: ctx.correlation_id,
         client_id: None,
         peer: ctx.peer,
+        listener: ctx.listener.clone(),
     };
     v0.respond(&resp)
 }

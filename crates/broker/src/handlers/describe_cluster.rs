@@ -29,8 +29,7 @@ pub fn handle(ctx: &Ctx, req: DescribeClusterRequest) -> Option<BytesMut> {
         return ctx.respond(&resp);
     }
     resp = resp.with_brokers(
-        ctx.broker
-            .live_brokers()
+        ctx.live_brokers()
             .into_iter()
             .map(|b| {
                 DescribeClusterBroker::default()

@@ -269,12 +269,7 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
                 let r = part.replica_state();
                 p.current_leader = Some((r.leader.0, r.leader_epoch.0));
                 if r.leader.0 >= 0 && !endpoints.iter().any(|e| e.node_id == r.leader.0) {
-                    if let Some(b) = ctx
-                        .broker
-                        .live_brokers()
-                        .into_iter()
-                        .find(|b| b.id == r.leader)
-                    {
+                    if let Some(b) = ctx.live_brokers().into_iter().find(|b| b.id == r.leader) {
                         endpoints.push(NodeEndpointOut {
                             node_id: b.id.0,
                             host: b.host,

@@ -94,7 +94,7 @@ fn other_coordinator(ctx: &Ctx, key_type: i8, key: &str) -> Option<(i32, String,
     if leader == broker.config.node_id {
         return None;
     }
-    let live = broker.live_brokers().into_iter().find(|b| b.id == leader)?;
+    let live = ctx.live_brokers().into_iter().find(|b| b.id == leader)?;
     Some((live.id.0, live.host, i32::from(live.port)))
 }
 
@@ -102,11 +102,19 @@ pub fn handle(ctx: &Ctx, req: FindCoordinatorRequest) -> Option<BytesMut> {
     let broker = &ctx.broker;
     let answer = |error: ErrorCode| {
         if error.is_none() {
-            (
-                broker.config.node_id.0,
-                broker.config.advertised_host.clone(),
-                broker.config.advertised_port as i32,
-            )
+            // This broker, at its endpoint of the client's listener.
+            let me = ctx
+                .live_brokers()
+                .into_iter()
+                .find(|b| b.id == broker.config.node_id);
+            match me {
+                Some(b) => (b.id.0, b.host, i32::from(b.port)),
+                None => (
+                    broker.config.node_id.0,
+                    broker.config.advertised_host.clone(),
+                    broker.config.advertised_port as i32,
+                ),
+            }
         } else {
             (-1, String::new(), -1)
         }

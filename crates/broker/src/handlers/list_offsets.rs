@@ -147,6 +147,7 @@ pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Option<BytesMut> {
         correlation_id: ctx.correlation_id,
         client_id: None,
         peer: ctx.peer,
+        listener: ctx.listener.clone(),
     };
     same_layout.respond(&resp)
 }

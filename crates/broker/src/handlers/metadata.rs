@@ -59,8 +59,7 @@ pub fn handle(ctx: &Ctx, req: MetadataRequest) -> Option<BytesMut> {
     }
     let resp = MetadataResponse::default()
         .with_brokers(
-            broker
-                .live_brokers()
+            ctx.live_brokers()
                 .into_iter()
                 .map(|b| {
                     MetadataResponseBroker::default()

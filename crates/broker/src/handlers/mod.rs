@@ -51,6 +51,7 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sasl;
 pub mod sync_group;
 pub mod transactions;
 pub mod update_features;
@@ -64,6 +65,9 @@ pub struct Ctx {
     pub client_id: Option<String>,
     /// The client's address (None for requests not from a socket, in tests).
     pub peer: Option<SocketAddr>,
+    /// The listener the request came in on (None: not from a socket, or
+    /// the default PLAINTEXT listener); Metadata answers its endpoints.
+    pub listener: Option<Arc<str>>,
 }
 
 /// Every error code a response carries, once per place (Kafka's
@@ -136,6 +140,11 @@ fn error_codes_in(debug: &str) -> Vec<i16> {
 }
 
 impl Ctx {
+    /// The live brokers with the endpoints of this request's listener.
+    pub fn live_brokers(&self) -> Vec<crate::state::LiveBroker> {
+        self.broker.live_brokers_on(self.listener.as_deref())
+    }
+
     /// The debug log's line for this request: API, version, client id,
     /// connection and the error codes answered. `errors` runs only when the
     /// debug level is on, so a request pays nothing for logging otherwise.
@@ -298,6 +307,8 @@ pub fn supported() -> Vec<(i16, RangeInclusive<i16>)> {
             transactions::DESCRIBE_VERSIONS,
         ),
         (ApiKey::UpdateFeatures as i16, update_features::VERSIONS),
+        (ApiKey::SaslHandshake as i16, sasl::HANDSHAKE_VERSIONS),
+        (ApiKey::SaslAuthenticate as i16, sasl::AUTHENTICATE_VERSIONS),
     ]
 }
 
@@ -312,6 +323,17 @@ pub fn dispatch_from(
     broker: &Arc<Broker>,
     peer: Option<SocketAddr>,
     header: RequestHeader,
+    body: Reader,
+) -> Option<Pending> {
+    dispatch_on(broker, peer, None, header, body)
+}
+
+/// [`dispatch_from`] for a request that came in on `listener`.
+pub fn dispatch_on(
+    broker: &Arc<Broker>,
+    peer: Option<SocketAddr>,
+    listener: Option<Arc<str>>,
+    header: RequestHeader,
     mut body: Reader,
 ) -> Option<Pending> {
     let ctx = Ctx {
@@ -321,6 +343,7 @@ pub fn dispatch_from(
         correlation_id: header.correlation_id,
         client_id: header.client_id,
         peer,
+        listener,
     };
     let Some((_, versions)) = supported().into_iter().find(|(k, _)| *k == ctx.api_key) else {
         tracing::debug!(
@@ -348,7 +371,8 @@ pub fn dispatch_from(
             tracing::debug!(
                 api_key = ctx.api_key,
                 api_version = ctx.api_version,
-                body = ?&raw.peek()[..raw.peek().len().min(256)],
+                // Never the body of a SASL request: it may hold a password.
+                body = ?if is_sasl_api(ctx.api_key) { &[][..] } else { &raw.peek()[..raw.peek().len().min(256)] },
                 "undecodable request, closing connection: {e}"
             );
             return None;
@@ -408,6 +432,8 @@ pub fn dispatch_from(
         Request::ListTransactions(r) => Pending::Ready(transactions::list(&ctx, r)),
         Request::DescribeTransactions(r) => Pending::Ready(transactions::describe(&ctx, r)),
         Request::UpdateFeatures(r) => Pending::Ready(update_features::handle(&ctx, r)),
+        Request::SaslHandshake(r) => Pending::Ready(sasl::handshake(&ctx, r)),
+        Request::SaslAuthenticate(r) => Pending::Ready(sasl::authenticate(&ctx, r)),
         // Every request type has a handler now; kept for types added later.
         #[allow(unreachable_patterns)]
         other => {
@@ -415,6 +441,12 @@ pub fn dispatch_from(
             return None;
         }
     })
+}
+
+/// SaslHandshake and SaslAuthenticate, whose bodies are never logged.
+pub fn is_sasl_api(api_key: i16) -> bool {
+    use fjord_protocol::kafka_protocol::messages::ApiKey;
+    api_key == ApiKey::SaslHandshake as i16 || api_key == ApiKey::SaslAuthenticate as i16
 }
 
 /// Runs a handler that waits for the metadata quorum (records committed
@@ -483,6 +515,7 @@ mod tests {
             correlation_id: 7,
             client_id: Some("app-1".into()),
             peer: Some("127.0.0.1:5555".parse().unwrap()),
+            listener: None,
         };
         let resp = MetadataResponse::default().with_topics(vec![
             MetadataResponseTopic::default().with_error_code(3),

@@ -213,8 +213,7 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
     let endpoints = if named_leaders.is_empty() {
         Vec::new()
     } else {
-        ctx.broker
-            .live_brokers()
+        ctx.live_brokers()
             .into_iter()
             .filter(|b| named_leaders.contains(&b.id))
             .map(|b| {

@@ -15,7 +15,9 @@ use fjord_protocol::kafka_protocol::messages::metadata_request::{
 use fjord_protocol::kafka_protocol::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
-use fjord_protocol::kafka_protocol::messages::{ApiKey, BrokerId, TopicName, TransactionalId};
+use fjord_protocol::kafka_protocol::messages::{
+    ApiKey, BrokerId, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName, TransactionalId,
+};
 use fjord_protocol::Request;
 use uuid::Uuid;
 
@@ -28,6 +30,16 @@ mod quorum;
 
 pub fn uuid(n: u8) -> Uuid {
     Uuid::from_bytes([n, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, n])
+}
+
+pub fn sasl_handshake(_v: i16) -> SaslHandshakeRequest {
+    SaslHandshakeRequest::default().with_mechanism(s("SCRAM-SHA-512"))
+}
+
+pub fn sasl_authenticate(v: i16) -> SaslAuthenticateRequest {
+    SaslAuthenticateRequest::default()
+        .with_auth_bytes(Bytes::from_static(b"\0alice\0alice-secret"))
+        .with_unknown_tagged_fields(extra_tags(v >= 2, 5))
 }
 
 pub fn api_versions(v: i16) -> ApiVersionsRequest {
@@ -260,6 +272,8 @@ pub fn sample(api_key: i16, v: i16) -> Option<Request> {
         }
         ApiKey::AlterPartition => Request::AlterPartition(quorum::alter_partition(v)),
         ApiKey::UpdateFeatures => Request::UpdateFeatures(parity::update_features(v)),
+        ApiKey::SaslHandshake => Request::SaslHandshake(sasl_handshake(v)),
+        ApiKey::SaslAuthenticate => Request::SaslAuthenticate(sasl_authenticate(v)),
         _ => return None,
     })
 }

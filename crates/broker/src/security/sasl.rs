@@ -1,0 +1,396 @@
+//! SASL authentication of a connection on a SASL_PLAINTEXT or SASL_SSL
+//! listener, as Kafka's `SaslServerAuthenticator` does it: a sans-IO state
+//! machine ([`SaslSession`]) fed the handshake and the tokens, and told
+//! nothing about sockets or time (the connection closes one that does not
+//! finish within `AUTHENTICATION_TIMEOUT_MS`).
+//!
+//! 1. Before the handshake: ApiVersions and SaslHandshake only.
+//! 2. SaslHandshake v0–v1 names a mechanism of `sasl.enabled.mechanisms`
+//!    (else UNSUPPORTED_SASL_MECHANISM and the connection closes). After
+//!    v1, tokens come in SaslAuthenticate requests; after v0, as raw
+//!    size-prefixed frames (the connection layer reads them).
+//! 3. A token that authenticates moves to authenticated; one that fails is
+//!    answered SASL_AUTHENTICATION_FAILED and the connection closes.
+//!
+//! Mechanisms: PLAIN, with the users of the listener's JAAS line
+//! (`listener.name.<l>.plain.sasl.jaas.config=... user_alice="alice-secret";`).
+//! Passwords are compared in constant time for equal lengths and never
+//! logged or put in a `Debug` output.
+
+use std::collections::BTreeMap;
+
+use fjord_model::{limits, ErrorCode};
+use fjord_protocol::sasl::PlainMessage;
+
+use super::{invalid, KafkaPrincipal, SecuritySettings};
+use crate::config::ConfigError;
+
+/// A SASL mechanism Fjord serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mechanism {
+    Plain,
+}
+
+impl Mechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+        }
+    }
+}
+
+/// A secret from the configuration; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[hidden]")
+    }
+}
+
+/// Equal-length secrets compared without an early exit.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A listener's SASL settings.
+#[derive(Clone, Debug)]
+pub struct SaslConfig {
+    pub mechanisms: Vec<Mechanism>,
+    plain_users: BTreeMap<String, Secret>,
+}
+
+/// The options of one JAAS login-module line
+/// (`Module required key="value" key2=value2;`), in order.
+pub fn parse_jaas(name: &str, text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = text.trim();
+    let body = text
+        .strip_suffix(';')
+        .ok_or_else(|| invalid(name, "a JAAS line ends with ';'"))?;
+    let mut rest = body.trim_start();
+    // The login module's class and its control flag.
+    for what in ["login module", "control flag"] {
+        let end = rest
+            .find(char::is_whitespace)
+            .ok_or_else(|| invalid(name, format!("no {what}")))?;
+        rest = rest[end..].trim_start();
+    }
+    let mut options = Vec::new();
+    while !rest.is_empty() {
+        if options.len() >= limits::SASL_PLAIN_USERS_MAX {
+            return Err(invalid(name, "too many options"));
+        }
+        let eq = rest
+            .find('=')
+            .ok_or_else(|| invalid(name, "expected key=\"value\""))?;
+        let key = rest[..eq].trim();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(invalid(name, "expected key=\"value\""));
+        }
+        let after = rest[eq + 1..].trim_start();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut end = None;
+            let mut chars = quoted.char_indices();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '"' => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            value.push(n);
+                        }
+                    }
+                    c => value.push(c),
+                }
+            }
+            let end = end.ok_or_else(|| invalid(name, "an unterminated quoted value"))?;
+            (value, &quoted[end..])
+        } else {
+            let end = after.find(char::is_whitespace).unwrap_or(after.len());
+            (after[..end].to_string(), &after[end..])
+        };
+        options.push((key.to_string(), value));
+        rest = next.trim_start();
+    }
+    Ok(options)
+}
+
+impl SaslConfig {
+    pub fn build(settings: &SecuritySettings, listener: &str) -> Result<SaslConfig, ConfigError> {
+        const MECHANISMS: &str = "sasl.enabled.mechanisms";
+        let given = settings.get(listener, MECHANISMS).ok_or_else(|| {
+            invalid(
+                MECHANISMS,
+                format!("listener {listener} uses SASL: set sasl.enabled.mechanisms=PLAIN (Kafka's default, GSSAPI, is not supported)"),
+            )
+        })?;
+        let mut mechanisms = Vec::new();
+        for m in given.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            match m.to_uppercase().as_str() {
+                "PLAIN" => mechanisms.push(Mechanism::Plain),
+                other => {
+                    return Err(invalid(
+                        MECHANISMS,
+                        format!("{other} is not supported yet (PLAIN is)"),
+                    ))
+                }
+            }
+        }
+        if mechanisms.is_empty() {
+            return Err(invalid(MECHANISMS, "no mechanism"));
+        }
+        let mut plain_users = BTreeMap::new();
+        if mechanisms.contains(&Mechanism::Plain) {
+            let key = "plain.sasl.jaas.config";
+            let prefixed = format!("listener.name.{}.{key}", listener.to_lowercase());
+            let line = settings.get(listener, key).ok_or_else(|| {
+                invalid(
+                    &prefixed,
+                    "PLAIN is enabled: its JAAS line with user_NAME=\"password\" options is needed",
+                )
+            })?;
+            for (k, v) in parse_jaas(&prefixed, line)? {
+                if let Some(user) = k.strip_prefix("user_") {
+                    plain_users.insert(user.to_string(), Secret(v));
+                }
+            }
+        }
+        Ok(SaslConfig {
+            mechanisms,
+            plain_users,
+        })
+    }
+
+    pub fn mechanism_names(&self) -> Vec<String> {
+        self.mechanisms
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect()
+    }
+}
+
+/// Where a connection is in its authentication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SaslState {
+    /// ApiVersions or SaslHandshake expected.
+    Handshake,
+    /// Tokens expected, in SaslAuthenticate requests or raw (handshake v0).
+    Authenticate {
+        mechanism: Mechanism,
+        raw: bool,
+    },
+    Authenticated(KafkaPrincipal),
+    Failed,
+}
+
+/// The answer to a handshake or a token.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub error: ErrorCode,
+    pub message: Option<String>,
+    /// The server's token (empty for PLAIN).
+    pub token: Vec<u8>,
+    /// Close the connection once this answer is sent.
+    pub close: bool,
+}
+
+/// One connection's authentication.
+#[derive(Debug)]
+pub struct SaslSession {
+    config: std::sync::Arc<SaslConfig>,
+    state: SaslState,
+}
+
+impl SaslSession {
+    pub fn new(config: std::sync::Arc<SaslConfig>) -> SaslSession {
+        SaslSession {
+            config,
+            state: SaslState::Handshake,
+        }
+    }
+
+    pub fn state(&self) -> &SaslState {
+        &self.state
+    }
+
+    pub fn config(&self) -> &SaslConfig {
+        &self.config
+    }
+
+    pub fn principal(&self) -> Option<&KafkaPrincipal> {
+        match &self.state {
+            SaslState::Authenticated(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// A SaslHandshake naming `mechanism`, at request `version`.
+    pub fn handshake(&mut self, mechanism: &str, version: i16) -> Outcome {
+        assert!(
+            self.state == SaslState::Handshake,
+            "a handshake is only handled before one succeeded"
+        );
+        match self
+            .config
+            .mechanisms
+            .iter()
+            .find(|m| m.name() == mechanism)
+        {
+            Some(m) => {
+                self.state = SaslState::Authenticate {
+                    mechanism: *m,
+                    raw: version == 0,
+                };
+                Outcome {
+                    error: ErrorCode::NONE,
+                    message: None,
+                    token: Vec::new(),
+                    close: false,
+                }
+            }
+            None => {
+                self.state = SaslState::Failed;
+                Outcome {
+                    error: ErrorCode::UNSUPPORTED_SASL_MECHANISM,
+                    message: None,
+                    token: Vec::new(),
+                    close: true,
+                }
+            }
+        }
+    }
+
+    /// A client token, after a successful handshake.
+    pub fn authenticate(&mut self, token: &[u8]) -> Outcome {
+        let SaslState::Authenticate { mechanism, .. } = self.state else {
+            panic!("tokens are only handled after a handshake");
+        };
+        let result = match mechanism {
+            Mechanism::Plain => self.plain(token),
+        };
+        match result {
+            Ok(principal) => {
+                self.state = SaslState::Authenticated(principal);
+                Outcome {
+                    error: ErrorCode::NONE,
+                    message: None,
+                    token: Vec::new(),
+                    close: false,
+                }
+            }
+            Err(message) => {
+                self.state = SaslState::Failed;
+                Outcome {
+                    error: ErrorCode::SASL_AUTHENTICATION_FAILED,
+                    message: Some(message),
+                    token: Vec::new(),
+                    close: true,
+                }
+            }
+        }
+    }
+
+    fn plain(&self, token: &[u8]) -> Result<KafkaPrincipal, String> {
+        let m = PlainMessage::parse(token).map_err(|e| e.to_string())?;
+        let ok = self
+            .config
+            .plain_users
+            .get(m.username)
+            .is_some_and(|s| same_secret(s.0.as_bytes(), m.password.as_bytes()));
+        if ok {
+            Ok(KafkaPrincipal::user(m.username))
+        } else {
+            Err("Authentication failed: Invalid username or password".to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn config() -> Arc<SaslConfig> {
+        let mut s = SecuritySettings::default();
+        s.set("sasl.enabled.mechanisms", "PLAIN");
+        s.set(
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config",
+            r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="admin-secret" user_admin="admin-secret" user_alice="a\"lice";"#,
+        );
+        Arc::new(SaslConfig::build(&s, "SASL_PLAINTEXT").unwrap())
+    }
+
+    #[test]
+    fn plain_authenticates_known_users_only() {
+        let c = config();
+        assert!(!format!("{c:?}").contains("admin-secret"));
+        let mut ok = SaslSession::new(c.clone());
+        assert_eq!(ok.handshake("PLAIN", 1).error, ErrorCode::NONE);
+        assert_eq!(
+            ok.state(),
+            &SaslState::Authenticate {
+                mechanism: Mechanism::Plain,
+                raw: false
+            }
+        );
+        let out = ok.authenticate(b"\0alice\0a\"lice");
+        assert_eq!((out.error, out.close), (ErrorCode::NONE, false));
+        assert_eq!(ok.principal(), Some(&KafkaPrincipal::user("alice")));
+
+        let mut bad = SaslSession::new(c.clone());
+        bad.handshake("PLAIN", 0);
+        assert!(matches!(
+            bad.state(),
+            SaslState::Authenticate { raw: true, .. }
+        ));
+        let out = bad.authenticate(b"\0alice\0wrong");
+        assert_eq!(out.error, ErrorCode::SASL_AUTHENTICATION_FAILED);
+        assert!(out.close);
+        assert_eq!(bad.principal(), None);
+        let mut unknown = SaslSession::new(c.clone());
+        unknown.handshake("PLAIN", 1);
+        assert!(unknown.authenticate(b"\0mallory\0admin-secret").close);
+
+        let mut other = SaslSession::new(c);
+        let out = other.handshake("SCRAM-SHA-256", 1);
+        assert_eq!(out.error, ErrorCode::UNSUPPORTED_SASL_MECHANISM);
+        assert!(out.close);
+    }
+
+    #[test]
+    fn settings_are_checked_at_build() {
+        let mut s = SecuritySettings::default();
+        assert!(SaslConfig::build(&s, "X").is_err(), "GSSAPI default");
+        s.set("sasl.enabled.mechanisms", "GSSAPI");
+        assert!(SaslConfig::build(&s, "X").is_err());
+        s.set("sasl.enabled.mechanisms", "PLAIN");
+        assert!(SaslConfig::build(&s, "X").is_err(), "no JAAS line");
+        s.set(
+            "listener.name.x.plain.sasl.jaas.config",
+            "Module required user_a=\"b\"",
+        );
+        assert!(SaslConfig::build(&s, "X").is_err(), "no ';'");
+        s.set(
+            "listener.name.x.plain.sasl.jaas.config",
+            "Module required user_a=b;",
+        );
+        let c = SaslConfig::build(&s, "X").unwrap();
+        assert_eq!(c.mechanism_names(), ["PLAIN"]);
+        assert!(parse_jaas("n", "M required a=\"unterminated;").is_err());
+        assert_eq!(
+            parse_jaas("n", "M required  a=\"x y\" b=z ;").unwrap(),
+            [
+                ("a".to_string(), "x y".to_string()),
+                ("b".to_string(), "z".to_string())
+            ]
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! Secured listeners over real sockets: PLAINTEXT, SSL with mutual TLS,
+//! and SASL_PLAINTEXT with PLAIN, each on its own port and configured with
+//! Kafka's names; certificates are made by the test (rcgen).
+//!
+//! Checked: Metadata answers the endpoints of the listener the client
+//! connected on; a client without a certificate, or speaking plaintext to
+//! the TLS port, is closed; on the SASL listener nothing but ApiVersions
+//! and the handshake is answered before authentication, a good password
+//! authenticates, a wrong one gets SASL_AUTHENTICATION_FAILED and a close,
+//! an unknown mechanism UNSUPPORTED_SASL_MECHANISM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use fjord_broker::security::ListenerSecurity;
+use fjord_broker::{Broker, BrokerConfig};
+use fjord_protocol::kafka_protocol::messages::{
+    ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use fjord_protocol::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Pki {
+    ca_pem: String,
+    server_pem: String,
+    client_cert_pem: String,
+    client_key_pem: String,
+}
+
+fn pki() -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "Fjord test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+
+    let server_key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    server
+        .subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    server.distinguished_name.push(DnType::CommonName, "broker");
+    let server_cert = server.signed_by(&server_key, &ca_cert, &ca_key).unwrap();
+
+    let client_key = KeyPair::generate().unwrap();
+    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client
+        .distinguished_name
+        .push(DnType::OrganizationName, "Example");
+    client.distinguished_name.push(DnType::CommonName, "Alice");
+    let client_cert = client.signed_by(&client_key, &ca_cert, &ca_key).unwrap();
+    Pki {
+        ca_pem: ca_cert.pem(),
+        server_pem: format!("{}{}", server_key.serialize_pem(), server_cert.pem()),
+        client_cert_pem: client_cert.pem(),
+        client_key_pem: client_key.serialize_pem(),
+    }
+}
+
+#[allow(deprecated)] // ring's provider: see the broker's security::tls
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_client(pki: &Pki, with_cert: bool) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = if with_cert {
+        let chain = vec![CertificateDer::from_pem_slice(pki.client_cert_pem.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(pki.client_key_pem.as_bytes()).unwrap();
+        builder.with_client_auth_cert(chain, key).unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// Sends one request (header v1, non-flexible versions only) and returns
+/// the response body, or `None` when the broker closed the connection.
+async fn call<S, Req, Resp>(s: &mut S, api_key: i16, version: i16, req: &Req) -> Option<Resp>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    Req: Encodable,
+    Resp: Decodable,
+{
+    let mut body = BytesMut::new();
+    body.put_i16(api_key);
+    body.put_i16(version);
+    body.put_i32(42);
+    body.put_i16(1);
+    body.put_slice(b"t");
+    req.encode(&mut body, version).unwrap();
+    let mut frame = BytesMut::new();
+    frame.put_i32(body.len() as i32);
+    frame.put_slice(&body);
+    s.write_all(&frame).await.ok()?;
+    let size = tokio::time::timeout(Duration::from_secs(10), s.read_i32())
+        .await
+        .expect("an answer or a close in time")
+        .ok()?;
+    let mut buf = vec![0u8; size as usize];
+    s.read_exact(&mut buf).await.ok()?;
+    let mut buf = Bytes::from(buf);
+    assert_eq!(buf.get_i32(), 42, "correlation id");
+    Some(Resp::decode(&mut buf, version).unwrap())
+}
+
+/// Whether the broker closes `s` (EOF or reset) within a few seconds.
+async fn closed<S: AsyncRead + Unpin>(s: &mut S) -> bool {
+    let mut b = [0u8; 1];
+    match tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) | Err(_) => false,
+    }
+}
+
+async fn metadata<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Option<MetadataResponse> {
+    call(
+        s,
+        3,
+        8,
+        &MetadataRequest::default().with_topics(Some(vec![])),
+    )
+    .await
+}
+
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    mechanism: &'static str,
+) -> SaslHandshakeResponse {
+    let req = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
+    call(s, 17, 1, &req).await.expect("a handshake answer")
+}
+
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    token: &'static [u8],
+) -> Option<SaslAuthenticateResponse> {
+    let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(token));
+    call(s, 36, 1, &req).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_ssl_and_sasl_listeners_serve_their_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let keystore = dir.path().join("broker.pem");
+    let truststore = dir.path().join("ca.pem");
+    std::fs::write(&keystore, &pki.server_pem).unwrap();
+    std::fs::write(&truststore, &pki.ca_pem).unwrap();
+
+    let sockets: Vec<TcpListener> = futures_bind(3).await;
+    let ports: Vec<u16> = sockets
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect();
+    let mut config = BrokerConfig {
+        data_dir: dir.path().join("data"),
+        ..BrokerConfig::default()
+    };
+    let settings = [
+        (
+            "listeners".to_string(),
+            format!(
+                "PLAINTEXT://127.0.0.1:{},SECURE://127.0.0.1:{},SASL_PLAINTEXT://127.0.0.1:{}",
+                ports[0], ports[1], ports[2]
+            ),
+        ),
+        (
+            "listener.security.protocol.map".into(),
+            "PLAINTEXT:PLAINTEXT,SECURE:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT".into(),
+        ),
+        ("ssl.keystore.type".into(), "PEM".into()),
+        ("ssl.keystore.location".into(), keystore.display().to_string()),
+        ("ssl.truststore.type".into(), "PEM".into()),
+        ("ssl.truststore.location".into(), truststore.display().to_string()),
+        ("listener.name.secure.ssl.client.auth".into(), "required".into()),
+        (
+            "ssl.principal.mapping.rules".into(),
+            "RULE:^CN=([^,]*),.*$/$1/L,DEFAULT".into(),
+        ),
+        ("sasl.enabled.mechanisms".into(), "PLAIN".into()),
+        (
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config".into(),
+            r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="admin-secret" user_admin="admin-secret" user_alice="alice-secret";"#.into(),
+        ),
+    ];
+    for (k, v) in &settings {
+        config.set(k, v).unwrap();
+    }
+    config.finish(false).unwrap();
+    let listeners = config.client_listeners().unwrap();
+    assert_eq!(listeners.len(), 3);
+    let securities: Vec<Arc<ListenerSecurity>> = listeners
+        .iter()
+        .map(|l| Arc::new(ListenerSecurity::build(&config.security, l).unwrap()))
+        .collect();
+    let broker: Arc<Broker> = tokio::task::spawn_blocking(move || Broker::open_deferred(config))
+        .await
+        .unwrap()
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for (socket, security) in sockets.into_iter().zip(securities) {
+        servers.push(tokio::spawn(fjord_broker::server::serve_listener(
+            broker.clone(),
+            socket,
+            security,
+            stop_rx.clone(),
+        )));
+    }
+    let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+
+    // PLAINTEXT: Metadata names this broker at the PLAINTEXT port.
+    let mut plain = TcpStream::connect(addr(0)).await.unwrap();
+    let m = metadata(&mut plain).await.unwrap();
+    assert_eq!(m.brokers.len(), 1);
+    assert_eq!(m.brokers[0].port, i32::from(ports[0]));
+
+    // SSL with a client certificate: Metadata names the SSL port.
+    let server_name = ServerName::try_from("localhost").unwrap();
+    let tcp = TcpStream::connect(addr(1)).await.unwrap();
+    let mut tls = tls_client(&pki, true)
+        .connect(server_name.clone(), tcp)
+        .await
+        .unwrap();
+    let m = metadata(&mut tls).await.unwrap();
+    assert_eq!(m.brokers[0].port, i32::from(ports[1]));
+    assert_eq!(m.brokers[0].host.as_str(), "127.0.0.1");
+
+    // SSL without a client certificate where one is required: closed.
+    let tcp = TcpStream::connect(addr(1)).await.unwrap();
+    match tls_client(&pki, false).connect(server_name, tcp).await {
+        Err(_) => {}
+        Ok(mut s) => assert!(
+            metadata(&mut s).await.is_none(),
+            "no answer without a certificate"
+        ),
+    }
+
+    // A plaintext Kafka client on the TLS port: closed, nothing answered.
+    let mut confused = TcpStream::connect(addr(1)).await.unwrap();
+    assert!(metadata(&mut confused).await.is_none());
+
+    // SASL_PLAINTEXT: a request before authentication closes the connection.
+    let mut early = TcpStream::connect(addr(2)).await.unwrap();
+    assert!(metadata(&mut early).await.is_none());
+    assert!(closed(&mut early).await);
+
+    // ApiVersions, handshake, good password: then Metadata at the SASL port.
+    let mut sasl = TcpStream::connect(addr(2)).await.unwrap();
+    let v: ApiVersionsResponse = call(&mut sasl, 18, 2, &ApiVersionsRequest::default())
+        .await
+        .unwrap();
+    for (key, max) in [(17, 1), (36, 2)] {
+        let api = v.api_keys.iter().find(|a| a.api_key == key).unwrap();
+        assert_eq!((api.min_version, api.max_version), (0, max));
+    }
+    let h = handshake(&mut sasl, "PLAIN").await;
+    assert_eq!(h.error_code, 0);
+    assert_eq!(h.mechanisms, vec![StrBytes::from_static_str("PLAIN")]);
+    let a = authenticate(&mut sasl, b"\0alice\0alice-secret")
+        .await
+        .unwrap();
+    assert_eq!(a.error_code, 0);
+    let m = metadata(&mut sasl).await.unwrap();
+    assert_eq!(m.brokers[0].port, i32::from(ports[2]));
+    // A second handshake after authentication: ILLEGAL_SASL_STATE, as Kafka.
+    assert_eq!(handshake(&mut sasl, "PLAIN").await.error_code, 34);
+
+    // Wrong password: SASL_AUTHENTICATION_FAILED, then closed.
+    let mut wrong = TcpStream::connect(addr(2)).await.unwrap();
+    assert_eq!(handshake(&mut wrong, "PLAIN").await.error_code, 0);
+    let a = authenticate(&mut wrong, b"\0alice\0not-her-password")
+        .await
+        .unwrap();
+    assert_eq!(a.error_code, 58);
+    assert!(a.error_message.is_some());
+    assert!(closed(&mut wrong).await);
+
+    // A mechanism the listener does not enable: UNSUPPORTED_SASL_MECHANISM.
+    let mut other = TcpStream::connect(addr(2)).await.unwrap();
+    let h = handshake(&mut other, "SCRAM-SHA-512").await;
+    assert_eq!(h.error_code, 33);
+    assert_eq!(h.mechanisms, vec![StrBytes::from_static_str("PLAIN")]);
+    assert!(closed(&mut other).await);
+
+    // On the PLAINTEXT listener a handshake is ILLEGAL_SASL_STATE.
+    assert_eq!(handshake(&mut plain, "PLAIN").await.error_code, 34);
+
+    let _ = stop_tx.send(true);
+    for s in servers {
+        s.await.unwrap().unwrap();
+    }
+}
+
+async fn futures_bind(n: usize) -> Vec<TcpListener> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    out
+}
