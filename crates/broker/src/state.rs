@@ -590,14 +590,26 @@ impl Broker {
         }
     }
 
-    /// The active controller's id, as Metadata and DescribeCluster report
-    /// it: this node on a single node, the quorum leader in a cluster (-1
-    /// while none is known).
+    /// The controller id that Metadata and DescribeCluster report: this node
+    /// on a single node. In a cluster it must be a broker the same answer
+    /// lists, because clients send admin requests to it (any broker forwards
+    /// them to the active controller; Kafka's brokers name a random live
+    /// broker here): the quorum leader when it is a live broker, else this
+    /// node when it is one, else the lowest live broker, else -1. Naming a
+    /// node the answer does not list left librdkafka's admin client
+    /// "waiting for controller" until its next metadata refresh, minutes
+    /// later.
     pub fn controller_id(&self) -> i32 {
-        match self.quorum.get() {
-            Some(Quorum::Raft(q)) => q.leader_endpoint().map_or(-1, |(id, _)| id.0),
-            _ => self.config.node_id.0,
-        }
+        let Some(Quorum::Raft(q)) = self.quorum.get() else {
+            return self.config.node_id.0;
+        };
+        let live: Vec<i32> = self.live_brokers().iter().map(|b| b.id.0).collect();
+        let leader = q.leader_endpoint().map(|(id, _)| id.0);
+        leader
+            .filter(|id| live.contains(id))
+            .or_else(|| Some(self.config.node_id.0).filter(|id| live.contains(id)))
+            .or_else(|| live.iter().copied().min())
+            .unwrap_or(-1)
     }
 
     /// The controller settings of a cluster node (Kafka's names in
