@@ -3,6 +3,7 @@
     Fjord(root, binary, settings={...})   target/release/fjord serve on a free port, data in ROOT/fjord/data
     Kafka(root, settings={...})           scripts/kafka.sh start on a free port, data in ROOT/kafka/data
     broker.start(); broker.port; broker.pid; broker.data; broker.command; broker.stop()
+    write_section(path, section, begin, end)   a benchmark's section of BENCHMARKS.md, between its markers
 
 The broker is pinned to CPU 0 (taskset); the benchmark pins itself to CPU 1 (pin_client()). `settings` are
 broker configs with Kafka's names, passed as `--set k=v` to Fjord and as server properties to Kafka.
@@ -118,3 +119,17 @@ class Fjord:
                 self.proc.wait()
         self.proc = None
         self.pid = None
+
+
+def write_section(path, section, begin, end):
+    """Puts `section` (which starts with `begin` and ends with `end`) in place of the text between those
+    markers in `path`, or at its end when they are not there yet; the rest of the file is kept."""
+    text = open(path).read() if os.path.exists(path) else ""
+    if begin in text and end in text:
+        a = text.index(begin)
+        z = text.index(end) + len(end)
+        text = text[:a] + section.rstrip("\n") + text[z:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    with open(path, "w") as f:
+        f.write(text)

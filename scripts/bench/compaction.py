@@ -45,6 +45,7 @@ from confluent_kafka.admin import (
 )
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import brokers  # noqa: E402
 from brokers import Fjord, Kafka, logger, pin_client  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -275,15 +276,7 @@ def render(results, cfg, meta):
 
 
 def write_section(path, section):
-    text = open(path).read() if os.path.exists(path) else ""
-    if MARK_BEGIN in text and MARK_END in text:
-        a = text.index(MARK_BEGIN)
-        z = text.index(MARK_END) + len(MARK_END)
-        text = text[:a] + section.rstrip("\n") + text[z:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with open(path, "w") as f:
-        f.write(text)
+    brokers.write_section(path, section, MARK_BEGIN, MARK_END)
 
 
 def main():

@@ -44,6 +44,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import brokers  # noqa: E402
 from brokers import Fjord, Kafka, logger, pin_client  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -558,18 +559,7 @@ def report(results, args, load_before, load_after, when):
 
 
 def write_section(path, section):
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
-        text = ""
-    if MARK_BEGIN in text and MARK_END in text:
-        a, b = text.index(MARK_BEGIN), text.index(MARK_END) + len(MARK_END)
-        text = text[:a] + section + text[b:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    with open(path, "w") as f:
-        f.write(text)
+    brokers.write_section(path, section, MARK_BEGIN, MARK_END)
 
 
 def main():

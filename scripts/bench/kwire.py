@@ -5,6 +5,8 @@
     ready(addr, topics, partitions)   True once every partition of every topic has a leader and no error
     create_topics(addr, {name: parts}, timeout_ms, replication_factor=1)
                                       CreateTopics v2; {name: (error code, message)}
+    i16, i32, i64, string, array, Reader
+                                      non-flexible encoders and a bounds-checked reader for other requests
 
 Used where the harness must not depend on a client library's own timeouts: creating 1,000-partition
 topics (librdkafka's helper gives up after 30 s) and polling a restarting broker until it serves.
@@ -56,9 +58,32 @@ class Reader:
         return [fn() for _ in range(n)]
 
 
-def _str(s):
+def i16(v):
+    return struct.pack(">h", v)
+
+
+def i32(v):
+    return struct.pack(">i", v)
+
+
+def i64(v):
+    return struct.pack(">q", v)
+
+
+def string(s):
+    """A non-flexible (nullable) STRING."""
+    if s is None:
+        return i16(-1)
     b = s.encode()
-    return struct.pack(">h", len(b)) + b
+    return i16(len(b)) + b
+
+
+def array(items):
+    """A non-flexible ARRAY of already encoded items."""
+    return i32(len(items)) + b"".join(items)
+
+
+_str = string
 
 
 def _request(addr, api_key, version, body, timeout_s):

@@ -42,7 +42,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import brokers  # noqa: E402
 from brokers import Fjord, Kafka, logger, pin_client  # noqa: E402
+from kwire import Reader, array, i16, i32, i64, string  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -66,51 +68,6 @@ RETRIABLE = {14, 15, 16}  # COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILA
 MAX_TRIES = 100
 
 log = logger("offsets-log")
-
-
-def i16(v):
-    return struct.pack(">h", v)
-
-
-def i32(v):
-    return struct.pack(">i", v)
-
-
-def i64(v):
-    return struct.pack(">q", v)
-
-
-def string(s):
-    if s is None:
-        return i16(-1)
-    b = s.encode()
-    return i16(len(b)) + b
-
-
-def array(items):
-    return i32(len(items)) + b"".join(items)
-
-
-class Reader:
-    def __init__(self, b):
-        self.b, self.o = b, 0
-
-    def take(self, n):
-        if self.o + n > len(self.b):
-            raise RuntimeError("response too short")
-        v = self.b[self.o:self.o + n]
-        self.o += n
-        return v
-
-    def i16(self):
-        return struct.unpack(">h", self.take(2))[0]
-
-    def i32(self):
-        return struct.unpack(">i", self.take(4))[0]
-
-    def string(self):
-        n = self.i16()
-        return None if n < 0 else self.take(n).decode()
 
 
 class Conn:
@@ -356,15 +313,7 @@ def render(results, cfg, meta):
 
 
 def write_section(path, section):
-    text = open(path).read() if os.path.exists(path) else ""
-    if MARK_BEGIN in text and MARK_END in text:
-        a = text.index(MARK_BEGIN)
-        z = text.index(MARK_END) + len(MARK_END)
-        text = text[:a] + section.rstrip("\n") + text[z:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with open(path, "w") as f:
-        f.write(text)
+    brokers.write_section(path, section, MARK_BEGIN, MARK_END)
 
 
 def main():
