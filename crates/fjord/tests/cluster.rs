@@ -1183,7 +1183,18 @@ fn acks_all_through_leader_kills() {
     wait_for("acks=all on the strict topic", &logs, || {
         produce_acks_via(&rt, leader_port, strict, 0, all).filter(|r| r.0 == 0)
     });
-    let follower = nodes.iter().find(|n| n.id != strict_leader).unwrap();
+    // Pause a follower that is not the quorum leader: pausing the active
+    // controller hands the controller to another node, which may move
+    // leaders back to their preferred replicas, and this check is about the
+    // ISR, not about leader moves.
+    let leader_node = nodes.iter().find(|n| n.id == strict_leader).unwrap();
+    let (quorum_leader, _, _) = wait_for("the quorum leader", &logs, || {
+        describe_quorum(leader_node.controller_port)
+    });
+    let follower = nodes
+        .iter()
+        .find(|n| n.id != strict_leader && n.id != quorum_leader)
+        .unwrap();
     let pid = follower.child.as_ref().unwrap().id().to_string();
     let signal = |sig: &str| {
         let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
