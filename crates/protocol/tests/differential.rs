@@ -79,6 +79,10 @@ fn kafka_protocol_decode(like: &Request, version: i16, body: &Bytes) -> Request 
         UpdateFeatures,
         SaslHandshake,
         SaslAuthenticate,
+        AddPartitionsToTxn,
+        AddOffsetsToTxn,
+        EndTxn,
+        TxnOffsetCommit,
     );
     assert!(buf.is_empty(), "kafka-protocol left bytes of {like:?}");
     decoded

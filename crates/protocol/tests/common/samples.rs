@@ -27,6 +27,7 @@ mod admin;
 mod group;
 mod parity;
 mod quorum;
+mod txn;
 
 pub fn uuid(n: u8) -> Uuid {
     Uuid::from_bytes([n, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, n])
@@ -274,6 +275,10 @@ pub fn sample(api_key: i16, v: i16) -> Option<Request> {
         ApiKey::UpdateFeatures => Request::UpdateFeatures(parity::update_features(v)),
         ApiKey::SaslHandshake => Request::SaslHandshake(sasl_handshake(v)),
         ApiKey::SaslAuthenticate => Request::SaslAuthenticate(sasl_authenticate(v)),
+        ApiKey::AddPartitionsToTxn => Request::AddPartitionsToTxn(txn::add_partitions_to_txn(v)),
+        ApiKey::AddOffsetsToTxn => Request::AddOffsetsToTxn(txn::add_offsets_to_txn(v)),
+        ApiKey::EndTxn => Request::EndTxn(txn::end_txn(v)),
+        ApiKey::TxnOffsetCommit => Request::TxnOffsetCommit(txn::txn_offset_commit(v)),
         _ => return None,
     })
 }
