@@ -486,6 +486,32 @@ def more_cases(every):
         if v >= 3:
             yield f"init-producer-id-unknown-pid-v{v}", "InitProducerId", v, {
                 "TransactionalId": None, "TransactionTimeoutMs": 60_000, "ProducerId": 424242, "ProducerEpoch": 3}
+    # Transactions: a transactional id's first InitProducerId, a bad timeout, and requests naming a
+    # transactional id the coordinator does not know (or a topic that does not exist).
+    for v in every("InitProducerId", 22):
+        yield f"init-producer-id-transactional-v{v}", "InitProducerId", v, {
+            "TransactionalId": f"diff-txn-{v}", "TransactionTimeoutMs": 60_000, "ProducerId": -1,
+            "ProducerEpoch": -1}
+        yield f"init-producer-id-transactional-bad-timeout-v{v}", "InitProducerId", v, {
+            "TransactionalId": f"diff-txn-timeout-{v}", "TransactionTimeoutMs": 0, "ProducerId": -1,
+            "ProducerEpoch": -1}
+    for v in every("AddPartitionsToTxn", 24):
+        for name, topics in (("unknown-id", [{"Name": TOPIC, "Partitions": [0, 1]}]),
+                             ("unknown-topic", [{"Name": TOPIC, "Partitions": [0]},
+                                                {"Name": "no-such-topic", "Partitions": [0]}])):
+            if v < 4:
+                body = {"V3AndBelowTransactionalId": "diff-never-used", "V3AndBelowProducerId": 4242,
+                        "V3AndBelowProducerEpoch": 0, "V3AndBelowTopics": topics}
+            else:
+                body = {"Transactions": [{"TransactionalId": "diff-never-used", "ProducerId": 4242,
+                                          "ProducerEpoch": 0, "VerifyOnly": False, "Topics": topics}]}
+            yield f"add-partitions-to-txn-{name}-v{v}", "AddPartitionsToTxn", v, body
+    for v in every("AddOffsetsToTxn", 25):
+        yield f"add-offsets-to-txn-unknown-id-v{v}", "AddOffsetsToTxn", v, {
+            "TransactionalId": "diff-never-used", "ProducerId": 4242, "ProducerEpoch": 0, "GroupId": "diff-g"}
+    for v in every("EndTxn", 26):
+        yield f"end-txn-unknown-id-v{v}", "EndTxn", v, {
+            "TransactionalId": "diff-never-used", "ProducerId": 4242, "ProducerEpoch": 0, "Committed": True}
     # ACLs without an authorizer.
     for v in every("CreateAcls", 30):
         yield f"create-acls-v{v}", "CreateAcls", v, {"Creations": [

@@ -342,7 +342,7 @@ impl Groups {
                 partition,
                 partitions,
             },
-            move |partition, outputs| deliver(&deliver_to, partition, outputs),
+            move |partition, outputs, _durable| deliver(&deliver_to, partition, outputs),
             now_ms,
         );
         runtime.start();

@@ -21,6 +21,7 @@ pub mod response;
 pub mod security;
 pub mod server;
 pub mod state;
+pub mod txns;
 
 pub use config::BrokerConfig;
 pub use state::Broker;

@@ -110,6 +110,9 @@ pub struct Broker {
     /// Consumer groups: loaded at the end of `open`, or in the background
     /// after `open_deferred` (empty until then).
     pub groups: crate::groups::GroupsSlot,
+    /// The transaction coordinator: created with `__transaction_state`, on
+    /// the first transactional request (empty until then).
+    pub txns: crate::txns::TxnsSlot,
     /// The log cleaner's threads (compacted topics); stopped by `close`
     /// and when the broker is dropped.
     cleaner: parking_lot::Mutex<Option<fjord_storage::LogCleaner>>,
@@ -335,6 +338,7 @@ impl Broker {
             stopping: AtomicBool::new(false),
             heartbeat: Mutex::new(None),
             groups: crate::groups::GroupsSlot::new(me.clone()),
+            txns: crate::txns::TxnsSlot::new(me.clone()),
             cleaner: parking_lot::Mutex::new(None),
             replication: crate::replica_fetcher::Replication::new(me.clone()),
             metrics: Default::default(),
@@ -970,7 +974,11 @@ impl Broker {
                     format!("topic '{name}' already exists"),
                 ));
             }
-            self.groups.start_loading();
+            if name == crate::txns::TXN_STATE_TOPIC {
+                self.txns.start_loading();
+            } else {
+                self.groups.start_loading();
+            }
             return Err(StateError::kafka(
                 ErrorCode::LEADER_NOT_AVAILABLE,
                 format!("internal topic '{name}' is being created by the broker"),
@@ -1497,6 +1505,7 @@ impl Broker {
         // A cleaning round in progress finishes first.
         drop(self.cleaner.lock().take());
         self.groups.close();
+        self.txns.close();
         if let Some(q) = self.quorum.get() {
             q.close();
         }
@@ -1535,7 +1544,7 @@ fn meta_err_str(path: &Path, e: fjord_metadata::MetadataError) -> StateError {
 
 /// Topics the broker keeps for itself (clients see `is_internal`, and may not delete them).
 pub fn is_internal_topic(name: &str) -> bool {
-    name == crate::groups::OFFSETS_TOPIC
+    name == crate::groups::OFFSETS_TOPIC || name == crate::txns::TXN_STATE_TOPIC
 }
 
 pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {

@@ -91,58 +91,22 @@ async fn acl_apis_answer_security_disabled() {
     }
 }
 
-/// No transaction exists: ListTransactions lists none (echoing state filters
-/// that are not states), DescribeTransactions answers
-/// TRANSACTIONAL_ID_NOT_FOUND (105) per id; a transaction coordinator is
-/// refused with a fatal TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53), as is
-/// InitProducerId with a transactional id, at every version.
+/// FindCoordinator: share groups (key type 2) and unknown key types are
+/// INVALID_REQUEST at every version with a key type.
 #[tokio::test]
-async fn transactions_are_answered_truthfully_and_fatally() {
+async fn find_coordinator_refuses_share_groups_and_unknown_key_types() {
     let dir = tempfile::tempdir().unwrap();
     let b = open_broker(dir.path(), 1);
-    for v in versions(ApiKey::ListTransactions) {
-        let req =
-            ListTransactionsRequest::default().with_state_filters(vec![s("Ongoing"), s("Bogus")]);
-        let r: ListTransactionsResponse = call(&b, ApiKey::ListTransactions, v, &req).await;
-        assert_eq!(r.error_code, 0, "v{v}");
-        assert!(r.transaction_states.is_empty(), "v{v}");
-        assert_eq!(r.unknown_state_filters, vec![s("Bogus")], "v{v}");
-    }
-    let req = DescribeTransactionsRequest::default()
-        .with_transactional_ids(vec![TransactionalId(s("a")), TransactionalId(s("b"))]);
-    let r: DescribeTransactionsResponse = call(&b, ApiKey::DescribeTransactions, 0, &req).await;
-    let got: Vec<(&str, i16)> = r
-        .transaction_states
-        .iter()
-        .map(|t| (&*t.transactional_id.0, t.error_code))
-        .collect();
-    assert_eq!(got, vec![("a", 105), ("b", 105)]);
-
     assert_eq!(versions(ApiKey::FindCoordinator), 0..=6);
-    // v0 has no key type: groups only.
     for v in 1..=6 {
-        let req = FindCoordinatorRequest::default().with_key_type(1);
-        let req = if v >= 4 {
-            req.with_coordinator_keys(vec![s("tx")])
-        } else {
-            req.with_key(s("tx"))
-        };
-        let r: FindCoordinatorResponse = call(&b, ApiKey::FindCoordinator, v, &req).await;
-        let (error, node) = if v >= 4 {
-            (r.coordinators[0].error_code, r.coordinators[0].node_id.0)
-        } else {
-            (r.error_code, r.node_id.0)
-        };
-        assert_eq!((error, node), (53, -1), "v{v}");
-        // Share groups (key type 2) and unknown key types: INVALID_REQUEST.
         for key_type in [2, 7] {
-            let r: FindCoordinatorResponse = call(
-                &b,
-                ApiKey::FindCoordinator,
-                v,
-                &req.clone().with_key_type(key_type),
-            )
-            .await;
+            let req = FindCoordinatorRequest::default().with_key_type(key_type);
+            let req = if v >= 4 {
+                req.with_coordinator_keys(vec![s("tx")])
+            } else {
+                req.with_key(s("tx"))
+            };
+            let r: FindCoordinatorResponse = call(&b, ApiKey::FindCoordinator, v, &req).await;
             let error = if v >= 4 {
                 r.coordinators[0].error_code
             } else {
@@ -150,14 +114,6 @@ async fn transactions_are_answered_truthfully_and_fatally() {
             };
             assert_eq!(error, 42, "v{v} key type {key_type}");
         }
-    }
-    assert_eq!(versions(ApiKey::InitProducerId), 0..=5);
-    for v in versions(ApiKey::InitProducerId) {
-        let req = InitProducerIdRequest::default()
-            .with_transactional_id(Some(TransactionalId(s("tx"))))
-            .with_transaction_timeout_ms(60_000);
-        let r: InitProducerIdResponse = call(&b, ApiKey::InitProducerId, v, &req).await;
-        assert_eq!((r.error_code, r.producer_id.0), (53, -1), "v{v}");
     }
 }
 

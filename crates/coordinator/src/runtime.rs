@@ -81,7 +81,7 @@ struct Shard<C> {
 }
 
 type Factory<C> = Box<dyn Fn(u32) -> C + Send + Sync>;
-type Deliver<O> = Box<dyn Fn(u32, Vec<O>) + Send + Sync>;
+type Deliver<O> = Box<dyn Fn(u32, Vec<O>, bool) + Send + Sync>;
 type Clock = Box<dyn Fn() -> i64 + Send + Sync>;
 
 /// One shard per partition of an internal topic. See the crate docs.
@@ -92,7 +92,7 @@ pub struct Runtime<C: Coordinator> {
     /// A fresh state machine for a partition (called at every load attempt).
     factory: Factory<C>,
     /// Receives the outputs that are not records, once the records before
-    /// them are durable.
+    /// them are durable (the flag: whether they were made durable).
     deliver: Deliver<C::Output>,
     clock: Clock,
     closing: AtomicBool,
@@ -112,7 +112,7 @@ impl<C: Coordinator> Runtime<C> {
         config: RuntimeConfig,
         io: Arc<dyn PartitionIo>,
         factory: impl Fn(u32) -> C + Send + Sync + 'static,
-        deliver: impl Fn(u32, Vec<C::Output>) + Send + Sync + 'static,
+        deliver: impl Fn(u32, Vec<C::Output>, bool) + Send + Sync + 'static,
         clock: impl Fn() -> i64 + Send + Sync + 'static,
     ) -> Arc<Runtime<C>> {
         let shards = (0..io.partitions())
@@ -439,7 +439,7 @@ impl<C: Coordinator> Runtime<C> {
                 }
             }
             if !out.is_empty() {
-                (this.deliver)(p, out);
+                (this.deliver)(p, out, persisted);
             }
             if wake {
                 this.timer.notify_one();
@@ -460,6 +460,13 @@ impl<C: Coordinator> Runtime<C> {
         }
         self.wait_for_loads();
         self.timer.notify_one();
+    }
+
+    /// Start the timer task now if it is not running (from inside an async
+    /// runtime; it otherwise starts on the first write): a shard whose state
+    /// machine has work due right after its load needs it before any request.
+    pub fn start_timer(self: &Arc<Self>) {
+        self.ensure_timer();
     }
 
     /// Start the timer task on first use (we are inside the async runtime then).

@@ -218,7 +218,7 @@ fn harness(parts: Vec<Vec<Entry>>) -> Harness {
             loaded_at: None,
             drops: dr.clone(),
         },
-        move |p, outs: Vec<Out>| {
+        move |p, outs: Vec<Out>, _durable: bool| {
             for o in outs {
                 match o {
                     Out::Reply(n) => d.lock().push((p, n)),

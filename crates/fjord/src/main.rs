@@ -285,6 +285,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // until their shard is loaded.
         broker.groups.start_loading();
         health.set_serving(true);
+        // The transaction coordinator of a node that has served transactions
+        // loads now too, so that prepared transactions get their markers and
+        // open ones their timeout without waiting for a client.
+        if broker.topic(fjord_broker::txns::TXN_STATE_TOPIC).is_some() {
+            broker.txns.start_loading();
+        }
         let retention_broker = broker.clone();
         let mut retention_stop = stop_rx.clone();
         let retention = tokio::spawn(async move {

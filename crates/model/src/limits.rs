@@ -95,6 +95,13 @@ pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: i32 = 50;
 // ---- transactions (fjord-txn) ----
 /// Default `transaction.state.log.num.partitions`.
 pub const TRANSACTION_STATE_PARTITIONS_DEFAULT: i32 = 50;
+/// Kafka's `transaction.state.log.segment.bytes` default (100 MiB).
+pub const TRANSACTION_STATE_SEGMENT_BYTES_DEFAULT: u64 = 100 * 1024 * 1024;
+/// First wait before a transaction marker that could not be written is tried
+/// again (doubling per attempt, up to the maximum).
+pub const TRANSACTION_MARKER_RETRY_BACKOFF_MS_MIN: i64 = 100;
+/// Longest wait between two attempts to write a transaction marker.
+pub const TRANSACTION_MARKER_RETRY_BACKOFF_MS_MAX: i64 = 5_000;
 /// Default `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask for.
 pub const TRANSACTION_TIMEOUT_MS_MAX_DEFAULT: i32 = 900_000;
 /// Default `transaction.abort.timed.out.transaction.cleanup.interval.ms`.

@@ -14,7 +14,9 @@
 //!   as before this layer existed;
 //! - an `acks=all` append is committed when it is on stable storage (the
 //!   log's group commit, [`fjord_storage::Log::sync_to`]); `acks=1` at once;
-//! - the last stable offset equals the high watermark (no transactions yet).
+//! - the last stable offset is the high watermark, or the first offset of
+//!   the oldest open transaction when that is lower ([`Partition::append_marker`]
+//!   writes the markers that close transactions).
 //!
 //! A cluster layer changes the replica facts through one method,
 //! [`Partition::set_replica_state`]; the high watermark then follows the ISR
@@ -475,9 +477,14 @@ impl Partition {
     }
 
     /// Offsets below it are readable by read_committed consumers: the high
-    /// watermark until transactions exist.
+    /// watermark, or the first offset of the oldest open transaction if that
+    /// is lower.
     pub fn last_stable_offset(&self) -> Offset {
-        self.high_watermark()
+        let hw = self.high_watermark();
+        match self.log.first_unstable_offset() {
+            Some(first) => first.min(hw),
+            None => hw,
+        }
     }
 
     /// The first offset held.
@@ -564,6 +571,38 @@ impl Partition {
             (Acks::All, None) => CommitWaiter(Waiting::Sync(self.log.sync_to(result.last_offset))),
         };
         Ok(Appended { result, committed })
+    }
+
+    /// Writes a transaction marker as the leader (`Log::append_marker`: it
+    /// closes the producer's open transaction, which moves the last stable
+    /// offset) and wakes waiting fetches. The waiter resolves when the marker
+    /// is committed, as for an `acks=all` append.
+    pub fn append_marker(
+        &self,
+        marker: &fjord_storage::TxnMarker,
+        now_ms: i64,
+    ) -> Result<(fjord_storage::producer_state::CompletedTxn, CommitWaiter), PartitionError> {
+        let leader_epoch = self.check_leader()?;
+        let replicated = match self.replicated_leader_check() {
+            Some(Err(e)) => return Err(e),
+            Some(Ok(_)) => true,
+            None => false,
+        };
+        let (result, completed) = self.log.append_marker(marker, leader_epoch, now_ms)?;
+        self.refresh_high_watermark();
+        self.wake_waiters();
+        let committed = if replicated {
+            drop(self.log.sync_to(result.last_offset));
+            CommitWaiter::replicated(
+                self.commit_tx.subscribe(),
+                result.last_offset.next(),
+                leader_epoch,
+                self.local,
+            )
+        } else {
+            CommitWaiter(Waiting::Sync(self.log.sync_to(result.last_offset)))
+        };
+        Ok((completed, committed))
     }
 
     /// Reads whole batches from `offset`, at most `max_bytes` (the first batch

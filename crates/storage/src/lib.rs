@@ -138,7 +138,7 @@ use fjord_model::{Offset, TimestampType};
 pub use cleaner::{CleanerConfig, CleanerTotals, LogCleaner, LogSource};
 pub use error::StorageError;
 pub use fs::{FileSystem, OsFileSystem};
-pub use log::{CleanOptions, CleanStats, Cleanability, Log, SyncWaiter};
+pub use log::{CleanOptions, CleanStats, Cleanability, Log, SyncWaiter, TxnMarker};
 pub use storage::{Storage, StorageLimits};
 
 /// Per-partition settings (Kafka's topic configs, typed).

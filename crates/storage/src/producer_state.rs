@@ -516,7 +516,25 @@ impl ProducerStateMap {
 
     /// Applies one batch read back from the log (recovery): no validation, as Kafka does
     /// for batches that are already in the log.
+    /// A transaction marker (a transactional control batch) closes its producer's open
+    /// transaction; its coordinator epoch, in the record, is not read here.
     pub fn replay(&mut self, h: &BatchHeader) {
+        if h.is_control() && h.is_transactional() && h.producer_id >= 0 {
+            let producer_id = ProducerId(h.producer_id);
+            let coordinator_epoch = self
+                .producers
+                .get(&producer_id)
+                .map_or(-1, |e| e.coordinator_epoch);
+            self.replay_marker(&IncomingMarker {
+                producer_id,
+                epoch: ProducerEpoch(h.producer_epoch),
+                coordinator_epoch,
+                offset: Offset(h.base_offset),
+                timestamp_ms: h.max_timestamp,
+                aborted: false,
+            });
+            return;
+        }
         let Some(b) = IncomingBatch::from_header(h) else {
             return;
         };

@@ -273,3 +273,91 @@ fn producers_expire_after_a_day_of_inactivity() {
     .unwrap();
     assert_eq!(log.producer_count(), 0);
 }
+
+/// A transactional batch of one producer (the attribute bit set).
+fn txn_batch(pid: i64, epoch: i16, seq: i32, records: usize, ts: i64) -> Vec<u8> {
+    let mut b = BatchBuilder::new(Compression::None)
+        .producer(pid, epoch, seq)
+        .transactional(true);
+    for i in 0..records {
+        b.push(
+            ts + i as i64,
+            Some(b"key".as_slice()),
+            Some(b"v".as_slice()),
+            &[],
+        );
+    }
+    b.build(0)
+}
+
+fn marker(pid: i64, epoch: i16, aborted: bool) -> fjord_storage::TxnMarker {
+    fjord_storage::TxnMarker {
+        producer_id: ProducerId(pid),
+        producer_epoch: ProducerEpoch(epoch),
+        coordinator_epoch: 0,
+        aborted,
+    }
+}
+
+#[test]
+fn markers_close_open_transactions_and_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default());
+    append(&log, common::batch(2, 10, 1, 1)).unwrap();
+    assert_eq!(log.first_unstable_offset(), None);
+    append(&log, txn_batch(7, 0, 0, 3, 1_000)).unwrap();
+    append(&log, txn_batch(8, 0, 0, 1, 1_000)).unwrap();
+    // Two open transactions: the oldest one's first offset bounds what is stable.
+    assert_eq!(log.first_unstable_offset(), Some(Offset(2)));
+    // A non-transactional batch while a transaction is open is refused.
+    assert_eq!(
+        append(&log, idem(7, 0, 3, 1, 1_000)).unwrap_err(),
+        ErrorCode::INVALID_TXN_STATE
+    );
+    let (written, done) = log
+        .append_marker(&marker(7, 0, true), fjord_model::LeaderEpoch(0), 2_000)
+        .unwrap();
+    assert_eq!(written.base_offset, Offset(6));
+    assert_eq!(
+        (done.first_offset, done.last_offset),
+        (Offset(2), Offset(6))
+    );
+    assert!(done.aborted);
+    assert_eq!(log.first_unstable_offset(), Some(Offset(5)));
+    // A marker of an older epoch is refused and nothing is written.
+    append(&log, txn_batch(7, 1, 0, 1, 1_000)).unwrap();
+    assert_eq!(
+        log.append_marker(&marker(7, 0, false), fjord_model::LeaderEpoch(0), 2_000)
+            .map_err(|e| e.kafka_code())
+            .unwrap_err(),
+        ErrorCode::INVALID_PRODUCER_EPOCH
+    );
+    assert_eq!(log.log_end_offset(), Offset(8));
+    log.append_marker(&marker(8, 0, false), fjord_model::LeaderEpoch(0), 2_000)
+        .unwrap();
+    assert_eq!(log.first_unstable_offset(), Some(Offset(7)));
+    // Clients may not write control batches.
+    let mut forged = fjord_records::end_txn_marker_batch(
+        0,
+        1_000,
+        0,
+        7,
+        1,
+        fjord_records::EndTxnMarker {
+            marker: fjord_records::MarkerType::Commit,
+            coordinator_epoch: 0,
+        },
+    );
+    assert!(log
+        .append_as_leader(&mut forged, fjord_model::LeaderEpoch(0), 1_000)
+        .is_err());
+    assert_eq!(log.first_unstable_offset(), Some(Offset(7)));
+    // After a crash the producer state is rebuilt from the batch headers, markers included.
+    common::crash(log);
+    let (log, _) = Log::open(&Storage::default(), dir.path(), LogConfig::default(), 3_000).unwrap();
+    assert_eq!(log.first_unstable_offset(), Some(Offset(7)));
+    log.append_marker(&marker(7, 1, false), fjord_model::LeaderEpoch(0), 3_000)
+        .unwrap();
+    assert_eq!(log.first_unstable_offset(), None);
+    assert!(log.producer_state(ProducerId(7)).is_some());
+}

@@ -6,13 +6,10 @@
 //! COORDINATOR_NOT_AVAILABLE, which clients retry; one whose shard failed to
 //! load is named, and its requests answer NOT_COORDINATOR (as from Kafka).
 //!
-//! Transaction coordinators do not exist yet. Key type 1 gets
-//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED, Kafka's answer when a client may
-//! not use transactional ids (the feature is off for it): the Java client
-//! and librdkafka both treat it as fatal, so a transactional producer or a
-//! Kafka Streams exactly-once application fails at once with that error
-//! instead of retrying a retriable COORDINATOR_NOT_AVAILABLE forever. v5
-//! (TRANSACTION_ABORTABLE) changes nothing for groups; v6 adds key type 2,
+//! Key type 1 names the transaction coordinator of a transactional id the
+//! same way, over `__transaction_state` (created on the first such request,
+//! as Kafka does; COORDINATOR_NOT_AVAILABLE meanwhile, which clients retry).
+//! v5 (TRANSACTION_ABORTABLE) changes nothing for groups; v6 adds key type 2,
 //! share groups, which Fjord does not have: INVALID_REQUEST, as Kafka
 //! answers while share groups are off. Any other key type is INVALID_REQUEST.
 
@@ -34,25 +31,21 @@ const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 const KEY_TYPE_SHARE: i8 = 2;
 
-/// The message sent with the transaction coordinator's refusal.
-const NO_TRANSACTIONS: &str =
-    "Fjord does not support transactions yet: transactional producers cannot be used";
 /// Kafka's default message for INVALID_REQUEST.
 const INVALID_REQUEST_MESSAGE: &str = "This most likely occurs because of a request being malformed by the client library or the message was sent to an incompatible broker. See the broker logs for more details.";
 
 /// The answer for one key: NONE (this node) or why not, with the message
-/// Kafka sends in every version (an unknown key type) or ours where Kafka's
-/// would mislead (transactions).
+/// Kafka sends in every version (an unknown key type).
 fn error_for(ctx: &Ctx, key_type: i8, key: &str) -> (ErrorCode, Option<&'static str>) {
     match key_type {
         KEY_TYPE_GROUP => match ctx.broker.groups.get() {
             None => (ErrorCode::COORDINATOR_NOT_AVAILABLE, None),
             Some(g) => (g.coordinator_error(key), None),
         },
-        KEY_TYPE_TRANSACTION => (
-            ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-            Some(NO_TRANSACTIONS),
-        ),
+        KEY_TYPE_TRANSACTION => match ctx.broker.txns.get() {
+            None => (ErrorCode::COORDINATOR_NOT_AVAILABLE, None),
+            Some(t) => (t.coordinator_error(key), None),
+        },
         KEY_TYPE_SHARE => (ErrorCode::INVALID_REQUEST, None),
         _ => (ErrorCode::INVALID_REQUEST, Some(INVALID_REQUEST_MESSAGE)),
     }
@@ -80,16 +73,27 @@ fn message(version: i16, error: ErrorCode, ours: Option<&'static str>) -> &'stat
     }
 }
 
-/// In a cluster, the live broker that leads the group's
-/// `__consumer_offsets` partition when that is another broker (the group
-/// coordinator lives with the partition's leader).
+/// In a cluster, the live broker that leads the key's `__consumer_offsets`
+/// (group) or `__transaction_state` (transactional id) partition when that
+/// is another broker (a coordinator lives with the partition's leader).
 fn other_coordinator(ctx: &Ctx, key_type: i8, key: &str) -> Option<(i32, String, i32)> {
     let broker = &ctx.broker;
-    if key_type != KEY_TYPE_GROUP || !broker.config.kraft.is_cluster() {
+    if !broker.config.kraft.is_cluster() {
         return None;
     }
-    let topic = broker.topic(crate::groups::OFFSETS_TOPIC)?;
-    let index = fjord_group::offsets_partition_for(key, topic.partition_count());
+    let (topic, index) = match key_type {
+        KEY_TYPE_GROUP => {
+            let topic = broker.topic(crate::groups::OFFSETS_TOPIC)?;
+            let index = fjord_group::offsets_partition_for(key, topic.partition_count());
+            (topic, index)
+        }
+        KEY_TYPE_TRANSACTION => {
+            let topic = broker.topic(crate::txns::TXN_STATE_TOPIC)?;
+            let index = fjord_txn::state_partition_for(key, topic.partition_count()).0;
+            (topic, index)
+        }
+        _ => return None,
+    };
     let leader = topic.partition(index)?.replica_state().leader;
     if leader == broker.config.node_id {
         return None;

@@ -303,6 +303,15 @@ pub fn supported() -> Vec<(i16, RangeInclusive<i16>)> {
         (ApiKey::DeleteAcls as i16, acls::VERSIONS),
         (ApiKey::ListTransactions as i16, transactions::LIST_VERSIONS),
         (
+            ApiKey::AddPartitionsToTxn as i16,
+            transactions::ADD_PARTITIONS_VERSIONS,
+        ),
+        (
+            ApiKey::AddOffsetsToTxn as i16,
+            transactions::ADD_OFFSETS_VERSIONS,
+        ),
+        (ApiKey::EndTxn as i16, transactions::END_TXN_VERSIONS),
+        (
             ApiKey::DescribeTransactions as i16,
             transactions::DESCRIBE_VERSIONS,
         ),
@@ -410,7 +419,7 @@ pub fn dispatch_on(
             Pending::Ready(describe_topic_partitions::handle(&ctx, r))
         }
         Request::ListConfigResources(r) => Pending::Ready(list_config_resources::handle(&ctx, r)),
-        Request::InitProducerId(r) => blocking(ctx, move |ctx| init_producer_id::handle(&ctx, r)),
+        Request::InitProducerId(r) => init_producer_id::handle(ctx, r),
         Request::FindCoordinator(r) => Pending::Ready(find_coordinator::handle(&ctx, r)),
         Request::JoinGroup(r) => join_group::handle(ctx, r),
         Request::SyncGroup(r) => sync_group::handle(ctx, r),
@@ -430,6 +439,9 @@ pub fn dispatch_on(
         Request::CreateAcls(r) => Pending::Ready(acls::create(&ctx, r)),
         Request::DeleteAcls(r) => Pending::Ready(acls::delete(&ctx, r)),
         Request::ListTransactions(r) => Pending::Ready(transactions::list(&ctx, r)),
+        Request::AddPartitionsToTxn(r) => transactions::add_partitions(ctx, r),
+        Request::AddOffsetsToTxn(r) => transactions::add_offsets(ctx, r),
+        Request::EndTxn(r) => transactions::end_txn(ctx, r),
         Request::DescribeTransactions(r) => Pending::Ready(transactions::describe(&ctx, r)),
         Request::UpdateFeatures(r) => Pending::Ready(update_features::handle(&ctx, r)),
         Request::SaslHandshake(r) => Pending::Ready(sasl::handshake(&ctx, r)),
@@ -452,7 +464,7 @@ pub fn is_sasl_api(api_key: i16) -> bool {
 /// Runs a handler that waits for the metadata quorum (records committed
 /// and applied: fsync, opening logs) on tokio's blocking pool, off the
 /// runtime's worker threads.
-fn blocking<F>(ctx: Ctx, f: F) -> Pending
+pub(crate) fn blocking<F>(ctx: Ctx, f: F) -> Pending
 where
     F: FnOnce(Ctx) -> Option<BytesMut> + Send + 'static,
 {

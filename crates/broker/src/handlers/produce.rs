@@ -98,7 +98,6 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
     let mut topics = Vec::with_capacity(req.topic_data.len());
     // (topic index, partition index in response, commit waiter) for acks=all.
     let mut to_commit = Vec::new();
-    let transactional = req.transactional_id.is_some();
     let by_id = ctx.api_version >= TOPIC_IDS_FROM;
     // Leaders named in `current_leader` answers (KIP-951).
     let mut named_leaders = std::collections::BTreeSet::new();
@@ -128,11 +127,6 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
             let target = topic.as_ref().and_then(|t| t.partition(pd.index));
             let result = match (acks, target) {
                 (None, _) => partition_error(pd.index, ErrorCode::INVALID_REQUIRED_ACKS, None),
-                (Some(_), _) if transactional => partition_error(
-                    pd.index,
-                    ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                    Some("transactions are not supported yet".into()),
-                ),
                 (Some(_), None) => partition_error(pd.index, unknown_topic, None),
                 (Some(acks), Some(p)) => {
                     let keyless = if compacted {

@@ -18,6 +18,7 @@ impl Log {
     /// new epoch records `(leader_epoch, log end)` in the leader epoch cache and its
     /// checkpoint. An epoch below the latest recorded one is refused
     /// (FENCED_LEADER_EPOCH): the epoch comes from the caller, never from the data.
+    /// Control batches are refused (INVALID_RECORD's family): clients may not write them.
     pub fn append_as_leader(
         &self,
         records: &mut [u8],
@@ -28,6 +29,13 @@ impl Log {
             return Err(StorageError::InvalidArgument(format!(
                 "leader epoch {} is negative",
                 leader_epoch.0
+            )));
+        }
+        // Client data: only the transaction coordinator writes markers
+        // (`append_marker`); the metadata log's own control records go through `append`.
+        if batches(records).flatten().any(|(h, _)| h.is_control()) {
+            return Err(StorageError::InvalidRecord(RecordsError::InvalidRecord(
+                "clients may not write control batches".to_string(),
             )));
         }
         self.append_assigning(records, Some(leader_epoch.0), now_ms)
@@ -173,6 +181,99 @@ impl Log {
             records_count,
             duplicate: false,
         })
+    }
+
+    /// Writes a transaction marker (a COMMIT or ABORT control batch, Kafka's
+    /// `appendAsLeader` with origin COORDINATOR) for `producer_id` at the log end, as
+    /// the leader of `leader_epoch`, and closes the producer's open transaction
+    /// (`ProducerStateMap::check_marker`: a marker of an older producer epoch is
+    /// INVALID_PRODUCER_EPOCH, of an older coordinator epoch
+    /// TRANSACTION_COORDINATOR_FENCED; nothing is written then). Returns where it went
+    /// and the transaction it closed. No fsync.
+    pub fn append_marker(
+        &self,
+        marker: &TxnMarker,
+        leader_epoch: LeaderEpoch,
+        now_ms: i64,
+    ) -> Result<(AppendResult, CompletedTxn), StorageError> {
+        self.check_writable()?;
+        if leader_epoch.0 < 0 {
+            return Err(StorageError::InvalidArgument(format!(
+                "leader epoch {} is negative",
+                leader_epoch.0
+            )));
+        }
+        let cfg = self.config.read().clone();
+        let mut st = self.append.lock();
+        self.check_writable()?;
+        if let Some(&(latest, _)) = self.epochs.lock().last() {
+            if leader_epoch.0 < latest {
+                return Err(StorageError::FencedLeaderEpoch {
+                    epoch: leader_epoch.0,
+                    latest,
+                });
+            }
+        }
+        let leo = self.log_end.load(Ordering::Acquire);
+        let incoming = IncomingMarker {
+            producer_id: marker.producer_id,
+            epoch: marker.producer_epoch,
+            coordinator_epoch: marker.coordinator_epoch,
+            offset: Offset(leo),
+            timestamp_ms: now_ms,
+            aborted: marker.aborted,
+        };
+        let (update, completed) = st.producers.check_marker(&incoming)?;
+        let kind = if marker.aborted {
+            MarkerType::Abort
+        } else {
+            MarkerType::Commit
+        };
+        let mut records = end_txn_marker_batch(
+            leo,
+            now_ms,
+            leader_epoch.0,
+            marker.producer_id.0,
+            marker.producer_epoch.0,
+            EndTxnMarker {
+                marker: kind,
+                coordinator_epoch: marker.coordinator_epoch,
+            },
+        );
+        let found = Self::validate_batches(&records, &cfg, BatchSource::Leader)?;
+        assert_eq!(found.len(), 1, "a marker is one batch");
+        if cfg.timestamp_type == TimestampType::LogAppendTime {
+            set_log_append_time(&mut records, now_ms);
+        }
+        self.assign_epochs(&[(leader_epoch.0, leo)])?;
+        let rolled = self.write_locked(&mut st, &cfg, &records, &found, 1, now_ms)?;
+        st.producers.commit(update, now_ms);
+        // Relied on by the last stable offset: the marker closed the transaction.
+        assert!(
+            st.producers
+                .get(marker.producer_id)
+                .is_none_or(|e| e.current_txn_first_offset.is_none()),
+            "producer {} still has an open transaction after its marker",
+            marker.producer_id.0
+        );
+        self.after_write(st, &cfg, 1, rolled, now_ms);
+        Ok((
+            AppendResult {
+                base_offset: Offset(leo),
+                last_offset: Offset(leo),
+                log_append_time_ms: -1,
+                log_start_offset: Offset(self.view.read().log_start),
+                records_count: 1,
+                duplicate: false,
+            },
+            completed,
+        ))
+    }
+
+    /// The first offset of the oldest open transaction (`None`: none is open): the
+    /// last stable offset is at most this.
+    pub fn first_unstable_offset(&self) -> Option<Offset> {
+        self.append.lock().producers.first_unstable_offset()
     }
 
     /// A follower's append (Kafka's `appendAsFollower`): batches whose offsets and leader

@@ -29,10 +29,11 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use fjord_model::limits::RECOVERY_POINT_CHECKPOINT_INTERVAL_MS;
-use fjord_model::{LeaderEpoch, Offset, ProducerId, TimestampType};
+use fjord_model::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TimestampType};
 use fjord_records::{
-    batches, set_base_offset, set_log_append_time, set_partition_leader_epoch, validate_batch,
-    validate_stored_batch, BatchHeader,
+    batches, end_txn_marker_batch, set_base_offset, set_log_append_time,
+    set_partition_leader_epoch, validate_batch, validate_stored_batch, BatchHeader, EndTxnMarker,
+    MarkerType, RecordsError,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
@@ -42,7 +43,9 @@ use crate::checkpoint::{
 };
 use crate::error::StorageError;
 use crate::fs::FileSystem;
-use crate::producer_state::{self, IncomingBatch, ProducerEntry, ProducerStateMap, Verdict};
+use crate::producer_state::{
+    self, CompletedTxn, IncomingBatch, IncomingMarker, ProducerEntry, ProducerStateMap, Verdict,
+};
 use crate::segment::{
     self, ScanError, Scanner, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
@@ -108,6 +111,18 @@ struct SyncState {
 }
 
 /// One partition's log. See the crate documentation.
+/// A transaction marker to write (`Log::append_marker`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnMarker {
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
+    /// The transaction coordinator's epoch (its `__transaction_state`
+    /// partition's leader epoch).
+    pub coordinator_epoch: i32,
+    /// ABORT (true) or COMMIT.
+    pub aborted: bool,
+}
+
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,

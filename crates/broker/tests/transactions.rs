@@ -1,0 +1,257 @@
+//! Transactions through the broker's handlers (issue 15): the transaction
+//! coordinator on `__transaction_state`, markers written into the
+//! partitions, the last stable offset, fencing, and the listing APIs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use fjord_protocol::kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use fjord_protocol::kafka_protocol::messages::*;
+
+const CONCURRENT_TRANSACTIONS: i16 = 51;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+
+/// FindCoordinator key type 1 until this node is named (the first lookup
+/// creates `__transaction_state`).
+async fn find_txn_coordinator(b: &std::sync::Arc<fjord_broker::Broker>, id: &str) {
+    for _ in 0..200 {
+        let req = FindCoordinatorRequest::default()
+            .with_key_type(1)
+            .with_coordinator_keys(vec![s(id)]);
+        let r: FindCoordinatorResponse = call(b, ApiKey::FindCoordinator, 4, &req).await;
+        let c = &r.coordinators[0];
+        if c.error_code == 0 {
+            assert_eq!(c.node_id.0, b.config.node_id.0);
+            return;
+        }
+        assert!(
+            [COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS].contains(&c.error_code),
+            "{r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the transaction coordinator never loaded");
+}
+
+async fn init(b: &std::sync::Arc<fjord_broker::Broker>, id: &str, v: i16) -> (i64, i16) {
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(s(id))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    for _ in 0..200 {
+        let r: InitProducerIdResponse = call(b, ApiKey::InitProducerId, v, &req).await;
+        if r.error_code == CONCURRENT_TRANSACTIONS {
+            // The previous producer's transaction is being aborted: retry, as clients do.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        assert_eq!(r.error_code, 0, "v{v}: {r:?}");
+        return (r.producer_id.0, r.producer_epoch);
+    }
+    panic!("InitProducerId kept answering CONCURRENT_TRANSACTIONS");
+}
+
+fn txn_batch(pid: i64, epoch: i16, seq: i32, values: &[&[u8]]) -> bytes::Bytes {
+    let mut b = fjord_records::BatchBuilder::new(fjord_records::Compression::None)
+        .producer(pid, epoch, seq)
+        .transactional(true);
+    for v in values {
+        b.push(1_000, Some(b"k".as_slice()), Some(*v), &[]);
+    }
+    bytes::Bytes::from(b.build(0))
+}
+
+async fn produce(
+    b: &std::sync::Arc<fjord_broker::Broker>,
+    id: &str,
+    topic: &str,
+    batch: bytes::Bytes,
+) -> i16 {
+    use fjord_protocol::kafka_protocol::messages::produce_request::{
+        PartitionProduceData, TopicProduceData,
+    };
+    let req = ProduceRequest::default()
+        .with_transactional_id(Some(TransactionalId(s(id))))
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(s(topic)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch))])]);
+    let r: ProduceResponse = call(b, ApiKey::Produce, 9, &req).await;
+    r.responses[0].partition_responses[0].error_code
+}
+
+async fn add_partitions(
+    b: &std::sync::Arc<fjord_broker::Broker>,
+    v: i16,
+    id: &str,
+    (pid, epoch): (i64, i16),
+    topic: &str,
+) -> i16 {
+    let req = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(s(id)))
+        .with_v3_and_below_producer_id(ProducerId(pid))
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(TopicName(s(topic)))
+            .with_partitions(vec![0])]);
+    let r: AddPartitionsToTxnResponse = call(b, ApiKey::AddPartitionsToTxn, v, &req).await;
+    r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+}
+
+async fn end_txn(
+    b: &std::sync::Arc<fjord_broker::Broker>,
+    v: i16,
+    id: &str,
+    (pid, epoch): (i64, i16),
+    commit: bool,
+) -> i16 {
+    let req = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(s(id)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(commit);
+    let r: EndTxnResponse = call(b, ApiKey::EndTxn, v, &req).await;
+    r.error_code
+}
+
+async fn describe(b: &std::sync::Arc<fjord_broker::Broker>, id: &str) -> (i16, String) {
+    let req =
+        DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(s(id))]);
+    let r: DescribeTransactionsResponse = call(b, ApiKey::DescribeTransactions, 0, &req).await;
+    let t = &r.transaction_states[0];
+    (t.error_code, t.transaction_state.to_string())
+}
+
+/// Waits until DescribeTransactions reports `state` (markers are written in
+/// the background after EndTxn is answered).
+async fn wait_state(b: &std::sync::Arc<fjord_broker::Broker>, id: &str, state: &str) {
+    for _ in 0..200 {
+        if describe(b, id).await == (0, state.to_string()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{id} never reached {state}: {:?}", describe(b, id).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_abort_fencing_and_the_last_stable_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_broker(dir.path(), 1);
+    b.create_topic("t", 1, Default::default(), false).unwrap();
+    find_txn_coordinator(&b, "app").await;
+    assert!(b.topic("__transaction_state").is_some());
+
+    // A new transactional id gets a producer id; every InitProducerId bumps its epoch.
+    let mut producer = (0, 0);
+    for v in versions(ApiKey::InitProducerId) {
+        let got = init(&b, "app", v).await;
+        if v > 0 {
+            assert_eq!(got, (producer.0, producer.1 + 1), "v{v}");
+        }
+        producer = got;
+    }
+    let partition = b.topic("t").unwrap().partition(0).unwrap();
+
+    // Commit: the data is unstable until its marker is written.
+    assert_eq!(add_partitions(&b, 3, "app", producer, "t").await, 0);
+    let p = producer;
+    assert_eq!(
+        produce(&b, "app", "t", txn_batch(p.0, p.1, 0, &[b"a", b"b"])).await,
+        0
+    );
+    assert_eq!(partition.last_stable_offset().0, 0);
+    assert_eq!(partition.high_watermark().0, 2);
+    assert_eq!(describe(&b, "app").await, (0, "Ongoing".to_string()));
+    assert_eq!(end_txn(&b, 3, "app", producer, true).await, 0);
+    wait_state(&b, "app", "CompleteCommit").await;
+    // Two records and the COMMIT marker.
+    assert_eq!(partition.last_stable_offset().0, 3);
+    assert_eq!(partition.high_watermark().0, 3);
+
+    // Abort.
+    assert_eq!(add_partitions(&b, 3, "app", producer, "t").await, 0);
+    assert_eq!(
+        produce(&b, "app", "t", txn_batch(p.0, p.1, 2, &[b"c"])).await,
+        0
+    );
+    assert_eq!(partition.last_stable_offset().0, 3);
+    assert_eq!(end_txn(&b, 3, "app", producer, false).await, 0);
+    wait_state(&b, "app", "CompleteAbort").await;
+    assert_eq!(partition.last_stable_offset().0, 5);
+
+    // A new producer with the same id fences the old one: its open
+    // transaction is aborted, its requests refused.
+    assert_eq!(add_partitions(&b, 3, "app", producer, "t").await, 0);
+    assert_eq!(
+        produce(&b, "app", "t", txn_batch(p.0, p.1, 3, &[b"z"])).await,
+        0
+    );
+    let fresh = init(&b, "app", 4).await;
+    assert_eq!(fresh.0, producer.0);
+    assert!(
+        fresh.1 > producer.1 + 1,
+        "the fence and the new producer each bump the epoch"
+    );
+    wait_state(&b, "app", "Empty").await;
+    assert_eq!(partition.last_stable_offset(), partition.high_watermark());
+    // PRODUCER_FENCED (90) from v2, INVALID_PRODUCER_EPOCH (47) before.
+    assert_eq!(end_txn(&b, 3, "app", producer, true).await, 90);
+    assert_eq!(end_txn(&b, 1, "app", producer, true).await, 47);
+    assert_eq!(add_partitions(&b, 3, "app", producer, "t").await, 90);
+    // The fenced producer's data is refused by the partition too.
+    assert_eq!(
+        produce(&b, "app", "t", txn_batch(p.0, p.1, 4, &[b"late"])).await,
+        47
+    );
+    // An unknown transactional id.
+    assert_eq!(end_txn(&b, 3, "nobody", producer, true).await, 49);
+
+    // ListTransactions lists it, with the filters.
+    let req = ListTransactionsRequest::default().with_state_filters(vec![s("Empty"), s("Bogus")]);
+    let r: ListTransactionsResponse = call(&b, ApiKey::ListTransactions, 1, &req).await;
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.unknown_state_filters, vec![s("Bogus")]);
+    let listed: Vec<(&str, i64, &str)> = r
+        .transaction_states
+        .iter()
+        .map(|t| {
+            (
+                &*t.transactional_id.0,
+                t.producer_id.0,
+                &*t.transaction_state,
+            )
+        })
+        .collect();
+    assert_eq!(listed, vec![("app", fresh.0, "Empty")]);
+    let req = ListTransactionsRequest::default().with_state_filters(vec![s("Ongoing")]);
+    let r: ListTransactionsResponse = call(&b, ApiKey::ListTransactions, 1, &req).await;
+    assert!(r.transaction_states.is_empty());
+    assert_eq!(describe(&b, "nobody").await.0, 105);
+}
+
+/// The coordinator's state is read back from `__transaction_state` at open:
+/// the producer id survives, and the next InitProducerId bumps its epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let b = open_broker(dir.path(), 1);
+        find_txn_coordinator(&b, "keep").await;
+        let p = init(&b, "keep", 4).await;
+        b.close();
+        p
+    };
+    let b = open_broker(dir.path(), 1);
+    find_txn_coordinator(&b, "keep").await;
+    assert_eq!(describe(&b, "keep").await, (0, "Empty".to_string()));
+    let after = init(&b, "keep", 4).await;
+    assert_eq!(after, (before.0, before.1 + 1));
+}
