@@ -255,3 +255,37 @@ async fn coordinator_state_survives_a_restart() {
     let after = init(&b, "keep", 4).await;
     assert_eq!(after, (before.0, before.1 + 1));
 }
+
+/// A transaction open for longer than its `transaction.timeout.ms` is aborted
+/// by the coordinator (checked every 10 s, Kafka's default interval): its
+/// producer is fenced and the partition's last stable offset moves past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_transaction_is_aborted() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_broker(dir.path(), 1);
+    b.create_topic("t", 1, Default::default(), false).unwrap();
+    find_txn_coordinator(&b, "slow").await;
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(s("slow"))))
+        .with_transaction_timeout_ms(500)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let r: InitProducerIdResponse = call(&b, ApiKey::InitProducerId, 4, &req).await;
+    assert_eq!(r.error_code, 0);
+    let producer = (r.producer_id.0, r.producer_epoch);
+    assert_eq!(add_partitions(&b, 3, "slow", producer, "t").await, 0);
+    let batch = txn_batch(producer.0, producer.1, 0, &[b"never"]);
+    assert_eq!(produce(&b, "slow", "t", batch).await, 0);
+    let partition = b.topic("t").unwrap().partition(0).unwrap();
+    assert_eq!(partition.last_stable_offset().0, 0);
+    for _ in 0..300 {
+        if describe(&b, "slow").await == (0, "CompleteAbort".to_string()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(describe(&b, "slow").await, (0, "CompleteAbort".to_string()));
+    // The data and the ABORT marker are stable now; the producer is fenced.
+    assert_eq!(partition.last_stable_offset().0, 2);
+    assert_eq!(end_txn(&b, 3, "slow", producer, true).await, 90);
+}
