@@ -47,7 +47,7 @@ fn dispatch() -> Result<()> {
     std::env::set_current_dir(&root)?;
     match args.first().map(String::as_str) {
         Some("test") => test(&root),
-        Some("e2e") => e2e(&root, &args[1..]),
+        Some("e2e") => e2e(&root, &args[1..], &[]),
         Some("compat") => compat(&root, &args[1..]),
         Some("bench") => bench::bench(&root, &args[1..]),
         Some("codegen") => codegen::codegen(&root, &args[1..]),
@@ -148,7 +148,12 @@ fn test(root: &Path) -> Result<()> {
                 )
             }),
         ),
-        ("end-to-end tests", Box::new(|| e2e(root, &[]))),
+        // With Kafka Connect's distributed-mode test (about a minute), which a
+        // plain `cargo xtask e2e` leaves out unless E2E_CONNECT=1 is set.
+        (
+            "end-to-end tests",
+            Box::new(|| e2e(root, &[], &[("E2E_CONNECT", "1")])),
+        ),
         // Fjord and Apache Kafka 4.3.1 side by side, the same raw requests to both,
         // answers compared field by field (about 30 s on 2 cores);
         // a difference not in tests/e2e/parity-known-differences.txt fails the run, and
@@ -200,7 +205,7 @@ fn test(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn e2e(root: &Path, pytest_args: &[String]) -> Result<()> {
+fn e2e(root: &Path, pytest_args: &[String], env: &[(&str, &str)]) -> Result<()> {
     run(
         "release build",
         cargo().args(["build", "--release", "--locked", "-p", "fjord"]),
@@ -213,7 +218,8 @@ fn e2e(root: &Path, pytest_args: &[String]) -> Result<()> {
     let mut cmd = Command::new(python);
     cmd.args(["-m", "pytest", "tests/e2e", "-q", "-rs"])
         .args(pytest_args)
-        .env("FJORD_BIN", root.join("target/release/fjord"));
+        .env("FJORD_BIN", root.join("target/release/fjord"))
+        .envs(env.iter().copied());
     run("end-to-end tests with real clients", &mut cmd)
 }
 
