@@ -2,6 +2,7 @@
 
     metadata(addr, topics)            Metadata v4: {topic: [leader id per partition, -1 when none]} plus errors
     metadata_brokers(addr, topics)    the same with the controller id and the set of broker ids
+    quorum_leader(addr)               the KRaft quorum leader (the active controller) from DescribeQuorum v0
     ready(addr, topics, partitions)   True once every partition of every topic has a leader and no error
     create_topics(addr, {name: parts}, timeout_ms, replication_factor=1)
                                       CreateTopics v2; {name: (error code, message)}
@@ -18,6 +19,7 @@ import struct
 
 METADATA = 3
 CREATE_TOPICS = 19
+DESCRIBE_QUORUM = 55
 
 
 class WireError(Exception):
@@ -99,6 +101,60 @@ def _request(addr, api_key, version, body, timeout_s):
     if r.i32() != 1:
         raise WireError("correlation id mismatch")
     return r
+
+
+def _uvarint(v):
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _read_uvarint(r):
+    shift, v = 0, 0
+    while True:
+        b = r.take(1)[0]
+        v |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return v
+        shift += 7
+        if shift > 28:
+            raise WireError("varint too long")
+
+
+def quorum_leader(addr, timeout_s=5.0):
+    """The KRaft quorum leader's node id from DescribeQuorum v0 on __cluster_metadata-0 (a broker forwards
+    it to the controllers), or -1. DescribeQuorum is flexible: request header v2, response header v1."""
+    name = b"__cluster_metadata"
+    body = (_uvarint(2) + _uvarint(len(name) + 1) + name + _uvarint(2) + struct.pack(">i", 0) + b"\x00"
+            + b"\x00" + b"\x00")
+    header = struct.pack(">hhi", DESCRIBE_QUORUM, 0, 1) + _str("fjord-bench-harness") + b"\x00"
+    msg = header + body
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout_s) as s:
+        s.settimeout(timeout_s)
+        s.sendall(struct.pack(">i", len(msg)) + msg)
+        size = struct.unpack(">i", _recv_exact(s, 4))[0]
+        r = Reader(_recv_exact(s, size))
+    if r.i32() != 1:
+        raise WireError("correlation id mismatch")
+    _read_uvarint(r)  # response header tagged fields
+    if r.i16() != 0:
+        return -1
+    if _read_uvarint(r) - 1 < 1:
+        return -1
+    r.take(_read_uvarint(r) - 1)  # topic name
+    if _read_uvarint(r) - 1 < 1:
+        return -1
+    r.i32()  # partition index
+    if r.i16() != 0:
+        return -1
+    return r.i32()
 
 
 def _recv_exact(s, n):
