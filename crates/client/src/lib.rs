@@ -1,5 +1,5 @@
 //! A small async Kafka client on tokio, the base of Fjord's tools
-//! (`fjord bench`, and later `fjord topics/produce/consume`).
+//! (`fjord bench`, `fjord topic|produce|consume|group|cluster|config`).
 //!
 //! - [`Connection`]: one broker; requests encoded with kafka-protocol's
 //!   `Encodable`, many in flight, responses matched by correlation id and
@@ -12,6 +12,9 @@
 //!   [`Connection::fetch`], [`Connection::list_offsets`]) take and return
 //!   plain types; record batches are built with `fjord_records::BatchBuilder`
 //!   and read back with `fjord_records::batches`.
+//! - Admin and group requests (`admin.rs`): configs, delete topics, add
+//!   partitions, DescribeCluster, FindCoordinator, simple-consumer
+//!   OffsetCommit, DeleteGroups, InitProducerId.
 //!
 //! Responses come from a broker the user chose, so they are decoded with
 //! kafka-protocol's decoders, but a frame is refused before any allocation if
@@ -19,12 +22,16 @@
 //!
 //! Only PLAINTEXT listeners are spoken (no TLS, no SASL).
 
+mod admin;
 mod client;
 mod conn;
 mod error;
 mod ops;
 mod versions;
 
+pub use admin::{
+    coordinator_loading, ClusterDescription, ConfigEntry, ConfigOp, ConfigResource, ConfigSource,
+};
 pub use client::{Client, ClientOptions};
 pub use conn::{
     api_name, decode_response, encode_request, Connection, ConnectionOptions, PendingResponse,

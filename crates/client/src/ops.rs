@@ -61,6 +61,10 @@ pub struct PartitionInfo {
     pub leader: NodeId,
     pub leader_epoch: LeaderEpoch,
     pub error_code: i16,
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    /// Replicas on offline brokers (Metadata v5+).
+    pub offline: Vec<NodeId>,
 }
 
 /// One topic as listed in Metadata.
@@ -410,6 +414,9 @@ impl Connection {
                             leader: NodeId(p.leader_id.0),
                             leader_epoch: LeaderEpoch(p.leader_epoch),
                             error_code: p.error_code,
+                            replicas: p.replica_nodes.iter().map(|b| NodeId(b.0)).collect(),
+                            isr: p.isr_nodes.iter().map(|b| NodeId(b.0)).collect(),
+                            offline: p.offline_replicas.iter().map(|b| NodeId(b.0)).collect(),
                         })
                         .collect();
                     partitions.sort_by_key(|p| p.partition);

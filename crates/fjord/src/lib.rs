@@ -2,5 +2,6 @@
 //! tests drive directly.
 
 pub mod bench;
+pub mod cli;
 pub mod groups;
 pub mod observe;

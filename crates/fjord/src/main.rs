@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use fjord::bench::BenchCommand;
 use fjord::observe::LogFormat;
 use fjord_broker::{Broker, BrokerConfig};
@@ -34,9 +34,16 @@ enum Command {
     /// Load generator for any Kafka-compatible broker: produce, consume, e2e.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Consumer groups: list them, or describe one with its lag per partition.
-    #[command(subcommand)]
-    Groups(fjord::groups::GroupsCommand),
+    /// topic, produce, consume, group, cluster, config (crates/fjord/src/cli).
+    #[command(flatten)]
+    Tools(fjord::cli::ToolCommand),
+    /// Print a shell completion script.
+    ///
+    /// Example: fjord completions bash > /etc/bash_completion.d/fjord
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(clap::Args)]
@@ -104,22 +111,29 @@ fn format(args: FormatArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    fjord::observe::init_logging(cli.log_format);
+    // The tools print results on stdout and one-line errors on stderr: only
+    // warnings are logged unless FJORD_LOG says otherwise.
+    let default_level = match cli.command {
+        Command::Tools(_) | Command::Completions { .. } => "warn",
+        _ => "info",
+    };
+    fjord::observe::init_logging(cli.log_format, default_level);
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Format(args) => format(args),
         Command::Bench(cmd) => bench(cmd),
-        Command::Groups(cmd) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(fjord::groups::run(cmd))),
+        Command::Tools(cmd) => fjord::cli::run(cmd),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "fjord", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("fjord: {e:#}");
-            ExitCode::FAILURE
+            // One line, and an exit code a script can rely on (cli::exit).
+            eprintln!("fjord: {}", fjord::cli::one_line(&e));
+            ExitCode::from(fjord::cli::exit_code(&e))
         }
     }
 }

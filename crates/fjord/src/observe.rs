@@ -18,15 +18,16 @@ pub enum LogFormat {
     Json,
 }
 
-fn filter() -> tracing_subscriber::EnvFilter {
+fn filter(default_level: &str) -> tracing_subscriber::EnvFilter {
     tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
 }
 
-/// Installs the process' log subscriber (level from `FJORD_LOG`, default info).
-pub fn init_logging(format: LogFormat) {
+/// Installs the process' log subscriber (level from `FJORD_LOG`, else `default_level`:
+/// info for `serve`, warn for the tools).
+pub fn init_logging(format: LogFormat, default_level: &str) {
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter())
+        .with_env_filter(filter(default_level))
         .with_writer(std::io::stderr);
     match format {
         // Colours only on a terminal: a log redirected to a file or a pipe

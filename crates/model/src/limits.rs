@@ -154,6 +154,19 @@ pub const CLIENT_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Default time the client waits for a TCP connection to be established.
 pub const CLIENT_CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 
+// ---- command-line tools (fjord topic/produce/consume/group) ----
+/// Longest input line `fjord produce` reads (one record); a longer one is an error.
+pub const CLI_PRODUCE_LINE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Bytes of record data `fjord produce` puts in one batch before starting the next
+/// (under Kafka's default `message.max.bytes` of 1 MiB).
+pub const CLI_PRODUCE_BATCH_BYTES_MAX: usize = 512 * 1024;
+/// Records `fjord produce` puts in one batch before starting the next.
+pub const CLI_PRODUCE_BATCH_RECORDS_MAX: usize = 10_000;
+/// Bytes `fjord consume` asks per partition in one Fetch.
+pub const CLI_FETCH_PARTITION_BYTES_MAX: i32 = 8 * 1024 * 1024;
+/// Bytes `fjord consume` asks in one Fetch in all.
+pub const CLI_FETCH_BYTES_MAX: i32 = 64 * 1024 * 1024;
+
 // ---- idempotent producers (fjord-storage) ----
 /// Batches remembered per producer id for duplicate detection (Kafka: 5, which is also
 /// the most in-flight requests an idempotent client may have).

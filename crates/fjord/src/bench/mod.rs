@@ -53,7 +53,12 @@ const RECORD_BYTES_MAX: usize = 16 * 1024 * 1024;
 #[derive(clap::Args, Clone, Debug)]
 pub struct CommonArgs {
     /// A broker to start from.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:9092",
+        env = "FJORD_BOOTSTRAP"
+    )]
     pub bootstrap: String,
     /// Topic to use (created if missing, except by `consume`).
     #[arg(long, default_value = "fjord-bench")]
@@ -247,11 +252,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("duration '{s}': {e}"))
 }
 
-fn parse_acks(s: &str) -> Result<Acks, String> {
+pub(crate) fn parse_acks(s: &str) -> Result<Acks, String> {
     s.parse()
 }
 
-fn parse_compression(s: &str) -> Result<Compression, String> {
+pub(crate) fn parse_compression(s: &str) -> Result<Compression, String> {
     [
         Compression::None,
         Compression::Gzip,
