@@ -27,11 +27,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a broker (zero-config: 127.0.0.1:9092, data in ./fjord-data).
+    ///
+    /// Example: fjord serve --listen 127.0.0.1:9092 --data-dir /var/lib/fjord --set num.partitions=3
     Serve(ServeArgs),
     /// Prepare a data directory for a cluster node (like kafka-storage
     /// format): writes meta.properties with the cluster id and node id.
+    ///
+    /// Example: fjord format --cluster-id my-cluster --config node1.properties
     Format(FormatArgs),
     /// Load generator for any Kafka-compatible broker: produce, consume, e2e.
+    ///
+    /// Example: fjord bench produce --topic t --partitions 16 --record-size 1024 --duration 30s
     #[command(subcommand)]
     Bench(BenchCommand),
     /// topic, produce, consume, group, cluster, config (crates/fjord/src/cli).
@@ -114,7 +120,16 @@ fn main() -> ExitCode {
     // The tools print results on stdout and one-line errors on stderr: only
     // warnings are logged unless FJORD_LOG says otherwise.
     let default_level = match cli.command {
-        Command::Tools(_) | Command::Completions { .. } => "warn",
+        Command::Tools(_) | Command::Completions { .. } => {
+            // Output piped into `head` ends quietly, as with other Unix
+            // tools, rather than in a panic of println! (Rust ignores SIGPIPE).
+            // SAFETY: restoring a signal's default disposition, before any
+            // thread is started.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+            "warn"
+        }
         _ => "info",
     };
     fjord::observe::init_logging(cli.log_format, default_level);

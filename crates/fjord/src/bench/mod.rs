@@ -196,10 +196,16 @@ pub struct E2eArgs {
 #[derive(clap::Subcommand, Clone, Debug)]
 pub enum BenchCommand {
     /// Produce as fast as allowed and report throughput and acknowledgement latency.
+    ///
+    /// Example: fjord bench produce --topic t --record-size 1024 --acks all --duration 30s
     Produce(ProduceArgs),
     /// Consume a topic from the start and report throughput.
+    ///
+    /// Example: fjord bench consume --topic t --consumers 2
     Consume(ConsumeArgs),
     /// Produce at a fixed rate and consume at once: produce-to-consume latency.
+    ///
+    /// Example: fjord bench e2e --topic lat --rate 50000 --record-size 1024 --json
     E2e(E2eArgs),
 }
 

@@ -33,6 +33,8 @@ use super::{parse_kv, topic_info, usage, Common};
 const RETRIES_MAX: u32 = 5;
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 const REQUEST_TIMEOUT_MS: i32 = 30_000;
+/// How long InitProducerId is asked again while the broker is loading.
+const INIT_PRODUCER_ID_WAIT: Duration = Duration::from_secs(15);
 
 #[derive(clap::Args)]
 pub struct ProduceArgs {
@@ -301,13 +303,18 @@ pub async fn run(args: ProduceArgs) -> Result<()> {
         }
     }
     let idempotent = if args.idempotent {
-        Some(
-            client
-                .bootstrap_connection()
-                .init_producer_id()
-                .await
-                .context("idempotent producer")?,
-        )
+        // A broker that has just started may still be loading (Kafka answers
+        // COORDINATOR_LOAD_IN_PROGRESS): ask again for a while.
+        let deadline = std::time::Instant::now() + INIT_PRODUCER_ID_WAIT;
+        loop {
+            match client.bootstrap_connection().init_producer_id().await {
+                Ok(id) => break Some(id),
+                Err(e) if e.is_retriable() && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("idempotent producer")),
+            }
+        }
     } else {
         None
     };
