@@ -3,7 +3,7 @@
 #
 #   * Debian packages: kcat (Debian's, on librdkafka 2.0.2), a JDK (java + javac), maven, python3-venv
 #   * a Python venv (default ~/.cache/fjord-e2e/venv) with pinned confluent-kafka, kafka-python, pytest,
-#     pytest-timeout and kafka-python's codec modules
+#     pytest-timeout, kafka-python's codec modules and prometheus-client (its text-format parser reads /metrics)
 #   * Apache Kafka 4.3.1 jars and their runtime dependencies from Maven Central into
 #     ~/.cache/fjord-e2e/kafka-4.3.1/libs (via scripts/kafka.sh fetch), and Kafka Streams 4.3.1 with its
 #     dependencies into ~/.cache/fjord-e2e/kafka-4.3.1/streams-libs (scripts/kafka.sh fetch-streams)
@@ -25,6 +25,7 @@ PY_PKGS=(
   "python-snappy==0.7.3"
   "zstandard==0.25.0"
   "lz4==4.4.5"
+  "prometheus-client==0.26.0"
 )
 
 log() { echo "[e2e-setup] $*" >&2; }

@@ -15,7 +15,10 @@
 //! and the three-node failover benchmark (scripts/bench/failover.py), each
 //! with `--smoke`, `--quick` or `--broker` as given; without `--smoke`
 //! and `--quick` each rewrites its section of BENCHMARKS.md (a few minutes
-//! each).
+//! each). Last the metrics benchmark (scripts/bench/metrics.py: Fjord's
+//! throughput with metrics off and on side by side, and a /metrics scrape
+//! with 10,000 partitions), which rewrites its section of BENCHMARKS.md
+//! (`--smoke`: one short round; not run with `--broker kafka`).
 
 use std::path::Path;
 use std::process::Command;
@@ -92,5 +95,20 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         }
         run(what, &mut cmd)?;
     }
-    Ok(())
+    // Fjord's own: throughput with metrics off and on, and the scrape with
+    // 10,000 partitions (not for a Kafka-only run).
+    let kafka_only = args
+        .windows(2)
+        .any(|w| w[0] == "--broker" && w[1] == "kafka");
+    if kafka_only {
+        return Ok(());
+    }
+    let mut cmd = Command::new("python3");
+    cmd.arg(root.join("scripts/bench/metrics.py"))
+        .arg("--fjord-bin")
+        .arg(root.join("target/release/fjord"));
+    if args.iter().any(|a| a == "--smoke") {
+        cmd.arg("--smoke");
+    }
+    run("metrics overhead benchmark", &mut cmd)
 }
