@@ -536,6 +536,9 @@ mod tests {
         ]);
         let out = Captured::default();
         tracing::subscriber::with_default(subscriber(tracing::Level::DEBUG, &out), || {
+            // Tests on other threads may have registered the callsite while
+            // no debug subscriber existed (cached as never enabled): look again.
+            tracing::callsite::rebuild_interest_cache();
             assert!(ctx.respond(&resp).is_some());
         });
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
