@@ -594,25 +594,25 @@ impl Broker {
         }
     }
 
-    /// The controller id that Metadata and DescribeCluster report: this node
-    /// on a single node. In a cluster it must be a broker the same answer
-    /// lists, because clients send admin requests to it (any broker forwards
-    /// them to the active controller; Kafka's brokers name a random live
-    /// broker here): the quorum leader when it is a live broker, else this
-    /// node when it is one, else the lowest live broker, else -1. Naming a
-    /// node the answer does not list left librdkafka's admin client
-    /// "waiting for controller" until its next metadata refresh, minutes
-    /// later.
-    pub fn controller_id(&self) -> i32 {
+    /// The controller id that Metadata and DescribeCluster report along with
+    /// `listed`, the brokers the same answer lists: this node on a single
+    /// node. In a cluster it must be one of `listed`, because clients send
+    /// admin requests to it (any broker forwards them to the active
+    /// controller; Kafka's brokers name a random live broker here): the
+    /// quorum leader when listed, else this node when listed, else the
+    /// lowest listed broker, else -1. Naming a node the answer does not list
+    /// left librdkafka's admin client "waiting for controller" until its
+    /// next metadata refresh, minutes later.
+    pub fn controller_id(&self, listed: &[LiveBroker]) -> i32 {
         let Some(Quorum::Raft(q)) = self.quorum.get() else {
             return self.config.node_id.0;
         };
-        let live: Vec<i32> = self.live_brokers().iter().map(|b| b.id.0).collect();
+        let is_listed = |id: &i32| listed.iter().any(|b| b.id.0 == *id);
         let leader = q.leader_endpoint().map(|(id, _)| id.0);
         leader
-            .filter(|id| live.contains(id))
-            .or_else(|| Some(self.config.node_id.0).filter(|id| live.contains(id)))
-            .or_else(|| live.iter().copied().min())
+            .filter(is_listed)
+            .or_else(|| Some(self.config.node_id.0).filter(is_listed))
+            .or_else(|| listed.iter().map(|b| b.id.0).min())
             .unwrap_or(-1)
     }
 

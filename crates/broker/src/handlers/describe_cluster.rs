@@ -17,9 +17,10 @@ pub const VERSIONS: RangeInclusive<i16> = 0..=2;
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
 pub fn handle(ctx: &Ctx, req: DescribeClusterRequest) -> Option<BytesMut> {
+    let listed = ctx.live_brokers();
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(ctx.broker.cluster_id.clone()))
-        .with_controller_id(BrokerId(ctx.broker.controller_id()))
+        .with_controller_id(BrokerId(ctx.broker.controller_id(&listed)))
         .with_endpoint_type(ENDPOINT_TYPE_BROKERS)
         .with_cluster_authorized_operations(i32::MIN);
     if ctx.api_version >= 1 && req.endpoint_type != ENDPOINT_TYPE_BROKERS {
@@ -29,7 +30,7 @@ pub fn handle(ctx: &Ctx, req: DescribeClusterRequest) -> Option<BytesMut> {
         return ctx.respond(&resp);
     }
     resp = resp.with_brokers(
-        ctx.live_brokers()
+        listed
             .into_iter()
             .map(|b| {
                 DescribeClusterBroker::default()

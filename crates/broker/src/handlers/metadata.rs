@@ -25,7 +25,6 @@ pub const VERSIONS: RangeInclusive<i16> = 0..=13;
 
 pub fn handle(ctx: &Ctx, req: MetadataRequest) -> Option<BytesMut> {
     let broker = &ctx.broker;
-    let controller = BrokerId(broker.controller_id());
     let auto_create =
         broker.config.auto_create_topics && (ctx.api_version < 4 || req.allow_auto_topic_creation);
     // v0: an empty list means all topics; v1+: null means all, empty means none.
@@ -57,9 +56,11 @@ pub fn handle(ctx: &Ctx, req: MetadataRequest) -> Option<BytesMut> {
             topics.push(lookup_or_create(broker, &name, auto_create));
         }
     }
+    let listed = ctx.live_brokers();
+    let controller = BrokerId(broker.controller_id(&listed));
     let resp = MetadataResponse::default()
         .with_brokers(
-            ctx.live_brokers()
+            listed
                 .into_iter()
                 .map(|b| {
                     MetadataResponseBroker::default()
