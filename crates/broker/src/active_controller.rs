@@ -23,6 +23,7 @@
 //!   IncrementalAlterConfigs, ElectLeaders; see `controller_link`) go through this
 //!   node's own handlers, which run them on the controller.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ use fjord_protocol::kafka_protocol::messages::{
 };
 use fjord_protocol::{decode_request, encode_response, response_header_version, Reader};
 use fjord_protocol::{Request, RequestHeader};
+use fjord_quorum::ConnectionId;
+use parking_lot::Mutex;
 use std::sync::atomic::Ordering;
 
 use crate::cluster_metadata as cm;
@@ -43,11 +46,68 @@ use crate::state::{Broker, Quorum};
 
 /// The controller APIs of this node's CONTROLLER listener.
 pub(crate) struct Apis {
-    pub(crate) broker: Weak<Broker>,
+    broker: Weak<Broker>,
+    /// The connection each broker's last registration or heartbeat came
+    /// on: when it closes, the controller is told
+    /// (`Controller::connection_lost`), so a killed broker is fenced
+    /// without waiting out its session. A broker that reconnected has a
+    /// newer one here, and the old one's close says nothing.
+    heartbeat_connections: Mutex<HashMap<NodeId, ConnectionId>>,
+}
+
+impl Apis {
+    pub(crate) fn new(broker: Weak<Broker>) -> Apis {
+        Apis {
+            broker,
+            heartbeat_connections: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn heard_from(&self, broker: i32, conn: ConnectionId) {
+        self.heartbeat_connections
+            .lock()
+            .insert(NodeId(broker), conn);
+    }
 }
 
 impl fjord_quorum::ControllerApis for Apis {
-    fn handle(&self, header: RequestHeader, mut body: Reader) -> Option<BytesMut> {
+    fn closed(&self, conn: ConnectionId) {
+        let closed_ms = crate::state::now_ms();
+        let lost: Vec<NodeId> = {
+            let mut map = self.heartbeat_connections.lock();
+            let lost = map
+                .iter()
+                .filter(|(_, c)| **c == conn)
+                .map(|(id, _)| *id)
+                .collect::<Vec<_>>();
+            for id in &lost {
+                map.remove(id);
+            }
+            lost
+        };
+        let Some(b) = self.broker.upgrade() else {
+            return;
+        };
+        for id in lost {
+            let lost = b.as_active_controller(|c, _| {
+                c.connection_lost(id, closed_ms);
+                Ok(fjord_controller::ControllerResult {
+                    records: Vec::new(),
+                    response: (),
+                })
+            });
+            if lost.is_ok() {
+                tracing::debug!(broker = id.0, "a broker's controller connection closed");
+            }
+        }
+    }
+
+    fn handle(
+        &self,
+        conn: ConnectionId,
+        header: RequestHeader,
+        mut body: Reader,
+    ) -> Option<BytesMut> {
         let b = self.broker.upgrade()?;
         let (key, version, cid) = (header.api_key, header.api_version, header.correlation_id);
         let forwarded_body = body.clone();
@@ -109,7 +169,10 @@ impl fjord_quorum::ControllerApis for Apis {
                 let resp = match b
                     .as_active_controller(|c, now| c.register_broker(now, &registration))
                 {
-                    Ok(epoch) => BrokerRegistrationResponse::default().with_broker_epoch(epoch),
+                    Ok(epoch) => {
+                        self.heard_from(r.broker_id.0, conn);
+                        BrokerRegistrationResponse::default().with_broker_epoch(epoch)
+                    }
                     Err((code, message)) => {
                         tracing::debug!(broker = r.broker_id.0, "registration refused: {message}");
                         BrokerRegistrationResponse::default()
@@ -128,10 +191,13 @@ impl fjord_quorum::ControllerApis for Apis {
                     want_shut_down: r.want_shut_down,
                 };
                 let resp = match b.as_active_controller(|c, now| c.heartbeat(now, &heartbeat)) {
-                    Ok(h) => BrokerHeartbeatResponse::default()
-                        .with_is_caught_up(h.is_caught_up)
-                        .with_is_fenced(h.is_fenced)
-                        .with_should_shut_down(h.should_shut_down),
+                    Ok(h) => {
+                        self.heard_from(r.broker_id.0, conn);
+                        BrokerHeartbeatResponse::default()
+                            .with_is_caught_up(h.is_caught_up)
+                            .with_is_fenced(h.is_fenced)
+                            .with_should_shut_down(h.should_shut_down)
+                    }
                     Err((code, _)) => BrokerHeartbeatResponse::default()
                         .with_error_code(code.0)
                         .with_is_fenced(true),

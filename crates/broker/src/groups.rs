@@ -137,7 +137,13 @@ impl GroupsSlot {
             .spawn(move || {
                 let slot = &broker.groups;
                 if let Err(e) = slot.load_blocking(false) {
-                    tracing::error!("cannot start the group coordinator: {e}");
+                    // Another node creating the topic at the same moment, or a
+                    // leader not elected yet: the next request tries again.
+                    if is_transient(&e) {
+                        tracing::debug!("group coordinator not started yet: {e}");
+                    } else {
+                        tracing::error!("cannot start the group coordinator: {e}");
+                    }
                     slot.failed_at_ms.store(now_ms(), Ordering::Release);
                 }
                 slot.loading.store(false, Ordering::Release);
@@ -574,4 +580,19 @@ fn deliver(waiters: &Waiters, partition: u32, outputs: Vec<Output>) {
             let _ = tx.send(reply);
         }
     }
+}
+
+/// Errors a later attempt to start the coordinator can get past by itself.
+fn is_transient(e: &StateError) -> bool {
+    matches!(
+        e,
+        StateError::Kafka { code, .. } if matches!(
+            *code,
+            ErrorCode::LEADER_NOT_AVAILABLE
+                | ErrorCode::NOT_CONTROLLER
+                | ErrorCode::REQUEST_TIMED_OUT
+                | ErrorCode::NOT_LEADER_OR_FOLLOWER
+                | ErrorCode::TOPIC_ALREADY_EXISTS
+        )
+    )
 }

@@ -437,9 +437,9 @@ impl Broker {
         let _ = broker.quorum.set(Quorum::Raft(quorum));
         if let Some(Quorum::Raft(q)) = broker.quorum.get() {
             if cfg.kraft.has_role("controller") {
-                q.set_controller_apis(Arc::new(crate::active_controller::Apis {
-                    broker: Arc::downgrade(broker),
-                }));
+                q.set_controller_apis(Arc::new(crate::active_controller::Apis::new(
+                    Arc::downgrade(broker),
+                )));
                 crate::active_controller::start(broker).map_err(|e| meta_err(&dir, e))?;
             }
         }

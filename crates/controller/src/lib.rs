@@ -22,7 +22,11 @@
 //!   moves leadership and ISR membership away first, and is granted once the
 //!   broker leads nothing and every active broker has seen that);
 //!   [`Controller::tick`] fences brokers whose session
-//!   (`broker.session.timeout.ms`) expired and, with
+//!   (`broker.session.timeout.ms`) expired, or whose connection to this
+//!   controller closed ([`Controller::connection_lost`]) with no heartbeat
+//!   since for `disconnect_fence_ms` (a process killed with `kill -9` closes
+//!   its sockets at once: waiting out a whole session for it only delays
+//!   its partitions' new leaders; Fjord's own addition), and, with
 //!   `auto.leader.rebalance.enable`, moves leadership back to preferred
 //!   replicas every `leader.imbalance.check.interval.seconds`.
 //! - Leadership: when a broker is fenced or enters controlled shutdown, each
@@ -62,9 +66,9 @@ use std::sync::Arc;
 
 use fjord_metadata::{MetadataDelta, MetadataImage, PartitionRegistration};
 use fjord_model::limits::{
-    BROKER_REGISTRATION_FEATURES_MAX, BROKER_REGISTRATION_LISTENERS_MAX,
-    BROKER_SESSION_TIMEOUT_MS_DEFAULT, LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
-    PARTITIONS_PER_TOPIC_MAX, PRODUCER_ID_BLOCK_SIZE,
+    BROKER_DISCONNECT_FENCE_MS, BROKER_REGISTRATION_FEATURES_MAX,
+    BROKER_REGISTRATION_LISTENERS_MAX, BROKER_SESSION_TIMEOUT_MS_DEFAULT,
+    LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT, PARTITIONS_PER_TOPIC_MAX, PRODUCER_ID_BLOCK_SIZE,
 };
 use fjord_model::{is_valid_topic_name, ErrorCode, NodeId, Offset};
 use fjord_protocol::metadata_records::register_broker_record::{BrokerEndpoint, BrokerFeature};
@@ -104,6 +108,10 @@ pub enum PlantedBug {
 pub struct ControllerConfig {
     /// `broker.session.timeout.ms`.
     pub session_timeout_ms: i64,
+    /// A broker whose connection to the controller closed and that has not
+    /// heartbeated since is fenced after this long (`None`: only the
+    /// session timeout fences).
+    pub disconnect_fence_ms: Option<i64>,
     /// `auto.leader.rebalance.enable`.
     pub auto_leader_rebalance: bool,
     /// `leader.imbalance.check.interval.seconds`, in ms.
@@ -119,6 +127,7 @@ impl Default for ControllerConfig {
     fn default() -> ControllerConfig {
         ControllerConfig {
             session_timeout_ms: BROKER_SESSION_TIMEOUT_MS_DEFAULT,
+            disconnect_fence_ms: Some(BROKER_DISCONNECT_FENCE_MS),
             auto_leader_rebalance: true,
             leader_imbalance_check_interval_ms: LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
             first_producer_id: 0,
@@ -238,6 +247,9 @@ pub struct ProducerIdBlock {
 #[derive(Clone, Debug)]
 struct Session {
     last_contact_ms: i64,
+    /// When the broker's connection to this controller closed, unless it
+    /// heartbeated since.
+    disconnected_ms: Option<i64>,
     /// The metadata offset the broker last reported (-1: none yet).
     metadata_offset: i64,
     /// Set when the broker entered controlled shutdown: the end offset of
@@ -273,6 +285,7 @@ impl Controller {
                     *id,
                     Session {
                         last_contact_ms: now_ms,
+                        disconnected_ms: None,
                         metadata_offset: -1,
                         controlled_shutdown_offset: None,
                     },
@@ -302,6 +315,19 @@ impl Controller {
     pub fn reset(&mut self, image: MetadataImage) {
         self.sessions.retain(|id, _| image.broker(*id).is_some());
         self.image = image;
+    }
+
+    /// Broker `id`'s connection to this controller closed at `closed_ms`
+    /// (the one its last heartbeat came on): unless it heartbeats again
+    /// within `disconnect_fence_ms`, a [`Controller::tick`] fences it. A
+    /// heartbeat this controller took after `closed_ms` (on a new
+    /// connection, handled first) already says the broker lives.
+    pub fn connection_lost(&mut self, id: NodeId, closed_ms: i64) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if s.last_contact_ms <= closed_ms {
+                s.disconnected_ms = Some(closed_ms);
+            }
+        }
     }
 
     /// Forgets broker `id`'s session, so that a new incarnation may register
@@ -452,6 +478,7 @@ impl Controller {
             req.broker_id,
             Session {
                 last_contact_ms: now_ms,
+                disconnected_ms: None,
                 metadata_offset: -1,
                 controlled_shutdown_offset: None,
             },
@@ -562,10 +589,12 @@ impl Controller {
         }
         let session = self.sessions.entry(id).or_insert(Session {
             last_contact_ms: now_ms,
+            disconnected_ms: None,
             metadata_offset: -1,
             controlled_shutdown_offset: None,
         });
         session.last_contact_ms = session.last_contact_ms.max(now_ms);
+        session.disconnected_ms = None;
         session.metadata_offset = req.current_metadata_offset;
         if next == State::ControlledShutdown && session.controlled_shutdown_offset.is_none() {
             session.controlled_shutdown_offset =
@@ -725,9 +754,15 @@ impl Controller {
             .filter(|(_, b)| !b.fenced)
             .filter(|(id, _)| {
                 self.sessions.get(id).is_none_or(|s| {
-                    s.last_contact_ms
+                    let expired = s
+                        .last_contact_ms
                         .saturating_add(self.cfg.session_timeout_ms)
-                        < now_ms
+                        < now_ms;
+                    let gone = match (s.disconnected_ms, self.cfg.disconnect_fence_ms) {
+                        (Some(at), Some(grace)) => at.saturating_add(grace) < now_ms,
+                        _ => false,
+                    };
+                    expired || gone
                 })
             })
             .map(|(id, b)| (*id, b.broker_epoch))

@@ -5,7 +5,8 @@
 //! register and heartbeat on their own clocks (each runs at its own rate,
 //! ±20 %, from its own offset); they crash and come back as new
 //! incarnations, stall (a pause or a cut link: their heartbeats are lost
-//! for up to twice the session timeout), shut down in a controlled way,
+//! for up to twice the session timeout), lose their connection to the
+//! controller (with a crash, or alone while they live on), shut down in a controlled way,
 //! and sometimes a second process tries to register with a live broker's
 //! id. A workload creates topics (replication factor 1 to 3, racks on in
 //! half the runs), adds partitions, asks for preferred elections and
@@ -60,6 +61,10 @@ pub struct SimConfig {
     pub crash_ppm: u32,
     pub restart_ppm: u32,
     pub stall_ppm: u32,
+    /// A broker's connection to the controller closes (with a crash: half
+    /// the crashes close it, as `kill -9` does; alone: the broker lives on
+    /// and reconnects at its next heartbeat).
+    pub disconnect_ppm: u32,
     pub shutdown_ppm: u32,
     pub impostor_ppm: u32,
     pub create_topic_ppm: u32,
@@ -86,6 +91,7 @@ impl SimConfig {
             crash_ppm: 15_000,
             restart_ppm: 60_000,
             stall_ppm: 10_000,
+            disconnect_ppm: 10_000,
             shutdown_ppm: 8_000,
             impostor_ppm: 10_000,
             create_topic_ppm: 60_000,
@@ -197,6 +203,7 @@ pub fn run(seed: u64, cfg: &SimConfig) -> Result<SimReport, SimFailure> {
     let committed = delta.apply();
     let ctl_cfg = ControllerConfig {
         session_timeout_ms: fjord_model::limits::BROKER_SESSION_TIMEOUT_MS_DEFAULT,
+        disconnect_fence_ms: Some(fjord_model::limits::BROKER_DISCONNECT_FENCE_MS),
         auto_leader_rebalance: true,
         leader_imbalance_check_interval_ms: 10_000,
         first_producer_id: 0,
@@ -310,6 +317,9 @@ impl Sim {
             if self.procs[i].alive {
                 self.trace(|| format!("broker {} crashes", self.procs[i].id));
                 self.procs[i].alive = false;
+                if self.rng.chance(500_000) {
+                    self.controller.connection_lost(self.procs[i].id, self.now);
+                }
             }
         }
         if self.rng.chance(self.cfg.restart_ppm) {
@@ -334,6 +344,11 @@ impl Sim {
                     .range_i64(1_000, 2 * self.ctl_cfg.session_timeout_ms);
             self.procs[i].stalled_until = until;
             self.trace(|| format!("broker {} stalls until {until}", self.procs[i].id));
+        }
+        if self.rng.chance(self.cfg.disconnect_ppm) {
+            let i = self.rng.below(n);
+            self.trace(|| format!("broker {}'s connection closes", self.procs[i].id));
+            self.controller.connection_lost(self.procs[i].id, self.now);
         }
         if self.rng.chance(self.cfg.shutdown_ppm) {
             let i = self.rng.below(n);

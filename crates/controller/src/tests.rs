@@ -339,6 +339,58 @@ fn fencing_moves_leadership_within_the_isr() {
     check_image(c.image()).unwrap();
 }
 
+fn fenced(c: &Controller, id: i32) -> bool {
+    c.image().broker(NodeId(id)).is_some_and(|b| b.fenced)
+}
+
+#[test]
+fn a_closed_connection_fences_before_the_session_ends() {
+    let mut c = controller();
+    let epochs = cluster(&mut c, 3, false);
+    c.create_topics(&[topic("a", 3, 3)], 1, 1, false);
+    let grace = c.config().disconnect_fence_ms.unwrap();
+    assert!(grace < c.config().session_timeout_ms);
+    // Broker 1's connection closes at 1,000: nothing happens within the grace.
+    c.connection_lost(NodeId(1), 1_000);
+    assert!(c.tick(1_000 + grace).records.is_empty());
+    assert!(!fenced(&c, 1));
+    // Past it, with no heartbeat since: fenced, long before the session ends.
+    let r = c.tick(1_001 + grace);
+    assert!(!r.records.is_empty());
+    assert!(fenced(&c, 1));
+    for p in partitions(&c, "a") {
+        assert_ne!(p.leader, 1);
+        assert!(!p.isr.contains(&1), "{p:?}");
+    }
+    check_image(c.image()).unwrap();
+    // Broker 2's connection closes, but it reconnects and heartbeats within
+    // the grace: it stays unfenced until its session ends.
+    c.connection_lost(NodeId(2), 2_000);
+    c.heartbeat(2_100, &heartbeat(2, epochs[1], c.image().end_offset().0))
+        .unwrap();
+    assert!(c.tick(2_000 + 2 * grace).records.is_empty());
+    assert!(!fenced(&c, 2));
+    // A close noticed after a heartbeat on the new connection says nothing.
+    c.heartbeat(2_200, &heartbeat(3, epochs[2], c.image().end_offset().0))
+        .unwrap();
+    c.connection_lost(NodeId(3), 2_150);
+    assert!(c.tick(2_200 + 2 * grace).records.is_empty());
+    assert!(!fenced(&c, 3));
+    // Without a grace configured only the session fences.
+    let mut c = Controller::activate(
+        ControllerConfig {
+            disconnect_fence_ms: None,
+            ..Default::default()
+        },
+        base_image(),
+        0,
+    );
+    cluster(&mut c, 1, false);
+    c.connection_lost(NodeId(1), 0);
+    assert!(c.tick(1_000).records.is_empty());
+    assert!(!fenced(&c, 1));
+}
+
 #[test]
 fn controlled_shutdown_moves_leadership_first() {
     let mut c = controller();

@@ -16,7 +16,7 @@ use crate::log::Snapshot;
 use crate::quorum::{CommittedBatch, MetadataListener};
 use crate::MetadataError;
 
-/// Acts on each new image (called on the quorum's thread, in order).
+/// Acts on each new image (called on the quorum's apply thread, in order).
 pub trait MetadataPublisher: Send {
     fn publish(
         &mut self,

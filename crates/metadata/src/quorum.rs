@@ -43,7 +43,7 @@ pub struct CommittedBatch {
 }
 
 /// Receives committed metadata in log order (Kafka's `RaftClient.Listener`).
-/// Called on the quorum's own thread: blocking work (opening logs, fsync) is
+/// Called on a thread of the quorum's own: blocking work (opening logs, fsync) is
 /// allowed here and nowhere near the async runtime.
 pub trait MetadataListener: Send {
     /// Replace all state by a snapshot's (at start, or when the log was cut

@@ -229,6 +229,9 @@ pub const METADATA_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 pub const METADATA_SNAPSHOT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 /// Proposals waiting for the metadata thread (back-pressure for admin requests).
 pub const METADATA_PROPOSALS_QUEUED_MAX: usize = 1024;
+/// Committed metadata batches read from the log and waiting for the apply
+/// thread (the rest wait in the log: the quorum's thread never blocks on it).
+pub const METADATA_APPLY_QUEUED_BATCHES_MAX: usize = 4096;
 const _: () = assert!(METADATA_BATCH_BYTES_MAX <= MESSAGE_BYTES_MAX_CEILING);
 
 // ---- KRaft quorum (`fjord-raft`), Kafka's `controller.quorum.*` defaults ----
@@ -273,6 +276,13 @@ pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1_000;
 pub const BROKER_REGISTRATION_LISTENERS_MAX: usize = 64;
 pub const BROKER_REGISTRATION_FEATURES_MAX: usize = 64;
 const _: () = assert!(BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT < BROKER_SESSION_TIMEOUT_MS_DEFAULT);
+/// A broker whose connection to the active controller closed (the one its
+/// heartbeats came on) and that has not heartbeated since is fenced after
+/// this long, before its session ends: a process killed with `kill -9`
+/// closes its sockets at once. A live broker reconnects and heartbeats
+/// again within `BROKER_FENCED_HEARTBEAT_MS` of a lost connection.
+pub const BROKER_DISCONNECT_FENCE_MS: i64 = 500;
+const _: () = assert!(BROKER_DISCONNECT_FENCE_MS > 3 * BROKER_FENCED_HEARTBEAT_MS as i64);
 /// How often the active controller's shell ticks it (fencing of brokers
 /// whose session expired, leader rebalance) and checks it still leads.
 pub const CONTROLLER_TICK_MS: u64 = 100;

@@ -16,8 +16,16 @@
 //!   and answered at once with `Flushed`;
 //! - `Send`: requests go to the peer's connection queue, responses to the
 //!   waiting inbound connection (a Fetch response carries the log's bytes);
-//! - `Committed`: batches below the high watermark go to the listener in
-//!   offset order, then the proposals they end are resolved.
+//! - `Committed`: batches below the high watermark go, in offset order and
+//!   with the proposals they end, to the `fjord-metadata-apply` thread,
+//!   which hands them to the listener and then resolves those proposals.
+//!
+//! The listener runs on a thread of its own because applying metadata can
+//! be slow (a broker opens a partition log, with its fsyncs, for each
+//! partition a batch creates): on the quorum's thread it would hold up
+//! Fetch and Vote answers long enough for followers to start elections.
+//! At most [`METADATA_APPLY_QUEUED_BATCHES_MAX`] batches wait for it; the
+//! rest stay in the log until it catches up.
 //!
 //! A proposal on a node that is not the leader is forwarded to the leader
 //! (over its CONTROLLER listener, [`crate::net::FORWARD_PROPOSAL_API_KEY`])
@@ -38,6 +46,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -52,8 +61,8 @@ use fjord_metadata::{
     CommittedBatch, MetadataError, MetadataListener, MetadataLog, MetadataQuorum, Proposal,
 };
 use fjord_model::limits::{
-    METADATA_BATCH_BYTES_MAX, METADATA_PROPOSALS_QUEUED_MAX, METADATA_RECORDS_PER_PROPOSAL_MAX,
-    RAFT_FETCH_ENTRIES_MAX,
+    METADATA_APPLY_QUEUED_BATCHES_MAX, METADATA_BATCH_BYTES_MAX, METADATA_PROPOSALS_QUEUED_MAX,
+    METADATA_RECORDS_PER_PROPOSAL_MAX, RAFT_FETCH_ENTRIES_MAX,
 };
 use fjord_model::{ErrorCode, LeaderEpoch, NodeId, Offset};
 use fjord_raft::messages::{Envelope, Message};
@@ -144,7 +153,10 @@ pub(crate) enum Event {
 }
 
 struct Shared {
+    /// Known leader, epoch, and the end of what the listener has applied.
     state: Mutex<(Option<NodeId>, LeaderEpoch, Offset)>,
+    /// Batches handed to the apply thread and not applied yet.
+    apply_queued: AtomicUsize,
     /// The epoch in which this node leads and has handed every batch before
     /// its epoch's first entry to the listener (its image is complete).
     active_epoch: Mutex<Option<LeaderEpoch>>,
@@ -156,6 +168,7 @@ pub struct RaftQuorum {
     shared: Arc<Shared>,
     tx: SyncSender<Event>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    apply_thread: Mutex<Option<JoinHandle<()>>>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     local_addr: SocketAddr,
     voters: Vec<Voter>,
@@ -241,13 +254,25 @@ impl RaftQuorum {
         let known_leader = node.leader_id().filter(|l| *l != config.node_id);
         let shared = Arc::new(Shared {
             state: Mutex::new((known_leader, node.epoch(), Offset(0))),
+            apply_queued: AtomicUsize::new(0),
             active_epoch: Mutex::new(None),
             node_id: config.node_id,
         });
+        let (apply_tx, apply_rx) = mpsc::channel();
+        let applier = Applier {
+            listener,
+            shared: shared.clone(),
+            applied: Offset(0),
+            local_waits: BTreeMap::new(),
+        };
+        let apply_thread = std::thread::Builder::new()
+            .name("fjord-metadata-apply".into())
+            .spawn(move || applier.run(apply_rx))
+            .map_err(|e| MetadataError::io("spawn the metadata apply thread for", data_dir, e))?;
         let mut driver = Driver {
             node,
             log,
-            listener,
+            apply: apply_tx,
             shared: shared.clone(),
             peers,
             clock,
@@ -260,7 +285,6 @@ impl RaftQuorum {
             progress: BTreeMap::new(),
             failed: None,
             endpoints: config.voters.clone(),
-            local_waits: BTreeMap::new(),
             net: runtime.handle().clone(),
             events: tx.clone(),
             epoch_start: None,
@@ -273,6 +297,7 @@ impl RaftQuorum {
             shared,
             tx,
             thread: Mutex::new(Some(thread)),
+            apply_thread: Mutex::new(Some(apply_thread)),
             runtime: Mutex::new(Some(runtime)),
             local_addr,
             voters: config.voters,
@@ -289,6 +314,11 @@ impl RaftQuorum {
     pub fn close(&self) {
         let _ = self.tx.send(Event::Stop);
         if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+        // The driver is gone, and with it the apply queue's sender: the
+        // apply thread applies what it holds and ends.
+        if let Some(t) = self.apply_thread.lock().take() {
             let _ = t.join();
         }
         if let Some(rt) = self.runtime.lock().take() {
@@ -457,7 +487,8 @@ impl LogReader for Reader<'_> {
 struct Driver {
     node: Node,
     log: MetadataLog,
-    listener: Box<dyn MetadataListener>,
+    /// To the apply thread, in offset order.
+    apply: mpsc::Sender<Apply>,
     shared: Arc<Shared>,
     peers: HashMap<NodeId, tokio::sync::mpsc::Sender<(u64, Message)>>,
     clock: Instant,
@@ -467,7 +498,7 @@ struct Driver {
     next_token: u64,
     /// The batches of the last Fetch response: (first offset, last offset, bytes).
     stash: Option<(Offset, Offset, Bytes)>,
-    /// Batches below this went to the listener.
+    /// Batches below this went to the apply thread.
     delivered: Offset,
     /// Waiting proposals by their last offset: (epoch, reply).
     proposals: BTreeMap<Offset, (LeaderEpoch, Reply)>,
@@ -475,8 +506,6 @@ struct Driver {
     progress: BTreeMap<NodeId, (Offset, i64)>,
     failed: Option<String>,
     endpoints: Vec<Voter>,
-    /// Forwarded proposals waiting for this node's listener, by offset.
-    local_waits: BTreeMap<Offset, Vec<Reply>>,
     net: tokio::runtime::Handle,
     events: SyncSender<Event>,
     /// This node's current leader epoch and the offset of its LeaderChange.
@@ -496,6 +525,8 @@ impl Driver {
                 Err(RecvTimeoutError::Timeout) => {}
             }
             self.step(Input::Tick);
+            // Batches held back while the apply queue was full.
+            self.deliver(self.node.high_watermark());
             if let Some(reason) = &self.failed {
                 tracing::error!("metadata quorum stopped: {reason}");
                 break;
@@ -562,10 +593,11 @@ impl Driver {
                 }));
             }
             Event::AwaitLocal(offset, reply) => {
-                if offset < self.delivered {
-                    reply.send(Ok(offset));
-                } else {
-                    self.local_waits.entry(offset).or_default().push(reply);
+                // The apply thread knows what this node's listener handled.
+                if let Err(mpsc::SendError(Apply::AwaitLocal(_, reply))) =
+                    self.apply.send(Apply::AwaitLocal(offset, reply))
+                {
+                    reply.send(Err(MetadataError::Closed));
                 }
             }
             Event::Propose(records, reply) => {
@@ -736,7 +768,7 @@ impl Driver {
                 Output::TruncateTo(offset) => {
                     assert!(
                         offset >= self.delivered,
-                        "committed batches handed to the listener are never truncated"
+                        "committed batches handed to the apply thread are never truncated"
                     );
                     if let Err(e) = self.log.truncate_to(offset) {
                         self.fail("truncate", e);
@@ -849,75 +881,178 @@ impl Driver {
         let _ = reply.send((env.message, raw));
     }
 
-    /// Hands committed batches to the listener, then resolves proposals.
+    /// Hands committed batches, with the proposals they end, to the apply
+    /// thread (at most [`METADATA_APPLY_QUEUED_BATCHES_MAX`] waiting).
     fn deliver(&mut self, high_watermark: Offset) {
-        if self.delivered >= high_watermark {
-            return;
-        }
-        let mut refused: HashMap<Offset, String> = HashMap::new();
-        let batches = match self.log.read_from(self.delivered) {
-            Ok(b) => b,
-            Err(e) => return self.fail("read committed batches", e),
-        };
-        for b in batches {
-            if b.last_offset >= high_watermark {
-                break;
+        while self.delivered < high_watermark
+            && self.failed.is_none()
+            && self.shared.apply_queued.load(Ordering::Acquire) < METADATA_APPLY_QUEUED_BATCHES_MAX
+        {
+            let batches = match self.log.read_chunk(self.delivered, high_watermark) {
+                Ok(b) => b,
+                Err(e) => return self.fail("read committed batches", e),
+            };
+            if batches.is_empty() {
+                return;
             }
-            assert!(
-                b.base_offset >= self.delivered,
-                "each batch is delivered once"
-            );
-            if let BatchContent::Data(records) = b.content {
-                let batch = CommittedBatch {
-                    base_offset: b.base_offset,
-                    last_offset: b.last_offset,
-                    epoch: b.epoch,
-                    append_time_ms: b.append_time_ms,
-                    records,
+            for b in batches {
+                if self.shared.apply_queued.load(Ordering::Acquire)
+                    >= METADATA_APPLY_QUEUED_BATCHES_MAX
+                {
+                    return;
+                }
+                assert!(
+                    b.base_offset >= self.delivered,
+                    "each batch is delivered once"
+                );
+                assert!(
+                    b.last_offset < high_watermark,
+                    "only committed batches are delivered"
+                );
+                let batch = match b.content {
+                    BatchContent::Data(records) => Some(CommittedBatch {
+                        base_offset: b.base_offset,
+                        last_offset: b.last_offset,
+                        epoch: b.epoch,
+                        append_time_ms: b.append_time_ms,
+                        records,
+                    }),
+                    _ => None,
                 };
-                // As in LocalQuorum: a batch the listener refuses (say a
-                // topic two nodes created at once) is refused on every node
-                // alike; its proposal gets the error and the quorum goes on.
-                if let Err(e) = self.listener.handle_commit(&batch) {
-                    tracing::warn!(
-                        offset = batch.base_offset.0,
-                        "committed metadata batch not applied: {e}"
+                let ended: Vec<Offset> = self
+                    .proposals
+                    .range(..=b.last_offset)
+                    .map(|(o, _)| *o)
+                    .collect();
+                let replies = ended
+                    .into_iter()
+                    .filter_map(|o| self.proposals.remove(&o).map(|(_, r)| (o, r)))
+                    .collect();
+                self.delivered = b.last_offset.next();
+                self.shared.apply_queued.fetch_add(1, Ordering::AcqRel);
+                let sent = self.apply.send(Apply::Batch {
+                    batch,
+                    end: self.delivered,
+                    replies,
+                    epoch_start: self.epoch_start,
+                });
+                if sent.is_err() {
+                    return self.fail(
+                        "hand committed batches to the apply thread",
+                        MetadataError::Closed,
                     );
-                    refused.insert(batch.last_offset, e.to_string());
                 }
             }
-            self.delivered = b.last_offset.next();
         }
-        self.shared.state.lock().2 = self.delivered;
-        if let Some((epoch, start)) = self.epoch_start {
-            if self.delivered > start && self.node.epoch() == epoch {
-                *self.shared.active_epoch.lock() = Some(epoch);
+    }
+}
+
+/// What the quorum's thread hands to the apply thread.
+enum Apply {
+    /// A committed batch (`None`: a control batch, nothing to apply), the
+    /// end of the log after it, the proposals it ends, and this node's
+    /// (epoch, offset of its LeaderChange) when it leads.
+    Batch {
+        batch: Option<CommittedBatch>,
+        end: Offset,
+        replies: Vec<(Offset, Reply)>,
+        epoch_start: Option<(LeaderEpoch, Offset)>,
+    },
+    /// A forwarded proposal committed at this offset on the leader: resolve
+    /// once this node's listener handled it.
+    AwaitLocal(Offset, Reply),
+}
+
+/// The `fjord-metadata-apply` thread: hands committed batches to the
+/// listener in offset order, then resolves the proposals they end.
+struct Applier {
+    listener: Box<dyn MetadataListener>,
+    shared: Arc<Shared>,
+    /// Batches below this were handed to the listener.
+    applied: Offset,
+    /// Forwarded proposals waiting for this node's listener, by offset.
+    local_waits: BTreeMap<Offset, Vec<Reply>>,
+}
+
+impl Applier {
+    fn run(mut self, rx: mpsc::Receiver<Apply>) {
+        while let Ok(m) = rx.recv() {
+            match m {
+                Apply::Batch {
+                    batch,
+                    end,
+                    replies,
+                    epoch_start,
+                } => self.apply(batch, end, replies, epoch_start),
+                Apply::AwaitLocal(offset, reply) => {
+                    if offset < self.applied {
+                        reply.send(Ok(offset));
+                    } else {
+                        self.local_waits.entry(offset).or_default().push(reply);
+                    }
+                }
             }
         }
-        let done: Vec<Offset> = self
-            .proposals
-            .range(..self.delivered)
-            .map(|(o, _)| *o)
-            .collect();
-        for o in done {
-            if let Some((_, reply)) = self.proposals.remove(&o) {
-                reply.send(match refused.get(&o) {
-                    Some(e) => Err(MetadataError::Apply(e.clone())),
-                    None => Ok(o),
-                });
+        for (_, waits) in std::mem::take(&mut self.local_waits) {
+            for reply in waits {
+                reply.send(Err(MetadataError::Closed));
             }
+        }
+    }
+
+    fn apply(
+        &mut self,
+        batch: Option<CommittedBatch>,
+        end: Offset,
+        replies: Vec<(Offset, Reply)>,
+        epoch_start: Option<(LeaderEpoch, Offset)>,
+    ) {
+        assert!(end > self.applied, "batches are applied once, in order");
+        let mut refused = None;
+        if let Some(batch) = batch {
+            assert!(
+                batch.base_offset >= self.applied,
+                "batches are applied in order"
+            );
+            // As in LocalQuorum: a batch the listener refuses (say a topic
+            // two nodes created at once) is refused on every node alike; its
+            // proposal gets the error and the quorum goes on.
+            if let Err(e) = self.listener.handle_commit(&batch) {
+                tracing::warn!(
+                    offset = batch.base_offset.0,
+                    "committed metadata batch not applied: {e}"
+                );
+                refused = Some((batch.last_offset, e.to_string()));
+            }
+        }
+        self.applied = end;
+        let queued = self.shared.apply_queued.fetch_sub(1, Ordering::AcqRel);
+        assert!(queued > 0, "every applied batch was queued");
+        let epoch = {
+            let mut st = self.shared.state.lock();
+            st.2 = self.applied;
+            st.1
+        };
+        if let Some((leading, start)) = epoch_start {
+            if self.applied > start && leading == epoch {
+                *self.shared.active_epoch.lock() = Some(leading);
+            }
+        }
+        let result = |o: Offset| match &refused {
+            Some((last, e)) if *last == o => Err(MetadataError::Apply(e.clone())),
+            _ => Ok(o),
+        };
+        for (o, reply) in replies {
+            reply.send(result(o));
         }
         let done: Vec<Offset> = self
             .local_waits
-            .range(..self.delivered)
+            .range(..self.applied)
             .map(|(o, _)| *o)
             .collect();
         for o in done {
             for reply in self.local_waits.remove(&o).unwrap_or_default() {
-                reply.send(match refused.get(&o) {
-                    Some(e) => Err(MetadataError::Apply(e.clone())),
-                    None => Ok(o),
-                });
+                reply.send(result(o));
             }
         }
     }

@@ -25,4 +25,4 @@ pub mod net;
 pub mod wire;
 
 pub use driver::{QuorumStatus, RaftQuorum, RaftQuorumConfig, Voter};
-pub use net::{ControllerApis, CONTROLLER_APIS};
+pub use net::{ConnectionId, ControllerApis, CONTROLLER_APIS};

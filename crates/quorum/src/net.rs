@@ -58,11 +58,20 @@ use crate::wire;
 /// `fjord_controller::Controller`) installs them with
 /// [`crate::RaftQuorum::set_controller_apis`].
 pub trait ControllerApis: Send + Sync {
-    /// Answers one request (its header and undecoded body): a whole
-    /// response frame, or `None` to close the connection. Runs on a
-    /// blocking thread: it may wait for its records to commit.
-    fn handle(&self, header: RequestHeader, body: Reader) -> Option<BytesMut>;
+    /// Answers one request (its header and undecoded body) that came on
+    /// connection `conn`: a whole response frame, or `None` to close the
+    /// connection. Runs on a blocking thread: it may wait for its records
+    /// to commit.
+    fn handle(&self, conn: ConnectionId, header: RequestHeader, body: Reader) -> Option<BytesMut>;
+    /// Connection `conn` closed (either side closed it, or it failed):
+    /// nothing more comes on it. Runs on a blocking thread.
+    fn closed(&self, conn: ConnectionId);
 }
+
+/// One inbound connection of the CONTROLLER listener (numbered from 1 in
+/// the order they were accepted, per listener).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u64);
 
 /// Where the controller APIs are installed once the broker is built.
 pub(crate) type ApisSlot = Arc<OnceLock<Arc<dyn ControllerApis>>>;
@@ -114,18 +123,25 @@ pub(crate) async fn serve(
     cluster_id: String,
     apis: ApisSlot,
 ) {
+    let mut accepted = 0;
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let _ = stream.set_nodelay(true);
+        accepted += 1;
+        let conn = ConnectionId(accepted);
         let events = events.clone();
         let cluster_id = cluster_id.clone();
         let apis = apis.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, events, node_id, &cluster_id, &apis).await {
+            if let Err(e) = connection(conn, stream, events, node_id, &cluster_id, &apis).await {
                 tracing::debug!("controller connection closed: {e}");
+            }
+            if let Some(apis) = apis.get().cloned() {
+                // It may wait for the controller (a blocking lock).
+                let _ = tokio::task::spawn_blocking(move || apis.closed(conn)).await;
             }
         });
     }
@@ -136,6 +152,7 @@ fn sb(s: &str) -> StrBytes {
 }
 
 async fn connection(
+    conn: ConnectionId,
     mut s: TcpStream,
     events: SyncSender<Event>,
     node_id: NodeId,
@@ -150,7 +167,7 @@ async fn connection(
             let Some(apis) = apis.get().cloned() else {
                 return Err(format!("api {key}: no controller on this node"));
             };
-            let out = tokio::task::spawn_blocking(move || apis.handle(h, r))
+            let out = tokio::task::spawn_blocking(move || apis.handle(conn, h, r))
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("api {key}: closed by the controller"))?;

@@ -266,6 +266,25 @@ impl MetadataLog {
         Ok(())
     }
 
+    /// The batches from the one holding `from` that end below `until`, at
+    /// most one read chunk of them (at least one batch when one fits below
+    /// `until`): a bounded step for a reader that follows the log.
+    pub fn read_chunk(&self, from: Offset, until: Offset) -> Result<Vec<LogBatch>, MetadataError> {
+        let end = self.end_offset().min(until);
+        if from >= end {
+            return Ok(Vec::new());
+        }
+        let read = self.log.read(from, READ_CHUNK_BYTES, end, true)?;
+        let bytes = read
+            .to_vec()
+            .map_err(|e| MetadataError::io("read", &self.dir, e))?;
+        let mut out = Vec::new();
+        decode_batches(&bytes, &mut out)
+            .map_err(|reason| MetadataError::corrupt(&self.dir, reason))?;
+        out.retain(|b| b.last_offset >= from && b.last_offset < until);
+        Ok(out)
+    }
+
     /// Every batch from the one holding `from` to the end of the log.
     pub fn read_from(&self, from: Offset) -> Result<Vec<LogBatch>, MetadataError> {
         let mut out = Vec::new();
