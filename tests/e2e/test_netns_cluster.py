@@ -1,7 +1,8 @@
 """A three-node cluster in network namespaces: the leader of a partition is cut off the network while an
 idempotent acks=all producer (confluent-kafka) runs; the others take over, the cut node comes back, and
 every acknowledged record is read back once, at the offset it was acknowledged at, and every node reports
-the same leaders.
+the same leaders. Twice: the cut node is the active controller (the KRaft quorum leader, found with
+DescribeQuorum) leading a partition, then a partition leader that is not the active controller.
 
 Each node runs in a namespace of its own behind a private bridge (tests/e2e/netns.py); the client runs
 in a fourth. The same test runs against Apache Kafka 4.3.1 (E2E_BROKER=kafka: three combined KRaft
@@ -21,6 +22,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+import kschema
 import netns
 from conftest import BROKER_KIND, FJORD_BIN, KAFKA_LIBS, REPO
 
@@ -126,6 +128,21 @@ def leaders(bootstrap, topic):
     return out if all(v >= 0 for v in out.values()) else None
 
 
+def active_controller(net):
+    """The KRaft quorum leader's node id, from DescribeQuorum on a CONTROLLER listener, or None."""
+    body = {"Topics": [{"TopicName": "__cluster_metadata", "Partitions": [{"PartitionIndex": 0}]}]}
+    for h in HOSTS:
+        try:
+            resp = kschema.call(f"{net.addr(h)}:{CONTROLLER_PORT}", "DescribeQuorum", 1, body)
+        except OSError:
+            continue
+        if resp and resp["ErrorCode"] == 0:
+            leader = resp["Topics"][0]["Partitions"][0]["LeaderId"]
+            if leader >= 0:
+                return leader
+    return None
+
+
 class Load(threading.Thread):
     """An idempotent acks=all producer: value i to partition i % PARTITIONS, at RECORDS_PER_S."""
 
@@ -177,7 +194,8 @@ def read_all(bootstrap, topic):
 
 
 @pytest.mark.skipif(netns.available() is not None, reason=f"network namespaces: {netns.available()}")
-def test_cut_off_leader_loses_no_acknowledged_write(tmp_path):
+@pytest.mark.parametrize("victim_kind", ["controller", "leader"])
+def test_cut_off_leader_loses_no_acknowledged_write(tmp_path, victim_kind):
     topic = "netns-cut"
     with netns.Topology(HOSTS + ["client"]) as net:
         cluster = NetCluster(BROKER_KIND, net, tmp_path)
@@ -203,12 +221,17 @@ def test_cut_off_leader_loses_no_acknowledged_write(tmp_path):
                 load = Load(bootstrap, topic)
                 load.start()
                 wait_for("acknowledgements", lambda: len(load.acked) > RECORDS_PER_S, cluster)
-                # A partition leader that is not the broker Metadata names as controller (on Fjord the active
-                # controller): cutting the active controller when it also leads partitions leaves them offline
-                # on Fjord today (ISR shrunk to the cut node; see issue 12's closing note), a known bug this
-                # test does not cover yet.
-                controller = admin.describe_cluster().result(timeout=30).controller.id
-                victim_id = next((lead for _, lead in sorted(before.items()) if lead != controller), before[0])
+                # "controller": the active controller, which also leads a partition (leaders are striped over
+                # the three brokers). Cutting it once left its partitions offline on Fjord: its deposed
+                # controller kept deciding (fencing the brokers it no longer heard, shrinking ISRs to itself)
+                # and those records reached the new quorum leader. "leader": a partition leader that is not it.
+                controller = wait_for("the active controller", lambda: active_controller(net), cluster)
+                led = sorted(set(before.values()))
+                if victim_kind == "controller":
+                    assert controller in led, f"the active controller {controller} leads none of {before}"
+                    victim_id = controller
+                else:
+                    victim_id = next(lead for lead in led if lead != controller)
                 victim = HOSTS[victim_id - 1]
                 net.cut(victim)
                 t_cut = time.monotonic()
@@ -252,7 +275,8 @@ def test_cut_off_leader_loses_no_acknowledged_write(tmp_path):
     assert missing == [], f"{len(missing)} acknowledged records not at their offsets, e.g. {missing[:5]}"
     times = sorted(t for *_, t in load.acked)
     gap = max(b - a for a, b in zip(times, times[1:]))
-    print(f"\n{BROKER_KIND}: cut node {victim_id} (a partition leader, not the controller); its partitions moved after "
+    role = "the active controller, a partition leader" if victim_kind == "controller" else "a partition leader, not the controller"
+    print(f"\n{BROKER_KIND}: cut node {victim_id} ({role}); its partitions moved after "
           f"{moved_s:.2f} s ({before} -> {after}); {len(load.acked)} records acknowledged, all read back "
           f"at their offsets; longest stretch without an acknowledgement {gap:.2f} s; log ends {ends}; "
           f"every node reports leaders {final}")

@@ -5,8 +5,12 @@
 //! - A thread (`fjord-controller`) checks every `CONTROLLER_TICK_MS`
 //!   whether this node is the active KRaft leader. On becoming it, the
 //!   controller is activated on the committed image (every registered
-//!   broker gets a fresh session from now, as in Kafka); on losing it, the
-//!   controller is dropped. While active it calls `Controller::tick`
+//!   broker gets a fresh session from now, as in Kafka), bound to the
+//!   metadata epoch it leads: every record it decides is proposed in that
+//!   epoch only (`Broker::propose_in_epoch`), so once the node stops
+//!   leading it (a cut-off leader resigns) nothing it decides on its stale
+//!   image reaches the next leader. On losing it, the controller is
+//!   dropped; leading a later epoch activates a fresh one. While active it calls `Controller::tick`
 //!   (fencing brokers whose `broker.session.timeout.ms` passed, which moves
 //!   their leaderships to other ISR members; preferred-leader rebalance)
 //!   and proposes the records. A new cluster's first leader proposes the
@@ -328,7 +332,10 @@ fn step(b: &Broker) {
         return;
     }
     if b.image().metadata_version().is_none() {
-        match b.propose(cm::cluster_bootstrap_records()) {
+        let Some(epoch) = b.controller_epoch() else {
+            return;
+        };
+        match b.propose_in_epoch(epoch, cm::cluster_bootstrap_records()) {
             Ok(()) => tracing::info!("bootstrapped the cluster metadata"),
             Err(e) => tracing::warn!("bootstrap proposal: {e}"),
         }

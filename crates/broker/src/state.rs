@@ -98,8 +98,11 @@ pub struct Broker {
     producer_id_next: AtomicI64,
     producer_id_block_end: AtomicI64,
     /// The controller's logic (`fjord_controller`): admin requests become
-    /// records through it, under `admin`. Set at the end of loading.
-    controller: Mutex<Option<Controller>>,
+    /// records through it, under `admin`. Set at the end of loading (one
+    /// node), or while this node is the active controller of a cluster,
+    /// with the metadata epoch it was activated in: its decisions are
+    /// proposed bound to that epoch (`propose_in_epoch`).
+    controller: Mutex<Option<(LeaderEpoch, Controller)>>,
     /// This node's broker epoch (its registration's), -1 until registered.
     pub(crate) broker_epoch: AtomicI64,
     /// `close` started: the heartbeat thread does the controlled shutdown
@@ -539,23 +542,40 @@ impl Broker {
             }
         };
         self.broker_epoch.store(epoch, Ordering::SeqCst);
-        *self.controller.lock() = Some(c);
+        let quorum_epoch = self.controller_epoch().unwrap_or_default();
+        *self.controller.lock() = Some((quorum_epoch, c));
         Ok(())
     }
 
-    /// Runs `f` on the controller, reset to the committed image first;
-    /// `None` where there is no active controller: a node of a KRaft
-    /// cluster that is not the active quorum leader (its callers forward
-    /// to the controller instead, see `forwards_admin`). Callers hold
-    /// `admin`, so nothing is proposed in between.
-    fn with_controller<T>(&self, f: impl FnOnce(&mut Controller) -> T) -> Option<T> {
-        if !self.is_active_controller() {
+    /// Runs `f` on the controller, reset to the committed image first, and
+    /// returns the metadata epoch its decision is bound to (propose its
+    /// records with [`Broker::propose_in_epoch`]); `None` where there is no
+    /// active controller: a node of a KRaft cluster that is not the active
+    /// quorum leader (its callers forward to the controller instead, see
+    /// `forwards_admin`), or one whose controller was activated in an
+    /// earlier epoch (the controller thread activates a fresh one). Callers
+    /// hold `admin`, so nothing is proposed in between.
+    fn with_controller<T>(&self, f: impl FnOnce(&mut Controller) -> T) -> Option<(LeaderEpoch, T)> {
+        let epoch = self.controller_epoch()?;
+        let mut guard = self.controller.lock();
+        let (activated_in, c) = guard.as_mut()?;
+        if *activated_in != epoch {
             return None;
         }
-        let mut guard = self.controller.lock();
-        let c = guard.as_mut()?;
         c.reset(self.image());
-        Some(f(c))
+        Some((epoch, f(c)))
+    }
+
+    /// The metadata epoch in which this node is the active controller: the
+    /// one-voter quorum's epoch on a single node; in a cluster the epoch
+    /// this node leads with its image complete (`RaftQuorum::active_epoch`),
+    /// `None` while it does not (a resigned leader included).
+    pub(crate) fn controller_epoch(&self) -> Option<LeaderEpoch> {
+        match self.quorum.get() {
+            Some(Quorum::Raft(q)) => q.active_epoch(),
+            Some(Quorum::Local(q)) => Some(q.leader_and_epoch().1),
+            None => None,
+        }
     }
 
     /// Admin operations go to the active controller (a cluster node that is
@@ -587,11 +607,7 @@ impl Broker {
     /// This node runs the controller: a single node always, a cluster node
     /// while it is the active KRaft leader.
     pub(crate) fn is_active_controller(&self) -> bool {
-        match self.quorum.get() {
-            Some(Quorum::Raft(q)) => q.is_active_leader(),
-            Some(Quorum::Local(_)) => true,
-            None => false,
-        }
+        self.controller_epoch().is_some()
     }
 
     /// The controller id that Metadata and DescribeCluster report along with
@@ -632,18 +648,21 @@ impl Broker {
     /// Activates the controller on the committed image, unless it is active.
     pub(crate) fn activate_controller(&self) {
         let _admin = self.admin.lock();
+        let Some(epoch) = self.controller_epoch() else {
+            return;
+        };
         let mut guard = self.controller.lock();
-        if guard.is_none() {
+        if guard.as_ref().is_none_or(|(at, _)| *at != epoch) {
             let image = self.image();
             tracing::info!(
                 offset = image.end_offset().0,
+                epoch = epoch.0,
                 brokers = image.brokers().len(),
                 "this node is the active controller"
             );
-            *guard = Some(Controller::activate(
-                self.cluster_controller_config(),
-                image,
-                now_ms(),
+            *guard = Some((
+                epoch,
+                Controller::activate(self.cluster_controller_config(), image, now_ms()),
             ));
         }
     }
@@ -676,15 +695,16 @@ impl Broker {
             return Err(not_controller());
         }
         let _admin = self.admin.lock();
-        let result = self
+        let (epoch, result) = self
             .with_controller(|c| f(c, now_ms()))
-            .ok_or_else(not_controller)?
-            .map_err(|e| (e.code, e.message))?;
+            .ok_or_else(not_controller)?;
+        let result = result.map_err(|e| (e.code, e.message))?;
         if !result.records.is_empty() {
-            self.propose(result.records).map_err(|e| match e {
-                StateError::Kafka { code, message } => (code, message),
-                other => (ErrorCode::NOT_CONTROLLER, other.to_string()),
-            })?;
+            self.propose_in_epoch(epoch, result.records)
+                .map_err(|e| match e {
+                    StateError::Kafka { code, message } => (code, message),
+                    other => (ErrorCode::NOT_CONTROLLER, other.to_string()),
+                })?;
         }
         Ok(result.response)
     }
@@ -747,6 +767,57 @@ impl Broker {
             .wait_blocking()
             .map(|_| ())
             .map_err(|e| meta_err_str(&self.config.data_dir, e))
+    }
+
+    /// Proposes a controller's decision, bound to the metadata epoch it was
+    /// made in (see `controller_epoch`): NOT_CONTROLLER, and nothing
+    /// written, once this node no longer leads that epoch. A deposed
+    /// controller's records must never reach the next leader: it decided
+    /// on an image that may be stale (a cut-off controller fences the
+    /// brokers it cannot hear and shrinks ISRs to itself).
+    pub(crate) fn propose_in_epoch(
+        &self,
+        epoch: LeaderEpoch,
+        records: Vec<MetadataRecord>,
+    ) -> Result<(), StateError> {
+        let Some(q) = self.quorum.get() else {
+            return Err(StateError::kafka(
+                ErrorCode::NOT_CONTROLLER,
+                "metadata is not loaded",
+            ));
+        };
+        q.get()
+            .propose_in_epoch(epoch, frame_records(&records))
+            .wait_blocking()
+            .map(|_| ())
+            .map_err(|e| meta_err_str(&self.config.data_dir, e))
+    }
+
+    /// The epoch an admin operation that decides without the controller's
+    /// logic (topic deletion, topic configs) is bound to, taken under
+    /// `admin`: NOT_CONTROLLER where this cluster node stopped being the
+    /// active controller since `forwards_admin` (the client retries).
+    fn admin_epoch(&self) -> Result<LeaderEpoch, StateError> {
+        self.controller_epoch().ok_or_else(|| {
+            StateError::kafka(
+                ErrorCode::NOT_CONTROLLER,
+                "this node is no longer the active controller",
+            )
+        })
+    }
+
+    /// [`Broker::propose_in_epoch`] with the epoch of a decision, or a
+    /// plain proposal where there was no controller to decide (a single
+    /// node before its controller started).
+    fn propose_at(
+        &self,
+        epoch: Option<LeaderEpoch>,
+        records: Vec<MetadataRecord>,
+    ) -> Result<(), StateError> {
+        match epoch {
+            Some(epoch) => self.propose_in_epoch(epoch, records),
+            None => self.propose(records),
+        }
     }
 
     /// Makes the registry follow a new image (called on the metadata
@@ -1056,7 +1127,7 @@ impl Broker {
             assignments: Vec::new(),
             configs: overrides.clone(),
         };
-        let (id, records) = match self.with_controller(|c| {
+        let (epoch, id, records) = match self.with_controller(|c| {
             c.create_topics(
                 std::slice::from_ref(&new),
                 partitions,
@@ -1064,8 +1135,8 @@ impl Broker {
                 validate_only,
             )
         }) {
-            Some(result) => match result.response.into_iter().next() {
-                Some(Ok(created)) => (created.topic_id, result.records),
+            Some((epoch, result)) => match result.response.into_iter().next() {
+                Some(Ok(created)) => (Some(epoch), created.topic_id, result.records),
                 Some(Err(e)) => return Err(controller_error(e)),
                 None => {
                     return Err(StateError::kafka(
@@ -1091,7 +1162,7 @@ impl Broker {
                     &overrides,
                     true,
                 );
-                (id, records)
+                (None, id, records)
             }
         };
         if validate_only {
@@ -1104,7 +1175,7 @@ impl Broker {
                 stats: Default::default(),
             }));
         }
-        self.propose(records)?;
+        self.propose_at(epoch, records)?;
         let topic = self.topic(name).ok_or_else(|| {
             StateError::kafka(ErrorCode::UNKNOWN_SERVER_ERROR, "created topic not applied")
         })?;
@@ -1133,10 +1204,14 @@ impl Broker {
             )
         })?;
         // Applying the removal closes and deletes the partition logs.
-        self.propose(vec![MetadataRecord::RemoveTopic(RemoveTopicRecord {
-            topic_id: topic.id,
-            ..Default::default()
-        })])?;
+        let epoch = self.admin_epoch()?;
+        self.propose_in_epoch(
+            epoch,
+            vec![MetadataRecord::RemoveTopic(RemoveTopicRecord {
+                topic_id: topic.id,
+                ..Default::default()
+            })],
+        )?;
         assert!(
             self.topic(name).is_none_or(|t| t.id != topic.id),
             "a removed topic is gone from the registry"
@@ -1185,28 +1260,31 @@ impl Broker {
                 "too many partitions",
             ));
         }
-        let records =
+        let (epoch, records) =
             match self.with_controller(|c| c.create_partitions(name, count, &[], validate_only)) {
-                Some(result) => result.map_err(controller_error)?.records,
+                Some((epoch, result)) => (Some(epoch), result.map_err(controller_error)?.records),
                 None if self.config.kraft.is_cluster() => {
                     return Err(StateError::kafka(
                         ErrorCode::NOT_CONTROLLER,
                         "this node is no longer the active controller",
                     ))
                 }
-                None => cm::topic_records(
-                    self.config.node_id,
-                    name,
-                    topic.id,
-                    current..count,
-                    &BTreeMap::new(),
-                    false,
+                None => (
+                    None,
+                    cm::topic_records(
+                        self.config.node_id,
+                        name,
+                        topic.id,
+                        current..count,
+                        &BTreeMap::new(),
+                        false,
+                    ),
                 ),
             };
         if validate_only {
             return Ok(());
         }
-        self.propose(records)?;
+        self.propose_at(epoch, records)?;
         assert_eq!(topic.partition_count(), count, "new partitions are applied");
         tracing::info!(topic = name, from = current, to = count, "partitions added");
         Ok(())
@@ -1261,7 +1339,8 @@ impl Broker {
         if records.is_empty() {
             return Ok(());
         }
-        self.propose(records)
+        let epoch = self.admin_epoch()?;
+        self.propose_in_epoch(epoch, records)
     }
 
     /// A preferred-leader election for one partition (ElectLeaders), run
@@ -1375,7 +1454,9 @@ impl Broker {
         if records.is_empty() {
             return Ok(());
         }
-        self.propose(records)
+        // The active controller binds them to its epoch; another cluster
+        // node's proposal is forwarded to the quorum leader.
+        self.propose_at(self.controller_epoch(), records)
     }
 
     /// Hand out a new producer id. Ids come in blocks; a new block's end is
@@ -1390,21 +1471,22 @@ impl Broker {
             // starts where the committed ones end.
             let node = self.config.node_id;
             let epoch = self.broker_epoch.load(Ordering::SeqCst);
-            let (first, end, records) =
+            let (decided_in, first, end, records) =
                 match self.with_controller(|c| c.allocate_producer_ids(node, epoch)) {
-                    Some(result) => {
+                    Some((decided_in, result)) => {
                         let result = result.map_err(controller_error)?;
                         let b = result.response;
-                        (b.first, b.first + b.size, result.records)
+                        (Some(decided_in), b.first, b.first + b.size, result.records)
                     }
                     // AllocateProducerIds to the active controller, which
                     // commits the block before it answers.
                     None if self.config.kraft.is_cluster() => {
                         let (first, size) = crate::controller_link::allocate_producer_ids(self)
                             .map_err(|(code, message)| StateError::kafka(code, message))?;
-                        (first, first + size, Vec::new())
+                        (None, first, first + size, Vec::new())
                     }
                     None => (
+                        None,
                         id,
                         id + PRODUCER_ID_BLOCK,
                         vec![MetadataRecord::ProducerIds(ProducerIdsRecord {
@@ -1420,7 +1502,7 @@ impl Broker {
                 "a new block never hands out an old id"
             );
             if !records.is_empty() {
-                self.propose(records)?;
+                self.propose_at(decided_in, records)?;
             }
             id = first;
             self.producer_id_block_end.store(end, Ordering::SeqCst);

@@ -145,6 +145,12 @@ pub trait MetadataQuorum: Send + Sync {
     /// Proposes `records` (framed metadata records) to be appended as one
     /// batch, atomically. Fails at once if this node is not the leader.
     fn propose(&self, records: Vec<Bytes>) -> Proposal;
+    /// [`MetadataQuorum::propose`] for a controller's decision (Kafka's
+    /// `RaftClient.scheduleAtomicAppend(epoch, ...)`): appended only while
+    /// this node leads `epoch`, never forwarded to another leader. A
+    /// controller decides on the image of the epoch it was activated in;
+    /// once that epoch is over, its records are refused (`NoLeader`).
+    fn propose_in_epoch(&self, epoch: LeaderEpoch, records: Vec<Bytes>) -> Proposal;
     /// The current leader (if known) and epoch.
     fn leader_and_epoch(&self) -> (Option<NodeId>, LeaderEpoch);
     /// Offsets below this are committed and handled by the listener.
@@ -342,6 +348,16 @@ impl MetadataQuorum for LocalQuorum {
             Err(mpsc::TrySendError::Full(_)) => Proposal::failed(MetadataError::Busy),
             Err(mpsc::TrySendError::Disconnected(_)) => Proposal::failed(MetadataError::Closed),
         }
+    }
+
+    fn propose_in_epoch(&self, epoch: LeaderEpoch, records: Vec<Bytes>) -> Proposal {
+        if epoch != self.shared.epoch {
+            return Proposal::failed(MetadataError::NoLeader(format!(
+                "this node leads epoch {}, not {}",
+                self.shared.epoch.0, epoch.0
+            )));
+        }
+        self.propose(records)
     }
 
     fn leader_and_epoch(&self) -> (Option<NodeId>, LeaderEpoch) {

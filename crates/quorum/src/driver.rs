@@ -144,7 +144,9 @@ pub(crate) enum Event {
         message: Message,
         raw: Bytes,
     },
-    Propose(Vec<Bytes>, Reply),
+    /// Records to append; with an epoch (a controller's decision) only
+    /// while this node leads that epoch, never forwarded.
+    Propose(Vec<Bytes>, Option<LeaderEpoch>, Reply),
     /// A forwarded proposal committed at `Offset` on the leader: resolve
     /// once this node's listener handled it.
     AwaitLocal(Offset, Reply),
@@ -160,6 +162,11 @@ struct Shared {
     /// The epoch in which this node leads and has handed every batch before
     /// its epoch's first entry to the listener (its image is complete).
     active_epoch: Mutex<Option<LeaderEpoch>>,
+    /// The epoch this node's core leads right now (role Leader), published
+    /// after every step: `None` from the step in which it stops leading,
+    /// resigned included (a resigned leader keeps its epoch and leader id
+    /// in the core, but must decide nothing).
+    leading: Mutex<Option<LeaderEpoch>>,
     node_id: NodeId,
 }
 
@@ -256,6 +263,7 @@ impl RaftQuorum {
             state: Mutex::new((known_leader, node.epoch(), Offset(0))),
             apply_queued: AtomicUsize::new(0),
             active_epoch: Mutex::new(None),
+            leading: Mutex::new(None),
             node_id: config.node_id,
         });
         let (apply_tx, apply_rx) = mpsc::channel();
@@ -329,11 +337,18 @@ impl RaftQuorum {
     /// This node leads and its listener has seen everything committed
     /// before its epoch (Kafka's "active controller").
     pub fn is_active_leader(&self) -> bool {
+        self.active_epoch().is_some()
+    }
+
+    /// The epoch this node is the active leader of (see
+    /// [`RaftQuorum::is_active_leader`]): what a controller running here
+    /// binds its proposals to ([`MetadataQuorum::propose_in_epoch`]).
+    pub fn active_epoch(&self) -> Option<LeaderEpoch> {
         let (leader, epoch, _) = *self.shared.state.lock();
-        leader.is_some() && *self.shared.active_epoch.lock() == Some(epoch) && {
-            let me = self.shared.node_id;
-            leader == Some(me)
-        }
+        let active = *self.shared.active_epoch.lock();
+        let leading = *self.shared.leading.lock();
+        (leader == Some(self.shared.node_id) && active == Some(epoch) && leading == Some(epoch))
+            .then_some(epoch)
     }
 
     /// The voter this node last knew as leader and its CONTROLLER
@@ -369,8 +384,8 @@ impl Drop for RaftQuorum {
     }
 }
 
-impl MetadataQuorum for RaftQuorum {
-    fn propose(&self, records: Vec<Bytes>) -> Proposal {
+impl RaftQuorum {
+    fn send_proposal(&self, records: Vec<Bytes>, epoch: Option<LeaderEpoch>) -> Proposal {
         if records.is_empty() || records.len() > METADATA_RECORDS_PER_PROPOSAL_MAX {
             return Proposal::failed(MetadataError::InvalidProposal(format!(
                 "{} records (1..={METADATA_RECORDS_PER_PROPOSAL_MAX})",
@@ -378,11 +393,21 @@ impl MetadataQuorum for RaftQuorum {
             )));
         }
         let (p, reply) = Proposal::pair();
-        match self.tx.try_send(Event::Propose(records, reply)) {
+        match self.tx.try_send(Event::Propose(records, epoch, reply)) {
             Ok(()) => p,
             Err(mpsc::TrySendError::Full(_)) => Proposal::failed(MetadataError::Busy),
             Err(mpsc::TrySendError::Disconnected(_)) => Proposal::failed(MetadataError::Closed),
         }
+    }
+}
+
+impl MetadataQuorum for RaftQuorum {
+    fn propose(&self, records: Vec<Bytes>) -> Proposal {
+        self.send_proposal(records, None)
+    }
+
+    fn propose_in_epoch(&self, epoch: LeaderEpoch, records: Vec<Bytes>) -> Proposal {
+        self.send_proposal(records, Some(epoch))
     }
 
     fn leader_and_epoch(&self) -> (Option<NodeId>, LeaderEpoch) {
@@ -600,7 +625,22 @@ impl Driver {
                     reply.send(Err(MetadataError::Closed));
                 }
             }
-            Event::Propose(records, reply) => {
+            Event::Propose(_, Some(epoch), reply)
+                if self.node.role() != RoleKind::Leader || self.node.epoch() != epoch =>
+            {
+                // A controller's decision from an epoch this node no longer
+                // leads (resigned, deposed, or leading a later one): its
+                // image may be stale, so the records go nowhere. Forwarding
+                // them let a cut-off controller's fencing reach the new
+                // leader and shrink ISRs to the cut node.
+                reply.send(Err(MetadataError::NoLeader(format!(
+                    "this node does not lead epoch {} (epoch {}, {:?})",
+                    epoch.0,
+                    self.node.epoch().0,
+                    self.node.role()
+                ))));
+            }
+            Event::Propose(records, _, reply) => {
                 if self.node.role() != RoleKind::Leader {
                     let leader = self
                         .node
@@ -701,6 +741,19 @@ impl Driver {
         self.node.step(now, input, &reader, &mut out);
         let read = reader.last.into_inner();
         self.execute(out, read);
+        self.publish_active();
+    }
+
+    /// Sets `Shared::leading`: the core's epoch while its role is leader,
+    /// `None` otherwise. Called after every step, so a leader that resigns
+    /// (the core keeps its epoch and leader id) stops being active at once.
+    fn publish_active(&self) {
+        let leading = (self.node.role() == RoleKind::Leader).then_some(self.node.epoch());
+        let mut slot = self.shared.leading.lock();
+        if let (Some(was), Some(now)) = (*slot, leading) {
+            assert!(now >= was, "a leader epoch never moves back");
+        }
+        *slot = leading;
     }
 
     fn fail(&mut self, what: &str, e: MetadataError) {

@@ -179,7 +179,7 @@ async fn connection(
                 Ok(records) => {
                     let (p, reply) = Proposal::pair();
                     events
-                        .try_send(Event::Propose(records, reply))
+                        .try_send(Event::Propose(records, None, reply))
                         .map_err(|_| "quorum busy".to_string())?;
                     forwarded_response(cid, p.await)
                 }

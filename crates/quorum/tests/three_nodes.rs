@@ -273,3 +273,105 @@ fn three_nodes_elect_replicate_fail_over_and_catch_up() {
         n.close();
     }
 }
+
+/// A leader cut off from the other voters stops being the active leader
+/// once it resigns (check-quorum), although the core keeps its epoch and
+/// leader id, and a proposal bound to its old epoch (a controller's
+/// decision: `propose_in_epoch`) is refused there and after it learned the
+/// new leader, instead of being forwarded. Before this, a cut-off active
+/// controller kept deciding on its stale image (fencing the brokers it no
+/// longer heard, shrinking ISRs to itself) and its proposals, forwarded to
+/// the new leader once the cut healed, were committed: partitions stayed
+/// offline with ISR = [the cut node].
+#[test]
+fn a_deposed_leaders_epoch_bound_proposals_go_nowhere() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let voters: Vec<Voter> = (1..=3)
+        .map(|id| Voter {
+            id: NodeId(id),
+            addr: free_addr(),
+        })
+        .collect();
+    let seen: Vec<Seen> = (0..3).map(|_| Seen::default()).collect();
+    let mut nodes: Vec<Option<RaftQuorum>> = (0..3)
+        .map(|i| Some(open(dirs[i].path(), i as i32 + 1, &voters, seen[i].clone())))
+        .collect();
+    let first = wait_for("a first leader", || leader(&nodes));
+    let me = NodeId(first as i32 + 1);
+    let epoch1 = wait_for("the leader to be active", || {
+        nodes[first].as_ref().unwrap().active_epoch()
+    });
+    let q = nodes[first].as_ref().unwrap();
+    q.propose_in_epoch(epoch1, vec![rec("decided-while-leading")])
+        .wait_blocking()
+        .unwrap();
+    // Bound to an epoch it does not lead: refused at once.
+    let ahead = LeaderEpoch(epoch1.0 + 1);
+    assert!(matches!(
+        q.propose_in_epoch(ahead, vec![rec("wrong-epoch")])
+            .wait_blocking(),
+        Err(MetadataError::NoLeader(_))
+    ));
+
+    // Cut the leader off: the others stop.
+    let others: Vec<usize> = (0..3).filter(|i| *i != first).collect();
+    for &i in &others {
+        nodes[i].take().unwrap().close();
+    }
+    wait_for("the cut-off leader to resign", || {
+        (!nodes[first].as_ref().unwrap().is_active_leader()).then_some(())
+    });
+    let q = nodes[first].as_ref().unwrap();
+    assert_eq!(
+        q.leader_and_epoch(),
+        (Some(me), epoch1),
+        "a resigned leader keeps its epoch and leader id"
+    );
+    assert_eq!(q.active_epoch(), None);
+    let refused = |q: &RaftQuorum, what: &str| {
+        let r = q.propose_in_epoch(epoch1, vec![rec(what)]).wait_blocking();
+        assert!(
+            matches!(r, Err(MetadataError::NoLeader(_))),
+            "{what}: {r:?}"
+        );
+    };
+    refused(q, "decided-after-resigning");
+
+    // The others come back and the three agree on a leader of a later
+    // epoch (any of them: the old leader may win it); a decision of the old
+    // epoch still goes nowhere.
+    for &i in &others {
+        seen[i].lock().clear();
+        nodes[i] = Some(open(dirs[i].path(), i as i32 + 1, &voters, seen[i].clone()));
+    }
+    let (second, epoch2) = wait_for("an active leader of a later epoch", || {
+        let l = leader(&nodes)?;
+        let e = nodes[l].as_ref().unwrap().active_epoch()?;
+        (e > epoch1).then_some((l, e))
+    });
+    refused(nodes[first].as_ref().unwrap(), "decided-after-deposed");
+    let off = nodes[second]
+        .as_ref()
+        .unwrap()
+        .propose_in_epoch(epoch2, vec![rec("decided-by-the-new-leader")])
+        .wait_blocking()
+        .unwrap();
+    wait_for("every node to have the new leader's batch", || {
+        seen.iter()
+            .all(|s| s.lock().iter().any(|(o, _)| *o == off))
+            .then_some(())
+    });
+    for (i, s) in seen.iter().enumerate() {
+        let values: Vec<Vec<Bytes>> = s.lock().iter().map(|(_, r)| r.clone()).collect();
+        let got: Vec<_> = values.concat();
+        assert!(
+            !got.iter().any(|r| r.starts_with(b"decided-after")),
+            "node {}: a deposed leader's decision was committed: {got:?}",
+            i + 1
+        );
+        assert!(got.contains(&rec("decided-by-the-new-leader")));
+    }
+    for n in nodes.into_iter().flatten() {
+        n.close();
+    }
+}
