@@ -128,18 +128,23 @@ def leaders(bootstrap, topic):
     return out if all(v >= 0 for v in out.values()) else None
 
 
-def active_controller(net):
-    """The KRaft quorum leader's node id, from DescribeQuorum on a CONTROLLER listener, or None."""
+def active_controller(net, why=None):
+    """The KRaft quorum leader's node id, from DescribeQuorum on a CONTROLLER listener (a broker listener
+    forwards it to the controller on Kafka), or None; `why` collects what each node answered."""
     body = {"Topics": [{"TopicName": "__cluster_metadata", "Partitions": [{"PartitionIndex": 0}]}]}
     for h in HOSTS:
-        try:
-            resp = kschema.call(f"{net.addr(h)}:{CONTROLLER_PORT}", "DescribeQuorum", 1, body)
-        except OSError:
-            continue
-        if resp and resp["ErrorCode"] == 0:
-            leader = resp["Topics"][0]["Partitions"][0]["LeaderId"]
-            if leader >= 0:
-                return leader
+        for port in (CONTROLLER_PORT, CLIENT_PORT):
+            try:
+                with kschema.Conn(f"{net.addr(h)}:{port}", timeout_s=5) as conn:
+                    resp = conn.call("DescribeQuorum", 1, body)
+            except OSError as e:
+                resp = f"{type(e).__name__}: {e}"
+            if why is not None:
+                why[f"{h}:{port}"] = resp
+            if isinstance(resp, dict) and resp["ErrorCode"] == 0:
+                part = resp["Topics"][0]["Partitions"][0]
+                if part["ErrorCode"] == 0 and part["LeaderId"] >= 0:
+                    return part["LeaderId"]
     return None
 
 
@@ -225,7 +230,11 @@ def test_cut_off_leader_loses_no_acknowledged_write(tmp_path, victim_kind):
                 # the three brokers). Cutting it once left its partitions offline on Fjord: its deposed
                 # controller kept deciding (fencing the brokers it no longer heard, shrinking ISRs to itself)
                 # and those records reached the new quorum leader. "leader": a partition leader that is not it.
-                controller = wait_for("the active controller", lambda: active_controller(net), cluster)
+                why = {}
+                try:
+                    controller = wait_for("the active controller", lambda: active_controller(net, why), cluster)
+                except AssertionError as e:
+                    raise AssertionError(f"{e}\nDescribeQuorum answers: {why}") from None
                 led = sorted(set(before.values()))
                 if victim_kind == "controller":
                     assert controller in led, f"the active controller {controller} leads none of {before}"

@@ -6,7 +6,13 @@
 //! The active controller is the quorum leader (`RaftQuorum::leader_endpoint`);
 //! requests go to its CONTROLLER listener, one at a time on one blocking
 //! connection, which is dropped (and the controller looked up again) on any
-//! I/O error, timeout or NOT_CONTROLLER answer. Requests are encoded and the
+//! I/O error, timeout or NOT_CONTROLLER answer, and as soon as the quorum
+//! names another leader while an answer is awaited (checked every
+//! `CONTROLLER_LEADER_CHECK_MS`): a cut-off controller never answers, and
+//! a heartbeat stuck on it until `CONTROLLER_REQUEST_TIMEOUT_MS` outlived
+//! the new controller's `broker.session.timeout.ms`, which then fenced
+//! live brokers (all three, and every partition went offline with the cut
+//! node as its last ISR member). Requests are encoded and the
 //! controller's responses decoded with kafka-protocol (the controller is a
 //! configured voter; frames are bounded by `CONTROLLER_RESPONSE_BYTES_MAX`).
 //!
@@ -29,8 +35,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use fjord_model::limits::{
-    BROKER_FENCED_HEARTBEAT_MS, CONTROLLED_SHUTDOWN_TIMEOUT_MS, CONTROLLER_REQUEST_TIMEOUT_MS,
-    CONTROLLER_RESPONSE_BYTES_MAX,
+    BROKER_FENCED_HEARTBEAT_MS, CONTROLLED_SHUTDOWN_TIMEOUT_MS, CONTROLLER_CONNECT_TIMEOUT_MS,
+    CONTROLLER_LEADER_CHECK_MS, CONTROLLER_REQUEST_TIMEOUT_MS, CONTROLLER_RESPONSE_BYTES_MAX,
 };
 use fjord_model::ErrorCode;
 use fjord_protocol::kafka_protocol::messages::broker_registration_request::{
@@ -83,30 +89,38 @@ impl ControllerChannel {
             self.conn = None;
             return Err("no quorum leader known".into());
         };
-        let result = self.call_at(addr, &broker.config.node_id.0.to_string(), request, version);
+        let moved = || q.leader_endpoint().is_none_or(|(_, now)| now != addr);
+        let client = broker.config.node_id.0.to_string();
+        let result = self.call_at(addr, &client, request, version, &moved);
         if result.is_err() {
             self.conn = None;
         }
         result
     }
 
+    /// One request to `addr` and its answer; gives up when `moved` says
+    /// the quorum names another controller (checked while waiting).
     fn call_at<R>(
         &mut self,
         addr: SocketAddr,
         client: &str,
         request: &R,
         version: i16,
+        moved: &dyn Fn() -> bool,
     ) -> Result<R::Response, String>
     where
         R: Request,
         R::Response: Decodable + HeaderVersion,
     {
+        let deadline = Instant::now() + Duration::from_millis(CONTROLLER_REQUEST_TIMEOUT_MS);
         if self.conn.as_ref().is_none_or(|(a, _)| *a != addr) {
-            let timeout = Duration::from_millis(CONTROLLER_REQUEST_TIMEOUT_MS);
-            let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+            let connect = Duration::from_millis(CONTROLLER_CONNECT_TIMEOUT_MS);
+            let s = TcpStream::connect_timeout(&addr, connect).map_err(|e| e.to_string())?;
             let _ = s.set_nodelay(true);
-            s.set_read_timeout(Some(timeout))
-                .and_then(|_| s.set_write_timeout(Some(timeout)))
+            s.set_read_timeout(Some(Duration::from_millis(CONTROLLER_LEADER_CHECK_MS)))
+                .and_then(|_| {
+                    s.set_write_timeout(Some(Duration::from_millis(CONTROLLER_REQUEST_TIMEOUT_MS)))
+                })
                 .map_err(|e| e.to_string())?;
             self.conn = Some((addr, s));
         }
@@ -120,11 +134,11 @@ impl ControllerChannel {
             .map_err(|e| e.to_string())?;
         s.write_all(&frame).map_err(|e| e.to_string())?;
         let mut prefix = [0u8; 4];
-        s.read_exact(&mut prefix).map_err(|e| e.to_string())?;
+        read_exact_watching(s, &mut prefix, deadline, moved)?;
         let len = fjord_protocol::frame_len(prefix, CONTROLLER_RESPONSE_BYTES_MAX)
             .map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; len];
-        s.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        read_exact_watching(s, &mut buf, deadline, moved)?;
         let (got, response) =
             fjord_client::decode_response::<R::Response>(bytes::Bytes::from(buf), version)?;
         if got != cid {
@@ -132,6 +146,41 @@ impl ControllerChannel {
         }
         Ok(response)
     }
+}
+
+/// `read_exact` on a stream whose read timeout is
+/// `CONTROLLER_LEADER_CHECK_MS`: between reads it gives up once `deadline`
+/// passed or `moved` says the controller is not the quorum leader any more.
+fn read_exact_watching(
+    s: &mut TcpStream,
+    buf: &mut [u8],
+    deadline: Instant,
+    moved: &dyn Fn() -> bool,
+) -> Result<(), String> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match s.read(&mut buf[filled..]) {
+            Ok(0) => return Err("the controller closed the connection".into()),
+            Ok(n) => filled += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                if moved() {
+                    return Err("the quorum names another controller".into());
+                }
+                if Instant::now() >= deadline {
+                    return Err("no answer from the controller in time".into());
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
 }
 
 fn sb(s: &str) -> StrBytes {
@@ -563,4 +612,54 @@ pub(crate) fn forward_alter_topic_config(
         return Err(refused(code, message.as_ref(), "the config change"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A heartbeat waiting on a controller that never answers (cut off the
+    /// network, its quorum leadership lost) gives up as soon as the quorum
+    /// names another leader, well before `CONTROLLER_REQUEST_TIMEOUT_MS`:
+    /// the new controller must hear this broker within its session timeout.
+    #[test]
+    fn a_request_stuck_on_a_deposed_controller_gives_up_when_the_leader_moves() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap();
+        // Accepts and holds the connection, never answering.
+        let holder = std::thread::spawn(move || silent.accept().map(|(s, _)| s));
+        let start = Instant::now();
+        let moved_after = Duration::from_millis(300);
+        let moved = || start.elapsed() >= moved_after;
+        let request = BrokerHeartbeatRequest::default().with_broker_id(BrokerId(1));
+        let mut channel = ControllerChannel::default();
+        let result = channel.call_at(addr, "1", &request, HEARTBEAT_VERSION, &moved);
+        let waited = start.elapsed();
+        let err = result.expect_err("no answer can come");
+        assert!(err.contains("another controller"), "{err}");
+        assert!(waited >= moved_after, "{waited:?}");
+        assert!(
+            waited < moved_after + Duration::from_millis(CONTROLLER_LEADER_CHECK_MS * 10),
+            "gave up only after {waited:?}"
+        );
+        assert!(waited < Duration::from_millis(CONTROLLER_REQUEST_TIMEOUT_MS));
+        drop(holder.join().unwrap());
+    }
+
+    /// Without a leader change the wait ends at the request timeout.
+    #[test]
+    fn a_silent_controller_that_still_leads_times_out() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap();
+        let holder = std::thread::spawn(move || silent.accept().map(|(s, _)| s));
+        let start = Instant::now();
+        let request = BrokerHeartbeatRequest::default().with_broker_id(BrokerId(1));
+        let mut channel = ControllerChannel::default();
+        let err = channel
+            .call_at(addr, "1", &request, HEARTBEAT_VERSION, &|| false)
+            .expect_err("no answer can come");
+        assert!(err.contains("in time"), "{err}");
+        assert!(start.elapsed() >= Duration::from_millis(CONTROLLER_REQUEST_TIMEOUT_MS));
+        drop(holder.join().unwrap());
+    }
 }

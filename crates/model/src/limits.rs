@@ -293,6 +293,16 @@ pub const BROKER_FENCED_HEARTBEAT_MS: u64 = 100;
 /// request (registration, heartbeat, producer-id block) before it drops
 /// the connection and looks for the controller again.
 pub const CONTROLLER_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// How long a broker tries to connect to the controller it knows before it
+/// looks the controller up again (a cut-off node drops SYNs silently).
+pub const CONTROLLER_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// While a broker waits for the controller's answer, how often it checks
+/// that the quorum still names that controller: an answer from a deposed,
+/// cut-off controller never comes, and a heartbeat stuck on it past the
+/// new controller's session timeout gets a live broker fenced.
+pub const CONTROLLER_LEADER_CHECK_MS: u64 = 50;
+const _: () = assert!(CONTROLLER_CONNECT_TIMEOUT_MS <= CONTROLLER_REQUEST_TIMEOUT_MS);
+const _: () = assert!(CONTROLLER_LEADER_CHECK_MS < BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT as u64);
 /// Largest response frame a broker accepts from the controller.
 pub const CONTROLLER_RESPONSE_BYTES_MAX: usize = 1 << 20;
 /// How long a broker's clean shutdown waits for the controller to move its
