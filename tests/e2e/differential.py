@@ -73,6 +73,8 @@ def normalise(value, key: str = "", volatile: dict | None = None, unordered: dic
         return volatile[key]
     if key in MADE_UP and value not in (None, "", -1):
         return MADE_UP[key]
+    if key == "SessionId" and isinstance(value, int) and value > 0:
+        return "<session>"  # a fetch session's id is random; 0 (no session) is compared
     if isinstance(value, uuid.UUID):
         return "<nil-id>" if value == NIL else "<id>"
     if key in NODE_FIELDS and isinstance(value, int) and value >= 0:

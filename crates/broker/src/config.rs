@@ -33,6 +33,9 @@ pub struct BrokerConfig {
     pub request_bytes_max: usize,
     pub connection_idle_ms: u64,
     pub connections_max: usize,
+    /// `max.incremental.fetch.session.cache.slots`: fetch sessions (KIP-227)
+    /// kept at once; 0 opens none.
+    pub fetch_session_cache_slots: usize,
     /// Defaults for topic-level settings (`log.*` broker configs).
     pub topic_defaults: TopicSettings,
     /// How often retention runs (`log.retention.check.interval.ms`).
@@ -105,6 +108,7 @@ pub const FJORD_BROKER_CONFIGS: &[&str] = &[
     "log.retention.minutes",
     "log.roll.hours",
     "max.connections",
+    "max.incremental.fetch.session.cache.slots",
     "node.id",
     "num.partitions",
     "offsets.retention.minutes",
@@ -833,6 +837,7 @@ impl Default for BrokerConfig {
             request_bytes_max: limits::FRAME_BYTES_MAX,
             connection_idle_ms: limits::CONNECTION_IDLE_MS_DEFAULT,
             connections_max: limits::CONNECTIONS_MAX_DEFAULT,
+            fetch_session_cache_slots: limits::FETCH_SESSION_CACHE_SLOTS_DEFAULT,
             topic_defaults: TopicSettings::default(),
             retention_check_interval_ms: 300_000,
             cleaner: fjord_storage::CleanerConfig::default(),
@@ -915,6 +920,11 @@ impl BrokerConfig {
             }
             "max.connections" => {
                 self.connections_max = parse_bounded(name, value, 1, i32::MAX as i64)? as usize
+            }
+            "max.incremental.fetch.session.cache.slots" => {
+                self.fetch_session_cache_slots =
+                    parse_bounded(name, value, 0, limits::FETCH_SESSION_CACHE_SLOTS_MAX as i64)?
+                        as usize
             }
             "log.retention.check.interval.ms" => {
                 self.retention_check_interval_ms = parse_bounded(name, value, 1, i64::MAX)? as u64
@@ -1056,6 +1066,10 @@ impl BrokerConfig {
             self.connection_idle_ms.to_string(),
         );
         out.insert("max.connections".into(), self.connections_max.to_string());
+        out.insert(
+            "max.incremental.fetch.session.cache.slots".into(),
+            self.fetch_session_cache_slots.to_string(),
+        );
         out.insert(
             "broker.session.timeout.ms".into(),
             self.broker_session_timeout_ms.to_string(),

@@ -11,6 +11,7 @@ pub mod config;
 pub mod controller_link;
 pub mod errors;
 pub mod features;
+pub mod fetch_sessions;
 pub mod groups;
 pub mod handlers;
 pub mod kafka_configs;

@@ -127,6 +127,8 @@ pub struct Broker {
     pub(crate) replication: crate::replica_fetcher::Replication,
     /// Request, connection and error counters (`crate::metrics`).
     pub metrics: Arc<crate::metrics::BrokerMetrics>,
+    /// Incremental fetch sessions (KIP-227, `crate::fetch_sessions`).
+    pub(crate) fetch_sessions: parking_lot::Mutex<crate::fetch_sessions::FetchSessionCache>,
 }
 
 /// The one-voter quorum of a single node, or the KRaft quorum of a cluster
@@ -345,6 +347,13 @@ impl Broker {
             cleaner: parking_lot::Mutex::new(None),
             replication: crate::replica_fetcher::Replication::new(me.clone()),
             metrics: Default::default(),
+            fetch_sessions: parking_lot::Mutex::new(crate::fetch_sessions::FetchSessionCache::new(
+                config.fetch_session_cache_slots,
+                fjord_model::limits::FETCH_SESSION_EVICTION_MS,
+                // Session ids are not secrets (Kafka's are random too):
+                // only unpredictable enough not to repeat across restarts.
+                uuid::Uuid::new_v4().as_u64_pair().0,
+            )),
             config,
         });
         let (loader, image) = MetadataLoader::new(

@@ -28,6 +28,21 @@ pub const CONNECTION_IDLE_MS_DEFAULT: u64 = 600_000;
 pub const IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 64;
 /// Longest a Fetch may wait (clamps `max_wait_ms`).
 pub const FETCH_WAIT_MS_MAX: i64 = 30_000;
+/// Default number of incremental fetch sessions a broker keeps
+/// (`max.incremental.fetch.session.cache.slots`, Kafka's default).
+pub const FETCH_SESSION_CACHE_SLOTS_DEFAULT: usize = 1_000;
+/// Most fetch sessions `max.incremental.fetch.session.cache.slots` may ask for.
+pub const FETCH_SESSION_CACHE_SLOTS_MAX: usize = 1_000_000;
+/// A fetch session unused for longer than this may be evicted by any new
+/// one, and one created longer ago than this by a larger one (Kafka's
+/// `min.incremental.fetch.session.eviction.ms`, fixed at 120 s).
+pub const FETCH_SESSION_EVICTION_MS: i64 = 120_000;
+/// Most partitions one fetch session holds (a fetch of more gets none).
+pub const FETCH_SESSION_PARTITIONS_MAX: usize = 100_000;
+/// Most partitions all fetch sessions of a broker hold together.
+pub const FETCH_SESSIONS_PARTITIONS_MAX: usize = 2_000_000;
+const _: () = assert!(FETCH_SESSION_PARTITIONS_MAX <= FETCH_SESSIONS_PARTITIONS_MAX);
+const _: () = assert!(FETCH_SESSION_CACHE_SLOTS_DEFAULT <= FETCH_SESSION_CACHE_SLOTS_MAX);
 /// Default `log.segment.bytes`.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
 /// Smallest `segment.bytes` accepted (Kafka: 14 bytes; we want room for a batch).

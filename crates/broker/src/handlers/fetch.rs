@@ -1,10 +1,14 @@
 //! Fetch: versions 4..=18. Long poll: the response waits until `min_bytes`
-//! are available or `max_wait_ms` passes, woken by appends. Fetch sessions
-//! (v7+, KIP-227) are declined the way the KIP allows: every response carries
-//! session id 0 and is a full response, so clients send full requests. A
-//! full request (session epoch 0 or -1, whatever session id it names) is
-//! served; an incremental one (any other epoch) gets
-//! FETCH_SESSION_ID_NOT_FOUND, as from Kafka for a session it does not know.
+//! are available or `max_wait_ms` passes, woken by appends.
+//!
+//! Fetch sessions (v7+, KIP-227), with the rules of `crate::fetch_sessions`:
+//! a full request with epoch 0 opens a session holding the partitions of
+//! its response (its id in the response, 0 when the cache has no room), -1
+//! opens none; either closes the session it names. An incremental request
+//! (any other epoch) is checked and applied to its session before anything
+//! is read (a session error answers at once, with no partitions); the
+//! session's partitions are then read as a full request's would be, and the
+//! response keeps only those that changed since the last one.
 //!
 //! From v13 on topics are named by id, in requests and responses; an id we
 //! do not know is UNKNOWN_TOPIC_ID for each of its partitions. v14–v18 add
@@ -43,7 +47,9 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use fjord_model::{limits, ErrorCode, LeaderEpoch, NodeId, Offset};
 use fjord_partition::{Isolation, Partition};
-use fjord_protocol::kafka_protocol::messages::FetchRequest;
+use fjord_protocol::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use fjord_protocol::kafka_protocol::messages::{FetchRequest, TopicName};
+use fjord_protocol::kafka_protocol::protocol::StrBytes;
 use fjord_protocol::response_header_version;
 use fjord_replication::{FetchOutcome, FollowerFetch};
 use fjord_storage::FileSlice;
@@ -52,7 +58,12 @@ use uuid::Uuid;
 
 use super::{Ctx, Pending};
 use crate::errors;
+use crate::fetch_sessions::{
+    self, Incremental, PartitionAnswer, PartitionKey, PartitionRequest, PartitionSeen, TopicRef,
+    FINAL_EPOCH, INVALID_SESSION_ID,
+};
 use crate::response::{Chunk, Response};
+use crate::state::now_ms;
 
 pub const VERSIONS: RangeInclusive<i16> = 4..=18;
 const API_KEY: i16 = 1;
@@ -116,36 +127,167 @@ pub struct TopicOut {
     pub partitions: Vec<PartitionOut>,
 }
 
-/// Whether a request is a full fetch: session epoch 0 (open a session,
-/// which we decline) or -1 (no session, KIP-227's FINAL_EPOCH), whatever
-/// session id it names, as Kafka's `FetchMetadata::isFull`. Anything else
-/// is an incremental fetch in a session.
-fn is_full_fetch(session_epoch: i32) -> bool {
-    session_epoch == 0 || session_epoch == -1
+/// What a request does with fetch sessions.
+enum Plan {
+    /// No session (before v7, epoch -1, or a session the request emptied).
+    Sessionless,
+    /// Epoch 0: open a session with the partitions of the response.
+    Open { privileged: bool },
+    /// An incremental fetch: `req.topics` now lists the session's
+    /// partitions, in its order, each with what was last sent about it.
+    Incremental {
+        id: i32,
+        epoch: i32,
+        seen: Vec<(PartitionKey, PartitionSeen)>,
+    },
+    /// Answer this at once, with no partitions.
+    Error(ErrorCode),
 }
 
-pub fn handle(ctx: Ctx, req: FetchRequest) -> Pending {
-    if !is_full_fetch(req.session_epoch) {
-        // We never hand out session ids, so an incremental request names one we do not know.
-        let body = encode(
-            ctx.api_version,
-            ctx.correlation_id,
-            ErrorCode::FETCH_SESSION_ID_NOT_FOUND,
-            false,
-            Vec::new(),
-        );
+pub fn handle(ctx: Ctx, mut req: FetchRequest) -> Pending {
+    let plan = session_plan(&ctx, &mut req);
+    if let Plan::Error(code) = plan {
+        let body = encode(ctx.api_version, ctx.correlation_id, code, false, Vec::new());
         if ctx.broker.metrics.enabled() {
-            ctx.broker
-                .metrics
-                .errors_answered(ctx.api_key, [ErrorCode::FETCH_SESSION_ID_NOT_FOUND.0]);
+            ctx.broker.metrics.errors_answered(ctx.api_key, [code.0]);
         }
-        ctx.log_answered(|| vec![ErrorCode::FETCH_SESSION_ID_NOT_FOUND.0]);
+        ctx.log_answered(|| vec![code.0]);
         return Pending::Stream(tokio::spawn(async move { Some(body) }));
     }
-    Pending::Stream(tokio::spawn(async move { fetch(ctx, req).await }))
+    Pending::Stream(tokio::spawn(async move { fetch(ctx, req, plan).await }))
 }
 
-async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
+fn session_key(by_id: bool, name: &str, id: Uuid, partition: i32) -> PartitionKey {
+    PartitionKey {
+        topic: if by_id {
+            TopicRef::Id(id)
+        } else {
+            TopicRef::Name(name.to_string())
+        },
+        partition,
+    }
+}
+
+/// Resolve the request's session (see the module docs); an incremental
+/// request's `topics` become its session's partitions.
+fn session_plan(ctx: &Ctx, req: &mut FetchRequest) -> Plan {
+    if ctx.api_version < 7 {
+        return Plan::Sessionless;
+    }
+    let by_id = ctx.api_version >= FIRST_TOPIC_ID_VERSION;
+    if fetch_sessions::is_full(req.session_epoch) {
+        if req.session_id != INVALID_SESSION_ID {
+            ctx.broker.fetch_sessions.lock().remove(req.session_id);
+        }
+        if req.session_epoch == FINAL_EPOCH {
+            return Plan::Sessionless;
+        }
+        let replica = if ctx.api_version >= 15 {
+            req.replica_state.replica_id.0
+        } else {
+            req.replica_id.0
+        };
+        return Plan::Open {
+            privileged: replica >= 0,
+        };
+    }
+    let updates: Vec<(PartitionKey, PartitionRequest)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                (
+                    session_key(by_id, &t.topic.0, t.topic_id, p.partition),
+                    PartitionRequest {
+                        fetch_offset: p.fetch_offset,
+                        partition_max_bytes: p.partition_max_bytes,
+                        current_leader_epoch: p.current_leader_epoch,
+                        last_fetched_epoch: p.last_fetched_epoch,
+                        log_start_offset: p.log_start_offset,
+                    },
+                )
+            })
+        })
+        .collect();
+    let forgotten: Vec<PartitionKey> = req
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |&p| session_key(by_id, &t.topic.0, t.topic_id, p))
+        })
+        .collect();
+    let outcome = ctx.broker.fetch_sessions.lock().begin_incremental(
+        now_ms(),
+        req.session_id,
+        req.session_epoch,
+        by_id,
+        updates,
+        &forgotten,
+    );
+    match outcome {
+        Incremental::Error(code) => Plan::Error(code),
+        Incremental::Closed => Plan::Sessionless,
+        Incremental::Open { epoch, partitions } => {
+            req.topics = session_topics(&partitions);
+            Plan::Incremental {
+                id: req.session_id,
+                epoch,
+                seen: partitions.into_iter().map(|(k, _, s)| (k, s)).collect(),
+            }
+        }
+    }
+}
+
+/// A session's partitions as request topics: consecutive partitions of one
+/// topic under one entry, in the session's order.
+fn session_topics(
+    partitions: &[(PartitionKey, PartitionRequest, PartitionSeen)],
+) -> Vec<FetchTopic> {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for (key, r, _) in partitions {
+        let part = FetchPartition::default()
+            .with_partition(key.partition)
+            .with_fetch_offset(r.fetch_offset)
+            .with_partition_max_bytes(r.partition_max_bytes)
+            .with_current_leader_epoch(r.current_leader_epoch)
+            .with_last_fetched_epoch(r.last_fetched_epoch)
+            .with_log_start_offset(r.log_start_offset);
+        let same = topics.last().is_some_and(|t| match &key.topic {
+            TopicRef::Id(id) => t.topic_id == *id,
+            TopicRef::Name(name) => *t.topic.0 == **name,
+        });
+        if same {
+            if let Some(t) = topics.last_mut() {
+                t.partitions.push(part);
+            }
+            continue;
+        }
+        let t = match &key.topic {
+            TopicRef::Id(id) => FetchTopic::default().with_topic_id(*id),
+            TopicRef::Name(name) => {
+                FetchTopic::default().with_topic(TopicName(StrBytes::from_string(name.clone())))
+            }
+        };
+        topics.push(t.with_partitions(vec![part]));
+    }
+    topics
+}
+
+/// What sessions compare of a partition's answer.
+fn session_answer(p: &PartitionOut) -> PartitionAnswer {
+    PartitionAnswer {
+        high_watermark: p.high_watermark,
+        last_stable_offset: p.last_stable_offset,
+        log_start_offset: p.log_start_offset,
+        records_bytes: p.records_bytes,
+        error: !p.error.is_none(),
+        must_send: p.diverging_epoch.is_some() || p.current_leader.is_some(),
+    }
+}
+
+async fn fetch(ctx: Ctx, req: FetchRequest, plan: Plan) -> Option<Response> {
     let mut wants: Vec<Want> = Vec::new();
     let mut topics = Vec::new();
     // The topics found, by topic index (bytes out are counted on them).
@@ -251,10 +393,68 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
         }
         registered = false;
     };
+    // Sessions: open one, or keep only what changed in this one.
+    let mut session_id = INVALID_SESSION_ID;
+    let mut error = ErrorCode::NONE;
+    let mut keep: Option<Vec<bool>> = None;
+    match &plan {
+        Plan::Open { privileged } => {
+            let entries = wants
+                .iter()
+                .zip(&parts)
+                .map(|(w, p)| {
+                    let t = &topics[w.topic_idx];
+                    (
+                        session_key(by_id, &t.name, t.id, w.partition),
+                        PartitionRequest {
+                            fetch_offset: w.fetch_offset,
+                            partition_max_bytes: i32::try_from(w.max_bytes).unwrap_or(i32::MAX),
+                            current_leader_epoch: w.current_leader_epoch,
+                            last_fetched_epoch: w.last_fetched_epoch,
+                            log_start_offset: -1,
+                        },
+                        session_answer(p).seen(),
+                    )
+                })
+                .collect();
+            session_id =
+                ctx.broker
+                    .fetch_sessions
+                    .lock()
+                    .create(now_ms(), *privileged, by_id, entries);
+        }
+        Plan::Incremental { id, epoch, seen } => {
+            // The session's partitions are all distinct: one want each.
+            assert_eq!(
+                seen.len(),
+                wants.len(),
+                "session {id}: partitions and wants differ"
+            );
+            let answers: Vec<_> = seen
+                .iter()
+                .zip(&parts)
+                .map(|((k, s), p)| (k.clone(), *s, session_answer(p)))
+                .collect();
+            session_id = *id;
+            let finished = ctx
+                .broker
+                .fetch_sessions
+                .lock()
+                .finish_incremental(*id, *epoch, &answers);
+            keep = Some(finished.unwrap_or_else(|code| {
+                error = code;
+                vec![false; wants.len()]
+            }));
+        }
+        Plan::Sessionless | Plan::Error(_) => {}
+    }
     let mut endpoints: Vec<NodeEndpointOut> = Vec::new();
     // Kafka counts a follower's fetches apart (ReplicationBytesOutPerSec).
     let metering = ctx.broker.metrics.enabled() && replica.is_none();
-    for (w, mut p) in wants.iter().zip(parts) {
+    for (i, (w, mut p)) in wants.iter().zip(parts).enumerate() {
+        if keep.as_ref().is_some_and(|k| !k[i]) {
+            continue;
+        }
         if let Some(t) = topic_refs.get(w.topic_idx).and_then(Option::as_ref) {
             if metering && p.records_bytes > 0 {
                 t.stats.fetched(p.records_bytes);
@@ -282,28 +482,48 @@ async fn fetch(ctx: Ctx, req: FetchRequest) -> Option<Response> {
         }
         topics[w.topic_idx].partitions.push(p);
     }
+    if keep.is_some() {
+        // An incremental response names only topics with a partition in it,
+        // each once per run of its partitions.
+        let mut kept: Vec<TopicOut> = Vec::with_capacity(topics.len());
+        for t in topics.into_iter().filter(|t| !t.partitions.is_empty()) {
+            match kept.last_mut() {
+                Some(last) if last.id == t.id && last.name == t.name => {
+                    last.partitions.extend(t.partitions)
+                }
+                _ => kept.push(t),
+            }
+        }
+        topics = kept;
+    }
     if ctx.broker.metrics.enabled() {
         ctx.broker.metrics.errors_answered(
             ctx.api_key,
-            topics
-                .iter()
-                .flat_map(|t| t.partitions.iter().map(|p| p.error.0)),
+            std::iter::once(error.0).filter(|c| *c != 0).chain(
+                topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error.0)),
+            ),
         );
     }
     ctx.log_answered(|| {
-        let mut codes: Vec<i16> = topics
-            .iter()
-            .flat_map(|t| t.partitions.iter().map(|p| p.error.0))
+        let mut codes: Vec<i16> = std::iter::once(error.0)
+            .chain(
+                topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error.0)),
+            )
             .filter(|c| *c != 0)
             .collect();
         codes.sort_unstable();
         codes.dedup();
         codes
     });
-    Some(encode_with_endpoints(
+    Some(encode_session(
         ctx.api_version,
         ctx.correlation_id,
-        ErrorCode::NONE,
+        error,
+        session_id,
         isolation == Isolation::ReadCommitted,
         topics,
         endpoints,
@@ -511,6 +731,27 @@ pub fn encode_with_endpoints(
     topics: Vec<TopicOut>,
     endpoints: Vec<NodeEndpointOut>,
 ) -> Response {
+    encode_session(
+        version,
+        correlation_id,
+        error,
+        INVALID_SESSION_ID,
+        read_committed,
+        topics,
+        endpoints,
+    )
+}
+
+/// [`encode_with_endpoints`] in fetch session `session_id` (v7+; 0: none).
+pub fn encode_session(
+    version: i16,
+    correlation_id: i32,
+    error: ErrorCode,
+    session_id: i32,
+    read_committed: bool,
+    topics: Vec<TopicOut>,
+    endpoints: Vec<NodeEndpointOut>,
+) -> Response {
     assert!(
         VERSIONS.contains(&version),
         "fetch v{version} is not served"
@@ -528,7 +769,7 @@ pub fn encode_with_endpoints(
     e.buf.put_i32(0); // throttle_time_ms
     if version >= 7 {
         e.buf.put_i16(error.0);
-        e.buf.put_i32(0); // session_id: sessions are declined
+        e.buf.put_i32(session_id);
     }
     e.len_prefix(topics.len());
     for t in topics {
