@@ -341,3 +341,57 @@ fn appends_syncs_truncations_and_crashes_match_a_model() {
         }
     }
 }
+
+/// A new log's creation fsyncs nothing (Kafka does not fsync empty segments either); its
+/// first sync round of data makes the directory's entry in its parent and the files'
+/// entries in the directory durable before the data, and a crash before any data leaves
+/// a log that opens empty.
+#[test]
+fn a_new_log_defers_its_creation_fsyncs_to_its_first_data() {
+    let fs = Arc::new(FaultFs::new());
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("t-0");
+    let (log, _) = open(&fs, &dir);
+    assert!(
+        fs.synced_paths.lock().unwrap().is_empty(),
+        "creation synced"
+    );
+    log.close().unwrap();
+    drop(log);
+    // Lost in a crash before any data: the directory and all its files gone.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (log, _) = open(&fs, &dir);
+    assert_eq!(log.log_end_offset(), Offset(0));
+    // Half created (a segment without its index files): opens empty too.
+    drop(log);
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "log") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let (log, _) = open(&fs, &dir);
+    assert_eq!(log.log_end_offset(), Offset(0));
+    drop(log);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (log, _) = open(&fs, &dir);
+    fs.synced_paths.lock().unwrap().clear();
+    let r = log
+        .append_as_leader(&mut batch(2, 50, 0, 0), LeaderEpoch(1), 0)
+        .unwrap();
+    log.sync_to(r.last_offset).wait_blocking().unwrap();
+    let synced = fs.synced_paths.lock().unwrap().clone();
+    let at = |p: &Path| synced.iter().position(|s| s == p);
+    let data = at(&newest_log_file(&dir)).expect("data synced");
+    let parent = at(root.path()).expect("parent directory synced");
+    let own = synced
+        .iter()
+        .rposition(|s| s == &dir)
+        .expect("log directory synced");
+    assert!(parent < data && own < data, "{synced:?}");
+    // Acknowledged, so it survives a crash.
+    drop(log);
+    fs.crash(None);
+    let (log, _) = open(&fs, &dir);
+    assert_eq!(log.log_end_offset(), Offset(2));
+}

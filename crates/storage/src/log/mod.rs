@@ -144,7 +144,14 @@ pub struct Log {
     marker_unsynced: AtomicBool,
     status: AtomicU8,
     failure: Mutex<Option<String>>,
+    /// Files were created, renamed or removed in the log's directory since its last
+    /// fsync: the next sync round fsyncs it before the data.
     dir_dirty: AtomicBool,
+    /// The log's directory was created and its entry in the parent directory is not
+    /// yet durable: the next sync round fsyncs the parent first. A log created empty
+    /// defers every fsync of its creation to the first sync of data in it (an empty
+    /// partition lost in a crash is recreated empty by the next `open`).
+    parent_dirty: AtomicBool,
     config: RwLock<LogConfig>,
     epochs: Mutex<Vec<(i32, i64)>>,
     /// The cleaner checkpoint: the first offset not yet cleaned (compacted logs).

@@ -18,14 +18,15 @@ impl Log {
         let started = Instant::now();
         let config = config.normalized();
         let mut report = RecoveryReport::default();
-        if !dir.exists() {
+        // A new log: nothing of its creation is fsynced here (no data depends on it yet,
+        // and a partition whose directory or files a crash lost is recreated empty by the
+        // next `open`); the first sync round of data makes the directory entries durable
+        // (`parent_dirty`, `dir_dirty`) before the data counts as durable.
+        let created = !dir.exists();
+        if created {
             ctx.fs
                 .create_dir_all(dir)
                 .map_err(|e| StorageError::io_path("create", dir, e))?;
-            if let Some(parent) = dir.parent() {
-                checkpoint::sync_dir(&*ctx.fs, parent)
-                    .map_err(|e| StorageError::io_path("fsync", parent, e))?;
-            }
         }
 
         // Inventory; remove leftovers of interrupted operations.
@@ -402,7 +403,7 @@ impl Log {
                     StorageError::io(format!("write index of {}", seg.display()), e)
                 })?;
             }
-            if scanned.iter().any(|s| *s) || !report.clean {
+            if scanned.iter().any(|s| *s) || (!report.clean && !created) {
                 for (seg, _) in segments.iter().zip(&scanned).filter(|(_, s)| **s) {
                     seg.sync_data_now()
                         .map_err(|e| StorageError::io(format!("fsync {}", seg.display()), e))?;
@@ -420,11 +421,18 @@ impl Log {
             } else {
                 log_end
             };
-            if !report.clean || recovery_point != Some(rp_now) {
-                checkpoint::write_offset(&*ctx.fs, dir, RECOVERY_POINT_FILE, rp_now)
-                    .map_err(|e| StorageError::io_path("write checkpoint in", dir, e))?;
+            if created {
+                // Empty: a missing checkpoint means the same (recovery scans from the
+                // start); the flusher writes one once data past it is durable.
+                assert_eq!(rp_now, log_end, "a new log holds data");
+                (rp_now, rp_now)
+            } else {
+                if !report.clean || recovery_point != Some(rp_now) {
+                    checkpoint::write_offset(&*ctx.fs, dir, RECOVERY_POINT_FILE, rp_now)
+                        .map_err(|e| StorageError::io_path("write checkpoint in", dir, e))?;
+                }
+                (rp_now, rp_now)
             }
-            (rp_now, rp_now)
         };
         // The marker's removal is made durable before the first write (see `append`):
         // until then the files are exactly what the marker vouches for.
@@ -485,7 +493,8 @@ impl Log {
             marker_unsynced: AtomicBool::new(marker_unsynced),
             status: AtomicU8::new(OPEN),
             failure: Mutex::new(None),
-            dir_dirty: AtomicBool::new(false),
+            dir_dirty: AtomicBool::new(created),
+            parent_dirty: AtomicBool::new(created),
             config: RwLock::new(config),
             epochs: Mutex::new(epochs),
             cleaned_to: AtomicI64::new(cleaned_to),

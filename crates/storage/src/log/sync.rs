@@ -59,6 +59,14 @@ impl Log {
     /// crash in the middle of a round then leaves a durable prefix of the log, never a
     /// newer segment durable past an older one's lost tail.
     pub(super) fn sync_segments(&self, view: &View) -> Result<(), StorageError> {
+        if self.parent_dirty.swap(false, Ordering::AcqRel) {
+            if let Some(parent) = self.dir.parent() {
+                if let Err(e) = checkpoint::sync_dir(&*self.ctx.fs, parent) {
+                    self.parent_dirty.store(true, Ordering::Release);
+                    return Err(StorageError::io_path("fsync", parent, e));
+                }
+            }
+        }
         if self.dir_dirty.swap(false, Ordering::AcqRel) {
             if let Err(e) = checkpoint::sync_dir(&*self.ctx.fs, &self.dir) {
                 self.dir_dirty.store(true, Ordering::Release);

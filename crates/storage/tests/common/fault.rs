@@ -29,6 +29,8 @@ pub struct FaultFs {
     tear_next_write: AtomicU64,
     /// Syncs that succeeded (tests check that something was synced).
     pub syncs: AtomicU64,
+    /// Every sync that succeeded, files and directories, in order.
+    pub synced_paths: Mutex<Vec<PathBuf>>,
 }
 
 fn eio(what: &str) -> io::Error {
@@ -83,6 +85,7 @@ impl FaultFs {
         images.insert(path.to_path_buf(), Some(now));
         drop(images);
         self.syncs.fetch_add(1, Ordering::SeqCst);
+        self.synced_paths.lock().unwrap().push(path.to_path_buf());
         Ok(())
     }
 
@@ -159,7 +162,9 @@ impl FileSystem for FaultFs {
         if self.fail_syncs.load(Ordering::SeqCst) {
             return Err(eio("fsync of a directory"));
         }
-        File::open(dir).map(drop)
+        File::open(dir).map(drop)?;
+        self.synced_paths.lock().unwrap().push(dir.to_path_buf());
+        Ok(())
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.track(from);
