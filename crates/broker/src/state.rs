@@ -646,6 +646,11 @@ impl Broker {
     fn cluster_controller_config(&self) -> ControllerConfig {
         ControllerConfig {
             session_timeout_ms: self.config.broker_session_timeout_ms,
+            // Sooner than the session only: a shorter session needs neither.
+            activation_fence_ms: Some(fjord_controller::activation_fence_ms(
+                self.config.broker_heartbeat_interval_ms,
+            ))
+            .filter(|ms| *ms < self.config.broker_session_timeout_ms),
             auto_leader_rebalance: true,
             first_producer_id: PRODUCER_ID_FIRST,
             // Topic ids must differ across activations: a fresh seed each.

@@ -26,7 +26,10 @@
 //!   controller closed ([`Controller::connection_lost`]) with no heartbeat
 //!   since for `disconnect_fence_ms` (a process killed with `kill -9` closes
 //!   its sockets at once: waiting out a whole session for it only delays
-//!   its partitions' new leaders; Fjord's own addition), and, with
+//!   its partitions' new leaders; Fjord's own addition) or that has not
+//!   heartbeated to a newly activated controller within
+//!   `activation_fence_ms` (a killed controller's own broker never will),
+//!   and, with
 //!   `auto.leader.rebalance.enable`, moves leadership back to preferred
 //!   replicas every `leader.imbalance.check.interval.seconds`.
 //! - Leadership: when a broker is fenced or enters controlled shutdown, each
@@ -66,9 +69,10 @@ use std::sync::Arc;
 
 use fjord_metadata::{MetadataDelta, MetadataImage, PartitionRegistration};
 use fjord_model::limits::{
-    BROKER_DISCONNECT_FENCE_MS, BROKER_REGISTRATION_FEATURES_MAX,
-    BROKER_REGISTRATION_LISTENERS_MAX, BROKER_SESSION_TIMEOUT_MS_DEFAULT,
-    LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT, PARTITIONS_PER_TOPIC_MAX, PRODUCER_ID_BLOCK_SIZE,
+    BROKER_DISCONNECT_FENCE_MS, BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT,
+    BROKER_REGISTRATION_FEATURES_MAX, BROKER_REGISTRATION_LISTENERS_MAX,
+    BROKER_SESSION_TIMEOUT_MS_DEFAULT, LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
+    PARTITIONS_PER_TOPIC_MAX, PRODUCER_ID_BLOCK_SIZE,
 };
 use fjord_model::{is_valid_topic_name, ErrorCode, NodeId, Offset};
 use fjord_protocol::metadata_records::register_broker_record::{BrokerEndpoint, BrokerFeature};
@@ -112,6 +116,12 @@ pub struct ControllerConfig {
     /// heartbeated since is fenced after this long (`None`: only the
     /// session timeout fences).
     pub disconnect_fence_ms: Option<i64>,
+    /// A broker that has not heartbeated to a newly active controller
+    /// within this long is fenced (`None`: only the session timeout
+    /// fences). Live brokers find the new controller within about one
+    /// heartbeat interval; a dead one (say the previous controller's own
+    /// node) never does.
+    pub activation_fence_ms: Option<i64>,
     /// `auto.leader.rebalance.enable`.
     pub auto_leader_rebalance: bool,
     /// `leader.imbalance.check.interval.seconds`, in ms.
@@ -128,6 +138,7 @@ impl Default for ControllerConfig {
         ControllerConfig {
             session_timeout_ms: BROKER_SESSION_TIMEOUT_MS_DEFAULT,
             disconnect_fence_ms: Some(BROKER_DISCONNECT_FENCE_MS),
+            activation_fence_ms: Some(activation_fence_ms(BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT)),
             auto_leader_rebalance: true,
             leader_imbalance_check_interval_ms: LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
             first_producer_id: 0,
@@ -135,6 +146,14 @@ impl Default for ControllerConfig {
             planted_bug: PlantedBug::None,
         }
     }
+}
+
+/// The default `activation_fence_ms` for brokers heartbeating every
+/// `heartbeat_interval_ms`: one interval (a broker that heartbeated to the
+/// previous controller just before it went learns of the new one at its
+/// next heartbeat) and a margin to reconnect.
+pub fn activation_fence_ms(heartbeat_interval_ms: i64) -> i64 {
+    heartbeat_interval_ms.saturating_add(2 * BROKER_DISCONNECT_FENCE_MS)
 }
 
 /// Records to propose and the response to send once they are committed.
@@ -247,9 +266,10 @@ pub struct ProducerIdBlock {
 #[derive(Clone, Debug)]
 struct Session {
     last_contact_ms: i64,
-    /// When the broker's connection to this controller closed, unless it
-    /// heartbeated since.
-    disconnected_ms: Option<i64>,
+    /// The broker is fenced unless it heartbeats before this (set when
+    /// this controller activates and when the broker's connection closes;
+    /// cleared by a heartbeat).
+    contact_deadline_ms: Option<i64>,
     /// The metadata offset the broker last reported (-1: none yet).
     metadata_offset: i64,
     /// Set when the broker entered controlled shutdown: the end offset of
@@ -285,7 +305,9 @@ impl Controller {
                     *id,
                     Session {
                         last_contact_ms: now_ms,
-                        disconnected_ms: None,
+                        contact_deadline_ms: cfg
+                            .activation_fence_ms
+                            .map(|grace| now_ms.saturating_add(grace)),
                         metadata_offset: -1,
                         controlled_shutdown_offset: None,
                     },
@@ -325,7 +347,9 @@ impl Controller {
     pub fn connection_lost(&mut self, id: NodeId, closed_ms: i64) {
         if let Some(s) = self.sessions.get_mut(&id) {
             if s.last_contact_ms <= closed_ms {
-                s.disconnected_ms = Some(closed_ms);
+                if let Some(grace) = self.cfg.disconnect_fence_ms {
+                    s.contact_deadline_ms = Some(closed_ms.saturating_add(grace));
+                }
             }
         }
     }
@@ -478,7 +502,7 @@ impl Controller {
             req.broker_id,
             Session {
                 last_contact_ms: now_ms,
-                disconnected_ms: None,
+                contact_deadline_ms: None,
                 metadata_offset: -1,
                 controlled_shutdown_offset: None,
             },
@@ -589,12 +613,12 @@ impl Controller {
         }
         let session = self.sessions.entry(id).or_insert(Session {
             last_contact_ms: now_ms,
-            disconnected_ms: None,
+            contact_deadline_ms: None,
             metadata_offset: -1,
             controlled_shutdown_offset: None,
         });
         session.last_contact_ms = session.last_contact_ms.max(now_ms);
-        session.disconnected_ms = None;
+        session.contact_deadline_ms = None;
         session.metadata_offset = req.current_metadata_offset;
         if next == State::ControlledShutdown && session.controlled_shutdown_offset.is_none() {
             session.controlled_shutdown_offset =
@@ -758,10 +782,7 @@ impl Controller {
                         .last_contact_ms
                         .saturating_add(self.cfg.session_timeout_ms)
                         < now_ms;
-                    let gone = match (s.disconnected_ms, self.cfg.disconnect_fence_ms) {
-                        (Some(at), Some(grace)) => at.saturating_add(grace) < now_ms,
-                        _ => false,
-                    };
+                    let gone = s.contact_deadline_ms.is_some_and(|d| d < now_ms);
                     expired || gone
                 })
             })

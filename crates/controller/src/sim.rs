@@ -204,6 +204,9 @@ pub fn run(seed: u64, cfg: &SimConfig) -> Result<SimReport, SimFailure> {
     let ctl_cfg = ControllerConfig {
         session_timeout_ms: fjord_model::limits::BROKER_SESSION_TIMEOUT_MS_DEFAULT,
         disconnect_fence_ms: Some(fjord_model::limits::BROKER_DISCONNECT_FENCE_MS),
+        activation_fence_ms: Some(crate::activation_fence_ms(
+            fjord_model::limits::BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT,
+        )),
         auto_leader_rebalance: true,
         leader_imbalance_check_interval_ms: 10_000,
         first_producer_id: 0,

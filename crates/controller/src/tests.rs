@@ -376,10 +376,25 @@ fn a_closed_connection_fences_before_the_session_ends() {
     c.connection_lost(NodeId(3), 2_150);
     assert!(c.tick(2_200 + 2 * grace).records.is_empty());
     assert!(!fenced(&c, 3));
+    // A newly active controller fences the brokers that do not heartbeat
+    // to it within `activation_fence_ms` (a dead controller's own broker).
+    let image = c.image().clone();
+    let mut next = Controller::activate(ControllerConfig::default(), image, 10_000);
+    let grace = next.config().activation_fence_ms.unwrap();
+    assert!(grace < next.config().session_timeout_ms);
+    let end = next.image().end_offset().0;
+    next.heartbeat(10_500, &heartbeat(2, epochs[1], end))
+        .unwrap();
+    assert!(next.tick(10_000 + grace).records.is_empty());
+    next.tick(10_001 + grace);
+    assert!(fenced(&next, 3), "silent since the activation");
+    assert!(!fenced(&next, 2), "heartbeated to the new controller");
+    check_image(next.image()).unwrap();
     // Without a grace configured only the session fences.
     let mut c = Controller::activate(
         ControllerConfig {
             disconnect_fence_ms: None,
+            activation_fence_ms: None,
             ..Default::default()
         },
         base_image(),
