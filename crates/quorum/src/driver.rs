@@ -151,6 +151,8 @@ pub(crate) enum Event {
     /// once this node's listener handled it.
     AwaitLocal(Offset, Reply),
     Describe(oneshot::Sender<QuorumStatus>),
+    /// A connection to this voter failed (`Input::PeerUnreachable`).
+    Unreachable(NodeId),
     Stop,
 }
 
@@ -717,6 +719,7 @@ impl Driver {
                     endpoints: self.endpoints.iter().map(|v| (v.id, v.addr)).collect(),
                 });
             }
+            Event::Unreachable(peer) => self.step(Input::PeerUnreachable(peer)),
             Event::Stop => {}
         }
     }

@@ -392,6 +392,9 @@ async fn peer(voter: Voter, mut rx: mpsc::Receiver<(u64, Message)>, events: Sync
                 s
             }
             Err(_) => {
+                // The voter is likely gone (refused at once after a kill):
+                // the core may stop waiting for it as leader.
+                let _ = events.try_send(Event::Unreachable(voter.id));
                 // Requests queued meanwhile are stale: the core resends.
                 while rx.try_recv().is_ok() {}
                 tokio::time::sleep(Duration::from_millis(backoff_ms)).await;

@@ -134,6 +134,14 @@ pub enum Input {
     /// The state machine took (and made durable) a snapshot of the committed
     /// entries below `end_offset` (at or below the high watermark).
     SnapshotTaken(SnapshotId),
+    /// A connection to this voter was refused or reset: its process is
+    /// likely gone (a `kill -9` closes its sockets at once). A follower of
+    /// it treats it as a leader that resigned (Fjord's addition; Kafka
+    /// waits out `controller.quorum.fetch.timeout.ms`): it stops
+    /// refusing pre-votes and starts one after a backoff. Safety does not
+    /// rest on it: a pre-vote still needs a majority that no longer hears
+    /// the leader, and a live leader keeps answering the others.
+    PeerUnreachable(NodeId),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -356,6 +364,7 @@ impl Node {
                 }
             }
             Input::Propose(payload) => self.propose(payload, out),
+            Input::PeerUnreachable(peer) => self.peer_unreachable(peer),
             Input::Flushed { end_offset } => {
                 self.log.flushed(end_offset);
                 if let Role::Leader(_) = self.role {
@@ -894,6 +903,23 @@ impl Node {
             leader_id: self.leader_id,
         });
         self.reply(env, msg, out);
+    }
+
+    /// See [`Input::PeerUnreachable`].
+    fn peer_unreachable(&mut self, peer: NodeId) {
+        if self.leader_id != Some(peer) || peer == self.cfg.node_id {
+            return;
+        }
+        let soon = self.now_ms + self.backoff();
+        if let Role::Follower {
+            fetch_deadline_ms,
+            leader_resigned,
+            ..
+        } = &mut self.role
+        {
+            *leader_resigned = true;
+            *fetch_deadline_ms = soon.min(*fetch_deadline_ms);
+        }
     }
 
     fn handle_end_epoch(
@@ -1624,6 +1650,54 @@ mod tests {
             leader_id: leader.map(NodeId),
             voted_id: voted.map(NodeId),
         }
+    }
+
+    #[test]
+    fn a_follower_whose_leader_is_unreachable_pre_votes_before_the_fetch_timeout() {
+        let mut out = Vec::new();
+        // Another voter unreachable: nothing changes.
+        let (mut n, log) = node_with_log(2, &[1, 2, 3], state(3, Some(1), None), &[1, 2, 3]);
+        n.step(10, Input::PeerUnreachable(NodeId(3)), &log, &mut out);
+        let backoff = n.cfg.election_backoff_max_ms;
+        assert!(backoff < n.cfg.fetch_timeout_ms);
+        n.step(11 + backoff, Input::Tick, &log, &mut out);
+        assert_eq!(n.role(), RoleKind::Follower);
+        // The leader unreachable: a pre-vote once the backoff passed, before
+        // the fetch timeout.
+        let (mut n, log) = node_with_log(2, &[1, 2, 3], state(3, Some(1), None), &[1, 2, 3]);
+        n.step(10, Input::Tick, &log, &mut out);
+        assert_eq!(n.role(), RoleKind::Follower);
+        n.step(20, Input::PeerUnreachable(NodeId(1)), &log, &mut out);
+        out.clear();
+        n.step(21 + backoff, Input::Tick, &log, &mut out);
+        assert!(21 + backoff < 10 + n.cfg.fetch_timeout_ms);
+        assert_eq!(n.role(), RoleKind::Prospective);
+        let pre_votes = out
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Send(Envelope {
+                        message: Message::VoteRequest(VoteRequest { pre_vote: true, .. }),
+                        ..
+                    })
+                )
+            })
+            .count();
+        assert_eq!(pre_votes, 2);
+        // Pre-votes from others are granted at once.
+        let (mut m, log) = node_with_log(3, &[1, 2, 3], state(3, Some(1), None), &[1, 2, 3]);
+        m.step(10, Input::PeerUnreachable(NodeId(1)), &log, &mut out);
+        let mut pre = vote(2, 3, 4, 3, 3);
+        if let Message::VoteRequest(r) = &mut pre.message {
+            r.pre_vote = true;
+        }
+        out.clear();
+        m.step(11, Input::Receive(pre), &log, &mut out);
+        assert!(
+            vote_response(&out).vote_granted,
+            "the leader is not heard from"
+        );
     }
 
     #[test]

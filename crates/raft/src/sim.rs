@@ -7,7 +7,8 @@
 //! (and so reordered); network partitions into two sides; crashes that drop
 //! a random part of each disk's unsynced suffix (the quorum state is written
 //! synchronously, as Kafka's `quorum-state` file is) and restarts from what
-//! survived; every node's clock runs at its own rate (±2 %) from its own
+//! survived (the others told, half the time, that the crashed node is
+//! unreachable; sometimes a node is told so of a live one); every node's clock runs at its own rate (±2 %) from its own
 //! offset. A random workload proposes entries. Nodes' state machines take
 //! snapshots at random committed offsets (KIP-630): the log start moves up
 //! and entries below it are deleted, so lagging or restarted followers must
@@ -67,6 +68,9 @@ pub struct SimConfig {
     pub delay_max_ms: i64,
     /// Per million, per step: one node crashes.
     pub crash_ppm: u32,
+    /// Per million, per step: a node is told another is unreachable
+    /// though it lives (crashed ones are reported half the time).
+    pub unreachable_ppm: u32,
     /// Per million, per step: the network splits anew / heals.
     pub partition_ppm: u32,
     pub heal_ppm: u32,
@@ -91,6 +95,7 @@ impl SimConfig {
             duplicate_ppm: 30_000,
             delay_max_ms: 15,
             crash_ppm: 12_000,
+            unreachable_ppm: 5_000,
             partition_ppm: 8_000,
             heal_ppm: 20_000,
             flush_delay_max_ms: 25,
@@ -775,7 +780,21 @@ impl<'a> Sim<'a> {
             let i = self.rng.below(self.nodes.len());
             if self.nodes[i].node.is_some() {
                 self.crash(i)?;
+                // Its sockets close: the others may see it refuse them.
+                for j in 0..self.nodes.len() {
+                    if j != i && self.rng.chance(500_000) {
+                        self.feed(j, Input::PeerUnreachable(self.ids[i]))?;
+                    }
+                }
             }
+        }
+        if self.rng.chance(self.cfg.unreachable_ppm) {
+            // A connection fails though the peer lives (say a reset).
+            let (i, j) = (
+                self.rng.below(self.nodes.len()),
+                self.rng.below(self.nodes.len()),
+            );
+            self.feed(i, Input::PeerUnreachable(self.ids[j]))?;
         }
         if self.rng.chance(self.cfg.partition_ppm) {
             for s in self.side.iter_mut() {
