@@ -112,6 +112,7 @@ pub const FJORD_BROKER_CONFIGS: &[&str] = &[
     "node.id",
     "num.partitions",
     "offsets.retention.minutes",
+    "offsets.topic.replication.factor",
     "offsets.topic.segment.bytes",
     "process.roles",
     "socket.request.max.bytes",
@@ -138,6 +139,11 @@ pub struct GroupSettings {
     /// `offsets.topic.segment.bytes`: `__consumer_offsets`'s `segment.bytes` when it
     /// is created (Kafka's 100 MiB), so its segments roll and the cleaner compacts them.
     pub offsets_segment_bytes: u64,
+    /// `offsets.topic.replication.factor` (Kafka's 3): `__consumer_offsets`'s
+    /// replication factor in a cluster, which creates it only once that
+    /// many brokers are live (COORDINATOR_NOT_AVAILABLE until then, as in
+    /// Kafka). A single node (no quorum) creates it with one replica.
+    pub offsets_replication_factor: i16,
 }
 
 impl Default for GroupSettings {
@@ -149,6 +155,7 @@ impl Default for GroupSettings {
             session_timeout_ms_max: d.session_timeout_ms_max,
             offsets_retention_ms: d.offsets_retention_ms,
             offsets_segment_bytes: limits::OFFSETS_TOPIC_SEGMENT_BYTES_DEFAULT,
+            offsets_replication_factor: limits::OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT,
         }
     }
 }
@@ -977,6 +984,10 @@ impl BrokerConfig {
                 self.groups.offsets_retention_ms =
                     parse_bounded(name, value, 1, i64::MAX / 60_000)? * 60_000
             }
+            "offsets.topic.replication.factor" => {
+                self.groups.offsets_replication_factor =
+                    parse_bounded(name, value, 1, i16::MAX as i64)? as i16
+            }
             "offsets.topic.segment.bytes" => {
                 self.groups.offsets_segment_bytes =
                     parse_bounded(name, value, limits::SEGMENT_BYTES_MIN as i64, I32_MAX)? as u64
@@ -1117,6 +1128,10 @@ impl BrokerConfig {
         out.insert(
             "offsets.retention.minutes".into(),
             (self.groups.offsets_retention_ms / 60_000).to_string(),
+        );
+        out.insert(
+            "offsets.topic.replication.factor".into(),
+            self.groups.offsets_replication_factor.to_string(),
         );
         out.insert(
             "offsets.topic.segment.bytes".into(),

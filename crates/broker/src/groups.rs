@@ -306,13 +306,34 @@ impl Groups {
                         broker.config.groups.offsets_segment_bytes.to_string(),
                     ),
                 ]);
-                broker.create_topic_unchecked(
-                    OFFSETS_TOPIC,
-                    OFFSETS_TOPIC_PARTITIONS_DEFAULT,
-                    -1,
-                    overrides,
-                    false,
-                )?
+                // In a cluster, Kafka's offsets.topic.replication.factor,
+                // and not before that many brokers are live.
+                let replication_factor =
+                    if matches!(broker.quorum(), Some(crate::state::Quorum::Raft(_))) {
+                        broker.config.groups.offsets_replication_factor
+                    } else {
+                        -1
+                    };
+                broker
+                    .create_topic_unchecked(
+                        OFFSETS_TOPIC,
+                        OFFSETS_TOPIC_PARTITIONS_DEFAULT,
+                        replication_factor,
+                        overrides,
+                        false,
+                    )
+                    .map_err(|e| match e {
+                        StateError::Kafka {
+                            code: ErrorCode::INVALID_REPLICATION_FACTOR,
+                            message,
+                        } => StateError::kafka(
+                            ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                            format!(
+                                "{OFFSETS_TOPIC} needs offsets.topic.replication.factor={replication_factor} live brokers: {message}"
+                            ),
+                        ),
+                        e => e,
+                    })?
             }
         };
         let offsets_partitions: Vec<Arc<Partition>> = topic.partitions.read().clone();
@@ -593,6 +614,7 @@ fn is_transient(e: &StateError) -> bool {
                 | ErrorCode::REQUEST_TIMED_OUT
                 | ErrorCode::NOT_LEADER_OR_FOLLOWER
                 | ErrorCode::TOPIC_ALREADY_EXISTS
+                | ErrorCode::COORDINATOR_NOT_AVAILABLE
         )
     )
 }

@@ -47,6 +47,8 @@ const _: () = assert!(FETCH_SESSION_CACHE_SLOTS_DEFAULT <= FETCH_SESSION_CACHE_S
 pub const SEGMENT_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
 /// Smallest `segment.bytes` accepted (Kafka: 14 bytes; we want room for a batch).
 pub const SEGMENT_BYTES_MIN: u64 = 1024;
+/// `offsets.topic.replication.factor`: Kafka's default.
+pub const OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT: i16 = 3;
 /// `offsets.topic.segment.bytes` default (Kafka's): `__consumer_offsets`'s segment size.
 pub const OFFSETS_TOPIC_SEGMENT_BYTES_DEFAULT: u64 = 100 * 1024 * 1024;
 /// Default `index.interval.bytes`.
