@@ -64,6 +64,8 @@ pub struct BrokerConfig {
     /// `broker.heartbeat.interval.ms`: how often a registered broker
     /// heartbeats to the active controller (cluster mode).
     pub broker_heartbeat_interval_ms: i64,
+    /// The `replica.*` settings of replication (cluster mode).
+    pub replica: ReplicaSettings,
     /// `listeners` as given (named), controller listeners included; empty
     /// when only the default PLAINTEXT listener on `listen` is used.
     pub named_listeners: Vec<crate::kraft::NamedListener>,
@@ -115,6 +117,11 @@ pub const FJORD_BROKER_CONFIGS: &[&str] = &[
     "offsets.topic.replication.factor",
     "offsets.topic.segment.bytes",
     "process.roles",
+    "replica.fetch.max.bytes",
+    "replica.fetch.min.bytes",
+    "replica.fetch.response.max.bytes",
+    "replica.fetch.wait.max.ms",
+    "replica.lag.time.max.ms",
     "socket.request.max.bytes",
 ];
 
@@ -125,6 +132,36 @@ pub fn acts_on(name: &str) -> bool {
         None => {
             FJORD_BROKER_CONFIGS.contains(&name)
                 || crate::security::SECURITY_BROKER_CONFIGS.contains(&name)
+        }
+    }
+}
+
+/// Replication settings (Kafka's `replica.*` broker configs), with Kafka's
+/// defaults: the leader's ISR rule and what a follower's Fetch asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaSettings {
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long
+    /// leaves the ISR.
+    pub lag_time_max_ms: i64,
+    /// `replica.fetch.max.bytes`: bytes per partition of a follower's Fetch.
+    pub fetch_max_bytes: usize,
+    /// `replica.fetch.wait.max.ms`: how long the leader holds a follower's
+    /// Fetch that has less than `replica.fetch.min.bytes`.
+    pub fetch_wait_max_ms: u64,
+    /// `replica.fetch.min.bytes`.
+    pub fetch_min_bytes: usize,
+    /// `replica.fetch.response.max.bytes`: bytes of a whole Fetch answer.
+    pub fetch_response_max_bytes: usize,
+}
+
+impl Default for ReplicaSettings {
+    fn default() -> Self {
+        ReplicaSettings {
+            lag_time_max_ms: limits::REPLICA_LAG_TIME_MAX_MS_DEFAULT,
+            fetch_max_bytes: limits::REPLICA_FETCH_MAX_BYTES_DEFAULT,
+            fetch_wait_max_ms: limits::REPLICA_FETCH_WAIT_MAX_MS_DEFAULT,
+            fetch_min_bytes: limits::REPLICA_FETCH_MIN_BYTES_DEFAULT,
+            fetch_response_max_bytes: limits::REPLICA_FETCH_RESPONSE_MAX_BYTES_DEFAULT,
         }
     }
 }
@@ -841,6 +878,7 @@ impl Default for BrokerConfig {
             default_replication_factor: 1,
             broker_session_timeout_ms: limits::BROKER_SESSION_TIMEOUT_MS_DEFAULT,
             broker_heartbeat_interval_ms: limits::BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT,
+            replica: ReplicaSettings::default(),
             request_bytes_max: limits::FRAME_BYTES_MAX,
             connection_idle_ms: limits::CONNECTION_IDLE_MS_DEFAULT,
             connections_max: limits::CONNECTIONS_MAX_DEFAULT,
@@ -921,6 +959,25 @@ impl BrokerConfig {
             }
             "broker.heartbeat.interval.ms" => {
                 self.broker_heartbeat_interval_ms = parse_bounded(name, value, 1, i32::MAX as i64)?
+            }
+            "replica.lag.time.max.ms" => {
+                self.replica.lag_time_max_ms = parse_bounded(name, value, 1, i32::MAX as i64)?
+            }
+            "replica.fetch.max.bytes" => {
+                self.replica.fetch_max_bytes =
+                    parse_bounded(name, value, 0, limits::FRAME_BYTES_MAX as i64)? as usize
+            }
+            "replica.fetch.wait.max.ms" => {
+                self.replica.fetch_wait_max_ms =
+                    parse_bounded(name, value, 0, limits::FETCH_WAIT_MS_MAX)? as u64
+            }
+            "replica.fetch.min.bytes" => {
+                self.replica.fetch_min_bytes =
+                    parse_bounded(name, value, 1, limits::FRAME_BYTES_MAX as i64)? as usize
+            }
+            "replica.fetch.response.max.bytes" => {
+                self.replica.fetch_response_max_bytes =
+                    parse_bounded(name, value, 0, limits::FRAME_BYTES_MAX as i64)? as usize
             }
             "connections.max.idle.ms" => {
                 self.connection_idle_ms = parse_bounded(name, value, 1, i64::MAX)? as u64
@@ -1088,6 +1145,27 @@ impl BrokerConfig {
         out.insert(
             "broker.heartbeat.interval.ms".into(),
             self.broker_heartbeat_interval_ms.to_string(),
+        );
+        let r = &self.replica;
+        out.insert(
+            "replica.lag.time.max.ms".into(),
+            r.lag_time_max_ms.to_string(),
+        );
+        out.insert(
+            "replica.fetch.max.bytes".into(),
+            r.fetch_max_bytes.to_string(),
+        );
+        out.insert(
+            "replica.fetch.wait.max.ms".into(),
+            r.fetch_wait_max_ms.to_string(),
+        );
+        out.insert(
+            "replica.fetch.min.bytes".into(),
+            r.fetch_min_bytes.to_string(),
+        );
+        out.insert(
+            "replica.fetch.response.max.bytes".into(),
+            r.fetch_response_max_bytes.to_string(),
         );
         out.insert(
             "log.retention.check.interval.ms".into(),
@@ -1835,6 +1913,7 @@ mod kafka_name_tests {
         assert_eq!(c.data_dir, PathBuf::from("/tmp/kraft-combined-logs"));
         assert_eq!(c.topic_defaults.retention_ms, Some(168 * 3_600_000));
         assert_eq!(c.groups.initial_rebalance_delay_ms, 0);
+        assert_eq!(c.replica.lag_time_max_ms, 30_000);
         assert!(c.not_kafka.is_empty(), "{:?}", c.not_kafka);
         let (no_effect, not_kafka) = c.start_report();
         assert_eq!(not_kafka, None);
@@ -1842,7 +1921,7 @@ mod kafka_name_tests {
         for name in [
             "delete.topic.enable",
             "broker.rack",
-            "replica.lag.time.max.ms",
+            "num.replica.fetchers",
             "replica.selector.class",
             "group.coordinator.rebalance.protocols",
             "share.coordinator.state.topic.replication.factor",

@@ -7,8 +7,10 @@
 //!   such partition. Each round it asks every partition it serves what to
 //!   fetch ([`Partition::poll_replica_fetch`]: one fetch in flight, only
 //!   once what was appended is durable), sends one Fetch (v15: replica id
-//!   and broker epoch in `ReplicaState`, KIP-903; topics by id; long poll
-//!   `REPLICA_FETCH_WAIT_MAX_MS_DEFAULT`) to the leader's PLAINTEXT
+//!   and broker epoch in `ReplicaState`, KIP-903; topics by id; the
+//!   broker's `replica.fetch.wait.max.ms`, `replica.fetch.min.bytes`,
+//!   `replica.fetch.max.bytes` and `replica.fetch.response.max.bytes`,
+//!   `config::ReplicaSettings`) to the leader's PLAINTEXT
 //!   listener, hands each partition its answer
 //!   ([`Partition::on_replica_fetch_answer`]: append as follower, or
 //!   truncate on a diverging epoch, KIP-320), then waits for the appended
@@ -47,8 +49,7 @@ use std::time::Duration;
 
 use fjord_model::limits::{
     ALTER_PARTITION_BACKOFF_MS, ALTER_PARTITION_TIMEOUT_MS, FRAME_BYTES_MAX,
-    REPLICA_FETCHER_IDLE_MS, REPLICA_FETCH_MAX_BYTES_DEFAULT,
-    REPLICA_FETCH_RESPONSE_MAX_BYTES_DEFAULT, REPLICA_FETCH_WAIT_MAX_MS_DEFAULT, REPLICA_TICK_MS,
+    REPLICA_FETCHER_IDLE_MS, REPLICA_TICK_MS,
 };
 use fjord_model::{ErrorCode, LeaderEpoch, NodeId, Offset};
 use fjord_partition::Partition;
@@ -318,7 +319,7 @@ fn run_fetcher(
     let mut conn: Option<(SocketAddr, TcpStream)> = None;
     let mut correlation_id: i32 = 0;
     loop {
-        let (me, broker_epoch, addr) = {
+        let (me, broker_epoch, addr, settings) = {
             let Some(b) = weak.upgrade() else { return };
             if b.stopping.load(Ordering::SeqCst) {
                 return;
@@ -327,6 +328,7 @@ fn run_fetcher(
                 b.config.node_id,
                 b.broker_epoch.load(Ordering::SeqCst),
                 address_of(&b, source),
+                b.config.replica,
             )
         };
         let targets: Vec<FetchTarget> = assignments
@@ -357,7 +359,8 @@ fn run_fetcher(
             None => Err(format!("broker {} has no known listener", source.0)),
             Some(addr) => {
                 correlation_id = correlation_id.wrapping_add(1).max(0);
-                fetch_round(&mut conn, addr, me, broker_epoch, correlation_id, &polled)
+                let ids = (me, broker_epoch, correlation_id);
+                fetch_round(&mut conn, addr, ids, &settings, &polled)
             }
         };
         let now = now_ms();
@@ -385,13 +388,16 @@ fn error_answer() -> FetchAnswer {
     }
 }
 
+fn clamp_i32(v: usize) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
 /// One Fetch to the leader for every polled partition.
 fn fetch_round(
     conn: &mut Option<(SocketAddr, TcpStream)>,
     addr: SocketAddr,
-    me: NodeId,
-    broker_epoch: i64,
-    correlation_id: i32,
+    (me, broker_epoch, correlation_id): (NodeId, i64, i32),
+    settings: &crate::config::ReplicaSettings,
     polled: &[(FetchTarget, FollowerFetch)],
 ) -> Result<FetchResponse, String> {
     let mut topics: BTreeMap<Uuid, Vec<FetchPartition>> = BTreeMap::new();
@@ -403,7 +409,7 @@ fn fetch_round(
                 .with_fetch_offset(f.fetch_offset.0)
                 .with_last_fetched_epoch(f.last_fetched_epoch.0)
                 .with_log_start_offset(t.partition.log_start_offset().0)
-                .with_partition_max_bytes(REPLICA_FETCH_MAX_BYTES_DEFAULT as i32),
+                .with_partition_max_bytes(clamp_i32(settings.fetch_max_bytes)),
         );
     }
     let request = FetchRequest::default()
@@ -412,9 +418,9 @@ fn fetch_round(
                 .with_replica_id(BrokerId(me.0))
                 .with_replica_epoch(broker_epoch),
         )
-        .with_max_wait_ms(REPLICA_FETCH_WAIT_MAX_MS_DEFAULT as i32)
-        .with_min_bytes(1)
-        .with_max_bytes(REPLICA_FETCH_RESPONSE_MAX_BYTES_DEFAULT as i32)
+        .with_max_wait_ms(clamp_i32(settings.fetch_wait_max_ms as usize))
+        .with_min_bytes(clamp_i32(settings.fetch_min_bytes))
+        .with_max_bytes(clamp_i32(settings.fetch_response_max_bytes))
         .with_isolation_level(0)
         .with_session_id(0)
         .with_session_epoch(-1)
@@ -432,7 +438,7 @@ fn fetch_round(
         let connect = Duration::from_millis(1_000);
         let s = TcpStream::connect_timeout(&addr, connect).map_err(|e| e.to_string())?;
         let _ = s.set_nodelay(true);
-        let timeout = Duration::from_millis(REPLICA_FETCH_WAIT_MAX_MS_DEFAULT + 5_000);
+        let timeout = Duration::from_millis(settings.fetch_wait_max_ms + 5_000);
         s.set_read_timeout(Some(timeout))
             .and_then(|_| s.set_write_timeout(Some(timeout)))
             .map_err(|e| e.to_string())?;

@@ -930,8 +930,11 @@ impl Broker {
             if let Some(topic) = self.topic(name) {
                 let overrides = image.configs(resource);
                 let settings = self.settings_lenient(name, &overrides);
+                let leader = self.leader_settings(&settings);
                 for p in topic.partitions.read().iter() {
                     p.log.set_config(settings.log_config());
+                    // min.insync.replicas reaches a leadership at once.
+                    p.set_leader_settings(leader);
                 }
                 *topic.overrides.write() = overrides;
                 *topic.settings.write() = settings;
@@ -941,8 +944,10 @@ impl Broker {
             for topic in self.topics() {
                 let overrides = topic.overrides.read().clone();
                 let settings = self.settings_lenient(&topic.name, &overrides);
+                let leader = self.leader_settings(&settings);
                 for p in topic.partitions.read().iter() {
                     p.log.set_config(settings.log_config());
+                    p.set_leader_settings(leader);
                 }
                 *topic.settings.write() = settings;
             }
@@ -979,16 +984,8 @@ impl Broker {
             part.set_replica_state(replica_state_of(reg));
         } else if reg.leader == me.0 {
             self.replication.unfollow(topic_id, part.index.0);
-            let min_insync_replicas = settings
-                .get("min.insync.replicas")
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(fjord_model::limits::MIN_INSYNC_REPLICAS_DEFAULT);
-            let replication = fjord_replication::Settings {
-                replica_lag_time_max_ms: fjord_model::limits::REPLICA_LAG_TIME_MAX_MS_DEFAULT,
-                min_insync_replicas,
-            };
             // An AlterPartition it asks for is sent by the leader tick.
-            let _ = part.become_leader(state, replication, now_ms());
+            let _ = part.become_leader(state, self.leader_settings(settings), now_ms());
         } else {
             let epoch = self.broker_epoch.load(Ordering::SeqCst);
             part.become_follower(state, epoch, fjord_replication::FollowerSettings::default());
@@ -1001,6 +998,19 @@ impl Broker {
             } else {
                 self.replication.unfollow(topic_id, part.index.0);
             }
+        }
+    }
+
+    /// A leadership's replication settings: the topic's
+    /// `min.insync.replicas`, the broker's `replica.lag.time.max.ms`.
+    fn leader_settings(&self, settings: &TopicSettings) -> fjord_replication::Settings {
+        let min_insync_replicas = settings
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(fjord_model::limits::MIN_INSYNC_REPLICAS_DEFAULT);
+        fjord_replication::Settings {
+            replica_lag_time_max_ms: self.config.replica.lag_time_max_ms,
+            min_insync_replicas,
         }
     }
 

@@ -343,6 +343,9 @@ const _: () = assert!(REPLICA_FETCH_BACKOFF_MS_DEFAULT < REPLICA_LAG_TIME_MAX_MS
 /// `replica.fetch.wait.max.ms`: how long a leader holds a follower's fetch
 /// that found nothing new.
 pub const REPLICA_FETCH_WAIT_MAX_MS_DEFAULT: u64 = 500;
+/// Kafka's `replica.fetch.min.bytes` default: a follower's fetch is
+/// answered as soon as any record is there.
+pub const REPLICA_FETCH_MIN_BYTES_DEFAULT: usize = 1;
 /// `replica.fetch.max.bytes`: what a follower asks for per partition.
 pub const REPLICA_FETCH_MAX_BYTES_DEFAULT: usize = 1024 * 1024;
 /// `replica.fetch.response.max.bytes`: what a follower asks for per fetch.

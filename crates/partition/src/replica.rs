@@ -138,6 +138,27 @@ impl Partition {
         out
     }
 
+    /// New replication settings for the leadership this node holds (the
+    /// topic's `min.insync.replicas` or the broker's
+    /// `replica.lag.time.max.ms` changed without a leadership change);
+    /// nothing where it does not lead with other replicas. Kafka's leader
+    /// reads `min.insync.replicas` from the topic config on every check.
+    pub fn set_leader_settings(&self, settings: Settings) {
+        let mut out = Vec::new();
+        {
+            let mut role = self.role.lock();
+            let Some(Role::Leader(l)) = &mut *role else {
+                return;
+            };
+            if l.settings() == settings {
+                return;
+            }
+            l.set_settings(settings, &StorageLog(&self.log), &mut out);
+        }
+        self.apply_outputs(&out);
+        self.publish_commit_state();
+    }
+
     /// This node follows `state.leader` (or no one while it is -1), fetching
     /// with `broker_epoch`. Nothing is truncated here: the leader's answer
     /// to the next fetch settles divergence.
@@ -589,6 +610,47 @@ mod tests {
         // acks=1 is taken.
         l.append(&mut b, Acks::Leader, 0).unwrap();
         assert_eq!(l.log_end_offset(), Offset(1));
+    }
+
+    /// A topic's `min.insync.replicas` lowered in the image reaches the
+    /// leadership with no leadership change: acks=all is taken, and the
+    /// high watermark (held back while the ISR was below the minimum)
+    /// advances at once; raised again, acks=all is refused again.
+    #[test]
+    fn a_min_insync_replicas_change_reaches_the_leader_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = open(dir.path(), 1);
+        l.become_leader(state(1, 3, &[1]), settings(2), 0);
+        let mut b = batch(2);
+        l.append(&mut b, Acks::Leader, 0).unwrap();
+        drop(l.log.sync_to(l.log.log_end_offset()));
+        wait_durable(&l);
+        l.replication_tick(1, false);
+        assert_eq!(
+            l.high_watermark(),
+            Offset(0),
+            "held below min.insync.replicas"
+        );
+        let mut b = batch(1);
+        let e = l.append(&mut b, Acks::All, 1).unwrap_err();
+        assert!(matches!(e, PartitionError::NotEnoughReplicas), "{e:?}");
+        l.set_leader_settings(settings(1));
+        assert_eq!(
+            l.high_watermark(),
+            Offset(2),
+            "advanced under the new minimum"
+        );
+        let a = l.append(&mut b, Acks::All, 2).unwrap();
+        assert_eq!(a.result.base_offset, Offset(2));
+        l.set_leader_settings(settings(2));
+        let mut b = batch(1);
+        let e = l.append(&mut b, Acks::All, 3).unwrap_err();
+        assert!(matches!(e, PartitionError::NotEnoughReplicas), "{e:?}");
+        assert_eq!(
+            l.replica_state().leader_epoch,
+            LeaderEpoch(3),
+            "no leadership change"
+        );
     }
 
     #[test]

@@ -434,6 +434,23 @@ impl Leader {
         }
     }
 
+    /// New settings for this leadership (a topic's `min.insync.replicas`
+    /// changed in the metadata image, with no leadership change): the
+    /// high watermark may advance at once under a lower minimum.
+    pub fn set_settings(
+        &mut self,
+        settings: Settings,
+        log: &impl LogView,
+        out: &mut Vec<LeaderOutput>,
+    ) {
+        self.settings = settings;
+        self.maybe_advance(log, out);
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
     /// The partition's committed state for this leader epoch (an
     /// AlterPartition answer, or the metadata image): the ISR in use
     /// follows it.
