@@ -1,7 +1,9 @@
 """Transactions (issue 15) with confluent-kafka-python's transactional producer: commit and abort, the
 last stable offset (a read_committed consumer sees nothing of a transaction still open), a zombie producer
-fenced by a new one with the same transactional id, and DescribeTransactions/ListTransactions. Passes
-against Apache Kafka too (E2E_BROKER=kafka).
+fenced by a new one with the same transactional id, DescribeTransactions/ListTransactions, and aborted
+transactions dropped by read_committed consumers (confluent-kafka and the Java client; interleaved
+transactions of two producers; across a clean restart and a kill -9) with ListOffsets' latest at the last
+stable offset. Passes against Apache Kafka too (E2E_BROKER=kafka).
 """
 
 from __future__ import annotations
@@ -125,3 +127,105 @@ def test_describe_transactions_reports_the_state(broker):
             break
         time.sleep(0.2)
     assert d["state"] == "CompleteCommit", d
+
+
+def _interleaved_transactions(b: str, t: str) -> tuple[list[str], list[str]]:
+    """Two transactional producers on one partition, their transactions interleaved in the log: some
+    committed, some aborted. Returns (committed values in log order, every value in log order)."""
+    p1, p2 = txn_producer(b, unique("txn-a")), txn_producer(b, unique("txn-b"))
+    committed, everything = [], []
+
+    def put(p, values, committed_too):
+        for v in values:
+            p.produce(t, value=v.encode(), key=b"k", partition=0)
+        p.flush(30)
+        everything.extend(values)
+        if committed_too:
+            committed.extend(values)
+
+    for rnd in range(3):
+        p1.begin_transaction()
+        p2.begin_transaction()
+        put(p1, [f"p1-r{rnd}-a{i}" for i in range(4)], rnd != 1)
+        put(p2, [f"p2-r{rnd}-a{i}" for i in range(3)], rnd != 2)
+        put(p1, [f"p1-r{rnd}-b{i}" for i in range(2)], rnd != 1)
+        if rnd == 1:
+            p2.commit_transaction(30)
+            p1.abort_transaction(30)
+        elif rnd == 2:
+            p1.commit_transaction(30)
+            p2.abort_transaction(30)
+        else:
+            p1.commit_transaction(30)
+            p2.commit_transaction(30)
+    # A transaction aborted alone, then a last committed record after every marker.
+    p2.begin_transaction()
+    put(p2, ["p2-lone-abort"], False)
+    p2.abort_transaction(30)
+    p1.begin_transaction()
+    put(p1, ["p1-last"], True)
+    p1.commit_transaction(30)
+    return committed, everything
+
+
+def _check_isolation(b: str, t: str, committed: list[str], everything: list[str], java=None) -> None:
+    # Ask for one more record than exists: nothing else may arrive (aborted records nor duplicates).
+    rc = c.cf_consume(b, t, len(committed) + 1, conf={"isolation.level": "read_committed"}, timeout_s=8)
+    assert values_of(rc) == committed, values_of(rc)
+    ru = c.cf_consume(b, t, len(everything) + 1, conf={"isolation.level": "read_uncommitted"}, timeout_s=8)
+    assert values_of(ru) == everything, values_of(ru)
+    if java is not None:
+        recs, _, _ = c.java_consume(java, b, t, "end", conf={"isolation.level": "read_committed"})
+        assert [r["value"] for r in recs] == committed, [r["value"] for r in recs]
+
+
+def test_read_committed_drops_aborted_transactions(broker, java):
+    """Fetch lists the aborted transactions of the range (the partition's .txnindex), so read_committed
+    consumers (librdkafka's default, and the Java client's) see every committed record once and no
+    aborted one, while read_uncommitted ones see both."""
+    b = broker.bootstrap
+    t = c.create_topic(b, unique("txn-rc"))
+    committed, everything = _interleaved_transactions(b, t)
+    assert len(everything) - len(committed) == 10
+    _check_isolation(b, t, committed, everything, java)
+
+
+@pytest.mark.parametrize("how", ["restart", "kill9"])
+def test_aborted_transactions_survive_a_broker_restart(broker_factory, how):
+    """The aborted-transaction index is recovered with the log: after a clean restart or a kill -9
+    between the abort and the read, read_committed consumers still drop the aborted records."""
+    br = broker_factory()
+    b = br.bootstrap
+    t = c.create_topic(b, unique("txn-restart"))
+    committed, everything = _interleaved_transactions(b, t)
+    if how == "kill9":
+        br.kill9()
+        br.start()
+    else:
+        br.restart()
+    _check_isolation(br.bootstrap, t, committed, everything)
+
+
+def test_list_offsets_latest_is_the_lso_for_read_committed(broker):
+    b = broker.bootstrap
+    t = c.create_topic(b, unique("txn-lo"))
+    p = txn_producer(b, unique("txn-id"))
+    p.begin_transaction()
+    produce_values(p, t, ["x0", "x1", "x2"])
+
+    def latest(isolation: int) -> int:
+        with kschema.Conn(b) as conn:
+            r = conn.call("ListOffsets", 5, {"ReplicaId": -1, "IsolationLevel": isolation, "Topics": [
+                {"Name": t, "Partitions": [{"PartitionIndex": 0, "CurrentLeaderEpoch": -1, "Timestamp": -1}]}]})
+        (part,) = r["Topics"][0]["Partitions"]
+        assert part["ErrorCode"] == 0, part
+        return part["Offset"]
+
+    # The transaction is open from offset 0: read_committed's end is its first offset.
+    assert (latest(0), latest(1)) == (3, 0)
+    p.commit_transaction(30)
+    deadline = time.monotonic() + 10
+    while latest(1) != 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # The commit marker took offset 3.
+    assert (latest(0), latest(1)) == (4, 4)

@@ -550,16 +550,6 @@ impl Shell {
             coordinator_epoch: self.coordinator_epoch(partition),
             aborted: result == TxnResult::Abort,
         };
-        if marker.aborted && !partitions.is_empty() {
-            // Said every time: until Fetch lists aborted transactions, this is
-            // data a read_committed consumer should never see, and will.
-            tracing::warn!(
-                %transactional_id,
-                partitions = partitions.len(),
-                "transaction aborted: read_committed consumers still read its records \
-                 (aborted-transaction filtering in Fetch is not built yet)"
-            );
-        }
         let mut pending = partitions;
         let mut backoff_ms = TRANSACTION_MARKER_RETRY_BACKOFF_MS_MIN;
         loop {

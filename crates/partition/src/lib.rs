@@ -55,6 +55,7 @@ use std::task::{Context, Poll};
 
 use fjord_model::{limits, ErrorCode, LeaderEpoch, NodeId, Offset, PartitionIndex, ProducerId};
 use fjord_storage::producer_state::ProducerEntry;
+pub use fjord_storage::txn_index::AbortedTxn;
 use fjord_storage::{AppendResult, Log, ReadResult, StorageError, SyncWaiter};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{watch, Notify};
@@ -332,6 +333,9 @@ pub struct Fetched {
     pub last_stable_offset: Offset,
     pub log_start_offset: Offset,
     pub records: Result<ReadResult, PartitionError>,
+    /// read_committed: the aborted transactions overlapping the records returned
+    /// (empty otherwise).
+    pub aborted: Vec<AbortedTxn>,
 }
 
 /// One partition on this node. See the module docs.
@@ -652,11 +656,26 @@ impl Partition {
                 );
                 Ok(self.log.read(offset, max_bytes, upper, min_one_batch)?)
             });
+        let aborted = match (&records, isolation) {
+            (Ok(r), Isolation::ReadCommitted) if r.bytes > 0 => {
+                // Relied on: the records end at or below the last stable offset.
+                assert!(
+                    r.next_offset <= last_stable_offset.0,
+                    "partition {}: read_committed records end at {} past the LSO {}",
+                    self.index,
+                    r.next_offset,
+                    last_stable_offset
+                );
+                self.log.aborted_transactions(offset, Offset(r.next_offset))
+            }
+            _ => Vec::new(),
+        };
         Fetched {
             high_watermark,
             last_stable_offset,
             log_start_offset,
             records,
+            aborted,
         }
     }
 

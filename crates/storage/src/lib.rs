@@ -14,6 +14,8 @@
 //! truncation-intent                only while `Log::truncate_to` runs (or after a crash in it)
 //! 00000000000000004711.snapshot    idempotent-producer state below that offset (written
 //!                                  at roll and close; see `producer_state`)
+//! 00000000000000000000.txnindex    the segment's aborted transactions (only when it has
+//!                                  some; see `txn_index` and `log::txns`)
 //! .clean_shutdown                  present only between `Log::close` and the next `Log::open`
 //! cleaner-offset-checkpoint        compacted logs: the first offset not yet cleaned
 //! 00000000000000000000.log.cleaned a compaction's new segment before its commit point
@@ -105,6 +107,10 @@
 //!   sequences and epochs under the append lock and answers a retry with the original
 //!   offsets (`AppendResult::duplicate`). The producer state survives close and crash
 //!   (snapshot at roll and close, batch headers replayed after it on open).
+//! - Every ABORT marker in the log has exactly one entry in the aborted-transaction index
+//!   (memory and its segment's `.txnindex`), in marker order: written with the marker
+//!   (leader or follower), synced before a producer snapshot past it, rebuilt after the
+//!   snapshot on open, cut by truncation, dropped with its segment.
 //! - After an I/O error while writing, the log is offline: appends fail with
 //!   KAFKA_STORAGE_ERROR until it is reopened.
 
@@ -256,6 +262,9 @@ impl FileSlice {
 pub struct ReadResult {
     pub slices: Vec<FileSlice>,
     pub bytes: usize,
+    /// The offset after the last batch returned (0 when none is): a read_committed
+    /// fetch lists the aborted transactions that start below it.
+    pub next_offset: i64,
 }
 
 impl ReadResult {

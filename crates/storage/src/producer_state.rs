@@ -246,6 +246,11 @@ pub enum Verdict {
     },
 }
 
+/// A transaction marker batch (a transactional control batch of a producer).
+pub fn is_txn_marker(h: &BatchHeader) -> bool {
+    h.is_control() && h.is_transactional() && h.producer_id >= 0
+}
+
 /// A transaction closed by a marker in this partition (what the aborted-transaction
 /// index and the last stable offset need).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -490,6 +495,36 @@ impl ProducerStateMap {
         completed
     }
 
+    /// Applies a transaction marker batch read back from the log (`is_txn_marker`),
+    /// `aborted` as its control record says (the header does not), and returns the
+    /// transaction it closed (recovery and followers rebuild the aborted-transaction index
+    /// from it).
+    pub fn replay_marker_batch(&mut self, h: &BatchHeader, aborted: bool) -> CompletedTxn {
+        let producer_id = ProducerId(h.producer_id);
+        let coordinator_epoch = self
+            .producers
+            .get(&producer_id)
+            .map_or(-1, |e| e.coordinator_epoch);
+        self.replay_marker(&IncomingMarker {
+            producer_id,
+            epoch: ProducerEpoch(h.producer_epoch),
+            coordinator_epoch,
+            offset: Offset(h.base_offset),
+            timestamp_ms: h.max_timestamp,
+            aborted,
+        })
+    }
+
+    /// The last stable offset right after `completed` closed (Kafka's
+    /// `ProducerStateManager.lastStableOffset`): the first offset of the oldest
+    /// transaction still open, or the offset after the marker.
+    pub fn stable_offset_after(&self, completed: &CompletedTxn) -> Offset {
+        self.first_unstable_offset()
+            .map_or(Offset(completed.last_offset.0 + 1), |o| {
+                o.min(Offset(completed.last_offset.0 + 1))
+            })
+    }
+
     /// The first offset of the oldest open transaction (`None`: none is open). The last
     /// stable offset is the minimum of this and the high watermark.
     pub fn first_unstable_offset(&self) -> Option<Offset> {
@@ -519,20 +554,8 @@ impl ProducerStateMap {
     /// A transaction marker (a transactional control batch) closes its producer's open
     /// transaction; its coordinator epoch, in the record, is not read here.
     pub fn replay(&mut self, h: &BatchHeader) {
-        if h.is_control() && h.is_transactional() && h.producer_id >= 0 {
-            let producer_id = ProducerId(h.producer_id);
-            let coordinator_epoch = self
-                .producers
-                .get(&producer_id)
-                .map_or(-1, |e| e.coordinator_epoch);
-            self.replay_marker(&IncomingMarker {
-                producer_id,
-                epoch: ProducerEpoch(h.producer_epoch),
-                coordinator_epoch,
-                offset: Offset(h.base_offset),
-                timestamp_ms: h.max_timestamp,
-                aborted: false,
-            });
+        if is_txn_marker(h) {
+            self.replay_marker_batch(h, false);
             return;
         }
         let Some(b) = IncomingBatch::from_header(h) else {

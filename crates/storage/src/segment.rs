@@ -826,7 +826,12 @@ impl Segment {
     /// Removes the segment's files (an open descriptor keeps working for readers).
     pub(crate) fn delete_files(&self) -> io::Result<()> {
         self.deleted.store(true, Ordering::Release);
-        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        for suffix in [
+            LOG_SUFFIX,
+            INDEX_SUFFIX,
+            TIME_INDEX_SUFFIX,
+            crate::txn_index::TXN_INDEX_SUFFIX,
+        ] {
             match self.ctx.fs.remove_file(&self.path(suffix)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -11,9 +11,11 @@
 //! offsets strictly increasing). A file whose length is not a multiple of 34,
 //! or with another version, is damaged.
 //!
-//! This module is the format and the in-memory index of one segment
-//! (deterministic, no I/O); the log keeps one per segment (issue 15, next
-//! slice).
+//! This module is the format and the in-memory index (deterministic, no I/O).
+//! The log keeps one `TxnIndex` for all its segments in memory (entries in
+//! marker order across segments) and writes each segment's entries to that
+//! segment's file (`Log::append_marker`; rebuilt by recovery, cut by
+//! truncation, dropped with the segment by retention).
 
 use fjord_model::{Offset, ProducerId};
 
@@ -93,6 +95,18 @@ impl TxnIndex {
         Ok(index)
     }
 
+    /// An index of `entries` (in marker order, each a range).
+    pub fn from_entries(entries: Vec<AbortedTxn>) -> Result<TxnIndex, String> {
+        let mut index = TxnIndex {
+            entries: Vec::with_capacity(entries.len()),
+        };
+        for txn in entries {
+            index.check_next(&txn)?;
+            index.entries.push(txn);
+        }
+        Ok(index)
+    }
+
     fn check_next(&self, txn: &AbortedTxn) -> Result<(), String> {
         if txn.first_offset > txn.last_offset || txn.first_offset.0 < 0 {
             return Err(format!(
@@ -121,11 +135,22 @@ impl TxnIndex {
 
     /// The file's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.entries.len() * ABORTED_TXN_BYTES);
-        for e in &self.entries {
-            e.encode(&mut out);
-        }
-        out
+        encode_entries(&self.entries)
+    }
+
+    /// The entries whose marker lies in `from..to` (one segment's file).
+    pub fn entries_between(&self, from: Offset, to: Offset) -> &[AbortedTxn] {
+        let a = self.entries.partition_point(|e| e.last_offset < from);
+        let b = self.entries.partition_point(|e| e.last_offset < to);
+        &self.entries[a..b.max(a)]
+    }
+
+    /// Forgets the transactions whose marker is below `offset` (segments deleted from the
+    /// head of the log).
+    pub fn drop_before(&mut self, offset: Offset) {
+        let n = self.entries.partition_point(|e| e.last_offset < offset);
+        self.entries.drain(..n);
+        assert!(self.entries.first().is_none_or(|e| e.last_offset >= offset));
     }
 
     pub fn entries(&self) -> &[AbortedTxn] {
@@ -146,7 +171,11 @@ impl TxnIndex {
         upper_bound: Offset,
         out: &mut Vec<AbortedTxn>,
     ) -> bool {
-        for e in &self.entries {
+        // Entries before the first one ending at or after the fetch offset cannot overlap.
+        let first = self
+            .entries
+            .partition_point(|e| e.last_offset < fetch_offset);
+        for e in &self.entries[first..] {
             if e.last_offset >= fetch_offset && e.first_offset < upper_bound {
                 out.push(*e);
             }
@@ -162,6 +191,42 @@ impl TxnIndex {
         self.entries.retain(|e| e.last_offset < offset);
         assert!(self.entries.last().is_none_or(|e| e.last_offset < offset));
     }
+}
+
+/// Reads a `.txnindex` file's bytes as far as they are whole, valid entries (each a
+/// range); returns them and the problem after them, if any (a torn or damaged file).
+pub fn decode_prefix(bytes: &[u8]) -> (Vec<AbortedTxn>, Option<String>) {
+    let mut out = Vec::with_capacity(bytes.len() / ABORTED_TXN_BYTES);
+    for chunk in bytes.chunks(ABORTED_TXN_BYTES) {
+        let Ok(entry) = <&[u8; ABORTED_TXN_BYTES]>::try_from(chunk) else {
+            let problem = format!(
+                "length {} is not a multiple of {ABORTED_TXN_BYTES}",
+                bytes.len()
+            );
+            return (out, Some(problem));
+        };
+        match AbortedTxn::decode(entry) {
+            Ok(t) if t.first_offset <= t.last_offset && t.first_offset.0 >= 0 => out.push(t),
+            Ok(t) => {
+                let problem = format!(
+                    "aborted transaction {}..={} is not a range",
+                    t.first_offset, t.last_offset
+                );
+                return (out, Some(problem));
+            }
+            Err(e) => return (out, Some(e)),
+        }
+    }
+    (out, None)
+}
+
+/// The file bytes of `entries`.
+pub fn encode_entries(entries: &[AbortedTxn]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * ABORTED_TXN_BYTES);
+    for e in entries {
+        e.encode(&mut out);
+    }
+    out
 }
 
 /// `<base offset>.txnindex`, the offset zero-padded to 20 digits.
@@ -239,6 +304,24 @@ mod tests {
             out.iter().map(|t| t.producer_id.0).collect::<Vec<_>>(),
             vec![1, 2]
         );
+    }
+
+    #[test]
+    fn torn_files_keep_their_whole_entries() {
+        let good = hex(KAFKA_FILE);
+        let (entries, problem) = decode_prefix(&good[..ABORTED_TXN_BYTES + 5]);
+        assert!(problem.is_some());
+        assert_eq!(entries.len(), 1);
+        let (entries, problem) = decode_prefix(&good);
+        assert!(problem.is_none());
+        let mut all = TxnIndex::from_entries(entries.clone()).unwrap();
+        assert_eq!(all, TxnIndex::from_bytes(&good).unwrap());
+        let reversed: Vec<_> = entries.into_iter().rev().collect();
+        assert!(TxnIndex::from_entries(reversed).is_err());
+        assert_eq!(all.entries_between(Offset(10), Offset(21)).len(), 1);
+        assert_eq!(all.entries_between(Offset(0), Offset(9)).len(), 0);
+        all.drop_before(Offset(10));
+        assert_eq!(all.entries()[0].producer_id, ProducerId(7));
     }
 
     #[test]

@@ -27,7 +27,9 @@
 //!
 //! Each partition is read through `fjord_partition::Partition::read`, which
 //! decides the high watermark, the last stable offset, the leader epoch
-//! check (`current_leader_epoch`) and the range; a waiting fetch registers
+//! check (`current_leader_epoch`), the range and, for read_committed, the
+//! aborted transactions overlapping it (listed in the response so the client
+//! drops their records); a waiting fetch registers
 //! with the partitions and is woken by any append through them.
 //!
 //! The response is encoded here rather than by kafka-protocol so that record
@@ -102,6 +104,9 @@ pub struct PartitionOut {
     pub log_start_offset: i64,
     pub records: Vec<FileSlice>,
     pub records_bytes: usize,
+    /// read_committed: the aborted transactions overlapping the records, as
+    /// (producer id, first offset).
+    pub aborted_transactions: Vec<(i64, i64)>,
     /// v12+ tagged field 0: a follower's log diverges (KIP-320): the
     /// leader's (epoch, end offset).
     pub diverging_epoch: Option<(i32, i64)>,
@@ -550,6 +555,7 @@ fn read_all(
             log_start_offset: -1,
             records: Vec::new(),
             records_bytes: 0,
+            aborted_transactions: Vec::new(),
             diverging_epoch: None,
             current_leader: None,
         };
@@ -578,6 +584,11 @@ fn read_all(
         p.high_watermark = fetched.high_watermark.0;
         p.last_stable_offset = fetched.last_stable_offset.0;
         p.log_start_offset = fetched.log_start_offset.0;
+        p.aborted_transactions = fetched
+            .aborted
+            .iter()
+            .map(|t| (t.producer_id.0, t.first_offset.0))
+            .collect();
         match fetched.records {
             Ok(r) => {
                 total += r.bytes;
@@ -787,12 +798,21 @@ pub fn encode_session(
             if version >= 5 {
                 e.buf.put_i64(p.log_start_offset);
             }
-            // Aborted transactions: only for read_committed (there are none
-            // yet). A partition the broker does not know gets an empty list
-            // rather than null whatever the isolation, as from Kafka.
+            // Aborted transactions: only for read_committed. A partition the
+            // broker does not know gets an empty list rather than null
+            // whatever the isolation, as from Kafka.
             let unknown = p.error == ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
                 || p.error == ErrorCode::UNKNOWN_TOPIC_ID;
-            if read_committed || unknown {
+            if read_committed {
+                e.len_prefix(p.aborted_transactions.len());
+                for (producer_id, first_offset) in &p.aborted_transactions {
+                    e.buf.put_i64(*producer_id);
+                    e.buf.put_i64(*first_offset);
+                    if e.flexible {
+                        e.buf.put_u8(0); // no tagged fields
+                    }
+                }
+            } else if unknown {
                 e.len_prefix(0);
             } else {
                 e.null_array();
@@ -871,7 +891,9 @@ mod tests {
     use fjord_protocol::kafka_protocol::messages::fetch_response::{
         AbortedTransaction, FetchableTopicResponse, PartitionData,
     };
-    use fjord_protocol::kafka_protocol::messages::{BrokerId, FetchResponse, TopicName};
+    use fjord_protocol::kafka_protocol::messages::{
+        BrokerId, FetchResponse, ProducerId, TopicName,
+    };
     use fjord_protocol::kafka_protocol::protocol::StrBytes;
     use std::io::Write;
 
@@ -915,6 +937,11 @@ mod tests {
                                     log_start_offset: 2,
                                     records: slices,
                                     records_bytes: 150,
+                                    aborted_transactions: if read_committed {
+                                        vec![(7, 3), (9, 5)]
+                                    } else {
+                                        Vec::new()
+                                    },
                                     diverging_epoch: None,
                                     current_leader: None,
                                 },
@@ -926,6 +953,7 @@ mod tests {
                                     log_start_offset: 0,
                                     records: Vec::new(),
                                     records_bytes: 0,
+                                    aborted_transactions: Vec::new(),
                                     diverging_epoch: None,
                                     current_leader: None,
                                 },
@@ -947,15 +975,26 @@ mod tests {
                 }
                 let mut records = data[10..110].to_vec();
                 records.extend_from_slice(&data[200..250]);
-                let aborted = read_committed.then(Vec::<AbortedTransaction>::new);
+                let none = read_committed.then(Vec::<AbortedTransaction>::new);
+                let some = read_committed.then(|| {
+                    [(7, 3), (9, 5)]
+                        .into_iter()
+                        .map(|(pid, first)| {
+                            AbortedTransaction::default()
+                                .with_producer_id(ProducerId(pid))
+                                .with_first_offset(first)
+                        })
+                        .collect::<Vec<_>>()
+                });
                 let part = |i: i32, code: i16, hw: i64, start: i64, recs: Vec<u8>| {
+                    let aborted = if i == 0 { some.clone() } else { none.clone() };
                     PartitionData::default()
                         .with_partition_index(i)
                         .with_error_code(code)
                         .with_high_watermark(hw)
                         .with_last_stable_offset(hw)
                         .with_log_start_offset(if version >= 5 { start } else { -1 })
-                        .with_aborted_transactions(aborted.clone())
+                        .with_aborted_transactions(aborted)
                         .with_preferred_read_replica(BrokerId(-1))
                         .with_records(Some(Bytes::from(recs)))
                 };
@@ -1015,6 +1054,7 @@ mod tests {
                             log_start_offset: 0,
                             records: Vec::new(),
                             records_bytes: 0,
+                            aborted_transactions: Vec::new(),
                             diverging_epoch: Some((3, 17)),
                             current_leader: None,
                         },
@@ -1026,6 +1066,7 @@ mod tests {
                             log_start_offset: -1,
                             records: Vec::new(),
                             records_bytes: 0,
+                            aborted_transactions: Vec::new(),
                             diverging_epoch: None,
                             current_leader: Some((2, 5)),
                         },

@@ -248,6 +248,15 @@ impl Log {
         self.assign_epochs(&[(leader_epoch.0, leo)])?;
         let rolled = self.write_locked(&mut st, &cfg, &records, &found, 1, now_ms)?;
         st.producers.commit(update, now_ms);
+        if completed.aborted {
+            let txn = AbortedTxn {
+                producer_id: completed.producer_id,
+                first_offset: completed.first_offset,
+                last_offset: completed.last_offset,
+                last_stable_offset: st.producers.stable_offset_after(&completed),
+            };
+            self.record_abort(st.active.base_offset, txn)?;
+        }
         // Relied on by the last stable offset: the marker closed the transaction.
         assert!(
             st.producers
@@ -347,8 +356,20 @@ impl Log {
         }
         self.assign_epochs(&new_epochs)?;
         let rolled = self.write_locked(&mut st, &cfg, records, &found, span, now_ms)?;
-        for (h, _) in &found {
-            st.producers.replay(h);
+        for (h, r) in &found {
+            if !producer_state::is_txn_marker(h) {
+                st.producers.replay(h);
+                continue;
+            }
+            // A marker the leader wrote: an ABORT joins the aborted-transaction index.
+            let aborts = marker_aborts(h, &records[r.clone()]).unwrap_or_else(|e| {
+                tracing::warn!(dir = %self.dir.display(), offset = h.base_offset, "unreadable transaction marker: {e}");
+                false
+            });
+            if let Some(txn) = replay_marker(&mut st.producers, h, aborts) {
+                let base = st.active.base_offset;
+                self.record_abort(base, txn)?;
+            }
         }
         self.after_write(st, &cfg, records_count, rolled, now_ms);
         Ok(AppendResult {
@@ -502,6 +523,8 @@ impl Log {
             *v = Arc::new(nv);
         }
         tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
+        // The aborted transactions below the snapshot are durable before it is written.
+        self.sync_txn_index(old.base_offset)?;
         // Best effort, not synced: without it, recovery replays more batch headers.
         let snapshot = st.producers.encode_snapshot();
         if let Err(e) =

@@ -618,7 +618,7 @@ impl Log {
         let fs = &*self.ctx.fs;
         let dir = &self.dir;
         let base = cleaned.base;
-        let at = {
+        let (at, group_end) = {
             let view = self.view.read();
             let Some(at) = view.segments.iter().position(|s| Arc::ptr_eq(s, &group[0])) else {
                 return Ok(false);
@@ -631,7 +631,7 @@ impl Log {
             if !present {
                 return Ok(false);
             }
-            at
+            (at, view.segments[at + group.len()].base_offset)
         };
         for seg in group {
             seg.freeze()
@@ -654,6 +654,9 @@ impl Log {
             return Err(err);
         }
         let finish = (|| -> Result<Arc<Segment>, StorageError> {
+            // The merged segment's aborted transactions, before the others' files go (a
+            // crash in between leaves entries twice: recovery keeps one).
+            self.persist_txn_index(base, group_end)?;
             for seg in &group[1..] {
                 seg.delete_files()
                     .map_err(|e| StorageError::io(format!("remove {}", seg.display()), e))?;

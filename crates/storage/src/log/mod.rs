@@ -11,11 +11,13 @@ mod recovery;
 mod retention;
 mod sync;
 mod truncate;
+mod txns;
 
 pub use clean::{CleanOptions, CleanStats, Cleanability};
 use epochs::{assert_epochs_ordered, truncate_epochs_from_start};
 use read::scan_error;
 use recovery::rebuild_producer_state;
+use txns::{marker_aborts, replay_marker};
 
 use std::fs;
 use std::future::Future;
@@ -50,6 +52,7 @@ use crate::segment::{
     self, ScanError, Scanner, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
 use crate::storage::{Shared, Storage};
+use crate::txn_index::{AbortedTxn, TxnIndex};
 use crate::{AppendResult, FileSlice, LogConfig, ReadResult, RecoveryReport};
 
 const OPEN: u8 = 0;
@@ -158,6 +161,8 @@ pub struct Log {
     cleaned_to: AtomicI64,
     /// One cleaning round at a time.
     cleaning: Mutex<()>,
+    /// The aborted transactions of every segment (`txns`); taken after the append lock.
+    aborted: Mutex<TxnIndex>,
 }
 
 /// Resolves once `Log::sync_to`'s offset is on stable storage.
@@ -317,6 +322,7 @@ impl Log {
                 })?;
             st.active.index_dirty.store(true, Ordering::Release);
             self.flush()?;
+            self.sync_txn_index(st.active.base_offset)?;
             let leo = self.log_end.load(Ordering::Acquire);
             producer_state::write_snapshot(
                 &*self.ctx.fs,

@@ -70,6 +70,7 @@ impl Log {
                     break;
                 }
                 out.bytes += len;
+                out.next_offset = h.next_offset();
                 slice = Some(match slice {
                     Some((p, l)) => (p, l + len),
                     None => (pos, len),

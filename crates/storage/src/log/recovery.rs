@@ -32,6 +32,7 @@ impl Log {
         // Inventory; remove leftovers of interrupted operations.
         let mut bases = Vec::new();
         let mut index_files = Vec::new();
+        let mut txn_files = Vec::new();
         let mut marker_seen = false;
         let mut swaps = Vec::new();
         let mut swap_indexes = Vec::new();
@@ -67,6 +68,7 @@ impl Log {
                 Some((base, INDEX_SUFFIX | TIME_INDEX_SUFFIX)) => {
                     index_files.push((base, entry.path()))
                 }
+                Some((base, crate::txn_index::TXN_INDEX_SUFFIX)) => txn_files.push(base),
                 _ => {}
             }
         }
@@ -388,8 +390,46 @@ impl Log {
                 log_start
             }
         };
-        let producers =
-            rebuild_producer_state(&*ctx.fs, dir, &segments, log_end, now_ms, &mut report)?;
+        // Aborted transactions: the files' entries, those after the producer snapshot
+        // rebuilt with the producer state; then each segment's file made to match.
+        txn_files.sort_unstable();
+        let loaded = txns::load_txn_files(dir, &txn_files, &mut report);
+        let (mut aborted, rebuild_below) =
+            match txns::index_from_loaded(&loaded, first_base, log_end) {
+                Some(idx) => (idx, loaded.damaged.unwrap_or(i64::MAX)),
+                None => (TxnIndex::new(), first_base),
+            };
+        let producers = rebuild_producer_state(
+            &*ctx.fs,
+            dir,
+            &segments,
+            log_end,
+            rebuild_below,
+            now_ms,
+            &mut report,
+            &mut aborted,
+        )?;
+        for (i, seg) in segments.iter().enumerate() {
+            let next = segments.get(i + 1).map_or(i64::MAX, |s| s.base_offset);
+            let want = aborted.entries_between(Offset(seg.base_offset), Offset(next));
+            if loaded
+                .on_disk
+                .get(&seg.base_offset)
+                .map_or(&[][..], Vec::as_slice)
+                != want
+                || (want.is_empty() && loaded.on_disk.contains_key(&seg.base_offset))
+            {
+                txns::write_txn_file(&*ctx.fs, dir, seg.base_offset, want)?;
+            }
+        }
+        for base in loaded.on_disk.keys() {
+            if segments
+                .binary_search_by_key(base, |s| s.base_offset)
+                .is_err()
+            {
+                txns::write_txn_file(&*ctx.fs, dir, *base, &[])?;
+            }
+        }
 
         let (recovery_point_now, checkpoint_written) = if light {
             active.flushed_size.store(0, Ordering::Release);
@@ -499,6 +539,7 @@ impl Log {
             epochs: Mutex::new(epochs),
             cleaned_to: AtomicI64::new(cleaned_to),
             cleaning: Mutex::new(()),
+            aborted: Mutex::new(aborted),
         });
         if light {
             log.request_flush();
@@ -552,20 +593,28 @@ pub(super) fn complete_truncation(
 }
 
 /// Loads the newest usable producer snapshot at or below `log_end` (deleting later and
-/// damaged ones) and replays the batch headers after it.
+/// damaged ones) and also at or below `snapshot_at_most` (the aborted-transaction index
+/// is not trusted past it), and replays the batch headers after it. `aborted` keeps its
+/// entries below that snapshot and gets those of the ABORT markers replayed.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn rebuild_producer_state(
     fs: &dyn FileSystem,
     dir: &Path,
     segments: &[Arc<Segment>],
     log_end: i64,
+    snapshot_at_most: i64,
     now_ms: i64,
     report: &mut RecoveryReport,
+    aborted: &mut TxnIndex,
 ) -> Result<ProducerStateMap, StorageError> {
     let mut state = ProducerStateMap::default();
     let mut from = segments.first().map_or(log_end, |s| s.base_offset);
     let snapshots =
         producer_state::list_snapshots(dir).map_err(|e| StorageError::io_path("list", dir, e))?;
     for (offset, path) in snapshots.into_iter().rev() {
+        if offset <= log_end && offset > snapshot_at_most {
+            continue;
+        }
         let loaded = if offset > log_end {
             Err(format!("it is past the log end {log_end}"))
         } else {
@@ -589,6 +638,7 @@ pub(super) fn rebuild_producer_state(
             }
         }
     }
+    aborted.truncate_to(Offset(from));
     if from < log_end {
         let first = segments
             .partition_point(|s| s.base_offset <= from)
@@ -604,8 +654,8 @@ pub(super) fn rebuild_producer_state(
             };
             let mut scanner = Scanner::new(&file, start, seg.size());
             loop {
-                let h = match scanner.next_header() {
-                    Ok(Some((h, _))) => h,
+                let (h, pos) = match scanner.next_header() {
+                    Ok(Some(x)) => x,
                     Ok(None) => break,
                     Err(e) => return Err(scan_error(seg, start, e)),
                 };
@@ -616,7 +666,31 @@ pub(super) fn rebuild_producer_state(
                     continue;
                 }
                 report.producer_batches_replayed += 1;
-                state.replay(&h);
+                if !producer_state::is_txn_marker(&h) {
+                    state.replay(&h);
+                    continue;
+                }
+                let batch = scanner
+                    .window(pos, h.total_bytes())
+                    .map_err(|e| StorageError::io(format!("read {}", seg.display()), e))?;
+                let aborts = match marker_aborts(&h, batch) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn_problem(
+                            report,
+                            dir,
+                            format!(
+                                "{}: unreadable marker at {}: {e}",
+                                seg.display(),
+                                h.base_offset
+                            ),
+                        );
+                        false
+                    }
+                };
+                if let Some(txn) = replay_marker(&mut state, &h, aborts) {
+                    aborted.append(txn);
+                }
             }
         }
     }

@@ -57,8 +57,10 @@ impl Log {
             nv.log_start
         );
         let new_start = nv.log_start;
+        let first_base = nv.segments[0].base_offset;
         *v = Arc::new(nv);
         drop(v);
+        self.drop_aborted_before(first_base);
         truncate_epochs_from_start(&mut self.epochs.lock(), new_start);
         removed
     }

@@ -187,14 +187,27 @@ impl Log {
         let segments = Arc::clone(&self.view.read()).segments.clone();
         let mut report = RecoveryReport::default();
         // No expiry here (`i64::MIN`): the next append's or retention's `now` does it.
+        // The aborted transactions in memory are exact up to the replay's start.
+        let mut aborted = self.aborted_copy();
         st.producers = rebuild_producer_state(
             &*self.ctx.fs,
             dir,
             &segments,
             new_leo,
+            new_leo,
             i64::MIN,
             &mut report,
+            &mut aborted,
         )?;
+        assert!(
+            aborted
+                .entries()
+                .last()
+                .is_none_or(|e| e.last_offset.0 < new_leo),
+            "an aborted transaction past the truncation point {new_leo}"
+        );
+        self.set_aborted(aborted);
+        self.persist_txn_index(cut.base, i64::MAX)?;
 
         checkpoint::sync_dir(&*self.ctx.fs, dir)
             .map_err(|e| StorageError::io_path("fsync", dir, e))?;
