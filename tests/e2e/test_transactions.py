@@ -229,3 +229,54 @@ def test_list_offsets_latest_is_the_lso_for_read_committed(broker):
         time.sleep(0.1)
     # The commit marker took offset 3.
     assert (latest(0), latest(1)) == (4, 4)
+
+
+def _table(stdout: str) -> list[dict]:
+    """The rows of a kafka-transactions table (a header line, then tab-separated rows)."""
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    header = lines[0].split()
+    rows = [ln.split("\t") if "\t" in ln else ln.split() for ln in lines[1:]]
+    return [dict(zip(header, (v.strip() for v in row))) for row in rows]
+
+
+def test_kafka_transactions_tool_lists_and_describes(broker, java):
+    """Apache Kafka's `kafka-transactions` tool: list, describe and describe-producers show an open
+    transaction (its state, partitions, producer and first offset), then its completion."""
+    b = broker.bootstrap
+    t = c.create_topic(b, unique("txn-tool"))
+    txn_id = unique("txn-tool-id")
+    p = txn_producer(b, txn_id)
+    p.begin_transaction()
+    produce_values(p, t, ["a", "b"])
+    tool = "org.apache.kafka.tools.TransactionsCommand"
+    deadline = time.monotonic() + 20
+    while True:
+        res = java.run(tool, "--bootstrap-server", b, "describe", "--transactional-id", txn_id, timeout=90,
+                       check=False)
+        rows = _table(res.stdout) if res.returncode == 0 else []
+        if (rows and rows[0].get("TransactionState") == "Ongoing") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert rows and rows[0]["TransactionState"] == "Ongoing", res.stdout + res.stderr
+    assert rows[0]["TransactionalId"] == txn_id and f"{t}-0" in rows[0]["TopicPartitions"], rows
+    producer_id = rows[0]["ProducerId"]
+    listed = _table(java.run(tool, "--bootstrap-server", b, "list", timeout=90).stdout)
+    assert [(r["ProducerId"], r["TransactionState"]) for r in listed if r["TransactionalId"] == txn_id] == [
+        (producer_id, "Ongoing")], listed
+    producers = _table(java.run(tool, "--bootstrap-server", b, "describe-producers", "--topic", t,
+                                "--partition", "0", timeout=90).stdout)
+    (mine,) = [r for r in producers if r["ProducerId"] == producer_id]
+    assert mine["CurrentTransactionStartOffset"].strip("OptionalLong[]") == "0", producers
+    p.commit_transaction(30)
+    deadline = time.monotonic() + 20
+    while True:
+        rows = _table(java.run(tool, "--bootstrap-server", b, "describe", "--transactional-id", txn_id,
+                               timeout=90).stdout)
+        if rows[0]["TransactionState"] == "CompleteCommit" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert rows[0]["TransactionState"] == "CompleteCommit", rows
+    producers = _table(java.run(tool, "--bootstrap-server", b, "describe-producers", "--topic", t,
+                                "--partition", "0", timeout=90).stdout)
+    (mine,) = [r for r in producers if r["ProducerId"] == producer_id]
+    assert mine["CurrentTransactionStartOffset"] == "None", producers

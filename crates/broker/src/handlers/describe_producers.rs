@@ -1,8 +1,9 @@
 //! DescribeProducers: version 0 (`kafka-transactions describe-producers`).
 //! Each partition's idempotent producers from its producer state
 //! (`Partition::active_producers`): id, epoch, last sequence and the
-//! timestamp of its newest batch; no transactions exist yet, so the
-//! coordinator epoch and the current transaction's start offset are -1. An
+//! timestamp of its newest batch, the coordinator epoch of its last marker
+//! (-1 before any) and the first offset of its open transaction (-1 when
+//! none is open; `kafka-transactions find-hanging` reads it). An
 //! unknown topic or partition is UNKNOWN_TOPIC_OR_PARTITION (with Kafka's
 //! message for an unknown topic, none for an unknown partition, as Kafka).
 
@@ -53,8 +54,10 @@ pub fn handle(ctx: &Ctx, req: DescribeProducersRequest) -> Option<BytesMut> {
                                         .with_producer_epoch(i32::from(e.epoch.0))
                                         .with_last_sequence(e.last_sequence().unwrap_or(-1))
                                         .with_last_timestamp(e.last_timestamp_ms)
-                                        .with_coordinator_epoch(-1)
-                                        .with_current_txn_start_offset(-1)
+                                        .with_coordinator_epoch(e.coordinator_epoch)
+                                        .with_current_txn_start_offset(
+                                            e.current_txn_first_offset.map_or(-1, |o| o.0),
+                                        )
                                 })
                                 .collect(),
                         ),
