@@ -43,7 +43,10 @@ UNORDERED = {"SupportedFeatures": "Name", "FinalizedFeatures": "Name"}
 # The same, for one API: Kafka answers DeleteGroups and DeleteTopics as each shard or deletion finishes.
 # DescribeConfigs lists a resource's configs in its own order (clients read them as a map).
 UNORDERED_BY_API = {"DeleteGroups": {"Results": "GroupId"}, "DescribeConfigs": {"Configs": "Name"},
-                    "DeleteTopics": {"Responses": "Name"}}
+                    "DeleteTopics": {"Responses": "Name"},
+                    # Kafka's ScramImage and ScramControlManager answer from hash maps.
+                    "DescribeUserScramCredentials": {"Results": "User"},
+                    "AlterUserScramCredentials": {"Results": "User"}}
 # Per API: fields of a broker's own state (disk sizes and paths, its metadata log's offsets and clocks).
 VOLATILE_BY_API = {
     "DescribeLogDirs": {"LogDir": "<dir>", "TotalBytes": "<bytes>", "UsableBytes": "<bytes>",
@@ -345,6 +348,29 @@ def cases(fjord_apis: dict[int, tuple[int, int]]):
         yield f"sasl-handshake-plaintext-v{v}", "SaslHandshake", v, {"Mechanism": "PLAIN"}
     for v in every("SaslAuthenticate", 36):
         yield f"sasl-authenticate-plaintext-v{v}", "SaslAuthenticate", v, {"AuthBytes": b"\0alice\0secret"}
+
+    # SCRAM credentials (KIP-554): refusals, then a set / describe / delete round trip.
+    def upsert(name, mechanism=1, iterations=4096):
+        return {"Name": name, "Mechanism": mechanism, "Iterations": iterations, "Salt": b"diff-salt",
+                "SaltedPassword": bytes(range(32))}
+    for v in every("DescribeUserScramCredentials", 50):
+        yield f"scram-describe-all-empty-v{v}", "DescribeUserScramCredentials", v, {"Users": None}
+        yield f"scram-describe-unknown-v{v}", "DescribeUserScramCredentials", v, {
+            "Users": [{"Name": "nobody"}, {"Name": "dup"}, {"Name": "dup"}]}
+    for v in every("AlterUserScramCredentials", 51):
+        yield f"scram-alter-refused-v{v}", "AlterUserScramCredentials", v, {
+            "Deletions": [{"Name": "nobody", "Mechanism": 1}, {"Name": "", "Mechanism": 1}],
+            "Upsertions": [upsert("few", iterations=1000), upsert("many", iterations=20_000),
+                           upsert("mech", mechanism=9), upsert("twice"), upsert("twice", mechanism=2)]}
+        yield f"scram-alter-upsert-v{v}", "AlterUserScramCredentials", v, {
+            "Deletions": [], "Upsertions": [upsert("diff-alice"), upsert("diff-bob", 2, 8192)]}
+    for v in every("DescribeUserScramCredentials", 50):
+        yield f"scram-describe-all-v{v}", "DescribeUserScramCredentials", v, {"Users": []}
+        yield f"scram-describe-one-v{v}", "DescribeUserScramCredentials", v, {"Users": [{"Name": "diff-bob"}]}
+    for v in every("AlterUserScramCredentials", 51):
+        yield f"scram-alter-delete-v{v}", "AlterUserScramCredentials", v, {
+            "Deletions": [{"Name": "diff-alice", "Mechanism": 1}, {"Name": "diff-bob", "Mechanism": 2}],
+            "Upsertions": []}
 
     yield from more_cases(every)
 

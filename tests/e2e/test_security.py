@@ -1,6 +1,7 @@
-"""Secured listeners with real clients (issue 18): SSL with mutual TLS and SASL_PLAINTEXT with PLAIN, beside the
-PLAINTEXT listener, configured with Kafka's own names. Certificates (openssl CLI) and passwords are made by the
-test. Runs against Fjord and, with E2E_BROKER=kafka, against Apache Kafka 4.3.1 with the same settings."""
+"""Secured listeners with real clients (issue 18): SSL with mutual TLS and SASL_PLAINTEXT with PLAIN and
+SCRAM-SHA-256/512, beside the PLAINTEXT listener, configured with Kafka's own names. SCRAM users are created with
+Kafka's own `kafka-configs` tool (AlterUserScramCredentials). Certificates (openssl CLI) and passwords are made by
+the test. Runs against Fjord and, with E2E_BROKER=kafka, against Apache Kafka 4.3.1 with the same settings."""
 
 from __future__ import annotations
 
@@ -73,10 +74,14 @@ def secured(pki, tmp_path_factory):
         "ssl.truststore.type": "PEM",
         "ssl.truststore.location": str(pki / "ca.pem"),
         "listener.name.ssl.ssl.client.auth": "required",
-        "sasl.enabled.mechanisms": "PLAIN",
+        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
         "listener.name.sasl_plaintext.plain.sasl.jaas.config":
             "org.apache.kafka.common.security.plain.PlainLoginModule required "
             f'username="alice" password="{PASSWORD}" user_alice="{PASSWORD}";',
+        "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config":
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config":
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
     }
     try:
         b.start()
@@ -204,3 +209,70 @@ def test_handshake_that_never_finishes_is_closed(secured):
     with socket.create_connection(("127.0.0.1", sasl_port)) as s:
         assert _closed(s, timeout_s=30)
     assert time.monotonic() - start < 25
+
+
+# ------------------------------------------------------------------ SASL/SCRAM
+CONFIGS = "kafka.admin.ConfigCommand"
+SCRAM_PASSWORD = "bob-" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="module")
+def scram_user(secured, java):
+    """User `bob` with SCRAM-SHA-256 and SCRAM-SHA-512 credentials, set with Kafka's kafka-configs tool over the
+    PLAINTEXT listener (AlterUserScramCredentials); its --describe lists both (DescribeUserScramCredentials)."""
+    b, _, _ = secured
+    java.run(CONFIGS, "--bootstrap-server", b.bootstrap, "--alter", "--add-config",
+             f"SCRAM-SHA-256=[iterations=8192,password={SCRAM_PASSWORD}],SCRAM-SHA-512=[password={SCRAM_PASSWORD}]",
+             "--entity-type", "users", "--entity-name", "bob")
+    out = java.run(CONFIGS, "--bootstrap-server", b.bootstrap, "--describe", "--entity-type", "users",
+                   "--entity-name", "bob").stdout
+    assert "SCRAM-SHA-256=iterations=8192" in out and "SCRAM-SHA-512=iterations=4096" in out, out
+    return "bob"
+
+
+def scram_conf(mechanism, password=SCRAM_PASSWORD, user="bob"):
+    return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": mechanism, "sasl.username": user,
+            "sasl.password": password}
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_librdkafka_over_sasl_scram(secured, scram_user, mechanism):
+    b, _, sasl_port = secured
+    roundtrip_librdkafka(f"127.0.0.1:{sasl_port}", scram_conf(mechanism))
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_kafka_python_over_sasl_scram(secured, scram_user, mechanism):
+    b, _, sasl_port = secured
+    bootstrap = f"127.0.0.1:{sasl_port}"
+    conf = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": mechanism,
+            "sasl_plain_username": scram_user, "sasl_plain_password": SCRAM_PASSWORD}
+    topic = f"sec-scram-{uuid.uuid4().hex[:8]}"
+    recs = c.records(20, headers=False)
+    c.kp_produce(bootstrap, topic, recs, conf=conf)
+    got = c.kp_consume(bootstrap, topic, 20, **conf)
+    assert [r["value"] for r in got] == [r["value"] for r in recs]
+
+
+def test_scram_wrong_password_and_unknown_user_are_refused(secured, scram_user):
+    b, _, sasl_port = secured
+    bootstrap = f"127.0.0.1:{sasl_port}"
+    for conf in (scram_conf("SCRAM-SHA-256", password="not-the-password"),
+                 scram_conf("SCRAM-SHA-512", user="nobody"),
+                 # PLAIN's users are not SCRAM users.
+                 scram_conf("SCRAM-SHA-256", user="alice", password=PASSWORD)):
+        err = _produce_error(bootstrap, conf)
+        assert err is not None and err.code() == KafkaError._AUTHENTICATION, (conf["sasl.username"], err)
+
+
+def test_scram_credential_deleted_with_kafka_configs_stops_working(secured, java):
+    b, _, sasl_port = secured
+    bootstrap = f"127.0.0.1:{sasl_port}"
+    password = "carol-" + uuid.uuid4().hex[:12]
+    java.run(CONFIGS, "--bootstrap-server", b.bootstrap, "--alter", "--add-config",
+             f"SCRAM-SHA-512=[password={password}]", "--entity-type", "users", "--entity-name", "carol")
+    roundtrip_librdkafka(bootstrap, scram_conf("SCRAM-SHA-512", password=password, user="carol"), n=5)
+    java.run(CONFIGS, "--bootstrap-server", b.bootstrap, "--alter", "--delete-config", "SCRAM-SHA-512",
+             "--entity-type", "users", "--entity-name", "carol")
+    err = _produce_error(bootstrap, scram_conf("SCRAM-SHA-512", password=password, user="carol"))
+    assert err is not None and err.code() == KafkaError._AUTHENTICATION, err

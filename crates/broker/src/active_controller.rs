@@ -24,7 +24,8 @@
 //!   the active controller answers NOT_CONTROLLER, and the broker looks
 //!   for the leader again. Admin requests other brokers forward
 //!   (CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs,
-//!   IncrementalAlterConfigs, ElectLeaders; see `controller_link`) go through this
+//!   IncrementalAlterConfigs, ElectLeaders, AlterUserScramCredentials; see
+//!   `controller_link`) go through this
 //!   node's own handlers, which run them on the controller.
 
 use std::collections::HashMap;
@@ -133,6 +134,7 @@ impl fjord_quorum::ControllerApis for Apis {
             | Request::CreatePartitions(_)
             | Request::AlterConfigs(_)
             | Request::IncrementalAlterConfigs(_)
+            | Request::AlterUserScramCredentials(_)
             | Request::ElectLeaders(_) => {
                 if !b.is_active_controller() {
                     return None;

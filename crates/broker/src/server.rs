@@ -205,7 +205,7 @@ fn sasl_gate(
     if let SaslState::Authenticate { raw: true, .. } = session.state() {
         // After SaslHandshake v0 the token comes without a request header;
         // a failure closes without an answer, as in Kafka.
-        let out = session.authenticate(&frame);
+        let out = session.authenticate(&frame, broker.as_ref());
         if out.close {
             return Ok(Gate::Close("SASL authentication failed"));
         }
@@ -256,7 +256,7 @@ fn sasl_gate(
             }
         }
         Request::SaslAuthenticate(r) => {
-            let out = session.authenticate(&r.auth_bytes);
+            let out = session.authenticate(&r.auth_bytes, broker.as_ref());
             if out.error == ErrorCode::NONE {
                 if let Some(p) = session.principal() {
                     tracing::debug!(?peer, principal = %p, listener = %security.name, "SASL authenticated");

@@ -589,14 +589,17 @@ impl Broker {
 
     /// Admin operations go to the active controller (a cluster node that is
     /// not it): see [`crate::controller_link`].
-    fn forwards_admin(&self) -> bool {
+    pub(crate) fn forwards_admin(&self) -> bool {
         self.config.kraft.is_cluster() && !self.is_active_controller()
     }
 
     /// Waits until `f` sees what a forwarded admin operation committed
     /// applied here too (this node follows the metadata log behind the
     /// controller), at most `METADATA_FORWARD_TIMEOUT_MS`.
-    fn wait_applied<T>(&self, f: impl Fn(&Broker) -> Option<T>) -> Result<T, StateError> {
+    pub(crate) fn wait_applied<T>(
+        &self,
+        f: impl Fn(&Broker) -> Option<T>,
+    ) -> Result<T, StateError> {
         let deadline = std::time::Instant::now()
             + std::time::Duration::from_millis(fjord_model::limits::METADATA_FORWARD_TIMEOUT_MS);
         loop {
@@ -766,6 +769,12 @@ impl Broker {
             Some(h) => h.current(),
             None => MetadataImage::empty(&self.cluster_id),
         }
+    }
+
+    /// The admin lock: held while an admin operation validates against the
+    /// image and proposes, so nothing is proposed in between.
+    pub(crate) fn admin_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.admin.lock()
     }
 
     /// Proposes `records` and waits until they are committed and applied.

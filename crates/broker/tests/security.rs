@@ -7,17 +7,25 @@
 //! the TLS port, is closed; on the SASL listener nothing but ApiVersions
 //! and the handshake is answered before authentication, a good password
 //! authenticates, a wrong one gets SASL_AUTHENTICATION_FAILED and a close,
-//! an unknown mechanism UNSUPPORTED_SASL_MECHANISM.
+//! an unknown mechanism UNSUPPORTED_SASL_MECHANISM. SCRAM: credentials
+//! set with AlterUserScramCredentials authenticate SCRAM-SHA-256/512
+//! logins, survive a restart (metadata log), and stop working once deleted.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use fjord_broker::security::scram::ScramMechanism;
 use fjord_broker::security::ListenerSecurity;
 use fjord_broker::{Broker, BrokerConfig};
+use fjord_protocol::kafka_protocol::messages::alter_user_scram_credentials_request::{
+    ScramCredentialDeletion, ScramCredentialUpsertion,
+};
 use fjord_protocol::kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
-    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+    AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, ApiVersionsRequest,
+    ApiVersionsResponse, DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
+    MetadataRequest, MetadataResponse, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use fjord_protocol::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
@@ -305,6 +313,260 @@ async fn plaintext_ssl_and_sasl_listeners_serve_their_clients() {
     for s in servers {
         s.await.unwrap().unwrap();
     }
+}
+
+/// Sends one request with a flexible header (v2) and reads a flexible
+/// response header (v1): the SCRAM admin APIs are flexible from v0.
+async fn call_flex<S, Req, Resp>(s: &mut S, api_key: i16, version: i16, req: &Req) -> Option<Resp>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    Req: Encodable,
+    Resp: Decodable,
+{
+    let mut body = BytesMut::new();
+    body.put_i16(api_key);
+    body.put_i16(version);
+    body.put_i32(43);
+    body.put_i16(1);
+    body.put_slice(b"t");
+    body.put_u8(0); // no tagged fields
+    req.encode(&mut body, version).unwrap();
+    let mut frame = BytesMut::new();
+    frame.put_i32(body.len() as i32);
+    frame.put_slice(&body);
+    s.write_all(&frame).await.ok()?;
+    let size = tokio::time::timeout(Duration::from_secs(30), s.read_i32())
+        .await
+        .expect("an answer or a close in time")
+        .ok()?;
+    let mut buf = vec![0u8; size as usize];
+    s.read_exact(&mut buf).await.ok()?;
+    let mut buf = Bytes::from(buf);
+    assert_eq!(buf.get_i32(), 43, "correlation id");
+    assert_eq!(buf.get_u8(), 0, "no tagged fields in the header");
+    Some(Resp::decode(&mut buf, version).unwrap())
+}
+
+/// A SCRAM login on a new connection to `addr`: `Ok` once authenticated
+/// (the server-final message checked), `Err(error code)` otherwise.
+async fn scram_login(addr: &str, m: ScramMechanism, user: &str, password: &str) -> Result<(), i16> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let h = handshake(&mut s, m.name()).await;
+    if h.error_code != 0 {
+        return Err(h.error_code);
+    }
+    let bare = format!("n={user},r=fyko+d2lbbFgONRv9qkxdawL");
+    let first = SaslAuthenticateRequest::default()
+        .with_auth_bytes(Bytes::from(format!("n,,{bare}").into_bytes()));
+    let a: SaslAuthenticateResponse = call(&mut s, 36, 1, &first).await.expect("an answer");
+    if a.error_code != 0 {
+        assert!(closed(&mut s).await);
+        return Err(a.error_code);
+    }
+    let (last, server_final) = m
+        .client_final(password.as_bytes(), &bare, &a.auth_bytes)
+        .unwrap();
+    let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(last));
+    let a: SaslAuthenticateResponse = call(&mut s, 36, 1, &req).await.expect("an answer");
+    if a.error_code != 0 {
+        assert!(a.error_message.is_some());
+        assert!(closed(&mut s).await);
+        return Err(a.error_code);
+    }
+    assert_eq!(
+        a.auth_bytes.as_ref(),
+        server_final.as_slice(),
+        "the server knows the key"
+    );
+    assert!(
+        metadata(&mut s).await.is_some(),
+        "served once authenticated"
+    );
+    Ok(())
+}
+
+fn upsertion(m: ScramMechanism, user: &str, password: &str) -> ScramCredentialUpsertion {
+    let salt = format!("salt-of-{user}");
+    ScramCredentialUpsertion::default()
+        .with_name(StrBytes::from_string(user.to_string()))
+        .with_mechanism(m.type_id())
+        .with_iterations(4096)
+        .with_salt(Bytes::from(salt.clone().into_bytes()))
+        .with_salted_password(Bytes::from(m.salted_password(
+            password.as_bytes(),
+            salt.as_bytes(),
+            4096,
+        )))
+}
+
+/// Starts a broker with a PLAINTEXT and a SCRAM listener on `dir`.
+async fn scram_broker(
+    dir: &std::path::Path,
+) -> (
+    Arc<Broker>,
+    [String; 2],
+    tokio::sync::watch::Sender<bool>,
+    Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+) {
+    let sockets = futures_bind(2).await;
+    let ports: Vec<u16> = sockets
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect();
+    let mut config = BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        ..BrokerConfig::default()
+    };
+    let jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;";
+    for (k, v) in [
+        (
+            "listeners".to_string(),
+            format!(
+                "PLAINTEXT://127.0.0.1:{},SASL_PLAINTEXT://127.0.0.1:{}",
+                ports[0], ports[1]
+            ),
+        ),
+        (
+            "listener.security.protocol.map".into(),
+            "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT".into(),
+        ),
+        (
+            "sasl.enabled.mechanisms".into(),
+            "SCRAM-SHA-256,SCRAM-SHA-512".into(),
+        ),
+        (
+            "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config".into(),
+            jaas.into(),
+        ),
+        (
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config".into(),
+            jaas.into(),
+        ),
+    ] {
+        config.set(&k, &v).unwrap();
+    }
+    config.finish(false).unwrap();
+    let listeners = config.client_listeners().unwrap();
+    let securities: Vec<Arc<ListenerSecurity>> = listeners
+        .iter()
+        .map(|l| Arc::new(ListenerSecurity::build(&config.security, l).unwrap()))
+        .collect();
+    let broker: Arc<Broker> = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await
+        .unwrap()
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let servers = sockets
+        .into_iter()
+        .zip(securities)
+        .map(|(socket, security)| {
+            tokio::spawn(fjord_broker::server::serve_listener(
+                broker.clone(),
+                socket,
+                security,
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
+    let addrs = [
+        format!("127.0.0.1:{}", ports[0]),
+        format!("127.0.0.1:{}", ports[1]),
+    ];
+    (broker, addrs, stop_tx, servers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_credentials_are_managed_with_kafkas_apis_and_authenticate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (broker, [plain, sasl], stop, servers) = scram_broker(&data).await;
+    let (sha256, sha512) = (ScramMechanism::Sha256, ScramMechanism::Sha512);
+
+    // No credential yet: the login fails at the first message.
+    assert_eq!(scram_login(&sasl, sha256, "alice", "pw").await, Err(58));
+
+    let mut admin = TcpStream::connect(&plain).await.unwrap();
+    let req = AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+        upsertion(sha256, "alice", "alice-pw"),
+        upsertion(sha512, "bob", "bob-pw"),
+    ]);
+    let r: AlterUserScramCredentialsResponse = call_flex(&mut admin, 51, 0, &req).await.unwrap();
+    assert_eq!(r.results.len(), 2);
+    assert!(r.results.iter().all(|r| r.error_code == 0), "{r:?}");
+
+    let d: DescribeUserScramCredentialsResponse = call_flex(
+        &mut admin,
+        50,
+        0,
+        &DescribeUserScramCredentialsRequest::default().with_users(None),
+    )
+    .await
+    .unwrap();
+    let described: Vec<(String, i8, i32)> = d
+        .results
+        .iter()
+        .flat_map(|r| {
+            r.credential_infos
+                .iter()
+                .map(|c| (r.user.to_string(), c.mechanism, c.iterations))
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [("alice".to_string(), 1, 4096), ("bob".to_string(), 2, 4096)]
+    );
+
+    assert_eq!(
+        scram_login(&sasl, sha256, "alice", "alice-pw").await,
+        Ok(())
+    );
+    assert_eq!(scram_login(&sasl, sha512, "bob", "bob-pw").await, Ok(()));
+    assert_eq!(scram_login(&sasl, sha256, "alice", "wrong").await, Err(58));
+    // A credential is per mechanism.
+    assert_eq!(
+        scram_login(&sasl, sha512, "alice", "alice-pw").await,
+        Err(58)
+    );
+
+    // After a restart the credentials come back from the metadata log.
+    let _ = stop.send(true);
+    for s in servers {
+        s.await.unwrap().unwrap();
+    }
+    drop(admin);
+    tokio::task::spawn_blocking(move || broker.close())
+        .await
+        .unwrap();
+    let (broker, [plain, sasl], stop, servers) = scram_broker(&data).await;
+    assert_eq!(
+        scram_login(&sasl, sha256, "alice", "alice-pw").await,
+        Ok(())
+    );
+
+    // Deleted: the login fails again; deleting it twice is RESOURCE_NOT_FOUND.
+    let mut admin = TcpStream::connect(&plain).await.unwrap();
+    let delete = AlterUserScramCredentialsRequest::default().with_deletions(vec![
+        ScramCredentialDeletion::default()
+            .with_name(StrBytes::from_static_str("alice"))
+            .with_mechanism(1),
+    ]);
+    let r: AlterUserScramCredentialsResponse = call_flex(&mut admin, 51, 0, &delete).await.unwrap();
+    assert_eq!(r.results[0].error_code, 0);
+    let r: AlterUserScramCredentialsResponse = call_flex(&mut admin, 51, 0, &delete).await.unwrap();
+    assert_eq!(r.results[0].error_code, 91);
+    assert_eq!(
+        scram_login(&sasl, sha256, "alice", "alice-pw").await,
+        Err(58)
+    );
+    assert_eq!(scram_login(&sasl, sha512, "bob", "bob-pw").await, Ok(()));
+
+    let _ = stop.send(true);
+    for s in servers {
+        s.await.unwrap().unwrap();
+    }
+    tokio::task::spawn_blocking(move || broker.close())
+        .await
+        .unwrap();
 }
 
 async fn futures_bind(n: usize) -> Vec<TcpListener> {

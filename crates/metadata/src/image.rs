@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use fjord_model::{NodeId, Offset};
 use fjord_protocol::metadata_records::{
-    ConfigRecord, FeatureLevelRecord, MetadataRecord, PartitionRecord, ProducerIdsRecord,
-    RegisterBrokerRecord, TopicRecord,
+    AccessControlEntryRecord, ConfigRecord, FeatureLevelRecord, MetadataRecord, PartitionRecord,
+    ProducerIdsRecord, RegisterBrokerRecord, TopicRecord, UserScramCredentialRecord,
 };
 use uuid::Uuid;
 
@@ -50,6 +50,67 @@ impl ConfigResource {
             ConfigResource::Topic(t) => (CONFIG_RESOURCE_TOPIC, t.clone()),
             ConfigResource::Broker(None) => (CONFIG_RESOURCE_BROKER, String::new()),
             ConfigResource::Broker(Some(id)) => (CONFIG_RESOURCE_BROKER, id.0.to_string()),
+        }
+    }
+}
+
+/// A user's SCRAM credential for one mechanism, as UserScramCredentialRecord
+/// stores it (the salted password itself is never kept). `Debug` hides the keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramCredentialData {
+    pub salt: bytes::Bytes,
+    pub stored_key: bytes::Bytes,
+    pub server_key: bytes::Bytes,
+    pub iterations: i32,
+}
+
+impl std::fmt::Debug for ScramCredentialData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScramCredentialData([hidden])")
+    }
+}
+
+/// SCRAM credentials by (user name, mechanism type: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512).
+pub type ScramCredentials = BTreeMap<(String, i8), Arc<ScramCredentialData>>;
+
+/// One ACL as AccessControlEntryRecord stores it (Kafka's `StandardAcl`):
+/// Kafka's codes for the resource type, pattern type, operation and
+/// permission; principal `User:alice` or `User:*`; host or `*`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AclEntry {
+    pub resource_type: i8,
+    pub resource_name: String,
+    pub pattern_type: i8,
+    pub principal: String,
+    pub host: String,
+    pub operation: i8,
+    pub permission_type: i8,
+}
+
+impl AclEntry {
+    pub fn from_record(r: &AccessControlEntryRecord) -> AclEntry {
+        AclEntry {
+            resource_type: r.resource_type,
+            resource_name: r.resource_name.clone(),
+            pattern_type: r.pattern_type,
+            principal: r.principal.clone(),
+            host: r.host.clone(),
+            operation: r.operation,
+            permission_type: r.permission_type,
+        }
+    }
+
+    pub fn to_record(&self, id: Uuid) -> AccessControlEntryRecord {
+        AccessControlEntryRecord {
+            id,
+            resource_type: self.resource_type,
+            resource_name: self.resource_name.clone(),
+            pattern_type: self.pattern_type,
+            principal: self.principal.clone(),
+            host: self.host.clone(),
+            operation: self.operation,
+            permission_type: self.permission_type,
+            ..Default::default()
         }
     }
 }
@@ -150,6 +211,9 @@ pub(crate) struct ImageParts {
     pub(crate) configs: Arc<BTreeMap<ConfigResource, Arc<BTreeMap<String, String>>>>,
     /// The first producer id not yet handed out in a block (-1: none yet).
     pub(crate) next_producer_id: i64,
+    pub(crate) scram: Arc<ScramCredentials>,
+    /// ACLs by their record id.
+    pub(crate) acls: Arc<BTreeMap<Uuid, Arc<AclEntry>>>,
 }
 
 /// All cluster metadata at one offset. Cloning is cheap; it never changes.
@@ -167,6 +231,8 @@ impl MetadataImage {
             topics: Arc::default(),
             configs: Arc::default(),
             next_producer_id: -1,
+            scram: Arc::default(),
+            acls: Arc::default(),
         }))
     }
 
@@ -208,10 +274,22 @@ impl MetadataImage {
     pub fn next_producer_id(&self) -> i64 {
         self.0.next_producer_id
     }
+    /// Every SCRAM credential, by (user, mechanism type).
+    pub fn scram_credentials(&self) -> &ScramCredentials {
+        &self.0.scram
+    }
+    /// Every ACL, by its id.
+    pub fn acls(&self) -> &BTreeMap<Uuid, Arc<AclEntry>> {
+        &self.0.acls
+    }
+    /// `user`'s SCRAM credential for mechanism type `mechanism`.
+    pub fn scram_credential(&self, user: &str, mechanism: i8) -> Option<&Arc<ScramCredentialData>> {
+        self.0.scram.get(&(user.to_string(), mechanism))
+    }
 
     /// The image as records that rebuild it from an empty one (a snapshot's
     /// content), in an order that replays: features, brokers, topics with
-    /// their partitions, configs, producer ids.
+    /// their partitions, configs, producer ids, SCRAM credentials, ACLs.
     pub fn to_records(&self) -> Vec<MetadataRecord> {
         let mut out = Vec::new();
         for (name, level) in self.0.features.iter() {
@@ -253,6 +331,22 @@ impl MetadataImage {
                 next_producer_id: self.0.next_producer_id,
                 ..Default::default()
             }));
+        }
+        for ((name, mechanism), c) in self.0.scram.iter() {
+            out.push(MetadataRecord::UserScramCredential(
+                UserScramCredentialRecord {
+                    name: name.clone(),
+                    mechanism: *mechanism,
+                    salt: c.salt.clone(),
+                    stored_key: c.stored_key.clone(),
+                    server_key: c.server_key.clone(),
+                    iterations: c.iterations,
+                    ..Default::default()
+                },
+            ));
+        }
+        for (id, acl) in self.0.acls.iter() {
+            out.push(MetadataRecord::AccessControlEntry(acl.to_record(*id)));
         }
         out
     }

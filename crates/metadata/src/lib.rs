@@ -27,7 +27,10 @@ pub mod quorum;
 pub mod quorum_state;
 
 pub use delta::MetadataDelta;
-pub use image::{ConfigResource, MetadataImage, PartitionRegistration, TopicImage};
+pub use image::{
+    AclEntry, ConfigResource, MetadataImage, PartitionRegistration, ScramCredentialData,
+    ScramCredentials, TopicImage,
+};
 pub use loader::{frame_records, ImageHandle, MetadataLoader, MetadataPublisher};
 pub use log::{metadata_log_dir, MetadataLog, Snapshot, SnapshotId, METADATA_LOG_DIR};
 pub use quorum::{

@@ -79,6 +79,8 @@ fn kafka_protocol_decode(like: &Request, version: i16, body: &Bytes) -> Request 
         UpdateFeatures,
         SaslHandshake,
         SaslAuthenticate,
+        DescribeUserScramCredentials,
+        AlterUserScramCredentials,
         AddPartitionsToTxn,
         AddOffsetsToTxn,
         EndTxn,

@@ -84,6 +84,8 @@ pub const REQUESTS: &[(&str, Option<i16>)] = &[
     ("UpdateFeatures", None),
     ("SaslHandshake", None),
     ("SaslAuthenticate", None),
+    ("DescribeUserScramCredentials", None),
+    ("AlterUserScramCredentials", None),
 ];
 
 /// Requests decoded past kafka-protocol's newest version where the layout

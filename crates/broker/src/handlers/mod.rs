@@ -52,6 +52,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sasl;
+pub mod scram_credentials;
 pub mod sync_group;
 pub mod transactions;
 pub mod update_features;
@@ -318,6 +319,14 @@ pub fn supported() -> Vec<(i16, RangeInclusive<i16>)> {
         (ApiKey::UpdateFeatures as i16, update_features::VERSIONS),
         (ApiKey::SaslHandshake as i16, sasl::HANDSHAKE_VERSIONS),
         (ApiKey::SaslAuthenticate as i16, sasl::AUTHENTICATE_VERSIONS),
+        (
+            ApiKey::DescribeUserScramCredentials as i16,
+            scram_credentials::DESCRIBE_VERSIONS,
+        ),
+        (
+            ApiKey::AlterUserScramCredentials as i16,
+            scram_credentials::ALTER_VERSIONS,
+        ),
     ]
 }
 
@@ -446,6 +455,12 @@ pub fn dispatch_on(
         Request::UpdateFeatures(r) => Pending::Ready(update_features::handle(&ctx, r)),
         Request::SaslHandshake(r) => Pending::Ready(sasl::handshake(&ctx, r)),
         Request::SaslAuthenticate(r) => Pending::Ready(sasl::authenticate(&ctx, r)),
+        Request::DescribeUserScramCredentials(r) => {
+            Pending::Ready(scram_credentials::describe(&ctx, r))
+        }
+        Request::AlterUserScramCredentials(r) => {
+            blocking(ctx, move |ctx| scram_credentials::alter(&ctx, r))
+        }
         // Every request type has a handler now; kept for types added later.
         #[allow(unreachable_patterns)]
         other => {

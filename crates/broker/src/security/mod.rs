@@ -11,15 +11,18 @@
 //!   certificate's subject through `ssl.principal.mapping.rules` ([`principal`]).
 //! - SASL ([`sasl`]): SaslHandshake v0–v1 and SaslAuthenticate v0–v2 with
 //!   PLAIN, users from the listener's JAAS line
-//!   (`listener.name.<l>.plain.sasl.jaas.config`).
+//!   (`listener.name.<l>.plain.sasl.jaas.config`), and SCRAM-SHA-256/512
+//!   ([`scram`]), credentials from the metadata image.
 //!
 //! Every security setting may be prefixed by `listener.name.<listener>.`
 //! (lower case), which wins over the unprefixed name, as in Kafka. Values
 //! are kept in [`SecuritySettings`], whose `Debug` shows names only: no
 //! secret is ever logged.
 
+pub mod authorizer;
 pub mod principal;
 pub mod sasl;
+pub mod scram;
 pub mod tls;
 
 use std::collections::BTreeMap;

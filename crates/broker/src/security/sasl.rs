@@ -13,7 +13,13 @@
 //!    answered SASL_AUTHENTICATION_FAILED and the connection closes.
 //!
 //! Mechanisms: PLAIN, with the users of the listener's JAAS line
-//! (`listener.name.<l>.plain.sasl.jaas.config=... user_alice="alice-secret";`).
+//! (`listener.name.<l>.plain.sasl.jaas.config=... user_alice="alice-secret";`);
+//! SCRAM-SHA-256 and SCRAM-SHA-512 ([`super::scram`]), with the
+//! credentials of the metadata image (`listener.name.<l>.scram-sha-256.sasl.jaas.config=
+//! org.apache.kafka.common.security.scram.ScramLoginModule required;`), in
+//! two rounds: client-first / server-first, client-final / server-final.
+//! What a session needs from outside (credentials, a fresh nonce) comes
+//! through [`SaslContext`].
 //! Passwords are compared in constant time for equal lengths and never
 //! logged or put in a `Debug` output.
 
@@ -22,6 +28,7 @@ use std::collections::BTreeMap;
 use fjord_model::{limits, ErrorCode};
 use fjord_protocol::sasl::PlainMessage;
 
+use super::scram::{ScramExchange, ScramMechanism, StoredCredential};
 use super::{invalid, KafkaPrincipal, SecuritySettings};
 use crate::config::ConfigError;
 
@@ -29,14 +36,33 @@ use crate::config::ConfigError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mechanism {
     Plain,
+    Scram(ScramMechanism),
 }
 
 impl Mechanism {
     pub fn name(self) -> &'static str {
         match self {
             Mechanism::Plain => "PLAIN",
+            Mechanism::Scram(m) => m.name(),
         }
     }
+
+    pub fn parse(name: &str) -> Option<Mechanism> {
+        match name.to_uppercase().as_str() {
+            "PLAIN" => Some(Mechanism::Plain),
+            "SCRAM-SHA-256" => Some(Mechanism::Scram(ScramMechanism::Sha256)),
+            "SCRAM-SHA-512" => Some(Mechanism::Scram(ScramMechanism::Sha512)),
+            _ => None,
+        }
+    }
+}
+
+/// What a session asks of the broker: SCRAM credentials (from the
+/// metadata image) and fresh randomness for the server nonce.
+pub trait SaslContext {
+    fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> Option<StoredCredential>;
+    /// A new nonce: printable ASCII without ','.
+    fn server_nonce(&self) -> String;
 }
 
 /// A secret from the configuration; `Debug` never shows it.
@@ -73,10 +99,13 @@ pub fn parse_jaas(name: &str, text: &str) -> Result<Vec<(String, String)>, Confi
         .ok_or_else(|| invalid(name, "a JAAS line ends with ';'"))?;
     let mut rest = body.trim_start();
     // The login module's class and its control flag.
+    // The flag may end the line (`ScramLoginModule required;`: no options).
     for what in ["login module", "control flag"] {
-        let end = rest
-            .find(char::is_whitespace)
-            .ok_or_else(|| invalid(name, format!("no {what}")))?;
+        let end = match rest.find(char::is_whitespace) {
+            Some(end) => end,
+            None if what == "control flag" && !rest.is_empty() => rest.len(),
+            None => return Err(invalid(name, format!("no {what}"))),
+        };
         rest = rest[end..].trim_start();
     }
     let mut options = Vec::new();
@@ -133,15 +162,31 @@ impl SaslConfig {
         })?;
         let mut mechanisms = Vec::new();
         for m in given.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-            match m.to_uppercase().as_str() {
-                "PLAIN" => mechanisms.push(Mechanism::Plain),
-                other => {
+            match Mechanism::parse(m) {
+                Some(m) => mechanisms.push(m),
+                None => {
                     return Err(invalid(
                         MECHANISMS,
-                        format!("{other} is not supported yet (PLAIN is)"),
+                        format!(
+                            "{m} is not supported (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 are)"
+                        ),
                     ))
                 }
             }
+        }
+        for m in &mechanisms {
+            let Mechanism::Scram(m) = m else { continue };
+            // Kafka needs the mechanism's JAAS line (ScramLoginModule);
+            // its options (none for a broker) are not used.
+            let key = format!("{}.sasl.jaas.config", m.name().to_lowercase());
+            let prefixed = format!("listener.name.{}.{key}", listener.to_lowercase());
+            let line = settings.get(listener, &key).ok_or_else(|| {
+                invalid(
+                    &prefixed,
+                    format!("{} is enabled: its JAAS line is needed (org.apache.kafka.common.security.scram.ScramLoginModule required;)", m.name()),
+                )
+            })?;
+            parse_jaas(&prefixed, line)?;
         }
         if mechanisms.is_empty() {
             return Err(invalid(MECHANISMS, "no mechanism"));
@@ -206,6 +251,8 @@ pub struct Outcome {
 pub struct SaslSession {
     config: std::sync::Arc<SaslConfig>,
     state: SaslState,
+    /// A SCRAM exchange between its first and its final message.
+    scram: Option<ScramExchange>,
 }
 
 impl SaslSession {
@@ -213,6 +260,7 @@ impl SaslSession {
         SaslSession {
             config,
             state: SaslState::Handshake,
+            scram: None,
         }
     }
 
@@ -268,31 +316,63 @@ impl SaslSession {
     }
 
     /// A client token, after a successful handshake.
-    pub fn authenticate(&mut self, token: &[u8]) -> Outcome {
+    pub fn authenticate(&mut self, token: &[u8], cx: &dyn SaslContext) -> Outcome {
         let SaslState::Authenticate { mechanism, .. } = self.state else {
             panic!("tokens are only handled after a handshake");
         };
         let result = match mechanism {
-            Mechanism::Plain => self.plain(token),
+            Mechanism::Plain => self.plain(token).map(|p| (Some(p), Vec::new())),
+            Mechanism::Scram(m) => self.scram(m, token, cx),
         };
         match result {
-            Ok(principal) => {
-                self.state = SaslState::Authenticated(principal);
+            Ok((principal, token)) => {
+                if let Some(principal) = principal {
+                    assert!(
+                        self.scram.is_none(),
+                        "no exchange left open once authenticated"
+                    );
+                    self.state = SaslState::Authenticated(principal);
+                }
                 Outcome {
                     error: ErrorCode::NONE,
                     message: None,
-                    token: Vec::new(),
+                    token,
                     close: false,
                 }
             }
             Err(message) => {
                 self.state = SaslState::Failed;
+                self.scram = None;
                 Outcome {
                     error: ErrorCode::SASL_AUTHENTICATION_FAILED,
                     message: Some(message),
                     token: Vec::new(),
                     close: true,
                 }
+            }
+        }
+    }
+
+    /// One SCRAM round: the first message opens the exchange (answer:
+    /// server-first), the final one closes it (answer: server-final and the
+    /// principal).
+    fn scram(
+        &mut self,
+        m: ScramMechanism,
+        token: &[u8],
+        cx: &dyn SaslContext,
+    ) -> Result<(Option<KafkaPrincipal>, Vec<u8>), String> {
+        match self.scram.take() {
+            None => {
+                let nonce = cx.server_nonce();
+                let (exchange, server_first) =
+                    ScramExchange::start(m, token, |u| cx.scram_credential(u, m), &nonce)?;
+                self.scram = Some(exchange);
+                Ok((None, server_first))
+            }
+            Some(exchange) => {
+                let (user, server_final) = exchange.finish(token)?;
+                Ok((Some(KafkaPrincipal::user(user)), server_final))
             }
         }
     }
@@ -318,6 +398,17 @@ mod tests {
 
     use super::*;
 
+    /// No SCRAM users; a fixed nonce.
+    struct NoScram;
+    impl SaslContext for NoScram {
+        fn scram_credential(&self, _: &str, _: ScramMechanism) -> Option<StoredCredential> {
+            None
+        }
+        fn server_nonce(&self) -> String {
+            "n".into()
+        }
+    }
+
     fn config() -> Arc<SaslConfig> {
         let mut s = SecuritySettings::default();
         s.set("sasl.enabled.mechanisms", "PLAIN");
@@ -341,7 +432,7 @@ mod tests {
                 raw: false
             }
         );
-        let out = ok.authenticate(b"\0alice\0a\"lice");
+        let out = ok.authenticate(b"\0alice\0a\"lice", &NoScram);
         assert_eq!((out.error, out.close), (ErrorCode::NONE, false));
         assert_eq!(ok.principal(), Some(&KafkaPrincipal::user("alice")));
 
@@ -351,13 +442,17 @@ mod tests {
             bad.state(),
             SaslState::Authenticate { raw: true, .. }
         ));
-        let out = bad.authenticate(b"\0alice\0wrong");
+        let out = bad.authenticate(b"\0alice\0wrong", &NoScram);
         assert_eq!(out.error, ErrorCode::SASL_AUTHENTICATION_FAILED);
         assert!(out.close);
         assert_eq!(bad.principal(), None);
         let mut unknown = SaslSession::new(c.clone());
         unknown.handshake("PLAIN", 1);
-        assert!(unknown.authenticate(b"\0mallory\0admin-secret").close);
+        assert!(
+            unknown
+                .authenticate(b"\0mallory\0admin-secret", &NoScram)
+                .close
+        );
 
         let mut other = SaslSession::new(c);
         let out = other.handshake("SCRAM-SHA-256", 1);
@@ -371,6 +466,19 @@ mod tests {
         assert!(SaslConfig::build(&s, "X").is_err(), "GSSAPI default");
         s.set("sasl.enabled.mechanisms", "GSSAPI");
         assert!(SaslConfig::build(&s, "X").is_err());
+        s.set("sasl.enabled.mechanisms", "SCRAM-SHA-512");
+        assert!(
+            SaslConfig::build(&s, "X").is_err(),
+            "no ScramLoginModule line"
+        );
+        s.set(
+            "listener.name.x.scram-sha-512.sasl.jaas.config",
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        );
+        assert_eq!(
+            SaslConfig::build(&s, "X").unwrap().mechanism_names(),
+            ["SCRAM-SHA-512"]
+        );
         s.set("sasl.enabled.mechanisms", "PLAIN");
         assert!(SaslConfig::build(&s, "X").is_err(), "no JAAS line");
         s.set(
@@ -385,6 +493,8 @@ mod tests {
         let c = SaslConfig::build(&s, "X").unwrap();
         assert_eq!(c.mechanism_names(), ["PLAIN"]);
         assert!(parse_jaas("n", "M required a=\"unterminated;").is_err());
+        assert!(parse_jaas("n", "M required;").unwrap().is_empty());
+        assert!(parse_jaas("n", "M;").is_err(), "no control flag");
         assert_eq!(
             parse_jaas("n", "M required  a=\"x y\" b=z ;").unwrap(),
             [
@@ -392,5 +502,52 @@ mod tests {
                 ("b".to_string(), "z".to_string())
             ]
         );
+    }
+
+    /// Alice's SCRAM-SHA-256 credential.
+    struct Alice(StoredCredential);
+    impl SaslContext for Alice {
+        fn scram_credential(&self, user: &str, m: ScramMechanism) -> Option<StoredCredential> {
+            (user == "alice" && m == ScramMechanism::Sha256).then(|| self.0.clone())
+        }
+        fn server_nonce(&self) -> String {
+            "srv".into()
+        }
+    }
+
+    #[test]
+    fn scram_takes_two_rounds_and_fails_closed() {
+        let mut s = SecuritySettings::default();
+        s.set("sasl.enabled.mechanisms", "SCRAM-SHA-256,PLAIN");
+        s.set("plain.sasl.jaas.config", "M required user_x=\"y\";");
+        s.set("scram-sha-256.sasl.jaas.config", "M required;");
+        let c = Arc::new(SaslConfig::build(&s, "L").unwrap());
+        assert_eq!(c.mechanism_names(), ["SCRAM-SHA-256", "PLAIN"]);
+        let m = ScramMechanism::Sha256;
+        let alice = Alice(m.credential(b"salt", &m.salted_password(b"pw", b"salt", 4096), 4096));
+
+        let mut bad = SaslSession::new(c.clone());
+        assert_eq!(bad.handshake("SCRAM-SHA-256", 1).error, ErrorCode::NONE);
+        let first = bad.authenticate(b"n,,n=alice,r=cli", &alice);
+        assert_eq!((first.error, first.close), (ErrorCode::NONE, false));
+        assert!(first.token.starts_with(b"r=clisrv,s=c2FsdA==,i=4096"));
+        assert_eq!(bad.principal(), None, "not after one round");
+        let last = bad.authenticate(b"c=biws,r=clisrv,p=AAAA", &alice);
+        assert_eq!(last.error, ErrorCode::SASL_AUTHENTICATION_FAILED);
+        assert!(last.close);
+        assert_eq!(bad.state(), &SaslState::Failed);
+
+        let mut unknown = SaslSession::new(c.clone());
+        unknown.handshake("SCRAM-SHA-256", 1);
+        let out = unknown.authenticate(b"n,,n=bob,r=cli", &alice);
+        assert_eq!(out.error, ErrorCode::SASL_AUTHENTICATION_FAILED);
+        assert_eq!(
+            out.message.as_deref(),
+            Some(super::super::scram::INVALID_CREDENTIALS)
+        );
+
+        let mut other = SaslSession::new(c);
+        let out = other.handshake("SCRAM-SHA-512", 1);
+        assert_eq!(out.error, ErrorCode::UNSUPPORTED_SASL_MECHANISM);
     }
 }

@@ -13,7 +13,10 @@ use fjord_protocol::metadata_records::{MetadataRecord, RegisterBrokerRecord};
 use fjord_protocol::Reader;
 use uuid::Uuid;
 
-use crate::image::{ConfigResource, ImageParts, MetadataImage, PartitionRegistration, TopicImage};
+use crate::image::{
+    AclEntry, ConfigResource, ImageParts, MetadataImage, PartitionRegistration,
+    ScramCredentialData, TopicImage,
+};
 use crate::MetadataError;
 
 /// Changes since `base`, not yet an image.
@@ -31,6 +34,10 @@ pub struct MetadataDelta {
     deleted_topics: BTreeMap<Uuid, Arc<TopicImage>>,
     configs: BTreeMap<ConfigResource, BTreeMap<String, Option<String>>>,
     next_producer_id: Option<i64>,
+    /// SCRAM credentials set (`Some`) or removed (`None`), by (user, mechanism).
+    scram: BTreeMap<(String, i8), Option<Arc<ScramCredentialData>>>,
+    /// ACLs added (`Some`) or removed (`None`), by id.
+    acls: BTreeMap<Uuid, Option<Arc<AclEntry>>>,
 }
 
 impl MetadataDelta {
@@ -45,6 +52,16 @@ impl MetadataDelta {
             deleted_topics: BTreeMap::new(),
             configs: BTreeMap::new(),
             next_producer_id: None,
+            scram: BTreeMap::new(),
+            acls: BTreeMap::new(),
+        }
+    }
+
+    /// Whether the ACL `id` exists as this delta sees it.
+    fn has_acl(&self, id: Uuid) -> bool {
+        match self.acls.get(&id) {
+            Some(a) => a.is_some(),
+            None => self.base.acls().contains_key(&id),
         }
     }
 
@@ -296,7 +313,48 @@ impl MetadataDelta {
                 }
                 self.next_producer_id = Some(r.next_producer_id);
             }
-            // ACLs, quotas, SCRAM, delegation tokens, transactions and
+            MetadataRecord::UserScramCredential(r) => {
+                self.scram.insert(
+                    (r.name.clone(), r.mechanism),
+                    Some(Arc::new(ScramCredentialData {
+                        salt: r.salt.clone(),
+                        stored_key: r.stored_key.clone(),
+                        server_key: r.server_key.clone(),
+                        iterations: r.iterations,
+                    })),
+                );
+            }
+            MetadataRecord::RemoveUserScramCredential(r) => {
+                // Kafka's ScramControlManager.replay refuses to remove what is not there.
+                let key = (r.name.clone(), r.mechanism);
+                let present = match self.scram.get(&key) {
+                    Some(c) => c.is_some(),
+                    None => self.base.scram_credentials().contains_key(&key),
+                };
+                if !present {
+                    return bad(format!(
+                        "removal of unknown SCRAM credential of {} (mechanism {})",
+                        r.name, r.mechanism
+                    ));
+                }
+                self.scram.insert(key, None);
+            }
+            // Kafka's AclControlManager.replay: an id is added once and
+            // removed only if present.
+            MetadataRecord::AccessControlEntry(r) => {
+                if self.has_acl(r.id) {
+                    return bad(format!("ACL id {} already in use", r.id));
+                }
+                self.acls
+                    .insert(r.id, Some(Arc::new(AclEntry::from_record(r))));
+            }
+            MetadataRecord::RemoveAccessControlEntry(r) => {
+                if !self.has_acl(r.id) {
+                    return bad(format!("removal of unknown ACL id {}", r.id));
+                }
+                self.acls.insert(r.id, None);
+            }
+            // Quotas, delegation tokens, transactions and
             // controller registrations: not kept by this image yet.
             _ => {}
         }
@@ -337,6 +395,18 @@ impl MetadataDelta {
             && self.deleted_topics.is_empty()
             && self.configs.is_empty()
             && self.next_producer_id.is_none()
+            && self.scram.is_empty()
+            && self.acls.is_empty()
+    }
+
+    /// Whether this delta added or removed ACLs.
+    pub fn acls_changed(&self) -> bool {
+        !self.acls.is_empty()
+    }
+
+    /// Users whose SCRAM credentials this delta set or removed.
+    pub fn changed_scram_users(&self) -> impl Iterator<Item = &str> {
+        self.scram.keys().map(|(u, _)| u.as_str())
     }
 
     /// The next image: the base with every change of this delta.
@@ -411,6 +481,30 @@ impl MetadataDelta {
             next_producer_id >= base.next_producer_id,
             "producer ids went back"
         );
+        let scram = if self.scram.is_empty() {
+            base.scram.clone()
+        } else {
+            let mut c = (*base.scram).clone();
+            for (k, v) in &self.scram {
+                match v {
+                    Some(v) => c.insert(k.clone(), v.clone()),
+                    None => c.remove(k),
+                };
+            }
+            Arc::new(c)
+        };
+        let acls = if self.acls.is_empty() {
+            base.acls.clone()
+        } else {
+            let mut a = (*base.acls).clone();
+            for (id, v) in &self.acls {
+                match v {
+                    Some(v) => a.insert(*id, v.clone()),
+                    None => a.remove(id),
+                };
+            }
+            Arc::new(a)
+        };
         MetadataImage(Arc::new(ImageParts {
             end_offset: self.end_offset,
             cluster_id: base.cluster_id.clone(),
@@ -419,6 +513,8 @@ impl MetadataDelta {
             topics,
             configs,
             next_producer_id,
+            scram,
+            acls,
         }))
     }
 }

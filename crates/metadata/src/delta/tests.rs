@@ -334,3 +334,99 @@ fn fencing_changes_apply_to_the_registration_they_name() {
     assert!(b.fenced);
     assert_eq!(b.broker_epoch, 20);
 }
+
+#[test]
+fn scram_credentials_are_set_replaced_removed_and_snapshotted() {
+    use fjord_protocol::metadata_records::{
+        RemoveUserScramCredentialRecord, UserScramCredentialRecord,
+    };
+    let cred = |name: &str, mechanism: i8, iterations: i32| {
+        MetadataRecord::UserScramCredential(UserScramCredentialRecord {
+            name: name.into(),
+            mechanism,
+            salt: bytes::Bytes::from_static(b"salt"),
+            stored_key: bytes::Bytes::from(vec![mechanism as u8; 32]),
+            server_key: bytes::Bytes::from(vec![7; 32]),
+            iterations,
+            ..Default::default()
+        })
+    };
+    let remove = |name: &str, mechanism: i8| {
+        MetadataRecord::RemoveUserScramCredential(RemoveUserScramCredentialRecord {
+            name: name.into(),
+            mechanism,
+            ..Default::default()
+        })
+    };
+    let img = apply(
+        &MetadataImage::empty("c"),
+        &[
+            cred("alice", 1, 4096),
+            cred("alice", 2, 8192),
+            cred("bob", 1, 4096),
+        ],
+    );
+    assert_eq!(img.scram_credentials().len(), 3);
+    assert_eq!(img.scram_credential("alice", 2).unwrap().iterations, 8192);
+    assert!(!format!("{img:?}").contains("salt"), "keys stay hidden");
+    let img = apply(&img, &[cred("alice", 2, 10000), remove("bob", 1)]);
+    assert_eq!(img.scram_credential("alice", 2).unwrap().iterations, 10000);
+    assert!(img.scram_credential("bob", 1).is_none());
+    // A snapshot rebuilds the same credentials.
+    let rebuilt = apply(&MetadataImage::empty("c"), &img.to_records());
+    assert_eq!(rebuilt.scram_credentials(), img.scram_credentials());
+    // Removing what is not there is refused and changes nothing.
+    let mut d = MetadataDelta::new(&img);
+    assert!(d.replay(&remove("bob", 1)).is_err());
+    assert!(d.replay(&remove("alice", 3)).is_err());
+    assert!(d.is_empty());
+    // Set and removed in one delta.
+    d.replay(&cred("carol", 1, 4096)).unwrap();
+    d.replay(&remove("carol", 1)).unwrap();
+    assert!(d.apply().scram_credential("carol", 1).is_none());
+}
+
+#[test]
+fn acls_are_added_removed_and_snapshotted_by_id() {
+    use fjord_protocol::metadata_records::{
+        AccessControlEntryRecord, RemoveAccessControlEntryRecord,
+    };
+    let acl = |id: u128, name: &str| {
+        MetadataRecord::AccessControlEntry(AccessControlEntryRecord {
+            id: Uuid::from_u128(id),
+            resource_type: 2,
+            resource_name: name.into(),
+            pattern_type: 3,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: 3,
+            permission_type: 3,
+            ..Default::default()
+        })
+    };
+    let remove = |id: u128| {
+        MetadataRecord::RemoveAccessControlEntry(RemoveAccessControlEntryRecord {
+            id: Uuid::from_u128(id),
+            ..Default::default()
+        })
+    };
+    let img = apply(&MetadataImage::empty("c"), &[acl(1, "a"), acl(2, "b")]);
+    assert_eq!(img.acls().len(), 2);
+    assert_eq!(img.acls()[&Uuid::from_u128(2)].resource_name, "b");
+    let rebuilt = apply(&MetadataImage::empty("c"), &img.to_records());
+    assert_eq!(rebuilt.acls(), img.acls());
+    let mut d = MetadataDelta::new(&img);
+    assert!(d.replay(&acl(1, "again")).is_err(), "an id is used once");
+    assert!(d.replay(&remove(9)).is_err(), "unknown id");
+    assert!(!d.acls_changed());
+    d.replay(&remove(1)).unwrap();
+    assert!(d.replay(&remove(1)).is_err(), "removed twice");
+    d.replay(&acl(3, "c")).unwrap();
+    let img = d.apply();
+    let names: Vec<&str> = img
+        .acls()
+        .values()
+        .map(|a| a.resource_name.as_str())
+        .collect();
+    assert_eq!(names, ["b", "c"]);
+}

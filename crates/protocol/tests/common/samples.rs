@@ -16,7 +16,8 @@ use fjord_protocol::kafka_protocol::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
 use fjord_protocol::kafka_protocol::messages::{
-    ApiKey, BrokerId, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName, TransactionalId,
+    AlterUserScramCredentialsRequest, ApiKey, BrokerId, DescribeUserScramCredentialsRequest,
+    SaslAuthenticateRequest, SaslHandshakeRequest, TopicName, TransactionalId,
 };
 use fjord_protocol::Request;
 use uuid::Uuid;
@@ -41,6 +42,35 @@ pub fn sasl_authenticate(v: i16) -> SaslAuthenticateRequest {
     SaslAuthenticateRequest::default()
         .with_auth_bytes(Bytes::from_static(b"\0alice\0alice-secret"))
         .with_unknown_tagged_fields(extra_tags(v >= 2, 5))
+}
+
+pub fn describe_user_scram_credentials(_v: i16) -> DescribeUserScramCredentialsRequest {
+    use fjord_protocol::kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+    DescribeUserScramCredentialsRequest::default()
+        .with_users(Some(vec![
+            UserName::default().with_name(s("alice")),
+            UserName::default()
+                .with_name(s("bob"))
+                .with_unknown_tagged_fields(extra_tags(true, 2)),
+        ]))
+        .with_unknown_tagged_fields(extra_tags(true, 4))
+}
+
+pub fn alter_user_scram_credentials(_v: i16) -> AlterUserScramCredentialsRequest {
+    use fjord_protocol::kafka_protocol::messages::alter_user_scram_credentials_request::{
+        ScramCredentialDeletion, ScramCredentialUpsertion,
+    };
+    AlterUserScramCredentialsRequest::default()
+        .with_deletions(vec![ScramCredentialDeletion::default()
+            .with_name(s("carol"))
+            .with_mechanism(2)])
+        .with_upsertions(vec![ScramCredentialUpsertion::default()
+            .with_name(s("alice"))
+            .with_mechanism(1)
+            .with_iterations(8192)
+            .with_salt(Bytes::from_static(b"salt"))
+            .with_salted_password(Bytes::from(vec![7u8; 32]))
+            .with_unknown_tagged_fields(extra_tags(true, 3))])
 }
 
 pub fn api_versions(v: i16) -> ApiVersionsRequest {
@@ -275,6 +305,12 @@ pub fn sample(api_key: i16, v: i16) -> Option<Request> {
         ApiKey::UpdateFeatures => Request::UpdateFeatures(parity::update_features(v)),
         ApiKey::SaslHandshake => Request::SaslHandshake(sasl_handshake(v)),
         ApiKey::SaslAuthenticate => Request::SaslAuthenticate(sasl_authenticate(v)),
+        ApiKey::DescribeUserScramCredentials => {
+            Request::DescribeUserScramCredentials(describe_user_scram_credentials(v))
+        }
+        ApiKey::AlterUserScramCredentials => {
+            Request::AlterUserScramCredentials(alter_user_scram_credentials(v))
+        }
         ApiKey::AddPartitionsToTxn => Request::AddPartitionsToTxn(txn::add_partitions_to_txn(v)),
         ApiKey::AddOffsetsToTxn => Request::AddOffsetsToTxn(txn::add_offsets_to_txn(v)),
         ApiKey::EndTxn => Request::EndTxn(txn::end_txn(v)),
