@@ -1049,6 +1049,15 @@ impl BrokerConfig {
                 self.groups.offsets_segment_bytes =
                     parse_bounded(name, value, limits::SEGMENT_BYTES_MIN as i64, I32_MAX)? as u64
             }
+            // An authorizer Fjord would ignore is not harmless: refused until
+            // ACLs are enforced (issue 18), rather than accepted without effect.
+            "authorizer.class.name" if !value.trim().is_empty() => {
+                return Err(invalid(
+                    name,
+                    value,
+                    "ACLs are not enforced by Fjord yet: an authorizer would be ignored",
+                ))
+            }
             "log.dirs" | "log.dir" => self.data_dir = PathBuf::from(value.trim()),
             "listeners" | "listen" => {
                 let named = crate::kraft::parse_listeners(name, value)?;
@@ -1698,6 +1707,19 @@ pub fn parse_listener(name: &str, value: &str) -> Result<SocketAddr, ConfigError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_authorizer_is_refused_until_acls_are_enforced() {
+        let mut c = BrokerConfig::default();
+        let e = c
+            .set(
+                "authorizer.class.name",
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("not enforced"), "{e}");
+        c.set("authorizer.class.name", "").unwrap();
+    }
 
     #[test]
     fn kafka_names_map_to_typed_settings() {

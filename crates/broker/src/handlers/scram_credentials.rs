@@ -258,7 +258,8 @@ pub fn decide(
                 })
             }
         });
-        results.push(result);
+        // Kafka answers a success with a null message.
+        results.push(result.with_error_message(None));
     }
     (records, results)
 }
@@ -414,6 +415,9 @@ mod tests {
                 upsert("erin", 2, 8192),
             ]);
         let (records, results) = decide(&empty, &req);
+        assert!(results
+            .iter()
+            .all(|r| (r.error_code == 0) == r.error_message.is_none()));
         assert_eq!(
             codes(&results),
             [
