@@ -644,6 +644,12 @@ def warm_up(bootstrap: str, timeout_s: float = 60.0) -> None:
         time.sleep(0.5)
 
 
+def scram_users_visible(answer) -> bool:
+    """A DescribeUserScramCredentials answer lists users, each found (the scram-alter-upsert case's)."""
+    results = answer.get("Results") if isinstance(answer, dict) else None
+    return bool(results) and all(r.get("ErrorCode") == 0 for r in results)
+
+
 def compare_api_versions(fjord: dict, kafka: dict):
     """(case, path, fjord, kafka) for every API Fjord advertises whose range is not Kafka's."""
     for key, (lo, hi) in sorted(fjord.items()):
@@ -712,6 +718,13 @@ def run(fjord: str, kafka: str, select: str | None, require_coverage: bool = Fal
                 # Kafka's partitions may not be served yet right after CreateTopics: retry what is retriable.
                 deadline = time.monotonic() + 30
                 while produce_error(answer) in (3, 5, 6) and time.monotonic() < deadline:
+                    time.sleep(0.3)
+                    answer = send(b, api, version, bb)
+            if case.startswith(("scram-describe-all-v", "scram-describe-one-v")):
+                # Kafka's broker answers from its metadata cache, which applies the upsert a moment after
+                # AlterUserScramCredentials answered: wait until the upserted users are visible there.
+                deadline = time.monotonic() + 10
+                while not scram_users_visible(answer) and time.monotonic() < deadline:
                     time.sleep(0.3)
                     answer = send(b, api, version, bb)
             if api == "ApiVersions" and isinstance(answer, dict):
