@@ -46,6 +46,11 @@ pub struct BrokerConfig {
     pub cleaner: fjord_storage::CleanerConfig,
     /// `log.cleaner.io.max.bytes.per.second` as Kafka prints it, when given.
     pub cleaner_io_max_printed: Option<String>,
+    /// `log.group.commit.syncfs` (Fjord's own, not Kafka's): `auto` (the default)
+    /// lets group commit make many partitions durable with one syncfs(2)
+    /// (`fjord_storage::StorageLimits::syncfs_min_logs`); `false` syncs each
+    /// partition's files with fdatasync.
+    pub group_commit_syncfs: bool,
     /// Consumer-group settings (`group.*`, `offsets.retention.minutes`).
     pub groups: GroupSettings,
     /// Broker config names given explicitly (file or flags), reported as
@@ -887,6 +892,7 @@ impl Default for BrokerConfig {
             retention_check_interval_ms: 300_000,
             cleaner: fjord_storage::CleanerConfig::default(),
             cleaner_io_max_printed: None,
+            group_commit_syncfs: true,
             groups: GroupSettings::default(),
             explicit: BTreeSet::new(),
             no_effect: BTreeMap::new(),
@@ -942,6 +948,13 @@ impl BrokerConfig {
                 self.node_id = NodeId(parse_bounded(name, value, 0, i32::MAX as i64)? as i32)
             }
             "cluster.id" => self.cluster_id = Some(value.trim().to_string()),
+            "log.group.commit.syncfs" => {
+                self.group_commit_syncfs = match value.trim() {
+                    "auto" => true,
+                    "false" => false,
+                    _ => return Err(invalid(name, value, "auto or false")),
+                }
+            }
             "num.partitions" => {
                 self.num_partitions =
                     parse_bounded(name, value, 1, limits::PARTITIONS_PER_TOPIC_MAX as i64)? as i32
@@ -1746,6 +1759,19 @@ mod tests {
         assert_eq!(c.groups.offsets_segment_bytes, 1_048_576);
         assert_eq!(c.describe()["offsets.topic.segment.bytes"], "1048576");
         assert!(c.set("offsets.topic.segment.bytes", "0").is_err());
+    }
+
+    #[test]
+    fn group_commit_syncfs_switch() {
+        let mut c = BrokerConfig::default();
+        assert!(c.group_commit_syncfs);
+        c.set("log.group.commit.syncfs", "false").unwrap();
+        assert!(!c.group_commit_syncfs);
+        c.set("log.group.commit.syncfs", "auto").unwrap();
+        assert!(c.group_commit_syncfs);
+        assert!(c.set("log.group.commit.syncfs", "yes").is_err());
+        assert!(c.group_commit_syncfs);
+        assert!(!c.not_kafka.contains("log.group.commit.syncfs"));
     }
 
     #[test]

@@ -330,7 +330,14 @@ impl Broker {
         let broker = Arc::new_cyclic(|me| Broker {
             dynamic: RwLock::new((DynamicBrokerConfigs::default(), topic_defaults)),
             cluster_id: cluster_id.clone(),
-            storage: Storage::default(),
+            storage: Storage::new(fjord_storage::StorageLimits {
+                syncfs_min_logs: if config.group_commit_syncfs {
+                    fjord_model::limits::GROUP_COMMIT_SYNCFS_MIN_LOGS
+                } else {
+                    0
+                },
+                ..fjord_storage::StorageLimits::default()
+            }),
             topics: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
             quorum: OnceLock::new(),

@@ -66,6 +66,13 @@ pub const RETENTION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
 pub const SEGMENT_BYTES_CEILING: u64 = i32::MAX as u64;
 /// Threads shared by all partition logs that run fdatasync for group commit.
 pub const STORAGE_FLUSH_THREADS: usize = 4;
+/// Group commit across partitions: a flush thread that finds at least this many logs of
+/// one filesystem waiting makes them durable with one syncfs(2) instead of an fdatasync
+/// per log (measured on ext4: 1,000 logs with 1 KiB each, 26-32 ms vs 350-530 ms; 4 logs
+/// with 64 KiB each, 0.9-1.0 ms vs 2.0-2.1 ms). 0 turns syncfs off.
+pub const GROUP_COMMIT_SYNCFS_MIN_LOGS: usize = 4;
+/// Most logs one flush thread takes from the queue for one group-commit round.
+pub const GROUP_COMMIT_BATCH_LOGS_MAX: usize = 16_384;
 /// Bytes read at once when scanning batch headers in a segment file.
 pub const SEGMENT_SCAN_CHUNK_BYTES: usize = 64 * 1024;
 /// Most entries accepted in a `leader-epoch-checkpoint` file.

@@ -1,14 +1,16 @@
 //! Group commit: a small pool of threads, owned by one `Storage` value and shared by every
 //! `Log` it opened, runs the fdatasync calls. A log with waiting `sync_to` callers is queued
-//! once; a thread takes it, syncs everything written so far (without holding the append
-//! lock) and completes all waiters covered, so many concurrent appenders share one
-//! fdatasync. The threads stop when the pool is dropped (with the last `Storage` clone and
+//! once; a thread takes every queued log (up to `GROUP_COMMIT_BATCH_LOGS_MAX`), syncs
+//! everything written so far (without holding the append locks) and completes all waiters
+//! covered, so many concurrent appenders share one fdatasync, and many partitions of one
+//! filesystem share one syncfs (`Log::flush_batch`). The threads stop when the pool is dropped (with the last `Storage` clone and
 //! the last `Log` opened through it).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 
+use fjord_model::limits::GROUP_COMMIT_BATCH_LOGS_MAX;
 use parking_lot::{Condvar, Mutex};
 
 use crate::log::Log;
@@ -40,14 +42,16 @@ impl std::fmt::Debug for Flusher {
 
 impl Flusher {
     /// Starts `threads` flush threads (0: every flush runs inline, on the caller's thread).
-    pub(crate) fn start(threads: usize) -> Flusher {
+    /// A thread takes every queued log at once when there are at least `batch_min` (the
+    /// syncfs threshold; 0: never), else one.
+    pub(crate) fn start(threads: usize, batch_min: usize) -> Flusher {
         let queue = Arc::new(Queue::default());
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads {
             let shared = Arc::clone(&queue);
             let spawned = std::thread::Builder::new()
                 .name(format!("fjord-flush-{i}"))
-                .spawn(move || run(&shared));
+                .spawn(move || run(&shared, batch_min));
             match spawned {
                 Ok(h) => handles.push(h),
                 Err(e) => tracing::error!("cannot start storage flush thread: {e}"),
@@ -93,22 +97,31 @@ impl Drop for Flusher {
     }
 }
 
-fn run(q: &Queue) {
+fn run(q: &Queue, batch_min: usize) {
     loop {
-        let next = {
+        let batch: Vec<Weak<Log>> = {
             let mut st = q.state.lock();
             loop {
                 if st.stop {
                     return;
                 }
-                if let Some(w) = st.logs.pop_front() {
-                    break w;
+                if !st.logs.is_empty() {
+                    // Fewer than a syncfs batch: one log per thread, the threads' fdatasyncs
+                    // running side by side (they share the filesystem's journal commits).
+                    let n = if batch_min == 0 || st.logs.len() < batch_min {
+                        1
+                    } else {
+                        st.logs.len().min(GROUP_COMMIT_BATCH_LOGS_MAX)
+                    };
+                    break st.logs.drain(..n).collect();
                 }
                 q.ready.wait(&mut st);
             }
         };
-        if let Some(log) = next.upgrade() {
-            log.flush_round();
+        let logs: Vec<Arc<Log>> = batch.iter().filter_map(Weak::upgrade).collect();
+        drop(batch);
+        if !logs.is_empty() {
+            Log::flush_batch(logs);
         }
     }
 }

@@ -54,7 +54,8 @@
 //!
 //! Invariant: durable state is a prefix of the log. Flush rounds fdatasync segments
 //! oldest first, so a crash mid-round never leaves a newer segment durable past an older
-//! one's lost tail. Write-back outside our fsyncs can still reach the disk in any order,
+//! one's lost tail (a syncfs round, `Log::flush_batch`, covers only active segments and
+//! directories: sealed ones with unsynced data are fdatasynced before it). Write-back outside our fsyncs can still reach the disk in any order,
 //! so recovery also refuses a hole above the recovery point (below it, gaps are
 //! compaction's; above it no gap is legitimate), and a
 //! segment that does not start where the previous one's last batch ends ends the log at

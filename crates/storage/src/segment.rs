@@ -729,9 +729,26 @@ impl Segment {
             // Unsynced data: the file was never released (see `release`).
             let file = self.open_file()?;
             self.ctx.fs.sync_data(&self.log_path, &file)?;
+            self.ctx.stats.file_sync();
             self.flushed_size.fetch_max(size, Ordering::AcqRel);
         }
         Ok(size)
+    }
+
+    /// The open file and its path, for a syncfs round that must cover it (the file stays
+    /// open while it holds unsynced data, see `release`).
+    pub(crate) fn file_for_sync(&self) -> io::Result<(&Path, Arc<File>)> {
+        Ok((&self.log_path, self.open_file()?))
+    }
+
+    /// Records that the first `size` bytes are on stable storage (a syncfs covered them).
+    pub(crate) fn mark_synced(&self, size: u64) {
+        assert!(
+            size <= self.size(),
+            "synced past the end of {}",
+            self.display()
+        );
+        self.flushed_size.fetch_max(size, Ordering::AcqRel);
     }
 
     /// fdatasyncs the file unconditionally (after recovery: the page cache may hold data

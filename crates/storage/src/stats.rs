@@ -1,5 +1,5 @@
-//! What a `Storage` value's logs report for metrics: fsync latency and
-//! group-commit batch sizes (recorded by the flush rounds), and I/O errors
+//! What a `Storage` value's logs report for metrics: fsync latency,
+//! fdatasync and syncfs calls, group-commit batch sizes (recorded by the flush rounds), and I/O errors
 //! that took a log offline. Lock-free atomics; read with [`StorageStats::snapshot`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +14,10 @@ pub struct StorageStats {
     group_commit_waiters: AtomicHistogram,
     /// I/O errors that took a log offline.
     errors: AtomicU64,
+    /// fdatasync calls on segment files by group commit.
+    file_syncs: AtomicU64,
+    /// syncfs calls by group commit (each covering several logs).
+    syncfs_calls: AtomicU64,
 }
 
 /// [`StorageStats`] as read at one moment.
@@ -22,6 +26,8 @@ pub struct StorageStatsSnapshot {
     pub fsync_us: Snapshot,
     pub group_commit_waiters: Snapshot,
     pub errors: u64,
+    pub file_syncs: u64,
+    pub syncfs_calls: u64,
 }
 
 impl Default for StorageStats {
@@ -30,6 +36,8 @@ impl Default for StorageStats {
             fsync_us: AtomicHistogram::new(LATENCY_BOUNDS_US),
             group_commit_waiters: AtomicHistogram::new(COUNT_BOUNDS),
             errors: AtomicU64::new(0),
+            file_syncs: AtomicU64::new(0),
+            syncfs_calls: AtomicU64::new(0),
         }
     }
 }
@@ -47,11 +55,21 @@ impl StorageStats {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn file_sync(&self) {
+        self.file_syncs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn syncfs_call(&self) {
+        self.syncfs_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> StorageStatsSnapshot {
         StorageStatsSnapshot {
             fsync_us: self.fsync_us.snapshot(),
             group_commit_waiters: self.group_commit_waiters.snapshot(),
             errors: self.errors.load(Ordering::Relaxed),
+            file_syncs: self.file_syncs.load(Ordering::Relaxed),
+            syncfs_calls: self.syncfs_calls.load(Ordering::Relaxed),
         }
     }
 }

@@ -3,10 +3,17 @@
 //! it to `Log::open`; nothing in the crate is process-wide, so several nodes can run in
 //! one process (cluster simulations, tests).
 
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use fjord_model::limits::{MAPPED_INDEX_FILES_MAX, OPEN_SEGMENT_FILES_MAX, STORAGE_FLUSH_THREADS};
+use fjord_model::limits::{
+    GROUP_COMMIT_SYNCFS_MIN_LOGS, MAPPED_INDEX_FILES_MAX, OPEN_SEGMENT_FILES_MAX,
+    STORAGE_FLUSH_THREADS,
+};
+use parking_lot::Mutex;
 
 use crate::error::StorageError;
 use crate::flusher::Flusher;
@@ -25,6 +32,10 @@ pub struct StorageLimits {
     pub mapped_indexes_max: usize,
     /// Group-commit threads (0: every flush runs on the caller's thread).
     pub flush_threads: usize,
+    /// A flush round that finds at least this many logs of one filesystem waiting makes
+    /// them durable with one syncfs(2) (0: never; also off on kernels whose syncfs does
+    /// not report write-back errors, see `fs::syncfs_reports_errors`).
+    pub syncfs_min_logs: usize,
 }
 
 impl Default for StorageLimits {
@@ -33,6 +44,7 @@ impl Default for StorageLimits {
             open_files_max: OPEN_SEGMENT_FILES_MAX,
             mapped_indexes_max: MAPPED_INDEX_FILES_MAX,
             flush_threads: STORAGE_FLUSH_THREADS,
+            syncfs_min_logs: GROUP_COMMIT_SYNCFS_MIN_LOGS,
         }
     }
 }
@@ -46,6 +58,50 @@ pub(crate) struct Shared {
     pub(crate) fs: Arc<dyn FileSystem>,
     /// fsync latency, group-commit sizes, I/O errors (for metrics).
     pub(crate) stats: StorageStats,
+    /// `StorageLimits::syncfs_min_logs`, 0 where syncfs is not safe.
+    pub(crate) syncfs_min_logs: usize,
+    /// One open directory per filesystem that logs live on (by device number), opened
+    /// before the first write of any log there: syncfs through it reports every
+    /// write-back error on that filesystem since.
+    roots: Mutex<Vec<(u64, Arc<FsRoot>)>>,
+}
+
+/// A filesystem that group commit syncs as a whole (see `Log::flush_batch`).
+#[derive(Debug)]
+pub(crate) struct FsRoot {
+    /// A directory on it, open since before the first write of any log there.
+    pub(crate) file: File,
+    /// One syncfs through `file` at a time: the error a call reports is consumed (the
+    /// descriptor's error sequence advances), so two at once could leave one of them
+    /// reporting success after a failed write-back of its data.
+    pub(crate) lock: Mutex<()>,
+    /// A syncfs through it failed once: never trusted again (the failed write-back may
+    /// have been another batch's data, whose own call then saw no new error); logs there
+    /// sync their files one by one, whose fdatasync reports each file's errors.
+    pub(crate) failed: AtomicBool,
+}
+
+impl Shared {
+    /// The open directory through which group commit syncfs's the filesystem holding
+    /// `dir` (opened now if it is the first log there); None if it cannot be opened or
+    /// syncfs is off (the log then syncs its files one by one).
+    pub(crate) fn filesystem_root(&self, dir: &Path) -> Option<Arc<FsRoot>> {
+        if self.syncfs_min_logs == 0 {
+            return None;
+        }
+        let dev = std::fs::metadata(dir).ok()?.dev();
+        let mut roots = self.roots.lock();
+        if let Some((_, f)) = roots.iter().find(|(d, _)| *d == dev) {
+            return Some(Arc::clone(f));
+        }
+        let f = Arc::new(FsRoot {
+            file: File::open(dir).ok()?,
+            lock: Mutex::new(()),
+            failed: AtomicBool::new(false),
+        });
+        roots.push((dev, Arc::clone(&f)));
+        Some(f)
+    }
 }
 
 /// The storage engine of one node: create one, open logs with it. Cloning is cheap (the
@@ -71,12 +127,23 @@ impl Storage {
 
     /// Like `new`, with every file change going through `fs` (fault injection in tests).
     pub fn with_file_system(limits: StorageLimits, fs: Arc<dyn FileSystem>) -> Storage {
+        let syncfs_min_logs = if limits.syncfs_min_logs > 0 && !crate::fs::syncfs_reports_errors() {
+            tracing::info!(
+                "group commit syncs each partition's files: this kernel's syncfs does not \
+                 report write-back errors (Linux 5.8 or later needed)"
+            );
+            0
+        } else {
+            limits.syncfs_min_logs
+        };
         Storage {
             ctx: Arc::new(Shared {
                 handles: HandleCache::new(limits.open_files_max, limits.mapped_indexes_max),
-                flusher: Flusher::start(limits.flush_threads),
+                flusher: Flusher::start(limits.flush_threads, syncfs_min_logs),
                 fs,
                 stats: StorageStats::default(),
+                syncfs_min_logs,
+                roots: Mutex::new(Vec::new()),
             }),
         }
     }

@@ -399,6 +399,14 @@ impl FileSystem for StopFs {
         self.tick()?;
         self.inner.sync_dir(dir)
     }
+    fn sync_filesystem(
+        &self,
+        root: &std::fs::File,
+        files: &[(&Path, &std::fs::File)],
+    ) -> std::io::Result<()> {
+        self.tick()?;
+        self.inner.sync_filesystem(root, files)
+    }
     fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
         self.tick()?;
         self.inner.rename(from, to)

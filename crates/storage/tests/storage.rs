@@ -69,11 +69,13 @@ fn two_storage_values_share_no_threads_and_no_handle_cache() {
         open_files_max: 100,
         mapped_indexes_max: 100,
         flush_threads: 2,
+        ..StorageLimits::default()
     });
     let b = Storage::new(StorageLimits {
         open_files_max: 100,
         mapped_indexes_max: 100,
         flush_threads: 3,
+        ..StorageLimits::default()
     });
     assert!(!a.same_as(&b) && a.same_as(&a.clone()));
     assert_eq!((a.flush_threads(), b.flush_threads()), (2, 3));

@@ -457,6 +457,18 @@ fn storage(e: &mut DescriptorEncoder, broker: &Broker) -> Fmt {
     )?;
     counter(
         e,
+        "fjord_storage_fdatasync_calls",
+        "fdatasync calls on segment files by group commit",
+        s.file_syncs,
+    )?;
+    counter(
+        e,
+        "fjord_storage_syncfs_calls",
+        "syncfs calls by group commit, each covering the partitions of one filesystem waiting at once",
+        s.syncfs_calls,
+    )?;
+    counter(
+        e,
         "fjord_storage_errors",
         "I/O errors that took a partition log offline",
         s.errors,

@@ -51,7 +51,7 @@ use crate::producer_state::{
 use crate::segment::{
     self, ScanError, Scanner, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
-use crate::storage::{Shared, Storage};
+use crate::storage::{FsRoot, Shared, Storage};
 use crate::txn_index::{AbortedTxn, TxnIndex};
 use crate::{AppendResult, FileSlice, LogConfig, ReadResult, RecoveryReport};
 
@@ -163,6 +163,8 @@ pub struct Log {
     cleaning: Mutex<()>,
     /// The aborted transactions of every segment (`txns`); taken after the append lock.
     aborted: Mutex<TxnIndex>,
+    /// The filesystem the log lives on, when group commit may syncfs it (`sync`).
+    fs_root: Option<Arc<FsRoot>>,
 }
 
 /// Resolves once `Log::sync_to`'s offset is on stable storage.

@@ -501,6 +501,7 @@ impl Log {
                 "log recovered with problems"
             );
         }
+        let fs_root = ctx.filesystem_root(dir);
         let log = Arc::new_cyclic(|me| Log {
             dir: dir.to_path_buf(),
             me: me.clone(),
@@ -540,6 +541,7 @@ impl Log {
             cleaned_to: AtomicI64::new(cleaned_to),
             cleaning: Mutex::new(()),
             aborted: Mutex::new(aborted),
+            fs_root,
         });
         if light {
             log.request_flush();

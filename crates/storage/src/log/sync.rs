@@ -4,6 +4,22 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
+use std::fs::File;
+
+/// A log's part of a syncfs round, between `prepare_batched` and `finish_round`.
+struct Batched {
+    generation: u64,
+    target: i64,
+    view: Arc<View>,
+    active: Arc<Segment>,
+    /// The active segment's size when the round started: durable once the syncfs returns.
+    active_size: u64,
+    path: PathBuf,
+    file: Arc<File>,
+    /// (parent_dirty, dir_dirty) taken by the round, given back if its syncfs fails.
+    dirs: (bool, bool),
+}
+
 impl Log {
     /// Resolves when every offset up to and including `offset` is on stable storage.
     /// Offsets at or past the log end wait for the current log end.
@@ -177,14 +193,165 @@ impl Log {
         let view = Arc::clone(&self.view.read());
         let started = Instant::now();
         if let Err(e) = self.sync_segments(&view) {
-            self.fail(&e);
-            self.sync.lock().queued = false;
+            self.fail_round(&e);
             return;
         }
         self.ctx
             .stats
             .fsync_done(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
-        let candidate = Self::recovery_point_candidate(&view, target);
+        self.finish_round(generation, target, &view);
+    }
+
+    fn fail_round(&self, e: &StorageError) {
+        self.fail(e);
+        self.sync.lock().queued = false;
+    }
+
+    /// Group commit across partitions (a flush thread's batch of queued logs): logs that
+    /// share a filesystem with at least `syncfs_min_logs - 1` others in the batch are made
+    /// durable by one syncfs(2) instead of an fdatasync each; the rest run `flush_round`.
+    /// Every waiter is released only after the call that covered its data returned
+    /// success; a failed syncfs falls back to `flush_round` for each of its logs (whose
+    /// fdatasync reports the file's own write-back errors) and is never used again on
+    /// that filesystem (`FsRoot::failed`).
+    pub(crate) fn flush_batch(logs: Vec<Arc<Log>>) {
+        let min = logs.first().map_or(0, |l| l.ctx.syncfs_min_logs);
+        let mut groups: Vec<(Arc<FsRoot>, Vec<Arc<Log>>)> = Vec::new();
+        for log in logs {
+            let root = match &log.fs_root {
+                Some(root) if min > 0 && !root.failed.load(Ordering::Acquire) => root,
+                _ => {
+                    log.flush_round();
+                    continue;
+                }
+            };
+            match groups.iter_mut().find(|(r, _)| Arc::ptr_eq(r, root)) {
+                Some((_, members)) => members.push(log),
+                None => groups.push((Arc::clone(root), vec![log])),
+            }
+        }
+        for (root, members) in groups {
+            if members.len() < min {
+                for log in members {
+                    log.flush_round();
+                }
+            } else {
+                Self::flush_with_syncfs(&root, members);
+            }
+        }
+    }
+
+    fn flush_with_syncfs(root: &FsRoot, logs: Vec<Arc<Log>>) {
+        let started = Instant::now();
+        let mut ready = Vec::with_capacity(logs.len());
+        for log in logs {
+            match log.prepare_batched() {
+                Ok(p) => ready.push((log, p)),
+                Err(e) => log.fail_round(&e),
+            }
+        }
+        let Some((first, _)) = ready.first() else {
+            return;
+        };
+        let ctx = Arc::clone(&first.ctx);
+        let synced = {
+            let files: Vec<(&Path, &File)> = ready
+                .iter()
+                .map(|(_, p)| (p.path.as_path(), &*p.file))
+                .collect();
+            let _one_at_a_time = root.lock.lock();
+            // Checked under the lock after the call: a failure any earlier call reported
+            // may have been this batch's write-back.
+            let res = ctx.fs.sync_filesystem(&root.file, &files);
+            ctx.stats.syncfs_call();
+            match res {
+                Ok(()) if !root.failed.load(Ordering::Acquire) => true,
+                Ok(()) => false,
+                Err(e) => {
+                    root.failed.store(true, Ordering::Release);
+                    tracing::warn!(
+                        "syncfs failed ({e}): group commit falls back to an fdatasync per \
+                         partition on this filesystem"
+                    );
+                    false
+                }
+            }
+        };
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        for (log, p) in ready {
+            if synced {
+                // Paired with the waiters released in `finish_round`: the active
+                // segment's data up to the size read before the call is durable.
+                p.active.mark_synced(p.active_size);
+                ctx.stats.fsync_done(micros);
+                log.finish_round(p.generation, p.target, &p.view);
+            } else {
+                if p.dirs.0 {
+                    log.parent_dirty.store(true, Ordering::Release);
+                }
+                if p.dirs.1 {
+                    log.dir_dirty.store(true, Ordering::Release);
+                }
+                log.flush_round();
+            }
+        }
+    }
+
+    /// First half of a syncfs round for this log: the sealed segments with unsynced data
+    /// or index files fdatasynced one by one, oldest first, as `sync_segments` does (rare:
+    /// only after a roll), so that the syncfs that follows (covering the active segment
+    /// and the directories) never makes newer data durable before an older segment's.
+    fn prepare_batched(&self) -> Result<Batched, StorageError> {
+        let (generation, target) = self.sync_target();
+        let view = Arc::clone(&self.view.read());
+        let last = view.segments.len() - 1;
+        let first = view.segments[..last]
+            .iter()
+            .rposition(|seg| {
+                seg.flushed_size.load(Ordering::Acquire) >= seg.size()
+                    && !seg.index_dirty.load(Ordering::Acquire)
+            })
+            .map_or(0, |clean| clean + 1);
+        for (i, seg) in view.segments.iter().enumerate().skip(first) {
+            if i != last {
+                seg.sync_data()
+                    .map_err(|e| StorageError::io(format!("fsync {}", seg.display()), e))?;
+            }
+            seg.sync_indexes_if_dirty()
+                .map_err(|e| StorageError::io(format!("fsync index of {}", seg.display()), e))?;
+            if i != last {
+                seg.track_file();
+            }
+        }
+        let active = Arc::clone(view.active());
+        // Read after `target` (the log end is published after its bytes are written):
+        // the syncfs covers at least up to it.
+        let active_size = active.size();
+        let (path, file) = active
+            .file_for_sync()
+            .map_err(|e| StorageError::io(format!("fsync {}", active.display()), e))?;
+        let path = path.to_path_buf();
+        let dirs = (
+            self.parent_dirty.swap(false, Ordering::AcqRel),
+            self.dir_dirty.swap(false, Ordering::AcqRel),
+        );
+        Ok(Batched {
+            generation,
+            target,
+            view,
+            active,
+            active_size,
+            path,
+            file,
+            dirs,
+        })
+    }
+
+    /// Second half of a group-commit round, once everything up to `target` is durable:
+    /// the durable offset and the recovery point move, covered waiters are released, the
+    /// checkpoint is written when due.
+    fn finish_round(&self, generation: u64, target: i64, view: &Arc<View>) {
+        let candidate = Self::recovery_point_candidate(view, target);
         let mut s = self.sync.lock();
         if s.generation != generation {
             // A truncation came between: this round synced files that changed since. Run

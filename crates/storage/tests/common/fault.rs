@@ -5,7 +5,7 @@
 //! The model: a file's durable image is its content at its last fdatasync/fsync (or when
 //! first opened through this value, for files that existed before). Renames, creations
 //! and removals count as durable at once (directory fsyncs are not modelled), and a rename
-//! carries the image of the renamed file. `crash` writes every tracked file back to its
+//! carries the image of the renamed file. A syncfs syncs the files its caller lists. `crash` writes every tracked file back to its
 //! image (a file never synced becomes empty) and forgets all state, as a reboot would.
 //! Syncs only update the images (no real fsync: the tests run many crashes quickly).
 
@@ -157,6 +157,18 @@ impl FileSystem for FaultFs {
             return Err(eio("fsync"));
         }
         self.synced(path, file)
+    }
+    fn sync_filesystem(&self, root: &File, files: &[(&Path, &File)]) -> io::Result<()> {
+        let _ = root;
+        if self.fail_syncs.load(Ordering::SeqCst) {
+            return Err(eio("syncfs"));
+        }
+        // The model: every file the caller counts on is synced (directories are not
+        // modelled); others written through this value are not.
+        for (path, file) in files {
+            self.synced(path, file)?;
+        }
+        Ok(())
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         if self.fail_syncs.load(Ordering::SeqCst) {
