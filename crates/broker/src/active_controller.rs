@@ -24,7 +24,8 @@
 //!   the active controller answers NOT_CONTROLLER, and the broker looks
 //!   for the leader again. Admin requests other brokers forward
 //!   (CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs,
-//!   IncrementalAlterConfigs, ElectLeaders, AlterUserScramCredentials; see
+//!   IncrementalAlterConfigs, ElectLeaders, AlterUserScramCredentials,
+//!   CreateAcls, DeleteAcls; see
 //!   `controller_link`) go through this
 //!   node's own handlers, which run them on the controller.
 
@@ -135,6 +136,8 @@ impl fjord_quorum::ControllerApis for Apis {
             | Request::AlterConfigs(_)
             | Request::IncrementalAlterConfigs(_)
             | Request::AlterUserScramCredentials(_)
+            | Request::CreateAcls(_)
+            | Request::DeleteAcls(_)
             | Request::ElectLeaders(_) => {
                 if !b.is_active_controller() {
                     return None;

@@ -79,6 +79,12 @@ pub struct BrokerConfig {
     /// TLS and SASL settings (`ssl.*`, `sasl.enabled.mechanisms`,
     /// `listener.name.<l>.*`), see [`crate::security`].
     pub security: crate::security::SecuritySettings,
+    /// `authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer`:
+    /// ACLs are enforced (see `crate::security::authorizer`).
+    pub authorizer_enabled: bool,
+    /// `super.users` and `allow.everyone.if.no.acl.found` (used only with
+    /// an authorizer).
+    pub authorizer: crate::security::authorizer::AuthorizerConfig,
 }
 
 /// The broker configs (other than the `log.*`-style topic defaults, see
@@ -86,6 +92,7 @@ pub struct BrokerConfig {
 /// name order. Every other Kafka broker config is accepted without effect.
 pub const FJORD_BROKER_CONFIGS: &[&str] = &[
     "advertised.listeners",
+    "authorizer.class.name",
     "auto.create.topics.enable",
     "broker.heartbeat.interval.ms",
     "broker.id",
@@ -130,12 +137,20 @@ pub const FJORD_BROKER_CONFIGS: &[&str] = &[
     "socket.request.max.bytes",
 ];
 
+/// The StandardAuthorizer's own settings (not Kafka broker configs: the
+/// authorizer reads them), acted on with an authorizer.
+pub const AUTHORIZER_CONFIGS: &[&str] = &["allow.everyone.if.no.acl.found", "super.users"];
+
+/// The one `authorizer.class.name` Fjord serves: Kafka's KRaft authorizer.
+pub const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
+
 /// Whether broker config `name` changes what Fjord does.
 pub fn acts_on(name: &str) -> bool {
     match topic_config_for_broker(name) {
         Some(d) => d.enforced,
         None => {
             FJORD_BROKER_CONFIGS.contains(&name)
+                || AUTHORIZER_CONFIGS.contains(&name)
                 || crate::security::SECURITY_BROKER_CONFIGS.contains(&name)
         }
     }
@@ -901,6 +916,8 @@ impl Default for BrokerConfig {
             named_listeners: Vec::new(),
             named_advertised: Vec::new(),
             security: Default::default(),
+            authorizer_enabled: false,
+            authorizer: Default::default(),
         }
     }
 }
@@ -1062,14 +1079,29 @@ impl BrokerConfig {
                 self.groups.offsets_segment_bytes =
                     parse_bounded(name, value, limits::SEGMENT_BYTES_MIN as i64, I32_MAX)? as u64
             }
-            // An authorizer Fjord would ignore is not harmless: refused until
-            // ACLs are enforced (issue 18), rather than accepted without effect.
-            "authorizer.class.name" if !value.trim().is_empty() => {
-                return Err(invalid(
-                    name,
-                    value,
-                    "ACLs are not enforced by Fjord yet: an authorizer would be ignored",
-                ))
+            // Kafka's KRaft authorizer; any other class (a JVM plug-in, or
+            // the ZooKeeper-era AclAuthorizer) would be ignored, which is not
+            // harmless: refused.
+            "authorizer.class.name" => {
+                self.authorizer_enabled = match value.trim() {
+                    "" => false,
+                    STANDARD_AUTHORIZER => true,
+                    _ => {
+                        return Err(invalid(
+                            name,
+                            value,
+                            "Fjord enforces ACLs with Kafka's StandardAuthorizer rules only \
+                             (org.apache.kafka.metadata.authorizer.StandardAuthorizer)",
+                        ))
+                    }
+                }
+            }
+            "super.users" => {
+                self.authorizer.super_users =
+                    crate::security::authorizer::AuthorizerConfig::parse_super_users(value)
+            }
+            "allow.everyone.if.no.acl.found" => {
+                self.authorizer.allow_if_no_acl = parse_bool(name, value)?
             }
             "log.dirs" | "log.dir" => self.data_dir = PathBuf::from(value.trim()),
             "listeners" | "listen" => {
@@ -1722,16 +1754,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_authorizer_is_refused_until_acls_are_enforced() {
+    fn only_the_standard_authorizer_is_accepted() {
         let mut c = BrokerConfig::default();
+        assert!(!c.authorizer_enabled);
+        c.set("authorizer.class.name", STANDARD_AUTHORIZER).unwrap();
+        assert!(c.authorizer_enabled);
         let e = c
             .set(
                 "authorizer.class.name",
-                "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "kafka.security.authorizer.AclAuthorizer",
             )
             .unwrap_err();
-        assert!(e.to_string().contains("not enforced"), "{e}");
+        assert!(e.to_string().contains("StandardAuthorizer"), "{e}");
         c.set("authorizer.class.name", "").unwrap();
+        assert!(!c.authorizer_enabled);
+        c.set("super.users", "User:admin;User:ANONYMOUS").unwrap();
+        assert!(c.authorizer.super_users.contains("User:ANONYMOUS"));
+        assert!(!c.authorizer.allow_if_no_acl);
+        c.set("allow.everyone.if.no.acl.found", "true").unwrap();
+        assert!(c.authorizer.allow_if_no_acl);
+        assert!(c.set("allow.everyone.if.no.acl.found", "maybe").is_err());
     }
 
     #[test]

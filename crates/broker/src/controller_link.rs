@@ -409,7 +409,8 @@ pub(crate) fn allocate_producer_ids(b: &Broker) -> Result<(i64, i64), (ErrorCode
 // TopicRecord was once committed twice and refused on every node), and
 // placement needs the controller's view of registered brokers. Kafka's
 // brokers wrap the client's request in an Envelope (58) for the principal;
-// Fjord has no principals yet, so the request goes as it is. The caller
+// Fjord's broker checks the client's ACLs before forwarding (handlers::authz)
+// and the request goes as it is, run unchecked on the controller. The caller
 // then waits until its own image has the change, so the client's next
 // request to this broker sees it.
 

@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use crate::handlers::{self, Pending};
 use crate::response::Writer;
 use crate::security::sasl::{SaslSession, SaslState};
-use crate::security::ListenerSecurity;
+use crate::security::{KafkaPrincipal, ListenerSecurity};
 use crate::state::Broker;
 
 // A frame's share of the budget is a u32 (what `acquire_many` takes), and
@@ -146,7 +146,17 @@ async fn accept(
     let peer = stream.peer_addr().ok();
     let Some(tls) = &security.tls else {
         let (rd, wr) = stream.into_split();
-        return connection(broker, rd, Writer::new(wr), peer, security, shutdown).await;
+        let anonymous = KafkaPrincipal::anonymous();
+        return connection(
+            broker,
+            rd,
+            Writer::new(wr),
+            peer,
+            anonymous,
+            security,
+            shutdown,
+        )
+        .await;
     };
     let within = Duration::from_millis(limits::AUTHENTICATION_TIMEOUT_MS);
     // A client that does not speak TLS fails here and is closed.
@@ -163,7 +173,16 @@ async fn accept(
     };
     tracing::debug!(?peer, %principal, listener = %security.name, "TLS connection");
     let (rd, wr) = tokio::io::split(stream);
-    connection(broker, rd, Writer::tls(wr), peer, security, shutdown).await
+    connection(
+        broker,
+        rd,
+        Writer::tls(wr),
+        peer,
+        principal,
+        security,
+        shutdown,
+    )
+    .await
 }
 
 /// What the connection does with one frame on a SASL listener before the
@@ -222,6 +241,7 @@ fn sasl_gate(
         client_id: header.client_id.clone(),
         peer,
         listener: Some(security.name.clone()),
+        principal: None,
     };
     let expecting_handshake = *session.state() == SaslState::Handshake;
     let key = header.api_key;
@@ -280,6 +300,9 @@ async fn connection<R: AsyncRead + Unpin>(
     mut rd: R,
     out: Writer,
     peer: Option<std::net::SocketAddr>,
+    // The principal the TLS handshake established (`User:ANONYMOUS`
+    // without TLS or a client certificate); SASL's replaces it.
+    tls_principal: KafkaPrincipal,
     security: Arc<ListenerSecurity>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
@@ -402,9 +425,14 @@ async fn connection<R: AsyncRead + Unpin>(
             "a request dispatched before SASL authentication"
         );
         let arrival = (header.api_key, read_at);
+        let principal = sasl
+            .as_ref()
+            .and_then(|s| s.principal())
+            .unwrap_or(&tls_principal)
+            .clone();
+        let listener = Some(security.name.clone());
         let pending =
-            match handlers::dispatch_on(&broker, peer, Some(security.name.clone()), header, reader)
-            {
+            match handlers::dispatch_on(&broker, peer, listener, Some(principal), header, reader) {
                 Some(p) => p,
                 // The request could not be understood and has no error response: close.
                 None => break Ok(()),

@@ -10,6 +10,10 @@
 //! an unknown mechanism UNSUPPORTED_SASL_MECHANISM. SCRAM: credentials
 //! set with AlterUserScramCredentials authenticate SCRAM-SHA-256/512
 //! logins, survive a restart (metadata log), and stop working once deleted.
+//! ACLs (StandardAuthorizer): managed with CreateAcls/DescribeAcls/
+//! DeleteAcls by a super user only, enforced on Produce, Metadata (no
+//! name of an unauthorized topic leaks) and group APIs, prefixed
+//! boundaries, DENY winning, kept across a restart.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +25,22 @@ use fjord_broker::{Broker, BrokerConfig};
 use fjord_protocol::kafka_protocol::messages::alter_user_scram_credentials_request::{
     ScramCredentialDeletion, ScramCredentialUpsertion,
 };
+use fjord_protocol::kafka_protocol::messages::create_acls_request::AclCreation;
+use fjord_protocol::kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+use fjord_protocol::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use fjord_protocol::kafka_protocol::messages::produce_request::{
+    PartitionProduceData, TopicProduceData,
+};
 use fjord_protocol::kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, ApiVersionsRequest,
     ApiVersionsResponse, DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
     MetadataRequest, MetadataResponse, SaslAuthenticateRequest, SaslAuthenticateResponse,
     SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use fjord_protocol::kafka_protocol::messages::{
+    CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse,
+    DescribeAclsRequest, DescribeAclsResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
+    ProduceRequest, ProduceResponse, TopicName,
 };
 use fjord_protocol::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
@@ -575,4 +590,298 @@ async fn futures_bind(n: usize) -> Vec<TcpListener> {
         out.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
     }
     out
+}
+
+/// A broker with `authorizer.class.name` set (super user `User:admin`)
+/// and one SASL_PLAINTEXT listener where admin, alice and bob log in with
+/// PLAIN.
+async fn acl_broker(
+    dir: &std::path::Path,
+) -> (
+    Arc<Broker>,
+    String,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let socket = futures_bind(1).await.remove(0);
+    let port = socket.local_addr().unwrap().port();
+    let mut config = BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        ..BrokerConfig::default()
+    };
+    for (k, v) in [
+        (
+            "listeners".to_string(),
+            format!("SASL_PLAINTEXT://127.0.0.1:{port}"),
+        ),
+        (
+            "listener.security.protocol.map".into(),
+            "SASL_PLAINTEXT:SASL_PLAINTEXT".into(),
+        ),
+        ("sasl.enabled.mechanisms".into(), "PLAIN".into()),
+        (
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config".into(),
+            "org.apache.kafka.common.security.plain.PlainLoginModule required \
+             user_admin=\"admin-pw\" user_alice=\"alice-pw\" user_bob=\"bob-pw\";"
+                .into(),
+        ),
+        (
+            "authorizer.class.name".into(),
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer".into(),
+        ),
+        ("super.users".into(), "User:admin".into()),
+    ] {
+        config.set(&k, &v).unwrap();
+    }
+    config.finish(false).unwrap();
+    let listener = config.client_listeners().unwrap().remove(0);
+    let security = Arc::new(ListenerSecurity::build(&config.security, &listener).unwrap());
+    let broker: Arc<Broker> = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await
+        .unwrap()
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(fjord_broker::server::serve_listener(
+        broker.clone(),
+        socket,
+        security,
+        stop_rx,
+    ));
+    (broker, format!("127.0.0.1:{port}"), stop_tx, server)
+}
+
+/// A connection authenticated with PLAIN (`token` is `\0user\0password`).
+async fn plain_login(addr: &str, token: &'static [u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(handshake(&mut s, "PLAIN").await.error_code, 0);
+    let a = authenticate(&mut s, token).await.expect("an answer");
+    assert_eq!(a.error_code, 0, "{token:?} logs in");
+    s
+}
+
+fn acl_creation(
+    resource_type: i8,
+    name: &str,
+    pattern: i8,
+    principal: &str,
+    operation: i8,
+) -> AclCreation {
+    AclCreation::default()
+        .with_resource_type(resource_type)
+        .with_resource_name(StrBytes::from_string(name.into()))
+        .with_resource_pattern_type(pattern)
+        .with_principal(StrBytes::from_string(principal.into()))
+        .with_host(StrBytes::from_static_str("*"))
+        .with_operation(operation)
+        .with_permission_type(3)
+}
+
+/// The names of the topics a list-all Metadata answers, and the error of
+/// each named topic of a second Metadata asking for `named`.
+async fn visible(s: &mut TcpStream, named: &[&str]) -> (Vec<String>, Vec<i16>) {
+    let all: MetadataResponse = call(s, 3, 8, &MetadataRequest::default().with_topics(None))
+        .await
+        .expect("a metadata answer");
+    let mut names: Vec<String> = all
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+        .collect();
+    names.sort();
+    let req = MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
+        .with_topics(Some(
+            named
+                .iter()
+                .map(|n| {
+                    MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(n.to_string()))))
+                })
+                .collect(),
+        ));
+    let some: MetadataResponse = call(s, 3, 8, &req).await.expect("a metadata answer");
+    (names, some.topics.iter().map(|t| t.error_code).collect())
+}
+
+/// The error of producing one record to partition 0 of `topic`.
+async fn produce_error(s: &mut TcpStream, topic: &str) -> i16 {
+    let mut b = fjord_records::BatchBuilder::new(fjord_records::Compression::None);
+    b.push(1_700_000_000_000, Some(b"k"), Some(b"v"), &[]);
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.into())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(b.build(0))))])]);
+    let resp: ProduceResponse = call(s, 0, 7, &req).await.expect("a produce answer");
+    resp.responses[0].partition_responses[0].error_code
+}
+
+async fn heartbeat_error(s: &mut TcpStream, group: &str) -> i16 {
+    let req = HeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.into())))
+        .with_generation_id(1)
+        .with_member_id(StrBytes::from_static_str("m"));
+    let resp: HeartbeatResponse = call(s, 12, 3, &req).await.expect("a heartbeat answer");
+    resp.error_code
+}
+
+const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acls_are_managed_with_kafkas_apis_and_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, addr, stop, server) = acl_broker(dir.path()).await;
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || {
+        for t in ["pay-in", "payroll", "secret"] {
+            b.create_topic(t, 1, Default::default(), false).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let mut admin = plain_login(&addr, b"\0admin\0admin-pw").await;
+    let mut alice = plain_login(&addr, b"\0alice\0alice-pw").await;
+
+    // No ACL: alice sees no topic, not even by name, and may not write;
+    // the super user sees and writes everything.
+    let (names, errors) = visible(&mut alice, &["pay-in", "nonexistent"]).await;
+    assert!(names.is_empty(), "no names leak: {names:?}");
+    assert_eq!(errors, vec![TOPIC_AUTHORIZATION_FAILED; 2]);
+    assert_eq!(
+        produce_error(&mut alice, "pay-in").await,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+    assert_eq!(
+        heartbeat_error(&mut alice, "g").await,
+        GROUP_AUTHORIZATION_FAILED
+    );
+    let (names, _) = visible(&mut admin, &[]).await;
+    assert_eq!(
+        names,
+        vec!["__consumer_offsets", "pay-in", "payroll", "secret"]
+    );
+    assert_eq!(produce_error(&mut admin, "secret").await, 0);
+
+    // Only a principal with ALTER on the cluster changes ACLs.
+    let grants = CreateAclsRequest::default().with_creations(vec![
+        // WRITE (implies DESCRIBE) on the topics prefixed `pay-`.
+        acl_creation(2, "pay-", 4, "User:alice", 4),
+        acl_creation(3, "g", 3, "User:alice", 3),
+    ]);
+    let denied: CreateAclsResponse = call(&mut alice, 30, 1, &grants).await.unwrap();
+    assert!(denied
+        .results
+        .iter()
+        .all(|r| r.error_code == CLUSTER_AUTHORIZATION_FAILED));
+    let created: CreateAclsResponse = call(&mut admin, 30, 1, &grants).await.unwrap();
+    assert!(
+        created.results.iter().all(|r| r.error_code == 0),
+        "{created:?}"
+    );
+    // An invalid ACL (a MATCH pattern) is refused on its own.
+    let bad =
+        CreateAclsRequest::default().with_creations(vec![acl_creation(2, "x", 2, "User:alice", 4)]);
+    let refused: CreateAclsResponse = call(&mut admin, 30, 1, &bad).await.unwrap();
+    assert_eq!(refused.results[0].error_code, 42, "INVALID_REQUEST");
+
+    // Prefixed boundaries: `pay-in` is covered, `payroll` is not.
+    let (names, errors) = visible(&mut alice, &["pay-in", "payroll"]).await;
+    assert_eq!(names, vec!["pay-in"]);
+    assert_eq!(errors, vec![0, TOPIC_AUTHORIZATION_FAILED]);
+    assert_eq!(produce_error(&mut alice, "pay-in").await, 0);
+    assert_eq!(
+        produce_error(&mut alice, "payroll").await,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+    assert_ne!(
+        heartbeat_error(&mut alice, "g").await,
+        GROUP_AUTHORIZATION_FAILED
+    );
+    assert_eq!(
+        heartbeat_error(&mut alice, "g2").await,
+        GROUP_AUTHORIZATION_FAILED
+    );
+    // bob has no ACL.
+    let mut bob = plain_login(&addr, b"\0bob\0bob-pw").await;
+    assert_eq!(
+        produce_error(&mut bob, "pay-in").await,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+
+    // DescribeAcls: DESCRIBE on the cluster; a MATCH filter on `pay-in`
+    // finds the prefixed ACL.
+    let describe = DescribeAclsRequest::default()
+        .with_resource_type_filter(2)
+        .with_resource_name_filter(Some(StrBytes::from_static_str("pay-in")))
+        .with_pattern_type_filter(2)
+        .with_principal_filter(None)
+        .with_host_filter(None)
+        .with_operation(1)
+        .with_permission_type(1);
+    let d: DescribeAclsResponse = call(&mut alice, 29, 1, &describe).await.unwrap();
+    assert_eq!(d.error_code, CLUSTER_AUTHORIZATION_FAILED);
+    let d: DescribeAclsResponse = call(&mut admin, 29, 1, &describe).await.unwrap();
+    assert_eq!(d.error_code, 0);
+    assert_eq!(d.resources.len(), 1, "{d:?}");
+    assert_eq!(d.resources[0].resource_name.as_str(), "pay-");
+    assert_eq!(d.resources[0].pattern_type, 4);
+    assert_eq!(d.resources[0].acls[0].principal.as_str(), "User:alice");
+
+    // A DENY wins over the ALLOW.
+    let deny = CreateAclsRequest::default()
+        .with_creations(vec![
+            acl_creation(2, "pay-in", 3, "User:*", 4).with_permission_type(2)
+        ]);
+    let c: CreateAclsResponse = call(&mut admin, 30, 1, &deny).await.unwrap();
+    assert_eq!(c.results[0].error_code, 0);
+    assert_eq!(
+        produce_error(&mut alice, "pay-in").await,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+
+    // ACLs are in the metadata log: they survive a restart.
+    drop((admin, alice, bob));
+    let _ = stop.send(true);
+    server.await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || broker.close())
+        .await
+        .unwrap();
+    let (broker, addr, stop, server) = acl_broker(dir.path()).await;
+    let mut admin = plain_login(&addr, b"\0admin\0admin-pw").await;
+    let mut alice = plain_login(&addr, b"\0alice\0alice-pw").await;
+    assert_eq!(
+        produce_error(&mut alice, "pay-in").await,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+    let (names, _) = visible(&mut alice, &[]).await;
+    assert_eq!(names, vec!["pay-in"], "DESCRIBE still implied by WRITE");
+
+    // DeleteAcls removes what its filter matches and lists it.
+    let remove = DeleteAclsRequest::default().with_filters(vec![DeleteAclsFilter::default()
+        .with_resource_type_filter(1)
+        .with_resource_name_filter(None)
+        .with_pattern_type_filter(1)
+        .with_host_filter(None)
+        .with_principal_filter(Some(StrBytes::from_static_str("User:*")))
+        .with_operation(1)
+        .with_permission_type(1)]);
+    let r: DeleteAclsResponse = call(&mut alice, 31, 1, &remove).await.unwrap();
+    assert_eq!(r.filter_results[0].error_code, CLUSTER_AUTHORIZATION_FAILED);
+    let r: DeleteAclsResponse = call(&mut admin, 31, 1, &remove).await.unwrap();
+    assert_eq!(r.filter_results[0].error_code, 0);
+    assert_eq!(r.filter_results[0].matching_acls.len(), 1, "{r:?}");
+    assert_eq!(r.filter_results[0].matching_acls[0].permission_type, 2);
+    assert_eq!(produce_error(&mut alice, "pay-in").await, 0);
+
+    let _ = stop.send(true);
+    drop((admin, alice));
+    server.await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || broker.close())
+        .await
+        .unwrap();
 }

@@ -85,6 +85,7 @@ pub fn unsupported_version(ctx: &Ctx) -> Option<BytesMut> {
         client_id: None,
         peer: ctx.peer,
         listener: ctx.listener.clone(),
+        principal: ctx.principal.clone(),
     };
     v0.respond(&resp)
 }

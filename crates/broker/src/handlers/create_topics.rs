@@ -22,6 +22,7 @@ use fjord_protocol::kafka_protocol::messages::{
 use super::{str_bytes, Ctx};
 use crate::config::TOPIC_CONFIG_NAMES;
 use crate::errors;
+use crate::security::authorizer::{Operation, ResourceType};
 
 pub const VERSIONS: RangeInclusive<i16> = 2..=7;
 
@@ -52,6 +53,16 @@ pub fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> Option<BytesMut> {
     {
         let name = t.name.0.to_string();
         let fail = |code: ErrorCode, msg: String| failed(t.name.clone(), code, msg);
+        // CREATE on the cluster or on the topic.
+        if !ctx.may_on_cluster(Operation::Create)
+            && !ctx.may(ResourceType::Topic, &name, Operation::Create)
+        {
+            results.push(fail(
+                ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                "Authorization failed.".into(),
+            ));
+            continue;
+        }
         let rf = if t.replication_factor == -1 {
             broker.config.default_replication_factor
         } else {

@@ -11,6 +11,7 @@ use fjord_protocol::kafka_protocol::messages::{
 
 use super::{str_bytes, Ctx};
 use crate::errors;
+use crate::security::authorizer::{Operation, ResourceType};
 
 pub const VERSIONS: RangeInclusive<i16> = 1..=6;
 
@@ -50,6 +51,14 @@ pub fn handle(ctx: &Ctx, req: DeleteTopicsRequest) -> Option<BytesMut> {
             );
             continue;
         };
+        // DELETE on the topic.
+        if !ctx.may(ResourceType::Topic, &n, Operation::Delete) {
+            responses.push(
+                base.with_error_code(ErrorCode::TOPIC_AUTHORIZATION_FAILED.0)
+                    .with_error_message(Some(str_bytes("Authorization failed."))),
+            );
+            continue;
+        }
         responses.push(match broker.delete_topic(&n) {
             Ok(tid) => base.with_topic_id(tid),
             Err(e) => {

@@ -65,6 +65,7 @@ use crate::fetch_sessions::{
     FINAL_EPOCH, INVALID_SESSION_ID,
 };
 use crate::response::{Chunk, Response};
+use crate::security::authorizer::{Operation, ResourceType};
 use crate::state::now_ms;
 
 pub const VERSIONS: RangeInclusive<i16> = 4..=18;
@@ -304,12 +305,23 @@ async fn fetch(ctx: Ctx, req: FetchRequest, plan: Plan) -> Option<Response> {
     // only when the request names more than one partition.
     let many = req.topics.iter().map(|t| t.partitions.len()).sum::<usize>() > 1;
     let mut first_want: HashMap<(Uuid, &str, i32), usize> = HashMap::new();
+    let follower = req.replica_id.0 >= 0 || req.replica_state.replica_id.0 >= 0;
     for (ti, ft) in req.topics.iter().enumerate() {
         let topic = if by_id {
             ctx.broker.topic_by_id(ft.topic_id)
         } else {
             ctx.broker.topic(&ft.topic.0)
         };
+        // READ on the topic for a consumer (a follower was checked for
+        // CLUSTER_ACTION before dispatch); an unknown topic id stays unknown.
+        let denied = !follower
+            && (topic.is_some() || !by_id)
+            && !ctx.may(
+                ResourceType::Topic,
+                topic.as_ref().map_or(&*ft.topic.0, |t| t.name.as_str()),
+                Operation::Read,
+            );
+        let topic = if denied { None } else { topic };
         topic_refs.push(topic.clone());
         topics.push(TopicOut {
             name: ft.topic.0.to_string(),
@@ -334,7 +346,9 @@ async fn fetch(ctx: Ctx, req: FetchRequest, plan: Plan) -> Option<Response> {
                 first_want.insert(key, wants.len());
             }
             let target = topic.as_ref().and_then(|t| t.partition(fp.partition));
-            let error = if topic.is_none() && by_id {
+            let error = if denied {
+                ErrorCode::TOPIC_AUTHORIZATION_FAILED
+            } else if topic.is_none() && by_id {
                 ErrorCode::UNKNOWN_TOPIC_ID
             } else if target.is_none() {
                 ErrorCode::UNKNOWN_TOPIC_OR_PARTITION

@@ -31,6 +31,7 @@ use fjord_protocol::kafka_protocol::protocol::Message;
 
 use super::Ctx;
 use crate::errors;
+use crate::security::authorizer::{Operation, ResourceType};
 
 pub const VERSIONS: RangeInclusive<i16> = 1..=11;
 
@@ -83,6 +84,8 @@ pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Option<BytesMut> {
     }
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
+        // DESCRIBE on the topic.
+        let denied = !ctx.may(ResourceType::Topic, &t.name.0, Operation::Describe);
         let topic = ctx.broker.topic(&t.name.0);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
@@ -101,6 +104,10 @@ pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Option<BytesMut> {
                     }
                     continue;
                 }
+            }
+            if denied {
+                partitions.push(base.with_error_code(ErrorCode::TOPIC_AUTHORIZATION_FAILED.0));
+                continue;
             }
             let Some(part) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
                 partitions.push(base.with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0));
@@ -148,6 +155,7 @@ pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Option<BytesMut> {
         client_id: None,
         peer: ctx.peer,
         listener: ctx.listener.clone(),
+        principal: ctx.principal.clone(),
     };
     same_layout.respond(&resp)
 }

@@ -3,6 +3,11 @@
 //! creates one says UNKNOWN_TOPIC_OR_PARTITION for it, as Kafka 4's does. v13 adds a
 //! top-level error code (KIP-1102), always 0 here: Kafka sets it only to ask
 //! a client to rebootstrap.
+//!
+//! With an authorizer, a topic needs DESCRIBE: a list-all answer leaves the
+//! others out (their names never leak), a named one is answered
+//! TOPIC_AUTHORIZATION_FAILED; auto-creation needs CREATE on the cluster
+//! or the topic (TOPIC_AUTHORIZATION_FAILED otherwise), as in Kafka.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -19,6 +24,7 @@ use fjord_protocol::kafka_protocol::messages::{
 
 use super::{str_bytes, Ctx};
 use crate::errors;
+use crate::security::authorizer::{Operation, ResourceType};
 use crate::state::{Broker, Topic};
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=13;
@@ -33,9 +39,18 @@ pub fn handle(ctx: &Ctx, req: MetadataRequest) -> Option<BytesMut> {
         Some(t) => t.is_empty() && ctx.api_version == 0,
     };
     let mut topics = Vec::new();
+    let may_describe = |name: &str| ctx.may(ResourceType::Topic, name, Operation::Describe);
+    let denied = |name: &str| {
+        MetadataResponseTopic::default()
+            .with_name(Some(TopicName(str_bytes(name))))
+            .with_error_code(ErrorCode::TOPIC_AUTHORIZATION_FAILED.0)
+    };
     if all {
+        // Topics the principal may not DESCRIBE are left out: no name leaks.
         for t in broker.topics() {
-            topics.push(describe(&t));
+            if may_describe(&t.name) {
+                topics.push(describe(&t));
+            }
         }
     } else {
         for rt in req.topics.unwrap_or_default() {
@@ -53,6 +68,20 @@ pub fn handle(ctx: &Ctx, req: MetadataRequest) -> Option<BytesMut> {
                     }
                 },
             };
+            if !may_describe(&name) {
+                topics.push(denied(&name));
+                continue;
+            }
+            // Auto-creation needs CREATE on the cluster or the topic.
+            let create_denied = auto_create
+                && broker.topic(&name).is_none()
+                && fjord_model::is_valid_topic_name(&name)
+                && !ctx.may_on_cluster(Operation::Create)
+                && !ctx.may(ResourceType::Topic, &name, Operation::Create);
+            if create_denied {
+                topics.push(denied(&name));
+                continue;
+            }
             topics.push(lookup_or_create(broker, &name, auto_create));
         }
     }

@@ -21,6 +21,7 @@ pub mod alter_configs;
 pub mod alter_partition_reassignments;
 pub mod alter_replica_log_dirs;
 pub mod api_versions;
+pub mod authz;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -69,6 +70,11 @@ pub struct Ctx {
     /// The listener the request came in on (None: not from a socket, or
     /// the default PLAINTEXT listener); Metadata answers its endpoints.
     pub listener: Option<Arc<str>>,
+    /// Who sent the request (`User:ANONYMOUS` on a listener without
+    /// authentication); `None` for a request from inside the broker (an
+    /// admin request another broker forwarded after checking it, a test),
+    /// which is never checked against ACLs (see [`authz`]).
+    pub principal: Option<crate::security::KafkaPrincipal>,
 }
 
 /// Every error code a response carries, once per place (Kafka's
@@ -343,14 +349,16 @@ pub fn dispatch_from(
     header: RequestHeader,
     body: Reader,
 ) -> Option<Pending> {
-    dispatch_on(broker, peer, None, header, body)
+    dispatch_on(broker, peer, None, None, header, body)
 }
 
-/// [`dispatch_from`] for a request that came in on `listener`.
+/// [`dispatch_from`] for a request that came in on `listener` from
+/// `principal` (checked against the ACLs when an authorizer is set).
 pub fn dispatch_on(
     broker: &Arc<Broker>,
     peer: Option<SocketAddr>,
     listener: Option<Arc<str>>,
+    principal: Option<crate::security::KafkaPrincipal>,
     header: RequestHeader,
     mut body: Reader,
 ) -> Option<Pending> {
@@ -362,6 +370,7 @@ pub fn dispatch_on(
         client_id: header.client_id,
         peer,
         listener,
+        principal,
     };
     let Some((_, versions)) = supported().into_iter().find(|(k, _)| *k == ctx.api_key) else {
         tracing::debug!(
@@ -395,6 +404,11 @@ pub fn dispatch_on(
             );
             return None;
         }
+    };
+    let request = match authz::check(&ctx, request) {
+        authz::Checked::Go(r) => r,
+        authz::Checked::Denied(answer) => return Some(Pending::Ready(answer)),
+        authz::Checked::Close => return None,
     };
     Some(match request {
         Request::ApiVersions(r) => Pending::Ready(api_versions::handle(&ctx, r)),
@@ -445,8 +459,8 @@ pub fn dispatch_on(
         }
         Request::DescribeProducers(r) => Pending::Ready(describe_producers::handle(&ctx, r)),
         Request::DescribeAcls(r) => Pending::Ready(acls::describe(&ctx, r)),
-        Request::CreateAcls(r) => Pending::Ready(acls::create(&ctx, r)),
-        Request::DeleteAcls(r) => Pending::Ready(acls::delete(&ctx, r)),
+        Request::CreateAcls(r) => blocking(ctx, move |ctx| acls::create(&ctx, r)),
+        Request::DeleteAcls(r) => blocking(ctx, move |ctx| acls::delete(&ctx, r)),
         Request::ListTransactions(r) => Pending::Ready(transactions::list(&ctx, r)),
         Request::AddPartitionsToTxn(r) => transactions::add_partitions(ctx, r),
         Request::AddOffsetsToTxn(r) => transactions::add_offsets(ctx, r),
@@ -543,6 +557,7 @@ mod tests {
             client_id: Some("app-1".into()),
             peer: Some("127.0.0.1:5555".parse().unwrap()),
             listener: None,
+            principal: None,
         };
         let resp = MetadataResponse::default().with_topics(vec![
             MetadataResponseTopic::default().with_error_code(3),

@@ -26,6 +26,7 @@ use fjord_protocol::kafka_protocol::messages::{
 use uuid::Uuid;
 
 use super::{str_bytes, Ctx, Pending};
+use crate::security::authorizer::{Operation, ResourceType};
 
 pub const VERSIONS: RangeInclusive<i16> = 2..=10;
 
@@ -74,6 +75,9 @@ pub fn handle(ctx: Ctx, req: OffsetCommitRequest) -> Pending {
         if by_id && !ids.contains(&key) {
             ids.push(key.clone());
         }
+        // READ on the topic (the group's READ was checked before dispatch).
+        let denied = (topic.is_some() || !by_id)
+            && !ctx.may(ResourceType::Topic, &key.name, Operation::Read);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let known = topic
@@ -81,7 +85,13 @@ pub fn handle(ctx: Ctx, req: OffsetCommitRequest) -> Pending {
                 .is_some_and(|tp| tp.partition(p.partition_index).is_some());
             // Unknown partitions are answered as such whatever the group's
             // coordinator would say, as Kafka checks them first.
-            if topic.is_none() && by_id {
+            if denied {
+                rejected.push((
+                    key.clone(),
+                    p.partition_index,
+                    ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                ));
+            } else if topic.is_none() && by_id {
                 rejected.push((key.clone(), p.partition_index, ErrorCode::UNKNOWN_TOPIC_ID));
             } else if !known {
                 rejected.push((

@@ -20,6 +20,7 @@ use fjord_protocol::kafka_protocol::messages::{
 
 use super::Ctx;
 use crate::errors;
+use crate::security::authorizer::{Operation, ResourceType};
 
 pub const VERSIONS: RangeInclusive<i16> = 2..=4;
 
@@ -28,6 +29,10 @@ pub fn handle(ctx: &Ctx, req: OffsetForLeaderEpochRequest) -> Option<BytesMut> {
         .topics
         .into_iter()
         .map(|t| {
+            // DESCRIBE on the topic for a consumer (a follower was checked
+            // for CLUSTER_ACTION before dispatch).
+            let denied = req.replica_id.0 < 0
+                && !ctx.may(ResourceType::Topic, &t.topic.0, Operation::Describe);
             let topic = ctx.broker.topic(&t.topic.0);
             let partitions = t
                 .partitions
@@ -37,6 +42,9 @@ pub fn handle(ctx: &Ctx, req: OffsetForLeaderEpochRequest) -> Option<BytesMut> {
                         .with_partition(p.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
+                    if denied {
+                        return out.with_error_code(ErrorCode::TOPIC_AUTHORIZATION_FAILED.0);
+                    }
                     let Some(part) = topic.as_ref().and_then(|t| t.partition(p.partition)) else {
                         return out.with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0);
                     };

@@ -34,6 +34,7 @@ use fjord_protocol::kafka_protocol::messages::{BrokerId, ProduceRequest, Produce
 
 use super::{str_bytes, Ctx, Pending};
 use crate::errors;
+use crate::security::authorizer::{Operation, ResourceType};
 use crate::state::now_ms;
 
 /// Versions we decode and answer.
@@ -122,11 +123,17 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
                 .split(',')
                 .any(|p| p.trim() == "compact")
         });
+        // WRITE on the topic (an unknown topic id stays unknown).
+        let denied =
+            (topic.is_some() || !by_id) && !ctx.may(ResourceType::Topic, &name, Operation::Write);
         let mut partitions = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
             let target = topic.as_ref().and_then(|t| t.partition(pd.index));
             let result = match (acks, target) {
                 (None, _) => partition_error(pd.index, ErrorCode::INVALID_REQUIRED_ACKS, None),
+                (Some(_), _) if denied => {
+                    partition_error(pd.index, ErrorCode::TOPIC_AUTHORIZATION_FAILED, None)
+                }
                 (Some(_), None) => partition_error(pd.index, unknown_topic, None),
                 (Some(acks), Some(p)) => {
                     let keyless = if compacted {

@@ -1,0 +1,228 @@
+"""ACLs with real clients (issue 18): a broker with Kafka's StandardAuthorizer
+(`authorizer.class.name`, `super.users`, `allow.everyone.if.no.acl.found` left false), a PLAINTEXT listener whose
+anonymous principal is a super user (the admin side; Kafka's own CONTROLLER listener needs it too), and a
+SASL_PLAINTEXT listener where alice and bob log in with PLAIN. ACLs are managed with Kafka's `kafka-acls` tool
+(org.apache.kafka.tools.AclCommand) and librdkafka's admin client; librdkafka and kafka-python clients get
+TOPIC_AUTHORIZATION_FAILED / GROUP_AUTHORIZATION_FAILED without an ACL and are served with one; a prefixed ACL covers
+only the names it prefixes; Metadata leaks no name of a topic the client may not describe. Runs against Fjord and,
+with E2E_BROKER=kafka, against Apache Kafka 4.3.1 with the same settings."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import pytest
+from confluent_kafka import KafkaError, Producer
+from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient,
+                                   ResourcePatternType, ResourceType)
+
+import clients as c
+from conftest import BROKER_KIND, free_port
+
+ACLS = "org.apache.kafka.tools.AclCommand"
+ALICE_PW = "alice-" + uuid.uuid4().hex[:12]
+BOB_PW = "bob-" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="module")
+def guarded():
+    """One broker with the StandardAuthorizer: PLAINTEXT (super user) and SASL_PLAINTEXT (PLAIN) listeners."""
+    from conftest import Broker, _tmp_root  # noqa: PLC0415 - the module-scoped broker is made by hand
+
+    root = _tmp_root("acls")
+    b = Broker(BROKER_KIND, root)
+    sasl_port = free_port()
+    listeners = f"PLAINTEXT://127.0.0.1:{b.port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}"
+    protocol_map = "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+    env_cport = None
+    if BROKER_KIND == "kafka":
+        env_cport = str(free_port())
+        os.environ["CONTROLLER_PORT"] = env_cport
+        listeners += f",CONTROLLER://127.0.0.1:{env_cport}"
+        protocol_map += ",CONTROLLER:PLAINTEXT"
+    b.settings = {
+        "listeners": listeners,
+        "advertised.listeners": listeners.replace(f",CONTROLLER://127.0.0.1:{env_cport}", ""),
+        "listener.security.protocol.map": protocol_map,
+        "sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config":
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'user_alice="{ALICE_PW}" user_bob="{BOB_PW}";',
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": "User:ANONYMOUS",
+    }
+    try:
+        b.start()
+        yield b, f"127.0.0.1:{sasl_port}"
+    finally:
+        if env_cport is not None:
+            os.environ.pop("CONTROLLER_PORT", None)
+        b.kill9() if b.kind == "kafka" else b.stop(timeout_s=20)
+
+
+def cf_conf(user):
+    return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.username": user,
+            "sasl.password": ALICE_PW if user == "alice" else BOB_PW}
+
+
+def kp_conf(user):
+    return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN", "sasl_plain_username": user,
+            "sasl_plain_password": ALICE_PW if user == "alice" else BOB_PW}
+
+
+def new_topic(b, prefix="acl"):
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    c.create_topic(b.bootstrap, topic)
+    c.wait_topic(b.bootstrap, topic)
+    return topic
+
+
+def allow(b, resource_type, name, principal, operation, pattern=ResourcePatternType.LITERAL):
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    binding = AclBinding(resource_type, name, pattern, principal, "*", operation, AclPermissionType.ALLOW)
+    for f in admin.create_acls([binding]).values():
+        f.result(timeout=30)
+    # Kafka's brokers apply the controller's ACL records a moment after CreateAcls answered.
+    time.sleep(1.0 if b.kind == "kafka" else 0)
+
+
+def produce_errors(bootstrap, topic, conf, n=3) -> list:
+    """The delivery errors of `n` records (None when delivered)."""
+    out: list = []
+    p = Producer({"bootstrap.servers": bootstrap, "message.timeout.ms": 10000, **conf})
+    for i in range(n):
+        p.produce(topic, f"v{i}".encode(), on_delivery=lambda err, msg: out.append(err))
+    p.flush(20)
+    return out
+
+
+def test_kafka_acls_tool_adds_lists_and_removes(guarded, java):
+    b, _ = guarded
+    prefix = f"tool-{uuid.uuid4().hex[:6]}-"
+    common = ["--bootstrap-server", b.bootstrap]
+    java.run(ACLS, *common, "--add", "--allow-principal", "User:carol", "--operation", "Read",
+             "--operation", "Write", "--topic", prefix, "--resource-pattern-type", "prefixed")
+    java.run(ACLS, *common, "--add", "--deny-principal", "User:carol", "--operation", "Read",
+             "--group", f"{prefix}group")
+    if b.kind == "kafka":
+        time.sleep(1.0)
+    listed = java.run(ACLS, *common, "--list", "--topic", prefix, "--resource-pattern-type", "prefixed").stdout
+    assert f"name={prefix}, patternType=PREFIXED" in listed, listed
+    assert "principal=User:carol, host=*, operation=READ, permissionType=ALLOW" in listed, listed
+    assert "principal=User:carol, host=*, operation=WRITE, permissionType=ALLOW" in listed, listed
+    everything = java.run(ACLS, *common, "--list").stdout
+    assert "operation=READ, permissionType=DENY" in everything, everything
+    java.run(ACLS, *common, "--remove", "--force", "--topic", prefix, "--resource-pattern-type", "prefixed")
+    java.run(ACLS, *common, "--remove", "--force", "--group", f"{prefix}group")
+    if b.kind == "kafka":
+        time.sleep(1.0)
+    after = java.run(ACLS, *common, "--list", "--principal", "User:carol").stdout
+    assert "principal=User:carol" not in after, after
+
+
+def test_librdkafka_needs_topic_and_group_acls(guarded):
+    b, sasl = guarded
+    topic = new_topic(b)
+    errs = produce_errors(sasl, topic, cf_conf("alice"))
+    assert errs and all(e is not None and e.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED for e in errs), errs
+    allow(b, ResourceType.TOPIC, topic, "User:alice", AclOperation.WRITE)
+    assert produce_errors(sasl, topic, cf_conf("alice")) == [None, None, None]
+
+    # READ on the topic, nothing on the group: the group refuses.
+    allow(b, ResourceType.TOPIC, topic, "User:alice", AclOperation.READ)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    consumer = c.cf_consumer(sasl, {**cf_conf("alice"), "group.id": group})
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 30
+        seen = None
+        while seen is None and time.monotonic() < deadline:
+            for m in consumer.consume(num_messages=10, timeout=0.5):
+                if m.error() is not None:
+                    seen = m.error()
+        assert seen is not None and seen.code() == KafkaError.GROUP_AUTHORIZATION_FAILED, seen
+    finally:
+        consumer.close()
+    allow(b, ResourceType.GROUP, group, "User:alice", AclOperation.READ)
+    consumer = c.cf_consumer(sasl, {**cf_conf("alice"), "group.id": group})
+    try:
+        consumer.subscribe([topic])
+        got = c.cf_poll(consumer, 3, timeout_s=40)
+        assert sorted(r["value"] for r in got) == ["v0", "v1", "v2"], got
+        consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def test_prefixed_acl_covers_only_its_prefix(guarded):
+    b, sasl = guarded
+    base = f"pfx{uuid.uuid4().hex[:6]}"
+    inside, outside = f"{base}-in", f"{base}in"
+    for t in (inside, outside):
+        c.create_topic(b.bootstrap, t)
+        c.wait_topic(b.bootstrap, t)
+    allow(b, ResourceType.TOPIC, f"{base}-", "User:bob", AclOperation.WRITE, ResourcePatternType.PREFIXED)
+    assert produce_errors(sasl, inside, cf_conf("bob"), n=1) == [None]
+    errs = produce_errors(sasl, outside, cf_conf("bob"), n=1)
+    assert errs[0] is not None and errs[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, errs
+    # alice has no ACL on either.
+    errs = produce_errors(sasl, inside, cf_conf("alice"), n=1)
+    assert errs[0] is not None and errs[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, errs
+
+
+def test_metadata_leaks_no_unauthorized_topic_name(guarded):
+    b, sasl = guarded
+    secret, shown = new_topic(b, "secret"), new_topic(b, "shown")
+    allow(b, ResourceType.TOPIC, shown, "User:bob", AclOperation.DESCRIBE)
+    admin = AdminClient({"bootstrap.servers": sasl, **cf_conf("bob")})
+    names = set(admin.list_topics(timeout=20).topics)
+    assert shown in names and secret not in names, names
+    # Named explicitly: refused, whether it exists or not.
+    md = admin.list_topics(topic=secret, timeout=20)
+    assert md.topics[secret].error is not None
+    assert md.topics[secret].error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # kafka-python's view likewise.
+    from kafka import KafkaConsumer  # noqa: PLC0415
+
+    kc = KafkaConsumer(bootstrap_servers=sasl, **kp_conf("bob"))
+    try:
+        kp_names = kc.topics()
+    finally:
+        kc.close()
+    assert shown in kp_names and secret not in kp_names, kp_names
+    # The super user sees both.
+    everything = set(AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=20).topics)
+    assert {secret, shown} <= everything
+
+
+def test_kafka_python_gets_authorization_errors(guarded):
+    from kafka import KafkaConsumer, KafkaProducer  # noqa: PLC0415
+    from kafka import TopicPartition as KpPartition  # noqa: PLC0415
+    from kafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError  # noqa: PLC0415
+
+    b, sasl = guarded
+    topic = new_topic(b, "kp")
+    producer = KafkaProducer(bootstrap_servers=sasl, max_block_ms=10000, **kp_conf("bob"))
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            producer.send(topic, b"x").get(timeout=20)
+    finally:
+        producer.close()
+    allow(b, ResourceType.TOPIC, topic, "User:bob", AclOperation.ALL)
+    producer = KafkaProducer(bootstrap_servers=sasl, max_block_ms=10000, **kp_conf("bob"))
+    try:
+        producer.send(topic, b"x").get(timeout=20)
+    finally:
+        producer.close()
+    group = f"kpg-{uuid.uuid4().hex[:8]}"
+    consumer = KafkaConsumer(bootstrap_servers=sasl, group_id=group, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=20000, **kp_conf("bob"))
+    try:
+        consumer.assign([KpPartition(topic, 0)])
+        with pytest.raises(GroupAuthorizationFailedError):
+            consumer.committed(KpPartition(topic, 0))
+    finally:
+        consumer.close()
+
