@@ -116,7 +116,16 @@ def scenario(fjord_bin, broker, kind, seconds):
     box = {}
 
     def run():
-        box["j"] = bench(fjord_bin, argv, f"{broker.name} {kind}", 120 + 4 * seconds)
+        try:
+            try:
+                box["j"] = bench(fjord_bin, argv, f"{broker.name} {kind}", 120 + 4 * seconds)
+            except RuntimeError as e:
+                # Kafka lists a leader in Metadata a moment before that broker serves the partition.
+                log(f"{broker.name} {kind}: {e}; retrying once in 5 s")
+                time.sleep(5)
+                box["j"] = bench(fjord_bin, argv, f"{broker.name} {kind}", 120 + 4 * seconds)
+        except Exception as e:  # noqa: BLE001 - reported by the caller
+            box["error"] = repr(e)
 
     th = threading.Thread(target=run)
     th.start()
@@ -125,6 +134,8 @@ def scenario(fjord_bin, broker, kind, seconds):
     th.join()
     syscalls = perf_result(handle, window)
     cpu = cpu_seconds(broker.pid) - cpu0
+    if "j" not in box:
+        raise RuntimeError(f"{broker.name} {kind}: {box.get('error')}")
     j = box["j"]
     gb = j["bytes"] / 1e9
     lat = j.get("latency") or {}
@@ -147,6 +158,9 @@ def run_round(fjord_bin, root, seconds, rotate):
             try:
                 res[kind] = scenario(fjord_bin, broker, kind, seconds)
                 log(f"{name} {kind}: {res[kind]}")
+            except RuntimeError as e:
+                log(f"{name} {kind} failed: {e}")
+                res[kind] = {"mb_s": None, "cpu_s_per_gb": None, "p99_ms": None, "syscalls": None}
             finally:
                 broker.stop()
                 shutil.rmtree(d, ignore_errors=True)
@@ -170,7 +184,8 @@ def main():
     brokers.pin_client()
     load0 = os.getloadavg()
     rounds = []
-    with tempfile.TemporaryDirectory(prefix="fjord-group-commit-", dir=os.path.join(REPO, "target")) as root:
+    with tempfile.TemporaryDirectory(prefix="fjord-group-commit-", dir=os.path.join(REPO, "target"),
+                                     ignore_cleanup_errors=True) as root:
         for i in range(args.rounds):
             rounds.append(run_round(args.fjord_bin, root, args.seconds, i))
     load1 = os.getloadavg()
