@@ -4,8 +4,8 @@ every acknowledged record is read back once, at the offset it was acknowledged a
 the same leaders. Twice: the cut node is the active controller (the KRaft quorum leader, found with
 DescribeQuorum) leading a partition, then a partition leader that is not the active controller.
 
-Each node runs in a namespace of its own behind a private bridge (tests/e2e/netns.py); the client runs
-in a fourth. The same test runs against Apache Kafka 4.3.1 (E2E_BROKER=kafka: three combined KRaft
+Each node runs in a namespace of its own behind a private bridge (tests/e2e/netns.py, nodes launched by
+tests/e2e/netcluster.py); the client runs in a fourth. The same test runs against Apache Kafka 4.3.1 (E2E_BROKER=kafka: three combined KRaft
 nodes). Needs root for `ip netns`: skipped, with the reason, where the machine does not allow it.
 Both kinds get broker.session.timeout.ms 2000 and broker.heartbeat.interval.ms 500 (as the other
 cluster tests), so the cut broker is fenced about two seconds after its last heartbeat.
@@ -13,8 +13,6 @@ cluster tests), so the cut broker is fenced about two seconds after its last hea
 
 from __future__ import annotations
 
-import base64
-import os
 import threading
 import time
 
@@ -22,130 +20,17 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-import kschema
+import netcluster
 import netns
 from conftest import BROKER_KIND, FJORD_BIN, KAFKA_LIBS, REPO
+from netcluster import CLIENT_PORT, HOSTS, WAIT_S, NetCluster, active_controller, wait_for
 
-HOSTS = ["n1", "n2", "n3"]
-CLIENT_PORT = 9092
-CONTROLLER_PORT = 9093
 PARTITIONS = 3
 RECORDS_PER_S = 400
-WAIT_S = 60
-
-
-class NetCluster:
-    """Three combined broker+controller nodes, one per namespace, Kafka's KRaft config names."""
-
-    def __init__(self, kind, net, root):
-        self.kind, self.net, self.root = kind, net, root
-        self.voters = ",".join(f"{i + 1}@{net.addr(h)}:{CONTROLLER_PORT}" for i, h in enumerate(HOSTS))
-        self.procs = {}
-        self.cluster_id = base64.urlsafe_b64encode(b"fjord-netns-test").decode().rstrip("=")
-
-    def settings(self, host):
-        i = HOSTS.index(host) + 1
-        a = self.net.addr(host)
-        return {
-            "node.id": str(i),
-            "process.roles": "broker,controller",
-            "listeners": f"PLAINTEXT://{a}:{CLIENT_PORT},CONTROLLER://{a}:{CONTROLLER_PORT}",
-            "advertised.listeners": f"PLAINTEXT://{a}:{CLIENT_PORT}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "controller.quorum.voters": self.voters,
-            "broker.session.timeout.ms": "2000",
-            "broker.heartbeat.interval.ms": "500",
-        }
-
-    def start(self, host):
-        d = self.root / host
-        d.mkdir(exist_ok=True)
-        s = self.settings(host)
-        log = open(d / "node.log", "ab")
-        if self.kind == "fjord":
-            args = ["--data-dir", str(d / "data")]
-            for k, v in s.items():
-                args += ["--set", f"{k}={v}"]
-            if not (d / "data").exists():
-                self.net.run(host, [str(FJORD_BIN), "format", "--cluster-id", self.cluster_id, *args],
-                             check=True, capture_output=True, timeout=60)
-            argv = [str(FJORD_BIN), "serve", *args]
-            env = dict(os.environ, NO_COLOR="1")
-        else:
-            s.update({"log.dirs": str(d / "data"), "offsets.topic.replication.factor": "3",
-                      "transaction.state.log.replication.factor": "3", "group.initial.rebalance.delay.ms": "0"})
-            props = d / "server.properties"
-            props.write_text("".join(f"{k}={v}\n" for k, v in s.items()))
-            java = ["java", "-Xmx512m", f"-Dlog4j2.configurationFile={REPO}/tests/e2e/log4j2-tools.properties",
-                    "-cp", f"{KAFKA_LIBS}/*"]
-            if not (d / "data").exists():
-                self.net.run(host, [*java, "kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c",
-                                    str(props)], check=True, capture_output=True, timeout=120)
-            argv = [*java, "kafka.Kafka", str(props)]
-            env = dict(os.environ)
-        self.procs[host] = self.net.popen(host, argv, stdout=log, stderr=log, stdin=None, env=env)
-        log.close()
-
-    def stop(self):
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-
-    def log_tails(self, lines=30):
-        out = []
-        for h in HOSTS:
-            f = self.root / h / "node.log"
-            if f.exists():
-                out.append(f"--- {h}:\n" + "\n".join(f.read_text(errors="replace").splitlines()[-lines:]))
-        return "\n".join(out)
-
-
-def wait_for(what, pred, cluster, timeout_s=WAIT_S):
-    t0 = time.monotonic()
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() - t0 > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{cluster.log_tails()}")
-        time.sleep(0.2)
 
 
 def leaders(bootstrap, topic):
-    """{partition: leader} from a new client of `bootstrap`, or None while the metadata is incomplete. A new
-    client each time: one that knew the cut node may wait on its dead connection for a minute."""
-    try:
-        md = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(topic, timeout=5)
-    except Exception:  # noqa: BLE001 - a node may be unreachable: ask again
-        return None
-    t = md.topics.get(topic)
-    if t is None or t.error is not None or len(t.partitions) != PARTITIONS:
-        return None
-    out = {p: pm.leader for p, pm in t.partitions.items()}
-    return out if all(v >= 0 for v in out.values()) else None
-
-
-def active_controller(net, why=None):
-    """The KRaft quorum leader's node id, from DescribeQuorum on a CONTROLLER listener (a broker listener
-    forwards it to the controller on Kafka), or None; `why` collects what each node answered."""
-    body = {"Topics": [{"TopicName": "__cluster_metadata", "Partitions": [{"PartitionIndex": 0}]}]}
-    for h in HOSTS:
-        for port in (CONTROLLER_PORT, CLIENT_PORT):
-            try:
-                with kschema.Conn(f"{net.addr(h)}:{port}", timeout_s=5) as conn:
-                    resp = conn.call("DescribeQuorum", 1, body)
-            except OSError as e:
-                resp = f"{type(e).__name__}: {e}"
-            if why is not None:
-                why[f"{h}:{port}"] = resp
-            if isinstance(resp, dict) and resp["ErrorCode"] == 0:
-                part = resp["Topics"][0]["Partitions"][0]
-                if part["ErrorCode"] == 0 and part["LeaderId"] >= 0:
-                    return part["LeaderId"]
-    return None
+    return netcluster.leaders(bootstrap, topic, PARTITIONS)
 
 
 class Load(threading.Thread):
@@ -203,7 +88,7 @@ def read_all(bootstrap, topic):
 def test_cut_off_leader_loses_no_acknowledged_write(tmp_path, victim_kind):
     topic = "netns-cut"
     with netns.Topology(HOSTS + ["client"]) as net:
-        cluster = NetCluster(BROKER_KIND, net, tmp_path)
+        cluster = NetCluster(BROKER_KIND, net, tmp_path, fjord_bin=FJORD_BIN, kafka_libs=KAFKA_LIBS, repo=REPO)
         try:
             for h in HOSTS:
                 cluster.start(h)
