@@ -122,18 +122,27 @@ class Writer(threading.Thread):
                 self.acks.append((seq, msg.partition(), msg.offset(), t))
 
     def run(self) -> None:
+        from confluent_kafka import KafkaException
+
         start = time.monotonic()
-        while not self.stop.is_set() and not self.fatal:
-            due = int((time.monotonic() - start) * RECORDS_PER_S)
-            while self.sent < due and not self.stop.is_set():
-                try:
-                    self.producer.produce(TOPIC, f"{self.wid}:{self.sent}".encode(),
-                                          partition=self.sent % PARTITIONS, on_delivery=self.on_delivery)
-                except BufferError:
-                    break  # the local queue is full (a fault): wait for deliveries
-                self.sent += 1
-            self.producer.poll(0.01)
-        self.producer.flush(240)
+        try:
+            while not self.stop.is_set() and not self.fatal:
+                due = int((time.monotonic() - start) * RECORDS_PER_S)
+                while self.sent < due and not self.stop.is_set():
+                    try:
+                        self.producer.produce(TOPIC, f"{self.wid}:{self.sent}".encode(),
+                                              partition=self.sent % PARTITIONS, on_delivery=self.on_delivery)
+                    except BufferError:
+                        break  # the local queue is full (a fault): wait for deliveries
+                    self.sent += 1
+                self.producer.poll(0.01)
+            self.producer.flush(240)
+        except KafkaException as e:  # a fatal error: this writer is done (reported as an anomaly)
+            if not self.fatal:
+                self.fatal.append(str(e))
+
+    def working(self) -> bool:
+        return self.is_alive() and not self.fatal
 
 
 class Reader(threading.Thread):
@@ -285,8 +294,12 @@ class Faults:
         self.since = 0.0  # recovery needs an acknowledgement on every partition after this (run time, s)
 
     def acked_everywhere_since(self) -> bool:
+        """Every partition acknowledged a write after `since` (true when no writer is working any more)."""
         last: dict[int, float] = {}
-        for w in self.writers:
+        working = [w for w in self.writers if w.working()]
+        if not working:
+            return True
+        for w in working:
             with w.lock:
                 for _, p, _, t in w.acks[-50 * PARTITIONS:]:
                     last[p] = max(last.get(p, 0.0), t)
