@@ -501,7 +501,10 @@ impl Leader {
         let mut candidate = log.durable_end();
         assert!(candidate <= log.log_end(), "durable end past the log end");
         for r in self.maximal_isr() {
-            if r == self.me {
+            // The planted bug (a compile-time feature, off by default, only
+            // to show that tests/e2e/checker.py finds the loss): followers
+            // are not counted.
+            if r == self.me || cfg!(feature = "planted-bug-hw-ignores-followers") {
                 continue;
             }
             let end = self.followers.get(&r).map_or(Offset::NONE, |p| p.log_end);
