@@ -70,14 +70,15 @@ class NetCluster:
         s.update(self.extra)
         return s
 
-    def start(self, host):
-        """Starts (or restarts, on the same data) the node of `host`; formats its data dir the first time."""
+    def start(self, host, kind=None):
+        """Starts (or restarts, on the same data) the node of `host`; formats its data dir the first time.
+        `kind` ("fjord" or "kafka") overrides the cluster's for this node."""
         d = self.root / host
         d.mkdir(parents=True, exist_ok=True)
         data = self.data_dir(host)
         s = self.settings(host)
         log = open(d / "node.log", "ab")
-        if self.kind == "fjord":
+        if (kind or self.kind) == "fjord":
             args = ["--data-dir", str(data)]
             for k, v in s.items():
                 args += ["--set", f"{k}={v}"]
@@ -126,7 +127,7 @@ class NetCluster:
 
     def log_tails(self, lines=30):
         out = []
-        for h in HOSTS:
+        for h in self.procs:
             f = self.root / h / "node.log"
             if f.exists():
                 out.append(f"--- {h}:\n" + "\n".join(f.read_text(errors="replace").splitlines()[-lines:]))

@@ -174,6 +174,7 @@ impl fjord_quorum::ControllerApis for Apis {
                             max: f.max_supported_version,
                         })
                         .collect(),
+                    log_dirs: r.log_dirs.clone(),
                 };
                 let resp = match b
                     .as_active_controller(|c, now| c.register_broker(now, &registration))

@@ -457,16 +457,29 @@ pub(crate) fn forward_create_topic(
     name: &str,
     partitions: i32,
     replication_factor: i16,
+    assignments: &[Vec<i32>],
     overrides: &BTreeMap<String, String>,
     validate_only: bool,
 ) -> Result<Uuid, StateError> {
     use fjord_protocol::kafka_protocol::messages::create_topics_request::{
-        CreatableTopic, CreatableTopicConfig,
+        CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
     };
+    let manual = !assignments.is_empty();
     let topic = CreatableTopic::default()
         .with_name(TopicName(sb(name)))
-        .with_num_partitions(partitions)
-        .with_replication_factor(replication_factor)
+        .with_num_partitions(if manual { -1 } else { partitions })
+        .with_replication_factor(if manual { -1 } else { replication_factor })
+        .with_assignments(
+            assignments
+                .iter()
+                .enumerate()
+                .map(|(i, replicas)| {
+                    CreatableReplicaAssignment::default()
+                        .with_partition_index(i as i32)
+                        .with_broker_ids(replicas.iter().map(|&b| BrokerId(b)).collect())
+                })
+                .collect(),
+        )
         .with_configs(
             overrides
                 .iter()

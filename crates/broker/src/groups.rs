@@ -319,6 +319,7 @@ impl Groups {
                         OFFSETS_TOPIC,
                         OFFSETS_TOPIC_PARTITIONS_DEFAULT,
                         replication_factor,
+                        &[],
                         overrides,
                         false,
                     )

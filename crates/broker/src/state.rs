@@ -535,6 +535,7 @@ impl Broker {
                         min: cm::METADATA_VERSION_MIN,
                         max: cm::BOOTSTRAP_METADATA_VERSION,
                     }],
+                    log_dirs: Vec::new(),
                 };
                 let r = c
                     .register_broker(now_ms(), &registration)
@@ -1064,17 +1065,21 @@ impl Broker {
         overrides: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, StateError> {
-        self.create_replicated_topic(name, partitions, -1, overrides, validate_only)
+        self.create_replicated_topic(name, partitions, -1, &[], overrides, validate_only)
     }
 
     /// [`Broker::create_topic`] with a replication factor (-1: the broker's
     /// `default.replication.factor`). Placement over the registered
     /// brokers is the active controller's.
+    /// `assignments`: the replicas of partition 0, 1, ... chosen by the
+    /// client (CreateTopics' manual assignment; `partitions` is their
+    /// count), or empty for the controller to place them.
     pub fn create_replicated_topic(
         &self,
         name: &str,
         partitions: i32,
         replication_factor: i16,
+        assignments: &[Vec<i32>],
         overrides: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, StateError> {
@@ -1099,6 +1104,7 @@ impl Broker {
             name,
             partitions,
             replication_factor,
+            assignments,
             overrides,
             validate_only,
         )
@@ -1110,6 +1116,7 @@ impl Broker {
         name: &str,
         partitions: i32,
         replication_factor: i16,
+        assignments: &[Vec<i32>],
         overrides: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, StateError> {
@@ -1120,6 +1127,10 @@ impl Broker {
                 format!("invalid topic name '{name}'"),
             ));
         }
+        assert!(
+            assignments.is_empty() || assignments.len() == partitions as usize,
+            "a manual assignment names every partition"
+        );
         if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
             return Err(StateError::kafka(
                 ErrorCode::INVALID_PARTITIONS,
@@ -1133,6 +1144,7 @@ impl Broker {
                 name,
                 partitions,
                 replication_factor,
+                assignments,
                 &overrides,
                 validate_only,
             )?;
@@ -1156,16 +1168,26 @@ impl Broker {
             ));
         }
         let default_rf = self.config.default_replication_factor;
-        let new = NewTopic {
-            name: name.to_string(),
-            num_partitions: partitions,
-            replication_factor: if replication_factor == -1 {
-                default_rf
-            } else {
-                replication_factor
-            },
-            assignments: Vec::new(),
-            configs: overrides.clone(),
+        let new = if assignments.is_empty() {
+            NewTopic {
+                name: name.to_string(),
+                num_partitions: partitions,
+                replication_factor: if replication_factor == -1 {
+                    default_rf
+                } else {
+                    replication_factor
+                },
+                assignments: Vec::new(),
+                configs: overrides.clone(),
+            }
+        } else {
+            NewTopic {
+                name: name.to_string(),
+                num_partitions: -1,
+                replication_factor: -1,
+                assignments: assignments.to_vec(),
+                configs: overrides.clone(),
+            }
         };
         let (epoch, id, records) = match self.with_controller(|c| {
             c.create_topics(

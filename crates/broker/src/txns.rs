@@ -317,6 +317,7 @@ impl Txns {
                     TXN_STATE_TOPIC,
                     TRANSACTION_STATE_PARTITIONS_DEFAULT,
                     -1,
+                    &[],
                     overrides,
                     false,
                 )?

@@ -71,8 +71,8 @@ use fjord_metadata::{MetadataDelta, MetadataImage, PartitionRegistration};
 use fjord_model::limits::{
     BROKER_DISCONNECT_FENCE_MS, BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT,
     BROKER_REGISTRATION_FEATURES_MAX, BROKER_REGISTRATION_LISTENERS_MAX,
-    BROKER_SESSION_TIMEOUT_MS_DEFAULT, LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
-    PARTITIONS_PER_TOPIC_MAX, PRODUCER_ID_BLOCK_SIZE,
+    BROKER_REGISTRATION_LOG_DIRS_MAX, BROKER_SESSION_TIMEOUT_MS_DEFAULT,
+    LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT, PARTITIONS_PER_TOPIC_MAX, PRODUCER_ID_BLOCK_SIZE,
 };
 use fjord_model::{is_valid_topic_name, ErrorCode, NodeId, Offset};
 use fjord_protocol::metadata_records::register_broker_record::{BrokerEndpoint, BrokerFeature};
@@ -211,6 +211,10 @@ pub struct BrokerRegistration {
     pub listeners: Vec<Listener>,
     pub rack: Option<String>,
     pub features: Vec<FeatureRange>,
+    /// The broker's log directory ids (KIP-858). Fjord brokers send none;
+    /// an Apache Kafka broker sends one per log directory and registers
+    /// again until its registration in the metadata log carries them.
+    pub log_dirs: Vec<Uuid>,
 }
 
 /// A BrokerHeartbeat request.
@@ -414,10 +418,28 @@ impl Controller {
         }
         if req.listeners.len() > BROKER_REGISTRATION_LISTENERS_MAX
             || req.features.len() > BROKER_REGISTRATION_FEATURES_MAX
+            || req.log_dirs.len() > BROKER_REGISTRATION_LOG_DIRS_MAX
         {
             return Err(ControllerError::new(
                 ErrorCode::INVALID_REQUEST,
-                "too many listeners or features",
+                "too many listeners, features or log directories",
+            ));
+        }
+        // Kafka's rules for directory ids (ClusterControlManager): none of
+        // the reserved ids (the all-zero ones below 100), no id twice.
+        let mut dirs = req.log_dirs.clone();
+        dirs.sort_unstable();
+        dirs.dedup();
+        if dirs.len() != req.log_dirs.len() {
+            return Err(ControllerError::new(
+                ErrorCode::INVALID_REGISTRATION,
+                "Duplicate directory ID in request",
+            ));
+        }
+        if req.log_dirs.iter().any(|d| d.as_u128() < 100) {
+            return Err(ControllerError::new(
+                ErrorCode::INVALID_REGISTRATION,
+                "Reserved directory ID in request",
             ));
         }
         if let Some(existing) = self.image.broker(req.broker_id) {
@@ -496,6 +518,7 @@ impl Controller {
             rack: req.rack.clone(),
             fenced: true,
             in_controlled_shutdown: false,
+            log_dirs: req.log_dirs.clone(),
             ..Default::default()
         }));
         self.sessions.insert(

@@ -373,6 +373,7 @@ impl Sim {
                 port: 9000 + p.id.0 as u16,
                 security_protocol: 0,
             }],
+            log_dirs: Vec::new(),
             rack: p.rack.clone(),
             features: vec![FeatureRange {
                 name: fjord_metadata::image::METADATA_VERSION_FEATURE.into(),

@@ -26,6 +26,7 @@ fn registration(id: i32, incarnation: u128, rack: Option<&str>) -> BrokerRegistr
             port: 9092,
             security_protocol: 0,
         }],
+        log_dirs: Vec::new(),
         rack: rack.map(str::to_string),
         features: vec![FeatureRange {
             name: fjord_metadata::image::METADATA_VERSION_FEATURE.into(),
@@ -146,6 +147,39 @@ fn registration_errors_as_kafka() {
     assert_eq!(
         c.heartbeat(20_002, &heartbeat(7, 1, 100)).unwrap_err().code,
         ErrorCode::BROKER_ID_NOT_REGISTERED
+    );
+}
+
+#[test]
+fn log_directories_are_kept_in_the_registration_as_kafka_checks_them() {
+    let mut c = controller();
+    // An Apache Kafka broker sends its log directory ids and registers
+    // again until the record it reads back carries them.
+    let mut kafka = registration(4, 4, None);
+    kafka.log_dirs = vec![Uuid::from_u128(1 << 100), Uuid::from_u128(2 << 100)];
+    let r = c.register_broker(0, &kafka).unwrap();
+    let MetadataRecord::RegisterBroker(rec) = &r.records[0] else {
+        panic!("{:?}", r.records)
+    };
+    assert_eq!(rec.log_dirs, kafka.log_dirs);
+    assert_eq!(
+        c.image().broker(NodeId(4)).map(|b| b.log_dirs.clone()),
+        Some(kafka.log_dirs.clone()),
+        "the image keeps them (snapshots carry them on)"
+    );
+    let mut twice = registration(5, 5, None);
+    twice.log_dirs = vec![Uuid::from_u128(7 << 100), Uuid::from_u128(7 << 100)];
+    let mut reserved = registration(5, 5, None);
+    reserved.log_dirs = vec![Uuid::from_u128(1)]; // Kafka's DirectoryId.LOST
+    for bad in [twice, reserved] {
+        assert_eq!(
+            c.register_broker(0, &bad).unwrap_err().code,
+            ErrorCode::INVALID_REGISTRATION
+        );
+    }
+    assert!(
+        c.image().broker(NodeId(5)).is_none(),
+        "refusals change nothing"
     );
 }
 

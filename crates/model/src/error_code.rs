@@ -9,6 +9,8 @@ macro_rules! codes {
     ($($name:ident = $v:expr),* $(,)?) => {
         impl ErrorCode {
             $(pub const $name: ErrorCode = ErrorCode($v);)*
+            /// Every code named here (tests compare them with Kafka's table).
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode($v)),*];
             /// Kafka's name for the code, e.g. `OFFSET_OUT_OF_RANGE`.
             pub fn name(self) -> &'static str {
                 match self.0 { $($v => stringify!($name),)* _ => "UNKNOWN_CODE" }
@@ -108,8 +110,10 @@ codes! {
     TRANSACTIONAL_ID_NOT_FOUND = 105,
     FETCH_SESSION_TOPIC_ID_ERROR = 106,
     INELIGIBLE_REPLICA = 107,
-    MISMATCHED_ENDPOINT_TYPE = 118,
-    UNSUPPORTED_ENDPOINT_TYPE = 119,
+    MISMATCHED_ENDPOINT_TYPE = 114,
+    UNSUPPORTED_ENDPOINT_TYPE = 115,
+    UNKNOWN_CONTROLLER_ID = 116,
+    INVALID_REGISTRATION = 119,
     TRANSACTION_ABORTABLE = 120,
     INVALID_RECORD_STATE = 121,
     INVALID_REGULAR_EXPRESSION = 128,

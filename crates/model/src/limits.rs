@@ -299,6 +299,9 @@ pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1_000;
 /// Listeners and supported features one BrokerRegistration may carry.
 pub const BROKER_REGISTRATION_LISTENERS_MAX: usize = 64;
 pub const BROKER_REGISTRATION_FEATURES_MAX: usize = 64;
+/// Log directory ids one BrokerRegistration may carry (KIP-858; an Apache
+/// Kafka broker sends one per `log.dirs` entry).
+pub const BROKER_REGISTRATION_LOG_DIRS_MAX: usize = 256;
 const _: () = assert!(BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT < BROKER_SESSION_TIMEOUT_MS_DEFAULT);
 /// A broker whose connection to the active controller closed (the one its
 /// heartbeats came on) and that has not heartbeated since is fenced after

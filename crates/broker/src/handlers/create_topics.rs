@@ -77,11 +77,21 @@ pub fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> Option<BytesMut> {
                 continue;
             }
             let node = broker.config.node_id.0;
+            // In a cluster the controller checks the brokers named
+            // (INVALID_REPLICA_ASSIGNMENT); here, only their order.
+            let cluster = broker.config.kraft.is_cluster();
             let bad = t.assignments.iter().enumerate().any(|(i, a)| {
                 a.partition_index != i as i32
-                    || a.broker_ids.iter().any(|b| b.0 != node)
-                    || a.broker_ids.len() != 1
+                    || (!cluster
+                        && (a.broker_ids.iter().any(|b| b.0 != node) || a.broker_ids.len() != 1))
             });
+            if bad && cluster {
+                results.push(fail(
+                    ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                    "partition indexes must be 0, 1, 2, ... in order".into(),
+                ));
+                continue;
+            }
             if bad {
                 results.push(fail(
                     ErrorCode::INVALID_REPLICA_ASSIGNMENT,
@@ -118,7 +128,22 @@ pub fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> Option<BytesMut> {
             results.push(fail(ErrorCode::INVALID_CONFIG, msg));
             continue;
         }
-        match broker.create_replicated_topic(&name, partitions, rf, overrides, req.validate_only) {
+        let assignments: Vec<Vec<i32>> = if broker.config.kraft.is_cluster() {
+            t.assignments
+                .iter()
+                .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                .collect()
+        } else {
+            Vec::new() // checked above: each partition on this node
+        };
+        match broker.create_replicated_topic(
+            &name,
+            partitions,
+            rf,
+            &assignments,
+            overrides,
+            req.validate_only,
+        ) {
             Ok(topic) => {
                 let settings = topic.settings.read().clone();
                 let explicit = topic.overrides.read().clone();
@@ -143,7 +168,9 @@ pub fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> Option<BytesMut> {
                 if ctx.api_version >= 5 {
                     result = result
                         .with_num_partitions(partitions)
-                        .with_replication_factor(if broker.config.kraft.is_cluster() {
+                        .with_replication_factor(if let Some(first) = assignments.first() {
+                            first.len() as i16
+                        } else if broker.config.kraft.is_cluster() {
                             rf
                         } else {
                             1
