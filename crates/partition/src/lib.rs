@@ -548,6 +548,30 @@ impl Partition {
         acks: Acks,
         now_ms: i64,
     ) -> Result<Appended, PartitionError> {
+        self.append_via(acks, |log, epoch| {
+            log.append_as_leader(records, epoch, now_ms)
+        })
+    }
+
+    /// `append` without copying the caller's bytes (a Produce request's
+    /// records, shared with the request buffer): `Log::append_as_leader_shared`
+    /// writes the patched batch headers and the received bytes with one pwritev.
+    pub fn append_shared(
+        &self,
+        records: &[u8],
+        acks: Acks,
+        now_ms: i64,
+    ) -> Result<Appended, PartitionError> {
+        self.append_via(acks, |log, epoch| {
+            log.append_as_leader_shared(records, epoch, now_ms)
+        })
+    }
+
+    fn append_via(
+        &self,
+        acks: Acks,
+        append: impl FnOnce(&Log, LeaderEpoch) -> Result<AppendResult, StorageError>,
+    ) -> Result<Appended, PartitionError> {
         let leader_epoch = self.check_leader()?;
         let replicated = self.replicated_leader_check();
         if acks == Acks::All {
@@ -555,7 +579,7 @@ impl Partition {
                 return Err(e);
             }
         }
-        let result = self.log.append_as_leader(records, leader_epoch, now_ms)?;
+        let result = append(&self.log, leader_epoch)?;
         if !result.duplicate {
             self.refresh_high_watermark();
             self.wake_waiters();

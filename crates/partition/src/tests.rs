@@ -43,6 +43,42 @@ fn read_bytes(f: &Fetched) -> usize {
     f.records.as_ref().map(|r| r.bytes).unwrap()
 }
 
+#[tokio::test]
+async fn a_shared_append_leaves_its_input_alone_and_commits_like_an_owned_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path());
+    append(&p, 2, 10, Acks::Leader);
+    let input = [batch(3, 20), batch(1, 30)].concat();
+    let a = p.append_shared(&input, Acks::All, 1_000).unwrap();
+    assert_eq!(input, [batch(3, 20), batch(1, 30)].concat());
+    assert_eq!(
+        (a.result.base_offset, a.result.last_offset),
+        (Offset(2), Offset(5))
+    );
+    tokio::time::timeout(Duration::from_secs(10), a.committed)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(p.log.durable_offset() >= Offset(6));
+    assert_eq!(p.high_watermark(), Offset(6));
+    let f = p.read(
+        Offset(2),
+        1 << 20,
+        Isolation::ReadUncommitted,
+        LeaderEpoch::UNKNOWN,
+        true,
+    );
+    let got = f.records.unwrap().to_vec().unwrap();
+    let stored: Vec<_> = fjord_records::batches(&got).map(|b| b.unwrap().0).collect();
+    assert_eq!(
+        stored.iter().map(|h| h.base_offset).collect::<Vec<_>>(),
+        vec![2, 5]
+    );
+    assert!(stored
+        .iter()
+        .all(|h| h.partition_leader_epoch == p.leader_epoch().0));
+}
+
 #[test]
 fn append_moves_the_high_watermark_and_reads_stop_there() {
     let dir = tempfile::tempdir().unwrap();

@@ -401,6 +401,21 @@ impl Segment {
         Ok(())
     }
 
+    /// Writes `bufs`, one after the other, at `pos` of the active segment (pwritev).
+    pub(crate) fn write_vectored_at(&self, bufs: &[&[u8]], pos: u64) -> io::Result<()> {
+        let file = self.open_file()?;
+        if let Err(e) = self
+            .ctx
+            .fs
+            .write_vectored_at(&self.log_path, &file, bufs, pos)
+        {
+            // Best effort: cut off a partial write. The log goes offline either way.
+            let _ = self.ctx.fs.set_len(&self.log_path, &file, pos);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Called by the handle cache: close the file or unmap an index. An unsynced file
     /// stays open (its fsync must see any write-back error).
     pub(crate) fn release(&self, kind: Kind) {

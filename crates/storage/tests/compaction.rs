@@ -375,6 +375,18 @@ impl FileSystem for StopFs {
         }
         self.inner.write_at(path, file, buf, pos)
     }
+    fn write_vectored_at(
+        &self,
+        path: &Path,
+        file: &std::fs::File,
+        bufs: &[&[u8]],
+        pos: u64,
+    ) -> std::io::Result<()> {
+        if self.stopped() {
+            return Err(std::io::Error::other("stopped"));
+        }
+        self.inner.write_vectored_at(path, file, bufs, pos)
+    }
     fn write_all(&self, path: &Path, file: &mut std::fs::File, buf: &[u8]) -> std::io::Result<()> {
         if self.stopped() {
             return Err(std::io::Error::other("stopped"));

@@ -51,6 +51,15 @@ impl FileSystem for SlowFs {
     fn write_at(&self, path: &Path, file: &File, buf: &[u8], pos: u64) -> std::io::Result<()> {
         self.inner.write_at(path, file, buf, pos)
     }
+    fn write_vectored_at(
+        &self,
+        path: &Path,
+        file: &File,
+        bufs: &[&[u8]],
+        pos: u64,
+    ) -> std::io::Result<()> {
+        self.inner.write_vectored_at(path, file, bufs, pos)
+    }
     fn write_all(&self, path: &Path, file: &mut File, buf: &[u8]) -> std::io::Result<()> {
         self.inner.write_all(path, file, buf)
     }

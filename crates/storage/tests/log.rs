@@ -575,3 +575,88 @@ fn crash_recovery_scans_only_past_the_recovery_point() {
     let (_log, report) = Log::open(&Storage::default(), dir.path(), cfg, 0).unwrap();
     assert!(report.bytes_scanned < 64 * 1024, "{report:?}");
 }
+
+/// The concatenated bytes of every segment file of `dir`, in order.
+fn segment_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .flat_map(|n| std::fs::read(dir.join(n)).unwrap())
+        .collect()
+}
+
+#[test]
+fn shared_appends_write_the_same_bytes_as_owned_ones_without_touching_the_input() {
+    use fjord_records::{BatchBuilder, Compression};
+    let idempotent = |seq: i32, records: usize| {
+        let mut b = BatchBuilder::new(Compression::None).producer(7, 0, seq);
+        for i in 0..records {
+            b.push(1_000 + i as i64, Some(b"k"), Some(&[i as u8; 300]), &[]);
+        }
+        b.build(0)
+    };
+    for timestamp_type in [TimestampType::CreateTime, TimestampType::LogAppendTime] {
+        let cfg = LogConfig {
+            timestamp_type,
+            ..small_config()
+        };
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let owned = open(da.path(), cfg.clone());
+        let shared = open(db.path(), cfg.clone());
+        let requests: Vec<Vec<u8>> = vec![
+            batch(3, 50, 100, 1),
+            [
+                batch(1, 10, 200, 2),
+                batch(5, 700, 201, 3),
+                batch(2, 1, 202, 4),
+            ]
+            .concat(),
+            idempotent(0, 4),
+            idempotent(0, 4), // a retry: answered as a duplicate, nothing written
+            idempotent(4, 2),
+            batch(3, 900, 300, 5), // rolls the small segments
+            [batch(1, 1500, 400, 6), batch(1, 1500, 401, 7)].concat(),
+        ];
+        for (i, req) in requests.iter().enumerate() {
+            let epoch = LeaderEpoch(2 + i as i32 / 3);
+            let mut mine = req.clone();
+            let a = owned
+                .append_as_leader(&mut mine, epoch, 9_000 + i as i64)
+                .unwrap();
+            let input = req.clone();
+            let b = shared
+                .append_as_leader_shared(&input, epoch, 9_000 + i as i64)
+                .unwrap();
+            assert_eq!(input, *req, "the shared input is not changed");
+            assert_eq!(
+                (
+                    a.base_offset,
+                    a.last_offset,
+                    a.log_append_time_ms,
+                    a.duplicate
+                ),
+                (
+                    b.base_offset,
+                    b.last_offset,
+                    b.log_append_time_ms,
+                    b.duplicate
+                ),
+                "request {i}"
+            );
+        }
+        assert!(owned.segment_count() > 1, "{}", owned.segment_count());
+        assert_eq!(owned.log_end_offset(), shared.log_end_offset());
+        assert_eq!(segment_bytes(da.path()), segment_bytes(db.path()));
+        assert_eq!(all_batches(&owned), all_batches(&shared));
+        // And the shared log reopens (recovery checks every batch's framing and CRC).
+        shared.close().unwrap();
+        let reopened = open(db.path(), cfg);
+        assert_eq!(reopened.log_end_offset(), owned.log_end_offset());
+        assert_eq!(all_batches(&reopened), all_batches(&owned));
+    }
+}

@@ -7,8 +7,8 @@
 //!   id is UNKNOWN_TOPIC_ID, an unknown partition of a known topic
 //!   UNKNOWN_TOPIC_OR_PARTITION.
 //!
-//! Appends go through the partition (`fjord_partition::Partition::append`)
-//! and run in request order on the connection's reader; with acks=all the
+//! Appends go through the partition (`fjord_partition::Partition::append_shared`:
+//! the request's record bytes are written without a copy) and run in request order on the connection's reader; with acks=all the
 //! response waits for the partition's commit (on one node: durable, by group
 //! commit). acks=0 gets no response. A broker that is not the partition's
 //! leader answers NOT_LEADER_OR_FOLLOWER, from v10 with the leader it knows
@@ -23,7 +23,6 @@
 
 use std::ops::RangeInclusive;
 
-use bytes::BytesMut;
 use fjord_model::{limits, ErrorCode};
 use fjord_partition::Acks;
 use fjord_protocol::kafka_protocol::messages::produce_response::{
@@ -154,8 +153,9 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
                         }
                     } else {
                         let records = pd.records.unwrap_or_default();
-                        let mut buf = BytesMut::from(&records[..]);
-                        match p.append(&mut buf, acks, now) {
+                        // Not copied: the request's bytes go to the file as they are,
+                        // behind patched batch headers (`Partition::append_shared`).
+                        match p.append_shared(&records, acks, now) {
                             Ok(appended) => {
                                 let r = appended.result;
                                 if let (Some(t), false) = (&topic, r.duplicate) {

@@ -9,7 +9,7 @@ impl Log {
     /// Stamps the latest recorded leader epoch (if any) into the batches. Kept for callers
     /// that do not know their epoch yet; `append_as_leader` states it.
     pub fn append(&self, records: &mut [u8], now_ms: i64) -> Result<AppendResult, StorageError> {
-        self.append_assigning(records, None, now_ms)
+        self.append_assigning(Input::Owned(records), None, now_ms)
     }
 
     /// The leader's append (Kafka's `appendAsLeader`): validates the batches, assigns their
@@ -25,6 +25,27 @@ impl Log {
         leader_epoch: LeaderEpoch,
         now_ms: i64,
     ) -> Result<AppendResult, StorageError> {
+        Self::leader_checks(records, leader_epoch)?;
+        self.append_assigning(Input::Owned(records), Some(leader_epoch.0), now_ms)
+    }
+
+    /// `append_as_leader` without copying or changing `records` (a Produce request's bytes,
+    /// shared with the request buffer): each batch's first `PREFIX_BYTES` (base offset,
+    /// length, partition leader epoch: outside the CRC) are patched in a small buffer and
+    /// written with the rest of the caller's bytes by one pwritev, so the file holds the
+    /// same bytes as after `append_as_leader`. LogAppendTime topics (whose CRC changes)
+    /// take one copy.
+    pub fn append_as_leader_shared(
+        &self,
+        records: &[u8],
+        leader_epoch: LeaderEpoch,
+        now_ms: i64,
+    ) -> Result<AppendResult, StorageError> {
+        Self::leader_checks(records, leader_epoch)?;
+        self.append_assigning(Input::Shared(records), Some(leader_epoch.0), now_ms)
+    }
+
+    fn leader_checks(records: &[u8], leader_epoch: LeaderEpoch) -> Result<(), StorageError> {
         if leader_epoch.0 < 0 {
             return Err(StorageError::InvalidArgument(format!(
                 "leader epoch {} is negative",
@@ -38,7 +59,7 @@ impl Log {
                 "clients may not write control batches".to_string(),
             )));
         }
-        self.append_assigning(records, Some(leader_epoch.0), now_ms)
+        Ok(())
     }
 
     /// Checks framing, CRC and (for client data) sizes of every batch, before any lock.
@@ -79,16 +100,39 @@ impl Log {
     /// `append` and `append_as_leader`: `leader_epoch` None stamps the latest recorded one.
     pub(super) fn append_assigning(
         &self,
-        records: &mut [u8],
+        input: Input<'_>,
         leader_epoch: Option<i32>,
         now_ms: i64,
     ) -> Result<AppendResult, StorageError> {
         self.check_writable()?;
         let cfg = self.config.read().clone();
+        let mut copy: Vec<u8>;
+        let mut input = input;
+        if let (Input::Shared(records), TimestampType::LogAppendTime) = (&input, cfg.timestamp_type)
+        {
+            // The new timestamp is inside the CRC'd part: patch a copy.
+            copy = records.to_vec();
+            input = Input::Owned(&mut copy);
+        }
         // Validation (CRC) happens before the append lock is taken.
-        let mut found = Self::validate_batches(records, &cfg, BatchSource::Client)?;
+        let mut found = Self::validate_batches(input.bytes(), &cfg, BatchSource::Client)?;
+        // Shared input: each batch's patched first bytes (empty for owned input).
+        let mut prefixes: Vec<[u8; PREFIX_BYTES]> = match &input {
+            Input::Owned(_) => Vec::new(),
+            Input::Shared(records) => found
+                .iter()
+                .map(|(_, r)| {
+                    let mut p = [0u8; PREFIX_BYTES];
+                    p.copy_from_slice(&records[r.start..r.start + PREFIX_BYTES]);
+                    p
+                })
+                .collect(),
+        };
         let log_append_time_ms = match cfg.timestamp_type {
             TimestampType::LogAppendTime => {
+                let Input::Owned(records) = &mut input else {
+                    unreachable!("LogAppendTime input is copied above");
+                };
                 for (h, r) in &mut found {
                     set_log_append_time(&mut records[r.clone()], now_ms);
                     h.max_timestamp = now_ms;
@@ -103,8 +147,15 @@ impl Log {
             None => self.epochs.lock().last().map(|&(e, _)| e),
         };
         if let Some(epoch) = stamp {
-            for (h, r) in &mut found {
-                set_partition_leader_epoch(&mut records[r.clone()], epoch);
+            for (i, (h, r)) in found.iter_mut().enumerate() {
+                match &mut input {
+                    Input::Owned(records) => {
+                        set_partition_leader_epoch(&mut records[r.clone()], epoch);
+                    }
+                    Input::Shared(_) => {
+                        set_partition_leader_epoch_in_prefix(&mut prefixes[i], epoch);
+                    }
+                }
                 h.partition_leader_epoch = epoch;
             }
         }
@@ -163,12 +214,23 @@ impl Log {
             self.assign_epochs(&[(epoch, leo)])?;
         }
         let mut next = leo;
-        for (h, r) in &mut found {
-            set_base_offset(&mut records[r.clone()], next);
+        for (i, (h, r)) in found.iter_mut().enumerate() {
+            match &mut input {
+                Input::Owned(records) => set_base_offset(&mut records[r.clone()], next),
+                Input::Shared(_) => set_base_offset_in_prefix(&mut prefixes[i], next),
+            }
             h.base_offset = next;
             next = h.next_offset();
         }
-        let rolled = self.write_locked(&mut st, &cfg, records, &found, span, now_ms)?;
+        let rolled = self.write_locked(
+            &mut st,
+            &cfg,
+            input.bytes(),
+            &prefixes,
+            &found,
+            span,
+            now_ms,
+        )?;
         if let Some(update) = producer_update {
             st.producers.commit(update, now_ms);
         }
@@ -246,7 +308,7 @@ impl Log {
             set_log_append_time(&mut records, now_ms);
         }
         self.assign_epochs(&[(leader_epoch.0, leo)])?;
-        let rolled = self.write_locked(&mut st, &cfg, &records, &found, 1, now_ms)?;
+        let rolled = self.write_locked(&mut st, &cfg, &records, &[], &found, 1, now_ms)?;
         st.producers.commit(update, now_ms);
         if completed.aborted {
             let txn = AbortedTxn {
@@ -355,7 +417,7 @@ impl Log {
             next = h.next_offset();
         }
         self.assign_epochs(&new_epochs)?;
-        let rolled = self.write_locked(&mut st, &cfg, records, &found, span, now_ms)?;
+        let rolled = self.write_locked(&mut st, &cfg, records, &[], &found, span, now_ms)?;
         for (h, r) in &found {
             if !producer_state::is_txn_marker(h) {
                 st.producers.replay(h);
@@ -384,11 +446,15 @@ impl Log {
 
     /// Writes batches (offsets already final) at the end of the log, rolling first if
     /// needed; publishes the new log end. Under the append lock. Returns whether it rolled.
+    /// `prefixes` empty: `records` as they are; else batch `i`'s first `PREFIX_BYTES` are
+    /// `prefixes[i]` (shared input, see `append_as_leader_shared`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn write_locked(
         &self,
         st: &mut AppendState,
         cfg: &LogConfig,
         records: &[u8],
+        prefixes: &[[u8; PREFIX_BYTES]],
         found: &[(BatchHeader, Range<usize>)],
         span: i64,
         now_ms: i64,
@@ -413,7 +479,27 @@ impl Log {
             }
             self.marker_unsynced.store(false, Ordering::Release);
         }
-        if let Err(e) = seg.write_at(records, pos) {
+        let written = if prefixes.is_empty() {
+            seg.write_at(records, pos)
+        } else {
+            // Paired with `append_assigning`: one prefix per batch, the batches covering
+            // `records` back to back, so the file gets exactly `records`' layout.
+            assert_eq!(prefixes.len(), found.len(), "one patched prefix per batch");
+            let mut bufs: Vec<&[u8]> = Vec::with_capacity(2 * found.len());
+            let mut at = 0;
+            for ((_, r), p) in found.iter().zip(prefixes) {
+                assert!(
+                    r.start == at && r.len() >= PREFIX_BYTES,
+                    "batches back to back"
+                );
+                bufs.push(p);
+                bufs.push(&records[r.start + PREFIX_BYTES..r.end]);
+                at = r.end;
+            }
+            assert_eq!(at, records.len(), "the batches cover the records");
+            seg.write_vectored_at(&bufs, pos)
+        };
+        if let Err(e) = written {
             let err = StorageError::io(format!("write {}", seg.display()), e);
             self.fail(&err);
             return Err(err);
@@ -559,4 +645,39 @@ pub(super) enum BatchSource {
     Client,
     /// The partition's leader: batches as it stores them (possibly compacted).
     Leader,
+}
+
+/// Bytes at the start of a batch that an append patches outside the CRC'd part: base
+/// offset (8), batch length (4, unchanged), partition leader epoch (4).
+pub(super) const PREFIX_BYTES: usize = fjord_records::layout::MAGIC_AT;
+const _: () = assert!(
+    fjord_records::layout::BASE_OFFSET_AT + 8 <= PREFIX_BYTES
+        && fjord_records::layout::PARTITION_LEADER_EPOCH_AT + 4 <= PREFIX_BYTES
+        && PREFIX_BYTES <= fjord_records::layout::CRC_AT
+);
+
+fn set_base_offset_in_prefix(prefix: &mut [u8; PREFIX_BYTES], base_offset: i64) {
+    let at = fjord_records::layout::BASE_OFFSET_AT;
+    prefix[at..at + 8].copy_from_slice(&base_offset.to_be_bytes());
+}
+
+fn set_partition_leader_epoch_in_prefix(prefix: &mut [u8; PREFIX_BYTES], epoch: i32) {
+    let at = fjord_records::layout::PARTITION_LEADER_EPOCH_AT;
+    prefix[at..at + 4].copy_from_slice(&epoch.to_be_bytes());
+}
+
+/// The batches an append gets: its own to patch, or shared (not copied; see
+/// `Log::append_as_leader_shared`).
+pub(super) enum Input<'a> {
+    Owned(&'a mut [u8]),
+    Shared(&'a [u8]),
+}
+
+impl Input<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Input::Owned(b) => b,
+            Input::Shared(b) => b,
+        }
+    }
 }

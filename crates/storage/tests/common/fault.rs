@@ -137,6 +137,16 @@ impl FileSystem for FaultFs {
         }
         file.write_all_at(buf, pos)
     }
+    fn write_vectored_at(
+        &self,
+        path: &Path,
+        file: &File,
+        bufs: &[&[u8]],
+        pos: u64,
+    ) -> io::Result<()> {
+        // One write of the concatenation: a torn write tears it the same way.
+        self.write_at(path, file, &bufs.concat(), pos)
+    }
     fn write_all(&self, path: &Path, file: &mut File, buf: &[u8]) -> io::Result<()> {
         self.track(path);
         file.write_all(buf)
