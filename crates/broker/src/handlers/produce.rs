@@ -8,10 +8,11 @@
 //!   UNKNOWN_TOPIC_OR_PARTITION.
 //!
 //! Appends go through the partition (`fjord_partition::Partition::append_shared`:
-//! the request's record bytes are written without a copy) and run in request order on the connection's reader; with acks=all the
-//! response waits for the partition's commit (on one node: durable, by group
-//! commit). acks=0 gets no response. A broker that is not the partition's
-//! leader answers NOT_LEADER_OR_FOLLOWER, from v10 with the leader it knows
+//! the request's record bytes are written without a copy) and run in request
+//! order on the connection's reader; with acks=all the response waits for
+//! the partition's commit (on one node: durable, by group commit). acks=0
+//! gets no response. A broker that is not the partition's leader answers
+//! NOT_LEADER_OR_FOLLOWER, from v10 with the leader it knows
 //! (`current_leader`) and that leader's endpoint (`node_endpoints`, KIP-951),
 //! so that clients go there without a Metadata round trip.
 //!
