@@ -540,6 +540,19 @@ def more_cases(every):
     for v in every("EndTxn", 26):
         yield f"end-txn-unknown-id-v{v}", "EndTxn", v, {
             "TransactionalId": "diff-never-used", "ProducerId": 4242, "ProducerEpoch": 0, "Committed": True}
+    # TxnOffsetCommit from a producer the transaction coordinator does not know: nothing is committed.
+    for v in every("TxnOffsetCommit", 28):
+        def txn_commit(group, topics):
+            return {"TransactionalId": "diff-never-used", "GroupId": group, "ProducerId": 4242, "ProducerEpoch": 0,
+                    "GenerationId": -1, "MemberId": "", "GroupInstanceId": None, "Topics": [
+                        {"Name": name, "Partitions": [{"PartitionIndex": p, "CommittedOffset": 1,
+                                                       "CommittedLeaderEpoch": -1, "CommittedMetadata": None}
+                                                      for p in parts]} for name, parts in topics]}
+        yield f"txn-offset-commit-unknown-id-v{v}", "TxnOffsetCommit", v, txn_commit(
+            "diff-g", [(TOPIC, [0, 1])])
+        yield f"txn-offset-commit-unknown-topic-v{v}", "TxnOffsetCommit", v, txn_commit(
+            "diff-g", [(TOPIC, [0]), ("no-such-topic", [0]), (TOPIC, [9])])
+        yield f"txn-offset-commit-empty-group-id-v{v}", "TxnOffsetCommit", v, txn_commit("", [(TOPIC, [0])])
     # ACLs without an authorizer.
     for v in every("CreateAcls", 30):
         yield f"create-acls-v{v}", "CreateAcls", v, {"Creations": [

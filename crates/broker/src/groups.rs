@@ -28,13 +28,14 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use fjord_coordinator::{
     Coordinator, LogPartitions, ReplayError, Runtime, RuntimeConfig, ShardError, ShardStatus,
+    TxnWriter,
 };
 use fjord_group::{
     CommitRequest, GroupConfig, GroupCoordinator, JoinResponse, Output, RecordError, RequestToken,
-    SyncResponse, TopicResult,
+    SyncResponse, TopicResult, TxnCommitRequest,
 };
 use fjord_model::limits::OFFSETS_TOPIC_PARTITIONS_DEFAULT;
-use fjord_model::{ErrorCode, Offset};
+use fjord_model::{ErrorCode, Offset, ProducerEpoch, ProducerId};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -232,16 +233,24 @@ impl Coordinator for GroupShard {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), ReplayError> {
-        match self.core.replay(key, value) {
-            Ok(()) => Ok(()),
-            // Record types of later versions are ignored, as Kafka does.
-            Err(
-                e @ (RecordError::UnknownKeyVersion(_) | RecordError::UnknownValueVersion { .. }),
-            ) => Err(ReplayError::Skip(e.to_string())),
-            // A record in a batch whose CRC holds but that cannot be read:
-            // the partition cannot be trusted.
-            Err(e) => Err(ReplayError::Fatal(e.to_string())),
-        }
+        self.core.replay(key, value).map_err(replay_error)
+    }
+
+    fn replay_transactional(
+        &mut self,
+        _offset: Offset,
+        producer_id: ProducerId,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), ReplayError> {
+        self.core
+            .replay_transactional(producer_id.0, key, value)
+            .map_err(replay_error)
+    }
+
+    fn replay_marker(&mut self, _offset: Offset, producer_id: ProducerId, commit: bool) {
+        // Replay takes no time: the group's clock starts at `loaded`.
+        self.core.complete_txn(producer_id.0, commit, -1);
     }
 
     fn loaded(&mut self, now_ms: i64) {
@@ -278,6 +287,18 @@ impl GroupShard {
                 );
             }
         }
+    }
+}
+
+fn replay_error(e: RecordError) -> ReplayError {
+    match e {
+        // Record types of later versions are ignored, as Kafka does.
+        e @ (RecordError::UnknownKeyVersion(_) | RecordError::UnknownValueVersion { .. }) => {
+            ReplayError::Skip(e.to_string())
+        }
+        // A record in a batch whose CRC holds but that cannot be read:
+        // the partition cannot be trusted.
+        e => ReplayError::Fatal(e.to_string()),
     }
 }
 
@@ -461,6 +482,98 @@ impl Groups {
                 }
             }
             results
+        }
+    }
+
+    /// TxnOffsetCommit: the offsets are decided now and appended as one
+    /// transactional batch of the producer (its epoch checked by the
+    /// partition), pending in the group coordinator until the producer's
+    /// marker in this partition ([`Groups::complete_txn`]). A failed append
+    /// is undone and answered NOT_COORDINATOR, as OffsetCommit's.
+    pub fn txn_commit(
+        self: &Arc<Self>,
+        req: TxnCommitRequest,
+        producer_epoch: ProducerEpoch,
+    ) -> impl Future<Output = Vec<TopicResult>> + Send + 'static {
+        let refused = |code: ErrorCode, req: &TxnCommitRequest| -> Vec<TopicResult> {
+            req.topics
+                .iter()
+                .map(|t| TopicResult {
+                    name: t.name.clone(),
+                    partitions: t.partitions.iter().map(|p| (p.partition, code)).collect(),
+                })
+                .collect()
+        };
+        let p = self.partition_for(&req.group_id);
+        let writer = TxnWriter {
+            producer_id: ProducerId(req.producer_id),
+            producer_epoch,
+        };
+        let on_refusal = refused(ErrorCode::NONE, &req);
+        let decided = self
+            .runtime
+            .write_transactional(
+                p,
+                writer,
+                |shard: &mut GroupShard, now, out| {
+                    let r = shard.core.txn_commit_offsets(req, now, out);
+                    shard.check_outputs(out);
+                    r
+                },
+                |shard: &mut GroupShard, undo| shard.core.undo_txn_commit(undo),
+            )
+            .map_err(ShardError::code);
+        async move {
+            let (mut results, persisted) = match decided {
+                Ok(d) => d.await,
+                Err(code) => {
+                    let mut results = on_refusal;
+                    for (_, e) in results.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                        *e = code;
+                    }
+                    return results;
+                }
+            };
+            if !persisted {
+                for (_, e) in results.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                    if e.is_none() {
+                        *e = ErrorCode::NOT_COORDINATOR;
+                    }
+                }
+            }
+            results
+        }
+    }
+
+    /// A transaction marker of `producer_id` is committed in `__consumer_offsets`
+    /// partition `partition`: its shard makes the producer's pending offsets
+    /// committed (`commit`) or drops them. A shard that is not active learns
+    /// it from the marker when it loads.
+    pub fn complete_txn(
+        self: &Arc<Self>,
+        partition: u32,
+        producer_id: ProducerId,
+        commit: bool,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let written = self.runtime.write(
+            partition,
+            move |shard: &mut GroupShard, now, _out| {
+                shard.core.complete_txn(producer_id.0, commit, now);
+                ((), ())
+            },
+            |_, ()| {},
+        );
+        async move {
+            match written {
+                Ok(w) => {
+                    w.await;
+                }
+                Err(e) => tracing::debug!(
+                    partition,
+                    producer_id = producer_id.0,
+                    "transaction completion left to the shard's load: {e:?}"
+                ),
+            }
         }
     }
 

@@ -13,7 +13,10 @@
 //! - `WriteMarkers` outputs are written by a task per transaction through the
 //!   partition layer (`Partition::append_marker`), retried with a backoff
 //!   until every partition has its marker (a partition that no longer exists
-//!   needs none, as in Kafka), then reported with `markers_done`;
+//!   needs none, as in Kafka), then reported with `markers_done`; a marker
+//!   in a `__consumer_offsets` partition is also handed to that group shard
+//!   (`Groups::complete_txn`: the transaction's offsets become committed or
+//!   are dropped) before the transaction completes;
 //! - the runtime's timer calls `tick` (timeouts, expiry); what `finish_replay`
 //!   produced after a load (markers of prepared transactions) is released by
 //!   the first tick, which is due at once.
@@ -584,11 +587,20 @@ impl Shell {
                     ),
                 }
             }
+            let groups = broker.groups.loaded().cloned();
             drop(broker);
             for (tp, committed) in waits {
                 if let Err(e) = committed.await {
                     tracing::debug!(%transactional_id, topic = %tp.topic, partition = tp.partition.0, "marker not committed, retrying: {e}");
                     retry.push(tp);
+                    continue;
+                }
+                // A group's transactional offsets become visible (or are
+                // dropped) once the marker is in its offsets partition.
+                if tp.topic == crate::groups::OFFSETS_TOPIC {
+                    if let (Some(g), Ok(p)) = (&groups, u32::try_from(tp.partition.0)) {
+                        g.complete_txn(p, producer_id, !marker.aborted).await;
+                    }
                 }
             }
             if retry.is_empty() {

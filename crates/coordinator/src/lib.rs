@@ -45,7 +45,7 @@ mod tests;
 use std::future::Future;
 use std::pin::Pin;
 
-use fjord_model::{ErrorCode, Offset};
+use fjord_model::{ErrorCode, Offset, ProducerEpoch, ProducerId};
 
 pub use log_io::LogPartitions;
 pub use runtime::{Runtime, RuntimeConfig, ShardStatus};
@@ -67,6 +67,27 @@ pub trait Coordinator: Send + 'static {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), ReplayError>;
+
+    /// A record of a transactional batch of `producer_id` (the group
+    /// coordinator's TxnOffsetCommit records), in log order: pending until
+    /// that producer's marker comes ([`Coordinator::replay_marker`]). By
+    /// default replayed as any record.
+    fn replay_transactional(
+        &mut self,
+        offset: Offset,
+        producer_id: ProducerId,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), ReplayError> {
+        let _ = producer_id;
+        self.replay(offset, key, value)
+    }
+
+    /// A COMMIT (`commit`) or ABORT marker of `producer_id`'s transaction, in
+    /// log order. By default ignored.
+    fn replay_marker(&mut self, offset: Offset, producer_id: ProducerId, commit: bool) {
+        let _ = (offset, producer_id, commit);
+    }
 
     /// Every record is replayed; the shard becomes active at `now_ms`.
     fn loaded(&mut self, now_ms: i64);
@@ -114,8 +135,33 @@ pub struct WriteError(pub String);
 /// Resolves once the appended records are durable (or cannot be made so).
 pub type Durable = Pin<Box<dyn Future<Output = Result<(), WriteError>> + Send>>;
 
+/// What [`PartitionIo::load`] passes to its visitor, at an offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded<'a> {
+    /// A keyed record; `txn`: the producer of its batch when the batch is
+    /// transactional.
+    Record {
+        key: &'a [u8],
+        value: Option<&'a [u8]>,
+        txn: Option<ProducerId>,
+    },
+    /// A transaction marker (COMMIT when `commit`, else ABORT).
+    Marker {
+        producer_id: ProducerId,
+        commit: bool,
+    },
+}
+
 /// A record passed to the visitor of [`PartitionIo::load`].
-pub type Visitor<'a> = dyn FnMut(Offset, &[u8], Option<&[u8]>) -> Result<(), LoadError> + 'a;
+pub type Visitor<'a> = dyn FnMut(Offset, Loaded<'_>) -> Result<(), LoadError> + 'a;
+
+/// The producer a call's records are written for, as one transactional batch
+/// ([`Runtime::write_transactional`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnWriter {
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
+}
 
 /// What a load read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -130,7 +176,7 @@ pub trait PartitionIo: Send + Sync + 'static {
     fn partitions(&self) -> u32;
 
     /// Read `partition` from its start to its end, passing every keyed
-    /// record to `visit` in log order. Must fail (never stop early and
+    /// record and every transaction marker to `visit` in log order. Must fail (never stop early and
     /// return `Ok`) on a read error or a damaged batch. `closing` is polled
     /// between reads: when it returns true, stop with [`LoadError::Closed`].
     fn load(
@@ -140,12 +186,14 @@ pub trait PartitionIo: Send + Sync + 'static {
         visit: &mut Visitor<'_>,
     ) -> Result<LoadSummary, LoadError>;
 
-    /// Append `records` (key, value) to `partition` as one batch, now; the
+    /// Append `records` (key, value) to `partition` as one batch, now
+    /// (a transactional batch of `txn`'s producer when given); the
     /// returned future resolves when they are durable.
     fn append(
         &self,
         partition: u32,
         records: &[(&[u8], Option<&[u8]>)],
+        txn: Option<TxnWriter>,
         now_ms: i64,
     ) -> Result<Durable, WriteError>;
 }

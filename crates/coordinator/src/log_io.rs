@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use fjord_model::limits::{COORDINATOR_LOAD_READ_BYTES, DECOMPRESSED_BATCH_BYTES_MAX};
-use fjord_model::Offset;
+use fjord_model::{Offset, ProducerId};
 use fjord_partition::{Acks, Partition};
+use fjord_records::control::MarkerType;
 use fjord_records::{BatchBuilder, Compression};
 
-use crate::{Durable, LoadError, LoadSummary, PartitionIo, Visitor, WriteError};
+use crate::{Durable, LoadError, LoadSummary, Loaded, PartitionIo, TxnWriter, Visitor, WriteError};
 
 /// The partitions of an internal topic, by index.
 pub struct LogPartitions {
@@ -94,14 +95,36 @@ impl PartitionIo for LogPartitions {
                 }
                 next = Offset(header.next_offset());
                 if header.is_control() {
+                    // A transaction marker resolves its producer's pending
+                    // records; other control batches carry nothing for a shard.
+                    if let Some(m) = fjord_records::control::parse_end_txn_marker(&header, batch)
+                        .map_err(corrupt)?
+                    {
+                        visit(
+                            Offset(header.base_offset),
+                            Loaded::Marker {
+                                producer_id: ProducerId(header.producer_id),
+                                commit: m.marker == MarkerType::Commit,
+                            },
+                        )?;
+                    }
                     continue;
                 }
+                let txn = (header.is_transactional() && header.producer_id >= 0)
+                    .then_some(ProducerId(header.producer_id));
                 let records =
                     fjord_records::decode_records_bounded(batch, DECOMPRESSED_BATCH_BYTES_MAX)
                         .map_err(corrupt)?;
                 for r in records {
                     let Some(key) = r.key else { continue };
-                    visit(Offset(r.offset), &key, r.value.as_deref())?;
+                    visit(
+                        Offset(r.offset),
+                        Loaded::Record {
+                            key: &key,
+                            value: r.value.as_deref(),
+                            txn,
+                        },
+                    )?;
                     summary.records += 1;
                 }
             }
@@ -113,6 +136,7 @@ impl PartitionIo for LogPartitions {
         &self,
         partition: u32,
         records: &[(&[u8], Option<&[u8]>)],
+        txn: Option<TxnWriter>,
         now_ms: i64,
     ) -> Result<Durable, WriteError> {
         let target = self
@@ -120,12 +144,18 @@ impl PartitionIo for LogPartitions {
             .get(partition as usize)
             .ok_or_else(|| WriteError(format!("no partition {partition}")))?;
         let mut builder = BatchBuilder::new(Compression::None);
+        if let Some(t) = txn {
+            // Kafka's coordinator batches carry no sequence (origin COORDINATOR).
+            builder = builder
+                .producer(t.producer_id.0, t.producer_epoch.0, -1)
+                .transactional(true);
+        }
         for (key, value) in records {
             builder.push(now_ms, Some(*key), *value, &[]);
         }
         let mut batch = BytesMut::from(&builder.build(0)[..]);
         let appended = target
-            .append(&mut batch, Acks::All, now_ms)
+            .append_as_coordinator(&mut batch, Acks::All, now_ms)
             .map_err(|e| WriteError(e.to_string()))?;
         let committed = appended.committed;
         Ok(Box::pin(async move {

@@ -15,7 +15,9 @@ use fjord_model::limits::{
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::{Coordinator, Durable, LoadError, PartitionIo, ReplayError, ShardError};
+use crate::{
+    Coordinator, Durable, LoadError, Loaded, PartitionIo, ReplayError, ShardError, TxnWriter,
+};
 
 /// The longest the timer task sleeps without a deadline.
 const TIMER_IDLE_MS: i64 = 60_000;
@@ -205,9 +207,25 @@ impl<C: Coordinator> Runtime<C> {
         let mut c = (self.factory)(p);
         let topic = &self.config.topic;
         let closing = || self.closing.load(Ordering::Acquire);
-        let result = self.io.load(p, &closing, &mut |offset, key, value| match c
-            .replay(offset, key, value)
-        {
+        let result = self.io.load(p, &closing, &mut |offset, loaded| match match loaded {
+            Loaded::Record {
+                key,
+                value,
+                txn: None,
+            } => c.replay(offset, key, value),
+            Loaded::Record {
+                key,
+                value,
+                txn: Some(producer_id),
+            } => c.replay_transactional(offset, producer_id, key, value),
+            Loaded::Marker {
+                producer_id,
+                commit,
+            } => {
+                c.replay_marker(offset, producer_id, commit);
+                Ok(())
+            }
+        } {
             Ok(()) => Ok(()),
             Err(ReplayError::Skip(why)) => {
                 tracing::warn!(%topic, partition = p, offset = offset.0, "record skipped: {why}");
@@ -383,6 +401,29 @@ impl<C: Coordinator> Runtime<C> {
         f: impl FnOnce(&mut C, i64, &mut Vec<C::Output>) -> (R, U),
         undo: impl FnOnce(&mut C, U),
     ) -> Result<impl Future<Output = (R, bool)> + Send + 'static, ShardError> {
+        self.write_as(p, None, f, undo)
+    }
+
+    /// `write`, with the call's records appended as one transactional batch
+    /// of `txn`'s producer (the group coordinator's TxnOffsetCommit): the
+    /// partition refuses an older producer epoch, and `undo` runs then.
+    pub fn write_transactional<R: Send + 'static, U>(
+        self: &Arc<Self>,
+        p: u32,
+        txn: TxnWriter,
+        f: impl FnOnce(&mut C, i64, &mut Vec<C::Output>) -> (R, U),
+        undo: impl FnOnce(&mut C, U),
+    ) -> Result<impl Future<Output = (R, bool)> + Send + 'static, ShardError> {
+        self.write_as(p, Some(txn), f, undo)
+    }
+
+    fn write_as<R: Send + 'static, U>(
+        self: &Arc<Self>,
+        p: u32,
+        txn: Option<TxnWriter>,
+        f: impl FnOnce(&mut C, i64, &mut Vec<C::Output>) -> (R, U),
+        undo: impl FnOnce(&mut C, U),
+    ) -> Result<impl Future<Output = (R, bool)> + Send + 'static, ShardError> {
         self.ensure_timer();
         let shard = self
             .shards
@@ -404,7 +445,7 @@ impl<C: Coordinator> Runtime<C> {
             let (durable, appended): (Option<Durable>, bool) = if records.is_empty() {
                 (None, true)
             } else {
-                match self.io.append(p, &records, now) {
+                match self.io.append(p, &records, txn, now) {
                     Ok(d) => (Some(d), true),
                     Err(e) => {
                         tracing::error!(

@@ -150,7 +150,14 @@ impl PartitionIo for FakeIo {
                     detail: "magic byte 0".into(),
                 });
             }
-            visit(Offset(i as i64), k, v.as_deref())?;
+            visit(
+                Offset(i as i64),
+                Loaded::Record {
+                    key: k,
+                    value: v.as_deref(),
+                    txn: None,
+                },
+            )?;
             summary.records += 1;
         }
         Ok(summary)
@@ -160,6 +167,7 @@ impl PartitionIo for FakeIo {
         &self,
         partition: u32,
         records: &[(&[u8], Option<&[u8]>)],
+        _txn: Option<TxnWriter>,
         _now_ms: i64,
     ) -> Result<Durable, WriteError> {
         if self.fail_appends.load(Ordering::SeqCst) {

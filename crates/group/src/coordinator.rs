@@ -22,7 +22,7 @@ use crate::{
     FetchedOffset, FetchedTopic, GroupConfig, GroupState, HeartbeatRequest, JoinRequest,
     JoinResponse, LeaveMember, LeaveMemberResult, LeaveResponse, ListedGroup, Output, Protocol,
     RecordError, RequestToken, SyncRequest, SyncResponse, TopicPartitions, TopicResult,
-    GROUP_SUBSCRIBED_TO_TOPIC,
+    TxnCommitRequest, GROUP_SUBSCRIBED_TO_TOPIC,
 };
 
 /// All groups this node coordinates. See the crate docs for the contract.
@@ -37,6 +37,27 @@ pub struct GroupCoordinator {
     /// whenever a group is put back after a change.
     deadlines: BTreeSet<(i64, String)>,
     deadline_of: HashMap<String, i64>,
+    /// Transactional offset commits (TxnOffsetCommit) waiting for their
+    /// producer's marker, by producer id: (group, topic, partition) → the
+    /// offset, and whether a plain commit of that partition came after it
+    /// (then the plain one stays when the transaction commits, as Kafka
+    /// keeps the later record in the log).
+    pending_txn: BTreeMap<i64, BTreeMap<(String, String, i32), PendingTxnOffset>>,
+}
+
+#[derive(Clone, Debug)]
+struct PendingTxnOffset {
+    committed: Committed,
+    superseded: bool,
+}
+
+/// What a TxnOffsetCommit added (see [`GroupCoordinator::txn_commit_offsets`]):
+/// given back to [`GroupCoordinator::undo_txn_commit`] if its records could
+/// not be written.
+#[derive(Debug)]
+pub struct TxnCommitUndo {
+    producer_id: i64,
+    previous: Vec<((String, String, i32), Option<Committed>)>,
 }
 
 fn splitmix64(mut x: u64) -> u64 {
@@ -62,6 +83,55 @@ fn push_offset_tombstone(group_id: &str, topic: &str, partition: i32, out: &mut 
     });
 }
 
+/// A plain commit of (group, topic, partition) came after the pending
+/// transactional ones of that partition: they no longer win at commit.
+fn supersede(
+    pending: &mut BTreeMap<i64, BTreeMap<(String, String, i32), PendingTxnOffset>>,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    let key = (group.to_owned(), topic.to_owned(), partition);
+    for offsets in pending.values_mut() {
+        if let Some(p) = offsets.get_mut(&key) {
+            p.superseded = true;
+        }
+    }
+}
+
+/// Kafka's `ClassicGroup.validateOffsetCommit` for a transactional commit.
+fn txn_commit_check(g: &Group, req: &TxnCommitRequest) -> ErrorCode {
+    if g.state == GroupState::Dead {
+        return ErrorCode::COORDINATOR_NOT_AVAILABLE;
+    }
+    if req.generation_id < 0 && g.state == GroupState::Empty {
+        return ErrorCode::NONE;
+    }
+    let names_member =
+        req.generation_id >= 0 || !req.member_id.is_empty() || req.group_instance_id.is_some();
+    if !names_member {
+        // TxnOffsetCommit before v3 names no member: taken, as by Kafka.
+        return ErrorCode::NONE;
+    }
+    if let Some(instance) = req.group_instance_id.as_deref() {
+        match g.static_members.get(instance) {
+            None => return ErrorCode::UNKNOWN_MEMBER_ID,
+            Some(m) if *m != req.member_id => return ErrorCode::FENCED_INSTANCE_ID,
+            Some(_) => {}
+        }
+    }
+    if !g.has(&req.member_id) {
+        return ErrorCode::UNKNOWN_MEMBER_ID;
+    }
+    if req.generation_id != g.generation {
+        return ErrorCode::ILLEGAL_GENERATION;
+    }
+    ErrorCode::NONE
+}
+
 impl GroupCoordinator {
     pub fn new(config: GroupConfig) -> GroupCoordinator {
         GroupCoordinator {
@@ -71,6 +141,7 @@ impl GroupCoordinator {
             next_retention_check_ms: None,
             deadlines: BTreeSet::new(),
             deadline_of: HashMap::new(),
+            pending_txn: BTreeMap::new(),
         }
     }
 
@@ -955,7 +1026,7 @@ impl GroupCoordinator {
         }
         let group_id = req.group_id.clone();
         let metadata_max = self.config.offset_metadata_bytes_max;
-        self.with_group(&group_id, now_ms, out, |_, g, out| {
+        self.with_group(&group_id, now_ms, out, |this, g, out| {
             let check = if g.state == GroupState::Dead {
                 ErrorCode::COORDINATOR_NOT_AVAILABLE
             } else if g.static_member_fenced(req.group_instance_id.as_deref(), &req.member_id) {
@@ -1002,6 +1073,7 @@ impl GroupCoordinator {
                             commit_timestamp_ms: c.commit_timestamp_ms,
                         })),
                     });
+                    supersede(&mut this.pending_txn, &g.id, &t.name, p.partition.0);
                     let previous = g.offsets.insert((t.name.clone(), p.partition.0), c);
                     undo.previous
                         .push(((t.name.clone(), p.partition.0), previous));
@@ -1024,8 +1096,29 @@ impl GroupCoordinator {
         group_id: &str,
         topics: Option<&[TopicPartitions]>,
     ) -> FetchOffsetsResponse {
+        self.fetch_offsets_stable(group_id, topics, false)
+    }
+
+    /// OffsetFetch with v7's `require_stable` (KIP-447): a partition with a
+    /// transactional commit waiting for its marker is answered
+    /// UNSTABLE_OFFSET_COMMIT (offset -1), which clients retry.
+    pub fn fetch_offsets_stable(
+        &self,
+        group_id: &str,
+        topics: Option<&[TopicPartitions]>,
+        require_stable: bool,
+    ) -> FetchOffsetsResponse {
         let g = self.groups.get(group_id);
         let lookup = |topic: &str, partition: PartitionIndex| -> FetchedOffset {
+            if require_stable && self.has_pending_txn_offset(group_id, topic, partition.0) {
+                return FetchedOffset {
+                    partition,
+                    offset: Offset::NONE,
+                    leader_epoch: LeaderEpoch::UNKNOWN,
+                    metadata: String::new(),
+                    error: ErrorCode::UNSTABLE_OFFSET_COMMIT,
+                };
+            }
             match g.and_then(|g| g.offsets.get(&(topic.to_owned(), partition.0))) {
                 Some(c) => FetchedOffset {
                     partition,
@@ -1069,6 +1162,188 @@ impl GroupCoordinator {
         FetchOffsetsResponse {
             error: ErrorCode::NONE,
             topics,
+        }
+    }
+
+    fn has_pending_txn_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        let key = (group_id.to_owned(), topic.to_owned(), partition);
+        self.pending_txn.values().any(|p| p.contains_key(&key))
+    }
+
+    /// Producers with transactional offset commits waiting for a marker.
+    pub fn pending_txn_producers(&self) -> Vec<i64> {
+        self.pending_txn.keys().copied().collect()
+    }
+
+    /// TxnOffsetCommit (Kafka's `commitTransactionalOffsets`): the group's
+    /// checks as OffsetCommit's, except that a request naming no member
+    /// (generation -1, no member id, no instance id) is taken from any group
+    /// and a rebalance in progress does not refuse it; the offsets are kept
+    /// pending for the producer until its marker ([`Self::complete_txn`]).
+    /// Persist outputs come first: the shell appends them as one
+    /// transactional batch of the producer, and answers once durable (or
+    /// undoes with [`Self::undo_txn_commit`]). Whether the producer is in a
+    /// transaction holding this group's partition is the shell's check.
+    pub fn txn_commit_offsets(
+        &mut self,
+        req: TxnCommitRequest,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> (Vec<TopicResult>, TxnCommitUndo) {
+        let mut undo = TxnCommitUndo {
+            producer_id: req.producer_id,
+            previous: Vec::new(),
+        };
+        let all = |code: ErrorCode| -> Vec<TopicResult> {
+            req.topics
+                .iter()
+                .map(|t| TopicResult {
+                    name: t.name.clone(),
+                    partitions: t.partitions.iter().map(|p| (p.partition, code)).collect(),
+                })
+                .collect()
+        };
+        let check = match self.groups.get(&req.group_id) {
+            None if req.generation_id >= 0 => ErrorCode::ILLEGAL_GENERATION,
+            None => ErrorCode::NONE,
+            Some(g) => txn_commit_check(g, &req),
+        };
+        if !check.is_none() {
+            return (all(check), undo);
+        }
+        let metadata_max = self.config.offset_metadata_bytes_max;
+        let mut results = Vec::with_capacity(req.topics.len());
+        for t in &req.topics {
+            let mut parts = Vec::with_capacity(t.partitions.len());
+            for p in &t.partitions {
+                let metadata = p.metadata.clone().unwrap_or_default();
+                if metadata.len() > metadata_max {
+                    parts.push((p.partition, ErrorCode::OFFSET_METADATA_TOO_LARGE));
+                    continue;
+                }
+                let c = Committed {
+                    offset: p.offset.0,
+                    leader_epoch: p.leader_epoch.0,
+                    metadata,
+                    commit_timestamp_ms: now_ms,
+                };
+                out.push(Output::Persist {
+                    group_id: req.group_id.clone(),
+                    key: records::encode_offset_key(&req.group_id, &t.name, p.partition.0),
+                    value: Some(records::encode_offset_value(&OffsetValue {
+                        offset: c.offset,
+                        leader_epoch: c.leader_epoch,
+                        metadata: c.metadata.clone(),
+                        commit_timestamp_ms: c.commit_timestamp_ms,
+                    })),
+                });
+                let key = (req.group_id.clone(), t.name.clone(), p.partition.0);
+                let previous = self.pending_txn.entry(req.producer_id).or_default().insert(
+                    key.clone(),
+                    PendingTxnOffset {
+                        committed: c,
+                        superseded: false,
+                    },
+                );
+                undo.previous.push((key, previous.map(|p| p.committed)));
+                parts.push((p.partition, ErrorCode::NONE));
+            }
+            results.push(TopicResult {
+                name: t.name.clone(),
+                partitions: parts,
+            });
+        }
+        (results, undo)
+    }
+
+    /// Take back what a TxnOffsetCommit added (its records were not written).
+    pub fn undo_txn_commit(&mut self, undo: TxnCommitUndo) {
+        let Some(pending) = self.pending_txn.get_mut(&undo.producer_id) else {
+            return;
+        };
+        for (key, previous) in undo.previous.into_iter().rev() {
+            match previous {
+                Some(committed) => {
+                    pending.insert(
+                        key,
+                        PendingTxnOffset {
+                            committed,
+                            superseded: false,
+                        },
+                    );
+                }
+                None => {
+                    pending.remove(&key);
+                }
+            }
+        }
+        if pending.is_empty() {
+            self.pending_txn.remove(&undo.producer_id);
+        }
+    }
+
+    /// The producer's transaction ended with a marker in this shard's
+    /// partition (written, or read back at load): on COMMIT its pending
+    /// offsets become the groups' committed offsets (except where a plain
+    /// commit came later), on ABORT they are dropped. Writes nothing.
+    pub fn complete_txn(&mut self, producer_id: i64, commit: bool, now_ms: i64) {
+        let Some(pending) = self.pending_txn.remove(&producer_id) else {
+            return;
+        };
+        if !commit {
+            return;
+        }
+        for ((group, topic, partition), p) in pending {
+            if p.superseded {
+                continue;
+            }
+            let mut g = self
+                .groups
+                .remove(&group)
+                .unwrap_or_else(|| Group::new(&group, now_ms));
+            g.offsets.insert((topic, partition), p.committed);
+            self.put_back(g);
+        }
+        assert!(
+            !self.pending_txn.contains_key(&producer_id),
+            "a completed transaction leaves no pending offsets"
+        );
+    }
+
+    /// Replay of an offset record written by a TxnOffsetCommit (a
+    /// transactional batch of `producer_id`): pending until the marker.
+    pub fn replay_transactional(
+        &mut self,
+        producer_id: i64,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), RecordError> {
+        match (records::decode_key(key)?, value) {
+            (
+                RecordKey::Offset {
+                    group,
+                    topic,
+                    partition,
+                },
+                Some(v),
+            ) => {
+                let v = records::decode_offset_value(v)?;
+                self.pending_txn.entry(producer_id).or_default().insert(
+                    (group, topic, partition),
+                    PendingTxnOffset {
+                        committed: Committed {
+                            offset: v.offset,
+                            leader_epoch: v.leader_epoch,
+                            metadata: v.metadata,
+                            commit_timestamp_ms: v.commit_timestamp_ms,
+                        },
+                        superseded: false,
+                    },
+                );
+                Ok(())
+            }
+            // Kafka writes nothing else transactionally; anything else is applied as is.
+            _ => self.replay(key, value),
         }
     }
 
@@ -1409,6 +1684,7 @@ impl GroupCoordinator {
                 }
                 Some(v) => {
                     let v = records::decode_offset_value(v)?;
+                    supersede(&mut self.pending_txn, &group, &topic, partition);
                     let g = self
                         .groups
                         .entry(group.clone())

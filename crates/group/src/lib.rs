@@ -51,7 +51,7 @@ use bytes::Bytes;
 use fjord_model::limits;
 use fjord_model::{ErrorCode, LeaderEpoch, Offset, PartitionIndex};
 
-pub use coordinator::{CommitUndo, GroupCoordinator};
+pub use coordinator::{CommitUndo, GroupCoordinator, TxnCommitUndo};
 
 /// Kafka's GROUP_SUBSCRIBED_TO_TOPIC (86), answered by OffsetDelete.
 pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode = ErrorCode(86);
@@ -291,6 +291,19 @@ pub struct CommitTopic {
 pub struct CommitRequest {
     pub group_id: String,
     /// -1 for a commit outside group management (simple consumers, admin tools).
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub topics: Vec<CommitTopic>,
+}
+
+/// A TxnOffsetCommit: offsets committed by a transactional producer, kept
+/// pending until its transaction's marker.
+#[derive(Clone, Debug)]
+pub struct TxnCommitRequest {
+    pub group_id: String,
+    pub producer_id: i64,
+    /// -1 when not given (before v3, or outside group management).
     pub generation_id: i32,
     pub member_id: String,
     pub group_instance_id: Option<String>,

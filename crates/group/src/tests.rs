@@ -1147,3 +1147,194 @@ fn offsets_partition_matches_kafka() {
     assert_eq!(offsets_partition_for("polygenelubricants", 50), 0);
     assert!(offsets_partition_for("a-negative-hash?", 50) < 50);
 }
+
+fn txn_req(
+    producer_id: i64,
+    generation_id: i32,
+    member: &str,
+    partition: i32,
+    offset: i64,
+) -> TxnCommitRequest {
+    TxnCommitRequest {
+        group_id: "g".into(),
+        producer_id,
+        generation_id,
+        member_id: member.into(),
+        group_instance_id: None,
+        topics: vec![CommitTopic {
+            name: "t".into(),
+            partitions: vec![CommitPartition {
+                partition: PartitionIndex(partition),
+                offset: Offset(offset),
+                leader_epoch: LeaderEpoch(1),
+                metadata: None,
+            }],
+        }],
+    }
+}
+
+impl H {
+    fn txn_commit(&mut self, req: TxnCommitRequest) -> ErrorCode {
+        let now = self.now;
+        let (r, _undo) = self.c.txn_commit_offsets(req, now, &mut self.out);
+        r[0].partitions[0].1
+    }
+
+    fn fetch_stable(&self, topic: &str, partition: i32) -> FetchedOffset {
+        let tp = [TopicPartitions {
+            name: topic.into(),
+            partitions: vec![PartitionIndex(partition)],
+        }];
+        self.c.fetch_offsets_stable("g", Some(&tp), true).topics[0].partitions[0].clone()
+    }
+}
+
+#[test]
+fn txn_offsets_are_visible_only_once_committed_and_dropped_on_abort() {
+    let mut h = H::new(cfg_no_delay());
+    let (a, _b) = h.stable_pair();
+    assert_eq!(h.commit(&a, 2, "t", 0, 5), ErrorCode::NONE);
+    // Producer 7 commits 10 on t-0, producer 8 commits 20 on t-1.
+    assert_eq!(h.txn_commit(txn_req(7, 2, &a, 0, 10)), ErrorCode::NONE);
+    assert_eq!(h.txn_commit(txn_req(8, 2, &a, 1, 20)), ErrorCode::NONE);
+    assert_eq!(h.fetch("t", 0).offset, Offset(5), "pending, not visible");
+    assert_eq!(h.fetch("t", 1).offset, Offset(-1));
+    assert_eq!(
+        h.fetch_stable("t", 0).error,
+        ErrorCode::UNSTABLE_OFFSET_COMMIT
+    );
+    assert_eq!(h.fetch_stable("t", 0).offset, Offset(-1));
+    assert_eq!(
+        h.fetch_stable("t", 1).error,
+        ErrorCode::UNSTABLE_OFFSET_COMMIT
+    );
+    assert_eq!(h.c.pending_txn_producers(), vec![7, 8]);
+    // 7 commits: visible; 8 aborts: gone.
+    h.c.complete_txn(7, true, h.now);
+    h.c.complete_txn(8, false, h.now);
+    h.c.check_invariants();
+    assert_eq!(h.fetch_stable("t", 0).error, ErrorCode::NONE);
+    assert_eq!(h.fetch_stable("t", 0).offset, Offset(10));
+    assert_eq!(h.fetch_stable("t", 1).error, ErrorCode::NONE);
+    assert_eq!(h.fetch_stable("t", 1).offset, Offset(-1));
+    assert!(h.c.pending_txn_producers().is_empty());
+    // A marker for a producer with nothing pending changes nothing.
+    h.c.complete_txn(9, true, h.now);
+    assert_eq!(h.fetch("t", 0).offset, Offset(10));
+}
+
+#[test]
+fn txn_commit_checks_the_group_like_kafka() {
+    let mut h = H::new(cfg_no_delay());
+    // No group: a generation is ILLEGAL_GENERATION; none is a simple commit.
+    assert_eq!(
+        h.txn_commit(txn_req(7, 3, "m", 0, 1)),
+        ErrorCode::ILLEGAL_GENERATION
+    );
+    assert_eq!(h.txn_commit(txn_req(7, -1, "", 0, 1)), ErrorCode::NONE);
+    h.c.complete_txn(7, false, h.now);
+    let (a, _b) = h.stable_pair();
+    assert_eq!(
+        h.txn_commit(txn_req(7, 1, &a, 0, 1)),
+        ErrorCode::ILLEGAL_GENERATION
+    );
+    assert_eq!(
+        h.txn_commit(txn_req(7, 2, "ghost", 0, 1)),
+        ErrorCode::UNKNOWN_MEMBER_ID
+    );
+    // Before v3 no member is named: taken even from an active group.
+    assert_eq!(h.txn_commit(txn_req(7, -1, "", 0, 1)), ErrorCode::NONE);
+    let mut fenced = txn_req(7, 2, &a, 0, 1);
+    fenced.group_instance_id = Some("nobody".into());
+    assert_eq!(h.txn_commit(fenced), ErrorCode::UNKNOWN_MEMBER_ID);
+    // A rebalance in progress does not refuse a transactional commit.
+    let (_c, _tc) = h.join_new();
+    let ta = h.join(&a);
+    let _ = ta;
+    assert_eq!(h.txn_commit(txn_req(7, 2, &a, 0, 2)), ErrorCode::NONE);
+    // Nothing refused was kept pending: only the accepted offsets are.
+    h.c.complete_txn(7, true, h.now);
+    assert_eq!(h.fetch("t", 0).offset, Offset(2));
+}
+
+#[test]
+fn a_txn_commit_whose_records_were_not_written_is_undone() {
+    let mut h = H::new(cfg_no_delay());
+    assert_eq!(h.txn_commit(txn_req(7, -1, "", 0, 4)), ErrorCode::NONE);
+    let now = h.now;
+    let (_, undo) =
+        h.c.txn_commit_offsets(txn_req(7, -1, "", 0, 9), now, &mut h.out);
+    h.c.undo_txn_commit(undo);
+    h.c.complete_txn(7, true, h.now);
+    assert_eq!(
+        h.fetch("t", 0).offset,
+        Offset(4),
+        "the earlier pending offset stays"
+    );
+    let (_, undo) =
+        h.c.txn_commit_offsets(txn_req(8, -1, "", 1, 9), now, &mut h.out);
+    h.c.undo_txn_commit(undo);
+    assert!(h.c.pending_txn_producers().is_empty());
+}
+
+#[test]
+fn a_plain_commit_after_a_txn_commit_wins() {
+    let mut h = H::new(cfg_no_delay());
+    assert_eq!(h.txn_commit(txn_req(7, -1, "", 0, 10)), ErrorCode::NONE);
+    assert_eq!(h.commit("", -1, "t", 0, 30), ErrorCode::NONE);
+    h.c.complete_txn(7, true, h.now);
+    assert_eq!(h.fetch("t", 0).offset, Offset(30));
+}
+
+/// The offsets log replayed after a crash: transactional records are pending
+/// until their producer's marker, resolved by it (commit or abort), and
+/// still pending (UNSTABLE_OFFSET_COMMIT) when the marker was never written.
+#[test]
+fn txn_offsets_are_replayed_and_resolved_by_markers() {
+    let mut h = H::new(cfg_no_delay());
+    assert_eq!(h.commit("", -1, "t", 0, 1), ErrorCode::NONE);
+    let plain = h.persisted();
+    let txn_records = |h: &mut H, req: TxnCommitRequest| {
+        h.out.clear();
+        let now = h.now;
+        let _ = h.c.txn_commit_offsets(req, now, &mut h.out);
+        h.persisted()
+    };
+    let committed = txn_records(&mut h, txn_req(7, -1, "", 0, 10));
+    let aborted = txn_records(&mut h, txn_req(8, -1, "", 1, 20));
+    let open = txn_records(&mut h, txn_req(9, -1, "", 2, 30));
+    let mut fresh = GroupCoordinator::new(cfg_no_delay());
+    for (k, v) in &plain {
+        fresh.replay(k, v.as_deref()).unwrap();
+    }
+    for (pid, recs) in [(7, &committed), (8, &aborted), (9, &open)] {
+        for (k, v) in recs {
+            fresh.replay_transactional(pid, k, v.as_deref()).unwrap();
+        }
+    }
+    fresh.complete_txn(7, true, h.now);
+    fresh.complete_txn(8, false, h.now);
+    fresh.finish_replay(h.now);
+    fresh.check_invariants();
+    let tp = |p: i32| {
+        [TopicPartitions {
+            name: "t".into(),
+            partitions: vec![PartitionIndex(p)],
+        }]
+    };
+    let get = |fresh: &GroupCoordinator, p: i32, stable: bool| {
+        fresh.fetch_offsets_stable("g", Some(&tp(p)), stable).topics[0].partitions[0].clone()
+    };
+    assert_eq!(get(&fresh, 0, true).offset, Offset(10));
+    assert_eq!(get(&fresh, 1, true).offset, Offset(-1));
+    assert_eq!(get(&fresh, 1, true).error, ErrorCode::NONE);
+    assert_eq!(
+        get(&fresh, 2, true).error,
+        ErrorCode::UNSTABLE_OFFSET_COMMIT
+    );
+    assert_eq!(get(&fresh, 2, false).offset, Offset(-1));
+    assert_eq!(fresh.pending_txn_producers(), vec![9]);
+    // The open one's marker comes after the restart.
+    fresh.complete_txn(9, true, h.now);
+    assert_eq!(get(&fresh, 2, true).offset, Offset(30));
+}

@@ -567,6 +567,20 @@ impl Partition {
         })
     }
 
+    /// `append` for a coordinator's own records (`Log::append_as_coordinator`:
+    /// a transactional batch without a sequence, the group coordinator's
+    /// TxnOffsetCommit records, is taken with its producer epoch checked).
+    pub fn append_as_coordinator(
+        &self,
+        records: &mut [u8],
+        acks: Acks,
+        now_ms: i64,
+    ) -> Result<Appended, PartitionError> {
+        self.append_via(acks, |log, epoch| {
+            log.append_as_coordinator(records, epoch, now_ms)
+        })
+    }
+
     fn append_via(
         &self,
         acks: Acks,

@@ -123,6 +123,19 @@ impl ProducerEntry {
             .copied()
     }
 
+    /// A coordinator's transactional batch without a sequence: the epoch moves
+    /// (sequences start again), the transaction opens, no batch is remembered.
+    fn open_unsequenced(&mut self, b: &IncomingBatch) {
+        if b.epoch != self.epoch {
+            self.batches.clear();
+            self.epoch = b.epoch;
+        }
+        self.last_timestamp_ms = b.timestamp_ms;
+        if self.current_txn_first_offset.is_none() {
+            self.current_txn_first_offset = Some(b.base_offset);
+        }
+    }
+
     fn add(&mut self, epoch: ProducerEpoch, batch: ProducerBatch) {
         if epoch != self.epoch {
             self.batches.clear();
@@ -347,10 +360,48 @@ impl ProducerStateMap {
         batches: &[IncomingBatch],
         batches_total: usize,
     ) -> Result<Verdict, ProducerError> {
+        self.check_from(batches, batches_total, false)
+    }
+
+    /// `check`, for an append by a coordinator (Kafka's origin COORDINATOR) when
+    /// `coordinator` is set: a transactional batch without a sequence (the group
+    /// coordinator's transactional offset commit) is checked for its producer epoch
+    /// only, opens the producer's transaction and is remembered by no sequence.
+    pub fn check_from(
+        &self,
+        batches: &[IncomingBatch],
+        batches_total: usize,
+        coordinator: bool,
+    ) -> Result<Verdict, ProducerError> {
         // Entries as they will be after the batches checked so far (few: usually one).
         let mut updated: Vec<(ProducerId, ProducerEntry)> = Vec::new();
         let mut duplicates: Vec<ProducerBatch> = Vec::new();
         for b in batches {
+            if coordinator && b.first_sequence < 0 && b.transactional {
+                let slot = updated.iter().position(|(p, _)| *p == b.producer_id);
+                let current = match slot {
+                    Some(i) => Some(&updated[i].1),
+                    None => self.producers.get(&b.producer_id),
+                };
+                if let Some(e) = current {
+                    if b.epoch < e.epoch {
+                        return Err(ProducerError::InvalidEpoch {
+                            producer_id: b.producer_id.0,
+                            epoch: b.epoch.0,
+                            current: e.epoch.0,
+                        });
+                    }
+                }
+                let mut entry = current
+                    .cloned()
+                    .unwrap_or_else(|| ProducerEntry::new(b.epoch));
+                entry.open_unsequenced(b);
+                match slot {
+                    Some(i) => updated[i].1 = entry,
+                    None => updated.push((b.producer_id, entry)),
+                }
+                continue;
+            }
             if b.first_sequence < 0 {
                 return Err(ProducerError::MissingSequence {
                     producer_id: b.producer_id.0,
@@ -561,13 +612,19 @@ impl ProducerStateMap {
         let Some(b) = IncomingBatch::from_header(h) else {
             return;
         };
-        if b.first_sequence < 0 {
+        if b.first_sequence < 0 && !b.transactional {
             return;
         }
         let mut entry = self
             .producers
             .remove(&b.producer_id)
             .unwrap_or_else(|| ProducerEntry::new(b.epoch));
+        if b.first_sequence < 0 {
+            // A coordinator's transactional batch (see `check_from`).
+            entry.open_unsequenced(&b);
+            self.insert(b.producer_id, entry);
+            return;
+        }
         entry.add(b.epoch, b.metadata());
         if b.transactional && entry.current_txn_first_offset.is_none() {
             entry.current_txn_first_offset = Some(b.base_offset);
@@ -1183,5 +1240,60 @@ mod tests {
         let empty = ProducerStateMap::default().encode_snapshot();
         back.load_snapshot(&empty).unwrap();
         assert!(back.is_empty());
+    }
+
+    /// A coordinator's transactional batch without a sequence (TxnOffsetCommit
+    /// records): refused from clients, taken from a coordinator with its epoch
+    /// checked; it opens the transaction, which the marker closes, and it is
+    /// replayed the same way.
+    #[test]
+    fn coordinator_batches_without_a_sequence() {
+        let mut m = ProducerStateMap::default();
+        let unsequenced = txn(7, 2, -1, 1, 10);
+        assert!(matches!(
+            m.check(&[unsequenced], 1),
+            Err(ProducerError::MissingSequence { .. })
+        ));
+        let Verdict::Append(u) = m.check_from(&[unsequenced], 1, true).unwrap() else {
+            panic!("not a duplicate")
+        };
+        m.commit(u, 2_000);
+        let e = m.get(ProducerId(7)).unwrap();
+        assert_eq!(
+            (e.epoch, e.current_txn_first_offset),
+            (ProducerEpoch(2), Some(Offset(10)))
+        );
+        assert!(e.batches.is_empty(), "no sequence is remembered");
+        // The same again is not a duplicate: it is appended too.
+        let Verdict::Append(u) = m.check_from(&[txn(7, 2, -1, 1, 11)], 1, true).unwrap() else {
+            panic!("not a duplicate")
+        };
+        m.commit(u, 2_000);
+        assert_eq!(
+            m.get(ProducerId(7)).unwrap().current_txn_first_offset,
+            Some(Offset(10))
+        );
+        assert!(matches!(
+            m.check_from(&[txn(7, 1, -1, 1, 12)], 1, true),
+            Err(ProducerError::InvalidEpoch { .. })
+        ));
+        let done = apply_marker(&mut m, &marker(7, 2, 0, 12, false)).unwrap();
+        assert_eq!(done.first_offset, Offset(10));
+        assert_eq!(m.get(ProducerId(7)).unwrap().current_txn_first_offset, None);
+        // Replay of the same batch header opens it again.
+        let mut r = ProducerStateMap::default();
+        let h = fjord_records::BatchHeader::parse(
+            &fjord_records::BatchBuilder::new(fjord_records::Compression::None)
+                .producer(7, 2, -1)
+                .transactional(true)
+                .push(0, None, Some(b"v".as_slice()), &[])
+                .build(10),
+        )
+        .unwrap();
+        r.replay(&h);
+        assert_eq!(
+            r.get(ProducerId(7)).unwrap().current_txn_first_offset,
+            Some(Offset(10))
+        );
     }
 }

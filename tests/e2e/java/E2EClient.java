@@ -33,6 +33,16 @@
 //       A line "close" on stdin (or EOF) closes the consumer cleanly. The Python twin is
 //       tools/group_member.py.
 //
+//   eos BOOTSTRAP IN OUT GROUP TXN_ID TOTAL [k=v ...]
+//       Exactly-once consume-transform-produce: a read_committed consumer in GROUP reads IN, a producer
+//       with TXN_ID writes "out-"+value to OUT (same partition) and commits the consumer's offsets in the
+//       same transaction (sendOffsetsToTransaction with the group metadata). On an abortable error the
+//       transaction is aborted and the consumer rewound to the group's committed offsets; on a fatal one
+//       (fenced, timed out) a new producer with the same TXN_ID takes over. Prints
+//         {"type":"committed","records":n,"total":t} after each commit, {"type":"retry","error":...}
+//       and stops after TOTAL records in committed transactions (or a line "stop" on stdin / EOF),
+//       printing {"type":"done","total":t}.
+//
 // Values are UTF-8 strings; keys and values may be null.
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -109,6 +119,9 @@ public class E2EClient {
                 break;
             case "txn":
                 txn(args);
+                break;
+            case "eos":
+                eos(args);
                 break;
             default:
                 System.err.println("unknown command " + args[0]);
@@ -203,6 +216,116 @@ public class E2EClient {
             n.put("message", String.valueOf(e.getMessage()));
         }
         n.put("elapsed_ms", (System.nanoTime() - started) / 1_000_000);
+        emit(n);
+    }
+
+    static KafkaProducer<byte[], byte[]> eosProducer(String bootstrap, String txnId) {
+        Properties p = props(bootstrap, List.of());
+        p.put("transactional.id", txnId);
+        p.put("transaction.timeout.ms", "60000");
+        p.put("linger.ms", "5");
+        KafkaProducer<byte[], byte[]> producer =
+                new KafkaProducer<>(p, new ByteArraySerializer(), new ByteArraySerializer());
+        producer.initTransactions();
+        return producer;
+    }
+
+    static void eos(String[] args) throws Exception {
+        String bootstrap = args[1];
+        String in = args[2];
+        String out = args[3];
+        String group = args[4];
+        String txnId = args[5];
+        long total = Long.parseLong(args[6]);
+        List<String> kvs = new ArrayList<>();
+        for (int i = 7; i < args.length; i++) kvs.add(args[i]);
+        Properties cp = props(bootstrap, kvs);
+        cp.put("group.id", group);
+        cp.put("enable.auto.commit", "false");
+        cp.put("auto.offset.reset", "earliest");
+        cp.put("isolation.level", "read_committed");
+        AtomicBoolean stop = new AtomicBoolean(false);
+        Thread stdin = new Thread(() -> {
+            try (BufferedReader r = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8))) {
+                String line;
+                while ((line = r.readLine()) != null) {
+                    if (line.trim().equals("stop")) break;
+                }
+            } catch (Exception e) {
+                // EOF or closed: stop
+            }
+            stop.set(true);
+        });
+        stdin.setDaemon(true);
+        stdin.start();
+        long done = 0;
+        try (KafkaConsumer<byte[], byte[]> consumer =
+                new KafkaConsumer<>(cp, new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
+            consumer.subscribe(List.of(in));
+            KafkaProducer<byte[], byte[]> producer = null;
+            while (done < total && !stop.get()) {
+                try {
+                    if (producer == null) producer = eosProducer(bootstrap, txnId);
+                    var records = consumer.poll(Duration.ofMillis(500));
+                    if (records.isEmpty()) continue;
+                    producer.beginTransaction();
+                    Map<TopicPartition, OffsetAndMetadata> offsets = new HashMap<>();
+                    for (ConsumerRecord<byte[], byte[]> r : records) {
+                        producer.send(new ProducerRecord<>(out, r.partition(), r.key(), bytes("out-" + str(r.value()))));
+                        offsets.put(new TopicPartition(r.topic(), r.partition()), new OffsetAndMetadata(r.offset() + 1));
+                    }
+                    producer.sendOffsetsToTransaction(offsets, consumer.groupMetadata());
+                    producer.commitTransaction();
+                    done += records.count();
+                    ObjectNode n = JSON.createObjectNode();
+                    n.put("type", "committed");
+                    n.put("records", records.count());
+                    n.put("total", done);
+                    emit(n);
+                } catch (Exception e) {
+                    ObjectNode n = JSON.createObjectNode();
+                    n.put("type", "retry");
+                    n.put("error", e.getClass().getSimpleName());
+                    n.put("message", String.valueOf(e.getMessage()));
+                    emit(n);
+                    boolean aborted = false;
+                    if (producer != null) {
+                        try {
+                            producer.abortTransaction();
+                            aborted = true;
+                        } catch (Exception abortFailed) {
+                            // fatal state: replaced below
+                        }
+                        if (!aborted) {
+                            try {
+                                producer.close(Duration.ofSeconds(5));
+                            } catch (Exception ignored) {
+                                // closing a broken producer
+                            }
+                            producer = null;
+                        }
+                    }
+                    // Rewind to what the group has committed (a pending commit is waited for).
+                    while (!stop.get()) {
+                        try {
+                            var assigned = consumer.assignment();
+                            var committed = consumer.committed(assigned, Duration.ofSeconds(30));
+                            for (TopicPartition tp : assigned) {
+                                OffsetAndMetadata c = committed.get(tp);
+                                consumer.seek(tp, c == null ? 0 : c.offset());
+                            }
+                            break;
+                        } catch (Exception rewindFailed) {
+                            Thread.sleep(500);
+                        }
+                    }
+                }
+            }
+            if (producer != null) producer.close(Duration.ofSeconds(10));
+        }
+        ObjectNode n = JSON.createObjectNode();
+        n.put("type", "done");
+        n.put("total", done);
         emit(n);
     }
 

@@ -56,6 +56,7 @@ pub mod sasl;
 pub mod scram_credentials;
 pub mod sync_group;
 pub mod transactions;
+pub mod txn_offset_commit;
 pub mod update_features;
 
 /// Everything a handler knows about the request besides its body.
@@ -318,6 +319,7 @@ pub fn supported() -> Vec<(i16, RangeInclusive<i16>)> {
             transactions::ADD_OFFSETS_VERSIONS,
         ),
         (ApiKey::EndTxn as i16, transactions::END_TXN_VERSIONS),
+        (ApiKey::TxnOffsetCommit as i16, txn_offset_commit::VERSIONS),
         (
             ApiKey::DescribeTransactions as i16,
             transactions::DESCRIBE_VERSIONS,
@@ -465,6 +467,7 @@ pub fn dispatch_on(
         Request::AddPartitionsToTxn(r) => transactions::add_partitions(ctx, r),
         Request::AddOffsetsToTxn(r) => transactions::add_offsets(ctx, r),
         Request::EndTxn(r) => transactions::end_txn(ctx, r),
+        Request::TxnOffsetCommit(r) => txn_offset_commit::handle(ctx, r),
         Request::DescribeTransactions(r) => Pending::Ready(transactions::describe(&ctx, r)),
         Request::UpdateFeatures(r) => Pending::Ready(update_features::handle(&ctx, r)),
         Request::SaslHandshake(r) => Pending::Ready(sasl::handshake(&ctx, r)),

@@ -9,6 +9,8 @@
 //! or partition gets offset -1 and leader epoch -1 with no error. A group
 //! whose shard is loading gets COORDINATOR_LOAD_IN_PROGRESS, one whose shard
 //! failed to load NOT_COORDINATOR (on the group and on each partition).
+//! From v7, `require_stable` (KIP-447): a partition with a transactional
+//! commit waiting for its marker gets UNSTABLE_OFFSET_COMMIT (clients retry).
 
 use std::ops::RangeInclusive;
 
@@ -55,10 +57,13 @@ fn fetch(
     ctx: &Ctx,
     group_id: &str,
     topics: Option<Vec<fjord_group::TopicPartitions>>,
+    require_stable: bool,
 ) -> (ErrorCode, Vec<fjord_group::FetchedTopic>) {
     let read = match ctx.broker.groups.get() {
         None => Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
-        Some(g) => g.read(group_id, |c| c.fetch_offsets(group_id, topics.as_deref())),
+        Some(g) => g.read(group_id, |c| {
+            c.fetch_offsets_stable(group_id, topics.as_deref(), require_stable)
+        }),
     };
     match read {
         Ok(r) => (r.error, r.topics),
@@ -123,7 +128,7 @@ pub fn handle(ctx: &Ctx, req: OffsetFetchRequest) -> Option<BytesMut> {
                     })
                     .collect()
             });
-            let (error, topics) = fetch(ctx, g.group_id.0.as_str(), topics);
+            let (error, topics) = fetch(ctx, g.group_id.0.as_str(), topics, req.require_stable);
             let mut fetched: Vec<OffsetFetchResponseTopics> = Vec::new();
             for t in topics {
                 let id = if by_id {
@@ -181,7 +186,7 @@ pub fn handle(ctx: &Ctx, req: OffsetFetchRequest) -> Option<BytesMut> {
             })
             .collect()
     });
-    let (error, topics) = fetch(ctx, req.group_id.0.as_str(), topics);
+    let (error, topics) = fetch(ctx, req.group_id.0.as_str(), topics, req.require_stable);
     let resp = OffsetFetchResponse::default()
         .with_error_code(error.0)
         .with_topics(

@@ -60,6 +60,65 @@ fn reply_code(reply: Result<fjord_txn::Reply, ErrorCode>) -> ErrorCode {
     }
 }
 
+/// What the transaction coordinator says of a producer's ongoing
+/// transaction, for the checks of KIP-890 (AddPartitionsToTxn `verify_only`)
+/// and of TxnOffsetCommit (the group's offsets partition must be in it).
+pub(crate) enum Verified {
+    /// Not this producer's transaction (or its shard refused).
+    Refused(ErrorCode),
+    /// The producer's transaction: whether it is ongoing, and its partitions.
+    Txn {
+        ongoing: bool,
+        partitions: Vec<TopicPartition>,
+    },
+}
+
+impl Verified {
+    pub(crate) fn read(
+        txns: &std::sync::Arc<crate::txns::Txns>,
+        transactional_id: &str,
+        producer_id: Pid,
+        producer_epoch: ProducerEpoch,
+    ) -> Verified {
+        let id = transactional_id.to_string();
+        let described = txns.read(&id, |c| c.describe(std::slice::from_ref(&id)));
+        let d = match described {
+            Ok(mut d) => d.pop(),
+            Err(e) => return Verified::Refused(e),
+        };
+        let Some(d) = d.filter(|d| d.error.is_none()) else {
+            return Verified::Refused(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
+        };
+        if d.producer_id != producer_id {
+            return Verified::Refused(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
+        }
+        if d.producer_epoch != producer_epoch {
+            return Verified::Refused(ErrorCode::PRODUCER_FENCED);
+        }
+        Verified::Txn {
+            ongoing: d.state == fjord_txn::TxnState::Ongoing,
+            partitions: d.partitions,
+        }
+    }
+
+    /// NONE when `tp` is in the producer's ongoing transaction.
+    pub(crate) fn code(&self, tp: &TopicPartition) -> ErrorCode {
+        match self {
+            Verified::Refused(e) => *e,
+            Verified::Txn {
+                ongoing,
+                partitions,
+            } => {
+                if *ongoing && partitions.contains(tp) {
+                    ErrorCode::NONE
+                } else {
+                    ErrorCode::INVALID_TXN_STATE
+                }
+            }
+        }
+    }
+}
+
 /// One transaction of an AddPartitionsToTxn request.
 struct AddTxn {
     transactional_id: String,
@@ -132,37 +191,17 @@ async fn add_one(ctx: &Ctx, txn: AddTxn) -> Vec<AddPartitionsToTxnTopicResult> {
     if txn.verify_only {
         // KIP-890's check by a partition leader: is each partition in the
         // producer's ongoing transaction?
-        let described = txns.read(&txn.transactional_id, |c| {
-            c.describe(std::slice::from_ref(&txn.transactional_id))
-        });
-        let d = match described {
-            Ok(mut d) => d.pop(),
-            Err(e) => return topic_results(&txn.topics, |_, _| e),
-        };
-        let Some(d) = d.filter(|d| d.error.is_none()) else {
-            return topic_results(&txn.topics, |_, _| ErrorCode::INVALID_PRODUCER_ID_MAPPING);
-        };
-        let owner = if d.producer_id != txn.producer_id {
-            Some(ErrorCode::INVALID_PRODUCER_ID_MAPPING)
-        } else if d.producer_epoch != txn.producer_epoch {
-            Some(ErrorCode::PRODUCER_FENCED)
-        } else {
-            None
-        };
-        let ongoing = d.state == fjord_txn::TxnState::Ongoing;
+        let verified = Verified::read(
+            &txns,
+            &txn.transactional_id,
+            txn.producer_id,
+            txn.producer_epoch,
+        );
         return topic_results(&txn.topics, |name, p| {
-            if let Some(e) = owner {
-                return e;
-            }
-            let tp = TopicPartition {
+            verified.code(&TopicPartition {
                 topic: name.to_string(),
                 partition: PartitionIndex(p),
-            };
-            if ongoing && d.partitions.contains(&tp) {
-                ErrorCode::NONE
-            } else {
-                ErrorCode::INVALID_TXN_STATE
-            }
+            })
         });
     }
     let id = txn.transactional_id.clone();

@@ -62,6 +62,30 @@ impl Log {
         Ok(())
     }
 
+    /// `append_as_leader` for a coordinator's own records (Kafka's origin
+    /// COORDINATOR): a transactional batch may come without a sequence (the group
+    /// coordinator's TxnOffsetCommit records); its producer epoch is still checked
+    /// (INVALID_PRODUCER_EPOCH) and it opens the producer's transaction here.
+    pub fn append_as_coordinator(
+        &self,
+        records: &mut [u8],
+        leader_epoch: LeaderEpoch,
+        now_ms: i64,
+    ) -> Result<AppendResult, StorageError> {
+        if leader_epoch.0 < 0 {
+            return Err(StorageError::InvalidArgument(format!(
+                "leader epoch {} is negative",
+                leader_epoch.0
+            )));
+        }
+        if batches(records).flatten().any(|(h, _)| h.is_control()) {
+            return Err(StorageError::InvalidRecord(RecordsError::InvalidRecord(
+                "coordinators write markers with append_marker".to_string(),
+            )));
+        }
+        self.append_assigning_from(Input::Owned(records), Some(leader_epoch.0), now_ms, true)
+    }
+
     /// Checks framing, CRC and (for client data) sizes of every batch, before any lock.
     /// A leader's batches are checked as stored (`validate_stored_batch`): a compacted
     /// batch, with records missing, is what a leader serves from its cleaned segments.
@@ -103,6 +127,17 @@ impl Log {
         input: Input<'_>,
         leader_epoch: Option<i32>,
         now_ms: i64,
+    ) -> Result<AppendResult, StorageError> {
+        self.append_assigning_from(input, leader_epoch, now_ms, false)
+    }
+
+    /// `append_assigning`; `coordinator`: see `append_as_coordinator`.
+    fn append_assigning_from(
+        &self,
+        input: Input<'_>,
+        leader_epoch: Option<i32>,
+        now_ms: i64,
+        coordinator: bool,
     ) -> Result<AppendResult, StorageError> {
         self.check_writable()?;
         let cfg = self.config.read().clone();
@@ -192,7 +227,10 @@ impl Log {
                 next = at.next_offset();
                 incoming.extend(IncomingBatch::from_header(&at));
             }
-            match st.producers.check(&incoming, found.len())? {
+            match st
+                .producers
+                .check_from(&incoming, found.len(), coordinator)?
+            {
                 Verdict::Append(update) => producer_update = Some(update),
                 Verdict::Duplicate { first, last } => {
                     return Ok(AppendResult {

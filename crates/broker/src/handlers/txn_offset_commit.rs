@@ -1,0 +1,147 @@
+//! TxnOffsetCommit: versions 0..=4 (v5 belongs to transaction version 2,
+//! KIP-890, which Fjord does not finalize). A transactional producer commits
+//! a consumer group's offsets inside its transaction (Kafka's
+//! `sendOffsetsToTransaction`): they are written to the group's
+//! `__consumer_offsets` partition as a transactional batch of the producer,
+//! kept pending by the group coordinator, and become the group's committed
+//! offsets only when the transaction's COMMIT marker is written there (an
+//! ABORT drops them); OffsetFetch with `require_stable` answers
+//! UNSTABLE_OFFSET_COMMIT meanwhile.
+//!
+//! Checks, in Kafka's order: an empty group id is INVALID_GROUP_ID;
+//! partitions of unknown topics get UNKNOWN_TOPIC_OR_PARTITION; the group's
+//! offsets partition must be in the producer's ongoing transaction
+//! (AddOffsetsToTxn put it there), asked of the transaction coordinator as
+//! AddPartitionsToTxn's `verify_only` does (a stale epoch is
+//! INVALID_PRODUCER_EPOCH, another producer id INVALID_PRODUCER_ID_MAPPING,
+//! a partition not in the transaction INVALID_TXN_STATE); then the group's
+//! checks (generation, member id, group instance id from v3), as
+//! OffsetCommit's. Nothing is written when any check fails.
+
+use std::ops::RangeInclusive;
+
+use fjord_model::TopicPartition;
+use fjord_model::{ErrorCode, LeaderEpoch, Offset, PartitionIndex, ProducerEpoch, ProducerId};
+use fjord_protocol::kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use fjord_protocol::kafka_protocol::messages::{
+    TopicName, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+};
+
+use super::transactions::Verified;
+use super::{str_bytes, Ctx, Pending};
+
+pub const VERSIONS: RangeInclusive<i16> = 0..=4;
+
+pub fn handle(ctx: Ctx, req: TxnOffsetCommitRequest) -> Pending {
+    let group_id = req.group_id.0.to_string();
+    let producer_id = ProducerId(req.producer_id.0);
+    let producer_epoch = ProducerEpoch(req.producer_epoch);
+    // (topic, partition, error) decided here; the rest goes to the group.
+    let mut decided: Vec<(String, i32, ErrorCode)> = Vec::new();
+    let mut topics: Vec<fjord_group::CommitTopic> = Vec::new();
+    let refusal = if group_id.is_empty() {
+        Some(ErrorCode::INVALID_GROUP_ID)
+    } else {
+        None
+    };
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let topic = ctx.broker.topic(&name);
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let known = topic
+                .as_ref()
+                .is_some_and(|tp| tp.partition(p.partition_index).is_some());
+            if let Some(e) = refusal {
+                decided.push((name.clone(), p.partition_index, e));
+            } else if !known {
+                decided.push((
+                    name.clone(),
+                    p.partition_index,
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                ));
+            } else {
+                partitions.push(fjord_group::CommitPartition {
+                    partition: PartitionIndex(p.partition_index),
+                    offset: Offset(p.committed_offset),
+                    leader_epoch: LeaderEpoch(p.committed_leader_epoch),
+                    metadata: p.committed_metadata.map(|m| m.to_string()),
+                });
+            }
+        }
+        if !partitions.is_empty() {
+            topics.push(fjord_group::CommitTopic { name, partitions });
+        }
+    }
+    // The coordinators' checks, now (in request order): a failure answers
+    // every partition that reached them.
+    let groups = ctx.broker.groups.get().cloned();
+    let check = match (&groups, ctx.broker.txns.get()) {
+        _ if topics.is_empty() => ErrorCode::NONE,
+        (None, _) | (_, None) => ErrorCode::COORDINATOR_NOT_AVAILABLE,
+        (Some(g), Some(txns)) => {
+            let shard = g.read(&group_id, |_| ()).err();
+            let offsets_partition = TopicPartition {
+                topic: crate::groups::OFFSETS_TOPIC.to_string(),
+                partition: PartitionIndex(g.partition_for(&group_id) as i32),
+            };
+            let verified =
+                Verified::read(txns, &req.transactional_id.0, producer_id, producer_epoch)
+                    .code(&offsets_partition);
+            match (shard, verified) {
+                (Some(e), _) => e,
+                // Kafka's group coordinator answers a stale epoch so.
+                (None, ErrorCode::PRODUCER_FENCED) => ErrorCode::INVALID_PRODUCER_EPOCH,
+                (None, e) => e,
+            }
+        }
+    };
+    let commit = match groups {
+        Some(g) if check.is_none() && !topics.is_empty() => Some(g.txn_commit(
+            fjord_group::TxnCommitRequest {
+                group_id,
+                producer_id: producer_id.0,
+                generation_id: req.generation_id,
+                member_id: req.member_id.to_string(),
+                group_instance_id: req.group_instance_id.map(|s| s.to_string()),
+                topics,
+            },
+            producer_epoch,
+        )),
+        _ => {
+            for t in topics {
+                for p in t.partitions {
+                    decided.push((t.name.clone(), p.partition.0, check));
+                }
+            }
+            None
+        }
+    };
+    Pending::later(async move {
+        let mut results = decided;
+        if let Some(commit) = commit {
+            for t in commit.await {
+                for (p, e) in t.partitions {
+                    results.push((t.name.clone(), p.0, e));
+                }
+            }
+        }
+        let mut topics: Vec<TxnOffsetCommitResponseTopic> = Vec::new();
+        for (name, p, e) in results {
+            let part = TxnOffsetCommitResponsePartition::default()
+                .with_partition_index(p)
+                .with_error_code(e.0);
+            match topics.iter_mut().find(|t| *t.name.0 == *name) {
+                Some(t) => t.partitions.push(part),
+                None => topics.push(
+                    TxnOffsetCommitResponseTopic::default()
+                        .with_name(TopicName(str_bytes(name)))
+                        .with_partitions(vec![part]),
+                ),
+            }
+        }
+        ctx.respond(&TxnOffsetCommitResponse::default().with_topics(topics))
+    })
+}
