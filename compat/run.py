@@ -307,7 +307,6 @@ RDKAFKA_SYS_VERSION = "4.10.0+2.12.1"
 # Tests of librdkafka's suite that need something Fjord does not have yet: skipped on Fjord only
 # (still run on Kafka). Leave this list when the feature lands.
 LIBRDKAFKA_FJORD_SKIPS = {
-    "0103_transactions": "transactions: TxnOffsetCommit (sendOffsetsToTransaction) is not served yet",
     "0115_producer_auth": "ACLs (not in Fjord yet)",
     "0119_consumer_auth": "ACLs (not in Fjord yet)",
     "0109_auto_create_topics": "ACLs (not in Fjord yet; sets a deny ACL with kafka-acls.sh)",
@@ -508,7 +507,6 @@ KAFKA_PYTHON_BOTH_SKIPS = {
 }
 # Substring of a node id -> why it is skipped on Fjord only (a feature Fjord does not have yet).
 KAFKA_PYTHON_FJORD_SKIPS = {
-    "test_transactional_producer_offsets": "transactions: TxnOffsetCommit (sendOffsetsToTransaction) is not served yet",
     "test_create_describe_delete_acls": "ACLs (not in Fjord yet)",
 }
 KAFKA_PYTHON_QUICK = ["test/integration/test_producer_integration.py", "test/integration/test_consumer_integration.py",
@@ -685,9 +683,7 @@ class KafkaPython(Suite):
 # ---- rust-rdkafka
 
 RUST_RDKAFKA_VERSION = "0.39.0"
-RUST_RDKAFKA_FJORD_SKIPS_FILES = {
-    "test_transactions": "transactions: TxnOffsetCommit (sendOffsetsToTransaction) is not served yet"
-}
+RUST_RDKAFKA_FJORD_SKIPS_FILES: dict[str, str] = {}
 RUST_RDKAFKA_QUICK = {"test_high_producers", "test_metadata", "test_admin", "test_low_producers"}
 RUST_RDKAFKA_QUICK_TESTS = {"test_high_consumers::test_produce_consume_base",
                             "test_high_consumers::test_consumer_commit_message",
