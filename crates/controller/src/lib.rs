@@ -72,7 +72,8 @@ use fjord_model::limits::{
     BROKER_DISCONNECT_FENCE_MS, BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT,
     BROKER_REGISTRATION_FEATURES_MAX, BROKER_REGISTRATION_LISTENERS_MAX,
     BROKER_REGISTRATION_LOG_DIRS_MAX, BROKER_SESSION_TIMEOUT_MS_DEFAULT,
-    LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT, PARTITIONS_PER_TOPIC_MAX, PRODUCER_ID_BLOCK_SIZE,
+    LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT, METADATA_RECORDS_PER_PROPOSAL_MAX,
+    PARTITIONS_PER_TOPIC_MAX, PRODUCER_ID_BLOCK_SIZE,
 };
 use fjord_model::{is_valid_topic_name, ErrorCode, NodeId, Offset};
 use fjord_protocol::metadata_records::register_broker_record::{BrokerEndpoint, BrokerFeature};
@@ -960,7 +961,20 @@ impl Controller {
         let mut records = Vec::new();
         let mut results = Vec::with_capacity(topics.len());
         for t in topics {
-            let result = self.create_topic(t, default_partitions, default_replication_factor);
+            let result = self
+                .create_topic(t, default_partitions, default_replication_factor)
+                .and_then(|(created, recs)| {
+                    // One proposal holds every record of the request; Kafka
+                    // refuses a user operation over its 10,000 records so.
+                    if records.len() + recs.len() > METADATA_RECORDS_PER_PROPOSAL_MAX {
+                        Err(ControllerError::new(
+                            ErrorCode::POLICY_VIOLATION,
+                            "Unable to perform excessively large batch operation.",
+                        ))
+                    } else {
+                        Ok((created, recs))
+                    }
+                });
             results.push(match result {
                 Ok((created, recs)) => {
                     if !validate_only {

@@ -283,6 +283,22 @@ fn create_topics_places_replicas_and_answers_kafka_errors() {
 }
 
 #[test]
+fn a_topic_over_one_proposals_records_is_a_policy_violation() {
+    let mut c = controller();
+    cluster(&mut c, 3, false);
+    // 10,000 partitions are 10,001 records with the topic's own: Kafka
+    // answers POLICY_VIOLATION, not a failed proposal.
+    let r = c.create_topics(&[topic("huge", 10_000, 1)], 1, 1, false);
+    let err = r.response[0].as_ref().unwrap_err();
+    assert_eq!(err.code, ErrorCode::POLICY_VIOLATION);
+    assert!(r.records.is_empty());
+    assert!(c.image().topics().get("huge").is_none());
+    let r = c.create_topics(&[topic("big", 9_999, 1)], 1, 1, false);
+    assert!(r.response[0].is_ok(), "{:?}", r.response[0]);
+    assert_eq!(r.records.len(), 10_000);
+}
+
+#[test]
 fn manual_assignments_are_checked() {
     let mut c = controller();
     cluster(&mut c, 2, false);
