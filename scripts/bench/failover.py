@@ -179,6 +179,17 @@ class KafkaCluster:
                 f"combined roles, static voters, session {self.session_ms} ms)")
 
 
+def log_tails(cluster, log):
+    """Logs the last lines of every node's log (after a failure)."""
+    for n in cluster.nodes:
+        for name in ("fjord.log", "kafka.log"):
+            path = os.path.join(n.dir, name)
+            if os.path.exists(path):
+                with open(path, errors="replace") as f:
+                    tail = f.readlines()[-15:]
+                log(f"{cluster.name} node {n.id}: last lines of {path}:\n" + "".join(tail))
+
+
 def metadata_full(node, topics):
     """(controller id, {broker ids}, {topic: leaders}) from one node, or None when it does not answer."""
     try:
@@ -300,13 +311,7 @@ def run_cluster(cluster, n_parts):
         res["command"] = cluster.command()
         return res
     except Exception:
-        for n in cluster.nodes:
-            for name in ("fjord.log", "kafka.log"):
-                path = os.path.join(n.dir, name)
-                if os.path.exists(path):
-                    with open(path, errors="replace") as f:
-                        tail = f.readlines()[-15:]
-                    log(f"{cluster.name} node {n.id}: last lines of {path}:\n" + "".join(tail))
+        log_tails(cluster, log)
         raise
     finally:
         for n in cluster.nodes:

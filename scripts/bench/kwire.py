@@ -4,8 +4,9 @@
     metadata_brokers(addr, topics)    the same with the controller id and the set of broker ids
     quorum_leader(addr)               the KRaft quorum leader (the active controller) from DescribeQuorum v0
     ready(addr, topics, partitions)   True once every partition of every topic has a leader and no error
-    create_topics(addr, {name: parts}, timeout_ms, replication_factor=1)
-                                      CreateTopics v2; {name: (error code, message)}
+    create_topics(addr, {name: parts}, timeout_ms, replication_factor=1, configs=None)
+                                      CreateTopics v2 (configs: topic configs for every topic); {name: (error code, message)}
+    partitions(addr, topic)           Metadata v4: [{"partition", "error", "leader", "replicas", "isr"}] of one topic
     i16, i32, i64, string, array, Reader
                                       non-flexible encoders and a bounds-checked reader for other requests
 
@@ -232,11 +233,52 @@ def ready(addr, topics, partitions, timeout_s=5.0):
     return True
 
 
-def create_topics(addr, topics, timeout_ms=600_000, replication_factor=1):
-    """CreateTopics v2: {name: (error code, message or None)}."""
+def partitions(addr, topic, timeout_s=5.0):
+    """Metadata v4 of one topic: [{"partition", "error", "leader", "replicas", "isr"}] by partition index
+    (empty when the topic is unknown)."""
+    body = struct.pack(">i", 1) + _str(topic) + struct.pack(">b", 0)
+    r = _request(addr, METADATA, 4, body, timeout_s)
+    r.i32()  # throttle_time_ms
+
+    def broker():
+        r.i32()
+        r.string()
+        r.i32()
+        r.string()
+
+    r.array(broker)
+    r.string()  # cluster id
+    r.i32()  # controller id
+    out = []
+
+    def topic_entry():
+        err = r.i16()
+        r.string()
+        r.i8()  # is_internal
+
+        def part():
+            perr = r.i16()
+            idx = r.i32()
+            leader = r.i32()
+            replicas = r.array(r.i32) or []
+            isr = r.array(r.i32) or []
+            return {"partition": idx, "error": perr, "leader": leader, "replicas": replicas, "isr": isr}
+
+        parts = r.array(part) or []
+        if err == 0:
+            out.extend(sorted(parts, key=lambda p: p["partition"]))
+
+    r.array(topic_entry)
+    return out
+
+
+def create_topics(addr, topics, timeout_ms=600_000, replication_factor=1, configs=None):
+    """CreateTopics v2: {name: (error code, message or None)}. `configs` ({name: value}) apply to every
+    topic of the request."""
+    cfg = array([_str(k) + _str(str(v)) for k, v in (configs or {}).items()])
     body = struct.pack(">i", len(topics))
     for name, parts in topics.items():
-        body += _str(name) + struct.pack(">ih", parts, replication_factor) + struct.pack(">i", 0) + struct.pack(">i", 0)
+        body += _str(name) + struct.pack(">ih", parts, replication_factor) + struct.pack(">i", 0) + cfg
     body += struct.pack(">ib", timeout_ms, 0)
     r = _request(addr, CREATE_TOPICS, 2, body, timeout_ms / 1000 + 30)
     r.i32()  # throttle_time_ms

@@ -11,12 +11,15 @@
 //! a second or two of load per generator and scenario, non-zero exit on any
 //! failure). Then the log compaction benchmark (scripts/bench/compaction.py,
 //! run by the e2e venv's Python: it drives the brokers with confluent-kafka),
-//! the `__consumer_offsets` size benchmark (scripts/bench/offsets_log.py)
-//! and the three-node failover benchmark (scripts/bench/failover.py), each
-//! with `--smoke`, `--quick` or `--broker` as given; without `--smoke`
-//! and `--quick` each rewrites its section of BENCHMARKS.md (a few minutes
-//! each). Last the metrics benchmark (scripts/bench/metrics.py: Fjord's
-//! throughput with metrics off and on side by side, and a /metrics scrape
+//! the `__consumer_offsets` size benchmark (scripts/bench/offsets_log.py),
+//! the three-node failover benchmark (scripts/bench/failover.py) and the
+//! three-node replication benchmark (scripts/bench/replication.py: RF 3,
+//! acks=all throughput and latency, failover under load, follower
+//! catch-up), each with `--smoke`, `--quick` or `--broker` as given;
+//! without `--smoke` and `--quick` each rewrites its section of
+//! BENCHMARKS.md (a few minutes each). Last the metrics benchmark
+//! (scripts/bench/metrics.py: Fjord's throughput with metrics off and on
+//! side by side, and a /metrics scrape
 //! with 10,000 partitions), which rewrites its section of BENCHMARKS.md
 //! (`--smoke`: one short round; not run with `--broker kafka`).
 
@@ -78,6 +81,10 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
             "__consumer_offsets size benchmark",
         ),
         ("scripts/bench/failover.py", "three-node failover benchmark"),
+        (
+            "scripts/bench/replication.py",
+            "three-node replication benchmark",
+        ),
     ] {
         let mut cmd = Command::new(&venv_python);
         cmd.arg(root.join(script))
