@@ -34,15 +34,16 @@ WAIT_S = 60
 
 class NetCluster:
     def __init__(self, kind, net, root: Path, *, fjord_bin: Path, kafka_libs: Path, repo: Path,
-                 data_parents: dict[str, Path] | None = None, extra: dict[str, str] | None = None):
+                 data_parents: dict[str, Path] | None = None, extra: dict[str, str] | None = None,
+                 voter_hosts: list[str] = HOSTS, broker_hosts: list[str] = HOSTS):
         self.kind, self.net, self.root = kind, net, root
         self.fjord_bin, self.kafka_libs, self.repo = fjord_bin, kafka_libs, repo
         self.data_parents = dict(data_parents or {})
         self.extra = dict(extra or {})
-        self.voters = ",".join(f"{i + 1}@{net.addr(h)}:{CONTROLLER_PORT}" for i, h in enumerate(HOSTS))
+        self.voters = ",".join(f"{i + 1}@{net.addr(h)}:{CONTROLLER_PORT}" for i, h in enumerate(voter_hosts))
         self.procs = {}
         self.cluster_id = base64.urlsafe_b64encode(b"fjord-netns-test").decode().rstrip("=")
-        self.bootstrap = ",".join(f"{net.addr(h)}:{CLIENT_PORT}" for h in HOSTS)
+        self.bootstrap = ",".join(f"{net.addr(h)}:{CLIENT_PORT}" for h in broker_hosts)
 
     def node_id(self, host) -> int:
         return HOSTS.index(host) + 1

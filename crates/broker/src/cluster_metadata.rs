@@ -114,6 +114,21 @@ pub fn read_meta_node_id(dir: &Path) -> Result<Option<NodeId>, StateError> {
     }
 }
 
+/// The log directory's id (`directory.id` in `meta.properties`, Kafka's
+/// base64url Uuid), if the file has one.
+pub fn read_meta_directory_id(dir: &Path) -> Result<Option<Uuid>, StateError> {
+    use base64::Engine as _;
+    match meta_property(dir, "directory.id")? {
+        Some((path, Some(v))) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(v.as_bytes())
+            .ok()
+            .and_then(|b| Uuid::from_slice(&b).ok())
+            .map(Some)
+            .ok_or_else(|| file_err(&path, "bad directory.id")),
+        _ => Ok(None),
+    }
+}
+
 /// `None` when `meta.properties` does not exist; otherwise its path and the
 /// trimmed value of `key` (`None` when the file has no such line).
 fn meta_property(dir: &Path, key: &str) -> Result<Option<(PathBuf, Option<String>)>, StateError> {
@@ -364,5 +379,35 @@ impl MetadataPublisher for BrokerPublisher {
         broker
             .apply_delta(delta, image)
             .map_err(|e| MetadataError::Apply(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_directory_id_written_at_format_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_meta_directory_id(dir.path()).unwrap(), None);
+        write_meta_properties(dir.path(), "c1", NodeId(4)).unwrap();
+        let id = read_meta_directory_id(dir.path()).unwrap().unwrap();
+        assert_ne!(id, Uuid::nil());
+        let text = std::fs::read_to_string(dir.path().join(META_PROPERTIES_FILE)).unwrap();
+        assert!(text.contains(&format!("directory.id={}\n", kafka_uuid_string(id))));
+        // Kafka's own form of an id (`kafka-storage` writes these) reads too.
+        std::fs::write(
+            dir.path().join(META_PROPERTIES_FILE),
+            "cluster.id=c1\ndirectory.id=MvDxzVmcRsaTz33bUuRU6A\nnode.id=4\nversion=1\n",
+        )
+        .unwrap();
+        let kafka = read_meta_directory_id(dir.path()).unwrap().unwrap();
+        assert_eq!(kafka_uuid_string(kafka), "MvDxzVmcRsaTz33bUuRU6A");
+        std::fs::write(
+            dir.path().join(META_PROPERTIES_FILE),
+            "cluster.id=c1\ndirectory.id=not-an-id\nnode.id=4\nversion=1\n",
+        )
+        .unwrap();
+        assert!(read_meta_directory_id(dir.path()).is_err());
     }
 }

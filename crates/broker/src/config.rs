@@ -1106,6 +1106,9 @@ impl BrokerConfig {
             "log.dirs" | "log.dir" => self.data_dir = PathBuf::from(value.trim()),
             "listeners" | "listen" => {
                 let named = crate::kraft::parse_listeners(name, value)?;
+                if name == "listeners" {
+                    self.kraft.declared_listeners = named.clone();
+                }
                 if named.len() > 1 || self.kraft.listeners.len() > 1 {
                     // Named listeners (CONTROLLER beside the client one); a
                     // later single PLAINTEXT shorthand must agree with them.

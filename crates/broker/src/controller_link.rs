@@ -269,6 +269,16 @@ fn register(b: &Broker, channel: &mut ControllerChannel, reg: &mut Registration)
             .with_name(sb(fjord_metadata::image::METADATA_VERSION_FEATURE))
             .with_min_supported_version(cm::METADATA_VERSION_MIN)
             .with_max_supported_version(cm::BOOTSTRAP_METADATA_VERSION)])
+        // The data directory's id (from `fjord format`): Kafka's
+        // controllers refuse a registration without one (INVALID_REGISTRATION)
+        // from metadata version 3.7-IV2 on.
+        .with_log_dirs(
+            cm::read_meta_directory_id(&cfg.data_dir)
+                .ok()
+                .flatten()
+                .into_iter()
+                .collect(),
+        )
         .with_rack(None)
         .with_previous_broker_epoch(reg.previous_epoch);
     match channel.call(b, &request, REGISTRATION_VERSION) {
@@ -441,6 +451,34 @@ where
     }
 }
 
+/// Runs a forwarded operation again while the controller answers
+/// NOT_CONTROLLER (up to `METADATA_FORWARD_TIMEOUT_MS`): a newly elected
+/// quorum leader refuses admin requests until it has applied the log and
+/// activated its controller, and another node may have taken over
+/// meanwhile. Kafka's brokers retry forwarded requests the same way rather
+/// than hand the client that window.
+fn until_controller_takes_it<T>(
+    mut f: impl FnMut() -> Result<T, StateError>,
+) -> Result<T, StateError> {
+    let deadline =
+        Instant::now() + Duration::from_millis(fjord_model::limits::METADATA_FORWARD_TIMEOUT_MS);
+    loop {
+        match f() {
+            Err(StateError::Kafka { code, message })
+                if code == ErrorCode::NOT_CONTROLLER && Instant::now() < deadline =>
+            {
+                tracing::debug!(
+                    "forwarded to a controller that is not active ({message}); retrying"
+                );
+                std::thread::sleep(Duration::from_millis(
+                    fjord_model::limits::FORWARD_NOT_CONTROLLER_BACKOFF_MS,
+                ));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn refused(code: i16, message: Option<&StrBytes>, what: &str) -> StateError {
     StateError::kafka(
         ErrorCode(code),
@@ -494,22 +532,24 @@ pub(crate) fn forward_create_topic(
         .with_topics(vec![topic])
         .with_timeout_ms(FORWARD_TIMEOUT_MS)
         .with_validate_only(validate_only);
-    let response = forward(b, &request, 7)?;
-    let t = response
-        .topics
-        .into_iter()
-        .find(|t| t.name.0.as_str() == name)
-        .ok_or_else(|| {
-            StateError::kafka(ErrorCode::UNKNOWN_SERVER_ERROR, "no answer for the topic")
-        })?;
-    if t.error_code != 0 {
-        return Err(refused(
-            t.error_code,
-            t.error_message.as_ref(),
-            "CreateTopics",
-        ));
-    }
-    Ok(t.topic_id)
+    until_controller_takes_it(|| {
+        let response = forward(b, &request, 7)?;
+        let t = response
+            .topics
+            .into_iter()
+            .find(|t| t.name.0.as_str() == name)
+            .ok_or_else(|| {
+                StateError::kafka(ErrorCode::UNKNOWN_SERVER_ERROR, "no answer for the topic")
+            })?;
+        if t.error_code != 0 {
+            return Err(refused(
+                t.error_code,
+                t.error_message.as_ref(),
+                "CreateTopics",
+            ));
+        }
+        Ok(t.topic_id)
+    })
 }
 
 /// DeleteTopics (v6, by name) for one topic; its id.
@@ -520,18 +560,20 @@ pub(crate) fn forward_delete_topic(b: &Broker, name: &str) -> Result<Uuid, State
             DeleteTopicState::default().with_name(Some(TopicName(sb(name))))
         ])
         .with_timeout_ms(FORWARD_TIMEOUT_MS);
-    let response = forward(b, &request, 6)?;
-    let r = response.responses.into_iter().next().ok_or_else(|| {
-        StateError::kafka(ErrorCode::UNKNOWN_SERVER_ERROR, "no answer for the topic")
-    })?;
-    if r.error_code != 0 {
-        return Err(refused(
-            r.error_code,
-            r.error_message.as_ref(),
-            "DeleteTopics",
-        ));
-    }
-    Ok(r.topic_id)
+    until_controller_takes_it(|| {
+        let response = forward(b, &request, 6)?;
+        let r = response.responses.into_iter().next().ok_or_else(|| {
+            StateError::kafka(ErrorCode::UNKNOWN_SERVER_ERROR, "no answer for the topic")
+        })?;
+        if r.error_code != 0 {
+            return Err(refused(
+                r.error_code,
+                r.error_message.as_ref(),
+                "DeleteTopics",
+            ));
+        }
+        Ok(r.topic_id)
+    })
 }
 
 /// CreatePartitions (v3) for one topic.
@@ -549,19 +591,21 @@ pub(crate) fn forward_create_partitions(
             .with_assignments(None)])
         .with_timeout_ms(FORWARD_TIMEOUT_MS)
         .with_validate_only(validate_only);
-    let response = forward(b, &request, 3)?;
-    match response.results.into_iter().next() {
-        Some(r) if r.error_code != 0 => Err(refused(
-            r.error_code,
-            r.error_message.as_ref(),
-            "CreatePartitions",
-        )),
-        Some(_) => Ok(()),
-        None => Err(StateError::kafka(
-            ErrorCode::UNKNOWN_SERVER_ERROR,
-            "no answer for the topic",
-        )),
-    }
+    until_controller_takes_it(|| {
+        let response = forward(b, &request, 3)?;
+        match response.results.into_iter().next() {
+            Some(r) if r.error_code != 0 => Err(refused(
+                r.error_code,
+                r.error_message.as_ref(),
+                "CreatePartitions",
+            )),
+            Some(_) => Ok(()),
+            None => Err(StateError::kafka(
+                ErrorCode::UNKNOWN_SERVER_ERROR,
+                "no answer for the topic",
+            )),
+        }
+    })
 }
 
 /// A topic's config change: IncrementalAlterConfigs (v1) when

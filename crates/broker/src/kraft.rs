@@ -5,8 +5,11 @@
 //!
 //! A node with no roles and no voters is the zero-config single node
 //! (`LocalQuorum`, no format step). With `controller.quorum.voters` set it
-//! runs a [`fjord_quorum::RaftQuorum`] on its CONTROLLER listener and needs
-//! a data directory prepared by `fjord format`. Only static voters are
+//! runs a [`fjord_quorum::RaftQuorum`] and needs a data directory prepared
+//! by `fjord format`: a controller (`process.roles` has `controller`) is a
+//! voter on its CONTROLLER listener; a broker-only node
+//! (`process.roles=broker`) is an observer with no CONTROLLER listener; a
+//! controller-only node has no client listener. Only static voters are
 //! supported: `controller.quorum.bootstrap.servers` (KIP-853 dynamic
 //! quorums) is accepted as a name and refused when used without voters.
 
@@ -24,12 +27,20 @@ pub struct NamedListener {
     pub port: u16,
 }
 
+/// The quorum's voters (id, resolved CONTROLLER address) and this node's
+/// CONTROLLER listener address (`None` for a broker-only node).
+pub type QuorumSettings = (Vec<(NodeId, SocketAddr)>, Option<SocketAddr>);
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KraftConfig {
     /// `process.roles`: "broker", "controller" (both for a combined node).
     pub process_roles: Vec<String>,
-    /// `listeners` as given, when named.
+    /// `listeners` as given, when named (several, or set to agree with a
+    /// shorthand).
     pub listeners: Vec<NamedListener>,
+    /// The last `listeners` value as given, even a single listener (a
+    /// controller-only node has just its CONTROLLER listener).
+    pub declared_listeners: Vec<NamedListener>,
     pub controller_listener_names: Vec<String>,
     /// `listener.security.protocol.map`: name → protocol.
     pub security_protocol_map: Vec<(String, String)>,
@@ -200,12 +211,24 @@ impl KraftConfig {
         ls.iter().find(|l| !self.is_controller_name(&l.name))
     }
 
+    /// `listeners` as declared: the named ones, else the last value given.
+    fn all_listeners(&self) -> &[NamedListener] {
+        if self.listeners.is_empty() {
+            &self.declared_listeners
+        } else {
+            &self.listeners
+        }
+    }
+
     /// Checks the settings of a cluster node and returns the quorum's
-    /// voters (resolved) and this node's CONTROLLER listener address.
-    pub fn quorum(
-        &self,
-        node_id: NodeId,
-    ) -> Result<(Vec<(NodeId, SocketAddr)>, SocketAddr), ConfigError> {
+    /// voters (resolved) and, for a node with the controller role, its
+    /// CONTROLLER listener address. Kafka's rules (its `KafkaConfig`
+    /// checks): a controller is one of `controller.quorum.voters` and
+    /// listens on a listener named in `controller.listener.names`; a
+    /// broker-only node is not a voter (it follows the quorum as an
+    /// observer) and has no controller listener; a controller-only node has
+    /// only controller listeners.
+    pub fn quorum(&self, node_id: NodeId) -> Result<QuorumSettings, ConfigError> {
         let err = |n: &str, why: &str| invalid(n, "", why);
         if self.voters.is_empty() {
             return Err(err(
@@ -218,36 +241,73 @@ impl KraftConfig {
             ));
         }
         let roles = &self.process_roles;
-        if !(roles.iter().any(|r| r == "controller") && roles.iter().any(|r| r == "broker")) {
+        let controller_role = roles.iter().any(|r| r == "controller");
+        let broker_role = roles.iter().any(|r| r == "broker");
+        if !controller_role && !broker_role {
             return Err(err(
                 "process.roles",
-                "only combined nodes (process.roles=broker,controller) are supported yet",
+                "required with controller.quorum.voters: broker, controller or both",
             ));
         }
-        if !self.voters.iter().any(|(v, _, _)| *v == node_id) {
+        let voter = self.voters.iter().any(|(v, _, _)| *v == node_id);
+        if controller_role && !voter {
             return Err(err(
                 "node.id",
                 "a controller must be one of controller.quorum.voters",
             ));
         }
-        let controller = self
-            .listeners
-            .iter()
-            .find(|l| self.is_controller_name(&l.name))
-            .ok_or_else(|| {
-                err(
+        if !controller_role && voter {
+            return Err(err(
+                "node.id",
+                "a broker-only node (process.roles=broker) must not be one of controller.quorum.voters",
+            ));
+        }
+        let listeners = self.all_listeners();
+        let controller = listeners.iter().find(|l| self.is_controller_name(&l.name));
+        let broker = self.broker_listener(listeners);
+        let controller = match (controller_role, controller) {
+            (true, None) => {
+                return Err(err(
                     "listeners",
                     "no listener named in controller.listener.names",
-                )
-            })?;
-        for l in [Some(controller), self.broker_listener(&self.listeners)]
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(err(
+                    "listeners",
+                    "a broker-only node (process.roles=broker) has no listener named in controller.listener.names",
+                ))
+            }
+            (_, c) => c,
+        };
+        if !broker_role && broker.is_some() {
+            return Err(err(
+                "listeners",
+                "a controller-only node (process.roles=controller) has only listeners named in controller.listener.names",
+            ));
+        }
+        if broker_role && broker.is_none() && !listeners.is_empty() {
+            return Err(err(
+                "listeners",
+                "a broker needs a listener not named in controller.listener.names",
+            ));
+        }
+        // The controllers' protocol: this node's CONTROLLER listener, or for
+        // a broker-only node the first of controller.listener.names.
+        let controller_name = controller.map(|l| l.name.clone()).unwrap_or_else(|| {
+            self.controller_listener_names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "CONTROLLER".to_string())
+        });
+        for name in [Some(controller_name), broker.map(|l| l.name.clone())]
             .into_iter()
             .flatten()
         {
             let protocol = self
                 .security_protocol_map
                 .iter()
-                .find(|(n, _)| *n == l.name)
+                .find(|(n, _)| *n == name)
                 .map_or("PLAINTEXT", |(_, p)| p.as_str());
             if protocol != "PLAINTEXT" {
                 return Err(err(
@@ -263,7 +323,9 @@ impl KraftConfig {
                 .and_then(|mut a| a.next())
                 .ok_or_else(|| err(name, "cannot resolve host"))
         };
-        let listen = resolve(&controller.host, controller.port, "listeners")?;
+        let listen = controller
+            .map(|c| resolve(&c.host, c.port, "listeners"))
+            .transpose()?;
         let mut voters = Vec::new();
         for (id, host, port) in &self.voters {
             voters.push((*id, resolve(host, *port, "controller.quorum.voters")?));
@@ -300,7 +362,7 @@ mod tests {
         assert!(k.is_cluster());
         let (voters, listen) = k.quorum(NodeId(1)).unwrap();
         assert_eq!(voters.len(), 3);
-        assert_eq!(listen, "127.0.0.1:9093".parse().unwrap());
+        assert_eq!(listen, Some("127.0.0.1:9093".parse().unwrap()));
         assert_eq!(k.broker_listener(&k.listeners).unwrap().port, 9092);
         assert!(k.quorum(NodeId(4)).is_err(), "not a voter");
         assert!(k.set("process.roles", "observer").is_err());
@@ -321,5 +383,63 @@ mod tests {
             .set("process.roles", "broker,controller")
             .unwrap();
         assert!(only_bootstrap.quorum(NodeId(1)).is_err());
+    }
+
+    fn node(roles: &str, listeners: &str) -> KraftConfig {
+        let mut k = KraftConfig::default();
+        k.set("process.roles", roles).unwrap();
+        k.set("controller.listener.names", "CONTROLLER").unwrap();
+        k.set(
+            "controller.quorum.voters",
+            "1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293",
+        )
+        .unwrap();
+        k.declared_listeners = parse_listeners("listeners", listeners).unwrap();
+        k
+    }
+
+    #[test]
+    fn broker_only_and_controller_only_nodes_follow_kafkas_rules() {
+        // A controller-only voter: its CONTROLLER listener, no client one.
+        let c = node("controller", "CONTROLLER://127.0.0.1:9093");
+        let (voters, listen) = c.quorum(NodeId(1)).unwrap();
+        assert_eq!(voters.len(), 3);
+        assert_eq!(listen, Some("127.0.0.1:9093".parse().unwrap()));
+        assert!(c.quorum(NodeId(4)).is_err(), "a controller is a voter");
+        let with_client = node(
+            "controller",
+            "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+        );
+        assert!(
+            with_client.quorum(NodeId(1)).is_err(),
+            "only controller listeners"
+        );
+
+        // A broker-only observer: no controller listener, not a voter.
+        let b = node("broker", "PLAINTEXT://127.0.0.1:9094");
+        let (voters, listen) = b.quorum(NodeId(4)).unwrap();
+        assert_eq!(voters.len(), 3);
+        assert_eq!(listen, None);
+        assert!(
+            b.quorum(NodeId(1)).is_err(),
+            "a broker-only node is no voter"
+        );
+        let with_controller = node(
+            "broker",
+            "PLAINTEXT://127.0.0.1:9094,CONTROLLER://127.0.0.1:9095",
+        );
+        assert!(with_controller.quorum(NodeId(4)).is_err());
+        let mut ssl_controllers = node("broker", "PLAINTEXT://127.0.0.1:9094");
+        ssl_controllers
+            .set(
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL",
+            )
+            .unwrap();
+        assert!(ssl_controllers.quorum(NodeId(4)).is_err());
+
+        let mut none = node("broker", "PLAINTEXT://127.0.0.1:9094");
+        none.process_roles.clear();
+        assert!(none.quorum(NodeId(4)).is_err(), "process.roles is required");
     }
 }

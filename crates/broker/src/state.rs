@@ -452,7 +452,10 @@ impl Broker {
         }
         let quorum = fjord_quorum::RaftQuorum::open(&broker.storage, &dir, qc, loader)
             .map_err(|e| meta_err_str(&dir, e))?;
-        tracing::info!(controller_listener = %quorum.local_addr(), "metadata quorum started");
+        match quorum.local_addr() {
+            Some(addr) => tracing::info!(controller_listener = %addr, "metadata quorum started"),
+            None => tracing::info!("metadata quorum started: following it as an observer"),
+        }
         let _ = broker.quorum.set(Quorum::Raft(quorum));
         if let Some(Quorum::Raft(q)) = broker.quorum.get() {
             if cfg.kraft.has_role("controller") {
@@ -662,6 +665,7 @@ impl Broker {
                 self.config.broker_heartbeat_interval_ms,
             ))
             .filter(|ms| *ms < self.config.broker_session_timeout_ms),
+            activation_fence_only: Some(self.config.kraft.voters.iter().map(|v| v.0).collect()),
             auto_leader_rebalance: true,
             first_producer_id: PRODUCER_ID_FIRST,
             // Topic ids must differ across activations: a fresh seed each.

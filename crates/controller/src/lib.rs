@@ -28,7 +28,8 @@
 //!   its sockets at once: waiting out a whole session for it only delays
 //!   its partitions' new leaders; Fjord's own addition) or that has not
 //!   heartbeated to a newly activated controller within
-//!   `activation_fence_ms` (a killed controller's own broker never will),
+//!   `activation_fence_ms` (a killed controller's own broker never will;
+//!   only brokers that are quorum voters, `activation_fence_only`),
 //!   and, with
 //!   `auto.leader.rebalance.enable`, moves leadership back to preferred
 //!   replicas every `leader.imbalance.check.interval.seconds`.
@@ -123,6 +124,12 @@ pub struct ControllerConfig {
     /// heartbeat interval; a dead one (say the previous controller's own
     /// node) never does.
     pub activation_fence_ms: Option<i64>,
+    /// The brokers `activation_fence_ms` applies to: the quorum's voters
+    /// (a combined node learns of a new quorum leader at once, from its
+    /// BeginQuorumEpoch). A broker-only node finds the new controller
+    /// through its metadata fetches, which can take longer than the grace;
+    /// only its session fences it, as Kafka's do. `None`: every broker.
+    pub activation_fence_only: Option<Vec<NodeId>>,
     /// `auto.leader.rebalance.enable`.
     pub auto_leader_rebalance: bool,
     /// `leader.imbalance.check.interval.seconds`, in ms.
@@ -140,6 +147,7 @@ impl Default for ControllerConfig {
             session_timeout_ms: BROKER_SESSION_TIMEOUT_MS_DEFAULT,
             disconnect_fence_ms: Some(BROKER_DISCONNECT_FENCE_MS),
             activation_fence_ms: Some(activation_fence_ms(BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT)),
+            activation_fence_only: None,
             auto_leader_rebalance: true,
             leader_imbalance_check_interval_ms: LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
             first_producer_id: 0,
@@ -312,6 +320,11 @@ impl Controller {
                         last_contact_ms: now_ms,
                         contact_deadline_ms: cfg
                             .activation_fence_ms
+                            .filter(|_| {
+                                cfg.activation_fence_only
+                                    .as_ref()
+                                    .is_none_or(|only| only.contains(id))
+                            })
                             .map(|grace| now_ms.saturating_add(grace)),
                         metadata_offset: -1,
                         controlled_shutdown_offset: None,

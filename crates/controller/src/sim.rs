@@ -207,6 +207,7 @@ pub fn run(seed: u64, cfg: &SimConfig) -> Result<SimReport, SimFailure> {
         activation_fence_ms: Some(crate::activation_fence_ms(
             fjord_model::limits::BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT,
         )),
+        activation_fence_only: None,
         auto_leader_rebalance: true,
         leader_imbalance_check_interval_ms: 10_000,
         first_producer_id: 0,

@@ -429,7 +429,7 @@ fn a_closed_connection_fences_before_the_session_ends() {
     // A newly active controller fences the brokers that do not heartbeat
     // to it within `activation_fence_ms` (a dead controller's own broker).
     let image = c.image().clone();
-    let mut next = Controller::activate(ControllerConfig::default(), image, 10_000);
+    let mut next = Controller::activate(ControllerConfig::default(), image.clone(), 10_000);
     let grace = next.config().activation_fence_ms.unwrap();
     assert!(grace < next.config().session_timeout_ms);
     let end = next.image().end_offset().0;
@@ -440,6 +440,23 @@ fn a_closed_connection_fences_before_the_session_ends() {
     assert!(fenced(&next, 3), "silent since the activation");
     assert!(!fenced(&next, 2), "heartbeated to the new controller");
     check_image(next.image()).unwrap();
+    // Only the brokers that are quorum voters get the activation grace: a
+    // broker-only node (3 here) has its whole session to find the new
+    // controller through its metadata fetches.
+    let mut next = Controller::activate(
+        ControllerConfig {
+            activation_fence_only: Some(vec![NodeId(1), NodeId(2)]),
+            ..Default::default()
+        },
+        image,
+        10_000,
+    );
+    assert!(!fenced(&next, 2) && !fenced(&next, 3));
+    next.tick(10_001 + grace);
+    assert!(!fenced(&next, 3), "a broker-only node gets its session");
+    assert!(fenced(&next, 2), "a silent voter is fenced after the grace");
+    next.tick(10_001 + next.config().session_timeout_ms);
+    assert!(fenced(&next, 3), "its session expired");
     // Without a grace configured only the session fences.
     let mut c = Controller::activate(
         ControllerConfig {

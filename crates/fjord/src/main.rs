@@ -233,7 +233,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Key stores, trust stores and JAAS lines are read and checked now,
     // so that a mistake stops the start with the setting's name.
     let mut listeners = Vec::new();
-    for l in config.client_listeners()? {
+    // A controller-only node (process.roles=controller) serves the quorum
+    // and the controller APIs on its CONTROLLER listener only, as Kafka's.
+    let broker_role = !config.kraft.is_cluster() || config.kraft.has_role("broker");
+    let client_listeners = if broker_role {
+        config.client_listeners()?
+    } else {
+        Vec::new()
+    };
+    for l in client_listeners {
         let security = fjord_broker::security::ListenerSecurity::build(&config.security, &l)?;
         listeners.push((l, Arc::new(security)));
     }
@@ -260,7 +268,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Without a listener nobody can read the per-request counters: skip them.
         broker.metrics.set_enabled(metrics.is_some());
         health.set_broker(broker.clone());
-        if broker.config.kraft.is_cluster() {
+        if broker.config.kraft.is_cluster() && broker_role {
             // As a Kafka broker: clients are let in once the active
             // controller has registered and unfenced this broker, so the
             // first Metadata they get lists it. Open before, its Metadata
@@ -300,24 +308,34 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
             bound.push((socket, security));
         }
-        tracing::info!(
-            %listen,
-            data_dir = %data_dir.display(),
-            topics = broker.topics().len(),
-            startup_ms = started.elapsed().as_millis() as u64,
-            "fjord is serving"
-        );
+        if broker_role {
+            tracing::info!(
+                %listen,
+                data_dir = %data_dir.display(),
+                topics = broker.topics().len(),
+                startup_ms = started.elapsed().as_millis() as u64,
+                "fjord is serving"
+            );
+        } else {
+            tracing::info!(
+                data_dir = %data_dir.display(),
+                startup_ms = started.elapsed().as_millis() as u64,
+                "fjord is serving as a controller (process.roles=controller)"
+            );
+        }
         // The group coordinator comes up in the background (a new node creates
         // `__consumer_offsets` now rather than on the first group request, so
         // that ListGroups right after start finds it ready); group requests
         // answer COORDINATOR_NOT_AVAILABLE or COORDINATOR_LOAD_IN_PROGRESS
         // until their shard is loaded.
-        broker.groups.start_loading();
+        if broker_role {
+            broker.groups.start_loading();
+        }
         health.set_serving(true);
         // The transaction coordinator of a node that has served transactions
         // loads now too, so that prepared transactions get their markers and
         // open ones their timeout without waiting for a client.
-        if broker.topic(fjord_broker::txns::TXN_STATE_TOPIC).is_some() {
+        if broker_role && broker.topic(fjord_broker::txns::TXN_STATE_TOPIC).is_some() {
             broker.txns.start_loading();
         }
         let retention_broker = broker.clone();

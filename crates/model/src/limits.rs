@@ -279,12 +279,21 @@ pub const RAFT_CONNECT_BACKOFF_MAX_MS: u64 = 1_000;
 /// (Kafka's KRaft `FetchRequest.MaxWaitMs`, 500 ms).
 pub const RAFT_FETCH_MAX_WAIT_MS_DEFAULT: i64 = 500;
 /// Most snapshot bytes in one FetchSnapshot response (Kafka's 8 MiB).
+/// How long the metadata quorum's leader lists an observer (a broker-only
+/// node) in DescribeQuorum after its last Fetch: Kafka's
+/// `LeaderState.OBSERVER_SESSION_TIMEOUT_MS` (5 minutes).
+pub const RAFT_OBSERVER_SESSION_TIMEOUT_MS: i64 = 300_000;
+/// The most observers the quorum leader remembers for DescribeQuorum.
+pub const RAFT_OBSERVERS_TRACKED_MAX: usize = 1_024;
 pub const RAFT_FETCH_SNAPSHOT_BYTES_MAX: u32 = 8 * 1024 * 1024;
 /// Most Fetch requests the quorum leader holds at once (long polling); more
 /// are answered at once.
 pub const RAFT_HELD_FETCHES_MAX: usize = 4_096;
 /// How long a proposal forwarded to the quorum leader may take to commit.
 pub const METADATA_FORWARD_TIMEOUT_MS: u64 = 30_000;
+/// Pause before a broker sends a forwarded admin request again after the
+/// controller answered NOT_CONTROLLER (a new quorum leader activating).
+pub const FORWARD_NOT_CONTROLLER_BACKOFF_MS: u64 = 100;
 
 // ---- the KRaft controller (fjord-controller) ----
 /// `broker.session.timeout.ms`: a broker that has not heartbeaten for this long is fenced.

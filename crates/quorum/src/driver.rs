@@ -88,10 +88,12 @@ pub struct Voter {
 pub struct RaftQuorumConfig {
     pub node_id: NodeId,
     pub cluster_id: String,
-    /// The static voter set, this node included.
+    /// The static voter set: this node included for a voter; a node not
+    /// in it (a broker-only node) follows the quorum as an observer.
     pub voters: Vec<Voter>,
-    /// Where this node's CONTROLLER listener binds.
-    pub listen: SocketAddr,
+    /// Where this node's CONTROLLER listener binds; `None` for an observer,
+    /// which only fetches.
+    pub listen: Option<SocketAddr>,
     /// Seed of the core's randomized timeouts.
     pub seed: u64,
     /// Kafka's `controller.quorum.election.timeout.ms` (others: defaults).
@@ -104,7 +106,7 @@ impl RaftQuorumConfig {
         node_id: NodeId,
         cluster_id: String,
         voters: Vec<Voter>,
-        listen: SocketAddr,
+        listen: Option<SocketAddr>,
     ) -> RaftQuorumConfig {
         RaftQuorumConfig {
             node_id,
@@ -126,6 +128,10 @@ pub struct QuorumStatus {
     pub high_watermark: Offset,
     /// (voter, log end offset, last fetch time in ms since the epoch; -1 unknown).
     pub voters: Vec<(NodeId, Offset, i64)>,
+    /// Observers (nodes outside the voter set: broker-only nodes) that
+    /// fetched from this leader within `RAFT_OBSERVER_SESSION_TIMEOUT_MS`,
+    /// as `voters`; empty on a node that does not lead.
+    pub observers: Vec<(NodeId, Offset, i64)>,
     /// Each voter's CONTROLLER endpoint.
     pub endpoints: Vec<(NodeId, SocketAddr)>,
 }
@@ -179,7 +185,7 @@ pub struct RaftQuorum {
     thread: Mutex<Option<JoinHandle<()>>>,
     apply_thread: Mutex<Option<JoinHandle<()>>>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
-    local_addr: SocketAddr,
+    local_addr: Option<SocketAddr>,
     voters: Vec<Voter>,
     apis: net::ApisSlot,
 }
@@ -195,10 +201,13 @@ impl RaftQuorum {
         listener: Box<dyn MetadataListener>,
     ) -> Result<RaftQuorum, MetadataError> {
         let ids: Vec<NodeId> = config.voters.iter().map(|v| v.id).collect();
-        if !ids.contains(&config.node_id) {
+        let voter = ids.contains(&config.node_id);
+        if voter != config.listen.is_some() {
             return Err(MetadataError::Failed(format!(
-                "node {} is not one of the voters {ids:?}",
-                config.node_id.0
+                "node {} {} one of the voters {ids:?} but {} a CONTROLLER listener",
+                config.node_id.0,
+                if voter { "is" } else { "is not" },
+                if voter { "has no" } else { "has" }
             )));
         }
         let (log, _) = MetadataLog::open(storage, data_dir, wall_ms())?;
@@ -232,27 +241,39 @@ impl RaftQuorum {
             .build()
             .map_err(|e| MetadataError::io("start the quorum network for", data_dir, e))?;
         let (tx, rx) = mpsc::sync_channel(METADATA_PROPOSALS_QUEUED_MAX);
-        let std_listener = std::net::TcpListener::bind(config.listen)
-            .map_err(|e| MetadataError::io("bind the controller listener for", data_dir, e))?;
-        std_listener
-            .set_nonblocking(true)
-            .map_err(|e| MetadataError::io("bind the controller listener for", data_dir, e))?;
+        let std_listener = match config.listen {
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr).map_err(|e| {
+                    MetadataError::io("bind the controller listener for", data_dir, e)
+                })?;
+                l.set_nonblocking(true).map_err(|e| {
+                    MetadataError::io("bind the controller listener for", data_dir, e)
+                })?;
+                Some(l)
+            }
+            None => None,
+        };
         let local_addr = std_listener
-            .local_addr()
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()
             .map_err(|e| MetadataError::io("bind the controller listener for", data_dir, e))?;
         let mut peers = HashMap::new();
         let apis: net::ApisSlot = Arc::default();
         {
             let _guard = runtime.enter();
-            let tcp = tokio::net::TcpListener::from_std(std_listener)
-                .map_err(|e| MetadataError::io("bind the controller listener for", data_dir, e))?;
-            runtime.spawn(net::serve(
-                tcp,
-                tx.clone(),
-                config.node_id,
-                config.cluster_id.clone(),
-                apis.clone(),
-            ));
+            if let Some(std_listener) = std_listener {
+                let tcp = tokio::net::TcpListener::from_std(std_listener).map_err(|e| {
+                    MetadataError::io("bind the controller listener for", data_dir, e)
+                })?;
+                runtime.spawn(net::serve(
+                    tcp,
+                    tx.clone(),
+                    config.node_id,
+                    config.cluster_id.clone(),
+                    apis.clone(),
+                ));
+            }
             for v in config.voters.iter().filter(|v| v.id != config.node_id) {
                 peers.insert(v.id, net::spawn_peer(&runtime, v.clone(), tx.clone()));
             }
@@ -315,8 +336,8 @@ impl RaftQuorum {
         })
     }
 
-    /// The CONTROLLER listener's bound address.
-    pub fn local_addr(&self) -> SocketAddr {
+    /// The CONTROLLER listener's bound address (`None` for an observer).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
     }
 
@@ -577,7 +598,11 @@ impl Driver {
                 let token = self.next_token;
                 self.next_token += 1;
                 if let Message::FetchRequest(f) = &message {
-                    if self.node.role() == RoleKind::Leader {
+                    if self.node.role() == RoleKind::Leader
+                        && (self.progress.contains_key(&from)
+                            || self.progress.len()
+                                < fjord_model::limits::RAFT_OBSERVERS_TRACKED_MAX)
+                    {
                         self.progress.insert(from, (f.fetch_offset, wall_ms()));
                     }
                 }
@@ -711,11 +736,26 @@ impl Driver {
                         }
                     })
                     .collect();
+                let voter_ids = self.voter_ids();
+                let now = wall_ms();
+                let observers = if leader {
+                    self.progress
+                        .iter()
+                        .filter(|(id, (_, at))| {
+                            !voter_ids.contains(id)
+                                && now - at <= fjord_model::limits::RAFT_OBSERVER_SESSION_TIMEOUT_MS
+                        })
+                        .map(|(id, (o, at))| (*id, *o, *at))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let _ = tx.send(QuorumStatus {
                     leader_id: self.node.leader_id(),
                     epoch: self.node.epoch(),
                     high_watermark: self.node.high_watermark(),
                     voters,
+                    observers,
                     endpoints: self.endpoints.iter().map(|v| (v.id, v.addr)).collect(),
                 });
             }

@@ -277,23 +277,27 @@ fn describe_quorum(
         DescribeQuorumResponse::default().with_error_code(ErrorCode::INVALID_REQUEST.0)
     } else {
         let leader = st.leader_id.map_or(-1, |n| n.0);
-        let voters = st
-            .voters
-            .iter()
-            .map(|(id, end, at)| {
-                dq::ReplicaState::default()
-                    .with_replica_id(BrokerId(id.0))
-                    .with_log_end_offset(end.0)
-                    .with_last_fetch_timestamp(*at)
-                    .with_last_caught_up_timestamp(*at)
-            })
-            .collect();
+        let replicas =
+            |list: &[(fjord_model::NodeId, fjord_model::Offset, i64)]| -> Vec<dq::ReplicaState> {
+                list.iter()
+                    .map(|(id, end, at)| {
+                        dq::ReplicaState::default()
+                            .with_replica_id(BrokerId(id.0))
+                            .with_log_end_offset(end.0)
+                            .with_last_fetch_timestamp(*at)
+                            .with_last_caught_up_timestamp(*at)
+                    })
+                    .collect()
+            };
+        let voters = replicas(&st.voters);
+        let observers = replicas(&st.observers);
         let p = dq::PartitionData::default()
             .with_partition_index(0)
             .with_leader_id(BrokerId(leader))
             .with_leader_epoch(st.epoch.0)
             .with_high_watermark(st.high_watermark.0)
-            .with_current_voters(voters);
+            .with_current_voters(voters)
+            .with_observers(observers);
         let mut resp = DescribeQuorumResponse::default()
             .with_topics(vec![dq::TopicData::default()
                 .with_topic_name(TopicName(sb(wire::METADATA_TOPIC)))

@@ -48,8 +48,12 @@ fn free_addr() -> SocketAddr {
 
 fn open(dir: &Path, id: i32, voters: &[Voter], seen: Seen) -> RaftQuorum {
     let me = voters.iter().find(|v| v.id.0 == id).unwrap();
-    let mut cfg =
-        RaftQuorumConfig::new(NodeId(id), "kraftnet-test".into(), voters.to_vec(), me.addr);
+    let mut cfg = RaftQuorumConfig::new(
+        NodeId(id),
+        "kraftnet-test".into(),
+        voters.to_vec(),
+        Some(me.addr),
+    );
     cfg.election_timeout_ms = 150;
     cfg.fetch_timeout_ms = 300;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -371,6 +375,89 @@ fn a_deposed_leaders_epoch_bound_proposals_go_nowhere() {
         );
         assert!(got.contains(&rec("decided-by-the-new-leader")));
     }
+    for n in nodes.into_iter().flatten() {
+        n.close();
+    }
+}
+
+/// A node outside the voter set (a broker-only node, `process.roles=broker`)
+/// binds no CONTROLLER listener, follows the quorum as an observer, sees
+/// every committed batch in order and never leads, also when the leader
+/// stops and another voter takes over.
+#[test]
+fn an_observer_without_a_listener_follows_the_voters_through_a_failover() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let voters: Vec<Voter> = (1..=3)
+        .map(|id| Voter {
+            id: NodeId(id),
+            addr: free_addr(),
+        })
+        .collect();
+    let seen: Vec<Seen> = (0..4).map(|_| Seen::default()).collect();
+    let mut nodes: Vec<Option<RaftQuorum>> = (0..3)
+        .map(|i| Some(open(dirs[i].path(), i as i32 + 1, &voters, seen[i].clone())))
+        .collect();
+    let mut cfg = RaftQuorumConfig::new(NodeId(100), "kraftnet-test".into(), voters.clone(), None);
+    cfg.election_timeout_ms = 150;
+    cfg.fetch_timeout_ms = 300;
+    // A voter id with no listener, or an observer with one, is refused.
+    let as_voter = RaftQuorumConfig::new(NodeId(1), "kraftnet-test".into(), voters.clone(), None);
+    assert!(RaftQuorum::open(
+        &fjord_storage::Storage::default(),
+        dirs[3].path(),
+        as_voter,
+        Box::new(Recorder(Seen::default())),
+    )
+    .is_err());
+    let observer = RaftQuorum::open(
+        &fjord_storage::Storage::default(),
+        dirs[3].path(),
+        cfg,
+        Box::new(Recorder(seen[3].clone())),
+    )
+    .unwrap();
+    assert_eq!(observer.local_addr(), None);
+
+    let first = wait_for("a first leader", || leader(&nodes));
+    nodes[first]
+        .as_ref()
+        .unwrap()
+        .propose(vec![rec("o1"), rec("o2")])
+        .wait_blocking()
+        .unwrap();
+    let has = |s: &Seen, want: &str| s.lock().iter().any(|(_, r)| r.iter().any(|b| b == want));
+    wait_for("the observer to apply o1, o2", || {
+        has(&seen[3], "o2").then_some(())
+    });
+    assert_eq!(
+        observer.leader_and_epoch().0,
+        Some(NodeId(first as i32 + 1))
+    );
+
+    nodes[first].take().unwrap().close();
+    let second = wait_for("a new leader", || leader(&nodes).filter(|l| *l != first));
+    nodes[second]
+        .as_ref()
+        .unwrap()
+        .propose(vec![rec("o3")])
+        .wait_blocking()
+        .unwrap();
+    wait_for("the observer to apply o3 from the new leader", || {
+        has(&seen[3], "o3").then_some(())
+    });
+    let (l, _) = observer.leader_and_epoch();
+    assert_eq!(
+        l,
+        Some(NodeId(second as i32 + 1)),
+        "the observer follows the new leader"
+    );
+    // It holds what a surviving voter holds, in the same order.
+    let records =
+        |s: &Seen| -> Vec<Bytes> { s.lock().iter().flat_map(|(_, r)| r.clone()).collect() };
+    wait_for("the observer to hold what the leader holds", || {
+        (records(&seen[3]) == records(&seen[second])).then_some(())
+    });
+    observer.close();
     for n in nodes.into_iter().flatten() {
         n.close();
     }

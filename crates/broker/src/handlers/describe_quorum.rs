@@ -2,9 +2,10 @@
 //! KRaft cluster would: `__cluster_metadata` partition 0 with this node as
 //! leader and only voter and no observers (log end offset and high
 //! watermark reported as 0). A cluster node (`controller.quorum.voters`)
-//! reports its quorum's leader, epoch and high watermark and the configured
-//! voters; the voters' offsets are known on the CONTROLLER listener (what
-//! `kafka-metadata-quorum --bootstrap-controller` asks), -1 here.
+//! forwards the request to the active controller, as Kafka's brokers do:
+//! its CONTROLLER listener answers with the leader, epoch, high watermark,
+//! every voter's progress and the observers (broker-only nodes) that fetch
+//! from it (what `kafka-metadata-quorum` shows).
 
 use std::ops::RangeInclusive;
 
@@ -62,8 +63,16 @@ pub fn handle(ctx: &Ctx, req: DescribeQuorumRequest) -> Option<BytesMut> {
             .collect();
         return ctx.respond(&DescribeQuorumResponse::default().with_topics(topics));
     }
-    if let Some(crate::state::Quorum::Raft(q)) = broker.quorum() {
-        return ctx.respond(&cluster_response(ctx, q));
+    if let Some(crate::state::Quorum::Raft(_)) = broker.quorum() {
+        // As Kafka's brokers: the active controller answers (its view has
+        // every voter's and observer's progress); sent on as it is.
+        return match crate::controller_link::forward(broker, &req, ctx.api_version) {
+            Ok(resp) => ctx.respond(&resp),
+            Err(e) => {
+                let (code, _) = crate::errors::state_error(&e);
+                ctx.respond(&DescribeQuorumResponse::default().with_error_code(code.0))
+            }
+        };
     }
     let now = now_ms();
     let voter = ReplicaState::default()
@@ -105,47 +114,4 @@ fn quorum_response(
     } else {
         resp
     }
-}
-
-fn cluster_response(ctx: &Ctx, q: &fjord_quorum::RaftQuorum) -> DescribeQuorumResponse {
-    use fjord_metadata::MetadataQuorum;
-    let (leader, epoch) = q.leader_and_epoch();
-    let voters = ctx
-        .broker
-        .config
-        .kraft
-        .voters
-        .iter()
-        .map(|(id, _, _)| {
-            ReplicaState::default()
-                .with_replica_id(BrokerId(id.0))
-                .with_log_end_offset(-1)
-                .with_last_fetch_timestamp(-1)
-                .with_last_caught_up_timestamp(-1)
-        })
-        .collect();
-    let partition = PartitionData::default()
-        .with_partition_index(0)
-        .with_error_code(ErrorCode::NONE.0)
-        .with_leader_id(BrokerId(leader.map_or(-1, |l| l.0)))
-        .with_leader_epoch(epoch.0)
-        .with_high_watermark(q.high_watermark().0)
-        .with_current_voters(voters)
-        .with_observers(vec![]);
-    let nodes = ctx
-        .broker
-        .config
-        .kraft
-        .voters
-        .iter()
-        .map(|(id, host, port)| {
-            Node::default()
-                .with_node_id(BrokerId(id.0))
-                .with_listeners(vec![Listener::default()
-                    .with_name(str_bytes("CONTROLLER"))
-                    .with_host(str_bytes(host.clone()))
-                    .with_port(*port)])
-        })
-        .collect();
-    quorum_response(ctx.api_version, partition, nodes)
 }

@@ -433,7 +433,7 @@ pub fn dispatch_on(
         Request::DescribeLogDirs(r) => Pending::Ready(describe_log_dirs::handle(&ctx, r)),
         Request::AlterReplicaLogDirs(r) => Pending::Ready(alter_replica_log_dirs::handle(&ctx, r)),
         Request::ElectLeaders(r) => blocking(ctx, move |ctx| elect_leaders::handle(&ctx, r)),
-        Request::DescribeQuorum(r) => Pending::Ready(describe_quorum::handle(&ctx, r)),
+        Request::DescribeQuorum(r) => blocking(ctx, move |ctx| describe_quorum::handle(&ctx, r)),
         Request::AlterPartitionReassignments(r) => {
             Pending::Ready(alter_partition_reassignments::handle(&ctx, r))
         }
