@@ -42,6 +42,8 @@ class NetCluster:
         self.extra = dict(extra or {})
         self.voters = ",".join(f"{i + 1}@{net.addr(h)}:{CONTROLLER_PORT}" for i, h in enumerate(voter_hosts))
         self.procs = {}
+        # Extra `kafka-storage format` arguments for Kafka nodes (e.g. --release-version).
+        self.kafka_format_args: list[str] = []
         self.cluster_id = base64.urlsafe_b64encode(b"fjord-netns-test").decode().rstrip("=")
         self.bootstrap = ",".join(f"{net.addr(h)}:{CLIENT_PORT}" for h in broker_hosts)
 
@@ -97,7 +99,8 @@ class NetCluster:
                     "-cp", f"{self.kafka_libs}/*"]
             if not data.exists():
                 self.net.run(host, [*java, "kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c",
-                                    str(props)], check=True, capture_output=True, timeout=120)
+                                    str(props), *self.kafka_format_args], check=True, capture_output=True,
+                             timeout=120)
             argv = [*java, "kafka.Kafka", str(props)]
             env = dict(os.environ)
         # `ip netns exec` execs the command in place: the Popen's pid is the node's own process.

@@ -14,7 +14,9 @@ Checked, with confluent-kafka (librdkafka) and Apache Kafka 4.3.1's own tools (J
 - Under an idempotent acks=all load: kill -9 of a broker that leads a partition (its partitions move to
   other brokers), then kill -9 of the active controller (another controller takes over; the brokers follow
   it and production goes on). Every acknowledged record is read back once at its offset.
-With E2E_BROKER=kafka the same layout runs Apache Kafka 4.3.1 nodes, which checks the test itself.
+The second test runs the same steps with three Apache Kafka 4.3.1 controllers and the brokers of the kind
+under test: Fjord brokers follow Kafka's quorum (issue 12's "a Fjord broker follows a Kafka controller
+quorum"). With E2E_BROKER=kafka every node is Apache Kafka 4.3.1, which checks the tests themselves.
 """
 
 from __future__ import annotations
@@ -88,12 +90,30 @@ def port_open(net, host, port):
 @pytest.mark.skipif(netns.available() is not None, reason=f"network namespaces: {netns.available()}")
 @pytest.mark.timeout(600)  # six Kafka JVMs start slowly on two cores; Fjord takes about 16 s
 def test_controller_only_and_broker_only_nodes_fail_over(tmp_path):
+    run(tmp_path, BROKER_KIND)
+
+
+@pytest.mark.skipif(netns.available() is not None, reason=f"network namespaces: {netns.available()}")
+@pytest.mark.timeout(600)
+def test_brokers_follow_a_kafka_controller_quorum(tmp_path):
+    """Issue 12's interop proof the other way round: Fjord brokers (process.roles=broker) follow a quorum of
+    three Apache Kafka 4.3.1 controllers. Kafka's controllers refuse a broker that does not support a finalized
+    feature level, and Fjord supports metadata.version up to 3.9-IV0 and no other feature above level 0: the
+    Kafka nodes are formatted with `--release-version 3.9-IV0` (on Fjord and on Kafka, so both runs are the
+    same cluster)."""
+    run(tmp_path, "kafka", kafka_format_args=["--release-version", "3.9-IV0"])
+
+
+def run(tmp_path, controller_kind, kafka_format_args=()):
     topic = "dedicated"
     with netns.Topology(CONTROLLERS + BROKERS + ["client"]) as net:
         cluster = DedicatedCluster(BROKER_KIND, net, tmp_path, fjord_bin=FJORD_BIN, kafka_libs=KAFKA_LIBS,
                                    repo=REPO)
+        cluster.kafka_format_args = list(kafka_format_args)
         try:
-            for h in CONTROLLERS + BROKERS:
+            for h in CONTROLLERS:
+                cluster.start(h, kind=controller_kind)
+            for h in BROKERS:
                 cluster.start(h)
             bootstrap = cluster.bootstrap
             with net.inside("client"):
@@ -181,7 +201,7 @@ def test_controller_only_and_broker_only_nodes_fail_over(tmp_path):
                 n = len(load.acked)
                 wait_for("acknowledgements after the controller kill",
                          lambda: len(load.acked) > n + RECORDS_PER_S, cluster)
-                cluster.start(cluster.host(controller))
+                cluster.start(cluster.host(controller), kind=controller_kind)
                 load.stop.set()
                 load.join(150)
                 got, ends = read_all(bootstrap, topic)
@@ -195,7 +215,7 @@ def test_controller_only_and_broker_only_nodes_fail_over(tmp_path):
     assert len(at) == len(got), "a (partition, offset) read twice"
     missing = [(p, off, v) for p, off, v, _ in load.acked if at.get((p, off)) != v]
     assert missing == [], f"{len(missing)} acknowledged records not at their offsets, e.g. {missing[:5]}"
-    print(f"\n{BROKER_KIND}, 3 controller-only + 3 broker-only nodes: kill -9 of broker {victim_id}: its partitions "
+    print(f"\n{controller_kind} controllers + {BROKER_KIND} brokers (3 + 3 nodes): kill -9 of broker {victim_id}: its partitions "
           f"moved in {broker_moved_s:.2f} s ({before} -> {after_broker}); kill -9 of the active controller "
           f"{controller}: node {new_controller} took over in {controller_s:.2f} s; {len(load.acked)} records "
           f"acknowledged, all read back at their offsets; log ends {ends}")
