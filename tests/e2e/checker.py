@@ -32,7 +32,8 @@ Runs with the e2e venv's Python (confluent-kafka), as root (network namespaces, 
   4. After the last heal: the writers stop (flush), then a read_committed and a read_uncommitted consumer
      each read every partition from offset 0 to its end.
 The report: operations (sent, acknowledged, failed; records read during the run and at the end), the fault
-timeline, the longest stretch without any acknowledgement, and the anomalies:
+timeline (with each fault's longest stretch without an acknowledgement, `ack_gap_s`), the longest stretch
+without any acknowledgement, and the anomalies:
   lost             an acknowledged value that no final read holds
   moved            an acknowledged value held at another (partition, offset) than acknowledged
   ack-conflict     two values acknowledged at the same (partition, offset)
@@ -283,6 +284,20 @@ def longest_ack_gap(writers: list[dict]) -> tuple[float, float]:
     return best
 
 
+def fault_ack_gaps(writers: list[dict], timeline: list[dict]) -> None:
+    """Sets each fault's `ack_gap_s`: the longest stretch without any acknowledgement that overlaps the fault,
+    from its start to its recovery after the heal (or to the next fault's start)."""
+    times = sorted(t for w in writers for *_, t in w["acks"])
+    for i, e in enumerate(timeline):
+        if "healed_s" not in e:
+            continue
+        end = e["healed_s"] + (e.get("recovered_after_heal_s") or 0.0)
+        if i + 1 < len(timeline):
+            end = min(end, timeline[i + 1]["start_s"])
+        gaps = [b - a for a, b in zip(times, times[1:]) if b > e["start_s"] and a < end]
+        e["ack_gap_s"] = round(max(gaps, default=0.0), 2)
+
+
 class Faults:
     """Injects the fault kinds and heals them; keeps the timeline."""
 
@@ -513,6 +528,7 @@ def run_in(args, rng, net, cluster: NetCluster, disk_host: str, disk_dir: Path) 
         for _, e, _ in w["errors"]:
             errors[e] += 1
     gap, gap_start = longest_ack_gap(wdata)
+    fault_ack_gaps(wdata, faults.timeline)
     out.update({
         "operations": {
             "sent": sum(w["sent"] for w in wdata),

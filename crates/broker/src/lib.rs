@@ -10,6 +10,7 @@ pub mod cluster_metadata;
 pub mod config;
 pub mod controller_link;
 pub mod errors;
+pub mod fatal;
 pub mod features;
 pub mod fetch_sessions;
 pub mod groups;

@@ -247,7 +247,7 @@ impl Broker {
     /// log, and load the group coordinator (creating `__consumer_offsets` if
     /// needed) before returning.
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, StateError> {
-        let broker = Broker::open_topics(config)?;
+        let broker = Broker::open_topics(config, Arc::new(crate::fatal::halt_process))?;
         broker.groups.load_blocking(true)?;
         Ok(broker)
     }
@@ -259,14 +259,27 @@ impl Broker {
     /// are answered COORDINATOR_NOT_AVAILABLE or COORDINATOR_LOAD_IN_PROGRESS,
     /// which clients retry.
     pub fn open_deferred(config: BrokerConfig) -> Result<Arc<Broker>, StateError> {
-        let broker = Broker::open_topics(config)?;
+        Broker::open_deferred_with_halt(config, Arc::new(crate::fatal::halt_process))
+    }
+
+    /// Like [`Broker::open_deferred`], with what a cluster node does when a
+    /// write in its data directory fails (`crate::fatal`; the process halts
+    /// by default, a test records it instead).
+    pub fn open_deferred_with_halt(
+        config: BrokerConfig,
+        halt: crate::fatal::Halt,
+    ) -> Result<Arc<Broker>, StateError> {
+        let broker = Broker::open_topics(config, halt)?;
         if broker.topic(crate::groups::OFFSETS_TOPIC).is_some() {
             broker.groups.start_loading();
         }
         Ok(broker)
     }
 
-    fn open_topics(config: BrokerConfig) -> Result<Arc<Broker>, StateError> {
+    fn open_topics(
+        config: BrokerConfig,
+        halt: crate::fatal::Halt,
+    ) -> Result<Arc<Broker>, StateError> {
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| meta_err(&dir, e))?;
         let legacy = cm::read_legacy(&dir)?;
@@ -363,6 +376,15 @@ impl Broker {
             )),
             config,
         });
+        if broker.config.kraft.is_cluster() {
+            // Before the metadata log opens: it lives in the data directory too.
+            broker
+                .storage
+                .on_failure(crate::fatal::log_dir_failure_listener(
+                    &dir,
+                    Arc::clone(&halt),
+                ));
+        }
         let (loader, image) = MetadataLoader::new(
             &cluster_id,
             Box::new(cm::BrokerPublisher {

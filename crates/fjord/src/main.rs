@@ -246,6 +246,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listeners.push((l, Arc::new(security)));
     }
     raise_open_files_limit();
+    // A panic on a thread the node needs (a replica fetcher, the heartbeat,
+    // the quorum, a flusher) halts rather than leaving a node that still
+    // leads partitions but no longer replicates or heartbeats.
+    fjord_broker::fatal::halt_on_node_thread_panic(Arc::new(fjord_broker::fatal::halt_process));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fjord")

@@ -14,6 +14,10 @@
 //! session leaves every ISR; resumed, it catches up and the leaders add it
 //! back (AlterPartition).
 //!
+//! A third runs a node whose file writes fail (RLIMIT_FSIZE): it halts, as
+//! Kafka's broker does when its last log dir fails, and the other two go on
+//! acknowledging acks=all writes with none lost.
+//!
 //! Uses the debug binary Cargo built for this package and Fjord's own
 //! client. Bounded: every wait gives up after `WAIT`.
 
@@ -104,12 +108,38 @@ fn args(n: &Node, voters: &str) -> Vec<String> {
 }
 
 fn start(n: &mut Node, voters: &str, logs: &Path) {
+    start_limited(n, voters, logs, None);
+}
+
+/// `start`, with the node's files limited to `file_bytes_max` bytes each
+/// (RLIMIT_FSIZE, SIGXFSZ ignored): a write past it fails with EFBIG, as a
+/// write to a full disk fails with ENOSPC.
+fn start_limited(n: &mut Node, voters: &str, logs: &Path, file_bytes_max: Option<u64>) {
+    use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(logs.join(format!("node{}.log", n.id)))
         .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fjord"));
+    if let Some(limit) = file_bytes_max {
+        // SAFETY: between fork and exec only async-signal-safe calls
+        // (setrlimit, signal) on values owned by the closure.
+        unsafe {
+            command.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    }
+    let child = command
         .arg("serve")
         .args(args(n, voters))
         .env(
@@ -838,6 +868,17 @@ fn run_producer(
     topic: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Acked {
+    run_padded_producer(ports, topic, stop, 0)
+}
+
+/// `run_producer` with `pad` bytes after each value's sequence number
+/// (`"<seq>:...."`; just `"<seq>"` when 0).
+fn run_padded_producer(
+    ports: Vec<u16>,
+    topic: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pad: usize,
+) -> Acked {
     use fjord_protocol::kafka_protocol::messages::InitProducerIdRequest;
     use fjord_records::{BatchBuilder, Compression};
     use std::sync::atomic::Ordering;
@@ -883,7 +924,12 @@ fn run_producer(
     let mut next_port = 0usize;
     while !stop.load(Ordering::SeqCst) {
         let mut b = BatchBuilder::new(Compression::None).producer(pid, epoch, seq);
-        b.push(0, None, Some(seq.to_string().as_bytes()), &[]);
+        let mut value = seq.to_string();
+        if pad > 0 {
+            value.push(':');
+            value.push_str(&".".repeat(pad));
+        }
+        b.push(0, None, Some(value.as_bytes()), &[]);
         let batch = Bytes::from(b.build(0));
         let port = ports[next_port % ports.len()];
         let result: Option<(i16, i64)> = rt.block_on(async {
@@ -944,6 +990,51 @@ fn run_producer(
     acked
 }
 
+/// Stops the producer, reads partition 0 of `topic` back through one of
+/// `ports` and checks it (`check_read_back`): what was acknowledged, and
+/// what is stored.
+fn stop_and_read_back(
+    rt: &tokio::runtime::Runtime,
+    (stop, producer): (
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<Acked>,
+    ),
+    ports: &[u16],
+    topic: &str,
+    logs: &Path,
+) -> (Acked, Vec<(i64, String)>) {
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = producer.join().unwrap();
+    assert_eq!(acked.fatal, None);
+    let records = wait_for("the partition read back", logs, || {
+        ports.iter().find_map(|p| read_all(rt, *p, topic))
+    });
+    check_read_back(&records, &acked);
+    (acked, records)
+}
+
+/// Every producer sequence in `records` (values `"<seq>"` or `"<seq>:..."`;
+/// others, such as `produce_acks_via`'s, skipped) is stored once, and every
+/// acknowledged one at the offset it was acknowledged at.
+fn check_read_back(records: &[(i64, String)], acked: &Acked) {
+    let mut seen = std::collections::HashMap::new();
+    for (offset, value) in records {
+        let Ok(seq) = value.split(':').next().unwrap_or_default().parse::<i32>() else {
+            continue;
+        };
+        if let Some(first) = seen.insert(seq, *offset) {
+            panic!("sequence {seq} stored twice (offsets {first} and {offset})");
+        }
+    }
+    for (seq, offset) in &acked.offsets {
+        assert_eq!(
+            seen.get(seq),
+            Some(offset),
+            "acknowledged sequence {seq} at offset {offset}"
+        );
+    }
+}
+
 /// Every record of partition 0 of `topic` below the high watermark, as
 /// (offset, value), read from the leader through the node on `port`.
 fn read_all(rt: &tokio::runtime::Runtime, port: u16, topic: &str) -> Option<Vec<(i64, String)>> {
@@ -995,6 +1086,69 @@ fn read_all(rt: &tokio::runtime::Runtime, port: u16, topic: &str) -> Option<Vec<
     })
 }
 
+/// Formats and starts three combined nodes under `root` (node `id`'s files
+/// limited to `bytes` if `limited` is `Some((id, bytes))`, see
+/// `start_limited`) and waits until each reports all three brokers.
+fn three_nodes(
+    rt: &tokio::runtime::Runtime,
+    root: &Path,
+    logs: &Path,
+    limited: Option<(i32, u64)>,
+) -> (Vec<Node>, String) {
+    std::fs::create_dir_all(logs).unwrap();
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|id| Node {
+            id,
+            client_port: free_port(),
+            controller_port: free_port(),
+            dir: root.join(format!("n{id}")),
+            child: None,
+        })
+        .collect();
+    let voters = nodes
+        .iter()
+        .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+        .collect::<Vec<_>>()
+        .join(",");
+    for n in nodes.iter_mut() {
+        let out = Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args(["format", "--cluster-id", CLUSTER])
+            .args(args(n, &voters))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let limit = limited.filter(|(id, _)| *id == n.id).map(|(_, b)| b);
+        start_limited(n, &voters, logs, limit);
+    }
+    for n in &nodes {
+        wait_for("three registered brokers", logs, || {
+            view_on(rt, n.client_port, "none")
+                .filter(|(b, _)| b == &[1, 2, 3])
+                .map(|_| ())
+        });
+    }
+    (nodes, voters)
+}
+
+/// Creates `topic` (one partition, replication factor 3,
+/// `min.insync.replicas=2`) through the node on `port`.
+fn create_replicated_topic(rt: &tokio::runtime::Runtime, port: u16, topic: &str, logs: &Path) {
+    wait_for("the topic to be created", logs, || {
+        rt.block_on(async {
+            let c = Client::connect(ClientOptions::new(format!("127.0.0.1:{port}")))
+                .await
+                .ok()?;
+            let t = NewTopic {
+                name: topic.into(),
+                partitions: 1,
+                replication_factor: 3,
+                configs: vec![("min.insync.replicas".into(), "2".into())],
+            };
+            c.create_topic(&t).await.ok().map(|_| ())
+        })
+    });
+}
+
 /// Three nodes, a topic with replication factor 3 and
 /// `min.insync.replicas=2`, an idempotent acks=all producer running while
 /// the partition's leader is killed with kill -9 and restarted
@@ -1011,59 +1165,13 @@ fn acks_all_through_leader_kills() {
         .unwrap_or(2);
     let tmp = tempfile::tempdir().unwrap();
     let logs = tmp.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let mut nodes: Vec<Node> = (1..=3)
-        .map(|id| Node {
-            id,
-            client_port: free_port(),
-            controller_port: free_port(),
-            dir: tmp.path().join(format!("n{id}")),
-            child: None,
-        })
-        .collect();
-    let voters = nodes
-        .iter()
-        .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
-        .collect::<Vec<_>>()
-        .join(",");
-    for n in nodes.iter_mut() {
-        let out = Command::new(env!("CARGO_BIN_EXE_fjord"))
-            .args(["format", "--cluster-id", CLUSTER])
-            .args(args(n, &voters))
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        start(n, &voters, &logs);
-    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    for n in &nodes {
-        wait_for("three registered brokers", &logs, || {
-            view_on(&rt, n.client_port, "none")
-                .filter(|(b, _)| b == &[1, 2, 3])
-                .map(|_| ())
-        });
-    }
+    let (mut nodes, voters) = three_nodes(&rt, tmp.path(), &logs, None);
     let topic = "acks-all";
-    wait_for("the topic to be created", &logs, || {
-        rt.block_on(async {
-            let c = Client::connect(ClientOptions::new(format!(
-                "127.0.0.1:{}",
-                nodes[0].client_port
-            )))
-            .await
-            .ok()?;
-            let t = NewTopic {
-                name: topic.into(),
-                partitions: 1,
-                replication_factor: 3,
-                configs: vec![("min.insync.replicas".into(), "2".into())],
-            };
-            c.create_topic(&t).await.ok().map(|_| ())
-        })
-    });
+    create_replicated_topic(&rt, nodes[0].client_port, topic, &logs);
     let ports: Vec<u16> = nodes.iter().map(|n| n.client_port).collect();
     let leader_now = |rt: &tokio::runtime::Runtime, alive: &[u16]| {
         alive.iter().find_map(|p| {
@@ -1106,27 +1214,7 @@ fn acks_all_through_leader_kills() {
         eprintln!("round {round}: killed and restarted broker {leader}");
         std::thread::sleep(Duration::from_secs(1));
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let acked = producer.join().unwrap();
-    assert_eq!(acked.fatal, None);
-    let records = wait_for("the partition read back", &logs, || {
-        ports.iter().find_map(|p| read_all(&rt, *p, topic))
-    });
-    let mut seen = std::collections::HashMap::new();
-    for (offset, value) in &records {
-        assert!(
-            seen.insert(value.clone(), *offset).is_none(),
-            "value {value} stored twice (offsets {} and {offset})",
-            seen[value]
-        );
-    }
-    for (seq, offset) in &acked.offsets {
-        assert_eq!(
-            seen.get(&seq.to_string()),
-            Some(offset),
-            "acknowledged sequence {seq} at offset {offset}"
-        );
-    }
+    let (acked, records) = stop_and_read_back(&rt, (stop, producer), &ports, topic, &logs);
     assert!(
         acked.offsets.len() > 10,
         "only {} acknowledged",
@@ -1213,4 +1301,105 @@ fn acks_all_through_leader_kills() {
         Some(0)
     );
     signal("-CONT");
+}
+
+/// A node whose data directory refuses writes (its files limited with
+/// RLIMIT_FSIZE, so that a segment append fails with EFBIG as one fails
+/// with ENOSPC on a full disk) halts, as Kafka's broker does when its last
+/// log dir fails: exit status 1 and "Shutdown broker because all log dirs
+/// in ... have failed". Its session lapses, the controller moves its
+/// leaderships (if it led), and an idempotent acks=all producer goes on through the
+/// other two with every acknowledged record kept. Restarted without the
+/// limit, the node rejoins the ISR. (Before the halt, such a node stayed a
+/// leader and ISR member with offline logs, and acknowledgements stopped
+/// until it was restarted.)
+#[test]
+fn a_node_whose_writes_fail_halts_and_the_others_go_on() {
+    const FILE_BYTES_MAX: u64 = 512 * 1024;
+    const PAD: usize = 16 * 1024;
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mut nodes, voters) = three_nodes(&rt, tmp.path(), &logs, Some((1, FILE_BYTES_MAX)));
+    let topic = "disk-fails";
+    create_replicated_topic(&rt, nodes[1].client_port, topic, &logs);
+    let ports: Vec<u16> = nodes.iter().map(|n| n.client_port).collect();
+    let survivors = [ports[1], ports[2]];
+    let isr_full = |port: u16| isr_on(port, topic).filter(|v| v.len() == 1 && v[0].1.len() == 3);
+    wait_for("the ISR of three", &logs, || isr_full(ports[1]));
+    let (_, leader_before, _) = wait_for("a leader", &logs, || {
+        view_on(&rt, ports[1], topic)
+            .and_then(|v| v.1.first().copied())
+            .filter(|p| p.1 >= 0)
+    });
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (ports, stop) = (ports.clone(), stop.clone());
+        let topic = topic.to_string();
+        std::thread::spawn(move || run_padded_producer(ports, topic, stop, PAD))
+    };
+    // 512 KiB of 16 KiB records: node 1's segment fills within ~35 records.
+    let status = {
+        let deadline = Instant::now() + WAIT * 3;
+        loop {
+            if let Some(s) = nodes[0].child.as_mut().unwrap().try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node 1 did not exit within {:?} of its writes failing",
+                WAIT * 3
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    nodes[0].child = None;
+    let exited = Instant::now();
+    let log1 = std::fs::read_to_string(logs.join("node1.log")).unwrap();
+    assert_eq!(status.code(), Some(1), "node 1 exit status {status:?}");
+    assert!(
+        log1.contains("Shutdown broker because all log dirs in"),
+        "node 1's log has no fatal line:\n{}",
+        log1.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+    let (_, leader_after, _) = wait_for("a leader on the other nodes", &logs, || {
+        survivors.iter().find_map(|p| {
+            view_on(&rt, *p, topic)
+                .and_then(|v| v.1.first().copied())
+                .filter(|p| p.1 >= 0 && p.1 != 1)
+        })
+    });
+    // Acknowledgements go on through the other two: one acks=all write of
+    // our own after the exit marks where the producer's later ones start.
+    let (_, marker) = wait_for("an acks=all write through the new leader", &logs, || {
+        survivors.iter().find_map(|p| {
+            produce_acks_via(&rt, *p, topic, 0, fjord_client::Acks::All).filter(|r| r.0 == 0)
+        })
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (acked, records) = stop_and_read_back(&rt, (stop, producer), &survivors, topic, &logs);
+    let after_exit = acked.offsets.iter().filter(|(_, o)| *o > marker).count();
+    assert!(
+        after_exit > 0,
+        "no acknowledgement after node 1 exited ({} in all)",
+        acked.offsets.len()
+    );
+    eprintln!(
+        "node 1 halted (status 1) once its writes failed; leader {leader_before} -> {leader_after}; \
+         {} records acknowledged, {after_exit} after node 1 exited ({:?} ago), all read back at \
+         their offsets ({} stored); longest stretch without an acknowledgement {} ms",
+        acked.offsets.len(),
+        exited.elapsed(),
+        records.len(),
+        acked.longest_gap.as_millis()
+    );
+    // Restarted on a working disk, it rejoins the ISR.
+    start(&mut nodes[0], &voters, &logs);
+    wait_for("the restarted node back in the ISR", &logs, || {
+        survivors.iter().find_map(|p| isr_full(*p))
+    });
 }

@@ -146,7 +146,7 @@ pub use cleaner::{CleanerConfig, CleanerTotals, LogCleaner, LogSource};
 pub use error::StorageError;
 pub use fs::{FileSystem, OsFileSystem};
 pub use log::{CleanOptions, CleanStats, Cleanability, Log, SyncWaiter, TxnMarker};
-pub use storage::{Storage, StorageLimits};
+pub use storage::{FailureListener, LogFailure, Storage, StorageLimits};
 
 /// Per-partition settings (Kafka's topic configs, typed).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -64,6 +64,37 @@ pub(crate) struct Shared {
     /// before the first write of any log there: syncfs through it reports every
     /// write-back error on that filesystem since.
     roots: Mutex<Vec<(u64, Arc<FsRoot>)>>,
+    /// Told of every write failure in a log's directory (`Storage::on_failure`), and the
+    /// first failure seen, for a listener set after it.
+    failures: Mutex<FailureState>,
+}
+
+/// A write to a log's directory failed (Kafka's log dir failure event): the log it
+/// belongs to is offline now, or a checkpoint of it could not be written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogFailure {
+    /// The partition directory.
+    pub dir: std::path::PathBuf,
+    /// The error, as its message says it.
+    pub reason: String,
+}
+
+/// What the owner of a `Storage` does when a write fails (`Storage::on_failure`).
+pub type FailureListener = Arc<dyn Fn(&LogFailure) + Send + Sync>;
+
+#[derive(Default)]
+pub(crate) struct FailureState {
+    listener: Option<FailureListener>,
+    first: Option<LogFailure>,
+}
+
+impl std::fmt::Debug for FailureState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailureState")
+            .field("listener", &self.listener.is_some())
+            .field("first", &self.first)
+            .finish()
+    }
 }
 
 /// A filesystem that group commit syncs as a whole (see `Log::flush_batch`).
@@ -82,6 +113,25 @@ pub(crate) struct FsRoot {
 }
 
 impl Shared {
+    /// Reports a write failure in `dir` to the listener (`Storage::on_failure`). Called
+    /// by the log with its own locks possibly held: the listener must not call into logs.
+    pub(crate) fn failed(&self, dir: &Path, reason: &str) {
+        let failure = LogFailure {
+            dir: dir.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        let listener = {
+            let mut st = self.failures.lock();
+            if st.first.is_none() {
+                st.first = Some(failure.clone());
+            }
+            st.listener.clone()
+        };
+        if let Some(listener) = listener {
+            listener(&failure);
+        }
+    }
+
     /// The open directory through which group commit syncfs's the filesystem holding
     /// `dir` (opened now if it is the first log there); None if it cannot be opened or
     /// syncfs is off (the log then syncs its files one by one).
@@ -144,6 +194,7 @@ impl Storage {
                 stats: StorageStats::default(),
                 syncfs_min_logs,
                 roots: Mutex::new(Vec::new()),
+                failures: Mutex::new(FailureState::default()),
             }),
         }
     }
@@ -179,6 +230,29 @@ impl Storage {
     /// opened through this value, so far.
     pub fn stats(&self) -> StorageStatsSnapshot {
         self.ctx.stats.snapshot()
+    }
+
+    /// Sets what happens when a write in a log's directory fails (a segment append,
+    /// roll, truncation, fsync or checkpoint: Kafka's log dir failure): `listener` is
+    /// called on the failing thread, possibly with that log's locks held, so it must not
+    /// call into logs; it is called at once with the first failure if one happened
+    /// before. Without a listener a failure only takes that log offline (appends and
+    /// sync waiters get KAFKA_STORAGE_ERROR); a cluster node halts instead, as Kafka
+    /// does when its last log dir fails.
+    pub fn on_failure(&self, listener: FailureListener) {
+        let first = {
+            let mut st = self.ctx.failures.lock();
+            st.listener = Some(Arc::clone(&listener));
+            st.first.clone()
+        };
+        if let Some(f) = first {
+            listener(&f);
+        }
+    }
+
+    /// The first write failure in a log's directory since this value was created.
+    pub fn first_failure(&self) -> Option<LogFailure> {
+        self.ctx.failures.lock().first.clone()
     }
 
     /// True if both values are clones of one another (share threads and caches).

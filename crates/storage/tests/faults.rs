@@ -111,6 +111,62 @@ fn an_fsync_error_takes_the_log_offline() {
     log.append(&mut batch(1, 50, 9, 11), 0).unwrap();
 }
 
+/// The storage's owner hears of every write failure in a log's directory (what a
+/// cluster node halts on): the log that goes offline, once, with the error; a listener
+/// set later hears of the first failure at once.
+#[test]
+fn the_owner_is_told_of_a_failed_write() {
+    let fs = Arc::new(FaultFs::new());
+    let storage = storage(&fs);
+    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = Arc::clone(&heard);
+    storage.on_failure(Arc::new(move |f: &fjord_storage::LogFailure| {
+        h.lock().unwrap().push(f.clone())
+    }));
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (log_a, _) = Log::open(&storage, a.path(), tiny(), 0).unwrap();
+    let (log_b, _) = Log::open(&storage, b.path(), tiny(), 0).unwrap();
+    for log in [&log_a, &log_b] {
+        log.append(&mut batch(1, 50, 0, 1), 0).unwrap();
+        log.sync_to(log.log_end_offset()).wait_blocking().unwrap();
+    }
+    assert!(heard.lock().unwrap().is_empty(), "no failure yet");
+    assert!(storage.first_failure().is_none());
+
+    // A torn append takes log a offline: heard once, however often it is retried.
+    fs.tear_next_write(30);
+    log_a.append(&mut batch(2, 50, 0, 2), 0).unwrap_err();
+    log_a.append(&mut batch(2, 50, 0, 3), 0).unwrap_err();
+    {
+        let heard = heard.lock().unwrap();
+        assert_eq!(heard.len(), 1, "{heard:?}");
+        assert_eq!(heard[0].dir, a.path());
+        assert!(heard[0].reason.contains("injected I/O error"), "{heard:?}");
+    }
+    // An fsync error takes log b offline: heard too.
+    fs.fail_syncs.store(true, Ordering::SeqCst);
+    log_b.append(&mut batch(1, 50, 0, 4), 0).unwrap();
+    log_b
+        .sync_to(log_b.log_end_offset())
+        .wait_blocking()
+        .unwrap_err();
+    assert_eq!(heard.lock().unwrap().len(), 2);
+    assert_eq!(heard.lock().unwrap()[1].dir, b.path());
+    // A listener set after the failures hears of the first one at once.
+    let late = Arc::new(std::sync::Mutex::new(None));
+    let l = Arc::clone(&late);
+    storage.on_failure(Arc::new(move |f: &fjord_storage::LogFailure| {
+        *l.lock().unwrap() = Some(f.dir.clone())
+    }));
+    assert_eq!(late.lock().unwrap().as_deref(), Some(a.path()));
+    assert_eq!(
+        storage.first_failure().map(|f| f.dir),
+        Some(a.path().to_path_buf())
+    );
+    common::crash(log_a);
+    common::crash(log_b);
+}
+
 #[test]
 fn a_torn_write_is_cut_off_and_the_log_goes_offline() {
     let fs = Arc::new(FaultFs::new());

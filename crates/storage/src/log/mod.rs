@@ -271,6 +271,7 @@ impl Log {
         {
             tracing::error!(dir = %self.dir.display(), "log goes offline: {reason}");
             *self.failure.lock() = Some(reason.clone());
+            self.ctx.failed(&self.dir, &reason);
         }
         let waiters = std::mem::take(&mut self.sync.lock().waiters);
         for (_, tx) in waiters {

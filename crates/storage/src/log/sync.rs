@@ -172,7 +172,11 @@ impl Log {
         }
         let view = Arc::clone(&self.view.read());
         let candidate = Self::recovery_point_candidate(&view, self.durable_offset().0);
+        // A failed checkpoint leaves the log writable (a later one may succeed), but the
+        // directory failed a write: the storage's owner is told (Kafka takes the log dir
+        // offline on a checkpoint's IOException too).
         self.advance_recovery_point(candidate, false)
+            .inspect_err(|e| self.ctx.failed(&self.dir, &e.to_string()))
     }
 
     /// The recovery point in memory: every offset below it is on stable storage, and after
