@@ -6,6 +6,7 @@
     ready(addr, topics, partitions)   True once every partition of every topic has a leader and no error
     create_topics(addr, {name: parts}, timeout_ms, replication_factor=1, configs=None)
                                       CreateTopics v2 (configs: topic configs for every topic); {name: (error code, message)}
+    delete_topics(addr, [names])      DeleteTopics v1; {name: error code}
     partitions(addr, topic)           Metadata v4: [{"partition", "error", "leader", "replicas", "isr"}] of one topic
     i16, i32, i64, string, array, Reader
                                       non-flexible encoders and a bounds-checked reader for other requests
@@ -20,6 +21,7 @@ import struct
 
 METADATA = 3
 CREATE_TOPICS = 19
+DELETE_TOPICS = 20
 DESCRIBE_QUORUM = 55
 
 
@@ -289,6 +291,21 @@ def create_topics(addr, topics, timeout_ms=600_000, replication_factor=1, config
         err = r.i16()
         msg = r.string()
         out[name] = (err, msg)
+
+    r.array(topic)
+    return out
+
+
+def delete_topics(addr, names, timeout_ms=60_000):
+    """DeleteTopics v1: {name: error code}."""
+    body = array([_str(n) for n in names]) + i32(timeout_ms)
+    r = _request(addr, DELETE_TOPICS, 1, body, timeout_ms / 1000 + 30)
+    r.i32()  # throttle_time_ms
+    out = {}
+
+    def topic():
+        name = r.string()
+        out[name] = r.i16()
 
     r.array(topic)
     return out

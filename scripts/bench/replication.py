@@ -47,6 +47,7 @@ import datetime
 import json
 import os
 import resource
+import shutil
 import signal
 import struct
 import subprocess
@@ -241,6 +242,9 @@ def client_main(argv):
 # ---------------------------------------------------------------- orchestration
 
 
+CHILDREN = []  # every load generator started, killed on the way out
+
+
 class Child:
     """A load generator: this script run with --client."""
 
@@ -249,6 +253,7 @@ class Child:
         self.label = label
         self.p = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   stdin=subprocess.DEVNULL)
+        CHILDREN.append(self)
 
     def readline(self, timeout_s):
         import select
@@ -347,6 +352,10 @@ def phase_throughput(cluster, cfg, failed):
         log(f"{label}: {row['mb_s']:.1f} MB/s, {row['records_s']:,.0f} records/s (producer CPU "
             f"{row['client_cpu_share']:.0%})")
         rows.append(row)
+        # the disk is shared and small: the next phases do not need this data
+        errs = kwire.delete_topics(cluster.nodes[0].addr, [topic])
+        if errs.get(topic) != 0:
+            log(f"{cluster.name}: deleting {topic}: {errs}")
     return rows
 
 
@@ -549,6 +558,9 @@ def run_kind(kind, cfg, root, failed):
         for nd in cluster.nodes:
             nd.stop()
         res["load_after"] = loadavg()
+        if not cfg.keep:
+            for nd in cluster.nodes:
+                shutil.rmtree(nd.data, ignore_errors=True)
     return res
 
 
@@ -743,6 +755,10 @@ def main():
             "fjord_bin": cfg.fjord_bin,
             "load_before": loadavg()}
     failed, results = [], []
+    need = (2 * cfg.seconds * 60e6 + cfg.catchup_mib * 2**20) * 3 * 1.3
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    if free < need:
+        sys.exit(f"{tempfile.gettempdir()} has {free / 1e9:.1f} GB free; this run needs about {need / 1e9:.1f} GB")
     keep = tempfile.mkdtemp(prefix="fjord-bench-replication-keep-") if cfg.keep else None
     with tempfile.TemporaryDirectory(prefix="fjord-bench-replication-") as tmp:
         root = keep or tmp
@@ -755,6 +771,9 @@ def main():
                 results.append({"broker": kind.capitalize(), "error": str(e)[:400], "load_before": "-",
                                 "load_after": loadavg()})
                 log(f"{kind} failed: {e}")
+            finally:
+                for c in CHILDREN:
+                    c.kill()
     meta["load_after"] = loadavg()
     conf = {k: getattr(cfg, k) for k in ("seconds", "partitions", "latency_mb_s", "latency_seconds", "failover_rate",
                                          "catchup_mib", "session_ms", "heartbeat_ms", "failover_before_s")}
