@@ -553,6 +553,13 @@ def more_cases(every):
         yield f"txn-offset-commit-unknown-topic-v{v}", "TxnOffsetCommit", v, txn_commit(
             "diff-g", [(TOPIC, [0]), ("no-such-topic", [0]), (TOPIC, [9])])
         yield f"txn-offset-commit-empty-group-id-v{v}", "TxnOffsetCommit", v, txn_commit("", [(TOPIC, [0])])
+    # WriteTxnMarkers for partitions that do not exist (nothing is written). One topic per case: Kafka answers
+    # the topics of a marker in hash order.
+    for v in every("WriteTxnMarkers", 27):
+        for name, (topic, part) in {"unknown-topic": ("no-such-topic", 0), "unknown-partition": (TOPIC, 9)}.items():
+            yield f"write-txn-markers-{name}-v{v}", "WriteTxnMarkers", v, {"Markers": [
+                {"ProducerId": 4242, "ProducerEpoch": 0, "TransactionResult": False, "CoordinatorEpoch": 0,
+                 "Topics": [{"Name": topic, "PartitionIndexes": [part]}]}]}
     # ACLs without an authorizer.
     for v in every("CreateAcls", 30):
         yield f"create-acls-v{v}", "CreateAcls", v, {"Creations": [

@@ -53,6 +53,8 @@ pub struct BrokerConfig {
     pub group_commit_syncfs: bool,
     /// Consumer-group settings (`group.*`, `offsets.retention.minutes`).
     pub groups: GroupSettings,
+    /// Transaction coordinator settings (`transaction.state.log.*`).
+    pub txns: TxnSettings,
     /// Broker config names given explicitly (file or flags), reported as
     /// STATIC_BROKER_CONFIG; the others are Kafka's defaults.
     pub explicit: BTreeSet<String>,
@@ -135,6 +137,8 @@ pub const FJORD_BROKER_CONFIGS: &[&str] = &[
     "replica.fetch.wait.max.ms",
     "replica.lag.time.max.ms",
     "socket.request.max.bytes",
+    "transaction.state.log.min.isr",
+    "transaction.state.log.replication.factor",
 ];
 
 /// The StandardAuthorizer's own settings (not Kafka broker configs: the
@@ -213,6 +217,27 @@ impl Default for GroupSettings {
             offsets_retention_ms: d.offsets_retention_ms,
             offsets_segment_bytes: limits::OFFSETS_TOPIC_SEGMENT_BYTES_DEFAULT,
             offsets_replication_factor: limits::OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT,
+        }
+    }
+}
+
+/// The transaction coordinator's `__transaction_state` in a cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TxnSettings {
+    /// `transaction.state.log.replication.factor` (Kafka's 3): created only
+    /// once that many brokers are live (COORDINATOR_NOT_AVAILABLE until then,
+    /// as in Kafka). A single node creates it with one replica.
+    pub state_replication_factor: i16,
+    /// `transaction.state.log.min.isr` (Kafka's 2): the topic's
+    /// `min.insync.replicas` in a cluster.
+    pub state_min_isr: i16,
+}
+
+impl Default for TxnSettings {
+    fn default() -> Self {
+        TxnSettings {
+            state_replication_factor: limits::TRANSACTION_STATE_REPLICATION_FACTOR_DEFAULT,
+            state_min_isr: limits::TRANSACTION_STATE_MIN_ISR_DEFAULT,
         }
     }
 }
@@ -909,6 +934,7 @@ impl Default for BrokerConfig {
             cleaner_io_max_printed: None,
             group_commit_syncfs: true,
             groups: GroupSettings::default(),
+            txns: TxnSettings::default(),
             explicit: BTreeSet::new(),
             no_effect: BTreeMap::new(),
             not_kafka: BTreeSet::new(),
@@ -1074,6 +1100,13 @@ impl BrokerConfig {
             "offsets.topic.replication.factor" => {
                 self.groups.offsets_replication_factor =
                     parse_bounded(name, value, 1, i16::MAX as i64)? as i16
+            }
+            "transaction.state.log.replication.factor" => {
+                self.txns.state_replication_factor =
+                    parse_bounded(name, value, 1, i16::MAX as i64)? as i16
+            }
+            "transaction.state.log.min.isr" => {
+                self.txns.state_min_isr = parse_bounded(name, value, 1, i16::MAX as i64)? as i16
             }
             "offsets.topic.segment.bytes" => {
                 self.groups.offsets_segment_bytes =
@@ -1271,6 +1304,14 @@ impl BrokerConfig {
         out.insert(
             "offsets.topic.segment.bytes".into(),
             self.groups.offsets_segment_bytes.to_string(),
+        );
+        out.insert(
+            "transaction.state.log.replication.factor".into(),
+            self.txns.state_replication_factor.to_string(),
+        );
+        out.insert(
+            "transaction.state.log.min.isr".into(),
+            self.txns.state_min_isr.to_string(),
         );
         match self.client_listeners() {
             Ok(ls) if !self.named_listeners.is_empty() => {

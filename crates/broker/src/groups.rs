@@ -39,7 +39,14 @@ use fjord_model::{ErrorCode, Offset, ProducerEpoch, ProducerId};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
+use crate::leadership::ShardLeadership;
 use crate::state::{now_ms, Broker, Partition, StateError};
+
+/// A node of a KRaft cluster (internal topics are replicated, and each
+/// coordinator shard is served by its partition's leader), not a single node.
+pub(crate) fn is_cluster(broker: &Broker) -> bool {
+    matches!(broker.quorum(), Some(crate::state::Quorum::Raft(_)))
+}
 
 /// Kafka's internal topic for committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -179,6 +186,8 @@ impl GroupsSlot {
                     };
                     let groups = Groups::open(&broker)?;
                     let _ = self.loaded.set(groups.clone());
+                    // A leadership change applied while it opened.
+                    groups.follow_leadership();
                     groups
                 }
             }
@@ -310,6 +319,10 @@ pub struct Groups {
     waiters: Arc<Waiters>,
     next_token: AtomicU64,
     partitions: i32,
+    /// `__consumer_offsets`' partitions, whose leadership decides which
+    /// shards this node serves in a cluster.
+    offsets_partitions: Vec<Arc<Partition>>,
+    leadership: ShardLeadership,
 }
 
 impl Groups {
@@ -329,12 +342,11 @@ impl Groups {
                 ]);
                 // In a cluster, Kafka's offsets.topic.replication.factor,
                 // and not before that many brokers are live.
-                let replication_factor =
-                    if matches!(broker.quorum(), Some(crate::state::Quorum::Raft(_))) {
-                        broker.config.groups.offsets_replication_factor
-                    } else {
-                        -1
-                    };
+                let replication_factor = if is_cluster(broker) {
+                    broker.config.groups.offsets_replication_factor
+                } else {
+                    -1
+                };
                 broker
                     .create_topic_unchecked(
                         OFFSETS_TOPIC,
@@ -379,7 +391,7 @@ impl Groups {
         let deliver_to = waiters.clone();
         let runtime = Runtime::new(
             RuntimeConfig::new(OFFSETS_TOPIC),
-            Arc::new(LogPartitions::new(offsets_partitions)),
+            Arc::new(LogPartitions::new(offsets_partitions.clone())),
             move |partition| GroupShard {
                 core: GroupCoordinator::new(GroupConfig {
                     // Distinct member ids across shards and load attempts.
@@ -394,13 +406,37 @@ impl Groups {
             move |partition, outputs, _durable| deliver(&deliver_to, partition, outputs),
             now_ms,
         );
-        runtime.start();
+        let leadership = ShardLeadership::start(
+            OFFSETS_TOPIC,
+            &runtime,
+            &offsets_partitions,
+            broker.config.node_id,
+            is_cluster(broker),
+        );
         Ok(Arc::new(Groups {
             runtime,
             waiters,
             next_token: AtomicU64::new(1),
             partitions,
+            offsets_partitions,
+            leadership,
         }))
+    }
+
+    /// In a cluster: serve the shards of the `__consumer_offsets` partitions
+    /// this node leads now (see [`ShardLeadership`]); held requests of a
+    /// shard that is unloaded get NOT_COORDINATOR.
+    pub(crate) fn follow_leadership(&self) {
+        for (p, leads) in self
+            .leadership
+            .follow(&self.runtime, &self.offsets_partitions)
+        {
+            if !leads {
+                if let Some(w) = self.waiters.get(p as usize) {
+                    w.lock().clear();
+                }
+            }
+        }
     }
 
     /// The shard (= `__consumer_offsets` partition) of a group.
@@ -718,7 +754,7 @@ fn deliver(waiters: &Waiters, partition: u32, outputs: Vec<Output>) {
 }
 
 /// Errors a later attempt to start the coordinator can get past by itself.
-fn is_transient(e: &StateError) -> bool {
+pub(crate) fn is_transient(e: &StateError) -> bool {
     matches!(
         e,
         StateError::Kafka { code, .. } if matches!(

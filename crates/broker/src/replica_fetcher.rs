@@ -299,7 +299,7 @@ fn run_alter_sender(
 }
 
 /// The PLAINTEXT listener of `node` in the current image.
-fn address_of(b: &Broker, node: NodeId) -> Option<SocketAddr> {
+pub(crate) fn address_of(b: &Broker, node: NodeId) -> Option<SocketAddr> {
     let image = b.image();
     let reg = image.broker(node)?;
     let e = reg

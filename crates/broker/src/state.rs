@@ -966,6 +966,26 @@ impl Broker {
                 }
             }
         }
+        // Coordinator shards follow their partition's leadership (cluster).
+        let touched = |name: &str| {
+            (
+                name == crate::groups::OFFSETS_TOPIC,
+                name == crate::txns::TXN_STATE_TOPIC,
+            )
+        };
+        let (offsets, txn_state) = delta
+            .created_topics()
+            .map(|t| touched(&t.name))
+            .chain(delta.changed_topics().map(|(_, t)| touched(&t.name)))
+            .fold((false, false), |(a, b), (c, d)| (a || c, b || d));
+        if offsets {
+            if let Some(g) = self.groups.loaded() {
+                g.follow_leadership();
+            }
+        }
+        if txn_state {
+            self.txns.follow_leadership();
+        }
         for resource in delta.changed_configs() {
             let ConfigResource::Topic(name) = resource else {
                 continue;

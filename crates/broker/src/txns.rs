@@ -39,17 +39,23 @@ use fjord_model::limits::{
     TRANSACTION_MARKER_RETRY_BACKOFF_MS_MAX, TRANSACTION_MARKER_RETRY_BACKOFF_MS_MIN,
     TRANSACTION_STATE_PARTITIONS_DEFAULT, TRANSACTION_STATE_SEGMENT_BYTES_DEFAULT,
 };
-use fjord_model::{ErrorCode, Offset, ProducerEpoch, ProducerId, TopicPartition};
+use fjord_model::{ErrorCode, NodeId, Offset, ProducerEpoch, ProducerId, TopicPartition};
 use fjord_txn::{
     Output, RecordError, Reply, RequestToken, TxnConfig, TxnCoordinator, TxnResult, WriteId,
 };
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
+use crate::inter_broker::Links;
+use crate::leadership::ShardLeadership;
 use crate::state::{now_ms, Broker, Partition, StateError};
 
 /// Kafka's internal topic for transaction state.
 pub const TXN_STATE_TOPIC: &str = "__transaction_state";
+/// The WriteTxnMarkers version a coordinator sends (the one Fjord serves).
+const WRITE_TXN_MARKERS_VERSION: i16 = 1;
+/// The AddPartitionsToTxn version of a broker's `verify_only` check.
+const VERIFY_ONLY_VERSION: i16 = 4;
 /// After a failed creation of `__transaction_state`, requests start the next
 /// attempt no sooner than this.
 const CREATE_RETRY_MS: i64 = 1_000;
@@ -64,6 +70,9 @@ pub struct TxnsSlot {
     failed_at_ms: AtomicI64,
     /// Held for the whole of a creation; `true` once the broker is closing.
     load_lock: Mutex<bool>,
+    /// The async runtime the coordinator's tasks run on, for starts that
+    /// come from outside it (a leadership change on the metadata thread).
+    handle: OnceLock<tokio::runtime::Handle>,
 }
 
 impl TxnsSlot {
@@ -74,6 +83,38 @@ impl TxnsSlot {
             loading: AtomicBool::new(false),
             failed_at_ms: AtomicI64::new(i64::MIN),
             load_lock: Mutex::new(false),
+            handle: OnceLock::new(),
+        }
+    }
+
+    /// Remember the async runtime the coordinator runs on (`fjord serve`
+    /// calls this at start), so that a node that comes to lead a
+    /// `__transaction_state` partition starts its coordinator by itself.
+    pub fn set_runtime(&self, handle: tokio::runtime::Handle) {
+        let _ = self.handle.set(handle);
+    }
+
+    /// In a cluster, after the metadata image changed `__transaction_state`:
+    /// serve the shards of the partitions this node leads now, starting the
+    /// coordinator if it leads one and has not started yet.
+    pub(crate) fn follow_leadership(&self) {
+        if let Some(t) = self.loaded.get() {
+            t.follow_leadership();
+            return;
+        }
+        let Some(broker) = self.broker.upgrade() else {
+            return;
+        };
+        let me = broker.config.node_id;
+        let leads_one = broker.topic(TXN_STATE_TOPIC).is_some_and(|t| {
+            t.partitions
+                .read()
+                .iter()
+                .any(|p| p.replica_state().leader == me)
+        });
+        drop(broker);
+        if leads_one {
+            self.start_loading();
         }
     }
 
@@ -109,7 +150,10 @@ impl TxnsSlot {
         if failed_at_ms != i64::MIN && now_ms().saturating_sub(failed_at_ms) < CREATE_RETRY_MS {
             return;
         }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        let Some(handle) = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| self.handle.get().cloned())
+        else {
             return;
         };
         if self.loading.swap(true, Ordering::AcqRel) {
@@ -131,7 +175,13 @@ impl TxnsSlot {
             .spawn(move || {
                 let slot = &broker.txns;
                 if let Err(e) = slot.load_blocking(&handle) {
-                    tracing::error!("cannot start the transaction coordinator: {e}");
+                    // Another node creating the topic at the same moment, or
+                    // too few brokers yet: the next request tries again.
+                    if crate::groups::is_transient(&e) {
+                        tracing::debug!("transaction coordinator not started yet: {e}");
+                    } else {
+                        tracing::error!("cannot start the transaction coordinator: {e}");
+                    }
                     slot.failed_at_ms.store(now_ms(), Ordering::Release);
                 }
                 slot.loading.store(false, Ordering::Release);
@@ -161,7 +211,9 @@ impl TxnsSlot {
             ));
         };
         let txns = Txns::open(&broker, self.broker.clone(), handle.clone())?;
-        let _ = self.loaded.set(txns);
+        let _ = self.loaded.set(txns.clone());
+        // A leadership change applied while it opened.
+        txns.follow_leadership();
         Ok(())
     }
 
@@ -286,6 +338,13 @@ pub struct Txns {
     next_token: AtomicU64,
     partitions: i32,
     closing: Arc<AtomicBool>,
+    /// `__transaction_state`'s partitions, whose leadership decides which
+    /// shards this node serves in a cluster.
+    state_partitions: Vec<Arc<Partition>>,
+    leadership: ShardLeadership,
+    /// Connections to other brokers (AddPartitionsToTxn `verify_only`).
+    links: Arc<Links>,
+    node_id: NodeId,
 }
 
 /// What `deliver` needs, set once the runtime exists.
@@ -295,6 +354,8 @@ struct Shell {
     broker: Weak<Broker>,
     handle: tokio::runtime::Handle,
     closing: Arc<AtomicBool>,
+    /// Connections to other brokers for WriteTxnMarkers.
+    links: Arc<Links>,
 }
 
 impl Txns {
@@ -308,7 +369,7 @@ impl Txns {
             Some(t) => t,
             None => {
                 // Kafka's: compacted, no time retention, transaction.state.log.segment.bytes.
-                let overrides = BTreeMap::from([
+                let mut overrides = BTreeMap::from([
                     ("cleanup.policy".to_string(), "compact".to_string()),
                     ("retention.ms".to_string(), "-1".to_string()),
                     (
@@ -316,14 +377,39 @@ impl Txns {
                         TRANSACTION_STATE_SEGMENT_BYTES_DEFAULT.to_string(),
                     ),
                 ]);
-                broker.create_topic_unchecked(
-                    TXN_STATE_TOPIC,
-                    TRANSACTION_STATE_PARTITIONS_DEFAULT,
-                    -1,
-                    &[],
-                    overrides,
-                    false,
-                )?
+                // In a cluster, Kafka's transaction.state.log.replication.factor
+                // (not before that many brokers are live) and
+                // transaction.state.log.min.isr.
+                let replication_factor = if crate::groups::is_cluster(broker) {
+                    overrides.insert(
+                        "min.insync.replicas".to_string(),
+                        broker.config.txns.state_min_isr.to_string(),
+                    );
+                    broker.config.txns.state_replication_factor
+                } else {
+                    -1
+                };
+                broker
+                    .create_topic_unchecked(
+                        TXN_STATE_TOPIC,
+                        TRANSACTION_STATE_PARTITIONS_DEFAULT,
+                        replication_factor,
+                        &[],
+                        overrides,
+                        false,
+                    )
+                    .map_err(|e| match e {
+                        StateError::Kafka {
+                            code: ErrorCode::INVALID_REPLICATION_FACTOR,
+                            message,
+                        } => StateError::kafka(
+                            ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                            format!(
+                                "{TXN_STATE_TOPIC} needs transaction.state.log.replication.factor={replication_factor} live brokers: {message}"
+                            ),
+                        ),
+                        e => e,
+                    })?
             }
         };
         let state_partitions: Vec<Arc<Partition>> = topic.partitions.read().clone();
@@ -335,17 +421,19 @@ impl Txns {
                 .collect(),
         );
         let closing = Arc::new(AtomicBool::new(false));
+        let links = Arc::new(Links::new(broker.config.node_id));
         let shell = Arc::new(Shell {
             runtime: OnceLock::new(),
             waiters: waiters.clone(),
             broker: weak,
             handle: handle.clone(),
             closing: closing.clone(),
+            links: links.clone(),
         });
         let deliver_shell = shell.clone();
         let runtime = Runtime::new(
             RuntimeConfig::new(TXN_STATE_TOPIC),
-            Arc::new(LogPartitions::new(state_partitions)),
+            Arc::new(LogPartitions::new(state_partitions.clone())),
             move |partition| TxnShard {
                 core: TxnCoordinator::new(TxnConfig::default()),
                 partition,
@@ -356,7 +444,13 @@ impl Txns {
             now_ms,
         );
         let _ = shell.runtime.set(Arc::downgrade(&runtime));
-        runtime.start();
+        let leadership = ShardLeadership::start(
+            TXN_STATE_TOPIC,
+            &runtime,
+            &state_partitions,
+            broker.config.node_id,
+            crate::groups::is_cluster(broker),
+        );
         {
             let _entered = handle.enter();
             runtime.start_timer();
@@ -367,7 +461,110 @@ impl Txns {
             next_token: AtomicU64::new(1),
             partitions,
             closing,
+            state_partitions,
+            leadership,
+            links,
+            node_id: broker.config.node_id,
         }))
+    }
+
+    /// In a cluster: serve the shards of the `__transaction_state`
+    /// partitions this node leads now (see [`ShardLeadership`]); requests
+    /// waiting on a shard that is unloaded get NOT_COORDINATOR, and its
+    /// marker tasks stop (the new leader's shard sends them again).
+    pub(crate) fn follow_leadership(&self) {
+        for (p, leads) in self
+            .leadership
+            .follow(&self.runtime, &self.state_partitions)
+        {
+            if !leads {
+                if let Some(w) = self.waiters.get(p as usize) {
+                    w.lock().clear();
+                }
+            }
+        }
+    }
+
+    /// In a cluster, the broker that coordinates `transactional_id` when it
+    /// is another one (the leader of its `__transaction_state` partition,
+    /// with its address); `None` when this node does (or no leader is known).
+    pub(crate) fn remote_coordinator(
+        &self,
+        broker: &Broker,
+        transactional_id: &str,
+    ) -> Option<(NodeId, Option<String>)> {
+        if !crate::groups::is_cluster(broker) {
+            return None;
+        }
+        let p = self
+            .state_partitions
+            .get(self.partition_for(transactional_id) as usize)?;
+        let leader = p.replica_state().leader;
+        (leader != self.node_id && leader.0 >= 0).then(|| (leader, Links::address(broker, leader)))
+    }
+
+    /// AddPartitionsToTxn `verify_only` (v4) for `partition`, sent to the
+    /// transaction coordinator `node` (Kafka's group coordinator asks so
+    /// before a TxnOffsetCommit, KIP-890): NONE when the partition is in the
+    /// producer's ongoing transaction, the coordinator's error otherwise; a
+    /// coordinator that cannot be reached or asked is COORDINATOR_NOT_AVAILABLE
+    /// (the client looks the coordinator up again and retries).
+    pub(crate) async fn verify_remote(
+        &self,
+        (node, addr): (NodeId, Option<String>),
+        transactional_id: &str,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        partition: &TopicPartition,
+    ) -> ErrorCode {
+        use fjord_protocol::kafka_protocol::messages::add_partitions_to_txn_request::{
+            AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+        };
+        use fjord_protocol::kafka_protocol::messages::{
+            AddPartitionsToTxnRequest, TopicName, TransactionalId,
+        };
+        let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
+            AddPartitionsToTxnTransaction::default()
+                .with_transactional_id(TransactionalId(crate::handlers::str_bytes(
+                    transactional_id,
+                )))
+                .with_producer_id(fjord_protocol::kafka_protocol::messages::ProducerId(
+                    producer_id.0,
+                ))
+                .with_producer_epoch(producer_epoch.0)
+                .with_verify_only(true)
+                .with_topics(vec![AddPartitionsToTxnTopic::default()
+                    .with_name(TopicName(crate::handlers::str_bytes(&partition.topic)))
+                    .with_partitions(vec![partition.partition.0])]),
+        ]);
+        let answer = match self
+            .links
+            .send(node, addr, &request, VERIFY_ONLY_VERSION)
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(%transactional_id, node = node.0, "transaction verification not answered: {e}");
+                return ErrorCode::COORDINATOR_NOT_AVAILABLE;
+            }
+        };
+        if answer.error_code != 0 {
+            return ErrorCode(answer.error_code);
+        }
+        let code = answer
+            .results_by_transaction
+            .iter()
+            .flat_map(|t| &t.topic_results)
+            .flat_map(|t| &t.results_by_partition)
+            .map(|p| ErrorCode(p.partition_error_code))
+            .find(|e| !e.is_none())
+            .unwrap_or(ErrorCode::NONE);
+        match code {
+            ErrorCode::NOT_COORDINATOR
+            | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
+            | ErrorCode::CONCURRENT_TRANSACTIONS => ErrorCode::COORDINATOR_NOT_AVAILABLE,
+            code => code,
+        }
     }
 
     /// The shard (= `__transaction_state` partition) of a transactional id.
@@ -538,7 +735,14 @@ impl Shell {
     }
 
     /// Write the markers of one transaction into each of its partitions,
-    /// retrying until every one is written, then report them.
+    /// retrying until every one is written, then report them. A partition
+    /// led here gets its marker through the partition layer; in a cluster,
+    /// one led by another broker gets it by WriteTxnMarkers sent to that
+    /// leader, as Kafka's coordinator does (its leader looked up again in the
+    /// metadata image at every attempt). A partition whose leader answers
+    /// TRANSACTION_COORDINATOR_FENCED has seen a newer coordinator of this
+    /// transaction: this one stops (Kafka's coordinator gives up sending
+    /// then), and so it does once its shard is no longer served here.
     async fn write_markers(
         self: Arc<Self>,
         partition: u32,
@@ -560,11 +764,22 @@ impl Shell {
             if self.closing.load(Ordering::Acquire) {
                 return;
             }
+            let Some(runtime) = self.runtime() else {
+                return;
+            };
+            if runtime.status(partition) != ShardStatus::Active {
+                tracing::debug!(%transactional_id, partition, "markers left to the shard's next leader");
+                return;
+            }
+            drop(runtime);
             let Some(broker) = self.broker.upgrade() else {
                 return;
             };
-            let mut waits = Vec::new();
-            let mut retry = Vec::new();
+            let me = broker.config.node_id;
+            let cluster = crate::groups::is_cluster(&broker);
+            let mut local = Vec::new();
+            let mut remote: BTreeMap<NodeId, Vec<TopicPartition>> = BTreeMap::new();
+            let mut outcomes: Vec<(TopicPartition, ErrorCode)> = Vec::new();
             for tp in pending {
                 let Some(p) = broker
                     .topic(&tp.topic)
@@ -573,34 +788,57 @@ impl Shell {
                     // Deleted: no marker is needed (Kafka drops it too).
                     continue;
                 };
-                match p.append_marker(&marker, now_ms()) {
-                    Ok((_, committed)) => waits.push((tp, committed)),
-                    Err(e) if is_retriable(e.kafka_code()) => {
-                        tracing::debug!(%transactional_id, topic = %tp.topic, partition = tp.partition.0, "marker not written, retrying: {e}");
+                let leader = p.replica_state().leader;
+                if !cluster || leader == me {
+                    match crate::handlers::write_txn_markers::append_marker(&broker, &tp, &marker) {
+                        Ok(committed) => local.push((tp, committed)),
+                        Err(code) => outcomes.push((tp, code)),
+                    }
+                } else if leader.0 < 0 {
+                    outcomes.push((tp, ErrorCode::LEADER_NOT_AVAILABLE));
+                } else {
+                    remote.entry(leader).or_default().push(tp);
+                }
+            }
+            let remote: Vec<(NodeId, Option<String>, Vec<TopicPartition>)> = remote
+                .into_iter()
+                .map(|(node, tps)| {
+                    let addr = Links::address(&broker, node);
+                    (node, addr, tps)
+                })
+                .collect();
+            drop(broker);
+            for (tp, committed) in local {
+                outcomes.push((tp, committed.await.err().unwrap_or(ErrorCode::NONE)));
+            }
+            for (node, addr, tps) in remote {
+                match self.send_markers(node, addr, &marker, &tps).await {
+                    Ok(answered) => outcomes.extend(answered),
+                    Err(e) => {
+                        tracing::debug!(%transactional_id, node = node.0, "WriteTxnMarkers not answered, retrying: {e}");
+                        outcomes
+                            .extend(tps.into_iter().map(|tp| (tp, ErrorCode::NETWORK_EXCEPTION)));
+                    }
+                }
+            }
+            let mut retry = Vec::new();
+            for (tp, code) in outcomes {
+                match code {
+                    ErrorCode::NONE => {}
+                    ErrorCode::TRANSACTION_COORDINATOR_FENCED => {
+                        tracing::info!(%transactional_id, topic = %tp.topic, partition = tp.partition.0, "a newer coordinator wrote this transaction's markers: this one stops");
+                        return;
+                    }
+                    code if is_retriable(code) => {
+                        tracing::debug!(%transactional_id, topic = %tp.topic, partition = tp.partition.0, "marker not written, retrying: {code:?}");
                         retry.push(tp);
                     }
-                    Err(e) => tracing::warn!(
+                    code => tracing::warn!(
                         %transactional_id,
                         topic = %tp.topic,
                         partition = tp.partition.0,
-                        "marker refused, not retried: {e}"
+                        "marker refused, not retried: {code:?}"
                     ),
-                }
-            }
-            let groups = broker.groups.loaded().cloned();
-            drop(broker);
-            for (tp, committed) in waits {
-                if let Err(e) = committed.await {
-                    tracing::debug!(%transactional_id, topic = %tp.topic, partition = tp.partition.0, "marker not committed, retrying: {e}");
-                    retry.push(tp);
-                    continue;
-                }
-                // A group's transactional offsets become visible (or are
-                // dropped) once the marker is in its offsets partition.
-                if tp.topic == crate::groups::OFFSETS_TOPIC {
-                    if let (Some(g), Ok(p)) = (&groups, u32::try_from(tp.partition.0)) {
-                        g.complete_txn(p, producer_id, !marker.aborted).await;
-                    }
                 }
             }
             if retry.is_empty() {
@@ -630,6 +868,70 @@ impl Shell {
         }
     }
 
+    /// WriteTxnMarkers (v1) for `marker` in `partitions`, to their leader
+    /// `node` at `addr`, over a connection kept per node (dropped on any
+    /// failure). The answer's code per partition; a partition the answer
+    /// leaves out is UNKNOWN_SERVER_ERROR (retried).
+    async fn send_markers(
+        &self,
+        node: NodeId,
+        addr: Option<String>,
+        marker: &fjord_storage::TxnMarker,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<(TopicPartition, ErrorCode)>, String> {
+        use fjord_protocol::kafka_protocol::messages::write_txn_markers_request::{
+            WritableTxnMarker, WritableTxnMarkerTopic,
+        };
+        use fjord_protocol::kafka_protocol::messages::{TopicName, WriteTxnMarkersRequest};
+        let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for tp in partitions {
+            topics.entry(&tp.topic).or_default().push(tp.partition.0);
+        }
+        let request =
+            WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+                .with_producer_id(fjord_protocol::kafka_protocol::messages::ProducerId(
+                    marker.producer_id.0,
+                ))
+                .with_producer_epoch(marker.producer_epoch.0)
+                .with_transaction_result(!marker.aborted)
+                .with_coordinator_epoch(marker.coordinator_epoch)
+                .with_topics(
+                    topics
+                        .into_iter()
+                        .map(|(name, indexes)| {
+                            WritableTxnMarkerTopic::default()
+                                .with_name(TopicName(crate::handlers::str_bytes(name)))
+                                .with_partition_indexes(indexes)
+                        })
+                        .collect(),
+                )]);
+        let answer = self
+            .links
+            .send(node, addr, &request, WRITE_TXN_MARKERS_VERSION)
+            .await?;
+        let mut codes: HashMap<(&str, i32), ErrorCode> = HashMap::new();
+        for m in &answer.markers {
+            for t in &m.topics {
+                for p in &t.partitions {
+                    codes.insert(
+                        (t.name.0.as_str(), p.partition_index),
+                        ErrorCode(p.error_code),
+                    );
+                }
+            }
+        }
+        Ok(partitions
+            .iter()
+            .map(|tp| {
+                let code = codes
+                    .get(&(tp.topic.as_str(), tp.partition.0))
+                    .copied()
+                    .unwrap_or(ErrorCode::UNKNOWN_SERVER_ERROR);
+                (tp.clone(), code)
+            })
+            .collect())
+    }
+
     /// The coordinator epoch markers carry: the leader epoch of the shard's
     /// `__transaction_state` partition.
     fn coordinator_epoch(&self, partition: u32) -> i32 {
@@ -642,11 +944,16 @@ impl Shell {
 }
 
 /// Marker write errors worth retrying (the partition may come back to this
-/// leader or recover); others mean the marker is not wanted.
+/// leader or recover, its new leader may not know it yet, a broker may be
+/// unreachable for a while); others mean the marker is not wanted.
 fn is_retriable(code: ErrorCode) -> bool {
     matches!(
         code,
         ErrorCode::NOT_LEADER_OR_FOLLOWER
+            | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+            | ErrorCode::NETWORK_EXCEPTION
+            | ErrorCode::UNKNOWN_SERVER_ERROR
+            | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
             | ErrorCode::NOT_ENOUGH_REPLICAS
             | ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND
             | ErrorCode::KAFKA_STORAGE_ERROR

@@ -885,3 +885,51 @@ async fn acls_are_managed_with_kafkas_apis_and_enforced() {
         .await
         .unwrap();
 }
+
+/// WriteTxnMarkers needs CLUSTER_ACTION on the cluster (Kafka's rule): any
+/// other principal gets CLUSTER_AUTHORIZATION_FAILED for every partition and
+/// nothing is written; a super user's request is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_txn_markers_needs_cluster_action() {
+    use fjord_protocol::kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    use fjord_protocol::kafka_protocol::messages::{
+        ProducerId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, addr, stop, server) = acl_broker(dir.path()).await;
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.create_topic("t", 2, Default::default(), false).unwrap())
+        .await
+        .unwrap();
+    let req = WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+        .with_producer_id(ProducerId(77))
+        .with_producer_epoch(0)
+        .with_transaction_result(false)
+        .with_coordinator_epoch(0)
+        .with_topics(vec![WritableTxnMarkerTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partition_indexes(vec![0, 1])])]);
+    let mut alice = plain_login(&addr, b"\0alice\0alice-pw").await;
+    let r: WriteTxnMarkersResponse = call_flex(&mut alice, 27, 1, &req).await.expect("an answer");
+    let codes: Vec<i16> = r.markers[0].topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes, vec![CLUSTER_AUTHORIZATION_FAILED; 2]);
+    let partition = broker.topic("t").unwrap().partition(0).unwrap();
+    assert_eq!(partition.log.log_end_offset().0, 0, "nothing written");
+    let mut admin = plain_login(&addr, b"\0admin\0admin-pw").await;
+    let r: WriteTxnMarkersResponse = call_flex(&mut admin, 27, 1, &req).await.expect("an answer");
+    let codes: Vec<i16> = r.markers[0].topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes, vec![0, 0]);
+    assert_eq!(partition.log.log_end_offset().0, 1, "the ABORT marker");
+    let _ = stop.send(true);
+    server.await.unwrap().unwrap();
+}

@@ -289,3 +289,80 @@ async fn a_timed_out_transaction_is_aborted() {
     assert_eq!(partition.last_stable_offset().0, 2);
     assert_eq!(end_txn(&b, 3, "slow", producer, true).await, 90);
 }
+
+async fn write_marker(
+    b: &std::sync::Arc<fjord_broker::Broker>,
+    (pid, epoch): (i64, i16),
+    coordinator_epoch: i32,
+    commit: bool,
+    topic: &str,
+) -> i16 {
+    use fjord_protocol::kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    let req = WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_transaction_result(commit)
+        .with_coordinator_epoch(coordinator_epoch)
+        .with_topics(vec![WritableTxnMarkerTopic::default()
+            .with_name(TopicName(s(topic)))
+            .with_partition_indexes(vec![0])])]);
+    let r: WriteTxnMarkersResponse = call(b, ApiKey::WriteTxnMarkers, 1, &req).await;
+    assert_eq!(r.markers.len(), 1);
+    assert_eq!(r.markers[0].producer_id.0, pid);
+    assert_eq!(r.markers[0].topics[0].name.0.as_str(), topic);
+    r.markers[0].topics[0].partitions[0].error_code
+}
+
+/// WriteTxnMarkers, as another broker's transaction coordinator (or the admin
+/// client's abortTransaction) sends it: the marker ends the producer's open
+/// transaction in the partition (last stable offset, aborted-transaction
+/// index); an older coordinator epoch is TRANSACTION_COORDINATOR_FENCED, an
+/// older producer epoch INVALID_PRODUCER_EPOCH, an unknown partition
+/// UNKNOWN_TOPIC_OR_PARTITION, and none of them writes anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_txn_markers_ends_a_transaction_in_its_partitions() {
+    assert_eq!(versions(ApiKey::WriteTxnMarkers), 1..=1);
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_broker(dir.path(), 1);
+    b.create_topic("t", 1, Default::default(), false).unwrap();
+    find_txn_coordinator(&b, "w").await;
+    let producer = init(&b, "w", 4).await;
+    let partition = b.topic("t").unwrap().partition(0).unwrap();
+
+    assert_eq!(add_partitions(&b, 3, "w", producer, "t").await, 0);
+    let batch = txn_batch(producer.0, producer.1, 0, &[b"x", b"y"]);
+    assert_eq!(produce(&b, "w", "t", batch).await, 0);
+    assert_eq!(partition.last_stable_offset().0, 0);
+    // The ABORT marker, at coordinator epoch 5.
+    assert_eq!(write_marker(&b, producer, 5, false, "t").await, 0);
+    assert_eq!(partition.last_stable_offset().0, 3);
+    assert_eq!(partition.high_watermark().0, 3);
+    let aborted = partition.log.aborted_index();
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(
+        (aborted[0].first_offset.0, aborted[0].last_offset.0),
+        (0, 2)
+    );
+    // Refusals write nothing.
+    const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
+    const INVALID_PRODUCER_EPOCH: i16 = 47;
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    assert_eq!(
+        write_marker(&b, producer, 4, true, "t").await,
+        TRANSACTION_COORDINATOR_FENCED
+    );
+    assert_eq!(
+        write_marker(&b, (producer.0, producer.1 - 1), 5, true, "t").await,
+        INVALID_PRODUCER_EPOCH
+    );
+    assert_eq!(
+        write_marker(&b, producer, 5, true, "nope").await,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(partition.log.log_end_offset().0, 3);
+    // The same coordinator epoch is accepted (a retried marker).
+    assert_eq!(write_marker(&b, producer, 5, true, "t").await, 0);
+    assert_eq!(partition.log.log_end_offset().0, 4);
+}

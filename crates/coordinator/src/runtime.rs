@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -80,6 +80,9 @@ struct Shard<C> {
     deadline_ms: AtomicI64,
     /// Loads that failed in a row (sets the backoff).
     failures: AtomicU32,
+    /// Bumped by every `unload` and `reload`: a load started before finishes
+    /// into nothing. Written under `state`'s lock and the queue's lock.
+    generation: AtomicU64,
 }
 
 type Factory<C> = Box<dyn Fn(u32) -> C + Send + Sync>;
@@ -122,6 +125,7 @@ impl<C: Coordinator> Runtime<C> {
                 state: Mutex::new(State::Loading),
                 deadline_ms: AtomicI64::new(NO_DEADLINE),
                 failures: AtomicU32::new(0),
+                generation: AtomicU64::new(0),
             })
             .collect();
         Arc::new(Runtime {
@@ -147,11 +151,66 @@ impl<C: Coordinator> Runtime<C> {
 
     /// Load every shard on background threads (at most `load_threads`).
     pub fn start(self: &Arc<Self>) {
-        self.queue.lock().extend(0..self.shard_count());
-        let threads = self.config.load_threads.clamp(1, self.shards.len().max(1));
-        for _ in 0..threads {
+        self.start_with(|_| true);
+    }
+
+    /// Load the shards `load` selects on background threads; the others
+    /// start `Closed` (a cluster node loads the partitions it leads, and
+    /// [`Runtime::reload`] the ones it comes to lead).
+    pub fn start_with(self: &Arc<Self>, load: impl Fn(u32) -> bool) {
+        let mut loading = 0;
+        for (p, shard) in self.shards.iter().enumerate() {
+            let p = p as u32;
+            if load(p) {
+                self.queue.lock().push_back(p);
+                loading += 1;
+            } else {
+                *shard.state.lock() = State::Closed;
+            }
+        }
+        let threads = self.config.load_threads.clamp(1, loading.max(1));
+        for _ in 0..threads.min(loading) {
             self.spawn_loader();
         }
+    }
+
+    /// Unload one shard (this node stopped leading its partition): it
+    /// becomes `Closed` and drops its state machine; a load in progress
+    /// finishes into nothing. Requests then get NOT_COORDINATOR.
+    pub fn unload(&self, p: u32) {
+        let Some(shard) = self.shards.get(p as usize) else {
+            return;
+        };
+        let mut state = shard.state.lock();
+        let mut queue = self.queue.lock();
+        shard.generation.fetch_add(1, Ordering::AcqRel);
+        queue.retain(|&q| q != p);
+        *state = State::Closed;
+        shard.deadline_ms.store(NO_DEADLINE, Ordering::Release);
+    }
+
+    /// Load one shard again from its partition (this node became its
+    /// leader): whatever state it had is dropped, and a load in progress
+    /// finishes into nothing; requests get COORDINATOR_LOAD_IN_PROGRESS
+    /// until the new load ends. Nothing once the runtime is closing.
+    pub fn reload(self: &Arc<Self>, p: u32) {
+        let Some(shard) = self.shards.get(p as usize) else {
+            return;
+        };
+        if self.closing.load(Ordering::Acquire) {
+            return;
+        }
+        {
+            let mut state = shard.state.lock();
+            let mut queue = self.queue.lock();
+            shard.generation.fetch_add(1, Ordering::AcqRel);
+            *state = State::Loading;
+            shard.deadline_ms.store(NO_DEADLINE, Ordering::Release);
+            if !queue.contains(&p) {
+                queue.push_back(p);
+            }
+        }
+        self.spawn_loader();
     }
 
     /// Wait until every loader thread started so far has finished.
@@ -173,10 +232,20 @@ impl<C: Coordinator> Runtime<C> {
         let spawned = std::thread::Builder::new()
             .name("fjord-coord-load".to_string())
             .spawn(move || loop {
-                let Some(p) = this.queue.lock().pop_front() else {
-                    return;
+                // The generation is read under the queue's lock, which
+                // `reload` and `unload` hold while they change it.
+                let (p, generation) = {
+                    let mut queue = this.queue.lock();
+                    let Some(p) = queue.pop_front() else {
+                        return;
+                    };
+                    let generation = this
+                        .shards
+                        .get(p as usize)
+                        .map_or(0, |s| s.generation.load(Ordering::Acquire));
+                    (p, generation)
                 };
-                this.load_shard(p);
+                this.load_shard(p, generation);
             });
         match spawned {
             Ok(h) => {
@@ -188,8 +257,13 @@ impl<C: Coordinator> Runtime<C> {
                 // Queued partitions stay Loading; fail them so they are retried.
                 tracing::error!(topic = %self.config.topic, "cannot start a loader thread: {e}");
                 while let Some(p) = self.queue.lock().pop_front() {
+                    let generation = self
+                        .shards
+                        .get(p as usize)
+                        .map_or(0, |s| s.generation.load(Ordering::Acquire));
                     self.finish_load(
                         p,
+                        generation,
                         Err(LoadError::Read {
                             offset: 0,
                             detail: format!("cannot start a loader thread: {e}"),
@@ -202,7 +276,7 @@ impl<C: Coordinator> Runtime<C> {
 
     /// Replay partition `p` into a fresh state machine (the shard is
     /// `Loading`; its lock is not held meanwhile), then make it active or failed.
-    fn load_shard(&self, p: u32) {
+    fn load_shard(&self, p: u32, generation: u64) {
         let started = std::time::Instant::now();
         let mut c = (self.factory)(p);
         let topic = &self.config.topic;
@@ -246,15 +320,19 @@ impl<C: Coordinator> Runtime<C> {
                 "shard loaded"
             );
         }
-        self.finish_load(p, result.map(|_| c));
+        self.finish_load(p, generation, result.map(|_| c));
     }
 
-    fn finish_load(&self, p: u32, result: Result<C, LoadError>) {
+    fn finish_load(&self, p: u32, generation: u64, result: Result<C, LoadError>) {
         let Some(shard) = self.shards.get(p as usize) else {
             return;
         };
         let now = (self.clock)();
         let mut state = shard.state.lock();
+        if shard.generation.load(Ordering::Acquire) != generation {
+            // Unloaded or reloaded meanwhile: this load's state machine is dropped.
+            return;
+        }
         // One load at a time per shard: only a loader leaves `Loading`, and only `close` enters `Closed`.
         assert!(
             matches!(*state, State::Loading | State::Closed),

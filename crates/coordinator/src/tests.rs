@@ -507,3 +507,48 @@ fn close_unloads_every_shard() {
         assert_eq!(entries(&h, p), Err(ShardError::NotCoordinator));
     }
 }
+
+#[test]
+fn start_with_loads_only_the_selected_shards() {
+    let h = harness(vec![kv(&[("a", Some("1"))]), kv(&[("b", Some("2"))])]);
+    h.rt.start_with(|p| p == 1);
+    h.rt.wait_for_loads();
+    assert_eq!(h.rt.status(0), ShardStatus::Closed);
+    assert_eq!(entries(&h, 0), Err(ShardError::NotCoordinator));
+    assert_eq!(entries(&h, 1), Ok(pairs(&[("b", "2")])));
+    assert_eq!(h.io.loads.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_shard_unloaded_while_loading_stays_unloaded_and_a_reload_reads_the_partition_again() {
+    let h = harness(vec![kv(&[("a", Some("1"))]), kv(&[("b", Some("2"))])]);
+    h.io.hold[0].store(true, Ordering::SeqCst);
+    h.rt.start();
+    while h.io.loads.load(Ordering::SeqCst) < 2 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Leadership of partition 0 moves away while its load runs: the load
+    // finishes into nothing.
+    h.rt.unload(0);
+    h.io.hold[0].store(false, Ordering::SeqCst);
+    h.rt.wait_for_loads();
+    assert_eq!(h.rt.status(0), ShardStatus::Closed);
+    assert_eq!(entries(&h, 0), Err(ShardError::NotCoordinator));
+    // Meanwhile the new leader wrote (replicated here); leadership comes
+    // back: the shard replays the whole partition, the new record included.
+    h.io.parts[0]
+        .lock()
+        .push((b"c".to_vec(), Some(b"3".to_vec())));
+    h.rt.reload(0);
+    h.rt.wait_for_loads();
+    assert_eq!(entries(&h, 0), Ok(pairs(&[("a", "1"), ("c", "3")])));
+    // An active shard that is unloaded drops its state.
+    let before = h.drops.load(Ordering::SeqCst);
+    h.rt.unload(1);
+    assert_eq!(h.drops.load(Ordering::SeqCst), before + 1);
+    assert_eq!(entries(&h, 1), Err(ShardError::NotCoordinator));
+    // A closed runtime reloads nothing.
+    h.rt.close();
+    h.rt.reload(1);
+    assert_eq!(h.rt.status(1), ShardStatus::Closed);
+}

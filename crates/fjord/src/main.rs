@@ -339,6 +339,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // The transaction coordinator of a node that has served transactions
         // loads now too, so that prepared transactions get their markers and
         // open ones their timeout without waiting for a client.
+        broker.txns.set_runtime(tokio::runtime::Handle::current());
         if broker_role && broker.topic(fjord_broker::txns::TXN_STATE_TOPIC).is_some() {
             broker.txns.start_loading();
         }

@@ -119,6 +119,10 @@ pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: i32 = 50;
 // ---- transactions (fjord-txn) ----
 /// Default `transaction.state.log.num.partitions`.
 pub const TRANSACTION_STATE_PARTITIONS_DEFAULT: i32 = 50;
+/// `transaction.state.log.replication.factor`: Kafka's default.
+pub const TRANSACTION_STATE_REPLICATION_FACTOR_DEFAULT: i16 = 3;
+/// `transaction.state.log.min.isr`: Kafka's default.
+pub const TRANSACTION_STATE_MIN_ISR_DEFAULT: i16 = 2;
 /// Kafka's `transaction.state.log.segment.bytes` default (100 MiB).
 pub const TRANSACTION_STATE_SEGMENT_BYTES_DEFAULT: u64 = 100 * 1024 * 1024;
 /// First wait before a transaction marker that could not be written is tried
@@ -126,6 +130,12 @@ pub const TRANSACTION_STATE_SEGMENT_BYTES_DEFAULT: u64 = 100 * 1024 * 1024;
 pub const TRANSACTION_MARKER_RETRY_BACKOFF_MS_MIN: i64 = 100;
 /// Longest wait between two attempts to write a transaction marker.
 pub const TRANSACTION_MARKER_RETRY_BACKOFF_MS_MAX: i64 = 5_000;
+/// How long a transaction coordinator waits to connect to another broker to
+/// send it WriteTxnMarkers (the attempt is retried with the backoff above).
+pub const TRANSACTION_MARKER_CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// How long it waits for that broker's WriteTxnMarkers answer (Kafka's
+/// `request.timeout.ms` default, which its marker channel uses).
+pub const TRANSACTION_MARKER_REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// Default `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask for.
 pub const TRANSACTION_TIMEOUT_MS_MAX_DEFAULT: i32 = 900_000;
 /// Default `transaction.abort.timed.out.transaction.cleanup.interval.ms`.

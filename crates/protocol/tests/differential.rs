@@ -85,6 +85,7 @@ fn kafka_protocol_decode(like: &Request, version: i16, body: &Bytes) -> Request 
         AddOffsetsToTxn,
         EndTxn,
         TxnOffsetCommit,
+        WriteTxnMarkers,
     );
     assert!(buf.is_empty(), "kafka-protocol left bytes of {like:?}");
     decoded

@@ -33,6 +33,13 @@
 //       A line "close" on stdin (or EOF) closes the consumer cleanly. The Python twin is
 //       tools/group_member.py.
 //
+//   txns BOOTSTRAP TOPIC TXN_ID COUNT [k=v ...]
+//       COUNT transactions with TXN_ID, transaction i writing "c<i>-p<p>" (committed) or "a<i>-p<p>"
+//       (aborted after a flush, so they are in the log: every third one, i % 3 == 2) to every
+//       partition p of TOPIC. Prints
+//         {"type":"done","committed":[values...],"aborted":[values...]}
+//       or {"type":"error",...} if a transaction fails.
+//
 //   eos BOOTSTRAP IN OUT GROUP TXN_ID TOTAL [k=v ...]
 //       Exactly-once consume-transform-produce: a read_committed consumer in GROUP reads IN, a producer
 //       with TXN_ID writes "out-"+value to OUT (same partition) and commits the consumer's offsets in the
@@ -119,6 +126,9 @@ public class E2EClient {
                 break;
             case "txn":
                 txn(args);
+                break;
+            case "txns":
+                txns(args);
                 break;
             case "eos":
                 eos(args);
@@ -216,6 +226,46 @@ public class E2EClient {
             n.put("message", String.valueOf(e.getMessage()));
         }
         n.put("elapsed_ms", (System.nanoTime() - started) / 1_000_000);
+        emit(n);
+    }
+
+    static void txns(String[] args) throws Exception {
+        String bootstrap = args[1];
+        String topic = args[2];
+        int count = Integer.parseInt(args[4]);
+        List<String> kvs = new ArrayList<>();
+        for (int i = 5; i < args.length; i++) kvs.add(args[i]);
+        Properties p = props(bootstrap, kvs);
+        p.put("transactional.id", args[3]);
+        ObjectNode n = JSON.createObjectNode();
+        ArrayNode committed = n.putArray("committed");
+        ArrayNode aborted = n.putArray("aborted");
+        try (KafkaProducer<byte[], byte[]> producer =
+                new KafkaProducer<>(p, new ByteArraySerializer(), new ByteArraySerializer())) {
+            producer.initTransactions();
+            int partitions = producer.partitionsFor(topic).size();
+            for (int i = 0; i < count; i++) {
+                boolean abort = i % 3 == 2;
+                producer.beginTransaction();
+                for (int part = 0; part < partitions; part++) {
+                    String v = (abort ? "a" : "c") + i + "-p" + part;
+                    producer.send(new ProducerRecord<>(topic, part, bytes("k"), bytes(v)));
+                    (abort ? aborted : committed).add(v);
+                }
+                if (abort) {
+                    // Written first, so that the log holds the aborted records.
+                    producer.flush();
+                    producer.abortTransaction();
+                } else {
+                    producer.commitTransaction();
+                }
+            }
+            n.put("type", "done");
+        } catch (Exception e) {
+            n.put("type", "error");
+            n.put("error", e.getClass().getSimpleName());
+            n.put("message", String.valueOf(e.getMessage()));
+        }
         emit(n);
     }
 

@@ -77,6 +77,7 @@ pub const REQUESTS: &[(&str, Option<i16>)] = &[
     ("AddOffsetsToTxn", None),
     ("EndTxn", None),
     ("TxnOffsetCommit", None),
+    ("WriteTxnMarkers", None),
     ("BrokerRegistration", None),
     ("BrokerHeartbeat", None),
     ("AllocateProducerIds", None),

@@ -332,6 +332,17 @@ pub fn check(ctx: &Ctx, request: Request) -> Checked {
                 return denied(ctx.respond(&EndTxnResponse::default().with_error_code(TXN_DENIED)));
             }
         }
+        // Kafka: CLUSTER_ACTION on the cluster, or every partition answered
+        // CLUSTER_AUTHORIZATION_FAILED.
+        Request::WriteTxnMarkers(r) => {
+            if !ctx.may_on_cluster(Operation::ClusterAction) {
+                let answer = super::write_txn_markers::error_response(
+                    r,
+                    ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
+                );
+                return denied(ctx.respond(&answer));
+            }
+        }
         // Not covered yet: super users (ALTER on the cluster) only.
         _ => {
             if !ctx.may_on_cluster(Operation::Alter) {

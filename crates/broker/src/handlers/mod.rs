@@ -58,6 +58,7 @@ pub mod sync_group;
 pub mod transactions;
 pub mod txn_offset_commit;
 pub mod update_features;
+pub mod write_txn_markers;
 
 /// Everything a handler knows about the request besides its body.
 pub struct Ctx {
@@ -320,6 +321,7 @@ pub fn supported() -> Vec<(i16, RangeInclusive<i16>)> {
         ),
         (ApiKey::EndTxn as i16, transactions::END_TXN_VERSIONS),
         (ApiKey::TxnOffsetCommit as i16, txn_offset_commit::VERSIONS),
+        (ApiKey::WriteTxnMarkers as i16, write_txn_markers::VERSIONS),
         (
             ApiKey::DescribeTransactions as i16,
             transactions::DESCRIBE_VERSIONS,
@@ -468,6 +470,7 @@ pub fn dispatch_on(
         Request::AddOffsetsToTxn(r) => transactions::add_offsets(ctx, r),
         Request::EndTxn(r) => transactions::end_txn(ctx, r),
         Request::TxnOffsetCommit(r) => txn_offset_commit::handle(ctx, r),
+        Request::WriteTxnMarkers(r) => write_txn_markers::handle(ctx, r),
         Request::DescribeTransactions(r) => Pending::Ready(transactions::describe(&ctx, r)),
         Request::UpdateFeatures(r) => Pending::Ready(update_features::handle(&ctx, r)),
         Request::SaslHandshake(r) => Pending::Ready(sasl::handshake(&ctx, r)),

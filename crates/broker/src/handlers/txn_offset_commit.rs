@@ -34,6 +34,24 @@ use super::{str_bytes, Ctx, Pending};
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=4;
 
+/// How the transaction coordinator's check is made.
+enum Check {
+    /// Decided here: NONE, or the error every partition gets.
+    Now(ErrorCode),
+    /// Asked of the transaction coordinator on another broker, for the
+    /// group's offsets partition.
+    Remote((fjord_model::NodeId, Option<String>), TopicPartition),
+}
+
+/// Kafka's group coordinator answers a stale producer epoch so.
+fn fenced_as_group(code: ErrorCode) -> ErrorCode {
+    if code == ErrorCode::PRODUCER_FENCED {
+        ErrorCode::INVALID_PRODUCER_EPOCH
+    } else {
+        code
+    }
+}
+
 pub fn handle(ctx: Ctx, req: TxnOffsetCommitRequest) -> Pending {
     let group_id = req.group_id.0.to_string();
     let producer_id = ProducerId(req.producer_id.0);
@@ -76,51 +94,102 @@ pub fn handle(ctx: Ctx, req: TxnOffsetCommitRequest) -> Pending {
         }
     }
     // The coordinators' checks, now (in request order): a failure answers
-    // every partition that reached them.
+    // every partition that reached them. In a cluster whose transaction
+    // coordinator for this id is another broker, that broker is asked
+    // (AddPartitionsToTxn `verify_only`, as Kafka's group coordinator does)
+    // before the commit.
     let groups = ctx.broker.groups.get().cloned();
-    let check = match (&groups, ctx.broker.txns.get()) {
-        _ if topics.is_empty() => ErrorCode::NONE,
-        (None, _) | (_, None) => ErrorCode::COORDINATOR_NOT_AVAILABLE,
+    let txns = ctx.broker.txns.get().cloned();
+    let check = match (&groups, &txns) {
+        _ if topics.is_empty() => Check::Now(ErrorCode::NONE),
+        (None, _) | (_, None) => Check::Now(ErrorCode::COORDINATOR_NOT_AVAILABLE),
         (Some(g), Some(txns)) => {
             let shard = g.read(&group_id, |_| ()).err();
             let offsets_partition = TopicPartition {
                 topic: crate::groups::OFFSETS_TOPIC.to_string(),
                 partition: PartitionIndex(g.partition_for(&group_id) as i32),
             };
-            let verified =
-                Verified::read(txns, &req.transactional_id.0, producer_id, producer_epoch)
-                    .code(&offsets_partition);
-            match (shard, verified) {
-                (Some(e), _) => e,
-                // Kafka's group coordinator answers a stale epoch so.
-                (None, ErrorCode::PRODUCER_FENCED) => ErrorCode::INVALID_PRODUCER_EPOCH,
-                (None, e) => e,
+            match (
+                shard,
+                txns.remote_coordinator(&ctx.broker, &req.transactional_id.0),
+            ) {
+                (Some(e), _) => Check::Now(e),
+                (None, Some(remote)) => Check::Remote(remote, offsets_partition),
+                (None, None) => Check::Now(
+                    Verified::read(txns, &req.transactional_id.0, producer_id, producer_epoch)
+                        .code(&offsets_partition),
+                ),
             }
         }
     };
-    let commit = match groups {
-        Some(g) if check.is_none() && !topics.is_empty() => Some(g.txn_commit(
-            fjord_group::TxnCommitRequest {
-                group_id,
-                producer_id: producer_id.0,
-                generation_id: req.generation_id,
-                member_id: req.member_id.to_string(),
-                group_instance_id: req.group_instance_id.map(|s| s.to_string()),
-                topics,
-            },
-            producer_epoch,
-        )),
-        _ => {
-            for t in topics {
-                for p in t.partitions {
-                    decided.push((t.name.clone(), p.partition.0, check));
-                }
+    let transactional_id = req.transactional_id.0.to_string();
+    let commit_request = fjord_group::TxnCommitRequest {
+        group_id,
+        producer_id: producer_id.0,
+        generation_id: req.generation_id,
+        member_id: req.member_id.to_string(),
+        group_instance_id: req.group_instance_id.map(|s| s.to_string()),
+        topics,
+    };
+    let refuse = |code: ErrorCode,
+                  decided: &mut Vec<(String, i32, ErrorCode)>,
+                  r: &fjord_group::TxnCommitRequest| {
+        for t in &r.topics {
+            for p in &t.partitions {
+                decided.push((t.name.clone(), p.partition.0, code));
             }
-            None
+        }
+    };
+    let (commit_now, remote) = match (check, groups) {
+        (Check::Now(code), Some(g)) if code.is_none() && !commit_request.topics.is_empty() => {
+            (Some(g.txn_commit(commit_request, producer_epoch)), None)
+        }
+        (Check::Remote(remote, offsets_partition), Some(g)) => {
+            (None, Some((remote, offsets_partition, g, commit_request)))
+        }
+        (Check::Now(code), _) => {
+            refuse(fenced_as_group(code), &mut decided, &commit_request);
+            (None, None)
+        }
+        (Check::Remote(..), None) => {
+            refuse(
+                ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                &mut decided,
+                &commit_request,
+            );
+            (None, None)
         }
     };
     Pending::later(async move {
         let mut results = decided;
+        let commit = match (remote, txns) {
+            (Some((coordinator, offsets_partition, g, commit_request)), Some(txns)) => {
+                let code = txns
+                    .verify_remote(
+                        coordinator,
+                        &transactional_id,
+                        producer_id,
+                        producer_epoch,
+                        &offsets_partition,
+                    )
+                    .await;
+                if code.is_none() {
+                    Some(g.txn_commit(commit_request, producer_epoch))
+                } else {
+                    refuse(fenced_as_group(code), &mut results, &commit_request);
+                    None
+                }
+            }
+            (Some((_, _, _, commit_request)), None) => {
+                refuse(
+                    ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                    &mut results,
+                    &commit_request,
+                );
+                None
+            }
+            (None, _) => commit_now,
+        };
         if let Some(commit) = commit {
             for t in commit.await {
                 for (p, e) in t.partitions {
