@@ -43,6 +43,41 @@ pub fn filter_batch(
     batch: &[u8],
     decompressed_bytes_max: usize,
     delete_horizon_ms: Option<i64>,
+    keep: impl FnMut(&RecordView<'_>) -> bool,
+) -> Result<Filtered, RecordsError> {
+    filter(
+        batch,
+        decompressed_bytes_max,
+        delete_horizon_ms,
+        false,
+        keep,
+    )
+}
+
+/// Rewrites one whole v2 batch with every record kept and `delete_horizon_ms` as its
+/// delete horizon (unless it has one already): a transaction marker whose transaction
+/// left no data in the log gets one at its first cleaning, and goes at the first
+/// cleaning after it (KIP-534, as Kafka's cleaner does).
+pub fn with_delete_horizon(
+    batch: &[u8],
+    decompressed_bytes_max: usize,
+    delete_horizon_ms: i64,
+) -> Result<Vec<u8>, RecordsError> {
+    filter(
+        batch,
+        decompressed_bytes_max,
+        Some(delete_horizon_ms),
+        true,
+        |_| true,
+    )
+    .map(|f| f.batch)
+}
+
+fn filter(
+    batch: &[u8],
+    decompressed_bytes_max: usize,
+    delete_horizon_ms: Option<i64>,
+    horizon_without_tombstone: bool,
     mut keep: impl FnMut(&RecordView<'_>) -> bool,
 ) -> Result<Filtered, RecordsError> {
     let h = frame(batch)?;
@@ -100,7 +135,7 @@ pub fn filter_batch(
     }
     let horizon = if h.has_delete_horizon() {
         Some(h.base_timestamp)
-    } else if tombstone {
+    } else if tombstone || horizon_without_tombstone {
         delete_horizon_ms
     } else {
         None

@@ -34,7 +34,7 @@ use fjord_model::TimestampType;
 
 pub use builder::BatchBuilder;
 pub use control::{end_txn_marker_batch, parse_end_txn_marker, EndTxnMarker, MarkerType};
-pub use filter::{filter_batch, Filtered};
+pub use filter::{filter_batch, with_delete_horizon, Filtered};
 pub use record::{HeaderIter, Record, RecordView, RECORD_BYTES_MIN};
 
 /// base_offset i64 + batch_length i32.

@@ -695,3 +695,148 @@ fn a_corrupt_segment_stops_only_its_partitions_cleaning() {
     assert_eq!(bad.first_dirty_offset(), Offset(0));
     check(&good, &model_of(&good_writes), false);
 }
+
+/// A transactional batch of producer `pid` (epoch 0) writing `key-<k>` = `value`.
+fn txn_write(log: &Log, pid: i64, keys: &[u8], value: &str) -> i64 {
+    let seq = log
+        .producer_state(fjord_model::ProducerId(pid))
+        .and_then(|e| e.last_sequence())
+        .map_or(0, |s| s + 1);
+    let mut b = BatchBuilder::new(Compression::None)
+        .producer(pid, 0, seq)
+        .transactional(true);
+    for k in keys {
+        b.push(
+            10,
+            Some(format!("key-{k}").as_bytes()),
+            Some(value.as_bytes()),
+            &[],
+        );
+    }
+    let mut bytes = b.build(0);
+    log.append(&mut bytes, 10).expect("append").base_offset.0
+}
+
+fn end_txn(log: &Log, pid: i64, commit: bool) -> i64 {
+    let m = fjord_storage::TxnMarker {
+        producer_id: fjord_model::ProducerId(pid),
+        producer_epoch: fjord_model::ProducerEpoch(0),
+        coordinator_epoch: 0,
+        aborted: !commit,
+    };
+    log.append_marker(&m, fjord_model::LeaderEpoch(0), 10)
+        .expect("marker")
+        .0
+        .base_offset
+        .0
+}
+
+/// Every batch from the log start: (base offset, control, values of its data records).
+fn batches(log: &Log) -> Vec<(i64, bool, Vec<String>)> {
+    let r = log
+        .read(
+            log.log_start_offset(),
+            usize::MAX,
+            log.log_end_offset(),
+            true,
+        )
+        .expect("read");
+    let bytes = r.to_vec().expect("bytes");
+    let mut out = Vec::new();
+    for b in fjord_records::batches(&bytes) {
+        let (h, range) = b.expect("framing");
+        fjord_records::validate_stored_batch(&bytes[range.clone()]).expect("valid batch");
+        let values = if h.is_control() {
+            Vec::new()
+        } else {
+            fjord_records::decode_records(&bytes[range])
+                .expect("records")
+                .into_iter()
+                .map(|r| String::from_utf8_lossy(&r.value.unwrap_or_default()).into_owned())
+                .collect()
+        };
+        out.push((h.base_offset, h.is_control(), values));
+    }
+    out
+}
+
+/// Filler: non-transactional writes of keys 100.. (rolls segments).
+fn filler(log: &Log, rounds: u16, model: &mut Vec<(i64, Write)>) {
+    for round in 0..rounds {
+        write(
+            log,
+            &[(100, Some(round)), (101, Some(round))],
+            10,
+            Compression::None,
+            model,
+        );
+    }
+}
+
+#[test]
+fn aborted_transactions_are_cleaned_away_and_markers_go_after_delete_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(&Storage::default(), dir.path(), config(), 0).unwrap();
+    let mut model = Vec::new();
+    // Producer 8 commits key-1 = committed; producer 7 then aborts key-1 and key-2
+    // (a compacted __consumer_offsets holding an aborted TxnOffsetCommit after a
+    // committed one), then commits key-9 (its aborted batch is not its newest).
+    let committed_at = txn_write(&log, 8, &[1], "committed");
+    let commit_8 = end_txn(&log, 8, true);
+    let aborted_at = txn_write(&log, 7, &[1, 2], "aborted");
+    let abort_7 = end_txn(&log, 7, false);
+    filler(&log, 20, &mut model);
+    txn_write(&log, 7, &[9], "later");
+    end_txn(&log, 7, true);
+    filler(&log, 20, &mut model);
+    log.flush().unwrap();
+    log.clean(100, &CleanOptions::default())
+        .unwrap()
+        .expect("cleaned");
+    let after = batches(&log);
+    let values: Vec<&String> = after.iter().flat_map(|(_, _, v)| v).collect();
+    assert!(
+        !values.iter().any(|v| *v == "aborted"),
+        "records of an aborted transaction survived compaction: {after:?}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|(o, _, v)| *o == committed_at && v == &["committed".to_string()]),
+        "the committed value of key-1 was lost (an aborted later write shadowed it)"
+    );
+    assert!(!after.iter().any(|(o, _, _)| *o == aborted_at));
+    // Both markers are still there: producer 8's transaction has data, producer 7's
+    // abort marker waits for its delete horizon (100 + RETENTION_MS).
+    assert!(after.iter().any(|(o, c, _)| *o == commit_8 && *c));
+    assert!(after.iter().any(|(o, c, _)| *o == abort_7 && *c));
+    // After the horizon: the abort marker goes, the commit marker of data kept stays.
+    filler(&log, 20, &mut model);
+    log.flush().unwrap();
+    log.clean(100 + RETENTION_MS, &CleanOptions::default())
+        .unwrap()
+        .expect("cleaned");
+    let after = batches(&log);
+    assert!(
+        !after.iter().any(|(o, _, _)| *o == abort_7),
+        "the abort marker outlived its transaction's data and its retention: {after:?}"
+    );
+    assert!(after.iter().any(|(o, c, _)| *o == commit_8 && *c));
+    assert!(after
+        .iter()
+        .any(|(o, _, v)| *o == committed_at && v == &["committed".to_string()]));
+
+    // An open transaction bounds the cleaning: nothing at or after its first offset is
+    // cleaned (its records may yet be aborted).
+    let open_at = txn_write(&log, 9, &[100], "open");
+    filler(&log, 40, &mut model);
+    log.flush().unwrap();
+    let c = log.cleanability(5_000).expect("compacted");
+    assert!(
+        c.first_uncleanable.0 <= open_at,
+        "cleanable up to {} past the open transaction at {open_at}",
+        c.first_uncleanable.0
+    );
+    let _ = log.clean(5_000, &CleanOptions::default()).unwrap();
+    assert!(batches(&log).iter().any(|(o, _, _)| *o == open_at));
+}

@@ -13,8 +13,12 @@
 //!    groups of adjacent segments that fit in one segment (`segment.bytes`), keeping a
 //!    record when no later offset of its key is in the map. Keyless records go;
 //!    tombstones get a delete horizon (now + `delete.retention.ms`, KIP-534) at their
-//!    first cleaning and go at the first cleaning after it. Control batches (transaction
-//!    markers) are kept whole. Offsets never change: a batch keeps its base and last
+//!    first cleaning and go at the first cleaning after it. Records of aborted
+//!    transactions (the aborted-transaction index) go whatever their keys, and count for
+//!    nothing in the map; a transaction marker stays while a batch of its transaction is
+//!    kept in the pass, then gets a delete horizon and goes at the first cleaning after
+//!    it (Kafka's cleaner). Nothing at or past the first offset of an open transaction
+//!    is cleaned. Offsets never change: a batch keeps its base and last
 //!    offset (`fjord_records::filter_batch`); a batch that loses every record is dropped,
 //!    unless it is its producer's newest (kept empty, for the producer's sequence, as
 //!    Kafka does) or the group's last (kept empty, so the group's offset range can be
@@ -215,6 +219,33 @@ pub(crate) fn complete_swap(
     Ok(replaced)
 }
 
+/// The aborted transactions of a log, by producer: (first offset, marker offset).
+struct AbortedRanges(HashMap<i64, Vec<(i64, i64)>>);
+
+impl AbortedRanges {
+    fn new(aborted: Vec<crate::txn_index::AbortedTxn>) -> AbortedRanges {
+        let mut by_producer: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for t in aborted {
+            by_producer
+                .entry(t.producer_id.0)
+                .or_default()
+                .push((t.first_offset.0, t.last_offset.0));
+        }
+        AbortedRanges(by_producer)
+    }
+
+    /// Whether a data batch belongs to an aborted transaction.
+    fn holds(&self, h: &BatchHeader) -> bool {
+        h.is_transactional()
+            && !h.is_control()
+            && self.0.get(&h.producer_id).is_some_and(|ranges| {
+                ranges
+                    .iter()
+                    .any(|&(first, marker)| first <= h.base_offset && h.base_offset < marker)
+            })
+    }
+}
+
 /// One group's rewrite, written and fsynced as `.cleaned` files.
 struct Cleaned {
     base: i64,
@@ -246,6 +277,9 @@ impl Log {
     /// (cleanability, index of the first uncleanable segment).
     fn cleanability_in(&self, view: &View, cfg: &LogConfig, now_ms: i64) -> (Cleanability, usize) {
         let persisted_rp = self.checkpoint_state.lock().written;
+        // Nothing at or past the first offset of an open transaction is cleaned: whether
+        // its records stay depends on its marker (Kafka's first unstable offset bound).
+        let first_unstable = self.first_unstable_offset().map_or(i64::MAX, |o| o.0);
         let segs = &view.segments;
         let last = segs.len() - 1;
         let mut uncleanable = last;
@@ -255,7 +289,7 @@ impl Log {
             let too_young = cfg.min_compaction_lag_ms > 0
                 && max_ts >= 0
                 && now_ms.saturating_sub(max_ts) < cfg.min_compaction_lag_ms;
-            if next_base > persisted_rp || too_young {
+            if next_base > persisted_rp || next_base > first_unstable || too_young {
                 uncleanable = i;
                 break;
             }
@@ -321,7 +355,12 @@ impl Log {
         let first_dirty = c.first_dirty.0;
         let mut throttle = Throttle::new(opts.io_bytes_per_second_max);
 
-        // The key -> latest offset map over the dirty section.
+        // Aborted transactions: their records count for nothing and go.
+        let aborted =
+            AbortedRanges::new(self.aborted_transactions(Offset(view.log_start), Offset(i64::MAX)));
+
+        // The key -> latest offset map over the dirty section (committed and
+        // non-transactional records only).
         let capacity = (opts.dedupe_buffer_bytes / CLEANER_MAP_ENTRY_BYTES * 9 / 10).max(1);
         let mut map: HashMap<u128, i64> = HashMap::new();
         let mut end = first_dirty;
@@ -352,7 +391,7 @@ impl Log {
                     .window(pos, h.total_bytes())
                     .map_err(|e| StorageError::io(format!("read {}", seg.display()), e))?;
                 throttle.account(bytes.len());
-                if !h.is_control() {
+                if !h.is_control() && !aborted.holds(&h) {
                     fjord_records::visit_records_bounded(
                         bytes,
                         DECOMPRESSED_BATCH_BYTES_MAX,
@@ -411,6 +450,9 @@ impl Log {
             ..CleanStats::default()
         };
         let horizon = now_ms.saturating_add(cfg.delete_retention_ms.max(0));
+        // Producers whose transaction has records kept so far in this pass (their
+        // marker stays); carried across groups, as a transaction may span them.
+        let mut txns_with_data: HashSet<i64> = HashSet::new();
         for group in &groups {
             let before: u64 = group.iter().map(|s| s.size()).sum();
             let cleaned = match self.write_cleaned(
@@ -420,6 +462,7 @@ impl Log {
                 now_ms,
                 horizon,
                 &producer_last,
+                (&aborted, &mut txns_with_data),
                 &cfg,
                 &mut throttle,
             ) {
@@ -492,6 +535,7 @@ impl Log {
         now_ms: i64,
         horizon: i64,
         producer_last: &HashSet<i64>,
+        (aborted, txns_with_data): (&AbortedRanges, &mut HashSet<i64>),
         cfg: &LogConfig,
         throttle: &mut Throttle,
     ) -> Result<Cleaned, StorageError> {
@@ -544,13 +588,50 @@ impl Log {
                     position: pos,
                     detail: e.to_string(),
                 };
-                let rewritten: Option<Vec<u8>> = if h.is_control() || h.base_offset >= end {
-                    // Transaction markers are kept; past the map's end nothing is cleaned.
+                let kept_whole = |result: &mut Cleaned| {
                     result.records_read += u64::try_from(h.records_count).unwrap_or(0);
                     result.records_retained += u64::try_from(h.records_count).unwrap_or(0);
+                };
+                let newest_of_producer =
+                    h.has_producer_id() && producer_last.contains(&h.last_offset());
+                let rewritten: Option<Vec<u8>> = if h.base_offset >= end {
+                    // Past the map's end nothing is cleaned.
+                    kept_whole(&mut result);
                     None
+                } else if h.is_control() {
+                    // A transaction marker stays while records of its transaction do
+                    // (Kafka's cleaner); once none is left it gets a delete horizon, and
+                    // goes at the first cleaning after it.
+                    let is_marker = fjord_records::control::parse_end_txn_marker(&h, bytes)
+                        .map_err(corrupt)?
+                        .is_some();
+                    if !is_marker || txns_with_data.remove(&h.producer_id) {
+                        kept_whole(&mut result);
+                        None
+                    } else if !h.has_delete_horizon() {
+                        kept_whole(&mut result);
+                        Some(
+                            fjord_records::with_delete_horizon(
+                                bytes,
+                                DECOMPRESSED_BATCH_BYTES_MAX,
+                                horizon,
+                            )
+                            .map_err(corrupt)?,
+                        )
+                    } else if now_ms >= h.base_timestamp && !group_last && !newest_of_producer {
+                        result.records_read += u64::try_from(h.records_count).unwrap_or(0);
+                        continue;
+                    } else {
+                        kept_whole(&mut result);
+                        None
+                    }
                 } else {
+                    // Records of an aborted transaction go, whatever their keys.
+                    let aborted_batch = aborted.holds(&h);
                     let f = filter_batch(bytes, DECOMPRESSED_BATCH_BYTES_MAX, Some(horizon), |r| {
+                        if aborted_batch {
+                            return false;
+                        }
                         let Some(key) = r.key else {
                             return false;
                         };
@@ -567,16 +648,19 @@ impl Log {
                     result.records_read += f.records_read as u64;
                     result.records_retained += f.records_retained as u64;
                     let sets_horizon = f.retains_tombstone && !h.has_delete_horizon();
-                    if f.records_retained == f.records_read && !sets_horizon {
+                    let out = if f.records_retained == f.records_read && !sets_horizon {
                         None
-                    } else if f.records_retained == 0
-                        && !group_last
-                        && !(h.has_producer_id() && producer_last.contains(&h.last_offset()))
-                    {
+                    } else if f.records_retained == 0 && !group_last && !newest_of_producer {
                         continue;
                     } else {
                         Some(f.batch)
+                    };
+                    // A transaction with a batch kept (an aborted one's only empty, for its
+                    // producer's sequence) keeps its marker in this pass.
+                    if h.is_transactional() && (f.records_retained > 0 || aborted_batch) {
+                        txns_with_data.insert(h.producer_id);
                     }
+                    out
                 };
                 let batch: &[u8] = rewritten.as_deref().unwrap_or(bytes);
                 let header = BatchHeader::parse(batch).map_err(corrupt)?;
