@@ -347,27 +347,13 @@ impl Groups {
                 } else {
                     -1
                 };
-                broker
-                    .create_topic_unchecked(
-                        OFFSETS_TOPIC,
-                        OFFSETS_TOPIC_PARTITIONS_DEFAULT,
-                        replication_factor,
-                        &[],
-                        overrides,
-                        false,
-                    )
-                    .map_err(|e| match e {
-                        StateError::Kafka {
-                            code: ErrorCode::INVALID_REPLICATION_FACTOR,
-                            message,
-                        } => StateError::kafka(
-                            ErrorCode::COORDINATOR_NOT_AVAILABLE,
-                            format!(
-                                "{OFFSETS_TOPIC} needs offsets.topic.replication.factor={replication_factor} live brokers: {message}"
-                            ),
-                        ),
-                        e => e,
-                    })?
+                create_internal_topic(
+                    broker,
+                    OFFSETS_TOPIC,
+                    OFFSETS_TOPIC_PARTITIONS_DEFAULT,
+                    (replication_factor, "offsets.topic.replication.factor"),
+                    overrides,
+                )?
             }
         };
         let offsets_partitions: Vec<Arc<Partition>> = topic.partitions.read().clone();
@@ -427,16 +413,8 @@ impl Groups {
     /// this node leads now (see [`ShardLeadership`]); held requests of a
     /// shard that is unloaded get NOT_COORDINATOR.
     pub(crate) fn follow_leadership(&self) {
-        for (p, leads) in self
-            .leadership
-            .follow(&self.runtime, &self.offsets_partitions)
-        {
-            if !leads {
-                if let Some(w) = self.waiters.get(p as usize) {
-                    w.lock().clear();
-                }
-            }
-        }
+        self.leadership
+            .follow(&self.runtime, &self.offsets_partitions, &self.waiters);
     }
 
     /// The shard (= `__consumer_offsets` partition) of a group.
@@ -751,6 +729,30 @@ fn deliver(waiters: &Waiters, partition: u32, outputs: Vec<Output>) {
             let _ = tx.send(reply);
         }
     }
+}
+
+/// Create a coordinator's internal topic; a replication factor larger than
+/// the live brokers (`rf_config` names its setting) is COORDINATOR_NOT_AVAILABLE,
+/// which clients retry, as Kafka answers until enough brokers are up.
+pub(crate) fn create_internal_topic(
+    broker: &Broker,
+    name: &str,
+    partitions: i32,
+    (replication_factor, rf_config): (i16, &str),
+    overrides: BTreeMap<String, String>,
+) -> Result<Arc<crate::state::Topic>, StateError> {
+    broker
+        .create_topic_unchecked(name, partitions, replication_factor, &[], overrides, false)
+        .map_err(|e| match e {
+            StateError::Kafka {
+                code: ErrorCode::INVALID_REPLICATION_FACTOR,
+                message,
+            } => StateError::kafka(
+                ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                format!("{name} needs {rf_config}={replication_factor} live brokers: {message}"),
+            ),
+            e => e,
+        })
 }
 
 /// Errors a later attempt to start the coordinator can get past by itself.

@@ -10,6 +10,7 @@
 //! On a single node every partition is led here and every shard loads at
 //! start, as before.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use fjord_coordinator::{Coordinator, Runtime};
@@ -58,9 +59,26 @@ impl ShardLeadership {
 
     /// Follow the partitions' leadership as the metadata image now states it:
     /// load the shards of partitions this node has come to lead, unload those
-    /// of partitions it no longer leads. Returns the changes: (partition,
-    /// whether this node leads it now).
-    pub(crate) fn follow<C: Coordinator>(
+    /// of partitions it no longer leads, dropping the requests waiting on
+    /// them (`waiters`, per shard: their answer becomes NOT_COORDINATOR).
+    pub(crate) fn follow<C: Coordinator, T>(
+        &self,
+        runtime: &Arc<Runtime<C>>,
+        partitions: &[Arc<Partition>],
+        waiters: &[Mutex<HashMap<u64, T>>],
+    ) {
+        for (p, leads) in self.changes(runtime, partitions) {
+            if !leads {
+                if let Some(w) = waiters.get(p as usize) {
+                    w.lock().clear();
+                }
+            }
+        }
+    }
+
+    /// Load and unload shards as `follow` does; returns the changes:
+    /// (partition, whether this node leads it now).
+    fn changes<C: Coordinator>(
         &self,
         runtime: &Arc<Runtime<C>>,
         partitions: &[Arc<Partition>],

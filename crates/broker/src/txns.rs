@@ -389,27 +389,16 @@ impl Txns {
                 } else {
                     -1
                 };
-                broker
-                    .create_topic_unchecked(
-                        TXN_STATE_TOPIC,
-                        TRANSACTION_STATE_PARTITIONS_DEFAULT,
+                crate::groups::create_internal_topic(
+                    broker,
+                    TXN_STATE_TOPIC,
+                    TRANSACTION_STATE_PARTITIONS_DEFAULT,
+                    (
                         replication_factor,
-                        &[],
-                        overrides,
-                        false,
-                    )
-                    .map_err(|e| match e {
-                        StateError::Kafka {
-                            code: ErrorCode::INVALID_REPLICATION_FACTOR,
-                            message,
-                        } => StateError::kafka(
-                            ErrorCode::COORDINATOR_NOT_AVAILABLE,
-                            format!(
-                                "{TXN_STATE_TOPIC} needs transaction.state.log.replication.factor={replication_factor} live brokers: {message}"
-                            ),
-                        ),
-                        e => e,
-                    })?
+                        "transaction.state.log.replication.factor",
+                    ),
+                    overrides,
+                )?
             }
         };
         let state_partitions: Vec<Arc<Partition>> = topic.partitions.read().clone();
@@ -473,16 +462,8 @@ impl Txns {
     /// waiting on a shard that is unloaded get NOT_COORDINATOR, and its
     /// marker tasks stop (the new leader's shard sends them again).
     pub(crate) fn follow_leadership(&self) {
-        for (p, leads) in self
-            .leadership
-            .follow(&self.runtime, &self.state_partitions)
-        {
-            if !leads {
-                if let Some(w) = self.waiters.get(p as usize) {
-                    w.lock().clear();
-                }
-            }
-        }
+        self.leadership
+            .follow(&self.runtime, &self.state_partitions, &self.waiters);
     }
 
     /// In a cluster, the broker that coordinates `transactional_id` when it
