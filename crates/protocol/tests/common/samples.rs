@@ -315,6 +315,7 @@ pub fn sample(api_key: i16, v: i16) -> Option<Request> {
         ApiKey::AddOffsetsToTxn => Request::AddOffsetsToTxn(txn::add_offsets_to_txn(v)),
         ApiKey::EndTxn => Request::EndTxn(txn::end_txn(v)),
         ApiKey::TxnOffsetCommit => Request::TxnOffsetCommit(txn::txn_offset_commit(v)),
+        ApiKey::WriteTxnMarkers => Request::WriteTxnMarkers(txn::write_txn_markers(v)),
         _ => return None,
     })
 }

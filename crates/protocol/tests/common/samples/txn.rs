@@ -1,6 +1,6 @@
 //! Samples of the transaction requests (issue 15): AddPartitionsToTxn (one
 //! transaction in v0-3, a batch of them in v4+), AddOffsetsToTxn, EndTxn and
-//! TxnOffsetCommit.
+//! TxnOffsetCommit, WriteTxnMarkers.
 
 use fjord_protocol::kafka_protocol::messages::add_offsets_to_txn_request::AddOffsetsToTxnRequest;
 use fjord_protocol::kafka_protocol::messages::add_partitions_to_txn_request::{
@@ -90,4 +90,31 @@ pub fn txn_offset_commit(v: i16) -> TxnOffsetCommitRequest {
             .with_group_instance_id(Some(s("instance-1")));
     }
     m
+}
+
+pub fn write_txn_markers(
+    v: i16,
+) -> fjord_protocol::kafka_protocol::messages::write_txn_markers_request::WriteTxnMarkersRequest {
+    use fjord_protocol::kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic, WriteTxnMarkersRequest,
+    };
+    let f = v >= 1;
+    WriteTxnMarkersRequest::default()
+        .with_markers(vec![
+            WritableTxnMarker::default()
+                .with_producer_id(ProducerId(4242))
+                .with_producer_epoch(3)
+                .with_transaction_result(true)
+                .with_coordinator_epoch(9)
+                .with_topics(vec![WritableTxnMarkerTopic::default()
+                    .with_name(TopicName(s("orders")))
+                    .with_partition_indexes(vec![0, 2, 5])
+                    .with_unknown_tagged_fields(extra_tags(f, 1))])
+                .with_unknown_tagged_fields(extra_tags(f, 2)),
+            WritableTxnMarker::default()
+                .with_producer_id(ProducerId(7))
+                .with_producer_epoch(0)
+                .with_transaction_result(false),
+        ])
+        .with_unknown_tagged_fields(extra_tags(f, 3))
 }
