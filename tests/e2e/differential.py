@@ -372,6 +372,33 @@ def cases(fjord_apis: dict[int, tuple[int, int]]):
             "Deletions": [{"Name": "diff-alice", "Mechanism": 1}, {"Name": "diff-bob", "Mechanism": 2}],
             "Upsertions": []}
 
+    # Client quotas (KIP-546): refusals, then a set / describe / remove round trip. One entry per request:
+    # Kafka's controller answers entries from a hash map keyed by entity.
+    def quota(entity, ops, validate_only=False):
+        return {"Entries": [{"Entity": [{"EntityType": t, "EntityName": n} for t, n in entity],
+                             "Ops": [{"Key": k, "Value": 0.0 if val is None else val, "Remove": val is None}
+                                     for k, val in ops]}],
+                "ValidateOnly": validate_only}
+    for v in every("DescribeClientQuotas", 48):
+        yield f"quotas-describe-all-empty-v{v}", "DescribeClientQuotas", v, {"Components": [], "Strict": False}
+        yield f"quotas-describe-bad-filter-v{v}", "DescribeClientQuotas", v, {
+            "Components": [{"EntityType": "user", "MatchType": 0, "Match": None}], "Strict": False}
+    for v in every("AlterClientQuotas", 49):
+        yield f"quotas-alter-empty-entity-v{v}", "AlterClientQuotas", v, quota([], [("producer_byte_rate", 1.0)])
+        yield f"quotas-alter-unknown-type-v{v}", "AlterClientQuotas", v, quota(
+            [("group", "g")], [("producer_byte_rate", 1.0)])
+        yield f"quotas-alter-validate-only-v{v}", "AlterClientQuotas", v, quota(
+            [("user", "diff-q")], [("producer_byte_rate", 2048.0)], validate_only=True)
+        yield f"quotas-alter-set-v{v}", "AlterClientQuotas", v, quota(
+            [("user", "diff-q"), ("client-id", None)], [("producer_byte_rate", 1024.0)])
+    for v in every("DescribeClientQuotas", 48):
+        yield f"quotas-describe-one-v{v}", "DescribeClientQuotas", v, {
+            "Components": [{"EntityType": "user", "MatchType": 0, "Match": "diff-q"},
+                           {"EntityType": "client-id", "MatchType": 1, "Match": None}], "Strict": True}
+    for v in every("AlterClientQuotas", 49):
+        yield f"quotas-alter-remove-v{v}", "AlterClientQuotas", v, quota(
+            [("user", "diff-q"), ("client-id", None)], [("producer_byte_rate", None)])
+
     yield from more_cases(every)
 
 
@@ -745,6 +772,12 @@ def run(fjord: str, kafka: str, select: str | None, require_coverage: bool = Fal
                 # AlterUserScramCredentials answered: wait until the upserted users are visible there.
                 deadline = time.monotonic() + 10
                 while not scram_users_visible(answer) and time.monotonic() < deadline:
+                    time.sleep(0.3)
+                    answer = send(b, api, version, bb)
+            if case.startswith("quotas-describe-one-v"):
+                # Kafka's broker answers from its metadata cache, a moment behind AlterClientQuotas.
+                deadline = time.monotonic() + 10
+                while not (isinstance(answer, dict) and answer.get("Entries")) and time.monotonic() < deadline:
                     time.sleep(0.3)
                     answer = send(b, api, version, bb)
             if api == "ApiVersions" and isinstance(answer, dict):

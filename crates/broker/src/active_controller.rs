@@ -25,7 +25,7 @@
 //!   for the leader again. Admin requests other brokers forward
 //!   (CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs,
 //!   IncrementalAlterConfigs, ElectLeaders, AlterUserScramCredentials,
-//!   CreateAcls, DeleteAcls; see
+//!   AlterClientQuotas, CreateAcls, DeleteAcls; see
 //!   `controller_link`) go through this
 //!   node's own handlers, which run them on the controller.
 
@@ -136,6 +136,7 @@ impl fjord_quorum::ControllerApis for Apis {
             | Request::AlterConfigs(_)
             | Request::IncrementalAlterConfigs(_)
             | Request::AlterUserScramCredentials(_)
+            | Request::AlterClientQuotas(_)
             | Request::CreateAcls(_)
             | Request::DeleteAcls(_)
             | Request::ElectLeaders(_) => {

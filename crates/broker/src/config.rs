@@ -36,6 +36,9 @@ pub struct BrokerConfig {
     /// `max.incremental.fetch.session.cache.slots`: fetch sessions (KIP-227)
     /// kept at once; 0 opens none.
     pub fetch_session_cache_slots: usize,
+    /// `quota.window.num` and `quota.window.size.seconds`: the samples
+    /// client quotas measure rates over (`crate::quotas`).
+    pub quota_window: crate::quotas::WindowConfig,
     /// Defaults for topic-level settings (`log.*` broker configs).
     pub topic_defaults: TopicSettings,
     /// How often retention runs (`log.retention.check.interval.ms`).
@@ -131,6 +134,8 @@ pub const FJORD_BROKER_CONFIGS: &[&str] = &[
     "offsets.topic.replication.factor",
     "offsets.topic.segment.bytes",
     "process.roles",
+    "quota.window.num",
+    "quota.window.size.seconds",
     "replica.fetch.max.bytes",
     "replica.fetch.min.bytes",
     "replica.fetch.response.max.bytes",
@@ -928,6 +933,7 @@ impl Default for BrokerConfig {
             connection_idle_ms: limits::CONNECTION_IDLE_MS_DEFAULT,
             connections_max: limits::CONNECTIONS_MAX_DEFAULT,
             fetch_session_cache_slots: limits::FETCH_SESSION_CACHE_SLOTS_DEFAULT,
+            quota_window: crate::quotas::WindowConfig::default(),
             topic_defaults: TopicSettings::default(),
             retention_check_interval_ms: 300_000,
             cleaner: fjord_storage::CleanerConfig::default(),
@@ -1040,6 +1046,13 @@ impl BrokerConfig {
             }
             "max.connections" => {
                 self.connections_max = parse_bounded(name, value, 1, i32::MAX as i64)? as usize
+            }
+            "quota.window.num" => {
+                self.quota_window.samples = parse_bounded(name, value, 1, i32::MAX as i64)? as u32
+            }
+            "quota.window.size.seconds" => {
+                self.quota_window.window_ms =
+                    parse_bounded(name, value, 1, i32::MAX as i64)? as u64 * 1000
             }
             "max.incremental.fetch.session.cache.slots" => {
                 self.fetch_session_cache_slots =
@@ -1224,6 +1237,14 @@ impl BrokerConfig {
             self.connection_idle_ms.to_string(),
         );
         out.insert("max.connections".into(), self.connections_max.to_string());
+        out.insert(
+            "quota.window.num".into(),
+            self.quota_window.samples.to_string(),
+        );
+        out.insert(
+            "quota.window.size.seconds".into(),
+            (self.quota_window.window_ms / 1000).to_string(),
+        );
         out.insert(
             "max.incremental.fetch.session.cache.slots".into(),
             self.fetch_session_cache_slots.to_string(),

@@ -20,6 +20,7 @@ pub mod kafka_configs;
 pub mod kraft;
 mod leadership;
 pub mod metrics;
+pub mod quotas;
 mod replica_fetcher;
 pub mod response;
 pub mod security;

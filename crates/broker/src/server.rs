@@ -34,6 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::handlers::{self, Pending};
+use crate::quotas::ConnectionThrottle;
 use crate::response::Writer;
 use crate::security::sasl::{SaslSession, SaslState};
 use crate::security::{KafkaPrincipal, ListenerSecurity};
@@ -242,6 +243,8 @@ fn sasl_gate(
         peer,
         listener: Some(security.name.clone()),
         principal: None,
+        request_bytes: 0,
+        throttle: None,
     };
     let expecting_handshake = *session.state() == SaslState::Handshake;
     let key = header.api_key;
@@ -356,6 +359,8 @@ async fn connection<R: AsyncRead + Unpin>(
         out.shutdown().await
     });
 
+    // Muted while a client quota throttles it (`crate::quotas`).
+    let throttle = Arc::new(ConnectionThrottle::default());
     let idle = Duration::from_millis(broker.config.connection_idle_ms);
     let result = loop {
         let authenticating = sasl.as_ref().is_some_and(|s| s.principal().is_none());
@@ -399,6 +404,18 @@ async fn connection<R: AsyncRead + Unpin>(
             Err(ConnError::Idle) if authenticating => break Err(ConnError::AuthTimeout),
             Err(e) => break Err(e),
         };
+        // KIP-219: a throttled client's next request waits out its throttle
+        // time (a client that honours throttle_time_ms never notices).
+        if throttle.until_ms() > 0 {
+            let now = u64::try_from(crate::state::now_ms()).unwrap_or(0);
+            let muted = throttle.muted_for_ms(now);
+            if muted > 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(muted)) => {}
+                    _ = shutdown.changed() => break Ok(()),
+                }
+            }
+        }
         let read_at = Instant::now();
         let (reader, header) = match sasl_gate(&broker, peer, &security, sasl.as_mut(), frame) {
             Ok(Gate::Dispatch(reader, header)) => (reader, header),
@@ -431,12 +448,19 @@ async fn connection<R: AsyncRead + Unpin>(
             .unwrap_or(&tls_principal)
             .clone();
         let listener = Some(security.name.clone());
-        let pending =
-            match handlers::dispatch_on(&broker, peer, listener, Some(principal), header, reader) {
-                Some(p) => p,
-                // The request could not be understood and has no error response: close.
-                None => break Ok(()),
-            };
+        let pending = match handlers::dispatch_on(
+            &broker,
+            peer,
+            listener,
+            Some(principal),
+            Some(throttle.clone()),
+            header,
+            reader,
+        ) {
+            Some(p) => p,
+            // The request could not be understood and has no error response: close.
+            None => break Ok(()),
+        };
         if tx.send((pending, permit, arrival)).await.is_err() {
             break Ok(());
         }

@@ -129,6 +129,8 @@ pub struct Broker {
     pub metrics: Arc<crate::metrics::BrokerMetrics>,
     /// Incremental fetch sessions (KIP-227, `crate::fetch_sessions`).
     pub(crate) fetch_sessions: parking_lot::Mutex<crate::fetch_sessions::FetchSessionCache>,
+    /// Client quotas (`crate::quotas`), following the image.
+    pub quotas: crate::quotas::ClientQuotas,
 }
 
 /// The one-voter quorum of a single node, or the KRaft quorum of a cluster
@@ -367,6 +369,7 @@ impl Broker {
             cleaner: parking_lot::Mutex::new(None),
             replication: crate::replica_fetcher::Replication::new(me.clone()),
             metrics: Default::default(),
+            quotas: crate::quotas::ClientQuotas::new(config.quota_window),
             fetch_sessions: parking_lot::Mutex::new(crate::fetch_sessions::FetchSessionCache::new(
                 config.fetch_session_cache_slots,
                 fjord_model::limits::FETCH_SESSION_EVICTION_MS,
@@ -885,6 +888,9 @@ impl Broker {
         image: &MetadataImage,
     ) -> Result<(), StateError> {
         let node = self.config.node_id;
+        if delta.client_quotas_changed() {
+            self.quotas.update(image);
+        }
         let broker_configs_changed = delta.changed_configs().any(|r| {
             matches!(r, ConfigResource::Broker(None)) || *r == ConfigResource::Broker(Some(node))
         });

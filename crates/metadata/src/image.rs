@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fjord_model::{NodeId, Offset};
+use fjord_protocol::metadata_records::client_quota_record::{ClientQuotaRecord, EntityData};
 use fjord_protocol::metadata_records::{
     AccessControlEntryRecord, ConfigRecord, FeatureLevelRecord, MetadataRecord, PartitionRecord,
     ProducerIdsRecord, RegisterBrokerRecord, TopicRecord, UserScramCredentialRecord,
@@ -69,6 +70,16 @@ impl std::fmt::Debug for ScramCredentialData {
         f.write_str("ScramCredentialData([hidden])")
     }
 }
+
+/// A client quota entity (Kafka's `ClientQuotaEntity`): entity type
+/// (`user`, `client-id`, `ip`) to name, `None` for the default entity
+/// (`<default>`).
+pub type QuotaEntity = BTreeMap<String, Option<String>>;
+
+/// Client quotas (ClientQuotaRecord) by entity: quota key
+/// (`producer_byte_rate`, `consumer_byte_rate`, `request_percentage`, ...)
+/// to value. An entity without quotas is not kept.
+pub type ClientQuotas = BTreeMap<QuotaEntity, Arc<BTreeMap<String, f64>>>;
 
 /// SCRAM credentials by (user name, mechanism type: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512).
 pub type ScramCredentials = BTreeMap<(String, i8), Arc<ScramCredentialData>>;
@@ -214,6 +225,7 @@ pub(crate) struct ImageParts {
     pub(crate) scram: Arc<ScramCredentials>,
     /// ACLs by their record id.
     pub(crate) acls: Arc<BTreeMap<Uuid, Arc<AclEntry>>>,
+    pub(crate) client_quotas: Arc<ClientQuotas>,
 }
 
 /// All cluster metadata at one offset. Cloning is cheap; it never changes.
@@ -233,6 +245,7 @@ impl MetadataImage {
             next_producer_id: -1,
             scram: Arc::default(),
             acls: Arc::default(),
+            client_quotas: Arc::default(),
         }))
     }
 
@@ -282,6 +295,10 @@ impl MetadataImage {
     pub fn acls(&self) -> &BTreeMap<Uuid, Arc<AclEntry>> {
         &self.0.acls
     }
+    /// Every client quota, by entity.
+    pub fn client_quotas(&self) -> &ClientQuotas {
+        &self.0.client_quotas
+    }
     /// `user`'s SCRAM credential for mechanism type `mechanism`.
     pub fn scram_credential(&self, user: &str, mechanism: i8) -> Option<&Arc<ScramCredentialData>> {
         self.0.scram.get(&(user.to_string(), mechanism))
@@ -289,7 +306,8 @@ impl MetadataImage {
 
     /// The image as records that rebuild it from an empty one (a snapshot's
     /// content), in an order that replays: features, brokers, topics with
-    /// their partitions, configs, producer ids, SCRAM credentials, ACLs.
+    /// their partitions, configs, producer ids, SCRAM credentials, ACLs,
+    /// client quotas.
     pub fn to_records(&self) -> Vec<MetadataRecord> {
         let mut out = Vec::new();
         for (name, level) in self.0.features.iter() {
@@ -347,6 +365,24 @@ impl MetadataImage {
         }
         for (id, acl) in self.0.acls.iter() {
             out.push(MetadataRecord::AccessControlEntry(acl.to_record(*id)));
+        }
+        for (entity, quotas) in self.0.client_quotas.iter() {
+            for (key, value) in quotas.iter() {
+                out.push(MetadataRecord::ClientQuota(ClientQuotaRecord {
+                    entity: entity
+                        .iter()
+                        .map(|(t, n)| EntityData {
+                            entity_type: t.clone(),
+                            entity_name: n.clone(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    key: key.clone(),
+                    value: *value,
+                    remove: false,
+                    ..Default::default()
+                }));
+            }
         }
         out
     }

@@ -81,6 +81,8 @@ fn kafka_protocol_decode(like: &Request, version: i16, body: &Bytes) -> Request 
         SaslAuthenticate,
         DescribeUserScramCredentials,
         AlterUserScramCredentials,
+        DescribeClientQuotas,
+        AlterClientQuotas,
         AddPartitionsToTxn,
         AddOffsetsToTxn,
         EndTxn,

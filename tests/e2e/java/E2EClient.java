@@ -10,7 +10,8 @@
 //       Prints one line per acknowledged record:
 //         {"type":"ack","i":n,"key":...,"partition":p,"offset":o,"timestamp":t}
 //       or {"type":"error","i":n,"key":...,"error":"ExceptionClass","message":...}, then
-//       {"type":"done","acked":a,"failed":f}.
+//       {"type":"done","acked":a,"failed":f,"elapsed_s":s,"throttle_time_avg":ms,"throttle_time_max":ms}
+//       (the producer metrics produce-throttle-time-avg/-max: the broker's throttle_time_ms, KIP-219).
 //
 //   consume BOOTSTRAP TOPICS FROM COUNT [k=v ...]
 //       TOPICS is comma-separated; all partitions of each are assigned. FROM is earliest, latest,
@@ -20,7 +21,8 @@
 //          "headers":[[n,v]...],"value_size"}
 //       and stops after COUNT records in total (or when poll.total.ms, default 20000, runs out); COUNT
 //       "end" stops instead once every partition's position reaches its end offset as of the start,
-//       then prints {"type":"done","count":n,"end_offsets":{...},"beginning_offsets":{...}}.
+//       then prints {"type":"done","count":n,"end_offsets":{...},"beginning_offsets":{...},
+//       "elapsed_s":s,"throttle_time_avg":ms,"throttle_time_max":ms} (fetch-throttle-time-avg/-max).
 //
 //   group BOOTSTRAP TOPIC GROUP [k=v ...]
 //       A consumer-group member: subscribes to TOPIC, commits each batch's offsets right after
@@ -154,6 +156,8 @@ public class E2EClient {
         p.putIfAbsent("linger.ms", "5");
         AtomicLong acked = new AtomicLong();
         AtomicLong failed = new AtomicLong();
+        ObjectNode done = JSON.createObjectNode();
+        done.put("type", "done");
         try (KafkaProducer<byte[], byte[]> producer =
                 new KafkaProducer<>(p, new ByteArraySerializer(), new ByteArraySerializer())) {
             long started = System.nanoTime();
@@ -195,9 +199,9 @@ public class E2EClient {
                 }
             }
             producer.flush();
+            done.put("elapsed_s", (System.nanoTime() - started) / 1e9);
+            throttleMetrics(done, producer.metrics(), "produce");
         }
-        ObjectNode done = JSON.createObjectNode();
-        done.put("type", "done");
         done.put("acked", acked.get());
         done.put("failed", failed.get());
         emit(done);
@@ -501,6 +505,8 @@ public class E2EClient {
             ObjectNode done = JSON.createObjectNode();
             done.put("type", "done");
             done.put("count", n);
+            done.put("elapsed_s", (System.currentTimeMillis() - deadline + totalMs) / 1e3);
+            throttleMetrics(done, consumer.metrics(), "fetch");
             ObjectNode ends = done.putObject("end_offsets");
             for (Map.Entry<TopicPartition, Long> e : consumer.endOffsets(tps, Duration.ofSeconds(15)).entrySet()) {
                 ends.put(e.getKey().topic() + ":" + e.getKey().partition(), e.getValue());
@@ -510,6 +516,21 @@ public class E2EClient {
                 begins.put(e.getKey().topic() + ":" + e.getKey().partition(), e.getValue());
             }
             emit(done);
+        }
+    }
+
+    /** The client's PREFIX-throttle-time-avg and -max metrics (NaN/absent as -1) into `out`. */
+    static void throttleMetrics(ObjectNode out, Map<org.apache.kafka.common.MetricName, ? extends org.apache.kafka.common.Metric> metrics,
+            String prefix) {
+        for (String stat : new String[] {"avg", "max"}) {
+            double v = -1;
+            for (Map.Entry<org.apache.kafka.common.MetricName, ? extends org.apache.kafka.common.Metric> e : metrics.entrySet()) {
+                if (e.getKey().name().equals(prefix + "-throttle-time-" + stat)) {
+                    Object m = e.getValue().metricValue();
+                    if (m instanceof Double d && !d.isNaN()) v = Math.max(v, d);
+                }
+            }
+            out.put("throttle_time_" + stat, v);
         }
     }
 

@@ -87,6 +87,8 @@ pub const REQUESTS: &[(&str, Option<i16>)] = &[
     ("SaslAuthenticate", None),
     ("DescribeUserScramCredentials", None),
     ("AlterUserScramCredentials", None),
+    ("DescribeClientQuotas", None),
+    ("AlterClientQuotas", None),
 ];
 
 /// Requests decoded past kafka-protocol's newest version where the layout

@@ -86,6 +86,8 @@ pub fn unsupported_version(ctx: &Ctx) -> Option<BytesMut> {
         peer: ctx.peer,
         listener: ctx.listener.clone(),
         principal: ctx.principal.clone(),
+        request_bytes: ctx.request_bytes,
+        throttle: ctx.throttle.clone(),
     };
     v0.respond(&resp)
 }

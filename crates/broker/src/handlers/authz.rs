@@ -175,6 +175,9 @@ pub fn check(ctx: &Ctx, request: Request) -> Checked {
         // ACL changes need ALTER, DescribeAcls DESCRIBE on the cluster:
         // checked by their handlers, which answer each creation/filter.
         Request::DescribeAcls(_) | Request::CreateAcls(_) | Request::DeleteAcls(_) => {}
+        // DESCRIBE_CONFIGS / ALTER_CONFIGS on the cluster, checked by their
+        // handlers (`client_quotas`).
+        Request::DescribeClientQuotas(_) | Request::AlterClientQuotas(_) => {}
         Request::JoinGroup(r) => {
             if !group(ctx, r.group_id.as_str(), Operation::Read) {
                 return denied(

@@ -37,6 +37,11 @@
 //! sent with sendfile(2) (see `response.rs`). A test checks the encoding
 //! against kafka-protocol's for every version.
 //!
+//! A consumer over its `consumer_byte_rate` quota gets `throttle_time_ms`
+//! with the records of this response (Kafka answers a throttled fetch
+//! empty) and its connection reads nothing more for that long
+//! (`crate::quotas`).
+//!
 //! A partition named twice in one request is answered once, at its first
 //! place, from the position of its last entry, as Kafka's map of wanted
 //! partitions does.
@@ -64,6 +69,7 @@ use crate::fetch_sessions::{
     self, Incremental, PartitionAnswer, PartitionKey, PartitionRequest, PartitionSeen, TopicRef,
     FINAL_EPOCH, INVALID_SESSION_ID,
 };
+use crate::quotas::QuotaKind;
 use crate::response::{Chunk, Response};
 use crate::security::authorizer::{Operation, ResourceType};
 use crate::state::now_ms;
@@ -369,6 +375,12 @@ async fn fetch(ctx: Ctx, req: FetchRequest, plan: Plan) -> Option<Response> {
     }
     // 0 (or less) allows only the first batch (KIP-74), as in Kafka.
     let response_max = req.max_bytes.max(0) as usize;
+    // A consumer with a byte-rate quota gets at most what its quota allows
+    // in the whole window (Kafka's `getMaxValueInQuotaWindow`).
+    let response_max = match ctx.quota_window_bytes(QuotaKind::Fetch) {
+        Some(max) if !follower => response_max.min(max),
+        _ => response_max,
+    };
     let isolation = Isolation::from_wire(req.isolation_level);
     let replica = if ctx.api_version >= 15 {
         (req.replica_state.replica_id.0 >= 0).then_some(FromReplica {
@@ -538,7 +550,18 @@ async fn fetch(ctx: Ctx, req: FetchRequest, plan: Plan) -> Option<Response> {
         codes.dedup();
         codes
     });
-    Some(encode_session(
+    // The consumer byte-rate quota counts the records sent (a follower's
+    // fetches are not a client's).
+    let throttle_ms = if replica.is_none() && ctx.broker.quotas.enabled() {
+        let bytes: usize = topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.records_bytes))
+            .sum();
+        ctx.quota_throttle_ms(QuotaKind::Fetch, bytes as f64)
+    } else {
+        0
+    };
+    let mut resp = encode_session(
         ctx.api_version,
         ctx.correlation_id,
         error,
@@ -546,7 +569,24 @@ async fn fetch(ctx: Ctx, req: FetchRequest, plan: Plan) -> Option<Response> {
         isolation == Isolation::ReadCommitted,
         topics,
         endpoints,
-    ))
+    );
+    if throttle_ms > 0 {
+        set_throttle_time(&mut resp, ctx.api_version, throttle_ms);
+    }
+    Some(resp)
+}
+
+/// Writes `throttle_ms` into an encoded response's `throttle_time_ms`
+/// (the first field of the body, in every version served).
+fn set_throttle_time(resp: &mut Response, version: i16, throttle_ms: i32) {
+    let at = 8 + usize::from(response_header_version(API_KEY, version) >= 1);
+    if let Some(Chunk::Bytes(first)) = resp.chunks.first_mut() {
+        if first.len() >= at + 4 {
+            let mut head = BytesMut::from(&first[..]);
+            head[at..at + 4].copy_from_slice(&throttle_ms.to_be_bytes());
+            *first = head.freeze();
+        }
+    }
 }
 
 /// Read every wanted partition once. Returns the partitions, the bytes found,
@@ -910,6 +950,25 @@ mod tests {
     };
     use fjord_protocol::kafka_protocol::protocol::StrBytes;
     use std::io::Write;
+
+    /// A throttle time lands where kafka-protocol writes `throttle_time_ms`.
+    #[test]
+    fn throttle_time_is_patched_into_every_version() {
+        for version in VERSIONS {
+            let mut ours = encode(version, 77, ErrorCode::NONE, false, Vec::new());
+            set_throttle_time(&mut ours, version, 1234);
+            let mut want = BytesMut::new();
+            fjord_protocol::encode_response(
+                77,
+                response_header_version(API_KEY, version),
+                &FetchResponse::default().with_throttle_time_ms(1234),
+                version,
+                &mut want,
+            )
+            .unwrap();
+            assert_eq!(ours.to_bytes().unwrap(), want.freeze(), "v{version}");
+        }
+    }
 
     /// Our encoding equals kafka-protocol's for the same response, every version.
     #[test]

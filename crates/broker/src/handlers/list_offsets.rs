@@ -156,6 +156,8 @@ pub fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> Option<BytesMut> {
         peer: ctx.peer,
         listener: ctx.listener.clone(),
         principal: ctx.principal.clone(),
+        request_bytes: ctx.request_bytes,
+        throttle: ctx.throttle.clone(),
     };
     same_layout.respond(&resp)
 }

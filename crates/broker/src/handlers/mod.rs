@@ -13,6 +13,7 @@ use fjord_protocol::RequestHeader;
 use fjord_protocol::{decode_request, encode_response, response_header_version, Reader, Request};
 use tokio::task::JoinHandle;
 
+use crate::quotas::{ConnectionThrottle, QuotaKind};
 use crate::response::Response;
 use crate::state::Broker;
 
@@ -22,6 +23,7 @@ pub mod alter_partition_reassignments;
 pub mod alter_replica_log_dirs;
 pub mod api_versions;
 pub mod authz;
+pub mod client_quotas;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -77,6 +79,36 @@ pub struct Ctx {
     /// admin request another broker forwarded after checking it, a test),
     /// which is never checked against ACLs (see [`authz`]).
     pub principal: Option<crate::security::KafkaPrincipal>,
+    /// The size of the request body (what a produce quota counts).
+    pub request_bytes: usize,
+    /// The connection's mute for quota throttling (None: not from a socket).
+    pub throttle: Option<Arc<ConnectionThrottle>>,
+}
+
+/// Records `value` of `kind` against the client quota of `principal` and
+/// `client_id`; over its quota, mutes the connection for the throttle time
+/// and returns it (0 otherwise, and without any quota or principal).
+pub fn record_quota(
+    broker: &Broker,
+    principal: Option<&crate::security::KafkaPrincipal>,
+    client_id: Option<&str>,
+    throttle: Option<&ConnectionThrottle>,
+    kind: QuotaKind,
+    value: f64,
+) -> i32 {
+    let quotas = &broker.quotas;
+    if !quotas.enabled() {
+        return 0;
+    }
+    let Some(principal) = principal else {
+        return 0;
+    };
+    let now = u64::try_from(crate::state::now_ms()).unwrap_or(0);
+    let ms = quotas.record(kind, &principal.name, client_id.unwrap_or(""), value, now);
+    if let Some(t) = throttle {
+        t.throttle(now, ms);
+    }
+    i32::try_from(ms).unwrap_or(i32::MAX)
 }
 
 /// Every error code a response carries, once per place (Kafka's
@@ -149,6 +181,35 @@ fn error_codes_in(debug: &str) -> Vec<i16> {
 }
 
 impl Ctx {
+    /// [`record_quota`] for this request.
+    pub fn quota_throttle_ms(&self, kind: QuotaKind, value: f64) -> i32 {
+        record_quota(
+            &self.broker,
+            self.principal.as_ref(),
+            self.client_id.as_deref(),
+            self.throttle.as_deref(),
+            kind,
+            value,
+        )
+    }
+
+    /// [`crate::quotas::ClientQuotas::max_in_window`] for this request's
+    /// client, in bytes (`None`: no quota).
+    pub fn quota_window_bytes(&self, kind: QuotaKind) -> Option<usize> {
+        let quotas = &self.broker.quotas;
+        if !quotas.enabled() {
+            return None;
+        }
+        let principal = self.principal.as_ref()?;
+        quotas
+            .max_in_window(
+                kind,
+                &principal.name,
+                self.client_id.as_deref().unwrap_or(""),
+            )
+            .map(|v| v.min(usize::MAX as f64) as usize)
+    }
+
     /// The live brokers with the endpoints of this request's listener.
     pub fn live_brokers(&self) -> Vec<crate::state::LiveBroker> {
         self.broker.live_brokers_on(self.listener.as_deref())
@@ -337,6 +398,8 @@ pub fn supported() -> Vec<(i16, RangeInclusive<i16>)> {
             ApiKey::AlterUserScramCredentials as i16,
             scram_credentials::ALTER_VERSIONS,
         ),
+        (ApiKey::DescribeClientQuotas as i16, client_quotas::VERSIONS),
+        (ApiKey::AlterClientQuotas as i16, client_quotas::VERSIONS),
     ]
 }
 
@@ -353,7 +416,7 @@ pub fn dispatch_from(
     header: RequestHeader,
     body: Reader,
 ) -> Option<Pending> {
-    dispatch_on(broker, peer, None, None, header, body)
+    dispatch_on(broker, peer, None, None, None, header, body)
 }
 
 /// [`dispatch_from`] for a request that came in on `listener` from
@@ -363,6 +426,7 @@ pub fn dispatch_on(
     peer: Option<SocketAddr>,
     listener: Option<Arc<str>>,
     principal: Option<crate::security::KafkaPrincipal>,
+    throttle: Option<Arc<ConnectionThrottle>>,
     header: RequestHeader,
     mut body: Reader,
 ) -> Option<Pending> {
@@ -375,6 +439,8 @@ pub fn dispatch_on(
         peer,
         listener,
         principal,
+        request_bytes: body.remaining(),
+        throttle,
     };
     let Some((_, versions)) = supported().into_iter().find(|(k, _)| *k == ctx.api_key) else {
         tracing::debug!(
@@ -414,6 +480,39 @@ pub fn dispatch_on(
         authz::Checked::Denied(answer) => return Some(Pending::Ready(answer)),
         authz::Checked::Close => return None,
     };
+    // request_percentage (Kafka's request quota): the time of the handler's
+    // synchronous part, for clients with a quota; ApiVersions and SASL are
+    // exempt, as in Kafka.
+    let request_quota = (broker.quotas.enabled()
+        && ctx.principal.is_some()
+        && ctx.api_key != api_versions::API_KEY
+        && !is_sasl_api(ctx.api_key))
+    .then(|| {
+        (
+            std::time::Instant::now(),
+            ctx.principal.clone(),
+            ctx.client_id.clone(),
+            ctx.throttle.clone(),
+        )
+    });
+    let pending = handle(ctx, request)?;
+    if let Some((started, principal, client_id, throttle)) = request_quota {
+        // Kafka's unit: percent of one thread over the window.
+        let percent = started.elapsed().as_nanos() as f64 * 100.0 / 1e9;
+        record_quota(
+            broker,
+            principal.as_ref(),
+            client_id.as_deref(),
+            throttle.as_deref(),
+            QuotaKind::Request,
+            percent,
+        );
+    }
+    Some(pending)
+}
+
+/// Hands a decoded, authorized request to its handler.
+fn handle(ctx: Ctx, request: Request) -> Option<Pending> {
     Some(match request {
         Request::ApiVersions(r) => Pending::Ready(api_versions::handle(&ctx, r)),
         Request::Metadata(r) => Pending::Ready(metadata::handle(&ctx, r)),
@@ -481,6 +580,8 @@ pub fn dispatch_on(
         Request::AlterUserScramCredentials(r) => {
             blocking(ctx, move |ctx| scram_credentials::alter(&ctx, r))
         }
+        Request::DescribeClientQuotas(r) => Pending::Ready(client_quotas::describe(&ctx, r)),
+        Request::AlterClientQuotas(r) => blocking(ctx, move |ctx| client_quotas::alter(&ctx, r)),
         // Every request type has a handler now; kept for types added later.
         #[allow(unreachable_patterns)]
         other => {
@@ -564,6 +665,8 @@ mod tests {
             peer: Some("127.0.0.1:5555".parse().unwrap()),
             listener: None,
             principal: None,
+            request_bytes: 0,
+            throttle: None,
         };
         let resp = MetadataResponse::default().with_topics(vec![
             MetadataResponseTopic::default().with_error_code(3),

@@ -21,6 +21,9 @@
 //! answered with its original offsets and NONE, a sequence gap with
 //! OUT_OF_ORDER_SEQUENCE_NUMBER, an old epoch with INVALID_PRODUCER_EPOCH, all
 //! through `errors::storage_error`.
+//!
+//! A producer over its `producer_byte_rate` quota gets `throttle_time_ms`
+//! and its connection is muted that long (`crate::quotas`).
 
 use std::ops::RangeInclusive;
 
@@ -34,6 +37,7 @@ use fjord_protocol::kafka_protocol::messages::{BrokerId, ProduceRequest, Produce
 
 use super::{str_bytes, Ctx, Pending};
 use crate::errors;
+use crate::quotas::QuotaKind;
 use crate::security::authorizer::{Operation, ResourceType};
 use crate::state::now_ms;
 
@@ -209,6 +213,9 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
                 .with_partition_responses(partitions),
         );
     }
+    // The producer byte-rate quota counts the request's bytes (Kafka's
+    // `request.sizeInBytes`); over it the connection is muted, acks=0 too.
+    let throttle_ms = ctx.quota_throttle_ms(QuotaKind::Produce, ctx.request_bytes as f64);
     if acks == Some(Acks::None) {
         return Pending::Ready(None);
     }
@@ -229,6 +236,7 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
     };
     let mut resp = ProduceResponse::default()
         .with_responses(topics)
+        .with_throttle_time_ms(throttle_ms)
         .with_node_endpoints(endpoints);
     if to_commit.is_empty() {
         return Pending::Ready(ctx.respond(&resp));

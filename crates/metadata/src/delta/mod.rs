@@ -14,7 +14,7 @@ use fjord_protocol::Reader;
 use uuid::Uuid;
 
 use crate::image::{
-    AclEntry, ConfigResource, ImageParts, MetadataImage, PartitionRegistration,
+    AclEntry, ConfigResource, ImageParts, MetadataImage, PartitionRegistration, QuotaEntity,
     ScramCredentialData, TopicImage,
 };
 use crate::MetadataError;
@@ -38,6 +38,8 @@ pub struct MetadataDelta {
     scram: BTreeMap<(String, i8), Option<Arc<ScramCredentialData>>>,
     /// ACLs added (`Some`) or removed (`None`), by id.
     acls: BTreeMap<Uuid, Option<Arc<AclEntry>>>,
+    /// Client quota values set (`Some`) or removed (`None`), by entity and key.
+    client_quotas: BTreeMap<QuotaEntity, BTreeMap<String, Option<f64>>>,
 }
 
 impl MetadataDelta {
@@ -54,6 +56,7 @@ impl MetadataDelta {
             next_producer_id: None,
             scram: BTreeMap::new(),
             acls: BTreeMap::new(),
+            client_quotas: BTreeMap::new(),
         }
     }
 
@@ -354,8 +357,22 @@ impl MetadataDelta {
                 }
                 self.acls.insert(r.id, None);
             }
-            // Quotas, delegation tokens, transactions and
-            // controller registrations: not kept by this image yet.
+            // Kafka's ClientQuotaControlManager.replay: a value set or
+            // removed for one key of one entity.
+            MetadataRecord::ClientQuota(r) => {
+                let entity: QuotaEntity = r
+                    .entity
+                    .iter()
+                    .map(|e| (e.entity_type.clone(), e.entity_name.clone()))
+                    .collect();
+                let value = (!r.remove).then_some(r.value);
+                self.client_quotas
+                    .entry(entity)
+                    .or_default()
+                    .insert(r.key.clone(), value);
+            }
+            // Delegation tokens, transactions and controller
+            // registrations: not kept by this image yet.
             _ => {}
         }
         Ok(())
@@ -397,6 +414,12 @@ impl MetadataDelta {
             && self.next_producer_id.is_none()
             && self.scram.is_empty()
             && self.acls.is_empty()
+            && self.client_quotas.is_empty()
+    }
+
+    /// Whether this delta set or removed client quotas.
+    pub fn client_quotas_changed(&self) -> bool {
+        !self.client_quotas.is_empty()
     }
 
     /// Whether this delta added or removed ACLs.
@@ -505,6 +528,26 @@ impl MetadataDelta {
             }
             Arc::new(a)
         };
+        let client_quotas = if self.client_quotas.is_empty() {
+            base.client_quotas.clone()
+        } else {
+            let mut q = (*base.client_quotas).clone();
+            for (entity, changes) in &self.client_quotas {
+                let mut values = q.get(entity).map(|v| (**v).clone()).unwrap_or_default();
+                for (key, value) in changes {
+                    match value {
+                        Some(v) => values.insert(key.clone(), *v),
+                        None => values.remove(key),
+                    };
+                }
+                if values.is_empty() {
+                    q.remove(entity);
+                } else {
+                    q.insert(entity.clone(), Arc::new(values));
+                }
+            }
+            Arc::new(q)
+        };
         MetadataImage(Arc::new(ImageParts {
             end_offset: self.end_offset,
             cluster_id: base.cluster_id.clone(),
@@ -515,6 +558,7 @@ impl MetadataDelta {
             next_producer_id,
             scram,
             acls,
+            client_quotas,
         }))
     }
 }

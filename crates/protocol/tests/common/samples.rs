@@ -16,8 +16,9 @@ use fjord_protocol::kafka_protocol::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
 use fjord_protocol::kafka_protocol::messages::{
-    AlterUserScramCredentialsRequest, ApiKey, BrokerId, DescribeUserScramCredentialsRequest,
-    SaslAuthenticateRequest, SaslHandshakeRequest, TopicName, TransactionalId,
+    AlterClientQuotasRequest, AlterUserScramCredentialsRequest, ApiKey, BrokerId,
+    DescribeClientQuotasRequest, DescribeUserScramCredentialsRequest, SaslAuthenticateRequest,
+    SaslHandshakeRequest, TopicName, TransactionalId,
 };
 use fjord_protocol::Request;
 use uuid::Uuid;
@@ -71,6 +72,47 @@ pub fn alter_user_scram_credentials(_v: i16) -> AlterUserScramCredentialsRequest
             .with_salt(Bytes::from_static(b"salt"))
             .with_salted_password(Bytes::from(vec![7u8; 32]))
             .with_unknown_tagged_fields(extra_tags(true, 3))])
+}
+
+pub fn describe_client_quotas(v: i16) -> DescribeClientQuotasRequest {
+    use fjord_protocol::kafka_protocol::messages::describe_client_quotas_request::ComponentData;
+    DescribeClientQuotasRequest::default()
+        .with_components(vec![
+            ComponentData::default()
+                .with_entity_type(s("user"))
+                .with_match_type(0)
+                .with_match(Some(s("alice"))),
+            ComponentData::default()
+                .with_entity_type(s("client-id"))
+                .with_match_type(1)
+                .with_unknown_tagged_fields(extra_tags(v >= 1, 2)),
+        ])
+        .with_strict(true)
+        .with_unknown_tagged_fields(extra_tags(v >= 1, 4))
+}
+
+pub fn alter_client_quotas(v: i16) -> AlterClientQuotasRequest {
+    use fjord_protocol::kafka_protocol::messages::alter_client_quotas_request::{
+        EntityData, EntryData, OpData,
+    };
+    AlterClientQuotasRequest::default()
+        .with_entries(vec![EntryData::default()
+            .with_entity(vec![
+                EntityData::default()
+                    .with_entity_type(s("user"))
+                    .with_entity_name(Some(s("alice"))),
+                EntityData::default().with_entity_type(s("client-id")),
+            ])
+            .with_ops(vec![
+                OpData::default()
+                    .with_key(s("producer_byte_rate"))
+                    .with_value(1048576.0),
+                OpData::default()
+                    .with_key(s("request_percentage"))
+                    .with_remove(true)
+                    .with_unknown_tagged_fields(extra_tags(v >= 1, 3)),
+            ])])
+        .with_validate_only(true)
 }
 
 pub fn api_versions(v: i16) -> ApiVersionsRequest {
@@ -311,6 +353,8 @@ pub fn sample(api_key: i16, v: i16) -> Option<Request> {
         ApiKey::AlterUserScramCredentials => {
             Request::AlterUserScramCredentials(alter_user_scram_credentials(v))
         }
+        ApiKey::DescribeClientQuotas => Request::DescribeClientQuotas(describe_client_quotas(v)),
+        ApiKey::AlterClientQuotas => Request::AlterClientQuotas(alter_client_quotas(v)),
         ApiKey::AddPartitionsToTxn => Request::AddPartitionsToTxn(txn::add_partitions_to_txn(v)),
         ApiKey::AddOffsetsToTxn => Request::AddOffsetsToTxn(txn::add_offsets_to_txn(v)),
         ApiKey::EndTxn => Request::EndTxn(txn::end_txn(v)),

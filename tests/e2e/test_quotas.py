@@ -1,0 +1,171 @@
+"""Client quotas (issue 18, scope 5): producer_byte_rate and consumer_byte_rate set with Kafka's own kafka-configs
+tool (AlterClientQuotas), read back with --describe (DescribeClientQuotas), and enforced as Kafka does (KIP-219):
+the Java client and librdkafka see throttle_time_ms and their rate stays near the quota. The broker runs with
+quota.window.num=2 (one whole window of one second), so that a burst allowance of ten windows does not dominate a
+run of a few seconds. Runs against Fjord and, with E2E_BROKER=kafka, against Apache Kafka 4.3.1."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+import clients as c
+from conftest import unique
+
+CONFIGS = "kafka.admin.ConfigCommand"
+QUOTA = 50_000  # bytes per second
+RECORD_BYTES = 1000
+RECORDS = 250  # 250 KB: about five seconds at the quota
+
+
+@pytest.fixture(scope="module")
+def quota_broker(tmp_path_factory):
+    from conftest import BROKER_KIND, Broker, _tmp_root  # noqa: PLC0415 - a module-scoped private broker
+
+    b = Broker(BROKER_KIND, _tmp_root("quotas"), {"quota.window.num": "2", "quota.window.size.seconds": "1"})
+    try:
+        b.start()
+        yield b
+    finally:
+        b.kill9() if b.kind == "kafka" else b.stop(timeout_s=20)
+
+
+def configs(java, b, *args):
+    return java.run(CONFIGS, "--bootstrap-server", b.bootstrap, *args).stdout
+
+
+def set_client_quota(java, b, client_id, key, value):
+    configs(java, b, "--alter", "--add-config", f"{key}={value}", "--entity-type", "clients", "--entity-name",
+            client_id)
+    # Applied by the broker within a moment (Kafka applies the metadata log asynchronously).
+    time.sleep(1.0)
+
+
+def payload(n=RECORDS):
+    return [{"key": f"k{i}", "value": None, "value_size": RECORD_BYTES} for i in range(n)]
+
+
+def assert_near_quota(nbytes, elapsed_s, what):
+    rate = nbytes / elapsed_s
+    # Generous: under twice the quota over at least three seconds (one window of burst is allowed).
+    assert elapsed_s >= 3.0 and rate < 2 * QUOTA, f"{what}: {nbytes} B in {elapsed_s:.2f} s = {rate:.0f} B/s"
+
+
+def test_java_producer_is_throttled_to_its_quota(quota_broker, java):
+    b = quota_broker
+    client, topic = unique("jprod"), unique("quota-jp")
+    set_client_quota(java, b, client, "producer_byte_rate", QUOTA)
+    lines = java.run("E2EClient", "produce", b.bootstrap, topic, f"client.id={client}", "linger.ms=0",
+                     input="\n".join(json.dumps(r) for r in payload()) + "\n", timeout=120).stdout
+    done = [json.loads(x) for x in lines.splitlines() if x.startswith('{"type":"done"')][0]
+    assert done["acked"] == RECORDS, done
+    assert done["throttle_time_max"] > 0, done
+    assert_near_quota(RECORDS * RECORD_BYTES, done["elapsed_s"], "java producer")
+
+
+def test_librdkafka_producer_is_throttled_to_its_quota(quota_broker, java):
+    b = quota_broker
+    client, topic = unique("cfprod"), unique("quota-cf")
+    set_client_quota(java, b, client, "producer_byte_rate", QUOTA)
+    throttles = []
+    # Requests of 16 KB, as the Java client sends them (librdkafka batches up to 1 MB by default).
+    p = Producer({"bootstrap.servers": b.bootstrap, "client.id": client, "linger.ms": 0, "batch.size": 16384,
+                  "throttle_cb": lambda ev: throttles.append(ev.throttle_time)})
+    acked = []
+    start = time.monotonic()
+    for i in range(RECORDS):
+        while True:
+            try:
+                p.produce(topic, key=f"k{i}", value=b"x" * RECORD_BYTES,
+                          on_delivery=lambda err, msg: acked.append(err))
+                break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+    assert p.flush(60) == 0
+    elapsed = time.monotonic() - start
+    p.poll(0)
+    assert len(acked) == RECORDS and all(e is None for e in acked), acked[:3]
+    assert throttles and max(throttles) > 0, throttles
+    assert_near_quota(RECORDS * RECORD_BYTES, elapsed, "librdkafka producer")
+
+
+@pytest.fixture(scope="module")
+def filled(quota_broker):
+    """A topic of RECORDS records of RECORD_BYTES in batches of 16 KB, written without a quota (a fetch always
+    returns at least one whole batch, so one batch of everything would be one answer whatever the quota)."""
+    topic = unique("quota-fetch")
+    p = Producer({"bootstrap.servers": quota_broker.bootstrap, "linger.ms": 5, "batch.size": 16384})
+    for i in range(RECORDS):
+        p.produce(topic, key=f"k{i}", value=b"x" * RECORD_BYTES)
+    assert p.flush(30) == 0
+    return topic
+
+
+def test_java_consumer_is_throttled_to_its_quota(quota_broker, java, filled):
+    b = quota_broker
+    client = unique("jcons")
+    set_client_quota(java, b, client, "consumer_byte_rate", QUOTA)
+    recs, _, done = c.java_consume(java, b.bootstrap, [filled], RECORDS, conf={"client.id": client,
+                                                                               "poll.total.ms": "60000"},
+                                   timeout_s=120)
+    assert len(recs) == RECORDS
+    assert done["throttle_time_max"] > 0, done
+    assert_near_quota(RECORDS * RECORD_BYTES, done["elapsed_s"], "java consumer")
+
+
+def test_librdkafka_consumer_is_throttled_to_its_quota(quota_broker, java, filled):
+    b = quota_broker
+    client = unique("cfcons")
+    set_client_quota(java, b, client, "consumer_byte_rate", QUOTA)
+    throttles = []
+    cons = Consumer({"bootstrap.servers": b.bootstrap, "client.id": client, "group.id": f"g-{uuid.uuid4().hex[:8]}",
+                     "enable.auto.commit": False, "throttle_cb": lambda ev: throttles.append(ev.throttle_time)})
+    try:
+        cons.assign([TopicPartition(filled, 0, 0)])
+        start = time.monotonic()
+        got = 0
+        while got < RECORDS and time.monotonic() - start < 60:
+            for m in cons.consume(100, timeout=0.5):
+                assert m.error() is None, m.error()
+                got += 1
+        elapsed = time.monotonic() - start
+    finally:
+        cons.close()
+    assert got == RECORDS
+    assert throttles and max(throttles) > 0, throttles
+    assert_near_quota(RECORDS * RECORD_BYTES, elapsed, "librdkafka consumer")
+
+
+# Last in the file: the quotas it leaves (the default client-id's) must not touch the tests above. Each
+# kafka-configs run starts a JVM (several seconds on a loaded machine).
+@pytest.mark.timeout(300)
+def test_kafka_configs_alters_and_describes_quotas(quota_broker, java):
+    b = quota_broker
+    user, client = unique("alice"), unique("app")
+    configs(java, b, "--alter", "--add-config", "producer_byte_rate=1048576,request_percentage=50.5",
+            "--entity-type", "users", "--entity-name", user)
+    configs(java, b, "--alter", "--add-config", "consumer_byte_rate=2048", "--entity-type", "clients",
+            "--entity-default")
+    configs(java, b, "--alter", "--add-config", "producer_byte_rate=4096", "--entity-type", "users",
+            "--entity-name", user, "--entity-type", "clients", "--entity-name", client)
+    out = configs(java, b, "--describe", "--entity-type", "users", "--entity-name", user)
+    assert f"user-principal '{user}'" in out and "producer_byte_rate=1048576.0" in out, out
+    assert "request_percentage=50.5" in out, out
+    # Only the user's own entity: not its (user, client-id) one.
+    assert "4096" not in out, out
+    out = configs(java, b, "--describe", "--entity-type", "clients", "--entity-default")
+    assert "consumer_byte_rate=2048.0" in out, out
+    # A key quotas do not have is refused.
+    res = java.run(CONFIGS, "--bootstrap-server", b.bootstrap, "--alter", "--add-config", "no_such_rate=1",
+                   "--entity-type", "clients", "--entity-name", client, check=False)
+    assert res.returncode != 0
+    # Removed again: described without them.
+    configs(java, b, "--alter", "--delete-config", "producer_byte_rate,request_percentage", "--entity-type",
+            "users", "--entity-name", user)
+    out = configs(java, b, "--describe", "--entity-type", "users", "--entity-name", user)
+    assert "producer_byte_rate" not in out and "request_percentage" not in out, out
