@@ -226,3 +226,60 @@ def test_kafka_python_gets_authorization_errors(guarded):
     finally:
         consumer.close()
 
+
+def _admin_error(future):
+    """The Kafka error code a librdkafka admin future failed with (None: it succeeded)."""
+    from confluent_kafka import KafkaException  # noqa: PLC0415
+
+    try:
+        future.result(timeout=30)
+        return None
+    except KafkaException as e:
+        return e.args[0].code()
+
+
+def test_configs_and_group_admin_need_their_acls(guarded):
+    """Admin APIs for a non-super user get Kafka's authorization error per resource (they used to close the
+    connection): DescribeConfigs needs DESCRIBE_CONFIGS on the topic, IncrementalAlterConfigs ALTER_CONFIGS on the
+    topic or the cluster, DescribeGroups DESCRIBE and DeleteGroups DELETE on the group; ListGroups lists only
+    the groups the user may describe."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource  # noqa: PLC0415
+    from confluent_kafka.admin import ResourceType as CR  # noqa: PLC0415
+
+    b, sasl = guarded
+    topic = new_topic(b)
+    # A group with committed offsets, made by the super user.
+    group, hidden = f"g-{uuid.uuid4().hex[:8]}", f"h-{uuid.uuid4().hex[:8]}"
+    for g in (group, hidden):
+        consumer = c.cf_consumer(b.bootstrap, {"group.id": g})
+        try:
+            consumer.assign([c.TopicPartition(topic, 0, 0)])
+            consumer.commit(offsets=[c.TopicPartition(topic, 0, 0)], asynchronous=False)
+        finally:
+            consumer.close()
+    alice = AdminClient({"bootstrap.servers": sasl, **cf_conf("alice")})
+    res = ConfigResource(CR.TOPIC, topic)
+    assert _admin_error(alice.describe_configs([res])[res]) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    allow(b, ResourceType.TOPIC, topic, "User:alice", AclOperation.DESCRIBE_CONFIGS)
+    assert _admin_error(alice.describe_configs([res])[res]) is None
+    change = ConfigResource(CR.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET)])
+    assert _admin_error(alice.incremental_alter_configs([change])[change]) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    broker_change = ConfigResource(CR.BROKER, "1", incremental_configs=[
+        ConfigEntry("log.cleaner.threads", "1", incremental_operation=AlterConfigOpType.SET)])
+    assert (_admin_error(alice.incremental_alter_configs([broker_change])[broker_change])
+            == KafkaError.CLUSTER_AUTHORIZATION_FAILED)
+    allow(b, ResourceType.TOPIC, topic, "User:alice", AclOperation.ALTER_CONFIGS)
+    assert _admin_error(alice.incremental_alter_configs([change])[change]) is None
+
+    assert _admin_error(alice.describe_consumer_groups([group])[group]) == KafkaError.GROUP_AUTHORIZATION_FAILED
+    assert _admin_error(alice.delete_consumer_groups([group])[group]) == KafkaError.GROUP_AUTHORIZATION_FAILED
+    listed = alice.list_consumer_groups().result(timeout=30)
+    names = {g.group_id for g in listed.valid}
+    assert group not in names and hidden not in names, names
+    allow(b, ResourceType.GROUP, group, "User:alice", AclOperation.DESCRIBE)
+    assert _admin_error(alice.describe_consumer_groups([group])[group]) is None
+    names = {g.group_id for g in alice.list_consumer_groups().result(timeout=30).valid}
+    assert group in names and hidden not in names, names
+    allow(b, ResourceType.GROUP, group, "User:alice", AclOperation.DELETE)
+    assert _admin_error(alice.delete_consumer_groups([group])[group]) is None

@@ -19,14 +19,23 @@ pub fn handle(ctx: &Ctx, req: AlterConfigsRequest) -> Option<BytesMut> {
             .iter()
             .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
             .collect();
-        let (code, msg) = super::incremental_alter_configs::apply(
+        let denied = super::authz::config_resource_denied(
             ctx,
             r.resource_type,
             &r.resource_name,
-            &changes,
-            false,
-            req.validate_only,
+            crate::security::authorizer::Operation::AlterConfigs,
         );
+        let (code, msg) = match denied {
+            Some((code, msg)) => (code, Some(msg.to_string())),
+            None => super::incremental_alter_configs::apply(
+                ctx,
+                r.resource_type,
+                &r.resource_name,
+                &changes,
+                false,
+                req.validate_only,
+            ),
+        };
         responses.push(
             AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)

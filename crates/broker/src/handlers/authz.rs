@@ -15,7 +15,9 @@
 //!   DESCRIBE, CreateTopics CREATE, DeleteTopics DELETE, OffsetCommit
 //!   READ), answering TOPIC_AUTHORIZATION_FAILED for a topic denied and
 //!   serving the others; Metadata leaves unauthorized topics out of a
-//!   list-all answer, so their names do not leak.
+//!   list-all answer, so their names do not leak. The config APIs check
+//!   each resource ([`config_resource_denied`]), DescribeGroups and
+//!   DeleteGroups each group, ListGroups filters what it lists.
 //!
 //! No check is made without an authorizer, nor for a request from inside
 //! the broker (`Ctx::principal` is `None`: an admin request another
@@ -125,6 +127,45 @@ impl Ctx {
     }
 }
 
+/// Kafka's check of one config resource (DescribeConfigs, AlterConfigs,
+/// IncrementalAlterConfigs): `operation` on the topic
+/// (TOPIC_AUTHORIZATION_FAILED), on the group (GROUP_AUTHORIZATION_FAILED),
+/// or on the cluster for broker, broker-logger and other resources
+/// (CLUSTER_AUTHORIZATION_FAILED). `None`: allowed.
+pub fn config_resource_denied(
+    ctx: &Ctx,
+    resource_type: i8,
+    name: &str,
+    operation: Operation,
+) -> Option<(ErrorCode, &'static str)> {
+    const TOPIC: i8 = 2;
+    const GROUP: i8 = 32;
+    let (allowed, denied) = match resource_type {
+        TOPIC => (
+            ctx.may(ResourceType::Topic, name, operation),
+            (
+                ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                "Topic authorization failed.",
+            ),
+        ),
+        GROUP => (
+            ctx.may(ResourceType::Group, name, operation),
+            (
+                ErrorCode::GROUP_AUTHORIZATION_FAILED,
+                "Group authorization failed.",
+            ),
+        ),
+        _ => (
+            ctx.may_on_cluster(operation),
+            (
+                ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
+                "Cluster authorization failed.",
+            ),
+        ),
+    };
+    (!allowed).then_some(denied)
+}
+
 fn group(ctx: &Ctx, name: &str, operation: Operation) -> bool {
     ctx.may(ResourceType::Group, name, operation)
 }
@@ -178,6 +219,17 @@ pub fn check(ctx: &Ctx, request: Request) -> Checked {
         // DESCRIBE_CONFIGS / ALTER_CONFIGS on the cluster, checked by their
         // handlers (`client_quotas`).
         Request::DescribeClientQuotas(_) | Request::AlterClientQuotas(_) => {}
+        // Per resource in their handlers: DESCRIBE_CONFIGS / ALTER_CONFIGS
+        // on the topic or the cluster (`config_resource_denied`); ListGroups
+        // lists the groups the principal may DESCRIBE (all with DESCRIBE on
+        // the cluster), DescribeGroups needs DESCRIBE and DeleteGroups DELETE
+        // on each group.
+        Request::DescribeConfigs(_)
+        | Request::AlterConfigs(_)
+        | Request::IncrementalAlterConfigs(_)
+        | Request::ListGroups(_)
+        | Request::DescribeGroups(_)
+        | Request::DeleteGroups(_) => {}
         Request::JoinGroup(r) => {
             if !group(ctx, r.group_id.as_str(), Operation::Read) {
                 return denied(

@@ -26,9 +26,21 @@ pub fn handle(ctx: Ctx, req: DeleteGroupsRequest) -> Pending {
             .collect();
         return Pending::Ready(ctx.respond(&DeleteGroupsResponse::default().with_results(results)));
     };
+    // DELETE on each group (GROUP_AUTHORIZATION_FAILED for the others).
+    let denied: std::collections::HashSet<String> = ids
+        .iter()
+        .filter(|id| {
+            !ctx.may(
+                crate::security::authorizer::ResourceType::Group,
+                id,
+                crate::security::authorizer::Operation::Delete,
+            )
+        })
+        .cloned()
+        .collect();
     // Each shard deletes its own groups; the answer keeps the request's order.
     let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-    for id in &ids {
+    for id in ids.iter().filter(|id| !denied.contains(*id)) {
         by_shard
             .entry(groups.partition_for(id))
             .or_default()
@@ -63,10 +75,14 @@ pub fn handle(ctx: Ctx, req: DeleteGroupsRequest) -> Pending {
         let results = ids
             .iter()
             .map(|id| {
-                let e = decided
-                    .get_mut(id)
-                    .and_then(|q| q.pop_front())
-                    .unwrap_or(ErrorCode::UNKNOWN_SERVER_ERROR);
+                let e = if denied.contains(id) {
+                    ErrorCode::GROUP_AUTHORIZATION_FAILED
+                } else {
+                    decided
+                        .get_mut(id)
+                        .and_then(|q| q.pop_front())
+                        .unwrap_or(ErrorCode::UNKNOWN_SERVER_ERROR)
+                };
                 DeletableGroupResult::default()
                     .with_group_id(GroupId(str_bytes(id.clone())))
                     .with_error_code(e.0)

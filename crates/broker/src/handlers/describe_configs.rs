@@ -193,7 +193,17 @@ pub fn handle(ctx: &Ctx, req: DescribeConfigsRequest) -> Option<BytesMut> {
                 .with_error_message(Some(str_bytes(msg)))
         };
         let keys = &r.configuration_keys;
+        let denied = super::authz::config_resource_denied(
+            ctx,
+            r.resource_type,
+            &r.resource_name,
+            crate::security::authorizer::Operation::DescribeConfigs,
+        );
         let result = match r.resource_type {
+            _ if denied.is_some() => {
+                let (code, msg) = denied.unwrap_or((ErrorCode::NONE, ""));
+                fail(code, msg.to_string())
+            }
             RESOURCE_TOPIC => {
                 match topic_result(
                     broker,

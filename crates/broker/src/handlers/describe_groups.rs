@@ -23,7 +23,13 @@ pub fn handle(ctx: &Ctx, req: DescribeGroupsRequest) -> Option<BytesMut> {
     let groups = ctx.broker.groups.get();
     let mut out = Vec::with_capacity(req.groups.len());
     for (gid, id) in ids.iter().zip(req.groups) {
+        let may = ctx.may(
+            crate::security::authorizer::ResourceType::Group,
+            gid,
+            crate::security::authorizer::Operation::Describe,
+        );
         let described = match groups {
+            _ if !may => Err(ErrorCode::GROUP_AUTHORIZATION_FAILED),
             None => Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
             Some(g) => g
                 .read(gid, |c| c.describe(std::slice::from_ref(gid)))

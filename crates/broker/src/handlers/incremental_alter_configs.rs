@@ -122,7 +122,18 @@ fn alter_broker(
 pub fn handle(ctx: &Ctx, req: IncrementalAlterConfigsRequest) -> Option<BytesMut> {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
-        let result = changes(ctx, &r).and_then(|changes| {
+        let denied = super::authz::config_resource_denied(
+            ctx,
+            r.resource_type,
+            &r.resource_name,
+            crate::security::authorizer::Operation::AlterConfigs,
+        );
+        let result = match denied {
+            Some((code, msg)) => Err((code, msg.to_string())),
+            None => Ok(()),
+        }
+        .and_then(|()| changes(ctx, &r))
+        .and_then(|changes| {
             let (code, msg) = apply(
                 ctx,
                 r.resource_type,

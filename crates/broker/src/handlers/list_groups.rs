@@ -46,6 +46,19 @@ pub fn handle(ctx: &Ctx, req: ListGroupsRequest) -> Option<BytesMut> {
             }
         }
         listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        // Kafka lists every group to DESCRIBE on the cluster, else the
+        // groups the principal may DESCRIBE.
+        if ctx.checks_acls()
+            && !ctx.may_on_cluster(crate::security::authorizer::Operation::Describe)
+        {
+            listed.retain(|g| {
+                ctx.may(
+                    crate::security::authorizer::ResourceType::Group,
+                    &g.group_id,
+                    crate::security::authorizer::Operation::Describe,
+                )
+            });
+        }
     }
     let resp = ListGroupsResponse::default().with_groups(
         listed
