@@ -10,8 +10,10 @@ Issue 12, Performance. For each broker kind in turn (never both at once) and eac
      process.roles, controller.quorum.voters, ...), each formatted and started as the README says;
      broker.session.timeout.ms and broker.heartbeat.interval.ms as given (default: Kafka's, 9000 and
      2000), the same on both kinds.
-  2. Create a topic of N partitions with replication factor 3 (CreateTopics v2 sent to one node).
-     Metadata propagation: from the CreateTopics answer until every node's Metadata shows every
+  2. Create N partitions with replication factor 3 (CreateTopics v2 sent to one node): one topic when N is
+     at most 1,000, else topics of 1,000 partitions each, one CreateTopics request per topic (both kinds refuse
+     a single proposal of more than 10,000 metadata records, and one topic of 10,000 partitions is 10,001).
+     Metadata propagation: from the last CreateTopics answer until every node's Metadata shows every
      partition with a leader.
   3. Broker failover: kill -9 a node that is not the active controller. Measured: from the kill until a
      surviving node's Metadata names no partition led by the killed node (polled every 50 ms). The killed
@@ -22,7 +24,8 @@ Issue 12, Performance. For each broker kind in turn (never both at once) and eac
   RSS of every node after step 2 (from /proc) is reported too.
 The machine has 2 cores shared by the three nodes and this script, and other work may run on it: compare
 the two kinds within one run. Writes the section between <!-- failover:begin --> and <!-- failover:end -->
-of --out and scripts/bench/results/failover.json. --smoke: Fjord only, 100 partitions, session 2000 ms, heartbeat 500 ms,
+of --out and scripts/bench/results/failover.json; rows of a partition count this run did not measure are kept
+from the previous failover.json, each row with the date and load of its own run. --smoke: Fjord only, 100 partitions, session 2000 ms, heartbeat 500 ms,
 exits non-zero on a failure. Python 3 standard library only.
 """
 
@@ -51,6 +54,7 @@ KAFKA_LIBS = os.environ.get("KAFKA_LIBS", os.path.expanduser("~/.cache/fjord-e2e
 MARK_BEGIN = "<!-- failover:begin -->"
 MARK_END = "<!-- failover:end -->"
 TOPIC = "failover"
+TOPIC_PARTITIONS_MAX = 1000  # partitions per topic; more partitions are spread over several topics
 POLL_S = 0.05
 WAIT_S = 60
 HEARTBEAT_MS = 2000  # Kafka's default broker.heartbeat.interval.ms
@@ -190,6 +194,18 @@ def log_tails(cluster, log):
                 log(f"{cluster.name} node {n.id}: last lines of {path}:\n" + "".join(tail))
 
 
+def topic_layout(n_parts):
+    """{topic: partitions} holding n_parts partitions in all."""
+    if n_parts <= TOPIC_PARTITIONS_MAX:
+        return {TOPIC: n_parts}
+    out, i = {}, 0
+    while n_parts > 0:
+        out[f"{TOPIC}-{i}"] = min(n_parts, TOPIC_PARTITIONS_MAX)
+        n_parts -= out[f"{TOPIC}-{i}"]
+        i += 1
+    return out
+
+
 def metadata_full(node, topics):
     """(controller id, {broker ids}, {topic: leaders}) from one node, or None when it does not answer."""
     try:
@@ -224,16 +240,17 @@ def wait_for(what, pred, timeout_s=WAIT_S):
         time.sleep(POLL_S)
 
 
-def all_led(node, n, exclude=None):
-    md = metadata_full(node, [TOPIC])
+def all_led(node, layout, exclude=None):
+    md = metadata_full(node, list(layout))
     if md is None:
         return None
     controller, brokers, topics = md
-    t = topics.get(TOPIC)
-    if not t or t["error"] != 0 or len(t["leaders"]) != n:
-        return None
-    if any(leader < 0 or leader == exclude for leader in t["leaders"]):
-        return None
+    for name, n in layout.items():
+        t = topics.get(name)
+        if not t or t["error"] != 0 or len(t["leaders"]) != n:
+            return None
+        if any(leader < 0 or leader == exclude for leader in t["leaders"]):
+            return None
     return md
 
 
@@ -251,16 +268,23 @@ def run_cluster(cluster, n_parts):
         wait_for("the cluster to start", lambda: all(port_open(n.port) for n in cluster.nodes))
         secs, _ = wait_for("all brokers registered", lambda: registered(cluster.nodes[0], ids))
         log(f"{cluster.name}: three nodes up")
+        layout = topic_layout(n_parts)
+        # Both kinds need minutes for 10,000 partitions on this loaded machine (Kafka's nodes took over 60 s
+        # to show them all led).
+        wait_s = WAIT_S + n_parts // 50
         t0 = time.monotonic()
-        errs = kwire.create_topics(cluster.nodes[0].addr, {TOPIC: n_parts}, replication_factor=3)
-        # TOPIC_ALREADY_EXISTS: a forwarded create whose first answer was lost (the active controller moved
-        # meanwhile) and that was sent again; the topic is there.
-        if errs.get(TOPIC, (0,))[0] not in (0, 36):
-            raise RuntimeError(f"CreateTopics: {errs}")
-        res["create_error"] = errs.get(TOPIC, (0,))[0]
+        res["create_error"] = 0
+        for name, parts in layout.items():
+            errs = kwire.create_topics(cluster.nodes[0].addr, {name: parts}, replication_factor=3)
+            # TOPIC_ALREADY_EXISTS: a forwarded create whose first answer was lost (the active controller moved
+            # meanwhile) and that was sent again; the topic is there.
+            if errs.get(name, (0,))[0] not in (0, 36):
+                raise RuntimeError(f"CreateTopics {name}: {errs}")
+            res["create_error"] = max(res["create_error"], errs.get(name, (0,))[0])
         res["create_s"] = time.monotonic() - t0
+        res["topics"] = len(layout)
         secs, _ = wait_for("every node to see every partition led",
-                           lambda: all(all_led(n, n_parts) for n in cluster.nodes))
+                           lambda: all(all_led(n, layout) for n in cluster.nodes), timeout_s=wait_s)
         res["propagation_s"] = secs
         log(f"{cluster.name}: {n_parts} partitions created in {res['create_s']:.2f} s, on every node "
             f"{secs:.2f} s later")
@@ -269,8 +293,8 @@ def run_cluster(cluster, n_parts):
 
         # Broker failover: the node that leads the most partitions among those that are not the active controller.
         controller = active_controller(cluster.nodes[0])
-        _, _, topics = wait_for("metadata", lambda: metadata_full(cluster.nodes[0], [TOPIC]))[1]
-        leaders = topics[TOPIC]["leaders"]
+        _, _, topics = wait_for("metadata", lambda: metadata_full(cluster.nodes[0], list(layout)))[1]
+        leaders = [leader for name in layout for leader in topics[name]["leaders"]]
         res["leaders_per_node"] = {n.id: leaders.count(n.id) for n in cluster.nodes}
         log(f"{cluster.name}: active controller {controller}, partitions led per node {res['leaders_per_node']}")
         victim = max((n for n in cluster.nodes if n.id != controller), key=lambda n: leaders.count(n.id))
@@ -280,13 +304,14 @@ def run_cluster(cluster, n_parts):
             raise RuntimeError(f"no partition is led by a node other than the controller: {res['leaders_per_node']}")
         victim.kill9()
         t0 = time.monotonic()
-        wait_for("new leaders after the broker kill", lambda: all_led(witness, n_parts, exclude=victim.id))
+        wait_for("new leaders after the broker kill", lambda: all_led(witness, layout, exclude=victim.id),
+                 timeout_s=wait_s)
         res["broker_failover_s"] = time.monotonic() - t0
         res["broker_led"] = led_by_victim
         log(f"{cluster.name}: kill -9 of broker {victim.id} (leader of {led_by_victim}): all partitions on new "
             f"leaders after {res['broker_failover_s']:.2f} s")
         cluster.start_node(victim)
-        wait_for("the killed broker back", lambda: registered(witness, ids))
+        wait_for("the killed broker back", lambda: registered(witness, ids), timeout_s=wait_s)
         time.sleep(1.0)
 
         # Controller failover: the active controller (also a broker).
@@ -304,7 +329,8 @@ def run_cluster(cluster, n_parts):
 
         wait_for("a new active controller", new_controller)
         res["controller_failover_s"] = time.monotonic() - t0
-        wait_for("new leaders after the controller kill", lambda: all_led(witness, n_parts, exclude=victim.id))
+        wait_for("new leaders after the controller kill", lambda: all_led(witness, layout, exclude=victim.id),
+                 timeout_s=wait_s)
         res["controller_kill_leaders_s"] = time.monotonic() - t0
         log(f"{cluster.name}: kill -9 of the active controller {victim.id}: a new controller after "
             f"{res['controller_failover_s']:.2f} s, all partitions led after {res['controller_kill_leaders_s']:.2f} s")
@@ -322,30 +348,54 @@ def fmt(v, d=2):
     return "-" if v is None or v != v else f"{v:,.{d}f}"
 
 
-def render(results, args, meta):
+def render(results, args):
     lines = [MARK_BEGIN, "## Leader failover in a three-node cluster (issue 12)", ""]
-    lines.append(f"Run on {meta['date']} with `{meta['command']}` on this shared 2-core machine (load average "
-                 f"before {meta['load_before']}, after {meta['load_after']}); the three nodes of a kind and the "
-                 "script share the two cores. Method: `scripts/bench/failover.py` (its docstring has the "
-                 f"details). Both kinds: three combined broker+controller nodes, broker.session.timeout.ms "
-                 f"{args.session_ms}, broker.heartbeat.interval.ms {args.heartbeat_ms}, a topic with replication "
-                 "factor 3; times are seconds from `kill -9` until a surviving node's Metadata shows the change.")
-    lines.append("")
-    lines.append("| partitions | broker | create (s) | on every node (s) | broker kill → new leaders (s) | "
-                 "controller kill → new controller (s) | → new leaders (s) | RSS per node (MiB) |")
-    lines.append("|---:|---|---:|---:|---:|---:|---:|---|")
+    runs = []
     for r in results:
+        if r["run"] not in runs:
+            runs.append(r["run"])
+    lines.append("Method: `scripts/bench/failover.py` (its docstring has the details), on this shared 2-core machine: "
+                 "the three nodes of a kind and the script share the two cores. Both kinds: three combined "
+                 f"broker+controller nodes, broker.session.timeout.ms {args.session_ms}, "
+                 f"broker.heartbeat.interval.ms {args.heartbeat_ms}, replication factor 3, at most "
+                 f"{TOPIC_PARTITIONS_MAX:,} partitions per topic; times are seconds from `kill -9` until a surviving "
+                 "node's Metadata shows the change. Runs:")
+    lines.append("")
+    for i, m in enumerate(runs, 1):
+        lines.append(f"{i}. {m['date']}: `{m['command']}` (load average before {m['load_before']}, "
+                     f"after {m['load_after']})")
+    lines.append("")
+    lines.append("| partitions | broker | run | create (s) | on every node (s) | broker kill → new leaders (s) | "
+                 "controller kill → new controller (s) | → new leaders (s) | RSS per node (MiB) |")
+    lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---|")
+    for r in sorted(results, key=lambda r: (r["partitions"], r["broker"] != "Fjord")):
+        run = runs.index(r["run"]) + 1
         if "error" in r:
-            lines.append(f"| {r['partitions']:,} | {r['broker']} | failed: {r['error']} | | | | | |")
+            lines.append(f"| {r['partitions']:,} | {r['broker']} | {run} | failed: {r['error']} | | | | | |")
             continue
-        lines.append(f"| {r['partitions']:,} | {r['broker']} | {fmt(r['create_s'])} | {fmt(r['propagation_s'])} | "
-                     f"{fmt(r['broker_failover_s'])} | {fmt(r['controller_failover_s'])} | "
+        lines.append(f"| {r['partitions']:,} | {r['broker']} | {run} | {fmt(r['create_s'])} | "
+                     f"{fmt(r['propagation_s'])} | {fmt(r['broker_failover_s'])} | {fmt(r['controller_failover_s'])} | "
                      f"{fmt(r['controller_kill_leaders_s'])} | {', '.join(fmt(x, 0) for x in r['rss_mib'])} |")
     lines.append("")
-    lines.append("Commands: " + "; ".join(f"{r['broker']}: `{r['command']}`" for r in results if "command" in r)
-                 + ".")
+    lines.append("Commands: " + "; ".join(f"{r['broker']} ({r['partitions']:,}): `{r['command']}`"
+                                          for r in results if "command" in r) + ".")
     lines.append(MARK_END)
     return "\n".join(lines) + "\n"
+
+
+def previous_rows(path, counts, kinds):
+    """Rows of earlier full runs for (partition count, broker kind) pairs this run does not measure."""
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return []
+    rows = []
+    for r in old.get("results", []):
+        r.setdefault("run", old.get("meta"))
+        if r["run"] and not (r["partitions"] in counts and r["broker"].lower() in kinds):
+            rows.append(r)
+    return rows
 
 
 def write_section(path, section):
@@ -395,11 +445,16 @@ def main():
     if keep:
         log(f"data dirs and logs kept in {keep}")
     meta["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    for r in results:
+        r["run"] = meta
     os.makedirs(RESULTS_DIR, exist_ok=True)
     name = "failover-smoke.json" if args.smoke else "failover-quick.json" if args.quick else "failover.json"
-    with open(os.path.join(RESULTS_DIR, name), "w") as f:
+    path = os.path.join(RESULTS_DIR, name)
+    if not (args.smoke or args.quick):
+        results = previous_rows(path, counts, kinds) + results
+    with open(path, "w") as f:
         json.dump({"meta": meta, "session_ms": args.session_ms, "results": results, "failed": failed}, f, indent=1)
-    section = render(results, args, meta)
+    section = render(results, args)
     if not (args.smoke or args.quick):
         write_section(args.out, section)
     print(section)

@@ -753,8 +753,16 @@ impl Broker {
             .with_controller(|c| f(c, now_ms()))
             .ok_or_else(not_controller)?;
         let result = result.map_err(|e| (e.code, e.message))?;
-        if !result.records.is_empty() {
-            self.propose_in_epoch(epoch, result.records)
+        // These decisions (fencing, unfencing, ISR changes, elections) are
+        // not atomic in Kafka either: more records than one proposal takes
+        // go in several, in order, all in the decision's epoch. Fencing a
+        // broker of 10,000 partitions is 10,001 records; as one proposal the
+        // quorum refused it and the broker was never fenced.
+        for chunk in result
+            .records
+            .chunks(fjord_model::limits::METADATA_RECORDS_PER_PROPOSAL_MAX)
+        {
+            self.propose_in_epoch(epoch, chunk.to_vec())
                 .map_err(|e| match e {
                     StateError::Kafka { code, message } => (code, message),
                     other => (ErrorCode::NOT_CONTROLLER, other.to_string()),
