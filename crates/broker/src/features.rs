@@ -14,6 +14,9 @@
 
 use crate::cluster_metadata::{BOOTSTRAP_METADATA_VERSION, METADATA_VERSION_MIN};
 
+/// Kafka's `TransactionVersion.FEATURE_NAME`.
+pub const TRANSACTION_VERSION_FEATURE: &str = "transaction.version";
+
 /// A feature Fjord knows and the levels it supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SupportedFeature {
@@ -42,7 +45,7 @@ pub const SUPPORTED_FEATURES: &[SupportedFeature] = &[
     },
     off("share.version"),
     off("streams.version"),
-    off("transaction.version"),
+    off(TRANSACTION_VERSION_FEATURE),
 ];
 
 /// The levels Fjord supports of `name`, if it knows the feature.

@@ -816,6 +816,14 @@ impl Broker {
         }
     }
 
+    /// The finalized `transaction.version` (0 when the image has none, as
+    /// on a quorum bootstrapped before Kafka 4.0).
+    pub fn transaction_version(&self) -> i16 {
+        self.image()
+            .feature_level(crate::features::TRANSACTION_VERSION_FEATURE)
+            .unwrap_or(0)
+    }
+
     /// The admin lock: held while an admin operation validates against the
     /// image and proposes, so nothing is proposed in between.
     pub(crate) fn admin_lock(&self) -> parking_lot::MutexGuard<'_, ()> {

@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI16, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -241,6 +241,9 @@ pub struct TxnShard {
     partitions: i32,
     /// What `finish_replay` produced, released by the next tick.
     deferred: Vec<Output>,
+    /// The finalized `transaction.version`, kept current by [`Txns::request`]
+    /// from the metadata image and handed to the core before each call.
+    transaction_version: Arc<AtomicI16>,
 }
 
 impl TxnShard {
@@ -277,6 +280,8 @@ impl TxnShard {
         f: impl FnOnce(&mut TxnCoordinator, &mut Vec<Output>),
     ) {
         let mut core = Vec::new();
+        self.core
+            .set_transaction_version(self.transaction_version.load(Ordering::Relaxed));
         f(&mut self.core, &mut core);
         self.wrap(core, out);
     }
@@ -317,6 +322,8 @@ impl Coordinator for TxnShard {
 
     fn tick(&mut self, now_ms: i64, out: &mut Vec<ShardOut>) {
         let mut core = std::mem::take(&mut self.deferred);
+        self.core
+            .set_transaction_version(self.transaction_version.load(Ordering::Relaxed));
         self.core.tick(now_ms, &mut core);
         self.wrap(core, out);
     }
@@ -345,6 +352,9 @@ pub struct Txns {
     /// Connections to other brokers (AddPartitionsToTxn `verify_only`).
     links: Arc<Links>,
     node_id: NodeId,
+    broker: Weak<Broker>,
+    /// The finalized `transaction.version` the shards see.
+    transaction_version: Arc<AtomicI16>,
 }
 
 /// What `deliver` needs, set once the runtime exists.
@@ -411,6 +421,9 @@ impl Txns {
         );
         let closing = Arc::new(AtomicBool::new(false));
         let links = Arc::new(Links::new(broker.config.node_id));
+        let transaction_version = Arc::new(AtomicI16::new(broker.transaction_version()));
+        let shard_version = transaction_version.clone();
+        let broker_weak = weak.clone();
         let shell = Arc::new(Shell {
             runtime: OnceLock::new(),
             waiters: waiters.clone(),
@@ -428,6 +441,7 @@ impl Txns {
                 partition,
                 partitions,
                 deferred: Vec::new(),
+                transaction_version: shard_version.clone(),
             },
             move |partition, outputs, durable| deliver_shell.deliver(partition, outputs, durable),
             now_ms,
@@ -454,6 +468,8 @@ impl Txns {
             leadership,
             links,
             node_id: broker.config.node_id,
+            broker: broker_weak,
+            transaction_version,
         }))
     }
 
@@ -571,6 +587,10 @@ impl Txns {
         f: impl FnOnce(&mut TxnCoordinator, RequestToken, i64, &mut Vec<Output>),
     ) -> impl Future<Output = Result<Reply, ErrorCode>> + Send + 'static {
         let p = self.partition_for(transactional_id);
+        if let Some(b) = self.broker.upgrade() {
+            self.transaction_version
+                .store(b.transaction_version(), Ordering::Relaxed);
+        }
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         if let Some(w) = self.waiters.get(p as usize) {

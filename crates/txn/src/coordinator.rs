@@ -13,6 +13,7 @@ use crate::records::{self, TxnLogValue};
 use crate::{
     DescribedTxn, InitRequest, ListFilter, ListedTxn, Output, RecordError, Reply, RequestToken,
     TxnConfig, TxnProducer, TxnResult, TxnState, WriteId, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
+    TRANSACTION_VERSION_EPOCH_BUMP,
 };
 
 /// What is written for a transactional id: the fields of its log value.
@@ -20,7 +21,14 @@ use crate::{
 struct Persisted {
     producer_id: ProducerId,
     previous_producer_id: ProducerId,
+    /// Transaction version 2: the producer id the transactional id moves to
+    /// when the transaction being ended completes (its epoch was exhausted);
+    /// -1 otherwise.
+    next_producer_id: ProducerId,
     producer_epoch: ProducerEpoch,
+    /// The transaction version of the client that made the last transition
+    /// (Kafka's `clientTransactionVersion`, written in version 1 values).
+    client_version: i16,
     /// The epoch before the last bump (to recognise a retried InitProducerId);
     /// not written, as in Kafka.
     last_producer_epoch: ProducerEpoch,
@@ -44,14 +52,14 @@ impl Persisted {
         TxnLogValue {
             producer_id: self.producer_id,
             previous_producer_id: self.previous_producer_id,
-            next_producer_id: NO_PRODUCER_ID,
+            next_producer_id: self.next_producer_id,
             producer_epoch: self.producer_epoch,
             timeout_ms: self.timeout_ms,
             state: self.state,
             partitions: grouped,
             last_update_ms: self.last_update_ms,
             start_ms: self.start_ms,
-            client_transaction_version: 0,
+            client_transaction_version: self.client_version,
         }
     }
 
@@ -68,7 +76,9 @@ impl Persisted {
         Persisted {
             producer_id: v.producer_id,
             previous_producer_id: v.previous_producer_id,
+            next_producer_id: v.next_producer_id,
             producer_epoch: v.producer_epoch,
+            client_version: v.client_transaction_version,
             last_producer_epoch: NO_PRODUCER_EPOCH,
             timeout_ms: v.timeout_ms,
             state: v.state,
@@ -128,6 +138,16 @@ pub struct TxnCoordinator {
     writes: HashMap<WriteId, String>,
     next_write: u64,
     next_check_ms: Option<i64>,
+    /// The finalized `transaction.version` (the shell keeps it current): the
+    /// version of the values written, and the version of the coordinator's
+    /// own transitions (fences, timeouts), as Kafka's "server TV".
+    transaction_version: i16,
+}
+
+/// Whether a transition made at client transaction version `v` bumps the
+/// epoch at the end of the transaction.
+fn bumps_epoch(v: i16) -> bool {
+    v >= TRANSACTION_VERSION_EPOCH_BUMP
 }
 
 fn epoch_exhausted(epoch: ProducerEpoch) -> bool {
@@ -136,6 +156,27 @@ fn epoch_exhausted(epoch: ProducerEpoch) -> bool {
 
 fn respond(out: &mut Vec<Output>, token: RequestToken, error: ErrorCode) {
     out.push(Output::Respond(token, Reply::Done(error)));
+}
+
+fn respond_ended(
+    out: &mut Vec<Output>,
+    token: RequestToken,
+    error: ErrorCode,
+    p: (ProducerId, ProducerEpoch),
+) {
+    let (producer_id, producer_epoch) = if error.is_none() {
+        p
+    } else {
+        (NO_PRODUCER_ID, NO_PRODUCER_EPOCH)
+    };
+    out.push(Output::Respond(
+        token,
+        Reply::Ended {
+            error,
+            producer_id,
+            producer_epoch,
+        },
+    ));
 }
 
 fn respond_init_error(out: &mut Vec<Output>, token: RequestToken, error: ErrorCode) {
@@ -158,11 +199,20 @@ impl TxnCoordinator {
             writes: HashMap::new(),
             next_write: 0,
             next_check_ms: None,
+            transaction_version: 0,
         }
     }
 
     pub fn config(&self) -> &TxnConfig {
         &self.config
+    }
+
+    /// The finalized `transaction.version` (the shell sets it before each
+    /// call from the metadata image): values are written in version 1 from
+    /// level 1, and the coordinator's own aborts (fences, timeouts) are
+    /// transitions of that version.
+    pub fn set_transaction_version(&mut self, level: i16) {
+        self.transaction_version = level;
     }
 
     /// Decide a transition for `id` and emit its write; it is applied in
@@ -187,9 +237,10 @@ impl TxnCoordinator {
         }
         let write = WriteId(self.next_write);
         self.next_write += 1;
+        let version = records::value_version_for(self.transaction_version);
         let value = target
             .as_ref()
-            .map(|t| records::encode_value(&t.to_value()));
+            .map(|t| records::encode_value_version(&t.to_value(), version));
         txn.pending = Some(Pending {
             write,
             target,
@@ -238,7 +289,9 @@ impl TxnCoordinator {
                     cur: Persisted {
                         producer_id,
                         previous_producer_id: NO_PRODUCER_ID,
+                        next_producer_id: NO_PRODUCER_ID,
                         producer_epoch: NO_PRODUCER_EPOCH,
+                        client_version: 0,
                         last_producer_epoch: NO_PRODUCER_EPOCH,
                         timeout_ms: req.transaction_timeout_ms,
                         state: TxnState::Empty,
@@ -280,6 +333,9 @@ impl TxnCoordinator {
                 target.start_ms = -1;
                 target.timeout_ms = req.transaction_timeout_ms;
                 target.last_update_ms = now_ms;
+                target.next_producer_id = NO_PRODUCER_ID;
+                // InitProducerId transitions are version 0 ones, as Kafka's.
+                target.client_version = 0;
                 let expected_epoch = req.expected.map(|(_, e)| e);
                 if epoch_exhausted(cur.producer_epoch)
                     && expected_epoch.is_none_or(|e| e == cur.producer_epoch)
@@ -344,6 +400,10 @@ impl TxnCoordinator {
         target.last_producer_epoch = NO_PRODUCER_EPOCH;
         target.state = TxnState::PrepareAbort;
         target.last_update_ms = now_ms;
+        // Not from a client: the transition is of the finalized version. A
+        // fence never moves to a new producer id.
+        target.client_version = self.transaction_version;
+        target.next_producer_id = NO_PRODUCER_ID;
         target
     }
 
@@ -405,6 +465,7 @@ impl TxnCoordinator {
         if target.partitions.len() > TRANSACTION_PARTITIONS_MAX {
             return respond(out, token, ErrorCode::INVALID_REQUEST);
         }
+        target.client_version = producer.transaction_version;
         target.state = TxnState::Ongoing;
         target.last_update_ms = now_ms;
         self.begin(transactional_id, Some(target), Then::Ack(token), out);
@@ -423,22 +484,31 @@ impl TxnCoordinator {
         self.add_partitions(token, producer, &[offsets_partition], now_ms, out);
     }
 
-    /// EndTxn from a client (Kafka's `handleEndTransaction`, transaction
-    /// version 1): Ongoing → PrepareCommit/PrepareAbort, answered once the
-    /// prepare is written; then the markers, then the completion.
+    /// EndTxn from a client (Kafka's `handleEndTransaction`). A transaction
+    /// version 2 client ([`TxnProducer::transaction_version`]) goes to
+    /// [`Self::end_txn_v2`]. Version 0/1: Ongoing → PrepareCommit/PrepareAbort,
+    /// answered once the prepare is written (with the producer's id and
+    /// epoch, unchanged); then the markers, then the completion.
+    /// `next_producer_id` hands out a fresh producer id when a version 2
+    /// transaction's epoch is exhausted.
     pub fn end_txn(
         &mut self,
         token: RequestToken,
         producer: &TxnProducer<'_>,
         result: TxnResult,
         now_ms: i64,
+        next_producer_id: &mut dyn FnMut() -> Result<ProducerId, ErrorCode>,
         out: &mut Vec<Output>,
     ) {
+        if bumps_epoch(producer.transaction_version) {
+            return self.end_txn_v2(token, producer, result, now_ms, next_producer_id, out);
+        }
         let transactional_id = producer.transactional_id;
         let txn = match self.check_producer(producer) {
             Ok(t) => t,
-            Err(e) => return respond(out, token, e),
+            Err(e) => return respond_ended(out, token, e, (NO_PRODUCER_ID, NO_PRODUCER_EPOCH)),
         };
+        let current = (txn.cur.producer_id, txn.cur.producer_epoch);
         let code = match (txn.cur.state, result) {
             (TxnState::Ongoing, _) => None,
             // A retried EndTxn whose first attempt went through.
@@ -451,7 +521,7 @@ impl TxnCoordinator {
             _ => Some(ErrorCode::INVALID_TXN_STATE),
         };
         if let Some(code) = code {
-            return respond(out, token, code);
+            return respond_ended(out, token, code, current);
         }
         let mut target = txn.cur.clone();
         target.state = match result {
@@ -459,7 +529,122 @@ impl TxnCoordinator {
             TxnResult::Abort => TxnState::PrepareAbort,
         };
         target.last_update_ms = now_ms;
+        target.client_version = producer.transaction_version;
+        target.next_producer_id = NO_PRODUCER_ID;
         self.begin(transactional_id, Some(target), Then::EndTxn(token), out);
+    }
+
+    /// EndTxn of a transaction version 2 client (Kafka 4's TV2
+    /// `endTransaction`): the prepare bumps the epoch (the markers carry the
+    /// bumped one, the answer too), and an exhausted epoch takes a new
+    /// producer id at the completion. The epoch a request names tells a retry
+    /// (one below the current: answered as the first attempt was) from the
+    /// next transaction's end (equal), and anything else is fenced: a late
+    /// EndTxn of an earlier transaction can never end a later one
+    /// (KAFKA-17754). An abort with no partitions (nothing was added, or the
+    /// producer never learned whether it was) is a transaction of its own.
+    fn end_txn_v2(
+        &mut self,
+        token: RequestToken,
+        producer: &TxnProducer<'_>,
+        result: TxnResult,
+        now_ms: i64,
+        next_producer_id: &mut dyn FnMut() -> Result<ProducerId, ErrorCode>,
+        out: &mut Vec<Output>,
+    ) {
+        let none = (NO_PRODUCER_ID, NO_PRODUCER_EPOCH);
+        let (id, pid, epoch) = (
+            producer.transactional_id,
+            producer.producer_id,
+            producer.producer_epoch,
+        );
+        if id.is_empty() {
+            return respond_ended(out, token, ErrorCode::INVALID_REQUEST, none);
+        }
+        let Some(txn) = self.txns.get(id) else {
+            return respond_ended(out, token, ErrorCode::INVALID_PRODUCER_ID_MAPPING, none);
+        };
+        // First, so that a transition (possibly to a new producer id) ends
+        // before the next checks.
+        if txn.pending.is_some() {
+            return respond_ended(out, token, ErrorCode::CONCURRENT_TRANSACTIONS, none);
+        }
+        let cur = &txn.cur;
+        let retry_on_overflow =
+            cur.previous_producer_id == pid && epoch.0 == i16::MAX - 1 && cur.producer_epoch.0 == 0;
+        let retry_on_bump =
+            cur.producer_epoch.0 == epoch.0.saturating_add(1) && cur.producer_id == pid;
+        if cur.producer_id != pid && !retry_on_overflow {
+            return respond_ended(out, token, ErrorCode::INVALID_PRODUCER_ID_MAPPING, none);
+        }
+        use TxnState::*;
+        let valid_epoch = match cur.state {
+            Ongoing | Empty | Dead | PrepareEpochFence => epoch == cur.producer_epoch,
+            PrepareCommit | PrepareAbort => retry_on_bump,
+            CompleteCommit | CompleteAbort => {
+                retry_on_bump || retry_on_overflow || epoch == cur.producer_epoch
+            }
+        };
+        if !valid_epoch {
+            return respond_ended(out, token, ErrorCode::PRODUCER_FENCED, none);
+        }
+        let retry = retry_on_bump || retry_on_overflow;
+        let current = (cur.producer_id, cur.producer_epoch);
+        // (next state, whether no partition was added)
+        let next = match (cur.state, result) {
+            (Ongoing, TxnResult::Commit) => Ok((PrepareCommit, false)),
+            (Ongoing, TxnResult::Abort) => Ok((PrepareAbort, false)),
+            (CompleteCommit, TxnResult::Commit) | (CompleteAbort, TxnResult::Abort) if retry => {
+                Err(ErrorCode::NONE)
+            }
+            (CompleteCommit, TxnResult::Commit) => Err(ErrorCode::INVALID_TXN_STATE),
+            (CompleteCommit, TxnResult::Abort) if retry => Err(ErrorCode::INVALID_TXN_STATE),
+            (CompleteCommit | CompleteAbort | Empty, TxnResult::Abort) => Ok((PrepareAbort, true)),
+            (PrepareCommit, TxnResult::Commit) | (PrepareAbort, TxnResult::Abort) => {
+                Err(ErrorCode::CONCURRENT_TRANSACTIONS)
+            }
+            (Dead | PrepareEpochFence, _) => {
+                unreachable!("never a current state: Dead ids are removed, fences are pending only")
+            }
+            _ => Err(ErrorCode::INVALID_TXN_STATE),
+        };
+        let (state, no_partitions) = match next {
+            Ok(n) => n,
+            Err(code) => return respond_ended(out, token, code, current),
+        };
+        let Some(bumped) = cur.producer_epoch.0.checked_add(1) else {
+            // Only a fence reaches i16::MAX, and no client holds that epoch.
+            return respond_ended(out, token, ErrorCode::PRODUCER_FENCED, none);
+        };
+        let mut target = cur.clone();
+        if epoch_exhausted(cur.producer_epoch) {
+            target.next_producer_id = match next_producer_id() {
+                Ok(p) => p,
+                Err(e) => return respond_ended(out, token, e, none),
+            };
+        } else {
+            target.next_producer_id = NO_PRODUCER_ID;
+        }
+        target.state = state;
+        target.producer_epoch = ProducerEpoch(bumped);
+        target.last_producer_epoch = cur.producer_epoch;
+        target.client_version = producer.transaction_version;
+        target.last_update_ms = now_ms;
+        if no_partitions {
+            target.partitions.clear();
+            target.start_ms = now_ms;
+        }
+        self.begin(id, Some(target), Then::EndTxn(token), out);
+    }
+
+    /// The producer id and epoch a client continues with once the prepared
+    /// transaction `p` completes.
+    fn after_completion(p: &Persisted) -> (ProducerId, ProducerEpoch) {
+        if bumps_epoch(p.client_version) && p.next_producer_id != NO_PRODUCER_ID {
+            (p.next_producer_id, ProducerEpoch(0))
+        } else {
+            (p.producer_id, p.producer_epoch)
+        }
     }
 
     fn markers_for(id: &str, p: &Persisted, out: &mut Vec<Output>) {
@@ -505,7 +690,8 @@ impl TxnCoordinator {
                     respond_init_error(out, t, code);
                 }
                 Then::FencedOnTimeout => txn.failed_epoch_fence = true,
-                Then::Ack(t) | Then::EndTxn(t) => respond(out, t, code),
+                Then::Ack(t) => respond(out, t, code),
+                Then::EndTxn(t) => respond_ended(out, t, code, (NO_PRODUCER_ID, NO_PRODUCER_EPOCH)),
                 Then::Complete => txn.complete_retry = true,
                 Then::Expire => {}
             }
@@ -531,7 +717,8 @@ impl TxnCoordinator {
             )),
             Then::Ack(t) => respond(out, t, ErrorCode::NONE),
             Then::EndTxn(t) => {
-                respond(out, t, ErrorCode::NONE);
+                let continues = Self::after_completion(&txn.cur);
+                respond_ended(out, t, ErrorCode::NONE, continues);
                 self.send_markers(&id, now_ms, out);
             }
             Then::FencedForInit(t) => {
@@ -568,6 +755,16 @@ impl TxnCoordinator {
         };
         target.partitions.clear();
         target.last_update_ms = now_ms;
+        let (producer_id, producer_epoch) = Self::after_completion(&txn.cur);
+        if producer_id != txn.cur.producer_id {
+            // The exhausted epoch of a version 2 transaction: the next
+            // transaction runs under the new producer id.
+            target.previous_producer_id = txn.cur.producer_id;
+            target.producer_id = producer_id;
+            target.producer_epoch = producer_epoch;
+            target.last_producer_epoch = txn.cur.producer_epoch;
+        }
+        target.next_producer_id = NO_PRODUCER_ID;
         self.begin(id, Some(target), Then::Complete, out);
     }
 

@@ -10,10 +10,21 @@
 //! reads a clock (time comes in as `now_ms`), never does I/O, never spawns, and
 //! takes new producer ids from the caller. Each call pushes [`Output`]s.
 //!
-//! Transaction version: today the protocol of clients that find
-//! `transaction.version` not finalized (TV0/TV1): the producer epoch is bumped
-//! by InitProducerId only (and by the coordinator when it fences or times out a
-//! transaction), values are written in version 0.
+//! Transaction versions (KIP-890): each request states the client's
+//! ([`TxnProducer::transaction_version`]). Version 0/1 clients (those that
+//! find `transaction.version` below 2: librdkafka, kafka-python, older Java
+//! clients) get the epoch bumped by InitProducerId only (and by the
+//! coordinator when it fences or times out a transaction). Version 2 clients
+//! (EndTxn v5+, and the partition leaders that add partitions for Produce v12+
+//! and TxnOffsetCommit v5+ with AddPartitionsToTxn v5+) get their epoch bumped
+//! at the end of every transaction: the markers carry the bumped epoch, EndTxn
+//! answers it, and an exhausted epoch moves the transactional id to a new
+//! producer id at the completion (Kafka's `prepareAbortOrCommit` /
+//! `prepareComplete`). So a retried or late EndTxn of an earlier transaction
+//! can never end a later one (KAFKA-17754): it names an older epoch. Values are
+//! written in version 1 (flexible, with the client's transaction version) once
+//! the finalized `transaction.version` is at least 1
+//! ([`TxnCoordinator::set_transaction_version`]), in version 0 before.
 //!
 //! # Contract with the shell (the broker)
 //! - Every state change is first written: [`Output::Persist`] carries the
@@ -131,14 +142,19 @@ impl TxnState {
     pub fn parse(s: &str) -> Option<TxnState> {
         TxnState::ALL.into_iter().find(|t| t.as_str() == s)
     }
-    /// Kafka's `VALID_PREVIOUS_STATES` (transaction version 1 transitions).
+    /// Kafka's `VALID_PREVIOUS_STATES`.
     pub fn may_follow(self, previous: TxnState) -> bool {
         use TxnState::*;
         match self {
             Empty => matches!(previous, Empty | CompleteCommit | CompleteAbort),
             Ongoing => matches!(previous, Ongoing | Empty | CompleteCommit | CompleteAbort),
             PrepareCommit => previous == Ongoing,
-            PrepareAbort => matches!(previous, Ongoing | PrepareEpochFence),
+            // From Empty/Complete*: a transaction version 2 abort of a
+            // transaction with no partitions (Kafka 4's valid previous states).
+            PrepareAbort => matches!(
+                previous,
+                Ongoing | PrepareEpochFence | Empty | CompleteCommit | CompleteAbort
+            ),
             CompleteCommit => previous == PrepareCommit,
             CompleteAbort => previous == PrepareAbort,
             Dead => matches!(previous, Empty | CompleteCommit | CompleteAbort),
@@ -201,7 +217,15 @@ pub struct TxnProducer<'a> {
     pub transactional_id: &'a str,
     pub producer_id: ProducerId,
     pub producer_epoch: ProducerEpoch,
+    /// The client's transaction version: 2 for EndTxn v5+ and for the
+    /// AddPartitionsToTxn v5+ a partition leader sends for a Produce v12+ or
+    /// TxnOffsetCommit v5+; 0 otherwise (Kafka's `TransactionVersion`).
+    pub transaction_version: i16,
 }
+
+/// The first transaction version whose transactions bump the producer epoch
+/// at their end (Kafka's `TransactionVersion.supportsEpochBump`).
+pub const TRANSACTION_VERSION_EPOCH_BUMP: i16 = 2;
 
 /// An answer to a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -213,8 +237,16 @@ pub enum Reply {
         producer_epoch: ProducerEpoch,
     },
     /// AddPartitionsToTxn (the code for every partition of the request),
-    /// AddOffsetsToTxn, EndTxn.
+    /// AddOffsetsToTxn.
     Done(ErrorCode),
+    /// EndTxn: the producer id and epoch the producer continues with (with
+    /// transaction version 2 the bumped epoch, or a new producer id at epoch
+    /// 0 after an exhausted epoch); -1 and -1 on an error.
+    Ended {
+        error: ErrorCode,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+    },
 }
 
 /// What the shell must do after a call.

@@ -10,7 +10,9 @@
 //! int32 lengths. Version 1 (written from `transaction.version` 1) is the
 //! flexible layout: compact (unsigned varint, length + 1) strings and arrays,
 //! and tagged fields (0: previous producer id, 1: next producer id, 2: client
-//! transaction version). We write version 0 and read both.
+//! transaction version); a tagged field holding its default is left out, as
+//! Kafka's generated writers do. We write the version the finalized
+//! `transaction.version` asks for ([`value_version_for`]) and read both.
 //!
 //! The partition list is null in an `Empty` value, as Kafka writes it.
 //!
@@ -83,12 +85,46 @@ pub fn encode_key(transactional_id: &str) -> Vec<u8> {
     out
 }
 
+/// The value version a broker writes at finalized `transaction.version`
+/// `level` (Kafka's `TransactionVersion.transactionLogValueVersion`).
+pub fn value_version_for(level: i16) -> i16 {
+    if level >= 1 {
+        VALUE_VERSION_FLEXIBLE
+    } else {
+        VALUE_VERSION_WRITTEN
+    }
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_compact_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    assert!(bytes.len() < u32::MAX as usize, "string too long");
+    put_uvarint(out, bytes.len() as u32 + 1);
+    out.extend_from_slice(bytes);
+}
+
 /// A value, version 0 (Kafka's layout when `transaction.version` is not finalized).
 pub fn encode_value(v: &TxnLogValue) -> Vec<u8> {
+    encode_value_version(v, VALUE_VERSION_WRITTEN)
+}
+
+/// A value in `version` (0, or 1: flexible with tagged fields).
+pub fn encode_value_version(v: &TxnLogValue, version: i16) -> Vec<u8> {
     assert!(
         v.state != TxnState::Empty || v.partitions.is_empty(),
         "an Empty transaction has no partitions"
     );
+    assert!(version == VALUE_VERSION_WRITTEN || version == VALUE_VERSION_FLEXIBLE);
+    if version == VALUE_VERSION_FLEXIBLE {
+        return encode_value_flexible(v);
+    }
     let mut out = Vec::with_capacity(64);
     put_i16(&mut out, VALUE_VERSION_WRITTEN);
     put_i64(&mut out, v.producer_id.0);
@@ -111,6 +147,52 @@ pub fn encode_value(v: &TxnLogValue) -> Vec<u8> {
     }
     put_i64(&mut out, v.last_update_ms);
     put_i64(&mut out, v.start_ms);
+    out
+}
+
+/// Version 1: compact arrays and strings, tagged fields in tag order (0:
+/// previous producer id, 1: next producer id, 2: client transaction version),
+/// each only when it differs from its default.
+fn encode_value_flexible(v: &TxnLogValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    put_i16(&mut out, VALUE_VERSION_FLEXIBLE);
+    put_i64(&mut out, v.producer_id.0);
+    put_i16(&mut out, v.producer_epoch.0);
+    put_i32(&mut out, v.timeout_ms);
+    out.push(v.state.id() as u8);
+    if v.state == TxnState::Empty {
+        put_uvarint(&mut out, 0); // null
+    } else {
+        assert!(v.partitions.len() <= TRANSACTION_PARTITIONS_MAX);
+        put_uvarint(&mut out, v.partitions.len() as u32 + 1);
+        for (topic, partitions) in &v.partitions {
+            put_compact_str(&mut out, topic);
+            assert!(partitions.len() <= TRANSACTION_PARTITIONS_MAX);
+            put_uvarint(&mut out, partitions.len() as u32 + 1);
+            for p in partitions {
+                put_i32(&mut out, *p);
+            }
+            put_uvarint(&mut out, 0); // no tagged fields
+        }
+    }
+    put_i64(&mut out, v.last_update_ms);
+    put_i64(&mut out, v.start_ms);
+    let mut tagged: Vec<(u32, Vec<u8>)> = Vec::new();
+    if v.previous_producer_id.0 != -1 {
+        tagged.push((0, v.previous_producer_id.0.to_be_bytes().to_vec()));
+    }
+    if v.next_producer_id.0 != -1 {
+        tagged.push((1, v.next_producer_id.0.to_be_bytes().to_vec()));
+    }
+    if v.client_transaction_version != 0 {
+        tagged.push((2, v.client_transaction_version.to_be_bytes().to_vec()));
+    }
+    put_uvarint(&mut out, tagged.len() as u32);
+    for (tag, data) in tagged {
+        put_uvarint(&mut out, tag);
+        put_uvarint(&mut out, data.len() as u32);
+        out.extend_from_slice(&data);
+    }
     out
 }
 
@@ -399,6 +481,33 @@ mod tests {
                 client_transaction_version: 2,
             }
         );
+        // And we write it byte for byte as Kafka did.
+        assert_eq!(encode_value_version(&v, VALUE_VERSION_FLEXIBLE), kafka);
+    }
+
+    #[test]
+    fn flexible_value_leaves_out_defaults_and_writes_null_partitions_when_empty() {
+        let v = TxnLogValue {
+            producer_id: ProducerId(7),
+            previous_producer_id: ProducerId(-1),
+            next_producer_id: ProducerId(-1),
+            producer_epoch: ProducerEpoch(0),
+            timeout_ms: 60_000,
+            state: TxnState::Empty,
+            partitions: vec![],
+            last_update_ms: 200,
+            start_ms: -1,
+            client_transaction_version: 0,
+        };
+        let b = encode_value_version(&v, VALUE_VERSION_FLEXIBLE);
+        // version, id, epoch, timeout, state, null array, two timestamps, no tags.
+        assert_eq!(
+            b,
+            hex("0001000000000000000700000000ea60000000000000000000c8ffffffffffffffff00")
+        );
+        assert_eq!(decode_value(&b).unwrap(), v);
+        assert_eq!(value_version_for(0), VALUE_VERSION_WRITTEN);
+        assert_eq!(value_version_for(2), VALUE_VERSION_FLEXIBLE);
     }
 
     #[test]
@@ -446,6 +555,20 @@ mod tests {
                 next_producer_id: ProducerId(-1), producer_epoch: ProducerEpoch(epoch), timeout_ms: timeout,
                 state, partitions, last_update_ms: last, start_ms: start, client_transaction_version: 0 };
             prop_assert_eq!(decode_value(&encode_value(&v)).unwrap(), v);
+        }
+
+        #[test]
+        fn value_v1_round_trips(
+            pid in any::<i64>(), prev in any::<i64>(), next in any::<i64>(), epoch in any::<i16>(),
+            timeout in any::<i32>(), state in arb_state(),
+            parts in proptest::collection::vec(("[a-z._-]{1,20}", proptest::collection::vec(any::<i32>(), 0..5)), 0..5),
+            last in any::<i64>(), start in any::<i64>(), ctv in 0i16..3,
+        ) {
+            let partitions = if state == TxnState::Empty { vec![] } else { parts };
+            let v = TxnLogValue { producer_id: ProducerId(pid), previous_producer_id: ProducerId(prev),
+                next_producer_id: ProducerId(next), producer_epoch: ProducerEpoch(epoch), timeout_ms: timeout,
+                state, partitions, last_update_ms: last, start_ms: start, client_transaction_version: ctv };
+            prop_assert_eq!(decode_value(&encode_value_version(&v, VALUE_VERSION_FLEXIBLE)).unwrap(), v);
         }
 
         #[test]

@@ -25,6 +25,8 @@ struct Harness {
     next_pid: i64,
     next_token: u64,
     now_ms: i64,
+    /// The transaction version of the clients' AddPartitionsToTxn and EndTxn.
+    tv: i16,
 }
 
 impl Harness {
@@ -35,7 +37,17 @@ impl Harness {
             next_pid: 1000,
             next_token: 0,
             now_ms: 1_000,
+            tv: 0,
         }
+    }
+
+    /// A coordinator with `transaction.version` 2 finalized and clients that
+    /// use it.
+    fn v2() -> Harness {
+        let mut h = Harness::new();
+        h.c.set_transaction_version(2);
+        h.tv = 2;
+        h
     }
 
     fn token(&mut self) -> RequestToken {
@@ -122,9 +134,41 @@ impl Harness {
     fn add(&mut self, id: &str, (pid, epoch): (i64, i16), parts: &[TopicPartition]) -> ErrorCode {
         let token = self.token();
         let mut out = Vec::new();
+        let mut p = prod(id, pid, epoch);
+        p.transaction_version = self.tv;
         self.c
-            .add_partitions(token, &prod(id, pid, epoch), parts, self.now_ms, &mut out);
+            .add_partitions(token, &p, parts, self.now_ms, &mut out);
         done(self.settle(out, true).0)
+    }
+
+    /// EndTxn: the reply and the markers asked for.
+    fn end_reply(
+        &mut self,
+        id: &str,
+        (pid, epoch): (i64, i16),
+        result: TxnResult,
+        markers: bool,
+    ) -> (Reply, Vec<Output>) {
+        let token = self.token();
+        let mut out = Vec::new();
+        let mut p = prod(id, pid, epoch);
+        p.transaction_version = self.tv;
+        let mut next = self.next_pid;
+        self.c.end_txn(
+            token,
+            &p,
+            result,
+            self.now_ms,
+            &mut || {
+                next += 1;
+                Ok(ProducerId(next))
+            },
+            &mut out,
+        );
+        self.next_pid = next;
+        let (replies, m) = self.settle(out, markers);
+        assert_eq!(replies.len(), 1, "one reply per request: {replies:?}");
+        (replies[0].clone(), m)
     }
 
     fn end(
@@ -134,12 +178,8 @@ impl Harness {
         result: TxnResult,
         markers: bool,
     ) -> (ErrorCode, Vec<Output>) {
-        let token = self.token();
-        let mut out = Vec::new();
-        self.c
-            .end_txn(token, &prod(id, pid, epoch), result, self.now_ms, &mut out);
-        let (replies, m) = self.settle(out, markers);
-        (done(replies), m)
+        let (reply, m) = self.end_reply(id, (pid, epoch), result, markers);
+        (done(vec![reply]), m)
     }
 
     fn state(&self, id: &str) -> TxnState {
@@ -154,13 +194,14 @@ fn prod(id: &str, pid: i64, epoch: i16) -> TxnProducer<'_> {
         transactional_id: id,
         producer_id: ProducerId(pid),
         producer_epoch: ProducerEpoch(epoch),
+        transaction_version: 0,
     }
 }
 
 fn done(replies: Vec<Reply>) -> ErrorCode {
     assert_eq!(replies.len(), 1, "one reply per request: {replies:?}");
     match &replies[0] {
-        Reply::Done(e) => *e,
+        Reply::Done(e) | Reply::Ended { error: e, .. } => *e,
         r => panic!("unexpected reply {r:?}"),
     }
 }
@@ -707,7 +748,14 @@ fn seeded_simulation_keeps_invariants() {
 fn simulate(seed: u64) -> usize {
     use std::collections::HashMap;
     let mut rng = seed;
-    let mut c = TxnCoordinator::new(TxnConfig::default());
+    // Odd seeds: transaction version 2 (epoch bumped by every EndTxn).
+    let tv: i16 = if seed % 2 == 1 { 2 } else { 0 };
+    let new_coordinator = || {
+        let mut c = TxnCoordinator::new(TxnConfig::default());
+        c.set_transaction_version(tv);
+        c
+    };
+    let mut c = new_coordinator();
     let mut log: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     let mut writes: Vec<(WriteId, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     let mut markers: Vec<(String, ProducerId, ProducerEpoch)> = Vec::new();
@@ -750,7 +798,9 @@ fn simulate(seed: u64) -> usize {
                 if let Some((p, e)) = producers[who] {
                     open.insert(next_token, (who, false));
                     let part = tp("t", ((r >> 16) % 3) as i32);
-                    c.add_partitions(token, &prod(id, p.0, e.0), &[part], now_ms, &mut out);
+                    let mut pr = prod(id, p.0, e.0);
+                    pr.transaction_version = tv;
+                    c.add_partitions(token, &pr, &[part], now_ms, &mut out);
                 }
             }
             3 => {
@@ -761,7 +811,19 @@ fn simulate(seed: u64) -> usize {
                         TxnResult::Abort
                     };
                     open.insert(next_token, (who, result == TxnResult::Commit));
-                    c.end_txn(token, &prod(id, p.0, e.0), result, now_ms, &mut out);
+                    let mut pr = prod(id, p.0, e.0);
+                    pr.transaction_version = tv;
+                    c.end_txn(
+                        token,
+                        &pr,
+                        result,
+                        now_ms,
+                        &mut || {
+                            pid_source += 1;
+                            Ok(ProducerId(pid_source))
+                        },
+                        &mut out,
+                    );
                 }
             }
             4 | 5 => {
@@ -791,7 +853,7 @@ fn simulate(seed: u64) -> usize {
                 if (r >> 16).is_multiple_of(4) {
                     // Restart: writes and markers in flight are lost, their
                     // requests never answered (the clients time out).
-                    c = TxnCoordinator::new(TxnConfig::default());
+                    c = new_coordinator();
                     for (k, v) in &log {
                         c.replay(k, v.as_deref()).unwrap();
                     }
@@ -816,9 +878,19 @@ fn simulate(seed: u64) -> usize {
                         } if error.is_none() => {
                             producers[who] = Some((producer_id, producer_epoch))
                         }
-                        Reply::Done(ErrorCode::NONE) if is_commit => {
-                            expect_commit.insert(ids[who % 2].to_string(), true);
-                            acked_commits += 1;
+                        Reply::Ended {
+                            error: ErrorCode::NONE,
+                            producer_id,
+                            producer_epoch,
+                        } => {
+                            if tv == 2 {
+                                // The producer continues with the epoch it was given.
+                                producers[who] = Some((producer_id, producer_epoch));
+                            }
+                            if is_commit {
+                                expect_commit.insert(ids[who % 2].to_string(), true);
+                                acked_commits += 1;
+                            }
                         }
                         _ => {}
                     }
@@ -859,4 +931,285 @@ fn simulate(seed: u64) -> usize {
         c.check_invariants();
     }
     acked_commits
+}
+
+// ------------------------------------------------ transaction version 2 (KIP-890)
+
+fn ended(r: &Reply) -> (ErrorCode, i64, i16) {
+    match r {
+        Reply::Ended {
+            error,
+            producer_id,
+            producer_epoch,
+        } => (*error, producer_id.0, producer_epoch.0),
+        r => panic!("not an EndTxn reply: {r:?}"),
+    }
+}
+
+fn markers_epochs(markers: &[Output]) -> Vec<(i64, i16, TxnResult)> {
+    markers
+        .iter()
+        .map(|m| match m {
+            Output::WriteMarkers {
+                producer_id,
+                producer_epoch,
+                result,
+                ..
+            } => (producer_id.0, producer_epoch.0, *result),
+            o => panic!("not markers: {o:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn tv2_every_end_bumps_the_epoch_and_the_markers_carry_it() {
+    let mut h = Harness::v2();
+    let (pid, e0) = h.init_ok("tx");
+    assert_eq!(h.add("tx", (pid, e0), &[tp("a", 0)]), ErrorCode::NONE);
+    let (r, m) = h.end_reply("tx", (pid, e0), TxnResult::Commit, true);
+    assert_eq!(ended(&r), (ErrorCode::NONE, pid, e0 + 1));
+    assert_eq!(markers_epochs(&m), vec![(pid, e0 + 1, TxnResult::Commit)]);
+    assert_eq!(h.state("tx"), TxnState::CompleteCommit);
+    // The old epoch is fenced for the next transaction, the new one works.
+    assert_eq!(
+        h.add("tx", (pid, e0), &[tp("a", 0)]),
+        ErrorCode::PRODUCER_FENCED
+    );
+    assert_eq!(h.add("tx", (pid, e0 + 1), &[tp("b", 0)]), ErrorCode::NONE);
+    let (r, m) = h.end_reply("tx", (pid, e0 + 1), TxnResult::Abort, true);
+    assert_eq!(ended(&r), (ErrorCode::NONE, pid, e0 + 2));
+    assert_eq!(markers_epochs(&m), vec![(pid, e0 + 2, TxnResult::Abort)]);
+    assert_eq!(h.state("tx"), TxnState::CompleteAbort);
+    // Values are written in version 1 with the client's transaction version.
+    let (_, value) = h.log.last().unwrap();
+    let v = value.as_deref().unwrap();
+    assert_eq!(&v[..2], &[0, 1], "flexible value version");
+    let decoded = records::decode_value(v).unwrap();
+    assert_eq!(decoded.client_transaction_version, 2);
+    assert_eq!(decoded.producer_epoch, ProducerEpoch(e0 + 2));
+}
+
+#[test]
+fn tv2_a_retried_end_gets_the_first_answer() {
+    let mut h = Harness::v2();
+    let (pid, e0) = h.init_ok("tx");
+    assert_eq!(h.add("tx", (pid, e0), &[tp("a", 0)]), ErrorCode::NONE);
+    let (r, _) = h.end_reply("tx", (pid, e0), TxnResult::Commit, false);
+    assert_eq!(ended(&r), (ErrorCode::NONE, pid, e0 + 1));
+    // While the markers are out: retriable; an EndTxn naming the new epoch is
+    // no retry and is fenced.
+    let (r, _) = h.end_reply("tx", (pid, e0), TxnResult::Commit, false);
+    assert_eq!(ended(&r).0, ErrorCode::CONCURRENT_TRANSACTIONS);
+    let (r, _) = h.end_reply("tx", (pid, e0 + 1), TxnResult::Commit, false);
+    assert_eq!(ended(&r).0, ErrorCode::PRODUCER_FENCED);
+    let mut out = Vec::new();
+    h.c.markers_done(
+        "tx",
+        ProducerId(pid),
+        ProducerEpoch(e0 + 1),
+        h.now_ms,
+        &mut out,
+    );
+    h.settle(out, true);
+    assert_eq!(h.state("tx"), TxnState::CompleteCommit);
+    // After completion: the same result answers as the first attempt did,
+    // with the bumped epoch; the other result is an invalid state.
+    let (r, m) = h.end_reply("tx", (pid, e0), TxnResult::Commit, true);
+    assert_eq!(ended(&r), (ErrorCode::NONE, pid, e0 + 1));
+    assert!(m.is_empty(), "a retry writes no markers");
+    let (r, _) = h.end_reply("tx", (pid, e0), TxnResult::Abort, true);
+    assert_eq!(ended(&r).0, ErrorCode::INVALID_TXN_STATE);
+    assert_eq!(h.state("tx"), TxnState::CompleteCommit);
+}
+
+/// KAFKA-17754: an EndTxn delayed past the end of its transaction must not
+/// end the next one. With transaction version 1 it would: both carry the
+/// same epoch.
+#[test]
+fn tv2_a_late_end_cannot_end_a_later_transaction() {
+    for late in [TxnResult::Commit, TxnResult::Abort] {
+        let mut h = Harness::v2();
+        let (pid, e0) = h.init_ok("tx");
+        assert_eq!(h.add("tx", (pid, e0), &[tp("a", 0)]), ErrorCode::NONE);
+        let (r, _) = h.end_reply("tx", (pid, e0), TxnResult::Abort, true);
+        assert_eq!(ended(&r), (ErrorCode::NONE, pid, e0 + 1));
+        // The next transaction is running when the late request comes.
+        assert_eq!(h.add("tx", (pid, e0 + 1), &[tp("b", 0)]), ErrorCode::NONE);
+        let (r, m) = h.end_reply("tx", (pid, e0), late, true);
+        assert_eq!(ended(&r).0, ErrorCode::PRODUCER_FENCED, "{late:?}");
+        assert!(m.is_empty(), "no markers for the late request");
+        assert_eq!(h.state("tx"), TxnState::Ongoing);
+        let d = &h.c.describe(&["tx".to_string()])[0];
+        assert_eq!(d.partitions, vec![tp("b", 0)]);
+        assert_eq!(d.producer_epoch, ProducerEpoch(e0 + 1));
+    }
+    // The same sequence with transaction version 1 clients ends the later
+    // transaction: what version 2 prevents.
+    let mut h = Harness::new();
+    let p = h.init_ok("tx");
+    assert_eq!(h.add("tx", p, &[tp("a", 0)]), ErrorCode::NONE);
+    assert_eq!(h.end("tx", p, TxnResult::Abort, true).0, ErrorCode::NONE);
+    assert_eq!(h.add("tx", p, &[tp("b", 0)]), ErrorCode::NONE);
+    assert_eq!(h.end("tx", p, TxnResult::Commit, true).0, ErrorCode::NONE);
+    assert_eq!(h.state("tx"), TxnState::CompleteCommit);
+}
+
+#[test]
+fn tv2_abort_without_partitions_is_a_transaction_of_its_own() {
+    let mut h = Harness::v2();
+    let (pid, e0) = h.init_ok("tx");
+    let (r, _) = h.end_reply("tx", (pid, e0), TxnResult::Commit, true);
+    assert_eq!(ended(&r).0, ErrorCode::INVALID_TXN_STATE);
+    let (r, m) = h.end_reply("tx", (pid, e0), TxnResult::Abort, true);
+    assert_eq!(ended(&r), (ErrorCode::NONE, pid, e0 + 1));
+    assert!(m.is_empty(), "no partitions, no markers");
+    assert_eq!(h.state("tx"), TxnState::CompleteAbort);
+    // ... and again from CompleteAbort at the new epoch.
+    let (r, _) = h.end_reply("tx", (pid, e0 + 1), TxnResult::Abort, true);
+    assert_eq!(ended(&r), (ErrorCode::NONE, pid, e0 + 2));
+    h.c.check_invariants();
+}
+
+fn replay_state(h: &mut Harness, id: &str, v: &records::TxnLogValue) {
+    h.c.replay(
+        &records::encode_key(id),
+        Some(&records::encode_value_version(v, 1)),
+    )
+    .unwrap();
+}
+
+#[test]
+fn tv2_an_exhausted_epoch_moves_to_a_new_producer_id_at_the_end() {
+    let mut h = Harness::v2();
+    let last = i16::MAX - 1;
+    replay_state(
+        &mut h,
+        "tx",
+        &records::TxnLogValue {
+            producer_id: ProducerId(77),
+            previous_producer_id: ProducerId(-1),
+            next_producer_id: ProducerId(-1),
+            producer_epoch: ProducerEpoch(last),
+            timeout_ms: TIMEOUT_MS,
+            state: TxnState::CompleteCommit,
+            partitions: vec![],
+            last_update_ms: 1_000,
+            start_ms: 0,
+            client_transaction_version: 2,
+        },
+    );
+    assert_eq!(h.add("tx", (77, last), &[tp("a", 0)]), ErrorCode::NONE);
+    let (r, m) = h.end_reply("tx", (77, last), TxnResult::Commit, true);
+    let (code, new_pid, new_epoch) = ended(&r);
+    assert_eq!(code, ErrorCode::NONE);
+    assert_ne!(new_pid, 77);
+    assert_eq!(new_epoch, 0);
+    // The markers close the transaction under the old id, at i16::MAX.
+    assert_eq!(markers_epochs(&m), vec![(77, i16::MAX, TxnResult::Commit)]);
+    let d = &h.c.describe(&["tx".to_string()])[0];
+    assert_eq!(
+        (d.state, d.producer_id, d.producer_epoch),
+        (
+            TxnState::CompleteCommit,
+            ProducerId(new_pid),
+            ProducerEpoch(0)
+        )
+    );
+    // A retry from the old id and its last epoch is answered with the new ones.
+    let (r, _) = h.end_reply("tx", (77, last), TxnResult::Commit, true);
+    assert_eq!(ended(&r), (ErrorCode::NONE, new_pid, 0));
+    // The old id no longer adds partitions; the new one does.
+    assert_eq!(
+        h.add("tx", (77, last), &[tp("a", 0)]),
+        ErrorCode::INVALID_PRODUCER_ID_MAPPING
+    );
+    assert_eq!(h.add("tx", (new_pid, 0), &[tp("a", 0)]), ErrorCode::NONE);
+}
+
+#[test]
+fn tv2_state_survives_a_coordinator_reload_mid_transaction() {
+    // Prepared (markers not written) at an exhausted epoch: the reloaded
+    // coordinator sends the markers again and moves to the new producer id.
+    let mut h = Harness::v2();
+    let last = i16::MAX - 1;
+    replay_state(
+        &mut h,
+        "tx",
+        &records::TxnLogValue {
+            producer_id: ProducerId(77),
+            previous_producer_id: ProducerId(-1),
+            next_producer_id: ProducerId(-1),
+            producer_epoch: ProducerEpoch(last),
+            timeout_ms: TIMEOUT_MS,
+            state: TxnState::CompleteAbort,
+            partitions: vec![],
+            last_update_ms: 1_000,
+            start_ms: 0,
+            client_transaction_version: 2,
+        },
+    );
+    let p = h.init_ok("plain");
+    assert_eq!(h.add("plain", p, &[tp("b", 0)]), ErrorCode::NONE);
+    assert_eq!(h.add("tx", (77, last), &[tp("a", 0)]), ErrorCode::NONE);
+    let (r, _) = h.end_reply("tx", (77, last), TxnResult::Commit, false);
+    let (_, new_pid, _) = ended(&r);
+    assert_eq!(h.state("tx"), TxnState::PrepareCommit);
+
+    let mut fresh = Harness::v2();
+    for (k, v) in &h.log {
+        fresh.c.replay(k, v.as_deref()).unwrap();
+    }
+    assert_eq!(fresh.state("tx"), TxnState::PrepareCommit);
+    assert_eq!(fresh.state("plain"), TxnState::Ongoing);
+    let mut out = Vec::new();
+    fresh.c.finish_replay(fresh.now_ms, &mut out);
+    let (_, m) = fresh.settle(out, true);
+    assert_eq!(markers_epochs(&m), vec![(77, i16::MAX, TxnResult::Commit)]);
+    let d = &fresh.c.describe(&["tx".to_string()])[0];
+    assert_eq!(
+        (d.state, d.producer_id, d.producer_epoch),
+        (
+            TxnState::CompleteCommit,
+            ProducerId(new_pid),
+            ProducerEpoch(0)
+        )
+    );
+    // The retry after the reload still gets the first answer.
+    let (r, _) = fresh.end_reply("tx", (77, last), TxnResult::Commit, true);
+    assert_eq!(ended(&r), (ErrorCode::NONE, new_pid, 0));
+    // An ongoing version 2 transaction reloads as it was, and ends with a bump.
+    assert_eq!(fresh.add("plain", p, &[tp("c", 0)]), ErrorCode::NONE);
+    let (r, m) = fresh.end_reply("plain", p, TxnResult::Abort, true);
+    assert_eq!(ended(&r), (ErrorCode::NONE, p.0, p.1 + 1));
+    assert_eq!(markers_epochs(&m), vec![(p.0, p.1 + 1, TxnResult::Abort)]);
+}
+
+#[test]
+fn version_1_clients_keep_their_epoch_when_version_2_is_finalized() {
+    let mut h = Harness::v2();
+    h.tv = 0;
+    let p = h.init_ok("tx");
+    assert_eq!(h.add("tx", p, &[tp("a", 0)]), ErrorCode::NONE);
+    let (r, m) = h.end_reply("tx", p, TxnResult::Commit, true);
+    assert_eq!(ended(&r), (ErrorCode::NONE, p.0, p.1));
+    assert_eq!(markers_epochs(&m), vec![(p.0, p.1, TxnResult::Commit)]);
+    assert_eq!(h.add("tx", p, &[tp("a", 0)]), ErrorCode::NONE);
+}
+
+#[test]
+fn tv2_timeout_abort_bumps_once_and_the_producer_may_abort_after_it() {
+    let mut h = Harness::v2();
+    let (pid, e0) = h.init_ok("tx");
+    assert_eq!(h.add("tx", (pid, e0), &[tp("a", 0)]), ErrorCode::NONE);
+    h.now_ms += TIMEOUT_MS as i64 + 1;
+    let mut out = Vec::new();
+    h.c.tick(h.now_ms, &mut out);
+    let (_, m) = h.settle(out, true);
+    assert_eq!(markers_epochs(&m), vec![(pid, e0 + 1, TxnResult::Abort)]);
+    assert_eq!(h.state("tx"), TxnState::CompleteAbort);
+    // The producer's own abort (it still holds the old epoch) is a retry.
+    let (r, _) = h.end_reply("tx", (pid, e0), TxnResult::Abort, true);
+    assert_eq!(ended(&r), (ErrorCode::NONE, pid, e0 + 1));
+    let (r, _) = h.end_reply("tx", (pid, e0), TxnResult::Commit, true);
+    assert_eq!(ended(&r).0, ErrorCode::INVALID_TXN_STATE);
 }

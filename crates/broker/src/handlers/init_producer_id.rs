@@ -101,7 +101,7 @@ fn transactional(ctx: Ctx, transactional_id: String, req: InitProducerIdRequest)
                     .with_producer_id(ProducerId(producer_id.0))
                     .with_producer_epoch(producer_epoch.0)
             }
-            Ok(fjord_txn::Reply::Done(e)) => fail(e),
+            Ok(fjord_txn::Reply::Done(e) | fjord_txn::Reply::Ended { error: e, .. }) => fail(e),
             Err(e) => fail(e),
         };
         ctx.respond(&resp)

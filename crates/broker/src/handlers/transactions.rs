@@ -1,8 +1,16 @@
 //! The transaction APIs, answered by the transaction coordinator
-//! (`crate::txns`, transaction version 1: what clients use while
-//! `transaction.version` is not finalized): AddPartitionsToTxn (v0-3: one
-//! transaction; v4-5: a batch of them, or a broker's `verify_only` check),
-//! AddOffsetsToTxn, EndTxn, ListTransactions and DescribeTransactions.
+//! (`crate::txns`): AddPartitionsToTxn (v0-3: one transaction; v4-5: a batch
+//! of them, or a broker's `verify_only` check), AddOffsetsToTxn, EndTxn,
+//! ListTransactions and DescribeTransactions.
+//!
+//! Transaction version 2 (KIP-890; clients use it when `transaction.version`
+//! 2 is finalized): EndTxn v5+ ends the transaction with the epoch bumped and
+//! answers the producer id and epoch to continue with; AddPartitionsToTxn v5+
+//! without `verify_only` comes from a partition leader that adds a partition
+//! for a Produce v12+ or TxnOffsetCommit v5+ (Kafka's
+//! `AddPartitionsToTxnManager`), and is a version 2 transition too. Older
+//! versions are transaction version 0/1 requests, served as before on the
+//! same node.
 //!
 //! Until `__transaction_state` exists (it is created on the first
 //! transactional InitProducerId or FindCoordinator) no transaction exists:
@@ -43,6 +51,10 @@ pub const END_TXN_VERSIONS: RangeInclusive<i16> = 0..=5;
 const PRODUCER_FENCED_FROM: i16 = 2;
 /// AddPartitionsToTxn v4+: transactions in a batch.
 const BATCHED_FROM: i16 = 4;
+/// AddPartitionsToTxn v5+ (a partition leader's add) and EndTxn v5+ are
+/// transaction version 2 requests (Kafka's `TransactionVersion` of a request).
+const ADD_PARTITIONS_TV2_FROM: i16 = 5;
+const END_TXN_TV2_FROM: i16 = 5;
 
 fn fenced_for(version: i16, code: ErrorCode) -> ErrorCode {
     if code == ErrorCode::PRODUCER_FENCED && version < PRODUCER_FENCED_FROM {
@@ -54,7 +66,7 @@ fn fenced_for(version: i16, code: ErrorCode) -> ErrorCode {
 
 fn reply_code(reply: Result<fjord_txn::Reply, ErrorCode>) -> ErrorCode {
     match reply {
-        Ok(fjord_txn::Reply::Done(e)) => e,
+        Ok(fjord_txn::Reply::Done(e) | fjord_txn::Reply::Ended { error: e, .. }) => e,
         Ok(fjord_txn::Reply::InitProducerId { error, .. }) => error,
         Err(e) => e,
     }
@@ -206,12 +218,18 @@ async fn add_one(ctx: &Ctx, txn: AddTxn) -> Vec<AddPartitionsToTxnTopicResult> {
     }
     let id = txn.transactional_id.clone();
     let (pid, epoch) = (txn.producer_id, txn.producer_epoch);
+    let transaction_version = if version >= ADD_PARTITIONS_TV2_FROM {
+        fjord_txn::TRANSACTION_VERSION_EPOCH_BUMP
+    } else {
+        0
+    };
     let reply = txns
         .request(&txn.transactional_id, move |c, token, now, out| {
             let producer = fjord_txn::TxnProducer {
                 transactional_id: &id,
                 producer_id: pid,
                 producer_epoch: epoch,
+                transaction_version,
             };
             c.add_partitions(token, &producer, &partitions, now, out)
         })
@@ -305,6 +323,7 @@ pub fn add_offsets(ctx: Ctx, req: AddOffsetsToTxnRequest) -> Pending {
             transactional_id: &id,
             producer_id: pid,
             producer_epoch: epoch,
+            transaction_version: 0,
         };
         c.add_offsets(token, &producer, offsets_partition, now, out)
     });
@@ -331,23 +350,59 @@ pub fn end_txn(ctx: Ctx, req: EndTxnRequest) -> Pending {
     } else {
         fjord_txn::TxnResult::Abort
     };
-    let call = txns.request(&id.clone(), move |c, token, now, out| {
-        let producer = fjord_txn::TxnProducer {
-            transactional_id: &id,
-            producer_id: pid,
-            producer_epoch: epoch,
-        };
-        c.end_txn(token, &producer, result, now, out)
-    });
+    let transaction_version = if ctx.api_version >= END_TXN_TV2_FROM {
+        fjord_txn::TRANSACTION_VERSION_EPOCH_BUMP
+    } else {
+        0
+    };
     Pending::later(async move {
-        let code = fenced_for(ctx.api_version, reply_code(call.await));
-        let resp = if code.is_none() {
-            // Transaction version 1: the producer keeps its id and epoch.
-            EndTxnResponse::default()
-                .with_producer_id(ProducerId(pid.0))
-                .with_producer_epoch(epoch.0)
+        // A version 2 end whose epoch is exhausted moves the transactional id
+        // to a fresh producer id: taken off the shard's lock (a new block of
+        // ids is committed to the metadata log), only when it will be needed.
+        let exhausted = transaction_version > 0
+            && txns
+                .read(&id, |c| c.describe(std::slice::from_ref(&id)))
+                .ok()
+                .and_then(|mut d| d.pop())
+                .is_some_and(|d| d.error.is_none() && d.producer_epoch.0 >= i16::MAX - 1);
+        let mut fresh = if exhausted {
+            let broker = ctx.broker.clone();
+            Some(
+                tokio::task::spawn_blocking(move || broker.next_producer_id())
+                    .await
+                    .map_err(|_| ErrorCode::UNKNOWN_SERVER_ERROR)
+                    .and_then(|r| r.map_err(|e| crate::errors::state_error(&e).0)),
+            )
         } else {
-            fail(code)
+            None
+        };
+        let reply = txns
+            .request(&id.clone(), move |c, token, now, out| {
+                let producer = fjord_txn::TxnProducer {
+                    transactional_id: &id,
+                    producer_id: pid,
+                    producer_epoch: epoch,
+                    transaction_version,
+                };
+                // Asked for without one taken: the client retries, and the
+                // retry takes one.
+                let mut next = move || {
+                    fresh
+                        .take()
+                        .unwrap_or(Err(ErrorCode::COORDINATOR_NOT_AVAILABLE))
+                };
+                c.end_txn(token, &producer, result, now, &mut next, out)
+            })
+            .await;
+        let resp = match reply {
+            Ok(fjord_txn::Reply::Ended {
+                error,
+                producer_id,
+                producer_epoch,
+            }) if error.is_none() => EndTxnResponse::default()
+                .with_producer_id(ProducerId(producer_id.0))
+                .with_producer_epoch(producer_epoch.0),
+            other => fail(fenced_for(ctx.api_version, reply_code(other))),
         };
         ctx.respond(&resp)
     })
