@@ -54,6 +54,11 @@ pub struct BrokerConfig {
     /// (`fjord_storage::StorageLimits::syncfs_min_logs`); `false` syncs each
     /// partition's files with fdatasync.
     pub group_commit_syncfs: bool,
+    /// `log.direct.io` (Fjord's own, not Kafka's): `auto` appends to active segments
+    /// with O_DIRECT where the filesystem takes it (buffered elsewhere, with one log
+    /// line; `fjord_storage::StorageLimits::direct_io`); `false` (the default) writes
+    /// through the page cache.
+    pub direct_io: bool,
     /// Consumer-group settings (`group.*`, `offsets.retention.minutes`).
     pub groups: GroupSettings,
     /// Transaction coordinator settings (`transaction.state.log.*`).
@@ -939,6 +944,7 @@ impl Default for BrokerConfig {
             cleaner: fjord_storage::CleanerConfig::default(),
             cleaner_io_max_printed: None,
             group_commit_syncfs: true,
+            direct_io: false,
             groups: GroupSettings::default(),
             txns: TxnSettings::default(),
             explicit: BTreeSet::new(),
@@ -999,6 +1005,13 @@ impl BrokerConfig {
             "cluster.id" => self.cluster_id = Some(value.trim().to_string()),
             "log.group.commit.syncfs" => {
                 self.group_commit_syncfs = match value.trim() {
+                    "auto" => true,
+                    "false" => false,
+                    _ => return Err(invalid(name, value, "auto or false")),
+                }
+            }
+            "log.direct.io" => {
+                self.direct_io = match value.trim() {
                     "auto" => true,
                     "false" => false,
                     _ => return Err(invalid(name, value, "auto or false")),
@@ -1879,6 +1892,19 @@ mod tests {
         assert!(c.set("log.group.commit.syncfs", "yes").is_err());
         assert!(c.group_commit_syncfs);
         assert!(!c.not_kafka.contains("log.group.commit.syncfs"));
+    }
+
+    #[test]
+    fn direct_io_switch() {
+        let mut c = BrokerConfig::default();
+        assert!(!c.direct_io);
+        c.set("log.direct.io", "auto").unwrap();
+        assert!(c.direct_io);
+        c.set("log.direct.io", "false").unwrap();
+        assert!(!c.direct_io);
+        assert!(c.set("log.direct.io", "yes").is_err());
+        assert!(!c.direct_io);
+        assert!(!c.not_kafka.contains("log.direct.io"));
     }
 
     #[test]

@@ -351,6 +351,7 @@ impl Broker {
                 } else {
                     0
                 },
+                direct_io: config.direct_io,
                 ..fjord_storage::StorageLimits::default()
             }),
             topics: RwLock::new(BTreeMap::new()),

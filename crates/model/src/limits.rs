@@ -71,6 +71,16 @@ pub const STORAGE_FLUSH_THREADS: usize = 4;
 /// per log (measured on ext4: 1,000 logs with 1 KiB each, 26-32 ms vs 350-530 ms; 4 logs
 /// with 64 KiB each, 0.9-1.0 ms vs 2.0-2.1 ms). 0 turns syncfs off.
 pub const GROUP_COMMIT_SYNCFS_MIN_LOGS: usize = 4;
+/// Direct writes (`log.direct.io`): the alignment of every O_DIRECT write's file position,
+/// length and buffer address (the page size; a multiple of the 512-byte or 4 KiB logical
+/// blocks of the devices Fjord runs on). A segment's last, partly filled block is kept in
+/// memory and written again, completed, by the next append.
+pub const DIRECT_IO_BLOCK_BYTES: usize = 4096;
+/// Direct writes: the aligned scratch buffers (one per concurrent append) a `Storage` keeps
+/// for reuse; larger ones (an append of more than this) are freed after their write.
+pub const DIRECT_IO_SCRATCH_KEEP_BYTES: usize = 1 << 20;
+/// Direct writes: how many aligned scratch buffers a `Storage` keeps for reuse.
+pub const DIRECT_IO_SCRATCH_BUFFERS_MAX: usize = 8;
 /// Most logs one flush thread takes from the queue for one group-commit round.
 pub const GROUP_COMMIT_BATCH_LOGS_MAX: usize = 16_384;
 /// Bytes read at once when scanning batch headers in a segment file.

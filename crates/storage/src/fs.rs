@@ -1,7 +1,8 @@
 //! The filesystem seam: every operation that changes files or makes them durable (open or
-//! create, pwrite, truncate, fdatasync/fsync, rename, remove, directory fsync) goes through
-//! a [`FileSystem`] that the owner injects with `Storage::with_file_system`. The default,
-//! [`OsFileSystem`], calls the operating system directly. A test implementation can fail
+//! create, O_DIRECT open, pwrite, truncate, fdatasync/fsync, rename, remove, directory
+//! fsync) goes through a [`FileSystem`] that the owner injects with
+//! `Storage::with_file_system`. The default, [`OsFileSystem`], calls the operating system
+//! directly. A test implementation can fail
 //! calls (an fsync error takes the log offline), tear writes, or remember what was synced
 //! and drop everything else to simulate a crash.
 //!
@@ -24,6 +25,17 @@ pub trait FileSystem: Send + Sync + Debug {
     /// Opens `path` with `options` (create, truncate, read, write as set there).
     fn open(&self, path: &Path, options: &OpenOptions) -> io::Result<File> {
         options.open(path)
+    }
+    /// Opens `path` for O_DIRECT writes (created if `create`; see `direct.rs`): writes
+    /// through it must be 4 KiB-aligned in position, length and buffer address. A
+    /// filesystem that refuses O_DIRECT fails here (EINVAL) or at the first write.
+    fn open_direct(&self, path: &Path, create: bool) -> io::Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new()
+            .write(true)
+            .create(create)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
     }
     /// pwrite of all of `buf` at `pos`.
     fn write_at(&self, path: &Path, file: &File, buf: &[u8], pos: u64) -> io::Result<()> {

@@ -117,6 +117,7 @@
 
 mod checkpoint;
 mod cleaner;
+mod direct;
 mod error;
 mod flusher;
 pub mod fs;

@@ -23,6 +23,7 @@ use fjord_model::TimestampType;
 use fjord_records::{validate_batch, validate_stored_batch, BatchHeader, BATCH_HEADER_BYTES};
 use parking_lot::Mutex;
 
+use crate::direct::DirectWriter;
 use crate::error::StorageError;
 use crate::fs::FileSystem;
 use crate::handles::Kind;
@@ -163,6 +164,19 @@ pub(crate) struct Segment {
     /// them. `i64::MIN` while unset.
     pub(crate) gaps_below: std::sync::atomic::AtomicI64,
     pub(crate) indexes: Mutex<Indexes>,
+    /// How appends reach the file (see `direct.rs`); decided at the first append.
+    direct: Mutex<WritePath>,
+}
+
+/// How an active segment's appends reach its file.
+#[derive(Debug)]
+enum WritePath {
+    /// Not decided yet (no append since the segment was opened or created).
+    Undecided,
+    /// pwrite through the page cache.
+    Buffered,
+    /// O_DIRECT (`direct.rs`); the file may be up to a block longer than `size`.
+    Direct(DirectWriter),
 }
 
 impl Drop for Segment {
@@ -221,6 +235,7 @@ impl Segment {
             frozen: AtomicBool::new(false),
             gaps_below: std::sync::atomic::AtomicI64::new(i64::MIN),
             indexes: Mutex::new(indexes),
+            direct: Mutex::new(WritePath::Undecided),
         }
     }
 
@@ -390,28 +405,79 @@ impl Segment {
             .ok_or_else(|| io::Error::other("segment file is not open"))
     }
 
-    /// Writes `bytes` at `pos` of the active segment.
+    /// Writes `bytes` at `pos` (the end) of the active segment.
     pub(crate) fn write_at(&self, bytes: &[u8], pos: u64) -> io::Result<()> {
+        self.write_vectored_at(&[bytes], pos)
+    }
+
+    /// Writes `bufs`, one after the other, at `pos` (the end) of the active segment: one
+    /// pwritev, or one O_DIRECT pwrite of whole blocks (`direct.rs`).
+    pub(crate) fn write_vectored_at(&self, bufs: &[&[u8]], pos: u64) -> io::Result<()> {
         let file = self.open_file()?;
-        if let Err(e) = self.ctx.fs.write_at(&self.log_path, &file, bytes, pos) {
+        let mut path = self.direct.lock();
+        if let WritePath::Undecided = *path {
+            *path = self.decide_write_path(&file, pos);
+        }
+        let written = match &mut *path {
+            WritePath::Direct(w) => {
+                let fs = &*self.ctx.fs;
+                let res = w.write(fs, &self.ctx.scratch, &self.log_path, bufs, pos);
+                if res.is_ok() {
+                    self.ctx.stats.direct_write();
+                }
+                res
+            }
+            _ => match bufs {
+                [one] => self.ctx.fs.write_at(&self.log_path, &file, one, pos),
+                _ => self
+                    .ctx
+                    .fs
+                    .write_vectored_at(&self.log_path, &file, bufs, pos),
+            },
+        };
+        if let Err(e) = written {
             // Best effort: cut off a partial write. The log goes offline either way.
+            *path = WritePath::Undecided;
             let _ = self.ctx.fs.set_len(&self.log_path, &file, pos);
             return Err(e);
         }
         Ok(())
     }
 
-    /// Writes `bufs`, one after the other, at `pos` of the active segment (pwritev).
-    pub(crate) fn write_vectored_at(&self, bufs: &[&[u8]], pos: u64) -> io::Result<()> {
-        let file = self.open_file()?;
-        if let Err(e) = self
-            .ctx
-            .fs
-            .write_vectored_at(&self.log_path, &file, bufs, pos)
-        {
-            // Best effort: cut off a partial write. The log goes offline either way.
-            let _ = self.ctx.fs.set_len(&self.log_path, &file, pos);
-            return Err(e);
+    /// The write path of an active segment of `size` bytes at its first append.
+    fn decide_write_path(&self, file: &File, size: u64) -> WritePath {
+        if !self.ctx.direct_writes_in(&self.dir) {
+            return WritePath::Buffered;
+        }
+        match DirectWriter::open(&*self.ctx.fs, &self.log_path, file, size) {
+            Ok(w) => WritePath::Direct(w),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot open {} for direct writes ({e}); writing it through the page cache",
+                    self.display()
+                );
+                WritePath::Buffered
+            }
+        }
+    }
+
+    /// Ends direct writes to this segment: cuts the zeros after its last block's data off
+    /// the file and fdatasyncs it (sealing, closing). A later append decides its write
+    /// path again. The sync comes before the roll creates the next segment: recovery
+    /// trusts the size of a segment that has a successor below the recovery point (which
+    /// may already be this segment's end), so padding must not survive a crash there.
+    pub(crate) fn trim_padding(&self) -> io::Result<()> {
+        let mut path = self.direct.lock();
+        if let WritePath::Direct(_) = *path {
+            *path = WritePath::Undecided;
+            let file = self.open_file()?;
+            let size = self.size();
+            if file.metadata()?.len() > size {
+                self.ctx.fs.set_len(&self.log_path, &file, size)?;
+                self.ctx.fs.sync_data(&self.log_path, &file)?;
+                self.ctx.stats.file_sync();
+                self.flushed_size.fetch_max(size, Ordering::AcqRel);
+            }
         }
         Ok(())
     }
@@ -447,6 +513,7 @@ impl Segment {
 
     /// Seals the (formerly active) segment: exact index files, in-memory copies dropped.
     pub(crate) fn seal(&self) -> io::Result<()> {
+        self.trim_padding()?;
         let mut idx = self.indexes.lock();
         idx.write_exact(&*self.ctx.fs)?;
         idx.offset.make_sealed();
@@ -626,13 +693,20 @@ impl Segment {
             return Ok(None);
         }
         if valid_end < size {
+            let padding = crate::direct::is_padding(&file, valid_end, size)
+                .map_err(|e| StorageError::io(format!("read {}", self.display()), e))?;
             self.ctx
                 .fs
                 .set_len(&self.log_path, &file, valid_end)
                 .map_err(|e| StorageError::io(format!("truncate {}", self.display()), e))?;
-            out.bytes_truncated = size - valid_end;
-            if out.problem.is_none() {
-                out.problem = Some("trailing bytes".into());
+            if padding {
+                // The zeros after a direct write's last batch (`direct.rs`): nothing lost.
+                out.problem = None;
+            } else {
+                out.bytes_truncated = size - valid_end;
+                if out.problem.is_none() {
+                    out.problem = Some("trailing bytes".into());
+                }
             }
             self.size.store(valid_end, Ordering::Release);
             self.flushed_size.store(valid_end, Ordering::Release);

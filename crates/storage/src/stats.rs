@@ -18,6 +18,8 @@ pub struct StorageStats {
     file_syncs: AtomicU64,
     /// syncfs calls by group commit (each covering several logs).
     syncfs_calls: AtomicU64,
+    /// Appends written with O_DIRECT (`log.direct.io`).
+    direct_writes: AtomicU64,
 }
 
 /// [`StorageStats`] as read at one moment.
@@ -28,6 +30,7 @@ pub struct StorageStatsSnapshot {
     pub errors: u64,
     pub file_syncs: u64,
     pub syncfs_calls: u64,
+    pub direct_writes: u64,
 }
 
 impl Default for StorageStats {
@@ -38,6 +41,7 @@ impl Default for StorageStats {
             errors: AtomicU64::new(0),
             file_syncs: AtomicU64::new(0),
             syncfs_calls: AtomicU64::new(0),
+            direct_writes: AtomicU64::new(0),
         }
     }
 }
@@ -63,6 +67,10 @@ impl StorageStats {
         self.syncfs_calls.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn direct_write(&self) {
+        self.direct_writes.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> StorageStatsSnapshot {
         StorageStatsSnapshot {
             fsync_us: self.fsync_us.snapshot(),
@@ -70,6 +78,7 @@ impl StorageStats {
             errors: self.errors.load(Ordering::Relaxed),
             file_syncs: self.file_syncs.load(Ordering::Relaxed),
             syncfs_calls: self.syncfs_calls.load(Ordering::Relaxed),
+            direct_writes: self.direct_writes.load(Ordering::Relaxed),
         }
     }
 }

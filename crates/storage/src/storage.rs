@@ -15,6 +15,7 @@ use fjord_model::limits::{
 };
 use parking_lot::Mutex;
 
+use crate::direct::ScratchPool;
 use crate::error::StorageError;
 use crate::flusher::Flusher;
 use crate::fs::{FileSystem, OsFileSystem};
@@ -36,6 +37,10 @@ pub struct StorageLimits {
     /// them durable with one syncfs(2) (0: never; also off on kernels whose syncfs does
     /// not report write-back errors, see `fs::syncfs_reports_errors`).
     pub syncfs_min_logs: usize,
+    /// Direct writes (`direct.rs`): active segments are appended to with O_DIRECT where the
+    /// filesystem takes it (probed once per filesystem; buffered there otherwise, with one
+    /// log line). False: buffered writes through the page cache.
+    pub direct_io: bool,
 }
 
 impl Default for StorageLimits {
@@ -45,6 +50,7 @@ impl Default for StorageLimits {
             mapped_indexes_max: MAPPED_INDEX_FILES_MAX,
             flush_threads: STORAGE_FLUSH_THREADS,
             syncfs_min_logs: GROUP_COMMIT_SYNCFS_MIN_LOGS,
+            direct_io: false,
         }
     }
 }
@@ -67,6 +73,12 @@ pub(crate) struct Shared {
     /// Told of every write failure in a log's directory (`Storage::on_failure`), and the
     /// first failure seen, for a listener set after it.
     failures: Mutex<FailureState>,
+    /// `StorageLimits::direct_io`.
+    pub(crate) direct_io: bool,
+    /// Whether O_DIRECT writes work, per filesystem (device number) probed so far.
+    direct_filesystems: Mutex<Vec<(u64, bool)>>,
+    /// Aligned buffers for direct writes.
+    pub(crate) scratch: ScratchPool,
 }
 
 /// A write to a log's directory failed (Kafka's log dir failure event): the log it
@@ -113,6 +125,41 @@ pub(crate) struct FsRoot {
 }
 
 impl Shared {
+    /// Whether segments in `dir` are written with O_DIRECT: `direct_io` is on and the
+    /// filesystem holding `dir` took a probe write (once per filesystem; a refusal is
+    /// logged once and its logs write buffered).
+    pub(crate) fn direct_writes_in(&self, dir: &Path) -> bool {
+        if !self.direct_io {
+            return false;
+        }
+        let Ok(dev) = std::fs::metadata(dir).map(|m| m.dev()) else {
+            return false;
+        };
+        let mut known = self.direct_filesystems.lock();
+        if let Some(&(_, ok)) = known.iter().find(|(d, _)| *d == dev) {
+            return ok;
+        }
+        let ok = match crate::direct::probe(&*self.fs, dir) {
+            Ok(()) => {
+                tracing::info!(
+                    "log.direct.io: segments in {} are written with O_DIRECT",
+                    dir.display()
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "log.direct.io: the filesystem of {} refuses O_DIRECT writes ({e}); \
+                     its logs are written through the page cache",
+                    dir.display()
+                );
+                false
+            }
+        };
+        known.push((dev, ok));
+        ok
+    }
+
     /// Reports a write failure in `dir` to the listener (`Storage::on_failure`). Called
     /// by the log with its own locks possibly held: the listener must not call into logs.
     pub(crate) fn failed(&self, dir: &Path, reason: &str) {
@@ -195,6 +242,9 @@ impl Storage {
                 syncfs_min_logs,
                 roots: Mutex::new(Vec::new()),
                 failures: Mutex::new(FailureState::default()),
+                direct_io: limits.direct_io,
+                direct_filesystems: Mutex::new(Vec::new()),
+                scratch: ScratchPool::default(),
             }),
         }
     }

@@ -3,7 +3,9 @@
 //! acknowledged batch; the parent kills it with SIGKILL at a random moment, reopens the
 //! log and checks that every acknowledged batch is present and byte-identical and that the
 //! log is a valid prefix of what was written. Repeated on the same directory, so every
-//! child also recovers its predecessor's crash. `FJORD_SLOW_TESTS=1` runs many more kills.
+//! child also recovers its predecessor's crash. Runs with buffered writes, then with
+//! direct writes (`log.direct.io`: kills during O_DIRECT rewrites of the last block).
+//! `FJORD_SLOW_TESTS=1` runs many more kills.
 
 mod common;
 
@@ -14,11 +16,13 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fjord_storage::{Log, LogConfig, Storage};
+use fjord_storage::{Log, LogConfig, Storage, StorageLimits};
 use rand::Rng;
 
 const CHILD_DIR_ENV: &str = "FJORD_CRASH_CHILD_DIR";
 const CHILD_GEN_ENV: &str = "FJORD_CRASH_GEN";
+/// "1": the child writes with O_DIRECT.
+const CHILD_DIRECT_ENV: &str = "FJORD_CRASH_DIRECT";
 const THREADS: u64 = 4;
 
 fn config() -> LogConfig {
@@ -47,13 +51,22 @@ fn payload(seed: u64) -> Vec<u8> {
     )
 }
 
-fn child(dir: &Path, generation: u64) {
-    let (log, _) = Log::open(&Storage::default(), dir, config(), 0).expect("child: open");
+fn storage(direct_io: bool) -> Storage {
+    Storage::new(StorageLimits {
+        direct_io,
+        ..StorageLimits::default()
+    })
+}
+
+fn child(dir: &Path, generation: u64, direct: bool) {
+    let storage = storage(direct);
+    let (log, _) = Log::open(&storage, dir, config(), 0).expect("child: open");
     let out = Arc::new(parking_lot::Mutex::new(std::io::stdout()));
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
             let log = Arc::clone(&log);
             let out = Arc::clone(&out);
+            let storage = storage.clone();
             std::thread::spawn(move || {
                 for n in 0.. {
                     let s = seed(generation, t, n);
@@ -62,6 +75,12 @@ fn child(dir: &Path, generation: u64) {
                     log.sync_to(r.last_offset)
                         .wait_blocking()
                         .expect("child: sync");
+                    // The write path under test is the one taken.
+                    assert_eq!(
+                        storage.stats().direct_writes > 0,
+                        direct,
+                        "child: write path"
+                    );
                     let mut o = out.lock();
                     writeln!(o, "{s} {}", r.base_offset.0).expect("child: stdout");
                     o.flush().expect("child: flush");
@@ -74,8 +93,8 @@ fn child(dir: &Path, generation: u64) {
     }
 }
 
-fn verify(dir: &Path, acked: &[(u64, i64)]) -> usize {
-    let (log, report) = Log::open(&Storage::default(), dir, config(), 0).expect("reopen");
+fn verify(dir: &Path, acked: &[(u64, i64)], direct: bool) -> usize {
+    let (log, report) = Log::open(&storage(direct), dir, config(), 0).expect("reopen");
     let batches = common::all_batches(&log); // checks framing and CRC of every batch
     let mut by_offset = HashMap::new();
     let mut next = log.log_start_offset().0;
@@ -111,7 +130,7 @@ fn verify(dir: &Path, acked: &[(u64, i64)]) -> usize {
     batches.len()
 }
 
-fn parent() {
+fn parent(direct: bool) {
     let slow = std::env::var("FJORD_SLOW_TESTS").is_ok();
     let iterations = if slow { 60 } else { 8 };
     let exe = std::env::current_exe().expect("current exe");
@@ -124,6 +143,7 @@ fn parent() {
         let mut child = Command::new(&exe)
             .env(CHILD_DIR_ENV, dir.path())
             .env(CHILD_GEN_ENV, generation.to_string())
+            .env(CHILD_DIRECT_ENV, if direct { "1" } else { "0" })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -151,9 +171,10 @@ fn parent() {
             let base = parts.next().and_then(|x| x.parse().ok()).expect("offset");
             acked.push((s, base));
         }
-        batches = verify(dir.path(), &acked);
+        batches = verify(dir.path(), &acked, direct);
         println!(
-            "crash test: kill {generation}: {} new acknowledgements, {batches} batches in the log",
+            "crash test (direct writes: {direct}): kill {generation}: {} new acknowledgements, \
+             {batches} batches in the log",
             acked.len() - before
         );
     }
@@ -163,7 +184,8 @@ fn parent() {
         acked.len()
     );
     println!(
-        "crash test: {iterations} kills, {} acknowledged batches all present, {batches} batches, {:?}",
+        "crash test (direct writes: {direct}): {iterations} kills, {} acknowledged batches all \
+         present, {batches} batches, {:?}",
         acked.len(),
         started.elapsed()
     );
@@ -175,8 +197,10 @@ fn main() {
             .ok()
             .and_then(|g| g.parse().ok())
             .unwrap_or(0);
-        child(Path::new(&dir), generation);
+        let direct = std::env::var(CHILD_DIRECT_ENV).is_ok_and(|d| d == "1");
+        child(Path::new(&dir), generation, direct);
         return;
     }
-    parent();
+    parent(false);
+    parent(true);
 }

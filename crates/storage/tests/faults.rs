@@ -15,7 +15,7 @@ use common::fault::FaultFs;
 use common::{all_batches, batch, split};
 use fjord_model::{ErrorCode, LeaderEpoch, Offset};
 use fjord_records::BatchHeader;
-use fjord_storage::{Log, LogConfig, RecoveryReport, Storage, StorageLimits};
+use fjord_storage::{Log, LogConfig, RecoveryReport, Storage};
 use rand::{Rng, SeedableRng};
 
 fn tiny() -> LogConfig {
@@ -30,8 +30,9 @@ fn tiny() -> LogConfig {
     }
 }
 
+/// A storage of the write path this thread tests (`common::on_both_write_paths`).
 fn storage(fs: &Arc<FaultFs>) -> Storage {
-    Storage::with_file_system(StorageLimits::default(), fs.clone())
+    Storage::with_file_system(common::limits(), fs.clone())
 }
 
 fn open(fs: &Arc<FaultFs>, dir: &Path) -> (Arc<Log>, RecoveryReport) {
@@ -205,10 +206,7 @@ fn crash_after_partly_synced_appends(tear: Option<u64>) {
     log.sync_to(Offset(acked.0 - 1)).wait_blocking().unwrap();
     let synced = all_batches(&log);
     // Then three batches that fit the active segment (no roll: nothing syncs them).
-    let active_room = 4096
-        - std::fs::metadata(newest_log_file(dir.path()))
-            .unwrap()
-            .len();
+    let active_room = 4096 - common::data_len(&newest_log_file(dir.path()));
     let mut unsynced = 0;
     for i in 0..3u64 {
         let mut b = batch(1, 60, 100 + i as i64, 100 + i);
@@ -256,9 +254,11 @@ fn crash_after_partly_synced_appends(tear: Option<u64>) {
 
 #[test]
 fn a_crash_keeps_exactly_the_synced_batches() {
-    crash_after_partly_synced_appends(None);
+    common::on_both_write_paths(|_| crash_after_partly_synced_appends(None));
 }
 
+/// Buffered writes: a crash keeps the first bytes written after the last sync. (Direct
+/// writes rewrite whole blocks; their torn last block is `direct.rs`'s test.)
 #[test]
 fn a_crash_that_tears_the_unsynced_tail_is_detected_and_cut() {
     crash_after_partly_synced_appends(Some(40));
@@ -374,7 +374,8 @@ fn run_seed(seed: u64, steps: usize) {
     check_reads(&log);
 }
 
-/// Seeds 0..300 (`FJORD_FAULT_SEEDS=n`: 0..n); `FJORD_FAULT_SEED=s` replays just seed `s`.
+/// Seeds 0..300 with buffered writes, the even ones with direct writes
+/// (`FJORD_FAULT_SEEDS=n`: 0..n on both); `FJORD_FAULT_SEED=s` replays just seed `s`.
 /// A failing seed is printed with the command that replays it.
 #[test]
 fn appends_syncs_truncations_and_crashes_match_a_model() {
@@ -387,15 +388,23 @@ fn appends_syncs_truncations_and_crashes_match_a_model() {
         Some(seed) => vec![seed],
         None => (0..env("FJORD_FAULT_SEEDS").unwrap_or(300)).collect(),
     };
-    for seed in seeds {
-        if let Err(panic) = std::panic::catch_unwind(|| run_seed(seed, 60)) {
-            eprintln!(
-                "model test failed at seed {seed}; replay with FJORD_FAULT_SEED={seed} \
-                 cargo test -p fjord-storage --test faults"
-            );
-            std::panic::resume_unwind(panic);
+    common::on_both_write_paths(|direct| {
+        // Direct writes: every other seed (CI time), all of them with FJORD_FAULT_SEED(S).
+        let step = if direct && seeds.len() > 1 && std::env::var("FJORD_FAULT_SEEDS").is_err() {
+            2
+        } else {
+            1
+        };
+        for &seed in seeds.iter().step_by(step) {
+            if let Err(panic) = std::panic::catch_unwind(|| run_seed(seed, 60)) {
+                eprintln!(
+                    "model test failed at seed {seed} (direct writes: {direct}); replay with \
+                     FJORD_FAULT_SEED={seed} cargo test -p fjord-storage --test faults"
+                );
+                std::panic::resume_unwind(panic);
+            }
         }
-    }
+    });
 }
 
 /// A new log's creation fsyncs nothing (Kafka does not fsync empty segments either); its

@@ -1,5 +1,6 @@
 //! Property test: a `Log` under random appends, reads, rolls, retention, DeleteRecords,
-//! timestamp lookups, clean reopen and crash reopen answers like a `Vec` of batches.
+//! timestamp lookups, clean reopen and crash reopen answers like a `Vec` of batches, with
+//! buffered and with direct writes.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use common::{all_batches, batch, split};
 use fjord_model::Offset;
 use fjord_records::BatchHeader;
-use fjord_storage::{Log, LogConfig, Storage};
+use fjord_storage::{Log, LogConfig};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -99,7 +100,7 @@ fn check_all(log: &Log, m: &Model) {
 }
 
 fn run(dir: &Path, ops: Vec<Op>) {
-    let mut log: Arc<Log> = Log::open(&Storage::default(), dir, config(), 0).unwrap().0;
+    let mut log: Arc<Log> = Log::open(&common::storage(), dir, config(), 0).unwrap().0;
     let mut m = Model::default();
     let mut seed = 0u64;
     for op in ops {
@@ -204,14 +205,14 @@ fn run(dir: &Path, ops: Vec<Op>) {
             Op::CloseReopen => {
                 log.close().unwrap();
                 common::crash(log);
-                let (l, report) = Log::open(&Storage::default(), dir, config(), 0).unwrap();
+                let (l, report) = Log::open(&common::storage(), dir, config(), 0).unwrap();
                 assert!(report.clean);
                 assert_eq!(report.bytes_truncated, 0);
                 log = l;
             }
             Op::CrashReopen => {
                 common::crash(log);
-                let (l, report) = Log::open(&Storage::default(), dir, config(), 0).unwrap();
+                let (l, report) = Log::open(&common::storage(), dir, config(), 0).unwrap();
                 assert!(!report.clean);
                 assert_eq!(report.bytes_truncated, 0, "{report:?}");
                 log = l;
@@ -228,7 +229,7 @@ fn run(dir: &Path, ops: Vec<Op>) {
     }
     check_all(&log, &m);
     common::crash(log);
-    let (log, _) = Log::open(&Storage::default(), dir, config(), 0).unwrap();
+    let (log, _) = Log::open(&common::storage(), dir, config(), 0).unwrap();
     check_all(&log, &m);
 }
 
@@ -241,7 +242,9 @@ proptest! {
 
     #[test]
     fn log_behaves_like_a_vec_of_batches(ops in prop::collection::vec(op(), 1..60)) {
-        let dir = tempfile::tempdir().unwrap();
-        run(dir.path(), ops);
+        common::on_both_write_paths(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            run(dir.path(), ops.clone());
+        });
     }
 }

@@ -316,6 +316,12 @@ impl Log {
         }
         self.check_writable()?;
         let result = (|| {
+            st.active.trim_padding().map_err(|e| {
+                StorageError::io(
+                    format!("trim direct-write padding of {}", st.active.display()),
+                    e,
+                )
+            })?;
             st.active
                 .indexes
                 .lock()

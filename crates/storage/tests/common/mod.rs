@@ -4,9 +4,39 @@
 pub mod fault;
 
 use fjord_records::{BatchBuilder, Compression};
-use fjord_storage::{Log, LogConfig, Storage};
+use fjord_storage::{Log, LogConfig, Storage, StorageLimits};
+use std::cell::Cell;
 use std::path::Path;
 use std::sync::Arc;
+
+thread_local! {
+    /// The write path `storage()` gives on this thread (see `on_both_write_paths`).
+    static DIRECT_IO: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `body` twice: with buffered writes, then with direct writes (`log.direct.io`),
+/// each time with `storage()` (and `open`) giving a `Storage` of that write path.
+pub fn on_both_write_paths(mut body: impl FnMut(bool)) {
+    for direct in [false, true] {
+        DIRECT_IO.with(|d| d.set(direct));
+        body(direct);
+    }
+    DIRECT_IO.with(|d| d.set(false));
+}
+
+/// Storage limits of the write path this thread tests (buffered unless inside
+/// `on_both_write_paths`' direct round).
+pub fn limits() -> StorageLimits {
+    StorageLimits {
+        direct_io: DIRECT_IO.with(Cell::get),
+        ..StorageLimits::default()
+    }
+}
+
+/// A `Storage` of the write path this thread tests (see `limits`).
+pub fn storage() -> Storage {
+    Storage::new(limits())
+}
 
 /// A batch of `records` records with values derived from `seed`, timestamps from `ts`.
 pub fn batch(records: usize, value_bytes: usize, ts: i64, seed: u64) -> Vec<u8> {
@@ -35,9 +65,7 @@ pub fn small_config() -> LogConfig {
 }
 
 pub fn open(dir: &Path, cfg: LogConfig) -> Arc<Log> {
-    Log::open(&Storage::default(), dir, cfg, 1_000)
-        .expect("open")
-        .0
+    Log::open(&storage(), dir, cfg, 1_000).expect("open").0
 }
 
 /// Every batch in the log from its start: (base offset, bytes).
@@ -72,4 +100,19 @@ pub fn crash(log: Arc<Log>) {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     drop(log);
+}
+
+/// Bytes of whole batches at the start of the segment file `path`: its logical size (after
+/// direct writes, zeros follow up to the end of the last block until the segment is
+/// sealed or closed).
+pub fn data_len(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).expect("read segment");
+    let mut end = 0;
+    for b in fjord_records::batches(&bytes) {
+        match b {
+            Ok((_, r)) => end = r.end,
+            Err(_) => break,
+        }
+    }
+    end as u64
 }
