@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """checker.py - a Jepsen-style checker of replication against real processes (issue 13).
 
-    python tests/e2e/checker.py [--broker fjord|kafka] [--duration S] [--seed N] [--fjord-bin PATH]
-                                [--json PATH] [--keep DIR]
+    python tests/e2e/checker.py [--broker fjord|kafka] [--workload idempotent|txn] [--duration S] [--seed N]
+                                [--fjord-bin PATH] [--json PATH] [--keep DIR]
 
 Runs with the e2e venv's Python (confluent-kafka), as root (network namespaces, a tmpfs mount). Steps:
   1. Three combined broker+controller nodes (Fjord, or Apache Kafka 4.3.1 with --broker kafka), each in a
@@ -44,6 +44,29 @@ without any acknowledgement, and the anomalies:
   isolation        read_committed and read_uncommitted final reads that differ (no transactions here)
   unknown          a value that no writer sent
   fatal            a writer's fatal error (librdkafka's idempotence gave up)
+
+--workload txn (issue 15): the same cluster, topic and faults with transactional writers instead. WRITERS
+transactional producers (librdkafka, transactional.id "checker-<writer>") each run TXNS_PER_S transactions
+a second; transaction n writes "t<writer>:<n>:<i>" for i < RECORDS_PER_TXN to partition (n + i) % PARTITIONS,
+then flushes them to the log, waits OPEN_TXN_S (the records sit there in an open transaction) and commits,
+or aborts when the seeded choice says so (ABORT_FRACTION of them: the known set). Each
+transaction's outcome is logged: committed, aborted (asked, or a commit that failed with an abortable error
+and was aborted), or unknown (a fatal error: the producer is replaced, which fences the old one and aborts
+what it left open; or a commit still failing after twice the transaction timeout). The concurrent reader
+and the first final read use read_committed. Anomalies:
+  lost             a record of a committed transaction that the final read_committed read does not hold
+  moved            such a record held at another offset than its delivery report said
+  duplicate        a value held at more than one offset (read_uncommitted)
+  aborted-read     a record of an aborted transaction read under read_committed (during the run or at the end)
+  uncommitted-read a record read under read_committed during the run before its writer called commit (or
+                   of a transaction never ended)
+  partial          a transaction of unknown outcome of which some records are visible and others not
+  reordered        a writer's transactions out of order in a partition (read_committed)
+  read-then-lost, read-conflict, unknown, fatal: as above
+The longest stretch "without an acknowledgement" is then the longest without a committed transaction.
+CHECKER_PLANTED_BUG=read-uncommitted makes every consumer of the checker read uncommitted whatever it asks
+for: a planted bug in the checker (never in the broker) that a transactional run must report (aborted and
+uncommitted reads).
 Exit status 0: no anomaly; 1: anomalies; 2: the run itself failed (cluster did not start, final reads did
 not reach the end).
 """
@@ -85,6 +108,12 @@ RECOVERY_S = 90
 FINAL_READ_S = 120
 DISK_MIB = 64
 DISK_RESTART_S = 15
+# --workload txn
+TXNS_PER_S = 10  # per writer
+RECORDS_PER_TXN = 3  # to 3 of the PARTITIONS partitions
+ABORT_FRACTION = 0.25
+TXN_TIMEOUT_MS = 30_000
+OPEN_TXN_S = 0.05  # the records of a transaction stay in the log, uncommitted, at least this long
 
 
 def log(msg: str) -> None:
@@ -146,20 +175,170 @@ class Writer(threading.Thread):
         return self.is_alive() and not self.fatal
 
 
+def effective_isolation(isolation: str) -> str:
+    """The isolation level the checker's consumers really use: the one asked for, unless the planted checker
+    bug is on (CHECKER_PLANTED_BUG=read-uncommitted: every consumer reads uncommitted, so a transactional
+    run must report aborted and uncommitted reads; it shows the transactional check can fail)."""
+    if os.environ.get("CHECKER_PLANTED_BUG") == "read-uncommitted":
+        return "read_uncommitted"
+    return isolation
+
+
+class TxnWriter(threading.Thread):
+    """A transactional producer (librdkafka): transaction n writes "t<wid>:<n>:<i>" for i < RECORDS_PER_TXN to
+    partition (n + i) % PARTITIONS, then commits it, or aborts it when the seeded choice says so (the known
+    set of aborted transactions). Logs every transaction: the records, the intent, when the commit or abort
+    was called, and the outcome: committed, aborted (asked, or an abortable error during a commit) or unknown
+    (a fatal error: the producer is replaced, as an application must). `acks` holds (n, partition, offset, t)
+    for the records of committed transactions, t the commit's return (the recovery wait and the gaps use
+    it)."""
+
+    def __init__(self, wid: int, bootstrap: str, t0: float, seed: int):
+        super().__init__(daemon=True, name=f"txn-writer-{wid}")
+        self.wid, self.t0, self.bootstrap = wid, t0, bootstrap
+        self.rng = random.Random(seed * 1000 + wid)
+        self.lock = threading.Lock()
+        self.acks: list[tuple[int, int, int, float]] = []
+        self.errors: list[tuple[int, str, float]] = []  # (transaction, error, t)
+        self.fatal: list[str] = []
+        self.txns: list[dict] = []
+        self.sent = 0  # records
+        self.stop = threading.Event()
+        self.offsets: dict[tuple[int, int], int] = {}  # (n, i) -> offset from the delivery report
+        self.producer = None
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def on_delivery(self, err, msg) -> None:
+        if err is None:
+            _, n, i = msg.value().decode().split(":")
+            with self.lock:
+                self.offsets[(int(n), int(i))] = msg.offset()
+
+    def new_producer(self) -> None:
+        from confluent_kafka import KafkaException, Producer
+
+        config = {"bootstrap.servers": self.bootstrap, "transactional.id": f"checker-{self.wid}",
+                  "transaction.timeout.ms": TXN_TIMEOUT_MS, "linger.ms": 5, "message.timeout.ms": TXN_TIMEOUT_MS,
+                  "request.timeout.ms": 10_000, "log_level": 0, "on_delivery": self.on_delivery}
+        self.producer = Producer(config)
+        while True:  # even when stopping: the writer ends with every transaction ended
+            try:
+                self.producer.init_transactions(30)
+                return
+            except KafkaException as e:
+                self.errors.append((-1, f"init_transactions: {e.args[0].name()}", self.now()))
+                if e.args[0].fatal():
+                    self.fatal.append(f"init_transactions: {e.args[0]}")
+                    self.producer = Producer(config)
+                time.sleep(0.5)
+
+    def end(self, txn: dict, commit: bool) -> None:
+        """Commits or aborts the open transaction, retrying retriable errors; sets txn["outcome"]."""
+        from confluent_kafka import KafkaException
+
+        deadline = time.monotonic() + 2 * TXN_TIMEOUT_MS / 1000
+        if "end_call_s" not in txn:
+            # The records go to the log before the commit or abort is asked for (librdkafka's abort would purge
+            # what it has not sent yet), so they sit there in an open transaction for a moment: a read_committed
+            # read of them before this time is an uncommitted read, and of an aborted one an aborted read. OPEN_TXN_S
+            # keeps them there long enough for a reader to see them if the broker let it.
+            self.producer.flush(30)
+            time.sleep(OPEN_TXN_S)
+            txn["end_call_s"] = round(self.now(), 3)
+        while True:
+            try:
+                if commit:
+                    self.producer.commit_transaction(30)
+                    txn["outcome"] = "committed"
+                else:
+                    self.producer.abort_transaction(30)
+                    txn["outcome"] = "aborted"
+                txn["end_s"] = round(self.now(), 3)
+                return
+            except KafkaException as e:
+                err = e.args[0]
+                self.errors.append((txn["n"], f"{'commit' if commit else 'abort'}: {err.name()}", self.now()))
+                if err.fatal():
+                    self.fatal.append(f"transaction {txn['n']}: {err}")
+                    txn["outcome"] = "unknown"
+                    return
+                if err.txn_requires_abort() and commit:
+                    txn["note"] = f"commit failed ({err.name()}): aborted"
+                    commit = False
+                    continue
+                if time.monotonic() > deadline:
+                    txn["outcome"] = "unknown"
+                    txn["note"] = f"gave up: {err.name()}"
+                    return
+                time.sleep(0.1)
+
+    def run(self) -> None:
+        from confluent_kafka import KafkaException
+
+        self.new_producer()
+        start = time.monotonic()
+        n = 0
+        while not self.stop.is_set():
+            due = (time.monotonic() - start) * TXNS_PER_S
+            if n >= due:
+                time.sleep(min(0.05, (n - due) / TXNS_PER_S + 0.001))
+                continue
+            commit = self.rng.random() >= ABORT_FRACTION
+            txn = {"n": n, "intent": "commit" if commit else "abort",
+                   "records": [(i, (n + i) % PARTITIONS) for i in range(RECORDS_PER_TXN)],
+                   "begin_s": round(self.now(), 3)}
+            with self.lock:
+                self.txns.append(txn)
+            try:
+                self.producer.begin_transaction()
+                for i, p in txn["records"]:
+                    self.producer.produce(TOPIC, f"t{self.wid}:{n}:{i}".encode(), partition=p)
+                    self.sent += 1
+                self.end(txn, commit)
+            except KafkaException as e:  # begin/produce in a failed state
+                err = e.args[0]
+                self.errors.append((n, f"produce: {err.name()}", self.now()))
+                if err.fatal():
+                    self.fatal.append(f"transaction {n}: {err}")
+                    txn["outcome"] = "unknown"
+                else:
+                    self.end(txn, False)
+            except BufferError:
+                self.end(txn, False)
+            if txn.get("outcome") == "unknown":
+                self.new_producer()  # fences the old one, aborting what it left open
+            elif txn.get("outcome") == "committed":
+                self.producer.poll(0)
+                with self.lock:
+                    for i, p in txn["records"]:
+                        self.acks.append((n, p, self.offsets.get((n, i), -1), txn["end_s"]))
+            n += 1
+        try:
+            self.producer.flush(30)
+        except KafkaException:
+            pass
+
+    def working(self) -> bool:
+        return self.is_alive()
+
+
 class Reader(threading.Thread):
     """Reads every partition from offset 0 until stopped; logs (partition, offset) -> value."""
 
-    def __init__(self, bootstrap: str, t0: float):
+    def __init__(self, bootstrap: str, t0: float, isolation: str = "read_uncommitted"):
         super().__init__(daemon=True, name="reader")
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         self.t0 = t0
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"checker-live-{time.time_ns()}",
                                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                                  "isolation.level": "read_uncommitted", "fetch.wait.max.ms": 100,
+                                  "isolation.level": effective_isolation(isolation), "fetch.wait.max.ms": 100,
                                   "log_level": 0})
         self.consumer.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
         self.seen: dict[tuple[int, int], str] = {}
+        self.read_at: dict[tuple[int, int], float] = {}  # when (run time, s) each offset was first read
         self.conflicts: list[tuple[int, int, str, str]] = []
         self.reads = 0
         self.stop = threading.Event()
@@ -173,6 +352,7 @@ class Reader(threading.Thread):
             key = (m.partition(), m.offset())
             v = (m.value() or b"").decode(errors="replace")
             old = self.seen.setdefault(key, v)
+            self.read_at.setdefault(key, time.monotonic() - self.t0)
             if old != v:
                 self.conflicts.append((*key, old, v))
         self.consumer.close()
@@ -183,8 +363,11 @@ def read_all(bootstrap: str, isolation: str) -> dict[int, list[tuple[int, str]]]
     end is not reached within FINAL_READ_S."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+    from confluent_kafka import KafkaError
+
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"checker-final-{time.time_ns()}",
-                  "enable.auto.commit": False, "isolation.level": isolation, "log_level": 0})
+                  "enable.auto.commit": False, "isolation.level": effective_isolation(isolation),
+                  "enable.partition.eof": True, "log_level": 0})
     try:
         ends = {p: c.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=30)[1] for p in range(PARTITIONS)}
         c.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
@@ -196,7 +379,14 @@ def read_all(bootstrap: str, isolation: str) -> dict[int, list[tuple[int, str]]]
                 raise RuntimeError(f"{isolation}: partitions {sorted(set(range(PARTITIONS)) - done)} not read to "
                                    f"their ends {ends} within {FINAL_READ_S} s")
             m = c.poll(0.5)
-            if m is None or m.error():
+            if m is None:
+                continue
+            if m.error():
+                # The end of a partition: under read_committed the last records may be transaction markers,
+                # which no message stands for, so the end is known from this event (its offset is where the
+                # read stopped: the last stable offset, = the end once no transaction is open).
+                if m.error().code() == KafkaError._PARTITION_EOF and m.offset() >= ends[m.partition()]:
+                    done.add(m.partition())
                 continue
             got[m.partition()].append((m.offset(), (m.value() or b"").decode(errors="replace")))
             if m.offset() + 1 >= ends[m.partition()]:
@@ -270,6 +460,108 @@ def analyze(writers: list[dict], final: dict[str, dict[int, list[tuple[int, str]
                                                 "now": at.get((p, off))})
     for p, off, a, b in read_conflicts:
         anomalies["read-conflict"].append({"partition": p, "offset": off, "values": [a, b]})
+    return anomalies
+
+
+TXN_ANOMALIES = ("lost", "moved", "duplicate", "aborted-read", "uncommitted-read", "partial", "reordered",
+                 "read-then-lost", "read-conflict", "unknown", "fatal")
+
+
+def analyze_txn(writers: list[dict], final: dict[str, dict[int, list[tuple[int, str]]]],
+                seen: dict[tuple[int, int], str], read_at: dict[tuple[int, int], float],
+                read_conflicts: list) -> dict[str, list]:
+    """The anomalies of a transactional run, by kind (see the module doc). `writers`: per writer {"wid",
+    "txns": [{"n", "records": [(i, partition)], "outcome", "end_call_s"}], "offsets": {(n, i): offset},
+    "fatal"}; `final`: {isolation: {partition: [(offset, value)]}}; `seen` and `read_at`: what the
+    concurrent read_committed reader read, and when (run time, s)."""
+    anomalies: dict[str, list] = {k: [] for k in TXN_ANOMALIES}
+    txns = {(w["wid"], t["n"]): t for w in writers for t in w["txns"]}
+    offsets = {(w["wid"], n, i): off for w in writers for (n, i), off in w.get("offsets", {}).items()}
+
+    def parse(v: str):
+        try:
+            w_s, n_s, i_s = v.split(":")
+            if not w_s.startswith("t"):
+                return None
+            key = (int(w_s[1:]), int(n_s))
+            i = int(i_s)
+        except ValueError:
+            return None
+        t = txns.get(key)
+        if t is None or not any(j == i for j, _ in t["records"]):
+            return None
+        return key, i, t
+
+    ru, rc = final["read_uncommitted"], final["read_committed"]
+    at_ru = {(p, off): v for p, recs in ru.items() for off, v in recs}
+    where: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for p, recs in ru.items():
+        for off, v in recs:
+            where[v].append((p, off))
+            if parse(v) is None:
+                anomalies["unknown"].append({"partition": p, "offset": off, "value": v})
+    for v, places in where.items():
+        if len(places) > 1:
+            anomalies["duplicate"].append({"value": v, "at": places})
+    visible: dict[tuple[int, int], set[int]] = defaultdict(set)  # committed reads per transaction
+    rc_at: dict[str, tuple[int, int]] = {}
+    for p, recs in rc.items():
+        last: dict[int, tuple[int, int]] = {}  # writer -> (transaction, offset)
+        for off, v in recs:
+            parsed = parse(v)
+            if parsed is None:
+                if (p, off) not in at_ru:
+                    anomalies["unknown"].append({"partition": p, "offset": off, "value": v})
+                continue
+            (wid, n), i, t = parsed
+            rc_at[v] = (p, off)
+            visible[(wid, n)].add(i)
+            if t.get("outcome") == "aborted":
+                anomalies["aborted-read"].append({"value": v, "partition": p, "offset": off, "read": "final"})
+            elif "end_call_s" not in t:
+                anomalies["uncommitted-read"].append({"value": v, "partition": p, "offset": off,
+                                                      "read": "final", "why": "never committed"})
+            prev = last.get(wid)
+            if prev is not None and n < prev[0]:
+                anomalies["reordered"].append({"partition": p, "writer": wid, "transaction": n, "offset": off,
+                                               "after_transaction": prev[0], "after_offset": prev[1]})
+            last[wid] = (n, off)
+    for key, t in txns.items():
+        wid, n = key
+        want = {i for i, _ in t["records"]}
+        got = visible.get(key, set())
+        if t.get("outcome") == "committed":
+            for i, p in t["records"]:
+                v = f"t{wid}:{n}:{i}"
+                item = {"value": v, "partition": p, "offset": offsets.get((wid, n, i)),
+                        "committed_at_s": t.get("end_s")}
+                if i not in got:
+                    anomalies["lost"].append(item)
+                elif item["offset"] not in (None, -1) and rc_at[v] != (p, item["offset"]):
+                    anomalies["moved"].append({**item, "held_at": rc_at[v]})
+        elif t.get("outcome") != "aborted" and got and got != want:
+            anomalies["partial"].append({"writer": wid, "transaction": n, "outcome": t.get("outcome"),
+                                         "visible": sorted(got), "records": sorted(want)})
+    for (p, off), v in sorted(seen.items()):
+        if at_ru.get((p, off)) != v:
+            anomalies["read-then-lost"].append({"partition": p, "offset": off, "read": v, "now": at_ru.get((p, off))})
+        parsed = parse(v)
+        if parsed is None:
+            continue
+        _, _, t = parsed
+        when = read_at.get((p, off))
+        if t.get("outcome") == "aborted":
+            anomalies["aborted-read"].append({"value": v, "partition": p, "offset": off, "read": "live",
+                                              "read_at_s": when})
+        elif when is not None and ("end_call_s" not in t or when < t["end_call_s"]):
+            anomalies["uncommitted-read"].append({"value": v, "partition": p, "offset": off, "read": "live",
+                                                  "read_at_s": round(when, 3),
+                                                  "commit_called_at_s": t.get("end_call_s")})
+    for p, off, a, b in read_conflicts:
+        anomalies["read-conflict"].append({"partition": p, "offset": off, "values": [a, b]})
+    for w in writers:
+        for f in w["fatal"]:
+            anomalies["fatal"].append({"writer": w["wid"], "error": f})
     return anomalies
 
 
@@ -450,7 +742,14 @@ def run(args) -> dict:
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MIB}m", "tmpfs", str(disk_dir)], check=True)
     report: dict = {"broker": args.broker, "seed": args.seed, "duration_s": args.duration, "topic": {
         "partitions": PARTITIONS, "replication_factor": 3, "min_insync_replicas": 2}, "writers": WRITERS,
-        "records_per_s_per_writer": RECORDS_PER_S, "disk_full_node": HOSTS.index(disk_host) + 1}
+        "records_per_s_per_writer": RECORDS_PER_S, "disk_full_node": HOSTS.index(disk_host) + 1,
+        "workload": args.workload}
+    if args.workload == "txn":
+        report.pop("records_per_s_per_writer")
+        report.update({"transactions_per_s_per_writer": TXNS_PER_S, "records_per_transaction": RECORDS_PER_TXN,
+                       "abort_fraction": ABORT_FRACTION})
+    if os.environ.get("CHECKER_PLANTED_BUG"):
+        report["planted_bug"] = os.environ["CHECKER_PLANTED_BUG"]
     try:
         with netns.Topology(HOSTS + ["client"]) as net:
             cluster = NetCluster(args.broker, net, root, fjord_bin=Path(args.fjord_bin), kafka_libs=KAFKA_LIBS,
@@ -482,8 +781,12 @@ def run_in(args, rng, net, cluster: NetCluster, disk_host: str, disk_dir: Path) 
         t0 = time.monotonic()
         faults = Faults(cluster, net, rng, disk_host, disk_dir, t0)
         wait_for("every partition led with a full ISR", faults.recovered, cluster)
-        writers = [Writer(i, cluster.bootstrap, t0) for i in range(WRITERS)]
-        reader = Reader(cluster.bootstrap, t0)
+        txn = args.workload == "txn"
+        if txn:
+            writers = [TxnWriter(i, cluster.bootstrap, t0, args.seed) for i in range(WRITERS)]
+        else:
+            writers = [Writer(i, cluster.bootstrap, t0) for i in range(WRITERS)]
+        reader = Reader(cluster.bootstrap, t0, "read_committed" if txn else "read_uncommitted")
         for w in writers:
             w.start()
         reader.start()
@@ -523,6 +826,9 @@ def run_in(args, rng, net, cluster: NetCluster, disk_host: str, disk_dir: Path) 
         ends_md = netcluster.partition_metadata(cluster.bootstrap, TOPIC, PARTITIONS)
     wdata = [{"wid": w.wid, "sent": w.sent, "acks": list(w.acks), "errors": list(w.errors), "fatal": list(w.fatal)}
              for w in writers]
+    if txn:
+        for d, w in zip(wdata, writers):
+            d["txns"], d["offsets"] = list(w.txns), dict(w.offsets)
     errors: dict[str, int] = defaultdict(int)
     for w in wdata:
         for _, e, _ in w["errors"]:
@@ -547,8 +853,18 @@ def run_in(args, rng, net, cluster: NetCluster, disk_host: str, disk_dir: Path) 
     })
     if stuck:
         out["failed"] = f"writers {stuck} did not finish flushing"
+    if txn:
+        outcomes: dict[str, int] = defaultdict(int)
+        for d in wdata:
+            for t in d["txns"]:
+                outcomes[f"{t['intent']}->{t.get('outcome', 'open')}"] += 1
+        out["operations"]["transactions"] = dict(outcomes)
+        out["operations"]["records_per_transaction"] = RECORDS_PER_TXN
     if final is not None:
-        anomalies = analyze(wdata, final, reader.seen, reader.conflicts)
+        if txn:
+            anomalies = analyze_txn(wdata, final, reader.seen, reader.read_at, reader.conflicts)
+        else:
+            anomalies = analyze(wdata, final, reader.seen, reader.conflicts)
         out["anomaly_counts"] = {k: len(v) for k, v in anomalies.items()}
         out["anomaly_count"] = sum(out["anomaly_counts"].values())
         out["anomalies"] = {k: v[:10] for k, v in anomalies.items() if v}
@@ -556,13 +872,17 @@ def run_in(args, rng, net, cluster: NetCluster, disk_host: str, disk_dir: Path) 
 
 
 def summary(r: dict) -> str:
-    lines = [f"checker: {r['broker']}, seed {r['seed']}, faults for {r['duration_s']} s, "
-             f"{r['topic']['partitions']} partitions RF 3 min.insync.replicas 2, {r['writers']} writers"]
+    lines = [f"checker: {r['broker']}, {r.get('workload', 'idempotent')} workload, seed {r['seed']}, faults for "
+             f"{r['duration_s']} s, {r['topic']['partitions']} partitions RF 3 min.insync.replicas 2, "
+             f"{r['writers']} writers" + (f", PLANTED BUG {r['planted_bug']}" if r.get("planted_bug") else "")]
     ops = r.get("operations")
     if ops:
-        lines.append(f"operations: {ops['sent']} sent, {ops['acknowledged']} acknowledged, {ops['failed']} failed "
+        lines.append(f"operations: {ops['sent']} sent, {ops['acknowledged']} acknowledged"
+                     f"{' (records of committed transactions)' if 'transactions' in ops else ''}, {ops['failed']} failed "
                      f"{ops['failures_by_error'] or ''}; {ops['read_during_run']} reads during the run; "
                      f"{ops['final_records']} records in the final read")
+        if "transactions" in ops:
+            lines.append(f"transactions (intent->outcome): {ops['transactions']}")
         lines.append("faults: " + ", ".join(f"{k} {v}" for k, v in r["fault_counts"].items()))
         for e in r["faults"]:
             extra = {k: v for k, v in e.items() if k not in ("kind", "start_s")}
@@ -583,6 +903,8 @@ def main(argv=None) -> int:
     ap.add_argument("--broker", choices=["fjord", "kafka"], default="fjord")
     ap.add_argument("--duration", type=float, default=300, help="seconds of faults (default 300)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--workload", choices=["idempotent", "txn"], default="idempotent",
+                    help="idempotent acks=all writers (default), or transactional writers (issue 15)")
     ap.add_argument("--fjord-bin", default=os.environ.get("FJORD_BIN", str(REPO / "target" / "release" / "fjord")))
     ap.add_argument("--json", help="write the full report there")
     ap.add_argument("--keep", help="keep the nodes' data and logs in this directory")

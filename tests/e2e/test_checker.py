@@ -89,3 +89,68 @@ def test_analysis_reports_each_anomaly_kind():
     w, log = history()
     w[0]["fatal"].append("OUT_OF_ORDER_SEQUENCE_NUMBER")
     assert run(w, log) == {"fatal": 1}
+
+
+def test_txn_analysis_reports_each_anomaly_kind():
+    """The transactional analysis on a hand-made history: writer 0 ran four transactions of
+    RECORDS_PER_TXN records (0, 1 and 3 committed, 2 aborted); a clean history gives nothing, and each
+    planted fault gives exactly its kind."""
+    P, R = checker.PARTITIONS, checker.RECORDS_PER_TXN
+
+    def history():
+        txns, ru = [], {p: [] for p in range(P)}
+        offsets = {}
+        for n in range(4):
+            recs = [(i, (n + i) % P) for i in range(R)]
+            outcome = "aborted" if n == 2 else "committed"
+            txns.append({"n": n, "intent": "abort" if n == 2 else "commit", "records": recs, "outcome": outcome,
+                         "begin_s": 10.0 * n, "end_call_s": 10.0 * n + 5, "end_s": 10.0 * n + 6})
+            for i, p in recs:
+                offsets[(n, i)] = len(ru[p])
+                ru[p].append((len(ru[p]), f"t0:{n}:{i}"))
+                ru[p].append((len(ru[p]), "marker"))  # stands for the control batch's offset
+        for p in ru:
+            ru[p] = [(off, v) for off, v in ru[p] if v != "marker"]
+        rc = {p: [(off, v) for off, v in recs if not v.startswith("t0:2:")] for p, recs in ru.items()}
+        return [{"wid": 0, "txns": txns, "offsets": offsets, "fatal": []}], ru, rc
+
+    def run(writers, ru, rc, seen=None, read_at=None, conflicts=()):
+        a = checker.analyze_txn(writers, {"read_committed": rc, "read_uncommitted": ru}, seen or {},
+                                read_at or {}, list(conflicts))
+        return {k: len(v) for k, v in a.items() if v}
+
+    w, ru, rc = history()
+    p0 = w[0]["txns"][0]["records"][0][1]
+    assert run(w, ru, rc, seen={(p0, 0): "t0:0:0"}, read_at={(p0, 0): 7.0}) == {}
+    w, ru, rc = history()
+    rc = {p: [(o, v) for o, v in recs] for p, recs in ru.items()}  # the aborted transaction read committed
+    assert run(w, ru, rc) == {"aborted-read": R}
+    w, ru, rc = history()
+    assert run(w, ru, rc, seen={(p0, 0): "t0:0:0"}, read_at={(p0, 0): 4.0}) == {"uncommitted-read": 1}
+    w, ru, rc = history()
+    ab = next((p, o) for p, recs in ru.items() for o, v in recs if v == "t0:2:0")
+    assert run(w, ru, rc, seen={ab: "t0:2:0"}, read_at={ab: 30.0}) == {"aborted-read": 1}
+    w, ru, rc = history()
+    p = w[0]["txns"][3]["records"][1][1]
+    rc[p] = [(o, v) for o, v in rc[p] if v != "t0:3:1"]  # a committed record missing
+    assert run(w, ru, rc) == {"lost": 1}
+    w, ru, rc = history()
+    w[0]["txns"][3]["outcome"] = "unknown"  # outcome unknown: all or nothing
+    assert run(w, ru, rc) == {}
+    rc[p] = [(o, v) for o, v in rc[p] if v != "t0:3:1"]
+    assert run(w, ru, rc) == {"partial": 1}
+    w, ru, rc = history()
+    p = w[0]["txns"][1]["records"][2][1]  # a partition transaction 3 wrote to later
+    dup = (max(o for o, _ in ru[p]) + 1, "t0:1:2")  # stored again at the end
+    ru[p].append(dup)
+    rc[p].append(dup)
+    assert run(w, ru, rc) == {"duplicate": 1, "moved": 1, "reordered": 1}
+    w, ru, rc = history()
+    assert run(w, ru, rc, seen={(0, 99): "t0:0:0"}, read_at={(0, 99): 50.0}) == {"read-then-lost": 1}
+    w, ru, rc = history()
+    ru[0].append((99, "t5:0:0"))
+    rc[0].append((99, "t5:0:0"))
+    assert run(w, ru, rc) == {"unknown": 1}
+    w, ru, rc = history()
+    w[0]["fatal"].append("PRODUCER_FENCED")
+    assert run(w, ru, rc, conflicts=[(0, 0, "t0:0:0", "t0:1:0")]) == {"fatal": 1, "read-conflict": 1}
