@@ -189,53 +189,75 @@ fn kafka_uuid_string(u: Uuid) -> String {
     out
 }
 
-/// The records a new node's metadata log starts with: the metadata version
-/// and this broker's registration.
-pub fn bootstrap_records(config: &BrokerConfig) -> Vec<MetadataRecord> {
+/// The feature levels a new node or cluster finalizes: the metadata
+/// version, and `transaction.version` 2 (see `crate::features`).
+fn bootstrap_feature_levels() -> Vec<MetadataRecord> {
     vec![
         MetadataRecord::FeatureLevel(FeatureLevelRecord {
             name: fjord_metadata::image::METADATA_VERSION_FEATURE.to_string(),
             feature_level: BOOTSTRAP_METADATA_VERSION,
             ..Default::default()
         }),
-        MetadataRecord::RegisterBroker(RegisterBrokerRecord {
-            broker_id: config.node_id.0,
-            incarnation_id: Uuid::new_v4(),
-            broker_epoch: 0,
-            end_points: config
-                .endpoints()
-                .into_iter()
-                .map(|l| BrokerEndpoint {
-                    name: l.name,
-                    host: l.host,
-                    port: l.port,
-                    security_protocol: l.security_protocol,
-                    ..Default::default()
-                })
-                .collect(),
-            features: vec![BrokerFeature {
-                name: fjord_metadata::image::METADATA_VERSION_FEATURE.to_string(),
-                min_supported_version: METADATA_VERSION_MIN,
-                max_supported_version: BOOTSTRAP_METADATA_VERSION,
-                ..Default::default()
-            }],
-            // No `broker.rack`: null, as Kafka writes it (the schema's default is "").
-            rack: None,
-            fenced: false,
+        MetadataRecord::FeatureLevel(FeatureLevelRecord {
+            name: crate::features::TRANSACTION_VERSION_FEATURE.to_string(),
+            feature_level: crate::features::TRANSACTION_VERSION_MAX,
             ..Default::default()
         }),
     ]
 }
 
-/// The bootstrap records of a new cluster (Kafka's bootstrap metadata):
-/// the `metadata.version` feature level only. Brokers then register with
-/// the active controller themselves.
-pub fn cluster_bootstrap_records() -> Vec<MetadataRecord> {
-    vec![MetadataRecord::FeatureLevel(FeatureLevelRecord {
-        name: fjord_metadata::image::METADATA_VERSION_FEATURE.to_string(),
-        feature_level: BOOTSTRAP_METADATA_VERSION,
+/// The features a broker registers as supported (Kafka's brokers list every
+/// one; a controller refuses a broker that lacks a finalized level).
+pub fn registered_features() -> Vec<BrokerFeature> {
+    vec![
+        BrokerFeature {
+            name: fjord_metadata::image::METADATA_VERSION_FEATURE.to_string(),
+            min_supported_version: METADATA_VERSION_MIN,
+            max_supported_version: BOOTSTRAP_METADATA_VERSION,
+            ..Default::default()
+        },
+        BrokerFeature {
+            name: crate::features::TRANSACTION_VERSION_FEATURE.to_string(),
+            min_supported_version: 0,
+            max_supported_version: crate::features::TRANSACTION_VERSION_MAX,
+            ..Default::default()
+        },
+    ]
+}
+
+/// The records a new node's metadata log starts with: the feature levels
+/// and this broker's registration.
+pub fn bootstrap_records(config: &BrokerConfig) -> Vec<MetadataRecord> {
+    let mut records = bootstrap_feature_levels();
+    records.push(MetadataRecord::RegisterBroker(RegisterBrokerRecord {
+        broker_id: config.node_id.0,
+        incarnation_id: Uuid::new_v4(),
+        broker_epoch: 0,
+        end_points: config
+            .endpoints()
+            .into_iter()
+            .map(|l| BrokerEndpoint {
+                name: l.name,
+                host: l.host,
+                port: l.port,
+                security_protocol: l.security_protocol,
+                ..Default::default()
+            })
+            .collect(),
+        features: registered_features(),
+        // No `broker.rack`: null, as Kafka writes it (the schema's default is "").
+        rack: None,
+        fenced: false,
         ..Default::default()
-    })]
+    }));
+    records
+}
+
+/// The bootstrap records of a new cluster (Kafka's bootstrap metadata):
+/// the feature levels only. Brokers then register with the active
+/// controller themselves.
+pub fn cluster_bootstrap_records() -> Vec<MetadataRecord> {
+    bootstrap_feature_levels()
 }
 
 /// The records of a topic created with `partitions` partitions on this node.

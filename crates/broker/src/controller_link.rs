@@ -265,10 +265,17 @@ fn register(b: &Broker, channel: &mut ControllerChannel, reg: &mut Registration)
                 })
                 .collect(),
         )
-        .with_features(vec![Feature::default()
-            .with_name(sb(fjord_metadata::image::METADATA_VERSION_FEATURE))
-            .with_min_supported_version(cm::METADATA_VERSION_MIN)
-            .with_max_supported_version(cm::BOOTSTRAP_METADATA_VERSION)])
+        .with_features(
+            cm::registered_features()
+                .into_iter()
+                .map(|f| {
+                    Feature::default()
+                        .with_name(sb(&f.name))
+                        .with_min_supported_version(f.min_supported_version)
+                        .with_max_supported_version(f.max_supported_version)
+                })
+                .collect(),
+        )
         // The data directory's id (from `fjord format`): Kafka's
         // controllers refuse a registration without one (INVALID_REGISTRATION)
         // from metadata version 3.7-IV2 on.

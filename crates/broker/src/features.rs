@@ -10,12 +10,24 @@
 //! groups and streams groups. Raise a maximum here in the commit that builds
 //! what its level means.
 //!
+//! `transaction.version` is supported up to 2 (KIP-890: flexible
+//! `__transaction_state` values from 1, an epoch bump per transaction and
+//! implicit adds from 2). A new node or cluster finalizes 2 (its bootstrap
+//! records, as Kafka 4's `kafka-storage format`); Kafka 4.3.1 gives levels 1
+//! and 2 no dependency on `metadata.version`, so they hold at Fjord's
+//! 3.9-IV0 as they would on a Kafka quorum formatted at that release with
+//! `--feature transaction.version=2` (formatted without, Kafka's bootstrap
+//! leaves it at 0, and so does a Fjord node following such a quorum).
+//!
 //! The finalized levels are the metadata image's FeatureLevelRecords.
 
 use crate::cluster_metadata::{BOOTSTRAP_METADATA_VERSION, METADATA_VERSION_MIN};
 
 /// Kafka's `TransactionVersion.FEATURE_NAME`.
 pub const TRANSACTION_VERSION_FEATURE: &str = "transaction.version";
+/// The highest `transaction.version` Fjord supports, and the one a new node
+/// or cluster finalizes.
+pub const TRANSACTION_VERSION_MAX: i16 = 2;
 
 /// A feature Fjord knows and the levels it supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +57,11 @@ pub const SUPPORTED_FEATURES: &[SupportedFeature] = &[
     },
     off("share.version"),
     off("streams.version"),
-    off(TRANSACTION_VERSION_FEATURE),
+    SupportedFeature {
+        name: TRANSACTION_VERSION_FEATURE,
+        min_level: 0,
+        max_level: TRANSACTION_VERSION_MAX,
+    },
 ];
 
 /// The levels Fjord supports of `name`, if it knows the feature.

@@ -448,7 +448,7 @@ async fn connection<R: AsyncRead + Unpin>(
             .unwrap_or(&tls_principal)
             .clone();
         let listener = Some(security.name.clone());
-        let pending = match handlers::dispatch_on(
+        let mut pending = match handlers::dispatch_on(
             &broker,
             peer,
             listener,
@@ -461,8 +461,16 @@ async fn connection<R: AsyncRead + Unpin>(
             // The request could not be understood and has no error response: close.
             None => break Ok(()),
         };
+        let barrier = pending.take_barrier();
         if tx.send((pending, permit, arrival)).await.is_err() {
             break Ok(());
+        }
+        // A handler that appends after an asynchronous step (a Produce that
+        // adds partitions to its transaction) holds the next request back
+        // until it appended: appends stay in request order, as Kafka's one
+        // request at a time per connection keeps them.
+        if let Some(barrier) = barrier {
+            let _ = barrier.await;
         }
     };
     drop(tx);

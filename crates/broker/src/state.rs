@@ -559,11 +559,14 @@ impl Broker {
                     incarnation_id: Uuid::new_v4(),
                     listeners: endpoints,
                     rack: None,
-                    features: vec![FeatureRange {
-                        name: fjord_metadata::image::METADATA_VERSION_FEATURE.to_string(),
-                        min: cm::METADATA_VERSION_MIN,
-                        max: cm::BOOTSTRAP_METADATA_VERSION,
-                    }],
+                    features: cm::registered_features()
+                        .into_iter()
+                        .map(|f| FeatureRange {
+                            name: f.name,
+                            min: f.min_supported_version,
+                            max: f.max_supported_version,
+                        })
+                        .collect(),
                     log_dirs: Vec::new(),
                 };
                 let r = c

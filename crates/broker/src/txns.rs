@@ -56,6 +56,9 @@ pub const TXN_STATE_TOPIC: &str = "__transaction_state";
 const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 /// The AddPartitionsToTxn version of a broker's `verify_only` check.
 const VERIFY_ONLY_VERSION: i16 = 4;
+/// The AddPartitionsToTxn version of a partition leader's add for a
+/// transaction version 2 client (Kafka's `AddPartitionsToTxnManager`).
+const IMPLICIT_ADD_VERSION: i16 = 5;
 /// After a failed creation of `__transaction_state`, requests start the next
 /// attempt no sooner than this.
 const CREATE_RETRY_MS: i64 = 1_000;
@@ -500,6 +503,52 @@ impl Txns {
         (leader != self.node_id && leader.0 >= 0).then(|| (leader, Links::address(broker, leader)))
     }
 
+    /// Transaction version 2 (KIP-890): add `partitions` to the producer's
+    /// transaction for it, as a partition leader does before appending a
+    /// Produce v12+ batch or a TxnOffsetCommit v5+ (Kafka's
+    /// `AddPartitionsToTxnManager`): on this node's coordinator, or with
+    /// AddPartitionsToTxn v5 to the broker that coordinates the id. NONE once
+    /// they are in; otherwise the coordinator's error (a coordinator that
+    /// cannot be reached is COORDINATOR_NOT_AVAILABLE).
+    pub(crate) async fn add_implicitly(
+        self: &Arc<Self>,
+        broker: &Broker,
+        transactional_id: &str,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        partitions: Vec<TopicPartition>,
+    ) -> ErrorCode {
+        if let Some(remote) = self.remote_coordinator(broker, transactional_id) {
+            return self
+                .ask_remote(
+                    remote,
+                    transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    &partitions,
+                    false,
+                )
+                .await;
+        }
+        let id = transactional_id.to_string();
+        let reply = self
+            .request(transactional_id, move |c, token, now, out| {
+                let producer = fjord_txn::TxnProducer {
+                    transactional_id: &id,
+                    producer_id,
+                    producer_epoch,
+                    transaction_version: fjord_txn::TRANSACTION_VERSION_EPOCH_BUMP,
+                };
+                c.add_partitions(token, &producer, &partitions, now, out)
+            })
+            .await;
+        match reply {
+            Ok(Reply::Done(e) | Reply::Ended { error: e, .. }) => e,
+            Ok(Reply::InitProducerId { error, .. }) => error,
+            Err(e) => e,
+        }
+    }
+
     /// AddPartitionsToTxn `verify_only` (v4) for `partition`, sent to the
     /// transaction coordinator `node` (Kafka's group coordinator asks so
     /// before a TxnOffsetCommit, KIP-890): NONE when the partition is in the
@@ -508,11 +557,33 @@ impl Txns {
     /// (the client looks the coordinator up again and retries).
     pub(crate) async fn verify_remote(
         &self,
-        (node, addr): (NodeId, Option<String>),
+        coordinator: (NodeId, Option<String>),
         transactional_id: &str,
         producer_id: ProducerId,
         producer_epoch: ProducerEpoch,
         partition: &TopicPartition,
+    ) -> ErrorCode {
+        self.ask_remote(
+            coordinator,
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            std::slice::from_ref(partition),
+            true,
+        )
+        .await
+    }
+
+    /// AddPartitionsToTxn to the coordinator `node`: `verify_only` (v4), or
+    /// an add for a transaction version 2 client (v5).
+    async fn ask_remote(
+        &self,
+        (node, addr): (NodeId, Option<String>),
+        transactional_id: &str,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        partitions: &[TopicPartition],
+        verify_only: bool,
     ) -> ErrorCode {
         use fjord_protocol::kafka_protocol::messages::add_partitions_to_txn_request::{
             AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
@@ -520,6 +591,17 @@ impl Txns {
         use fjord_protocol::kafka_protocol::messages::{
             AddPartitionsToTxnRequest, TopicName, TransactionalId,
         };
+        let mut topics: Vec<AddPartitionsToTxnTopic> = Vec::new();
+        for tp in partitions {
+            match topics.iter_mut().find(|t| *t.name.0 == *tp.topic) {
+                Some(t) => t.partitions.push(tp.partition.0),
+                None => topics.push(
+                    AddPartitionsToTxnTopic::default()
+                        .with_name(TopicName(crate::handlers::str_bytes(&tp.topic)))
+                        .with_partitions(vec![tp.partition.0]),
+                ),
+            }
+        }
         let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
             AddPartitionsToTxnTransaction::default()
                 .with_transactional_id(TransactionalId(crate::handlers::str_bytes(
@@ -529,16 +611,15 @@ impl Txns {
                     producer_id.0,
                 ))
                 .with_producer_epoch(producer_epoch.0)
-                .with_verify_only(true)
-                .with_topics(vec![AddPartitionsToTxnTopic::default()
-                    .with_name(TopicName(crate::handlers::str_bytes(&partition.topic)))
-                    .with_partitions(vec![partition.partition.0])]),
+                .with_verify_only(verify_only)
+                .with_topics(topics),
         ]);
-        let answer = match self
-            .links
-            .send(node, addr, &request, VERIFY_ONLY_VERSION)
-            .await
-        {
+        let version = if verify_only {
+            VERIFY_ONLY_VERSION
+        } else {
+            IMPLICIT_ADD_VERSION
+        };
+        let answer = match self.links.send(node, addr, &request, version).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::debug!(%transactional_id, node = node.0, "transaction verification not answered: {e}");

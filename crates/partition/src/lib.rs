@@ -53,7 +53,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use fjord_model::{limits, ErrorCode, LeaderEpoch, NodeId, Offset, PartitionIndex, ProducerId};
+use fjord_model::{
+    limits, ErrorCode, LeaderEpoch, NodeId, Offset, PartitionIndex, ProducerEpoch, ProducerId,
+};
 use fjord_storage::producer_state::ProducerEntry;
 pub use fjord_storage::txn_index::AbortedTxn;
 use fjord_storage::{AppendResult, Log, ReadResult, StorageError, SyncWaiter};
@@ -738,6 +740,11 @@ impl Partition {
             return Ok(None);
         }
         Ok(self.log.end_offset_for_epoch(epoch))
+    }
+
+    /// Whether `producer_id` has a transaction open here at `epoch`.
+    pub fn in_transaction(&self, producer_id: ProducerId, epoch: ProducerEpoch) -> bool {
+        self.log.in_transaction(producer_id, epoch)
     }
 
     /// The idempotent producers this partition tracks (DescribeProducers),

@@ -42,6 +42,15 @@
 //         {"type":"done","committed":[values...],"aborted":[values...]}
 //       or {"type":"error",...} if a transaction fails.
 //
+//   txnepochs BOOTSTRAP TOPIC TXN_ID GROUP [k=v ...]
+//       Four transactions with TXN_ID on partition 0 of TOPIC: "c0" committed, "a1" aborted (after a
+//       flush, so it is in the log), "c2" committed together with offset 7 of TOPIC partition 0 for
+//       GROUP (sendOffsetsToTransaction), "c3" committed. After each one the admin client's
+//       DescribeTransactions gives the producer id and epoch the coordinator holds. Prints
+//         {"type":"done","transaction_version":v,"epochs":[e...],"producer_ids":[p...]}
+//       (v: the finalized transaction.version from DescribeFeatures, 0 when not finalized)
+//       or {"type":"error",...}.
+//
 //   eos BOOTSTRAP IN OUT GROUP TXN_ID TOTAL [k=v ...]
 //       Exactly-once consume-transform-produce: a read_committed consumer in GROUP reads IN, a producer
 //       with TXN_ID writes "out-"+value to OUT (same partition) and commits the consumer's offsets in the
@@ -134,6 +143,9 @@ public class E2EClient {
                 break;
             case "eos":
                 eos(args);
+                break;
+            case "txnepochs":
+                txnEpochs(args);
                 break;
             default:
                 System.err.println("unknown command " + args[0]);
@@ -263,6 +275,54 @@ public class E2EClient {
                 } else {
                     producer.commitTransaction();
                 }
+            }
+            n.put("type", "done");
+        } catch (Exception e) {
+            n.put("type", "error");
+            n.put("error", e.getClass().getSimpleName());
+            n.put("message", String.valueOf(e.getMessage()));
+        }
+        emit(n);
+    }
+
+    static void txnEpochs(String[] args) throws Exception {
+        String bootstrap = args[1];
+        String topic = args[2];
+        String txnId = args[3];
+        String group = args[4];
+        List<String> kvs = new ArrayList<>();
+        for (int i = 5; i < args.length; i++) kvs.add(args[i]);
+        Properties p = props(bootstrap, kvs);
+        p.put("transactional.id", txnId);
+        ObjectNode n = JSON.createObjectNode();
+        ArrayNode epochs = n.putArray("epochs");
+        ArrayNode pids = n.putArray("producer_ids");
+        try (org.apache.kafka.clients.admin.Admin admin =
+                        org.apache.kafka.clients.admin.Admin.create(props(bootstrap, List.of()));
+                KafkaProducer<byte[], byte[]> producer =
+                        new KafkaProducer<>(p, new ByteArraySerializer(), new ByteArraySerializer())) {
+            org.apache.kafka.clients.admin.FinalizedVersionRange tv = admin.describeFeatures().featureMetadata().get()
+                    .finalizedFeatures().get("transaction.version");
+            n.put("transaction_version", tv == null ? 0 : tv.maxVersionLevel());
+            producer.initTransactions();
+            String[] values = {"c0", "a1", "c2", "c3"};
+            for (String v : values) {
+                producer.beginTransaction();
+                producer.send(new ProducerRecord<>(topic, 0, bytes("k"), bytes(v))).get();
+                if (v.equals("c2")) {
+                    producer.sendOffsetsToTransaction(
+                            Map.of(new TopicPartition(topic, 0), new OffsetAndMetadata(7)),
+                            new org.apache.kafka.clients.consumer.ConsumerGroupMetadata(group));
+                }
+                if (v.startsWith("a")) {
+                    producer.abortTransaction();
+                } else {
+                    producer.commitTransaction();
+                }
+                org.apache.kafka.clients.admin.TransactionDescription d =
+                        admin.describeTransactions(List.of(txnId)).description(txnId).get();
+                epochs.add(d.producerEpoch());
+                pids.add(d.producerId());
             }
             n.put("type", "done");
         } catch (Exception e) {

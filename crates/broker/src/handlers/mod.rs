@@ -277,6 +277,14 @@ pub enum Pending {
     Task(JoinHandle<Option<BytesMut>>),
     /// A response that may carry file ranges (Fetch).
     Stream(JoinHandle<Option<Response>>),
+    /// A task whose first step must be done before the connection reads its
+    /// next request: the receiver fires (or is dropped) then. A Produce v12+
+    /// that adds partitions to a transaction before appending uses it, so
+    /// that pipelined appends stay in request order.
+    Ordered(
+        JoinHandle<Option<BytesMut>>,
+        Option<tokio::sync::oneshot::Receiver<()>>,
+    ),
 }
 
 impl Pending {
@@ -290,8 +298,16 @@ impl Pending {
     pub fn is_ready(&self) -> bool {
         match self {
             Pending::Ready(_) => true,
-            Pending::Task(t) => t.is_finished(),
+            Pending::Task(t) | Pending::Ordered(t, _) => t.is_finished(),
             Pending::Stream(t) => t.is_finished(),
+        }
+    }
+
+    /// What the connection waits for before reading its next request.
+    pub fn take_barrier(&mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        match self {
+            Pending::Ordered(_, barrier) => barrier.take(),
+            _ => None,
         }
     }
 
@@ -299,7 +315,9 @@ impl Pending {
     pub async fn resolve(self) -> Result<Option<Response>, ()> {
         match self {
             Pending::Ready(r) => Ok(r.map(Response::from)),
-            Pending::Task(t) => t.await.map(|r| r.map(Response::from)).map_err(|_| ()),
+            Pending::Task(t) | Pending::Ordered(t, _) => {
+                t.await.map(|r| r.map(Response::from)).map_err(|_| ())
+            }
             Pending::Stream(t) => t.await.map_err(|_| ()),
         }
     }
@@ -571,7 +589,7 @@ fn handle(ctx: Ctx, request: Request) -> Option<Pending> {
         Request::TxnOffsetCommit(r) => txn_offset_commit::handle(ctx, r),
         Request::WriteTxnMarkers(r) => write_txn_markers::handle(ctx, r),
         Request::DescribeTransactions(r) => Pending::Ready(transactions::describe(&ctx, r)),
-        Request::UpdateFeatures(r) => Pending::Ready(update_features::handle(&ctx, r)),
+        Request::UpdateFeatures(r) => blocking(ctx, move |ctx| update_features::handle(&ctx, r)),
         Request::SaslHandshake(r) => Pending::Ready(sasl::handshake(&ctx, r)),
         Request::SaslAuthenticate(r) => Pending::Ready(sasl::authenticate(&ctx, r)),
         Request::DescribeUserScramCredentials(r) => {

@@ -2,7 +2,17 @@
 //! decides compression support from the advertised minimum, which is why Kafka
 //! 4.0 lists them again) but, carrying the old message formats, they fail to
 //! decode and the connection is closed, as Kafka 4 does.
-//! - v12 is v11 on the wire (Kafka 4 uses it to signal KIP-890 support).
+//! - v12 is v11 on the wire; from v12 a transactional batch joins its
+//!   transaction implicitly (transaction version 2, KIP-890): a partition not
+//!   yet in the producer's transaction at this leader is added to it first
+//!   (`Txns::add_implicitly`: this node's coordinator, or AddPartitionsToTxn
+//!   v5 to the one that coordinates the transactional id), then appended; the
+//!   connection reads its next request only after that append
+//!   (`Pending::Ordered`). A refused add answers the coordinator's error as
+//!   Kafka's leader does (PRODUCER_FENCED as INVALID_PRODUCER_EPOCH, a busy or
+//!   moving coordinator as the retriable NOT_ENOUGH_REPLICAS) and appends
+//!   nothing to that partition. Older versions append as they come: their
+//!   clients added the partitions themselves.
 //! - v13 names topics by id (KIP-516): the response echoes the id; an unknown
 //!   id is UNKNOWN_TOPIC_ID, an unknown partition of a known topic
 //!   UNKNOWN_TOPIC_OR_PARTITION.
@@ -27,7 +37,7 @@
 
 use std::ops::RangeInclusive;
 
-use fjord_model::{limits, ErrorCode};
+use fjord_model::{limits, ErrorCode, PartitionIndex, ProducerEpoch, ProducerId, TopicPartition};
 use fjord_partition::Acks;
 use fjord_protocol::kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
@@ -51,6 +61,9 @@ const TOPIC_IDS_FROM: i16 = 13;
 const CURRENT_LEADER_FROM: i16 = 10;
 /// First version with per-record errors (`record_errors`).
 const RECORD_ERRORS_FROM: i16 = 8;
+/// First version whose transactional batches join their transaction
+/// implicitly (transaction version 2).
+const IMPLICIT_ADD_FROM: i16 = 12;
 
 fn partition_error(
     index: i32,
@@ -97,7 +110,111 @@ fn keyless_records(records: Option<&[u8]>) -> Vec<BatchIndexAndErrorMessage> {
     out
 }
 
+/// The partitions of a Produce v12+ whose transactional batches are not yet
+/// in their producer's transaction at this leader, with that producer.
+fn implicit_adds(
+    ctx: &Ctx,
+    req: &ProduceRequest,
+) -> Option<(ProducerId, ProducerEpoch, Vec<TopicPartition>)> {
+    let mut producer = None;
+    let mut adds = Vec::new();
+    for td in &req.topic_data {
+        let topic = if ctx.api_version >= TOPIC_IDS_FROM {
+            ctx.broker.topic_by_id(td.topic_id)
+        } else {
+            ctx.broker.topic(&td.name)
+        };
+        let Some(topic) = topic else { continue };
+        for pd in &td.partition_data {
+            let Some(p) = topic.partition(pd.index) else {
+                continue;
+            };
+            let Some(records) = pd.records.as_deref() else {
+                continue;
+            };
+            let Some(Ok((h, _))) = fjord_records::batches(records).next() else {
+                continue;
+            };
+            if !h.is_transactional() || h.producer_id < 0 {
+                continue;
+            }
+            let (pid, epoch) = (ProducerId(h.producer_id), ProducerEpoch(h.producer_epoch));
+            if p.in_transaction(pid, epoch) {
+                continue;
+            }
+            producer.get_or_insert((pid, epoch));
+            adds.push(TopicPartition {
+                topic: topic.name.clone(),
+                partition: PartitionIndex(pd.index),
+            });
+        }
+    }
+    let (pid, epoch) = producer?;
+    Some((pid, epoch, adds))
+}
+
+/// A refused implicit add as the producer is answered (Kafka's leader:
+/// `AddPartitionsToTxnManager` and `ReplicaManager`).
+fn produce_code(code: ErrorCode) -> ErrorCode {
+    match code {
+        ErrorCode::PRODUCER_FENCED => ErrorCode::INVALID_PRODUCER_EPOCH,
+        ErrorCode::CONCURRENT_TRANSACTIONS
+        | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
+        | ErrorCode::COORDINATOR_NOT_AVAILABLE
+        | ErrorCode::NOT_COORDINATOR => ErrorCode::NOT_ENOUGH_REPLICAS,
+        code => code,
+    }
+}
+
 pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
+    let transactional_id = req
+        .transactional_id
+        .as_ref()
+        .map(|s| s.to_string())
+        .filter(|_| ctx.api_version >= IMPLICIT_ADD_FROM && Acks::from_wire(req.acks).is_some());
+    let Some(transactional_id) = transactional_id else {
+        return append_all(ctx, req, &[]);
+    };
+    let Some((pid, epoch, adds)) = implicit_adds(&ctx, &req) else {
+        return append_all(ctx, req, &[]);
+    };
+    let (appended, barrier) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let code = match ctx.broker.txns.get().cloned() {
+            Some(txns) => {
+                txns.add_implicitly(&ctx.broker, &transactional_id, pid, epoch, adds.clone())
+                    .await
+            }
+            None => ErrorCode::COORDINATOR_NOT_AVAILABLE,
+        };
+        let refused: Vec<(TopicPartition, ErrorCode)> = if code.is_none() {
+            Vec::new()
+        } else {
+            tracing::debug!(%transactional_id, "implicit add to the transaction refused: {code:?}");
+            adds.into_iter()
+                .map(|tp| (tp, produce_code(code)))
+                .collect()
+        };
+        let pending = append_all(ctx, req, &refused);
+        let _ = appended.send(());
+        match pending {
+            Pending::Ready(r) => r,
+            Pending::Task(t) | Pending::Ordered(t, _) => t.await.ok().flatten(),
+            Pending::Stream(_) => unreachable!("Produce answers without file ranges"),
+        }
+    });
+    Pending::Ordered(task, Some(barrier))
+}
+
+/// Append every partition's records (those in `refused` get its code and
+/// nothing appended) and answer.
+fn append_all(ctx: Ctx, req: ProduceRequest, refused: &[(TopicPartition, ErrorCode)]) -> Pending {
+    let refused_code = |name: &str, index: i32| {
+        refused
+            .iter()
+            .find(|(tp, _)| tp.topic == name && tp.partition.0 == index)
+            .map(|(_, code)| *code)
+    };
     let acks = Acks::from_wire(req.acks);
     let now = now_ms();
     let mut topics = Vec::with_capacity(req.topic_data.len());
@@ -139,6 +256,14 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
                     partition_error(pd.index, ErrorCode::TOPIC_AUTHORIZATION_FAILED, None)
                 }
                 (Some(_), None) => partition_error(pd.index, unknown_topic, None),
+                (Some(_), Some(_)) if refused_code(&name, pd.index).is_some() => {
+                    let code = refused_code(&name, pd.index).unwrap_or(ErrorCode::NONE);
+                    partition_error(
+                        pd.index,
+                        code,
+                        Some("the partition could not be added to the transaction".into()),
+                    )
+                }
                 (Some(acks), Some(p)) => {
                     let keyless = if compacted {
                         keyless_records(pd.records.as_deref())

@@ -1,5 +1,4 @@
-//! TxnOffsetCommit: versions 0..=4 (v5 belongs to transaction version 2,
-//! KIP-890, which Fjord does not finalize). A transactional producer commits
+//! TxnOffsetCommit: versions 0..=5. A transactional producer commits
 //! a consumer group's offsets inside its transaction (Kafka's
 //! `sendOffsetsToTransaction`): they are written to the group's
 //! `__consumer_offsets` partition as a transactional batch of the producer,
@@ -17,6 +16,13 @@
 //! a partition not in the transaction INVALID_TXN_STATE); then the group's
 //! checks (generation, member id, group instance id from v3), as
 //! OffsetCommit's. Nothing is written when any check fails.
+//!
+//! v5 is transaction version 2 (KIP-890): the client sends no
+//! AddOffsetsToTxn, and the group's offsets partition is added to the
+//! transaction here (`Txns::add_implicitly`: AddPartitionsToTxn v5 when
+//! another broker coordinates the transactional id) instead of verified; a
+//! busy or moving transaction coordinator is answered
+//! COORDINATOR_NOT_AVAILABLE (the client retries).
 
 use std::ops::RangeInclusive;
 
@@ -32,7 +38,9 @@ use fjord_protocol::kafka_protocol::messages::{
 use super::transactions::Verified;
 use super::{str_bytes, Ctx, Pending};
 
-pub const VERSIONS: RangeInclusive<i16> = 0..=4;
+pub const VERSIONS: RangeInclusive<i16> = 0..=5;
+/// First version whose offsets partition joins the transaction here.
+const IMPLICIT_ADD_FROM: i16 = 5;
 
 /// How the transaction coordinator's check is made.
 enum Check {
@@ -41,6 +49,25 @@ enum Check {
     /// Asked of the transaction coordinator on another broker, for the
     /// group's offsets partition.
     Remote((fjord_model::NodeId, Option<String>), TopicPartition),
+    /// v5+: the group's offsets partition is added to the transaction.
+    Add(TopicPartition),
+}
+
+/// What the asynchronous part asks the transaction coordinator.
+enum Ask {
+    Verify((fjord_model::NodeId, Option<String>)),
+    Add,
+}
+
+/// An implicit add refused by a busy or moving coordinator: the client
+/// looks the group coordinator up again and retries.
+fn retriable_as_group(code: ErrorCode) -> ErrorCode {
+    match code {
+        ErrorCode::CONCURRENT_TRANSACTIONS
+        | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
+        | ErrorCode::NOT_COORDINATOR => ErrorCode::COORDINATOR_NOT_AVAILABLE,
+        code => fenced_as_group(code),
+    }
 }
 
 /// Kafka's group coordinator answers a stale producer epoch so.
@@ -114,6 +141,7 @@ pub fn handle(ctx: Ctx, req: TxnOffsetCommitRequest) -> Pending {
                 txns.remote_coordinator(&ctx.broker, &req.transactional_id.0),
             ) {
                 (Some(e), _) => Check::Now(e),
+                (None, _) if ctx.api_version >= IMPLICIT_ADD_FROM => Check::Add(offsets_partition),
                 (None, Some(remote)) => Check::Remote(remote, offsets_partition),
                 (None, None) => Check::Now(
                     Verified::read(txns, &req.transactional_id.0, producer_id, producer_epoch)
@@ -144,14 +172,18 @@ pub fn handle(ctx: Ctx, req: TxnOffsetCommitRequest) -> Pending {
         (Check::Now(code), Some(g)) if code.is_none() && !commit_request.topics.is_empty() => {
             (Some(g.txn_commit(commit_request, producer_epoch)), None)
         }
-        (Check::Remote(remote, offsets_partition), Some(g)) => {
-            (None, Some((remote, offsets_partition, g, commit_request)))
+        (Check::Remote(remote, offsets_partition), Some(g)) => (
+            None,
+            Some((Ask::Verify(remote), offsets_partition, g, commit_request)),
+        ),
+        (Check::Add(offsets_partition), Some(g)) => {
+            (None, Some((Ask::Add, offsets_partition, g, commit_request)))
         }
         (Check::Now(code), _) => {
             refuse(fenced_as_group(code), &mut decided, &commit_request);
             (None, None)
         }
-        (Check::Remote(..), None) => {
+        (Check::Remote(..) | Check::Add(_), None) => {
             refuse(
                 ErrorCode::COORDINATOR_NOT_AVAILABLE,
                 &mut decided,
@@ -163,16 +195,31 @@ pub fn handle(ctx: Ctx, req: TxnOffsetCommitRequest) -> Pending {
     Pending::later(async move {
         let mut results = decided;
         let commit = match (remote, txns) {
-            (Some((coordinator, offsets_partition, g, commit_request)), Some(txns)) => {
-                let code = txns
-                    .verify_remote(
-                        coordinator,
-                        &transactional_id,
-                        producer_id,
-                        producer_epoch,
-                        &offsets_partition,
-                    )
-                    .await;
+            (Some((ask, offsets_partition, g, commit_request)), Some(txns)) => {
+                let code = match ask {
+                    Ask::Verify(coordinator) => {
+                        txns.verify_remote(
+                            coordinator,
+                            &transactional_id,
+                            producer_id,
+                            producer_epoch,
+                            &offsets_partition,
+                        )
+                        .await
+                    }
+                    Ask::Add => {
+                        let code = txns
+                            .add_implicitly(
+                                &ctx.broker,
+                                &transactional_id,
+                                producer_id,
+                                producer_epoch,
+                                vec![offsets_partition],
+                            )
+                            .await;
+                        retriable_as_group(code)
+                    }
+                };
                 if code.is_none() {
                     Some(g.txn_commit(commit_request, producer_epoch))
                 } else {

@@ -1,13 +1,15 @@
 //! UpdateFeatures: versions 0..=2 (`kafka-features upgrade` / `downgrade`).
-//! Fjord runs every feature at one level (see [`crate::features`]), so an
-//! update is checked as Kafka's controller checks it (a level not below 0,
-//! within the supported range of a feature it knows, a downgrade only with
-//! a downgrade type, an upgrade only with the upgrade
-//! type) and then succeeds only when it asks for the level already
-//! finalized: nothing to do. Any other level is refused with
-//! INVALID_UPDATE_VERSION, as no level change is built. Validate-only
-//! requests (v1+) answer the same. As in Kafka, one refused update fails
-//! the whole request: the top-level error carries its message and no
+//! An update is checked as Kafka's controller checks it (a level not below
+//! 0, within the supported range of a feature it knows, a downgrade only
+//! with a downgrade type, an upgrade only with the upgrade type). Only
+//! `transaction.version` changes level (0 to 2 either way, as Kafka 4.3.1
+//! allows with no dependency on `metadata.version`): the active controller
+//! writes its FeatureLevelRecord (level 0 removes it), a node that is not it
+//! forwards the request and answers once its own image has the level.
+//! Every other feature is refused INVALID_UPDATE_VERSION unless the update
+//! asks for the level already finalized (nothing to do). Validate-only
+//! requests (v1+) check and write nothing. As in Kafka, one refused update
+//! fails the whole request: the top-level error carries its message and no
 //! result is listed; otherwise v0-v1 list one result per update, in request
 //! order, and v2 lists none.
 
@@ -18,6 +20,7 @@ use fjord_metadata::MetadataImage;
 use fjord_model::ErrorCode;
 use fjord_protocol::kafka_protocol::messages::update_features_response::UpdatableFeatureResult;
 use fjord_protocol::kafka_protocol::messages::{UpdateFeaturesRequest, UpdateFeaturesResponse};
+use fjord_protocol::metadata_records::{FeatureLevelRecord, MetadataRecord};
 
 use super::{str_bytes, Ctx};
 use crate::features;
@@ -29,8 +32,27 @@ const UPGRADE: i8 = 1;
 const SAFE_DOWNGRADE: i8 = 2;
 const UNSAFE_DOWNGRADE: i8 = 3;
 
+/// The version a non-controller forwards UpdateFeatures with.
+const FORWARD_VERSION: i16 = 1;
+
 pub fn handle(ctx: &Ctx, req: UpdateFeaturesRequest) -> Option<BytesMut> {
-    let image = ctx.broker.image();
+    let b = &ctx.broker;
+    let changes = |image: &MetadataImage| -> Vec<(String, i16)> {
+        req.feature_updates
+            .iter()
+            .map(|u| (u.feature.to_string(), u.max_version_level))
+            .filter(|(name, level)| image.feature_level(name).unwrap_or(0) != *level)
+            .collect()
+    };
+    let validate_only = ctx.api_version >= 1 && req.validate_only;
+    let _admin;
+    let image = if b.forwards_admin() {
+        b.image()
+    } else {
+        _admin = b.admin_lock();
+        b.image()
+    };
+    let wanted = changes(&image);
     // One answer per update, in request order (a repeated name too, as Kafka).
     let mut checked: Vec<(String, Result<(), String>)> = Vec::new();
     for u in &req.feature_updates {
@@ -47,8 +69,41 @@ pub fn handle(ctx: &Ctx, req: UpdateFeaturesRequest) -> Option<BytesMut> {
         let answer = check(&image, &name, u.max_version_level, upgrade_type);
         checked.push((name, answer));
     }
-    let refused = checked.iter().find_map(|(_, r)| r.as_ref().err());
-    let resp = match refused {
+    let mut refused = checked.iter().find_map(|(_, r)| r.as_ref().err()).cloned();
+    if refused.is_none() && !validate_only && !wanted.is_empty() {
+        let applied = |b: &crate::state::Broker| {
+            let image = b.image();
+            wanted
+                .iter()
+                .all(|(name, level)| image.feature_level(name).unwrap_or(0) == *level)
+                .then_some(())
+        };
+        let outcome = if b.forwards_admin() {
+            match crate::controller_link::forward(b, &req, FORWARD_VERSION) {
+                Ok(resp) if resp.error_code != 0 => {
+                    return ctx.respond(&resp);
+                }
+                Ok(_) => b.wait_applied(applied).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            let records = wanted
+                .iter()
+                .map(|(name, level)| {
+                    MetadataRecord::FeatureLevel(FeatureLevelRecord {
+                        name: name.clone(),
+                        feature_level: *level,
+                        ..Default::default()
+                    })
+                })
+                .collect();
+            b.propose(records).map_err(|e| e.to_string())
+        };
+        if let Err(e) = outcome {
+            refused = Some(format!("the feature levels were not written: {e}"));
+        }
+    }
+    let resp = match refused.as_ref() {
         Some(message) => UpdateFeaturesResponse::default()
             .with_error_code(ErrorCode::INVALID_UPDATE_VERSION.0)
             .with_error_message(Some(str_bytes(format!(
@@ -105,7 +160,7 @@ fn check(image: &MetadataImage, name: &str, level: i16, upgrade_type: i8) -> Res
     if level > current && upgrade_type != UPGRADE {
         return refuse("Can't downgrade to a newer version.".into());
     }
-    if level != current {
+    if level != current && name != features::TRANSACTION_VERSION_FEATURE {
         return refuse(format!(
             "Fjord runs this feature at level {current} only: changing it is not supported."
         ));

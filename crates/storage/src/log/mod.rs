@@ -228,6 +228,17 @@ impl Log {
             .collect()
     }
 
+    /// Whether `producer_id` has a transaction open in this partition at
+    /// `epoch` (Kafka's `hasOngoingTransaction`): a transaction version 2
+    /// batch then needs no implicit add to its transaction.
+    pub fn in_transaction(&self, producer_id: ProducerId, epoch: ProducerEpoch) -> bool {
+        self.append
+            .lock()
+            .producers
+            .get(producer_id)
+            .is_some_and(|e| e.epoch == epoch && e.current_txn_first_offset.is_some())
+    }
+
     /// Number of producer ids tracked in this partition.
     pub fn producer_count(&self) -> usize {
         self.append.lock().producers.len()
