@@ -1471,6 +1471,33 @@ impl BrokerConfig {
             .collect()
     }
 
+    /// This node's CONTROLLER listener (a controller's), with its
+    /// protocol; `None` for a node without one.
+    pub fn controller_listener(
+        &self,
+    ) -> Result<Option<crate::security::ClientListener>, ConfigError> {
+        let declared = if self.kraft.listeners.is_empty() {
+            &self.kraft.declared_listeners
+        } else {
+            &self.kraft.listeners
+        };
+        let Some(l) = declared
+            .iter()
+            .find(|l| self.kraft.is_controller_name(&l.name))
+        else {
+            return Ok(None);
+        };
+        let protocol = crate::security::links::protocol_of(&self.kraft, &l.name)?;
+        Ok(Some(crate::security::ClientListener {
+            name: l.name.clone(),
+            bind_host: l.host.clone(),
+            bind_port: l.port,
+            advertised_host: l.host.clone(),
+            advertised_port: l.port,
+            protocol,
+        }))
+    }
+
     /// The client listeners (every listener but the controller's), each
     /// with its protocol and advertised address; the first is the one
     /// `listen` and `advertised_host`/`advertised_port` describe. Without

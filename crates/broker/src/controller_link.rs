@@ -29,11 +29,12 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use fjord_client::BlockingStream;
 use fjord_model::limits::{
     BROKER_FENCED_HEARTBEAT_MS, CONTROLLED_SHUTDOWN_TIMEOUT_MS, CONTROLLER_CONNECT_TIMEOUT_MS,
     CONTROLLER_LEADER_CHECK_MS, CONTROLLER_REQUEST_TIMEOUT_MS, CONTROLLER_RESPONSE_BYTES_MAX,
@@ -65,7 +66,7 @@ const ALLOCATE_VERSION: i16 = 0;
 /// One blocking connection to the active controller.
 #[derive(Default)]
 pub struct ControllerChannel {
-    conn: Option<(SocketAddr, TcpStream)>,
+    conn: Option<(SocketAddr, BlockingStream)>,
     next_correlation_id: i32,
 }
 
@@ -91,7 +92,11 @@ impl ControllerChannel {
         };
         let moved = || q.leader_endpoint().is_none_or(|(_, now)| now != addr);
         let client = broker.config.node_id.0.to_string();
-        let result = self.call_at(addr, &client, request, version, &moved);
+        let connector = broker
+            .links()
+            .map(|l| l.controller.clone())
+            .unwrap_or_default();
+        let result = self.call_at(&connector, addr, &client, request, version, &moved);
         if result.is_err() {
             self.conn = None;
         }
@@ -102,6 +107,7 @@ impl ControllerChannel {
     /// the quorum names another controller (checked while waiting).
     fn call_at<R>(
         &mut self,
+        connector: &fjord_client::Connector,
         addr: SocketAddr,
         client: &str,
         request: &R,
@@ -113,13 +119,23 @@ impl ControllerChannel {
         R::Response: Decodable + HeaderVersion,
     {
         let deadline = Instant::now() + Duration::from_millis(CONTROLLER_REQUEST_TIMEOUT_MS);
+        let client_id = format!("fjord-broker-{client}");
         if self.conn.as_ref().is_none_or(|(a, _)| *a != addr) {
             let connect = Duration::from_millis(CONTROLLER_CONNECT_TIMEOUT_MS);
-            let s = TcpStream::connect_timeout(&addr, connect).map_err(|e| e.to_string())?;
-            let _ = s.set_nodelay(true);
-            s.set_read_timeout(Some(Duration::from_millis(CONTROLLER_LEADER_CHECK_MS)))
+            // The TLS server name is the voter's address (an IP SAN).
+            let s = connector.connect_blocking(
+                &addr.ip().to_string(),
+                addr,
+                &client_id,
+                connect,
+                Duration::from_millis(CONTROLLER_REQUEST_TIMEOUT_MS),
+            )?;
+            let tcp = s.tcp();
+            tcp.set_read_timeout(Some(Duration::from_millis(CONTROLLER_LEADER_CHECK_MS)))
                 .and_then(|_| {
-                    s.set_write_timeout(Some(Duration::from_millis(CONTROLLER_REQUEST_TIMEOUT_MS)))
+                    tcp.set_write_timeout(Some(Duration::from_millis(
+                        CONTROLLER_REQUEST_TIMEOUT_MS,
+                    )))
                 })
                 .map_err(|e| e.to_string())?;
             self.conn = Some((addr, s));
@@ -129,10 +145,11 @@ impl ControllerChannel {
         };
         let cid = self.next_correlation_id;
         self.next_correlation_id = cid.wrapping_add(1).max(0);
-        let client_id = format!("fjord-broker-{client}");
         let frame = fjord_client::encode_request(request, version, cid, &client_id)
             .map_err(|e| e.to_string())?;
-        s.write_all(&frame).map_err(|e| e.to_string())?;
+        s.write_all(&frame)
+            .and_then(|_| s.flush())
+            .map_err(|e| e.to_string())?;
         let mut prefix = [0u8; 4];
         read_exact_watching(s, &mut prefix, deadline, moved)?;
         let len = fjord_protocol::frame_len(prefix, CONTROLLER_RESPONSE_BYTES_MAX)
@@ -152,7 +169,7 @@ impl ControllerChannel {
 /// `CONTROLLER_LEADER_CHECK_MS`: between reads it gives up once `deadline`
 /// passed or `moved` says the controller is not the quorum leader any more.
 fn read_exact_watching(
-    s: &mut TcpStream,
+    s: &mut BlockingStream,
     buf: &mut [u8],
     deadline: Instant,
     moved: &dyn Fn() -> bool,
@@ -698,7 +715,14 @@ mod tests {
         let moved = || start.elapsed() >= moved_after;
         let request = BrokerHeartbeatRequest::default().with_broker_id(BrokerId(1));
         let mut channel = ControllerChannel::default();
-        let result = channel.call_at(addr, "1", &request, HEARTBEAT_VERSION, &moved);
+        let result = channel.call_at(
+            &fjord_client::Connector::plaintext(),
+            addr,
+            "1",
+            &request,
+            HEARTBEAT_VERSION,
+            &moved,
+        );
         let waited = start.elapsed();
         let err = result.expect_err("no answer can come");
         assert!(err.contains("another controller"), "{err}");
@@ -721,7 +745,14 @@ mod tests {
         let request = BrokerHeartbeatRequest::default().with_broker_id(BrokerId(1));
         let mut channel = ControllerChannel::default();
         let err = channel
-            .call_at(addr, "1", &request, HEARTBEAT_VERSION, &|| false)
+            .call_at(
+                &fjord_client::Connector::plaintext(),
+                addr,
+                "1",
+                &request,
+                HEARTBEAT_VERSION,
+                &|| false,
+            )
             .expect_err("no answer can come");
         assert!(err.contains("in time"), "{err}");
         assert!(start.elapsed() >= Duration::from_millis(CONTROLLER_REQUEST_TIMEOUT_MS));

@@ -2,14 +2,15 @@
 //! coordinator (Kafka's inter-broker send threads): a transaction
 //! coordinator's WriteTxnMarkers to partition leaders, a group
 //! coordinator's AddPartitionsToTxn `verify_only` to a transaction
-//! coordinator. One connection is kept per node, to the node's PLAINTEXT
-//! listener in the metadata image (the replica fetchers' choice), and
-//! dropped on any failure; the next send opens a new one.
+//! coordinator. One connection is kept per node, to the node's
+//! inter-broker listener in the metadata image (the replica fetchers'
+//! choice; TLS and SASL login as `security::links` says), and dropped on
+//! any failure; the next send opens a new one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use fjord_client::{Connection, ConnectionOptions};
+use fjord_client::{Connection, ConnectionOptions, Connector};
 use fjord_model::limits::{
     TRANSACTION_MARKER_CONNECT_TIMEOUT_MS, TRANSACTION_MARKER_REQUEST_TIMEOUT_MS,
 };
@@ -22,20 +23,28 @@ use crate::state::Broker;
 /// Connections to the other brokers, by node (with the address each was opened to).
 pub(crate) struct Links {
     client_id: String,
+    connector: Connector,
     connections: Mutex<HashMap<NodeId, (String, Arc<Connection>)>>,
 }
 
 impl Links {
-    pub(crate) fn new(me: NodeId) -> Links {
+    pub(crate) fn new(broker: &Broker) -> Links {
         Links {
-            client_id: format!("fjord-broker-{}", me.0),
+            client_id: format!("fjord-broker-{}", broker.config.node_id.0),
+            connector: broker.links().map(|l| l.broker.clone()).unwrap_or_default(),
             connections: Mutex::new(HashMap::new()),
         }
     }
 
     /// The address of `node`'s listener in `broker`'s image.
     pub(crate) fn address(broker: &Broker, node: NodeId) -> Option<String> {
-        crate::replica_fetcher::address_of(broker, node).map(|a| a.to_string())
+        crate::replica_fetcher::address_of(broker, node).map(|(host, a)| {
+            if host.contains(':') {
+                format!("[{host}]:{}", a.port())
+            } else {
+                format!("{host}:{}", a.port())
+            }
+        })
     }
 
     /// Send `request` at `version` to `node` at `addr` and wait for the
@@ -64,7 +73,7 @@ impl Links {
                     ..ConnectionOptions::default()
                 };
                 let c = Arc::new(
-                    Connection::connect(&addr, options)
+                    Connection::connect_with(&addr, options, &self.connector)
                         .await
                         .map_err(|e| e.to_string())?,
                 );

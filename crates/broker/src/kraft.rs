@@ -292,30 +292,8 @@ impl KraftConfig {
                 "a broker needs a listener not named in controller.listener.names",
             ));
         }
-        // The controllers' protocol: this node's CONTROLLER listener, or for
-        // a broker-only node the first of controller.listener.names.
-        let controller_name = controller.map(|l| l.name.clone()).unwrap_or_else(|| {
-            self.controller_listener_names
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "CONTROLLER".to_string())
-        });
-        for name in [Some(controller_name), broker.map(|l| l.name.clone())]
-            .into_iter()
-            .flatten()
-        {
-            let protocol = self
-                .security_protocol_map
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or("PLAINTEXT", |(_, p)| p.as_str());
-            if protocol != "PLAINTEXT" {
-                return Err(err(
-                    "listener.security.protocol.map",
-                    "only PLAINTEXT listeners are supported",
-                ));
-            }
-        }
+        // Any protocol for the CONTROLLER listener: `security::links`
+        // checks the settings, the broker secures the connections.
         let resolve = |host: &str, port: u16, name: &str| -> Result<SocketAddr, ConfigError> {
             (host, port)
                 .to_socket_addrs()
@@ -373,7 +351,13 @@ mod tests {
             "CONTROLLER:SSL,PLAINTEXT:PLAINTEXT",
         )
         .unwrap();
-        assert!(k.quorum(NodeId(1)).is_err(), "an SSL controller listener");
+        assert!(k.quorum(NodeId(1)).is_ok(), "an SSL controller listener");
+        k.set(
+            "listener.security.protocol.map",
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:SASL_SSL",
+        )
+        .unwrap();
+        assert!(k.quorum(NodeId(1)).is_ok(), "a SASL_SSL broker listener");
         assert!(parse_listeners("listeners", "A://h:1,A://h:2").is_err());
         let mut only_bootstrap = KraftConfig::default();
         only_bootstrap
@@ -436,7 +420,7 @@ mod tests {
                 "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL",
             )
             .unwrap();
-        assert!(ssl_controllers.quorum(NodeId(4)).is_err());
+        assert!(ssl_controllers.quorum(NodeId(4)).is_ok());
 
         let mut none = node("broker", "PLAINTEXT://127.0.0.1:9094");
         none.process_roles.clear();

@@ -42,11 +42,12 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use fjord_client::{BlockingStream, Connector};
 use fjord_model::limits::{
     ALTER_PARTITION_BACKOFF_MS, ALTER_PARTITION_TIMEOUT_MS, FRAME_BYTES_MAX,
     REPLICA_FETCHER_IDLE_MS, REPLICA_TICK_MS,
@@ -299,16 +300,18 @@ fn run_alter_sender(
 }
 
 /// The PLAINTEXT listener of `node` in the current image.
-pub(crate) fn address_of(b: &Broker, node: NodeId) -> Option<SocketAddr> {
+/// The host and address of `node`'s inter-broker listener (the endpoint
+/// named `inter.broker.listener.name`) in `b`'s image.
+pub(crate) fn address_of(b: &Broker, node: NodeId) -> Option<(String, SocketAddr)> {
     let image = b.image();
     let reg = image.broker(node)?;
-    let e = reg
-        .end_points
-        .iter()
-        .find(|e| e.name == "PLAINTEXT")
-        .or_else(|| reg.end_points.first())?;
+    let name = b
+        .links()
+        .map_or("PLAINTEXT", |l| l.broker_listener.as_str());
+    let e = reg.end_points.iter().find(|e| e.name == name)?;
     use std::net::ToSocketAddrs;
-    (e.host.as_str(), e.port).to_socket_addrs().ok()?.next()
+    let addr = (e.host.as_str(), e.port).to_socket_addrs().ok()?.next()?;
+    Some((e.host.clone(), addr))
 }
 
 fn run_fetcher(
@@ -316,10 +319,10 @@ fn run_fetcher(
     source: NodeId,
     assignments: Arc<Mutex<BTreeMap<NodeId, BTreeMap<Key, FetchTarget>>>>,
 ) {
-    let mut conn: Option<(SocketAddr, TcpStream)> = None;
+    let mut conn: Option<(SocketAddr, BlockingStream)> = None;
     let mut correlation_id: i32 = 0;
     loop {
-        let (me, broker_epoch, addr, settings) = {
+        let (me, broker_epoch, addr, settings, connector) = {
             let Some(b) = weak.upgrade() else { return };
             if b.stopping.load(Ordering::SeqCst) {
                 return;
@@ -329,6 +332,7 @@ fn run_fetcher(
                 b.broker_epoch.load(Ordering::SeqCst),
                 address_of(&b, source),
                 b.config.replica,
+                b.links().map(|l| l.broker.clone()).unwrap_or_default(),
             )
         };
         let targets: Vec<FetchTarget> = assignments
@@ -360,7 +364,7 @@ fn run_fetcher(
             Some(addr) => {
                 correlation_id = correlation_id.wrapping_add(1).max(0);
                 let ids = (me, broker_epoch, correlation_id);
-                fetch_round(&mut conn, addr, ids, &settings, &polled)
+                fetch_round(&mut conn, &connector, addr, ids, &settings, &polled)
             }
         };
         let now = now_ms();
@@ -394,8 +398,9 @@ fn clamp_i32(v: usize) -> i32 {
 
 /// One Fetch to the leader for every polled partition.
 fn fetch_round(
-    conn: &mut Option<(SocketAddr, TcpStream)>,
-    addr: SocketAddr,
+    conn: &mut Option<(SocketAddr, BlockingStream)>,
+    connector: &Connector,
+    (host, addr): (String, SocketAddr),
     (me, broker_epoch, correlation_id): (NodeId, i64, i32),
     settings: &crate::config::ReplicaSettings,
     polled: &[(FetchTarget, FollowerFetch)],
@@ -436,12 +441,9 @@ fn fetch_round(
         );
     if conn.as_ref().is_none_or(|(a, _)| *a != addr) {
         let connect = Duration::from_millis(1_000);
-        let s = TcpStream::connect_timeout(&addr, connect).map_err(|e| e.to_string())?;
-        let _ = s.set_nodelay(true);
         let timeout = Duration::from_millis(settings.fetch_wait_max_ms + 5_000);
-        s.set_read_timeout(Some(timeout))
-            .and_then(|_| s.set_write_timeout(Some(timeout)))
-            .map_err(|e| e.to_string())?;
+        let client_id = format!("fjord-replica-{}", me.0);
+        let s = connector.connect_blocking(&host, addr, &client_id, connect, timeout)?;
         *conn = Some((addr, s));
     }
     let Some((_, s)) = conn.as_mut() else {
@@ -454,7 +456,9 @@ fn fetch_round(
         &format!("fjord-replica-{}", me.0),
     )
     .map_err(|e| e.to_string())?;
-    s.write_all(&frame).map_err(|e| e.to_string())?;
+    s.write_all(&frame)
+        .and_then(|_| s.flush())
+        .map_err(|e| e.to_string())?;
     let mut prefix = [0u8; 4];
     s.read_exact(&mut prefix).map_err(|e| e.to_string())?;
     let len = fjord_protocol::frame_len(prefix, FRAME_BYTES_MAX).map_err(|e| e.to_string())?;

@@ -508,3 +508,180 @@ async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 use bytes::BufMut as _;
+
+/// The CONTROLLER listener's security when it is not PLAINTEXT (issue 18):
+/// the TLS handshake and the SASL login as on a client listener (nothing
+/// but ApiVersions and the SASL requests before it), then the quorum
+/// serves the connection. Every request after it must be allowed to the
+/// principal, as Kafka's `ControllerApis` checks: CLUSTER_ACTION on the
+/// cluster for the quorum's and the brokers' APIs, DESCRIBE for
+/// DescribeQuorum and DescribeCluster.
+pub struct ControllerListenerSecurity {
+    broker: std::sync::Weak<Broker>,
+    security: Arc<ListenerSecurity>,
+}
+
+impl std::fmt::Debug for ControllerListenerSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerListenerSecurity")
+            .field("listener", &self.security.name)
+            .field("protocol", &self.security.protocol)
+            .finish()
+    }
+}
+
+impl ControllerListenerSecurity {
+    pub fn new(
+        broker: std::sync::Weak<Broker>,
+        security: Arc<ListenerSecurity>,
+    ) -> ControllerListenerSecurity {
+        ControllerListenerSecurity { broker, security }
+    }
+}
+
+impl fjord_quorum::net::ControllerSecurity for ControllerListenerSecurity {
+    fn accept(
+        &self,
+        stream: TcpStream,
+        peer: std::net::SocketAddr,
+    ) -> fjord_quorum::net::SecuredFuture {
+        let broker = self.broker.clone();
+        let security = self.security.clone();
+        Box::pin(async move {
+            secure_controller_connection(broker, security, stream, peer)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Whether `principal` may send `api` on the CONTROLLER listener.
+fn controller_api_allowed(
+    broker: &Arc<Broker>,
+    principal: &KafkaPrincipal,
+    peer: std::net::SocketAddr,
+    api: i16,
+) -> bool {
+    use crate::security::authorizer::Operation;
+    use fjord_protocol::kafka_protocol::messages::ApiKey;
+    let ctx = handlers::Ctx {
+        broker: broker.clone(),
+        api_key: api,
+        api_version: 0,
+        correlation_id: 0,
+        client_id: None,
+        peer: Some(peer),
+        listener: None,
+        principal: Some(principal.clone()),
+        request_bytes: 0,
+        throttle: None,
+    };
+    match ApiKey::try_from(api) {
+        Ok(ApiKey::ApiVersions) => true,
+        Ok(ApiKey::DescribeQuorum | ApiKey::DescribeCluster) => {
+            ctx.may_on_cluster(Operation::Describe)
+        }
+        // Fjord's forwarded proposals (FORWARD_PROPOSAL_API_KEY) too.
+        _ => ctx.may_on_cluster(Operation::ClusterAction),
+    }
+}
+
+async fn write_flushed<W: tokio::io::AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    frame: Option<BytesMut>,
+) -> Result<(), ConnError> {
+    use tokio::io::AsyncWriteExt as _;
+    if let Some(frame) = frame {
+        w.write_all(&frame).await?;
+        w.flush().await?;
+    }
+    Ok(())
+}
+
+async fn secure_controller_connection(
+    weak: std::sync::Weak<Broker>,
+    security: Arc<ListenerSecurity>,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+) -> Result<fjord_quorum::net::Secured, ConnError> {
+    let broker = weak
+        .upgrade()
+        .ok_or_else(|| ConnError::Auth("the broker is closed".into()))?;
+    let within = Duration::from_millis(limits::AUTHENTICATION_TIMEOUT_MS);
+    let deadline = tokio::time::Instant::now() + within;
+    let (mut stream, tls_principal): (Box<dyn fjord_client::AsyncStream>, KafkaPrincipal) =
+        match &security.tls {
+            None => (Box::new(stream), KafkaPrincipal::anonymous()),
+            Some(tls) => {
+                let s = match tokio::time::timeout(within, tls.acceptor.accept(stream)).await {
+                    Err(_) => return Err(ConnError::AuthTimeout),
+                    Ok(Err(e)) => return Err(ConnError::Tls(e)),
+                    Ok(Ok(s)) => s,
+                };
+                let principal = tls
+                    .principal(s.get_ref().1.peer_certificates())
+                    .ok_or_else(|| {
+                        ConnError::Auth(
+                            "no ssl.principal.mapping.rules rule applies to the client certificate"
+                                .into(),
+                        )
+                    })?;
+                (Box::new(s), principal)
+            }
+        };
+    let mut sasl = security.sasl.clone().map(SaslSession::new);
+    while let Some(session) = sasl.as_mut().filter(|s| s.principal().is_none()) {
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let mut prefix = [0u8; 4];
+        match tokio::time::timeout(wait, stream.read_exact(&mut prefix)).await {
+            Err(_) => return Err(ConnError::AuthTimeout),
+            Ok(r) => r?,
+        };
+        let len = frame_len(prefix, limits::SASL_TOKEN_BYTES_MAX)?;
+        let frame = match read_frame(&mut stream, len, wait).await {
+            Err(ConnError::Idle) => return Err(ConnError::AuthTimeout),
+            other => other?,
+        };
+        match sasl_gate(&broker, Some(peer), &security, Some(session), frame)? {
+            // Only ApiVersions passes the gate before authentication.
+            Gate::Dispatch(reader, header) => {
+                let listener = Some(security.name.clone());
+                let pending = handlers::dispatch_on(
+                    &broker,
+                    Some(peer),
+                    listener,
+                    None,
+                    None,
+                    header,
+                    reader,
+                );
+                let answer = match pending {
+                    Some(Pending::Ready(r)) => r,
+                    Some(Pending::Task(t)) => t.await.ok().flatten(),
+                    _ => None,
+                };
+                write_flushed(&mut stream, answer).await?;
+            }
+            Gate::Answer(_, resp) => write_flushed(&mut stream, resp).await?,
+            Gate::AnswerAndClose(_, resp) => {
+                write_flushed(&mut stream, resp).await?;
+                return Err(ConnError::Auth("authentication failed".into()));
+            }
+            Gate::Close(why) => return Err(ConnError::Auth(why.into())),
+        }
+    }
+    let principal = sasl
+        .as_ref()
+        .and_then(|s| s.principal())
+        .unwrap_or(&tls_principal)
+        .clone();
+    tracing::debug!(%peer, %principal, listener = %security.name, "controller connection authenticated");
+    let may = move |api| {
+        weak.upgrade()
+            .is_some_and(|b| controller_api_allowed(&b, &principal, peer, api))
+    };
+    Ok(fjord_quorum::net::Secured {
+        stream,
+        may: Box::new(may),
+    })
+}

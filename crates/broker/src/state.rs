@@ -92,6 +92,8 @@ pub struct Broker {
     /// The metadata quorum (set once at open) and the latest image.
     quorum: OnceLock<Quorum>,
     image: OnceLock<ImageHandle>,
+    /// How a cluster node reaches the others (set with the quorum).
+    links: OnceLock<crate::security::links::NodeLinks>,
     /// Metadata is loaded: a topic created from now on starts with empty
     /// logs (a leftover directory of the same name is removed first).
     loaded: AtomicBool,
@@ -245,6 +247,12 @@ pub fn now_ms() -> i64 {
 }
 
 impl Broker {
+    /// How this cluster node reaches the others (`None` before its
+    /// quorum is opened, and on a single node).
+    pub(crate) fn links(&self) -> Option<&crate::security::links::NodeLinks> {
+        self.links.get()
+    }
+
     /// Open the data directory: read the metadata file, open every partition
     /// log, and load the group coordinator (creating `__consumer_offsets` if
     /// needed) before returning.
@@ -358,6 +366,7 @@ impl Broker {
             admin: Mutex::new(()),
             quorum: OnceLock::new(),
             image: OnceLock::new(),
+            links: OnceLock::new(),
             loaded: AtomicBool::new(false),
             producer_id_next: AtomicI64::new(0),
             producer_id_block_end: AtomicI64::new(0),
@@ -459,6 +468,21 @@ impl Broker {
             StateError::kafka(ErrorCode::INVALID_CONFIG, e.to_string())
         };
         let (voters, listen) = cfg.kraft.quorum(cfg.node_id).map_err(bad)?;
+        let broker_role = cfg.kraft.has_role("broker");
+        let advertised: Vec<String> = if broker_role {
+            cfg.client_listeners()
+                .map_err(bad)?
+                .into_iter()
+                .map(|l| l.name)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let links =
+            crate::security::links::node_links(&cfg.security, &cfg.kraft, &advertised, broker_role)
+                .map_err(bad)?;
+        let controller_connector = links.controller.clone();
+        let _ = broker.links.set(links);
         let voters = voters
             .into_iter()
             .map(|(id, addr)| fjord_quorum::Voter { id, addr })
@@ -470,6 +494,17 @@ impl Broker {
             listen,
         );
         qc.seed ^= now_ms() as u64;
+        qc.connector = controller_connector;
+        if let Some(listener) = cfg.controller_listener().map_err(bad)? {
+            if listener.protocol != crate::security::SecurityProtocol::Plaintext {
+                let security = crate::security::ListenerSecurity::build(&cfg.security, &listener)
+                    .map_err(bad)?;
+                qc.security = Some(Arc::new(crate::server::ControllerListenerSecurity::new(
+                    Arc::downgrade(broker),
+                    Arc::new(security),
+                )));
+            }
+        }
         if let Some(t) = cfg.kraft.election_timeout_ms {
             qc.election_timeout_ms = t;
         }

@@ -423,7 +423,7 @@ impl Txns {
                 .collect(),
         );
         let closing = Arc::new(AtomicBool::new(false));
-        let links = Arc::new(Links::new(broker.config.node_id));
+        let links = Arc::new(Links::new(broker));
         let transaction_version = Arc::new(AtomicI16::new(broker.transaction_version()));
         let shard_version = transaction_version.clone();
         let broker_weak = weak.clone();

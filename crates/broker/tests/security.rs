@@ -933,3 +933,177 @@ async fn write_txn_markers_needs_cluster_action() {
     let _ = stop.send(true);
     server.await.unwrap().unwrap();
 }
+
+/// The connector the nodes of a cluster use between them (issue 18), from
+/// Kafka's settings (`inter.broker.listener.name`,
+/// `sasl.mechanism.inter.broker.protocol`, the listener's JAAS line with
+/// `username`/`password`, the PEM trust store): it logs in to a SASL_SSL
+/// listener with PLAIN and SCRAM-SHA-256, async and blocking; a wrong
+/// password, or no TLS, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_logs_in_to_sasl_ssl_and_wrong_passwords_are_refused() {
+    use fjord_client::{Connection, ConnectionOptions, Connector, SaslCredentials, SaslMechanism};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let keystore = dir.path().join("broker.pem");
+    let truststore = dir.path().join("ca.pem");
+    std::fs::write(&keystore, &pki.server_pem).unwrap();
+    std::fs::write(&truststore, &pki.ca_pem).unwrap();
+    let sockets = futures_bind(2).await;
+    let ports: Vec<u16> = sockets
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect();
+    let mut config = BrokerConfig {
+        data_dir: dir.path().join("data"),
+        ..BrokerConfig::default()
+    };
+    for (k, v) in [
+        (
+            "listeners".to_string(),
+            format!(
+                "PLAINTEXT://127.0.0.1:{},SASL_SSL://127.0.0.1:{}",
+                ports[0], ports[1]
+            ),
+        ),
+        (
+            "listener.security.protocol.map".into(),
+            "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT".into(),
+        ),
+        ("inter.broker.listener.name".into(), "SASL_SSL".into()),
+        ("sasl.mechanism.inter.broker.protocol".into(), "PLAIN".into()),
+        ("ssl.keystore.type".into(), "PEM".into()),
+        ("ssl.keystore.location".into(), keystore.display().to_string()),
+        ("ssl.truststore.type".into(), "PEM".into()),
+        ("ssl.truststore.location".into(), truststore.display().to_string()),
+        ("sasl.enabled.mechanisms".into(), "PLAIN,SCRAM-SHA-256".into()),
+        (
+            "listener.name.sasl_ssl.plain.sasl.jaas.config".into(),
+            r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="broker" password="broker-secret" user_broker="broker-secret";"#.into(),
+        ),
+        (
+            "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config".into(),
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;".into(),
+        ),
+    ] {
+        config.set(&k, &v).unwrap();
+    }
+    config.finish(false).unwrap();
+    let names: Vec<String> = config
+        .client_listeners()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    let links =
+        fjord_broker::security::links::node_links(&config.security, &config.kraft, &names, true)
+            .unwrap();
+    let tls = fjord_broker::security::links::tls_client(&config.security, "SASL_SSL").unwrap();
+    let securities: Vec<Arc<ListenerSecurity>> = config
+        .client_listeners()
+        .unwrap()
+        .iter()
+        .map(|l| Arc::new(ListenerSecurity::build(&config.security, l).unwrap()))
+        .collect();
+    let broker: Arc<Broker> = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await
+        .unwrap()
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    for (socket, security) in sockets.into_iter().zip(securities) {
+        tokio::spawn(fjord_broker::server::serve_listener(
+            broker.clone(),
+            socket,
+            security,
+            stop_rx.clone(),
+        ));
+    }
+    let plain_addr = format!("127.0.0.1:{}", ports[0]);
+    let secure = format!("127.0.0.1:{}", ports[1]);
+    let options = ConnectionOptions::default();
+
+    // PLAIN from the JAAS line's username/password, then a request.
+    let conn = Connection::connect_with(&secure, options.clone(), &links.broker)
+        .await
+        .unwrap();
+    let md = conn.metadata(Some(&[]), false).await.unwrap();
+    assert_eq!(md.brokers[0].port, i32::from(ports[1]), "{md:?}");
+
+    // A wrong PLAIN password: refused, and the error holds no password.
+    let wrong = Connector::new(
+        Some(tls.clone()),
+        Some(SaslCredentials::new(
+            SaslMechanism::Plain,
+            "broker",
+            "nope-nope",
+        )),
+    );
+    let e = Connection::connect_with(&secure, options.clone(), &wrong)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("SASL authentication of broker failed"), "{e}");
+    assert!(!e.contains("nope-nope"), "{e}");
+    // No TLS to a SASL_SSL listener: no login.
+    let no_tls = Connector::new(
+        None,
+        Some(SaslCredentials::new(
+            SaslMechanism::Plain,
+            "broker",
+            "broker-secret",
+        )),
+    );
+    assert!(Connection::connect_with(&secure, options.clone(), &no_tls)
+        .await
+        .is_err());
+
+    // SCRAM-SHA-256 with credentials set by AlterUserScramCredentials.
+    let admin = Connection::connect(&plain_addr, options.clone())
+        .await
+        .unwrap();
+    let req = AlterUserScramCredentialsRequest::default().with_upsertions(vec![upsertion(
+        ScramMechanism::Sha256,
+        "carol",
+        "carol-secret",
+    )]);
+    let answer: AlterUserScramCredentialsResponse =
+        admin.send(&req, 0).await.unwrap().wait().await.unwrap();
+    assert_eq!(answer.results[0].error_code, 0);
+    let scram = |password: &str| {
+        Connector::new(
+            Some(tls.clone()),
+            Some(SaslCredentials::new(
+                SaslMechanism::ScramSha256,
+                "carol",
+                password,
+            )),
+        )
+    };
+    let conn = Connection::connect_with(&secure, options.clone(), &scram("carol-secret"))
+        .await
+        .unwrap();
+    assert!(conn.metadata(Some(&[]), false).await.is_ok());
+    let e = Connection::connect_with(&secure, options.clone(), &scram("wrong"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("failed"), "{e}");
+
+    // The blocking side (replica fetchers, the controller channel).
+    let (ok, bad) = tokio::task::spawn_blocking(move || {
+        let addr: std::net::SocketAddr = secure.parse().unwrap();
+        let t = Duration::from_secs(5);
+        let ok = links
+            .broker
+            .connect_blocking("127.0.0.1", addr, "test", t, t)
+            .is_ok();
+        let bad = wrong
+            .connect_blocking("127.0.0.1", addr, "test", t, t)
+            .is_err();
+        (ok, bad)
+    })
+    .await
+    .unwrap();
+    assert!(ok && bad);
+    let _ = stop_tx.send(true);
+}

@@ -248,6 +248,30 @@ impl Connection {
         Ok(conn)
     }
 
+    /// Connects to `addr` through `connector` (TLS and the SASL login as
+    /// it says, within the connect timeout) and negotiates API versions.
+    pub async fn connect_with(
+        addr: &str,
+        options: ConnectionOptions,
+        connector: &crate::Connector,
+    ) -> Result<Connection> {
+        if connector.is_plaintext() {
+            return Connection::connect(addr, options).await;
+        }
+        let timeout = Duration::from_millis(options.connect_timeout_ms);
+        let stream = connector
+            .connect(addr, &options.client_id, timeout)
+            .await
+            .map_err(|reason| ClientError::Connect {
+                addr: addr.to_string(),
+                reason,
+            })?;
+        let (read, write) = tokio::io::split(stream);
+        let conn = Connection::from_io(addr, read, write, options);
+        conn.negotiate().await?;
+        Ok(conn)
+    }
+
     /// Wraps an already connected byte stream (split in halves); no
     /// negotiation yet (see `negotiate`). Must be called inside a tokio runtime.
     pub fn from_io<R, W>(addr: &str, read: R, write: W, options: ConnectionOptions) -> Connection
@@ -434,7 +458,11 @@ impl Connection {
             shared: &self.shared,
             done: false,
         };
-        let written = writer.io.write_all(&frame).await;
+        // A TLS stream may hold the frame back until flushed.
+        let written = match writer.io.write_all(&frame).await {
+            Ok(()) => writer.io.flush().await,
+            Err(e) => Err(e),
+        };
         guard.done = true;
         if let Err(e) = written {
             let reason = format!("write failed: {e}");

@@ -20,13 +20,17 @@
 //! kafka-protocol's decoders, but a frame is refused before any allocation if
 //! it is larger than `limits::CLIENT_RESPONSE_BYTES_MAX`.
 //!
-//! Only PLAINTEXT listeners are spoken (no TLS, no SASL).
+//! [`Connector`] (`secure.rs`) opens a connection to a PLAINTEXT, SSL,
+//! SASL_PLAINTEXT or SASL_SSL listener: TLS with rustls, then a SASL login
+//! (PLAIN, SCRAM-SHA-256/512); the nodes of a cluster use it for every
+//! channel between them. The tools speak PLAINTEXT.
 
 mod admin;
 mod client;
 mod conn;
 mod error;
 mod ops;
+mod secure;
 mod versions;
 
 pub use admin::{
@@ -41,6 +45,10 @@ pub use ops::{
     Acks, BrokerInfo, ClusterMetadata, CreatedTopic, FetchOptions, FetchedPartition, ListedOffset,
     NewTopic, OffsetSpec, PartitionInfo, PartitionProduced, PendingFetch, ProduceAck, TopicInfo,
     TopicRef,
+};
+pub use secure::{
+    scram_client_final, AsyncStream, BlockingStream, Connector, SaslCredentials, SaslExchange,
+    SaslMechanism, ScramHash,
 };
 pub use versions::{client_range, Negotiated, Versions, CLIENT_APIS};
 

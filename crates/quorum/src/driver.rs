@@ -99,6 +99,12 @@ pub struct RaftQuorumConfig {
     /// Kafka's `controller.quorum.election.timeout.ms` (others: defaults).
     pub election_timeout_ms: i64,
     pub fetch_timeout_ms: i64,
+    /// How this node reaches the voters' CONTROLLER listeners (TLS, SASL
+    /// login); PLAINTEXT by default.
+    pub connector: fjord_client::Connector,
+    /// Secures the connections this node's CONTROLLER listener accepts;
+    /// `None`: PLAINTEXT.
+    pub security: Option<Arc<dyn net::ControllerSecurity>>,
 }
 
 impl RaftQuorumConfig {
@@ -116,6 +122,8 @@ impl RaftQuorumConfig {
             seed: u64::from(node_id.0.unsigned_abs()) ^ 0x9e37_79b9_7f4a_7c15,
             election_timeout_ms: fjord_model::limits::RAFT_ELECTION_TIMEOUT_MS_DEFAULT,
             fetch_timeout_ms: fjord_model::limits::RAFT_FETCH_TIMEOUT_MS_DEFAULT,
+            connector: fjord_client::Connector::plaintext(),
+            security: None,
         }
     }
 }
@@ -272,10 +280,14 @@ impl RaftQuorum {
                     config.node_id,
                     config.cluster_id.clone(),
                     apis.clone(),
+                    config.security.clone(),
                 ));
             }
             for v in config.voters.iter().filter(|v| v.id != config.node_id) {
-                peers.insert(v.id, net::spawn_peer(&runtime, v.clone(), tx.clone()));
+                peers.insert(
+                    v.id,
+                    net::spawn_peer(&runtime, v.clone(), tx.clone(), config.connector.clone()),
+                );
             }
         }
         // A node restarting as the follower of the leader its quorum-state
@@ -317,6 +329,7 @@ impl RaftQuorum {
             failed: None,
             endpoints: config.voters.clone(),
             net: runtime.handle().clone(),
+            connector: config.connector.clone(),
             events: tx.clone(),
             epoch_start: None,
         };
@@ -555,6 +568,8 @@ struct Driver {
     failed: Option<String>,
     endpoints: Vec<Voter>,
     net: tokio::runtime::Handle,
+    /// How forwarded proposals reach the leader's CONTROLLER listener.
+    connector: fjord_client::Connector,
     events: SyncSender<Event>,
     /// This node's current leader epoch and the offset of its LeaderChange.
     epoch_start: Option<(LeaderEpoch, Offset)>,
@@ -681,6 +696,7 @@ impl Driver {
                                 records,
                                 reply,
                                 self.events.clone(),
+                                self.connector.clone(),
                             ));
                         }
                         None => reply.send(Err(MetadataError::NoLeader(format!(

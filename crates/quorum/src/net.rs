@@ -19,6 +19,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use fjord_client::Connector;
 use fjord_model::limits::{
     FRAME_BYTES_MAX, RAFT_CONNECT_BACKOFF_MAX_MS, RAFT_PEER_QUEUE_MAX,
     RAFT_REQUEST_TIMEOUT_MS_DEFAULT,
@@ -35,7 +36,7 @@ use fjord_protocol::{
 use fjord_raft::messages::Message;
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, OnceLock};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -66,6 +67,27 @@ pub trait ControllerApis: Send + Sync {
     /// Connection `conn` closed (either side closed it, or it failed):
     /// nothing more comes on it. Runs on a blocking thread.
     fn closed(&self, conn: ConnectionId);
+}
+
+/// What a secured CONTROLLER listener hands the quorum for an accepted
+/// connection: the stream after TLS and the SASL login, and whether the
+/// peer may send a request of an API key (asked per request, for every
+/// key but ApiVersions: Kafka's CLUSTER_ACTION on the cluster for the
+/// quorum and controller APIs).
+pub struct Secured {
+    pub stream: Box<dyn fjord_client::AsyncStream>,
+    pub may: Box<dyn Fn(i16) -> bool + Send + Sync>,
+}
+
+/// The future of [`ControllerSecurity::accept`].
+pub type SecuredFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Secured, String>> + Send>>;
+
+/// Secures the accepted connections of a CONTROLLER listener that is not
+/// PLAINTEXT (the broker crate implements it with its listener security:
+/// TLS, SASL, the authorizer).
+pub trait ControllerSecurity: Send + Sync + std::fmt::Debug {
+    fn accept(&self, stream: TcpStream, peer: std::net::SocketAddr) -> SecuredFuture;
 }
 
 /// One inbound connection of the CONTROLLER listener (numbered from 1 in
@@ -101,7 +123,7 @@ const SERVED: &[ApiKey] = &[
     ApiKey::DescribeCluster,
 ];
 
-async fn read_frame(s: &mut TcpStream) -> std::io::Result<Option<Bytes>> {
+async fn read_frame<S: AsyncRead + Unpin + ?Sized>(s: &mut S) -> std::io::Result<Option<Bytes>> {
     let mut prefix = [0u8; 4];
     match s.read_exact(&mut prefix).await {
         Ok(_) => {}
@@ -115,6 +137,15 @@ async fn read_frame(s: &mut TcpStream) -> std::io::Result<Option<Bytes>> {
     Ok(Some(Bytes::from(buf)))
 }
 
+/// Writes one whole frame and flushes it (a TLS stream may hold it back).
+async fn send<S: tokio::io::AsyncWrite + Unpin + ?Sized>(
+    s: &mut S,
+    frame: &[u8],
+) -> Result<(), String> {
+    s.write_all(frame).await.map_err(|e| e.to_string())?;
+    s.flush().await.map_err(|e| e.to_string())
+}
+
 /// Accepts connections on the CONTROLLER listener until the runtime stops.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -122,10 +153,11 @@ pub(crate) async fn serve(
     node_id: NodeId,
     cluster_id: String,
     apis: ApisSlot,
+    security: Option<Arc<dyn ControllerSecurity>>,
 ) {
     let mut accepted = 0;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
@@ -135,8 +167,22 @@ pub(crate) async fn serve(
         let events = events.clone();
         let cluster_id = cluster_id.clone();
         let apis = apis.clone();
+        let security = security.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(conn, stream, events, node_id, &cluster_id, &apis).await {
+            let secured = match security {
+                None => Secured {
+                    stream: Box::new(stream),
+                    may: Box::new(|_| true),
+                },
+                Some(security) => match security.accept(stream, peer).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::info!(%peer, "controller connection refused: {e}");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = connection(conn, secured, events, node_id, &cluster_id, &apis).await {
                 tracing::debug!("controller connection closed: {e}");
             }
             if let Some(apis) = apis.get().cloned() {
@@ -153,16 +199,26 @@ fn sb(s: &str) -> StrBytes {
 
 async fn connection(
     conn: ConnectionId,
-    mut s: TcpStream,
+    secured: Secured,
     events: SyncSender<Event>,
     node_id: NodeId,
     cluster_id: &str,
     apis: &ApisSlot,
 ) -> Result<(), String> {
+    let Secured { stream: mut s, may } = secured;
     while let Some(frame) = read_frame(&mut s).await.map_err(|e| e.to_string())? {
         let mut r = Reader::new(frame);
         let h = decode_request_header(&mut r).map_err(|e| e.to_string())?;
         let (key, version, cid) = (h.api_key, h.api_version, h.correlation_id);
+        if key != ApiKey::ApiVersions as i16 && !may(key) {
+            // Kafka's ControllerApis: CLUSTER_AUTHORIZATION_FAILED. The
+            // quorum APIs answer it; others close the connection.
+            let out =
+                wire::refusal_frame(key, version, cid, ErrorCode::CLUSTER_AUTHORIZATION_FAILED)
+                    .map_err(|_| format!("api {key}: not authorized"))?;
+            send(&mut s, &out).await?;
+            continue;
+        }
         if CONTROLLER_APIS.iter().any(|k| *k as i16 == key) {
             let Some(apis) = apis.get().cloned() else {
                 return Err(format!("api {key}: no controller on this node"));
@@ -171,7 +227,7 @@ async fn connection(
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("api {key}: closed by the controller"))?;
-            s.write_all(&out).await.map_err(|e| e.to_string())?;
+            send(&mut s, &out).await?;
             continue;
         }
         if key == FORWARD_PROPOSAL_API_KEY {
@@ -185,7 +241,7 @@ async fn connection(
                 }
                 Err(e) => forwarded_response(cid, Err(MetadataError::InvalidProposal(e))),
             };
-            s.write_all(&out).await.map_err(|e| e.to_string())?;
+            send(&mut s, &out).await?;
             continue;
         }
         let out = match decode_request(key, version, &mut r) {
@@ -223,7 +279,7 @@ async fn connection(
             },
             Err(e) => return Err(e.to_string()),
         };
-        s.write_all(&out).await.map_err(|e| e.to_string())?;
+        send(&mut s, &out).await?;
     }
     Ok(())
 }
@@ -379,23 +435,42 @@ pub(crate) fn spawn_peer(
     rt: &tokio::runtime::Runtime,
     voter: Voter,
     events: SyncSender<Event>,
+    connector: Connector,
 ) -> mpsc::Sender<(u64, Message)> {
     let (tx, rx) = mpsc::channel(RAFT_PEER_QUEUE_MAX);
-    rt.spawn(peer(voter, rx, events));
+    rt.spawn(peer(voter, rx, events, connector));
     tx
 }
 
-async fn peer(voter: Voter, mut rx: mpsc::Receiver<(u64, Message)>, events: SyncSender<Event>) {
+/// Connects to a voter's CONTROLLER listener through `connector` (TLS
+/// and the SASL login when it says so; the TLS server name is the
+/// voter's address).
+async fn dial(
+    connector: &Connector,
+    addr: std::net::SocketAddr,
+) -> Result<Box<dyn fjord_client::AsyncStream>, String> {
+    let timeout = Duration::from_millis(RAFT_REQUEST_TIMEOUT_MS_DEFAULT as u64);
+    connector
+        .connect(&addr.to_string(), wire::CLIENT_ID, timeout)
+        .await
+}
+
+async fn peer(
+    voter: Voter,
+    mut rx: mpsc::Receiver<(u64, Message)>,
+    events: SyncSender<Event>,
+    connector: Connector,
+) {
     let mut backoff_ms = 10u64;
     let timeout = Duration::from_millis(RAFT_REQUEST_TIMEOUT_MS_DEFAULT as u64);
     loop {
-        let mut s = match TcpStream::connect(voter.addr).await {
+        let mut s = match dial(&connector, voter.addr).await {
             Ok(s) => {
                 backoff_ms = 10;
-                let _ = s.set_nodelay(true);
                 s
             }
-            Err(_) => {
+            Err(e) => {
+                tracing::debug!(voter = voter.id.0, "connecting to a voter: {e}");
                 // The voter is likely gone (refused at once after a kill):
                 // the core may stop waiting for it as leader.
                 let _ = events.try_send(Event::Unreachable(voter.id));
@@ -419,7 +494,7 @@ async fn peer(voter: Voter, mut rx: mpsc::Receiver<(u64, Message)>, events: Sync
                     continue;
                 }
             };
-            if s.write_all(&frame).await.is_err() {
+            if send(&mut s, &frame).await.is_err() {
                 break;
             }
             let resp = match tokio::time::timeout(timeout, read_frame(&mut s)).await {
@@ -505,9 +580,10 @@ pub(crate) async fn forward_proposal(
     records: Vec<Bytes>,
     reply: Reply,
     events: SyncSender<Event>,
+    connector: Connector,
 ) {
     let timeout = Duration::from_millis(METADATA_FORWARD_TIMEOUT_MS);
-    let result = tokio::time::timeout(timeout, forward_once(addr, &records)).await;
+    let result = tokio::time::timeout(timeout, forward_once(&connector, addr, &records)).await;
     match result {
         Ok(Ok(offset)) => {
             if let Err(std::sync::mpsc::TrySendError::Full(Event::AwaitLocal(_, reply))) =
@@ -551,13 +627,12 @@ impl ForwardError {
 }
 
 async fn forward_once(
+    connector: &Connector,
     addr: std::net::SocketAddr,
     records: &[Bytes],
 ) -> Result<Offset, ForwardError> {
     let unreachable = |e: String| ForwardError::Unreachable(e);
-    let mut s = TcpStream::connect(addr)
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
+    let mut s = dial(connector, addr).await.map_err(unreachable)?;
     let mut body = BytesMut::new();
     body.extend_from_slice(&FORWARD_PROPOSAL_API_KEY.to_be_bytes());
     body.extend_from_slice(&0i16.to_be_bytes());
@@ -572,9 +647,7 @@ async fn forward_once(
     let mut frame = BytesMut::with_capacity(body.len() + 4);
     frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
     frame.extend_from_slice(&body);
-    s.write_all(&frame)
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
+    send(&mut s, &frame).await.map_err(unreachable)?;
     let resp = read_frame(&mut s)
         .await
         .map_err(|e| unreachable(e.to_string()))?

@@ -20,6 +20,7 @@
 //! secret is ever logged.
 
 pub mod authorizer;
+pub mod links;
 pub mod principal;
 pub mod sasl;
 pub mod scram;
@@ -95,8 +96,13 @@ pub struct ClientListener {
 
 /// The security settings Fjord acts on (besides `listener.name.*`), in name order.
 pub const SECURITY_BROKER_CONFIGS: &[&str] = &[
+    "inter.broker.listener.name",
     "sasl.enabled.mechanisms",
+    "sasl.mechanism.controller.protocol",
+    "sasl.mechanism.inter.broker.protocol",
+    "security.inter.broker.protocol",
     "ssl.client.auth",
+    "ssl.endpoint.identification.algorithm",
     "ssl.key.password",
     "ssl.keystore.certificate.chain",
     "ssl.keystore.key",
@@ -136,10 +142,22 @@ impl SecuritySettings {
 
     /// `key` for `listener`: `listener.name.<listener>.<key>` first, then `key`.
     pub fn get(&self, listener: &str, key: &str) -> Option<&str> {
+        self.get_raw(listener, key).filter(|v| !v.is_empty())
+    }
+
+    /// `key` for `listener` as given, even empty (prefixed first).
+    pub fn get_raw(&self, listener: &str, key: &str) -> Option<&str> {
         let prefixed = format!("listener.name.{}.{key}", listener.to_lowercase());
         self.values
             .get(&prefixed)
             .or_else(|| self.values.get(key))
+            .map(String::as_str)
+    }
+
+    /// A setting that has no per-listener form (empty: unset).
+    pub fn global(&self, key: &str) -> Option<&str> {
+        self.values
+            .get(key)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
     }

@@ -123,38 +123,11 @@ impl ScramMechanism {
         client_first_bare: &str,
         server_first: &[u8],
     ) -> Result<(Vec<u8>, Vec<u8>), String> {
-        use base64::engine::general_purpose::STANDARD as BASE64;
-        use base64::Engine as _;
-        let text = std::str::from_utf8(server_first).map_err(|_| "server-first is not UTF-8")?;
-        let (mut nonce, mut salt, mut iterations) = (None, None, None);
-        for part in text.split(',') {
-            match part.split_at_checked(2) {
-                Some(("r=", v)) => nonce = Some(v),
-                Some(("s=", v)) => salt = BASE64.decode(v).ok(),
-                Some(("i=", v)) => iterations = v.parse::<i32>().ok(),
-                _ => {}
-            }
-        }
-        let (Some(nonce), Some(salt), Some(iterations)) = (nonce, salt, iterations) else {
-            return Err("bad server-first message".into());
+        let hash = match self {
+            ScramMechanism::Sha256 => fjord_client::ScramHash::Sha256,
+            ScramMechanism::Sha512 => fjord_client::ScramHash::Sha512,
         };
-        let salted = self.salted_password(password, &salt, iterations);
-        let client_key = self.hmac(&salted, b"Client Key");
-        let stored_key = self.hash(&client_key);
-        let without_proof = format!("c=biws,r={nonce}");
-        let auth = format!("{client_first_bare},{text},{without_proof}");
-        let signature = self.hmac(&stored_key, auth.as_bytes());
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&signature)
-            .map(|(a, b)| a ^ b)
-            .collect();
-        let server_key = self.hmac(&salted, b"Server Key");
-        let server_final = scram_server_final(&self.hmac(&server_key, auth.as_bytes()));
-        Ok((
-            format!("{without_proof},p={}", BASE64.encode(proof)).into_bytes(),
-            server_final.into_bytes(),
-        ))
+        fjord_client::scram_client_final(hash, password, client_first_bare, "", server_first)
     }
 }
 

@@ -46,12 +46,12 @@ pub struct TlsServer {
 /// to build, unlike aws-lc-rs. rustls 0.23.48 marks ring's provider
 /// deprecated only because it lacks post-quantum key exchange.
 #[allow(deprecated)]
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// The PEM text of `location_key` (a file, size-bounded) or of `inline_key`.
-fn pem_text(
+pub(crate) fn pem_text(
     settings: &SecuritySettings,
     listener: &str,
     location_key: &str,
@@ -94,7 +94,37 @@ fn require_pem(settings: &SecuritySettings, listener: &str, key: &str) -> Result
     }
 }
 
-fn certificates(pem: &[u8], key: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+/// `listener`'s trust store (`ssl.truststore.*`, PEM); `missing` says
+/// why one is needed when none is given.
+pub(crate) fn trust_roots(
+    settings: &SecuritySettings,
+    listener: &str,
+    missing: &str,
+) -> Result<rustls::RootCertStore, ConfigError> {
+    require_pem(settings, listener, "ssl.truststore.type")?;
+    let trust = pem_text(
+        settings,
+        listener,
+        "ssl.truststore.location",
+        &["ssl.truststore.certificates"],
+    )?
+    .ok_or_else(|| invalid("ssl.truststore.location", missing))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certificates(&trust, "ssl.truststore.location")? {
+        roots.add(c).map_err(|e| {
+            invalid(
+                "ssl.truststore.location",
+                format!("bad CA certificate: {e}"),
+            )
+        })?;
+    }
+    Ok(roots)
+}
+
+pub(crate) fn certificates(
+    pem: &[u8],
+    key: &str,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
         .map_err(|e| invalid(key, format!("bad PEM certificate: {e}")))?;
@@ -153,28 +183,11 @@ impl TlsServer {
         let builder = if client_auth == ClientAuth::None {
             builder.with_no_client_auth()
         } else {
-            require_pem(settings, listener, "ssl.truststore.type")?;
-            let trust = pem_text(
+            let roots = trust_roots(
                 settings,
                 listener,
-                "ssl.truststore.location",
-                &["ssl.truststore.certificates"],
-            )?
-            .ok_or_else(|| {
-                invalid(
-                    "ssl.truststore.location",
-                    "ssl.client.auth asks for client certificates: a trust store is needed",
-                )
-            })?;
-            let mut roots = rustls::RootCertStore::empty();
-            for c in certificates(&trust, "ssl.truststore.location")? {
-                roots.add(c).map_err(|e| {
-                    invalid(
-                        "ssl.truststore.location",
-                        format!("bad CA certificate: {e}"),
-                    )
-                })?;
-            }
+                "ssl.client.auth asks for client certificates: a trust store is needed",
+            )?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
             let verifier = if client_auth == ClientAuth::Requested {
                 verifier.allow_unauthenticated()
