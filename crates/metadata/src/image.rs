@@ -81,6 +81,25 @@ pub type QuotaEntity = BTreeMap<String, Option<String>>;
 /// to value. An entity without quotas is not kept.
 pub type ClientQuotas = BTreeMap<QuotaEntity, Arc<BTreeMap<String, f64>>>;
 
+/// The ClientQuotaRecord that sets `key` of `entity` to `value`, or
+/// removes it (`None`).
+pub fn client_quota_record(entity: &QuotaEntity, key: &str, value: Option<f64>) -> MetadataRecord {
+    MetadataRecord::ClientQuota(ClientQuotaRecord {
+        entity: entity
+            .iter()
+            .map(|(t, n)| EntityData {
+                entity_type: t.clone(),
+                entity_name: n.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        key: key.to_string(),
+        value: value.unwrap_or(0.0),
+        remove: value.is_none(),
+        ..Default::default()
+    })
+}
+
 /// SCRAM credentials by (user name, mechanism type: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512).
 pub type ScramCredentials = BTreeMap<(String, i8), Arc<ScramCredentialData>>;
 
@@ -368,20 +387,7 @@ impl MetadataImage {
         }
         for (entity, quotas) in self.0.client_quotas.iter() {
             for (key, value) in quotas.iter() {
-                out.push(MetadataRecord::ClientQuota(ClientQuotaRecord {
-                    entity: entity
-                        .iter()
-                        .map(|(t, n)| EntityData {
-                            entity_type: t.clone(),
-                            entity_name: n.clone(),
-                            ..Default::default()
-                        })
-                        .collect(),
-                    key: key.clone(),
-                    value: *value,
-                    remove: false,
-                    ..Default::default()
-                }));
+                out.push(client_quota_record(entity, key, Some(*value)));
             }
         }
         out

@@ -28,8 +28,8 @@ pub mod quorum_state;
 
 pub use delta::MetadataDelta;
 pub use image::{
-    AclEntry, ClientQuotas, ConfigResource, MetadataImage, PartitionRegistration, QuotaEntity,
-    ScramCredentialData, ScramCredentials, TopicImage,
+    client_quota_record, AclEntry, ClientQuotas, ConfigResource, MetadataImage,
+    PartitionRegistration, QuotaEntity, ScramCredentialData, ScramCredentials, TopicImage,
 };
 pub use loader::{frame_records, ImageHandle, MetadataLoader, MetadataPublisher};
 pub use log::{metadata_log_dir, MetadataLog, Snapshot, SnapshotId, METADATA_LOG_DIR};

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use bytes::BytesMut;
-use fjord_metadata::{MetadataImage, QuotaEntity};
+use fjord_metadata::{client_quota_record, MetadataImage, QuotaEntity};
 use fjord_model::ErrorCode;
 use fjord_protocol::kafka_protocol::messages::alter_client_quotas_request::EntryData as AlterEntry;
 use fjord_protocol::kafka_protocol::messages::alter_client_quotas_response::{
@@ -29,7 +29,6 @@ use fjord_protocol::kafka_protocol::messages::{
     AlterClientQuotasRequest, AlterClientQuotasResponse, DescribeClientQuotasRequest,
     DescribeClientQuotasResponse,
 };
-use fjord_protocol::metadata_records::client_quota_record::{ClientQuotaRecord, EntityData};
 use fjord_protocol::metadata_records::MetadataRecord;
 
 use super::{str_bytes, Ctx};
@@ -226,23 +225,6 @@ fn entity_of(entry: &AlterEntry) -> Result<QuotaEntity, Failure> {
     Ok(entity)
 }
 
-fn record(entity: &QuotaEntity, key: &str, value: Option<f64>) -> MetadataRecord {
-    MetadataRecord::ClientQuota(ClientQuotaRecord {
-        entity: entity
-            .iter()
-            .map(|(t, n)| EntityData {
-                entity_type: t.clone(),
-                entity_name: n.clone(),
-                ..Default::default()
-            })
-            .collect(),
-        key: key.to_string(),
-        value: value.unwrap_or(0.0),
-        remove: value.is_none(),
-        ..Default::default()
-    })
-}
-
 /// Kafka's `ClientQuotaControlManager.alterClientQuotas` against `image`:
 /// the records to propose and one result per entry. An entry fails as a
 /// whole (INVALID_REQUEST) for a bad entity, a key it cannot set, a value
@@ -294,7 +276,7 @@ pub fn decide(
                     Some(v) => now != Some(v),
                 };
                 if changed {
-                    out.push(record(&entity, &key, value));
+                    out.push(client_quota_record(&entity, &key, value));
                 }
             }
             Ok(out)
