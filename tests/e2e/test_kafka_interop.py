@@ -25,7 +25,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 import netns
 from conftest import BROKER_KIND, FJORD_BIN, KAFKA_LIBS, REPO
 from netcluster import CLIENT_PORT, HOSTS, NetCluster, wait_for
-from test_netns_cluster import PARTITIONS, RECORDS_PER_S, Load, leaders, read_all
+from test_netns_cluster import (PARTITIONS, RECORDS_PER_S, Load, check_acked_read_back, leaders, read_all,
+                                wait_moved_off)
 
 KAFKA_HOST = "k4"
 KAFKA_ID = 4
@@ -99,13 +100,8 @@ def test_a_kafka_broker_joins_the_quorum_and_replicates_both_ways(tmp_path):
                 got_via_kafka, _ = read_all(kafka_bootstrap, topic)
                 cluster.kill(KAFKA_HOST)
                 t_kill = time.monotonic()
-
-                def moved():
-                    now = leaders(bootstrap, topic)
-                    return now if now and KAFKA_ID not in now.values() else None
-
-                after = wait_for("partition 0 to move off the killed Kafka broker", moved, cluster)
-                moved_s = time.monotonic() - t_kill
+                after, moved_s = wait_moved_off(cluster, bootstrap, topic, KAFKA_ID, t_kill,
+                                                "partition 0 to move off the killed Kafka broker")
                 n_at_move = len(load.acked)
                 wait_for("acknowledgements from the new leader",
                          lambda: len([a for a in load.acked[n_at_move:] if a[0] == 0]) > RECORDS_PER_S // 3, cluster)
@@ -116,13 +112,7 @@ def test_a_kafka_broker_joins_the_quorum_and_replicates_both_ways(tmp_path):
         finally:
             cluster.stop()
 
-    assert not load.is_alive(), "the producer did not finish"
-    assert load.errors == [], f"delivery errors: {load.errors[:5]}"
-    assert len(load.acked) == load.sent, f"{load.sent} sent, {len(load.acked)} acknowledged"
-    at = {(p, off): v for p, off, v in got}
-    assert len(at) == len(got), "a (partition, offset) read twice"
-    missing = [(p, off, v) for p, off, v, _ in load.acked if at.get((p, off)) != v]
-    assert missing == [], f"{len(missing)} acknowledged records not at their offsets, e.g. {missing[:5]}"
+    check_acked_read_back(load, got)
     via_kafka = {(p, off): v for p, off, v in got_via_kafka}
     missing = [(p, off, v) for p, off, v, _ in load.acked[:n_before_kill] if via_kafka.get((p, off)) != v]
     assert missing == [], f"{len(missing)} acknowledged records not read through the Kafka broker: {missing[:5]}"

@@ -83,6 +83,32 @@ def read_all(bootstrap, topic):
     return got, ends
 
 
+def wait_moved_off(cluster, bootstrap, topic, node_id, since, what):
+    """Waits until `bootstrap`'s Metadata names a leader other than `node_id` for every partition of `topic`;
+    returns those leaders and the seconds since `since` (a `time.monotonic()` reading)."""
+
+    def moved():
+        now = leaders(bootstrap, topic)
+        return now if now and node_id not in now.values() else None
+
+    after = wait_for(what, moved, cluster)
+    return after, time.monotonic() - since
+
+
+def check_acked_read_back(load, got):
+    """Every record `load` sent was acknowledged without error, and each acknowledged record is in `got` (as
+    `read_all` returns it) at the offset it was acknowledged at; no (partition, offset) is read twice.
+    Returns `got` by (partition, offset)."""
+    assert not load.is_alive(), "the producer did not finish"
+    assert load.errors == [], f"delivery errors: {load.errors[:5]}"
+    assert len(load.acked) == load.sent, f"{load.sent} sent, {len(load.acked)} acknowledged"
+    at = {(p, off): v for p, off, v in got}
+    assert len(at) == len(got), "a (partition, offset) read twice"
+    missing = [(p, off, v) for p, off, v, _ in load.acked if at.get((p, off)) != v]
+    assert missing == [], f"{len(missing)} acknowledged records not at their offsets, e.g. {missing[:5]}"
+    return at
+
+
 @pytest.mark.skipif(netns.available() is not None, reason=f"network namespaces: {netns.available()}")
 @pytest.mark.parametrize("victim_kind", ["controller", "leader"])
 def test_cut_off_leader_loses_no_acknowledged_write(tmp_path, victim_kind):
@@ -131,13 +157,8 @@ def test_cut_off_leader_loses_no_acknowledged_write(tmp_path, victim_kind):
                 t_cut = time.monotonic()
 
                 survivors = ",".join(f"{net.addr(h)}:{CLIENT_PORT}" for h in HOSTS if h != victim)
-
-                def moved():
-                    now = leaders(survivors, topic)
-                    return now if now and victim_id not in now.values() else None
-
-                after = wait_for(f"partitions led by node {victim_id} to move", moved, cluster)
-                moved_s = time.monotonic() - t_cut
+                after, moved_s = wait_moved_off(cluster, survivors, topic, victim_id, t_cut,
+                                                f"partitions led by node {victim_id} to move")
                 n_at_move = len(load.acked)
                 wait_for("acknowledgements from the new leaders", lambda: len(load.acked) > n_at_move + RECORDS_PER_S,
                          cluster)
@@ -158,15 +179,9 @@ def test_cut_off_leader_loses_no_acknowledged_write(tmp_path, victim_kind):
         finally:
             cluster.stop()
 
-    assert not load.is_alive(), "the producer did not finish"
-    assert load.errors == [], f"delivery errors: {load.errors[:5]}"
-    assert len(load.acked) == load.sent, f"{load.sent} sent, {len(load.acked)} acknowledged"
-    at = {(p, off): v for p, off, v in got}
-    assert len(at) == len(got), "a (partition, offset) read twice"
+    check_acked_read_back(load, got)
     values = [v for _, _, v in got]
     assert len(set(values)) == len(values), "a record is stored twice"
-    missing = [(p, off, v) for p, off, v, _ in load.acked if at.get((p, off)) != v]
-    assert missing == [], f"{len(missing)} acknowledged records not at their offsets, e.g. {missing[:5]}"
     times = sorted(t for *_, t in load.acked)
     gap = max(b - a for a, b in zip(times, times[1:]))
     role = "the active controller, a partition leader" if victim_kind == "controller" else "a partition leader, not the controller"
