@@ -23,9 +23,11 @@
 //!   Which partitions a fetcher serves follows the metadata image
 //!   ([`Replication::follow`] / [`Replication::unfollow`], called by
 //!   `Broker::apply_delta`).
-//! - **The leader tick**: one thread that every `REPLICA_TICK_MS` gives
+//! - **The leader tick**: one thread that every `REPLICA_FULL_TICK_MS` gives
 //!   every partition this node leads with other replicas the time and its
-//!   own durable end ([`Partition::replication_tick`]): the ISR shrinks
+//!   own durable end ([`Partition::replication_tick`]), and every
+//!   `REPLICA_TICK_MS` only those whose durable end moved or that have an
+//!   AlterPartition to send ([`Partition::replication_tick_wanted`]): the ISR shrinks
 //!   after `replica.lag.time.max.ms`, the high watermark follows the
 //!   leader's group commit. The AlterPartition requests the core asks for
 //!   (ISR shrink and expansion, one in flight per partition) go to a
@@ -50,7 +52,8 @@ use std::time::Duration;
 use fjord_client::{BlockingStream, Connector};
 use fjord_model::limits::{
     ALTER_PARTITION_BACKOFF_MS, ALTER_PARTITION_TIMEOUT_MS, FRAME_BYTES_MAX,
-    REPLICA_FETCHER_IDLE_MS, REPLICA_TICK_MS,
+    REPLICA_FETCHER_IDLE_MS, REPLICA_FETCH_BACKOFF_MS_DEFAULT, REPLICA_FULL_TICK_MS,
+    REPLICA_TICK_MS,
 };
 use fjord_model::{ErrorCode, LeaderEpoch, NodeId, Offset};
 use fjord_partition::Partition;
@@ -162,34 +165,44 @@ pub(crate) fn start_leader_tick(broker: &Arc<Broker>) -> std::io::Result<()> {
     }
     std::thread::Builder::new()
         .name("fjord-replication".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(REPLICA_TICK_MS));
-            let Some(b) = weak.upgrade() else { return };
-            if b.stopping.load(Ordering::SeqCst) {
-                return;
-            }
-            let now = now_ms();
-            let mut batch: AlterBatch = Vec::new();
-            for topic in b.topics() {
-                let partitions = topic.partitions.read().clone();
-                for p in partitions {
-                    if !p.is_replicated_leader() {
-                        continue;
-                    }
-                    let key = (topic.id, p.index.0);
-                    let due = schedule.lock().get(&key).is_none_or(|at| now >= *at);
-                    for o in p.replication_tick(now, due) {
-                        if let LeaderOutput::AlterPartition(req) = o {
-                            schedule
-                                .lock()
-                                .insert(key, now + ALTER_PARTITION_TIMEOUT_MS);
-                            batch.push((topic.id, p.clone(), req));
+        .spawn(move || {
+            let mut next_full_ms = 0;
+            loop {
+                std::thread::sleep(Duration::from_millis(REPLICA_TICK_MS));
+                let Some(b) = weak.upgrade() else { return };
+                if b.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let now = now_ms();
+                let full = now >= next_full_ms;
+                if full {
+                    next_full_ms = now + REPLICA_FULL_TICK_MS as i64;
+                }
+                let mut batch: AlterBatch = Vec::new();
+                for topic in b.topics() {
+                    let partitions = topic.partitions.read().clone();
+                    for p in partitions {
+                        if !full && !p.replication_tick_wanted() {
+                            continue;
+                        }
+                        if !p.is_replicated_leader() {
+                            continue;
+                        }
+                        let key = (topic.id, p.index.0);
+                        let due = schedule.lock().get(&key).is_none_or(|at| now >= *at);
+                        for o in p.replication_tick(now, due) {
+                            if let LeaderOutput::AlterPartition(req) = o {
+                                schedule
+                                    .lock()
+                                    .insert(key, now + ALTER_PARTITION_TIMEOUT_MS);
+                                batch.push((topic.id, p.clone(), req));
+                            }
                         }
                     }
                 }
-            }
-            if !batch.is_empty() && tx.send(batch).is_err() {
-                return;
+                if !batch.is_empty() && tx.send(batch).is_err() {
+                    return;
+                }
             }
         })
         .map(|_| ())
@@ -378,6 +391,15 @@ fn run_fetcher(
                         .partition
                         .on_replica_fetch_answer(now, *fetch, error_answer(), &[]);
                 }
+                // Every partition of the round now backs off this long: looking
+                // at them all again every REPLICA_FETCHER_IDLE_MS meanwhile cost
+                // a core's worth of polls with thousands of partitions on a dead
+                // leader, during the failover that needs the CPU. Partitions
+                // that move to another leader are fetched by that leader's
+                // fetcher, not held up by this pause.
+                std::thread::sleep(Duration::from_millis(
+                    REPLICA_FETCH_BACKOFF_MS_DEFAULT as u64,
+                ));
             }
         }
     }

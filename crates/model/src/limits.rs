@@ -395,6 +395,14 @@ pub const REPLICA_FETCHER_IDLE_MS: u64 = 2;
 /// How often a leader's replication state is given the time and its own
 /// durable log end (ISR shrink, high watermark after the leader's flush).
 pub const REPLICA_TICK_MS: u64 = 5;
+/// How often the leader tick runs every led partition's state machine
+/// (ISR shrink after `replica.lag.time.max.ms`, AlterPartition resends after
+/// `ALTER_PARTITION_BACKOFF_MS`); in between it runs only the partitions
+/// whose durable end moved or that have an AlterPartition to send. With
+/// 10,000 partitions a sweep every `REPLICA_TICK_MS` kept a core half busy.
+pub const REPLICA_FULL_TICK_MS: u64 = 50;
+const _: () = assert!(REPLICA_FULL_TICK_MS >= REPLICA_TICK_MS);
+const _: () = assert!((REPLICA_FULL_TICK_MS as i64) < ALTER_PARTITION_BACKOFF_MS);
 /// How long a leader waits for the controller's answer to an AlterPartition
 /// before it sends the request again.
 pub const ALTER_PARTITION_TIMEOUT_MS: i64 = 5_000;

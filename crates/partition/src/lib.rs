@@ -361,6 +361,13 @@ pub struct Partition {
     role: Mutex<Option<Role>>,
     /// What acks=all waiters of a replicated leadership watch.
     commit_tx: watch::Sender<CommitState>,
+    /// The log's durable end when the leader tick last ran for this
+    /// partition (-1: run it at the next pass). See
+    /// [`Partition::replication_tick_wanted`].
+    ticked_durable_end: AtomicI64,
+    /// A follower's fetch made an AlterPartition pending (the ISR grows):
+    /// the next leader tick sends it.
+    alter_wanted: AtomicBool,
 }
 
 impl std::fmt::Debug for Partition {
@@ -409,6 +416,8 @@ impl Partition {
                 enough_isr: false,
             })
             .0,
+            ticked_durable_end: AtomicI64::new(-1),
+            alter_wanted: AtomicBool::new(false),
         }
     }
 

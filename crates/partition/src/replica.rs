@@ -15,6 +15,8 @@
 //! asks of the controller (AlterPartition) comes back as [`LeaderOutput`]s
 //! for the caller to send.
 
+use std::sync::atomic::Ordering;
+
 use fjord_model::{ErrorCode, LeaderEpoch, NodeId, Offset};
 use fjord_replication::{
     FetchAnswer, FetchOutcome, Follower, FollowerAction, FollowerFetch, FollowerSettings, Leader,
@@ -133,6 +135,7 @@ impl Partition {
             *role = Some(Role::Leader(leader));
         }
         drop(role);
+        self.ticked_durable_end.store(-1, Ordering::Release);
         self.set_replica_state(replica_state(&state));
         self.publish_commit_state();
         out
@@ -247,6 +250,12 @@ impl Partition {
             };
             l.on_fetch(now_ms, fetch, &StorageLog(&self.log), &mut out)
         };
+        if out
+            .iter()
+            .any(|o| matches!(o, LeaderOutput::AlterPartition(_)))
+        {
+            self.alter_wanted.store(true, Ordering::Release);
+        }
         self.apply_outputs(&out);
         let records = match answer.outcome {
             FetchOutcome::Records => {
@@ -267,6 +276,11 @@ impl Partition {
     /// (group commit) may move the high watermark.
     pub fn replication_tick(&self, now_ms: i64, resend: bool) -> Vec<LeaderOutput> {
         let mut out = Vec::new();
+        // Before reading the log: a flush that ends after this still wants
+        // the next tick.
+        self.alter_wanted.store(false, Ordering::Release);
+        self.ticked_durable_end
+            .store(self.log.durable_offset().0, Ordering::Release);
         {
             let mut role = self.role.lock();
             if let Some(Role::Leader(l)) = &mut *role {
@@ -286,6 +300,18 @@ impl Partition {
         }
         self.apply_outputs(&out);
         out
+    }
+
+    /// Whether [`Partition::replication_tick`] has work that should not wait
+    /// for the tick's next sweep over every partition: the log's durable end
+    /// moved since the last tick (a flush finished: the leader's own copy may
+    /// move the high watermark), an AlterPartition waits to be sent, or this
+    /// node just became leader. A few atomic reads and one uncontended lock,
+    /// so that a node with thousands of partitions does not run every
+    /// leader's state machine every few milliseconds.
+    pub fn replication_tick_wanted(&self) -> bool {
+        self.alter_wanted.load(Ordering::Acquire)
+            || self.ticked_durable_end.load(Ordering::Acquire) != self.log.durable_offset().0
     }
 
     /// The controller's answer to this leader's AlterPartition: the new
