@@ -139,7 +139,8 @@ impl fjord_quorum::ControllerApis for Apis {
             | Request::AlterClientQuotas(_)
             | Request::CreateAcls(_)
             | Request::DeleteAcls(_)
-            | Request::ElectLeaders(_) => {
+            | Request::ElectLeaders(_)
+            | Request::AlterPartitionReassignments(_) => {
                 if !b.is_active_controller() {
                     return None;
                 }

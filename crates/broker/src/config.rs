@@ -1610,6 +1610,17 @@ pub fn is_dynamic_broker_config(name: &str) -> bool {
     topic_config_for_broker(name).is_some()
 }
 
+/// Kafka's dynamic-only broker configs of replication throttles
+/// (`DynamicConfig.Broker`). Fjord does not throttle replication: none is
+/// ever set, so deleting one (what `kafka-reassign-partitions --verify`
+/// does on every broker once a reassignment completed) has nothing to do
+/// and succeeds; setting one is refused as a config that cannot be updated.
+pub const REPLICATION_THROTTLE_CONFIGS: [&str; 3] = [
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+    "replica.alter.log.dirs.io.max.bytes.per.second",
+];
+
 impl DynamicBrokerConfigs {
     /// Reads the file in `dir`; none yet means no dynamic configs.
     pub fn load(dir: &std::path::Path) -> Result<DynamicBrokerConfigs, ConfigError> {

@@ -971,11 +971,11 @@ impl Broker {
                     p.stop_replicating();
                     p.wake_waiters();
                     let _ = p.log.close();
-                    fjord_storage::delete_log_dir(&partition_dir(
-                        &self.config.data_dir,
-                        &topic.name,
-                        p.index.0,
-                    ))?;
+                    let dir = partition_dir(&self.config.data_dir, &topic.name, p.index.0);
+                    // A copy this node no longer hosted is gone already.
+                    if dir.exists() {
+                        fjord_storage::delete_log_dir(&dir)?;
+                    }
                 }
             }
         }
@@ -1021,9 +1021,24 @@ impl Broker {
                 };
                 let facts = replica_state_of(reg);
                 let before = part.replica_state();
+                let hosts = facts.replicas.contains(&node);
+                if hosts && part.log.is_closed() {
+                    // A replica again (a reassignment back): an empty log,
+                    // filled from the leader.
+                    let fresh = self.open_partition(&new.name, p, reg, &settings, true)?;
+                    if let Some(slot) = topic.partitions.write().get_mut(p as usize) {
+                        *slot = fresh.clone();
+                    }
+                    tracing::info!(topic = %new.name, partition = p, "this node is a replica again");
+                    self.follow_image(topic.id, &fresh, reg, &settings);
+                    continue;
+                }
                 if before != facts {
                     log_leadership_change(&new.name, p, &before, &facts);
                     self.follow_image(topic.id, &part, reg, &settings);
+                }
+                if !hosts && before.replicas.contains(&node) {
+                    self.delete_copy(&new.name, &part)?;
                 }
             }
         }
@@ -1123,6 +1138,27 @@ impl Broker {
                 self.replication.unfollow(topic_id, part.index.0);
             }
         }
+    }
+
+    /// This node was removed from the replicas of `part` (a reassignment,
+    /// committed: the image says so): its copy goes, as a Kafka broker
+    /// deletes a partition it no longer hosts (StopReplica with delete in
+    /// KRaft). The partition stays listed with its log closed, answering
+    /// NOT_LEADER_OR_FOLLOWER like any partition this node does not host.
+    fn delete_copy(&self, topic: &str, part: &Arc<Partition>) -> Result<(), StateError> {
+        part.stop_replicating();
+        part.wake_waiters();
+        let _ = part.log.close();
+        let dir = partition_dir(&self.config.data_dir, topic, part.index.0);
+        if dir.exists() {
+            fjord_storage::delete_log_dir(&dir)?;
+        }
+        tracing::info!(
+            topic,
+            partition = part.index.0,
+            "no longer a replica: deleted this node's copy"
+        );
+        Ok(())
     }
 
     /// A leadership's replication settings: the topic's
@@ -1723,7 +1759,7 @@ impl Broker {
     pub fn apply_retention(&self) {
         let now = now_ms();
         for t in self.topics() {
-            for p in t.partitions.read().iter() {
+            for p in t.partitions.read().iter().filter(|p| !p.log.is_closed()) {
                 if let Err(e) = p.log.apply_retention(now) {
                     tracing::warn!(topic = %t.name, partition = p.index.0, "retention failed: {e}");
                 }
@@ -1735,7 +1771,7 @@ impl Broker {
     /// so that recovery after a crash scans only the last second of appends.
     pub fn checkpoint(&self) {
         for t in self.topics() {
-            for p in t.partitions.read().iter() {
+            for p in t.partitions.read().iter().filter(|p| !p.log.is_closed()) {
                 if let Err(e) = p.log.checkpoint() {
                     tracing::warn!(topic = %t.name, partition = p.index.0, "checkpoint failed: {e}");
                 }

@@ -1,7 +1,8 @@
 //! AlterPartition (API 56): a partition leader asks the controller to
 //! change its ISR (Kafka's `ReplicationControlManager.alterPartition` and
-//! `validateAlterPartitionData`, without reassignment, ELR or unclean
-//! recovery). The replication core (`fjord-replication`) sends these.
+//! `validateAlterPartitionData`, without ELR or unclean recovery); an ISR
+//! that holds every target replica of a reassignment completes it
+//! (`crate::reassignment`). The replication core (`fjord-replication`) sends these.
 
 use fjord_model::{ErrorCode, NodeId};
 use uuid::Uuid;
@@ -109,18 +110,27 @@ impl Controller {
                 return Err(ErrorCode::INELIGIBLE_REPLICA);
             }
         }
-        let accept = |r: i32| r == p.leader;
+        // The leader stays unless the change completes a reassignment that
+        // removes it: then an active target replica of the ISR leads.
+        let accept = |r: i32| r == p.leader || self.is_active_id(r);
         let mut partition = p.clone();
         if let Some(change) =
             self.partition_change(topic.id, data.partition_index, &p, new_isr, &accept, false)
         {
-            // The leader is in the new ISR and accepted: it stays.
             if let fjord_protocol::metadata_records::MetadataRecord::PartitionChange(c) = &change {
-                assert_eq!(
-                    c.leader,
-                    crate::NO_LEADER_CHANGE,
-                    "an ISR change moved the leader"
-                );
+                if c.leader != crate::NO_LEADER_CHANGE && c.leader != p.leader {
+                    // Kafka answers NEW_LEADER_ELECTED; the old leader
+                    // learns its new role from the metadata.
+                    assert!(
+                        c.replicas.is_some(),
+                        "only a completed reassignment moves the leader of an ISR change"
+                    );
+                    records.push(change);
+                    return Err(ErrorCode::NEW_LEADER_ELECTED);
+                }
+                if c.leader != crate::NO_LEADER_CHANGE {
+                    partition.leader_epoch += 1;
+                }
                 if let Some(isr) = &c.isr {
                     partition.isr = isr.clone();
                 }

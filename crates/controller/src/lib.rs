@@ -59,6 +59,7 @@
 
 pub mod alter_partition;
 pub mod placement;
+pub mod reassignment;
 
 pub mod sim;
 
@@ -107,6 +108,9 @@ pub enum PlantedBug {
     AcceptDuplicateRegistration,
     /// An unfenced broker does not take over leaderless partitions.
     NoElectionOnUnfence,
+    /// A reassignment completes without waiting for its new replicas to
+    /// join the ISR.
+    CompleteReassignmentEarly,
 }
 
 /// Settings of a controller (Kafka's names in the docs).
@@ -758,8 +762,12 @@ impl Controller {
         }
     }
 
-    /// Kafka's `PartitionChangeBuilder.build` (no ELR, no reassignment):
-    /// `None` when nothing changes.
+    /// Kafka's `PartitionChangeBuilder.build` (no ELR): `None` when nothing
+    /// changes. A reassignment in progress completes here once
+    /// `target_isr` holds every adding replica ([`reassignment::completion`]):
+    /// the removing replicas leave the replicas and the ISR, the leader
+    /// moves if it was one of them, and the leader epoch rises so that
+    /// their fetches are fenced.
     fn partition_change(
         &self,
         topic_id: Uuid,
@@ -769,16 +777,56 @@ impl Controller {
         accept: &dyn Fn(i32) -> bool,
         preferred: bool,
     ) -> Option<MetadataRecord> {
+        let early = self.cfg.planted_bug == PlantedBug::CompleteReassignmentEarly;
+        if let Some((replicas, isr)) = reassignment::completion(p, &target_isr, early) {
+            let completed =
+                self.build_change(topic_id, index, p, &replicas, isr, accept, preferred, true);
+            // Never complete into a partition without a leader it had.
+            if p.leader == NO_LEADER || completed.leader != NO_LEADER {
+                return Some(MetadataRecord::PartitionChange(completed));
+            }
+        }
+        let record = self.build_change(
+            topic_id,
+            index,
+            p,
+            &p.replicas,
+            target_isr,
+            accept,
+            preferred,
+            false,
+        );
+        if record.leader == NO_LEADER_CHANGE && record.isr.is_none() && record.replicas.is_none() {
+            return None;
+        }
+        Some(MetadataRecord::PartitionChange(record))
+    }
+
+    /// The change of `p` to `replicas` (its own, or a completed
+    /// reassignment's) and `target_isr`, with a leader elected among them.
+    #[allow(clippy::too_many_arguments)]
+    fn build_change(
+        &self,
+        topic_id: Uuid,
+        index: i32,
+        p: &PartitionRegistration,
+        replicas: &[i32],
+        target_isr: Vec<i32>,
+        accept: &dyn Fn(i32) -> bool,
+        preferred: bool,
+        completing: bool,
+    ) -> PartitionChangeRecord {
         let valid = |r: i32| {
             (target_isr.contains(&r) || self.cfg.planted_bug == PlantedBug::ElectOutsideIsr)
+                && replicas.contains(&r)
                 && accept(r)
         };
-        let leader = if preferred && p.replicas.first().is_some_and(|r| valid(*r)) {
-            p.replicas[0]
+        let leader = if preferred && replicas.first().is_some_and(|r| valid(*r)) {
+            replicas[0]
         } else if p.leader != NO_LEADER && valid(p.leader) {
             p.leader
         } else {
-            p.replicas
+            replicas
                 .iter()
                 .copied()
                 .find(|r| valid(*r))
@@ -798,10 +846,19 @@ impl Controller {
         if !target_isr.is_empty() && target_isr != p.isr {
             record.isr = Some(target_isr);
         }
-        if record.leader == NO_LEADER_CHANGE && record.isr.is_none() {
-            return None;
+        if completing {
+            record.replicas = Some(replicas.to_vec());
+            record.adding_replicas = Some(Vec::new());
+            record.removing_replicas = Some(Vec::new());
+            // Kafka's triggerLeaderEpochBumpForReplicaReassignmentIfNeeded:
+            // replicas left, so the leader epoch rises (the leader named
+            // again) and the removed replicas' requests are fenced.
+            if record.leader == NO_LEADER_CHANGE && p.replicas.iter().any(|r| !replicas.contains(r))
+            {
+                record.leader = p.leader;
+            }
         }
-        Some(MetadataRecord::PartitionChange(record))
+        record
     }
 
     /// Time passes: fences brokers whose session expired and, when enabled
@@ -1261,7 +1318,8 @@ impl Controller {
 /// broker leads nothing; every leader is in its partition's ISR and
 /// replicas and is a registered broker; every partition whose ISR holds an
 /// active broker has a leader; ISR and replicas hold no duplicates; the
-/// ISR is a subset of the replicas.
+/// ISR is a subset of the replicas; adding and removing replicas are
+/// replicas, and none is both.
 pub fn check_image(image: &MetadataImage) -> Result<(), String> {
     for t in image.topics().iter() {
         for (index, p) in &t.partitions {
@@ -1272,6 +1330,15 @@ pub fn check_image(image: &MetadataImage) -> Result<(), String> {
             }
             if p.isr.iter().any(|r| !p.replicas.contains(r)) {
                 return Err(format!("an ISR member is not a replica in {}", at()));
+            }
+            let moving = p.adding_replicas.iter().chain(&p.removing_replicas);
+            if moving.clone().any(|r| !p.replicas.contains(r))
+                || !distinct(&moving.copied().collect::<Vec<_>>())
+            {
+                return Err(format!(
+                    "adding or removing replicas that are not replicas, or both, in {}",
+                    at()
+                ));
             }
             if p.leader != NO_LEADER {
                 if !p.isr.contains(&p.leader) || !p.replicas.contains(&p.leader) {

@@ -10,7 +10,9 @@
 //! and sometimes a second process tries to register with a live broker's
 //! id. A workload creates topics (replication factor 1 to 3, racks on in
 //! half the runs), adds partitions, asks for preferred elections and
-//! producer-id blocks (sometimes with a stale broker epoch); partition
+//! producer-id blocks (sometimes with a stale broker epoch), reassigns
+//! partitions to random replica sets of registered brokers and cancels
+//! reassignments (KIP-455); partition
 //! leaders send AlterPartition with random ISRs (sometimes with a stale
 //! partition epoch, sometimes naming fenced brokers). A proposal may
 //! fail (its records are dropped and the controller reset to the committed
@@ -32,6 +34,12 @@
 //!   AlterPartition gets INVALID_UPDATE_VERSION for a stale partition epoch,
 //!   INELIGIBLE_REPLICA when it names a fenced or shutting-down broker, and
 //!   otherwise the ISR it asked for;
+//! - a reassignment completes only with every target replica in the ISR
+//!   (so the replicas it drops go only once the new ones hold every
+//!   committed record), and a completed or cancelled one leaves no adding
+//!   or removing replicas behind; an AlterPartition that completes one is
+//!   answered the ISR without the removed replicas, or NEW_LEADER_ELECTED
+//!   when it removed the leader;
 //! - at the end (all brokers back for a while) every broker is registered
 //!   and unfenced and every partition has a leader.
 
@@ -46,6 +54,7 @@ use crate::{
     check_image, BrokerHeartbeat, BrokerRegistration, Controller, ControllerConfig,
     ControllerResult, FeatureRange, Listener, NewTopic, PlantedBug,
 };
+use fjord_protocol::metadata_records::MetadataRecord;
 use fjord_sim::Rng;
 
 /// Settings of one simulated run.
@@ -73,6 +82,9 @@ pub struct SimConfig {
     pub producer_ids_ppm: u32,
     /// Per million, per step: a partition's leader sends an AlterPartition.
     pub alter_partition_ppm: u32,
+    /// Per million, per step: a partition is reassigned (a tenth of them
+    /// cancel instead).
+    pub reassign_ppm: u32,
     pub failover_ppm: u32,
     /// Per million, per proposal: it fails.
     pub abort_ppm: u32,
@@ -99,6 +111,7 @@ impl SimConfig {
             elect_ppm: 40_000,
             producer_ids_ppm: 40_000,
             alter_partition_ppm: 150_000,
+            reassign_ppm: 30_000,
             failover_ppm: 5_000,
             abort_ppm: 30_000,
             planted_bug: PlantedBug::None,
@@ -123,6 +136,10 @@ pub struct SimReport {
     pub aborted: usize,
     /// ISR changes made by AlterPartition.
     pub isr_changes: usize,
+    /// Reassignments started, completed and cancelled.
+    pub reassignments: usize,
+    pub reassignments_completed: usize,
+    pub reassignments_cancelled: usize,
 }
 
 pub use fjord_sim::SimFailure;
@@ -166,6 +183,8 @@ struct Sim {
     committed: MetadataImage,
     procs: Vec<Proc>,
     epochs: BTreeMap<(Uuid, i32), (i32, i32)>,
+    /// A reassignment invariant broken by committed records (reported by `check`).
+    violation: Option<String>,
     blocks: Vec<(i64, i64)>,
     topic_seq: usize,
     /// The fault phase is over.
@@ -240,6 +259,7 @@ pub fn run(seed: u64, cfg: &SimConfig) -> Result<SimReport, SimFailure> {
         step: 0,
         procs,
         epochs: BTreeMap::new(),
+        violation: None,
         blocks: Vec::new(),
         topic_seq: 0,
         calm: false,
@@ -291,6 +311,17 @@ impl Sim {
             self.controller.reset(self.committed.clone());
             self.report.aborted += 1;
             return false;
+        }
+        if self.violation.is_none() {
+            self.violation = reassignment_violation(&self.committed, &result.records);
+        }
+        for r in &result.records {
+            if let MetadataRecord::PartitionChange(c) = r {
+                if c.replicas.is_some() && c.adding_replicas.as_ref().is_some_and(|a| a.is_empty())
+                {
+                    self.report.reassignments_completed += 1;
+                }
+            }
         }
         self.committed = self.controller.image().clone();
         true
@@ -643,6 +674,9 @@ impl Sim {
         if self.rng.chance(self.cfg.alter_partition_ppm) {
             self.alter_partition()?;
         }
+        if self.rng.chance(self.cfg.reassign_ppm) {
+            self.reassign()?;
+        }
         if self.rng.chance(self.cfg.failover_ppm) {
             self.trace(|| "the controller fails over".into());
             self.report.failovers += 1;
@@ -710,12 +744,26 @@ impl Sim {
                     && current_leader_epoch != Some(leader) => {}
             Err(e) => return self.fail(format!("AlterPartition {req:?}: {e}")),
             Ok(r) => {
+                let asked: Vec<i32> = new_isr.iter().map(|(id, _)| *id).collect();
+                let completes = crate::reassignment::in_progress(&p)
+                    && p.replicas
+                        .iter()
+                        .filter(|r| !p.removing_replicas.contains(r))
+                        .all(|r| asked.contains(r));
                 let expected = if stale {
                     Err(ErrorCode::INVALID_UPDATE_VERSION)
                 } else if ineligible {
                     Err(ErrorCode::INELIGIBLE_REPLICA)
+                } else if completes && p.removing_replicas.contains(&p.leader) {
+                    Err(ErrorCode::NEW_LEADER_ELECTED)
+                } else if completes {
+                    Ok(asked
+                        .iter()
+                        .copied()
+                        .filter(|r| !p.removing_replicas.contains(r))
+                        .collect())
                 } else {
-                    Ok(new_isr.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+                    Ok(asked)
                 };
                 let got = r.response[0].2.clone().map(|a| a.isr);
                 if got != expected {
@@ -728,6 +776,86 @@ impl Sim {
                     self.count_changes(&before);
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A random partition gets a random target of registered brokers (its
+    /// replication factor, sometimes one more or less), or, a tenth of the
+    /// time, its reassignment is cancelled.
+    fn reassign(&mut self) -> Result<(), SimFailure> {
+        let parts: Vec<(String, i32, fjord_metadata::PartitionRegistration)> = self
+            .controller
+            .image()
+            .topics()
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |(i, p)| (t.name.clone(), *i, p.clone()))
+            })
+            .collect();
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let (topic, partition, p) = parts[self.rng.below(parts.len())].clone();
+        let cancel = self.rng.chance(100_000);
+        let registered: Vec<i32> = self
+            .controller
+            .image()
+            .brokers()
+            .keys()
+            .map(|id| id.0)
+            .collect();
+        let target = if cancel {
+            None
+        } else {
+            let rf = (p.replicas.len() - p.adding_replicas.len()) as i64;
+            let rf = (rf + self.rng.range_i64(-1, 1)).clamp(1, registered.len() as i64) as usize;
+            let mut pool = registered.clone();
+            let mut target = Vec::new();
+            while target.len() < rf && !pool.is_empty() {
+                target.push(pool.swap_remove(self.rng.below(pool.len())));
+            }
+            Some(target)
+        };
+        self.trace(|| format!("reassign {topic}-{partition} ({p:?}) to {target:?}"));
+        let r = self.controller.alter_partition_reassignments(
+            &[crate::reassignment::Reassignment {
+                topic: topic.clone(),
+                partition,
+                replicas: target.clone(),
+            }],
+            true,
+        );
+        let active = |id: &i32| {
+            self.controller
+                .image()
+                .broker(NodeId(*id))
+                .is_some_and(|b| !b.fenced && !b.in_controlled_shutdown)
+        };
+        match (&r.response[0], &target) {
+            (Ok(()), None) if crate::reassignment::in_progress(&p) => {}
+            (Err(e), None)
+                if e.code == ErrorCode::NO_REASSIGNMENT_IN_PROGRESS
+                    && !crate::reassignment::in_progress(&p) => {}
+            (Ok(()), Some(t)) if t.iter().any(active) => {}
+            (Err(e), Some(t))
+                if e.code == ErrorCode::INVALID_REPLICA_ASSIGNMENT && !t.iter().any(active) => {}
+            (answer, _) => {
+                return self.fail(format!(
+                    "reassign {topic}-{partition} ({p:?}) to {target:?}: answered {answer:?}"
+                ))
+            }
+        }
+        let before = self.committed.clone();
+        if self.settle(&r) && r.response[0].is_ok() {
+            if target.is_some() {
+                self.report.reassignments += 1;
+            } else {
+                self.report.reassignments_cancelled += 1;
+            }
+            self.count_changes(&before);
         }
         Ok(())
     }
@@ -758,6 +886,9 @@ impl Sim {
     }
 
     fn check(&mut self) -> Result<(), SimFailure> {
+        if let Some(v) = self.violation.take() {
+            return self.fail(v);
+        }
         if let Err(e) = check_image(&self.committed) {
             return self.fail(format!("committed image: {e}"));
         }
@@ -814,4 +945,56 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+/// The first record of `records` (committed in order onto `image`) that
+/// ends a reassignment other than by cancelling it (the set of replicas
+/// changes and no reassignment is left in progress) while the ISR it
+/// leaves does not hold every replica: a reassignment must complete only
+/// once the new replicas are all in sync, before the old ones go.
+fn reassignment_violation(image: &MetadataImage, records: &[MetadataRecord]) -> Option<String> {
+    let moves = |r: &MetadataRecord| matches!(r, MetadataRecord::PartitionChange(c) if c.replicas.is_some());
+    if !records.iter().any(moves) {
+        return None;
+    }
+    let replayed = |image: &MetadataImage, r: &MetadataRecord| {
+        let mut d = fjord_metadata::MetadataDelta::new(image);
+        d.replay(r).ok().map(|_| d.apply())
+    };
+    let partition = |image: &MetadataImage, topic: Uuid, index: i32| {
+        image
+            .topics()
+            .get_by_id(topic)
+            .and_then(|t| t.partitions.get(&index).cloned())
+    };
+    let mut image = image.clone();
+    for r in records {
+        let MetadataRecord::PartitionChange(c) = r else {
+            image = replayed(&image, r)?;
+            continue;
+        };
+        let old = partition(&image, c.topic_id, c.partition_id)?;
+        image = replayed(&image, r)?;
+        let new = partition(&image, c.topic_id, c.partition_id)?;
+        let mut before_set = old.replicas.clone();
+        let mut after_set = new.replicas.clone();
+        before_set.sort_unstable();
+        after_set.sort_unstable();
+        let cancelled = crate::reassignment::in_progress(&old)
+            && new.replicas
+                == old
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| !old.adding_replicas.contains(r))
+                    .collect::<Vec<_>>();
+        let ended = !crate::reassignment::in_progress(&new) && before_set != after_set;
+        if ended && !cancelled && !new.replicas.iter().all(|r| new.isr.contains(r)) {
+            return Some(format!(
+                "a reassignment completed before every new replica was in the ISR: \
+                 {old:?} -> {new:?}"
+            ));
+        }
+    }
+    None
 }

@@ -835,3 +835,218 @@ mod alter_partition {
         assert_eq!(r.response[0].2.clone().unwrap().isr, p.isr);
     }
 }
+
+mod reassignment {
+    use super::*;
+    use crate::alter_partition::{AlterPartitionData, AlterPartitionRequest};
+    use crate::reassignment::{ongoing, Reassignment};
+
+    /// Four brokers, topic "m" with one partition on 1, 2, 3 (1 leads).
+    fn setup() -> (Controller, Vec<i64>, Uuid) {
+        let mut c = controller();
+        let epochs = cluster(&mut c, 4, false);
+        let t = NewTopic {
+            name: "m".into(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: vec![vec![1, 2, 3]],
+            ..Default::default()
+        };
+        let r = c.create_topics(&[t], 1, 1, false);
+        assert!(r.response[0].is_ok());
+        let id = c.image().topics().get("m").unwrap().id;
+        (c, epochs, id)
+    }
+
+    fn part(c: &Controller) -> PartitionRegistration {
+        partitions(c, "m")[0].clone()
+    }
+
+    fn reassign(c: &mut Controller, target: Option<Vec<i32>>) -> Result<(), ControllerError> {
+        let r = c.alter_partition_reassignments(
+            &[Reassignment {
+                topic: "m".into(),
+                partition: 0,
+                replicas: target,
+            }],
+            true,
+        );
+        check_image(c.image()).unwrap();
+        r.response.into_iter().next().unwrap()
+    }
+
+    /// The leader asks for `isr`; the partition's answer.
+    fn alter_isr(
+        c: &mut Controller,
+        epochs: &[i64],
+        id: Uuid,
+        isr: &[i32],
+    ) -> Result<crate::alter_partition::AlteredPartition, ErrorCode> {
+        let p = part(c);
+        let req = AlterPartitionRequest {
+            broker_id: NodeId(p.leader),
+            broker_epoch: epochs[p.leader as usize - 1],
+            partitions: vec![AlterPartitionData {
+                topic_id: id,
+                partition_index: 0,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                new_isr: isr.iter().map(|r| (*r, epochs[*r as usize - 1])).collect(),
+            }],
+        };
+        let r = c.alter_partition(&req).unwrap();
+        check_image(c.image()).unwrap();
+        r.response.into_iter().next().unwrap().2
+    }
+
+    #[test]
+    fn moving_off_the_leader_copies_first_then_drops_the_old_replica() {
+        let (mut c, epochs, id) = setup();
+        let before = part(&c);
+        assert_eq!((before.leader, before.isr.clone()), (1, vec![1, 2, 3]));
+        reassign(&mut c, Some(vec![2, 3, 4])).unwrap();
+        let p = part(&c);
+        // The union while the data moves; the ISR and leader unchanged.
+        assert_eq!(p.replicas, vec![2, 3, 4, 1]);
+        assert_eq!(p.adding_replicas, vec![4]);
+        assert_eq!(p.removing_replicas, vec![1]);
+        assert_eq!((p.leader, p.leader_epoch), (1, before.leader_epoch));
+        assert_eq!(p.isr, vec![1, 2, 3]);
+        let listed = ongoing(c.image(), None);
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].adding_replicas, vec![4]);
+        // An ISR change that leaves the new replica out completes nothing.
+        alter_isr(&mut c, &epochs, id, &[1, 2]).unwrap();
+        assert_eq!(part(&c).replicas, vec![2, 3, 4, 1]);
+        // Broker 4 caught up but 3 is out: the target is not all in sync.
+        alter_isr(&mut c, &epochs, id, &[1, 2, 4]).unwrap();
+        let p = part(&c);
+        assert_eq!(p.replicas, vec![2, 3, 4, 1]);
+        assert!(crate::reassignment::in_progress(&p));
+        // Every target replica in the ISR: complete, the leader moves.
+        let answer = alter_isr(&mut c, &epochs, id, &[1, 2, 4, 3]);
+        assert_eq!(answer.unwrap_err(), ErrorCode::NEW_LEADER_ELECTED);
+        let p = part(&c);
+        assert_eq!(p.replicas, vec![2, 3, 4]);
+        assert_eq!(p.isr, vec![2, 4, 3]);
+        assert!(p.adding_replicas.is_empty() && p.removing_replicas.is_empty());
+        assert_eq!(p.leader, 2);
+        assert_eq!(p.leader_epoch, before.leader_epoch + 1);
+        assert!(ongoing(c.image(), None).is_empty());
+    }
+
+    #[test]
+    fn a_kept_leader_gets_a_new_epoch_when_replicas_leave() {
+        let (mut c, epochs, id) = setup();
+        let before = part(&c);
+        reassign(&mut c, Some(vec![1, 2, 4])).unwrap();
+        let answer = alter_isr(&mut c, &epochs, id, &[1, 2, 3, 4]).unwrap();
+        let p = part(&c);
+        assert_eq!(p.replicas, vec![1, 2, 4]);
+        assert_eq!(p.isr, vec![1, 2, 4]);
+        assert_eq!(p.leader, 1);
+        assert_eq!(p.leader_epoch, before.leader_epoch + 1);
+        assert_eq!(answer.leader_epoch, p.leader_epoch);
+        assert_eq!(answer.isr, p.isr);
+        assert_eq!(answer.partition_epoch, p.partition_epoch);
+    }
+
+    #[test]
+    fn shrinking_to_replicas_in_sync_completes_at_once() {
+        let (mut c, _, _) = setup();
+        let before = part(&c);
+        reassign(&mut c, Some(vec![2, 1])).unwrap();
+        let p = part(&c);
+        assert_eq!(p.replicas, vec![2, 1]);
+        assert_eq!(p.isr, vec![1, 2]);
+        assert_eq!((p.leader, p.leader_epoch), (1, before.leader_epoch + 1));
+        assert!(!crate::reassignment::in_progress(&p));
+        // The same assignment again changes nothing.
+        let end = c.image().end_offset();
+        reassign(&mut c, Some(vec![2, 1])).unwrap();
+        assert_eq!(c.image().end_offset(), end);
+    }
+
+    #[test]
+    fn cancel_reverts_and_a_second_cancel_has_nothing_to_do() {
+        let (mut c, epochs, id) = setup();
+        reassign(&mut c, Some(vec![4, 2, 3])).unwrap();
+        // 4 joined the ISR but 3, a target replica, left it: nothing completes.
+        alter_isr(&mut c, &epochs, id, &[1, 2, 4]).unwrap();
+        assert!(crate::reassignment::in_progress(&part(&c)));
+        reassign(&mut c, None).unwrap();
+        let p = part(&c);
+        assert_eq!(p.replicas, vec![2, 3, 1]);
+        assert_eq!(p.isr, vec![1, 2]);
+        assert_eq!(p.leader, 1);
+        assert!(!crate::reassignment::in_progress(&p));
+        let e = reassign(&mut c, None).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NO_REASSIGNMENT_IN_PROGRESS);
+    }
+
+    #[test]
+    fn a_cancel_moves_leadership_off_an_adding_replica() {
+        let (mut c, epochs, id) = setup();
+        reassign(&mut c, Some(vec![4, 2, 3])).unwrap();
+        alter_isr(&mut c, &epochs, id, &[1, 2, 4]).unwrap();
+        // Broker 1 is fenced: the adding replica 4 comes first in the
+        // replicas and is in the ISR, so it leads.
+        let fence = BrokerHeartbeat {
+            want_fence: true,
+            ..heartbeat(1, epochs[0], 100)
+        };
+        c.heartbeat(0, &fence).unwrap();
+        check_image(c.image()).unwrap();
+        let p = part(&c);
+        assert_eq!((p.leader, p.isr.clone()), (4, vec![2, 4]));
+        reassign(&mut c, None).unwrap();
+        let p = part(&c);
+        assert_eq!(p.replicas, vec![2, 3, 1]);
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+        assert!(!crate::reassignment::in_progress(&p));
+    }
+
+    #[test]
+    fn bad_targets_get_kafkas_errors() {
+        let (mut c, _, _) = setup();
+        let end = c.image().end_offset();
+        let code = |c: &mut Controller, t: Option<Vec<i32>>| reassign(c, t).unwrap_err().code;
+        assert_eq!(
+            code(&mut c, Some(vec![])),
+            ErrorCode::INVALID_REPLICA_ASSIGNMENT
+        );
+        assert_eq!(
+            code(&mut c, Some(vec![2, 2, 3])),
+            ErrorCode::INVALID_REPLICA_ASSIGNMENT
+        );
+        assert_eq!(
+            code(&mut c, Some(vec![2, 3, 9])),
+            ErrorCode::INVALID_REPLICA_ASSIGNMENT
+        );
+        assert_eq!(code(&mut c, None), ErrorCode::NO_REASSIGNMENT_IN_PROGRESS);
+        let r = c.alter_partition_reassignments(
+            &[
+                Reassignment {
+                    topic: "m".into(),
+                    partition: 0,
+                    replicas: Some(vec![2, 3]),
+                },
+                Reassignment {
+                    topic: "m".into(),
+                    partition: 7,
+                    replicas: Some(vec![2, 3, 4]),
+                },
+            ],
+            false,
+        );
+        assert_eq!(
+            r.response[0].as_ref().unwrap_err().code,
+            ErrorCode::INVALID_REPLICATION_FACTOR
+        );
+        assert_eq!(
+            r.response[1].as_ref().unwrap_err().code,
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+        );
+        assert_eq!(c.image().end_offset(), end, "refusals write nothing");
+    }
+}

@@ -46,6 +46,9 @@ fn sim_seeds() {
         total.failovers += r.failovers;
         total.aborted += r.aborted;
         total.isr_changes += r.isr_changes;
+        total.reassignments += r.reassignments;
+        total.reassignments_completed += r.reassignments_completed;
+        total.reassignments_cancelled += r.reassignments_cancelled;
     }
     // The runs must have exercised every path.
     let n = seeds as usize;
@@ -70,6 +73,15 @@ fn sim_seeds() {
     assert!(
         total.isr_changes > n,
         "few AlterPartition ISR changes: {total:?}"
+    );
+    assert!(total.reassignments > n, "few reassignments: {total:?}");
+    assert!(
+        total.reassignments_completed > n / 2,
+        "few completed reassignments: {total:?}"
+    );
+    assert!(
+        total.reassignments_cancelled > 0,
+        "no cancelled reassignment: {total:?}"
     );
     eprintln!("{seeds} seeds in {:?}: {total:?}", start.elapsed());
 }
@@ -116,6 +128,14 @@ fn planted_duplicate_registration_is_caught() {
 #[test]
 fn planted_missing_election_on_unfence_is_caught() {
     assert_caught(PlantedBug::NoElectionOnUnfence, "no leader");
+}
+
+#[test]
+fn planted_early_reassignment_completion_is_caught() {
+    assert_caught(
+        PlantedBug::CompleteReassignmentEarly,
+        "before every new replica was in the ISR",
+    );
 }
 
 #[test]

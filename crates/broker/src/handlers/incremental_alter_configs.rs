@@ -82,6 +82,15 @@ fn alter_broker(
             format!("Unexpected broker id, expected {own}, but received {resource_name}"),
         ));
     }
+    // Deleting a replication throttle (never set here) changes nothing.
+    let changes: Vec<(String, Option<String>)> = changes
+        .iter()
+        .filter(|(k, v)| {
+            !(v.is_none() && crate::config::REPLICATION_THROTTLE_CONFIGS.contains(&k.as_str()))
+        })
+        .cloned()
+        .collect();
+    let changes = changes.as_slice();
     let fixed: Vec<&str> = changes
         .iter()
         .map(|(k, _)| k.as_str())

@@ -253,6 +253,11 @@ impl Log {
         self.config.read().clone()
     }
 
+    /// True after [`Log::close`].
+    pub fn is_closed(&self) -> bool {
+        self.status.load(Ordering::Acquire) == CLOSED
+    }
+
     /// True after an I/O error took the log offline.
     pub fn is_offline(&self) -> bool {
         self.status.load(Ordering::Acquire) == OFFLINE
