@@ -34,13 +34,15 @@ def leaders(bootstrap, topic):
 
 
 class Load(threading.Thread):
-    """An idempotent acks=all producer: value i to partition i % PARTITIONS, at RECORDS_PER_S."""
+    """An idempotent acks=all producer: value i to partition i % PARTITIONS, at `records_per_s`; `conf` adds
+    client settings (security)."""
 
-    def __init__(self, bootstrap, topic):
+    def __init__(self, bootstrap, topic, conf=None, records_per_s=RECORDS_PER_S):
         super().__init__(daemon=True)
         self.topic = topic
+        self.records_per_s = records_per_s
         self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                                  "linger.ms": 5, "message.timeout.ms": 120_000, "log_level": 0})
+                                  "linger.ms": 5, "message.timeout.ms": 120_000, "log_level": 0, **(conf or {})})
         self.acked = []  # (partition, offset, value, monotonic time)
         self.errors = []
         self.sent = 0
@@ -55,7 +57,7 @@ class Load(threading.Thread):
     def run(self):
         t0 = time.monotonic()
         while not self.stop.is_set():
-            due = int((time.monotonic() - t0) * RECORDS_PER_S)
+            due = int((time.monotonic() - t0) * self.records_per_s)
             while self.sent < due:
                 self.producer.produce(self.topic, str(self.sent).encode(), partition=self.sent % PARTITIONS,
                                       on_delivery=self.cb)
@@ -64,9 +66,10 @@ class Load(threading.Thread):
         self.producer.flush(120)
 
 
-def read_all(bootstrap, topic):
+def read_all(bootstrap, topic, conf=None):
+    """Every record of `topic` from the start, as (partition, offset, value), and the log end offsets."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"netns-check-{time.time_ns()}",
-                  "enable.auto.commit": False, "log_level": 0})
+                  "enable.auto.commit": False, "log_level": 0, **(conf or {})})
     ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(PARTITIONS)}
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
     got = []

@@ -15,19 +15,17 @@ import socket
 import ssl
 import struct
 import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import clients as c
-import netcluster
 from conftest import BROKER_KIND, FJORD_BIN, KAFKA_LIBS, REPO, free_port
 from netcluster import HOSTS, NetCluster, wait_for
+from test_netns_cluster import Load, check_acked_read_back, read_all
 
 BROKER_PASSWORD = "broker-" + uuid.uuid4().hex[:12]
 ADMIN_PASSWORD = "admin-" + uuid.uuid4().hex[:12]
@@ -165,53 +163,6 @@ def plaintext_answered(port):
         return resp is not None and resp[:4] == struct.pack(">i", 7)
 
 
-class Load(threading.Thread):
-    """An idempotent acks=all producer over SASL_SSL: value i to partition i % PARTITIONS."""
-
-    def __init__(self, bootstrap, topic, conf):
-        super().__init__(daemon=True)
-        self.topic = topic
-        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                                  "linger.ms": 5, "message.timeout.ms": 120_000, "log_level": 0, **conf})
-        self.acked, self.errors, self.sent = [], [], 0
-        self.stop = threading.Event()
-
-    def cb(self, err, msg):
-        if err is not None:
-            self.errors.append(str(err))
-        else:
-            self.acked.append((msg.partition(), msg.offset(), msg.value().decode(), time.monotonic()))
-
-    def run(self):
-        t0 = time.monotonic()
-        while not self.stop.is_set():
-            due = int((time.monotonic() - t0) * RECORDS_PER_S)
-            while self.sent < due:
-                self.producer.produce(self.topic, str(self.sent).encode(), partition=self.sent % PARTITIONS,
-                                      on_delivery=self.cb)
-                self.sent += 1
-            self.producer.poll(0.01)
-        self.producer.flush(120)
-
-
-def read_all(bootstrap, topic, conf):
-    cons = Consumer({"bootstrap.servers": bootstrap, "group.id": f"sec-check-{time.time_ns()}",
-                     "enable.auto.commit": False, "log_level": 0, **conf})
-    ends = {p: cons.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(PARTITIONS)}
-    cons.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
-    got, done = [], {p for p, end in ends.items() if end == 0}
-    deadline = time.monotonic() + netcluster.WAIT_S
-    while len(done) < PARTITIONS and time.monotonic() < deadline:
-        m = cons.poll(0.5)
-        if m is None or m.error():
-            continue
-        got.append((m.partition(), m.offset(), m.value().decode()))
-        if m.offset() + 1 >= ends[m.partition()]:
-            done.add(m.partition())
-    cons.close()
-    return got
-
-
 @pytest.mark.timeout(600)  # three Kafka JVMs start slowly on two loaded cores; Fjord takes about 30 s
 def test_sasl_ssl_cluster_survives_a_leader_kill(tmp_path, java):
     t_start = time.monotonic()
@@ -265,7 +216,7 @@ def test_sasl_ssl_cluster_survives_a_leader_kill(tmp_path, java):
         acks, errors = c.java_produce(java, bootstrap, topic, recs, conf=java_conf(pki) | {"acks": "all"})
         assert errors == [] and len(acks) == len(recs), errors[:3]
 
-        load = Load(bootstrap, topic, conf)
+        load = Load(bootstrap, topic, conf, records_per_s=RECORDS_PER_S)
         load.start()
         wait_for("acknowledgements", lambda: len(load.acked) > RECORDS_PER_S, cluster)
         victim_id = before[0]
@@ -285,18 +236,13 @@ def test_sasl_ssl_cluster_survives_a_leader_kill(tmp_path, java):
                  cluster)
         load.stop.set()
         load.join(150)
-        got = read_all(survivors, topic, conf)
+        got, _ = read_all(survivors, topic, conf)
         java_recs, _, _ = c.java_consume(java, survivors, topic, len(recs) + len(load.acked),
                                          conf=java_conf(pki))
     finally:
         cluster.stop()
 
-    assert not load.is_alive(), "the producer did not finish"
-    assert load.errors == [], f"delivery errors: {load.errors[:5]}"
-    assert len(load.acked) == load.sent, f"{load.sent} sent, {len(load.acked)} acknowledged"
-    at = {(p, off): v for p, off, v in got}
-    missing = [(p, off, v) for p, off, v, _ in load.acked if at.get((p, off)) != v]
-    assert missing == [], f"{len(missing)} acknowledged records not at their offsets, e.g. {missing[:5]}"
+    check_acked_read_back(load, got)
     java_values = {r["value"] for r in java_recs}
     assert {r["value"] for r in recs} <= java_values, "the Java consumer missed the Java producer's records"
     assert {v for _, _, v, _ in load.acked} <= java_values, "the Java consumer missed acknowledged records"
