@@ -150,9 +150,17 @@ fn test(root: &Path) -> Result<()> {
         ),
         // With Kafka Connect's distributed-mode test (about a minute), which a
         // plain `cargo xtask e2e` leaves out unless E2E_CONNECT=1 is set.
+        // `--durations` lists the slowest tests, so the log shows where the
+        // 45-minute budget goes.
         (
             "end-to-end tests",
-            Box::new(|| e2e(root, &[], &[("E2E_CONNECT", "1")])),
+            Box::new(|| {
+                e2e(
+                    root,
+                    &["--durations=25".to_string()],
+                    &[("E2E_CONNECT", "1")],
+                )
+            }),
         ),
         // Fjord and Apache Kafka 4.3.1 side by side, the same raw requests to both,
         // answers compared field by field (about 30 s on 2 cores);
