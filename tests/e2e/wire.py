@@ -272,8 +272,10 @@ def varint(v: int) -> bytes:
     return uvarint((v << 1) ^ (v >> 63))
 
 
-def record_batch(recs: list[tuple[bytes | None, bytes | None]], base_ts_ms: int, attributes: int = 0) -> bytes:
-    """An uncompressed magic-2 batch of (key, value) records, all stamped base_ts_ms."""
+def record_batch(recs: list[tuple[bytes | None, bytes | None]], base_ts_ms: int, attributes: int = 0,
+                 producer_id: int = -1, producer_epoch: int = -1, base_sequence: int = -1) -> bytes:
+    """An uncompressed magic-2 batch of (key, value) records, all stamped base_ts_ms (attributes 0x10: a
+    transactional batch of producer_id)."""
     body = b""
     for i, (k, v) in enumerate(recs):
         r = b"\x00" + varint(0) + varint(i)
@@ -286,9 +288,9 @@ def record_batch(recs: list[tuple[bytes | None, bytes | None]], base_ts_ms: int,
         + i32(len(recs) - 1)  # last offset delta
         + i64(base_ts_ms)
         + i64(base_ts_ms)
-        + i64(-1)  # producer id
-        + i16(-1)  # producer epoch
-        + i32(-1)  # base sequence
+        + i64(producer_id)
+        + i16(producer_epoch)
+        + i32(base_sequence)
         + i32(len(recs))
         + body
     )
