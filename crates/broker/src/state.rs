@@ -15,8 +15,10 @@
 //! [`crate::cluster_metadata::BrokerPublisher`]), which opens the logs of
 //! new partitions and closes and deletes those of removed topics.
 //!
-//! Invariant: a topic in `topics` has every partition's log open and is in
-//! the latest image; records are durable before any answer depends on them.
+//! Invariant: a topic in `topics` is in the latest image and has the log of
+//! every partition this node hosts open (the others have a `Log::absent`:
+//! no directory, no file); records are durable before any answer depends
+//! on them.
 //!
 //! Start-up: [`Broker::open_deferred`] (what `fjord serve` uses) loads the
 //! metadata (snapshot + log; on a new data dir, bootstrap records, or the
@@ -97,6 +99,14 @@ pub struct Broker {
     /// Metadata is loaded: a topic created from now on starts with empty
     /// logs (a leftover directory of the same name is removed first).
     loaded: AtomicBool,
+    /// The partition directories (`<topic>-<partition>`) found in the data
+    /// directory at start that no hosted partition has claimed yet. A
+    /// hosted partition opens its directory from this set as its data
+    /// (also when the KRaft quorum replays the topic's creation after
+    /// `loaded`); what is left once the node has caught up with the
+    /// metadata is a stray: a copy of a partition the image does not place
+    /// here (see [`Broker::delete_strays`]).
+    found_at_start: Mutex<Option<std::collections::HashSet<String>>>,
     producer_id_next: AtomicI64,
     producer_id_block_end: AtomicI64,
     /// The controller's logic (`fjord_controller`): admin requests become
@@ -368,6 +378,10 @@ impl Broker {
             image: OnceLock::new(),
             links: OnceLock::new(),
             loaded: AtomicBool::new(false),
+            // A single node hosts every partition, and its metadata is
+            // loaded before anything is created: `loaded` tells data from
+            // leftovers there.
+            found_at_start: Mutex::new(config.kraft.is_cluster().then(|| partition_dirs_in(&dir))),
             producer_id_next: AtomicI64::new(0),
             producer_id_block_end: AtomicI64::new(0),
             controller: Mutex::new(None),
@@ -1091,6 +1105,55 @@ impl Broker {
                 *topic.settings.write() = settings;
             }
         }
+        // A cluster broker has caught up with the metadata once the
+        // controller unfences this incarnation: what it found at start and
+        // no hosted partition claimed is stray.
+        if self.config.kraft.is_cluster()
+            && self.found_at_start.lock().is_some()
+            && self.is_registered_unfenced()
+        {
+            self.delete_strays(image)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the partition directories found at start that no hosted
+    /// partition claimed: copies of partitions the image places on other
+    /// nodes, or of topics it no longer holds (Kafka's stray logs in KRaft,
+    /// which its LogManager deletes once the broker has the metadata). Runs
+    /// once; from then on a replica's directory is created when it becomes
+    /// one and deleted when it ceases to be one.
+    fn delete_strays(&self, image: &MetadataImage) -> Result<(), StateError> {
+        let Some(left) = self.found_at_start.lock().take() else {
+            return Ok(());
+        };
+        let me = self.config.node_id.0;
+        for name in left {
+            let Some((topic, p)) = name
+                .rsplit_once('-')
+                .and_then(|(t, p)| Some((t, p.parse::<i32>().ok()?)))
+            else {
+                continue;
+            };
+            let hosted_here = image
+                .topics()
+                .get(topic)
+                .and_then(|t| t.partitions.get(&p))
+                .is_some_and(|reg| reg.replicas.contains(&me));
+            if hosted_here {
+                // Opened already (it claimed no directory only if it had none).
+                continue;
+            }
+            let dir = self.config.data_dir.join(&name);
+            if dir.is_dir() {
+                fjord_storage::delete_log_dir(&dir)?;
+                tracing::info!(
+                    topic,
+                    partition = p,
+                    "deleted a stray log: the metadata does not place this partition here"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -1568,10 +1631,14 @@ impl Broker {
         }
     }
 
-    /// Open a partition's log. With `fresh` (a topic created while the
-    /// broker runs) a directory left by a deleted topic of the same name is
-    /// removed first, so old data never leaks in; while loading, the
-    /// existing directory is the partition's data.
+    /// A partition's entry: its log if this node hosts it (is one of its
+    /// replicas), else a log that is
+    /// not there ([`Log::absent`]: no directory, no open file; every
+    /// produce and fetch gets NOT_LEADER_OR_FOLLOWER, as on Kafka). A
+    /// directory found at start is the partition's data; other than that,
+    /// with `fresh` (created while the broker runs) a directory left by a
+    /// deleted topic of the same name is removed first, so old data never
+    /// leaks in.
     fn open_partition(
         &self,
         topic: &str,
@@ -1581,7 +1648,20 @@ impl Broker {
         fresh: bool,
     ) -> Result<Arc<Partition>, StateError> {
         let dir = partition_dir(&self.config.data_dir, topic, p);
-        if fresh && dir.exists() {
+        if !reg.replicas.contains(&self.config.node_id.0) {
+            return Ok(Arc::new(Partition::new(
+                PartitionIndex(p),
+                Log::absent(&self.storage, &dir, settings.log_config()),
+                self.config.node_id,
+                replica_state_of(reg),
+            )));
+        }
+        let found = self
+            .found_at_start
+            .lock()
+            .as_mut()
+            .is_some_and(|f| f.remove(&format!("{topic}-{p}")));
+        if fresh && !found && dir.exists() {
             fjord_storage::delete_log_dir(&dir)?;
         }
         let (log, report) = Log::open(&self.storage, &dir, settings.log_config(), now_ms())?;
@@ -1838,6 +1918,25 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
 }
 
+/// The names of the directories in `data_dir` that look like partition
+/// directories (`<topic>-<partition>`), the metadata log's excepted.
+fn partition_dirs_in(data_dir: &Path) -> std::collections::HashSet<String> {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return Default::default();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| {
+            n != fjord_metadata::METADATA_LOG_DIR
+                && !fjord_storage::is_deleted_dir_name(n)
+                && n.rsplit_once('-')
+                    .is_some_and(|(t, p)| !t.is_empty() && p.parse::<u32>().is_ok())
+        })
+        .collect()
+}
+
 /// Kafka cluster ids are 22-character base64 UUIDs; ours are the same shape.
 fn short_id(u: Uuid) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -1852,6 +1951,96 @@ mod replica_facts_tests {
     use super::*;
     use fjord_partition::{Acks, PartitionError};
     use fjord_protocol::metadata_records::PartitionChangeRecord;
+
+    /// Only replicas have a log: a partition placed on other nodes has no
+    /// directory and answers NOT_LEADER_OR_FOLLOWER; becoming a replica
+    /// creates its log, ceasing to be one deletes it.
+    #[test]
+    fn only_replicas_have_a_log() {
+        use fjord_protocol::metadata_records::{PartitionRecord, TopicRecord};
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        })
+        .unwrap();
+        let me = broker.config.node_id.0;
+        let other = me + 1;
+        let id = Uuid::new_v4();
+        let placed = |p: i32, replicas: Vec<i32>| {
+            MetadataRecord::Partition(PartitionRecord {
+                partition_id: p,
+                topic_id: id,
+                isr: replicas.clone(),
+                leader: replicas[0],
+                replicas,
+                ..Default::default()
+            })
+        };
+        broker
+            .propose(vec![
+                MetadataRecord::Topic(TopicRecord {
+                    name: "u".into(),
+                    topic_id: id,
+                    ..Default::default()
+                }),
+                placed(0, vec![other]),
+                placed(1, vec![me]),
+            ])
+            .unwrap();
+        let topic = broker.topic("u").unwrap();
+        let elsewhere = topic.partition(0).unwrap();
+        assert!(elsewhere.log.is_closed());
+        assert!(!partition_dir(dir.path(), "u", 0).exists());
+        assert!(partition_dir(dir.path(), "u", 1).exists());
+        let mut builder = fjord_records::BatchBuilder::new(fjord_records::Compression::None);
+        builder.push(now_ms(), None, Some(b"v".as_slice()), &[]);
+        let mut batch = builder.build(0);
+        assert!(matches!(
+            elsewhere.append(&mut batch, Acks::Leader, now_ms()),
+            Err(PartitionError::NotLeader { .. })
+        ));
+        // Added as a replica: the log is made then.
+        let change = |replicas: Vec<i32>| {
+            MetadataRecord::PartitionChange(PartitionChangeRecord {
+                topic_id: id,
+                partition_id: 0,
+                leader: other,
+                isr: Some(replicas.clone()),
+                replicas: Some(replicas),
+                ..Default::default()
+            })
+        };
+        broker.propose(vec![change(vec![other, me])]).unwrap();
+        let replica = topic.partition(0).unwrap();
+        assert!(!replica.log.is_closed());
+        assert!(partition_dir(dir.path(), "u", 0).exists());
+        // Removed again: the copy goes.
+        broker.propose(vec![change(vec![other])]).unwrap();
+        assert!(topic.partition(0).unwrap().log.is_closed());
+        assert!(!partition_dir(dir.path(), "u", 0).exists());
+        broker.close();
+        // A restart does not bring it back.
+        drop(topic);
+        drop(elsewhere);
+        drop(replica);
+        drop(broker);
+        let broker = Broker::open(BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        })
+        .unwrap();
+        assert!(broker
+            .topic("u")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .log
+            .is_closed());
+        assert!(!partition_dir(dir.path(), "u", 0).exists());
+        assert!(partition_dir(dir.path(), "u", 1).exists());
+        broker.close();
+    }
 
     /// A PartitionChangeRecord moves the partition's leader, epoch, replicas
     /// and ISR; a node that no longer leads refuses appends (NOT_LEADER).

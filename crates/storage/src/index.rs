@@ -60,10 +60,16 @@ fn open_rw(fs: &dyn FileSystem, path: &Path, create: bool) -> io::Result<File> {
 }
 
 impl<const N: usize> Entries<N> {
-    /// An empty in-memory index whose file is created (or emptied) now.
+    /// An empty in-memory index. Its file is created with the first entries written
+    /// (`persist`) or at `write_exact` (seal, close), not now: a new partition costs one
+    /// file (its `.log`) instead of three. A leftover file of the same name (a segment
+    /// started again at the same base after a truncation) is emptied now.
     fn create(fs: &dyn FileSystem, path: &Path, max_bytes: u32) -> io::Result<Self> {
-        let file = open_rw(fs, path, true)?;
-        fs.set_len(path, &file, 0)?;
+        match fs.open(path, OpenOptions::new().write(true)) {
+            Ok(file) => fs.set_len(path, &file, 0)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         Ok(Self::memory(path, Vec::new(), max_bytes, 0))
     }
 
@@ -268,6 +274,15 @@ pub(crate) struct OffsetIndex {
 
 impl OffsetIndex {
     /// A new, empty index (in memory; the file is created empty).
+    /// An empty in-memory index that touches no file (a log that is not there:
+    /// `Log::absent`).
+    pub(crate) fn empty(path: &Path, base_offset: i64) -> Self {
+        OffsetIndex {
+            base_offset,
+            inner: Entries::memory(path, Vec::new(), 0, 0),
+        }
+    }
+
     pub(crate) fn create(
         fs: &dyn FileSystem,
         path: &Path,
@@ -469,6 +484,15 @@ pub(crate) struct TimeIndex {
 }
 
 impl TimeIndex {
+    /// An empty in-memory index that touches no file (a log that is not there:
+    /// `Log::absent`).
+    pub(crate) fn empty(path: &Path, base_offset: i64) -> Self {
+        TimeIndex {
+            base_offset,
+            inner: Entries::memory(path, Vec::new(), 0, 0),
+        }
+    }
+
     pub(crate) fn create(
         fs: &dyn FileSystem,
         path: &Path,

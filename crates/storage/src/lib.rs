@@ -5,7 +5,9 @@
 //! ```text
 //! 00000000000000000000.log         record batches, exactly as produced (base offsets rewritten)
 //! 00000000000000000000.index       sparse offset index: (relative offset u32, position u32)
-//!                                  (exact size: never preallocated)
+//!                                  (exact size: never preallocated; like the
+//!                                  .timeindex, first written at a checkpoint with
+//!                                  entries, a roll or close: a new log has only its .log)
 //! 00000000000000000000.timeindex   sparse time index: (timestamp i64, relative offset u32)
 //! 00000000000000004711.log ...     next segment, named by its base offset
 //! recovery-point-offset-checkpoint data below this offset is on stable storage

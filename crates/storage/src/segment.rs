@@ -255,7 +255,8 @@ impl Segment {
         self.sealed.load(Ordering::Acquire)
     }
 
-    /// Creates a new, empty active segment (indexes in memory, empty index files).
+    /// Creates a new, empty active segment: its `.log` file; the indexes in memory (their
+    /// files are written at the first checkpoint with entries, at seal or at close).
     pub(crate) fn create(
         ctx: &Arc<Shared>,
         dir: &Path,
@@ -279,6 +280,14 @@ impl Segment {
             false,
             Indexes::new(offset, time),
         ))
+    }
+
+    /// The empty active segment of a log that is not on this node (`Log::absent`): no
+    /// file is created or opened.
+    pub(crate) fn absent(ctx: &Arc<Shared>, dir: &Path) -> Segment {
+        let offset = OffsetIndex::empty(&dir.join(file_name(0, INDEX_SUFFIX)), 0);
+        let time = TimeIndex::empty(&dir.join(file_name(0, TIME_INDEX_SUFFIX)), 0);
+        Segment::new(ctx, dir, 0, None, 0, false, Indexes::new(offset, time))
     }
 
     /// A trusted sealed segment: stats its `.log` file and sanity-checks its index files

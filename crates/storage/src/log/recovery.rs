@@ -550,6 +550,59 @@ impl Log {
     }
 }
 
+impl Log {
+    /// The log of a partition that has no copy on this node: closed (appends fail with
+    /// `StorageError::Closed`, reads find it empty) and nothing on disk: no directory, no
+    /// file is created or opened, nothing is flushed. A broker keeps one for each partition
+    /// it does not host, so that it costs memory only; `Log::open` makes a real one when
+    /// the node becomes a replica.
+    pub fn absent(storage: &Storage, dir: &Path, config: LogConfig) -> Arc<Log> {
+        let ctx = Arc::clone(storage.context());
+        let active = Arc::new(Segment::absent(&ctx, dir));
+        Arc::new_cyclic(|me| Log {
+            dir: dir.to_path_buf(),
+            me: me.clone(),
+            append: Mutex::new(AppendState {
+                active: Arc::clone(&active),
+                roll_base_ms: 0,
+                messages_since_flush: 0,
+                last_flush_ms: 0,
+                producers: ProducerStateMap::default(),
+            }),
+            view: RwLock::new(Arc::new(View {
+                segments: vec![active],
+                log_start: 0,
+            })),
+            log_end: AtomicI64::new(0),
+            sync: Mutex::new(SyncState {
+                durable_end: 0,
+                waiters: Vec::new(),
+                queued: false,
+                generation: 0,
+            }),
+            admin: Mutex::new(()),
+            checkpoint_state: Mutex::new(CheckpointState {
+                written: 0,
+                at: Instant::now(),
+                force: false,
+            }),
+            recovery_point: AtomicI64::new(0),
+            marker_unsynced: AtomicBool::new(false),
+            status: AtomicU8::new(CLOSED),
+            failure: Mutex::new(None),
+            dir_dirty: AtomicBool::new(false),
+            parent_dirty: AtomicBool::new(false),
+            config: RwLock::new(config.normalized()),
+            epochs: Mutex::new(Vec::new()),
+            cleaned_to: AtomicI64::new(0),
+            cleaning: Mutex::new(()),
+            aborted: Mutex::new(TxnIndex::new()),
+            fs_root: None,
+            ctx,
+        })
+    }
+}
+
 /// Completes an interrupted `truncate_to` at open: removes the segments after the cut one
 /// (newest first) and cuts its file.
 pub(super) fn complete_truncation(
