@@ -356,7 +356,6 @@ impl OffsetIndex {
         )
     }
 
-    #[cfg(test)]
     pub(crate) fn entries(&self) -> usize {
         self.inner.entries
     }

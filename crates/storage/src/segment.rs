@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fjord_model::limits::{
-    MESSAGE_BYTES_MAX_CEILING, SEGMENT_SCAN_CHUNK_BYTES, SEGMENT_SCAN_HEADER_ONLY_AFTER_BYTES,
+    DIRECT_IO_BLOCK_BYTES, MESSAGE_BYTES_MAX_CEILING, SEGMENT_SCAN_CHUNK_BYTES,
+    SEGMENT_SCAN_HEADER_ONLY_AFTER_BYTES,
 };
 use fjord_model::TimestampType;
 use fjord_records::{validate_batch, validate_stored_batch, BatchHeader, BATCH_HEADER_BYTES};
@@ -568,8 +569,15 @@ impl Segment {
     }
 
     /// Like `recover`, but keeps the index entries loaded by `open_rw` and scans only from
-    /// the last one on (framing, and CRCs from `trusted_below` on). Falls back to `recover`
-    /// if the region that should be trusted does not check out.
+    /// the last one on (framing and CRCs). Falls back to `recover` if the region that should
+    /// be trusted does not check out.
+    ///
+    /// Below the recovery point batches are trusted without their CRCs, except those
+    /// sharing a block with the scanned tail: a write that completes a partly filled block
+    /// (a direct write's rewrite of the last block, or the page cache's write-back of a
+    /// page holding durable bytes and new ones) may be torn by a power loss and damage
+    /// bytes that were durable before it. Those batches, from the block holding the last
+    /// index entry on, are CRC-checked too; damage among them is cut like a torn tail.
     pub(crate) fn recover_from_index(
         &self,
         index_interval_bytes: u32,
@@ -577,18 +585,71 @@ impl Segment {
     ) -> Result<ScanOutcome, StorageError> {
         let last = self.indexes.lock().offset.last_entry();
         let Some((last_offset, pos)) = last else {
-            return self.recover(index_interval_bytes, trusted_below);
+            // Under one index interval of data: check it all.
+            return self.recover(index_interval_bytes, i64::MIN);
         };
-        let out = self.scan_and_truncate_checked(
-            u64::from(pos),
+        let pos = u64::from(pos);
+        let block = DIRECT_IO_BLOCK_BYTES as u64;
+        let crc_from = pos / block * block;
+        let from = self.index_position_at_or_before(crc_from);
+        if self.check_crcs(from, pos, crc_from).is_err() {
+            return self.recover(index_interval_bytes, i64::MIN);
+        }
+        let out = self.scan_and_truncate_inner(
+            pos,
             Some(last_offset),
             index_interval_bytes,
             trusted_below,
+            Some(crc_from),
         )?;
         match out {
             Some(o) => Ok(o),
             None => self.recover(index_interval_bytes, i64::MIN),
         }
+    }
+
+    /// The position of the last offset-index entry at or before `position` (0 if none).
+    fn index_position_at_or_before(&self, position: u64) -> u64 {
+        let idx = self.indexes.lock();
+        let (mut lo, mut hi) = (0, idx.offset.entries());
+        // Entries are in ascending position: the first one after `position` is at `lo`.
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match idx.offset.entry(mid) {
+                Some((_, p)) if u64::from(p) <= position => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        lo.checked_sub(1)
+            .and_then(|i| idx.offset.entry(i))
+            .map_or(0, |(_, p)| u64::from(p))
+    }
+
+    /// CRC-checks the batches in `[from, until)` (`from` at a batch) that end after
+    /// `crc_from`, reading nothing else and changing nothing. `Err` describes the first
+    /// problem.
+    fn check_crcs(&self, from: u64, until: u64, crc_from: u64) -> Result<(), String> {
+        let file = self.open_file().map_err(|e| e.to_string())?;
+        let gaps_below = self.gaps_below.load(Ordering::Acquire);
+        let mut scanner = Scanner::new(&file, from, until);
+        while let Some((h, pos)) = scanner.next_header().map_err(|e| match e {
+            ScanError::Io(e) => e.to_string(),
+            ScanError::Bad(p) => p,
+        })? {
+            if pos + h.total_bytes() as u64 <= crc_from {
+                continue;
+            }
+            let bytes = scanner
+                .window(pos, h.total_bytes())
+                .map_err(|e| e.to_string())?;
+            let valid = if h.last_offset() < gaps_below {
+                validate_stored_batch(bytes)
+            } else {
+                validate_batch(bytes)
+            };
+            valid.map_err(|e| format!("batch at position {pos}: {e}"))?;
+        }
+        Ok(())
     }
 
     fn scan_and_truncate(
@@ -603,36 +664,23 @@ impl Segment {
             first_last_offset,
             index_interval_bytes,
             trusted_below,
-            false,
+            None,
         )?;
         Ok(out.unwrap_or_default())
     }
 
-    /// `Ok(None)`: a problem below `trusted_below` (nothing was truncated).
-    fn scan_and_truncate_checked(
-        &self,
-        start: u64,
-        first_last_offset: Option<i64>,
-        index_interval_bytes: u32,
-        trusted_below: i64,
-    ) -> Result<Option<ScanOutcome>, StorageError> {
-        self.scan_and_truncate_inner(
-            start,
-            first_last_offset,
-            index_interval_bytes,
-            trusted_below,
-            true,
-        )
-    }
-
+    /// With `strict` (`Some(crc_from)`: batches ending after that position are CRC-checked
+    /// even below `trusted_below`), `Ok(None)` is a problem below `trusted_below` (nothing
+    /// was truncated).
     fn scan_and_truncate_inner(
         &self,
         start: u64,
         first_last_offset: Option<i64>,
         index_interval_bytes: u32,
         trusted_below: i64,
-        strict: bool,
+        strict: Option<u64>,
     ) -> Result<Option<ScanOutcome>, StorageError> {
+        let crc_from = strict.unwrap_or(u64::MAX);
         let file = self
             .open_file()
             .map_err(|e| StorageError::io(format!("read {}", self.display()), e))?;
@@ -660,7 +708,7 @@ impl Segment {
                 }
             };
             let compacted = h.last_offset() < gaps_below;
-            if h.last_offset() >= trusted_below {
+            if h.last_offset() >= trusted_below || pos + h.total_bytes() as u64 > crc_from {
                 let bytes = match scanner.window(pos, h.total_bytes()) {
                     Ok(b) => b,
                     Err(e) => return Err(StorageError::io(format!("read {}", self.display()), e)),
@@ -698,7 +746,10 @@ impl Segment {
             valid_end = pos + h.total_bytes() as u64;
         }
         out.bytes_scanned = scanner.bytes_read;
-        if strict && out.problem.is_some() && out.next_offset.is_none_or(|n| n < trusted_below) {
+        if strict.is_some()
+            && out.problem.is_some()
+            && out.next_offset.is_none_or(|n| n < trusted_below)
+        {
             return Ok(None);
         }
         if valid_end < size {
