@@ -117,16 +117,21 @@ pub fn read_meta_node_id(dir: &Path) -> Result<Option<NodeId>, StateError> {
 /// The log directory's id (`directory.id` in `meta.properties`, Kafka's
 /// base64url Uuid), if the file has one.
 pub fn read_meta_directory_id(dir: &Path) -> Result<Option<Uuid>, StateError> {
-    use base64::Engine as _;
     match meta_property(dir, "directory.id")? {
-        Some((path, Some(v))) => base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(v.as_bytes())
-            .ok()
-            .and_then(|b| Uuid::from_slice(&b).ok())
+        Some((path, Some(v))) => parse_kafka_uuid(&v)
             .map(Some)
             .ok_or_else(|| file_err(&path, "bad directory.id")),
         _ => Ok(None),
     }
+}
+
+/// Parses Kafka's string form of a Uuid (URL-safe base64, no padding).
+pub fn parse_kafka_uuid(s: &str) -> Option<Uuid> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s.trim().as_bytes())
+        .ok()
+        .and_then(|b| Uuid::from_slice(&b).ok())
 }
 
 /// `None` when `meta.properties` does not exist; otherwise its path and the
@@ -145,16 +150,28 @@ fn meta_property(dir: &Path, key: &str) -> Result<Option<(PathBuf, Option<String
     Ok(Some((path, value)))
 }
 
-/// Writes `meta.properties` (Kafka's v1 format) durably.
+/// Writes `meta.properties` (Kafka's v1 format) durably, with a new
+/// random directory id.
 pub fn write_meta_properties(
     dir: &Path,
     cluster_id: &str,
     node_id: NodeId,
 ) -> Result<(), StateError> {
+    write_meta_properties_with_directory_id(dir, cluster_id, node_id, Uuid::new_v4())
+}
+
+/// Writes `meta.properties` (Kafka's v1 format) durably with the given
+/// directory id (a dynamic quorum's voter is known by it: KIP-853).
+pub fn write_meta_properties_with_directory_id(
+    dir: &Path,
+    cluster_id: &str,
+    node_id: NodeId,
+    directory_id: Uuid,
+) -> Result<(), StateError> {
     use std::io::Write;
     let text = format!(
         "#\n#Written by Fjord\ncluster.id={cluster_id}\ndirectory.id={}\nnode.id={}\nversion=1\n",
-        kafka_uuid_string(Uuid::new_v4()),
+        kafka_uuid_string(directory_id),
         node_id.0
     );
     let tmp = dir.join(format!("{META_PROPERTIES_FILE}.tmp"));
@@ -170,7 +187,7 @@ pub fn write_meta_properties(
 }
 
 /// Kafka's string form of a Uuid: URL-safe base64 without padding.
-fn kafka_uuid_string(u: Uuid) -> String {
+pub fn kafka_uuid_string(u: Uuid) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes = u.as_bytes();
     let mut out = String::new();

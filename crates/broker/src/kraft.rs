@@ -9,9 +9,16 @@
 //! by `fjord format`: a controller (`process.roles` has `controller`) is a
 //! voter on its CONTROLLER listener; a broker-only node
 //! (`process.roles=broker`) is an observer with no CONTROLLER listener; a
-//! controller-only node has no client listener. Only static voters are
-//! supported: `controller.quorum.bootstrap.servers` (KIP-853 dynamic
-//! quorums) is accepted as a name and refused when used without voters.
+//! controller-only node has no client listener.
+//!
+//! KIP-853 dynamic quorums, first part: a controller formatted with
+//! `fjord format --standalone` or `--initial-controllers` and served with
+//! `controller.quorum.bootstrap.servers` (no `controller.quorum.voters`)
+//! takes its voters from the VotersRecord of the bootstrap snapshot in its
+//! data directory ([`KraftConfig::with_snapshot_voters`]). Voter changes
+//! (AddRaftVoter, RemoveRaftVoter) and nodes with no voter set on disk
+//! (brokers, controllers to be added) that find the quorum through the
+//! bootstrap servers are not supported yet: such a node is refused.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -220,6 +227,36 @@ impl KraftConfig {
         }
     }
 
+    /// A dynamic quorum (only `controller.quorum.bootstrap.servers` set)
+    /// with the voter set `voters` of its bootstrap snapshot as its voters:
+    /// each voter at its endpoint named in `controller.listener.names`
+    /// (else its first). A static quorum is returned as it is.
+    pub fn with_snapshot_voters(
+        &self,
+        voters: &[fjord_metadata::control::VoterEntry],
+    ) -> Result<KraftConfig, ConfigError> {
+        let mut k = self.clone();
+        if !k.voters.is_empty() || k.bootstrap_servers.is_empty() {
+            return Ok(k);
+        }
+        for v in voters {
+            let e = v
+                .endpoints
+                .iter()
+                .find(|e| self.is_controller_name(&e.name.to_uppercase()))
+                .or_else(|| v.endpoints.first())
+                .ok_or_else(|| {
+                    invalid(
+                        "controller.quorum.bootstrap.servers",
+                        "",
+                        &format!("voter {} of the bootstrap snapshot has no endpoint", v.id),
+                    )
+                })?;
+            k.voters.push((NodeId(v.id), e.host.clone(), e.port));
+        }
+        Ok(k)
+    }
+
     /// Checks the settings of a cluster node and returns the quorum's
     /// voters (resolved) and, for a node with the controller role, its
     /// CONTROLLER listener address. Kafka's rules (its `KafkaConfig`
@@ -236,7 +273,7 @@ impl KraftConfig {
                 if self.bootstrap_servers.is_empty() {
                     "required when process.roles is set"
                 } else {
-                    "required: controller.quorum.bootstrap.servers (dynamic quorums) is not supported yet"
+                    "required: with controller.quorum.bootstrap.servers only a controller formatted with --standalone or --initial-controllers (whose data directory holds the voter set) is supported yet"
                 },
             ));
         }
@@ -312,6 +349,63 @@ impl KraftConfig {
     }
 }
 
+/// One controller of `fjord format --initial-controllers`
+/// (`ID@HOST:PORT:DIRECTORY_ID`, Kafka's syntax).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitialController {
+    pub id: NodeId,
+    pub host: String,
+    pub port: u16,
+    pub directory_id: uuid::Uuid,
+}
+
+/// Parses `--initial-controllers`: `ID@HOST:PORT:DIRECTORY_ID,...` with
+/// distinct ids and directory ids (Kafka's directory ids: 22 characters
+/// of URL-safe base64).
+pub fn parse_initial_controllers(value: &str) -> Result<Vec<InitialController>, ConfigError> {
+    let name = "--initial-controllers";
+    let mut out: Vec<InitialController> = Vec::new();
+    for item in list(value) {
+        let bad = |why: &str| invalid(name, &item, why);
+        let (id, rest) = item
+            .split_once('@')
+            .ok_or_else(|| bad("expected ID@HOST:PORT:DIRECTORY_ID"))?;
+        let id: i32 = id.trim().parse().map_err(|_| bad("bad id"))?;
+        let (addr, dir) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| bad("expected ID@HOST:PORT:DIRECTORY_ID"))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| bad("expected ID@HOST:PORT:DIRECTORY_ID"))?;
+        let port: u16 = port.parse().map_err(|_| bad("bad port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        // Kafka reserves the ids below 100 (a registration with one is
+        // refused: INVALID_REGISTRATION).
+        let directory_id = crate::cluster_metadata::parse_kafka_uuid(dir)
+            .filter(|u| u.as_u128() >= 100)
+            .ok_or_else(|| bad("bad or reserved directory id"))?;
+        if id < 0 || host.is_empty() {
+            return Err(bad("the id is >= 0 and the host not empty"));
+        }
+        if out
+            .iter()
+            .any(|c| c.id == NodeId(id) || c.directory_id == directory_id)
+        {
+            return Err(bad("controller ids and directory ids are distinct"));
+        }
+        out.push(InitialController {
+            id: NodeId(id),
+            host: host.to_string(),
+            port,
+            directory_id,
+        });
+    }
+    if out.is_empty() {
+        return Err(invalid(name, value, "no controller"));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +461,86 @@ mod tests {
             .set("process.roles", "broker,controller")
             .unwrap();
         assert!(only_bootstrap.quorum(NodeId(1)).is_err());
+    }
+
+    #[test]
+    fn initial_controllers_are_kafkas_syntax() {
+        let c = parse_initial_controllers(
+            "1@127.0.0.1:9093:lQqNmqB4Ttu9caF5i2WITw,2@[::1]:9193:4mDV6NFHRSCcwS25OgCqRA",
+        )
+        .unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            (c[0].id, c[0].host.as_str(), c[0].port),
+            (NodeId(1), "127.0.0.1", 9093)
+        );
+        assert_eq!(
+            crate::cluster_metadata::kafka_uuid_string(c[0].directory_id),
+            "lQqNmqB4Ttu9caF5i2WITw"
+        );
+        assert_eq!((c[1].host.as_str(), c[1].port), ("::1", 9193));
+        for bad in [
+            "",
+            "1@127.0.0.1:9093",                        // no directory id
+            "x@127.0.0.1:9093:lQqNmqB4Ttu9caF5i2WITw", // bad id
+            "1@127.0.0.1:9093:nope",                   // bad directory id
+            "1@127.0.0.1:9093:AAAAAAAAAAAAAAAAAAAAAQ", // reserved (< 100)
+            "1@a:1:lQqNmqB4Ttu9caF5i2WITw,1@b:2:4mDV6NFHRSCcwS25OgCqRA", // id twice
+            "1@a:1:lQqNmqB4Ttu9caF5i2WITw,2@b:2:lQqNmqB4Ttu9caF5i2WITw", // directory twice
+        ] {
+            assert!(parse_initial_controllers(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_dynamic_quorum_takes_its_voters_from_the_snapshot() {
+        use fjord_metadata::control::{VoterEndpoint, VoterEntry};
+        let mut k = KraftConfig::default();
+        k.set("process.roles", "controller").unwrap();
+        k.set("controller.listener.names", "CONTROLLER").unwrap();
+        k.set("controller.quorum.bootstrap.servers", "127.0.0.1:9093")
+            .unwrap();
+        k.declared_listeners = parse_listeners("listeners", "CONTROLLER://127.0.0.1:9093").unwrap();
+        assert!(k.quorum(NodeId(1)).is_err(), "no voter set yet");
+        let ep = |name: &str, port| VoterEndpoint {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let voters = [
+            VoterEntry {
+                id: 1,
+                directory_id: uuid::Uuid::from_u128(1000),
+                endpoints: vec![ep("CONTROLLER", 9093)],
+                kraft_version_min: 0,
+                kraft_version_max: 1,
+            },
+            VoterEntry {
+                id: 2,
+                directory_id: uuid::Uuid::from_u128(2000),
+                // The endpoint named in controller.listener.names wins.
+                endpoints: vec![ep("OTHER", 9000), ep("CONTROLLER", 9193)],
+                kraft_version_min: 0,
+                kraft_version_max: 1,
+            },
+        ];
+        let dynamic = k.with_snapshot_voters(&voters).unwrap();
+        let (resolved, listen) = dynamic.quorum(NodeId(1)).unwrap();
+        assert_eq!(
+            resolved,
+            vec![
+                (NodeId(1), "127.0.0.1:9093".parse().unwrap()),
+                (NodeId(2), "127.0.0.1:9193".parse().unwrap())
+            ]
+        );
+        assert_eq!(listen, Some("127.0.0.1:9093".parse().unwrap()));
+        assert!(dynamic.quorum(NodeId(3)).is_err(), "not a voter");
+        // Static voters are kept as they are.
+        let mut fixed = k.clone();
+        fixed
+            .set("controller.quorum.voters", "1@127.0.0.1:9093")
+            .unwrap();
+        assert_eq!(fixed.with_snapshot_voters(&voters).unwrap(), fixed);
     }
 
     fn node(roles: &str, listeners: &str) -> KraftConfig {

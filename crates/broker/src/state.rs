@@ -472,6 +472,49 @@ impl Broker {
     /// open (only what is known committed reaches the image); the node that
     /// becomes the active leader of a new cluster proposes the bootstrap
     /// records once (a background thread waits for that).
+    /// The KRaft settings with the voters of the bootstrap snapshot in the
+    /// data directory when only `controller.quorum.bootstrap.servers` is
+    /// set (KIP-853), and their directory ids; a voter's directory id
+    /// there must be this node's.
+    #[allow(clippy::type_complexity)]
+    fn dynamic_voters(
+        cfg: &BrokerConfig,
+    ) -> Result<(crate::kraft::KraftConfig, Vec<(NodeId, Uuid)>), StateError> {
+        let dir = &cfg.data_dir;
+        if !cfg.kraft.voters.is_empty() || cfg.kraft.bootstrap_servers.is_empty() {
+            return Ok((cfg.kraft.clone(), Vec::new()));
+        }
+        let Some((_, voters)) =
+            fjord_metadata::log::snapshot_voters(dir).map_err(|e| meta_err_str(dir, e))?
+        else {
+            return Ok((cfg.kraft.clone(), Vec::new()));
+        };
+        if let Some(me) = voters.iter().find(|v| v.id == cfg.node_id.0) {
+            let own = cm::read_meta_directory_id(dir)?;
+            if own != Some(me.directory_id) {
+                return Err(StateError::kafka(
+                    ErrorCode::INVALID_CONFIG,
+                    format!(
+                        "voter {} of the bootstrap snapshot has directory id {}, but {} has {}",
+                        me.id,
+                        cm::kafka_uuid_string(me.directory_id),
+                        dir.display(),
+                        own.map_or("none".to_string(), cm::kafka_uuid_string)
+                    ),
+                ));
+            }
+        }
+        let kraft = cfg
+            .kraft
+            .with_snapshot_voters(&voters)
+            .map_err(|e| StateError::kafka(ErrorCode::INVALID_CONFIG, e.to_string()))?;
+        let ids = voters
+            .iter()
+            .map(|v| (NodeId(v.id), v.directory_id))
+            .collect();
+        Ok((kraft, ids))
+    }
+
     fn open_raft_quorum(
         broker: &Arc<Broker>,
         loader: Box<dyn fjord_metadata::MetadataListener>,
@@ -481,7 +524,8 @@ impl Broker {
         let bad = |e: crate::config::ConfigError| {
             StateError::kafka(ErrorCode::INVALID_CONFIG, e.to_string())
         };
-        let (voters, listen) = cfg.kraft.quorum(cfg.node_id).map_err(bad)?;
+        let (kraft, directory_ids) = Broker::dynamic_voters(cfg)?;
+        let (voters, listen) = kraft.quorum(cfg.node_id).map_err(bad)?;
         let broker_role = cfg.kraft.has_role("broker");
         let advertised: Vec<String> = if broker_role {
             cfg.client_listeners()
@@ -508,6 +552,7 @@ impl Broker {
             listen,
         );
         qc.seed ^= now_ms() as u64;
+        qc.voter_directory_ids = directory_ids;
         qc.connector = controller_connector;
         if let Some(listener) = cfg.controller_listener().map_err(bad)? {
             if listener.protocol != crate::security::SecurityProtocol::Plaintext {
@@ -743,7 +788,10 @@ impl Broker {
                 self.config.broker_heartbeat_interval_ms,
             ))
             .filter(|ms| *ms < self.config.broker_session_timeout_ms),
-            activation_fence_only: Some(self.config.kraft.voters.iter().map(|v| v.0).collect()),
+            activation_fence_only: Some(match self.quorum() {
+                Some(Quorum::Raft(q)) => q.voters().iter().map(|v| v.id).collect(),
+                _ => self.config.kraft.voters.iter().map(|v| v.0).collect(),
+            }),
             auto_leader_rebalance: true,
             first_producer_id: PRODUCER_ID_FIRST,
             // Topic ids must differ across activations: a fresh seed each.

@@ -80,6 +80,20 @@ struct FormatArgs {
     /// The cluster id every node of the cluster is formatted with.
     #[arg(long, value_name = "ID")]
     cluster_id: String,
+    /// Dynamic quorum (KIP-853): this controller is the only voter (as
+    /// kafka-storage format --standalone); serve it with
+    /// controller.quorum.bootstrap.servers.
+    #[arg(long, conflicts_with_all = ["initial_controllers", "no_initial_controllers"])]
+    standalone: bool,
+    /// Dynamic quorum (KIP-853): the first voters,
+    /// ID@HOST:PORT:DIRECTORY_ID,... (as kafka-storage format); this node's
+    /// directory id is the one given for it.
+    #[arg(long, value_name = "VOTERS", conflicts_with = "no_initial_controllers")]
+    initial_controllers: Option<String>,
+    /// Dynamic quorum (KIP-853): write no voter set (a controller to be
+    /// added to a running quorum later).
+    #[arg(long)]
+    no_initial_controllers: bool,
     /// The settings the node will be served with (data dir, node.id, ...).
     #[command(flatten)]
     serve: ServeArgs,
@@ -106,13 +120,125 @@ fn format(args: FormatArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    fjord_broker::cluster_metadata::write_meta_properties(dir, id, config.node_id)?;
+    let voters = initial_voters(&args, &config)?;
+    let directory_id = voters
+        .iter()
+        .find(|v| v.id == config.node_id.0)
+        .map_or_else(uuid::Uuid::new_v4, |v| v.directory_id);
+    fjord_broker::cluster_metadata::write_meta_properties_with_directory_id(
+        dir,
+        id,
+        config.node_id,
+        directory_id,
+    )?;
+    if !voters.is_empty() {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        fjord_metadata::log::write_bootstrap_voters(dir, &voters, now_ms)?;
+        println!(
+            "Wrote the voter set of a dynamic quorum: {}",
+            voters
+                .iter()
+                .map(|v| format!(
+                    "{}@{}:{}:{}",
+                    v.id,
+                    v.endpoints[0].host,
+                    v.endpoints[0].port,
+                    fjord_broker::cluster_metadata::kafka_uuid_string(v.directory_id)
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
     println!(
         "Formatted {} for cluster {id}, node {}",
         dir.display(),
         config.node_id.0
     );
     Ok(())
+}
+
+/// The voter set `fjord format` writes in the bootstrap snapshot of a
+/// dynamic quorum (KIP-853), with Kafka's `kafka-storage format` rules:
+/// `--standalone`, `--initial-controllers` or `--no-initial-controllers`
+/// only on a controller served with `controller.quorum.bootstrap.servers`
+/// (not `controller.quorum.voters`), and one of them required there.
+fn initial_voters(
+    args: &FormatArgs,
+    config: &BrokerConfig,
+) -> anyhow::Result<Vec<fjord_metadata::control::VoterEntry>> {
+    use fjord_metadata::control::{VoterEndpoint, VoterEntry};
+    let dynamic =
+        args.standalone || args.initial_controllers.is_some() || args.no_initial_controllers;
+    let kraft = &config.kraft;
+    let controller = kraft.process_roles.iter().any(|r| r == "controller");
+    if !dynamic {
+        anyhow::ensure!(
+            !controller || !kraft.voters.is_empty() || kraft.bootstrap_servers.is_empty(),
+            "controller.quorum.voters is not set on this controller: give --standalone, --initial-controllers or --no-initial-controllers"
+        );
+        return Ok(Vec::new());
+    }
+    anyhow::ensure!(
+        controller,
+        "--standalone, --initial-controllers and --no-initial-controllers are for controllers (process.roles has controller)"
+    );
+    anyhow::ensure!(
+        kraft.voters.is_empty(),
+        "--standalone, --initial-controllers and --no-initial-controllers are for a dynamic quorum: set controller.quorum.bootstrap.servers, not controller.quorum.voters"
+    );
+    let Some(listener) = config.controller_listener()? else {
+        anyhow::bail!("no listener named in controller.listener.names");
+    };
+    let kraft_versions = (0, fjord_metadata::log::KRAFT_VERSION_DYNAMIC);
+    let voter = |id: i32, directory_id, host: String, port| VoterEntry {
+        id,
+        directory_id,
+        endpoints: vec![VoterEndpoint {
+            name: listener.name.clone(),
+            host,
+            port,
+        }],
+        kraft_version_min: kraft_versions.0,
+        kraft_version_max: kraft_versions.1,
+    };
+    if args.standalone {
+        // Where the other nodes reach it: its advertised CONTROLLER
+        // listener if one is set, else the one it binds.
+        let (host, port) = config
+            .named_advertised
+            .iter()
+            .find(|a| a.name == listener.name)
+            .map_or((listener.bind_host.clone(), listener.bind_port), |a| {
+                (a.host.clone(), a.port)
+            });
+        anyhow::ensure!(
+            host.parse::<std::net::IpAddr>()
+                .map_or(true, |ip| !ip.is_unspecified()),
+            "--standalone: the {} listener binds {host}, which no other node can reach: set its address in advertised.listeners",
+            listener.name
+        );
+        return Ok(vec![voter(
+            config.node_id.0,
+            uuid::Uuid::new_v4(),
+            host,
+            port,
+        )]);
+    }
+    let Some(list) = &args.initial_controllers else {
+        return Ok(Vec::new()); // --no-initial-controllers
+    };
+    let controllers = fjord_broker::kraft::parse_initial_controllers(list)?;
+    anyhow::ensure!(
+        controllers.iter().any(|c| c.id == config.node_id),
+        "--initial-controllers does not name this node (node.id {})",
+        config.node_id.0
+    );
+    Ok(controllers
+        .into_iter()
+        .map(|c| voter(c.id.0, c.directory_id, c.host, c.port))
+        .collect())
 }
 
 fn main() -> ExitCode {

@@ -1,6 +1,7 @@
 //! KRaft control records (Kafka's `ControlRecordType` keys and the
 //! `LeaderChangeMessage`, `SnapshotHeaderRecord`, `SnapshotFooterRecord`
-//! values, all flexible version 0): written in control batches of the
+//! values, and KIP-853's `KRaftVersionRecord` and `VotersRecord`, all
+//! flexible version 0): written in control batches of the
 //! metadata log and of snapshots (KIP-595, KIP-630).
 //!
 //! A control record's key is `int16 version (0), int16 type`; its value is
@@ -8,11 +9,35 @@
 //! `Version` field).
 
 use bytes::{Buf, BufMut};
+use fjord_protocol::metadata_records::{voters_record, KRaftVersionRecord, VotersRecord};
 
 /// ControlRecordType ids used by KRaft.
 pub const LEADER_CHANGE: i16 = 2;
 pub const SNAPSHOT_HEADER: i16 = 3;
 pub const SNAPSHOT_FOOTER: i16 = 4;
+/// KIP-853: the `kraft.version` feature level (`KRaftVersionRecord`).
+pub const KRAFT_VERSION: i16 = 5;
+/// KIP-853: the voter set (`VotersRecord`).
+pub const KRAFT_VOTERS: i16 = 6;
+
+/// One listener of a voter in a `VotersRecord`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoterEndpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// One voter of a `VotersRecord` (KIP-853): id, log directory id, its
+/// CONTROLLER endpoints and the `kraft.version` range it supports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoterEntry {
+    pub id: i32,
+    pub directory_id: uuid::Uuid,
+    pub endpoints: Vec<VoterEndpoint>,
+    pub kraft_version_min: i16,
+    pub kraft_version_max: i16,
+}
 
 /// One control record of a KRaft log or snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,8 +54,12 @@ pub enum ControlRecord {
     },
     /// Last record of a snapshot.
     SnapshotFooter,
-    /// A control type KRaft defines but Fjord does not interpret
-    /// (KRaftVersion, Voters: KIP-853); kept so reading does not fail.
+    /// The `kraft.version` feature level from here on (KIP-853).
+    KRaftVersion { kraft_version: i16 },
+    /// The voter set from here on (KIP-853).
+    Voters(Vec<VoterEntry>),
+    /// A control type KRaft defines but Fjord does not interpret; kept so
+    /// reading does not fail.
     Other { record_type: i16 },
 }
 
@@ -44,6 +73,8 @@ impl ControlRecord {
             ControlRecord::LeaderChange { .. } => LEADER_CHANGE,
             ControlRecord::SnapshotHeader { .. } => SNAPSHOT_HEADER,
             ControlRecord::SnapshotFooter => SNAPSHOT_FOOTER,
+            ControlRecord::KRaftVersion { .. } => KRAFT_VERSION,
+            ControlRecord::Voters(_) => KRAFT_VOTERS,
             ControlRecord::Other { record_type } => *record_type,
         }
     }
@@ -80,6 +111,24 @@ impl ControlRecord {
                 out.put_i64(*last_contained_log_timestamp_ms);
             }
             ControlRecord::SnapshotFooter => out.put_i16(0),
+            ControlRecord::KRaftVersion { kraft_version } => {
+                let mut b = bytes::BytesMut::new();
+                KRaftVersionRecord {
+                    k_raft_version: *kraft_version,
+                    ..Default::default()
+                }
+                .encode(0, &mut b);
+                return b.to_vec();
+            }
+            ControlRecord::Voters(voters) => {
+                let mut b = bytes::BytesMut::new();
+                VotersRecord {
+                    voters: voters.iter().map(to_wire_voter).collect(),
+                    ..Default::default()
+                }
+                .encode(0, &mut b);
+                return b.to_vec();
+            }
             ControlRecord::Other { .. } => {}
         }
         if !matches!(self, ControlRecord::Other { .. }) {
@@ -124,9 +173,66 @@ impl ControlRecord {
                 skip_tagged(&mut v)?;
                 ControlRecord::SnapshotFooter
             }
+            KRAFT_VERSION => {
+                let r = KRaftVersionRecord::decode(&mut reader(v), 0)
+                    .map_err(|_| ControlRecordError("malformed KRaftVersionRecord"))?;
+                ControlRecord::KRaftVersion {
+                    kraft_version: r.k_raft_version,
+                }
+            }
+            KRAFT_VOTERS => {
+                let r = VotersRecord::decode(&mut reader(v), 0)
+                    .map_err(|_| ControlRecordError("malformed VotersRecord"))?;
+                ControlRecord::Voters(r.voters.into_iter().map(from_wire_voter).collect())
+            }
             other => ControlRecord::Other { record_type: other },
         };
         Ok(r)
+    }
+}
+
+fn reader(v: &[u8]) -> fjord_protocol::Reader {
+    fjord_protocol::Reader::new(bytes::Bytes::copy_from_slice(v))
+}
+
+fn to_wire_voter(v: &VoterEntry) -> voters_record::Voter {
+    voters_record::Voter {
+        voter_id: v.id,
+        voter_directory_id: v.directory_id,
+        endpoints: v
+            .endpoints
+            .iter()
+            .map(|e| voters_record::Endpoint {
+                name: e.name.clone(),
+                host: e.host.clone(),
+                port: e.port,
+                ..Default::default()
+            })
+            .collect(),
+        k_raft_version_feature: voters_record::KRaftVersionFeature {
+            min_supported_version: v.kraft_version_min,
+            max_supported_version: v.kraft_version_max,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn from_wire_voter(v: voters_record::Voter) -> VoterEntry {
+    VoterEntry {
+        id: v.voter_id,
+        directory_id: v.voter_directory_id,
+        endpoints: v
+            .endpoints
+            .into_iter()
+            .map(|e| VoterEndpoint {
+                name: e.name,
+                host: e.host,
+                port: e.port,
+            })
+            .collect(),
+        kraft_version_min: v.k_raft_version_feature.min_supported_version,
+        kraft_version_max: v.k_raft_version_feature.max_supported_version,
     }
 }
 
@@ -203,6 +309,23 @@ fn get_voters(b: &mut &[u8]) -> Result<Vec<i32>, ControlRecordError> {
     Ok(out)
 }
 
+/// The voter Kafka 4.3.1's `kafka-storage format --standalone` wrote for
+/// node 1 with `CONTROLLER://127.0.0.1:19093` (tests compare bytes with it).
+#[cfg(test)]
+pub(crate) fn kafka_standalone_voter() -> VoterEntry {
+    VoterEntry {
+        id: 1,
+        directory_id: uuid::Uuid::from_u128(0xe260_d5e8_d147_4520_9cc1_2db9_3a00_aa44),
+        endpoints: vec![VoterEndpoint {
+            name: "CONTROLLER".into(),
+            host: "127.0.0.1".into(),
+            port: 19093,
+        }],
+        kraft_version_min: 0,
+        kraft_version_max: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +360,34 @@ mod tests {
             vec![0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 1, 0, 2, 0, 0, 0, 1, 0, 0]
         );
         assert_eq!(r.key(), [0, 0, 0, 2]);
+    }
+
+    #[test]
+    fn kip_853_records_are_kafkas_bytes() {
+        // As Kafka 4.3.1's `kafka-storage format --standalone` wrote them
+        // (node 1, CONTROLLER://127.0.0.1:19093).
+        let voter = kafka_standalone_voter();
+        let dir = *voter.directory_id.as_bytes();
+        let voters = ControlRecord::Voters(vec![voter]);
+        let mut want = vec![0, 0, 2, 0, 0, 0, 1];
+        want.extend(dir);
+        want.extend([2, 11]);
+        want.extend(b"CONTROLLER");
+        want.push(10);
+        want.extend(b"127.0.0.1");
+        want.extend([0x4a, 0x95, 0, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(voters.key(), [0, 0, 0, 6]);
+        assert_eq!(voters.value(), want);
+        let version = ControlRecord::KRaftVersion { kraft_version: 1 };
+        assert_eq!(version.key(), [0, 0, 0, 5]);
+        assert_eq!(version.value(), vec![0, 0, 0, 1, 0]);
+        for r in [voters, version] {
+            assert_eq!(ControlRecord::decode(&r.key(), &r.value()), Ok(r.clone()));
+            let v = r.value();
+            for cut in 0..v.len() {
+                assert!(ControlRecord::decode(&r.key(), &v[..cut]).is_err());
+            }
+        }
     }
 
     #[test]

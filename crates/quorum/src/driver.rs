@@ -105,6 +105,9 @@ pub struct RaftQuorumConfig {
     /// Secures the connections this node's CONTROLLER listener accepts;
     /// `None`: PLAINTEXT.
     pub security: Option<Arc<dyn net::ControllerSecurity>>,
+    /// The voters' directory ids where known (a dynamic quorum's voter set,
+    /// KIP-853): DescribeQuorum reports them.
+    pub voter_directory_ids: Vec<(NodeId, uuid::Uuid)>,
 }
 
 impl RaftQuorumConfig {
@@ -124,6 +127,7 @@ impl RaftQuorumConfig {
             fetch_timeout_ms: fjord_model::limits::RAFT_FETCH_TIMEOUT_MS_DEFAULT,
             connector: fjord_client::Connector::plaintext(),
             security: None,
+            voter_directory_ids: Vec::new(),
         }
     }
 }
@@ -142,6 +146,8 @@ pub struct QuorumStatus {
     pub observers: Vec<(NodeId, Offset, i64)>,
     /// Each voter's CONTROLLER endpoint.
     pub endpoints: Vec<(NodeId, SocketAddr)>,
+    /// The voters' directory ids where known (dynamic quorums).
+    pub directory_ids: Vec<(NodeId, uuid::Uuid)>,
 }
 
 pub(crate) type InboundReply = oneshot::Sender<(Message, Option<Bytes>)>;
@@ -328,6 +334,7 @@ impl RaftQuorum {
             progress: BTreeMap::new(),
             failed: None,
             endpoints: config.voters.clone(),
+            directory_ids: config.voter_directory_ids.clone(),
             net: runtime.handle().clone(),
             connector: config.connector.clone(),
             events: tx.clone(),
@@ -402,6 +409,11 @@ impl RaftQuorum {
     /// Installs the active controller's APIs (BrokerRegistration,
     /// BrokerHeartbeat, AllocateProducerIds) on the CONTROLLER listener;
     /// before, and on a second call, those requests close the connection.
+    /// The voter set this quorum was opened with.
+    pub fn voters(&self) -> &[Voter] {
+        &self.voters
+    }
+
     pub fn set_controller_apis(&self, apis: Arc<dyn net::ControllerApis>) -> bool {
         self.apis.set(apis).is_ok()
     }
@@ -567,6 +579,7 @@ struct Driver {
     progress: BTreeMap<NodeId, (Offset, i64)>,
     failed: Option<String>,
     endpoints: Vec<Voter>,
+    directory_ids: Vec<(NodeId, uuid::Uuid)>,
     net: tokio::runtime::Handle,
     /// How forwarded proposals reach the leader's CONTROLLER listener.
     connector: fjord_client::Connector,
@@ -773,6 +786,7 @@ impl Driver {
                     voters,
                     observers,
                     endpoints: self.endpoints.iter().map(|v| (v.id, v.addr)).collect(),
+                    directory_ids: self.directory_ids.clone(),
                 });
             }
             Event::Unreachable(peer) => self.step(Input::PeerUnreachable(peer)),

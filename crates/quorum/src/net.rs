@@ -333,12 +333,19 @@ fn describe_quorum(
         DescribeQuorumResponse::default().with_error_code(ErrorCode::INVALID_REQUEST.0)
     } else {
         let leader = st.leader_id.map_or(-1, |n| n.0);
+        let directory_id = |id: fjord_model::NodeId| {
+            st.directory_ids
+                .iter()
+                .find(|(v, _)| *v == id)
+                .map_or(uuid::Uuid::nil(), |(_, d)| *d)
+        };
         let replicas =
             |list: &[(fjord_model::NodeId, fjord_model::Offset, i64)]| -> Vec<dq::ReplicaState> {
                 list.iter()
                     .map(|(id, end, at)| {
                         dq::ReplicaState::default()
                             .with_replica_id(BrokerId(id.0))
+                            .with_replica_directory_id(directory_id(*id))
                             .with_log_end_offset(end.0)
                             .with_last_fetch_timestamp(*at)
                             .with_last_caught_up_timestamp(*at)

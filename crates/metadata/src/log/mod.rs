@@ -24,7 +24,7 @@ use fjord_model::{LeaderEpoch, Offset};
 use fjord_records::{batches, validate_batch, visit_records_bounded, BatchBuilder, Compression};
 use fjord_storage::{Log, LogConfig, RecoveryReport, Storage};
 
-use crate::control::ControlRecord;
+use crate::control::{ControlRecord, VoterEntry};
 use crate::fsutil::{sync_dir, write_atomic_part};
 use crate::MetadataError;
 
@@ -365,17 +365,7 @@ impl MetadataLog {
 
     /// The ids of the snapshots on disk, oldest first.
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>, MetadataError> {
-        let mut ids = Vec::new();
-        let listing =
-            std::fs::read_dir(&self.dir).map_err(|e| MetadataError::io("list", &self.dir, e))?;
-        for entry in listing {
-            let entry = entry.map_err(|e| MetadataError::io("list", &self.dir, e))?;
-            if let Some(id) = entry.file_name().to_str().and_then(SnapshotId::parse) {
-                ids.push(id);
-            }
-        }
-        ids.sort_unstable();
-        Ok(ids)
+        list_snapshot_ids(&self.dir)
     }
 
     /// The newest whole snapshot. A damaged one is reported and skipped for
@@ -394,18 +384,7 @@ impl MetadataLog {
     /// Reads and checks one snapshot file.
     pub fn read_snapshot(&self, id: SnapshotId) -> Result<Snapshot, MetadataError> {
         let path = self.dir.join(id.file_name());
-        let len = std::fs::metadata(&path)
-            .map_err(|e| MetadataError::io("stat", &path, e))?
-            .len();
-        if len > METADATA_SNAPSHOT_BYTES_MAX {
-            return Err(MetadataError::corrupt(
-                &path,
-                format!("{len} bytes is too large"),
-            ));
-        }
-        let bytes = std::fs::read(&path).map_err(|e| MetadataError::io("read", &path, e))?;
-        let mut found = Vec::new();
-        decode_batches(&bytes, &mut found).map_err(|r| MetadataError::corrupt(&path, r))?;
+        let found = read_snapshot_batches(&path)?;
         let corrupt = |r: &str| MetadataError::corrupt(&path, r.to_string());
         let ts = match found.first().map(|b| &b.content) {
             Some(BatchContent::Control(c)) => match c.first() {
@@ -457,6 +436,113 @@ impl MetadataLog {
         self.log.close()?;
         Ok(())
     }
+}
+
+/// The `kraft.version` a dynamic quorum's bootstrap snapshot finalizes
+/// (KIP-853: 1 = voter changes through the log).
+pub const KRAFT_VERSION_DYNAMIC: i16 = 1;
+
+/// Writes the bootstrap snapshot of a dynamic quorum (KIP-853; what
+/// `kafka-storage format --standalone` or `--initial-controllers` writes)
+/// as `<data_dir>/__cluster_metadata-0/00000000000000000000-0000000000.checkpoint`,
+/// durably, in Kafka's layout: one control batch at offset 0, epoch 0,
+/// holding a SnapshotHeader, a KRaftVersionRecord ([`KRAFT_VERSION_DYNAMIC`])
+/// and the VotersRecord, then a control batch with the SnapshotFooter. It
+/// holds no metadata records: the log still starts at offset 0.
+pub fn write_bootstrap_voters(
+    data_dir: &Path,
+    voters: &[VoterEntry],
+    now_ms: i64,
+) -> Result<PathBuf, MetadataError> {
+    assert!(!voters.is_empty(), "a voter set without voters");
+    let dir = metadata_log_dir(data_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| MetadataError::io("create", &dir, e))?;
+    let id = SnapshotId {
+        end_offset: Offset(0),
+        epoch: LeaderEpoch(0),
+    };
+    let mut head = BatchBuilder::new(Compression::None)
+        .partition_leader_epoch(id.epoch.0)
+        .control(true);
+    for r in [
+        ControlRecord::SnapshotHeader {
+            last_contained_log_timestamp_ms: now_ms,
+        },
+        ControlRecord::KRaftVersion {
+            kraft_version: KRAFT_VERSION_DYNAMIC,
+        },
+        ControlRecord::Voters(voters.to_vec()),
+    ] {
+        head.push(now_ms, Some(&r.key()), Some(&r.value()), &[]);
+    }
+    let mut file = head.build(0);
+    let mut foot = BatchBuilder::new(Compression::None)
+        .partition_leader_epoch(id.epoch.0)
+        .control(true);
+    let footer = ControlRecord::SnapshotFooter;
+    foot.push(now_ms, Some(&footer.key()), Some(&footer.value()), &[]);
+    file.extend(foot.build(3));
+    let name = id.file_name();
+    write_atomic_part(&dir, &name, &file)?;
+    Ok(dir.join(name))
+}
+
+/// The voter set of the newest snapshot under `data_dir` that holds a
+/// VotersRecord (Kafka's `VoterSetHistory` at the snapshot; Fjord writes
+/// no VotersRecord into the log yet, so that is the latest one), with the
+/// snapshot's id; `None` for a static quorum (no VotersRecord anywhere).
+pub fn snapshot_voters(
+    data_dir: &Path,
+) -> Result<Option<(SnapshotId, Vec<VoterEntry>)>, MetadataError> {
+    let dir = metadata_log_dir(data_dir);
+    if !dir.exists() {
+        return Ok(None);
+    }
+    for id in list_snapshot_ids(&dir)?.into_iter().rev() {
+        let found = read_snapshot_batches(&dir.join(id.file_name()))?;
+        let voters = found.into_iter().rev().find_map(|b| match b.content {
+            BatchContent::Control(c) => c.into_iter().rev().find_map(|r| match r {
+                ControlRecord::Voters(v) => Some(v),
+                _ => None,
+            }),
+            BatchContent::Data(_) => None,
+        });
+        if let Some(v) = voters {
+            return Ok(Some((id, v)));
+        }
+    }
+    Ok(None)
+}
+
+/// The ids of the snapshots in `dir`, oldest first.
+fn list_snapshot_ids(dir: &Path) -> Result<Vec<SnapshotId>, MetadataError> {
+    let mut ids = Vec::new();
+    let listing = std::fs::read_dir(dir).map_err(|e| MetadataError::io("list", dir, e))?;
+    for entry in listing {
+        let entry = entry.map_err(|e| MetadataError::io("list", dir, e))?;
+        if let Some(id) = entry.file_name().to_str().and_then(SnapshotId::parse) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Every batch of one snapshot file (at most `METADATA_SNAPSHOT_BYTES_MAX`).
+fn read_snapshot_batches(path: &Path) -> Result<Vec<LogBatch>, MetadataError> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| MetadataError::io("stat", path, e))?
+        .len();
+    if len > METADATA_SNAPSHOT_BYTES_MAX {
+        return Err(MetadataError::corrupt(
+            path,
+            format!("{len} bytes is too large"),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| MetadataError::io("read", path, e))?;
+    let mut found = Vec::new();
+    decode_batches(&bytes, &mut found).map_err(|r| MetadataError::corrupt(path, r))?;
+    Ok(found)
 }
 
 /// Decodes concatenated batches (checking each one's CRC) into `out`.

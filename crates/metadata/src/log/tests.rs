@@ -168,3 +168,55 @@ fn snapshots_write_load_and_cut_the_log() {
         .exists());
     assert_eq!(log.start_offset(), Offset(9));
 }
+
+#[test]
+fn bootstrap_voters_snapshot_is_kafkas_layout_and_reads_back() {
+    let data = tempfile::tempdir().unwrap();
+    assert_eq!(snapshot_voters(data.path()).unwrap(), None, "no log dir");
+    let voters = vec![crate::control::kafka_standalone_voter()];
+    let path = write_bootstrap_voters(data.path(), &voters, 1_765_000_000_000).unwrap();
+    assert!(path.ends_with("__cluster_metadata-0/00000000000000000000-0000000000.checkpoint"));
+    let id = SnapshotId {
+        end_offset: Offset(0),
+        epoch: LeaderEpoch(0),
+    };
+    assert_eq!(
+        snapshot_voters(data.path()).unwrap(),
+        Some((id, voters.clone()))
+    );
+    // As `kafka-storage format --standalone` writes it: header, kraft.version
+    // and voters in one control batch at offset 0, the footer at offset 3.
+    let mut batches = Vec::new();
+    decode_batches(&std::fs::read(&path).unwrap(), &mut batches).unwrap();
+    assert_eq!(batches.len(), 2);
+    assert_eq!(
+        (batches[0].base_offset, batches[0].last_offset),
+        (Offset(0), Offset(2))
+    );
+    assert_eq!(batches[0].epoch, LeaderEpoch(0));
+    assert_eq!(
+        batches[0].content,
+        BatchContent::Control(vec![
+            ControlRecord::SnapshotHeader {
+                last_contained_log_timestamp_ms: 1_765_000_000_000
+            },
+            ControlRecord::KRaftVersion { kraft_version: 1 },
+            ControlRecord::Voters(voters),
+        ])
+    );
+    assert_eq!(batches[1].base_offset, Offset(3));
+    assert_eq!(
+        batches[1].content,
+        BatchContent::Control(vec![ControlRecord::SnapshotFooter])
+    );
+    // The metadata log opens beside it, empty from offset 0, and sees an
+    // empty snapshot 0-0.
+    let (log, _) = MetadataLog::open(&Storage::default(), data.path(), 1).unwrap();
+    assert_eq!(
+        (log.start_offset(), log.end_offset()),
+        (Offset(0), Offset(0))
+    );
+    let snap = log.latest_snapshot().unwrap().unwrap();
+    assert_eq!(snap.id, id);
+    assert!(snap.records.is_empty());
+}
