@@ -95,11 +95,11 @@ fn torn_tail_is_cut_at_the_last_whole_batch() {
     assert_eq!(log.append_data(&vals(1, 9), 5).unwrap().0, Offset(10));
 }
 
-/// A damaged byte in data that was durable is never replayed: reading it
-/// back fails, or, when it shares the 4 KiB block of the log's tail (which
-/// recovery CRC-checks since 654d6ee), the log is cut before it at open.
+/// A damaged byte in durable data that shares the 4 KiB block of the log's
+/// tail is found at open (recovery CRC-checks that block below the recovery
+/// point too): the log is cut before the damaged batch.
 #[test]
-fn corrupt_durable_batch_is_refused_on_read() {
+fn corrupt_durable_batch_in_the_tail_block_is_cut_at_open() {
     let data = tempfile::tempdir().unwrap();
     {
         let (log, _) = MetadataLog::open(&Storage::default(), data.path(), 1).unwrap();
@@ -114,15 +114,52 @@ fn corrupt_durable_batch_is_refused_on_read() {
     bytes[last] ^= 0xff;
     std::fs::write(&seg, &bytes).unwrap();
     let (log, _) = MetadataLog::open(&Storage::default(), data.path(), 4).unwrap();
-    match log.read_from(Offset(0)) {
-        Err(MetadataError::Corrupt { .. }) => {}
-        Ok(batches) => {
-            assert_eq!(log.end_offset(), Offset(2), "cut before the damaged batch");
-            assert_eq!(batches.len(), 1);
-            assert_eq!(batches[0].content, BatchContent::Data(vals(2, 1)));
+    assert_eq!(log.end_offset(), Offset(2), "cut before the damaged batch");
+    let batches = log.read_from(Offset(0)).unwrap();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].content, BatchContent::Data(vals(2, 1)));
+}
+
+/// A damaged byte below the recovery point, away from the tail's block, is
+/// not rescanned at open, but reading it back fails: it is never replayed.
+#[test]
+fn corrupt_durable_batch_is_refused_on_read() {
+    let data = tempfile::tempdir().unwrap();
+    {
+        let (log, _) = MetadataLog::open(&Storage::default(), data.path(), 1).unwrap();
+        log.start_epoch(LeaderEpoch(1)).unwrap();
+        log.append_data(&vals(2, 1), 2).unwrap();
+        // Blocks of later data: the damaged batch is far below the tail.
+        let big: Vec<Bytes> = (0..4).map(|i| Bytes::from(vec![i as u8; 1_000])).collect();
+        for _ in 0..16 {
+            log.append_data(&big, 2).unwrap();
         }
-        Err(e) => panic!("{e}"),
+        log.sync_to(log.end_offset()).unwrap();
     }
+    let seg = metadata_log_dir(data.path()).join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    assert!(bytes.len() > 3 * 4096, "{} bytes", bytes.len());
+    // The last value byte of the first data batch (after the epoch's control batch).
+    let mut pos = 0;
+    let mut first_data_end = None;
+    while pos < bytes.len() {
+        let total = 12 + u32::from_be_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        let attributes = i16::from_be_bytes(bytes[pos + 21..pos + 23].try_into().unwrap());
+        if attributes & 0x20 == 0 {
+            first_data_end = Some(pos + total);
+            break;
+        }
+        pos += total;
+    }
+    let end = first_data_end.expect("a data batch");
+    bytes[end - 2] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    let (log, _) = MetadataLog::open(&Storage::default(), data.path(), 4).unwrap();
+    assert!(log.end_offset() > Offset(60), "{:?}", log.end_offset());
+    assert!(matches!(
+        log.read_from(Offset(0)),
+        Err(MetadataError::Corrupt { .. })
+    ));
 }
 
 #[test]
