@@ -381,3 +381,38 @@ def test_kafka_transactions_tool_finds_and_aborts_hanging_transactions(broker, j
                  for p in r["Topics"][0]["Partitions"] for s in p["ActiveProducers"]
                  if s["CurrentTxnStartOffset"] >= 0]
     assert open_txns == [], r
+
+
+def test_txn_offset_commit_outside_the_transaction_is_transaction_abortable_from_v4(broker):
+    """TxnOffsetCommit for a group whose offsets partition is not in the producer's transaction (no
+    AddOffsetsToTxn): INVALID_TXN_STATE up to v3 and TRANSACTION_ABORTABLE from v4 (KIP-890: the versions whose
+    clients know it), as Kafka's group coordinator answers once the transaction coordinator says the partition is
+    not in the transaction; nothing is committed."""
+    invalid_txn_state, transaction_abortable = 48, 120
+    b = broker.bootstrap
+    t = c.create_topic(b, unique("txn-abortable"))
+    txn_id, group = unique("txn-abortable-id"), unique("txn-abortable-g")
+    with kschema.Conn(b) as conn:
+        deadline = time.monotonic() + 30
+        while True:  # the first FindCoordinator of a kind creates its internal topic; then its shards load
+            found = conn.call("FindCoordinator", 4, {"KeyType": 0, "CoordinatorKeys": [group]})
+            conn.call("FindCoordinator", 4, {"KeyType": 1, "CoordinatorKeys": [txn_id]})
+            ip = conn.call("InitProducerId", 4, {"TransactionalId": txn_id, "TransactionTimeoutMs": 60_000,
+                                                 "ProducerId": -1, "ProducerEpoch": -1})
+            ready = ip["ErrorCode"] == 0 and found["Coordinators"][0]["ErrorCode"] == 0
+            if ready or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert ip["ErrorCode"] == 0 and found["Coordinators"][0]["ErrorCode"] == 0, (ip, found)
+        codes = {}
+        for v in range(5):
+            r = conn.call("TxnOffsetCommit", v, {
+                "TransactionalId": txn_id, "GroupId": group, "ProducerId": ip["ProducerId"],
+                "ProducerEpoch": ip["ProducerEpoch"], "GenerationId": -1, "MemberId": "", "GroupInstanceId": None,
+                "Topics": [{"Name": t, "Partitions": [{"PartitionIndex": 0, "CommittedOffset": 7,
+                                                       "CommittedLeaderEpoch": -1, "CommittedMetadata": None}]}]})
+            codes[v] = r["Topics"][0]["Partitions"][0]["ErrorCode"]
+        fetched = conn.call("OffsetFetch", 1, {"GroupId": group, "Topics": [{"Name": t, "PartitionIndexes": [0]}]})
+    assert codes == {0: invalid_txn_state, 1: invalid_txn_state, 2: invalid_txn_state, 3: invalid_txn_state,
+                     4: transaction_abortable}, codes
+    assert fetched["Topics"][0]["Partitions"][0]["CommittedOffset"] == -1, fetched

@@ -71,6 +71,17 @@ async fn produce(
     topic: &str,
     batch: bytes::Bytes,
 ) -> i16 {
+    produce_at(b, 9, id, topic, batch).await
+}
+
+/// Produce version `v` of `batch` to partition 0 of `topic`: its error code.
+async fn produce_at(
+    b: &std::sync::Arc<fjord_broker::Broker>,
+    v: i16,
+    id: &str,
+    topic: &str,
+    batch: bytes::Bytes,
+) -> i16 {
     use fjord_protocol::kafka_protocol::messages::produce_request::{
         PartitionProduceData, TopicProduceData,
     };
@@ -83,7 +94,7 @@ async fn produce(
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
                 .with_records(Some(batch))])]);
-    let r: ProduceResponse = call(b, ApiKey::Produce, 9, &req).await;
+    let r: ProduceResponse = call(b, ApiKey::Produce, v, &req).await;
     r.responses[0].partition_responses[0].error_code
 }
 
@@ -365,4 +376,47 @@ async fn write_txn_markers_ends_a_transaction_in_its_partitions() {
     // The same coordinator epoch is accepted (a retried marker).
     assert_eq!(write_marker(&b, producer, 5, true, "t").await, 0);
     assert_eq!(partition.log.log_end_offset().0, 4);
+}
+
+/// Produce v12 (transaction version 2) to a partition this node does not
+/// lead is NOT_LEADER_OR_FOLLOWER, and the partition does not join the
+/// producer's transaction: the leader checks leadership before it asks the
+/// coordinator, as Kafka's `Partition.maybeStartTransactionVerification`.
+/// Once led here again, the same batch joins the transaction and is appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_v12_to_a_partition_led_elsewhere_adds_nothing() {
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_broker(dir.path(), 1);
+    b.create_topic("t", 1, Default::default(), false).unwrap();
+    find_txn_coordinator(&b, "led-elsewhere").await;
+    let producer = init(&b, "led-elsewhere", 5).await;
+    let partition = b.topic("t").unwrap().partition(0).unwrap();
+    let here = partition.replica_state();
+    let mut elsewhere = here.clone();
+    elsewhere.leader = fjord_model::NodeId(here.leader.0 + 1);
+    elsewhere.leader_epoch = fjord_model::LeaderEpoch(here.leader_epoch.0 + 1);
+    partition.set_replica_state(elsewhere.clone());
+
+    let batch = || txn_batch(producer.0, producer.1, 0, &[b"x"]);
+    assert_eq!(
+        produce_at(&b, 12, "led-elsewhere", "t", batch()).await,
+        NOT_LEADER_OR_FOLLOWER
+    );
+    assert_eq!(
+        describe(&b, "led-elsewhere").await,
+        (0, "Empty".to_string())
+    );
+    assert_eq!(partition.log.log_end_offset().0, 0);
+
+    // Led here again (a later epoch): the implicit add and the append.
+    let mut back = here;
+    back.leader_epoch = fjord_model::LeaderEpoch(elsewhere.leader_epoch.0 + 1);
+    partition.set_replica_state(back);
+    assert_eq!(produce_at(&b, 12, "led-elsewhere", "t", batch()).await, 0);
+    assert_eq!(
+        describe(&b, "led-elsewhere").await,
+        (0, "Ongoing".to_string())
+    );
+    assert_eq!(partition.log.log_end_offset().0, 1);
 }

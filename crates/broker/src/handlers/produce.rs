@@ -6,7 +6,8 @@
 //!   transaction implicitly (transaction version 2, KIP-890): a partition not
 //!   yet in the producer's transaction at this leader is added to it first
 //!   (`Txns::add_implicitly`: this node's coordinator, or AddPartitionsToTxn
-//!   v5 to the one that coordinates the transactional id), then appended; the
+//!   v5 to the one that coordinates the transactional id; only a partition
+//!   this node leads, as Kafka checks leadership first), then appended; the
 //!   connection reads its next request only after that append
 //!   (`Pending::Ordered`). A refused add answers the coordinator's error as
 //!   Kafka's leader does (PRODUCER_FENCED as INVALID_PRODUCER_EPOCH, a busy or
@@ -129,6 +130,13 @@ fn implicit_adds(
             let Some(p) = topic.partition(pd.index) else {
                 continue;
             };
+            // A partition led elsewhere is answered NOT_LEADER_OR_FOLLOWER by
+            // the append and never joins the transaction: Kafka's leader
+            // checks leadership before it asks the coordinator
+            // (`Partition.maybeStartTransactionVerification`).
+            if p.replica_state().leader != p.local() {
+                continue;
+            }
             let Some(records) = pd.records.as_deref() else {
                 continue;
             };

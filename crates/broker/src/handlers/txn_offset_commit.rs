@@ -13,7 +13,9 @@
 //! (AddOffsetsToTxn put it there), asked of the transaction coordinator as
 //! AddPartitionsToTxn's `verify_only` does (a stale epoch is
 //! INVALID_PRODUCER_EPOCH, another producer id INVALID_PRODUCER_ID_MAPPING,
-//! a partition not in the transaction INVALID_TXN_STATE); then the group's
+//! a partition not in the transaction TRANSACTION_ABORTABLE from v4, the
+//! first version whose clients know it (KIP-890), and INVALID_TXN_STATE
+//! before, as Kafka's group coordinator answers); then the group's
 //! checks (generation, member id, group instance id from v3), as
 //! OffsetCommit's. Nothing is written when any check fails.
 //!
@@ -41,6 +43,8 @@ use super::{str_bytes, Ctx, Pending};
 pub const VERSIONS: RangeInclusive<i16> = 0..=5;
 /// First version whose offsets partition joins the transaction here.
 const IMPLICIT_ADD_FROM: i16 = 5;
+/// First version answered TRANSACTION_ABORTABLE (KIP-890).
+const TRANSACTION_ABORTABLE_FROM: i16 = 4;
 
 /// How the transaction coordinator's check is made.
 enum Check {
@@ -67,6 +71,24 @@ fn retriable_as_group(code: ErrorCode) -> ErrorCode {
         | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
         | ErrorCode::NOT_COORDINATOR => ErrorCode::COORDINATOR_NOT_AVAILABLE,
         code => fenced_as_group(code),
+    }
+}
+
+/// A refused check of the transaction coordinator as Kafka's group
+/// coordinator answers it to a TxnOffsetCommit of `version`: an offsets
+/// partition not in the transaction (Kafka's coordinator says
+/// TRANSACTION_ABORTABLE, Fjord's INVALID_TXN_STATE) is TRANSACTION_ABORTABLE
+/// to v4, the version that verifies and knows that error, and
+/// INVALID_TXN_STATE to the others (`AddPartitionsToTxnManager`: only the
+/// `genericError` operation keeps it); a stale epoch INVALID_PRODUCER_EPOCH.
+fn refused_as_group(version: i16, code: ErrorCode) -> ErrorCode {
+    let verifies_abortable = (TRANSACTION_ABORTABLE_FROM..IMPLICIT_ADD_FROM).contains(&version);
+    match fenced_as_group(code) {
+        ErrorCode::INVALID_TXN_STATE | ErrorCode::TRANSACTION_ABORTABLE if verifies_abortable => {
+            ErrorCode::TRANSACTION_ABORTABLE
+        }
+        ErrorCode::TRANSACTION_ABORTABLE => ErrorCode::INVALID_TXN_STATE,
+        code => code,
     }
 }
 
@@ -180,7 +202,11 @@ pub fn handle(ctx: Ctx, req: TxnOffsetCommitRequest) -> Pending {
             (None, Some((Ask::Add, offsets_partition, g, commit_request)))
         }
         (Check::Now(code), _) => {
-            refuse(fenced_as_group(code), &mut decided, &commit_request);
+            refuse(
+                refused_as_group(ctx.api_version, code),
+                &mut decided,
+                &commit_request,
+            );
             (None, None)
         }
         (Check::Remote(..) | Check::Add(_), None) => {
@@ -223,7 +249,11 @@ pub fn handle(ctx: Ctx, req: TxnOffsetCommitRequest) -> Pending {
                 if code.is_none() {
                     Some(g.txn_commit(commit_request, producer_epoch))
                 } else {
-                    refuse(fenced_as_group(code), &mut results, &commit_request);
+                    refuse(
+                        refused_as_group(ctx.api_version, code),
+                        &mut results,
+                        &commit_request,
+                    );
                     None
                 }
             }
