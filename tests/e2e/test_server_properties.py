@@ -38,11 +38,12 @@ def test_kafka_server_properties_starts_fjord(broker_factory):
     log = br.log_path.read_text()
     accepted = [line for line in log.splitlines() if "accepted, no effect in Fjord" in line]
     assert len(accepted) == 1, log
-    for name in ("delete.topic.enable", "broker.rack", "num.replica.fetchers", "replica.selector.class",
+    for name in ("delete.topic.enable", "num.replica.fetchers",
                  "group.coordinator.rebalance.protocols", "share.coordinator.state.topic.replication.factor"):
         assert name in accepted[0], (name, accepted[0])
     # Configs Fjord acts on are not in that list.
-    for name in ("replica.lag.time.max.ms", "offsets.topic.replication.factor", "num.partitions"):
+    for name in ("replica.lag.time.max.ms", "offsets.topic.replication.factor", "num.partitions", "broker.rack",
+                 "replica.selector.class"):
         assert f" {name}," not in accepted[0] and not accepted[0].endswith(f" {name}"), (name, accepted[0])
     assert "not Kafka" not in log, log
 

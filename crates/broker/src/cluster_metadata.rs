@@ -262,8 +262,9 @@ pub fn bootstrap_records(config: &BrokerConfig) -> Vec<MetadataRecord> {
             })
             .collect(),
         features: registered_features(),
-        // No `broker.rack`: null, as Kafka writes it (the schema's default is "").
-        rack: None,
+        // `broker.rack`, or null without one, as Kafka writes it (the
+        // schema's default is "").
+        rack: config.rack.clone(),
         fenced: false,
         ..Default::default()
     }));

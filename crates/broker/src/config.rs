@@ -73,6 +73,12 @@ pub struct BrokerConfig {
     pub not_kafka: BTreeSet<String>,
     /// KRaft settings (`process.roles`, `controller.quorum.voters`, ...).
     pub kraft: crate::kraft::KraftConfig,
+    /// `broker.rack`: this broker's rack, registered with the controller
+    /// and listed by Metadata and DescribeCluster (`None`: no rack).
+    pub rack: Option<String>,
+    /// `replica.selector.class`: how a leader answers a consumer's fetch
+    /// that names its rack (KIP-392).
+    pub replica_selector: ReplicaSelector,
     /// `broker.session.timeout.ms`: the active controller fences a broker
     /// that has not heartbeaten for this long (cluster mode).
     pub broker_session_timeout_ms: i64,
@@ -97,6 +103,24 @@ pub struct BrokerConfig {
     pub authorizer: crate::security::authorizer::AuthorizerConfig,
 }
 
+/// `replica.selector.class` (KIP-392): which replica a consumer reads from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReplicaSelector {
+    /// Unset (Kafka's `LeaderSelector`): consumers read from the leader;
+    /// the leader names no preferred read replica.
+    #[default]
+    Leader,
+    /// Kafka's `RackAwareReplicaSelector`: a consumer whose `client.rack`
+    /// holds an in-sync follower and not the leader is sent to it.
+    RackAware,
+}
+
+/// The `replica.selector.class` Fjord acts on as Kafka's rack-aware selector.
+pub const RACK_AWARE_REPLICA_SELECTOR: &str =
+    "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+/// Kafka's default selector, named explicitly.
+pub const LEADER_REPLICA_SELECTOR: &str = "org.apache.kafka.common.replica.LeaderSelector";
+
 /// The broker configs (other than the `log.*`-style topic defaults, see
 /// [`TopicConfigDef::enforced`]) whose value changes what Fjord does, in
 /// name order. Every other Kafka broker config is accepted without effect.
@@ -106,6 +130,7 @@ pub const FJORD_BROKER_CONFIGS: &[&str] = &[
     "auto.create.topics.enable",
     "broker.heartbeat.interval.ms",
     "broker.id",
+    "broker.rack",
     "broker.session.timeout.ms",
     "cluster.id",
     "connections.max.idle.ms",
@@ -146,6 +171,7 @@ pub const FJORD_BROKER_CONFIGS: &[&str] = &[
     "replica.fetch.response.max.bytes",
     "replica.fetch.wait.max.ms",
     "replica.lag.time.max.ms",
+    "replica.selector.class",
     "socket.request.max.bytes",
     "transaction.state.log.min.isr",
     "transaction.state.log.replication.factor",
@@ -955,6 +981,8 @@ impl Default for BrokerConfig {
             named_advertised: Vec::new(),
             security: Default::default(),
             authorizer_enabled: false,
+            rack: None,
+            replica_selector: ReplicaSelector::Leader,
             authorizer: Default::default(),
         }
     }
@@ -1138,6 +1166,27 @@ impl BrokerConfig {
                 self.groups.offsets_segment_bytes =
                     parse_bounded(name, value, limits::SEGMENT_BYTES_MIN as i64, I32_MAX)? as u64
             }
+            "broker.rack" => {
+                let rack = value.trim();
+                self.rack = (!rack.is_empty()).then(|| rack.to_string());
+            }
+            // Kafka's two selectors; a JVM plug-in cannot run here, and
+            // ignoring it would silently keep consumers on the leader.
+            "replica.selector.class" => {
+                self.replica_selector = match value.trim() {
+                    "" | LEADER_REPLICA_SELECTOR => ReplicaSelector::Leader,
+                    RACK_AWARE_REPLICA_SELECTOR => ReplicaSelector::RackAware,
+                    _ => {
+                        return Err(invalid(
+                            name,
+                            value,
+                            "Fjord selects read replicas with Kafka's own selectors only \
+                             (org.apache.kafka.common.replica.RackAwareReplicaSelector, \
+                             or org.apache.kafka.common.replica.LeaderSelector, the default)",
+                        ))
+                    }
+                }
+            }
             // Kafka's KRaft authorizer; any other class (a JVM plug-in, or
             // the ZooKeeper-era AclAuthorizer) would be ignored, which is not
             // harmless: refused.
@@ -1262,6 +1311,24 @@ impl BrokerConfig {
             "max.incremental.fetch.session.cache.slots".into(),
             self.fetch_session_cache_slots.to_string(),
         );
+        if let Some(rack) = &self.rack {
+            out.insert("broker.rack".into(), rack.clone());
+        }
+        match self.replica_selector {
+            ReplicaSelector::RackAware => {
+                out.insert(
+                    "replica.selector.class".into(),
+                    RACK_AWARE_REPLICA_SELECTOR.into(),
+                );
+            }
+            ReplicaSelector::Leader if self.explicit.contains("replica.selector.class") => {
+                out.insert(
+                    "replica.selector.class".into(),
+                    LEADER_REPLICA_SELECTOR.into(),
+                );
+            }
+            ReplicaSelector::Leader => {}
+        }
         out.insert(
             "broker.session.timeout.ms".into(),
             self.broker_session_timeout_ms.to_string(),
@@ -1893,6 +1960,35 @@ mod tests {
     }
 
     #[test]
+    fn rack_and_replica_selector() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(
+            (c.rack.as_deref(), c.replica_selector),
+            (None, ReplicaSelector::Leader)
+        );
+        c.set("broker.rack", "r1").unwrap();
+        c.set("replica.selector.class", RACK_AWARE_REPLICA_SELECTOR)
+            .unwrap();
+        assert_eq!(c.rack.as_deref(), Some("r1"));
+        assert_eq!(c.replica_selector, ReplicaSelector::RackAware);
+        assert_eq!(
+            c.describe()["replica.selector.class"],
+            RACK_AWARE_REPLICA_SELECTOR
+        );
+        assert_eq!(c.describe()["broker.rack"], "r1");
+        let err = c
+            .set("replica.selector.class", "com.example.MySelector")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RackAwareReplicaSelector"), "{err}");
+        c.set("replica.selector.class", LEADER_REPLICA_SELECTOR)
+            .unwrap();
+        assert_eq!(c.replica_selector, ReplicaSelector::Leader);
+        c.set("broker.rack", "").unwrap();
+        assert_eq!(c.rack, None);
+    }
+
+    #[test]
     fn kafka_names_map_to_typed_settings() {
         let mut c = BrokerConfig::default();
         c.set("num.partitions", "3").unwrap();
@@ -1992,6 +2088,7 @@ mod kafka_name_tests {
             "listeners" | "advertised.listeners" => return "PLAINTEXT://127.0.0.1:9092".into(),
             "log.dirs" | "log.dir" => return "/tmp/fjord-test".into(),
             "cluster.id" => return "MkU3OEVBNTcwNTJENDM2Qg".into(),
+            "replica.selector.class" => return RACK_AWARE_REPLICA_SELECTOR.into(),
             _ => {}
         }
         match (k.default, k.kind) {
@@ -2139,9 +2236,7 @@ mod kafka_name_tests {
         let no_effect = no_effect.unwrap();
         for name in [
             "delete.topic.enable",
-            "broker.rack",
             "num.replica.fetchers",
-            "replica.selector.class",
             "group.coordinator.rebalance.protocols",
             "share.coordinator.state.topic.replication.factor",
             "num.io.threads",
@@ -2151,10 +2246,11 @@ mod kafka_name_tests {
                 "{name}: {no_effect}"
             );
         }
-        assert!(
-            !no_effect.split(", ").any(|n| n == "num.partitions"),
-            "{no_effect}"
-        );
+        for name in ["num.partitions", "broker.rack", "replica.selector.class"] {
+            assert!(!no_effect.split(", ").any(|n| n == name), "{no_effect}");
+        }
+        assert_eq!(c.rack.as_deref(), Some("rack-a"));
+        assert_eq!(c.replica_selector, ReplicaSelector::RackAware);
         // Commented-out lines are not settings.
         assert!(!c.explicit.contains("log.flush.interval.messages"));
     }

@@ -303,7 +303,7 @@ fn register(b: &Broker, channel: &mut ControllerChannel, reg: &mut Registration)
                 .into_iter()
                 .collect(),
         )
-        .with_rack(None)
+        .with_rack(cfg.rack.as_deref().map(sb))
         .with_previous_broker_epoch(reg.previous_epoch);
     match channel.call(b, &request, REGISTRATION_VERSION) {
         Ok(r) if r.error_code == 0 => {

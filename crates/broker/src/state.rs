@@ -639,7 +639,8 @@ impl Broker {
                             && have.host == want.host
                             && have.port == want.port
                             && have.security_protocol == want.security_protocol
-                    }) =>
+                    })
+                    && b.rack.clone().filter(|r| !r.is_empty()) == self.config.rack =>
             {
                 b.broker_epoch
             }
@@ -652,7 +653,7 @@ impl Broker {
                     cluster_id: self.cluster_id.clone(),
                     incarnation_id: Uuid::new_v4(),
                     listeners: endpoints,
-                    rack: None,
+                    rack: self.config.rack.clone(),
                     features: cm::registered_features()
                         .into_iter()
                         .map(|f| FeatureRange {

@@ -138,6 +138,16 @@ impl ReplicaState {
     }
 }
 
+/// Who may serve a consumer's read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Only the leader (Fetch before v11, as Kafka's `fetchOnlyLeader`).
+    Leader,
+    /// The leader or a follower, each up to its own high watermark (a
+    /// consumer's Fetch v11+, which may follow a `preferred_read_replica`).
+    AnyReplica,
+}
+
 /// What ListOffsets asks for (its special timestamps, or a timestamp).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OffsetQuery {
@@ -486,6 +496,19 @@ impl Partition {
         Ok(r.leader_epoch)
     }
 
+    /// A consumer may read here (KIP-392): this node leads the partition
+    /// or is one of its replicas.
+    fn check_replica(&self) -> Result<(), PartitionError> {
+        let r = self.replica.read();
+        if r.leader != self.local && !r.replicas.contains(&self.local) {
+            return Err(PartitionError::NotLeader {
+                node: self.local,
+                leader: r.leader,
+            });
+        }
+        Ok(())
+    }
+
     /// Offsets below it are committed (readable by read_uncommitted consumers).
     pub fn high_watermark(&self) -> Offset {
         self.refresh_high_watermark()
@@ -671,12 +694,39 @@ impl Partition {
         current_leader_epoch: LeaderEpoch,
         min_one_batch: bool,
     ) -> Fetched {
+        self.read_from(
+            ReadFrom::Leader,
+            offset,
+            max_bytes,
+            isolation,
+            current_leader_epoch,
+            min_one_batch,
+        )
+    }
+
+    /// [`Partition::read`] on the leader or, with [`ReadFrom::AnyReplica`]
+    /// (a consumer's Fetch v11+, KIP-392), on a follower too: a follower
+    /// serves what is below the high watermark it learnt from the leader's
+    /// fetch responses, never more; a node that is no replica of the
+    /// partition answers NOT_LEADER_OR_FOLLOWER.
+    pub fn read_from(
+        &self,
+        from: ReadFrom,
+        offset: Offset,
+        max_bytes: usize,
+        isolation: Isolation,
+        current_leader_epoch: LeaderEpoch,
+        min_one_batch: bool,
+    ) -> Fetched {
         let high_watermark = self.high_watermark();
         let last_stable_offset = self.last_stable_offset().min(high_watermark);
         let log_start_offset = self.log.log_start_offset();
         let records = self
             .check_leader_epoch(current_leader_epoch)
-            .and_then(|()| self.check_leader().map(drop))
+            .and_then(|()| match from {
+                ReadFrom::Leader => self.check_leader().map(drop),
+                ReadFrom::AnyReplica => self.check_replica(),
+            })
             .and_then(|()| {
                 let upper = match isolation {
                     Isolation::ReadUncommitted => high_watermark,

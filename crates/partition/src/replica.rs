@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use fjord_model::{ErrorCode, LeaderEpoch, NodeId, Offset};
 use fjord_replication::{
     FetchAnswer, FetchOutcome, Follower, FollowerAction, FollowerFetch, FollowerSettings, Leader,
-    LeaderOutput, LogView, PartitionState, Settings,
+    LeaderOutput, LogView, PartitionState, ReadReplica, Settings,
 };
 use fjord_storage::{Log, ReadResult};
 
@@ -269,6 +269,20 @@ impl Partition {
             records,
             outputs: out,
         })
+    }
+
+    /// The in-sync followers a consumer fetching at `fetch_offset` may be
+    /// sent to (KIP-392), when this node leads the partition with other
+    /// replicas; `None` otherwise (the consumer reads here).
+    pub fn read_replica_candidates(
+        &self,
+        fetch_offset: Offset,
+        now_ms: i64,
+    ) -> Option<Vec<ReadReplica>> {
+        match &*self.role.lock() {
+            Some(Role::Leader(l)) => Some(l.read_replica_candidates(fetch_offset, now_ms)),
+            _ => None,
+        }
     }
 
     /// Time passes on the leader: the ISR may shrink, an AlterPartition in

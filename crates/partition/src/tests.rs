@@ -435,3 +435,151 @@ fn appends_carry_the_leader_epoch() {
         vec![(LeaderEpoch(0), Offset(0)), (LeaderEpoch(3), Offset(1))]
     );
 }
+
+/// KIP-392 in the partition layer, a leader on node 1 and a follower on
+/// node 2 driven by hand: a follower serves consumers only below the high
+/// watermark it learnt from the leader (never its whole log), refuses
+/// leader-only reads, answers OFFSET_OUT_OF_RANGE past its log end; the
+/// leader offers as read replicas only in-sync followers holding the fetch
+/// offset, and stops offering one that leaves the ISR.
+#[test]
+fn a_follower_serves_reads_below_its_high_watermark_and_only_in_sync_followers_are_offered() {
+    use fjord_replication::{PartitionState, Settings};
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (n1, n2) = (NodeId(1), NodeId(2));
+    let state = PartitionState {
+        leader: n1,
+        leader_epoch: LeaderEpoch(1),
+        partition_epoch: 1,
+        replicas: vec![n1, n2],
+        isr: vec![n1, n2],
+    };
+    let facts = ReplicaState {
+        leader: n1,
+        leader_epoch: LeaderEpoch(1),
+        replicas: vec![n1, n2],
+        isr: vec![n1, n2],
+    };
+    let open_on = |dir: &std::path::Path, node| {
+        let (log, _) = Log::open(&Storage::default(), dir, LogConfig::default(), 0).unwrap();
+        Partition::new(PartitionIndex(0), log, node, facts.clone())
+    };
+    let leader = open_on(d1.path(), n1);
+    let follower = open_on(d2.path(), n2);
+    let settings = Settings {
+        replica_lag_time_max_ms: 1_000,
+        min_insync_replicas: 1,
+    };
+    let mut now = 1_000;
+    leader.become_leader(state.clone(), settings, now);
+    follower.become_follower(
+        state.clone(),
+        7,
+        fjord_replication::FollowerSettings::default(),
+    );
+    let consumer_read = |p: &Partition, from, offset| {
+        p.read_from(
+            from,
+            Offset(offset),
+            1 << 20,
+            Isolation::ReadUncommitted,
+            LeaderEpoch(1),
+            true,
+        )
+    };
+    // One round of replication: the follower fetches, the leader answers.
+    let replicate = |now: i64| {
+        let (to, fetch) = follower.poll_replica_fetch(now).expect("a fetch to send");
+        assert_eq!(to, n1);
+        let got = leader.follower_fetch(fetch, 1 << 20, now).unwrap();
+        let bytes = got.records.map(|r| r.to_vec().unwrap()).unwrap_or_default();
+        follower
+            .on_replica_fetch_answer(now, fetch, got.answer, &bytes)
+            .unwrap();
+        follower.log.flush().unwrap();
+        follower.on_follower_flush();
+    };
+    append(&leader, 3, 10, Acks::Leader);
+    leader.log.flush().unwrap();
+    leader.replication_tick(now, false);
+    // No follower has reported a log end yet: none is offered.
+    assert_eq!(leader.read_replica_candidates(Offset(0), now), Some(vec![]));
+    replicate(now);
+    // The follower holds 3 records but the leader's answer said high
+    // watermark 0: it serves nothing yet, and nothing is out of range.
+    assert_eq!(follower.log_end_offset(), Offset(3));
+    assert_eq!(follower.high_watermark(), Offset(0));
+    let f = consumer_read(&follower, ReadFrom::AnyReplica, 0);
+    assert_eq!((read_bytes(&f), f.high_watermark), (0, Offset(0)));
+    let f = consumer_read(&follower, ReadFrom::AnyReplica, 2);
+    assert_eq!(read_bytes(&f), 0);
+    // A leader-only read (Fetch before v11) is refused on the follower.
+    let f = consumer_read(&follower, ReadFrom::Leader, 0);
+    let e = f.records.unwrap_err();
+    assert_eq!(e.kafka_code(), ErrorCode::NOT_LEADER_OR_FOLLOWER);
+    // The next fetch tells the leader the follower holds 3: the high
+    // watermark moves on the leader, then on the follower.
+    now += 10;
+    replicate(now);
+    assert_eq!(leader.high_watermark(), Offset(3));
+    replicate(now);
+    assert_eq!(follower.high_watermark(), Offset(3));
+    let f = consumer_read(&follower, ReadFrom::AnyReplica, 0);
+    assert_eq!(read_bytes(&f), batch(3, 10).len());
+    assert_eq!(f.high_watermark, Offset(3));
+    // More on the leader: the follower still serves only up to 3, and an
+    // offset past its log end is out of range (the consumer goes back to
+    // the leader).
+    append(&leader, 2, 20, Acks::Leader);
+    let f = consumer_read(&follower, ReadFrom::AnyReplica, 3);
+    assert_eq!(read_bytes(&f), 0);
+    let f = consumer_read(&follower, ReadFrom::AnyReplica, 4);
+    assert_eq!(
+        f.records.unwrap_err().kafka_code(),
+        ErrorCode::OFFSET_OUT_OF_RANGE
+    );
+    // The leader offers the follower for offsets it holds, not beyond.
+    let offered = leader.read_replica_candidates(Offset(3), now).unwrap();
+    assert_eq!(offered.iter().map(|r| r.node).collect::<Vec<_>>(), vec![n2]);
+    assert_eq!(offered[0].log_end, Offset(3));
+    assert_eq!(leader.read_replica_candidates(Offset(4), now), Some(vec![]));
+    // A follower does not offer anyone: its consumers read there.
+    assert_eq!(follower.read_replica_candidates(Offset(0), now), None);
+    // The follower stops fetching: past replica.lag.time.max.ms the leader
+    // asks to shrink the ISR, and from then on does not offer it.
+    now += 5_000;
+    let out = leader.replication_tick(now, false);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, fjord_replication::LeaderOutput::AlterPartition(_))),
+        "{out:?}"
+    );
+    assert_eq!(leader.read_replica_candidates(Offset(0), now), Some(vec![]));
+    leader.on_alter_partition_answer(Ok(PartitionState {
+        partition_epoch: 2,
+        isr: vec![n1],
+        ..state.clone()
+    }));
+    assert_eq!(leader.replica_state().isr, vec![n1]);
+    assert_eq!(leader.read_replica_candidates(Offset(0), now), Some(vec![]));
+    // A node that is no replica (removed by a reassignment) serves no reads.
+    follower.set_replica_state(ReplicaState {
+        leader: n1,
+        leader_epoch: LeaderEpoch(2),
+        replicas: vec![n1],
+        isr: vec![n1],
+    });
+    follower.stop_replicating();
+    let f = follower.read_from(
+        ReadFrom::AnyReplica,
+        Offset(0),
+        1 << 20,
+        Isolation::ReadUncommitted,
+        LeaderEpoch::UNKNOWN,
+        true,
+    );
+    assert_eq!(
+        f.records.unwrap_err().kafka_code(),
+        ErrorCode::NOT_LEADER_OR_FOLLOWER
+    );
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use fjord_model::{limits, ErrorCode, LeaderEpoch, NodeId, Offset};
 
-use crate::{AlterPartition, IsrMember, LogView, PartitionState, Settings};
+use crate::{AlterPartition, IsrMember, LogView, PartitionState, ReadReplica, Settings};
 
 /// A follower's Fetch for this partition (Fetch's `ReplicaState` /
 /// `replica_id`, and the partition's fields).
@@ -343,6 +343,28 @@ impl Leader {
         self.request_isr(isr, out);
         // The committed ISR stays in use until the controller answers.
         self.maybe_advance(log, out);
+    }
+
+    /// The followers a consumer fetching at `fetch_offset` may be sent to
+    /// (KIP-392, Kafka's `findPreferredReadReplica`): those in the
+    /// committed ISR whose log end is at or past `fetch_offset`. A follower
+    /// that an AlterPartition in flight removes is left out already (Kafka
+    /// still offers it until the shrink is committed).
+    pub fn read_replica_candidates(&self, fetch_offset: Offset, now_ms: i64) -> Vec<ReadReplica> {
+        self.followers
+            .iter()
+            .filter(|(r, p)| {
+                self.state.isr.contains(r)
+                    && self.pending.as_ref().is_none_or(|q| q.isr.contains(r))
+                    && p.log_end != Offset::NONE
+                    && p.log_end >= fetch_offset
+            })
+            .map(|(r, p)| ReadReplica {
+                node: *r,
+                log_end: p.log_end,
+                since_caught_up_ms: now_ms.saturating_sub(p.last_caught_up_ms).max(0),
+            })
+            .collect()
     }
 
     /// Kafka's `isFollowerInSync` for a follower outside the ISR: it holds

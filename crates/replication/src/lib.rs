@@ -34,6 +34,11 @@
 //!   before fetching on; it never truncates by high watermark. Its high
 //!   watermark is the leader's, bounded by its own durable log end, and
 //!   never moves back within one incarnation.
+//! - [`select_rack_aware`]: fetch from the closest replica (KIP-392): the
+//!   follower in a consumer's rack the leader names as its
+//!   `preferred_read_replica`, among [`Leader::read_replica_candidates`]
+//!   (in-sync followers holding the fetch offset), as Kafka's
+//!   `RackAwareReplicaSelector`.
 //! - [`sim`]: one partition on three replicas, a controller stub that
 //!   elects only from the ISR and bumps epochs, acks=all producers, a lossy
 //!   reordering network, crashes that lose unsynced data, restarts; the
@@ -47,6 +52,7 @@
 
 mod follower;
 mod leader;
+mod read_replica;
 pub mod sim;
 
 #[cfg(test)]
@@ -54,6 +60,7 @@ mod tests;
 
 pub use follower::{Follower, FollowerAction, FollowerSettings};
 pub use leader::{FetchAnswer, FetchOutcome, FollowerFetch, Leader, LeaderOutput};
+pub use read_replica::{select_rack_aware, ReadReplica};
 
 use fjord_model::{limits, LeaderEpoch, NodeId, Offset};
 

@@ -22,7 +22,9 @@
 //       and stops after COUNT records in total (or when poll.total.ms, default 20000, runs out); COUNT
 //       "end" stops instead once every partition's position reaches its end offset as of the start,
 //       then prints {"type":"done","count":n,"end_offsets":{...},"beginning_offsets":{...},
-//       "elapsed_s":s,"throttle_time_avg":ms,"throttle_time_max":ms} (fetch-throttle-time-avg/-max).
+//       "elapsed_s":s,"throttle_time_avg":ms,"throttle_time_max":ms} (fetch-throttle-time-avg/-max),
+//       "preferred_read_replicas":[ids] (every preferred-read-replica metric value seen after a poll that
+//       returned records, KIP-392; -1: the leader) and "node_incoming_bytes":{"node-N":bytes}.
 //
 //   group BOOTSTRAP TOPIC GROUP [k=v ...]
 //       A consumer-group member: subscribes to TOPIC, commits each batch's offsets right after
@@ -82,6 +84,7 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
@@ -531,6 +534,7 @@ public class E2EClient {
             for (TopicPartition tp : tps) pos.put(tp.topic() + ":" + tp.partition(), consumer.position(tp, Duration.ofSeconds(15)));
             emit(start);
             Map<TopicPartition, Long> stopAt = toEnd ? consumer.endOffsets(tps, Duration.ofSeconds(15)) : Map.of();
+            java.util.TreeSet<Integer> preferredSeen = new java.util.TreeSet<>();
             long n = 0;
             while (n < count && System.currentTimeMillis() < deadline) {
                 if (toEnd) {
@@ -540,7 +544,9 @@ public class E2EClient {
                     }
                     if (atEnd) break;
                 }
-                for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(200))) {
+                ConsumerRecords<byte[], byte[]> polled = consumer.poll(Duration.ofMillis(200));
+                if (!polled.isEmpty()) preferredReplicas(consumer.metrics(), preferredSeen);
+                for (ConsumerRecord<byte[], byte[]> r : polled) {
                     ObjectNode o = JSON.createObjectNode();
                     o.put("type", "record");
                     o.put("topic", r.topic());
@@ -567,6 +573,15 @@ public class E2EClient {
             done.put("count", n);
             done.put("elapsed_s", (System.currentTimeMillis() - deadline + totalMs) / 1e3);
             throttleMetrics(done, consumer.metrics(), "fetch");
+            ArrayNode preferred = done.putArray("preferred_read_replicas");
+            for (int r : preferredSeen) preferred.add(r);
+            ObjectNode nodeBytes = done.putObject("node_incoming_bytes");
+            for (Map.Entry<org.apache.kafka.common.MetricName, ? extends org.apache.kafka.common.Metric> e : consumer.metrics().entrySet()) {
+                if (e.getKey().name().equals("incoming-byte-total") && e.getKey().tags().containsKey("node-id")
+                        && e.getValue().metricValue() instanceof Double d) {
+                    nodeBytes.put(e.getKey().tags().get("node-id"), d.longValue());
+                }
+            }
             ObjectNode ends = done.putObject("end_offsets");
             for (Map.Entry<TopicPartition, Long> e : consumer.endOffsets(tps, Duration.ofSeconds(15)).entrySet()) {
                 ends.put(e.getKey().topic() + ":" + e.getKey().partition(), e.getValue());
@@ -576,6 +591,16 @@ public class E2EClient {
                 begins.put(e.getKey().topic() + ":" + e.getKey().partition(), e.getValue());
             }
             emit(done);
+        }
+    }
+
+    /** Adds the partitions' preferred-read-replica metric values (KIP-392; -1: the leader) to `seen`. */
+    static void preferredReplicas(Map<org.apache.kafka.common.MetricName, ? extends org.apache.kafka.common.Metric> metrics,
+            java.util.Set<Integer> seen) {
+        for (Map.Entry<org.apache.kafka.common.MetricName, ? extends org.apache.kafka.common.Metric> e : metrics.entrySet()) {
+            if (e.getKey().name().equals("preferred-read-replica") && e.getValue().metricValue() instanceof Number v) {
+                seen.add(v.intValue());
+            }
         }
     }
 

@@ -25,7 +25,15 @@
 //! a diverging log gets the leader's epoch and end offset in the
 //! `diverging_epoch` tagged field (KIP-320), at once.
 //!
-//! Each partition is read through `fjord_partition::Partition::read`, which
+//! A consumer's fetch (KIP-392) from v11 on may be served by a follower
+//! (`Partition::read_from` with `ReadFrom::AnyReplica`: below the
+//! follower's own high watermark); before v11 only by the leader. With
+//! `replica.selector.class` = Kafka's `RackAwareReplicaSelector` and a
+//! `rack_id` in the request, the leader answers a partition that has an
+//! eligible follower in that rack with its `preferred_read_replica`, the
+//! offsets and no records, at once (Kafka skips the read then).
+//!
+//! Each partition is read through `fjord_partition::Partition::read_from`, which
 //! decides the high watermark, the last stable offset, the leader epoch
 //! check (`current_leader_epoch`), the range and, for read_committed, the
 //! aborted transactions overlapping it (listed in the response so the client
@@ -53,7 +61,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use fjord_model::{limits, ErrorCode, LeaderEpoch, NodeId, Offset};
-use fjord_partition::{Isolation, Partition};
+use fjord_partition::{Isolation, Partition, ReadFrom};
 use fjord_protocol::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use fjord_protocol::kafka_protocol::messages::{FetchRequest, TopicName};
 use fjord_protocol::kafka_protocol::protocol::StrBytes;
@@ -64,6 +72,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{Ctx, Pending};
+use crate::config::ReplicaSelector;
 use crate::errors;
 use crate::fetch_sessions::{
     self, Incremental, PartitionAnswer, PartitionKey, PartitionRequest, PartitionSeen, TopicRef,
@@ -121,6 +130,9 @@ pub struct PartitionOut {
     /// epoch this node knows, with NOT_LEADER_OR_FOLLOWER or
     /// FENCED_LEADER_EPOCH.
     pub current_leader: Option<(i32, i32)>,
+    /// v11+: the replica a consumer should fetch this partition from
+    /// instead (KIP-392; -1: none, read here).
+    pub preferred_read_replica: i32,
 }
 
 /// A broker a `current_leader` hint names (v16+ `node_endpoints`).
@@ -295,7 +307,11 @@ fn session_answer(p: &PartitionOut) -> PartitionAnswer {
         log_start_offset: p.log_start_offset,
         records_bytes: p.records_bytes,
         error: !p.error.is_none(),
-        must_send: p.diverging_epoch.is_some() || p.current_leader.is_some(),
+        // Kafka's `CachedPartition.maybeUpdateResponseData`: a preferred
+        // read replica is always sent.
+        must_send: p.diverging_epoch.is_some()
+            || p.current_leader.is_some()
+            || p.preferred_read_replica >= 0,
     }
 }
 
@@ -400,8 +416,33 @@ async fn fetch(ctx: Ctx, req: FetchRequest, plan: Plan) -> Option<Response> {
     // Registered with every wanted partition since the last wake-up (an append
     // takes the registrations it wakes).
     let mut registered = false;
+    // KIP-392: a consumer's Fetch v11+ may be read on a follower, and one
+    // naming its rack may be sent to a follower in that rack.
+    let read_from = if replica.is_none() && ctx.api_version >= 11 {
+        ReadFrom::AnyReplica
+    } else {
+        ReadFrom::Leader
+    };
+    let racks = (read_from == ReadFrom::AnyReplica
+        && ctx.broker.config.replica_selector == ReplicaSelector::RackAware
+        && !req.rack_id.is_empty())
+    .then(|| RackSelect {
+        client_rack: req.rack_id.to_string(),
+        brokers: ctx
+            .live_brokers()
+            .into_iter()
+            .filter_map(|b| Some((b.id, b.rack?)))
+            .collect(),
+    });
+    let how = ReadHow {
+        response_max,
+        isolation,
+        replica,
+        read_from,
+        racks: racks.as_ref(),
+    };
     let parts = loop {
-        let (parts, total, any_error) = read_all(&wants, response_max, isolation, replica);
+        let (parts, total, any_error) = read_all(&wants, &how);
         if total >= min_bytes || any_error || tokio::time::Instant::now() >= deadline {
             break parts;
         }
@@ -420,7 +461,7 @@ async fn fetch(ctx: Ctx, req: FetchRequest, plan: Plan) -> Option<Response> {
             .await
             .is_err()
         {
-            break read_all(&wants, response_max, isolation, replica).0;
+            break read_all(&wants, &how).0;
         }
         registered = false;
     };
@@ -589,14 +630,43 @@ fn set_throttle_time(resp: &mut Response, version: i16, throttle_ms: i32) {
     }
 }
 
-/// Read every wanted partition once. Returns the partitions, the bytes found,
-/// and whether some partition has an error (which answers at once).
-fn read_all(
-    wants: &[Want],
+/// A consumer's rack and the racks of the live brokers, for the
+/// rack-aware replica selector (KIP-392).
+struct RackSelect {
+    client_rack: String,
+    /// Live brokers with a rack.
+    brokers: HashMap<NodeId, String>,
+}
+
+/// How a fetch reads its partitions.
+struct ReadHow<'a> {
     response_max: usize,
     isolation: Isolation,
     replica: Option<FromReplica>,
-) -> (Vec<PartitionOut>, usize, bool) {
+    read_from: ReadFrom,
+    /// Set when the leader may name a preferred read replica.
+    racks: Option<&'a RackSelect>,
+}
+
+/// The follower a consumer should read `w` from instead of this leader
+/// (Kafka's `findPreferredReadReplica` with the `RackAwareReplicaSelector`),
+/// or `None` to read here.
+fn preferred_read_replica(part: &Partition, w: &Want, racks: &RackSelect) -> Option<NodeId> {
+    let leader = part.local();
+    if part.replica_state().leader != leader {
+        return None;
+    }
+    let candidates = part.read_replica_candidates(Offset(w.fetch_offset), now_ms())?;
+    fjord_replication::select_rack_aware(&racks.client_rack, leader, &candidates, |n| {
+        racks.brokers.get(&n).cloned()
+    })
+}
+
+/// Read every wanted partition once. Returns the partitions, the bytes found,
+/// and whether some partition has an error or a preferred read replica
+/// (either answers at once).
+fn read_all(wants: &[Want], how: &ReadHow<'_>) -> (Vec<PartitionOut>, usize, bool) {
+    let (response_max, isolation, replica) = (how.response_max, how.isolation, how.replica);
     let mut out = Vec::with_capacity(wants.len());
     let mut total = 0usize;
     let mut any_error = false;
@@ -612,6 +682,7 @@ fn read_all(
             aborted_transactions: Vec::new(),
             diverging_epoch: None,
             current_leader: None,
+            preferred_read_replica: -1,
         };
         let Some(part) = w.target.as_ref().filter(|_| w.error.is_none()) else {
             any_error = true;
@@ -628,7 +699,26 @@ fn read_all(
             out.push(p);
             continue;
         }
-        let fetched = part.read(
+        // KIP-392: the leader names a follower in the consumer's rack and
+        // sends no records (Kafka skips the read then), with the offsets.
+        let epoch_ok = part
+            .check_leader_epoch(LeaderEpoch(w.current_leader_epoch))
+            .is_ok();
+        if let Some(node) = how
+            .racks
+            .filter(|_| epoch_ok)
+            .and_then(|racks| preferred_read_replica(part, w, racks))
+        {
+            p.preferred_read_replica = node.0;
+            p.high_watermark = part.high_watermark().0;
+            p.last_stable_offset = part.last_stable_offset().0.min(p.high_watermark);
+            p.log_start_offset = part.log_start_offset().0;
+            any_error = true;
+            out.push(p);
+            continue;
+        }
+        let fetched = part.read_from(
+            how.read_from,
             Offset(w.fetch_offset),
             room,
             isolation,
@@ -872,7 +962,7 @@ pub fn encode_session(
                 e.null_array();
             }
             if version >= 11 {
-                e.buf.put_i32(-1); // preferred_read_replica
+                e.buf.put_i32(p.preferred_read_replica);
             }
             // Records are never null, even on errors: an empty array then.
             e.len_prefix(p.records_bytes);
@@ -1017,6 +1107,7 @@ mod tests {
                                     },
                                     diverging_epoch: None,
                                     current_leader: None,
+                                    preferred_read_replica: -1,
                                 },
                                 PartitionOut {
                                     partition: 1,
@@ -1029,6 +1120,7 @@ mod tests {
                                     aborted_transactions: Vec::new(),
                                     diverging_epoch: None,
                                     current_leader: None,
+                                    preferred_read_replica: -1,
                                 },
                             ],
                         },
@@ -1130,6 +1222,7 @@ mod tests {
                             aborted_transactions: Vec::new(),
                             diverging_epoch: Some((3, 17)),
                             current_leader: None,
+                            preferred_read_replica: 3,
                         },
                         PartitionOut {
                             partition: 1,
@@ -1142,6 +1235,7 @@ mod tests {
                             aborted_transactions: Vec::new(),
                             diverging_epoch: None,
                             current_leader: Some((2, 5)),
+                            preferred_read_replica: -1,
                         },
                     ],
                 }],
@@ -1179,9 +1273,11 @@ mod tests {
                     .with_topic(TopicName(StrBytes::from_static_str("t")))
                     .with_topic_id(topic_id)
                     .with_partitions(vec![
-                        base(0, 0, 4, 0).with_diverging_epoch(
-                            EpochEndOffset::default().with_epoch(3).with_end_offset(17),
-                        ),
+                        base(0, 0, 4, 0)
+                            .with_diverging_epoch(
+                                EpochEndOffset::default().with_epoch(3).with_end_offset(17),
+                            )
+                            .with_preferred_read_replica(BrokerId(3)),
                         base(1, ErrorCode::NOT_LEADER_OR_FOLLOWER.0, -1, -1).with_current_leader(
                             LeaderIdAndEpoch::default()
                                 .with_leader_id(BrokerId(2))
