@@ -283,3 +283,121 @@ def test_configs_and_group_admin_need_their_acls(guarded):
     assert group in names and hidden not in names, names
     allow(b, ResourceType.GROUP, group, "User:alice", AclOperation.DELETE)
     assert _admin_error(alice.delete_consumer_groups([group])[group]) is None
+
+
+AUTHZ_ERRORS = {"ClusterAuthorizationException", "TopicAuthorizationException", "GroupAuthorizationException",
+                "TransactionalIdAuthorizationException"}
+CLUSTER_APIS = ["DescribeLogDirs", "AlterReplicaLogDirs", "ElectLeaders", "AlterPartitionReassignments",
+                "ListPartitionReassignments", "DescribeQuorum", "UpdateFeatures", "DescribeUserScramCredentials",
+                "AlterUserScramCredentials"]
+TABLE_APIS = ["CreatePartitions", "DeleteRecords", "DescribeProducers", "DescribeTopicPartitions",
+              "DescribeTransactions", "ListTransactions", "OffsetDelete", *CLUSTER_APIS, "DescribeCluster", "Txn"]
+
+
+def allow_all(b, bindings):
+    """Creates (resource type, name, pattern, operation) ALLOW ACLs for alice in one CreateAcls."""
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    acls = [AclBinding(rt, name, pattern, "User:alice", "*", op, AclPermissionType.ALLOW)
+            for rt, name, pattern, op in bindings]
+    for f in admin.create_acls(acls).values():
+        f.result(timeout=30)
+    time.sleep(1.0 if b.kind == "kafka" else 0)
+
+
+def acl_table(java, sasl, topic, secret, group, txn, apis) -> dict:
+    """AclTable.java's answers as alice: {api: (error class or None, message, listed)}."""
+    import json  # noqa: PLC0415
+
+    res = java.run("AclTable", sasl, "alice", ALICE_PW, topic, secret, group, txn, ",".join(apis), timeout=150)
+    rows = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    out = {r["api"]: (r["error"], r.get("message"), r.get("listed")) for r in rows}
+    assert list(out) == apis, res.stdout + res.stderr[-2000:]
+    return out
+
+
+def test_authorization_table_with_java_admin_and_librdkafka(guarded, java):
+    """Every API of Kafka's authorization table, called by the Java admin client and producer (AclTable.java)
+    and some by librdkafka, as alice: first with DESCRIBE on the topic and the group only (each API answers its
+    authorization error: CLUSTER_AUTHORIZATION_FAILED for the cluster APIs, TOPIC_/GROUP_/TRANSACTIONAL_ID_
+    AUTHORIZATION_FAILED per resource; ListTransactions leaves out the id she may not describe), then with the
+    group's and the transactional id's ACLs but no READ on the topic (OffsetDelete and TxnOffsetCommit refuse the
+    topic; a transaction writing to a topic she may describe but not write is refused), then with everything:
+    no authorization error. These APIs used to close the connection of a non-super user."""
+    from confluent_kafka import ElectionType  # noqa: PLC0415
+    from confluent_kafka.admin import (NewPartitions, ScramCredentialInfo, ScramMechanism,  # noqa: PLC0415
+                                       UserScramCredentialUpsertion)
+
+    b, sasl = guarded
+    topic, secret = new_topic(b, "tbl"), new_topic(b, "tbls")
+    group, txn = f"tg-{uuid.uuid4().hex[:8]}", f"tx-{uuid.uuid4().hex[:8]}"
+    # The super user commits an offset for the group and finishes a transaction with the id.
+    consumer = c.cf_consumer(b.bootstrap, {"group.id": group})
+    try:
+        consumer.commit(offsets=[c.TopicPartition(topic, 0, 0)], asynchronous=False)
+    finally:
+        consumer.close()
+    producer = Producer({"bootstrap.servers": b.bootstrap, "transactional.id": txn})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(topic, b"t0", partition=0)
+    producer.commit_transaction(30)
+
+    # 1. DESCRIBE on the topic and the group only.
+    allow_all(b, [(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, AclOperation.DESCRIBE),
+                  (ResourceType.GROUP, group, ResourcePatternType.LITERAL, AclOperation.DESCRIBE)])
+    got = acl_table(java, sasl, topic, secret, group, txn, TABLE_APIS)
+    expected = {
+        "CreatePartitions": "TopicAuthorizationException", "DeleteRecords": "TopicAuthorizationException",
+        "DescribeProducers": "TopicAuthorizationException", "DescribeTopicPartitions": "TopicAuthorizationException",
+        "DescribeTransactions": "TransactionalIdAuthorizationException", "ListTransactions": None,
+        "OffsetDelete": "GroupAuthorizationException", **{api: "ClusterAuthorizationException" for api in CLUSTER_APIS},
+        "DescribeCluster": None, "Txn": "TransactionalIdAuthorizationException",
+    }
+    assert {api: e for api, (e, _, _) in got.items()} == expected, got
+    assert txn not in got["ListTransactions"][2], got["ListTransactions"]
+    # librdkafka's admin client gets the same answers. (Not DescribeUserScramCredentials: librdkafka 2.12-2.16
+    # frees memory it does not own on any top-level error of that response and aborts, with Kafka as well.)
+    alice = AdminClient({"bootstrap.servers": sasl, **cf_conf("alice")})
+    scram = UserScramCredentialUpsertion("carol", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"pw")
+    changed = alice.alter_user_scram_credentials([scram])
+    assert [_admin_error(f) for f in changed.values()] == [KafkaError.CLUSTER_AUTHORIZATION_FAILED]
+    elected = alice.elect_leaders(ElectionType.PREFERRED, [c.TopicPartition(topic, 0)])
+    assert _admin_error(elected) == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    grow = alice.create_partitions([NewPartitions(topic, 2)])[topic]
+    assert _admin_error(grow) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    deleted = alice.delete_records([c.TopicPartition(topic, 0, 0)])
+    assert [_admin_error(f) for f in deleted.values()] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
+
+    # 2. The group's and the transactional id's ACLs, DESCRIBE on the secret topic, WRITE but no READ on the topic.
+    allow_all(b, [(ResourceType.GROUP, group, ResourcePatternType.LITERAL, AclOperation.READ),
+                  (ResourceType.GROUP, group, ResourcePatternType.LITERAL, AclOperation.DELETE),
+                  (ResourceType.TRANSACTIONAL_ID, txn, ResourcePatternType.PREFIXED, AclOperation.WRITE),
+                  (ResourceType.TRANSACTIONAL_ID, txn, ResourcePatternType.PREFIXED, AclOperation.DESCRIBE),
+                  (ResourceType.TOPIC, secret, ResourcePatternType.LITERAL, AclOperation.DESCRIBE),
+                  (ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, AclOperation.WRITE)])
+    apis = ["OffsetDelete", "DescribeTransactions", "ListTransactions", "DescribeTopicPartitions", "Txn", "TxnSecret"]
+    got = acl_table(java, sasl, topic, secret, group, txn, apis)
+    assert got["OffsetDelete"][0] == "TopicAuthorizationException", got
+    assert got["DescribeTransactions"][0] is None and got["DescribeTopicPartitions"][0] is None, got
+    assert txn in got["ListTransactions"][2], got
+    # TxnOffsetCommit's TOPIC_AUTHORIZATION_FAILED is fatal to the Java producer.
+    assert got["Txn"][0] == "KafkaException" and "Topic authorization failed" in got["Txn"][1], got
+    assert got["TxnSecret"][0] == "TopicAuthorizationException", got
+
+    # 3. Everything: no authorization error anywhere.
+    allow_all(b, [(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, AclOperation.ALL),
+                  (ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, AclOperation.ALTER),
+                  (ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, AclOperation.DESCRIBE)])
+    got = acl_table(java, sasl, topic, secret, group, txn, TABLE_APIS)
+    assert not [api for api, (e, _, _) in got.items() if e in AUTHZ_ERRORS], got
+    for api in ["CreatePartitions", "DeleteRecords", "DescribeProducers", "DescribeTopicPartitions",
+                "DescribeTransactions", "OffsetDelete", "DescribeLogDirs", "ListPartitionReassignments",
+                "DescribeQuorum", "DescribeUserScramCredentials", "AlterUserScramCredentials", "DescribeCluster",
+                "Txn"]:
+        assert got[api][0] is None, (api, got[api])
+    changed = alice.alter_user_scram_credentials([scram])
+    assert [_admin_error(f) for f in changed.values()] == [None]
+    elected = _admin_error(alice.elect_leaders(ElectionType.PREFERRED, [c.TopicPartition(topic, 0)]))
+    assert elected != KafkaError.CLUSTER_AUTHORIZATION_FAILED, elected
+    deleted = alice.delete_records([c.TopicPartition(topic, 0, 0)])
+    assert [_admin_error(f) for f in deleted.values()] == [None]

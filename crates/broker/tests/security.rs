@@ -934,6 +934,134 @@ async fn write_txn_markers_needs_cluster_action() {
     server.await.unwrap().unwrap();
 }
 
+/// AddPartitionsToTxn from a client (v3) is checked as Kafka checks it:
+/// WRITE on the transactional id (else every partition is
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED), then WRITE on each topic (else
+/// the topics denied are TOPIC_AUTHORIZATION_FAILED, partitions of unknown
+/// topics UNKNOWN_TOPIC_OR_PARTITION, the others OPERATION_NOT_ATTEMPTED);
+/// DescribeLogDirs v5 (encoded by Fjord itself) without DESCRIBE on the
+/// cluster answers CLUSTER_AUTHORIZATION_FAILED. Both used to close the
+/// connection of a principal that is not a super user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_partitions_to_txn_and_describe_log_dirs_answer_authorization_errors() {
+    use fjord_protocol::kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use fjord_protocol::kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, DescribeLogDirsRequest, ProducerId,
+        TransactionalId,
+    };
+    const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    const OPERATION_NOT_ATTEMPTED: i16 = 55;
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, addr, stop, server) = acl_broker(dir.path()).await;
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || {
+        b.create_topic("open", 1, Default::default(), false)
+            .unwrap();
+        b.create_topic("shut", 1, Default::default(), false)
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let topic = |name: &'static str| {
+        AddPartitionsToTxnTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(name)))
+            .with_partitions(vec![0])
+    };
+    let req = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_static_str("tx")))
+        .with_v3_and_below_producer_id(ProducerId(5))
+        .with_v3_and_below_producer_epoch(0)
+        .with_v3_and_below_topics(vec![
+            topic("open"),
+            topic("shut"),
+            topic("gone"),
+            topic("nowhere"),
+        ]);
+    // Each topic's code, the connection kept.
+    async fn codes(s: &mut TcpStream, req: &AddPartitionsToTxnRequest) -> Vec<(String, i16)> {
+        let r: AddPartitionsToTxnResponse = call_flex(s, 24, 3, req)
+            .await
+            .expect("an answer, not a close");
+        r.results_by_topic_v3_and_below
+            .iter()
+            .map(|t| {
+                (
+                    t.name.to_string(),
+                    t.results_by_partition[0].partition_error_code,
+                )
+            })
+            .collect()
+    }
+    let mut alice = plain_login(&addr, b"\0alice\0alice-pw").await;
+    assert_eq!(
+        codes(&mut alice, &req).await,
+        vec![
+            ("open".into(), TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+            ("shut".into(), TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+            ("gone".into(), TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+            ("nowhere".into(), TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+        ]
+    );
+    let mut admin = plain_login(&addr, b"\0admin\0admin-pw").await;
+    // WRITE on the transactional id, on `open` and on `gone` (which does
+    // not exist) (resource types 5 and 2, LITERAL 3, WRITE 4).
+    let grants = CreateAclsRequest::default().with_creations(vec![
+        acl_creation(5, "tx", 3, "User:alice", 4),
+        acl_creation(2, "open", 3, "User:alice", 4),
+        acl_creation(2, "gone", 3, "User:alice", 4),
+    ]);
+    let created: CreateAclsResponse = call(&mut admin, 30, 1, &grants).await.unwrap();
+    assert!(created.results.iter().all(|r| r.error_code == 0));
+    assert_eq!(
+        codes(&mut alice, &req).await,
+        vec![
+            ("open".into(), OPERATION_NOT_ATTEMPTED),
+            ("shut".into(), TOPIC_AUTHORIZATION_FAILED),
+            ("gone".into(), UNKNOWN_TOPIC_OR_PARTITION),
+            ("nowhere".into(), TOPIC_AUTHORIZATION_FAILED),
+        ],
+        "a topic that does not exist is denied as one that does (nothing leaks)"
+    );
+
+    // DescribeLogDirs v5: the top-level error, no directory.
+    let mut body = BytesMut::new();
+    body.put_i16(35);
+    body.put_i16(5);
+    body.put_i32(44);
+    body.put_i16(1);
+    body.put_slice(b"t");
+    body.put_u8(0); // no tagged fields in the header
+                    // v5's request layout is v4's.
+    DescribeLogDirsRequest::default()
+        .with_topics(None)
+        .encode(&mut body, 4)
+        .unwrap();
+    let mut frame = BytesMut::new();
+    frame.put_i32(body.len() as i32);
+    frame.put_slice(&body);
+    alice.write_all(&frame).await.unwrap();
+    let size = tokio::time::timeout(Duration::from_secs(10), alice.read_i32())
+        .await
+        .expect("an answer in time")
+        .expect("an answer, not a close");
+    let mut buf = vec![0u8; size as usize];
+    alice.read_exact(&mut buf).await.unwrap();
+    let mut buf = Bytes::from(buf);
+    assert_eq!(buf.get_i32(), 44, "correlation id");
+    assert_eq!(buf.get_u8(), 0, "no tagged fields in the header");
+    assert_eq!(buf.get_i32(), 0, "throttle_time_ms");
+    assert_eq!(buf.get_i16(), CLUSTER_AUTHORIZATION_FAILED);
+    assert_eq!(buf.get_u8(), 1, "no results");
+
+    let _ = stop.send(true);
+    drop((admin, alice));
+    server.await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || broker.close())
+        .await
+        .unwrap();
+}
+
 /// The connector the nodes of a cluster use between them (issue 18), from
 /// Kafka's settings (`inter.broker.listener.name`,
 /// `sasl.mechanism.inter.broker.protocol`, the listener's JAAS line with

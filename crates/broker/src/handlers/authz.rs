@@ -7,15 +7,22 @@
 //! Two places check, both through [`Ctx`]:
 //! - [`check`], in the dispatch layer before a handler runs, for the
 //!   checks that concern the whole request (the group of a group API, the
-//!   transactional id of a transactional API, the cluster): a denied
+//!   transactional id of a transactional API, the cluster: log dirs,
+//!   reassignments, ElectLeaders, DescribeQuorum, UpdateFeatures, the SCRAM
+//!   admin APIs; AddPartitionsToTxn's topics, as nothing is added when one
+//!   is denied): a denied
 //!   request gets its API's answer with the authorization error in every
 //!   place the answer has one, and never reaches its handler.
 //! - Handlers of multi-topic requests ask [`Ctx::may`] per topic
 //!   (Produce WRITE, Fetch READ, Metadata/ListOffsets/OffsetForLeaderEpoch
-//!   DESCRIBE, CreateTopics CREATE, DeleteTopics DELETE, OffsetCommit
-//!   READ), answering TOPIC_AUTHORIZATION_FAILED for a topic denied and
-//!   serving the others; Metadata leaves unauthorized topics out of a
-//!   list-all answer, so their names do not leak. The config APIs check
+//!   DESCRIBE, CreateTopics CREATE, DeleteTopics DELETE, OffsetCommit,
+//!   OffsetDelete, TxnOffsetCommit and DescribeProducers READ,
+//!   CreatePartitions ALTER, DeleteRecords DELETE, DescribeTopicPartitions
+//!   DESCRIBE), answering TOPIC_AUTHORIZATION_FAILED for a topic denied and
+//!   serving the others; Metadata and DescribeTopicPartitions leave
+//!   unauthorized topics out of a list-all answer, so their names do not
+//!   leak. DescribeTransactions checks DESCRIBE on each transactional id,
+//!   ListTransactions lists only those the principal may DESCRIBE. The config APIs check
 //!   each resource ([`config_resource_denied`]), DescribeGroups and
 //!   DeleteGroups each group, ListGroups filters what it lists.
 //!
@@ -28,15 +35,40 @@
 
 use bytes::BytesMut;
 use fjord_model::ErrorCode;
+use fjord_protocol::kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
+use fjord_protocol::kafka_protocol::messages::alter_partition_reassignments_response::{
+    ReassignablePartitionResponse, ReassignableTopicResponse,
+};
+use fjord_protocol::kafka_protocol::messages::alter_replica_log_dirs_response::{
+    AlterReplicaLogDirPartitionResult, AlterReplicaLogDirTopicResult,
+};
+use fjord_protocol::kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
+use fjord_protocol::kafka_protocol::messages::describe_user_scram_credentials_response::DescribeUserScramCredentialsResult;
+use fjord_protocol::kafka_protocol::messages::elect_leaders_response::{
+    PartitionResult as ElectionPartitionResult, ReplicaElectionResult,
+};
 use fjord_protocol::kafka_protocol::messages::find_coordinator_response::Coordinator;
+use fjord_protocol::kafka_protocol::messages::list_partition_reassignments_response::{
+    OngoingPartitionReassignment, OngoingTopicReassignment,
+};
 use fjord_protocol::kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use fjord_protocol::kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
+use fjord_protocol::kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use fjord_protocol::kafka_protocol::messages::{
-    AddOffsetsToTxnResponse, BrokerId, EndTxnResponse, FindCoordinatorResponse, HeartbeatResponse,
-    InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, OffsetCommitResponse,
-    OffsetFetchResponse, ProducerId, SyncGroupResponse,
+    AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
+    AlterPartitionReassignmentsResponse, AlterReplicaLogDirsResponse,
+    AlterUserScramCredentialsResponse, BrokerId, DescribeLogDirsResponse, DescribeQuorumResponse,
+    DescribeUserScramCredentialsResponse, ElectLeadersResponse, EndTxnResponse,
+    FindCoordinatorResponse, HeartbeatResponse, InitProducerIdResponse, JoinGroupResponse,
+    LeaveGroupResponse, ListPartitionReassignmentsResponse, OffsetCommitResponse,
+    OffsetDeleteResponse, OffsetFetchResponse, ProducerId, SyncGroupResponse,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse, UpdateFeaturesResponse,
 };
 use fjord_protocol::Request;
 
@@ -184,6 +216,14 @@ pub fn check(ctx: &Ctx, request: Request) -> Checked {
         return Checked::Go(request);
     }
     let denied = |answer: Option<BytesMut>| Checked::Denied(answer);
+    // The cluster APIs: Kafka's operation on the cluster, and its answer
+    // with CLUSTER_AUTHORIZATION_FAILED in every place.
+    if let Some(operation) = cluster_operation(&request) {
+        if !ctx.may_on_cluster(operation) {
+            return denied(cluster_denied(ctx, &request));
+        }
+        return Checked::Go(request);
+    }
     match &request {
         // Served to anyone; Metadata checks per topic.
         Request::ApiVersions(_)
@@ -398,6 +438,46 @@ pub fn check(ctx: &Ctx, request: Request) -> Checked {
                 return denied(ctx.respond(&answer));
             }
         }
+        // Checked per resource by their handlers: CreatePartitions ALTER and
+        // DeleteRecords DELETE on each topic, DescribeProducers READ and
+        // DescribeTopicPartitions DESCRIBE on each topic (a list-all request
+        // leaves the others out), DescribeTransactions DESCRIBE on each
+        // transactional id (and lists only the partitions of topics the
+        // principal may DESCRIBE), ListTransactions lists only the
+        // transactional ids the principal may DESCRIBE.
+        Request::CreatePartitions(_)
+        | Request::DeleteRecords(_)
+        | Request::DescribeProducers(_)
+        | Request::DescribeTopicPartitions(_)
+        | Request::DescribeTransactions(_)
+        | Request::ListTransactions(_) => {}
+        // The group here (DELETE), each topic (READ) in the handler.
+        Request::OffsetDelete(r) => {
+            if !group(ctx, r.group_id.as_str(), Operation::Delete) {
+                return denied(
+                    ctx.respond(&OffsetDeleteResponse::default().with_error_code(GROUP_DENIED)),
+                );
+            }
+        }
+        // The transactional id (WRITE), then the group (READ), here; each
+        // topic (READ) in the handler.
+        Request::TxnOffsetCommit(r) => {
+            let code = if !txn_id(ctx, r.transactional_id.as_str()) {
+                TXN_DENIED
+            } else if !group(ctx, r.group_id.as_str(), Operation::Read) {
+                GROUP_DENIED
+            } else {
+                0
+            };
+            if code != 0 {
+                return denied(ctx.respond(&txn_offset_commit_denied(r, code)));
+            }
+        }
+        Request::AddPartitionsToTxn(r) => {
+            if let Some(answer) = add_partitions_denied(ctx, r) {
+                return denied(ctx.respond(&answer));
+            }
+        }
         // Not covered yet: super users (ALTER on the cluster) only.
         _ => {
             if !ctx.may_on_cluster(Operation::Alter) {
@@ -412,6 +492,235 @@ pub fn check(ctx: &Ctx, request: Request) -> Checked {
         }
     }
     Checked::Go(request)
+}
+
+/// The operation on the cluster a cluster API needs (`None`: not one).
+fn cluster_operation(request: &Request) -> Option<Operation> {
+    match request {
+        Request::DescribeLogDirs(_)
+        | Request::ListPartitionReassignments(_)
+        | Request::DescribeQuorum(_)
+        | Request::DescribeUserScramCredentials(_) => Some(Operation::Describe),
+        Request::AlterReplicaLogDirs(_)
+        | Request::ElectLeaders(_)
+        | Request::AlterPartitionReassignments(_)
+        | Request::UpdateFeatures(_)
+        | Request::AlterUserScramCredentials(_) => Some(Operation::Alter),
+        _ => None,
+    }
+}
+
+/// A cluster API's answer when its operation is denied: Kafka's
+/// `getErrorResponse`, CLUSTER_AUTHORIZATION_FAILED at the top level and
+/// for every item it lists.
+fn cluster_denied(ctx: &Ctx, request: &Request) -> Option<BytesMut> {
+    let c = CLUSTER_DENIED;
+    let message = cluster_denied_message;
+    match request {
+        Request::DescribeLogDirs(_) => super::describe_log_dirs::respond(
+            ctx,
+            DescribeLogDirsResponse::default().with_error_code(c),
+        ),
+        Request::AlterReplicaLogDirs(r) => {
+            let results = r.dirs.iter().flat_map(|d| d.topics.iter()).map(|t| {
+                let partitions = t.partitions.iter().map(|&p| {
+                    AlterReplicaLogDirPartitionResult::default()
+                        .with_partition_index(p)
+                        .with_error_code(c)
+                });
+                AlterReplicaLogDirTopicResult::default()
+                    .with_topic_name(t.name.clone())
+                    .with_partitions(partitions.collect())
+            });
+            ctx.respond(&AlterReplicaLogDirsResponse::default().with_results(results.collect()))
+        }
+        Request::ElectLeaders(r) => {
+            let results = r.topic_partitions.iter().flatten().map(|t| {
+                let partitions = t.partitions.iter().map(|&p| {
+                    ElectionPartitionResult::default()
+                        .with_partition_id(p)
+                        .with_error_code(c)
+                        .with_error_message(message())
+                });
+                ReplicaElectionResult::default()
+                    .with_topic(t.topic.clone())
+                    .with_partition_result(partitions.collect())
+            });
+            ctx.respond(
+                &ElectLeadersResponse::default()
+                    .with_error_code(c)
+                    .with_replica_election_results(results.collect()),
+            )
+        }
+        Request::DescribeQuorum(_) => ctx.respond(
+            &DescribeQuorumResponse::default()
+                .with_error_code(c)
+                .with_error_message(message()),
+        ),
+        Request::AlterPartitionReassignments(r) => {
+            let responses = r.topics.iter().map(|t| {
+                let partitions = t.partitions.iter().map(|p| {
+                    ReassignablePartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(c)
+                        .with_error_message(message())
+                });
+                ReassignableTopicResponse::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(partitions.collect())
+            });
+            ctx.respond(
+                &AlterPartitionReassignmentsResponse::default()
+                    .with_error_code(c)
+                    .with_error_message(message())
+                    .with_responses(responses.collect()),
+            )
+        }
+        Request::ListPartitionReassignments(r) => {
+            let topics = r.topics.iter().flatten().map(|t| {
+                let partitions = t
+                    .partition_indexes
+                    .iter()
+                    .map(|&p| OngoingPartitionReassignment::default().with_partition_index(p));
+                OngoingTopicReassignment::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(partitions.collect())
+            });
+            ctx.respond(
+                &ListPartitionReassignmentsResponse::default()
+                    .with_error_code(c)
+                    .with_error_message(message())
+                    .with_topics(topics.collect()),
+            )
+        }
+        Request::UpdateFeatures(_) => ctx.respond(
+            &UpdateFeaturesResponse::default()
+                .with_error_code(c)
+                .with_error_message(message()),
+        ),
+        Request::DescribeUserScramCredentials(r) => {
+            let results = r.users.iter().flatten().map(|u| {
+                DescribeUserScramCredentialsResult::default()
+                    .with_user(u.name.clone())
+                    .with_error_code(c)
+                    .with_error_message(message())
+            });
+            ctx.respond(
+                &DescribeUserScramCredentialsResponse::default()
+                    .with_error_code(c)
+                    .with_error_message(message())
+                    .with_results(results.collect()),
+            )
+        }
+        Request::AlterUserScramCredentials(r) => {
+            // Each user once, in name order (Kafka's error response).
+            let users: std::collections::BTreeSet<&str> = r
+                .deletions
+                .iter()
+                .map(|d| d.name.as_str())
+                .chain(r.upsertions.iter().map(|u| u.name.as_str()))
+                .collect();
+            let results = users.into_iter().map(|u| {
+                AlterUserScramCredentialsResult::default()
+                    .with_user(super::str_bytes(u))
+                    .with_error_code(c)
+                    .with_error_message(message())
+            });
+            ctx.respond(
+                &AlterUserScramCredentialsResponse::default().with_results(results.collect()),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// Kafka's message of CLUSTER_AUTHORIZATION_FAILED.
+fn cluster_denied_message() -> Option<fjord_protocol::kafka_protocol::protocol::StrBytes> {
+    Some(super::str_bytes("Cluster authorization failed."))
+}
+
+/// TxnOffsetCommit denied as a whole: every partition gets `code`.
+fn txn_offset_commit_denied(r: &TxnOffsetCommitRequest, code: i16) -> TxnOffsetCommitResponse {
+    let topics = r
+        .topics
+        .iter()
+        .map(|t| {
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            TxnOffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+/// Kafka's checks of AddPartitionsToTxn: a client's (v0..=3) needs WRITE on
+/// the transactional id (else every partition is
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and WRITE on each topic (else the
+/// topics denied are TOPIC_AUTHORIZATION_FAILED, partitions of unknown
+/// topics UNKNOWN_TOPIC_OR_PARTITION and the others OPERATION_NOT_ATTEMPTED:
+/// nothing is added); a broker's (v4+, KIP-890 verification) CLUSTER_ACTION
+/// on the cluster. `None`: allowed.
+fn add_partitions_denied(
+    ctx: &Ctx,
+    r: &AddPartitionsToTxnRequest,
+) -> Option<AddPartitionsToTxnResponse> {
+    if ctx.api_version >= 4 {
+        return (!ctx.may_on_cluster(Operation::ClusterAction))
+            .then(|| AddPartitionsToTxnResponse::default().with_error_code(CLUSTER_DENIED));
+    }
+    let whole = !txn_id(ctx, r.v3_and_below_transactional_id.as_str());
+    let denied_topics: Vec<&str> = r
+        .v3_and_below_topics
+        .iter()
+        .map(|t| t.name.as_str())
+        .filter(|name| !ctx.may(ResourceType::Topic, name, Operation::Write))
+        .collect();
+    if !whole && denied_topics.is_empty() {
+        return None;
+    }
+    let code = |name: &str, p: i32| {
+        if whole {
+            TXN_DENIED
+        } else if denied_topics.contains(&name) {
+            ErrorCode::TOPIC_AUTHORIZATION_FAILED.0
+        } else if ctx
+            .broker
+            .topic(name)
+            .is_some_and(|t| p >= 0 && p < t.partition_count())
+        {
+            ErrorCode::OPERATION_NOT_ATTEMPTED.0
+        } else {
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0
+        }
+    };
+    let results = r
+        .v3_and_below_topics
+        .iter()
+        .map(|t| {
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(t.name.clone())
+                .with_results_by_partition(
+                    t.partitions
+                        .iter()
+                        .map(|&p| {
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(p)
+                                .with_partition_error_code(code(t.name.as_str(), p))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    Some(AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results))
 }
 
 /// Produce denied as a whole: every partition gets `code`.

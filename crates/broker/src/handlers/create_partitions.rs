@@ -1,5 +1,6 @@
 //! CreatePartitions: versions 0..=3, with validate_only. A topic named
-//! twice is answered once with INVALID_REQUEST, first, and not grown.
+//! twice is answered once with INVALID_REQUEST, first, and not grown. A
+//! topic the principal may not ALTER is TOPIC_AUTHORIZATION_FAILED.
 
 use std::collections::HashSet;
 use std::ops::RangeInclusive;
@@ -13,6 +14,7 @@ use fjord_protocol::kafka_protocol::messages::{
 
 use super::{str_bytes, Ctx};
 use crate::errors;
+use crate::security::authorizer::{Operation, ResourceType};
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=3;
 
@@ -42,6 +44,11 @@ pub fn handle(ctx: &Ctx, req: CreatePartitionsRequest) -> Option<BytesMut> {
             continue;
         }
         let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        // Kafka's controller: ALTER on the topic, before anything else.
+        if !ctx.may(ResourceType::Topic, &t.name.0, Operation::Alter) {
+            results.push(base.with_error_code(ErrorCode::TOPIC_AUTHORIZATION_FAILED.0));
+            continue;
+        }
         // Assignments, when given, name the replicas of each new partition:
         // one per new partition, each on this node only.
         // An empty list is taken as "not given", like null.

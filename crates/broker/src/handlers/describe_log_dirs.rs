@@ -107,6 +107,11 @@ pub fn handle(ctx: &Ctx, req: DescribeLogDirsRequest) -> Option<BytesMut> {
     let resp = DescribeLogDirsResponse::default()
         .with_error_code(ErrorCode::NONE.0)
         .with_results(vec![result]);
+    respond(ctx, resp)
+}
+
+/// `resp` encoded at the request's version (v5 by [`V5Response`]).
+pub fn respond(ctx: &Ctx, resp: DescribeLogDirsResponse) -> Option<BytesMut> {
     if ctx.api_version >= V5 {
         ctx.respond(&V5Response(resp))
     } else {

@@ -6,6 +6,7 @@
 //! none is open; `kafka-transactions find-hanging` reads it). An
 //! unknown topic or partition is UNKNOWN_TOPIC_OR_PARTITION (with Kafka's
 //! message for an unknown topic, none for an unknown partition, as Kafka).
+//! A topic the principal may not READ is TOPIC_AUTHORIZATION_FAILED.
 
 use std::ops::RangeInclusive;
 
@@ -20,6 +21,7 @@ use fjord_protocol::kafka_protocol::messages::{
 
 use super::{str_bytes, Ctx};
 use crate::errors;
+use crate::security::authorizer::{Operation, ResourceType};
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=0;
 
@@ -28,12 +30,17 @@ pub fn handle(ctx: &Ctx, req: DescribeProducersRequest) -> Option<BytesMut> {
         .topics
         .into_iter()
         .map(|t| {
-            let topic = ctx.broker.topic(&t.name.0);
+            // Kafka: READ on the topic, before whether it exists.
+            let allowed = ctx.may(ResourceType::Topic, &t.name.0, Operation::Read);
+            let topic = ctx.broker.topic(&t.name.0).filter(|_| allowed);
             let partitions = t
                 .partition_indexes
                 .iter()
                 .map(|&index| {
                     let out = PartitionResponse::default().with_partition_index(index);
+                    if !allowed {
+                        return out.with_error_code(ErrorCode::TOPIC_AUTHORIZATION_FAILED.0);
+                    }
                     let Some(topic) = &topic else {
                         return out
                             .with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0)

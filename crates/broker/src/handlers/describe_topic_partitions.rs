@@ -2,7 +2,9 @@
 //! paginated: topics in name order (all topics when the list is empty),
 //! starting at the request's cursor, at most `response_partition_limit`
 //! partitions (capped at Kafka's default 2000); when partitions are left, the
-//! response carries the cursor to continue from.
+//! response carries the cursor to continue from. Topics the principal may
+//! not DESCRIBE are left out of a list-all answer and answered
+//! TOPIC_AUTHORIZATION_FAILED when named.
 
 use std::ops::RangeInclusive;
 
@@ -18,6 +20,7 @@ use uuid::Uuid;
 
 use super::metadata::broker_ids;
 use super::{str_bytes, Ctx};
+use crate::security::authorizer::{Operation, ResourceType};
 use crate::state::is_internal_topic;
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=0;
@@ -69,8 +72,24 @@ pub fn handle(ctx: &Ctx, req: DescribeTopicPartitionsRequest) -> Option<BytesMut
             .min(limits::DESCRIBE_TOPIC_PARTITIONS_MAX),
     );
     let mut topics = Vec::new();
+    // The topics denied, answered after the others (as Kafka).
+    let mut denied = Vec::new();
     let mut next_cursor = None;
     for name in names {
+        // Kafka: DESCRIBE on the topic, before whether it exists; a topic
+        // denied is left out of a list-all answer and otherwise answered
+        // TOPIC_AUTHORIZATION_FAILED without its id (so nothing leaks).
+        if !ctx.may(ResourceType::Topic, &name, Operation::Describe) {
+            if !all {
+                denied.push(
+                    DescribeTopicPartitionsResponseTopic::default()
+                        .with_name(Some(TopicName(str_bytes(name))))
+                        .with_error_code(ErrorCode::TOPIC_AUTHORIZATION_FAILED.0)
+                        .with_topic_id(Uuid::nil()),
+                );
+            }
+            continue;
+        }
         if remaining <= 0 {
             // Everything before this topic fitted: continue at its start.
             next_cursor = Some(
@@ -135,6 +154,7 @@ pub fn handle(ctx: &Ctx, req: DescribeTopicPartitionsRequest) -> Option<BytesMut
             break;
         }
     }
+    topics.append(&mut denied);
     ctx.respond(
         &DescribeTopicPartitionsResponse::default()
             .with_topics(topics)

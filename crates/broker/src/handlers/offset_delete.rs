@@ -1,9 +1,10 @@
 //! OffsetDelete: version 0. Offsets of topics a live consumer group
 //! subscribes to are kept (GROUP_SUBSCRIBED_TO_TOPIC).
 //!
-//! As Kafka's `KafkaApis.handleOffsetDeleteRequest`: partitions of unknown
-//! topics, and unknown partitions of known ones, are answered
-//! UNKNOWN_TOPIC_OR_PARTITION here and listed first; the coordinator gets
+//! As Kafka's `KafkaApis.handleOffsetDeleteRequest`: partitions of topics
+//! the principal may not READ are TOPIC_AUTHORIZATION_FAILED, partitions of
+//! unknown topics, and unknown partitions of known ones,
+//! UNKNOWN_TOPIC_OR_PARTITION, all decided here and listed first; the coordinator gets
 //! the rest, and its answers are merged in (into the same topic entry where
 //! one exists). A coordinator that refuses the whole request (a group
 //! error) answers alone.
@@ -19,6 +20,7 @@ use fjord_protocol::kafka_protocol::messages::{
 };
 
 use super::{str_bytes, Ctx, Pending};
+use crate::security::authorizer::{Operation, ResourceType};
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=0;
 
@@ -33,6 +35,22 @@ pub fn handle(ctx: Ctx, req: OffsetDeleteRequest) -> Pending {
     let mut topics: Vec<fjord_group::TopicPartitions> = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
+        // Kafka: READ on the topic (the group's DELETE is checked before
+        // dispatch), before whether it exists.
+        if !ctx.may(ResourceType::Topic, &name, Operation::Read) {
+            let errors = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    (
+                        PartitionIndex(p.partition_index),
+                        ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                    )
+                })
+                .collect();
+            unknown.push((name, errors));
+            continue;
+        }
         let count = ctx.broker.topic(&name).map(|tp| tp.partition_count());
         let (known, missing): (Vec<_>, Vec<_>) = t
             .partitions

@@ -39,6 +39,7 @@ use fjord_protocol::kafka_protocol::messages::{
 };
 
 use super::{str_bytes, Ctx, Pending};
+use crate::security::authorizer::{Operation, ResourceType};
 
 pub const LIST_VERSIONS: RangeInclusive<i16> = 0..=2;
 pub const DESCRIBE_VERSIONS: RangeInclusive<i16> = 0..=0;
@@ -517,6 +518,14 @@ pub fn list(ctx: &Ctx, req: ListTransactionsRequest) -> Option<BytesMut> {
                 .as_deref()
                 .is_none_or(|p| matches_pattern(p, &t.transactional_id) == Some(true))
         })
+        // Kafka lists only the ids the principal may DESCRIBE.
+        .filter(|t| {
+            ctx.may(
+                ResourceType::TransactionalId,
+                &t.transactional_id,
+                Operation::Describe,
+            )
+        })
         .map(|t| {
             Listed::default()
                 .with_transactional_id(TransactionalId(str_bytes(t.transactional_id)))
@@ -544,6 +553,10 @@ pub fn describe(ctx: &Ctx, req: DescribeTransactionsRequest) -> Option<BytesMut>
                     .with_transactional_id(id.clone())
                     .with_producer_id(ProducerId(0))
             };
+            // Kafka: DESCRIBE on the transactional id, before its state.
+            if !ctx.may(ResourceType::TransactionalId, &id.0, Operation::Describe) {
+                return not_found(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+            }
             let Some(txns) = &txns else {
                 return not_found(ErrorCode::TRANSACTIONAL_ID_NOT_FOUND);
             };
@@ -556,7 +569,12 @@ pub fn describe(ctx: &Ctx, req: DescribeTransactionsRequest) -> Option<BytesMut>
                 return not_found(ErrorCode::TRANSACTIONAL_ID_NOT_FOUND);
             };
             let mut topics: Vec<TopicData> = Vec::new();
-            for tp in &d.partitions {
+            // Only the partitions of topics the principal may DESCRIBE.
+            for tp in d
+                .partitions
+                .iter()
+                .filter(|tp| ctx.may(ResourceType::Topic, &tp.topic, Operation::Describe))
+            {
                 match topics.last_mut() {
                     Some(t) if t.topic.0.as_str() == tp.topic => t.partitions.push(tp.partition.0),
                     _ => topics.push(

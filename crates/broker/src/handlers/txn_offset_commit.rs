@@ -7,7 +7,10 @@
 //! ABORT drops them); OffsetFetch with `require_stable` answers
 //! UNSTABLE_OFFSET_COMMIT meanwhile.
 //!
-//! Checks, in Kafka's order: an empty group id is INVALID_GROUP_ID;
+//! Checks, in Kafka's order: WRITE on the transactional id and READ on the
+//! group (before dispatch, `authz`); partitions of topics the principal may
+//! not READ get TOPIC_AUTHORIZATION_FAILED; an empty group id is
+//! INVALID_GROUP_ID;
 //! partitions of unknown topics get UNKNOWN_TOPIC_OR_PARTITION; the group's
 //! offsets partition must be in the producer's ongoing transaction
 //! (AddOffsetsToTxn put it there), asked of the transaction coordinator as
@@ -39,6 +42,7 @@ use fjord_protocol::kafka_protocol::messages::{
 
 use super::transactions::Verified;
 use super::{str_bytes, Ctx, Pending};
+use crate::security::authorizer::{Operation, ResourceType};
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=5;
 /// First version whose offsets partition joins the transaction here.
@@ -116,12 +120,21 @@ pub fn handle(ctx: Ctx, req: TxnOffsetCommitRequest) -> Pending {
     for t in req.topics {
         let name = t.name.0.to_string();
         let topic = ctx.broker.topic(&name);
+        // The transactional id's WRITE and the group's READ are checked
+        // before dispatch; READ on each topic here, as Kafka.
+        let allowed = ctx.may(ResourceType::Topic, &name, Operation::Read);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let known = topic
                 .as_ref()
                 .is_some_and(|tp| tp.partition(p.partition_index).is_some());
-            if let Some(e) = refusal {
+            if !allowed {
+                decided.push((
+                    name.clone(),
+                    p.partition_index,
+                    ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                ));
+            } else if let Some(e) = refusal {
                 decided.push((name.clone(), p.partition_index, e));
             } else if !known {
                 decided.push((
