@@ -211,11 +211,16 @@ async fn connection(
         let h = decode_request_header(&mut r).map_err(|e| e.to_string())?;
         let (key, version, cid) = (h.api_key, h.api_version, h.correlation_id);
         if key != ApiKey::ApiVersions as i16 && !may(key) {
-            // Kafka's ControllerApis: CLUSTER_AUTHORIZATION_FAILED. The
-            // quorum APIs answer it; others close the connection.
-            let out =
-                wire::refusal_frame(key, version, cid, ErrorCode::CLUSTER_AUTHORIZATION_FAILED)
-                    .map_err(|_| format!("api {key}: not authorized"))?;
+            // Kafka's ControllerApis: CLUSTER_AUTHORIZATION_FAILED in the
+            // API's answer (every topic, resource or partition it lists);
+            // a forwarded proposal gets it as its refusal.
+            let code = ErrorCode::CLUSTER_AUTHORIZATION_FAILED;
+            let out = if key == FORWARD_PROPOSAL_API_KEY {
+                forwarded_refusal(cid, code, "Cluster authorization failed.")
+            } else {
+                wire::denied_frame(key, version, cid, code, &mut r)
+                    .map_err(|e| format!("api {key}: not authorized ({e})"))?
+            };
             send(&mut s, &out).await?;
             continue;
         }
@@ -568,6 +573,15 @@ fn forwarded_response(cid: i32, result: Result<Offset, MetadataError>) -> BytesM
         }
         Err(e) => (ErrorCode::UNKNOWN_SERVER_ERROR, -1, e.to_string()),
     };
+    forwarded_frame(cid, code, offset, &message)
+}
+
+/// A forwarded proposal refused with `code` before it was looked at.
+fn forwarded_refusal(cid: i32, code: ErrorCode, message: &str) -> BytesMut {
+    forwarded_frame(cid, code, -1, message)
+}
+
+fn forwarded_frame(cid: i32, code: ErrorCode, offset: i64, message: &str) -> BytesMut {
     let message: String = message.chars().take(1000).collect();
     let mut out = BytesMut::new();
     let body_len = 4 + 2 + 8 + 2 + message.len();

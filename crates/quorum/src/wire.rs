@@ -773,3 +773,160 @@ pub fn decode_entries(bytes: &[u8]) -> Result<Vec<Entry>, String> {
 
 #[cfg(test)]
 mod tests;
+
+/// Kafka's answer to a request of `api_key` (a quorum API or one of the
+/// controller APIs) whose principal was denied on the CONTROLLER listener,
+/// as `ControllerApis` answers it (`getErrorResponse` of the request):
+/// `code` in every place the response has one (per topic, resource or
+/// partition where Kafka lists them), as a whole frame. `body` is the
+/// request's body after its header.
+pub fn denied_frame(
+    api_key: i16,
+    version: i16,
+    correlation_id: i32,
+    code: ErrorCode,
+    body: &mut fjord_protocol::Reader,
+) -> Result<BytesMut, String> {
+    if let Ok(frame) = refusal_frame(api_key, version, correlation_id, code) {
+        return Ok(frame);
+    }
+    let api = ApiKey::try_from(api_key).map_err(|_| format!("unknown api {api_key}"))?;
+    let request = fjord_protocol::decode_request(api_key, version, body)
+        .map_err(|e| format!("api {api_key}: {e}"))?;
+    let c = code.0;
+    let message = || Some(StrBytes::from_static_str("Cluster authorization failed."));
+    let frame = |body: &dyn DynEncodable| body.frame(api, correlation_id, version);
+    match request {
+        Request::BrokerRegistration(_) => {
+            frame(&km::BrokerRegistrationResponse::default().with_error_code(c))
+        }
+        Request::BrokerHeartbeat(_) => {
+            frame(&km::BrokerHeartbeatResponse::default().with_error_code(c))
+        }
+        Request::AlterPartition(_) => {
+            frame(&km::AlterPartitionResponse::default().with_error_code(c))
+        }
+        Request::AllocateProducerIds(_) => {
+            frame(&km::AllocateProducerIdsResponse::default().with_error_code(c))
+        }
+        Request::DescribeQuorum(_) => frame(
+            &km::DescribeQuorumResponse::default()
+                .with_error_code(c)
+                .with_error_message(message()),
+        ),
+        Request::DescribeCluster(_) => frame(
+            &km::DescribeClusterResponse::default()
+                .with_error_code(c)
+                .with_error_message(message()),
+        ),
+        Request::CreateTopics(r) => frame(
+            &km::CreateTopicsResponse::default().with_topics(
+                r.topics
+                    .into_iter()
+                    .map(|t| {
+                        km::create_topics_response::CreatableTopicResult::default()
+                            .with_name(t.name)
+                            .with_error_code(c)
+                            .with_error_message(message())
+                    })
+                    .collect(),
+            ),
+        ),
+        Request::DeleteTopics(r) => {
+            let mut results: Vec<_> = r
+                .topic_names
+                .into_iter()
+                .map(|name| {
+                    km::delete_topics_response::DeletableTopicResult::default()
+                        .with_name(Some(name))
+                        .with_error_code(c)
+                })
+                .collect();
+            results.extend(r.topics.into_iter().map(|t| {
+                km::delete_topics_response::DeletableTopicResult::default()
+                    .with_name(t.name)
+                    .with_topic_id(t.topic_id)
+                    .with_error_code(c)
+            }));
+            frame(&km::DeleteTopicsResponse::default().with_responses(results))
+        }
+        Request::CreatePartitions(r) => frame(
+            &km::CreatePartitionsResponse::default().with_results(
+                r.topics
+                    .into_iter()
+                    .map(|t| {
+                        km::create_partitions_response::CreatePartitionsTopicResult::default()
+                            .with_name(t.name)
+                            .with_error_code(c)
+                            .with_error_message(message())
+                    })
+                    .collect(),
+            ),
+        ),
+        Request::AlterConfigs(r) => frame(
+            &km::AlterConfigsResponse::default().with_responses(
+                r.resources
+                    .into_iter()
+                    .map(|res| {
+                        km::alter_configs_response::AlterConfigsResourceResponse::default()
+                            .with_resource_type(res.resource_type)
+                            .with_resource_name(res.resource_name)
+                            .with_error_code(c)
+                            .with_error_message(message())
+                    })
+                    .collect(),
+            ),
+        ),
+        Request::IncrementalAlterConfigs(r) => frame(
+            &km::IncrementalAlterConfigsResponse::default().with_responses(
+                r.resources
+                    .into_iter()
+                    .map(|res| {
+                        km::incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                            .with_resource_type(res.resource_type)
+                            .with_resource_name(res.resource_name)
+                            .with_error_code(c)
+                            .with_error_message(message())
+                    })
+                    .collect(),
+            ),
+        ),
+        Request::ElectLeaders(r) => frame(
+            &km::ElectLeadersResponse::default()
+                .with_error_code(c)
+                .with_replica_election_results(
+                    r.topic_partitions
+                        .into_iter()
+                        .flatten()
+                        .map(|t| {
+                            km::elect_leaders_response::ReplicaElectionResult::default()
+                                .with_topic(t.topic)
+                                .with_partition_result(
+                                    t.partitions
+                                        .into_iter()
+                                        .map(|p| {
+                                            km::elect_leaders_response::PartitionResult::default()
+                                                .with_partition_id(p)
+                                                .with_error_code(c)
+                                                .with_error_message(message())
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                ),
+        ),
+        _ => Err(format!("api {api_key} is not served on the CONTROLLER listener")),
+    }
+}
+
+/// A response body [`denied_frame`] can encode whatever its type.
+trait DynEncodable {
+    fn frame(&self, api: ApiKey, correlation_id: i32, version: i16) -> Result<BytesMut, String>;
+}
+
+impl<R: Encodable> DynEncodable for R {
+    fn frame(&self, api: ApiKey, correlation_id: i32, version: i16) -> Result<BytesMut, String> {
+        encode(api, correlation_id, version, self)
+    }
+}

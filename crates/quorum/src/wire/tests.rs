@@ -270,3 +270,95 @@ fn refusals_are_top_level_errors_of_the_right_api() {
     }
     assert!(refusal_frame(ApiKey::Produce as i16, 9, 1, ErrorCode::NONE).is_err());
 }
+
+/// The body of `frame` (size prefix and response header skipped).
+fn denied_body(frame: &BytesMut, api: ApiKey, version: i16) -> Bytes {
+    use bytes::Buf as _;
+    let mut b = Bytes::copy_from_slice(&frame[4..]);
+    assert_eq!(b.get_i32(), 31, "correlation id");
+    if fjord_protocol::response_header_version(api as i16, version) >= 1 {
+        assert_eq!(b.get_u8(), 0, "no tagged fields in the header");
+    }
+    b
+}
+
+fn denied<Req: Encodable>(api: ApiKey, version: i16, req: &Req) -> Bytes {
+    let mut body = BytesMut::new();
+    req.encode(&mut body, version).unwrap();
+    let mut r = Reader::new(body.freeze());
+    let f = denied_frame(
+        api as i16,
+        version,
+        31,
+        ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
+        &mut r,
+    )
+    .unwrap();
+    let len = i32::from_be_bytes([f[0], f[1], f[2], f[3]]) as usize;
+    assert_eq!(len, f.len() - 4);
+    denied_body(&f, api, version)
+}
+
+#[test]
+fn denied_controller_requests_get_kafkas_cluster_authorization_failed() {
+    use fjord_protocol::kafka_protocol::protocol::Decodable;
+    const DENIED: i16 = 31;
+    let v = 1;
+    let mut b = denied(
+        ApiKey::BrokerRegistration,
+        v,
+        &km::BrokerRegistrationRequest::default(),
+    );
+    let r = km::BrokerRegistrationResponse::decode(&mut b, v).unwrap();
+    assert_eq!((r.error_code, r.broker_epoch), (DENIED, -1));
+    let mut b = denied(
+        ApiKey::BrokerHeartbeat,
+        v,
+        &km::BrokerHeartbeatRequest::default(),
+    );
+    let r = km::BrokerHeartbeatResponse::decode(&mut b, v).unwrap();
+    assert_eq!(r.error_code, DENIED);
+    assert!(r.is_fenced, "Kafka's default");
+    let mut b = denied(
+        ApiKey::AlterPartition,
+        2,
+        &km::AlterPartitionRequest::default(),
+    );
+    let r = km::AlterPartitionResponse::decode(&mut b, 2).unwrap();
+    assert_eq!(r.error_code, DENIED);
+    let topic = |n: &'static str| {
+        km::create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(n)))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+    };
+    let req = km::CreateTopicsRequest::default().with_topics(vec![topic("a"), topic("b")]);
+    let mut b = denied(ApiKey::CreateTopics, 7, &req);
+    let r = km::CreateTopicsResponse::decode(&mut b, 7).unwrap();
+    let got: Vec<(&str, i16)> = r
+        .topics
+        .iter()
+        .map(|t| (t.name.as_str(), t.error_code))
+        .collect();
+    assert_eq!(got, vec![("a", DENIED), ("b", DENIED)]);
+    let mut b = denied(
+        ApiKey::DescribeQuorum,
+        2,
+        &km::DescribeQuorumRequest::default(),
+    );
+    let r = km::DescribeQuorumResponse::decode(&mut b, 2).unwrap();
+    assert_eq!(r.error_code, DENIED);
+    // A quorum API keeps its own refusal.
+    let f = denied_frame(
+        ApiKey::Vote as i16,
+        VOTE_VERSION,
+        31,
+        ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
+        &mut Reader::new(Bytes::new()),
+    )
+    .unwrap();
+    let d = decode_response(ApiKey::Vote, VOTE_VERSION, Bytes::copy_from_slice(&f[4..])).unwrap();
+    assert!(
+        matches!(d.message, Message::VoteResponse(r) if r.error_code == ErrorCode::CLUSTER_AUTHORIZATION_FAILED)
+    );
+}
