@@ -378,10 +378,10 @@ impl Broker {
             image: OnceLock::new(),
             links: OnceLock::new(),
             loaded: AtomicBool::new(false),
-            // A single node hosts every partition, and its metadata is
-            // loaded before anything is created: `loaded` tells data from
-            // leftovers there.
-            found_at_start: Mutex::new(config.kraft.is_cluster().then(|| partition_dirs_in(&dir))),
+            // A single node too: its replay of the metadata log at start
+            // may delete a topic whose name a later record creates again,
+            // and that later topic's data is what the directory holds.
+            found_at_start: Mutex::new(Some(partition_dirs_in(&dir))),
             producer_id_next: AtomicI64::new(0),
             producer_id_block_end: AtomicI64::new(0),
             controller: Mutex::new(None),
@@ -464,6 +464,8 @@ impl Broker {
         broker.producer_id_next.store(next, Ordering::SeqCst);
         broker.producer_id_block_end.store(next, Ordering::SeqCst);
         broker.loaded.store(true, Ordering::SeqCst);
+        // The replay is over: what no partition claimed is stray.
+        broker.delete_strays(&broker.image())?;
         broker.start_cleaner();
         Ok(broker)
     }
@@ -1034,11 +1036,7 @@ impl Broker {
                     p.stop_replicating();
                     p.wake_waiters();
                     let _ = p.log.close();
-                    let dir = partition_dir(&self.config.data_dir, &topic.name, p.index.0);
-                    // A copy this node no longer hosted is gone already.
-                    if dir.exists() {
-                        fjord_storage::delete_log_dir(&dir)?;
-                    }
+                    self.remove_partition_dir(&topic.name, p.index.0)?;
                 }
             }
         }
@@ -1261,15 +1259,40 @@ impl Broker {
         part.stop_replicating();
         part.wake_waiters();
         let _ = part.log.close();
-        let dir = partition_dir(&self.config.data_dir, topic, part.index.0);
-        if dir.exists() {
-            fjord_storage::delete_log_dir(&dir)?;
-        }
+        self.remove_partition_dir(topic, part.index.0)?;
         tracing::info!(
             topic,
             partition = part.index.0,
             "no longer a replica: deleted this node's copy"
         );
+        Ok(())
+    }
+
+    /// Deletes the directory of a partition this node no longer hosts (its
+    /// topic deleted, or the node removed from its replicas). Not while the
+    /// node replays the metadata log at start (until `delete_strays` has
+    /// run): the directory then holds what the node had when it stopped,
+    /// which may belong to a later record (a topic deleted and created again
+    /// under the same name, a replica removed and added back), so it goes
+    /// back to the directories found at start, to be claimed by that later
+    /// record or deleted as a stray once the replay is over. Deleting it
+    /// here lost every acknowledged record of a re-created topic at the next
+    /// restart.
+    fn remove_partition_dir(&self, topic: &str, p: i32) -> Result<(), StateError> {
+        let dir = partition_dir(&self.config.data_dir, topic, p);
+        {
+            let mut found = self.found_at_start.lock();
+            if let Some(found) = found.as_mut() {
+                if dir.is_dir() {
+                    found.insert(format!("{topic}-{p}"));
+                }
+                return Ok(());
+            }
+        }
+        // A copy this node no longer hosted is gone already.
+        if dir.exists() {
+            fjord_storage::delete_log_dir(&dir)?;
+        }
         Ok(())
     }
 
@@ -2088,6 +2111,55 @@ mod replica_facts_tests {
             .is_closed());
         assert!(!partition_dir(dir.path(), "u", 0).exists());
         assert!(partition_dir(dir.path(), "u", 1).exists());
+        broker.close();
+    }
+
+    /// A topic deleted and created again under the same name keeps the new
+    /// topic's records across a restart: replaying the deletion at start
+    /// must not delete the directory the later creation owns (it did, and
+    /// every acknowledged record of the re-created topic was lost). A
+    /// directory no partition claims once the replay is over is deleted.
+    #[test]
+    fn a_topic_created_again_keeps_its_records_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            Broker::open(BrokerConfig {
+                data_dir: dir.path().to_path_buf(),
+                ..BrokerConfig::default()
+            })
+            .unwrap()
+        };
+        let broker = open();
+        broker.create_topic("t", 1, BTreeMap::new(), false).unwrap();
+        broker.delete_topic("t").unwrap();
+        let topic = broker.create_topic("t", 1, BTreeMap::new(), false).unwrap();
+        let part = topic.partition(0).unwrap();
+        for i in 0..3u8 {
+            let mut builder = fjord_records::BatchBuilder::new(fjord_records::Compression::None);
+            builder.push(now_ms(), None, Some([i].as_slice()), &[]);
+            part.append(&mut builder.build(0), Acks::Leader, now_ms())
+                .unwrap();
+        }
+        assert_eq!(part.log.log_end_offset(), fjord_model::Offset(3));
+        broker.close();
+        drop((part, topic, broker));
+        // A copy of a partition that no longer exists, left by a crash.
+        std::fs::create_dir(partition_dir(dir.path(), "gone", 0)).unwrap();
+        let broker = open();
+        let part = broker.topic("t").unwrap().partition(0).unwrap();
+        assert_eq!(
+            part.log.log_end_offset(),
+            fjord_model::Offset(3),
+            "the records are back"
+        );
+        assert!(
+            !partition_dir(dir.path(), "gone", 0).exists(),
+            "a stray is deleted"
+        );
+        // Deleting it while running still deletes its directory.
+        drop(part);
+        broker.delete_topic("t").unwrap();
+        assert!(!partition_dir(dir.path(), "t", 0).exists());
         broker.close();
     }
 
