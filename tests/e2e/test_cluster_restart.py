@@ -44,6 +44,24 @@ def copies(cluster, host):
     return sorted(d.name for d in cluster.data_dir(host).iterdir() if d.name.startswith(f"{HERE}-0"))
 
 
+def log_dir_partitions(bootstrap):
+    """{broker id: {(topic, partition)}} from DescribeLogDirs sent to every broker (kafka-python)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    try:
+        out = {}
+        for entry in admin.describe_log_dirs():
+            found = out.setdefault(entry["broker"], set())
+            for d in entry["log_dirs"]:
+                for t in d["topics"]:
+                    name = t.get("name", t.get("topic"))
+                    found.update((name, p["partition_index"]) for p in t["partitions"])
+        return out
+    finally:
+        admin.close()
+
+
 @pytest.mark.skipif(netns.available() is not None, reason=f"network namespaces: {netns.available()}")
 @pytest.mark.timeout(600)
 def test_a_restarted_cluster_keeps_acknowledged_writes_and_only_replicas_hold_logs(tmp_path):
@@ -97,6 +115,11 @@ def test_a_restarted_cluster_keeps_acknowledged_writes_and_only_replicas_hold_lo
                 wait_for("the stray copy on n2 deleted", lambda: copies(cluster, "n2") == [], cluster)
                 assert copies(cluster, "n1") == [f"{HERE}-0"]
                 assert copies(cluster, "n3") == []
+                # DescribeLogDirs (kafka-python, sent to every broker) lists a partition only where it has a copy.
+                listed = log_dir_partitions(bootstrap)
+                assert sorted(listed) == [1, 2, 3], listed
+                assert [(HERE, 0) in listed[b] for b in (1, 2, 3)] == [True, False, False], listed
+                assert all((TOPIC, p) in listed[b] for b in (1, 2, 3) for p in range(PARTITIONS)), listed
         finally:
             cluster.stop()
 

@@ -69,6 +69,9 @@ pub fn handle(ctx: &Ctx, req: DescribeLogDirsRequest) -> Option<BytesMut> {
             .read()
             .iter()
             .filter(|p| wanted.is_none_or(|w| w.contains(&p.index.0)))
+            // Only the partitions with a copy here, as Kafka lists its local
+            // replicas: a partition placed on other nodes has no log.
+            .filter(|p| !p.log.is_closed())
             .map(|p| {
                 DescribeLogDirsPartition::default()
                     .with_partition_index(p.index.0)
