@@ -320,17 +320,20 @@ impl Broker {
                             ),
                         ));
                     }
-                    if let Some(n) = cm::read_meta_node_id(&dir)?.filter(|n| *n != config.node_id) {
-                        return Err(StateError::kafka(
-                            ErrorCode::INVALID_CONFIG,
-                            format!(
-                                "{} was formatted for node.id {}, not {}",
-                                dir.display(),
-                                n.0,
-                                config.node_id.0
-                            ),
-                        ));
-                    }
+                }
+                // On a single node too: with another node.id every partition
+                // would name a node that is not this one, and its copies would
+                // be moved aside as strays.
+                if let Some(n) = cm::read_meta_node_id(&dir)?.filter(|n| *n != config.node_id) {
+                    return Err(StateError::kafka(
+                        ErrorCode::INVALID_CONFIG,
+                        format!(
+                            "{} was formatted for node.id {}, not {}",
+                            dir.display(),
+                            n.0,
+                            config.node_id.0
+                        ),
+                    ));
                 }
                 id
             }
@@ -1036,7 +1039,7 @@ impl Broker {
                     p.stop_replicating();
                     p.wake_waiters();
                     let _ = p.log.close();
-                    self.remove_partition_dir(&topic.name, p.index.0)?;
+                    self.remove_partition_dir(&topic.name, topic.id, p.index.0)?;
                 }
             }
         }
@@ -1047,7 +1050,7 @@ impl Broker {
             let parts = t
                 .partitions
                 .iter()
-                .map(|(&p, reg)| self.open_partition(&t.name, p, reg, &settings, fresh))
+                .map(|(&p, reg)| self.open_partition(&t.name, t.id, p, reg, &settings, fresh))
                 .collect::<Result<Vec<_>, _>>()?;
             for (part, reg) in parts.iter().zip(t.partitions.values()) {
                 self.follow_image(t.id, part, reg, &settings);
@@ -1070,7 +1073,7 @@ impl Broker {
             let current = topic.partition_count();
             for (&p, reg) in new.partitions.iter().filter(|(&p, _)| p >= current) {
                 assert_eq!(p, topic.partition_count(), "partitions are added in order");
-                let part = self.open_partition(&new.name, p, reg, &settings, fresh)?;
+                let part = self.open_partition(&new.name, new.id, p, reg, &settings, fresh)?;
                 self.follow_image(topic.id, &part, reg, &settings);
                 topic.partitions.write().push(part);
             }
@@ -1086,7 +1089,7 @@ impl Broker {
                 if hosts && part.log.is_closed() {
                     // A replica again (a reassignment back): an empty log,
                     // filled from the leader.
-                    let fresh = self.open_partition(&new.name, p, reg, &settings, true)?;
+                    let fresh = self.open_partition(&new.name, new.id, p, reg, &settings, true)?;
                     if let Some(slot) = topic.partitions.write().get_mut(p as usize) {
                         *slot = fresh.clone();
                     }
@@ -1099,7 +1102,7 @@ impl Broker {
                     self.follow_image(topic.id, &part, reg, &settings);
                 }
                 if !hosts && before.replicas.contains(&node) {
-                    self.delete_copy(&new.name, &part)?;
+                    self.delete_copy(&new.name, new.id, &part)?;
                 }
             }
         }
@@ -1193,12 +1196,32 @@ impl Broker {
             }
             let dir = self.config.data_dir.join(&name);
             if dir.is_dir() {
-                fjord_storage::delete_log_dir(&dir)?;
-                tracing::info!(
+                // Moved aside, not deleted, as Kafka does with stray logs: a
+                // copy wrongly judged stray can still be recovered by hand.
+                let aside = self
+                    .config
+                    .data_dir
+                    .join(format!("{name}.{}-stray", Uuid::new_v4().simple()));
+                std::fs::rename(&dir, &aside).map_err(|e| meta_err(&dir, e))?;
+                tracing::warn!(
                     topic,
                     partition = p,
-                    "deleted a stray log: the metadata does not place this partition here"
+                    moved_to = %aside.display(),
+                    "moved a stray log aside: the metadata does not place this partition here"
                 );
+            }
+        }
+        // Directories written before topic ids were kept get theirs now,
+        // from the caught-up image.
+        for t in image.topics().iter() {
+            for (&p, reg) in &t.partitions {
+                let dir = partition_dir(&self.config.data_dir, &t.name, p);
+                if reg.replicas.contains(&me)
+                    && dir.is_dir()
+                    && read_partition_topic_id(&dir).is_none()
+                {
+                    write_partition_metadata(&dir, t.id)?;
+                }
             }
         }
         Ok(())
@@ -1255,11 +1278,16 @@ impl Broker {
     /// deletes a partition it no longer hosts (StopReplica with delete in
     /// KRaft). The partition stays listed with its log closed, answering
     /// NOT_LEADER_OR_FOLLOWER like any partition this node does not host.
-    fn delete_copy(&self, topic: &str, part: &Arc<Partition>) -> Result<(), StateError> {
+    fn delete_copy(
+        &self,
+        topic: &str,
+        topic_id: Uuid,
+        part: &Arc<Partition>,
+    ) -> Result<(), StateError> {
         part.stop_replicating();
         part.wake_waiters();
         let _ = part.log.close();
-        self.remove_partition_dir(topic, part.index.0)?;
+        self.remove_partition_dir(topic, topic_id, part.index.0)?;
         tracing::info!(
             topic,
             partition = part.index.0,
@@ -1269,24 +1297,37 @@ impl Broker {
     }
 
     /// Deletes the directory of a partition this node no longer hosts (its
-    /// topic deleted, or the node removed from its replicas). Not while the
-    /// node replays the metadata log at start (until `delete_strays` has
-    /// run): the directory then holds what the node had when it stopped,
-    /// which may belong to a later record (a topic deleted and created again
-    /// under the same name, a replica removed and added back), so it goes
-    /// back to the directories found at start, to be claimed by that later
-    /// record or deleted as a stray once the replay is over. Deleting it
-    /// here lost every acknowledged record of a re-created topic at the next
-    /// restart.
-    fn remove_partition_dir(&self, topic: &str, p: i32) -> Result<(), StateError> {
+    /// topic deleted, or the node removed from its replicas).
+    ///
+    /// While the node replays the metadata log at start (until
+    /// `delete_strays` has run) the directory holds what the node had when it
+    /// stopped, which may belong to a later record: a topic deleted and
+    /// created again under the same name, a replica removed and added back.
+    /// The topic id in the directory (`partition.metadata`) tells: a
+    /// directory of this very topic id is deleted (a copy this node missed
+    /// the deletion of must not become the new topic's data); one of another
+    /// topic id is left for that topic's creation to claim; one without an
+    /// id (written before ids were kept) goes back to the directories found
+    /// at start, to be claimed by a later record or moved aside as a stray
+    /// once the replay is over. Deleting every such directory lost every
+    /// acknowledged record of a re-created topic at the next restart.
+    fn remove_partition_dir(&self, topic: &str, topic_id: Uuid, p: i32) -> Result<(), StateError> {
         let dir = partition_dir(&self.config.data_dir, topic, p);
         {
             let mut found = self.found_at_start.lock();
             if let Some(found) = found.as_mut() {
-                if dir.is_dir() {
-                    found.insert(format!("{topic}-{p}"));
+                let name = format!("{topic}-{p}");
+                match read_partition_topic_id(&dir) {
+                    Some(id) if id == topic_id => {
+                        found.remove(&name);
+                    }
+                    _ => {
+                        if dir.is_dir() {
+                            found.insert(name);
+                        }
+                        return Ok(());
+                    }
                 }
-                return Ok(());
             }
         }
         // A copy this node no longer hosted is gone already.
@@ -1714,6 +1755,7 @@ impl Broker {
     fn open_partition(
         &self,
         topic: &str,
+        topic_id: Uuid,
         p: i32,
         reg: &PartitionRegistration,
         settings: &TopicSettings,
@@ -1728,15 +1770,38 @@ impl Broker {
                 replica_state_of(reg),
             )));
         }
-        let found = self
-            .found_at_start
-            .lock()
-            .as_mut()
-            .is_some_and(|f| f.remove(&format!("{topic}-{p}")));
+        let stored = read_partition_topic_id(&dir);
+        let found = {
+            let mut found_at_start = self.found_at_start.lock();
+            match found_at_start.as_mut() {
+                // A directory of another topic id is not this partition's
+                // data (see `remove_partition_dir`).
+                Some(f) if stored.is_none_or(|id| id == topic_id) => {
+                    f.remove(&format!("{topic}-{p}"))
+                }
+                _ => false,
+            }
+        };
+        if !found && stored.is_some_and(|id| id != topic_id) && self.found_at_start.lock().is_some()
+        {
+            // Replaying: that directory belongs to a later topic of this
+            // name (created again after this one was deleted). This one is
+            // deleted further on in the replay; until then it has no copy.
+            return Ok(Arc::new(Partition::new(
+                PartitionIndex(p),
+                Log::absent(&self.storage, &dir, settings.log_config()),
+                self.config.node_id,
+                replica_state_of(reg),
+            )));
+        }
         if fresh && !found && dir.exists() {
             fjord_storage::delete_log_dir(&dir)?;
         }
+        let created = !dir.exists();
         let (log, report) = Log::open(&self.storage, &dir, settings.log_config(), now_ms())?;
+        if created {
+            write_partition_metadata(&dir, topic_id)?;
+        }
         if !report.clean && report.log_end_offset.0 > 0 {
             tracing::info!(%topic, partition = p, ?report, "recovered partition");
         }
@@ -1992,6 +2057,43 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
 
 /// The names of the directories in `data_dir` that look like partition
 /// directories (`<topic>-<partition>`), the metadata log's excepted.
+/// Kafka's `partition.metadata` in a partition directory: the topic id the
+/// copy belongs to (`version: 0` then `topic_id: <base64>`).
+const PARTITION_METADATA_FILE: &str = "partition.metadata";
+
+/// The topic id in `dir`'s `partition.metadata`; `None` without a readable one.
+fn read_partition_topic_id(dir: &Path) -> Option<Uuid> {
+    let text = std::fs::read_to_string(dir.join(PARTITION_METADATA_FILE)).ok()?;
+    let mut lines = text.lines();
+    if lines.next()?.trim() != "version: 0" {
+        return None;
+    }
+    let id = lines.next()?.trim().strip_prefix("topic_id:")?.trim();
+    cm::parse_kafka_uuid(id)
+}
+
+/// Writes `dir`'s `partition.metadata` (written to a temporary file, synced
+/// and renamed, so a crash leaves the old file, none, or the whole new one).
+fn write_partition_metadata(dir: &Path, topic_id: Uuid) -> Result<(), StateError> {
+    use std::io::Write;
+    let path = dir.join(PARTITION_METADATA_FILE);
+    let tmp = dir.join(format!("{PARTITION_METADATA_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(
+            format!(
+                "version: 0\ntopic_id: {}\n",
+                cm::kafka_uuid_string(topic_id)
+            )
+            .as_bytes(),
+        )?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| meta_err(&path, e))
+}
+
 fn partition_dirs_in(data_dir: &Path) -> std::collections::HashSet<String> {
     let Ok(entries) = std::fs::read_dir(data_dir) else {
         return Default::default();
@@ -2154,13 +2256,103 @@ mod replica_facts_tests {
         );
         assert!(
             !partition_dir(dir.path(), "gone", 0).exists(),
-            "a stray is deleted"
+            "a stray is moved aside"
         );
+        let aside: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("gone-0.") && n.ends_with("-stray"))
+            .collect();
+        assert_eq!(aside.len(), 1, "kept aside as Kafka keeps stray logs");
         // Deleting it while running still deletes its directory.
         drop(part);
         broker.delete_topic("t").unwrap();
         assert!(!partition_dir(dir.path(), "t", 0).exists());
         broker.close();
+    }
+
+    /// A copy of a deleted topic that this node still holds (it missed the
+    /// deletion, or kept it across one) never becomes the data of a topic
+    /// created again under the same name: the directory's topic id
+    /// (`partition.metadata`, Kafka's) is the old topic's, so replaying the
+    /// deletion deletes it and the new topic starts empty.
+    #[test]
+    fn an_old_topics_copy_never_becomes_a_new_topics_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            Broker::open(BrokerConfig {
+                data_dir: dir.path().to_path_buf(),
+                ..BrokerConfig::default()
+            })
+            .unwrap()
+        };
+        let append = |part: &Arc<Partition>, n: u8| {
+            for i in 0..n {
+                let mut builder =
+                    fjord_records::BatchBuilder::new(fjord_records::Compression::None);
+                builder.push(now_ms(), None, Some([i].as_slice()), &[]);
+                part.append(&mut builder.build(0), Acks::Leader, now_ms())
+                    .unwrap();
+            }
+        };
+        let copy_dir = |from: &Path, to: &Path| {
+            std::fs::create_dir_all(to).unwrap();
+            for e in std::fs::read_dir(from).unwrap() {
+                let e = e.unwrap();
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        };
+        let broker = open();
+        let old = broker.create_topic("t", 1, BTreeMap::new(), false).unwrap();
+        append(&old.partition(0).unwrap(), 3);
+        let old_id = old.id;
+        broker.close();
+        drop((old, broker));
+        let t0 = partition_dir(dir.path(), "t", 0);
+        assert_eq!(read_partition_topic_id(&t0), Some(old_id));
+        let saved = dir.path().join("saved");
+        copy_dir(&t0, &saved);
+        let broker = open();
+        broker.delete_topic("t").unwrap();
+        let new = broker.create_topic("t", 1, BTreeMap::new(), false).unwrap();
+        let new_id = new.id;
+        append(&new.partition(0).unwrap(), 1);
+        broker.close();
+        drop((new, broker));
+        // As if this node had missed the deletion: the old topic's copy.
+        std::fs::remove_dir_all(&t0).unwrap();
+        copy_dir(&saved, &t0);
+        std::fs::remove_dir_all(&saved).unwrap();
+        let broker = open();
+        let part = broker.topic("t").unwrap().partition(0).unwrap();
+        assert_eq!(
+            part.log.log_end_offset(),
+            fjord_model::Offset(0),
+            "the old topic's records are not the new topic's"
+        );
+        assert_eq!(read_partition_topic_id(&t0), Some(new_id));
+        drop(part);
+        broker.close();
+    }
+
+    /// A data directory formatted for another node.id is refused, on a
+    /// single node too (as Kafka refuses it): with another id every
+    /// partition would be placed elsewhere and its copy moved aside.
+    #[test]
+    fn a_single_node_refuses_another_node_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let me = config.node_id;
+        Broker::open(config.clone()).unwrap().close();
+        let other = BrokerConfig {
+            node_id: NodeId(me.0 + 1),
+            ..config
+        };
+        let err = Broker::open(other).err().expect("refused");
+        assert!(err.to_string().contains("node.id"), "{err}");
     }
 
     /// A PartitionChangeRecord moves the partition's leader, epoch, replicas
