@@ -1762,37 +1762,29 @@ impl Broker {
         fresh: bool,
     ) -> Result<Arc<Partition>, StateError> {
         let dir = partition_dir(&self.config.data_dir, topic, p);
-        if !reg.replicas.contains(&self.config.node_id.0) {
-            return Ok(Arc::new(Partition::new(
+        let absent = || {
+            Arc::new(Partition::new(
                 PartitionIndex(p),
                 Log::absent(&self.storage, &dir, settings.log_config()),
                 self.config.node_id,
                 replica_state_of(reg),
-            )));
-        }
-        let stored = read_partition_topic_id(&dir);
-        let found = {
-            let mut found_at_start = self.found_at_start.lock();
-            match found_at_start.as_mut() {
-                // A directory of another topic id is not this partition's
-                // data (see `remove_partition_dir`).
-                Some(f) if stored.is_none_or(|id| id == topic_id) => {
-                    f.remove(&format!("{topic}-{p}"))
-                }
-                _ => false,
-            }
+            ))
         };
-        if !found && stored.is_some_and(|id| id != topic_id) && self.found_at_start.lock().is_some()
-        {
-            // Replaying: that directory belongs to a later topic of this
-            // name (created again after this one was deleted). This one is
-            // deleted further on in the replay; until then it has no copy.
-            return Ok(Arc::new(Partition::new(
-                PartitionIndex(p),
-                Log::absent(&self.storage, &dir, settings.log_config()),
-                self.config.node_id,
-                replica_state_of(reg),
-            )));
+        if !reg.replicas.contains(&self.config.node_id.0) {
+            return Ok(absent());
+        }
+        // A directory of another topic id is not this partition's data (see
+        // `remove_partition_dir`).
+        let foreign = read_partition_topic_id(&dir).is_some_and(|id| id != topic_id);
+        let (replaying, found) = match self.found_at_start.lock().as_mut() {
+            Some(f) => (true, !foreign && f.remove(&format!("{topic}-{p}"))),
+            None => (false, false),
+        };
+        if replaying && foreign {
+            // That directory belongs to a later topic of this name (created
+            // again after this one was deleted). This one is deleted further
+            // on in the replay; until then it has no copy.
+            return Ok(absent());
         }
         if fresh && !found && dir.exists() {
             fjord_storage::delete_log_dir(&dir)?;
@@ -2216,32 +2208,40 @@ mod replica_facts_tests {
         broker.close();
     }
 
-    /// A topic deleted and created again under the same name keeps the new
-    /// topic's records across a restart: replaying the deletion at start
-    /// must not delete the directory the later creation owns (it did, and
-    /// every acknowledged record of the re-created topic was lost). A
-    /// directory no partition claims once the replay is over is deleted.
-    #[test]
-    fn a_topic_created_again_keeps_its_records_across_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let open = || {
-            Broker::open(BrokerConfig {
-                data_dir: dir.path().to_path_buf(),
-                ..BrokerConfig::default()
-            })
-            .unwrap()
-        };
-        let broker = open();
-        broker.create_topic("t", 1, BTreeMap::new(), false).unwrap();
-        broker.delete_topic("t").unwrap();
-        let topic = broker.create_topic("t", 1, BTreeMap::new(), false).unwrap();
-        let part = topic.partition(0).unwrap();
-        for i in 0..3u8 {
+    /// A single node on `dir` with default settings.
+    fn open_single_node(dir: &Path) -> Arc<Broker> {
+        Broker::open(BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            ..BrokerConfig::default()
+        })
+        .unwrap()
+    }
+
+    /// Appends `n` one-record batches to `part` as its leader.
+    fn append_records(part: &Arc<Partition>, n: u8) {
+        for i in 0..n {
             let mut builder = fjord_records::BatchBuilder::new(fjord_records::Compression::None);
             builder.push(now_ms(), None, Some([i].as_slice()), &[]);
             part.append(&mut builder.build(0), Acks::Leader, now_ms())
                 .unwrap();
         }
+    }
+
+    /// A topic deleted and created again under the same name keeps the new
+    /// topic's records across a restart: replaying the deletion at start
+    /// must not delete the directory the later creation owns (it did, and
+    /// every acknowledged record of the re-created topic was lost). A
+    /// directory no partition claims once the replay is over is moved aside.
+    #[test]
+    fn a_topic_created_again_keeps_its_records_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || open_single_node(dir.path());
+        let broker = open();
+        broker.create_topic("t", 1, BTreeMap::new(), false).unwrap();
+        broker.delete_topic("t").unwrap();
+        let topic = broker.create_topic("t", 1, BTreeMap::new(), false).unwrap();
+        let part = topic.partition(0).unwrap();
+        append_records(&part, 3);
         assert_eq!(part.log.log_end_offset(), fjord_model::Offset(3));
         broker.close();
         drop((part, topic, broker));
@@ -2279,22 +2279,7 @@ mod replica_facts_tests {
     #[test]
     fn an_old_topics_copy_never_becomes_a_new_topics_data() {
         let dir = tempfile::tempdir().unwrap();
-        let open = || {
-            Broker::open(BrokerConfig {
-                data_dir: dir.path().to_path_buf(),
-                ..BrokerConfig::default()
-            })
-            .unwrap()
-        };
-        let append = |part: &Arc<Partition>, n: u8| {
-            for i in 0..n {
-                let mut builder =
-                    fjord_records::BatchBuilder::new(fjord_records::Compression::None);
-                builder.push(now_ms(), None, Some([i].as_slice()), &[]);
-                part.append(&mut builder.build(0), Acks::Leader, now_ms())
-                    .unwrap();
-            }
-        };
+        let open = || open_single_node(dir.path());
         let copy_dir = |from: &Path, to: &Path| {
             std::fs::create_dir_all(to).unwrap();
             for e in std::fs::read_dir(from).unwrap() {
@@ -2304,7 +2289,7 @@ mod replica_facts_tests {
         };
         let broker = open();
         let old = broker.create_topic("t", 1, BTreeMap::new(), false).unwrap();
-        append(&old.partition(0).unwrap(), 3);
+        append_records(&old.partition(0).unwrap(), 3);
         let old_id = old.id;
         broker.close();
         drop((old, broker));
@@ -2316,7 +2301,7 @@ mod replica_facts_tests {
         broker.delete_topic("t").unwrap();
         let new = broker.create_topic("t", 1, BTreeMap::new(), false).unwrap();
         let new_id = new.id;
-        append(&new.partition(0).unwrap(), 1);
+        append_records(&new.partition(0).unwrap(), 1);
         broker.close();
         drop((new, broker));
         // As if this node had missed the deletion: the old topic's copy.
