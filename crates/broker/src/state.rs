@@ -1977,12 +1977,17 @@ impl Broker {
     }
 
     /// Persist every partition's recovery point (called from a 1-second timer),
-    /// so that recovery after a crash scans only the last second of appends.
+    /// so that recovery after a crash scans only the last second of appends,
+    /// and replicated partitions' high watermarks (every 5 s when they moved).
     pub fn checkpoint(&self) {
+        let now = now_ms();
         for t in self.topics() {
             for p in t.partitions.read().iter().filter(|p| !p.log.is_closed()) {
                 if let Err(e) = p.log.checkpoint() {
                     tracing::warn!(topic = %t.name, partition = p.index.0, "checkpoint failed: {e}");
+                }
+                if let Err(e) = p.save_high_watermark(now, false) {
+                    tracing::warn!(topic = %t.name, partition = p.index.0, "saving the high watermark failed: {e}");
                 }
             }
         }
@@ -2005,8 +2010,12 @@ impl Broker {
         if let Some(q) = self.quorum.get() {
             q.close();
         }
+        let now = now_ms();
         for t in self.topics() {
             for p in t.partitions.read().iter() {
+                if let Err(e) = p.save_high_watermark(now, true) {
+                    tracing::warn!(topic = %t.name, partition = p.index.0, "saving the high watermark failed: {e}");
+                }
                 if let Err(e) = p.log.close() {
                     tracing::error!(topic = %t.name, partition = p.index.0, "close failed: {e}");
                 }

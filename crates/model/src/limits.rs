@@ -187,6 +187,10 @@ pub const OPEN_SEGMENT_FILES_MAX: usize = 4096;
 pub const MAPPED_INDEX_FILES_MAX: usize = 8192;
 /// Least interval between two background writes of one log's recovery-point checkpoint.
 pub const RECOVERY_POINT_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+/// Least interval between two writes of a replicated partition's saved high watermark
+/// (Kafka's `replica.high.watermark.checkpoint.interval.ms` default); a clean shutdown
+/// saves it regardless.
+pub const HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS: i64 = 5_000;
 
 // ---- client (fjord-client) ----
 /// Largest response frame the client accepts before allocating for it.

@@ -378,6 +378,9 @@ pub struct Partition {
     /// A follower's fetch made an AlterPartition pending (the ISR grows):
     /// the next leader tick sends it.
     alter_wanted: AtomicBool,
+    /// The high watermark last saved in the log's directory and when (ms;
+    /// `i64::MIN`: never by this process). See [`Partition::save_high_watermark`].
+    saved_high_watermark: Mutex<(Offset, i64)>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -404,12 +407,14 @@ impl Partition {
         replica: ReplicaState,
     ) -> Partition {
         let sole = is_sole_replica(local, &replica);
-        // A single replica committed everything it holds; otherwise nothing
-        // is known to be committed until the replicas report (cluster layer).
+        // A single replica committed everything it holds; otherwise what was
+        // committed when the high watermark was last saved (before a restart),
+        // or nothing is known until the replicas report (cluster layer).
+        let saved = log.saved_high_watermark();
         let hw = if sole {
             log.log_end_offset().0
         } else {
-            log.log_start_offset().0
+            saved.unwrap_or(log.log_start_offset()).0
         };
         Partition {
             index,
@@ -428,7 +433,34 @@ impl Partition {
             .0,
             ticked_durable_end: AtomicI64::new(-1),
             alter_wanted: AtomicBool::new(false),
+            saved_high_watermark: Mutex::new((saved.unwrap_or(Offset(-1)), i64::MIN)),
         }
+    }
+
+    /// Saves the high watermark of a partition replicated on several nodes
+    /// in its log's directory when it moved since the last save, at most once
+    /// per `HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS` unless `force` (a clean
+    /// shutdown), as Kafka's `replication-offset-checkpoint`: after a restart
+    /// of the whole cluster a leader then starts from it instead of its log
+    /// start, so consumers and ListOffsets see the committed records at once,
+    /// not only once every in-sync replica has fetched again (or, for one that
+    /// stays down, `replica.lag.time.max.ms` later). A single replica needs no
+    /// file: its high watermark is its log end.
+    pub fn save_high_watermark(&self, now_ms: i64, force: bool) -> Result<(), StorageError> {
+        if self.sole_replica.load(Ordering::Acquire) || self.log.is_closed() {
+            return Ok(());
+        }
+        let mut saved = self.saved_high_watermark.lock();
+        let hw = Offset(self.high_watermark.load(Ordering::Acquire));
+        let due = force
+            || saved.1 == i64::MIN
+            || now_ms.saturating_sub(saved.1) >= limits::HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS;
+        if hw <= saved.0 || !due {
+            return Ok(());
+        }
+        self.log.save_high_watermark(hw)?;
+        *saved = (hw, now_ms);
+        Ok(())
     }
 
     /// This node.

@@ -745,4 +745,70 @@ mod tests {
             .iter()
             .all(|o| !matches!(o, LeaderOutput::AlterPartition(_))));
     }
+
+    /// A replicated partition reopened after a restart of both replicas
+    /// starts from the high watermark it saved, not from its log start.
+    #[test]
+    fn a_restarted_replica_starts_from_its_saved_high_watermark() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        {
+            let (l, f) = (open(d1.path(), 1), open(d2.path(), 2));
+            l.become_leader(state(1, 3, &[1, 2]), settings(2), 0);
+            f.become_follower(state(1, 3, &[1, 2]), 7, follower_settings());
+            let mut b = batch(3);
+            drop(l.append(&mut b, Acks::All, 0).unwrap());
+            round(&l, &f, 1);
+            wait_durable(&l);
+            round(&l, &f, 2);
+            round(&l, &f, 3);
+            assert_eq!(
+                (l.high_watermark(), f.high_watermark()),
+                (Offset(3), Offset(3))
+            );
+            // Not committed: a restart must not count it.
+            let mut b = batch(2);
+            drop(l.append(&mut b, Acks::All, 4).unwrap());
+            l.save_high_watermark(5, false).unwrap();
+            f.save_high_watermark(5, false).unwrap();
+            // Within the interval a moved high watermark waits; `force` saves it.
+            round(&l, &f, 6);
+            wait_durable(&l);
+            round(&l, &f, 7);
+            assert_eq!(l.high_watermark(), Offset(5));
+            l.save_high_watermark(8, false).unwrap();
+            assert_eq!(l.log.saved_high_watermark(), Some(Offset(3)));
+            l.save_high_watermark(8, true).unwrap();
+            assert_eq!(l.log.saved_high_watermark(), Some(Offset(5)));
+            l.log.close().unwrap();
+            f.log.close().unwrap();
+        }
+        let reopen = |dir: &std::path::Path, node: i32| {
+            let (log, _) = Log::open(&Storage::default(), dir, LogConfig::default(), 0).unwrap();
+            Partition::new(
+                PartitionIndex(0),
+                log,
+                NodeId(node),
+                super::replica_state(&state(1, 3, &[1, 2])),
+            )
+        };
+        let (l, f) = (reopen(d1.path(), 1), reopen(d2.path(), 2));
+        assert_eq!(l.high_watermark(), Offset(5));
+        assert_eq!(f.high_watermark(), Offset(3));
+        l.become_leader(state(1, 4, &[1, 2]), settings(2), 10);
+        assert_eq!(l.high_watermark(), Offset(5), "kept by the new leadership");
+        l.log.close().unwrap();
+        // Without the file it starts from the log start, as before.
+        std::fs::remove_file(d1.path().join("replication-offset-checkpoint")).unwrap();
+        let l = reopen(d1.path(), 1);
+        assert_eq!(l.high_watermark(), Offset(0));
+        // A saved value past what the log holds (its tail lost) is cut to the log end.
+        l.log.close().unwrap();
+        std::fs::write(
+            d1.path().join("replication-offset-checkpoint"),
+            "0\n1\n99\n",
+        )
+        .unwrap();
+        let l = reopen(d1.path(), 1);
+        assert_eq!(l.high_watermark(), Offset(5));
+    }
 }

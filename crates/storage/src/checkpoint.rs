@@ -6,6 +6,9 @@
 //!   is on stable storage with its indexes (recovery scans from the segment holding it).
 //! - `log-start-offset-checkpoint`: one entry, the log start offset.
 //! - `leader-epoch-checkpoint`: entries `<epoch> <start offset>`.
+//! - `replication-offset-checkpoint`: one entry, the high watermark the partition layer
+//!   last saved (`Log::save_high_watermark`; Kafka keeps it for every partition of a log
+//!   directory in one file of this name, Fjord per partition as the files above).
 //! - `truncation-intent` (Fjord's own, present only while `Log::truncate_to` runs or after
 //!   a crash in it): one entry `<segment base> <position> <new log end>`; `Log::open`
 //!   completes the truncation it describes.
@@ -22,6 +25,7 @@ use crate::fs::FileSystem;
 pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 pub(crate) const LOG_START_FILE: &str = "log-start-offset-checkpoint";
 pub(crate) const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
+pub(crate) const HIGH_WATERMARK_FILE: &str = "replication-offset-checkpoint";
 pub(crate) const TRUNCATION_FILE: &str = "truncation-intent";
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
 const VERSION: &str = "0";

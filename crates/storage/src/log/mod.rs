@@ -6,6 +6,7 @@
 mod append;
 mod clean;
 mod epochs;
+mod high_watermark;
 mod read;
 mod recovery;
 mod retention;
