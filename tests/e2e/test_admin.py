@@ -122,6 +122,14 @@ def test_confluent_admin_topics(broker):
         fs[t].result(timeout=20)
     assert ei.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS
 
+    # the metadata log's name is no topic's (Kafka's controller refuses it; Fjord's partition directory would
+    # be the metadata log's)
+    fs = a.create_topics([NewTopic("__cluster_metadata", 1, 1)], request_timeout=15)
+    with pytest.raises(KafkaException) as ei:
+        fs["__cluster_metadata"].result(timeout=20)
+    assert ei.value.args[0].code() == KafkaError.INVALID_REQUEST, ei.value
+    assert "__cluster_metadata" not in a.list_topics(timeout=10).topics
+
     # an invalid config value is refused
     bad = unique("cfbad")
     fs = a.create_topics([NewTopic(bad, 1, 1, config={"retention.ms": "not-a-number"})], request_timeout=15)

@@ -1446,6 +1446,12 @@ impl Broker {
                 format!("invalid topic name '{name}'"),
             ));
         }
+        if name == fjord_model::CLUSTER_METADATA_TOPIC {
+            return Err(StateError::kafka(
+                ErrorCode::INVALID_REQUEST,
+                fjord_model::cluster_metadata_creation_refused(),
+            ));
+        }
         assert!(
             assignments.is_empty() || assignments.len() == partitions as usize,
             "a manual assignment names every partition"

@@ -1074,6 +1074,12 @@ impl Controller {
                 format!("Topic name '{}' is illegal", t.name),
             ));
         }
+        if t.name == fjord_model::CLUSTER_METADATA_TOPIC {
+            return Err(ControllerError::new(
+                ErrorCode::INVALID_REQUEST,
+                fjord_model::cluster_metadata_creation_refused(),
+            ));
+        }
         if self.image.topics().get(&t.name).is_some() {
             return Err(ControllerError::new(
                 ErrorCode::TOPIC_ALREADY_EXISTS,

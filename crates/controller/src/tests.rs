@@ -242,6 +242,7 @@ fn create_topics_places_replicas_and_answers_kafka_errors() {
             topic("bad name!", 1, 1),
             topic("c", 0, 1),
             topic("d", -1, -1),
+            topic("__cluster_metadata", 1, 1),
         ],
         2,
         1,
@@ -261,6 +262,7 @@ fn create_topics_places_replicas_and_answers_kafka_errors() {
             ErrorCode::INVALID_TOPIC_EXCEPTION,
             ErrorCode::INVALID_PARTITIONS,
             ErrorCode::NONE,
+            ErrorCode::INVALID_REQUEST,
         ]
     );
     let a = partitions(&c, "a");

@@ -101,6 +101,15 @@ impl TimestampType {
     }
 }
 
+/// The KRaft metadata log's name: no topic may take it (its partition directory would be
+/// the metadata log's), as Kafka's controller refuses it.
+pub const CLUSTER_METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// The answer to a CreateTopics of [`CLUSTER_METADATA_TOPIC`] (INVALID_REQUEST), Kafka's message.
+pub fn cluster_metadata_creation_refused() -> String {
+    format!("Creation of internal topic {CLUSTER_METADATA_TOPIC} is prohibited.")
+}
+
 /// Topic names follow Kafka's rules: 1..=249 chars of `[a-zA-Z0-9._-]`, not "." or "..".
 pub fn is_valid_topic_name(name: &str) -> bool {
     !name.is_empty()
