@@ -15,6 +15,7 @@ Apache Kafka 4.3.1, which checks the test itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import threading
@@ -132,15 +133,16 @@ def check_read(name, got):
                         f"{next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), TOTAL))}"
 
 
-@pytest.mark.skipif(netns.available() is not None, reason=f"network namespaces: {netns.available()}")
-@pytest.mark.timeout(600)  # three Kafka JVMs and a consumer JVM start slowly on two cores
-def test_consumers_read_from_the_follower_in_their_rack_through_a_leader_kill(tmp_path, java):
+@contextlib.contextmanager
+def racked_partition(tmp_path):
+    """Three nodes in racks r1-r3 with RackAwareReplicaSelector, and TOPIC's one partition on brokers 1, 2, 3
+    (leader 1, min.insync.replicas 2, all in sync). Yields (net, cluster, bootstrap) inside the client
+    namespace; stops the cluster afterwards."""
     with netns.Topology(HOSTS + ["client"]) as net:
         cluster = RackedCluster(BROKER_KIND, net, tmp_path, fjord_bin=FJORD_BIN, kafka_libs=KAFKA_LIBS, repo=REPO,
                                 extra={"replica.selector.class": RACK_AWARE,
                                        # Kafka gives up registering after 60 s, which a loaded machine can take.
                                        "initial.broker.registration.timeout.ms": "300000"})
-        java_reader = None
         try:
             for h in HOSTS:
                 cluster.start(h)
@@ -156,46 +158,56 @@ def test_consumers_read_from_the_follower_in_their_rack_through_a_leader_kill(tm
                 fs[TOPIC].result(timeout=60)
                 wait_for("leader 1 with all three in sync",
                          lambda: partition_metadata(bootstrap, TOPIC, 1) == {0: (1, [1, 2, 3])}, cluster)
-                produce(bootstrap, 0, HALF)
+                yield net, cluster, bootstrap
+        finally:
+            cluster.stop()
 
-                rd = RdkafkaReader(bootstrap)
-                rd.start()
-                java_reader = JavaReader(net, java, bootstrap)
-                java_reader.start()
-                wait_for("both consumers through the first half",
-                         lambda: len(rd.got) >= HALF and len(java_reader.got) >= HALF, cluster, timeout_s=120)
 
-                cluster.kill("n1")
-                survivors = ",".join(a for a in bootstrap.split(",") if not a.startswith(net.addr("n1") + ":"))
-                wait_for("a new leader", lambda: (partition_metadata(survivors, TOPIC, 1) or {0: (1, [])})[0][0]
-                         in (2, 3), cluster)
-                produce(survivors, HALF, HALF)
+@pytest.mark.skipif(netns.available() is not None, reason=f"network namespaces: {netns.available()}")
+@pytest.mark.timeout(600)  # three Kafka JVMs and a consumer JVM start slowly on two cores
+def test_consumers_read_from_the_follower_in_their_rack_through_a_leader_kill(tmp_path, java):
+    java_reader = None
+    with racked_partition(tmp_path) as (net, cluster, bootstrap):
+        try:
+            produce(bootstrap, 0, HALF)
 
-                wait_for("both consumers at the end", lambda: len(rd.got) >= TOTAL and java_reader.done is not None,
-                         cluster, timeout_s=120)
-                rd.join(30)
-                java_reader.join(30)
-                assert rd.error is None, rd.error
-                check_read("librdkafka", rd.got)
-                check_read("java", java_reader.got)
+            rd = RdkafkaReader(bootstrap)
+            rd.start()
+            java_reader = JavaReader(net, java, bootstrap)
+            java_reader.start()
+            wait_for("both consumers through the first half",
+                     lambda: len(rd.got) >= HALF and len(java_reader.got) >= HALF, cluster, timeout_s=120)
 
-                payload = TOTAL * VALUE_BYTES
-                # librdkafka: fetched from broker 3 (its rack), the bytes came from there, not from the leader.
-                rx = rd.node_rx()
-                assert 3 in rd.fetched_from, (rd.fetched_from, rx)
-                assert rx.get(3, 0) >= payload, rx
-                assert rx.get(1, 0) < payload / 4, rx
-                # Java: preferred-read-replica named 2, the bytes came from node 2.
-                done = java_reader.done
-                assert 2 in done["preferred_read_replicas"], done
-                node_bytes = done["node_incoming_bytes"]
-                assert node_bytes.get("node-2", 0) >= payload, node_bytes
-                assert node_bytes.get("node-1", 0) < payload / 4, node_bytes
+            cluster.kill("n1")
+            survivors = ",".join(a for a in bootstrap.split(",") if not a.startswith(net.addr("n1") + ":"))
+            wait_for("a new leader", lambda: (partition_metadata(survivors, TOPIC, 1) or {0: (1, [])})[0][0]
+                     in (2, 3), cluster)
+            produce(survivors, HALF, HALF)
+
+            wait_for("both consumers at the end", lambda: len(rd.got) >= TOTAL and java_reader.done is not None,
+                     cluster, timeout_s=120)
+            rd.join(30)
+            java_reader.join(30)
+            assert rd.error is None, rd.error
+            check_read("librdkafka", rd.got)
+            check_read("java", java_reader.got)
+
+            payload = TOTAL * VALUE_BYTES
+            # librdkafka: fetched from broker 3 (its rack), the bytes came from there, not from the leader.
+            rx = rd.node_rx()
+            assert 3 in rd.fetched_from, (rd.fetched_from, rx)
+            assert rx.get(3, 0) >= payload, rx
+            assert rx.get(1, 0) < payload / 4, rx
+            # Java: preferred-read-replica named 2, the bytes came from node 2.
+            done = java_reader.done
+            assert 2 in done["preferred_read_replicas"], done
+            node_bytes = done["node_incoming_bytes"]
+            assert node_bytes.get("node-2", 0) >= payload, node_bytes
+            assert node_bytes.get("node-1", 0) < payload / 4, node_bytes
         finally:
             if java_reader is not None and java_reader.proc.poll() is None:
                 java_reader.proc.kill()
                 java_reader.proc.wait()
-            cluster.stop()
 
 
 def transaction(producer, first, count, commit):
@@ -220,62 +232,46 @@ def test_read_committed_consumers_read_from_the_follower_in_their_rack(tmp_path,
     their rack's follower, nothing more while the transaction is open, then 300-399 once it commits."""
     batch = 100
     committed = [value(i) for i in range(batch)] + [value(i) for i in range(2 * batch, 4 * batch)]
-    with netns.Topology(HOSTS + ["client"]) as net:
-        cluster = RackedCluster(BROKER_KIND, net, tmp_path, fjord_bin=FJORD_BIN, kafka_libs=KAFKA_LIBS, repo=REPO,
-                                extra={"replica.selector.class": RACK_AWARE,
-                                       "initial.broker.registration.timeout.ms": "300000"})
-        java_reader = None
+    java_reader = None
+    with racked_partition(tmp_path) as (net, cluster, bootstrap):
         try:
-            for h in HOSTS:
-                cluster.start(h)
-            bootstrap = cluster.bootstrap
-            with net.inside("client"):
-                wait_for("three registered brokers", lambda: registered_brokers(bootstrap) == 3, cluster,
-                         timeout_s=180)
-                admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-                fs = admin.create_topics([NewTopic(TOPIC, num_partitions=1, replica_assignment=[[1, 2, 3]],
-                                                   config={"min.insync.replicas": "2"})])
-                fs[TOPIC].result(timeout=60)
-                wait_for("leader 1 with all three in sync",
-                         lambda: partition_metadata(bootstrap, TOPIC, 1) == {0: (1, [1, 2, 3])}, cluster)
-                producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": "racked-txn",
-                                     "transaction.timeout.ms": 120000, "log_level": 0})
-                producer.init_transactions(120)
-                transaction(producer, 0, batch, True)
-                transaction(producer, batch, batch, False)
-                transaction(producer, 2 * batch, batch, True)
-                transaction(producer, 3 * batch, batch, None)  # left open
+            producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": "racked-txn",
+                                 "transaction.timeout.ms": 120000, "log_level": 0})
+            producer.init_transactions(120)
+            transaction(producer, 0, batch, True)
+            transaction(producer, batch, batch, False)
+            transaction(producer, 2 * batch, batch, True)
+            transaction(producer, 3 * batch, batch, None)  # left open
 
-                rd = RdkafkaReader(bootstrap, 3 * batch, {"isolation.level": "read_committed"})
-                rd.start()
-                java_reader = JavaReader(net, java, bootstrap, 3 * batch, "isolation.level=read_committed")
-                java_reader.start()
-                wait_for("both consumers through the committed transactions",
-                         lambda: len(rd.got) >= 2 * batch and len(java_reader.got) >= 2 * batch, cluster,
-                         timeout_s=120)
-                time.sleep(2)  # polls go on: nothing of the open transaction may arrive
-                for name, got in (("librdkafka", rd.got), ("java", java_reader.got)):
-                    assert [v for _, v in got] == committed[:2 * batch], f"{name}: {len(got)} records"
-                producer.commit_transaction(60)
-                wait_for("both consumers at the end", lambda: len(rd.got) >= 3 * batch and java_reader.done is not None,
-                         cluster, timeout_s=120)
-                rd.join(30)
-                java_reader.join(30)
-                assert rd.error is None, rd.error
-                for name, got in (("librdkafka", rd.got), ("java", java_reader.got)):
-                    assert [v for _, v in got] == committed, f"{name}: {len(got)} records"
-                    offsets = [o for o, _ in got]
-                    assert offsets == sorted(set(offsets)), f"{name}: offsets out of order"
-                # Where they read: librdkafka from broker 3, Java from node 2, not from the leader.
-                payload = 3 * batch * VALUE_BYTES
-                rx = rd.node_rx()
-                assert 3 in rd.fetched_from, (rd.fetched_from, rx)
-                assert rx.get(3, 0) >= payload, rx
-                done = java_reader.done
-                assert 2 in done["preferred_read_replicas"], done
-                assert done["node_incoming_bytes"].get("node-2", 0) >= payload, done["node_incoming_bytes"]
+            rd = RdkafkaReader(bootstrap, 3 * batch, {"isolation.level": "read_committed"})
+            rd.start()
+            java_reader = JavaReader(net, java, bootstrap, 3 * batch, "isolation.level=read_committed")
+            java_reader.start()
+            wait_for("both consumers through the committed transactions",
+                     lambda: len(rd.got) >= 2 * batch and len(java_reader.got) >= 2 * batch, cluster,
+                     timeout_s=120)
+            time.sleep(2)  # polls go on: nothing of the open transaction may arrive
+            for name, got in (("librdkafka", rd.got), ("java", java_reader.got)):
+                assert [v for _, v in got] == committed[:2 * batch], f"{name}: {len(got)} records"
+            producer.commit_transaction(60)
+            wait_for("both consumers at the end", lambda: len(rd.got) >= 3 * batch and java_reader.done is not None,
+                     cluster, timeout_s=120)
+            rd.join(30)
+            java_reader.join(30)
+            assert rd.error is None, rd.error
+            for name, got in (("librdkafka", rd.got), ("java", java_reader.got)):
+                assert [v for _, v in got] == committed, f"{name}: {len(got)} records"
+                offsets = [o for o, _ in got]
+                assert offsets == sorted(set(offsets)), f"{name}: offsets out of order"
+            # Where they read: librdkafka from broker 3, Java from node 2, not from the leader.
+            payload = 3 * batch * VALUE_BYTES
+            rx = rd.node_rx()
+            assert 3 in rd.fetched_from, (rd.fetched_from, rx)
+            assert rx.get(3, 0) >= payload, rx
+            done = java_reader.done
+            assert 2 in done["preferred_read_replicas"], done
+            assert done["node_incoming_bytes"].get("node-2", 0) >= payload, done["node_incoming_bytes"]
         finally:
             if java_reader is not None and java_reader.proc.poll() is None:
                 java_reader.proc.kill()
                 java_reader.proc.wait()
-            cluster.stop()
