@@ -59,6 +59,11 @@ pub struct BrokerConfig {
     /// line; `fjord_storage::StorageLimits::direct_io`); `false` (the default) writes
     /// through the page cache.
     pub direct_io: bool,
+    /// `log.cache.max.bytes` (Fjord's own): the batch cache, bytes of recently
+    /// appended batches a node keeps in memory for consumers and followers when
+    /// appends are direct (`fjord_storage::StorageLimits::batch_cache_bytes`; 0 turns
+    /// it off; buffered appends leave recent data in the page cache instead).
+    pub batch_cache_bytes: usize,
     /// Consumer-group settings (`group.*`, `offsets.retention.minutes`).
     pub groups: GroupSettings,
     /// Transaction coordinator settings (`transaction.state.log.*`).
@@ -971,6 +976,7 @@ impl Default for BrokerConfig {
             cleaner_io_max_printed: None,
             group_commit_syncfs: true,
             direct_io: false,
+            batch_cache_bytes: limits::BATCH_CACHE_BYTES_DEFAULT,
             groups: GroupSettings::default(),
             txns: TxnSettings::default(),
             explicit: BTreeSet::new(),
@@ -1044,6 +1050,11 @@ impl BrokerConfig {
                     "false" => false,
                     _ => return Err(invalid(name, value, "auto or false")),
                 }
+            }
+            "log.cache.max.bytes" => {
+                self.batch_cache_bytes =
+                    parse_bounded(name, value, 0, limits::BATCH_CACHE_BYTES_CEILING as i64)?
+                        as usize
             }
             "num.partitions" => {
                 self.num_partitions =
@@ -2039,6 +2050,13 @@ mod tests {
         assert!(c.set("log.direct.io", "yes").is_err());
         assert!(!c.direct_io);
         assert!(!c.not_kafka.contains("log.direct.io"));
+        assert_eq!(c.batch_cache_bytes, limits::BATCH_CACHE_BYTES_DEFAULT);
+        c.set("log.cache.max.bytes", "0").unwrap();
+        assert_eq!(c.batch_cache_bytes, 0);
+        c.set("log.cache.max.bytes", "1048576").unwrap();
+        assert_eq!(c.batch_cache_bytes, 1 << 20);
+        assert!(c.set("log.cache.max.bytes", "-1").is_err());
+        assert!(c.not_kafka.is_empty());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! of segment files that are sent with sendfile(2) straight from the page
 //! cache instead of being copied through user space. Over TLS the bytes
 //! must be encrypted in user space, so file ranges are read into a buffer
-//! and written through the TLS stream instead.
+//! and written through the TLS stream instead. Ranges that the batch cache
+//! held (`FileSlice::cached`) are written from memory like encoded bytes.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -108,6 +109,16 @@ impl Writer {
             match chunk {
                 Chunk::Bytes(b) if b.len() <= COALESCE_BYTES_MAX => self.buf.extend_from_slice(&b),
                 Chunk::Bytes(b) => {
+                    self.flush().await?;
+                    self.wr.write_all(&b).await?;
+                }
+                // From the batch cache: bytes like any other.
+                Chunk::File(FileSlice {
+                    cached: Some(b), ..
+                }) if b.len() <= COALESCE_BYTES_MAX => self.buf.extend_from_slice(&b),
+                Chunk::File(FileSlice {
+                    cached: Some(b), ..
+                }) => {
                     self.flush().await?;
                     self.wr.write_all(&b).await?;
                 }

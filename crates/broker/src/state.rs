@@ -373,6 +373,7 @@ impl Broker {
                     0
                 },
                 direct_io: config.direct_io,
+                batch_cache_bytes: config.batch_cache_bytes,
                 ..fjord_storage::StorageLimits::default()
             }),
             topics: RwLock::new(BTreeMap::new()),

@@ -117,6 +117,7 @@
 //! - After an I/O error while writing, the log is offline: appends fail with
 //!   KAFKA_STORAGE_ERROR until it is reopened.
 
+mod cache;
 mod checkpoint;
 mod cleaner;
 mod direct;
@@ -138,6 +139,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use fjord_model::limits::{
     DELETE_RETENTION_MS_DEFAULT, INDEX_BYTES_MAX_DEFAULT, INDEX_INTERVAL_BYTES_DEFAULT,
     MESSAGE_BYTES_MAX_CEILING, MESSAGE_BYTES_MAX_DEFAULT, MIN_CLEANABLE_DIRTY_RATIO_PPM_DEFAULT,
@@ -246,11 +248,28 @@ pub struct FileSlice {
     pub file: Arc<File>,
     pub position: u64,
     pub len: usize,
+    /// The range's bytes, when the batch cache held them (`StorageLimits::batch_cache_bytes`):
+    /// sent from memory instead of the file.
+    pub cached: Option<Bytes>,
 }
 
 impl FileSlice {
-    /// Appends the slice's bytes to `buf` (pread).
+    /// A range read from the file.
+    pub fn in_file(file: Arc<File>, position: u64, len: usize) -> FileSlice {
+        FileSlice {
+            file,
+            position,
+            len,
+            cached: None,
+        }
+    }
+
+    /// Appends the slice's bytes to `buf` (from the cache, or pread).
     pub fn read_into(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        if let Some(b) = &self.cached {
+            buf.extend_from_slice(b);
+            return Ok(());
+        }
         let at = buf.len();
         buf.resize(at + self.len, 0);
         let res = self.file.read_exact_at(&mut buf[at..], self.position);

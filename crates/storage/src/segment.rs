@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use fjord_model::limits::{
     DIRECT_IO_BLOCK_BYTES, MESSAGE_BYTES_MAX_CEILING, SEGMENT_SCAN_CHUNK_BYTES,
     SEGMENT_SCAN_HEADER_ONLY_AFTER_BYTES,
@@ -24,6 +25,7 @@ use fjord_model::TimestampType;
 use fjord_records::{validate_batch, validate_stored_batch, BatchHeader, BATCH_HEADER_BYTES};
 use parking_lot::Mutex;
 
+use crate::cache::SegmentCache;
 use crate::direct::DirectWriter;
 use crate::error::StorageError;
 use crate::fs::FileSystem;
@@ -167,6 +169,8 @@ pub(crate) struct Segment {
     pub(crate) indexes: Mutex<Indexes>,
     /// How appends reach the file (see `direct.rs`); decided at the first append.
     direct: Mutex<WritePath>,
+    /// Its most recent appends' bytes, when written directly (`cache.rs`).
+    pub(crate) cache: Arc<SegmentCache>,
 }
 
 /// How an active segment's appends reach its file.
@@ -185,6 +189,7 @@ impl Drop for Segment {
         if self.sealed.load(Ordering::Acquire) {
             self.ctx.handles.forget(self.id);
         }
+        self.ctx.cache.invalidate(&self.cache);
     }
 }
 
@@ -237,6 +242,7 @@ impl Segment {
             gaps_below: std::sync::atomic::AtomicI64::new(i64::MIN),
             indexes: Mutex::new(indexes),
             direct: Mutex::new(WritePath::Undecided),
+            cache: Arc::new(SegmentCache::default()),
         }
     }
 
@@ -434,6 +440,12 @@ impl Segment {
                 let res = w.write(fs, &self.ctx.scratch, &self.log_path, bufs, pos);
                 if res.is_ok() {
                     self.ctx.stats.direct_write();
+                    if self.ctx.cache.enabled() {
+                        // Readers of recent data find it here, not on the device.
+                        self.ctx
+                            .cache
+                            .insert(&self.cache, pos, Bytes::from(bufs.concat()));
+                    }
                 }
                 res
             }
@@ -448,6 +460,7 @@ impl Segment {
         if let Err(e) = written {
             // Best effort: cut off a partial write. The log goes offline either way.
             *path = WritePath::Undecided;
+            self.ctx.cache.invalidate(&self.cache);
             let _ = self.ctx.fs.set_len(&self.log_path, &file, pos);
             return Err(e);
         }
@@ -937,6 +950,8 @@ impl Segment {
             *slot = Some(file);
         }
         self.frozen.store(true, Ordering::Release);
+        // Compaction replaces it: readers of the new view read the new segments.
+        self.ctx.cache.invalidate(&self.cache);
         assert!(
             slot.is_some(),
             "{}: frozen without its file",
@@ -950,6 +965,7 @@ impl Segment {
     /// range, and its index mappings are dropped now, before the files shrink.
     pub(crate) fn retire(&self) {
         self.deleted.store(true, Ordering::Release);
+        self.ctx.cache.invalidate(&self.cache);
         let mut idx = self.indexes.lock();
         idx.offset.unmap();
         idx.time.unmap();
@@ -992,6 +1008,7 @@ impl Segment {
     /// Removes the segment's files (an open descriptor keeps working for readers).
     pub(crate) fn delete_files(&self) -> io::Result<()> {
         self.deleted.store(true, Ordering::Release);
+        self.ctx.cache.invalidate(&self.cache);
         for suffix in [
             LOG_SUFFIX,
             INDEX_SUFFIX,

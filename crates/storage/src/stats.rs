@@ -20,6 +20,8 @@ pub struct StorageStats {
     syncfs_calls: AtomicU64,
     /// Appends written with O_DIRECT (`log.direct.io`).
     direct_writes: AtomicU64,
+    /// Bytes that reads took from the batch cache (`cache.rs`) instead of the files.
+    cache_read_bytes: AtomicU64,
 }
 
 /// [`StorageStats`] as read at one moment.
@@ -31,6 +33,7 @@ pub struct StorageStatsSnapshot {
     pub file_syncs: u64,
     pub syncfs_calls: u64,
     pub direct_writes: u64,
+    pub cache_read_bytes: u64,
 }
 
 impl Default for StorageStats {
@@ -42,6 +45,7 @@ impl Default for StorageStats {
             file_syncs: AtomicU64::new(0),
             syncfs_calls: AtomicU64::new(0),
             direct_writes: AtomicU64::new(0),
+            cache_read_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -71,6 +75,11 @@ impl StorageStats {
         self.direct_writes.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn cache_read(&self, bytes: usize) {
+        self.cache_read_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> StorageStatsSnapshot {
         StorageStatsSnapshot {
             fsync_us: self.fsync_us.snapshot(),
@@ -79,6 +88,7 @@ impl StorageStats {
             file_syncs: self.file_syncs.load(Ordering::Relaxed),
             syncfs_calls: self.syncfs_calls.load(Ordering::Relaxed),
             direct_writes: self.direct_writes.load(Ordering::Relaxed),
+            cache_read_bytes: self.cache_read_bytes.load(Ordering::Relaxed),
         }
     }
 }

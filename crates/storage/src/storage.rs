@@ -10,11 +10,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use fjord_model::limits::{
-    GROUP_COMMIT_SYNCFS_MIN_LOGS, MAPPED_INDEX_FILES_MAX, OPEN_SEGMENT_FILES_MAX,
-    STORAGE_FLUSH_THREADS,
+    BATCH_CACHE_BYTES_DEFAULT, GROUP_COMMIT_SYNCFS_MIN_LOGS, MAPPED_INDEX_FILES_MAX,
+    OPEN_SEGMENT_FILES_MAX, STORAGE_FLUSH_THREADS,
 };
 use parking_lot::Mutex;
 
+use crate::cache::BatchCache;
 use crate::direct::ScratchPool;
 use crate::error::StorageError;
 use crate::flusher::Flusher;
@@ -41,6 +42,10 @@ pub struct StorageLimits {
     /// filesystem takes it (probed once per filesystem; buffered there otherwise, with one
     /// log line). False: buffered writes through the page cache.
     pub direct_io: bool,
+    /// The batch cache (`cache.rs`): bytes of recently appended batches kept in memory for
+    /// readers, filled by direct writes (whose bytes are not in the page cache), oldest
+    /// evicted first; 0 turns it off. Counted in the node's memory.
+    pub batch_cache_bytes: usize,
 }
 
 impl Default for StorageLimits {
@@ -51,6 +56,7 @@ impl Default for StorageLimits {
             flush_threads: STORAGE_FLUSH_THREADS,
             syncfs_min_logs: GROUP_COMMIT_SYNCFS_MIN_LOGS,
             direct_io: false,
+            batch_cache_bytes: BATCH_CACHE_BYTES_DEFAULT,
         }
     }
 }
@@ -79,6 +85,8 @@ pub(crate) struct Shared {
     direct_filesystems: Mutex<Vec<(u64, bool)>>,
     /// Aligned buffers for direct writes.
     pub(crate) scratch: ScratchPool,
+    /// Recent direct writes' bytes, for readers (`StorageLimits::batch_cache_bytes`).
+    pub(crate) cache: BatchCache,
 }
 
 /// A write to a log's directory failed (Kafka's log dir failure event): the log it
@@ -245,6 +253,7 @@ impl Storage {
                 direct_io: limits.direct_io,
                 direct_filesystems: Mutex::new(Vec::new()),
                 scratch: ScratchPool::default(),
+                cache: BatchCache::new(limits.batch_cache_bytes),
             }),
         }
     }
@@ -303,6 +312,11 @@ impl Storage {
     /// The first write failure in a log's directory since this value was created.
     pub fn first_failure(&self) -> Option<LogFailure> {
         self.ctx.failures.lock().first.clone()
+    }
+
+    /// Bytes held by the batch cache (`StorageLimits::batch_cache_bytes`) now.
+    pub fn batch_cache_bytes(&self) -> usize {
+        self.ctx.cache.bytes()
     }
 
     /// True if both values are clones of one another (share threads and caches).

@@ -1071,15 +1071,13 @@ mod tests {
         for version in VERSIONS {
             for read_committed in [false, true] {
                 let slices = vec![
-                    FileSlice {
-                        file: file.clone(),
-                        position: 10,
-                        len: 100,
-                    },
+                    FileSlice::in_file(file.clone(), 10, 100),
                     FileSlice {
                         file: file.clone(),
                         position: 200,
                         len: 50,
+                        // From the batch cache: the same bytes as the file's.
+                        cached: Some(Bytes::copy_from_slice(&data[200..250])),
                     },
                 ];
                 let ours = encode(

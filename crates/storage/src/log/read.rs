@@ -30,68 +30,108 @@ impl Log {
             view.log_start
         );
         let upper = upper.0.min(leo);
-        let mut out = ReadResult::default();
-        // Batches come in increasing offsets (`write_locked` asserts it as they are written).
-        let mut prev_last = i64::MIN;
+        let mut pick = Picker {
+            start,
+            upper,
+            max_bytes,
+            min_one_batch,
+            prev_last: i64::MIN,
+            out: ReadResult::default(),
+        };
         if start >= upper {
-            return Ok(out);
+            return Ok(pick.out);
         }
         let first = view.segment_for(start);
         for (n, seg) in view.segments[first..].iter().enumerate() {
             let size = seg.size();
-            let from = if n == 0 { seg.lookup(start) } else { 0 };
             let file = self.segment_file(seg, start, leo)?;
-            let mut scanner = Scanner::for_headers(&file, from, size);
-            let mut slice: Option<(u64, usize)> = None;
+            // The batch cache first (recent direct writes), then the file from where the
+            // cached run ends (or from the index when it does not cover the start).
+            let cached = seg.cache.covering((n == 0).then_some(start), size);
+            let from = match cached.last() {
+                Some(last) => last.end(),
+                None if n == 0 => seg.lookup(start),
+                None => 0,
+            };
             let mut done = false;
-            loop {
-                let (h, pos) = match scanner.next_header() {
-                    Ok(Some(x)) => x,
-                    Ok(None) => break,
-                    Err(e) => return Err(scan_error(seg, scanner_pos(&slice, from), e)),
-                };
-                if h.last_offset() < start {
-                    continue;
+            for append in &cached {
+                let mut at = 0usize;
+                let mut slice: Option<(usize, usize)> = None;
+                while at < append.bytes.len() && !done {
+                    let h = BatchHeader::parse(&append.bytes[at..]).map_err(|e| {
+                        StorageError::Corrupt {
+                            path: seg.display(),
+                            position: append.pos + at as u64,
+                            detail: format!("cached batch: {e}"),
+                        }
+                    })?;
+                    let len = h.total_bytes();
+                    if at + len > append.bytes.len() {
+                        return Err(StorageError::Corrupt {
+                            path: seg.display(),
+                            position: append.pos + at as u64,
+                            detail: format!("cached batch of {len} bytes past its append"),
+                        });
+                    }
+                    match pick.consider(&h, seg) {
+                        Pick::Skip => {}
+                        Pick::Stop => done = true,
+                        Pick::Take { last } => {
+                            slice = Some(slice.map_or((at, len), |(p, l)| (p, l + len)));
+                            done = last;
+                        }
+                    }
+                    at += len;
                 }
-                assert!(
-                    h.base_offset > prev_last,
-                    "{}: batch at {} follows offset {prev_last}",
-                    seg.display(),
-                    h.base_offset
-                );
-                prev_last = h.last_offset();
-                if h.last_offset() >= upper {
-                    done = true;
-                    break;
+                if let Some((p, l)) = slice {
+                    self.ctx.stats.cache_read(l);
+                    pick.out.slices.push(FileSlice {
+                        file: Arc::clone(&file),
+                        position: append.pos + p as u64,
+                        len: l,
+                        cached: Some(append.bytes.slice(p..p + l)),
+                    });
                 }
-                let len = h.total_bytes();
-                if out.bytes + len > max_bytes && !(out.bytes == 0 && min_one_batch) {
-                    done = true;
-                    break;
-                }
-                out.bytes += len;
-                out.next_offset = h.next_offset();
-                slice = Some(match slice {
-                    Some((p, l)) => (p, l + len),
-                    None => (pos, len),
-                });
-                if out.bytes >= max_bytes {
-                    done = true;
+                if done {
                     break;
                 }
             }
-            if let Some((position, len)) = slice {
-                out.slices.push(FileSlice {
-                    file: Arc::clone(&file),
-                    position,
-                    len,
-                });
+            if !done {
+                let mut scanner = Scanner::for_headers(&file, from, size);
+                let mut slice: Option<(u64, usize)> = None;
+                loop {
+                    let (h, pos) = match scanner.next_header() {
+                        Ok(Some(x)) => x,
+                        Ok(None) => break,
+                        Err(e) => return Err(scan_error(seg, scanner_pos(&slice, from), e)),
+                    };
+                    let len = h.total_bytes();
+                    match pick.consider(&h, seg) {
+                        Pick::Skip => continue,
+                        Pick::Stop => {
+                            done = true;
+                            break;
+                        }
+                        Pick::Take { last } => {
+                            slice = Some(slice.map_or((pos, len), |(p, l)| (p, l + len)));
+                            if last {
+                                done = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                if let Some((position, len)) = slice {
+                    pick.out
+                        .slices
+                        .push(FileSlice::in_file(Arc::clone(&file), position, len));
+                }
             }
             if done {
                 break;
             }
         }
-        Ok(out)
+        Ok(pick.out)
     }
 
     /// A segment's open file for reading; a segment deleted meanwhile (retention) reads as
@@ -167,6 +207,54 @@ impl Log {
             }
         }
         best.map(|(ts, off)| (ts, Offset(off.max(view.log_start))))
+    }
+}
+
+/// What a read does with the next batch.
+enum Pick {
+    /// Below the start.
+    Skip,
+    /// Taken; `last`: the read is full.
+    Take { last: bool },
+    /// Not taken, and the read ends (the upper bound, or no room).
+    Stop,
+}
+
+/// The bounds of one `Log::read` and what it took so far.
+struct Picker {
+    start: i64,
+    upper: i64,
+    max_bytes: usize,
+    min_one_batch: bool,
+    prev_last: i64,
+    out: ReadResult,
+}
+
+impl Picker {
+    fn consider(&mut self, h: &BatchHeader, seg: &Segment) -> Pick {
+        if h.last_offset() < self.start {
+            return Pick::Skip;
+        }
+        assert!(
+            h.base_offset > self.prev_last,
+            "{}: batch at {} follows offset {}",
+            seg.display(),
+            h.base_offset,
+            self.prev_last
+        );
+        self.prev_last = h.last_offset();
+        if h.last_offset() >= self.upper {
+            return Pick::Stop;
+        }
+        let len = h.total_bytes();
+        if self.out.bytes + len > self.max_bytes && !(self.out.bytes == 0 && self.min_one_batch) {
+            return Pick::Stop;
+        }
+        self.out.bytes += len;
+        self.out.next_offset = h.next_offset();
+        Pick::Take {
+            last: self.out.bytes >= self.max_bytes,
+        }
     }
 }
 
