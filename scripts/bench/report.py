@@ -5,6 +5,8 @@ import os
 MARK_BEGIN = "<!-- side-by-side:begin -->"
 MARK_END = "<!-- side-by-side:end -->"
 COLORS = {"Fjord": "#1f77b4", "Kafka": "#ff7f0e"}
+# side_by_side.py --fjord-direct: Fjord with log.direct.io=auto, as a broker of its own
+DIRECT_LABEL = "Fjord direct"
 
 
 def fmt_num(v, digits=0):
@@ -354,6 +356,8 @@ def render_section(doc, svg_tp, svg_lat, broker_cpu, client_cpu, gen_names):
     L.append(f"![throughput per scenario]({svg_tp})")
     L.append("")
 
+    direct_section(L, doc, gen_names)
+
     # --- end-to-end latency
     pts = cfg.get("e2e_points", [])
     if pts and any(results.get(b, {}).get(p["id"]) for b in brokers for p in pts):
@@ -546,6 +550,42 @@ def render_section(doc, svg_tp, svg_lat, broker_cpu, client_cpu, gen_names):
         L.append("None.")
     L.append(MARK_END)
     return "\n".join(L) + "\n"
+
+
+def direct_section(L, doc, gen_names):
+    """Fjord's two write paths next to each other (side_by_side.py --fjord-direct): buffered (the default
+    settings) and direct (log.direct.io=auto, with the batch cache), each against Kafka of the same run."""
+    results, cfg = doc["results"], doc["config"]
+    d = results.get(DIRECT_LABEL)
+    if not d:
+        return
+    f, k = results.get("Fjord", {}), results.get("Kafka", {})
+    L.append("### Fjord's write paths: buffered and direct")
+    L.append("")
+    L.append(f"\"{DIRECT_LABEL}\" is the same Fjord binary with `--set log.direct.io=auto` (O_DIRECT appends, "
+             "recent batches served from the batch cache, `log.cache.max.bytes` at its default), run as a broker of "
+             "its own in the same rounds; \"Fjord\" is the default (buffered) write path.")
+    L.append("")
+    L.append("| scenario [generator] | buffered MB/s | direct MB/s | Kafka MB/s | **direct/buffered** | direct/Kafka "
+             "| CPU-s/GB buffered / direct / Kafka | RSS peak MiB buffered / direct / Kafka | p99 ms buffered / "
+             "direct / Kafka |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    ids = [(rid, f"{title} [{gen_names.get(gen, gen)}]") for rid, title, gen, _a, _k in throughput_rows(doc)]
+    ids += [(p["id"], f"end-to-end, {p['title']}") for p in cfg.get("e2e_points", [])]
+    for rid, label in ids:
+        rs = [f.get(rid), d.get(rid), k.get(rid)]
+        if not rs[1]:
+            continue
+
+        def three(fn, digits):
+            return " / ".join(fmt_num(fn(r) if r else None, digits) for r in rs)
+
+        mb = [r["mb_s"] if r else None for r in rs]
+        L.append(f"| {label} | {fmt_num(mb[0])} | {fmt_num(mb[1])} | {fmt_num(mb[2])} | **{ratio(mb[1], mb[0])}** | "
+                 f"{ratio(mb[1], mb[2])} | {three(lambda r: r['cpu_s_per_gb'], 2)} | "
+                 f"{three(lambda r: mib(r.get('rss_peak_kib')), 0)} | "
+                 f"{three(lambda r: (r.get('latency') or {}).get('p99_ms'), 2)} |")
+    L.append("")
 
 
 def write_report(out_path, section):

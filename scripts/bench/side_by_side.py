@@ -1578,6 +1578,9 @@ def main():
     ap.add_argument("--fjord-bin", default=os.path.join(REPO, "target", "release", "fjord"))
     ap.add_argument("--work-dir", default=None,
                     help="parent of the temporary data dirs (default: $TMPDIR or /tmp); the disk test runs there too")
+    ap.add_argument("--fjord-direct", action="store_true",
+                    help=f"also run Fjord with --set {DIRECT_SET} (direct writes and the batch cache) as a broker of "
+                         f"its own, \"{DIRECT_LABEL}\"")
     ap.add_argument("--fjord-set", action="append", default=[], metavar="NAME=VALUE", help="extra fjord --set")
     ap.add_argument("--kafka-set", action="append", default=[], metavar="NAME=VALUE", help="extra Kafka setting")
     ap.add_argument("--keep", action="store_true", help="keep the temporary dirs (broker logs) for inspection")
@@ -1598,6 +1601,10 @@ def main():
     invocation = "python3 scripts/bench/side_by_side.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
     broker_choice = args.broker or ("fjord" if mode == "smoke" else "both")
     want = ["fjord", "kafka"] if broker_choice == "both" else [broker_choice]
+    if args.fjord_direct:
+        # Fjord's direct write path (log.direct.io=auto, with its batch cache) as a broker of its own, run next to
+        # the default (buffered) Fjord, in the same alternating order
+        want.insert(1 if "fjord" in want else 0, "fjord-direct")
     if (os.cpu_count() or 1) < 2:
         log("WARNING: fewer than 2 CPUs: broker and load generator share one core")
     if not shutil.which("taskset"):
@@ -1676,10 +1683,15 @@ def main():
                 if name == "kafka":
                     def make(tag, rnd=rnd):
                         return KafkaBroker(root, kafka_set, f"{tag}-r{rnd + 1}")
+                elif name == "fjord-direct":
+                    def make(tag, rnd=rnd):
+                        b = FjordBroker(root, fjord_bin, args.fjord_set + [DIRECT_SET], f"direct-{tag}-r{rnd + 1}")
+                        b.name = DIRECT_LABEL
+                        return b
                 else:
                     def make(tag, rnd=rnd):
                         return FjordBroker(root, fjord_bin, args.fjord_set, f"{tag}-r{rnd + 1}")
-                label = "Kafka" if name == "kafka" else "Fjord"
+                label = LABELS[name]
                 log(f"=== {label} (round {rnd + 1} of {args.rounds}) ===")
                 rounds.setdefault(label, []).append(run_sessions(make, tools, cfg, root, args.keep))
         results = {name: best_of(rs) for name, rs in rounds.items()}
@@ -1726,6 +1738,12 @@ def main():
     return 1 if failed or any(not v for v in results.values()) else 0
 
 
+# the brokers of a run: --broker's choice, plus Fjord's direct write path with --fjord-direct
+DIRECT_SET = "log.direct.io=auto"
+DIRECT_LABEL = report.DIRECT_LABEL
+LABELS = {"fjord": "Fjord", "fjord-direct": DIRECT_LABEL, "kafka": "Kafka"}
+
+
 def expected_ids(cfg, java):
     ids = [sc["id"] for sc in cfg["scenarios"] if sc["gen"] != "java" or java]
     ids += [p["id"] for p in cfg["e2e_points"]]
@@ -1744,8 +1762,8 @@ def summarize(cfg, results, want, tools_java):
     java = tools_java and bool(shutil.which("java")) and kafka_jars_present()
     for sid in expected_ids(cfg, java):
         parts = []
-        for b in ("Fjord", "Kafka"):
-            if b.lower() not in want:
+        for key, b in LABELS.items():
+            if key not in want:
                 continue
             r = results.get(b, {}).get(sid)
             if not r:
