@@ -294,21 +294,22 @@ TABLE_APIS = ["CreatePartitions", "DeleteRecords", "DescribeProducers", "Describ
               "DescribeTransactions", "ListTransactions", "OffsetDelete", *CLUSTER_APIS, "DescribeCluster", "Txn"]
 
 
-def allow_all(b, bindings):
-    """Creates (resource type, name, pattern, operation) ALLOW ACLs for alice in one CreateAcls."""
+def allow_all(b, bindings, user="alice"):
+    """Creates (resource type, name, pattern, operation) ALLOW ACLs for `user` in one CreateAcls."""
     admin = AdminClient({"bootstrap.servers": b.bootstrap})
-    acls = [AclBinding(rt, name, pattern, "User:alice", "*", op, AclPermissionType.ALLOW)
+    acls = [AclBinding(rt, name, pattern, f"User:{user}", "*", op, AclPermissionType.ALLOW)
             for rt, name, pattern, op in bindings]
     for f in admin.create_acls(acls).values():
         f.result(timeout=30)
     time.sleep(1.0 if b.kind == "kafka" else 0)
 
 
-def acl_table(java, sasl, topic, secret, group, txn, apis) -> dict:
-    """AclTable.java's answers as alice: {api: (error class or None, message, listed)}."""
+def acl_table(java, sasl, topic, secret, group, txn, apis, user="alice") -> dict:
+    """AclTable.java's answers as `user`: {api: (error class or None, message, listed)}."""
     import json  # noqa: PLC0415
 
-    res = java.run("AclTable", sasl, "alice", ALICE_PW, topic, secret, group, txn, ",".join(apis), timeout=150)
+    password = ALICE_PW if user == "alice" else BOB_PW
+    res = java.run("AclTable", sasl, user, password, topic, secret, group, txn, ",".join(apis), timeout=150)
     rows = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     out = {r["api"]: (r["error"], r.get("message"), r.get("listed")) for r in rows}
     assert list(out) == apis, res.stdout + res.stderr[-2000:]
@@ -401,3 +402,44 @@ def test_authorization_table_with_java_admin_and_librdkafka(guarded, java):
     assert elected != KafkaError.CLUSTER_AUTHORIZATION_FAILED, elected
     deleted = alice.delete_records([c.TopicPartition(topic, 0, 0)])
     assert [_admin_error(f) for f in deleted.values()] == [None]
+
+
+def test_authorized_operations_with_java_admin_and_librdkafka(guarded, java):
+    """Asked for them, DescribeCluster, DescribeTopicPartitions (the Java admin's describeTopics), Metadata
+    (librdkafka's describe_topics) and DescribeGroups report the operations the principal may do, DESCRIBE
+    implied by READ, as Kafka's authorizedOperations: bob (no cluster or group ACL before this test) with READ on a
+    topic and DESCRIBE on a group and on the cluster gets exactly those; not asked, no operations; the super user gets every supported cluster operation."""
+    from confluent_kafka import TopicCollection  # noqa: PLC0415
+
+    b, sasl = guarded
+    topic, group = new_topic(b, "ops"), f"og-{uuid.uuid4().hex[:8]}"
+    consumer = c.cf_consumer(b.bootstrap, {"group.id": group})
+    try:
+        consumer.commit(offsets=[c.TopicPartition(topic, 0, 0)], asynchronous=False)
+    finally:
+        consumer.close()
+    allow_all(b, [(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, AclOperation.READ),
+                  (ResourceType.GROUP, group, ResourcePatternType.LITERAL, AclOperation.DESCRIBE),
+                  (ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, AclOperation.DESCRIBE)],
+              user="bob")
+    got = acl_table(java, sasl, topic, topic, group, "unused", ["AuthorizedOps"], user="bob")
+    assert got["AuthorizedOps"][0] is None, got
+    assert got["AuthorizedOps"][2] == ["cluster:DESCRIBE", "group:DESCRIBE", "topic:DESCRIBE", "topic:READ"], got
+
+    bob = AdminClient({"bootstrap.servers": sasl, **cf_conf("bob")})
+    ops = lambda x: sorted(o.name for o in x.authorized_operations)  # noqa: E731
+    cluster = bob.describe_cluster(include_authorized_operations=True, request_timeout=15).result(timeout=20)
+    assert ops(cluster) == ["DESCRIBE"], cluster.authorized_operations
+    described = bob.describe_topics(TopicCollection([topic]), include_authorized_operations=True,
+                                      request_timeout=15)[topic].result(timeout=20)
+    assert ops(described) == ["DESCRIBE", "READ"], described.authorized_operations
+    grp = bob.describe_consumer_groups([group], include_authorized_operations=True,
+                                         request_timeout=15)[group].result(timeout=20)
+    assert ops(grp) == ["DESCRIBE"], grp.authorized_operations
+    plain = bob.describe_topics(TopicCollection([topic]), request_timeout=15)[topic].result(timeout=20)
+    assert plain.authorized_operations is None, plain.authorized_operations
+
+    root = AdminClient({"bootstrap.servers": b.bootstrap})
+    cluster = root.describe_cluster(include_authorized_operations=True, request_timeout=15).result(timeout=20)
+    assert ops(cluster) == ["ALTER", "ALTER_CONFIGS", "CLUSTER_ACTION", "CREATE", "DESCRIBE", "DESCRIBE_CONFIGS",
+                            "IDEMPOTENT_WRITE"], cluster.authorized_operations

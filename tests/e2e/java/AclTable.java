@@ -9,7 +9,8 @@
 // APIs: CreatePartitions DeleteRecords DescribeProducers DescribeTopicPartitions DescribeTransactions
 // ListTransactions OffsetDelete DescribeLogDirs AlterReplicaLogDirs ElectLeaders AlterPartitionReassignments
 // ListPartitionReassignments DescribeQuorum UpdateFeatures DescribeUserScramCredentials
-// AlterUserScramCredentials DescribeCluster, and two transactional producers: Txn (InitProducerId, a record to
+// AlterUserScramCredentials DescribeCluster, AuthorizedOps (listed: the operations DescribeCluster,
+// DescribeTopicPartitions on TOPIC and DescribeGroups on GROUP report when asked, "cluster:DESCRIBE"...), and two transactional producers: Txn (InitProducerId, a record to
 // TOPIC, its offset 0 for GROUP with sendOffsetsToTransaction, commit) and TxnSecret (a record to SECRET_TOPIC).
 // Each call uses partition 0 of TOPIC; SECRET_TOPIC is the topic DescribeTopicPartitions asks about.
 
@@ -25,12 +26,17 @@ import java.util.Set;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.ConsumerGroupDescription;
+import org.apache.kafka.clients.admin.DescribeClusterOptions;
+import org.apache.kafka.clients.admin.DescribeConsumerGroupsOptions;
+import org.apache.kafka.clients.admin.DescribeTopicsOptions;
 import org.apache.kafka.clients.admin.FeatureUpdate;
 import org.apache.kafka.clients.admin.NewPartitionReassignment;
 import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.RecordsToDelete;
 import org.apache.kafka.clients.admin.ScramCredentialInfo;
 import org.apache.kafka.clients.admin.ScramMechanism;
+import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.admin.TransactionListing;
 import org.apache.kafka.clients.admin.UpdateFeaturesOptions;
 import org.apache.kafka.clients.admin.UserScramCredentialUpsertion;
@@ -39,6 +45,7 @@ import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.ElectionType;
+import org.apache.kafka.common.acl.AclOperation;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionReplica;
 import org.apache.kafka.common.serialization.StringSerializer;
@@ -108,6 +115,24 @@ public class AclTable {
         return null;
     }
 
+    /** The operations the cluster, TOPIC and GROUP report for this user when asked to (DescribeCluster,
+     * DescribeTopicPartitions and DescribeGroups with include-authorized-operations), as "cluster:DESCRIBE",
+     * "topic:READ", ..., sorted. */
+    static List<String> authorizedOperations(Admin admin, String topic, String group) throws Exception {
+        List<String> ops = new ArrayList<>();
+        Set<AclOperation> cluster = get(admin.describeCluster(
+                new DescribeClusterOptions().includeAuthorizedOperations(true)).authorizedOperations());
+        if (cluster != null) for (AclOperation o : cluster) ops.add("cluster:" + o);
+        TopicDescription t = get(admin.describeTopics(List.of(topic),
+                new DescribeTopicsOptions().includeAuthorizedOperations(true)).allTopicNames()).get(topic);
+        if (t.authorizedOperations() != null) for (AclOperation o : t.authorizedOperations()) ops.add("topic:" + o);
+        ConsumerGroupDescription g = get(admin.describeConsumerGroups(List.of(group),
+                new DescribeConsumerGroupsOptions().includeAuthorizedOperations(true)).all()).get(group);
+        if (g.authorizedOperations() != null) for (AclOperation o : g.authorizedOperations()) ops.add("group:" + o);
+        java.util.Collections.sort(ops);
+        return ops;
+    }
+
     public static void main(String[] args) throws Exception {
         String bootstrap = args[0], user = args[1], password = args[2], topic = args[3], secret = args[4],
                 group = args[5], txnId = args[6];
@@ -155,6 +180,7 @@ public class AclTable {
                             List.of(new UserScramCredentialUpsertion("carol",
                                     new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), "carol-pw"))).all()));
                     case "DescribeCluster" -> report(api, () -> get(admin.describeCluster().clusterId()));
+                    case "AuthorizedOps" -> report(api, () -> authorizedOperations(admin, topic, group));
                     case "Txn" -> report(api, () -> transaction(base, txnId, topic, group));
                     case "TxnSecret" -> report(api, () -> transaction(base, txnId + "-secret", secret, null));
                     default -> throw new IllegalArgumentException("unknown API " + api);

@@ -78,6 +78,41 @@ use crate::security::authorizer::{
     WILDCARD_PRINCIPAL,
 };
 
+/// The operations Kafka reports in authorized-operations fields for a type of
+/// resource (`AclEntry.supportedOperations` of Kafka 4.x).
+pub fn supported_operations(resource_type: ResourceType) -> &'static [Operation] {
+    use Operation::*;
+    match resource_type {
+        ResourceType::Topic => &[
+            Read,
+            Write,
+            Create,
+            Describe,
+            Delete,
+            Alter,
+            DescribeConfigs,
+            AlterConfigs,
+        ],
+        ResourceType::Group => &[Read, Describe, Delete, DescribeConfigs, AlterConfigs],
+        ResourceType::Cluster => &[
+            Create,
+            ClusterAction,
+            DescribeConfigs,
+            AlterConfigs,
+            IdempotentWrite,
+            Alter,
+            Describe,
+        ],
+        ResourceType::TransactionalId => &[Describe, Write],
+        ResourceType::DelegationToken => &[Describe],
+        ResourceType::User => &[CreateTokens, DescribeTokens],
+    }
+}
+
+/// The value of an authorized-operations field the request did not ask for
+/// (Kafka's `Int.MinValue`).
+pub const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
 /// What the dispatch layer does with a request after [`check`].
 pub enum Checked {
     /// Allowed (or checked per resource by its handler): dispatch it.
@@ -124,6 +159,17 @@ impl Ctx {
     /// [`Ctx::may`] on the cluster.
     pub fn may_on_cluster(&self, operation: Operation) -> bool {
         self.may(ResourceType::Cluster, CLUSTER_NAME, operation)
+    }
+
+    /// Kafka's `authorizedOperations`: the operations of
+    /// [`supported_operations`] this principal may do on resource `name`
+    /// (every one without an authorizer), as the bit field the
+    /// `*_authorized_operations` fields carry (bit n: operation code n).
+    pub fn authorized_operations(&self, resource_type: ResourceType, name: &str) -> i32 {
+        supported_operations(resource_type)
+            .iter()
+            .filter(|op| self.may(resource_type, name, **op))
+            .fold(0, |bits, op| bits | (1 << (*op as i8)))
     }
 
     /// Whether some ALLOW ACL lets this principal do `operation` on some

@@ -1,6 +1,7 @@
 //! DescribeCluster: versions 0..=2 (v1 endpoint type 1, brokers, only; v2
 //! asks for fenced brokers too and marks each broker `is_fenced`: this node
-//! is never fenced).
+//! is never fenced). `include_cluster_authorized_operations` gets the
+//! principal's operations on the cluster (Kafka's bit field).
 
 use std::ops::RangeInclusive;
 
@@ -11,7 +12,9 @@ use fjord_protocol::kafka_protocol::messages::{
     BrokerId, DescribeClusterRequest, DescribeClusterResponse,
 };
 
+use super::authz::AUTHORIZED_OPERATIONS_OMITTED;
 use super::{str_bytes, Ctx};
+use crate::security::authorizer::{ResourceType, CLUSTER_NAME};
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=2;
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
@@ -22,7 +25,11 @@ pub fn handle(ctx: &Ctx, req: DescribeClusterRequest) -> Option<BytesMut> {
         .with_cluster_id(str_bytes(ctx.broker.cluster_id.clone()))
         .with_controller_id(BrokerId(ctx.broker.controller_id(&listed)))
         .with_endpoint_type(ENDPOINT_TYPE_BROKERS)
-        .with_cluster_authorized_operations(i32::MIN);
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+            ctx.authorized_operations(ResourceType::Cluster, CLUSTER_NAME)
+        } else {
+            AUTHORIZED_OPERATIONS_OMITTED
+        });
     if ctx.api_version >= 1 && req.endpoint_type != ENDPOINT_TYPE_BROKERS {
         resp = resp
             .with_error_code(ErrorCode::UNSUPPORTED_ENDPOINT_TYPE.0)

@@ -11,12 +11,10 @@ use fjord_protocol::kafka_protocol::messages::describe_groups_response::{
 };
 use fjord_protocol::kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
+use super::authz::AUTHORIZED_OPERATIONS_OMITTED;
 use super::{str_bytes, Ctx};
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=6;
-
-/// Kafka's "operations not requested" value for authorized_operations.
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub fn handle(ctx: &Ctx, req: DescribeGroupsRequest) -> Option<BytesMut> {
     let ids: Vec<String> = req.groups.iter().map(|g| g.0.to_string()).collect();
@@ -73,7 +71,17 @@ pub fn handle(ctx: &Ctx, req: DescribeGroupsRequest) -> Option<BytesMut> {
                         .collect(),
                 ),
         };
-        out.push(group.with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED));
+        // v3+ asks for the principal's operations on each group described
+        // without an error (Kafka's rule).
+        let operations = if ctx.api_version >= 3
+            && req.include_authorized_operations
+            && group.error_code == ErrorCode::NONE.0
+        {
+            ctx.authorized_operations(crate::security::authorizer::ResourceType::Group, gid)
+        } else {
+            AUTHORIZED_OPERATIONS_OMITTED
+        };
+        out.push(group.with_authorized_operations(operations));
     }
     ctx.respond(&DescribeGroupsResponse::default().with_groups(out))
 }

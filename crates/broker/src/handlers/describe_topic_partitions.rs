@@ -25,13 +25,6 @@ use crate::state::is_internal_topic;
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=0;
 
-/// Every topic operation allowed (READ, WRITE, CREATE, DELETE, ALTER,
-/// DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS as bits): with no authorizer
-/// Kafka fills this for every topic, known or not (the request cannot ask
-/// to leave it out).
-const TOPIC_OPERATIONS_ALL: i32 =
-    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
-
 pub fn handle(ctx: &Ctx, req: DescribeTopicPartitionsRequest) -> Option<BytesMut> {
     let broker = &ctx.broker;
     let all = req.topics.is_empty();
@@ -101,12 +94,13 @@ pub fn handle(ctx: &Ctx, req: DescribeTopicPartitionsRequest) -> Option<BytesMut
         }
         let Some(topic) = broker.topic(&name) else {
             if !all {
+                let operations = ctx.authorized_operations(ResourceType::Topic, &name);
                 topics.push(
                     DescribeTopicPartitionsResponseTopic::default()
                         .with_name(Some(TopicName(str_bytes(name))))
                         .with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0)
                         .with_topic_id(Uuid::nil())
-                        .with_topic_authorized_operations(TOPIC_OPERATIONS_ALL),
+                        .with_topic_authorized_operations(operations),
                 );
             }
             continue;
@@ -147,7 +141,9 @@ pub fn handle(ctx: &Ctx, req: DescribeTopicPartitionsRequest) -> Option<BytesMut
                 .with_name(Some(TopicName(str_bytes(name.clone()))))
                 .with_topic_id(topic.id)
                 .with_is_internal(is_internal_topic(&name))
-                .with_topic_authorized_operations(TOPIC_OPERATIONS_ALL)
+                .with_topic_authorized_operations(
+                    ctx.authorized_operations(ResourceType::Topic, &name),
+                )
                 .with_partitions(partitions),
         );
         if next_cursor.is_some() {

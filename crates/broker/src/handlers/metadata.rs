@@ -22,9 +22,10 @@ use fjord_protocol::kafka_protocol::messages::{
     BrokerId, MetadataRequest, MetadataResponse, TopicName,
 };
 
+use super::authz::AUTHORIZED_OPERATIONS_OMITTED;
 use super::{str_bytes, Ctx};
 use crate::errors;
-use crate::security::authorizer::{Operation, ResourceType};
+use crate::security::authorizer::{Operation, ResourceType, CLUSTER_NAME};
 use crate::state::{Broker, Topic};
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=13;
@@ -85,9 +86,30 @@ pub fn handle(ctx: &Ctx, req: MetadataRequest) -> Option<BytesMut> {
             topics.push(lookup_or_create(broker, &name, auto_create));
         }
     }
+    // v8+ may ask for the principal's operations on each topic found, and
+    // v8-v10 on the cluster (Kafka's bit fields; left at "not requested"
+    // otherwise).
+    if ctx.api_version >= 8 && req.include_topic_authorized_operations {
+        for t in topics
+            .iter_mut()
+            .filter(|t| t.error_code == ErrorCode::NONE.0)
+        {
+            if let Some(name) = &t.name {
+                t.topic_authorized_operations =
+                    ctx.authorized_operations(ResourceType::Topic, name);
+            }
+        }
+    }
+    let cluster_operations =
+        if (8..=10).contains(&ctx.api_version) && req.include_cluster_authorized_operations {
+            ctx.authorized_operations(ResourceType::Cluster, CLUSTER_NAME)
+        } else {
+            AUTHORIZED_OPERATIONS_OMITTED
+        };
     let listed = ctx.live_brokers();
     let controller = BrokerId(broker.controller_id(&listed));
     let resp = MetadataResponse::default()
+        .with_cluster_authorized_operations(cluster_operations)
         .with_brokers(
             listed
                 .into_iter()
