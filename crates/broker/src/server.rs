@@ -18,7 +18,10 @@
 //! SASL listeners a connection gets nothing but ApiVersions and the SASL
 //! handshake until it authenticated ([`SaslSession`]). A connection that
 //! has not finished its TLS handshake and authentication within
-//! `AUTHENTICATION_TIMEOUT_MS` is closed.
+//! `AUTHENTICATION_TIMEOUT_MS` is closed. With `connections.max.reauth.ms`
+//! (KIP-368) an authenticated session expires: a request after that closes
+//! the connection, unless it is the SaslHandshake of a re-authentication
+//! sent in time (which gets the same `AUTHENTICATION_TIMEOUT_MS`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -208,24 +211,42 @@ fn raw_frame(token: &[u8]) -> Option<BytesMut> {
     Some(out)
 }
 
-/// The SASL gate for one frame (`sasl` is the connection's session, `None`
-/// on a listener without SASL).
+/// The SASL gate for one frame read at `now_ms` (the connection's age;
+/// `sasl` is the connection's session, `None` on a listener without SASL).
 fn sasl_gate(
     broker: &Arc<Broker>,
     peer: Option<std::net::SocketAddr>,
     security: &ListenerSecurity,
     sasl: Option<&mut SaslSession>,
     frame: Bytes,
+    now_ms: u64,
 ) -> Result<Gate, ConnError> {
-    let Some(session) = sasl.filter(|s| s.principal().is_none()) else {
+    let Some(session) = sasl else {
         let mut reader = Reader::new(frame);
         let header = decode_request_header(&mut reader)?;
         return Ok(Gate::Dispatch(reader, header));
     };
+    if session.principal().is_some() {
+        // KIP-368, Kafka's `SocketServer` rule: any request after the
+        // session expired closes the connection, unanswered.
+        if session.expired(now_ms) {
+            return Ok(Gate::Close(
+                "SASL session expired: not re-authenticated in time",
+            ));
+        }
+        let mut reader = Reader::new(frame);
+        let header = decode_request_header(&mut reader)?;
+        let handshake = fjord_protocol::kafka_protocol::messages::ApiKey::SaslHandshake as i16;
+        if header.api_key != handshake || !session.begin_reauthentication(now_ms) {
+            return Ok(Gate::Dispatch(reader, header));
+        }
+        tracing::debug!(?peer, listener = %security.name, "SASL re-authentication");
+        return sasl_request(broker, peer, security, session, reader, header, now_ms);
+    }
     if let SaslState::Authenticate { raw: true, .. } = session.state() {
         // After SaslHandshake v0 the token comes without a request header;
         // a failure closes without an answer, as in Kafka.
-        let out = session.authenticate(&frame, broker.as_ref());
+        let out = session.authenticate(&frame, broker.as_ref(), now_ms);
         if out.close {
             return Ok(Gate::Close("SASL authentication failed"));
         }
@@ -234,6 +255,20 @@ fn sasl_gate(
     }
     let mut reader = Reader::new(frame);
     let header = decode_request_header(&mut reader)?;
+    sasl_request(broker, peer, security, session, reader, header, now_ms)
+}
+
+/// A request (its header decoded) while `session` is not authenticated:
+/// ApiVersions (before the handshake), SaslHandshake, SaslAuthenticate.
+fn sasl_request(
+    broker: &Arc<Broker>,
+    peer: Option<std::net::SocketAddr>,
+    security: &ListenerSecurity,
+    session: &mut SaslSession,
+    mut reader: Reader,
+    header: fjord_protocol::RequestHeader,
+    now_ms: u64,
+) -> Result<Gate, ConnError> {
     let ctx = handlers::Ctx {
         broker: broker.clone(),
         api_key: header.api_key,
@@ -248,7 +283,8 @@ fn sasl_gate(
     };
     let expecting_handshake = *session.state() == SaslState::Handshake;
     let key = header.api_key;
-    if key == handlers::api_versions::API_KEY && expecting_handshake {
+    if key == handlers::api_versions::API_KEY && expecting_handshake && !session.reauthenticating()
+    {
         return Ok(Gate::Dispatch(reader, header));
     }
     let versions = if expecting_handshake {
@@ -279,13 +315,16 @@ fn sasl_gate(
             }
         }
         Request::SaslAuthenticate(r) => {
-            let out = session.authenticate(&r.auth_bytes, broker.as_ref());
+            let out = session.authenticate(&r.auth_bytes, broker.as_ref(), now_ms);
             if out.error == ErrorCode::NONE {
                 if let Some(p) = session.principal() {
-                    tracing::debug!(?peer, principal = %p, listener = %security.name, "SASL authenticated");
+                    tracing::debug!(?peer, principal = %p, listener = %security.name, lifetime_ms = out.session_lifetime_ms, "SASL authenticated");
                 }
             } else {
                 tracing::info!(?peer, listener = %security.name, "SASL authentication failed");
+            }
+            if out.silent {
+                return Ok(Gate::Close("SASL re-authentication with another mechanism"));
             }
             let resp = handlers::sasl::authenticate_response(&ctx, &out);
             if out.close {
@@ -310,8 +349,12 @@ async fn connection<R: AsyncRead + Unpin>(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
     let mut sasl = security.sasl.clone().map(SaslSession::new);
-    // TLS and SASL together must be done by then.
-    let auth_deadline =
+    // The session's clock (KIP-368 lifetimes): the connection's age.
+    let opened = tokio::time::Instant::now();
+    let age_ms = || u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+    // TLS and SASL together must be done by then (a re-authentication
+    // gets as long from its handshake).
+    let mut auth_deadline =
         tokio::time::Instant::now() + Duration::from_millis(limits::AUTHENTICATION_TIMEOUT_MS);
     // Requests and latency per API, counted by the writer (`crate::metrics`).
     let metered = broker.metrics.connection_opened();
@@ -417,7 +460,12 @@ async fn connection<R: AsyncRead + Unpin>(
             }
         }
         let read_at = Instant::now();
-        let (reader, header) = match sasl_gate(&broker, peer, &security, sasl.as_mut(), frame) {
+        let gate = sasl_gate(&broker, peer, &security, sasl.as_mut(), frame, age_ms());
+        if !authenticating && sasl.as_ref().is_some_and(|s| s.reauthenticating()) {
+            auth_deadline = tokio::time::Instant::now()
+                + Duration::from_millis(limits::AUTHENTICATION_TIMEOUT_MS);
+        }
+        let (reader, header) = match gate {
             Ok(Gate::Dispatch(reader, header)) => (reader, header),
             Ok(Gate::Answer(api_key, resp)) => {
                 let sent = tx.send((Pending::Ready(resp), permit, (api_key, read_at)));
@@ -642,7 +690,9 @@ async fn secure_controller_connection(
             Err(ConnError::Idle) => return Err(ConnError::AuthTimeout),
             other => other?,
         };
-        match sasl_gate(&broker, Some(peer), &security, Some(session), frame)? {
+        // Controller connections are handed to the quorum once
+        // authenticated: no KIP-368 expiry there.
+        match sasl_gate(&broker, Some(peer), &security, Some(session), frame, 0)? {
             // Only ApiVersions passes the gate before authentication.
             Gate::Dispatch(reader, header) => {
                 let listener = Some(security.name.clone());

@@ -263,6 +263,10 @@ pub const SASL_TOKEN_BYTES_MAX: usize = 512 * 1024;
 /// How long a connection on a TLS or SASL listener may take to finish its
 /// TLS handshake and its SASL authentication; past it, it is closed.
 pub const AUTHENTICATION_TIMEOUT_MS: u64 = 10_000;
+/// KIP-368: a connection re-authenticates at most once in this many ms
+/// (Kafka's `MIN_REAUTH_INTERVAL_ONE_SECOND_NANOS`); a SaslHandshake
+/// sooner is handled as a request of an authenticated client.
+pub const REAUTHENTICATION_INTERVAL_MIN_MS: u64 = 1_000;
 /// Largest PEM file (key store, trust store) the broker reads.
 pub const PEM_FILE_BYTES_MAX: u64 = 1024 * 1024;
 /// Most rules in `ssl.principal.mapping.rules`.

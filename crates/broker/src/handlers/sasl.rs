@@ -1,5 +1,5 @@
-//! SaslHandshake: versions 0..=1; SaslAuthenticate: versions 0..=2 (no
-//! re-authentication: `session_lifetime_ms` is 0).
+//! SaslHandshake: versions 0..=1; SaslAuthenticate: versions 0..=2
+//! (`session_lifetime_ms` from v1: KIP-368, see `crate::security::sasl`).
 //!
 //! On a SASL listener, the connection layer (`crate::server`) answers both
 //! before the client is authenticated, through a
@@ -38,9 +38,15 @@ pub fn handshake_response(
 pub fn authenticate_response(ctx: &Ctx, outcome: &Outcome) -> Option<BytesMut> {
     let resp = SaslAuthenticateResponse::default()
         .with_error_code(outcome.error.0)
-        .with_error_message(outcome.message.clone().map(str_bytes))
+        // Kafka's default: "" when there is no message (not null).
+        .with_error_message(Some(str_bytes(outcome.message.clone().unwrap_or_default())))
         .with_auth_bytes(bytes::Bytes::from(outcome.token.clone()))
-        .with_session_lifetime_ms(0);
+        // v0 has no such field (its client still gets closed on expiry).
+        .with_session_lifetime_ms(if ctx.api_version >= 1 {
+            outcome.session_lifetime_ms
+        } else {
+            0
+        });
     ctx.respond(&resp)
 }
 

@@ -96,6 +96,7 @@ pub struct ClientListener {
 
 /// The security settings Fjord acts on (besides `listener.name.*`), in name order.
 pub const SECURITY_BROKER_CONFIGS: &[&str] = &[
+    "connections.max.reauth.ms",
     "inter.broker.listener.name",
     "sasl.enabled.mechanisms",
     "sasl.mechanism.controller.protocol",

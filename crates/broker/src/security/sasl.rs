@@ -11,6 +11,16 @@
 //!    size-prefixed frames (the connection layer reads them).
 //! 3. A token that authenticates moves to authenticated; one that fails is
 //!    answered SASL_AUTHENTICATION_FAILED and the connection closes.
+//! 4. KIP-368 re-authentication: with `connections.max.reauth.ms` (per
+//!    listener, and per mechanism as `listener.name.<l>.<mechanism>.connections.max.reauth.ms`)
+//!    a successful SaslAuthenticate answers the session's lifetime, and the
+//!    session expires that long after it authenticated: the connection is
+//!    closed on its next request after that ([`SaslSession::expired`]). A
+//!    SaslHandshake from an authenticated client whose session has an
+//!    expiry (at most once a second) starts a re-authentication
+//!    ([`SaslSession::begin_reauthentication`]): the same mechanism, and it
+//!    must end with the same principal; it resets the lifetime. A failed
+//!    re-authentication closes the connection, as a failed authentication.
 //!
 //! Mechanisms: PLAIN, with the users of the listener's JAAS line
 //! (`listener.name.<l>.plain.sasl.jaas.config=... user_alice="alice-secret";`);
@@ -88,7 +98,13 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 pub struct SaslConfig {
     pub mechanisms: Vec<Mechanism>,
     plain_users: BTreeMap<String, Secret>,
+    /// KIP-368: a session's longest lifetime, per mechanism (only the
+    /// mechanisms with `connections.max.reauth.ms` > 0).
+    max_reauth_ms: Vec<(Mechanism, u64)>,
 }
+
+/// Kafka's name of the KIP-368 session lifetime setting.
+pub const CONNECTIONS_MAX_REAUTH_MS: &str = "connections.max.reauth.ms";
 
 /// The options of one JAAS login-module line
 /// (`Module required key="value" key2=value2;`), in order.
@@ -207,10 +223,40 @@ impl SaslConfig {
                 }
             }
         }
+        // Kafka's order: `listener.name.<l>.<mechanism>.connections.max.reauth.ms`,
+        // then the listener's (or the broker's) `connections.max.reauth.ms`.
+        let mut max_reauth_ms = Vec::new();
+        for m in &mechanisms {
+            let per_mechanism = format!("{}.{CONNECTIONS_MAX_REAUTH_MS}", m.name().to_lowercase());
+            let given = match settings.get(listener, &per_mechanism) {
+                Some(v) => Some((per_mechanism, v)),
+                None => settings
+                    .get(listener, CONNECTIONS_MAX_REAUTH_MS)
+                    .map(|v| (CONNECTIONS_MAX_REAUTH_MS.to_string(), v)),
+            };
+            let Some((key, value)) = given else { continue };
+            let ms: i64 = value
+                .parse()
+                .map_err(|_| invalid(&key, "a number of milliseconds"))?;
+            // 0 (Kafka's default) or less: sessions never expire.
+            if let Ok(ms @ 1..) = u64::try_from(ms) {
+                max_reauth_ms.push((*m, ms));
+            }
+        }
         Ok(SaslConfig {
             mechanisms,
             plain_users,
+            max_reauth_ms,
         })
+    }
+
+    /// The longest lifetime of a session authenticated with `mechanism`
+    /// (`None`: it never expires).
+    pub fn max_reauth_ms(&self, mechanism: Mechanism) -> Option<u64> {
+        self.max_reauth_ms
+            .iter()
+            .find(|(m, _)| *m == mechanism)
+            .map(|(_, ms)| *ms)
     }
 
     pub fn mechanism_names(&self) -> Vec<String> {
@@ -244,15 +290,63 @@ pub struct Outcome {
     pub token: Vec<u8>,
     /// Close the connection once this answer is sent.
     pub close: bool,
+    /// Send no answer (only with `close`): a re-authentication that asked
+    /// for another mechanism is closed without one, as in Kafka.
+    pub silent: bool,
+    /// KIP-368: once authenticated, the session's lifetime (0: it never
+    /// expires), answered in SaslAuthenticate v1+.
+    pub session_lifetime_ms: i64,
 }
 
-/// One connection's authentication.
+impl Outcome {
+    fn ok(token: Vec<u8>) -> Outcome {
+        Outcome {
+            error: ErrorCode::NONE,
+            message: None,
+            token,
+            close: false,
+            silent: false,
+            session_lifetime_ms: 0,
+        }
+    }
+
+    fn failed(error: ErrorCode, message: Option<String>) -> Outcome {
+        Outcome {
+            error,
+            message,
+            token: Vec::new(),
+            close: true,
+            silent: false,
+            session_lifetime_ms: 0,
+        }
+    }
+}
+
+/// What a re-authentication must keep (KIP-368).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Reauthentication {
+    mechanism: Mechanism,
+    principal: KafkaPrincipal,
+    /// The handshake named another mechanism: the next token fails.
+    other_mechanism: Option<String>,
+}
+
+/// One connection's authentication. Times are milliseconds of a monotonic
+/// clock the caller chooses (the connection's age), passed in.
 #[derive(Debug)]
 pub struct SaslSession {
     config: std::sync::Arc<SaslConfig>,
     state: SaslState,
     /// A SCRAM exchange between its first and its final message.
     scram: Option<ScramExchange>,
+    /// The mechanism of the current (or last) successful authentication.
+    authenticated_with: Option<Mechanism>,
+    /// When the authenticated session expires (KIP-368), if it does.
+    expires_at_ms: Option<u64>,
+    /// When the last re-authentication began.
+    reauth_began_ms: Option<u64>,
+    /// While re-authenticating: what the new authentication must keep.
+    reauth: Option<Reauthentication>,
 }
 
 impl SaslSession {
@@ -261,7 +355,53 @@ impl SaslSession {
             config,
             state: SaslState::Handshake,
             scram: None,
+            authenticated_with: None,
+            expires_at_ms: None,
+            reauth_began_ms: None,
+            reauth: None,
         }
+    }
+
+    /// Whether the authenticated session's lifetime is over at `now_ms`
+    /// (Kafka's rule: strictly after its expiry). Its connection is closed
+    /// on the next request it sends, unless that request re-authenticates
+    /// in time.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.principal().is_some() && self.expires_at_ms.is_some_and(|at| now_ms > at)
+    }
+
+    /// Whether a re-authentication is under way.
+    pub fn reauthenticating(&self) -> bool {
+        self.reauth.is_some()
+    }
+
+    /// A SaslHandshake from an authenticated client at `now_ms`: starts a
+    /// re-authentication (true) if its session has an expiry and the last
+    /// re-authentication began at least a second ago, as Kafka's
+    /// `maybeBeginServerReauthentication`; otherwise (false) the handshake
+    /// is a request like any other (answered ILLEGAL_SASL_STATE).
+    pub fn begin_reauthentication(&mut self, now_ms: u64) -> bool {
+        let (SaslState::Authenticated(principal), Some(mechanism)) =
+            (&self.state, self.authenticated_with)
+        else {
+            return false;
+        };
+        if self.expires_at_ms.is_none() {
+            return false;
+        }
+        if self.reauth_began_ms.is_some_and(|began| {
+            now_ms.saturating_sub(began) < limits::REAUTHENTICATION_INTERVAL_MIN_MS
+        }) {
+            return false;
+        }
+        self.reauth = Some(Reauthentication {
+            mechanism,
+            principal: principal.clone(),
+            other_mechanism: None,
+        });
+        self.reauth_began_ms = Some(now_ms);
+        self.state = SaslState::Handshake;
+        true
     }
 
     pub fn state(&self) -> &SaslState {
@@ -296,59 +436,74 @@ impl SaslSession {
                     mechanism: *m,
                     raw: version == 0,
                 };
-                Outcome {
-                    error: ErrorCode::NONE,
-                    message: None,
-                    token: Vec::new(),
-                    close: false,
+                // Kafka answers the handshake and fails the next token.
+                if let Some(reauth) = self.reauth.as_mut().filter(|r| r.mechanism != *m) {
+                    reauth.other_mechanism = Some(m.name().to_string());
                 }
+                Outcome::ok(Vec::new())
             }
             None => {
                 self.state = SaslState::Failed;
-                Outcome {
-                    error: ErrorCode::UNSUPPORTED_SASL_MECHANISM,
-                    message: None,
-                    token: Vec::new(),
-                    close: true,
-                }
+                self.reauth = None;
+                Outcome::failed(ErrorCode::UNSUPPORTED_SASL_MECHANISM, None)
             }
         }
     }
 
-    /// A client token, after a successful handshake.
-    pub fn authenticate(&mut self, token: &[u8], cx: &dyn SaslContext) -> Outcome {
+    /// A client token at `now_ms`, after a successful handshake.
+    pub fn authenticate(&mut self, token: &[u8], cx: &dyn SaslContext, now_ms: u64) -> Outcome {
         let SaslState::Authenticate { mechanism, .. } = self.state else {
             panic!("tokens are only handled after a handshake");
         };
+        if let Some(reauth) = &self.reauth {
+            if let Some(other) = &reauth.other_mechanism {
+                tracing::debug!(
+                    "SASL mechanism '{other}' requested by client is not supported for re-authentication of mechanism '{}'",
+                    reauth.mechanism.name()
+                );
+                self.state = SaslState::Failed;
+                self.reauth = None;
+                let mut out = Outcome::failed(ErrorCode::SASL_AUTHENTICATION_FAILED, None);
+                out.silent = true;
+                return out;
+            }
+        }
         let result = match mechanism {
             Mechanism::Plain => self.plain(token).map(|p| (Some(p), Vec::new())),
             Mechanism::Scram(m) => self.scram(m, token, cx),
         };
+        let result = result.and_then(|(principal, token)| match (&self.reauth, &principal) {
+            (Some(r), Some(p)) if r.principal != *p => Err(format!(
+                "Cannot change principals during re-authentication from User.{}: User.{}",
+                r.principal.name, p.name
+            )),
+            _ => Ok((principal, token)),
+        });
         match result {
             Ok((principal, token)) => {
+                let mut out = Outcome::ok(token);
                 if let Some(principal) = principal {
                     assert!(
                         self.scram.is_none(),
                         "no exchange left open once authenticated"
                     );
                     self.state = SaslState::Authenticated(principal);
+                    self.authenticated_with = Some(mechanism);
+                    self.reauth = None;
+                    // PLAIN and SCRAM credentials have no lifetime of their
+                    // own: the session lives `connections.max.reauth.ms`.
+                    let lifetime = self.config.max_reauth_ms(mechanism);
+                    self.expires_at_ms = lifetime.map(|ms| now_ms.saturating_add(ms));
+                    out.session_lifetime_ms =
+                        lifetime.map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
                 }
-                Outcome {
-                    error: ErrorCode::NONE,
-                    message: None,
-                    token,
-                    close: false,
-                }
+                out
             }
             Err(message) => {
                 self.state = SaslState::Failed;
                 self.scram = None;
-                Outcome {
-                    error: ErrorCode::SASL_AUTHENTICATION_FAILED,
-                    message: Some(message),
-                    token: Vec::new(),
-                    close: true,
-                }
+                self.reauth = None;
+                Outcome::failed(ErrorCode::SASL_AUTHENTICATION_FAILED, Some(message))
             }
         }
     }
@@ -432,7 +587,7 @@ mod tests {
                 raw: false
             }
         );
-        let out = ok.authenticate(b"\0alice\0a\"lice", &NoScram);
+        let out = ok.authenticate(b"\0alice\0a\"lice", &NoScram, 0);
         assert_eq!((out.error, out.close), (ErrorCode::NONE, false));
         assert_eq!(ok.principal(), Some(&KafkaPrincipal::user("alice")));
 
@@ -442,7 +597,7 @@ mod tests {
             bad.state(),
             SaslState::Authenticate { raw: true, .. }
         ));
-        let out = bad.authenticate(b"\0alice\0wrong", &NoScram);
+        let out = bad.authenticate(b"\0alice\0wrong", &NoScram, 0);
         assert_eq!(out.error, ErrorCode::SASL_AUTHENTICATION_FAILED);
         assert!(out.close);
         assert_eq!(bad.principal(), None);
@@ -450,7 +605,7 @@ mod tests {
         unknown.handshake("PLAIN", 1);
         assert!(
             unknown
-                .authenticate(b"\0mallory\0admin-secret", &NoScram)
+                .authenticate(b"\0mallory\0admin-secret", &NoScram, 0)
                 .close
         );
 
@@ -504,6 +659,124 @@ mod tests {
         );
     }
 
+    fn reauth_config(extra: &[(&str, &str)]) -> Arc<SaslConfig> {
+        let mut s = SecuritySettings::default();
+        s.set("sasl.enabled.mechanisms", "PLAIN,SCRAM-SHA-256");
+        s.set(
+            "listener.name.l.plain.sasl.jaas.config",
+            r#"M required user_alice="a" user_bob="b";"#,
+        );
+        s.set("scram-sha-256.sasl.jaas.config", "M required;");
+        for (k, v) in extra {
+            s.set(k, v);
+        }
+        Arc::new(SaslConfig::build(&s, "L").unwrap())
+    }
+
+    fn plain_login(session: &mut SaslSession, user: &str, password: &str, now_ms: u64) -> Outcome {
+        assert_eq!(session.handshake("PLAIN", 1).error, ErrorCode::NONE);
+        let token = format!("\0{user}\0{password}");
+        session.authenticate(token.as_bytes(), &NoScram, now_ms)
+    }
+
+    #[test]
+    fn connections_max_reauth_ms_is_per_listener_and_mechanism() {
+        let c = reauth_config(&[]);
+        assert_eq!(c.max_reauth_ms(Mechanism::Plain), None, "Kafka's default 0");
+        let c = reauth_config(&[("connections.max.reauth.ms", "3000")]);
+        assert_eq!(c.max_reauth_ms(Mechanism::Plain), Some(3000));
+        let c = reauth_config(&[
+            ("connections.max.reauth.ms", "3000"),
+            ("listener.name.l.connections.max.reauth.ms", "4000"),
+            ("listener.name.l.plain.connections.max.reauth.ms", "0"),
+        ]);
+        assert_eq!(
+            c.max_reauth_ms(Mechanism::Plain),
+            None,
+            "mechanism's 0 wins"
+        );
+        let sha = Mechanism::Scram(ScramMechanism::Sha256);
+        assert_eq!(c.max_reauth_ms(sha), Some(4000), "listener's wins");
+        let mut s = SecuritySettings::default();
+        s.set("sasl.enabled.mechanisms", "PLAIN");
+        s.set("plain.sasl.jaas.config", "M required;");
+        s.set("listener.name.l.plain.connections.max.reauth.ms", "soon");
+        assert!(SaslConfig::build(&s, "L").is_err());
+    }
+
+    #[test]
+    fn a_session_expires_after_its_lifetime_unless_it_reauthenticates() {
+        // Without a lifetime: no expiry, and a handshake is no re-authentication.
+        let mut forever = SaslSession::new(reauth_config(&[]));
+        let out = plain_login(&mut forever, "alice", "a", 0);
+        assert_eq!((out.error, out.session_lifetime_ms), (ErrorCode::NONE, 0));
+        assert!(!forever.expired(u64::MAX));
+        assert!(!forever.begin_reauthentication(10_000));
+        assert!(forever.principal().is_some());
+
+        let c = reauth_config(&[("connections.max.reauth.ms", "3000")]);
+        let mut s = SaslSession::new(c.clone());
+        let out = plain_login(&mut s, "alice", "a", 100);
+        assert_eq!(
+            (out.error, out.session_lifetime_ms),
+            (ErrorCode::NONE, 3000)
+        );
+        assert!(!s.expired(3100), "expired only strictly after its end");
+        assert!(s.expired(3101));
+
+        // Re-authentication in time: same mechanism and principal; the
+        // lifetime starts again from its end.
+        assert!(s.begin_reauthentication(2000));
+        assert!(s.reauthenticating());
+        assert_eq!(s.principal(), None, "nothing but SASL requests meanwhile");
+        assert!(!s.expired(9999));
+        let out = plain_login(&mut s, "alice", "a", 2500);
+        assert_eq!(
+            (out.error, out.session_lifetime_ms),
+            (ErrorCode::NONE, 3000)
+        );
+        assert!(!s.reauthenticating());
+        assert_eq!(s.principal(), Some(&KafkaPrincipal::user("alice")));
+        assert!(!s.expired(5500));
+        assert!(s.expired(5501));
+        // At most one re-authentication a second (from its start).
+        assert!(!s.begin_reauthentication(2999));
+        assert!(s.begin_reauthentication(3000));
+
+        // Another principal: refused, closed.
+        let mut s = SaslSession::new(c.clone());
+        plain_login(&mut s, "alice", "a", 0);
+        assert!(s.begin_reauthentication(1000));
+        let out = plain_login(&mut s, "bob", "b", 1000);
+        assert_eq!(out.error, ErrorCode::SASL_AUTHENTICATION_FAILED);
+        assert!(out.close && !out.silent);
+        assert_eq!(
+            out.message.as_deref(),
+            Some("Cannot change principals during re-authentication from User.alice: User.bob")
+        );
+        assert_eq!(s.state(), &SaslState::Failed);
+
+        // A wrong password on re-authentication fails as a first login does.
+        let mut s = SaslSession::new(c.clone());
+        plain_login(&mut s, "alice", "a", 0);
+        assert!(s.begin_reauthentication(1000));
+        let out = plain_login(&mut s, "alice", "wrong", 1000);
+        assert_eq!(
+            (out.error, out.close),
+            (ErrorCode::SASL_AUTHENTICATION_FAILED, true)
+        );
+
+        // Another mechanism: the handshake is answered, the token closes
+        // the connection without an answer (Kafka's REAUTH_BAD_MECHANISM).
+        let mut s = SaslSession::new(c);
+        plain_login(&mut s, "alice", "a", 0);
+        assert!(s.begin_reauthentication(1000));
+        assert_eq!(s.handshake("SCRAM-SHA-256", 1).error, ErrorCode::NONE);
+        let out = s.authenticate(b"n,,n=alice,r=cli", &NoScram, 1000);
+        assert!(out.close && out.silent);
+        assert_eq!(s.principal(), None);
+    }
+
     /// Alice's SCRAM-SHA-256 credential.
     struct Alice(StoredCredential);
     impl SaslContext for Alice {
@@ -528,18 +801,18 @@ mod tests {
 
         let mut bad = SaslSession::new(c.clone());
         assert_eq!(bad.handshake("SCRAM-SHA-256", 1).error, ErrorCode::NONE);
-        let first = bad.authenticate(b"n,,n=alice,r=cli", &alice);
+        let first = bad.authenticate(b"n,,n=alice,r=cli", &alice, 0);
         assert_eq!((first.error, first.close), (ErrorCode::NONE, false));
         assert!(first.token.starts_with(b"r=clisrv,s=c2FsdA==,i=4096"));
         assert_eq!(bad.principal(), None, "not after one round");
-        let last = bad.authenticate(b"c=biws,r=clisrv,p=AAAA", &alice);
+        let last = bad.authenticate(b"c=biws,r=clisrv,p=AAAA", &alice, 0);
         assert_eq!(last.error, ErrorCode::SASL_AUTHENTICATION_FAILED);
         assert!(last.close);
         assert_eq!(bad.state(), &SaslState::Failed);
 
         let mut unknown = SaslSession::new(c.clone());
         unknown.handshake("SCRAM-SHA-256", 1);
-        let out = unknown.authenticate(b"n,,n=bob,r=cli", &alice);
+        let out = unknown.authenticate(b"n,,n=bob,r=cli", &alice, 0);
         assert_eq!(out.error, ErrorCode::SASL_AUTHENTICATION_FAILED);
         assert_eq!(
             out.message.as_deref(),
