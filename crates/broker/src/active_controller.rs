@@ -177,6 +177,7 @@ impl fjord_quorum::ControllerApis for Apis {
                         })
                         .collect(),
                     log_dirs: r.log_dirs.clone(),
+                    previous_broker_epoch: r.previous_broker_epoch,
                 };
                 let resp = match b
                     .as_active_controller(|c, now| c.register_broker(now, &registration))

@@ -18,8 +18,8 @@ use fjord_metadata::{
 use fjord_model::NodeId;
 use fjord_protocol::metadata_records::register_broker_record::{BrokerEndpoint, BrokerFeature};
 use fjord_protocol::metadata_records::{
-    ConfigRecord, FeatureLevelRecord, MetadataRecord, PartitionRecord, ProducerIdsRecord,
-    RegisterBrokerRecord, TopicRecord,
+    ClearElrRecord, ConfigRecord, FeatureLevelRecord, MetadataRecord, PartitionRecord,
+    ProducerIdsRecord, RegisterBrokerRecord, TopicRecord,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -239,6 +239,12 @@ pub fn registered_features() -> Vec<BrokerFeature> {
             max_supported_version: crate::features::TRANSACTION_VERSION_MAX,
             ..Default::default()
         },
+        BrokerFeature {
+            name: crate::features::ELR_VERSION_FEATURE.to_string(),
+            min_supported_version: 0,
+            max_supported_version: crate::features::ELR_VERSION_MAX,
+            ..Default::default()
+        },
     ]
 }
 
@@ -330,6 +336,62 @@ pub fn config_record(
         value: value.cloned(),
         ..Default::default()
     })
+}
+
+/// Kafka's `createClearElrRecordsAsNeeded`: with ELR on, a change of
+/// `min.insync.replicas` among `records` clears the ELRs it may have made
+/// wrong (KIP-966): a topic's change clears that topic's, a broker-level
+/// one every topic's.
+pub fn clear_elr_records(image: &MetadataImage, records: &[MetadataRecord]) -> Vec<MetadataRecord> {
+    if !image.elr_enabled() {
+        return Vec::new();
+    }
+    records
+        .iter()
+        .filter_map(|r| match r {
+            MetadataRecord::Config(c) if c.name == "min.insync.replicas" => {
+                let topic_name = if c.resource_type == fjord_metadata::image::CONFIG_RESOURCE_TOPIC
+                {
+                    c.resource_name.clone()
+                } else {
+                    String::new()
+                };
+                Some(MetadataRecord::ClearElr(ClearElrRecord {
+                    topic_name,
+                    ..Default::default()
+                }))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Kafka's `maybeGenerateElrSafetyRecords`, written with the
+/// FeatureLevelRecord that switches ELR on: the cluster-wide
+/// `min.insync.replicas` is set to the static one (`static_min`) if it has
+/// none, and every node's own `min.insync.replicas` is removed, so that
+/// every node and the controller agree on each topic's threshold.
+pub fn elr_safety_records(image: &MetadataImage, static_min: usize) -> Vec<MetadataRecord> {
+    let key = "min.insync.replicas";
+    let mut out = Vec::new();
+    if !image
+        .configs(&ConfigResource::Broker(None))
+        .contains_key(key)
+    {
+        out.push(config_record(
+            &ConfigResource::Broker(None),
+            key,
+            Some(&static_min.to_string()),
+        ));
+    }
+    for resource in image.config_resources() {
+        if matches!(resource, ConfigResource::Broker(Some(_)))
+            && image.configs(resource).contains_key(key)
+        {
+            out.push(config_record(resource, key, None));
+        }
+    }
+    out
 }
 
 /// Records turning `old` into `new` for one config resource.

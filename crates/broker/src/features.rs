@@ -6,9 +6,22 @@
 //! supported at level 0 only (the feature off), because what its higher
 //! levels switch on is not built: dynamic KRaft voters (`kraft.version` 1,
 //! KIP-853), the consumer group protocol (`group.version` 1, KIP-848),
-//! transactions v2 (`transaction.version`), eligible leader replicas, share
-//! groups and streams groups. Raise a maximum here in the commit that builds
-//! what its level means.
+//! transactions v2 (`transaction.version`), share groups and streams
+//! groups. Raise a maximum here in the commit that builds what its level
+//! means.
+//!
+//! `eligible.leader.replicas.version` is supported up to 1 (KIP-966: the
+//! controller keeps eligible leader replicas and elects from them, see
+//! `fjord_controller`). It stays 0 on a new cluster (Kafka 4.1+ formats new
+//! clusters with 1) and is switched on with `kafka-features upgrade
+//! --feature eligible.leader.replicas.version=1`. Kafka 4.3.1 makes level 1
+//! depend on `metadata.version` 4.0-IV1 (23), the version from which its
+//! PartitionRecord/PartitionChangeRecord are written at version 2 with the
+//! ELR tagged fields; Fjord's metadata version is capped at 3.9-IV0 (21)
+//! for the other changes of 4.0 it has not built, but Fjord writes those
+//! records at version 2 at every metadata version, so it accepts level 1
+//! without that dependency (a difference from Kafka, stated in
+//! COMPATIBILITY.md).
 //!
 //! `transaction.version` is supported up to 2 (KIP-890: flexible
 //! `__transaction_state` values from 1, an epoch bump per transaction and
@@ -29,6 +42,11 @@ pub const TRANSACTION_VERSION_FEATURE: &str = "transaction.version";
 /// or cluster finalizes.
 pub const TRANSACTION_VERSION_MAX: i16 = 2;
 
+/// Kafka's `EligibleLeaderReplicasVersion.FEATURE_NAME`.
+pub const ELR_VERSION_FEATURE: &str = fjord_metadata::image::ELR_VERSION_FEATURE;
+/// The highest `eligible.leader.replicas.version` Fjord supports.
+pub const ELR_VERSION_MAX: i16 = 1;
+
 /// A feature Fjord knows and the levels it supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SupportedFeature {
@@ -47,7 +65,11 @@ const fn off(name: &'static str) -> SupportedFeature {
 
 /// Every feature Fjord reports in ApiVersions, in Kafka's name order.
 pub const SUPPORTED_FEATURES: &[SupportedFeature] = &[
-    off("eligible.leader.replicas.version"),
+    SupportedFeature {
+        name: ELR_VERSION_FEATURE,
+        min_level: 0,
+        max_level: ELR_VERSION_MAX,
+    },
     off("group.version"),
     off("kraft.version"),
     SupportedFeature {

@@ -631,6 +631,7 @@ impl Broker {
             seed: Uuid::new_v4().as_u128() as u64,
             // Nothing to rebalance on one node (and nothing drives `tick`).
             auto_leader_rebalance: false,
+            min_insync_replicas: self.static_min_insync_replicas(),
             ..ControllerConfig::default()
         };
         let mut c = Controller::activate(config, image.clone(), now_ms());
@@ -669,6 +670,7 @@ impl Broker {
                         })
                         .collect(),
                     log_dirs: Vec::new(),
+                    previous_broker_epoch: -1,
                 };
                 let r = c
                     .register_broker(now_ms(), &registration)
@@ -801,10 +803,21 @@ impl Broker {
             }),
             auto_leader_rebalance: true,
             first_producer_id: PRODUCER_ID_FIRST,
+            min_insync_replicas: self.static_min_insync_replicas(),
             // Topic ids must differ across activations: a fresh seed each.
             seed: Uuid::new_v4().as_u128() as u64,
             ..ControllerConfig::default()
         }
+    }
+
+    /// This node's static `min.insync.replicas` (its configuration file's,
+    /// else Kafka's default 1).
+    pub(crate) fn static_min_insync_replicas(&self) -> usize {
+        self.config
+            .topic_defaults
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(fjord_model::limits::MIN_INSYNC_REPLICAS_DEFAULT)
     }
 
     /// Activates the controller on the committed image, unless it is active.
@@ -1723,10 +1736,12 @@ impl Broker {
             return Ok(());
         }
         let old = topic.overrides.read().clone();
-        let records = cm::config_diff(&ConfigResource::Topic(name.to_string()), &old, &overrides);
+        let mut records =
+            cm::config_diff(&ConfigResource::Topic(name.to_string()), &old, &overrides);
         if records.is_empty() {
             return Ok(());
         }
+        records.extend(cm::clear_elr_records(&self.image(), &records));
         let epoch = self.admin_epoch()?;
         self.propose_in_epoch(epoch, records)
     }
@@ -1875,6 +1890,7 @@ impl Broker {
         if records.is_empty() {
             return Ok(());
         }
+        records.extend(cm::clear_elr_records(&self.image(), &records));
         // The active controller binds them to its epoch; another cluster
         // node's proposal is forwarded to the quorum leader.
         self.propose_at(self.controller_epoch(), records)

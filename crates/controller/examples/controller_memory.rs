@@ -82,6 +82,7 @@ fn main() {
                 max: METADATA_VERSION,
             }],
             log_dirs: Vec::new(),
+            previous_broker_epoch: -1,
         };
         epochs.push(c.register_broker(0, &reg).expect("registers").response);
     }

@@ -114,9 +114,36 @@ impl Controller {
         // removes it: then an active target replica of the ISR leads.
         let accept = |r: i32| r == p.leader || self.is_active_id(r);
         let mut partition = p.clone();
-        if let Some(change) =
-            self.partition_change(topic.id, data.partition_index, &p, new_isr, &accept, false)
-        {
+        let mut change = self.partition_change(
+            topic.id,
+            data.partition_index,
+            &p,
+            new_isr,
+            &accept,
+            false,
+            None,
+        );
+        // A leader elected uncleanly (RECOVERING) that changes its ISR has
+        // recovered: Fjord's leaders do not recover further, and Kafka's
+        // send RECOVERED once they have.
+        if p.leader_recovery_state == crate::LEADER_RECOVERING {
+            let c = change.get_or_insert_with(|| {
+                fjord_protocol::metadata_records::MetadataRecord::PartitionChange(
+                    fjord_protocol::metadata_records::PartitionChangeRecord {
+                        partition_id: data.partition_index,
+                        topic_id: topic.id,
+                        leader: crate::NO_LEADER_CHANGE,
+                        leader_recovery_state: -1,
+                        ..Default::default()
+                    },
+                )
+            });
+            if let fjord_protocol::metadata_records::MetadataRecord::PartitionChange(c) = c {
+                c.leader_recovery_state = crate::LEADER_RECOVERED;
+            }
+            partition.leader_recovery_state = crate::LEADER_RECOVERED;
+        }
+        if let Some(change) = change {
             if let fjord_protocol::metadata_records::MetadataRecord::PartitionChange(c) = &change {
                 if c.leader != crate::NO_LEADER_CHANGE && c.leader != p.leader {
                     // Kafka answers NEW_LEADER_ELECTED; the old leader

@@ -35,11 +35,19 @@
 //!   replicas every `leader.imbalance.check.interval.seconds`.
 //! - Leadership: when a broker is fenced or enters controlled shutdown, each
 //!   partition whose ISR holds it gets a PartitionChangeRecord (Kafka's
-//!   `PartitionChangeBuilder` without ELR): the ISR without it (unless that
+//!   `PartitionChangeBuilder`): the ISR without it (without ELR, unless that
 //!   would be empty: the ISR is then left alone) and, if it led, the first
 //!   replica in the new ISR that is active, or -1. The leader epoch rises
 //!   only with a new leader (the `Leader` field set). When a broker is
 //!   unfenced it becomes leader of the leaderless partitions whose ISR holds it.
+//! - Eligible leader replicas (KIP-966, `eligible.leader.replicas.version`
+//!   1; nothing changes while it is 0): a replica leaving an ISR that is
+//!   then below the topic's `min.insync.replicas` joins the partition's
+//!   ELR, the ISR may become empty, an empty ISR's leader comes from the
+//!   ELR, then from the last known leader; a broker that registers again
+//!   without proof of a clean shutdown (`previous_broker_epoch`) leaves
+//!   every ISR and ELR. See [`Controller::min_insync_replicas`] and
+//!   `build_change`.
 //! - Topics: [`Controller::create_topics`] (placement by [`placement`],
 //!   Kafka's errors), [`Controller::create_partitions`],
 //!   [`Controller::elect_preferred_leaders`].
@@ -91,6 +99,9 @@ use fjord_sim::Rng;
 /// Kafka's "no leader" and "leader unchanged" values.
 pub const NO_LEADER: i32 = -1;
 pub const NO_LEADER_CHANGE: i32 = -2;
+/// Kafka's `LeaderRecoveryState`: RECOVERED (0) and RECOVERING (1).
+pub const LEADER_RECOVERED: i8 = 0;
+pub const LEADER_RECOVERING: i8 = 1;
 const CONFIG_RESOURCE_TOPIC: i8 = fjord_metadata::image::CONFIG_RESOURCE_TOPIC;
 
 /// Bugs that can be switched on to show that the simulator finds them.
@@ -140,6 +151,9 @@ pub struct ControllerConfig {
     pub leader_imbalance_check_interval_ms: i64,
     /// The first producer id of a cluster (Kafka: 0).
     pub first_producer_id: i64,
+    /// The static `min.insync.replicas` (Kafka's 1): the ELR's threshold
+    /// for a topic with neither a topic config nor a cluster-wide one.
+    pub min_insync_replicas: usize,
     /// Seeds the generator for topic ids and placement start positions.
     pub seed: u64,
     pub planted_bug: PlantedBug,
@@ -155,6 +169,7 @@ impl Default for ControllerConfig {
             auto_leader_rebalance: true,
             leader_imbalance_check_interval_ms: LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
             first_producer_id: 0,
+            min_insync_replicas: fjord_model::limits::MIN_INSYNC_REPLICAS_DEFAULT,
             seed: 0,
             planted_bug: PlantedBug::None,
         }
@@ -228,6 +243,9 @@ pub struct BrokerRegistration {
     /// an Apache Kafka broker sends one per log directory and registers
     /// again until its registration in the metadata log carries them.
     pub log_dirs: Vec<Uuid>,
+    /// The broker epoch the broker had when it last shut down cleanly
+    /// (KIP-966; -1: none, the shutdown was not clean).
+    pub previous_broker_epoch: i64,
 }
 
 /// A BrokerHeartbeat request.
@@ -495,10 +513,17 @@ impl Controller {
         }
         let mut records = Vec::new();
         // The old registration's leaderships and ISR places go first: the
-        // new registration is fenced (Kafka does this on an unclean
-        // restart; without it a fenced broker would keep leading).
-        if self.image.broker(req.broker_id).is_some() {
-            self.partition_changes_removing(req.broker_id, &mut records);
+        // new registration is fenced (without it a fenced broker would keep
+        // leading). A new incarnation whose previous broker epoch is not
+        // the registered one did not shut down cleanly (KIP-966, Kafka's
+        // ClusterControlManager): with ELR on it leaves the ELRs too.
+        if let Some(existing) = self.image.broker(req.broker_id) {
+            let clean = req.previous_broker_epoch == existing.broker_epoch;
+            if self.image.elr_enabled() && existing.incarnation_id != req.incarnation_id && !clean {
+                self.partition_changes_unclean(req.broker_id, &mut records);
+            } else {
+                self.partition_changes_removing(req.broker_id, &mut records);
+            }
         }
         let epoch = self.next_offset_after(&records);
         // The epoch is the record's offset, and epochs of an id only grow.
@@ -727,10 +752,15 @@ impl Controller {
         }
         for t in self.image.topics().iter() {
             for (index, p) in &t.partitions {
-                if p.leader == NO_LEADER && p.isr.contains(&id.0) {
+                // Kafka looks at every leaderless partition; only those
+                // that name this broker can change.
+                let names = p.isr.contains(&id.0)
+                    || p.elr.contains(&id.0)
+                    || p.last_known_elr.contains(&id.0);
+                if p.leader == NO_LEADER && names {
                     let accept = |r: i32| r == id.0 || self.is_active_id(r);
                     if let Some(change) =
-                        self.partition_change(t.id, *index, p, p.isr.clone(), &accept, false)
+                        self.partition_change(t.id, *index, p, p.isr.clone(), &accept, false, None)
                     {
                         records.push(change);
                     }
@@ -754,7 +784,8 @@ impl Controller {
                 }
                 let target: Vec<i32> = p.isr.iter().copied().filter(|r| *r != id.0).collect();
                 let accept = |r: i32| r != id.0 && self.is_active_id(r);
-                if let Some(change) = self.partition_change(t.id, *index, p, target, &accept, false)
+                if let Some(change) =
+                    self.partition_change(t.id, *index, p, target, &accept, false, None)
                 {
                     records.push(change);
                 }
@@ -762,12 +793,35 @@ impl Controller {
         }
     }
 
-    /// Kafka's `PartitionChangeBuilder.build` (no ELR): `None` when nothing
+    /// Broker `id` registers again after a shutdown that was not clean, with
+    /// ELR on (Kafka's `handleBrokerUncleanShutdown`): it leaves the ISR and
+    /// the ELR of every partition (its unsynced records may be gone) and
+    /// leads none of them.
+    fn partition_changes_unclean(&self, id: NodeId, records: &mut Vec<MetadataRecord>) {
+        for t in self.image.topics().iter() {
+            for (index, p) in &t.partitions {
+                if !p.isr.contains(&id.0) && !p.elr.contains(&id.0) && p.leader != id.0 {
+                    continue;
+                }
+                let target: Vec<i32> = p.isr.iter().copied().filter(|r| *r != id.0).collect();
+                let accept = |r: i32| r != id.0 && self.is_active_id(r);
+                if let Some(change) =
+                    self.partition_change(t.id, *index, p, target, &accept, false, Some(id.0))
+                {
+                    records.push(change);
+                }
+            }
+        }
+    }
+
+    /// Kafka's `PartitionChangeBuilder.build`: `None` when nothing
     /// changes. A reassignment in progress completes here once
     /// `target_isr` holds every adding replica ([`reassignment::completion`]):
     /// the removing replicas leave the replicas and the ISR, the leader
     /// moves if it was one of them, and the leader epoch rises so that
-    /// their fetches are fenced.
+    /// their fetches are fenced. `unclean` names a broker that restarted
+    /// without a clean shutdown: it leaves the ELR too (KIP-966).
+    #[allow(clippy::too_many_arguments)]
     fn partition_change(
         &self,
         topic_id: Uuid,
@@ -776,11 +830,13 @@ impl Controller {
         target_isr: Vec<i32>,
         accept: &dyn Fn(i32) -> bool,
         preferred: bool,
+        unclean: Option<i32>,
     ) -> Option<MetadataRecord> {
         let early = self.cfg.planted_bug == PlantedBug::CompleteReassignmentEarly;
         if let Some((replicas, isr)) = reassignment::completion(p, &target_isr, early) {
-            let completed =
-                self.build_change(topic_id, index, p, &replicas, isr, accept, preferred, true);
+            let completed = self.build_change(
+                topic_id, index, p, &replicas, isr, accept, preferred, true, unclean,
+            );
             // Never complete into a partition without a leader it had.
             if p.leader == NO_LEADER || completed.leader != NO_LEADER {
                 return Some(MetadataRecord::PartitionChange(completed));
@@ -795,15 +851,68 @@ impl Controller {
             accept,
             preferred,
             false,
+            unclean,
         );
-        if record.leader == NO_LEADER_CHANGE && record.isr.is_none() && record.replicas.is_none() {
+        let unchanged = record.leader == NO_LEADER_CHANGE
+            && record.isr.is_none()
+            && record.replicas.is_none()
+            && record.eligible_leader_replicas.is_none()
+            && record.last_known_elr.is_none()
+            && record.leader_recovery_state == -1;
+        if unchanged {
             return None;
         }
         Some(MetadataRecord::PartitionChange(record))
     }
 
+    /// The effective `min.insync.replicas` of a topic as the controller
+    /// sees it (Kafka's `getTopicEffectiveMinIsr`): the topic's config, else
+    /// the cluster-wide dynamic default, else the static default of
+    /// [`ControllerConfig::min_insync_replicas`]; at most the replication
+    /// factor.
+    pub fn min_insync_replicas(&self, topic_id: Uuid) -> usize {
+        let Some(t) = self.image.topics().get_by_id(topic_id) else {
+            return self.cfg.min_insync_replicas;
+        };
+        let key = "min.insync.replicas";
+        let parse = |v: Option<&String>| v.and_then(|v| v.parse::<usize>().ok());
+        let topic = self
+            .image
+            .configs(&fjord_metadata::image::ConfigResource::Topic(
+                t.name.clone(),
+            ));
+        let cluster = self
+            .image
+            .configs(&fjord_metadata::image::ConfigResource::Broker(None));
+        let min = parse(topic.get(key))
+            .or_else(|| parse(cluster.get(key)))
+            .unwrap_or(self.cfg.min_insync_replicas);
+        let rf = t
+            .partitions
+            .values()
+            .next()
+            .map_or(min, |p| p.replicas.len());
+        min.min(rf.max(1))
+    }
+
     /// The change of `p` to `replicas` (its own, or a completed
-    /// reassignment's) and `target_isr`, with a leader elected among them.
+    /// reassignment's) and `target_isr`, with a leader elected among them
+    /// (Kafka's `PartitionChangeBuilder` with eligible leader replicas when
+    /// `eligible.leader.replicas.version` is 1):
+    /// - ELR: while `target_isr` is below the topic's `min.insync.replicas`,
+    ///   the replicas leaving the ISR join the ELR (the old ELR and ISR,
+    ///   minus the new ISR and a replica that restarted uncleanly); once
+    ///   the ISR reaches it, the ELR is emptied. The high watermark cannot
+    ///   move while the ISR is that small, so an ELR member holds every
+    ///   committed record.
+    /// - Election: the current leader if it still may lead, else the first
+    ///   acceptable replica in the ISR or, when the ISR is empty, in the
+    ///   ELR (it becomes the ISR and leaves the ELR); else, with the ISR and
+    ///   ELR both empty, the last known leader if it may lead (an unclean
+    ///   election: ISR = it, leader recovery RECOVERING).
+    /// - With ELR on, the ISR may become empty (without it an ISR that would
+    ///   be empty is left as it is); the last known ELR then records the
+    ///   last leader, and is emptied once the partition has a leader again.
     #[allow(clippy::too_many_arguments)]
     fn build_change(
         &self,
@@ -815,22 +924,49 @@ impl Controller {
         accept: &dyn Fn(i32) -> bool,
         preferred: bool,
         completing: bool,
+        unclean: Option<i32>,
     ) -> PartitionChangeRecord {
+        let elr_on = self.image.elr_enabled();
+        let mut target_isr = target_isr;
+        let mut target_elr = p.elr.clone();
+        if elr_on {
+            if target_isr.len() >= self.min_insync_replicas(topic_id) {
+                target_elr.clear();
+            } else {
+                let candidates: BTreeSet<i32> = p.elr.iter().chain(&p.isr).copied().collect();
+                target_elr = candidates
+                    .into_iter()
+                    .filter(|r| !target_isr.contains(r) && Some(*r) != unclean)
+                    .filter(|r| replicas.contains(r))
+                    .collect();
+            }
+        }
         let valid = |r: i32| {
-            (target_isr.contains(&r) || self.cfg.planted_bug == PlantedBug::ElectOutsideIsr)
-                && replicas.contains(&r)
-                && accept(r)
+            let in_isr = target_isr.contains(&r)
+                || (target_isr.is_empty() && target_elr.contains(&r))
+                || self.cfg.planted_bug == PlantedBug::ElectOutsideIsr;
+            in_isr && replicas.contains(&r) && accept(r)
         };
+        let mut unclean_election = false;
         let leader = if preferred && replicas.first().is_some_and(|r| valid(*r)) {
             replicas[0]
         } else if p.leader != NO_LEADER && valid(p.leader) {
             p.leader
+        } else if let Some(r) = replicas.iter().copied().find(|r| valid(*r)) {
+            r
+        } else if elr_on
+            && target_isr.is_empty()
+            && target_elr.is_empty()
+            && p.last_known_elr.len() == 1
+            && replicas.contains(&p.last_known_elr[0])
+            && accept(p.last_known_elr[0])
+        {
+            // Kafka's canElectLastKnownLeader. (Kafka elects it even when it
+            // may not lead, a fenced broker; Fjord waits for it to be back.)
+            unclean_election = true;
+            p.last_known_elr[0]
         } else {
-            replicas
-                .iter()
-                .copied()
-                .find(|r| valid(*r))
-                .unwrap_or(NO_LEADER)
+            NO_LEADER
         };
         let mut record = PartitionChangeRecord {
             partition_id: index,
@@ -841,15 +977,17 @@ impl Controller {
         };
         if leader != p.leader {
             record.leader = leader;
-        }
-        // An ISR that would be empty is left as it is (Kafka without ELR).
-        if !target_isr.is_empty() && target_isr != p.isr {
-            record.isr = Some(target_isr);
+            if target_elr.contains(&leader) {
+                target_isr = vec![leader];
+                target_elr.retain(|r| *r != leader);
+            } else if unclean_election {
+                record.isr = Some(vec![leader]);
+                if p.leader_recovery_state != LEADER_RECOVERING {
+                    record.leader_recovery_state = LEADER_RECOVERING;
+                }
+            }
         }
         if completing {
-            record.replicas = Some(replicas.to_vec());
-            record.adding_replicas = Some(Vec::new());
-            record.removing_replicas = Some(Vec::new());
             // Kafka's triggerLeaderEpochBumpForReplicaReassignmentIfNeeded:
             // replicas left, so the leader epoch rises (the leader named
             // again) and the removed replicas' requests are fenced.
@@ -857,6 +995,35 @@ impl Controller {
             {
                 record.leader = p.leader;
             }
+        }
+        // Kafka's maybeUpdateRecordElr: an unclean election or ELR off
+        // empties the ELR.
+        if record.isr.is_some() || !elr_on {
+            target_elr.clear();
+        }
+        if target_elr != p.elr {
+            record.eligible_leader_replicas = Some(target_elr);
+        }
+        // Without ELR an ISR that would be empty is left as it is.
+        if record.isr.is_none() && (!target_isr.is_empty() || elr_on) && target_isr != p.isr {
+            record.isr = Some(target_isr);
+        }
+        // Kafka's maybeUpdateLastKnownLeader.
+        if elr_on {
+            let emptied = record.isr.as_ref().is_some_and(|i| i.is_empty());
+            if emptied && p.leader != NO_LEADER && p.last_known_elr != [p.leader] {
+                record.last_known_elr = Some(vec![p.leader]);
+            } else if !emptied
+                && (record.leader >= 0 || (p.leader != NO_LEADER && record.leader != NO_LEADER))
+                && !p.last_known_elr.is_empty()
+            {
+                record.last_known_elr = Some(Vec::new());
+            }
+        }
+        if completing {
+            record.replicas = Some(replicas.to_vec());
+            record.adding_replicas = Some(Vec::new());
+            record.removing_replicas = Some(Vec::new());
         }
         record
     }
@@ -922,7 +1089,7 @@ impl Controller {
             return None;
         }
         let accept = |r: i32| self.is_active_id(r);
-        self.partition_change(topic_id, index, p, p.isr.clone(), &accept, true)
+        self.partition_change(topic_id, index, p, p.isr.clone(), &accept, true, None)
     }
 
     // ---- topics ----
@@ -1322,9 +1489,10 @@ impl Controller {
 
 /// The invariants of a metadata image that the controller keeps: a fenced
 /// broker leads nothing; every leader is in its partition's ISR and
-/// replicas and is a registered broker; every partition whose ISR holds an
-/// active broker has a leader; ISR and replicas hold no duplicates; the
-/// ISR is a subset of the replicas; adding and removing replicas are
+/// replicas and is a registered broker; every partition whose ISR (or, when
+/// the ISR is empty, ELR) holds an active broker has a leader; ISR, ELR and
+/// replicas hold no duplicates; the ISR and the ELR are disjoint subsets of
+/// the replicas; adding and removing replicas are
 /// replicas, and none is both.
 pub fn check_image(image: &MetadataImage) -> Result<(), String> {
     for t in image.topics().iter() {
@@ -1336,6 +1504,16 @@ pub fn check_image(image: &MetadataImage) -> Result<(), String> {
             }
             if p.isr.iter().any(|r| !p.replicas.contains(r)) {
                 return Err(format!("an ISR member is not a replica in {}", at()));
+            }
+            if !distinct(&p.elr)
+                || p.elr
+                    .iter()
+                    .any(|r| !p.replicas.contains(r) || p.isr.contains(r))
+            {
+                return Err(format!(
+                    "an ELR member is repeated, not a replica or in the ISR in {}",
+                    at()
+                ));
             }
             let moving = p.adding_replicas.iter().chain(&p.removing_replicas);
             if moving.clone().any(|r| !p.replicas.contains(r))
@@ -1363,9 +1541,13 @@ pub fn check_image(image: &MetadataImage) -> Result<(), String> {
             } else if p
                 .isr
                 .iter()
+                .chain(p.elr.iter().filter(|_| p.isr.is_empty()))
                 .any(|r| image.broker(NodeId(*r)).is_some_and(|b| is_active(b)))
             {
-                return Err(format!("{} has an active ISR member but no leader", at()));
+                return Err(format!(
+                    "{} has an active ISR member (or, with an empty ISR, ELR member) but no leader",
+                    at()
+                ));
             }
         }
     }

@@ -189,6 +189,7 @@ impl Controller {
                 &accept,
                 false,
                 true,
+                None,
             );
             return Ok(Some(MetadataRecord::PartitionChange(record)));
         };
@@ -237,6 +238,7 @@ impl Controller {
             p.isr.clone(),
             &accept,
             false,
+            None,
         );
         let mut record = match change {
             Some(MetadataRecord::PartitionChange(c)) => c,

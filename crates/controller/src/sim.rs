@@ -230,6 +230,7 @@ pub fn run(seed: u64, cfg: &SimConfig) -> Result<SimReport, SimFailure> {
         auto_leader_rebalance: true,
         leader_imbalance_check_interval_ms: 10_000,
         first_producer_id: 0,
+        min_insync_replicas: fjord_model::limits::MIN_INSYNC_REPLICAS_DEFAULT,
         seed,
         planted_bug: cfg.planted_bug,
     };
@@ -406,6 +407,7 @@ impl Sim {
                 security_protocol: 0,
             }],
             log_dirs: Vec::new(),
+            previous_broker_epoch: -1,
             rack: p.rack.clone(),
             features: vec![FeatureRange {
                 name: fjord_metadata::image::METADATA_VERSION_FEATURE.into(),

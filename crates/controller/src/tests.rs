@@ -27,6 +27,7 @@ fn registration(id: i32, incarnation: u128, rack: Option<&str>) -> BrokerRegistr
             security_protocol: 0,
         }],
         log_dirs: Vec::new(),
+        previous_broker_epoch: -1,
         rack: rack.map(str::to_string),
         features: vec![FeatureRange {
             name: fjord_metadata::image::METADATA_VERSION_FEATURE.into(),
@@ -1050,5 +1051,251 @@ mod reassignment {
             ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
         );
         assert_eq!(c.image().end_offset(), end, "refusals write nothing");
+    }
+}
+
+/// Eligible leader replicas (KIP-966): one rule per test, each also run
+/// with the feature off where the difference is the point.
+mod elr {
+    use super::*;
+    use crate::alter_partition::{AlterPartitionData, AlterPartitionRequest};
+    use fjord_metadata::image::ELR_VERSION_FEATURE;
+
+    /// Three brokers, topic "e" on 1, 2, 3 (1 leads) with
+    /// `min.insync.replicas` 2; ELR on or off.
+    fn setup(on: bool) -> (Controller, Vec<i64>) {
+        let mut c = controller();
+        let epochs = cluster(&mut c, 3, false);
+        let t = NewTopic {
+            name: "e".into(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: vec![vec![1, 2, 3]],
+            configs: [("min.insync.replicas".to_string(), "2".to_string())].into(),
+        };
+        assert!(c.create_topics(&[t], 1, 1, false).response[0].is_ok());
+        if on {
+            let mut d = MetadataDelta::new(c.image());
+            d.replay(&MetadataRecord::FeatureLevel(FeatureLevelRecord {
+                name: ELR_VERSION_FEATURE.into(),
+                feature_level: 1,
+                ..Default::default()
+            }))
+            .unwrap();
+            d.set_end_offset(Offset(c.image().end_offset().0 + 1));
+            let image = d.apply();
+            c.reset(image);
+        }
+        (c, epochs)
+    }
+
+    fn part(c: &Controller) -> PartitionRegistration {
+        partitions(c, "e")[0].clone()
+    }
+
+    /// [`setup`], then brokers 3, 2 and 1 fenced in that order.
+    fn all_fenced(on: bool) -> Controller {
+        let (mut c, _) = setup(on);
+        for id in [3, 2, 1] {
+            fence(&mut c, id);
+        }
+        c
+    }
+
+    fn fence(c: &mut Controller, id: i32) {
+        let epoch = c.image().broker(NodeId(id)).unwrap().broker_epoch;
+        let mut hb = heartbeat(id, epoch, c.image().end_offset().0);
+        hb.want_fence = true;
+        c.heartbeat(10, &hb).unwrap();
+        check_image(c.image()).unwrap();
+    }
+
+    fn unfence(c: &mut Controller, id: i32) {
+        let epoch = c.image().broker(NodeId(id)).unwrap().broker_epoch;
+        let r = c
+            .heartbeat(20, &heartbeat(id, epoch, c.image().end_offset().0))
+            .unwrap();
+        assert!(!r.response.is_fenced);
+        check_image(c.image()).unwrap();
+    }
+
+    /// Broker `id` registers again as a new incarnation; `clean` sends the
+    /// epoch it had (its clean-shutdown proof), else -1.
+    fn restart(c: &mut Controller, id: i32, clean: bool) {
+        let old = c.image().broker(NodeId(id)).unwrap().broker_epoch;
+        let mut reg = registration(
+            id,
+            100 + id as u128 + c.image().end_offset().0 as u128,
+            None,
+        );
+        reg.previous_broker_epoch = if clean { old } else { -1 };
+        reg.features.push(FeatureRange {
+            name: ELR_VERSION_FEATURE.into(),
+            min: 0,
+            max: 1,
+        });
+        c.register_broker(30, &reg).unwrap();
+        check_image(c.image()).unwrap();
+    }
+
+    fn state(p: &PartitionRegistration) -> (i32, Vec<i32>, Vec<i32>, Vec<i32>) {
+        (
+            p.leader,
+            p.isr.clone(),
+            p.elr.clone(),
+            p.last_known_elr.clone(),
+        )
+    }
+
+    #[test]
+    fn replicas_leaving_an_isr_below_min_isr_join_the_elr() {
+        let (mut c, _) = setup(true);
+        fence(&mut c, 3);
+        assert_eq!(
+            state(&part(&c)),
+            (1, vec![1, 2], vec![], vec![]),
+            "ISR at min ISR: no ELR"
+        );
+        fence(&mut c, 2);
+        assert_eq!(state(&part(&c)), (1, vec![1], vec![2], vec![]));
+        // The last ISR member goes too: the ISR may be empty with ELR on,
+        // and the last known ELR records the last leader.
+        fence(&mut c, 1);
+        assert_eq!(state(&part(&c)), (-1, vec![], vec![1, 2], vec![1]));
+    }
+
+    #[test]
+    fn with_the_feature_off_nothing_changes() {
+        let mut c = all_fenced(false);
+        // Kafka without ELR: the last ISR member stays in the ISR.
+        assert_eq!(state(&part(&c)), (-1, vec![1], vec![], vec![]));
+        unfence(&mut c, 2);
+        assert_eq!(part(&c).leader, -1, "2 is not in the ISR: no leader");
+        unfence(&mut c, 1);
+        assert_eq!(state(&part(&c)), (1, vec![1], vec![], vec![]));
+    }
+
+    #[test]
+    fn an_empty_isr_elects_from_the_elr() {
+        let mut c = all_fenced(true);
+        // 3 left while the ISR was at min ISR: it is not eligible.
+        unfence(&mut c, 3);
+        assert_eq!(part(&c).leader, -1);
+        // 2 is: it leads, becomes the ISR and leaves the ELR; the last
+        // known ELR is emptied as the partition has a leader again.
+        unfence(&mut c, 2);
+        assert_eq!(state(&part(&c)), (2, vec![2], vec![1], vec![]));
+    }
+
+    #[test]
+    fn an_unclean_restart_leaves_the_elr_and_a_clean_one_stays() {
+        let mut c = all_fenced(true);
+        restart(&mut c, 2, true);
+        assert_eq!(part(&c).elr, vec![1, 2], "a clean shutdown keeps its place");
+        restart(&mut c, 2, false);
+        assert_eq!(state(&part(&c)), (-1, vec![], vec![1], vec![1]));
+        // Feature off: a restart changes no ELR (there is none to change).
+        let (mut c, _) = setup(false);
+        fence(&mut c, 3);
+        fence(&mut c, 2);
+        restart(&mut c, 2, false);
+        assert_eq!(state(&part(&c)), (1, vec![1], vec![], vec![]));
+    }
+
+    #[test]
+    fn with_isr_and_elr_empty_the_last_known_leader_recovers_it() {
+        let mut c = all_fenced(true);
+        restart(&mut c, 1, false);
+        restart(&mut c, 2, false);
+        assert_eq!(state(&part(&c)), (-1, vec![], vec![], vec![1]));
+        unfence(&mut c, 2);
+        assert_eq!(
+            part(&c).leader,
+            -1,
+            "2 is neither in the ELR nor the last leader"
+        );
+        unfence(&mut c, 1);
+        let p = part(&c);
+        assert_eq!(state(&p), (1, vec![1], vec![], vec![]));
+        assert_eq!(p.leader_recovery_state, crate::LEADER_RECOVERING);
+        // Its first ISR change marks it recovered.
+        let id = c.image().topics().get("e").unwrap().id;
+        let epoch1 = c.image().broker(NodeId(1)).unwrap().broker_epoch;
+        let epoch2 = c.image().broker(NodeId(2)).unwrap().broker_epoch;
+        assert!(epoch1 > 3, "1 registered again");
+        let r = c
+            .alter_partition(&AlterPartitionRequest {
+                broker_id: NodeId(1),
+                broker_epoch: epoch1,
+                partitions: vec![AlterPartitionData {
+                    topic_id: id,
+                    partition_index: 0,
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                    new_isr: vec![(1, epoch1), (2, epoch2)],
+                }],
+            })
+            .unwrap();
+        let answer = r.response[0].2.clone().unwrap();
+        assert_eq!(answer.leader_recovery_state, crate::LEADER_RECOVERED);
+        assert_eq!(part(&c).leader_recovery_state, crate::LEADER_RECOVERED);
+        assert_eq!(part(&c).isr, vec![1, 2]);
+    }
+
+    #[test]
+    fn an_isr_back_at_min_isr_empties_the_elr() {
+        let (mut c, _) = setup(true);
+        fence(&mut c, 3);
+        fence(&mut c, 2);
+        unfence(&mut c, 2);
+        let p = part(&c);
+        assert_eq!(p.elr, vec![2]);
+        let id = c.image().topics().get("e").unwrap().id;
+        let epoch = |id: i32| c.image().broker(NodeId(id)).unwrap().broker_epoch;
+        let req = AlterPartitionRequest {
+            broker_id: NodeId(1),
+            broker_epoch: epoch(1),
+            partitions: vec![AlterPartitionData {
+                topic_id: id,
+                partition_index: 0,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                new_isr: vec![(1, epoch(1)), (2, epoch(2))],
+            }],
+        };
+        c.alter_partition(&req).unwrap();
+        check_image(c.image()).unwrap();
+        assert_eq!(state(&part(&c)), (1, vec![1, 2], vec![], vec![]));
+    }
+
+    #[test]
+    fn the_threshold_is_the_topics_then_the_clusters_then_the_static_min_isr() {
+        let (c, _) = setup(true);
+        let id = c.image().topics().get("e").unwrap().id;
+        assert_eq!(c.min_insync_replicas(id), 2);
+        let mut c = controller();
+        cluster(&mut c, 3, false);
+        assert!(c.create_topics(&[topic("d", 1, 3)], 1, 1, false).response[0].is_ok());
+        let id = c.image().topics().get("d").unwrap().id;
+        assert_eq!(c.min_insync_replicas(id), 1, "Kafka's default");
+        let mut d = MetadataDelta::new(c.image());
+        d.replay(&MetadataRecord::Config(
+            fjord_protocol::metadata_records::ConfigRecord {
+                resource_type: fjord_metadata::image::CONFIG_RESOURCE_BROKER,
+                resource_name: String::new(),
+                name: "min.insync.replicas".into(),
+                value: Some("5".into()),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        d.set_end_offset(Offset(c.image().end_offset().0 + 1));
+        let image = d.apply();
+        c.reset(image);
+        assert_eq!(
+            c.min_insync_replicas(id),
+            3,
+            "the cluster's, at most the replication factor"
+        );
     }
 }

@@ -23,6 +23,9 @@ pub const CONFIG_RESOURCE_BROKER: i8 = 4;
 /// The feature whose level is the metadata version.
 pub const METADATA_VERSION_FEATURE: &str = "metadata.version";
 
+/// The feature that switches eligible leader replicas (KIP-966) on (level 1).
+pub const ELR_VERSION_FEATURE: &str = "eligible.leader.replicas.version";
+
 /// What a config record is about.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ConfigResource {
@@ -157,6 +160,13 @@ pub struct PartitionRegistration {
     pub leader_recovery_state: i8,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// Eligible leader replicas (KIP-966): replicas that left the ISR while
+    /// it was below `min.insync.replicas` and still hold every committed
+    /// record; a leader may be elected from them once the ISR is empty.
+    pub elr: Vec<i32>,
+    /// The last known ELR members (or, once leaderless, the last leader):
+    /// the candidates of a recovery when the ISR and ELR are both empty.
+    pub last_known_elr: Vec<i32>,
 }
 
 impl PartitionRegistration {
@@ -170,6 +180,8 @@ impl PartitionRegistration {
             leader_recovery_state: r.leader_recovery_state,
             leader_epoch: r.leader_epoch,
             partition_epoch: r.partition_epoch,
+            elr: r.eligible_leader_replicas.clone().unwrap_or_default(),
+            last_known_elr: r.last_known_elr.clone().unwrap_or_default(),
         }
     }
 
@@ -185,6 +197,9 @@ impl PartitionRegistration {
             leader_recovery_state: self.leader_recovery_state,
             leader_epoch: self.leader_epoch,
             partition_epoch: self.partition_epoch,
+            // Kafka's tagged fields: absent (null) unless there are members.
+            eligible_leader_replicas: (!self.elr.is_empty()).then(|| self.elr.clone()),
+            last_known_elr: (!self.last_known_elr.is_empty()).then(|| self.last_known_elr.clone()),
             ..Default::default()
         }
     }
@@ -282,6 +297,10 @@ impl MetadataImage {
     }
     pub fn metadata_version(&self) -> Option<i16> {
         self.feature_level(METADATA_VERSION_FEATURE)
+    }
+    /// Whether eligible leader replicas (KIP-966) are on.
+    pub fn elr_enabled(&self) -> bool {
+        self.feature_level(ELR_VERSION_FEATURE).unwrap_or(0) >= 1
     }
     pub fn brokers(&self) -> &BTreeMap<NodeId, Arc<RegisterBrokerRecord>> {
         &self.0.brokers

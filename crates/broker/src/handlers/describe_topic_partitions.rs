@@ -4,7 +4,8 @@
 //! partitions (capped at Kafka's default 2000); when partitions are left, the
 //! response carries the cursor to continue from. Topics the principal may
 //! not DESCRIBE are left out of a list-all answer and answered
-//! TOPIC_AUTHORIZATION_FAILED when named.
+//! TOPIC_AUTHORIZATION_FAILED when named. Each partition carries its
+//! eligible leader replicas and last known ELR from the metadata image.
 
 use std::ops::RangeInclusive;
 
@@ -27,6 +28,7 @@ pub const VERSIONS: RangeInclusive<i16> = 0..=0;
 
 pub fn handle(ctx: &Ctx, req: DescribeTopicPartitionsRequest) -> Option<BytesMut> {
     let broker = &ctx.broker;
+    let image = broker.image();
     let all = req.topics.is_empty();
     let invalid = |msg: &str| {
         tracing::debug!("DescribeTopicPartitions: {msg}");
@@ -111,10 +113,18 @@ pub fn handle(ctx: &Ctx, req: DescribeTopicPartitionsRequest) -> Option<BytesMut
         };
         let count = topic.partition_count();
         let end = i64::from(count).min(i64::from(start) + remaining) as i32;
+        // The ELR and last known ELR (KIP-966) come from the metadata image.
+        let registered = image.topics().get(&name).cloned();
         let partitions: Vec<_> = (start..end)
             .filter_map(|p| topic.partition(p))
             .map(|p| {
                 let r = p.replica_state();
+                let reg = registered
+                    .as_ref()
+                    .and_then(|t| t.partitions.get(&p.index.0));
+                let ids = |v: &[i32]| v.iter().map(|id| BrokerId(*id)).collect::<Vec<_>>();
+                let elr = reg.map_or_else(Vec::new, |g| ids(&g.elr));
+                let last_known_elr = reg.map_or_else(Vec::new, |g| ids(&g.last_known_elr));
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_error_code(ErrorCode::NONE.0)
                     .with_partition_index(p.index.0)
@@ -122,8 +132,8 @@ pub fn handle(ctx: &Ctx, req: DescribeTopicPartitionsRequest) -> Option<BytesMut
                     .with_leader_epoch(r.leader_epoch.0)
                     .with_replica_nodes(broker_ids(&r.replicas))
                     .with_isr_nodes(broker_ids(&r.isr))
-                    .with_eligible_leader_replicas(Some(vec![]))
-                    .with_last_known_elr(Some(vec![]))
+                    .with_eligible_leader_replicas(Some(elr))
+                    .with_last_known_elr(Some(last_known_elr))
                     .with_offline_replicas(vec![])
             })
             .collect();

@@ -2,10 +2,15 @@
 //! An update is checked as Kafka's controller checks it (a level not below
 //! 0, within the supported range of a feature it knows, a downgrade only
 //! with a downgrade type, an upgrade only with the upgrade type). Only
-//! `transaction.version` changes level (0 to 2 either way, as Kafka 4.3.1
-//! allows with no dependency on `metadata.version`): the active controller
-//! writes its FeatureLevelRecord (level 0 removes it), a node that is not it
-//! forwards the request and answers once its own image has the level.
+//! `transaction.version` (0 to 2 either way, as Kafka 4.3.1 allows with no
+//! dependency on `metadata.version`) and `eligible.leader.replicas.version`
+//! (0 to 1 either way; see `crate::features` for its metadata version)
+//! change level: the active controller writes its FeatureLevelRecord (level
+//! 0 removes it; switching ELR on first sets the cluster-wide
+//! `min.insync.replicas` and removes per-node ones, Kafka's
+//! `maybeGenerateElrSafetyRecords`; switched off, each partition's ELR is
+//! emptied at its next change, as in Kafka), a node that is not it forwards
+//! the request and answers once its own image has the level.
 //! Every other feature is refused INVALID_UPDATE_VERSION unless the update
 //! asks for the level already finalized (nothing to do). Validate-only
 //! requests (v1+) check and write nothing. As in Kafka, one refused update
@@ -87,16 +92,23 @@ pub fn handle(ctx: &Ctx, req: UpdateFeaturesRequest) -> Option<BytesMut> {
                 Err(e) => Err(e.to_string()),
             }
         } else {
-            let records = wanted
+            // Enabling ELR: its config safety records first, as Kafka.
+            let mut records: Vec<MetadataRecord> = if wanted
                 .iter()
-                .map(|(name, level)| {
-                    MetadataRecord::FeatureLevel(FeatureLevelRecord {
-                        name: name.clone(),
-                        feature_level: *level,
-                        ..Default::default()
-                    })
+                .any(|(name, level)| name == features::ELR_VERSION_FEATURE && *level >= 1)
+            {
+                crate::cluster_metadata::elr_safety_records(&image, b.static_min_insync_replicas())
+            } else {
+                Vec::new()
+            };
+            records.extend(wanted.iter().map(|(name, level)| {
+                MetadataRecord::FeatureLevel(FeatureLevelRecord {
+                    name: name.clone(),
+                    feature_level: *level,
+                    ..Default::default()
                 })
-                .collect();
+            }));
+
             b.propose(records).map_err(|e| e.to_string())
         };
         if let Err(e) = outcome {
@@ -160,7 +172,10 @@ fn check(image: &MetadataImage, name: &str, level: i16, upgrade_type: i8) -> Res
     if level > current && upgrade_type != UPGRADE {
         return refuse("Can't downgrade to a newer version.".into());
     }
-    if level != current && name != features::TRANSACTION_VERSION_FEATURE {
+    if level != current
+        && name != features::TRANSACTION_VERSION_FEATURE
+        && name != features::ELR_VERSION_FEATURE
+    {
         return refuse(format!(
             "Fjord runs this feature at level {current} only: changing it is not supported."
         ));

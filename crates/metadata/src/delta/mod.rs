@@ -286,7 +286,60 @@ impl MetadataDelta {
                 if r.leader_recovery_state != -1 {
                     p.leader_recovery_state = r.leader_recovery_state;
                 }
+                if let Some(v) = &r.eligible_leader_replicas {
+                    p.elr = v.clone();
+                }
+                if let Some(v) = &r.last_known_elr {
+                    p.last_known_elr = v.clone();
+                }
                 p.partition_epoch += 1;
+            }
+            // Kafka's TopicsDelta.replay(ClearElrRecord): a topic's
+            // partitions (or, with no name, every topic's) lose their ELR
+            // and last known ELR; each partition that had some gets a new
+            // partition epoch, as a PartitionChangeRecord would give it.
+            MetadataRecord::ClearElr(r) => {
+                let ids: Vec<Uuid> = if r.topic_name.is_empty() {
+                    let mut ids: BTreeSet<Uuid> =
+                        self.base.topics().by_id.keys().copied().collect();
+                    ids.extend(self.changed_topics.keys().copied());
+                    ids.retain(|id| self.has_topic(*id));
+                    ids.into_iter().collect()
+                } else {
+                    match self.topic_id(&r.topic_name) {
+                        Some(id) => vec![id],
+                        None => {
+                            return bad(format!(
+                                "clearing the ELR of unknown topic {}",
+                                r.topic_name
+                            ))
+                        }
+                    }
+                };
+                for id in ids {
+                    let has_elr = |t: &TopicImage| {
+                        t.partitions
+                            .values()
+                            .any(|p| !p.elr.is_empty() || !p.last_known_elr.is_empty())
+                    };
+                    // Look without copying: most topics have no ELR.
+                    let any = match self.changed_topics.get(&id) {
+                        Some(t) => has_elr(t),
+                        None => self.base.topics().get_by_id(id).is_some_and(|t| has_elr(t)),
+                    };
+                    if !any {
+                        continue;
+                    }
+                    if let Some(t) = self.topic_mut(id) {
+                        for p in t.partitions.values_mut() {
+                            if !p.elr.is_empty() || !p.last_known_elr.is_empty() {
+                                p.elr.clear();
+                                p.last_known_elr.clear();
+                                p.partition_epoch += 1;
+                            }
+                        }
+                    }
+                }
             }
             MetadataRecord::RemoveTopic(r) => {
                 let Some(t) = self.topic(r.topic_id) else {

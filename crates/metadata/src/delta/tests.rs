@@ -430,3 +430,121 @@ fn acls_are_added_removed_and_snapshotted_by_id() {
         .collect();
     assert_eq!(names, ["b", "c"]);
 }
+
+#[test]
+fn elr_fields_are_kept_changed_cleared_and_snapshotted() {
+    use fjord_protocol::metadata_records::ClearElrRecord;
+    let elr_partition = |id: u128, p: i32| {
+        MetadataRecord::Partition(PartitionRecord {
+            partition_id: p,
+            topic_id: Uuid::from_u128(id),
+            replicas: vec![1, 2, 3],
+            isr: vec![1],
+            leader: 1,
+            leader_epoch: 4,
+            partition_epoch: 7,
+            eligible_leader_replicas: Some(vec![2]),
+            last_known_elr: Some(vec![3]),
+            ..Default::default()
+        })
+    };
+    let img = apply(
+        &MetadataImage::empty("c1"),
+        &[
+            topic("a", 1),
+            elr_partition(1, 0),
+            partition(1, 1),
+            topic("b", 2),
+            elr_partition(2, 0),
+        ],
+    );
+    let p =
+        |img: &MetadataImage, t: &str, i: i32| img.topics().get(t).unwrap().partitions[&i].clone();
+    assert_eq!(
+        (p(&img, "a", 0).elr, p(&img, "a", 0).last_known_elr),
+        (vec![2], vec![3])
+    );
+    assert!(p(&img, "a", 1).elr.is_empty());
+    // A snapshot keeps them (and writes no empty tagged field).
+    let records = img.to_records();
+    assert_eq!(apply(&MetadataImage::empty("c1"), &records), img);
+    let a1 = records
+        .iter()
+        .find_map(|r| match r {
+            MetadataRecord::Partition(r)
+                if r.topic_id == Uuid::from_u128(1) && r.partition_id == 1 =>
+            {
+                Some(r.clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (a1.eligible_leader_replicas, a1.last_known_elr),
+        (None, None)
+    );
+    // A change sets what it names and leaves the rest.
+    let img = apply(
+        &img,
+        &[MetadataRecord::PartitionChange(PartitionChangeRecord {
+            topic_id: Uuid::from_u128(1),
+            partition_id: 0,
+            isr: Some(vec![]),
+            leader: -1,
+            eligible_leader_replicas: Some(vec![1, 2]),
+            ..Default::default()
+        })],
+    );
+    let a0 = p(&img, "a", 0);
+    assert_eq!(
+        (a0.isr.clone(), a0.elr.clone(), a0.last_known_elr.clone()),
+        (vec![], vec![1, 2], vec![3])
+    );
+    assert_eq!((a0.leader_epoch, a0.partition_epoch), (5, 8));
+    // ClearElr of one topic: its partitions with an ELR get a new epoch.
+    let cleared = apply(
+        &img,
+        &[MetadataRecord::ClearElr(ClearElrRecord {
+            topic_name: "a".into(),
+            ..Default::default()
+        })],
+    );
+    let a0 = p(&cleared, "a", 0);
+    assert_eq!(
+        (
+            a0.elr.is_empty(),
+            a0.last_known_elr.is_empty(),
+            a0.partition_epoch
+        ),
+        (true, true, 9)
+    );
+    assert_eq!(p(&cleared, "a", 1).partition_epoch, 0, "no ELR, no change");
+    assert_eq!(
+        p(&cleared, "b", 0).elr,
+        vec![2],
+        "another topic keeps its ELR"
+    );
+    // Without a name: every topic, including one created in the same delta.
+    let all = apply(
+        &img,
+        &[
+            topic("c", 3),
+            elr_partition(3, 0),
+            MetadataRecord::ClearElr(ClearElrRecord::default()),
+        ],
+    );
+    for t in ["a", "b", "c"] {
+        assert!(
+            p(&all, t, 0).elr.is_empty() && p(&all, t, 0).last_known_elr.is_empty(),
+            "{t}"
+        );
+    }
+    // An unknown topic name is an error, as in Kafka.
+    let mut d = MetadataDelta::new(&img);
+    assert!(d
+        .replay(&MetadataRecord::ClearElr(ClearElrRecord {
+            topic_name: "nope".into(),
+            ..Default::default()
+        }))
+        .is_err());
+}
