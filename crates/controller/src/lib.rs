@@ -66,6 +66,7 @@
 //! the invariants ([`check_image`]) after every step.
 
 pub mod alter_partition;
+pub mod elr_sim;
 pub mod placement;
 pub mod reassignment;
 
