@@ -1079,7 +1079,7 @@ impl Broker {
             };
             self.topics.write().insert(t.name.clone(), Arc::new(topic));
         }
-        for (_, new) in delta.changed_topics() {
+        for (old, new) in delta.changed_topics() {
             let Some(topic) = self.topic(&new.name) else {
                 continue;
             };
@@ -1111,8 +1111,19 @@ impl Broker {
                     self.follow_image(topic.id, &fresh, reg, &settings);
                     continue;
                 }
+                let epoch_moved = old
+                    .partitions
+                    .get(&p)
+                    .is_none_or(|o| o.partition_epoch != reg.partition_epoch);
                 if before != facts {
                     log_leadership_change(&new.name, p, &before, &facts);
+                    self.follow_image(topic.id, &part, reg, &settings);
+                } else if epoch_moved && reg.leader == node.0 {
+                    // A change the replica state does not show (the ELR,
+                    // KIP-966; a ClearElrRecord): the leader's next
+                    // AlterPartition must carry the new partition epoch, or
+                    // the controller refuses it (INVALID_UPDATE_VERSION)
+                    // and the ISR can no longer grow.
                     self.follow_image(topic.id, &part, reg, &settings);
                 }
                 if !hosts && before.replicas.contains(&node) {

@@ -1,0 +1,111 @@
+"""Eligible leader replicas (KIP-966) on three nodes (issue 13).
+
+Three combined broker+controller nodes in network namespaces (tests/e2e/netcluster.py), ELR switched on
+with Kafka's `kafka-features upgrade --feature eligible.leader.replicas.version=1` (a new Kafka 4.3.1 cluster
+has it on already; the upgrade then changes nothing). A topic with replication factor 3 and
+`min.insync.replicas` 3 on brokers 1, 2, 3; a follower that is not the active controller is killed with
+kill -9 (one follower only: a second kill would take the controller quorum's majority with it, and then
+no ISR can change at all). Checked: the ISR shrinks to the two others, below min.insync.replicas, and the
+killed follower is the partition's eligible leader replica, as DescribeTopicPartitions v0 answers it
+(tests/e2e/kschema.py, a client of our own built from Kafka's schemas) and as Kafka's `kafka-topics
+--describe` (the Java admin client) prints it (`Elr: N`); once the follower is back (an unclean restart:
+it leaves the ELR) and has caught up, the ISR is whole again and the ELR empty. With E2E_BROKER=kafka every
+node is Apache Kafka 4.3.1.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+import kschema
+import netns
+from conftest import BROKER_KIND, FJORD_BIN, KAFKA_LIBS, REPO
+from netcluster import HOSTS, NetCluster, active_controller, registered_brokers, wait_for
+
+TOPIC = "elr"
+
+
+def tool(net, main, *args):
+    argv = ["java", f"-Dlog4j2.configurationFile={REPO}/tests/e2e/log4j2-tools.properties", "-cp",
+            f"{KAFKA_LIBS}/*", main, *args]
+    return net.run("client", argv, capture_output=True, text=True, timeout=120)
+
+
+def described(bootstrap):
+    """(leader, ISR, ELR, last known ELR) of TOPIC-0 from DescribeTopicPartitions v0, or None."""
+    for host in bootstrap.split(","):
+        try:
+            resp = kschema.call(host, "DescribeTopicPartitions", 0,
+                                {"Topics": [{"Name": TOPIC}], "ResponsePartitionLimit": 10})
+        except OSError:
+            continue
+        if not resp or not resp["Topics"] or resp["Topics"][0]["ErrorCode"] != 0:
+            continue
+        parts = resp["Topics"][0]["Partitions"]
+        if not parts:
+            continue
+        p = parts[0]
+        return (p["LeaderId"], sorted(p["IsrNodes"]), sorted(p["EligibleLeaderReplicas"] or []),
+                sorted(p["LastKnownElr"] or []))
+    return None
+
+
+@pytest.mark.skipif(netns.available() is not None, reason=f"network namespaces: {netns.available()}")
+@pytest.mark.timeout(600)
+def test_a_follower_leaving_an_isr_below_min_isr_is_an_eligible_leader_replica(tmp_path):
+    with netns.Topology(HOSTS + ["client"]) as net:
+        cluster = NetCluster(BROKER_KIND, net, tmp_path, fjord_bin=FJORD_BIN, kafka_libs=KAFKA_LIBS, repo=REPO)
+        try:
+            for h in HOSTS:
+                cluster.start(h)
+            bootstrap = cluster.bootstrap
+            with net.inside("client"):
+                wait_for("three registered brokers", lambda: registered_brokers(bootstrap) == 3, cluster,
+                         timeout_s=120)
+                up = tool(net, "org.apache.kafka.tools.FeatureCommand", "--bootstrap-server", bootstrap,
+                          "upgrade", "--feature", "eligible.leader.replicas.version=1")
+                assert up.returncode == 0, up.stdout + up.stderr
+                desc = tool(net, "org.apache.kafka.tools.FeatureCommand", "--bootstrap-server", bootstrap,
+                            "describe")
+                assert re.search(r"Feature: eligible\.leader\.replicas\.version\s+SupportedMinVersion: 0\s+"
+                                 r"SupportedMaxVersion: 1\s+FinalizedVersionLevel: 1", desc.stdout), desc.stdout
+                admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+                fs = admin.create_topics([NewTopic(TOPIC, num_partitions=1, replica_assignment=[[1, 2, 3]],
+                                                   config={"min.insync.replicas": "3"})])
+                for f in fs.values():
+                    f.result(timeout=60)
+                wait_for("the whole ISR", lambda: described(bootstrap) == (1, [1, 2, 3], [], []), cluster)
+
+                controller = wait_for("the active controller", lambda: active_controller(net), cluster)
+                victim = 3 if controller != 3 else 2
+                others = sorted({1, 2, 3} - {victim})
+                cluster.kill(cluster.host(victim))
+                live = ",".join(a for a in bootstrap.split(",") if not a.startswith(net.addr(cluster.host(victim))))
+                state = wait_for(f"broker {victim} in the ELR",
+                                 lambda: (s := described(live)) and s[1] == others and s[2] == [victim] and s,
+                                 cluster)
+                assert state == (1, others, [victim], []), state
+
+                shown = tool(net, "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", live,
+                             "--describe", "--topic", TOPIC)
+                assert shown.returncode == 0, shown.stdout + shown.stderr
+                line = next(ln for ln in shown.stdout.splitlines() if "Partition: 0" in ln)
+                assert re.search(rf"\bIsr: {others[0]},{others[1]}\s+Elr: {victim}\s+LastKnownElr:\s*$", line), line
+
+                cluster.start(cluster.host(victim))
+                seen = []
+
+                def whole():
+                    s = described(bootstrap)
+                    seen.append(s)
+                    return s and s[1] == [1, 2, 3] and s[2] == [] and s
+
+                try:
+                    wait_for("the whole ISR again, the ELR empty", whole, cluster, timeout_s=120)
+                except AssertionError as e:
+                    raise AssertionError(f"last seen {seen[-3:]}") from e
+        finally:
+            cluster.stop()
