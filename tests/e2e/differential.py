@@ -561,6 +561,11 @@ def more_cases(every):
                 body = {"Transactions": [{"TransactionalId": "diff-never-used", "ProducerId": 4242,
                                           "ProducerEpoch": 0, "VerifyOnly": False, "Topics": topics}]}
             yield f"add-partitions-to-txn-{name}-v{v}", "AddPartitionsToTxn", v, body
+        if v >= 4:  # a partition leader's KIP-890 check for a transactional id the coordinator does not know
+            # (one partition: Kafka lists a verification's partitions in hash order)
+            yield f"add-partitions-to-txn-verify-only-unknown-id-v{v}", "AddPartitionsToTxn", v, {
+                "Transactions": [{"TransactionalId": "diff-never-used", "ProducerId": 4242, "ProducerEpoch": 0,
+                                  "VerifyOnly": True, "Topics": [{"Name": TOPIC, "Partitions": [0]}]}]}
     for v in every("AddOffsetsToTxn", 25):
         yield f"add-offsets-to-txn-unknown-id-v{v}", "AddOffsetsToTxn", v, {
             "TransactionalId": "diff-never-used", "ProducerId": 4242, "ProducerEpoch": 0, "GroupId": "diff-g"}

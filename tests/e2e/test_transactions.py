@@ -8,6 +8,7 @@ stable offset. Passes against Apache Kafka too (E2E_BROKER=kafka).
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -330,14 +331,12 @@ def test_kafka_transactions_tool_finds_and_aborts_hanging_transactions(broker, j
     its coordinator knowing, Produce v11): `find-hanging` lists it, `abort` (by --start-offset, and by
     --producer-id/--producer-epoch/--coordinator-epoch) has the admin client send WriteTxnMarkers to the leader,
     which writes an ABORT marker; the last stable offset moves past it and a read_committed consumer reads the
-    records after it, none of the aborted ones. Kafka checks a Produce v11's transactional batches with the
+    records after it, none of the aborted ones. Both brokers check a Produce v11's transactional batches with the
     coordinator (KIP-890 part 1) unless `transaction.partition.verification.enable` is off, which the test turns
-    off there for the append; Fjord does not check them yet (and has no such setting)."""
+    off (cluster-wide, dynamically) for the append."""
     b = broker.bootstrap
     t = c.create_topic(b, unique("txn-hanging"), partitions=2)
-    verified = broker.kind == "kafka"
-    if verified:
-        _set_cluster_config(b, VERIFICATION, "false")
+    _set_cluster_config(b, VERIFICATION, "false")
     try:
         deadline = time.monotonic() + 20
         while True:  # Kafka applies a cluster-wide config once its metadata record reaches the broker
@@ -350,8 +349,7 @@ def test_kafka_transactions_tool_finds_and_aborts_hanging_transactions(broker, j
                     raise
                 time.sleep(0.5)
     finally:
-        if verified:
-            _set_cluster_config(b, VERIFICATION, None)
+        _set_cluster_config(b, VERIFICATION, None)
     after = Producer({"bootstrap.servers": b, "linger.ms": 0})
     for p in (0, 1):
         after.produce(t, value=f"after-{p}".encode(), key=b"k", partition=p)
@@ -416,3 +414,124 @@ def test_txn_offset_commit_outside_the_transaction_is_transaction_abortable_from
     assert codes == {0: invalid_txn_state, 1: invalid_txn_state, 2: invalid_txn_state, 3: invalid_txn_state,
                      4: transaction_abortable}, codes
     assert fetched["Topics"][0]["Partitions"][0]["CommittedOffset"] == -1, fetched
+
+
+def _init_transactional(conn, txn_id: str) -> tuple[int, int]:
+    """InitProducerId for txn_id, once its coordinator is ready: (producer id, epoch)."""
+    deadline = time.monotonic() + 30
+    while True:  # the first FindCoordinator creates __transaction_state; then its shards load
+        conn.call("FindCoordinator", 4, {"KeyType": 1, "CoordinatorKeys": [txn_id]})
+        ip = conn.call("InitProducerId", 4, {"TransactionalId": txn_id, "TransactionTimeoutMs": 60_000,
+                                             "ProducerId": -1, "ProducerEpoch": -1})
+        if ip["ErrorCode"] == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert ip["ErrorCode"] == 0, ip
+    return ip["ProducerId"], ip["ProducerEpoch"]
+
+
+def _txn_produce(conn, version: int, txn_id: str, topic: str, partition: int, pid: int, epoch: int,
+                 value: bytes) -> int:
+    """One transactional batch (sequence 0, stamped five minutes ago) by Produce `version`: its error code."""
+    batch = wire.record_batch([(b"k", value)], int(time.time() * 1000) - 300_000, attributes=0x10,
+                              producer_id=pid, producer_epoch=epoch, base_sequence=0)
+    r = conn.call("Produce", version, {"TransactionalId": txn_id, "Acks": -1, "TimeoutMs": 10_000,
+                                       "TopicData": [{"Name": topic, "PartitionData": [
+                                           {"Index": partition, "Records": batch}]}]})
+    (part,) = r["Responses"][0]["PartitionResponses"]
+    return part["ErrorCode"]
+
+
+def test_produce_outside_the_transaction_is_refused_so_nothing_hangs(broker, java):
+    """KIP-890 part 1 (`transaction.partition.verification.enable`, on by default): before appending a
+    transactional batch of Produce v11 or older for a producer whose transaction is not open on the partition,
+    the leader asks the transaction coordinator (AddPartitionsToTxn `verify_only`) whether the partition is in
+    it. One that the client never added is refused (TRANSACTION_ABORTABLE to v11, INVALID_TXN_STATE to older
+    versions, which do not know it; INVALID_PRODUCER_ID_MAPPING for a producer id that is not the transactional
+    id's) and nothing is appended, so the commit leaves no transaction open: `kafka-transactions find-hanging`
+    finds none, DescribeProducers lists no open transaction, and the last stable offset is the log end. Without
+    the check, partitions 1 and 2 would hang open (their batches appended, no marker ever written)."""
+    invalid_txn_state, invalid_pid_mapping, transaction_abortable = 48, 49, 120
+    b = broker.bootstrap
+    t = c.create_topic(b, unique("txn-verify"), partitions=3)
+    txn_id = unique("txn-verify-id")
+    with kschema.Conn(b) as conn:
+        pid, epoch = _init_transactional(conn, txn_id)
+        added = conn.call("AddPartitionsToTxn", 3, {
+            "V3AndBelowTransactionalId": txn_id, "V3AndBelowProducerId": pid, "V3AndBelowProducerEpoch": epoch,
+            "V3AndBelowTopics": [{"Name": t, "Partitions": [0]}]})
+        assert [p["PartitionErrorCode"] for r in added["ResultsByTopicV3AndBelow"]
+                for p in r["ResultsByPartition"]] == [0], added
+        codes = {
+            "added-v11": _txn_produce(conn, 11, txn_id, t, 0, pid, epoch, b"in"),
+            "not-added-v11": _txn_produce(conn, 11, txn_id, t, 1, pid, epoch, b"out-v11"),
+            "not-added-v9": _txn_produce(conn, 9, txn_id, t, 1, pid, epoch, b"out-v9"),
+        }
+        idem = conn.call("InitProducerId", 4, {"TransactionalId": None, "TransactionTimeoutMs": -1,
+                                               "ProducerId": -1, "ProducerEpoch": -1})
+        codes["other-producer-v11"] = _txn_produce(conn, 11, txn_id, t, 2, idem["ProducerId"],
+                                                   idem["ProducerEpoch"], b"stranger")
+        assert codes == {"added-v11": 0, "not-added-v11": transaction_abortable, "not-added-v9": invalid_txn_state,
+                         "other-producer-v11": invalid_pid_mapping}, codes
+        ended = conn.call("EndTxn", 3, {"TransactionalId": txn_id, "ProducerId": pid, "ProducerEpoch": epoch,
+                                        "Committed": True})
+        assert ended["ErrorCode"] == 0, ended
+        deadline = time.monotonic() + 20
+        while _lso(b, t, 3) != [2, 0, 0] and time.monotonic() < deadline:  # the commit marker is written after
+            time.sleep(0.2)
+        r = conn.call("DescribeProducers", 0, {"Topics": [{"Name": t, "PartitionIndexes": [0, 1, 2]}]})
+    # Partition 0: the record and the commit marker; nothing was appended to the others.
+    assert _lso(b, t, 3) == [2, 0, 0]
+    open_txns = [(p["PartitionIndex"], s["ProducerId"], s["CurrentTxnStartOffset"])
+                 for p in r["Topics"][0]["Partitions"] for s in p["ActiveProducers"]
+                 if s["CurrentTxnStartOffset"] >= 0]
+    assert open_txns == [], r
+    found = java.run("org.apache.kafka.tools.TransactionsCommand", "--bootstrap-server", b, "find-hanging",
+                     "--topic", t, "--max-transaction-timeout", "1", timeout=90).stdout
+    assert _table(found) == [], found
+    got = c.cf_consume(b, t, 1, conf={"isolation.level": "read_committed"}, timeout_s=15)
+    assert values_of(got) == ["in"], got
+
+
+def _transaction_version(conn) -> int:
+    r = conn.call("ApiVersions", 3, {"ClientSoftwareName": "e2e", "ClientSoftwareVersion": "1"})
+    return next((f["MaxVersionLevel"] for f in r.get("FinalizedFeatures", []) if f["Name"] == "transaction.version"), 0)
+
+
+def _set_transaction_version(bootstrap: str, level: int) -> None:
+    """kafka-features upgrade/downgrade of transaction.version (UpdateFeatures v1), then wait until this broker
+    advertises it."""
+    with kschema.Conn(bootstrap) as conn:
+        upgrade = 1 if _transaction_version(conn) < level else 2
+        r = conn.call("UpdateFeatures", 1, {"TimeoutMs": 30_000, "ValidateOnly": False, "FeatureUpdates": [
+            {"Feature": "transaction.version", "MaxVersionLevel": level, "UpgradeType": upgrade}]})
+        assert r["ErrorCode"] == 0, r
+        deadline = time.monotonic() + 20
+        while _transaction_version(conn) != level:
+            assert time.monotonic() < deadline, "transaction.version not advertised"
+            time.sleep(0.2)
+
+
+def test_java_producer_pinned_to_transaction_version_1_is_verified_and_commits(broker, java):
+    """The Java producer 4.3.1 on a cluster whose `transaction.version` is 1 (`kafka-features downgrade`) runs
+    transaction version 1: it adds partitions itself and produces with Produce v11, whose batches the leader
+    verifies with the coordinator (KIP-890 part 1) before appending. Its transactions commit and abort as before
+    (no epoch bump between them), with the offsets sent in one of them committed for the group."""
+    b = broker.bootstrap
+    t = c.create_topic(b, unique("tv1-java"))
+    group, txn_id = unique("tv1-java-group"), unique("tv1-java-txn")
+    _set_transaction_version(b, 1)
+    try:
+        res = java.run("E2EClient", "txnepochs", b, t, txn_id, group, "max.block.ms=60000", timeout=120)
+    finally:
+        _set_transaction_version(b, 2)
+    lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert lines and lines[-1]["type"] == "done", (lines, res.stderr[-3000:])
+    done = lines[-1]
+    assert done["transaction_version"] == 1, done
+    assert len(set(done["epochs"])) == 1 and len(set(done["producer_ids"])) == 1, done
+    got = c.cf_consume(b, t, 3, conf={"isolation.level": "read_committed"}, timeout_s=20)
+    assert values_of(got) == ["c0", "c2", "c3"], got
+    with kschema.Conn(b) as conn:
+        fetched = conn.call("OffsetFetch", 1, {"GroupId": group, "Topics": [{"Name": t, "PartitionIndexes": [0]}]})
+    assert fetched["Topics"][0]["Partitions"][0]["CommittedOffset"] == 7, fetched

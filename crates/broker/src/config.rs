@@ -29,6 +29,11 @@ pub struct BrokerConfig {
     pub cluster_id: Option<String>,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
+    /// `transaction.partition.verification.enable` (KIP-890 part 1): a
+    /// partition leader verifies with the transaction coordinator that a
+    /// transactional batch's partition is in its producer's transaction
+    /// before appending it (`handlers::produce`).
+    pub transaction_partition_verification: bool,
     pub default_replication_factor: i16,
     pub request_bytes_max: usize,
     pub connection_idle_ms: u64,
@@ -178,6 +183,7 @@ pub const FJORD_BROKER_CONFIGS: &[&str] = &[
     "replica.lag.time.max.ms",
     "replica.selector.class",
     "socket.request.max.bytes",
+    "transaction.partition.verification.enable",
     "transaction.state.log.min.isr",
     "transaction.state.log.replication.factor",
 ];
@@ -961,6 +967,7 @@ impl Default for BrokerConfig {
             cluster_id: None,
             num_partitions: 1,
             auto_create_topics: true,
+            transaction_partition_verification: true,
             default_replication_factor: 1,
             broker_session_timeout_ms: limits::BROKER_SESSION_TIMEOUT_MS_DEFAULT,
             broker_heartbeat_interval_ms: limits::BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT,
@@ -1064,6 +1071,9 @@ impl BrokerConfig {
                 self.default_replication_factor = parse_bounded(name, value, 1, 1)? as i16
             }
             "auto.create.topics.enable" => self.auto_create_topics = parse_bool(name, value)?,
+            TRANSACTION_PARTITION_VERIFICATION => {
+                self.transaction_partition_verification = parse_bool(name, value)?
+            }
             "socket.request.max.bytes" => {
                 self.request_bytes_max =
                     parse_bounded(name, value, 1024, limits::FRAME_BYTES_MAX as i64)? as usize
@@ -1300,6 +1310,10 @@ impl BrokerConfig {
         out.insert(
             "auto.create.topics.enable".into(),
             self.auto_create_topics.to_string(),
+        );
+        out.insert(
+            "transaction.partition.verification.enable".into(),
+            self.transaction_partition_verification.to_string(),
         );
         out.insert(
             "socket.request.max.bytes".into(),
@@ -1685,8 +1699,16 @@ pub enum ConfigSource {
 
 /// Whether Fjord lets `name` be changed on a running broker.
 pub fn is_dynamic_broker_config(name: &str) -> bool {
-    topic_config_for_broker(name).is_some()
+    topic_config_for_broker(name).is_some() || DYNAMIC_BOOLEAN_CONFIGS.contains(&name)
 }
+
+/// Dynamic broker configs other than the topic defaults, all booleans, read
+/// where they act ([`DynamicBrokerConfigs::flag`]).
+pub const DYNAMIC_BOOLEAN_CONFIGS: &[&str] = &[TRANSACTION_PARTITION_VERIFICATION];
+
+/// `transaction.partition.verification.enable` (KIP-890 part 1; cluster-wide
+/// dynamic in Kafka).
+pub const TRANSACTION_PARTITION_VERIFICATION: &str = "transaction.partition.verification.enable";
 
 /// Kafka's dynamic-only broker configs of replication throttles
 /// (`DynamicConfig.Broker`). Fjord does not throttle replication: none is
@@ -1741,10 +1763,25 @@ impl DynamicBrokerConfigs {
     pub fn topic_defaults(&self, config: &BrokerConfig) -> Result<TopicSettings, ConfigError> {
         let mut t = config.topic_defaults.clone();
         for (k, v) in self.cluster_default.iter().chain(&self.broker) {
+            if DYNAMIC_BOOLEAN_CONFIGS.contains(&k.as_str()) {
+                parse_bool(k, v)?;
+                continue;
+            }
             let d = topic_config_for_broker(k).ok_or_else(|| ConfigError::Unknown(k.clone()))?;
             t.set(d.name, v).map_err(|e| e.renamed(k))?;
         }
         Ok(t)
+    }
+
+    /// The value of one of [`DYNAMIC_BOOLEAN_CONFIGS`]: this broker's,
+    /// else the cluster default, else `fallback` (the static config). Values
+    /// were checked when they were set.
+    pub fn flag(&self, name: &str, fallback: bool) -> bool {
+        self.broker
+            .get(name)
+            .or_else(|| self.cluster_default.get(name))
+            .and_then(|v| parse_bool(name, v).ok())
+            .unwrap_or(fallback)
     }
 
     /// The effective value of broker config `name` and where it comes from,

@@ -1870,6 +1870,16 @@ impl Broker {
         self.dynamic.read().0.clone()
     }
 
+    /// `transaction.partition.verification.enable` in force (dynamic, else
+    /// static): whether a partition leader verifies transactional batches
+    /// with the transaction coordinator (KIP-890 part 1).
+    pub fn transaction_verification(&self) -> bool {
+        self.dynamic.read().0.flag(
+            crate::config::TRANSACTION_PARTITION_VERIFICATION,
+            self.config.transaction_partition_verification,
+        )
+    }
+
     /// Change the dynamic broker configs: `change` maps the current ones to
     /// the new ones (under the admin lock, so concurrent changes do not
     /// lose each other). The result is validated, persisted, and applied to

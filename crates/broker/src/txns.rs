@@ -519,7 +519,7 @@ impl Txns {
         partitions: Vec<TopicPartition>,
     ) -> ErrorCode {
         if let Some(remote) = self.remote_coordinator(broker, transactional_id) {
-            return self
+            let codes = self
                 .ask_remote(
                     remote,
                     transactional_id,
@@ -529,6 +529,7 @@ impl Txns {
                     false,
                 )
                 .await;
+            return first_error(&codes);
         }
         let id = transactional_id.to_string();
         let reply = self
@@ -563,19 +564,59 @@ impl Txns {
         producer_epoch: ProducerEpoch,
         partition: &TopicPartition,
     ) -> ErrorCode {
-        self.ask_remote(
-            coordinator,
-            transactional_id,
-            producer_id,
-            producer_epoch,
-            std::slice::from_ref(partition),
-            true,
-        )
-        .await
+        let codes = self
+            .ask_remote(
+                coordinator,
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                std::slice::from_ref(partition),
+                true,
+            )
+            .await;
+        first_error(&codes)
+    }
+
+    /// KIP-890 part 1, as a partition leader before it appends a Produce
+    /// (v11 and older) transactional batch of a producer whose transaction
+    /// is not open on `partitions`: AddPartitionsToTxn `verify_only` on this
+    /// node's coordinator, or sent to the broker that coordinates the id
+    /// (Kafka's `AddPartitionsToTxnManager.verifyTransaction`). A code per
+    /// partition: NONE for those in the producer's transaction.
+    pub(crate) async fn verify_partitions(
+        self: &Arc<Self>,
+        broker: &Broker,
+        transactional_id: &str,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        partitions: &[TopicPartition],
+    ) -> Vec<ErrorCode> {
+        match self.remote_coordinator(broker, transactional_id) {
+            Some(remote) => {
+                self.ask_remote(
+                    remote,
+                    transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    partitions,
+                    true,
+                )
+                .await
+            }
+            None => crate::handlers::transactions::verify(
+                self,
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                partitions,
+            ),
+        }
     }
 
     /// AddPartitionsToTxn to the coordinator `node`: `verify_only` (v4), or
-    /// an add for a transaction version 2 client (v5).
+    /// an add for a transaction version 2 client (v5). A code per partition
+    /// of `partitions` (a partition the answer leaves out: the first error
+    /// of the answer, or UNKNOWN_SERVER_ERROR).
     async fn ask_remote(
         &self,
         (node, addr): (NodeId, Option<String>),
@@ -584,13 +625,14 @@ impl Txns {
         producer_epoch: ProducerEpoch,
         partitions: &[TopicPartition],
         verify_only: bool,
-    ) -> ErrorCode {
+    ) -> Vec<ErrorCode> {
         use fjord_protocol::kafka_protocol::messages::add_partitions_to_txn_request::{
             AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
         };
         use fjord_protocol::kafka_protocol::messages::{
             AddPartitionsToTxnRequest, TopicName, TransactionalId,
         };
+        let every = |code: ErrorCode| vec![code; partitions.len()];
         let mut topics: Vec<AddPartitionsToTxnTopic> = Vec::new();
         for tp in partitions {
             match topics.iter_mut().find(|t| *t.name.0 == *tp.topic) {
@@ -623,26 +665,52 @@ impl Txns {
             Ok(a) => a,
             Err(e) => {
                 tracing::debug!(%transactional_id, node = node.0, "transaction verification not answered: {e}");
-                return ErrorCode::COORDINATOR_NOT_AVAILABLE;
+                return every(ErrorCode::COORDINATOR_NOT_AVAILABLE);
             }
         };
-        if answer.error_code != 0 {
-            return ErrorCode(answer.error_code);
-        }
-        let code = answer
-            .results_by_transaction
-            .iter()
-            .flat_map(|t| &t.topic_results)
-            .flat_map(|t| &t.results_by_partition)
-            .map(|p| ErrorCode(p.partition_error_code))
-            .find(|e| !e.is_none())
-            .unwrap_or(ErrorCode::NONE);
-        match code {
+        let retriable = |code: ErrorCode| match code {
             ErrorCode::NOT_COORDINATOR
             | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
             | ErrorCode::CONCURRENT_TRANSACTIONS => ErrorCode::COORDINATOR_NOT_AVAILABLE,
             code => code,
+        };
+        if answer.error_code != 0 {
+            // A broker not allowed to ask: the client must not see
+            // CLUSTER_AUTHORIZATION_FAILED (Kafka answers INVALID_TXN_STATE).
+            let code = match ErrorCode(answer.error_code) {
+                ErrorCode::CLUSTER_AUTHORIZATION_FAILED => ErrorCode::INVALID_TXN_STATE,
+                code => retriable(code),
+            };
+            return every(code);
         }
+        let mut codes: HashMap<(&str, i32), ErrorCode> = HashMap::new();
+        for t in answer
+            .results_by_transaction
+            .iter()
+            .flat_map(|t| &t.topic_results)
+        {
+            for p in &t.results_by_partition {
+                codes.insert(
+                    (t.name.0.as_str(), p.partition_index),
+                    ErrorCode(p.partition_error_code),
+                );
+            }
+        }
+        let missing = codes
+            .values()
+            .copied()
+            .find(|e| !e.is_none())
+            .unwrap_or(ErrorCode::UNKNOWN_SERVER_ERROR);
+        partitions
+            .iter()
+            .map(|tp| {
+                let code = codes
+                    .get(&(tp.topic.as_str(), tp.partition.0))
+                    .copied()
+                    .unwrap_or(missing);
+                retriable(code)
+            })
+            .collect()
     }
 
     /// The shard (= `__transaction_state` partition) of a transactional id.
@@ -1023,6 +1091,15 @@ impl Shell {
             .and_then(|t| t.partition(partition as i32))
             .map_or(0, |p| p.leader_epoch().0)
     }
+}
+
+/// The first error of `codes`, NONE if there is none.
+fn first_error(codes: &[ErrorCode]) -> ErrorCode {
+    codes
+        .iter()
+        .copied()
+        .find(|e| !e.is_none())
+        .unwrap_or(ErrorCode::NONE)
 }
 
 /// Marker write errors worth retrying (the partition may come back to this

@@ -235,6 +235,11 @@ pub const PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS: i64 = 600_000;
 /// Most producer ids tracked per partition; past it the least recently active one is
 /// forgotten (it then counts as unknown, as after expiration).
 pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+/// Most transaction verifications (KIP-890, `fjord_partition::verification`)
+/// in progress per partition; past it the expired ones, then the oldest, are
+/// dropped (a dropped one's append is refused: INVALID_TXN_STATE, as for an
+/// unverified batch).
+pub const TXN_VERIFICATIONS_MAX: usize = PRODUCERS_PER_PARTITION_MAX;
 /// Producer-state snapshot files (`<offset>.snapshot`) kept per partition (the newest;
 /// an older one is the fallback when the newest is damaged).
 pub const PRODUCER_SNAPSHOTS_KEPT: usize = 2;

@@ -63,8 +63,11 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{watch, Notify};
 
 mod replica;
+pub mod verification;
 pub use replica::ReplicaFetched;
 use replica::{CommitState, Role};
+pub use verification::VerificationGuard;
+use verification::Verifications;
 
 /// How much of the commit a producer waits for (Produce's `acks`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,6 +206,8 @@ pub enum PartitionError {
         log_start: i64,
         end: i64,
     },
+    #[error("the transactional batch of producer {0} is not part of a transaction the coordinator verified on this partition")]
+    NotInTransaction(ProducerId),
     #[error("{0}")]
     Storage(#[from] StorageError),
 }
@@ -219,6 +224,7 @@ impl PartitionError {
                 ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND
             }
             PartitionError::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
+            PartitionError::NotInTransaction(_) => ErrorCode::INVALID_TXN_STATE,
             PartitionError::Storage(e) => e.kafka_code(),
         }
     }
@@ -381,6 +387,10 @@ pub struct Partition {
     /// The high watermark last saved in the log's directory and when (ms;
     /// `i64::MIN`: never by this process). See [`Partition::save_high_watermark`].
     saved_high_watermark: Mutex<(Offset, i64)>,
+    /// KIP-890 verifications in progress. Held across a client's
+    /// transactional append and a marker's append, so that the guard check,
+    /// the append and the entry's removal are one step for both.
+    verifications: Mutex<Verifications>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -434,6 +444,7 @@ impl Partition {
             ticked_durable_end: AtomicI64::new(-1),
             alter_wanted: AtomicBool::new(false),
             saved_high_watermark: Mutex::new((saved.unwrap_or(Offset(-1)), i64::MIN)),
+            verifications: Mutex::new(Verifications::default()),
         }
     }
 
@@ -633,6 +644,69 @@ impl Partition {
         })
     }
 
+    /// KIP-890 part 1: a client's transactional batch of `producer_id` at
+    /// `epoch` is about to be verified with the transaction coordinator.
+    /// `None` when the producer's transaction is already open here (its
+    /// batches need no verification); otherwise the guard that
+    /// [`Partition::append_client`] must present (Kafka's
+    /// `maybeStartTransactionVerification`).
+    pub fn start_verification(
+        &self,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+        now_ms: i64,
+    ) -> Option<VerificationGuard> {
+        let mut v = self.verifications.lock();
+        if self.log.in_transaction(producer_id, epoch) {
+            return None;
+        }
+        Some(v.start(producer_id, epoch, now_ms))
+    }
+
+    /// `append_shared` for a client's Produce. With `verify`
+    /// (`transaction.partition.verification.enable`), every transactional
+    /// batch of a producer whose transaction is not open here needs `guard`
+    /// to be that producer's verification in progress, or nothing is
+    /// appended (INVALID_TXN_STATE, as Kafka's log refuses it). A
+    /// transactional append ends the verification (the transaction is open
+    /// now).
+    pub fn append_client(
+        &self,
+        records: &[u8],
+        acks: Acks,
+        now_ms: i64,
+        verify: bool,
+        guard: Option<VerificationGuard>,
+    ) -> Result<Appended, PartitionError> {
+        let mut producers: Vec<(ProducerId, ProducerEpoch)> = Vec::new();
+        for (h, _) in fjord_records::batches(records).map_while(Result::ok) {
+            if h.is_transactional() && !h.is_control() && h.producer_id >= 0 {
+                let p = (ProducerId(h.producer_id), ProducerEpoch(h.producer_epoch));
+                if !producers.contains(&p) {
+                    producers.push(p);
+                }
+            }
+        }
+        if producers.is_empty() {
+            return self.append_shared(records, acks, now_ms);
+        }
+        // Not the leader: that is the answer, as for any append.
+        self.check_leader()?;
+        let mut v = self.verifications.lock();
+        if verify {
+            for &(pid, epoch) in &producers {
+                if !self.log.in_transaction(pid, epoch) && !v.verified(pid, guard) {
+                    return Err(PartitionError::NotInTransaction(pid));
+                }
+            }
+        }
+        let appended = self.append_shared(records, acks, now_ms)?;
+        for &(pid, _) in &producers {
+            v.clear(pid);
+        }
+        Ok(appended)
+    }
+
     /// `append` for a coordinator's own records (`Log::append_as_coordinator`:
     /// a transactional batch without a sequence, the group coordinator's
     /// TxnOffsetCommit records, is taken with its producer epoch checked).
@@ -696,7 +770,11 @@ impl Partition {
             Some(Ok(_)) => true,
             None => false,
         };
+        let mut verifications = self.verifications.lock();
         let (result, completed) = self.log.append_marker(marker, leader_epoch, now_ms)?;
+        // The transaction ended: what was verified of it no longer holds.
+        verifications.clear(marker.producer_id);
+        drop(verifications);
         self.refresh_high_watermark();
         self.wake_waiters();
         let committed = if replicated {

@@ -583,3 +583,71 @@ fn a_follower_serves_reads_below_its_high_watermark_and_only_in_sync_followers_a
         ErrorCode::NOT_LEADER_OR_FOLLOWER
     );
 }
+
+/// A transactional batch of producer 7 at epoch 0 with base sequence `seq`.
+fn txn_batch(seq: i32) -> Vec<u8> {
+    let mut b = BatchBuilder::new(Compression::None)
+        .producer(7, 0, seq)
+        .transactional(true);
+    b.push(10, Some(b"k".as_slice()), Some(b"v".as_slice()), &[]);
+    b.build(0)
+}
+
+/// KIP-890 part 1: a client's transactional batch of a producer whose
+/// transaction is not open here is appended only with the guard of a
+/// verification in progress; once appended, the transaction is open and
+/// needs none; a marker ends it, and a guard from before the marker (a late
+/// confirmation) no longer lets a batch in.
+#[test]
+fn a_transactional_append_needs_its_verification_until_the_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path());
+    let (pid, epoch) = (ProducerId(7), ProducerEpoch(0));
+    let refused = |r: Result<Appended, PartitionError>| match r {
+        Err(e) => e.kafka_code(),
+        Ok(a) => panic!("appended at {:?}", a.result.base_offset),
+    };
+    // Unverified: refused, nothing appended; with the check off it would go in.
+    assert_eq!(
+        refused(p.append_client(&txn_batch(0), Acks::Leader, 1_000, true, None)),
+        ErrorCode::INVALID_TXN_STATE
+    );
+    assert_eq!(p.log_end_offset(), Offset(0));
+    let g = p.start_verification(pid, epoch, 1_000).unwrap();
+    assert_eq!(p.start_verification(pid, epoch, 1_001), Some(g), "joined");
+    p.append_client(&txn_batch(0), Acks::Leader, 1_000, true, Some(g))
+        .unwrap();
+    assert!(p.in_transaction(pid, epoch));
+    // Open here: no verification, no guard needed.
+    assert_eq!(p.start_verification(pid, epoch, 1_002), None);
+    p.append_client(&txn_batch(1), Acks::Leader, 1_000, true, None)
+        .unwrap();
+    // The guard was used up by the first append.
+    let marker = fjord_storage::TxnMarker {
+        producer_id: pid,
+        producer_epoch: epoch,
+        coordinator_epoch: 0,
+        aborted: true,
+    };
+    let g2 = {
+        p.append_marker(&marker, 1_000).unwrap();
+        // A verification started for the next transaction, then the
+        // coordinator aborted it (a marker) before the confirmed append.
+        let g2 = p.start_verification(pid, epoch, 1_003).unwrap();
+        assert_ne!(g2, g);
+        p.append_marker(&marker, 1_000).unwrap();
+        g2
+    };
+    let end = p.log_end_offset();
+    assert_eq!(
+        refused(p.append_client(&txn_batch(2), Acks::Leader, 1_000, true, Some(g2))),
+        ErrorCode::INVALID_TXN_STATE
+    );
+    assert_eq!(p.log_end_offset(), end, "nothing appended");
+    assert!(!p.in_transaction(pid, epoch), "no hanging transaction");
+    // Non-transactional batches never need one; with the check off, none do.
+    p.append_client(&batch(1, 20), Acks::Leader, 1_000, true, None)
+        .unwrap();
+    p.append_client(&txn_batch(2), Acks::Leader, 1_000, false, None)
+        .unwrap();
+}

@@ -429,6 +429,52 @@ impl TxnCoordinator {
         Ok(txn)
     }
 
+    /// AddPartitionsToTxn `verify_only` (KIP-890 part 1): a partition
+    /// leader asks, before it appends a transactional batch of a producer
+    /// whose transaction it has not seen yet, whether each partition is in
+    /// that producer's transaction. Kafka's answer
+    /// (`handleVerifyPartitionsInTransaction`): INVALID_REQUEST for an empty
+    /// id, INVALID_PRODUCER_ID_MAPPING for an unknown id or another producer
+    /// id, PRODUCER_FENCED for another epoch, CONCURRENT_TRANSACTIONS while
+    /// the transaction is being committed or aborted; otherwise NONE for a
+    /// partition of the transaction and TRANSACTION_ABORTABLE for any other
+    /// (the leader answers that to old clients as INVALID_TXN_STATE). A
+    /// pending write is not waited for, as in Kafka: the partitions are those
+    /// already written. Reads only.
+    pub fn verify(
+        &self,
+        producer: &TxnProducer<'_>,
+        partitions: &[TopicPartition],
+    ) -> Vec<ErrorCode> {
+        let every = |code: ErrorCode| vec![code; partitions.len()];
+        if producer.transactional_id.is_empty() {
+            return every(ErrorCode::INVALID_REQUEST);
+        }
+        let Some(txn) = self.txns.get(producer.transactional_id) else {
+            return every(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
+        };
+        let cur = &txn.cur;
+        if cur.producer_id != producer.producer_id {
+            return every(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
+        }
+        if cur.producer_epoch != producer.producer_epoch {
+            return every(ErrorCode::PRODUCER_FENCED);
+        }
+        if matches!(cur.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+            return every(ErrorCode::CONCURRENT_TRANSACTIONS);
+        }
+        partitions
+            .iter()
+            .map(|tp| {
+                if cur.partitions.contains(tp) {
+                    ErrorCode::NONE
+                } else {
+                    ErrorCode::TRANSACTION_ABORTABLE
+                }
+            })
+            .collect()
+    }
+
     /// AddPartitionsToTxn for one transaction (v3- carries one; the batched
     /// v4+ form is one call per transaction). The error code answers every
     /// partition of the request.

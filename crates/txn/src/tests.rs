@@ -182,6 +182,19 @@ impl Harness {
         (done(vec![reply]), m)
     }
 
+    /// The shell reports the markers of `id`'s prepared transaction written.
+    fn markers_written(&mut self, id: &str, (pid, epoch): (i64, i16)) {
+        let mut out = Vec::new();
+        self.c.markers_done(
+            id,
+            ProducerId(pid),
+            ProducerEpoch(epoch),
+            self.now_ms,
+            &mut out,
+        );
+        self.settle(out, true);
+    }
+
     fn state(&self, id: &str) -> TxnState {
         let d = &self.c.describe(&[id.to_string()])[0];
         assert!(d.error.is_none(), "{id} not found");
@@ -278,15 +291,7 @@ fn commit_writes_prepare_markers_then_complete() {
         h.add("tx", p, &[tp("a", 0)]),
         ErrorCode::CONCURRENT_TRANSACTIONS
     );
-    let mut out = Vec::new();
-    h.c.markers_done(
-        "tx",
-        ProducerId(p.0),
-        ProducerEpoch(p.1),
-        h.now_ms,
-        &mut out,
-    );
-    h.settle(out, true);
+    h.markers_written("tx", p);
     assert_eq!(h.state("tx"), TxnState::CompleteCommit);
     let d = &h.c.describe(&["tx".to_string()])[0];
     assert!(d.partitions.is_empty());
@@ -1002,15 +1007,7 @@ fn tv2_a_retried_end_gets_the_first_answer() {
     assert_eq!(ended(&r).0, ErrorCode::CONCURRENT_TRANSACTIONS);
     let (r, _) = h.end_reply("tx", (pid, e0 + 1), TxnResult::Commit, false);
     assert_eq!(ended(&r).0, ErrorCode::PRODUCER_FENCED);
-    let mut out = Vec::new();
-    h.c.markers_done(
-        "tx",
-        ProducerId(pid),
-        ProducerEpoch(e0 + 1),
-        h.now_ms,
-        &mut out,
-    );
-    h.settle(out, true);
+    h.markers_written("tx", (pid, e0 + 1));
     assert_eq!(h.state("tx"), TxnState::CompleteCommit);
     // After completion: the same result answers as the first attempt did,
     // with the bumped epoch; the other result is an invalid state.
@@ -1212,4 +1209,56 @@ fn tv2_timeout_abort_bumps_once_and_the_producer_may_abort_after_it() {
     assert_eq!(ended(&r), (ErrorCode::NONE, pid, e0 + 1));
     let (r, _) = h.end_reply("tx", (pid, e0), TxnResult::Commit, true);
     assert_eq!(ended(&r).0, ErrorCode::INVALID_TXN_STATE);
+}
+
+/// KIP-890 part 1: AddPartitionsToTxn `verify_only` answers as Kafka's
+/// coordinator does, state by state.
+#[test]
+fn verify_only_answers_as_kafka() {
+    let mut h = Harness::new();
+    let verify = |h: &Harness, (pid, epoch): (i64, i16), parts: &[TopicPartition]| {
+        h.c.verify(&prod("tx", pid, epoch), parts)
+    };
+    assert_eq!(
+        verify(&h, (7, 0), &[tp("a", 0)]),
+        vec![ErrorCode::INVALID_PRODUCER_ID_MAPPING],
+        "an unknown transactional id"
+    );
+    assert_eq!(
+        h.c.verify(&prod("", 7, 0), &[tp("a", 0)]),
+        vec![ErrorCode::INVALID_REQUEST]
+    );
+    let p = h.init_ok("tx");
+    // No transaction yet: no partition is in it.
+    assert_eq!(
+        verify(&h, p, &[tp("a", 0)]),
+        vec![ErrorCode::TRANSACTION_ABORTABLE]
+    );
+    assert_eq!(h.add("tx", p, &[tp("a", 0)]), ErrorCode::NONE);
+    assert_eq!(
+        verify(&h, p, &[tp("a", 0), tp("a", 1)]),
+        vec![ErrorCode::NONE, ErrorCode::TRANSACTION_ABORTABLE]
+    );
+    assert_eq!(
+        verify(&h, (p.0 + 1, p.1), &[tp("a", 0)]),
+        vec![ErrorCode::INVALID_PRODUCER_ID_MAPPING]
+    );
+    assert_eq!(
+        verify(&h, (p.0, p.1 + 1), &[tp("a", 0)]),
+        vec![ErrorCode::PRODUCER_FENCED]
+    );
+    // While the markers are out: retriable.
+    let (code, _markers) = h.end("tx", p, TxnResult::Abort, false);
+    assert_eq!(code, ErrorCode::NONE);
+    assert_eq!(
+        verify(&h, p, &[tp("a", 0)]),
+        vec![ErrorCode::CONCURRENT_TRANSACTIONS]
+    );
+    h.markers_written("tx", p);
+    // Completed: the partition left the transaction with its marker.
+    assert_eq!(
+        verify(&h, p, &[tp("a", 0)]),
+        vec![ErrorCode::TRANSACTION_ABORTABLE]
+    );
+    h.c.check_invariants();
 }

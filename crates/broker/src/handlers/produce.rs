@@ -12,8 +12,16 @@
 //!   (`Pending::Ordered`). A refused add answers the coordinator's error as
 //!   Kafka's leader does (PRODUCER_FENCED as INVALID_PRODUCER_EPOCH, a busy or
 //!   moving coordinator as the retriable NOT_ENOUGH_REPLICAS) and appends
-//!   nothing to that partition. Older versions append as they come: their
-//!   clients added the partitions themselves.
+//!   nothing to that partition. Older versions (transaction version 1: the
+//!   clients added the partitions themselves) are verified instead (KIP-890
+//!   part 1, `transaction.partition.verification.enable`, on by default): a
+//!   transactional batch of a producer whose transaction is not open on the
+//!   partition is appended only once the coordinator confirms the partition
+//!   is in that transaction (`Txns::verify_partitions`); a partition it is
+//!   not in is TRANSACTION_ABORTABLE to v11 and INVALID_TXN_STATE to older
+//!   versions, as Kafka answers. Both paths append with the partition's
+//!   verification guard (`Partition::append_client`), so a transaction that
+//!   ended meanwhile (its marker written) is not opened again.
 //! - v13 names topics by id (KIP-516): the response echoes the id; an unknown
 //!   id is UNKNOWN_TOPIC_ID, an unknown partition of a known topic
 //!   UNKNOWN_TOPIC_OR_PARTITION.
@@ -39,7 +47,7 @@
 use std::ops::RangeInclusive;
 
 use fjord_model::{limits, ErrorCode, PartitionIndex, ProducerEpoch, ProducerId, TopicPartition};
-use fjord_partition::Acks;
+use fjord_partition::{Acks, VerificationGuard};
 use fjord_protocol::kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
     TopicProduceResponse,
@@ -65,6 +73,9 @@ const RECORD_ERRORS_FROM: i16 = 8;
 /// First version whose transactional batches join their transaction
 /// implicitly (transaction version 2).
 const IMPLICIT_ADD_FROM: i16 = 12;
+/// First version whose clients know TRANSACTION_ABORTABLE (KIP-890; Kafka's
+/// `GENERIC_ERROR_SUPPORTED` operation).
+const TRANSACTION_ABORTABLE_FROM: i16 = 11;
 
 fn partition_error(
     index: i32,
@@ -111,14 +122,21 @@ fn keyless_records(records: Option<&[u8]>) -> Vec<BatchIndexAndErrorMessage> {
     out
 }
 
-/// The partitions of a Produce v12+ whose transactional batches are not yet
-/// in their producer's transaction at this leader, with that producer.
-fn implicit_adds(
-    ctx: &Ctx,
-    req: &ProduceRequest,
-) -> Option<(ProducerId, ProducerEpoch, Vec<TopicPartition>)> {
+/// A Produce's transactional producer and the partitions whose
+/// verification started, with their guards.
+type Unverified = (
+    ProducerId,
+    ProducerEpoch,
+    Vec<(TopicPartition, VerificationGuard)>,
+);
+
+/// The transactional batches of a Produce whose producer's transaction is
+/// not open on their partition at this leader: that producer, and each such
+/// partition with the verification started for it
+/// (`Partition::start_verification`). `None` when there are none.
+fn unverified(ctx: &Ctx, req: &ProduceRequest, now: i64) -> Option<Unverified> {
     let mut producer = None;
-    let mut adds = Vec::new();
+    let mut parts = Vec::new();
     for td in &req.topic_data {
         let topic = if ctx.api_version >= TOPIC_IDS_FROM {
             ctx.broker.topic_by_id(td.topic_id)
@@ -131,7 +149,7 @@ fn implicit_adds(
                 continue;
             };
             // A partition led elsewhere is answered NOT_LEADER_OR_FOLLOWER by
-            // the append and never joins the transaction: Kafka's leader
+            // the append and is never verified nor added: Kafka's leader
             // checks leadership before it asks the coordinator
             // (`Partition.maybeStartTransactionVerification`).
             if p.replica_state().leader != p.local() {
@@ -147,26 +165,43 @@ fn implicit_adds(
                 continue;
             }
             let (pid, epoch) = (ProducerId(h.producer_id), ProducerEpoch(h.producer_epoch));
-            if p.in_transaction(pid, epoch) {
+            // Kafka: "Transactional records contained more than one producer
+            // ID"; a second producer's batches are left to the append's check.
+            if producer.is_some_and(|first| first != (pid, epoch)) {
                 continue;
             }
+            let Some(guard) = p.start_verification(pid, epoch, now) else {
+                continue;
+            };
             producer.get_or_insert((pid, epoch));
-            adds.push(TopicPartition {
-                topic: topic.name.clone(),
-                partition: PartitionIndex(pd.index),
-            });
+            parts.push((
+                TopicPartition {
+                    topic: topic.name.clone(),
+                    partition: PartitionIndex(pd.index),
+                },
+                guard,
+            ));
         }
     }
     let (pid, epoch) = producer?;
-    Some((pid, epoch, adds))
+    Some((pid, epoch, parts))
 }
 
-/// A refused implicit add as the producer is answered (Kafka's leader:
-/// `AddPartitionsToTxnManager` and `ReplicaManager`).
-fn produce_code(code: ErrorCode) -> ErrorCode {
+/// A refused verification or implicit add as the producer of a Produce
+/// `version` is answered (Kafka's leader: `AddPartitionsToTxnManager` then
+/// `ReplicaManager`): PRODUCER_FENCED as INVALID_PRODUCER_EPOCH;
+/// TRANSACTION_ABORTABLE as INVALID_TXN_STATE to versions before it was
+/// known (v10 and older); a busy, moving or unreachable coordinator as the
+/// retriable NOT_ENOUGH_REPLICAS, which old clients retry without a
+/// metadata refresh.
+fn produce_code(version: i16, code: ErrorCode) -> ErrorCode {
     match code {
         ErrorCode::PRODUCER_FENCED => ErrorCode::INVALID_PRODUCER_EPOCH,
+        ErrorCode::TRANSACTION_ABORTABLE if version < TRANSACTION_ABORTABLE_FROM => {
+            ErrorCode::INVALID_TXN_STATE
+        }
         ErrorCode::CONCURRENT_TRANSACTIONS
+        | ErrorCode::NETWORK_EXCEPTION
         | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
         | ErrorCode::COORDINATOR_NOT_AVAILABLE
         | ErrorCode::NOT_COORDINATOR => ErrorCode::NOT_ENOUGH_REPLICAS,
@@ -174,36 +209,62 @@ fn produce_code(code: ErrorCode) -> ErrorCode {
     }
 }
 
+/// The message of a refused verification (Kafka's for INVALID_TXN_STATE).
+fn refusal_message(code: ErrorCode) -> String {
+    match code {
+        ErrorCode::INVALID_TXN_STATE => "Partition was not added to the transaction".into(),
+        ErrorCode::NOT_ENOUGH_REPLICAS => {
+            "Unable to verify the partition has been added to the transaction".into()
+        }
+        code => format!("the transaction coordinator refused the partition: {code:?}"),
+    }
+}
+
 pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
+    let verify = ctx.broker.transaction_verification();
+    let implicit_add = ctx.api_version >= IMPLICIT_ADD_FROM;
     let transactional_id = req
         .transactional_id
         .as_ref()
         .map(|s| s.to_string())
-        .filter(|_| ctx.api_version >= IMPLICIT_ADD_FROM && Acks::from_wire(req.acks).is_some());
+        .filter(|_| (verify || implicit_add) && Acks::from_wire(req.acks).is_some());
     let Some(transactional_id) = transactional_id else {
-        return append_all(ctx, req, &[]);
+        return append_all(ctx, req, &[], &[]);
     };
-    let Some((pid, epoch, adds)) = implicit_adds(&ctx, &req) else {
-        return append_all(ctx, req, &[]);
+    let Some((pid, epoch, parts)) = unverified(&ctx, &req, now_ms()) else {
+        return append_all(ctx, req, &[], &[]);
     };
     let (appended, barrier) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
-        let code = match ctx.broker.txns.get().cloned() {
+        let partitions: Vec<TopicPartition> = parts.iter().map(|(tp, _)| tp.clone()).collect();
+        let codes: Vec<ErrorCode> = match ctx.broker.txns.get().cloned() {
+            // v12+ (transaction version 2): the partitions join the
+            // transaction here (Kafka's `ADD_PARTITION` operation).
+            Some(txns) if implicit_add => {
+                let code = txns
+                    .add_implicitly(&ctx.broker, &transactional_id, pid, epoch, partitions)
+                    .await;
+                vec![code; parts.len()]
+            }
+            // Older versions: their clients added the partitions; the
+            // coordinator is asked whether they did (KIP-890 part 1).
             Some(txns) => {
-                txns.add_implicitly(&ctx.broker, &transactional_id, pid, epoch, adds.clone())
+                txns.verify_partitions(&ctx.broker, &transactional_id, pid, epoch, &partitions)
                     .await
             }
-            None => ErrorCode::COORDINATOR_NOT_AVAILABLE,
+            None => vec![ErrorCode::COORDINATOR_NOT_AVAILABLE; parts.len()],
         };
-        let refused: Vec<(TopicPartition, ErrorCode)> = if code.is_none() {
-            Vec::new()
-        } else {
-            tracing::debug!(%transactional_id, "implicit add to the transaction refused: {code:?}");
-            adds.into_iter()
-                .map(|tp| (tp, produce_code(code)))
-                .collect()
-        };
-        let pending = append_all(ctx, req, &refused);
+        let mut refused = Vec::new();
+        let mut guards = Vec::new();
+        for ((tp, guard), code) in parts.into_iter().zip(codes) {
+            if code.is_none() {
+                guards.push((tp, guard));
+            } else {
+                tracing::debug!(%transactional_id, topic = %tp.topic, partition = tp.partition.0, "transaction verification refused: {code:?}");
+                refused.push((tp, produce_code(ctx.api_version, code)));
+            }
+        }
+        let pending = append_all(ctx, req, &refused, &guards);
         let _ = appended.send(());
         match pending {
             Pending::Ready(r) => r,
@@ -215,14 +276,27 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
 }
 
 /// Append every partition's records (those in `refused` get its code and
-/// nothing appended) and answer.
-fn append_all(ctx: Ctx, req: ProduceRequest, refused: &[(TopicPartition, ErrorCode)]) -> Pending {
+/// nothing appended; those in `guards` were verified with the transaction
+/// coordinator) and answer.
+fn append_all(
+    ctx: Ctx,
+    req: ProduceRequest,
+    refused: &[(TopicPartition, ErrorCode)],
+    guards: &[(TopicPartition, VerificationGuard)],
+) -> Pending {
     let refused_code = |name: &str, index: i32| {
         refused
             .iter()
             .find(|(tp, _)| tp.topic == name && tp.partition.0 == index)
             .map(|(_, code)| *code)
     };
+    let guard = |name: &str, index: i32| {
+        guards
+            .iter()
+            .find(|(tp, _)| tp.topic == name && tp.partition.0 == index)
+            .map(|(_, g)| *g)
+    };
+    let verify = ctx.broker.transaction_verification();
     let acks = Acks::from_wire(req.acks);
     let now = now_ms();
     let mut topics = Vec::with_capacity(req.topic_data.len());
@@ -266,11 +340,7 @@ fn append_all(ctx: Ctx, req: ProduceRequest, refused: &[(TopicPartition, ErrorCo
                 (Some(_), None) => partition_error(pd.index, unknown_topic, None),
                 (Some(_), Some(_)) if refused_code(&name, pd.index).is_some() => {
                     let code = refused_code(&name, pd.index).unwrap_or(ErrorCode::NONE);
-                    partition_error(
-                        pd.index,
-                        code,
-                        Some("the partition could not be added to the transaction".into()),
-                    )
+                    partition_error(pd.index, code, Some(refusal_message(code)))
                 }
                 (Some(acks), Some(p)) => {
                     let keyless = if compacted {
@@ -293,7 +363,8 @@ fn append_all(ctx: Ctx, req: ProduceRequest, refused: &[(TopicPartition, ErrorCo
                         let records = pd.records.unwrap_or_default();
                         // Not copied: the request's bytes go to the file as they are,
                         // behind patched batch headers (`Partition::append_shared`).
-                        match p.append_shared(&records, acks, now) {
+                        let guard = guard(&name, pd.index);
+                        match p.append_client(&records, acks, now, verify, guard) {
                             Ok(appended) => {
                                 let r = appended.result;
                                 if let (Some(t), false) = (&topic, r.duplicate) {

@@ -73,63 +73,27 @@ fn reply_code(reply: Result<fjord_txn::Reply, ErrorCode>) -> ErrorCode {
     }
 }
 
-/// What the transaction coordinator says of a producer's ongoing
-/// transaction, for the checks of KIP-890 (AddPartitionsToTxn `verify_only`)
-/// and of TxnOffsetCommit (the group's offsets partition must be in it).
-pub(crate) enum Verified {
-    /// Not this producer's transaction (or its shard refused).
-    Refused(ErrorCode),
-    /// The producer's transaction: whether it is ongoing, and its partitions.
-    Txn {
-        ongoing: bool,
-        partitions: Vec<TopicPartition>,
-    },
-}
-
-impl Verified {
-    pub(crate) fn read(
-        txns: &std::sync::Arc<crate::txns::Txns>,
-        transactional_id: &str,
-        producer_id: Pid,
-        producer_epoch: ProducerEpoch,
-    ) -> Verified {
-        let id = transactional_id.to_string();
-        let described = txns.read(&id, |c| c.describe(std::slice::from_ref(&id)));
-        let d = match described {
-            Ok(mut d) => d.pop(),
-            Err(e) => return Verified::Refused(e),
-        };
-        let Some(d) = d.filter(|d| d.error.is_none()) else {
-            return Verified::Refused(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
-        };
-        if d.producer_id != producer_id {
-            return Verified::Refused(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
-        }
-        if d.producer_epoch != producer_epoch {
-            return Verified::Refused(ErrorCode::PRODUCER_FENCED);
-        }
-        Verified::Txn {
-            ongoing: d.state == fjord_txn::TxnState::Ongoing,
-            partitions: d.partitions,
-        }
-    }
-
-    /// NONE when `tp` is in the producer's ongoing transaction.
-    pub(crate) fn code(&self, tp: &TopicPartition) -> ErrorCode {
-        match self {
-            Verified::Refused(e) => *e,
-            Verified::Txn {
-                ongoing,
-                partitions,
-            } => {
-                if *ongoing && partitions.contains(tp) {
-                    ErrorCode::NONE
-                } else {
-                    ErrorCode::INVALID_TXN_STATE
-                }
-            }
-        }
-    }
+/// AddPartitionsToTxn `verify_only` on this node's coordinator (KIP-890;
+/// `fjord_txn::TxnCoordinator::verify`): a code per partition of
+/// `partitions`, NONE for those in the producer's transaction. Also the
+/// check of TxnOffsetCommit (the group's offsets partition must be in it)
+/// and of a partition leader here before a transactional append. A shard
+/// that refuses (loading, not served here) answers its code.
+pub(crate) fn verify(
+    txns: &std::sync::Arc<crate::txns::Txns>,
+    transactional_id: &str,
+    producer_id: Pid,
+    producer_epoch: ProducerEpoch,
+    partitions: &[TopicPartition],
+) -> Vec<ErrorCode> {
+    let producer = fjord_txn::TxnProducer {
+        transactional_id,
+        producer_id,
+        producer_epoch,
+        transaction_version: 0,
+    };
+    txns.read(transactional_id, |c| c.verify(&producer, partitions))
+        .unwrap_or_else(|e| vec![e; partitions.len()])
 }
 
 /// One transaction of an AddPartitionsToTxn request.
@@ -204,18 +168,21 @@ async fn add_one(ctx: &Ctx, txn: AddTxn) -> Vec<AddPartitionsToTxnTopicResult> {
     if txn.verify_only {
         // KIP-890's check by a partition leader: is each partition in the
         // producer's ongoing transaction?
-        let verified = Verified::read(
+        let codes = verify(
             &txns,
             &txn.transactional_id,
             txn.producer_id,
             txn.producer_epoch,
+            &partitions,
         );
-        return topic_results(&txn.topics, |name, p| {
-            verified.code(&TopicPartition {
-                topic: name.to_string(),
-                partition: PartitionIndex(p),
-            })
-        });
+        let code = |name: &str, p: i32| {
+            partitions
+                .iter()
+                .position(|tp| tp.topic == name && tp.partition.0 == p)
+                .and_then(|i| codes.get(i).copied())
+                .unwrap_or(ErrorCode::UNKNOWN_SERVER_ERROR)
+        };
+        return topic_results(&txn.topics, code);
     }
     let id = txn.transactional_id.clone();
     let (pid, epoch) = (txn.producer_id, txn.producer_epoch);

@@ -40,7 +40,7 @@ use fjord_protocol::kafka_protocol::messages::{
     TopicName, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 
-use super::transactions::Verified;
+use super::transactions::verify;
 use super::{str_bytes, Ctx, Pending};
 use crate::security::authorizer::{Operation, ResourceType};
 
@@ -80,8 +80,8 @@ fn retriable_as_group(code: ErrorCode) -> ErrorCode {
 
 /// A refused check of the transaction coordinator as Kafka's group
 /// coordinator answers it to a TxnOffsetCommit of `version`: an offsets
-/// partition not in the transaction (Kafka's coordinator says
-/// TRANSACTION_ABORTABLE, Fjord's INVALID_TXN_STATE) is TRANSACTION_ABORTABLE
+/// partition not in the transaction (the coordinator says
+/// TRANSACTION_ABORTABLE) is TRANSACTION_ABORTABLE
 /// to v4, the version that verifies and knows that error, and
 /// INVALID_TXN_STATE to the others (`AddPartitionsToTxnManager`: only the
 /// `genericError` operation keeps it); a stale epoch INVALID_PRODUCER_EPOCH.
@@ -178,10 +178,17 @@ pub fn handle(ctx: Ctx, req: TxnOffsetCommitRequest) -> Pending {
                 (Some(e), _) => Check::Now(e),
                 (None, _) if ctx.api_version >= IMPLICIT_ADD_FROM => Check::Add(offsets_partition),
                 (None, Some(remote)) => Check::Remote(remote, offsets_partition),
-                (None, None) => Check::Now(
-                    Verified::read(txns, &req.transactional_id.0, producer_id, producer_epoch)
-                        .code(&offsets_partition),
-                ),
+                (None, None) => Check::Now(retriable_as_group(
+                    verify(
+                        txns,
+                        &req.transactional_id.0,
+                        producer_id,
+                        producer_epoch,
+                        std::slice::from_ref(&offsets_partition),
+                    )
+                    .pop()
+                    .unwrap_or(ErrorCode::UNKNOWN_SERVER_ERROR),
+                )),
             }
         }
     };
