@@ -12,7 +12,8 @@
 //! - SASL ([`sasl`]): SaslHandshake v0–v1 and SaslAuthenticate v0–v2 with
 //!   PLAIN, users from the listener's JAAS line
 //!   (`listener.name.<l>.plain.sasl.jaas.config`), and SCRAM-SHA-256/512
-//!   ([`scram`]), credentials from the metadata image.
+//!   ([`scram`]), credentials from the metadata image, and OAUTHBEARER
+//!   ([`oauth`]), JWTs checked against a JWKS file.
 //!
 //! Every security setting may be prefixed by `listener.name.<listener>.`
 //! (lower case), which wins over the unprefixed name, as in Kafka. Values
@@ -21,6 +22,7 @@
 
 pub mod authorizer;
 pub mod links;
+pub mod oauth;
 pub mod principal;
 pub mod sasl;
 pub mod scram;
@@ -101,6 +103,11 @@ pub const SECURITY_BROKER_CONFIGS: &[&str] = &[
     "sasl.enabled.mechanisms",
     "sasl.mechanism.controller.protocol",
     "sasl.mechanism.inter.broker.protocol",
+    "sasl.oauthbearer.clock.skew.seconds",
+    "sasl.oauthbearer.expected.audience",
+    "sasl.oauthbearer.expected.issuer",
+    "sasl.oauthbearer.jwks.endpoint.url",
+    "sasl.oauthbearer.sub.claim.name",
     "security.inter.broker.protocol",
     "ssl.client.auth",
     "ssl.endpoint.identification.algorithm",

@@ -27,7 +27,10 @@
 //! SCRAM-SHA-256 and SCRAM-SHA-512 ([`super::scram`]), with the
 //! credentials of the metadata image (`listener.name.<l>.scram-sha-256.sasl.jaas.config=
 //! org.apache.kafka.common.security.scram.ScramLoginModule required;`), in
-//! two rounds: client-first / server-first, client-final / server-final.
+//! two rounds: client-first / server-first, client-final / server-final;
+//! OAUTHBEARER ([`super::oauth`]): a JWT checked against the keys of a JWKS
+//! file, whose `exp` bounds the session (an invalid token is answered with
+//! Kafka's error challenge, and the client's `\x01` then fails it).
 //! What a session needs from outside (credentials, a fresh nonce) comes
 //! through [`SaslContext`].
 //! Passwords are compared in constant time for equal lengths and never
@@ -38,6 +41,7 @@ use std::collections::BTreeMap;
 use fjord_model::{limits, ErrorCode};
 use fjord_protocol::sasl::PlainMessage;
 
+use super::oauth::OAuthConfig;
 use super::scram::{ScramExchange, ScramMechanism, StoredCredential};
 use super::{invalid, KafkaPrincipal, SecuritySettings};
 use crate::config::ConfigError;
@@ -47,6 +51,7 @@ use crate::config::ConfigError;
 pub enum Mechanism {
     Plain,
     Scram(ScramMechanism),
+    OAuthBearer,
 }
 
 impl Mechanism {
@@ -54,6 +59,7 @@ impl Mechanism {
         match self {
             Mechanism::Plain => "PLAIN",
             Mechanism::Scram(m) => m.name(),
+            Mechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 
@@ -62,6 +68,7 @@ impl Mechanism {
             "PLAIN" => Some(Mechanism::Plain),
             "SCRAM-SHA-256" => Some(Mechanism::Scram(ScramMechanism::Sha256)),
             "SCRAM-SHA-512" => Some(Mechanism::Scram(ScramMechanism::Sha512)),
+            "OAUTHBEARER" => Some(Mechanism::OAuthBearer),
             _ => None,
         }
     }
@@ -73,6 +80,8 @@ pub trait SaslContext {
     fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> Option<StoredCredential>;
     /// A new nonce: printable ASCII without ','.
     fn server_nonce(&self) -> String;
+    /// The wall clock, in ms since the epoch (a JWT's `exp`, `nbf`).
+    fn wall_clock_ms(&self) -> i64;
 }
 
 /// A secret from the configuration; `Debug` never shows it.
@@ -101,6 +110,8 @@ pub struct SaslConfig {
     /// KIP-368: a session's longest lifetime, per mechanism (only the
     /// mechanisms with `connections.max.reauth.ms` > 0).
     max_reauth_ms: Vec<(Mechanism, u64)>,
+    /// OAUTHBEARER's JWT validation, when enabled.
+    oauth: Option<std::sync::Arc<OAuthConfig>>,
 }
 
 /// Kafka's name of the KIP-368 session lifetime setting.
@@ -184,26 +195,41 @@ impl SaslConfig {
                     return Err(invalid(
                         MECHANISMS,
                         format!(
-                            "{m} is not supported (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 are)"
+                            "{m} is not supported (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER are)"
                         ),
                     ))
                 }
             }
         }
         for m in &mechanisms {
-            let Mechanism::Scram(m) = m else { continue };
-            // Kafka needs the mechanism's JAAS line (ScramLoginModule);
-            // its options (none for a broker) are not used.
+            // Kafka needs the mechanism's JAAS line (ScramLoginModule,
+            // OAuthBearerLoginModule); its options (none for a broker) are
+            // not used.
+            let module = match m {
+                Mechanism::Plain => continue,
+                Mechanism::Scram(_) => "org.apache.kafka.common.security.scram.ScramLoginModule",
+                Mechanism::OAuthBearer => {
+                    "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule"
+                }
+            };
             let key = format!("{}.sasl.jaas.config", m.name().to_lowercase());
             let prefixed = format!("listener.name.{}.{key}", listener.to_lowercase());
             let line = settings.get(listener, &key).ok_or_else(|| {
                 invalid(
                     &prefixed,
-                    format!("{} is enabled: its JAAS line is needed (org.apache.kafka.common.security.scram.ScramLoginModule required;)", m.name()),
+                    format!(
+                        "{} is enabled: its JAAS line is needed ({module} required;)",
+                        m.name()
+                    ),
                 )
             })?;
             parse_jaas(&prefixed, line)?;
         }
+        let oauth = if mechanisms.contains(&Mechanism::OAuthBearer) {
+            Some(std::sync::Arc::new(OAuthConfig::build(settings, listener)?))
+        } else {
+            None
+        };
         if mechanisms.is_empty() {
             return Err(invalid(MECHANISMS, "no mechanism"));
         }
@@ -247,6 +273,7 @@ impl SaslConfig {
             mechanisms,
             plain_users,
             max_reauth_ms,
+            oauth,
         })
     }
 
@@ -347,7 +374,14 @@ pub struct SaslSession {
     reauth_began_ms: Option<u64>,
     /// While re-authenticating: what the new authentication must keep.
     reauth: Option<Reauthentication>,
+    /// OAUTHBEARER: the error challenge sent for an invalid token, until
+    /// the client's `\x01` ends the exchange.
+    oauth_error: Option<String>,
 }
+
+/// One step of a mechanism: the principal once authenticated, the server's
+/// token, and the credential's own expiry (ms since the epoch), if any.
+type Step = (Option<KafkaPrincipal>, Vec<u8>, Option<i64>);
 
 impl SaslSession {
     pub fn new(config: std::sync::Arc<SaslConfig>) -> SaslSession {
@@ -359,6 +393,7 @@ impl SaslSession {
             expires_at_ms: None,
             reauth_began_ms: None,
             reauth: None,
+            oauth_error: None,
         }
     }
 
@@ -469,18 +504,19 @@ impl SaslSession {
             }
         }
         let result = match mechanism {
-            Mechanism::Plain => self.plain(token).map(|p| (Some(p), Vec::new())),
-            Mechanism::Scram(m) => self.scram(m, token, cx),
+            Mechanism::Plain => self.plain(token).map(|p| (Some(p), Vec::new(), None)),
+            Mechanism::Scram(m) => self.scram(m, token, cx).map(|(p, token)| (p, token, None)),
+            Mechanism::OAuthBearer => self.oauthbearer(token, cx),
         };
-        let result = result.and_then(|(principal, token)| match (&self.reauth, &principal) {
+        let result = result.and_then(|step| match (&self.reauth, &step.0) {
             (Some(r), Some(p)) if r.principal != *p => Err(format!(
                 "Cannot change principals during re-authentication from User.{}: User.{}",
                 r.principal.name, p.name
             )),
-            _ => Ok((principal, token)),
+            _ => Ok(step),
         });
         match result {
-            Ok((principal, token)) => {
+            Ok((principal, token, credential_expires_at_ms)) => {
                 let mut out = Outcome::ok(token);
                 if let Some(principal) = principal {
                     assert!(
@@ -490,9 +526,16 @@ impl SaslSession {
                     self.state = SaslState::Authenticated(principal);
                     self.authenticated_with = Some(mechanism);
                     self.reauth = None;
-                    // PLAIN and SCRAM credentials have no lifetime of their
-                    // own: the session lives `connections.max.reauth.ms`.
-                    let lifetime = self.config.max_reauth_ms(mechanism);
+                    // Kafka's rule: the shorter of `connections.max.reauth.ms`
+                    // and what is left of the credential's own lifetime (a
+                    // JWT's `exp`; PLAIN and SCRAM have none), 0 at least.
+                    let left = credential_expires_at_ms.map(|exp| {
+                        u64::try_from(exp.saturating_sub(cx.wall_clock_ms())).unwrap_or(0)
+                    });
+                    let lifetime = match (left, self.config.max_reauth_ms(mechanism)) {
+                        (Some(left), Some(max)) => Some(left.min(max)),
+                        (left, max) => left.or(max),
+                    };
                     self.expires_at_ms = lifetime.map(|ms| now_ms.saturating_add(ms));
                     out.session_lifetime_ms =
                         lifetime.map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
@@ -503,6 +546,7 @@ impl SaslSession {
                 self.state = SaslState::Failed;
                 self.scram = None;
                 self.reauth = None;
+                self.oauth_error = None;
                 Outcome::failed(ErrorCode::SASL_AUTHENTICATION_FAILED, Some(message))
             }
         }
@@ -529,6 +573,39 @@ impl SaslSession {
                 let (user, server_final) = exchange.finish(token)?;
                 Ok((Some(KafkaPrincipal::user(user)), server_final))
             }
+        }
+    }
+
+    /// OAUTHBEARER, as Kafka's `OAuthBearerSaslServer`: a valid token
+    /// authenticates in one round; an invalid one is answered with the error
+    /// challenge (not yet a failure), and the client's `\x01` after it fails.
+    fn oauthbearer(&mut self, token: &[u8], cx: &dyn SaslContext) -> Result<Step, String> {
+        if let (Some(error), [1]) = (self.oauth_error.take(), token) {
+            return Err(error);
+        }
+        let Some(oauth) = self.config.oauth.clone() else {
+            return Err("OAUTHBEARER is not configured".into());
+        };
+        let (authzid, jwt) = super::oauth::parse_initial_response(token).map_err(|why| {
+            tracing::debug!("invalid OAUTHBEARER client message: {why}");
+            "Authentication failed during authentication due to invalid credentials with SASL mechanism OAUTHBEARER".to_string()
+        })?;
+        match oauth.validate(&jwt, cx.wall_clock_ms()) {
+            Err(why) => {
+                tracing::debug!("OAUTHBEARER token refused: {why}");
+                let challenge = super::oauth::INVALID_TOKEN.to_string();
+                self.oauth_error = Some(challenge.clone());
+                Ok((None, challenge.into_bytes(), None))
+            }
+            Ok(t) if !authzid.is_empty() && authzid != t.principal => Err(format!(
+                "Authentication failed: Client requested an authorization id ({authzid}) that is different from the token's principal name ({})",
+                t.principal
+            )),
+            Ok(t) => Ok((
+                Some(KafkaPrincipal::user(t.principal)),
+                Vec::new(),
+                Some(t.expires_at_ms),
+            )),
         }
     }
 
@@ -561,6 +638,9 @@ mod tests {
         }
         fn server_nonce(&self) -> String {
             "n".into()
+        }
+        fn wall_clock_ms(&self) -> i64 {
+            1_000_000
         }
     }
 
@@ -785,6 +865,9 @@ mod tests {
         }
         fn server_nonce(&self) -> String {
             "srv".into()
+        }
+        fn wall_clock_ms(&self) -> i64 {
+            1_000_000
         }
     }
 

@@ -276,6 +276,10 @@ impl super::sasl::SaslContext for crate::state::Broker {
         );
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     }
+
+    fn wall_clock_ms(&self) -> i64 {
+        crate::state::now_ms()
+    }
 }
 
 #[cfg(test)]
