@@ -22,7 +22,7 @@ use fjord_protocol::kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
 use fjord_protocol::kafka_protocol::protocol::{Encodable, StrBytes};
 use fjord_protocol::Request;
 use fjord_raft::messages::*;
-use fjord_raft::{Entry, EntryData};
+use fjord_raft::{Entry, EntryData, VoterKey};
 use uuid::Uuid;
 
 pub use fjord_metadata::log::METADATA_TOPIC;
@@ -727,8 +727,9 @@ pub fn decode_response(api: ApiKey, version: i16, frame: Bytes) -> Result<Decode
 
 /// The core's entries in concatenated record batches (one entry per
 /// offset): a LeaderChange control record becomes
-/// [`EntryData::LeaderChange`], other control records (KIP-853's
-/// KRaftVersion, Voters) an empty data entry, data records their value.
+/// [`EntryData::LeaderChange`], a VotersRecord [`EntryData::Voters`] (the
+/// voter set from there on), other control records (KIP-853's
+/// KRaftVersion) an empty data entry, data records their value.
 /// Every batch is checked (framing, CRC) first.
 pub fn decode_entries(bytes: &[u8]) -> Result<Vec<Entry>, String> {
     let mut out = Vec::new();
@@ -748,6 +749,12 @@ pub fn decode_entries(bytes: &[u8]) -> Result<Vec<Entry>, String> {
                         leader_id: NodeId(leader_id),
                         voters: voters.into_iter().map(NodeId).collect(),
                     },
+                    Ok(ControlRecord::Voters(voters)) => EntryData::Voters(
+                        voters
+                            .iter()
+                            .map(|v| VoterKey::new(NodeId(v.id), v.directory_id.as_u128()))
+                            .collect(),
+                    ),
                     Ok(_) => EntryData::Data(Vec::new()),
                     Err(e) => {
                         bad = Some(e.to_string());

@@ -12,9 +12,20 @@
 //!   delete below the log start, snapshot chunks and install), durable
 //!   quorum-state writes and high-watermark advances come out
 //!   ([`node::Output`]). Roles: unattached, prospective (pre-vote),
-//!   candidate, leader, follower, resigned. Static voters
-//!   (`controller.quorum.voters`). Randomized timeouts come from a seed the
-//!   caller passes ([`fjord_sim::Rng`]); there is no global state.
+//!   candidate, leader, follower, resigned. Randomized timeouts come from a
+//!   seed the caller passes ([`fjord_sim::Rng`]); there is no global state.
+//! - The voter set (KIP-853, Kafka's `VoterSetHistory`): the voter set in
+//!   force is the latest `VotersRecord` ([`log::EntryData::Voters`]) in the
+//!   log, committed or not, else the one in the snapshot the log starts
+//!   from, else the configured one (`controller.quorum.voters` or the
+//!   bootstrap checkpoint's); truncating a `VotersRecord` away restores the
+//!   set before it ([`log::LogMeta`] keeps the history). Quorum size,
+//!   elections, the high watermark and check-quorum use the set in force;
+//!   voters are (node id, directory id) ([`log::VoterKey`]). With
+//!   `kraft.version` 1 ([`node::Config::reconfigurable`]) the leader
+//!   appends a change of one voter at a time ([`node::Input::ChangeVoters`],
+//!   Kafka's error codes), and a leader that removed itself resigns once
+//!   that change is committed.
 //! - Replication is pull-based as in Kafka: a follower fetches with its log
 //!   end offset and the epoch of its last entry, only once everything it
 //!   appended is durable (so the offset it reports is durable); the leader
@@ -39,9 +50,9 @@
 //!   workload, and checks the safety invariants after every step (see its
 //!   docs). `tests/sim.rs` runs thousands of seeds.
 //!
-//! Not yet here (later slices): dynamic voters (KIP-853), the wire mapping,
-//! and the `MetadataQuorum` adapter that puts this core behind
-//! `fjord_metadata::quorum`.
+//! The wire mapping and the `MetadataQuorum` adapter are in `fjord-quorum`
+//! (which does not ask for voter changes yet: no AddRaftVoter /
+//! RemoveRaftVoter).
 
 pub mod log;
 pub mod messages;
@@ -49,5 +60,5 @@ pub mod node;
 
 pub mod sim;
 
-pub use log::{Entry, EntryData, LogMeta, LogReader, SnapshotChunk, SnapshotId};
+pub use log::{Entry, EntryData, LogMeta, LogReader, SnapshotChunk, SnapshotId, VoterKey};
 pub use node::{Config, Input, Node, Output, PersistedState, RoleKind};

@@ -8,6 +8,27 @@
 
 use fjord_model::{LeaderEpoch, NodeId, Offset};
 
+/// A voter (Kafka's `ReplicaKey`): its node id and the id of its
+/// metadata log directory; directory id 0 is Kafka's `Uuid.ZERO`, unknown
+/// (the voters of a static `controller.quorum.voters`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VoterKey {
+    pub id: NodeId,
+    pub directory_id: u128,
+}
+
+impl VoterKey {
+    pub fn new(id: NodeId, directory_id: u128) -> VoterKey {
+        VoterKey { id, directory_id }
+    }
+
+    /// Kafka's `VoterNode.isVoter`: the same node id, and the same
+    /// directory id when the voter's is known.
+    pub fn matches(&self, id: NodeId, directory_id: u128) -> bool {
+        self.id == id && (self.directory_id == 0 || self.directory_id == directory_id)
+    }
+}
+
 /// What an entry holds.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum EntryData {
@@ -19,6 +40,9 @@ pub enum EntryData {
     },
     /// A client proposal (framed metadata records, opaque to the core).
     Data(Vec<u8>),
+    /// Kafka's `VotersRecord` (KIP-853): the voter set from this entry on,
+    /// in force as soon as it is in the log, committed or not.
+    Voters(Vec<VoterKey>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -62,10 +86,19 @@ pub trait LogReader {
         position: u64,
         max_bytes: usize,
     ) -> Option<SnapshotChunk>;
+    /// The voter set snapshot `id` holds (its `VotersRecord`); `None` when
+    /// it holds none (the configured voters then apply) or is not there.
+    fn snapshot_voters(&self, _id: SnapshotId) -> Option<Vec<VoterKey>> {
+        None
+    }
 }
 
 /// The shape of the log: log start (the latest snapshot's end offset, or 0),
-/// end offset, durable end offset, epoch start offsets.
+/// end offset, durable end offset, epoch start offsets, and where the voter
+/// set changes (Kafka's `VoterSetHistory`): the voter set in force is the
+/// latest `VotersRecord` in the log, committed or not, else the one in the
+/// snapshot the log starts from, else the configured one; truncating a
+/// `VotersRecord` away restores the set before it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LogMeta {
     /// The log holds entries from here; everything below is in the snapshot
@@ -77,6 +110,12 @@ pub struct LogMeta {
     /// (epoch, first offset of that epoch at or above `start`), both
     /// strictly increasing.
     epochs: Vec<(LeaderEpoch, Offset)>,
+    /// The voter set of the snapshot the log starts from (or of the
+    /// bootstrap checkpoint), if it holds one.
+    snapshot_voters: Option<Vec<VoterKey>>,
+    /// The `VotersRecord`s in the log: (offset, set), offsets increasing,
+    /// all at or above `start` and below `end`.
+    voter_changes: Vec<(Offset, Vec<VoterKey>)>,
 }
 
 impl LogMeta {
@@ -198,6 +237,12 @@ impl LogMeta {
             .map(|i| self.epochs[i].0)
             .filter(|_| id.end_offset < self.end);
         self.epochs.drain(..first_kept);
+        let folded = self
+            .voter_changes
+            .partition_point(|(at, _)| *at < id.end_offset);
+        if let Some((_, set)) = self.voter_changes.drain(..folded).next_back() {
+            self.snapshot_voters = Some(set);
+        }
         if let Some(e) = running {
             self.epochs.insert(0, (e, id.end_offset));
         }
@@ -208,8 +253,11 @@ impl LogMeta {
 
     /// A snapshot fetched from the leader replaced the whole log: it is
     /// empty and starts at the snapshot's end offset, all of it durable.
+    /// Its voter set is not known here ([`LogMeta::set_snapshot_voters`]).
     pub fn reset_to_snapshot(&mut self, id: SnapshotId) {
         assert!(id.end_offset.0 > 0 && id.epoch.0 >= 0);
+        self.snapshot_voters = None;
+        self.voter_changes.clear();
         self.start = id.end_offset;
         self.start_epoch = id.epoch;
         self.end = id.end_offset;
@@ -224,12 +272,52 @@ impl LogMeta {
         self.end = offset;
         self.durable_end = self.durable_end.min(offset);
         while self
+            .voter_changes
+            .last()
+            .is_some_and(|(at, _)| *at >= offset)
+        {
+            self.voter_changes.pop();
+        }
+        while self
             .epochs
             .last()
             .is_some_and(|(_, start)| *start >= offset)
         {
             self.epochs.pop();
         }
+    }
+
+    /// The voter set the snapshot the log starts from holds (read from it
+    /// at start or after installing it).
+    pub fn set_snapshot_voters(&mut self, voters: Option<Vec<VoterKey>>) {
+        self.snapshot_voters = voters;
+    }
+
+    /// The entry at `offset` (the last one in the log) is a `VotersRecord`.
+    pub fn record_voters(&mut self, offset: Offset, voters: Vec<VoterKey>) {
+        assert!(
+            offset >= self.start && offset < self.end,
+            "a VotersRecord is in the log"
+        );
+        assert!(
+            self.voter_changes.last().is_none_or(|(at, _)| *at < offset),
+            "voter changes are recorded in offset order"
+        );
+        self.voter_changes.push((offset, voters));
+    }
+
+    /// The voter set in force from the log (see the type's docs); `None`
+    /// when neither the log nor its snapshot holds one.
+    pub fn voters(&self) -> Option<&[VoterKey]> {
+        self.voter_changes
+            .last()
+            .map(|(_, v)| v.as_slice())
+            .or(self.snapshot_voters.as_deref())
+    }
+
+    /// Offset of the latest `VotersRecord` in the log (not in its snapshot).
+    pub fn last_voter_change(&self) -> Option<Offset> {
+        self.voter_changes.last().map(|(at, _)| *at)
     }
 
     /// A flush completed: everything below `end_offset` is durable.

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use fjord_model::{ErrorCode, LeaderEpoch, NodeId, Offset};
 
-use crate::log::{Entry, EntryData, LogMeta, LogReader, SnapshotId};
+use crate::log::{Entry, EntryData, LogMeta, LogReader, SnapshotId, VoterKey};
 use crate::messages::*;
 use fjord_sim::Rng;
 
@@ -50,17 +50,30 @@ pub enum PlantedBug {
     /// start, not for one at it with another epoch or with an epoch older
     /// than the snapshot's (Kafka's validateOffsetAndEpoch checks all three).
     SnapshotOffsetOnly,
+    /// A voter change is appended while the previous one is not committed.
+    VoterChangeWhileUncommitted,
 }
 
 /// Settings of one node (Kafka's `controller.quorum.*`).
 #[derive(Clone, Debug)]
 pub struct Config {
     pub node_id: NodeId,
-    /// `controller.quorum.voters`: the static voter set. A node not in it
-    /// is an observer: it fetches from the leader (found by asking the
-    /// voters, Kafka's `controller.quorum.bootstrap.servers`) and never
-    /// votes or stands.
-    pub voters: Vec<NodeId>,
+    /// This node's metadata log directory id (0: unknown).
+    pub directory_id: u128,
+    /// `controller.quorum.voters`, or the voter set of the bootstrap
+    /// checkpoint: the voters while neither the log nor its snapshot holds
+    /// a `VotersRecord` (KIP-853: the latest one is the set in force). A
+    /// node not in the set in force is an observer: it fetches from the
+    /// leader (found by asking the voters, Kafka's
+    /// `controller.quorum.bootstrap.servers`) and never stands.
+    pub voters: Vec<VoterKey>,
+    /// `kraft.version` 1 (KIP-853): the voter set may change
+    /// ([`Input::ChangeVoters`]), and, as in Kafka, Vote, BeginQuorumEpoch
+    /// and EndQuorumEpoch are answered whoever sends them and whether or
+    /// not this node is a voter (a node added to the set may not know it
+    /// yet, nor may the others know the new voter). With a static set
+    /// (`false`) only voters are heard.
+    pub reconfigurable: bool,
     pub cluster_id: String,
     /// `controller.quorum.election.timeout.ms`: the base; each timeout is
     /// drawn from `[base, 2 * base]`.
@@ -96,7 +109,9 @@ impl Config {
         use fjord_model::limits::*;
         Config {
             node_id,
-            voters,
+            directory_id: 0,
+            voters: voters.into_iter().map(|id| VoterKey::new(id, 0)).collect(),
+            reconfigurable: false,
             cluster_id,
             election_timeout_ms: RAFT_ELECTION_TIMEOUT_MS_DEFAULT,
             election_backoff_max_ms: RAFT_ELECTION_BACKOFF_MAX_MS_DEFAULT,
@@ -127,6 +142,15 @@ pub enum Input {
     Receive(Envelope),
     /// A client proposal (leader only).
     Propose(Vec<u8>),
+    /// A voter change (leader only, `kraft.version` 1): append a
+    /// `VotersRecord` with this set, which must add or remove exactly one
+    /// voter. Refused (Kafka's AddVoterHandler / RemoveVoterHandler order)
+    /// when this node does not lead, when the set cannot change
+    /// (UNSUPPORTED_VERSION), when the leader has not committed an entry of
+    /// its epoch yet or the latest `VotersRecord` is not committed
+    /// (REQUEST_TIMED_OUT: one change at a time), or when the set is not
+    /// the current one with one voter added or removed (INVALID_REQUEST).
+    ChangeVoters(Vec<VoterKey>),
     /// A flush completed: the log is durable below `end_offset`.
     Flushed {
         end_offset: Offset,
@@ -165,7 +189,9 @@ pub enum Output {
     },
     /// The partial snapshot is complete: make it durable as the latest
     /// snapshot and replace the whole log with it (the log is empty and
-    /// starts at `end_offset`), before any later output.
+    /// starts at `end_offset`), before any later output. The node reads its
+    /// voter set ([`LogReader::snapshot_voters`]) at its next step: step it
+    /// again right away.
     InstallSnapshot(SnapshotId),
     /// Start a flush of everything appended so far; answer with `Flushed`.
     Flush,
@@ -180,6 +206,17 @@ pub enum Output {
     ProposalRejected {
         leader_id: Option<NodeId>,
         epoch: LeaderEpoch,
+    },
+    /// A voter change was appended at `offset` (it is answered once the high
+    /// watermark passes it).
+    VotersProposed {
+        offset: Offset,
+        epoch: LeaderEpoch,
+    },
+    /// A voter change was refused with Kafka's error code.
+    VoterChangeRejected {
+        error_code: ErrorCode,
+        message: &'static str,
     },
 }
 
@@ -206,6 +243,9 @@ struct Replica {
 #[derive(Clone, Debug)]
 struct LeaderState {
     epoch_start: Offset,
+    /// The voters of the set in force and the observers that fetched in
+    /// this epoch (an observer added to the set counts with what it
+    /// fetched; a removed voter stays as an observer).
     replicas: BTreeMap<NodeId, Replica>,
 }
 
@@ -267,6 +307,9 @@ pub struct Node {
     refused_truncations: u64,
     /// Fetches held by this leader (answered when not leading any more).
     held: Vec<HeldFetch>,
+    /// A snapshot installed in the last step whose voter set is read from
+    /// the log reader at the start of the next one.
+    installed_snapshot: Option<SnapshotId>,
 }
 
 impl Node {
@@ -291,6 +334,7 @@ impl Node {
             leader_contact_ms: None,
             refused_truncations: 0,
             held: Vec::new(),
+            installed_snapshot: None,
         };
         let deadline_ms = now_ms + node.election_timeout();
         let voter = node.is_voter();
@@ -309,9 +353,19 @@ impl Node {
     pub fn node_id(&self) -> NodeId {
         self.cfg.node_id
     }
-    /// False for an observer.
+    /// False for an observer: this node is not in the voter set in force.
     pub fn is_voter(&self) -> bool {
-        self.cfg.voters.contains(&self.cfg.node_id)
+        let (me, dir) = (self.cfg.node_id, self.cfg.directory_id);
+        self.voters().iter().any(|v| v.matches(me, dir))
+    }
+    /// The voter set in force: the latest `VotersRecord` in the log
+    /// (committed or not), else the one of the snapshot the log starts
+    /// from, else the configured one.
+    pub fn voters(&self) -> &[VoterKey] {
+        self.log.voters().unwrap_or(&self.cfg.voters)
+    }
+    fn is_voter_id(&self, id: NodeId) -> bool {
+        self.voters().iter().any(|v| v.id == id)
     }
     /// When the earliest Fetch this leader holds must be answered: the
     /// driver ticks by then.
@@ -353,6 +407,12 @@ impl Node {
     pub fn step(&mut self, now_ms: i64, input: Input, log: &dyn LogReader, out: &mut Vec<Output>) {
         assert!(now_ms >= self.now_ms, "time never goes back");
         self.now_ms = now_ms;
+        if let Some(id) = self.installed_snapshot.take() {
+            // The caller installed it after the last step: its voter set.
+            if self.log.snapshot_id() == Some(id) && self.log.voters().is_none() {
+                self.log.set_snapshot_voters(log.snapshot_voters(id));
+            }
+        }
         // What `log` holds: entries appended during this step reach it only
         // after the caller performed the outputs.
         let readable_end = self.log.end();
@@ -364,6 +424,7 @@ impl Node {
                 }
             }
             Input::Propose(payload) => self.propose(payload, out),
+            Input::ChangeVoters(voters) => self.change_voters(voters, out),
             Input::PeerUnreachable(peer) => self.peer_unreachable(peer),
             Input::Flushed { end_offset } => {
                 self.log.flushed(end_offset);
@@ -382,7 +443,7 @@ impl Node {
     // ---- helpers ----
 
     fn majority(&self) -> usize {
-        self.cfg.voters.len() / 2 + 1
+        self.voters().len() / 2 + 1
     }
 
     fn election_timeout(&mut self) -> i64 {
@@ -445,12 +506,12 @@ impl Node {
         }));
     }
 
+    /// The other voters of the set in force.
     fn others(&self) -> Vec<NodeId> {
         let me = self.cfg.node_id;
-        self.cfg
-            .voters
+        self.voters()
             .iter()
-            .copied()
+            .map(|v| v.id)
             .filter(|v| *v != me)
             .collect()
     }
@@ -498,8 +559,9 @@ impl Node {
         assert!(!self.is_voter(), "only observers search for the leader");
         let deadline_ms = self.now_ms + self.cfg.request_timeout_ms;
         self.role = Role::Unattached { deadline_ms };
-        let n = self.cfg.voters.len();
-        let Some(&to) = self.cfg.voters.get(self.rng.below(n)) else {
+        let n = self.voters().len();
+        let k = self.rng.below(n);
+        let Some(to) = self.voters().get(k).map(|v| v.id) else {
             return;
         };
         let msg = Message::FetchRequest(FetchRequest {
@@ -589,7 +651,7 @@ impl Node {
             epoch: self.epoch,
             data: EntryData::LeaderChange {
                 leader_id: me,
-                voters: self.cfg.voters.clone(),
+                voters: self.voters().iter().map(|v| v.id).collect(),
             },
         };
         self.log.append(entry.offset, entry.epoch);
@@ -698,21 +760,34 @@ impl Node {
         let now = self.now_ms;
         let check_quorum_ms = self.cfg.fetch_timeout_ms * 3 / 2;
         let majority = self.majority();
+        let me_voter = self.is_voter();
+        // KIP-853: a leader that removed itself resigns once that
+        // VotersRecord is committed (Kafka's RemoveVoterHandler).
+        let removed_committed = !me_voter
+            && self
+                .log
+                .last_voter_change()
+                .is_some_and(|at| at < self.high_watermark);
+        self.sync_replicas();
+        let voters: BTreeSet<NodeId> = self.voters().iter().map(|v| v.id).collect();
         let Role::Leader(state) = &mut self.role else {
             return;
         };
-        let recent = 1 + state
-            .replicas
-            .values()
-            .filter(|r| now - r.last_fetch_ms < check_quorum_ms)
-            .count();
-        if recent < majority {
+        // Check-quorum over the voter set in force; the leader counts
+        // itself only while it is in it (Kafka's LeaderState).
+        let recent = usize::from(me_voter)
+            + state
+                .replicas
+                .iter()
+                .filter(|(id, r)| voters.contains(id) && now - r.last_fetch_ms < check_quorum_ms)
+                .count();
+        if recent < majority || removed_committed {
             self.resign(out);
             return;
         }
         let mut resend = Vec::new();
         for (id, r) in state.replicas.iter_mut() {
-            if !r.fetched_in_epoch && now >= r.begin_resend_at_ms {
+            if voters.contains(id) && !r.fetched_in_epoch && now >= r.begin_resend_at_ms {
                 r.begin_resend_at_ms = now + self.cfg.request_timeout_ms;
                 resend.push(*id);
             }
@@ -725,6 +800,24 @@ impl Node {
                 voter_id: v,
             });
             self.send(v, msg, out);
+        }
+    }
+
+    /// A leader tracks every voter of the set in force (a voter just added
+    /// gets BeginQuorumEpoch unless it fetched in this epoch already).
+    fn sync_replicas(&mut self) {
+        let now = self.now_ms;
+        let resend_at = now + self.cfg.request_timeout_ms;
+        let others = self.others();
+        if let Role::Leader(state) = &mut self.role {
+            for v in others {
+                state.replicas.entry(v).or_insert(Replica {
+                    end: Offset(0),
+                    last_fetch_ms: now,
+                    fetched_in_epoch: false,
+                    begin_resend_at_ms: resend_at,
+                });
+            }
         }
     }
 
@@ -750,7 +843,7 @@ impl Node {
 
     fn count_votes(&mut self, out: &mut Vec<Output>) {
         let majority = self.majority();
-        let n = self.cfg.voters.len();
+        let n = self.voters().len();
         match &self.role {
             Role::Prospective(e) => {
                 if e.granted.len() >= majority {
@@ -776,11 +869,12 @@ impl Node {
         if req.cluster_id != self.cfg.cluster_id {
             return self.reply(env, deny(self, ErrorCode::INCONSISTENT_CLUSTER_ID), out);
         }
-        if !self.cfg.voters.contains(&req.candidate_id)
-            || req.candidate_id != env.from
-            || req.voter_id != self.cfg.node_id
-            || !self.is_voter()
-        {
+        // KIP-853: with a changing voter set, anyone may ask and anyone
+        // answers (either side may not know of the latest VotersRecord);
+        // only votes from its own set count for the candidate.
+        let known =
+            self.cfg.reconfigurable || (self.is_voter_id(req.candidate_id) && self.is_voter());
+        if !known || req.candidate_id != env.from || req.voter_id != self.cfg.node_id {
             return self.reply(env, deny(self, ErrorCode::INCONSISTENT_VOTER_SET), out);
         }
         if req.candidate_epoch < self.epoch {
@@ -841,7 +935,13 @@ impl Node {
             Role::Candidate(e) => (e, resp.leader_epoch == epoch),
             _ => return,
         };
-        if !needs_epoch || env.correlation_id < e.round || !self.cfg.voters.contains(&env.from) {
+        let from_voter = self
+            .log
+            .voters()
+            .unwrap_or(&self.cfg.voters)
+            .iter()
+            .any(|v| v.id == env.from);
+        if !needs_epoch || env.correlation_id < e.round || !from_voter {
             return;
         }
         if resp.vote_granted {
@@ -866,7 +966,9 @@ impl Node {
     ) -> ErrorCode {
         if cluster_id != self.cfg.cluster_id {
             ErrorCode::INCONSISTENT_CLUSTER_ID
-        } else if !self.cfg.voters.contains(&leader_id) || leader_id != env.from {
+        } else if (!self.cfg.reconfigurable && !self.is_voter_id(leader_id))
+            || leader_id != env.from
+        {
             ErrorCode::INCONSISTENT_VOTER_SET
         } else if leader_epoch < self.epoch {
             ErrorCode::FENCED_LEADER_EPOCH
@@ -1096,8 +1198,17 @@ impl Node {
         let now = self.now_ms;
         let hw_before = self.high_watermark;
         if let Role::Leader(state) = &mut self.role {
-            // Observers are not tracked: they count for nothing.
-            if let Some(r) = state.replicas.get_mut(&req.replica_id) {
+            // Observers are tracked too (they count once added to the
+            // voter set; until then the voter set filters them out).
+            if state.replicas.contains_key(&req.replica_id)
+                || state.replicas.len() < fjord_model::limits::RAFT_OBSERVERS_TRACKED_MAX
+            {
+                let r = state.replicas.entry(req.replica_id).or_insert(Replica {
+                    end: Offset(0),
+                    last_fetch_ms: now,
+                    fetched_in_epoch: true,
+                    begin_resend_at_ms: now,
+                });
                 r.end = r.end.max(req.fetch_offset);
                 r.last_fetch_ms = now;
                 r.fetched_in_epoch = true;
@@ -1203,7 +1314,9 @@ impl Node {
             return;
         }
         if let (Role::Unattached { .. }, Some(l)) = (&self.role, leader) {
-            if epoch == self.epoch && self.leader_id == Some(l) {
+            // (Not itself: a leader that removed itself and resigned hears
+            // the others still name it until the next election.)
+            if epoch == self.epoch && self.leader_id == Some(l) && l != self.cfg.node_id {
                 self.become_follower(epoch, l, out);
             }
         }
@@ -1304,6 +1417,9 @@ impl Node {
             if valid {
                 for e in &resp.records {
                     self.log.append(e.offset, e.epoch);
+                    if let EntryData::Voters(v) = &e.data {
+                        self.log.record_voters(e.offset, v.clone());
+                    }
                 }
                 out.push(Output::AppendAsFollower(resp.records.clone()));
                 out.push(Output::Flush);
@@ -1432,6 +1548,7 @@ impl Node {
                 return;
             }
             self.log.reset_to_snapshot(id);
+            self.installed_snapshot = Some(id);
             out.push(Output::InstallSnapshot(id));
             self.follower_high_watermark(id.end_offset, out);
         }
@@ -1459,20 +1576,22 @@ impl Node {
         let Role::Leader(state) = &self.role else {
             return;
         };
+        // Over the voter set in force (the leader counts only while in it).
         let mut ends: Vec<Offset> = self
-            .cfg
-            .voters
+            .voters()
             .iter()
             .map(|v| {
-                if *v == me {
+                if v.id == me {
                     self.log.durable_end()
                 } else {
-                    state.replicas.get(v).map_or(Offset(0), |r| r.end)
+                    state.replicas.get(&v.id).map_or(Offset(0), |r| r.end)
                 }
             })
             .collect();
         ends.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = ends[majority - 1];
+        let Some(&candidate) = ends.get(majority - 1) else {
+            return;
+        };
         // Nothing is committed until the entry starting our epoch is.
         if candidate > state.epoch_start && candidate > self.high_watermark {
             assert!(candidate <= self.log.end());
@@ -1507,8 +1626,77 @@ impl Node {
         out.push(Output::Flush);
     }
 
+    fn change_voters(&mut self, voters: Vec<VoterKey>, out: &mut Vec<Output>) {
+        let reject = |error_code: ErrorCode, message: &'static str, out: &mut Vec<Output>| {
+            out.push(Output::VoterChangeRejected {
+                error_code,
+                message,
+            });
+        };
+        let Role::Leader(state) = &self.role else {
+            return reject(ErrorCode::NOT_LEADER_OR_FOLLOWER, "not the leader", out);
+        };
+        if !self.cfg.reconfigurable {
+            return reject(
+                ErrorCode::UNSUPPORTED_VERSION,
+                "the voter set is static (kraft.version 0)",
+                out,
+            );
+        }
+        // Kafka's order: the leader must have committed its epoch, and the
+        // latest voter change must be committed (one change at a time).
+        if self.high_watermark <= state.epoch_start {
+            return reject(
+                ErrorCode::REQUEST_TIMED_OUT,
+                "the leader has not committed its epoch yet",
+                out,
+            );
+        }
+        if self.cfg.planted_bug != PlantedBug::VoterChangeWhileUncommitted
+            && self
+                .log
+                .last_voter_change()
+                .is_some_and(|at| at >= self.high_watermark)
+        {
+            return reject(
+                ErrorCode::REQUEST_TIMED_OUT,
+                "the latest voter change is not committed yet",
+                out,
+            );
+        }
+        let current: BTreeSet<VoterKey> = self.voters().iter().copied().collect();
+        let new: BTreeSet<VoterKey> = voters.iter().copied().collect();
+        let ids: BTreeSet<NodeId> = voters.iter().map(|v| v.id).collect();
+        let one_step = current.symmetric_difference(&new).count() == 1;
+        if new.is_empty() || ids.len() != voters.len() || !one_step {
+            return reject(
+                ErrorCode::INVALID_REQUEST,
+                "a voter change adds or removes exactly one voter",
+                out,
+            );
+        }
+        let entry = Entry {
+            offset: self.log.end(),
+            epoch: self.epoch,
+            data: EntryData::Voters(voters.clone()),
+        };
+        self.log.append(entry.offset, entry.epoch);
+        self.log.record_voters(entry.offset, voters);
+        out.push(Output::VotersProposed {
+            offset: entry.offset,
+            epoch: entry.epoch,
+        });
+        out.push(Output::AppendAsLeader(entry));
+        out.push(Output::Flush);
+        // The new set is in force at once: track its voters, and the high
+        // watermark may move (a removed voter no longer holds it back).
+        self.sync_replicas();
+        self.leader_update_high_watermark(out);
+    }
+
     fn receive(&mut self, env: Envelope, log: &dyn LogReader, out: &mut Vec<Output>) {
-        if !self.cfg.voters.contains(&env.from)
+        if !self.cfg.reconfigurable
+            && !self.is_voter_id(env.from)
             && !matches!(
                 env.message,
                 Message::FetchRequest(_) | Message::FetchSnapshotRequest(_)
@@ -2685,5 +2873,182 @@ mod tests {
             ErrorCode::NOT_LEADER_OR_FOLLOWER
         );
         assert_eq!(n.held_fetch_deadline_ms(), None);
+    }
+
+    fn voter(id: i32) -> VoterKey {
+        VoterKey::new(NodeId(id), 0)
+    }
+
+    fn flushed(end_offset: i64) -> Input {
+        Input::Flushed {
+            end_offset: Offset(end_offset),
+        }
+    }
+
+    fn voter_change_refusal(out: &[Output]) -> Option<ErrorCode> {
+        out.iter().find_map(|o| match o {
+            Output::VoterChangeRejected { error_code, .. } => Some(*error_code),
+            _ => None,
+        })
+    }
+
+    fn appended(out: &[Output]) -> Vec<Entry> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::AppendAsLeader(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn leader_changes_voters_one_at_a_time_and_commits_with_the_set_in_force() {
+        let (mut n, full) = lead_three(&[1, 1]);
+        let mut log = VecLog(full);
+        let mut out = Vec::new();
+        let all = |ids: &[i32]| ids.iter().map(|i| voter(*i)).collect::<Vec<_>>();
+        // A static voter set never changes.
+        n.step(5_002, Input::ChangeVoters(all(&[1, 2])), &log, &mut out);
+        assert_eq!(
+            voter_change_refusal(&out),
+            Some(ErrorCode::UNSUPPORTED_VERSION)
+        );
+        n.cfg.reconfigurable = true;
+        // Not before the leader committed its epoch.
+        out.clear();
+        n.step(5_002, Input::ChangeVoters(all(&[1, 2])), &log, &mut out);
+        assert_eq!(
+            voter_change_refusal(&out),
+            Some(ErrorCode::REQUEST_TIMED_OUT)
+        );
+        n.step(5_002, flushed(3), &log, &mut out);
+        n.step(5_003, Input::Receive(fetch(2, 6, 3, 6)), &log, &mut out);
+        assert_eq!(n.high_watermark(), Offset(3));
+        // One voter added or removed, no more, no less.
+        for bad in [
+            all(&[1]),
+            all(&[1, 2, 3, 4, 5]),
+            all(&[1, 2, 4]),
+            all(&[1, 2, 3]),
+        ] {
+            out.clear();
+            n.step(5_004, Input::ChangeVoters(bad), &log, &mut out);
+            assert_eq!(voter_change_refusal(&out), Some(ErrorCode::INVALID_REQUEST));
+        }
+        // Observer 4 fetched; it is added and counts at once.
+        n.step(5_004, Input::Receive(fetch(4, 6, 3, 6)), &log, &mut out);
+        out.clear();
+        n.step(
+            5_005,
+            Input::ChangeVoters(all(&[1, 2, 3, 4])),
+            &log,
+            &mut out,
+        );
+        assert!(out.contains(&Output::VotersProposed {
+            offset: Offset(3),
+            epoch: LeaderEpoch(6)
+        }));
+        log.0.extend(appended(&out));
+        assert_eq!(n.voters(), all(&[1, 2, 3, 4]).as_slice());
+        // A second change waits for the first to commit.
+        out.clear();
+        n.step(5_006, Input::ChangeVoters(all(&[1, 2, 3])), &log, &mut out);
+        assert_eq!(
+            voter_change_refusal(&out),
+            Some(ErrorCode::REQUEST_TIMED_OUT)
+        );
+        // Three of the four voters now make the high watermark.
+        n.step(5_006, flushed(4), &log, &mut out);
+        n.step(5_007, Input::Receive(fetch(2, 6, 4, 6)), &log, &mut out);
+        assert_eq!(n.high_watermark(), Offset(3));
+        n.step(5_008, Input::Receive(fetch(4, 6, 4, 6)), &log, &mut out);
+        assert_eq!(n.high_watermark(), Offset(4));
+        // The leader removes itself: it leads on, not counting itself,
+        // until the change commits, then resigns.
+        out.clear();
+        n.step(5_009, Input::ChangeVoters(all(&[2, 3, 4])), &log, &mut out);
+        log.0.extend(appended(&out));
+        assert!(!n.is_voter());
+        n.step(5_009, flushed(5), &log, &mut out);
+        n.step(5_010, Input::Receive(fetch(2, 6, 5, 6)), &log, &mut out);
+        assert_eq!(
+            n.high_watermark(),
+            Offset(4),
+            "the leader's copy does not count"
+        );
+        n.step(5_011, Input::Tick, &log, &mut out);
+        assert_eq!(n.role(), RoleKind::Leader);
+        n.step(5_012, Input::Receive(fetch(4, 6, 5, 6)), &log, &mut out);
+        assert_eq!(n.high_watermark(), Offset(5));
+        out.clear();
+        n.step(5_013, Input::Tick, &log, &mut out);
+        assert_eq!(n.role(), RoleKind::Resigned);
+        let told: Vec<NodeId> = sent(&out)
+            .iter()
+            .filter(|e| matches!(e.message, Message::EndQuorumEpochRequest(_)))
+            .map(|e| e.to)
+            .collect();
+        assert_eq!(told, vec![NodeId(2), NodeId(3), NodeId(4)]);
+    }
+
+    #[test]
+    fn the_voter_set_is_the_latest_voters_record_and_truncation_restores_the_one_before() {
+        let (mut n, log) = node_with_log(4, &[1, 2, 3], state(6, Some(1), None), &[1, 1]);
+        n.cfg.reconfigurable = true;
+        assert!(!n.is_voter());
+        let mut out = Vec::new();
+        n.step(0, Input::Tick, &log, &mut out);
+        let req = sent(&out).pop().expect("fetches from the leader");
+        let record = Entry {
+            offset: Offset(2),
+            epoch: LeaderEpoch(6),
+            data: EntryData::Voters(vec![voter(1), voter(2), voter(3), voter(4)]),
+        };
+        let answer = |req: &Envelope, resp: FetchResponse| Envelope {
+            from: NodeId(1),
+            to: NodeId(4),
+            correlation_id: req.correlation_id,
+            message: Message::FetchResponse(resp),
+        };
+        let mut resp = FetchResponse {
+            error_code: ErrorCode::NONE,
+            leader_epoch: LeaderEpoch(6),
+            leader_id: Some(NodeId(1)),
+            high_watermark: Offset(2),
+            diverging_epoch: None,
+            snapshot_id: None,
+            records: vec![record],
+        };
+        out.clear();
+        n.step(
+            1,
+            Input::Receive(answer(&req, resp.clone())),
+            &log,
+            &mut out,
+        );
+        // In force as soon as it is in the log, not yet committed.
+        assert!(n.is_voter());
+        assert_eq!(n.voters().len(), 4);
+        assert_eq!(n.high_watermark(), Offset(2));
+        // A new leader's log diverges below it: truncated, the set before.
+        n.step(
+            2,
+            Input::Flushed {
+                end_offset: Offset(3),
+            },
+            &log,
+            &mut out,
+        );
+        let req = sent(&out).pop().expect("fetches again");
+        resp.records.clear();
+        resp.diverging_epoch = Some(DivergingEpoch {
+            epoch: LeaderEpoch(1),
+            end_offset: Offset(2),
+        });
+        out.clear();
+        n.step(3, Input::Receive(answer(&req, resp)), &log, &mut out);
+        assert!(out.contains(&Output::TruncateTo(Offset(2))), "{out:?}");
+        assert!(!n.is_voter());
+        assert_eq!(n.voters(), [voter(1), voter(2), voter(3)].as_slice());
     }
 }

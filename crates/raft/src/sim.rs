@@ -31,8 +31,13 @@
 //!   last entry in its bytes) is compared with the history too: a node whose
 //!   log starts at a snapshot holds the history's prefix below it;
 //! - **durability**: the last committed entry (and so, by log matching, all
-//!   of the history) is on a majority of the voters' disks, crashed ones
-//!   included, in their logs or their snapshots;
+//!   of the history) is on enough voters' disks, crashed ones included, in
+//!   their logs or their snapshots, that every majority of the voter set in
+//!   force (and of a voter set appended but not committed) includes one;
+//! - **voter sets** (KIP-853): each node's voter set is the latest
+//!   VotersRecord on its disk, else its snapshot's, else the configured
+//!   one; no log holds two VotersRecords above the committed history (one
+//!   change at a time); a node outside its voter set never stands;
 //! - an installed snapshot's bytes are exactly the leader's snapshot;
 //! - observers never stand for election or lead;
 //! - **high watermark monotonic**: within one incarnation of a node its high
@@ -47,7 +52,7 @@ use std::collections::BTreeMap;
 
 use fjord_model::{LeaderEpoch, NodeId, Offset};
 
-use crate::log::{Entry, EntryData, LogMeta, LogReader, SnapshotChunk, SnapshotId};
+use crate::log::{Entry, EntryData, LogMeta, LogReader, SnapshotChunk, SnapshotId, VoterKey};
 use crate::messages::Envelope;
 use crate::node::{Config, Input, Node, Output, PersistedState, PlantedBug, RoleKind};
 use fjord_sim::{mix, Rng};
@@ -79,6 +84,11 @@ pub struct SimConfig {
     pub snapshot_ppm: u32,
     /// The nodes' `fetch_max_wait_ms` (0: no long polling).
     pub fetch_max_wait_ms: i64,
+    /// `kraft.version` 1: the leader adds and removes voters (KIP-853).
+    pub reconfigurable: bool,
+    /// Per million, per step (with `reconfigurable`): the newest live leader
+    /// is asked to add a node to the voter set or remove one.
+    pub voter_change_ppm: u32,
     pub planted_bug: PlantedBug,
     /// Print each step's events to stderr (for replaying one seed).
     pub trace: bool,
@@ -101,6 +111,8 @@ impl SimConfig {
             flush_delay_max_ms: 25,
             snapshot_ppm: 20_000,
             fetch_max_wait_ms: 0,
+            reconfigurable: false,
+            voter_change_ppm: 15_000,
             planted_bug: PlantedBug::None,
             trace: false,
         }
@@ -125,6 +137,9 @@ pub struct SimReport {
     pub snapshots_installed: usize,
     /// Steps after which some leader held a Fetch (long polling).
     pub steps_with_held_fetch: usize,
+    /// Voter changes appended by a leader / committed.
+    pub voter_changes_proposed: usize,
+    pub voter_changes_committed: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -139,23 +154,56 @@ struct DiskEntry {
 struct SimSnapshot {
     id: SnapshotId,
     chain: u64,
+    /// The voter set in force at its end (its VotersRecord), if any.
+    voters: Option<Vec<VoterKey>>,
     bytes: Vec<u8>,
 }
 
-fn snapshot_bytes(id: SnapshotId, chain: u64) -> Vec<u8> {
+/// A simulated node's metadata directory id (never 0).
+fn directory_of(id: NodeId) -> u128 {
+    (u128::from(id.0.unsigned_abs()) << 64) | 0xD1
+}
+
+fn snapshot_bytes(id: SnapshotId, chain: u64, voters: Option<&[VoterKey]>) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&id.end_offset.0.to_le_bytes());
     b.extend_from_slice(&id.epoch.0.to_le_bytes());
     b.extend_from_slice(&chain.to_le_bytes());
+    match voters {
+        None => b.push(0),
+        Some(v) => {
+            b.push(1);
+            b.push(v.len() as u8);
+            for k in v {
+                b.extend_from_slice(&k.id.0.to_le_bytes());
+                b.extend_from_slice(&k.directory_id.to_le_bytes());
+            }
+        }
+    }
     let pad = (mix(chain) % 48) as usize;
     b.extend((0..pad).map(|i| mix(chain ^ i as u64) as u8));
     b
 }
 
-/// The chain hash a snapshot's bytes carry, if they are well formed for `id`.
-fn snapshot_chain(id: SnapshotId, bytes: &[u8]) -> Option<u64> {
+/// The chain hash and voter set a snapshot's bytes carry, if they are well
+/// formed for `id`.
+fn parse_snapshot(id: SnapshotId, bytes: &[u8]) -> Option<(u64, Option<Vec<VoterKey>>)> {
     let chain = u64::from_le_bytes(bytes.get(12..20)?.try_into().ok()?);
-    (snapshot_bytes(id, chain) == bytes).then_some(chain)
+    let voters = match bytes.get(20)? {
+        0 => None,
+        _ => {
+            let n = usize::from(*bytes.get(21)?);
+            let mut v = Vec::new();
+            for k in 0..n {
+                let at = 22 + k * 20;
+                let id = i32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?);
+                let dir = u128::from_le_bytes(bytes.get(at + 4..at + 20)?.try_into().ok()?);
+                v.push(VoterKey::new(NodeId(id), dir));
+            }
+            Some(v)
+        }
+    };
+    (snapshot_bytes(id, chain, voters.as_deref()) == bytes).then_some((chain, voters))
 }
 
 #[derive(Default)]
@@ -199,6 +247,13 @@ impl LogReader for Disk {
             size_bytes: snap.bytes.len() as u64,
             bytes: snap.bytes[from..to].to_vec(),
         })
+    }
+
+    fn snapshot_voters(&self, id: SnapshotId) -> Option<Vec<VoterKey>> {
+        self.snapshot
+            .as_ref()
+            .filter(|s| s.id == id)
+            .and_then(|s| s.voters.clone())
     }
 }
 
@@ -274,11 +329,16 @@ impl Disk {
         let Some((pid, bytes)) = self.partial.take() else {
             return Err("install of a snapshot never fetched".to_string());
         };
-        let chain = snapshot_chain(id, &bytes)
+        let (chain, voters) = parse_snapshot(id, &bytes)
             .filter(|_| pid == id)
             .ok_or_else(|| format!("installed snapshot {id:?} differs from the leader's"))?;
         let start = usize::try_from(id.end_offset.0).map_err(|_| "negative snapshot")?;
-        self.snapshot = Some(SimSnapshot { id, chain, bytes });
+        self.snapshot = Some(SimSnapshot {
+            id,
+            chain,
+            voters,
+            bytes,
+        });
         self.entries.clear();
         self.start = start;
         self.synced = start;
@@ -301,6 +361,29 @@ impl Disk {
         self.entries
             .get(k.checked_sub(self.start)?)
             .map(|d| &d.entry)
+    }
+
+    /// The voter set in force below offset `end`: the latest VotersRecord
+    /// there, else the snapshot's.
+    fn voters_below(&self, end: usize) -> Option<Vec<VoterKey>> {
+        let n = end.saturating_sub(self.start).min(self.entries.len());
+        self.entries[..n]
+            .iter()
+            .rev()
+            .find_map(|d| match &d.entry.data {
+                EntryData::Voters(v) => Some(v.clone()),
+                _ => None,
+            })
+            .or_else(|| self.snapshot.as_ref().and_then(|s| s.voters.clone()))
+    }
+
+    /// VotersRecords at or above offset `from`.
+    fn voter_changes_from(&self, from: usize) -> usize {
+        self.entries
+            .iter()
+            .skip(from.saturating_sub(self.start))
+            .filter(|d| matches!(d.entry.data, EntryData::Voters(_)))
+            .count()
     }
 
     /// Whether this disk holds the committed history up to entry `k`, in its
@@ -330,6 +413,12 @@ fn chain_hash(prev: u64, e: &Entry) -> u64 {
             h = mix(h ^ 0xDA);
             for b in bytes {
                 h = mix(h ^ u64::from(*b));
+            }
+        }
+        EntryData::Voters(voters) => {
+            h = mix(h ^ 0x70);
+            for v in voters {
+                h = mix(h ^ v.id.0 as u64 ^ mix(v.directory_id as u64));
             }
         }
     }
@@ -377,6 +466,8 @@ struct Sim<'a> {
     next_payload: u64,
     /// Proposals accepted after healing: (offset, payload id).
     proposed_after_heal: Vec<(Offset, u64)>,
+    /// The voter set in force at the end of the committed history.
+    committed_voters: Vec<VoterKey>,
     report: SimReport,
 }
 
@@ -414,6 +505,10 @@ impl<'a> Sim<'a> {
             leaders: BTreeMap::new(),
             next_payload: 1,
             proposed_after_heal: Vec::new(),
+            committed_voters: ids[..cfg.voters]
+                .iter()
+                .map(|id| VoterKey::new(*id, directory_of(*id)))
+                .collect(),
             report: SimReport::default(),
             rng: Rng::new(0),
         };
@@ -447,10 +542,13 @@ impl<'a> Sim<'a> {
         let inc = self.nodes[i].incarnation;
         let mut c = Config::new(
             self.ids[i],
-            self.ids[..self.cfg.voters].to_vec(),
+            Vec::new(),
             "sim-cluster".to_string(),
             mix(self.seed ^ mix(i as u64 + 1) ^ mix(inc << 20)),
         );
+        c.voters = self.static_voters();
+        c.directory_id = directory_of(self.ids[i]);
+        c.reconfigurable = self.cfg.reconfigurable;
         c.election_timeout_ms = 100;
         c.election_backoff_max_ms = 50;
         c.fetch_timeout_ms = 200;
@@ -463,16 +561,31 @@ impl<'a> Sim<'a> {
         c
     }
 
+    /// The configured voters (the bootstrap set): the first `voters` nodes.
+    fn static_voters(&self) -> Vec<VoterKey> {
+        self.ids[..self.cfg.voters]
+            .iter()
+            .map(|id| VoterKey::new(*id, directory_of(*id)))
+            .collect()
+    }
+
     fn start_node(&mut self, i: usize) {
         self.nodes[i].incarnation += 1;
         let cfg = self.node_config(i);
         let now = self.local_now(i);
         let n = &mut self.nodes[i];
         let epochs = n.disk.entries.iter().map(|d| d.entry.epoch);
-        let meta = match &n.disk.snapshot {
+        let mut meta = match &n.disk.snapshot {
             Some(s) => LogMeta::from_snapshot(s.id, epochs),
             None => LogMeta::from_epochs(epochs),
         };
+        // The voter set history, as a node reads it from its log at start.
+        meta.set_snapshot_voters(n.disk.snapshot.as_ref().and_then(|s| s.voters.clone()));
+        for d in &n.disk.entries {
+            if let EntryData::Voters(v) = &d.entry.data {
+                meta.record_voters(d.entry.offset, v.clone());
+            }
+        }
         n.disk.synced = n.disk.end();
         n.disk.partial = None;
         n.node = Some(Node::new(cfg, n.disk.state.clone(), meta, now));
@@ -510,8 +623,14 @@ impl<'a> Sim<'a> {
             };
             node.step(now, input, &n.disk, &mut out);
         }
+        let installed = out.iter().any(|o| matches!(o, Output::InstallSnapshot(_)));
         for o in out {
             self.apply(i, o)?;
+        }
+        if installed {
+            // The core reads the installed snapshot's voter set at its next
+            // step; a real node steps again right away too.
+            return self.feed(i, Input::Tick);
         }
         Ok(())
     }
@@ -562,6 +681,19 @@ impl<'a> Sim<'a> {
                 }
             }
             Output::ProposalRejected { .. } => {}
+            Output::VotersProposed { offset, .. } => {
+                self.trace(format!("node {} proposes voters at {offset}", self.ids[i]));
+                self.report.voter_changes_proposed += 1;
+            }
+            Output::VoterChangeRejected {
+                error_code,
+                message,
+            } => {
+                self.trace(format!(
+                    "node {} refuses a voter change: {error_code:?} {message}",
+                    self.ids[i]
+                ));
+            }
         }
         Ok(())
     }
@@ -613,6 +745,7 @@ impl<'a> Sim<'a> {
                 self.feed(i, Input::Tick)?;
             }
             self.workload()?;
+            self.change_voters()?;
             self.take_snapshot()?;
             if self.faults {
                 self.inject_faults()?;
@@ -693,10 +826,12 @@ impl<'a> Sim<'a> {
             epoch: entry.epoch,
         };
         self.trace(format!("node {} takes snapshot {id:?}", self.ids[i]));
+        let voters = self.nodes[i].disk.voters_below(end);
         self.nodes[i].disk.snapshot = Some(SimSnapshot {
             id,
             chain,
-            bytes: snapshot_bytes(id, chain),
+            bytes: snapshot_bytes(id, chain, voters.as_deref()),
+            voters,
         });
         self.report.snapshots_taken += 1;
         self.feed(i, Input::SnapshotTaken(id))
@@ -755,24 +890,72 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
+    /// The live leader of the newest epoch, if any.
+    fn newest_leader(&self) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter_map(|i| {
+                let n = self.nodes[i].node.as_ref()?;
+                (n.role() == RoleKind::Leader).then_some((n.epoch(), i))
+            })
+            .max()
+            .map(|(_, i)| i)
+    }
+
     fn workload(&mut self) -> Result<(), String> {
         if !self.rng.chance(if self.faults { 300_000 } else { 500_000 }) {
             return Ok(());
         }
         // Mostly to a live leader (the newest), sometimes to anyone.
-        let leader = (0..self.nodes.len())
-            .filter_map(|i| {
-                let n = self.nodes[i].node.as_ref()?;
-                (n.role() == RoleKind::Leader).then_some((n.epoch(), i))
-            })
-            .max();
-        let target = match leader {
-            Some((_, i)) if !self.rng.chance(100_000) => i,
+        let target = match self.newest_leader() {
+            Some(i) if !self.rng.chance(100_000) => i,
             _ => self.rng.below(self.nodes.len()),
         };
         let id = self.next_payload;
         self.next_payload += 1;
         self.feed(target, Input::Propose(id.to_le_bytes().to_vec()))
+    }
+
+    /// Now and then the newest live leader is asked to add a node that is
+    /// not a voter or to remove a voter (at least one stays), under faults
+    /// and after healing alike.
+    fn change_voters(&mut self) -> Result<(), String> {
+        if !self.cfg.reconfigurable || !self.rng.chance(self.cfg.voter_change_ppm) {
+            return Ok(());
+        }
+        let Some(i) = self.newest_leader() else {
+            return Ok(());
+        };
+        let Some(node) = self.nodes[i].node.as_ref() else {
+            return Ok(());
+        };
+        let mut voters = node.voters().to_vec();
+        let outside: Vec<NodeId> = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| !voters.iter().any(|v| v.id == *id))
+            .collect();
+        if voters.len() > 1 && (outside.is_empty() || self.rng.chance(500_000)) {
+            let k = self.rng.below(voters.len());
+            // Not the leader out of two voters: if the one left lost the
+            // unsynced VotersRecord in a crash it would need the removed
+            // leader's vote, which a longer log refuses, and the removed
+            // leader no longer stands (a liveness gap; Kafka's RemoveVoterHandler
+            // and LeaderState, as read, do not avoid it either).
+            if voters.len() == 2 && voters[k].id == self.ids[i] {
+                return Ok(());
+            }
+            voters.remove(k);
+        } else if !outside.is_empty() {
+            let id = outside[self.rng.below(outside.len())];
+            voters.push(VoterKey::new(id, directory_of(id)));
+        }
+        self.trace(format!(
+            "ask node {} to change the voters to {:?}",
+            self.ids[i],
+            voters.iter().map(|v| v.id.0).collect::<Vec<_>>()
+        ));
+        self.feed(i, Input::ChangeVoters(voters))
     }
 
     fn inject_faults(&mut self) -> Result<(), String> {
@@ -817,8 +1000,7 @@ impl<'a> Sim<'a> {
     }
 
     fn check(&mut self) -> Result<(), String> {
-        let voters = self.cfg.voters;
-        let majority = voters / 2 + 1;
+        let static_voters = self.static_voters();
         for i in 0..self.nodes.len() {
             let Some(node) = self.nodes[i].node.as_ref() else {
                 continue;
@@ -840,15 +1022,25 @@ impl<'a> Sim<'a> {
                     "node {id}: was asked to truncate below its high watermark"
                 ));
             }
-            if node.is_voter() != (i < voters) {
+            // The voter set in force is the latest VotersRecord on the
+            // node's disk, else its snapshot's, else the configured one.
+            let expected = disk
+                .voters_below(disk.end())
+                .unwrap_or_else(|| static_voters.clone());
+            if node.voters() != expected.as_slice() {
+                return Err(format!(
+                    "node {id}: voter set {:?}, but its log says {:?}",
+                    node.voters(),
+                    expected
+                ));
+            }
+            let in_set = expected.iter().any(|v| v.matches(id, directory_of(id)));
+            if node.is_voter() != in_set {
                 return Err(format!("node {id}: wrong voter status"));
             }
-            if i >= voters
-                && matches!(
-                    node.role(),
-                    RoleKind::Leader | RoleKind::Candidate | RoleKind::Prospective
-                )
-            {
+            // A node outside the voter set never stands; a leader may stay
+            // in office outside it only until its removal commits.
+            if !in_set && matches!(node.role(), RoleKind::Candidate | RoleKind::Prospective) {
                 return Err(format!(
                     "observer {id} stands for election: {:?}",
                     node.role()
@@ -933,6 +1125,11 @@ impl<'a> Sim<'a> {
                                 b.as_slice().try_into().ok().map(u64::from_le_bytes)
                             }
                             EntryData::LeaderChange { .. } => None,
+                            EntryData::Voters(v) => {
+                                self.committed_voters = v.clone();
+                                self.report.voter_changes_committed += 1;
+                                None
+                            }
                         };
                         self.history.push(Committed {
                             chain,
@@ -941,6 +1138,14 @@ impl<'a> Sim<'a> {
                         });
                     }
                 }
+            }
+            // At most one voter change is not committed, in any log.
+            let disk = &self.nodes[i].disk;
+            if disk.voter_changes_from(self.history.len()) > 1 {
+                return Err(format!(
+                    "node {id}: two voter changes above the committed offset {}",
+                    self.history.len()
+                ));
             }
             self.nodes[i].hw_seen = hw;
             self.nodes[i].last_role = role;
@@ -952,18 +1157,40 @@ impl<'a> Sim<'a> {
         }) {
             self.report.steps_with_held_fetch += 1;
         }
-        // Durability: the committed history is on a majority of the voters'
-        // disks (in their logs or snapshots).
+        // Durability: every majority of the voter set in force at the end of
+        // the committed history, and of any voter set appended above it (not
+        // committed, maybe never), includes a disk (log or snapshot) that
+        // holds the committed history: whoever such a majority elects holds
+        // it. For an odd-sized set that is "a majority holds it"; with a
+        // voter change in flight the entries the new set committed are on a
+        // majority of the new set, which meets every majority of the old one.
         if !self.history.is_empty() {
             let k = self.history.len() - 1;
-            let holders = self.nodes[..voters]
-                .iter()
-                .filter(|n| n.disk.holds(k, &self.history))
-                .count();
-            if holders < majority {
-                return Err(format!(
-                    "committed entry {k} is on only {holders} voters' disks"
-                ));
+            let mut sets = vec![self.committed_voters.clone()];
+            for n in &self.nodes {
+                let from = self.history.len().saturating_sub(n.disk.start);
+                for d in n.disk.entries.iter().skip(from) {
+                    if let EntryData::Voters(v) = &d.entry.data {
+                        sets.push(v.clone());
+                    }
+                }
+            }
+            for set in &sets {
+                let holders = self
+                    .nodes
+                    .iter()
+                    .zip(&self.ids)
+                    .filter(|(n, id)| {
+                        set.iter().any(|v| v.id == **id) && n.disk.holds(k, &self.history)
+                    })
+                    .count();
+                let majority = set.len() / 2 + 1;
+                if holders + majority <= set.len() {
+                    return Err(format!(
+                        "committed entry {k} is on only {holders} disks of the voter set {:?}",
+                        set.iter().map(|v| v.id.0).collect::<Vec<_>>()
+                    ));
+                }
             }
         }
         // Log matching (over the offsets both logs hold).

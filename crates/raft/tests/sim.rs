@@ -2,7 +2,9 @@
 //!
 //! - `cargo test -p fjord-raft`: `FJORD_SIM_SEEDS` seeds (default 2,000),
 //!   alternating 3 and 5 voters, with 0, 1 or 2 observers, with and without
-//!   long-polling Fetch; snapshots are taken in every run.
+//!   long-polling Fetch, with a static voter set or one the leader changes
+//!   (KIP-853: voters added and removed under faults); snapshots are taken
+//!   in every run.
 //! - `FJORD_SIM_SEEDS=100000 cargo test -p fjord-raft --release -- sim_seeds`:
 //!   the long run.
 //! - `FJORD_SIM_SEED=1234 cargo test -p fjord-raft -- sim_seeds --nocapture`:
@@ -17,6 +19,7 @@ fn config_for(seed: u64) -> SimConfig {
     let mut cfg = SimConfig::new(if seed & 1 == 0 { 3 } else { 5 });
     cfg.observers = ((seed >> 1) % 3) as usize;
     cfg.fetch_max_wait_ms = if (seed / 6) & 1 == 1 { 25 } else { 0 };
+    cfg.reconfigurable = (seed / 12) & 1 == 1;
     cfg
 }
 
@@ -59,6 +62,7 @@ fn sim_seeds() {
     });
     let (mut steps, mut committed, mut crashes, mut leaders, mut worst_heal) = (0, 0, 0, 0, 0);
     let (mut taken, mut installed, mut worst_converge, mut held) = (0, 0, 0, 0);
+    let (mut changes_proposed, mut changes_committed) = (0, 0);
     for report in reports {
         let report = report.unwrap_or_else(|e| panic!("{e}"));
         steps += report.steps;
@@ -70,6 +74,8 @@ fn sim_seeds() {
         taken += report.snapshots_taken;
         installed += report.snapshots_installed;
         held += report.steps_with_held_fetch;
+        changes_proposed += report.voter_changes_proposed;
+        changes_committed += report.voter_changes_committed;
     }
     // The runs must have exercised something.
     assert!(
@@ -87,10 +93,15 @@ fn sim_seeds() {
         installed as u64 > seeds / 10,
         "few snapshots fetched and installed: {installed}"
     );
+    assert!(
+        seeds < 24 || changes_committed as u64 > seeds,
+        "few voter changes committed: {changes_committed} of {changes_proposed}"
+    );
     eprintln!(
         "{seeds} seeds, {steps} steps, {committed} committed entries, {crashes} crashes, \
          {leaders} leader epochs, {taken} snapshots taken, {installed} installed, \
          {held} steps with a held fetch, \
+         {changes_proposed} voter changes appended ({changes_committed} committed), \
          worst heal-to-commit {worst_heal} ms, worst heal-to-converge {worst_converge} ms, in {:?}",
         start.elapsed()
     );
@@ -156,6 +167,17 @@ fn sim_catches_snapshot_offered_by_offset_only() {
         "caught, but not by a safety check: {err}"
     );
     eprintln!("SnapshotOffsetOnly caught at seed {seed}: {err}");
+}
+
+#[test]
+fn sim_catches_voter_changes_while_one_is_uncommitted() {
+    let found = seeds_to_catch(PlantedBug::VoterChangeWhileUncommitted, 500);
+    let (seed, err) = found.expect("a second voter change in flight went unnoticed in 500 seeds");
+    assert!(
+        !err.contains("liveness"),
+        "caught, but not by a safety check: {err}"
+    );
+    eprintln!("VoterChangeWhileUncommitted caught at seed {seed}: {err}");
 }
 
 #[test]
