@@ -12,8 +12,12 @@ the snapshot (the voter's id, directory id and CONTROLLER endpoint), `kafka-meta
 with acks=all is read back. With E2E_BROKER=kafka every node is Apache Kafka 4.3.1 formatted by its
 `kafka-storage format`, which checks the test itself.
 
-Not here yet (issue 12, KIP-853 later slices): add-controller / remove-controller (AddRaftVoter,
-RemoveRaftVoter, UpdateRaftVoter), and brokers that find the quorum through the bootstrap servers.
+`kafka-metadata-quorum remove-controller` (RemoveRaftVoter) takes a voter out of a three-voter quorum formatted
+with `--initial-controllers`; `describe --status` then shows two voters, and records still go through.
+
+Not here yet (issue 12, KIP-853 later slices): add-controller (AddRaftVoter), UpdateRaftVoter, controllers
+formatted with `--no-initial-controllers` that join as observers, and brokers that find the quorum through the
+bootstrap servers.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 
 import clients as c
+import pytest
 from conftest import BROKER_KIND, FJORD_BIN, KAFKA_LIBS, KEEP_DIRS, REPO, free_port, port_open, unique
 
 # Kafka directory ids (URL-safe base64 of 16 bytes, none of the reserved ones below 100).
@@ -184,22 +189,28 @@ def test_standalone_controller_starts_from_its_bootstrap_snapshot():
         voters = re.search(r"CurrentVoters:\s+(\[.*\])", status).group(1)
         assert json.loads(voters) == [{"id": 1, "directoryId": n.directory_id(),
                                        "endpoints": [f"CONTROLLER://127.0.0.1:{n.cport}"]}], status
-        b = f"127.0.0.1:{n.port}"
-        t = unique("dynquorum")
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            try:
-                c.create_topic(b, t, partitions=1)
-                break
-            except Exception:  # noqa: BLE001 - the broker may still be registering
-                assert time.monotonic() < deadline, cl.logs()
-                time.sleep(0.5)
-        recs = c.records(5, prefix="dq")
-        dels = c.cf_produce(b, t, recs, {"acks": "all"})
-        assert all(d.err is None for d in dels), [d.err for d in dels if d.err]
-        c.assert_same(recs, c.cf_consume(b, t, len(recs)), check_ts=False, check_offsets=False)
+        produce_and_read_back(cl, n)
 
 
+def produce_and_read_back(cl: Cluster, n: Node):
+    """A topic created through node `n`'s broker, records produced with acks=all and read back."""
+    b = f"127.0.0.1:{n.port}"
+    t = unique("dynquorum")
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            c.create_topic(b, t, partitions=1)
+            break
+        except Exception:  # noqa: BLE001 - the broker may still be registering
+            assert time.monotonic() < deadline, cl.logs()
+            time.sleep(0.5)
+    recs = c.records(5, prefix="dq")
+    dels = c.cf_produce(b, t, recs, {"acks": "all"})
+    assert all(d.err is None for d in dels), [d.err for d in dels if d.err]
+    c.assert_same(recs, c.cf_consume(b, t, len(recs)), check_ts=False, check_offsets=False)
+
+
+@pytest.mark.timeout(600)  # three Kafka JVMs and several tool runs on a loaded machine; Fjord takes about 45 s
 def test_initial_controllers_form_a_quorum_of_the_given_voters():
     with Cluster(3) as cl:
         initial = ",".join(f"{n.node_id}@127.0.0.1:{n.cport}:{d}" for n, d in zip(cl.nodes, DIRECTORY_IDS))
@@ -217,3 +228,31 @@ def test_initial_controllers_form_a_quorum_of_the_given_voters():
         assert {i: d for i, (d, _) in voters.items()} == {
             n.node_id: DIRECTORY_IDS[n.node_id - 1] for n in cl.nodes}, replication
         assert sorted(s for _, s in voters.values()) == ["Follower", "Follower", "Leader"], replication
+        # remove-controller (RemoveRaftVoter): a follower leaves the voter set and stays as an observer.
+        gone = max(i for i, (_, s) in voters.items() if s == "Follower")
+        controllers = ",".join(f"127.0.0.1:{n.cport}" for n in cl.nodes)
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            r = java("org.apache.kafka.tools.MetadataQuorumCommand", "--bootstrap-controller", controllers,
+                     "remove-controller", "--controller-id", str(gone),
+                     "--controller-directory-id", DIRECTORY_IDS[gone - 1], timeout=90)
+            if r.returncode == 0:
+                break
+            assert time.monotonic() < deadline, r.stdout + r.stderr + cl.logs()
+            time.sleep(1)
+        assert re.search(rf"Removed\s+KRaft controller {gone} ", r.stdout), r.stdout + r.stderr
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            status = cl.quorum("--status")
+            current = json.loads(re.search(r"CurrentVoters:\s+(\[.*\])", status).group(1))
+            if sorted(v["id"] for v in current) == sorted(set(voters) - {gone}):
+                break
+            assert time.monotonic() < deadline, status + cl.logs()
+            time.sleep(1)
+        assert all(v["directoryId"] == DIRECTORY_IDS[v["id"] - 1] for v in current), status
+        # A second removal of the same voter: Kafka's VOTER_NOT_FOUND.
+        r = java("org.apache.kafka.tools.MetadataQuorumCommand", "--bootstrap-controller", controllers,
+                 "remove-controller", "--controller-id", str(gone),
+                 "--controller-directory-id", DIRECTORY_IDS[gone - 1], timeout=90)
+        assert r.returncode != 0 and "VoterNotFoundException" in r.stdout + r.stderr, r.stdout + r.stderr
+        produce_and_read_back(cl, cl.nodes[0])

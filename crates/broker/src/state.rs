@@ -482,18 +482,27 @@ impl Broker {
     /// data directory when only `controller.quorum.bootstrap.servers` is
     /// set (KIP-853), and their directory ids; a voter's directory id
     /// there must be this node's.
+    /// The snapshot's VotersRecord entries come back too: they make the
+    /// quorum reconfigurable (RemoveRaftVoter).
     #[allow(clippy::type_complexity)]
     fn dynamic_voters(
         cfg: &BrokerConfig,
-    ) -> Result<(crate::kraft::KraftConfig, Vec<(NodeId, Uuid)>), StateError> {
+    ) -> Result<
+        (
+            crate::kraft::KraftConfig,
+            Vec<(NodeId, Uuid)>,
+            Vec<fjord_metadata::control::VoterEntry>,
+        ),
+        StateError,
+    > {
         let dir = &cfg.data_dir;
         if !cfg.kraft.voters.is_empty() || cfg.kraft.bootstrap_servers.is_empty() {
-            return Ok((cfg.kraft.clone(), Vec::new()));
+            return Ok((cfg.kraft.clone(), Vec::new(), Vec::new()));
         }
         let Some((_, voters)) =
             fjord_metadata::log::snapshot_voters(dir).map_err(|e| meta_err_str(dir, e))?
         else {
-            return Ok((cfg.kraft.clone(), Vec::new()));
+            return Ok((cfg.kraft.clone(), Vec::new(), Vec::new()));
         };
         if let Some(me) = voters.iter().find(|v| v.id == cfg.node_id.0) {
             let own = cm::read_meta_directory_id(dir)?;
@@ -518,7 +527,7 @@ impl Broker {
             .iter()
             .map(|v| (NodeId(v.id), v.directory_id))
             .collect();
-        Ok((kraft, ids))
+        Ok((kraft, ids, voters))
     }
 
     fn open_raft_quorum(
@@ -530,7 +539,7 @@ impl Broker {
         let bad = |e: crate::config::ConfigError| {
             StateError::kafka(ErrorCode::INVALID_CONFIG, e.to_string())
         };
-        let (kraft, directory_ids) = Broker::dynamic_voters(cfg)?;
+        let (kraft, directory_ids, voter_entries) = Broker::dynamic_voters(cfg)?;
         let (voters, listen) = kraft.quorum(cfg.node_id).map_err(bad)?;
         let broker_role = cfg.kraft.has_role("broker");
         let advertised: Vec<String> = if broker_role {
@@ -559,6 +568,10 @@ impl Broker {
         );
         qc.seed ^= now_ms() as u64;
         qc.voter_directory_ids = directory_ids;
+        if !voter_entries.is_empty() {
+            qc.directory_id = cm::read_meta_directory_id(&dir)?;
+            qc.voter_entries = voter_entries;
+        }
         qc.connector = controller_connector;
         if let Some(listener) = cfg.controller_listener().map_err(bad)? {
             if listener.protocol != crate::security::SecurityProtocol::Plaintext {

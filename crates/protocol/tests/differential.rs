@@ -65,6 +65,7 @@ fn kafka_protocol_decode(like: &Request, version: i16, body: &Bytes) -> Request 
         Vote,
         BeginQuorumEpoch,
         EndQuorumEpoch,
+        RemoveRaftVoter,
         OffsetForLeaderEpoch,
         DescribeProducers,
         DescribeAcls,

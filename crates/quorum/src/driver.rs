@@ -66,7 +66,9 @@ use fjord_model::limits::{
 };
 use fjord_model::{ErrorCode, LeaderEpoch, NodeId, Offset};
 use fjord_raft::messages::{Envelope, Message};
-use fjord_raft::{Config, Entry, EntryData, Input, LogMeta, LogReader, Node, Output, RoleKind};
+use fjord_raft::{
+    Config, Entry, EntryData, Input, LogMeta, LogReader, Node, Output, RoleKind, VoterKey,
+};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -108,6 +110,12 @@ pub struct RaftQuorumConfig {
     /// The voters' directory ids where known (a dynamic quorum's voter set,
     /// KIP-853): DescribeQuorum reports them.
     pub voter_directory_ids: Vec<(NodeId, uuid::Uuid)>,
+    /// The bootstrap checkpoint's VotersRecord (`kraft.version` 1, KIP-853):
+    /// the voter set may change (RemoveRaftVoter), and the set in force is
+    /// the latest VotersRecord in the log. Empty: a static voter set.
+    pub voter_entries: Vec<fjord_metadata::control::VoterEntry>,
+    /// This node's metadata directory id (`meta.properties`), if known.
+    pub directory_id: Option<uuid::Uuid>,
 }
 
 impl RaftQuorumConfig {
@@ -128,6 +136,8 @@ impl RaftQuorumConfig {
             connector: fjord_client::Connector::plaintext(),
             security: None,
             voter_directory_ids: Vec::new(),
+            voter_entries: Vec::new(),
+            directory_id: None,
         }
     }
 }
@@ -152,6 +162,9 @@ pub struct QuorumStatus {
 
 pub(crate) type InboundReply = oneshot::Sender<(Message, Option<Bytes>)>;
 
+/// The answer to a voter change: Kafka's error code and message.
+pub(crate) type VoterChangeReply = oneshot::Sender<(ErrorCode, Option<String>)>;
+
 pub(crate) enum Event {
     Inbound {
         from: NodeId,
@@ -173,6 +186,13 @@ pub(crate) enum Event {
     Describe(oneshot::Sender<QuorumStatus>),
     /// A connection to this voter failed (`Input::PeerUnreachable`).
     Unreachable(NodeId),
+    /// RemoveRaftVoter (KIP-853): answered with Kafka's error code and
+    /// message once the new VotersRecord commits, or at once when refused.
+    RemoveVoter {
+        id: NodeId,
+        directory_id: uuid::Uuid,
+        reply: VoterChangeReply,
+    },
     Stop,
 }
 
@@ -216,7 +236,10 @@ impl RaftQuorum {
     ) -> Result<RaftQuorum, MetadataError> {
         let ids: Vec<NodeId> = config.voters.iter().map(|v| v.id).collect();
         let voter = ids.contains(&config.node_id);
-        if voter != config.listen.is_some() {
+        let reconfigurable = !config.voter_entries.is_empty();
+        // A controller of a reconfigurable quorum keeps its listener when it
+        // is (or was, before a RemoveRaftVoter) outside the voter set.
+        if voter != config.listen.is_some() && !(reconfigurable && config.listen.is_some()) {
             return Err(MetadataError::Failed(format!(
                 "node {} {} one of the voters {ids:?} but {} a CONTROLLER listener",
                 config.node_id.0,
@@ -231,7 +254,13 @@ impl RaftQuorum {
                 "a metadata log cut below a snapshot (not supported by the voter quorum yet)",
             ));
         }
-        let meta = log_meta(&log);
+        let mut meta = log_meta(&log);
+        if reconfigurable {
+            // KIP-853: the VotersRecords in the log, the latest in force.
+            for (offset, voters) in voters_records(&log)? {
+                meta.record_voters(offset, voters);
+            }
+        }
         let persisted = match QuorumState::read(log.dir())? {
             Some(s) => fjord_raft::PersistedState {
                 epoch: LeaderEpoch(s.leader_epoch.max(0)),
@@ -241,6 +270,15 @@ impl RaftQuorum {
             None => fjord_raft::PersistedState::default(),
         };
         let mut core_cfg = Config::new(config.node_id, ids, config.cluster_id.clone(), config.seed);
+        if reconfigurable {
+            core_cfg.reconfigurable = true;
+            core_cfg.voters = config
+                .voter_entries
+                .iter()
+                .map(|v| VoterKey::new(NodeId(v.id), v.directory_id.as_u128()))
+                .collect();
+            core_cfg.directory_id = config.directory_id.map_or(0, |d| d.as_u128());
+        }
         core_cfg.election_timeout_ms = config.election_timeout_ms;
         core_cfg.fetch_timeout_ms = config.fetch_timeout_ms;
         // No long polling yet: a connection carries one request at a time,
@@ -334,7 +372,13 @@ impl RaftQuorum {
             progress: BTreeMap::new(),
             failed: None,
             endpoints: config.voters.clone(),
-            directory_ids: config.voter_directory_ids.clone(),
+            voter_entries: config
+                .voter_entries
+                .iter()
+                .map(|v| (NodeId(v.id), v.clone()))
+                .collect(),
+            voter_change: None,
+            voter_change_result: None,
             net: runtime.handle().clone(),
             connector: config.connector.clone(),
             events: tx.clone(),
@@ -503,6 +547,35 @@ fn log_meta(log: &MetadataLog) -> LogMeta {
     LogMeta::from_epochs(per_offset)
 }
 
+/// The VotersRecords in the log (KIP-853): (offset, voter set).
+fn voters_records(log: &MetadataLog) -> Result<Vec<(Offset, Vec<VoterKey>)>, MetadataError> {
+    let mut found = Vec::new();
+    let mut from = Offset(0);
+    let end = log.end_offset();
+    while from < end {
+        let batches = log.read_chunk(from, end)?;
+        let Some(last) = batches.last() else {
+            break;
+        };
+        from = last.last_offset.next();
+        for b in batches {
+            let BatchContent::Control(records) = b.content else {
+                continue;
+            };
+            for (i, r) in records.into_iter().enumerate() {
+                if let ControlRecord::Voters(voters) = r {
+                    let keys = voters
+                        .iter()
+                        .map(|v| VoterKey::new(NodeId(v.id), v.directory_id.as_u128()))
+                        .collect();
+                    found.push((Offset(b.base_offset.0 + i as i64), keys));
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Reads the log for a Fetch response and remembers the bytes it read, so
 /// the response carries exactly those batches.
 struct Reader<'a> {
@@ -579,7 +652,14 @@ struct Driver {
     progress: BTreeMap<NodeId, (Offset, i64)>,
     failed: Option<String>,
     endpoints: Vec<Voter>,
-    directory_ids: Vec<(NodeId, uuid::Uuid)>,
+    /// Every voter's VotersRecord entry (id, directory id, endpoints) known
+    /// from the bootstrap checkpoint: what a new VotersRecord lists.
+    voter_entries: BTreeMap<NodeId, fjord_metadata::control::VoterEntry>,
+    /// The RemoveRaftVoter waiting for its VotersRecord (at this offset) to
+    /// commit.
+    voter_change: Option<(Offset, VoterChangeReply)>,
+    /// What the core said of the last `Input::ChangeVoters`.
+    voter_change_result: Option<Result<Offset, (ErrorCode, &'static str)>>,
     net: tokio::runtime::Handle,
     /// How forwarded proposals reach the leader's CONTROLLER listener.
     connector: fjord_client::Connector,
@@ -785,20 +865,117 @@ impl Driver {
                     high_watermark: self.node.high_watermark(),
                     voters,
                     observers,
-                    endpoints: self.endpoints.iter().map(|v| (v.id, v.addr)).collect(),
-                    directory_ids: self.directory_ids.clone(),
+                    endpoints: self
+                        .endpoints
+                        .iter()
+                        .filter(|v| voter_ids.contains(&v.id))
+                        .map(|v| (v.id, v.addr))
+                        .collect(),
+                    directory_ids: self
+                        .node
+                        .voters()
+                        .iter()
+                        .filter(|v| v.directory_id != 0)
+                        .map(|v| (v.id, uuid::Uuid::from_u128(v.directory_id)))
+                        .collect(),
                 });
             }
             Event::Unreachable(peer) => self.step(Input::PeerUnreachable(peer)),
+            Event::RemoveVoter {
+                id,
+                directory_id,
+                reply,
+            } => self.remove_voter(id, directory_id, reply),
             Event::Stop => {}
         }
     }
 
+    /// The voter set in force (the core's: static, or the latest
+    /// VotersRecord).
     fn voter_ids(&self) -> Vec<NodeId> {
-        let mut v: Vec<NodeId> = self.peers.keys().copied().collect();
-        v.push(self.node.node_id());
+        let mut v: Vec<NodeId> = self.node.voters().iter().map(|v| v.id).collect();
         v.sort_unstable();
         v
+    }
+
+    /// RemoveRaftVoter on this node (Kafka's KafkaRaftClient and
+    /// RemoveVoterHandler order of checks and error codes).
+    fn remove_voter(&mut self, id: NodeId, directory_id: uuid::Uuid, reply: VoterChangeReply) {
+        if self.node.role() != RoleKind::Leader {
+            let _ = reply.send((ErrorCode::NOT_LEADER_OR_FOLLOWER, None));
+            return;
+        }
+        if directory_id.is_nil() {
+            let _ = reply.send((
+                ErrorCode::INVALID_REQUEST,
+                Some("Remove voter request didn't include a valid voter".into()),
+            ));
+            return;
+        }
+        if self.voter_change.is_some() {
+            let _ = reply.send((
+                ErrorCode::REQUEST_TIMED_OUT,
+                Some(
+                    "Request timed out waiting for leader to handle previous voter change request"
+                        .into(),
+                ),
+            ));
+            return;
+        }
+        let key = VoterKey::new(id, directory_id.as_u128());
+        let current = self.node.voters().to_vec();
+        let found = current.contains(&key);
+        let new: Vec<VoterKey> = current.iter().copied().filter(|v| *v != key).collect();
+        self.voter_change_result = None;
+        self.step(Input::ChangeVoters(new));
+        match self.voter_change_result.take() {
+            Some(Ok(offset)) => self.voter_change = Some((offset, reply)),
+            // The core's preconditions hold but the set would not change
+            // (or would be empty): Kafka's VOTER_NOT_FOUND.
+            Some(Err((code, _)))
+                if code == ErrorCode::INVALID_REQUEST || !found && code == ErrorCode::NONE =>
+            {
+                let _ = reply.send((
+                    ErrorCode::VOTER_NOT_FOUND,
+                    Some(format!(
+                        "Cannot remove voter {} ({}) from the set of voters {:?}",
+                        id.0,
+                        directory_id,
+                        current.iter().map(|v| v.id.0).collect::<Vec<_>>()
+                    )),
+                ));
+            }
+            Some(Err((code, message))) => {
+                let _ = reply.send((code, Some(message.to_string())));
+            }
+            None => {
+                let _ = reply.send((ErrorCode::NOT_LEADER_OR_FOLLOWER, None));
+            }
+        }
+    }
+
+    /// The pending voter change is answered once committed, or refused
+    /// when this node stopped leading or its record was truncated.
+    fn settle_voter_change(&mut self) {
+        let Some((offset, _)) = &self.voter_change else {
+            return;
+        };
+        let offset = *offset;
+        let outcome = if self.node.high_watermark() > offset {
+            Some((ErrorCode::NONE, None))
+        } else if self.node.role() != RoleKind::Leader || self.log.end_offset() <= offset {
+            Some((
+                ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                Some("the leader changed before the voter change committed".to_string()),
+            ))
+        } else {
+            None
+        };
+        if let Some(answer) = outcome {
+            if let Some((_, reply)) = self.voter_change.take() {
+                let _ = reply.send(answer);
+            }
+        }
     }
 
     fn step(&mut self, input: Input) {
@@ -815,6 +992,7 @@ impl Driver {
         let read = reader.last.into_inner();
         self.execute(out, read);
         self.publish_active();
+        self.settle_voter_change();
     }
 
     /// Sets `Shared::leading`: the core's epoch while its role is leader,
@@ -849,10 +1027,18 @@ impl Driver {
                     flush = true;
                     continue;
                 }
-                Output::Proposed { .. }
-                | Output::ProposalRejected { .. }
-                | Output::VotersProposed { .. }
-                | Output::VoterChangeRejected { .. } => continue,
+                Output::VotersProposed { offset, .. } => {
+                    self.voter_change_result = Some(Ok(offset));
+                    continue;
+                }
+                Output::VoterChangeRejected {
+                    error_code,
+                    message,
+                } => {
+                    self.voter_change_result = Some(Err((error_code, message)));
+                    continue;
+                }
+                Output::Proposed { .. } | Output::ProposalRejected { .. } => continue,
                 _ => {}
             }
             self.append_as_leader(std::mem::take(&mut leader_entries));
@@ -957,15 +1143,26 @@ impl Driver {
                         )
                     })
                 }
-                EntryData::Voters(_) => {
-                    // The core appends one only when asked to change the
-                    // voters (`Input::ChangeVoters`), which this driver
-                    // never does yet (its core is not reconfigurable).
+                EntryData::Voters(keys) => {
                     i += 1;
-                    Err(MetadataError::Failed(
-                        "a voter change without its voters' endpoints (AddRaftVoter is not served yet)"
-                            .into(),
-                    ))
+                    // Each voter's entry as the bootstrap checkpoint lists it.
+                    let entries: Option<Vec<_>> = keys
+                        .iter()
+                        .map(|k| {
+                            self.voter_entries
+                                .get(&k.id)
+                                .filter(|v| v.directory_id.as_u128() == k.directory_id)
+                                .cloned()
+                        })
+                        .collect();
+                    match entries {
+                        Some(entries) => self
+                            .log
+                            .append_control(&ControlRecord::Voters(entries), now),
+                        None => Err(MetadataError::Failed(format!(
+                            "a VotersRecord names voters {keys:?} this node has no endpoints for"
+                        ))),
+                    }
                 }
                 EntryData::Data(_) => {
                     let mut values = Vec::new();

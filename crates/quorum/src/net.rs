@@ -5,8 +5,9 @@
 //! frames are size-checked before allocation (`FRAME_BYTES_MAX`), decoded
 //! by `fjord-protocol`'s checked decoders, and Vote, BeginQuorumEpoch,
 //! EndQuorumEpoch and Fetch go to the driver, which answers through a
-//! oneshot channel. ApiVersions and DescribeQuorum (what Kafka's
-//! `kafka-metadata-quorum --bootstrap-controller` sends) are answered too.
+//! oneshot channel. ApiVersions, DescribeQuorum and RemoveRaftVoter (what
+//! Kafka's `kafka-metadata-quorum --bootstrap-controller` sends) are
+//! answered too.
 //! Anything else closes the connection. A full driver queue closes it too
 //! (the peer retries).
 //!
@@ -121,6 +122,7 @@ const SERVED: &[ApiKey] = &[
     ApiKey::Fetch,
     ApiKey::DescribeQuorum,
     ApiKey::DescribeCluster,
+    ApiKey::RemoveRaftVoter,
 ];
 
 async fn read_frame<S: AsyncRead + Unpin + ?Sized>(s: &mut S) -> std::io::Result<Option<Bytes>> {
@@ -267,6 +269,10 @@ async fn connection(
                 let status = rx.await.map_err(|_| "quorum closed".to_string())?;
                 describe_quorum(cid, version, &req, &status)?
             }
+            Ok(Request::RemoveRaftVoter(req)) => {
+                let answer = remove_voter(&events, &req, cluster_id).await?;
+                remove_voter_response(cid, version, answer)?
+            }
             Ok(req) => match wire::request_to_message(req, version, node_id, cluster_id) {
                 Ok((from, message)) => {
                     let (tx, rx) = oneshot::channel();
@@ -287,6 +293,58 @@ async fn connection(
         send(&mut s, &out).await?;
     }
     Ok(())
+}
+
+/// RemoveRaftVoter (KIP-853): the cluster id is checked here, the rest by
+/// the driver (leader only, Kafka's RemoveVoterHandler rules and codes),
+/// which answers once the new VotersRecord commits; REQUEST_TIMED_OUT
+/// after the request timeout, as Kafka's pending operation expires.
+async fn remove_voter(
+    events: &SyncSender<Event>,
+    req: &fjord_protocol::kafka_protocol::messages::RemoveRaftVoterRequest,
+    cluster_id: &str,
+) -> Result<(ErrorCode, Option<String>), String> {
+    if let Some(given) = &req.cluster_id {
+        if given.as_str() != cluster_id {
+            return Ok((
+                ErrorCode::INCONSISTENT_CLUSTER_ID,
+                Some(format!(
+                    "The given id \"{given}\" doesn't match the cluster id \"{cluster_id}\""
+                )),
+            ));
+        }
+    }
+    let (tx, rx) = oneshot::channel();
+    events
+        .try_send(Event::RemoveVoter {
+            id: NodeId(req.voter_id),
+            directory_id: req.voter_directory_id,
+            reply: tx,
+        })
+        .map_err(|_| "quorum busy".to_string())?;
+    let wait = Duration::from_millis(RAFT_REQUEST_TIMEOUT_MS_DEFAULT.unsigned_abs());
+    match tokio::time::timeout(wait, rx).await {
+        Ok(answer) => answer.map_err(|_| "quorum closed".to_string()),
+        Err(_) => Ok((
+            ErrorCode::REQUEST_TIMED_OUT,
+            Some("Request timed out waiting for the new voter set to commit".into()),
+        )),
+    }
+}
+
+fn remove_voter_response(
+    cid: i32,
+    version: i16,
+    (code, message): (ErrorCode, Option<String>),
+) -> Result<BytesMut, String> {
+    let body = fjord_protocol::kafka_protocol::messages::RemoveRaftVoterResponse::default()
+        .with_error_code(code.0)
+        .with_error_message(message.map(|m| sb(&m)));
+    let hv = fjord_protocol::response_header_version(ApiKey::RemoveRaftVoter as i16, version);
+    let mut out = BytesMut::new();
+    fjord_protocol::encode_response(cid, hv, &body, version, &mut out)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 fn api_versions(cid: i32, version: i16) -> Result<BytesMut, String> {

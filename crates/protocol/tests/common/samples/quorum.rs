@@ -1,10 +1,10 @@
 //! KRaft quorum and controller requests (Vote, BeginQuorumEpoch, EndQuorumEpoch,
-//! BrokerRegistration, BrokerHeartbeat, AllocateProducerIds).
+//! RemoveRaftVoter, BrokerRegistration, BrokerHeartbeat, AllocateProducerIds).
 
 use fjord_protocol::kafka_protocol::messages::{
     begin_quorum_epoch_request as bqe, end_quorum_epoch_request as eqe, vote_request as vote,
 };
-use fjord_protocol::kafka_protocol::messages::{BrokerId, TopicName};
+use fjord_protocol::kafka_protocol::messages::{BrokerId, RemoveRaftVoterRequest, TopicName};
 
 use super::super::{extra_tags, s};
 use super::uuid;
@@ -65,6 +65,14 @@ pub fn begin_quorum_epoch(v: i16) -> bqe::BeginQuorumEpochRequest {
                 .with_port(9093)]);
     }
     m
+}
+
+pub fn remove_raft_voter(_v: i16) -> RemoveRaftVoterRequest {
+    RemoveRaftVoterRequest::default()
+        .with_cluster_id(Some(s("MkU3OEVBNTcwNTJENDM2Qg")))
+        .with_voter_id(3)
+        .with_voter_directory_id(uuid(5))
+        .with_unknown_tagged_fields(extra_tags(true, 2))
 }
 
 pub fn end_quorum_epoch(v: i16) -> eqe::EndQuorumEpochRequest {
