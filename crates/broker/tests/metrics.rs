@@ -49,6 +49,8 @@ async fn start() -> Node {
         data_dir: dir.path().to_path_buf(),
         advertised_host: "127.0.0.1".to_string(),
         advertised_port: port,
+        // Direct writes and the batch cache, where the filesystem takes O_DIRECT.
+        direct_io: true,
         ..BrokerConfig::default()
     };
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
@@ -222,6 +224,12 @@ async fn counters_move_with_produce_fetch_and_commits() {
     assert!(m["fjord_connections_accepted_total"] >= 1.0);
     assert!(m["fjord_storage_fsync_duration_seconds_count"] >= 1.0);
     assert!(m["fjord_storage_group_commit_waiters_count"] >= 1.0);
+    // The fetch read what the produce wrote: from the batch cache when it was a direct write.
+    assert_eq!(
+        m["fjord_storage_batch_cache_read_bytes_total"] > 0.0,
+        m["fjord_storage_direct_writes_total"] > 0.0
+    );
+    assert!(m["fjord_storage_batch_cache_bytes"] >= 0.0);
     assert!(m["process_resident_memory_bytes"] > 0.0);
     assert!(m["process_open_fds"] > 0.0);
 

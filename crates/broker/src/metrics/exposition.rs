@@ -469,6 +469,24 @@ fn storage(e: &mut DescriptorEncoder, broker: &Broker) -> Fmt {
     )?;
     counter(
         e,
+        "fjord_storage_direct_writes",
+        "Appends written with O_DIRECT (log.direct.io=auto)",
+        s.direct_writes,
+    )?;
+    counter(
+        e,
+        "fjord_storage_batch_cache_read_bytes",
+        "Bytes that reads took from the batch cache (log.cache.max.bytes) instead of segment files",
+        s.cache_read_bytes,
+    )?;
+    gauge(
+        e,
+        "fjord_storage_batch_cache_bytes",
+        "Bytes of recently appended batches the batch cache holds",
+        i64::try_from(broker.storage.batch_cache_bytes()).unwrap_or(i64::MAX),
+    )?;
+    counter(
+        e,
         "fjord_storage_errors",
         "I/O errors that took a partition log offline",
         s.errors,
