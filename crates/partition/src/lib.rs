@@ -420,7 +420,13 @@ impl Partition {
         // A single replica committed everything it holds; otherwise what was
         // committed when the high watermark was last saved (before a restart),
         // or nothing is known until the replicas report (cluster layer).
-        let saved = log.saved_high_watermark();
+        // Read only where it counts: a single node opens every partition
+        // without touching the file.
+        let saved = if sole {
+            None
+        } else {
+            log.saved_high_watermark()
+        };
         let hw = if sole {
             log.log_end_offset().0
         } else {
