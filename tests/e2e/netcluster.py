@@ -18,6 +18,7 @@ namespace of the topology (`net.inside("client")`): the nodes' addresses exist o
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -175,6 +176,22 @@ def registered_brokers(bootstrap) -> int:
         return len(AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=5).brokers)
     except Exception:  # noqa: BLE001 - not up yet
         return 0
+
+
+@contextlib.contextmanager
+def running(net, cluster, register_timeout_s=120):
+    """Starts every node of `cluster`, enters the client namespace and waits until the three brokers are
+    registered; yields the bootstrap servers. Stops the cluster afterwards, on failure too."""
+    try:
+        for h in HOSTS:
+            cluster.start(h)
+        bootstrap = cluster.bootstrap
+        with net.inside("client"):
+            wait_for("three registered brokers", lambda: registered_brokers(bootstrap) == 3, cluster,
+                     timeout_s=register_timeout_s)
+            yield bootstrap
+    finally:
+        cluster.stop()
 
 
 def active_controller(net, why=None, hosts=HOSTS, timeout_s=5):

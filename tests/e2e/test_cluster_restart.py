@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 import netns
 from conftest import BROKER_KIND, FJORD_BIN, KAFKA_LIBS, REPO
-from netcluster import HOSTS, NetCluster, wait_for
+from netcluster import HOSTS, NetCluster, registered_brokers, running, wait_for
 from test_netns_cluster import PARTITIONS, RECORDS_PER_S, Load, check_acked_read_back, leaders, read_all
 
 TOPIC = "restarted"
@@ -76,65 +76,52 @@ def log_dir_partitions(bootstrap):
 def test_a_restarted_cluster_keeps_acknowledged_writes_and_only_replicas_hold_logs(tmp_path):
     with netns.Topology(HOSTS + ["client"]) as net:
         cluster = NetCluster(BROKER_KIND, net, tmp_path, fjord_bin=FJORD_BIN, kafka_libs=KAFKA_LIBS, repo=REPO)
-        try:
+        with running(net, cluster) as bootstrap:
+            admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+            fs = admin.create_topics([NewTopic(TOPIC, PARTITIONS, 3, config={"min.insync.replicas": "2"}),
+                                      NewTopic(HERE, num_partitions=1, replica_assignment=[[1]])])
+            for f in fs.values():
+                f.result(timeout=60)
+            wait_for("leaders for every partition", lambda: leaders(bootstrap, TOPIC), cluster)
+            load = Load(bootstrap, TOPIC)
+            load.start()
+            wait_for("acknowledgements", lambda: len(load.acked) > RECORDS_PER_S, cluster)
+            load.stop.set()
+            load.join(150)
+            # Both brokers save every replicated partition's high watermark within 5 s of its last move
+            # (Kafka's replica.high.watermark.checkpoint.interval.ms; Fjord the same).
+            time.sleep(6)
+            assert copies(cluster, "n1") == [f"{HERE}-0"]
+            assert copies(cluster, "n2") == [] and copies(cluster, "n3") == [], "a copy on a non-replica"
+
+            for h in HOSTS:
+                cluster.kill(h)
+            if BROKER_KIND == "fjord":
+                shutil.copytree(cluster.data_dir("n1") / f"{HERE}-0", cluster.data_dir("n2") / f"{HERE}-0")
             for h in HOSTS:
                 cluster.start(h)
-            bootstrap = cluster.bootstrap
-            with net.inside("client"):
-                def three_brokers():
-                    try:
-                        probe = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-                        return len(probe.list_topics(timeout=5).brokers) == 3
-                    except Exception:  # noqa: BLE001 - not up yet
-                        return False
-
-                wait_for("three registered brokers", three_brokers, cluster, timeout_s=120)
-                admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-                fs = admin.create_topics([NewTopic(TOPIC, PARTITIONS, 3, config={"min.insync.replicas": "2"}),
-                                          NewTopic(HERE, num_partitions=1, replica_assignment=[[1]])])
-                for f in fs.values():
-                    f.result(timeout=60)
-                wait_for("leaders for every partition", lambda: leaders(bootstrap, TOPIC), cluster)
-                load = Load(bootstrap, TOPIC)
-                load.start()
-                wait_for("acknowledgements", lambda: len(load.acked) > RECORDS_PER_S, cluster)
-                load.stop.set()
-                load.join(150)
-                # Both brokers save every replicated partition's high watermark within 5 s of its last move
-                # (Kafka's replica.high.watermark.checkpoint.interval.ms; Fjord the same).
-                time.sleep(6)
-                assert copies(cluster, "n1") == [f"{HERE}-0"]
-                assert copies(cluster, "n2") == [] and copies(cluster, "n3") == [], "a copy on a non-replica"
-
-                for h in HOSTS:
-                    cluster.kill(h)
-                if BROKER_KIND == "fjord":
-                    shutil.copytree(cluster.data_dir("n1") / f"{HERE}-0", cluster.data_dir("n2") / f"{HERE}-0")
-                for h in HOSTS:
-                    cluster.start(h)
-                wait_for("three registered brokers after the restart", three_brokers, cluster, timeout_s=120)
-                wait_for("leaders after the restart", lambda: leaders(bootstrap, TOPIC), cluster)
-                # The restarted leaders start from the high watermark saved before the kill (Kafka's
-                # replication-offset-checkpoint), not from their log start: the first high watermarks served
-                # already cover every acknowledged record, before the followers have fetched again.
-                need = {p: max(off for q, off, *_ in load.acked if q == p) + 1 for p in range(PARTITIONS)}
-                first = wait_for("high watermarks after the restart",
-                                 lambda: (lambda e: e if len(e) == PARTITIONS else None)(log_ends(bootstrap)),
-                                 cluster)
-                assert all(first[p] >= need[p] for p in range(PARTITIONS)), (first, need)
-                got, ends = read_all(bootstrap, TOPIC)
-                wait_for("the stray copy on n2 moved aside", lambda: copies(cluster, "n2") == [], cluster)
-                if BROKER_KIND == "fjord":
-                    assert [n.split(".")[0] for n in strays(cluster, "n2")] == [f"{HERE}-0"], strays(cluster, "n2")
-                assert copies(cluster, "n1") == [f"{HERE}-0"]
-                assert copies(cluster, "n3") == []
-                # DescribeLogDirs (kafka-python, sent to every broker) lists a partition only where it has a copy.
-                listed = log_dir_partitions(bootstrap)
-                assert sorted(listed) == [1, 2, 3], listed
-                assert [(HERE, 0) in listed[b] for b in (1, 2, 3)] == [True, False, False], listed
-                assert all((TOPIC, p) in listed[b] for b in (1, 2, 3) for p in range(PARTITIONS)), listed
-        finally:
-            cluster.stop()
+            wait_for("three registered brokers after the restart", lambda: registered_brokers(bootstrap) == 3,
+                     cluster, timeout_s=120)
+            wait_for("leaders after the restart", lambda: leaders(bootstrap, TOPIC), cluster)
+            # The restarted leaders start from the high watermark saved before the kill (Kafka's
+            # replication-offset-checkpoint), not from their log start: the first high watermarks served
+            # already cover every acknowledged record, before the followers have fetched again.
+            need = {p: max(off for q, off, *_ in load.acked if q == p) + 1 for p in range(PARTITIONS)}
+            first = wait_for("high watermarks after the restart",
+                             lambda: (lambda e: e if len(e) == PARTITIONS else None)(log_ends(bootstrap)),
+                             cluster)
+            assert all(first[p] >= need[p] for p in range(PARTITIONS)), (first, need)
+            got, ends = read_all(bootstrap, TOPIC)
+            wait_for("the stray copy on n2 moved aside", lambda: copies(cluster, "n2") == [], cluster)
+            if BROKER_KIND == "fjord":
+                assert [n.split(".")[0] for n in strays(cluster, "n2")] == [f"{HERE}-0"], strays(cluster, "n2")
+            assert copies(cluster, "n1") == [f"{HERE}-0"]
+            assert copies(cluster, "n3") == []
+            # DescribeLogDirs (kafka-python, sent to every broker) lists a partition only where it has a copy.
+            listed = log_dir_partitions(bootstrap)
+            assert sorted(listed) == [1, 2, 3], listed
+            assert [(HERE, 0) in listed[b] for b in (1, 2, 3)] == [True, False, False], listed
+            assert all((TOPIC, p) in listed[b] for b in (1, 2, 3) for p in range(PARTITIONS)), listed
 
     check_acked_read_back(load, got)
     print(f"\n{BROKER_KIND}: {len(load.acked)} records acknowledged before a kill -9 of all three nodes, all read "

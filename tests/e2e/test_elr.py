@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 import kschema
 import netns
 from conftest import BROKER_KIND, FJORD_BIN, KAFKA_LIBS, REPO
-from netcluster import HOSTS, NetCluster, active_controller, registered_brokers, wait_for
+from netcluster import HOSTS, NetCluster, active_controller, registered_brokers, running, wait_for
 
 TOPIC = "elr"
 
@@ -58,54 +58,46 @@ def described(bootstrap):
 def test_a_follower_leaving_an_isr_below_min_isr_is_an_eligible_leader_replica(tmp_path):
     with netns.Topology(HOSTS + ["client"]) as net:
         cluster = NetCluster(BROKER_KIND, net, tmp_path, fjord_bin=FJORD_BIN, kafka_libs=KAFKA_LIBS, repo=REPO)
-        try:
-            for h in HOSTS:
-                cluster.start(h)
-            bootstrap = cluster.bootstrap
-            with net.inside("client"):
-                wait_for("three registered brokers", lambda: registered_brokers(bootstrap) == 3, cluster,
-                         timeout_s=120)
-                up = tool(net, "org.apache.kafka.tools.FeatureCommand", "--bootstrap-server", bootstrap,
-                          "upgrade", "--feature", "eligible.leader.replicas.version=1")
-                assert up.returncode == 0, up.stdout + up.stderr
-                desc = tool(net, "org.apache.kafka.tools.FeatureCommand", "--bootstrap-server", bootstrap,
-                            "describe")
-                assert re.search(r"Feature: eligible\.leader\.replicas\.version\s+SupportedMinVersion: 0\s+"
-                                 r"SupportedMaxVersion: 1\s+FinalizedVersionLevel: 1", desc.stdout), desc.stdout
-                admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-                fs = admin.create_topics([NewTopic(TOPIC, num_partitions=1, replica_assignment=[[1, 2, 3]],
-                                                   config={"min.insync.replicas": "3"})])
-                for f in fs.values():
-                    f.result(timeout=60)
-                wait_for("the whole ISR", lambda: described(bootstrap) == (1, [1, 2, 3], [], []), cluster)
+        with running(net, cluster) as bootstrap:
+            up = tool(net, "org.apache.kafka.tools.FeatureCommand", "--bootstrap-server", bootstrap,
+                      "upgrade", "--feature", "eligible.leader.replicas.version=1")
+            assert up.returncode == 0, up.stdout + up.stderr
+            desc = tool(net, "org.apache.kafka.tools.FeatureCommand", "--bootstrap-server", bootstrap,
+                        "describe")
+            assert re.search(r"Feature: eligible\.leader\.replicas\.version\s+SupportedMinVersion: 0\s+"
+                             r"SupportedMaxVersion: 1\s+FinalizedVersionLevel: 1", desc.stdout), desc.stdout
+            admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+            fs = admin.create_topics([NewTopic(TOPIC, num_partitions=1, replica_assignment=[[1, 2, 3]],
+                                               config={"min.insync.replicas": "3"})])
+            for f in fs.values():
+                f.result(timeout=60)
+            wait_for("the whole ISR", lambda: described(bootstrap) == (1, [1, 2, 3], [], []), cluster)
 
-                controller = wait_for("the active controller", lambda: active_controller(net), cluster)
-                victim = 3 if controller != 3 else 2
-                others = sorted({1, 2, 3} - {victim})
-                cluster.kill(cluster.host(victim))
-                live = ",".join(a for a in bootstrap.split(",") if not a.startswith(net.addr(cluster.host(victim))))
-                state = wait_for(f"broker {victim} in the ELR",
-                                 lambda: (s := described(live)) and s[1] == others and s[2] == [victim] and s,
-                                 cluster)
-                assert state == (1, others, [victim], []), state
+            controller = wait_for("the active controller", lambda: active_controller(net), cluster)
+            victim = 3 if controller != 3 else 2
+            others = sorted({1, 2, 3} - {victim})
+            cluster.kill(cluster.host(victim))
+            live = ",".join(a for a in bootstrap.split(",") if not a.startswith(net.addr(cluster.host(victim))))
+            state = wait_for(f"broker {victim} in the ELR",
+                             lambda: (s := described(live)) and s[1] == others and s[2] == [victim] and s,
+                             cluster)
+            assert state == (1, others, [victim], []), state
 
-                shown = tool(net, "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", live,
-                             "--describe", "--topic", TOPIC)
-                assert shown.returncode == 0, shown.stdout + shown.stderr
-                line = next(ln for ln in shown.stdout.splitlines() if "Partition: 0" in ln)
-                assert re.search(rf"\bIsr: {others[0]},{others[1]}\s+Elr: {victim}\s+LastKnownElr:\s*$", line), line
+            shown = tool(net, "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", live,
+                         "--describe", "--topic", TOPIC)
+            assert shown.returncode == 0, shown.stdout + shown.stderr
+            line = next(ln for ln in shown.stdout.splitlines() if "Partition: 0" in ln)
+            assert re.search(rf"\bIsr: {others[0]},{others[1]}\s+Elr: {victim}\s+LastKnownElr:\s*$", line), line
 
-                cluster.start(cluster.host(victim))
-                seen = []
+            cluster.start(cluster.host(victim))
+            seen = []
 
-                def whole():
-                    s = described(bootstrap)
-                    seen.append(s)
-                    return s and s[1] == [1, 2, 3] and s[2] == [] and s
+            def whole():
+                s = described(bootstrap)
+                seen.append(s)
+                return s and s[1] == [1, 2, 3] and s[2] == [] and s
 
-                try:
-                    wait_for("the whole ISR again, the ELR empty", whole, cluster, timeout_s=120)
-                except AssertionError as e:
-                    raise AssertionError(f"last seen {seen[-3:]}") from e
-        finally:
-            cluster.stop()
+            try:
+                wait_for("the whole ISR again, the ELR empty", whole, cluster, timeout_s=120)
+            except AssertionError as e:
+                raise AssertionError(f"last seen {seen[-3:]}") from e

@@ -27,7 +27,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 import netns
 from conftest import BROKER_KIND, FJORD_BIN, KAFKA_LIBS, REPO
-from netcluster import HOSTS, NetCluster, partition_metadata, registered_brokers, wait_for
+from netcluster import HOSTS, NetCluster, partition_metadata, registered_brokers, running, wait_for
 
 TOPIC = "racked"
 HALF = 1500
@@ -143,24 +143,16 @@ def racked_partition(tmp_path):
                                 extra={"replica.selector.class": RACK_AWARE,
                                        # Kafka gives up registering after 60 s, which a loaded machine can take.
                                        "initial.broker.registration.timeout.ms": "300000"})
-        try:
-            for h in HOSTS:
-                cluster.start(h)
-            bootstrap = cluster.bootstrap
-            with net.inside("client"):
-                wait_for("three registered brokers", lambda: registered_brokers(bootstrap) == 3, cluster,
-                         timeout_s=180)
-                md = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=10)
-                assert {b.id: b.host for b in md.brokers.values()}.keys() == {1, 2, 3}
-                admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-                fs = admin.create_topics([NewTopic(TOPIC, num_partitions=1, replica_assignment=[[1, 2, 3]],
-                                                   config={"min.insync.replicas": "2"})])
-                fs[TOPIC].result(timeout=60)
-                wait_for("leader 1 with all three in sync",
-                         lambda: partition_metadata(bootstrap, TOPIC, 1) == {0: (1, [1, 2, 3])}, cluster)
-                yield net, cluster, bootstrap
-        finally:
-            cluster.stop()
+        with running(net, cluster, register_timeout_s=180) as bootstrap:
+            md = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=10)
+            assert {b.id: b.host for b in md.brokers.values()}.keys() == {1, 2, 3}
+            admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+            fs = admin.create_topics([NewTopic(TOPIC, num_partitions=1, replica_assignment=[[1, 2, 3]],
+                                               config={"min.insync.replicas": "2"})])
+            fs[TOPIC].result(timeout=60)
+            wait_for("leader 1 with all three in sync",
+                     lambda: partition_metadata(bootstrap, TOPIC, 1) == {0: (1, [1, 2, 3])}, cluster)
+            yield net, cluster, bootstrap
 
 
 @pytest.mark.skipif(netns.available() is not None, reason=f"network namespaces: {netns.available()}")
