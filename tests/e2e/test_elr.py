@@ -9,13 +9,18 @@ no ISR can change at all). Checked: the ISR shrinks to the two others, below min
 killed follower is the partition's eligible leader replica, as DescribeTopicPartitions v0 answers it
 (tests/e2e/kschema.py, a client of our own built from Kafka's schemas) and as Kafka's `kafka-topics
 --describe` (the Java admin client) prints it (`Elr: N`); once the follower is back (an unclean restart:
-it leaves the ELR) and has caught up, the ISR is whole again and the ELR empty. With E2E_BROKER=kafka every
-node is Apache Kafka 4.3.1.
+it leaves the ELR) and has caught up, the ISR is whole again and the ELR empty. Then the same follower is
+stopped cleanly (SIGTERM): it is in the ELR, has left Kafka's clean-shutdown file (`.kafka_cleanshutdown`,
+the broker epoch it stopped with) in its data directory, and after its restart (which removes the file) it
+is in the ELR or the ISR in every state seen until the ISR is whole again. With E2E_BROKER=kafka every node
+is Apache Kafka 4.3.1.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import signal
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -101,3 +106,28 @@ def test_a_follower_leaving_an_isr_below_min_isr_is_an_eligible_leader_replica(t
                 wait_for("the whole ISR again, the ELR empty", whole, cluster, timeout_s=120)
             except AssertionError as e:
                 raise AssertionError(f"last seen {seen[-3:]}") from e
+
+            # A clean stop: the controlled shutdown takes the follower out of the ISR, into the ELR, and
+            # it leaves its clean-shutdown proof (Kafka's `.kafka_cleanshutdown`, the broker epoch it
+            # stopped with) in its data directory; its next start reads and removes it, and registers
+            # with that epoch, so it is not dropped from the ELR as after kill -9.
+            host = cluster.host(victim)
+            cluster.signal(host, signal.SIGTERM)
+            cluster.procs[host].wait(timeout=60)
+            proof = cluster.data_dir(host) / ".kafka_cleanshutdown"
+            assert proof.exists(), sorted(p.name for p in cluster.data_dir(host).iterdir())
+            saved = json.loads(proof.read_text())
+            assert saved["version"] == 0 and saved["brokerEpoch"] >= 0, saved
+            state = wait_for(f"broker {victim} in the ELR after its clean stop",
+                             lambda: (s := described(live)) and s[1] == others and s[2] == [victim] and s,
+                             cluster)
+            assert state == (1, others, [victim], []), state
+            cluster.start(host)
+            seen.clear()
+            try:
+                wait_for("the whole ISR after the clean restart", whole, cluster, timeout_s=120)
+            except AssertionError as e:
+                raise AssertionError(f"last seen {seen[-3:]}") from e
+            assert not proof.exists(), "read and removed at start"
+            # Registered again with its proof, it never left the ELR before it was back in the ISR.
+            assert all(victim in s[1] or victim in s[2] for s in seen if s), seen

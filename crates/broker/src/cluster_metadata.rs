@@ -186,6 +186,62 @@ pub fn write_meta_properties_with_directory_id(
         .map_err(|e| file_err(dir, e))
 }
 
+/// Kafka's clean-shutdown file (its `CleanShutdownFileHandler`): written
+/// in the data directory once a broker stopped cleanly, holding the broker
+/// epoch it stopped with (`{"version":0,"brokerEpoch":N}`, the JSON Kafka
+/// 4.x writes and reads). Its next start presents that epoch to the
+/// controller as `previous_broker_epoch` (KIP-966): proof that nothing it
+/// acknowledged was lost, so it stays in the eligible leader replicas.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
+
+/// The broker epoch of the clean stop before this start, from the
+/// clean-shutdown file in `dir`, which is removed first (as Kafka removes
+/// it before loading the logs): a crash from here on is unclean. -1 when
+/// there is no file, it does not parse, or it cannot be removed.
+pub fn take_clean_shutdown_epoch(dir: &Path) -> i64 {
+    let path = dir.join(CLEAN_SHUTDOWN_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("reading {}: {e}", path.display());
+            }
+            return -1;
+        }
+    };
+    if let Err(e) = std::fs::remove_file(&path) {
+        tracing::warn!("removing {}: {e}", path.display());
+        return -1;
+    }
+    let epoch = serde_json::from_slice::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("brokerEpoch").and_then(serde_json::Value::as_i64));
+    match epoch {
+        Some(e) if e >= 0 => e,
+        _ => {
+            tracing::warn!("{} holds no broker epoch", path.display());
+            -1
+        }
+    }
+}
+
+/// Writes the clean-shutdown file for broker epoch `epoch` into `dir`,
+/// durably (synced, renamed into place, the directory synced).
+pub fn write_clean_shutdown(dir: &Path, epoch: i64) -> Result<(), StateError> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{CLEAN_SHUTDOWN_FILE}.tmp"));
+    let dst = dir.join(CLEAN_SHUTDOWN_FILE);
+    let text = serde_json::json!({ "version": 0, "brokerEpoch": epoch }).to_string();
+    let mut f = std::fs::File::create(&tmp).map_err(|e| file_err(&tmp, e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| file_err(&tmp, e))?;
+    f.sync_all().map_err(|e| file_err(&tmp, e))?;
+    std::fs::rename(&tmp, &dst).map_err(|e| file_err(&dst, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| file_err(dir, e))
+}
+
 /// Kafka's string form of a Uuid: URL-safe base64 without padding.
 pub fn kafka_uuid_string(u: Uuid) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -511,5 +567,37 @@ mod tests {
         )
         .unwrap();
         assert!(read_meta_directory_id(dir.path()).is_err());
+    }
+
+    #[test]
+    fn the_clean_shutdown_file_is_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CLEAN_SHUTDOWN_FILE);
+        assert_eq!(take_clean_shutdown_epoch(dir.path()), -1, "no file");
+        write_clean_shutdown(dir.path(), 42).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json, serde_json::json!({"version": 0, "brokerEpoch": 42}));
+        assert_eq!(take_clean_shutdown_epoch(dir.path()), 42);
+        assert!(!path.exists(), "removed once read");
+        assert_eq!(
+            take_clean_shutdown_epoch(dir.path()),
+            -1,
+            "a crash after this start is unclean"
+        );
+        // The file Kafka 4.3.1 writes (its field order, no newline) reads too.
+        std::fs::write(&path, r#"{"version":0,"brokerEpoch":7}"#).unwrap();
+        assert_eq!(take_clean_shutdown_epoch(dir.path()), 7);
+        // Garbage is no proof, and is removed all the same.
+        for bad in [
+            "",
+            "{",
+            r#"{"version":0}"#,
+            r#"{"version":0,"brokerEpoch":"x"}"#,
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert_eq!(take_clean_shutdown_epoch(dir.path()), -1, "{bad:?}");
+            assert!(!path.exists(), "{bad:?}");
+        }
     }
 }

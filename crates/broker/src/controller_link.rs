@@ -25,7 +25,11 @@
 //! STALE_BROKER_EPOCH or BROKER_ID_NOT_REGISTERED make it register again.
 //! On a clean shutdown it asks for a controlled shutdown (`wantShutDown`)
 //! until the controller answers `shouldShutDown` (its leaderships moved
-//! away) or `CONTROLLED_SHUTDOWN_TIMEOUT_MS` passed.
+//! away) or `CONTROLLED_SHUTDOWN_TIMEOUT_MS` passed. Its first registration
+//! carries the epoch of the clean stop before (`previous_broker_epoch`,
+//! from Kafka's clean-shutdown file, see `cm::CLEAN_SHUTDOWN_FILE`), or -1
+//! after a crash: the controller keeps a cleanly restarted broker in the
+//! eligible leader replicas and drops an unclean one (KIP-966).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -224,11 +228,14 @@ pub(crate) fn start(broker: &Arc<Broker>) -> std::io::Result<std::thread::JoinHa
 
 fn run(weak: Weak<Broker>) {
     let mut channel = ControllerChannel::default();
+    let Some(previous_epoch) = weak.upgrade().map(|b| b.previous_broker_epoch) else {
+        return;
+    };
     let mut reg = Registration {
         incarnation: Uuid::new_v4(),
         epoch: None,
         fenced: true,
-        previous_epoch: -1,
+        previous_epoch,
     };
     loop {
         let Some(b) = weak.upgrade() else { return };

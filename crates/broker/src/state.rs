@@ -117,6 +117,10 @@ pub struct Broker {
     controller: Mutex<Option<(LeaderEpoch, Controller)>>,
     /// This node's broker epoch (its registration's), -1 until registered.
     pub(crate) broker_epoch: AtomicI64,
+    /// The broker epoch of the clean stop before this start (the
+    /// clean-shutdown file's, `cm::take_clean_shutdown_epoch`), -1 without
+    /// one: what a cluster broker registers with as `previous_broker_epoch`.
+    pub(crate) previous_broker_epoch: i64,
     /// `close` started: the heartbeat thread does the controlled shutdown
     /// and stops, the controller thread stops.
     pub(crate) stopping: AtomicBool,
@@ -363,6 +367,13 @@ impl Broker {
                 path: dir.display().to_string(),
                 reason: e.to_string(),
             })?;
+        // Read (and removed) before any log opens, as Kafka does.
+        let previous_broker_epoch = if config.kraft.is_cluster() && config.kraft.has_role("broker")
+        {
+            cm::take_clean_shutdown_epoch(&dir)
+        } else {
+            -1
+        };
         let broker = Arc::new_cyclic(|me| Broker {
             dynamic: RwLock::new((DynamicBrokerConfigs::default(), topic_defaults)),
             cluster_id: cluster_id.clone(),
@@ -390,6 +401,7 @@ impl Broker {
             producer_id_block_end: AtomicI64::new(0),
             controller: Mutex::new(None),
             broker_epoch: AtomicI64::new(-1),
+            previous_broker_epoch,
             stopping: AtomicBool::new(false),
             heartbeat: Mutex::new(None),
             groups: crate::groups::GroupsSlot::new(me.clone()),
@@ -2057,6 +2069,7 @@ impl Broker {
         // away first (controlled shutdown), while the quorum still runs.
         self.stopping.store(true, Ordering::SeqCst);
         let heartbeat = self.heartbeat.lock().take();
+        let cluster_broker = heartbeat.is_some();
         if let Some(h) = heartbeat {
             let _ = h.join();
         }
@@ -2068,6 +2081,7 @@ impl Broker {
             q.close();
         }
         let now = now_ms();
+        let mut clean = true;
         for t in self.topics() {
             for p in t.partitions.read().iter() {
                 if let Err(e) = p.save_high_watermark(now, true) {
@@ -2075,7 +2089,16 @@ impl Broker {
                 }
                 if let Err(e) = p.log.close() {
                     tracing::error!(topic = %t.name, partition = p.index.0, "close failed: {e}");
+                    clean = false;
                 }
+            }
+        }
+        // A registered cluster broker whose logs all closed leaves its
+        // clean-shutdown proof for its next registration (KIP-966).
+        let epoch = self.broker_epoch.load(Ordering::SeqCst);
+        if cluster_broker && clean && epoch >= 0 {
+            if let Err(e) = cm::write_clean_shutdown(&self.config.data_dir, epoch) {
+                tracing::warn!("writing the clean-shutdown file: {e}");
             }
         }
     }
