@@ -592,6 +592,17 @@ def more_cases(every):
             yield f"write-txn-markers-{name}-v{v}", "WriteTxnMarkers", v, {"Markers": [
                 {"ProducerId": 4242, "ProducerEpoch": 0, "TransactionResult": False, "CoordinatorEpoch": 0,
                  "Topics": [{"Name": topic, "PartitionIndexes": [part]}]}]}
+    # WriteTxnMarkers v2 (KIP-1228) in order, on a topic of their own, for a producer with no data there: a
+    # transaction version 2 marker opens the producer's entry at its epoch; the same epoch again is the retry of
+    # a marker already written (nothing open: accepted), a lower one INVALID_PRODUCER_EPOCH at version 2 and 0.
+    if 2 in every("WriteTxnMarkers", 27):
+        yield "setup-create-for-write-txn-markers-v2", "CreateTopics", 7, {
+            "Topics": [{"Name": "diff-markers", "NumPartitions": 1, "ReplicationFactor": 1}], "TimeoutMs": 30_000}
+        for step, (epoch, tv) in enumerate([(3, 2), (3, 2), (2, 2), (2, 0), (3, 0), (4, 2)]):
+            yield f"write-txn-markers-tv{tv}-epoch{epoch}-step{step}-v2", "WriteTxnMarkers", 2, {"Markers": [
+                {"ProducerId": 5150, "ProducerEpoch": epoch, "TransactionResult": step % 2 == 0,
+                 "CoordinatorEpoch": 0, "TransactionVersion": tv,
+                 "Topics": [{"Name": "diff-markers", "PartitionIndexes": [0]}]}]}
     # ACLs without an authorizer.
     for v in every("CreateAcls", 30):
         yield f"create-acls-v{v}", "CreateAcls", v, {"Creations": [
@@ -740,6 +751,14 @@ def ranges(versions: list[int]) -> str:
     return ",".join(out) or "-"
 
 
+def marker_error(answer) -> int | None:
+    """The error code of a one-partition WriteTxnMarkers answer."""
+    try:
+        return answer["Markers"][0]["Topics"][0]["Partitions"][0]["ErrorCode"]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
 def run(fjord: str, kafka: str, select: str | None, require_coverage: bool = False,
         report: str | None = None) -> int:
     known = load_known()
@@ -770,6 +789,12 @@ def run(fjord: str, kafka: str, select: str | None, require_coverage: bool = Fal
                 # Kafka's partitions may not be served yet right after CreateTopics: retry what is retriable.
                 deadline = time.monotonic() + 30
                 while produce_error(answer) in (3, 5, 6) and time.monotonic() < deadline:
+                    time.sleep(0.3)
+                    answer = send(b, api, version, bb)
+            if case.startswith("write-txn-markers-tv2-epoch3-step0"):
+                # The first marker into the topic just created: wait until Kafka serves its partition.
+                deadline = time.monotonic() + 30
+                while marker_error(answer) in (3, 5, 6) and time.monotonic() < deadline:
                     time.sleep(0.3)
                     answer = send(b, api, version, bb)
             if case.startswith(("scram-describe-all-v", "scram-describe-one-v")):

@@ -52,8 +52,9 @@ use crate::state::{now_ms, Broker, Partition, StateError};
 
 /// Kafka's internal topic for transaction state.
 pub const TXN_STATE_TOPIC: &str = "__transaction_state";
-/// The WriteTxnMarkers version a coordinator sends (the one Fjord serves).
-const WRITE_TXN_MARKERS_VERSION: i16 = 1;
+/// The WriteTxnMarkers version a coordinator sends (the newest Fjord
+/// serves: v2 carries each marker's transaction version, KIP-1228).
+const WRITE_TXN_MARKERS_VERSION: i16 = 2;
 /// The AddPartitionsToTxn version of a broker's `verify_only` check.
 const VERIFY_ONLY_VERSION: i16 = 4;
 /// The AddPartitionsToTxn version of a partition leader's add for a
@@ -831,18 +832,19 @@ impl Shell {
                     producer_epoch,
                     result,
                     partitions,
+                    transaction_version,
                 }) => {
                     let shell = self.clone();
                     self.handle.spawn(async move {
+                        let marker = fjord_storage::TxnMarker {
+                            producer_id,
+                            producer_epoch,
+                            coordinator_epoch: shell.coordinator_epoch(partition),
+                            aborted: result == TxnResult::Abort,
+                            transaction_version,
+                        };
                         shell
-                            .write_markers(
-                                partition,
-                                transactional_id,
-                                producer_id,
-                                producer_epoch,
-                                result,
-                                partitions,
-                            )
+                            .write_markers(partition, transactional_id, marker, partitions)
                             .await;
                     });
                 }
@@ -897,17 +899,10 @@ impl Shell {
         self: Arc<Self>,
         partition: u32,
         transactional_id: String,
-        producer_id: ProducerId,
-        producer_epoch: ProducerEpoch,
-        result: TxnResult,
+        marker: fjord_storage::TxnMarker,
         partitions: Vec<TopicPartition>,
     ) {
-        let marker = fjord_storage::TxnMarker {
-            producer_id,
-            producer_epoch,
-            coordinator_epoch: self.coordinator_epoch(partition),
-            aborted: result == TxnResult::Abort,
-        };
+        let (producer_id, producer_epoch) = (marker.producer_id, marker.producer_epoch);
         let mut pending = partitions;
         let mut backoff_ms = TRANSACTION_MARKER_RETRY_BACKOFF_MS_MIN;
         loop {
@@ -1018,7 +1013,7 @@ impl Shell {
         }
     }
 
-    /// WriteTxnMarkers (v1) for `marker` in `partitions`, to their leader
+    /// WriteTxnMarkers (v2) for `marker` in `partitions`, to their leader
     /// `node` at `addr`, over a connection kept per node (dropped on any
     /// failure). The answer's code per partition; a partition the answer
     /// leaves out is UNKNOWN_SERVER_ERROR (retried).
@@ -1029,32 +1024,33 @@ impl Shell {
         marker: &fjord_storage::TxnMarker,
         partitions: &[TopicPartition],
     ) -> Result<Vec<(TopicPartition, ErrorCode)>, String> {
-        use fjord_protocol::kafka_protocol::messages::write_txn_markers_request::{
-            WritableTxnMarker, WritableTxnMarkerTopic,
+        use fjord_protocol::requests::owned::write_txn_markers_request::{
+            WritableTxnMarker, WritableTxnMarkerTopic, WriteTxnMarkersRequest,
         };
-        use fjord_protocol::kafka_protocol::messages::{TopicName, WriteTxnMarkersRequest};
         let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
         for tp in partitions {
             topics.entry(&tp.topic).or_default().push(tp.partition.0);
         }
-        let request =
-            WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
-                .with_producer_id(fjord_protocol::kafka_protocol::messages::ProducerId(
-                    marker.producer_id.0,
-                ))
-                .with_producer_epoch(marker.producer_epoch.0)
-                .with_transaction_result(!marker.aborted)
-                .with_coordinator_epoch(marker.coordinator_epoch)
-                .with_topics(
-                    topics
-                        .into_iter()
-                        .map(|(name, indexes)| {
-                            WritableTxnMarkerTopic::default()
-                                .with_name(TopicName(crate::handlers::str_bytes(name)))
-                                .with_partition_indexes(indexes)
-                        })
-                        .collect(),
-                )]);
+        let request = WriteTxnMarkersRequest {
+            markers: vec![WritableTxnMarker {
+                producer_id: marker.producer_id.0,
+                producer_epoch: marker.producer_epoch.0,
+                transaction_result: !marker.aborted,
+                coordinator_epoch: marker.coordinator_epoch,
+                // A feature level: 0..=2 today (clamped, never wrapped).
+                transaction_version: i8::try_from(marker.transaction_version).unwrap_or(i8::MAX),
+                topics: topics
+                    .into_iter()
+                    .map(|(name, partition_indexes)| WritableTxnMarkerTopic {
+                        name: name.to_string(),
+                        partition_indexes,
+                        ..WritableTxnMarkerTopic::default()
+                    })
+                    .collect(),
+                ..WritableTxnMarker::default()
+            }],
+            ..WriteTxnMarkersRequest::default()
+        };
         let answer = self
             .links
             .send(node, addr, &request, WRITE_TXN_MARKERS_VERSION)
@@ -1064,7 +1060,7 @@ impl Shell {
             for t in &m.topics {
                 for p in &t.partitions {
                     codes.insert(
-                        (t.name.0.as_str(), p.partition_index),
+                        (t.name.as_str(), p.partition_index),
                         ErrorCode(p.error_code),
                     );
                 }

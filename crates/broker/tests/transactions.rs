@@ -303,26 +303,49 @@ async fn a_timed_out_transaction_is_aborted() {
 
 async fn write_marker(
     b: &std::sync::Arc<fjord_broker::Broker>,
+    producer: (i64, i16),
+    coordinator_epoch: i32,
+    commit: bool,
+    topic: &str,
+) -> i16 {
+    write_marker_at(b, 1, 0, producer, coordinator_epoch, commit, topic).await
+}
+
+/// WriteTxnMarkers at `version` (Fjord's own structs: v2 carries the
+/// marker's `transaction_version`) for partition 0 of `topic`.
+async fn write_marker_at(
+    b: &std::sync::Arc<fjord_broker::Broker>,
+    version: i16,
+    transaction_version: i8,
     (pid, epoch): (i64, i16),
     coordinator_epoch: i32,
     commit: bool,
     topic: &str,
 ) -> i16 {
-    use fjord_protocol::kafka_protocol::messages::write_txn_markers_request::{
-        WritableTxnMarker, WritableTxnMarkerTopic,
+    use fjord_protocol::requests::owned::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic, WriteTxnMarkersRequest,
     };
-    let req = WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
-        .with_producer_id(ProducerId(pid))
-        .with_producer_epoch(epoch)
-        .with_transaction_result(commit)
-        .with_coordinator_epoch(coordinator_epoch)
-        .with_topics(vec![WritableTxnMarkerTopic::default()
-            .with_name(TopicName(s(topic)))
-            .with_partition_indexes(vec![0])])]);
-    let r: WriteTxnMarkersResponse = call(b, ApiKey::WriteTxnMarkers, 1, &req).await;
+    use fjord_protocol::requests::owned::WriteTxnMarkersResponse;
+    let req = WriteTxnMarkersRequest {
+        markers: vec![WritableTxnMarker {
+            producer_id: pid,
+            producer_epoch: epoch,
+            transaction_result: commit,
+            coordinator_epoch,
+            transaction_version,
+            topics: vec![WritableTxnMarkerTopic {
+                name: topic.to_string(),
+                partition_indexes: vec![0],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let r: WriteTxnMarkersResponse = call(b, ApiKey::WriteTxnMarkers, version, &req).await;
     assert_eq!(r.markers.len(), 1);
-    assert_eq!(r.markers[0].producer_id.0, pid);
-    assert_eq!(r.markers[0].topics[0].name.0.as_str(), topic);
+    assert_eq!(r.markers[0].producer_id, pid);
+    assert_eq!(r.markers[0].topics[0].name, topic);
     r.markers[0].topics[0].partitions[0].error_code
 }
 
@@ -334,7 +357,7 @@ async fn write_marker(
 /// UNKNOWN_TOPIC_OR_PARTITION, and none of them writes anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_txn_markers_ends_a_transaction_in_its_partitions() {
-    assert_eq!(versions(ApiKey::WriteTxnMarkers), 1..=1);
+    assert_eq!(versions(ApiKey::WriteTxnMarkers), 1..=2);
     let dir = tempfile::tempdir().unwrap();
     let b = open_broker(dir.path(), 1);
     b.create_topic("t", 1, Default::default(), false).unwrap();
@@ -376,6 +399,48 @@ async fn write_txn_markers_ends_a_transaction_in_its_partitions() {
     // The same coordinator epoch is accepted (a retried marker).
     assert_eq!(write_marker(&b, producer, 5, true, "t").await, 0);
     assert_eq!(partition.log.log_end_offset().0, 4);
+}
+
+/// WriteTxnMarkers v2 (KIP-1228) with transaction version 2: the marker
+/// must carry an epoch above the transaction's (its coordinator bumped it),
+/// so the transaction's own epoch is INVALID_PRODUCER_EPOCH and writes
+/// nothing while the transaction is open, as Kafka 4.3.1's
+/// `checkProducerEpoch`; the bumped epoch ends it, and its retry (the same
+/// epoch, nothing open) is written again. A marker of transaction version 0
+/// (what v1 means) is accepted at the transaction's epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_txn_markers_v2_needs_the_bumped_epoch_of_a_tv2_transaction() {
+    const INVALID_PRODUCER_EPOCH: i16 = 47;
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_broker(dir.path(), 1);
+    b.create_topic("t", 1, Default::default(), false).unwrap();
+    find_txn_coordinator(&b, "w2").await;
+    let producer = init(&b, "w2", 4).await;
+    let partition = b.topic("t").unwrap().partition(0).unwrap();
+    assert_eq!(add_partitions(&b, 3, "w2", producer, "t").await, 0);
+    let batch = txn_batch(producer.0, producer.1, 0, &[b"x", b"y"]);
+    assert_eq!(produce(&b, "w2", "t", batch).await, 0);
+    assert_eq!(partition.log.log_end_offset().0, 2);
+    // Transaction version 0 (what v1 means): the transaction's own epoch.
+    assert_eq!(write_marker_at(&b, 2, 0, producer, 0, false, "t").await, 0);
+    assert_eq!(partition.last_stable_offset().0, 3);
+
+    // The next batch of the (still ongoing, for the coordinator) transaction
+    // opens one again in the partition.
+    let batch = txn_batch(producer.0, producer.1, 2, &[b"z"]);
+    assert_eq!(produce(&b, "w2", "t", batch).await, 0);
+    assert_eq!(partition.log.log_end_offset().0, 4);
+    assert_eq!(
+        write_marker_at(&b, 2, 2, producer, 0, true, "t").await,
+        INVALID_PRODUCER_EPOCH
+    );
+    assert_eq!(partition.log.log_end_offset().0, 4, "nothing written");
+    assert_eq!(partition.last_stable_offset().0, 3, "still open");
+    let bumped = (producer.0, producer.1 + 1);
+    assert_eq!(write_marker_at(&b, 2, 2, bumped, 0, true, "t").await, 0);
+    assert_eq!(partition.last_stable_offset().0, 5);
+    assert_eq!(write_marker_at(&b, 2, 2, bumped, 0, true, "t").await, 0);
+    assert_eq!(partition.log.log_end_offset().0, 6, "the retry is written");
 }
 
 /// Produce v12 (transaction version 2) to a partition this node does not

@@ -628,6 +628,7 @@ fn a_transactional_append_needs_its_verification_until_the_marker() {
         producer_epoch: epoch,
         coordinator_epoch: 0,
         aborted: true,
+        transaction_version: 0,
     };
     let g2 = {
         p.append_marker(&marker, 1_000).unwrap();

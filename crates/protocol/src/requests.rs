@@ -19,6 +19,12 @@
 //! with one line per request to build [`Request`], [`SUPPORTED_APIS`] and
 //! [`decode_request`]. To decode one more request, add it to `REQUESTS` in
 //! `xtask/src/codegen/requests.rs` and run `cargo xtask codegen`.
+//!
+//! A request whose newer versions carry fields kafka-protocol's structs
+//! lack (`OWN_REQUESTS` there: WriteTxnMarkers v2) has request and response
+//! structs of our own, generated with encoders and checked decoders into
+//! [`owned`]; `requests/own.rs` gives them kafka-protocol's message traits,
+//! so clients send them and the broker answers with them like any other.
 
 use bytes::BytesMut;
 use kafka_protocol::messages::*;
@@ -44,7 +50,7 @@ pub struct ApiSupport {
 }
 
 macro_rules! apis {
-    ($( $variant:ident($ty:ident) = $key:ident, flexible >= $flex:literal; )*) => {
+    ($( $variant:ident($ty:ty) = $key:ident, flexible >= $flex:literal; )*) => {
         /// A decoded request body.
         #[derive(Debug, Clone, PartialEq)]
         pub enum Request {
@@ -66,7 +72,8 @@ macro_rules! apis {
                     return Ok(());
                 }
                 let result = match self {
-                    $( Request::$variant(m) => m.encode(
+                    $( Request::$variant(m) => Encodable::encode(
+                        m,
                         out,
                         same_layout_version(ApiKey::$key, <$ty as Message>::VERSIONS.max, version),
                     ), )*
@@ -123,7 +130,9 @@ macro_rules! apis {
 mod generated;
 
 mod newer;
+mod own;
 
+pub use generated::own as owned;
 pub use generated::{decode_request, Request, SUPPORTED_APIS};
 pub(crate) use generated::{LAYOUT_ALIASES, NEWER_LAYOUTS};
 

@@ -10,6 +10,7 @@ mod common;
 use bytes::{Bytes, BytesMut};
 use common::{encode_body, samples, versions};
 use fjord_protocol::kafka_protocol::protocol::{Decodable, Message};
+use fjord_protocol::requests::owned;
 use fjord_protocol::{decode_request, is_newer_layout, Reader, Request, SUPPORTED_APIS};
 use proptest::prelude::*;
 
@@ -25,6 +26,7 @@ fn kafka_protocol_decode(like: &Request, version: i16, body: &Bytes) -> Request 
                         panic!("kafka-protocol cannot decode its own encoding of {like:?} v{version}: {e}")
                     }))
                 })*
+                Request::WriteTxnMarkers(_) => Request::WriteTxnMarkers(write_txn_markers_v1(version, &mut buf)),
             }
         };
     }
@@ -88,10 +90,42 @@ fn kafka_protocol_decode(like: &Request, version: i16, body: &Bytes) -> Request 
         AddOffsetsToTxn,
         EndTxn,
         TxnOffsetCommit,
-        WriteTxnMarkers,
     );
     assert!(buf.is_empty(), "kafka-protocol left bytes of {like:?}");
     decoded
+}
+
+/// kafka-protocol's decoding of a WriteTxnMarkers body, as our own struct
+/// (Fjord owns it: kafka-protocol knows v1 only, whose fields both have).
+fn write_txn_markers_v1(version: i16, buf: &mut Bytes) -> owned::WriteTxnMarkersRequest {
+    use fjord_protocol::kafka_protocol::messages::WriteTxnMarkersRequest;
+    use owned::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
+    let theirs = WriteTxnMarkersRequest::decode(buf, version.min(1))
+        .unwrap_or_else(|e| panic!("kafka-protocol cannot decode WriteTxnMarkers v{version}: {e}"));
+    owned::WriteTxnMarkersRequest {
+        markers: theirs
+            .markers
+            .into_iter()
+            .map(|m| WritableTxnMarker {
+                producer_id: m.producer_id.0,
+                producer_epoch: m.producer_epoch,
+                transaction_result: m.transaction_result,
+                topics: m
+                    .topics
+                    .into_iter()
+                    .map(|t| WritableTxnMarkerTopic {
+                        name: t.name.0.to_string(),
+                        partition_indexes: t.partition_indexes,
+                        unknown_tagged_fields: t.unknown_tagged_fields,
+                    })
+                    .collect(),
+                coordinator_epoch: m.coordinator_epoch,
+                transaction_version: 0,
+                unknown_tagged_fields: m.unknown_tagged_fields,
+            })
+            .collect(),
+        unknown_tagged_fields: theirs.unknown_tagged_fields,
+    }
 }
 
 fn message_max<M: Message>(_: &M) -> i16 {
@@ -101,13 +135,16 @@ fn message_max<M: Message>(_: &M) -> i16 {
 /// Ours and kafka-protocol's decoding of kafka-protocol's encoding of `req`
 /// agree with each other and with `req`.
 /// Versions with a layout kafka-protocol does not know (OffsetCommit and
-/// OffsetFetch v10) are checked against `req` only: roundtrip.rs re-encodes
-/// them with fjord-protocol's own encoders.
+/// OffsetFetch v10, WriteTxnMarkers v2) are checked against `req` only:
+/// roundtrip.rs re-encodes them with fjord-protocol's own encoders.
 fn agree(req: &Request, version: i16) {
     let body = encode_body(req, version);
     let ours = decode_request(req.api_key(), version, &mut Reader::new(body.clone()))
         .unwrap_or_else(|e| panic!("api {} v{version}: {e}", req.api_key()));
-    if is_newer_layout(req.api_key(), version) {
+    // Versions kafka-protocol does not know: checked against `req` (and
+    // re-encoded by roundtrip.rs with fjord-protocol's own encoders).
+    let owned_newer = matches!(req, Request::WriteTxnMarkers(_)) && version > 1;
+    if is_newer_layout(req.api_key(), version) || owned_newer {
         assert_eq!(&ours, req, "api {} v{version}", req.api_key());
         return;
     }

@@ -31,6 +31,11 @@
 //!   transaction's, or the marker's own when none was open); a marker with an older
 //!   producer epoch is INVALID_PRODUCER_EPOCH, with an older coordinator epoch
 //!   TRANSACTION_COORDINATOR_FENCED. A newer epoch (a fence) resets the sequences.
+//!   A marker of transaction version 2 or later (KIP-1228: the coordinator bumps the
+//!   epoch before every marker) must carry an epoch above the producer's: an equal one
+//!   is INVALID_PRODUCER_EPOCH too, unless it is the retry of a marker already written
+//!   (no transaction open, or the epoch is `i16::MAX` and cannot be bumped), as Kafka's
+//!   `ProducerAppendInfo::checkProducerEpoch` decides.
 //! - `first_unstable_offset` is the smallest open transaction's first offset: the last
 //!   stable offset of the partition is the minimum of it and the high watermark.
 //! - A producer with an open transaction is neither expired nor evicted.
@@ -285,6 +290,10 @@ pub struct IncomingMarker {
     pub offset: Offset,
     pub timestamp_ms: i64,
     pub aborted: bool,
+    /// The transaction version of the transaction it ends (Kafka's
+    /// `transaction.version` feature level of the client, 0 when not known:
+    /// WriteTxnMarkers v1). From 2 on the epoch rule is stricter (KIP-1228).
+    pub transaction_version: i16,
 }
 
 /// True when `next` is the sequence right after `last` (wrapping at `i32::MAX`).
@@ -487,7 +496,7 @@ impl ProducerStateMap {
     ) -> Result<(ProducerUpdate, CompletedTxn), ProducerError> {
         let current = self.producers.get(&m.producer_id);
         if let Some(e) = current {
-            if m.epoch < e.epoch {
+            if Self::marker_epoch_fenced(m, e) {
                 return Err(ProducerError::InvalidEpoch {
                     producer_id: m.producer_id.0,
                     epoch: m.epoch.0,
@@ -512,6 +521,23 @@ impl ProducerStateMap {
             },
             completed,
         ))
+    }
+
+    /// Whether `m`'s producer epoch is refused given the producer's entry
+    /// `e` (Kafka's `checkProducerEpoch` for markers).
+    fn marker_epoch_fenced(m: &IncomingMarker, e: &ProducerEntry) -> bool {
+        if m.transaction_version < 2 {
+            return m.epoch < e.epoch;
+        }
+        if m.epoch > e.epoch {
+            return false;
+        }
+        // An equal epoch from a TV2 coordinator: a retry of the marker it
+        // wrote already (the transaction is closed), or an epoch that can
+        // grow no more.
+        let retry =
+            m.epoch == e.epoch && (e.current_txn_first_offset.is_none() || m.epoch.0 == i16::MAX);
+        !retry
     }
 
     fn close_txn(entry: &mut ProducerEntry, m: &IncomingMarker) -> CompletedTxn {
@@ -563,6 +589,7 @@ impl ProducerStateMap {
             offset: Offset(h.base_offset),
             timestamp_ms: h.max_timestamp,
             aborted,
+            transaction_version: 0,
         })
     }
 
@@ -909,6 +936,14 @@ mod tests {
             offset: Offset(offset),
             timestamp_ms: 5_000,
             aborted,
+            transaction_version: 0,
+        }
+    }
+
+    fn tv2_marker(pid: i64, epoch: i16, offset: i64, aborted: bool) -> IncomingMarker {
+        IncomingMarker {
+            transaction_version: 2,
+            ..marker(pid, epoch, 0, offset, aborted)
         }
     }
 
@@ -983,6 +1018,48 @@ mod tests {
             (done.first_offset, done.last_offset),
             (Offset(8), Offset(8))
         );
+    }
+
+    /// KIP-1228: a transaction version 2 marker must bump the epoch of the
+    /// transaction it ends; the same epoch is refused while the transaction
+    /// is open (a late marker of an earlier transaction, KAFKA-17754's kind)
+    /// and allowed as a retry once it is closed.
+    #[test]
+    fn tv2_markers_need_a_bumped_epoch_unless_they_retry() {
+        let mut m = ProducerStateMap::default();
+        apply(&mut m, &[txn(1, 3, 0, 1, 0)]).unwrap();
+        // Same epoch as the open transaction's batches: refused for TV2 ...
+        let e = apply_marker(&mut m, &tv2_marker(1, 3, 1, false)).unwrap_err();
+        assert_eq!(e.kafka_code(), ErrorCode::INVALID_PRODUCER_EPOCH);
+        assert_eq!(m.first_unstable_offset(), Some(Offset(0)), "still open");
+        // ... an older one too, and not for a TV0/TV1 marker.
+        let e = apply_marker(&mut m, &tv2_marker(1, 2, 1, false)).unwrap_err();
+        assert_eq!(e.kafka_code(), ErrorCode::INVALID_PRODUCER_EPOCH);
+        let (_, done) = m.check_marker(&marker(1, 3, 0, 1, false)).unwrap();
+        assert_eq!(done.first_offset, Offset(0), "TV1 keeps the old rule");
+        // The bumped epoch closes it.
+        let done = apply_marker(&mut m, &tv2_marker(1, 4, 1, false)).unwrap();
+        assert_eq!((done.first_offset, done.aborted), (Offset(0), false));
+        assert_eq!(m.get(ProducerId(1)).unwrap().epoch, ProducerEpoch(4));
+        assert_eq!(m.first_unstable_offset(), None);
+        // Its retry (same epoch, nothing open) is written again.
+        apply_marker(&mut m, &tv2_marker(1, 4, 2, false)).unwrap();
+        // The next transaction at epoch 4: its marker needs epoch 5.
+        apply(&mut m, &[txn(1, 4, 0, 1, 3)]).unwrap();
+        let e = apply_marker(&mut m, &tv2_marker(1, 4, 4, true)).unwrap_err();
+        assert_eq!(e.kafka_code(), ErrorCode::INVALID_PRODUCER_EPOCH);
+        let done = apply_marker(&mut m, &tv2_marker(1, 5, 4, true)).unwrap();
+        assert_eq!((done.first_offset, done.aborted), (Offset(3), true));
+    }
+
+    /// At `i16::MAX` the epoch cannot be bumped: an equal TV2 epoch is
+    /// accepted even while a transaction is open (Kafka's exception).
+    #[test]
+    fn tv2_marker_at_the_last_epoch_is_accepted() {
+        let mut m = ProducerStateMap::default();
+        apply(&mut m, &[txn(1, i16::MAX, 0, 1, 0)]).unwrap();
+        let done = apply_marker(&mut m, &tv2_marker(1, i16::MAX, 1, true)).unwrap();
+        assert_eq!((done.first_offset, done.aborted), (Offset(0), true));
     }
 
     #[test]

@@ -723,6 +723,7 @@ fn end_txn(log: &Log, pid: i64, commit: bool) -> i64 {
         producer_epoch: fjord_model::ProducerEpoch(0),
         coordinator_epoch: 0,
         aborted: !commit,
+        transaction_version: 0,
     };
     log.append_marker(&m, fjord_model::LeaderEpoch(0), 10)
         .expect("marker")

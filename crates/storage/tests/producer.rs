@@ -296,6 +296,7 @@ fn marker(pid: i64, epoch: i16, aborted: bool) -> fjord_storage::TxnMarker {
         producer_epoch: ProducerEpoch(epoch),
         coordinator_epoch: 0,
         aborted,
+        transaction_version: 0,
     }
 }
 

@@ -73,6 +73,7 @@ fn marker(pid: i64, aborted: bool) -> TxnMarker {
         producer_epoch: ProducerEpoch(0),
         coordinator_epoch: 0,
         aborted,
+        transaction_version: 0,
     }
 }
 

@@ -705,6 +705,7 @@ impl TxnCoordinator {
             producer_epoch: p.producer_epoch,
             result,
             partitions: p.partitions.iter().cloned().collect(),
+            transaction_version: p.client_version,
         });
     }
 

@@ -271,6 +271,11 @@ pub enum Output {
         producer_epoch: ProducerEpoch,
         result: TxnResult,
         partitions: Vec<TopicPartition>,
+        /// The transaction's version (its client's `transaction.version`
+        /// level: 2 when the epoch was bumped for these markers), sent with
+        /// them (WriteTxnMarkers v2, KIP-1228) for the partition leaders'
+        /// epoch check.
+        transaction_version: i16,
     },
 }
 

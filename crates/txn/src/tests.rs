@@ -280,6 +280,7 @@ fn commit_writes_prepare_markers_then_complete() {
             producer_epoch: ProducerEpoch(p.1),
             result: TxnResult::Commit,
             partitions: vec![tp("a", 0), tp("b", 1)],
+            transaction_version: 0,
         }]
     );
     // A retry while the markers are out: retriable.
@@ -542,6 +543,7 @@ fn replay_restores_state_and_resends_markers_of_prepared_transactions() {
             producer_epoch: ProducerEpoch(b.1),
             result: TxnResult::Commit,
             partitions: vec![tp("t", 1)],
+            transaction_version: 0,
         }]
     );
     let ids = vec!["a".to_string(), "b".to_string()];
@@ -909,6 +911,7 @@ fn simulate(seed: u64) -> usize {
                     producer_epoch,
                     result,
                     partitions,
+                    ..
                 } => {
                     assert!(!partitions.is_empty());
                     if expect_commit.contains_key(&transactional_id) {
@@ -974,6 +977,15 @@ fn tv2_every_end_bumps_the_epoch_and_the_markers_carry_it() {
     let (r, m) = h.end_reply("tx", (pid, e0), TxnResult::Commit, true);
     assert_eq!(ended(&r), (ErrorCode::NONE, pid, e0 + 1));
     assert_eq!(markers_epochs(&m), vec![(pid, e0 + 1, TxnResult::Commit)]);
+    // The markers say they end a version 2 transaction (WriteTxnMarkers v2,
+    // KIP-1228), so that leaders require the bumped epoch.
+    assert!(matches!(
+        &m[..],
+        [Output::WriteMarkers {
+            transaction_version: 2,
+            ..
+        }]
+    ));
     assert_eq!(h.state("tx"), TxnState::CompleteCommit);
     // The old epoch is fenced for the next transaction, the new one works.
     assert_eq!(

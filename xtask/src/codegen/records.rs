@@ -75,10 +75,12 @@ fn emit_struct(
     let _ = writeln!(out, "impl {name} {{");
     if top {
         if let Some(k) = e.schema.api_key {
-            let _ = writeln!(
-                out,
-                "/// The record's api key in `__cluster_metadata`.\npub const API_KEY: i16 = {k};"
-            );
+            let doc = if e.schema.kind == "metadata" {
+                "The record's api key in `__cluster_metadata`."
+            } else {
+                "The api key."
+            };
+            let _ = writeln!(out, "/// {doc}\npub const API_KEY: i16 = {k};");
         }
         let _ = writeln!(
             out,
@@ -113,7 +115,7 @@ fn emit_struct(
     );
 }
 
-fn emit_schema(out: &mut String, schema: &Schema) {
+pub(super) fn emit_schema(out: &mut String, schema: &Schema) {
     let e = Emit {
         schema,
         mode: Mode::Own,

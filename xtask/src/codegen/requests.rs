@@ -101,6 +101,14 @@ pub const REQUESTS: &[(&str, Option<i16>)] = &[
 /// OffsetCommit and OffsetFetch v10 name topics by id instead of by name.
 pub const NEWER_LAYOUTS: &[(&str, i16)] = &[("OffsetCommit", 10), ("OffsetFetch", 10)];
 
+/// Requests of `REQUESTS` whose newer versions add fields kafka-protocol 0.18's
+/// structs do not have: Fjord owns their request and response structs
+/// (`Mode::Own`: encoders and checked decoders for every version in Kafka's
+/// schema, in the `own` module of the generated file, with kafka-protocol's
+/// message traits implemented in `requests/own.rs`). WriteTxnMarkers v2 adds
+/// each marker's `TransactionVersion` (KIP-1228).
+pub const OWN_REQUESTS: &[&str] = &["WriteTxnMarkers"];
+
 /// The `src/messages` directory of the kafka-protocol the workspace uses.
 fn kafka_protocol_messages(root: &Path) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -263,6 +271,10 @@ pub fn generate(root: &Path, messages: &[Schema]) -> Result<String> {
     let kp_dir = kafka_protocol_messages(root)?;
     let mut apis = Vec::new();
     for (name, newest) in REQUESTS {
+        if OWN_REQUESTS.contains(name) {
+            ensure!(newest.is_none(), "{name} is both owned and a layout alias");
+            continue;
+        }
         let schema_name = format!("{name}Request");
         let mut schema = messages
             .iter()
@@ -314,18 +326,41 @@ pub fn generate(root: &Path, messages: &[Schema]) -> Result<String> {
     let mut out = String::new();
     out.push_str(super::HEADER);
     out.push_str("#![allow(unused_variables, clippy::possible_missing_else)]\n\nuse super::*;\n\n");
-    out.push_str("apis! {\n");
-    for api in &apis {
-        let flex = if api.schema.flexible.is_empty() {
-            i16::MAX
-        } else {
-            api.schema.flexible.lo
+    let mut owned = Vec::new();
+    for name in OWN_REQUESTS {
+        let find = |suffix: &str| {
+            let schema_name = format!("{name}{suffix}");
+            messages
+                .iter()
+                .find(|s| s.name == schema_name)
+                .cloned()
+                .with_context(|| format!("no schema {schema_name}"))
         };
-        let _ = writeln!(
-            out,
-            "{n}({n}Request) = {n}, flexible >= {flex};",
-            n = api.name
-        );
+        owned.push((*name, find("Request")?, find("Response")?));
+    }
+    out.push_str("apis! {\n");
+    for (name, _) in REQUESTS {
+        let flexible = |s: &Schema| {
+            if s.flexible.is_empty() {
+                i16::MAX
+            } else {
+                s.flexible.lo
+            }
+        };
+        if let Some((_, request, _)) = owned.iter().find(|(n, _, _)| n == name) {
+            let _ = writeln!(
+                out,
+                "{name}(own::{name}Request) = {name}, flexible >= {};",
+                flexible(request)
+            );
+        } else if let Some(api) = apis.iter().find(|a| a.name == *name) {
+            let _ = writeln!(
+                out,
+                "{n}({n}Request) = {n}, flexible >= {};",
+                flexible(&api.schema),
+                n = api.name
+            );
+        }
     }
     out.push_str("}\n\n");
     out.push_str("/// Versions newer than kafka-protocol knows whose request and response\n/// layouts equal the newest version it knows: `(api, newest version we decode)`\n/// (see `REQUESTS` in xtask/src/codegen/requests.rs for why each is listed).\npub(crate) const LAYOUT_ALIASES: &[(ApiKey, i16)] = &[");
@@ -346,5 +381,11 @@ pub fn generate(root: &Path, messages: &[Schema]) -> Result<String> {
     for api in &apis {
         emit_api(&mut out, api);
     }
+    out.push_str("/// Request and response structs Fjord owns (`OWN_REQUESTS` in\n/// xtask/src/codegen/requests.rs): every version of Kafka's schema, with\n/// encoders and checked decoders.\npub mod own {\n#![allow(clippy::derivable_impls)]\nuse std::collections::BTreeMap;\n\nuse bytes::{BufMut, Bytes, BytesMut};\n\nuse crate::reader::{DecodeError, Reader};\nuse crate::writer as w;\n\n");
+    for (_, request, response) in &owned {
+        super::records::emit_schema(&mut out, request);
+        super::records::emit_schema(&mut out, response);
+    }
+    out.push_str("}\n");
     Ok(out)
 }

@@ -1,6 +1,11 @@
-//! WriteTxnMarkers (API 27): version 1 (Kafka 4.3.1 serves 1-2; v2 adds
-//! the marker's transaction version, which kafka-protocol 0.18 cannot carry
-//! and Fjord's coordinator does not send). A transaction coordinator sends
+//! WriteTxnMarkers (API 27): versions 1-2, as Kafka 4.3.1. v2 (KIP-1228)
+//! adds each marker's transaction version, which kafka-protocol 0.18's
+//! structs cannot carry: the request and response structs are Fjord's own
+//! (`fjord_protocol::requests::owned`). A v1 marker counts as transaction
+//! version 0. For version 2 and later the partition requires the marker's
+//! producer epoch to be above the one of the transaction it ends (the
+//! coordinator bumped it), except for the retry of a marker already written
+//! (`check_marker`). A transaction coordinator sends
 //! it to the leader of each partition of a transaction that ends (Kafka's
 //! `TransactionMarkerChannelManager`, Fjord's `txns` shell in a cluster), and
 //! the admin client's `abortTransaction` (the `kafka-transactions` tool's
@@ -26,16 +31,16 @@ use std::future::Future;
 use std::ops::RangeInclusive;
 
 use fjord_model::{ErrorCode, ProducerEpoch, ProducerId, TopicPartition};
-use fjord_protocol::kafka_protocol::messages::write_txn_markers_response::{
+use fjord_protocol::requests::owned::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
-use fjord_protocol::kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
+use fjord_protocol::requests::owned::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use fjord_storage::TxnMarker;
 
 use super::{Ctx, Pending};
 use crate::state::{now_ms, Broker};
 
-pub const VERSIONS: RangeInclusive<i16> = 1..=1;
+pub const VERSIONS: RangeInclusive<i16> = 1..=2;
 
 /// Append `marker` to partition `tp` of this node now (it must lead it);
 /// the future resolves once the marker is committed, after a marker in a
@@ -81,34 +86,44 @@ pub(crate) fn error_response(
     req: &WriteTxnMarkersRequest,
     code: ErrorCode,
 ) -> WriteTxnMarkersResponse {
-    WriteTxnMarkersResponse::default().with_markers(
-        req.markers
+    WriteTxnMarkersResponse {
+        markers: req
+            .markers
             .iter()
-            .map(|m| {
-                WritableTxnMarkerResult::default()
-                    .with_producer_id(m.producer_id)
-                    .with_topics(
-                        m.topics
-                            .iter()
-                            .map(|t| {
-                                WritableTxnMarkerTopicResult::default()
-                                    .with_name(t.name.clone())
-                                    .with_partitions(
-                                        t.partition_indexes
-                                            .iter()
-                                            .map(|&p| {
-                                                WritableTxnMarkerPartitionResult::default()
-                                                    .with_partition_index(p)
-                                                    .with_error_code(code.0)
-                                            })
-                                            .collect(),
-                                    )
-                            })
-                            .collect(),
-                    )
+            .map(|m| WritableTxnMarkerResult {
+                producer_id: m.producer_id,
+                topics: m
+                    .topics
+                    .iter()
+                    .map(|t| {
+                        topic_result(
+                            t.name.clone(),
+                            t.partition_indexes.iter().map(|&p| (p, code)),
+                        )
+                    })
+                    .collect(),
+                ..WritableTxnMarkerResult::default()
             })
             .collect(),
-    )
+        ..WriteTxnMarkersResponse::default()
+    }
+}
+
+fn topic_result(
+    name: String,
+    partitions: impl Iterator<Item = (i32, ErrorCode)>,
+) -> WritableTxnMarkerTopicResult {
+    WritableTxnMarkerTopicResult {
+        name,
+        partitions: partitions
+            .map(|(partition_index, code)| WritableTxnMarkerPartitionResult {
+                partition_index,
+                error_code: code.0,
+                ..WritableTxnMarkerPartitionResult::default()
+            })
+            .collect(),
+        ..WritableTxnMarkerTopicResult::default()
+    }
 }
 
 pub fn handle(ctx: Ctx, req: WriteTxnMarkersRequest) -> Pending {
@@ -117,17 +132,19 @@ pub fn handle(ctx: Ctx, req: WriteTxnMarkersRequest) -> Pending {
     let mut markers = Vec::with_capacity(req.markers.len());
     for m in req.markers {
         let marker = TxnMarker {
-            producer_id: ProducerId(m.producer_id.0),
+            producer_id: ProducerId(m.producer_id),
             producer_epoch: ProducerEpoch(m.producer_epoch),
             coordinator_epoch: m.coordinator_epoch,
             aborted: !m.transaction_result,
+            // Absent from v1: 0, as Kafka's default.
+            transaction_version: i16::from(m.transaction_version),
         };
         let mut topics = Vec::with_capacity(m.topics.len());
         for t in m.topics {
             let mut partitions = Vec::with_capacity(t.partition_indexes.len());
             for p in t.partition_indexes {
                 let tp = TopicPartition {
-                    topic: t.name.0.to_string(),
+                    topic: t.name.clone(),
                     partition: fjord_model::PartitionIndex(p),
                 };
                 partitions.push((p, append_marker(&ctx.broker, &tp, &marker)));
@@ -141,30 +158,25 @@ pub fn handle(ctx: Ctx, req: WriteTxnMarkersRequest) -> Pending {
         for (producer_id, topics) in markers {
             let mut topic_results = Vec::with_capacity(topics.len());
             for (name, partitions) in topics {
-                let mut partition_results = Vec::with_capacity(partitions.len());
+                let mut codes = Vec::with_capacity(partitions.len());
                 for (p, appended) in partitions {
                     let code = match appended {
                         Ok(committed) => committed.await.err().unwrap_or(ErrorCode::NONE),
                         Err(code) => code,
                     };
-                    partition_results.push(
-                        WritableTxnMarkerPartitionResult::default()
-                            .with_partition_index(p)
-                            .with_error_code(code.0),
-                    );
+                    codes.push((p, code));
                 }
-                topic_results.push(
-                    WritableTxnMarkerTopicResult::default()
-                        .with_name(name)
-                        .with_partitions(partition_results),
-                );
+                topic_results.push(topic_result(name, codes.into_iter()));
             }
-            results.push(
-                WritableTxnMarkerResult::default()
-                    .with_producer_id(producer_id)
-                    .with_topics(topic_results),
-            );
+            results.push(WritableTxnMarkerResult {
+                producer_id,
+                topics: topic_results,
+                ..WritableTxnMarkerResult::default()
+            });
         }
-        ctx.respond(&WriteTxnMarkersResponse::default().with_markers(results))
+        ctx.respond(&WriteTxnMarkersResponse {
+            markers: results,
+            ..WriteTxnMarkersResponse::default()
+        })
     })
 }

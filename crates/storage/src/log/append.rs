@@ -322,6 +322,7 @@ impl Log {
             offset: Offset(leo),
             timestamp_ms: now_ms,
             aborted: marker.aborted,
+            transaction_version: marker.transaction_version,
         };
         let (update, completed) = st.producers.check_marker(&incoming)?;
         let kind = if marker.aborted {

@@ -125,6 +125,10 @@ pub struct TxnMarker {
     pub coordinator_epoch: i32,
     /// ABORT (true) or COMMIT.
     pub aborted: bool,
+    /// The transaction version of the transaction it ends (0 when the
+    /// coordinator did not say: WriteTxnMarkers v1); see
+    /// `IncomingMarker::transaction_version`.
+    pub transaction_version: i16,
 }
 
 #[derive(Debug)]

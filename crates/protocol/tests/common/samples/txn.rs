@@ -92,29 +92,33 @@ pub fn txn_offset_commit(v: i16) -> TxnOffsetCommitRequest {
     m
 }
 
-pub fn write_txn_markers(
-    v: i16,
-) -> fjord_protocol::kafka_protocol::messages::write_txn_markers_request::WriteTxnMarkersRequest {
-    use fjord_protocol::kafka_protocol::messages::write_txn_markers_request::{
+/// Fjord owns WriteTxnMarkers' structs (v2 adds each marker's transaction
+/// version, KIP-1228, which kafka-protocol's cannot carry).
+pub fn write_txn_markers(v: i16) -> fjord_protocol::requests::owned::WriteTxnMarkersRequest {
+    use fjord_protocol::requests::owned::write_txn_markers_request::{
         WritableTxnMarker, WritableTxnMarkerTopic, WriteTxnMarkersRequest,
     };
     let f = v >= 1;
-    WriteTxnMarkersRequest::default()
-        .with_markers(vec![
-            WritableTxnMarker::default()
-                .with_producer_id(ProducerId(4242))
-                .with_producer_epoch(3)
-                .with_transaction_result(true)
-                .with_coordinator_epoch(9)
-                .with_topics(vec![WritableTxnMarkerTopic::default()
-                    .with_name(TopicName(s("orders")))
-                    .with_partition_indexes(vec![0, 2, 5])
-                    .with_unknown_tagged_fields(extra_tags(f, 1))])
-                .with_unknown_tagged_fields(extra_tags(f, 2)),
-            WritableTxnMarker::default()
-                .with_producer_id(ProducerId(7))
-                .with_producer_epoch(0)
-                .with_transaction_result(false),
-        ])
-        .with_unknown_tagged_fields(extra_tags(f, 3))
+    WriteTxnMarkersRequest {
+        markers: vec![
+            WritableTxnMarker {
+                producer_id: 4242,
+                producer_epoch: 3,
+                transaction_result: true,
+                coordinator_epoch: 9,
+                transaction_version: if v >= 2 { 2 } else { 0 },
+                topics: vec![WritableTxnMarkerTopic {
+                    name: "orders".to_string(),
+                    partition_indexes: vec![0, 2, 5],
+                    unknown_tagged_fields: extra_tags(f, 1),
+                }],
+                unknown_tagged_fields: extra_tags(f, 2),
+            },
+            WritableTxnMarker {
+                producer_id: 7,
+                ..WritableTxnMarker::default()
+            },
+        ],
+        unknown_tagged_fields: extra_tags(f, 3),
+    }
 }
