@@ -34,6 +34,13 @@ pub struct BrokerConfig {
     /// transactional batch's partition is in its producer's transaction
     /// before appending it (`handlers::produce`).
     pub transaction_partition_verification: bool,
+    /// `add.partitions.to.txn.retry.backoff.ms` and
+    /// `add.partitions.to.txn.retry.backoff.max.ms`: a Produce v12+ whose
+    /// partition the coordinator could not add yet (CONCURRENT_TRANSACTIONS:
+    /// the previous transaction is still ending) is asked again after the
+    /// first, until the second has passed (`handlers::produce`).
+    pub add_partitions_to_txn_retry_backoff_ms: u64,
+    pub add_partitions_to_txn_retry_backoff_max_ms: u64,
     pub default_replication_factor: i16,
     pub request_bytes_max: usize,
     pub connection_idle_ms: u64,
@@ -135,6 +142,8 @@ pub const LEADER_REPLICA_SELECTOR: &str = "org.apache.kafka.common.replica.Leade
 /// [`TopicConfigDef::enforced`]) whose value changes what Fjord does, in
 /// name order. Every other Kafka broker config is accepted without effect.
 pub const FJORD_BROKER_CONFIGS: &[&str] = &[
+    "add.partitions.to.txn.retry.backoff.max.ms",
+    "add.partitions.to.txn.retry.backoff.ms",
     "advertised.listeners",
     "authorizer.class.name",
     "auto.create.topics.enable",
@@ -968,6 +977,10 @@ impl Default for BrokerConfig {
             num_partitions: 1,
             auto_create_topics: true,
             transaction_partition_verification: true,
+            add_partitions_to_txn_retry_backoff_ms:
+                limits::ADD_PARTITIONS_TO_TXN_RETRY_BACKOFF_MS_DEFAULT,
+            add_partitions_to_txn_retry_backoff_max_ms:
+                limits::ADD_PARTITIONS_TO_TXN_RETRY_BACKOFF_MAX_MS_DEFAULT,
             default_replication_factor: 1,
             broker_session_timeout_ms: limits::BROKER_SESSION_TIMEOUT_MS_DEFAULT,
             broker_heartbeat_interval_ms: limits::BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT,
@@ -1073,6 +1086,14 @@ impl BrokerConfig {
             "auto.create.topics.enable" => self.auto_create_topics = parse_bool(name, value)?,
             TRANSACTION_PARTITION_VERIFICATION => {
                 self.transaction_partition_verification = parse_bool(name, value)?
+            }
+            "add.partitions.to.txn.retry.backoff.ms" => {
+                self.add_partitions_to_txn_retry_backoff_ms =
+                    parse_bounded(name, value, 1, i64::from(i32::MAX))? as u64
+            }
+            "add.partitions.to.txn.retry.backoff.max.ms" => {
+                self.add_partitions_to_txn_retry_backoff_max_ms =
+                    parse_bounded(name, value, 0, i64::from(i32::MAX))? as u64
             }
             "socket.request.max.bytes" => {
                 self.request_bytes_max =
@@ -1314,6 +1335,14 @@ impl BrokerConfig {
         out.insert(
             "transaction.partition.verification.enable".into(),
             self.transaction_partition_verification.to_string(),
+        );
+        out.insert(
+            "add.partitions.to.txn.retry.backoff.ms".into(),
+            self.add_partitions_to_txn_retry_backoff_ms.to_string(),
+        );
+        out.insert(
+            "add.partitions.to.txn.retry.backoff.max.ms".into(),
+            self.add_partitions_to_txn_retry_backoff_max_ms.to_string(),
         );
         out.insert(
             "socket.request.max.bytes".into(),

@@ -349,6 +349,37 @@ async fn write_marker_at(
     r.markers[0].topics[0].partitions[0].error_code
 }
 
+/// A one-node broker with topic `t` (one partition) and `id`'s producer
+/// from InitProducerId version `init_version`.
+async fn txn_broker(
+    id: &str,
+    init_version: i16,
+) -> (
+    tempfile::TempDir,
+    std::sync::Arc<fjord_broker::Broker>,
+    (i64, i16),
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_broker(dir.path(), 1);
+    b.create_topic("t", 1, Default::default(), false).unwrap();
+    find_txn_coordinator(&b, id).await;
+    let producer = init(&b, id, init_version).await;
+    (dir, b, producer)
+}
+
+/// Moves `partition`'s leadership to another node (a later leader epoch);
+/// returns its replica state before and after.
+fn lead_elsewhere(
+    partition: &fjord_partition::Partition,
+) -> (fjord_partition::ReplicaState, fjord_partition::ReplicaState) {
+    let here = partition.replica_state();
+    let mut elsewhere = here.clone();
+    elsewhere.leader = fjord_model::NodeId(here.leader.0 + 1);
+    elsewhere.leader_epoch = fjord_model::LeaderEpoch(here.leader_epoch.0 + 1);
+    partition.set_replica_state(elsewhere.clone());
+    (here, elsewhere)
+}
+
 /// WriteTxnMarkers, as another broker's transaction coordinator (or the admin
 /// client's abortTransaction) sends it: the marker ends the producer's open
 /// transaction in the partition (last stable offset, aborted-transaction
@@ -358,11 +389,7 @@ async fn write_marker_at(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_txn_markers_ends_a_transaction_in_its_partitions() {
     assert_eq!(versions(ApiKey::WriteTxnMarkers), 1..=2);
-    let dir = tempfile::tempdir().unwrap();
-    let b = open_broker(dir.path(), 1);
-    b.create_topic("t", 1, Default::default(), false).unwrap();
-    find_txn_coordinator(&b, "w").await;
-    let producer = init(&b, "w", 4).await;
+    let (_dir, b, producer) = txn_broker("w", 4).await;
     let partition = b.topic("t").unwrap().partition(0).unwrap();
 
     assert_eq!(add_partitions(&b, 3, "w", producer, "t").await, 0);
@@ -411,11 +438,7 @@ async fn write_txn_markers_ends_a_transaction_in_its_partitions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_txn_markers_v2_needs_the_bumped_epoch_of_a_tv2_transaction() {
     const INVALID_PRODUCER_EPOCH: i16 = 47;
-    let dir = tempfile::tempdir().unwrap();
-    let b = open_broker(dir.path(), 1);
-    b.create_topic("t", 1, Default::default(), false).unwrap();
-    find_txn_coordinator(&b, "w2").await;
-    let producer = init(&b, "w2", 4).await;
+    let (_dir, b, producer) = txn_broker("w2", 4).await;
     let partition = b.topic("t").unwrap().partition(0).unwrap();
     assert_eq!(add_partitions(&b, 3, "w2", producer, "t").await, 0);
     let batch = txn_batch(producer.0, producer.1, 0, &[b"x", b"y"]);
@@ -443,6 +466,58 @@ async fn write_txn_markers_v2_needs_the_bumped_epoch_of_a_tv2_transaction() {
     assert_eq!(partition.log.log_end_offset().0, 6, "the retry is written");
 }
 
+/// A Produce v12 whose partition cannot join the transaction yet, because
+/// the producer's previous transaction is still writing its markers
+/// (CONCURRENT_TRANSACTIONS), is asked again at the leader every
+/// `add.partitions.to.txn.retry.backoff.ms` for up to
+/// `add.partitions.to.txn.retry.backoff.max.ms` (Kafka's
+/// `maybeRetryOnConcurrentTransactions`): here the previous commit's marker
+/// waits while its partition is led elsewhere, the produce keeps asking, and
+/// once the marker is written it joins the new transaction and is appended
+/// (before, it was answered NOT_ENOUGH_REPLICAS at once; the window is
+/// unit-tested in `handlers::produce`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_v12_is_retried_while_the_previous_transaction_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = fjord_broker::Broker::open(fjord_broker::BrokerConfig {
+        data_dir: dir.path().to_path_buf(),
+        num_partitions: 1,
+        add_partitions_to_txn_retry_backoff_max_ms: 10_000,
+        ..fjord_broker::BrokerConfig::default()
+    })
+    .unwrap();
+    b.create_topic("t", 1, Default::default(), false).unwrap();
+    b.create_topic("u", 1, Default::default(), false).unwrap();
+    find_txn_coordinator(&b, "busy").await;
+    let producer = init(&b, "busy", 5).await;
+    let batch = txn_batch(producer.0, producer.1, 0, &[b"x"]);
+    assert_eq!(produce_at(&b, 12, "busy", "t", batch).await, 0);
+    let t = b.topic("t").unwrap().partition(0).unwrap();
+    let (here, elsewhere) = lead_elsewhere(&t);
+    assert_eq!(end_txn(&b, 5, "busy", producer, true).await, 0);
+    assert_eq!(describe(&b, "busy").await, (0, "PrepareCommit".to_string()));
+
+    // The next transaction (the epoch EndTxn v5 bumped) starts in u.
+    let next = (producer.0, producer.1 + 1);
+    let b2 = b.clone();
+    let produce = tokio::spawn(async move {
+        let batch = txn_batch(next.0, next.1, 0, &[b"y"]);
+        produce_at(&b2, 12, "busy", "u", batch).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !produce.is_finished(),
+        "asking again while the markers are out"
+    );
+    let mut back = here;
+    back.leader_epoch = fjord_model::LeaderEpoch(elsewhere.leader_epoch.0 + 1);
+    t.set_replica_state(back);
+    assert_eq!(produce.await.unwrap(), 0);
+    assert_eq!(describe(&b, "busy").await, (0, "Ongoing".to_string()));
+    let u = b.topic("u").unwrap().partition(0).unwrap();
+    assert_eq!(u.log.log_end_offset().0, 1);
+}
+
 /// Produce v12 (transaction version 2) to a partition this node does not
 /// lead is NOT_LEADER_OR_FOLLOWER, and the partition does not join the
 /// producer's transaction: the leader checks leadership before it asks the
@@ -451,17 +526,9 @@ async fn write_txn_markers_v2_needs_the_bumped_epoch_of_a_tv2_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_v12_to_a_partition_led_elsewhere_adds_nothing() {
     const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    let dir = tempfile::tempdir().unwrap();
-    let b = open_broker(dir.path(), 1);
-    b.create_topic("t", 1, Default::default(), false).unwrap();
-    find_txn_coordinator(&b, "led-elsewhere").await;
-    let producer = init(&b, "led-elsewhere", 5).await;
+    let (_dir, b, producer) = txn_broker("led-elsewhere", 5).await;
     let partition = b.topic("t").unwrap().partition(0).unwrap();
-    let here = partition.replica_state();
-    let mut elsewhere = here.clone();
-    elsewhere.leader = fjord_model::NodeId(here.leader.0 + 1);
-    elsewhere.leader_epoch = fjord_model::LeaderEpoch(here.leader_epoch.0 + 1);
-    partition.set_replica_state(elsewhere.clone());
+    let (here, elsewhere) = lead_elsewhere(&partition);
 
     let batch = || txn_batch(producer.0, producer.1, 0, &[b"x"]);
     assert_eq!(

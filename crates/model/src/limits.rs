@@ -142,6 +142,16 @@ pub const TRANSACTION_STATE_REPLICATION_FACTOR_DEFAULT: i16 = 3;
 pub const TRANSACTION_STATE_MIN_ISR_DEFAULT: i16 = 2;
 /// Kafka's `transaction.state.log.segment.bytes` default (100 MiB).
 pub const TRANSACTION_STATE_SEGMENT_BYTES_DEFAULT: u64 = 100 * 1024 * 1024;
+/// Default `add.partitions.to.txn.retry.backoff.ms`: a partition leader's
+/// wait before it asks the transaction coordinator again to add a Produce
+/// v12+ batch's partition that was answered CONCURRENT_TRANSACTIONS.
+pub const ADD_PARTITIONS_TO_TXN_RETRY_BACKOFF_MS_DEFAULT: u64 = 20;
+/// Default `add.partitions.to.txn.retry.backoff.max.ms`: how long it keeps
+/// asking (bounded by Kafka's `request.timeout.ms` default, as Kafka bounds
+/// it by the configured one).
+pub const ADD_PARTITIONS_TO_TXN_RETRY_BACKOFF_MAX_MS_DEFAULT: u64 = 100;
+/// Kafka's `request.timeout.ms` default (30 s).
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// First wait before a transaction marker that could not be written is tried
 /// again (doubling per attempt, up to the maximum).
 pub const TRANSACTION_MARKER_RETRY_BACKOFF_MS_MIN: i64 = 100;

@@ -209,6 +209,39 @@ fn produce_code(version: i16, code: ErrorCode) -> ErrorCode {
     }
 }
 
+/// When a Produce v12+ asks its transaction's coordinator again to add its
+/// partitions (Kafka's `ReplicaManager.maybeRetryOnConcurrentTransactions`,
+/// for the add-partition operation only, not for a v11-and-older
+/// verification): an answer of CONCURRENT_TRANSACTIONS (the producer's
+/// previous transaction is still writing its markers) is retried after
+/// `add.partitions.to.txn.retry.backoff.ms` until
+/// `add.partitions.to.txn.retry.backoff.max.ms` (at most Kafka's
+/// `request.timeout.ms`) have passed since the first attempt; then the
+/// producer gets it as NOT_ENOUGH_REPLICAS and retries itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ConcurrentRetry {
+    backoff_ms: u64,
+    max_ms: u64,
+}
+
+impl ConcurrentRetry {
+    fn of(config: &crate::config::BrokerConfig) -> ConcurrentRetry {
+        ConcurrentRetry {
+            backoff_ms: config.add_partitions_to_txn_retry_backoff_ms,
+            max_ms: config
+                .add_partitions_to_txn_retry_backoff_max_ms
+                .min(limits::REQUEST_TIMEOUT_MS_DEFAULT),
+        }
+    }
+
+    /// After an attempt answered `code`, `elapsed_ms` after the first one
+    /// started: how long to wait before the next, or `None` to answer.
+    fn wait_ms(self, code: ErrorCode, elapsed_ms: u64) -> Option<u64> {
+        (code == ErrorCode::CONCURRENT_TRANSACTIONS && elapsed_ms < self.max_ms)
+            .then_some(self.backoff_ms)
+    }
+}
+
 /// The message of a refused verification (Kafka's for INVALID_TXN_STATE).
 fn refusal_message(code: ErrorCode) -> String {
     match code {
@@ -241,9 +274,25 @@ pub fn handle(ctx: Ctx, req: ProduceRequest) -> Pending {
             // v12+ (transaction version 2): the partitions join the
             // transaction here (Kafka's `ADD_PARTITION` operation).
             Some(txns) if implicit_add => {
-                let code = txns
-                    .add_implicitly(&ctx.broker, &transactional_id, pid, epoch, partitions)
-                    .await;
+                let retry = ConcurrentRetry::of(&ctx.broker.config);
+                let started = tokio::time::Instant::now();
+                let code = loop {
+                    let code = txns
+                        .add_implicitly(
+                            &ctx.broker,
+                            &transactional_id,
+                            pid,
+                            epoch,
+                            partitions.clone(),
+                        )
+                        .await;
+                    let elapsed_ms =
+                        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    match retry.wait_ms(code, elapsed_ms) {
+                        Some(ms) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
+                        None => break code,
+                    }
+                };
                 vec![code; parts.len()]
             }
             // Older versions: their clients added the partitions; the
@@ -457,4 +506,47 @@ fn append_all(
         }
         ctx.respond(&resp)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kafka's defaults (20 ms, 100 ms): a CONCURRENT_TRANSACTIONS answer
+    /// is asked again every 20 ms while less than 100 ms have passed (six
+    /// attempts, at 0, 20, ..., 100 ms, when the coordinator stays busy);
+    /// any other answer, or that one once the time is up, goes to the
+    /// producer.
+    #[test]
+    fn a_busy_coordinator_is_asked_again_for_a_while() {
+        let retry = ConcurrentRetry::of(&crate::config::BrokerConfig::default());
+        assert_eq!(
+            retry,
+            ConcurrentRetry {
+                backoff_ms: 20,
+                max_ms: 100
+            }
+        );
+        let busy = ErrorCode::CONCURRENT_TRANSACTIONS;
+        let mut elapsed = 0;
+        let mut attempts = 1;
+        while let Some(wait) = retry.wait_ms(busy, elapsed) {
+            elapsed += wait;
+            attempts += 1;
+        }
+        assert_eq!((attempts, elapsed), (6, 100));
+        for code in [
+            ErrorCode::NONE,
+            ErrorCode::PRODUCER_FENCED,
+            ErrorCode::COORDINATOR_LOAD_IN_PROGRESS,
+        ] {
+            assert_eq!(retry.wait_ms(code, 0), None, "{code:?}");
+        }
+        // Bounded by Kafka's request.timeout.ms default.
+        let config = crate::config::BrokerConfig {
+            add_partitions_to_txn_retry_backoff_max_ms: 60_000,
+            ..crate::config::BrokerConfig::default()
+        };
+        assert_eq!(ConcurrentRetry::of(&config).max_ms, 30_000);
+    }
 }
