@@ -4,8 +4,7 @@
 //! [`BOOTSTRAP_METADATA_VERSION`] and read from
 //! [`METADATA_VERSION_MIN`]; every other feature Kafka 4.3.1 knows is
 //! supported at level 0 only (the feature off), because what its higher
-//! levels switch on is not built: dynamic KRaft voters (`kraft.version` 1,
-//! KIP-853), the consumer group protocol (`group.version` 1, KIP-848),
+//! levels switch on is not built: the consumer group protocol (`group.version` 1, KIP-848),
 //! transactions v2 (`transaction.version`), share groups and streams
 //! groups. Raise a maximum here in the commit that builds what its level
 //! means.
@@ -32,7 +31,15 @@
 //! `--feature transaction.version=2` (formatted without, Kafka's bootstrap
 //! leaves it at 0, and so does a Fjord node following such a quorum).
 //!
-//! The finalized levels are the metadata image's FeatureLevelRecords.
+//! `kraft.version` is supported up to 1 (KIP-853 dynamic voters:
+//! AddRaftVoter and RemoveRaftVoter). It is not a metadata record: the
+//! quorum's level is finalized, 1 for a quorum formatted with
+//! `--standalone`, `--initial-controllers` or `--no-initial-controllers`, 0
+//! for `controller.quorum.voters` (a static quorum cannot be upgraded to 1
+//! yet: UpdateFeatures refuses it).
+//!
+//! The finalized levels are the metadata image's FeatureLevelRecords, and
+//! the quorum's `kraft.version` when it is 1.
 
 use crate::cluster_metadata::{BOOTSTRAP_METADATA_VERSION, METADATA_VERSION_MIN};
 
@@ -41,6 +48,9 @@ pub const TRANSACTION_VERSION_FEATURE: &str = "transaction.version";
 /// The highest `transaction.version` Fjord supports, and the one a new node
 /// or cluster finalizes.
 pub const TRANSACTION_VERSION_MAX: i16 = 2;
+
+/// Kafka's `KRaftVersion.FEATURE_NAME`.
+pub const KRAFT_VERSION_FEATURE: &str = fjord_quorum::net::KRAFT_VERSION_FEATURE;
 
 /// Kafka's `EligibleLeaderReplicasVersion.FEATURE_NAME`.
 pub const ELR_VERSION_FEATURE: &str = fjord_metadata::image::ELR_VERSION_FEATURE;
@@ -71,7 +81,11 @@ pub const SUPPORTED_FEATURES: &[SupportedFeature] = &[
         max_level: ELR_VERSION_MAX,
     },
     off("group.version"),
-    off("kraft.version"),
+    SupportedFeature {
+        name: KRAFT_VERSION_FEATURE,
+        min_level: 0,
+        max_level: fjord_quorum::net::KRAFT_VERSION_MAX,
+    },
     SupportedFeature {
         name: fjord_metadata::image::METADATA_VERSION_FEATURE,
         min_level: METADATA_VERSION_MIN,

@@ -15,10 +15,11 @@
 //! `fjord format --standalone` or `--initial-controllers` and served with
 //! `controller.quorum.bootstrap.servers` (no `controller.quorum.voters`)
 //! takes its voters from the VotersRecord of the bootstrap snapshot in its
-//! data directory ([`KraftConfig::with_snapshot_voters`]). Voter changes
-//! (AddRaftVoter, RemoveRaftVoter) and nodes with no voter set on disk
-//! (brokers, controllers to be added) that find the quorum through the
-//! bootstrap servers are not supported yet: such a node is refused.
+//! data directory ([`KraftConfig::with_snapshot_voters`]). A node with no
+//! voter set on disk (a controller formatted with
+//! `--no-initial-controllers`, a broker) and only the bootstrap servers is
+//! an observer that finds the leader through them, until AddRaftVoter adds
+//! it (a controller).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -267,16 +268,16 @@ impl KraftConfig {
     /// only controller listeners.
     pub fn quorum(&self, node_id: NodeId) -> Result<QuorumSettings, ConfigError> {
         let err = |n: &str, why: &str| invalid(n, "", why);
-        if self.voters.is_empty() {
+        if self.voters.is_empty() && self.bootstrap_servers.is_empty() {
             return Err(err(
                 "controller.quorum.voters",
-                if self.bootstrap_servers.is_empty() {
-                    "required when process.roles is set"
-                } else {
-                    "required: with controller.quorum.bootstrap.servers only a controller formatted with --standalone or --initial-controllers (whose data directory holds the voter set) is supported yet"
-                },
+                "required when process.roles is set (or controller.quorum.bootstrap.servers)",
             ));
         }
+        // KIP-853: no voter known (a controller formatted with
+        // --no-initial-controllers, a broker): an observer that finds the
+        // leader through controller.quorum.bootstrap.servers.
+        let observer_of_bootstrap = self.voters.is_empty();
         let roles = &self.process_roles;
         let controller_role = roles.iter().any(|r| r == "controller");
         let broker_role = roles.iter().any(|r| r == "broker");
@@ -287,7 +288,7 @@ impl KraftConfig {
             ));
         }
         let voter = self.voters.iter().any(|(v, _, _)| *v == node_id);
-        if controller_role && !voter {
+        if controller_role && !voter && !observer_of_bootstrap {
             return Err(err(
                 "node.id",
                 "a controller must be one of controller.quorum.voters",
@@ -346,6 +347,20 @@ impl KraftConfig {
             voters.push((*id, resolve(host, *port, "controller.quorum.voters")?));
         }
         Ok((voters, listen))
+    }
+
+    /// `controller.quorum.bootstrap.servers`, resolved.
+    pub fn bootstrap_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        let name = "controller.quorum.bootstrap.servers";
+        self.bootstrap_servers
+            .iter()
+            .map(|hp| {
+                hp.to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| invalid(name, hp, "cannot resolve host:port"))
+            })
+            .collect()
     }
 }
 
@@ -501,7 +516,11 @@ mod tests {
         k.set("controller.quorum.bootstrap.servers", "127.0.0.1:9093")
             .unwrap();
         k.declared_listeners = parse_listeners("listeners", "CONTROLLER://127.0.0.1:9093").unwrap();
-        assert!(k.quorum(NodeId(1)).is_err(), "no voter set yet");
+        // No voter set yet (--no-initial-controllers): an observer with its
+        // CONTROLLER listener, until AddRaftVoter adds it.
+        let (none, listen) = k.quorum(NodeId(1)).unwrap();
+        assert!(none.is_empty() && listen.is_some());
+        assert_eq!(k.bootstrap_addrs().unwrap().len(), 1);
         let ep = |name: &str, port| VoterEndpoint {
             name: name.into(),
             host: "127.0.0.1".into(),

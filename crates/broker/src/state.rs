@@ -580,12 +580,18 @@ impl Broker {
         );
         qc.seed ^= now_ms() as u64;
         qc.voter_directory_ids = directory_ids;
-        if !voter_entries.is_empty() {
+        // KIP-853: no voter set known at all (a controller formatted with
+        // --no-initial-controllers): an observer that finds the leader
+        // through the bootstrap servers and may be added as a voter.
+        qc.dynamic = kraft.voters.is_empty() && !kraft.bootstrap_servers.is_empty();
+        if qc.dynamic || !voter_entries.is_empty() {
             qc.directory_id = cm::read_meta_directory_id(&dir)?;
             qc.voter_entries = voter_entries;
+            qc.bootstrap = kraft.bootstrap_addrs().map_err(bad)?;
         }
         qc.connector = controller_connector;
         if let Some(listener) = cfg.controller_listener().map_err(bad)? {
+            qc.listener_name.clone_from(&listener.name);
             if listener.protocol != crate::security::SecurityProtocol::Plaintext {
                 let security = crate::security::ListenerSecurity::build(&cfg.security, &listener)
                     .map_err(bad)?;

@@ -335,6 +335,9 @@ pub const RAFT_FETCH_MAX_WAIT_MS_DEFAULT: i64 = 500;
 pub const RAFT_OBSERVER_SESSION_TIMEOUT_MS: i64 = 300_000;
 /// The most observers the quorum leader remembers for DescribeQuorum.
 pub const RAFT_OBSERVERS_TRACKED_MAX: usize = 1_024;
+/// AddRaftVoter adds an observer only if it fetched from the leader this
+/// recently, having caught up once (Kafka's `isReplicaCaughtUp`: an hour).
+pub const RAFT_ADD_VOTER_FETCHED_WITHIN_MS: i64 = 3_600_000;
 pub const RAFT_FETCH_SNAPSHOT_BYTES_MAX: u32 = 8 * 1024 * 1024;
 /// Most Fetch requests the quorum leader holds at once (long polling); more
 /// are answered at once.

@@ -67,6 +67,7 @@ fn kafka_protocol_decode(like: &Request, version: i16, body: &Bytes) -> Request 
         Vote,
         BeginQuorumEpoch,
         EndQuorumEpoch,
+        AddRaftVoter,
         RemoveRaftVoter,
         OffsetForLeaderEpoch,
         DescribeProducers,

@@ -116,6 +116,17 @@ pub struct RaftQuorumConfig {
     pub voter_entries: Vec<fjord_metadata::control::VoterEntry>,
     /// This node's metadata directory id (`meta.properties`), if known.
     pub directory_id: Option<uuid::Uuid>,
+    /// `kraft.version` 1 although the data directory holds no voter set (a
+    /// controller formatted with `--no-initial-controllers`, KIP-853): the
+    /// node starts as an observer and may be added as a voter.
+    pub dynamic: bool,
+    /// `controller.quorum.bootstrap.servers`, resolved: where an observer
+    /// that knows no voter asks who leads (the core names them -2, -3, ...).
+    pub bootstrap: Vec<SocketAddr>,
+    /// This node's CONTROLLER listener name (the first of
+    /// `controller.listener.names`): the endpoint of a voter being added
+    /// that the leader reaches.
+    pub listener_name: String,
 }
 
 impl RaftQuorumConfig {
@@ -138,6 +149,9 @@ impl RaftQuorumConfig {
             voter_directory_ids: Vec::new(),
             voter_entries: Vec::new(),
             directory_id: None,
+            dynamic: false,
+            bootstrap: Vec::new(),
+            listener_name: "CONTROLLER".to_string(),
         }
     }
 }
@@ -160,7 +174,11 @@ pub struct QuorumStatus {
     pub directory_ids: Vec<(NodeId, uuid::Uuid)>,
 }
 
-pub(crate) type InboundReply = oneshot::Sender<(Message, Option<Bytes>)>;
+/// The core's answer to an inbound request, the Fetch response's raw
+/// batches, and the leader's endpoint when known (a Fetch response's
+/// `NodeEndpoints`).
+pub(crate) type InboundReply =
+    oneshot::Sender<(Message, Option<Bytes>, Option<(NodeId, SocketAddr)>)>;
 
 /// The answer to a voter change: Kafka's error code and message.
 pub(crate) type VoterChangeReply = oneshot::Sender<(ErrorCode, Option<String>)>;
@@ -176,6 +194,8 @@ pub(crate) enum Event {
         correlation_id: u64,
         message: Message,
         raw: Bytes,
+        /// The leader's endpoint a Fetch response named.
+        leader_endpoint: Option<(NodeId, SocketAddr)>,
     },
     /// Records to append; with an epoch (a controller's decision) only
     /// while this node leads that epoch, never forwarded.
@@ -191,6 +211,24 @@ pub(crate) enum Event {
     RemoveVoter {
         id: NodeId,
         directory_id: uuid::Uuid,
+        reply: VoterChangeReply,
+    },
+    /// AddRaftVoter, first step: the leader's checks before it asks the
+    /// new voter for its ApiVersions; answered with the address to ask
+    /// (its endpoint named like this node's CONTROLLER listener).
+    AddVoterCheck {
+        id: NodeId,
+        directory_id: uuid::Uuid,
+        listeners: Vec<fjord_metadata::control::VoterEndpoint>,
+        reply: oneshot::Sender<Result<SocketAddr, (ErrorCode, Option<String>)>>,
+    },
+    /// AddRaftVoter, second step, with the new voter's `kraft.version`
+    /// range: answered once the new VotersRecord commits, or refused.
+    AddVoter {
+        id: NodeId,
+        directory_id: uuid::Uuid,
+        listeners: Vec<fjord_metadata::control::VoterEndpoint>,
+        kraft_versions: Option<(i16, i16)>,
         reply: VoterChangeReply,
     },
     Stop,
@@ -210,6 +248,9 @@ struct Shared {
     /// in the core, but must decide nothing).
     leading: Mutex<Option<LeaderEpoch>>,
     node_id: NodeId,
+    /// The CONTROLLER endpoint of every voter known (configured, or
+    /// learned from VotersRecords and Fetch responses).
+    endpoints: Mutex<Vec<Voter>>,
 }
 
 /// A metadata quorum of several voters over TCP (Kafka's KRaft).
@@ -222,6 +263,7 @@ pub struct RaftQuorum {
     local_addr: Option<SocketAddr>,
     voters: Vec<Voter>,
     apis: net::ApisSlot,
+    kraft_version: i16,
 }
 
 impl RaftQuorum {
@@ -236,7 +278,7 @@ impl RaftQuorum {
     ) -> Result<RaftQuorum, MetadataError> {
         let ids: Vec<NodeId> = config.voters.iter().map(|v| v.id).collect();
         let voter = ids.contains(&config.node_id);
-        let reconfigurable = !config.voter_entries.is_empty();
+        let reconfigurable = config.dynamic || !config.voter_entries.is_empty();
         // A controller of a reconfigurable quorum keeps its listener when it
         // is (or was, before a RemoveRaftVoter) outside the voter set.
         if voter != config.listen.is_some() && !(reconfigurable && config.listen.is_some()) {
@@ -255,10 +297,19 @@ impl RaftQuorum {
             ));
         }
         let mut meta = log_meta(&log);
+        // KIP-853: the VotersRecords in the log, the latest in force (and
+        // every voter's endpoints there).
+        let mut logged_voters = Vec::new();
         if reconfigurable {
-            // KIP-853: the VotersRecords in the log, the latest in force.
             for (offset, voters) in voters_records(&log)? {
-                meta.record_voters(offset, voters);
+                meta.record_voters(
+                    offset,
+                    voters
+                        .iter()
+                        .map(|v| VoterKey::new(NodeId(v.id), v.directory_id.as_u128()))
+                        .collect(),
+                );
+                logged_voters.push(voters);
             }
         }
         let persisted = match QuorumState::read(log.dir())? {
@@ -278,6 +329,7 @@ impl RaftQuorum {
                 .map(|v| VoterKey::new(NodeId(v.id), v.directory_id.as_u128()))
                 .collect();
             core_cfg.directory_id = config.directory_id.map_or(0, |d| d.as_u128());
+            core_cfg.bootstrap = (0..config.bootstrap.len()).map(bootstrap_id).collect();
         }
         core_cfg.election_timeout_ms = config.election_timeout_ms;
         core_cfg.fetch_timeout_ms = config.fetch_timeout_ms;
@@ -318,11 +370,16 @@ impl RaftQuorum {
                 let tcp = tokio::net::TcpListener::from_std(std_listener).map_err(|e| {
                     MetadataError::io("bind the controller listener for", data_dir, e)
                 })?;
+                let ctx = Arc::new(net::ListenerContext {
+                    node_id: config.node_id,
+                    cluster_id: config.cluster_id.clone(),
+                    kraft_version: i16::from(reconfigurable),
+                    connector: config.connector.clone(),
+                });
                 runtime.spawn(net::serve(
                     tcp,
                     tx.clone(),
-                    config.node_id,
-                    config.cluster_id.clone(),
+                    ctx,
                     apis.clone(),
                     config.security.clone(),
                 ));
@@ -330,8 +387,25 @@ impl RaftQuorum {
             for v in config.voters.iter().filter(|v| v.id != config.node_id) {
                 peers.insert(
                     v.id,
-                    net::spawn_peer(&runtime, v.clone(), tx.clone(), config.connector.clone()),
+                    net::spawn_peer(
+                        runtime.handle(),
+                        v.clone(),
+                        tx.clone(),
+                        config.connector.clone(),
+                    ),
                 );
+            }
+            if reconfigurable {
+                for (i, addr) in config.bootstrap.iter().enumerate() {
+                    let v = Voter {
+                        id: bootstrap_id(i),
+                        addr: *addr,
+                    };
+                    peers.insert(
+                        v.id,
+                        net::spawn_peer(runtime.handle(), v, tx.clone(), config.connector.clone()),
+                    );
+                }
             }
         }
         // A node restarting as the follower of the leader its quorum-state
@@ -344,6 +418,7 @@ impl RaftQuorum {
             active_epoch: Mutex::new(None),
             leading: Mutex::new(None),
             node_id: config.node_id,
+            endpoints: Mutex::new(config.voters.clone()),
         });
         let (apply_tx, apply_rx) = mpsc::channel();
         let applier = Applier {
@@ -379,11 +454,17 @@ impl RaftQuorum {
                 .collect(),
             voter_change: None,
             voter_change_result: None,
+            fetchers: BTreeMap::new(),
+            listener_name: config.listener_name.clone(),
+            reconfigurable,
             net: runtime.handle().clone(),
             connector: config.connector.clone(),
             events: tx.clone(),
             epoch_start: None,
         };
+        for voters in logged_voters {
+            driver.learn_voters(voters);
+        }
         let thread = std::thread::Builder::new()
             .name("fjord-raft".into())
             .spawn(move || driver.run(rx))
@@ -397,6 +478,7 @@ impl RaftQuorum {
             local_addr,
             voters: config.voters,
             apis,
+            kraft_version: i16::from(reconfigurable),
         })
     }
 
@@ -444,7 +526,9 @@ impl RaftQuorum {
     /// quorum's leader).
     pub fn leader_endpoint(&self) -> Option<(NodeId, SocketAddr)> {
         let leader = self.shared.state.lock().0?;
-        self.voters
+        self.shared
+            .endpoints
+            .lock()
             .iter()
             .find(|v| v.id == leader)
             .map(|v| (v.id, v.addr))
@@ -456,6 +540,12 @@ impl RaftQuorum {
     /// The voter set this quorum was opened with.
     pub fn voters(&self) -> &[Voter] {
         &self.voters
+    }
+
+    /// The finalized `kraft.version`: 1 for a dynamic quorum (KIP-853),
+    /// 0 for a static one.
+    pub fn kraft_version(&self) -> i16 {
+        self.kraft_version
     }
 
     pub fn set_controller_apis(&self, apis: Arc<dyn net::ControllerApis>) -> bool {
@@ -547,10 +637,25 @@ fn log_meta(log: &MetadataLog) -> LogMeta {
     LogMeta::from_epochs(per_offset)
 }
 
+/// The id the core knows the `i`th bootstrap server by: Kafka's -2, -3, ...
+/// (an endpoint without a node id).
+fn bootstrap_id(i: usize) -> NodeId {
+    NodeId(-2 - i32::try_from(i).unwrap_or(i32::MAX - 2))
+}
+
 /// The VotersRecords in the log (KIP-853): (offset, voter set).
-fn voters_records(log: &MetadataLog) -> Result<Vec<(Offset, Vec<VoterKey>)>, MetadataError> {
+fn voters_records(
+    log: &MetadataLog,
+) -> Result<Vec<(Offset, Vec<fjord_metadata::control::VoterEntry>)>, MetadataError> {
+    voters_records_from(log, Offset(0))
+}
+
+/// The VotersRecords in the log from `from` on.
+fn voters_records_from(
+    log: &MetadataLog,
+    mut from: Offset,
+) -> Result<Vec<(Offset, Vec<fjord_metadata::control::VoterEntry>)>, MetadataError> {
     let mut found = Vec::new();
-    let mut from = Offset(0);
     let end = log.end_offset();
     while from < end {
         let batches = log.read_chunk(from, end)?;
@@ -564,11 +669,7 @@ fn voters_records(log: &MetadataLog) -> Result<Vec<(Offset, Vec<VoterKey>)>, Met
             };
             for (i, r) in records.into_iter().enumerate() {
                 if let ControlRecord::Voters(voters) = r {
-                    let keys = voters
-                        .iter()
-                        .map(|v| VoterKey::new(NodeId(v.id), v.directory_id.as_u128()))
-                        .collect();
-                    found.push((Offset(b.base_offset.0 + i as i64), keys));
+                    found.push((Offset(b.base_offset.0 + i as i64), voters));
                 }
             }
         }
@@ -630,6 +731,14 @@ impl LogReader for Reader<'_> {
     }
 }
 
+/// A replica fetching from this leader (see `Driver::fetchers`).
+#[derive(Clone, Copy, Debug)]
+struct Fetcher {
+    directory_id: u128,
+    last_fetch_ms: i64,
+    caught_up_ms: Option<i64>,
+}
+
 struct Driver {
     node: Node,
     log: MetadataLog,
@@ -655,11 +764,19 @@ struct Driver {
     /// Every voter's VotersRecord entry (id, directory id, endpoints) known
     /// from the bootstrap checkpoint: what a new VotersRecord lists.
     voter_entries: BTreeMap<NodeId, fjord_metadata::control::VoterEntry>,
-    /// The RemoveRaftVoter waiting for its VotersRecord (at this offset) to
-    /// commit.
-    voter_change: Option<(Offset, VoterChangeReply)>,
+    /// The voter change waiting for its VotersRecord (at this offset) to
+    /// commit, and when it times out (ms on this node's clock).
+    voter_change: Option<(Offset, VoterChangeReply, i64)>,
     /// What the core said of the last `Input::ChangeVoters`.
     voter_change_result: Option<Result<Offset, (ErrorCode, &'static str)>>,
+    /// Replicas that fetched from this leader: directory id, last fetch and
+    /// last time caught up to the log end (ms on this node's clock), what
+    /// AddRaftVoter checks (Kafka's `isReplicaCaughtUp`).
+    fetchers: BTreeMap<NodeId, Fetcher>,
+    /// See [`RaftQuorumConfig::listener_name`].
+    listener_name: String,
+    /// `kraft.version` 1: the voter set may change.
+    reconfigurable: bool,
     net: tokio::runtime::Handle,
     /// How forwarded proposals reach the leader's CONTROLLER listener.
     connector: fjord_client::Connector,
@@ -712,6 +829,22 @@ impl Driver {
                                 < fjord_model::limits::RAFT_OBSERVERS_TRACKED_MAX)
                     {
                         self.progress.insert(from, (f.fetch_offset, wall_ms()));
+                        let now = self.now();
+                        let caught_up = f.fetch_offset >= self.log.end_offset();
+                        let fetcher = self.fetchers.entry(from).or_insert(Fetcher {
+                            directory_id: f.replica_directory_id,
+                            last_fetch_ms: now,
+                            caught_up_ms: None,
+                        });
+                        if fetcher.directory_id != f.replica_directory_id {
+                            // Another incarnation (a new directory) of that id.
+                            fetcher.caught_up_ms = None;
+                        }
+                        fetcher.directory_id = f.replica_directory_id;
+                        fetcher.last_fetch_ms = now;
+                        if caught_up {
+                            fetcher.caught_up_ms = Some(now);
+                        }
                     }
                 }
                 let stand_in = message.clone();
@@ -731,7 +864,7 @@ impl Driver {
                         self.node.epoch(),
                         self.node.leader_id(),
                     );
-                    let _ = reply.send((msg, None));
+                    let _ = reply.send((msg, None, None));
                 }
             }
             Event::Response {
@@ -739,7 +872,12 @@ impl Driver {
                 correlation_id,
                 message,
                 raw,
+                leader_endpoint,
             } => {
+                // Before the core hears of the leader: where to fetch from.
+                if let Some((id, addr)) = leader_endpoint {
+                    self.learn_endpoint(id, addr);
+                }
                 if let Message::FetchResponse(r) = &message {
                     if let (Some(first), Some(last)) = (r.records.first(), r.records.last()) {
                         self.stash = Some((first.offset, last.offset, raw));
@@ -871,12 +1009,15 @@ impl Driver {
                         .filter(|v| voter_ids.contains(&v.id))
                         .map(|v| (v.id, v.addr))
                         .collect(),
+                    // The voters', then the observers' that fetched with one.
                     directory_ids: self
                         .node
                         .voters()
                         .iter()
-                        .filter(|v| v.directory_id != 0)
-                        .map(|v| (v.id, uuid::Uuid::from_u128(v.directory_id)))
+                        .map(|v| (v.id, v.directory_id))
+                        .chain(self.fetchers.iter().map(|(id, f)| (*id, f.directory_id)))
+                        .filter(|(_, d)| *d != 0)
+                        .map(|(id, d)| (id, uuid::Uuid::from_u128(d)))
                         .collect(),
                 });
             }
@@ -886,6 +1027,21 @@ impl Driver {
                 directory_id,
                 reply,
             } => self.remove_voter(id, directory_id, reply),
+            Event::AddVoterCheck {
+                id,
+                directory_id,
+                listeners,
+                reply,
+            } => {
+                let _ = reply.send(self.add_voter_check(id, directory_id, &listeners));
+            }
+            Event::AddVoter {
+                id,
+                directory_id,
+                listeners,
+                kraft_versions,
+                reply,
+            } => self.add_voter(id, directory_id, listeners, kraft_versions, reply),
             Event::Stop => {}
         }
     }
@@ -924,17 +1080,14 @@ impl Driver {
         }
         let key = VoterKey::new(id, directory_id.as_u128());
         let current = self.node.voters().to_vec();
-        let found = current.contains(&key);
         let new: Vec<VoterKey> = current.iter().copied().filter(|v| *v != key).collect();
         self.voter_change_result = None;
         self.step(Input::ChangeVoters(new));
         match self.voter_change_result.take() {
-            Some(Ok(offset)) => self.voter_change = Some((offset, reply)),
+            Some(Ok(offset)) => self.pend_voter_change(offset, reply),
             // The core's preconditions hold but the set would not change
             // (or would be empty): Kafka's VOTER_NOT_FOUND.
-            Some(Err((code, _)))
-                if code == ErrorCode::INVALID_REQUEST || !found && code == ErrorCode::NONE =>
-            {
+            Some(Err((code, _))) if code == ErrorCode::INVALID_REQUEST => {
                 let _ = reply.send((
                     ErrorCode::VOTER_NOT_FOUND,
                     Some(format!(
@@ -955,14 +1108,22 @@ impl Driver {
     }
 
     /// The pending voter change is answered once committed, or refused
-    /// when this node stopped leading or its record was truncated.
+    /// when this node stopped leading or its record was truncated, or when
+    /// the request timeout passed (Kafka's pending operation expires: a new
+    /// change may then be asked for; the core still refuses one while this
+    /// VotersRecord is uncommitted).
     fn settle_voter_change(&mut self) {
-        let Some((offset, _)) = &self.voter_change else {
+        let Some((offset, _, deadline_ms)) = &self.voter_change else {
             return;
         };
-        let offset = *offset;
+        let (offset, deadline_ms) = (*offset, *deadline_ms);
         let outcome = if self.node.high_watermark() > offset {
             Some((ErrorCode::NONE, None))
+        } else if self.now() >= deadline_ms {
+            Some((
+                ErrorCode::REQUEST_TIMED_OUT,
+                Some("Request timed out waiting for the new voter set to commit".to_string()),
+            ))
         } else if self.node.role() != RoleKind::Leader || self.log.end_offset() <= offset {
             Some((
                 ErrorCode::NOT_LEADER_OR_FOLLOWER,
@@ -972,8 +1133,188 @@ impl Driver {
             None
         };
         if let Some(answer) = outcome {
-            if let Some((_, reply)) = self.voter_change.take() {
+            if let Some((_, reply, _)) = self.voter_change.take() {
                 let _ = reply.send(answer);
+            }
+        }
+    }
+
+    fn pend_voter_change(&mut self, offset: Offset, reply: VoterChangeReply) {
+        let deadline_ms = self.now() + fjord_model::limits::RAFT_REQUEST_TIMEOUT_MS_DEFAULT;
+        self.voter_change = Some((offset, reply, deadline_ms));
+    }
+
+    /// The leader-only checks of AddRaftVoter before the new voter is asked
+    /// for its ApiVersions (Kafka's KafkaRaftClient and AddVoterHandler
+    /// order): the address to ask, or the refusal.
+    fn add_voter_check(
+        &self,
+        id: NodeId,
+        directory_id: uuid::Uuid,
+        listeners: &[fjord_metadata::control::VoterEndpoint],
+    ) -> Result<SocketAddr, (ErrorCode, Option<String>)> {
+        if self.node.role() != RoleKind::Leader {
+            return Err((ErrorCode::NOT_LEADER_OR_FOLLOWER, None));
+        }
+        if directory_id.is_nil() || id.0 < 0 {
+            return Err((
+                ErrorCode::INVALID_REQUEST,
+                Some("Add voter request didn't include a valid voter".into()),
+            ));
+        }
+        let endpoint = listeners.iter().find(|l| l.name == self.listener_name);
+        let Some(endpoint) = endpoint else {
+            return Err((
+                ErrorCode::INVALID_REQUEST,
+                Some(format!(
+                    "Add voter request didn't include the endpoint for the default listener {}",
+                    self.listener_name
+                )),
+            ));
+        };
+        if self.voter_change.is_some() {
+            return Err((
+                ErrorCode::REQUEST_TIMED_OUT,
+                Some(
+                    "Request timed out waiting for leader to handle previous voter change request"
+                        .into(),
+                ),
+            ));
+        }
+        let epoch_committed = self
+            .epoch_start
+            .is_some_and(|(e, at)| e == self.node.epoch() && self.node.high_watermark() > at);
+        if !epoch_committed {
+            return Err((
+                ErrorCode::REQUEST_TIMED_OUT,
+                Some(
+                    "Request timed out waiting for leader to establish HWM and fence previous voter changes"
+                        .into(),
+                ),
+            ));
+        }
+        if !self.reconfigurable {
+            // A static voter set (kraft.version 0).
+            return Err((
+                ErrorCode::UNSUPPORTED_VERSION,
+                Some(
+                    "Cluster doesn't support adding voter because the kraft.version feature is 0"
+                        .into(),
+                ),
+            ));
+        }
+        if self
+            .node
+            .log()
+            .last_voter_change()
+            .is_some_and(|at| at >= self.node.high_watermark())
+        {
+            return Err((
+                ErrorCode::REQUEST_TIMED_OUT,
+                Some(
+                    "Request timed out waiting for voters to commit the latest voter change".into(),
+                ),
+            ));
+        }
+        if self.node.voters().iter().any(|v| v.id == id) {
+            return Err((
+                ErrorCode::DUPLICATE_VOTER,
+                Some(format!(
+                    "The voter id {} is already part of the set of voters {:?}.",
+                    id.0,
+                    self.voter_ids().iter().map(|v| v.0).collect::<Vec<_>>()
+                )),
+            ));
+        }
+        use std::net::ToSocketAddrs;
+        (endpoint.host.as_str(), endpoint.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                (
+                    ErrorCode::REQUEST_TIMED_OUT,
+                    Some(format!(
+                        "New voter {} is not ready to receive requests",
+                        id.0
+                    )),
+                )
+            })
+    }
+
+    /// AddRaftVoter once the new voter's ApiVersions answered: its
+    /// `kraft.version` range must hold the finalized level (1), and it must
+    /// be an observer that fetched from this leader with that directory id
+    /// and caught up with the log end (Kafka's `isReplicaCaughtUp`: within
+    /// the last hour); then the VotersRecord with it is appended.
+    fn add_voter(
+        &mut self,
+        id: NodeId,
+        directory_id: uuid::Uuid,
+        listeners: Vec<fjord_metadata::control::VoterEndpoint>,
+        kraft_versions: Option<(i16, i16)>,
+        reply: VoterChangeReply,
+    ) {
+        if let Err(refused) = self.add_voter_check(id, directory_id, &listeners) {
+            let _ = reply.send(refused);
+            return;
+        }
+        let finalized = fjord_metadata::log::KRAFT_VERSION_DYNAMIC;
+        let Some((min, max)) =
+            kraft_versions.filter(|(lo, hi)| *lo <= finalized && finalized <= *hi)
+        else {
+            let (lo, hi) = kraft_versions.unwrap_or((0, 0));
+            let _ = reply.send((
+                ErrorCode::INVALID_REQUEST,
+                Some(format!(
+                    "Aborted add voter operation for {} since the kraft.version range (min: {lo}, max: {hi}) doesn't support the finalized version {finalized}",
+                    id.0
+                )),
+            ));
+            return;
+        };
+        let now = self.now();
+        let caught_up = self.fetchers.get(&id).is_some_and(|f| {
+            f.directory_id == directory_id.as_u128()
+                && f.caught_up_ms.is_some()
+                && now - f.last_fetch_ms < fjord_model::limits::RAFT_ADD_VOTER_FETCHED_WITHIN_MS
+        });
+        if !caught_up {
+            let _ = reply.send((
+                ErrorCode::REQUEST_TIMED_OUT,
+                Some(format!(
+                    "Aborted add voter operation for {} ({directory_id}) since it is lagging behind",
+                    id.0
+                )),
+            ));
+            return;
+        }
+        self.voter_entries.insert(
+            id,
+            fjord_metadata::control::VoterEntry {
+                id: id.0,
+                directory_id,
+                endpoints: listeners,
+                kraft_version_min: min,
+                kraft_version_max: max,
+            },
+        );
+        let mut new = self.node.voters().to_vec();
+        new.push(VoterKey::new(id, directory_id.as_u128()));
+        self.voter_change_result = None;
+        self.step(Input::ChangeVoters(new));
+        match self.voter_change_result.take() {
+            Some(Ok(offset)) => {
+                if let Some(v) = self.voter_entries.get(&id).cloned() {
+                    self.learn_voters(vec![v]);
+                }
+                self.pend_voter_change(offset, reply);
+            }
+            Some(Err((code, message))) => {
+                let _ = reply.send((code, Some(message.to_string())));
+            }
+            None => {
+                let _ = reply.send((ErrorCode::NOT_LEADER_OR_FOLLOWER, None));
             }
         }
     }
@@ -1079,6 +1420,20 @@ impl Driver {
                         last.offset.next(),
                         "the follower's log ends where the core's does"
                     );
+                    if let Some(at) = entries
+                        .iter()
+                        .find(|e| matches!(e.data, EntryData::Voters(_)))
+                        .map(|e| e.offset)
+                    {
+                        match voters_records_from(&self.log, at) {
+                            Ok(found) => {
+                                for (_, voters) in found {
+                                    self.learn_voters(voters);
+                                }
+                            }
+                            Err(e) => self.fail("read a VotersRecord", e),
+                        }
+                    }
                 }
                 Output::TruncateTo(offset) => {
                     assert!(
@@ -1214,7 +1569,48 @@ impl Driver {
             },
             _ => None,
         };
-        let _ = reply.send((env.message, raw));
+        let leader = match &env.message {
+            Message::FetchResponse(r) => r.leader_id.and_then(|l| {
+                self.endpoints
+                    .iter()
+                    .find(|v| v.id == l)
+                    .map(|v| (v.id, v.addr))
+            }),
+            _ => None,
+        };
+        let _ = reply.send((env.message, raw, leader));
+    }
+
+    /// Every voter's entry of a VotersRecord: its endpoints (a new voter's
+    /// come from its AddRaftVoter request), so that this node reaches it
+    /// and lists it in the next VotersRecord.
+    fn learn_voters(&mut self, voters: Vec<fjord_metadata::control::VoterEntry>) {
+        for v in voters {
+            let addr = v.endpoints.first().and_then(|e| {
+                use std::net::ToSocketAddrs;
+                (e.host.as_str(), e.port).to_socket_addrs().ok()?.next()
+            });
+            if let Some(addr) = addr {
+                self.learn_endpoint(NodeId(v.id), addr);
+            }
+            self.voter_entries.insert(NodeId(v.id), v);
+        }
+    }
+
+    /// Where node `id`'s CONTROLLER listener is: a connection to it (a new
+    /// one when it moved).
+    fn learn_endpoint(&mut self, id: NodeId, addr: SocketAddr) {
+        if self.endpoints.iter().any(|v| v.id == id && v.addr == addr) {
+            return;
+        }
+        self.endpoints.retain(|v| v.id != id);
+        let v = Voter { id, addr };
+        self.endpoints.push(v.clone());
+        *self.shared.endpoints.lock() = self.endpoints.clone();
+        if id != self.node.node_id() && id.0 >= 0 {
+            let peer = net::spawn_peer(&self.net, v, self.events.clone(), self.connector.clone());
+            self.peers.insert(id, peer);
+        }
     }
 
     /// Hands committed batches, with the proposals they end, to the apply

@@ -5,7 +5,7 @@
 //! frames are size-checked before allocation (`FRAME_BYTES_MAX`), decoded
 //! by `fjord-protocol`'s checked decoders, and Vote, BeginQuorumEpoch,
 //! EndQuorumEpoch and Fetch go to the driver, which answers through a
-//! oneshot channel. ApiVersions, DescribeQuorum and RemoveRaftVoter (what
+//! oneshot channel. ApiVersions, DescribeQuorum, AddRaftVoter and RemoveRaftVoter (what
 //! Kafka's `kafka-metadata-quorum --bootstrap-controller` sends) are
 //! answered too.
 //! Anything else closes the connection. A full driver queue closes it too
@@ -122,6 +122,7 @@ const SERVED: &[ApiKey] = &[
     ApiKey::Fetch,
     ApiKey::DescribeQuorum,
     ApiKey::DescribeCluster,
+    ApiKey::AddRaftVoter,
     ApiKey::RemoveRaftVoter,
 ];
 
@@ -148,12 +149,22 @@ async fn send<S: tokio::io::AsyncWrite + Unpin + ?Sized>(
     s.flush().await.map_err(|e| e.to_string())
 }
 
+/// What every connection of the CONTROLLER listener knows of its node.
+pub(crate) struct ListenerContext {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    /// The finalized `kraft.version`: 1 for a dynamic quorum (KIP-853), 0
+    /// for a static one. ApiVersions reports it.
+    pub kraft_version: i16,
+    /// How the leader reaches a voter being added (its ApiVersions).
+    pub connector: Connector,
+}
+
 /// Accepts connections on the CONTROLLER listener until the runtime stops.
 pub(crate) async fn serve(
     listener: TcpListener,
     events: SyncSender<Event>,
-    node_id: NodeId,
-    cluster_id: String,
+    ctx: Arc<ListenerContext>,
     apis: ApisSlot,
     security: Option<Arc<dyn ControllerSecurity>>,
 ) {
@@ -167,7 +178,7 @@ pub(crate) async fn serve(
         accepted += 1;
         let conn = ConnectionId(accepted);
         let events = events.clone();
-        let cluster_id = cluster_id.clone();
+        let ctx = ctx.clone();
         let apis = apis.clone();
         let security = security.clone();
         tokio::spawn(async move {
@@ -184,7 +195,7 @@ pub(crate) async fn serve(
                     }
                 },
             };
-            if let Err(e) = connection(conn, secured, events, node_id, &cluster_id, &apis).await {
+            if let Err(e) = connection(conn, secured, events, &ctx, &apis).await {
                 tracing::debug!("controller connection closed: {e}");
             }
             if let Some(apis) = apis.get().cloned() {
@@ -203,10 +214,10 @@ async fn connection(
     conn: ConnectionId,
     secured: Secured,
     events: SyncSender<Event>,
-    node_id: NodeId,
-    cluster_id: &str,
+    ctx: &ListenerContext,
     apis: &ApisSlot,
 ) -> Result<(), String> {
+    let (node_id, cluster_id) = (ctx.node_id, ctx.cluster_id.as_str());
     let Secured { stream: mut s, may } = secured;
     while let Some(frame) = read_frame(&mut s).await.map_err(|e| e.to_string())? {
         let mut r = Reader::new(frame);
@@ -252,7 +263,7 @@ async fn connection(
             continue;
         }
         let out = match decode_request(key, version, &mut r) {
-            Ok(Request::ApiVersions(_)) => api_versions(cid, version)?,
+            Ok(Request::ApiVersions(_)) => api_versions(cid, version, ctx.kraft_version)?,
             Ok(Request::DescribeCluster(req)) => {
                 let (tx, rx) = oneshot::channel();
                 events
@@ -273,6 +284,10 @@ async fn connection(
                 let answer = remove_voter(&events, &req, cluster_id).await?;
                 remove_voter_response(cid, version, answer)?
             }
+            Ok(Request::AddRaftVoter(req)) => {
+                let answer = add_voter(&events, &req, ctx).await?;
+                add_voter_response(cid, version, answer)?
+            }
             Ok(req) => match wire::request_to_message(req, version, node_id, cluster_id) {
                 Ok((from, message)) => {
                     let (tx, rx) = oneshot::channel();
@@ -283,8 +298,8 @@ async fn connection(
                             reply: tx,
                         })
                         .map_err(|_| "quorum busy".to_string())?;
-                    let (msg, raw) = rx.await.map_err(|_| "quorum closed".to_string())?;
-                    wire::response_frame(cid, version, &msg, raw, false)?
+                    let (msg, raw, leader) = rx.await.map_err(|_| "quorum closed".to_string())?;
+                    wire::response_frame_with_leader(cid, version, &msg, raw, false, leader)?
                 }
                 Err(wire::Refused(code)) => wire::refusal_frame(key, version, cid, code)?,
             },
@@ -332,6 +347,152 @@ async fn remove_voter(
     }
 }
 
+/// AddRaftVoter (KIP-853), Kafka's AddVoterHandler steps: the cluster id
+/// here; the leader-only checks, one change at a time, the committed epoch
+/// and voter set and DUPLICATE_VOTER by the driver; then this node asks the
+/// new voter's listener (the endpoint named like this node's CONTROLLER
+/// listener) for its ApiVersions and hands the driver its `kraft.version`
+/// range, and the driver checks that range and that the new voter is an
+/// observer that fetched and caught up with that directory id, appends the
+/// VotersRecord and answers once it commits.
+async fn add_voter(
+    events: &SyncSender<Event>,
+    req: &fjord_protocol::kafka_protocol::messages::AddRaftVoterRequest,
+    ctx: &ListenerContext,
+) -> Result<(ErrorCode, Option<String>), String> {
+    if let Some(given) = &req.cluster_id {
+        if given.as_str() != ctx.cluster_id {
+            return Ok((
+                ErrorCode::INCONSISTENT_CLUSTER_ID,
+                Some(format!(
+                    "The given id \"{given}\" doesn't match the cluster id \"{}\"",
+                    ctx.cluster_id
+                )),
+            ));
+        }
+    }
+    let listeners: Vec<fjord_metadata::control::VoterEndpoint> = req
+        .listeners
+        .iter()
+        .map(|l| fjord_metadata::control::VoterEndpoint {
+            name: l.name.to_string(),
+            host: l.host.to_string(),
+            port: l.port,
+        })
+        .collect();
+    let (tx, rx) = oneshot::channel();
+    events
+        .try_send(Event::AddVoterCheck {
+            id: NodeId(req.voter_id),
+            directory_id: req.voter_directory_id,
+            listeners: listeners.clone(),
+            reply: tx,
+        })
+        .map_err(|_| "quorum busy".to_string())?;
+    let addr = match rx.await.map_err(|_| "quorum closed".to_string())? {
+        Ok(addr) => addr,
+        Err(refused) => return Ok(refused),
+    };
+    let wait = Duration::from_millis(RAFT_REQUEST_TIMEOUT_MS_DEFAULT.unsigned_abs());
+    let kraft_versions =
+        match tokio::time::timeout(wait, kraft_versions_of(&ctx.connector, addr)).await {
+            Ok(Ok(range)) => range,
+            Ok(Err(e)) => {
+                return Ok((
+                    ErrorCode::REQUEST_TIMED_OUT,
+                    Some(format!(
+                        "Aborted add voter operation since API_VERSIONS returned an error: {e}"
+                    )),
+                ))
+            }
+            Err(_) => {
+                return Ok((
+                    ErrorCode::REQUEST_TIMED_OUT,
+                    Some(format!(
+                        "New voter {} is not ready to receive requests",
+                        req.voter_id
+                    )),
+                ))
+            }
+        };
+    let (tx, rx) = oneshot::channel();
+    events
+        .try_send(Event::AddVoter {
+            id: NodeId(req.voter_id),
+            directory_id: req.voter_directory_id,
+            listeners,
+            kraft_versions,
+            reply: tx,
+        })
+        .map_err(|_| "quorum busy".to_string())?;
+    // The driver answers REQUEST_TIMED_OUT itself when the change does not
+    // commit within the request timeout; this is a backstop.
+    match tokio::time::timeout(wait * 2, rx).await {
+        Ok(answer) => answer.map_err(|_| "quorum closed".to_string()),
+        Err(_) => Ok((
+            ErrorCode::REQUEST_TIMED_OUT,
+            Some("Request timed out waiting for the new voter set to commit".into()),
+        )),
+    }
+}
+
+/// The `kraft.version` range the node at `addr` supports, from its
+/// ApiVersions response (`None`: it names no such feature).
+async fn kraft_versions_of(
+    connector: &Connector,
+    addr: std::net::SocketAddr,
+) -> Result<Option<(i16, i16)>, String> {
+    let mut s = dial(connector, addr).await?;
+    let version = 3;
+    let request = fjord_protocol::kafka_protocol::messages::ApiVersionsRequest::default()
+        .with_client_software_name(sb("fjord"))
+        .with_client_software_version(sb(env!("CARGO_PKG_VERSION")));
+    let frame = fjord_client::encode_request(&request, version, 1, wire::CLIENT_ID)
+        .map_err(|e| e.to_string())?;
+    send(&mut s, &frame).await?;
+    let resp = read_frame(&mut s)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "connection closed".to_string())?;
+    let (_, r) = fjord_client::decode_response::<ApiVersionsResponse>(resp, version)?;
+    if r.error_code != 0 {
+        return Err(format!("error code {}", r.error_code));
+    }
+    Ok(r.supported_features
+        .iter()
+        .find(|f| f.name.as_str() == KRAFT_VERSION_FEATURE)
+        .map(|f| (f.min_version, f.max_version)))
+}
+
+fn add_voter_response(
+    cid: i32,
+    version: i16,
+    (code, message): (ErrorCode, Option<String>),
+) -> Result<BytesMut, String> {
+    let body = fjord_protocol::kafka_protocol::messages::AddRaftVoterResponse::default()
+        .with_error_code(code.0)
+        .with_error_message(message.map(|m| sb(&m)));
+    encode_answer(cid, version, ApiKey::AddRaftVoter, &body)
+}
+
+/// A response frame of `api` at `version`.
+fn encode_answer<R: fjord_protocol::kafka_protocol::protocol::Encodable>(
+    cid: i32,
+    version: i16,
+    api: ApiKey,
+    body: &R,
+) -> Result<BytesMut, String> {
+    let hv = fjord_protocol::response_header_version(api as i16, version);
+    let mut out = BytesMut::new();
+    fjord_protocol::encode_response(cid, hv, body, version, &mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Kafka's `KRaftVersion.FEATURE_NAME`.
+pub const KRAFT_VERSION_FEATURE: &str = "kraft.version";
+/// The highest `kraft.version` Fjord supports (KIP-853 voter changes).
+pub const KRAFT_VERSION_MAX: i16 = 1;
+
 fn remove_voter_response(
     cid: i32,
     version: i16,
@@ -340,14 +501,10 @@ fn remove_voter_response(
     let body = fjord_protocol::kafka_protocol::messages::RemoveRaftVoterResponse::default()
         .with_error_code(code.0)
         .with_error_message(message.map(|m| sb(&m)));
-    let hv = fjord_protocol::response_header_version(ApiKey::RemoveRaftVoter as i16, version);
-    let mut out = BytesMut::new();
-    fjord_protocol::encode_response(cid, hv, &body, version, &mut out)
-        .map_err(|e| e.to_string())?;
-    Ok(out)
+    encode_answer(cid, version, ApiKey::RemoveRaftVoter, &body)
 }
 
-fn api_versions(cid: i32, version: i16) -> Result<BytesMut, String> {
+fn api_versions(cid: i32, version: i16, kraft_version: i16) -> Result<BytesMut, String> {
     let keys = SUPPORTED_APIS
         .iter()
         .filter(|a| {
@@ -373,9 +530,22 @@ fn api_versions(cid: i32, version: i16) -> Result<BytesMut, String> {
     } else {
         (0, ErrorCode::UNSUPPORTED_VERSION)
     };
-    let body = ApiVersionsResponse::default()
+    let mut body = ApiVersionsResponse::default()
         .with_error_code(code.0)
         .with_api_keys(keys);
+    if code == ErrorCode::NONE && version >= 3 {
+        // KIP-853: what the leader adding this node as a voter checks.
+        body = body
+            .with_supported_features(vec![api_versions_response::SupportedFeatureKey::default()
+                .with_name(sb(KRAFT_VERSION_FEATURE))
+                .with_min_version(0)
+                .with_max_version(KRAFT_VERSION_MAX)])
+            .with_finalized_features_epoch(-1)
+            .with_finalized_features(vec![api_versions_response::FinalizedFeatureKey::default()
+                .with_name(sb(KRAFT_VERSION_FEATURE))
+                .with_min_version_level(kraft_version)
+                .with_max_version_level(kraft_version)]);
+    }
     let mut out = BytesMut::new();
     fjord_protocol::encode_response(cid, 0, &body, body_version, &mut out)
         .map_err(|e| e.to_string())?;
@@ -502,7 +672,7 @@ fn describe_cluster(
 
 /// Starts the outbound connection to `voter`; returns its queue.
 pub(crate) fn spawn_peer(
-    rt: &tokio::runtime::Runtime,
+    rt: &tokio::runtime::Handle,
     voter: Voter,
     events: SyncSender<Event>,
     connector: Connector,
@@ -578,6 +748,7 @@ async fn peer(
                         correlation_id: id,
                         message: d.message,
                         raw: d.raw_records,
+                        leader_endpoint: d.leader_endpoint,
                     });
                 }
                 Ok(_) => break,

@@ -13,6 +13,8 @@
 //! NOT_LEADER_OR_FOLLOWER, ...) in the partition's. A null cluster id is
 //! accepted (Kafka's `hasValidClusterId`).
 
+use std::net::SocketAddr;
+
 use bytes::{Bytes, BytesMut};
 use fjord_metadata::control::ControlRecord;
 use fjord_model::limits::DECOMPRESSED_BATCH_BYTES_MAX;
@@ -248,6 +250,7 @@ pub fn request_to_message(
                 Message::FetchRequest(FetchRequest {
                     cluster_id: cluster(r.cluster_id, own_cluster_id),
                     replica_id: from,
+                    replica_directory_id: p.replica_directory_id.as_u128(),
                     current_leader_epoch: LeaderEpoch(p.current_leader_epoch),
                     fetch_offset: Offset(p.fetch_offset),
                     last_fetched_epoch: LeaderEpoch(p.last_fetched_epoch),
@@ -386,6 +389,21 @@ pub fn response_frame(
     records: Option<Bytes>,
     force_top_level: bool,
 ) -> Result<BytesMut, String> {
+    response_frame_with_leader(correlation_id, version, msg, records, force_top_level, None)
+}
+
+/// [`response_frame`], and a Fetch response names the leader's CONTROLLER
+/// endpoint in its `NodeEndpoints` (v16+) when `leader` gives it, as
+/// Kafka's does: an observer that found the leader through a bootstrap
+/// server learns from it where to fetch (KIP-853).
+pub fn response_frame_with_leader(
+    correlation_id: i32,
+    version: i16,
+    msg: &Message,
+    records: Option<Bytes>,
+    force_top_level: bool,
+    leader: Option<(NodeId, SocketAddr)>,
+) -> Result<BytesMut, String> {
     let split = |code: ErrorCode| {
         if force_top_level || top_level(code) {
             (code.0, ErrorCode::NONE.0)
@@ -470,9 +488,20 @@ pub fn response_frame(
                 .with_topic(TopicName(sb(METADATA_TOPIC)))
                 .with_topic_id(METADATA_TOPIC_ID)
                 .with_partitions(vec![p]);
+            let endpoints = leader
+                .filter(|(id, _)| version >= 16 && r.leader_id == Some(*id))
+                .map(|(id, addr)| {
+                    km::fetch_response::NodeEndpoint::default()
+                        .with_node_id(BrokerId(id.0))
+                        .with_host(sb(&addr.ip().to_string()))
+                        .with_port(i32::from(addr.port()))
+                })
+                .into_iter()
+                .collect();
             let body = km::FetchResponse::default()
                 .with_error_code(top)
-                .with_responses(if top == 0 { vec![t] } else { vec![] });
+                .with_responses(if top == 0 { vec![t] } else { vec![] })
+                .with_node_endpoints(endpoints);
             encode(ApiKey::Fetch, correlation_id, version, &body)
         }
         other => Err(format!("not a response: {other:?}")),
@@ -549,6 +578,7 @@ pub fn request_frame(msg: &Message, correlation_id: i32) -> Result<BytesMut, Str
                 .with_current_leader_epoch(r.current_leader_epoch.0)
                 .with_fetch_offset(r.fetch_offset.0)
                 .with_last_fetched_epoch(r.last_fetched_epoch.0)
+                .with_replica_directory_id(Uuid::from_u128(r.replica_directory_id))
                 .with_log_start_offset(-1)
                 .with_partition_max_bytes(FETCH_PARTITION_BYTES_MAX);
             let t = km::fetch_request::FetchTopic::default()
@@ -581,6 +611,8 @@ pub struct DecodedResponse {
     pub correlation_id: i32,
     pub message: Message,
     pub raw_records: Bytes,
+    /// The leader's endpoint a Fetch response names (`NodeEndpoints`).
+    pub leader_endpoint: Option<(NodeId, SocketAddr)>,
 }
 
 fn pick<T>(mut v: Vec<T>) -> Option<T> {
@@ -621,6 +653,7 @@ pub fn decode_response(api: ApiKey, version: i16, frame: Bytes) -> Result<Decode
                     vote_granted: r.error_code == 0 && p.error_code == 0 && p.vote_granted,
                 }),
                 raw_records: Bytes::new(),
+                leader_endpoint: None,
             })
         }
         ApiKey::BeginQuorumEpoch => {
@@ -642,6 +675,7 @@ pub fn decode_response(api: ApiKey, version: i16, frame: Bytes) -> Result<Decode
                     leader_id: leader,
                 }),
                 raw_records: Bytes::new(),
+                leader_endpoint: None,
             })
         }
         ApiKey::EndQuorumEpoch => {
@@ -663,6 +697,7 @@ pub fn decode_response(api: ApiKey, version: i16, frame: Bytes) -> Result<Decode
                     leader_id: leader,
                 }),
                 raw_records: Bytes::new(),
+                leader_endpoint: None,
             })
         }
         ApiKey::Fetch => {
@@ -675,6 +710,7 @@ pub fn decode_response(api: ApiKey, version: i16, frame: Bytes) -> Result<Decode
                         &Message::FetchRequest(FetchRequest {
                             cluster_id: String::new(),
                             replica_id: NodeId(-1),
+                            replica_directory_id: 0,
                             current_leader_epoch: LeaderEpoch(-1),
                             fetch_offset: Offset(0),
                             last_fetched_epoch: LeaderEpoch(0),
@@ -689,6 +725,7 @@ pub fn decode_response(api: ApiKey, version: i16, frame: Bytes) -> Result<Decode
                         None,
                     ),
                     raw_records: Bytes::new(),
+                    leader_endpoint: None,
                 });
             };
             let diverging = (p.diverging_epoch.epoch >= 0 || p.diverging_epoch.end_offset >= 0)
@@ -701,6 +738,16 @@ pub fn decode_response(api: ApiKey, version: i16, frame: Bytes) -> Result<Decode
                     end_offset: Offset(p.snapshot_id.end_offset),
                     epoch: LeaderEpoch(p.snapshot_id.epoch),
                 });
+            let leader_id = leader_core(p.current_leader.leader_id);
+            let leader_endpoint = r
+                .node_endpoints
+                .iter()
+                .filter(|e| Some(NodeId(e.node_id.0)) == leader_id)
+                .find_map(|e| {
+                    let port = u16::try_from(e.port).ok()?;
+                    let ip = e.host.parse::<std::net::IpAddr>().ok()?;
+                    Some((NodeId(e.node_id.0), SocketAddr::new(ip, port)))
+                });
             let raw = p.records.unwrap_or_default();
             let records = if p.error_code == 0 && diverging.is_none() && snapshot_id.is_none() {
                 decode_entries(&raw)?
@@ -712,13 +759,14 @@ pub fn decode_response(api: ApiKey, version: i16, frame: Bytes) -> Result<Decode
                 message: Message::FetchResponse(FetchResponse {
                     error_code: ErrorCode(p.error_code),
                     leader_epoch: LeaderEpoch(p.current_leader.leader_epoch),
-                    leader_id: leader_core(p.current_leader.leader_id),
+                    leader_id,
                     high_watermark: Offset(p.high_watermark),
                     diverging_epoch: diverging,
                     snapshot_id,
                     records,
                 }),
                 raw_records: raw,
+                leader_endpoint,
             })
         }
         other => Err(format!("{other:?} is not a quorum API")),

@@ -187,6 +187,7 @@ fn three_nodes_elect_replicate_fail_over_and_catch_up() {
     let stale_fetch = Message::FetchRequest(FetchRequest {
         cluster_id: "kraftnet-test".into(),
         replica_id: NodeId((first as i32 + 1) % 3 + 1),
+        replica_directory_id: 0,
         current_leader_epoch: LeaderEpoch(epoch1.0 - 1),
         fetch_offset: Offset(0),
         last_fetched_epoch: LeaderEpoch(0),

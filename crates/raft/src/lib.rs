@@ -4,7 +4,8 @@
 //! it.
 //!
 //! - [`node::Node`] is one voter, or an observer (a node not in the voter
-//!   set: it follows the leader by Fetch, finds it by asking the voters,
+//!   set: it follows the leader by Fetch, finds it by asking the voters, or
+//!   the bootstrap servers when it knows none ([`node::Config::bootstrap`]),
 //!   never votes or stands, and does not count toward the high watermark).
 //!   Time, received messages, client proposals, flush completions and the
 //!   state machine's snapshots go in ([`node::Input`]); messages, log
@@ -51,8 +52,7 @@
 //!   docs). `tests/sim.rs` runs thousands of seeds.
 //!
 //! The wire mapping and the `MetadataQuorum` adapter are in `fjord-quorum`
-//! (which does not ask for voter changes yet: no AddRaftVoter /
-//! RemoveRaftVoter).
+//! (which asks for voter changes on AddRaftVoter and RemoveRaftVoter).
 
 pub mod log;
 pub mod messages;

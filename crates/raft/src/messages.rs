@@ -104,6 +104,9 @@ pub struct FetchRequest {
     pub cluster_id: String,
     /// The fetching node's id, voter or observer (Kafka's `ReplicaId`).
     pub replica_id: NodeId,
+    /// Its metadata log directory id (Kafka's `ReplicaDirectoryId`, KIP-853;
+    /// 0: none): with the id, the replica a leader adds as a voter.
+    pub replica_directory_id: u128,
     pub current_leader_epoch: LeaderEpoch,
     /// The follower's log end offset, all of it durable on the follower.
     pub fetch_offset: Offset,

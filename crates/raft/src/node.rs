@@ -67,6 +67,12 @@ pub struct Config {
     /// leader (found by asking the voters, Kafka's
     /// `controller.quorum.bootstrap.servers`) and never stands.
     pub voters: Vec<VoterKey>,
+    /// `controller.quorum.bootstrap.servers` (KIP-853): where an observer
+    /// that knows no leader asks who leads, instead of the voters. These
+    /// endpoints have no node id: the caller names them with ids of its own
+    /// that no node has (Kafka numbers them -2, -3, ...) and routes what is
+    /// sent to them; the answer comes from the node behind the endpoint.
+    pub bootstrap: Vec<NodeId>,
     /// `kraft.version` 1 (KIP-853): the voter set may change
     /// ([`Input::ChangeVoters`]), and, as in Kafka, Vote, BeginQuorumEpoch
     /// and EndQuorumEpoch are answered whoever sends them and whether or
@@ -111,6 +117,7 @@ impl Config {
             node_id,
             directory_id: 0,
             voters: voters.into_iter().map(|id| VoterKey::new(id, 0)).collect(),
+            bootstrap: Vec::new(),
             reconfigurable: false,
             cluster_id,
             election_timeout_ms: RAFT_ELECTION_TIMEOUT_MS_DEFAULT,
@@ -552,21 +559,30 @@ impl Node {
         self.role = Role::Unattached { deadline_ms };
     }
 
-    /// An observer that lost its leader (or never had one) asks a voter,
-    /// chosen at random, who leads: any Fetch response names the leader.
-    /// Another voter is asked every request timeout until one answers.
+    /// An observer that lost its leader (or never had one) asks a voter of
+    /// the set in force, chosen at random, who leads: any Fetch response
+    /// names the leader. Another is asked every request timeout until one
+    /// answers. An observer that knows no voter (a controller formatted
+    /// with `--no-initial-controllers` that has not fetched a VotersRecord
+    /// yet) asks the bootstrap servers instead. (Kafka asks the bootstrap
+    /// servers whenever they are configured; the voters in force are never
+    /// staler than that list.)
     fn observer_search(&mut self, out: &mut Vec<Output>) {
         assert!(!self.is_voter(), "only observers search for the leader");
         let deadline_ms = self.now_ms + self.cfg.request_timeout_ms;
         self.role = Role::Unattached { deadline_ms };
-        let n = self.voters().len();
-        let k = self.rng.below(n);
-        let Some(to) = self.voters().get(k).map(|v| v.id) else {
+        let mut targets: Vec<NodeId> = self.voters().iter().map(|v| v.id).collect();
+        if targets.is_empty() {
+            targets.clone_from(&self.cfg.bootstrap);
+        }
+        if targets.is_empty() {
             return;
-        };
+        }
+        let to = targets[self.rng.below(targets.len())];
         let msg = Message::FetchRequest(FetchRequest {
             cluster_id: self.cfg.cluster_id.clone(),
             replica_id: self.cfg.node_id,
+            replica_directory_id: self.cfg.directory_id,
             current_leader_epoch: self.epoch,
             fetch_offset: self.log.end(),
             last_fetched_epoch: self.log.last_epoch(),
@@ -1090,6 +1106,7 @@ impl Node {
             None => Message::FetchRequest(FetchRequest {
                 cluster_id: self.cfg.cluster_id.clone(),
                 replica_id: self.cfg.node_id,
+                replica_directory_id: self.cfg.directory_id,
                 current_leader_epoch: self.epoch,
                 fetch_offset: self.log.end(),
                 last_fetched_epoch: self.log.last_epoch(),
@@ -2056,6 +2073,7 @@ mod tests {
             message: Message::FetchRequest(FetchRequest {
                 cluster_id: "c1".into(),
                 replica_id: NodeId(from),
+                replica_directory_id: 0,
                 current_leader_epoch: LeaderEpoch(epoch),
                 fetch_offset: Offset(offset),
                 last_fetched_epoch: LeaderEpoch(last_epoch),
@@ -2664,6 +2682,25 @@ mod tests {
         assert_eq!(m.role(), RoleKind::Follower);
     }
 
+    /// The answer to `probe` of a node that does not lead but knows that
+    /// `leader` leads `epoch`.
+    fn names_leader(probe: &Envelope, epoch: i32, leader: i32) -> Envelope {
+        Envelope {
+            from: probe.to,
+            to: probe.from,
+            correlation_id: probe.correlation_id,
+            message: Message::FetchResponse(FetchResponse {
+                error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                leader_epoch: LeaderEpoch(epoch),
+                leader_id: Some(NodeId(leader)),
+                high_watermark: Offset(-1),
+                diverging_epoch: None,
+                snapshot_id: None,
+                records: Vec::new(),
+            }),
+        }
+    }
+
     #[test]
     fn observer_finds_the_leader_follows_it_and_never_votes() {
         let (mut n, log) = node_with_log(9, &[1, 2, 3], state(0, None, None), &[]);
@@ -2677,20 +2714,7 @@ mod tests {
         );
         assert!([1, 2, 3].contains(&probe.to.0));
         // The voter does not lead but knows who does.
-        let answer = Envelope {
-            from: probe.to,
-            to: NodeId(9),
-            correlation_id: probe.correlation_id,
-            message: Message::FetchResponse(FetchResponse {
-                error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
-                leader_epoch: LeaderEpoch(4),
-                leader_id: Some(NodeId(2)),
-                high_watermark: Offset(-1),
-                diverging_epoch: None,
-                snapshot_id: None,
-                records: Vec::new(),
-            }),
-        };
+        let answer = names_leader(&probe, 4, 2);
         out.clear();
         n.step(1, Input::Receive(answer), &log, &mut out);
         assert_eq!(
@@ -2751,6 +2775,40 @@ mod tests {
             (n.role(), n.leader_id()),
             (RoleKind::Follower, Some(NodeId(3)))
         );
+    }
+
+    #[test]
+    fn an_observer_with_no_voters_asks_the_bootstrap_servers_who_leads() {
+        // A controller formatted with --no-initial-controllers: no voter set
+        // known, only controller.quorum.bootstrap.servers (ids -2, -3).
+        let mut c = cfg(4, &[]);
+        c.reconfigurable = true;
+        c.directory_id = 44;
+        c.bootstrap = vec![NodeId(-2), NodeId(-3)];
+        let log = VecLog(Vec::new());
+        let meta = LogMeta::from_epochs(std::iter::empty());
+        let mut n = Node::new(c, PersistedState::default(), meta, 0);
+        assert!(!n.is_voter());
+        let mut out = Vec::new();
+        n.step(0, Input::Tick, &log, &mut out);
+        let probe = sent(&out).pop().expect("asks a bootstrap server");
+        assert!([-2, -3].contains(&probe.to.0), "{probe:?}");
+        assert!(
+            matches!(&probe.message, Message::FetchRequest(f)
+                if f.replica_id == NodeId(4) && f.replica_directory_id == 44),
+            "{probe:?}"
+        );
+        // The node behind that endpoint (a follower) names the leader.
+        let answer = names_leader(&probe, 3, 2);
+        out.clear();
+        n.step(1, Input::Receive(answer), &log, &mut out);
+        assert_eq!(
+            (n.role(), n.leader_id(), n.epoch()),
+            (RoleKind::Follower, Some(NodeId(2)), LeaderEpoch(3))
+        );
+        assert!(sent(&out)
+            .iter()
+            .any(|e| e.to == NodeId(2) && matches!(e.message, Message::FetchRequest(_))));
     }
 
     #[test]

@@ -36,7 +36,8 @@
 //!   force (and of a voter set appended but not committed) includes one;
 //! - **voter sets** (KIP-853): each node's voter set is the latest
 //!   VotersRecord on its disk, else its snapshot's, else the configured
-//!   one; no log holds two VotersRecords above the committed history (one
+//!   one (none for observers of reconfigurable runs, which find the leader
+//!   through bootstrap endpoints that have no node id); no log holds two VotersRecords above the committed history (one
 //!   change at a time); a node outside its voter set never stands;
 //! - an installed snapshot's bytes are exactly the leader's snapshot;
 //! - observers never stand for election or lead;
@@ -546,7 +547,8 @@ impl<'a> Sim<'a> {
             "sim-cluster".to_string(),
             mix(self.seed ^ mix(i as u64 + 1) ^ mix(inc << 20)),
         );
-        c.voters = self.static_voters();
+        c.voters = self.configured_voters(i);
+        c.bootstrap = self.bootstrap_ids();
         c.directory_id = directory_of(self.ids[i]);
         c.reconfigurable = self.cfg.reconfigurable;
         c.election_timeout_ms = 100;
@@ -559,6 +561,39 @@ impl<'a> Sim<'a> {
         c.snapshot_chunk_bytes_max = 16;
         c.planted_bug = self.cfg.planted_bug;
         c
+    }
+
+    /// Node `i`'s configured voters: the static set, except for an observer
+    /// of a reconfigurable quorum, which starts knowing no voter (a
+    /// controller formatted with `--no-initial-controllers`) and finds the
+    /// leader through the bootstrap servers.
+    fn configured_voters(&self, i: usize) -> Vec<VoterKey> {
+        if self.cfg.reconfigurable && i >= self.cfg.voters {
+            Vec::new()
+        } else {
+            self.static_voters()
+        }
+    }
+
+    /// `controller.quorum.bootstrap.servers` of a reconfigurable run: the
+    /// configured voters' endpoints, which have no node id (Kafka's -2, -3,
+    /// ...); [`Sim::deliver`] routes them to those nodes.
+    fn bootstrap_ids(&self) -> Vec<NodeId> {
+        if !self.cfg.reconfigurable {
+            return Vec::new();
+        }
+        (0..self.cfg.voters)
+            .map(|k| NodeId(-2 - k as i32))
+            .collect()
+    }
+
+    /// The node behind an id: a node's own, or a bootstrap endpoint's.
+    fn route(&self, id: NodeId) -> Option<usize> {
+        if id.0 <= -2 && self.cfg.reconfigurable {
+            let k = usize::try_from(-2 - id.0).ok()?;
+            return (k < self.cfg.voters).then_some(k);
+        }
+        self.index_of(id)
     }
 
     /// The configured voters (the bootstrap set): the first `voters` nodes.
@@ -854,12 +889,17 @@ impl<'a> Sim<'a> {
             due.swap(k, j);
         }
         for env in due {
-            let (Some(from), Some(to)) = (self.index_of(env.from), self.index_of(env.to)) else {
+            let (Some(from), Some(to)) = (self.index_of(env.from), self.route(env.to)) else {
                 continue;
             };
             if self.side[from] != self.side[to] {
                 continue;
             }
+            // A request to a bootstrap endpoint reaches the node behind it.
+            let env = Envelope {
+                to: self.ids[to],
+                ..env
+            };
             self.feed(to, Input::Receive(env))?;
         }
         Ok(())
@@ -1000,8 +1040,8 @@ impl<'a> Sim<'a> {
     }
 
     fn check(&mut self) -> Result<(), String> {
-        let static_voters = self.static_voters();
         for i in 0..self.nodes.len() {
+            let configured = self.configured_voters(i);
             let Some(node) = self.nodes[i].node.as_ref() else {
                 continue;
             };
@@ -1024,9 +1064,7 @@ impl<'a> Sim<'a> {
             }
             // The voter set in force is the latest VotersRecord on the
             // node's disk, else its snapshot's, else the configured one.
-            let expected = disk
-                .voters_below(disk.end())
-                .unwrap_or_else(|| static_voters.clone());
+            let expected = disk.voters_below(disk.end()).unwrap_or(configured);
             if node.voters() != expected.as_slice() {
                 return Err(format!(
                     "node {id}: voter set {:?}, but its log says {:?}",

@@ -66,6 +66,7 @@ pub const REQUESTS: &[(&str, Option<i16>)] = &[
     ("Vote", None),
     ("BeginQuorumEpoch", None),
     ("EndQuorumEpoch", None),
+    ("AddRaftVoter", None),
     ("RemoveRaftVoter", None),
     ("OffsetForLeaderEpoch", None),
     ("DescribeProducers", None),

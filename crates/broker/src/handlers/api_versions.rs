@@ -51,14 +51,28 @@ pub fn handle(ctx: &Ctx, _req: ApiVersionsRequest) -> Option<BytesMut> {
                 .with_max_version(f.max_level)
         })
         .collect();
+    // The quorum's kraft.version is no metadata record (Kafka's metadata
+    // cache adds it too); level 0, like the image's, is not listed.
+    let kraft_version = match ctx.broker.quorum() {
+        Some(crate::state::Quorum::Raft(q)) => q.kraft_version(),
+        _ => 0,
+    };
+    let kraft = (kraft_version > 0).then(|| {
+        (
+            crate::features::KRAFT_VERSION_FEATURE.to_string(),
+            kraft_version,
+        )
+    });
     let finalized = image
         .features()
         .iter()
+        .map(|(name, level)| (name.clone(), *level))
+        .chain(kraft)
         .map(|(name, level)| {
             FinalizedFeatureKey::default()
-                .with_name(str_bytes(name.clone()))
-                .with_min_version_level(*level)
-                .with_max_version_level(*level)
+                .with_name(str_bytes(name))
+                .with_min_version_level(level)
+                .with_max_version_level(level)
         })
         .collect();
     // The offset of the image's last record; -1 (unknown) before any.

@@ -327,6 +327,7 @@ pub fn sample(api_key: i16, v: i16) -> Option<Request> {
         ApiKey::Vote => Request::Vote(quorum::vote(v)),
         ApiKey::BeginQuorumEpoch => Request::BeginQuorumEpoch(quorum::begin_quorum_epoch(v)),
         ApiKey::EndQuorumEpoch => Request::EndQuorumEpoch(quorum::end_quorum_epoch(v)),
+        ApiKey::AddRaftVoter => Request::AddRaftVoter(quorum::add_raft_voter(v)),
         ApiKey::RemoveRaftVoter => Request::RemoveRaftVoter(quorum::remove_raft_voter(v)),
         ApiKey::OffsetForLeaderEpoch => {
             Request::OffsetForLeaderEpoch(parity::offset_for_leader_epoch(v))

@@ -53,6 +53,7 @@ fn requests_round_trip_through_kafkas_shapes() {
         Message::FetchRequest(FetchRequest {
             cluster_id: "other".into(),
             replica_id: NodeId(3),
+            replica_directory_id: 0x1234_5678,
             current_leader_epoch: LeaderEpoch(7),
             fetch_offset: Offset(100),
             last_fetched_epoch: LeaderEpoch(5),
@@ -71,6 +72,7 @@ fn fetch_names_the_metadata_topic_by_id_and_replica_state() {
     let m = Message::FetchRequest(FetchRequest {
         cluster_id: "c1".into(),
         replica_id: NodeId(3),
+        replica_directory_id: 0,
         current_leader_epoch: LeaderEpoch(1),
         fetch_offset: Offset(0),
         last_fetched_epoch: LeaderEpoch(0),
@@ -361,4 +363,29 @@ fn denied_controller_requests_get_kafkas_cluster_authorization_failed() {
     assert!(
         matches!(d.message, Message::VoteResponse(r) if r.error_code == ErrorCode::CLUSTER_AUTHORIZATION_FAILED)
     );
+}
+
+#[test]
+fn a_fetch_response_names_the_leaders_endpoint() {
+    let m = Message::FetchResponse(FetchResponse {
+        error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
+        leader_epoch: LeaderEpoch(4),
+        leader_id: Some(NodeId(2)),
+        high_watermark: Offset(-1),
+        diverging_epoch: None,
+        snapshot_id: None,
+        records: Vec::new(),
+    });
+    let addr: std::net::SocketAddr = "127.0.0.1:9193".parse().unwrap();
+    let (api, version) = api_of(&m);
+    let frame =
+        response_frame_with_leader(5, version, &m, None, false, Some((NodeId(2), addr))).unwrap();
+    let d = decode_response(api, version, Bytes::copy_from_slice(&frame[4..])).unwrap();
+    assert_eq!(d.leader_endpoint, Some((NodeId(2), addr)));
+    assert_eq!(d.message, m);
+    // Only the leader's endpoint is named.
+    let frame =
+        response_frame_with_leader(5, version, &m, None, false, Some((NodeId(3), addr))).unwrap();
+    let d = decode_response(api, version, Bytes::copy_from_slice(&frame[4..])).unwrap();
+    assert_eq!(d.leader_endpoint, None);
 }

@@ -1,10 +1,12 @@
 //! KRaft quorum and controller requests (Vote, BeginQuorumEpoch, EndQuorumEpoch,
-//! RemoveRaftVoter, BrokerRegistration, BrokerHeartbeat, AllocateProducerIds).
+//! AddRaftVoter, RemoveRaftVoter, BrokerRegistration, BrokerHeartbeat, AllocateProducerIds).
 
+use fjord_protocol::kafka_protocol::messages::{
+    add_raft_voter_request as arv, AddRaftVoterRequest, BrokerId, RemoveRaftVoterRequest, TopicName,
+};
 use fjord_protocol::kafka_protocol::messages::{
     begin_quorum_epoch_request as bqe, end_quorum_epoch_request as eqe, vote_request as vote,
 };
-use fjord_protocol::kafka_protocol::messages::{BrokerId, RemoveRaftVoterRequest, TopicName};
 
 use super::super::{extra_tags, s};
 use super::uuid;
@@ -65,6 +67,20 @@ pub fn begin_quorum_epoch(v: i16) -> bqe::BeginQuorumEpochRequest {
                 .with_port(9093)]);
     }
     m
+}
+
+pub fn add_raft_voter(_v: i16) -> AddRaftVoterRequest {
+    AddRaftVoterRequest::default()
+        .with_cluster_id(Some(s("MkU3OEVBNTcwNTJENDM2Qg")))
+        .with_timeout_ms(30_000)
+        .with_voter_id(4)
+        .with_voter_directory_id(uuid(6))
+        .with_listeners(vec![arv::Listener::default()
+            .with_name(s("CONTROLLER"))
+            .with_host(s("127.0.0.1"))
+            .with_port(9393)
+            .with_unknown_tagged_fields(extra_tags(true, 1))])
+        .with_unknown_tagged_fields(extra_tags(true, 2))
 }
 
 pub fn remove_raft_voter(_v: i16) -> RemoveRaftVoterRequest {
