@@ -13,7 +13,8 @@ it leaves the ELR) and has caught up, the ISR is whole again and the ELR empty. 
 stopped cleanly (SIGTERM): it is in the ELR, has left Kafka's clean-shutdown file (`.kafka_cleanshutdown`,
 the broker epoch it stopped with) in its data directory, and after its restart (which removes the file) it
 is in the ELR or the ISR in every state seen until the ISR is whole again. With E2E_BROKER=kafka every node
-is Apache Kafka 4.3.1.
+is Apache Kafka 4.3.1. With ELR on, a node's own `min.insync.replicas` and removing the cluster-wide one
+are refused (INVALID_CONFIG, Kafka's messages).
 """
 
 from __future__ import annotations
@@ -71,6 +72,19 @@ def test_a_follower_leaving_an_isr_below_min_isr_is_an_eligible_leader_replica(t
                         "describe")
             assert re.search(r"Feature: eligible\.leader\.replicas\.version\s+SupportedMinVersion: 0\s+"
                              r"SupportedMaxVersion: 1\s+FinalizedVersionLevel: 1", desc.stdout), desc.stdout
+            # While ELR is on, Kafka's controller refuses a node's own min.insync.replicas and removing the
+            # cluster-wide one (which enabling ELR wrote).
+            node1 = bootstrap.split(",")[0]
+            for name, op, value, message in [
+                ("1", 0, "2", "Broker-level min.insync.replicas cannot be altered while ELR is enabled."),
+                ("", 1, None, "Cluster-level min.insync.replicas cannot be removed while ELR is enabled."),
+            ]:
+                resp = kschema.call(node1, "IncrementalAlterConfigs", 1, {
+                    "Resources": [{"ResourceType": 4, "ResourceName": name, "Configs": [
+                        {"Name": "min.insync.replicas", "ConfigOperation": op, "Value": value}]}],
+                    "ValidateOnly": False})
+                r = resp["Responses"][0]
+                assert (r["ErrorCode"], r["ErrorMessage"]) == (40, message), (name, r)
             admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
             fs = admin.create_topics([NewTopic(TOPIC, num_partitions=1, replica_assignment=[[1, 2, 3]],
                                                config={"min.insync.replicas": "3"})])

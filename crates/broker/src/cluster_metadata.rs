@@ -422,6 +422,39 @@ pub fn clear_elr_records(image: &MetadataImage, records: &[MetadataRecord]) -> V
         .collect()
 }
 
+/// Kafka's `ConfigurationControlManager` refusals of a broker config
+/// change while ELR is on (KIP-966: every node and the controller must
+/// agree on each topic's threshold): no node may get its own
+/// `min.insync.replicas` (set or removed), and the cluster-wide one may not
+/// be removed. `records` are the change's ConfigRecords; the answer is
+/// INVALID_CONFIG with Kafka's message.
+pub fn elr_min_isr_refusal(image: &MetadataImage, records: &[MetadataRecord]) -> Option<String> {
+    if !image.elr_enabled() {
+        return None;
+    }
+    records.iter().find_map(|r| match r {
+        MetadataRecord::Config(c)
+            if c.name == "min.insync.replicas"
+                && c.resource_type == fjord_metadata::image::CONFIG_RESOURCE_BROKER =>
+        {
+            if !c.resource_name.is_empty() {
+                Some(
+                    "Broker-level min.insync.replicas cannot be altered while ELR is enabled."
+                        .into(),
+                )
+            } else if c.value.is_none() {
+                Some(
+                    "Cluster-level min.insync.replicas cannot be removed while ELR is enabled."
+                        .into(),
+                )
+            } else {
+                None
+            }
+        }
+        _ => None,
+    })
+}
+
 /// Kafka's `maybeGenerateElrSafetyRecords`, written with the
 /// FeatureLevelRecord that switches ELR on: the cluster-wide
 /// `min.insync.replicas` is set to the static one (`static_min`) if it has

@@ -1925,9 +1925,6 @@ impl Broker {
         let new = change(&old)?;
         new.topic_defaults(&self.config)
             .map_err(|e| StateError::kafka(ErrorCode::INVALID_REQUEST, e.to_string()))?;
-        if validate_only {
-            return Ok(());
-        }
         let node = self.config.node_id;
         let mut records = cm::config_diff(
             &ConfigResource::Broker(Some(node)),
@@ -1939,7 +1936,12 @@ impl Broker {
             &old.cluster_default,
             &new.cluster_default,
         ));
-        if records.is_empty() {
+        // Also for validate_only, as Kafka's controller checks the records
+        // it would write either way.
+        if let Some(message) = cm::elr_min_isr_refusal(&self.image(), &records) {
+            return Err(StateError::kafka(ErrorCode::INVALID_CONFIG, message));
+        }
+        if validate_only || records.is_empty() {
             return Ok(());
         }
         records.extend(cm::clear_elr_records(&self.image(), &records));

@@ -51,6 +51,18 @@ async fn incremental(
     op: i8,
     value: Option<&str>,
 ) -> i16 {
+    incremental_answer(b, rtype, name, key, op, value).await.0
+}
+
+/// IncrementalAlterConfigs of one key: (error code, message).
+async fn incremental_answer(
+    b: &Arc<Broker>,
+    rtype: i8,
+    name: &str,
+    key: &str,
+    op: i8,
+    value: Option<&str>,
+) -> (i16, Option<String>) {
     let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
         incremental_alter_configs_request::AlterConfigsResource::default()
             .with_resource_type(rtype)
@@ -64,7 +76,11 @@ async fn incremental(
     ]);
     let r: IncrementalAlterConfigsResponse =
         call(b, ApiKey::IncrementalAlterConfigs, 1, &req).await;
-    r.responses[0].error_code
+    let x = &r.responses[0];
+    (
+        x.error_code,
+        x.error_message.as_ref().map(|m| m.to_string()),
+    )
 }
 
 /// DescribeConfigs (v4, with synonyms) of one key: (value, source, read_only, type, synonym sources).
@@ -406,4 +422,66 @@ async fn every_kafka_broker_config_is_described_with_documentation() {
     let r: DescribeConfigsResponse = call(&b, ApiKey::DescribeConfigs, 4, &req).await;
     let doc = r.results[0].configs[0].documentation.as_deref().unwrap();
     assert!(doc.contains("retention"), "{doc}");
+}
+
+/// Kafka's refusals while eligible leader replicas are on (KIP-966,
+/// `ConfigurationControlManager`): a node's own `min.insync.replicas` can
+/// be neither set nor removed, the cluster-wide one not removed (also by a
+/// plain AlterConfigs that leaves it out); INVALID_CONFIG with Kafka's
+/// messages. Before the feature is on, the same changes are accepted.
+#[tokio::test]
+async fn elr_refuses_a_node_min_insync_replicas_and_removing_the_cluster_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_broker(dir.path(), 1);
+    let min_isr = "min.insync.replicas";
+    let set_node = |b| incremental(b, BROKER, "1", min_isr, 0, Some("2"));
+    assert_eq!(set_node(&b).await, 0, "ELR off: a node's own value is fine");
+    assert_eq!(incremental(&b, BROKER, "1", min_isr, 1, None).await, 0);
+
+    let req = UpdateFeaturesRequest::default()
+        .with_timeout_ms(10_000)
+        .with_feature_updates(vec![update_features_request::FeatureUpdateKey::default()
+            .with_feature(s("eligible.leader.replicas.version"))
+            .with_max_version_level(1)
+            .with_upgrade_type(1)]);
+    let r: UpdateFeaturesResponse = call(&b, ApiKey::UpdateFeatures, 1, &req).await;
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    assert!(r.results.iter().all(|x| x.error_code == 0), "{r:?}");
+
+    let node_msg = "Broker-level min.insync.replicas cannot be altered while ELR is enabled.";
+    let cluster_msg = "Cluster-level min.insync.replicas cannot be removed while ELR is enabled.";
+    assert_eq!(
+        incremental_answer(&b, BROKER, "1", min_isr, 0, Some("2")).await,
+        (40, Some(node_msg.into()))
+    );
+    // Enabling wrote the cluster-wide value (the static one, 1):
+    // DYNAMIC_DEFAULT_BROKER_CONFIG.
+    assert_eq!(
+        describe(&b, BROKER, "", min_isr).await.map(|d| (d.0, d.1)),
+        Some((Some("1".into()), 3))
+    );
+    assert_eq!(
+        incremental_answer(&b, BROKER, "", min_isr, 1, None).await,
+        (40, Some(cluster_msg.into()))
+    );
+    assert_eq!(
+        incremental_answer(&b, BROKER, "", min_isr, 0, Some("2")).await,
+        (0, None),
+        "changing it is fine"
+    );
+    assert_eq!(
+        alter(&b, BROKER, "", &[("log.retention.ms", "3600000")]).await,
+        (40, Some(cluster_msg.into())),
+        "a plain AlterConfigs that leaves it out removes it"
+    );
+    assert_eq!(
+        alter(
+            &b,
+            BROKER,
+            "",
+            &[(min_isr, "2"), ("log.retention.ms", "3600000")]
+        )
+        .await,
+        (0, None)
+    );
 }

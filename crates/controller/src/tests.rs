@@ -1242,6 +1242,35 @@ mod elr {
         assert_eq!(part(&c).isr, vec![1, 2]);
     }
 
+    /// A partition elected from its last known leader stays RECOVERING for
+    /// as long as its ISR does not change: only the leader's AlterPartition
+    /// clears the mark, as in Kafka (its `ReplicationControlManager` sets the
+    /// target recovery state from AlterPartition alone; the leader treats
+    /// itself as recovered at once). Unfencing a replica that has not caught
+    /// up, ticks, and that replica's clean and unclean restarts leave it so.
+    #[test]
+    fn a_recovering_partition_whose_isr_never_changes_stays_recovering() {
+        let mut c = all_fenced(true);
+        restart(&mut c, 1, false);
+        restart(&mut c, 2, false);
+        unfence(&mut c, 1);
+        let p = part(&c);
+        assert_eq!(state(&p), (1, vec![1], vec![], vec![]));
+        assert_eq!(p.leader_recovery_state, crate::LEADER_RECOVERING);
+        unfence(&mut c, 2);
+        let _ = c.tick(40);
+        for clean in [true, false] {
+            fence(&mut c, 2);
+            restart(&mut c, 2, clean);
+            unfence(&mut c, 2);
+            let _ = c.tick(50);
+        }
+        let q = part(&c);
+        assert_eq!(state(&q), (1, vec![1], vec![], vec![]));
+        assert_eq!(q.leader_recovery_state, crate::LEADER_RECOVERING);
+        assert_eq!(q.leader_epoch, p.leader_epoch, "the same leadership");
+    }
+
     #[test]
     fn an_isr_back_at_min_isr_empties_the_elr() {
         let (mut c, _) = setup(true);
