@@ -71,6 +71,12 @@ pub struct BrokerConfig {
     /// line; `fjord_storage::StorageLimits::direct_io`); `false` (the default) writes
     /// through the page cache.
     pub direct_io: bool,
+    /// `replica.fetch.durable` (Fjord's own, not Kafka's): `true` (the default)
+    /// makes a follower flush what it fetched before its next fetch tells the
+    /// leader it holds it, so the high watermark only covers records on stable
+    /// storage on every ISR member; `false` reports them from the page cache,
+    /// as Kafka does (`fjord_replication::FollowerSettings::durable_fetch`).
+    pub replica_fetch_durable: bool,
     /// `log.cache.max.bytes` (Fjord's own): the batch cache, bytes of recently
     /// appended batches a node keeps in memory for consumers and followers when
     /// appends are direct (`fjord_storage::StorageLimits::batch_cache_bytes`; 0 turns
@@ -995,6 +1001,7 @@ impl Default for BrokerConfig {
             cleaner: fjord_storage::CleanerConfig::default(),
             cleaner_io_max_printed: None,
             group_commit_syncfs: true,
+            replica_fetch_durable: true,
             direct_io: false,
             batch_cache_bytes: limits::BATCH_CACHE_BYTES_DEFAULT,
             groups: GroupSettings::default(),
@@ -1069,6 +1076,13 @@ impl BrokerConfig {
                     "auto" => true,
                     "false" => false,
                     _ => return Err(invalid(name, value, "auto or false")),
+                }
+            }
+            "replica.fetch.durable" => {
+                self.replica_fetch_durable = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(invalid(name, value, "true or false")),
                 }
             }
             "log.cache.max.bytes" => {
@@ -2103,6 +2117,19 @@ mod tests {
         assert!(c.set("log.group.commit.syncfs", "yes").is_err());
         assert!(c.group_commit_syncfs);
         assert!(!c.not_kafka.contains("log.group.commit.syncfs"));
+    }
+
+    #[test]
+    fn replica_fetch_durable_switch() {
+        let mut c = BrokerConfig::default();
+        assert!(c.replica_fetch_durable, "durable followers by default");
+        c.set("replica.fetch.durable", "false").unwrap();
+        assert!(!c.replica_fetch_durable);
+        c.set("replica.fetch.durable", "true").unwrap();
+        assert!(c.replica_fetch_durable);
+        assert!(c.set("replica.fetch.durable", "no").is_err());
+        assert!(c.replica_fetch_durable);
+        assert!(!c.not_kafka.contains("replica.fetch.durable"));
     }
 
     #[test]

@@ -545,9 +545,14 @@ fn apply_response(now: i64, polled: &[(FetchTarget, FollowerFetch)], response: F
         }
     }
     for p in appended {
-        let end = p.log_end_offset();
-        if let Err(e) = p.log.sync_to(Offset(end.0 - 1)).wait_blocking() {
-            tracing::warn!(partition = p.index.0, "flushing fetched records: {e}");
+        // With `replica.fetch.durable=false` the next round states the
+        // log end at once; the data reaches the disk with the log's flush
+        // policy (`log.flush.interval.*`) or the kernel's write-back.
+        if p.durable_fetch() {
+            let end = p.log_end_offset();
+            if let Err(e) = p.log.sync_to(Offset(end.0 - 1)).wait_blocking() {
+                tracing::warn!(partition = p.index.0, "flushing fetched records: {e}");
+            }
         }
         p.on_follower_flush();
     }

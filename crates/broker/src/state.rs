@@ -1316,7 +1316,14 @@ impl Broker {
             let _ = part.become_leader(state, self.leader_settings(settings), now_ms());
         } else {
             let epoch = self.broker_epoch.load(Ordering::SeqCst);
-            part.become_follower(state, epoch, fjord_replication::FollowerSettings::default());
+            part.become_follower(
+                state,
+                epoch,
+                fjord_replication::FollowerSettings {
+                    durable_fetch: self.config.replica_fetch_durable,
+                    ..Default::default()
+                },
+            );
             if reg.leader >= 0 {
                 let target = crate::replica_fetcher::FetchTarget {
                     topic_id,

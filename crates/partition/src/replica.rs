@@ -363,7 +363,7 @@ impl Partition {
             return None;
         };
         let end = self.log.log_end_offset();
-        if self.log.durable_offset() < end {
+        if f.durable_fetch() && self.log.durable_offset() < end {
             // Records appended before this node followed (acks=1 as a
             // leader) hold the next fetch back until they are durable.
             drop(self.log.sync_to(Offset(end.0 - 1)));
@@ -393,8 +393,10 @@ impl Partition {
             FollowerAction::Append => {
                 if !records.is_empty() {
                     let r = self.log.append_as_follower(records, now_ms)?;
-                    // The next fetch waits for this: ask for the flush now.
-                    drop(self.log.sync_to(r.last_offset));
+                    if f.durable_fetch() {
+                        // The next fetch waits for this: ask for the flush now.
+                        drop(self.log.sync_to(r.last_offset));
+                    }
                 }
             }
             FollowerAction::Truncate(to) => {
@@ -409,6 +411,16 @@ impl Partition {
             self.advance_high_watermark(hw);
         }
         Ok(())
+    }
+
+    /// Whether this node follows the partition with `durable_fetch`
+    /// (`replica.fetch.durable`): the fetcher then waits for a flush of what
+    /// it appended before the next round.
+    pub fn durable_fetch(&self) -> bool {
+        match &*self.role.lock() {
+            Some(Role::Follower(f)) => f.durable_fetch(),
+            _ => true,
+        }
     }
 
     /// The follower's durable end moved (a flush finished): its high
@@ -560,6 +572,7 @@ mod tests {
             fetch_backoff_ms: 10,
             fetch_timeout_ms: 1_000,
             fetch_idle_ms: 0,
+            durable_fetch: true,
         }
     }
 
@@ -635,6 +648,46 @@ mod tests {
         assert_eq!(round(&l, &f, 5), FetchOutcome::Records);
         assert_eq!(f.log_end_offset(), Offset(4));
         assert_eq!(l.high_watermark(), Offset(3));
+    }
+
+    /// `replica.fetch.durable=false` (`durable_fetch: false`): the follower
+    /// neither asks for a flush nor waits for one, and its next fetch tells
+    /// the leader it holds the batch, so acks=all resolves while the
+    /// follower's copy is only in the page cache (Kafka's model).
+    #[test]
+    fn without_durable_fetch_acks_all_resolves_before_the_follower_flushes() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (l, f) = (Arc::new(open(d1.path(), 1)), open(d2.path(), 2));
+        l.become_leader(state(1, 3, &[1, 2]), settings(2), 0);
+        let unsynced = FollowerSettings {
+            durable_fetch: false,
+            ..follower_settings()
+        };
+        f.become_follower(state(1, 3, &[1, 2]), 7, unsynced);
+        assert!(!f.durable_fetch());
+        let mut b = batch(3);
+        let a = l.append(&mut b, Acks::All, 0).unwrap();
+        let waiter = std::thread::spawn(move || a.committed.wait_blocking());
+        assert_eq!(round(&l, &f, 1), FetchOutcome::Records);
+        assert_eq!(f.log_end_offset(), Offset(3));
+        wait_durable(&l);
+        let (_, fetch) = f.poll_replica_fetch(2).expect("a fetch at once");
+        assert_eq!(fetch.fetch_offset, Offset(3));
+        assert_eq!(
+            f.log.durable_offset(),
+            Offset(0),
+            "the follower's copy is not flushed"
+        );
+        let got = l.follower_fetch(fetch, 1 << 20, 2).unwrap();
+        assert_eq!(l.high_watermark(), Offset(3));
+        waiter.join().unwrap().unwrap();
+        f.on_replica_fetch_answer(2, fetch, got.answer, &[])
+            .unwrap();
+        assert_eq!(
+            f.high_watermark(),
+            Offset(0),
+            "the follower's own high watermark waits for its flush"
+        );
     }
 
     #[test]

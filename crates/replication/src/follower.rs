@@ -17,6 +17,13 @@ pub struct FollowerSettings {
     /// The pause after an answer with no records (0 when the leader holds
     /// empty fetches, as a real leader does with `replica.fetch.wait.max.ms`).
     pub fetch_idle_ms: i64,
+    /// Fjord's `replica.fetch.durable`: `true` (the default) sends the next
+    /// fetch, whose offset the leader counts toward the high watermark, only
+    /// once everything appended is durable here; `false` sends it at once
+    /// (Kafka's behaviour: a follower's page cache counts), so acknowledged
+    /// records may be lost when the replicas crash together (power loss).
+    /// The follower's own high watermark stays bounded by its durable end.
+    pub durable_fetch: bool,
 }
 
 impl Default for FollowerSettings {
@@ -25,6 +32,7 @@ impl Default for FollowerSettings {
             fetch_backoff_ms: limits::REPLICA_FETCH_BACKOFF_MS_DEFAULT,
             fetch_timeout_ms: limits::REPLICA_FETCH_RESPONSE_TIMEOUT_MS_DEFAULT,
             fetch_idle_ms: 0,
+            durable_fetch: true,
         }
     }
 }
@@ -64,8 +72,6 @@ pub struct Follower {
     /// Planted bug for the simulator: truncate to the high watermark on a
     /// leader change (the pre-KIP-101 behaviour).
     truncate_by_high_watermark: bool,
-    /// Planted bug for the simulator: fetch before appended data is durable.
-    report_non_durable: bool,
 }
 
 impl Follower {
@@ -88,7 +94,6 @@ impl Follower {
             in_flight: None,
             next_fetch_ms: i64::MIN,
             truncate_by_high_watermark: false,
-            report_non_durable: false,
         }
     }
 
@@ -97,9 +102,17 @@ impl Follower {
         self.truncate_by_high_watermark = true;
     }
 
+    /// The simulator's planted bug "a follower counted before its data is
+    /// durable": the `durable_fetch: false` opt-out.
     #[doc(hidden)]
     pub fn plant_report_non_durable(&mut self) {
-        self.report_non_durable = true;
+        self.settings.durable_fetch = false;
+    }
+
+    /// Whether the next fetch waits for what was appended to be durable
+    /// ([`FollowerSettings::durable_fetch`]).
+    pub fn durable_fetch(&self) -> bool {
+        self.settings.durable_fetch
     }
 
     pub fn leader(&self) -> Option<NodeId> {
@@ -140,9 +153,10 @@ impl Follower {
         None
     }
 
-    /// The fetch to send now, if any: one in flight at a time, and only
-    /// once everything appended is durable, so that the fetch offset the
-    /// leader counts toward the high watermark is durable here.
+    /// The fetch to send now, if any: one in flight at a time, and (with
+    /// `durable_fetch`, the default) only once everything appended is
+    /// durable, so that the fetch offset the leader counts toward the high
+    /// watermark is durable here.
     pub fn poll_fetch(
         &mut self,
         now_ms: i64,
@@ -157,7 +171,7 @@ impl Follower {
                 return None;
             }
         }
-        if log.durable_end() < log.log_end() && !self.report_non_durable {
+        if self.settings.durable_fetch && log.durable_end() < log.log_end() {
             return None;
         }
         let fetch = FollowerFetch {

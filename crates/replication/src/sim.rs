@@ -410,6 +410,7 @@ impl<'a> Sim<'a> {
             fetch_backoff_ms: 8,
             fetch_timeout_ms: 40,
             fetch_idle_ms: 4,
+            durable_fetch: true,
         }
     }
 

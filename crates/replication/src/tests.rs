@@ -351,6 +351,7 @@ fn follower_settings() -> FollowerSettings {
         fetch_backoff_ms: 50,
         fetch_timeout_ms: 500,
         fetch_idle_ms: 0,
+        durable_fetch: true,
     }
 }
 
@@ -395,10 +396,11 @@ fn a_follower_truncates_on_the_leaders_diverging_epoch_never_by_high_watermark()
     assert_eq!(action, FollowerAction::Truncate(Offset(2)));
 }
 
-#[test]
-fn a_follower_fetches_only_durable_data_and_bounds_the_high_watermark_by_it() {
+/// A follower with `settings` that fetched two records from leader 1 and
+/// appended them, not durable yet (its high watermark: 2 of the leader's 3).
+fn appended_unflushed(settings: FollowerSettings) -> (Follower, VecLog) {
     let mut log = VecLog::new(&[5, 5]);
-    let mut f = Follower::new(NodeId(2), 102, follower_settings(), Offset(0));
+    let mut f = Follower::new(NodeId(2), 102, settings, Offset(0));
     f.on_new_leader(NodeId(1), LeaderEpoch(5), &log);
     let (_, req) = f.poll_fetch(0, &log).expect("a fetch");
     // A stale answer (another fetch) is ignored.
@@ -418,6 +420,30 @@ fn a_follower_fetches_only_durable_data_and_bounds_the_high_watermark_by_it() {
         Some(Offset(2)),
         "the appended records are not durable yet"
     );
+    (f, log)
+}
+
+/// `replica.fetch.durable=false`: the next fetch goes out before the
+/// appended records are durable, stating the log end (Kafka's follower);
+/// the follower's own high watermark is still bounded by its durable end.
+#[test]
+fn without_durable_fetch_a_follower_reports_records_before_they_are_durable() {
+    let (mut f, log) = appended_unflushed(FollowerSettings {
+        durable_fetch: false,
+        ..follower_settings()
+    });
+    assert!(!f.durable_fetch());
+    let (_, req) = f
+        .poll_fetch(2, &log)
+        .expect("a fetch before the flush: the page cache counts");
+    assert_eq!(req.fetch_offset, Offset(4), "the log end, not durable here");
+    assert_eq!(f.high_watermark(), Offset(2), "bounded by the durable end");
+}
+
+#[test]
+fn a_follower_fetches_only_durable_data_and_bounds_the_high_watermark_by_it() {
+    let (mut f, mut log) = appended_unflushed(follower_settings());
+    assert!(f.durable_fetch());
     assert!(f.poll_fetch(2, &log).is_none(), "no fetch before the flush");
     log.durable = 3;
     assert_eq!(f.on_log_change(&log), Some(Offset(3)));
