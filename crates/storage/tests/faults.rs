@@ -530,3 +530,56 @@ fn an_absent_log_touches_no_disk() {
     assert!(!dir.exists(), "an absent log made its directory");
     assert!(fs.synced_paths.lock().unwrap().is_empty());
 }
+
+/// `Log::write_unsynced_file` costs no fsync; the log's first sync round makes the file
+/// durable before that round's data counts as durable: a crash before it leaves the file
+/// empty (never synced), one after it the whole file.
+#[test]
+fn a_file_written_beside_the_log_is_durable_with_its_first_synced_data() {
+    common::on_both_write_paths(|_| {
+        let fs = Arc::new(FaultFs::new());
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("t-0");
+        let file = part.join("partition.metadata");
+        let text = b"version: 0\ntopic_id: AAAAAAAAAAAAAAAAAAAAAQ\n";
+
+        let (log, _) = open(&fs, &part);
+        let syncs = fs.syncs.load(Ordering::SeqCst);
+        log.write_unsynced_file("partition.metadata", text).unwrap();
+        assert_eq!(
+            fs.syncs.load(Ordering::SeqCst),
+            syncs,
+            "written without a sync"
+        );
+        assert_eq!(std::fs::read(&file).unwrap(), text);
+        common::crash(log);
+        fs.crash(None);
+        assert_eq!(std::fs::read(&file).unwrap(), b"", "never synced");
+
+        let (log, _) = open(&fs, &part);
+        log.write_unsynced_file("partition.metadata", text).unwrap();
+        let r = log.append(&mut batch(1, 10, 0, 1), 0).unwrap();
+        log.sync_to(r.last_offset).wait_blocking().unwrap();
+        let synced = fs.synced_paths.lock().unwrap().clone();
+        let at = synced.iter().position(|p| *p == file);
+        let data_at = synced
+            .iter()
+            .position(|p| p.extension().is_some_and(|x| x == "log"));
+        assert!(at.is_some(), "file synced: {synced:?}");
+        assert!(
+            data_at.is_none_or(|d| at < Some(d)),
+            "before the data: {synced:?}"
+        );
+        common::crash(log);
+        fs.crash(None);
+        assert_eq!(std::fs::read(&file).unwrap(), text);
+        let (log, report) = open(&fs, &part);
+        assert_eq!(report.log_end_offset, Offset(1));
+        // Nothing left to sync once it has been: the next round does not sync it again.
+        let before = fs.synced_paths.lock().unwrap().len();
+        let r = log.append(&mut batch(1, 10, 1, 2), 0).unwrap();
+        log.sync_to(r.last_offset).wait_blocking().unwrap();
+        let again = fs.synced_paths.lock().unwrap()[before..].to_vec();
+        assert!(!again.contains(&file), "{again:?}");
+    });
+}

@@ -160,6 +160,9 @@ pub struct Log {
     /// defers every fsync of its creation to the first sync of data in it (an empty
     /// partition lost in a crash is recreated empty by the next `open`).
     parent_dirty: AtomicBool,
+    /// Files `Log::write_unsynced_file` wrote beside the log since the last sync round:
+    /// the next round fsyncs them before anything else.
+    unsynced_files: Mutex<Vec<PathBuf>>,
     config: RwLock<LogConfig>,
     epochs: Mutex<Vec<(i32, i64)>>,
     /// The cleaner checkpoint: the first offset not yet cleaned (compacted logs).
@@ -319,6 +322,37 @@ impl Log {
     /// Number of segments (diagnostics and tests).
     pub fn segment_count(&self) -> usize {
         self.view.read().segments.len()
+    }
+
+    /// Writes the small file `name` in the log's directory (whole: a temporary file
+    /// renamed over it) without an fsync: the log's next sync round makes it durable
+    /// before any data of that round counts as durable. For a file that describes the
+    /// log and must be there whenever data is (Kafka's `partition.metadata`, written as a
+    /// partition's log is created: creating a partition then costs no fsync, and a crash
+    /// before its first data is durable loses no data it could be mistaken for).
+    pub fn write_unsynced_file(&self, name: &str, contents: &[u8]) -> Result<(), StorageError> {
+        self.check_writable()?;
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let write = || -> io::Result<()> {
+            let mut f = self.ctx.fs.open(
+                &tmp,
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true),
+            )?;
+            self.ctx.fs.write_all(&tmp, &mut f, contents)?;
+            self.ctx.fs.rename(&tmp, &path)
+        };
+        write().map_err(|e| StorageError::io_path("write", &path, e))?;
+        let mut files = self.unsynced_files.lock();
+        if !files.contains(&path) {
+            files.push(path);
+        }
+        drop(files);
+        self.dir_dirty.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Changes the settings; size/roll settings apply to the next append, index sizes to

@@ -75,6 +75,7 @@ impl Log {
     /// crash in the middle of a round then leaves a durable prefix of the log, never a
     /// newer segment durable past an older one's lost tail.
     pub(super) fn sync_segments(&self, view: &View) -> Result<(), StorageError> {
+        self.sync_unsynced_files()?;
         if self.parent_dirty.swap(false, Ordering::AcqRel) {
             if let Some(parent) = self.dir.parent() {
                 if let Err(e) = checkpoint::sync_dir(&*self.ctx.fs, parent) {
@@ -104,6 +105,27 @@ impl Log {
                 .map_err(|e| StorageError::io(format!("fsync index of {}", seg.display()), e))?;
             if i != last {
                 seg.track_file();
+            }
+        }
+        Ok(())
+    }
+
+    /// fsyncs the files `write_unsynced_file` wrote since the last round (first in every
+    /// round: a file that describes the log is durable before data the round covers); the
+    /// ones not synced are given back to the next round on an error.
+    fn sync_unsynced_files(&self) -> Result<(), StorageError> {
+        let files = std::mem::take(&mut *self.unsynced_files.lock());
+        for (i, path) in files.iter().enumerate() {
+            let synced = self
+                .ctx
+                .fs
+                .open(path, fs::OpenOptions::new().read(true))
+                .and_then(|f| self.ctx.fs.sync_all(path, &f));
+            if let Err(e) = synced {
+                self.unsynced_files
+                    .lock()
+                    .extend(files[i..].iter().cloned());
+                return Err(StorageError::io_path("fsync", path, e));
             }
         }
         Ok(())
@@ -307,6 +329,7 @@ impl Log {
     /// and the directories) never makes newer data durable before an older segment's.
     fn prepare_batched(&self) -> Result<Batched, StorageError> {
         let (generation, target) = self.sync_target();
+        self.sync_unsynced_files()?;
         let view = Arc::clone(&self.view.read());
         let last = view.segments.len() - 1;
         let first = view.segments[..last]
