@@ -367,7 +367,8 @@ def _recv_exact(s: socket.socket, n: int) -> bytes | None:
 class Conn:
     """One connection sending schema-encoded requests one at a time."""
 
-    def __init__(self, bootstrap: str, timeout_s: float = 15.0):
+    def __init__(self, bootstrap: str, timeout_s: float = 15.0, client_id: str = "parity"):
+        self.client_id = client_id
         host, port = bootstrap.rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=timeout_s)
         self.sock.settimeout(timeout_s)
@@ -387,7 +388,7 @@ class Conn:
         """The decoded response body, or None if the broker closed the connection."""
         a = self.schemas.api(api)
         self.correlation_id += 1
-        self.sock.sendall(a.encode_request(version, self.correlation_id, body or {}))
+        self.sock.sendall(a.encode_request(version, self.correlation_id, body or {}, self.client_id))
         size = _recv_exact(self.sock, 4)
         if size is None:
             return None

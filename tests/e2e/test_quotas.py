@@ -14,6 +14,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 import clients as c
+import kschema
+import wire
 from conftest import unique
 
 CONFIGS = "kafka.admin.ConfigCommand"
@@ -139,6 +141,60 @@ def test_librdkafka_consumer_is_throttled_to_its_quota(quota_broker, java, fille
     assert got == RECORDS
     assert throttles and max(throttles) > 0, throttles
     assert_near_quota(RECORDS * RECORD_BYTES, elapsed, "librdkafka consumer")
+
+
+def alter_client_quota(b, client_id, key, value):
+    """AlterClientQuotas sent directly (no JVM start: seconds less than kafka-configs)."""
+    r = kschema.call(b.bootstrap, "AlterClientQuotas", 0, {
+        "Entries": [{"Entity": [{"EntityType": "client-id", "EntityName": client_id}],
+                     "Ops": [{"Key": key, "Value": float(value), "Remove": False}]}],
+        "ValidateOnly": False})
+    assert r is not None and all(e["ErrorCode"] == 0 for e in r["Entries"]), r
+    time.sleep(1.0)
+
+
+def test_a_throttled_fetch_carries_no_records(quota_broker, filled):
+    """KIP-219 as Kafka answers it (KafkaApis.handleFetchRequest, FetchContext.getThrottledResponse): a consumer
+    over its consumer_byte_rate gets, at once, a Fetch response with throttle_time_ms and no partitions at all;
+    the bytes it was not sent do not count against it, a fetch session keeps its id and epoch through throttled
+    responses, and a client that honours each throttle time reads everything at about the quota."""
+    b = quota_broker
+    client = unique("rawcons")
+    alter_client_quota(b, client, "consumer_byte_rate", QUOTA)
+    offset, sid, epoch = 0, 0, 0
+    throttled, answers = 0, 0
+    start = time.monotonic()
+    with kschema.Conn(b.bootstrap, client_id=client) as conn:
+        while offset < RECORDS and time.monotonic() - start < 60:
+            r = conn.call("Fetch", 12, {
+                "ReplicaId": -1, "MaxWaitMs": 500, "MinBytes": 1, "MaxBytes": 1 << 20, "IsolationLevel": 0,
+                "SessionId": sid, "SessionEpoch": epoch,
+                "Topics": [{"Topic": filled, "Partitions": [
+                    {"Partition": 0, "FetchOffset": offset, "PartitionMaxBytes": 1 << 20, "LogStartOffset": -1}]}],
+                "ForgottenTopicsData": [], "RackId": ""})
+            assert r is not None and r["ErrorCode"] == 0, r
+            answers += 1
+            got = [bt for t in r["Responses"] for p in t["Partitions"] for bt in wire.batches(p["Records"] or b"")]
+            if r["ThrottleTimeMs"] > 0:
+                throttled += 1
+                assert r["Responses"] == [], f"a throttled fetch (answer {answers}) carried {len(got)} batches"
+                # A full fetch opens no session when throttled; an incremental one keeps its session.
+                assert r["SessionId"] == sid, (r["SessionId"], sid)
+                time.sleep(r["ThrottleTimeMs"] / 1000)
+            for bt in got:
+                offset = max(offset, bt["base_offset"] + bt["last_offset_delta"] + 1)
+            # The Java client's FetchSessionHandler: a full answer with a session id opens it at epoch 1, an
+            # answered incremental fetch moves to the next epoch.
+            if epoch == 0:
+                sid = r["SessionId"]
+                epoch = 1 if sid else 0
+            else:
+                epoch += 1
+    elapsed = time.monotonic() - start
+    assert offset == RECORDS, f"read up to {offset} of {RECORDS} in {answers} answers"
+    assert throttled > 0, f"{answers} answers, none throttled"
+    assert sid != 0, "no fetch session opened"
+    assert_near_quota(RECORDS * RECORD_BYTES, elapsed, "raw consumer")
 
 
 # Last in the file: the quotas it leaves (the default client-id's) must not touch the tests above. Each

@@ -408,6 +408,21 @@ impl ClientQuotas {
             .or_default()
             .record_and_throttle(self.window, value, bound, now_ms)
     }
+
+    /// Takes back `value` of `kind` recorded at `now_ms` for `user` and
+    /// `client_id` (Kafka's `unrecordQuotaSensor`: a throttled Fetch sends
+    /// none of the bytes it recorded).
+    pub fn unrecord(&self, kind: QuotaKind, user: &str, client_id: &str, value: f64, now_ms: u64) {
+        if !self.enabled() {
+            return;
+        }
+        let Some((_, key)) = self.limits.read().resolve(kind, user, client_id) else {
+            return;
+        };
+        if let Some(rate) = self.sensors.lock().rates.get_mut(&(kind, key)) {
+            rate.record(self.window, -value, now_ms);
+        }
+    }
 }
 
 /// When a connection may be read again (wall-clock ms; 0: not muted).
@@ -596,6 +611,25 @@ mod tests {
         assert_eq!(img.to_records(), Vec::<MetadataRecord>::new());
         q.update(&img);
         assert!(!q.enabled());
+    }
+
+    #[test]
+    fn an_unrecorded_fetch_no_longer_counts() {
+        let q = ClientQuotas::new(CFG);
+        q.update(&image(&[quota(
+            &[("client-id", Some("c"))],
+            CONSUMER_BYTE_RATE,
+            100.0,
+        )]));
+        // 500 B within 10 windows of 100 B/s: not throttled; 1000 B more is.
+        assert_eq!(q.record(QuotaKind::Fetch, "u", "c", 500.0, 0), 0);
+        assert!(q.record(QuotaKind::Fetch, "u", "c", 1000.0, 0) > 0);
+        // Taken back (the throttled fetch sent nothing): 500 B more fits.
+        q.unrecord(QuotaKind::Fetch, "u", "c", 1000.0, 0);
+        assert_eq!(q.record(QuotaKind::Fetch, "u", "c", 500.0, 0), 0);
+        // Without a quota there is nothing to take back.
+        q.unrecord(QuotaKind::Produce, "u", "c", 1000.0, 0);
+        assert_eq!(q.record(QuotaKind::Produce, "u", "c", 1e9, 0), 0);
     }
 
     #[test]

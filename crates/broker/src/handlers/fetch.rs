@@ -45,10 +45,13 @@
 //! sent with sendfile(2) (see `response.rs`). A test checks the encoding
 //! against kafka-protocol's for every version.
 //!
-//! A consumer over its `consumer_byte_rate` quota gets `throttle_time_ms`
-//! with the records of this response (Kafka answers a throttled fetch
-//! empty) and its connection reads nothing more for that long
-//! (`crate::quotas`).
+//! A consumer over its `consumer_byte_rate` quota gets, at once, an empty
+//! response with `throttle_time_ms` (Kafka's `getThrottledResponse`,
+//! KIP-219): no partitions, the bytes it would have sent taken back from
+//! its rate, no session opened and an incremental session's partitions
+//! left as they were (so the next fetch sends what this one held back);
+//! its connection reads nothing more for that long (`crate::quotas`). A
+//! follower's fetches are not a client's and are never throttled here.
 //!
 //! A partition named twice in one request is answered once, at its first
 //! place, from the position of its last entry, as Kafka's map of wanted
@@ -465,11 +468,32 @@ async fn fetch(ctx: Ctx, req: FetchRequest, plan: Plan) -> Option<Response> {
         }
         registered = false;
     };
+    // A consumer over its byte-rate quota gets nothing this time.
+    let throttle_ms = if replica.is_none() {
+        consumer_throttle_ms(&ctx, &parts)
+    } else {
+        0
+    };
     // Sessions: open one, or keep only what changed in this one.
     let mut session_id = INVALID_SESSION_ID;
     let mut error = ErrorCode::NONE;
     let mut keep: Option<Vec<bool>> = None;
     match &plan {
+        // Throttled: the session stays as it was (Kafka's
+        // `IncrementalFetchContext.getThrottledResponse`), none is opened.
+        Plan::Incremental { id, epoch, .. } if throttle_ms > 0 => {
+            session_id = *id;
+            if ctx
+                .broker
+                .fetch_sessions
+                .lock()
+                .epoch(*id)
+                .is_some_and(|e| e != *epoch)
+            {
+                error = ErrorCode::INVALID_FETCH_SESSION_EPOCH;
+            }
+        }
+        Plan::Open { .. } if throttle_ms > 0 => {}
         Plan::Open { privileged } => {
             let entries = wants
                 .iter()
@@ -519,6 +543,9 @@ async fn fetch(ctx: Ctx, req: FetchRequest, plan: Plan) -> Option<Response> {
             }));
         }
         Plan::Sessionless | Plan::Error(_) => {}
+    }
+    if throttle_ms > 0 {
+        keep = Some(vec![false; wants.len()]);
     }
     let mut endpoints: Vec<NodeEndpointOut> = Vec::new();
     // Kafka counts a follower's fetches apart (ReplicationBytesOutPerSec).
@@ -591,17 +618,6 @@ async fn fetch(ctx: Ctx, req: FetchRequest, plan: Plan) -> Option<Response> {
         codes.dedup();
         codes
     });
-    // The consumer byte-rate quota counts the records sent (a follower's
-    // fetches are not a client's).
-    let throttle_ms = if replica.is_none() && ctx.broker.quotas.enabled() {
-        let bytes: usize = topics
-            .iter()
-            .flat_map(|t| t.partitions.iter().map(|p| p.records_bytes))
-            .sum();
-        ctx.quota_throttle_ms(QuotaKind::Fetch, bytes as f64)
-    } else {
-        0
-    };
     let mut resp = encode_session(
         ctx.api_version,
         ctx.correlation_id,
@@ -615,6 +631,22 @@ async fn fetch(ctx: Ctx, req: FetchRequest, plan: Plan) -> Option<Response> {
         set_throttle_time(&mut resp, ctx.api_version, throttle_ms);
     }
     Some(resp)
+}
+
+/// Records the records a consumer's fetch read against its byte-rate quota
+/// and returns its throttle time; a throttled fetch sends none of them, so
+/// they are taken back (Kafka's `handleFetchRequest`: record, then
+/// unrecord when throttled).
+fn consumer_throttle_ms(ctx: &Ctx, parts: &[PartitionOut]) -> i32 {
+    if !ctx.broker.quotas.enabled() {
+        return 0;
+    }
+    let bytes = parts.iter().map(|p| p.records_bytes).sum::<usize>() as f64;
+    let throttle_ms = ctx.quota_throttle_ms(QuotaKind::Fetch, bytes);
+    if throttle_ms > 0 {
+        ctx.quota_unrecord(QuotaKind::Fetch, bytes);
+    }
+    throttle_ms
 }
 
 /// Writes `throttle_ms` into an encoded response's `throttle_time_ms`

@@ -193,6 +193,22 @@ impl Ctx {
         )
     }
 
+    /// Takes back `value` of `kind` that [`Ctx::quota_throttle_ms`]
+    /// recorded for this request (a throttled Fetch sends nothing).
+    pub fn quota_unrecord(&self, kind: QuotaKind, value: f64) {
+        let Some(principal) = self.principal.as_ref() else {
+            return;
+        };
+        let now = u64::try_from(crate::state::now_ms()).unwrap_or(0);
+        self.broker.quotas.unrecord(
+            kind,
+            &principal.name,
+            self.client_id.as_deref().unwrap_or(""),
+            value,
+            now,
+        );
+    }
+
     /// [`crate::quotas::ClientQuotas::max_in_window`] for this request's
     /// client, in bytes (`None`: no quota).
     pub fn quota_window_bytes(&self, kind: QuotaKind) -> Option<usize> {
