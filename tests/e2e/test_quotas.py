@@ -197,6 +197,30 @@ def test_a_throttled_fetch_carries_no_records(quota_broker, filled):
     assert_near_quota(RECORDS * RECORD_BYTES, elapsed, "raw consumer")
 
 
+def test_request_percentage_throttle_time_is_in_the_response(quota_broker):
+    """request_percentage (Kafka's request quota, ClientRequestQuotaManager): a client over it gets its throttle
+    time in the response's throttle_time_ms (Kafka's sendResponseMaybeThrottle), not only a muted connection;
+    a client without the quota is not touched."""
+    b = quota_broker
+    client = unique("reqpct")
+    # A thousandth of a percent of one thread: a single request exceeds it.
+    alter_client_quota(b, client, "request_percentage", 0.001)
+    metadata = {"Topics": [], "AllowAutoTopicCreation": False, "IncludeTopicAuthorizedOperations": False}
+    throttle, answers = 0, 0
+    start = time.monotonic()
+    with kschema.Conn(b.bootstrap, client_id=client, timeout_s=30) as conn:
+        # The connection is muted after the first throttled answer: the loop ends there.
+        while not throttle and time.monotonic() - start < 10:
+            r = conn.call("Metadata", 12, metadata)
+            assert r is not None
+            answers += 1
+            throttle = r["ThrottleTimeMs"]
+    assert throttle > 0, f"{answers} Metadata answers without a throttle time"
+    with kschema.Conn(b.bootstrap, client_id=unique("free")) as conn:
+        r = conn.call("Metadata", 12, metadata)
+        assert r is not None and r["ThrottleTimeMs"] == 0, r
+
+
 # Last in the file: the quotas it leaves (the default client-id's) must not touch the tests above. Each
 # kafka-configs run starts a JVM (several seconds on a loaded machine).
 @pytest.mark.timeout(300)

@@ -634,15 +634,23 @@ async fn fetch(ctx: Ctx, req: FetchRequest, plan: Plan) -> Option<Response> {
 }
 
 /// Records the records a consumer's fetch read against its byte-rate quota
-/// and returns its throttle time; a throttled fetch sends none of them, so
-/// they are taken back (Kafka's `handleFetchRequest`: record, then
-/// unrecord when throttled).
+/// and returns its throttle time, the larger of the byte rate's and the
+/// request quota's (`request_percentage`, recorded when the request was
+/// dispatched: what is left of the connection's mute); a throttled fetch
+/// sends none of the records, so they are taken back (Kafka's
+/// `handleFetchRequest`: record, then unrecord when throttled).
 fn consumer_throttle_ms(ctx: &Ctx, parts: &[PartitionOut]) -> i32 {
     if !ctx.broker.quotas.enabled() {
         return 0;
     }
+    let request_ms = ctx.throttle.as_ref().map_or(0, |t| {
+        let now = u64::try_from(now_ms()).unwrap_or(0);
+        i32::try_from(t.muted_for_ms(now)).unwrap_or(i32::MAX)
+    });
     let bytes = parts.iter().map(|p| p.records_bytes).sum::<usize>() as f64;
-    let throttle_ms = ctx.quota_throttle_ms(QuotaKind::Fetch, bytes);
+    let throttle_ms = ctx
+        .quota_throttle_ms(QuotaKind::Fetch, bytes)
+        .max(request_ms);
     if throttle_ms > 0 {
         ctx.quota_unrecord(QuotaKind::Fetch, bytes);
     }

@@ -437,6 +437,95 @@ pub fn supported() -> Vec<(i16, RangeInclusive<i16>)> {
     ]
 }
 
+/// Where `throttle_time_ms` sits in the body of response `api_key` at
+/// `version`, in bytes from the body's start, for the responses that have it
+/// at a fixed place (Kafka's schemas: the first field; OffsetDelete's follows
+/// its error code). `None`: no such field (SASL, ApiVersions, the quorum and
+/// inter-broker APIs), or not at a fixed place (Produce's follows its
+/// topics; its handler writes its own).
+pub fn throttle_time_at(api_key: i16, version: i16) -> Option<usize> {
+    use fjord_protocol::kafka_protocol::messages::ApiKey::{self, *};
+    let first_version = match ApiKey::try_from(api_key).ok()? {
+        OffsetDelete => return Some(2),
+        DeleteRecords
+        | InitProducerId
+        | DescribeConfigs
+        | AlterConfigs
+        | CreatePartitions
+        | IncrementalAlterConfigs
+        | DescribeCluster
+        | DeleteGroups
+        | DescribeLogDirs
+        | AlterReplicaLogDirs
+        | ElectLeaders
+        | AlterPartitionReassignments
+        | ListPartitionReassignments
+        | DescribeTopicPartitions
+        | ListConfigResources
+        | DescribeProducers
+        | DescribeAcls
+        | CreateAcls
+        | DeleteAcls
+        | ListTransactions
+        | AddPartitionsToTxn
+        | AddOffsetsToTxn
+        | EndTxn
+        | TxnOffsetCommit
+        | DescribeTransactions
+        | UpdateFeatures
+        | DescribeUserScramCredentials
+        | AlterUserScramCredentials
+        | DescribeClientQuotas
+        | AlterClientQuotas => 0,
+        Fetch | FindCoordinator | Heartbeat | DeleteTopics | DescribeGroups | LeaveGroup
+        | ListGroups | SyncGroup => 1,
+        CreateTopics | JoinGroup | ListOffsets | OffsetForLeaderEpoch => 2,
+        Metadata | OffsetCommit | OffsetFetch => 3,
+        _ => return None,
+    };
+    (version >= first_version).then_some(0)
+}
+
+/// Raises the `throttle_time_ms` of an encoded response (header of
+/// `header_len` bytes, then the body) to `throttle_ms`; a larger one already
+/// there stays (Kafka answers the larger of a request's throttle times).
+pub fn raise_throttle_time(frame: &mut [u8], header_len: usize, at: usize, throttle_ms: i32) {
+    let start = header_len + at;
+    if let Some(field) = frame.get_mut(start..start + 4) {
+        let had = i32::from_be_bytes([field[0], field[1], field[2], field[3]]);
+        if throttle_ms > had {
+            field.copy_from_slice(&throttle_ms.to_be_bytes());
+        }
+    }
+}
+
+/// A response to a request over its `request_percentage`, with the
+/// throttle time written into it where the response has that field (the
+/// connection is muted for it either way). Fetch takes it into account
+/// itself (a throttled fetch is answered empty), and Produce's throttle
+/// time is its byte rate's.
+fn with_request_throttle(pending: Pending, api_key: i16, version: i16, ms: i32) -> Pending {
+    let Some(at) = throttle_time_at(api_key, version) else {
+        return pending;
+    };
+    // The size prefix and the correlation id, then a tagged-field byte in
+    // header v1 (empty in every response we write).
+    let header_len = 8 + usize::from(response_header_version(api_key, version) >= 1);
+    let raise = move |mut out: BytesMut| {
+        raise_throttle_time(&mut out, header_len, at, ms);
+        out
+    };
+    match pending {
+        Pending::Ready(out) => Pending::Ready(out.map(raise)),
+        Pending::Task(task) => Pending::later(async move { task.await.ok().flatten().map(raise) }),
+        Pending::Ordered(task, first_step) => Pending::Ordered(
+            tokio::spawn(async move { task.await.ok().flatten().map(raise) }),
+            first_step,
+        ),
+        Pending::Stream(task) => Pending::Stream(task),
+    }
+}
+
 /// Decode the body of a request and hand it to its handler. `None` closes the
 /// connection (a request we cannot parse has no response we could send).
 pub fn dispatch(broker: &Arc<Broker>, header: RequestHeader, body: Reader) -> Option<Pending> {
@@ -529,11 +618,12 @@ pub fn dispatch_on(
             ctx.throttle.clone(),
         )
     });
+    let (api_key, api_version) = (ctx.api_key, ctx.api_version);
     let pending = handle(ctx, request)?;
     if let Some((started, principal, client_id, throttle)) = request_quota {
         // Kafka's unit: percent of one thread over the window.
         let percent = started.elapsed().as_nanos() as f64 * 100.0 / 1e9;
-        record_quota(
+        let ms = record_quota(
             broker,
             principal.as_ref(),
             client_id.as_deref(),
@@ -541,6 +631,9 @@ pub fn dispatch_on(
             QuotaKind::Request,
             percent,
         );
+        if ms > 0 {
+            return Some(with_request_throttle(pending, api_key, api_version, ms));
+        }
     }
     Some(pending)
 }
@@ -771,5 +864,120 @@ mod tests {
             vec![-1, 36]
         );
         assert!(error_codes_in("A { throttle_time_ms: 0 }").is_empty());
+    }
+
+    /// `throttle_time_at` names the place where kafka-protocol writes
+    /// `throttle_time_ms`, for every API and version we serve, and `None`
+    /// where it writes none or where it is not at a fixed place.
+    #[test]
+    fn throttle_time_is_found_in_every_response_served() {
+        use fjord_protocol::kafka_protocol::messages::*;
+        use fjord_protocol::kafka_protocol::protocol::Message;
+        fn check<R: Default + Encodable + Message>(key: ApiKey, set: fn(R, i32) -> R) {
+            let served = supported()
+                .into_iter()
+                .find(|(k, _)| *k == key as i16)
+                .map(|(_, v)| v)
+                .unwrap_or_else(|| panic!("{key:?} is not served"));
+            // Versions kafka-protocol does not encode (Produce v0–v2, only
+            // advertised) are skipped.
+            for version in served.filter(|v| (R::VERSIONS.min..=R::VERSIONS.max).contains(v)) {
+                let encode = |ms| {
+                    let mut out = BytesMut::new();
+                    set(R::default(), ms)
+                        .encode(&mut out, version)
+                        .expect("encodes");
+                    out
+                };
+                let (zero, set) = (encode(0), encode(0x0102_0304));
+                let at = zero.iter().zip(set.iter()).position(|(a, b)| a != b);
+                // Produce: after its topics; ApiVersions: after its list,
+                // and exempt from quotas.
+                let expected = if matches!(key, ApiKey::Produce | ApiKey::ApiVersions) {
+                    None
+                } else {
+                    at
+                };
+                assert_eq!(
+                    throttle_time_at(key as i16, version),
+                    expected,
+                    "{key:?} v{version}"
+                );
+                if let Some(at) = at {
+                    assert_eq!(&set[at..at + 4], &[1, 2, 3, 4], "{key:?} v{version}");
+                    let mut frame = vec![0u8; 9];
+                    frame.extend_from_slice(&zero);
+                    raise_throttle_time(&mut frame, 9, at, 0x0102_0304);
+                    assert_eq!(&frame[9..], &set[..], "{key:?} v{version}");
+                    // A larger throttle time already there stays.
+                    raise_throttle_time(&mut frame, 9, at, 5);
+                    assert_eq!(&frame[9..], &set[..], "{key:?} v{version}");
+                }
+            }
+        }
+        macro_rules! check_all {
+            ($($key:ident => $resp:ty),* $(,)?) => {
+                $(check::<$resp>(ApiKey::$key, |r, ms| r.with_throttle_time_ms(ms));)*
+            };
+        }
+        check_all!(
+            Produce => ProduceResponse,
+            Fetch => FetchResponse,
+            ListOffsets => ListOffsetsResponse,
+            Metadata => MetadataResponse,
+            ApiVersions => ApiVersionsResponse,
+            CreateTopics => CreateTopicsResponse,
+            DeleteTopics => DeleteTopicsResponse,
+            DeleteRecords => DeleteRecordsResponse,
+            InitProducerId => InitProducerIdResponse,
+            DescribeConfigs => DescribeConfigsResponse,
+            AlterConfigs => AlterConfigsResponse,
+            CreatePartitions => CreatePartitionsResponse,
+            IncrementalAlterConfigs => IncrementalAlterConfigsResponse,
+            DescribeCluster => DescribeClusterResponse,
+            FindCoordinator => FindCoordinatorResponse,
+            JoinGroup => JoinGroupResponse,
+            SyncGroup => SyncGroupResponse,
+            Heartbeat => HeartbeatResponse,
+            LeaveGroup => LeaveGroupResponse,
+            OffsetCommit => OffsetCommitResponse,
+            OffsetFetch => OffsetFetchResponse,
+            ListGroups => ListGroupsResponse,
+            DescribeGroups => DescribeGroupsResponse,
+            DeleteGroups => DeleteGroupsResponse,
+            OffsetDelete => OffsetDeleteResponse,
+            DescribeLogDirs => DescribeLogDirsResponse,
+            AlterReplicaLogDirs => AlterReplicaLogDirsResponse,
+            ElectLeaders => ElectLeadersResponse,
+            AlterPartitionReassignments => AlterPartitionReassignmentsResponse,
+            ListPartitionReassignments => ListPartitionReassignmentsResponse,
+            DescribeTopicPartitions => DescribeTopicPartitionsResponse,
+            ListConfigResources => ListConfigResourcesResponse,
+            OffsetForLeaderEpoch => OffsetForLeaderEpochResponse,
+            DescribeProducers => DescribeProducersResponse,
+            DescribeAcls => DescribeAclsResponse,
+            CreateAcls => CreateAclsResponse,
+            DeleteAcls => DeleteAclsResponse,
+            ListTransactions => ListTransactionsResponse,
+            AddPartitionsToTxn => AddPartitionsToTxnResponse,
+            AddOffsetsToTxn => AddOffsetsToTxnResponse,
+            EndTxn => EndTxnResponse,
+            TxnOffsetCommit => TxnOffsetCommitResponse,
+            DescribeTransactions => DescribeTransactionsResponse,
+            UpdateFeatures => UpdateFeaturesResponse,
+            DescribeUserScramCredentials => DescribeUserScramCredentialsResponse,
+            AlterUserScramCredentials => AlterUserScramCredentialsResponse,
+            DescribeClientQuotas => DescribeClientQuotasResponse,
+            AlterClientQuotas => AlterClientQuotasResponse,
+        );
+        // Responses without the field.
+        for key in [
+            ApiKey::SaslHandshake,
+            ApiKey::SaslAuthenticate,
+            ApiKey::DescribeQuorum,
+            ApiKey::WriteTxnMarkers,
+        ] {
+            assert_eq!(throttle_time_at(key as i16, 0), None, "{key:?}");
+        }
     }
 }
