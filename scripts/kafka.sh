@@ -21,7 +21,8 @@
 # cluster.id and controller.port (kept across restarts).
 # Env: KAFKA_LIBS (default ~/.cache/fjord-e2e/kafka-4.3.1/libs), KAFKA_HEAP_OPTS (default -Xmx1g -Xms1g),
 #      KAFKA_JVM_OPTS (extra JVM flags, e.g. -XX:TieredStopAtLevel=1 for faster start-up in tests),
-#      CONTROLLER_PORT (default: a free port picked on first start).
+#      CONTROLLER_PORT (default: a free port picked on first start),
+#      KAFKA_FORMAT_ARGS (extra `kafka-storage format` arguments on first use, e.g. --release-version 3.9).
 set -euo pipefail
 
 KAFKA_VERSION=4.3.1
@@ -247,7 +248,7 @@ prepare() {
   if [ ! -f "$dir/data/meta.properties" ]; then
     java -Xmx256m -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$KAFKA_LIBS/*" \
       kafka.tools.StorageTool format -t "$cid" -c "$dir/server.properties" --standalone \
-      >> "$dir/kafka.log" 2>&1 || { tail -20 "$dir/kafka.log" >&2; die "storage format failed"; }
+      ${KAFKA_FORMAT_ARGS:-} >> "$dir/kafka.log" 2>&1 || { tail -20 "$dir/kafka.log" >&2; die "storage format failed"; }
   fi
 }
 

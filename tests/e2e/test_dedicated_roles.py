@@ -98,11 +98,13 @@ def test_controller_only_and_broker_only_nodes_fail_over(tmp_path):
 @pytest.mark.timeout(600)
 def test_brokers_follow_a_kafka_controller_quorum(tmp_path):
     """Issue 12's interop proof the other way round: Fjord brokers (process.roles=broker) follow a quorum of
-    three Apache Kafka 4.3.1 controllers. Kafka's controllers refuse a broker that does not support a finalized
-    feature level, and Fjord supports metadata.version up to 3.9-IV0 and no other feature above level 0: the
-    Kafka nodes are formatted with `--release-version 3.9-IV0` (on Fjord and on Kafka, so both runs are the
-    same cluster)."""
-    run(tmp_path, "kafka", kafka_format_args=["--release-version", "3.9-IV0"])
+    three Apache Kafka 4.3.1 controllers, formatted at Kafka's default metadata.version (4.3-IV0, with
+    eligible.leader.replicas.version 1 and transaction.version 2). Kafka's controllers refuse a broker that does
+    not support a finalized feature level, and Fjord does not build the new consumer group protocol, share
+    groups or streams groups: the Kafka nodes are formatted with those three features at level 0 (on Fjord and
+    on Kafka, so both runs are the same cluster)."""
+    run(tmp_path, "kafka", kafka_format_args=["--feature", "group.version=0", "--feature", "share.version=0",
+                                              "--feature", "streams.version=0"])
 
 
 def run(tmp_path, controller_kind, kafka_format_args=()):

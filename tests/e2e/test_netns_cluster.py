@@ -17,7 +17,7 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import netcluster
@@ -66,11 +66,29 @@ class Load(threading.Thread):
         self.producer.flush(120)
 
 
+RETRIABLE_QUERY_ERRORS = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                          KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT)
+
+
+def watermark_end(consumer, topic, partition, timeout_s=60):
+    """The high watermark of a partition. librdkafka's query does not retry a retriable answer (a broker that
+    its metadata names as leader but that has not taken the leadership yet answers NOT_LEADER_OR_FOLLOWER, on
+    Kafka too): retried here as an application would."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)[1]
+        except KafkaException as e:
+            if e.args[0].code() not in RETRIABLE_QUERY_ERRORS or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def read_all(bootstrap, topic, conf=None):
     """Every record of `topic` from the start, as (partition, offset, value), and the log end offsets."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"netns-check-{time.time_ns()}",
                   "enable.auto.commit": False, "log_level": 0, **(conf or {})})
-    ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(PARTITIONS)}
+    ends = {p: watermark_end(c, topic, p) for p in range(PARTITIONS)}
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
     got = []
     done = {p for p, end in ends.items() if end == 0}

@@ -41,6 +41,7 @@ use fjord_protocol::kafka_protocol::messages::{
     AllocateProducerIdsResponse, AlterPartitionRequest, AlterPartitionResponse,
     BrokerHeartbeatResponse, BrokerId, BrokerRegistrationResponse, ProducerId,
 };
+use fjord_protocol::kafka_protocol::protocol::Message;
 use fjord_protocol::{decode_request, encode_response, response_header_version, Reader};
 use fjord_protocol::{Request, RequestHeader};
 use fjord_quorum::ConnectionId;
@@ -215,7 +216,12 @@ impl fjord_quorum::ControllerApis for Apis {
                         .with_error_code(code.0)
                         .with_is_fenced(true),
                 };
-                encode_response(cid, hv, &resp, version, &mut out)
+                // v2 (a broker at metadata.version 4.3-IV0 sends its
+                // cordoned log directories, which Fjord's controller does
+                // not act on: they stay among the request's unknown tagged
+                // fields) answers with v0's layout.
+                let body_version = version.min(<BrokerHeartbeatResponse as Message>::VERSIONS.max);
+                encode_response(cid, hv, &resp, body_version, &mut out)
             }
             Request::AlterPartition(r) => {
                 let resp = alter_partition(&b, &r);
@@ -344,7 +350,14 @@ fn step(b: &Broker) {
         let Some(epoch) = b.controller_epoch() else {
             return;
         };
-        match b.propose_in_epoch(epoch, cm::cluster_bootstrap_records()) {
+        let records = match cm::cluster_bootstrap_records(&b.config) {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::error!("cannot bootstrap the cluster metadata: {e}");
+                return;
+            }
+        };
+        match b.propose_in_epoch(epoch, records) {
             Ok(()) => tracing::info!("bootstrapped the cluster metadata"),
             Err(e) => tracing::warn!("bootstrap proposal: {e}"),
         }

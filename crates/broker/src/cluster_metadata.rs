@@ -34,9 +34,18 @@ pub const LEGACY_BROKER_CONFIGS_FILE: &str = crate::config::DYNAMIC_CONFIG_FILE;
 pub const MIGRATED_SUFFIX: &str = ".migrated";
 /// Kafka's per-log-directory identity file.
 pub const META_PROPERTIES_FILE: &str = "meta.properties";
-/// The `metadata.version` feature level a new node bootstraps with
-/// (Kafka's 3.9-IV0): the record versions Fjord writes exist at it.
-pub const BOOTSTRAP_METADATA_VERSION: i16 = 21;
+/// Highest `metadata.version` this node supports: Kafka 4.3.1's latest
+/// production level, 4.3-IV0. Fjord writes every record at the version
+/// Kafka writes at the finalized level (`MetadataRecord::version_at`); the
+/// levels from 3.9-IV0 (21) up change only record versions (4.0-IV1: the
+/// ELR fields of partition records; 4.3-IV0: `RegisterBrokerRecord` v4
+/// with cordoned log directories, which Fjord brokers never report) and
+/// request versions brokers use among themselves, which Fjord serves at
+/// every level.
+pub const METADATA_VERSION_MAX: i16 = 30;
+/// The `metadata.version` a new node or cluster bootstraps with: the
+/// highest, as Kafka 4.3.1's `kafka-storage format` finalizes by default.
+pub const BOOTSTRAP_METADATA_VERSION: i16 = METADATA_VERSION_MAX;
 /// Lowest `metadata.version` this broker supports (Kafka's 3.3-IV3: KRaft-only records).
 pub const METADATA_VERSION_MIN: i16 = 7;
 
@@ -262,21 +271,84 @@ pub fn kafka_uuid_string(u: Uuid) -> String {
     out
 }
 
-/// The feature levels a new node or cluster finalizes: the metadata
-/// version, and `transaction.version` 2 (see `crate::features`).
-fn bootstrap_feature_levels() -> Vec<MetadataRecord> {
-    vec![
-        MetadataRecord::FeatureLevel(FeatureLevelRecord {
-            name: fjord_metadata::image::METADATA_VERSION_FEATURE.to_string(),
-            feature_level: BOOTSTRAP_METADATA_VERSION,
-            ..Default::default()
-        }),
-        MetadataRecord::FeatureLevel(FeatureLevelRecord {
-            name: crate::features::TRANSACTION_VERSION_FEATURE.to_string(),
-            feature_level: crate::features::TRANSACTION_VERSION_MAX,
-            ..Default::default()
-        }),
-    ]
+/// The feature levels a new node or cluster finalizes by default: the
+/// highest metadata version and the defaults Kafka gives it, as far as Fjord
+/// builds them (see `crate::features`).
+pub fn default_feature_records() -> Vec<MetadataRecord> {
+    feature_records(
+        BOOTSTRAP_METADATA_VERSION,
+        &crate::features::default_levels(BOOTSTRAP_METADATA_VERSION),
+    )
+}
+
+/// FeatureLevelRecords for `metadata.version` `metadata_version` and the
+/// non-zero levels of `levels` (a level-0 feature is not finalized).
+pub fn feature_records(metadata_version: i16, levels: &[(&str, i16)]) -> Vec<MetadataRecord> {
+    let mut out = vec![MetadataRecord::FeatureLevel(FeatureLevelRecord {
+        name: fjord_metadata::image::METADATA_VERSION_FEATURE.to_string(),
+        feature_level: metadata_version,
+        ..Default::default()
+    })];
+    for (name, level) in levels {
+        if *level != 0 && *name != fjord_metadata::image::METADATA_VERSION_FEATURE {
+            out.push(MetadataRecord::FeatureLevel(FeatureLevelRecord {
+                name: name.to_string(),
+                feature_level: *level,
+                ..Default::default()
+            }));
+        }
+    }
+    out
+}
+
+/// The feature levels a new node or cluster finalizes: those `fjord
+/// format` (or Kafka's `kafka-storage format`) wrote in the data
+/// directory's `bootstrap.checkpoint`, else [`default_feature_records`].
+/// Levels Fjord does not support are refused (a directory Kafka formatted
+/// with features Fjord does not build). Switching eligible leader replicas
+/// on adds Kafka's safety records (the cluster-wide `min.insync.replicas`).
+fn bootstrap_feature_levels(config: &BrokerConfig) -> Result<Vec<MetadataRecord>, StateError> {
+    let dir = &config.data_dir;
+    let records = fjord_metadata::log::read_bootstrap_checkpoint(dir)
+        .map_err(|e| file_err(dir, e))?
+        .unwrap_or_else(default_feature_records);
+    let mut levels = std::collections::BTreeMap::new();
+    for r in &records {
+        match r {
+            MetadataRecord::FeatureLevel(f) => {
+                levels.insert(f.name.clone(), f.feature_level);
+            }
+            other => {
+                return Err(file_err(
+                    dir,
+                    format!(
+                        "{}: a record other than a feature level (api key {})",
+                        fjord_metadata::log::BOOTSTRAP_CHECKPOINT_FILE,
+                        other.api_key()
+                    ),
+                ))
+            }
+        }
+    }
+    crate::features::check_bootstrap_levels(&levels).map_err(|e| {
+        file_err(
+            dir,
+            format!("{}: {e}", fjord_metadata::log::BOOTSTRAP_CHECKPOINT_FILE),
+        )
+    })?;
+    let mut out = records;
+    if levels
+        .get(crate::features::ELR_VERSION_FEATURE)
+        .is_some_and(|l| *l >= 1)
+    {
+        let static_min = config
+            .topic_defaults
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(fjord_model::limits::MIN_INSYNC_REPLICAS_DEFAULT);
+        out.extend(elr_safety_records(&MetadataImage::empty(""), static_min));
+    }
+    Ok(out)
 }
 
 /// The features a broker registers as supported (Kafka's brokers list every
@@ -286,7 +358,7 @@ pub fn registered_features() -> Vec<BrokerFeature> {
         BrokerFeature {
             name: fjord_metadata::image::METADATA_VERSION_FEATURE.to_string(),
             min_supported_version: METADATA_VERSION_MIN,
-            max_supported_version: BOOTSTRAP_METADATA_VERSION,
+            max_supported_version: METADATA_VERSION_MAX,
             ..Default::default()
         },
         BrokerFeature {
@@ -306,8 +378,8 @@ pub fn registered_features() -> Vec<BrokerFeature> {
 
 /// The records a new node's metadata log starts with: the feature levels
 /// and this broker's registration.
-pub fn bootstrap_records(config: &BrokerConfig) -> Vec<MetadataRecord> {
-    let mut records = bootstrap_feature_levels();
+pub fn bootstrap_records(config: &BrokerConfig) -> Result<Vec<MetadataRecord>, StateError> {
+    let mut records = bootstrap_feature_levels(config)?;
     records.push(MetadataRecord::RegisterBroker(RegisterBrokerRecord {
         broker_id: config.node_id.0,
         incarnation_id: Uuid::new_v4(),
@@ -330,14 +402,14 @@ pub fn bootstrap_records(config: &BrokerConfig) -> Vec<MetadataRecord> {
         fenced: false,
         ..Default::default()
     }));
-    records
+    Ok(records)
 }
 
 /// The bootstrap records of a new cluster (Kafka's bootstrap metadata):
 /// the feature levels only. Brokers then register with the active
 /// controller themselves.
-pub fn cluster_bootstrap_records() -> Vec<MetadataRecord> {
-    bootstrap_feature_levels()
+pub fn cluster_bootstrap_records(config: &BrokerConfig) -> Result<Vec<MetadataRecord>, StateError> {
+    bootstrap_feature_levels(config)
 }
 
 /// The records of a topic created with `partitions` partitions on this node.

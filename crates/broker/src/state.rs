@@ -38,7 +38,7 @@ use fjord_controller::{
 };
 use fjord_metadata::image::PartitionRegistration;
 use fjord_metadata::{
-    frame_records, ConfigResource, ImageHandle, LocalQuorum, LocalQuorumConfig, MetadataDelta,
+    frame_records_for, ConfigResource, ImageHandle, LocalQuorum, LocalQuorumConfig, MetadataDelta,
     MetadataImage, MetadataLoader, MetadataQuorum,
 };
 use fjord_model::{ErrorCode, LeaderEpoch, NodeId, PartitionIndex, ProducerId};
@@ -455,7 +455,7 @@ impl Broker {
             // the bootstrap records and, for an old data directory, its
             // whole content (same topic ids, counts, overrides, configs,
             // producer-id block end).
-            let mut records = cm::bootstrap_records(&broker.config);
+            let mut records = cm::bootstrap_records(&broker.config)?;
             records.extend(cm::migration_records(
                 broker.config.node_id,
                 legacy.as_ref(),
@@ -551,6 +551,12 @@ impl Broker {
         let bad = |e: crate::config::ConfigError| {
             StateError::kafka(ErrorCode::INVALID_CONFIG, e.to_string())
         };
+        if cfg.kraft.has_role("controller") {
+            // The bootstrap levels this controller would finalize as the
+            // first active one: refused now, at start, if Fjord cannot run
+            // them, rather than when it is elected.
+            cm::cluster_bootstrap_records(cfg)?;
+        }
         let (kraft, directory_ids, voter_entries) = Broker::dynamic_voters(cfg)?;
         let (voters, listen) = kraft.quorum(cfg.node_id).map_err(bad)?;
         let broker_role = cfg.kraft.has_role("broker");
@@ -982,6 +988,17 @@ impl Broker {
         self.admin.lock()
     }
 
+    /// `records` framed at the versions Kafka writes at the image's
+    /// `metadata.version` (the bootstrap level before one is finalized: the
+    /// records that finalize it come first).
+    fn frame(&self, records: &[MetadataRecord]) -> Vec<bytes::Bytes> {
+        let level = self
+            .image()
+            .metadata_version()
+            .unwrap_or(cm::BOOTSTRAP_METADATA_VERSION);
+        frame_records_for(records, level)
+    }
+
     /// Proposes `records` and waits until they are committed and applied.
     pub(crate) fn propose(&self, records: Vec<MetadataRecord>) -> Result<(), StateError> {
         let Some(q) = self.quorum.get() else {
@@ -991,7 +1008,7 @@ impl Broker {
             ));
         };
         q.get()
-            .propose(frame_records(&records))
+            .propose(self.frame(&records))
             .wait_blocking()
             .map(|_| ())
             .map_err(|e| meta_err_str(&self.config.data_dir, e))
@@ -1015,7 +1032,7 @@ impl Broker {
             ));
         };
         q.get()
-            .propose_in_epoch(epoch, frame_records(&records))
+            .propose_in_epoch(epoch, self.frame(&records))
             .wait_blocking()
             .map(|_| ())
             .map_err(|e| meta_err_str(&self.config.data_dir, e))

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use fjord::bench::BenchCommand;
 use fjord::observe::LogFormat;
@@ -94,6 +95,15 @@ struct FormatArgs {
     /// added to a running quorum later).
     #[arg(long)]
     no_initial_controllers: bool,
+    /// The metadata.version the cluster starts at, as kafka-storage format
+    /// takes it: a release ("3.9") or a level ("3.9-IV0"); default 4.3, the
+    /// highest. The other features get Kafka's defaults for that release.
+    #[arg(long, short = 'r', value_name = "VERSION")]
+    release_version: Option<String>,
+    /// A feature level the cluster starts with, NAME=LEVEL (repeatable; as
+    /// kafka-storage format --feature), e.g. eligible.leader.replicas.version=1.
+    #[arg(long = "feature", short = 'f', value_name = "NAME=LEVEL")]
+    features: Vec<String>,
     /// The settings the node will be served with (data dir, node.id, ...).
     #[command(flatten)]
     serve: ServeArgs,
@@ -121,6 +131,7 @@ fn format(args: FormatArgs) -> anyhow::Result<()> {
         );
     }
     let voters = initial_voters(&args, &config)?;
+    let (metadata_version, feature_records) = bootstrap_features(&args)?;
     let directory_id = voters
         .iter()
         .find(|v| v.id == config.node_id.0)
@@ -131,10 +142,31 @@ fn format(args: FormatArgs) -> anyhow::Result<()> {
         config.node_id,
         directory_id,
     )?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    fjord_metadata::log::write_bootstrap_checkpoint(
+        dir,
+        &feature_records,
+        metadata_version,
+        now_ms,
+    )?;
+    println!(
+        "Bootstrap metadata: metadata.version {}{}",
+        fjord_broker::features::metadata_version_name(metadata_version).unwrap_or("?"),
+        feature_records
+            .iter()
+            .filter_map(|r| match r {
+                fjord_protocol::metadata_records::MetadataRecord::FeatureLevel(f)
+                    if f.name != fjord_metadata::image::METADATA_VERSION_FEATURE =>
+                {
+                    Some(format!(", {}={}", f.name, f.feature_level))
+                }
+                _ => None,
+            })
+            .collect::<String>()
+    );
     if !voters.is_empty() {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
         fjord_metadata::log::write_bootstrap_voters(dir, &voters, now_ms)?;
         println!(
             "Wrote the voter set of a dynamic quorum: {}",
@@ -157,6 +189,65 @@ fn format(args: FormatArgs) -> anyhow::Result<()> {
         config.node_id.0
     );
     Ok(())
+}
+
+/// The feature levels `fjord format` writes in `bootstrap.checkpoint`:
+/// `--release-version` (default: the highest metadata.version) with Kafka's
+/// default levels for it, overridden by each `--feature NAME=LEVEL`, checked
+/// as a new cluster's are.
+fn bootstrap_features(
+    args: &FormatArgs,
+) -> anyhow::Result<(i16, Vec<fjord_protocol::metadata_records::MetadataRecord>)> {
+    use fjord_broker::cluster_metadata::{feature_records, BOOTSTRAP_METADATA_VERSION};
+    use fjord_broker::features;
+    let metadata_version = match &args.release_version {
+        None => BOOTSTRAP_METADATA_VERSION,
+        Some(v) => features::metadata_version_from_release(v).with_context(|| {
+            format!(
+                "unknown or unsupported --release-version {v}: Fjord supports {} to {}",
+                features::metadata_version_name(
+                    fjord_broker::cluster_metadata::METADATA_VERSION_MIN
+                )
+                .unwrap_or("?"),
+                features::metadata_version_name(
+                    fjord_broker::cluster_metadata::METADATA_VERSION_MAX
+                )
+                .unwrap_or("?")
+            )
+        })?,
+    };
+    let mut levels: std::collections::BTreeMap<String, i16> =
+        features::default_levels(metadata_version)
+            .into_iter()
+            .map(|(n, l)| (n.to_string(), l))
+            .collect();
+    for f in &args.features {
+        let (name, level) = f
+            .split_once('=')
+            .with_context(|| format!("--feature {f}: expected NAME=LEVEL"))?;
+        let level: i16 = level
+            .trim()
+            .parse()
+            .with_context(|| format!("--feature {f}: the level must be a number"))?;
+        anyhow::ensure!(
+            name.trim() != fjord_metadata::image::METADATA_VERSION_FEATURE,
+            "--feature cannot set metadata.version: use --release-version"
+        );
+        anyhow::ensure!(
+            name.trim() != features::KRAFT_VERSION_FEATURE,
+            "--feature cannot set kraft.version: a quorum formatted with --standalone, \
+             --initial-controllers or --no-initial-controllers runs at 1, one with \
+             controller.quorum.voters at 0"
+        );
+        levels.insert(name.trim().to_string(), level);
+    }
+    levels.insert(
+        fjord_metadata::image::METADATA_VERSION_FEATURE.to_string(),
+        metadata_version,
+    );
+    features::check_bootstrap_levels(&levels).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let others: Vec<(&str, i16)> = levels.iter().map(|(n, l)| (n.as_str(), *l)).collect();
+    Ok((metadata_version, feature_records(metadata_version, &others)))
 }
 
 /// The voter set `fjord format` writes in the bootstrap snapshot of a

@@ -31,7 +31,9 @@ pub use image::{
     client_quota_record, AclEntry, ClientQuotas, ConfigResource, MetadataImage,
     PartitionRegistration, QuotaEntity, ScramCredentialData, ScramCredentials, TopicImage,
 };
-pub use loader::{frame_records, ImageHandle, MetadataLoader, MetadataPublisher};
+pub use loader::{
+    frame_records, frame_records_for, ImageHandle, MetadataLoader, MetadataPublisher,
+};
 pub use log::{metadata_log_dir, MetadataLog, Snapshot, SnapshotId, METADATA_LOG_DIR};
 pub use quorum::{
     CommittedBatch, LocalQuorum, LocalQuorumConfig, MetadataListener, MetadataQuorum, Proposal,

@@ -105,17 +105,39 @@ impl MetadataListener for MetadataLoader {
     }
 
     fn snapshot_records(&self) -> Vec<Bytes> {
-        frame_records(&self.image.to_records())
+        let records = self.image.to_records();
+        match self.image.metadata_version() {
+            Some(level) => frame_records_for(&records, level),
+            None => frame_records(&records),
+        }
     }
 }
 
-/// Encodes records as framed record values, ready to propose.
+/// Encodes records as framed record values at the newest version of each
+/// record's schema.
 pub fn frame_records(records: &[fjord_protocol::metadata_records::MetadataRecord]) -> Vec<Bytes> {
     records
         .iter()
         .map(|r| {
             let mut buf = BytesMut::new();
             r.encode_framed(&mut buf);
+            buf.freeze()
+        })
+        .collect()
+}
+
+/// Encodes records as framed record values, ready to propose, at the
+/// versions Kafka writes in a cluster at `metadata_version`
+/// (`MetadataRecord::version_at`).
+pub fn frame_records_for(
+    records: &[fjord_protocol::metadata_records::MetadataRecord],
+    metadata_version: i16,
+) -> Vec<Bytes> {
+    records
+        .iter()
+        .map(|r| {
+            let mut buf = BytesMut::new();
+            r.encode_framed_for(metadata_version, &mut buf);
             buf.freeze()
         })
         .collect()

@@ -141,4 +141,29 @@ fn kafka_decodes_the_metadata_log_and_a_snapshot() {
     assert!(snap.contains("\"type\":\"PARTITION_RECORD\""), "{snap}");
     assert!(snap.contains("\"type\":\"CONFIG_RECORD\""), "{snap}");
     assert!(!snap.to_lowercase().contains("exception"), "{snap}");
+    // The bootstrap.checkpoint `fjord format` writes, which Kafka's tool
+    // reads as a bootstrap snapshot; the snapshot above was framed at
+    // metadata.version 21 (its partition record at version 1, as Kafka).
+    assert!(
+        snap.contains("\"type\":\"PARTITION_RECORD\",\"version\":1"),
+        "{snap}"
+    );
+    let path = fjord_metadata::log::write_bootstrap_checkpoint(
+        tmp.path(),
+        &[MetadataRecord::FeatureLevel(FeatureLevelRecord {
+            name: "metadata.version".into(),
+            feature_level: 30,
+            ..Default::default()
+        })],
+        30,
+        0,
+    )
+    .unwrap();
+    let boot = dump(&libs, &path);
+    assert!(boot.contains("KRaft bootstrap snapshot"), "{boot}");
+    assert!(
+        boot.contains("\"name\":\"metadata.version\",\"featureLevel\":30"),
+        "{boot}"
+    );
+    assert!(boot.contains("SnapshotFooter"), "{boot}");
 }

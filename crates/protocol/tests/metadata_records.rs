@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
 use fjord_protocol::metadata_records::{
-    partition_record, register_broker_record, voters_record, ConfigRecord, FeatureLevelRecord,
-    MetadataRecord, PartitionChangeRecord, PartitionRecord, ProducerIdsRecord,
-    RegisterBrokerRecord, RemoveTopicRecord, TopicRecord, VotersRecord,
+    partition_record, register_broker_record, voters_record, BrokerRegistrationChangeRecord,
+    ConfigRecord, FeatureLevelRecord, MetadataRecord, PartitionChangeRecord, PartitionRecord,
+    ProducerIdsRecord, RegisterBrokerRecord, RemoveTopicRecord, TopicRecord, VotersRecord,
 };
 use fjord_protocol::{DecodeError, Reader};
 use proptest::prelude::*;
@@ -228,10 +228,10 @@ fn encodings_equal_kafkas_bytes_and_decode_back() {
     assert!(r.is_empty());
 }
 
-/// Compiles and runs kafka/KafkaRecordBytes.java against the Kafka jars in
-/// `FJORD_KAFKA_LIBS`; its output must be the committed expected bytes.
-#[test]
-fn committed_bytes_are_what_kafka_writes() {
+/// Compiles and runs `kafka/<class>.java` against the Kafka jars in
+/// `FJORD_KAFKA_LIBS` and returns its standard output; `None` where the
+/// jars are not given (never in CI).
+fn run_kafka_java(class: &str) -> Option<String> {
     let Ok(libs) = std::env::var("FJORD_KAFKA_LIBS") else {
         // CI (`cargo xtask test`) always sets it: there the check must run.
         assert!(
@@ -239,14 +239,14 @@ fn committed_bytes_are_what_kafka_writes() {
             "FJORD_KAFKA_LIBS must name the Kafka 4.3.1 jars in CI"
         );
         eprintln!(
-            "FJORD_KAFKA_LIBS not set: Kafka's own serializer not run (cargo xtask test sets it)"
+            "FJORD_KAFKA_LIBS not set: Kafka's own {class} not run (cargo xtask test sets it)"
         );
-        return;
+        return None;
     };
-    let dir = std::env::temp_dir().join(format!("fjord-kafka-bytes-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("fjord-kafka-{class}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let src =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/KafkaRecordBytes.java");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/kafka/{class}.java"));
     let classpath = format!("{libs}/*");
     let javac = std::process::Command::new("javac")
         .arg("-d")
@@ -257,11 +257,7 @@ fn committed_bytes_are_what_kafka_writes() {
         .expect("run javac");
     assert!(javac.success(), "javac failed");
     let out = std::process::Command::new("java")
-        .args([
-            "-cp",
-            &format!("{}:{classpath}", dir.display()),
-            "KafkaRecordBytes",
-        ])
+        .args(["-cp", &format!("{}:{classpath}", dir.display()), class])
         .output()
         .expect("run java");
     let _ = std::fs::remove_dir_all(&dir);
@@ -270,7 +266,125 @@ fn committed_bytes_are_what_kafka_writes() {
         "java failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), KAFKA_BYTES);
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs kafka/KafkaRecordBytes.java: its output must be the committed
+/// expected bytes.
+#[test]
+fn committed_bytes_are_what_kafka_writes() {
+    if let Some(out) = run_kafka_java("KafkaRecordBytes") {
+        assert_eq!(out, KAFKA_BYTES);
+    }
+}
+
+/// Kafka 4.3.1's record versions per `metadata.version` level
+/// (kafka/KafkaMetadataVersions.java).
+const KAFKA_METADATA_VERSIONS: &str = include_str!("kafka/kafka_metadata_versions.txt");
+
+#[test]
+fn committed_metadata_versions_are_kafkas() {
+    if let Some(out) = run_kafka_java("KafkaMetadataVersions") {
+        assert_eq!(out, KAFKA_METADATA_VERSIONS);
+    }
+}
+
+/// At every production `metadata.version` of Kafka 4.3.1, Fjord writes
+/// records at the versions Kafka writes.
+#[test]
+fn records_are_written_at_kafkas_version_for_each_metadata_version() {
+    let register = MetadataRecord::from(RegisterBrokerRecord::default());
+    let partition = MetadataRecord::from(PartitionRecord::default());
+    let change = MetadataRecord::from(PartitionChangeRecord::default());
+    let mut levels = 0;
+    for line in KAFKA_METADATA_VERSIONS.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f.len(), 6, "{line}");
+        let n = |i: usize| f[i].parse::<i16>().expect("a number");
+        let level = n(0);
+        assert_eq!(
+            register.version_at(level),
+            n(2),
+            "RegisterBrokerRecord at {line}"
+        );
+        assert_eq!(
+            partition.version_at(level),
+            n(3),
+            "PartitionRecord at {line}"
+        );
+        assert_eq!(
+            change.version_at(level),
+            n(4),
+            "PartitionChangeRecord at {line}"
+        );
+        // Single-version records stay at their one version.
+        let topic = MetadataRecord::from(TopicRecord::default());
+        assert_eq!(topic.version_at(level), 0);
+        levels += 1;
+    }
+    assert_eq!(levels, 24, "Kafka 4.3.1 has 24 production levels, 7 to 30");
+}
+
+/// Partition records that carry eligible leader replicas keep them at any
+/// level; a BrokerRegistrationChangeRecord is written at the version of the
+/// field it changes, as Kafka's controller writes it.
+#[test]
+fn versions_follow_what_a_record_carries() {
+    let with_elr = MetadataRecord::from(PartitionRecord {
+        eligible_leader_replicas: Some(vec![2]),
+        ..Default::default()
+    });
+    assert_eq!(with_elr.version_at(21), 2);
+    let empty_elr = MetadataRecord::from(PartitionRecord {
+        eligible_leader_replicas: Some(vec![]),
+        ..Default::default()
+    });
+    assert_eq!(empty_elr.version_at(21), 1);
+    let clear_elr = MetadataRecord::from(PartitionChangeRecord {
+        eligible_leader_replicas: Some(vec![]),
+        ..Default::default()
+    });
+    assert_eq!(
+        clear_elr.version_at(21),
+        2,
+        "clearing the ELR is a change to keep"
+    );
+    let change = |c: BrokerRegistrationChangeRecord| MetadataRecord::from(c).version_at(30);
+    assert_eq!(
+        change(BrokerRegistrationChangeRecord {
+            fenced: -1,
+            ..Default::default()
+        }),
+        0
+    );
+    assert_eq!(
+        change(BrokerRegistrationChangeRecord {
+            in_controlled_shutdown: 1,
+            ..Default::default()
+        }),
+        1
+    );
+    assert_eq!(
+        change(BrokerRegistrationChangeRecord {
+            log_dirs: vec![Uuid::from_u128(1)],
+            ..Default::default()
+        }),
+        2
+    );
+    assert_eq!(
+        change(BrokerRegistrationChangeRecord {
+            cordoned_log_dirs: Some(vec![]),
+            ..Default::default()
+        }),
+        3
+    );
+    // Framed at that version, and read back.
+    let mut out = BytesMut::new();
+    with_elr.encode_framed_for(21, &mut out);
+    assert_eq!(
+        MetadataRecord::decode_framed(&mut Reader::new(out.freeze())),
+        Ok((with_elr, 2))
+    );
 }
 
 #[test]

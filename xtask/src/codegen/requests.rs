@@ -28,7 +28,9 @@ use super::schema::{snake, Field, Schema, Ty, Versions};
 /// changed), in which case we decode it too and kafka-protocol encodes it as
 /// its newest: ListOffsets v11 only allows a new timestamp value (-6,
 /// earliest pending upload); DescribeLogDirs v5's request equals v4 (its
-/// response adds `is_cordoned`, which the broker's handler encodes itself).
+/// response adds `is_cordoned`, which the broker's handler encodes itself);
+/// BrokerHeartbeat v2 adds only a tagged field (`CordonedLogDirs`, kept
+/// among the unknown tagged fields) and its response equals v0's.
 pub const REQUESTS: &[(&str, Option<i16>)] = &[
     ("ApiVersions", None),
     ("Metadata", None),
@@ -81,7 +83,7 @@ pub const REQUESTS: &[(&str, Option<i16>)] = &[
     ("TxnOffsetCommit", None),
     ("WriteTxnMarkers", None),
     ("BrokerRegistration", None),
-    ("BrokerHeartbeat", None),
+    ("BrokerHeartbeat", Some(2)),
     ("AllocateProducerIds", None),
     ("AlterPartition", None),
     ("UpdateFeatures", None),
@@ -305,6 +307,16 @@ pub fn generate(root: &Path, messages: &[Schema]) -> Result<String> {
             "{schema_name}: versions {within} are not all in Kafka's {}",
             schema.valid
         );
+        if newest.is_some() {
+            // A tagged field newer than kafka-protocol's struct does not
+            // change the layout: the decoder keeps it among the unknown
+            // tagged fields (BrokerHeartbeat v2's CordonedLogDirs).
+            let known = kp.structs.get(&schema_name);
+            schema.fields.retain(|f| {
+                let new_tagged = f.tag.is_some() && f.versions.lo > kp.max;
+                !new_tagged || known.is_some_and(|k| k.contains_key(&snake(&f.name)))
+            });
+        }
         annotate(&schema_name, &schema_name, &mut schema.fields, within, &kp)?;
         let names: Vec<String> = schema.structs.keys().cloned().collect();
         for n in names {

@@ -16,11 +16,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use fjord_model::limits::{
     DECOMPRESSED_BATCH_BYTES_MAX, METADATA_BATCH_BYTES_MAX, METADATA_SNAPSHOT_BYTES_MAX,
 };
 use fjord_model::{LeaderEpoch, Offset};
+use fjord_protocol::metadata_records::MetadataRecord;
 use fjord_records::{batches, validate_batch, visit_records_bounded, BatchBuilder, Compression};
 use fjord_storage::{Log, LogConfig, RecoveryReport, Storage};
 
@@ -485,6 +486,80 @@ pub fn write_bootstrap_voters(
     let name = id.file_name();
     write_atomic_part(&dir, &name, &file)?;
     Ok(dir.join(name))
+}
+
+/// Kafka's bootstrap checkpoint file name (`BootstrapDirectory`): the
+/// feature levels `kafka-storage format` chose, in the metadata log
+/// directory's parent (Fjord's data directory).
+pub const BOOTSTRAP_CHECKPOINT_FILE: &str = "bootstrap.checkpoint";
+
+/// Writes `records` (the bootstrap metadata: FeatureLevelRecords) as
+/// `<data_dir>/bootstrap.checkpoint`, durably, in Kafka's layout: a control
+/// batch at offset 0 with a SnapshotHeader, one data batch from offset 1
+/// with the records, a control batch with the SnapshotFooter (what Kafka
+/// 4.3.1's `kafka-storage format` writes, which `kafka-dump-log
+/// --cluster-metadata-decoder` reads). The records are framed at the
+/// versions Kafka writes at `metadata_version`.
+pub fn write_bootstrap_checkpoint(
+    data_dir: &Path,
+    records: &[MetadataRecord],
+    metadata_version: i16,
+    now_ms: i64,
+) -> Result<PathBuf, MetadataError> {
+    assert!(
+        !records.is_empty(),
+        "a bootstrap checkpoint without records"
+    );
+    std::fs::create_dir_all(data_dir).map_err(|e| MetadataError::io("create", data_dir, e))?;
+    let control = |r: ControlRecord, base: i64| {
+        let mut b = BatchBuilder::new(Compression::None)
+            .partition_leader_epoch(0)
+            .control(true);
+        b.push(now_ms, Some(&r.key()), Some(&r.value()), &[]);
+        b.build(base)
+    };
+    let mut file = control(
+        ControlRecord::SnapshotHeader {
+            last_contained_log_timestamp_ms: 0,
+        },
+        0,
+    );
+    let mut data = BatchBuilder::new(Compression::None).partition_leader_epoch(0);
+    for r in records {
+        let mut value = BytesMut::new();
+        r.encode_framed_for(metadata_version, &mut value);
+        data.push(now_ms, None, Some(&value[..]), &[]);
+    }
+    file.extend(data.build(1));
+    file.extend(control(
+        ControlRecord::SnapshotFooter,
+        1 + records.len() as i64,
+    ));
+    write_atomic_part(data_dir, BOOTSTRAP_CHECKPOINT_FILE, &file)?;
+    Ok(data_dir.join(BOOTSTRAP_CHECKPOINT_FILE))
+}
+
+/// The records of `<data_dir>/bootstrap.checkpoint` (written by `fjord
+/// format` or Kafka's `kafka-storage format`), `None` if there is none.
+pub fn read_bootstrap_checkpoint(
+    data_dir: &Path,
+) -> Result<Option<Vec<MetadataRecord>>, MetadataError> {
+    let path = data_dir.join(BOOTSTRAP_CHECKPOINT_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for batch in read_snapshot_batches(&path)? {
+        if let BatchContent::Data(values) = batch.content {
+            for v in values {
+                let (record, _) =
+                    MetadataRecord::decode_framed(&mut fjord_protocol::Reader::new(v))
+                        .map_err(|e| MetadataError::corrupt(&path, e.to_string()))?;
+                out.push(record);
+            }
+        }
+    }
+    Ok(Some(out))
 }
 
 /// The voter set of the newest snapshot under `data_dir` that holds a

@@ -263,3 +263,67 @@ fn bootstrap_voters_snapshot_is_kafkas_layout_and_reads_back() {
     assert_eq!(snap.id, id);
     assert!(snap.records.is_empty());
 }
+
+fn feature(name: &str, level: i16) -> MetadataRecord {
+    MetadataRecord::FeatureLevel(fjord_protocol::metadata_records::FeatureLevelRecord {
+        name: name.into(),
+        feature_level: level,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn bootstrap_checkpoint_round_trip() {
+    let data = tempfile::tempdir().unwrap();
+    assert_eq!(read_bootstrap_checkpoint(data.path()).unwrap(), None);
+    let records = vec![
+        feature("metadata.version", 21),
+        feature("transaction.version", 2),
+    ];
+    let path = write_bootstrap_checkpoint(data.path(), &records, 21, 1_765_000_000_000).unwrap();
+    assert_eq!(path, data.path().join("bootstrap.checkpoint"));
+    assert_eq!(
+        read_bootstrap_checkpoint(data.path()).unwrap(),
+        Some(records)
+    );
+    // Header at offset 0, the records from offset 1, the footer after them.
+    let batches = read_snapshot_batches(&path).unwrap();
+    let offsets: Vec<(i64, bool)> = batches
+        .iter()
+        .map(|b| {
+            (
+                b.base_offset.0,
+                matches!(b.content, BatchContent::Control(_)),
+            )
+        })
+        .collect();
+    assert_eq!(offsets, [(0, true), (1, false), (3, true)]);
+    // A damaged file is an error, not an empty bootstrap.
+    std::fs::write(&path, b"not a checkpoint").unwrap();
+    assert!(read_bootstrap_checkpoint(data.path()).is_err());
+}
+
+/// The bootstrap.checkpoint Kafka 4.3.1's `kafka-storage format` wrote for a
+/// new cluster (tests/data, as hex): Fjord reads Kafka's feature levels.
+#[test]
+fn kafkas_bootstrap_checkpoint_is_read() {
+    let hex = include_str!("../../tests/data/kafka-4.3.1-bootstrap.checkpoint.hex");
+    let bytes: Vec<u8> = (0..hex.trim().len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join(BOOTSTRAP_CHECKPOINT_FILE), bytes).unwrap();
+    let got = read_bootstrap_checkpoint(data.path()).unwrap().unwrap();
+    assert_eq!(
+        got,
+        [
+            feature("metadata.version", 30),
+            feature("eligible.leader.replicas.version", 1),
+            feature("group.version", 1),
+            feature("share.version", 1),
+            feature("streams.version", 1),
+            feature("transaction.version", 2),
+        ]
+    );
+}

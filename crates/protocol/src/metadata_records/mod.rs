@@ -43,11 +43,91 @@ use crate::writer::put_uvarint;
 /// The frame version `MetadataRecordSerde` writes and accepts.
 pub const FRAME_VERSION: u32 = 1;
 
+/// Kafka's `metadata.version` feature levels at which the version of a
+/// record Kafka writes changes (`MetadataVersion` in Kafka 4.3.1; level 7,
+/// 3.3-IV3, is the lowest a KRaft cluster runs).
+pub mod metadata_version {
+    /// 3.4-IV0: `RegisterBrokerRecord` v2 (`IsMigratingZkBroker`).
+    pub const IBP_3_4_IV0: i16 = 8;
+    /// 3.7-IV2: directory assignment (`RegisterBrokerRecord` v3 with
+    /// `LogDirs`, `PartitionRecord`/`PartitionChangeRecord` v1 with
+    /// `Directories`).
+    pub const IBP_3_7_IV2: i16 = 17;
+    /// 4.0-IV1: eligible leader replicas (`PartitionRecord`/
+    /// `PartitionChangeRecord` v2).
+    pub const IBP_4_0_IV1: i16 = 23;
+    /// 4.3-IV0: cordoned log directories (`RegisterBrokerRecord` v4).
+    pub const IBP_4_3_IV0: i16 = 30;
+}
+
 impl MetadataRecord {
     /// Writes the framed record value at [`MetadataRecord::version`], the
     /// newest version of its schema.
     pub fn encode_framed(&self, out: &mut BytesMut) {
         self.encode_framed_at(self.version(), out)
+    }
+
+    /// The version Kafka writes this record at in a cluster (`MetadataVersion.registerBrokerRecordVersion`,
+    /// `partitionRecordVersion`, `partitionChangeRecordVersion` at feature
+    /// level `level` of `metadata.version`; a
+    /// `BrokerRegistrationChangeRecord` at the version that introduced the
+    /// field it changes, as Kafka's controller writes it: 0 for fencing,
+    /// 1 for a controlled shutdown, 2 for log directories, 3 for cordoned
+    /// ones). Every other record type has one version.
+    ///
+    /// A partition record that carries eligible leader replicas is written
+    /// at version 2 whatever the level: Kafka never has them below 4.0-IV1
+    /// (the feature depends on it), and writing an older version would
+    /// silently drop them.
+    pub fn version_at(&self, level: i16) -> i16 {
+        use self::metadata_version as mv;
+        let partition_version = |elr: bool| {
+            if elr || level >= mv::IBP_4_0_IV1 {
+                2
+            } else if level >= mv::IBP_3_7_IV2 {
+                1
+            } else {
+                0
+            }
+        };
+        let non_empty = |v: &Option<Vec<i32>>| v.as_ref().is_some_and(|v| !v.is_empty());
+        match self {
+            MetadataRecord::RegisterBroker(_) => {
+                if level >= mv::IBP_4_3_IV0 {
+                    4
+                } else if level >= mv::IBP_3_7_IV2 {
+                    3
+                } else if level >= mv::IBP_3_4_IV0 {
+                    2
+                } else {
+                    1
+                }
+            }
+            MetadataRecord::Partition(p) => partition_version(
+                non_empty(&p.eligible_leader_replicas) || non_empty(&p.last_known_elr),
+            ),
+            MetadataRecord::PartitionChange(c) => partition_version(
+                c.eligible_leader_replicas.is_some() || c.last_known_elr.is_some(),
+            ),
+            MetadataRecord::BrokerRegistrationChange(c) => {
+                if c.cordoned_log_dirs.is_some() {
+                    3
+                } else if !c.log_dirs.is_empty() {
+                    2
+                } else if c.in_controlled_shutdown != 0 {
+                    1
+                } else {
+                    0
+                }
+            }
+            _ => self.version(),
+        }
+    }
+
+    /// Writes the framed record value at the version Kafka writes it in a
+    /// cluster at `metadata.version` level `level` ([`MetadataRecord::version_at`]).
+    pub fn encode_framed_for(&self, level: i16, out: &mut BytesMut) {
+        self.encode_framed_at(self.version_at(level), out)
     }
 
     /// Writes the framed record value at `version` (which the record type
