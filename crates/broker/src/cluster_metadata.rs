@@ -177,17 +177,22 @@ pub fn write_meta_properties_with_directory_id(
     node_id: NodeId,
     directory_id: Uuid,
 ) -> Result<(), StateError> {
-    use std::io::Write;
     let text = format!(
         "#\n#Written by Fjord\ncluster.id={cluster_id}\ndirectory.id={}\nnode.id={}\nversion=1\n",
         kafka_uuid_string(directory_id),
         node_id.0
     );
-    let tmp = dir.join(format!("{META_PROPERTIES_FILE}.tmp"));
-    let dst = dir.join(META_PROPERTIES_FILE);
+    write_durably(dir, META_PROPERTIES_FILE, text.as_bytes())
+}
+
+/// Writes `dir/name` durably: a synced temporary file renamed into place,
+/// then the directory synced.
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let dst = dir.join(name);
     let mut f = std::fs::File::create(&tmp).map_err(|e| file_err(&tmp, e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| file_err(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| file_err(&tmp, e))?;
     f.sync_all().map_err(|e| file_err(&tmp, e))?;
     std::fs::rename(&tmp, &dst).map_err(|e| file_err(&dst, e))?;
     std::fs::File::open(dir)
@@ -237,18 +242,8 @@ pub fn take_clean_shutdown_epoch(dir: &Path) -> i64 {
 /// Writes the clean-shutdown file for broker epoch `epoch` into `dir`,
 /// durably (synced, renamed into place, the directory synced).
 pub fn write_clean_shutdown(dir: &Path, epoch: i64) -> Result<(), StateError> {
-    use std::io::Write;
-    let tmp = dir.join(format!("{CLEAN_SHUTDOWN_FILE}.tmp"));
-    let dst = dir.join(CLEAN_SHUTDOWN_FILE);
     let text = serde_json::json!({ "version": 0, "brokerEpoch": epoch }).to_string();
-    let mut f = std::fs::File::create(&tmp).map_err(|e| file_err(&tmp, e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| file_err(&tmp, e))?;
-    f.sync_all().map_err(|e| file_err(&tmp, e))?;
-    std::fs::rename(&tmp, &dst).map_err(|e| file_err(&dst, e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| file_err(dir, e))
+    write_durably(dir, CLEAN_SHUTDOWN_FILE, text.as_bytes())
 }
 
 /// Kafka's string form of a Uuid: URL-safe base64 without padding.
