@@ -23,7 +23,6 @@
 pub mod authorizer;
 pub mod links;
 pub mod oauth;
-pub mod principal;
 pub mod sasl;
 pub mod scram;
 pub mod tls;

@@ -41,7 +41,7 @@ use std::collections::BTreeMap;
 use fjord_model::{limits, ErrorCode};
 use fjord_protocol::sasl::PlainMessage;
 
-use super::oauth::OAuthConfig;
+use super::oauth::JwtValidator;
 use super::scram::{ScramExchange, ScramMechanism, StoredCredential};
 use super::{invalid, KafkaPrincipal, SecuritySettings};
 use crate::config::ConfigError;
@@ -111,7 +111,7 @@ pub struct SaslConfig {
     /// mechanisms with `connections.max.reauth.ms` > 0).
     max_reauth_ms: Vec<(Mechanism, u64)>,
     /// OAUTHBEARER's JWT validation, when enabled.
-    oauth: Option<std::sync::Arc<OAuthConfig>>,
+    oauth: Option<std::sync::Arc<JwtValidator>>,
 }
 
 /// Kafka's name of the KIP-368 session lifetime setting.
@@ -226,7 +226,9 @@ impl SaslConfig {
             parse_jaas(&prefixed, line)?;
         }
         let oauth = if mechanisms.contains(&Mechanism::OAuthBearer) {
-            Some(std::sync::Arc::new(OAuthConfig::build(settings, listener)?))
+            Some(std::sync::Arc::new(super::oauth::validator(
+                settings, listener,
+            )?))
         } else {
             None
         };

@@ -21,9 +21,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio_rustls::TlsAcceptor;
 
-use super::principal::PrincipalRules;
 use super::{invalid, KafkaPrincipal, SecuritySettings};
 use crate::config::ConfigError;
+use fjord_auth::principal::PrincipalRules;
 
 /// `ssl.client.auth`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,7 +203,8 @@ impl TlsServer {
             .with_single_cert(chain, key)
             .map_err(|e| invalid("ssl.keystore.location", format!("key and certificate: {e}")))?;
         let rules = match settings.get(listener, "ssl.principal.mapping.rules") {
-            Some(text) => PrincipalRules::parse(text)?,
+            Some(text) => PrincipalRules::parse(text)
+                .map_err(|why| invalid("ssl.principal.mapping.rules", why))?,
             None => PrincipalRules::default(),
         };
         Ok(TlsServer {
@@ -219,14 +220,7 @@ impl TlsServer {
         let Some(leaf) = certs.and_then(|c| c.first()) else {
             return Some(KafkaPrincipal::anonymous());
         };
-        let dn = subject(leaf)?;
+        let dn = fjord_auth::certificate::subject(leaf.as_ref())?;
         self.rules.apply(&dn).map(KafkaPrincipal::user)
     }
-}
-
-/// A certificate's subject in RFC 2253 form (last RDN first, `CN=a,O=b`).
-pub fn subject(cert: &CertificateDer<'_>) -> Option<String> {
-    use x509_cert::der::Decode;
-    let parsed = x509_cert::Certificate::from_der(cert.as_ref()).ok()?;
-    Some(parsed.tbs_certificate.subject.to_string())
 }

@@ -13,9 +13,6 @@
 use fjord_model::limits;
 use regex::Regex;
 
-use crate::config::ConfigError;
-use crate::security::invalid;
-
 #[derive(Clone, Debug)]
 enum Rule {
     Default,
@@ -46,8 +43,6 @@ impl Default for PrincipalRules {
         }
     }
 }
-
-const NAME: &str = "ssl.principal.mapping.rules";
 
 /// Reads up to an unescaped `/`; `\/` stands for `/`, other escapes are kept.
 fn until_slash(s: &str) -> Option<(String, &str)> {
@@ -100,21 +95,23 @@ fn replacement(java: &str) -> String {
 }
 
 impl PrincipalRules {
-    pub fn parse(text: &str) -> Result<PrincipalRules, ConfigError> {
+    /// Parses `ssl.principal.mapping.rules`; the error says what is wrong
+    /// (never the text itself, which the caller may treat as a secret).
+    pub fn parse(text: &str) -> Result<PrincipalRules, String> {
         let mut rules = Vec::new();
         let mut rest = text.trim();
         while !rest.is_empty() {
             if rules.len() >= limits::PRINCIPAL_MAPPING_RULES_MAX {
-                return Err(invalid(NAME, "too many rules"));
+                return Err("too many rules".to_string());
             }
             if let Some(after) = rest.strip_prefix("DEFAULT") {
                 rules.push(Rule::Default);
                 rest = after;
             } else if let Some(after) = rest.strip_prefix("RULE:") {
-                let (pattern, after) = until_slash(after)
-                    .ok_or_else(|| invalid(NAME, "a RULE needs pattern/replacement/"))?;
-                let (repl, after) = until_slash(after)
-                    .ok_or_else(|| invalid(NAME, "a RULE needs pattern/replacement/"))?;
+                let (pattern, after) =
+                    until_slash(after).ok_or("a RULE needs pattern/replacement/")?;
+                let (repl, after) =
+                    until_slash(after).ok_or("a RULE needs pattern/replacement/")?;
                 let (case, after) = match after.chars().next() {
                     Some('L') => (Case::Lower, &after[1..]),
                     Some('U') => (Case::Upper, &after[1..]),
@@ -122,7 +119,7 @@ impl PrincipalRules {
                 };
                 // Java's `matches()`: the whole name.
                 let pattern = Regex::new(&format!("^(?:{pattern})$"))
-                    .map_err(|e| invalid(NAME, format!("bad pattern: {e}")))?;
+                    .map_err(|e| format!("bad pattern: {e}"))?;
                 rules.push(Rule::Rewrite {
                     pattern,
                     replacement: replacement(&repl),
@@ -130,16 +127,13 @@ impl PrincipalRules {
                 });
                 rest = after;
             } else {
-                return Err(invalid(
-                    NAME,
-                    "expected DEFAULT or RULE:pattern/replacement/[LU]",
-                ));
+                return Err("expected DEFAULT or RULE:pattern/replacement/[LU]".into());
             }
             rest = rest.trim_start();
             match rest.strip_prefix(',') {
                 Some(after) => rest = after.trim_start(),
                 None if rest.is_empty() => {}
-                None => return Err(invalid(NAME, "rules are separated by commas")),
+                None => return Err("rules are separated by commas".into()),
             }
         }
         if rules.is_empty() {
