@@ -3,7 +3,9 @@ last stable offset (a read_committed consumer sees nothing of a transaction stil
 fenced by a new one with the same transactional id, DescribeTransactions/ListTransactions, and aborted
 transactions dropped by read_committed consumers (confluent-kafka and the Java client; interleaved
 transactions of two producers; across a clean restart and a kill -9) with ListOffsets' latest at the last
-stable offset. Passes against Apache Kafka too (E2E_BROKER=kafka).
+stable offset; KIP-890's checks on the partition leader (verification, the sequence rules of a verification in
+progress) and the aborted transactions of a partition the producer wrote nothing to. Passes against Apache Kafka
+too (E2E_BROKER=kafka).
 """
 
 from __future__ import annotations
@@ -431,10 +433,11 @@ def _init_transactional(conn, txn_id: str) -> tuple[int, int]:
 
 
 def _txn_produce(conn, version: int, txn_id: str, topic: str, partition: int, pid: int, epoch: int,
-                 value: bytes) -> int:
-    """One transactional batch (sequence 0, stamped five minutes ago) by Produce `version`: its error code."""
+                 value: bytes, sequence: int = 0) -> int:
+    """One transactional batch (one record at `sequence`, stamped five minutes ago) by Produce `version`: its error
+    code."""
     batch = wire.record_batch([(b"k", value)], int(time.time() * 1000) - 300_000, attributes=0x10,
-                              producer_id=pid, producer_epoch=epoch, base_sequence=0)
+                              producer_id=pid, producer_epoch=epoch, base_sequence=sequence)
     r = conn.call("Produce", version, {"TransactionalId": txn_id, "Acks": -1, "TimeoutMs": 10_000,
                                        "TopicData": [{"Name": topic, "PartitionData": [
                                            {"Index": partition, "Records": batch}]}]})
@@ -535,3 +538,99 @@ def test_java_producer_pinned_to_transaction_version_1_is_verified_and_commits(b
     with kschema.Conn(b) as conn:
         fetched = conn.call("OffsetFetch", 1, {"GroupId": group, "Topics": [{"Name": t, "PartitionIndexes": [0]}]})
     assert fetched["Topics"][0]["Partitions"][0]["CommittedOffset"] == 7, fetched
+
+
+OUT_OF_ORDER_SEQUENCE, TRANSACTION_ABORTABLE = 45, 120
+
+
+def _add_partitions(conn, txn_id: str, pid: int, epoch: int, topic: str, partitions: list[int]) -> None:
+    added = conn.call("AddPartitionsToTxn", 3, {
+        "V3AndBelowTransactionalId": txn_id, "V3AndBelowProducerId": pid, "V3AndBelowProducerEpoch": epoch,
+        "V3AndBelowTopics": [{"Name": topic, "Partitions": partitions}]})
+    assert [p["PartitionErrorCode"] for r in added["ResultsByTopicV3AndBelow"]
+            for p in r["ResultsByPartition"]] == [0] * len(partitions), added
+
+
+def test_a_batch_above_the_lowest_sequence_being_verified_is_out_of_order(broker):
+    """KIP-890 part 1 on the leader (Kafka's `VerificationStateEntry`): a verification keeps the lowest sequence
+    of the requests that started it until the producer's first append or marker, and a batch of that producer
+    starting above it is OUT_OF_ORDER_SEQUENCE_NUMBER, so no gap is appended. Here a Produce v11 at sequence 3 for
+    a partition not yet added is refused (TRANSACTION_ABORTABLE) and leaves its verification behind; once the
+    partition is added, sequence 5 is out of order, 3 then 4 go in and commit (read by librdkafka)."""
+    b = broker.bootstrap
+    t = c.create_topic(b, unique("txn-lowest-seq"))
+    txn_id = unique("txn-lowest-seq-id")
+    with kschema.Conn(b) as conn:
+        pid, epoch = _init_transactional(conn, txn_id)
+        first = _txn_produce(conn, 11, txn_id, t, 0, pid, epoch, b"early", sequence=3)
+        _add_partitions(conn, txn_id, pid, epoch, t, [0])
+        codes = [first] + [_txn_produce(conn, 11, txn_id, t, 0, pid, epoch, v, sequence=s)
+                           for v, s in [(b"five", 5), (b"three", 3), (b"four", 4)]]
+        assert codes == [TRANSACTION_ABORTABLE, OUT_OF_ORDER_SEQUENCE, 0, 0], codes
+        ended = conn.call("EndTxn", 3, {"TransactionalId": txn_id, "ProducerId": pid, "ProducerEpoch": epoch,
+                                        "Committed": True})
+        assert ended["ErrorCode"] == 0, ended
+    got = c.cf_consume(b, t, 2, conf={"isolation.level": "read_committed"}, timeout_s=20)
+    assert values_of(got) == ["three", "four"], got
+
+
+def test_a_transaction_version_2_producer_with_no_state_starts_at_sequence_0(broker):
+    """Transaction version 2 (Produce v12, the leader adds the partition itself): a producer with no state on the
+    partition must start its transaction there at sequence 0 (Kafka 4.3.1's `ProducerAppendInfo.checkSequence`),
+    or the batch is OUT_OF_ORDER_SEQUENCE_NUMBER and nothing is appended; at 0 it goes in and commits (EndTxn v5,
+    read by librdkafka)."""
+    b = broker.bootstrap
+    t = c.create_topic(b, unique("txn-tv2-seq"))
+    txn_id = unique("txn-tv2-seq-id")
+    with kschema.Conn(b) as conn:
+        assert _transaction_version(conn) == 2
+        pid, epoch = _init_transactional(conn, txn_id)
+        codes = [_txn_produce(conn, 12, txn_id, t, 0, pid, epoch, v, sequence=s)
+                 for v, s in [(b"one", 1), (b"zero", 0)]]
+        assert codes == [OUT_OF_ORDER_SEQUENCE, 0], codes
+        ended = conn.call("EndTxn", 5, {"TransactionalId": txn_id, "ProducerId": pid, "ProducerEpoch": epoch,
+                                        "Committed": True})
+        assert ended["ErrorCode"] == 0, ended
+    got = c.cf_consume(b, t, 1, conf={"isolation.level": "read_committed"}, timeout_s=20)
+    assert values_of(got) == ["zero"], got
+
+
+def _aborted_transactions(bootstrap: str, topic: str, partitions: int) -> dict[int, list[tuple[int, int]]]:
+    """A read_committed Fetch v11 of every partition from offset 0: each one's aborted transactions."""
+    with kschema.Conn(bootstrap) as conn:
+        r = conn.call("Fetch", 11, {
+            "ReplicaId": -1, "MaxWaitMs": 0, "MinBytes": 0, "MaxBytes": 1 << 20, "IsolationLevel": 1,
+            "SessionId": 0, "SessionEpoch": -1, "Topics": [{"Topic": topic, "Partitions": [
+                {"Partition": p, "CurrentLeaderEpoch": -1, "FetchOffset": 0, "LogStartOffset": -1,
+                 "PartitionMaxBytes": 1 << 20} for p in range(partitions)]}],
+            "ForgottenTopicsData": [], "RackId": ""})
+    assert r["ErrorCode"] == 0, r
+    parts = r["Responses"][0]["Partitions"]
+    assert all(p["ErrorCode"] == 0 for p in parts), parts
+    return {p["PartitionIndex"]: [(a["ProducerId"], a["FirstOffset"]) for a in p["AbortedTransactions"] or []]
+            for p in parts}
+
+
+def test_an_abort_marker_where_the_producer_wrote_nothing_aborts_no_transaction(broker):
+    """A transaction that added two partitions but wrote to one only, then aborted: both get an ABORT marker, but
+    only the partition with data had a transaction to abort. Kafka's producer state completes none for a marker
+    of a producer with nothing open (`ProducerAppendInfo.appendEndTxnMarker`), so that partition's aborted
+    transactions (its .txnindex), which a read_committed Fetch carries, stay empty; the other lists the producer
+    from its first offset. librdkafka's read_committed consumer reads nothing of either."""
+    b = broker.bootstrap
+    t = c.create_topic(b, unique("txn-empty-abort"), partitions=2)
+    txn_id = unique("txn-empty-abort-id")
+    with kschema.Conn(b) as conn:
+        pid, epoch = _init_transactional(conn, txn_id)
+        _add_partitions(conn, txn_id, pid, epoch, t, [0, 1])
+        assert _txn_produce(conn, 11, txn_id, t, 0, pid, epoch, b"gone") == 0
+        ended = conn.call("EndTxn", 3, {"TransactionalId": txn_id, "ProducerId": pid, "ProducerEpoch": epoch,
+                                        "Committed": False})
+        assert ended["ErrorCode"] == 0, ended
+    deadline = time.monotonic() + 20
+    while _lso(b, t, 2) != [2, 1] and time.monotonic() < deadline:  # the markers are written after EndTxn
+        time.sleep(0.2)
+    assert _lso(b, t, 2) == [2, 1]
+    assert _aborted_transactions(b, t, 2) == {0: [(pid, 0)], 1: []}
+    got = c.cf_consume(b, t, 1, conf={"isolation.level": "read_committed"}, timeout_s=5)
+    assert got == [], got

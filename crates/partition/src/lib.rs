@@ -651,31 +651,36 @@ impl Partition {
     }
 
     /// KIP-890 part 1: a client's transactional batch of `producer_id` at
-    /// `epoch` is about to be verified with the transaction coordinator.
-    /// `None` when the producer's transaction is already open here (its
-    /// batches need no verification); otherwise the guard that
-    /// [`Partition::append_client`] must present (Kafka's
-    /// `maybeStartTransactionVerification`).
+    /// `epoch`, starting at `sequence`, is about to be verified with the
+    /// transaction coordinator (`supports_epoch_bump`: by a Produce v12+, the
+    /// leader adding the partition itself). `None` when the producer's
+    /// transaction is already open here (its batches need no verification);
+    /// otherwise the guard that [`Partition::append_client`] must present
+    /// (Kafka's `maybeStartTransactionVerification`).
     pub fn start_verification(
         &self,
         producer_id: ProducerId,
         epoch: ProducerEpoch,
+        sequence: i32,
+        supports_epoch_bump: bool,
         now_ms: i64,
     ) -> Option<VerificationGuard> {
         let mut v = self.verifications.lock();
         if self.log.in_transaction(producer_id, epoch) {
             return None;
         }
-        Some(v.start(producer_id, epoch, now_ms))
+        Some(v.start(producer_id, epoch, sequence, supports_epoch_bump, now_ms))
     }
 
     /// `append_shared` for a client's Produce. With `verify`
     /// (`transaction.partition.verification.enable`), every transactional
     /// batch of a producer whose transaction is not open here needs `guard`
     /// to be that producer's verification in progress, or nothing is
-    /// appended (INVALID_TXN_STATE, as Kafka's log refuses it). A
-    /// transactional append ends the verification (the transaction is open
-    /// now).
+    /// appended (INVALID_TXN_STATE, as Kafka's log refuses it). While a
+    /// producer's verification is in progress its batches are held to its
+    /// sequence rules too (`Verifications::sequence_check`,
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER). A transactional append ends the
+    /// verification (the transaction is open now).
     pub fn append_client(
         &self,
         records: &[u8],
@@ -706,7 +711,13 @@ impl Partition {
                 }
             }
         }
-        let appended = self.append_shared(records, acks, now_ms)?;
+        let verifying: Vec<_> = producers
+            .iter()
+            .filter_map(|&(pid, _)| v.sequence_check(pid))
+            .collect();
+        let appended = self.append_via(acks, |log, epoch| {
+            log.append_as_leader_verifying(records, epoch, now_ms, &verifying)
+        })?;
         for &(pid, _) in &producers {
             v.clear(pid);
         }
@@ -769,7 +780,13 @@ impl Partition {
         &self,
         marker: &fjord_storage::TxnMarker,
         now_ms: i64,
-    ) -> Result<(fjord_storage::producer_state::CompletedTxn, CommitWaiter), PartitionError> {
+    ) -> Result<
+        (
+            Option<fjord_storage::producer_state::CompletedTxn>,
+            CommitWaiter,
+        ),
+        PartitionError,
+    > {
         let leader_epoch = self.check_leader()?;
         let replicated = match self.replicated_leader_check() {
             Some(Err(e)) => return Err(e),

@@ -586,11 +586,93 @@ fn a_follower_serves_reads_below_its_high_watermark_and_only_in_sync_followers_a
 
 /// A transactional batch of producer 7 at epoch 0 with base sequence `seq`.
 fn txn_batch(seq: i32) -> Vec<u8> {
+    txn_batch_of(7, seq)
+}
+
+/// A transactional batch of producer `pid` at epoch 0 with base sequence `seq`.
+fn txn_batch_of(pid: i64, seq: i32) -> Vec<u8> {
     let mut b = BatchBuilder::new(Compression::None)
-        .producer(7, 0, seq)
+        .producer(pid, 0, seq)
         .transactional(true);
     b.push(10, Some(b"k".as_slice()), Some(b"v".as_slice()), &[]);
     b.build(0)
+}
+
+/// Kafka's `VerificationStateEntry` (KIP-890): while a producer's
+/// verification is in progress the leader keeps the lowest first sequence of
+/// the requests that started or joined it, and a batch of that producer
+/// starting above it is OUT_OF_ORDER_SEQUENCE_NUMBER (the lower one, retried,
+/// must go first: no gap is ever appended); a Produce v12+ (transaction
+/// version 2) of a producer with no batches here must start at sequence 0
+/// (`ProducerAppendInfo.checkSequence` in Kafka 4.3.1).
+#[test]
+fn a_verification_in_progress_holds_the_lowest_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path());
+    let epoch = ProducerEpoch(0);
+    let code = |r: Result<Appended, PartitionError>| r.err().map(|e| e.kafka_code());
+    let oos = Some(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER);
+    // Producer 7 with no state here: a verification at 3 (its answer was
+    // lost), then a request at 5 joins it: 5 may not go first.
+    let g = p
+        .start_verification(ProducerId(7), epoch, 3, false, 1_000)
+        .unwrap();
+    let joined = p.start_verification(ProducerId(7), epoch, 5, false, 1_001);
+    assert_eq!(joined, Some(g));
+    assert_eq!(
+        code(p.append_client(&txn_batch(5), Acks::Leader, 1_000, true, Some(g))),
+        oos
+    );
+    assert_eq!(p.log_end_offset(), Offset(0), "nothing appended");
+    // The lowest one goes in (any first sequence for a producer with no
+    // state), then the rest in order, with no verification any more.
+    p.append_client(&txn_batch(3), Acks::Leader, 1_000, true, Some(g))
+        .unwrap();
+    p.append_client(&txn_batch(4), Acks::Leader, 1_000, true, None)
+        .unwrap();
+    p.append_client(&txn_batch(5), Acks::Leader, 1_000, true, None)
+        .unwrap();
+    // A lower sequence joining the verification lowers the bar.
+    let g8 = p
+        .start_verification(ProducerId(8), epoch, 4, false, 1_000)
+        .unwrap();
+    assert_eq!(
+        p.start_verification(ProducerId(8), epoch, 2, false, 1_000),
+        Some(g8)
+    );
+    let verify = |seq| p.append_client(&txn_batch_of(8, seq), Acks::Leader, 1_000, true, Some(g8));
+    assert_eq!(code(verify(4)), oos);
+    verify(2).unwrap();
+    // Produce v12+: a producer with no state must start at 0.
+    let g9 = p
+        .start_verification(ProducerId(9), epoch, 1, true, 1_000)
+        .unwrap();
+    let verify =
+        |seq, g| p.append_client(&txn_batch_of(9, seq), Acks::Leader, 1_000, true, Some(g));
+    assert_eq!(code(verify(1, g9)), oos);
+    assert_eq!(
+        p.start_verification(ProducerId(9), epoch, 0, true, 1_000),
+        Some(g9)
+    );
+    verify(0, g9).unwrap();
+    // ... but one with batches here continues its sequence (a marker at the
+    // same epoch keeps them).
+    p.append_marker(
+        &fjord_storage::TxnMarker {
+            producer_id: ProducerId(7),
+            producer_epoch: epoch,
+            coordinator_epoch: 0,
+            aborted: true,
+            transaction_version: 0,
+        },
+        1_000,
+    )
+    .unwrap();
+    let g7 = p
+        .start_verification(ProducerId(7), epoch, 6, true, 1_000)
+        .unwrap();
+    p.append_client(&txn_batch(6), Acks::Leader, 1_000, true, Some(g7))
+        .unwrap();
 }
 
 /// KIP-890 part 1: a client's transactional batch of a producer whose
@@ -613,13 +695,17 @@ fn a_transactional_append_needs_its_verification_until_the_marker() {
         ErrorCode::INVALID_TXN_STATE
     );
     assert_eq!(p.log_end_offset(), Offset(0));
-    let g = p.start_verification(pid, epoch, 1_000).unwrap();
-    assert_eq!(p.start_verification(pid, epoch, 1_001), Some(g), "joined");
+    let g = p.start_verification(pid, epoch, 0, false, 1_000).unwrap();
+    assert_eq!(
+        p.start_verification(pid, epoch, 0, false, 1_001),
+        Some(g),
+        "joined"
+    );
     p.append_client(&txn_batch(0), Acks::Leader, 1_000, true, Some(g))
         .unwrap();
     assert!(p.in_transaction(pid, epoch));
     // Open here: no verification, no guard needed.
-    assert_eq!(p.start_verification(pid, epoch, 1_002), None);
+    assert_eq!(p.start_verification(pid, epoch, 1, false, 1_002), None);
     p.append_client(&txn_batch(1), Acks::Leader, 1_000, true, None)
         .unwrap();
     // The guard was used up by the first append.
@@ -634,7 +720,7 @@ fn a_transactional_append_needs_its_verification_until_the_marker() {
         p.append_marker(&marker, 1_000).unwrap();
         // A verification started for the next transaction, then the
         // coordinator aborted it (a marker) before the confirmed append.
-        let g2 = p.start_verification(pid, epoch, 1_003).unwrap();
+        let g2 = p.start_verification(pid, epoch, 2, false, 1_003).unwrap();
         assert_ne!(g2, g);
         p.append_marker(&marker, 1_000).unwrap();
         g2

@@ -9,12 +9,17 @@
 //! transactional append, removes the entry, so a confirmation that arrives
 //! after the transaction ended (an abort marker written meanwhile) can never
 //! open a transaction the coordinator does not know of (a hanging
-//! transaction). Deterministic: no clock (time comes in), no I/O.
+//! transaction). While it is in progress the entry also keeps the lowest
+//! first sequence (at the newest epoch) of the requests that started or
+//! joined it, which the append holds the producer's batches to
+//! ([`Verifications::sequence_check`]). Deterministic: no clock (time comes
+//! in), no I/O.
 
 use std::collections::HashMap;
 
 use fjord_model::limits::{PRODUCER_ID_EXPIRATION_MS_DEFAULT, TXN_VERIFICATIONS_MAX};
 use fjord_model::{ProducerEpoch, ProducerId};
+use fjord_storage::producer_state::VerifyingProducer;
 
 /// A started verification; an append presents it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,6 +29,11 @@ pub struct VerificationGuard(u64);
 struct Entry {
     guard: VerificationGuard,
     epoch: ProducerEpoch,
+    /// The lowest first sequence seen at `epoch` (Kafka's `lowestSequence`).
+    lowest_sequence: i32,
+    /// Started by a Produce v12+ (transaction version 2: Kafka's
+    /// `supportsEpochBump`).
+    supports_epoch_bump: bool,
     started_ms: i64,
 }
 
@@ -36,18 +46,27 @@ pub struct Verifications {
 
 impl Verifications {
     /// Start (or join) the verification of `producer_id`'s transaction at
-    /// `epoch`: the guard its append must present. Requests of the same
-    /// producer share the guard until a marker or an append removes it; a
-    /// later epoch starts afresh (what the older one verified no longer
-    /// holds).
+    /// `epoch`, for a request whose first transactional batch starts at
+    /// `sequence` (`supports_epoch_bump`: a Produce v12+): the guard its
+    /// append must present. Requests of the same producer share the guard
+    /// until a marker or an append removes it, and a lower sequence at the
+    /// same epoch becomes the lowest (Kafka's
+    /// `maybeUpdateLowestSequenceAndEpoch`); a later epoch starts afresh
+    /// (what the older one verified no longer holds, and its sequences start
+    /// again).
     pub fn start(
         &mut self,
         producer_id: ProducerId,
         epoch: ProducerEpoch,
+        sequence: i32,
+        supports_epoch_bump: bool,
         now_ms: i64,
     ) -> VerificationGuard {
-        if let Some(e) = self.entries.get(&producer_id) {
+        if let Some(e) = self.entries.get_mut(&producer_id) {
             if e.epoch >= epoch {
+                if e.epoch == epoch {
+                    e.lowest_sequence = e.lowest_sequence.min(sequence);
+                }
                 return e.guard;
             }
         }
@@ -61,10 +80,23 @@ impl Verifications {
             Entry {
                 guard,
                 epoch,
+                lowest_sequence: sequence,
+                supports_epoch_bump,
                 started_ms: now_ms,
             },
         );
         guard
+    }
+
+    /// What a client's batches of `producer_id` are held to while its
+    /// verification is in progress (`None`: none is): Kafka hands the
+    /// producer's `VerificationStateEntry` to every client append of it.
+    pub fn sequence_check(&self, producer_id: ProducerId) -> Option<VerifyingProducer> {
+        self.entries.get(&producer_id).map(|e| VerifyingProducer {
+            producer_id,
+            lowest_sequence: e.lowest_sequence,
+            supports_epoch_bump: e.supports_epoch_bump,
+        })
     }
 
     /// Whether `guard` is the one `producer_id`'s entry holds.
@@ -118,17 +150,21 @@ mod tests {
     fn a_guard_holds_until_cleared_and_is_never_reused() {
         let mut v = Verifications::default();
         assert!(!v.verified(P, None));
-        let g = v.start(P, ProducerEpoch(0), 10);
+        let g = v.start(P, ProducerEpoch(0), 0, false, 10);
         assert!(v.verified(P, Some(g)));
         assert!(!v.verified(P, None), "no guard presented");
         assert!(!v.verified(ProducerId(8), Some(g)), "another producer");
-        assert_eq!(v.start(P, ProducerEpoch(0), 11), g, "joined, not restarted");
+        assert_eq!(
+            v.start(P, ProducerEpoch(0), 0, false, 11),
+            g,
+            "joined, not restarted"
+        );
         // A marker (or the first append) clears it: a late confirmation of
         // the ended transaction is refused, and the next verification gets a
         // guard of its own (Kafka's ABA case).
         v.clear(P);
         assert!(!v.verified(P, Some(g)));
-        let g2 = v.start(P, ProducerEpoch(0), 12);
+        let g2 = v.start(P, ProducerEpoch(0), 0, false, 12);
         assert_ne!(g2, g);
         assert!(!v.verified(P, Some(g)));
         assert!(v.verified(P, Some(g2)));
@@ -137,19 +173,48 @@ mod tests {
     #[test]
     fn a_later_epoch_starts_afresh_an_older_one_joins() {
         let mut v = Verifications::default();
-        let g = v.start(P, ProducerEpoch(3), 0);
-        assert_eq!(v.start(P, ProducerEpoch(2), 0), g);
-        let g4 = v.start(P, ProducerEpoch(4), 0);
+        let g = v.start(P, ProducerEpoch(3), 0, false, 0);
+        assert_eq!(v.start(P, ProducerEpoch(2), 0, false, 0), g);
+        let g4 = v.start(P, ProducerEpoch(4), 0, false, 0);
         assert_ne!(g4, g);
         assert!(!v.verified(P, Some(g)));
         assert!(v.verified(P, Some(g4)));
+    }
+
+    /// Kafka's `maybeUpdateLowestSequenceAndEpoch`: the lowest sequence at
+    /// the newest epoch is kept; an older epoch's request changes nothing; a
+    /// newer epoch starts again from its own.
+    #[test]
+    fn the_lowest_sequence_of_the_newest_epoch_is_kept() {
+        let mut v = Verifications::default();
+        assert_eq!(v.sequence_check(P), None);
+        let check = |v: &Verifications| v.sequence_check(P).map(|c| c.lowest_sequence);
+        v.start(P, ProducerEpoch(3), 5, false, 0);
+        assert_eq!(check(&v), Some(5));
+        v.start(P, ProducerEpoch(3), 7, false, 0);
+        assert_eq!(check(&v), Some(5), "a higher one does not raise it");
+        v.start(P, ProducerEpoch(3), 2, false, 0);
+        assert_eq!(check(&v), Some(2));
+        v.start(P, ProducerEpoch(2), 0, false, 0);
+        assert_eq!(check(&v), Some(2), "an older epoch's request");
+        v.start(P, ProducerEpoch(4), 9, true, 0);
+        assert_eq!(
+            v.sequence_check(P),
+            Some(VerifyingProducer {
+                producer_id: P,
+                lowest_sequence: 9,
+                supports_epoch_bump: true
+            })
+        );
+        v.clear(P);
+        assert_eq!(v.sequence_check(P), None);
     }
 
     #[test]
     fn the_map_is_bounded() {
         let mut v = Verifications::default();
         for i in 0..(TXN_VERIFICATIONS_MAX as i64 + 10) {
-            v.start(ProducerId(i), ProducerEpoch(0), i);
+            v.start(ProducerId(i), ProducerEpoch(0), 0, false, i);
         }
         assert_eq!(v.len(), TXN_VERIFICATIONS_MAX);
         // The oldest went first; the newest are kept.
@@ -159,7 +224,7 @@ mod tests {
             .contains_key(&ProducerId(TXN_VERIFICATIONS_MAX as i64 + 9)));
         // Old entries expire all at once when the map is full.
         let late = PRODUCER_ID_EXPIRATION_MS_DEFAULT + TXN_VERIFICATIONS_MAX as i64 + 100;
-        v.start(ProducerId(-5), ProducerEpoch(0), late);
+        v.start(ProducerId(-5), ProducerEpoch(0), 0, false, late);
         assert_eq!(v.len(), 1);
     }
 }

@@ -27,8 +27,9 @@
 //!   offset (`ProducerEntry::current_txn_first_offset`); a non-transactional batch while
 //!   one is open is INVALID_TXN_STATE.
 //! - A marker (`check_marker`: a COMMIT or ABORT control batch written by the transaction
-//!   coordinator) closes it and yields a [`CompletedTxn`] (first offset: the open
-//!   transaction's, or the marker's own when none was open); a marker with an older
+//!   coordinator) closes it and yields a [`CompletedTxn`]; a marker of a producer with no
+//!   open transaction here yields none (nothing for the aborted-transaction index, as
+//!   Kafka's `appendEndTxnMarker`) but still moves the producer's epochs; a marker with an older
 //!   producer epoch is INVALID_PRODUCER_EPOCH, with an older coordinator epoch
 //!   TRANSACTION_COORDINATOR_FENCED. A newer epoch (a fence) resets the sequences.
 //!   A marker of transaction version 2 or later (KIP-1228: the coordinator bumps the
@@ -246,6 +247,21 @@ impl ProducerError {
     }
 }
 
+/// A producer whose transaction verification (KIP-890) is in progress on the partition
+/// leader (Kafka's `VerificationStateEntry`), as a client's append of its batches is
+/// held to it (`check_client`, Kafka 4.3.1's `ProducerAppendInfo.checkSequence`): a
+/// batch starting above `lowest_sequence` is out of order (a lower one, retried, must
+/// come first), and with `supports_epoch_bump` (the verification came from a Produce
+/// v12+, transaction version 2) a producer with no batches here must start at 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifyingProducer {
+    pub producer_id: ProducerId,
+    /// The lowest first sequence of the requests that started or joined the
+    /// verification, at its newest epoch.
+    pub lowest_sequence: i32,
+    pub supports_epoch_bump: bool,
+}
+
 /// The entries to store once an append's write succeeded (from `check`).
 #[derive(Debug, Default)]
 pub struct ProducerUpdate {
@@ -382,6 +398,27 @@ impl ProducerStateMap {
         batches_total: usize,
         coordinator: bool,
     ) -> Result<Verdict, ProducerError> {
+        self.check_all(batches, batches_total, coordinator, &[])
+    }
+
+    /// `check` for a client's append while the producers of `verifying` have a
+    /// transaction verification in progress here (see [`VerifyingProducer`]).
+    pub fn check_client(
+        &self,
+        batches: &[IncomingBatch],
+        batches_total: usize,
+        verifying: &[VerifyingProducer],
+    ) -> Result<Verdict, ProducerError> {
+        self.check_all(batches, batches_total, false, verifying)
+    }
+
+    fn check_all(
+        &self,
+        batches: &[IncomingBatch],
+        batches_total: usize,
+        coordinator: bool,
+        verifying: &[VerifyingProducer],
+    ) -> Result<Verdict, ProducerError> {
         // Entries as they will be after the batches checked so far (few: usually one).
         let mut updated: Vec<(ProducerId, ProducerEntry)> = Vec::new();
         let mut duplicates: Vec<ProducerBatch> = Vec::new();
@@ -426,6 +463,14 @@ impl ProducerStateMap {
                 duplicates.push(d);
                 continue;
             }
+            if let Some(v) = verifying.iter().find(|v| v.producer_id == b.producer_id) {
+                // The epoch first, then the verification's rules, then the usual ones.
+                if let Some(e) = current.filter(|e| b.epoch < e.epoch) {
+                    return Err(Self::older_epoch(b, e));
+                }
+                let before = self.producers.get(&b.producer_id);
+                Self::check_verifying(v, before, b)?;
+            }
             if let Some(e) = current {
                 Self::validate(e, b)?;
                 if !b.transactional && e.current_txn_first_offset.is_some() {
@@ -461,13 +506,43 @@ impl ProducerStateMap {
         }
     }
 
+    /// Kafka 4.3.1's first two rules of `checkSequence`, for a producer whose
+    /// verification is in progress (`before`: its entry before this append).
+    fn check_verifying(
+        v: &VerifyingProducer,
+        before: Option<&ProducerEntry>,
+        b: &IncomingBatch,
+    ) -> Result<(), ProducerError> {
+        let no_batches = before.is_none_or(|e| e.batches.is_empty());
+        if v.supports_epoch_bump && b.first_sequence != 0 && no_batches {
+            Err(Self::out_of_order(b, 0))
+        } else if b.first_sequence > v.lowest_sequence {
+            Err(Self::out_of_order(b, v.lowest_sequence))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn out_of_order(b: &IncomingBatch, expected: i32) -> ProducerError {
+        ProducerError::OutOfOrderSequence {
+            producer_id: b.producer_id.0,
+            epoch: b.epoch.0,
+            sequence: b.first_sequence,
+            expected,
+        }
+    }
+
+    fn older_epoch(b: &IncomingBatch, e: &ProducerEntry) -> ProducerError {
+        ProducerError::InvalidEpoch {
+            producer_id: b.producer_id.0,
+            epoch: b.epoch.0,
+            current: e.epoch.0,
+        }
+    }
+
     fn validate(e: &ProducerEntry, b: &IncomingBatch) -> Result<(), ProducerError> {
         if b.epoch < e.epoch {
-            return Err(ProducerError::InvalidEpoch {
-                producer_id: b.producer_id.0,
-                epoch: b.epoch.0,
-                current: e.epoch.0,
-            });
+            return Err(Self::older_epoch(b, e));
         }
         let expected = if b.epoch != e.epoch {
             0
@@ -480,20 +555,15 @@ impl ProducerStateMap {
         if b.first_sequence == expected {
             return Ok(());
         }
-        Err(ProducerError::OutOfOrderSequence {
-            producer_id: b.producer_id.0,
-            epoch: b.epoch.0,
-            sequence: b.first_sequence,
-            expected,
-        })
+        Err(Self::out_of_order(b, expected))
     }
 
     /// Decides about a transaction marker (changes nothing): the update to `commit` once
-    /// the marker is written, and the transaction it closes.
+    /// the marker is written, and the transaction it closes (`None`: none was open).
     pub fn check_marker(
         &self,
         m: &IncomingMarker,
-    ) -> Result<(ProducerUpdate, CompletedTxn), ProducerError> {
+    ) -> Result<(ProducerUpdate, Option<CompletedTxn>), ProducerError> {
         let current = self.producers.get(&m.producer_id);
         if let Some(e) = current {
             if Self::marker_epoch_fenced(m, e) {
@@ -540,7 +610,10 @@ impl ProducerStateMap {
         !retry
     }
 
-    fn close_txn(entry: &mut ProducerEntry, m: &IncomingMarker) -> CompletedTxn {
+    /// The transaction `m` ends, if one is open (Kafka emits a `CompletedTxn` only for
+    /// a non-empty transaction: a marker without data moves no last stable offset and
+    /// has no place in the transaction index); the entry takes the marker's epochs.
+    fn close_txn(entry: &mut ProducerEntry, m: &IncomingMarker) -> Option<CompletedTxn> {
         if m.epoch != entry.epoch {
             // A fence (the coordinator bumped the epoch): sequences start again.
             entry.batches.clear();
@@ -548,21 +621,21 @@ impl ProducerStateMap {
         }
         entry.coordinator_epoch = m.coordinator_epoch;
         entry.last_timestamp_ms = m.timestamp_ms;
-        let first_offset = entry.current_txn_first_offset.take().unwrap_or(m.offset);
+        let first_offset = entry.current_txn_first_offset.take()?;
         assert!(
             first_offset <= m.offset,
             "a transaction ends after it starts"
         );
-        CompletedTxn {
+        Some(CompletedTxn {
             producer_id: m.producer_id,
             first_offset,
             last_offset: m.offset,
             aborted: m.aborted,
-        }
+        })
     }
 
     /// Applies a marker read back from the log (recovery), without validation.
-    pub fn replay_marker(&mut self, m: &IncomingMarker) -> CompletedTxn {
+    pub fn replay_marker(&mut self, m: &IncomingMarker) -> Option<CompletedTxn> {
         let mut entry = self
             .producers
             .remove(&m.producer_id)
@@ -574,9 +647,9 @@ impl ProducerStateMap {
 
     /// Applies a transaction marker batch read back from the log (`is_txn_marker`),
     /// `aborted` as its control record says (the header does not), and returns the
-    /// transaction it closed (recovery and followers rebuild the aborted-transaction index
-    /// from it).
-    pub fn replay_marker_batch(&mut self, h: &BatchHeader, aborted: bool) -> CompletedTxn {
+    /// transaction it closed, if one was open (recovery and followers rebuild the
+    /// aborted-transaction index from it).
+    pub fn replay_marker_batch(&mut self, h: &BatchHeader, aborted: bool) -> Option<CompletedTxn> {
         let producer_id = ProducerId(h.producer_id);
         let coordinator_epoch = self
             .producers
@@ -950,7 +1023,7 @@ mod tests {
     fn apply_marker(
         m: &mut ProducerStateMap,
         mk: &IncomingMarker,
-    ) -> Result<CompletedTxn, ProducerError> {
+    ) -> Result<Option<CompletedTxn>, ProducerError> {
         let (u, done) = m.check_marker(mk)?;
         m.commit(u, 2_000);
         Ok(done)
@@ -970,7 +1043,7 @@ mod tests {
         assert_eq!(e.kafka_code(), ErrorCode::INVALID_TXN_STATE);
         let done = apply_marker(&mut m, &marker(1, 0, 0, 14, false)).unwrap();
         assert_eq!(
-            done,
+            done.unwrap(),
             CompletedTxn {
                 producer_id: ProducerId(1),
                 first_offset: Offset(10),
@@ -983,7 +1056,9 @@ mod tests {
             Some(Offset(12)),
             "producer 2 still open"
         );
-        let done = apply_marker(&mut m, &marker(2, 0, 0, 15, true)).unwrap();
+        let done = apply_marker(&mut m, &marker(2, 0, 0, 15, true))
+            .unwrap()
+            .unwrap();
         assert_eq!((done.first_offset, done.aborted), (Offset(12), true));
         assert_eq!(m.first_unstable_offset(), None);
         // The next transaction of producer 1 continues its sequences.
@@ -1003,7 +1078,7 @@ mod tests {
         assert_eq!(e.kafka_code(), ErrorCode::TRANSACTION_COORDINATOR_FENCED);
         // A fencing marker (epoch bumped) closes the transaction and resets sequences.
         let done = apply_marker(&mut m, &marker(1, 4, 5, 3, true)).unwrap();
-        assert_eq!(done.first_offset, Offset(2));
+        assert_eq!(done.unwrap().first_offset, Offset(2));
         assert_eq!(m.get(ProducerId(1)).unwrap().epoch, ProducerEpoch(4));
         let e = apply(&mut m, &[txn(1, 3, 2, 1, 4)]).unwrap_err();
         assert_eq!(
@@ -1012,12 +1087,16 @@ mod tests {
             "the fenced producer"
         );
         apply(&mut m, &[txn(1, 4, 0, 1, 4)]).unwrap();
-        // A marker for a producer with nothing open covers only itself.
-        let done = apply_marker(&mut m, &marker(9, 0, 5, 8, false)).unwrap();
-        assert_eq!(
-            (done.first_offset, done.last_offset),
-            (Offset(8), Offset(8))
-        );
+        // A marker for a producer with nothing open completes no transaction
+        // (Kafka's `appendEndTxnMarker`), whether the producer is unknown or its
+        // transaction ended already; it still takes the marker's epochs.
+        assert_eq!(apply_marker(&mut m, &marker(9, 0, 5, 8, true)), Ok(None));
+        assert_eq!(m.get(ProducerId(9)).unwrap().coordinator_epoch, 5);
+        let done = apply_marker(&mut m, &marker(1, 4, 5, 9, true)).unwrap();
+        assert_eq!(done.map(|d| d.first_offset), Some(Offset(4)));
+        assert_eq!(apply_marker(&mut m, &marker(1, 5, 5, 10, true)), Ok(None));
+        assert_eq!(m.get(ProducerId(1)).unwrap().epoch, ProducerEpoch(5));
+        assert_eq!(m.first_unstable_offset(), None);
     }
 
     /// KIP-1228: a transaction version 2 marker must bump the epoch of the
@@ -1036,19 +1115,27 @@ mod tests {
         let e = apply_marker(&mut m, &tv2_marker(1, 2, 1, false)).unwrap_err();
         assert_eq!(e.kafka_code(), ErrorCode::INVALID_PRODUCER_EPOCH);
         let (_, done) = m.check_marker(&marker(1, 3, 0, 1, false)).unwrap();
-        assert_eq!(done.first_offset, Offset(0), "TV1 keeps the old rule");
+        assert_eq!(
+            done.map(|d| d.first_offset),
+            Some(Offset(0)),
+            "TV1 keeps the old rule"
+        );
         // The bumped epoch closes it.
-        let done = apply_marker(&mut m, &tv2_marker(1, 4, 1, false)).unwrap();
+        let done = apply_marker(&mut m, &tv2_marker(1, 4, 1, false))
+            .unwrap()
+            .unwrap();
         assert_eq!((done.first_offset, done.aborted), (Offset(0), false));
         assert_eq!(m.get(ProducerId(1)).unwrap().epoch, ProducerEpoch(4));
         assert_eq!(m.first_unstable_offset(), None);
-        // Its retry (same epoch, nothing open) is written again.
-        apply_marker(&mut m, &tv2_marker(1, 4, 2, false)).unwrap();
+        // Its retry (same epoch, nothing open) is written again, ending nothing.
+        assert_eq!(apply_marker(&mut m, &tv2_marker(1, 4, 2, false)), Ok(None));
         // The next transaction at epoch 4: its marker needs epoch 5.
         apply(&mut m, &[txn(1, 4, 0, 1, 3)]).unwrap();
         let e = apply_marker(&mut m, &tv2_marker(1, 4, 4, true)).unwrap_err();
         assert_eq!(e.kafka_code(), ErrorCode::INVALID_PRODUCER_EPOCH);
-        let done = apply_marker(&mut m, &tv2_marker(1, 5, 4, true)).unwrap();
+        let done = apply_marker(&mut m, &tv2_marker(1, 5, 4, true))
+            .unwrap()
+            .unwrap();
         assert_eq!((done.first_offset, done.aborted), (Offset(3), true));
     }
 
@@ -1058,7 +1145,9 @@ mod tests {
     fn tv2_marker_at_the_last_epoch_is_accepted() {
         let mut m = ProducerStateMap::default();
         apply(&mut m, &[txn(1, i16::MAX, 0, 1, 0)]).unwrap();
-        let done = apply_marker(&mut m, &tv2_marker(1, i16::MAX, 1, true)).unwrap();
+        let done = apply_marker(&mut m, &tv2_marker(1, i16::MAX, 1, true))
+            .unwrap()
+            .unwrap();
         assert_eq!((done.first_offset, done.aborted), (Offset(0), true));
     }
 
@@ -1355,7 +1444,7 @@ mod tests {
             Err(ProducerError::InvalidEpoch { .. })
         ));
         let done = apply_marker(&mut m, &marker(7, 2, 0, 12, false)).unwrap();
-        assert_eq!(done.first_offset, Offset(10));
+        assert_eq!(done.map(|d| d.first_offset), Some(Offset(10)));
         assert_eq!(m.get(ProducerId(7)).unwrap().current_txn_first_offset, None);
         // Replay of the same batch header opens it again.
         let mut r = ProducerStateMap::default();

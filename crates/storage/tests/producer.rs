@@ -318,6 +318,7 @@ fn markers_close_open_transactions_and_survive_a_crash() {
     let (written, done) = log
         .append_marker(&marker(7, 0, true), fjord_model::LeaderEpoch(0), 2_000)
         .unwrap();
+    let done = done.expect("producer 7's transaction was open");
     assert_eq!(written.base_offset, Offset(6));
     assert_eq!(
         (done.first_offset, done.last_offset),

@@ -26,7 +26,9 @@ enum Ev {
 /// The index Kafka's rules give for `events` (the model): a transaction starts at its
 /// producer's first transactional batch after the previous marker; an ABORT records
 /// it with the last stable offset right after it (the oldest other open transaction's
-/// first offset, or the offset after the marker).
+/// first offset, or the offset after the marker). A marker of a producer with no open
+/// transaction completes none and records nothing (Kafka's
+/// `ProducerAppendInfo.appendEndTxnMarker`).
 fn model(events: &[(i64, i64, Ev)]) -> Vec<AbortedTxn> {
     let mut open: BTreeMap<i64, i64> = BTreeMap::new();
     let mut out = Vec::new();
@@ -36,7 +38,9 @@ fn model(events: &[(i64, i64, Ev)]) -> Vec<AbortedTxn> {
                 open.entry(pid).or_insert(offset);
             }
             Ev::Marker(abort) => {
-                let first = open.remove(&pid).unwrap_or(offset);
+                let Some(first) = open.remove(&pid) else {
+                    continue;
+                };
                 if abort {
                     let lso = open.values().copied().min().unwrap_or(offset + 1);
                     out.push(AbortedTxn {
@@ -174,6 +178,60 @@ fn aborts_are_indexed_and_collected_as_kafka_does() {
     assert_eq!(read.next_offset, 2);
     log.close().unwrap();
     drop(log);
+    let log = reopen(dir.path(), &LogConfig::default());
+    assert_eq!(log.aborted_index(), want);
+}
+
+/// A marker of a producer whose transaction is not open here (never opened, or
+/// already ended by an earlier marker: a coordinator's retry, or the abort of a
+/// transaction that wrote nothing to this partition) completes no transaction: no
+/// `.txnindex` entry, nothing for read_committed fetches, the last stable offset
+/// unmoved, and so after a reopen and on a follower.
+#[test]
+fn a_marker_without_an_open_transaction_completes_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default());
+    log.append(&mut txn_batch(1, 0, 2), 2_000).unwrap(); // 0..=1
+    let (_, done) = log
+        .append_marker(&marker(1, false), LeaderEpoch(0), 2_000)
+        .unwrap(); // 2
+    assert!(
+        done.is_some(),
+        "the commit completes producer 1's transaction"
+    );
+    log.append(&mut txn_batch(2, 0, 1), 2_000).unwrap(); // 3, stays open
+    for (pid, at) in [(1, 4), (9, 5)] {
+        let (w, done) = log
+            .append_marker(&marker(pid, true), LeaderEpoch(0), 2_000)
+            .unwrap();
+        assert_eq!(w.base_offset, Offset(at));
+        assert_eq!(done, None, "producer {pid} has no open transaction");
+    }
+    assert_eq!(log.aborted_index(), Vec::new());
+    assert_eq!(log.aborted_transactions(Offset(0), Offset(6)), Vec::new());
+    assert!(!dir.path().join("00000000000000000000.txnindex").exists());
+    assert_eq!(log.first_unstable_offset(), Some(Offset(3)));
+    let (_, done) = log
+        .append_marker(&marker(2, true), LeaderEpoch(0), 2_000)
+        .unwrap(); // 6
+    let want = vec![AbortedTxn {
+        producer_id: ProducerId(2),
+        first_offset: Offset(3),
+        last_offset: Offset(6),
+        last_stable_offset: Offset(7),
+    }];
+    assert!(done.is_some_and(|t| t.aborted && t.first_offset == Offset(3)));
+    assert_eq!(log.aborted_index(), want);
+    // A follower and a recovery replay the same markers to the same index.
+    let fdir = tempfile::tempdir().unwrap();
+    let follower = open(fdir.path(), LogConfig::default());
+    let leo = log.log_end_offset();
+    let read = log.read(Offset(0), 1 << 20, leo, true).unwrap();
+    follower
+        .append_as_follower(&read.to_vec().unwrap(), 2_000)
+        .unwrap();
+    assert_eq!(follower.aborted_index(), want);
+    common::crash(log);
     let log = reopen(dir.path(), &LogConfig::default());
     assert_eq!(log.aborted_index(), want);
 }

@@ -170,7 +170,9 @@ fn unverified(ctx: &Ctx, req: &ProduceRequest, now: i64) -> Option<Unverified> {
             if producer.is_some_and(|first| first != (pid, epoch)) {
                 continue;
             }
-            let Some(guard) = p.start_verification(pid, epoch, now) else {
+            let implicit_add = ctx.api_version >= IMPLICIT_ADD_FROM;
+            let started = p.start_verification(pid, epoch, h.base_sequence, implicit_add, now);
+            let Some(guard) = started else {
                 continue;
             };
             producer.get_or_insert((pid, epoch));

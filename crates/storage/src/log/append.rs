@@ -45,6 +45,26 @@ impl Log {
         self.append_assigning(Input::Shared(records), Some(leader_epoch.0), now_ms)
     }
 
+    /// `append_as_leader_shared` for a client's Produce while the producers of
+    /// `verifying` have a transaction verification in progress on this leader (KIP-890):
+    /// their batches are also held to the verification's sequence rules
+    /// (`ProducerStateMap::check_client`; OUT_OF_ORDER_SEQUENCE_NUMBER).
+    pub fn append_as_leader_verifying(
+        &self,
+        records: &[u8],
+        leader_epoch: LeaderEpoch,
+        now_ms: i64,
+        verifying: &[VerifyingProducer],
+    ) -> Result<AppendResult, StorageError> {
+        Self::leader_checks(records, leader_epoch)?;
+        self.append_assigning_from(
+            Input::Shared(records),
+            Some(leader_epoch.0),
+            now_ms,
+            Origin::Client(verifying),
+        )
+    }
+
     fn leader_checks(records: &[u8], leader_epoch: LeaderEpoch) -> Result<(), StorageError> {
         if leader_epoch.0 < 0 {
             return Err(StorageError::InvalidArgument(format!(
@@ -83,7 +103,12 @@ impl Log {
                 "coordinators write markers with append_marker".to_string(),
             )));
         }
-        self.append_assigning_from(Input::Owned(records), Some(leader_epoch.0), now_ms, true)
+        self.append_assigning_from(
+            Input::Owned(records),
+            Some(leader_epoch.0),
+            now_ms,
+            Origin::Coordinator,
+        )
     }
 
     /// Checks framing, CRC and (for client data) sizes of every batch, before any lock.
@@ -128,16 +153,16 @@ impl Log {
         leader_epoch: Option<i32>,
         now_ms: i64,
     ) -> Result<AppendResult, StorageError> {
-        self.append_assigning_from(input, leader_epoch, now_ms, false)
+        self.append_assigning_from(input, leader_epoch, now_ms, Origin::Client(&[]))
     }
 
-    /// `append_assigning`; `coordinator`: see `append_as_coordinator`.
+    /// `append_assigning` for an append of `origin`.
     fn append_assigning_from(
         &self,
         input: Input<'_>,
         leader_epoch: Option<i32>,
         now_ms: i64,
-        coordinator: bool,
+        origin: Origin<'_>,
     ) -> Result<AppendResult, StorageError> {
         self.check_writable()?;
         let cfg = self.config.read().clone();
@@ -227,10 +252,14 @@ impl Log {
                 next = at.next_offset();
                 incoming.extend(IncomingBatch::from_header(&at));
             }
-            match st
-                .producers
-                .check_from(&incoming, found.len(), coordinator)?
-            {
+            let verdict = match origin {
+                Origin::Client(verifying) => {
+                    st.producers
+                        .check_client(&incoming, found.len(), verifying)?
+                }
+                Origin::Coordinator => st.producers.check_from(&incoming, found.len(), true)?,
+            };
+            match verdict {
                 Verdict::Append(update) => producer_update = Some(update),
                 Verdict::Duplicate { first, last } => {
                     return Ok(AppendResult {
@@ -289,13 +318,14 @@ impl Log {
     /// (`ProducerStateMap::check_marker`: a marker of an older producer epoch is
     /// INVALID_PRODUCER_EPOCH, of an older coordinator epoch
     /// TRANSACTION_COORDINATOR_FENCED; nothing is written then). Returns where it went
-    /// and the transaction it closed. No fsync.
+    /// and the transaction it closed (`None`: the producer had none open here, and the
+    /// aborted-transaction index gets nothing, as in Kafka). No fsync.
     pub fn append_marker(
         &self,
         marker: &TxnMarker,
         leader_epoch: LeaderEpoch,
         now_ms: i64,
-    ) -> Result<(AppendResult, CompletedTxn), StorageError> {
+    ) -> Result<(AppendResult, Option<CompletedTxn>), StorageError> {
         self.check_writable()?;
         if leader_epoch.0 < 0 {
             return Err(StorageError::InvalidArgument(format!(
@@ -349,7 +379,7 @@ impl Log {
         self.assign_epochs(&[(leader_epoch.0, leo)])?;
         let rolled = self.write_locked(&mut st, &cfg, &records, &[], &found, 1, now_ms)?;
         st.producers.commit(update, now_ms);
-        if completed.aborted {
+        if let Some(completed) = completed.filter(|c| c.aborted) {
             let txn = AbortedTxn {
                 producer_id: completed.producer_id,
                 first_offset: completed.first_offset,
@@ -719,4 +749,13 @@ impl Input<'_> {
             Input::Shared(b) => b,
         }
     }
+}
+
+/// Who appends (Kafka's `AppendOrigin`, for the producer checks).
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    /// A client's Produce; the producers with a transaction verification in progress.
+    Client(&'a [VerifyingProducer]),
+    /// A coordinator's own records (see `append_as_coordinator`).
+    Coordinator,
 }

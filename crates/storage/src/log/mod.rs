@@ -48,6 +48,7 @@ use crate::error::StorageError;
 use crate::fs::FileSystem;
 use crate::producer_state::{
     self, CompletedTxn, IncomingBatch, IncomingMarker, ProducerEntry, ProducerStateMap, Verdict,
+    VerifyingProducer,
 };
 use crate::segment::{
     self, ScanError, Scanner, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,

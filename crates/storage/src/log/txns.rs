@@ -200,13 +200,13 @@ pub(super) fn marker_aborts(h: &BatchHeader, batch: &[u8]) -> Result<bool, Recor
 }
 
 /// Replays a transaction marker read from the log (recovery, a follower's append) into
-/// the producer state; an ABORT returns the aborted transaction to index.
+/// the producer state; an ABORT that ended an open transaction returns it to index.
 pub(super) fn replay_marker(
     producers: &mut ProducerStateMap,
     h: &BatchHeader,
     aborted: bool,
 ) -> Option<AbortedTxn> {
-    let completed = producers.replay_marker_batch(h, aborted);
+    let completed = producers.replay_marker_batch(h, aborted)?;
     aborted.then(|| AbortedTxn {
         producer_id: completed.producer_id,
         first_offset: completed.first_offset,
