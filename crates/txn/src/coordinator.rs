@@ -122,8 +122,9 @@ struct Pending {
 struct TxnMetadata {
     cur: Persisted,
     pending: Option<Pending>,
-    /// A fence whose write failed already bumped the epoch in memory; the next
-    /// fence does not bump it again (Kafka's `hasFailedEpochFence`).
+    /// A fence of transaction version 0/1 whose write failed already bumped
+    /// the epoch in memory; the next fence does not bump it again (Kafka's
+    /// `hasFailedEpochFence`).
     failed_epoch_fence: bool,
     /// The markers were written but the completion's write failed: `tick`
     /// writes it again.
@@ -385,26 +386,56 @@ impl TxnCoordinator {
         }
     }
 
-    /// The PrepareAbort that fences an ongoing transaction: its epoch bumped
-    /// (once, even if an earlier fence's write failed), so the producer that
-    /// ran it can no longer write or end it.
+    /// The PrepareAbort that fences an ongoing transaction (InitProducerId,
+    /// or its timeout), with its epoch bumped so that the producer that ran
+    /// it can no longer write or end it, as Kafka 4.3.1 prepares it for the
+    /// finalized `transaction.version`:
+    /// - 2 (`endTransaction`): as a version 2 client's abort
+    ///   (`prepareAbortOrCommit`), one above the epoch in memory, the
+    ///   previous one kept as the last epoch. A failed fence left the epoch in
+    ///   memory as it was, so the next one bumps it too: its markers always
+    ///   carry an epoch above the producer's, the only one a leader takes for
+    ///   a version 2 marker while the transaction is open.
+    /// - 0/1 (`endTransactionWithTV1`): a version 0 transition at the epoch
+    ///   bumped once: a failed fence already set it in memory
+    ///   ([`Self::fence_failed`]) and the next does not bump it again.
+    ///
+    /// A fence never moves to a new producer id (Kafka's version 2 one does
+    /// when the epoch is exhausted; here the next InitProducerId does).
     fn fence_target(&self, id: &str, now_ms: i64) -> Persisted {
         let Some(txn) = self.txns.get(id) else {
             unreachable!("fence of a transactional id that is not held")
         };
         assert_eq!(txn.cur.state, TxnState::Ongoing);
         let mut target = txn.cur.clone();
-        if !txn.failed_epoch_fence && target.producer_epoch.0 < i16::MAX {
+        let version = self.transaction_version;
+        let bump = bumps_epoch(version) || !txn.failed_epoch_fence;
+        if bump && target.producer_epoch.0 < i16::MAX {
             target.producer_epoch = ProducerEpoch(target.producer_epoch.0 + 1);
         }
-        target.last_producer_epoch = NO_PRODUCER_EPOCH;
+        if bumps_epoch(version) {
+            target.last_producer_epoch = txn.cur.producer_epoch;
+            target.client_version = version;
+        } else {
+            target.last_producer_epoch = NO_PRODUCER_EPOCH;
+            target.client_version = 0;
+        }
         target.state = TxnState::PrepareAbort;
         target.last_update_ms = now_ms;
-        // Not from a client: the transition is of the finalized version. A
-        // fence never moves to a new producer id.
-        target.client_version = self.transaction_version;
         target.next_producer_id = NO_PRODUCER_ID;
         target
+    }
+
+    /// The write of the fence `target` failed: a version 0/1 fence keeps its
+    /// bumped epoch in memory (Kafka sets it before the write and never
+    /// hands it to a client, so the fenced producer stays fenced), a version
+    /// 2 one leaves the epoch as it was.
+    fn fence_failed(txn: &mut TxnMetadata, target: Option<&Persisted>) {
+        txn.failed_epoch_fence = true;
+        if let Some(t) = target.filter(|t| !bumps_epoch(t.client_version)) {
+            txn.cur.producer_epoch = t.producer_epoch;
+            txn.cur.last_producer_epoch = NO_PRODUCER_EPOCH;
+        }
     }
 
     /// Checks shared by AddPartitionsToTxn, AddOffsetsToTxn and EndTxn.
@@ -733,10 +764,10 @@ impl TxnCoordinator {
             match pending.then {
                 Then::Init(t) => respond_init_error(out, t, code),
                 Then::FencedForInit(t) => {
-                    txn.failed_epoch_fence = true;
+                    Self::fence_failed(txn, pending.target.as_ref());
                     respond_init_error(out, t, code);
                 }
-                Then::FencedOnTimeout => txn.failed_epoch_fence = true,
+                Then::FencedOnTimeout => Self::fence_failed(txn, pending.target.as_ref()),
                 Then::Ack(t) => respond(out, t, code),
                 Then::EndTxn(t) => respond_ended(out, t, code, (NO_PRODUCER_ID, NO_PRODUCER_EPOCH)),
                 Then::Complete => txn.complete_retry = true,

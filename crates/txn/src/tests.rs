@@ -474,36 +474,30 @@ fn a_failed_write_changes_nothing_and_answers_its_error() {
     h.c.check_invariants();
 }
 
-#[test]
-fn a_failed_fence_does_not_bump_the_epoch_twice() {
-    let mut h = Harness::new();
-    let p = h.init_ok("tx");
-    assert_eq!(h.add("tx", p, &[tp("a", 0)]), ErrorCode::NONE);
-    let fence = |h: &mut Harness| {
-        let mut out = Vec::new();
-        h.c.init_producer_id(
-            RequestToken(1),
-            &InitRequest {
-                transactional_id: "tx".into(),
-                transaction_timeout_ms: TIMEOUT_MS,
-                expected: None,
-            },
-            h.now_ms,
-            &mut || panic!("no new id"),
-            &mut out,
-        );
-        match out.remove(0) {
-            Output::Persist { write, value, .. } => {
-                (write, records::decode_value(&value.unwrap()).unwrap())
-            }
-            o => panic!("{o:?}"),
-        }
-    };
-    let (write, v) = fence(&mut h);
-    assert_eq!(
-        (v.state, v.producer_epoch.0),
-        (TxnState::PrepareAbort, p.1 + 1)
+/// InitProducerId during a transaction: the fence's write, taken out of
+/// `out` (the harness would carry it out): its write id and value.
+fn start_fence(h: &mut Harness) -> (WriteId, records::TxnLogValue) {
+    let mut out = Vec::new();
+    h.c.init_producer_id(
+        RequestToken(1),
+        &InitRequest {
+            transactional_id: "tx".into(),
+            transaction_timeout_ms: TIMEOUT_MS,
+            expected: None,
+        },
+        h.now_ms,
+        &mut || panic!("no new id"),
+        &mut out,
     );
+    match out.remove(0) {
+        Output::Persist { write, value, .. } => {
+            (write, records::decode_value(&value.unwrap()).unwrap())
+        }
+        o => panic!("{o:?}"),
+    }
+}
+
+fn fail_write(h: &mut Harness, write: WriteId) {
     let mut out = Vec::new();
     h.c.append_done(
         write,
@@ -511,12 +505,121 @@ fn a_failed_fence_does_not_bump_the_epoch_twice() {
         h.now_ms,
         &mut out,
     );
-    assert_eq!(h.state("tx"), TxnState::Ongoing);
-    let (_, v) = fence(&mut h);
+    h.c.check_invariants();
+}
+
+/// The markers of `id`'s transaction as the timeout abort sends them: epoch
+/// and transaction version.
+fn abort_on_timeout(h: &mut Harness) -> Vec<(i16, i16)> {
+    h.now_ms += TIMEOUT_MS as i64 + 1;
+    let mut out = Vec::new();
+    h.c.tick(h.now_ms, &mut out);
+    let (_, m) = h.settle(out, true);
+    m.iter()
+        .map(|o| match o {
+            Output::WriteMarkers {
+                producer_epoch,
+                transaction_version,
+                result,
+                ..
+            } => {
+                assert_eq!(*result, TxnResult::Abort);
+                (producer_epoch.0, *transaction_version)
+            }
+            o => panic!("not markers: {o:?}"),
+        })
+        .collect()
+}
+
+/// Kafka's transaction version 0/1 fence (`endTransactionWithTV1`): the
+/// bumped epoch is set in memory before the write, so a failed write still
+/// fences the producer, and the next fence (`hasFailedEpochFence`) does not
+/// bump it again; the abort markers carry it.
+#[test]
+fn a_failed_fence_keeps_its_epoch_and_does_not_bump_it_twice() {
+    let mut h = Harness::new();
+    let p = h.init_ok("tx");
+    assert_eq!(h.add("tx", p, &[tp("a", 0)]), ErrorCode::NONE);
+    let (write, v) = start_fence(&mut h);
     assert_eq!(
-        v.producer_epoch.0, p.1,
+        (v.state, v.producer_epoch.0, v.client_transaction_version),
+        (TxnState::PrepareAbort, p.1 + 1, 0)
+    );
+    fail_write(&mut h, write);
+    assert_eq!(h.state("tx"), TxnState::Ongoing);
+    let d = &h.c.describe(&["tx".to_string()])[0];
+    assert_eq!(d.producer_epoch.0, p.1 + 1, "bumped in memory");
+    assert_eq!(
+        h.add("tx", p, &[tp("b", 0)]),
+        ErrorCode::PRODUCER_FENCED,
+        "the old producer is fenced all the same"
+    );
+    let (write, v) = start_fence(&mut h);
+    assert_eq!(
+        v.producer_epoch.0,
+        p.1 + 1,
         "second fence after a failed one keeps the epoch"
     );
+    fail_write(&mut h, write);
+    assert_eq!(abort_on_timeout(&mut h), vec![(p.1 + 1, 0)]);
+    assert_eq!(h.state("tx"), TxnState::CompleteAbort);
+    assert_eq!(h.init_ok("tx"), (p.0, p.1 + 2));
+}
+
+/// Kafka 4.3.1's transaction version 2 fence (`endTransaction` with the
+/// finalized version): the abort is prepared as a version 2 client's, one
+/// epoch above the one in memory, which a failed write leaves as it was; so
+/// the fence after a failed one carries a bumped epoch too, which the
+/// partition leaders accept (an equal one they refuse while the transaction
+/// is open: it would hang).
+#[test]
+fn tv2_a_failed_fence_is_retried_with_a_bumped_epoch() {
+    let mut h = Harness::v2();
+    let (pid, e0) = h.init_ok("tx");
+    assert_eq!(h.add("tx", (pid, e0), &[tp("a", 0)]), ErrorCode::NONE);
+    let (write, v) = start_fence(&mut h);
+    assert_eq!(
+        (v.state, v.producer_epoch.0, v.client_transaction_version),
+        (TxnState::PrepareAbort, e0 + 1, 2)
+    );
+    fail_write(&mut h, write);
+    let d = &h.c.describe(&["tx".to_string()])[0];
+    assert_eq!(d.producer_epoch.0, e0, "not bumped in memory");
+    let (write, v) = start_fence(&mut h);
+    assert_eq!(v.producer_epoch.0, e0 + 1);
+    fail_write(&mut h, write);
+    let markers = abort_on_timeout(&mut h);
+    assert_eq!(markers, vec![(e0 + 1, 2)]);
+    // The leader of a-0, where the producer wrote at e0, takes them.
+    let mut leader = fjord_storage::producer_state::ProducerStateMap::default();
+    let data = fjord_storage::producer_state::IncomingBatch {
+        producer_id: ProducerId(pid),
+        epoch: ProducerEpoch(e0),
+        first_sequence: 0,
+        last_sequence: 0,
+        base_offset: fjord_model::Offset(0),
+        last_offset: fjord_model::Offset(0),
+        timestamp_ms: h.now_ms,
+        transactional: true,
+    };
+    let Ok(fjord_storage::producer_state::Verdict::Append(u)) = leader.check(&[data], 1) else {
+        panic!("data refused")
+    };
+    leader.commit(u, h.now_ms);
+    let marker = fjord_storage::producer_state::IncomingMarker {
+        producer_id: ProducerId(pid),
+        epoch: ProducerEpoch(markers[0].0),
+        coordinator_epoch: 0,
+        offset: fjord_model::Offset(1),
+        timestamp_ms: h.now_ms,
+        aborted: true,
+        transaction_version: markers[0].1,
+    };
+    let (_, done) = leader
+        .check_marker(&marker)
+        .expect("the leader takes the markers");
+    assert!(done.is_some_and(|t| t.aborted));
+    assert_eq!(h.state("tx"), TxnState::CompleteAbort);
 }
 
 #[test]
@@ -734,7 +837,12 @@ fn splitmix64(x: &mut u64) -> u64 {
 /// Four producers share two transactional ids; writes fail, markers are
 /// delayed, time jumps, the coordinator restarts from its log. After every
 /// step the invariants hold, every request is answered once, and the markers
-/// that follow a commit answered NONE are commit markers.
+/// that follow a commit answered NONE are commit markers. The partitions'
+/// leaders are modelled by their producer state (`fjord_storage`'s, as a
+/// Fjord leader checks a marker): a producer writes a transactional batch to
+/// each partition it added, and every marker the coordinator sends must be
+/// taken by its partitions (one refused would leave the transaction open
+/// there: a hanging transaction).
 #[test]
 fn seeded_simulation_keeps_invariants() {
     let seeds: u64 = std::env::var("FJORD_TXN_SIM_SEEDS")
@@ -751,8 +859,20 @@ fn seeded_simulation_keeps_invariants() {
     );
 }
 
+/// Markers asked for and not yet written: transactional id, producer id and
+/// epoch, result, partitions, transaction version.
+type Markers = (
+    String,
+    ProducerId,
+    ProducerEpoch,
+    TxnResult,
+    Vec<TopicPartition>,
+    i16,
+);
+
 /// Returns how many commits were acknowledged.
 fn simulate(seed: u64) -> usize {
+    use fjord_storage::producer_state::{IncomingBatch, IncomingMarker, ProducerStateMap, Verdict};
     use std::collections::HashMap;
     let mut rng = seed;
     // Odd seeds: transaction version 2 (epoch bumped by every EndTxn).
@@ -765,10 +885,13 @@ fn simulate(seed: u64) -> usize {
     let mut c = new_coordinator();
     let mut log: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     let mut writes: Vec<(WriteId, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-    let mut markers: Vec<(String, ProducerId, ProducerEpoch)> = Vec::new();
+    let mut markers: Vec<Markers> = Vec::new();
     let mut producers: Vec<Option<(ProducerId, ProducerEpoch)>> = vec![None; 4];
-    // Open requests: token → (producer, is a commit).
-    let mut open: HashMap<u64, (usize, bool)> = HashMap::new();
+    // Open requests: token → (producer, is a commit, the partition an
+    // AddPartitionsToTxn adds with the producer's id and epoch).
+    type Added = Option<(TopicPartition, (ProducerId, ProducerEpoch))>;
+    let mut open: HashMap<u64, (usize, bool, Added)> = HashMap::new();
+    let mut leaders: HashMap<TopicPartition, (ProducerStateMap, i64)> = HashMap::new();
     let mut expect_commit: HashMap<String, bool> = HashMap::new();
     let mut acked_commits = 0;
     let mut next_token = 0u64;
@@ -784,7 +907,7 @@ fn simulate(seed: u64) -> usize {
         let token = RequestToken(next_token);
         match (r >> 8) % 9 {
             0 => {
-                open.insert(next_token, (who, false));
+                open.insert(next_token, (who, false, None));
                 let req = InitRequest {
                     transactional_id: id.into(),
                     transaction_timeout_ms: 30_000,
@@ -803,8 +926,8 @@ fn simulate(seed: u64) -> usize {
             }
             1 | 2 => {
                 if let Some((p, e)) = producers[who] {
-                    open.insert(next_token, (who, false));
                     let part = tp("t", ((r >> 16) % 3) as i32);
+                    open.insert(next_token, (who, false, Some((part.clone(), (p, e)))));
                     let mut pr = prod(id, p.0, e.0);
                     pr.transaction_version = tv;
                     c.add_partitions(token, &pr, &[part], now_ms, &mut out);
@@ -817,7 +940,7 @@ fn simulate(seed: u64) -> usize {
                     } else {
                         TxnResult::Abort
                     };
-                    open.insert(next_token, (who, result == TxnResult::Commit));
+                    open.insert(next_token, (who, result == TxnResult::Commit, None));
                     let mut pr = prod(id, p.0, e.0);
                     pr.transaction_version = tv;
                     c.end_txn(
@@ -848,7 +971,29 @@ fn simulate(seed: u64) -> usize {
             6 => {
                 if !markers.is_empty() {
                     let i = (r >> 16) as usize % markers.len();
-                    let (id, p, e) = markers.remove(i);
+                    let (id, p, e, result, partitions, version) = markers.remove(i);
+                    for part in partitions {
+                        let (leader, end) = leaders.entry(part.clone()).or_default();
+                        let marker = IncomingMarker {
+                            producer_id: p,
+                            epoch: e,
+                            coordinator_epoch: 0,
+                            offset: fjord_model::Offset(*end),
+                            timestamp_ms: now_ms,
+                            aborted: result == TxnResult::Abort,
+                            transaction_version: version,
+                        };
+                        match leader.check_marker(&marker) {
+                            Ok((update, _)) => leader.commit(update, now_ms),
+                            Err(refused) => panic!(
+                                "seed {seed}: the leader of {part:?} refused {id}'s {result:?} marker \
+                                 at epoch {} (transaction version {version}): {refused}; its \
+                                 transaction would never end",
+                                e.0
+                            ),
+                        }
+                        *end += 1;
+                    }
                     c.markers_done(&id, p, e, now_ms, &mut out);
                 }
             }
@@ -874,10 +1019,37 @@ fn simulate(seed: u64) -> usize {
         for o in out {
             match o {
                 Output::Respond(t, reply) => {
-                    let Some((who, is_commit)) = open.remove(&t.0) else {
+                    let Some((who, is_commit, added)) = open.remove(&t.0) else {
                         panic!("seed {seed}: a second answer to {t:?}")
                     };
                     match reply {
+                        Reply::Done(ErrorCode::NONE) => {
+                            // The partition is in the transaction: the
+                            // producer writes a batch to it (its leader
+                            // refuses what a Fjord leader would).
+                            if let Some((part, (p, e))) = added {
+                                let (leader, end) = leaders.entry(part).or_default();
+                                let sequence = leader
+                                    .get(p)
+                                    .filter(|entry| entry.epoch == e)
+                                    .and_then(|entry| entry.last_sequence())
+                                    .map_or(0, |last| last + 1);
+                                let batch = IncomingBatch {
+                                    producer_id: p,
+                                    epoch: e,
+                                    first_sequence: sequence,
+                                    last_sequence: sequence,
+                                    base_offset: fjord_model::Offset(*end),
+                                    last_offset: fjord_model::Offset(*end),
+                                    timestamp_ms: now_ms,
+                                    transactional: true,
+                                };
+                                if let Ok(Verdict::Append(update)) = leader.check(&[batch], 1) {
+                                    leader.commit(update, now_ms);
+                                    *end += 1;
+                                }
+                            }
+                        }
                         Reply::InitProducerId {
                             error,
                             producer_id,
@@ -911,7 +1083,7 @@ fn simulate(seed: u64) -> usize {
                     producer_epoch,
                     result,
                     partitions,
-                    ..
+                    transaction_version,
                 } => {
                     assert!(!partitions.is_empty());
                     if expect_commit.contains_key(&transactional_id) {
@@ -921,7 +1093,14 @@ fn simulate(seed: u64) -> usize {
                             "seed {seed}: abort markers after an acknowledged commit"
                         );
                     }
-                    markers.push((transactional_id, producer_id, producer_epoch));
+                    markers.push((
+                        transactional_id,
+                        producer_id,
+                        producer_epoch,
+                        result,
+                        partitions,
+                        transaction_version,
+                    ));
                 }
             }
         }
