@@ -51,6 +51,10 @@ BEGIN = "<!-- compat:begin -->"
 END = "<!-- compat:end -->"
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
+
+# Kafka's StandardAuthorizer letting every client do what no ACL forbids (Kafka's names; Fjord takes them too).
+AUTHORIZER = {"authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+              "allow.everyone.if.no.acl.found": "true"}
 MERGE = False  # --merge
 
 # Why a test fails on Fjord while it passes on Kafka: filled in by whoever investigates, keyed
@@ -202,7 +206,16 @@ class Broker:
         if self.dir.exists():
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
-        kv = [f"{k}={v}" for k, v in self.settings.items()]
+        kv = [f"{k}={v}" for k, v in self.effective_settings().items()]
+        env = None
+        if self.kind == "kafka" and "listeners" in self.settings:
+            # Kafka's node needs its CONTROLLER listener among `listeners`: scripts/kafka.sh takes its port
+            # from CONTROLLER_PORT, the settings here replace the listeners it writes.
+            cport = free_port()
+            env = dict(os.environ, CONTROLLER_PORT=str(cport))
+            kv = [f"{line},CONTROLLER://127.0.0.1:{cport}" if line.startswith("listeners=") else
+                  f"{line},CONTROLLER:PLAINTEXT" if line.startswith("listener.security.protocol.map=") else line
+                  for line in kv]
         if self.kind == "fjord":
             cmd = [str(fjord_snapshot()), "serve", "--listen", self.bootstrap, "--data-dir", str(self.dir / "data")]
             for s in kv:
@@ -220,8 +233,21 @@ class Broker:
                 time.sleep(0.1)
         else:
             sh(["bash", KAFKA_SH, "fetch"])
-            sh(["bash", KAFKA_SH, "start", str(self.port), str(self.dir)] + kv, log_to=self.dir / "start.log")
+            sh(["bash", KAFKA_SH, "start", str(self.port), str(self.dir)] + kv, env=env,
+               log_to=self.dir / "start.log")
         log(f"{self.kind} serving on {self.bootstrap} (dir {self.dir}, settings {kv})")
+
+    def effective_settings(self) -> dict:
+        """The settings with `{port}` replaced by the port of the client (PLAINTEXT) listener."""
+        return {k: str(v).replace("{port}", str(self.port)) for k, v in self.settings.items()}
+
+    def listener(self, protocol: str) -> str:
+        """host:port of the listener of that security protocol (PLAINTEXT: the bootstrap)."""
+        for entry in self.effective_settings().get("listeners", f"PLAINTEXT://{self.bootstrap}").split(","):
+            name, _, addr = entry.partition("://")
+            if name == protocol:
+                return addr
+        raise KeyError(f"no {protocol} listener in {self.settings.get('listeners')}")
 
     def alive(self) -> bool:
         if self.kind == "fjord":
@@ -265,6 +291,116 @@ class Broker:
         self.start()
 
 
+# --------------------------------------------------------------------------------------------- TLS/SASL
+
+# The SASL user of the secured listeners, as librdkafka's tests/sasl_test.py sets up trivup
+# (`sasl_users: myuser=mypassword`): PLAIN from the listener's JAAS line, SCRAM-SHA-512 created with
+# Kafka's kafka-configs tool once the broker serves.
+SASL_USER, SASL_PASSWORD = "myuser", "mypassword"
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-512")
+# The password of the client's private key and PKCS#12 file (trivup encrypts them too).
+CLIENT_KEY_PASSWORD = "fjord-compat-client"
+_PKI = None
+
+
+def openssl(*args, cwd):
+    r = subprocess.run(["openssl", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"openssl {' '.join(map(str, args))}: {r.stderr[-1000:]}")
+
+
+def pki() -> dict:
+    """Certificates made with openssl once per run, the files trivup's SslApp provides: a CA (and an unused
+    second one, both in all_cas.pem), the broker's key and chain for 127.0.0.1/localhost in one PEM file
+    (Kafka's ssl.keystore.type=PEM), and a client key (encrypted, PEM and DER), certificate (PEM and DER)
+    and PKCS#12 bundle with the CA."""
+    global _PKI
+    if _PKI is not None:
+        return _PKI
+    d = CACHE / "pki" / str(os.getpid())
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    pw = f"pass:{CLIENT_KEY_PASSWORD}"
+    for ca in ("ca", "unused-ca"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
+                "-days", "7", "-subj", f"/CN=fjord-compat-{ca}", cwd=d)
+    openssl("x509", "-in", "ca.pem", "-outform", "der", "-out", "ca.der", cwd=d)
+    (d / "all_cas.pem").write_text((d / "ca.pem").read_text() + (d / "unused-ca.pem").read_text())
+    # X.509 v3 certificates (rustls refuses v1 ones, which `x509 -req` makes without an extension file)
+    (d / "broker.cnf").write_text("basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    (d / "client.cnf").write_text("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    for name, subj in (("broker", "/CN=localhost"), ("client", "/CN=librdkafka")):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.plain.key", "-out", f"{name}.csr",
+                "-subj", subj, cwd=d)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "7", "-extfile", f"{name}.cnf", cwd=d)
+    openssl("pkcs8", "-topk8", "-nocrypt", "-in", "broker.plain.key", "-out", "broker.p8", cwd=d)
+    (d / "broker-keystore.pem").write_text((d / "broker.p8").read_text() + (d / "broker.pem").read_text())
+    openssl("pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", "client.plain.key", "-out", "client.key",
+            "-passout", pw, cwd=d)
+    openssl("pkey", "-in", "client.plain.key", "-outform", "der", "-out", "client.key.der", cwd=d)
+    openssl("x509", "-in", "client.pem", "-outform", "der", "-out", "client.der", cwd=d)
+    openssl("pkcs12", "-export", "-in", "client.pem", "-inkey", "client.plain.key", "-certfile", "ca.pem",
+            "-out", "client.p12", "-passout", pw, cwd=d)
+    # An OpenSSL configuration that caps the client at TLS 1.2 (OPENSSL_CONF of one test process, see
+    # LIBRDKAFKA_TLS12).
+    (d / "openssl-tls12.cnf").write_text("openssl_conf = openssl_init\n[openssl_init]\nssl_conf = ssl_sect\n"
+                                         "[ssl_sect]\nsystem_default = system_default_sect\n"
+                                         "[system_default_sect]\nMaxProtocol = TLSv1.2\n")
+    _PKI = {"dir": d, "ca": d / "ca.pem", "keystore": d / "broker-keystore.pem",
+            "tls12": d / "openssl-tls12.cnf",
+            # trivup's names (LibrdkafkaTestApp.py): the SSL_* variables 0097_ssl_verify reads
+            "env": {"SSL_pkcs": str(d / "client.p12"), "SSL_pub_pem": str(d / "client.pem"),
+                    "SSL_pub_der": str(d / "client.der"), "SSL_priv_pem": str(d / "client.key"),
+                    "SSL_priv_der": str(d / "client.key.der"), "SSL_ca_pem": str(d / "ca.pem"),
+                    "SSL_ca_der": str(d / "ca.der"), "SSL_all_cas_pem": str(d / "all_cas.pem"),
+                    "SSL_password": CLIENT_KEY_PASSWORD, "SSL_client_auth": "required"},
+            "client_conf": {"ssl.ca.location": str(d / "ca.pem"), "ssl.certificate.location": str(d / "client.pem"),
+                            "ssl.key.location": str(d / "client.key"), "ssl.key.password": CLIENT_KEY_PASSWORD}}
+    return _PKI
+
+
+def secured_settings() -> dict:
+    """Kafka's settings for a node with PLAINTEXT (the harness's own, `{port}`), SSL (client certificates
+    required), SASL_PLAINTEXT and SASL_SSL listeners, PLAIN and SCRAM-SHA-512 on both SASL ones, sessions
+    that must re-authenticate every 10 s (trivup's default --max-reauth-ms)."""
+    p = pki()
+    listeners = ",".join(["PLAINTEXT://127.0.0.1:{port}"] +
+                         [f"{proto}://127.0.0.1:{free_port()}" for proto in ("SSL", "SASL_PLAINTEXT", "SASL_SSL")])
+    out = {"listeners": listeners, "advertised.listeners": listeners,
+           "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,"
+                                             "SASL_SSL:SASL_SSL",
+           "ssl.keystore.type": "PEM", "ssl.keystore.location": str(p["keystore"]),
+           "ssl.truststore.type": "PEM", "ssl.truststore.location": str(p["ca"]),
+           "listener.name.ssl.ssl.client.auth": "required",
+           "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
+           "connections.max.reauth.ms": 10000}
+    for listener in ("sasl_plaintext", "sasl_ssl"):
+        out[f"listener.name.{listener}.plain.sasl.jaas.config"] = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{SASL_USER}" password="{SASL_PASSWORD}" user_{SASL_USER}="{SASL_PASSWORD}";')
+        out[f"listener.name.{listener}.scram-sha-512.sasl.jaas.config"] = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;")
+    return out
+
+
+def add_scram_user(broker) -> None:
+    """The SCRAM-SHA-512 user, with Kafka's own kafka-configs over the PLAINTEXT listener (an
+    AlterUserScramCredentials request), then wait until it is usable (DescribeUserScramCredentials)."""
+    sh(["bash", KAFKA_SH, "java", "kafka.admin.ConfigCommand", "--bootstrap-server", broker.bootstrap, "--alter",
+        "--entity-type", "users", "--entity-name", SASL_USER, "--add-config",
+        f"SCRAM-SHA-512=[iterations=8192,password={SASL_PASSWORD}]"], log_to=broker.dir / "scram.log")
+    deadline = time.monotonic() + 30
+    while True:
+        r = subprocess.run(["bash", str(KAFKA_SH), "java", "kafka.admin.ConfigCommand", "--bootstrap-server",
+                            broker.bootstrap, "--describe", "--entity-type", "users", "--entity-name", SASL_USER],
+                           capture_output=True, text=True)
+        if "SCRAM-SHA-512" in r.stdout or time.monotonic() > deadline:
+            return
+        time.sleep(1)
+
+
 # --------------------------------------------------------------------------------------------- suites
 
 class Suite:
@@ -305,20 +441,36 @@ LIBRDKAFKA_VERSION = "2.12.1"
 RDKAFKA_SYS_VERSION = "4.10.0+2.12.1"
 
 # Tests of librdkafka's suite that need something Fjord does not have yet: skipped on Fjord only
-# (still run on Kafka). Leave this list when the feature lands.
-LIBRDKAFKA_FJORD_SKIPS = {
-    "0115_producer_auth": "ACLs (not in Fjord yet)",
-    "0119_consumer_auth": "ACLs (not in Fjord yet)",
-    "0109_auto_create_topics": "ACLs (not in Fjord yet; sets a deny ACL with kafka-acls.sh)",
+# (still run on Kafka). Leave this list when the feature lands. Empty since Fjord has ACLs
+# (StandardAuthorizer, kafka-acls.sh) and transactions.
+LIBRDKAFKA_FJORD_SKIPS: dict[str, str] = {}
+# Tests whose time limit leaves no room for the Kafka tools they run (each kafka-acls.sh call starts a JVM,
+# ~10 s on a loaded 2-core machine, and 0119 makes two within its 20 s): test.timeout.multiplier in their
+# test.conf, 3 as upstream's CI runs every test (test.c: test_on_ci adds 2).
+LIBRDKAFKA_TIMEOUT_MULTIPLIER = {"0119": 3}
+# Tests run without -Q (upstream's quick mode), whose sub-tests are all non-quick ones (SUB_TEST, not
+# SUB_TEST_QUICK): with -Q they return at once and the test passes having checked nothing.
+LIBRDKAFKA_FULL_MODE = {"0142"}
+# Tests (and the protocol) whose client is capped at TLS 1.2 (OPENSSL_CONF): 0097_ssl_verify expects the broker's
+# refusal of an untrusted client certificate as a failed handshake (alert 42); with TLS 1.3 the client has
+# finished its handshake before the broker checks its certificate, so librdkafka reports the alert as a
+# transport failure and the test fails, on Kafka 4.3.1 as on Fjord.
+LIBRDKAFKA_TLS12 = {("0097", "SSL")}
+# SSL/SASL tests: run on a broker with secured listeners (secured_settings()), with the test.conf and the
+# SSL_* environment trivup would give them, once per security protocol (and SASL mechanism) listed; the
+# first is the test's own row, the others are rows "NAME@PROTOCOL[/MECHANISM]". As librdkafka's
+# tests/sasl_test.py: SSL, SASL_PLAINTEXT with PLAIN and SCRAM-SHA-512, SASL_SSL with PLAIN.
+LIBRDKAFKA_SECURED = {
+    "0097_ssl_verify": ["SSL", "SASL_SSL/PLAIN"],
+    "0135_sasl_credentials": ["SASL_PLAINTEXT/PLAIN", "SASL_PLAINTEXT/SCRAM-SHA-512", "SASL_SSL/PLAIN"],
+    "0142_reauthentication": ["SASL_PLAINTEXT/PLAIN", "SASL_PLAINTEXT/SCRAM-SHA-512"],
 }
-# Skipped on both brokers: the single-node plaintext set-up used here cannot serve them.
+# Skipped on both brokers: the single-node set-ups used here cannot serve them.
 LIBRDKAFKA_BOTH_SKIPS = {
-    "0097_ssl_verify": "needs an SSL listener and certificates (trivup-provisioned); this set-up is plaintext",
-    "0126_oauthbearer_oidc": "needs a SASL/OAUTHBEARER listener and an OIDC token endpoint",
-    "0135_sasl_credentials": "needs a SASL listener",
-    "0142_reauthentication": "needs a SASL listener",
+    "0126_oauthbearer_oidc": "needs a SASL/OAUTHBEARER listener and an OIDC token endpoint (client credentials "
+                             "grant), which this harness does not run",
     "0101_fetch_from_follower": "needs several brokers with racks (replication)",
-    "0103_transactions": "creates topics with replication factor 3 (trivup's 3-broker cluster); also transactions",
+    "0103_transactions": "creates topics with replication factor 3 (trivup's 3-broker cluster)",
     "0107_topic_recreate": "creates topics with replication factor 3 (trivup's 3-broker cluster)",
     "0111_delay_create_topics": "creates topics with replication factor 3 (trivup's 3-broker cluster)",
 }
@@ -405,19 +557,48 @@ class Librdkafka(Suite):
             group = "noautocreate" if scenario == "noautocreate" else "default"
             if both and self.quick:
                 continue
+            if name in LIBRDKAFKA_SECURED and not both:
+                for i, variant in enumerate(LIBRDKAFKA_SECURED[name]):
+                    rows.append((name if i == 0 else f"{name}@{variant}", "secured", None,
+                                 LIBRDKAFKA_FJORD_SKIPS.get(name)))
+                continue
             rows.append((name, group, both, LIBRDKAFKA_FJORD_SKIPS.get(name)))
         return rows
 
-    def broker_settings(self, group):
-        # trivup's scenarios (tests/scenarios/*.json): 4 partitions, auto-create on except "noautocreate"
-        return {"num.partitions": 4,
-                "auto.create.topics.enable": "false" if group == "noautocreate" else "true"}
+    @staticmethod
+    def variant(name: str) -> str | None:
+        """The security protocol[/mechanism] a row runs over (None: the PLAINTEXT listener)."""
+        base, _, v = name.partition("@")
+        return v or (LIBRDKAFKA_SECURED[base][0] if base in LIBRDKAFKA_SECURED else None)
 
-    def kafka_settings(self, group):
-        # 0081_admin (and 0115/0119) create ACLs: Kafka needs an authorizer for those, one that lets
+    def write_conf(self, conf: Path, broker: Broker, variant: str | None, num: str) -> dict:
+        """test.conf as trivup's LibrdkafkaTestApp writes it for the listener; returns the extra environment."""
+        extra = (f"test.timeout.multiplier={LIBRDKAFKA_TIMEOUT_MULTIPLIER[num]}\n"
+                 if num in LIBRDKAFKA_TIMEOUT_MULTIPLIER else "")
+        if variant is None:
+            conf.write_text(f"metadata.broker.list={broker.bootstrap}\ntest.topic.random=true\n{extra}")
+            return {}
+        proto, _, mech = variant.partition("/")
+        lines = [f"bootstrap.servers={broker.listener(proto)}", f"security.protocol={proto}",
+                 "test.topic.random=true"] + extra.splitlines()
+        if mech:
+            lines += [f"sasl.mechanisms={mech}", f"sasl.username={SASL_USER}", f"sasl.password={SASL_PASSWORD}"]
+        p = pki()
+        if "SSL" in proto:
+            lines += [f"{k}={v}" for k, v in p["client_conf"].items()]
+        conf.write_text("\n".join(lines) + "\n")
+        env = dict(p["env"]) if "SSL" in proto else {}
+        if (num, variant) in LIBRDKAFKA_TLS12:
+            env["OPENSSL_CONF"] = str(p["tls12"])
+        return env
+
+    def broker_settings(self, group):
+        # trivup's scenarios (tests/scenarios/*.json): 4 partitions, auto-create on except "noautocreate".
+        # 0081_admin, 0109, 0115 and 0119 create ACLs: both brokers get the StandardAuthorizer, one that lets
         # every client do what no ACL forbids.
-        return {"authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-                "allow.everyone.if.no.acl.found": "true"}
+        return {"num.partitions": 4,
+                "auto.create.topics.enable": "false" if group == "noautocreate" else "true",
+                **AUTHORIZER, **(secured_settings() if group == "secured" else {})}
 
     def command(self):
         return ("cd ~/.cache/fjord-compat/librdkafka-2.12.1/tests && "
@@ -427,13 +608,13 @@ class Librdkafka(Suite):
     def run_group(self, broker, group, names, logdir):
         tdir = self.build / "tests"
         conf = logdir / f"librdkafka-{broker.kind}-{group}.conf"
-        conf.write_text(f"metadata.broker.list={broker.bootstrap}\ntest.topic.random=true\n")
         env = dict(os.environ)
         env.update({
             "TEST_KAFKA_VERSION": KAFKA_VERSION,
             "RDKAFKA_TEST_CONF": str(conf),
             "LD_LIBRARY_PATH": f"{self.build / 'src'}:{self.build / 'src-cpp'}",
-            "TEST_SCENARIO": group,
+            # trivup's scenario (a test runs only in its own): the group names it
+            "TEST_SCENARIO": "noautocreate" if "noautocreate" in group else "default",
         })
         env.pop("CI", None)  # CI=... would make test-runner run 3 tests in parallel
         # A few tests run Kafka's CLI ($KAFKA_PATH/bin/kafka-topics.sh --bootstrap-server $BROKERS ...), as
@@ -447,20 +628,26 @@ class Librdkafka(Suite):
             f.write_text(f'#!/bin/sh\nexec bash "{KAFKA_SH}" java {cls} "$@"\n')
             f.chmod(0o755)
         env["KAFKA_PATH"] = str(kpath)
-        env["BROKERS"] = broker.bootstrap
         by_num = {}
         for n in names:
-            by_num.setdefault(n[:4], []).append(n)
+            by_num.setdefault((n[:4], self.variant(n)), []).append(n)
         results = {}
         logp = logdir / f"librdkafka-{broker.kind}.log"
-        for num, members in by_num.items():
+        scram_for = None
+        for (num, variant), members in by_num.items():
             if not broker.alive():
                 broker.restart_fresh()
-                conf.write_text(f"metadata.broker.list={broker.bootstrap}\ntest.topic.random=true\n")
-                env["BROKERS"] = broker.bootstrap
+            if variant and "SCRAM" in variant and scram_for != broker.port:
+                add_scram_user(broker)
+                scram_for = broker.port
+            env["BROKERS"] = broker.bootstrap
+            for k in [*pki()["env"], "OPENSSL_CONF"] if group == "secured" else ():
+                env.pop(k, None)
+            env.update(self.write_conf(conf, broker, variant, num))
             env["TESTS"] = num
             t0 = time.monotonic()
-            rc, out = run_test_proc(["./test-runner", "-p1", "-Q", "-L"], tdir, env, self.timeout_s, logp)
+            quick = [] if num in LIBRDKAFKA_FULL_MODE else ["-Q"]
+            rc, out = run_test_proc(["./test-runner", "-p1", *quick, "-L"], tdir, env, self.timeout_s, logp)
             secs = time.monotonic() - t0
             clean = re.sub(r"\x1b\[[0-9;]*m", "", out)
             seen = {}
@@ -470,7 +657,8 @@ class Librdkafka(Suite):
                 if m and m.group(1)[:4] == num:
                     seen[m.group(1)] = (m.group(2), m.group(4).strip())
             for n in members:
-                st, detail = seen.get(n, (None, ""))
+                base = n.partition("@")[0]
+                st, detail = seen.get(base, (None, ""))
                 if rc is None:
                     results[n] = {"status": FAIL, "detail": f"timeout after {self.timeout_s}s", "secs": secs}
                 elif st == "PASSED":
@@ -481,7 +669,7 @@ class Librdkafka(Suite):
                     results[n] = {"status": FAIL, "detail": detail[:300], "secs": secs}
                 else:
                     # a failing test makes test-runner abort before its summary: use the first failure report
-                    m = re.search(r'### Test "' + re.escape(n) + r'([^"]*)" failed at ([^\n]*?) at \w{3} \w{3} [^\n]*'
+                    m = re.search(r'### Test "' + re.escape(base) + r'([^"]*)" failed at ([^\n]*?) at \w{3} \w{3} [^\n]*'
                                   r'###\n([^\n]*)', clean)
                     if m:
                         detail = f"{m.group(3).strip()} [{(m.group(1).strip() + ' ').lstrip()}at {m.group(2)}]"
@@ -491,7 +679,7 @@ class Librdkafka(Suite):
                     results[n] = {"status": FAIL, "detail": detail[:300], "secs": secs}
                 if not broker.alive():
                     results[n]["detail"] = (results[n]["detail"] + "; broker exited").strip("; ")
-            log(f"librdkafka/{broker.kind} {num}: " +
+            log(f"librdkafka/{broker.kind} {num}{' over ' + variant if variant else ''}: " +
                 ", ".join(f"{n}={results[n]['status']}" for n in members) + f" ({secs:.0f}s)")
         return results
 
@@ -505,10 +693,9 @@ KAFKA_PYTHON_BOTH_SKIPS = {
     "test/integration/test_ssl_integration.py": "spawns its own SSL-enabled Kafka from a Kafka distribution "
                                                  "directory; cannot be pointed at an external broker",
 }
-# Substring of a node id -> why it is skipped on Fjord only (a feature Fjord does not have yet).
-KAFKA_PYTHON_FJORD_SKIPS = {
-    "test_create_describe_delete_acls": "ACLs (not in Fjord yet)",
-}
+# Substring of a node id -> why it is skipped on Fjord only (a feature Fjord does not have yet). Empty
+# since Fjord has ACLs and transactions.
+KAFKA_PYTHON_FJORD_SKIPS: dict[str, str] = {}
 KAFKA_PYTHON_QUICK = ["test/integration/test_producer_integration.py", "test/integration/test_consumer_integration.py",
                       "test/integration/test_admin_integration.py"]
 
@@ -624,13 +811,9 @@ class KafkaPython(Suite):
         return rows
 
     def broker_settings(self, group):
-        # as the suite's own fixture: broker id 0 (test_create_partitions assigns replicas to broker 0)
-        return {"node.id": 0, "num.partitions": 4, "auto.create.topics.enable": "true"}
-
-    def kafka_settings(self, group):
-        # the suite's own fixture runs Kafka with an authorizer (test_create_describe_delete_acls)
-        return {"authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-                "allow.everyone.if.no.acl.found": "true"}
+        # as the suite's own fixture: broker id 0 (test_create_partitions assigns replicas to broker 0), and
+        # an authorizer (test_create_describe_delete_acls)
+        return {"node.id": 0, "num.partitions": 4, "auto.create.topics.enable": "true", **AUTHORIZER}
 
     def command(self):
         return (f"cd ~/.cache/fjord-compat/kafka-python-{self.version} && KAFKA_VERSION=4.3.1 "
@@ -1075,8 +1258,12 @@ same machine, against Apache Kafka {kv} (single-node KRaft from the Maven Centra
 - Broker settings mirror each suite's own set-up: librdkafka (trivup's scenarios) 4 partitions per
   auto-created topic, auto-creation on (off for the `noautocreate` scenario, run on a second broker);
   kafka-python node id 0, 4 partitions; rust-rdkafka (its docker-compose) node id 0, 3 partitions.
-  Kafka additionally gets `StandardAuthorizer` with `allow.everyone.if.no.acl.found=true` for the
-  librdkafka and kafka-python suites, whose admin tests create ACLs (kafka-python's own fixture does the same).
+  Both brokers get Kafka's `StandardAuthorizer` with `allow.everyone.if.no.acl.found=true` for the
+  librdkafka and kafka-python suites, whose admin and auth tests create ACLs (kafka-python's own fixture
+  does the same).
+- librdkafka's SSL and SASL tests run on a broker of their own with SSL (client certificates required),
+  SASL_PLAINTEXT and SASL_SSL listeners (PLAIN and SCRAM-SHA-512), certificates made with openssl, and the
+  `test.conf` and `SSL_*` variables trivup gives them.
 - librdkafka: `test-runner -p1 -Q -L` per test number (`-Q` is upstream's CI "quick" mode; `-L` leaves
   out broker-less tests, listed as skipped). Tests that call Kafka's CLI (`$KAFKA_PATH/bin/kafka-topics.sh`,
   `kafka-configs.sh`, `kafka-acls.sh`) get stand-ins that run the same tool classes from the Kafka jars,
@@ -1084,9 +1271,10 @@ same machine, against Apache Kafka {kv} (single-node KRaft from the Maven Centra
 - kafka-python: `pytest test/integration` with `KAFKA_URI` pointing at the broker. Its sdist omits
   `test/__init__.py` and `test/service.py`, which the fixtures import; the harness writes minimal
   stand-ins into the cached copy (an external-broker placeholder; nothing of the suite is changed).
-- Skips: a test that needs a feature Fjord lacks yet (transactions, ACLs, ...) is skipped on Fjord only
-  and still runs on Kafka; a test that needs a set-up this harness does not provide (SSL/SASL listeners,
-  several brokers, replication factor 3) is skipped on both; every skip shows its reason.
+- Skips: a test that needs a feature Fjord lacks yet would be skipped on Fjord only and still run on
+  Kafka (none is, since Fjord has transactions and ACLs); a test that needs a set-up this harness does not
+  provide (an OIDC token endpoint, a Kafka distribution the test starts itself, several brokers,
+  replication factor 3) is skipped on both; every skip shows its reason.
 - The full run below ran the Fjord and the Kafka passes at the same time on a 2-core machine shared with
   other work, so timing-sensitive tests can flake on either side; a flaky test is marked as such.
 
