@@ -22,6 +22,7 @@ FJORD_COMPAT_TIMEOUT_S (per-test timeout override), KAFKA_TOOLS_SH (default ../s
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as _dt
 import glob
 import json
@@ -181,6 +182,19 @@ def fjord_build_info() -> str:
     except OSError:
         return "unknown"
 
+def resolve_ports(settings: dict, port: int, ports: dict) -> dict:
+    """Settings with `{port}` replaced by the client (PLAINTEXT) listener's port and `{port:NAME}` by a free
+    port picked for NAME (kept in `ports`, so that a node keeps its ports for the settings' life)."""
+    def one(v):
+        v = str(v).replace("{port}", str(port))
+        for name in re.findall(r"\{port:(\w+)\}", v):
+            if name not in ports:
+                ports[name] = free_port()
+            v = v.replace(f"{{port:{name}}}", str(ports[name]))
+        return v
+    return {k: one(v) for k, v in settings.items()}
+
+
 class Broker:
     """One broker instance (Fjord or Kafka) on a free port with a fresh data dir."""
 
@@ -238,8 +252,10 @@ class Broker:
         log(f"{self.kind} serving on {self.bootstrap} (dir {self.dir}, settings {kv})")
 
     def effective_settings(self) -> dict:
-        """The settings with `{port}` replaced by the port of the client (PLAINTEXT) listener."""
-        return {k: str(v).replace("{port}", str(self.port)) for k, v in self.settings.items()}
+        """The settings with their port placeholders resolved (resolve_ports)."""
+        if getattr(self, "_ports_for", None) != self.port:
+            self._ports, self._ports_for = {}, self.port
+        return resolve_ports(self.settings, self.port, self._ports)
 
     def listener(self, protocol: str) -> str:
         """host:port of the listener of that security protocol (PLAINTEXT: the bootstrap)."""
@@ -286,6 +302,147 @@ class Broker:
 
     def restart_fresh(self) -> None:
         """After a crash: keep the old dir (and log) for inspection, start anew on another port."""
+        self.stop()
+        self.restarts += 1
+        self.start()
+
+
+class Cluster:
+    """Three combined broker+controller nodes on 127.0.0.1 with static voters (README "Run a three-node
+    cluster on one machine"; Kafka: the same settings, `kafka-storage format` and `kafka.Kafka` per node),
+    for tests that create topics with replication factor 3 (trivup's 3-broker cluster). Same interface as
+    Broker; node N has broker.rack RACKN (trivup's racks)."""
+
+    SIZE = 3
+
+    def __init__(self, kind: str, settings: dict, workdir: Path, preferred_port: int | None = None):
+        self.kind = kind
+        self.settings = dict(settings)
+        self.workdir = workdir
+        self.port = 0
+        self.dir = None
+        self.restarts = 0
+        self.nodes = []  # [{"id", "port", "cport", "dir", "proc"}]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{n['port']}" for n in self.nodes)
+
+    def listener(self, protocol: str) -> str:
+        """The nodes' host:port of the listener of that security protocol, comma-separated."""
+        out = []
+        for n in self.nodes:
+            s = self.node_settings(n, "")
+            for entry in s["listeners"].split(","):
+                name, _, addr = entry.partition("://")
+                if name == protocol:
+                    out.append(addr)
+        if not out:
+            raise KeyError(f"the cluster has no {protocol} listener")
+        return ",".join(out)
+
+    def node_settings(self, n: dict, voters: str) -> dict:
+        s = {"node.id": n["id"], "process.roles": "broker,controller",
+             "listeners": f"PLAINTEXT://127.0.0.1:{n['port']},CONTROLLER://127.0.0.1:{n['cport']}",
+             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{n['port']}",
+             "controller.listener.names": "CONTROLLER", "inter.broker.listener.name": "PLAINTEXT",
+             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+             "controller.quorum.voters": voters, "broker.rack": f"RACK{n['id']}",
+             "group.initial.rebalance.delay.ms": 0}
+        extra = resolve_ports(self.settings, n["port"], n.setdefault("ports", {}))
+        if "listeners" in extra:
+            # secured listeners besides the cluster's own (secured_settings())
+            extra["listeners"] += f",CONTROLLER://127.0.0.1:{n['cport']}"
+            extra["listener.security.protocol.map"] += ",CONTROLLER:PLAINTEXT"
+        s.update(extra)
+        return s
+
+    def start(self) -> None:
+        self.nodes = [{"id": i + 1, "port": free_port(), "cport": free_port()} for i in range(self.SIZE)]
+        self.port = self.nodes[0]["port"]
+        self.dir = self.workdir / f"{self.kind}-cluster-{self.port}"
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        voters = ",".join(f"{n['id']}@127.0.0.1:{n['cport']}" for n in self.nodes)
+        # a Kafka cluster id: a Uuid in base64url (one starting with '-' would read as an option)
+        cluster_id = "-"
+        while cluster_id.startswith("-"):
+            cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        if self.kind == "kafka":
+            sh(["bash", KAFKA_SH, "fetch"])
+            kafka_libs = Path(os.environ.get("KAFKA_LIBS", Path.home() / ".cache" / "fjord-e2e" /
+                                             f"kafka-{KAFKA_VERSION}" / "libs"))
+        for n in self.nodes:
+            n["dir"] = self.dir / f"node{n['id']}"
+            n["dir"].mkdir(parents=True)
+            s = self.node_settings(n, voters)
+            logf = open(n["dir"] / "node.log", "ab")
+            if self.kind == "fjord":
+                args = ["--data-dir", str(n["dir"] / "data")]
+                for k, v in s.items():
+                    args += ["--set", f"{k}={v}"]
+                sh([fjord_snapshot(), "format", "--cluster-id", cluster_id, *args], log_to=n["dir"] / "node.log")
+                argv = [str(fjord_snapshot()), "serve", *args]
+            else:
+                s["log.dirs"] = str(n["dir"] / "data")
+                props = n["dir"] / "server.properties"
+                props.write_text("".join(f"{k}={v}\n" for k, v in s.items()))
+                java = ["java", "-Xmx768m", "-Xms768m",
+                        f"-Dlog4j2.configurationFile={ROOT / 'tests' / 'e2e' / 'log4j2-tools.properties'}",
+                        "-cp", f"{kafka_libs}/*"]
+                sh([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", props],
+                   log_to=n["dir"] / "node.log")
+                argv = [*java, "kafka.Kafka", str(props)]
+            n["proc"] = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+            logf.close()
+        deadline = time.monotonic() + 120
+        while not self.registered():
+            if not self.alive():
+                raise RuntimeError(f"{self.kind} cluster: a node exited at start: {self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.kind} cluster: three brokers not registered within 120 s: {self.log_tail()}")
+            time.sleep(1)
+        log(f"{self.kind} cluster serving on {self.bootstrap} (dir {self.dir})")
+
+    def registered(self) -> bool:
+        """Every node serves and lists the three brokers in its Metadata (librdkafka's own client)."""
+        if not all(port_open(n["port"]) for n in self.nodes):
+            return False
+        r = subprocess.run([str(E2E_VENV_PY), "-c",
+                            "import sys; from confluent_kafka.admin import AdminClient\n"
+                            "for b in sys.argv[1:]:\n"
+                            "    md = AdminClient({'bootstrap.servers': b}).list_topics(timeout=5)\n"
+                            "    assert len(md.brokers) == 3, md.brokers\n",
+                            *[f"127.0.0.1:{n['port']}" for n in self.nodes]], capture_output=True, timeout=60)
+        return r.returncode == 0
+
+    def alive(self) -> bool:
+        return bool(self.nodes) and all(n.get("proc") is not None and n["proc"].poll() is None for n in self.nodes)
+
+    def log_tail(self, n=20) -> str:
+        out = []
+        for node in self.nodes:
+            f = node.get("dir", Path("/nonexistent")) / "node.log"
+            if f.exists():
+                out.append(f"node {node['id']}: " + "\n".join(f.read_text(errors="replace").splitlines()[-n:]))
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            p = n.get("proc")
+            if p is not None and p.poll() is None:
+                p.terminate()
+        for n in self.nodes:
+            p = n.get("proc")
+            if p is not None:
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+    def restart_fresh(self) -> None:
         self.stop()
         self.restarts += 1
         self.start()
@@ -367,7 +524,7 @@ def secured_settings() -> dict:
     that must re-authenticate every 10 s (trivup's default --max-reauth-ms)."""
     p = pki()
     listeners = ",".join(["PLAINTEXT://127.0.0.1:{port}"] +
-                         [f"{proto}://127.0.0.1:{free_port()}" for proto in ("SSL", "SASL_PLAINTEXT", "SASL_SSL")])
+                         [f"{proto}://127.0.0.1:{{port:{proto}}}" for proto in ("SSL", "SASL_PLAINTEXT", "SASL_SSL")])
     out = {"listeners": listeners, "advertised.listeners": listeners,
            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,"
                                              "SASL_SSL:SASL_SSL",
@@ -428,6 +585,9 @@ class Suite:
         """Extra settings for Apache Kafka only (names Fjord does not know)."""
         return {}
 
+    def make_broker(self, kind: str, group: str, settings: dict, logdir: Path):
+        return Broker(kind, settings, logdir, self.preferred_port)
+
     def run_group(self, broker: Broker, group: str, names: list, logdir: Path) -> dict:
         raise NotImplementedError
 
@@ -444,6 +604,11 @@ RDKAFKA_SYS_VERSION = "4.10.0+2.12.1"
 # (still run on Kafka). Leave this list when the feature lands. Empty since Fjord has ACLs
 # (StandardAuthorizer, kafka-acls.sh) and transactions.
 LIBRDKAFKA_FJORD_SKIPS: dict[str, str] = {}
+# Tests that need trivup's 3-broker cluster (topics with replication factor 3; 0101: brokers in three racks):
+# run on a three-node cluster (Cluster), group "cluster" or, for the noautocreate scenario,
+# "cluster-noautocreate".
+LIBRDKAFKA_CLUSTER = {"0101_fetch_from_follower", "0103_transactions", "0107_topic_recreate",
+                      "0111_delay_create_topics", "0142_reauthentication"}
 # Tests whose time limit leaves no room for the Kafka tools they run (each kafka-acls.sh call starts a JVM,
 # ~10 s on a loaded 2-core machine, and 0119 makes two within its 20 s): test.timeout.multiplier in their
 # test.conf, 3 as upstream's CI runs every test (test.c: test_on_ci adds 2).
@@ -469,10 +634,6 @@ LIBRDKAFKA_SECURED = {
 LIBRDKAFKA_BOTH_SKIPS = {
     "0126_oauthbearer_oidc": "needs a SASL/OAUTHBEARER listener and an OIDC token endpoint (client credentials "
                              "grant), which this harness does not run",
-    "0101_fetch_from_follower": "needs several brokers with racks (replication)",
-    "0103_transactions": "creates topics with replication factor 3 (trivup's 3-broker cluster)",
-    "0107_topic_recreate": "creates topics with replication factor 3 (trivup's 3-broker cluster)",
-    "0111_delay_create_topics": "creates topics with replication factor 3 (trivup's 3-broker cluster)",
 }
 # --quick: produce (0001, 0012, 0013, 0017), fetch (0022, 0040), offsets (0030, 0031, 0034, 0130),
 # admin (0063, 0081), groups (0019, 0099)
@@ -555,11 +716,14 @@ class Librdkafka(Suite):
             elif self.quick and num not in LIBRDKAFKA_QUICK:
                 continue
             group = "noautocreate" if scenario == "noautocreate" else "default"
+            if name in LIBRDKAFKA_CLUSTER:
+                group = "cluster-noautocreate" if group == "noautocreate" else "cluster"
             if both and self.quick:
                 continue
             if name in LIBRDKAFKA_SECURED and not both:
                 for i, variant in enumerate(LIBRDKAFKA_SECURED[name]):
-                    rows.append((name if i == 0 else f"{name}@{variant}", "secured", None,
+                    rows.append((name if i == 0 else f"{name}@{variant}",
+                                 "cluster-secured" if name in LIBRDKAFKA_CLUSTER else "secured", None,
                                  LIBRDKAFKA_FJORD_SKIPS.get(name)))
                 continue
             rows.append((name, group, both, LIBRDKAFKA_FJORD_SKIPS.get(name)))
@@ -592,13 +756,24 @@ class Librdkafka(Suite):
             env["OPENSSL_CONF"] = str(p["tls12"])
         return env
 
+    def make_broker(self, kind, group, settings, logdir):
+        if group.startswith("cluster"):
+            return Cluster(kind, settings, logdir)
+        return super().make_broker(kind, group, settings, logdir)
+
     def broker_settings(self, group):
         # trivup's scenarios (tests/scenarios/*.json): 4 partitions, auto-create on except "noautocreate".
         # 0081_admin, 0109, 0115 and 0119 create ACLs: both brokers get the StandardAuthorizer, one that lets
         # every client do what no ACL forbids.
         return {"num.partitions": 4,
-                "auto.create.topics.enable": "false" if group == "noautocreate" else "true",
-                **AUTHORIZER, **(secured_settings() if group == "secured" else {})}
+                "auto.create.topics.enable": "false" if "noautocreate" in group else "true",
+                **AUTHORIZER, **(secured_settings() if group.endswith("secured") else {}),
+                # 0101: the leader picks the replica in the consumer's rack (KIP-392), as trivup configures it.
+                # The nodes talk to each other over PLAINTEXT as User:ANONYMOUS, which the authorizer must let
+                # in before it has loaded the metadata (Kafka's controllers refuse Vote requests otherwise:
+                # AuthorizerNotReadyException).
+                **({"replica.selector.class": "org.apache.kafka.common.replica.RackAwareReplicaSelector",
+                    "super.users": "User:ANONYMOUS"} if group.startswith("cluster") else {})}
 
     def command(self):
         return ("cd ~/.cache/fjord-compat/librdkafka-2.12.1/tests && "
@@ -641,7 +816,7 @@ class Librdkafka(Suite):
                 add_scram_user(broker)
                 scram_for = broker.port
             env["BROKERS"] = broker.bootstrap
-            for k in [*pki()["env"], "OPENSSL_CONF"] if group == "secured" else ():
+            for k in [*pki()["env"], "OPENSSL_CONF"] if group.endswith("secured") else ():
                 env.pop(k, None)
             env.update(self.write_conf(conf, broker, variant, num))
             env["TESTS"] = num
@@ -1027,7 +1202,7 @@ def run_suite(suite: Suite, kind: str, only: str | None = None) -> dict:
         settings = suite.broker_settings(group)
         if kind == "kafka":
             settings.update(suite.kafka_settings(group))
-        broker = Broker(kind, settings, logdir, suite.preferred_port)
+        broker = suite.make_broker(kind, group, settings, logdir)
         broker.start()
         try:
             results.update(suite.run_group(broker, group, names, logdir))
@@ -1066,7 +1241,7 @@ def retry_failed(suite: Suite, kind: str, rows: list, results: dict, logdir: Pat
         if kind == "kafka":
             settings.update(suite.kafka_settings(group))
         log(f"{suite.name}/{kind}: retrying {', '.join(names)}")
-        broker = Broker(kind, settings, logdir, suite.preferred_port)
+        broker = suite.make_broker(kind, group, settings, logdir)
         broker.start()
         try:
             again = suite.run_group(broker, group, names, logdir)
@@ -1091,6 +1266,7 @@ def load_baseline(suite: str, quick: bool):
 
 
 def write_baseline() -> None:
+    old_doc = json.loads(BASELINE_FILE.read_text()) if BASELINE_FILE.exists() else {}
     doc = {}
     for s in SUITES:
         full = load(s, "kafka", False)
@@ -1101,6 +1277,12 @@ def write_baseline() -> None:
                 newer = full and full["date"] >= kf["date"] and q
                 doc.setdefault(s, {})["quick" if q else "full"] = {
                     t: (full["results"].get(t, r) if newer else r)["status"] for t, r in kf["results"].items()}
+            elif q and full and "quick" in old_doc.get(s, {}):
+                # No stored quick run: the committed quick subset, each test's result from the full run.
+                doc.setdefault(s, {})["quick"] = {
+                    t: full["results"].get(t, {"status": st})["status"] for t, st in old_doc[s]["quick"].items()}
+            elif s in old_doc and ("quick" if q else "full") in old_doc[s]:
+                doc.setdefault(s, {})["quick" if q else "full"] = old_doc[s]["quick" if q else "full"]
     BASELINE_FILE.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     log(f"wrote {BASELINE_FILE}")
 
@@ -1273,8 +1455,9 @@ same machine, against Apache Kafka {kv} (single-node KRaft from the Maven Centra
   stand-ins into the cached copy (an external-broker placeholder; nothing of the suite is changed).
 - Skips: a test that needs a feature Fjord lacks yet would be skipped on Fjord only and still run on
   Kafka (none is, since Fjord has transactions and ACLs); a test that needs a set-up this harness does not
-  provide (an OIDC token endpoint, a Kafka distribution the test starts itself, several brokers,
-  replication factor 3) is skipped on both; every skip shows its reason.
+  provide (an OIDC token endpoint, a Kafka distribution the test starts itself) is skipped on both;
+  every skip shows its reason.
+- Tests that need trivup's 3-broker cluster run on three combined nodes (racks RACK1-3) of either broker.
 - The full run below ran the Fjord and the Kafka passes at the same time on a 2-core machine shared with
   other work, so timing-sensitive tests can flake on either side; a flaky test is marked as such.
 
