@@ -178,7 +178,8 @@ def fjord_build_info() -> str:
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True).stdout.strip()
         mtime = time.strftime("%Y-%m-%d %H:%M", time.gmtime(FJORD_BIN.stat().st_mtime))
-        return f"{rev}{'+dirty' if dirty else ''}, binary built {mtime} UTC"
+        profile = FJORD_BIN.resolve().parent.name  # target/<profile>/fjord
+        return f"{rev}{'+dirty' if dirty else ''}, {profile} binary built {mtime} UTC"
     except OSError:
         return "unknown"
 
