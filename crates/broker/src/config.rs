@@ -44,7 +44,13 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     pub request_bytes_max: usize,
     pub connection_idle_ms: u64,
-    pub connections_max: usize,
+    /// `max.connections`, `max.connections.per.ip(.overrides)` and
+    /// `max.connection.creation.rate` (`crate::connection_quotas`).
+    pub connection_limits: crate::connection_quotas::ConnectionLimits,
+    /// `queued.max.request.bytes`: bytes of requests read and not yet
+    /// dispatched (a Produce: answered) across all connections; `None`
+    /// (Kafka's -1) unbounded.
+    pub queued_max_request_bytes: Option<usize>,
     /// `max.incremental.fetch.session.cache.slots`: fetch sessions (KIP-227)
     /// kept at once; 0 opens none.
     pub fetch_session_cache_slots: usize,
@@ -181,7 +187,10 @@ pub const FJORD_BROKER_CONFIGS: &[&str] = &[
     "log.retention.hours",
     "log.retention.minutes",
     "log.roll.hours",
+    "max.connection.creation.rate",
     "max.connections",
+    "max.connections.per.ip",
+    "max.connections.per.ip.overrides",
     "max.incremental.fetch.session.cache.slots",
     "node.id",
     "num.partitions",
@@ -189,6 +198,7 @@ pub const FJORD_BROKER_CONFIGS: &[&str] = &[
     "offsets.topic.replication.factor",
     "offsets.topic.segment.bytes",
     "process.roles",
+    "queued.max.request.bytes",
     "quota.window.num",
     "quota.window.size.seconds",
     "replica.fetch.max.bytes",
@@ -993,7 +1003,8 @@ impl Default for BrokerConfig {
             replica: ReplicaSettings::default(),
             request_bytes_max: limits::FRAME_BYTES_MAX,
             connection_idle_ms: limits::CONNECTION_IDLE_MS_DEFAULT,
-            connections_max: limits::CONNECTIONS_MAX_DEFAULT,
+            connection_limits: Default::default(),
+            queued_max_request_bytes: None,
             fetch_session_cache_slots: limits::FETCH_SESSION_CACHE_SLOTS_DEFAULT,
             quota_window: crate::quotas::WindowConfig::default(),
             topic_defaults: TopicSettings::default(),
@@ -1142,7 +1153,24 @@ impl BrokerConfig {
                 self.connection_idle_ms = parse_bounded(name, value, 1, i64::MAX)? as u64
             }
             "max.connections" => {
-                self.connections_max = parse_bounded(name, value, 1, i32::MAX as i64)? as usize
+                parse_bounded(name, value, 1, i32::MAX as i64)?;
+                self.connection_limits
+                    .set(name, value)
+                    .map_err(|e| invalid(name, value, e))?
+            }
+            crate::connection_quotas::MAX_CONNECTIONS_PER_IP
+            | crate::connection_quotas::MAX_CONNECTIONS_PER_IP_OVERRIDES
+            | crate::connection_quotas::MAX_CONNECTION_CREATION_RATE => self
+                .connection_limits
+                .set(name, value)
+                .map_err(|e| invalid(name, value, e))?,
+            crate::connection_quotas::QUEUED_MAX_REQUEST_BYTES => {
+                let v = parse_i64(name, value)?;
+                self.queued_max_request_bytes = if v <= 0 {
+                    None
+                } else {
+                    Some(v.min(i64::from(u32::MAX)) as usize)
+                };
             }
             "quota.window.num" => {
                 self.quota_window.samples = parse_bounded(name, value, 1, i32::MAX as i64)? as u32
@@ -1366,7 +1394,22 @@ impl BrokerConfig {
             "connections.max.idle.ms".into(),
             self.connection_idle_ms.to_string(),
         );
-        out.insert("max.connections".into(), self.connections_max.to_string());
+        let c = &self.connection_limits;
+        out.insert("max.connections".into(), c.max_connections.to_string());
+        out.insert("max.connections.per.ip".into(), c.max_per_ip.to_string());
+        out.insert(
+            "max.connections.per.ip.overrides".into(),
+            c.per_ip_overrides.clone(),
+        );
+        out.insert(
+            "max.connection.creation.rate".into(),
+            c.max_creation_rate.to_string(),
+        );
+        out.insert(
+            "queued.max.request.bytes".into(),
+            self.queued_max_request_bytes
+                .map_or_else(|| "-1".to_string(), |n| n.to_string()),
+        );
         out.insert(
             "quota.window.num".into(),
             self.quota_window.samples.to_string(),
@@ -1577,6 +1620,22 @@ impl BrokerConfig {
             };
             self.advertised_port = self.listen.port();
         }
+        if let Some(q) = self.queued_max_request_bytes {
+            if q < self.request_bytes_max {
+                return Err(invalid(
+                    "queued.max.request.bytes",
+                    &q.to_string(),
+                    "queued.max.request.bytes must be larger or equal to socket.request.max.bytes",
+                ));
+            }
+        }
+        self.connection_limits.check().map_err(|e| {
+            invalid(
+                "max.connections.per.ip",
+                &self.connection_limits.max_per_ip.to_string(),
+                e,
+            )
+        })?;
         self.client_listeners()?;
         Ok(())
     }
@@ -1742,7 +1801,9 @@ pub enum ConfigSource {
 
 /// Whether Fjord lets `name` be changed on a running broker.
 pub fn is_dynamic_broker_config(name: &str) -> bool {
-    topic_config_for_broker(name).is_some() || DYNAMIC_BOOLEAN_CONFIGS.contains(&name)
+    topic_config_for_broker(name).is_some()
+        || DYNAMIC_BOOLEAN_CONFIGS.contains(&name)
+        || crate::connection_quotas::DYNAMIC_CONNECTION_CONFIGS.contains(&name)
 }
 
 /// Dynamic broker configs other than the topic defaults, all booleans, read
@@ -1810,10 +1871,32 @@ impl DynamicBrokerConfigs {
                 parse_bool(k, v)?;
                 continue;
             }
+            if crate::connection_quotas::DYNAMIC_CONNECTION_CONFIGS.contains(&k.as_str()) {
+                continue;
+            }
             let d = topic_config_for_broker(k).ok_or_else(|| ConfigError::Unknown(k.clone()))?;
             t.set(d.name, v).map_err(|e| e.renamed(k))?;
         }
         Ok(t)
+    }
+
+    /// The connection limits in force: the static ones, then the
+    /// cluster-wide dynamic defaults, then this broker's dynamic values
+    /// (checked as Kafka checks them: a bad value is an error).
+    pub fn connection_limits(
+        &self,
+        config: &BrokerConfig,
+    ) -> Result<crate::connection_quotas::ConnectionLimits, ConfigError> {
+        let mut limits = config.connection_limits.clone();
+        for (k, v) in self.cluster_default.iter().chain(&self.broker) {
+            if crate::connection_quotas::DYNAMIC_CONNECTION_CONFIGS.contains(&k.as_str()) {
+                limits.set(k, v).map_err(|e| invalid(k, v, e))?;
+            }
+        }
+        limits
+            .check()
+            .map_err(|e| invalid(crate::connection_quotas::MAX_CONNECTIONS_PER_IP, "0", e))?;
+        Ok(limits)
     }
 
     /// The value of one of [`DYNAMIC_BOOLEAN_CONFIGS`]: this broker's,

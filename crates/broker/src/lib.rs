@@ -8,6 +8,7 @@
 mod active_controller;
 pub mod cluster_metadata;
 pub mod config;
+pub mod connection_quotas;
 pub mod controller_link;
 pub mod errors;
 pub mod fatal;

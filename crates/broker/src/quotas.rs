@@ -107,6 +107,11 @@ pub struct Rate {
 }
 
 impl Rate {
+    /// When a value was last recorded (0: never).
+    pub fn last_record_ms(&self) -> u64 {
+        self.last_record_ms
+    }
+
     /// Adds `value` at `now_ms` (Kafka's `SampledStat.record`).
     pub fn record(&mut self, cfg: WindowConfig, value: f64, now_ms: u64) {
         if self.samples.is_empty() {

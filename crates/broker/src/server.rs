@@ -11,6 +11,10 @@
 //! `IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX` requests and
 //! `IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX` bytes of request frames are
 //! read and not yet answered; past either the reader waits for the writer.
+//! With `queued.max.request.bytes` a frame also takes its size from the
+//! broker-wide pool before its body is read (a Produce until answered,
+//! anything else until dispatched), and the accept loop applies the
+//! connection limits (`crate::connection_quotas`).
 //!
 //! Each listener is served by [`serve_listener`] with its
 //! [`ListenerSecurity`]: on SSL and SASL_SSL listeners the TLS handshake
@@ -23,7 +27,6 @@
 //! the connection, unless it is the SaslHandshake of a re-authentication
 //! sent in time (which gets the same `AUTHENTICATION_TIMEOUT_MS`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +39,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::connection_quotas::Admission;
 use crate::handlers::{self, Pending};
 use crate::quotas::ConnectionThrottle;
 use crate::response::Writer;
@@ -72,9 +76,15 @@ pub async fn serve_listener(
     security: Arc<ListenerSecurity>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let open = Arc::new(AtomicUsize::new(0));
+    let connections = broker.connections.clone();
     let mut tasks = tokio::task::JoinSet::new();
     loop {
+        // `max.connections`: as Kafka's acceptor, accept nothing more
+        // until a connection closes (clients wait in the backlog).
+        tokio::select! {
+            _ = connections.wait_for_slot() => {}
+            _ = shutdown.changed() => break,
+        }
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -85,23 +95,43 @@ pub async fn serve_listener(
                         continue;
                     }
                 };
-                if open.load(Ordering::Relaxed) >= broker.config.connections_max {
-                    tracing::warn!(%peer, "connection limit reached, closing");
-                    broker.metrics.connection_rejected();
-                    drop(stream);
-                    continue;
+                // `max.connection.creation.rate`: the listener waits.
+                let delay = connections.record_connection(wall_ms());
+                if delay > 0 {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
+                        _ = shutdown.changed() => break,
+                    }
                 }
+                let slot = match connections.admit(peer.ip(), wall_ms()) {
+                    Ok(slot) => slot,
+                    Err(Admission::Throttled { ms }) => {
+                        // Kafka's delayed close: not served, closed after
+                        // its throttle time (at most a quota window).
+                        tracing::debug!(%peer, ms, "connection_creation_rate reached, closing later");
+                        broker.metrics.connection_throttled();
+                        tasks.spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            drop(stream);
+                        });
+                        continue;
+                    }
+                    Err(refused) => {
+                        tracing::info!(%peer, ?refused, "max.connections.per.ip reached, closing");
+                        broker.metrics.connection_rejected();
+                        drop(stream);
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
-                open.fetch_add(1, Ordering::Relaxed);
                 let broker = broker.clone();
-                let open = open.clone();
                 let shutdown = shutdown.clone();
                 let security = security.clone();
                 tasks.spawn(async move {
                     if let Err(e) = accept(broker, stream, security, shutdown).await {
                         tracing::debug!(%peer, "connection closed: {e}");
                     }
-                    open.fetch_sub(1, Ordering::Relaxed);
+                    drop(slot);
                 });
             }
             _ = shutdown.changed() => break,
@@ -121,6 +151,18 @@ pub async fn serve_listener(
 
 /// A request's API key and when its frame was read (for its latency).
 type Arrival = (i16, Instant);
+
+/// Wall-clock ms (connection quotas' clock).
+fn wall_ms() -> u64 {
+    u64::try_from(crate::state::now_ms()).unwrap_or(0)
+}
+
+/// A request's shares of the byte budgets: its connection's, and the
+/// broker's (`queued.max.request.bytes`) while it holds its frame.
+struct Held {
+    _connection: OwnedSemaphorePermit,
+    _broker: Option<OwnedSemaphorePermit>,
+}
 
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
@@ -361,9 +403,8 @@ async fn connection<R: AsyncRead + Unpin>(
     let metering = broker.metrics.enabled();
     // Each request travels with its share of the byte budget, given back once
     // its response is handed to the writer, and its API key and arrival time.
-    let (tx, mut rx) = mpsc::channel::<(Pending, OwnedSemaphorePermit, Arrival)>(
-        limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX,
-    );
+    let (tx, mut rx) =
+        mpsc::channel::<(Pending, Held, Arrival)>(limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX);
     let budget = Arc::new(Semaphore::new(
         limits::IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION_MAX,
     ));
@@ -436,6 +477,25 @@ async fn connection<R: AsyncRead + Unpin>(
                 Err(_) => break Ok(()),
             },
             _ = shutdown.changed() => break Ok(()),
+        };
+        // `queued.max.request.bytes`: the broker-wide pool, taken before
+        // the body is read (Kafka mutes the channel while the pool is empty).
+        let pooled = match broker.connections.request_pool() {
+            None => None,
+            Some((size, pool)) => {
+                let share = len.clamp(1, size.min(u32::MAX as usize)) as u32;
+                tokio::select! {
+                    p = pool.clone().acquire_many_owned(share) => match p {
+                        Ok(p) => Some(p),
+                        Err(_) => break Ok(()),
+                    },
+                    _ = shutdown.changed() => break Ok(()),
+                }
+            }
+        };
+        let mut permit = Held {
+            _connection: permit,
+            _broker: pooled,
         };
         if authenticating && len > limits::SASL_TOKEN_BYTES_MAX {
             break Err(ConnError::Auth(
@@ -510,6 +570,12 @@ async fn connection<R: AsyncRead + Unpin>(
             None => break Ok(()),
         };
         let barrier = pending.take_barrier();
+        // Only a Produce keeps its frame (its records) until answered; any
+        // other request's frame was decoded (Kafka's `releaseBuffer` for
+        // requests that do not reference their buffer).
+        if arrival.0 != fjord_protocol::kafka_protocol::messages::ApiKey::Produce as i16 {
+            permit._broker = None;
+        }
         if tx.send((pending, permit, arrival)).await.is_err() {
             break Ok(());
         }

@@ -147,6 +147,8 @@ pub struct Broker {
     pub(crate) fetch_sessions: parking_lot::Mutex<crate::fetch_sessions::FetchSessionCache>,
     /// Client quotas (`crate::quotas`), following the image.
     pub quotas: crate::quotas::ClientQuotas,
+    /// Connection limits and the request-bytes pool (`crate::connection_quotas`).
+    pub connections: Arc<crate::connection_quotas::Connections>,
 }
 
 /// The one-voter quorum of a single node, or the KRaft quorum of a cluster
@@ -410,6 +412,11 @@ impl Broker {
             replication: crate::replica_fetcher::Replication::new(me.clone()),
             metrics: Default::default(),
             quotas: crate::quotas::ClientQuotas::new(config.quota_window),
+            connections: Arc::new(crate::connection_quotas::Connections::new(
+                config.quota_window,
+                config.connection_limits.clone(),
+                config.queued_max_request_bytes,
+            )),
             fetch_sessions: parking_lot::Mutex::new(crate::fetch_sessions::FetchSessionCache::new(
                 config.fetch_session_cache_slots,
                 fjord_model::limits::FETCH_SESSION_EVICTION_MS,
@@ -1075,12 +1082,17 @@ impl Broker {
         let node = self.config.node_id;
         if delta.client_quotas_changed() {
             self.quotas.update(image);
+            self.connections.update_ip_rates(image);
         }
         let broker_configs_changed = delta.changed_configs().any(|r| {
             matches!(r, ConfigResource::Broker(None)) || *r == ConfigResource::Broker(Some(node))
         });
         if broker_configs_changed {
             let dynamic = cm::dynamic_configs(image, node);
+            match dynamic.connection_limits(&self.config) {
+                Ok(limits) => self.connections.set_limits(limits),
+                Err(e) => tracing::warn!("ignoring dynamic connection limits: {e}"),
+            }
             match dynamic.topic_defaults(&self.config) {
                 Ok(defaults) => *self.dynamic.write() = (dynamic, defaults),
                 // Values were validated before they were proposed.
@@ -1957,6 +1969,8 @@ impl Broker {
         let old = self.dynamic.read().0.clone();
         let new = change(&old)?;
         new.topic_defaults(&self.config)
+            .map_err(|e| StateError::kafka(ErrorCode::INVALID_REQUEST, e.to_string()))?;
+        new.connection_limits(&self.config)
             .map_err(|e| StateError::kafka(ErrorCode::INVALID_REQUEST, e.to_string()))?;
         let node = self.config.node_id;
         let mut records = cm::config_diff(

@@ -264,8 +264,9 @@ pub const DESCRIBE_TOPIC_PARTITIONS_MAX: i32 = 2000;
 /// than the extra small reads.
 pub const SEGMENT_SCAN_HEADER_ONLY_AFTER_BYTES: usize = 8 * 1024;
 // ---- connections (fjord-broker server) ----
-/// Bytes of requests one connection may have read but not yet answered (Kafka's
-/// `queued.max.request.bytes`, per connection): the reader waits for answers before
+/// Bytes of requests one connection may have read but not yet answered (a
+/// per-connection `queued.max.request.bytes`; the broker-wide one is the config,
+/// `fjord_broker::connection_quotas`): the reader waits for answers before
 /// reading more, which bounds what a pipelining client can make the broker hold
 /// (an acks=all Produce waits for fdatasync with its frame possibly still alive).
 /// A larger single frame (up to the request size limit) is read alone.

@@ -200,8 +200,23 @@ fn requests(e: &mut DescriptorEncoder, broker: &Broker) -> Fmt {
     counter(
         e,
         "fjord_connections_rejected",
-        "Client connections refused at accept (max.connections reached)",
+        "Client connections closed at accept (max.connections.per.ip reached)",
         rejected,
+    )?;
+    counter(
+        e,
+        "fjord_connections_throttled",
+        "Client connections not served, their address over its connection_creation_rate quota",
+        m.connections_throttled(),
+    )?;
+    let pool_used = broker.connections.request_pool().map_or(0, |(size, pool)| {
+        size.saturating_sub(pool.available_permits())
+    });
+    gauge(
+        e,
+        "fjord_request_pool_used_bytes",
+        "Bytes of requests held against queued.max.request.bytes",
+        pool_used as i64,
     )?;
     let apis = m.api_totals();
     let rows: Vec<(Labels, u64)> = apis

@@ -135,6 +135,7 @@ pub struct BrokerMetrics {
     accepted: AtomicU64,
     closed: AtomicU64,
     rejected: AtomicU64,
+    throttled: AtomicU64,
     /// Responses' non-zero error codes, by (API key, error code).
     errors: Mutex<BTreeMap<(i16, i16), u64>>,
 }
@@ -167,6 +168,7 @@ impl Default for BrokerMetrics {
             accepted: AtomicU64::new(0),
             closed: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
             errors: Mutex::default(),
         }
     }
@@ -198,9 +200,20 @@ impl BrokerMetrics {
         }
     }
 
-    /// A connection was refused at accept (`max.connections` reached).
+    /// A connection was closed at accept (`max.connections.per.ip` reached).
     pub fn connection_rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection was not served, its address over its
+    /// `connection_creation_rate` quota (closed after the throttle time).
+    pub fn connection_throttled(&self) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections not served for `connection_creation_rate`.
+    pub fn connections_throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
     }
 
     /// A response of `api_key` carried these error codes (0s are ignored).
