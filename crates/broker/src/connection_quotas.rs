@@ -515,6 +515,52 @@ mod tests {
     }
 
     #[test]
+    fn dynamic_values_layer_over_the_static_ones() {
+        let mut config = crate::BrokerConfig::default();
+        config.set(MAX_CONNECTIONS_PER_IP, "50").unwrap();
+        config.set(MAX_CONNECTION_CREATION_RATE, "7").unwrap();
+        let mut dynamic = crate::config::DynamicBrokerConfigs::default();
+        dynamic
+            .cluster_default
+            .insert(MAX_CONNECTIONS_PER_IP.into(), "10".into());
+        dynamic
+            .cluster_default
+            .insert(MAX_CONNECTIONS_PER_IP_OVERRIDES.into(), "10.0.0.1:3".into());
+        dynamic
+            .broker
+            .insert(MAX_CONNECTIONS_PER_IP.into(), "20".into());
+        let limits = dynamic.connection_limits(&config).unwrap();
+        assert_eq!(limits.max_per_ip, 20);
+        assert_eq!(limits.per_ip_overrides, "10.0.0.1:3");
+        assert_eq!(limits.max_creation_rate, 7);
+        assert!(crate::config::is_dynamic_broker_config(
+            MAX_CONNECTIONS_PER_IP
+        ));
+        assert!(!crate::config::is_dynamic_broker_config(
+            QUEUED_MAX_REQUEST_BYTES
+        ));
+        // Kafka's check holds for the result: 0 only with overrides.
+        dynamic
+            .broker
+            .insert(MAX_CONNECTIONS_PER_IP.into(), "0".into());
+        assert!(dynamic.connection_limits(&config).is_ok());
+        dynamic.cluster_default.clear();
+        assert!(dynamic.connection_limits(&config).is_err());
+        dynamic
+            .broker
+            .insert(MAX_CONNECTIONS_PER_IP.into(), "lots".into());
+        assert!(dynamic.connection_limits(&config).is_err());
+        // The static pool must hold a largest request.
+        let mut c = crate::BrokerConfig::default();
+        c.set("socket.request.max.bytes", "2048").unwrap();
+        c.set(QUEUED_MAX_REQUEST_BYTES, "1024").unwrap();
+        assert!(c.finish(false).is_err());
+        c.set(QUEUED_MAX_REQUEST_BYTES, "-1").unwrap();
+        assert!(c.finish(false).is_ok());
+        assert_eq!(c.queued_max_request_bytes, None);
+    }
+
+    #[test]
     fn max_connections_is_broker_wide() {
         let mut l = ConnectionLimits::default();
         l.set(MAX_CONNECTIONS, "2").unwrap();
