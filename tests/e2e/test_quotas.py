@@ -221,6 +221,29 @@ def test_request_percentage_throttle_time_is_in_the_response(quota_broker):
         assert r is not None and r["ThrottleTimeMs"] == 0, r
 
 
+@pytest.mark.parametrize("acks", [1, -1])
+def test_request_percentage_throttle_time_is_in_the_produce_response(quota_broker, acks):
+    """The same for Produce, whose throttle_time_ms follows its topics: acks=1 (answered at once) and acks=-1
+    (answered once durable) both carry the request quota's throttle time, the records appended."""
+    b = quota_broker
+    client, topic = unique("reqpct-produce"), unique("reqpct")
+    c.create_topic(b.bootstrap, topic)
+    alter_client_quota(b, client, "request_percentage", 0.001)
+    throttle, answers = 0, 0
+    start = time.monotonic()
+    with kschema.Conn(b.bootstrap, client_id=client, timeout_s=30) as conn:
+        while not throttle and time.monotonic() - start < 10:
+            batch = wire.record_batch([(b"k", b"v%d" % answers)], int(time.time() * 1000))
+            r = conn.call("Produce", 9, {"TransactionalId": None, "Acks": acks, "TimeoutMs": 10_000, "TopicData": [
+                {"Name": topic, "PartitionData": [{"Index": 0, "Records": batch}]}]})
+            assert r is not None
+            part = r["Responses"][0]["PartitionResponses"][0]
+            assert part["ErrorCode"] == 0 and part["BaseOffset"] == answers, r
+            answers += 1
+            throttle = r["ThrottleTimeMs"]
+    assert throttle > 0, f"{answers} Produce answers without a throttle time"
+
+
 # Last in the file: the quotas it leaves (the default client-id's) must not touch the tests above. Each
 # kafka-configs run starts a JVM (several seconds on a loaded machine).
 @pytest.mark.timeout(300)

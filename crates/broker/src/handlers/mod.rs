@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use fjord_protocol::kafka_protocol::protocol::{Encodable, StrBytes};
 use fjord_protocol::RequestHeader;
 use fjord_protocol::{decode_request, encode_response, response_header_version, Reader, Request};
@@ -502,28 +502,72 @@ pub fn raise_throttle_time(frame: &mut [u8], header_len: usize, at: usize, throt
 /// A response to a request over its `request_percentage`, with the
 /// throttle time written into it where the response has that field (the
 /// connection is muted for it either way). Fetch takes it into account
-/// itself (a throttled fetch is answered empty), and Produce's throttle
-/// time is its byte rate's.
+/// itself (a throttled fetch is answered empty); Produce's field follows
+/// its topics, so its response is decoded and written again.
 fn with_request_throttle(pending: Pending, api_key: i16, version: i16, ms: i32) -> Pending {
-    let Some(at) = throttle_time_at(api_key, version) else {
-        return pending;
-    };
     // The size prefix and the correlation id, then a tagged-field byte in
     // header v1 (empty in every response we write).
     let header_len = 8 + usize::from(response_header_version(api_key, version) >= 1);
-    let raise = move |mut out: BytesMut| {
+    let produce = fjord_protocol::kafka_protocol::messages::ApiKey::Produce as i16;
+    if api_key == produce && version >= 1 {
+        return map_pending(pending, move |out| {
+            raise_produce_throttle_time(out, header_len, version, ms)
+        });
+    }
+    let Some(at) = throttle_time_at(api_key, version) else {
+        return pending;
+    };
+    map_pending(pending, move |mut out: BytesMut| {
         raise_throttle_time(&mut out, header_len, at, ms);
         out
-    };
+    })
+}
+
+/// `pending` with `f` applied to its encoded response once there.
+fn map_pending(pending: Pending, f: impl FnOnce(BytesMut) -> BytesMut + Send + 'static) -> Pending {
     match pending {
-        Pending::Ready(out) => Pending::Ready(out.map(raise)),
-        Pending::Task(task) => Pending::later(async move { task.await.ok().flatten().map(raise) }),
+        Pending::Ready(out) => Pending::Ready(out.map(f)),
+        Pending::Task(task) => Pending::later(async move { task.await.ok().flatten().map(f) }),
         Pending::Ordered(task, first_step) => Pending::Ordered(
-            tokio::spawn(async move { task.await.ok().flatten().map(raise) }),
+            tokio::spawn(async move { task.await.ok().flatten().map(f) }),
             first_step,
         ),
         Pending::Stream(task) => Pending::Stream(task),
     }
+}
+
+/// [`raise_throttle_time`] for an encoded Produce response (v1+), whose
+/// `throttle_time_ms` comes after its topics: decoded, raised, encoded
+/// again. A response that does not decode is left as it is.
+pub fn raise_produce_throttle_time(
+    out: BytesMut,
+    header_len: usize,
+    version: i16,
+    throttle_ms: i32,
+) -> BytesMut {
+    use fjord_protocol::kafka_protocol::messages::ProduceResponse;
+    use fjord_protocol::kafka_protocol::protocol::Decodable;
+    let Some(body) = out.get(header_len..) else {
+        return out;
+    };
+    let mut body = Bytes::copy_from_slice(body);
+    let Ok(mut resp) = ProduceResponse::decode(&mut body, version) else {
+        return out;
+    };
+    if resp.throttle_time_ms >= throttle_ms {
+        return out;
+    }
+    resp.throttle_time_ms = throttle_ms;
+    let mut fresh = BytesMut::with_capacity(out.len());
+    fresh.extend_from_slice(&out[..header_len]);
+    if resp.encode(&mut fresh, version).is_err() {
+        return out;
+    }
+    let Ok(len) = u32::try_from(fresh.len() - 4) else {
+        return out;
+    };
+    fresh[..4].copy_from_slice(&len.to_be_bytes());
+    fresh
 }
 
 /// Decode the body of a request and hand it to its handler. `None` closes the
@@ -864,6 +908,52 @@ mod tests {
             vec![-1, 36]
         );
         assert!(error_codes_in("A { throttle_time_ms: 0 }").is_empty());
+    }
+
+    /// A Produce response over the request quota gets the larger throttle
+    /// time after its topics, for every version from v1 served, its header
+    /// kept and its size prefix right.
+    #[test]
+    fn produce_throttle_time_is_raised_after_its_topics() {
+        use fjord_protocol::kafka_protocol::messages::produce_response::*;
+        use fjord_protocol::kafka_protocol::messages::*;
+        use fjord_protocol::kafka_protocol::protocol::{Decodable, Message};
+        let resp = |ms| {
+            ProduceResponse::default()
+                .with_responses(vec![TopicProduceResponse::default()
+                    .with_name(TopicName(StrBytes::from_static_str("t")))
+                    .with_partition_responses(vec![PartitionProduceResponse::default()
+                        .with_index(3)
+                        .with_base_offset(42)])])
+                .with_throttle_time_ms(ms)
+        };
+        let key = ApiKey::Produce as i16;
+        for version in 3..=ProduceResponse::VERSIONS.max {
+            let header_len = 8 + usize::from(response_header_version(key, version) >= 1);
+            let frame = |ms| {
+                let mut out = BytesMut::from(&[0, 0, 0, 0, 0, 0, 0, 7, 0][..header_len]);
+                resp(ms).encode(&mut out, version).expect("encodes");
+                let len = (out.len() - 4) as u32;
+                out[..4].copy_from_slice(&len.to_be_bytes());
+                out
+            };
+            let raised = raise_produce_throttle_time(frame(5), header_len, version, 900);
+            assert_eq!(raised, frame(900), "v{version}");
+            let mut body = Bytes::copy_from_slice(&raised[header_len..]);
+            let back = ProduceResponse::decode(&mut body, version).expect("decodes");
+            assert_eq!(back.throttle_time_ms, 900, "v{version}");
+            assert_eq!(back.responses[0].partition_responses[0].base_offset, 42);
+            // A larger one already there stays; what does not decode is left alone.
+            assert_eq!(
+                raise_produce_throttle_time(frame(1000), header_len, version, 900),
+                frame(1000)
+            );
+            let cut = BytesMut::from(&frame(5)[..header_len + 3]);
+            assert_eq!(
+                raise_produce_throttle_time(cut.clone(), header_len, version, 900),
+                cut
+            );
+        }
     }
 
     /// `throttle_time_at` names the place where kafka-protocol writes
