@@ -1,8 +1,9 @@
 """Eligible leader replicas (KIP-966) on three nodes (issue 13).
 
-Three combined broker+controller nodes in network namespaces (tests/e2e/netcluster.py), ELR switched on
-with Kafka's `kafka-features upgrade --feature eligible.leader.replicas.version=1` (a new Kafka 4.3.1 cluster
-has it on already; the upgrade then changes nothing). A topic with replication factor 3 and
+Three combined broker+controller nodes in network namespaces (tests/e2e/netcluster.py). ELR is on in the new
+cluster, as Kafka 4.3.1 formats one (from metadata.version 4.1-IV0), as `kafka-features describe` shows, with
+the cluster-wide `min.insync.replicas` written at bootstrap (`kafka-configs --entity-default --describe`);
+Kafka's `kafka-features upgrade --feature eligible.leader.replicas.version=1` then changes nothing. A topic with replication factor 3 and
 `min.insync.replicas` 3 on brokers 1, 2, 3; a follower that is not the active controller is killed with
 kill -9 (one follower only: a second kill would take the controller quorum's majority with it, and then
 no ISR can change at all). Checked: the ISR shrinks to the two others, below min.insync.replicas, and the
@@ -65,13 +66,25 @@ def test_a_follower_leaving_an_isr_below_min_isr_is_an_eligible_leader_replica(t
     with netns.Topology(HOSTS + ["client"]) as net:
         cluster = NetCluster(BROKER_KIND, net, tmp_path, fjord_bin=FJORD_BIN, kafka_libs=KAFKA_LIBS, repo=REPO)
         with running(net, cluster) as bootstrap:
+            elr_on = (r"Feature: eligible\.leader\.replicas\.version\s+SupportedMinVersion: 0\s+"
+                      r"SupportedMaxVersion: 1\s+FinalizedVersionLevel: 1")
+            # On in a new cluster (Kafka 4.3.1 formats one at 4.3-IV0, and turns ELR on from 4.1-IV0), with the
+            # cluster-wide min.insync.replicas (the static one, 1) written at bootstrap.
+            desc = tool(net, "org.apache.kafka.tools.FeatureCommand", "--bootstrap-server", bootstrap,
+                        "describe")
+            assert re.search(elr_on, desc.stdout), desc.stdout
+            configs = tool(net, "kafka.admin.ConfigCommand", "--bootstrap-server", bootstrap, "--describe",
+                           "--entity-type", "brokers", "--entity-default")
+            assert configs.returncode == 0, configs.stdout + configs.stderr
+            assert re.search(r"min\.insync\.replicas=1 sensitive=false "
+                             r"synonyms=\{DYNAMIC_DEFAULT_BROKER_CONFIG:min\.insync\.replicas=1", configs.stdout), \
+                configs.stdout
             up = tool(net, "org.apache.kafka.tools.FeatureCommand", "--bootstrap-server", bootstrap,
                       "upgrade", "--feature", "eligible.leader.replicas.version=1")
             assert up.returncode == 0, up.stdout + up.stderr
             desc = tool(net, "org.apache.kafka.tools.FeatureCommand", "--bootstrap-server", bootstrap,
                         "describe")
-            assert re.search(r"Feature: eligible\.leader\.replicas\.version\s+SupportedMinVersion: 0\s+"
-                             r"SupportedMaxVersion: 1\s+FinalizedVersionLevel: 1", desc.stdout), desc.stdout
+            assert re.search(elr_on, desc.stdout), desc.stdout
             # While ELR is on, Kafka's controller refuses a node's own min.insync.replicas and removing the
             # cluster-wide one (which enabling ELR wrote).
             node1 = bootstrap.split(",")[0]

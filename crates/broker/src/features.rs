@@ -12,7 +12,11 @@
 //!
 //! `eligible.leader.replicas.version` is supported up to 1 (KIP-966: the
 //! controller keeps eligible leader replicas and elects from them, see
-//! `fjord_controller`). It stays 0 on a new cluster and is switched on with
+//! `fjord_controller`). A new cluster at `metadata.version` 4.1-IV0 (26) or
+//! later finalizes 1, as Kafka 4.3.1's `kafka-storage format` does
+//! (`EligibleLeaderReplicasVersion.ELRV_1`'s bootstrap level), with Kafka's
+//! safety record (the cluster-wide `min.insync.replicas`) at bootstrap; one
+//! formatted at an older release stays at 0 and is switched on with
 //! `kafka-features upgrade --feature eligible.leader.replicas.version=1`.
 //! Level 1 depends on `metadata.version` 4.0-IV1 (23), as in Kafka 4.3.1:
 //! from that level partition records are written at version 2, the one
@@ -98,20 +102,34 @@ pub fn metadata_version_from_release(release: &str) -> Option<i16> {
         })
 }
 
+/// The lowest `metadata.version` at which a new cluster finalizes
+/// `eligible.leader.replicas.version` 1 by default (Kafka 4.3.1's
+/// `ELRV_1.bootstrapMetadataVersion()`, 4.1-IV0).
+pub const ELR_DEFAULT_METADATA_VERSION_MIN: i16 = 26;
+
+/// The lowest `metadata.version` at which a new cluster finalizes
+/// `transaction.version` 2 by default (Kafka 4.3.1's 4.0-IV2).
+pub const TRANSACTION_DEFAULT_METADATA_VERSION_MIN: i16 = 24;
+
 /// The levels a new cluster at `metadata_version` finalizes by default, as
 /// Kafka 4.3.1's `kafka-storage format` does (`Feature.defaultLevel`) for
-/// the features Fjord builds: `transaction.version` 2 from 4.0-IV2.
-/// `eligible.leader.replicas.version` stays 0 (Kafka turns it on from
-/// 4.1-IV0); the new consumer group protocol, share and streams groups are
-/// not built (Kafka: level 1 from 4.0-IV0, 4.2-IV0 and 4.2-IV1).
+/// the features Fjord builds: `transaction.version` 2 from 4.0-IV2 and
+/// `eligible.leader.replicas.version` 1 from 4.1-IV0. The new consumer
+/// group protocol, share and streams groups are not built (Kafka: level 1
+/// from 4.0-IV0, 4.2-IV0 and 4.2-IV1).
 pub fn default_levels(metadata_version: i16) -> Vec<(&'static str, i16)> {
-    let transactions = if metadata_version >= 24 {
+    let elr = if metadata_version >= ELR_DEFAULT_METADATA_VERSION_MIN {
+        ELR_VERSION_MAX
+    } else {
+        0
+    };
+    let transactions = if metadata_version >= TRANSACTION_DEFAULT_METADATA_VERSION_MIN {
         TRANSACTION_VERSION_MAX
     } else {
         0
     };
     vec![
-        (ELR_VERSION_FEATURE, 0),
+        (ELR_VERSION_FEATURE, elr),
         (TRANSACTION_VERSION_FEATURE, transactions),
     ]
 }
@@ -263,18 +281,43 @@ mod tests {
     }
 
     /// Kafka's `kafka-storage format` defaults per release, for the features
-    /// Fjord builds: transaction.version 2 from 4.0-IV2.
+    /// Fjord builds, as Kafka 4.3.1's `Feature.defaultLevel` gives them
+    /// (printed from its kafka-server-common jar): transaction.version 2
+    /// from 4.0-IV2 (24), eligible.leader.replicas.version 1 from 4.1-IV0
+    /// (26).
     #[test]
     fn default_levels_follow_kafkas_for_the_features_fjord_builds() {
-        let tv = |mv| {
+        let level = |mv, feature| {
             default_levels(mv)
                 .into_iter()
-                .find(|(n, _)| *n == TRANSACTION_VERSION_FEATURE)
+                .find(|(n, _)| *n == feature)
                 .map(|(_, l)| l)
         };
-        assert_eq!(tv(21), Some(0));
-        assert_eq!(tv(23), Some(0));
-        assert_eq!(tv(24), Some(2));
-        assert_eq!(tv(30), Some(2));
+        let kafka: &[(i16, i16, i16)] = &[
+            // (metadata.version, transaction.version, ELR)
+            (7, 0, 0),
+            (21, 0, 0),
+            (22, 0, 0),
+            (23, 0, 0),
+            (24, 2, 0),
+            (25, 2, 0),
+            (26, 2, 1),
+            (27, 2, 1),
+            (28, 2, 1),
+            (30, 2, 1),
+        ];
+        for (mv, tv, elr) in kafka {
+            assert_eq!(level(*mv, TRANSACTION_VERSION_FEATURE), Some(*tv), "{mv}");
+            assert_eq!(level(*mv, ELR_VERSION_FEATURE), Some(*elr), "{mv}");
+        }
+        // Every default is one a new cluster may start with.
+        for mv in METADATA_VERSION_MIN..=METADATA_VERSION_MAX {
+            let mut levels: BTreeMap<String, i16> = default_levels(mv)
+                .into_iter()
+                .map(|(n, l)| (n.to_string(), l))
+                .collect();
+            levels.insert(fjord_metadata::image::METADATA_VERSION_FEATURE.into(), mv);
+            assert_eq!(check_bootstrap_levels(&levels), Ok(()), "{mv}");
+        }
     }
 }

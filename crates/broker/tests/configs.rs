@@ -237,10 +237,13 @@ async fn dynamic_broker_configs_apply_to_topics_and_survive_restart() {
         .unwrap();
     assert_eq!((t.0.as_deref(), t.1), (Some("1234"), 2));
 
-    // Cluster-wide default: weaker than the per-broker value.
+    // Cluster-wide default: weaker than the per-broker value. Set
+    // incrementally, as a Kafka user does: a plain AlterConfigs of the
+    // cluster resource would remove its min.insync.replicas, which eligible
+    // leader replicas (on in a new cluster) refuse.
     assert_eq!(
-        alter(&b, BROKER, "", &[("log.retention.ms", "5000")]).await,
-        (0, None)
+        incremental(&b, BROKER, "", "log.retention.ms", 0, Some("5000")).await,
+        0
     );
     assert_eq!(plain.settings.read().retention_ms, Some(5000));
     assert_eq!(
@@ -424,15 +427,61 @@ async fn every_kafka_broker_config_is_described_with_documentation() {
     assert!(doc.contains("retention"), "{doc}");
 }
 
+/// A broker whose data directory was formatted at `metadata.version`
+/// `metadata_version` with Kafka's default feature levels for it (`fjord
+/// format --release-version`).
+fn open_broker_at(dir: &std::path::Path, metadata_version: i16) -> Arc<Broker> {
+    let levels = fjord_broker::features::default_levels(metadata_version);
+    let records = fjord_broker::cluster_metadata::feature_records(metadata_version, &levels);
+    fjord_metadata::log::write_bootstrap_checkpoint(dir, &records, metadata_version, 0).unwrap();
+    open_broker(dir, 1)
+}
+
+/// A new cluster at Kafka 4.3.1's default metadata.version (4.3-IV0) has
+/// eligible leader replicas on, as Kafka's does from 4.1-IV0, with Kafka's
+/// safety record written at bootstrap: the cluster-wide
+/// `min.insync.replicas` (the static one, 1; DYNAMIC_DEFAULT_BROKER_CONFIG).
+/// One formatted at 4.0 (4.0-IV3) has it off and no such record.
+#[tokio::test]
+async fn a_new_cluster_has_eligible_leader_replicas_on_from_4_1() {
+    let level = |b: &Arc<Broker>| b.image().feature_level("eligible.leader.replicas.version");
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_broker(dir.path(), 1);
+    assert_eq!(level(&b), Some(1));
+    assert_eq!(
+        describe(&b, BROKER, "", "min.insync.replicas")
+            .await
+            .map(|d| (d.0, d.1)),
+        Some((Some("1".into()), 3))
+    );
+    assert_eq!(
+        incremental_answer(&b, BROKER, "1", "min.insync.replicas", 0, Some("2")).await,
+        (
+            40,
+            Some("Broker-level min.insync.replicas cannot be altered while ELR is enabled.".into())
+        )
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_broker_at(dir.path(), 25);
+    assert_eq!(level(&b), None);
+    assert_eq!(
+        describe(&b, BROKER, "", "min.insync.replicas").await,
+        None,
+        "no cluster-wide record"
+    );
+}
+
 /// Kafka's refusals while eligible leader replicas are on (KIP-966,
 /// `ConfigurationControlManager`): a node's own `min.insync.replicas` can
 /// be neither set nor removed, the cluster-wide one not removed (also by a
 /// plain AlterConfigs that leaves it out); INVALID_CONFIG with Kafka's
-/// messages. Before the feature is on, the same changes are accepted.
+/// messages. Before the feature is on (a cluster formatted at 4.0), the
+/// same changes are accepted.
 #[tokio::test]
 async fn elr_refuses_a_node_min_insync_replicas_and_removing_the_cluster_one() {
     let dir = tempfile::tempdir().unwrap();
-    let b = open_broker(dir.path(), 1);
+    let b = open_broker_at(dir.path(), 25);
     let min_isr = "min.insync.replicas";
     let set_node = |b| incremental(b, BROKER, "1", min_isr, 0, Some("2"));
     assert_eq!(set_node(&b).await, 0, "ELR off: a node's own value is fine");
