@@ -116,15 +116,20 @@ class Node:
 class FjordCluster:
     name = "Fjord"
 
-    def __init__(self, root, binary, session_ms, heartbeat_ms):
+    def __init__(self, root, binary, session_ms, heartbeat_ms, extra=None, name=None):
         self.binary, self.session_ms, self.heartbeat_ms = binary, session_ms, heartbeat_ms
+        self.extra = dict(extra or {})  # further --set NAME=VALUE on every node
+        if name:
+            self.name = name
         self.nodes = [Node("fjord", root, i) for i in (1, 2, 3)]
         self.voters = ",".join(f"{n.id}@127.0.0.1:{n.cport}" for n in self.nodes)
         self.cluster_id = "fjord-failover-bench"
 
     def args(self, n):
         out = ["--data-dir", n.data]
-        for k, v in n.settings(self.voters, self.session_ms, self.heartbeat_ms).items():
+        settings = n.settings(self.voters, self.session_ms, self.heartbeat_ms)
+        settings.update(self.extra)
+        for k, v in settings.items():
             out += ["--set", f"{k}={v}"]
         return out
 

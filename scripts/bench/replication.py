@@ -2,7 +2,7 @@
 """replication.py - three nodes, replication factor 3, acks=all: Fjord vs Apache Kafka 4.3.1 on one machine.
 
     ~/.cache/fjord-e2e/venv/bin/python scripts/bench/replication.py [--broker fjord|kafka|both]
-        [--seconds S] [--partitions 1,6] [--latency-mb-s R] [--catchup-mib N] [--failover-rate N]
+        [--fjord-fetch durable|page-cache|both] [--seconds S] [--partitions 1,6] [--latency-mb-s R] [--catchup-mib N] [--failover-rate N]
         [--smoke] [--fjord-bin PATH] [--out BENCHMARKS.md]
 
 Issue 13, Performance. Runs with the e2e venv's Python (tests/e2e/setup.sh): the load generators are
@@ -42,6 +42,11 @@ kinds within one run; the load average before and after is in the report. Writes
 scripts/bench/results/replication.json and the section between <!-- replication:begin --> and
 <!-- replication:end --> of --out. --smoke: Fjord only, small sizes (about a minute), session 2000 ms,
 exits non-zero on any failure, writes only scripts/bench/results/replication-smoke.json.
+--fjord-fetch page-cache runs Fjord's nodes with replica.fetch.durable=false (a follower reports what it
+fetched before flushing it, so acks=all means fsynced on the leader, in the page cache on the followers, as
+Kafka's followers); both runs Fjord twice, at its default and so, each on a fresh cluster, in one run.
+--broker fjord --fjord-fetch both writes scripts/bench/results/replication-fetch.json and its own subsection
+(between <!-- replication-fetch:begin --> and <!-- replication-fetch:end -->, after the main section).
 """
 
 from __future__ import annotations
@@ -71,9 +76,15 @@ REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 RESULTS_DIR = os.path.join(HERE, "results")
 MARK_BEGIN = "<!-- replication:begin -->"
 MARK_END = "<!-- replication:end -->"
+# A Fjord-only run of both replica.fetch.durable settings (--broker fjord --fjord-fetch both) writes its own
+# subsection, right after the main one, so that neither run overwrites the other.
+FETCH_BEGIN = "<!-- replication-fetch:begin -->"
+FETCH_END = "<!-- replication-fetch:end -->"
 RECORD = 1024
 HEADER = struct.Struct(">qq")  # send time (ns, CLOCK_REALTIME), sequence number
 TOPIC_CONFIGS = {"min.insync.replicas": "2"}
+# The row name of Fjord with replica.fetch.durable=false (--fjord-fetch page-cache or both).
+FJORD_PAGE_CACHE = "Fjord, replica.fetch.durable=false"
 POLL_S = 0.1
 
 log = logger("replication")
@@ -556,8 +567,13 @@ def phase_catchup(cluster, cfg, failed):
 def run_kind(kind, cfg, root, failed):
     sub = os.path.join(root, kind)
     os.makedirs(sub)
-    cluster = (failover.FjordCluster(sub, cfg.fjord_bin, cfg.session_ms, cfg.heartbeat_ms) if kind == "fjord"
-               else failover.KafkaCluster(sub, cfg.session_ms, cfg.heartbeat_ms))
+    if kind == "fjord":
+        cluster = failover.FjordCluster(sub, cfg.fjord_bin, cfg.session_ms, cfg.heartbeat_ms)
+    elif kind == "fjord-page-cache":
+        cluster = failover.FjordCluster(sub, cfg.fjord_bin, cfg.session_ms, cfg.heartbeat_ms,
+                                        extra={"replica.fetch.durable": "false"}, name=FJORD_PAGE_CACHE)
+    else:
+        cluster = failover.KafkaCluster(sub, cfg.session_ms, cfg.heartbeat_ms)
     res = {"broker": cluster.name, "load_before": loadavg()}
     for nd in cluster.nodes:
         cluster.start_node(nd)
@@ -619,7 +635,7 @@ def ratio(a, b):
 
 def phase_rows(lines, res, phase, columns, cells):
     """One table row per kind that ran `phase`: the kind, then `cells(result)`, or the failure."""
-    for b in ("Fjord", "Kafka"):
+    for b in res:
         r = res.get(b)
         if not r or phase not in r:
             continue
@@ -629,9 +645,15 @@ def phase_rows(lines, res, phase, columns, cells):
         lines.append(f"| {b} | " + " | ".join(cells(r[phase])) + " |")
 
 
-def render(doc):
+def render(doc, fetch_run=False):
     cfg, res = doc["config"], {r["broker"]: r for r in doc["results"]}
-    lines = [MARK_BEGIN, "## Replication: three nodes, RF 3, acks=all (issue 13)", ""]
+    begin, end = (FETCH_BEGIN, FETCH_END) if fetch_run else (MARK_BEGIN, MARK_END)
+    heading = ("### Fjord: replica.fetch.durable=false against the default" if fetch_run
+               else "## Replication: three nodes, RF 3, acks=all (issue 13)")
+    fetch_note = (f" **{FJORD_PAGE_CACHE}** rows: Fjord's nodes with that setting, so a follower reports what it "
+                  "fetched before flushing it: acks=all is answered once the record is fsynced on the leader and in "
+                  "the followers' page cache, as by Kafka's followers." if FJORD_PAGE_CACHE in res else "")
+    lines = [begin, heading, ""]
     lines.append(
         f"Run on {doc['meta']['date']} (release build of {doc['meta']['commit']}) with `{doc['meta']['command']}` "
         f"on this shared 2-core machine: the three nodes of a kind, the load generators and other engineers' "
@@ -641,8 +663,10 @@ def render(doc):
         "config names, broker.session.timeout.ms 9000, broker.heartbeat.interval.ms 2000); topics with "
         "replication factor 3 and min.insync.replicas=2. **Fjord at its defaults is durable**: a record counts "
         "toward the high watermark (and acks=all is answered) only once it is fsynced on the leader and on the "
-        "followers of the ISR. **Kafka at its defaults does not fsync** (it acknowledges once the followers "
-        "have the record in their page cache). Load generator: confluent-kafka "
+        "followers of the ISR."
+        + (" **Kafka at its defaults does not fsync** (it acknowledges once the followers have the record in "
+           "their page cache)." if "Kafka" in res else "")
+        + f"{fetch_note} Load generator: confluent-kafka "
         f"{doc['meta'].get('client', '')}, idempotent producer, acks=all, 1 KiB records, one "
         "producer process, each in a process of its own.")
     lines.append("")
@@ -650,11 +674,13 @@ def render(doc):
                  f"{cfg['seconds']:g} s, librdkafka's default linger.ms 5; acknowledged records, first send to "
                  "last acknowledgement):")
     lines.append("")
-    lines.append("| partitions | broker | MB/s | records/s | producer CPU | Fjord / Kafka |")
+    versus = "Kafka" if "Kafka" in res else FJORD_PAGE_CACHE
+    lines.append(f"| partitions | broker | MB/s | records/s | producer CPU | "
+                 f"{'Fjord / Kafka' if versus == 'Kafka' else 'this / Fjord default'} |")
     lines.append("|---:|---|---:|---:|---:|---:|")
     for n in cfg["partitions"]:
         vals = {}
-        for b in ("Fjord", "Kafka"):
+        for b in res:
             r = res.get(b)
             if not r or "throughput" not in r:
                 continue
@@ -664,7 +690,11 @@ def render(doc):
             row = next((x for x in r["throughput"] if x["partitions"] == n), None)
             if row:
                 vals[b] = row["mb_s"]
-                rt = ratio(vals.get("Fjord"), vals.get("Kafka")) if b == "Kafka" else None
+                rt = None
+                if b == versus == "Kafka":
+                    rt = ratio(vals.get("Fjord"), vals.get("Kafka"))
+                elif b == versus:
+                    rt = ratio(vals.get(b), vals.get("Fjord"))
                 lines.append(f"| {n} | {b} | {fmt(row['mb_s'])} | {fmt(row['records_s'], 0)} | "
                              f"{row['client_cpu_share']:.0%} | {fmt(rt, 2) + '×' if rt else ''} |")
     lines.append("")
@@ -719,8 +749,23 @@ def render(doc):
     if doc.get("reading"):
         lines.append("")
         lines.append(doc["reading"])
-    lines.append(MARK_END)
+    lines.append(end)
     return "\n".join(lines) + "\n"
+
+
+def write(out, section, fetch_run):
+    """The main section between its markers; a fetch run's subsection between its own, put right after the
+    main section the first time."""
+    if not fetch_run:
+        brokers.write_section(out, section, MARK_BEGIN, MARK_END)
+        return
+    text = open(out).read() if os.path.exists(out) else ""
+    if FETCH_BEGIN not in text and MARK_END in text:
+        z = text.index(MARK_END) + len(MARK_END)
+        text = text[:z] + "\n\n" + FETCH_BEGIN + "\n" + FETCH_END + text[z:]
+        with open(out, "w") as f:
+            f.write(text)
+    brokers.write_section(out, section, FETCH_BEGIN, FETCH_END)
 
 
 def git_commit():
@@ -736,6 +781,9 @@ def main():
         sys.exit(client_main(sys.argv[2:]))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--broker", choices=["fjord", "kafka", "both"], default="both")
+    ap.add_argument("--fjord-fetch", choices=["durable", "page-cache", "both"], default="durable",
+                    help="Fjord's replica.fetch.durable: true (durable, the default), false (page-cache), or a "
+                         "Fjord run with each (both)")
     ap.add_argument("--seconds", type=float, default=20.0, help="each throughput run (default 20)")
     ap.add_argument("--partitions", default="1,6", help="throughput rows (default 1,6)")
     ap.add_argument("--latency-mb-s", type=float, default=5.0)
@@ -753,7 +801,8 @@ def main():
     ap.add_argument("--fjord-bin", default=os.path.join(REPO, "target", "release", "fjord"))
     ap.add_argument("--out", default=os.path.join(REPO, "BENCHMARKS.md"))
     cfg = ap.parse_args()
-    path = os.path.join(RESULTS_DIR, "replication.json")
+    fetch_run = cfg.broker == "fjord" and cfg.fjord_fetch == "both"
+    path = os.path.join(RESULTS_DIR, "replication-fetch.json" if fetch_run else "replication.json")
     if cfg.render_only:
         with open(path) as f:
             doc = json.load(f)
@@ -761,7 +810,7 @@ def main():
             doc["reading"] = open(cfg.reading).read().strip()
             with open(path, "w") as f:
                 json.dump(doc, f, indent=1)
-        brokers.write_section(cfg.out, render(doc), MARK_BEGIN, MARK_END)
+        write(cfg.out, render(doc, fetch_run), fetch_run)
         return
     try:
         import confluent_kafka
@@ -773,6 +822,9 @@ def main():
     cfg.session_ms, cfg.heartbeat_ms = 9000, failover.HEARTBEAT_MS
     cfg.failover_before_s, cfg.failover_after_s = 5.0, 15.0
     kinds = ["fjord", "kafka"] if cfg.broker == "both" else [cfg.broker]
+    fjord_kinds = {"durable": ["fjord"], "page-cache": ["fjord-page-cache"],
+                   "both": ["fjord", "fjord-page-cache"]}[cfg.fjord_fetch]
+    kinds = [k for kind in kinds for k in (fjord_kinds if kind == "fjord" else [kind])]
     if cfg.smoke:
         kinds, cfg.seconds, cfg.partitions = ["fjord"], 3.0, [1, 6]
         cfg.latency_mb_s, cfg.latency_seconds, cfg.failover_rate, cfg.catchup_mib = 2.0, 3.0, 500, 32
@@ -782,7 +834,7 @@ def main():
     elif cfg.quick:
         cfg.seconds, cfg.latency_seconds, cfg.catchup_mib = 5.0, 5.0, 128
         cfg.failover_before_s, cfg.failover_after_s = 4.0, 14.0
-    if "fjord" in kinds and not os.access(cfg.fjord_bin, os.X_OK):
+    if any(k.startswith("fjord") for k in kinds) and not os.access(cfg.fjord_bin, os.X_OK):
         sys.exit(f"{cfg.fjord_bin} missing: cargo build --release -p fjord")
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": "python scripts/bench/replication.py " + " ".join(sys.argv[1:]), "commit": git_commit(),
@@ -803,7 +855,7 @@ def main():
                 results.append(run_kind(kind, cfg, root, failed))
             except Exception as e:  # noqa: BLE001 - reported, and fails --smoke
                 failed.append(f"{kind}: {e}")
-                results.append({"broker": kind.capitalize(), "error": str(e)[:400], "load_before": "-",
+                results.append({"broker": FJORD_PAGE_CACHE if kind == "fjord-page-cache" else kind.capitalize(), "error": str(e)[:400], "load_before": "-",
                                 "load_after": loadavg()})
                 log(f"{kind} failed: {e}")
             finally:
@@ -817,12 +869,13 @@ def main():
     if cfg.reading:
         doc["reading"] = open(cfg.reading).read().strip()
     os.makedirs(RESULTS_DIR, exist_ok=True)
-    name = "replication-smoke.json" if cfg.smoke else "replication-quick.json" if cfg.quick else "replication.json"
+    name = ("replication-smoke.json" if cfg.smoke else "replication-quick.json" if cfg.quick
+            else os.path.basename(path))
     with open(os.path.join(RESULTS_DIR, name), "w") as f:
         json.dump(doc, f, indent=1)
-    section = render(doc)
+    section = render(doc, fetch_run)
     if not (cfg.smoke or cfg.quick):
-        brokers.write_section(cfg.out, section, MARK_BEGIN, MARK_END)
+        write(cfg.out, section, fetch_run)
     print(section)
     if failed:
         log("FAILED: " + "; ".join(failed))
