@@ -20,7 +20,7 @@ use fjord_protocol::kafka_protocol::messages::{
 };
 
 use super::{str_bytes, Ctx};
-use crate::config::TOPIC_CONFIG_NAMES;
+use crate::config::{ConfigSource, TOPIC_CONFIG_NAMES};
 use crate::errors;
 use crate::security::authorizer::{Operation, ResourceType};
 
@@ -147,13 +147,28 @@ pub fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> Option<BytesMut> {
             Ok(topic) => {
                 let settings = topic.settings.read().clone();
                 let explicit = topic.overrides.read().clone();
+                let dynamic = broker.dynamic_configs();
+                // The source as DescribeConfigs gives it (Kafka resolves the
+                // same chain): the topic's own value, else the strongest
+                // broker config behind it (e.g. the cluster-wide
+                // min.insync.replicas written with eligible leader replicas:
+                // DYNAMIC_DEFAULT_BROKER_CONFIG), else the default.
+                let source = |n: &str| {
+                    if explicit.contains_key(n) {
+                        return ConfigSource::DynamicTopic as i8;
+                    }
+                    crate::config::topic_config(n)
+                        .and_then(|d| d.broker_name)
+                        .and_then(|b| dynamic.lookup(&broker.config, b).first().map(|c| c.0))
+                        .unwrap_or(ConfigSource::Default) as i8
+                };
                 let configs = TOPIC_CONFIG_NAMES
                     .iter()
                     .map(|n| {
                         CreatableTopicConfigs::default()
                             .with_name(str_bytes(*n))
                             .with_value(settings.get(n).map(str_bytes))
-                            .with_config_source(if explicit.contains_key(*n) { 1 } else { 5 })
+                            .with_config_source(source(n))
                     })
                     .collect();
                 let mut result = CreatableTopicResult::default()
