@@ -336,11 +336,7 @@ fn bootstrap_feature_levels(config: &BrokerConfig) -> Result<Vec<MetadataRecord>
         .get(crate::features::ELR_VERSION_FEATURE)
         .is_some_and(|l| *l >= 1)
     {
-        let static_min = config
-            .topic_defaults
-            .get("min.insync.replicas")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(fjord_model::limits::MIN_INSYNC_REPLICAS_DEFAULT);
+        let static_min = config.static_min_insync_replicas();
         out.extend(elr_safety_records(&MetadataImage::empty(""), static_min));
     }
     Ok(out)

@@ -1033,6 +1033,15 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// This node's static `min.insync.replicas` (its configuration file's,
+    /// else Kafka's default 1).
+    pub fn static_min_insync_replicas(&self) -> usize {
+        self.topic_defaults
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(fjord_model::limits::MIN_INSYNC_REPLICAS_DEFAULT)
+    }
+
     /// Apply one broker setting by its Kafka name.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
         // Kafka's rules first, so that what Kafka refuses Fjord refuses too.

@@ -857,11 +857,7 @@ impl Broker {
     /// This node's static `min.insync.replicas` (its configuration file's,
     /// else Kafka's default 1).
     pub(crate) fn static_min_insync_replicas(&self) -> usize {
-        self.config
-            .topic_defaults
-            .get("min.insync.replicas")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(fjord_model::limits::MIN_INSYNC_REPLICAS_DEFAULT)
+        self.config.static_min_insync_replicas()
     }
 
     /// Activates the controller on the committed image, unless it is active.
