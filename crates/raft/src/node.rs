@@ -317,6 +317,9 @@ pub struct Node {
     /// A snapshot installed in the last step whose voter set is read from
     /// the log reader at the start of the next one.
     installed_snapshot: Option<SnapshotId>,
+    /// The node an observer searching for the leader asked last (cleared
+    /// when it follows a leader): the next search asks another.
+    search_asked: Option<NodeId>,
 }
 
 impl Node {
@@ -342,6 +345,7 @@ impl Node {
             refused_truncations: 0,
             held: Vec::new(),
             installed_snapshot: None,
+            search_asked: None,
         };
         let deadline_ms = now_ms + node.election_timeout();
         let voter = node.is_voter();
@@ -560,13 +564,21 @@ impl Node {
     }
 
     /// An observer that lost its leader (or never had one) asks a voter of
-    /// the set in force, chosen at random, who leads: any Fetch response
-    /// names the leader. Another is asked every request timeout until one
-    /// answers. An observer that knows no voter (a controller formatted
-    /// with `--no-initial-controllers` that has not fetched a VotersRecord
-    /// yet) asks the bootstrap servers instead. (Kafka asks the bootstrap
-    /// servers whenever they are configured; the voters in force are never
-    /// staler than that list.)
+    /// the set in force who leads: any Fetch response names the leader.
+    /// The first voter asked is chosen at random among those that are not
+    /// the leader it lost (which is likely gone), the next ones in turn.
+    /// An answer that names no new leader, or a voter found unreachable,
+    /// makes it ask the next one after `fetch_idle_ms`; one that does not
+    /// answer, after the request timeout. (Before, it waited a request
+    /// timeout after every answer, and went back to the leader it lost
+    /// when a voter that had not noticed its death yet still named it:
+    /// a broker-only node then took seconds to follow a new leader, and
+    /// its heartbeats, which go to the quorum leader, with it.) An
+    /// observer that knows no voter (a controller formatted with
+    /// `--no-initial-controllers` that has not fetched a VotersRecord yet)
+    /// asks the bootstrap servers instead. (Kafka asks the bootstrap
+    /// servers whenever they are configured, again `quorum.retry.backoff.ms`
+    /// after an answer; the voters in force are never staler than that list.)
     fn observer_search(&mut self, out: &mut Vec<Output>) {
         assert!(!self.is_voter(), "only observers search for the leader");
         let deadline_ms = self.now_ms + self.cfg.request_timeout_ms;
@@ -578,7 +590,26 @@ impl Node {
         if targets.is_empty() {
             return;
         }
-        let to = targets[self.rng.below(targets.len())];
+        targets.sort();
+        let to = match self.search_asked {
+            // The next one after the one asked last, in turn.
+            Some(last) => targets
+                .iter()
+                .find(|t| **t > last)
+                .copied()
+                .unwrap_or(targets[0]),
+            None => {
+                let lost = self.leader_id;
+                let others: Vec<NodeId> = targets
+                    .iter()
+                    .copied()
+                    .filter(|t| Some(*t) != lost)
+                    .collect();
+                let from = if others.is_empty() { &targets } else { &others };
+                from[self.rng.below(from.len())]
+            }
+        };
+        self.search_asked = Some(to);
         let msg = Message::FetchRequest(FetchRequest {
             cluster_id: self.cfg.cluster_id.clone(),
             replica_id: self.cfg.node_id,
@@ -601,6 +632,7 @@ impl Node {
         self.set_epoch(epoch, Some(leader), voted);
         self.persist(out);
         self.role = self.follower_role();
+        self.search_asked = None;
         self.maybe_fetch(out);
     }
 
@@ -1025,10 +1057,23 @@ impl Node {
 
     /// See [`Input::PeerUnreachable`].
     fn peer_unreachable(&mut self, peer: NodeId) {
-        if self.leader_id != Some(peer) || peer == self.cfg.node_id {
+        if peer == self.cfg.node_id {
             return;
         }
-        let soon = self.now_ms + self.backoff();
+        let observer = !self.is_voter();
+        if observer && self.search_asked == Some(peer) {
+            self.search_again_soon();
+        }
+        if self.leader_id != Some(peer) {
+            return;
+        }
+        // An observer looks for the new leader at once; a voter after a
+        // random backoff (its election must not collide with another's).
+        let soon = if observer {
+            self.now_ms
+        } else {
+            self.now_ms + self.backoff()
+        };
         if let Role::Follower {
             fetch_deadline_ms,
             leader_resigned,
@@ -1320,9 +1365,13 @@ impl Node {
 
     /// A response not to our current fetch: learn what it says of the
     /// epoch and leader. An observer searching for the leader also goes
-    /// back to the leader it knew when that one answers.
+    /// back to the leader it knew when that one answers itself (another
+    /// voter naming it may not have noticed it is gone yet); an answer
+    /// from the voter it asked with no news makes it ask the next one
+    /// soon.
     fn stray_fetch_response(
         &mut self,
+        from: NodeId,
         epoch: LeaderEpoch,
         leader: Option<NodeId>,
         out: &mut Vec<Output>,
@@ -1333,9 +1382,27 @@ impl Node {
         if let (Role::Unattached { .. }, Some(l)) = (&self.role, leader) {
             // (Not itself: a leader that removed itself and resigned hears
             // the others still name it until the next election.)
-            if epoch == self.epoch && self.leader_id == Some(l) && l != self.cfg.node_id {
+            if epoch == self.epoch
+                && self.leader_id == Some(l)
+                && l != self.cfg.node_id
+                && from == l
+            {
                 self.become_follower(epoch, l, out);
+                return;
             }
+        }
+        if self.search_asked == Some(from) {
+            self.search_again_soon();
+        }
+    }
+
+    /// An observer searching for the leader asks the next voter after
+    /// `fetch_idle_ms` (the one asked answered without news, or is
+    /// unreachable).
+    fn search_again_soon(&mut self) {
+        let soon = self.now_ms + self.cfg.fetch_idle_ms;
+        if let Role::Unattached { deadline_ms } = &mut self.role {
+            *deadline_ms = soon.min(*deadline_ms);
         }
     }
 
@@ -1383,7 +1450,7 @@ impl Node {
             }
         );
         if !self.is_current_request(env) || snapshotting {
-            return self.stray_fetch_response(resp.leader_epoch, resp.leader_id, out);
+            return self.stray_fetch_response(env.from, resp.leader_epoch, resp.leader_id, out);
         }
         if let Role::Follower { in_flight, .. } = &mut self.role {
             *in_flight = None;
@@ -1517,7 +1584,7 @@ impl Node {
             _ => None,
         };
         let Some((id, position)) = fetching else {
-            return self.stray_fetch_response(resp.leader_epoch, resp.leader_id, out);
+            return self.stray_fetch_response(env.from, resp.leader_epoch, resp.leader_id, out);
         };
         if let Role::Follower { in_flight, .. } = &mut self.role {
             *in_flight = None;

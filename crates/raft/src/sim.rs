@@ -122,6 +122,35 @@ impl SimConfig {
 
 pub use fjord_sim::SimFailure;
 
+/// What [`leader_kill`] saw, in simulated ms from the kill.
+#[derive(Clone, Debug, Default)]
+pub struct LeaderKillReport {
+    /// Until a voter led a later epoch.
+    pub elected_ms: i64,
+    /// Until every observer followed that leader.
+    pub observers_follow_ms: i64,
+}
+
+/// Kills the leader of a settled quorum (no faults: a `kill -9` of the
+/// active controller) and measures how long the voters take to elect a new
+/// leader and the observers (broker-only nodes, whose heartbeats go to the
+/// quorum leader) to follow it. The dead node's connections close at the
+/// kill, and a message to it is refused at once: its peers hear it is
+/// unreachable, as `fjord-quorum`'s connections report a refused connect. The usual
+/// invariants are checked after every step.
+pub fn leader_kill(seed: u64, cfg: &SimConfig) -> Result<LeaderKillReport, SimFailure> {
+    let mut sim = Sim::new(seed, cfg);
+    sim.faults = false;
+    sim.refuse_to_down = true;
+    sim.leader_kill().map_err(|message| SimFailure {
+        package: "fjord-raft",
+        seed,
+        step: sim.step,
+        time_ms: sim.time_ms,
+        message,
+    })
+}
+
 /// What a successful run saw.
 #[derive(Clone, Debug, Default)]
 pub struct SimReport {
@@ -470,6 +499,9 @@ struct Sim<'a> {
     /// The voter set in force at the end of the committed history.
     committed_voters: Vec<VoterKey>,
     report: SimReport,
+    /// A message to a node that is down makes its sender hear that the
+    /// node is unreachable ([`leader_kill`]).
+    refuse_to_down: bool,
 }
 
 /// Runs one seed; `Err` names the broken invariant.
@@ -512,6 +544,7 @@ impl<'a> Sim<'a> {
                 .collect(),
             report: SimReport::default(),
             rng: Rng::new(0),
+            refuse_to_down: false,
         };
         for _ in &ids {
             let clock_offset_ms = rng.range_i64(0, 10_000);
@@ -810,6 +843,86 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// One step without faults.
+    fn quiet_step(&mut self) -> Result<(), String> {
+        self.step += 1;
+        self.time_ms += self.rng.range_i64(1, 8);
+        self.deliver()?;
+        self.complete_flushes()?;
+        for i in 0..self.nodes.len() {
+            self.feed(i, Input::Tick)?;
+        }
+        self.workload()?;
+        self.take_snapshot()?;
+        self.check()
+    }
+
+    /// The live leader of the latest epoch, with that epoch.
+    fn live_leader(&self) -> Option<(usize, LeaderEpoch)> {
+        (0..self.nodes.len())
+            .filter_map(|i| {
+                let n = self.nodes[i].node.as_ref()?;
+                (n.role() == RoleKind::Leader).then_some((i, n.epoch()))
+            })
+            .max_by_key(|(_, e)| *e)
+    }
+
+    /// Whether every live observer follows node `l` in `epoch`.
+    fn observers_follow(&self, l: usize, epoch: LeaderEpoch) -> bool {
+        (self.cfg.voters..self.nodes.len()).all(|i| {
+            self.nodes[i].node.as_ref().is_none_or(|n| {
+                n.role() == RoleKind::Follower
+                    && n.epoch() == epoch
+                    && n.leader_id() == Some(self.ids[l])
+            })
+        })
+    }
+
+    fn leader_kill(&mut self) -> Result<LeaderKillReport, String> {
+        const SETTLE_MS: i64 = 1_000;
+        const LIMIT_MS: i64 = 10_000;
+        let (killed, old_epoch) = loop {
+            self.quiet_step()?;
+            if self.time_ms > LIMIT_MS {
+                return Err("no leader every observer follows".into());
+            }
+            match self.live_leader() {
+                Some((l, e)) if self.time_ms >= SETTLE_MS && self.observers_follow(l, e) => {
+                    break (l, e)
+                }
+                _ => {}
+            }
+        };
+        let killed_at = self.time_ms;
+        self.nodes[killed].node = None;
+        self.nodes[killed].restart_at_ms = i64::MAX;
+        self.trace(format!("kill leader {}", self.ids[killed]));
+        // Its sockets close: every node connected to it hears so at once.
+        for i in 0..self.nodes.len() {
+            self.feed(i, Input::PeerUnreachable(self.ids[killed]))?;
+        }
+        let mut report = LeaderKillReport::default();
+        loop {
+            self.quiet_step()?;
+            let since = self.time_ms - killed_at;
+            if since > LIMIT_MS {
+                return Err(format!(
+                    "after the leader's kill: {report:?} within {LIMIT_MS} ms"
+                ));
+            }
+            let Some((l, e)) = self.live_leader().filter(|(_, e)| *e > old_epoch) else {
+                continue;
+            };
+            if report.elected_ms == 0 {
+                report.elected_ms = since;
+            }
+            if self.observers_follow(l, e) {
+                report.observers_follow_ms = since;
+                return Ok(report);
+            }
+        }
+    }
+
     fn heal(&mut self) {
         self.faults = false;
         self.side.iter_mut().for_each(|s| *s = 0);
@@ -893,6 +1006,10 @@ impl<'a> Sim<'a> {
                 continue;
             };
             if self.side[from] != self.side[to] {
+                continue;
+            }
+            if self.refuse_to_down && self.nodes[to].node.is_none() {
+                self.feed(from, Input::PeerUnreachable(self.ids[to]))?;
                 continue;
             }
             // A request to a bootstrap endpoint reaches the node behind it.
