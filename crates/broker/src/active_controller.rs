@@ -12,7 +12,10 @@
 //!   image reaches the next leader. On losing it, the controller is
 //!   dropped; leading a later epoch activates a fresh one. While active it calls `Controller::tick`
 //!   (fencing brokers whose `broker.session.timeout.ms` passed, which moves
-//!   their leaderships to other ISR members; preferred-leader rebalance)
+//!   their leaderships to other ISR members; preferred-leader rebalance),
+//!   after telling it which nodes fetched the metadata log from this node
+//!   while some broker is under the activation grace
+//!   (`Controller::quorum_fetched`),
 //!   and proposes the records. A new cluster's first leader proposes the
 //!   bootstrap records (the `metadata.version` feature level) first.
 //! - [`Apis`] serves BrokerRegistration, BrokerHeartbeat and
@@ -364,7 +367,35 @@ fn step(b: &Broker) {
         return;
     }
     b.activate_controller();
-    if let Err((code, message)) = b.as_active_controller(|c, now| Ok(c.tick(now))) {
+    // While a broker is under the activation grace, the nodes the quorum
+    // saw fetch (`Controller::quorum_fetched`): a live broker that has not
+    // found this controller yet is not fenced for that.
+    let awaits = b
+        .as_active_controller(|c, _| {
+            Ok(fjord_controller::ControllerResult {
+                records: Vec::new(),
+                response: c.awaits_activation_contact(),
+            })
+        })
+        .unwrap_or(false);
+    let fetched: Vec<(NodeId, i64)> = awaits
+        .then(|| q.status())
+        .flatten()
+        .map(|s| {
+            s.voters
+                .iter()
+                .chain(&s.observers)
+                .map(|(id, _, at)| (*id, *at))
+                .collect()
+        })
+        .unwrap_or_default();
+    let tick = b.as_active_controller(|c, now| {
+        for (id, at) in &fetched {
+            c.quorum_fetched(*id, *at);
+        }
+        Ok(c.tick(now))
+    });
+    if let Err((code, message)) = tick {
         if code != ErrorCode::NOT_CONTROLLER {
             tracing::warn!("controller tick: {message}");
         }

@@ -214,6 +214,8 @@ struct Registration {
     epoch: Option<i64>,
     fenced: bool,
     previous_epoch: i64,
+    /// The controller the last heartbeat was answered by.
+    controller: Option<fjord_model::NodeId>,
 }
 
 /// Starts the broker's registration and heartbeat thread (cluster mode).
@@ -236,6 +238,7 @@ fn run(weak: Weak<Broker>) {
         epoch: None,
         fenced: true,
         previous_epoch,
+        controller: None,
     };
     loop {
         let Some(b) = weak.upgrade() else { return };
@@ -253,17 +256,35 @@ fn run(weak: Weak<Broker>) {
             }
         };
         let interval = b.config.broker_heartbeat_interval_ms;
+        let leader = quorum_leader(&b);
         drop(b);
-        sleep_unless_stopping(&weak, wait_ms.min(interval.max(1) as u64));
+        sleep_until_news(&weak, wait_ms.min(interval.max(1) as u64), leader);
     }
 }
 
-/// Sleeps `ms`, waking early when the broker is stopping or dropped.
-fn sleep_unless_stopping(weak: &Weak<Broker>, ms: u64) {
+/// The quorum leader this node knows: the controller its requests go to.
+fn quorum_leader(b: &Broker) -> Option<fjord_model::NodeId> {
+    match b.quorum() {
+        Some(Quorum::Raft(q)) => q.leader_endpoint().map(|(id, _)| id),
+        _ => None,
+    }
+}
+
+/// Sleeps `ms`, waking early when the broker is stopping or dropped, or
+/// when the quorum names another leader than `leader` (then the broker
+/// heartbeats to the new controller at once, as Kafka's broker sends to
+/// the controller its raft client learned of, not a heartbeat interval
+/// later: with Kafka's 2 s interval, waiting left a broker that had just
+/// heartbeated to the killed controller silent for most of 2 s).
+fn sleep_until_news(weak: &Weak<Broker>, ms: u64, leader: Option<fjord_model::NodeId>) {
     let until = Instant::now() + Duration::from_millis(ms);
     while Instant::now() < until {
         match weak.upgrade() {
-            Some(b) if !b.stopping.load(Ordering::SeqCst) => {}
+            Some(b) if !b.stopping.load(Ordering::SeqCst) => {
+                if quorum_leader(&b) != leader {
+                    return;
+                }
+            }
             _ => return,
         }
         std::thread::sleep(Duration::from_millis(20).min(until - Instant::now()));
@@ -352,8 +373,17 @@ fn heartbeat(
         .with_want_fence(false)
         .with_want_shut_down(false);
     let interval = b.config.broker_heartbeat_interval_ms.max(1) as u64;
+    let controller = quorum_leader(b);
     match channel.call(b, &request, HEARTBEAT_VERSION) {
         Ok(r) if r.error_code == 0 => {
+            if reg.controller != controller {
+                // (scripts/bench/failover.py times controller failovers by it.)
+                tracing::info!(
+                    controller = controller.map_or(-1, |c| c.0),
+                    "heartbeat answered by a new controller"
+                );
+                reg.controller = controller;
+            }
             if reg.fenced != r.is_fenced {
                 tracing::info!(fenced = r.is_fenced, "broker state from the controller");
             }

@@ -29,7 +29,9 @@
 //!   its partitions' new leaders; Fjord's own addition) or that has not
 //!   heartbeated to a newly activated controller within
 //!   `activation_fence_ms` (a killed controller's own broker never will;
-//!   only brokers that are quorum voters, `activation_fence_only`),
+//!   only brokers that are quorum voters, `activation_fence_only`, and
+//!   that have not fetched the metadata log from its node since either,
+//!   [`Controller::quorum_fetched`]: a live broker has its whole session),
 //!   and, with
 //!   `auto.leader.rebalance.enable`, moves leadership back to preferred
 //!   replicas every `leader.imbalance.check.interval.seconds`.
@@ -306,6 +308,9 @@ struct Session {
     /// this controller activates and when the broker's connection closes;
     /// cleared by a heartbeat).
     contact_deadline_ms: Option<i64>,
+    /// `contact_deadline_ms` is the activation grace (not a lost
+    /// connection's): [`Controller::quorum_fetched`] lifts it.
+    activation_grace: bool,
     /// The metadata offset the broker last reported (-1: none yet).
     metadata_offset: i64,
     /// Set when the broker entered controlled shutdown: the end offset of
@@ -322,6 +327,8 @@ pub struct Controller {
     sessions: BTreeMap<NodeId, Session>,
     rng: Rng,
     next_rebalance_ms: i64,
+    /// When this controller became active.
+    activated_ms: i64,
 }
 
 type Outcome<T> = Result<ControllerResult<T>, ControllerError>;
@@ -337,18 +344,20 @@ impl Controller {
             .brokers()
             .keys()
             .map(|id| {
+                let contact_deadline_ms = cfg
+                    .activation_fence_ms
+                    .filter(|_| {
+                        cfg.activation_fence_only
+                            .as_ref()
+                            .is_none_or(|only| only.contains(id))
+                    })
+                    .map(|grace| now_ms.saturating_add(grace));
                 (
                     *id,
                     Session {
                         last_contact_ms: now_ms,
-                        contact_deadline_ms: cfg
-                            .activation_fence_ms
-                            .filter(|_| {
-                                cfg.activation_fence_only
-                                    .as_ref()
-                                    .is_none_or(|only| only.contains(id))
-                            })
-                            .map(|grace| now_ms.saturating_add(grace)),
+                        activation_grace: contact_deadline_ms.is_some(),
+                        contact_deadline_ms,
                         metadata_offset: -1,
                         controlled_shutdown_offset: None,
                     },
@@ -356,6 +365,7 @@ impl Controller {
             })
             .collect();
         Controller {
+            activated_ms: now_ms,
             rng: Rng::new(cfg.seed),
             next_rebalance_ms: now_ms.saturating_add(cfg.leader_imbalance_check_interval_ms),
             cfg,
@@ -390,7 +400,37 @@ impl Controller {
             if s.last_contact_ms <= closed_ms {
                 if let Some(grace) = self.cfg.disconnect_fence_ms {
                     s.contact_deadline_ms = Some(closed_ms.saturating_add(grace));
+                    s.activation_grace = false;
                 }
+            }
+        }
+    }
+
+    /// Whether some broker is still under the activation grace (neither
+    /// heartbeated to this controller nor known to live): the shell then
+    /// reports the quorum's fetches ([`Controller::quorum_fetched`]).
+    pub fn awaits_activation_contact(&self) -> bool {
+        self.sessions.values().any(|s| s.activation_grace)
+    }
+
+    /// Broker `id`'s node fetched the metadata log from this controller's
+    /// node at `at_ms` (the quorum's last fetch time of that replica). A
+    /// fetch since the activation proves the node lives: the activation
+    /// grace no longer applies to it, only its session, which started at
+    /// the activation (as every broker's does in Kafka's controller). A
+    /// live broker that has not found the new controller yet (its
+    /// heartbeats follow the quorum leader it knows) is then not fenced for
+    /// that; the dead node of the previous controller fetches nothing and
+    /// is still fenced after `activation_fence_ms`. A deadline a lost
+    /// connection set stays.
+    pub fn quorum_fetched(&mut self, id: NodeId, at_ms: i64) {
+        if at_ms < self.activated_ms {
+            return;
+        }
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if s.activation_grace {
+                s.activation_grace = false;
+                s.contact_deadline_ms = None;
             }
         }
     }
@@ -570,6 +610,7 @@ impl Controller {
             Session {
                 last_contact_ms: now_ms,
                 contact_deadline_ms: None,
+                activation_grace: false,
                 metadata_offset: -1,
                 controlled_shutdown_offset: None,
             },
@@ -681,11 +722,13 @@ impl Controller {
         let session = self.sessions.entry(id).or_insert(Session {
             last_contact_ms: now_ms,
             contact_deadline_ms: None,
+            activation_grace: false,
             metadata_offset: -1,
             controlled_shutdown_offset: None,
         });
         session.last_contact_ms = session.last_contact_ms.max(now_ms);
         session.contact_deadline_ms = None;
+        session.activation_grace = false;
         session.metadata_offset = req.current_metadata_offset;
         if next == State::ControlledShutdown && session.controlled_shutdown_offset.is_none() {
             session.controlled_shutdown_offset =
@@ -1051,6 +1094,9 @@ impl Controller {
             .map(|(id, b)| (*id, b.broker_epoch))
             .collect();
         for (id, epoch) in stale {
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.activation_grace = false;
+            }
             // One broker at a time, each seeing the previous one's changes.
             let mut one = Vec::new();
             self.fence_records(id, epoch, &mut one);

@@ -460,6 +460,28 @@ fn a_closed_connection_fences_before_the_session_ends() {
     assert!(fenced(&next, 2), "a silent voter is fenced after the grace");
     next.tick(10_001 + next.config().session_timeout_ms);
     assert!(fenced(&next, 3), "its session expired");
+    // A voter that fetched the metadata log from the new controller's node
+    // since the activation lives: it is not fenced for not having
+    // heartbeated yet (a loaded node, or one that found the new leader
+    // late); only its session, from the activation, fences it. A fetch
+    // from before the activation proves nothing.
+    let mut before = controller();
+    cluster(&mut before, 3, false);
+    before.create_topics(&[topic("a", 3, 3)], 1, 1, false);
+    let image = before.image().clone();
+    let mut next = Controller::activate(ControllerConfig::default(), image, 20_000);
+    assert!(next.awaits_activation_contact());
+    next.quorum_fetched(NodeId(1), 19_999);
+    next.quorum_fetched(NodeId(2), 20_300);
+    next.tick(20_001 + grace);
+    assert!(fenced(&next, 1), "silent since the activation");
+    assert!(!fenced(&next, 2), "fetched from the new controller's node");
+    assert!(fenced(&next, 3), "silent since the activation");
+    assert!(!next.awaits_activation_contact());
+    next.tick(20_000 + next.config().session_timeout_ms);
+    assert!(!fenced(&next, 2), "its session runs from the activation");
+    next.tick(20_001 + next.config().session_timeout_ms);
+    assert!(fenced(&next, 2), "no heartbeat within its session");
     // Without a grace configured only the session fences.
     let mut c = Controller::activate(
         ControllerConfig {
