@@ -2,8 +2,8 @@
 """failover.py - leader failover in a three-node cluster, Fjord vs Apache Kafka 4.3.1 on the same machine.
 
     python3 scripts/bench/failover.py [--broker fjord|kafka|both] [--partitions 1000,10000]
-                                      [--session-ms MS] [--heartbeat-ms MS] [--smoke|--quick]
-                                      [--out BENCHMARKS.md]
+                                      [--roles combined,dedicated] [--session-ms MS] [--heartbeat-ms MS]
+                                      [--smoke|--quick] [--out BENCHMARKS.md]
 
 Issue 12, Performance. For each broker kind in turn (never both at once) and each partition count N:
   1. Three combined broker+controller nodes on loopback (a static KRaft quorum, Kafka's config names:
@@ -21,7 +21,16 @@ Issue 12, Performance. For each broker kind in turn (never both at once) and eac
   4. Controller failover: kill -9 the active controller (the KRaft quorum leader, from DescribeQuorum; also
      a broker). Measured: until a surviving node's DescribeQuorum names another leader, and until its
      Metadata names no partition led by the killed node.
+     Also from the kill: each surviving Fjord broker's first heartbeat answered by the new controller (its log
+     line "heartbeat answered by a new controller", timestamps in UTC; Kafka's brokers log no such line), and
+     whether a surviving broker was fenced (missing from Metadata's brokers, polled until the session
+     timeout plus 2 s after the kill): a live broker must not be fenced for not having found the new
+     controller yet.
   RSS of every node after step 2 (from /proc) is reported too.
+  --roles dedicated: three controller-only nodes (1-3, process.roles=controller) and three broker-only nodes
+  (4-6, process.roles=broker), the layout of tests/e2e/test_dedicated_roles.py; the broker kill kills a broker,
+  the controller kill a controller (it leads no partition: "new leaders" is then when every partition is led
+  by a live broker, and the heartbeat times and fencing are what matter).
 The machine has 2 cores shared by the three nodes and this script, and other work may run on it: compare
 the two kinds within one run. Writes the section between <!-- failover:begin --> and <!-- failover:end -->
 of --out and scripts/bench/results/failover.json; rows of a partition count this run did not measure are kept
@@ -64,8 +73,8 @@ log = logger("failover")
 
 
 class Node:
-    def __init__(self, kind, root, node_id):
-        self.kind, self.id = kind, node_id
+    def __init__(self, kind, root, node_id, roles="broker,controller"):
+        self.kind, self.id, self.roles = kind, node_id, roles
         self.dir = os.path.join(root, f"{kind}-n{node_id}")
         self.data = os.path.join(self.dir, "data")
         self.port, self.cport = free_port(), free_port()
@@ -75,19 +84,32 @@ class Node:
     def addr(self):
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def is_broker(self):
+        return "broker" in self.roles
+
+    @property
+    def is_controller(self):
+        return "controller" in self.roles
+
     def settings(self, voters, session_ms, heartbeat_ms):
-        return {
+        listeners = ([f"PLAINTEXT://127.0.0.1:{self.port}"] if self.is_broker else []) + \
+            ([f"CONTROLLER://127.0.0.1:{self.cport}"] if self.is_controller else [])
+        s = {
             "node.id": str(self.id),
-            "process.roles": "broker,controller",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.cport}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "process.roles": self.roles,
+            "listeners": ",".join(listeners),
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "controller.quorum.voters": voters,
             "broker.session.timeout.ms": str(session_ms),
             "broker.heartbeat.interval.ms": str(heartbeat_ms),
         }
+        if self.is_broker:
+            s.update({"advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+                      "inter.broker.listener.name": "PLAINTEXT"})
+        return s
+
 
     def rss_mib(self):
         try:
@@ -113,16 +135,23 @@ class Node:
                 self.kill9()
 
 
+def make_nodes(kind, root, roles):
+    """Three combined nodes, or three controller-only (1-3) and three broker-only nodes (4-6)."""
+    if roles == "combined":
+        return [Node(kind, root, i) for i in (1, 2, 3)]
+    return [Node(kind, root, i, "controller") for i in (1, 2, 3)] + [Node(kind, root, i, "broker") for i in (4, 5, 6)]
+
+
 class FjordCluster:
     name = "Fjord"
 
-    def __init__(self, root, binary, session_ms, heartbeat_ms, extra=None, name=None):
-        self.binary, self.session_ms, self.heartbeat_ms = binary, session_ms, heartbeat_ms
+    def __init__(self, root, binary, session_ms, heartbeat_ms, roles="combined", extra=None, name=None):
+        self.binary, self.session_ms, self.heartbeat_ms, self.roles = binary, session_ms, heartbeat_ms, roles
         self.extra = dict(extra or {})  # further --set NAME=VALUE on every node
         if name:
             self.name = name
-        self.nodes = [Node("fjord", root, i) for i in (1, 2, 3)]
-        self.voters = ",".join(f"{n.id}@127.0.0.1:{n.cport}" for n in self.nodes)
+        self.nodes = make_nodes("fjord", root, roles)
+        self.voters = ",".join(f"{n.id}@127.0.0.1:{n.cport}" for n in self.nodes if n.is_controller)
         self.cluster_id = "fjord-failover-bench"
 
     def args(self, n):
@@ -144,16 +173,19 @@ class FjordCluster:
                                       env=dict(os.environ, NO_COLOR="1"))
 
     def command(self):
-        return f"target/release/fjord serve {' '.join(self.args(self.nodes[0]))} (and nodes 2, 3 alike)"
+        if self.roles == "combined":
+            return f"target/release/fjord serve {' '.join(self.args(self.nodes[0]))} (and nodes 2, 3 alike)"
+        return (f"target/release/fjord serve {' '.join(self.args(self.nodes[0]))} (and controllers 2, 3 alike); "
+                f"target/release/fjord serve {' '.join(self.args(self.nodes[3]))} (and brokers 5, 6 alike)")
 
 
 class KafkaCluster:
     name = "Kafka"
 
-    def __init__(self, root, session_ms, heartbeat_ms):
-        self.session_ms, self.heartbeat_ms = session_ms, heartbeat_ms
-        self.nodes = [Node("kafka", root, i) for i in (1, 2, 3)]
-        self.voters = ",".join(f"{n.id}@127.0.0.1:{n.cport}" for n in self.nodes)
+    def __init__(self, root, session_ms, heartbeat_ms, roles="combined"):
+        self.session_ms, self.heartbeat_ms, self.roles = session_ms, heartbeat_ms, roles
+        self.nodes = make_nodes("kafka", root, roles)
+        self.voters = ",".join(f"{n.id}@127.0.0.1:{n.cport}" for n in self.nodes if n.is_controller)
         while True:  # a Kafka Uuid in base64url; one starting with '-' would read as an option
             self.cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
             if not self.cluster_id.startswith("-"):
@@ -184,8 +216,8 @@ class KafkaCluster:
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def command(self):
-        return (f"java -Xmx1g kafka.Kafka server.properties (x3; {self.props(self.nodes[0])} for node 1: "
-                f"combined roles, static voters, session {self.session_ms} ms)")
+        return (f"java -Xmx1g kafka.Kafka server.properties (x{len(self.nodes)}; {self.props(self.nodes[0])} for "
+                f"node 1: {self.roles} roles, static voters, session {self.session_ms} ms)")
 
 
 def log_tails(cluster, log):
@@ -234,6 +266,25 @@ def active_controller(node):
     return wait_for("the active controller", ask)[1]
 
 
+def first_heartbeat(node, controller, since):
+    """Seconds from `since` (a wall-clock time) until Fjord broker `node` logged its first heartbeat answered by
+    `controller`, or None (no such line: a Kafka node, or none yet)."""
+    path = os.path.join(node.dir, "fjord.log")
+    if not os.path.exists(path):
+        return None
+    with open(path, errors="replace") as f:
+        for line in f:
+            if "heartbeat answered by a new controller" not in line or f"controller={controller}" not in line:
+                continue
+            try:
+                at = datetime.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+            if at >= since:
+                return at - since
+    return None
+
+
 def wait_for(what, pred, timeout_s=WAIT_S):
     t0 = time.monotonic()
     while True:
@@ -265,13 +316,15 @@ def registered(node, ids):
 
 
 def run_cluster(cluster, n_parts):
-    res = {"partitions": n_parts}
+    res = {"partitions": n_parts, "roles": cluster.roles}
     for n in cluster.nodes:
         cluster.start_node(n)
+    brokers_ = [n for n in cluster.nodes if n.is_broker]
     try:
-        ids = [n.id for n in cluster.nodes]
-        wait_for("the cluster to start", lambda: all(port_open(n.port) for n in cluster.nodes))
-        secs, _ = wait_for("all brokers registered", lambda: registered(cluster.nodes[0], ids))
+        ids = [n.id for n in brokers_]
+        wait_for("the cluster to start",
+                 lambda: all(port_open(n.port if n.is_broker else n.cport) for n in cluster.nodes))
+        secs, _ = wait_for("all brokers registered", lambda: registered(brokers_[0], ids))
         log(f"{cluster.name}: three nodes up")
         layout = topic_layout(n_parts)
         # Both kinds need minutes for 10,000 partitions on this loaded machine (Kafka's nodes took over 60 s
@@ -280,7 +333,7 @@ def run_cluster(cluster, n_parts):
         t0 = time.monotonic()
         res["create_error"] = 0
         for name, parts in layout.items():
-            errs = kwire.create_topics(cluster.nodes[0].addr, {name: parts}, replication_factor=3)
+            errs = kwire.create_topics(brokers_[0].addr, {name: parts}, replication_factor=3)
             # TOPIC_ALREADY_EXISTS: a forwarded create whose first answer was lost (the active controller moved
             # meanwhile) and that was sent again; the topic is there.
             if errs.get(name, (0,))[0] not in (0, 36):
@@ -289,7 +342,7 @@ def run_cluster(cluster, n_parts):
         res["create_s"] = time.monotonic() - t0
         res["topics"] = len(layout)
         secs, _ = wait_for("every node to see every partition led",
-                           lambda: all(all_led(n, layout) for n in cluster.nodes), timeout_s=wait_s)
+                           lambda: all(all_led(n, layout) for n in brokers_), timeout_s=wait_s)
         res["propagation_s"] = secs
         log(f"{cluster.name}: {n_parts} partitions created in {res['create_s']:.2f} s, on every node "
             f"{secs:.2f} s later")
@@ -297,13 +350,13 @@ def run_cluster(cluster, n_parts):
         res["rss_mib"] = [round(n.rss_mib(), 1) for n in cluster.nodes]
 
         # Broker failover: the node that leads the most partitions among those that are not the active controller.
-        controller = active_controller(cluster.nodes[0])
-        _, _, topics = wait_for("metadata", lambda: metadata_full(cluster.nodes[0], list(layout)))[1]
+        controller = active_controller(brokers_[0])
+        _, _, topics = wait_for("metadata", lambda: metadata_full(brokers_[0], list(layout)))[1]
         leaders = [leader for name in layout for leader in topics[name]["leaders"]]
-        res["leaders_per_node"] = {n.id: leaders.count(n.id) for n in cluster.nodes}
+        res["leaders_per_node"] = {n.id: leaders.count(n.id) for n in brokers_}
         log(f"{cluster.name}: active controller {controller}, partitions led per node {res['leaders_per_node']}")
-        victim = max((n for n in cluster.nodes if n.id != controller), key=lambda n: leaders.count(n.id))
-        witness = next(n for n in cluster.nodes if n is not victim)
+        victim = max((n for n in brokers_ if n.id != controller), key=lambda n: leaders.count(n.id))
+        witness = next(n for n in brokers_ if n is not victim)
         led_by_victim = leaders.count(victim.id)
         if led_by_victim == 0:
             raise RuntimeError(f"no partition is led by a node other than the controller: {res['leaders_per_node']}")
@@ -322,9 +375,11 @@ def run_cluster(cluster, n_parts):
         # Controller failover: the active controller (also a broker).
         controller = active_controller(witness)
         victim = next(n for n in cluster.nodes if n.id == controller)
-        witness = next(n for n in cluster.nodes if n is not victim)
+        witness = next(n for n in brokers_ if n is not victim)
+        survivors = [n for n in brokers_ if n is not victim]
         victim.kill9()
         t0 = time.monotonic()
+        killed_at = time.time()
 
         def new_controller():
             try:
@@ -337,8 +392,21 @@ def run_cluster(cluster, n_parts):
         wait_for("new leaders after the controller kill", lambda: all_led(witness, layout, exclude=victim.id),
                  timeout_s=wait_s)
         res["controller_kill_leaders_s"] = time.monotonic() - t0
-        log(f"{cluster.name}: kill -9 of the active controller {victim.id}: a new controller after "
-            f"{res['controller_failover_s']:.2f} s, all partitions led after {res['controller_kill_leaders_s']:.2f} s")
+        new = kwire.quorum_leader(witness.addr)
+        # A live broker must not be fenced for not having found the new controller yet: watch Metadata's brokers
+        # (the unfenced ones) until the session has passed.
+        fenced = set()
+        while time.monotonic() - t0 < cluster.session_ms / 1000 + 2:
+            md = metadata_full(witness, [])
+            if md is not None:
+                fenced |= {n.id for n in survivors if n.id not in md[1]}
+            time.sleep(POLL_S)
+        res["live_brokers_fenced"] = sorted(fenced)
+        res["new_controller"] = new
+        res["heartbeat_s"] = {n.id: first_heartbeat(n, new, killed_at) for n in survivors}
+        log(f"{cluster.name}: kill -9 of the active controller {victim.id}: a new controller ({new}) after "
+            f"{res['controller_failover_s']:.2f} s, all partitions led after {res['controller_kill_leaders_s']:.2f} s, "
+            f"first heartbeats answered by it {res['heartbeat_s']}, live brokers fenced {res['live_brokers_fenced']}")
         res["command"] = cluster.command()
         return res
     except Exception:
@@ -360,8 +428,9 @@ def render(results, args):
         if r["run"] not in runs:
             runs.append(r["run"])
     lines.append("Method: `scripts/bench/failover.py` (its docstring has the details), on this shared 2-core machine: "
-                 "the three nodes of a kind and the script share the two cores. Both kinds: three combined "
-                 f"broker+controller nodes, broker.session.timeout.ms {args.session_ms}, "
+                 "the nodes of a kind and the script share the two cores. Both kinds: three combined "
+                 "broker+controller nodes, or (roles \"dedicated\") three controller-only and three broker-only nodes, "
+                 f"broker.session.timeout.ms {args.session_ms}, "
                  f"broker.heartbeat.interval.ms {args.heartbeat_ms}, replication factor 3, at most "
                  f"{TOPIC_PARTITIONS_MAX:,} partitions per topic; times are seconds from `kill -9` until a surviving "
                  "node's Metadata shows the change. Runs:")
@@ -370,26 +439,42 @@ def render(results, args):
         lines.append(f"{i}. {m['date']}: `{m['command']}` (load average before {m['load_before']}, "
                      f"after {m['load_after']})")
     lines.append("")
-    lines.append("| partitions | broker | run | create (s) | on every node (s) | broker kill → new leaders (s) | "
-                 "controller kill → new controller (s) | → new leaders (s) | RSS per node (MiB) |")
-    lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---|")
-    for r in sorted(results, key=lambda r: (r["partitions"], r["broker"] != "Fjord")):
+    lines.append("| partitions | roles | broker | run | create (s) | on every node (s) | broker kill → new leaders (s) | "
+                 "controller kill → new controller (s) | → new leaders (s) | → each live broker's first heartbeat "
+                 "to it (s) | live brokers fenced | RSS per node (MiB) |")
+    lines.append("|---:|---|---|---:|---:|---:|---:|---:|---:|---|---|---|")
+
+    def beats(r):
+        hb = r.get("heartbeat_s")
+        if not hb or all(v is None for v in hb.values()):
+            return "-"
+        return ", ".join(f"{k}: {fmt(v)}" for k, v in sorted(hb.items()))
+
+    def fenced(r):
+        f = r.get("live_brokers_fenced")
+        return "-" if f is None else ", ".join(map(str, f)) or "none"
+
+    for r in sorted(results, key=lambda r: (r["partitions"], r.get("roles", "combined"), r["broker"] != "Fjord")):
         run = runs.index(r["run"]) + 1
+        roles = r.get("roles", "combined")
         if "error" in r:
-            lines.append(f"| {r['partitions']:,} | {r['broker']} | {run} | failed: {r['error']} | | | | | |")
+            lines.append(f"| {r['partitions']:,} | {roles} | {r['broker']} | {run} | failed: {r['error']} "
+                         "| | | | | | | |")
             continue
-        lines.append(f"| {r['partitions']:,} | {r['broker']} | {run} | {fmt(r['create_s'])} | "
+        lines.append(f"| {r['partitions']:,} | {roles} | {r['broker']} | {run} | {fmt(r['create_s'])} | "
                      f"{fmt(r['propagation_s'])} | {fmt(r['broker_failover_s'])} | {fmt(r['controller_failover_s'])} | "
-                     f"{fmt(r['controller_kill_leaders_s'])} | {', '.join(fmt(x, 0) for x in r['rss_mib'])} |")
+                     f"{fmt(r['controller_kill_leaders_s'])} | {beats(r)} | {fenced(r)} | "
+                     f"{', '.join(fmt(x, 0) for x in r['rss_mib'])} |")
     lines.append("")
-    lines.append("Commands: " + "; ".join(f"{r['broker']} ({r['partitions']:,}): `{r['command']}`"
+    lines.append("Commands: " + "; ".join(f"{r['broker']} ({r['partitions']:,}, {r.get('roles', 'combined')}): "
+                                          f"`{r['command']}`"
                                           for r in results if "command" in r) + ".")
     lines.append(MARK_END)
     return "\n".join(lines) + "\n"
 
 
-def previous_rows(path, counts, kinds):
-    """Rows of earlier full runs for (partition count, broker kind) pairs this run does not measure."""
+def previous_rows(path, counts, kinds, roles):
+    """Rows of earlier full runs for (partition count, broker kind, roles) this run does not measure."""
     try:
         with open(path) as f:
             old = json.load(f)
@@ -398,7 +483,8 @@ def previous_rows(path, counts, kinds):
     rows = []
     for r in old.get("results", []):
         r.setdefault("run", old.get("meta"))
-        if r["run"] and not (r["partitions"] in counts and r["broker"].lower() in kinds):
+        if r["run"] and not (r["partitions"] in counts and r["broker"].lower() in kinds
+                             and r.get("roles", "combined") in roles):
             rows.append(r)
     return rows
 
@@ -411,6 +497,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--broker", choices=["fjord", "kafka", "both"], default="both")
     ap.add_argument("--partitions", default="1000,10000")
+    ap.add_argument("--roles", default="combined,dedicated",
+                    help="combined (three broker+controller nodes), dedicated (three controllers, three brokers)")
     ap.add_argument("--session-ms", type=int, default=9000)
     ap.add_argument("--heartbeat-ms", type=int, default=HEARTBEAT_MS)
     ap.add_argument("--smoke", action="store_true")
@@ -421,6 +509,9 @@ def main():
     args = ap.parse_args()
     counts = [int(x) for x in args.partitions.split(",")]
     kinds = ["fjord", "kafka"] if args.broker == "both" else [args.broker]
+    roles_list = args.roles.split(",")
+    if any(r not in ("combined", "dedicated") for r in roles_list):
+        ap.error(f"--roles: combined and/or dedicated, not {args.roles}")
     if args.smoke:
         counts, kinds, args.session_ms, args.heartbeat_ms = [100], ["fjord"], 2000, SMOKE_HEARTBEAT_MS
     elif args.quick:
@@ -433,20 +524,24 @@ def main():
     with tempfile.TemporaryDirectory(prefix="fjord-bench-failover-") as tmp:
         root = keep or tmp
         for n_parts in counts:
-            for kind in kinds:
-                sub = os.path.join(root, f"{kind}-{n_parts}")
-                os.makedirs(sub)
-                try:
-                    cluster = (FjordCluster(sub, args.fjord_bin, args.session_ms, args.heartbeat_ms) if kind == "fjord"
-                               else KafkaCluster(sub, args.session_ms, args.heartbeat_ms))
-                    log(f"{cluster.name}: {n_parts} partitions")
-                    r = run_cluster(cluster, n_parts)
-                    r["broker"] = cluster.name
-                except Exception as e:  # noqa: BLE001 - reported, and fails --smoke
-                    r = {"partitions": n_parts, "broker": kind, "error": str(e)[:300]}
-                    failed.append(f"{kind} {n_parts}: {e}")
-                    log(f"{kind} {n_parts} failed: {e}")
-                results.append(r)
+            for roles in roles_list:
+                for kind in kinds:
+                    sub = os.path.join(root, f"{kind}-{n_parts}-{roles}")
+                    os.makedirs(sub)
+                    try:
+                        cluster = (FjordCluster(sub, args.fjord_bin, args.session_ms, args.heartbeat_ms, roles)
+                                   if kind == "fjord" else KafkaCluster(sub, args.session_ms, args.heartbeat_ms, roles))
+                        log(f"{cluster.name}: {n_parts} partitions, {roles} roles")
+                        r = run_cluster(cluster, n_parts)
+                        r["broker"] = cluster.name
+                        if r["live_brokers_fenced"]:
+                            failed.append(f"{kind} {n_parts} {roles}: live brokers {r['live_brokers_fenced']} fenced "
+                                          "after the controller kill")
+                    except Exception as e:  # noqa: BLE001 - reported, and fails --smoke
+                        r = {"partitions": n_parts, "roles": roles, "broker": kind, "error": str(e)[:300]}
+                        failed.append(f"{kind} {n_parts} {roles}: {e}")
+                        log(f"{kind} {n_parts} {roles} failed: {e}")
+                    results.append(r)
     if keep:
         log(f"data dirs and logs kept in {keep}")
     meta["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -456,7 +551,7 @@ def main():
     name = "failover-smoke.json" if args.smoke else "failover-quick.json" if args.quick else "failover.json"
     path = os.path.join(RESULTS_DIR, name)
     if not (args.smoke or args.quick):
-        results = previous_rows(path, counts, kinds) + results
+        results = previous_rows(path, counts, kinds, roles_list) + results
     with open(path, "w") as f:
         json.dump({"meta": meta, "session_ms": args.session_ms, "results": results, "failed": failed}, f, indent=1)
     section = render(results, args)
