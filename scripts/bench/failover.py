@@ -173,10 +173,11 @@ class FjordCluster:
                                       env=dict(os.environ, NO_COLOR="1"))
 
     def command(self):
+        binary = os.path.relpath(self.binary, REPO)
         if self.roles == "combined":
-            return f"target/release/fjord serve {' '.join(self.args(self.nodes[0]))} (and nodes 2, 3 alike)"
-        return (f"target/release/fjord serve {' '.join(self.args(self.nodes[0]))} (and controllers 2, 3 alike); "
-                f"target/release/fjord serve {' '.join(self.args(self.nodes[3]))} (and brokers 5, 6 alike)")
+            return f"{binary} serve {' '.join(self.args(self.nodes[0]))} (and nodes 2, 3 alike)"
+        return (f"{binary} serve {' '.join(self.args(self.nodes[0]))} (and controllers 2, 3 alike); "
+                f"{binary} serve {' '.join(self.args(self.nodes[3]))} (and brokers 5, 6 alike)")
 
 
 class KafkaCluster:
