@@ -806,20 +806,7 @@ impl<'a> Sim<'a> {
                     ));
                 }
             }
-            self.time_ms += self.rng.range_i64(1, 8);
-            self.deliver()?;
-            self.complete_flushes()?;
-            for i in 0..self.nodes.len() {
-                self.feed(i, Input::Tick)?;
-            }
-            self.workload()?;
-            self.change_voters()?;
-            self.take_snapshot()?;
-            if self.faults {
-                self.inject_faults()?;
-            }
-            self.restart_due();
-            self.check()?;
+            self.advance()?;
             if let Some(h) = heal_ms {
                 if let Some(offset) = self.committed_after_heal() {
                     if self.report.heal_to_commit_ms == 0 {
@@ -843,9 +830,10 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// One step without faults.
-    fn quiet_step(&mut self) -> Result<(), String> {
-        self.step += 1;
+    /// Time passes (1 to 8 ms): messages and flushes due arrive, every
+    /// node ticks, the workload proposes, faults strike (while on), crashed
+    /// nodes due restart, and the invariants are checked.
+    fn advance(&mut self) -> Result<(), String> {
         self.time_ms += self.rng.range_i64(1, 8);
         self.deliver()?;
         self.complete_flushes()?;
@@ -853,8 +841,19 @@ impl<'a> Sim<'a> {
             self.feed(i, Input::Tick)?;
         }
         self.workload()?;
+        self.change_voters()?;
         self.take_snapshot()?;
+        if self.faults {
+            self.inject_faults()?;
+        }
+        self.restart_due();
         self.check()
+    }
+
+    /// One step of [`leader_kill`] (no faults; the killed node never restarts).
+    fn quiet_step(&mut self) -> Result<(), String> {
+        self.step += 1;
+        self.advance()
     }
 
     /// The live leader of the latest epoch, with that epoch.
