@@ -5,8 +5,10 @@
 //! (Kafka's `ReplicaManager.applyDelta`: open the logs of new partitions,
 //! close and delete those of removed topics, apply config changes).
 //!
-//! The publisher runs on the metadata quorum's thread, so opening logs and
-//! fsync never run on the async runtime's worker threads.
+//! The publisher runs on the metadata quorum's thread while the node loads,
+//! then on a thread of its own behind the image (see [`BrokerPublisher`]),
+//! so opening logs and fsync never run on the async runtime's worker
+//! threads.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -617,8 +619,79 @@ pub fn dynamic_configs(image: &MetadataImage, node: NodeId) -> DynamicBrokerConf
 }
 
 /// Makes the broker's topic registry follow the image.
+///
+/// While the broker loads (a single node's replay of its metadata log) each
+/// image is applied before the next is published. Once it is loaded the
+/// registry follows behind: the image is published when its records are
+/// committed (what the controller decides on, and what a proposal waits
+/// for), and [`Broker::apply_delta`] runs on the `fjord-metadata-publish`
+/// thread, in log order, as Kafka's broker applies each image after its
+/// controller committed it. Callers that need the registry to hold their
+/// change wait for it (`Broker::propose`); CreateTopics answers at the
+/// commit, as Kafka's controller does, and the new partitions' logs are
+/// created behind the answer. A topic is in the registry, and so in
+/// Metadata answers, only once its logs exist.
 pub struct BrokerPublisher {
-    pub broker: Weak<Broker>,
+    broker: Weak<Broker>,
+    behind: Option<(
+        std::sync::mpsc::Sender<(MetadataDelta, MetadataImage)>,
+        std::thread::JoinHandle<()>,
+    )>,
+}
+
+impl BrokerPublisher {
+    pub fn new(broker: Weak<Broker>) -> BrokerPublisher {
+        BrokerPublisher {
+            broker,
+            behind: None,
+        }
+    }
+
+    /// The thread that applies images behind their publication (started at
+    /// the first image published after loading).
+    fn behind(
+        &mut self,
+    ) -> Result<&std::sync::mpsc::Sender<(MetadataDelta, MetadataImage)>, MetadataError> {
+        if self.behind.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<(MetadataDelta, MetadataImage)>();
+            let broker = self.broker.clone();
+            let thread = std::thread::Builder::new()
+                .name("fjord-metadata-publish".into())
+                .spawn(move || {
+                    while let Ok((delta, image)) = rx.recv() {
+                        let Some(b) = broker.upgrade() else { break };
+                        // Logged and recorded for the waiters there.
+                        let _ = apply_and_record(&b, &delta, &image);
+                    }
+                })
+                .map_err(|e| MetadataError::Apply(format!("spawn the publish thread: {e}")))?;
+            self.behind = Some((tx, thread));
+        }
+        match &self.behind {
+            Some((tx, _)) => Ok(tx),
+            None => Err(MetadataError::Apply("no publish thread".into())),
+        }
+    }
+}
+
+/// Applies one image to the registry and records how far it got.
+fn apply_and_record(
+    broker: &Broker,
+    delta: &MetadataDelta,
+    image: &MetadataImage,
+) -> Result<(), StateError> {
+    let result = broker.apply_delta(delta, image);
+    if let Err(e) = &result {
+        tracing::error!(
+            end_offset = image.end_offset().0,
+            "the topic registry did not apply a metadata image: {e}"
+        );
+    }
+    broker.record_registry_applied(
+        image.end_offset(),
+        result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+    );
+    result
 }
 
 impl MetadataPublisher for BrokerPublisher {
@@ -630,9 +703,27 @@ impl MetadataPublisher for BrokerPublisher {
         let Some(broker) = self.broker.upgrade() else {
             return Err(MetadataError::Apply("the broker is gone".into()));
         };
-        broker
-            .apply_delta(delta, image)
-            .map_err(|e| MetadataError::Apply(e.to_string()))
+        if !broker.is_loaded() {
+            return apply_and_record(&broker, delta, image)
+                .map_err(|e| MetadataError::Apply(e.to_string()));
+        }
+        drop(broker);
+        self.behind()?
+            .send((delta.clone(), image.clone()))
+            .map_err(|_| MetadataError::Apply("the publish thread stopped".into()))
+    }
+}
+
+impl Drop for BrokerPublisher {
+    /// Lets the publish thread apply what it was handed, then ends it
+    /// (unless this runs on it: it held the broker's last reference).
+    fn drop(&mut self) {
+        if let Some((tx, thread)) = self.behind.take() {
+            drop(tx);
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
     }
 }
 

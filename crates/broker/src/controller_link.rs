@@ -369,7 +369,7 @@ fn heartbeat(
     let request = BrokerHeartbeatRequest::default()
         .with_broker_id(BrokerId(b.config.node_id.0))
         .with_broker_epoch(epoch)
-        .with_current_metadata_offset(b.image().end_offset().0)
+        .with_current_metadata_offset(b.registry_applied().0)
         .with_want_fence(false)
         .with_want_shut_down(false);
     let interval = b.config.broker_heartbeat_interval_ms.max(1) as u64;
@@ -428,7 +428,7 @@ fn controlled_shutdown(b: &Broker, channel: &mut ControllerChannel, reg: &Regist
         let request = BrokerHeartbeatRequest::default()
             .with_broker_id(BrokerId(b.config.node_id.0))
             .with_broker_epoch(epoch)
-            .with_current_metadata_offset(b.image().end_offset().0)
+            .with_current_metadata_offset(b.registry_applied().0)
             .with_want_shut_down(true);
         match channel.call(b, &request, HEARTBEAT_VERSION) {
             Ok(r) if r.error_code == 0 && r.should_shut_down => {

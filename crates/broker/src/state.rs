@@ -9,13 +9,16 @@
 //! the other nodes forward admin operations to it
 //! (`crate::controller_link`)). Every partition's leader, epoch, replicas
 //! and ISR come from the image ([`replica_state_of`]).
-//! An admin operation validates against the registry, proposes records,
-//! and answers only after they are committed (durable) and applied: the
-//! quorum's thread hands each new image to [`Broker::apply_delta`] (through
-//! [`crate::cluster_metadata::BrokerPublisher`]), which opens the logs of
-//! new partitions and closes and deletes those of removed topics.
+//! An admin operation validates against the image, proposes records,
+//! and answers only after they are committed (durable) and applied: each
+//! new image goes to [`Broker::apply_delta`] (through
+//! [`crate::cluster_metadata::BrokerPublisher`], on its own thread once the
+//! node is loaded), which opens the logs of new partitions and closes and
+//! deletes those of removed topics. CreateTopics is the exception, as in
+//! Kafka: it is answered at the commit and the logs are created behind
+//! the answer ([`Broker::create_topic_answered_at_commit`]).
 //!
-//! Invariant: a topic in `topics` is in the latest image and has the log of
+//! Invariant: a topic in `topics` is in an image and has the log of
 //! every partition this node hosts open (the others have a `Log::absent`:
 //! no directory, no file); records are durable before any answer depends
 //! on them.
@@ -76,6 +79,15 @@ impl Topic {
     }
 }
 
+/// How far the topic registry follows the metadata image.
+#[derive(Default)]
+struct RegistryProgress {
+    /// The end offset of the last image applied.
+    applied: fjord_model::Offset,
+    /// The end offset of the last image whose apply failed, and why.
+    failed: Option<(fjord_model::Offset, String)>,
+}
+
 /// Producer ids are handed out in blocks; the end of the block is persisted first.
 const PRODUCER_ID_BLOCK: i64 = 1000;
 /// The first producer id of a new cluster.
@@ -97,8 +109,14 @@ pub struct Broker {
     /// How a cluster node reaches the others (set with the quorum).
     links: OnceLock<crate::security::links::NodeLinks>,
     /// Metadata is loaded: a topic created from now on starts with empty
-    /// logs (a leftover directory of the same name is removed first).
+    /// logs (a leftover directory of the same name is removed first). From
+    /// then on the registry follows each image behind its publication, on
+    /// the publisher's own thread (`cm::BrokerPublisher`).
     loaded: AtomicBool,
+    /// How far the registry follows the image (`apply_delta`), and the
+    /// images whose apply failed; `registry_moved` is notified at each.
+    registry: Mutex<RegistryProgress>,
+    registry_moved: parking_lot::Condvar,
     /// The partition directories (`<topic>-<partition>`) found in the data
     /// directory at start that no hosted partition has claimed yet. A
     /// hosted partition opens its directory from this set as its data
@@ -395,6 +413,8 @@ impl Broker {
             image: OnceLock::new(),
             links: OnceLock::new(),
             loaded: AtomicBool::new(false),
+            registry: Mutex::new(RegistryProgress::default()),
+            registry_moved: parking_lot::Condvar::new(),
             // A single node too: its replay of the metadata log at start
             // may delete a topic whose name a later record creates again,
             // and that later topic's data is what the directory holds.
@@ -437,9 +457,7 @@ impl Broker {
         }
         let (loader, image) = MetadataLoader::new(
             &cluster_id,
-            Box::new(cm::BrokerPublisher {
-                broker: Arc::downgrade(&broker),
-            }),
+            Box::new(cm::BrokerPublisher::new(Arc::downgrade(&broker))),
         );
         let _ = broker.image.set(image);
         if broker.config.kraft.is_cluster() {
@@ -649,10 +667,14 @@ impl Broker {
     /// holds its previous registration, often unfenced: that one does not
     /// count.
     pub fn is_registered_unfenced(&self) -> bool {
+        self.registered_unfenced_in(&self.image())
+    }
+
+    /// [`Broker::is_registered_unfenced`] as of `image`.
+    fn registered_unfenced_in(&self, image: &MetadataImage) -> bool {
         let epoch = self.broker_epoch.load(Ordering::SeqCst);
         epoch >= 0
-            && self
-                .image()
+            && image
                 .broker(self.config.node_id)
                 .is_some_and(|r| r.broker_epoch == epoch && !r.fenced)
     }
@@ -1004,17 +1026,8 @@ impl Broker {
 
     /// Proposes `records` and waits until they are committed and applied.
     pub(crate) fn propose(&self, records: Vec<MetadataRecord>) -> Result<(), StateError> {
-        let Some(q) = self.quorum.get() else {
-            return Err(StateError::kafka(
-                ErrorCode::NOT_CONTROLLER,
-                "metadata is not loaded",
-            ));
-        };
-        q.get()
-            .propose(self.frame(&records))
-            .wait_blocking()
-            .map(|_| ())
-            .map_err(|e| meta_err_str(&self.config.data_dir, e))
+        let offset = self.commit(None, records)?;
+        self.wait_registry(offset)
     }
 
     /// Proposes a controller's decision, bound to the metadata epoch it was
@@ -1022,23 +1035,105 @@ impl Broker {
     /// written, once this node no longer leads that epoch. A deposed
     /// controller's records must never reach the next leader: it decided
     /// on an image that may be stale (a cut-off controller fences the
-    /// brokers it cannot hear and shrinks ISRs to itself).
+    /// brokers it cannot hear and shrinks ISRs to itself). Waits until
+    /// they are committed and applied.
     pub(crate) fn propose_in_epoch(
         &self,
         epoch: LeaderEpoch,
         records: Vec<MetadataRecord>,
     ) -> Result<(), StateError> {
+        let offset = self.commit(Some(epoch), records)?;
+        self.wait_registry(offset)
+    }
+
+    /// Proposes `records` (bound to `epoch` when given) and waits until
+    /// they are committed and the published image holds them (what the
+    /// controller decides on next), not until the registry applied them:
+    /// the offset of the proposal's last record.
+    fn commit(
+        &self,
+        epoch: Option<LeaderEpoch>,
+        records: Vec<MetadataRecord>,
+    ) -> Result<fjord_model::Offset, StateError> {
         let Some(q) = self.quorum.get() else {
             return Err(StateError::kafka(
                 ErrorCode::NOT_CONTROLLER,
                 "metadata is not loaded",
             ));
         };
-        q.get()
-            .propose_in_epoch(epoch, self.frame(&records))
+        let framed = self.frame(&records);
+        let proposal = match epoch {
+            Some(epoch) => q.get().propose_in_epoch(epoch, framed),
+            None => q.get().propose(framed),
+        };
+        proposal
             .wait_blocking()
-            .map(|_| ())
             .map_err(|e| meta_err_str(&self.config.data_dir, e))
+    }
+
+    /// Waits until the registry applied the image that holds `offset`
+    /// (opened the logs of the partitions it created, ...): the apply's
+    /// error if that image is the one whose apply failed.
+    fn wait_registry(&self, offset: fjord_model::Offset) -> Result<(), StateError> {
+        let mut progress = self.registry.lock();
+        while progress.applied <= offset {
+            if self.stopping.load(Ordering::SeqCst) {
+                return Err(StateError::kafka(
+                    ErrorCode::NOT_CONTROLLER,
+                    "the broker is shutting down",
+                ));
+            }
+            self.registry_moved
+                .wait_for(&mut progress, std::time::Duration::from_millis(100));
+        }
+        match &progress.failed {
+            Some((end, reason)) if *end == offset.next() => Err(meta_err_str(
+                &self.config.data_dir,
+                fjord_metadata::MetadataError::Apply(reason.clone()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits until the registry applied every image published so far (an
+    /// admin operation that reads the registry, right after a CreateTopics
+    /// answered at the commit).
+    fn registry_caught_up(&self) {
+        let end = self.image().end_offset();
+        let mut progress = self.registry.lock();
+        while progress.applied < end && !self.stopping.load(Ordering::SeqCst) {
+            self.registry_moved
+                .wait_for(&mut progress, std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// The registry applied the image ending at `end` (`Err`: its apply
+    /// failed part way).
+    pub(crate) fn record_registry_applied(
+        &self,
+        end: fjord_model::Offset,
+        result: Result<(), String>,
+    ) {
+        let mut progress = self.registry.lock();
+        progress.applied = progress.applied.max(end);
+        if let Err(reason) = result {
+            progress.failed = Some((end, reason));
+        }
+        drop(progress);
+        self.registry_moved.notify_all();
+    }
+
+    /// The end offset of the last image the registry applied: what a
+    /// broker reports to the controller as its metadata offset (Kafka's
+    /// broker reports the image its publishers applied), so it is unfenced
+    /// only once its logs follow the metadata.
+    pub(crate) fn registry_applied(&self) -> fjord_model::Offset {
+        self.registry.lock().applied
+    }
+
+    /// Metadata is loaded (see `loaded`).
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::SeqCst)
     }
 
     /// The epoch an admin operation that decides without the controller's
@@ -1238,10 +1333,11 @@ impl Broker {
         }
         // A cluster broker has caught up with the metadata once the
         // controller unfences this incarnation: what it found at start and
-        // no hosted partition claimed is stray.
+        // no hosted partition claimed is stray. As of the image applied
+        // (the published one may be ahead of the registry).
         if self.config.kraft.is_cluster()
             && self.found_at_start.lock().is_some()
-            && self.is_registered_unfenced()
+            && self.registered_unfenced_in(image)
         {
             self.delete_strays(image)?;
         }
@@ -1454,6 +1550,19 @@ impl Broker {
         self.topics.read().get(name).cloned()
     }
 
+    /// [`Broker::topic`], also for a topic committed whose logs the registry
+    /// is still creating (a CreateTopics answered at the commit): waits for
+    /// the registry then. For requests about a topic's configs, which Kafka
+    /// answers from its image as soon as the topic is committed.
+    pub fn committed_topic(&self, name: &str) -> Option<Arc<Topic>> {
+        if let Some(t) = self.topic(name) {
+            return Some(t);
+        }
+        self.image().topics().get(name)?;
+        self.registry_caught_up();
+        self.topic(name)
+    }
+
     pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
         self.topics.read().values().find(|t| t.id == id).cloned()
     }
@@ -1490,23 +1599,7 @@ impl Broker {
         overrides: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, StateError> {
-        if is_internal_topic(name) {
-            if self.topic(name).is_some() {
-                return Err(StateError::kafka(
-                    ErrorCode::TOPIC_ALREADY_EXISTS,
-                    format!("topic '{name}' already exists"),
-                ));
-            }
-            if name == crate::txns::TXN_STATE_TOPIC {
-                self.txns.start_loading();
-            } else {
-                self.groups.start_loading();
-            }
-            return Err(StateError::kafka(
-                ErrorCode::LEADER_NOT_AVAILABLE,
-                format!("internal topic '{name}' is being created by the broker"),
-            ));
-        }
+        self.refuse_internal_topic(name)?;
         self.create_topic_unchecked(
             name,
             partitions,
@@ -1517,7 +1610,60 @@ impl Broker {
         )
     }
 
-    /// `create_topic` without the internal-topic check (for the broker's own topics).
+    /// CreateTopics: [`Broker::create_replicated_topic`], answered once the
+    /// records are committed, as Kafka's controller answers. The topic
+    /// returned is the one committed (its id, overrides and settings, no
+    /// partitions): its partitions' logs are created behind the answer,
+    /// and it is in the registry (and so in Metadata answers) once they
+    /// exist, so a client that produces at once is told
+    /// UNKNOWN_TOPIC_OR_PARTITION or LEADER_NOT_AVAILABLE until then, and
+    /// retries.
+    pub fn create_topic_answered_at_commit(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        assignments: &[Vec<i32>],
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, StateError> {
+        self.refuse_internal_topic(name)?;
+        self.create_topic_committed(
+            name,
+            partitions,
+            replication_factor,
+            assignments,
+            overrides,
+            validate_only,
+        )
+        .map(|(topic, _)| topic)
+    }
+
+    /// Internal topics are created by the broker only: asking for a missing
+    /// one starts its creation and is answered LEADER_NOT_AVAILABLE.
+    fn refuse_internal_topic(&self, name: &str) -> Result<(), StateError> {
+        if !is_internal_topic(name) {
+            return Ok(());
+        }
+        if self.image().topics().get(name).is_some() {
+            return Err(StateError::kafka(
+                ErrorCode::TOPIC_ALREADY_EXISTS,
+                format!("topic '{name}' already exists"),
+            ));
+        }
+        if name == crate::txns::TXN_STATE_TOPIC {
+            self.txns.start_loading();
+        } else {
+            self.groups.start_loading();
+        }
+        Err(StateError::kafka(
+            ErrorCode::LEADER_NOT_AVAILABLE,
+            format!("internal topic '{name}' is being created by the broker"),
+        ))
+    }
+
+    /// `create_topic` without the internal-topic check (for the broker's
+    /// own topics): the topic from the registry, its logs open.
     pub(crate) fn create_topic_unchecked(
         &self,
         name: &str,
@@ -1527,6 +1673,42 @@ impl Broker {
         overrides: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, StateError> {
+        let (committed, offset) = self.create_topic_committed(
+            name,
+            partitions,
+            replication_factor,
+            assignments,
+            overrides,
+            validate_only,
+        )?;
+        if validate_only {
+            return Ok(committed);
+        }
+        let id = committed.id;
+        match offset {
+            Some(offset) => {
+                self.wait_registry(offset)?;
+                self.topic(name).filter(|t| t.id == id).ok_or_else(|| {
+                    StateError::kafka(ErrorCode::UNKNOWN_SERVER_ERROR, "created topic not applied")
+                })
+            }
+            // Forwarded: this node follows the controller's log behind.
+            None => self.wait_applied(|b| b.topic(name).filter(|t| t.id == id)),
+        }
+    }
+
+    /// Creates a topic and waits until its records are committed: the topic
+    /// as committed, and the offset of its records (`None` where the
+    /// controller is another node, or for `validate_only`).
+    fn create_topic_committed(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        assignments: &[Vec<i32>],
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(Arc<Topic>, Option<fjord_model::Offset>), StateError> {
         use fjord_model::limits::PARTITIONS_PER_TOPIC_MAX;
         if !fjord_model::is_valid_topic_name(name) {
             return Err(StateError::kafka(
@@ -1551,7 +1733,21 @@ impl Broker {
             ));
         }
         let settings = self.settings_with(&overrides)?;
+        // What the answer describes: the topic as committed (its partitions'
+        // logs are created behind the answer; see `cm::BrokerPublisher`).
+        let answer = |id: Uuid, overrides: BTreeMap<String, String>| {
+            Arc::new(Topic {
+                name: name.to_string(),
+                id,
+                overrides: RwLock::new(overrides),
+                settings: RwLock::new(settings.clone()),
+                partitions: RwLock::new(Vec::new()),
+                stats: Default::default(),
+            })
+        };
         if self.forwards_admin() {
+            // Answered once the controller committed the records (Kafka's
+            // forwarding broker does not wait for its own metadata either).
             let id = crate::controller_link::forward_create_topic(
                 self,
                 name,
@@ -1561,20 +1757,10 @@ impl Broker {
                 &overrides,
                 validate_only,
             )?;
-            if validate_only {
-                return Ok(Arc::new(Topic {
-                    name: name.to_string(),
-                    id,
-                    overrides: RwLock::new(overrides),
-                    settings: RwLock::new(settings),
-                    partitions: RwLock::new(Vec::new()),
-                    stats: Default::default(),
-                }));
-            }
-            return self.wait_applied(|b| b.topic(name).filter(|t| t.id == id));
+            return Ok((answer(id, overrides), None));
         }
         let _admin = self.admin.lock();
-        if self.topics.read().contains_key(name) {
+        if self.image().topics().get(name).is_some() {
             return Err(StateError::kafka(
                 ErrorCode::TOPIC_ALREADY_EXISTS,
                 format!("topic '{name}' already exists"),
@@ -1641,22 +1827,13 @@ impl Broker {
             }
         };
         if validate_only {
-            return Ok(Arc::new(Topic {
-                name: name.to_string(),
-                id,
-                overrides: RwLock::new(overrides),
-                settings: RwLock::new(settings),
-                partitions: RwLock::new(Vec::new()),
-                stats: Default::default(),
-            }));
+            return Ok((answer(id, overrides), None));
         }
-        self.propose_at(epoch, records)?;
-        let topic = self.topic(name).ok_or_else(|| {
-            StateError::kafka(ErrorCode::UNKNOWN_SERVER_ERROR, "created topic not applied")
-        })?;
-        assert_eq!(topic.id, id, "the applied topic is the one proposed");
+        // Committed: the image (what the next admin operation decides on)
+        // holds the topic; the registry opens its logs behind.
+        let offset = self.commit(epoch, records)?;
         tracing::info!(topic = name, %id, partitions, "topic created");
-        Ok(topic)
+        Ok((answer(id, overrides), Some(offset)))
     }
 
     pub fn delete_topic(&self, name: &str) -> Result<Uuid, StateError> {
@@ -1672,6 +1849,7 @@ impl Broker {
             return Ok(id);
         }
         let _admin = self.admin.lock();
+        self.registry_caught_up();
         let topic = self.topic(name).ok_or_else(|| {
             StateError::kafka(
                 ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
@@ -1714,6 +1892,7 @@ impl Broker {
             });
         }
         let _admin = self.admin.lock();
+        self.registry_caught_up();
         let topic = self.topic(name).ok_or_else(|| {
             StateError::kafka(
                 ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
@@ -1784,6 +1963,7 @@ impl Broker {
             );
         }
         let _admin = self.admin.lock();
+        self.registry_caught_up();
         let topic = self.topic(name).ok_or_else(|| {
             StateError::kafka(
                 ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
@@ -2489,6 +2669,55 @@ mod replica_facts_tests {
         assert_eq!(part.log.log_end_offset(), fjord_model::Offset(2));
         assert_eq!(read_partition_topic_id(&t0), Some(id), "written again");
         drop(part);
+        broker.close();
+    }
+
+    /// CreateTopics is answered once its records are committed, while the
+    /// registry still creates the logs (here held up by a reader of the
+    /// registry); the topic is in the registry only with its logs, and an
+    /// admin operation that reads the registry waits for it.
+    #[test]
+    fn create_topics_is_answered_at_the_commit_and_the_logs_follow() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open_single_node(dir.path());
+        let held = broker.topics.read();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let b = broker.clone();
+        std::thread::spawn(move || {
+            let answer = b.create_topic_answered_at_commit("t", 3, -1, &[], BTreeMap::new(), false);
+            tx.send(answer.map(|t| (t.id, t.partition_count())))
+                .unwrap();
+        });
+        let (id, listed) = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("answered while the registry is held up")
+            .unwrap();
+        assert_eq!(listed, 0, "the answer describes the committed topic");
+        let image = broker.image();
+        let committed = image.topics().get("t").expect("committed");
+        assert_eq!((committed.id, committed.partition_count()), (id, 3));
+        // Created again meanwhile: refused from the image.
+        let again = broker.create_topic_answered_at_commit("t", 1, -1, &[], BTreeMap::new(), false);
+        assert!(
+            matches!(&again, Err(StateError::Kafka { code, .. }) if *code == ErrorCode::TOPIC_ALREADY_EXISTS),
+            "{:?}",
+            again.map(|t| t.id)
+        );
+        let b = broker.clone();
+        let deleting = std::thread::spawn(move || b.delete_topic("t"));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!deleting.is_finished(), "waits for the registry");
+        drop(held);
+        assert_eq!(deleting.join().unwrap().unwrap(), id);
+        assert!(broker.topic("t").is_none());
+        assert!(!partition_dir(dir.path(), "t", 0).exists());
+        // Created again: the registry has it with its logs once applied.
+        let t = broker
+            .create_topic_answered_at_commit("t", 2, -1, &[], BTreeMap::new(), false)
+            .unwrap();
+        let applied = broker.committed_topic("t").unwrap();
+        assert_eq!((applied.id, applied.partition_count()), (t.id, 2));
+        append_records(&applied.partition(1).unwrap(), 1);
         broker.close();
     }
 

@@ -136,7 +136,7 @@ pub fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> Option<BytesMut> {
         } else {
             Vec::new() // checked above: each partition on this node
         };
-        match broker.create_replicated_topic(
+        match broker.create_topic_answered_at_commit(
             &name,
             partitions,
             rf,

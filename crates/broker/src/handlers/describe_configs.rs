@@ -54,7 +54,7 @@ fn topic_result(
     include_synonyms: bool,
     include_documentation: bool,
 ) -> Option<Vec<DescribeConfigsResourceResult>> {
-    let topic = broker.topic(name)?;
+    let topic = broker.committed_topic(name)?;
     let settings = topic.settings.read().clone();
     let overrides = topic.overrides.read().clone();
     let dynamic = broker.dynamic_configs();

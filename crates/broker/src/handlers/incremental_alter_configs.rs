@@ -189,7 +189,7 @@ fn current_value(ctx: &Ctx, resource_type: i8, resource_name: &str, name: &str) 
     let broker = &ctx.broker;
     if resource_type == RESOURCE_TOPIC {
         return broker
-            .topic(resource_name)
+            .committed_topic(resource_name)
             .and_then(|t| t.settings.read().get(name))
             .unwrap_or_default();
     }

@@ -26,7 +26,7 @@ use super::authz::AUTHORIZED_OPERATIONS_OMITTED;
 use super::{str_bytes, Ctx};
 use crate::errors;
 use crate::security::authorizer::{Operation, ResourceType, CLUSTER_NAME};
-use crate::state::{Broker, Topic};
+use crate::state::{Broker, StateError, Topic};
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=13;
 
@@ -156,6 +156,13 @@ fn lookup_or_create(broker: &Arc<Broker>, name: &str, auto_create: bool) -> Meta
             .topic(name)
             .map(|t| describe(&t))
             .unwrap_or_else(|| unknown(ErrorCode::LEADER_NOT_AVAILABLE)),
+        // Created and committed, its logs not created here yet (a
+        // CreateTopics is answered at the commit): retriable, as Kafka
+        // answers for a topic being created.
+        Err(StateError::Kafka {
+            code: ErrorCode::TOPIC_ALREADY_EXISTS,
+            ..
+        }) => unknown(ErrorCode::LEADER_NOT_AVAILABLE),
         Err(e) => {
             tracing::warn!(topic = name, "auto-create failed: {e}");
             unknown(errors::state_error(&e).0)
