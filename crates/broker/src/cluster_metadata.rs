@@ -633,11 +633,11 @@ pub fn dynamic_configs(image: &MetadataImage, node: NodeId) -> DynamicBrokerConf
 /// Metadata answers, only once its logs exist.
 pub struct BrokerPublisher {
     broker: Weak<Broker>,
-    behind: Option<(
-        std::sync::mpsc::Sender<(MetadataDelta, MetadataImage)>,
-        std::thread::JoinHandle<()>,
-    )>,
+    behind: Option<(ToPublish, std::thread::JoinHandle<()>)>,
 }
+
+/// Images handed to the publish thread, in log order.
+type ToPublish = std::sync::mpsc::Sender<(MetadataDelta, MetadataImage)>;
 
 impl BrokerPublisher {
     pub fn new(broker: Weak<Broker>) -> BrokerPublisher {
@@ -649,9 +649,7 @@ impl BrokerPublisher {
 
     /// The thread that applies images behind their publication (started at
     /// the first image published after loading).
-    fn behind(
-        &mut self,
-    ) -> Result<&std::sync::mpsc::Sender<(MetadataDelta, MetadataImage)>, MetadataError> {
+    fn behind(&mut self) -> Result<&ToPublish, MetadataError> {
         if self.behind.is_none() {
             let (tx, rx) = std::sync::mpsc::channel::<(MetadataDelta, MetadataImage)>();
             let broker = self.broker.clone();
