@@ -47,10 +47,18 @@ async fn create_topics_with_a_duplicate_name_creates_nothing_for_it() {
             ],
             "v{v}"
         );
-        assert!(b.topic(&dup).is_none(), "v{v}: {dup} must not exist");
-        assert!(b.topic(&trip).is_none(), "v{v}: {trip} must not exist");
+        // Answered at the commit: committed_topic waits for the logs of a
+        // committed topic (and answers None for one never committed).
+        assert!(
+            b.committed_topic(&dup).is_none(),
+            "v{v}: {dup} must not exist"
+        );
+        assert!(
+            b.committed_topic(&trip).is_none(),
+            "v{v}: {trip} must not exist"
+        );
         assert_eq!(
-            b.topic(&other).map(|t| t.partitions.read().len()),
+            b.committed_topic(&other).map(|t| t.partitions.read().len()),
             Some(2),
             "v{v}"
         );
