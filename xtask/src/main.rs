@@ -197,7 +197,7 @@ fn test(root: &Path) -> Result<()> {
             "benchmark smoke",
             Box::new(|| bench::bench(root, &["--smoke".to_string()])),
         ),
-        ("fuzz", Box::new(|| fuzz(root, 20))),
+        ("fuzz", Box::new(|| fuzz(root, 12))),
     ];
     let total = steps.len();
     for (i, (name, step)) in steps.iter().enumerate() {
